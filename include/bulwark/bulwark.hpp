@@ -1,0 +1,10 @@
+// bulwark — resilience policies for C++17 services.
+// SPDX-License-Identifier: MIT
+#ifndef BULWARK_BULWARK_HPP
+#define BULWARK_BULWARK_HPP
+
+// The umbrella header: every public bulwark header.
+#include <bulwark/core.hpp>
+#include <bulwark/testing.hpp>
+
+#endif  // BULWARK_BULWARK_HPP

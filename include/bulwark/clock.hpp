@@ -1,0 +1,168 @@
+// bulwark — resilience policies for C++17 services.
+// SPDX-License-Identifier: MIT
+#ifndef BULWARK_CLOCK_HPP
+#define BULWARK_CLOCK_HPP
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include <bulwark/config.hpp>
+#include <bulwark/detail/throw.hpp>
+
+namespace bulwark {
+
+// Every duration bulwark stores or reports. Nanoseconds in 64 bits span ±292 years.
+using Duration = std::chrono::nanoseconds;
+// A point on the monotonic timeline of a Clock. Never compared across clocks.
+using TimePoint = std::chrono::time_point<std::chrono::steady_clock, Duration>;
+
+// Where time comes from and how waiting happens. Every component that reads time or waits takes a
+// Clock& as its last constructor argument (it must outlive the component), so that tests run on a
+// ManualClock and never sleep for real.
+//
+// Implementations must be thread-safe: components call now() and sleep_for() from any thread.
+// now() is virtual; hot paths are written not to read the clock at all.
+class Clock {
+public:
+    virtual ~Clock() = default;
+
+    // The current time. Monotonic: never goes backwards.
+    virtual TimePoint now() const noexcept = 0;
+
+    // Blocks the calling thread for `d` (a non-positive `d` returns at once). A ManualClock
+    // advances its time instead.
+    virtual void sleep_for(Duration d) = 0;
+
+    void sleep_until(TimePoint t) {
+        const TimePoint current = now();
+        if (t > current) {
+            sleep_for(t - current);
+        }
+    }
+
+protected:
+    Clock() = default;
+    Clock(const Clock&) = default;
+    Clock& operator=(const Clock&) = default;
+};
+
+// The real monotonic clock (std::chrono::steady_clock) and a real sleep.
+//   bulwark::SteadyClock clock; auto t = clock.now(); clock.sleep_for(10ms);
+// Thread-safe (stateless).
+class SteadyClock final : public Clock {
+public:
+    TimePoint now() const noexcept override {
+        return std::chrono::time_point_cast<Duration>(std::chrono::steady_clock::now());
+    }
+
+    void sleep_for(Duration d) override {
+        if (d > Duration::zero()) {
+            std::this_thread::sleep_for(d);
+        }
+    }
+};
+
+// A clock that moves only when told to: advance(d), set(t), or a sleep_for(d), which advances by
+// `d` instead of blocking and records the request so that a test can check the exact waits a
+// policy asked for.
+//   bulwark::ManualClock clock;  clock.advance(5s);  clock.sleeps();  // every sleep_for request
+// Thread-safe. now() is a single atomic load.
+class ManualClock final : public Clock {
+public:
+    // Starts one day after the zero of TimePoint, so that no code can get away with treating a
+    // zero time point as "never".
+    ManualClock() noexcept : ManualClock(TimePoint{std::chrono::hours(24)}) {}
+    explicit ManualClock(TimePoint start) noexcept : now_ns_(start.time_since_epoch().count()) {}
+
+    ManualClock(const ManualClock&) = delete;
+    ManualClock& operator=(const ManualClock&) = delete;
+
+    TimePoint now() const noexcept override {
+        // acquire: pairs with the release in advance(), so a thread that sees the new time also
+        // sees what the advancing thread wrote before it.
+        return TimePoint{Duration{now_ns_.load(std::memory_order_acquire)}};
+    }
+
+    // Moves time forward by `d`. Throws std::invalid_argument for a negative `d`: time is
+    // monotonic.
+    void advance(Duration d) {
+        if (d < Duration::zero()) {
+            detail::throw_invalid_option("ManualClock.advance(d): d", "must be >= 0",
+                                         detail::format_duration(d));
+        }
+        now_ns_.fetch_add(d.count(), std::memory_order_acq_rel);
+    }
+
+    // Moves time forward to `t`. Throws std::invalid_argument if `t` is earlier than now().
+    void set(TimePoint t) {
+        std::int64_t current = now_ns_.load(std::memory_order_acquire);
+        const std::int64_t target = t.time_since_epoch().count();
+        do {
+            if (target < current) {
+                detail::throw_invalid_option(
+                    "ManualClock.set(t): t", "must not be before now()",
+                    detail::format_duration(Duration{target - current}) + " relative to now()");
+            }
+        } while (!now_ns_.compare_exchange_weak(current, target, std::memory_order_acq_rel,
+                                                std::memory_order_acquire));
+    }
+
+    // Records `d` and advances by it (a negative request is recorded and does not move time).
+    void sleep_for(Duration d) override {
+        {
+            std::lock_guard<std::mutex> lock(sleeps_mutex_);
+            sleeps_.push_back(d);
+        }
+        if (d > Duration::zero()) {
+            now_ns_.fetch_add(d.count(), std::memory_order_acq_rel);
+        }
+    }
+
+    // Every sleep_for request so far, in the order made.
+    std::vector<Duration> sleeps() const {
+        std::lock_guard<std::mutex> lock(sleeps_mutex_);
+        return sleeps_;
+    }
+
+    std::size_t sleep_count() const {
+        std::lock_guard<std::mutex> lock(sleeps_mutex_);
+        return sleeps_.size();
+    }
+
+    // Sum of all positive sleep requests.
+    Duration total_slept() const {
+        std::lock_guard<std::mutex> lock(sleeps_mutex_);
+        Duration total{0};
+        for (Duration d : sleeps_) {
+            if (d > Duration::zero()) {
+                total += d;
+            }
+        }
+        return total;
+    }
+
+    void clear_sleeps() {
+        std::lock_guard<std::mutex> lock(sleeps_mutex_);
+        sleeps_.clear();
+    }
+
+private:
+    std::atomic<std::int64_t> now_ns_;
+    mutable std::mutex sleeps_mutex_;
+    std::vector<Duration> sleeps_;
+};
+
+// The process-wide SteadyClock that components use when no clock is given.
+inline Clock& default_clock() noexcept {
+    static SteadyClock clock;
+    return clock;
+}
+
+}  // namespace bulwark
+
+#endif  // BULWARK_CLOCK_HPP

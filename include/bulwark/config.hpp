@@ -1,0 +1,47 @@
+// bulwark — resilience policies for C++17 services.
+// SPDX-License-Identifier: MIT
+#ifndef BULWARK_CONFIG_HPP
+#define BULWARK_CONFIG_HPP
+
+// Feature detection, done once. Other headers branch on the macros defined here, never on
+// compiler versions.
+
+#if defined(_MSVC_LANG) && _MSVC_LANG > __cplusplus
+#define BULWARK_CPLUSPLUS _MSVC_LANG
+#else
+#define BULWARK_CPLUSPLUS __cplusplus
+#endif
+
+#if BULWARK_CPLUSPLUS < 201703L
+#error "bulwark requires C++17 or later (compile with -std=c++17 or newer)."
+#endif
+
+// Outcome<T> carries failures as std::exception_ptr and policies classify exceptions by type,
+// so there is no meaningful no-exceptions mode.
+#if !defined(__cpp_exceptions) && !defined(__EXCEPTIONS) && !defined(_CPPUNWIND)
+#error "bulwark needs C++ exceptions: failures travel as std::exception_ptr."
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define BULWARK_NOINLINE __attribute__((noinline))
+#define BULWARK_LIKELY(x) __builtin_expect(!!(x), 1)
+#define BULWARK_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#elif defined(_MSC_VER)
+#define BULWARK_NOINLINE __declspec(noinline)
+#define BULWARK_LIKELY(x) (x)
+#define BULWARK_UNLIKELY(x) (x)
+#else
+#define BULWARK_NOINLINE
+#define BULWARK_LIKELY(x) (x)
+#define BULWARK_UNLIKELY(x) (x)
+#endif
+
+namespace bulwark {
+namespace detail {
+// std::hardware_destructive_interference_size is unreliable on GCC 12 (it warns when used in a
+// header and varies with -mtune); 64 bytes is right for x86-64 and most AArch64 parts.
+inline constexpr unsigned cache_line_size = 64;
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_CONFIG_HPP

@@ -1,0 +1,114 @@
+// bulwark — resilience policies for C++17 services.
+// SPDX-License-Identifier: MIT
+#ifndef BULWARK_CONTEXT_HPP
+#define BULWARK_CONTEXT_HPP
+
+#include <atomic>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+#include <bulwark/clock.hpp>
+#include <bulwark/config.hpp>
+
+namespace bulwark {
+
+// How important a call is. Load shedding drops lower priorities first.
+enum class Priority : std::uint8_t { low, normal, high, critical };
+
+// The state of one execution as it passes through a pipeline: which attempt this is, the
+// operation's name, its deadline, its priority and whether it was cancelled.
+//   bulwark::Context ctx("send-sms");
+//   policy.execute([](bulwark::Context& c) { return call(c.deadline()); }, ctx);
+// A Context lives on the caller's stack for one execution and allocates nothing. The operation
+// name is a view: the string must outlive the execution.
+// Thread-safety: cancel() and cancelled() may be called from any thread; the other members are
+// set by the policies of the executing thread and are not thread-safe.
+class Context {
+public:
+    Context() noexcept = default;
+    explicit Context(std::string_view operation) noexcept : operation_(operation) {}
+
+    // A child execution (for example a hedged attempt): it inherits the parent's operation,
+    // deadline and priority, and is cancelled whenever the parent is. The parent must outlive it.
+    static Context child_of(const Context& parent) noexcept {
+        Context child(parent.operation_);
+        child.parent_ = &parent;
+        child.deadline_ = parent.deadline();
+        child.priority_ = parent.priority_;
+        child.attempt_ = parent.attempt_;
+        return child;
+    }
+
+    Context(const Context&) = delete;
+    Context& operator=(const Context&) = delete;
+    Context(Context&& other) noexcept
+        : operation_(other.operation_),
+          parent_(other.parent_),
+          deadline_(other.deadline_),
+          attempt_(other.attempt_),
+          priority_(other.priority_),
+          cancelled_(other.cancelled_.load(std::memory_order_acquire)) {}
+    Context& operator=(Context&&) = delete;
+    ~Context() = default;
+
+    // 0 for the first attempt; a retry policy increments it before each retry.
+    std::uint32_t attempt() const noexcept { return attempt_; }
+    void set_attempt(std::uint32_t attempt) noexcept { attempt_ = attempt; }
+
+    std::string_view operation() const noexcept { return operation_; }
+    void set_operation(std::string_view operation) noexcept { operation_ = operation; }
+
+    // The time by which the execution should finish, if any policy or the caller set one.
+    std::optional<TimePoint> deadline() const noexcept { return deadline_; }
+    bool has_deadline() const noexcept { return deadline_.has_value(); }
+    // Replaces the deadline (nullopt removes it). Policies that scope a deadline restore the old
+    // one when they return.
+    void set_deadline(std::optional<TimePoint> deadline) noexcept { deadline_ = deadline; }
+    // Sets the deadline to `t` unless an earlier one is already set.
+    void tighten_deadline(TimePoint t) noexcept {
+        if (!deadline_ || t < *deadline_) {
+            deadline_ = t;
+        }
+    }
+    // Time left until the deadline on `clock` (negative once passed); nullopt without a deadline.
+    std::optional<Duration> remaining(const Clock& clock) const noexcept {
+        if (!deadline_) {
+            return std::nullopt;
+        }
+        return *deadline_ - clock.now();
+    }
+
+    Priority priority() const noexcept { return priority_; }
+    void set_priority(Priority priority) noexcept { priority_ = priority; }
+
+    // True once cancel() was called on this context or on any of its parents. Callables that run
+    // long should poll it and stop early; policies stop retrying and hedging once it is set.
+    bool cancelled() const noexcept {
+        for (const Context* c = this; c != nullptr; c = c->parent_) {
+            // acquire: pairs with cancel()'s release, so that what the cancelling thread wrote
+            // before cancelling is visible to the thread that sees the flag.
+            if (c->cancelled_.load(std::memory_order_acquire)) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    // Requests cancellation. Thread-safe; idempotent; cannot be undone.
+    void cancel() noexcept { cancelled_.store(true, std::memory_order_release); }
+
+    const Context* parent() const noexcept { return parent_; }
+
+private:
+    std::string_view operation_;
+    const Context* parent_ = nullptr;
+    std::optional<TimePoint> deadline_;
+    std::uint32_t attempt_ = 0;
+    Priority priority_ = Priority::normal;
+    std::atomic<bool> cancelled_{false};
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_CONTEXT_HPP

@@ -1,0 +1,199 @@
+// bulwark — resilience policies for C++17 services.
+// SPDX-License-Identifier: MIT
+#ifndef BULWARK_POLICY_HPP
+#define BULWARK_POLICY_HPP
+
+#include <exception>
+#include <functional>
+#include <type_traits>
+#include <utility>
+
+#include <bulwark/context.hpp>
+#include <bulwark/detail/throw.hpp>
+#include <bulwark/detail/traits.hpp>
+#include <bulwark/outcome.hpp>
+
+namespace bulwark {
+
+// The policy concept.
+//
+// A policy is any type with
+//     template <class Next> auto apply(Context& ctx, Next&& next);
+// where `next(ctx)` runs the rest of the pipeline and returns an Outcome<T>; apply returns an
+// Outcome<T> of the same T. A policy may call `next` zero times (reject), once, or several times
+// (retry), may change `ctx` (attempt, deadline) and may replace the outcome (fallback).
+// Deriving from PolicyBase<P> gives it execute() and try_execute().
+
+namespace detail {
+
+template <class F>
+inline constexpr bool takes_context_v = std::is_invocable<F&, Context&>::value;
+
+template <class F>
+inline constexpr bool takes_nothing_v = std::is_invocable<F&>::value;
+
+template <class F, class = void>
+struct call_result {
+    using type = void;
+    static constexpr bool valid = false;
+};
+template <class F>
+struct call_result<F, std::enable_if_t<takes_context_v<F>>> {
+    using type = std::invoke_result_t<F&, Context&>;
+    static constexpr bool valid = true;
+};
+template <class F>
+struct call_result<F, std::enable_if_t<!takes_context_v<F> && takes_nothing_v<F>>> {
+    using type = std::invoke_result_t<F&>;
+    static constexpr bool valid = true;
+};
+
+template <class F>
+constexpr void check_callable() {
+    static_assert(call_result<F>::valid,
+                  "bulwark: a callable passed to execute()/try_execute() must take no arguments "
+                  "or a single bulwark::Context&.");
+    static_assert(!std::is_reference<typename call_result<F>::type>::value,
+                  "bulwark: the callable returns a reference; policies return results by value "
+                  "(return a pointer or std::reference_wrapper to share an object).");
+}
+
+// The decayed result type of running F through a policy.
+template <class F>
+using call_result_t = typename call_result<std::remove_reference_t<F>>::type;
+
+template <class F>
+decltype(auto) invoke_callable(F& f, Context& ctx) {
+    if constexpr (takes_context_v<F>) {
+        return std::invoke(f, ctx);
+    } else {
+        (void)ctx;
+        return std::invoke(f);
+    }
+}
+
+// The innermost step of every pipeline: runs the user's callable and captures what it throws.
+template <class F>
+class Leaf {
+public:
+    using result_type = typename call_result<F>::type;
+
+    explicit Leaf(F& f) noexcept : f_(f) {}
+
+    Outcome<result_type> operator()(Context& ctx) const noexcept {
+        try {
+            if constexpr (std::is_void<result_type>::value) {
+                invoke_callable(f_, ctx);
+                return Outcome<void>::success();
+            } else {
+                return Outcome<result_type>::from_value(invoke_callable(f_, ctx));
+            }
+        } catch (...) {
+            return Outcome<result_type>::from_error(std::current_exception());
+        }
+    }
+
+private:
+    F& f_;
+};
+
+[[noreturn]] BULWARK_NOINLINE inline void throw_null_callable() {
+    throw_invalid_argument("bulwark: execute() was given a null callable");
+}
+
+BULWARK_NOINLINE inline std::exception_ptr null_callable_error() {
+    return std::make_exception_ptr(
+        std::invalid_argument("bulwark: try_execute() was given a null callable"));
+}
+
+// A probe "next" used to detect the policy concept at compile time.
+struct probe_next {
+    Outcome<int> operator()(Context&) const;
+};
+
+template <class P, class = void>
+struct is_policy : std::false_type {};
+template <class P>
+struct is_policy<P, std::void_t<decltype(std::declval<P&>().apply(
+                        std::declval<Context&>(), std::declval<probe_next&>()))>> : std::true_type {
+};
+
+}  // namespace detail
+
+// True if P satisfies the policy concept (see above).
+template <class P>
+inline constexpr bool is_policy_v = detail::is_policy<std::remove_reference_t<P>>::value;
+
+// Gives a policy its user-facing entry points. Derived must provide apply(Context&, Next&&).
+//   int v = policy.execute([] { return call(); });               // value, or throws the error
+//   bulwark::Outcome<int> r = policy.try_execute([] { ... });    // never throws
+//   policy.execute([](bulwark::Context& ctx) { ... }, ctx);      // with the caller's context
+// Callables take () or (Context&) and may return any non-reference type, void and move-only
+// types included. A null function pointer or empty std::function is rejected with
+// std::invalid_argument (try_execute returns it as the error). Does not allocate.
+template <class Derived>
+class PolicyBase {
+public:
+    template <class F>
+    auto execute(F&& f) -> detail::call_result_t<F> {
+        Context ctx;
+        return execute(std::forward<F>(f), ctx);
+    }
+
+    template <class F>
+    auto execute(F&& f, Context& ctx) -> detail::call_result_t<F> {
+        using Fn = std::remove_reference_t<F>;
+        detail::check_callable<Fn>();
+        if (BULWARK_UNLIKELY(detail::is_null_callable(f))) {
+            detail::throw_null_callable();
+        }
+        auto outcome = derived().apply(ctx, detail::Leaf<Fn>(f));
+        if constexpr (std::is_void<detail::call_result_t<F>>::value) {
+            outcome.rethrow_if_error();
+        } else {
+            return std::move(outcome).value();
+        }
+    }
+
+    template <class F>
+    auto try_execute(F&& f) noexcept -> Outcome<detail::call_result_t<F>> {
+        Context ctx;
+        return try_execute(std::forward<F>(f), ctx);
+    }
+
+    template <class F>
+    auto try_execute(F&& f, Context& ctx) noexcept -> Outcome<detail::call_result_t<F>> {
+        using Fn = std::remove_reference_t<F>;
+        using R = detail::call_result_t<F>;
+        detail::check_callable<Fn>();
+        try {
+            if (BULWARK_UNLIKELY(detail::is_null_callable(f))) {
+                return Outcome<R>::from_error(detail::null_callable_error());
+            }
+            return derived().apply(ctx, detail::Leaf<Fn>(f));
+        } catch (...) {
+            // A policy's own failure (an allocation in a listener, a throwing clock) still
+            // becomes an outcome: try_execute never throws.
+            return Outcome<R>::from_error(std::current_exception());
+        }
+    }
+
+private:
+    Derived& derived() noexcept { return static_cast<Derived&>(*this); }
+};
+
+// The policy that does nothing: runs the call once and returns its outcome. Useful as a
+// placeholder in a configurable pipeline and as the benchmark of pipeline overhead.
+//   bulwark::pipeline(bulwark::Noop{}, breaker).execute(f);
+// Thread-safe (stateless). Does not allocate.
+class Noop : public PolicyBase<Noop> {
+public:
+    template <class Next>
+    auto apply(Context& ctx, Next&& next) const {
+        return std::forward<Next>(next)(ctx);
+    }
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_POLICY_HPP

@@ -1,0 +1,1663 @@
+// bulwark 0.1.0 — single-header edition.
+// Generated from include/ by cmake/amalgamate.py — do not edit; edit include/ and rerun it.
+// SPDX-License-Identifier: MIT
+// Copyright (c) the bulwark authors. Permission is granted to use, copy, modify and
+// distribute this file under the terms of the MIT License; see LICENSE in the bulwark
+// repository for the full text.
+#ifndef BULWARK_SINGLE_INCLUDE_HPP
+#define BULWARK_SINGLE_INCLUDE_HPP
+// #include <bulwark/bulwark.hpp>
+#ifndef BULWARK_BULWARK_HPP
+#define BULWARK_BULWARK_HPP
+
+// The umbrella header: every public bulwark header.
+// #include <bulwark/core.hpp>
+#ifndef BULWARK_CORE_HPP
+#define BULWARK_CORE_HPP
+
+// The core vocabulary every policy builds on: clocks, outcomes, contexts, rejections,
+// classification, events, the policy concept and composition.
+// #include <bulwark/classify.hpp>
+#ifndef BULWARK_CLASSIFY_HPP
+#define BULWARK_CLASSIFY_HPP
+
+#include <exception>
+#include <functional>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+// #include <bulwark/detail/throw.hpp>
+#ifndef BULWARK_DETAIL_THROW_HPP
+#define BULWARK_DETAIL_THROW_HPP
+
+#include <chrono>
+#include <cstdio>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+// #include <bulwark/config.hpp>
+#ifndef BULWARK_CONFIG_HPP
+#define BULWARK_CONFIG_HPP
+
+// Feature detection, done once. Other headers branch on the macros defined here, never on
+// compiler versions.
+
+#if defined(_MSVC_LANG) && _MSVC_LANG > __cplusplus
+#define BULWARK_CPLUSPLUS _MSVC_LANG
+#else
+#define BULWARK_CPLUSPLUS __cplusplus
+#endif
+
+#if BULWARK_CPLUSPLUS < 201703L
+#error "bulwark requires C++17 or later (compile with -std=c++17 or newer)."
+#endif
+
+// Outcome<T> carries failures as std::exception_ptr and policies classify exceptions by type,
+// so there is no meaningful no-exceptions mode.
+#if !defined(__cpp_exceptions) && !defined(__EXCEPTIONS) && !defined(_CPPUNWIND)
+#error "bulwark needs C++ exceptions: failures travel as std::exception_ptr."
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define BULWARK_NOINLINE __attribute__((noinline))
+#define BULWARK_LIKELY(x) __builtin_expect(!!(x), 1)
+#define BULWARK_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#elif defined(_MSC_VER)
+#define BULWARK_NOINLINE __declspec(noinline)
+#define BULWARK_LIKELY(x) (x)
+#define BULWARK_UNLIKELY(x) (x)
+#else
+#define BULWARK_NOINLINE
+#define BULWARK_LIKELY(x) (x)
+#define BULWARK_UNLIKELY(x) (x)
+#endif
+
+namespace bulwark {
+namespace detail {
+// std::hardware_destructive_interference_size is unreliable on GCC 12 (it warns when used in a
+// header and varies with -mtune); 64 bytes is right for x86-64 and most AArch64 parts.
+inline constexpr unsigned cache_line_size = 64;
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_CONFIG_HPP
+
+namespace bulwark {
+namespace detail {
+
+// Cold helpers: hot inline paths call these so that they carry no string-building code.
+
+[[noreturn]] BULWARK_NOINLINE inline void throw_invalid_argument(const std::string& message) {
+    throw std::invalid_argument(message);
+}
+
+// "CircuitBreakerOptions.failure_ratio must be in [0, 1], got 1.5"
+[[noreturn]] BULWARK_NOINLINE inline void throw_invalid_option(std::string_view field,
+                                                               std::string_view requirement,
+                                                               std::string_view got) {
+    std::string message;
+    message.reserve(field.size() + requirement.size() + got.size() + 8);
+    message.append(field).append(" ").append(requirement).append(", got ").append(got);
+    throw std::invalid_argument(message);
+}
+
+inline std::string format_number(double value) {
+    char buffer[32];
+    std::snprintf(buffer, sizeof buffer, "%g", value);
+    return buffer;
+}
+
+inline std::string format_number(long long value) {
+    return std::to_string(value);
+}
+
+// Renders a duration in the largest unit that keeps it exact: 1500ms, 2s, 250us, -3ns.
+template <class Rep, class Period>
+std::string format_duration(std::chrono::duration<Rep, Period> d) {
+    const long long ns =
+        static_cast<long long>(std::chrono::duration_cast<std::chrono::nanoseconds>(d).count());
+    struct Unit {
+        long long size;
+        const char* suffix;
+    };
+    constexpr Unit units[] = {{3600000000000LL, "h"}, {60000000000LL, "min"}, {1000000000LL, "s"},
+                              {1000000LL, "ms"},      {1000LL, "us"},         {1LL, "ns"}};
+    if (ns == 0) {
+        return "0s";
+    }
+    for (const Unit& unit : units) {
+        if (ns % unit.size == 0) {
+            return std::to_string(ns / unit.size) + unit.suffix;
+        }
+    }
+    return std::to_string(ns) + "ns";
+}
+
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_THROW_HPP
+// #include <bulwark/detail/traits.hpp>
+#ifndef BULWARK_DETAIL_TRAITS_HPP
+#define BULWARK_DETAIL_TRAITS_HPP
+
+#include <functional>
+#include <type_traits>
+
+namespace bulwark {
+namespace detail {
+
+template <class...>
+inline constexpr bool always_false_v = false;
+
+template <class T>
+using remove_cvref_t = std::remove_cv_t<std::remove_reference_t<T>>;
+
+// The single parameter type of a callable with one non-template operator() or of a function
+// (pointer). `void` when it cannot be found (a generic lambda, an overload set).
+template <class F, class = void>
+struct single_arg {
+    using type = void;
+};
+template <class R, class A>
+struct single_arg<R (*)(A), void> {
+    using type = A;
+};
+template <class R, class A>
+struct single_arg<R(A), void> {
+    using type = A;
+};
+template <class R, class A>
+struct single_arg<R (*)(A) noexcept, void> {
+    using type = A;
+};
+template <class M>
+struct member_single_arg {
+    using type = void;
+};
+template <class R, class C, class A>
+struct member_single_arg<R (C::*)(A)> {
+    using type = A;
+};
+template <class R, class C, class A>
+struct member_single_arg<R (C::*)(A) const> {
+    using type = A;
+};
+template <class R, class C, class A>
+struct member_single_arg<R (C::*)(A) noexcept> {
+    using type = A;
+};
+template <class R, class C, class A>
+struct member_single_arg<R (C::*)(A) const noexcept> {
+    using type = A;
+};
+template <class F>
+struct single_arg<F, std::void_t<decltype(&F::operator())>> {
+    using type = typename member_single_arg<decltype(&F::operator())>::type;
+};
+template <class F>
+using single_arg_t = typename single_arg<remove_cvref_t<F>>::type;
+
+// A per-type identity that needs no RTTI: the address of an inline variable is unique per type.
+template <class T>
+struct type_tag {
+    static constexpr char id = 0;
+};
+using type_id_t = const void*;
+template <class T>
+constexpr type_id_t type_id() noexcept {
+    return &type_tag<remove_cvref_t<T>>::id;
+}
+
+template <class T, template <class...> class Template>
+struct is_specialization : std::false_type {};
+template <template <class...> class Template, class... Args>
+struct is_specialization<Template<Args...>, Template> : std::true_type {};
+
+// True for the callables that can be null: function pointers, member pointers, std::function.
+template <class F>
+bool is_null_callable(const F& f) noexcept {
+    using D = remove_cvref_t<F>;
+    if constexpr (std::is_pointer<D>::value || std::is_member_pointer<D>::value) {
+        return f == nullptr;
+    } else if constexpr (is_specialization<D, std::function>::value) {
+        return !f;
+    } else {
+        (void)f;
+        return false;
+    }
+}
+
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_TRAITS_HPP
+// #include <bulwark/outcome.hpp>
+#ifndef BULWARK_OUTCOME_HPP
+#define BULWARK_OUTCOME_HPP
+
+#include <exception>
+#include <type_traits>
+#include <utility>
+#include <variant>
+
+// #include <bulwark/config.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+
+namespace bulwark {
+
+// The result of one execution: a value of T, or the exception that ended it.
+//   auto o = policy.try_execute([] { return 42; });
+//   if (o) use(o.value()); else log(o.error());        // value() rethrows the stored error
+// T may be move-only; Outcome<void> holds only the error. Thread-compatible.
+template <class T>
+class [[nodiscard]] Outcome {
+    static_assert(!std::is_reference<T>::value,
+                  "bulwark::Outcome<T> cannot hold a reference: return a pointer or "
+                  "std::reference_wrapper from the callable instead.");
+    static_assert(!std::is_same<std::decay_t<T>, std::exception_ptr>::value,
+                  "bulwark::Outcome<std::exception_ptr> is ambiguous: wrap the exception_ptr in a "
+                  "struct of your own.");
+    static_assert(!std::is_array<T>::value && std::is_destructible<T>::value,
+                  "bulwark::Outcome<T> needs a destructible, non-array value type.");
+
+public:
+    using value_type = T;
+
+    static Outcome from_value(T value) noexcept(std::is_nothrow_move_constructible<T>::value) {
+        return Outcome(std::in_place_index<0>, std::move(value));
+    }
+
+    template <class... Args>
+    static Outcome in_place(Args&&... args) {
+        return Outcome(std::in_place_index<0>, std::forward<Args>(args)...);
+    }
+
+    // Throws std::invalid_argument if `error` is null: an error outcome must say what went wrong.
+    static Outcome from_error(std::exception_ptr error) {
+        if (!error) {
+            detail::throw_invalid_argument(
+                "bulwark::Outcome::from_error: the exception_ptr is null");
+        }
+        return Outcome(std::in_place_index<1>, std::move(error));
+    }
+
+    bool has_value() const noexcept { return data_.index() == 0; }
+    bool has_error() const noexcept { return data_.index() != 0; }
+    explicit operator bool() const noexcept { return has_value(); }
+
+    // The value; rethrows the stored error if there is none.
+    T& value() & {
+        rethrow_if_error();
+        return *std::get_if<0>(&data_);
+    }
+    const T& value() const& {
+        rethrow_if_error();
+        return *std::get_if<0>(&data_);
+    }
+    T&& value() && {
+        rethrow_if_error();
+        return std::move(*std::get_if<0>(&data_));
+    }
+
+    T* operator->() { return &value(); }
+    const T* operator->() const { return &value(); }
+    T& operator*() & { return value(); }
+    const T& operator*() const& { return value(); }
+    T&& operator*() && { return std::move(*this).value(); }
+
+    template <class U>
+    T value_or(U&& fallback) const& {
+        return has_value() ? *std::get_if<0>(&data_) : static_cast<T>(std::forward<U>(fallback));
+    }
+    template <class U>
+    T value_or(U&& fallback) && {
+        return has_value() ? std::move(*std::get_if<0>(&data_))
+                           : static_cast<T>(std::forward<U>(fallback));
+    }
+
+    // The stored error; a null exception_ptr when the outcome holds a value.
+    std::exception_ptr error() const noexcept {
+        const std::exception_ptr* e = std::get_if<1>(&data_);
+        return e != nullptr ? *e : std::exception_ptr();
+    }
+
+    void rethrow_if_error() const {
+        if (const std::exception_ptr* e = std::get_if<1>(&data_)) {
+            std::rethrow_exception(*e);
+        }
+    }
+
+private:
+    template <std::size_t I, class... Args>
+    explicit Outcome(std::in_place_index_t<I> tag, Args&&... args)
+        : data_(tag, std::forward<Args>(args)...) {}
+
+    std::variant<T, std::exception_ptr> data_;
+};
+
+// The outcome of a callable that returns nothing: success, or the exception that ended it.
+template <>
+class [[nodiscard]] Outcome<void> {
+public:
+    using value_type = void;
+
+    static Outcome success() noexcept { return Outcome(); }
+    static Outcome from_value() noexcept { return Outcome(); }
+
+    static Outcome from_error(std::exception_ptr error) {
+        if (!error) {
+            detail::throw_invalid_argument(
+                "bulwark::Outcome::from_error: the exception_ptr is null");
+        }
+        Outcome o;
+        o.error_ = std::move(error);
+        return o;
+    }
+
+    bool has_value() const noexcept { return !error_; }
+    bool has_error() const noexcept { return static_cast<bool>(error_); }
+    explicit operator bool() const noexcept { return has_value(); }
+
+    // Rethrows the stored error, if any.
+    void value() const { rethrow_if_error(); }
+
+    std::exception_ptr error() const noexcept { return error_; }
+
+    void rethrow_if_error() const {
+        if (error_) {
+            std::rethrow_exception(error_);
+        }
+    }
+
+private:
+    Outcome() noexcept = default;
+    std::exception_ptr error_;
+};
+
+namespace detail {
+template <class T>
+struct is_outcome : std::false_type {};
+template <class T>
+struct is_outcome<Outcome<T>> : std::true_type {};
+template <class T>
+inline constexpr bool is_outcome_v = is_outcome<std::decay_t<T>>::value;
+}  // namespace detail
+
+}  // namespace bulwark
+
+#endif  // BULWARK_OUTCOME_HPP
+
+namespace bulwark {
+
+namespace detail {
+struct deduce_result_type {};
+}  // namespace detail
+
+// Decides which outcomes a policy treats as failures (to count, retry or fall back on).
+// By default every exception is a failure and every returned value a success.
+//   Classifier c;
+//   c.handle<std::system_error>();                   // now only system_error (and subclasses) fail
+//   c.handle_result([](const Response& r) { return r.status >= 500; });  // and these values
+// An exception outside the handled set is not a failure: the policy lets it pass through.
+// Configuration is not thread-safe; once configured, the const members are safe to call
+// concurrently. Classifying a success with no result predicates costs one branch; classifying an
+// exception against handle<E>() rethrows it once per handled type.
+class Classifier {
+public:
+    // Exceptions of type E (or derived from it) are failures. The first call narrows the default
+    // "every exception" to the listed types.
+    template <class E>
+    Classifier& handle() {
+        static_assert(
+            !std::is_reference<E>::value && !std::is_pointer<E>::value,
+            "Classifier::handle<E>() takes an exception type, not a reference or pointer.");
+        exception_predicates_.emplace_back([](const std::exception_ptr& error) {
+            try {
+                std::rethrow_exception(error);
+            } catch (const E&) {
+                return true;
+            } catch (...) {
+                return false;
+            }
+        });
+        return *this;
+    }
+
+    // Exceptions for which `predicate` returns true are failures (narrows like handle<E>()).
+    Classifier& handle_if(std::function<bool(const std::exception_ptr&)> predicate) {
+        if (!predicate) {
+            detail::throw_invalid_argument("Classifier::handle_if: the predicate is empty");
+        }
+        exception_predicates_.push_back(std::move(predicate));
+        return *this;
+    }
+
+    // Returned values for which `predicate` returns true are failures. The value type is deduced
+    // from the predicate's parameter; name it explicitly for a generic lambda:
+    // handle_result<Response>([](const auto& r) { ... }). Predicates of other types are ignored
+    // for results of another type.
+    template <class T = detail::deduce_result_type, class Pred>
+    Classifier& handle_result(Pred predicate) {
+        using Arg = std::conditional_t<std::is_same<T, detail::deduce_result_type>::value,
+                                       detail::single_arg_t<Pred>, T>;
+        static_assert(!std::is_void<Arg>::value,
+                      "handle_result(pred) could not deduce the result type from the predicate "
+                      "(a generic lambda?): write handle_result<YourType>(pred) or give the "
+                      "lambda a concrete parameter type.");
+        using Value = detail::remove_cvref_t<Arg>;
+        static_assert(std::is_invocable_r<bool, const Pred&, const Value&>::value,
+                      "handle_result(pred): pred must be callable as bool(const T&).");
+        result_predicates_.push_back(ResultPredicate{
+            detail::type_id<Value>(), [p = std::move(predicate)](const void* value) {
+                return static_cast<bool>(p(*static_cast<const Value*>(value)));
+            }});
+        return *this;
+    }
+
+    // True if the exception counts as a failure. A null exception_ptr is not a failure.
+    bool is_failure(const std::exception_ptr& error) const {
+        if (!error) {
+            return false;
+        }
+        if (exception_predicates_.empty()) {
+            return true;
+        }
+        for (const auto& predicate : exception_predicates_) {
+            if (predicate(error)) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    // True if the returned value counts as a failure.
+    template <class T>
+    bool is_failure_result(const T& value) const {
+        if (BULWARK_LIKELY(result_predicates_.empty())) {
+            return false;
+        }
+        return is_failure_result_slow(detail::type_id<T>(), &value);
+    }
+
+    template <class T>
+    bool is_failure(const Outcome<T>& outcome) const {
+        if (outcome.has_error()) {
+            return is_failure(outcome.error());
+        }
+        if constexpr (std::is_void<T>::value) {
+            return false;
+        } else {
+            return is_failure_result(*outcome);
+        }
+    }
+
+    // True when no handle<E>()/handle_if() narrowed the set: every exception is a failure.
+    bool handles_all_exceptions() const noexcept { return exception_predicates_.empty(); }
+    bool has_result_predicates() const noexcept { return !result_predicates_.empty(); }
+
+private:
+    struct ResultPredicate {
+        detail::type_id_t type;
+        std::function<bool(const void*)> predicate;
+    };
+
+    bool is_failure_result_slow(detail::type_id_t type, const void* value) const {
+        for (const ResultPredicate& p : result_predicates_) {
+            if (p.type == type && p.predicate(value)) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    std::vector<std::function<bool(const std::exception_ptr&)>> exception_predicates_;
+    std::vector<ResultPredicate> result_predicates_;
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_CLASSIFY_HPP
+// #include <bulwark/clock.hpp>
+#ifndef BULWARK_CLOCK_HPP
+#define BULWARK_CLOCK_HPP
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+// #include <bulwark/config.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+
+namespace bulwark {
+
+// Every duration bulwark stores or reports. Nanoseconds in 64 bits span ±292 years.
+using Duration = std::chrono::nanoseconds;
+// A point on the monotonic timeline of a Clock. Never compared across clocks.
+using TimePoint = std::chrono::time_point<std::chrono::steady_clock, Duration>;
+
+// Where time comes from and how waiting happens. Every component that reads time or waits takes a
+// Clock& as its last constructor argument (it must outlive the component), so that tests run on a
+// ManualClock and never sleep for real.
+//
+// Implementations must be thread-safe: components call now() and sleep_for() from any thread.
+// now() is virtual; hot paths are written not to read the clock at all.
+class Clock {
+public:
+    virtual ~Clock() = default;
+
+    // The current time. Monotonic: never goes backwards.
+    virtual TimePoint now() const noexcept = 0;
+
+    // Blocks the calling thread for `d` (a non-positive `d` returns at once). A ManualClock
+    // advances its time instead.
+    virtual void sleep_for(Duration d) = 0;
+
+    void sleep_until(TimePoint t) {
+        const TimePoint current = now();
+        if (t > current) {
+            sleep_for(t - current);
+        }
+    }
+
+protected:
+    Clock() = default;
+    Clock(const Clock&) = default;
+    Clock& operator=(const Clock&) = default;
+};
+
+// The real monotonic clock (std::chrono::steady_clock) and a real sleep.
+//   bulwark::SteadyClock clock; auto t = clock.now(); clock.sleep_for(10ms);
+// Thread-safe (stateless).
+class SteadyClock final : public Clock {
+public:
+    TimePoint now() const noexcept override {
+        return std::chrono::time_point_cast<Duration>(std::chrono::steady_clock::now());
+    }
+
+    void sleep_for(Duration d) override {
+        if (d > Duration::zero()) {
+            std::this_thread::sleep_for(d);
+        }
+    }
+};
+
+// A clock that moves only when told to: advance(d), set(t), or a sleep_for(d), which advances by
+// `d` instead of blocking and records the request so that a test can check the exact waits a
+// policy asked for.
+//   bulwark::ManualClock clock;  clock.advance(5s);  clock.sleeps();  // every sleep_for request
+// Thread-safe. now() is a single atomic load.
+class ManualClock final : public Clock {
+public:
+    // Starts one day after the zero of TimePoint, so that no code can get away with treating a
+    // zero time point as "never".
+    ManualClock() noexcept : ManualClock(TimePoint{std::chrono::hours(24)}) {}
+    explicit ManualClock(TimePoint start) noexcept : now_ns_(start.time_since_epoch().count()) {}
+
+    ManualClock(const ManualClock&) = delete;
+    ManualClock& operator=(const ManualClock&) = delete;
+
+    TimePoint now() const noexcept override {
+        // acquire: pairs with the release in advance(), so a thread that sees the new time also
+        // sees what the advancing thread wrote before it.
+        return TimePoint{Duration{now_ns_.load(std::memory_order_acquire)}};
+    }
+
+    // Moves time forward by `d`. Throws std::invalid_argument for a negative `d`: time is
+    // monotonic.
+    void advance(Duration d) {
+        if (d < Duration::zero()) {
+            detail::throw_invalid_option("ManualClock.advance(d): d", "must be >= 0",
+                                         detail::format_duration(d));
+        }
+        now_ns_.fetch_add(d.count(), std::memory_order_acq_rel);
+    }
+
+    // Moves time forward to `t`. Throws std::invalid_argument if `t` is earlier than now().
+    void set(TimePoint t) {
+        std::int64_t current = now_ns_.load(std::memory_order_acquire);
+        const std::int64_t target = t.time_since_epoch().count();
+        do {
+            if (target < current) {
+                detail::throw_invalid_option(
+                    "ManualClock.set(t): t", "must not be before now()",
+                    detail::format_duration(Duration{target - current}) + " relative to now()");
+            }
+        } while (!now_ns_.compare_exchange_weak(current, target, std::memory_order_acq_rel,
+                                                std::memory_order_acquire));
+    }
+
+    // Records `d` and advances by it (a negative request is recorded and does not move time).
+    void sleep_for(Duration d) override {
+        {
+            std::lock_guard<std::mutex> lock(sleeps_mutex_);
+            sleeps_.push_back(d);
+        }
+        if (d > Duration::zero()) {
+            now_ns_.fetch_add(d.count(), std::memory_order_acq_rel);
+        }
+    }
+
+    // Every sleep_for request so far, in the order made.
+    std::vector<Duration> sleeps() const {
+        std::lock_guard<std::mutex> lock(sleeps_mutex_);
+        return sleeps_;
+    }
+
+    std::size_t sleep_count() const {
+        std::lock_guard<std::mutex> lock(sleeps_mutex_);
+        return sleeps_.size();
+    }
+
+    // Sum of all positive sleep requests.
+    Duration total_slept() const {
+        std::lock_guard<std::mutex> lock(sleeps_mutex_);
+        Duration total{0};
+        for (Duration d : sleeps_) {
+            if (d > Duration::zero()) {
+                total += d;
+            }
+        }
+        return total;
+    }
+
+    void clear_sleeps() {
+        std::lock_guard<std::mutex> lock(sleeps_mutex_);
+        sleeps_.clear();
+    }
+
+private:
+    std::atomic<std::int64_t> now_ns_;
+    mutable std::mutex sleeps_mutex_;
+    std::vector<Duration> sleeps_;
+};
+
+// The process-wide SteadyClock that components use when no clock is given.
+inline Clock& default_clock() noexcept {
+    static SteadyClock clock;
+    return clock;
+}
+
+}  // namespace bulwark
+
+#endif  // BULWARK_CLOCK_HPP
+// #include <bulwark/config.hpp> (already included above)
+// #include <bulwark/context.hpp>
+#ifndef BULWARK_CONTEXT_HPP
+#define BULWARK_CONTEXT_HPP
+
+#include <atomic>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+// #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/config.hpp> (already included above)
+
+namespace bulwark {
+
+// How important a call is. Load shedding drops lower priorities first.
+enum class Priority : std::uint8_t { low, normal, high, critical };
+
+// The state of one execution as it passes through a pipeline: which attempt this is, the
+// operation's name, its deadline, its priority and whether it was cancelled.
+//   bulwark::Context ctx("send-sms");
+//   policy.execute([](bulwark::Context& c) { return call(c.deadline()); }, ctx);
+// A Context lives on the caller's stack for one execution and allocates nothing. The operation
+// name is a view: the string must outlive the execution.
+// Thread-safety: cancel() and cancelled() may be called from any thread; the other members are
+// set by the policies of the executing thread and are not thread-safe.
+class Context {
+public:
+    Context() noexcept = default;
+    explicit Context(std::string_view operation) noexcept : operation_(operation) {}
+
+    // A child execution (for example a hedged attempt): it inherits the parent's operation,
+    // deadline and priority, and is cancelled whenever the parent is. The parent must outlive it.
+    static Context child_of(const Context& parent) noexcept {
+        Context child(parent.operation_);
+        child.parent_ = &parent;
+        child.deadline_ = parent.deadline();
+        child.priority_ = parent.priority_;
+        child.attempt_ = parent.attempt_;
+        return child;
+    }
+
+    Context(const Context&) = delete;
+    Context& operator=(const Context&) = delete;
+    Context(Context&& other) noexcept
+        : operation_(other.operation_),
+          parent_(other.parent_),
+          deadline_(other.deadline_),
+          attempt_(other.attempt_),
+          priority_(other.priority_),
+          cancelled_(other.cancelled_.load(std::memory_order_acquire)) {}
+    Context& operator=(Context&&) = delete;
+    ~Context() = default;
+
+    // 0 for the first attempt; a retry policy increments it before each retry.
+    std::uint32_t attempt() const noexcept { return attempt_; }
+    void set_attempt(std::uint32_t attempt) noexcept { attempt_ = attempt; }
+
+    std::string_view operation() const noexcept { return operation_; }
+    void set_operation(std::string_view operation) noexcept { operation_ = operation; }
+
+    // The time by which the execution should finish, if any policy or the caller set one.
+    std::optional<TimePoint> deadline() const noexcept { return deadline_; }
+    bool has_deadline() const noexcept { return deadline_.has_value(); }
+    // Replaces the deadline (nullopt removes it). Policies that scope a deadline restore the old
+    // one when they return.
+    void set_deadline(std::optional<TimePoint> deadline) noexcept { deadline_ = deadline; }
+    // Sets the deadline to `t` unless an earlier one is already set.
+    void tighten_deadline(TimePoint t) noexcept {
+        if (!deadline_ || t < *deadline_) {
+            deadline_ = t;
+        }
+    }
+    // Time left until the deadline on `clock` (negative once passed); nullopt without a deadline.
+    std::optional<Duration> remaining(const Clock& clock) const noexcept {
+        if (!deadline_) {
+            return std::nullopt;
+        }
+        return *deadline_ - clock.now();
+    }
+
+    Priority priority() const noexcept { return priority_; }
+    void set_priority(Priority priority) noexcept { priority_ = priority; }
+
+    // True once cancel() was called on this context or on any of its parents. Callables that run
+    // long should poll it and stop early; policies stop retrying and hedging once it is set.
+    bool cancelled() const noexcept {
+        for (const Context* c = this; c != nullptr; c = c->parent_) {
+            // acquire: pairs with cancel()'s release, so that what the cancelling thread wrote
+            // before cancelling is visible to the thread that sees the flag.
+            if (c->cancelled_.load(std::memory_order_acquire)) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    // Requests cancellation. Thread-safe; idempotent; cannot be undone.
+    void cancel() noexcept { cancelled_.store(true, std::memory_order_release); }
+
+    const Context* parent() const noexcept { return parent_; }
+
+private:
+    std::string_view operation_;
+    const Context* parent_ = nullptr;
+    std::optional<TimePoint> deadline_;
+    std::uint32_t attempt_ = 0;
+    Priority priority_ = Priority::normal;
+    std::atomic<bool> cancelled_{false};
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_CONTEXT_HPP
+// #include <bulwark/errors.hpp>
+#ifndef BULWARK_ERRORS_HPP
+#define BULWARK_ERRORS_HPP
+
+#include <exception>
+#include <stdexcept>
+#include <string>
+
+// #include <bulwark/clock.hpp> (already included above)
+
+namespace bulwark {
+
+// A policy refused to run the call (or gave up on it) without the dependency failing: an open
+// breaker, a full bulkhead, a rate limit, load shedding, a timeout, an exhausted retry budget.
+// Catch RejectedError to treat all of them alike.
+// retry_after() is a hint: how long until the policy may admit again (zero when unknown). Retry
+// policies wait at least that long before the next attempt.
+class RejectedError : public std::runtime_error {
+public:
+    explicit RejectedError(const std::string& what, Duration retry_after = Duration::zero())
+        : std::runtime_error(what), retry_after_(retry_after) {}
+
+    Duration retry_after() const noexcept { return retry_after_; }
+
+private:
+    Duration retry_after_;
+};
+
+// A circuit breaker is open (or forced open) and rejected the call.
+class CircuitOpenError : public RejectedError {
+public:
+    using RejectedError::RejectedError;
+};
+
+// A bulkhead had no free slot and no room in its queue, or the queue wait timed out.
+class BulkheadFullError : public RejectedError {
+public:
+    using RejectedError::RejectedError;
+};
+
+// A rate limiter had no permit for the call within the allowed wait.
+class RateLimitedError : public RejectedError {
+public:
+    using RejectedError::RejectedError;
+};
+
+// A load shedder dropped the call because the service is degraded.
+class LoadShedError : public RejectedError {
+public:
+    using RejectedError::RejectedError;
+};
+
+// The call did not produce its result before its deadline.
+class TimeoutError : public RejectedError {
+public:
+    using RejectedError::RejectedError;
+};
+
+// A retry was due but the shared retry budget was empty. last_error() is the failure that the
+// retry would have answered.
+class RetryBudgetExhaustedError : public RejectedError {
+public:
+    RetryBudgetExhaustedError(const std::string& what, std::exception_ptr last_error)
+        : RejectedError(what), last_error_(std::move(last_error)) {}
+
+    std::exception_ptr last_error() const noexcept { return last_error_; }
+
+private:
+    std::exception_ptr last_error_;
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_ERRORS_HPP
+// #include <bulwark/events.hpp>
+#ifndef BULWARK_EVENTS_HPP
+#define BULWARK_EVENTS_HPP
+
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <utility>
+
+// #include <bulwark/config.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+
+namespace bulwark {
+
+// Called with the exception a listener threw. Listeners must never break the component that
+// reports to them, so their exceptions are caught and handed here.
+using ListenerErrorHandler = void (*)(std::exception_ptr) noexcept;
+
+namespace detail {
+inline void default_listener_error_handler(std::exception_ptr error) noexcept {
+    try {
+        std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "bulwark: a listener threw: %s\n", e.what());
+    } catch (...) {
+        std::fputs("bulwark: a listener threw a non-std exception\n", stderr);
+    }
+}
+
+inline std::atomic<ListenerErrorHandler>& listener_error_handler_slot() noexcept {
+    static std::atomic<ListenerErrorHandler> handler{&default_listener_error_handler};
+    return handler;
+}
+
+inline void report_listener_error(std::exception_ptr error) noexcept {
+    // acquire: pairs with set_listener_error_handler's release.
+    listener_error_handler_slot().load(std::memory_order_acquire)(std::move(error));
+}
+}  // namespace detail
+
+// Installs the process-wide handler for exceptions thrown by listeners; nullptr restores the
+// default, which prints one line to stderr. Thread-safe.
+inline void set_listener_error_handler(ListenerErrorHandler handler) noexcept {
+    detail::listener_error_handler_slot().store(
+        handler != nullptr ? handler : &detail::default_listener_error_handler,
+        std::memory_order_release);
+}
+
+// Identifies a registered listener, for remove().
+using ListenerId = std::uint64_t;
+
+// The callbacks a component reports one kind of event to.
+//   Listeners<StateChange> on_change;  auto id = on_change.add([](const StateChange& c) {...});
+//   on_change.emit(change);           // or emit_with([&] { return make_change(); })
+// Costs one atomic load when nobody listens; build expensive events inside emit_with() so that
+// they are built only when someone does.
+// Thread-safe: add() and remove() may run concurrently with emit(); emit() takes no lock.
+// Listeners run in the order they were added, on the thread that emits, and may be called
+// concurrently from several threads. An exception a listener throws goes to the
+// ListenerErrorHandler and the remaining listeners still run.
+// Memory: a removed listener's node is freed only when the Listeners object is destroyed, which is
+// what lets emit() walk the list without a lock; add/remove churn therefore grows memory.
+template <class Event>
+class Listeners {
+public:
+    using Callback = std::function<void(const Event&)>;
+
+    Listeners() noexcept = default;
+    Listeners(const Listeners&) = delete;
+    Listeners& operator=(const Listeners&) = delete;
+    ~Listeners() {
+        Node* node = head_.load(std::memory_order_acquire);
+        while (node != nullptr) {
+            Node* next = node->next.load(std::memory_order_acquire);
+            delete node;
+            node = next;
+        }
+    }
+
+    // Throws std::invalid_argument for an empty callback.
+    ListenerId add(Callback callback) {
+        if (!callback) {
+            detail::throw_invalid_argument("bulwark::Listeners::add: the callback is empty");
+        }
+        auto* node = new Node{std::move(callback)};
+        std::lock_guard<std::mutex> lock(mutex_);
+        node->id = ++last_id_;
+        // release: publishes the node's callback to emitters that load the link with acquire.
+        if (tail_ == nullptr) {
+            head_.store(node, std::memory_order_release);
+        } else {
+            tail_->next.store(node, std::memory_order_release);
+        }
+        tail_ = node;
+        return node->id;
+    }
+
+    // Stops calling the listener; returns false if `id` is unknown or already removed. A call of
+    // it that is already running on another thread finishes.
+    bool remove(ListenerId id) noexcept {
+        std::lock_guard<std::mutex> lock(mutex_);
+        for (Node* node = head_.load(std::memory_order_acquire); node != nullptr;
+             node = node->next.load(std::memory_order_acquire)) {
+            if (node->id == id) {
+                // exchange under the mutex makes a second remove of the same id return false.
+                return node->active.exchange(false, std::memory_order_acq_rel);
+            }
+        }
+        return false;
+    }
+
+    bool empty() const noexcept {
+        // relaxed: a hint for callers that want to skip building an event; a listener added
+        // concurrently may or may not see the event either way.
+        return head_.load(std::memory_order_relaxed) == nullptr;
+    }
+
+    void emit(const Event& event) const noexcept {
+        for (Node* node = head_.load(std::memory_order_acquire); node != nullptr;
+             node = node->next.load(std::memory_order_acquire)) {
+            if (node->active.load(std::memory_order_acquire)) {
+                try {
+                    node->callback(event);
+                } catch (...) {
+                    detail::report_listener_error(std::current_exception());
+                }
+            }
+        }
+    }
+
+    // Builds the event with `make()` only if someone listens.
+    template <class Make>
+    void emit_with(Make&& make) const noexcept {
+        if (head_.load(std::memory_order_acquire) == nullptr) {
+            return;
+        }
+        try {
+            emit(std::forward<Make>(make)());
+        } catch (...) {
+            detail::report_listener_error(std::current_exception());
+        }
+    }
+
+private:
+    struct Node {
+        Callback callback;
+        std::atomic<bool> active{true};
+        std::atomic<Node*> next{nullptr};
+        ListenerId id = 0;
+    };
+
+    std::atomic<Node*> head_{nullptr};
+    Node* tail_ = nullptr;    // guarded by mutex_
+    ListenerId last_id_ = 0;  // guarded by mutex_
+    std::mutex mutex_;
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_EVENTS_HPP
+// #include <bulwark/outcome.hpp> (already included above)
+// #include <bulwark/pipeline.hpp>
+#ifndef BULWARK_PIPELINE_HPP
+#define BULWARK_PIPELINE_HPP
+
+#include <cstddef>
+#include <functional>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+// #include <bulwark/context.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/detail/traits.hpp> (already included above)
+// #include <bulwark/outcome.hpp> (already included above)
+// #include <bulwark/policy.hpp>
+#ifndef BULWARK_POLICY_HPP
+#define BULWARK_POLICY_HPP
+
+#include <exception>
+#include <functional>
+#include <type_traits>
+#include <utility>
+
+// #include <bulwark/context.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/detail/traits.hpp> (already included above)
+// #include <bulwark/outcome.hpp> (already included above)
+
+namespace bulwark {
+
+// The policy concept.
+//
+// A policy is any type with
+//     template <class Next> auto apply(Context& ctx, Next&& next);
+// where `next(ctx)` runs the rest of the pipeline and returns an Outcome<T>; apply returns an
+// Outcome<T> of the same T. A policy may call `next` zero times (reject), once, or several times
+// (retry), may change `ctx` (attempt, deadline) and may replace the outcome (fallback).
+// Deriving from PolicyBase<P> gives it execute() and try_execute().
+
+namespace detail {
+
+template <class F>
+inline constexpr bool takes_context_v = std::is_invocable<F&, Context&>::value;
+
+template <class F>
+inline constexpr bool takes_nothing_v = std::is_invocable<F&>::value;
+
+template <class F, class = void>
+struct call_result {
+    using type = void;
+    static constexpr bool valid = false;
+};
+template <class F>
+struct call_result<F, std::enable_if_t<takes_context_v<F>>> {
+    using type = std::invoke_result_t<F&, Context&>;
+    static constexpr bool valid = true;
+};
+template <class F>
+struct call_result<F, std::enable_if_t<!takes_context_v<F> && takes_nothing_v<F>>> {
+    using type = std::invoke_result_t<F&>;
+    static constexpr bool valid = true;
+};
+
+template <class F>
+constexpr void check_callable() {
+    static_assert(call_result<F>::valid,
+                  "bulwark: a callable passed to execute()/try_execute() must take no arguments "
+                  "or a single bulwark::Context&.");
+    static_assert(!std::is_reference<typename call_result<F>::type>::value,
+                  "bulwark: the callable returns a reference; policies return results by value "
+                  "(return a pointer or std::reference_wrapper to share an object).");
+}
+
+// The decayed result type of running F through a policy.
+template <class F>
+using call_result_t = typename call_result<std::remove_reference_t<F>>::type;
+
+template <class F>
+decltype(auto) invoke_callable(F& f, Context& ctx) {
+    if constexpr (takes_context_v<F>) {
+        return std::invoke(f, ctx);
+    } else {
+        (void)ctx;
+        return std::invoke(f);
+    }
+}
+
+// The innermost step of every pipeline: runs the user's callable and captures what it throws.
+template <class F>
+class Leaf {
+public:
+    using result_type = typename call_result<F>::type;
+
+    explicit Leaf(F& f) noexcept : f_(f) {}
+
+    Outcome<result_type> operator()(Context& ctx) const noexcept {
+        try {
+            if constexpr (std::is_void<result_type>::value) {
+                invoke_callable(f_, ctx);
+                return Outcome<void>::success();
+            } else {
+                return Outcome<result_type>::from_value(invoke_callable(f_, ctx));
+            }
+        } catch (...) {
+            return Outcome<result_type>::from_error(std::current_exception());
+        }
+    }
+
+private:
+    F& f_;
+};
+
+[[noreturn]] BULWARK_NOINLINE inline void throw_null_callable() {
+    throw_invalid_argument("bulwark: execute() was given a null callable");
+}
+
+BULWARK_NOINLINE inline std::exception_ptr null_callable_error() {
+    return std::make_exception_ptr(
+        std::invalid_argument("bulwark: try_execute() was given a null callable"));
+}
+
+// A probe "next" used to detect the policy concept at compile time.
+struct probe_next {
+    Outcome<int> operator()(Context&) const;
+};
+
+template <class P, class = void>
+struct is_policy : std::false_type {};
+template <class P>
+struct is_policy<P, std::void_t<decltype(std::declval<P&>().apply(
+                        std::declval<Context&>(), std::declval<probe_next&>()))>> : std::true_type {
+};
+
+}  // namespace detail
+
+// True if P satisfies the policy concept (see above).
+template <class P>
+inline constexpr bool is_policy_v = detail::is_policy<std::remove_reference_t<P>>::value;
+
+// Gives a policy its user-facing entry points. Derived must provide apply(Context&, Next&&).
+//   int v = policy.execute([] { return call(); });               // value, or throws the error
+//   bulwark::Outcome<int> r = policy.try_execute([] { ... });    // never throws
+//   policy.execute([](bulwark::Context& ctx) { ... }, ctx);      // with the caller's context
+// Callables take () or (Context&) and may return any non-reference type, void and move-only
+// types included. A null function pointer or empty std::function is rejected with
+// std::invalid_argument (try_execute returns it as the error). Does not allocate.
+template <class Derived>
+class PolicyBase {
+public:
+    template <class F>
+    auto execute(F&& f) -> detail::call_result_t<F> {
+        Context ctx;
+        return execute(std::forward<F>(f), ctx);
+    }
+
+    template <class F>
+    auto execute(F&& f, Context& ctx) -> detail::call_result_t<F> {
+        using Fn = std::remove_reference_t<F>;
+        detail::check_callable<Fn>();
+        if (BULWARK_UNLIKELY(detail::is_null_callable(f))) {
+            detail::throw_null_callable();
+        }
+        auto outcome = derived().apply(ctx, detail::Leaf<Fn>(f));
+        if constexpr (std::is_void<detail::call_result_t<F>>::value) {
+            outcome.rethrow_if_error();
+        } else {
+            return std::move(outcome).value();
+        }
+    }
+
+    template <class F>
+    auto try_execute(F&& f) noexcept -> Outcome<detail::call_result_t<F>> {
+        Context ctx;
+        return try_execute(std::forward<F>(f), ctx);
+    }
+
+    template <class F>
+    auto try_execute(F&& f, Context& ctx) noexcept -> Outcome<detail::call_result_t<F>> {
+        using Fn = std::remove_reference_t<F>;
+        using R = detail::call_result_t<F>;
+        detail::check_callable<Fn>();
+        try {
+            if (BULWARK_UNLIKELY(detail::is_null_callable(f))) {
+                return Outcome<R>::from_error(detail::null_callable_error());
+            }
+            return derived().apply(ctx, detail::Leaf<Fn>(f));
+        } catch (...) {
+            // A policy's own failure (an allocation in a listener, a throwing clock) still
+            // becomes an outcome: try_execute never throws.
+            return Outcome<R>::from_error(std::current_exception());
+        }
+    }
+
+private:
+    Derived& derived() noexcept { return static_cast<Derived&>(*this); }
+};
+
+// The policy that does nothing: runs the call once and returns its outcome. Useful as a
+// placeholder in a configurable pipeline and as the benchmark of pipeline overhead.
+//   bulwark::pipeline(bulwark::Noop{}, breaker).execute(f);
+// Thread-safe (stateless). Does not allocate.
+class Noop : public PolicyBase<Noop> {
+public:
+    template <class Next>
+    auto apply(Context& ctx, Next&& next) const {
+        return std::forward<Next>(next)(ctx);
+    }
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_POLICY_HPP
+
+namespace bulwark {
+
+namespace detail {
+// How a pipeline holds a policy: an lvalue by reference (a breaker's state must be shared by
+// everyone who uses it), an rvalue by value (moved in).
+template <class P>
+using held_policy_t = std::conditional_t<std::is_lvalue_reference<P>::value, P,
+                                         std::remove_cv_t<std::remove_reference_t<P>>>;
+
+template <class... Ps>
+constexpr void check_policies() {
+    static_assert((is_policy_v<Ps> && ...),
+                  "every argument of bulwark::pipeline()/wrap() must be a policy: a type with "
+                  "template <class Next> auto apply(bulwark::Context&, Next&&) (for example "
+                  "CircuitBreaker, RetryPolicy, Noop or another pipeline).");
+}
+}  // namespace detail
+
+// Policies composed into one, outermost first: pipeline(a, b, c).execute(f) runs
+// a.apply(ctx, b.apply(ctx, c.apply(ctx, f))). A pipeline is itself a policy, so pipelines nest.
+//   auto p = bulwark::pipeline(fallback, breaker, retry, timeout);
+//   auto receipt = p.execute([&] { return sms.send(msg); });
+// Policies passed as lvalues are held by reference and must outlive the pipeline; rvalues are
+// moved in. The composition is resolved at compile time: no std::function, no allocation, no
+// cost beyond the policies' own. Thread-safety is that of the policies it holds.
+template <class... Ps>
+class Pipeline : public PolicyBase<Pipeline<Ps...>> {
+public:
+    template <class... Args>
+    explicit Pipeline(std::in_place_t, Args&&... policies)
+        : policies_(std::forward<Args>(policies)...) {}
+
+    template <class Next>
+    auto apply(Context& ctx, Next&& next) {
+        return apply_from<0>(ctx, next);
+    }
+
+    static constexpr std::size_t size() noexcept { return sizeof...(Ps); }
+
+    // The I-th policy, outermost first.
+    template <std::size_t I>
+    decltype(auto) get() noexcept {
+        return std::get<I>(policies_);
+    }
+
+private:
+    template <std::size_t I, class Next>
+    auto apply_from(Context& ctx, Next& next) {
+        if constexpr (I == sizeof...(Ps)) {
+            return next(ctx);
+        } else {
+            return std::get<I>(policies_).apply(ctx, [this, &next](Context& inner) {
+                return this->apply_from<I + 1>(inner, next);
+            });
+        }
+    }
+
+    std::tuple<Ps...> policies_;
+};
+
+// Composes policies into a Pipeline, outermost first (see Pipeline).
+template <class... Ps>
+auto pipeline(Ps&&... policies) {
+    detail::check_policies<Ps...>();
+    return Pipeline<detail::held_policy_t<Ps&&>...>(std::in_place, std::forward<Ps>(policies)...);
+}
+
+// A callable with the signature of `f` whose every call runs through the policies, outermost
+// first. Arguments reach `f` as lvalues on every attempt, so a retried attempt never sees a
+// moved-from argument.
+//   auto resilient_send = bulwark::wrap(send_sms, breaker, retry);
+//   Receipt r = resilient_send(phone, "hello");        // throws the final error
+//   bulwark::Outcome<Receipt> o = resilient_send.try_call(phone, "hello");   // never throws
+// The callable is stored by value; policies as in pipeline(). Thread-safety is that of the
+// callable and the policies.
+template <class F, class... Ps>
+class Wrapped {
+public:
+    template <class G, class... Args>
+    Wrapped(G&& f, std::in_place_t, Args&&... policies)
+        : f_(std::forward<G>(f)), pipeline_(std::in_place, std::forward<Args>(policies)...) {
+        if (detail::is_null_callable(f_)) {
+            detail::throw_invalid_argument("bulwark::wrap: the callable is null");
+        }
+    }
+
+    // Returns what `f` returns, or throws the final error. (The return type is deduced, not
+    // spelled, so that a wrong argument list reports check_arguments' sentence.)
+    template <class... Args>
+    auto operator()(Args&&... args) {
+        check_arguments<Args...>();
+        return pipeline_.execute([&]() -> decltype(auto) { return std::invoke(f_, args...); });
+    }
+
+    template <class... Args>
+    auto try_call(Args&&... args) noexcept {
+        check_arguments<Args...>();
+        return pipeline_.try_execute([&]() -> decltype(auto) { return std::invoke(f_, args...); });
+    }
+
+    Pipeline<Ps...>& policies() noexcept { return pipeline_; }
+
+private:
+    template <class... Args>
+    static constexpr void check_arguments() {
+        static_assert(std::is_invocable<F&, Args&...>::value,
+                      "bulwark::wrap: the wrapped callable cannot be called with these arguments "
+                      "passed as lvalues. Arguments are passed as lvalues so that every attempt "
+                      "sees them intact; a callable that takes an rvalue reference or a move-only "
+                      "parameter by value cannot be retried safely.");
+    }
+
+    F f_;
+    Pipeline<Ps...> pipeline_;
+};
+
+// Wraps `f` in the policies, outermost first (see Wrapped). Throws std::invalid_argument if `f`
+// is a null function pointer or an empty std::function.
+template <class F, class... Ps>
+auto wrap(F&& f, Ps&&... policies) {
+    detail::check_policies<Ps...>();
+    return Wrapped<std::decay_t<F>, detail::held_policy_t<Ps&&>...>(
+        std::forward<F>(f), std::in_place, std::forward<Ps>(policies)...);
+}
+
+}  // namespace bulwark
+
+#endif  // BULWARK_PIPELINE_HPP
+// #include <bulwark/policy.hpp> (already included above)
+// #include <bulwark/version.hpp>
+#ifndef BULWARK_VERSION_HPP
+#define BULWARK_VERSION_HPP
+
+// The one place the version lives: CMake parses these lines, and the single header and the
+// pkg-config file take it from CMake.
+#define BULWARK_VERSION_MAJOR 0
+#define BULWARK_VERSION_MINOR 1
+#define BULWARK_VERSION_PATCH 0
+
+#define BULWARK_VERSION \
+    (BULWARK_VERSION_MAJOR * 10000 + BULWARK_VERSION_MINOR * 100 + BULWARK_VERSION_PATCH)
+#define BULWARK_VERSION_STRING "0.1.0"
+
+#endif  // BULWARK_VERSION_HPP
+
+#endif  // BULWARK_CORE_HPP
+// #include <bulwark/testing.hpp>
+#ifndef BULWARK_TESTING_HPP
+#define BULWARK_TESTING_HPP
+
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+// #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/context.hpp> (already included above)
+// #include <bulwark/detail/random.hpp>
+#ifndef BULWARK_DETAIL_RANDOM_HPP
+#define BULWARK_DETAIL_RANDOM_HPP
+
+#include <cstdint>
+
+namespace bulwark {
+namespace detail {
+
+// A small, fast, seedable generator (SplitMix64). The same seed gives the same sequence on every
+// platform and standard library, which std::uniform_*_distribution does not promise. Kept out of
+// <random> to keep the core headers cheap to compile. Not thread-safe.
+class SplitMix64 {
+public:
+    explicit SplitMix64(std::uint64_t seed = 0x9E3779B97F4A7C15ULL) noexcept : state_(seed) {}
+
+    void seed(std::uint64_t seed) noexcept { state_ = seed; }
+
+    std::uint64_t next() noexcept {
+        std::uint64_t z = (state_ += 0x9E3779B97F4A7C15ULL);
+        z = (z ^ (z >> 30U)) * 0xBF58476D1CE4E5B9ULL;
+        z = (z ^ (z >> 27U)) * 0x94D049BB133111EBULL;
+        return z ^ (z >> 31U);
+    }
+
+    // Uniform in [0, 1), with 53 bits of precision.
+    double next_double() noexcept {
+        return static_cast<double>(next() >> 11U) * (1.0 / 9007199254740992.0);
+    }
+
+private:
+    std::uint64_t state_;
+};
+
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_RANDOM_HPP
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/events.hpp> (already included above)
+// #include <bulwark/outcome.hpp> (already included above)
+// #include <bulwark/policy.hpp> (already included above)
+
+namespace bulwark {
+
+// The error a FaultInjector fails calls with unless it is given another.
+class InjectedFault : public std::runtime_error {
+public:
+    InjectedFault() : std::runtime_error("bulwark: injected fault") {}
+    using std::runtime_error::runtime_error;
+};
+
+// What a FaultInjector did to one call.
+struct FaultEvent {
+    std::uint64_t call = 0;  // 1-based index of the call through the injector
+    bool failed = false;     // the call was failed without reaching the next policy
+    Duration latency{0};     // latency added before the call (slept on the injector's clock)
+};
+
+// A chaos policy for tests: fails calls on a script, with a seeded probability, and adds latency
+// on its clock (a ManualClock in tests, so the latency costs no real time).
+//   bulwark::ManualClock clock;
+//   bulwark::FaultInjector chaos(clock);
+//   chaos.fail_next(2);                       // the next two calls fail with InjectedFault
+//   chaos.fail_with_probability(0.3, 42);     // then 30% of calls fail, reproducibly for seed 42
+//   chaos.add_latency(200ms);                 // every call first sleeps 200ms on `clock`
+//   bulwark::pipeline(breaker, chaos).execute(f);
+// Order of decisions per call: the scripted queue (fail_next/pass_next/script) first, then
+// fail_always, then the probability. A failed call does not run the rest of the pipeline.
+// Thread-safe (a mutex guards the script; this is a test tool, not a hot path).
+class FaultInjector : public PolicyBase<FaultInjector> {
+public:
+    FaultInjector() : FaultInjector(default_clock()) {}
+    explicit FaultInjector(Clock& clock)
+        : clock_(&clock), error_(std::make_exception_ptr(InjectedFault())) {}
+
+    FaultInjector(const FaultInjector&) = delete;
+    FaultInjector& operator=(const FaultInjector&) = delete;
+
+    // The next `n` calls fail (with `error`, or the default error).
+    FaultInjector& fail_next(std::size_t n, std::exception_ptr error = nullptr) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        for (std::size_t i = 0; i < n; ++i) {
+            script_.push_back(Step{true, error});
+        }
+        return *this;
+    }
+
+    // The next `n` calls pass, whatever the probability or fail_always say.
+    FaultInjector& pass_next(std::size_t n) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        for (std::size_t i = 0; i < n; ++i) {
+            script_.push_back(Step{false, nullptr});
+        }
+        return *this;
+    }
+
+    // A script of the next calls: 'x' (or 'F') fails one, '.' (or 'P') passes one.
+    //   chaos.script("xx..x");
+    // Throws std::invalid_argument on any other character.
+    FaultInjector& script(const std::string& steps) {
+        std::deque<Step> parsed;
+        for (char c : steps) {
+            if (c == 'x' || c == 'F') {
+                parsed.push_back(Step{true, nullptr});
+            } else if (c == '.' || c == 'P') {
+                parsed.push_back(Step{false, nullptr});
+            } else {
+                detail::throw_invalid_option("FaultInjector.script(steps): steps",
+                                             "may contain only 'x'/'F' (fail) and '.'/'P' (pass)",
+                                             std::string("'") + c + "'");
+            }
+        }
+        std::lock_guard<std::mutex> lock(mutex_);
+        script_.insert(script_.end(), parsed.begin(), parsed.end());
+        return *this;
+    }
+
+    // Every call fails until heal().
+    FaultInjector& fail_always(std::exception_ptr error = nullptr) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        always_fail_ = true;
+        if (error) {
+            always_error_ = std::move(error);
+        }
+        return *this;
+    }
+
+    // Each call fails with probability `p`, drawn from a generator seeded with `seed`.
+    // Throws std::invalid_argument unless 0 <= p <= 1.
+    FaultInjector& fail_with_probability(double p, std::uint64_t seed = 0) {
+        if (!(p >= 0.0 && p <= 1.0)) {
+            detail::throw_invalid_option("FaultInjector.fail_with_probability(p): p",
+                                         "must be in [0, 1]", detail::format_number(p));
+        }
+        std::lock_guard<std::mutex> lock(mutex_);
+        probability_ = p;
+        rng_.seed(seed);
+        return *this;
+    }
+
+    // Every call first sleeps `d` on the injector's clock. Throws std::invalid_argument if d < 0.
+    FaultInjector& add_latency(Duration d) {
+        if (d < Duration::zero()) {
+            detail::throw_invalid_option("FaultInjector.add_latency(d): d", "must be >= 0",
+                                         detail::format_duration(d));
+        }
+        std::lock_guard<std::mutex> lock(mutex_);
+        latency_ = d;
+        return *this;
+    }
+
+    // The error failed calls carry when no other was given (default: InjectedFault).
+    FaultInjector& fail_with(std::exception_ptr error) {
+        if (!error) {
+            detail::throw_invalid_argument("FaultInjector.fail_with: the exception_ptr is null");
+        }
+        std::lock_guard<std::mutex> lock(mutex_);
+        error_ = std::move(error);
+        return *this;
+    }
+
+    // Clears the script, fail_always, the probability and the latency.
+    FaultInjector& heal() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        script_.clear();
+        always_fail_ = false;
+        always_error_ = nullptr;
+        probability_ = 0.0;
+        latency_ = Duration::zero();
+        return *this;
+    }
+
+    std::uint64_t calls() const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return calls_;
+    }
+    std::uint64_t injected_failures() const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return injected_;
+    }
+
+    Listeners<FaultEvent>& on_fault() noexcept { return listeners_; }
+
+    template <class Next>
+    auto apply(Context& ctx, Next&& next) {
+        using R = typename decltype(next(ctx))::value_type;
+        const Decision d = decide();
+        if (d.latency > Duration::zero()) {
+            clock_->sleep_for(d.latency);
+        }
+        listeners_.emit_with([&] { return FaultEvent{d.call, d.error != nullptr, d.latency}; });
+        if (d.error) {
+            return Outcome<R>::from_error(d.error);
+        }
+        return std::forward<Next>(next)(ctx);
+    }
+
+private:
+    struct Step {
+        bool fail;
+        std::exception_ptr error;
+    };
+    struct Decision {
+        std::uint64_t call;
+        std::exception_ptr error;
+        Duration latency;
+    };
+
+    Decision decide() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        Decision d{++calls_, nullptr, latency_};
+        if (!script_.empty()) {
+            Step step = std::move(script_.front());
+            script_.pop_front();
+            if (step.fail) {
+                d.error = step.error ? step.error : error_;
+            }
+        } else if (always_fail_) {
+            d.error = always_error_ ? always_error_ : error_;
+        } else if (probability_ > 0.0 && rng_.next_double() < probability_) {
+            d.error = error_;
+        }
+        if (d.error) {
+            ++injected_;
+        }
+        return d;
+    }
+
+    Clock* clock_;
+    mutable std::mutex mutex_;
+    std::deque<Step> script_;
+    std::exception_ptr error_;
+    std::exception_ptr always_error_;
+    bool always_fail_ = false;
+    double probability_ = 0.0;
+    detail::SplitMix64 rng_;
+    Duration latency_{0};
+    std::uint64_t calls_ = 0;
+    std::uint64_t injected_ = 0;
+    Listeners<FaultEvent> listeners_;
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_TESTING_HPP
+
+#endif  // BULWARK_BULWARK_HPP
+#endif  // BULWARK_SINGLE_INCLUDE_HPP

@@ -1,0 +1,109 @@
+// Proves that the success paths allocate nothing: this binary replaces the global allocation
+// functions with counting ones. It is a separate executable so that the replacement does not
+// affect the other tests.
+#include <atomic>
+#include <cstdlib>
+#include <memory>
+#include <new>
+#include <string>
+
+#include <bulwark/core.hpp>
+
+#include "catch.hpp"
+#include "support.hpp"
+
+namespace {
+std::atomic<long> g_allocations{0};
+
+void* counted_alloc(std::size_t size) {
+    g_allocations.fetch_add(1, std::memory_order_relaxed);
+    if (void* p = std::malloc(size == 0 ? 1 : size)) {
+        return p;
+    }
+    throw std::bad_alloc();
+}
+
+// Counts the allocations `f` makes on this thread's behalf.
+template <class F>
+long allocations_during(F&& f) {
+    const long before = g_allocations.load();
+    f();
+    return g_allocations.load() - before;
+}
+
+BULWARK_NOINLINE int plus_one(int x) {
+    return x + 1;
+}
+}  // namespace
+
+void* operator new(std::size_t size) {
+    return counted_alloc(size);
+}
+void* operator new[](std::size_t size) {
+    return counted_alloc(size);
+}
+void operator delete(void* p) noexcept {
+    std::free(p);
+}
+void operator delete[](void* p) noexcept {
+    std::free(p);
+}
+void operator delete(void* p, std::size_t) noexcept {
+    std::free(p);
+}
+void operator delete[](void* p, std::size_t) noexcept {
+    std::free(p);
+}
+
+TEST_CASE("the counting allocator sees allocations", "[alloc]") {
+    CHECK(allocations_during([] { auto p = std::make_unique<int>(1); }) == 1);
+}
+
+TEST_CASE("pipeline(Noop, Noop, Noop).execute allocates nothing", "[alloc]") {
+    auto p = bulwark::pipeline(bulwark::Noop{}, bulwark::Noop{}, bulwark::Noop{});
+    int x = 0;
+    CHECK(allocations_during([&] {
+              for (int i = 0; i < 1000; ++i) {
+                  x = p.execute([&] { return plus_one(x); });
+              }
+          }) == 0);
+    CHECK(x == 1000);
+}
+
+TEST_CASE("try_execute, context callables and void results allocate nothing", "[alloc]") {
+    bulwark::Noop a;
+    bulwark::Noop b;
+    auto p = bulwark::pipeline(a, b);
+    int x = 0;
+    CHECK(allocations_during([&] {
+              for (int i = 0; i < 1000; ++i) {
+                  auto o = p.try_execute([&](bulwark::Context& ctx) {
+                      return plus_one(x) + static_cast<int>(ctx.attempt());
+                  });
+                  x = o.value();
+                  p.execute([&] { x = plus_one(x) - 1; });
+              }
+          }) == 0);
+    CHECK(x == 1000);
+}
+
+TEST_CASE("a wrapped function call allocates nothing", "[alloc]") {
+    auto resilient = bulwark::wrap(plus_one, bulwark::Noop{}, bulwark::Noop{});
+    int x = 0;
+    CHECK(allocations_during([&] {
+              for (int i = 0; i < 1000; ++i) {
+                  x = resilient(x);
+              }
+          }) == 0);
+    CHECK(x == 1000);
+}
+
+TEST_CASE("emitting to no listeners allocates nothing", "[alloc]") {
+    bulwark::Listeners<int> listeners;
+    CHECK(allocations_during([&] {
+              for (int i = 0; i < 1000; ++i) {
+                  listeners.emit(i);
+                  listeners.emit_with([&] { return i; });
+              }
+          }) == 0);
+}
