@@ -15,12 +15,22 @@
 namespace {
 std::atomic<long> g_allocations{0};
 
-void* counted_alloc(std::size_t size) {
+// Not inlined: GCC would otherwise pair the inlined malloc with `delete` and warn
+// (-Wmismatched-new-delete) although both sides of every pair end in malloc/free.
+BULWARK_NOINLINE void* counted_alloc_nothrow(std::size_t size) noexcept {
     g_allocations.fetch_add(1, std::memory_order_relaxed);
-    if (void* p = std::malloc(size == 0 ? 1 : size)) {
+    return std::malloc(size == 0 ? 1 : size);
+}
+
+BULWARK_NOINLINE void* counted_alloc(std::size_t size) {
+    if (void* p = counted_alloc_nothrow(size)) {
         return p;
     }
     throw std::bad_alloc();
+}
+
+BULWARK_NOINLINE void counted_free(void* p) noexcept {
+    std::free(p);
 }
 
 // Counts the allocations `f` makes on this thread's behalf.
@@ -36,23 +46,37 @@ BULWARK_NOINLINE int plus_one(int x) {
 }
 }  // namespace
 
+// Every ordinary form is replaced, so that no allocation is served by one allocator and freed by
+// another (ASan reports that as a mismatch).
 void* operator new(std::size_t size) {
     return counted_alloc(size);
 }
 void* operator new[](std::size_t size) {
     return counted_alloc(size);
 }
+void* operator new(std::size_t size, const std::nothrow_t&) noexcept {
+    return counted_alloc_nothrow(size);
+}
+void* operator new[](std::size_t size, const std::nothrow_t&) noexcept {
+    return counted_alloc_nothrow(size);
+}
 void operator delete(void* p) noexcept {
-    std::free(p);
+    counted_free(p);
 }
 void operator delete[](void* p) noexcept {
-    std::free(p);
+    counted_free(p);
 }
 void operator delete(void* p, std::size_t) noexcept {
-    std::free(p);
+    counted_free(p);
 }
 void operator delete[](void* p, std::size_t) noexcept {
-    std::free(p);
+    counted_free(p);
+}
+void operator delete(void* p, const std::nothrow_t&) noexcept {
+    counted_free(p);
+}
+void operator delete[](void* p, const std::nothrow_t&) noexcept {
+    counted_free(p);
 }
 
 TEST_CASE("the counting allocator sees allocations", "[alloc]") {
