@@ -7,6 +7,7 @@
 #include <new>
 #include <string>
 
+#include <bulwark/circuit_breaker.hpp>
 #include <bulwark/core.hpp>
 
 #include "catch.hpp"
@@ -128,6 +129,46 @@ TEST_CASE("emitting to no listeners allocates nothing", "[alloc]") {
               for (int i = 0; i < 1000; ++i) {
                   listeners.emit(i);
                   listeners.emit_with([&] { return i; });
+              }
+          }) == 0);
+}
+
+TEST_CASE("a closed breaker's execute and two-step calls allocate nothing", "[alloc]") {
+    bulwark::CircuitBreaker breaker("alloc-closed");
+    int x = breaker.execute([] { return plus_one(0); });  // this thread's first call takes a slot
+    CHECK(allocations_during([&] {
+              for (int i = 0; i < 1000; ++i) {
+                  x = breaker.execute([&] { return plus_one(x); });
+                  auto permit = breaker.try_acquire();
+                  permit.record_success();
+              }
+          }) == 0);
+    CHECK(x == 1001);
+}
+
+TEST_CASE("a time-window breaker's closed path allocates nothing", "[alloc]") {
+    bulwark::CircuitBreakerOptions o;
+    o.window = bulwark::TimeWindow{std::chrono::seconds(10), std::chrono::seconds(1)};
+    bulwark::CircuitBreaker breaker("alloc-time", o);
+    int x = breaker.execute([] { return plus_one(0); });
+    CHECK(allocations_during([&] {
+              for (int i = 0; i < 1000; ++i) {
+                  x = breaker.execute([&] { return plus_one(x); });
+              }
+          }) == 0);
+    CHECK(x == 1001);
+}
+
+TEST_CASE("an open breaker rejects without allocating after a thread's first rejection",
+          "[alloc]") {
+    bulwark::CircuitBreaker breaker("alloc-open");
+    breaker.trip();
+    (void)breaker.try_execute([] { return 1; });  // builds this thread's cached error
+    CHECK(allocations_during([&] {
+              for (int i = 0; i < 1000; ++i) {
+                  auto permit = breaker.try_acquire();
+                  auto outcome = breaker.try_execute([] { return 1; });
+                  CHECK_FALSE(outcome.has_value());
               }
           }) == 0);
 }

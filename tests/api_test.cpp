@@ -2,6 +2,8 @@
 // it cannot rot. One test case per section; each grows as its section's components are built.
 #include <stdexcept>
 #include <string>
+#include <system_error>
+#include <vector>
 
 #include <bulwark/bulwark.hpp>
 
@@ -31,7 +33,8 @@ TEST_CASE("API section 1: core vocabulary", "[api]") {
     test_clock.advance(5s);
     test_clock.sleep_for(1s);
     CHECK(test_clock.now() - t0 == bulwark::Duration(6s));
-    CHECK(clock.now() <= bulwark::SteadyClock().now());
+    const auto earlier = clock.now();
+    CHECK(earlier <= bulwark::SteadyClock().now());
 
     bulwark::Outcome<int> o = bulwark::Outcome<int>::from_value(42);
     auto bad = bulwark::Outcome<int>::from_error(std::make_exception_ptr(std::runtime_error("x")));
@@ -64,4 +67,60 @@ TEST_CASE("API section 1: core vocabulary", "[api]") {
     std::string phone = "+44";
     Receipt r2 = resilient_send(phone, "hello");
     CHECK(r2.id == "+44:hello");
+}
+
+TEST_CASE("API section 2: CircuitBreaker", "[api]") {
+    bulwark::ManualClock test_clock;
+    bulwark::CircuitBreakerOptions o;
+    o.failure_threshold = 5;
+    o.failure_ratio = 0.5;
+    o.minimum_calls = 10;
+    o.window = bulwark::CountWindow{100};
+    o.window = bulwark::TimeWindow{10s};
+    o.window = bulwark::CountWindow{100};
+    o.slow_call_duration = 2s;
+    o.slow_call_ratio = 0.8;
+    o.break_duration = 60s;
+    o.half_open_calls = 3;
+    o.half_open_max_wait = 30s;
+    o.handle<std::system_error>();
+
+    bulwark::CircuitBreaker breaker("sms-provider", o);
+    bulwark::CircuitBreaker tested("sms-provider", o, test_clock);
+    auto f = [] {
+        return call();
+    };
+    CHECK(breaker.execute(f) == 7);
+    CHECK(breaker.try_execute(f).value() == 7);
+
+    bulwark::CircuitBreaker::Permit permit = tested.try_acquire();
+    REQUIRE(permit);
+    permit.record_success();
+    CHECK(tested.state() == bulwark::CircuitState::closed);
+
+    std::vector<bulwark::CircuitState> seen;
+    tested.on_state_change([&](const bulwark::StateChange& c) {
+        seen.push_back(c.to);
+        CHECK(c.from != c.to);
+        CHECK(c.at == test_clock.now());
+    });
+    tested.trip();
+    tested.reset();
+    tested.disable();
+    CHECK(seen == std::vector<bulwark::CircuitState>{bulwark::CircuitState::forced_open,
+                                                     bulwark::CircuitState::closed,
+                                                     bulwark::CircuitState::disabled});
+    bulwark::CircuitBreakerStats s = tested.stats();
+    CHECK(s.calls == 1);
+    CHECK(s.successes == 1);
+    CHECK(s.failures == 0);
+    CHECK(s.slow == 0);
+    CHECK(s.rejected == 0);
+    CHECK(s.failure_rate == 0.0);
+    CHECK(s.state == bulwark::CircuitState::disabled);
+    CHECK(s.time_in_state == bulwark::Duration::zero());
+
+    bulwark::CircuitBreakerRegistry registry;
+    auto& cb = registry.get("email", o);
+    CHECK(&cb == &registry.get("email"));
 }

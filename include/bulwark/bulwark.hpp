@@ -4,6 +4,7 @@
 #define BULWARK_BULWARK_HPP
 
 // The umbrella header: every public bulwark header.
+#include <bulwark/circuit_breaker.hpp>
 #include <bulwark/core.hpp>
 #include <bulwark/testing.hpp>
 

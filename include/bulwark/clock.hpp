@@ -11,6 +11,10 @@
 #include <thread>
 #include <vector>
 
+#if defined(__linux__)
+#include <time.h>
+#endif
+
 #include <bulwark/config.hpp>
 #include <bulwark/detail/throw.hpp>
 
@@ -37,6 +41,12 @@ public:
     // Blocks the calling thread for `d` (a non-positive `d` returns at once). A ManualClock
     // advances its time instead.
     virtual void sleep_for(Duration d) = 0;
+
+    // A cheaper reading on the same timeline as now() that may lag it by a few milliseconds.
+    // Components use it where that precision is enough (break expiry, per-second window
+    // buckets): SteadyClock reads CLOCK_MONOTONIC_COARSE on Linux (about 3 ns against about
+    // 26 ns for now() on a VM). Never ahead of now(). The default is now().
+    virtual TimePoint coarse_now() const noexcept { return now(); }
 
     void sleep_until(TimePoint t) {
         const TimePoint current = now();
@@ -65,6 +75,18 @@ public:
             std::this_thread::sleep_for(d);
         }
     }
+
+#if defined(__linux__) && defined(CLOCK_MONOTONIC_COARSE)
+    // libstdc++ and libc++ implement steady_clock with CLOCK_MONOTONIC on Linux; the coarse
+    // variant is the same timeline, updated once per kernel tick.
+    TimePoint coarse_now() const noexcept override {
+        timespec ts{};
+        if (clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) != 0) {
+            return now();
+        }
+        return TimePoint{std::chrono::seconds(ts.tv_sec) + Duration(ts.tv_nsec)};
+    }
+#endif
 };
 
 // A clock that moves only when told to: advance(d), set(t), or a sleep_for(d), which advances by

@@ -4,8 +4,10 @@
 #define BULWARK_ERRORS_HPP
 
 #include <exception>
+#include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include <bulwark/clock.hpp>
 
@@ -14,17 +16,22 @@ namespace bulwark {
 // A policy refused to run the call (or gave up on it) without the dependency failing: an open
 // breaker, a full bulkhead, a rate limit, load shedding, a timeout, an exhausted retry budget.
 // Catch RejectedError to treat all of them alike.
-// retry_after() is a hint: how long until the policy may admit again (zero when unknown). Retry
-// policies wait at least that long before the next attempt.
+// retry_after() is a hint: how long, from when the error was made, until the policy may admit
+// again (zero when unknown). retry_at(), when set, is that moment on the rejecting policy's clock;
+// it stays exact when one error object is reused for many rejections (a breaker reuses one per
+// open period so that rejecting allocates nothing). Retry policies wait at least until then.
 class RejectedError : public std::runtime_error {
 public:
-    explicit RejectedError(const std::string& what, Duration retry_after = Duration::zero())
-        : std::runtime_error(what), retry_after_(retry_after) {}
+    explicit RejectedError(const std::string& what, Duration retry_after = Duration::zero(),
+                           std::optional<TimePoint> retry_at = std::nullopt)
+        : std::runtime_error(what), retry_after_(retry_after), retry_at_(retry_at) {}
 
     Duration retry_after() const noexcept { return retry_after_; }
+    std::optional<TimePoint> retry_at() const noexcept { return retry_at_; }
 
 private:
     Duration retry_after_;
+    std::optional<TimePoint> retry_at_;
 };
 
 // A circuit breaker is open (or forced open) and rejected the call.

@@ -20,6 +20,11 @@ namespace detail {
     throw std::invalid_argument(message);
 }
 
+// For misuse of an object's protocol (recording a permit twice), not for bad configuration.
+[[noreturn]] BULWARK_NOINLINE inline void throw_logic_error(const std::string& message) {
+    throw std::logic_error(message);
+}
+
 // "CircuitBreakerOptions.failure_ratio must be in [0, 1], got 1.5"
 [[noreturn]] BULWARK_NOINLINE inline void throw_invalid_option(std::string_view field,
                                                                std::string_view requirement,

@@ -1,0 +1,1233 @@
+// bulwark — resilience policies for C++17 services.
+// SPDX-License-Identifier: MIT
+#ifndef BULWARK_CIRCUIT_BREAKER_HPP
+#define BULWARK_CIRCUIT_BREAKER_HPP
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include <bulwark/classify.hpp>
+#include <bulwark/clock.hpp>
+#include <bulwark/config.hpp>
+#include <bulwark/context.hpp>
+#include <bulwark/detail/thread_slot.hpp>
+#include <bulwark/detail/throw.hpp>
+#include <bulwark/errors.hpp>
+#include <bulwark/events.hpp>
+#include <bulwark/outcome.hpp>
+#include <bulwark/policy.hpp>
+
+namespace bulwark {
+
+// closed: calls pass and results are counted. open: calls are rejected until the break ends.
+// half_open: a few probe calls pass; all succeed -> closed, one fails -> open.
+// forced_open: trip() — rejects until reset(). disabled: disable() — admits everything, still
+// counts, never changes state by itself until reset().
+enum class CircuitState : std::uint8_t { closed, open, half_open, forced_open, disabled };
+
+inline const char* to_string(CircuitState state) noexcept {
+    switch (state) {
+        case CircuitState::closed:
+            return "closed";
+        case CircuitState::open:
+            return "open";
+        case CircuitState::half_open:
+            return "half_open";
+        case CircuitState::forced_open:
+            return "forced_open";
+        case CircuitState::disabled:
+            return "disabled";
+    }
+    return "unknown";
+}
+
+// Why the state changed.
+enum class TransitionReason : std::uint8_t {
+    consecutive_failures,  // failure_threshold consecutive failures
+    failure_rate,          // failure_ratio reached over the window
+    slow_call_rate,        // slow_call_ratio reached over the window
+    break_elapsed,         // open -> half_open
+    probes_succeeded,      // half_open -> closed
+    probe_failed,          // half_open -> open
+    probe_expired,         // half_open -> open: a probe reported nothing within half_open_max_wait
+    manual,                // trip(), reset(), disable()
+};
+
+inline const char* to_string(TransitionReason reason) noexcept {
+    switch (reason) {
+        case TransitionReason::consecutive_failures:
+            return "consecutive_failures";
+        case TransitionReason::failure_rate:
+            return "failure_rate";
+        case TransitionReason::slow_call_rate:
+            return "slow_call_rate";
+        case TransitionReason::break_elapsed:
+            return "break_elapsed";
+        case TransitionReason::probes_succeeded:
+            return "probes_succeeded";
+        case TransitionReason::probe_failed:
+            return "probe_failed";
+        case TransitionReason::probe_expired:
+            return "probe_expired";
+        case TransitionReason::manual:
+            return "manual";
+    }
+    return "unknown";
+}
+
+// A state transition, as reported to on_state_change listeners.
+struct StateChange {
+    std::string_view breaker;  // the breaker's name (valid while the breaker lives)
+    CircuitState from = CircuitState::closed;
+    CircuitState to = CircuitState::closed;
+    TimePoint at{};  // on the breaker's clock
+    TransitionReason reason = TransitionReason::manual;
+    std::uint64_t generation = 0;  // increases by one with every transition of this breaker
+};
+
+// The last `size` recorded calls.
+struct CountWindow {
+    std::uint32_t size = 100;
+};
+
+// The calls recorded in the last `length`, counted in buckets of `bucket` (so calls expire
+// bucket by bucket, without a background thread).
+struct TimeWindow {
+    Duration length = std::chrono::seconds(60);
+    Duration bucket = std::chrono::seconds(1);
+};
+
+// Options of a CircuitBreaker. Every field has a default; validate() (called by the breaker's
+// constructor) throws std::invalid_argument naming the field and the value.
+//   bulwark::CircuitBreakerOptions o;
+//   o.failure_ratio = 0.5; o.window = bulwark::CountWindow{100}; o.handle<std::system_error>();
+struct CircuitBreakerOptions {
+    // Consecutive failures that open the breaker, whatever the window says. 0 = rule off.
+    std::uint32_t failure_threshold = 5;
+    // Failure rate over the window that opens it, in [0, 1]. 0 = rule off.
+    double failure_ratio = 0.5;
+    // No rate rule decides before the window holds this many calls. >= 1.
+    std::uint32_t minimum_calls = 10;
+    // What the rates are computed over: CountWindow{100} (default) or TimeWindow{60s, 1s}.
+    std::variant<CountWindow, TimeWindow> window = CountWindow{};
+    // A call that takes at least this long is slow. > 0. Timed only while slow_call_ratio > 0.
+    Duration slow_call_duration = std::chrono::seconds(60);
+    // Slow-call rate over the window that opens it, in [0, 1]. 0 = rule off (default), and then
+    // the breaker reads no clock on the closed path.
+    double slow_call_ratio = 0.0;
+    // A call that takes longer than this counts as a failure (its result is still returned). The
+    // breaker cannot stop the call; pair it with a Timeout for that. 0 = off (default).
+    Duration call_timeout = Duration::zero();
+    // How long the breaker stays open before it lets probes through. > 0. (recovery_timeout)
+    Duration break_duration = std::chrono::seconds(60);
+    // Probes admitted in half-open; it closes when all of them succeed (success_threshold). >= 1.
+    std::uint32_t half_open_calls = 1;
+    // A probe that reports nothing within this counts as failed, so a hung probe cannot keep the
+    // breaker half-open. 0 = wait for ever (default).
+    Duration half_open_max_wait = Duration::zero();
+    // What counts as a failure: by default every exception. See Classifier.
+    Classifier classifier;
+
+    // Only exceptions of type E (and subclasses) count as failures; others pass through and
+    // count as successes for the breaker: they are not the dependency's fault.
+    template <class E>
+    CircuitBreakerOptions& handle() {
+        classifier.handle<E>();
+        return *this;
+    }
+    CircuitBreakerOptions& handle_if(std::function<bool(const std::exception_ptr&)> predicate) {
+        classifier.handle_if(std::move(predicate));
+        return *this;
+    }
+    // Returned values for which `predicate` is true count as failures (the value is still
+    // returned to the caller).
+    template <class T = detail::deduce_result_type, class Pred>
+    CircuitBreakerOptions& handle_result(Pred predicate) {
+        classifier.handle_result<T>(std::move(predicate));
+        return *this;
+    }
+
+    void validate() const {
+        auto ratio = [](const char* field, double v) {
+            if (!(v >= 0.0 && v <= 1.0)) {
+                detail::throw_invalid_option(field, "must be in [0, 1]", detail::format_number(v));
+            }
+        };
+        auto positive = [](const char* field, Duration d) {
+            if (d <= Duration::zero()) {
+                detail::throw_invalid_option(field, "must be > 0", detail::format_duration(d));
+            }
+        };
+        auto non_negative = [](const char* field, Duration d) {
+            if (d < Duration::zero()) {
+                detail::throw_invalid_option(field, "must be >= 0", detail::format_duration(d));
+            }
+        };
+        ratio("CircuitBreakerOptions.failure_ratio", failure_ratio);
+        ratio("CircuitBreakerOptions.slow_call_ratio", slow_call_ratio);
+        if (minimum_calls == 0) {
+            detail::throw_invalid_option("CircuitBreakerOptions.minimum_calls", "must be >= 1",
+                                         "0");
+        }
+        if (const CountWindow* count = std::get_if<CountWindow>(&window)) {
+            if (count->size == 0) {
+                detail::throw_invalid_option("CircuitBreakerOptions.window (CountWindow.size)",
+                                             "must be >= 1", "0");
+            }
+            if (minimum_calls > count->size) {
+                detail::throw_invalid_option(
+                    "CircuitBreakerOptions.minimum_calls",
+                    "must be <= the count window's size (" + std::to_string(count->size) + ")",
+                    std::to_string(minimum_calls));
+            }
+        } else {
+            const TimeWindow& time = std::get<TimeWindow>(window);
+            positive("CircuitBreakerOptions.window (TimeWindow.length)", time.length);
+            positive("CircuitBreakerOptions.window (TimeWindow.bucket)", time.bucket);
+            if (time.bucket > time.length) {
+                detail::throw_invalid_option(
+                    "CircuitBreakerOptions.window (TimeWindow.bucket)",
+                    "must be <= TimeWindow.length (" + detail::format_duration(time.length) + ")",
+                    detail::format_duration(time.bucket));
+            }
+            if (time.length / time.bucket > 10000) {
+                detail::throw_invalid_option("CircuitBreakerOptions.window (TimeWindow)",
+                                             "must have at most 10000 buckets (length / bucket)",
+                                             std::to_string(time.length / time.bucket));
+            }
+        }
+        positive("CircuitBreakerOptions.slow_call_duration", slow_call_duration);
+        non_negative("CircuitBreakerOptions.call_timeout", call_timeout);
+        positive("CircuitBreakerOptions.break_duration", break_duration);
+        if (half_open_calls == 0) {
+            detail::throw_invalid_option("CircuitBreakerOptions.half_open_calls", "must be >= 1",
+                                         "0");
+        }
+        non_negative("CircuitBreakerOptions.half_open_max_wait", half_open_max_wait);
+    }
+};
+
+// What a breaker has seen. Cumulative counters cover the breaker's life; window_* and the rates
+// cover the current window (emptied whenever the breaker closes).
+struct CircuitBreakerStats {
+    CircuitState state = CircuitState::closed;
+    std::uint64_t calls = 0;      // results recorded: successes + failures + ignored
+    std::uint64_t successes = 0;  // results that were not failures (ignored ones excluded)
+    std::uint64_t failures = 0;   // failures, timeouts and probes that reported nothing included
+    std::uint64_t ignored = 0;    // exceptions outside the handled set (successes for the rules)
+    std::uint64_t slow = 0;       // slow calls (only while slow_call_ratio > 0)
+    std::uint64_t timeouts = 0;   // calls slower than call_timeout (also counted in failures)
+    std::uint64_t rejected = 0;   // calls refused while open, forced open or half-open and full
+    std::uint64_t opened = 0;     // times the breaker opened
+    std::uint64_t expired_probes = 0;  // probes that reported nothing within half_open_max_wait
+    std::uint64_t window_calls = 0;
+    std::uint64_t window_failures = 0;
+    std::uint64_t window_slow = 0;
+    double failure_rate = 0.0;    // window_failures / window_calls (0 for an empty window)
+    double slow_call_rate = 0.0;  // window_slow / window_calls
+    std::uint32_t consecutive_failures = 0;
+    Duration time_in_state{0};
+    Duration retry_after{0};  // while open: time until probes are admitted
+};
+
+namespace detail {
+
+// Unique ids for breakers, so that a per-thread cache keyed by them never confuses a destroyed
+// breaker with a new one at the same address.
+inline std::uint64_t next_breaker_uid() noexcept {
+    static std::atomic<std::uint64_t> last{0};
+    // relaxed: only uniqueness matters.
+    return last.fetch_add(1, std::memory_order_relaxed) + 1;
+}
+
+// Rejections must not allocate: each thread keeps the error it last built for each open period
+// of a few breakers and hands out copies of it (an exception_ptr copy touches only this
+// thread's error object, so rejecting threads do not contend).
+struct RejectionCacheEntry {
+    std::uint64_t breaker = 0;
+    std::uint64_t word = 0;
+    std::exception_ptr error;
+};
+inline thread_local RejectionCacheEntry rejection_cache[8];
+
+// Relaxed load + store: the stripe's single writer is this thread, so no locked instruction
+// is needed (see thread_slot.hpp); readers only sum.
+inline void bump(std::atomic<std::uint64_t>& counter, std::uint64_t n = 1) noexcept {
+    counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
+
+}  // namespace detail
+
+// A circuit breaker: stops calling a dependency that keeps failing, and lets a few probes
+// through after a break to find out when it has recovered.
+//   bulwark::CircuitBreaker breaker("sms-provider", options);       // or (name, options, clock)
+//   Receipt r = breaker.execute([&] { return sms.send(msg); });     // throws CircuitOpenError
+//   auto permit = breaker.try_acquire();                             // two-step, for async code
+//   if (permit) { ...; permit.record_success(); }
+// It opens on failure_threshold consecutive failures, or when the failure (or slow-call) rate
+// over its window reaches failure_ratio (slow_call_ratio) with at least minimum_calls in the
+// window. After break_duration it admits half_open_calls probes: all succeed -> closed, one
+// fails -> open again.
+// Thread-safe. The closed path takes no lock, reads no clock (unless slow calls or call_timeout
+// are tracked, or the window is a TimeWindow, which reads the coarse clock), and allocates
+// nothing; the open path rejects without throwing (try_acquire/try_execute) or allocating
+// (after a thread's first rejection of an open period). Transitions take a mutex.
+class CircuitBreaker : public PolicyBase<CircuitBreaker> {
+    enum class Result : std::uint8_t { success, failure, ignored };
+
+public:
+    // The right to make one call, from try_acquire(). Movable RAII: a permit destroyed without
+    // a recorded result counts as a failure, so a probe slot can never leak.
+    //   auto permit = breaker.try_acquire();
+    //   if (!permit) return reject(permit.retry_after());
+    //   permit.record(outcome, elapsed);     // or record_success() / record_failure()
+    // Not thread-safe (one permit belongs to one call); moving it to another thread is fine.
+    class [[nodiscard]] Permit {
+    public:
+        Permit() noexcept = default;
+        Permit(Permit&& other) noexcept { take(other); }
+        Permit& operator=(Permit&& other) noexcept {
+            if (this != &other) {
+                abandon();
+                take(other);
+            }
+            return *this;
+        }
+        Permit(const Permit&) = delete;
+        Permit& operator=(const Permit&) = delete;
+        ~Permit() { abandon(); }
+
+        explicit operator bool() const noexcept { return admitted_; }
+        bool admitted() const noexcept { return admitted_; }
+        // True while the call's result is still to be recorded.
+        bool pending() const noexcept { return pending_; }
+        // The state the breaker was in when it decided, and its generation then (the count of
+        // transitions so far; StateChange::generation names the same numbers).
+        CircuitState state() const noexcept { return state_of(word_); }
+        std::uint64_t generation() const noexcept { return generation_of(word_); }
+        // For a rejected permit: how long until the breaker may admit again (zero if unknown).
+        Duration retry_after() const noexcept { return retry_after_; }
+        // For a rejected permit: the CircuitOpenError that execute() would throw.
+        std::exception_ptr rejection() const {
+            return (breaker_ != nullptr && !admitted_) ? breaker_->rejection_error(word_) : nullptr;
+        }
+
+        void record_success() { finish(Result::success, measured()); }
+        // Counts a failure whatever the breaker's classification says.
+        void record_failure() { finish(Result::failure, measured()); }
+        // Classifies the outcome with the breaker's options; `elapsed` decides slow and
+        // call_timeout.
+        template <class T>
+        void record(const Outcome<T>& outcome, Duration elapsed) {
+            check_pending();
+            finish(breaker_->classify(outcome), elapsed);
+        }
+        // As above, measuring the elapsed time from try_acquire() when the breaker needs it.
+        template <class T>
+        void record(const Outcome<T>& outcome) {
+            check_pending();
+            finish(breaker_->classify(outcome), measured());
+        }
+
+    private:
+        friend class CircuitBreaker;
+
+        explicit Permit(CircuitBreaker* breaker) noexcept : breaker_(breaker) {}
+
+        void take(Permit& other) noexcept {
+            breaker_ = other.breaker_;
+            word_ = other.word_;
+            started_ = other.started_;
+            retry_after_ = other.retry_after_;
+            probe_ = other.probe_;
+            admitted_ = other.admitted_;
+            pending_ = other.pending_;
+            other.pending_ = false;
+        }
+
+        void check_pending() const {
+            if (!pending_) {
+                detail::throw_logic_error(
+                    admitted_ ? "CircuitBreaker::Permit: the result was already recorded"
+                              : "CircuitBreaker::Permit: the call was rejected; there is no "
+                                "result to record");
+            }
+        }
+
+        Duration measured() const noexcept {
+            return (breaker_ != nullptr && breaker_->timed_) ? breaker_->clock_->now() - started_
+                                                             : Duration::zero();
+        }
+
+        void finish(Result result, Duration elapsed) {
+            check_pending();
+            pending_ = false;
+            breaker_->on_result(word_, probe_, result, elapsed);
+        }
+
+        void abandon() noexcept {
+            if (pending_) {
+                pending_ = false;
+                breaker_->on_result(word_, probe_, Result::failure, Duration::zero());
+            }
+        }
+
+        CircuitBreaker* breaker_ = nullptr;
+        std::uint64_t word_ = 0;
+        TimePoint started_{};
+        Duration retry_after_{0};
+        std::uint32_t probe_ = no_probe;
+        bool admitted_ = false;
+        bool pending_ = false;
+    };
+
+    explicit CircuitBreaker(std::string name, CircuitBreakerOptions options = {})
+        : CircuitBreaker(std::move(name), std::move(options), default_clock()) {}
+
+    // The clock must outlive the breaker. Throws std::invalid_argument for invalid options.
+    CircuitBreaker(std::string name, CircuitBreakerOptions options, Clock& clock)
+        : name_(std::move(name)),
+          options_((options.validate(), std::move(options))),
+          clock_(&clock),
+          uid_(detail::next_breaker_uid()),
+          timed_(options_.slow_call_ratio > 0.0 || options_.call_timeout > Duration::zero()),
+          time_window_(std::holds_alternative<TimeWindow>(options_.window)),
+          has_result_predicates_(options_.classifier.has_result_predicates()),
+          probes_(options_.half_open_calls) {
+        if (time_window_) {
+            const TimeWindow& tw = std::get<TimeWindow>(options_.window);
+            bucket_width_ = tw.bucket;
+            bucket_count_ =
+                static_cast<std::uint64_t>((tw.length + tw.bucket - Duration(1)) / tw.bucket);
+            buckets_.assign(bucket_count_, Bucket{});
+            origin_ = clock_->coarse_now();
+        }
+        state_since_ = clock_->now();
+    }
+
+    CircuitBreaker(const CircuitBreaker&) = delete;
+    CircuitBreaker& operator=(const CircuitBreaker&) = delete;
+
+    const std::string& name() const noexcept { return name_; }
+    const CircuitBreakerOptions& options() const noexcept { return options_; }
+    Clock& clock() const noexcept { return *clock_; }
+
+    // The current state. An open breaker whose break has ended reports half_open; the
+    // transition itself (and its StateChange) happens at the next call.
+    CircuitState state() const noexcept {
+        const CircuitState s = state_of(word_.load(std::memory_order_acquire));
+        if (s == CircuitState::open && break_over(clock_->coarse_now())) {
+            return CircuitState::half_open;
+        }
+        return s;
+    }
+
+    // Asks to make one call. Never throws, never blocks; allocates nothing except on a thread's
+    // first call.
+    Permit try_acquire() noexcept {
+        Permit permit;
+        permit.breaker_ = this;
+        // acquire: pairs with the release in transition(), so an open state comes with its
+        // open_until_ns_.
+        const std::uint64_t w = word_.load(std::memory_order_acquire);
+        if (BULWARK_LIKELY(state_of(w) == CircuitState::closed)) {
+            admit(permit, w, no_probe);
+            return permit;
+        }
+        return try_acquire_slow(std::move(permit), w);
+    }
+
+    // The policy concept (see policy.hpp): execute(f) and try_execute(f) come from PolicyBase.
+    // A rejected call fails with CircuitOpenError without running.
+    template <class Next>
+    auto apply(Context& ctx, Next&& next) {
+        using O = std::invoke_result_t<Next&, Context&>;
+        // The closed, untimed path is spelled out so that it inlines into the caller: one load
+        // of word_, the call, and a store to this thread's stripe.
+        const std::uint64_t w = word_.load(std::memory_order_acquire);
+        if (BULWARK_LIKELY(state_of(w) == CircuitState::closed && !timed_)) {
+            O outcome = next(ctx);
+            record_untimed(w, no_probe, classify(outcome));
+            return outcome;
+        }
+        Permit permit = try_acquire_slow(Permit(this), w);
+        if (!permit) {
+            return O::from_error(rejection_error(permit.word_));
+        }
+        O outcome = next(ctx);
+        permit.finish(classify(outcome), permit.measured());
+        return outcome;
+    }
+
+    // Forces the breaker open until reset(): every call is rejected.
+    void trip() { manual_transition(CircuitState::forced_open); }
+    // Closes the breaker and empties its windows (from any state).
+    void reset() { manual_transition(CircuitState::closed); }
+    // Admits every call and keeps counting, but never opens, until reset().
+    void disable() { manual_transition(CircuitState::disabled); }
+
+    // Listeners get every transition, after it happened, outside the breaker's lock (so they
+    // may call back into the breaker).
+    ListenerId on_state_change(std::function<void(const StateChange&)> listener) {
+        return state_changes_.add(std::move(listener));
+    }
+    Listeners<StateChange>& state_changes() noexcept { return state_changes_; }
+
+    // A consistent snapshot. Takes the breaker's lock (not for the hot path).
+    CircuitBreakerStats stats() const {
+        const TimePoint now = clock_->now();
+        std::lock_guard<std::mutex> lock(mutex_);
+        CircuitBreakerStats s;
+        const std::uint64_t w = word_.load(std::memory_order_relaxed);
+        s.state = state_of(w);
+        if (s.state == CircuitState::open) {
+            const TimePoint coarse = clock_->coarse_now();
+            s.retry_after = break_over(coarse) ? Duration::zero() : open_until() - coarse;
+            if (break_over(coarse)) {
+                s.state = CircuitState::half_open;
+            }
+        }
+        for (const Stripe& stripe : stripes_) {
+            s.successes += stripe.successes.load(std::memory_order_relaxed);
+            s.ignored += stripe.ignored.load(std::memory_order_relaxed);
+            s.rejected += stripe.rejected.load(std::memory_order_relaxed);
+        }
+        s.failures = failures_;
+        s.calls = s.successes + s.failures + s.ignored;
+        s.slow = slow_;
+        s.timeouts = timeouts_;
+        s.opened = opened_;
+        s.expired_probes = expired_probes_;
+        const WindowCounts wc = window_counts(clock_->coarse_now());
+        s.window_calls = wc.calls;
+        s.window_failures = wc.failures;
+        s.window_slow = wc.slow;
+        if (wc.calls > 0) {
+            s.failure_rate = static_cast<double>(wc.failures) / static_cast<double>(wc.calls);
+            s.slow_call_rate = static_cast<double>(wc.slow) / static_cast<double>(wc.calls);
+        }
+        s.consecutive_failures = consecutive_failures_.load(std::memory_order_relaxed);
+        s.time_in_state = now - state_since_;
+        return s;
+    }
+
+private:
+    BULWARK_NOINLINE Permit try_acquire_slow(Permit permit, std::uint64_t w) noexcept {
+        switch (state_of(w)) {
+            case CircuitState::closed:
+            case CircuitState::disabled:
+                admit(permit, w, no_probe);
+                return permit;
+            case CircuitState::open: {
+                const TimePoint now = clock_->coarse_now();
+                if (!break_over(now)) {
+                    reject(permit, w, open_until() - now);
+                    return permit;
+                }
+                return acquire_slow(std::move(permit));
+            }
+            case CircuitState::forced_open:
+                reject(permit, w, Duration::zero());
+                return permit;
+            case CircuitState::half_open:
+                break;
+        }
+        return acquire_slow(std::move(permit));
+    }
+
+    static constexpr std::uint32_t no_probe = ~std::uint32_t{0};
+    static constexpr std::uint32_t stripe_count = 32;
+    static constexpr std::uint64_t no_epoch = ~std::uint64_t{0};
+
+    // word_ packs the state (low 3 bits) and the generation (the rest): one load tells a call
+    // both what to do and, at record time, whether anything happened in between.
+    static CircuitState state_of(std::uint64_t word) noexcept {
+        return static_cast<CircuitState>(word & 7U);
+    }
+    static std::uint64_t generation_of(std::uint64_t word) noexcept { return word >> 3U; }
+
+    // Per-thread counters, each on its own cache line, written only by the thread that owns the
+    // slot (see detail::thread_slot). The last stripe is shared by threads whose slot is past
+    // the others; they update it with locked instructions.
+    struct alignas(detail::cache_line_size) Stripe {
+        std::atomic<std::uint64_t> successes{0};
+        std::atomic<std::uint64_t> ignored{0};
+        std::atomic<std::uint64_t> rejected{0};
+        // TimeWindow only: the bucket this thread is counting into, and its count so far.
+        std::atomic<std::uint64_t> epoch{no_epoch};
+        std::atomic<std::uint64_t> bucket_calls{0};
+        // Only the owner reads or writes it: the end of the bucket it counts into.
+        TimePoint bucket_end{};
+        // Guarded by mutex_: what the stripe had counted when the window was last emptied.
+        std::uint64_t base_calls = 0;
+        std::uint64_t base_epoch = no_epoch;
+        std::uint64_t base_bucket_calls = 0;
+    };
+
+    struct Bucket {
+        std::uint64_t epoch = no_epoch;
+        std::uint64_t calls = 0;
+        std::uint64_t failures = 0;
+        std::uint64_t slow = 0;
+    };
+
+    struct WindowCounts {
+        std::uint64_t calls = 0;
+        std::uint64_t failures = 0;
+        std::uint64_t slow = 0;
+    };
+
+    struct Probe {
+        bool in_use = false;
+        TimePoint started{};
+    };
+
+    // Transitions decided under the lock, emitted after it is released.
+    struct Transitions {
+        StateChange events[3];
+        int count = 0;
+    };
+
+    Stripe& my_stripe(bool& owned) noexcept {
+        const std::uint32_t slot = detail::thread_slot();
+        owned = slot < stripe_count - 1;
+        return stripes_[owned ? slot : stripe_count - 1];
+    }
+
+    static void count(Stripe& stripe, std::atomic<std::uint64_t> Stripe::*counter, bool owned) {
+        if (owned) {
+            detail::bump(stripe.*counter);
+        } else {
+            // relaxed: a shared statistics counter; decisions read it under the lock.
+            (stripe.*counter).fetch_add(1, std::memory_order_relaxed);
+        }
+    }
+
+    TimePoint open_until() const noexcept {
+        // relaxed: written before the release store of word_ that published the open state,
+        // and read after an acquire load of word_.
+        return TimePoint{Duration{open_until_ns_.load(std::memory_order_relaxed)}};
+    }
+    bool break_over(TimePoint coarse_now) const noexcept { return coarse_now >= open_until(); }
+
+    void admit(Permit& permit, std::uint64_t word, std::uint32_t probe) const {
+        permit.word_ = word;
+        permit.probe_ = probe;
+        permit.admitted_ = true;
+        permit.pending_ = true;
+        if (timed_) {
+            permit.started_ = clock_->now();
+        }
+    }
+
+    void reject(Permit& permit, std::uint64_t word, Duration retry_after) noexcept {
+        permit.word_ = word;
+        permit.retry_after_ = std::max(retry_after, Duration::zero());
+        bool owned = false;
+        count(my_stripe(owned), &Stripe::rejected, owned);
+    }
+
+    template <class T>
+    Result classify(const Outcome<T>& outcome) const {
+        if (outcome.has_value()) {
+            if constexpr (!std::is_void<T>::value) {
+                if (has_result_predicates_ && options_.classifier.is_failure_result(*outcome)) {
+                    return Result::failure;
+                }
+            }
+            return Result::success;
+        }
+        return options_.classifier.is_failure(outcome.error()) ? Result::failure : Result::ignored;
+    }
+
+    // Records a call's result. The common case — a success in the closed (or disabled) state
+    // of the same generation, untimed — touches only this thread's stripe.
+    void on_result(std::uint64_t word, std::uint32_t probe, Result result, Duration elapsed) {
+        if (BULWARK_LIKELY(!timed_)) {
+            record_untimed(word, probe, result);
+        } else {
+            record_timed(word, probe, result, elapsed);
+        }
+    }
+
+    void record_untimed(std::uint64_t word, std::uint32_t probe, Result result) {
+        if (BULWARK_LIKELY(result != Result::failure && state_of(word) != CircuitState::half_open &&
+                           word == word_.load(std::memory_order_relaxed))) {
+            record_fast(result);
+            return;
+        }
+        record_slow(word, probe, result, false, false);
+    }
+
+    BULWARK_NOINLINE void record_timed(std::uint64_t word, std::uint32_t probe, Result result,
+                                       Duration elapsed) {
+        bool timed_out = false;
+        if (options_.call_timeout > Duration::zero() && elapsed > options_.call_timeout) {
+            result = Result::failure;
+            timed_out = true;
+        }
+        const bool slow = options_.slow_call_ratio > 0.0 && elapsed >= options_.slow_call_duration;
+        if (!slow && !timed_out) {
+            record_untimed(word, probe, result);
+        } else {
+            record_slow(word, probe, result, slow, timed_out);
+        }
+    }
+
+    void record_fast(Result result) {
+        bool owned = false;
+        Stripe& stripe = my_stripe(owned);
+        count(stripe, result == Result::success ? &Stripe::successes : &Stripe::ignored, owned);
+        if (time_window_) {
+            count_in_bucket(stripe, owned);
+        }
+        // Plain load first: no write (and no cache-line ping-pong) while there is nothing to
+        // reset. relaxed: the streak is a heuristic; the rules re-read it under the lock.
+        if (consecutive_failures_.load(std::memory_order_relaxed) != 0) {
+            consecutive_failures_.store(0, std::memory_order_relaxed);
+        }
+    }
+
+    void count_in_bucket(Stripe& stripe, bool owned) {
+        const TimePoint now = clock_->coarse_now();
+        // The owner remembers where its bucket ends, so the common case needs no division.
+        if (owned && now < stripe.bucket_end) {
+            detail::bump(stripe.bucket_calls);
+            return;
+        }
+        const std::uint64_t epoch = epoch_of(now);
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (owned) {
+            roll_stripe(stripe, epoch);
+            stripe.bucket_end = origin_ + bucket_width_ * static_cast<std::int64_t>(epoch + 1);
+        } else {
+            bucket_for(epoch).calls += 1;
+        }
+    }
+
+    std::uint64_t epoch_of(TimePoint coarse_now) const noexcept {
+        const Duration since = coarse_now - origin_;
+        return since <= Duration::zero() ? 0 : static_cast<std::uint64_t>(since / bucket_width_);
+    }
+
+    // Under mutex_. Moves the stripe's finished bucket into the shared ring and starts counting
+    // `epoch` with this call.
+    void roll_stripe(Stripe& stripe, std::uint64_t epoch) {
+        flush_stripe(stripe);
+        stripe.bucket_calls.store(1, std::memory_order_relaxed);
+        // relaxed: readers of epoch/bucket_calls hold mutex_, which this thread holds too.
+        stripe.epoch.store(epoch, std::memory_order_relaxed);
+    }
+
+    void flush_stripe(Stripe& stripe) {
+        const std::uint64_t old_epoch = stripe.epoch.load(std::memory_order_relaxed);
+        if (old_epoch == no_epoch) {
+            return;
+        }
+        std::uint64_t calls = stripe.bucket_calls.load(std::memory_order_relaxed);
+        if (stripe.base_epoch == old_epoch) {
+            calls -= std::min(calls, stripe.base_bucket_calls);
+        }
+        stripe.base_epoch = no_epoch;
+        stripe.base_bucket_calls = 0;
+        if (calls > 0 && in_window(old_epoch, epoch_of(clock_->coarse_now())) &&
+            old_epoch >= reset_epoch_) {
+            bucket_for(old_epoch).calls += calls;
+        }
+    }
+
+    bool in_window(std::uint64_t epoch, std::uint64_t now_epoch) const noexcept {
+        return epoch <= now_epoch && now_epoch - epoch < bucket_count_;
+    }
+
+    Bucket& bucket_for(std::uint64_t epoch) {
+        Bucket& b = buckets_[epoch % bucket_count_];
+        if (b.epoch != epoch) {
+            b = Bucket{epoch, 0, 0, 0};
+        }
+        return b;
+    }
+
+    // Under mutex_.
+    WindowCounts window_counts(TimePoint coarse_now) const {
+        WindowCounts wc;
+        if (!time_window_) {
+            const std::uint64_t total = count_calls_since_reset();
+            const std::uint64_t size = std::get<CountWindow>(options_.window).size;
+            wc.calls = std::min(total, size);
+            const std::uint64_t from = total > size ? total - size : 0;
+            // A failure or slow call recorded as the n-th call of the generation is in the
+            // window while n > total - size.
+            wc.failures = static_cast<std::uint64_t>(
+                failure_positions_.end() -
+                std::upper_bound(failure_positions_.begin(), failure_positions_.end(), from));
+            wc.slow = static_cast<std::uint64_t>(
+                slow_positions_.end() -
+                std::upper_bound(slow_positions_.begin(), slow_positions_.end(), from));
+            return wc;
+        }
+        const std::uint64_t now_epoch = epoch_of(coarse_now);
+        for (const Bucket& b : buckets_) {
+            if (b.epoch != no_epoch && in_window(b.epoch, now_epoch) && b.epoch >= reset_epoch_) {
+                wc.calls += b.calls;
+                wc.failures += b.failures;
+                wc.slow += b.slow;
+            }
+        }
+        for (const Stripe& stripe : stripes_) {
+            const std::uint64_t e = stripe.epoch.load(std::memory_order_relaxed);
+            if (e == no_epoch || !in_window(e, now_epoch) || e < reset_epoch_) {
+                continue;
+            }
+            std::uint64_t calls = stripe.bucket_calls.load(std::memory_order_relaxed);
+            if (stripe.base_epoch == e) {
+                calls -= std::min(calls, stripe.base_bucket_calls);
+            }
+            wc.calls += calls;
+        }
+        return wc;
+    }
+
+    // Under mutex_: calls recorded in the current generation of a count window.
+    std::uint64_t count_calls_since_reset() const {
+        std::uint64_t total = 0;
+        for (const Stripe& stripe : stripes_) {
+            const std::uint64_t now = stripe.successes.load(std::memory_order_relaxed) +
+                                      stripe.ignored.load(std::memory_order_relaxed);
+            total += now - std::min(now, stripe.base_calls);
+        }
+        return total + failures_since_reset_;
+    }
+
+    // Under mutex_: empties the window.
+    void reset_window(TimePoint coarse_now) {
+        consecutive_failures_.store(0, std::memory_order_relaxed);
+        failures_since_reset_ = 0;
+        failure_positions_.clear();
+        slow_positions_.clear();
+        if (time_window_) {
+            reset_epoch_ = epoch_of(coarse_now);
+            for (Bucket& b : buckets_) {
+                b = Bucket{};
+            }
+        }
+        for (Stripe& stripe : stripes_) {
+            stripe.base_calls = stripe.successes.load(std::memory_order_relaxed) +
+                                stripe.ignored.load(std::memory_order_relaxed);
+            stripe.base_epoch = stripe.epoch.load(std::memory_order_relaxed);
+            stripe.base_bucket_calls = stripe.bucket_calls.load(std::memory_order_relaxed);
+        }
+    }
+
+    BULWARK_NOINLINE void record_slow(std::uint64_t word, std::uint32_t probe, Result result,
+                                      bool slow, bool timed_out) {
+        Transitions transitions;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            bool owned = false;
+            Stripe& stripe = my_stripe(owned);
+            if (result == Result::failure) {
+                ++failures_;
+                if (timed_out) {
+                    ++timeouts_;
+                }
+            } else {
+                count(stripe, result == Result::success ? &Stripe::successes : &Stripe::ignored,
+                      owned);
+            }
+            if (slow) {
+                ++slow_;
+            }
+            const std::uint64_t current = word_.load(std::memory_order_relaxed);
+            if (current == word) {
+                const TimePoint now = clock_->now();
+                switch (state_of(word)) {
+                    case CircuitState::closed:
+                    case CircuitState::disabled:
+                        record_in_window(stripe, owned, result, slow);
+                        if (state_of(word) == CircuitState::closed) {
+                            evaluate(now, transitions);
+                        }
+                        break;
+                    case CircuitState::half_open:
+                        record_probe(probe, result == Result::failure || slow, now, transitions);
+                        break;
+                    case CircuitState::open:
+                    case CircuitState::forced_open:
+                        break;
+                }
+            }
+        }
+        emit(transitions);
+    }
+
+    // Under mutex_.
+    void record_in_window(Stripe& stripe, bool owned, Result result, bool slow) {
+        if (result == Result::failure) {
+            ++failures_since_reset_;
+            consecutive_failures_.fetch_add(1, std::memory_order_relaxed);
+        } else if (consecutive_failures_.load(std::memory_order_relaxed) != 0) {
+            consecutive_failures_.store(0, std::memory_order_relaxed);
+        }
+        if (!time_window_) {
+            const std::uint64_t position = count_calls_since_reset();
+            const std::uint64_t size = std::get<CountWindow>(options_.window).size;
+            if (result == Result::failure) {
+                failure_positions_.push_back(position);
+            }
+            if (slow) {
+                slow_positions_.push_back(position);
+            }
+            // Drop what left the window; both deques stay below `size` entries.
+            const std::uint64_t from = position > size ? position - size : 0;
+            while (!failure_positions_.empty() && failure_positions_.front() <= from) {
+                failure_positions_.pop_front();
+            }
+            while (!slow_positions_.empty() && slow_positions_.front() <= from) {
+                slow_positions_.pop_front();
+            }
+            return;
+        }
+        (void)stripe;
+        (void)owned;
+        Bucket& b = bucket_for(epoch_of(clock_->coarse_now()));
+        b.calls += 1;
+        if (result == Result::failure) {
+            b.failures += 1;
+        }
+        if (slow) {
+            b.slow += 1;
+        }
+    }
+
+    // Under mutex_, in the closed state, after a failure or a slow call was recorded.
+    void evaluate(TimePoint now, Transitions& transitions) {
+        if (options_.failure_threshold > 0 &&
+            consecutive_failures_.load(std::memory_order_relaxed) >= options_.failure_threshold) {
+            open_breaker(now, TransitionReason::consecutive_failures, transitions);
+            return;
+        }
+        const WindowCounts wc = window_counts(clock_->coarse_now());
+        if (wc.calls < options_.minimum_calls) {
+            return;
+        }
+        const double calls = static_cast<double>(wc.calls);
+        if (options_.failure_ratio > 0.0 &&
+            static_cast<double>(wc.failures) >= options_.failure_ratio * calls) {
+            open_breaker(now, TransitionReason::failure_rate, transitions);
+        } else if (options_.slow_call_ratio > 0.0 &&
+                   static_cast<double>(wc.slow) >= options_.slow_call_ratio * calls) {
+            open_breaker(now, TransitionReason::slow_call_rate, transitions);
+        }
+    }
+
+    // Under mutex_, in the half-open state.
+    void record_probe(std::uint32_t probe, bool failed, TimePoint now, Transitions& transitions) {
+        if (probe < probes_.size()) {
+            probes_[probe].in_use = false;
+        }
+        if (failed) {
+            open_breaker(now, TransitionReason::probe_failed, transitions);
+            return;
+        }
+        if (++probes_succeeded_ >= options_.half_open_calls) {
+            transition(CircuitState::closed, now, TransitionReason::probes_succeeded, transitions);
+        }
+    }
+
+    // Under mutex_.
+    void open_breaker(TimePoint now, TransitionReason reason, Transitions& transitions) {
+        const Duration pause = options_.break_duration;
+        open_until_ns_.store((now + pause).time_since_epoch().count(), std::memory_order_relaxed);
+        ++opened_;
+        transition(CircuitState::open, now, reason, transitions);
+    }
+
+    // Under mutex_. Publishes the new state with a new generation.
+    void transition(CircuitState to, TimePoint now, TransitionReason reason,
+                    Transitions& transitions) {
+        const std::uint64_t old_word = word_.load(std::memory_order_relaxed);
+        const std::uint64_t new_word =
+            ((generation_of(old_word) + 1) << 3U) | static_cast<std::uint64_t>(to);
+        if (to == CircuitState::closed || to == CircuitState::disabled) {
+            reset_window(clock_->coarse_now());
+        }
+        if (to == CircuitState::half_open) {
+            probes_admitted_ = 0;
+            probes_succeeded_ = 0;
+            for (Probe& p : probes_) {
+                p = Probe{};
+            }
+        }
+        state_since_ = now;
+        // release: publishes open_until_ns_ and the reset window to threads that load word_.
+        word_.store(new_word, std::memory_order_release);
+        // A reset of a closed breaker starts a new generation (results of calls admitted before
+        // it no longer count) but is not a change of state to report.
+        if (state_of(old_word) != to && transitions.count < 3) {
+            transitions.events[transitions.count++] =
+                StateChange{name_, state_of(old_word), to, now, reason, generation_of(new_word)};
+        }
+    }
+
+    BULWARK_NOINLINE Permit acquire_slow(Permit permit) {
+        Transitions transitions;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            const TimePoint now = clock_->now();
+            std::uint64_t w = word_.load(std::memory_order_relaxed);
+            if (state_of(w) == CircuitState::open && break_over(now)) {
+                transition(CircuitState::half_open, now, TransitionReason::break_elapsed,
+                           transitions);
+                w = word_.load(std::memory_order_relaxed);
+            }
+            switch (state_of(w)) {
+                case CircuitState::closed:
+                case CircuitState::disabled:
+                    admit(permit, w, no_probe);
+                    break;
+                case CircuitState::open:
+                    reject(permit, w, open_until() - now);
+                    break;
+                case CircuitState::forced_open:
+                    reject(permit, w, Duration::zero());
+                    break;
+                case CircuitState::half_open:
+                    admit_probe(permit, w, now, transitions);
+                    break;
+            }
+        }
+        emit(transitions);
+        return permit;
+    }
+
+    // Under mutex_.
+    void admit_probe(Permit& permit, std::uint64_t w, TimePoint now, Transitions& transitions) {
+        if (options_.half_open_max_wait > Duration::zero()) {
+            for (const Probe& p : probes_) {
+                if (p.in_use && now - p.started >= options_.half_open_max_wait) {
+                    // Its permit may still report later; the new generation makes that stale.
+                    ++expired_probes_;
+                    open_breaker(now, TransitionReason::probe_expired, transitions);
+                    reject(permit, word_.load(std::memory_order_relaxed), options_.break_duration);
+                    return;
+                }
+            }
+        }
+        if (probes_admitted_ >= options_.half_open_calls) {
+            reject(permit, w, Duration::zero());
+            return;
+        }
+        const std::uint32_t index = probes_admitted_++;
+        probes_[index] = Probe{true, now};
+        admit(permit, w, index);
+    }
+
+    void manual_transition(CircuitState to) {
+        Transitions transitions;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            transition(to, clock_->now(), TransitionReason::manual, transitions);
+        }
+        emit(transitions);
+    }
+
+    void emit(const Transitions& transitions) const {
+        for (int i = 0; i < transitions.count; ++i) {
+            state_changes_.emit(transitions.events[i]);
+        }
+    }
+
+    // The error a rejection carries: built once per thread, breaker and open period, then
+    // shared (see detail::rejection_cache).
+    std::exception_ptr rejection_error(std::uint64_t word) const {
+        detail::RejectionCacheEntry& entry =
+            detail::rejection_cache[(uid_ * 31U + generation_of(word)) % 8U];
+        if (BULWARK_LIKELY(entry.breaker == uid_ && entry.word == word && entry.error)) {
+            return entry.error;
+        }
+        entry.error = make_rejection_error(word);
+        entry.breaker = uid_;
+        entry.word = word;
+        return entry.error;
+    }
+
+    BULWARK_NOINLINE std::exception_ptr make_rejection_error(std::uint64_t word) const {
+        std::string what = "circuit breaker '" + name_ + "' ";
+        switch (state_of(word)) {
+            case CircuitState::open: {
+                const TimePoint until = open_until();
+                const Duration left = std::max(until - clock_->coarse_now(), Duration::zero());
+                return std::make_exception_ptr(CircuitOpenError(what + "is open", left, until));
+            }
+            case CircuitState::forced_open:
+                return std::make_exception_ptr(CircuitOpenError(what + "is forced open"));
+            default:
+                return std::make_exception_ptr(
+                    CircuitOpenError(what + "is half-open and all its probes are in flight"));
+        }
+    }
+
+    const std::string name_;
+    const CircuitBreakerOptions options_;
+    Clock* const clock_;
+    const std::uint64_t uid_;
+    const bool timed_;
+    const bool time_window_;
+    const bool has_result_predicates_;
+    Duration bucket_width_{1};
+    std::uint64_t bucket_count_ = 1;
+    TimePoint origin_{};
+
+    // The hot words, on a line of their own: read by every call, written only on transitions.
+    alignas(detail::cache_line_size) std::atomic<std::uint64_t> word_{
+        static_cast<std::uint64_t>(CircuitState::closed)};
+    std::atomic<std::int64_t> open_until_ns_{0};
+    // Written by failures and by the first success after them.
+    alignas(detail::cache_line_size) std::atomic<std::uint32_t> consecutive_failures_{0};
+    Stripe stripes_[stripe_count];
+
+    mutable std::mutex mutex_;
+    // Everything below is guarded by mutex_.
+    std::uint64_t failures_ = 0;
+    std::uint64_t slow_ = 0;
+    std::uint64_t timeouts_ = 0;
+    std::uint64_t opened_ = 0;
+    std::uint64_t expired_probes_ = 0;
+    std::uint64_t failures_since_reset_ = 0;
+    std::deque<std::uint64_t> failure_positions_;
+    std::deque<std::uint64_t> slow_positions_;
+    std::vector<Bucket> buckets_;
+    std::uint64_t reset_epoch_ = 0;
+    std::vector<Probe> probes_;
+    std::uint32_t probes_admitted_ = 0;
+    std::uint32_t probes_succeeded_ = 0;
+    TimePoint state_since_{};
+
+    Listeners<StateChange> state_changes_;
+};
+
+// Named breakers with shared defaults, created on first use and kept for the registry's life
+// (references stay valid), enumerable for health checks and metrics.
+//   bulwark::CircuitBreakerRegistry registry(defaults);
+//   auto& email = registry.get("email");            // created with the defaults
+//   auto& sms = registry.get("sms", sms_options);   // options apply when it is created
+//   registry.for_each([](bulwark::CircuitBreaker& b) { report(b.name(), b.stats()); });
+// Thread-safe: lookups of existing breakers take a shared lock.
+class CircuitBreakerRegistry {
+public:
+    explicit CircuitBreakerRegistry(CircuitBreakerOptions defaults = {})
+        : CircuitBreakerRegistry(std::move(defaults), default_clock()) {}
+
+    // Throws std::invalid_argument for invalid defaults. The clock must outlive the registry.
+    CircuitBreakerRegistry(CircuitBreakerOptions defaults, Clock& clock)
+        : defaults_((defaults.validate(), std::move(defaults))), clock_(&clock) {}
+
+    CircuitBreakerRegistry(const CircuitBreakerRegistry&) = delete;
+    CircuitBreakerRegistry& operator=(const CircuitBreakerRegistry&) = delete;
+
+    // The breaker named `name`, created with the registry's defaults if new.
+    CircuitBreaker& get(const std::string& name) { return get(name, defaults_); }
+
+    // The breaker named `name`, created with `options` if new (an existing breaker keeps the
+    // options it was created with). Throws std::invalid_argument for an empty name or invalid
+    // options.
+    CircuitBreaker& get(const std::string& name, const CircuitBreakerOptions& options) {
+        if (name.empty()) {
+            detail::throw_invalid_argument("CircuitBreakerRegistry::get: the name is empty");
+        }
+        {
+            std::shared_lock<std::shared_mutex> lock(mutex_);
+            auto it = breakers_.find(name);
+            if (it != breakers_.end()) {
+                return *it->second;
+            }
+        }
+        std::unique_lock<std::shared_mutex> lock(mutex_);
+        auto it = breakers_.find(name);
+        if (it != breakers_.end()) {
+            return *it->second;
+        }
+        auto breaker = std::make_unique<CircuitBreaker>(name, options, *clock_);
+        for (const auto& listener : listeners_) {
+            breaker->on_state_change(listener);
+        }
+        CircuitBreaker& ref = *breaker;
+        breakers_.emplace(name, std::move(breaker));
+        return ref;
+    }
+
+    // The breaker named `name`, or nullptr.
+    CircuitBreaker* find(const std::string& name) const {
+        std::shared_lock<std::shared_mutex> lock(mutex_);
+        auto it = breakers_.find(name);
+        return it == breakers_.end() ? nullptr : it->second.get();
+    }
+
+    // Calls f(CircuitBreaker&) for each breaker, in name order. Do not create breakers from f.
+    template <class F>
+    void for_each(F&& f) const {
+        std::shared_lock<std::shared_mutex> lock(mutex_);
+        for (const auto& entry : breakers_) {
+            f(*entry.second);
+        }
+    }
+
+    std::vector<std::string> names() const {
+        std::shared_lock<std::shared_mutex> lock(mutex_);
+        std::vector<std::string> out;
+        out.reserve(breakers_.size());
+        for (const auto& entry : breakers_) {
+            out.push_back(entry.first);
+        }
+        return out;
+    }
+
+    std::size_t size() const {
+        std::shared_lock<std::shared_mutex> lock(mutex_);
+        return breakers_.size();
+    }
+
+    // A listener for every breaker's transitions, existing and future.
+    void on_state_change(std::function<void(const StateChange&)> listener) {
+        if (!listener) {
+            detail::throw_invalid_argument(
+                "CircuitBreakerRegistry::on_state_change: the listener is empty");
+        }
+        std::unique_lock<std::shared_mutex> lock(mutex_);
+        for (auto& entry : breakers_) {
+            entry.second->on_state_change(listener);
+        }
+        listeners_.push_back(std::move(listener));
+    }
+
+    const CircuitBreakerOptions& defaults() const noexcept { return defaults_; }
+
+private:
+    const CircuitBreakerOptions defaults_;
+    Clock* const clock_;
+    mutable std::shared_mutex mutex_;
+    std::map<std::string, std::unique_ptr<CircuitBreaker>, std::less<>> breakers_;
+    std::vector<std::function<void(const StateChange&)>> listeners_;
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_CIRCUIT_BREAKER_HPP

@@ -1,0 +1,839 @@
+#include <algorithm>
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include <bulwark/circuit_breaker.hpp>
+#include <bulwark/pipeline.hpp>
+#include <bulwark/testing.hpp>
+
+#include "catch.hpp"
+
+using namespace std::chrono_literals;
+using bulwark::CircuitBreaker;
+using bulwark::CircuitBreakerOptions;
+using bulwark::CircuitState;
+using bulwark::Duration;
+
+namespace {
+
+struct Down : std::runtime_error {
+    Down() : std::runtime_error("dependency down") {}
+};
+
+// Options with only the rule under test switched on.
+CircuitBreakerOptions only_consecutive(std::uint32_t threshold) {
+    CircuitBreakerOptions o;
+    o.failure_threshold = threshold;
+    o.failure_ratio = 0.0;
+    o.break_duration = 10s;
+    return o;
+}
+
+CircuitBreakerOptions only_ratio(double ratio, std::uint32_t minimum, std::uint32_t window) {
+    CircuitBreakerOptions o;
+    o.failure_threshold = 0;
+    o.failure_ratio = ratio;
+    o.minimum_calls = minimum;
+    o.window = bulwark::CountWindow{window};
+    o.break_duration = 10s;
+    return o;
+}
+
+bool fail(CircuitBreaker& b) {
+    return b.try_execute([]() -> int { throw Down(); }).has_value();
+}
+
+bool succeed(CircuitBreaker& b) {
+    return b.try_execute([] { return 1; }).has_value();
+}
+
+template <class E>
+bool holds(const std::exception_ptr& error) {
+    try {
+        std::rethrow_exception(error);
+    } catch (const E&) {
+        return true;
+    } catch (...) {
+        return false;
+    }
+}
+
+}  // namespace
+
+TEST_CASE("a new breaker is closed and passes calls through", "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreaker b("dep", {}, clock);
+    CHECK(b.state() == CircuitState::closed);
+    CHECK(b.name() == "dep");
+    CHECK(b.execute([] { return 42; }) == 42);
+    b.execute([] {});
+    auto s = b.stats();
+    CHECK(s.calls == 2);
+    CHECK(s.successes == 2);
+    CHECK(s.failures == 0);
+}
+
+TEST_CASE("failure_threshold consecutive failures open the breaker", "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreaker b("dep", only_consecutive(3), clock);
+    fail(b);
+    fail(b);
+    CHECK(b.state() == CircuitState::closed);
+    fail(b);
+    CHECK(b.state() == CircuitState::open);
+    CHECK(b.stats().opened == 1);
+}
+
+TEST_CASE("a success resets the consecutive-failure streak", "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreaker b("dep", only_consecutive(3), clock);
+    fail(b);
+    fail(b);
+    succeed(b);
+    CHECK(b.stats().consecutive_failures == 0);
+    fail(b);
+    fail(b);
+    CHECK(b.state() == CircuitState::closed);
+    fail(b);
+    CHECK(b.state() == CircuitState::open);
+}
+
+TEST_CASE("failure_threshold 0 switches the consecutive rule off", "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreakerOptions o = only_consecutive(0);
+    CircuitBreaker b("dep", o, clock);
+    for (int i = 0; i < 100; ++i) {
+        fail(b);
+    }
+    CHECK(b.state() == CircuitState::closed);
+    CHECK(b.stats().failures == 100);
+}
+
+TEST_CASE("the failure rate opens it only once the window holds minimum_calls",
+          "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreaker b("dep", only_ratio(0.5, 10, 100), clock);
+    for (int i = 0; i < 9; ++i) {
+        fail(b);  // 9 of 9 failed, but below minimum_calls
+    }
+    CHECK(b.state() == CircuitState::closed);
+    CHECK(b.stats().failure_rate == Approx(1.0));
+    fail(b);  // 10 calls, 100% failures
+    CHECK(b.state() == CircuitState::open);
+    CHECK(b.stats().window_calls == 10);
+}
+
+TEST_CASE("the failure rate opens it at exactly failure_ratio", "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreaker b("dep", only_ratio(0.5, 10, 10), clock);
+    for (int i = 0; i < 5; ++i) {
+        succeed(b);
+    }
+    for (int i = 0; i < 4; ++i) {
+        fail(b);
+    }
+    CHECK(b.state() == CircuitState::closed);  // 4/9, below minimum anyway
+    fail(b);                                   // 5/10 = 0.5
+    CHECK(b.state() == CircuitState::open);
+    CHECK(b.stats().opened == 1);
+}
+
+TEST_CASE("a count window forgets calls older than its last N", "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreaker b("dep", only_ratio(0.5, 4, 4), clock);
+    fail(b);
+    fail(b);
+    fail(b);
+    succeed(b);  // window: F F F S -> 3/4: opened already at the third failure?
+    // minimum_calls is 4, so the rule waited; the success does not raise the rate.
+    CHECK(b.state() == CircuitState::closed);
+    succeed(b);
+    succeed(b);
+    succeed(b);  // window: S S S S
+    auto s = b.stats();
+    CHECK(s.window_calls == 4);
+    CHECK(s.window_failures == 0);
+    fail(b);  // window: S S S F -> 1/4
+    CHECK(b.state() == CircuitState::closed);
+    fail(b);  // S S F F -> 2/4 = 0.5
+    CHECK(b.state() == CircuitState::open);
+}
+
+TEST_CASE("a time window lets calls expire with time", "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreakerOptions o;
+    o.failure_threshold = 0;
+    o.failure_ratio = 0.5;
+    o.minimum_calls = 4;
+    o.window = bulwark::TimeWindow{10s, 1s};
+    CircuitBreaker b("dep", o, clock);
+    fail(b);
+    fail(b);
+    fail(b);
+    CHECK(b.stats().window_calls == 3);
+    clock.advance(11s);  // those three left the window
+    CHECK(b.stats().window_calls == 0);
+    succeed(b);
+    succeed(b);
+    succeed(b);
+    fail(b);  // 1 of 4 in the window: closed
+    CHECK(b.state() == CircuitState::closed);
+    clock.advance(5s);
+    fail(b);  // 2 of 5
+    CHECK(b.state() == CircuitState::closed);
+    clock.advance(6s);  // the first four (at t=11) left; only the failure at t=16 remains
+    auto s = b.stats();
+    CHECK(s.window_calls == 1);
+    CHECK(s.window_failures == 1);
+    fail(b);
+    fail(b);
+    fail(b);  // 4 failures of 4 in the window
+    CHECK(b.state() == CircuitState::open);
+}
+
+TEST_CASE("a time window counts successes across bucket boundaries", "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreakerOptions o;
+    o.failure_threshold = 0;
+    o.minimum_calls = 1;
+    o.window = bulwark::TimeWindow{3s, 1s};
+    CircuitBreaker b("dep", o, clock);
+    for (int second = 0; second < 5; ++second) {
+        for (int i = 0; i < 10; ++i) {
+            succeed(b);
+        }
+        clock.advance(1s);
+    }
+    // The window is the buckets of seconds 3, 4 and the current, still empty, fifth second.
+    auto s = b.stats();
+    CHECK(s.window_calls == 20);
+    CHECK(s.calls == 50);
+}
+
+TEST_CASE("an open breaker rejects with CircuitOpenError and its retry_after",
+          "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreaker b("sms", only_consecutive(1), clock);
+    fail(b);
+    REQUIRE(b.state() == CircuitState::open);
+    clock.advance(4s);
+    int ran = 0;
+    auto o = b.try_execute([&] { return ++ran; });
+    REQUIRE(o.has_error());
+    CHECK(ran == 0);
+    try {
+        o.rethrow_if_error();
+    } catch (const bulwark::CircuitOpenError& e) {
+        CHECK(std::string(e.what()) == "circuit breaker 'sms' is open");
+        CHECK(e.retry_after() == Duration(6s));
+        REQUIRE(e.retry_at().has_value());
+        CHECK(*e.retry_at() - clock.now() == Duration(6s));
+    }
+    CHECK_THROWS_AS(b.execute([] { return 1; }), bulwark::CircuitOpenError);
+    CHECK_THROWS_AS(b.execute([] { return 1; }), bulwark::RejectedError);
+    auto permit = b.try_acquire();
+    CHECK_FALSE(permit);
+    CHECK(permit.retry_after() == Duration(6s));
+    CHECK(holds<bulwark::CircuitOpenError>(permit.rejection()));
+    auto s = b.stats();
+    CHECK(s.rejected == 4);
+    CHECK(s.retry_after == Duration(6s));
+}
+
+TEST_CASE("rejected calls are not failures, so steady traffic cannot keep it open",
+          "[circuit_breaker][regression]") {
+    bulwark::ManualClock clock;
+    CircuitBreaker b("dep", only_consecutive(1), clock);
+    fail(b);
+    for (int i = 0; i < 1000; ++i) {
+        succeed(b);  // rejected while open
+        clock.advance(1ms);
+    }
+    CHECK(b.stats().failures == 1);
+    clock.advance(9s);
+    CHECK(succeed(b));  // the probe
+    CHECK(b.state() == CircuitState::closed);
+}
+
+TEST_CASE("after break_duration it admits half_open_calls probes", "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreakerOptions o = only_consecutive(1);
+    o.half_open_calls = 3;
+    CircuitBreaker b("dep", o, clock);
+    fail(b);
+    clock.advance(9999ms);
+    CHECK(b.state() == CircuitState::open);
+    clock.advance(1ms);
+    CHECK(b.state() == CircuitState::half_open);
+    auto p1 = b.try_acquire();
+    auto p2 = b.try_acquire();
+    auto p3 = b.try_acquire();
+    auto p4 = b.try_acquire();
+    CHECK(p1);
+    CHECK(p2);
+    CHECK(p3);
+    CHECK_FALSE(p4);  // never one more
+    CHECK(p1.state() == CircuitState::half_open);
+    CHECK(holds<bulwark::CircuitOpenError>(p4.rejection()));
+    p1.record_success();
+    p2.record_success();
+    CHECK(b.state() == CircuitState::half_open);
+    CHECK_FALSE(b.try_acquire());  // the slots of finished probes are not handed out again
+    p3.record_success();
+    CHECK(b.state() == CircuitState::closed);
+    CHECK(succeed(b));
+}
+
+TEST_CASE("a failed probe re-opens the breaker for a new break", "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreakerOptions o = only_consecutive(1);
+    o.half_open_calls = 2;
+    CircuitBreaker b("dep", o, clock);
+    fail(b);
+    clock.advance(10s);
+    auto p1 = b.try_acquire();
+    auto p2 = b.try_acquire();
+    p1.record_success();
+    p2.record_failure();
+    CHECK(b.state() == CircuitState::open);
+    auto permit = b.try_acquire();
+    CHECK(permit.retry_after() == Duration(10s));
+    CHECK(b.stats().opened == 2);
+}
+
+TEST_CASE("a probe permit destroyed unrecorded counts as a failure", "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreaker b("dep", only_consecutive(1), clock);
+    fail(b);
+    clock.advance(10s);
+    {
+        auto probe = b.try_acquire();
+        REQUIRE(probe);
+        CHECK(probe.pending());
+    }  // abandoned
+    CHECK(b.state() == CircuitState::open);
+    CHECK(b.stats().failures == 2);
+}
+
+TEST_CASE("a moved permit is recorded once, by its new owner", "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreaker b("dep", only_consecutive(1), clock);
+    auto a = b.try_acquire();
+    CircuitBreaker::Permit moved = std::move(a);
+    CHECK_FALSE(a.pending());  // NOLINT(bugprone-use-after-move): checking the moved-from state
+    CHECK(moved.pending());
+    moved.record_success();
+    CHECK(b.stats().calls == 1);
+    CHECK(b.state() == CircuitState::closed);
+}
+
+TEST_CASE("recording a permit twice or recording a rejection is a logic error",
+          "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreaker b("dep", only_consecutive(1), clock);
+    auto permit = b.try_acquire();
+    permit.record_success();
+    CHECK_THROWS_AS(permit.record_failure(), std::logic_error);
+    b.trip();
+    auto rejected = b.try_acquire();
+    CHECK_THROWS_WITH(rejected.record_success(),
+                      BULWARK_CATCH_MESSAGE_CONTAINS("the call was rejected"));
+}
+
+TEST_CASE("a probe that never reports expires after half_open_max_wait", "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreakerOptions o = only_consecutive(1);
+    o.half_open_max_wait = 30s;
+    CircuitBreaker b("dep", o, clock);
+    fail(b);
+    clock.advance(10s);
+    auto hung = b.try_acquire();
+    REQUIRE(hung);
+    clock.advance(29s);
+    CHECK_FALSE(b.try_acquire());  // the probe is still in flight
+    CHECK(b.state() == CircuitState::half_open);
+    clock.advance(1s);
+    CHECK_FALSE(b.try_acquire());  // expired: counts as a failure, the breaker re-opens
+    CHECK(b.state() == CircuitState::open);
+    CHECK(b.stats().expired_probes == 1);
+    hung.record_success();  // late: a new generation, ignored
+    CHECK(b.state() == CircuitState::open);
+    clock.advance(10s);
+    CHECK(succeed(b));
+    CHECK(b.state() == CircuitState::closed);
+}
+
+TEST_CASE("a late success from before the break cannot close the breaker", "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreaker b("dep", only_consecutive(1), clock);
+    auto slow_call = b.try_acquire();  // admitted while closed
+    fail(b);                           // opens
+    REQUIRE(b.state() == CircuitState::open);
+    slow_call.record_success();
+    CHECK(b.state() == CircuitState::open);
+    clock.advance(10s);
+    auto probe = b.try_acquire();
+    auto late = b.try_acquire();
+    CHECK_FALSE(late);
+    probe.record_success();
+    CHECK(b.state() == CircuitState::closed);
+}
+
+TEST_CASE("a late failure from before a reset does not count", "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreaker b("dep", only_consecutive(1), clock);
+    auto before = b.try_acquire();
+    b.reset();
+    before.record_failure();
+    CHECK(b.state() == CircuitState::closed);
+    CHECK(b.stats().consecutive_failures == 0);
+    CHECK(b.stats().failures == 1);  // still counted in the totals
+}
+
+TEST_CASE("exceptions outside handle<E>() pass through and count as successes",
+          "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreakerOptions o = only_consecutive(2);
+    o.handle<std::system_error>();
+    CircuitBreaker b("dep", o, clock);
+    for (int i = 0; i < 5; ++i) {
+        CHECK_THROWS_AS(b.execute([]() -> int { throw std::invalid_argument("caller's bug"); }),
+                        std::invalid_argument);
+    }
+    CHECK(b.state() == CircuitState::closed);
+    auto s = b.stats();
+    CHECK(s.ignored == 5);
+    CHECK(s.failures == 0);
+    CHECK(s.calls == 5);
+    auto refused = [] {
+        throw std::system_error(std::make_error_code(std::errc::connection_refused));
+    };
+    CHECK_THROWS_AS(b.execute(refused), std::system_error);
+    CHECK_THROWS_AS(b.execute(refused), std::system_error);
+    CHECK(b.state() == CircuitState::open);
+}
+
+TEST_CASE("a half-open probe that throws an unhandled exception does not leave it stuck",
+          "[circuit_breaker][regression]") {
+    bulwark::ManualClock clock;
+    CircuitBreakerOptions o = only_consecutive(1);
+    o.handle<Down>();
+    CircuitBreaker b("dep", o, clock);
+    fail(b);
+    clock.advance(10s);
+    CHECK_THROWS_AS(b.execute([]() -> int { throw std::logic_error("not the dependency"); }),
+                    std::logic_error);
+    CHECK(b.state() == CircuitState::closed);  // the probe counted as a success
+
+    fail(b);
+    clock.advance(10s);
+    CHECK_THROWS_AS(b.execute([]() -> int { throw Down(); }), Down);  // a handled probe failure
+    CHECK(b.state() == CircuitState::open);
+    clock.advance(10s);
+    CHECK(succeed(b));
+    CHECK(b.state() == CircuitState::closed);
+}
+
+TEST_CASE("handle_result counts values as failures but still returns them", "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreakerOptions o = only_consecutive(2);
+    o.handle_result([](const int& status) { return status >= 500; });
+    CircuitBreaker b("http", o, clock);
+    CHECK(b.execute([] { return 503; }) == 503);
+    CHECK(b.execute([] { return 200; }) == 200);
+    CHECK(b.execute([] { return 500; }) == 500);
+    CHECK(b.state() == CircuitState::closed);
+    CHECK(b.execute([] { return 502; }) == 502);
+    CHECK(b.state() == CircuitState::open);
+    CHECK(b.stats().failures == 3);
+}
+
+TEST_CASE("slow calls open it once slow_call_ratio is reached", "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreakerOptions o;
+    o.failure_threshold = 0;
+    o.failure_ratio = 0.0;
+    o.slow_call_ratio = 0.5;
+    o.slow_call_duration = 2s;
+    o.minimum_calls = 4;
+    o.window = bulwark::CountWindow{4};
+    CircuitBreaker b("dep", o, clock);
+    auto call_taking = [&](Duration d) {
+        return b.execute([&] {
+            clock.advance(d);
+            return 1;
+        });
+    };
+    call_taking(100ms);
+    call_taking(3s);
+    call_taking(100ms);
+    CHECK(b.state() == CircuitState::closed);
+    CHECK(b.stats().slow == 1);
+    call_taking(2s);  // 2 slow of 4
+    CHECK(b.state() == CircuitState::open);
+    CHECK(b.stats().failures == 0);
+}
+
+TEST_CASE("a call slower than call_timeout counts as a failure but returns its value",
+          "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreakerOptions o = only_consecutive(2);
+    o.call_timeout = 1s;
+    CircuitBreaker b("dep", o, clock);
+    auto slow = [&] {
+        clock.advance(1500ms);
+        return 7;
+    };
+    CHECK(b.execute(slow) == 7);
+    CHECK(b.execute([] { return 1; }) == 1);  // resets the streak
+    CHECK(b.execute(slow) == 7);
+    CHECK(b.execute(slow) == 7);
+    CHECK(b.state() == CircuitState::open);
+    auto s = b.stats();
+    CHECK(s.timeouts == 3);
+    CHECK(s.failures == 3);
+}
+
+TEST_CASE("the two-step form measures elapsed time for record(outcome)", "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreakerOptions o = only_consecutive(1);
+    o.call_timeout = 1s;
+    CircuitBreaker b("dep", o, clock);
+    auto permit = b.try_acquire();
+    clock.advance(2s);
+    permit.record(bulwark::Outcome<int>::from_value(1));
+    CHECK(b.state() == CircuitState::open);
+
+    b.reset();
+    auto quick = b.try_acquire();
+    quick.record(bulwark::Outcome<int>::from_value(1), 10ms);
+    CHECK(b.state() == CircuitState::closed);
+    auto with_error = b.try_acquire();
+    with_error.record(bulwark::Outcome<void>::from_error(std::make_exception_ptr(Down())), 1ms);
+    CHECK(b.state() == CircuitState::open);
+}
+
+TEST_CASE("trip forces it open until reset", "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreaker b("dep", {}, clock);
+    b.trip();
+    CHECK(b.state() == CircuitState::forced_open);
+    clock.advance(1h);
+    CHECK(b.state() == CircuitState::forced_open);
+    auto o = b.try_execute([] { return 1; });
+    REQUIRE(o.has_error());
+    CHECK_THROWS_WITH(o.rethrow_if_error(), "circuit breaker 'dep' is forced open");
+    b.reset();
+    CHECK(b.state() == CircuitState::closed);
+    CHECK(succeed(b));
+}
+
+TEST_CASE("a disabled breaker admits everything, counts, and never opens", "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreaker b("dep", only_consecutive(1), clock);
+    b.disable();
+    for (int i = 0; i < 10; ++i) {
+        fail(b);
+    }
+    CHECK(b.state() == CircuitState::disabled);
+    auto s = b.stats();
+    CHECK(s.failures == 10);
+    CHECK(s.window_failures == 10);
+    b.reset();
+    CHECK(b.stats().window_calls == 0);
+    fail(b);
+    CHECK(b.state() == CircuitState::open);
+}
+
+TEST_CASE("reset empties the window and the streak", "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreaker b("dep", only_ratio(0.5, 4, 10), clock);
+    fail(b);
+    fail(b);
+    fail(b);
+    b.reset();
+    auto s = b.stats();
+    CHECK(s.window_calls == 0);
+    CHECK(s.failures == 3);
+    succeed(b);
+    fail(b);
+    fail(b);
+    CHECK(b.state() == CircuitState::closed);  // 2 of 3 since the reset, below minimum_calls
+}
+
+TEST_CASE("listeners see every transition with its reason and time", "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreaker b("dep", only_consecutive(1), clock);
+    std::vector<bulwark::StateChange> changes;
+    b.on_state_change([&](const bulwark::StateChange& c) {
+        changes.push_back(c);
+        (void)b.stats();  // listeners run outside the lock: calling back is safe
+    });
+    fail(b);
+    const auto opened_at = clock.now();
+    clock.advance(10s);
+    succeed(b);
+    b.trip();
+    b.disable();
+    b.reset();
+    REQUIRE(changes.size() == 6);
+    CHECK(changes[0].breaker == "dep");
+    CHECK(changes[0].from == CircuitState::closed);
+    CHECK(changes[0].to == CircuitState::open);
+    CHECK(changes[0].reason == bulwark::TransitionReason::consecutive_failures);
+    CHECK(changes[0].at == opened_at);
+    CHECK(changes[1].to == CircuitState::half_open);
+    CHECK(changes[1].reason == bulwark::TransitionReason::break_elapsed);
+    CHECK(changes[1].at == opened_at + Duration(10s));
+    CHECK(changes[2].to == CircuitState::closed);
+    CHECK(changes[2].reason == bulwark::TransitionReason::probes_succeeded);
+    CHECK(changes[3].to == CircuitState::forced_open);
+    CHECK(changes[4].to == CircuitState::disabled);
+    CHECK(changes[5].to == CircuitState::closed);
+    CHECK(changes[5].reason == bulwark::TransitionReason::manual);
+    for (std::size_t i = 0; i < changes.size(); ++i) {
+        CHECK(changes[i].generation == i + 1);
+    }
+}
+
+TEST_CASE("stats report time in state", "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreaker b("dep", only_consecutive(1), clock);
+    clock.advance(5s);
+    CHECK(b.stats().time_in_state == Duration(5s));
+    fail(b);
+    clock.advance(2s);
+    auto s = b.stats();
+    CHECK(s.state == CircuitState::open);
+    CHECK(s.time_in_state == Duration(2s));
+    CHECK(s.retry_after == Duration(8s));
+}
+
+TEST_CASE("invalid options throw std::invalid_argument naming the field", "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    auto rejects = [&](CircuitBreakerOptions o, const std::string& message) {
+        CHECK_THROWS_WITH(CircuitBreaker("x", o, clock), message);
+    };
+    CircuitBreakerOptions o;
+    o.failure_ratio = 1.5;
+    rejects(o, "CircuitBreakerOptions.failure_ratio must be in [0, 1], got 1.5");
+    o = {};
+    o.slow_call_ratio = -0.1;
+    rejects(o, "CircuitBreakerOptions.slow_call_ratio must be in [0, 1], got -0.1");
+    o = {};
+    o.window = bulwark::CountWindow{0};
+    rejects(o, "CircuitBreakerOptions.window (CountWindow.size) must be >= 1, got 0");
+    o = {};
+    o.minimum_calls = 0;
+    rejects(o, "CircuitBreakerOptions.minimum_calls must be >= 1, got 0");
+    o = {};
+    o.minimum_calls = 200;
+    rejects(o,
+            "CircuitBreakerOptions.minimum_calls must be <= the count window's size (100), got "
+            "200");
+    o = {};
+    o.half_open_calls = 0;
+    rejects(o, "CircuitBreakerOptions.half_open_calls must be >= 1, got 0");
+    o = {};
+    o.break_duration = -5s;
+    rejects(o, "CircuitBreakerOptions.break_duration must be > 0, got -5s");
+    o = {};
+    o.call_timeout = -1ms;
+    rejects(o, "CircuitBreakerOptions.call_timeout must be >= 0, got -1ms");
+    o = {};
+    o.half_open_max_wait = -1s;
+    rejects(o, "CircuitBreakerOptions.half_open_max_wait must be >= 0, got -1s");
+    o = {};
+    o.slow_call_duration = 0s;
+    rejects(o, "CircuitBreakerOptions.slow_call_duration must be > 0, got 0s");
+    o = {};
+    o.window = bulwark::TimeWindow{0s, 1s};
+    rejects(o, "CircuitBreakerOptions.window (TimeWindow.length) must be > 0, got 0s");
+    o = {};
+    o.window = bulwark::TimeWindow{10s, 20s};
+    rejects(o,
+            "CircuitBreakerOptions.window (TimeWindow.bucket) must be <= TimeWindow.length (10s), "
+            "got 20s");
+    o = {};
+    o.window = bulwark::TimeWindow{1h, 1ms};
+    CHECK_THROWS_AS(CircuitBreaker("x", o, clock), std::invalid_argument);
+}
+
+TEST_CASE("a breaker composes in a pipeline with a fault injector", "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreaker b("dep", only_consecutive(3), clock);
+    bulwark::FaultInjector chaos(clock);
+    chaos.fail_next(3);
+    auto p = bulwark::pipeline(b, chaos);
+    for (int i = 0; i < 3; ++i) {
+        CHECK_THROWS_AS(p.execute([] { return 1; }), bulwark::InjectedFault);
+    }
+    CHECK_THROWS_AS(p.execute([] { return 1; }), bulwark::CircuitOpenError);
+    CHECK(chaos.calls() == 3);  // the open breaker kept the fourth call away
+    clock.advance(10s);
+    CHECK(p.execute([] { return 1; }) == 1);
+    CHECK(b.state() == CircuitState::closed);
+}
+
+TEST_CASE("the registry creates each named breaker once", "[circuit_breaker][registry]") {
+    bulwark::ManualClock clock;
+    CircuitBreakerOptions defaults = only_consecutive(2);
+    bulwark::CircuitBreakerRegistry registry(defaults, clock);
+    auto& email = registry.get("email");
+    auto& again = registry.get("email", only_consecutive(50));
+    CHECK(&email == &again);
+    CHECK(email.options().failure_threshold == 2);  // created with the defaults
+    auto& sms = registry.get("sms", only_consecutive(1));
+    CHECK(sms.options().failure_threshold == 1);
+    CHECK(registry.size() == 2);
+    CHECK(registry.names() == std::vector<std::string>{"email", "sms"});
+    CHECK(registry.find("sms") == &sms);
+    CHECK(registry.find("push") == nullptr);
+    std::vector<std::string> seen;
+    registry.for_each([&](CircuitBreaker& b) { seen.push_back(b.name()); });
+    CHECK(seen == std::vector<std::string>{"email", "sms"});
+    CHECK_THROWS_AS(registry.get(""), std::invalid_argument);
+    CircuitBreakerOptions bad;
+    bad.failure_ratio = 2;
+    CHECK_THROWS_AS(registry.get("bad", bad), std::invalid_argument);
+    CHECK_THROWS_AS(bulwark::CircuitBreakerRegistry(bad, clock), std::invalid_argument);
+}
+
+TEST_CASE("a registry listener hears every breaker, old and new", "[circuit_breaker][registry]") {
+    bulwark::ManualClock clock;
+    bulwark::CircuitBreakerRegistry registry(only_consecutive(1), clock);
+    auto& before = registry.get("before");
+    std::vector<std::string> opened;
+    registry.on_state_change([&](const bulwark::StateChange& c) {
+        if (c.to == CircuitState::open) {
+            opened.emplace_back(c.breaker);
+        }
+    });
+    auto& after = registry.get("after");
+    fail(before);
+    fail(after);
+    CHECK(opened == std::vector<std::string>{"before", "after"});
+}
+
+TEST_CASE("the registry is safe to use from many threads", "[circuit_breaker][registry]") {
+    bulwark::CircuitBreakerRegistry registry;
+    std::vector<std::thread> threads;
+    std::atomic<int> mismatches{0};
+    for (int t = 0; t < 4; ++t) {
+        threads.emplace_back([&, t] {
+            for (int i = 0; i < 200; ++i) {
+                auto& b = registry.get("dep-" + std::to_string(i % 20));
+                if (b.name() != "dep-" + std::to_string(i % 20)) {
+                    mismatches.fetch_add(1);
+                }
+                (void)b.try_execute([t] { return t; });
+            }
+        });
+    }
+    for (auto& t : threads) {
+        t.join();
+    }
+    CHECK(mismatches.load() == 0);
+    CHECK(registry.size() == 20);
+    std::uint64_t calls = 0;
+    registry.for_each([&](CircuitBreaker& b) { calls += b.stats().calls; });
+    CHECK(calls == 800);
+}
+
+TEST_CASE("stress: probes, counts and transitions hold under 4 threads",
+          "[circuit_breaker][.stress]") {
+    // 4 threads x 300k calls against one breaker while the dependency flips between failing and
+    // healthy. Invariants: never more than half_open_calls probes in flight; every call's
+    // result is counted exactly once (calls = successes + failures + ignored); every transition
+    // reaches the listener (generations 1..G, none missing).
+    bulwark::ManualClock clock;
+    CircuitBreakerOptions o;
+    o.failure_threshold = 20;
+    o.failure_ratio = 0.5;
+    o.minimum_calls = 50;
+    o.window = bulwark::CountWindow{200};
+    o.half_open_calls = 3;
+    o.break_duration = 1ms;
+    o.handle<Down>();
+    CircuitBreaker b("stress", o, clock);
+
+    std::mutex generations_mutex;
+    std::vector<std::uint64_t> generations;
+    b.on_state_change([&](const bulwark::StateChange& c) {
+        std::lock_guard<std::mutex> lock(generations_mutex);
+        generations.push_back(c.generation);
+    });
+
+    std::atomic<bool> failing{false};
+    std::mutex probes_mutex;
+    std::map<std::uint64_t, int> probes_per_half_open;  // generation -> probes admitted
+    std::atomic<std::uint64_t> ok{0}, failed{0}, ignored{0}, rejected{0};
+    constexpr int threads_count = 4;
+    constexpr int calls_per_thread = 300000;
+
+    std::vector<std::thread> threads;
+    for (int t = 0; t < threads_count; ++t) {
+        threads.emplace_back([&, t] {
+            for (int i = 0; i < calls_per_thread; ++i) {
+                if (t == 0 && i % 5000 == 0) {
+                    failing.store(!failing.load());
+                }
+                if (i % 64 == 0) {
+                    clock.advance(1ms);
+                }
+                auto permit = b.try_acquire();
+                if (!permit) {
+                    rejected.fetch_add(1, std::memory_order_relaxed);
+                    continue;
+                }
+                if (permit.state() == CircuitState::half_open) {
+                    std::lock_guard<std::mutex> lock(probes_mutex);
+                    ++probes_per_half_open[permit.generation()];
+                }
+                const int kind = i % 10 == 0 ? 2 : (failing.load() ? 1 : 0);
+                if (kind == 0) {
+                    permit.record(bulwark::Outcome<int>::from_value(1), 1us);
+                    ok.fetch_add(1, std::memory_order_relaxed);
+                } else if (kind == 1) {
+                    permit.record(
+                        bulwark::Outcome<int>::from_error(std::make_exception_ptr(Down())), 1us);
+                    failed.fetch_add(1, std::memory_order_relaxed);
+                } else {
+                    permit.record(bulwark::Outcome<int>::from_error(
+                                      std::make_exception_ptr(std::logic_error("ignored"))),
+                                  1us);
+                    ignored.fetch_add(1, std::memory_order_relaxed);
+                }
+            }
+        });
+    }
+    for (auto& t : threads) {
+        t.join();
+    }
+
+    REQUIRE_FALSE(probes_per_half_open.empty());
+    for (const auto& entry : probes_per_half_open) {
+        REQUIRE(entry.second <= 3);  // never one more probe than half_open_calls
+    }
+    auto s = b.stats();
+    CHECK(s.successes == ok.load());
+    CHECK(s.failures == failed.load());
+    CHECK(s.ignored == ignored.load());
+    CHECK(s.calls == s.successes + s.failures + s.ignored);
+    CHECK(s.rejected == rejected.load());
+    CHECK(s.calls + s.rejected == std::uint64_t{threads_count} * calls_per_thread);
+    CHECK(s.opened > 10);  // it really did flip many times
+
+    std::sort(generations.begin(), generations.end());
+    REQUIRE_FALSE(generations.empty());
+    for (std::size_t i = 0; i < generations.size(); ++i) {
+        REQUIRE(generations[i] == i + 1);
+    }
+}
