@@ -4,8 +4,13 @@
 #define BULWARK_BULWARK_HPP
 
 // The umbrella header: every public bulwark header.
+#include <bulwark/bulkhead.hpp>
+#include <bulwark/cache.hpp>
 #include <bulwark/circuit_breaker.hpp>
 #include <bulwark/core.hpp>
+#include <bulwark/fallback.hpp>
+#include <bulwark/rate_limiter.hpp>
 #include <bulwark/testing.hpp>
+#include <bulwark/timeout.hpp>
 
 #endif  // BULWARK_BULWARK_HPP

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
@@ -52,6 +53,18 @@ public:
         const TimePoint current = now();
         if (t > current) {
             sleep_for(t - current);
+        }
+    }
+
+    // Blocks on `cv` (with `lock` held, as std::condition_variable::wait does) until it is
+    // notified, wakes spuriously, or `deadline` on this clock has passed. Callers re-check their
+    // condition and the time in a loop. SteadyClock waits for real; a ManualClock cannot wake a
+    // waiter when it is advanced, so it re-checks every 100 microseconds of real time.
+    virtual void wait_until(std::condition_variable& cv, std::unique_lock<std::mutex>& lock,
+                            TimePoint deadline) {
+        const Duration left = deadline - now();
+        if (left > Duration::zero()) {
+            cv.wait_for(lock, left);
         }
     }
 
@@ -142,6 +155,13 @@ public:
         }
         if (d > Duration::zero()) {
             now_ns_.fetch_add(d.count(), std::memory_order_acq_rel);
+        }
+    }
+
+    void wait_until(std::condition_variable& cv, std::unique_lock<std::mutex>& lock,
+                    TimePoint deadline) override {
+        if (now() < deadline) {
+            cv.wait_for(lock, std::chrono::microseconds(100));
         }
     }
 

@@ -34,7 +34,8 @@ public:
     static Context child_of(const Context& parent) noexcept {
         Context child(parent.operation_);
         child.parent_ = &parent;
-        child.deadline_ = parent.deadline();
+        child.deadline_ = parent.deadline_;
+        child.deadline_clock_ = parent.deadline_clock_;
         child.priority_ = parent.priority_;
         child.attempt_ = parent.attempt_;
         return child;
@@ -46,8 +47,10 @@ public:
         : operation_(other.operation_),
           parent_(other.parent_),
           deadline_(other.deadline_),
+          deadline_clock_(other.deadline_clock_),
           attempt_(other.attempt_),
           priority_(other.priority_),
+          stale_(other.stale_),
           cancelled_(other.cancelled_.load(std::memory_order_acquire)) {}
     Context& operator=(Context&&) = delete;
     ~Context() = default;
@@ -62,13 +65,20 @@ public:
     // The time by which the execution should finish, if any policy or the caller set one.
     std::optional<TimePoint> deadline() const noexcept { return deadline_; }
     bool has_deadline() const noexcept { return deadline_.has_value(); }
+    // The clock the deadline is on, if the policy that set it said (a Timeout does); with it,
+    // cancelled() turns true once the deadline has passed.
+    const Clock* deadline_clock() const noexcept { return deadline_clock_; }
     // Replaces the deadline (nullopt removes it). Policies that scope a deadline restore the old
     // one when they return.
-    void set_deadline(std::optional<TimePoint> deadline) noexcept { deadline_ = deadline; }
+    void set_deadline(std::optional<TimePoint> deadline, const Clock* clock = nullptr) noexcept {
+        deadline_ = deadline;
+        deadline_clock_ = deadline ? clock : nullptr;
+    }
     // Sets the deadline to `t` unless an earlier one is already set.
-    void tighten_deadline(TimePoint t) noexcept {
+    void tighten_deadline(TimePoint t, const Clock* clock = nullptr) noexcept {
         if (!deadline_ || t < *deadline_) {
             deadline_ = t;
+            deadline_clock_ = clock;
         }
     }
     // Time left until the deadline on `clock` (negative once passed); nullopt without a deadline.
@@ -82,8 +92,9 @@ public:
     Priority priority() const noexcept { return priority_; }
     void set_priority(Priority priority) noexcept { priority_ = priority; }
 
-    // True once cancel() was called on this context or on any of its parents. Callables that run
-    // long should poll it and stop early; policies stop retrying and hedging once it is set.
+    // True once cancel() was called on this context or on any of its parents, or once a
+    // deadline set with its clock (by a Timeout) has passed. Callables that run long should poll
+    // it and stop early; policies stop retrying once it is set.
     bool cancelled() const noexcept {
         for (const Context* c = this; c != nullptr; c = c->parent_) {
             // acquire: pairs with cancel()'s release, so that what the cancelling thread wrote
@@ -92,8 +103,18 @@ public:
                 return true;
             }
         }
-        return false;
+        return deadline_passed();
     }
+
+    // True if a deadline set with its clock has passed.
+    bool deadline_passed() const noexcept {
+        return deadline_ && deadline_clock_ != nullptr &&
+               deadline_clock_->coarse_now() >= *deadline_;
+    }
+
+    // Set by a CacheFallback that answered with a cached value instead of a fresh one.
+    bool stale() const noexcept { return stale_; }
+    void set_stale(bool stale) noexcept { stale_ = stale; }
 
     // Requests cancellation. Thread-safe; idempotent; cannot be undone.
     void cancel() noexcept { cancelled_.store(true, std::memory_order_release); }
@@ -104,8 +125,10 @@ private:
     std::string_view operation_;
     const Context* parent_ = nullptr;
     std::optional<TimePoint> deadline_;
+    const Clock* deadline_clock_ = nullptr;
     std::uint32_t attempt_ = 0;
     Priority priority_ = Priority::normal;
+    bool stale_ = false;
     std::atomic<bool> cancelled_{false};
 };
 

@@ -72,6 +72,15 @@ public:
     Listeners() noexcept = default;
     Listeners(const Listeners&) = delete;
     Listeners& operator=(const Listeners&) = delete;
+    // Takes over `other`'s listeners (so components holding Listeners stay movable). Not
+    // thread-safe: nobody may use `other` meanwhile.
+    Listeners(Listeners&& other) noexcept
+        : head_(other.head_.exchange(nullptr, std::memory_order_acq_rel)),
+          tail_(other.tail_),
+          last_id_(other.last_id_) {
+        other.tail_ = nullptr;
+    }
+    Listeners& operator=(Listeners&&) = delete;
     ~Listeners() {
         Node* node = head_.load(std::memory_order_acquire);
         while (node != nullptr) {

@@ -11,49 +11,36 @@
 #define BULWARK_BULWARK_HPP
 
 // The umbrella header: every public bulwark header.
-// #include <bulwark/circuit_breaker.hpp>
-#ifndef BULWARK_CIRCUIT_BREAKER_HPP
-#define BULWARK_CIRCUIT_BREAKER_HPP
+// #include <bulwark/bulkhead.hpp>
+#ifndef BULWARK_BULKHEAD_HPP
+#define BULWARK_BULKHEAD_HPP
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
+#include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <exception>
-#include <functional>
-#include <map>
-#include <memory>
 #include <mutex>
-#include <optional>
-#include <shared_mutex>
-#include <stdexcept>
 #include <string>
-#include <string_view>
 #include <type_traits>
 #include <utility>
-#include <variant>
-#include <vector>
 
-// #include <bulwark/classify.hpp>
-#ifndef BULWARK_CLASSIFY_HPP
-#define BULWARK_CLASSIFY_HPP
+// #include <bulwark/clock.hpp>
+#ifndef BULWARK_CLOCK_HPP
+#define BULWARK_CLOCK_HPP
 
-#include <exception>
-#include <functional>
-#include <type_traits>
-#include <utility>
-#include <vector>
-
-// #include <bulwark/detail/throw.hpp>
-#ifndef BULWARK_DETAIL_THROW_HPP
-#define BULWARK_DETAIL_THROW_HPP
-
+#include <atomic>
 #include <chrono>
-#include <cstdio>
-#include <stdexcept>
-#include <string>
-#include <string_view>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#if defined(__linux__)
+#include <time.h>
+#endif
 
 // #include <bulwark/config.hpp>
 #ifndef BULWARK_CONFIG_HPP
@@ -101,6 +88,17 @@ inline constexpr unsigned cache_line_size = 64;
 }  // namespace bulwark
 
 #endif  // BULWARK_CONFIG_HPP
+// #include <bulwark/detail/throw.hpp>
+#ifndef BULWARK_DETAIL_THROW_HPP
+#define BULWARK_DETAIL_THROW_HPP
+
+#include <chrono>
+#include <cstdio>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+// #include <bulwark/config.hpp> (already included above)
 
 namespace bulwark {
 namespace detail {
@@ -162,405 +160,6 @@ std::string format_duration(std::chrono::duration<Rep, Period> d) {
 }  // namespace bulwark
 
 #endif  // BULWARK_DETAIL_THROW_HPP
-// #include <bulwark/detail/traits.hpp>
-#ifndef BULWARK_DETAIL_TRAITS_HPP
-#define BULWARK_DETAIL_TRAITS_HPP
-
-#include <functional>
-#include <type_traits>
-
-namespace bulwark {
-namespace detail {
-
-template <class...>
-inline constexpr bool always_false_v = false;
-
-template <class T>
-using remove_cvref_t = std::remove_cv_t<std::remove_reference_t<T>>;
-
-// The single parameter type of a callable with one non-template operator() or of a function
-// (pointer). `void` when it cannot be found (a generic lambda, an overload set).
-template <class F, class = void>
-struct single_arg {
-    using type = void;
-};
-template <class R, class A>
-struct single_arg<R (*)(A), void> {
-    using type = A;
-};
-template <class R, class A>
-struct single_arg<R(A), void> {
-    using type = A;
-};
-template <class R, class A>
-struct single_arg<R (*)(A) noexcept, void> {
-    using type = A;
-};
-template <class M>
-struct member_single_arg {
-    using type = void;
-};
-template <class R, class C, class A>
-struct member_single_arg<R (C::*)(A)> {
-    using type = A;
-};
-template <class R, class C, class A>
-struct member_single_arg<R (C::*)(A) const> {
-    using type = A;
-};
-template <class R, class C, class A>
-struct member_single_arg<R (C::*)(A) noexcept> {
-    using type = A;
-};
-template <class R, class C, class A>
-struct member_single_arg<R (C::*)(A) const noexcept> {
-    using type = A;
-};
-template <class F>
-struct single_arg<F, std::void_t<decltype(&F::operator())>> {
-    using type = typename member_single_arg<decltype(&F::operator())>::type;
-};
-template <class F>
-using single_arg_t = typename single_arg<remove_cvref_t<F>>::type;
-
-// A per-type identity that needs no RTTI: the address of an inline variable is unique per type.
-template <class T>
-struct type_tag {
-    static constexpr char id = 0;
-};
-using type_id_t = const void*;
-template <class T>
-constexpr type_id_t type_id() noexcept {
-    return &type_tag<remove_cvref_t<T>>::id;
-}
-
-template <class T, template <class...> class Template>
-struct is_specialization : std::false_type {};
-template <template <class...> class Template, class... Args>
-struct is_specialization<Template<Args...>, Template> : std::true_type {};
-
-// True for the callables that can be null: function pointers, member pointers, std::function.
-template <class F>
-bool is_null_callable(const F& f) noexcept {
-    using D = remove_cvref_t<F>;
-    if constexpr (std::is_pointer<D>::value || std::is_member_pointer<D>::value) {
-        return f == nullptr;
-    } else if constexpr (is_specialization<D, std::function>::value) {
-        return !f;
-    } else {
-        (void)f;
-        return false;
-    }
-}
-
-}  // namespace detail
-}  // namespace bulwark
-
-#endif  // BULWARK_DETAIL_TRAITS_HPP
-// #include <bulwark/outcome.hpp>
-#ifndef BULWARK_OUTCOME_HPP
-#define BULWARK_OUTCOME_HPP
-
-#include <exception>
-#include <type_traits>
-#include <utility>
-#include <variant>
-
-// #include <bulwark/config.hpp> (already included above)
-// #include <bulwark/detail/throw.hpp> (already included above)
-
-namespace bulwark {
-
-// The result of one execution: a value of T, or the exception that ended it.
-//   auto o = policy.try_execute([] { return 42; });
-//   if (o) use(o.value()); else log(o.error());        // value() rethrows the stored error
-// T may be move-only; Outcome<void> holds only the error. Thread-compatible.
-template <class T>
-class [[nodiscard]] Outcome {
-    static_assert(!std::is_reference<T>::value,
-                  "bulwark::Outcome<T> cannot hold a reference: return a pointer or "
-                  "std::reference_wrapper from the callable instead.");
-    static_assert(!std::is_same<std::decay_t<T>, std::exception_ptr>::value,
-                  "bulwark::Outcome<std::exception_ptr> is ambiguous: wrap the exception_ptr in a "
-                  "struct of your own.");
-    static_assert(!std::is_array<T>::value && std::is_destructible<T>::value,
-                  "bulwark::Outcome<T> needs a destructible, non-array value type.");
-
-public:
-    using value_type = T;
-
-    static Outcome from_value(T value) noexcept(std::is_nothrow_move_constructible<T>::value) {
-        return Outcome(std::in_place_index<0>, std::move(value));
-    }
-
-    template <class... Args>
-    static Outcome in_place(Args&&... args) {
-        return Outcome(std::in_place_index<0>, std::forward<Args>(args)...);
-    }
-
-    // Throws std::invalid_argument if `error` is null: an error outcome must say what went wrong.
-    static Outcome from_error(std::exception_ptr error) {
-        if (!error) {
-            detail::throw_invalid_argument(
-                "bulwark::Outcome::from_error: the exception_ptr is null");
-        }
-        return Outcome(std::in_place_index<1>, std::move(error));
-    }
-
-    bool has_value() const noexcept { return data_.index() == 0; }
-    bool has_error() const noexcept { return data_.index() != 0; }
-    explicit operator bool() const noexcept { return has_value(); }
-
-    // The value; rethrows the stored error if there is none.
-    T& value() & {
-        rethrow_if_error();
-        return *std::get_if<0>(&data_);
-    }
-    const T& value() const& {
-        rethrow_if_error();
-        return *std::get_if<0>(&data_);
-    }
-    T&& value() && {
-        rethrow_if_error();
-        return std::move(*std::get_if<0>(&data_));
-    }
-
-    T* operator->() { return &value(); }
-    const T* operator->() const { return &value(); }
-    T& operator*() & { return value(); }
-    const T& operator*() const& { return value(); }
-    T&& operator*() && { return std::move(*this).value(); }
-
-    template <class U>
-    T value_or(U&& fallback) const& {
-        return has_value() ? *std::get_if<0>(&data_) : static_cast<T>(std::forward<U>(fallback));
-    }
-    template <class U>
-    T value_or(U&& fallback) && {
-        return has_value() ? std::move(*std::get_if<0>(&data_))
-                           : static_cast<T>(std::forward<U>(fallback));
-    }
-
-    // The stored error; a null exception_ptr when the outcome holds a value.
-    std::exception_ptr error() const noexcept {
-        const std::exception_ptr* e = std::get_if<1>(&data_);
-        return e != nullptr ? *e : std::exception_ptr();
-    }
-
-    void rethrow_if_error() const {
-        if (const std::exception_ptr* e = std::get_if<1>(&data_)) {
-            std::rethrow_exception(*e);
-        }
-    }
-
-private:
-    template <std::size_t I, class... Args>
-    explicit Outcome(std::in_place_index_t<I> tag, Args&&... args)
-        : data_(tag, std::forward<Args>(args)...) {}
-
-    std::variant<T, std::exception_ptr> data_;
-};
-
-// The outcome of a callable that returns nothing: success, or the exception that ended it.
-template <>
-class [[nodiscard]] Outcome<void> {
-public:
-    using value_type = void;
-
-    static Outcome success() noexcept { return Outcome(); }
-    static Outcome from_value() noexcept { return Outcome(); }
-
-    static Outcome from_error(std::exception_ptr error) {
-        if (!error) {
-            detail::throw_invalid_argument(
-                "bulwark::Outcome::from_error: the exception_ptr is null");
-        }
-        Outcome o;
-        o.error_ = std::move(error);
-        return o;
-    }
-
-    bool has_value() const noexcept { return !error_; }
-    bool has_error() const noexcept { return static_cast<bool>(error_); }
-    explicit operator bool() const noexcept { return has_value(); }
-
-    // Rethrows the stored error, if any.
-    void value() const { rethrow_if_error(); }
-
-    std::exception_ptr error() const noexcept { return error_; }
-
-    void rethrow_if_error() const {
-        if (error_) {
-            std::rethrow_exception(error_);
-        }
-    }
-
-private:
-    Outcome() noexcept = default;
-    std::exception_ptr error_;
-};
-
-namespace detail {
-template <class T>
-struct is_outcome : std::false_type {};
-template <class T>
-struct is_outcome<Outcome<T>> : std::true_type {};
-template <class T>
-inline constexpr bool is_outcome_v = is_outcome<std::decay_t<T>>::value;
-}  // namespace detail
-
-}  // namespace bulwark
-
-#endif  // BULWARK_OUTCOME_HPP
-
-namespace bulwark {
-
-namespace detail {
-struct deduce_result_type {};
-}  // namespace detail
-
-// Decides which outcomes a policy treats as failures (to count, retry or fall back on).
-// By default every exception is a failure and every returned value a success.
-//   Classifier c;
-//   c.handle<std::system_error>();                   // now only system_error (and subclasses) fail
-//   c.handle_result([](const Response& r) { return r.status >= 500; });  // and these values
-// An exception outside the handled set is not a failure: the policy lets it pass through.
-// Configuration is not thread-safe; once configured, the const members are safe to call
-// concurrently. Classifying a success with no result predicates costs one branch; classifying an
-// exception against handle<E>() rethrows it once per handled type.
-class Classifier {
-public:
-    // Exceptions of type E (or derived from it) are failures. The first call narrows the default
-    // "every exception" to the listed types.
-    template <class E>
-    Classifier& handle() {
-        static_assert(
-            !std::is_reference<E>::value && !std::is_pointer<E>::value,
-            "Classifier::handle<E>() takes an exception type, not a reference or pointer.");
-        exception_predicates_.emplace_back([](const std::exception_ptr& error) {
-            try {
-                std::rethrow_exception(error);
-            } catch (const E&) {
-                return true;
-            } catch (...) {
-                return false;
-            }
-        });
-        return *this;
-    }
-
-    // Exceptions for which `predicate` returns true are failures (narrows like handle<E>()).
-    Classifier& handle_if(std::function<bool(const std::exception_ptr&)> predicate) {
-        if (!predicate) {
-            detail::throw_invalid_argument("Classifier::handle_if: the predicate is empty");
-        }
-        exception_predicates_.push_back(std::move(predicate));
-        return *this;
-    }
-
-    // Returned values for which `predicate` returns true are failures. The value type is deduced
-    // from the predicate's parameter; name it explicitly for a generic lambda:
-    // handle_result<Response>([](const auto& r) { ... }). Predicates of other types are ignored
-    // for results of another type.
-    template <class T = detail::deduce_result_type, class Pred>
-    Classifier& handle_result(Pred predicate) {
-        using Arg = std::conditional_t<std::is_same<T, detail::deduce_result_type>::value,
-                                       detail::single_arg_t<Pred>, T>;
-        static_assert(!std::is_void<Arg>::value,
-                      "handle_result(pred) could not deduce the result type from the predicate "
-                      "(a generic lambda?): write handle_result<YourType>(pred) or give the "
-                      "lambda a concrete parameter type.");
-        using Value = detail::remove_cvref_t<Arg>;
-        static_assert(std::is_invocable_r<bool, const Pred&, const Value&>::value,
-                      "handle_result(pred): pred must be callable as bool(const T&).");
-        result_predicates_.push_back(ResultPredicate{
-            detail::type_id<Value>(), [p = std::move(predicate)](const void* value) {
-                return static_cast<bool>(p(*static_cast<const Value*>(value)));
-            }});
-        return *this;
-    }
-
-    // True if the exception counts as a failure. A null exception_ptr is not a failure.
-    bool is_failure(const std::exception_ptr& error) const {
-        if (!error) {
-            return false;
-        }
-        if (exception_predicates_.empty()) {
-            return true;
-        }
-        for (const auto& predicate : exception_predicates_) {
-            if (predicate(error)) {
-                return true;
-            }
-        }
-        return false;
-    }
-
-    // True if the returned value counts as a failure.
-    template <class T>
-    bool is_failure_result(const T& value) const {
-        if (BULWARK_LIKELY(result_predicates_.empty())) {
-            return false;
-        }
-        return is_failure_result_slow(detail::type_id<T>(), &value);
-    }
-
-    template <class T>
-    bool is_failure(const Outcome<T>& outcome) const {
-        if (outcome.has_error()) {
-            return is_failure(outcome.error());
-        }
-        if constexpr (std::is_void<T>::value) {
-            return false;
-        } else {
-            return is_failure_result(*outcome);
-        }
-    }
-
-    // True when no handle<E>()/handle_if() narrowed the set: every exception is a failure.
-    bool handles_all_exceptions() const noexcept { return exception_predicates_.empty(); }
-    bool has_result_predicates() const noexcept { return !result_predicates_.empty(); }
-
-private:
-    struct ResultPredicate {
-        detail::type_id_t type;
-        std::function<bool(const void*)> predicate;
-    };
-
-    bool is_failure_result_slow(detail::type_id_t type, const void* value) const {
-        for (const ResultPredicate& p : result_predicates_) {
-            if (p.type == type && p.predicate(value)) {
-                return true;
-            }
-        }
-        return false;
-    }
-
-    std::vector<std::function<bool(const std::exception_ptr&)>> exception_predicates_;
-    std::vector<ResultPredicate> result_predicates_;
-};
-
-}  // namespace bulwark
-
-#endif  // BULWARK_CLASSIFY_HPP
-// #include <bulwark/clock.hpp>
-#ifndef BULWARK_CLOCK_HPP
-#define BULWARK_CLOCK_HPP
-
-#include <atomic>
-#include <chrono>
-#include <cstddef>
-#include <cstdint>
-#include <mutex>
-#include <thread>
-#include <vector>
-
-#if defined(__linux__)
-#include <time.h>
-#endif
-
-// #include <bulwark/config.hpp> (already included above)
-// #include <bulwark/detail/throw.hpp> (already included above)
 
 namespace bulwark {
 
@@ -596,6 +195,18 @@ public:
         const TimePoint current = now();
         if (t > current) {
             sleep_for(t - current);
+        }
+    }
+
+    // Blocks on `cv` (with `lock` held, as std::condition_variable::wait does) until it is
+    // notified, wakes spuriously, or `deadline` on this clock has passed. Callers re-check their
+    // condition and the time in a loop. SteadyClock waits for real; a ManualClock cannot wake a
+    // waiter when it is advanced, so it re-checks every 100 microseconds of real time.
+    virtual void wait_until(std::condition_variable& cv, std::unique_lock<std::mutex>& lock,
+                            TimePoint deadline) {
+        const Duration left = deadline - now();
+        if (left > Duration::zero()) {
+            cv.wait_for(lock, left);
         }
     }
 
@@ -689,6 +300,13 @@ public:
         }
     }
 
+    void wait_until(std::condition_variable& cv, std::unique_lock<std::mutex>& lock,
+                    TimePoint deadline) override {
+        if (now() < deadline) {
+            cv.wait_for(lock, std::chrono::microseconds(100));
+        }
+    }
+
     // Every sleep_for request so far, in the order made.
     std::vector<Duration> sleeps() const {
         std::lock_guard<std::mutex> lock(sleeps_mutex_);
@@ -732,7 +350,6 @@ inline Clock& default_clock() noexcept {
 }  // namespace bulwark
 
 #endif  // BULWARK_CLOCK_HPP
-// #include <bulwark/config.hpp> (already included above)
 // #include <bulwark/context.hpp>
 #ifndef BULWARK_CONTEXT_HPP
 #define BULWARK_CONTEXT_HPP
@@ -768,7 +385,8 @@ public:
     static Context child_of(const Context& parent) noexcept {
         Context child(parent.operation_);
         child.parent_ = &parent;
-        child.deadline_ = parent.deadline();
+        child.deadline_ = parent.deadline_;
+        child.deadline_clock_ = parent.deadline_clock_;
         child.priority_ = parent.priority_;
         child.attempt_ = parent.attempt_;
         return child;
@@ -780,8 +398,10 @@ public:
         : operation_(other.operation_),
           parent_(other.parent_),
           deadline_(other.deadline_),
+          deadline_clock_(other.deadline_clock_),
           attempt_(other.attempt_),
           priority_(other.priority_),
+          stale_(other.stale_),
           cancelled_(other.cancelled_.load(std::memory_order_acquire)) {}
     Context& operator=(Context&&) = delete;
     ~Context() = default;
@@ -796,13 +416,20 @@ public:
     // The time by which the execution should finish, if any policy or the caller set one.
     std::optional<TimePoint> deadline() const noexcept { return deadline_; }
     bool has_deadline() const noexcept { return deadline_.has_value(); }
+    // The clock the deadline is on, if the policy that set it said (a Timeout does); with it,
+    // cancelled() turns true once the deadline has passed.
+    const Clock* deadline_clock() const noexcept { return deadline_clock_; }
     // Replaces the deadline (nullopt removes it). Policies that scope a deadline restore the old
     // one when they return.
-    void set_deadline(std::optional<TimePoint> deadline) noexcept { deadline_ = deadline; }
+    void set_deadline(std::optional<TimePoint> deadline, const Clock* clock = nullptr) noexcept {
+        deadline_ = deadline;
+        deadline_clock_ = deadline ? clock : nullptr;
+    }
     // Sets the deadline to `t` unless an earlier one is already set.
-    void tighten_deadline(TimePoint t) noexcept {
+    void tighten_deadline(TimePoint t, const Clock* clock = nullptr) noexcept {
         if (!deadline_ || t < *deadline_) {
             deadline_ = t;
+            deadline_clock_ = clock;
         }
     }
     // Time left until the deadline on `clock` (negative once passed); nullopt without a deadline.
@@ -816,8 +443,9 @@ public:
     Priority priority() const noexcept { return priority_; }
     void set_priority(Priority priority) noexcept { priority_ = priority; }
 
-    // True once cancel() was called on this context or on any of its parents. Callables that run
-    // long should poll it and stop early; policies stop retrying and hedging once it is set.
+    // True once cancel() was called on this context or on any of its parents, or once a
+    // deadline set with its clock (by a Timeout) has passed. Callables that run long should poll
+    // it and stop early; policies stop retrying once it is set.
     bool cancelled() const noexcept {
         for (const Context* c = this; c != nullptr; c = c->parent_) {
             // acquire: pairs with cancel()'s release, so that what the cancelling thread wrote
@@ -826,8 +454,18 @@ public:
                 return true;
             }
         }
-        return false;
+        return deadline_passed();
     }
+
+    // True if a deadline set with its clock has passed.
+    bool deadline_passed() const noexcept {
+        return deadline_ && deadline_clock_ != nullptr &&
+               deadline_clock_->coarse_now() >= *deadline_;
+    }
+
+    // Set by a CacheFallback that answered with a cached value instead of a fresh one.
+    bool stale() const noexcept { return stale_; }
+    void set_stale(bool stale) noexcept { stale_ = stale; }
 
     // Requests cancellation. Thread-safe; idempotent; cannot be undone.
     void cancel() noexcept { cancelled_.store(true, std::memory_order_release); }
@@ -838,14 +476,24 @@ private:
     std::string_view operation_;
     const Context* parent_ = nullptr;
     std::optional<TimePoint> deadline_;
+    const Clock* deadline_clock_ = nullptr;
     std::uint32_t attempt_ = 0;
     Priority priority_ = Priority::normal;
+    bool stale_ = false;
     std::atomic<bool> cancelled_{false};
 };
 
 }  // namespace bulwark
 
 #endif  // BULWARK_CONTEXT_HPP
+// #include <bulwark/detail/striped_counter.hpp>
+#ifndef BULWARK_DETAIL_STRIPED_COUNTER_HPP
+#define BULWARK_DETAIL_STRIPED_COUNTER_HPP
+
+#include <atomic>
+#include <cstdint>
+
+// #include <bulwark/config.hpp> (already included above)
 // #include <bulwark/detail/thread_slot.hpp>
 #ifndef BULWARK_DETAIL_THREAD_SLOT_HPP
 #define BULWARK_DETAIL_THREAD_SLOT_HPP
@@ -926,6 +574,48 @@ inline std::uint32_t thread_slot() {
 }  // namespace bulwark
 
 #endif  // BULWARK_DETAIL_THREAD_SLOT_HPP
+
+namespace bulwark {
+namespace detail {
+
+// A statistics counter that hot paths can bump without a locked instruction or a contended
+// cache line: each thread adds to its own cache-line stripe with a relaxed load and store (its
+// slot has a single writer, see thread_slot.hpp); threads past the last private stripe share it
+// with atomic adds. sum() is a relaxed snapshot. Thread-safe. Does not allocate.
+class StripedCounter {
+public:
+    void add(std::uint64_t n = 1) noexcept {
+        const std::uint32_t slot = thread_slot();
+        if (BULWARK_LIKELY(slot < stripe_count - 1)) {
+            std::atomic<std::uint64_t>& v = stripes_[slot].value;
+            // relaxed load + store: this thread is the stripe's only writer.
+            v.store(v.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+        } else {
+            // relaxed: a statistic; shared by the overflow threads.
+            stripes_[stripe_count - 1].value.fetch_add(n, std::memory_order_relaxed);
+        }
+    }
+
+    std::uint64_t sum() const noexcept {
+        std::uint64_t total = 0;
+        for (const Stripe& s : stripes_) {
+            total += s.value.load(std::memory_order_relaxed);
+        }
+        return total;
+    }
+
+private:
+    static constexpr std::uint32_t stripe_count = 16;
+    struct alignas(cache_line_size) Stripe {
+        std::atomic<std::uint64_t> value{0};
+    };
+    Stripe stripes_[stripe_count];
+};
+
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_STRIPED_COUNTER_HPP
 // #include <bulwark/detail/throw.hpp> (already included above)
 // #include <bulwark/errors.hpp>
 #ifndef BULWARK_ERRORS_HPP
@@ -1081,6 +771,15 @@ public:
     Listeners() noexcept = default;
     Listeners(const Listeners&) = delete;
     Listeners& operator=(const Listeners&) = delete;
+    // Takes over `other`'s listeners (so components holding Listeners stay movable). Not
+    // thread-safe: nobody may use `other` meanwhile.
+    Listeners(Listeners&& other) noexcept
+        : head_(other.head_.exchange(nullptr, std::memory_order_acq_rel)),
+          tail_(other.tail_),
+          last_id_(other.last_id_) {
+        other.tail_ = nullptr;
+    }
+    Listeners& operator=(Listeners&&) = delete;
     ~Listeners() {
         Node* node = head_.load(std::memory_order_acquire);
         while (node != nullptr) {
@@ -1171,7 +870,161 @@ private:
 }  // namespace bulwark
 
 #endif  // BULWARK_EVENTS_HPP
-// #include <bulwark/outcome.hpp> (already included above)
+// #include <bulwark/outcome.hpp>
+#ifndef BULWARK_OUTCOME_HPP
+#define BULWARK_OUTCOME_HPP
+
+#include <exception>
+#include <type_traits>
+#include <utility>
+#include <variant>
+
+// #include <bulwark/config.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+
+namespace bulwark {
+
+// The result of one execution: a value of T, or the exception that ended it.
+//   auto o = policy.try_execute([] { return 42; });
+//   if (o) use(o.value()); else log(o.error());        // value() rethrows the stored error
+// T may be move-only; Outcome<void> holds only the error. Thread-compatible.
+template <class T>
+class [[nodiscard]] Outcome {
+    static_assert(!std::is_reference<T>::value,
+                  "bulwark::Outcome<T> cannot hold a reference: return a pointer or "
+                  "std::reference_wrapper from the callable instead.");
+    static_assert(!std::is_same<std::decay_t<T>, std::exception_ptr>::value,
+                  "bulwark::Outcome<std::exception_ptr> is ambiguous: wrap the exception_ptr in a "
+                  "struct of your own.");
+    static_assert(!std::is_array<T>::value && std::is_destructible<T>::value,
+                  "bulwark::Outcome<T> needs a destructible, non-array value type.");
+
+public:
+    using value_type = T;
+
+    static Outcome from_value(T value) noexcept(std::is_nothrow_move_constructible<T>::value) {
+        return Outcome(std::in_place_index<0>, std::move(value));
+    }
+
+    template <class... Args>
+    static Outcome in_place(Args&&... args) {
+        return Outcome(std::in_place_index<0>, std::forward<Args>(args)...);
+    }
+
+    // Throws std::invalid_argument if `error` is null: an error outcome must say what went wrong.
+    static Outcome from_error(std::exception_ptr error) {
+        if (!error) {
+            detail::throw_invalid_argument(
+                "bulwark::Outcome::from_error: the exception_ptr is null");
+        }
+        return Outcome(std::in_place_index<1>, std::move(error));
+    }
+
+    bool has_value() const noexcept { return data_.index() == 0; }
+    bool has_error() const noexcept { return data_.index() != 0; }
+    explicit operator bool() const noexcept { return has_value(); }
+
+    // The value; rethrows the stored error if there is none.
+    T& value() & {
+        rethrow_if_error();
+        return *std::get_if<0>(&data_);
+    }
+    const T& value() const& {
+        rethrow_if_error();
+        return *std::get_if<0>(&data_);
+    }
+    T&& value() && {
+        rethrow_if_error();
+        return std::move(*std::get_if<0>(&data_));
+    }
+
+    T* operator->() { return &value(); }
+    const T* operator->() const { return &value(); }
+    T& operator*() & { return value(); }
+    const T& operator*() const& { return value(); }
+    T&& operator*() && { return std::move(*this).value(); }
+
+    template <class U>
+    T value_or(U&& fallback) const& {
+        return has_value() ? *std::get_if<0>(&data_) : static_cast<T>(std::forward<U>(fallback));
+    }
+    template <class U>
+    T value_or(U&& fallback) && {
+        return has_value() ? std::move(*std::get_if<0>(&data_))
+                           : static_cast<T>(std::forward<U>(fallback));
+    }
+
+    // The stored error; a null exception_ptr when the outcome holds a value.
+    std::exception_ptr error() const noexcept {
+        const std::exception_ptr* e = std::get_if<1>(&data_);
+        return e != nullptr ? *e : std::exception_ptr();
+    }
+
+    void rethrow_if_error() const {
+        if (const std::exception_ptr* e = std::get_if<1>(&data_)) {
+            std::rethrow_exception(*e);
+        }
+    }
+
+private:
+    template <std::size_t I, class... Args>
+    explicit Outcome(std::in_place_index_t<I> tag, Args&&... args)
+        : data_(tag, std::forward<Args>(args)...) {}
+
+    std::variant<T, std::exception_ptr> data_;
+};
+
+// The outcome of a callable that returns nothing: success, or the exception that ended it.
+template <>
+class [[nodiscard]] Outcome<void> {
+public:
+    using value_type = void;
+
+    static Outcome success() noexcept { return Outcome(); }
+    static Outcome from_value() noexcept { return Outcome(); }
+
+    static Outcome from_error(std::exception_ptr error) {
+        if (!error) {
+            detail::throw_invalid_argument(
+                "bulwark::Outcome::from_error: the exception_ptr is null");
+        }
+        Outcome o;
+        o.error_ = std::move(error);
+        return o;
+    }
+
+    bool has_value() const noexcept { return !error_; }
+    bool has_error() const noexcept { return static_cast<bool>(error_); }
+    explicit operator bool() const noexcept { return has_value(); }
+
+    // Rethrows the stored error, if any.
+    void value() const { rethrow_if_error(); }
+
+    std::exception_ptr error() const noexcept { return error_; }
+
+    void rethrow_if_error() const {
+        if (error_) {
+            std::rethrow_exception(error_);
+        }
+    }
+
+private:
+    Outcome() noexcept = default;
+    std::exception_ptr error_;
+};
+
+namespace detail {
+template <class T>
+struct is_outcome : std::false_type {};
+template <class T>
+struct is_outcome<Outcome<T>> : std::true_type {};
+template <class T>
+inline constexpr bool is_outcome_v = is_outcome<std::decay_t<T>>::value;
+}  // namespace detail
+
+}  // namespace bulwark
+
+#endif  // BULWARK_OUTCOME_HPP
 // #include <bulwark/policy.hpp>
 #ifndef BULWARK_POLICY_HPP
 #define BULWARK_POLICY_HPP
@@ -1183,7 +1036,101 @@ private:
 
 // #include <bulwark/context.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
-// #include <bulwark/detail/traits.hpp> (already included above)
+// #include <bulwark/detail/traits.hpp>
+#ifndef BULWARK_DETAIL_TRAITS_HPP
+#define BULWARK_DETAIL_TRAITS_HPP
+
+#include <functional>
+#include <type_traits>
+
+namespace bulwark {
+namespace detail {
+
+template <class...>
+inline constexpr bool always_false_v = false;
+
+template <class T>
+using remove_cvref_t = std::remove_cv_t<std::remove_reference_t<T>>;
+
+// The single parameter type of a callable with one non-template operator() or of a function
+// (pointer). `void` when it cannot be found (a generic lambda, an overload set).
+template <class F, class = void>
+struct single_arg {
+    using type = void;
+};
+template <class R, class A>
+struct single_arg<R (*)(A), void> {
+    using type = A;
+};
+template <class R, class A>
+struct single_arg<R(A), void> {
+    using type = A;
+};
+template <class R, class A>
+struct single_arg<R (*)(A) noexcept, void> {
+    using type = A;
+};
+template <class M>
+struct member_single_arg {
+    using type = void;
+};
+template <class R, class C, class A>
+struct member_single_arg<R (C::*)(A)> {
+    using type = A;
+};
+template <class R, class C, class A>
+struct member_single_arg<R (C::*)(A) const> {
+    using type = A;
+};
+template <class R, class C, class A>
+struct member_single_arg<R (C::*)(A) noexcept> {
+    using type = A;
+};
+template <class R, class C, class A>
+struct member_single_arg<R (C::*)(A) const noexcept> {
+    using type = A;
+};
+template <class F>
+struct single_arg<F, std::void_t<decltype(&F::operator())>> {
+    using type = typename member_single_arg<decltype(&F::operator())>::type;
+};
+template <class F>
+using single_arg_t = typename single_arg<remove_cvref_t<F>>::type;
+
+// A per-type identity that needs no RTTI: the address of an inline variable is unique per type.
+template <class T>
+struct type_tag {
+    static constexpr char id = 0;
+};
+using type_id_t = const void*;
+template <class T>
+constexpr type_id_t type_id() noexcept {
+    return &type_tag<remove_cvref_t<T>>::id;
+}
+
+template <class T, template <class...> class Template>
+struct is_specialization : std::false_type {};
+template <template <class...> class Template, class... Args>
+struct is_specialization<Template<Args...>, Template> : std::true_type {};
+
+// True for the callables that can be null: function pointers, member pointers, std::function.
+template <class F>
+bool is_null_callable(const F& f) noexcept {
+    using D = remove_cvref_t<F>;
+    if constexpr (std::is_pointer<D>::value || std::is_member_pointer<D>::value) {
+        return f == nullptr;
+    } else if constexpr (is_specialization<D, std::function>::value) {
+        return !f;
+    } else {
+        (void)f;
+        return false;
+    }
+}
+
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_TRAITS_HPP
 // #include <bulwark/outcome.hpp> (already included above)
 
 namespace bulwark {
@@ -1370,6 +1317,724 @@ public:
 }  // namespace bulwark
 
 #endif  // BULWARK_POLICY_HPP
+
+namespace bulwark {
+
+struct BulkheadOptions {
+    // Calls allowed inside at once. >= 1.
+    std::uint32_t max_concurrent = 10;
+    // Calls allowed to wait (first in, first out) for a slot; beyond that a call is rejected at
+    // once. 0 = no queue (default).
+    std::uint32_t max_queue = 0;
+    // The longest a queued call waits for a slot (also bounded by the context's deadline and
+    // cancellation). > 0.
+    Duration queue_timeout = std::chrono::seconds(1);
+
+    void validate() const {
+        if (max_concurrent == 0) {
+            detail::throw_invalid_option("BulkheadOptions.max_concurrent", "must be >= 1", "0");
+        }
+        if (queue_timeout <= Duration::zero()) {
+            detail::throw_invalid_option("BulkheadOptions.queue_timeout", "must be > 0",
+                                         detail::format_duration(queue_timeout));
+        }
+    }
+};
+
+enum class BulkheadRejection : std::uint8_t {
+    full,           // no slot and no room in the queue
+    queue_timeout,  // waited queue_timeout (or the context's deadline) without getting a slot
+    cancelled,      // the context was cancelled while waiting
+};
+
+struct BulkheadEvent {
+    BulkheadRejection reason = BulkheadRejection::full;
+    std::uint32_t in_flight = 0;
+    std::uint32_t queued = 0;
+};
+
+struct BulkheadStats {
+    std::uint32_t max_concurrent = 0;
+    std::uint32_t max_queue = 0;
+    std::uint32_t in_flight = 0;       // calls inside now
+    std::uint32_t queued = 0;          // calls waiting now
+    std::uint64_t admitted = 0;        // calls that got a slot
+    std::uint64_t rejected = 0;        // rejected for any reason
+    std::uint64_t queue_timeouts = 0;  // of those, how many timed out in the queue
+};
+
+// Caps how many calls run at once, so that one slow dependency cannot take every thread.
+//   bulwark::Bulkhead bulkhead(/*max_concurrent*/ 8, /*max_queue*/ 16);
+//   bulkhead.execute([&] { return db.query(sql); });   // BulkheadFullError when full
+//   if (auto permit = bulkhead.try_acquire()) { ... }   // two-step; released with the permit
+// Invariant: never more than max_concurrent calls inside. Up to max_queue callers wait, first
+// in first out, for at most queue_timeout (or their context's deadline, or until it is
+// cancelled).
+// Thread-safe. An uncontended acquire and release is two atomic read-modify-writes; waiting and
+// handing a slot to a waiter take a mutex. Does not allocate.
+class Bulkhead : public PolicyBase<Bulkhead> {
+public:
+    // A slot inside the bulkhead; released when destroyed. Movable.
+    class [[nodiscard]] Permit {
+    public:
+        Permit() noexcept = default;
+        Permit(Permit&& other) noexcept
+            : bulkhead_(std::exchange(other.bulkhead_, nullptr)), reason_(other.reason_) {}
+        Permit& operator=(Permit&& other) noexcept {
+            if (this != &other) {
+                release();
+                bulkhead_ = std::exchange(other.bulkhead_, nullptr);
+                reason_ = other.reason_;
+            }
+            return *this;
+        }
+        Permit(const Permit&) = delete;
+        Permit& operator=(const Permit&) = delete;
+        ~Permit() { release(); }
+
+        explicit operator bool() const noexcept { return bulkhead_ != nullptr; }
+        // Why it was refused (meaningful only for a refused permit).
+        BulkheadRejection rejection() const noexcept { return reason_; }
+
+        // Gives the slot back before the permit is destroyed.
+        void release() noexcept {
+            if (bulkhead_ != nullptr) {
+                std::exchange(bulkhead_, nullptr)->release_slot();
+            }
+        }
+
+    private:
+        friend class Bulkhead;
+        explicit Permit(Bulkhead* bulkhead) noexcept : bulkhead_(bulkhead) {}
+        explicit Permit(BulkheadRejection reason) noexcept : reason_(reason) {}
+
+        Bulkhead* bulkhead_ = nullptr;
+        BulkheadRejection reason_ = BulkheadRejection::full;
+    };
+
+    explicit Bulkhead(std::uint32_t max_concurrent, std::uint32_t max_queue = 0,
+                      Duration queue_timeout = std::chrono::seconds(1),
+                      Clock& clock = default_clock())
+        : Bulkhead(BulkheadOptions{max_concurrent, max_queue, queue_timeout}, clock) {}
+
+    // Throws std::invalid_argument for invalid options. The clock must outlive the bulkhead.
+    explicit Bulkhead(BulkheadOptions options, Clock& clock = default_clock())
+        : options_((options.validate(), options)),
+          clock_(&clock),
+          full_error_(std::make_exception_ptr(BulkheadFullError(
+              "bulkhead is full: " + std::to_string(options_.max_concurrent) + " calls in flight" +
+              (options_.max_queue > 0 ? " and " + std::to_string(options_.max_queue) + " queued"
+                                      : std::string())))),
+          timeout_error_(std::make_exception_ptr(
+              BulkheadFullError("bulkhead: no slot within the queue timeout of " +
+                                detail::format_duration(options_.queue_timeout)))) {}
+
+    Bulkhead(const Bulkhead&) = delete;
+    Bulkhead& operator=(const Bulkhead&) = delete;
+
+    const BulkheadOptions& options() const noexcept { return options_; }
+
+    // A slot if one is free right now (never waits, never queues). Does not allocate.
+    Permit try_acquire() noexcept {
+        if (BULWARK_LIKELY(try_take_fast())) {
+            admitted_.add();
+            return Permit(this);
+        }
+        reject(BulkheadRejection::full);
+        return Permit(BulkheadRejection::full);
+    }
+
+    // A slot, waiting in the queue if there is room (up to queue_timeout, the context's deadline
+    // or its cancellation).
+    Permit acquire(const Context* ctx = nullptr) {
+        if (BULWARK_LIKELY(try_take_fast())) {
+            admitted_.add();
+            return Permit(this);
+        }
+        return acquire_slow(ctx);
+    }
+
+    template <class Next>
+    auto apply(Context& ctx, Next&& next) {
+        using O = std::invoke_result_t<Next&, Context&>;
+        Permit permit = acquire(&ctx);
+        if (BULWARK_UNLIKELY(!permit)) {
+            return O::from_error(permit.rejection() == BulkheadRejection::full ? full_error_
+                                                                               : timeout_error_);
+        }
+        return next(ctx);
+    }
+
+    Listeners<BulkheadEvent>& on_rejected() noexcept { return rejected_listeners_; }
+
+    BulkheadStats stats() const {
+        BulkheadStats s;
+        s.max_concurrent = options_.max_concurrent;
+        s.max_queue = options_.max_queue;
+        s.in_flight = static_cast<std::uint32_t>(
+            std::max<std::int64_t>(0, in_flight_.load(std::memory_order_relaxed)));
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            s.queued = queued_;
+        }
+        s.admitted = admitted_.sum();
+        s.rejected = rejected_.load(std::memory_order_relaxed);
+        s.queue_timeouts = queue_timeouts_.load(std::memory_order_relaxed);
+        return s;
+    }
+
+private:
+    // A caller waiting for a slot; lives on its stack, linked into the queue under mutex_.
+    struct Waiter {
+        std::condition_variable cv;
+        bool granted = false;
+        Waiter* next = nullptr;
+        Waiter* prev = nullptr;
+    };
+
+    // Memory ordering: waiting_ and in_flight_ form a Dekker pair. A releaser decrements
+    // in_flight_ then reads waiting_; a waiter increments waiting_ then (dispatching) reads
+    // in_flight_. With seq_cst on both sides at least one of them sees the other, so a freed
+    // slot is never left unclaimed while someone waits.
+    bool try_take_fast() noexcept {
+        if (waiting_.load(std::memory_order_seq_cst) != 0) {
+            return false;  // first in, first out: do not overtake the queue
+        }
+        return take_slot();
+    }
+
+    bool take_slot() noexcept {
+        std::int64_t current = in_flight_.load(std::memory_order_relaxed);
+        while (current < static_cast<std::int64_t>(options_.max_concurrent)) {
+            if (in_flight_.compare_exchange_weak(current, current + 1, std::memory_order_seq_cst,
+                                                 std::memory_order_relaxed)) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    void release_slot() noexcept {
+        in_flight_.fetch_sub(1, std::memory_order_seq_cst);
+        if (waiting_.load(std::memory_order_seq_cst) != 0) {
+            std::lock_guard<std::mutex> lock(mutex_);
+            dispatch_locked();
+        }
+    }
+
+    // Under mutex_: hands free slots to the queue's head, in order.
+    void dispatch_locked() noexcept {
+        while (head_ != nullptr && take_slot()) {
+            Waiter* w = head_;
+            unlink(w);
+            w->granted = true;
+            w->cv.notify_one();
+        }
+    }
+
+    void unlink(Waiter* w) noexcept {
+        (w->prev != nullptr ? w->prev->next : head_) = w->next;
+        (w->next != nullptr ? w->next->prev : tail_) = w->prev;
+        w->next = w->prev = nullptr;
+        --queued_;
+        waiting_.fetch_sub(1, std::memory_order_seq_cst);
+    }
+
+    BULWARK_NOINLINE Permit acquire_slow(const Context* ctx) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        if (head_ == nullptr && take_slot()) {
+            admitted_.add();
+            return Permit(this);
+        }
+        if (queued_ >= options_.max_queue) {
+            lock.unlock();
+            reject(BulkheadRejection::full);
+            return Permit(BulkheadRejection::full);
+        }
+        TimePoint deadline = clock_->now() + options_.queue_timeout;
+        if (ctx != nullptr && ctx->deadline() && *ctx->deadline() < deadline) {
+            deadline = *ctx->deadline();
+        }
+        Waiter w;
+        w.prev = tail_;
+        (tail_ != nullptr ? tail_->next : head_) = &w;
+        tail_ = &w;
+        ++queued_;
+        waiting_.fetch_add(1, std::memory_order_seq_cst);
+        dispatch_locked();  // a slot may have been freed before we were visible
+        BulkheadRejection reason = BulkheadRejection::queue_timeout;
+        while (!w.granted) {
+            if (ctx != nullptr && ctx->cancelled()) {
+                reason = BulkheadRejection::cancelled;
+                break;
+            }
+            if (clock_->now() >= deadline) {
+                break;
+            }
+            clock_->wait_until(w.cv, lock, deadline);
+        }
+        if (w.granted) {
+            admitted_.add();
+            return Permit(this);
+        }
+        unlink(&w);
+        lock.unlock();
+        if (reason == BulkheadRejection::queue_timeout) {
+            queue_timeouts_.fetch_add(1, std::memory_order_relaxed);
+        }
+        reject(reason);
+        return Permit(reason);
+    }
+
+    void reject(BulkheadRejection reason) noexcept {
+        // relaxed: statistics.
+        rejected_.fetch_add(1, std::memory_order_relaxed);
+        rejected_listeners_.emit_with([&] {
+            return BulkheadEvent{
+                reason,
+                static_cast<std::uint32_t>(
+                    std::max<std::int64_t>(0, in_flight_.load(std::memory_order_relaxed))),
+                static_cast<std::uint32_t>(waiting_.load(std::memory_order_relaxed))};
+        });
+    }
+
+    const BulkheadOptions options_;
+    Clock* const clock_;
+    const std::exception_ptr full_error_;
+    const std::exception_ptr timeout_error_;
+
+    alignas(detail::cache_line_size) std::atomic<std::int64_t> in_flight_{0};
+    alignas(detail::cache_line_size) std::atomic<std::int64_t> waiting_{0};
+
+    mutable std::mutex mutex_;
+    Waiter* head_ = nullptr;    // guarded by mutex_
+    Waiter* tail_ = nullptr;    // guarded by mutex_
+    std::uint32_t queued_ = 0;  // guarded by mutex_
+
+    detail::StripedCounter admitted_;
+    std::atomic<std::uint64_t> rejected_{0};
+    std::atomic<std::uint64_t> queue_timeouts_{0};
+    Listeners<BulkheadEvent> rejected_listeners_;
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_BULKHEAD_HPP
+// #include <bulwark/cache.hpp>
+#ifndef BULWARK_CACHE_HPP
+#define BULWARK_CACHE_HPP
+
+#include <atomic>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <list>
+#include <mutex>
+#include <optional>
+#include <string_view>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
+
+// #include <bulwark/classify.hpp>
+#ifndef BULWARK_CLASSIFY_HPP
+#define BULWARK_CLASSIFY_HPP
+
+#include <exception>
+#include <functional>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/detail/traits.hpp> (already included above)
+// #include <bulwark/outcome.hpp> (already included above)
+
+namespace bulwark {
+
+namespace detail {
+struct deduce_result_type {};
+}  // namespace detail
+
+// Decides which outcomes a policy treats as failures (to count, retry or fall back on).
+// By default every exception is a failure and every returned value a success.
+//   Classifier c;
+//   c.handle<std::system_error>();                   // now only system_error (and subclasses) fail
+//   c.handle_result([](const Response& r) { return r.status >= 500; });  // and these values
+// An exception outside the handled set is not a failure: the policy lets it pass through.
+// Configuration is not thread-safe; once configured, the const members are safe to call
+// concurrently. Classifying a success with no result predicates costs one branch; classifying an
+// exception against handle<E>() rethrows it once per handled type.
+class Classifier {
+public:
+    // Exceptions of type E (or derived from it) are failures. The first call narrows the default
+    // "every exception" to the listed types.
+    template <class E>
+    Classifier& handle() {
+        static_assert(
+            !std::is_reference<E>::value && !std::is_pointer<E>::value,
+            "Classifier::handle<E>() takes an exception type, not a reference or pointer.");
+        exception_predicates_.emplace_back([](const std::exception_ptr& error) {
+            try {
+                std::rethrow_exception(error);
+            } catch (const E&) {
+                return true;
+            } catch (...) {
+                return false;
+            }
+        });
+        return *this;
+    }
+
+    // Exceptions for which `predicate` returns true are failures (narrows like handle<E>()).
+    Classifier& handle_if(std::function<bool(const std::exception_ptr&)> predicate) {
+        if (!predicate) {
+            detail::throw_invalid_argument("Classifier::handle_if: the predicate is empty");
+        }
+        exception_predicates_.push_back(std::move(predicate));
+        return *this;
+    }
+
+    // Returned values for which `predicate` returns true are failures. The value type is deduced
+    // from the predicate's parameter; name it explicitly for a generic lambda:
+    // handle_result<Response>([](const auto& r) { ... }). Predicates of other types are ignored
+    // for results of another type.
+    template <class T = detail::deduce_result_type, class Pred>
+    Classifier& handle_result(Pred predicate) {
+        using Arg = std::conditional_t<std::is_same<T, detail::deduce_result_type>::value,
+                                       detail::single_arg_t<Pred>, T>;
+        static_assert(!std::is_void<Arg>::value,
+                      "handle_result(pred) could not deduce the result type from the predicate "
+                      "(a generic lambda?): write handle_result<YourType>(pred) or give the "
+                      "lambda a concrete parameter type.");
+        using Value = detail::remove_cvref_t<Arg>;
+        static_assert(std::is_invocable_r<bool, const Pred&, const Value&>::value,
+                      "handle_result(pred): pred must be callable as bool(const T&).");
+        result_predicates_.push_back(ResultPredicate{
+            detail::type_id<Value>(), [p = std::move(predicate)](const void* value) {
+                return static_cast<bool>(p(*static_cast<const Value*>(value)));
+            }});
+        return *this;
+    }
+
+    // True if the exception counts as a failure. A null exception_ptr is not a failure.
+    bool is_failure(const std::exception_ptr& error) const {
+        if (!error) {
+            return false;
+        }
+        if (exception_predicates_.empty()) {
+            return true;
+        }
+        for (const auto& predicate : exception_predicates_) {
+            if (predicate(error)) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    // True if the returned value counts as a failure.
+    template <class T>
+    bool is_failure_result(const T& value) const {
+        if (BULWARK_LIKELY(result_predicates_.empty())) {
+            return false;
+        }
+        return is_failure_result_slow(detail::type_id<T>(), &value);
+    }
+
+    template <class T>
+    bool is_failure(const Outcome<T>& outcome) const {
+        if (outcome.has_error()) {
+            return is_failure(outcome.error());
+        }
+        if constexpr (std::is_void<T>::value) {
+            return false;
+        } else {
+            return is_failure_result(*outcome);
+        }
+    }
+
+    // True when no handle<E>()/handle_if() narrowed the set: every exception is a failure.
+    bool handles_all_exceptions() const noexcept { return exception_predicates_.empty(); }
+    bool has_result_predicates() const noexcept { return !result_predicates_.empty(); }
+
+private:
+    struct ResultPredicate {
+        detail::type_id_t type;
+        std::function<bool(const void*)> predicate;
+    };
+
+    bool is_failure_result_slow(detail::type_id_t type, const void* value) const {
+        for (const ResultPredicate& p : result_predicates_) {
+            if (p.type == type && p.predicate(value)) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    std::vector<std::function<bool(const std::exception_ptr&)>> exception_predicates_;
+    std::vector<ResultPredicate> result_predicates_;
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_CLASSIFY_HPP
+// #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/context.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/events.hpp> (already included above)
+// #include <bulwark/outcome.hpp> (already included above)
+// #include <bulwark/policy.hpp> (already included above)
+
+namespace bulwark {
+
+// A stale value was served in place of a failed call.
+struct StaleServed {
+    std::string_view operation;
+    Duration age{0};           // how old the served value was
+    std::exception_ptr error;  // the failure it answered
+};
+
+struct CacheFallbackStats {
+    std::uint64_t stored = 0;   // good results remembered
+    std::uint64_t served = 0;   // failures answered with a remembered value
+    std::uint64_t misses = 0;   // failures with nothing (fresh enough) to serve
+    std::uint64_t evicted = 0;  // entries dropped to stay within max_entries
+    std::size_t size = 0;       // entries held now
+};
+
+// Remembers the last good result per key and serves it when a later call for that key fails:
+// stale data instead of an error, for as long as `ttl`.
+//   bulwark::CacheFallback<std::string, Quote> last_good(/*ttl*/ 5min);
+//   Quote q = last_good.execute(symbol, [&] { return quotes.fetch(symbol); });
+//   bulwark::Context ctx; last_good.execute(symbol, fetch, ctx); if (ctx.stale()) warn();
+//   bulwark::pipeline(last_good.for_key(symbol), breaker, retry).execute(fetch);
+// Bounded: at most max_entries keys, the least recently used evicted first; entries older than
+// ttl are never served. Only handled failures are answered (handle<E>() narrows them, as for
+// every policy). The caller learns that a value was stale from ctx.stale() and on_stale().
+// Thread-safe (one mutex; a success copies its value into the cache). Key must be hashable
+// and equality-comparable, T copyable.
+template <class Key, class T, class Hash = std::hash<Key>, class Equal = std::equal_to<Key>>
+class CacheFallback {
+    static_assert(std::is_copy_constructible<T>::value,
+                  "bulwark::CacheFallback<Key, T>: T must be copyable (the cache keeps a copy).");
+
+public:
+    // The policy for one key, to compose in a pipeline. Holds a reference to the cache.
+    class Keyed : public PolicyBase<Keyed> {
+    public:
+        template <class Next>
+        auto apply(Context& ctx, Next&& next) {
+            return cache_->apply_for(key_, ctx, next);
+        }
+
+    private:
+        friend class CacheFallback;
+        Keyed(CacheFallback* cache, Key key) : cache_(cache), key_(std::move(key)) {}
+        CacheFallback* cache_;
+        Key key_;
+    };
+
+    // Throws std::invalid_argument unless ttl > 0 and max_entries >= 1. The clock must outlive
+    // the cache.
+    explicit CacheFallback(Duration ttl, std::size_t max_entries = 10000,
+                           Clock& clock = default_clock())
+        : ttl_(ttl), max_entries_(max_entries), clock_(&clock) {
+        if (ttl <= Duration::zero()) {
+            detail::throw_invalid_option("CacheFallback.ttl", "must be > 0",
+                                         detail::format_duration(ttl));
+        }
+        if (max_entries == 0) {
+            detail::throw_invalid_option("CacheFallback.max_entries", "must be >= 1", "0");
+        }
+    }
+
+    CacheFallback(const CacheFallback&) = delete;
+    CacheFallback& operator=(const CacheFallback&) = delete;
+
+    Keyed for_key(Key key) { return Keyed(this, std::move(key)); }
+
+    template <class F>
+    T execute(const Key& key, F&& f) {
+        return for_key(key).execute(std::forward<F>(f));
+    }
+    template <class F>
+    T execute(const Key& key, F&& f, Context& ctx) {
+        return for_key(key).execute(std::forward<F>(f), ctx);
+    }
+    template <class F>
+    Outcome<T> try_execute(const Key& key, F&& f) noexcept {
+        try {
+            return for_key(key).try_execute(std::forward<F>(f));
+        } catch (...) {  // copying the key threw
+            return Outcome<T>::from_error(std::current_exception());
+        }
+    }
+    template <class F>
+    Outcome<T> try_execute(const Key& key, F&& f, Context& ctx) noexcept {
+        try {
+            return for_key(key).try_execute(std::forward<F>(f), ctx);
+        } catch (...) {
+            return Outcome<T>::from_error(std::current_exception());
+        }
+    }
+
+    template <class E>
+    CacheFallback& handle() {
+        classifier_.template handle<E>();
+        return *this;
+    }
+    CacheFallback& handle_if(std::function<bool(const std::exception_ptr&)> predicate) {
+        classifier_.handle_if(std::move(predicate));
+        return *this;
+    }
+
+    // The remembered value for `key` if it is younger than ttl.
+    std::optional<T> peek(const Key& key) const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto it = index_.find(key);
+        if (it == index_.end() || clock_->now() - it->second->stored_at >= ttl_) {
+            return std::nullopt;
+        }
+        return it->second->value;
+    }
+
+    void put(const Key& key, T value) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        store(key, std::move(value));
+    }
+
+    void erase(const Key& key) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto it = index_.find(key);
+        if (it != index_.end()) {
+            lru_.erase(it->second);
+            index_.erase(it);
+        }
+    }
+
+    void clear() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        index_.clear();
+        lru_.clear();
+    }
+
+    Listeners<StaleServed>& on_stale() noexcept { return listeners_; }
+
+    CacheFallbackStats stats() const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        CacheFallbackStats s = stats_;
+        s.size = index_.size();
+        return s;
+    }
+
+private:
+    struct Entry {
+        Key key;
+        T value;
+        TimePoint stored_at;
+    };
+    using List = std::list<Entry>;
+
+    template <class Next>
+    Outcome<T> apply_for(const Key& key, Context& ctx, Next& next) {
+        using O = std::invoke_result_t<Next&, Context&>;
+        static_assert(std::is_same<O, Outcome<T>>::value,
+                      "bulwark::CacheFallback<Key, T>: T must be the result type of the call.");
+        Outcome<T> outcome = next(ctx);
+        if (!classifier_.is_failure(outcome)) {
+            if (outcome.has_value()) {
+                std::lock_guard<std::mutex> lock(mutex_);
+                store(key, *outcome);
+            }
+            return outcome;
+        }
+        std::unique_lock<std::mutex> lock(mutex_);
+        auto it = index_.find(key);
+        const TimePoint now = clock_->now();
+        if (it == index_.end() || now - it->second->stored_at >= ttl_) {
+            ++stats_.misses;
+            return outcome;
+        }
+        lru_.splice(lru_.begin(), lru_, it->second);
+        ++stats_.served;
+        Outcome<T> stale = Outcome<T>::from_value(it->second->value);
+        const Duration age = now - it->second->stored_at;
+        lock.unlock();
+        ctx.set_stale(true);
+        listeners_.emit_with([&] { return StaleServed{ctx.operation(), age, outcome.error()}; });
+        return stale;
+    }
+
+    // Under mutex_.
+    void store(const Key& key, const T& value) {
+        const TimePoint now = clock_->now();
+        ++stats_.stored;
+        auto it = index_.find(key);
+        if (it != index_.end()) {
+            it->second->value = value;
+            it->second->stored_at = now;
+            lru_.splice(lru_.begin(), lru_, it->second);
+            return;
+        }
+        lru_.push_front(Entry{key, value, now});
+        index_.emplace(key, lru_.begin());
+        while (index_.size() > max_entries_) {
+            index_.erase(lru_.back().key);
+            lru_.pop_back();
+            ++stats_.evicted;
+        }
+    }
+
+    const Duration ttl_;
+    const std::size_t max_entries_;
+    Clock* const clock_;
+    Classifier classifier_;
+    mutable std::mutex mutex_;
+    List lru_;  // most recently used first
+    std::unordered_map<Key, typename List::iterator, Hash, Equal> index_;
+    CacheFallbackStats stats_;
+    Listeners<StaleServed> listeners_;
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_CACHE_HPP
+// #include <bulwark/circuit_breaker.hpp>
+#ifndef BULWARK_CIRCUIT_BREAKER_HPP
+#define BULWARK_CIRCUIT_BREAKER_HPP
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+// #include <bulwark/classify.hpp> (already included above)
+// #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/config.hpp> (already included above)
+// #include <bulwark/context.hpp> (already included above)
+// #include <bulwark/detail/thread_slot.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/errors.hpp> (already included above)
+// #include <bulwark/events.hpp> (already included above)
+// #include <bulwark/outcome.hpp> (already included above)
+// #include <bulwark/policy.hpp> (already included above)
 
 namespace bulwark {
 
@@ -2743,6 +3408,461 @@ auto wrap(F&& f, Ps&&... policies) {
 #endif  // BULWARK_VERSION_HPP
 
 #endif  // BULWARK_CORE_HPP
+// #include <bulwark/fallback.hpp>
+#ifndef BULWARK_FALLBACK_HPP
+#define BULWARK_FALLBACK_HPP
+
+#include <atomic>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+// #include <bulwark/classify.hpp> (already included above)
+// #include <bulwark/context.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/detail/traits.hpp> (already included above)
+// #include <bulwark/events.hpp> (already included above)
+// #include <bulwark/outcome.hpp> (already included above)
+// #include <bulwark/policy.hpp> (already included above)
+
+namespace bulwark {
+
+namespace detail {
+template <class F, class T>
+constexpr bool is_fallback_handler() {
+    return std::is_invocable<F&, const std::exception_ptr&, Context&>::value ||
+           std::is_invocable<F&, const std::exception_ptr&>::value || std::is_invocable<F&>::value;
+}
+}  // namespace detail
+
+// A fallback was used.
+struct FallbackEvent {
+    std::string_view operation;
+    std::exception_ptr error;      // the failure it answered (null when a handled *value* failed)
+    bool fallback_failed = false;  // the fallback itself threw; its error is the outcome
+};
+
+struct FallbackStats {
+    std::uint64_t fallbacks = 0;          // handled failures answered by the fallback
+    std::uint64_t fallback_failures = 0;  // of those, how many the fallback itself failed
+};
+
+// Replaces a handled failure with a substitute: a value, or a callable of the error, or of the
+// error and the context.
+//   bulwark::Fallback<Receipt> use_default([](const std::exception_ptr&) { return
+//   Receipt::queued(); }); bulwark::Fallback<int> zero(0); bulwark::pipeline(use_default, breaker,
+//   retry).execute(send);
+// Only handled failures are replaced (by default every exception; narrow with handle<E>(), add
+// values with handle_result(pred)); other exceptions pass through. If the fallback throws, that
+// exception is the outcome. T must be the pipeline's result type (void for a fallback that only
+// swallows or logs the failure).
+// Thread-safe if the fallback callable is. The success path costs one branch and does not
+// allocate.
+template <class T>
+class Fallback : public PolicyBase<Fallback<T>> {
+public:
+    using Handler = std::function<T(const std::exception_ptr&, Context&)>;
+
+    // A fixed value (not for Fallback<void>); T must be copyable.
+    template <class V, std::enable_if_t<!std::is_same<std::decay_t<V>, Fallback>::value &&
+                                            !detail::is_fallback_handler<std::decay_t<V>, T>() &&
+                                            std::is_constructible<T, V&&>::value,
+                                        int> = 0>
+    explicit Fallback(V&& value)
+        : handler_(
+              [v = T(std::forward<V>(value))](const std::exception_ptr&, Context&) { return v; }) {}
+
+    // A callable taking (const std::exception_ptr&, Context&), (const std::exception_ptr&) or
+    // (). Throws std::invalid_argument for a null function pointer or empty std::function.
+    template <class F, std::enable_if_t<!std::is_same<std::decay_t<F>, Fallback>::value &&
+                                            detail::is_fallback_handler<std::decay_t<F>, T>(),
+                                        int> = 0>
+    explicit Fallback(F f) : handler_(adapt(std::move(f))) {}
+
+    // Moving keeps the configuration and the listeners; not thread-safe against concurrent use.
+    Fallback(Fallback&& other) noexcept
+        : handler_(std::move(other.handler_)),
+          classifier_(std::move(other.classifier_)),
+          fallbacks_(other.fallbacks_.load(std::memory_order_relaxed)),
+          fallback_failures_(other.fallback_failures_.load(std::memory_order_relaxed)),
+          listeners_(std::move(other.listeners_)) {}
+    Fallback& operator=(Fallback&&) = delete;
+
+    template <class E>
+    Fallback& handle() {
+        classifier_.template handle<E>();
+        return *this;
+    }
+    Fallback& handle_if(std::function<bool(const std::exception_ptr&)> predicate) {
+        classifier_.handle_if(std::move(predicate));
+        return *this;
+    }
+    template <class U = detail::deduce_result_type, class Pred>
+    Fallback& handle_result(Pred predicate) {
+        classifier_.template handle_result<U>(std::move(predicate));
+        return *this;
+    }
+
+    Listeners<FallbackEvent>& on_fallback() noexcept { return listeners_; }
+
+    FallbackStats stats() const noexcept {
+        return FallbackStats{fallbacks_.load(std::memory_order_relaxed),
+                             fallback_failures_.load(std::memory_order_relaxed)};
+    }
+
+    template <class Next>
+    auto apply(Context& ctx, Next&& next) {
+        using O = std::invoke_result_t<Next&, Context&>;
+        static_assert(std::is_same<O, Outcome<T>>::value,
+                      "bulwark::Fallback<T>: T must be the result type of the call it protects.");
+        O outcome = next(ctx);
+        if (BULWARK_LIKELY(outcome.has_value() && !classifier_.has_result_predicates())) {
+            return outcome;
+        }
+        if (!classifier_.is_failure(outcome)) {
+            return outcome;
+        }
+        return substitute(outcome.error(), ctx);
+    }
+
+private:
+    template <class F>
+    static Handler adapt(F f) {
+        if (detail::is_null_callable(f)) {
+            detail::throw_invalid_argument("bulwark::Fallback: the fallback callable is null");
+        }
+        if constexpr (std::is_invocable<F&, const std::exception_ptr&, Context&>::value) {
+            return Handler(std::move(f));
+        } else if constexpr (std::is_invocable<F&, const std::exception_ptr&>::value) {
+            return [g = std::move(f)](const std::exception_ptr& e, Context&) mutable {
+                return static_cast<T>(g(e));
+            };
+        } else {
+            return [g = std::move(f)](const std::exception_ptr&, Context&) mutable {
+                return static_cast<T>(g());
+            };
+        }
+    }
+
+    BULWARK_NOINLINE Outcome<T> substitute(const std::exception_ptr& error, Context& ctx) {
+        // relaxed: statistics.
+        fallbacks_.fetch_add(1, std::memory_order_relaxed);
+        Outcome<T> replaced = invoke_handler(error, ctx);
+        if (replaced.has_error()) {
+            fallback_failures_.fetch_add(1, std::memory_order_relaxed);
+        }
+        listeners_.emit_with([&] {
+            return FallbackEvent{ctx.operation(), error, replaced.has_error()};
+        });
+        return replaced;
+    }
+
+    Outcome<T> invoke_handler(const std::exception_ptr& error, Context& ctx) {
+        try {
+            if constexpr (std::is_void<T>::value) {
+                handler_(error, ctx);
+                return Outcome<void>::success();
+            } else {
+                return Outcome<T>::from_value(handler_(error, ctx));
+            }
+        } catch (...) {
+            return Outcome<T>::from_error(std::current_exception());
+        }
+    }
+
+    Handler handler_;
+    Classifier classifier_;
+    std::atomic<std::uint64_t> fallbacks_{0};
+    std::atomic<std::uint64_t> fallback_failures_{0};
+    Listeners<FallbackEvent> listeners_;
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_FALLBACK_HPP
+// #include <bulwark/rate_limiter.hpp>
+#ifndef BULWARK_RATE_LIMITER_HPP
+#define BULWARK_RATE_LIMITER_HPP
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <exception>
+#include <mutex>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+// #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/context.hpp> (already included above)
+// #include <bulwark/detail/striped_counter.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/errors.hpp> (already included above)
+// #include <bulwark/events.hpp> (already included above)
+// #include <bulwark/outcome.hpp> (already included above)
+// #include <bulwark/policy.hpp> (already included above)
+
+namespace bulwark {
+
+// `rate` permits per second on average, with bursts of up to `burst` at once (a token bucket of
+// capacity `burst`, refilled at `rate`; implemented as GCRA, one atomic word).
+struct TokenBucket {
+    double rate = 100.0;      // permits per second, > 0 and <= 1e9
+    std::uint32_t burst = 1;  // bucket capacity, >= 1
+};
+
+// At most `limit` permits in any window of length `window` (an exact sliding log).
+struct SlidingWindow {
+    std::uint32_t limit = 100;                  // 1 .. 1'000'000
+    Duration window = std::chrono::seconds(1);  // > 0
+};
+
+struct RateLimiterOptions {
+    std::variant<TokenBucket, SlidingWindow> limit = TokenBucket{};
+    // How long execute() may wait for a permit (also bounded by the context's deadline); a call
+    // that would have to wait longer is rejected at once with RateLimitedError. 0 = never wait.
+    Duration max_wait = Duration::zero();
+
+    void validate() const {
+        if (const TokenBucket* tb = std::get_if<TokenBucket>(&limit)) {
+            if (!(tb->rate > 0.0 && tb->rate <= 1e9)) {
+                detail::throw_invalid_option("RateLimiterOptions.limit (TokenBucket.rate)",
+                                             "must be in (0, 1e9]",
+                                             detail::format_number(tb->rate));
+            }
+            if (tb->burst == 0) {
+                detail::throw_invalid_option("RateLimiterOptions.limit (TokenBucket.burst)",
+                                             "must be >= 1", "0");
+            }
+        } else {
+            const SlidingWindow& sw = std::get<SlidingWindow>(limit);
+            if (sw.limit == 0 || sw.limit > 1000000) {
+                detail::throw_invalid_option("RateLimiterOptions.limit (SlidingWindow.limit)",
+                                             "must be in [1, 1000000]", std::to_string(sw.limit));
+            }
+            if (sw.window <= Duration::zero()) {
+                detail::throw_invalid_option("RateLimiterOptions.limit (SlidingWindow.window)",
+                                             "must be > 0", detail::format_duration(sw.window));
+            }
+        }
+        if (max_wait < Duration::zero()) {
+            detail::throw_invalid_option("RateLimiterOptions.max_wait", "must be >= 0",
+                                         detail::format_duration(max_wait));
+        }
+    }
+};
+
+// The answer to a permit request.
+struct RateDecision {
+    bool admitted = false;
+    Duration retry_after{0};  // refused: how long until the permits could be granted
+    Duration waited{0};       // admitted by acquire(): how long it slept for them
+    explicit operator bool() const noexcept { return admitted; }
+};
+
+struct RateLimiterStats {
+    std::uint64_t admitted = 0;  // permits granted
+    std::uint64_t rejected = 0;  // requests refused
+    std::uint64_t waited = 0;    // requests that slept before being granted
+};
+
+// Limits how often calls happen: a token bucket (rate and burst) or a sliding window (limit per
+// window).
+//   bulwark::RateLimiter limiter(bulwark::TokenBucket{/*rate per s*/ 100, /*burst*/ 20});
+//   limiter.execute(f);                           // RateLimitedError (with retry_after) when over
+//   if (limiter.try_acquire(5)) { ... }           // two-step: 5 permits now or nothing
+// Guarantee: over any interval of length T, the permits granted never exceed rate·T + burst
+// (token bucket) or `limit` per window of length `window` (sliding window).
+// Thread-safe. The token bucket's acquire is one coarse clock read and one CAS, lock-free, and
+// reads time from Clock::coarse_now(), so permits are timed to within one clock tick. The
+// sliding window takes a mutex. Neither allocates on acquire.
+class RateLimiter : public PolicyBase<RateLimiter> {
+public:
+    explicit RateLimiter(TokenBucket bucket, Clock& clock = default_clock())
+        : RateLimiter(RateLimiterOptions{bucket, Duration::zero()}, clock) {}
+    explicit RateLimiter(SlidingWindow window, Clock& clock = default_clock())
+        : RateLimiter(RateLimiterOptions{window, Duration::zero()}, clock) {}
+
+    // Throws std::invalid_argument for invalid options. The clock must outlive the limiter.
+    explicit RateLimiter(RateLimiterOptions options, Clock& clock = default_clock())
+        : options_((options.validate(), std::move(options))), clock_(&clock) {
+        if (const TokenBucket* tb = std::get_if<TokenBucket>(&options_.limit)) {
+            // Rounded up, so rounding can only make the limiter stricter than its rate.
+            interval_ns_ = static_cast<std::int64_t>(std::ceil(1e9 / tb->rate));
+            burst_ = tb->burst;
+            tat_ns_.store(clock_->coarse_now().time_since_epoch().count(),
+                          std::memory_order_relaxed);
+        } else {
+            const SlidingWindow& sw = std::get<SlidingWindow>(options_.limit);
+            log_.assign(sw.limit, TimePoint{});
+        }
+    }
+
+    RateLimiter(const RateLimiter&) = delete;
+    RateLimiter& operator=(const RateLimiter&) = delete;
+
+    const RateLimiterOptions& options() const noexcept { return options_; }
+
+    // `n` permits now, or none. Throws std::invalid_argument if n is 0 or more than can ever be
+    // granted at once (the burst, or the window's limit).
+    RateDecision try_acquire(std::uint32_t n = 1) {
+        check_n(n);
+        const RateDecision d = reserve(n, Duration::zero());
+        count(d, n);
+        return d;
+    }
+
+    // `n` permits, sleeping on the limiter's clock for up to `max_wait` if they are not free yet
+    // (a token bucket reserves them and sleeps exactly until they are due).
+    RateDecision acquire(std::uint32_t n, Duration max_wait) {
+        check_n(n);
+        RateDecision d = reserve(n, std::max(max_wait, Duration::zero()));
+        if (d.admitted && d.waited > Duration::zero()) {
+            clock_->sleep_for(d.waited);
+        }
+        while (!d.admitted && is_window() && d.retry_after <= max_wait - d.waited) {
+            // The sliding log cannot reserve the future: sleep until enough entries expire and
+            // try again.
+            const Duration wait = std::max(d.retry_after, Duration(1));
+            clock_->sleep_for(wait);
+            const Duration slept = d.waited + wait;
+            d = reserve(n, Duration::zero());
+            d.waited = slept;
+        }
+        count(d, n);
+        return d;
+    }
+
+    template <class Next>
+    auto apply(Context& ctx, Next&& next) {
+        using O = std::invoke_result_t<Next&, Context&>;
+        Duration max_wait = options_.max_wait;
+        if (max_wait > Duration::zero()) {
+            if (const auto left = ctx.remaining(*clock_)) {
+                max_wait = std::min(max_wait, std::max(*left, Duration::zero()));
+            }
+        }
+        const RateDecision d = max_wait > Duration::zero() ? acquire(1, max_wait) : try_acquire(1);
+        if (BULWARK_UNLIKELY(!d.admitted)) {
+            return O::from_error(std::make_exception_ptr(RateLimitedError(
+                "rate limit reached; retry after " + detail::format_duration(d.retry_after),
+                d.retry_after)));
+        }
+        return next(ctx);
+    }
+
+    Listeners<RateDecision>& on_rejected() noexcept { return rejected_listeners_; }
+
+    RateLimiterStats stats() const noexcept {
+        return RateLimiterStats{admitted_.sum(), rejected_.load(std::memory_order_relaxed),
+                                waited_.load(std::memory_order_relaxed)};
+    }
+
+private:
+    bool is_window() const noexcept { return !log_.empty(); }
+
+    void check_n(std::uint32_t n) const {
+        const std::uint32_t most = is_window() ? static_cast<std::uint32_t>(log_.size()) : burst_;
+        if (n == 0 || n > most) {
+            detail::throw_invalid_option(
+                "RateLimiter.acquire(n): n",
+                "must be in [1, " + std::to_string(most) + "] (the most ever granted at once)",
+                std::to_string(n));
+        }
+    }
+
+    void count(const RateDecision& d, std::uint32_t n) noexcept {
+        if (d.admitted) {
+            admitted_.add(n);
+            if (d.waited > Duration::zero()) {
+                // relaxed: statistics.
+                waited_.fetch_add(1, std::memory_order_relaxed);
+            }
+        } else {
+            rejected_.fetch_add(1, std::memory_order_relaxed);
+            rejected_listeners_.emit(d);
+        }
+    }
+
+    // Grants n permits if they are free now or within `may_wait` (then d.waited says how long
+    // until they are due); otherwise refuses with retry_after.
+    RateDecision reserve(std::uint32_t n, Duration may_wait) {
+        return is_window() ? reserve_window(n) : reserve_bucket(n, may_wait);
+    }
+
+    // GCRA: tat_ns_ is the theoretical arrival time of the next permit. A request for n permits
+    // at time t moves it to max(tat, t) + n·interval, which is allowed while that is no more
+    // than burst·interval (+ may_wait) ahead of t.
+    RateDecision reserve_bucket(std::uint32_t n, Duration may_wait) noexcept {
+        const std::int64_t now = clock_->coarse_now().time_since_epoch().count();
+        const std::int64_t capacity = static_cast<std::int64_t>(burst_) * interval_ns_;
+        const std::int64_t cost = static_cast<std::int64_t>(n) * interval_ns_;
+        std::int64_t tat = tat_ns_.load(std::memory_order_relaxed);
+        for (;;) {
+            const std::int64_t new_tat = std::max(tat, now) + cost;
+            const std::int64_t ahead = new_tat - now - capacity;  // > 0: must wait that long
+            if (ahead > may_wait.count()) {
+                return RateDecision{false, Duration(ahead), Duration::zero()};
+            }
+            // relaxed: the word is the whole state; nothing else is published with it.
+            if (tat_ns_.compare_exchange_weak(tat, new_tat, std::memory_order_relaxed,
+                                              std::memory_order_relaxed)) {
+                return RateDecision{true, Duration::zero(),
+                                    Duration(std::max<std::int64_t>(ahead, 0))};
+            }
+        }
+    }
+
+    // An exact log of the last `limit` grants, as a ring.
+    RateDecision reserve_window(std::uint32_t n) {
+        const Duration window = std::get<SlidingWindow>(options_.limit).window;
+        const TimePoint now = clock_->coarse_now();
+        std::lock_guard<std::mutex> lock(mutex_);
+        const std::size_t size = log_.size();
+        // Entries still inside the window.
+        while (count_ > 0 && log_[(head_ + size - count_) % size] <= now - window) {
+            --count_;
+        }
+        if (count_ + n <= size) {
+            for (std::uint32_t i = 0; i < n; ++i) {
+                log_[head_] = now;
+                head_ = (head_ + 1) % size;
+            }
+            count_ += n;
+            return RateDecision{true, Duration::zero(), Duration::zero()};
+        }
+        // The n-th oldest of what must expire decides when there is room.
+        const std::size_t must_expire = count_ + n - size;
+        const TimePoint expires = log_[(head_ + size - count_ + must_expire - 1) % size] + window;
+        return RateDecision{false, std::max(expires - now, Duration(1)), Duration::zero()};
+    }
+
+    const RateLimiterOptions options_;
+    Clock* const clock_;
+    std::int64_t interval_ns_ = 0;
+    std::uint32_t burst_ = 0;
+    alignas(detail::cache_line_size) std::atomic<std::int64_t> tat_ns_{0};
+
+    std::mutex mutex_;
+    std::vector<TimePoint> log_;  // guarded by mutex_ (its size is fixed at construction)
+    std::size_t head_ = 0;        // guarded by mutex_: where the next grant is written
+    std::size_t count_ = 0;       // guarded by mutex_: grants still in the window
+
+    detail::StripedCounter admitted_;
+    std::atomic<std::uint64_t> rejected_{0};
+    std::atomic<std::uint64_t> waited_{0};
+    Listeners<RateDecision> rejected_listeners_;
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_RATE_LIMITER_HPP
 // #include <bulwark/testing.hpp>
 #ifndef BULWARK_TESTING_HPP
 #define BULWARK_TESTING_HPP
@@ -3003,6 +4123,122 @@ private:
 }  // namespace bulwark
 
 #endif  // BULWARK_TESTING_HPP
+// #include <bulwark/timeout.hpp>
+#ifndef BULWARK_TIMEOUT_HPP
+#define BULWARK_TIMEOUT_HPP
+
+#include <atomic>
+#include <cstdint>
+#include <exception>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+// #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/context.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/errors.hpp> (already included above)
+// #include <bulwark/events.hpp> (already included above)
+// #include <bulwark/outcome.hpp> (already included above)
+// #include <bulwark/policy.hpp> (already included above)
+
+namespace bulwark {
+
+// A result that arrived after its Timeout's deadline (and was replaced by a TimeoutError).
+struct LateResult {
+    std::string_view operation;  // the context's operation name
+    Duration timeout{0};         // the Timeout's duration
+    Duration elapsed{0};         // how long the call really took
+    bool succeeded = false;      // the late outcome held a value
+    std::exception_ptr error;    // or the error it held
+};
+
+struct TimeoutStats {
+    std::uint64_t timeouts = 0;  // results replaced by a TimeoutError
+};
+
+// A cooperative timeout: sets ctx.deadline() (the tighter of an outer deadline and its own) so
+// that the call can pass it on — to a socket, a query, an inner Retry — and ctx.cancelled()
+// turns true once the deadline passes, for calls that poll. A result that arrives after the
+// deadline fails with TimeoutError (optionally handed to on_late_result listeners).
+//   bulwark::Timeout timeout(2s);
+//   timeout.execute([](bulwark::Context& ctx) { return db.query(sql, ctx.deadline()); });
+// It never spawns a thread and cannot stop a call that ignores its deadline: it bounds what the
+// caller waits for only together with a call that honours ctx. Outside a Retry it bounds all
+// attempts together; inside, each attempt.
+// Thread-safe. Reads the coarse clock twice per call (see Clock::coarse_now): it may fire up to
+// one clock tick (a few ms) early or late. Does not allocate on the success path.
+class Timeout : public PolicyBase<Timeout> {
+public:
+    // Throws std::invalid_argument unless timeout > 0. The clock must outlive the Timeout.
+    explicit Timeout(Duration timeout, Clock& clock = default_clock())
+        : timeout_(timeout), clock_(&clock) {
+        if (timeout <= Duration::zero()) {
+            detail::throw_invalid_option("Timeout.timeout", "must be > 0",
+                                         detail::format_duration(timeout));
+        }
+    }
+
+    Timeout(const Timeout& other) : Timeout(other.timeout_, *other.clock_) {}
+    Timeout& operator=(const Timeout&) = delete;
+
+    Duration timeout() const noexcept { return timeout_; }
+
+    Listeners<LateResult>& on_late_result() noexcept { return late_; }
+
+    TimeoutStats stats() const noexcept {
+        return TimeoutStats{timeouts_.load(std::memory_order_relaxed)};
+    }
+
+    template <class Next>
+    auto apply(Context& ctx, Next&& next) {
+        using O = std::invoke_result_t<Next&, Context&>;
+        const TimePoint start = clock_->coarse_now();
+        const TimePoint deadline = start + timeout_;
+        // Restores the caller's deadline on every exit, so an outer policy (a Retry) sees its
+        // own again.
+        struct Restore {
+            Context& ctx;
+            std::optional<TimePoint> deadline;
+            const Clock* clock;
+            ~Restore() { ctx.set_deadline(deadline, clock); }
+        } restore{ctx, ctx.deadline(), ctx.deadline_clock()};
+        ctx.tighten_deadline(deadline, clock_);
+        O outcome = next(ctx);
+        const TimePoint end = clock_->coarse_now();
+        if (BULWARK_UNLIKELY(end > deadline)) {
+            return late<O>(std::move(outcome), ctx, end - start);
+        }
+        return outcome;
+    }
+
+private:
+    template <class O>
+    BULWARK_NOINLINE O late(O outcome, const Context& ctx, Duration elapsed) {
+        // relaxed: a statistic.
+        timeouts_.fetch_add(1, std::memory_order_relaxed);
+        late_.emit_with([&] {
+            return LateResult{ctx.operation(), timeout_, elapsed, outcome.has_value(),
+                              outcome.error()};
+        });
+        std::string what = "timed out after " + detail::format_duration(timeout_);
+        if (!ctx.operation().empty()) {
+            what = "operation '" + std::string(ctx.operation()) + "' " + what;
+        }
+        return O::from_error(std::make_exception_ptr(TimeoutError(what)));
+    }
+
+    const Duration timeout_;
+    Clock* const clock_;
+    std::atomic<std::uint64_t> timeouts_{0};
+    Listeners<LateResult> late_;
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_TIMEOUT_HPP
 
 #endif  // BULWARK_BULWARK_HPP
 #endif  // BULWARK_SINGLE_INCLUDE_HPP

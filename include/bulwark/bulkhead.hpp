@@ -1,0 +1,326 @@
+// bulwark — resilience policies for C++17 services.
+// SPDX-License-Identifier: MIT
+#ifndef BULWARK_BULKHEAD_HPP
+#define BULWARK_BULKHEAD_HPP
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <mutex>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include <bulwark/clock.hpp>
+#include <bulwark/context.hpp>
+#include <bulwark/detail/striped_counter.hpp>
+#include <bulwark/detail/throw.hpp>
+#include <bulwark/errors.hpp>
+#include <bulwark/events.hpp>
+#include <bulwark/outcome.hpp>
+#include <bulwark/policy.hpp>
+
+namespace bulwark {
+
+struct BulkheadOptions {
+    // Calls allowed inside at once. >= 1.
+    std::uint32_t max_concurrent = 10;
+    // Calls allowed to wait (first in, first out) for a slot; beyond that a call is rejected at
+    // once. 0 = no queue (default).
+    std::uint32_t max_queue = 0;
+    // The longest a queued call waits for a slot (also bounded by the context's deadline and
+    // cancellation). > 0.
+    Duration queue_timeout = std::chrono::seconds(1);
+
+    void validate() const {
+        if (max_concurrent == 0) {
+            detail::throw_invalid_option("BulkheadOptions.max_concurrent", "must be >= 1", "0");
+        }
+        if (queue_timeout <= Duration::zero()) {
+            detail::throw_invalid_option("BulkheadOptions.queue_timeout", "must be > 0",
+                                         detail::format_duration(queue_timeout));
+        }
+    }
+};
+
+enum class BulkheadRejection : std::uint8_t {
+    full,           // no slot and no room in the queue
+    queue_timeout,  // waited queue_timeout (or the context's deadline) without getting a slot
+    cancelled,      // the context was cancelled while waiting
+};
+
+struct BulkheadEvent {
+    BulkheadRejection reason = BulkheadRejection::full;
+    std::uint32_t in_flight = 0;
+    std::uint32_t queued = 0;
+};
+
+struct BulkheadStats {
+    std::uint32_t max_concurrent = 0;
+    std::uint32_t max_queue = 0;
+    std::uint32_t in_flight = 0;       // calls inside now
+    std::uint32_t queued = 0;          // calls waiting now
+    std::uint64_t admitted = 0;        // calls that got a slot
+    std::uint64_t rejected = 0;        // rejected for any reason
+    std::uint64_t queue_timeouts = 0;  // of those, how many timed out in the queue
+};
+
+// Caps how many calls run at once, so that one slow dependency cannot take every thread.
+//   bulwark::Bulkhead bulkhead(/*max_concurrent*/ 8, /*max_queue*/ 16);
+//   bulkhead.execute([&] { return db.query(sql); });   // BulkheadFullError when full
+//   if (auto permit = bulkhead.try_acquire()) { ... }   // two-step; released with the permit
+// Invariant: never more than max_concurrent calls inside. Up to max_queue callers wait, first
+// in first out, for at most queue_timeout (or their context's deadline, or until it is
+// cancelled).
+// Thread-safe. An uncontended acquire and release is two atomic read-modify-writes; waiting and
+// handing a slot to a waiter take a mutex. Does not allocate.
+class Bulkhead : public PolicyBase<Bulkhead> {
+public:
+    // A slot inside the bulkhead; released when destroyed. Movable.
+    class [[nodiscard]] Permit {
+    public:
+        Permit() noexcept = default;
+        Permit(Permit&& other) noexcept
+            : bulkhead_(std::exchange(other.bulkhead_, nullptr)), reason_(other.reason_) {}
+        Permit& operator=(Permit&& other) noexcept {
+            if (this != &other) {
+                release();
+                bulkhead_ = std::exchange(other.bulkhead_, nullptr);
+                reason_ = other.reason_;
+            }
+            return *this;
+        }
+        Permit(const Permit&) = delete;
+        Permit& operator=(const Permit&) = delete;
+        ~Permit() { release(); }
+
+        explicit operator bool() const noexcept { return bulkhead_ != nullptr; }
+        // Why it was refused (meaningful only for a refused permit).
+        BulkheadRejection rejection() const noexcept { return reason_; }
+
+        // Gives the slot back before the permit is destroyed.
+        void release() noexcept {
+            if (bulkhead_ != nullptr) {
+                std::exchange(bulkhead_, nullptr)->release_slot();
+            }
+        }
+
+    private:
+        friend class Bulkhead;
+        explicit Permit(Bulkhead* bulkhead) noexcept : bulkhead_(bulkhead) {}
+        explicit Permit(BulkheadRejection reason) noexcept : reason_(reason) {}
+
+        Bulkhead* bulkhead_ = nullptr;
+        BulkheadRejection reason_ = BulkheadRejection::full;
+    };
+
+    explicit Bulkhead(std::uint32_t max_concurrent, std::uint32_t max_queue = 0,
+                      Duration queue_timeout = std::chrono::seconds(1),
+                      Clock& clock = default_clock())
+        : Bulkhead(BulkheadOptions{max_concurrent, max_queue, queue_timeout}, clock) {}
+
+    // Throws std::invalid_argument for invalid options. The clock must outlive the bulkhead.
+    explicit Bulkhead(BulkheadOptions options, Clock& clock = default_clock())
+        : options_((options.validate(), options)),
+          clock_(&clock),
+          full_error_(std::make_exception_ptr(BulkheadFullError(
+              "bulkhead is full: " + std::to_string(options_.max_concurrent) + " calls in flight" +
+              (options_.max_queue > 0 ? " and " + std::to_string(options_.max_queue) + " queued"
+                                      : std::string())))),
+          timeout_error_(std::make_exception_ptr(
+              BulkheadFullError("bulkhead: no slot within the queue timeout of " +
+                                detail::format_duration(options_.queue_timeout)))) {}
+
+    Bulkhead(const Bulkhead&) = delete;
+    Bulkhead& operator=(const Bulkhead&) = delete;
+
+    const BulkheadOptions& options() const noexcept { return options_; }
+
+    // A slot if one is free right now (never waits, never queues). Does not allocate.
+    Permit try_acquire() noexcept {
+        if (BULWARK_LIKELY(try_take_fast())) {
+            admitted_.add();
+            return Permit(this);
+        }
+        reject(BulkheadRejection::full);
+        return Permit(BulkheadRejection::full);
+    }
+
+    // A slot, waiting in the queue if there is room (up to queue_timeout, the context's deadline
+    // or its cancellation).
+    Permit acquire(const Context* ctx = nullptr) {
+        if (BULWARK_LIKELY(try_take_fast())) {
+            admitted_.add();
+            return Permit(this);
+        }
+        return acquire_slow(ctx);
+    }
+
+    template <class Next>
+    auto apply(Context& ctx, Next&& next) {
+        using O = std::invoke_result_t<Next&, Context&>;
+        Permit permit = acquire(&ctx);
+        if (BULWARK_UNLIKELY(!permit)) {
+            return O::from_error(permit.rejection() == BulkheadRejection::full ? full_error_
+                                                                               : timeout_error_);
+        }
+        return next(ctx);
+    }
+
+    Listeners<BulkheadEvent>& on_rejected() noexcept { return rejected_listeners_; }
+
+    BulkheadStats stats() const {
+        BulkheadStats s;
+        s.max_concurrent = options_.max_concurrent;
+        s.max_queue = options_.max_queue;
+        s.in_flight = static_cast<std::uint32_t>(
+            std::max<std::int64_t>(0, in_flight_.load(std::memory_order_relaxed)));
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            s.queued = queued_;
+        }
+        s.admitted = admitted_.sum();
+        s.rejected = rejected_.load(std::memory_order_relaxed);
+        s.queue_timeouts = queue_timeouts_.load(std::memory_order_relaxed);
+        return s;
+    }
+
+private:
+    // A caller waiting for a slot; lives on its stack, linked into the queue under mutex_.
+    struct Waiter {
+        std::condition_variable cv;
+        bool granted = false;
+        Waiter* next = nullptr;
+        Waiter* prev = nullptr;
+    };
+
+    // Memory ordering: waiting_ and in_flight_ form a Dekker pair. A releaser decrements
+    // in_flight_ then reads waiting_; a waiter increments waiting_ then (dispatching) reads
+    // in_flight_. With seq_cst on both sides at least one of them sees the other, so a freed
+    // slot is never left unclaimed while someone waits.
+    bool try_take_fast() noexcept {
+        if (waiting_.load(std::memory_order_seq_cst) != 0) {
+            return false;  // first in, first out: do not overtake the queue
+        }
+        return take_slot();
+    }
+
+    bool take_slot() noexcept {
+        std::int64_t current = in_flight_.load(std::memory_order_relaxed);
+        while (current < static_cast<std::int64_t>(options_.max_concurrent)) {
+            if (in_flight_.compare_exchange_weak(current, current + 1, std::memory_order_seq_cst,
+                                                 std::memory_order_relaxed)) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    void release_slot() noexcept {
+        in_flight_.fetch_sub(1, std::memory_order_seq_cst);
+        if (waiting_.load(std::memory_order_seq_cst) != 0) {
+            std::lock_guard<std::mutex> lock(mutex_);
+            dispatch_locked();
+        }
+    }
+
+    // Under mutex_: hands free slots to the queue's head, in order.
+    void dispatch_locked() noexcept {
+        while (head_ != nullptr && take_slot()) {
+            Waiter* w = head_;
+            unlink(w);
+            w->granted = true;
+            w->cv.notify_one();
+        }
+    }
+
+    void unlink(Waiter* w) noexcept {
+        (w->prev != nullptr ? w->prev->next : head_) = w->next;
+        (w->next != nullptr ? w->next->prev : tail_) = w->prev;
+        w->next = w->prev = nullptr;
+        --queued_;
+        waiting_.fetch_sub(1, std::memory_order_seq_cst);
+    }
+
+    BULWARK_NOINLINE Permit acquire_slow(const Context* ctx) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        if (head_ == nullptr && take_slot()) {
+            admitted_.add();
+            return Permit(this);
+        }
+        if (queued_ >= options_.max_queue) {
+            lock.unlock();
+            reject(BulkheadRejection::full);
+            return Permit(BulkheadRejection::full);
+        }
+        TimePoint deadline = clock_->now() + options_.queue_timeout;
+        if (ctx != nullptr && ctx->deadline() && *ctx->deadline() < deadline) {
+            deadline = *ctx->deadline();
+        }
+        Waiter w;
+        w.prev = tail_;
+        (tail_ != nullptr ? tail_->next : head_) = &w;
+        tail_ = &w;
+        ++queued_;
+        waiting_.fetch_add(1, std::memory_order_seq_cst);
+        dispatch_locked();  // a slot may have been freed before we were visible
+        BulkheadRejection reason = BulkheadRejection::queue_timeout;
+        while (!w.granted) {
+            if (ctx != nullptr && ctx->cancelled()) {
+                reason = BulkheadRejection::cancelled;
+                break;
+            }
+            if (clock_->now() >= deadline) {
+                break;
+            }
+            clock_->wait_until(w.cv, lock, deadline);
+        }
+        if (w.granted) {
+            admitted_.add();
+            return Permit(this);
+        }
+        unlink(&w);
+        lock.unlock();
+        if (reason == BulkheadRejection::queue_timeout) {
+            queue_timeouts_.fetch_add(1, std::memory_order_relaxed);
+        }
+        reject(reason);
+        return Permit(reason);
+    }
+
+    void reject(BulkheadRejection reason) noexcept {
+        // relaxed: statistics.
+        rejected_.fetch_add(1, std::memory_order_relaxed);
+        rejected_listeners_.emit_with([&] {
+            return BulkheadEvent{
+                reason,
+                static_cast<std::uint32_t>(
+                    std::max<std::int64_t>(0, in_flight_.load(std::memory_order_relaxed))),
+                static_cast<std::uint32_t>(waiting_.load(std::memory_order_relaxed))};
+        });
+    }
+
+    const BulkheadOptions options_;
+    Clock* const clock_;
+    const std::exception_ptr full_error_;
+    const std::exception_ptr timeout_error_;
+
+    alignas(detail::cache_line_size) std::atomic<std::int64_t> in_flight_{0};
+    alignas(detail::cache_line_size) std::atomic<std::int64_t> waiting_{0};
+
+    mutable std::mutex mutex_;
+    Waiter* head_ = nullptr;    // guarded by mutex_
+    Waiter* tail_ = nullptr;    // guarded by mutex_
+    std::uint32_t queued_ = 0;  // guarded by mutex_
+
+    detail::StripedCounter admitted_;
+    std::atomic<std::uint64_t> rejected_{0};
+    std::atomic<std::uint64_t> queue_timeouts_{0};
+    Listeners<BulkheadEvent> rejected_listeners_;
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_BULKHEAD_HPP

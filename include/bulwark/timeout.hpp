@@ -1,0 +1,117 @@
+// bulwark — resilience policies for C++17 services.
+// SPDX-License-Identifier: MIT
+#ifndef BULWARK_TIMEOUT_HPP
+#define BULWARK_TIMEOUT_HPP
+
+#include <atomic>
+#include <cstdint>
+#include <exception>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+#include <bulwark/clock.hpp>
+#include <bulwark/context.hpp>
+#include <bulwark/detail/throw.hpp>
+#include <bulwark/errors.hpp>
+#include <bulwark/events.hpp>
+#include <bulwark/outcome.hpp>
+#include <bulwark/policy.hpp>
+
+namespace bulwark {
+
+// A result that arrived after its Timeout's deadline (and was replaced by a TimeoutError).
+struct LateResult {
+    std::string_view operation;  // the context's operation name
+    Duration timeout{0};         // the Timeout's duration
+    Duration elapsed{0};         // how long the call really took
+    bool succeeded = false;      // the late outcome held a value
+    std::exception_ptr error;    // or the error it held
+};
+
+struct TimeoutStats {
+    std::uint64_t timeouts = 0;  // results replaced by a TimeoutError
+};
+
+// A cooperative timeout: sets ctx.deadline() (the tighter of an outer deadline and its own) so
+// that the call can pass it on — to a socket, a query, an inner Retry — and ctx.cancelled()
+// turns true once the deadline passes, for calls that poll. A result that arrives after the
+// deadline fails with TimeoutError (optionally handed to on_late_result listeners).
+//   bulwark::Timeout timeout(2s);
+//   timeout.execute([](bulwark::Context& ctx) { return db.query(sql, ctx.deadline()); });
+// It never spawns a thread and cannot stop a call that ignores its deadline: it bounds what the
+// caller waits for only together with a call that honours ctx. Outside a Retry it bounds all
+// attempts together; inside, each attempt.
+// Thread-safe. Reads the coarse clock twice per call (see Clock::coarse_now): it may fire up to
+// one clock tick (a few ms) early or late. Does not allocate on the success path.
+class Timeout : public PolicyBase<Timeout> {
+public:
+    // Throws std::invalid_argument unless timeout > 0. The clock must outlive the Timeout.
+    explicit Timeout(Duration timeout, Clock& clock = default_clock())
+        : timeout_(timeout), clock_(&clock) {
+        if (timeout <= Duration::zero()) {
+            detail::throw_invalid_option("Timeout.timeout", "must be > 0",
+                                         detail::format_duration(timeout));
+        }
+    }
+
+    Timeout(const Timeout& other) : Timeout(other.timeout_, *other.clock_) {}
+    Timeout& operator=(const Timeout&) = delete;
+
+    Duration timeout() const noexcept { return timeout_; }
+
+    Listeners<LateResult>& on_late_result() noexcept { return late_; }
+
+    TimeoutStats stats() const noexcept {
+        return TimeoutStats{timeouts_.load(std::memory_order_relaxed)};
+    }
+
+    template <class Next>
+    auto apply(Context& ctx, Next&& next) {
+        using O = std::invoke_result_t<Next&, Context&>;
+        const TimePoint start = clock_->coarse_now();
+        const TimePoint deadline = start + timeout_;
+        // Restores the caller's deadline on every exit, so an outer policy (a Retry) sees its
+        // own again.
+        struct Restore {
+            Context& ctx;
+            std::optional<TimePoint> deadline;
+            const Clock* clock;
+            ~Restore() { ctx.set_deadline(deadline, clock); }
+        } restore{ctx, ctx.deadline(), ctx.deadline_clock()};
+        ctx.tighten_deadline(deadline, clock_);
+        O outcome = next(ctx);
+        const TimePoint end = clock_->coarse_now();
+        if (BULWARK_UNLIKELY(end > deadline)) {
+            return late<O>(std::move(outcome), ctx, end - start);
+        }
+        return outcome;
+    }
+
+private:
+    template <class O>
+    BULWARK_NOINLINE O late(O outcome, const Context& ctx, Duration elapsed) {
+        // relaxed: a statistic.
+        timeouts_.fetch_add(1, std::memory_order_relaxed);
+        late_.emit_with([&] {
+            return LateResult{ctx.operation(), timeout_, elapsed, outcome.has_value(),
+                              outcome.error()};
+        });
+        std::string what = "timed out after " + detail::format_duration(timeout_);
+        if (!ctx.operation().empty()) {
+            what = "operation '" + std::string(ctx.operation()) + "' " + what;
+        }
+        return O::from_error(std::make_exception_ptr(TimeoutError(what)));
+    }
+
+    const Duration timeout_;
+    Clock* const clock_;
+    std::atomic<std::uint64_t> timeouts_{0};
+    Listeners<LateResult> late_;
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_TIMEOUT_HPP

@@ -1,0 +1,111 @@
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <bulwark/fallback.hpp>
+#include <bulwark/pipeline.hpp>
+#include <bulwark/timeout.hpp>
+
+#include "catch.hpp"
+#include "support.hpp"
+
+using namespace std::chrono_literals;
+using bulwark::Duration;
+
+TEST_CASE("a call that finishes in time passes through", "[timeout]") {
+    bulwark::ManualClock clock;
+    bulwark::Timeout timeout(2s, clock);
+    CHECK(timeout.execute([&] {
+        clock.advance(1999ms);
+        return 5;
+    }) == 5);
+    CHECK(timeout.stats().timeouts == 0);
+}
+
+TEST_CASE("a result after the deadline fails with TimeoutError", "[timeout]") {
+    bulwark::ManualClock clock;
+    bulwark::Timeout timeout(2s, clock);
+    bulwark::Context ctx("lookup");
+    auto o = timeout.try_execute(
+        [&] {
+            clock.advance(2001ms);
+            return 5;
+        },
+        ctx);
+    REQUIRE(o.has_error());
+    CHECK_THROWS_AS(o.rethrow_if_error(), bulwark::TimeoutError);
+    CHECK_THROWS_WITH(o.rethrow_if_error(), "operation 'lookup' timed out after 2s");
+    CHECK(timeout.stats().timeouts == 1);
+}
+
+TEST_CASE("the call sees the deadline and cancelled() turns true when it passes", "[timeout]") {
+    bulwark::ManualClock clock;
+    bulwark::Timeout timeout(2s, clock);
+    const auto start = clock.now();
+    timeout.execute([&](bulwark::Context& ctx) {
+        REQUIRE(ctx.deadline().has_value());
+        CHECK(*ctx.deadline() == start + Duration(2s));
+        CHECK_FALSE(ctx.cancelled());
+        clock.advance(2s);
+        CHECK(ctx.cancelled());
+        CHECK(ctx.deadline_passed());
+    });
+}
+
+TEST_CASE("the tighter of an outer deadline and its own wins, and the outer one is restored",
+          "[timeout]") {
+    bulwark::ManualClock clock;
+    bulwark::Timeout inner(5s, clock);
+    bulwark::Context ctx;
+    const auto outer_deadline = clock.now() + 1s;
+    ctx.set_deadline(outer_deadline);
+    inner.execute([&](bulwark::Context& c) { CHECK(*c.deadline() == outer_deadline); }, ctx);
+    CHECK(*ctx.deadline() == outer_deadline);
+
+    bulwark::Context loose;
+    loose.set_deadline(clock.now() + 1h);
+    inner.execute([&](bulwark::Context& c) { CHECK(*c.deadline() == clock.now() + 5s); }, loose);
+    CHECK(*loose.deadline() == clock.now() + 1h);
+}
+
+TEST_CASE("outside a retry a timeout bounds all attempts, inside it bounds each",
+          "[timeout][pipeline]") {
+    bulwark::ManualClock clock;
+    auto slow_then_fail = [&]() -> int {
+        clock.advance(1s);
+        throw std::runtime_error("flaky");
+    };
+    auto outside = bulwark::pipeline(bulwark::Timeout(2500ms, clock), bulwark_test::Repeat(3));
+    auto o = outside.try_execute(slow_then_fail);  // 3 attempts take 3s > 2.5s
+    CHECK_THROWS_AS(o.rethrow_if_error(), bulwark::TimeoutError);
+
+    auto inside = bulwark::pipeline(bulwark_test::Repeat(3), bulwark::Timeout(2500ms, clock));
+    auto i = inside.try_execute(slow_then_fail);  // each attempt 1s < 2.5s
+    CHECK_THROWS_AS(i.rethrow_if_error(), std::runtime_error);
+}
+
+TEST_CASE("late results go to on_late_result listeners", "[timeout]") {
+    bulwark::ManualClock clock;
+    bulwark::Timeout timeout(1s, clock);
+    std::vector<bulwark::LateResult> late;
+    timeout.on_late_result().add([&](const bulwark::LateResult& r) { late.push_back(r); });
+    (void)timeout.try_execute([&] {
+        clock.advance(3s);
+        return 1;
+    });
+    (void)timeout.try_execute([&]() -> int {
+        clock.advance(2s);
+        throw std::runtime_error("late and failed");
+    });
+    REQUIRE(late.size() == 2);
+    CHECK(late[0].succeeded);
+    CHECK(late[0].elapsed == Duration(3s));
+    CHECK(late[0].timeout == Duration(1s));
+    CHECK_FALSE(late[1].succeeded);
+    CHECK(late[1].error != nullptr);
+}
+
+TEST_CASE("a Timeout refuses a non-positive duration", "[timeout]") {
+    CHECK_THROWS_WITH(bulwark::Timeout(0s), "Timeout.timeout must be > 0, got 0s");
+    CHECK_THROWS_AS(bulwark::Timeout(-1ms), std::invalid_argument);
+}
