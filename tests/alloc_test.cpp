@@ -7,8 +7,12 @@
 #include <new>
 #include <string>
 
+#include <bulwark/bulkhead.hpp>
 #include <bulwark/circuit_breaker.hpp>
 #include <bulwark/core.hpp>
+#include <bulwark/fallback.hpp>
+#include <bulwark/rate_limiter.hpp>
+#include <bulwark/timeout.hpp>
 
 #include "catch.hpp"
 #include "support.hpp"
@@ -171,4 +175,22 @@ TEST_CASE("an open breaker rejects without allocating after a thread's first rej
                   CHECK_FALSE(outcome.has_value());
               }
           }) == 0);
+}
+
+TEST_CASE("the strategies' success paths allocate nothing", "[alloc]") {
+    using namespace std::chrono_literals;
+    bulwark::Timeout timeout(1s);
+    bulwark::Fallback<int> fallback(0);
+    bulwark::Bulkhead bulkhead(4, 4);
+    bulwark::RateLimiter limiter(bulwark::TokenBucket{1e9, 1000000});
+    auto p = bulwark::pipeline(fallback, timeout, bulkhead, limiter);
+    int x = p.execute([] { return plus_one(0); });  // this thread's first call takes a slot
+    CHECK(allocations_during([&] {
+              for (int i = 0; i < 1000; ++i) {
+                  x = p.execute([&] { return plus_one(x); });
+                  auto permit = bulkhead.try_acquire();
+                  (void)limiter.try_acquire();
+              }
+          }) == 0);
+    CHECK(x == 1001);
 }

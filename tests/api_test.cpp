@@ -124,3 +124,32 @@ TEST_CASE("API section 2: CircuitBreaker", "[api]") {
     auto& cb = registry.get("email", o);
     CHECK(&cb == &registry.get("email"));
 }
+
+namespace {
+struct Quote {
+    double price;
+};
+struct Quotes {
+    Quote fetch(const std::string&) { return Quote{1.5}; }
+};
+Receipt queued_receipt() {
+    return Receipt{"queued"};
+}
+}  // namespace
+
+TEST_CASE("API section 4: other strategies", "[api]") {
+    bulwark::Timeout timeout(2s);
+    bulwark::Bulkhead bulkhead(/*max_concurrent*/ 8, /*max_queue*/ 16);
+    bulwark::RateLimiter limiter(bulwark::TokenBucket{/*rate per s*/ 100, /*burst*/ 20});
+    bulwark::Fallback<Receipt> use_default(
+        [](const std::exception_ptr&) { return queued_receipt(); });
+    bulwark::CacheFallback<std::string, Quote> last_good(/*ttl*/ 5min);
+    Quotes quotes;
+    std::string symbol = "ACME";
+    Quote q = last_good.execute(symbol, [&] { return quotes.fetch(symbol); });
+    CHECK(q.price == 1.5);
+
+    auto all = bulwark::pipeline(use_default, timeout, bulkhead, limiter);
+    CHECK(all.execute([] { return send_sms("+1", "x"); }).id == "+1:x");
+    CHECK(all.execute([]() -> Receipt { throw std::runtime_error("down"); }).id == "queued");
+}

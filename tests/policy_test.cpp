@@ -4,6 +4,7 @@
 #include <string>
 
 #include <bulwark/core.hpp>
+#include <bulwark/fallback.hpp>
 
 #include "catch.hpp"
 #include "support.hpp"
@@ -83,6 +84,8 @@ TEST_CASE("is_policy_v recognises policies", "[policy]") {
     STATIC_REQUIRE(bulwark::is_policy_v<bulwark::Noop>);
     STATIC_REQUIRE(bulwark::is_policy_v<bulwark_test::Repeat>);
     STATIC_REQUIRE(bulwark::is_policy_v<const bulwark::Noop&>);
+    // A policy for one result type is recognised without instantiating its apply.
+    STATIC_REQUIRE(bulwark::is_policy_v<bulwark::Fallback<std::string>>);
     STATIC_REQUIRE_FALSE(bulwark::is_policy_v<int>);
     STATIC_REQUIRE_FALSE(bulwark::is_policy_v<std::string>);
 }

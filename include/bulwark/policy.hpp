@@ -112,17 +112,26 @@ struct probe_next {
 };
 
 template <class P, class = void>
-struct is_policy : std::false_type {};
+struct has_generic_apply : std::false_type {};
 template <class P>
-struct is_policy<P, std::void_t<decltype(std::declval<P&>().apply(
-                        std::declval<Context&>(), std::declval<probe_next&>()))>> : std::true_type {
-};
+struct has_generic_apply<P, std::void_t<decltype(std::declval<P&>().apply(
+                                std::declval<Context&>(), std::declval<probe_next&>()))>>
+    : std::true_type {};
 
 }  // namespace detail
 
-// True if P satisfies the policy concept (see above).
+template <class Derived>
+class PolicyBase;
+
+// True if P satisfies the policy concept (see above): it derives from PolicyBase<P> (policies
+// for one result type, such as Fallback<T>, are recognised this way without instantiating
+// their apply), or its apply accepts any `next`.
+// (std::disjunction stops at the first true trait, so the probe is not instantiated for them.)
 template <class P>
-inline constexpr bool is_policy_v = detail::is_policy<std::remove_reference_t<P>>::value;
+inline constexpr bool is_policy_v =
+    std::disjunction<std::is_base_of<PolicyBase<std::remove_cv_t<std::remove_reference_t<P>>>,
+                                     std::remove_cv_t<std::remove_reference_t<P>>>,
+                     detail::has_generic_apply<std::remove_reference_t<P>>>::value;
 
 // Gives a policy its user-facing entry points. Derived must provide apply(Context&, Next&&).
 //   int v = policy.execute([] { return call(); });               // value, or throws the error
