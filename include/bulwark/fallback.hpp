@@ -110,13 +110,12 @@ public:
         static_assert(std::is_same<O, Outcome<T>>::value,
                       "bulwark::Fallback<T>: T must be the result type of the call it protects.");
         O outcome = next(ctx);
-        if (BULWARK_LIKELY(outcome.has_value() && !classifier_.has_result_predicates())) {
-            return outcome;
+        // One named result and one return, so the outcome is constructed in place (NRVO).
+        if (BULWARK_UNLIKELY(!(outcome.has_value() && !classifier_.has_result_predicates())) &&
+            classifier_.is_failure(outcome)) {
+            outcome = substitute(outcome.error(), ctx);
         }
-        if (!classifier_.is_failure(outcome)) {
-            return outcome;
-        }
-        return substitute(outcome.error(), ctx);
+        return outcome;
     }
 
 private:
@@ -141,7 +140,7 @@ private:
     BULWARK_NOINLINE Outcome<T> substitute(const std::exception_ptr& error, Context& ctx) {
         // relaxed: statistics.
         fallbacks_.fetch_add(1, std::memory_order_relaxed);
-        Outcome<T> replaced = invoke_handler(error, ctx);
+        Outcome<T> replaced = detail::capture<T>([&] { return handler_(error, ctx); });
         if (replaced.has_error()) {
             fallback_failures_.fetch_add(1, std::memory_order_relaxed);
         }
@@ -149,19 +148,6 @@ private:
             return FallbackEvent{ctx.operation(), error, replaced.has_error()};
         });
         return replaced;
-    }
-
-    Outcome<T> invoke_handler(const std::exception_ptr& error, Context& ctx) {
-        try {
-            if constexpr (std::is_void<T>::value) {
-                handler_(error, ctx);
-                return Outcome<void>::success();
-            } else {
-                return Outcome<T>::from_value(handler_(error, ctx));
-            }
-        } catch (...) {
-            return Outcome<T>::from_error(std::current_exception());
-        }
     }
 
     Handler handler_;

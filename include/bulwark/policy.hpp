@@ -72,6 +72,21 @@ decltype(auto) invoke_callable(F& f, Context& ctx) {
     }
 }
 
+// Runs `f()` and captures its value, or what it throws, as an Outcome<R>.
+template <class R, class F>
+Outcome<R> capture(F&& f) noexcept {
+    try {
+        if constexpr (std::is_void<R>::value) {
+            std::forward<F>(f)();
+            return Outcome<void>::success();
+        } else {
+            return Outcome<R>::from_value(std::forward<F>(f)());
+        }
+    } catch (...) {
+        return Outcome<R>::from_error(std::current_exception());
+    }
+}
+
 // The innermost step of every pipeline: runs the user's callable and captures what it throws.
 template <class F>
 class Leaf {
@@ -81,16 +96,7 @@ public:
     explicit Leaf(F& f) noexcept : f_(f) {}
 
     Outcome<result_type> operator()(Context& ctx) const noexcept {
-        try {
-            if constexpr (std::is_void<result_type>::value) {
-                invoke_callable(f_, ctx);
-                return Outcome<void>::success();
-            } else {
-                return Outcome<result_type>::from_value(invoke_callable(f_, ctx));
-            }
-        } catch (...) {
-            return Outcome<result_type>::from_error(std::current_exception());
-        }
+        return capture<result_type>([&]() -> decltype(auto) { return invoke_callable(f_, ctx); });
     }
 
 private:

@@ -1192,6 +1192,21 @@ decltype(auto) invoke_callable(F& f, Context& ctx) {
     }
 }
 
+// Runs `f()` and captures its value, or what it throws, as an Outcome<R>.
+template <class R, class F>
+Outcome<R> capture(F&& f) noexcept {
+    try {
+        if constexpr (std::is_void<R>::value) {
+            std::forward<F>(f)();
+            return Outcome<void>::success();
+        } else {
+            return Outcome<R>::from_value(std::forward<F>(f)());
+        }
+    } catch (...) {
+        return Outcome<R>::from_error(std::current_exception());
+    }
+}
+
 // The innermost step of every pipeline: runs the user's callable and captures what it throws.
 template <class F>
 class Leaf {
@@ -1201,16 +1216,7 @@ public:
     explicit Leaf(F& f) noexcept : f_(f) {}
 
     Outcome<result_type> operator()(Context& ctx) const noexcept {
-        try {
-            if constexpr (std::is_void<result_type>::value) {
-                invoke_callable(f_, ctx);
-                return Outcome<void>::success();
-            } else {
-                return Outcome<result_type>::from_value(invoke_callable(f_, ctx));
-            }
-        } catch (...) {
-            return Outcome<result_type>::from_error(std::current_exception());
-        }
+        return capture<result_type>([&]() -> decltype(auto) { return invoke_callable(f_, ctx); });
     }
 
 private:
@@ -3528,13 +3534,12 @@ public:
         static_assert(std::is_same<O, Outcome<T>>::value,
                       "bulwark::Fallback<T>: T must be the result type of the call it protects.");
         O outcome = next(ctx);
-        if (BULWARK_LIKELY(outcome.has_value() && !classifier_.has_result_predicates())) {
-            return outcome;
+        // One named result and one return, so the outcome is constructed in place (NRVO).
+        if (BULWARK_UNLIKELY(!(outcome.has_value() && !classifier_.has_result_predicates())) &&
+            classifier_.is_failure(outcome)) {
+            outcome = substitute(outcome.error(), ctx);
         }
-        if (!classifier_.is_failure(outcome)) {
-            return outcome;
-        }
-        return substitute(outcome.error(), ctx);
+        return outcome;
     }
 
 private:
@@ -3559,7 +3564,7 @@ private:
     BULWARK_NOINLINE Outcome<T> substitute(const std::exception_ptr& error, Context& ctx) {
         // relaxed: statistics.
         fallbacks_.fetch_add(1, std::memory_order_relaxed);
-        Outcome<T> replaced = invoke_handler(error, ctx);
+        Outcome<T> replaced = detail::capture<T>([&] { return handler_(error, ctx); });
         if (replaced.has_error()) {
             fallback_failures_.fetch_add(1, std::memory_order_relaxed);
         }
@@ -3567,19 +3572,6 @@ private:
             return FallbackEvent{ctx.operation(), error, replaced.has_error()};
         });
         return replaced;
-    }
-
-    Outcome<T> invoke_handler(const std::exception_ptr& error, Context& ctx) {
-        try {
-            if constexpr (std::is_void<T>::value) {
-                handler_(error, ctx);
-                return Outcome<void>::success();
-            } else {
-                return Outcome<T>::from_value(handler_(error, ctx));
-            }
-        } catch (...) {
-            return Outcome<T>::from_error(std::current_exception());
-        }
     }
 
     Handler handler_;
