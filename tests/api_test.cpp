@@ -83,6 +83,7 @@ TEST_CASE("API section 2: CircuitBreaker", "[api]") {
     o.break_duration = 60s;
     o.half_open_calls = 3;
     o.half_open_max_wait = 30s;
+    o.break_duration_backoff = bulwark::Backoff::exponential(60s, 2.0).max_delay(10min);
     o.handle<std::system_error>();
 
     bulwark::CircuitBreaker breaker("sms-provider", o);
@@ -136,6 +137,19 @@ Receipt queued_receipt() {
     return Receipt{"queued"};
 }
 }  // namespace
+
+TEST_CASE("API section 3: Backoff (RetryPolicy to come)", "[api]") {
+    bulwark::Backoff::fixed(1s);
+    CHECK(bulwark::Backoff::linear(1s).delay(3) == bulwark::Duration(3s));
+    CHECK(bulwark::Backoff::exponential(500ms, 3.0).delay(3) == bulwark::Duration(4500ms));
+    CHECK(bulwark::Backoff::fibonacci(1s).delay(5) == bulwark::Duration(5s));
+    bulwark::Backoff::decorrelated_jitter(100ms, 30s);
+    auto b = bulwark::Backoff::exponential(100ms).max_delay(30s).jitter(bulwark::Jitter::full);
+    CHECK(b.delay(1) <= bulwark::Duration(100ms));
+    b.seed(42);
+    CHECK(b.delay(5) == b.delay(5));
+    CHECK(bulwark::Backoff::exponential(1s).delay(3) == bulwark::Duration(4s));
+}
 
 TEST_CASE("API section 4: other strategies", "[api]") {
     bulwark::Timeout timeout(2s);

@@ -837,3 +837,42 @@ TEST_CASE("stress: probes, counts and transitions hold under 4 threads",
         REQUIRE(generations[i] == i + 1);
     }
 }
+
+TEST_CASE("break_duration_backoff lengthens repeated openings until it closes",
+          "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreakerOptions o = only_consecutive(1);
+    o.break_duration_backoff = bulwark::Backoff::exponential(60s, 2.0).max_delay(10min);
+    CircuitBreaker b("dep", o, clock);
+    auto break_length = [&] {
+        return b.try_acquire().retry_after();
+    };
+    fail(b);
+    CHECK(break_length() == Duration(60s));
+    std::vector<Duration> breaks;
+    for (int i = 0; i < 5; ++i) {
+        clock.advance(break_length());
+        fail(b);  // the probe fails: opened again, longer
+        breaks.push_back(break_length());
+    }
+    CHECK(breaks == std::vector<Duration>{120s, 240s, 480s, 600s, 600s});
+    clock.advance(600s);
+    CHECK(succeed(b));  // closes: the count starts again
+    fail(b);
+    CHECK(break_length() == Duration(60s));
+}
+
+TEST_CASE("an expired probe re-opens with the remaining break as retry_after",
+          "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreakerOptions o = only_consecutive(1);
+    o.half_open_max_wait = 5s;
+    CircuitBreaker b("dep", o, clock);
+    fail(b);
+    clock.advance(10s);
+    auto hung = b.try_acquire();
+    clock.advance(5s);
+    auto refused = b.try_acquire();
+    CHECK_FALSE(refused);
+    CHECK(refused.retry_after() == Duration(10s));
+}

@@ -4,6 +4,7 @@
 #define BULWARK_BULWARK_HPP
 
 // The umbrella header: every public bulwark header.
+#include <bulwark/backoff.hpp>
 #include <bulwark/bulkhead.hpp>
 #include <bulwark/cache.hpp>
 #include <bulwark/circuit_breaker.hpp>

@@ -23,6 +23,7 @@
 #include <variant>
 #include <vector>
 
+#include <bulwark/backoff.hpp>
 #include <bulwark/classify.hpp>
 #include <bulwark/clock.hpp>
 #include <bulwark/config.hpp>
@@ -137,6 +138,10 @@ struct CircuitBreakerOptions {
     Duration call_timeout = Duration::zero();
     // How long the breaker stays open before it lets probes through. > 0. (recovery_timeout)
     Duration break_duration = std::chrono::seconds(60);
+    // Optional: the k-th opening in a row (re-opened by a failed probe, without closing in
+    // between) lasts break_duration_backoff->delay(k) instead of break_duration; closing starts
+    // the count again. E.g. Backoff::exponential(60s, 2.0).max_delay(10min): 1, 2, 4, 8, 10 min.
+    std::optional<Backoff> break_duration_backoff;
     // Probes admitted in half-open; it closes when all of them succeed (success_threshold). >= 1.
     std::uint32_t half_open_calls = 1;
     // A probe that reports nothing within this counts as failed, so a hung probe cannot keep the
@@ -954,7 +959,12 @@ private:
 
     // Under mutex_.
     void open_breaker(TimePoint now, TransitionReason reason, Transitions& transitions) {
-        const Duration pause = options_.break_duration;
+        // A breaker opened from half-open has failed again without closing in between.
+        const CircuitState from = state_of(word_.load(std::memory_order_relaxed));
+        opens_in_row_ = from == CircuitState::half_open ? opens_in_row_ + 1 : 1;
+        const Duration pause = options_.break_duration_backoff
+                                   ? options_.break_duration_backoff->delay(opens_in_row_)
+                                   : options_.break_duration;
         open_until_ns_.store((now + pause).time_since_epoch().count(), std::memory_order_relaxed);
         ++opened_;
         transition(CircuitState::open, now, reason, transitions);
@@ -1026,7 +1036,7 @@ private:
                     // Its permit may still report later; the new generation makes that stale.
                     ++expired_probes_;
                     open_breaker(now, TransitionReason::probe_expired, transitions);
-                    reject(permit, word_.load(std::memory_order_relaxed), options_.break_duration);
+                    reject(permit, word_.load(std::memory_order_relaxed), open_until() - now);
                     return;
                 }
             }
@@ -1111,6 +1121,7 @@ private:
     std::uint64_t timeouts_ = 0;
     std::uint64_t opened_ = 0;
     std::uint64_t expired_probes_ = 0;
+    std::uint32_t opens_in_row_ = 0;
     std::uint64_t failures_since_reset_ = 0;
     std::deque<std::uint64_t> failure_positions_;
     std::deque<std::uint64_t> slow_positions_;
