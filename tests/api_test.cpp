@@ -167,3 +167,18 @@ TEST_CASE("API section 4: other strategies", "[api]") {
     CHECK(all.execute([] { return send_sms("+1", "x"); }).id == "+1:x");
     CHECK(all.execute([]() -> Receipt { throw std::runtime_error("down"); }).id == "queued");
 }
+
+#if __cplusplus >= 202002L
+TEST_CASE("options read well with C++20 designated initializers", "[api]") {
+    bulwark::CircuitBreaker breaker("designated", bulwark::CircuitBreakerOptions{
+                                                      .failure_threshold = 2,
+                                                      .failure_ratio = 0.25,
+                                                      .break_duration = 5s,
+                                                  });
+    CHECK(breaker.options().failure_ratio == 0.25);
+    bulwark::Bulkhead bulkhead(bulwark::BulkheadOptions{.max_concurrent = 2, .max_queue = 1});
+    CHECK(bulkhead.options().max_queue == 1);
+    bulwark::RateLimiter limiter(bulwark::RateLimiterOptions{.max_wait = 10ms});
+    CHECK(limiter.options().max_wait == bulwark::Duration(10ms));
+}
+#endif
