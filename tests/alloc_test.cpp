@@ -12,6 +12,7 @@
 #include <bulwark/core.hpp>
 #include <bulwark/fallback.hpp>
 #include <bulwark/rate_limiter.hpp>
+#include <bulwark/retry.hpp>
 #include <bulwark/timeout.hpp>
 
 #include "catch.hpp"
@@ -190,6 +191,19 @@ TEST_CASE("the strategies' success paths allocate nothing", "[alloc]") {
                   x = p.execute([&] { return plus_one(x); });
                   auto permit = bulkhead.try_acquire();
                   (void)limiter.try_acquire();
+              }
+          }) == 0);
+    CHECK(x == 1001);
+}
+
+TEST_CASE("a retry that succeeds first time allocates nothing", "[alloc]") {
+    bulwark::RetryPolicy retry;
+    bulwark::CircuitBreaker breaker("alloc-retry");
+    auto p = bulwark::pipeline(retry, breaker);
+    int x = p.execute([] { return plus_one(0); });
+    CHECK(allocations_during([&] {
+              for (int i = 0; i < 1000; ++i) {
+                  x = p.execute([&] { return plus_one(x); });
               }
           }) == 0);
     CHECK(x == 1001);

@@ -138,7 +138,13 @@ Receipt queued_receipt() {
 }
 }  // namespace
 
-TEST_CASE("API section 3: Backoff (RetryPolicy to come)", "[api]") {
+namespace {
+struct Response {
+    int status;
+};
+}  // namespace
+
+TEST_CASE("API section 3: Retry", "[api]") {
     bulwark::Backoff::fixed(1s);
     CHECK(bulwark::Backoff::linear(1s).delay(3) == bulwark::Duration(3s));
     CHECK(bulwark::Backoff::exponential(500ms, 3.0).delay(3) == bulwark::Duration(4500ms));
@@ -149,6 +155,42 @@ TEST_CASE("API section 3: Backoff (RetryPolicy to come)", "[api]") {
     b.seed(42);
     CHECK(b.delay(5) == b.delay(5));
     CHECK(bulwark::Backoff::exponential(1s).delay(3) == bulwark::Duration(4s));
+
+    bulwark::AdaptiveBackoff adaptive(1s);
+    adaptive.record_failure();
+    CHECK(adaptive.current_delay() == bulwark::Duration(2s));
+
+    bulwark::RetryOptions r;
+    r.max_retries = 3;
+    r.backoff = b;
+    r.max_elapsed = 10s;
+    r.retry_on<std::system_error>();
+    r.retry_if_result([](const Response& x) { return x.status >= 500; });
+    r.budget = bulwark::RetryBudget::shared(0.1, 10);
+    int retries_seen = 0;
+    r.on_retry([&](const bulwark::RetryEvent& e) {
+        ++retries_seen;
+        CHECK(e.attempt >= 1);
+        CHECK(e.delay >= bulwark::Duration::zero());
+        (void)e.error;
+    });
+    bulwark::ManualClock test_clock;
+    bulwark::RetryPolicy retry(r, test_clock);
+    int calls = 0;
+    auto f = [&] {
+        return Response{++calls < 3 ? 503 : 200};
+    };
+    CHECK(retry.execute(f).status == 200);
+    CHECK(retries_seen == 2);
+
+    auto outcome = bulwark::Outcome<Response>::from_value(Response{503});
+    auto schedule = retry.schedule();
+    int waits = 0;
+    while (auto wait = schedule.next_delay(outcome)) {
+        ++waits;
+        (void)*wait;
+    }
+    CHECK(waits == 3);
 }
 
 TEST_CASE("API section 4: other strategies", "[api]") {

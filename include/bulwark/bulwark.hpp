@@ -11,6 +11,7 @@
 #include <bulwark/core.hpp>
 #include <bulwark/fallback.hpp>
 #include <bulwark/rate_limiter.hpp>
+#include <bulwark/retry.hpp>
 #include <bulwark/testing.hpp>
 #include <bulwark/timeout.hpp>
 

@@ -4172,6 +4172,572 @@ private:
 }  // namespace bulwark
 
 #endif  // BULWARK_RATE_LIMITER_HPP
+// #include <bulwark/retry.hpp>
+#ifndef BULWARK_RETRY_HPP
+#define BULWARK_RETRY_HPP
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+// #include <bulwark/backoff.hpp> (already included above)
+// #include <bulwark/classify.hpp> (already included above)
+// #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/context.hpp> (already included above)
+// #include <bulwark/detail/striped_counter.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/errors.hpp> (already included above)
+// #include <bulwark/events.hpp> (already included above)
+// #include <bulwark/outcome.hpp> (already included above)
+// #include <bulwark/policy.hpp> (already included above)
+
+namespace bulwark {
+
+// A delay that adapts to how the dependency is doing: each failure multiplies it by
+// `grow` (up to `ceiling`), each success by `shrink` (down to `floor`). Useful on its own (pace a
+// polling loop) and as RetryOptions::backoff (then every retry of every call shares what the
+// others learned).
+//   bulwark::AdaptiveBackoff adaptive(1s);   // doubles on failure, halves on success
+//   adaptive.record_failure(); adaptive.current_delay();   // 2s
+// Thread-safe and lock-free (one atomic word).
+class AdaptiveBackoff {
+public:
+    // Throws std::invalid_argument unless 0 < floor <= initial <= ceiling, grow >= 1 and
+    // 0 < shrink <= 1.
+    explicit AdaptiveBackoff(Duration initial, Duration floor = std::chrono::milliseconds(1),
+                             Duration ceiling = std::chrono::minutes(1), double grow = 2.0,
+                             double shrink = 0.5)
+        : floor_(floor), ceiling_(ceiling), grow_(grow), shrink_(shrink), delay_ns_(0) {
+        if (floor <= Duration::zero()) {
+            detail::throw_invalid_option("AdaptiveBackoff.floor", "must be > 0",
+                                         detail::format_duration(floor));
+        }
+        if (ceiling < floor) {
+            detail::throw_invalid_option(
+                "AdaptiveBackoff.ceiling",
+                "must be >= floor (" + detail::format_duration(floor) + ")",
+                detail::format_duration(ceiling));
+        }
+        if (initial < floor || initial > ceiling) {
+            detail::throw_invalid_option("AdaptiveBackoff.initial", "must be in [floor, ceiling]",
+                                         detail::format_duration(initial));
+        }
+        if (!(grow >= 1.0)) {
+            detail::throw_invalid_option("AdaptiveBackoff.grow", "must be >= 1",
+                                         detail::format_number(grow));
+        }
+        if (!(shrink > 0.0 && shrink <= 1.0)) {
+            detail::throw_invalid_option("AdaptiveBackoff.shrink", "must be in (0, 1]",
+                                         detail::format_number(shrink));
+        }
+        delay_ns_.store(initial.count(), std::memory_order_relaxed);
+    }
+
+    AdaptiveBackoff(const AdaptiveBackoff& other)
+        : floor_(other.floor_),
+          ceiling_(other.ceiling_),
+          grow_(other.grow_),
+          shrink_(other.shrink_),
+          delay_ns_(other.delay_ns_.load(std::memory_order_relaxed)) {}
+    AdaptiveBackoff& operator=(const AdaptiveBackoff&) = delete;
+
+    Duration current_delay() const noexcept {
+        // relaxed: the word is the whole state.
+        return Duration(delay_ns_.load(std::memory_order_relaxed));
+    }
+    void record_failure() noexcept { scale(grow_); }
+    void record_success() noexcept { scale(shrink_); }
+
+private:
+    void scale(double factor) noexcept {
+        std::int64_t current = delay_ns_.load(std::memory_order_relaxed);
+        for (;;) {
+            const Duration next =
+                std::clamp(detail::saturate(static_cast<double>(current) * factor, ceiling_),
+                           floor_, ceiling_);
+            // relaxed: the word is the whole state; nothing else is published with it.
+            if (delay_ns_.compare_exchange_weak(current, next.count(), std::memory_order_relaxed,
+                                                std::memory_order_relaxed)) {
+                return;
+            }
+        }
+    }
+
+    const Duration floor_;
+    const Duration ceiling_;
+    const double grow_;
+    const double shrink_;
+    std::atomic<std::int64_t> delay_ns_;
+};
+
+// Caps retries across every policy that shares it, so that a fleet-wide outage cannot multiply
+// the load on the dependency: retries may be at most `ratio` of the calls seen in the last
+// `window` (default 10 s), plus `min_per_second` retries per second at any time (gRPC retry
+// throttling and Finagle's RetryBudget work the same way).
+//   auto budget = bulwark::RetryBudget::shared(0.1, 10);   // 10% of calls + 10/s
+//   options.budget = budget;                                // share it between policies
+// Thread-safe. Counting a call is a per-thread counter bump (no lock, no contended line);
+// asking for a retry takes a mutex.
+class RetryBudget {
+public:
+    static std::shared_ptr<RetryBudget> shared(double ratio, std::uint32_t min_per_second,
+                                               Clock& clock = default_clock()) {
+        return std::make_shared<RetryBudget>(ratio, min_per_second, clock);
+    }
+
+    // Throws std::invalid_argument unless 0 <= ratio <= 1 (a ratio of 1 allows one retry per
+    // call) and window >= 1 s.
+    RetryBudget(double ratio, std::uint32_t min_per_second, Clock& clock = default_clock(),
+                Duration window = std::chrono::seconds(10))
+        : ratio_(ratio), min_per_second_(min_per_second), clock_(&clock) {
+        if (!(ratio >= 0.0 && ratio <= 1.0)) {
+            detail::throw_invalid_option("RetryBudget.ratio", "must be in [0, 1]",
+                                         detail::format_number(ratio));
+        }
+        if (window < std::chrono::seconds(1)) {
+            detail::throw_invalid_option("RetryBudget.window", "must be >= 1s",
+                                         detail::format_duration(window));
+        }
+        buckets_.assign(static_cast<std::size_t>(window / std::chrono::seconds(1)), Bucket{});
+    }
+
+    RetryBudget(const RetryBudget&) = delete;
+    RetryBudget& operator=(const RetryBudget&) = delete;
+
+    // A call was made (a first attempt). Does not allocate or lock.
+    void record_call() noexcept { calls_.add(); }
+
+    // A retry wants to happen: true (and counted) if the budget allows it.
+    bool try_withdraw() {
+        const TimePoint now = clock_->coarse_now();
+        std::lock_guard<std::mutex> lock(mutex_);
+        const std::int64_t second =
+            std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
+        const std::uint64_t calls_now = calls_.sum();
+        Bucket& current = bucket(second, calls_now);
+        // Calls since the oldest bucket of the window started.
+        std::uint64_t calls_base = calls_now;
+        std::uint64_t retries_in_window = 0;
+        for (const Bucket& b : buckets_) {
+            if (b.second != no_second && b.second > second - window_seconds()) {
+                calls_base = std::min(calls_base, b.calls_at_start);
+                retries_in_window += b.retries;
+            }
+        }
+        const double allowance = ratio_ * static_cast<double>(calls_now - calls_base);
+        if (static_cast<double>(retries_in_window) + 1.0 <= allowance + 1e-9 ||
+            current.retries < min_per_second_) {
+            ++current.retries;
+            ++withdrawn_;
+            return true;
+        }
+        ++refused_;
+        return false;
+    }
+
+    double ratio() const noexcept { return ratio_; }
+    std::uint32_t min_per_second() const noexcept { return min_per_second_; }
+
+    std::uint64_t withdrawn() const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return withdrawn_;
+    }
+    std::uint64_t refused() const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return refused_;
+    }
+
+private:
+    static constexpr std::int64_t no_second = std::numeric_limits<std::int64_t>::min();
+    struct Bucket {
+        std::int64_t second = no_second;
+        std::uint64_t calls_at_start = 0;  // cumulative calls when the bucket was first used
+        std::uint64_t retries = 0;
+    };
+
+    std::int64_t window_seconds() const noexcept {
+        return static_cast<std::int64_t>(buckets_.size());
+    }
+
+    // Under mutex_. A bucket starts counting calls when the first retry of its second asks, so
+    // calls made before any retry asked are not counted: the allowance is never larger than
+    // exact, and a long healthy period cannot bank a large budget for the next outage.
+    Bucket& bucket(std::int64_t second, std::uint64_t calls_now) {
+        const std::int64_t slots = window_seconds();
+        Bucket& b = buckets_[static_cast<std::size_t>(((second % slots) + slots) % slots)];
+        if (b.second != second) {
+            b = Bucket{second, calls_now, 0};
+        }
+        return b;
+    }
+
+    const double ratio_;
+    const std::uint32_t min_per_second_;
+    Clock* const clock_;
+    detail::StripedCounter calls_;
+    mutable std::mutex mutex_;
+    std::vector<Bucket> buckets_;  // guarded by mutex_
+    std::uint64_t withdrawn_ = 0;  // guarded by mutex_
+    std::uint64_t refused_ = 0;    // guarded by mutex_
+};
+
+// A retry is about to happen.
+struct RetryEvent {
+    std::uint32_t attempt = 0;  // the retry's number: 1 for the first retry
+    Duration delay{0};          // how long the policy waits before it
+    std::exception_ptr error;   // the failure being retried (null for a retried value)
+    std::string_view operation;
+};
+
+struct RetryStats {
+    std::uint64_t calls = 0;                  // operations run through the policy
+    std::uint64_t retries = 0;                // retries made
+    std::uint64_t successes_after_retry = 0;  // operations that succeeded on a retry
+    std::uint64_t exhausted = 0;              // gave up: retries, time or budget ran out
+    std::uint64_t not_retryable = 0;          // failed with something not worth retrying
+    std::uint64_t budget_exhausted = 0;       // of the exhausted, refused by the budget
+};
+
+// Options of a RetryPolicy. Every field has a default; validate() throws std::invalid_argument
+// naming the field.
+struct RetryOptions {
+    // Retries after the first attempt. 0 = never retry.
+    std::uint32_t max_retries = 3;
+    // The wait before each retry: a Backoff (default exponential from 100 ms, capped at 30 s,
+    // with full jitter) or a shared AdaptiveBackoff.
+    std::variant<Backoff, std::shared_ptr<AdaptiveBackoff>> backoff =
+        Backoff::exponential(std::chrono::milliseconds(100))
+            .max_delay(std::chrono::seconds(30))
+            .jitter(Jitter::full);
+    // Total time budget from the first attempt: no wait is started that would end past it.
+    // 0 = no limit.
+    Duration max_elapsed = Duration::zero();
+    // Optional: a budget shared by many policies (RetryBudget::shared(0.1, 10)).
+    std::shared_ptr<RetryBudget> budget;
+    // What is retried: by default every exception, no value. retry_on<E>() / retry_if() narrow
+    // the exceptions; retry_if_result() adds values.
+    Classifier classifier;
+    // Listeners added by on_retry(), handed to the policy when it is built.
+    std::vector<std::function<void(const RetryEvent&)>> retry_listeners;
+
+    template <class E>
+    RetryOptions& retry_on() {
+        classifier.handle<E>();
+        return *this;
+    }
+    RetryOptions& retry_if(std::function<bool(const std::exception_ptr&)> predicate) {
+        classifier.handle_if(std::move(predicate));
+        return *this;
+    }
+    template <class T = detail::deduce_result_type, class Pred>
+    RetryOptions& retry_if_result(Pred predicate) {
+        classifier.handle_result<T>(std::move(predicate));
+        return *this;
+    }
+    // Called before every retry, with the attempt, the delay and the error.
+    RetryOptions& on_retry(std::function<void(const RetryEvent&)> listener) {
+        if (!listener) {
+            detail::throw_invalid_argument("RetryOptions.on_retry: the listener is empty");
+        }
+        retry_listeners.push_back(std::move(listener));
+        return *this;
+    }
+
+    void validate() const {
+        if (max_elapsed < Duration::zero()) {
+            detail::throw_invalid_option("RetryOptions.max_elapsed", "must be >= 0",
+                                         detail::format_duration(max_elapsed));
+        }
+        if (const auto* adaptive = std::get_if<std::shared_ptr<AdaptiveBackoff>>(&backoff)) {
+            if (!*adaptive) {
+                detail::throw_invalid_argument(
+                    "RetryOptions.backoff holds a null std::shared_ptr<AdaptiveBackoff>");
+            }
+        }
+    }
+};
+
+class RetryPolicy;
+
+// The async form of a RetryPolicy: the caller runs the attempts and does the waiting; the
+// schedule says whether and how long to wait before the next one.
+//   auto schedule = retry.schedule();
+//   while (auto wait = schedule.next_delay(outcome)) { rearm_timer(*wait); ... }
+// Not thread-safe (one schedule per operation). The policy must outlive it.
+class RetrySchedule {
+public:
+    // nullopt: stop (success, not retryable, retries, time or budget exhausted). Otherwise the
+    // wait before the next attempt; the retry is counted and reported to listeners.
+    template <class T>
+    std::optional<Duration> next_delay(const Outcome<T>& outcome);
+
+    std::uint32_t retries() const noexcept { return retries_; }
+
+    RetrySchedule(RetrySchedule&& other) noexcept
+        : policy_(other.policy_),
+          ctx_(other.ctx_ == &other.own_ctx_ ? &own_ctx_ : other.ctx_),
+          own_ctx_(std::move(other.own_ctx_)),
+          started_(other.started_),
+          previous_(other.previous_),
+          retries_(other.retries_),
+          done_(other.done_) {}
+    RetrySchedule& operator=(RetrySchedule&&) = delete;
+
+private:
+    friend class RetryPolicy;
+    RetrySchedule(RetryPolicy& policy, Context* ctx);
+
+    RetryPolicy* policy_;
+    Context* ctx_;
+    Context own_ctx_;
+    TimePoint started_{};
+    Duration previous_{0};
+    std::uint32_t retries_ = 0;
+    bool done_ = false;
+};
+
+// Retries a failed call with a backoff, only for failures that have a chance of succeeding
+// later, within a number of retries, a total time and an optional shared budget.
+//   bulwark::RetryOptions r;
+//   r.max_retries = 3; r.backoff = bulwark::Backoff::exponential(100ms).max_delay(2s);
+//   r.retry_on<std::system_error>();
+//   bulwark::RetryPolicy retry(r);                 // optional clock last
+//   auto value = retry.execute([&] { return http.get(url); });
+// Waits with the clock's sleep_for (a ManualClock records it), and never longer than the
+// context's deadline allows; stops when the context is cancelled. Honours a rejection's
+// retry_at()/retry_after() (an open breaker's) when it is later than the backoff.
+// Thread-safe: one policy serves many concurrent calls. A call that succeeds first time does
+// one per-thread counter bump, reads no clock (unless max_elapsed is set) and allocates nothing.
+class RetryPolicy : public PolicyBase<RetryPolicy> {
+public:
+    explicit RetryPolicy(RetryOptions options = {}, Clock& clock = default_clock())
+        : options_((options.validate(), std::move(options))), clock_(&clock) {
+        for (auto& listener : options_.retry_listeners) {
+            listeners_.add(std::move(listener));
+        }
+        options_.retry_listeners.clear();
+    }
+
+    RetryPolicy(const RetryPolicy&) = delete;
+    RetryPolicy& operator=(const RetryPolicy&) = delete;
+
+    const RetryOptions& options() const noexcept { return options_; }
+
+    Listeners<RetryEvent>& on_retry() noexcept { return listeners_; }
+
+    RetryStats stats() const noexcept {
+        RetryStats s;
+        s.calls = calls_.sum();
+        // relaxed: statistics.
+        s.retries = retries_.load(std::memory_order_relaxed);
+        s.successes_after_retry = successes_after_retry_.load(std::memory_order_relaxed);
+        s.exhausted = exhausted_.load(std::memory_order_relaxed);
+        s.not_retryable = not_retryable_.load(std::memory_order_relaxed);
+        s.budget_exhausted = budget_exhausted_.load(std::memory_order_relaxed);
+        return s;
+    }
+
+    RetrySchedule schedule() { return RetrySchedule(*this, nullptr); }
+    RetrySchedule schedule(Context& ctx) { return RetrySchedule(*this, &ctx); }
+
+    template <class Next>
+    auto apply(Context& ctx, Next&& next) {
+        using O = std::invoke_result_t<Next&, Context&>;
+        calls_.add();
+        if (options_.budget) {
+            options_.budget->record_call();
+        }
+        // max_elapsed counts from the first attempt, so the clock is read up front only when
+        // it is set; otherwise a first-try success reads no clock.
+        const TimePoint started =
+            options_.max_elapsed > Duration::zero() ? clock_->now() : TimePoint{};
+        ctx.set_attempt(0);
+        // One named result and one return, so the outcome is constructed in place (NRVO).
+        O outcome = next(ctx);
+        if (BULWARK_LIKELY(outcome.has_value() && !options_.classifier.has_result_predicates())) {
+            adaptive_success();
+        } else {
+            retry_loop(ctx, next, outcome, started);
+        }
+        return outcome;
+    }
+
+private:
+    friend class RetrySchedule;
+
+    enum class Verdict : std::uint8_t { success, retry, not_retryable, exhausted, budget };
+
+    template <class Next, class O>
+    // Retries until the outcome is final, and leaves the final outcome in `outcome`.
+    BULWARK_NOINLINE void retry_loop(Context& ctx, Next& next, O& outcome, TimePoint started) {
+        Duration previous{0};
+        for (std::uint32_t retry = 1;; ++retry) {
+            Duration wait{0};
+            const Verdict v = decide(outcome, ctx, retry, started, previous, wait);
+            if (v != Verdict::retry) {
+                finish(v, retry);
+                if (v == Verdict::budget) {
+                    outcome = O::from_error(std::make_exception_ptr(
+                        RetryBudgetExhaustedError("retry budget exhausted", outcome.error())));
+                }
+                return;
+            }
+            previous = wait;
+            if (wait > Duration::zero()) {
+                clock_->sleep_for(wait);
+            }
+            ctx.set_attempt(retry);
+            outcome = next(ctx);
+        }
+    }
+
+    // The one decision both the synchronous loop and RetrySchedule use: given the last
+    // outcome, stop (and why) or retry after `wait`.
+    template <class T>
+    Verdict decide(const Outcome<T>& outcome, const Context& ctx, std::uint32_t retry,
+                   TimePoint started, Duration previous, Duration& wait) {
+        if (!options_.classifier.is_failure(outcome)) {
+            if (outcome.has_error()) {
+                return Verdict::not_retryable;  // an exception not worth retrying
+            }
+            return Verdict::success;
+        }
+        if (retry > options_.max_retries || ctx.cancelled()) {
+            return Verdict::exhausted;
+        }
+        wait = backoff_delay(retry, previous);
+        const TimePoint now = clock_->now();  // the failure path: a clock read is affordable
+        if (outcome.has_error()) {
+            wait = std::max(wait, hinted_wait(outcome.error(), now));
+        }
+        if (options_.max_elapsed > Duration::zero() &&
+            now + wait - started > options_.max_elapsed) {
+            return Verdict::exhausted;
+        }
+        if (ctx.deadline() && now + wait >= *ctx.deadline()) {
+            return Verdict::exhausted;
+        }
+        if (options_.budget && !options_.budget->try_withdraw()) {
+            return Verdict::budget;
+        }
+        retries_.fetch_add(1, std::memory_order_relaxed);
+        listeners_.emit_with([&] {
+            return RetryEvent{retry, wait, outcome.error(), ctx.operation()};
+        });
+        return Verdict::retry;
+    }
+
+    // A rejection that says when to come back (an open breaker) is honoured.
+    static Duration hinted_wait(const std::exception_ptr& error, TimePoint now) {
+        try {
+            std::rethrow_exception(error);
+        } catch (const RejectedError& rejected) {
+            if (const auto at = rejected.retry_at()) {
+                return std::max(*at - now, Duration::zero());
+            }
+            return rejected.retry_after();
+        } catch (...) {
+            return Duration::zero();
+        }
+    }
+
+    Duration backoff_delay(std::uint32_t retry, Duration previous) const {
+        if (const Backoff* b = std::get_if<Backoff>(&options_.backoff)) {
+            return b->delay(retry, previous);
+        }
+        return std::get<std::shared_ptr<AdaptiveBackoff>>(options_.backoff)->current_delay();
+    }
+
+    void adaptive_success() noexcept {
+        if (auto* adaptive = std::get_if<std::shared_ptr<AdaptiveBackoff>>(&options_.backoff)) {
+            (*adaptive)->record_success();
+        }
+    }
+
+    void finish(Verdict v, std::uint32_t retry) noexcept {
+        switch (v) {
+            case Verdict::success:
+                adaptive_success();
+                if (retry > 1) {
+                    successes_after_retry_.fetch_add(1, std::memory_order_relaxed);
+                }
+                break;
+            case Verdict::not_retryable:
+                not_retryable_.fetch_add(1, std::memory_order_relaxed);
+                break;
+            case Verdict::budget:
+                budget_exhausted_.fetch_add(1, std::memory_order_relaxed);
+                exhausted_.fetch_add(1, std::memory_order_relaxed);
+                record_adaptive_failure();
+                break;
+            case Verdict::exhausted:
+                exhausted_.fetch_add(1, std::memory_order_relaxed);
+                record_adaptive_failure();
+                break;
+            case Verdict::retry:
+                break;
+        }
+    }
+
+    void record_adaptive_failure() noexcept {
+        if (auto* adaptive = std::get_if<std::shared_ptr<AdaptiveBackoff>>(&options_.backoff)) {
+            (*adaptive)->record_failure();
+        }
+    }
+
+    RetryOptions options_;
+    Clock* const clock_;
+    detail::StripedCounter calls_;
+    std::atomic<std::uint64_t> retries_{0};
+    std::atomic<std::uint64_t> successes_after_retry_{0};
+    std::atomic<std::uint64_t> exhausted_{0};
+    std::atomic<std::uint64_t> not_retryable_{0};
+    std::atomic<std::uint64_t> budget_exhausted_{0};
+    Listeners<RetryEvent> listeners_;
+};
+
+inline RetrySchedule::RetrySchedule(RetryPolicy& policy, Context* ctx)
+    : policy_(&policy), ctx_(ctx != nullptr ? ctx : &own_ctx_) {
+    policy_->calls_.add();
+    if (policy_->options_.budget) {
+        policy_->options_.budget->record_call();
+    }
+    started_ = policy_->clock_->now();
+}
+
+template <class T>
+std::optional<Duration> RetrySchedule::next_delay(const Outcome<T>& outcome) {
+    if (done_) {
+        return std::nullopt;
+    }
+    Duration wait{0};
+    const auto v = policy_->decide(outcome, *ctx_, retries_ + 1, started_, previous_, wait);
+    if (v != RetryPolicy::Verdict::retry) {
+        done_ = true;
+        policy_->finish(v, retries_ + 1);
+        return std::nullopt;
+    }
+    ++retries_;
+    previous_ = wait;
+    ctx_->set_attempt(retries_);
+    return wait;
+}
+
+}  // namespace bulwark
+
+#endif  // BULWARK_RETRY_HPP
 // #include <bulwark/testing.hpp>
 #ifndef BULWARK_TESTING_HPP
 #define BULWARK_TESTING_HPP

@@ -1,0 +1,50 @@
+// A retry whose call succeeds first time, against the bare call. Target: within 1.2x.
+#include <bulwark/retry.hpp>
+
+#include "bench_main.hpp"
+
+namespace {
+
+BULWARK_NOINLINE int plus_one(int x) {
+    return x + 1;
+}
+
+void BM_bare_call(benchmark::State& state) {
+    int x = 0;
+    for (auto _ : state) {
+        x = plus_one(x);
+        benchmark::DoNotOptimize(x);
+    }
+}
+
+void BM_retry_first_try_success(benchmark::State& state) {
+    static bulwark::RetryPolicy retry;
+    int x = 0;
+    for (auto _ : state) {
+        x = retry.execute([&x] { return plus_one(x); });
+        benchmark::DoNotOptimize(x);
+    }
+}
+
+void BM_retry_with_budget_first_try_success(benchmark::State& state) {
+    static bulwark::RetryPolicy retry([] {
+        bulwark::RetryOptions o;
+        o.budget = bulwark::RetryBudget::shared(0.1, 10);
+        return o;
+    }());
+    int x = 0;
+    for (auto _ : state) {
+        x = retry.execute([&x] { return plus_one(x); });
+        benchmark::DoNotOptimize(x);
+    }
+}
+
+}  // namespace
+
+BENCHMARK(BM_bare_call)->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(BM_retry_first_try_success)->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(BM_retry_with_budget_first_try_success)->Threads(1)->Threads(2)->UseRealTime();
+
+int main(int argc, char** argv) {
+    return bulwark_bench::run_main(argc, argv, {"BM_bare_call"});
+}

@@ -1,0 +1,406 @@
+#include <atomic>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include <bulwark/circuit_breaker.hpp>
+#include <bulwark/detail/random.hpp>
+#include <bulwark/pipeline.hpp>
+#include <bulwark/retry.hpp>
+#include <bulwark/testing.hpp>
+
+#include "catch.hpp"
+
+using namespace std::chrono_literals;
+using bulwark::Duration;
+using bulwark::RetryOptions;
+using bulwark::RetryPolicy;
+
+namespace {
+struct Transient : std::runtime_error {
+    Transient() : std::runtime_error("transient") {}
+};
+
+RetryOptions exponential(std::uint32_t retries) {
+    RetryOptions o;
+    o.max_retries = retries;
+    o.backoff = bulwark::Backoff::exponential(1s);
+    return o;
+}
+
+// A dependency that fails `failures` times, then succeeds.
+struct Flaky {
+    int failures;
+    int calls = 0;
+    int operator()() {
+        if (++calls <= failures) {
+            throw Transient();
+        }
+        return calls;
+    }
+};
+}  // namespace
+
+TEST_CASE("a failing call is retried with the backoff's exact waits", "[retry]") {
+    bulwark::ManualClock clock;
+    RetryPolicy retry(exponential(3), clock);
+    Flaky flaky{3};
+    CHECK(retry.execute(std::ref(flaky)) == 4);
+    CHECK(clock.sleeps() == std::vector<Duration>{1s, 2s, 4s});
+    auto s = retry.stats();
+    CHECK(s.calls == 1);
+    CHECK(s.retries == 3);
+    CHECK(s.successes_after_retry == 1);
+}
+
+TEST_CASE("after max_retries the last error is returned", "[retry]") {
+    bulwark::ManualClock clock;
+    RetryPolicy retry(exponential(2), clock);
+    Flaky flaky{10};
+    CHECK_THROWS_AS(retry.execute(std::ref(flaky)), Transient);
+    CHECK(flaky.calls == 3);
+    CHECK(clock.sleeps() == std::vector<Duration>{1s, 2s});
+    CHECK(retry.stats().exhausted == 1);
+}
+
+TEST_CASE("a first-try success does not wait or retry", "[retry]") {
+    bulwark::ManualClock clock;
+    RetryPolicy retry(exponential(3), clock);
+    CHECK(retry.execute([] { return 1; }) == 1);
+    CHECK(clock.sleeps().empty());
+    CHECK(retry.stats().retries == 0);
+}
+
+TEST_CASE("only retryable exceptions are retried", "[retry]") {
+    bulwark::ManualClock clock;
+    RetryOptions o = exponential(3);
+    o.retry_on<std::system_error>();
+    RetryPolicy retry(o, clock);
+    int calls = 0;
+    CHECK_THROWS_AS(retry.execute([&]() -> int {
+        ++calls;
+        throw std::invalid_argument("bad request");
+    }),
+                    std::invalid_argument);
+    CHECK(calls == 1);
+    CHECK(retry.stats().not_retryable == 1);
+    calls = 0;
+    CHECK_THROWS_AS(retry.execute([&]() -> int {
+        ++calls;
+        throw std::system_error(std::make_error_code(std::errc::connection_reset));
+    }),
+                    std::system_error);
+    CHECK(calls == 4);
+}
+
+TEST_CASE("retry_if decides with a predicate on the exception", "[retry]") {
+    bulwark::ManualClock clock;
+    RetryOptions o = exponential(5);
+    o.retry_if([](const std::exception_ptr& e) {
+        try {
+            std::rethrow_exception(e);
+        } catch (const std::runtime_error& r) {
+            return std::string(r.what()) == "transient";
+        } catch (...) {
+            return false;
+        }
+    });
+    RetryPolicy retry(o, clock);
+    Flaky flaky{2};
+    CHECK(retry.execute(std::ref(flaky)) == 3);
+}
+
+TEST_CASE("retry_if_result retries bad values and returns the last one", "[retry]") {
+    bulwark::ManualClock clock;
+    RetryOptions o = exponential(2);
+    o.retry_if_result([](const int& status) { return status >= 500; });
+    RetryPolicy retry(o, clock);
+    std::vector<int> statuses{503, 502, 200};
+    std::size_t i = 0;
+    CHECK(retry.execute([&] { return statuses[i++]; }) == 200);
+    std::size_t j = 0;
+    CHECK(retry.execute([&] { return 500 + static_cast<int>(j++); }) == 502);  // exhausted
+    CHECK(retry.stats().exhausted == 1);
+}
+
+TEST_CASE("no wait is started that would pass max_elapsed", "[retry]") {
+    bulwark::ManualClock clock;
+    RetryOptions o = exponential(10);
+    o.max_elapsed = 10s;
+    RetryPolicy retry(o, clock);
+    Flaky flaky{100};
+    CHECK_THROWS_AS(retry.execute(std::ref(flaky)), Transient);
+    // Waits 1 + 2 + 4 = 7 s; the next (8 s) would end at 15 s > 10 s.
+    CHECK(clock.sleeps() == std::vector<Duration>{1s, 2s, 4s});
+}
+
+TEST_CASE("retries stop at the context's deadline and when it is cancelled", "[retry]") {
+    bulwark::ManualClock clock;
+    RetryPolicy retry(exponential(10), clock);
+    bulwark::Context ctx;
+    ctx.set_deadline(clock.now() + 5s);
+    Flaky flaky{100};
+    CHECK_THROWS_AS(retry.execute(std::ref(flaky), ctx), Transient);
+    CHECK(clock.sleeps() == std::vector<Duration>{1s, 2s});  // 3 s used; 4 s more passes 5 s
+
+    bulwark::Context cancellable;
+    int calls = 0;
+    CHECK_THROWS_AS(retry.execute(
+                        [&](bulwark::Context& c) -> int {
+                            if (++calls == 2) {
+                                c.cancel();
+                            }
+                            throw Transient();
+                        },
+                        cancellable),
+                    Transient);
+    CHECK(calls == 2);
+}
+
+TEST_CASE("the context carries the attempt number", "[retry]") {
+    bulwark::ManualClock clock;
+    RetryPolicy retry(exponential(3), clock);
+    std::vector<std::uint32_t> attempts;
+    retry.execute([&](bulwark::Context& ctx) {
+        attempts.push_back(ctx.attempt());
+        if (ctx.attempt() < 2) {
+            throw Transient();
+        }
+    });
+    CHECK(attempts == std::vector<std::uint32_t>{0, 1, 2});
+}
+
+TEST_CASE("on_retry listeners see attempt, delay and error", "[retry]") {
+    bulwark::ManualClock clock;
+    RetryOptions o = exponential(3);
+    std::vector<bulwark::RetryEvent> from_options;
+    o.on_retry([&](const bulwark::RetryEvent& e) { from_options.push_back(e); });
+    RetryPolicy retry(o, clock);
+    std::vector<std::uint32_t> attempts;
+    retry.on_retry().add([&](const bulwark::RetryEvent& e) { attempts.push_back(e.attempt); });
+    Flaky flaky{2};
+    retry.execute(std::ref(flaky));
+    REQUIRE(from_options.size() == 2);
+    CHECK(from_options[0].attempt == 1);
+    CHECK(from_options[0].delay == Duration(1s));
+    CHECK(from_options[1].delay == Duration(2s));
+    CHECK(from_options[0].error != nullptr);
+    CHECK(attempts == std::vector<std::uint32_t>{1, 2});
+}
+
+TEST_CASE("pipeline(retry, breaker): an open breaker's retry_at is honoured", "[retry][pipeline]") {
+    bulwark::ManualClock clock;
+    bulwark::CircuitBreakerOptions b;
+    b.failure_threshold = 2;
+    b.failure_ratio = 0;
+    b.break_duration = 30s;
+    bulwark::CircuitBreaker breaker("dep", b, clock);
+    RetryOptions o;
+    o.max_retries = 5;
+    o.backoff = bulwark::Backoff::fixed(1s);
+    RetryPolicy retry(o, clock);
+    bulwark::FaultInjector chaos(clock);
+    chaos.fail_next(2);
+    auto p = bulwark::pipeline(retry, breaker, chaos);
+    CHECK(p.execute([] { return 7; }) == 7);
+    // Two failures open the breaker at t = 1 s for 30 s; after the 1 s backoff the third attempt
+    // is rejected, and the retry waits for the rest of the break (29 s) instead of its 1 s
+    // backoff; then the probe succeeds.
+    CHECK(clock.sleeps() == std::vector<Duration>{1s, 1s, 29s});
+    CHECK(chaos.calls() == 3);
+    CHECK(breaker.state() == bulwark::CircuitState::closed);
+}
+
+TEST_CASE("pipeline(breaker, retry): the breaker sees one call per retried operation",
+          "[retry][pipeline]") {
+    bulwark::ManualClock clock;
+    bulwark::CircuitBreakerOptions b;
+    b.failure_threshold = 2;
+    b.failure_ratio = 0;
+    bulwark::CircuitBreaker breaker("dep", b, clock);
+    RetryPolicy retry(exponential(3), clock);
+    bulwark::FaultInjector chaos(clock);
+    chaos.fail_next(3);
+    auto p = bulwark::pipeline(breaker, retry, chaos);
+    CHECK(p.execute([] { return 1; }) == 1);  // three failures hidden inside one operation
+    CHECK(breaker.stats().calls == 1);
+    CHECK(breaker.stats().failures == 0);
+    chaos.fail_always();
+    CHECK_THROWS(p.execute([] { return 1; }));
+    CHECK(breaker.stats().failures == 1);  // one failed operation, four failed attempts
+}
+
+TEST_CASE("wrap(f, retry) retries a plain function", "[retry][wrap]") {
+    bulwark::ManualClock clock;
+    RetryPolicy retry(exponential(3), clock);
+    int calls = 0;
+    auto flaky_add = [&](int a, int b) {
+        if (++calls < 3) {
+            throw Transient();
+        }
+        return a + b;
+    };
+    auto resilient_add = bulwark::wrap(flaky_add, retry);
+    CHECK(resilient_add(2, 3) == 5);
+    CHECK(calls == 3);
+}
+
+TEST_CASE("a 10% budget caps retries against a dead dependency", "[retry][budget]") {
+    bulwark::ManualClock clock;
+    auto budget = bulwark::RetryBudget::shared(0.1, 10, clock);
+    RetryOptions o;
+    o.max_retries = 3;
+    o.backoff = bulwark::Backoff::fixed(0s);
+    o.budget = budget;
+    RetryPolicy a(o, clock);
+    RetryPolicy b(o, clock);  // two policies share the budget
+    int attempts = 0;
+    int budget_errors = 0;
+    for (int i = 0; i < 1000; ++i) {
+        RetryPolicy& policy = i % 2 == 0 ? a : b;
+        auto outcome = policy.try_execute([&]() -> int {
+            ++attempts;
+            throw Transient();
+        });
+        try {
+            outcome.rethrow_if_error();
+        } catch (const bulwark::RetryBudgetExhaustedError& e) {
+            ++budget_errors;
+            CHECK(e.last_error() != nullptr);
+        } catch (const Transient&) {
+        }
+    }
+    const int retries = attempts - 1000;
+    CHECK(retries <= 1000 * 0.1 + 10);
+    CHECK(retries >= 90);  // and the budget is really used
+    CHECK(budget_errors > 800);
+    CHECK(budget->withdrawn() == static_cast<std::uint64_t>(retries));
+    CHECK(a.stats().budget_exhausted + b.stats().budget_exhausted ==
+          static_cast<std::uint64_t>(budget_errors));
+}
+
+TEST_CASE("the budget's floor allows min_per_second retries each second", "[retry][budget]") {
+    bulwark::ManualClock clock;
+    bulwark::RetryBudget budget(0.0, 2, clock);
+    int allowed = 0;
+    for (int second = 0; second < 5; ++second) {
+        for (int i = 0; i < 10; ++i) {
+            budget.record_call();
+            allowed += budget.try_withdraw() ? 1 : 0;
+        }
+        clock.advance(1s);
+    }
+    CHECK(allowed == 10);
+}
+
+TEST_CASE("schedule() gives the async form the same decisions", "[retry][schedule]") {
+    bulwark::ManualClock clock;
+    RetryPolicy retry(exponential(3), clock);
+    auto failed = bulwark::Outcome<int>::from_error(std::make_exception_ptr(Transient()));
+    auto schedule = retry.schedule();
+    std::vector<Duration> waits;
+    while (auto wait = schedule.next_delay(failed)) {
+        waits.push_back(*wait);
+    }
+    CHECK(waits == std::vector<Duration>{1s, 2s, 4s});
+    CHECK(schedule.retries() == 3);
+    CHECK_FALSE(schedule.next_delay(failed).has_value());
+    CHECK(clock.sleeps().empty());  // the caller does the waiting
+
+    auto ok = retry.schedule();
+    CHECK(ok.next_delay(failed) == Duration(1s));
+    CHECK_FALSE(ok.next_delay(bulwark::Outcome<int>::from_value(1)).has_value());
+    auto s = retry.stats();
+    CHECK(s.exhausted == 1);
+    CHECK(s.successes_after_retry == 1);
+}
+
+TEST_CASE("AdaptiveBackoff halves on success and doubles on failure within bounds",
+          "[retry][adaptive]") {
+    bulwark::AdaptiveBackoff adaptive(1s, 250ms, 4s);
+    adaptive.record_failure();
+    CHECK(adaptive.current_delay() == Duration(2s));
+    adaptive.record_failure();
+    adaptive.record_failure();
+    CHECK(adaptive.current_delay() == Duration(4s));  // ceiling
+    for (int i = 0; i < 10; ++i) {
+        adaptive.record_success();
+    }
+    CHECK(adaptive.current_delay() == Duration(250ms));  // floor
+    CHECK_THROWS_WITH(bulwark::AdaptiveBackoff(1s, 2s, 4s),
+                      "AdaptiveBackoff.initial must be in [floor, ceiling], got 1s");
+    CHECK_THROWS_AS(bulwark::AdaptiveBackoff(1s, 1ms, 1min, 0.5), std::invalid_argument);
+}
+
+TEST_CASE("an AdaptiveBackoff as the retry backoff learns across calls", "[retry][adaptive]") {
+    bulwark::ManualClock clock;
+    auto adaptive = std::make_shared<bulwark::AdaptiveBackoff>(1s, 100ms, 1min);
+    RetryOptions o;
+    o.max_retries = 1;
+    o.backoff = adaptive;
+    RetryPolicy retry(o, clock);
+    Flaky always{100};
+    CHECK_THROWS(retry.execute(std::ref(always)));  // exhausted: grows to 2 s
+    CHECK_THROWS(retry.execute(std::ref(always)));  // waits 2 s, grows to 4 s
+    CHECK(clock.sleeps() == std::vector<Duration>{1s, 2s});
+    CHECK(adaptive->current_delay() == Duration(4s));
+    retry.execute([] { return 1; });
+    CHECK(adaptive->current_delay() == Duration(2s));
+}
+
+TEST_CASE("invalid retry options are refused", "[retry]") {
+    RetryOptions o;
+    o.max_elapsed = -1s;
+    CHECK_THROWS_WITH(RetryPolicy(o), "RetryOptions.max_elapsed must be >= 0, got -1s");
+    RetryOptions null_adaptive;
+    null_adaptive.backoff = std::shared_ptr<bulwark::AdaptiveBackoff>();
+    CHECK_THROWS_AS(RetryPolicy(null_adaptive), std::invalid_argument);
+    CHECK_THROWS_WITH(bulwark::RetryBudget(1.5, 1), "RetryBudget.ratio must be in [0, 1], got 1.5");
+    CHECK_THROWS_AS(o.on_retry(nullptr), std::invalid_argument);
+}
+
+TEST_CASE("stress: one retry policy and budget shared by 4 threads keep consistent counts",
+          "[retry][.stress]") {
+    bulwark::ManualClock clock;
+    RetryOptions o;
+    o.max_retries = 2;
+    o.backoff = bulwark::Backoff::fixed(0s);
+    o.budget = bulwark::RetryBudget::shared(0.5, 100, clock);
+    o.retry_on<Transient>();
+    RetryPolicy retry(o, clock);
+    std::atomic<std::uint64_t> ok{0};
+    std::atomic<std::uint64_t> failed{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+        threads.emplace_back([&, t] {
+            bulwark::detail::SplitMix64 rng(static_cast<std::uint64_t>(t) + 1);
+            for (int i = 0; i < 100000; ++i) {
+                if (t == 0 && i % 1000 == 0) {
+                    clock.advance(1s);
+                }
+                const std::uint64_t roll = rng.next() % 10;
+                auto outcome = retry.try_execute([&]() -> int {
+                    if (roll < 3) {
+                        throw Transient();
+                    }
+                    if (roll == 3) {
+                        throw std::logic_error("not retryable");
+                    }
+                    return 1;
+                });
+                (outcome ? ok : failed).fetch_add(1, std::memory_order_relaxed);
+            }
+        });
+    }
+    for (auto& t : threads) {
+        t.join();
+    }
+    auto s = retry.stats();
+    CHECK(s.calls == 400000);
+    CHECK(ok.load() + failed.load() == 400000);
+    CHECK(s.not_retryable + s.exhausted == failed.load());
+    CHECK(s.retries == o.budget->withdrawn());
+    CHECK(s.retries > 0);
+}
