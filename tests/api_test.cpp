@@ -224,3 +224,33 @@ TEST_CASE("options read well with C++20 designated initializers", "[api]") {
     CHECK(limiter.options().max_wait == bulwark::Duration(10ms));
 }
 #endif
+
+TEST_CASE("API section 4: LoadShedder", "[api]") {
+    bulwark::Degradation degradation;
+    bulwark::LoadShedder shedder(degradation, bulwark::DegradationLevel::severe);
+    CHECK(shedder.execute([] { return 1; }) == 1);
+}
+
+TEST_CASE("API section 6: Degradation (manual level, gates, listeners)", "[api]") {
+    bulwark::Degradation degradation;  // DegradationLevel::normal|minor|moderate|severe|critical
+    std::vector<std::string> changes;
+    degradation.on_change(
+        [&](bulwark::DegradationLevel from, bulwark::DegradationLevel to, const std::string& why) {
+            changes.push_back(std::string(bulwark::to_string(from)) + "->" +
+                              bulwark::to_string(to) + " " + why);
+        });
+    degradation.set_level(bulwark::DegradationLevel::moderate, "maintenance");
+    CHECK_FALSE(degradation.enabled("recommendations", bulwark::DegradationLevel::minor));
+    CHECK(changes == std::vector<std::string>{"normal->moderate maintenance"});
+}
+
+#if __cplusplus >= 202002L
+TEST_CASE("retry and shedder options read well with designated initializers", "[api]") {
+    bulwark::RetryPolicy retry(bulwark::RetryOptions{.max_retries = 1, .max_elapsed = 5s});
+    CHECK(retry.options().max_retries == 1);
+    bulwark::Degradation degradation;
+    bulwark::LoadShedder shedder(
+        degradation, bulwark::LoadShedderOptions{.shed_at = bulwark::DegradationLevel::minor});
+    CHECK(shedder.execute([] { return 1; }) == 1);
+}
+#endif

@@ -9,7 +9,9 @@
 #include <bulwark/cache.hpp>
 #include <bulwark/circuit_breaker.hpp>
 #include <bulwark/core.hpp>
+#include <bulwark/degradation.hpp>
 #include <bulwark/fallback.hpp>
+#include <bulwark/load_shedder.hpp>
 #include <bulwark/rate_limiter.hpp>
 #include <bulwark/retry.hpp>
 #include <bulwark/testing.hpp>

@@ -141,14 +141,14 @@ struct CircuitBreakerOptions {
     // Optional: the k-th opening in a row (re-opened by a failed probe, without closing in
     // between) lasts break_duration_backoff->delay(k) instead of break_duration; closing starts
     // the count again. E.g. Backoff::exponential(60s, 2.0).max_delay(10min): 1, 2, 4, 8, 10 min.
-    std::optional<Backoff> break_duration_backoff;
+    std::optional<Backoff> break_duration_backoff{};
     // Probes admitted in half-open; it closes when all of them succeed (success_threshold). >= 1.
     std::uint32_t half_open_calls = 1;
     // A probe that reports nothing within this counts as failed, so a hung probe cannot keep the
     // breaker half-open. 0 = wait for ever (default).
     Duration half_open_max_wait = Duration::zero();
     // What counts as a failure: by default every exception. See Classifier.
-    Classifier classifier;
+    Classifier classifier{};
 
     // Only exceptions of type E (and subclasses) count as failures; others pass through and
     // count as successes for the breaker: they are not the dependency's fault.

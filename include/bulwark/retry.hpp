@@ -252,12 +252,12 @@ struct RetryOptions {
     // 0 = no limit.
     Duration max_elapsed = Duration::zero();
     // Optional: a budget shared by many policies (RetryBudget::shared(0.1, 10)).
-    std::shared_ptr<RetryBudget> budget;
+    std::shared_ptr<RetryBudget> budget{};
     // What is retried: by default every exception, no value. retry_on<E>() / retry_if() narrow
     // the exceptions; retry_if_result() adds values.
-    Classifier classifier;
+    Classifier classifier{};
     // Listeners added by on_retry(), handed to the policy when it is built.
-    std::vector<std::function<void(const RetryEvent&)>> retry_listeners;
+    std::vector<std::function<void(const RetryEvent&)>> retry_listeners{};
 
     template <class E>
     RetryOptions& retry_on() {

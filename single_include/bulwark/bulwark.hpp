@@ -2455,14 +2455,14 @@ struct CircuitBreakerOptions {
     // Optional: the k-th opening in a row (re-opened by a failed probe, without closing in
     // between) lasts break_duration_backoff->delay(k) instead of break_duration; closing starts
     // the count again. E.g. Backoff::exponential(60s, 2.0).max_delay(10min): 1, 2, 4, 8, 10 min.
-    std::optional<Backoff> break_duration_backoff;
+    std::optional<Backoff> break_duration_backoff{};
     // Probes admitted in half-open; it closes when all of them succeed (success_threshold). >= 1.
     std::uint32_t half_open_calls = 1;
     // A probe that reports nothing within this counts as failed, so a hung probe cannot keep the
     // breaker half-open. 0 = wait for ever (default).
     Duration half_open_max_wait = Duration::zero();
     // What counts as a failure: by default every exception. See Classifier.
-    Classifier classifier;
+    Classifier classifier{};
 
     // Only exceptions of type E (and subclasses) count as failures; others pass through and
     // count as successes for the breaker: they are not the dependency's fault.
@@ -3731,6 +3731,254 @@ auto wrap(F&& f, Ps&&... policies) {
 #endif  // BULWARK_VERSION_HPP
 
 #endif  // BULWARK_CORE_HPP
+// #include <bulwark/degradation.hpp>
+#ifndef BULWARK_DEGRADATION_HPP
+#define BULWARK_DEGRADATION_HPP
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+
+// #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/events.hpp> (already included above)
+
+namespace bulwark {
+
+// How degraded the service is, from fully working to keeping only what is critical.
+enum class DegradationLevel : std::uint8_t { normal, minor, moderate, severe, critical };
+
+inline const char* to_string(DegradationLevel level) noexcept {
+    switch (level) {
+        case DegradationLevel::normal:
+            return "normal";
+        case DegradationLevel::minor:
+            return "minor";
+        case DegradationLevel::moderate:
+            return "moderate";
+        case DegradationLevel::severe:
+            return "severe";
+        case DegradationLevel::critical:
+            return "critical";
+    }
+    return "unknown";
+}
+
+struct DegradationChange {
+    DegradationLevel from = DegradationLevel::normal;
+    DegradationLevel to = DegradationLevel::normal;
+    std::string reason;
+    TimePoint at{};
+    bool manual = false;  // set_level()/clear_override(), not observe()
+};
+
+// The service's degradation level, its reason and since when, and the feature gates and load
+// shedding that follow from it.
+//   bulwark::Degradation degradation;
+//   degradation.set_level(bulwark::DegradationLevel::moderate, "maintenance");   // admin override
+//   if (degradation.enabled("recommendations", bulwark::DegradationLevel::minor)) { ... }
+//   degradation.observe(computed_level, "p99 latency high");   // automatic input, with hysteresis
+// Two inputs: observe() (automatic: rises at once, falls only after the lower level has held for
+// hold(), so it does not flap) and set_level() (manual: overrides the automatic level until
+// clear_override()). The level in force is the override if there is one, else the automatic one.
+// Thread-safe. level() and enabled() are one atomic load (plus a lock only while a per-feature
+// override is set); changes take a mutex. Listeners run after the change, outside the lock.
+class Degradation {
+public:
+    using ChangeListener =
+        std::function<void(DegradationLevel from, DegradationLevel to, const std::string& why)>;
+
+    // `hold`: how long a lower automatic level must persist before the level falls. >= 0.
+    explicit Degradation(Clock& clock = default_clock(), Duration hold = std::chrono::seconds(30))
+        : clock_(&clock), hold_(hold), since_(clock.now()) {
+        if (hold < Duration::zero()) {
+            detail::throw_invalid_option("Degradation.hold", "must be >= 0",
+                                         detail::format_duration(hold));
+        }
+    }
+
+    Degradation(const Degradation&) = delete;
+    Degradation& operator=(const Degradation&) = delete;
+
+    DegradationLevel level() const noexcept {
+        // acquire: pairs with the release in publish(), so reason()/since() read after it are
+        // at least as new.
+        return static_cast<DegradationLevel>(level_.load(std::memory_order_acquire));
+    }
+
+    std::string reason() const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return reason_;
+    }
+    TimePoint since() const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return since_;
+    }
+    bool overridden() const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return override_.has_value();
+    }
+    Duration hold() const noexcept { return hold_; }
+
+    // Admin override: this level holds, whatever observe() says, until clear_override().
+    void set_level(DegradationLevel level, std::string reason) {
+        Pending pending;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            override_ = level;
+            publish(level, std::move(reason), true, pending);
+        }
+        notify(pending);
+    }
+
+    // Returns to the automatic level.
+    void clear_override() {
+        Pending pending;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (!override_) {
+                return;
+            }
+            override_.reset();
+            publish(automatic_, automatic_reason_.empty() ? "override cleared" : automatic_reason_,
+                    true, pending);
+        }
+        notify(pending);
+    }
+
+    // An automatic reading (from health checks, resource use, or the caller's own signals).
+    // A higher level applies at once; a lower one only once readings at or below it have held
+    // for hold() — then the level falls to the highest level seen during that time.
+    void observe(DegradationLevel computed, std::string reason) {
+        Pending pending;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            const TimePoint now = clock_->now();
+            if (computed >= automatic_) {
+                lower_since_.reset();
+                if (computed > automatic_ || reason != automatic_reason_) {
+                    automatic_ = computed;
+                    automatic_reason_ = std::move(reason);
+                    if (!override_) {
+                        publish(automatic_, automatic_reason_, false, pending);
+                    }
+                }
+            } else {
+                if (!lower_since_) {
+                    lower_since_ = now;
+                    lower_max_ = computed;
+                } else if (computed > lower_max_) {
+                    lower_max_ = computed;
+                }
+                if (now - *lower_since_ >= hold_) {
+                    automatic_ = lower_max_;
+                    automatic_reason_ = std::move(reason);
+                    lower_since_.reset();
+                    if (computed < automatic_) {
+                        // This reading is lower still: it starts the hold for the next step.
+                        lower_since_ = now;
+                        lower_max_ = computed;
+                    }
+                    if (!override_) {
+                        publish(automatic_, automatic_reason_, false, pending);
+                    }
+                }
+            }
+        }
+        notify(pending);
+    }
+
+    // A feature gate: true while the level is below `disable_at` (unless the feature is forced
+    // on or off by force_feature()).
+    bool enabled(std::string_view feature, DegradationLevel disable_at) const {
+        // acquire: pairs with force_feature()'s release; the map is read under the lock.
+        if (BULWARK_UNLIKELY(features_forced_.load(std::memory_order_acquire))) {
+            std::lock_guard<std::mutex> lock(mutex_);
+            auto it = forced_.find(feature);
+            if (it != forced_.end()) {
+                return it->second;
+            }
+        }
+        return level() < disable_at;
+    }
+
+    // Forces a feature on or off whatever the level (an admin switch); clear_feature() undoes it.
+    void force_feature(std::string feature, bool on) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        forced_[std::move(feature)] = on;
+        features_forced_.store(true, std::memory_order_release);
+    }
+    void clear_feature(std::string_view feature) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto it = forced_.find(feature);
+        if (it != forced_.end()) {
+            forced_.erase(it);
+        }
+        features_forced_.store(!forced_.empty(), std::memory_order_release);
+    }
+
+    ListenerId on_change(ChangeListener listener) {
+        if (!listener) {
+            detail::throw_invalid_argument("Degradation::on_change: the listener is empty");
+        }
+        return changes_.add(
+            [l = std::move(listener)](const DegradationChange& c) { l(c.from, c.to, c.reason); });
+    }
+    // The full event, with time and whether the change was manual.
+    Listeners<DegradationChange>& changes() noexcept { return changes_; }
+
+private:
+    struct Pending {
+        std::optional<DegradationChange> change;
+    };
+
+    // Under mutex_: makes `level` the level in force.
+    void publish(DegradationLevel level, std::string reason, bool manual, Pending& pending) {
+        const DegradationLevel old =
+            static_cast<DegradationLevel>(level_.load(std::memory_order_relaxed));
+        const TimePoint now = clock_->now();
+        if (old != level) {
+            since_ = now;
+        }
+        reason_ = reason;
+        level_.store(static_cast<std::uint8_t>(level), std::memory_order_release);
+        if (old != level) {
+            pending.change = DegradationChange{old, level, std::move(reason), now, manual};
+        }
+    }
+
+    void notify(const Pending& pending) {
+        if (pending.change) {
+            changes_.emit(*pending.change);
+        }
+    }
+
+    Clock* const clock_;
+    const Duration hold_;
+    std::atomic<std::uint8_t> level_{static_cast<std::uint8_t>(DegradationLevel::normal)};
+    std::atomic<bool> features_forced_{false};
+
+    mutable std::mutex mutex_;
+    std::string reason_;                                     // guarded by mutex_
+    TimePoint since_{};                                      // guarded by mutex_
+    std::optional<DegradationLevel> override_;               // guarded by mutex_
+    DegradationLevel automatic_ = DegradationLevel::normal;  // guarded by mutex_
+    std::string automatic_reason_;                           // guarded by mutex_
+    std::optional<TimePoint> lower_since_;                   // guarded by mutex_
+    DegradationLevel lower_max_ = DegradationLevel::normal;  // guarded by mutex_
+    std::map<std::string, bool, std::less<>> forced_;        // guarded by mutex_
+    Listeners<DegradationChange> changes_;
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_DEGRADATION_HPP
 // #include <bulwark/fallback.hpp>
 #ifndef BULWARK_FALLBACK_HPP
 #define BULWARK_FALLBACK_HPP
@@ -3892,6 +4140,144 @@ private:
 }  // namespace bulwark
 
 #endif  // BULWARK_FALLBACK_HPP
+// #include <bulwark/load_shedder.hpp>
+#ifndef BULWARK_LOAD_SHEDDER_HPP
+#define BULWARK_LOAD_SHEDDER_HPP
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+// #include <bulwark/context.hpp> (already included above)
+// #include <bulwark/degradation.hpp> (already included above)
+// #include <bulwark/detail/striped_counter.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/errors.hpp> (already included above)
+// #include <bulwark/events.hpp> (already included above)
+// #include <bulwark/outcome.hpp> (already included above)
+// #include <bulwark/policy.hpp> (already included above)
+
+namespace bulwark {
+
+struct LoadShedderOptions {
+    // Normal-priority calls are shed from this level on.
+    DegradationLevel shed_at = DegradationLevel::severe;
+    // With priorities, low-priority calls are shed one level earlier and high-priority ones one
+    // level later; critical calls are never shed by level. false: every call alike.
+    bool by_priority = true;
+    // Optional: also shed when this returns true (a queue too long, a CPU too hot…).
+    std::function<bool(const Context&)> shed_if{};
+};
+
+// A call was shed.
+struct ShedEvent {
+    DegradationLevel level = DegradationLevel::normal;
+    Priority priority = Priority::normal;
+    bool by_predicate = false;
+};
+
+struct LoadShedderStats {
+    std::uint64_t passed = 0;
+    std::uint64_t shed = 0;
+};
+
+// Drops calls while the service is degraded, lowest priority first, so that what matters keeps
+// working.
+//   bulwark::LoadShedder shedder(degradation, bulwark::DegradationLevel::severe);
+//   ctx.set_priority(bulwark::Priority::critical);    // a call that must pass longest
+//   shedder.execute(f, ctx);                          // LoadShedError when shed
+// The degradation must outlive the shedder. Thread-safe. Passing costs one atomic load of the
+// level and a per-thread counter; shedding allocates nothing (the error is built once).
+class LoadShedder : public PolicyBase<LoadShedder> {
+public:
+    LoadShedder(const Degradation& degradation, DegradationLevel shed_at)
+        : LoadShedder(degradation, LoadShedderOptions{shed_at, true, nullptr}) {}
+
+    LoadShedder(const Degradation& degradation, LoadShedderOptions options)
+        : degradation_(&degradation),
+          options_(std::move(options)),
+          error_(std::make_exception_ptr(LoadShedError(
+              std::string("load shed: the service is degraded (shedding from level ") +
+              to_string(options_.shed_at) + ")"))) {
+        if (options_.shed_at == DegradationLevel::normal) {
+            detail::throw_invalid_option("LoadShedderOptions.shed_at",
+                                         "must be above normal (or every call would be shed)",
+                                         "normal");
+        }
+    }
+
+    LoadShedder(const LoadShedder&) = delete;
+    LoadShedder& operator=(const LoadShedder&) = delete;
+
+    // True if a call with this context would be shed now.
+    bool should_shed(const Context& ctx) const {
+        return shed_by_level(ctx.priority()) || (options_.shed_if && options_.shed_if(ctx));
+    }
+
+    template <class Next>
+    auto apply(Context& ctx, Next&& next) {
+        using O = std::invoke_result_t<Next&, Context&>;
+        const bool by_level = shed_by_level(ctx.priority());
+        if (BULWARK_UNLIKELY(by_level || (options_.shed_if && options_.shed_if(ctx)))) {
+            shed(ctx, !by_level);
+            return O::from_error(error_);
+        }
+        passed_.add();
+        return next(ctx);
+    }
+
+    Listeners<ShedEvent>& on_shed() noexcept { return listeners_; }
+
+    LoadShedderStats stats() const noexcept {
+        return LoadShedderStats{passed_.sum(), shed_.load(std::memory_order_relaxed)};
+    }
+
+private:
+    bool shed_by_level(Priority priority) const noexcept {
+        const int level = static_cast<int>(degradation_->level());
+        int threshold = static_cast<int>(options_.shed_at);
+        if (options_.by_priority) {
+            switch (priority) {
+                case Priority::low:
+                    threshold -= 1;
+                    break;
+                case Priority::normal:
+                    break;
+                case Priority::high:
+                    threshold += 1;
+                    break;
+                case Priority::critical:
+                    return false;
+            }
+        }
+        // A low-priority threshold never falls to normal: a healthy service sheds nothing.
+        return level >= std::max(threshold, 1);
+    }
+
+    void shed(const Context& ctx, bool by_predicate) noexcept {
+        // relaxed: a statistic.
+        shed_.fetch_add(1, std::memory_order_relaxed);
+        listeners_.emit_with([&] {
+            return ShedEvent{degradation_->level(), ctx.priority(), by_predicate};
+        });
+    }
+
+    const Degradation* degradation_;
+    const LoadShedderOptions options_;
+    const std::exception_ptr error_;
+    detail::StripedCounter passed_;
+    std::atomic<std::uint64_t> shed_{0};
+    Listeners<ShedEvent> listeners_;
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_LOAD_SHEDDER_HPP
 // #include <bulwark/rate_limiter.hpp>
 #ifndef BULWARK_RATE_LIMITER_HPP
 #define BULWARK_RATE_LIMITER_HPP
@@ -4425,12 +4811,12 @@ struct RetryOptions {
     // 0 = no limit.
     Duration max_elapsed = Duration::zero();
     // Optional: a budget shared by many policies (RetryBudget::shared(0.1, 10)).
-    std::shared_ptr<RetryBudget> budget;
+    std::shared_ptr<RetryBudget> budget{};
     // What is retried: by default every exception, no value. retry_on<E>() / retry_if() narrow
     // the exceptions; retry_if_result() adds values.
-    Classifier classifier;
+    Classifier classifier{};
     // Listeners added by on_retry(), handed to the policy when it is built.
-    std::vector<std::function<void(const RetryEvent&)>> retry_listeners;
+    std::vector<std::function<void(const RetryEvent&)>> retry_listeners{};
 
     template <class E>
     RetryOptions& retry_on() {

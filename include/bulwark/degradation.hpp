@@ -1,0 +1,249 @@
+// bulwark — resilience policies for C++17 services.
+// SPDX-License-Identifier: MIT
+#ifndef BULWARK_DEGRADATION_HPP
+#define BULWARK_DEGRADATION_HPP
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include <bulwark/clock.hpp>
+#include <bulwark/detail/throw.hpp>
+#include <bulwark/events.hpp>
+
+namespace bulwark {
+
+// How degraded the service is, from fully working to keeping only what is critical.
+enum class DegradationLevel : std::uint8_t { normal, minor, moderate, severe, critical };
+
+inline const char* to_string(DegradationLevel level) noexcept {
+    switch (level) {
+        case DegradationLevel::normal:
+            return "normal";
+        case DegradationLevel::minor:
+            return "minor";
+        case DegradationLevel::moderate:
+            return "moderate";
+        case DegradationLevel::severe:
+            return "severe";
+        case DegradationLevel::critical:
+            return "critical";
+    }
+    return "unknown";
+}
+
+struct DegradationChange {
+    DegradationLevel from = DegradationLevel::normal;
+    DegradationLevel to = DegradationLevel::normal;
+    std::string reason;
+    TimePoint at{};
+    bool manual = false;  // set_level()/clear_override(), not observe()
+};
+
+// The service's degradation level, its reason and since when, and the feature gates and load
+// shedding that follow from it.
+//   bulwark::Degradation degradation;
+//   degradation.set_level(bulwark::DegradationLevel::moderate, "maintenance");   // admin override
+//   if (degradation.enabled("recommendations", bulwark::DegradationLevel::minor)) { ... }
+//   degradation.observe(computed_level, "p99 latency high");   // automatic input, with hysteresis
+// Two inputs: observe() (automatic: rises at once, falls only after the lower level has held for
+// hold(), so it does not flap) and set_level() (manual: overrides the automatic level until
+// clear_override()). The level in force is the override if there is one, else the automatic one.
+// Thread-safe. level() and enabled() are one atomic load (plus a lock only while a per-feature
+// override is set); changes take a mutex. Listeners run after the change, outside the lock.
+class Degradation {
+public:
+    using ChangeListener =
+        std::function<void(DegradationLevel from, DegradationLevel to, const std::string& why)>;
+
+    // `hold`: how long a lower automatic level must persist before the level falls. >= 0.
+    explicit Degradation(Clock& clock = default_clock(), Duration hold = std::chrono::seconds(30))
+        : clock_(&clock), hold_(hold), since_(clock.now()) {
+        if (hold < Duration::zero()) {
+            detail::throw_invalid_option("Degradation.hold", "must be >= 0",
+                                         detail::format_duration(hold));
+        }
+    }
+
+    Degradation(const Degradation&) = delete;
+    Degradation& operator=(const Degradation&) = delete;
+
+    DegradationLevel level() const noexcept {
+        // acquire: pairs with the release in publish(), so reason()/since() read after it are
+        // at least as new.
+        return static_cast<DegradationLevel>(level_.load(std::memory_order_acquire));
+    }
+
+    std::string reason() const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return reason_;
+    }
+    TimePoint since() const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return since_;
+    }
+    bool overridden() const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return override_.has_value();
+    }
+    Duration hold() const noexcept { return hold_; }
+
+    // Admin override: this level holds, whatever observe() says, until clear_override().
+    void set_level(DegradationLevel level, std::string reason) {
+        Pending pending;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            override_ = level;
+            publish(level, std::move(reason), true, pending);
+        }
+        notify(pending);
+    }
+
+    // Returns to the automatic level.
+    void clear_override() {
+        Pending pending;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (!override_) {
+                return;
+            }
+            override_.reset();
+            publish(automatic_, automatic_reason_.empty() ? "override cleared" : automatic_reason_,
+                    true, pending);
+        }
+        notify(pending);
+    }
+
+    // An automatic reading (from health checks, resource use, or the caller's own signals).
+    // A higher level applies at once; a lower one only once readings at or below it have held
+    // for hold() — then the level falls to the highest level seen during that time.
+    void observe(DegradationLevel computed, std::string reason) {
+        Pending pending;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            const TimePoint now = clock_->now();
+            if (computed >= automatic_) {
+                lower_since_.reset();
+                if (computed > automatic_ || reason != automatic_reason_) {
+                    automatic_ = computed;
+                    automatic_reason_ = std::move(reason);
+                    if (!override_) {
+                        publish(automatic_, automatic_reason_, false, pending);
+                    }
+                }
+            } else {
+                if (!lower_since_) {
+                    lower_since_ = now;
+                    lower_max_ = computed;
+                } else if (computed > lower_max_) {
+                    lower_max_ = computed;
+                }
+                if (now - *lower_since_ >= hold_) {
+                    automatic_ = lower_max_;
+                    automatic_reason_ = std::move(reason);
+                    lower_since_.reset();
+                    if (computed < automatic_) {
+                        // This reading is lower still: it starts the hold for the next step.
+                        lower_since_ = now;
+                        lower_max_ = computed;
+                    }
+                    if (!override_) {
+                        publish(automatic_, automatic_reason_, false, pending);
+                    }
+                }
+            }
+        }
+        notify(pending);
+    }
+
+    // A feature gate: true while the level is below `disable_at` (unless the feature is forced
+    // on or off by force_feature()).
+    bool enabled(std::string_view feature, DegradationLevel disable_at) const {
+        // acquire: pairs with force_feature()'s release; the map is read under the lock.
+        if (BULWARK_UNLIKELY(features_forced_.load(std::memory_order_acquire))) {
+            std::lock_guard<std::mutex> lock(mutex_);
+            auto it = forced_.find(feature);
+            if (it != forced_.end()) {
+                return it->second;
+            }
+        }
+        return level() < disable_at;
+    }
+
+    // Forces a feature on or off whatever the level (an admin switch); clear_feature() undoes it.
+    void force_feature(std::string feature, bool on) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        forced_[std::move(feature)] = on;
+        features_forced_.store(true, std::memory_order_release);
+    }
+    void clear_feature(std::string_view feature) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto it = forced_.find(feature);
+        if (it != forced_.end()) {
+            forced_.erase(it);
+        }
+        features_forced_.store(!forced_.empty(), std::memory_order_release);
+    }
+
+    ListenerId on_change(ChangeListener listener) {
+        if (!listener) {
+            detail::throw_invalid_argument("Degradation::on_change: the listener is empty");
+        }
+        return changes_.add(
+            [l = std::move(listener)](const DegradationChange& c) { l(c.from, c.to, c.reason); });
+    }
+    // The full event, with time and whether the change was manual.
+    Listeners<DegradationChange>& changes() noexcept { return changes_; }
+
+private:
+    struct Pending {
+        std::optional<DegradationChange> change;
+    };
+
+    // Under mutex_: makes `level` the level in force.
+    void publish(DegradationLevel level, std::string reason, bool manual, Pending& pending) {
+        const DegradationLevel old =
+            static_cast<DegradationLevel>(level_.load(std::memory_order_relaxed));
+        const TimePoint now = clock_->now();
+        if (old != level) {
+            since_ = now;
+        }
+        reason_ = reason;
+        level_.store(static_cast<std::uint8_t>(level), std::memory_order_release);
+        if (old != level) {
+            pending.change = DegradationChange{old, level, std::move(reason), now, manual};
+        }
+    }
+
+    void notify(const Pending& pending) {
+        if (pending.change) {
+            changes_.emit(*pending.change);
+        }
+    }
+
+    Clock* const clock_;
+    const Duration hold_;
+    std::atomic<std::uint8_t> level_{static_cast<std::uint8_t>(DegradationLevel::normal)};
+    std::atomic<bool> features_forced_{false};
+
+    mutable std::mutex mutex_;
+    std::string reason_;                                     // guarded by mutex_
+    TimePoint since_{};                                      // guarded by mutex_
+    std::optional<DegradationLevel> override_;               // guarded by mutex_
+    DegradationLevel automatic_ = DegradationLevel::normal;  // guarded by mutex_
+    std::string automatic_reason_;                           // guarded by mutex_
+    std::optional<TimePoint> lower_since_;                   // guarded by mutex_
+    DegradationLevel lower_max_ = DegradationLevel::normal;  // guarded by mutex_
+    std::map<std::string, bool, std::less<>> forced_;        // guarded by mutex_
+    Listeners<DegradationChange> changes_;
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_DEGRADATION_HPP

@@ -1,0 +1,139 @@
+// bulwark — resilience policies for C++17 services.
+// SPDX-License-Identifier: MIT
+#ifndef BULWARK_LOAD_SHEDDER_HPP
+#define BULWARK_LOAD_SHEDDER_HPP
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include <bulwark/context.hpp>
+#include <bulwark/degradation.hpp>
+#include <bulwark/detail/striped_counter.hpp>
+#include <bulwark/detail/throw.hpp>
+#include <bulwark/errors.hpp>
+#include <bulwark/events.hpp>
+#include <bulwark/outcome.hpp>
+#include <bulwark/policy.hpp>
+
+namespace bulwark {
+
+struct LoadShedderOptions {
+    // Normal-priority calls are shed from this level on.
+    DegradationLevel shed_at = DegradationLevel::severe;
+    // With priorities, low-priority calls are shed one level earlier and high-priority ones one
+    // level later; critical calls are never shed by level. false: every call alike.
+    bool by_priority = true;
+    // Optional: also shed when this returns true (a queue too long, a CPU too hot…).
+    std::function<bool(const Context&)> shed_if{};
+};
+
+// A call was shed.
+struct ShedEvent {
+    DegradationLevel level = DegradationLevel::normal;
+    Priority priority = Priority::normal;
+    bool by_predicate = false;
+};
+
+struct LoadShedderStats {
+    std::uint64_t passed = 0;
+    std::uint64_t shed = 0;
+};
+
+// Drops calls while the service is degraded, lowest priority first, so that what matters keeps
+// working.
+//   bulwark::LoadShedder shedder(degradation, bulwark::DegradationLevel::severe);
+//   ctx.set_priority(bulwark::Priority::critical);    // a call that must pass longest
+//   shedder.execute(f, ctx);                          // LoadShedError when shed
+// The degradation must outlive the shedder. Thread-safe. Passing costs one atomic load of the
+// level and a per-thread counter; shedding allocates nothing (the error is built once).
+class LoadShedder : public PolicyBase<LoadShedder> {
+public:
+    LoadShedder(const Degradation& degradation, DegradationLevel shed_at)
+        : LoadShedder(degradation, LoadShedderOptions{shed_at, true, nullptr}) {}
+
+    LoadShedder(const Degradation& degradation, LoadShedderOptions options)
+        : degradation_(&degradation),
+          options_(std::move(options)),
+          error_(std::make_exception_ptr(LoadShedError(
+              std::string("load shed: the service is degraded (shedding from level ") +
+              to_string(options_.shed_at) + ")"))) {
+        if (options_.shed_at == DegradationLevel::normal) {
+            detail::throw_invalid_option("LoadShedderOptions.shed_at",
+                                         "must be above normal (or every call would be shed)",
+                                         "normal");
+        }
+    }
+
+    LoadShedder(const LoadShedder&) = delete;
+    LoadShedder& operator=(const LoadShedder&) = delete;
+
+    // True if a call with this context would be shed now.
+    bool should_shed(const Context& ctx) const {
+        return shed_by_level(ctx.priority()) || (options_.shed_if && options_.shed_if(ctx));
+    }
+
+    template <class Next>
+    auto apply(Context& ctx, Next&& next) {
+        using O = std::invoke_result_t<Next&, Context&>;
+        const bool by_level = shed_by_level(ctx.priority());
+        if (BULWARK_UNLIKELY(by_level || (options_.shed_if && options_.shed_if(ctx)))) {
+            shed(ctx, !by_level);
+            return O::from_error(error_);
+        }
+        passed_.add();
+        return next(ctx);
+    }
+
+    Listeners<ShedEvent>& on_shed() noexcept { return listeners_; }
+
+    LoadShedderStats stats() const noexcept {
+        return LoadShedderStats{passed_.sum(), shed_.load(std::memory_order_relaxed)};
+    }
+
+private:
+    bool shed_by_level(Priority priority) const noexcept {
+        const int level = static_cast<int>(degradation_->level());
+        int threshold = static_cast<int>(options_.shed_at);
+        if (options_.by_priority) {
+            switch (priority) {
+                case Priority::low:
+                    threshold -= 1;
+                    break;
+                case Priority::normal:
+                    break;
+                case Priority::high:
+                    threshold += 1;
+                    break;
+                case Priority::critical:
+                    return false;
+            }
+        }
+        // A low-priority threshold never falls to normal: a healthy service sheds nothing.
+        return level >= std::max(threshold, 1);
+    }
+
+    void shed(const Context& ctx, bool by_predicate) noexcept {
+        // relaxed: a statistic.
+        shed_.fetch_add(1, std::memory_order_relaxed);
+        listeners_.emit_with([&] {
+            return ShedEvent{degradation_->level(), ctx.priority(), by_predicate};
+        });
+    }
+
+    const Degradation* degradation_;
+    const LoadShedderOptions options_;
+    const std::exception_ptr error_;
+    detail::StripedCounter passed_;
+    std::atomic<std::uint64_t> shed_{0};
+    Listeners<ShedEvent> listeners_;
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_LOAD_SHEDDER_HPP

@@ -1,0 +1,148 @@
+#include <atomic>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <bulwark/degradation.hpp>
+
+#include "catch.hpp"
+
+using namespace std::chrono_literals;
+using bulwark::Degradation;
+using bulwark::DegradationLevel;
+
+TEST_CASE("a new Degradation is normal and every feature is enabled", "[degradation]") {
+    bulwark::ManualClock clock;
+    Degradation d(clock);
+    CHECK(d.level() == DegradationLevel::normal);
+    CHECK(d.enabled("recommendations", DegradationLevel::minor));
+    CHECK_FALSE(d.overridden());
+}
+
+TEST_CASE("set_level overrides and feature gates follow it", "[degradation]") {
+    bulwark::ManualClock clock;
+    Degradation d(clock);
+    d.set_level(DegradationLevel::moderate, "maintenance");
+    CHECK(d.level() == DegradationLevel::moderate);
+    CHECK(d.reason() == "maintenance");
+    CHECK(d.since() == clock.now());
+    CHECK(d.overridden());
+    CHECK_FALSE(d.enabled("recommendations", DegradationLevel::minor));
+    CHECK_FALSE(d.enabled("search", DegradationLevel::moderate));
+    CHECK(d.enabled("checkout", DegradationLevel::critical));
+}
+
+TEST_CASE("an override holds against automatic readings until cleared", "[degradation]") {
+    bulwark::ManualClock clock;
+    Degradation d(clock, 10s);
+    d.set_level(DegradationLevel::minor, "admin");
+    d.observe(DegradationLevel::severe, "db down");
+    CHECK(d.level() == DegradationLevel::minor);
+    d.clear_override();
+    CHECK(d.level() == DegradationLevel::severe);
+    CHECK(d.reason() == "db down");
+}
+
+TEST_CASE("the automatic level rises at once and falls only after the hold", "[degradation]") {
+    bulwark::ManualClock clock;
+    Degradation d(clock, 30s);
+    d.observe(DegradationLevel::severe, "errors");
+    CHECK(d.level() == DegradationLevel::severe);
+    d.observe(DegradationLevel::normal, "recovered");
+    CHECK(d.level() == DegradationLevel::severe);  // not yet: no flapping
+    clock.advance(20s);
+    d.observe(DegradationLevel::minor, "mostly recovered");
+    clock.advance(10s);
+    d.observe(DegradationLevel::normal, "recovered");
+    // Lower for 30 s; the highest reading in that time was minor.
+    CHECK(d.level() == DegradationLevel::minor);
+    clock.advance(30s);
+    d.observe(DegradationLevel::normal, "recovered");
+    CHECK(d.level() == DegradationLevel::normal);
+}
+
+TEST_CASE("a higher reading during the hold restarts it", "[degradation]") {
+    bulwark::ManualClock clock;
+    Degradation d(clock, 30s);
+    d.observe(DegradationLevel::moderate, "slow");
+    d.observe(DegradationLevel::normal, "ok");
+    clock.advance(20s);
+    d.observe(DegradationLevel::moderate, "slow again");
+    clock.advance(20s);
+    d.observe(DegradationLevel::normal, "ok");
+    CHECK(d.level() == DegradationLevel::moderate);  // the hold started again at +40 s
+    clock.advance(30s);
+    d.observe(DegradationLevel::normal, "ok");
+    CHECK(d.level() == DegradationLevel::normal);
+}
+
+TEST_CASE("listeners hear each change once with its reason", "[degradation]") {
+    bulwark::ManualClock clock;
+    Degradation d(clock, 0s);
+    std::vector<std::string> log;
+    d.on_change([&](DegradationLevel from, DegradationLevel to, const std::string& why) {
+        log.push_back(std::string(bulwark::to_string(from)) + "->" + bulwark::to_string(to) + ": " +
+                      why);
+    });
+    std::vector<bool> manual;
+    d.changes().add([&](const bulwark::DegradationChange& c) { manual.push_back(c.manual); });
+    d.observe(DegradationLevel::severe, "errors");
+    d.observe(DegradationLevel::severe, "errors");  // no change, no event
+    d.set_level(DegradationLevel::critical, "admin");
+    d.clear_override();
+    d.observe(DegradationLevel::normal, "ok");
+    CHECK(log == std::vector<std::string>{"normal->severe: errors", "severe->critical: admin",
+                                          "critical->severe: errors", "severe->normal: ok"});
+    CHECK(manual == std::vector<bool>{false, true, true, false});
+}
+
+TEST_CASE("features can be forced on or off whatever the level", "[degradation]") {
+    bulwark::ManualClock clock;
+    Degradation d(clock);
+    d.set_level(DegradationLevel::severe, "incident");
+    d.force_feature("checkout", true);
+    d.force_feature("banner", false);
+    CHECK(d.enabled("checkout", DegradationLevel::minor));
+    CHECK_FALSE(d.enabled("recommendations", DegradationLevel::minor));
+    d.clear_override();
+    CHECK_FALSE(d.enabled("banner", DegradationLevel::critical));
+    d.clear_feature("banner");
+    CHECK(d.enabled("banner", DegradationLevel::critical));
+}
+
+TEST_CASE("invalid degradation arguments are refused", "[degradation]") {
+    bulwark::ManualClock clock;
+    CHECK_THROWS_WITH(Degradation(clock, -1s), "Degradation.hold must be >= 0, got -1s");
+    Degradation d(clock);
+    CHECK_THROWS_AS(d.on_change(nullptr), std::invalid_argument);
+}
+
+TEST_CASE("readers see only levels that were set while writers flip it",
+          "[degradation][concurrency]") {
+    bulwark::ManualClock clock;
+    Degradation d(clock, 0s);
+    std::atomic<bool> stop{false};
+    std::atomic<int> impossible{0};
+    std::vector<std::thread> readers;
+    for (int t = 0; t < 3; ++t) {
+        readers.emplace_back([&] {
+            while (!stop.load()) {
+                const DegradationLevel l = d.level();
+                if (l != DegradationLevel::normal && l != DegradationLevel::severe) {
+                    impossible.fetch_add(1);
+                }
+                // The gate agrees with the level it read or a newer one.
+                (void)d.enabled("x", DegradationLevel::moderate);
+            }
+        });
+    }
+    for (int i = 0; i < 2000; ++i) {
+        d.observe(i % 2 == 0 ? DegradationLevel::severe : DegradationLevel::normal, "flip");
+    }
+    stop = true;
+    for (auto& t : readers) {
+        t.join();
+    }
+    CHECK(impossible.load() == 0);
+    CHECK(d.level() == DegradationLevel::normal);
+}
