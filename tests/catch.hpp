@@ -7,6 +7,7 @@
 #include <catch2/catch_test_macros.hpp>
 #include <catch2/matchers/catch_matchers_string.hpp>
 #define BULWARK_CATCH_MESSAGE_CONTAINS(text) Catch::Matchers::ContainsSubstring(text)
+using Catch::Approx;  // v2 spells it unqualified
 #else
 #include <catch2/catch.hpp>
 #define BULWARK_CATCH_MESSAGE_CONTAINS(text) Catch::Matchers::Contains(text)
