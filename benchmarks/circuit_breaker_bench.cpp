@@ -2,7 +2,9 @@
 // would otherwise write. Targets: closed-state execute within 2x of the bare call with 1 and 2
 // threads; open-state rejection under 20 ns; both well ahead of the mutex breaker.
 #include <chrono>
+#include <cstdlib>
 #include <mutex>
+#include <stdexcept>
 
 #include <bulwark/circuit_breaker.hpp>
 
@@ -94,14 +96,33 @@ void BM_breaker_closed_time_window(benchmark::State& state) {
     }
 }
 
+// Opened by failures, with a break far longer than any run (repetitions and long
+// --benchmark_min_time included), so every iteration measures the open state's rejection, not
+// half-open probes after the break ends.
 bulwark::CircuitBreaker& open_breaker() {
-    static bulwark::CircuitBreaker breaker("bench-open", count_window_options());
-    static const bool tripped = [] {
-        bulwark::CircuitBreakerOptions o;
+    static bulwark::CircuitBreaker breaker("bench-open", [] {
+        bulwark::CircuitBreakerOptions o = count_window_options();
+        o.break_duration = std::chrono::hours(24 * 365);
+        return o;
+    }());
+    static const bool opened = [] {
         for (int i = 0; i < 5; ++i) {
             (void)breaker.try_execute([]() -> int { throw std::runtime_error("down"); });
         }
         return breaker.state() == bulwark::CircuitState::open;
+    }();
+    if (!opened) {
+        std::abort();
+    }
+    return breaker;
+}
+
+// trip(): forced open until reset(), whatever the clock says.
+bulwark::CircuitBreaker& forced_open_breaker() {
+    static bulwark::CircuitBreaker breaker("bench-forced-open", count_window_options());
+    static const bool tripped = [] {
+        breaker.trip();
+        return breaker.state() == bulwark::CircuitState::forced_open;
     }();
     if (!tripped) {
         std::abort();
@@ -115,10 +136,25 @@ void BM_breaker_open_try_acquire(benchmark::State& state) {
         auto permit = breaker.try_acquire();
         benchmark::DoNotOptimize(permit.admitted());
     }
+    if (breaker.state() != bulwark::CircuitState::open) {
+        state.SkipWithError("the breaker left the open state");
+    }
 }
 
 void BM_breaker_open_try_execute(benchmark::State& state) {
     bulwark::CircuitBreaker& breaker = open_breaker();
+    int x = 0;
+    for (auto _ : state) {
+        auto outcome = breaker.try_execute([&x] { return plus_one(x); });
+        benchmark::DoNotOptimize(outcome.has_value());
+    }
+    if (breaker.state() != bulwark::CircuitState::open) {
+        state.SkipWithError("the breaker left the open state");
+    }
+}
+
+void BM_breaker_forced_open_try_execute(benchmark::State& state) {
+    bulwark::CircuitBreaker& breaker = forced_open_breaker();
     int x = 0;
     for (auto _ : state) {
         auto outcome = breaker.try_execute([&x] { return plus_one(x); });
@@ -160,6 +196,7 @@ BENCHMARK(BM_breaker_closed_two_step)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(BM_breaker_closed_time_window)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(BM_breaker_open_try_acquire)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(BM_breaker_open_try_execute)->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(BM_breaker_forced_open_try_execute)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(BM_naive_mutex_breaker)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(BM_naive_mutex_breaker_open)->Threads(1)->Threads(2)->UseRealTime();
 

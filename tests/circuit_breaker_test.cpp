@@ -1,14 +1,17 @@
 #include <algorithm>
 #include <atomic>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <system_error>
 #include <thread>
 #include <vector>
 
+#include <bulwark/bulkhead.hpp>
 #include <bulwark/circuit_breaker.hpp>
 #include <bulwark/pipeline.hpp>
 #include <bulwark/testing.hpp>
@@ -56,13 +59,7 @@ bool succeed(CircuitBreaker& b) {
 
 template <class E>
 bool holds(const std::exception_ptr& error) {
-    try {
-        std::rethrow_exception(error);
-    } catch (const E&) {
-        return true;
-    } catch (...) {
-        return false;
-    }
+    return bulwark::detail::holds_exception<E>(error);
 }
 
 }  // namespace
@@ -747,12 +744,14 @@ TEST_CASE("the registry is safe to use from many threads", "[circuit_breaker][re
     CHECK(calls == 800);
 }
 
-TEST_CASE("stress: probes, counts and transitions hold under 4 threads",
+TEST_CASE("stress: probes in flight, counts and transitions hold under 4 threads",
           "[circuit_breaker][.stress]") {
     // 4 threads x 300k calls against one breaker while the dependency flips between failing and
-    // healthy. Invariants: never more than half_open_calls probes in flight; every call's
-    // result is counted exactly once (calls = successes + failures + ignored); every transition
-    // reaches the listener (generations 1..G, none missing).
+    // healthy. Invariants: never more than half_open_calls probes in flight at once, leftovers
+    // of earlier half-open periods included (each probe holds its permit for a while, so that
+    // probes overlap and outlive the period that admitted them); every call's result is counted
+    // exactly once, checked against the test's own counts; every transition reaches the
+    // listener (generations 1..G, none missing).
     bulwark::ManualClock clock;
     CircuitBreakerOptions o;
     o.failure_threshold = 20;
@@ -772,15 +771,50 @@ TEST_CASE("stress: probes, counts and transitions hold under 4 threads",
     });
 
     std::atomic<bool> failing{false};
-    std::mutex probes_mutex;
-    std::map<std::uint64_t, int> probes_per_half_open;  // generation -> probes admitted
-    std::atomic<std::uint64_t> ok{0}, failed{0}, ignored{0}, rejected{0};
+    std::atomic<int> probes_in_flight{0};
+    std::atomic<int> max_probes_in_flight{0};
+    std::atomic<std::uint64_t> probes{0};
+    std::atomic<std::uint64_t> ok{0}, failed{0}, ignored{0}, inner{0}, rejected{0};
     constexpr int threads_count = 4;
     constexpr int calls_per_thread = 300000;
+    constexpr int probe_length = 40;  // a probe reports after this many more calls of its thread
+
+    // Records one call's result; which kind depends on the call's number and the phase.
+    auto finish = [&](CircuitBreaker::Permit& permit, int i) {
+        const int kind = i % 10 == 0 ? 2 : (i % 10 == 5 ? 3 : (failing.load() ? 1 : 0));
+        if (kind == 0) {
+            permit.record(bulwark::Outcome<int>::from_value(1), 1us);
+            ok.fetch_add(1, std::memory_order_relaxed);
+        } else if (kind == 1) {
+            permit.record(bulwark::Outcome<int>::from_error(std::make_exception_ptr(Down())), 1us);
+            failed.fetch_add(1, std::memory_order_relaxed);
+        } else if (kind == 2) {
+            permit.record(bulwark::Outcome<int>::from_error(
+                              std::make_exception_ptr(std::logic_error("ignored"))),
+                          1us);
+            ignored.fetch_add(1, std::memory_order_relaxed);
+        } else {
+            permit.record(bulwark::Outcome<int>::from_error(std::make_exception_ptr(
+                              bulwark::BulkheadFullError("inner bulkhead full"))),
+                          1us);
+            inner.fetch_add(1, std::memory_order_relaxed);
+        }
+    };
+    struct Held {
+        CircuitBreaker::Permit permit;
+        int due;
+    };
 
     std::vector<std::thread> threads;
     for (int t = 0; t < threads_count; ++t) {
         threads.emplace_back([&, t] {
+            // Probes this thread is running: each reports probe_length calls later, so probes
+            // overlap and some outlive the half-open period that admitted them.
+            std::deque<Held> held;
+            auto finish_probe = [&](Held& h, int i) {
+                probes_in_flight.fetch_sub(1);  // before the result frees its slot
+                finish(h.permit, i);
+            };
             for (int i = 0; i < calls_per_thread; ++i) {
                 if (t == 0 && i % 5000 == 0) {
                     failing.store(!failing.load());
@@ -788,29 +822,31 @@ TEST_CASE("stress: probes, counts and transitions hold under 4 threads",
                 if (i % 64 == 0) {
                     clock.advance(1ms);
                 }
+                while (!held.empty() && held.front().due <= i) {
+                    finish_probe(held.front(), i);
+                    held.pop_front();
+                }
                 auto permit = b.try_acquire();
                 if (!permit) {
                     rejected.fetch_add(1, std::memory_order_relaxed);
                     continue;
                 }
-                if (permit.state() == CircuitState::half_open) {
-                    std::lock_guard<std::mutex> lock(probes_mutex);
-                    ++probes_per_half_open[permit.generation()];
+                if (permit.state() != CircuitState::half_open) {
+                    finish(permit, i);
+                    continue;
                 }
-                const int kind = i % 10 == 0 ? 2 : (failing.load() ? 1 : 0);
-                if (kind == 0) {
-                    permit.record(bulwark::Outcome<int>::from_value(1), 1us);
-                    ok.fetch_add(1, std::memory_order_relaxed);
-                } else if (kind == 1) {
-                    permit.record(
-                        bulwark::Outcome<int>::from_error(std::make_exception_ptr(Down())), 1us);
-                    failed.fetch_add(1, std::memory_order_relaxed);
-                } else {
-                    permit.record(bulwark::Outcome<int>::from_error(
-                                      std::make_exception_ptr(std::logic_error("ignored"))),
-                                  1us);
-                    ignored.fetch_add(1, std::memory_order_relaxed);
+                // Counted from after the admission to before the result: never more than the
+                // breaker's own count of probes in flight.
+                const int now_in_flight = probes_in_flight.fetch_add(1) + 1;
+                int seen = max_probes_in_flight.load();
+                while (now_in_flight > seen &&
+                       !max_probes_in_flight.compare_exchange_weak(seen, now_in_flight)) {
                 }
+                probes.fetch_add(1, std::memory_order_relaxed);
+                held.push_back(Held{std::move(permit), i + probe_length});
+            }
+            for (Held& h : held) {
+                finish_probe(h, calls_per_thread);
             }
         });
     }
@@ -818,17 +854,17 @@ TEST_CASE("stress: probes, counts and transitions hold under 4 threads",
         t.join();
     }
 
-    REQUIRE_FALSE(probes_per_half_open.empty());
-    for (const auto& entry : probes_per_half_open) {
-        REQUIRE(entry.second <= 3);  // never one more probe than half_open_calls
-    }
+    REQUIRE(probes.load() > 100);             // half-open periods really happened
+    CHECK(max_probes_in_flight.load() <= 3);  // never one more probe than half_open_calls
     auto s = b.stats();
+    const std::uint64_t recorded = ok.load() + failed.load() + ignored.load() + inner.load();
+    CHECK(s.calls == recorded);
     CHECK(s.successes == ok.load());
     CHECK(s.failures == failed.load());
     CHECK(s.ignored == ignored.load());
-    CHECK(s.calls == s.successes + s.failures + s.ignored);
+    CHECK(s.inner_rejections == inner.load());
     CHECK(s.rejected == rejected.load());
-    CHECK(s.calls + s.rejected == std::uint64_t{threads_count} * calls_per_thread);
+    CHECK(recorded + rejected.load() == std::uint64_t{threads_count} * calls_per_thread);
     CHECK(s.opened > 10);  // it really did flip many times
 
     std::sort(generations.begin(), generations.end());
@@ -875,4 +911,372 @@ TEST_CASE("an expired probe re-opens with the remaining break as retry_after",
     auto refused = b.try_acquire();
     CHECK_FALSE(refused);
     CHECK(refused.retry_after() == Duration(10s));
+}
+
+// --- stale results -----------------------------------------------------------------------
+
+TEST_CASE("stale successes from before a reset do not enter the count window",
+          "[circuit_breaker][regression]") {
+    bulwark::ManualClock clock;
+    CircuitBreaker b("dep", only_ratio(0.5, 4, 4), clock);
+    auto p1 = b.try_acquire();
+    auto p2 = b.try_acquire();
+    auto p3 = b.try_acquire();
+    b.reset();
+    p1.record_success();
+    p2.record_success();
+    p3.record_success();
+    fail(b);
+    fail(b);  // 2 real calls since the reset: below minimum_calls
+    CHECK(b.state() == CircuitState::closed);
+    auto s = b.stats();
+    CHECK(s.window_calls == 2);
+    CHECK(s.window_failures == 2);
+    CHECK(s.successes == 3);  // stale results stay in the lifetime totals
+    CHECK(s.calls == 5);
+}
+
+TEST_CASE("stale ignored exceptions do not enter the count window", "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreakerOptions o = only_ratio(0.5, 4, 4);
+    o.handle<Down>();
+    CircuitBreaker b("dep", o, clock);
+    auto p1 = b.try_acquire();
+    auto p2 = b.try_acquire();
+    b.reset();
+    const auto not_ours =
+        bulwark::Outcome<int>::from_error(std::make_exception_ptr(std::logic_error("bug")));
+    p1.record(not_ours, 1ms);
+    p2.record(not_ours, 1ms);
+    fail(b);
+    fail(b);
+    CHECK(b.state() == CircuitState::closed);
+    CHECK(b.stats().window_calls == 2);
+    CHECK(b.stats().ignored == 2);
+}
+
+TEST_CASE("a stale success from an earlier half-open period does not close the breaker",
+          "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreakerOptions o = only_consecutive(1);
+    o.half_open_calls = 2;
+    CircuitBreaker b("dep", o, clock);
+    fail(b);
+    clock.advance(10s);
+    auto old_probe = b.try_acquire();
+    auto failing_probe = b.try_acquire();
+    failing_probe.record_failure();  // re-opened
+    clock.advance(10s);
+    auto probe = b.try_acquire();
+    REQUIRE(probe);
+    old_probe.record_success();  // stale
+    probe.record_success();
+    CHECK(b.state() == CircuitState::half_open);  // one of the two probes of this period
+    auto second = b.try_acquire();
+    REQUIRE(second);
+    second.record_success();
+    CHECK(b.state() == CircuitState::closed);
+}
+
+// --- rejections by inner policies ----------------------------------------------------------
+
+TEST_CASE("a full bulkhead inside the breaker never opens it", "[circuit_breaker][regression]") {
+    bulwark::ManualClock clock;
+    CircuitBreakerOptions o = only_ratio(0.5, 4, 10);
+    o.failure_threshold = 3;
+    CircuitBreaker b("dep", o, clock);
+    bulwark::Bulkhead bulkhead(1);
+    auto p = bulwark::pipeline(b, bulkhead);
+    auto held = bulkhead.try_acquire();  // the only slot
+    REQUIRE(held);
+    for (int i = 0; i < 50; ++i) {
+        CHECK_THROWS_AS(p.execute([] { return 1; }), bulwark::BulkheadFullError);
+    }
+    CHECK(b.state() == CircuitState::closed);
+    auto s = b.stats();
+    CHECK(s.failures == 0);
+    CHECK(s.inner_rejections == 50);
+    CHECK(s.calls == 50);
+    CHECK(s.window_calls == 0);  // neither successes nor failures for the rules
+}
+
+TEST_CASE("inner rejections of every kind are neither successes nor failures",
+          "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreaker b("dep", only_consecutive(2), clock);
+    CircuitBreaker inner("inner", {}, clock);
+    inner.trip();
+    fail(b);  // a streak of one
+    CHECK_THROWS_AS(b.execute([]() -> int { throw bulwark::RateLimitedError("limited"); }),
+                    bulwark::RateLimitedError);
+    CHECK_THROWS_AS(b.execute([]() -> int { throw bulwark::LoadShedError("shed"); }),
+                    bulwark::LoadShedError);
+    CHECK_THROWS_AS(b.execute([]() -> int { throw bulwark::BulkheadFullError("full"); }),
+                    bulwark::BulkheadFullError);
+    CHECK_THROWS_AS(b.execute([&] { return inner.execute([] { return 1; }); }),
+                    bulwark::CircuitOpenError);
+    CHECK(b.state() == CircuitState::closed);
+    CHECK(b.stats().consecutive_failures == 1);  // a rejection does not end the streak
+    CHECK(b.stats().inner_rejections == 4);
+    fail(b);
+    CHECK(b.state() == CircuitState::open);
+}
+
+TEST_CASE("a timeout inside the breaker counts as a failure", "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreaker b("dep", only_consecutive(2), clock);
+    auto late = []() -> int {
+        throw bulwark::TimeoutError("deadline exceeded");
+    };
+    CHECK_THROWS_AS(b.execute(late), bulwark::TimeoutError);
+    CHECK_THROWS_AS(b.execute(late), bulwark::TimeoutError);
+    CHECK(b.state() == CircuitState::open);
+    CHECK(b.stats().failures == 2);
+    CHECK(b.stats().inner_rejections == 0);
+}
+
+TEST_CASE("handle<E>() with a rejection type counts those rejections as failures",
+          "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreakerOptions o = only_consecutive(2);
+    o.handle<Down>();
+    o.handle<bulwark::BulkheadFullError>();
+    CircuitBreaker b("dep", o, clock);
+    CHECK_THROWS_AS(b.execute([]() -> int { throw bulwark::RateLimitedError("limited"); }),
+                    bulwark::RateLimitedError);  // not named: still ignored
+    CHECK(b.stats().inner_rejections == 1);
+    CHECK_THROWS_AS(b.execute([]() -> int { throw bulwark::BulkheadFullError("full"); }),
+                    bulwark::BulkheadFullError);
+    CHECK_THROWS_AS(b.execute([]() -> int { throw bulwark::BulkheadFullError("full"); }),
+                    bulwark::BulkheadFullError);
+    CHECK(b.state() == CircuitState::open);
+    CHECK(b.stats().failures == 2);
+}
+
+TEST_CASE("handle<std::runtime_error>() does not count inner rejections", "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreakerOptions o = only_consecutive(1);
+    o.handle<std::runtime_error>();  // RejectedError derives from it, but names no rejection
+    CircuitBreaker b("dep", o, clock);
+    CHECK_THROWS_AS(b.execute([]() -> int { throw bulwark::BulkheadFullError("full"); }),
+                    bulwark::BulkheadFullError);
+    CHECK(b.state() == CircuitState::closed);
+    fail(b);
+    CHECK(b.state() == CircuitState::open);
+}
+
+TEST_CASE("an exhausted retry budget counts as the failure it carries", "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreaker b("dep", only_consecutive(1), clock);
+    auto budget_over_full_bulkhead = []() -> int {
+        throw bulwark::RetryBudgetExhaustedError(
+            "retry budget exhausted", std::make_exception_ptr(bulwark::BulkheadFullError("full")));
+    };
+    CHECK_THROWS_AS(b.execute(budget_over_full_bulkhead), bulwark::RetryBudgetExhaustedError);
+    CHECK(b.state() == CircuitState::closed);  // what it carries is a rejection
+    auto budget_over_failure = []() -> int {
+        throw bulwark::RetryBudgetExhaustedError("retry budget exhausted",
+                                                 std::make_exception_ptr(Down()));
+    };
+    CHECK_THROWS_AS(b.execute(budget_over_failure), bulwark::RetryBudgetExhaustedError);
+    CHECK(b.state() == CircuitState::open);  // what it carries is the dependency's failure
+}
+
+TEST_CASE("a probe rejected by an inner policy decides nothing and frees its turn",
+          "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreaker b("dep", only_consecutive(1), clock);
+    fail(b);
+    clock.advance(10s);
+    CHECK_THROWS_AS(b.execute([]() -> int { throw bulwark::BulkheadFullError("full"); }),
+                    bulwark::BulkheadFullError);
+    CHECK(b.state() == CircuitState::half_open);
+    CHECK(succeed(b));  // the next call is the probe
+    CHECK(b.state() == CircuitState::closed);
+}
+
+// --- half-open probes in flight ------------------------------------------------------------
+
+TEST_CASE("half-open admits no new probe while probes of an earlier period are in flight",
+          "[circuit_breaker][regression]") {
+    bulwark::ManualClock clock;
+    CircuitBreakerOptions o = only_consecutive(1);
+    o.half_open_calls = 3;
+    CircuitBreaker b("dep", o, clock);
+    fail(b);
+    clock.advance(10s);
+    auto p1 = b.try_acquire();
+    auto p2 = b.try_acquire();
+    std::optional<CircuitBreaker::Permit> p3 = b.try_acquire();
+    REQUIRE((p1 && p2 && *p3));
+    p1.record_failure();  // re-opens; p2 and p3 are still running
+    clock.advance(10s);
+    auto q1 = b.try_acquire();
+    CHECK(q1);
+    CHECK_FALSE(b.try_acquire());  // 3 in flight: q1, p2, p3
+    p2.record_success();           // stale, but its slot is free again
+    auto q2 = b.try_acquire();
+    CHECK(q2);
+    CHECK_FALSE(b.try_acquire());
+    p3.reset();  // destroyed unrecorded: a stale failure, and a free slot
+    auto q3 = b.try_acquire();
+    CHECK(q3);
+    CHECK_FALSE(b.try_acquire());  // never more than three probes of one period either
+    CHECK(b.state() == CircuitState::half_open);
+    q1.record_success();
+    q2.record_success();
+    q3.record_success();
+    CHECK(b.state() == CircuitState::closed);
+}
+
+TEST_CASE("half_open_max_wait frees the slots of leftover probes", "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreakerOptions o = only_consecutive(1);
+    o.half_open_calls = 2;
+    o.half_open_max_wait = 30s;
+    CircuitBreaker b("dep", o, clock);
+    fail(b);
+    clock.advance(10s);
+    auto hung = b.try_acquire();
+    auto failing = b.try_acquire();
+    failing.record_failure();  // re-opens; `hung` never reports
+    clock.advance(10s);
+    auto q1 = b.try_acquire();
+    CHECK(q1);
+    CHECK_FALSE(b.try_acquire());  // `hung` holds the other slot
+    q1.record_success();
+    clock.advance(20s);  // `hung` is 30 s old: expired, but it belongs to an earlier period
+    auto q2 = b.try_acquire();
+    CHECK(q2);
+    CHECK(b.state() == CircuitState::half_open);
+    CHECK(b.stats().expired_probes == 1);
+    q2.record_success();
+    CHECK(b.state() == CircuitState::closed);
+    hung.record_failure();  // late and stale: changes nothing
+    CHECK(b.state() == CircuitState::closed);
+}
+
+// --- retry_after of reused rejections --------------------------------------------------------
+
+TEST_CASE("a rejection's retry_after is the time left when it was produced",
+          "[circuit_breaker][regression]") {
+    bulwark::ManualClock clock;
+    CircuitBreaker b("dep", only_consecutive(1), clock);
+    fail(b);
+    auto retry_after = [&] {
+        try {
+            b.try_execute([] { return 1; }).rethrow_if_error();
+        } catch (const bulwark::CircuitOpenError& e) {
+            return e.retry_after();
+        }
+        return Duration(-1);
+    };
+    CHECK(retry_after() == Duration(10s));
+    clock.advance(9s);
+    CHECK(retry_after() == Duration(1s));
+    CHECK(retry_after() == Duration(1s));
+    auto permit = b.try_acquire();
+    CHECK(permit.retry_after() == Duration(1s));
+    try {
+        std::rethrow_exception(permit.rejection());
+    } catch (const bulwark::CircuitOpenError& e) {
+        CHECK(e.retry_after() == Duration(1s));
+    }
+}
+
+// --- time windows --------------------------------------------------------------------------
+
+namespace {
+
+CircuitBreakerOptions time_window_ratio() {
+    CircuitBreakerOptions o;
+    o.failure_threshold = 0;
+    o.failure_ratio = 0.5;
+    o.minimum_calls = 4;
+    o.window = bulwark::TimeWindow{10s, 1s};
+    o.break_duration = 10s;
+    return o;
+}
+
+}  // namespace
+
+TEST_CASE("reset empties a time window, its per-thread counts included", "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreaker b("dep", time_window_ratio(), clock);
+    for (int i = 0; i < 10; ++i) {
+        succeed(b);
+    }
+    fail(b);
+    b.reset();
+    CHECK(b.stats().window_calls == 0);
+    fail(b);
+    fail(b);
+    fail(b);
+    auto s = b.stats();
+    CHECK(s.window_calls == 3);  // not the 11 calls before the reset
+    CHECK(s.window_failures == 3);
+    CHECK(b.state() == CircuitState::closed);  // below minimum_calls
+    fail(b);
+    CHECK(b.state() == CircuitState::open);  // 4 of 4 since the reset
+}
+
+TEST_CASE("a disabled breaker with a time window counts but never opens", "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreaker b("dep", time_window_ratio(), clock);
+    b.disable();
+    for (int i = 0; i < 10; ++i) {
+        fail(b);
+        succeed(b);
+    }
+    CHECK(b.state() == CircuitState::disabled);
+    auto s = b.stats();
+    CHECK(s.window_calls == 20);
+    CHECK(s.window_failures == 10);
+    b.reset();
+    CHECK(b.stats().window_calls == 0);
+    for (int i = 0; i < 4; ++i) {
+        fail(b);
+    }
+    CHECK(b.state() == CircuitState::open);
+}
+
+TEST_CASE("slow calls open a breaker with a time window", "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreakerOptions o = time_window_ratio();
+    o.failure_ratio = 0.0;
+    o.slow_call_ratio = 0.5;
+    o.slow_call_duration = 2s;
+    CircuitBreaker b("dep", o, clock);
+    auto call_taking = [&](Duration d) {
+        return b.execute([&] {
+            clock.advance(d);
+            return 1;
+        });
+    };
+    call_taking(3s);     // slow, at t=3
+    clock.advance(10s);  // ...and out of the window
+    CHECK(b.stats().window_slow == 0);
+    call_taking(100ms);
+    call_taking(2s);
+    call_taking(100ms);
+    CHECK(b.state() == CircuitState::closed);  // 1 slow of 3, below minimum_calls
+    auto s = b.stats();
+    CHECK(s.window_calls == 3);
+    CHECK(s.window_slow == 1);
+    CHECK(s.slow == 2);
+    call_taking(5s);  // 2 slow of 4
+    CHECK(b.state() == CircuitState::open);
+    CHECK(b.stats().failures == 0);
+}
+
+TEST_CASE("a time window with too many buckets is rejected with a message naming it",
+          "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreakerOptions o;
+    o.window = bulwark::TimeWindow{1h, 1ms};
+    CHECK_THROWS_WITH(CircuitBreaker("x", o, clock),
+                      "CircuitBreakerOptions.window (TimeWindow) must have at most 10000 buckets "
+                      "(length / bucket), got 3600000");
+    o.window = bulwark::TimeWindow{10s, 1ms};  // exactly 10000: accepted
+    CHECK_NOTHROW(CircuitBreaker("x", o, clock));
 }

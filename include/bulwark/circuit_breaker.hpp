@@ -147,14 +147,25 @@ struct CircuitBreakerOptions {
     // A probe that reports nothing within this counts as failed, so a hung probe cannot keep the
     // breaker half-open. 0 = wait for ever (default).
     Duration half_open_max_wait = Duration::zero();
-    // What counts as a failure: by default every exception. See Classifier.
+    // What counts as a failure: by default every exception. See Classifier. Whatever it says,
+    // a rejection by an inner policy (a RejectedError other than TimeoutError: a full bulkhead,
+    // a rate limit, load shedding, an open inner breaker) is neither a success nor a failure,
+    // unless handle<E>() named its type (see counted_rejections).
     Classifier classifier{};
+    // The rejection types that count as failures after all: handle<E>() adds E here when E is a
+    // RejectedError (or a subclass), e.g. handle<BulkheadFullError>(). Empty by default.
+    std::vector<bool (*)(const std::exception_ptr&)> counted_rejections{};
 
     // Only exceptions of type E (and subclasses) count as failures; others pass through and
-    // count as successes for the breaker: they are not the dependency's fault.
+    // count as successes for the breaker: they are not the dependency's fault. Naming a
+    // rejection type (handle<BulkheadFullError>(), handle<RejectedError>()) makes those
+    // rejections count as failures too.
     template <class E>
     CircuitBreakerOptions& handle() {
         classifier.handle<E>();
+        if constexpr (std::is_base_of<RejectedError, E>::value) {
+            counted_rejections.push_back(&detail::holds_exception<E>);
+        }
         return *this;
     }
     CircuitBreakerOptions& handle_if(std::function<bool(const std::exception_ptr&)> predicate) {
@@ -229,18 +240,23 @@ struct CircuitBreakerOptions {
     }
 };
 
-// What a breaker has seen. Cumulative counters cover the breaker's life; window_* and the rates
-// cover the current window (emptied whenever the breaker closes).
+// What a breaker has seen. Cumulative counters cover the breaker's life, stale results (recorded
+// after the breaker changed state) included; window_* and the rates cover the current window
+// (emptied whenever the breaker closes), which stale results never enter.
 struct CircuitBreakerStats {
     CircuitState state = CircuitState::closed;
-    std::uint64_t calls = 0;      // results recorded: successes + failures + ignored
+    // results recorded: successes + failures + ignored + inner_rejections
+    std::uint64_t calls = 0;
     std::uint64_t successes = 0;  // results that were not failures (ignored ones excluded)
     std::uint64_t failures = 0;   // failures, timeouts and probes that reported nothing included
     std::uint64_t ignored = 0;    // exceptions outside the handled set (successes for the rules)
-    std::uint64_t slow = 0;       // slow calls (only while slow_call_ratio > 0)
-    std::uint64_t timeouts = 0;   // calls slower than call_timeout (also counted in failures)
-    std::uint64_t rejected = 0;   // calls refused while open, forced open or half-open and full
-    std::uint64_t opened = 0;     // times the breaker opened
+    // rejections by inner policies (RejectedError other than TimeoutError, not named by
+    // handle<E>()): neither successes nor failures for the rules
+    std::uint64_t inner_rejections = 0;
+    std::uint64_t slow = 0;      // slow calls (only while slow_call_ratio > 0)
+    std::uint64_t timeouts = 0;  // calls slower than call_timeout (also counted in failures)
+    std::uint64_t rejected = 0;  // calls refused while open, forced open or half-open and full
+    std::uint64_t opened = 0;    // times the breaker opened
     std::uint64_t expired_probes = 0;  // probes that reported nothing within half_open_max_wait
     std::uint64_t window_calls = 0;
     std::uint64_t window_failures = 0;
@@ -264,10 +280,13 @@ inline std::uint64_t next_breaker_uid() noexcept {
 
 // Rejections must not allocate: each thread keeps the error it last built for each open period
 // of a few breakers and hands out copies of it (an exception_ptr copy touches only this
-// thread's error object, so rejecting threads do not contend).
+// thread's error object, so rejecting threads do not contend). The entry is rebuilt when the
+// time left in the break has changed, so that retry_after() is exact when it is handed out: on
+// the coarse clock, at most once per tick (1-4 ms) per thread.
 struct RejectionCacheEntry {
     std::uint64_t breaker = 0;
     std::uint64_t word = 0;
+    Duration retry_after{0};
     std::exception_ptr error;
 };
 inline thread_local RejectionCacheEntry rejection_cache[8];
@@ -293,9 +312,14 @@ inline void bump(std::atomic<std::uint64_t>& counter, std::uint64_t n = 1) noexc
 // Thread-safe. The closed path takes no lock, reads no clock (unless slow calls or call_timeout
 // are tracked, or the window is a TimeWindow, which reads the coarse clock), and allocates
 // nothing; the open path rejects without throwing (try_acquire/try_execute) or allocating
-// (after a thread's first rejection of an open period). Transitions take a mutex.
+// (try_acquire never; try_execute after a thread's first rejection, except once per coarse-clock
+// tick while open, to keep retry_after() exact). Transitions take a mutex. Results recorded
+// after a transition (stale) count in the lifetime stats only; rejections by inner policies
+// (other than timeouts) are neither successes nor failures (see CircuitBreakerOptions).
 class CircuitBreaker : public PolicyBase<CircuitBreaker> {
-    enum class Result : std::uint8_t { success, failure, ignored };
+    // inner_rejection: an inner policy rejected the call (see CircuitBreakerOptions::classifier);
+    // neither a success nor a failure for the rules.
+    enum class Result : std::uint8_t { success, failure, ignored, inner_rejection };
 
 public:
     // The right to make one call, from try_acquire(). Movable RAII: a permit destroyed without
@@ -331,7 +355,9 @@ public:
         Duration retry_after() const noexcept { return retry_after_; }
         // For a rejected permit: the CircuitOpenError that execute() would throw.
         std::exception_ptr rejection() const {
-            return (breaker_ != nullptr && !admitted_) ? breaker_->rejection_error(word_) : nullptr;
+            return (breaker_ != nullptr && !admitted_)
+                       ? breaker_->rejection_error(word_, retry_after_)
+                       : nullptr;
         }
 
         void record_success() { finish(Result::success, measured()); }
@@ -474,7 +500,7 @@ public:
         }
         Permit permit = try_acquire_slow(Permit(this), w);
         if (!permit) {
-            return O::from_error(rejection_error(permit.word_));
+            return O::from_error(rejection_error(permit.word_, permit.retry_after_));
         }
         O outcome = next(ctx);
         permit.finish(classify(outcome), permit.measured());
@@ -509,13 +535,16 @@ public:
                 s.state = CircuitState::half_open;
             }
         }
+        s.successes = stale_successes_;
+        s.ignored = stale_ignored_;
         for (const Stripe& stripe : stripes_) {
             s.successes += stripe.successes.load(std::memory_order_relaxed);
             s.ignored += stripe.ignored.load(std::memory_order_relaxed);
+            s.inner_rejections += stripe.inner_rejections.load(std::memory_order_relaxed);
             s.rejected += stripe.rejected.load(std::memory_order_relaxed);
         }
         s.failures = failures_;
-        s.calls = s.successes + s.failures + s.ignored;
+        s.calls = s.successes + s.failures + s.ignored + s.inner_rejections;
         s.slow = slow_;
         s.timeouts = timeouts_;
         s.opened = opened_;
@@ -571,9 +600,12 @@ private:
     // Per-thread counters, each on its own cache line, written only by the thread that owns the
     // slot (see detail::thread_slot). The last stripe is shared by threads whose slot is past
     // the others; they update it with locked instructions.
+    // successes and ignored count only results of the generation they were admitted in (stale
+    // ones go to stale_successes_/stale_ignored_), because a count window sums them.
     struct alignas(detail::cache_line_size) Stripe {
         std::atomic<std::uint64_t> successes{0};
         std::atomic<std::uint64_t> ignored{0};
+        std::atomic<std::uint64_t> inner_rejections{0};
         std::atomic<std::uint64_t> rejected{0};
         // TimeWindow only: the bucket this thread is counting into, and its count so far.
         std::atomic<std::uint64_t> epoch{no_epoch};
@@ -599,9 +631,14 @@ private:
         std::uint64_t slow = 0;
     };
 
+    // A probe slot. Slots outlive half-open periods: a probe admitted in an earlier period that
+    // has not reported yet keeps its slot, so that never more than half_open_calls probes are
+    // in flight. A slot is freed when its permit records (or is destroyed), or when the probe
+    // expires after half_open_max_wait.
     struct Probe {
         bool in_use = false;
         TimePoint started{};
+        std::uint64_t word = 0;  // the permit's word: identifies the holder
     };
 
     // Transitions decided under the lock, emitted after it is released.
@@ -659,7 +696,37 @@ private:
             }
             return Result::success;
         }
-        return options_.classifier.is_failure(outcome.error()) ? Result::failure : Result::ignored;
+        return classify_error(outcome.error());
+    }
+
+    // Rejections by inner policies say nothing about the dependency, except a timeout. Telling
+    // them apart costs one rethrow per exception (failures take the lock anyway).
+    Result classify_error(const std::exception_ptr& error) const {
+        try {
+            std::rethrow_exception(error);
+        } catch (const TimeoutError&) {
+            // A real failure of the dependency: classified like any other exception.
+        } catch (const RetryBudgetExhaustedError& e) {
+            // Stands for the failure that the retry could not answer: that one decides.
+            if (!counts_rejection(error)) {
+                return e.last_error() ? classify_error(e.last_error()) : Result::inner_rejection;
+            }
+        } catch (const RejectedError&) {
+            if (!counts_rejection(error)) {
+                return Result::inner_rejection;
+            }
+        } catch (...) {
+        }
+        return options_.classifier.is_failure(error) ? Result::failure : Result::ignored;
+    }
+
+    bool counts_rejection(const std::exception_ptr& error) const {
+        for (const auto counted : options_.counted_rejections) {
+            if (counted != nullptr && counted(error)) {
+                return true;
+            }
+        }
+        return false;
     }
 
     // Records a call's result. The common case — a success in the closed (or disabled) state
@@ -683,6 +750,11 @@ private:
 
     BULWARK_NOINLINE void record_timed(std::uint64_t word, std::uint32_t probe, Result result,
                                        Duration elapsed) {
+        if (result == Result::inner_rejection) {
+            // The inner policy's verdict, not the dependency's speed: never slow, never late.
+            record_untimed(word, probe, result);
+            return;
+        }
         bool timed_out = false;
         if (options_.call_timeout > Duration::zero() && elapsed > options_.call_timeout) {
             result = Result::failure;
@@ -699,6 +771,11 @@ private:
     void record_fast(Result result) {
         bool owned = false;
         Stripe& stripe = my_stripe(owned);
+        if (result == Result::inner_rejection) {
+            // Neither window nor streak: only the statistics.
+            count(stripe, &Stripe::inner_rejections, owned);
+            return;
+        }
         count(stripe, result == Result::success ? &Stripe::successes : &Stripe::ignored, owned);
         if (time_window_) {
             count_in_bucket(stripe, owned);
@@ -846,13 +923,22 @@ private:
         Transitions transitions;
         {
             std::lock_guard<std::mutex> lock(mutex_);
+            if (probe != no_probe) {
+                release_probe(probe, word);
+            }
             bool owned = false;
             Stripe& stripe = my_stripe(owned);
+            const std::uint64_t current = word_.load(std::memory_order_relaxed);
             if (result == Result::failure) {
                 ++failures_;
                 if (timed_out) {
                     ++timeouts_;
                 }
+            } else if (result == Result::inner_rejection) {
+                count(stripe, &Stripe::inner_rejections, owned);
+            } else if (current != word) {
+                // Stale: in the totals only. The stripes' counters feed the count window.
+                ++(result == Result::success ? stale_successes_ : stale_ignored_);
             } else {
                 count(stripe, result == Result::success ? &Stripe::successes : &Stripe::ignored,
                       owned);
@@ -860,19 +946,21 @@ private:
             if (slow) {
                 ++slow_;
             }
-            const std::uint64_t current = word_.load(std::memory_order_relaxed);
             if (current == word) {
                 const TimePoint now = clock_->now();
                 switch (state_of(word)) {
                     case CircuitState::closed:
                     case CircuitState::disabled:
+                        if (result == Result::inner_rejection) {
+                            break;
+                        }
                         record_in_window(stripe, owned, result, slow);
                         if (state_of(word) == CircuitState::closed) {
                             evaluate(now, transitions);
                         }
                         break;
                     case CircuitState::half_open:
-                        record_probe(probe, result == Result::failure || slow, now, transitions);
+                        record_probe(result, slow, now, transitions);
                         break;
                     case CircuitState::open:
                     case CircuitState::forced_open:
@@ -943,13 +1031,23 @@ private:
         }
     }
 
-    // Under mutex_, in the half-open state.
-    void record_probe(std::uint32_t probe, bool failed, TimePoint now, Transitions& transitions) {
-        if (probe < probes_.size()) {
-            probes_[probe].in_use = false;
+    // Under mutex_: frees the probe's slot unless the slot was taken from it (it expired).
+    void release_probe(std::uint32_t probe, std::uint64_t word) {
+        if (probe < probes_.size() && probes_[probe].in_use && probes_[probe].word == word) {
+            probes_[probe] = Probe{};
         }
-        if (failed) {
+    }
+
+    // Under mutex_, in the half-open state, for a probe of the current period.
+    void record_probe(Result result, bool slow, TimePoint now, Transitions& transitions) {
+        if (result == Result::failure || slow) {
             open_breaker(now, TransitionReason::probe_failed, transitions);
+            return;
+        }
+        if (result == Result::inner_rejection) {
+            // The probe never reached the dependency: it decides nothing, and its turn goes to
+            // another call.
+            --probes_admitted_;
             return;
         }
         if (++probes_succeeded_ >= options_.half_open_calls) {
@@ -980,11 +1078,9 @@ private:
             reset_window(clock_->coarse_now());
         }
         if (to == CircuitState::half_open) {
+            // Probes still in flight from earlier periods keep their slots (see Probe).
             probes_admitted_ = 0;
             probes_succeeded_ = 0;
-            for (Probe& p : probes_) {
-                p = Probe{};
-            }
         }
         state_since_ = now;
         // release: publishes open_until_ns_ and the reset window to threads that load word_.
@@ -1031,23 +1127,36 @@ private:
     // Under mutex_.
     void admit_probe(Permit& permit, std::uint64_t w, TimePoint now, Transitions& transitions) {
         if (options_.half_open_max_wait > Duration::zero()) {
-            for (const Probe& p : probes_) {
+            bool expired_here = false;
+            for (Probe& p : probes_) {
                 if (p.in_use && now - p.started >= options_.half_open_max_wait) {
-                    // Its permit may still report later; the new generation makes that stale.
+                    // Its permit may still report later; the freed slot no longer answers to it,
+                    // and a new generation makes its result stale.
                     ++expired_probes_;
-                    open_breaker(now, TransitionReason::probe_expired, transitions);
-                    reject(permit, word_.load(std::memory_order_relaxed), open_until() - now);
-                    return;
+                    expired_here = expired_here || p.word == w;
+                    p = Probe{};
                 }
+            }
+            if (expired_here) {
+                open_breaker(now, TransitionReason::probe_expired, transitions);
+                reject(permit, word_.load(std::memory_order_relaxed), open_until() - now);
+                return;
             }
         }
         if (probes_admitted_ >= options_.half_open_calls) {
             reject(permit, w, Duration::zero());
             return;
         }
-        const std::uint32_t index = probes_admitted_++;
-        probes_[index] = Probe{true, now};
-        admit(permit, w, index);
+        for (std::uint32_t index = 0; index < probes_.size(); ++index) {
+            if (!probes_[index].in_use) {
+                ++probes_admitted_;
+                probes_[index] = Probe{true, now, w};
+                admit(permit, w, index);
+                return;
+            }
+        }
+        // Every slot is held by a probe of an earlier period that has not reported yet.
+        reject(permit, w, Duration::zero());
     }
 
     void manual_transition(CircuitState to) {
@@ -1065,28 +1174,30 @@ private:
         }
     }
 
-    // The error a rejection carries: built once per thread, breaker and open period, then
+    // The error a rejection carries, saying `retry_after` (the time left in the break, as the
+    // rejection measured it): built once per thread, breaker, open period and retry_after, then
     // shared (see detail::rejection_cache).
-    std::exception_ptr rejection_error(std::uint64_t word) const {
+    std::exception_ptr rejection_error(std::uint64_t word, Duration retry_after) const {
         detail::RejectionCacheEntry& entry =
             detail::rejection_cache[(uid_ * 31U + generation_of(word)) % 8U];
-        if (BULWARK_LIKELY(entry.breaker == uid_ && entry.word == word && entry.error)) {
+        if (BULWARK_LIKELY(entry.breaker == uid_ && entry.word == word &&
+                           entry.retry_after == retry_after && entry.error)) {
             return entry.error;
         }
-        entry.error = make_rejection_error(word);
+        entry.error = make_rejection_error(word, retry_after);
         entry.breaker = uid_;
         entry.word = word;
+        entry.retry_after = retry_after;
         return entry.error;
     }
 
-    BULWARK_NOINLINE std::exception_ptr make_rejection_error(std::uint64_t word) const {
+    BULWARK_NOINLINE std::exception_ptr make_rejection_error(std::uint64_t word,
+                                                             Duration retry_after) const {
         std::string what = "circuit breaker '" + name_ + "' ";
         switch (state_of(word)) {
-            case CircuitState::open: {
-                const TimePoint until = open_until();
-                const Duration left = std::max(until - clock_->coarse_now(), Duration::zero());
-                return std::make_exception_ptr(CircuitOpenError(what + "is open", left, until));
-            }
+            case CircuitState::open:
+                return std::make_exception_ptr(
+                    CircuitOpenError(what + "is open", retry_after, open_until()));
             case CircuitState::forced_open:
                 return std::make_exception_ptr(CircuitOpenError(what + "is forced open"));
             default:
@@ -1121,6 +1232,8 @@ private:
     std::uint64_t timeouts_ = 0;
     std::uint64_t opened_ = 0;
     std::uint64_t expired_probes_ = 0;
+    std::uint64_t stale_successes_ = 0;
+    std::uint64_t stale_ignored_ = 0;
     std::uint32_t opens_in_row_ = 0;
     std::uint64_t failures_since_reset_ = 0;
     std::deque<std::uint64_t> failure_positions_;

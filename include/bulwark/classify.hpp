@@ -17,6 +17,18 @@ namespace bulwark {
 
 namespace detail {
 struct deduce_result_type {};
+
+// True if `error` is an E (or derived from it).
+template <class E>
+bool holds_exception(const std::exception_ptr& error) {
+    try {
+        std::rethrow_exception(error);
+    } catch (const E&) {
+        return true;
+    } catch (...) {
+        return false;
+    }
+}
 }  // namespace detail
 
 // Decides which outcomes a policy treats as failures (to count, retry or fall back on).
@@ -37,15 +49,7 @@ public:
         static_assert(
             !std::is_reference<E>::value && !std::is_pointer<E>::value,
             "Classifier::handle<E>() takes an exception type, not a reference or pointer.");
-        exception_predicates_.emplace_back([](const std::exception_ptr& error) {
-            try {
-                std::rethrow_exception(error);
-            } catch (const E&) {
-                return true;
-            } catch (...) {
-                return false;
-            }
-        });
+        exception_predicates_.emplace_back(&detail::holds_exception<E>);
         return *this;
     }
 

@@ -18,8 +18,9 @@ namespace bulwark {
 // Catch RejectedError to treat all of them alike.
 // retry_after() is a hint: how long, from when the error was made, until the policy may admit
 // again (zero when unknown). retry_at(), when set, is that moment on the rejecting policy's clock;
-// it stays exact when one error object is reused for many rejections (a breaker reuses one per
-// open period so that rejecting allocates nothing). Retry policies wait at least until then.
+// it stays exact however long the error is kept (a breaker reuses one error object while the time
+// left in its break is unchanged, so that rejecting does not allocate per call). Retry policies
+// wait at least until then.
 class RejectedError : public std::runtime_error {
 public:
     explicit RejectedError(const std::string& what, Duration retry_after = Duration::zero(),
