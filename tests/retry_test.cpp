@@ -1,4 +1,6 @@
+#include <algorithm>
 #include <atomic>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -14,7 +16,9 @@
 #include "catch.hpp"
 
 using namespace std::chrono_literals;
+using bulwark::Backoff;
 using bulwark::Duration;
+using bulwark::ManualClock;
 using bulwark::RetryOptions;
 using bulwark::RetryPolicy;
 
@@ -40,6 +44,52 @@ struct Flaky {
         }
         return calls;
     }
+};
+
+RetryOptions jittered(std::uint32_t retries, Backoff backoff) {
+    RetryOptions o;
+    o.max_retries = retries;
+    o.backoff = backoff;
+    return o;
+}
+
+Backoff full_jitter() {
+    return Backoff::exponential(1s).max_delay(1min).jitter(bulwark::Jitter::full);
+}
+
+// The waits of one call through `retry` that fails every attempt.
+std::vector<Duration> waits_of_failing_call(RetryPolicy& retry, ManualClock& clock) {
+    clock.clear_sleeps();
+    Flaky dead{1000};
+    CHECK_THROWS_AS(retry.execute(std::ref(dead)), Transient);
+    return clock.sleeps();
+}
+
+// The first `count` delays of a backoff, computed by the pure delay(n).
+std::vector<Duration> first_delays(const Backoff& b, std::uint32_t count) {
+    std::vector<Duration> out;
+    for (std::uint32_t n = 1; n <= count; ++n) {
+        out.push_back(b.delay(n));
+    }
+    return out;
+}
+
+// A clock on which a wait is interrupted: sleep_for advances a ManualClock by the request plus
+// `overshoot`, then cancels `ctx` if one is set (a cancel that arrives during the wait).
+class InterruptingClock final : public bulwark::Clock {
+public:
+    bulwark::TimePoint now() const noexcept override { return time.now(); }
+    void sleep_for(Duration d) override {
+        time.sleep_for(d);
+        time.advance(overshoot);
+        if (ctx != nullptr) {
+            ctx->cancel();
+        }
+    }
+
+    ManualClock time;
+    bulwark::Context* ctx = nullptr;
+    Duration overshoot{0};
 };
 }  // namespace
 
@@ -334,20 +384,48 @@ TEST_CASE("AdaptiveBackoff halves on success and doubles on failure within bound
     CHECK_THROWS_AS(bulwark::AdaptiveBackoff(1s, 1ms, 1min, 0.5), std::invalid_argument);
 }
 
-TEST_CASE("an AdaptiveBackoff as the retry backoff learns across calls", "[retry][adaptive]") {
-    bulwark::ManualClock clock;
+TEST_CASE("an AdaptiveBackoff as the retry backoff grows with each failed attempt",
+          "[retry][adaptive]") {
+    ManualClock clock;
     auto adaptive = std::make_shared<bulwark::AdaptiveBackoff>(1s, 100ms, 1min);
     RetryOptions o;
-    o.max_retries = 1;
+    o.max_retries = 3;
     o.backoff = adaptive;
     RetryPolicy retry(o, clock);
-    Flaky always{100};
-    CHECK_THROWS(retry.execute(std::ref(always)));  // exhausted: grows to 2 s
-    CHECK_THROWS(retry.execute(std::ref(always)));  // waits 2 s, grows to 4 s
-    CHECK(clock.sleeps() == std::vector<Duration>{1s, 2s});
-    CHECK(adaptive->current_delay() == Duration(4s));
+    Flaky flaky{3};
+    CHECK(retry.execute(std::ref(flaky)) == 4);
+    // Each failed attempt doubles it: the waits within the call grow.
+    CHECK(clock.sleeps() == std::vector<Duration>{1s, 2s, 4s});
+    CHECK(adaptive->current_delay() == Duration(4s));  // 3 failures to 8 s, 1 success to 4 s
+
+    // The next call starts from what the last one learned; 4 failures reach the ceiling.
+    clock.clear_sleeps();
+    Flaky dead{100};
+    CHECK_THROWS_AS(retry.execute(std::ref(dead)), Transient);
+    CHECK(clock.sleeps() == std::vector<Duration>{4s, 8s, 16s});
+    CHECK(adaptive->current_delay() == Duration(1min));
     retry.execute([] { return 1; });
-    CHECK(adaptive->current_delay() == Duration(2s));
+    CHECK(adaptive->current_delay() == Duration(30s));
+
+    // The async form records the same way.
+    auto failed = bulwark::Outcome<int>::from_error(std::make_exception_ptr(Transient()));
+    auto schedule = retry.schedule();
+    CHECK(schedule.next_delay(failed) == Duration(30s));
+    CHECK(schedule.next_delay(failed) == Duration(1min));
+    CHECK_FALSE(schedule.next_delay(bulwark::Outcome<int>::from_value(1)).has_value());
+    CHECK(adaptive->current_delay() == Duration(30s));
+}
+
+TEST_CASE("a non-retryable failure does not grow an AdaptiveBackoff", "[retry][adaptive]") {
+    ManualClock clock;
+    auto adaptive = std::make_shared<bulwark::AdaptiveBackoff>(1s, 100ms, 1min);
+    RetryOptions o;
+    o.backoff = adaptive;
+    o.retry_on<Transient>();
+    RetryPolicy retry(o, clock);
+    CHECK_THROWS_AS(retry.execute([]() -> int { throw std::logic_error("bad request"); }),
+                    std::logic_error);
+    CHECK(adaptive->current_delay() == Duration(1s));
 }
 
 TEST_CASE("invalid retry options are refused", "[retry]") {
@@ -403,4 +481,275 @@ TEST_CASE("stress: one retry policy and budget shared by 4 threads keep consiste
     CHECK(s.not_retryable + s.exhausted == failed.load());
     CHECK(s.retries == o.budget->withdrawn());
     CHECK(s.retries > 0);
+}
+
+TEST_CASE("two executions of one policy draw different jitter, reproducibly for a seed",
+          "[retry][jitter]") {
+    ManualClock clock;
+    RetryPolicy retry(jittered(4, full_jitter()), 42, clock);
+    CHECK(retry.seed() == 42);
+    const auto first = waits_of_failing_call(retry, clock);
+    const auto second = waits_of_failing_call(retry, clock);
+    REQUIRE(first.size() == 4);
+    REQUIRE(second.size() == 4);
+    CHECK(first != second);  // not in lockstep
+    const auto plain = first_delays(Backoff::exponential(1s).max_delay(1min), 4);
+    for (std::size_t i = 0; i < 4; ++i) {
+        CHECK(first[i] <= plain[i]);
+        CHECK(second[i] <= plain[i]);
+    }
+    // Execution k waits the k-th stream of the backoff seeded with the policy's seed.
+    const Backoff seeded = Backoff(full_jitter()).seed(42);
+    CHECK(first == first_delays(seeded.stream(0), 4));
+    CHECK(second == first_delays(seeded.stream(1), 4));
+
+    // The same seed and the same order of calls reproduce them; another seed does not.
+    ManualClock clock2;
+    RetryPolicy again(jittered(4, full_jitter()), 42, clock2);
+    CHECK(waits_of_failing_call(again, clock2) == first);
+    CHECK(waits_of_failing_call(again, clock2) == second);
+    RetryPolicy other(jittered(4, full_jitter()), 43, clock2);
+    CHECK(waits_of_failing_call(other, clock2) != first);
+}
+
+TEST_CASE("policies built from the same options without a seed do not share jitter",
+          "[retry][jitter]") {
+    ManualClock clock;
+    const RetryOptions o = jittered(4, Backoff(full_jitter()).seed(7));
+    RetryPolicy a(o, clock);
+    RetryPolicy b(o, clock);
+    CHECK(a.seed() != b.seed());
+    CHECK(waits_of_failing_call(a, clock) != waits_of_failing_call(b, clock));
+}
+
+TEST_CASE("decorrelated jitter draws a chain per execution, each in O(1) steps",
+          "[retry][jitter]") {
+    ManualClock clock;
+    const Backoff decorrelated = Backoff::decorrelated_jitter(100ms, 30s);
+    RetryPolicy retry(jittered(6, decorrelated), 5, clock);
+    const auto first = waits_of_failing_call(retry, clock);
+    const auto second = waits_of_failing_call(retry, clock);
+    CHECK(first != second);
+    CHECK(first == first_delays(Backoff(decorrelated).seed(5).stream(0), 6));
+    CHECK(second == first_delays(Backoff(decorrelated).seed(5).stream(1), 6));
+}
+
+TEST_CASE("each schedule draws its own jitter stream", "[retry][jitter][schedule]") {
+    ManualClock clock;
+    RetryPolicy retry(jittered(4, full_jitter()), 9, clock);
+    auto failed = bulwark::Outcome<int>::from_error(std::make_exception_ptr(Transient()));
+    auto waits = [&] {
+        auto schedule = retry.schedule();
+        std::vector<Duration> out;
+        while (auto wait = schedule.next_delay(failed)) {
+            out.push_back(*wait);
+        }
+        return out;
+    };
+    const auto first = waits();
+    const auto second = waits();
+    CHECK(first != second);
+    CHECK(first == first_delays(Backoff(full_jitter()).seed(9).stream(0), 4));
+}
+
+TEST_CASE("concurrent calls through one policy do not retry in lockstep", "[retry][jitter]") {
+    ManualClock clock;
+    RetryPolicy retry(jittered(1, full_jitter()), 11, clock);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+        threads.emplace_back([&] {
+            int calls = 0;
+            (void)retry.try_execute([&]() -> int {
+                if (++calls == 1) {
+                    throw Transient();
+                }
+                return 1;
+            });
+        });
+    }
+    for (auto& t : threads) {
+        t.join();
+    }
+    auto sleeps = clock.sleeps();
+    REQUIRE(sleeps.size() == 4);
+    std::sort(sleeps.begin(), sleeps.end());
+    CHECK(std::adjacent_find(sleeps.begin(), sleeps.end()) == sleeps.end());  // all distinct
+    // Whatever the interleaving, the 4 executions used streams 0..3.
+    const Backoff seeded = Backoff(full_jitter()).seed(11);
+    std::vector<Duration> expected;
+    for (std::uint64_t k = 0; k < 4; ++k) {
+        expected.push_back(seeded.stream(k).delay(1));
+    }
+    std::sort(expected.begin(), expected.end());
+    CHECK(sleeps == expected);
+}
+
+TEST_CASE("a cancel during a backoff wait stops before the next attempt", "[retry][cancel]") {
+    InterruptingClock clock;
+    RetryPolicy retry(exponential(5), clock);
+    bulwark::Context ctx;
+    clock.ctx = &ctx;
+    int calls = 0;
+    CHECK_THROWS_AS(retry.execute(
+                        [&]() -> int {
+                            ++calls;
+                            throw Transient();
+                        },
+                        ctx),
+                    Transient);  // the last error, as for a cancel seen before the wait
+    CHECK(calls == 1);
+    CHECK(clock.time.sleeps() == std::vector<Duration>{1s});
+    const auto s = retry.stats();
+    CHECK(s.retries == 0);  // announced, never made
+    CHECK(s.exhausted == 1);
+
+    // The same through try_execute, cancelled by an on_retry listener.
+    ManualClock manual;
+    RetryOptions o = exponential(5);
+    bulwark::Context listened;
+    o.on_retry([&](const bulwark::RetryEvent&) { listened.cancel(); });
+    RetryPolicy cancelling(o, manual);
+    calls = 0;
+    auto outcome = cancelling.try_execute(
+        [&]() -> int {
+            ++calls;
+            throw Transient();
+        },
+        listened);
+    CHECK(calls == 1);
+    CHECK_THROWS_AS(outcome.rethrow_if_error(), Transient);
+}
+
+TEST_CASE("a deadline passed during a backoff wait stops before the next attempt",
+          "[retry][cancel]") {
+    InterruptingClock clock;
+    clock.overshoot = 10s;  // the wait ends long after it was asked to
+    RetryOptions o;
+    o.max_retries = 5;
+    o.backoff = Backoff::fixed(1s);
+    RetryPolicy retry(o, clock);
+    bulwark::Context ctx;
+    ctx.set_deadline(clock.now() + 5s);  // no deadline clock: cancelled() alone misses it
+    int calls = 0;
+    CHECK_THROWS_AS(retry.execute(
+                        [&]() -> int {
+                            ++calls;
+                            throw Transient();
+                        },
+                        ctx),
+                    Transient);
+    CHECK(calls == 1);
+    CHECK(clock.time.sleeps() == std::vector<Duration>{1s});
+}
+
+TEST_CASE("a retry_after hint longer than the backoff is waited, a shorter one is not",
+          "[retry][hint]") {
+    ManualClock clock;
+    RetryOptions o;
+    o.max_retries = 1;
+    o.backoff = Backoff::fixed(1s);
+    RetryPolicy retry(o, clock);
+    auto rejected_once = [](Duration hint) {
+        return [hint, calls = 0]() mutable -> int {
+            if (++calls == 1) {
+                throw bulwark::RateLimitedError("rate limited", hint);
+            }
+            return calls;
+        };
+    };
+    CHECK(retry.execute(rejected_once(5s)) == 2);
+    CHECK(clock.sleeps() == std::vector<Duration>{5s});  // the hint
+    clock.clear_sleeps();
+    CHECK(retry.execute(rejected_once(500ms)) == 2);
+    CHECK(clock.sleeps() == std::vector<Duration>{1s});  // the backoff
+    clock.clear_sleeps();
+    // Any RejectedError's hint counts; it is also what listeners are told.
+    Duration announced{0};
+    retry.on_retry().add([&](const bulwark::RetryEvent& e) { announced = e.delay; });
+    CHECK(retry.execute([calls = 0]() mutable -> int {
+        if (++calls == 1) {
+            throw bulwark::RejectedError("busy", 3s);
+        }
+        return calls;
+    }) == 2);
+    CHECK(clock.sleeps() == std::vector<Duration>{3s});
+    CHECK(announced == Duration(3s));
+}
+
+TEST_CASE("a hint longer than max_elapsed gives up instead of waiting", "[retry][hint]") {
+    ManualClock clock;
+    RetryOptions o;
+    o.backoff = Backoff::fixed(1s);
+    o.max_elapsed = 10s;
+    RetryPolicy retry(o, clock);
+    CHECK_THROWS_AS(retry.execute([]() -> int { throw bulwark::RateLimitedError("slow", 1min); }),
+                    bulwark::RateLimitedError);
+    CHECK(clock.sleeps().empty());
+}
+
+TEST_CASE("a refused budget returns a retried value as is and wraps a retried exception",
+          "[retry][budget]") {
+    ManualClock clock;
+    RetryOptions o = exponential(3);
+    o.budget = std::make_shared<bulwark::RetryBudget>(0.0, 0, clock);  // refuses every retry
+    o.retry_if_result([](const int& status) { return status >= 500; });
+    RetryPolicy retry(o, clock);
+    CHECK(retry.execute([] { return 503; }) == 503);
+    CHECK(retry.stats().budget_exhausted == 1);
+    try {
+        retry.execute([]() -> int { throw Transient(); });
+        FAIL("expected RetryBudgetExhaustedError");
+    } catch (const bulwark::RetryBudgetExhaustedError& e) {
+        REQUIRE(e.last_error() != nullptr);
+        CHECK_THROWS_AS(std::rethrow_exception(e.last_error()), Transient);
+    }
+    CHECK(retry.stats().budget_exhausted == 2);
+    CHECK(clock.sleeps().empty());
+}
+
+TEST_CASE("stress: an AdaptiveBackoff shared by threads stays within [floor, ceiling]",
+          "[.stress][retry]") {
+    const Duration floor = 10ms;
+    const Duration ceiling = 10s;
+    auto adaptive = std::make_shared<bulwark::AdaptiveBackoff>(1s, floor, ceiling, 3.0, 0.25);
+    ManualClock clock;
+    RetryOptions o;
+    o.max_retries = 2;
+    o.backoff = adaptive;
+    RetryPolicy retry(o, clock);
+    std::atomic<int> out_of_bounds{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+        threads.emplace_back([&, t] {
+            bulwark::detail::SplitMix64 rng(static_cast<std::uint64_t>(t) + 100);
+            for (int i = 0; i < 50000; ++i) {
+                const std::uint64_t roll = rng.next() % 4;
+                if (roll == 0) {
+                    adaptive->record_failure();
+                } else if (roll == 1) {
+                    adaptive->record_success();
+                } else {
+                    (void)retry.try_execute([&]() -> int {
+                        if (rng.next() % 2 == 0) {
+                            throw Transient();
+                        }
+                        return 1;
+                    });
+                }
+                const Duration d = adaptive->current_delay();
+                if (d < floor || d > ceiling) {
+                    out_of_bounds.fetch_add(1, std::memory_order_relaxed);
+                }
+            }
+        });
+    }
+    for (auto& t : threads) {
+        t.join();
+    }
+    CHECK(out_of_bounds.load() == 0);
+    for (Duration slept : clock.sleeps()) {
+        REQUIRE(slept >= floor);
+        REQUIRE(slept <= ceiling);
+    }
+    CHECK(retry.stats().calls > 0);
 }

@@ -24,10 +24,12 @@ namespace detail {
 inline std::uint64_t fresh_seed() noexcept {
     static std::atomic<std::uint64_t> counter{0};
     // relaxed: only distinctness matters; mixed with the time so processes differ too.
+    // Both parts are mixed before they are combined: a plain n ^ time collides whenever two
+    // calls' times differ by n1 ^ n2 (e.g. consecutive n, times 1 ns apart).
     const std::uint64_t n = counter.fetch_add(1, std::memory_order_relaxed);
-    return SplitMix64(n ^ static_cast<std::uint64_t>(
-                              std::chrono::steady_clock::now().time_since_epoch().count()))
-        .next();
+    const auto time =
+        static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+    return SplitMix64(SplitMix64::at(0x6A09E667F3BCC909ULL, n) ^ time).next();
 }
 
 // A uniform double in [0, 1) that depends only on (seed, n, stream): reproducible for a seed and
@@ -90,9 +92,13 @@ inline Duration saturate(double ns, Duration cap) noexcept {
 //   auto b = bulwark::Backoff::exponential(100ms).max_delay(30s).jitter(bulwark::Jitter::full);
 //   b.delay(1);   // the wait before the 1st retry (1-based); exponential(1s): 1s, 2s, 4s, …
 //   b.seed(42);   // same seed, same delays
+//   b.stream(k);  // the k-th independent jitter stream of b (what a RetryPolicy gives each call)
 // A small value type (copyable, no allocation). delay(n) is a pure function of the
 // configuration, the seed and n: thread-safe, and it saturates at max_delay for any n (attempt
 // 1000 of an exponential never overflows, wraps or goes negative).
+// Because delay(n) depends only on (seed, n), every user of one seeded Backoff draws the same
+// "random" delays: to spread concurrent callers, give each its own stream (stream(k)), as
+// RetryPolicy does per execution.
 class Backoff {
 public:
     enum class Kind : std::uint8_t { fixed, linear, exponential, fibonacci, decorrelated_jitter };
@@ -123,7 +129,9 @@ public:
         return Backoff(Kind::fibonacci, base, 1.0, Duration::max());
     }
     // AWS "decorrelated jitter": d₁ = base, dₙ = min(max, uniform(base, 3·dₙ₋₁)). Random by
-    // nature (seed() makes it reproducible). 0 < base <= max.
+    // nature (seed() makes it reproducible), so jitter() other than Jitter::none is refused.
+    // delay(n) replays the chain from d₁ (O(n)); a loop should use delay(n, previous) (O(1)).
+    // 0 < base <= max.
     static Backoff decorrelated_jitter(Duration base, Duration max) {
         check_positive("Backoff.decorrelated_jitter(base, max): base", base);
         if (max < base) {
@@ -140,7 +148,16 @@ public:
         max_delay_ = cap;
         return *this;
     }
-    Backoff& jitter(Jitter j) noexcept {
+    // Throws std::invalid_argument for Jitter::full or equal on decorrelated jitter, which is
+    // random by construction: a second randomisation on top would only bias it, and silently
+    // ignoring the request would hide a configuration mistake.
+    Backoff& jitter(Jitter j) {
+        if (kind_ == Kind::decorrelated_jitter && j != Jitter::none) {
+            detail::throw_invalid_option(
+                "Backoff.jitter(j): j",
+                "must be Jitter::none for decorrelated_jitter, which is random by construction",
+                j == Jitter::full ? "Jitter::full" : "Jitter::equal");
+        }
         jitter_ = j;
         return *this;
     }
@@ -148,6 +165,16 @@ public:
     Backoff& seed(std::uint64_t s) noexcept {
         seed_ = s;
         return *this;
+    }
+
+    // The k-th jitter stream of this schedule: a copy whose seed is the k-th output of
+    // SplitMix64(seed()). Deterministic for a seed and k; different k give uncorrelated delays.
+    // A RetryPolicy gives each execution its own stream so that callers that failed together
+    // do not retry together. O(1).
+    Backoff stream(std::uint64_t k) const noexcept {
+        Backoff copy(*this);
+        copy.seed_ = detail::SplitMix64::at(seed_, k);
+        return copy;
     }
 
     Kind kind() const noexcept { return kind_; }
@@ -158,8 +185,9 @@ public:
     std::uint64_t seed() const noexcept { return seed_; }
 
     // The wait before the n-th retry (n >= 1; throws std::invalid_argument for 0). O(1) for
-    // every kind but decorrelated jitter, whose n-th delay depends on the (n-1)-th: O(n) here,
-    // O(1) through delay(n, previous).
+    // every kind but decorrelated jitter, whose n-th delay depends on the (n-1)-th: delay(n)
+    // replays the whole chain d₁ … dₙ, which is O(n) (attempt 1000 costs 1000 draws). Anything
+    // that walks a sequence should use delay(n, previous) instead, as RetryPolicy does.
     Duration delay(std::uint32_t n) const {
         check_n(n);
         if (kind_ == Kind::decorrelated_jitter) {

@@ -34,8 +34,9 @@ namespace bulwark {
 
 // A delay that adapts to how the dependency is doing: each failure multiplies it by
 // `grow` (up to `ceiling`), each success by `shrink` (down to `floor`). Useful on its own (pace a
-// polling loop) and as RetryOptions::backoff (then every retry of every call shares what the
-// others learned).
+// polling loop) and as RetryOptions::backoff: then the policy records every failed attempt (so
+// the waits within one call grow: 1s, 2s, 4s with grow = 2) and every success, and every retry
+// of every call shares what the others learned.
 //   bulwark::AdaptiveBackoff adaptive(1s);   // doubles on failure, halves on success
 //   adaptive.record_failure(); adaptive.current_delay();   // 2s
 // Thread-safe and lock-free (one atomic word).
@@ -298,10 +299,23 @@ struct RetryOptions {
 
 class RetryPolicy;
 
+namespace detail {
+// One execution's retry state: what the synchronous loop keeps on its stack and a RetrySchedule
+// holds.
+struct RetryRun {
+    TimePoint started{};            // the first attempt's start (read only when it is needed)
+    Duration previous{0};           // the last wait, for decorrelated jitter
+    std::uint64_t stream_seed = 0;  // this execution's jitter stream, drawn at its first backoff
+    bool has_stream = false;
+};
+}  // namespace detail
+
 // The async form of a RetryPolicy: the caller runs the attempts and does the waiting; the
 // schedule says whether and how long to wait before the next one.
 //   auto schedule = retry.schedule();
 //   while (auto wait = schedule.next_delay(outcome)) { rearm_timer(*wait); ... }
+// Each schedule draws its own jitter stream, like each execute(). The caller does the waiting,
+// so it checks ctx.cancelled() after the wait itself; next_delay() stops once it is set.
 // Not thread-safe (one schedule per operation). The policy must outlive it.
 class RetrySchedule {
 public:
@@ -316,8 +330,7 @@ public:
         : policy_(other.policy_),
           ctx_(other.ctx_ == &other.own_ctx_ ? &own_ctx_ : other.ctx_),
           own_ctx_(std::move(other.own_ctx_)),
-          started_(other.started_),
-          previous_(other.previous_),
+          run_(other.run_),
           retries_(other.retries_),
           done_(other.done_) {}
     RetrySchedule& operator=(RetrySchedule&&) = delete;
@@ -329,8 +342,7 @@ private:
     RetryPolicy* policy_;
     Context* ctx_;
     Context own_ctx_;
-    TimePoint started_{};
-    Duration previous_{0};
+    detail::RetryRun run_{};
     std::uint32_t retries_ = 0;
     bool done_ = false;
 };
@@ -340,17 +352,32 @@ private:
 //   bulwark::RetryOptions r;
 //   r.max_retries = 3; r.backoff = bulwark::Backoff::exponential(100ms).max_delay(2s);
 //   r.retry_on<std::system_error>();
-//   bulwark::RetryPolicy retry(r);                 // optional clock last
+//   bulwark::RetryPolicy retry(r);                 // optional seed, then clock last
 //   auto value = retry.execute([&] { return http.get(url); });
 // Waits with the clock's sleep_for (a ManualClock records it), and never longer than the
-// context's deadline allows; stops when the context is cancelled. Honours a rejection's
-// retry_at()/retry_after() (an open breaker's) when it is later than the backoff.
+// context's deadline allows; stops when the context is cancelled, also during a wait. Honours a
+// rejection's retry_at()/retry_after() (an open breaker's) when it is later than the backoff.
+// Jitter: each execution (and each schedule()) draws its own stream of the backoff, so that
+// concurrent calls that failed together do not retry in lockstep: the k-th execution to back
+// off (0-based, counted per policy) waits options().backoff with .seed(seed()) .stream(k). A
+// policy built without a seed draws a fresh one, so policies built from the same options differ
+// too; with a seed, the waits are reproducible for the same order of calls.
 // Thread-safe: one policy serves many concurrent calls. A call that succeeds first time does
 // one per-thread counter bump, reads no clock (unless max_elapsed is set) and allocates nothing.
 class RetryPolicy : public PolicyBase<RetryPolicy> {
 public:
     explicit RetryPolicy(RetryOptions options = {}, Clock& clock = default_clock())
-        : options_((options.validate(), std::move(options))), clock_(&clock) {
+        : RetryPolicy(std::move(options), detail::fresh_seed(), clock) {}
+
+    // `seed` makes the jitter reproducible: the same seed and the same order of calls give the
+    // same waits.
+    RetryPolicy(RetryOptions options, std::uint64_t seed, Clock& clock = default_clock())
+        : options_((options.validate(), std::move(options))),
+          clock_(&clock),
+          seed_(seed),
+          adaptive_(adaptive_of(options_)),
+          result_predicates_(options_.classifier.has_result_predicates()),
+          plain_success_(!result_predicates_ && adaptive_ == nullptr) {
         for (auto& listener : options_.retry_listeners) {
             listeners_.add(std::move(listener));
         }
@@ -361,6 +388,9 @@ public:
     RetryPolicy& operator=(const RetryPolicy&) = delete;
 
     const RetryOptions& options() const noexcept { return options_; }
+
+    // The seed the executions' jitter streams derive from.
+    std::uint64_t seed() const noexcept { return seed_; }
 
     Listeners<RetryEvent>& on_retry() noexcept { return listeners_; }
 
@@ -386,15 +416,21 @@ public:
         if (options_.budget) {
             options_.budget->record_call();
         }
-        // max_elapsed counts from the first attempt, so the clock is read up front only when
-        // it is set; otherwise a first-try success reads no clock.
+        // max_elapsed counts from the first attempt's start, so the clock is read up front only
+        // when it is set; otherwise a first-try success reads no clock. (Reading it lazily after
+        // a first failure would leave the first attempt's own duration out of the budget.)
         const TimePoint started =
             options_.max_elapsed > Duration::zero() ? clock_->now() : TimePoint{};
         ctx.set_attempt(0);
-        // One named result and one return, so the outcome is constructed in place (NRVO).
+        // One named result, the only thing returned, so it is constructed in place (NRVO).
         O outcome = next(ctx);
-        if (BULWARK_LIKELY(outcome.has_value() && !options_.classifier.has_result_predicates())) {
-            adaptive_success();
+        // One flag for the common case (no result predicate, no AdaptiveBackoff): a value is a
+        // success with nothing to record.
+        if (BULWARK_LIKELY(outcome.has_value() && plain_success_)) {
+            return outcome;
+        }
+        if (outcome.has_value() && !result_predicates_) {
+            adaptive_->record_success();  // plain_success_ is false: adaptive_ is set
         } else {
             retry_loop(ctx, next, outcome, started);
         }
@@ -406,51 +442,76 @@ private:
 
     enum class Verdict : std::uint8_t { success, retry, not_retryable, exhausted, budget };
 
+    static AdaptiveBackoff* adaptive_of(const RetryOptions& options) noexcept {
+        const auto* adaptive = std::get_if<std::shared_ptr<AdaptiveBackoff>>(&options.backoff);
+        return adaptive != nullptr ? adaptive->get() : nullptr;
+    }
+
     template <class Next, class O>
     // Retries until the outcome is final, and leaves the final outcome in `outcome`.
     BULWARK_NOINLINE void retry_loop(Context& ctx, Next& next, O& outcome, TimePoint started) {
-        Duration previous{0};
+        detail::RetryRun run;
+        run.started = started;
         for (std::uint32_t retry = 1;; ++retry) {
             Duration wait{0};
-            const Verdict v = decide(outcome, ctx, retry, started, previous, wait);
+            const Verdict v = decide(outcome, ctx, retry, run, wait);
             if (v != Verdict::retry) {
                 finish(v, retry);
-                if (v == Verdict::budget) {
+                // A retried value that the budget refuses is returned as is, like one that ran out
+                // of retries: it is the answer, and there is no exception to wrap.
+                if (v == Verdict::budget && outcome.has_error()) {
                     outcome = O::from_error(std::make_exception_ptr(
                         RetryBudgetExhaustedError("retry budget exhausted", outcome.error())));
                 }
                 return;
             }
-            previous = wait;
             if (wait > Duration::zero()) {
                 clock_->sleep_for(wait);
             }
+            // A cancel, or the deadline passing, during the wait ends the call with the last
+            // outcome, as a cancel noticed before the wait does: no attempt after it.
+            if (stopped(ctx)) {
+                finish(Verdict::exhausted, retry);
+                return;
+            }
+            retries_.fetch_add(1, std::memory_order_relaxed);
             ctx.set_attempt(retry);
             outcome = next(ctx);
         }
     }
 
+    bool stopped(const Context& ctx) const noexcept {
+        return ctx.cancelled() || (ctx.deadline() && clock_->now() >= *ctx.deadline());
+    }
+
     // The one decision both the synchronous loop and RetrySchedule use: given the last
-    // outcome, stop (and why) or retry after `wait`.
+    // outcome, stop (and why) or retry after `wait`. The caller counts the retry.
     template <class T>
     Verdict decide(const Outcome<T>& outcome, const Context& ctx, std::uint32_t retry,
-                   TimePoint started, Duration previous, Duration& wait) {
+                   detail::RetryRun& run, Duration& wait) {
         if (!options_.classifier.is_failure(outcome)) {
             if (outcome.has_error()) {
                 return Verdict::not_retryable;  // an exception not worth retrying
             }
             return Verdict::success;
         }
+        // Every failed attempt teaches a shared AdaptiveBackoff, whatever happens next; this
+        // retry waits what it had learned before this failure.
+        Duration adaptive_wait{0};
+        if (adaptive_ != nullptr) {
+            adaptive_wait = adaptive_->current_delay();
+            adaptive_->record_failure();
+        }
         if (retry > options_.max_retries || ctx.cancelled()) {
             return Verdict::exhausted;
         }
-        wait = backoff_delay(retry, previous);
+        wait = adaptive_ != nullptr ? adaptive_wait : backoff_delay(retry, run);
         const TimePoint now = clock_->now();  // the failure path: a clock read is affordable
         if (outcome.has_error()) {
             wait = std::max(wait, hinted_wait(outcome.error(), now));
         }
         if (options_.max_elapsed > Duration::zero() &&
-            now + wait - started > options_.max_elapsed) {
+            now + wait - run.started > options_.max_elapsed) {
             return Verdict::exhausted;
         }
         if (ctx.deadline() && now + wait >= *ctx.deadline()) {
@@ -459,7 +520,7 @@ private:
         if (options_.budget && !options_.budget->try_withdraw()) {
             return Verdict::budget;
         }
-        retries_.fetch_add(1, std::memory_order_relaxed);
+        run.previous = wait;
         listeners_.emit_with([&] {
             return RetryEvent{retry, wait, outcome.error(), ctx.operation()};
         });
@@ -480,23 +541,26 @@ private:
         }
     }
 
-    Duration backoff_delay(std::uint32_t retry, Duration previous) const {
-        if (const Backoff* b = std::get_if<Backoff>(&options_.backoff)) {
-            return b->delay(retry, previous);
+    // The Backoff's delay on this execution's own jitter stream, drawn at its first backoff (a
+    // shared counter, on the failure path only). O(1) for every kind: delay(n, previous).
+    Duration backoff_delay(std::uint32_t retry, detail::RetryRun& run) {
+        if (!run.has_stream) {
+            // relaxed: only distinctness (and, single-threaded, the order) matters.
+            const std::uint64_t k = streams_.fetch_add(1, std::memory_order_relaxed);
+            run.stream_seed = detail::SplitMix64::at(seed_, k);
+            run.has_stream = true;
         }
-        return std::get<std::shared_ptr<AdaptiveBackoff>>(options_.backoff)->current_delay();
-    }
-
-    void adaptive_success() noexcept {
-        if (auto* adaptive = std::get_if<std::shared_ptr<AdaptiveBackoff>>(&options_.backoff)) {
-            (*adaptive)->record_success();
-        }
+        Backoff stream = std::get<Backoff>(options_.backoff);
+        stream.seed(run.stream_seed);  // the same as .seed(seed_).stream(k)
+        return stream.delay(retry, run.previous);
     }
 
     void finish(Verdict v, std::uint32_t retry) noexcept {
         switch (v) {
             case Verdict::success:
-                adaptive_success();
+                if (adaptive_ != nullptr) {
+                    adaptive_->record_success();
+                }
                 if (retry > 1) {
                     successes_after_retry_.fetch_add(1, std::memory_order_relaxed);
                 }
@@ -507,26 +571,23 @@ private:
             case Verdict::budget:
                 budget_exhausted_.fetch_add(1, std::memory_order_relaxed);
                 exhausted_.fetch_add(1, std::memory_order_relaxed);
-                record_adaptive_failure();
                 break;
             case Verdict::exhausted:
                 exhausted_.fetch_add(1, std::memory_order_relaxed);
-                record_adaptive_failure();
                 break;
             case Verdict::retry:
                 break;
         }
     }
 
-    void record_adaptive_failure() noexcept {
-        if (auto* adaptive = std::get_if<std::shared_ptr<AdaptiveBackoff>>(&options_.backoff)) {
-            (*adaptive)->record_failure();
-        }
-    }
-
     RetryOptions options_;
     Clock* const clock_;
+    const std::uint64_t seed_;
+    AdaptiveBackoff* const adaptive_;  // options_.backoff's, or null for a Backoff
+    const bool result_predicates_;     // options_.classifier.has_result_predicates()
+    const bool plain_success_;         // neither result predicates nor an AdaptiveBackoff
     detail::StripedCounter calls_;
+    std::atomic<std::uint64_t> streams_{0};
     std::atomic<std::uint64_t> retries_{0};
     std::atomic<std::uint64_t> successes_after_retry_{0};
     std::atomic<std::uint64_t> exhausted_{0};
@@ -541,7 +602,7 @@ inline RetrySchedule::RetrySchedule(RetryPolicy& policy, Context* ctx)
     if (policy_->options_.budget) {
         policy_->options_.budget->record_call();
     }
-    started_ = policy_->clock_->now();
+    run_.started = policy_->clock_->now();
 }
 
 template <class T>
@@ -550,14 +611,14 @@ std::optional<Duration> RetrySchedule::next_delay(const Outcome<T>& outcome) {
         return std::nullopt;
     }
     Duration wait{0};
-    const auto v = policy_->decide(outcome, *ctx_, retries_ + 1, started_, previous_, wait);
+    const auto v = policy_->decide(outcome, *ctx_, retries_ + 1, run_, wait);
     if (v != RetryPolicy::Verdict::retry) {
         done_ = true;
         policy_->finish(v, retries_ + 1);
         return std::nullopt;
     }
+    policy_->retries_.fetch_add(1, std::memory_order_relaxed);
     ++retries_;
-    previous_ = wait;
     ctx_->set_attempt(retries_);
     return wait;
 }

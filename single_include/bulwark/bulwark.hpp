@@ -377,6 +377,13 @@ public:
         return static_cast<double>(next() >> 11U) * (1.0 / 9007199254740992.0);
     }
 
+    // The k-th output (0-based) of SplitMix64(seed), in O(1): SplitMix64's state after k steps
+    // is seed + k·γ. Distinct k give independent-looking values, which makes it a cheap way to
+    // derive many streams' seeds from one seed and a counter.
+    static std::uint64_t at(std::uint64_t seed, std::uint64_t k) noexcept {
+        return SplitMix64(seed + k * 0x9E3779B97F4A7C15ULL).next();
+    }
+
 private:
     std::uint64_t state_;
 };
@@ -397,10 +404,12 @@ namespace detail {
 inline std::uint64_t fresh_seed() noexcept {
     static std::atomic<std::uint64_t> counter{0};
     // relaxed: only distinctness matters; mixed with the time so processes differ too.
+    // Both parts are mixed before they are combined: a plain n ^ time collides whenever two
+    // calls' times differ by n1 ^ n2 (e.g. consecutive n, times 1 ns apart).
     const std::uint64_t n = counter.fetch_add(1, std::memory_order_relaxed);
-    return SplitMix64(n ^ static_cast<std::uint64_t>(
-                              std::chrono::steady_clock::now().time_since_epoch().count()))
-        .next();
+    const auto time =
+        static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+    return SplitMix64(SplitMix64::at(0x6A09E667F3BCC909ULL, n) ^ time).next();
 }
 
 // A uniform double in [0, 1) that depends only on (seed, n, stream): reproducible for a seed and
@@ -463,9 +472,13 @@ inline Duration saturate(double ns, Duration cap) noexcept {
 //   auto b = bulwark::Backoff::exponential(100ms).max_delay(30s).jitter(bulwark::Jitter::full);
 //   b.delay(1);   // the wait before the 1st retry (1-based); exponential(1s): 1s, 2s, 4s, …
 //   b.seed(42);   // same seed, same delays
+//   b.stream(k);  // the k-th independent jitter stream of b (what a RetryPolicy gives each call)
 // A small value type (copyable, no allocation). delay(n) is a pure function of the
 // configuration, the seed and n: thread-safe, and it saturates at max_delay for any n (attempt
 // 1000 of an exponential never overflows, wraps or goes negative).
+// Because delay(n) depends only on (seed, n), every user of one seeded Backoff draws the same
+// "random" delays: to spread concurrent callers, give each its own stream (stream(k)), as
+// RetryPolicy does per execution.
 class Backoff {
 public:
     enum class Kind : std::uint8_t { fixed, linear, exponential, fibonacci, decorrelated_jitter };
@@ -496,7 +509,9 @@ public:
         return Backoff(Kind::fibonacci, base, 1.0, Duration::max());
     }
     // AWS "decorrelated jitter": d₁ = base, dₙ = min(max, uniform(base, 3·dₙ₋₁)). Random by
-    // nature (seed() makes it reproducible). 0 < base <= max.
+    // nature (seed() makes it reproducible), so jitter() other than Jitter::none is refused.
+    // delay(n) replays the chain from d₁ (O(n)); a loop should use delay(n, previous) (O(1)).
+    // 0 < base <= max.
     static Backoff decorrelated_jitter(Duration base, Duration max) {
         check_positive("Backoff.decorrelated_jitter(base, max): base", base);
         if (max < base) {
@@ -513,7 +528,16 @@ public:
         max_delay_ = cap;
         return *this;
     }
-    Backoff& jitter(Jitter j) noexcept {
+    // Throws std::invalid_argument for Jitter::full or equal on decorrelated jitter, which is
+    // random by construction: a second randomisation on top would only bias it, and silently
+    // ignoring the request would hide a configuration mistake.
+    Backoff& jitter(Jitter j) {
+        if (kind_ == Kind::decorrelated_jitter && j != Jitter::none) {
+            detail::throw_invalid_option(
+                "Backoff.jitter(j): j",
+                "must be Jitter::none for decorrelated_jitter, which is random by construction",
+                j == Jitter::full ? "Jitter::full" : "Jitter::equal");
+        }
         jitter_ = j;
         return *this;
     }
@@ -521,6 +545,16 @@ public:
     Backoff& seed(std::uint64_t s) noexcept {
         seed_ = s;
         return *this;
+    }
+
+    // The k-th jitter stream of this schedule: a copy whose seed is the k-th output of
+    // SplitMix64(seed()). Deterministic for a seed and k; different k give uncorrelated delays.
+    // A RetryPolicy gives each execution its own stream so that callers that failed together
+    // do not retry together. O(1).
+    Backoff stream(std::uint64_t k) const noexcept {
+        Backoff copy(*this);
+        copy.seed_ = detail::SplitMix64::at(seed_, k);
+        return copy;
     }
 
     Kind kind() const noexcept { return kind_; }
@@ -531,8 +565,9 @@ public:
     std::uint64_t seed() const noexcept { return seed_; }
 
     // The wait before the n-th retry (n >= 1; throws std::invalid_argument for 0). O(1) for
-    // every kind but decorrelated jitter, whose n-th delay depends on the (n-1)-th: O(n) here,
-    // O(1) through delay(n, previous).
+    // every kind but decorrelated jitter, whose n-th delay depends on the (n-1)-th: delay(n)
+    // replays the whole chain d₁ … dₙ, which is O(n) (attempt 1000 costs 1000 draws). Anything
+    // that walks a sequence should use delay(n, previous) instead, as RetryPolicy does.
     Duration delay(std::uint32_t n) const {
         check_n(n);
         if (kind_ == Kind::decorrelated_jitter) {
@@ -4711,8 +4746,9 @@ namespace bulwark {
 
 // A delay that adapts to how the dependency is doing: each failure multiplies it by
 // `grow` (up to `ceiling`), each success by `shrink` (down to `floor`). Useful on its own (pace a
-// polling loop) and as RetryOptions::backoff (then every retry of every call shares what the
-// others learned).
+// polling loop) and as RetryOptions::backoff: then the policy records every failed attempt (so
+// the waits within one call grow: 1s, 2s, 4s with grow = 2) and every success, and every retry
+// of every call shares what the others learned.
 //   bulwark::AdaptiveBackoff adaptive(1s);   // doubles on failure, halves on success
 //   adaptive.record_failure(); adaptive.current_delay();   // 2s
 // Thread-safe and lock-free (one atomic word).
@@ -4975,10 +5011,23 @@ struct RetryOptions {
 
 class RetryPolicy;
 
+namespace detail {
+// One execution's retry state: what the synchronous loop keeps on its stack and a RetrySchedule
+// holds.
+struct RetryRun {
+    TimePoint started{};            // the first attempt's start (read only when it is needed)
+    Duration previous{0};           // the last wait, for decorrelated jitter
+    std::uint64_t stream_seed = 0;  // this execution's jitter stream, drawn at its first backoff
+    bool has_stream = false;
+};
+}  // namespace detail
+
 // The async form of a RetryPolicy: the caller runs the attempts and does the waiting; the
 // schedule says whether and how long to wait before the next one.
 //   auto schedule = retry.schedule();
 //   while (auto wait = schedule.next_delay(outcome)) { rearm_timer(*wait); ... }
+// Each schedule draws its own jitter stream, like each execute(). The caller does the waiting,
+// so it checks ctx.cancelled() after the wait itself; next_delay() stops once it is set.
 // Not thread-safe (one schedule per operation). The policy must outlive it.
 class RetrySchedule {
 public:
@@ -4993,8 +5042,7 @@ public:
         : policy_(other.policy_),
           ctx_(other.ctx_ == &other.own_ctx_ ? &own_ctx_ : other.ctx_),
           own_ctx_(std::move(other.own_ctx_)),
-          started_(other.started_),
-          previous_(other.previous_),
+          run_(other.run_),
           retries_(other.retries_),
           done_(other.done_) {}
     RetrySchedule& operator=(RetrySchedule&&) = delete;
@@ -5006,8 +5054,7 @@ private:
     RetryPolicy* policy_;
     Context* ctx_;
     Context own_ctx_;
-    TimePoint started_{};
-    Duration previous_{0};
+    detail::RetryRun run_{};
     std::uint32_t retries_ = 0;
     bool done_ = false;
 };
@@ -5017,17 +5064,32 @@ private:
 //   bulwark::RetryOptions r;
 //   r.max_retries = 3; r.backoff = bulwark::Backoff::exponential(100ms).max_delay(2s);
 //   r.retry_on<std::system_error>();
-//   bulwark::RetryPolicy retry(r);                 // optional clock last
+//   bulwark::RetryPolicy retry(r);                 // optional seed, then clock last
 //   auto value = retry.execute([&] { return http.get(url); });
 // Waits with the clock's sleep_for (a ManualClock records it), and never longer than the
-// context's deadline allows; stops when the context is cancelled. Honours a rejection's
-// retry_at()/retry_after() (an open breaker's) when it is later than the backoff.
+// context's deadline allows; stops when the context is cancelled, also during a wait. Honours a
+// rejection's retry_at()/retry_after() (an open breaker's) when it is later than the backoff.
+// Jitter: each execution (and each schedule()) draws its own stream of the backoff, so that
+// concurrent calls that failed together do not retry in lockstep: the k-th execution to back
+// off (0-based, counted per policy) waits options().backoff with .seed(seed()) .stream(k). A
+// policy built without a seed draws a fresh one, so policies built from the same options differ
+// too; with a seed, the waits are reproducible for the same order of calls.
 // Thread-safe: one policy serves many concurrent calls. A call that succeeds first time does
 // one per-thread counter bump, reads no clock (unless max_elapsed is set) and allocates nothing.
 class RetryPolicy : public PolicyBase<RetryPolicy> {
 public:
     explicit RetryPolicy(RetryOptions options = {}, Clock& clock = default_clock())
-        : options_((options.validate(), std::move(options))), clock_(&clock) {
+        : RetryPolicy(std::move(options), detail::fresh_seed(), clock) {}
+
+    // `seed` makes the jitter reproducible: the same seed and the same order of calls give the
+    // same waits.
+    RetryPolicy(RetryOptions options, std::uint64_t seed, Clock& clock = default_clock())
+        : options_((options.validate(), std::move(options))),
+          clock_(&clock),
+          seed_(seed),
+          adaptive_(adaptive_of(options_)),
+          result_predicates_(options_.classifier.has_result_predicates()),
+          plain_success_(!result_predicates_ && adaptive_ == nullptr) {
         for (auto& listener : options_.retry_listeners) {
             listeners_.add(std::move(listener));
         }
@@ -5038,6 +5100,9 @@ public:
     RetryPolicy& operator=(const RetryPolicy&) = delete;
 
     const RetryOptions& options() const noexcept { return options_; }
+
+    // The seed the executions' jitter streams derive from.
+    std::uint64_t seed() const noexcept { return seed_; }
 
     Listeners<RetryEvent>& on_retry() noexcept { return listeners_; }
 
@@ -5063,15 +5128,21 @@ public:
         if (options_.budget) {
             options_.budget->record_call();
         }
-        // max_elapsed counts from the first attempt, so the clock is read up front only when
-        // it is set; otherwise a first-try success reads no clock.
+        // max_elapsed counts from the first attempt's start, so the clock is read up front only
+        // when it is set; otherwise a first-try success reads no clock. (Reading it lazily after
+        // a first failure would leave the first attempt's own duration out of the budget.)
         const TimePoint started =
             options_.max_elapsed > Duration::zero() ? clock_->now() : TimePoint{};
         ctx.set_attempt(0);
-        // One named result and one return, so the outcome is constructed in place (NRVO).
+        // One named result, the only thing returned, so it is constructed in place (NRVO).
         O outcome = next(ctx);
-        if (BULWARK_LIKELY(outcome.has_value() && !options_.classifier.has_result_predicates())) {
-            adaptive_success();
+        // One flag for the common case (no result predicate, no AdaptiveBackoff): a value is a
+        // success with nothing to record.
+        if (BULWARK_LIKELY(outcome.has_value() && plain_success_)) {
+            return outcome;
+        }
+        if (outcome.has_value() && !result_predicates_) {
+            adaptive_->record_success();  // plain_success_ is false: adaptive_ is set
         } else {
             retry_loop(ctx, next, outcome, started);
         }
@@ -5083,51 +5154,76 @@ private:
 
     enum class Verdict : std::uint8_t { success, retry, not_retryable, exhausted, budget };
 
+    static AdaptiveBackoff* adaptive_of(const RetryOptions& options) noexcept {
+        const auto* adaptive = std::get_if<std::shared_ptr<AdaptiveBackoff>>(&options.backoff);
+        return adaptive != nullptr ? adaptive->get() : nullptr;
+    }
+
     template <class Next, class O>
     // Retries until the outcome is final, and leaves the final outcome in `outcome`.
     BULWARK_NOINLINE void retry_loop(Context& ctx, Next& next, O& outcome, TimePoint started) {
-        Duration previous{0};
+        detail::RetryRun run;
+        run.started = started;
         for (std::uint32_t retry = 1;; ++retry) {
             Duration wait{0};
-            const Verdict v = decide(outcome, ctx, retry, started, previous, wait);
+            const Verdict v = decide(outcome, ctx, retry, run, wait);
             if (v != Verdict::retry) {
                 finish(v, retry);
-                if (v == Verdict::budget) {
+                // A retried value that the budget refuses is returned as is, like one that ran out
+                // of retries: it is the answer, and there is no exception to wrap.
+                if (v == Verdict::budget && outcome.has_error()) {
                     outcome = O::from_error(std::make_exception_ptr(
                         RetryBudgetExhaustedError("retry budget exhausted", outcome.error())));
                 }
                 return;
             }
-            previous = wait;
             if (wait > Duration::zero()) {
                 clock_->sleep_for(wait);
             }
+            // A cancel, or the deadline passing, during the wait ends the call with the last
+            // outcome, as a cancel noticed before the wait does: no attempt after it.
+            if (stopped(ctx)) {
+                finish(Verdict::exhausted, retry);
+                return;
+            }
+            retries_.fetch_add(1, std::memory_order_relaxed);
             ctx.set_attempt(retry);
             outcome = next(ctx);
         }
     }
 
+    bool stopped(const Context& ctx) const noexcept {
+        return ctx.cancelled() || (ctx.deadline() && clock_->now() >= *ctx.deadline());
+    }
+
     // The one decision both the synchronous loop and RetrySchedule use: given the last
-    // outcome, stop (and why) or retry after `wait`.
+    // outcome, stop (and why) or retry after `wait`. The caller counts the retry.
     template <class T>
     Verdict decide(const Outcome<T>& outcome, const Context& ctx, std::uint32_t retry,
-                   TimePoint started, Duration previous, Duration& wait) {
+                   detail::RetryRun& run, Duration& wait) {
         if (!options_.classifier.is_failure(outcome)) {
             if (outcome.has_error()) {
                 return Verdict::not_retryable;  // an exception not worth retrying
             }
             return Verdict::success;
         }
+        // Every failed attempt teaches a shared AdaptiveBackoff, whatever happens next; this
+        // retry waits what it had learned before this failure.
+        Duration adaptive_wait{0};
+        if (adaptive_ != nullptr) {
+            adaptive_wait = adaptive_->current_delay();
+            adaptive_->record_failure();
+        }
         if (retry > options_.max_retries || ctx.cancelled()) {
             return Verdict::exhausted;
         }
-        wait = backoff_delay(retry, previous);
+        wait = adaptive_ != nullptr ? adaptive_wait : backoff_delay(retry, run);
         const TimePoint now = clock_->now();  // the failure path: a clock read is affordable
         if (outcome.has_error()) {
             wait = std::max(wait, hinted_wait(outcome.error(), now));
         }
         if (options_.max_elapsed > Duration::zero() &&
-            now + wait - started > options_.max_elapsed) {
+            now + wait - run.started > options_.max_elapsed) {
             return Verdict::exhausted;
         }
         if (ctx.deadline() && now + wait >= *ctx.deadline()) {
@@ -5136,7 +5232,7 @@ private:
         if (options_.budget && !options_.budget->try_withdraw()) {
             return Verdict::budget;
         }
-        retries_.fetch_add(1, std::memory_order_relaxed);
+        run.previous = wait;
         listeners_.emit_with([&] {
             return RetryEvent{retry, wait, outcome.error(), ctx.operation()};
         });
@@ -5157,23 +5253,26 @@ private:
         }
     }
 
-    Duration backoff_delay(std::uint32_t retry, Duration previous) const {
-        if (const Backoff* b = std::get_if<Backoff>(&options_.backoff)) {
-            return b->delay(retry, previous);
+    // The Backoff's delay on this execution's own jitter stream, drawn at its first backoff (a
+    // shared counter, on the failure path only). O(1) for every kind: delay(n, previous).
+    Duration backoff_delay(std::uint32_t retry, detail::RetryRun& run) {
+        if (!run.has_stream) {
+            // relaxed: only distinctness (and, single-threaded, the order) matters.
+            const std::uint64_t k = streams_.fetch_add(1, std::memory_order_relaxed);
+            run.stream_seed = detail::SplitMix64::at(seed_, k);
+            run.has_stream = true;
         }
-        return std::get<std::shared_ptr<AdaptiveBackoff>>(options_.backoff)->current_delay();
-    }
-
-    void adaptive_success() noexcept {
-        if (auto* adaptive = std::get_if<std::shared_ptr<AdaptiveBackoff>>(&options_.backoff)) {
-            (*adaptive)->record_success();
-        }
+        Backoff stream = std::get<Backoff>(options_.backoff);
+        stream.seed(run.stream_seed);  // the same as .seed(seed_).stream(k)
+        return stream.delay(retry, run.previous);
     }
 
     void finish(Verdict v, std::uint32_t retry) noexcept {
         switch (v) {
             case Verdict::success:
-                adaptive_success();
+                if (adaptive_ != nullptr) {
+                    adaptive_->record_success();
+                }
                 if (retry > 1) {
                     successes_after_retry_.fetch_add(1, std::memory_order_relaxed);
                 }
@@ -5184,26 +5283,23 @@ private:
             case Verdict::budget:
                 budget_exhausted_.fetch_add(1, std::memory_order_relaxed);
                 exhausted_.fetch_add(1, std::memory_order_relaxed);
-                record_adaptive_failure();
                 break;
             case Verdict::exhausted:
                 exhausted_.fetch_add(1, std::memory_order_relaxed);
-                record_adaptive_failure();
                 break;
             case Verdict::retry:
                 break;
         }
     }
 
-    void record_adaptive_failure() noexcept {
-        if (auto* adaptive = std::get_if<std::shared_ptr<AdaptiveBackoff>>(&options_.backoff)) {
-            (*adaptive)->record_failure();
-        }
-    }
-
     RetryOptions options_;
     Clock* const clock_;
+    const std::uint64_t seed_;
+    AdaptiveBackoff* const adaptive_;  // options_.backoff's, or null for a Backoff
+    const bool result_predicates_;     // options_.classifier.has_result_predicates()
+    const bool plain_success_;         // neither result predicates nor an AdaptiveBackoff
     detail::StripedCounter calls_;
+    std::atomic<std::uint64_t> streams_{0};
     std::atomic<std::uint64_t> retries_{0};
     std::atomic<std::uint64_t> successes_after_retry_{0};
     std::atomic<std::uint64_t> exhausted_{0};
@@ -5218,7 +5314,7 @@ inline RetrySchedule::RetrySchedule(RetryPolicy& policy, Context* ctx)
     if (policy_->options_.budget) {
         policy_->options_.budget->record_call();
     }
-    started_ = policy_->clock_->now();
+    run_.started = policy_->clock_->now();
 }
 
 template <class T>
@@ -5227,14 +5323,14 @@ std::optional<Duration> RetrySchedule::next_delay(const Outcome<T>& outcome) {
         return std::nullopt;
     }
     Duration wait{0};
-    const auto v = policy_->decide(outcome, *ctx_, retries_ + 1, started_, previous_, wait);
+    const auto v = policy_->decide(outcome, *ctx_, retries_ + 1, run_, wait);
     if (v != RetryPolicy::Verdict::retry) {
         done_ = true;
         policy_->finish(v, retries_ + 1);
         return std::nullopt;
     }
+    policy_->retries_.fetch_add(1, std::memory_order_relaxed);
     ++retries_;
-    previous_ = wait;
     ctx_->set_attempt(retries_);
     return wait;
 }

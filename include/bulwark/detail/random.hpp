@@ -29,6 +29,13 @@ public:
         return static_cast<double>(next() >> 11U) * (1.0 / 9007199254740992.0);
     }
 
+    // The k-th output (0-based) of SplitMix64(seed), in O(1): SplitMix64's state after k steps
+    // is seed + k·γ. Distinct k give independent-looking values, which makes it a cheap way to
+    // derive many streams' seeds from one seed and a counter.
+    static std::uint64_t at(std::uint64_t seed, std::uint64_t k) noexcept {
+        return SplitMix64(seed + k * 0x9E3779B97F4A7C15ULL).next();
+    }
+
 private:
     std::uint64_t state_;
 };
