@@ -146,3 +146,78 @@ TEST_CASE("readers see only levels that were set while writers flip it",
     CHECK(impossible.load() == 0);
     CHECK(d.level() == DegradationLevel::normal);
 }
+
+TEST_CASE("follow() derives the level from health checks, with hysteresis", "[degradation]") {
+    bulwark::ManualClock clock;
+    bulwark::HealthMonitor monitor(clock);
+    bulwark::ResourceManager resources(clock);
+    bool db_up = true;
+    monitor.add_check({"database", [&] { return db_up; }, 10s, 0s, /*critical*/ true});
+    Degradation d(clock, 30s);
+    std::vector<DegradationLevel> levels;
+    d.on_change(
+        [&](DegradationLevel, DegradationLevel to, const std::string&) { levels.push_back(to); });
+    d.follow(monitor, resources);
+
+    monitor.run_due();
+    CHECK(d.level() == DegradationLevel::normal);
+    db_up = false;
+    clock.advance(10s);
+    monitor.run_due();
+    CHECK(d.level() == DegradationLevel::severe);
+    CHECK(d.reason() == "health unhealthy (database unhealthy)");
+
+    db_up = true;
+    clock.advance(10s);
+    monitor.run_due();
+    CHECK(d.level() == DegradationLevel::severe);  // must hold for 30 s before it falls
+    clock.advance(20s);
+    monitor.run_due();
+    CHECK(d.level() == DegradationLevel::severe);
+    clock.advance(10s);
+    monitor.run_due();
+    CHECK(d.level() == DegradationLevel::normal);
+    CHECK(levels ==
+          std::vector<DegradationLevel>{DegradationLevel::severe, DegradationLevel::normal});
+}
+
+TEST_CASE("follow() raises the level when a resource runs short", "[degradation]") {
+    bulwark::ManualClock clock;
+    bulwark::HealthMonitor monitor(clock);
+    bulwark::ResourceManager resources(clock);
+    resources.add_quota("llm_tokens", 1000, 1min, {70, 90});
+    Degradation d(clock, 0s);
+    d.follow(monitor, resources);
+    resources.record_usage("llm_tokens", 750);
+    CHECK(d.level() == DegradationLevel::minor);
+    resources.record_usage("llm_tokens", 200);
+    CHECK(d.level() == DegradationLevel::moderate);
+    CHECK(d.reason() == "health healthy; resources critical (llm_tokens)");
+    CHECK_FALSE(d.enabled("recommendations", DegradationLevel::moderate));
+    resources.record_usage("llm_tokens", 50);
+    CHECK(d.level() == DegradationLevel::severe);
+}
+
+TEST_CASE("follow() takes a custom mapping, and unfollow() stops following", "[degradation]") {
+    bulwark::ManualClock clock;
+    bulwark::HealthMonitor monitor(clock);
+    bulwark::ResourceManager resources(clock);
+    bulwark::HealthStatus status = bulwark::HealthStatus::degraded;
+    monitor.add_check({"search", [&] { return status; }, 1s, 0s});
+    Degradation d(clock, 0s);
+    d.follow(monitor, resources, [](bulwark::HealthStatus health, bulwark::ResourceStatus) {
+        return health == bulwark::HealthStatus::degraded ? DegradationLevel::critical
+                                                         : DegradationLevel::normal;
+    });
+    monitor.run_due();
+    CHECK(d.level() == DegradationLevel::critical);
+    d.unfollow();
+    status = bulwark::HealthStatus::healthy;
+    clock.advance(1s);
+    monitor.run_due();
+    CHECK(d.level() == DegradationLevel::critical);
+    d.refresh();  // not following: nothing to read
+    CHECK(d.level() == DegradationLevel::critical);
+    CHECK_THROWS_WITH(d.follow(monitor, resources, nullptr),
+                      "Degradation::follow: the mapping is empty");
+}

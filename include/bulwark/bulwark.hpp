@@ -11,9 +11,12 @@
 #include <bulwark/core.hpp>
 #include <bulwark/degradation.hpp>
 #include <bulwark/fallback.hpp>
+#include <bulwark/health.hpp>
 #include <bulwark/load_shedder.hpp>
 #include <bulwark/rate_limiter.hpp>
+#include <bulwark/resources.hpp>
 #include <bulwark/retry.hpp>
+#include <bulwark/system.hpp>
 #include <bulwark/testing.hpp>
 #include <bulwark/timeout.hpp>
 

@@ -16,6 +16,8 @@
 #include <bulwark/clock.hpp>
 #include <bulwark/detail/throw.hpp>
 #include <bulwark/events.hpp>
+#include <bulwark/health.hpp>
+#include <bulwark/resources.hpp>
 
 namespace bulwark {
 
@@ -36,6 +38,40 @@ inline const char* to_string(DegradationLevel level) noexcept {
             return "critical";
     }
     return "unknown";
+}
+
+// Maps the overall health and the worst resource status to a degradation level, for
+// Degradation::follow().
+using DegradationMap = std::function<DegradationLevel(HealthStatus health, ResourceStatus worst)>;
+
+// The default mapping: the higher of the two columns.
+//   health:    unknown, healthy -> normal; degraded -> minor;  unhealthy -> severe
+//   resources: unknown, healthy -> normal; warning -> minor;   critical -> moderate;
+//              exhausted -> severe
+inline DegradationLevel default_degradation_map(HealthStatus health,
+                                                ResourceStatus worst) noexcept {
+    DegradationLevel from_health = DegradationLevel::normal;
+    if (health == HealthStatus::degraded) {
+        from_health = DegradationLevel::minor;
+    } else if (health == HealthStatus::unhealthy) {
+        from_health = DegradationLevel::severe;
+    }
+    DegradationLevel from_resources = DegradationLevel::normal;
+    switch (worst) {
+        case ResourceStatus::warning:
+            from_resources = DegradationLevel::minor;
+            break;
+        case ResourceStatus::critical:
+            from_resources = DegradationLevel::moderate;
+            break;
+        case ResourceStatus::exhausted:
+            from_resources = DegradationLevel::severe;
+            break;
+        case ResourceStatus::unknown:
+        case ResourceStatus::healthy:
+            break;
+    }
+    return std::max(from_health, from_resources);
 }
 
 struct DegradationChange {
@@ -73,6 +109,7 @@ public:
 
     Degradation(const Degradation&) = delete;
     Degradation& operator=(const Degradation&) = delete;
+    ~Degradation() { unfollow(); }
 
     DegradationLevel level() const noexcept {
         // acquire: pairs with the release in publish(), so reason()/since() read after it are
@@ -191,6 +228,62 @@ public:
         features_forced_.store(!forced_.empty(), std::memory_order_release);
     }
 
+    // Derives the automatic level from a HealthMonitor and a ResourceManager: after every health
+    // check run and every change of a resource's status, observe(map(monitor.status(),
+    // worst resource status), reason) — so the level rises at once and falls after hold().
+    // Replaces an earlier follow(). Both sources must outlive this object or unfollow(); stop
+    // the monitor's scheduler before destroying either.
+    template <class Monitor, class Resources>
+    void follow(Monitor& monitor, Resources& resources,
+                DegradationMap map = default_degradation_map) {
+        if (!map) {
+            detail::throw_invalid_argument("Degradation::follow: the mapping is empty");
+        }
+        unfollow();
+        std::lock_guard<std::mutex> lock(follow_mutex_);
+        followed_.read = [&monitor, &resources, map = std::move(map)] {
+            return assess(monitor.report(), resources.report(), map);
+        };
+        const ListenerId runs = monitor.runs().add([this](const HealthCheckResult&) { refresh(); });
+        const ListenerId changes =
+            resources.changes().add([this](const ResourceChange&) { refresh(); });
+        followed_.stop = [&monitor, &resources, runs, changes] {
+            monitor.runs().remove(runs);
+            resources.changes().remove(changes);
+        };
+    }
+
+    // Stops following; does nothing if not following.
+    void unfollow() {
+        std::lock_guard<std::mutex> lock(follow_mutex_);
+        if (followed_.stop) {
+            followed_.stop();
+        }
+        followed_ = Followed{};
+    }
+
+    // Reads the followed sources now and feeds the result to observe(). Does nothing when not
+    // following. Called by the sources' listeners; call it yourself to re-evaluate on a timer
+    // (the level can only fall at a reading).
+    void refresh() {
+        // A resource change found while this refresh reads the resources would call back in.
+        thread_local bool refreshing = false;
+        if (refreshing) {
+            return;
+        }
+        refreshing = true;
+        struct Reset {
+            bool& flag;
+            ~Reset() { flag = false; }
+        } reset{refreshing};
+        std::lock_guard<std::mutex> lock(follow_mutex_);
+        if (!followed_.read) {
+            return;
+        }
+        auto [computed, why] = followed_.read();
+        observe(computed, std::move(why));
+    }
+
     ListenerId on_change(ChangeListener listener) {
         if (!listener) {
             detail::throw_invalid_argument("Degradation::on_change: the listener is empty");
@@ -227,8 +320,43 @@ private:
         }
     }
 
+    struct Followed {
+        std::function<std::pair<DegradationLevel, std::string>()> read;  // the level and why
+        std::function<void()> stop;                                      // removes the listeners
+    };
+
+    // The mapped level and a reason naming what is wrong:
+    // "health unhealthy (database unhealthy); resources critical (llm_tokens)".
+    static std::pair<DegradationLevel, std::string> assess(const HealthReport& health,
+                                                           const ResourceReport& resources,
+                                                           const DegradationMap& map) {
+        const DegradationLevel computed = map(health.status, resources.worst);
+        if (computed == DegradationLevel::normal) {
+            return {computed, "healthy"};
+        }
+        std::string why = std::string("health ") + to_string(health.status);
+        std::string failing;
+        for (const HealthCheckSummary& c : health.checks) {
+            if (c.last.status == HealthStatus::unhealthy ||
+                c.last.status == HealthStatus::degraded) {
+                failing +=
+                    (failing.empty() ? "" : ", ") + c.last.name + " " + to_string(c.last.status);
+            }
+        }
+        if (!failing.empty()) {
+            why += " (" + failing + ")";
+        }
+        if (resources.worst > ResourceStatus::healthy) {
+            why += std::string("; resources ") + to_string(resources.worst) + " (" +
+                   resources.worst_name + ")";
+        }
+        return {computed, std::move(why)};
+    }
+
     Clock* const clock_;
     const Duration hold_;
+    std::mutex follow_mutex_;
+    Followed followed_;  // guarded by follow_mutex_
     std::atomic<std::uint8_t> level_{static_cast<std::uint8_t>(DegradationLevel::normal)};
     std::atomic<bool> features_forced_{false};
 

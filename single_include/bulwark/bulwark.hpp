@@ -3901,6 +3901,1984 @@ auto wrap(F&& f, Ps&&... policies) {
 // #include <bulwark/clock.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 // #include <bulwark/events.hpp> (already included above)
+// #include <bulwark/health.hpp>
+#ifndef BULWARK_HEALTH_HPP
+#define BULWARK_HEALTH_HPP
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+// #include <bulwark/circuit_breaker.hpp> (already included above)
+// #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/detail/json.hpp>
+#ifndef BULWARK_DETAIL_JSON_HPP
+#define BULWARK_DETAIL_JSON_HPP
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <string_view>
+
+namespace bulwark {
+namespace detail {
+
+// Appends `text` as a JSON string literal. Control characters (CR and LF among them) become
+// escapes, so a message from a failing dependency can never break the document or a log line.
+inline void json_string(std::string& out, std::string_view text) {
+    out.push_back('"');
+    for (char c : text) {
+        switch (c) {
+            case '"':
+                out += "\\\"";
+                break;
+            case '\\':
+                out += "\\\\";
+                break;
+            case '\n':
+                out += "\\n";
+                break;
+            case '\r':
+                out += "\\r";
+                break;
+            case '\t':
+                out += "\\t";
+                break;
+            default:
+                if (static_cast<unsigned char>(c) < 0x20 || c == '\x7f') {
+                    char buffer[8];
+                    std::snprintf(buffer, sizeof buffer, "\\u%04x",
+                                  static_cast<unsigned>(static_cast<unsigned char>(c)));
+                    out += buffer;
+                } else {
+                    out.push_back(c);
+                }
+        }
+    }
+    out.push_back('"');
+}
+
+// Appends a number; NaN and infinities (which JSON cannot express) become null.
+inline void json_number(std::string& out, double value) {
+    if (!std::isfinite(value)) {
+        out += "null";
+        return;
+    }
+    char buffer[32];
+    std::snprintf(buffer, sizeof buffer, "%.6g", value);
+    out += buffer;
+}
+
+inline void json_number(std::string& out, std::uint64_t value) {
+    out += std::to_string(value);
+}
+
+// Appends `"key":` (with a leading comma unless `first`), for hand-built objects.
+inline void json_key(std::string& out, std::string_view key, bool& first) {
+    if (!first) {
+        out.push_back(',');
+    }
+    first = false;
+    json_string(out, key);
+    out.push_back(':');
+}
+
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_JSON_HPP
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/detail/traits.hpp> (already included above)
+// #include <bulwark/events.hpp> (already included above)
+
+namespace bulwark {
+
+// What a health check found. unknown: it has not run yet.
+enum class HealthStatus : std::uint8_t { unknown, healthy, degraded, unhealthy };
+
+inline const char* to_string(HealthStatus status) noexcept {
+    switch (status) {
+        case HealthStatus::unknown:
+            return "unknown";
+        case HealthStatus::healthy:
+            return "healthy";
+        case HealthStatus::degraded:
+            return "degraded";
+        case HealthStatus::unhealthy:
+            return "unhealthy";
+    }
+    return "unknown";
+}
+
+// Key-value details of a check result, in the order added: r.details["lag_s"] = "4".
+// A small flat list rather than a std::map: results hold a handful of entries and are copied
+// into history and reports.
+class HealthDetails {
+public:
+    using value_type = std::pair<std::string, std::string>;
+
+    // The value for `key`, added (empty) if missing.
+    std::string& operator[](std::string_view key) {
+        for (value_type& entry : entries_) {
+            if (entry.first == key) {
+                return entry.second;
+            }
+        }
+        entries_.emplace_back(std::string(key), std::string());
+        return entries_.back().second;
+    }
+
+    // The value for `key`; throws std::out_of_range if missing.
+    const std::string& at(std::string_view key) const {
+        for (const value_type& entry : entries_) {
+            if (entry.first == key) {
+                return entry.second;
+            }
+        }
+        throw std::out_of_range("HealthDetails: no detail named '" + std::string(key) + "'");
+    }
+
+    bool contains(std::string_view key) const noexcept {
+        for (const value_type& entry : entries_) {
+            if (entry.first == key) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    std::size_t size() const noexcept { return entries_.size(); }
+    bool empty() const noexcept { return entries_.empty(); }
+    std::vector<value_type>::const_iterator begin() const noexcept { return entries_.begin(); }
+    std::vector<value_type>::const_iterator end() const noexcept { return entries_.end(); }
+
+private:
+    std::vector<value_type> entries_;
+};
+
+// One run of one check. A check function may return a whole result (status, message, details);
+// the monitor fills in the rest (name, critical, previous, checked_at, response_time, timed_out).
+struct HealthCheckResult {
+    std::string name;
+    HealthStatus status = HealthStatus::unknown;
+    HealthStatus previous = HealthStatus::unknown;  // the check's status before this run
+    std::string message;
+    HealthDetails details;
+    bool critical = false;
+    bool timed_out = false;    // the run overran its timeout (or was still running when due)
+    TimePoint checked_at{};    // when the result was taken, on the monitor's clock
+    Duration response_time{};  // how long the check ran (its timeout, if it overran)
+
+    static HealthCheckResult healthy(std::string message = {}) {
+        return make(HealthStatus::healthy, std::move(message));
+    }
+    static HealthCheckResult degraded(std::string message) {
+        return make(HealthStatus::degraded, std::move(message));
+    }
+    static HealthCheckResult unhealthy(std::string message) {
+        return make(HealthStatus::unhealthy, std::move(message));
+    }
+
+private:
+    static HealthCheckResult make(HealthStatus status, std::string message) {
+        HealthCheckResult r;
+        r.status = status;
+        r.message = std::move(message);
+        return r;
+    }
+};
+
+// The function of a check: any callable taking nothing and returning bool (true = healthy),
+// HealthStatus, or HealthCheckResult. An exception it throws makes the run unhealthy, with the
+// exception's message.
+class HealthProbe {
+public:
+    HealthProbe() = default;
+
+    template <class F, class = std::enable_if_t<!std::is_same_v<std::decay_t<F>, HealthProbe>>>
+    HealthProbe(F f)  // NOLINT(google-explicit-constructor): {"db", [] { ... }} must read well
+        : fn_(wrap(std::move(f))) {}
+
+    explicit operator bool() const noexcept { return static_cast<bool>(fn_); }
+
+    HealthCheckResult operator()() const { return fn_(); }
+
+private:
+    template <class F>
+    static std::function<HealthCheckResult()> wrap(F f) {
+        static_assert(std::is_invocable_v<F&>, "a health check must be callable with no arguments");
+        using R = std::decay_t<std::invoke_result_t<F&>>;
+        static_assert(std::is_same_v<R, bool> || std::is_same_v<R, HealthStatus> ||
+                          std::is_same_v<R, HealthCheckResult>,
+                      "a health check must return bool, bulwark::HealthStatus or "
+                      "bulwark::HealthCheckResult");
+        if (detail::is_null_callable(f)) {
+            return {};
+        }
+        return [f = std::move(f)]() mutable -> HealthCheckResult {
+            if constexpr (std::is_same_v<R, bool>) {
+                return f() ? HealthCheckResult::healthy()
+                           : HealthCheckResult::unhealthy("the check returned false");
+            } else if constexpr (std::is_same_v<R, HealthStatus>) {
+                HealthCheckResult r;
+                r.status = f();
+                return r;
+            } else {
+                return f();
+            }
+        };
+    }
+
+    std::function<HealthCheckResult()> fn_;
+};
+
+// A named, periodic check.
+//   monitor.add_check({"database", [] { return db.ping(); }, /*interval*/ 60s, /*timeout*/ 10s,
+//                      /*critical*/ true});
+struct HealthCheck {
+    std::string name;   // unique within a monitor; required
+    HealthProbe probe;  // required
+    // How often it runs. > 0. Default 30 s.
+    Duration interval = std::chrono::seconds(30);
+    // A run that takes longer is reported unhealthy ("timed out") and never blocks other checks
+    // or stop(). 0: no timeout, and the check runs on the scheduling thread itself: only for
+    // checks that cannot block (a breaker's state, a counter). >= 0. Default 10 s.
+    Duration timeout = std::chrono::seconds(10);
+    // An unhealthy critical check makes the whole service unhealthy (and not ready); an
+    // unhealthy non-critical one makes it degraded. Default false.
+    bool critical = false;
+    // Results kept per check, oldest dropped first. >= 1. Default 32.
+    std::size_t history = 32;
+
+    void validate() const {
+        if (name.empty()) {
+            detail::throw_invalid_argument("HealthCheck.name must not be empty");
+        }
+        if (!probe) {
+            detail::throw_invalid_argument("HealthCheck.probe of '" + name +
+                                           "' is empty: give it a callable");
+        }
+        if (interval <= Duration::zero()) {
+            detail::throw_invalid_option("HealthCheck.interval", "must be > 0",
+                                         detail::format_duration(interval));
+        }
+        if (timeout < Duration::zero()) {
+            detail::throw_invalid_option("HealthCheck.timeout", "must be >= 0",
+                                         detail::format_duration(timeout));
+        }
+        if (history == 0) {
+            detail::throw_invalid_option("HealthCheck.history", "must be >= 1", "0");
+        }
+    }
+};
+
+struct HealthMonitorOptions {
+    // Threads that run checks with a timeout, created when needed and reused. A check that
+    // overruns keeps its thread until it returns (C++ cannot stop it), so this also bounds the
+    // threads that can pile up behind stuck checks: when all are busy, a due check is reported
+    // unhealthy without running. A check never runs twice at once, so more threads than checks
+    // are never used. >= 1. Default 4.
+    std::size_t max_check_threads = 4;
+
+    void validate() const {
+        if (max_check_threads == 0) {
+            detail::throw_invalid_option("HealthMonitorOptions.max_check_threads", "must be >= 1",
+                                         "0");
+        }
+    }
+};
+
+// The overall status changed.
+struct HealthStatusChange {
+    HealthStatus from = HealthStatus::unknown;
+    HealthStatus to = HealthStatus::unknown;
+    TimePoint at{};
+};
+
+// One check in a report: its latest result and counts.
+struct HealthCheckSummary {
+    HealthCheckResult last;  // status unknown until the first run
+    Duration interval{};
+    Duration timeout{};
+    std::uint64_t runs = 0;
+    std::uint64_t failures = 0;      // unhealthy results, timeouts included
+    std::uint64_t timeouts = 0;      // runs that overran their timeout
+    std::uint64_t late_results = 0;  // results that came back after their run was reported
+    std::uint32_t consecutive_failures = 0;
+    bool running = false;  // a run is in flight (possibly stuck past its timeout)
+};
+
+// A snapshot of a monitor, rendered for the three usual endpoints:
+//   /health/live   liveness_json():  the process is up (always true while it can answer)
+//   /health/ready  readiness_json(): every critical check is healthy or degraded
+//   /health        to_json():        every check in detail
+struct HealthReport {
+    HealthStatus status = HealthStatus::unknown;
+    bool ready = false;
+    TimePoint at{};
+    std::vector<HealthCheckSummary> checks;
+
+    // 200 when ready, else 503: the code a readiness endpoint answers with.
+    int http_status() const noexcept { return ready ? 200 : 503; }
+
+    std::string liveness_json() const { return "{\"status\":\"up\"}"; }
+
+    std::string readiness_json() const {
+        std::string out = "{\"status\":";
+        detail::json_string(out, ready ? "ready" : "not_ready");
+        out += ",\"checks\":[";
+        bool first_check = true;
+        for (const HealthCheckSummary& c : checks) {
+            if (!c.last.critical) {
+                continue;
+            }
+            if (!first_check) {
+                out.push_back(',');
+            }
+            first_check = false;
+            bool first = true;
+            out.push_back('{');
+            detail::json_key(out, "name", first);
+            detail::json_string(out, c.last.name);
+            detail::json_key(out, "status", first);
+            detail::json_string(out, to_string(c.last.status));
+            out.push_back('}');
+        }
+        out += "]}";
+        return out;
+    }
+
+    std::string to_json() const {
+        std::string out;
+        bool first = true;
+        out.push_back('{');
+        detail::json_key(out, "status", first);
+        detail::json_string(out, to_string(status));
+        detail::json_key(out, "live", first);
+        out += "true";
+        detail::json_key(out, "ready", first);
+        out += ready ? "true" : "false";
+        detail::json_key(out, "checks", first);
+        out.push_back('[');
+        for (std::size_t i = 0; i < checks.size(); ++i) {
+            if (i != 0) {
+                out.push_back(',');
+            }
+            append_check(out, checks[i]);
+        }
+        out += "]}";
+        return out;
+    }
+
+private:
+    static double millis(Duration d) noexcept {
+        return std::chrono::duration<double, std::milli>(d).count();
+    }
+
+    void append_check(std::string& out, const HealthCheckSummary& c) const {
+        const HealthCheckResult& r = c.last;
+        const bool ran = r.status != HealthStatus::unknown;
+        bool first = true;
+        out.push_back('{');
+        detail::json_key(out, "name", first);
+        detail::json_string(out, r.name);
+        detail::json_key(out, "status", first);
+        detail::json_string(out, to_string(r.status));
+        detail::json_key(out, "critical", first);
+        out += r.critical ? "true" : "false";
+        detail::json_key(out, "message", first);
+        detail::json_string(out, r.message);
+        detail::json_key(out, "response_time_ms", first);
+        if (ran) {
+            detail::json_number(out, millis(r.response_time));
+        } else {
+            out += "null";
+        }
+        detail::json_key(out, "age_ms", first);
+        if (ran) {
+            detail::json_number(out, millis(at - r.checked_at));
+        } else {
+            out += "null";
+        }
+        detail::json_key(out, "timed_out", first);
+        out += r.timed_out ? "true" : "false";
+        detail::json_key(out, "running", first);
+        out += c.running ? "true" : "false";
+        detail::json_key(out, "runs", first);
+        detail::json_number(out, c.runs);
+        detail::json_key(out, "failures", first);
+        detail::json_number(out, c.failures);
+        detail::json_key(out, "timeouts", first);
+        detail::json_number(out, c.timeouts);
+        detail::json_key(out, "consecutive_failures", first);
+        detail::json_number(out, std::uint64_t{c.consecutive_failures});
+        detail::json_key(out, "details", first);
+        out.push_back('{');
+        bool first_detail = true;
+        for (const auto& [key, value] : r.details) {
+            detail::json_key(out, key, first_detail);
+            detail::json_string(out, value);
+        }
+        out += "}}";
+    }
+};
+
+namespace detail {
+
+struct HealthCheckState {
+    explicit HealthCheckState(HealthCheck c) : check(std::move(c)) {
+        last.name = check.name;
+        last.critical = check.critical;
+        ring.reserve(std::min<std::size_t>(check.history, 64));
+    }
+
+    const HealthCheck check;  // immutable once added: runner threads read it without the lock
+    // Everything below is guarded by the core's mutex.
+    HealthCheckSummary summary;
+    HealthCheckResult& last = summary.last;
+    std::vector<HealthCheckResult> ring;  // history, at most check.history entries
+    std::size_t ring_next = 0;            // where the next entry goes once the ring is full
+    TimePoint next_due{};
+    bool in_flight = false;
+    bool timeout_reported = false;  // the run in flight has been reported as timed out
+    bool completing = false;        // its result is recorded; its listeners are running
+    std::uint64_t run_id = 0;       // identifies the run in flight (or the last one)
+    TimePoint deadline{};           // of the run in flight, when it has a timeout
+    bool removed = false;
+};
+
+// Events gathered under the lock and emitted after it is released.
+struct HealthPending {
+    std::vector<HealthCheckResult> runs;
+    std::vector<HealthCheckResult> changes;
+    std::optional<HealthStatusChange> overall;
+};
+
+// The state shared by a monitor, its scheduler and its check threads. Check threads co-own it,
+// so one stuck in a user's check after the monitor is gone touches nothing that was freed.
+// A class template only so that its code is compiled in translation units that use it.
+template <class Tag = void>
+class BasicHealthCore : public std::enable_shared_from_this<BasicHealthCore<Tag>> {
+public:
+    BasicHealthCore(HealthMonitorOptions options, Clock& clock)
+        : options_(options), clock_(&clock) {}
+
+    Clock& clock() const noexcept { return *clock_; }
+
+    void add(HealthCheck check) {
+        check.validate();
+        auto state = std::make_shared<HealthCheckState>(std::move(check));
+        HealthPending pending;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            for (const auto& s : checks_) {
+                if (s->check.name == state->check.name) {
+                    throw_invalid_argument("HealthMonitor: a check named '" + s->check.name +
+                                           "' already exists");
+                }
+            }
+            state->next_due = clock_->now();  // first run at the next scheduling pass
+            checks_.push_back(std::move(state));
+            update_overall(pending);
+            cv_.notify_all();
+        }
+        emit(pending);
+    }
+
+    bool remove(std::string_view name) {
+        HealthPending pending;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            auto it = std::find_if(checks_.begin(), checks_.end(),
+                                   [&](const auto& s) { return s->check.name == name; });
+            if (it == checks_.end()) {
+                return false;
+            }
+            (*it)->removed = true;
+            checks_.erase(it);
+            update_overall(pending);
+        }
+        emit(pending);
+        return true;
+    }
+
+    // One scheduling pass: reports overrun runs, starts the due checks. Returns the runs it
+    // started on check threads (for run_due() to wait on) and runs the inline ones itself,
+    // adding their number to `*inline_count` if given.
+    std::vector<std::pair<std::shared_ptr<HealthCheckState>, std::uint64_t>> pass(
+        std::size_t* inline_count = nullptr) {
+        std::vector<std::pair<std::shared_ptr<HealthCheckState>, std::uint64_t>> started;
+        std::vector<std::pair<std::shared_ptr<HealthCheckState>, std::uint64_t>> inline_runs;
+        HealthPending pending;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            const TimePoint now = clock_->now();
+            expire(now, pending);
+            for (const auto& s : checks_) {
+                if (now >= s->next_due) {
+                    launch(s, now, started, inline_runs, pending);
+                }
+            }
+        }
+        emit(pending);
+        for (auto& [state, id] : inline_runs) {
+            execute(state, id, clock_->now());
+        }
+        if (inline_count != nullptr) {
+            *inline_count += inline_runs.size();
+        }
+        return started;
+    }
+
+    // Runs one check now (unless a run of it is in flight) and waits for its result or its
+    // timeout.
+    HealthCheckResult run_now(std::string_view name) {
+        std::shared_ptr<HealthCheckState> state;
+        std::vector<std::pair<std::shared_ptr<HealthCheckState>, std::uint64_t>> started;
+        std::vector<std::pair<std::shared_ptr<HealthCheckState>, std::uint64_t>> inline_runs;
+        HealthPending pending;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            state = find(name);
+            const TimePoint now = clock_->now();
+            expire(now, pending);
+            if (state->in_flight) {
+                started.emplace_back(state, state->run_id);
+            } else {
+                launch(state, now, started, inline_runs, pending);
+            }
+        }
+        emit(pending);
+        for (auto& [s, id] : inline_runs) {
+            execute(s, id, clock_->now());
+        }
+        wait_for(started);
+        std::lock_guard<std::mutex> lock(mutex_);
+        return state->last;
+    }
+
+    // Blocks until each run has finished or has been reported as timed out.
+    void wait_for(
+        const std::vector<std::pair<std::shared_ptr<HealthCheckState>, std::uint64_t>>& waited) {
+        HealthPending pending;
+        {
+            std::unique_lock<std::mutex> lock(mutex_);
+            for (;;) {
+                const TimePoint now = clock_->now();
+                expire(now, pending);
+                bool waiting = false;
+                std::optional<TimePoint> wake;  // none while only inline runs are pending
+                for (const auto& [s, id] : waited) {
+                    if (s->in_flight && s->run_id == id &&
+                        (!s->timeout_reported || s->completing)) {
+                        waiting = true;
+                        if (!s->completing && s->check.timeout > Duration::zero() &&
+                            (!wake || s->deadline < *wake)) {
+                            wake = s->deadline;
+                        }
+                    }
+                }
+                if (!waiting) {
+                    break;
+                }
+                if (wake) {
+                    clock_->wait_until(cv_, lock, *wake);
+                } else {
+                    cv_.wait(lock);
+                }
+            }
+        }
+        emit(pending);
+    }
+
+    // The scheduler thread's loop: a pass, then a wait until the next due time or deadline.
+    void schedule_loop() {
+        std::unique_lock<std::mutex> lock(mutex_);
+        while (!stop_requested_) {
+            lock.unlock();
+            pass();
+            lock.lock();
+            if (stop_requested_) {
+                break;
+            }
+            std::optional<TimePoint> wake;
+            for (const auto& s : checks_) {
+                TimePoint t = s->next_due;
+                if (s->in_flight && !s->timeout_reported && s->deadline < t) {
+                    t = s->deadline;
+                }
+                if (!wake || t < *wake) {
+                    wake = t;
+                }
+            }
+            if (!wake) {
+                // No checks: sleep until one is added or stop() (both notify).
+                cv_.wait(lock);
+            } else if (clock_->now() < *wake) {
+                clock_->wait_until(cv_, lock, *wake);
+            }
+        }
+    }
+
+    void request_stop(bool stop) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        stop_requested_ = stop;
+        cv_.notify_all();
+    }
+
+    // Ends the idle check threads and waits for those still running a check, until their run
+    // finishes or is past its timeout; threads stuck beyond that are left to finish on their
+    // own (they co-own this state).
+    void shut_down() {
+        std::unique_lock<std::mutex> lock(mutex_);
+        shutdown_ = true;
+        busy_ -= tasks_.size();
+        tasks_.clear();
+        cv_.notify_all();
+        HealthPending ignored;
+        for (;;) {
+            expire(clock_->now(), ignored);
+            std::size_t stuck = 0;
+            std::optional<TimePoint> wake;
+            for (const auto& s : flying_) {
+                if (s->timeout_reported && !s->completing) {
+                    ++stuck;
+                } else if (!wake || s->deadline < *wake) {
+                    wake = s->deadline;
+                }
+            }
+            if (threads_ <= stuck) {
+                break;
+            }
+            if (wake) {
+                clock_->wait_until(cv_, lock, *wake);
+            } else {
+                cv_.wait(lock);
+            }
+        }
+    }
+
+    HealthStatus status() const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return overall_;
+    }
+
+    HealthStatus status(std::string_view name) const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return find(name)->last.status;
+    }
+
+    std::vector<HealthCheckResult> history(std::string_view name) const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        const auto state = find(name);
+        std::vector<HealthCheckResult> out;
+        out.reserve(state->ring.size());
+        const std::size_t n = state->ring.size();
+        const std::size_t start = n < state->check.history ? 0 : state->ring_next;
+        for (std::size_t i = 0; i < n; ++i) {
+            out.push_back(state->ring[(start + i) % n]);
+        }
+        return out;
+    }
+
+    std::vector<std::string> names() const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        std::vector<std::string> out;
+        out.reserve(checks_.size());
+        for (const auto& s : checks_) {
+            out.push_back(s->check.name);
+        }
+        return out;
+    }
+
+    HealthReport report() const {
+        HealthReport r;
+        std::lock_guard<std::mutex> lock(mutex_);
+        r.at = clock_->now();
+        r.status = overall_;
+        r.ready = true;
+        r.checks.reserve(checks_.size());
+        for (const auto& s : checks_) {
+            r.checks.push_back(s->summary);
+            r.checks.back().running = s->in_flight;
+            if (s->check.critical && (s->last.status == HealthStatus::unhealthy ||
+                                      s->last.status == HealthStatus::unknown)) {
+                r.ready = false;
+            }
+        }
+        return r;
+    }
+
+    Listeners<HealthCheckResult> runs;
+    Listeners<HealthCheckResult> changes;
+    Listeners<HealthStatusChange> overall_changes;
+
+private:
+    using Run = std::pair<std::shared_ptr<HealthCheckState>, std::uint64_t>;
+
+    std::shared_ptr<HealthCheckState> find(std::string_view name) const {
+        for (const auto& s : checks_) {
+            if (s->check.name == name) {
+                return s;
+            }
+        }
+        throw_invalid_argument("HealthMonitor: no check named '" + std::string(name) + "'");
+    }
+
+    // Under mutex_. Starts a run of `s` (or, if its last run is still in flight, reports it as
+    // still running). Inline checks (timeout 0) are handed back to run outside the lock.
+    void launch(const std::shared_ptr<HealthCheckState>& s, TimePoint now,
+                std::vector<Run>& started, std::vector<Run>& inline_runs, HealthPending& pending) {
+        s->next_due = now + s->check.interval;
+        if (s->in_flight) {
+            if (s->timeout_reported) {
+                HealthCheckResult r = HealthCheckResult::unhealthy(
+                    "still running " + detail::format_duration(now - s->deadline) +
+                    " after its timeout of " + detail::format_duration(s->check.timeout));
+                r.timed_out = true;
+                r.checked_at = now;
+                r.response_time = now - (s->deadline - s->check.timeout);
+                record(*s, std::move(r), pending);
+            }
+            return;
+        }
+        s->in_flight = true;
+        s->timeout_reported = false;
+        const std::uint64_t id = ++s->run_id;
+        if (s->check.timeout == Duration::zero()) {
+            inline_runs.emplace_back(s, id);
+            return;
+        }
+        s->deadline = now + s->check.timeout;
+        if (!post(s, id)) {
+            s->in_flight = false;
+            HealthCheckResult r = HealthCheckResult::unhealthy(
+                "not run: all " + std::to_string(options_.max_check_threads) +
+                " check threads are busy (stuck checks?)");
+            r.checked_at = now;
+            record(*s, std::move(r), pending);
+            return;
+        }
+        started.emplace_back(s, id);
+    }
+
+    // Under mutex_. Hands the run to a check thread, starting one if none is idle. False when
+    // max_check_threads are all busy or a thread cannot be started.
+    bool post(const std::shared_ptr<HealthCheckState>& s, std::uint64_t id) {
+        if (shutdown_) {
+            return false;
+        }
+        if (busy_ >= threads_) {
+            if (threads_ >= options_.max_check_threads) {
+                return false;
+            }
+            try {
+                std::thread([core = this->shared_from_this()] { core->worker(); }).detach();
+            } catch (const std::system_error&) {
+                return false;
+            }
+            ++threads_;
+        }
+        ++busy_;
+        tasks_.emplace_back(s, id);
+        flying_.push_back(s);
+        cv_.notify_all();
+        return true;
+    }
+
+    void worker() {
+        std::unique_lock<std::mutex> lock(mutex_);
+        for (;;) {
+            cv_.wait(lock, [&] { return shutdown_ || !tasks_.empty(); });
+            if (tasks_.empty()) {
+                break;
+            }
+            Run task = std::move(tasks_.front());
+            tasks_.erase(tasks_.begin());
+            const TimePoint start = clock_->now();
+            lock.unlock();
+            execute(task.first, task.second, start);
+            lock.lock();
+        }
+        --threads_;
+        cv_.notify_all();
+    }
+
+    // Runs the check (outside the lock) and records its result unless the run was already
+    // reported as timed out. A run that returns after the monitor shut down touches neither the
+    // clock nor the listeners: they may be gone.
+    void execute(const std::shared_ptr<HealthCheckState>& s, std::uint64_t id, TimePoint start) {
+        HealthCheckResult r;
+        try {
+            r = s->check.probe();
+        } catch (const std::exception& e) {
+            r = HealthCheckResult::unhealthy(std::string("the check threw: ") + e.what());
+        } catch (...) {
+            r = HealthCheckResult::unhealthy("the check threw a non-standard exception");
+        }
+        if (r.status == HealthStatus::unknown) {
+            r.status = HealthStatus::unhealthy;
+            if (r.message.empty()) {
+                r.message = "the check reported no status";
+            }
+        }
+        HealthPending pending;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (!s->in_flight || s->run_id != id) {
+                return;
+            }
+            if (shutdown_) {
+                finish(s);
+                return;
+            }
+            const TimePoint end = clock_->now();
+            if (s->timeout_reported) {
+                ++s->summary.late_results;
+                finish(s);
+                return;
+            }
+            if (s->check.timeout > Duration::zero() && end >= s->deadline) {
+                report_timeout(*s, pending);
+            } else {
+                r.checked_at = end;
+                r.response_time = end - start;
+                record(*s, std::move(r), pending);
+            }
+            // The run ends only after its listeners ran, so that run_now() and run_due() return
+            // with them done; meanwhile expire() leaves it alone.
+            s->completing = true;
+        }
+        emit(pending);
+        std::lock_guard<std::mutex> lock(mutex_);
+        finish(s);
+    }
+
+    // Under mutex_: the run of `s` in flight has ended.
+    void finish(const std::shared_ptr<HealthCheckState>& s) {
+        s->in_flight = false;
+        s->completing = false;
+        if (s->check.timeout > Duration::zero()) {
+            flying_.erase(std::find(flying_.begin(), flying_.end(), s));
+            --busy_;  // here, not after execute() returns: the thread is free for the next run
+        }
+        cv_.notify_all();
+    }
+
+    // Under mutex_: reports every run on a check thread that is past its deadline as timed out.
+    void expire(TimePoint now, HealthPending& pending) {
+        for (const auto& s : flying_) {
+            if (!s->timeout_reported && !s->completing && now >= s->deadline) {
+                report_timeout(*s, pending);
+            }
+        }
+    }
+
+    void report_timeout(HealthCheckState& s, HealthPending& pending) {
+        s.timeout_reported = true;
+        ++s.summary.timeouts;
+        HealthCheckResult r = HealthCheckResult::unhealthy(
+            "timed out after " + detail::format_duration(s.check.timeout));
+        r.timed_out = true;
+        r.checked_at = s.deadline;
+        r.response_time = s.check.timeout;
+        record(s, std::move(r), pending);
+    }
+
+    // Under mutex_: makes `r` the check's latest result.
+    void record(HealthCheckState& s, HealthCheckResult r, HealthPending& pending) {
+        r.name = s.check.name;
+        r.critical = s.check.critical;
+        r.previous = s.last.status;
+        HealthCheckSummary& sum = s.summary;
+        ++sum.runs;
+        if (r.status == HealthStatus::unhealthy) {
+            ++sum.failures;
+            ++sum.consecutive_failures;
+        } else {
+            sum.consecutive_failures = 0;
+        }
+        if (s.ring.size() < s.check.history) {
+            s.ring.push_back(r);
+        } else {
+            s.ring[s.ring_next] = r;
+            s.ring_next = (s.ring_next + 1) % s.check.history;
+        }
+        const bool changed = r.status != s.last.status;
+        s.last = r;
+        if (s.removed) {
+            return;
+        }
+        if (!runs.empty()) {
+            pending.runs.push_back(r);
+        }
+        if (changed) {
+            pending.changes.push_back(std::move(r));
+            update_overall(pending);
+        }
+    }
+
+    void update_overall(HealthPending& pending) {
+        const HealthStatus now_overall = compute_overall();
+        if (now_overall != overall_) {
+            const HealthStatus from = pending.overall ? pending.overall->from : overall_;
+            pending.overall = HealthStatusChange{from, now_overall, clock_->now()};
+            overall_ = now_overall;
+        }
+    }
+
+    // Unhealthy if a critical check is unhealthy; else unknown while any check has not run;
+    // else degraded if any check is degraded or a non-critical one unhealthy; else healthy.
+    HealthStatus compute_overall() const {
+        bool unknown = false;
+        bool degraded = false;
+        for (const auto& s : checks_) {
+            switch (s->last.status) {
+                case HealthStatus::unhealthy:
+                    if (s->check.critical) {
+                        return HealthStatus::unhealthy;
+                    }
+                    degraded = true;
+                    break;
+                case HealthStatus::degraded:
+                    degraded = true;
+                    break;
+                case HealthStatus::unknown:
+                    unknown = true;
+                    break;
+                case HealthStatus::healthy:
+                    break;
+            }
+        }
+        if (unknown) {
+            return HealthStatus::unknown;
+        }
+        return degraded ? HealthStatus::degraded : HealthStatus::healthy;
+    }
+
+    void emit(HealthPending& pending) {
+        for (const HealthCheckResult& r : pending.runs) {
+            runs.emit(r);
+        }
+        for (const HealthCheckResult& r : pending.changes) {
+            changes.emit(r);
+        }
+        if (pending.overall && pending.overall->from != pending.overall->to) {
+            overall_changes.emit(*pending.overall);
+        }
+    }
+
+    const HealthMonitorOptions options_;
+    Clock* const clock_;
+    mutable std::mutex mutex_;
+    std::condition_variable cv_;  // completions, new checks, stop, thread exits, new tasks
+    // All guarded by mutex_.
+    std::vector<std::shared_ptr<HealthCheckState>> checks_;  // in the order added
+    std::vector<Run> tasks_;                                 // runs waiting for a check thread
+    std::vector<std::shared_ptr<HealthCheckState>> flying_;  // checks with a run on a thread
+    std::size_t threads_ = 0;                                // check threads alive
+    std::size_t busy_ = 0;  // runs posted and not finished (queued or running)
+    HealthStatus overall_ = HealthStatus::healthy;
+    bool stop_requested_ = false;
+    bool shutdown_ = false;
+};
+
+}  // namespace detail
+
+// Runs health checks on a schedule, keeps their history, tells listeners when a check's status
+// changes and renders reports for liveness, readiness and detailed endpoints.
+//   bulwark::HealthMonitor monitor;                        // optional options and clock
+//   monitor.add_check({"database", [] { return db.ping(); }, 60s, 10s, /*critical*/ true});
+//   monitor.on_change([](const bulwark::HealthCheckResult& r) { alert(r); });
+//   monitor.start();                      // one scheduler thread; or call run_due() yourself
+//   std::string json = monitor.report().to_json();
+// Checks with a timeout run on a few reusable check threads (HealthMonitorOptions); the
+// scheduler never waits for them, so a stuck check delays no other check and never blocks
+// stop(). An overrunning check is reported unhealthy when its timeout passes; it keeps running
+// until it returns (C++ cannot kill it), is not started again meanwhile, and its late result is
+// discarded (counted in late_results). Its captures must therefore outlive it: capture what it
+// uses by value or shared_ptr if the monitor may be destroyed first.
+// Thread-safe: every member may be called from any thread. Listeners run outside the lock, on
+// the thread that recorded the result (scheduler, check thread or run_now()/run_due() caller).
+// HealthMonitor is BasicHealthMonitor<>: a class template only so that its code is compiled
+// in translation units that use it (the umbrella header stays cheap); use the alias.
+template <class Tag = void>
+class BasicHealthMonitor {
+public:
+    explicit BasicHealthMonitor(Clock& clock = default_clock())
+        : BasicHealthMonitor(HealthMonitorOptions{}, clock) {}
+
+    explicit BasicHealthMonitor(HealthMonitorOptions options, Clock& clock = default_clock())
+        : core_((options.validate(), std::make_shared<Core>(options, clock))) {}
+
+    BasicHealthMonitor(const BasicHealthMonitor&) = delete;
+    BasicHealthMonitor& operator=(const BasicHealthMonitor&) = delete;
+
+    // Stops the scheduler, ends idle check threads and waits for running checks until they
+    // return or their timeout passes; a check still stuck after that is left to finish on its
+    // own thread.
+    ~BasicHealthMonitor() {
+        stop();
+        core_->shut_down();
+    }
+
+    // Throws std::invalid_argument for invalid fields (see HealthCheck) or a duplicate name.
+    // The check first runs at the next scheduling pass.
+    void add_check(HealthCheck check) { core_->add(std::move(check)); }
+
+    // False if there is no such check. A run in flight finishes; its result is dropped.
+    bool remove_check(std::string_view name) { return core_->remove(name); }
+
+    // A breaker's state as a check, named after the breaker: closed or disabled -> healthy,
+    // half_open -> degraded, open or forced_open -> unhealthy. It reads one atomic, so it runs
+    // inline (no timeout). The breaker must outlive the monitor (or remove_check() it).
+    void add_breaker(const CircuitBreaker& breaker, bool critical = false,
+                     Duration interval = std::chrono::seconds(1)) {
+        HealthCheck check;
+        check.name = breaker.name();
+        check.probe = [b = &breaker] {
+            const CircuitState state = b->state();
+            HealthCheckResult r;
+            switch (state) {
+                case CircuitState::closed:
+                case CircuitState::disabled:
+                    r.status = HealthStatus::healthy;
+                    break;
+                case CircuitState::half_open:
+                    r.status = HealthStatus::degraded;
+                    r.message = "circuit half-open: probing";
+                    break;
+                case CircuitState::open:
+                case CircuitState::forced_open:
+                    r.status = HealthStatus::unhealthy;
+                    r.message = std::string("circuit ") + to_string(state);
+                    break;
+            }
+            r.details["state"] = to_string(state);
+            return r;
+        };
+        check.interval = interval;
+        check.timeout = Duration::zero();
+        check.critical = critical;
+        add_check(std::move(check));
+    }
+
+    // Called once per change of a check's status (the first run included: unknown -> x), not on
+    // every run. Throws std::invalid_argument for an empty listener.
+    ListenerId on_change(std::function<void(const HealthCheckResult&)> listener) {
+        return core_->changes.add(std::move(listener));
+    }
+    Listeners<HealthCheckResult>& changes() noexcept { return core_->changes; }
+    // Every recorded result, changed or not.
+    Listeners<HealthCheckResult>& runs() noexcept { return core_->runs; }
+    // Changes of the overall status.
+    Listeners<HealthStatusChange>& overall_changes() noexcept { return core_->overall_changes; }
+
+    // Starts the scheduler thread (once; a second start() does nothing).
+    void start() {
+        std::lock_guard<std::mutex> lock(thread_mutex_);
+        if (scheduler_.joinable()) {
+            return;
+        }
+        core_->request_stop(false);
+        scheduler_ = std::thread([core = core_] { core->schedule_loop(); });
+    }
+
+    // Stops the scheduler thread and returns once it has: within one scheduling pass, since the
+    // scheduler never waits for a check with a timeout. Checks in flight go on; start() again
+    // resumes.
+    void stop() {
+        std::lock_guard<std::mutex> lock(thread_mutex_);
+        if (!scheduler_.joinable()) {
+            return;
+        }
+        core_->request_stop(true);
+        scheduler_.join();
+    }
+
+    bool running() const {
+        std::lock_guard<std::mutex> lock(thread_mutex_);
+        return scheduler_.joinable();
+    }
+
+    // For tests and for users with their own event loop: starts every check that is due and
+    // waits until each has a result or has timed out. Returns how many were started.
+    std::size_t run_due() {
+        std::size_t count = 0;
+        const auto started = core_->pass(&count);
+        core_->wait_for(started);
+        return count + started.size();
+    }
+
+    // Runs one check now, whatever its schedule (or waits for its run in flight), and returns
+    // its result. Throws std::invalid_argument for an unknown name.
+    HealthCheckResult run_now(std::string_view name) { return core_->run_now(name); }
+
+    // The overall status: unhealthy if a critical check is unhealthy; else unknown while a check
+    // has not run yet; else degraded if any check is degraded or a non-critical one unhealthy;
+    // else healthy (also with no checks).
+    HealthStatus status() const { return core_->status(); }
+    // One check's latest status. Throws std::invalid_argument for an unknown name.
+    HealthStatus status(std::string_view name) const { return core_->status(name); }
+    // One check's kept results, oldest first.
+    std::vector<HealthCheckResult> history(std::string_view name) const {
+        return core_->history(name);
+    }
+    std::vector<std::string> names() const { return core_->names(); }
+    HealthReport report() const { return core_->report(); }
+
+private:
+    using Core = detail::BasicHealthCore<Tag>;
+
+    std::shared_ptr<Core> core_;
+    mutable std::mutex thread_mutex_;
+    std::thread scheduler_;  // guarded by thread_mutex_
+};
+
+using HealthMonitor = BasicHealthMonitor<>;
+
+}  // namespace bulwark
+
+#endif  // BULWARK_HEALTH_HPP
+// #include <bulwark/resources.hpp>
+#ifndef BULWARK_RESOURCES_HPP
+#define BULWARK_RESOURCES_HPP
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+// #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/detail/json.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/detail/traits.hpp> (already included above)
+// #include <bulwark/events.hpp> (already included above)
+// #include <bulwark/system.hpp>
+#ifndef BULWARK_SYSTEM_HPP
+#define BULWARK_SYSTEM_HPP
+
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#if defined(__linux__)
+#include <sys/statvfs.h>
+#include <unistd.h>
+#endif
+
+namespace bulwark {
+
+namespace detail {
+#if defined(__linux__)
+// The value in kB of a "Key:   123 kB" line of /proc/meminfo.
+inline std::optional<std::uint64_t> proc_meminfo_kb(const char* key) {
+    std::FILE* file = std::fopen("/proc/meminfo", "r");
+    if (file == nullptr) {
+        return std::nullopt;
+    }
+    char line[256];
+    const std::size_t key_length = std::strlen(key);
+    std::optional<std::uint64_t> result;
+    while (std::fgets(line, sizeof line, file) != nullptr) {
+        if (std::strncmp(line, key, key_length) == 0 && line[key_length] == ':') {
+            unsigned long long value = 0;
+            if (std::sscanf(line + key_length + 1, "%llu", &value) == 1) {
+                result = static_cast<std::uint64_t>(value);
+            }
+            break;
+        }
+    }
+    std::fclose(file);
+    return result;
+}
+
+struct CpuTimes {
+    std::uint64_t busy = 0;
+    std::uint64_t total = 0;
+};
+
+// The aggregate "cpu" line of /proc/stat.
+inline std::optional<CpuTimes> proc_cpu_times() {
+    std::FILE* file = std::fopen("/proc/stat", "r");
+    if (file == nullptr) {
+        return std::nullopt;
+    }
+    unsigned long long user = 0, nice = 0, sys = 0, idle = 0, iowait = 0, irq = 0, softirq = 0,
+                       steal = 0;
+    const int fields = std::fscanf(file, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &user,
+                                   &nice, &sys, &idle, &iowait, &irq, &softirq, &steal);
+    std::fclose(file);
+    if (fields < 4) {
+        return std::nullopt;
+    }
+    CpuTimes t;
+    const unsigned long long busy = user + nice + sys + irq + softirq + steal;
+    t.busy = static_cast<std::uint64_t>(busy);
+    t.total = static_cast<std::uint64_t>(busy + idle + iowait);
+    return t;
+}
+#endif
+}  // namespace detail
+
+// Gauges of this machine and process, for ResourceManager::add_gauge. Linux reads /proc and
+// statvfs; on other platforms (or when the files cannot be read) each returns nullopt, which a
+// ResourceManager reports as ResourceStatus::unknown.
+//   rm.add_gauge("memory", [] { return bulwark::system::memory_used_percent(); }, {80, 95});
+// Thread-safe. Each call reads a small file (a few microseconds): give the gauge a cache TTL
+// rather than calling these on a hot path.
+namespace system {
+
+// Percent of physical memory in use: 100 × (1 − MemAvailable / MemTotal).
+inline std::optional<double> memory_used_percent() {
+#if defined(__linux__)
+    const auto total = bulwark::detail::proc_meminfo_kb("MemTotal");
+    const auto available = bulwark::detail::proc_meminfo_kb("MemAvailable");
+    if (!total || !available || *total == 0 || *available > *total) {
+        return std::nullopt;
+    }
+    return 100.0 * static_cast<double>(*total - *available) / static_cast<double>(*total);
+#else
+    return std::nullopt;
+#endif
+}
+
+// Percent of CPU time spent busy (all cores together) since the previous call of this
+// function in this process; the first call measures since boot. Reads /proc/stat.
+inline std::optional<double> cpu_used_percent() {
+#if defined(__linux__)
+    static std::mutex mutex;
+    static bulwark::detail::CpuTimes previous;
+    const auto now = bulwark::detail::proc_cpu_times();
+    if (!now) {
+        return std::nullopt;
+    }
+    std::lock_guard<std::mutex> lock(mutex);
+    const std::uint64_t busy = now->busy - previous.busy;
+    const std::uint64_t total = now->total - previous.total;
+    if (now->total < previous.total || now->busy < previous.busy) {
+        previous = *now;
+        return std::nullopt;
+    }
+    previous = *now;
+    if (total == 0) {
+        return 0.0;
+    }
+    return 100.0 * static_cast<double>(busy) / static_cast<double>(total);
+#else
+    return std::nullopt;
+#endif
+}
+
+// Percent of the file system holding `path` in use, as df shows it (blocks reserved for root
+// count as unavailable).
+inline std::optional<double> disk_used_percent(const std::string& path = "/") {
+#if defined(__linux__)
+    struct statvfs fs {};
+    if (statvfs(path.c_str(), &fs) != 0) {
+        return std::nullopt;
+    }
+    const double used = static_cast<double>(fs.f_blocks - fs.f_bfree);
+    const double usable = used + static_cast<double>(fs.f_bavail);
+    if (usable <= 0.0) {
+        return std::nullopt;
+    }
+    return 100.0 * used / usable;
+#else
+    (void)path;
+    return std::nullopt;
+#endif
+}
+
+// This process's resident set size in bytes.
+inline std::optional<std::uint64_t> process_rss_bytes() {
+#if defined(__linux__)
+    std::FILE* file = std::fopen("/proc/self/statm", "r");
+    if (file == nullptr) {
+        return std::nullopt;
+    }
+    unsigned long long pages_total = 0, pages_resident = 0;
+    const int fields = std::fscanf(file, "%llu %llu", &pages_total, &pages_resident);
+    std::fclose(file);
+    const long page_size = sysconf(_SC_PAGESIZE);
+    if (fields != 2 || page_size <= 0) {
+        return std::nullopt;
+    }
+    return static_cast<std::uint64_t>(pages_resident) * static_cast<std::uint64_t>(page_size);
+#else
+    return std::nullopt;
+#endif
+}
+
+// This process's resident set size as a percent of physical memory.
+inline std::optional<double> process_rss_percent() {
+#if defined(__linux__)
+    const auto rss = process_rss_bytes();
+    const auto total_kb = bulwark::detail::proc_meminfo_kb("MemTotal");
+    if (!rss || !total_kb || *total_kb == 0) {
+        return std::nullopt;
+    }
+    return 100.0 * static_cast<double>(*rss) / (static_cast<double>(*total_kb) * 1024.0);
+#else
+    return std::nullopt;
+#endif
+}
+
+}  // namespace system
+}  // namespace bulwark
+
+#endif  // BULWARK_SYSTEM_HPP
+
+namespace bulwark {
+
+// How much of a resource is used. Ordered: a larger value is worse; unknown (the gauge could not
+// be read) is the smallest, so it never hides a real reading.
+enum class ResourceStatus : std::uint8_t { unknown, healthy, warning, critical, exhausted };
+
+inline const char* to_string(ResourceStatus status) noexcept {
+    switch (status) {
+        case ResourceStatus::unknown:
+            return "unknown";
+        case ResourceStatus::healthy:
+            return "healthy";
+        case ResourceStatus::warning:
+            return "warning";
+        case ResourceStatus::critical:
+            return "critical";
+        case ResourceStatus::exhausted:
+            return "exhausted";
+    }
+    return "unknown";
+}
+
+// Percent thresholds: warning from `warning` on, critical from `critical` on, exhausted at 100.
+struct ResourceThresholds {
+    double warning = 80.0;   // in [0, 100]. Default 80.
+    double critical = 95.0;  // in [warning, 100]. Default 95.
+
+    void validate(std::string_view resource) const {
+        const std::string prefix = "ResourceThresholds(" + std::string(resource) + ").";
+        if (!(warning >= 0.0 && warning <= 100.0)) {
+            detail::throw_invalid_option(prefix + "warning", "must be in [0, 100]",
+                                         detail::format_number(warning));
+        }
+        if (!(critical >= warning && critical <= 100.0)) {
+            detail::throw_invalid_option(prefix + "critical", "must be in [warning, 100]",
+                                         detail::format_number(critical));
+        }
+    }
+
+    ResourceStatus classify(double percent) const noexcept {
+        if (std::isnan(percent)) {
+            return ResourceStatus::unknown;
+        }
+        if (percent >= 100.0) {
+            return ResourceStatus::exhausted;
+        }
+        if (percent >= critical) {
+            return ResourceStatus::critical;
+        }
+        return percent >= warning ? ResourceStatus::warning : ResourceStatus::healthy;
+    }
+};
+
+// A reading: `auto [status, percent] = rm.check("llm_tokens");`. percent is NaN when unknown.
+struct ResourceCheck {
+    ResourceStatus status = ResourceStatus::unknown;
+    double percent = std::numeric_limits<double>::quiet_NaN();
+};
+
+// A resource's status changed.
+struct ResourceChange {
+    std::string name;
+    ResourceStatus from = ResourceStatus::unknown;
+    ResourceStatus to = ResourceStatus::unknown;
+    double percent = 0.0;
+    TimePoint at{};
+};
+
+// The function of a gauge: any callable taking nothing and returning the percent used, as an
+// arithmetic type or std::optional of one (nullopt: unknown). An exception it throws makes the
+// reading unknown.
+class ResourceGauge {
+public:
+    ResourceGauge() = default;
+
+    template <class F, class = std::enable_if_t<!std::is_same_v<std::decay_t<F>, ResourceGauge>>>
+    ResourceGauge(F f)  // NOLINT(google-explicit-constructor): add_gauge("m", [] {...}) reads well
+        : fn_(wrap(std::move(f))) {}
+
+    explicit operator bool() const noexcept { return static_cast<bool>(fn_); }
+
+    std::optional<double> operator()() const { return fn_(); }
+
+private:
+    template <class T>
+    struct is_optional : std::false_type {};
+    template <class T>
+    struct is_optional<std::optional<T>> : std::true_type {};
+
+    template <class F>
+    static std::function<std::optional<double>()> wrap(F f) {
+        static_assert(std::is_invocable_v<F&>,
+                      "a resource gauge must be callable with no arguments");
+        using R = std::decay_t<std::invoke_result_t<F&>>;
+        static_assert(std::is_arithmetic_v<R> || is_optional<R>::value,
+                      "a resource gauge must return the percent used as a number or a "
+                      "std::optional of one");
+        if (detail::is_null_callable(f)) {
+            return {};
+        }
+        return [f = std::move(f)]() mutable -> std::optional<double> {
+            if constexpr (is_optional<R>::value) {
+                auto value = f();
+                if (!value) {
+                    return std::nullopt;
+                }
+                return static_cast<double>(*value);
+            } else {
+                return static_cast<double>(f());
+            }
+        };
+    }
+
+    std::function<std::optional<double>()> fn_;
+};
+
+// One resource in a report.
+struct ResourceReading {
+    std::string name;
+    bool quota = false;  // a quota (else a gauge)
+    ResourceStatus status = ResourceStatus::unknown;
+    double percent = std::numeric_limits<double>::quiet_NaN();
+    double used = 0.0;   // quotas: used within the window
+    double limit = 0.0;  // quotas
+    Duration window{};   // quotas
+    ResourceThresholds thresholds;
+    // History summary since the resource was added.
+    std::uint64_t readings = 0;
+    double peak_percent = 0.0;
+    std::uint64_t times_warning = 0;   // entries into warning (from a better status)
+    std::uint64_t times_critical = 0;  // entries into critical or exhausted
+    TimePoint status_since{};
+    std::vector<std::string> alternatives;
+};
+
+struct ResourceReport {
+    TimePoint at{};
+    ResourceStatus worst = ResourceStatus::unknown;
+    std::string worst_name;  // the resource with the worst status (empty if none is known)
+    std::vector<ResourceReading> resources;
+
+    std::string to_json() const {
+        std::string out;
+        bool first = true;
+        out.push_back('{');
+        detail::json_key(out, "status", first);
+        detail::json_string(out, to_string(worst));
+        detail::json_key(out, "resources", first);
+        out.push_back('[');
+        for (std::size_t i = 0; i < resources.size(); ++i) {
+            const ResourceReading& r = resources[i];
+            if (i != 0) {
+                out.push_back(',');
+            }
+            bool f = true;
+            out.push_back('{');
+            detail::json_key(out, "name", f);
+            detail::json_string(out, r.name);
+            detail::json_key(out, "kind", f);
+            detail::json_string(out, r.quota ? "quota" : "gauge");
+            detail::json_key(out, "status", f);
+            detail::json_string(out, to_string(r.status));
+            detail::json_key(out, "percent", f);
+            detail::json_number(out, r.percent);
+            if (r.quota) {
+                detail::json_key(out, "used", f);
+                detail::json_number(out, r.used);
+                detail::json_key(out, "limit", f);
+                detail::json_number(out, r.limit);
+                detail::json_key(out, "window_s", f);
+                detail::json_number(out, std::chrono::duration<double>(r.window).count());
+            }
+            detail::json_key(out, "warning", f);
+            detail::json_number(out, r.thresholds.warning);
+            detail::json_key(out, "critical", f);
+            detail::json_number(out, r.thresholds.critical);
+            detail::json_key(out, "readings", f);
+            detail::json_number(out, r.readings);
+            detail::json_key(out, "peak_percent", f);
+            detail::json_number(out, r.peak_percent);
+            detail::json_key(out, "times_warning", f);
+            detail::json_number(out, r.times_warning);
+            detail::json_key(out, "times_critical", f);
+            detail::json_number(out, r.times_critical);
+            detail::json_key(out, "status_for_s", f);
+            detail::json_number(out, std::chrono::duration<double>(at - r.status_since).count());
+            detail::json_key(out, "alternatives", f);
+            out.push_back('[');
+            for (std::size_t j = 0; j < r.alternatives.size(); ++j) {
+                if (j != 0) {
+                    out.push_back(',');
+                }
+                detail::json_string(out, r.alternatives[j]);
+            }
+            out += "]}";
+        }
+        out += "]}";
+        return out;
+    }
+};
+
+// Watches resources — gauges (a callable returning percent used, e.g. memory) and quotas (a
+// limit per rolling window, fed by record_usage()) — against warning and critical thresholds,
+// and names alternatives to switch to when one runs short.
+//   bulwark::ResourceManager rm;                                    // optional clock
+//   rm.add_gauge("memory", [] { return bulwark::system::memory_used_percent(); }, {80, 95});
+//   rm.add_quota("llm_tokens", /*limit*/ 100000, /*window*/ 1min, {70, 90});
+//   rm.record_usage("llm_tokens", 1000);
+//   auto [status, percent] = rm.check("llm_tokens");
+//   rm.set_alternatives("gpt-4", {"claude", "small-model"});  rm.alternative("gpt-4");
+// A gauge is read again once its cache TTL (default 1 s) has passed (threads that find it stale
+// at the same moment may each read it); within the TTL, check() and can_use() use the cached
+// reading: a shared lock and a search of the name table, two atomic loads and a coarse clock read.
+// A quota keeps 60 buckets per window, so usage leaves the window in steps of window/60.
+// Resources cannot be removed.
+// Thread-safe. Change listeners run after the reading, outside any lock.
+// ResourceManager is BasicResourceManager<>: a class template only so that its code is compiled
+// in translation units that use it; use the alias.
+template <class Tag = void>
+class BasicResourceManager {
+public:
+    explicit BasicResourceManager(Clock& clock = default_clock()) : clock_(&clock) {}
+
+    BasicResourceManager(const BasicResourceManager&) = delete;
+    BasicResourceManager& operator=(const BasicResourceManager&) = delete;
+
+    // Throws std::invalid_argument for an empty name or gauge, a duplicate name, bad thresholds
+    // or a negative TTL.
+    void add_gauge(std::string name, ResourceGauge gauge, ResourceThresholds thresholds = {},
+                   Duration cache_ttl = std::chrono::seconds(1)) {
+        if (!gauge) {
+            detail::throw_invalid_argument("ResourceManager::add_gauge(" + name +
+                                           "): the gauge is empty");
+        }
+        if (cache_ttl < Duration::zero()) {
+            detail::throw_invalid_option("ResourceManager::add_gauge(" + name + ").cache_ttl",
+                                         "must be >= 0", detail::format_duration(cache_ttl));
+        }
+        auto r = make_resource(std::move(name), thresholds);
+        r->gauge = std::move(gauge);
+        r->ttl = cache_ttl;
+        insert(std::move(r));
+    }
+
+    // A quota of `limit` units per rolling `window`. Throws std::invalid_argument for an empty
+    // or duplicate name, a limit <= 0, a window <= 0 or bad thresholds.
+    void add_quota(std::string name, double limit, Duration window,
+                   ResourceThresholds thresholds = {}) {
+        if (!(limit > 0.0) || !std::isfinite(limit)) {
+            detail::throw_invalid_option("ResourceManager::add_quota(" + name + ").limit",
+                                         "must be > 0", detail::format_number(limit));
+        }
+        if (window <= Duration::zero()) {
+            detail::throw_invalid_option("ResourceManager::add_quota(" + name + ").window",
+                                         "must be > 0", detail::format_duration(window));
+        }
+        auto r = make_resource(std::move(name), thresholds);
+        r->quota = true;
+        r->limit = limit;
+        r->window = window;
+        r->bucket_width = std::max(Duration{1}, window / Resource::buckets_per_window);
+        insert(std::move(r));
+    }
+
+    // Adds `amount` (>= 0) to a quota's use in the current window and returns the new reading.
+    // Throws std::invalid_argument for an unknown name, a gauge, or a negative amount.
+    ResourceCheck record_usage(std::string_view name, double amount) {
+        Resource& r = quota(name, amount);
+        std::optional<ResourceChange> change;
+        ResourceCheck result;
+        {
+            std::lock_guard<std::mutex> lock(r.mutex);
+            const TimePoint now = clock_->now();
+            add_to_bucket(r, now, amount);
+            result = observe(r, quota_percent(r, now), now, change);
+        }
+        notify(change);
+        return result;
+    }
+
+    // Records `amount` only if it fits in what is left of the quota; false (and nothing
+    // recorded) if it does not. The check and the record are one step.
+    bool try_consume(std::string_view name, double amount) {
+        Resource& r = quota(name, amount);
+        std::optional<ResourceChange> change;
+        bool fits = false;
+        {
+            std::lock_guard<std::mutex> lock(r.mutex);
+            const TimePoint now = clock_->now();
+            fits = used_in_window(r, now) + amount <= r.limit;
+            if (fits) {
+                add_to_bucket(r, now, amount);
+            }
+            observe(r, quota_percent(r, now), now, change);
+        }
+        notify(change);
+        return fits;
+    }
+
+    // The current reading (a gauge's cached one while it is fresh). Throws
+    // std::invalid_argument for an unknown name.
+    ResourceCheck check(std::string_view name) { return read(find(name)); }
+
+    ResourceStatus status(std::string_view name) { return check(name).status; }
+
+    // True unless the resource is critical or exhausted (unknown counts as usable).
+    bool can_use(std::string_view name) { return usable(check(name).status); }
+
+    // Alternatives to `resource`, in order of preference (the seeds' SWITCH_PROVIDER). They
+    // need not be registered resources; one that is not counts as usable.
+    void set_alternatives(std::string resource, std::vector<std::string> alternatives) {
+        std::unique_lock<std::shared_mutex> lock(table_mutex_);
+        for (auto& entry : alternatives_) {
+            if (entry.first == resource) {
+                entry.second = std::move(alternatives);
+                return;
+            }
+        }
+        alternatives_.emplace_back(std::move(resource), std::move(alternatives));
+    }
+
+    // The first alternative of `resource` that can be used, whatever state `resource` is in;
+    // nullopt if none can (or none was set).
+    std::optional<std::string> alternative(std::string_view resource) {
+        for (const std::string& candidate : alternatives_of(resource)) {
+            if (candidate_usable(candidate)) {
+                return candidate;
+            }
+        }
+        return std::nullopt;
+    }
+
+    // `resource` itself while it can be used, else its first usable alternative.
+    std::optional<std::string> choose(std::string_view resource) {
+        if (candidate_usable(resource)) {
+            return std::string(resource);
+        }
+        return alternative(resource);
+    }
+
+    // Reads every resource (gauges past their TTL are read again).
+    ResourceReport report() {
+        ResourceReport report;
+        std::vector<Resource*> all;
+        {
+            std::shared_lock<std::shared_mutex> lock(table_mutex_);
+            for (const auto& r : resources_) {
+                all.push_back(r.get());
+            }
+        }
+        report.at = clock_->now();
+        for (Resource* r : all) {
+            const ResourceCheck c = read(*r);
+            ResourceReading reading;
+            {
+                std::lock_guard<std::mutex> lock(r->mutex);
+                reading.name = r->name;
+                reading.quota = r->quota;
+                reading.status = c.status;
+                reading.percent = c.percent;
+                reading.limit = r->limit;
+                reading.window = r->window;
+                if (r->quota) {
+                    reading.used = used_in_window(*r, report.at);
+                }
+                reading.thresholds = r->thresholds;
+                reading.readings = r->readings;
+                reading.peak_percent = r->peak_percent;
+                reading.times_warning = r->times_warning;
+                reading.times_critical = r->times_critical;
+                reading.status_since = r->status_since;
+            }
+            reading.alternatives = alternatives_of(reading.name);
+            if (c.status > report.worst) {
+                report.worst = c.status;
+                report.worst_name = reading.name;
+            }
+            report.resources.push_back(std::move(reading));
+        }
+        return report;
+    }
+
+    std::vector<std::string> names() const {
+        std::shared_lock<std::shared_mutex> lock(table_mutex_);
+        std::vector<std::string> out;
+        for (const auto& r : resources_) {
+            out.push_back(r->name);
+        }
+        return out;
+    }
+
+    // Called when a resource's status changes (found by a reading, not on every reading).
+    // Throws std::invalid_argument for an empty listener.
+    ListenerId on_change(std::function<void(const ResourceChange&)> listener) {
+        return changes_.add(std::move(listener));
+    }
+    Listeners<ResourceChange>& changes() noexcept { return changes_; }
+
+private:
+    struct Resource {
+        static constexpr int buckets_per_window = 60;
+
+        std::string name;
+        ResourceThresholds thresholds;
+        bool quota = false;
+        // Gauges. The cache is read without the mutex: cached_at_ns, then the reading.
+        ResourceGauge gauge;
+        Duration ttl{};
+        std::atomic<std::int64_t> cached_at_ns{std::numeric_limits<std::int64_t>::min()};
+        std::atomic<double> cached_percent{std::numeric_limits<double>::quiet_NaN()};
+        // Quotas, guarded by mutex.
+        double limit = 0.0;
+        Duration window{};
+        Duration bucket_width{1};
+        std::int64_t bucket_epoch[buckets_per_window] = {};
+        double bucket_amount[buckets_per_window] = {};
+        // Status and history summary, guarded by mutex (status also mirrored for lock-free reads).
+        std::mutex mutex;
+        std::atomic<ResourceStatus> cached_status{ResourceStatus::unknown};
+        ResourceStatus last_status = ResourceStatus::unknown;
+        TimePoint status_since{};
+        std::uint64_t readings = 0;
+        double peak_percent = 0.0;
+        std::uint64_t times_warning = 0;
+        std::uint64_t times_critical = 0;
+    };
+
+    static bool usable(ResourceStatus status) noexcept {
+        return status != ResourceStatus::critical && status != ResourceStatus::exhausted;
+    }
+
+    std::unique_ptr<Resource> make_resource(std::string name, const ResourceThresholds& t) {
+        if (name.empty()) {
+            detail::throw_invalid_argument("ResourceManager: a resource name must not be empty");
+        }
+        t.validate(name);
+        auto r = std::make_unique<Resource>();
+        r->name = std::move(name);
+        r->thresholds = t;
+        r->status_since = clock_->now();
+        return r;
+    }
+
+    void insert(std::unique_ptr<Resource> r) {
+        std::unique_lock<std::shared_mutex> lock(table_mutex_);
+        for (const auto& existing : resources_) {
+            if (existing->name == r->name) {
+                detail::throw_invalid_argument("ResourceManager: a resource named '" + r->name +
+                                               "' already exists");
+            }
+        }
+        resources_.push_back(std::move(r));
+    }
+
+    Resource* lookup(std::string_view name) const {
+        std::shared_lock<std::shared_mutex> lock(table_mutex_);
+        for (const auto& r : resources_) {
+            if (r->name == name) {
+                return r.get();
+            }
+        }
+        return nullptr;
+    }
+
+    Resource& find(std::string_view name) const {
+        Resource* r = lookup(name);
+        if (r == nullptr) {
+            detail::throw_invalid_argument("ResourceManager: no resource named '" +
+                                           std::string(name) + "'");
+        }
+        return *r;
+    }
+
+    Resource& quota(std::string_view name, double amount) const {
+        Resource& r = find(name);
+        if (!r.quota) {
+            detail::throw_invalid_argument("ResourceManager: '" + r.name +
+                                           "' is a gauge, not a quota");
+        }
+        if (!(amount >= 0.0) || !std::isfinite(amount)) {
+            detail::throw_invalid_option("ResourceManager::record_usage(" + r.name + ").amount",
+                                         "must be >= 0", detail::format_number(amount));
+        }
+        return r;
+    }
+
+    std::vector<std::string> alternatives_of(std::string_view resource) const {
+        std::shared_lock<std::shared_mutex> lock(table_mutex_);
+        for (const auto& entry : alternatives_) {
+            if (entry.first == resource) {
+                return entry.second;
+            }
+        }
+        return {};
+    }
+
+    bool candidate_usable(std::string_view name) {
+        Resource* r = lookup(name);
+        return r == nullptr || usable(read(*r).status);
+    }
+
+    ResourceCheck read(Resource& r) {
+        if (r.quota) {
+            std::optional<ResourceChange> change;
+            ResourceCheck result;
+            {
+                std::lock_guard<std::mutex> lock(r.mutex);
+                const TimePoint now = clock_->now();
+                result = observe(r, quota_percent(r, now), now, change);
+            }
+            notify(change);
+            return result;
+        }
+        const std::int64_t now_ns = clock_->coarse_now().time_since_epoch().count();
+        // acquire: pairs with the release store below, so the reading is the one stamped.
+        const std::int64_t at = r.cached_at_ns.load(std::memory_order_acquire);
+        if (at != std::numeric_limits<std::int64_t>::min() && now_ns - at < r.ttl.count()) {
+            // relaxed: ordered after cached_at_ns by its acquire load.
+            return {r.cached_status.load(std::memory_order_relaxed),
+                    r.cached_percent.load(std::memory_order_relaxed)};
+        }
+        double percent = std::numeric_limits<double>::quiet_NaN();
+        try {
+            if (auto value = r.gauge(); value && std::isfinite(*value)) {
+                percent = *value;
+            }
+        } catch (...) {
+            // A gauge that throws reads as unknown.
+        }
+        std::optional<ResourceChange> change;
+        ResourceCheck result;
+        {
+            std::lock_guard<std::mutex> lock(r.mutex);
+            result = observe(r, percent, clock_->now(), change);
+            r.cached_percent.store(percent, std::memory_order_relaxed);
+            // release: publishes the reading and status stored before it.
+            r.cached_at_ns.store(now_ns, std::memory_order_release);
+        }
+        notify(change);
+        return result;
+    }
+
+    // Under r.mutex: classifies a reading, keeps the summary and notes a change of status.
+    ResourceCheck observe(Resource& r, double percent, TimePoint now,
+                          std::optional<ResourceChange>& change) {
+        const ResourceStatus status = r.thresholds.classify(percent);
+        ++r.readings;
+        if (!std::isnan(percent) && percent > r.peak_percent) {
+            r.peak_percent = percent;
+        }
+        if (status != r.last_status) {
+            if (status == ResourceStatus::warning && r.last_status < ResourceStatus::warning) {
+                ++r.times_warning;
+            }
+            if (status >= ResourceStatus::critical && r.last_status < ResourceStatus::critical) {
+                ++r.times_critical;
+            }
+            if (!changes_.empty()) {
+                change = ResourceChange{r.name, r.last_status, status, percent, now};
+            }
+            r.last_status = status;
+            r.status_since = now;
+        }
+        // relaxed: readers order it through cached_at_ns (gauges) or take r.mutex (quotas).
+        r.cached_status.store(status, std::memory_order_relaxed);
+        return {status, percent};
+    }
+
+    void notify(const std::optional<ResourceChange>& change) {
+        if (change) {
+            changes_.emit(*change);
+        }
+    }
+
+    std::int64_t epoch_of(const Resource& r, TimePoint now) const noexcept {
+        return now.time_since_epoch().count() / r.bucket_width.count();
+    }
+
+    void add_to_bucket(Resource& r, TimePoint now, double amount) {
+        const std::int64_t epoch = epoch_of(r, now);
+        const auto i = static_cast<std::size_t>(epoch % Resource::buckets_per_window);
+        if (r.bucket_epoch[i] != epoch) {
+            r.bucket_epoch[i] = epoch;
+            r.bucket_amount[i] = 0.0;
+        }
+        r.bucket_amount[i] += amount;
+    }
+
+    double used_in_window(const Resource& r, TimePoint now) const {
+        const std::int64_t epoch = epoch_of(r, now);
+        double used = 0.0;
+        for (int i = 0; i < Resource::buckets_per_window; ++i) {
+            if (r.bucket_epoch[i] > epoch - Resource::buckets_per_window &&
+                r.bucket_epoch[i] <= epoch) {
+                used += r.bucket_amount[i];
+            }
+        }
+        return used;
+    }
+
+    double quota_percent(const Resource& r, TimePoint now) const {
+        return 100.0 * used_in_window(r, now) / r.limit;
+    }
+
+    Clock* const clock_;
+    mutable std::shared_mutex table_mutex_;
+    // A few entries each, searched linearly: cheaper to compile and, at this size, to search
+    // than a map. Guarded by table_mutex_; resources are never removed (references stay valid).
+    std::vector<std::unique_ptr<Resource>> resources_;
+    std::vector<std::pair<std::string, std::vector<std::string>>> alternatives_;
+    Listeners<ResourceChange> changes_;
+};
+
+using ResourceManager = BasicResourceManager<>;
+
+}  // namespace bulwark
+
+#endif  // BULWARK_RESOURCES_HPP
 
 namespace bulwark {
 
@@ -3921,6 +5899,40 @@ inline const char* to_string(DegradationLevel level) noexcept {
             return "critical";
     }
     return "unknown";
+}
+
+// Maps the overall health and the worst resource status to a degradation level, for
+// Degradation::follow().
+using DegradationMap = std::function<DegradationLevel(HealthStatus health, ResourceStatus worst)>;
+
+// The default mapping: the higher of the two columns.
+//   health:    unknown, healthy -> normal; degraded -> minor;  unhealthy -> severe
+//   resources: unknown, healthy -> normal; warning -> minor;   critical -> moderate;
+//              exhausted -> severe
+inline DegradationLevel default_degradation_map(HealthStatus health,
+                                                ResourceStatus worst) noexcept {
+    DegradationLevel from_health = DegradationLevel::normal;
+    if (health == HealthStatus::degraded) {
+        from_health = DegradationLevel::minor;
+    } else if (health == HealthStatus::unhealthy) {
+        from_health = DegradationLevel::severe;
+    }
+    DegradationLevel from_resources = DegradationLevel::normal;
+    switch (worst) {
+        case ResourceStatus::warning:
+            from_resources = DegradationLevel::minor;
+            break;
+        case ResourceStatus::critical:
+            from_resources = DegradationLevel::moderate;
+            break;
+        case ResourceStatus::exhausted:
+            from_resources = DegradationLevel::severe;
+            break;
+        case ResourceStatus::unknown:
+        case ResourceStatus::healthy:
+            break;
+    }
+    return std::max(from_health, from_resources);
 }
 
 struct DegradationChange {
@@ -3958,6 +5970,7 @@ public:
 
     Degradation(const Degradation&) = delete;
     Degradation& operator=(const Degradation&) = delete;
+    ~Degradation() { unfollow(); }
 
     DegradationLevel level() const noexcept {
         // acquire: pairs with the release in publish(), so reason()/since() read after it are
@@ -4076,6 +6089,62 @@ public:
         features_forced_.store(!forced_.empty(), std::memory_order_release);
     }
 
+    // Derives the automatic level from a HealthMonitor and a ResourceManager: after every health
+    // check run and every change of a resource's status, observe(map(monitor.status(),
+    // worst resource status), reason) — so the level rises at once and falls after hold().
+    // Replaces an earlier follow(). Both sources must outlive this object or unfollow(); stop
+    // the monitor's scheduler before destroying either.
+    template <class Monitor, class Resources>
+    void follow(Monitor& monitor, Resources& resources,
+                DegradationMap map = default_degradation_map) {
+        if (!map) {
+            detail::throw_invalid_argument("Degradation::follow: the mapping is empty");
+        }
+        unfollow();
+        std::lock_guard<std::mutex> lock(follow_mutex_);
+        followed_.read = [&monitor, &resources, map = std::move(map)] {
+            return assess(monitor.report(), resources.report(), map);
+        };
+        const ListenerId runs = monitor.runs().add([this](const HealthCheckResult&) { refresh(); });
+        const ListenerId changes =
+            resources.changes().add([this](const ResourceChange&) { refresh(); });
+        followed_.stop = [&monitor, &resources, runs, changes] {
+            monitor.runs().remove(runs);
+            resources.changes().remove(changes);
+        };
+    }
+
+    // Stops following; does nothing if not following.
+    void unfollow() {
+        std::lock_guard<std::mutex> lock(follow_mutex_);
+        if (followed_.stop) {
+            followed_.stop();
+        }
+        followed_ = Followed{};
+    }
+
+    // Reads the followed sources now and feeds the result to observe(). Does nothing when not
+    // following. Called by the sources' listeners; call it yourself to re-evaluate on a timer
+    // (the level can only fall at a reading).
+    void refresh() {
+        // A resource change found while this refresh reads the resources would call back in.
+        thread_local bool refreshing = false;
+        if (refreshing) {
+            return;
+        }
+        refreshing = true;
+        struct Reset {
+            bool& flag;
+            ~Reset() { flag = false; }
+        } reset{refreshing};
+        std::lock_guard<std::mutex> lock(follow_mutex_);
+        if (!followed_.read) {
+            return;
+        }
+        auto [computed, why] = followed_.read();
+        observe(computed, std::move(why));
+    }
+
     ListenerId on_change(ChangeListener listener) {
         if (!listener) {
             detail::throw_invalid_argument("Degradation::on_change: the listener is empty");
@@ -4112,8 +6181,43 @@ private:
         }
     }
 
+    struct Followed {
+        std::function<std::pair<DegradationLevel, std::string>()> read;  // the level and why
+        std::function<void()> stop;                                      // removes the listeners
+    };
+
+    // The mapped level and a reason naming what is wrong:
+    // "health unhealthy (database unhealthy); resources critical (llm_tokens)".
+    static std::pair<DegradationLevel, std::string> assess(const HealthReport& health,
+                                                           const ResourceReport& resources,
+                                                           const DegradationMap& map) {
+        const DegradationLevel computed = map(health.status, resources.worst);
+        if (computed == DegradationLevel::normal) {
+            return {computed, "healthy"};
+        }
+        std::string why = std::string("health ") + to_string(health.status);
+        std::string failing;
+        for (const HealthCheckSummary& c : health.checks) {
+            if (c.last.status == HealthStatus::unhealthy ||
+                c.last.status == HealthStatus::degraded) {
+                failing +=
+                    (failing.empty() ? "" : ", ") + c.last.name + " " + to_string(c.last.status);
+            }
+        }
+        if (!failing.empty()) {
+            why += " (" + failing + ")";
+        }
+        if (resources.worst > ResourceStatus::healthy) {
+            why += std::string("; resources ") + to_string(resources.worst) + " (" +
+                   resources.worst_name + ")";
+        }
+        return {computed, std::move(why)};
+    }
+
     Clock* const clock_;
     const Duration hold_;
+    std::mutex follow_mutex_;
+    Followed followed_;  // guarded by follow_mutex_
     std::atomic<std::uint8_t> level_{static_cast<std::uint8_t>(DegradationLevel::normal)};
     std::atomic<bool> features_forced_{false};
 
@@ -4293,6 +6397,7 @@ private:
 }  // namespace bulwark
 
 #endif  // BULWARK_FALLBACK_HPP
+// #include <bulwark/health.hpp> (already included above)
 // #include <bulwark/load_shedder.hpp>
 #ifndef BULWARK_LOAD_SHEDDER_HPP
 #define BULWARK_LOAD_SHEDDER_HPP
@@ -4711,6 +6816,7 @@ private:
 }  // namespace bulwark
 
 #endif  // BULWARK_RATE_LIMITER_HPP
+// #include <bulwark/resources.hpp> (already included above)
 // #include <bulwark/retry.hpp>
 #ifndef BULWARK_RETRY_HPP
 #define BULWARK_RETRY_HPP
@@ -5338,6 +7444,7 @@ std::optional<Duration> RetrySchedule::next_delay(const Outcome<T>& outcome) {
 }  // namespace bulwark
 
 #endif  // BULWARK_RETRY_HPP
+// #include <bulwark/system.hpp> (already included above)
 // #include <bulwark/testing.hpp>
 #ifndef BULWARK_TESTING_HPP
 #define BULWARK_TESTING_HPP
