@@ -12,6 +12,7 @@
 #include <bulwark/degradation.hpp>
 #include <bulwark/fallback.hpp>
 #include <bulwark/health.hpp>
+#include <bulwark/hedging.hpp>
 #include <bulwark/load_shedder.hpp>
 #include <bulwark/rate_limiter.hpp>
 #include <bulwark/resources.hpp>
