@@ -1,5 +1,6 @@
 // The user-facing contract: the usage the API reference shows, compiled and checked here so that
 // it cannot rot. One test case per section; each grows as its section's components are built.
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -66,6 +67,44 @@ TEST_CASE("API section 1: core vocabulary", "[api]") {
     auto resilient_send = bulwark::wrap(send_sms, policy, bulwark::Noop{});
     std::string phone = "+44";
     Receipt r2 = resilient_send(phone, "hello");
+    CHECK(r2.id == "+44:hello");
+}
+
+TEST_CASE("API section 1 with the real policies: pipeline, wrap and a tested clock", "[api]") {
+    bulwark::ManualClock test_clock;
+    bulwark::CircuitBreaker tested_breaker("name", bulwark::CircuitBreakerOptions{}, test_clock);
+    bulwark::RetryOptions retry_options;
+    retry_options.max_retries = 2;
+    retry_options.backoff = bulwark::Backoff::fixed(1s);
+    bulwark::RetryPolicy tested_retry(retry_options, test_clock);  // its waits advance test_clock
+    bulwark::Timeout timeout(2s, test_clock);
+    bulwark::Fallback<Receipt> fallback(
+        [](const std::exception_ptr&) { return Receipt{"queued"}; });
+
+    int failures_left = 1;
+    auto sms_send = [&](const std::string& phone, const std::string& text) {
+        if (failures_left-- > 0) {
+            throw std::runtime_error("503");
+        }
+        return send_sms(phone, text);
+    };
+    auto pipeline = bulwark::pipeline(fallback, tested_breaker, tested_retry, timeout);
+    const auto t0 = test_clock.now();
+    auto receipt = pipeline.execute([&] { return sms_send("+1", "hi"); });
+    CHECK(receipt.id == "+1:hi");
+    CHECK(test_clock.now() - t0 == bulwark::Duration(1s));  // one retry waited 1 s
+    CHECK(pipeline
+              .execute([](bulwark::Context& ctx) {
+                  return ctx.deadline() ? Receipt{"deadline set"} : Receipt{"none"};
+              })
+              .id == "deadline set");
+
+    failures_left = 3;  // more failures than retries: the fallback answers
+    CHECK(pipeline.execute([&] { return sms_send("+1", "x"); }).id == "queued");
+
+    failures_left = 0;
+    auto resilient_send = bulwark::wrap(sms_send, tested_breaker, tested_retry);
+    Receipt r2 = resilient_send("+44", "hello");
     CHECK(r2.id == "+44:hello");
 }
 
@@ -208,6 +247,9 @@ TEST_CASE("API section 4: other strategies", "[api]") {
     auto all = bulwark::pipeline(use_default, timeout, bulkhead, limiter);
     CHECK(all.execute([] { return send_sms("+1", "x"); }).id == "+1:x");
     CHECK(all.execute([]() -> Receipt { throw std::runtime_error("down"); }).id == "queued");
+
+    bulwark::Hedging hedge(/*delay*/ 50ms, /*max_extra*/ 1);  // optional, needs an executor
+    CHECK(hedge.execute([] { return send_sms("+1", "h"); }).id == "+1:h");
 }
 
 #if __cplusplus >= 202002L
@@ -242,6 +284,63 @@ TEST_CASE("API section 6: Degradation (manual level, gates, listeners)", "[api]"
     degradation.set_level(bulwark::DegradationLevel::moderate, "maintenance");
     CHECK_FALSE(degradation.enabled("recommendations", bulwark::DegradationLevel::minor));
     CHECK(changes == std::vector<std::string>{"normal->moderate maintenance"});
+}
+
+namespace api_section_6 {
+struct Database {
+    bool ping() const { return true; }
+} db;
+// Listeners may run on the scheduler and check threads at once.
+std::mutex alerts_mutex;
+std::vector<std::string> alerts;
+void alert(const bulwark::HealthCheckResult& r) {
+    std::lock_guard<std::mutex> lock(alerts_mutex);
+    alerts.push_back(r.name + " " + bulwark::to_string(r.status));
+}
+}  // namespace api_section_6
+
+TEST_CASE("API section 6: HealthMonitor, ResourceManager and Degradation::follow", "[api]") {
+    using api_section_6::alert;
+    using api_section_6::db;
+    bulwark::CircuitBreaker breaker("sms-provider", bulwark::CircuitBreakerOptions{});
+
+    bulwark::HealthMonitor monitor;  // optional clock
+    monitor.add_check({"database", [] { return db.ping(); }, /*interval*/ 60s, /*timeout*/ 10s,
+                       /*critical*/ true});
+    monitor.add_breaker(breaker);  // a breaker's state as a check
+    monitor.on_change([](const bulwark::HealthCheckResult& r) { alert(r); });
+    monitor.start();
+    monitor.stop();  // one background thread; or monitor.run_due()
+    CHECK(monitor.run_now("database").status == bulwark::HealthStatus::healthy);
+    monitor.run_now("sms-provider");
+    CHECK(monitor.status() ==
+          bulwark::HealthStatus::healthy);  // healthy | degraded | unhealthy | unknown
+    CHECK(monitor.status("database") == bulwark::HealthStatus::healthy);
+    std::string json = monitor.report().to_json();  // liveness/readiness material for /health
+    CHECK(json.find("\"name\":\"database\"") != std::string::npos);
+    {
+        std::lock_guard<std::mutex> lock(api_section_6::alerts_mutex);
+        CHECK(api_section_6::alerts.size() == 2);
+    }  // unknown -> healthy, once per check
+
+    bulwark::ResourceManager rm;
+    rm.add_gauge("memory", [] { return bulwark::system::memory_used_percent(); },
+                 {/*warning*/ 80, /*critical*/ 95});
+    rm.add_quota("llm_tokens", /*limit*/ 100000, /*window*/ 1min, {70, 90});
+    rm.record_usage("llm_tokens", 1000);
+    auto [status, percent] =
+        rm.check("llm_tokens");  // ResourceStatus::healthy|warning|critical|exhausted
+    CHECK(status == bulwark::ResourceStatus::healthy);
+    CHECK(percent == Approx(1.0));
+    CHECK(rm.can_use("memory") == (rm.status("memory") < bulwark::ResourceStatus::critical));
+    rm.set_alternatives("gpt-4", {"claude", "small-model"});
+    CHECK(rm.alternative("gpt-4") == "claude");
+    CHECK(rm.report().resources.size() == 2);
+
+    bulwark::Degradation degradation;
+    degradation.follow(monitor, rm);  // derive the level, with hysteresis
+    degradation.refresh();
+    CHECK(degradation.level() <= bulwark::DegradationLevel::minor);  // memory may be high here
 }
 
 #if __cplusplus >= 202002L
