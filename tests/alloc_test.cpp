@@ -8,9 +8,11 @@
 #include <string>
 
 #include <bulwark/bulkhead.hpp>
+#include <bulwark/cache.hpp>
 #include <bulwark/circuit_breaker.hpp>
 #include <bulwark/core.hpp>
 #include <bulwark/fallback.hpp>
+#include <bulwark/load_shedder.hpp>
 #include <bulwark/rate_limiter.hpp>
 #include <bulwark/retry.hpp>
 #include <bulwark/timeout.hpp>
@@ -191,6 +193,44 @@ TEST_CASE("the strategies' success paths allocate nothing", "[alloc]") {
                   x = p.execute([&] { return plus_one(x); });
                   auto permit = bulkhead.try_acquire();
                   (void)limiter.try_acquire();
+              }
+          }) == 0);
+    CHECK(x == 1001);
+}
+
+TEST_CASE("a cache fallback's success for a key it holds allocates nothing", "[alloc]") {
+    using namespace std::chrono_literals;
+    struct Quote {
+        double bid[4];
+        double ask[4];
+    };
+    bulwark::CacheFallback<std::string, Quote> cache(1min);
+    const std::string key = "a key longer than the small-string buffer";
+    (void)cache.execute(key, [] { return Quote{{1, 2, 3, 4}, {5, 6, 7, 8}}; });  // stores the key
+    double total = 0;
+    CHECK(allocations_during([&] {
+              for (int i = 0; i < 1000; ++i) {
+                  total += cache.try_execute(key,
+                                             [&] {
+                                                 return Quote{{1, 2, 3, 4}, {5, 6, 7, 8}};
+                                             })
+                               .value()
+                               .ask[3];
+              }
+          }) == 0);
+    CHECK(total == 8000);
+}
+
+TEST_CASE("a load shedder's pass and a sliding-window limiter allocate nothing", "[alloc]") {
+    using namespace std::chrono_literals;
+    bulwark::Degradation degradation;
+    bulwark::LoadShedder shedder(degradation, bulwark::DegradationLevel::severe);
+    bulwark::RateLimiter window(bulwark::SlidingWindow{1000000, 1s});
+    auto p = bulwark::pipeline(shedder, window);
+    int x = p.execute([] { return plus_one(0); });
+    CHECK(allocations_during([&] {
+              for (int i = 0; i < 1000; ++i) {
+                  x = p.execute([&] { return plus_one(x); });
               }
           }) == 0);
     CHECK(x == 1001);

@@ -1,4 +1,5 @@
 #include <atomic>
+#include <future>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -131,6 +132,22 @@ TEST_CASE("a queued call stops waiting at its context's deadline or cancellation
     cancellable.cancel();
     cancelled_waiter.join();
     CHECK(reason == bulwark::BulkheadRejection::cancelled);
+}
+
+TEST_CASE("a cancelled queued call leaves the queue without waiting out its timeout",
+          "[bulkhead]") {
+    bulwark::Bulkhead bulkhead(1, 4, 1h);  // the real clock: cancel() notifies no one
+    auto held = bulkhead.try_acquire();
+    bulwark::Context ctx;
+    auto result =
+        std::async(std::launch::async, [&] { return bulkhead.try_execute([] { return 1; }, ctx); });
+    spin_until([&] { return bulkhead.stats().queued == 1; });
+    ctx.cancel();
+    // A hang guard, not a timing check: without polling it would wait for an hour.
+    REQUIRE(result.wait_for(30s) == std::future_status::ready);
+    const bulwark::Outcome<int> outcome = result.get();
+    REQUIRE_FALSE(outcome.has_value());
+    CHECK_THROWS_WITH(outcome.rethrow_if_error(), "bulkhead: the call was cancelled while queued");
 }
 
 TEST_CASE("queued callers are served first in, first out", "[bulkhead]") {

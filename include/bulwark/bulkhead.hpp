@@ -73,7 +73,7 @@ struct BulkheadStats {
 //   if (auto permit = bulkhead.try_acquire()) { ... }   // two-step; released with the permit
 // Invariant: never more than max_concurrent calls inside. Up to max_queue callers wait, first
 // in first out, for at most queue_timeout (or their context's deadline, or until it is
-// cancelled).
+// cancelled: a waiter looks at its context at least every 10 ms, since cancel() notifies no one).
 // Thread-safe. An uncontended acquire and release is two atomic read-modify-writes; waiting and
 // handing a slot to a waiter take a mutex. Does not allocate.
 class Bulkhead : public PolicyBase<Bulkhead> {
@@ -131,7 +131,9 @@ public:
                                       : std::string())))),
           timeout_error_(std::make_exception_ptr(
               BulkheadFullError("bulkhead: no slot within the queue timeout of " +
-                                detail::format_duration(options_.queue_timeout)))) {}
+                                detail::format_duration(options_.queue_timeout)))),
+          cancelled_error_(std::make_exception_ptr(
+              BulkheadFullError("bulkhead: the call was cancelled while queued"))) {}
 
     Bulkhead(const Bulkhead&) = delete;
     Bulkhead& operator=(const Bulkhead&) = delete;
@@ -164,7 +166,9 @@ public:
         Permit permit = acquire(&ctx);
         if (BULWARK_UNLIKELY(!permit)) {
             return O::from_error(permit.rejection() == BulkheadRejection::full ? full_error_
-                                                                               : timeout_error_);
+                                 : permit.rejection() == BulkheadRejection::cancelled
+                                     ? cancelled_error_
+                                     : timeout_error_);
         }
         return next(ctx);
     }
@@ -275,7 +279,13 @@ private:
             if (clock_->now() >= deadline) {
                 break;
             }
-            clock_->wait_until(w.cv, lock, deadline);
+            // Cancellation notifies nobody, so a waiter with a context wakes at least every
+            // cancel_poll to look at it.
+            TimePoint wake = deadline;
+            if (ctx != nullptr) {
+                wake = std::min(deadline, clock_->now() + cancel_poll);
+            }
+            clock_->wait_until(w.cv, lock, wake);
         }
         if (w.granted) {
             admitted_.add();
@@ -302,10 +312,14 @@ private:
         });
     }
 
+    // How often a queued waiter with a context looks at its cancellation.
+    static constexpr Duration cancel_poll = std::chrono::milliseconds(10);
+
     const BulkheadOptions options_;
     Clock* const clock_;
     const std::exception_ptr full_error_;
     const std::exception_ptr timeout_error_;
+    const std::exception_ptr cancelled_error_;
 
     alignas(detail::cache_line_size) std::atomic<std::int64_t> in_flight_{0};
     alignas(detail::cache_line_size) std::atomic<std::int64_t> waiting_{0};

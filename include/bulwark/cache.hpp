@@ -50,7 +50,8 @@ struct CacheFallbackStats {
 // ttl are never served. Only handled failures are answered (handle<E>() narrows them, as for
 // every policy). The caller learns that a value was stale from ctx.stale() and on_stale().
 // Thread-safe (one mutex; a success copies its value into the cache). Key must be hashable
-// and equality-comparable, T copyable.
+// and equality-comparable, T copyable. A success for a key already held allocates nothing
+// (when T's copy assignment does not); a new key costs a list and a map node.
 template <class Key, class T, class Hash = std::hash<Key>, class Equal = std::equal_to<Key>>
 class CacheFallback {
     static_assert(std::is_copy_constructible<T>::value,
@@ -91,29 +92,22 @@ public:
 
     Keyed for_key(Key key) { return Keyed(this, std::move(key)); }
 
+    // The one-step forms borrow the key for the call (no copy of it).
     template <class F>
     T execute(const Key& key, F&& f) {
-        return for_key(key).execute(std::forward<F>(f));
+        return Borrowed(this, key).execute(std::forward<F>(f));
     }
     template <class F>
     T execute(const Key& key, F&& f, Context& ctx) {
-        return for_key(key).execute(std::forward<F>(f), ctx);
+        return Borrowed(this, key).execute(std::forward<F>(f), ctx);
     }
     template <class F>
     Outcome<T> try_execute(const Key& key, F&& f) noexcept {
-        try {
-            return for_key(key).try_execute(std::forward<F>(f));
-        } catch (...) {  // copying the key threw
-            return Outcome<T>::from_error(std::current_exception());
-        }
+        return Borrowed(this, key).try_execute(std::forward<F>(f));
     }
     template <class F>
     Outcome<T> try_execute(const Key& key, F&& f, Context& ctx) noexcept {
-        try {
-            return for_key(key).try_execute(std::forward<F>(f), ctx);
-        } catch (...) {
-            return Outcome<T>::from_error(std::current_exception());
-        }
+        return Borrowed(this, key).try_execute(std::forward<F>(f), ctx);
     }
 
     template <class E>
@@ -166,6 +160,20 @@ public:
     }
 
 private:
+    // The policy for one key, borrowed for one call by execute()/try_execute().
+    class Borrowed : public PolicyBase<Borrowed> {
+    public:
+        Borrowed(CacheFallback* cache, const Key& key) noexcept : cache_(cache), key_(&key) {}
+        template <class Next>
+        auto apply(Context& ctx, Next&& next) {
+            return cache_->apply_for(*key_, ctx, next);
+        }
+
+    private:
+        CacheFallback* cache_;
+        const Key* key_;
+    };
+
     struct Entry {
         Key key;
         T value;
@@ -203,9 +211,11 @@ private:
         return stale;
     }
 
-    // Under mutex_.
+    // Under mutex_. Updating a key already held assigns the value in place (which reuses its
+    // storage where T's assignment does) and allocates nothing; the time stamp is the coarse
+    // clock, so an entry may expire up to one clock tick early.
     void store(const Key& key, const T& value) {
-        const TimePoint now = clock_->now();
+        const TimePoint now = clock_->coarse_now();
         ++stats_.stored;
         auto it = index_.find(key);
         if (it != index_.end()) {

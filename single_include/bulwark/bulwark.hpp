@@ -1717,7 +1717,7 @@ struct BulkheadStats {
 //   if (auto permit = bulkhead.try_acquire()) { ... }   // two-step; released with the permit
 // Invariant: never more than max_concurrent calls inside. Up to max_queue callers wait, first
 // in first out, for at most queue_timeout (or their context's deadline, or until it is
-// cancelled).
+// cancelled: a waiter looks at its context at least every 10 ms, since cancel() notifies no one).
 // Thread-safe. An uncontended acquire and release is two atomic read-modify-writes; waiting and
 // handing a slot to a waiter take a mutex. Does not allocate.
 class Bulkhead : public PolicyBase<Bulkhead> {
@@ -1775,7 +1775,9 @@ public:
                                       : std::string())))),
           timeout_error_(std::make_exception_ptr(
               BulkheadFullError("bulkhead: no slot within the queue timeout of " +
-                                detail::format_duration(options_.queue_timeout)))) {}
+                                detail::format_duration(options_.queue_timeout)))),
+          cancelled_error_(std::make_exception_ptr(
+              BulkheadFullError("bulkhead: the call was cancelled while queued"))) {}
 
     Bulkhead(const Bulkhead&) = delete;
     Bulkhead& operator=(const Bulkhead&) = delete;
@@ -1808,7 +1810,9 @@ public:
         Permit permit = acquire(&ctx);
         if (BULWARK_UNLIKELY(!permit)) {
             return O::from_error(permit.rejection() == BulkheadRejection::full ? full_error_
-                                                                               : timeout_error_);
+                                 : permit.rejection() == BulkheadRejection::cancelled
+                                     ? cancelled_error_
+                                     : timeout_error_);
         }
         return next(ctx);
     }
@@ -1919,7 +1923,13 @@ private:
             if (clock_->now() >= deadline) {
                 break;
             }
-            clock_->wait_until(w.cv, lock, deadline);
+            // Cancellation notifies nobody, so a waiter with a context wakes at least every
+            // cancel_poll to look at it.
+            TimePoint wake = deadline;
+            if (ctx != nullptr) {
+                wake = std::min(deadline, clock_->now() + cancel_poll);
+            }
+            clock_->wait_until(w.cv, lock, wake);
         }
         if (w.granted) {
             admitted_.add();
@@ -1946,10 +1956,14 @@ private:
         });
     }
 
+    // How often a queued waiter with a context looks at its cancellation.
+    static constexpr Duration cancel_poll = std::chrono::milliseconds(10);
+
     const BulkheadOptions options_;
     Clock* const clock_;
     const std::exception_ptr full_error_;
     const std::exception_ptr timeout_error_;
+    const std::exception_ptr cancelled_error_;
 
     alignas(detail::cache_line_size) std::atomic<std::int64_t> in_flight_{0};
     alignas(detail::cache_line_size) std::atomic<std::int64_t> waiting_{0};
@@ -2166,7 +2180,8 @@ struct CacheFallbackStats {
 // ttl are never served. Only handled failures are answered (handle<E>() narrows them, as for
 // every policy). The caller learns that a value was stale from ctx.stale() and on_stale().
 // Thread-safe (one mutex; a success copies its value into the cache). Key must be hashable
-// and equality-comparable, T copyable.
+// and equality-comparable, T copyable. A success for a key already held allocates nothing
+// (when T's copy assignment does not); a new key costs a list and a map node.
 template <class Key, class T, class Hash = std::hash<Key>, class Equal = std::equal_to<Key>>
 class CacheFallback {
     static_assert(std::is_copy_constructible<T>::value,
@@ -2207,29 +2222,22 @@ public:
 
     Keyed for_key(Key key) { return Keyed(this, std::move(key)); }
 
+    // The one-step forms borrow the key for the call (no copy of it).
     template <class F>
     T execute(const Key& key, F&& f) {
-        return for_key(key).execute(std::forward<F>(f));
+        return Borrowed(this, key).execute(std::forward<F>(f));
     }
     template <class F>
     T execute(const Key& key, F&& f, Context& ctx) {
-        return for_key(key).execute(std::forward<F>(f), ctx);
+        return Borrowed(this, key).execute(std::forward<F>(f), ctx);
     }
     template <class F>
     Outcome<T> try_execute(const Key& key, F&& f) noexcept {
-        try {
-            return for_key(key).try_execute(std::forward<F>(f));
-        } catch (...) {  // copying the key threw
-            return Outcome<T>::from_error(std::current_exception());
-        }
+        return Borrowed(this, key).try_execute(std::forward<F>(f));
     }
     template <class F>
     Outcome<T> try_execute(const Key& key, F&& f, Context& ctx) noexcept {
-        try {
-            return for_key(key).try_execute(std::forward<F>(f), ctx);
-        } catch (...) {
-            return Outcome<T>::from_error(std::current_exception());
-        }
+        return Borrowed(this, key).try_execute(std::forward<F>(f), ctx);
     }
 
     template <class E>
@@ -2282,6 +2290,20 @@ public:
     }
 
 private:
+    // The policy for one key, borrowed for one call by execute()/try_execute().
+    class Borrowed : public PolicyBase<Borrowed> {
+    public:
+        Borrowed(CacheFallback* cache, const Key& key) noexcept : cache_(cache), key_(&key) {}
+        template <class Next>
+        auto apply(Context& ctx, Next&& next) {
+            return cache_->apply_for(*key_, ctx, next);
+        }
+
+    private:
+        CacheFallback* cache_;
+        const Key* key_;
+    };
+
     struct Entry {
         Key key;
         T value;
@@ -2319,9 +2341,11 @@ private:
         return stale;
     }
 
-    // Under mutex_.
+    // Under mutex_. Updating a key already held assigns the value in place (which reuses its
+    // storage where T's assignment does) and allocates nothing; the time stamp is the coarse
+    // clock, so an entry may expire up to one clock tick early.
     void store(const Key& key, const T& value) {
-        const TimePoint now = clock_->now();
+        const TimePoint now = clock_->coarse_now();
         ++stats_.stored;
         auto it = index_.find(key);
         if (it != index_.end()) {
