@@ -221,3 +221,38 @@ TEST_CASE("follow() takes a custom mapping, and unfollow() stops following", "[d
     CHECK_THROWS_WITH(d.follow(monitor, resources, nullptr),
                       "Degradation::follow: the mapping is empty");
 }
+
+TEST_CASE("several Degradations can follow the same sources", "[degradation]") {
+    bulwark::ManualClock clock;
+    bulwark::HealthMonitor monitor(clock);
+    bulwark::ResourceManager resources(clock);
+    double memory = 10;
+    resources.add_gauge(
+        "memory", [&] { return memory; }, {80, 95}, 0s);
+    Degradation first(clock, 0s);
+    Degradation second(clock, 0s);
+    first.follow(monitor, resources);
+    second.follow(monitor, resources);
+    memory = 99;
+    first.refresh();  // finds the change; the second hears of it from the resource manager
+    CHECK(first.level() == DegradationLevel::moderate);
+    CHECK(second.level() == DegradationLevel::moderate);
+}
+
+TEST_CASE("follow() reads the sources at once, and a listener may read the Degradation",
+          "[degradation]") {
+    bulwark::ManualClock clock;
+    bulwark::HealthMonitor monitor(clock);
+    bulwark::ResourceManager resources(clock);
+    resources.add_quota("tokens", 100, 1min);
+    resources.record_usage("tokens", 96);
+    Degradation d(clock, 0s);
+    std::string seen;
+    d.on_change([&](DegradationLevel, DegradationLevel, const std::string&) {
+        seen = d.reason();  // runs outside the Degradation's locks
+        d.refresh();        // and may even ask for a new reading
+    });
+    d.follow(monitor, resources);
+    CHECK(d.level() == DegradationLevel::moderate);
+    CHECK(seen == "health healthy; resources critical (tokens)");
+}

@@ -345,6 +345,27 @@ TEST_CASE("stop() returns while a check is stuck, and the destructor does not wa
     gate->open();  // the stuck check returns after its monitor is gone, into state it co-owns
 }
 
+TEST_CASE("destroying a monitor while a finished run's listener still runs does not hang",
+          "[health]") {
+    bulwark::ManualClock clock;
+    auto gate = std::make_shared<Gate>();
+    auto monitor = std::make_unique<HealthMonitor>(clock);
+    monitor->add_check(check(
+        "db", [] { return true; }, false, 1s));
+    monitor->runs().add([gate](const HealthCheckResult&) { gate->wait(); });
+    monitor->start();
+    gate->wait_entered();  // the run is recorded; its listener holds it open
+    monitor->stop();
+    clock.advance(5s);  // past the run's deadline
+    auto destroyed = std::async(std::launch::async, [&] { monitor.reset(); });
+    for (int i = 0; i < 100000; ++i) {
+        std::this_thread::yield();  // let the destructor start waiting for the run
+    }
+    gate->open();
+    // A hang guard: the destructor must wait for the listener without holding the lock.
+    REQUIRE(destroyed.wait_for(30s) == std::future_status::ready);
+}
+
 TEST_CASE("the scheduler thread runs checks as they fall due", "[health]") {
     bulwark::ManualClock clock;
     HealthMonitor monitor(clock);

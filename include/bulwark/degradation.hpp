@@ -3,15 +3,19 @@
 #ifndef BULWARK_DEGRADATION_HPP
 #define BULWARK_DEGRADATION_HPP
 
+#include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include <bulwark/clock.hpp>
 #include <bulwark/detail/throw.hpp>
@@ -228,60 +232,65 @@ public:
         features_forced_.store(!forced_.empty(), std::memory_order_release);
     }
 
-    // Derives the automatic level from a HealthMonitor and a ResourceManager: after every health
-    // check run and every change of a resource's status, observe(map(monitor.status(),
-    // worst resource status), reason) — so the level rises at once and falls after hold().
-    // Replaces an earlier follow(). Both sources must outlive this object or unfollow(); stop
-    // the monitor's scheduler before destroying either.
+    // Derives the automatic level from a HealthMonitor and a ResourceManager: now, and after
+    // every health check run and every change of a resource's status, observe(map(overall
+    // health, worst resource status), reason) — so the level rises at once and falls after
+    // hold(). Replaces an earlier follow(). Both sources must outlive this object or unfollow().
+    // Do not call follow() or unfollow() from a listener of this object or of the sources.
     template <class Monitor, class Resources>
     void follow(Monitor& monitor, Resources& resources,
                 DegradationMap map = default_degradation_map) {
         if (!map) {
             detail::throw_invalid_argument("Degradation::follow: the mapping is empty");
         }
-        unfollow();
-        std::lock_guard<std::mutex> lock(follow_mutex_);
-        followed_.read = [&monitor, &resources, map = std::move(map)] {
+        std::lock_guard<std::mutex> calls(follow_calls_mutex_);
+        unfollow_locked();
+        auto state = std::make_shared<FollowState>();
+        state->owner = this;
+        state->read = [&monitor, &resources, map = std::move(map)] {
             return assess(monitor.report(), resources.report(), map);
         };
-        const ListenerId runs = monitor.runs().add([this](const HealthCheckResult&) { refresh(); });
-        const ListenerId changes =
-            resources.changes().add([this](const ResourceChange&) { refresh(); });
-        followed_.stop = [&monitor, &resources, runs, changes] {
+        // The listeners hold the state, not this object: unfollow() (and so the destructor)
+        // closes it and waits for callbacks already inside.
+        const ListenerId runs =
+            monitor.runs().add([state](const HealthCheckResult&) { run_followed(*state); });
+        try {
+            const ListenerId changes =
+                resources.changes().add([state](const ResourceChange&) { run_followed(*state); });
+            state->stop = [&monitor, &resources, runs, changes] {
+                monitor.runs().remove(runs);
+                resources.changes().remove(changes);
+            };
+        } catch (...) {
             monitor.runs().remove(runs);
-            resources.changes().remove(changes);
-        };
+            throw;
+        }
+        {
+            std::lock_guard<std::mutex> lock(follow_mutex_);
+            follow_ = state;
+        }
+        run_followed(*state);
     }
 
-    // Stops following; does nothing if not following.
+    // Stops following and returns once no callback from the sources is still running it; does
+    // nothing if not following.
     void unfollow() {
-        std::lock_guard<std::mutex> lock(follow_mutex_);
-        if (followed_.stop) {
-            followed_.stop();
-        }
-        followed_ = Followed{};
+        std::lock_guard<std::mutex> calls(follow_calls_mutex_);
+        unfollow_locked();
     }
 
     // Reads the followed sources now and feeds the result to observe(). Does nothing when not
     // following. Called by the sources' listeners; call it yourself to re-evaluate on a timer
     // (the level can only fall at a reading).
     void refresh() {
-        // A resource change found while this refresh reads the resources would call back in.
-        thread_local bool refreshing = false;
-        if (refreshing) {
-            return;
+        std::shared_ptr<FollowState> state;
+        {
+            std::lock_guard<std::mutex> lock(follow_mutex_);
+            state = follow_;
         }
-        refreshing = true;
-        struct Reset {
-            bool& flag;
-            ~Reset() { flag = false; }
-        } reset{refreshing};
-        std::lock_guard<std::mutex> lock(follow_mutex_);
-        if (!followed_.read) {
-            return;
+        if (state) {
+            run_followed(*state);
         }
-        auto [computed, why] = followed_.read();
-        observe(computed, std::move(why));
     }
 
     ListenerId on_change(ChangeListener listener) {
@@ -320,10 +329,67 @@ private:
         }
     }
 
-    struct Followed {
+    // What follow() set up, shared with the sources' listeners so that a callback never
+    // touches a Degradation that is gone.
+    struct FollowState {
+        std::mutex mutex;
+        std::condition_variable idle;
+        Degradation* owner = nullptr;  // null once unfollowed; guarded by mutex
+        std::size_t running = 0;       // callbacks inside run_followed(); guarded by mutex
         std::function<std::pair<DegradationLevel, std::string>()> read;  // the level and why
         std::function<void()> stop;                                      // removes the listeners
     };
+
+    // Reads the sources and observes the result, unless unfollowed. Runs outside every lock of
+    // this object, so that change listeners run unlocked.
+    static void run_followed(FollowState& state) {
+        // Reading the resources can report a change, whose listener calls back in here on the
+        // same thread: that nested call has nothing to add.
+        thread_local std::vector<const FollowState*> active;
+        if (std::find(active.begin(), active.end(), &state) != active.end()) {
+            return;
+        }
+        Degradation* owner = nullptr;
+        {
+            std::lock_guard<std::mutex> lock(state.mutex);
+            owner = state.owner;
+            if (owner == nullptr) {
+                return;
+            }
+            ++state.running;
+        }
+        active.push_back(&state);
+        struct Leave {
+            FollowState& state;
+            ~Leave() {
+                active.pop_back();
+                std::lock_guard<std::mutex> lock(state.mutex);
+                --state.running;
+                state.idle.notify_all();
+            }
+        } leave{state};
+        auto [computed, why] = state.read();
+        owner->observe(computed, std::move(why));
+    }
+
+    // Under follow_calls_mutex_.
+    void unfollow_locked() {
+        std::shared_ptr<FollowState> state;
+        {
+            std::lock_guard<std::mutex> lock(follow_mutex_);
+            state = std::move(follow_);
+        }
+        if (!state) {
+            return;
+        }
+        {
+            std::lock_guard<std::mutex> lock(state->mutex);
+            state->owner = nullptr;
+        }
+        state->stop();
+        std::unique_lock<std::mutex> lock(state->mutex);
+        state->idle.wait(lock, [&] { return state->running == 0; });
+    }
 
     // The mapped level and a reason naming what is wrong:
     // "health unhealthy (database unhealthy); resources critical (llm_tokens)".
@@ -355,8 +421,9 @@ private:
 
     Clock* const clock_;
     const Duration hold_;
-    std::mutex follow_mutex_;
-    Followed followed_;  // guarded by follow_mutex_
+    std::mutex follow_calls_mutex_;  // serialises follow() and unfollow()
+    std::mutex follow_mutex_;        // guards follow_
+    std::shared_ptr<FollowState> follow_;
     std::atomic<std::uint8_t> level_{static_cast<std::uint8_t>(DegradationLevel::normal)};
     std::atomic<bool> features_forced_{false};
 

@@ -364,6 +364,8 @@ private:
 namespace detail {
 
 struct HealthCheckState {
+    HealthCheckState(const HealthCheckState&) = delete;  // `last` refers into this object
+    HealthCheckState& operator=(const HealthCheckState&) = delete;
     explicit HealthCheckState(HealthCheck c) : check(std::move(c)) {
         last.name = check.name;
         last.critical = check.critical;
@@ -542,7 +544,10 @@ public:
             std::optional<TimePoint> wake;
             for (const auto& s : checks_) {
                 TimePoint t = s->next_due;
-                if (s->in_flight && !s->timeout_reported && s->deadline < t) {
+                // Only a run on a check thread has a deadline to watch; inline and completing
+                // runs end with finish(), which notifies.
+                if (s->in_flight && s->check.timeout > Duration::zero() && !s->timeout_reported &&
+                    !s->completing && s->deadline < t) {
                     t = s->deadline;
                 }
                 if (!wake || t < *wake) {
@@ -570,7 +575,9 @@ public:
     void shut_down() {
         std::unique_lock<std::mutex> lock(mutex_);
         shutdown_ = true;
-        busy_ -= tasks_.size();
+        for (const Run& task : tasks_) {
+            finish(task.first);  // never started: not in flight after all
+        }
         tasks_.clear();
         cv_.notify_all();
         HealthPending ignored;
@@ -581,7 +588,9 @@ public:
             for (const auto& s : flying_) {
                 if (s->timeout_reported && !s->completing) {
                     ++stuck;
-                } else if (!wake || s->deadline < *wake) {
+                } else if (!s->completing && (!wake || s->deadline < *wake)) {
+                    // A completing run needs no wake-up: finish() notifies. (Its deadline may
+                    // have passed, and waiting until it would spin with the lock held.)
                     wake = s->deadline;
                 }
             }

@@ -378,7 +378,6 @@ public:
                 all.push_back(r.get());
             }
         }
-        report.at = clock_->now();
         for (Resource* r : all) {
             const ResourceCheck c = read(*r);
             ResourceReading reading;
@@ -391,7 +390,7 @@ public:
                 reading.limit = r->limit;
                 reading.window = r->window;
                 if (r->quota) {
-                    reading.used = used_in_window(*r, report.at);
+                    reading.used = used_in_window(*r, clock_->now());
                 }
                 reading.thresholds = r->thresholds;
                 reading.readings = r->readings;
@@ -407,6 +406,7 @@ public:
             }
             report.resources.push_back(std::move(reading));
         }
+        report.at = clock_->now();  // after the readings, which may change a status
         return report;
     }
 

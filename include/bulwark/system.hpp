@@ -97,11 +97,12 @@ inline std::optional<double> cpu_used_percent() {
 #if defined(__linux__)
     static std::mutex mutex;
     static bulwark::detail::CpuTimes previous;
+    // Read under the lock, so that racing callers cannot set `previous` back to an older sample.
+    std::lock_guard<std::mutex> lock(mutex);
     const auto now = bulwark::detail::proc_cpu_times();
     if (!now) {
         return std::nullopt;
     }
-    std::lock_guard<std::mutex> lock(mutex);
     const std::uint64_t busy = now->busy - previous.busy;
     const std::uint64_t total = now->total - previous.total;
     if (now->total < previous.total || now->busy < previous.busy) {

@@ -54,7 +54,12 @@ inline void json_number(std::string& out, double value) {
         return;
     }
     char buffer[32];
-    std::snprintf(buffer, sizeof buffer, "%.6g", value);
+    std::snprintf(buffer, sizeof buffer, "%.15g", value);
+    for (char* c = buffer; *c != '\0'; ++c) {
+        if (*c == ',') {
+            *c = '.';  // a locale with a decimal comma must not break the document
+        }
+    }
     out += buffer;
 }
 
