@@ -4453,22 +4453,31 @@ public:
         return true;
     }
 
-    // One scheduling pass: reports overrun runs, starts the due checks. Returns the runs it
-    // started on check threads (for run_due() to wait on) and runs the inline ones itself,
-    // adding their number to `*inline_count` if given.
-    std::vector<std::pair<std::shared_ptr<HealthCheckState>, std::uint64_t>> pass(
-        std::size_t* inline_count = nullptr) {
-        std::vector<std::pair<std::shared_ptr<HealthCheckState>, std::uint64_t>> started;
-        std::vector<std::pair<std::shared_ptr<HealthCheckState>, std::uint64_t>> inline_runs;
+    // A run of a check: the check and the run's id.
+    using Run = std::pair<std::shared_ptr<HealthCheckState>, std::uint64_t>;
+
+    // One scheduling pass: reports overrun runs and starts the due checks — or, with `only`,
+    // that one check whatever its schedule (a run of it already in flight is returned to wait
+    // on instead). Returns the runs started on check threads, for wait_for(); runs the inline
+    // ones itself, adding their number to `*inline_count` if given.
+    std::vector<Run> pass(std::string_view only = {}, std::size_t* inline_count = nullptr) {
+        std::vector<Run> started;
+        std::vector<Run> inline_runs;
         HealthPending pending;
         {
             std::lock_guard<std::mutex> lock(mutex_);
             const TimePoint now = clock_->now();
             expire(now, pending);
-            for (const auto& s : checks_) {
-                if (now >= s->next_due) {
-                    launch(s, now, started, inline_runs, pending);
+            if (only.empty()) {
+                for (const auto& s : checks_) {
+                    if (now >= s->next_due) {
+                        launch(s, now, started, inline_runs, pending);
+                    }
                 }
+            } else if (const auto state = find(only); state->in_flight) {
+                started.emplace_back(state, state->run_id);
+            } else {
+                launch(state, now, started, inline_runs, pending);
             }
         }
         emit(pending);
@@ -4481,36 +4490,15 @@ public:
         return started;
     }
 
-    // Runs one check now (unless a run of it is in flight) and waits for its result or its
-    // timeout.
+    // Runs one check now (or waits for its run in flight) and returns its result.
     HealthCheckResult run_now(std::string_view name) {
-        std::shared_ptr<HealthCheckState> state;
-        std::vector<std::pair<std::shared_ptr<HealthCheckState>, std::uint64_t>> started;
-        std::vector<std::pair<std::shared_ptr<HealthCheckState>, std::uint64_t>> inline_runs;
-        HealthPending pending;
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            state = find(name);
-            const TimePoint now = clock_->now();
-            expire(now, pending);
-            if (state->in_flight) {
-                started.emplace_back(state, state->run_id);
-            } else {
-                launch(state, now, started, inline_runs, pending);
-            }
-        }
-        emit(pending);
-        for (auto& [s, id] : inline_runs) {
-            execute(s, id, clock_->now());
-        }
-        wait_for(started);
+        wait_for(pass(name));
         std::lock_guard<std::mutex> lock(mutex_);
-        return state->last;
+        return find(name)->last;
     }
 
     // Blocks until each run has finished or has been reported as timed out.
-    void wait_for(
-        const std::vector<std::pair<std::shared_ptr<HealthCheckState>, std::uint64_t>>& waited) {
+    void wait_for(const std::vector<Run>& waited) {
         HealthPending pending;
         {
             std::unique_lock<std::mutex> lock(mutex_);
@@ -4672,8 +4660,6 @@ public:
     Listeners<HealthStatusChange> overall_changes;
 
 private:
-    using Run = std::pair<std::shared_ptr<HealthCheckState>, std::uint64_t>;
-
     std::shared_ptr<HealthCheckState> find(std::string_view name) const {
         for (const auto& s : checks_) {
             if (s->check.name == name) {
@@ -5063,7 +5049,7 @@ public:
     // waits until each has a result or has timed out. Returns how many were started.
     std::size_t run_due() {
         std::size_t count = 0;
-        const auto started = core_->pass(&count);
+        const auto started = core_->pass({}, &count);
         core_->wait_for(started);
         return count + started.size();
     }
