@@ -195,6 +195,8 @@ TEST_CASE("invalid resources and usage are rejected with the field named", "[res
     CHECK_THROWS_WITH(rm.record_usage("g", 1), "ResourceManager: 'g' is a gauge, not a quota");
     CHECK_THROWS_WITH(rm.record_usage("q", -1),
                       "ResourceManager::record_usage(q).amount must be >= 0, got -1");
+    CHECK_THROWS_WITH(rm.try_consume("q", -1),
+                      "ResourceManager::try_consume(q).amount must be >= 0, got -1");
     CHECK_THROWS_WITH(rm.check("nope"), "ResourceManager: no resource named 'nope'");
 }
 

@@ -295,7 +295,7 @@ public:
     // Adds `amount` (>= 0) to a quota's use in the current window and returns the new reading.
     // Throws std::invalid_argument for an unknown name, a gauge, or a negative amount.
     ResourceCheck record_usage(std::string_view name, double amount) {
-        Resource& r = quota(name, amount);
+        Resource& r = quota(name, amount, "record_usage");
         std::optional<ResourceChange> change;
         ResourceCheck result;
         {
@@ -311,7 +311,7 @@ public:
     // Records `amount` only if it fits in what is left of the quota; false (and nothing
     // recorded) if it does not. The check and the record are one step.
     bool try_consume(std::string_view name, double amount) {
-        Resource& r = quota(name, amount);
+        Resource& r = quota(name, amount, "try_consume");
         std::optional<ResourceChange> change;
         bool fits = false;
         {
@@ -501,15 +501,17 @@ private:
         return *r;
     }
 
-    Resource& quota(std::string_view name, double amount) const {
+    // `operation` names the caller in the error message.
+    Resource& quota(std::string_view name, double amount, const char* operation) const {
         Resource& r = find(name);
         if (!r.quota) {
             detail::throw_invalid_argument("ResourceManager: '" + r.name +
                                            "' is a gauge, not a quota");
         }
         if (!(amount >= 0.0) || !std::isfinite(amount)) {
-            detail::throw_invalid_option("ResourceManager::record_usage(" + r.name + ").amount",
-                                         "must be >= 0", detail::format_number(amount));
+            detail::throw_invalid_option(
+                std::string("ResourceManager::") + operation + "(" + r.name + ").amount",
+                "must be >= 0", detail::format_number(amount));
         }
         return r;
     }
