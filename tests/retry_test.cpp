@@ -105,6 +105,40 @@ TEST_CASE("a failing call is retried with the backoff's exact waits", "[retry]")
     CHECK(s.successes_after_retry == 1);
 }
 
+TEST_CASE("without count_calls only calls whose first attempt failed are counted", "[retry]") {
+    bulwark::ManualClock clock;
+    RetryOptions o = exponential(3);
+    o.retry_on<Transient>();
+    o.count_calls = false;
+    RetryPolicy retry(o, clock);
+    for (int i = 0; i < 5; ++i) {
+        CHECK(retry.execute([] { return 1; }) == 1);
+    }
+    CHECK(retry.stats().calls == 0);
+    Flaky flaky{1};
+    CHECK(retry.execute(std::ref(flaky)) == 2);
+    CHECK_THROWS_AS(retry.execute([]() -> int { throw std::logic_error("not retried"); }),
+                    std::logic_error);
+    auto schedule = retry.schedule();
+    CHECK(schedule.next_delay(bulwark::Outcome<int>::from_value(1)) == std::nullopt);
+    auto failing = retry.schedule();
+    CHECK(failing.next_delay(
+              bulwark::Outcome<int>::from_error(std::make_exception_ptr(Transient()))) == 1s);
+    const auto s = retry.stats();
+    CHECK(s.calls == 3);  // the flaky call, the unretryable one, the failing schedule
+    CHECK(s.retries == 2);
+    CHECK(s.successes_after_retry == 1);
+    CHECK(s.not_retryable == 1);
+
+    RetryPolicy counting(exponential(3), clock);
+    for (int i = 0; i < 5; ++i) {
+        CHECK(counting.execute([] { return 1; }) == 1);
+    }
+    auto counted = counting.schedule();
+    CHECK(counted.next_delay(bulwark::Outcome<int>::from_value(1)) == std::nullopt);
+    CHECK(counting.stats().calls == 6);
+}
+
 TEST_CASE("after max_retries the last error is returned", "[retry]") {
     bulwark::ManualClock clock;
     RetryPolicy retry(exponential(2), clock);

@@ -682,8 +682,11 @@ private:
     void reject(Permit& permit, std::uint64_t word, Duration retry_after) noexcept {
         permit.word_ = word;
         permit.retry_after_ = std::max(retry_after, Duration::zero());
+        // Two statements: as one call's arguments, `owned` could be read before my_stripe sets
+        // it, which turned every rejection into a locked add.
         bool owned = false;
-        count(my_stripe(owned), &Stripe::rejected, owned);
+        Stripe& stripe = my_stripe(owned);
+        count(stripe, &Stripe::rejected, owned);
     }
 
     template <class T>

@@ -230,7 +230,8 @@ struct RetryEvent {
 };
 
 struct RetryStats {
-    std::uint64_t calls = 0;                  // operations run through the policy
+    std::uint64_t calls = 0;                  // operations run through the policy (with
+                                              // count_calls; else those that failed first)
     std::uint64_t retries = 0;                // retries made
     std::uint64_t successes_after_retry = 0;  // operations that succeeded on a retry
     std::uint64_t exhausted = 0;              // gave up: retries, time or budget ran out
@@ -254,6 +255,10 @@ struct RetryOptions {
     Duration max_elapsed = Duration::zero();
     // Optional: a budget shared by many policies (RetryBudget::shared(0.1, 10)).
     std::shared_ptr<RetryBudget> budget{};
+    // Count every call in stats().calls. Counting is the only write a first-try success makes
+    // (one per-thread counter, ~0.3 ns); switch it off on nanosecond-scale paths, and calls then
+    // counts only the operations whose first attempt failed. A budget counts calls either way.
+    bool count_calls = true;
     // What is retried: by default every exception, no value. retry_on<E>() / retry_if() narrow
     // the exceptions; retry_if_result() adds values.
     Classifier classifier{};
@@ -363,7 +368,8 @@ private:
 // policy built without a seed draws a fresh one, so policies built from the same options differ
 // too; with a seed, the waits are reproducible for the same order of calls.
 // Thread-safe: one policy serves many concurrent calls. A call that succeeds first time does
-// one per-thread counter bump, reads no clock (unless max_elapsed is set) and allocates nothing.
+// one per-thread counter bump (none with count_calls off), reads no clock (unless max_elapsed
+// is set) and allocates nothing.
 class RetryPolicy : public PolicyBase<RetryPolicy> {
 public:
     explicit RetryPolicy(RetryOptions options = {}, Clock& clock = default_clock())
@@ -377,7 +383,8 @@ public:
           seed_(seed),
           adaptive_(adaptive_of(options_)),
           result_predicates_(options_.classifier.has_result_predicates()),
-          plain_success_(!result_predicates_ && adaptive_ == nullptr) {
+          plain_success_(!result_predicates_ && adaptive_ == nullptr),
+          plain_entry_(!options_.budget && options_.max_elapsed == Duration::zero()) {
         for (auto& listener : options_.retry_listeners) {
             listeners_.add(std::move(listener));
         }
@@ -412,15 +419,16 @@ public:
     template <class Next>
     auto apply(Context& ctx, Next&& next) {
         using O = std::invoke_result_t<Next&, Context&>;
-        calls_.add();
-        if (options_.budget) {
-            options_.budget->record_call();
+        // With count_calls (the default), one per-thread counter store: a first-try success
+        // writes nothing else but its context's attempt number.
+        if (options_.count_calls) {
+            calls_.add();
         }
-        // max_elapsed counts from the first attempt's start, so the clock is read up front only
-        // when it is set; otherwise a first-try success reads no clock. (Reading it lazily after
-        // a first failure would leave the first attempt's own duration out of the budget.)
-        const TimePoint started =
-            options_.max_elapsed > Duration::zero() ? clock_->now() : TimePoint{};
+        // One flag for the rare entry work (a budget, a max_elapsed start time).
+        TimePoint started{};
+        if (BULWARK_UNLIKELY(!plain_entry_)) {
+            started = enter();
+        }
         ctx.set_attempt(0);
         // One named result, the only thing returned, so it is constructed in place (NRVO).
         O outcome = next(ctx);
@@ -442,6 +450,23 @@ private:
 
     enum class Verdict : std::uint8_t { success, retry, not_retryable, exhausted, budget };
 
+    // Tells the budget about the call and, with max_elapsed, returns the first attempt's start:
+    // max_elapsed counts from it, so the clock is read up front only when it is set. (Reading it
+    // lazily after a first failure would leave the first attempt's own duration out.)
+    TimePoint enter() noexcept {
+        if (options_.budget) {
+            options_.budget->record_call();
+        }
+        return options_.max_elapsed > Duration::zero() ? clock_->now() : TimePoint{};
+    }
+
+    // Without count_calls, a call is counted once its first attempt has failed.
+    void count_failed_first(Verdict first) noexcept {
+        if (!options_.count_calls && first != Verdict::success) {
+            calls_.add();
+        }
+    }
+
     static AdaptiveBackoff* adaptive_of(const RetryOptions& options) noexcept {
         const auto* adaptive = std::get_if<std::shared_ptr<AdaptiveBackoff>>(&options.backoff);
         return adaptive != nullptr ? adaptive->get() : nullptr;
@@ -449,12 +474,15 @@ private:
 
     template <class Next, class O>
     // Retries until the outcome is final, and leaves the final outcome in `outcome`.
-    BULWARK_NOINLINE void retry_loop(Context& ctx, Next& next, O& outcome, TimePoint started) {
+    void retry_loop(Context& ctx, Next& next, O& outcome, TimePoint started) {
         detail::RetryRun run;
         run.started = started;
         for (std::uint32_t retry = 1;; ++retry) {
             Duration wait{0};
             const Verdict v = decide(outcome, ctx, retry, run, wait);
+            if (retry == 1) {
+                count_failed_first(v);
+            }
             if (v != Verdict::retry) {
                 finish(v, retry);
                 // A retried value that the budget refuses is returned as is, like one that ran out
@@ -586,6 +614,7 @@ private:
     AdaptiveBackoff* const adaptive_;  // options_.backoff's, or null for a Backoff
     const bool result_predicates_;     // options_.classifier.has_result_predicates()
     const bool plain_success_;         // neither result predicates nor an AdaptiveBackoff
+    const bool plain_entry_;           // no budget, no max_elapsed: nothing to do on entry
     detail::StripedCounter calls_;
     std::atomic<std::uint64_t> streams_{0};
     std::atomic<std::uint64_t> retries_{0};
@@ -598,7 +627,10 @@ private:
 
 inline RetrySchedule::RetrySchedule(RetryPolicy& policy, Context* ctx)
     : policy_(&policy), ctx_(ctx != nullptr ? ctx : &own_ctx_) {
-    policy_->calls_.add();
+    // A schedule is the async form of one call, and is counted like one.
+    if (policy_->options_.count_calls) {
+        policy_->calls_.add();
+    }
     if (policy_->options_.budget) {
         policy_->options_.budget->record_call();
     }
@@ -612,6 +644,9 @@ std::optional<Duration> RetrySchedule::next_delay(const Outcome<T>& outcome) {
     }
     Duration wait{0};
     const auto v = policy_->decide(outcome, *ctx_, retries_ + 1, run_, wait);
+    if (retries_ == 0) {
+        policy_->count_failed_first(v);
+    }
     if (v != RetryPolicy::Verdict::retry) {
         done_ = true;
         policy_->finish(v, retries_ + 1);
