@@ -68,6 +68,33 @@ TEST_CASE("the tighter of an outer deadline and its own wins, and the outer one 
     CHECK(*loose.deadline() == clock.now() + 1h);
 }
 
+TEST_CASE("a result after a tighter deadline the caller set fails with TimeoutError", "[timeout]") {
+    bulwark::ManualClock clock;
+    bulwark::Timeout timeout(10s, clock);
+    bulwark::Context ctx("lookup");
+    ctx.set_deadline(clock.now() + 1s);  // no clock: nobody else checks it
+    auto in_time = timeout.try_execute(
+        [&] {
+            clock.advance(999ms);
+            return 1;
+        },
+        ctx);
+    CHECK(in_time.value() == 1);
+    ctx.set_deadline(clock.now() + 1s);
+    auto late = timeout.try_execute(
+        [&] {
+            clock.advance(1001ms);
+            return 2;
+        },
+        ctx);
+    REQUIRE(late.has_error());
+    CHECK_THROWS_WITH(late.rethrow_if_error(),
+                      "operation 'lookup' missed the caller's deadline after 1001ms (its own "
+                      "timeout is 10s)");
+    CHECK(timeout.stats().timeouts == 1);
+    CHECK(*ctx.deadline() == clock.now() - 1ms);  // the caller's deadline is restored
+}
+
 TEST_CASE("outside a retry a timeout bounds all attempts, inside it bounds each",
           "[timeout][pipeline]") {
     bulwark::ManualClock clock;

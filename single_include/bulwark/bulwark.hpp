@@ -8603,7 +8603,8 @@ struct TimeoutStats {
 // A cooperative timeout: sets ctx.deadline() (the tighter of an outer deadline and its own) so
 // that the call can pass it on — to a socket, a query, an inner Retry — and ctx.cancelled()
 // turns true once the deadline passes, for calls that poll. A result that arrives after the
-// deadline fails with TimeoutError (optionally handed to on_late_result listeners).
+// deadline fails with TimeoutError (optionally handed to on_late_result listeners), and so does
+// one after a tighter deadline the caller set on the context.
 //   bulwark::Timeout timeout(2s);
 //   timeout.execute([](bulwark::Context& ctx) { return db.query(sql, ctx.deadline()); });
 // It never spawns a thread and cannot stop a call that ignores its deadline: it bounds what the
@@ -8647,28 +8648,35 @@ public:
             ~Restore() { ctx.set_deadline(deadline, clock); }
         } restore{ctx, ctx.deadline(), ctx.deadline_clock()};
         ctx.tighten_deadline(deadline, clock_);
+        // The deadline the call was given: an outer one (a caller's, set without a clock) may
+        // be tighter than ours, and a result after it is as late.
+        const TimePoint effective = *ctx.deadline();
+        // One named result, the only thing returned (NRVO): a late one is replaced in place.
         O outcome = next(ctx);
         const TimePoint end = clock_->coarse_now();
-        if (BULWARK_UNLIKELY(end > deadline)) {
-            return late<O>(std::move(outcome), ctx, end - start);
+        if (BULWARK_UNLIKELY(end > effective)) {
+            late(outcome, ctx, end - start, effective < deadline);
         }
         return outcome;
     }
 
 private:
     template <class O>
-    BULWARK_NOINLINE O late(O outcome, const Context& ctx, Duration elapsed) {
+    BULWARK_NOINLINE void late(O& outcome, const Context& ctx, Duration elapsed, bool outer) {
         // relaxed: a statistic.
         timeouts_.fetch_add(1, std::memory_order_relaxed);
         late_.emit_with([&] {
             return LateResult{ctx.operation(), timeout_, elapsed, outcome.has_value(),
                               outcome.error()};
         });
-        std::string what = "timed out after " + detail::format_duration(timeout_);
+        std::string what = outer ? "missed the caller's deadline after " +
+                                       detail::format_duration(elapsed) + " (its own timeout is " +
+                                       detail::format_duration(timeout_) + ")"
+                                 : "timed out after " + detail::format_duration(timeout_);
         if (!ctx.operation().empty()) {
             what = "operation '" + std::string(ctx.operation()) + "' " + what;
         }
-        return O::from_error(std::make_exception_ptr(TimeoutError(what)));
+        outcome = O::from_error(std::make_exception_ptr(TimeoutError(what)));
     }
 
     const Duration timeout_;
