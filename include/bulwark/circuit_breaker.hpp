@@ -493,17 +493,17 @@ public:
         // The closed, untimed path is spelled out so that it inlines into the caller: one load
         // of word_, the call, and a store to this thread's stripe.
         const std::uint64_t w = word_.load(std::memory_order_acquire);
-        if (BULWARK_LIKELY(state_of(w) == CircuitState::closed && !timed_)) {
-            O outcome = next(ctx);
-            record_untimed(w, no_probe, classify(outcome));
-            return outcome;
+        const bool fast = state_of(w) == CircuitState::closed && !timed_;
+        // One named result, initialised from one of two prvalues and the only thing returned:
+        // no Outcome is moved on either path (NRVO).
+        O outcome = BULWARK_LIKELY(fast) ? next(ctx) : apply_guarded<O>(ctx, next, w);
+        if (BULWARK_LIKELY(fast)) {
+            // A value with no result predicate is a success without asking the classifier.
+            record_untimed(w, no_probe,
+                           BULWARK_LIKELY(outcome.has_value() && !has_result_predicates_)
+                               ? Result::success
+                               : classify(outcome));
         }
-        Permit permit = try_acquire_slow(Permit(this), w);
-        if (!permit) {
-            return O::from_error(rejection_error(permit.word_, permit.retry_after_));
-        }
-        O outcome = next(ctx);
-        permit.finish(classify(outcome), permit.measured());
         return outcome;
     }
 
@@ -563,6 +563,18 @@ public:
     }
 
 private:
+    // Every state but closed-and-untimed: a permit, the call, its result.
+    template <class O, class Next>
+    O apply_guarded(Context& ctx, Next& next, std::uint64_t w) {
+        Permit permit = try_acquire_slow(Permit(this), w);
+        if (!permit) {
+            return O::from_error(rejection_error(permit.word_, permit.retry_after_));
+        }
+        O outcome = next(ctx);
+        permit.finish(classify(outcome), permit.measured());
+        return outcome;
+    }
+
     BULWARK_NOINLINE Permit try_acquire_slow(Permit permit, std::uint64_t w) noexcept {
         switch (state_of(w)) {
             case CircuitState::closed:
@@ -742,7 +754,8 @@ private:
         }
     }
 
-    void record_untimed(std::uint64_t word, std::uint32_t probe, Result result) {
+    BULWARK_ALWAYS_INLINE void record_untimed(std::uint64_t word, std::uint32_t probe,
+                                              Result result) {
         if (BULWARK_LIKELY(result != Result::failure && state_of(word) != CircuitState::half_open &&
                            word == word_.load(std::memory_order_relaxed))) {
             record_fast(result);
@@ -771,7 +784,7 @@ private:
         }
     }
 
-    void record_fast(Result result) {
+    BULWARK_ALWAYS_INLINE void record_fast(Result result) {
         bool owned = false;
         Stripe& stripe = my_stripe(owned);
         if (result == Result::inner_rejection) {

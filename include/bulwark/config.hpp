@@ -24,14 +24,19 @@
 
 #if defined(__GNUC__) || defined(__clang__)
 #define BULWARK_NOINLINE __attribute__((noinline))
+// For the few hot-path helpers whose inlining the compiler's size heuristics would otherwise
+// decide differently from one instantiation to the next.
+#define BULWARK_ALWAYS_INLINE __attribute__((always_inline)) inline
 #define BULWARK_LIKELY(x) __builtin_expect(!!(x), 1)
 #define BULWARK_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #elif defined(_MSC_VER)
 #define BULWARK_NOINLINE __declspec(noinline)
+#define BULWARK_ALWAYS_INLINE __forceinline
 #define BULWARK_LIKELY(x) (x)
 #define BULWARK_UNLIKELY(x) (x)
 #else
 #define BULWARK_NOINLINE
+#define BULWARK_ALWAYS_INLINE inline
 #define BULWARK_LIKELY(x) (x)
 #define BULWARK_UNLIKELY(x) (x)
 #endif
