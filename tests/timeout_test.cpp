@@ -95,6 +95,30 @@ TEST_CASE("a result after a tighter deadline the caller set fails with TimeoutEr
     CHECK(*ctx.deadline() == clock.now() - 1ms);  // the caller's deadline is restored
 }
 
+TEST_CASE(
+    "an outer Timeout's deadline is left to it: the inner one passes a result that was "
+    "in time for itself",
+    "[timeout]") {
+    bulwark::ManualClock clock;
+    bulwark::Timeout outer(1s, clock);
+    bulwark::Timeout inner(2s, clock);
+    bulwark::Outcome<int> inner_result = bulwark::Outcome<int>::from_value(0);
+    auto o = outer.try_execute([&](bulwark::Context& ctx) {
+        inner_result = inner.try_execute(
+            [&] {
+                clock.advance(1500ms);  // past the outer 1 s, within the inner 2 s
+                return 7;
+            },
+            ctx);
+        return inner_result.value();
+    });
+    CHECK(inner_result.value() == 7);
+    CHECK(inner.stats().timeouts == 0);
+    REQUIRE(o.has_error());
+    CHECK_THROWS_AS(o.rethrow_if_error(), bulwark::TimeoutError);
+    CHECK(outer.stats().timeouts == 1);
+}
+
 TEST_CASE("outside a retry a timeout bounds all attempts, inside it bounds each",
           "[timeout][pipeline]") {
     bulwark::ManualClock clock;

@@ -39,7 +39,7 @@ struct TimeoutStats {
 // that the call can pass it on — to a socket, a query, an inner Retry — and ctx.cancelled()
 // turns true once the deadline passes, for calls that poll. A result that arrives after the
 // deadline fails with TimeoutError (optionally handed to on_late_result listeners), and so does
-// one after a tighter deadline the caller set on the context.
+// one after a tighter deadline the caller set on the context without a clock.
 //   bulwark::Timeout timeout(2s);
 //   timeout.execute([](bulwark::Context& ctx) { return db.query(sql, ctx.deadline()); });
 // It never spawns a thread and cannot stop a call that ignores its deadline: it bounds what the
@@ -83,9 +83,15 @@ public:
             ~Restore() { ctx.set_deadline(deadline, clock); }
         } restore{ctx, ctx.deadline(), ctx.deadline_clock()};
         ctx.tighten_deadline(deadline, clock_);
-        // The deadline the call was given: an outer one (a caller's, set without a clock) may
-        // be tighter than ours, and a result after it is as late.
-        const TimePoint effective = *ctx.deadline();
+        // A tighter outer deadline that came without a clock (a caller's ctx.set_deadline(t))
+        // is enforced here too: nothing else would check it. One set with a clock belongs to
+        // a policy that checks it itself (an outer Timeout); enforcing it here as well would
+        // make an attempt that answered within its own timeout a failure of the dependency for
+        // a breaker in between, when only the caller's total ran out.
+        const TimePoint effective =
+            restore.deadline && restore.clock == nullptr && *restore.deadline < deadline
+                ? *restore.deadline
+                : deadline;
         // One named result, the only thing returned (NRVO): a late one is replaced in place.
         O outcome = next(ctx);
         const TimePoint end = clock_->coarse_now();
