@@ -36,6 +36,22 @@ TEST_CASE("Outcome rejects a null error", "[outcome]") {
     CHECK_THROWS_AS(Outcome<void>::from_error(nullptr), std::invalid_argument);
 }
 
+TEST_CASE("replace_with_error turns any outcome into an error in place", "[outcome]") {
+    struct Fixed {
+        const int v;
+    };
+    auto o = bulwark::Outcome<Fixed>::from_value(Fixed{1});
+    o.replace_with_error(std::make_exception_ptr(std::runtime_error("late")));
+    REQUIRE(o.has_error());
+    CHECK_THROWS_WITH(o.rethrow_if_error(), "late");
+    CHECK_THROWS_AS(o.replace_with_error(nullptr), std::invalid_argument);
+
+    auto v = bulwark::Outcome<void>::success();
+    v.replace_with_error(std::make_exception_ptr(std::runtime_error("late")));
+    CHECK(v.has_error());
+    CHECK_THROWS_AS(v.replace_with_error(nullptr), std::invalid_argument);
+}
+
 TEST_CASE("Outcome<void> is success or error", "[outcome]") {
     auto ok = Outcome<void>::success();
     CHECK(ok.has_value());

@@ -2,8 +2,10 @@
 #include <string>
 #include <vector>
 
+#include <bulwark/circuit_breaker.hpp>
 #include <bulwark/fallback.hpp>
 #include <bulwark/pipeline.hpp>
+#include <bulwark/retry.hpp>
 #include <bulwark/timeout.hpp>
 
 #include "catch.hpp"
@@ -154,6 +156,70 @@ TEST_CASE("late results go to on_late_result listeners", "[timeout]") {
     CHECK(late[0].timeout == Duration(1s));
     CHECK_FALSE(late[1].succeeded);
     CHECK(late[1].error != nullptr);
+    CHECK_FALSE(late[1].caller_deadline);
+
+    bulwark::Context hurried;
+    hurried.set_deadline(clock.now() + 500ms);
+    (void)timeout.try_execute(
+        [&] {
+            clock.advance(700ms);  // past the caller's 500 ms, within the Timeout's 1 s
+            return 1;
+        },
+        hurried);
+    REQUIRE(late.size() == 3);
+    CHECK(late[2].caller_deadline);
+    CHECK(late[2].timeout == Duration(1s));
+}
+
+TEST_CASE(
+    "a caller's deadline is taken over by the outermost Timeout: an inner one leaves it "
+    "alone, so a breaker between them sees the attempt succeed",
+    "[timeout]") {
+    bulwark::ManualClock clock;
+    bulwark::Timeout outer(10s, clock);
+    bulwark::RetryOptions no_retry;
+    no_retry.max_retries = 0;
+    bulwark::RetryPolicy retry(no_retry, clock);
+    bulwark::CircuitBreaker breaker("dependency", bulwark::CircuitBreakerOptions{}, clock);
+    bulwark::Timeout attempt(2s, clock);
+    bulwark::Context ctx;
+    const auto caller_deadline = clock.now() + 1s;
+    ctx.set_deadline(caller_deadline);  // the caller's total, without a clock
+    bool cancelled_at_deadline = false;
+    auto o = bulwark::pipeline(outer, retry, breaker, attempt)
+                 .try_execute(
+                     [&](bulwark::Context& c) {
+                         clock.advance(1500ms);  // within the attempt's 2 s, past the total
+                         cancelled_at_deadline = c.cancelled();
+                         return 7;
+                     },
+                     ctx);
+    REQUIRE(o.has_error());
+    CHECK_THROWS_WITH(o.rethrow_if_error(),
+                      BULWARK_CATCH_MESSAGE_CONTAINS("missed the caller's deadline"));
+    CHECK(cancelled_at_deadline);  // the taken-over deadline carries a clock
+    CHECK(outer.stats().timeouts == 1);
+    CHECK(attempt.stats().timeouts == 0);
+    const auto b = breaker.stats();
+    CHECK(b.successes == 1);
+    CHECK(b.failures == 0);
+    CHECK(*ctx.deadline() == caller_deadline);  // the caller's own deadline, restored
+    CHECK(ctx.deadline_clock() == nullptr);
+}
+
+TEST_CASE("a Timeout works for result types that cannot be assigned", "[timeout]") {
+    struct Reply {
+        const int code;
+    };
+    bulwark::ManualClock clock;
+    bulwark::Timeout timeout(1s, clock);
+    auto in_time = timeout.try_execute([] { return Reply{200}; });
+    CHECK(in_time.value().code == 200);
+    auto late = timeout.try_execute([&] {
+        clock.advance(2s);
+        return Reply{200};
+    });
+    CHECK_THROWS_AS(late.rethrow_if_error(), bulwark::TimeoutError);
 }
 
 TEST_CASE("a Timeout refuses a non-positive duration", "[timeout]") {

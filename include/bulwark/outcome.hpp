@@ -95,6 +95,17 @@ public:
         }
     }
 
+    // Replaces the value or error with `error`, in place: for a policy that turns a result into a
+    // failure (a late one, say) without requiring T to be assignable. Throws
+    // std::invalid_argument if `error` is null.
+    void replace_with_error(std::exception_ptr error) {
+        if (!error) {
+            detail::throw_invalid_argument(
+                "bulwark::Outcome::replace_with_error: the exception_ptr is null");
+        }
+        data_.template emplace<1>(std::move(error));
+    }
+
 private:
     template <std::size_t I, class... Args>
     explicit Outcome(std::in_place_index_t<I> tag, Args&&... args)
@@ -135,6 +146,15 @@ public:
         if (error_) {
             std::rethrow_exception(error_);
         }
+    }
+
+    // Replaces the outcome with `error`. Throws std::invalid_argument if `error` is null.
+    void replace_with_error(std::exception_ptr error) {
+        if (!error) {
+            detail::throw_invalid_argument(
+                "bulwark::Outcome::replace_with_error: the exception_ptr is null");
+        }
+        error_ = std::move(error);
     }
 
 private:

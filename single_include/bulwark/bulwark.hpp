@@ -1304,6 +1304,17 @@ public:
         }
     }
 
+    // Replaces the value or error with `error`, in place: for a policy that turns a result into a
+    // failure (a late one, say) without requiring T to be assignable. Throws
+    // std::invalid_argument if `error` is null.
+    void replace_with_error(std::exception_ptr error) {
+        if (!error) {
+            detail::throw_invalid_argument(
+                "bulwark::Outcome::replace_with_error: the exception_ptr is null");
+        }
+        data_.template emplace<1>(std::move(error));
+    }
+
 private:
     template <std::size_t I, class... Args>
     explicit Outcome(std::in_place_index_t<I> tag, Args&&... args)
@@ -1344,6 +1355,15 @@ public:
         if (error_) {
             std::rethrow_exception(error_);
         }
+    }
+
+    // Replaces the outcome with `error`. Throws std::invalid_argument if `error` is null.
+    void replace_with_error(std::exception_ptr error) {
+        if (!error) {
+            detail::throw_invalid_argument(
+                "bulwark::Outcome::replace_with_error: the exception_ptr is null");
+        }
+        error_ = std::move(error);
     }
 
 private:
@@ -8612,6 +8632,8 @@ struct LateResult {
     Duration elapsed{0};         // how long the call really took
     bool succeeded = false;      // the late outcome held a value
     std::exception_ptr error;    // or the error it held
+    // It missed a tighter deadline the caller set on the context, not the Timeout's own.
+    bool caller_deadline = false;
 };
 
 struct TimeoutStats {
@@ -8665,42 +8687,48 @@ public:
             const Clock* clock;
             ~Restore() { ctx.set_deadline(deadline, clock); }
         } restore{ctx, ctx.deadline(), ctx.deadline_clock()};
-        ctx.tighten_deadline(deadline, clock_);
         // A tighter outer deadline that came without a clock (a caller's ctx.set_deadline(t))
-        // is enforced here too: nothing else would check it. One set with a clock belongs to
-        // a policy that checks it itself (an outer Timeout); enforcing it here as well would
-        // make an attempt that answered within its own timeout a failure of the dependency for
-        // a breaker in between, when only the caller's total ran out.
-        const TimePoint effective =
-            restore.deadline && restore.clock == nullptr && *restore.deadline < deadline
-                ? *restore.deadline
-                : deadline;
+        // is taken over: this Timeout enforces it, and hands it on with its clock, so that
+        // ctx.cancelled() fires at it and inner Timeouts leave it to this one. A tighter one set
+        // with a clock belongs to a policy that checks it itself (an outer Timeout): enforcing
+        // it here too would make an attempt that answered within its own timeout a failure of
+        // the dependency for a breaker in between, when only the caller's total ran out.
+        const bool take_over =
+            restore.deadline && restore.clock == nullptr && *restore.deadline < deadline;
+        const TimePoint effective = take_over ? *restore.deadline : deadline;
+        if (take_over) {
+            ctx.set_deadline(effective, clock_);
+        } else {
+            ctx.tighten_deadline(deadline, clock_);
+        }
         // One named result, the only thing returned (NRVO): a late one is replaced in place.
         O outcome = next(ctx);
         const TimePoint end = clock_->coarse_now();
         if (BULWARK_UNLIKELY(end > effective)) {
-            late(outcome, ctx, end - start, effective < deadline);
+            late(outcome, ctx, end - start, end <= deadline);
         }
         return outcome;
     }
 
 private:
     template <class O>
-    BULWARK_NOINLINE void late(O& outcome, const Context& ctx, Duration elapsed, bool outer) {
+    BULWARK_NOINLINE void late(O& outcome, const Context& ctx, Duration elapsed,
+                               bool caller_deadline) {
         // relaxed: a statistic.
         timeouts_.fetch_add(1, std::memory_order_relaxed);
         late_.emit_with([&] {
-            return LateResult{ctx.operation(), timeout_, elapsed, outcome.has_value(),
-                              outcome.error()};
+            return LateResult{ctx.operation(),     timeout_,        elapsed,
+                              outcome.has_value(), outcome.error(), caller_deadline};
         });
-        std::string what = outer ? "missed the caller's deadline after " +
-                                       detail::format_duration(elapsed) + " (its own timeout is " +
-                                       detail::format_duration(timeout_) + ")"
-                                 : "timed out after " + detail::format_duration(timeout_);
+        std::string what = caller_deadline
+                               ? "missed the caller's deadline after " +
+                                     detail::format_duration(elapsed) + " (its own timeout is " +
+                                     detail::format_duration(timeout_) + ")"
+                               : "timed out after " + detail::format_duration(timeout_);
         if (!ctx.operation().empty()) {
             what = "operation '" + std::string(ctx.operation()) + "' " + what;
         }
-        outcome = O::from_error(std::make_exception_ptr(TimeoutError(what)));
+        outcome.replace_with_error(std::make_exception_ptr(TimeoutError(what)));
     }
 
     const Duration timeout_;
