@@ -6532,6 +6532,1953 @@ private:
 }  // namespace bulwark
 
 #endif  // BULWARK_FALLBACK_HPP
+// #include <bulwark/fallback_chain.hpp>
+#ifndef BULWARK_FALLBACK_CHAIN_HPP
+#define BULWARK_FALLBACK_CHAIN_HPP
+
+#include <array>
+#include <atomic>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+// #include <bulwark/circuit_breaker.hpp> (already included above)
+// #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/context.hpp> (already included above)
+// #include <bulwark/detail/random.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/detail/traits.hpp> (already included above)
+// #include <bulwark/errors.hpp> (already included above)
+// #include <bulwark/events.hpp> (already included above)
+// #include <bulwark/outcome.hpp> (already included above)
+// #include <bulwark/policy.hpp> (already included above)
+// #include <bulwark/rate_limiter.hpp>
+#ifndef BULWARK_RATE_LIMITER_HPP
+#define BULWARK_RATE_LIMITER_HPP
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <exception>
+#include <mutex>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+// #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/context.hpp> (already included above)
+// #include <bulwark/detail/striped_counter.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/errors.hpp> (already included above)
+// #include <bulwark/events.hpp> (already included above)
+// #include <bulwark/outcome.hpp> (already included above)
+// #include <bulwark/policy.hpp> (already included above)
+
+namespace bulwark {
+
+// `rate` permits per second on average, with bursts of up to `burst` at once (a token bucket of
+// capacity `burst`, refilled at `rate`; implemented as GCRA, one atomic word).
+struct TokenBucket {
+    double rate = 100.0;      // permits per second, > 0 and <= 1e9
+    std::uint32_t burst = 1;  // bucket capacity, >= 1
+};
+
+// At most `limit` permits in any window of length `window` (an exact sliding log).
+struct SlidingWindow {
+    std::uint32_t limit = 100;                  // 1 .. 1'000'000
+    Duration window = std::chrono::seconds(1);  // > 0
+};
+
+struct RateLimiterOptions {
+    std::variant<TokenBucket, SlidingWindow> limit = TokenBucket{};
+    // How long execute() may wait for a permit (also bounded by the context's deadline); a call
+    // that would have to wait longer is rejected at once with RateLimitedError. 0 = never wait.
+    Duration max_wait = Duration::zero();
+
+    void validate() const {
+        if (const TokenBucket* tb = std::get_if<TokenBucket>(&limit)) {
+            if (!(tb->rate > 0.0 && tb->rate <= 1e9)) {
+                detail::throw_invalid_option("RateLimiterOptions.limit (TokenBucket.rate)",
+                                             "must be in (0, 1e9]",
+                                             detail::format_number(tb->rate));
+            }
+            if (tb->burst == 0) {
+                detail::throw_invalid_option("RateLimiterOptions.limit (TokenBucket.burst)",
+                                             "must be >= 1", "0");
+            }
+        } else {
+            const SlidingWindow& sw = std::get<SlidingWindow>(limit);
+            if (sw.limit == 0 || sw.limit > 1000000) {
+                detail::throw_invalid_option("RateLimiterOptions.limit (SlidingWindow.limit)",
+                                             "must be in [1, 1000000]", std::to_string(sw.limit));
+            }
+            if (sw.window <= Duration::zero()) {
+                detail::throw_invalid_option("RateLimiterOptions.limit (SlidingWindow.window)",
+                                             "must be > 0", detail::format_duration(sw.window));
+            }
+        }
+        if (max_wait < Duration::zero()) {
+            detail::throw_invalid_option("RateLimiterOptions.max_wait", "must be >= 0",
+                                         detail::format_duration(max_wait));
+        }
+    }
+};
+
+// The answer to a permit request.
+struct RateDecision {
+    bool admitted = false;
+    Duration retry_after{0};  // refused: how long until the permits could be granted
+    Duration waited{0};       // admitted by acquire(): how long it slept for them
+    explicit operator bool() const noexcept { return admitted; }
+};
+
+struct RateLimiterStats {
+    std::uint64_t admitted = 0;  // permits granted
+    std::uint64_t rejected = 0;  // requests refused
+    std::uint64_t waited = 0;    // requests that slept before being granted
+};
+
+// Limits how often calls happen: a token bucket (rate and burst) or a sliding window (limit per
+// window).
+//   bulwark::RateLimiter limiter(bulwark::TokenBucket{/*rate per s*/ 100, /*burst*/ 20});
+//   limiter.execute(f);                           // RateLimitedError (with retry_after) when over
+//   if (limiter.try_acquire(5)) { ... }           // two-step: 5 permits now or nothing
+// Guarantee: over any interval of length T, the permits granted never exceed rate·T + burst
+// (token bucket) or `limit` per window of length `window` (sliding window).
+// Thread-safe. The token bucket's acquire is one coarse clock read and one CAS, lock-free, and
+// reads time from Clock::coarse_now(), so permits are timed to within one clock tick. The
+// sliding window takes a mutex. Neither allocates on acquire.
+class RateLimiter : public PolicyBase<RateLimiter> {
+public:
+    explicit RateLimiter(TokenBucket bucket, Clock& clock = default_clock())
+        : RateLimiter(RateLimiterOptions{bucket, Duration::zero()}, clock) {}
+    explicit RateLimiter(SlidingWindow window, Clock& clock = default_clock())
+        : RateLimiter(RateLimiterOptions{window, Duration::zero()}, clock) {}
+
+    // Throws std::invalid_argument for invalid options. The clock must outlive the limiter.
+    explicit RateLimiter(RateLimiterOptions options, Clock& clock = default_clock())
+        : options_((options.validate(), std::move(options))), clock_(&clock) {
+        if (const TokenBucket* tb = std::get_if<TokenBucket>(&options_.limit)) {
+            // Rounded up, so rounding can only make the limiter stricter than its rate.
+            interval_ns_ = static_cast<std::int64_t>(std::ceil(1e9 / tb->rate));
+            burst_ = tb->burst;
+            tat_ns_.store(clock_->coarse_now().time_since_epoch().count(),
+                          std::memory_order_relaxed);
+        } else {
+            const SlidingWindow& sw = std::get<SlidingWindow>(options_.limit);
+            log_.assign(sw.limit, TimePoint{});
+        }
+    }
+
+    RateLimiter(const RateLimiter&) = delete;
+    RateLimiter& operator=(const RateLimiter&) = delete;
+
+    const RateLimiterOptions& options() const noexcept { return options_; }
+
+    // `n` permits now, or none. Throws std::invalid_argument if n is 0 or more than can ever be
+    // granted at once (the burst, or the window's limit).
+    RateDecision try_acquire(std::uint32_t n = 1) {
+        check_n(n);
+        const RateDecision d = reserve(n, Duration::zero());
+        count(d, n);
+        return d;
+    }
+
+    // `n` permits, sleeping on the limiter's clock for up to `max_wait` if they are not free yet
+    // (a token bucket reserves them and sleeps exactly until they are due).
+    RateDecision acquire(std::uint32_t n, Duration max_wait) {
+        check_n(n);
+        RateDecision d = reserve(n, std::max(max_wait, Duration::zero()));
+        if (d.admitted && d.waited > Duration::zero()) {
+            clock_->sleep_for(d.waited);
+        }
+        while (!d.admitted && is_window() && d.retry_after <= max_wait - d.waited) {
+            // The sliding log cannot reserve the future: sleep until enough entries expire and
+            // try again.
+            const Duration wait = std::max(d.retry_after, Duration(1));
+            clock_->sleep_for(wait);
+            const Duration slept = d.waited + wait;
+            d = reserve(n, Duration::zero());
+            d.waited = slept;
+        }
+        count(d, n);
+        return d;
+    }
+
+    template <class Next>
+    auto apply(Context& ctx, Next&& next) {
+        using O = std::invoke_result_t<Next&, Context&>;
+        Duration max_wait = options_.max_wait;
+        if (max_wait > Duration::zero()) {
+            if (const auto left = ctx.remaining(*clock_)) {
+                max_wait = std::min(max_wait, std::max(*left, Duration::zero()));
+            }
+        }
+        const RateDecision d = max_wait > Duration::zero() ? acquire(1, max_wait) : try_acquire(1);
+        if (BULWARK_UNLIKELY(!d.admitted)) {
+            return O::from_error(std::make_exception_ptr(RateLimitedError(
+                "rate limit reached; retry after " + detail::format_duration(d.retry_after),
+                d.retry_after)));
+        }
+        return next(ctx);
+    }
+
+    Listeners<RateDecision>& on_rejected() noexcept { return rejected_listeners_; }
+
+    RateLimiterStats stats() const noexcept {
+        return RateLimiterStats{admitted_.sum(), rejected_.load(std::memory_order_relaxed),
+                                waited_.load(std::memory_order_relaxed)};
+    }
+
+private:
+    bool is_window() const noexcept { return !log_.empty(); }
+
+    void check_n(std::uint32_t n) const {
+        const std::uint32_t most = is_window() ? static_cast<std::uint32_t>(log_.size()) : burst_;
+        if (n == 0 || n > most) {
+            detail::throw_invalid_option(
+                "RateLimiter.acquire(n): n",
+                "must be in [1, " + std::to_string(most) + "] (the most ever granted at once)",
+                std::to_string(n));
+        }
+    }
+
+    void count(const RateDecision& d, std::uint32_t n) noexcept {
+        if (d.admitted) {
+            admitted_.add(n);
+            if (d.waited > Duration::zero()) {
+                // relaxed: statistics.
+                waited_.fetch_add(1, std::memory_order_relaxed);
+            }
+        } else {
+            rejected_.fetch_add(1, std::memory_order_relaxed);
+            rejected_listeners_.emit(d);
+        }
+    }
+
+    // Grants n permits if they are free now or within `may_wait` (then d.waited says how long
+    // until they are due); otherwise refuses with retry_after.
+    RateDecision reserve(std::uint32_t n, Duration may_wait) {
+        return is_window() ? reserve_window(n) : reserve_bucket(n, may_wait);
+    }
+
+    // GCRA: tat_ns_ is the theoretical arrival time of the next permit. A request for n permits
+    // at time t moves it to max(tat, t) + n·interval, which is allowed while that is no more
+    // than burst·interval (+ may_wait) ahead of t.
+    RateDecision reserve_bucket(std::uint32_t n, Duration may_wait) noexcept {
+        const std::int64_t now = clock_->coarse_now().time_since_epoch().count();
+        const std::int64_t capacity = static_cast<std::int64_t>(burst_) * interval_ns_;
+        const std::int64_t cost = static_cast<std::int64_t>(n) * interval_ns_;
+        std::int64_t tat = tat_ns_.load(std::memory_order_relaxed);
+        for (;;) {
+            const std::int64_t new_tat = std::max(tat, now) + cost;
+            const std::int64_t ahead = new_tat - now - capacity;  // > 0: must wait that long
+            if (ahead > may_wait.count()) {
+                return RateDecision{false, Duration(ahead), Duration::zero()};
+            }
+            // relaxed: the word is the whole state; nothing else is published with it.
+            if (tat_ns_.compare_exchange_weak(tat, new_tat, std::memory_order_relaxed,
+                                              std::memory_order_relaxed)) {
+                return RateDecision{true, Duration::zero(),
+                                    Duration(std::max<std::int64_t>(ahead, 0))};
+            }
+        }
+    }
+
+    // An exact log of the last `limit` grants, as a ring.
+    RateDecision reserve_window(std::uint32_t n) {
+        const Duration window = std::get<SlidingWindow>(options_.limit).window;
+        const TimePoint now = clock_->coarse_now();
+        std::lock_guard<std::mutex> lock(mutex_);
+        const std::size_t size = log_.size();
+        // Entries still inside the window.
+        while (count_ > 0 && log_[(head_ + size - count_) % size] <= now - window) {
+            --count_;
+        }
+        if (count_ + n <= size) {
+            for (std::uint32_t i = 0; i < n; ++i) {
+                log_[head_] = now;
+                head_ = (head_ + 1) % size;
+            }
+            count_ += n;
+            return RateDecision{true, Duration::zero(), Duration::zero()};
+        }
+        // The n-th oldest of what must expire decides when there is room.
+        const std::size_t must_expire = count_ + n - size;
+        const TimePoint expires = log_[(head_ + size - count_ + must_expire - 1) % size] + window;
+        return RateDecision{false, std::max(expires - now, Duration(1)), Duration::zero()};
+    }
+
+    const RateLimiterOptions options_;
+    Clock* const clock_;
+    std::int64_t interval_ns_ = 0;
+    std::uint32_t burst_ = 0;
+    alignas(detail::cache_line_size) std::atomic<std::int64_t> tat_ns_{0};
+
+    std::mutex mutex_;
+    std::vector<TimePoint> log_;  // guarded by mutex_ (its size is fixed at construction)
+    std::size_t head_ = 0;        // guarded by mutex_: where the next grant is written
+    std::size_t count_ = 0;       // guarded by mutex_: grants still in the window
+
+    detail::StripedCounter admitted_;
+    std::atomic<std::uint64_t> rejected_{0};
+    std::atomic<std::uint64_t> waited_{0};
+    Listeners<RateDecision> rejected_listeners_;
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_RATE_LIMITER_HPP
+// #include <bulwark/retry.hpp>
+#ifndef BULWARK_RETRY_HPP
+#define BULWARK_RETRY_HPP
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+// #include <bulwark/backoff.hpp> (already included above)
+// #include <bulwark/classify.hpp> (already included above)
+// #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/context.hpp> (already included above)
+// #include <bulwark/detail/striped_counter.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/errors.hpp> (already included above)
+// #include <bulwark/events.hpp> (already included above)
+// #include <bulwark/outcome.hpp> (already included above)
+// #include <bulwark/policy.hpp> (already included above)
+
+namespace bulwark {
+
+// A delay that adapts to how the dependency is doing: each failure multiplies it by
+// `grow` (up to `ceiling`), each success by `shrink` (down to `floor`). Useful on its own (pace a
+// polling loop) and as RetryOptions::backoff: then the policy records every failed attempt (so
+// the waits within one call grow: 1s, 2s, 4s with grow = 2) and every success, and every retry
+// of every call shares what the others learned.
+//   bulwark::AdaptiveBackoff adaptive(1s);   // doubles on failure, halves on success
+//   adaptive.record_failure(); adaptive.current_delay();   // 2s
+// Thread-safe and lock-free (one atomic word).
+class AdaptiveBackoff {
+public:
+    // Throws std::invalid_argument unless 0 < floor <= initial <= ceiling, grow >= 1 and
+    // 0 < shrink <= 1.
+    explicit AdaptiveBackoff(Duration initial, Duration floor = std::chrono::milliseconds(1),
+                             Duration ceiling = std::chrono::minutes(1), double grow = 2.0,
+                             double shrink = 0.5)
+        : floor_(floor), ceiling_(ceiling), grow_(grow), shrink_(shrink), delay_ns_(0) {
+        if (floor <= Duration::zero()) {
+            detail::throw_invalid_option("AdaptiveBackoff.floor", "must be > 0",
+                                         detail::format_duration(floor));
+        }
+        if (ceiling < floor) {
+            detail::throw_invalid_option(
+                "AdaptiveBackoff.ceiling",
+                "must be >= floor (" + detail::format_duration(floor) + ")",
+                detail::format_duration(ceiling));
+        }
+        if (initial < floor || initial > ceiling) {
+            detail::throw_invalid_option("AdaptiveBackoff.initial", "must be in [floor, ceiling]",
+                                         detail::format_duration(initial));
+        }
+        if (!(grow >= 1.0)) {
+            detail::throw_invalid_option("AdaptiveBackoff.grow", "must be >= 1",
+                                         detail::format_number(grow));
+        }
+        if (!(shrink > 0.0 && shrink <= 1.0)) {
+            detail::throw_invalid_option("AdaptiveBackoff.shrink", "must be in (0, 1]",
+                                         detail::format_number(shrink));
+        }
+        delay_ns_.store(initial.count(), std::memory_order_relaxed);
+    }
+
+    AdaptiveBackoff(const AdaptiveBackoff& other)
+        : floor_(other.floor_),
+          ceiling_(other.ceiling_),
+          grow_(other.grow_),
+          shrink_(other.shrink_),
+          delay_ns_(other.delay_ns_.load(std::memory_order_relaxed)) {}
+    AdaptiveBackoff& operator=(const AdaptiveBackoff&) = delete;
+
+    Duration current_delay() const noexcept {
+        // relaxed: the word is the whole state.
+        return Duration(delay_ns_.load(std::memory_order_relaxed));
+    }
+    void record_failure() noexcept { scale(grow_); }
+    void record_success() noexcept { scale(shrink_); }
+
+private:
+    void scale(double factor) noexcept {
+        std::int64_t current = delay_ns_.load(std::memory_order_relaxed);
+        for (;;) {
+            const Duration next =
+                std::clamp(detail::saturate(static_cast<double>(current) * factor, ceiling_),
+                           floor_, ceiling_);
+            // relaxed: the word is the whole state; nothing else is published with it.
+            if (delay_ns_.compare_exchange_weak(current, next.count(), std::memory_order_relaxed,
+                                                std::memory_order_relaxed)) {
+                return;
+            }
+        }
+    }
+
+    const Duration floor_;
+    const Duration ceiling_;
+    const double grow_;
+    const double shrink_;
+    std::atomic<std::int64_t> delay_ns_;
+};
+
+// Caps retries across every policy that shares it, so that a fleet-wide outage cannot multiply
+// the load on the dependency: retries may be at most `ratio` of the calls seen in the last
+// `window` (default 10 s), plus `min_per_second` retries per second at any time (gRPC retry
+// throttling and Finagle's RetryBudget work the same way).
+//   auto budget = bulwark::RetryBudget::shared(0.1, 10);   // 10% of calls + 10/s
+//   options.budget = budget;                                // share it between policies
+// Thread-safe. Counting a call is a per-thread counter bump (no lock, no contended line);
+// asking for a retry takes a mutex.
+class RetryBudget {
+public:
+    static std::shared_ptr<RetryBudget> shared(double ratio, std::uint32_t min_per_second,
+                                               Clock& clock = default_clock()) {
+        return std::make_shared<RetryBudget>(ratio, min_per_second, clock);
+    }
+
+    // Throws std::invalid_argument unless 0 <= ratio <= 1 (a ratio of 1 allows one retry per
+    // call) and window >= 1 s.
+    RetryBudget(double ratio, std::uint32_t min_per_second, Clock& clock = default_clock(),
+                Duration window = std::chrono::seconds(10))
+        : ratio_(ratio), min_per_second_(min_per_second), clock_(&clock) {
+        if (!(ratio >= 0.0 && ratio <= 1.0)) {
+            detail::throw_invalid_option("RetryBudget.ratio", "must be in [0, 1]",
+                                         detail::format_number(ratio));
+        }
+        if (window < std::chrono::seconds(1)) {
+            detail::throw_invalid_option("RetryBudget.window", "must be >= 1s",
+                                         detail::format_duration(window));
+        }
+        buckets_.assign(static_cast<std::size_t>(window / std::chrono::seconds(1)), Bucket{});
+    }
+
+    RetryBudget(const RetryBudget&) = delete;
+    RetryBudget& operator=(const RetryBudget&) = delete;
+
+    // A call was made (a first attempt). Does not allocate or lock.
+    void record_call() noexcept { calls_.add(); }
+
+    // A retry wants to happen: true (and counted) if the budget allows it.
+    bool try_withdraw() {
+        const TimePoint now = clock_->coarse_now();
+        std::lock_guard<std::mutex> lock(mutex_);
+        const std::int64_t second =
+            std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
+        const std::uint64_t calls_now = calls_.sum();
+        Bucket& current = bucket(second, calls_now);
+        // Calls since the oldest bucket of the window started.
+        std::uint64_t calls_base = calls_now;
+        std::uint64_t retries_in_window = 0;
+        for (const Bucket& b : buckets_) {
+            if (b.second != no_second && b.second > second - window_seconds()) {
+                calls_base = std::min(calls_base, b.calls_at_start);
+                retries_in_window += b.retries;
+            }
+        }
+        const double allowance = ratio_ * static_cast<double>(calls_now - calls_base);
+        if (static_cast<double>(retries_in_window) + 1.0 <= allowance + 1e-9 ||
+            current.retries < min_per_second_) {
+            ++current.retries;
+            ++withdrawn_;
+            return true;
+        }
+        ++refused_;
+        return false;
+    }
+
+    double ratio() const noexcept { return ratio_; }
+    std::uint32_t min_per_second() const noexcept { return min_per_second_; }
+
+    std::uint64_t withdrawn() const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return withdrawn_;
+    }
+    std::uint64_t refused() const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return refused_;
+    }
+
+private:
+    static constexpr std::int64_t no_second = std::numeric_limits<std::int64_t>::min();
+    struct Bucket {
+        std::int64_t second = no_second;
+        std::uint64_t calls_at_start = 0;  // cumulative calls when the bucket was first used
+        std::uint64_t retries = 0;
+    };
+
+    std::int64_t window_seconds() const noexcept {
+        return static_cast<std::int64_t>(buckets_.size());
+    }
+
+    // Under mutex_. A bucket starts counting calls when the first retry of its second asks, so
+    // calls made before any retry asked are not counted: the allowance is never larger than
+    // exact, and a long healthy period cannot bank a large budget for the next outage.
+    Bucket& bucket(std::int64_t second, std::uint64_t calls_now) {
+        const std::int64_t slots = window_seconds();
+        Bucket& b = buckets_[static_cast<std::size_t>(((second % slots) + slots) % slots)];
+        if (b.second != second) {
+            b = Bucket{second, calls_now, 0};
+        }
+        return b;
+    }
+
+    const double ratio_;
+    const std::uint32_t min_per_second_;
+    Clock* const clock_;
+    detail::StripedCounter calls_;
+    mutable std::mutex mutex_;
+    std::vector<Bucket> buckets_;  // guarded by mutex_
+    std::uint64_t withdrawn_ = 0;  // guarded by mutex_
+    std::uint64_t refused_ = 0;    // guarded by mutex_
+};
+
+// A retry is about to happen.
+struct RetryEvent {
+    std::uint32_t attempt = 0;  // the retry's number: 1 for the first retry
+    Duration delay{0};          // how long the policy waits before it
+    std::exception_ptr error;   // the failure being retried (null for a retried value)
+    std::string_view operation;
+};
+
+struct RetryStats {
+    std::uint64_t calls = 0;                  // operations run through the policy (with
+                                              // count_calls; else those that failed first)
+    std::uint64_t retries = 0;                // retries made
+    std::uint64_t successes_after_retry = 0;  // operations that succeeded on a retry
+    std::uint64_t exhausted = 0;              // gave up: retries, time or budget ran out
+    std::uint64_t not_retryable = 0;          // failed with something not worth retrying
+    std::uint64_t budget_exhausted = 0;       // of the exhausted, refused by the budget
+};
+
+// Options of a RetryPolicy. Every field has a default; validate() throws std::invalid_argument
+// naming the field.
+struct RetryOptions {
+    // Retries after the first attempt. 0 = never retry.
+    std::uint32_t max_retries = 3;
+    // The wait before each retry: a Backoff (default exponential from 100 ms, capped at 30 s,
+    // with full jitter) or a shared AdaptiveBackoff.
+    std::variant<Backoff, std::shared_ptr<AdaptiveBackoff>> backoff =
+        Backoff::exponential(std::chrono::milliseconds(100))
+            .max_delay(std::chrono::seconds(30))
+            .jitter(Jitter::full);
+    // Total time budget from the first attempt: no wait is started that would end past it.
+    // 0 = no limit.
+    Duration max_elapsed = Duration::zero();
+    // Optional: a budget shared by many policies (RetryBudget::shared(0.1, 10)).
+    std::shared_ptr<RetryBudget> budget{};
+    // Count every call in stats().calls. Counting is the only write a first-try success makes
+    // (one per-thread counter, ~0.3 ns); switch it off on nanosecond-scale paths, and calls then
+    // counts only the operations whose first attempt failed. A budget counts calls either way.
+    bool count_calls = true;
+    // What is retried: by default every exception, no value. retry_on<E>() / retry_if() narrow
+    // the exceptions; retry_if_result() adds values.
+    Classifier classifier{};
+    // Listeners added by on_retry(), handed to the policy when it is built.
+    std::vector<std::function<void(const RetryEvent&)>> retry_listeners{};
+
+    template <class E>
+    RetryOptions& retry_on() {
+        classifier.handle<E>();
+        return *this;
+    }
+    RetryOptions& retry_if(std::function<bool(const std::exception_ptr&)> predicate) {
+        classifier.handle_if(std::move(predicate));
+        return *this;
+    }
+    template <class T = detail::deduce_result_type, class Pred>
+    RetryOptions& retry_if_result(Pred predicate) {
+        classifier.handle_result<T>(std::move(predicate));
+        return *this;
+    }
+    // Called before every retry, with the attempt, the delay and the error.
+    RetryOptions& on_retry(std::function<void(const RetryEvent&)> listener) {
+        if (!listener) {
+            detail::throw_invalid_argument("RetryOptions.on_retry: the listener is empty");
+        }
+        retry_listeners.push_back(std::move(listener));
+        return *this;
+    }
+
+    void validate() const {
+        if (max_elapsed < Duration::zero()) {
+            detail::throw_invalid_option("RetryOptions.max_elapsed", "must be >= 0",
+                                         detail::format_duration(max_elapsed));
+        }
+        if (const auto* adaptive = std::get_if<std::shared_ptr<AdaptiveBackoff>>(&backoff)) {
+            if (!*adaptive) {
+                detail::throw_invalid_argument(
+                    "RetryOptions.backoff holds a null std::shared_ptr<AdaptiveBackoff>");
+            }
+        }
+    }
+};
+
+class RetryPolicy;
+
+namespace detail {
+// One execution's retry state: what the synchronous loop keeps on its stack and a RetrySchedule
+// holds.
+struct RetryRun {
+    TimePoint started{};            // the first attempt's start (read only when it is needed)
+    Duration previous{0};           // the last wait, for decorrelated jitter
+    std::uint64_t stream_seed = 0;  // this execution's jitter stream, drawn at its first backoff
+    bool has_stream = false;
+};
+}  // namespace detail
+
+// The async form of a RetryPolicy: the caller runs the attempts and does the waiting; the
+// schedule says whether and how long to wait before the next one.
+//   auto schedule = retry.schedule();
+//   while (auto wait = schedule.next_delay(outcome)) { rearm_timer(*wait); ... }
+// Each schedule draws its own jitter stream, like each execute(). The caller does the waiting,
+// so it checks ctx.cancelled() after the wait itself; next_delay() stops once it is set.
+// Not thread-safe (one schedule per operation). The policy must outlive it.
+class RetrySchedule {
+public:
+    // nullopt: stop (success, not retryable, retries, time or budget exhausted). Otherwise the
+    // wait before the next attempt; the retry is counted and reported to listeners.
+    template <class T>
+    std::optional<Duration> next_delay(const Outcome<T>& outcome);
+
+    std::uint32_t retries() const noexcept { return retries_; }
+
+    RetrySchedule(RetrySchedule&& other) noexcept
+        : policy_(other.policy_),
+          ctx_(other.ctx_ == &other.own_ctx_ ? &own_ctx_ : other.ctx_),
+          own_ctx_(std::move(other.own_ctx_)),
+          run_(other.run_),
+          retries_(other.retries_),
+          done_(other.done_) {}
+    RetrySchedule& operator=(RetrySchedule&&) = delete;
+
+private:
+    friend class RetryPolicy;
+    RetrySchedule(RetryPolicy& policy, Context* ctx);
+
+    RetryPolicy* policy_;
+    Context* ctx_;
+    Context own_ctx_;
+    detail::RetryRun run_{};
+    std::uint32_t retries_ = 0;
+    bool done_ = false;
+};
+
+// Retries a failed call with a backoff, only for failures that have a chance of succeeding
+// later, within a number of retries, a total time and an optional shared budget.
+//   bulwark::RetryOptions r;
+//   r.max_retries = 3; r.backoff = bulwark::Backoff::exponential(100ms).max_delay(2s);
+//   r.retry_on<std::system_error>();
+//   bulwark::RetryPolicy retry(r);                 // optional seed, then clock last
+//   auto value = retry.execute([&] { return http.get(url); });
+// Waits with the clock's sleep_for (a ManualClock records it), and never longer than the
+// context's deadline allows; stops when the context is cancelled, also during a wait. Honours a
+// rejection's retry_at()/retry_after() (an open breaker's) when it is later than the backoff.
+// Jitter: each execution (and each schedule()) draws its own stream of the backoff, so that
+// concurrent calls that failed together do not retry in lockstep: the k-th execution to back
+// off (0-based, counted per policy) waits options().backoff with .seed(seed()) .stream(k). A
+// policy built without a seed draws a fresh one, so policies built from the same options differ
+// too; with a seed, the waits are reproducible for the same order of calls.
+// Thread-safe: one policy serves many concurrent calls. A call that succeeds first time does
+// one per-thread counter bump (none with count_calls off), reads no clock (unless max_elapsed
+// is set) and allocates nothing.
+class RetryPolicy : public PolicyBase<RetryPolicy> {
+public:
+    explicit RetryPolicy(RetryOptions options = {}, Clock& clock = default_clock())
+        : RetryPolicy(std::move(options), detail::fresh_seed(), clock) {}
+
+    // `seed` makes the jitter reproducible: the same seed and the same order of calls give the
+    // same waits.
+    RetryPolicy(RetryOptions options, std::uint64_t seed, Clock& clock = default_clock())
+        : options_((options.validate(), std::move(options))),
+          clock_(&clock),
+          seed_(seed),
+          adaptive_(adaptive_of(options_)),
+          result_predicates_(options_.classifier.has_result_predicates()),
+          plain_success_(!result_predicates_ && adaptive_ == nullptr),
+          plain_entry_(!options_.budget && options_.max_elapsed == Duration::zero()) {
+        for (auto& listener : options_.retry_listeners) {
+            listeners_.add(std::move(listener));
+        }
+        options_.retry_listeners.clear();
+    }
+
+    RetryPolicy(const RetryPolicy&) = delete;
+    RetryPolicy& operator=(const RetryPolicy&) = delete;
+
+    const RetryOptions& options() const noexcept { return options_; }
+
+    // The seed the executions' jitter streams derive from.
+    std::uint64_t seed() const noexcept { return seed_; }
+
+    Listeners<RetryEvent>& on_retry() noexcept { return listeners_; }
+
+    RetryStats stats() const noexcept {
+        RetryStats s;
+        s.calls = calls_.sum();
+        // relaxed: statistics.
+        s.retries = retries_.load(std::memory_order_relaxed);
+        s.successes_after_retry = successes_after_retry_.load(std::memory_order_relaxed);
+        s.exhausted = exhausted_.load(std::memory_order_relaxed);
+        s.not_retryable = not_retryable_.load(std::memory_order_relaxed);
+        s.budget_exhausted = budget_exhausted_.load(std::memory_order_relaxed);
+        return s;
+    }
+
+    RetrySchedule schedule() { return RetrySchedule(*this, nullptr); }
+    RetrySchedule schedule(Context& ctx) { return RetrySchedule(*this, &ctx); }
+
+    template <class Next>
+    auto apply(Context& ctx, Next&& next) {
+        using O = std::invoke_result_t<Next&, Context&>;
+        // With count_calls (the default), one per-thread counter store: a first-try success
+        // writes nothing else but its context's attempt number.
+        if (options_.count_calls) {
+            calls_.add();
+        }
+        // One flag for the rare entry work (a budget, a max_elapsed start time).
+        TimePoint started{};
+        if (BULWARK_UNLIKELY(!plain_entry_)) {
+            started = enter();
+        }
+        ctx.set_attempt(0);
+        // One named result, the only thing returned, so it is constructed in place (NRVO).
+        O outcome = next(ctx);
+        // One flag for the common case (no result predicate, no AdaptiveBackoff): a value is a
+        // success with nothing to record.
+        if (BULWARK_LIKELY(outcome.has_value() && plain_success_)) {
+            return outcome;
+        }
+        if (outcome.has_value() && !result_predicates_) {
+            adaptive_->record_success();  // plain_success_ is false: adaptive_ is set
+        } else {
+            retry_loop(ctx, next, outcome, started);
+        }
+        return outcome;
+    }
+
+private:
+    friend class RetrySchedule;
+
+    enum class Verdict : std::uint8_t { success, retry, not_retryable, exhausted, budget };
+
+    // Tells the budget about the call and, with max_elapsed, returns the first attempt's start:
+    // max_elapsed counts from it, so the clock is read up front only when it is set. (Reading it
+    // lazily after a first failure would leave the first attempt's own duration out.)
+    TimePoint enter() noexcept {
+        if (options_.budget) {
+            options_.budget->record_call();
+        }
+        return options_.max_elapsed > Duration::zero() ? clock_->now() : TimePoint{};
+    }
+
+    // Without count_calls, a call is counted once its first attempt has failed.
+    void count_failed_first(Verdict first) noexcept {
+        if (!options_.count_calls && first != Verdict::success) {
+            calls_.add();
+        }
+    }
+
+    static AdaptiveBackoff* adaptive_of(const RetryOptions& options) noexcept {
+        const auto* adaptive = std::get_if<std::shared_ptr<AdaptiveBackoff>>(&options.backoff);
+        return adaptive != nullptr ? adaptive->get() : nullptr;
+    }
+
+    template <class Next, class O>
+    // Retries until the outcome is final, and leaves the final outcome in `outcome`.
+    void retry_loop(Context& ctx, Next& next, O& outcome, TimePoint started) {
+        detail::RetryRun run;
+        run.started = started;
+        for (std::uint32_t retry = 1;; ++retry) {
+            Duration wait{0};
+            const Verdict v = decide(outcome, ctx, retry, run, wait);
+            if (retry == 1) {
+                count_failed_first(v);
+            }
+            if (v != Verdict::retry) {
+                finish(v, retry);
+                // A retried value that the budget refuses is returned as is, like one that ran out
+                // of retries: it is the answer, and there is no exception to wrap.
+                if (v == Verdict::budget && outcome.has_error()) {
+                    outcome = O::from_error(std::make_exception_ptr(
+                        RetryBudgetExhaustedError("retry budget exhausted", outcome.error())));
+                }
+                return;
+            }
+            if (wait > Duration::zero()) {
+                clock_->sleep_for(wait);
+            }
+            // A cancel, or the deadline passing, during the wait ends the call with the last
+            // outcome, as a cancel noticed before the wait does: no attempt after it.
+            if (stopped(ctx)) {
+                finish(Verdict::exhausted, retry);
+                return;
+            }
+            retries_.fetch_add(1, std::memory_order_relaxed);
+            ctx.set_attempt(retry);
+            outcome = next(ctx);
+        }
+    }
+
+    bool stopped(const Context& ctx) const noexcept {
+        return ctx.cancelled() || (ctx.deadline() && clock_->now() >= *ctx.deadline());
+    }
+
+    // The one decision both the synchronous loop and RetrySchedule use: given the last
+    // outcome, stop (and why) or retry after `wait`. The caller counts the retry.
+    template <class T>
+    Verdict decide(const Outcome<T>& outcome, const Context& ctx, std::uint32_t retry,
+                   detail::RetryRun& run, Duration& wait) {
+        if (!options_.classifier.is_failure(outcome)) {
+            if (outcome.has_error()) {
+                return Verdict::not_retryable;  // an exception not worth retrying
+            }
+            return Verdict::success;
+        }
+        // Every failed attempt teaches a shared AdaptiveBackoff, whatever happens next; this
+        // retry waits what it had learned before this failure.
+        Duration adaptive_wait{0};
+        if (adaptive_ != nullptr) {
+            adaptive_wait = adaptive_->current_delay();
+            adaptive_->record_failure();
+        }
+        if (retry > options_.max_retries || ctx.cancelled()) {
+            return Verdict::exhausted;
+        }
+        wait = adaptive_ != nullptr ? adaptive_wait : backoff_delay(retry, run);
+        const TimePoint now = clock_->now();  // the failure path: a clock read is affordable
+        if (outcome.has_error()) {
+            wait = std::max(wait, hinted_wait(outcome.error(), now));
+        }
+        if (options_.max_elapsed > Duration::zero() &&
+            now + wait - run.started > options_.max_elapsed) {
+            return Verdict::exhausted;
+        }
+        if (ctx.deadline() && now + wait >= *ctx.deadline()) {
+            return Verdict::exhausted;
+        }
+        if (options_.budget && !options_.budget->try_withdraw()) {
+            return Verdict::budget;
+        }
+        run.previous = wait;
+        listeners_.emit_with([&] {
+            return RetryEvent{retry, wait, outcome.error(), ctx.operation()};
+        });
+        return Verdict::retry;
+    }
+
+    // A rejection that says when to come back (an open breaker) is honoured.
+    static Duration hinted_wait(const std::exception_ptr& error, TimePoint now) {
+        try {
+            std::rethrow_exception(error);
+        } catch (const RejectedError& rejected) {
+            if (const auto at = rejected.retry_at()) {
+                return std::max(*at - now, Duration::zero());
+            }
+            return rejected.retry_after();
+        } catch (...) {
+            return Duration::zero();
+        }
+    }
+
+    // The Backoff's delay on this execution's own jitter stream, drawn at its first backoff (a
+    // shared counter, on the failure path only). O(1) for every kind: delay(n, previous).
+    Duration backoff_delay(std::uint32_t retry, detail::RetryRun& run) {
+        if (!run.has_stream) {
+            // relaxed: only distinctness (and, single-threaded, the order) matters.
+            const std::uint64_t k = streams_.fetch_add(1, std::memory_order_relaxed);
+            run.stream_seed = detail::SplitMix64::at(seed_, k);
+            run.has_stream = true;
+        }
+        Backoff stream = std::get<Backoff>(options_.backoff);
+        stream.seed(run.stream_seed);  // the same as .seed(seed_).stream(k)
+        return stream.delay(retry, run.previous);
+    }
+
+    void finish(Verdict v, std::uint32_t retry) noexcept {
+        switch (v) {
+            case Verdict::success:
+                if (adaptive_ != nullptr) {
+                    adaptive_->record_success();
+                }
+                if (retry > 1) {
+                    successes_after_retry_.fetch_add(1, std::memory_order_relaxed);
+                }
+                break;
+            case Verdict::not_retryable:
+                not_retryable_.fetch_add(1, std::memory_order_relaxed);
+                break;
+            case Verdict::budget:
+                budget_exhausted_.fetch_add(1, std::memory_order_relaxed);
+                exhausted_.fetch_add(1, std::memory_order_relaxed);
+                break;
+            case Verdict::exhausted:
+                exhausted_.fetch_add(1, std::memory_order_relaxed);
+                break;
+            case Verdict::retry:
+                break;
+        }
+    }
+
+    RetryOptions options_;
+    Clock* const clock_;
+    const std::uint64_t seed_;
+    AdaptiveBackoff* const adaptive_;  // options_.backoff's, or null for a Backoff
+    const bool result_predicates_;     // options_.classifier.has_result_predicates()
+    const bool plain_success_;         // neither result predicates nor an AdaptiveBackoff
+    const bool plain_entry_;           // no budget, no max_elapsed: nothing to do on entry
+    detail::StripedCounter calls_;
+    std::atomic<std::uint64_t> streams_{0};
+    std::atomic<std::uint64_t> retries_{0};
+    std::atomic<std::uint64_t> successes_after_retry_{0};
+    std::atomic<std::uint64_t> exhausted_{0};
+    std::atomic<std::uint64_t> not_retryable_{0};
+    std::atomic<std::uint64_t> budget_exhausted_{0};
+    Listeners<RetryEvent> listeners_;
+};
+
+inline RetrySchedule::RetrySchedule(RetryPolicy& policy, Context* ctx)
+    : policy_(&policy), ctx_(ctx != nullptr ? ctx : &own_ctx_) {
+    // A schedule is the async form of one call, and is counted like one.
+    if (policy_->options_.count_calls) {
+        policy_->calls_.add();
+    }
+    if (policy_->options_.budget) {
+        policy_->options_.budget->record_call();
+    }
+    run_.started = policy_->clock_->now();
+}
+
+template <class T>
+std::optional<Duration> RetrySchedule::next_delay(const Outcome<T>& outcome) {
+    if (done_) {
+        return std::nullopt;
+    }
+    Duration wait{0};
+    const auto v = policy_->decide(outcome, *ctx_, retries_ + 1, run_, wait);
+    if (retries_ == 0) {
+        policy_->count_failed_first(v);
+    }
+    if (v != RetryPolicy::Verdict::retry) {
+        done_ = true;
+        policy_->finish(v, retries_ + 1);
+        return std::nullopt;
+    }
+    policy_->retries_.fetch_add(1, std::memory_order_relaxed);
+    ++retries_;
+    ctx_->set_attempt(retries_);
+    return wait;
+}
+
+}  // namespace bulwark
+
+#endif  // BULWARK_RETRY_HPP
+
+namespace bulwark {
+
+// How a FallbackChain orders its channels for one call. See docs/fallback_chain.md.
+enum class Selection : std::uint8_t {
+    priority,       // the order the channels were added (or a rule lists them)
+    round_robin,    // that order, rotated by one per call
+    health_based,   // breaker closed first, then by recent success rate, then priority
+    load_balanced,  // weighted random by weight / (1 + calls in flight), seeded
+    least_cost,     // ascending cost, ties by priority
+};
+
+// Why an attempt did not deliver. `none` for the attempt that delivered.
+enum class FallbackReason : std::uint8_t {
+    none,               // delivered
+    primary_failed,     // the channel was called and failed (threw, or its retry gave up)
+    unavailable,        // not called: its breaker rejected (open, forced open, probes taken)
+    rate_limited,       // not called: its rate limiter had no permit
+    cost_threshold,     // not called: its cost is above ChainOptions::max_cost
+    quality_threshold,  // not called: recent success rate below ChainOptions::min_success_rate
+};
+
+inline const char* to_string(Selection selection) noexcept {
+    switch (selection) {
+        case Selection::priority:
+            return "priority";
+        case Selection::round_robin:
+            return "round_robin";
+        case Selection::health_based:
+            return "health_based";
+        case Selection::load_balanced:
+            return "load_balanced";
+        case Selection::least_cost:
+            return "least_cost";
+    }
+    return "unknown";
+}
+
+inline const char* to_string(FallbackReason reason) noexcept {
+    switch (reason) {
+        case FallbackReason::none:
+            return "none";
+        case FallbackReason::primary_failed:
+            return "primary_failed";
+        case FallbackReason::unavailable:
+            return "unavailable";
+        case FallbackReason::rate_limited:
+            return "rate_limited";
+        case FallbackReason::cost_threshold:
+            return "cost_threshold";
+        case FallbackReason::quality_threshold:
+            return "quality_threshold";
+    }
+    return "unknown";
+}
+
+// No channel of a FallbackChain delivered and none left an error to report: every candidate was
+// skipped by a cost or quality threshold, the chain has no enabled channel, or the call was
+// cancelled (or ran past its deadline) before the first channel was tried.
+class NoChannelError : public RejectedError {
+public:
+    using RejectedError::RejectedError;
+};
+
+// Per-channel options of a FallbackChain. Plain aggregate; FallbackChain::add validates it and
+// throws std::invalid_argument naming the field and the value.
+//   bulwark::ChannelOptions o;  o.breaker = &email_breaker;  o.cost = 0.001;
+// The breaker, retry and limiter are not owned: they must outlive the chain. They may be shared
+// with other code (a breaker shared by two chains counts both).
+struct ChannelOptions {
+    // Relative share for Selection::load_balanced. >= 0 and finite; 0 = only when every
+    // weighted channel failed.
+    double weight = 1.0;
+    // Cost of one call, in the caller's unit, for Selection::least_cost and max_cost. >= 0.
+    double cost = 0.0;
+    // Asked for a permit before each call; a rejection skips the channel (unavailable).
+    CircuitBreaker* breaker = nullptr;
+    // Wraps the channel's call: retry->try_execute(call, ctx). Inside the breaker: the breaker
+    // sees one result per chain call, whatever the retries did.
+    RetryPolicy* retry = nullptr;
+    // Asked for one permit (try_acquire, never waits) after the breaker; a refusal skips the
+    // channel (rate_limited) and is recorded in the breaker as an inner rejection (neutral).
+    RateLimiter* limiter = nullptr;
+    // A disabled channel is left out of every call, not even recorded as an attempt.
+    // FallbackChain::set_enabled changes it at run time.
+    bool enabled = true;
+};
+
+// Per-chain options. Plain aggregate; the chain's constructor validates it.
+//   bulwark::ChainOptions o;  o.max_cost = 0.01;  o.min_success_rate = 0.8;
+struct ChainOptions {
+    // Channels *called* per execute (skipped channels do not count). 0 = all of them (default).
+    std::uint32_t max_attempts = 0;
+    // Channels whose cost is above it are skipped (cost_threshold). >= 0; default: no limit.
+    double max_cost = std::numeric_limits<double>::infinity();
+    // Channels whose success rate over their last min_samples calls (through this chain) is
+    // below it are skipped (quality_threshold). In [0, 1]; 0 = off (default).
+    double min_success_rate = 0.0;
+    // The quality window: the rule judges a channel by its last min_samples calls, and only once
+    // it has made that many. In [1, 32].
+    std::uint32_t min_samples = 10;
+    // A channel skipped for quality gets no new samples, so one call is let through this long
+    // after it was first skipped (and again every interval while it stays below). >= 0.
+    Duration quality_probe_interval = std::chrono::seconds(30);
+
+    void validate() const {
+        if (!(max_cost >= 0.0)) {
+            detail::throw_invalid_option("ChainOptions.max_cost", "must be >= 0",
+                                         detail::format_number(max_cost));
+        }
+        if (!(min_success_rate >= 0.0 && min_success_rate <= 1.0)) {
+            detail::throw_invalid_option("ChainOptions.min_success_rate", "must be in [0, 1]",
+                                         detail::format_number(min_success_rate));
+        }
+        if (min_samples < 1 || min_samples > 32) {
+            detail::throw_invalid_option("ChainOptions.min_samples", "must be in [1, 32]",
+                                         std::to_string(min_samples));
+        }
+        if (quality_probe_interval < Duration::zero()) {
+            detail::throw_invalid_option("ChainOptions.quality_probe_interval", "must be >= 0",
+                                         detail::format_duration(quality_probe_interval));
+        }
+    }
+};
+
+// One channel considered by one execute: called, or skipped without a call.
+struct Attempt {
+    std::uint32_t number = 0;  // 1-based position among the attempts of this execute
+    std::string_view channel;  // the channel's name (a view into the chain: valid while it lives)
+    TimePoint started{};       // when it was considered, on the chain's clock
+    Duration elapsed{0};  // the call's duration (retries and their waits included); 0 if skipped
+    bool ok = false;      // the channel delivered
+    std::exception_ptr error;  // what it threw, or the rejection (breaker, limiter); null if ok
+                               // or skipped by a threshold
+    FallbackReason reason = FallbackReason::none;  // why it did not deliver; none if ok
+    bool called() const noexcept {
+        return reason == FallbackReason::none || reason == FallbackReason::primary_failed;
+    }
+};
+
+// The chain moved on from `from` (which did not deliver, for `reason`) to `to`.
+struct ChannelFallbackEvent {
+    std::string_view from;
+    std::string_view to;
+    FallbackReason reason = FallbackReason::none;
+    std::exception_ptr error;  // from's error, if it had one
+};
+
+// What a channel has seen through this chain (calls made elsewhere are not counted).
+// calls == successes + failures once no execute is running.
+struct ChannelStats {
+    std::uint64_t calls = 0;      // times the channel was called (one per execute, retries inside)
+    std::uint64_t successes = 0;  // of those, how many delivered
+    std::uint64_t failures = 0;   // of those, how many failed
+    std::uint64_t skipped = 0;    // times it was passed over without a call (any skip reason)
+    std::uint64_t fallbacks = 0;  // times it delivered after an earlier channel of the same
+                                  // execute did not (it served as a fallback)
+    double success_rate = 1.0;    // successes / calls over the chain's life; 1 with no calls
+    double recent_success_rate = 1.0;  // over the last (up to) 32 calls; 1 with no calls
+    Duration mean_latency{0};          // mean duration of the calls
+    std::string_view name;             // valid while the chain lives
+};
+
+template <class Signature>
+class FallbackChain;
+
+namespace detail {
+
+// Up to N elements inline, then on the heap (all of them, so that data() stays contiguous).
+// T must be default-constructible and movable. Not thread-safe.
+template <class T, std::size_t N>
+class InlineVector {
+public:
+    void push_back(T value) {
+        if (heap_.empty() && size_ < N) {
+            inline_[size_++] = std::move(value);
+            return;
+        }
+        if (heap_.empty()) {
+            heap_.reserve(2 * N);
+            for (std::size_t i = 0; i < size_; ++i) {
+                heap_.push_back(std::move(inline_[i]));
+            }
+        }
+        heap_.push_back(std::move(value));
+        ++size_;
+    }
+    T* data() noexcept { return heap_.empty() ? inline_.data() : heap_.data(); }
+    const T* data() const noexcept { return heap_.empty() ? inline_.data() : heap_.data(); }
+    std::size_t size() const noexcept { return size_; }
+    bool empty() const noexcept { return size_ == 0; }
+    T& operator[](std::size_t i) noexcept { return data()[i]; }
+    const T& operator[](std::size_t i) const noexcept { return data()[i]; }
+    T* begin() noexcept { return data(); }
+    T* end() noexcept { return data() + size_; }
+    const T* begin() const noexcept { return data(); }
+    const T* end() const noexcept { return data() + size_; }
+    T& back() noexcept { return data()[size_ - 1]; }
+
+private:
+    std::array<T, N> inline_{};
+    std::vector<T> heap_;
+    std::size_t size_ = 0;
+};
+
+inline unsigned popcount32(std::uint32_t v) noexcept {
+    unsigned n = 0;
+    for (; v != 0; v &= v - 1U) {
+        ++n;
+    }
+    return n;
+}
+
+// The last 32 results of a channel in one atomic word: low 32 bits a shift register of
+// outcomes (1 = success), high 32 bits how many of them are real (saturates at 32).
+struct RecentWindow {
+    static constexpr std::uint32_t capacity = 32;
+
+    static std::uint64_t push(std::uint64_t word, bool ok) noexcept {
+        const std::uint64_t bits = ((word << 1U) | (ok ? 1U : 0U)) & 0xFFFFFFFFULL;
+        std::uint64_t count = word >> 32U;
+        if (count < capacity) {
+            ++count;
+        }
+        return (count << 32U) | bits;
+    }
+    static std::uint32_t samples(std::uint64_t word) noexcept {
+        return static_cast<std::uint32_t>(word >> 32U);
+    }
+    // Success rate over the last `last` recorded samples (fewer if fewer were recorded); 1 with
+    // none.
+    static double rate(std::uint64_t word, std::uint32_t last = capacity) noexcept {
+        const std::uint32_t n = samples(word) < last ? samples(word) : last;
+        if (n == 0) {
+            return 1.0;
+        }
+        const std::uint32_t mask = n >= 32 ? 0xFFFFFFFFU : ((1U << n) - 1U);
+        const std::uint32_t bits = static_cast<std::uint32_t>(word & 0xFFFFFFFFULL) & mask;
+        return static_cast<double>(popcount32(bits)) / static_cast<double>(n);
+    }
+};
+
+}  // namespace detail
+
+// The outcome of FallbackChain::execute: the value and who delivered it, or the last error, and
+// every channel considered on the way.
+//   auto res = chain.execute(msg);
+//   if (res.ok()) log(res.channel()); else alert(res.error());
+//   for (const bulwark::Attempt& a : res.attempts()) { ... }
+// Holds up to 8 attempts inline (no allocation); a 9th moves them to the heap. The attempts'
+// channel names are views into the chain: the chain must outlive them. Thread-compatible.
+template <class R>
+class [[nodiscard]] ChainResult {
+public:
+    using value_type = R;
+    using AttemptList = detail::InlineVector<Attempt, 8>;
+
+    bool ok() const noexcept { return !error_; }
+    explicit operator bool() const noexcept { return ok(); }
+
+    // The delivered value; throws error() (the last channel's error) if none delivered.
+    template <class U = R, std::enable_if_t<!std::is_void<U>::value, int> = 0>
+    U& value() & {
+        rethrow_if_error();
+        return *value_;
+    }
+    template <class U = R, std::enable_if_t<!std::is_void<U>::value, int> = 0>
+    const U& value() const& {
+        rethrow_if_error();
+        return *value_;
+    }
+    template <class U = R, std::enable_if_t<!std::is_void<U>::value, int> = 0>
+    U&& value() && {
+        rethrow_if_error();
+        return std::move(*value_);
+    }
+    template <class U = R, std::enable_if_t<std::is_void<U>::value, int> = 0>
+    void value() const {
+        rethrow_if_error();
+    }
+
+    // The name of the channel that delivered; empty if none did.
+    std::string_view channel() const noexcept { return channel_; }
+    // Null if a channel delivered. Otherwise the error of the last attempt that has one (a
+    // channel's exception, a CircuitOpenError, a RateLimitedError), or a NoChannelError when
+    // no attempt has one.
+    std::exception_ptr error() const noexcept { return error_; }
+    void rethrow_if_error() const {
+        if (error_) {
+            std::rethrow_exception(error_);
+        }
+    }
+    // Every channel considered, in order.
+    const AttemptList& attempts() const noexcept { return attempts_; }
+    // Channels called (attempts that were not skipped).
+    std::uint32_t calls() const noexcept { return calls_; }
+    // True if the context was cancelled or its deadline passed before a channel delivered, and
+    // channels were left untried because of it.
+    bool stopped() const noexcept { return stopped_; }
+
+private:
+    template <class S>
+    friend class FallbackChain;
+
+    struct NoValue {};
+    using Slot = std::conditional_t<std::is_void<R>::value, NoValue, std::optional<R>>;
+
+    Slot value_{};
+    std::string_view channel_;
+    std::exception_ptr error_;
+    AttemptList attempts_;
+    std::uint32_t calls_ = 0;
+    bool stopped_ = false;
+};
+
+// The fallbacks for one primary channel, for FallbackChain::execute_for.
+struct FallbackRule {
+    std::vector<std::string> fallbacks;  // tried after the primary, ordered by `selection`
+    Selection selection = Selection::priority;
+    std::uint32_t max_attempts = 0;  // channels called, primary included; 0 = the chain's
+};
+
+// Which channels back up which: per primary channel, and a global order for primaries without
+// a rule. Names are checked when the rules are given to a chain (FallbackChain::rules).
+//   bulwark::FallbackRules rules;
+//   rules.set("telegram", {{"email", "sms"}, bulwark::Selection::priority, 2});
+//   rules.set_global({"email", "sms", "telegram"});
+// Plain value type; not thread-safe.
+class FallbackRules {
+public:
+    // Sets (or replaces) the rule for `primary`.
+    FallbackRules& set(std::string primary, FallbackRule rule) {
+        for (auto& entry : rules_) {
+            if (entry.first == primary) {
+                entry.second = std::move(rule);
+                return *this;
+            }
+        }
+        rules_.emplace_back(std::move(primary), std::move(rule));
+        return *this;
+    }
+    // The fallback order for a primary without a rule; channels it does not list follow in the
+    // chain's selection order.
+    FallbackRules& set_global(std::vector<std::string> order) {
+        global_ = std::move(order);
+        return *this;
+    }
+    const FallbackRule* find(std::string_view primary) const noexcept {
+        for (const auto& entry : rules_) {
+            if (entry.first == primary) {
+                return &entry.second;
+            }
+        }
+        return nullptr;
+    }
+    const std::vector<std::pair<std::string, FallbackRule>>& rules() const noexcept {
+        return rules_;
+    }
+    const std::vector<std::string>& global() const noexcept { return global_; }
+
+private:
+    std::vector<std::pair<std::string, FallbackRule>> rules_;
+    std::vector<std::string> global_;
+};
+
+// Tries a list of interchangeable channels (telegram, email, sms…) until one delivers, in an
+// order chosen per call (Selection), skipping the ones whose breaker is open, whose rate limit is
+// used up or that are above the cost or below the quality threshold.
+//   bulwark::FallbackChain<Receipt(const Message&)> chain(bulwark::Selection::priority);
+//   chain.add("telegram", send_telegram);  chain.add("sms", send_sms, sms_options);
+//   bulwark::ChainResult<Receipt> res = chain.execute(msg);  // never throws for channel failures
+// Arguments are passed to every channel tried as lvalues, so by-value parameters are copied per
+// channel and rvalue-reference parameters are not supported.
+// Thread-safety: execute, execute_for, stats, set_enabled and the listeners are thread-safe;
+// execute takes no lock and, with up to 8 attempts and 16 candidates, allocates nothing (a
+// listener, a rejection's error object or a channel's own work may). Configuration (add, rules,
+// max_attempts, max_cost, min_success_rate) is not synchronized: finish it before the chain is
+// shared. The clock must outlive the chain, as must the breakers, retries and limiters.
+template <class R, class... Args>
+class FallbackChain<R(Args...)> {
+    static_assert(!std::is_reference<R>::value,
+                  "bulwark::FallbackChain: channels return results by value (return a pointer or "
+                  "std::reference_wrapper to share an object).");
+    static_assert(std::conjunction<std::negation<std::is_rvalue_reference<Args>>...>::value,
+                  "bulwark::FallbackChain: rvalue-reference parameters are not supported: every "
+                  "channel tried receives the same arguments.");
+
+public:
+    using result_type = R;
+    using Function = std::function<R(Args...)>;
+
+    explicit FallbackChain(Selection selection = Selection::priority, ChainOptions options = {},
+                           Clock& clock = default_clock())
+        : FallbackChain(selection, std::move(options), detail::fresh_seed(), clock) {}
+
+    // `seed` makes Selection::load_balanced reproducible for the same order of calls.
+    FallbackChain(Selection selection, ChainOptions options, std::uint64_t seed,
+                  Clock& clock = default_clock())
+        : selection_(selection),
+          options_((options.validate(), std::move(options))),
+          clock_(&clock),
+          seed_(seed) {}
+
+    FallbackChain(const FallbackChain&) = delete;
+    FallbackChain& operator=(const FallbackChain&) = delete;
+
+    // Adds a channel at the end of the priority order. `f` must be invocable with Args... and
+    // return R (or something convertible to it). Throws std::invalid_argument for an empty or
+    // duplicate name, a null callable (function pointer, empty std::function) or invalid options.
+    template <class F>
+    FallbackChain& add(std::string name, F f, ChannelOptions options = {}) {
+        static_assert(std::is_invocable_r<R, F&, Args&...>::value,
+                      "bulwark::FallbackChain::add: the callable must be invocable with the "
+                      "chain's arguments and return its result type.");
+        if (name.empty()) {
+            detail::throw_invalid_option("FallbackChain.add: name", "must not be empty", "\"\"");
+        }
+        if (find(name) != npos) {
+            detail::throw_invalid_option("FallbackChain.add: name", "must be unique",
+                                         "\"" + name + "\" (already added)");
+        }
+        if (detail::is_null_callable(f)) {
+            detail::throw_invalid_option("FallbackChain.add: callable", "must not be null",
+                                         "null for \"" + name + "\"");
+        }
+        if (!(options.weight >= 0.0 && std::isfinite(options.weight))) {
+            detail::throw_invalid_option("ChannelOptions.weight", "must be finite and >= 0",
+                                         detail::format_number(options.weight));
+        }
+        if (!(options.cost >= 0.0 && std::isfinite(options.cost))) {
+            detail::throw_invalid_option("ChannelOptions.cost", "must be finite and >= 0",
+                                         detail::format_number(options.cost));
+        }
+        auto channel = std::make_unique<Channel>();
+        channel->name = std::move(name);
+        channel->fn = Function(std::move(f));
+        channel->enabled.store(options.enabled, std::memory_order_relaxed);
+        channel->options = options;
+        channels_.push_back(std::move(channel));
+        // The rules refer to channels by index; a new channel joins the "remaining" tail.
+        return *this;
+    }
+
+    // Caps the channels called per execute (skipped ones do not count). Throws
+    // std::invalid_argument for 0.
+    FallbackChain& max_attempts(std::uint32_t n) {
+        if (n == 0) {
+            detail::throw_invalid_option("FallbackChain.max_attempts", "must be >= 1", "0");
+        }
+        options_.max_attempts = n;
+        return *this;
+    }
+    // The cap in effect: the number of channels unless max_attempts was set.
+    std::uint32_t max_attempts() const noexcept {
+        return options_.max_attempts != 0 ? options_.max_attempts
+                                          : static_cast<std::uint32_t>(channels_.size());
+    }
+    FallbackChain& max_cost(double cost) {
+        ChainOptions o = options_;
+        o.max_cost = cost;
+        o.validate();
+        options_ = o;
+        return *this;
+    }
+    FallbackChain& min_success_rate(double rate, std::uint32_t min_samples = 10) {
+        ChainOptions o = options_;
+        o.min_success_rate = rate;
+        o.min_samples = min_samples;
+        o.validate();
+        options_ = o;
+        return *this;
+    }
+
+    // Installs fallback rules for execute_for. Throws std::invalid_argument (and keeps the
+    // previous rules) if a rule names a channel the chain does not have, lists a channel twice,
+    // or lists its own primary among its fallbacks.
+    FallbackChain& rules(const FallbackRules& rules) {
+        std::vector<ResolvedRule> resolved(channels_.size());
+        for (const auto& entry : rules.rules()) {
+            const std::size_t primary = resolve(entry.first, "FallbackRules.set: primary", "");
+            ResolvedRule& r = resolved[primary];
+            if (r.present) {
+                detail::throw_invalid_option("FallbackRules.set: primary", "must be unique",
+                                             "\"" + entry.first + "\" twice");
+            }
+            r.present = true;
+            r.selection = entry.second.selection;
+            r.max_attempts = entry.second.max_attempts;
+            for (const std::string& name : entry.second.fallbacks) {
+                const std::size_t index =
+                    resolve(name, "FallbackRules.set: fallbacks", entry.first);
+                if (index == primary || contains(r.order, index)) {
+                    detail::throw_invalid_option(
+                        "FallbackRules.set: fallbacks",
+                        "must list distinct channels other than the primary",
+                        "\"" + name + "\" in the rule for \"" + entry.first + "\"");
+                }
+                r.order.push_back(static_cast<std::uint32_t>(index));
+            }
+        }
+        std::vector<std::uint32_t> global;
+        for (const std::string& name : rules.global()) {
+            const std::size_t index = resolve(name, "FallbackRules.set_global: order", "");
+            if (contains(global, index)) {
+                detail::throw_invalid_option("FallbackRules.set_global: order",
+                                             "must list distinct channels",
+                                             "\"" + name + "\" twice");
+            }
+            global.push_back(static_cast<std::uint32_t>(index));
+        }
+        rules_ = std::move(resolved);
+        global_ = std::move(global);
+        return *this;
+    }
+
+    // Enables or disables a channel; thread-safe (a call already running may still use it).
+    // Throws std::invalid_argument for an unknown name.
+    void set_enabled(std::string_view name, bool enabled) {
+        channel(name).enabled.store(enabled, std::memory_order_relaxed);
+    }
+
+    // Tries the channels in the chain's selection order until one delivers, at most
+    // max_attempts() of them called. Never throws for a channel's failure.
+    ChainResult<R> execute(Args... args) {
+        Context ctx;
+        return execute(ctx, args...);
+    }
+
+    // As above; stops (ChainResult::stopped()) before the next channel once `ctx` is cancelled
+    // or its deadline has passed on the chain's clock. The context is passed to the retries.
+    ChainResult<R> execute(Context& ctx, Args... args) {
+        Order order;
+        for (std::uint32_t i = 0; i < channels_.size(); ++i) {
+            if (channels_[i]->enabled.load(std::memory_order_relaxed)) {
+                order.push_back(Candidate{i, 0.0});
+            }
+        }
+        arrange(order, 0, selection_);
+        return run(ctx, order, max_attempts(), args...);
+    }
+
+    // Tries `primary` first, then its rule's fallbacks in the rule's selection order (at most
+    // the rule's max_attempts called); without a rule, the global order and then the remaining
+    // channels in the chain's selection order. Throws std::invalid_argument for an unknown
+    // primary (a programming error); never for a channel's failure.
+    ChainResult<R> execute_for(std::string_view primary, Args... args) {
+        Context ctx;
+        return execute_for(ctx, primary, args...);
+    }
+
+    ChainResult<R> execute_for(Context& ctx, std::string_view primary, Args... args) {
+        const std::size_t p = find(primary);
+        if (p == npos) {
+            unknown_channel(primary);
+        }
+        const auto first = static_cast<std::uint32_t>(p);
+        Order order;
+        if (channels_[p]->enabled.load(std::memory_order_relaxed)) {
+            order.push_back(Candidate{first, 0.0});
+        }
+        std::uint32_t cap = max_attempts();
+        const ResolvedRule* rule = p < rules_.size() && rules_[p].present ? &rules_[p] : nullptr;
+        if (rule != nullptr) {
+            const std::size_t from = order.size();
+            for (std::uint32_t i : rule->order) {
+                push_enabled(order, i);
+            }
+            arrange(order, from, rule->selection);
+            if (rule->max_attempts != 0) {
+                cap = rule->max_attempts;
+            }
+        } else {
+            for (std::uint32_t i : global_) {
+                if (i != first) {
+                    push_enabled(order, i);
+                }
+            }
+            const std::size_t from = order.size();
+            for (std::uint32_t i = 0; i < channels_.size(); ++i) {
+                if (i != first && !contains(global_, i)) {
+                    push_enabled(order, i);
+                }
+            }
+            arrange(order, from, selection_);
+        }
+        return run(ctx, order, cap, args...);
+    }
+
+    // Statistics of one channel; throws std::invalid_argument for an unknown name. Lock-free.
+    ChannelStats stats(std::string_view name) const { return snapshot(channel(name)); }
+
+    // Statistics of every channel, in priority order.
+    std::vector<ChannelStats> stats() const {
+        std::vector<ChannelStats> all;
+        all.reserve(channels_.size());
+        for (const auto& c : channels_) {
+            all.push_back(snapshot(*c));
+        }
+        return all;
+    }
+
+    // Called after every attempt (skipped ones included), on the executing thread.
+    Listeners<Attempt>& on_attempt() noexcept { return attempt_listeners_; }
+    // Called each time the chain moves on from a channel that did not deliver to the next one.
+    Listeners<ChannelFallbackEvent>& on_fallback() noexcept { return fallback_listeners_; }
+
+    Selection selection() const noexcept { return selection_; }
+    const ChainOptions& options() const noexcept { return options_; }
+    std::uint64_t seed() const noexcept { return seed_; }
+    std::size_t size() const noexcept { return channels_.size(); }
+    Clock& clock() const noexcept { return *clock_; }
+    // Channel names in priority order.
+    std::vector<std::string_view> channels() const {
+        std::vector<std::string_view> names;
+        names.reserve(channels_.size());
+        for (const auto& c : channels_) {
+            names.push_back(c->name);
+        }
+        return names;
+    }
+
+private:
+    static constexpr std::size_t npos = static_cast<std::size_t>(-1);
+    static constexpr std::int64_t not_skipping = std::numeric_limits<std::int64_t>::min();
+
+    struct Channel {
+        std::string name;
+        Function fn;
+        ChannelOptions options;
+        std::atomic<bool> enabled{true};
+        // relaxed everywhere: statistics, read as a snapshot.
+        std::atomic<std::uint64_t> calls{0};
+        std::atomic<std::uint64_t> successes{0};
+        std::atomic<std::uint64_t> failures{0};
+        std::atomic<std::uint64_t> skipped{0};
+        std::atomic<std::uint64_t> fallbacks{0};
+        std::atomic<std::uint64_t> latency_ns{0};
+        std::atomic<std::uint32_t> in_flight{0};
+        std::atomic<std::uint64_t> recent{0};  // detail::RecentWindow
+        std::atomic<std::int64_t> quality_skip_since{not_skipping};
+    };
+
+    struct Candidate {
+        std::uint32_t index;
+        double key;
+    };
+    using Order = detail::InlineVector<Candidate, 16>;
+
+    struct ResolvedRule {
+        bool present = false;
+        Selection selection = Selection::priority;
+        std::uint32_t max_attempts = 0;
+        std::vector<std::uint32_t> order;
+    };
+
+    template <class C>
+    static bool contains(const C& c, std::size_t value) noexcept {
+        for (auto v : c) {
+            if (v == value) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    // Linear: chains have a handful of channels, and comparing views allocates nothing.
+    std::size_t find(std::string_view name) const noexcept {
+        for (std::size_t i = 0; i < channels_.size(); ++i) {
+            if (channels_[i]->name == name) {
+                return i;
+            }
+        }
+        return npos;
+    }
+
+    [[noreturn]] BULWARK_NOINLINE static void unknown_channel(std::string_view name) {
+        detail::throw_invalid_option("FallbackChain: channel", "must be one added to the chain",
+                                     "\"" + std::string(name) + "\"");
+    }
+
+    Channel& channel(std::string_view name) const {
+        const std::size_t i = find(name);
+        if (i == npos) {
+            unknown_channel(name);
+        }
+        return *channels_[i];
+    }
+
+    std::size_t resolve(const std::string& name, const char* field, const std::string& rule) const {
+        const std::size_t i = find(name);
+        if (i == npos) {
+            detail::throw_invalid_option(
+                field, "must name channels added to the chain",
+                "unknown \"" + name + "\"" +
+                    (rule.empty() ? std::string() : " in the rule for \"" + rule + "\""));
+        }
+        return i;
+    }
+
+    void push_enabled(Order& order, std::uint32_t i) const {
+        if (channels_[i]->enabled.load(std::memory_order_relaxed)) {
+            order.push_back(Candidate{i, 0.0});
+        }
+    }
+
+    // Orders order[from..] by `selection`; their current order is the priority order.
+    void arrange(Order& order, std::size_t from, Selection selection) {
+        const std::size_t n = order.size() - from;
+        if (n < 2) {
+            return;
+        }
+        Candidate* c = order.data() + from;
+        switch (selection) {
+            case Selection::priority:
+                return;
+            case Selection::round_robin: {
+                // relaxed: only the rotation matters, not what other threads wrote.
+                const std::uint64_t turn = round_robin_.fetch_add(1, std::memory_order_relaxed);
+                const std::size_t shift = static_cast<std::size_t>(turn % n);
+                for (std::size_t i = 0; i < n; ++i) {
+                    c[i].key = static_cast<double>((i + n - shift) % n);
+                }
+                break;
+            }
+            case Selection::health_based:
+                for (std::size_t i = 0; i < n; ++i) {
+                    const Channel& ch = *channels_[c[i].index];
+                    // Rank 0: closed, disabled or no breaker; 1: half-open; 2: open. Within a
+                    // rank, the higher recent success rate first.
+                    double rank = 0.0;
+                    if (ch.options.breaker != nullptr) {
+                        const CircuitState s = ch.options.breaker->state();
+                        rank = s == CircuitState::half_open                                  ? 1.0
+                               : (s == CircuitState::open || s == CircuitState::forced_open) ? 2.0
+                                                                                             : 0.0;
+                    }
+                    c[i].key = rank * 2.0 - detail::RecentWindow::rate(
+                                                ch.recent.load(std::memory_order_relaxed));
+                }
+                break;
+            case Selection::load_balanced: {
+                // Efraimidis–Spirakis: sorting by -ln(u) / w draws a weighted random order.
+                // relaxed: a counter naming this call's random stream.
+                const std::uint64_t k = load_balance_.fetch_add(1, std::memory_order_relaxed);
+                detail::SplitMix64 random(detail::SplitMix64::at(seed_, k));
+                for (std::size_t i = 0; i < n; ++i) {
+                    const Channel& ch = *channels_[c[i].index];
+                    const double u = random.next_double();
+                    const double w =
+                        ch.options.weight /
+                        (1.0 + static_cast<double>(ch.in_flight.load(std::memory_order_relaxed)));
+                    c[i].key =
+                        w > 0.0 ? -std::log1p(-u) / w : std::numeric_limits<double>::infinity();
+                }
+                break;
+            }
+            case Selection::least_cost:
+                for (std::size_t i = 0; i < n; ++i) {
+                    c[i].key = channels_[c[i].index]->options.cost;
+                }
+                break;
+        }
+        // Insertion sort: stable (ties keep the priority order), allocates nothing, and fast
+        // for the handful of channels a chain has.
+        for (std::size_t i = 1; i < n; ++i) {
+            const Candidate x = c[i];
+            std::size_t j = i;
+            for (; j > 0 && x.key < c[j - 1].key; --j) {
+                c[j] = c[j - 1];
+            }
+            c[j] = x;
+        }
+    }
+
+    bool deadline_passed(const Context& ctx) const noexcept {
+        return ctx.cancelled() || (ctx.deadline() && clock_->now() >= *ctx.deadline());
+    }
+
+    // True if the channel is below the quality floor and must be skipped now. A skipped channel
+    // is let through once every quality_probe_interval (the CAS picks one caller) so that it can
+    // show it has recovered.
+    bool below_quality(Channel& ch, TimePoint now) const noexcept {
+        if (options_.min_success_rate <= 0.0) {
+            return false;
+        }
+        const std::uint64_t w = ch.recent.load(std::memory_order_relaxed);
+        if (detail::RecentWindow::samples(w) < options_.min_samples ||
+            detail::RecentWindow::rate(w, options_.min_samples) >= options_.min_success_rate) {
+            if (ch.quality_skip_since.load(std::memory_order_relaxed) != not_skipping) {
+                ch.quality_skip_since.store(not_skipping, std::memory_order_relaxed);
+            }
+            return false;
+        }
+        const std::int64_t t = now.time_since_epoch().count();
+        std::int64_t since = ch.quality_skip_since.load(std::memory_order_relaxed);
+        if (since == not_skipping) {
+            // relaxed: the stamp is the whole state.
+            ch.quality_skip_since.compare_exchange_strong(since, t, std::memory_order_relaxed);
+            return true;
+        }
+        if (t - since >= options_.quality_probe_interval.count()) {
+            return !ch.quality_skip_since.compare_exchange_strong(since, t,
+                                                                  std::memory_order_relaxed);
+        }
+        return true;
+    }
+
+    Outcome<R> call(Channel& ch, Context& ctx, Args&... args) noexcept {
+        if (ch.options.retry != nullptr) {
+            return ch.options.retry->try_execute([&]() -> R { return ch.fn(args...); }, ctx);
+        }
+        return detail::capture<R>([&]() -> R { return ch.fn(args...); });
+    }
+
+    static void record_recent(Channel& ch, bool ok) noexcept {
+        std::uint64_t w = ch.recent.load(std::memory_order_relaxed);
+        // relaxed: the word is the whole state.
+        while (!ch.recent.compare_exchange_weak(w, detail::RecentWindow::push(w, ok),
+                                                std::memory_order_relaxed)) {
+        }
+    }
+
+    BULWARK_NOINLINE static std::exception_ptr rate_limited_error(const Channel& ch,
+                                                                  Duration retry_after) {
+        return std::make_exception_ptr(RateLimitedError(
+            "bulwark::FallbackChain: channel \"" + ch.name + "\" is rate limited", retry_after));
+    }
+
+    BULWARK_NOINLINE static std::exception_ptr no_channel_error(const ChainResult<R>& result) {
+        std::string why = result.stopped() ? "cancelled or past its deadline"
+                          : result.attempts().empty()
+                              ? "no enabled channel"
+                              : "every channel was skipped by a cost or quality threshold";
+        return std::make_exception_ptr(
+            NoChannelError("bulwark::FallbackChain: no channel delivered: " + why));
+    }
+
+    void finish_attempt(ChainResult<R>& result, Attempt&& attempt) {
+        attempt.number = static_cast<std::uint32_t>(result.attempts_.size() + 1);
+        result.attempts_.push_back(std::move(attempt));
+        const Attempt& a = result.attempts_.back();
+        attempt_listeners_.emit(a);
+    }
+
+    ChainResult<R> run(Context& ctx, const Order& order, std::uint32_t cap, Args&... args) {
+        ChainResult<R> result;
+        for (const Candidate& candidate : order) {
+            if (result.calls_ >= cap) {
+                break;
+            }
+            if (BULWARK_UNLIKELY(deadline_passed(ctx))) {
+                result.stopped_ = true;
+                break;
+            }
+            Channel& ch = *channels_[candidate.index];
+            if (BULWARK_UNLIKELY(!result.attempts_.empty())) {
+                const Attempt& prev = result.attempts_.back();
+                fallback_listeners_.emit_with([&] {
+                    return ChannelFallbackEvent{prev.channel, ch.name, prev.reason, prev.error};
+                });
+            }
+            Attempt a;
+            a.channel = ch.name;
+            a.started = clock_->now();
+
+            FallbackReason skip = FallbackReason::none;
+            if (ch.options.cost > options_.max_cost) {
+                skip = FallbackReason::cost_threshold;
+            } else if (below_quality(ch, a.started)) {
+                skip = FallbackReason::quality_threshold;
+            }
+            CircuitBreaker::Permit permit;
+            if (skip == FallbackReason::none && ch.options.breaker != nullptr) {
+                permit = ch.options.breaker->try_acquire();
+                if (!permit) {
+                    skip = FallbackReason::unavailable;
+                    a.error = permit.rejection();
+                }
+            }
+            if (skip == FallbackReason::none && ch.options.limiter != nullptr) {
+                const RateDecision d = ch.options.limiter->try_acquire();
+                if (!d) {
+                    skip = FallbackReason::rate_limited;
+                    a.error = rate_limited_error(ch, d.retry_after);
+                    if (permit.pending()) {
+                        // An inner rejection: neither a success nor a failure for the breaker,
+                        // and it frees a half-open probe slot.
+                        permit.record(Outcome<R>::from_error(a.error), Duration::zero());
+                    }
+                }
+            }
+            if (skip != FallbackReason::none) {
+                ch.skipped.fetch_add(1, std::memory_order_relaxed);
+                a.reason = skip;
+                finish_attempt(result, std::move(a));
+                continue;
+            }
+
+            ch.in_flight.fetch_add(1, std::memory_order_relaxed);
+            Outcome<R> outcome = call(ch, ctx, args...);
+            ch.in_flight.fetch_sub(1, std::memory_order_relaxed);
+            a.elapsed = clock_->now() - a.started;
+            if (permit.pending()) {
+                permit.record(outcome, a.elapsed);
+            }
+            ++result.calls_;
+            ch.calls.fetch_add(1, std::memory_order_relaxed);
+            ch.latency_ns.fetch_add(static_cast<std::uint64_t>(a.elapsed.count()),
+                                    std::memory_order_relaxed);
+            const bool ok = outcome.has_value();
+            record_recent(ch, ok);
+            if (ok) {
+                ch.successes.fetch_add(1, std::memory_order_relaxed);
+                if (!result.attempts_.empty()) {
+                    ch.fallbacks.fetch_add(1, std::memory_order_relaxed);
+                }
+                a.ok = true;
+                if constexpr (!std::is_void<R>::value) {
+                    result.value_.emplace(std::move(outcome).value());
+                }
+                result.channel_ = ch.name;
+                result.stopped_ = false;
+                finish_attempt(result, std::move(a));
+                return result;
+            }
+            ch.failures.fetch_add(1, std::memory_order_relaxed);
+            a.error = outcome.error();
+            a.reason = FallbackReason::primary_failed;
+            finish_attempt(result, std::move(a));
+        }
+        // Nobody delivered: report the last error any attempt has.
+        for (std::size_t i = result.attempts_.size(); i > 0; --i) {
+            if (result.attempts_[i - 1].error) {
+                result.error_ = result.attempts_[i - 1].error;
+                return result;
+            }
+        }
+        result.error_ = no_channel_error(result);
+        return result;
+    }
+
+    static ChannelStats snapshot(const Channel& ch) noexcept {
+        ChannelStats s;
+        s.name = ch.name;
+        s.calls = ch.calls.load(std::memory_order_relaxed);
+        s.successes = ch.successes.load(std::memory_order_relaxed);
+        s.failures = ch.failures.load(std::memory_order_relaxed);
+        s.skipped = ch.skipped.load(std::memory_order_relaxed);
+        s.fallbacks = ch.fallbacks.load(std::memory_order_relaxed);
+        if (s.calls > 0) {
+            s.success_rate = static_cast<double>(s.successes) / static_cast<double>(s.calls);
+            s.mean_latency = Duration{static_cast<Duration::rep>(
+                ch.latency_ns.load(std::memory_order_relaxed) / s.calls)};
+        }
+        s.recent_success_rate =
+            detail::RecentWindow::rate(ch.recent.load(std::memory_order_relaxed));
+        return s;
+    }
+
+    Selection selection_;
+    ChainOptions options_;
+    Clock* clock_;
+    std::uint64_t seed_;
+    std::vector<std::unique_ptr<Channel>> channels_;
+    std::vector<ResolvedRule> rules_;  // by channel index; may be shorter than channels_
+    std::vector<std::uint32_t> global_;
+    std::atomic<std::uint64_t> round_robin_{0};
+    std::atomic<std::uint64_t> load_balance_{0};
+    Listeners<Attempt> attempt_listeners_;
+    Listeners<ChannelFallbackEvent> fallback_listeners_;
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_FALLBACK_CHAIN_HPP
 // #include <bulwark/health.hpp> (already included above)
 // #include <bulwark/hedging.hpp>
 #ifndef BULWARK_HEDGING_HPP
@@ -7435,949 +9382,9 @@ private:
 }  // namespace bulwark
 
 #endif  // BULWARK_LOAD_SHEDDER_HPP
-// #include <bulwark/rate_limiter.hpp>
-#ifndef BULWARK_RATE_LIMITER_HPP
-#define BULWARK_RATE_LIMITER_HPP
-
-#include <algorithm>
-#include <atomic>
-#include <cmath>
-#include <cstdint>
-#include <exception>
-#include <mutex>
-#include <string>
-#include <type_traits>
-#include <utility>
-#include <variant>
-#include <vector>
-
-// #include <bulwark/clock.hpp> (already included above)
-// #include <bulwark/context.hpp> (already included above)
-// #include <bulwark/detail/striped_counter.hpp> (already included above)
-// #include <bulwark/detail/throw.hpp> (already included above)
-// #include <bulwark/errors.hpp> (already included above)
-// #include <bulwark/events.hpp> (already included above)
-// #include <bulwark/outcome.hpp> (already included above)
-// #include <bulwark/policy.hpp> (already included above)
-
-namespace bulwark {
-
-// `rate` permits per second on average, with bursts of up to `burst` at once (a token bucket of
-// capacity `burst`, refilled at `rate`; implemented as GCRA, one atomic word).
-struct TokenBucket {
-    double rate = 100.0;      // permits per second, > 0 and <= 1e9
-    std::uint32_t burst = 1;  // bucket capacity, >= 1
-};
-
-// At most `limit` permits in any window of length `window` (an exact sliding log).
-struct SlidingWindow {
-    std::uint32_t limit = 100;                  // 1 .. 1'000'000
-    Duration window = std::chrono::seconds(1);  // > 0
-};
-
-struct RateLimiterOptions {
-    std::variant<TokenBucket, SlidingWindow> limit = TokenBucket{};
-    // How long execute() may wait for a permit (also bounded by the context's deadline); a call
-    // that would have to wait longer is rejected at once with RateLimitedError. 0 = never wait.
-    Duration max_wait = Duration::zero();
-
-    void validate() const {
-        if (const TokenBucket* tb = std::get_if<TokenBucket>(&limit)) {
-            if (!(tb->rate > 0.0 && tb->rate <= 1e9)) {
-                detail::throw_invalid_option("RateLimiterOptions.limit (TokenBucket.rate)",
-                                             "must be in (0, 1e9]",
-                                             detail::format_number(tb->rate));
-            }
-            if (tb->burst == 0) {
-                detail::throw_invalid_option("RateLimiterOptions.limit (TokenBucket.burst)",
-                                             "must be >= 1", "0");
-            }
-        } else {
-            const SlidingWindow& sw = std::get<SlidingWindow>(limit);
-            if (sw.limit == 0 || sw.limit > 1000000) {
-                detail::throw_invalid_option("RateLimiterOptions.limit (SlidingWindow.limit)",
-                                             "must be in [1, 1000000]", std::to_string(sw.limit));
-            }
-            if (sw.window <= Duration::zero()) {
-                detail::throw_invalid_option("RateLimiterOptions.limit (SlidingWindow.window)",
-                                             "must be > 0", detail::format_duration(sw.window));
-            }
-        }
-        if (max_wait < Duration::zero()) {
-            detail::throw_invalid_option("RateLimiterOptions.max_wait", "must be >= 0",
-                                         detail::format_duration(max_wait));
-        }
-    }
-};
-
-// The answer to a permit request.
-struct RateDecision {
-    bool admitted = false;
-    Duration retry_after{0};  // refused: how long until the permits could be granted
-    Duration waited{0};       // admitted by acquire(): how long it slept for them
-    explicit operator bool() const noexcept { return admitted; }
-};
-
-struct RateLimiterStats {
-    std::uint64_t admitted = 0;  // permits granted
-    std::uint64_t rejected = 0;  // requests refused
-    std::uint64_t waited = 0;    // requests that slept before being granted
-};
-
-// Limits how often calls happen: a token bucket (rate and burst) or a sliding window (limit per
-// window).
-//   bulwark::RateLimiter limiter(bulwark::TokenBucket{/*rate per s*/ 100, /*burst*/ 20});
-//   limiter.execute(f);                           // RateLimitedError (with retry_after) when over
-//   if (limiter.try_acquire(5)) { ... }           // two-step: 5 permits now or nothing
-// Guarantee: over any interval of length T, the permits granted never exceed rate·T + burst
-// (token bucket) or `limit` per window of length `window` (sliding window).
-// Thread-safe. The token bucket's acquire is one coarse clock read and one CAS, lock-free, and
-// reads time from Clock::coarse_now(), so permits are timed to within one clock tick. The
-// sliding window takes a mutex. Neither allocates on acquire.
-class RateLimiter : public PolicyBase<RateLimiter> {
-public:
-    explicit RateLimiter(TokenBucket bucket, Clock& clock = default_clock())
-        : RateLimiter(RateLimiterOptions{bucket, Duration::zero()}, clock) {}
-    explicit RateLimiter(SlidingWindow window, Clock& clock = default_clock())
-        : RateLimiter(RateLimiterOptions{window, Duration::zero()}, clock) {}
-
-    // Throws std::invalid_argument for invalid options. The clock must outlive the limiter.
-    explicit RateLimiter(RateLimiterOptions options, Clock& clock = default_clock())
-        : options_((options.validate(), std::move(options))), clock_(&clock) {
-        if (const TokenBucket* tb = std::get_if<TokenBucket>(&options_.limit)) {
-            // Rounded up, so rounding can only make the limiter stricter than its rate.
-            interval_ns_ = static_cast<std::int64_t>(std::ceil(1e9 / tb->rate));
-            burst_ = tb->burst;
-            tat_ns_.store(clock_->coarse_now().time_since_epoch().count(),
-                          std::memory_order_relaxed);
-        } else {
-            const SlidingWindow& sw = std::get<SlidingWindow>(options_.limit);
-            log_.assign(sw.limit, TimePoint{});
-        }
-    }
-
-    RateLimiter(const RateLimiter&) = delete;
-    RateLimiter& operator=(const RateLimiter&) = delete;
-
-    const RateLimiterOptions& options() const noexcept { return options_; }
-
-    // `n` permits now, or none. Throws std::invalid_argument if n is 0 or more than can ever be
-    // granted at once (the burst, or the window's limit).
-    RateDecision try_acquire(std::uint32_t n = 1) {
-        check_n(n);
-        const RateDecision d = reserve(n, Duration::zero());
-        count(d, n);
-        return d;
-    }
-
-    // `n` permits, sleeping on the limiter's clock for up to `max_wait` if they are not free yet
-    // (a token bucket reserves them and sleeps exactly until they are due).
-    RateDecision acquire(std::uint32_t n, Duration max_wait) {
-        check_n(n);
-        RateDecision d = reserve(n, std::max(max_wait, Duration::zero()));
-        if (d.admitted && d.waited > Duration::zero()) {
-            clock_->sleep_for(d.waited);
-        }
-        while (!d.admitted && is_window() && d.retry_after <= max_wait - d.waited) {
-            // The sliding log cannot reserve the future: sleep until enough entries expire and
-            // try again.
-            const Duration wait = std::max(d.retry_after, Duration(1));
-            clock_->sleep_for(wait);
-            const Duration slept = d.waited + wait;
-            d = reserve(n, Duration::zero());
-            d.waited = slept;
-        }
-        count(d, n);
-        return d;
-    }
-
-    template <class Next>
-    auto apply(Context& ctx, Next&& next) {
-        using O = std::invoke_result_t<Next&, Context&>;
-        Duration max_wait = options_.max_wait;
-        if (max_wait > Duration::zero()) {
-            if (const auto left = ctx.remaining(*clock_)) {
-                max_wait = std::min(max_wait, std::max(*left, Duration::zero()));
-            }
-        }
-        const RateDecision d = max_wait > Duration::zero() ? acquire(1, max_wait) : try_acquire(1);
-        if (BULWARK_UNLIKELY(!d.admitted)) {
-            return O::from_error(std::make_exception_ptr(RateLimitedError(
-                "rate limit reached; retry after " + detail::format_duration(d.retry_after),
-                d.retry_after)));
-        }
-        return next(ctx);
-    }
-
-    Listeners<RateDecision>& on_rejected() noexcept { return rejected_listeners_; }
-
-    RateLimiterStats stats() const noexcept {
-        return RateLimiterStats{admitted_.sum(), rejected_.load(std::memory_order_relaxed),
-                                waited_.load(std::memory_order_relaxed)};
-    }
-
-private:
-    bool is_window() const noexcept { return !log_.empty(); }
-
-    void check_n(std::uint32_t n) const {
-        const std::uint32_t most = is_window() ? static_cast<std::uint32_t>(log_.size()) : burst_;
-        if (n == 0 || n > most) {
-            detail::throw_invalid_option(
-                "RateLimiter.acquire(n): n",
-                "must be in [1, " + std::to_string(most) + "] (the most ever granted at once)",
-                std::to_string(n));
-        }
-    }
-
-    void count(const RateDecision& d, std::uint32_t n) noexcept {
-        if (d.admitted) {
-            admitted_.add(n);
-            if (d.waited > Duration::zero()) {
-                // relaxed: statistics.
-                waited_.fetch_add(1, std::memory_order_relaxed);
-            }
-        } else {
-            rejected_.fetch_add(1, std::memory_order_relaxed);
-            rejected_listeners_.emit(d);
-        }
-    }
-
-    // Grants n permits if they are free now or within `may_wait` (then d.waited says how long
-    // until they are due); otherwise refuses with retry_after.
-    RateDecision reserve(std::uint32_t n, Duration may_wait) {
-        return is_window() ? reserve_window(n) : reserve_bucket(n, may_wait);
-    }
-
-    // GCRA: tat_ns_ is the theoretical arrival time of the next permit. A request for n permits
-    // at time t moves it to max(tat, t) + n·interval, which is allowed while that is no more
-    // than burst·interval (+ may_wait) ahead of t.
-    RateDecision reserve_bucket(std::uint32_t n, Duration may_wait) noexcept {
-        const std::int64_t now = clock_->coarse_now().time_since_epoch().count();
-        const std::int64_t capacity = static_cast<std::int64_t>(burst_) * interval_ns_;
-        const std::int64_t cost = static_cast<std::int64_t>(n) * interval_ns_;
-        std::int64_t tat = tat_ns_.load(std::memory_order_relaxed);
-        for (;;) {
-            const std::int64_t new_tat = std::max(tat, now) + cost;
-            const std::int64_t ahead = new_tat - now - capacity;  // > 0: must wait that long
-            if (ahead > may_wait.count()) {
-                return RateDecision{false, Duration(ahead), Duration::zero()};
-            }
-            // relaxed: the word is the whole state; nothing else is published with it.
-            if (tat_ns_.compare_exchange_weak(tat, new_tat, std::memory_order_relaxed,
-                                              std::memory_order_relaxed)) {
-                return RateDecision{true, Duration::zero(),
-                                    Duration(std::max<std::int64_t>(ahead, 0))};
-            }
-        }
-    }
-
-    // An exact log of the last `limit` grants, as a ring.
-    RateDecision reserve_window(std::uint32_t n) {
-        const Duration window = std::get<SlidingWindow>(options_.limit).window;
-        const TimePoint now = clock_->coarse_now();
-        std::lock_guard<std::mutex> lock(mutex_);
-        const std::size_t size = log_.size();
-        // Entries still inside the window.
-        while (count_ > 0 && log_[(head_ + size - count_) % size] <= now - window) {
-            --count_;
-        }
-        if (count_ + n <= size) {
-            for (std::uint32_t i = 0; i < n; ++i) {
-                log_[head_] = now;
-                head_ = (head_ + 1) % size;
-            }
-            count_ += n;
-            return RateDecision{true, Duration::zero(), Duration::zero()};
-        }
-        // The n-th oldest of what must expire decides when there is room.
-        const std::size_t must_expire = count_ + n - size;
-        const TimePoint expires = log_[(head_ + size - count_ + must_expire - 1) % size] + window;
-        return RateDecision{false, std::max(expires - now, Duration(1)), Duration::zero()};
-    }
-
-    const RateLimiterOptions options_;
-    Clock* const clock_;
-    std::int64_t interval_ns_ = 0;
-    std::uint32_t burst_ = 0;
-    alignas(detail::cache_line_size) std::atomic<std::int64_t> tat_ns_{0};
-
-    std::mutex mutex_;
-    std::vector<TimePoint> log_;  // guarded by mutex_ (its size is fixed at construction)
-    std::size_t head_ = 0;        // guarded by mutex_: where the next grant is written
-    std::size_t count_ = 0;       // guarded by mutex_: grants still in the window
-
-    detail::StripedCounter admitted_;
-    std::atomic<std::uint64_t> rejected_{0};
-    std::atomic<std::uint64_t> waited_{0};
-    Listeners<RateDecision> rejected_listeners_;
-};
-
-}  // namespace bulwark
-
-#endif  // BULWARK_RATE_LIMITER_HPP
+// #include <bulwark/rate_limiter.hpp> (already included above)
 // #include <bulwark/resources.hpp> (already included above)
-// #include <bulwark/retry.hpp>
-#ifndef BULWARK_RETRY_HPP
-#define BULWARK_RETRY_HPP
-
-#include <algorithm>
-#include <atomic>
-#include <cstdint>
-#include <exception>
-#include <functional>
-#include <limits>
-#include <memory>
-#include <mutex>
-#include <optional>
-#include <string>
-#include <string_view>
-#include <type_traits>
-#include <utility>
-#include <variant>
-#include <vector>
-
-// #include <bulwark/backoff.hpp> (already included above)
-// #include <bulwark/classify.hpp> (already included above)
-// #include <bulwark/clock.hpp> (already included above)
-// #include <bulwark/context.hpp> (already included above)
-// #include <bulwark/detail/striped_counter.hpp> (already included above)
-// #include <bulwark/detail/throw.hpp> (already included above)
-// #include <bulwark/errors.hpp> (already included above)
-// #include <bulwark/events.hpp> (already included above)
-// #include <bulwark/outcome.hpp> (already included above)
-// #include <bulwark/policy.hpp> (already included above)
-
-namespace bulwark {
-
-// A delay that adapts to how the dependency is doing: each failure multiplies it by
-// `grow` (up to `ceiling`), each success by `shrink` (down to `floor`). Useful on its own (pace a
-// polling loop) and as RetryOptions::backoff: then the policy records every failed attempt (so
-// the waits within one call grow: 1s, 2s, 4s with grow = 2) and every success, and every retry
-// of every call shares what the others learned.
-//   bulwark::AdaptiveBackoff adaptive(1s);   // doubles on failure, halves on success
-//   adaptive.record_failure(); adaptive.current_delay();   // 2s
-// Thread-safe and lock-free (one atomic word).
-class AdaptiveBackoff {
-public:
-    // Throws std::invalid_argument unless 0 < floor <= initial <= ceiling, grow >= 1 and
-    // 0 < shrink <= 1.
-    explicit AdaptiveBackoff(Duration initial, Duration floor = std::chrono::milliseconds(1),
-                             Duration ceiling = std::chrono::minutes(1), double grow = 2.0,
-                             double shrink = 0.5)
-        : floor_(floor), ceiling_(ceiling), grow_(grow), shrink_(shrink), delay_ns_(0) {
-        if (floor <= Duration::zero()) {
-            detail::throw_invalid_option("AdaptiveBackoff.floor", "must be > 0",
-                                         detail::format_duration(floor));
-        }
-        if (ceiling < floor) {
-            detail::throw_invalid_option(
-                "AdaptiveBackoff.ceiling",
-                "must be >= floor (" + detail::format_duration(floor) + ")",
-                detail::format_duration(ceiling));
-        }
-        if (initial < floor || initial > ceiling) {
-            detail::throw_invalid_option("AdaptiveBackoff.initial", "must be in [floor, ceiling]",
-                                         detail::format_duration(initial));
-        }
-        if (!(grow >= 1.0)) {
-            detail::throw_invalid_option("AdaptiveBackoff.grow", "must be >= 1",
-                                         detail::format_number(grow));
-        }
-        if (!(shrink > 0.0 && shrink <= 1.0)) {
-            detail::throw_invalid_option("AdaptiveBackoff.shrink", "must be in (0, 1]",
-                                         detail::format_number(shrink));
-        }
-        delay_ns_.store(initial.count(), std::memory_order_relaxed);
-    }
-
-    AdaptiveBackoff(const AdaptiveBackoff& other)
-        : floor_(other.floor_),
-          ceiling_(other.ceiling_),
-          grow_(other.grow_),
-          shrink_(other.shrink_),
-          delay_ns_(other.delay_ns_.load(std::memory_order_relaxed)) {}
-    AdaptiveBackoff& operator=(const AdaptiveBackoff&) = delete;
-
-    Duration current_delay() const noexcept {
-        // relaxed: the word is the whole state.
-        return Duration(delay_ns_.load(std::memory_order_relaxed));
-    }
-    void record_failure() noexcept { scale(grow_); }
-    void record_success() noexcept { scale(shrink_); }
-
-private:
-    void scale(double factor) noexcept {
-        std::int64_t current = delay_ns_.load(std::memory_order_relaxed);
-        for (;;) {
-            const Duration next =
-                std::clamp(detail::saturate(static_cast<double>(current) * factor, ceiling_),
-                           floor_, ceiling_);
-            // relaxed: the word is the whole state; nothing else is published with it.
-            if (delay_ns_.compare_exchange_weak(current, next.count(), std::memory_order_relaxed,
-                                                std::memory_order_relaxed)) {
-                return;
-            }
-        }
-    }
-
-    const Duration floor_;
-    const Duration ceiling_;
-    const double grow_;
-    const double shrink_;
-    std::atomic<std::int64_t> delay_ns_;
-};
-
-// Caps retries across every policy that shares it, so that a fleet-wide outage cannot multiply
-// the load on the dependency: retries may be at most `ratio` of the calls seen in the last
-// `window` (default 10 s), plus `min_per_second` retries per second at any time (gRPC retry
-// throttling and Finagle's RetryBudget work the same way).
-//   auto budget = bulwark::RetryBudget::shared(0.1, 10);   // 10% of calls + 10/s
-//   options.budget = budget;                                // share it between policies
-// Thread-safe. Counting a call is a per-thread counter bump (no lock, no contended line);
-// asking for a retry takes a mutex.
-class RetryBudget {
-public:
-    static std::shared_ptr<RetryBudget> shared(double ratio, std::uint32_t min_per_second,
-                                               Clock& clock = default_clock()) {
-        return std::make_shared<RetryBudget>(ratio, min_per_second, clock);
-    }
-
-    // Throws std::invalid_argument unless 0 <= ratio <= 1 (a ratio of 1 allows one retry per
-    // call) and window >= 1 s.
-    RetryBudget(double ratio, std::uint32_t min_per_second, Clock& clock = default_clock(),
-                Duration window = std::chrono::seconds(10))
-        : ratio_(ratio), min_per_second_(min_per_second), clock_(&clock) {
-        if (!(ratio >= 0.0 && ratio <= 1.0)) {
-            detail::throw_invalid_option("RetryBudget.ratio", "must be in [0, 1]",
-                                         detail::format_number(ratio));
-        }
-        if (window < std::chrono::seconds(1)) {
-            detail::throw_invalid_option("RetryBudget.window", "must be >= 1s",
-                                         detail::format_duration(window));
-        }
-        buckets_.assign(static_cast<std::size_t>(window / std::chrono::seconds(1)), Bucket{});
-    }
-
-    RetryBudget(const RetryBudget&) = delete;
-    RetryBudget& operator=(const RetryBudget&) = delete;
-
-    // A call was made (a first attempt). Does not allocate or lock.
-    void record_call() noexcept { calls_.add(); }
-
-    // A retry wants to happen: true (and counted) if the budget allows it.
-    bool try_withdraw() {
-        const TimePoint now = clock_->coarse_now();
-        std::lock_guard<std::mutex> lock(mutex_);
-        const std::int64_t second =
-            std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
-        const std::uint64_t calls_now = calls_.sum();
-        Bucket& current = bucket(second, calls_now);
-        // Calls since the oldest bucket of the window started.
-        std::uint64_t calls_base = calls_now;
-        std::uint64_t retries_in_window = 0;
-        for (const Bucket& b : buckets_) {
-            if (b.second != no_second && b.second > second - window_seconds()) {
-                calls_base = std::min(calls_base, b.calls_at_start);
-                retries_in_window += b.retries;
-            }
-        }
-        const double allowance = ratio_ * static_cast<double>(calls_now - calls_base);
-        if (static_cast<double>(retries_in_window) + 1.0 <= allowance + 1e-9 ||
-            current.retries < min_per_second_) {
-            ++current.retries;
-            ++withdrawn_;
-            return true;
-        }
-        ++refused_;
-        return false;
-    }
-
-    double ratio() const noexcept { return ratio_; }
-    std::uint32_t min_per_second() const noexcept { return min_per_second_; }
-
-    std::uint64_t withdrawn() const {
-        std::lock_guard<std::mutex> lock(mutex_);
-        return withdrawn_;
-    }
-    std::uint64_t refused() const {
-        std::lock_guard<std::mutex> lock(mutex_);
-        return refused_;
-    }
-
-private:
-    static constexpr std::int64_t no_second = std::numeric_limits<std::int64_t>::min();
-    struct Bucket {
-        std::int64_t second = no_second;
-        std::uint64_t calls_at_start = 0;  // cumulative calls when the bucket was first used
-        std::uint64_t retries = 0;
-    };
-
-    std::int64_t window_seconds() const noexcept {
-        return static_cast<std::int64_t>(buckets_.size());
-    }
-
-    // Under mutex_. A bucket starts counting calls when the first retry of its second asks, so
-    // calls made before any retry asked are not counted: the allowance is never larger than
-    // exact, and a long healthy period cannot bank a large budget for the next outage.
-    Bucket& bucket(std::int64_t second, std::uint64_t calls_now) {
-        const std::int64_t slots = window_seconds();
-        Bucket& b = buckets_[static_cast<std::size_t>(((second % slots) + slots) % slots)];
-        if (b.second != second) {
-            b = Bucket{second, calls_now, 0};
-        }
-        return b;
-    }
-
-    const double ratio_;
-    const std::uint32_t min_per_second_;
-    Clock* const clock_;
-    detail::StripedCounter calls_;
-    mutable std::mutex mutex_;
-    std::vector<Bucket> buckets_;  // guarded by mutex_
-    std::uint64_t withdrawn_ = 0;  // guarded by mutex_
-    std::uint64_t refused_ = 0;    // guarded by mutex_
-};
-
-// A retry is about to happen.
-struct RetryEvent {
-    std::uint32_t attempt = 0;  // the retry's number: 1 for the first retry
-    Duration delay{0};          // how long the policy waits before it
-    std::exception_ptr error;   // the failure being retried (null for a retried value)
-    std::string_view operation;
-};
-
-struct RetryStats {
-    std::uint64_t calls = 0;                  // operations run through the policy (with
-                                              // count_calls; else those that failed first)
-    std::uint64_t retries = 0;                // retries made
-    std::uint64_t successes_after_retry = 0;  // operations that succeeded on a retry
-    std::uint64_t exhausted = 0;              // gave up: retries, time or budget ran out
-    std::uint64_t not_retryable = 0;          // failed with something not worth retrying
-    std::uint64_t budget_exhausted = 0;       // of the exhausted, refused by the budget
-};
-
-// Options of a RetryPolicy. Every field has a default; validate() throws std::invalid_argument
-// naming the field.
-struct RetryOptions {
-    // Retries after the first attempt. 0 = never retry.
-    std::uint32_t max_retries = 3;
-    // The wait before each retry: a Backoff (default exponential from 100 ms, capped at 30 s,
-    // with full jitter) or a shared AdaptiveBackoff.
-    std::variant<Backoff, std::shared_ptr<AdaptiveBackoff>> backoff =
-        Backoff::exponential(std::chrono::milliseconds(100))
-            .max_delay(std::chrono::seconds(30))
-            .jitter(Jitter::full);
-    // Total time budget from the first attempt: no wait is started that would end past it.
-    // 0 = no limit.
-    Duration max_elapsed = Duration::zero();
-    // Optional: a budget shared by many policies (RetryBudget::shared(0.1, 10)).
-    std::shared_ptr<RetryBudget> budget{};
-    // Count every call in stats().calls. Counting is the only write a first-try success makes
-    // (one per-thread counter, ~0.3 ns); switch it off on nanosecond-scale paths, and calls then
-    // counts only the operations whose first attempt failed. A budget counts calls either way.
-    bool count_calls = true;
-    // What is retried: by default every exception, no value. retry_on<E>() / retry_if() narrow
-    // the exceptions; retry_if_result() adds values.
-    Classifier classifier{};
-    // Listeners added by on_retry(), handed to the policy when it is built.
-    std::vector<std::function<void(const RetryEvent&)>> retry_listeners{};
-
-    template <class E>
-    RetryOptions& retry_on() {
-        classifier.handle<E>();
-        return *this;
-    }
-    RetryOptions& retry_if(std::function<bool(const std::exception_ptr&)> predicate) {
-        classifier.handle_if(std::move(predicate));
-        return *this;
-    }
-    template <class T = detail::deduce_result_type, class Pred>
-    RetryOptions& retry_if_result(Pred predicate) {
-        classifier.handle_result<T>(std::move(predicate));
-        return *this;
-    }
-    // Called before every retry, with the attempt, the delay and the error.
-    RetryOptions& on_retry(std::function<void(const RetryEvent&)> listener) {
-        if (!listener) {
-            detail::throw_invalid_argument("RetryOptions.on_retry: the listener is empty");
-        }
-        retry_listeners.push_back(std::move(listener));
-        return *this;
-    }
-
-    void validate() const {
-        if (max_elapsed < Duration::zero()) {
-            detail::throw_invalid_option("RetryOptions.max_elapsed", "must be >= 0",
-                                         detail::format_duration(max_elapsed));
-        }
-        if (const auto* adaptive = std::get_if<std::shared_ptr<AdaptiveBackoff>>(&backoff)) {
-            if (!*adaptive) {
-                detail::throw_invalid_argument(
-                    "RetryOptions.backoff holds a null std::shared_ptr<AdaptiveBackoff>");
-            }
-        }
-    }
-};
-
-class RetryPolicy;
-
-namespace detail {
-// One execution's retry state: what the synchronous loop keeps on its stack and a RetrySchedule
-// holds.
-struct RetryRun {
-    TimePoint started{};            // the first attempt's start (read only when it is needed)
-    Duration previous{0};           // the last wait, for decorrelated jitter
-    std::uint64_t stream_seed = 0;  // this execution's jitter stream, drawn at its first backoff
-    bool has_stream = false;
-};
-}  // namespace detail
-
-// The async form of a RetryPolicy: the caller runs the attempts and does the waiting; the
-// schedule says whether and how long to wait before the next one.
-//   auto schedule = retry.schedule();
-//   while (auto wait = schedule.next_delay(outcome)) { rearm_timer(*wait); ... }
-// Each schedule draws its own jitter stream, like each execute(). The caller does the waiting,
-// so it checks ctx.cancelled() after the wait itself; next_delay() stops once it is set.
-// Not thread-safe (one schedule per operation). The policy must outlive it.
-class RetrySchedule {
-public:
-    // nullopt: stop (success, not retryable, retries, time or budget exhausted). Otherwise the
-    // wait before the next attempt; the retry is counted and reported to listeners.
-    template <class T>
-    std::optional<Duration> next_delay(const Outcome<T>& outcome);
-
-    std::uint32_t retries() const noexcept { return retries_; }
-
-    RetrySchedule(RetrySchedule&& other) noexcept
-        : policy_(other.policy_),
-          ctx_(other.ctx_ == &other.own_ctx_ ? &own_ctx_ : other.ctx_),
-          own_ctx_(std::move(other.own_ctx_)),
-          run_(other.run_),
-          retries_(other.retries_),
-          done_(other.done_) {}
-    RetrySchedule& operator=(RetrySchedule&&) = delete;
-
-private:
-    friend class RetryPolicy;
-    RetrySchedule(RetryPolicy& policy, Context* ctx);
-
-    RetryPolicy* policy_;
-    Context* ctx_;
-    Context own_ctx_;
-    detail::RetryRun run_{};
-    std::uint32_t retries_ = 0;
-    bool done_ = false;
-};
-
-// Retries a failed call with a backoff, only for failures that have a chance of succeeding
-// later, within a number of retries, a total time and an optional shared budget.
-//   bulwark::RetryOptions r;
-//   r.max_retries = 3; r.backoff = bulwark::Backoff::exponential(100ms).max_delay(2s);
-//   r.retry_on<std::system_error>();
-//   bulwark::RetryPolicy retry(r);                 // optional seed, then clock last
-//   auto value = retry.execute([&] { return http.get(url); });
-// Waits with the clock's sleep_for (a ManualClock records it), and never longer than the
-// context's deadline allows; stops when the context is cancelled, also during a wait. Honours a
-// rejection's retry_at()/retry_after() (an open breaker's) when it is later than the backoff.
-// Jitter: each execution (and each schedule()) draws its own stream of the backoff, so that
-// concurrent calls that failed together do not retry in lockstep: the k-th execution to back
-// off (0-based, counted per policy) waits options().backoff with .seed(seed()) .stream(k). A
-// policy built without a seed draws a fresh one, so policies built from the same options differ
-// too; with a seed, the waits are reproducible for the same order of calls.
-// Thread-safe: one policy serves many concurrent calls. A call that succeeds first time does
-// one per-thread counter bump (none with count_calls off), reads no clock (unless max_elapsed
-// is set) and allocates nothing.
-class RetryPolicy : public PolicyBase<RetryPolicy> {
-public:
-    explicit RetryPolicy(RetryOptions options = {}, Clock& clock = default_clock())
-        : RetryPolicy(std::move(options), detail::fresh_seed(), clock) {}
-
-    // `seed` makes the jitter reproducible: the same seed and the same order of calls give the
-    // same waits.
-    RetryPolicy(RetryOptions options, std::uint64_t seed, Clock& clock = default_clock())
-        : options_((options.validate(), std::move(options))),
-          clock_(&clock),
-          seed_(seed),
-          adaptive_(adaptive_of(options_)),
-          result_predicates_(options_.classifier.has_result_predicates()),
-          plain_success_(!result_predicates_ && adaptive_ == nullptr),
-          plain_entry_(!options_.budget && options_.max_elapsed == Duration::zero()) {
-        for (auto& listener : options_.retry_listeners) {
-            listeners_.add(std::move(listener));
-        }
-        options_.retry_listeners.clear();
-    }
-
-    RetryPolicy(const RetryPolicy&) = delete;
-    RetryPolicy& operator=(const RetryPolicy&) = delete;
-
-    const RetryOptions& options() const noexcept { return options_; }
-
-    // The seed the executions' jitter streams derive from.
-    std::uint64_t seed() const noexcept { return seed_; }
-
-    Listeners<RetryEvent>& on_retry() noexcept { return listeners_; }
-
-    RetryStats stats() const noexcept {
-        RetryStats s;
-        s.calls = calls_.sum();
-        // relaxed: statistics.
-        s.retries = retries_.load(std::memory_order_relaxed);
-        s.successes_after_retry = successes_after_retry_.load(std::memory_order_relaxed);
-        s.exhausted = exhausted_.load(std::memory_order_relaxed);
-        s.not_retryable = not_retryable_.load(std::memory_order_relaxed);
-        s.budget_exhausted = budget_exhausted_.load(std::memory_order_relaxed);
-        return s;
-    }
-
-    RetrySchedule schedule() { return RetrySchedule(*this, nullptr); }
-    RetrySchedule schedule(Context& ctx) { return RetrySchedule(*this, &ctx); }
-
-    template <class Next>
-    auto apply(Context& ctx, Next&& next) {
-        using O = std::invoke_result_t<Next&, Context&>;
-        // With count_calls (the default), one per-thread counter store: a first-try success
-        // writes nothing else but its context's attempt number.
-        if (options_.count_calls) {
-            calls_.add();
-        }
-        // One flag for the rare entry work (a budget, a max_elapsed start time).
-        TimePoint started{};
-        if (BULWARK_UNLIKELY(!plain_entry_)) {
-            started = enter();
-        }
-        ctx.set_attempt(0);
-        // One named result, the only thing returned, so it is constructed in place (NRVO).
-        O outcome = next(ctx);
-        // One flag for the common case (no result predicate, no AdaptiveBackoff): a value is a
-        // success with nothing to record.
-        if (BULWARK_LIKELY(outcome.has_value() && plain_success_)) {
-            return outcome;
-        }
-        if (outcome.has_value() && !result_predicates_) {
-            adaptive_->record_success();  // plain_success_ is false: adaptive_ is set
-        } else {
-            retry_loop(ctx, next, outcome, started);
-        }
-        return outcome;
-    }
-
-private:
-    friend class RetrySchedule;
-
-    enum class Verdict : std::uint8_t { success, retry, not_retryable, exhausted, budget };
-
-    // Tells the budget about the call and, with max_elapsed, returns the first attempt's start:
-    // max_elapsed counts from it, so the clock is read up front only when it is set. (Reading it
-    // lazily after a first failure would leave the first attempt's own duration out.)
-    TimePoint enter() noexcept {
-        if (options_.budget) {
-            options_.budget->record_call();
-        }
-        return options_.max_elapsed > Duration::zero() ? clock_->now() : TimePoint{};
-    }
-
-    // Without count_calls, a call is counted once its first attempt has failed.
-    void count_failed_first(Verdict first) noexcept {
-        if (!options_.count_calls && first != Verdict::success) {
-            calls_.add();
-        }
-    }
-
-    static AdaptiveBackoff* adaptive_of(const RetryOptions& options) noexcept {
-        const auto* adaptive = std::get_if<std::shared_ptr<AdaptiveBackoff>>(&options.backoff);
-        return adaptive != nullptr ? adaptive->get() : nullptr;
-    }
-
-    template <class Next, class O>
-    // Retries until the outcome is final, and leaves the final outcome in `outcome`.
-    void retry_loop(Context& ctx, Next& next, O& outcome, TimePoint started) {
-        detail::RetryRun run;
-        run.started = started;
-        for (std::uint32_t retry = 1;; ++retry) {
-            Duration wait{0};
-            const Verdict v = decide(outcome, ctx, retry, run, wait);
-            if (retry == 1) {
-                count_failed_first(v);
-            }
-            if (v != Verdict::retry) {
-                finish(v, retry);
-                // A retried value that the budget refuses is returned as is, like one that ran out
-                // of retries: it is the answer, and there is no exception to wrap.
-                if (v == Verdict::budget && outcome.has_error()) {
-                    outcome = O::from_error(std::make_exception_ptr(
-                        RetryBudgetExhaustedError("retry budget exhausted", outcome.error())));
-                }
-                return;
-            }
-            if (wait > Duration::zero()) {
-                clock_->sleep_for(wait);
-            }
-            // A cancel, or the deadline passing, during the wait ends the call with the last
-            // outcome, as a cancel noticed before the wait does: no attempt after it.
-            if (stopped(ctx)) {
-                finish(Verdict::exhausted, retry);
-                return;
-            }
-            retries_.fetch_add(1, std::memory_order_relaxed);
-            ctx.set_attempt(retry);
-            outcome = next(ctx);
-        }
-    }
-
-    bool stopped(const Context& ctx) const noexcept {
-        return ctx.cancelled() || (ctx.deadline() && clock_->now() >= *ctx.deadline());
-    }
-
-    // The one decision both the synchronous loop and RetrySchedule use: given the last
-    // outcome, stop (and why) or retry after `wait`. The caller counts the retry.
-    template <class T>
-    Verdict decide(const Outcome<T>& outcome, const Context& ctx, std::uint32_t retry,
-                   detail::RetryRun& run, Duration& wait) {
-        if (!options_.classifier.is_failure(outcome)) {
-            if (outcome.has_error()) {
-                return Verdict::not_retryable;  // an exception not worth retrying
-            }
-            return Verdict::success;
-        }
-        // Every failed attempt teaches a shared AdaptiveBackoff, whatever happens next; this
-        // retry waits what it had learned before this failure.
-        Duration adaptive_wait{0};
-        if (adaptive_ != nullptr) {
-            adaptive_wait = adaptive_->current_delay();
-            adaptive_->record_failure();
-        }
-        if (retry > options_.max_retries || ctx.cancelled()) {
-            return Verdict::exhausted;
-        }
-        wait = adaptive_ != nullptr ? adaptive_wait : backoff_delay(retry, run);
-        const TimePoint now = clock_->now();  // the failure path: a clock read is affordable
-        if (outcome.has_error()) {
-            wait = std::max(wait, hinted_wait(outcome.error(), now));
-        }
-        if (options_.max_elapsed > Duration::zero() &&
-            now + wait - run.started > options_.max_elapsed) {
-            return Verdict::exhausted;
-        }
-        if (ctx.deadline() && now + wait >= *ctx.deadline()) {
-            return Verdict::exhausted;
-        }
-        if (options_.budget && !options_.budget->try_withdraw()) {
-            return Verdict::budget;
-        }
-        run.previous = wait;
-        listeners_.emit_with([&] {
-            return RetryEvent{retry, wait, outcome.error(), ctx.operation()};
-        });
-        return Verdict::retry;
-    }
-
-    // A rejection that says when to come back (an open breaker) is honoured.
-    static Duration hinted_wait(const std::exception_ptr& error, TimePoint now) {
-        try {
-            std::rethrow_exception(error);
-        } catch (const RejectedError& rejected) {
-            if (const auto at = rejected.retry_at()) {
-                return std::max(*at - now, Duration::zero());
-            }
-            return rejected.retry_after();
-        } catch (...) {
-            return Duration::zero();
-        }
-    }
-
-    // The Backoff's delay on this execution's own jitter stream, drawn at its first backoff (a
-    // shared counter, on the failure path only). O(1) for every kind: delay(n, previous).
-    Duration backoff_delay(std::uint32_t retry, detail::RetryRun& run) {
-        if (!run.has_stream) {
-            // relaxed: only distinctness (and, single-threaded, the order) matters.
-            const std::uint64_t k = streams_.fetch_add(1, std::memory_order_relaxed);
-            run.stream_seed = detail::SplitMix64::at(seed_, k);
-            run.has_stream = true;
-        }
-        Backoff stream = std::get<Backoff>(options_.backoff);
-        stream.seed(run.stream_seed);  // the same as .seed(seed_).stream(k)
-        return stream.delay(retry, run.previous);
-    }
-
-    void finish(Verdict v, std::uint32_t retry) noexcept {
-        switch (v) {
-            case Verdict::success:
-                if (adaptive_ != nullptr) {
-                    adaptive_->record_success();
-                }
-                if (retry > 1) {
-                    successes_after_retry_.fetch_add(1, std::memory_order_relaxed);
-                }
-                break;
-            case Verdict::not_retryable:
-                not_retryable_.fetch_add(1, std::memory_order_relaxed);
-                break;
-            case Verdict::budget:
-                budget_exhausted_.fetch_add(1, std::memory_order_relaxed);
-                exhausted_.fetch_add(1, std::memory_order_relaxed);
-                break;
-            case Verdict::exhausted:
-                exhausted_.fetch_add(1, std::memory_order_relaxed);
-                break;
-            case Verdict::retry:
-                break;
-        }
-    }
-
-    RetryOptions options_;
-    Clock* const clock_;
-    const std::uint64_t seed_;
-    AdaptiveBackoff* const adaptive_;  // options_.backoff's, or null for a Backoff
-    const bool result_predicates_;     // options_.classifier.has_result_predicates()
-    const bool plain_success_;         // neither result predicates nor an AdaptiveBackoff
-    const bool plain_entry_;           // no budget, no max_elapsed: nothing to do on entry
-    detail::StripedCounter calls_;
-    std::atomic<std::uint64_t> streams_{0};
-    std::atomic<std::uint64_t> retries_{0};
-    std::atomic<std::uint64_t> successes_after_retry_{0};
-    std::atomic<std::uint64_t> exhausted_{0};
-    std::atomic<std::uint64_t> not_retryable_{0};
-    std::atomic<std::uint64_t> budget_exhausted_{0};
-    Listeners<RetryEvent> listeners_;
-};
-
-inline RetrySchedule::RetrySchedule(RetryPolicy& policy, Context* ctx)
-    : policy_(&policy), ctx_(ctx != nullptr ? ctx : &own_ctx_) {
-    // A schedule is the async form of one call, and is counted like one.
-    if (policy_->options_.count_calls) {
-        policy_->calls_.add();
-    }
-    if (policy_->options_.budget) {
-        policy_->options_.budget->record_call();
-    }
-    run_.started = policy_->clock_->now();
-}
-
-template <class T>
-std::optional<Duration> RetrySchedule::next_delay(const Outcome<T>& outcome) {
-    if (done_) {
-        return std::nullopt;
-    }
-    Duration wait{0};
-    const auto v = policy_->decide(outcome, *ctx_, retries_ + 1, run_, wait);
-    if (retries_ == 0) {
-        policy_->count_failed_first(v);
-    }
-    if (v != RetryPolicy::Verdict::retry) {
-        done_ = true;
-        policy_->finish(v, retries_ + 1);
-        return std::nullopt;
-    }
-    policy_->retries_.fetch_add(1, std::memory_order_relaxed);
-    ++retries_;
-    ctx_->set_attempt(retries_);
-    return wait;
-}
-
-}  // namespace bulwark
-
-#endif  // BULWARK_RETRY_HPP
+// #include <bulwark/retry.hpp> (already included above)
 // #include <bulwark/system.hpp> (already included above)
 // #include <bulwark/testing.hpp>
 #ifndef BULWARK_TESTING_HPP
