@@ -12,6 +12,7 @@
 #include <bulwark/circuit_breaker.hpp>
 #include <bulwark/core.hpp>
 #include <bulwark/fallback.hpp>
+#include <bulwark/fallback_chain.hpp>
 #include <bulwark/load_shedder.hpp>
 #include <bulwark/rate_limiter.hpp>
 #include <bulwark/retry.hpp>
@@ -247,4 +248,29 @@ TEST_CASE("a retry that succeeds first time allocates nothing", "[alloc]") {
               }
           }) == 0);
     CHECK(x == 1001);
+}
+
+TEST_CASE("a fallback chain whose first channel delivers allocates nothing", "[alloc]") {
+    bulwark::RetryPolicy retry;
+    bulwark::CircuitBreaker breaker("alloc-chain");
+    bulwark::ChannelOptions guarded;
+    guarded.breaker = &breaker;
+    guarded.retry = &retry;
+    for (const auto selection :
+         {bulwark::Selection::priority, bulwark::Selection::round_robin,
+          bulwark::Selection::health_based, bulwark::Selection::load_balanced,
+          bulwark::Selection::least_cost}) {
+        bulwark::FallbackChain<int(int)> chain(selection);
+        chain.add(
+            "a", [](int v) { return plus_one(v); }, guarded);
+        chain.add("b", [](int v) { return plus_one(v); });
+        chain.add("c", [](int v) { return plus_one(v); });
+        int x = chain.execute(0).value();
+        CHECK(allocations_during([&] {
+                  for (int i = 0; i < 1000; ++i) {
+                      x = chain.execute(x).value();
+                  }
+              }) == 0);
+        CHECK(x == 1001);
+    }
 }

@@ -753,6 +753,90 @@ TEST_CASE("more than eight attempts spill to the heap intact", "[fallback_chain]
     auto moved = std::move(res);
     CHECK(moved.channel() == "ch11");
     CHECK(moved.attempts()[11].ok);
+    CHECK(moved.attempts()[3].channel == "ch3");
+    // The moved-from result is empty, not a view of a heap block it no longer owns.
+    CHECK(res.attempts().empty());  // NOLINT(bugprone-use-after-move): checked on purpose
+    ChainResult<Receipt> assigned;
+    CHECK_FALSE(assigned.ok());
+    CHECK_THROWS_AS(assigned.value(), std::invalid_argument);
+    assigned = std::move(moved);
+    CHECK(assigned.ok());
+    REQUIRE(assigned.attempts().size() == 12);
+    CHECK(assigned.attempts()[10].channel == "ch10");
+    CHECK(moved.attempts().empty());  // NOLINT(bugprone-use-after-move)
+    const ChainResult<Receipt> copy = assigned;
+    CHECK(copy.attempts().size() == 12);
+    CHECK(copy.attempts()[11].channel == "ch11");
+}
+
+TEST_CASE("round robin rotates fairly for execute and for each primary of execute_for",
+          "[fallback_chain]") {
+    ManualClock clock;
+    Channel a{"a"}, b{"b"}, c{"c"}, d{"d"};
+    Chain chain(Selection::round_robin, {}, clock);
+    add(chain, a);
+    add(chain, b);
+    add(chain, c);
+    add(chain, d);
+    std::vector<std::string> firsts;
+    std::vector<std::string> seconds;
+    for (int i = 0; i < 8; ++i) {
+        firsts.emplace_back(chain.execute(msg).channel());
+        auto res = chain.execute_for("a", msg);  // a delivers; its tail rotates on its own
+        CHECK(res.channel() == "a");
+    }
+    CHECK(firsts == std::vector<std::string>{"a", "b", "c", "d", "a", "b", "c", "d"});
+    a.healthy = false;
+    for (int i = 0; i < 3; ++i) {
+        auto res = chain.execute_for("a", msg);
+        REQUIRE(res.attempts().size() == 2);
+        seconds.emplace_back(res.attempts()[1].channel);
+    }
+    // Eight earlier calls turned a's rotation over b, c, d twice and then some: still fair.
+    CHECK(seconds == std::vector<std::string>{"d", "b", "c"});
+}
+
+TEST_CASE("a quality probe refused by the breaker is not used up", "[fallback_chain]") {
+    ManualClock clock;
+    Channel flaky{"flaky", false}, steady{"steady"};
+    CircuitBreaker breaker("flaky", opens_after(100), clock);
+    Chain chain(Selection::priority, {}, clock);
+    chain.min_success_rate(0.5, 2);
+    ChannelOptions guarded;
+    guarded.breaker = &breaker;
+    add(chain, flaky, guarded);
+    add(chain, steady);
+    (void)chain.execute(msg);
+    (void)chain.execute(msg);
+    CHECK(chain.execute(msg).attempts()[0].reason == FallbackReason::quality_threshold);
+    clock.advance(30s);  // a probe is due, but the breaker is forced open
+    breaker.trip();
+    CHECK(chain.execute(msg).attempts()[0].reason == FallbackReason::unavailable);
+    breaker.reset();
+    flaky.healthy = true;
+    const int before = flaky.calls;
+    CHECK(chain.execute(msg).channel() == "flaky");  // the probe is still due: no new 30 s wait
+    CHECK(flaky.calls == before + 1);
+}
+
+TEST_CASE("a by-value argument is copied once per channel called", "[fallback_chain]") {
+    struct Counted {
+        int* copies;
+        explicit Counted(int* c) : copies(c) {}
+        Counted(const Counted& other) : copies(other.copies) { ++*copies; }
+        Counted(Counted&& other) noexcept = default;  // std::function moves it on to the lambda
+        Counted& operator=(const Counted&) = default;
+        Counted& operator=(Counted&&) noexcept = default;
+        ~Counted() = default;
+    };
+    int copies = 0;
+    bulwark::FallbackChain<int(Counted)> chain;
+    chain.add("first", [](Counted) -> int { throw Down("first"); });
+    chain.add("second", [](Counted) { return 2; });
+    const Counted arg(&copies);
+    copies = 0;
+    CHECK(chain.execute(arg).value() == 2);
+    CHECK(copies == 3);  // into execute, then once for each of the two channels
 }
 
 TEST_CASE("void and move-only results, by-value arguments", "[fallback_chain]") {

@@ -7677,6 +7677,31 @@ namespace detail {
 template <class T, std::size_t N>
 class InlineVector {
 public:
+    InlineVector() = default;
+    InlineVector(const InlineVector&) = default;
+    InlineVector& operator=(const InlineVector&) = default;
+    // A moved-from vector is empty: its size must not outlive the heap block it described.
+    InlineVector(InlineVector&& other) noexcept(std::is_nothrow_move_constructible<T>::value)
+        : inline_(std::move(other.inline_)), heap_(std::move(other.heap_)), size_(other.size_) {
+        other.clear();
+    }
+    InlineVector& operator=(InlineVector&& other) noexcept(
+        std::is_nothrow_move_assignable<T>::value) {
+        if (this != &other) {
+            inline_ = std::move(other.inline_);
+            heap_ = std::move(other.heap_);
+            size_ = other.size_;
+            other.clear();
+        }
+        return *this;
+    }
+    ~InlineVector() = default;
+
+    void clear() noexcept {
+        heap_.clear();
+        size_ = 0;
+    }
+
     void push_back(T value) {
         if (heap_.empty() && size_ < N) {
             inline_[size_++] = std::move(value);
@@ -7761,7 +7786,8 @@ public:
     using value_type = R;
     using AttemptList = detail::InlineVector<Attempt, 8>;
 
-    bool ok() const noexcept { return !error_; }
+    // A channel delivered. False for a default-constructed (or moved-from) result too.
+    bool ok() const noexcept { return ok_; }
     explicit operator bool() const noexcept { return ok(); }
 
     // The delivered value; throws error() (the last channel's error) if none delivered.
@@ -7795,6 +7821,10 @@ public:
         if (error_) {
             std::rethrow_exception(error_);
         }
+        if (!ok_) {
+            detail::throw_invalid_argument(
+                "bulwark::ChainResult: no result (default-constructed or moved from)");
+        }
     }
     // Every channel considered, in order.
     const AttemptList& attempts() const noexcept { return attempts_; }
@@ -7812,6 +7842,7 @@ private:
     using Slot = std::conditional_t<std::is_void<R>::value, NoValue, std::optional<R>>;
 
     Slot value_{};
+    bool ok_ = false;
     std::string_view channel_;
     std::exception_ptr error_;
     AttemptList attempts_;
@@ -7968,7 +7999,11 @@ public:
         options_ = o;
         return *this;
     }
-    FallbackChain& min_success_rate(double rate, std::uint32_t min_samples = 10) {
+    // Keeps the current min_samples.
+    FallbackChain& min_success_rate(double rate) {
+        return min_success_rate(rate, options_.min_samples);
+    }
+    FallbackChain& min_success_rate(double rate, std::uint32_t min_samples) {
         ChainOptions o = options_;
         o.min_success_rate = rate;
         o.min_samples = min_samples;
@@ -8029,21 +8064,12 @@ public:
     // max_attempts() of them called. Never throws for a channel's failure.
     ChainResult<R> execute(Args... args) {
         Context ctx;
-        return execute(ctx, args...);
+        return execute_all(ctx, args...);
     }
 
     // As above; stops (ChainResult::stopped()) before the next channel once `ctx` is cancelled
     // or its deadline has passed on the chain's clock. The context is passed to the retries.
-    ChainResult<R> execute(Context& ctx, Args... args) {
-        Order order;
-        for (std::uint32_t i = 0; i < channels_.size(); ++i) {
-            if (channels_[i]->enabled.load(std::memory_order_relaxed)) {
-                order.push_back(Candidate{i, 0.0});
-            }
-        }
-        arrange(order, 0, selection_);
-        return run(ctx, order, max_attempts(), args...);
-    }
+    ChainResult<R> execute(Context& ctx, Args... args) { return execute_all(ctx, args...); }
 
     // Tries `primary` first, then its rule's fallbacks in the rule's selection order (at most
     // the rule's max_attempts called); without a rule, the global order and then the remaining
@@ -8051,45 +8077,11 @@ public:
     // primary (a programming error); never for a channel's failure.
     ChainResult<R> execute_for(std::string_view primary, Args... args) {
         Context ctx;
-        return execute_for(ctx, primary, args...);
+        return execute_for_impl(ctx, primary, args...);
     }
 
     ChainResult<R> execute_for(Context& ctx, std::string_view primary, Args... args) {
-        const std::size_t p = find(primary);
-        if (p == npos) {
-            unknown_channel(primary);
-        }
-        const auto first = static_cast<std::uint32_t>(p);
-        Order order;
-        if (channels_[p]->enabled.load(std::memory_order_relaxed)) {
-            order.push_back(Candidate{first, 0.0});
-        }
-        std::uint32_t cap = max_attempts();
-        const ResolvedRule* rule = p < rules_.size() && rules_[p].present ? &rules_[p] : nullptr;
-        if (rule != nullptr) {
-            const std::size_t from = order.size();
-            for (std::uint32_t i : rule->order) {
-                push_enabled(order, i);
-            }
-            arrange(order, from, rule->selection);
-            if (rule->max_attempts != 0) {
-                cap = rule->max_attempts;
-            }
-        } else {
-            for (std::uint32_t i : global_) {
-                if (i != first) {
-                    push_enabled(order, i);
-                }
-            }
-            const std::size_t from = order.size();
-            for (std::uint32_t i = 0; i < channels_.size(); ++i) {
-                if (i != first && !contains(global_, i)) {
-                    push_enabled(order, i);
-                }
-            }
-            arrange(order, from, selection_);
-        }
-        return run(ctx, order, cap, args...);
+        return execute_for_impl(ctx, primary, args...);
     }
 
     // Statistics of one channel; throws std::invalid_argument for an unknown name. Lock-free.
@@ -8126,6 +8118,57 @@ public:
     }
 
 private:
+    // The public forms take their arguments by value once; from here on they are passed by
+    // reference, so a by-value parameter is copied once per channel called, not once more.
+    ChainResult<R> execute_all(Context& ctx, Args&... args) {
+        Order order;
+        for (std::uint32_t i = 0; i < channels_.size(); ++i) {
+            if (channels_[i]->enabled.load(std::memory_order_relaxed)) {
+                order.push_back(Candidate{i, 0.0});
+            }
+        }
+        arrange(order, 0, selection_, round_robin_);
+        return run(ctx, order, max_attempts(), args...);
+    }
+
+    ChainResult<R> execute_for_impl(Context& ctx, std::string_view primary, Args&... args) {
+        const std::size_t p = find(primary);
+        if (p == npos) {
+            unknown_channel(primary);
+        }
+        const auto first = static_cast<std::uint32_t>(p);
+        Order order;
+        if (channels_[p]->enabled.load(std::memory_order_relaxed)) {
+            order.push_back(Candidate{first, 0.0});
+        }
+        std::uint32_t cap = max_attempts();
+        const ResolvedRule* rule = p < rules_.size() && rules_[p].present ? &rules_[p] : nullptr;
+        if (rule != nullptr) {
+            const std::size_t from = order.size();
+            for (std::uint32_t i : rule->order) {
+                push_enabled(order, i);
+            }
+            arrange(order, from, rule->selection, channels_[p]->rotation);
+            if (rule->max_attempts != 0) {
+                cap = rule->max_attempts;
+            }
+        } else {
+            for (std::uint32_t i : global_) {
+                if (i != first) {
+                    push_enabled(order, i);
+                }
+            }
+            const std::size_t from = order.size();
+            for (std::uint32_t i = 0; i < channels_.size(); ++i) {
+                if (i != first && !contains(global_, i)) {
+                    push_enabled(order, i);
+                }
+            }
+            arrange(order, from, selection_, channels_[p]->rotation);
+        }
+        return run(ctx, order, cap, args...);
+    }
+
     static constexpr std::size_t npos = static_cast<std::size_t>(-1);
     static constexpr std::int64_t not_skipping = std::numeric_limits<std::int64_t>::min();
 
@@ -8144,6 +8187,7 @@ private:
         std::atomic<std::uint32_t> in_flight{0};
         std::atomic<std::uint64_t> recent{0};  // detail::RecentWindow
         std::atomic<std::int64_t> quality_skip_since{not_skipping};
+        std::atomic<std::uint64_t> rotation{0};  // round robin of execute_for(this channel)
     };
 
     struct Candidate {
@@ -8210,7 +8254,10 @@ private:
     }
 
     // Orders order[from..] by `selection`; their current order is the priority order.
-    void arrange(Order& order, std::size_t from, Selection selection) {
+    // `rotation` turns round_robin: one counter per kind of call (execute, and execute_for per
+    // primary), so that each rotates fairly over its own candidates.
+    void arrange(Order& order, std::size_t from, Selection selection,
+                 std::atomic<std::uint64_t>& rotation) {
         const std::size_t n = order.size() - from;
         if (n < 2) {
             return;
@@ -8221,7 +8268,7 @@ private:
                 return;
             case Selection::round_robin: {
                 // relaxed: only the rotation matters, not what other threads wrote.
-                const std::uint64_t turn = round_robin_.fetch_add(1, std::memory_order_relaxed);
+                const std::uint64_t turn = rotation.fetch_add(1, std::memory_order_relaxed);
                 const std::size_t shift = static_cast<std::size_t>(turn % n);
                 for (std::size_t i = 0; i < n; ++i) {
                     c[i].key = static_cast<double>((i + n - shift) % n);
@@ -8284,8 +8331,9 @@ private:
 
     // True if the channel is below the quality floor and must be skipped now. A skipped channel
     // is let through once every quality_probe_interval (the CAS picks one caller) so that it can
-    // show it has recovered.
-    bool below_quality(Channel& ch, TimePoint now) const noexcept {
+    // show it has recovered; that caller gets the stamp it replaced in `probe_from`, to put it
+    // back if the probe is not made after all (breaker or limiter said no).
+    bool below_quality(Channel& ch, TimePoint now, std::int64_t& probe_from) const noexcept {
         if (options_.min_success_rate <= 0.0) {
             return false;
         }
@@ -8305,8 +8353,12 @@ private:
             return true;
         }
         if (t - since >= options_.quality_probe_interval.count()) {
-            return !ch.quality_skip_since.compare_exchange_strong(since, t,
-                                                                  std::memory_order_relaxed);
+            const std::int64_t before = since;
+            if (ch.quality_skip_since.compare_exchange_strong(since, t,
+                                                              std::memory_order_relaxed)) {
+                probe_from = before;
+                return false;
+            }
         }
         return true;
     }
@@ -8370,9 +8422,10 @@ private:
             a.started = clock_->now();
 
             FallbackReason skip = FallbackReason::none;
+            std::int64_t probe_from = not_skipping;
             if (ch.options.cost > options_.max_cost) {
                 skip = FallbackReason::cost_threshold;
-            } else if (below_quality(ch, a.started)) {
+            } else if (below_quality(ch, a.started, probe_from)) {
                 skip = FallbackReason::quality_threshold;
             }
             CircuitBreaker::Permit permit;
@@ -8396,6 +8449,13 @@ private:
                 }
             }
             if (skip != FallbackReason::none) {
+                if (probe_from != not_skipping) {
+                    // A quality probe that was not made: the next call may make it. relaxed: the
+                    // stamp is the whole state; losing to a newer stamp is fine.
+                    std::int64_t mine = a.started.time_since_epoch().count();
+                    ch.quality_skip_since.compare_exchange_strong(mine, probe_from,
+                                                                  std::memory_order_relaxed);
+                }
                 ch.skipped.fetch_add(1, std::memory_order_relaxed);
                 a.reason = skip;
                 finish_attempt(result, std::move(a));
@@ -8425,6 +8485,7 @@ private:
                     result.value_.emplace(std::move(outcome).value());
                 }
                 result.channel_ = ch.name;
+                result.ok_ = true;
                 result.stopped_ = false;
                 finish_attempt(result, std::move(a));
                 return result;
