@@ -1,8 +1,9 @@
-// Multi-channel delivery with the policies built so far: each channel (email, SMS, push) has its
-// own circuit breaker, bulkhead and rate limiter behind a timeout; a message goes to the first
-// channel that takes it, and a Fallback queues it when every channel fails. The providers are
-// FaultInjectors on a ManualClock, so an outage and a recovery play out in simulated time and the
-// program runs in milliseconds.
+// Multi-channel delivery: a FallbackChain tries email, SMS and push in turn, each channel with
+// its own circuit breaker and rate limiter (given to the chain, which skips a channel whose
+// breaker is open without calling it) and a bulkhead and timeout around the provider call. When
+// no channel delivers, the message is queued instead of lost. The providers are FaultInjectors on
+// a ManualClock, so an outage and a recovery play out in simulated time and the program runs in
+// milliseconds.
 //
 // Build and run:  cmake --preset dev && cmake --build --preset dev --target 02_channels
 //                 ./build/dev/examples/02_channels
@@ -19,7 +20,7 @@ using namespace std::chrono_literals;
 
 struct Receipt {
     std::string channel;
-    bool queued = false;
+    std::string text;
 };
 
 // One delivery channel and the policies that protect it.
@@ -40,10 +41,18 @@ struct Channel {
         return o;
     }
 
-    // Outermost first: the breaker rejects before a call takes a bulkhead slot or a permit.
-    bulwark::Outcome<Receipt> send(const std::string& message) {
-        auto policies = bulwark::pipeline(breaker, bulkhead, limiter, timeout, provider);
-        return policies.try_execute([&] { return Receipt{name + " <- " + message}; });
+    // The provider call behind a bulkhead and a timeout; throws when it fails. The breaker and
+    // the rate limiter are the chain's to ask (ChannelOptions), before this is called.
+    Receipt send(const std::string& message) {
+        auto policies = bulwark::pipeline(bulkhead, timeout, provider);
+        return policies.execute([&] { return Receipt{name, message}; });
+    }
+
+    bulwark::ChannelOptions options() {
+        bulwark::ChannelOptions o;
+        o.breaker = &breaker;
+        o.limiter = &limiter;
+        return o;
     }
 
     std::string name;
@@ -74,10 +83,15 @@ int main() {
     push.provider.fail_always();                 // so is push,
     sms.provider.fail_with_probability(0.3, 7);  // and SMS is flaky
 
-    // When every channel fails, queue the message instead of losing it.
-    bulwark::Fallback<Receipt> queue_it([](const std::exception_ptr&) {
-        return Receipt{"retry queue", true};
-    });
+    // priority: email first, then SMS, then push; an open breaker skips its channel at no cost.
+    bulwark::FallbackChain<Receipt(const std::string&)> chain(bulwark::Selection::priority,
+                                                              bulwark::ChainOptions{}, clock);
+    for (auto& channel : channels) {
+        Channel* c = channel.get();
+        chain.add(
+            c->name, [c](const std::string& message) { return c->send(message); }, c->options());
+    }
+
     int delivered = 0;
     int queued = 0;
     for (int i = 1; i <= 12; ++i) {
@@ -88,30 +102,34 @@ int main() {
             push.provider.heal();
         }
         const std::string message = "message " + std::to_string(i);
-        Receipt receipt = queue_it.execute([&] {
-            std::exception_ptr last;
-            for (auto& channel : channels) {
-                bulwark::Outcome<Receipt> sent = channel->send(message);
-                if (sent) {
-                    return *sent;
-                }
-                last = sent.error();
-            }
-            std::rethrow_exception(last);
-        });
-        (receipt.queued ? queued : delivered) += 1;
-        std::printf("  %s: %s\n", message.c_str(), receipt.channel.c_str());
+        bulwark::ChainResult<Receipt> result = chain.execute(message);
+        std::string route;
+        for (const bulwark::Attempt& a : result.attempts()) {
+            route += std::string(route.empty() ? "" : ", ") + std::string(a.channel) + " " +
+                     (a.ok ? "delivered" : bulwark::to_string(a.reason));
+        }
+        if (result.ok()) {
+            ++delivered;
+        } else {
+            ++queued;  // nobody took it: keep it for later rather than lose it
+            route += " -> queued";
+        }
+        std::printf("  %s: %s\n", message.c_str(), route.c_str());
         clock.advance(1s);
     }
 
     std::printf("\ndelivered %d, queued %d\n", delivered, queued);
     for (auto& channel : channels) {
-        const bulwark::CircuitBreakerStats s = channel->breaker.stats();
+        const bulwark::ChannelStats c = chain.stats(channel->name);
+        const bulwark::CircuitBreakerStats b = channel->breaker.stats();
         std::printf(
-            "  %-5s breaker %-9s calls %llu, failures %llu, rejected %llu, opened %llu\n",
-            channel->name.c_str(), bulwark::to_string(s.state),
-            static_cast<unsigned long long>(s.calls), static_cast<unsigned long long>(s.failures),
-            static_cast<unsigned long long>(s.rejected), static_cast<unsigned long long>(s.opened));
+            "  %-5s calls %llu, delivered %llu (%llu as a fallback), skipped %llu; breaker "
+            "%s, opened %llu\n",
+            channel->name.c_str(), static_cast<unsigned long long>(c.calls),
+            static_cast<unsigned long long>(c.successes),
+            static_cast<unsigned long long>(c.fallbacks),
+            static_cast<unsigned long long>(c.skipped), bulwark::to_string(b.state),
+            static_cast<unsigned long long>(b.opened));
     }
     return delivered + queued == 12 ? 0 : 1;
 }
