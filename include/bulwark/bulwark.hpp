@@ -15,6 +15,7 @@
 #include <bulwark/health.hpp>
 #include <bulwark/hedging.hpp>
 #include <bulwark/load_shedder.hpp>
+#include <bulwark/metrics.hpp>
 #include <bulwark/rate_limiter.hpp>
 #include <bulwark/resources.hpp>
 #include <bulwark/retry.hpp>

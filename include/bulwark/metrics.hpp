@@ -1,0 +1,802 @@
+// bulwark — resilience policies for C++17 services.
+// SPDX-License-Identifier: MIT
+#ifndef BULWARK_METRICS_HPP
+#define BULWARK_METRICS_HPP
+
+// Renders the components' statistics in the Prometheus text exposition format (0.0.4).
+//
+// This header includes no component header: it forward-declares the component types and renders
+// each one in a template (detail::MetricsRenderer<T>) whose member accesses depend on a template
+// parameter, so they are compiled only when to_prometheus() is called with that type — and by
+// then the caller has included the component's own header. Including <bulwark/metrics.hpp> costs
+// a few standard headers, not the library.
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <set>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <bulwark/detail/throw.hpp>
+
+namespace bulwark {
+
+class CircuitBreaker;
+class CircuitBreakerRegistry;
+class Degradation;
+class Bulkhead;
+class RateLimiter;
+class RetryPolicy;
+class Timeout;
+class LoadShedder;
+class Hedging;
+template <class T>
+class Fallback;
+template <class Key, class T, class Hash, class Equal>
+class CacheFallback;
+template <class Signature>
+class FallbackChain;
+template <class Tag>
+class BasicHealthMonitor;
+template <class Tag>
+class BasicResourceManager;
+
+// One label of a sample: {name, value}. The value is escaped on output; the name must match
+// [a-zA-Z_][a-zA-Z0-9_]* and not start with "__" (reserved by Prometheus).
+using MetricLabel = std::pair<std::string_view, std::string_view>;
+using MetricLabels = std::vector<MetricLabel>;
+
+namespace detail {
+
+// Prometheus's spelling of a double: "+Inf", "-Inf", "NaN", else the shortest of %.15g, %.16g
+// and %.17g that reads back as the same double (so 0.1 prints as 0.1, and every value is exact).
+// The decimal separator is always '.', whatever the C locale says: snprintf and strtod agree on
+// the locale's separator, and the digits are then copied with any non-numeric run (a ',' or a
+// multi-byte separator) replaced by one '.'.
+inline std::string metric_number(double value) {
+    if (std::isnan(value)) {
+        return "NaN";
+    }
+    if (std::isinf(value)) {
+        return value > 0 ? "+Inf" : "-Inf";
+    }
+    char buffer[48];
+    for (int precision = 15; precision <= 17; ++precision) {
+        std::snprintf(buffer, sizeof buffer, "%.*g", precision, value);
+        if (std::strtod(buffer, nullptr) == value) {
+            break;
+        }
+    }
+    std::string out;
+    bool in_separator = false;
+    for (const char* c = buffer; *c != '\0'; ++c) {
+        const bool numeric = (*c >= '0' && *c <= '9') || *c == '-' || *c == '+' || *c == 'e';
+        if (numeric) {
+            out.push_back(*c);
+            in_separator = false;
+        } else if (!in_separator) {
+            out.push_back('.');
+            in_separator = true;
+        }
+    }
+    return out;
+}
+
+// Label values escape backslash, double quote and line feed; HELP text only backslash and line
+// feed (the exposition format's two escaping rules).
+inline void append_escaped(std::string& out, std::string_view text, bool quote) {
+    for (char c : text) {
+        if (c == '\\') {
+            out += "\\\\";
+        } else if (c == '\n') {
+            out += "\\n";
+        } else if (c == '"' && quote) {
+            out += "\\\"";
+        } else {
+            out.push_back(c);
+        }
+    }
+}
+
+inline bool is_metric_name(std::string_view name, bool allow_colon) noexcept {
+    if (name.empty()) {
+        return false;
+    }
+    for (std::size_t i = 0; i < name.size(); ++i) {
+        const char c = name[i];
+        const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
+                        (allow_colon && c == ':') || (i > 0 && c >= '0' && c <= '9');
+        if (!ok) {
+            return false;
+        }
+    }
+    return true;
+}
+
+template <class Rep, class Period>
+double seconds(std::chrono::duration<Rep, Period> d) noexcept {
+    return std::chrono::duration<double>(d).count();
+}
+
+}  // namespace detail
+
+// A sample's value: integers are kept exact (a 64-bit counter prints every digit), floating-point
+// values as described at detail::metric_number, bools as 1 and 0.
+class MetricValue {
+public:
+    template <class N, std::enable_if_t<std::is_integral<N>::value && !std::is_same<N, bool>::value,
+                                        int> = 0>
+    MetricValue(N n) {  // NOLINT(google-explicit-constructor): values convert implicitly
+        if constexpr (std::is_signed<N>::value) {
+            text_ = std::to_string(static_cast<long long>(n));
+            negative_ = n < 0;
+        } else {
+            text_ = std::to_string(static_cast<unsigned long long>(n));
+        }
+    }
+    template <class F, std::enable_if_t<std::is_floating_point<F>::value, int> = 0>
+    MetricValue(F f)  // NOLINT(google-explicit-constructor)
+        : text_(detail::metric_number(static_cast<double>(f))), negative_(std::isnan(f) || f < 0) {}
+    MetricValue(bool b) : text_(b ? "1" : "0") {}  // NOLINT(google-explicit-constructor)
+
+    const std::string& text() const noexcept { return text_; }
+    // Negative or NaN: not a valid counter value.
+    bool negative() const noexcept { return negative_; }
+
+private:
+    std::string text_;
+    bool negative_ = false;
+};
+
+// Collects samples grouped into metric families and renders them in the Prometheus text
+// exposition format: each family once, `# HELP` and `# TYPE` first, then all its samples
+// together, families in the order they were first added. to_prometheus() fills one; add your own
+// series to the same exposition with add_counter()/add_gauge().
+//   bulwark::MetricsWriter w;
+//   w.add_counter("app_requests_total", "Requests served.", {{"route", "/send"}}, 42);
+//   bulwark::to_prometheus(w, breaker, bulwark::metric_name("sms_retry", retry));
+//   respond(200, "text/plain; version=0.0.4; charset=utf-8", w.str());
+// A family's help is the first one given. A sample whose family and label set (in any order) were
+// already added is dropped, and counted in dropped(): the first wins, so the exposition never
+// holds two series with the same identity (Prometheus would reject the scrape).
+// Throws std::invalid_argument for an invalid metric or label name, a label named twice, a
+// family added both as a counter and as a gauge, or a negative or NaN counter value.
+// Not thread-safe: build one per scrape.
+class MetricsWriter {
+public:
+    enum class Type : std::uint8_t { counter, gauge };
+
+    MetricsWriter& add_counter(std::string_view name, std::string_view help,
+                               const MetricLabels& labels, const MetricValue& value) {
+        add(Type::counter, name, help, labels, value);
+        return *this;
+    }
+
+    MetricsWriter& add_gauge(std::string_view name, std::string_view help,
+                             const MetricLabels& labels, const MetricValue& value) {
+        add(Type::gauge, name, help, labels, value);
+        return *this;
+    }
+
+    // The exposition: ends with a line feed unless empty.
+    std::string str() const {
+        std::string out;
+        for (const Family& f : families_) {
+            out += "# HELP ";
+            out += f.name;
+            out.push_back(' ');
+            detail::append_escaped(out, f.help, false);
+            out += "\n# TYPE ";
+            out += f.name;
+            out += f.type == Type::counter ? " counter\n" : " gauge\n";
+            out += f.samples;
+        }
+        return out;
+    }
+
+    std::size_t families() const noexcept { return families_.size(); }
+    std::size_t samples() const noexcept { return samples_; }
+    // Samples dropped as duplicates of an earlier (family, label set).
+    std::size_t dropped() const noexcept { return dropped_; }
+    bool empty() const noexcept { return families_.empty(); }
+
+private:
+    struct Family {
+        std::string name;
+        std::string help;
+        Type type;
+        std::string samples;           // rendered sample lines
+        std::set<std::string> series;  // label sets seen, labels sorted by name
+    };
+
+    void add(Type type, std::string_view name, std::string_view help, const MetricLabels& labels,
+             const MetricValue& value) {
+        if (!detail::is_metric_name(name, true)) {
+            detail::throw_invalid_argument("bulwark::MetricsWriter: invalid metric name \"" +
+                                           std::string(name) + "\"");
+        }
+        for (const MetricLabel& label : labels) {
+            if (!detail::is_metric_name(label.first, false) || label.first.substr(0, 2) == "__") {
+                detail::throw_invalid_argument("bulwark::MetricsWriter: invalid label name \"" +
+                                               std::string(label.first) + "\" in " +
+                                               std::string(name));
+            }
+        }
+        if (type == Type::counter && value.negative()) {
+            detail::throw_invalid_argument("bulwark::MetricsWriter: counter " + std::string(name) +
+                                           " must not be negative or NaN, got " + value.text());
+        }
+        MetricLabels sorted(labels);
+        std::sort(sorted.begin(), sorted.end(),
+                  [](const MetricLabel& a, const MetricLabel& b) { return a.first < b.first; });
+        std::string key;
+        for (std::size_t i = 0; i < sorted.size(); ++i) {
+            if (i > 0 && sorted[i].first == sorted[i - 1].first) {
+                detail::throw_invalid_argument("bulwark::MetricsWriter: label \"" +
+                                               std::string(sorted[i].first) + "\" given twice in " +
+                                               std::string(name));
+            }
+            append_label(key, sorted[i]);
+        }
+        Family& f = family(type, name, help);
+        if (!f.series.insert(std::move(key)).second) {
+            ++dropped_;
+            return;
+        }
+        f.samples += name;
+        if (!labels.empty()) {
+            f.samples.push_back('{');
+            for (std::size_t i = 0; i < labels.size(); ++i) {
+                if (i > 0) {
+                    f.samples.push_back(',');
+                }
+                append_label(f.samples, labels[i]);
+            }
+            f.samples.push_back('}');
+        }
+        f.samples.push_back(' ');
+        f.samples += value.text();
+        f.samples.push_back('\n');
+        ++samples_;
+    }
+
+    static void append_label(std::string& out, const MetricLabel& label) {
+        out += label.first;
+        out += "=\"";
+        detail::append_escaped(out, label.second, true);
+        out.push_back('"');
+    }
+
+    Family& family(Type type, std::string_view name, std::string_view help) {
+        auto it = index_.find(name);
+        if (it == index_.end()) {
+            it = index_.emplace(std::string(name), families_.size()).first;
+            families_.push_back(Family{std::string(name), std::string(help), type, {}, {}});
+        }
+        Family& f = families_[it->second];
+        if (f.type != type) {
+            detail::throw_invalid_argument("bulwark::MetricsWriter: " + std::string(name) +
+                                           " was added both as a counter and as a gauge");
+        }
+        return f;
+    }
+
+    std::vector<Family> families_;
+    std::map<std::string, std::size_t, std::less<>> index_;
+    std::size_t samples_ = 0;
+    std::size_t dropped_ = 0;
+};
+
+// A component with the name its metrics are labelled with: components without a name of their
+// own (RetryPolicy, Bulkhead, RateLimiter, Timeout, Fallback, CacheFallback, LoadShedder,
+// Hedging) need one; for the others it overrides the default (a breaker's own name, "chain",
+// "degradation", "health", "resources").
+//   bulwark::to_prometheus(bulwark::metric_name("sms_retry", retry), breaker);
+// Holds a reference: the component must outlive the Named.
+template <class T>
+class Named {
+public:
+    using component_type = T;
+
+    Named(std::string name, T& component) : name_(std::move(name)), component_(&component) {}
+
+    const std::string& name() const noexcept { return name_; }
+    T& component() const noexcept { return *component_; }
+
+private:
+    std::string name_;
+    T* component_;
+};
+
+template <class T>
+Named<T> metric_name(std::string name, T& component) {
+    return Named<T>(std::move(name), component);
+}
+// A temporary component would be gone before it is rendered.
+template <class T>
+Named<T> metric_name(std::string name, const T&& component) = delete;
+
+namespace detail {
+
+template <class T>
+struct is_named : std::false_type {};
+template <class T>
+struct is_named<Named<T>> : std::true_type {};
+
+// One sample per enumerator from 0 to `last`, 1 for `current` and 0 for the others: the usual
+// way to expose a state as a gauge. to_string(E) is found by argument-dependent lookup.
+template <class E>
+void write_enum(MetricsWriter& w, std::string_view family, std::string_view help,
+                MetricLabels labels, std::string_view label, E current, E last) {
+    labels.emplace_back(label, std::string_view());
+    for (int i = 0; i <= static_cast<int>(last); ++i) {
+        const E e = static_cast<E>(i);
+        labels.back().second = to_string(e);
+        w.add_gauge(family, help, labels, e == current);
+    }
+}
+
+// How each component type is rendered. A specialization has:
+//   known: to_prometheus() accepts the type;
+//   needs_name: it has no name of its own, so it must come wrapped in metric_name();
+//   accepts_name: metric_name() may wrap it;
+//   default_name(c): the name used when it is not wrapped;
+//   write(w, c, name): adds its samples (c is const unless noted).
+template <class T>
+struct MetricsRenderer {
+    static constexpr bool known = false;
+    static constexpr bool needs_name = false;
+    static constexpr bool accepts_name = true;
+    template <class C>
+    static std::string_view default_name(const C&) noexcept {
+        return {};
+    }
+    template <class C>
+    static void write(MetricsWriter&, C&, std::string_view) {}
+};
+
+// Common parts of the renderers of components without a name of their own.
+struct UnnamedRenderer {
+    static constexpr bool known = true;
+    static constexpr bool needs_name = true;
+    static constexpr bool accepts_name = true;
+    template <class C>
+    static std::string_view default_name(const C&) noexcept {
+        return {};
+    }
+};
+
+template <>
+struct MetricsRenderer<CircuitBreaker> {
+    static constexpr bool known = true;
+    static constexpr bool needs_name = false;
+    static constexpr bool accepts_name = true;
+    template <class B>
+    static std::string_view default_name(const B& b) noexcept {
+        return b.name();
+    }
+    template <class B>
+    static void write(MetricsWriter& w, const B& b, std::string_view name) {
+        const auto s = b.stats();  // one consistent snapshot (takes the breaker's lock)
+        using State = decltype(s.state);
+        const MetricLabels l{{"name", name}};
+        write_enum(w, "bulwark_circuit_breaker_state",
+                   "Circuit breaker state: 1 for the current state, 0 for the others.", l, "state",
+                   s.state, State::disabled);
+        w.add_counter("bulwark_circuit_breaker_calls_total",
+                      "Results recorded: successes + failures + ignored + inner rejections.", l,
+                      s.calls);
+        w.add_counter("bulwark_circuit_breaker_successes_total", "Results that were not failures.",
+                      l, s.successes);
+        w.add_counter("bulwark_circuit_breaker_failures_total",
+                      "Failed results, timeouts and expired probes included.", l, s.failures);
+        w.add_counter("bulwark_circuit_breaker_ignored_total",
+                      "Exceptions outside the handled set.", l, s.ignored);
+        w.add_counter("bulwark_circuit_breaker_inner_rejections_total",
+                      "Rejections by inner policies, neither successes nor failures.", l,
+                      s.inner_rejections);
+        w.add_counter("bulwark_circuit_breaker_slow_calls_total",
+                      "Calls slower than the slow-call threshold.", l, s.slow);
+        w.add_counter("bulwark_circuit_breaker_timeouts_total",
+                      "Calls slower than call_timeout (also counted as failures).", l, s.timeouts);
+        w.add_counter("bulwark_circuit_breaker_rejected_total",
+                      "Calls refused while open, forced open or half-open and full.", l,
+                      s.rejected);
+        w.add_counter("bulwark_circuit_breaker_opened_total", "Times the breaker opened.", l,
+                      s.opened);
+        w.add_counter("bulwark_circuit_breaker_expired_probes_total",
+                      "Half-open probes that reported nothing in time.", l, s.expired_probes);
+        w.add_gauge("bulwark_circuit_breaker_window_calls", "Calls in the current window.", l,
+                    s.window_calls);
+        w.add_gauge("bulwark_circuit_breaker_window_failures", "Failures in the current window.", l,
+                    s.window_failures);
+        w.add_gauge("bulwark_circuit_breaker_window_slow_calls",
+                    "Slow calls in the current window.", l, s.window_slow);
+        w.add_gauge("bulwark_circuit_breaker_failure_rate",
+                    "Failures / calls in the current window (0 when empty).", l, s.failure_rate);
+        w.add_gauge("bulwark_circuit_breaker_slow_call_rate",
+                    "Slow calls / calls in the current window (0 when empty).", l,
+                    s.slow_call_rate);
+        w.add_gauge("bulwark_circuit_breaker_consecutive_failures",
+                    "Failures since the last success.", l, s.consecutive_failures);
+        w.add_gauge("bulwark_circuit_breaker_time_in_state_seconds",
+                    "Time since the last state change.", l, seconds(s.time_in_state));
+        w.add_gauge("bulwark_circuit_breaker_retry_after_seconds",
+                    "While open: time until probes are admitted (else 0).", l,
+                    seconds(s.retry_after));
+    }
+};
+
+template <>
+struct MetricsRenderer<CircuitBreakerRegistry> {
+    static constexpr bool known = true;
+    static constexpr bool needs_name = false;
+    // Each breaker is labelled with its own name.
+    static constexpr bool accepts_name = false;
+    template <class R>
+    static std::string_view default_name(const R&) noexcept {
+        return {};
+    }
+    template <class R>
+    static void write(MetricsWriter& w, const R& registry, std::string_view) {
+        // In name order, under the registry's shared lock: breakers created meanwhile wait.
+        registry.for_each(
+            [&w](const auto& b) { MetricsRenderer<CircuitBreaker>::write(w, b, b.name()); });
+    }
+};
+
+template <class Signature>
+struct MetricsRenderer<FallbackChain<Signature>> {
+    static constexpr bool known = true;
+    static constexpr bool needs_name = false;
+    static constexpr bool accepts_name = true;
+    static std::string_view default_name(const FallbackChain<Signature>&) noexcept {
+        return "chain";
+    }
+    static void write(MetricsWriter& w, const FallbackChain<Signature>& chain,
+                      std::string_view name) {
+        // Each channel's counters are read without a lock: a channel's own numbers may be
+        // mid-update against each other while an execute is running.
+        for (const auto& s : chain.stats()) {
+            const MetricLabels l{{"chain", name}, {"channel", s.name}};
+            w.add_counter("bulwark_fallback_chain_channel_calls_total",
+                          "Times the channel was called through the chain.", l, s.calls);
+            w.add_counter("bulwark_fallback_chain_channel_successes_total",
+                          "Calls of the channel that delivered.", l, s.successes);
+            w.add_counter("bulwark_fallback_chain_channel_failures_total",
+                          "Calls of the channel that failed.", l, s.failures);
+            w.add_counter("bulwark_fallback_chain_channel_skipped_total",
+                          "Times the channel was passed over without a call.", l, s.skipped);
+            w.add_counter("bulwark_fallback_chain_channel_fallbacks_total",
+                          "Times the channel delivered after an earlier channel did not.", l,
+                          s.fallbacks);
+            w.add_gauge("bulwark_fallback_chain_channel_success_rate",
+                        "Successes / calls over the chain's life (1 with no calls).", l,
+                        s.success_rate);
+            w.add_gauge("bulwark_fallback_chain_channel_recent_success_rate",
+                        "Successes / calls over the last (up to) 32 calls (1 with no calls).", l,
+                        s.recent_success_rate);
+            w.add_gauge("bulwark_fallback_chain_channel_mean_latency_seconds",
+                        "Mean duration of the channel's calls.", l, seconds(s.mean_latency));
+        }
+    }
+};
+
+template <>
+struct MetricsRenderer<Degradation> {
+    static constexpr bool known = true;
+    static constexpr bool needs_name = false;
+    static constexpr bool accepts_name = true;
+    template <class D>
+    static std::string_view default_name(const D&) noexcept {
+        return "degradation";
+    }
+    template <class D>
+    static void write(MetricsWriter& w, const D& d, std::string_view name) {
+        const auto level = d.level();
+        using Level = decltype(level);
+        const MetricLabels l{{"name", name}};
+        w.add_gauge("bulwark_degradation_level",
+                    "Degradation level in force: 0 normal, 1 minor, 2 moderate, 3 severe, "
+                    "4 critical.",
+                    l, static_cast<int>(level));
+        write_enum(w, "bulwark_degradation_state",
+                   "Degradation level in force: 1 for the current level, 0 for the others.", l,
+                   "level", level, Level::critical);
+    }
+};
+
+template <class Tag>
+struct MetricsRenderer<BasicHealthMonitor<Tag>> {
+    static constexpr bool known = true;
+    static constexpr bool needs_name = false;
+    static constexpr bool accepts_name = true;
+    static std::string_view default_name(const BasicHealthMonitor<Tag>&) noexcept {
+        return "health";
+    }
+    static void write(MetricsWriter& w, const BasicHealthMonitor<Tag>& monitor,
+                      std::string_view name) {
+        const auto report = monitor.report();  // a snapshot: runs no check
+        using Status = decltype(report.status);
+        const MetricLabels l{{"name", name}};
+        write_enum(w, "bulwark_health_status",
+                   "Overall health: 1 for the current status, 0 for the others.", l, "status",
+                   report.status, Status::unhealthy);
+        w.add_gauge("bulwark_health_ready", "1 when every critical check is healthy or degraded.",
+                    l, report.ready);
+        for (const auto& c : report.checks) {
+            const MetricLabels cl{{"name", name}, {"check", c.last.name}};
+            write_enum(w, "bulwark_health_check_status",
+                       "Latest status of the check: 1 for the current status, 0 for the others.",
+                       cl, "status", c.last.status, Status::unhealthy);
+            w.add_gauge("bulwark_health_check_critical",
+                        "1 if the check decides readiness (a critical check).", cl,
+                        c.last.critical);
+            w.add_counter("bulwark_health_check_runs_total", "Runs of the check.", cl, c.runs);
+            w.add_counter("bulwark_health_check_failures_total",
+                          "Unhealthy results, timeouts included.", cl, c.failures);
+            w.add_counter("bulwark_health_check_timeouts_total", "Runs that overran their timeout.",
+                          cl, c.timeouts);
+            w.add_counter("bulwark_health_check_late_results_total",
+                          "Results that came back after their run was reported.", cl,
+                          c.late_results);
+            w.add_gauge("bulwark_health_check_consecutive_failures", "Unhealthy results in a row.",
+                        cl, c.consecutive_failures);
+            w.add_gauge("bulwark_health_check_response_time_seconds",
+                        "How long the latest run took (its timeout if it overran).", cl,
+                        seconds(c.last.response_time));
+            w.add_gauge("bulwark_health_check_running", "1 while a run is in flight.", cl,
+                        c.running);
+        }
+    }
+};
+
+template <class Tag>
+struct MetricsRenderer<BasicResourceManager<Tag>> {
+    static constexpr bool known = true;
+    static constexpr bool needs_name = false;
+    static constexpr bool accepts_name = true;
+    static std::string_view default_name(const BasicResourceManager<Tag>&) noexcept {
+        return "resources";
+    }
+    template <class M>
+    static void write(MetricsWriter& w, M& manager, std::string_view name) {
+        static_assert(!std::is_const<M>::value,
+                      "bulwark::to_prometheus: pass the ResourceManager non-const: report() reads "
+                      "the gauges whose cached reading has expired.");
+        const auto report = manager.report();
+        using Status = decltype(report.worst);
+        const MetricLabels l{{"name", name}};
+        write_enum(w, "bulwark_resource_worst_status",
+                   "Worst status of any resource: 1 for the current status, 0 for the others.", l,
+                   "status", report.worst, Status::exhausted);
+        for (const auto& r : report.resources) {
+            const MetricLabels rl{{"name", name}, {"resource", r.name}};
+            write_enum(w, "bulwark_resource_status",
+                       "Status of the resource: 1 for the current status, 0 for the others.", rl,
+                       "status", r.status, Status::exhausted);
+            w.add_gauge("bulwark_resource_quota", "1 for a quota, 0 for a gauge.", rl, r.quota);
+            w.add_gauge("bulwark_resource_usage_ratio",
+                        "Share of the resource in use, 0 to 1 (NaN when it could not be read).", rl,
+                        r.percent / 100.0);
+            w.add_gauge("bulwark_resource_peak_usage_ratio",
+                        "Highest share in use since the resource was added, 0 to 1.", rl,
+                        r.peak_percent / 100.0);
+            w.add_gauge("bulwark_resource_warning_threshold_ratio",
+                        "Share in use from which the resource is in warning.", rl,
+                        r.thresholds.warning / 100.0);
+            w.add_gauge("bulwark_resource_critical_threshold_ratio",
+                        "Share in use from which the resource is critical.", rl,
+                        r.thresholds.critical / 100.0);
+            w.add_counter("bulwark_resource_readings_total", "Readings of the resource.", rl,
+                          r.readings);
+            w.add_counter("bulwark_resource_warning_entries_total",
+                          "Entries into warning from a better status.", rl, r.times_warning);
+            w.add_counter("bulwark_resource_critical_entries_total",
+                          "Entries into critical or exhausted.", rl, r.times_critical);
+            if (r.quota) {
+                w.add_gauge("bulwark_resource_quota_used", "Quota used within the window.", rl,
+                            r.used);
+                w.add_gauge("bulwark_resource_quota_limit", "Quota limit per window.", rl, r.limit);
+                w.add_gauge("bulwark_resource_quota_window_seconds", "Length of the quota window.",
+                            rl, seconds(r.window));
+            }
+        }
+    }
+};
+
+template <>
+struct MetricsRenderer<RetryPolicy> : UnnamedRenderer {
+    template <class P>
+    static void write(MetricsWriter& w, const P& p, std::string_view name) {
+        const auto s = p.stats();
+        const MetricLabels l{{"name", name}};
+        w.add_counter("bulwark_retry_calls_total",
+                      "Operations run through the policy (with count_calls; else those that "
+                      "failed first).",
+                      l, s.calls);
+        w.add_counter("bulwark_retry_retries_total", "Retries made.", l, s.retries);
+        w.add_counter("bulwark_retry_successes_after_retry_total",
+                      "Operations that succeeded on a retry.", l, s.successes_after_retry);
+        w.add_counter("bulwark_retry_exhausted_total",
+                      "Operations given up on: retries, time or budget ran out.", l, s.exhausted);
+        w.add_counter("bulwark_retry_not_retryable_total",
+                      "Operations that failed with something not worth retrying.", l,
+                      s.not_retryable);
+        w.add_counter("bulwark_retry_budget_exhausted_total",
+                      "Of the exhausted, those refused by the retry budget.", l,
+                      s.budget_exhausted);
+    }
+};
+
+template <>
+struct MetricsRenderer<Bulkhead> : UnnamedRenderer {
+    template <class P>
+    static void write(MetricsWriter& w, const P& p, std::string_view name) {
+        const auto s = p.stats();
+        const MetricLabels l{{"name", name}};
+        w.add_gauge("bulwark_bulkhead_max_concurrent", "Calls allowed inside at once.", l,
+                    s.max_concurrent);
+        w.add_gauge("bulwark_bulkhead_max_queue", "Calls allowed to wait for a slot.", l,
+                    s.max_queue);
+        w.add_gauge("bulwark_bulkhead_in_flight", "Calls inside now.", l, s.in_flight);
+        w.add_gauge("bulwark_bulkhead_queued", "Calls waiting for a slot now.", l, s.queued);
+        w.add_counter("bulwark_bulkhead_admitted_total", "Calls that got a slot.", l, s.admitted);
+        w.add_counter("bulwark_bulkhead_rejected_total", "Calls rejected for any reason.", l,
+                      s.rejected);
+        w.add_counter("bulwark_bulkhead_queue_timeouts_total",
+                      "Of the rejected, calls that timed out in the queue.", l, s.queue_timeouts);
+    }
+};
+
+template <>
+struct MetricsRenderer<RateLimiter> : UnnamedRenderer {
+    template <class P>
+    static void write(MetricsWriter& w, const P& p, std::string_view name) {
+        const auto s = p.stats();
+        const MetricLabels l{{"name", name}};
+        w.add_counter("bulwark_rate_limiter_admitted_total", "Permits granted.", l, s.admitted);
+        w.add_counter("bulwark_rate_limiter_rejected_total", "Requests refused.", l, s.rejected);
+        w.add_counter("bulwark_rate_limiter_waited_total",
+                      "Requests that waited before being granted.", l, s.waited);
+    }
+};
+
+template <>
+struct MetricsRenderer<Timeout> : UnnamedRenderer {
+    template <class P>
+    static void write(MetricsWriter& w, const P& p, std::string_view name) {
+        const auto s = p.stats();
+        const MetricLabels l{{"name", name}};
+        w.add_counter("bulwark_timeout_timeouts_total", "Results replaced by a TimeoutError.", l,
+                      s.timeouts);
+        w.add_gauge("bulwark_timeout_duration_seconds", "The configured timeout.", l,
+                    seconds(p.timeout()));
+    }
+};
+
+template <class T>
+struct MetricsRenderer<Fallback<T>> : UnnamedRenderer {
+    static void write(MetricsWriter& w, const Fallback<T>& p, std::string_view name) {
+        const auto s = p.stats();
+        const MetricLabels l{{"name", name}};
+        w.add_counter("bulwark_fallback_fallbacks_total",
+                      "Handled failures answered by the fallback.", l, s.fallbacks);
+        w.add_counter("bulwark_fallback_failures_total",
+                      "Of the fallbacks, those where the fallback itself failed.", l,
+                      s.fallback_failures);
+    }
+};
+
+template <class Key, class T, class Hash, class Equal>
+struct MetricsRenderer<CacheFallback<Key, T, Hash, Equal>> : UnnamedRenderer {
+    static void write(MetricsWriter& w, const CacheFallback<Key, T, Hash, Equal>& p,
+                      std::string_view name) {
+        const auto s = p.stats();
+        const MetricLabels l{{"name", name}};
+        w.add_counter("bulwark_cache_fallback_stored_total", "Good results remembered.", l,
+                      s.stored);
+        w.add_counter("bulwark_cache_fallback_served_total",
+                      "Failures answered with a remembered value.", l, s.served);
+        w.add_counter("bulwark_cache_fallback_misses_total",
+                      "Failures with nothing fresh enough to serve.", l, s.misses);
+        w.add_counter("bulwark_cache_fallback_evicted_total",
+                      "Entries dropped to stay within max_entries.", l, s.evicted);
+        w.add_gauge("bulwark_cache_fallback_entries", "Entries held now.", l, s.size);
+    }
+};
+
+template <>
+struct MetricsRenderer<LoadShedder> : UnnamedRenderer {
+    template <class P>
+    static void write(MetricsWriter& w, const P& p, std::string_view name) {
+        const auto s = p.stats();
+        const MetricLabels l{{"name", name}};
+        w.add_counter("bulwark_load_shedder_passed_total", "Calls let through.", l, s.passed);
+        w.add_counter("bulwark_load_shedder_shed_total", "Calls shed.", l, s.shed);
+    }
+};
+
+template <>
+struct MetricsRenderer<Hedging> : UnnamedRenderer {
+    template <class P>
+    static void write(MetricsWriter& w, const P& p, std::string_view name) {
+        const auto s = p.stats();
+        const MetricLabels l{{"name", name}};
+        w.add_counter("bulwark_hedging_calls_total", "Calls through the policy.", l, s.calls);
+        w.add_counter("bulwark_hedging_hedges_total", "Hedged attempts started.", l, s.hedges);
+        w.add_counter("bulwark_hedging_primary_wins_total",
+                      "Calls answered by the primary attempt.", l, s.primary_wins);
+        w.add_counter("bulwark_hedging_hedge_wins_total", "Calls answered by a hedged attempt.", l,
+                      s.hedge_wins);
+        w.add_counter("bulwark_hedging_exhausted_total", "Calls whose every attempt failed.", l,
+                      s.exhausted);
+    }
+};
+
+template <class C>
+void write_component(MetricsWriter& w, C& component) {
+    if constexpr (is_named<std::remove_const_t<C>>::value) {
+        using T = std::remove_const_t<typename std::remove_const_t<C>::component_type>;
+        using R = MetricsRenderer<T>;
+        static_assert(R::known,
+                      "bulwark::to_prometheus: metric_name() wraps a type it cannot render (see "
+                      "docs/metrics.md for the supported components).");
+        static_assert(R::accepts_name,
+                      "bulwark::to_prometheus: a CircuitBreakerRegistry cannot be renamed: each "
+                      "breaker is labelled with its own name.");
+        R::write(w, component.component(), component.name());
+    } else {
+        using R = MetricsRenderer<std::remove_const_t<C>>;
+        static_assert(R::known,
+                      "bulwark::to_prometheus: unsupported argument (see docs/metrics.md for the "
+                      "supported components).");
+        static_assert(!R::needs_name,
+                      "bulwark::to_prometheus: this component has no name of its own: pass "
+                      "bulwark::metric_name(\"name\", component).");
+        R::write(w, component, R::default_name(component));
+    }
+}
+
+}  // namespace detail
+
+// Appends the metrics of each component to `writer`, in argument order (a family's samples stay
+// together however many components add to it). Each argument is a CircuitBreaker, a
+// CircuitBreakerRegistry (every breaker, in name order), a FallbackChain, a Degradation, a
+// HealthMonitor, a ResourceManager (non-const: its report reads expired gauges), or a
+// metric_name("name", component) wrapping one of these or a RetryPolicy, Bulkhead, RateLimiter,
+// Timeout, Fallback, CacheFallback, LoadShedder or Hedging.
+//   bulwark::MetricsWriter w;
+//   bulwark::to_prometheus(w, registry, bulwark::metric_name("sms_retry", retry));
+// Reads each component's stats() snapshot (consistent per component, not across components):
+// safe to call while other threads use the components; it takes the locks stats() takes, so
+// call it from a scrape handler, not from a hot path. Throws std::invalid_argument as
+// MetricsWriter does (a bad name in a label value is fine: values are escaped).
+template <class... Components>
+MetricsWriter& to_prometheus(MetricsWriter& writer, Components&&... components) {
+    (detail::write_component(writer, components), ...);
+    return writer;
+}
+
+// The exposition of the components' metrics, as above, for a scrape handler to return with
+// Content-Type "text/plain; version=0.0.4; charset=utf-8".
+//   std::string body = bulwark::to_prometheus(registry, chain, degradation, monitor);
+template <class... Components>
+std::string to_prometheus(Components&&... components) {
+    MetricsWriter writer;
+    to_prometheus(writer, components...);
+    return writer.str();
+}
+
+}  // namespace bulwark
+
+#endif  // BULWARK_METRICS_HPP
