@@ -381,6 +381,28 @@ TEST_CASE("metrics: numbers are exact integers, round-tripping doubles and Prome
     CHECK(std::stod(lines_of(out)[7].substr(lines_of(out)[7].find(' ') + 1)) == 2.0 / 3.0);
 }
 
+TEST_CASE("metrics: a locale's decimal separator, one byte or several, becomes a point",
+          "[metrics]") {
+    // What printf writes under de_DE and under a locale with a multi-byte separator (U+066B):
+    // checked without the locales, which a fresh machine does not have.
+    CHECK(bulwark::detail::with_decimal_point("0,1") == "0.1");
+    CHECK(bulwark::detail::with_decimal_point("-1,25e-07") == "-1.25e-07");
+    CHECK(bulwark::detail::with_decimal_point("1\xd9\xab"
+                                              "5") == "1.5");
+    CHECK(bulwark::detail::with_decimal_point("42") == "42");
+    CHECK(bulwark::detail::with_decimal_point("1.5e+300") == "1.5e+300");
+}
+
+TEST_CASE("metrics: a label with an empty value is the same series as one without it",
+          "[metrics]") {
+    bulwark::MetricsWriter w;
+    w.add_gauge("x", "h", {}, 1);
+    w.add_gauge("x", "h", {{"a", ""}}, 2);
+    w.add_gauge("x", "h", {{"a", "v"}, {"b", ""}}, 3);
+    CHECK(w.str() == "# HELP x h\n# TYPE x gauge\nx 1\nx{a=\"v\"} 3\n");
+    CHECK(w.dropped() == 1);
+}
+
 TEST_CASE("metrics: a decimal-comma locale still prints a point", "[metrics]") {
     // Found through LOCPATH too, so a test machine without the locale installed can build one
     // with localedef; skipped (with a warning) when none is available.

@@ -9506,6 +9506,8 @@ namespace detail {
 // The decimal separator is always '.', whatever the C locale says: snprintf and strtod agree on
 // the locale's separator, and the digits are then copied with any non-numeric run (a ',' or a
 // multi-byte separator) replaced by one '.'.
+inline std::string with_decimal_point(const char* printed);
+
 inline std::string metric_number(double value) {
     if (std::isnan(value)) {
         return "NaN";
@@ -9520,9 +9522,15 @@ inline std::string metric_number(double value) {
             break;
         }
     }
+    return with_decimal_point(buffer);
+}
+
+// `printed` as printf("%g") wrote it under some locale, with its decimal separator (',', or a
+// multi-byte one) replaced by '.'.
+inline std::string with_decimal_point(const char* printed) {
     std::string out;
     bool in_separator = false;
-    for (const char* c = buffer; *c != '\0'; ++c) {
+    for (const char* c = printed; *c != '\0'; ++c) {
         const bool numeric = (*c >= '0' && *c <= '9') || *c == '-' || *c == '+' || *c == 'e';
         if (numeric) {
             out.push_back(*c);
@@ -9679,7 +9687,16 @@ private:
             detail::throw_invalid_argument("bulwark::MetricsWriter: counter " + std::string(name) +
                                            " must not be negative or NaN, got " + value.text());
         }
-        MetricLabels sorted(labels);
+        // A label with an empty value is the same series as one without it (Prometheus's rule),
+        // so it is left out of both the identity and the output.
+        MetricLabels sorted;
+        sorted.reserve(labels.size());
+        for (const MetricLabel& label : labels) {
+            if (!label.second.empty()) {
+                sorted.push_back(label);
+            }
+        }
+        const MetricLabels shown(sorted);
         std::sort(sorted.begin(), sorted.end(),
                   [](const MetricLabel& a, const MetricLabel& b) { return a.first < b.first; });
         std::string key;
@@ -9697,13 +9714,13 @@ private:
             return;
         }
         f.samples += name;
-        if (!labels.empty()) {
+        if (!shown.empty()) {
             f.samples.push_back('{');
-            for (std::size_t i = 0; i < labels.size(); ++i) {
+            for (std::size_t i = 0; i < shown.size(); ++i) {
                 if (i > 0) {
                     f.samples.push_back(',');
                 }
-                append_label(f.samples, labels[i]);
+                append_label(f.samples, shown[i]);
             }
             f.samples.push_back('}');
         }
@@ -9723,8 +9740,15 @@ private:
     Family& family(Type type, std::string_view name, std::string_view help) {
         auto it = index_.find(name);
         if (it == index_.end()) {
-            it = index_.emplace(std::string(name), families_.size()).first;
+            // The family first, then its index entry, undone if that throws: the index never
+            // points past the end of families_.
             families_.push_back(Family{std::string(name), std::string(help), type, {}, {}});
+            try {
+                it = index_.emplace(std::string(name), families_.size() - 1).first;
+            } catch (...) {
+                families_.pop_back();
+                throw;
+            }
         }
         Family& f = families_[it->second];
         if (f.type != type) {
@@ -10030,10 +10054,11 @@ struct MetricsRenderer<BasicResourceManager<Tag>> {
                        "status", r.status, Status::exhausted);
             w.add_gauge("bulwark_resource_quota", "1 for a quota, 0 for a gauge.", rl, r.quota);
             w.add_gauge("bulwark_resource_usage_ratio",
-                        "Share of the resource in use, 0 to 1 (NaN when it could not be read).", rl,
-                        r.percent / 100.0);
+                        "Share of the resource in use, 1 = all of it (a quota may exceed 1; NaN "
+                        "when unread).",
+                        rl, r.percent / 100.0);
             w.add_gauge("bulwark_resource_peak_usage_ratio",
-                        "Highest share in use since the resource was added, 0 to 1.", rl,
+                        "Highest share in use since the resource was added (1 = all of it).", rl,
                         r.peak_percent / 100.0);
             w.add_gauge("bulwark_resource_warning_threshold_ratio",
                         "Share in use from which the resource is in warning.", rl,
@@ -10221,7 +10246,9 @@ void write_component(MetricsWriter& w, C& component) {
 // Timeout, Fallback, CacheFallback, LoadShedder or Hedging.
 //   bulwark::MetricsWriter w;
 //   bulwark::to_prometheus(w, registry, bulwark::metric_name("sms_retry", retry));
-// Reads each component's stats() snapshot (consistent per component, not across components):
+// Reads each component's stats() or report() (the breaker, cache fallback, health monitor and
+// resource manager read theirs under their lock; the others read relaxed counters one by one, so
+// a rate may be briefly off while calls run; nothing is consistent across components):
 // safe to call while other threads use the components; it takes the locks stats() takes, so
 // call it from a scrape handler, not from a hot path. Throws std::invalid_argument as
 // MetricsWriter does (a bad name in a label value is fine: values are escaped).
