@@ -7,6 +7,7 @@
 #include <vector>
 
 #include <bulwark/circuit_breaker.hpp>
+#include <bulwark/classify.hpp>
 #include <bulwark/fallback_chain.hpp>
 #include <bulwark/rate_limiter.hpp>
 #include <bulwark/retry.hpp>
@@ -89,13 +90,7 @@ std::vector<FallbackReason> reasons_of(const ChainResult<Receipt>& res) {
 
 template <class E>
 bool holds(const std::exception_ptr& error) {
-    try {
-        std::rethrow_exception(error);
-    } catch (const E&) {
-        return true;
-    } catch (...) {
-        return false;
-    }
+    return bulwark::detail::holds_exception<E>(error);
 }
 
 CircuitBreakerOptions opens_after(std::uint32_t failures) {
