@@ -3,6 +3,7 @@
 #ifndef BULWARK_FALLBACK_CHAIN_HPP
 #define BULWARK_FALLBACK_CHAIN_HPP
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cmath>
@@ -23,6 +24,7 @@
 #include <bulwark/clock.hpp>
 #include <bulwark/context.hpp>
 #include <bulwark/detail/random.hpp>
+#include <bulwark/detail/striped_counter.hpp>
 #include <bulwark/detail/throw.hpp>
 #include <bulwark/detail/traits.hpp>
 #include <bulwark/errors.hpp>
@@ -463,7 +465,8 @@ public:
         : selection_(selection),
           options_((options.validate(), std::move(options))),
           clock_(&clock),
-          seed_(seed) {}
+          seed_(seed),
+          count_in_flight_(selection == Selection::load_balanced) {}
 
     FallbackChain(const FallbackChain&) = delete;
     FallbackChain& operator=(const FallbackChain&) = delete;
@@ -578,6 +581,11 @@ public:
         }
         rules_ = std::move(resolved);
         global_ = std::move(global);
+        for (const ResolvedRule& r : rules_) {
+            if (r.present && r.selection == Selection::load_balanced) {
+                count_in_flight_ = true;
+            }
+        }
         return *this;
     }
 
@@ -704,13 +712,15 @@ private:
         Function fn;
         ChannelOptions options;
         std::atomic<bool> enabled{true};
-        // relaxed everywhere: statistics, read as a snapshot.
-        std::atomic<std::uint64_t> calls{0};
-        std::atomic<std::uint64_t> successes{0};
-        std::atomic<std::uint64_t> failures{0};
-        std::atomic<std::uint64_t> skipped{0};
-        std::atomic<std::uint64_t> fallbacks{0};
-        std::atomic<std::uint64_t> latency_ns{0};
+        // Per-thread stripes (see detail::StripedCounter): concurrent calls through one channel
+        // do not fight over a cache line for their statistics. Read as a relaxed snapshot.
+        detail::StripedCounter calls;
+        detail::StripedCounter successes;
+        detail::StripedCounter failures;
+        detail::StripedCounter skipped;
+        detail::StripedCounter fallbacks;
+        detail::StripedCounter latency_ns;
+        // Counted only for Selection::load_balanced, the one reader.
         std::atomic<std::uint32_t> in_flight{0};
         std::atomic<std::uint64_t> recent{0};  // detail::RecentWindow
         std::atomic<std::int64_t> quality_skip_since{not_skipping};
@@ -983,29 +993,33 @@ private:
                     ch.quality_skip_since.compare_exchange_strong(mine, probe_from,
                                                                   std::memory_order_relaxed);
                 }
-                ch.skipped.fetch_add(1, std::memory_order_relaxed);
+                ch.skipped.add();
                 a.reason = skip;
                 finish_attempt(result, std::move(a));
                 continue;
             }
 
-            ch.in_flight.fetch_add(1, std::memory_order_relaxed);
+            if (count_in_flight_) {
+                ch.in_flight.fetch_add(1, std::memory_order_relaxed);
+            }
             Outcome<R> outcome = call(ch, ctx, args...);
-            ch.in_flight.fetch_sub(1, std::memory_order_relaxed);
+            if (count_in_flight_) {
+                ch.in_flight.fetch_sub(1, std::memory_order_relaxed);
+            }
             a.elapsed = clock_->now() - a.started;
             if (permit.pending()) {
                 permit.record(outcome, a.elapsed);
             }
             ++result.calls_;
-            ch.calls.fetch_add(1, std::memory_order_relaxed);
-            ch.latency_ns.fetch_add(static_cast<std::uint64_t>(a.elapsed.count()),
-                                    std::memory_order_relaxed);
+            ch.calls.add();
+            ch.latency_ns.add(
+                static_cast<std::uint64_t>(std::max<Duration::rep>(a.elapsed.count(), 0)));
             const bool ok = outcome.has_value();
             record_recent(ch, ok);
             if (ok) {
-                ch.successes.fetch_add(1, std::memory_order_relaxed);
+                ch.successes.add();
                 if (!result.attempts_.empty()) {
-                    ch.fallbacks.fetch_add(1, std::memory_order_relaxed);
+                    ch.fallbacks.add();
                 }
                 a.ok = true;
                 if constexpr (!std::is_void<R>::value) {
@@ -1017,7 +1031,7 @@ private:
                 finish_attempt(result, std::move(a));
                 return result;
             }
-            ch.failures.fetch_add(1, std::memory_order_relaxed);
+            ch.failures.add();
             a.error = outcome.error();
             a.reason = FallbackReason::primary_failed;
             finish_attempt(result, std::move(a));
@@ -1036,15 +1050,14 @@ private:
     static ChannelStats snapshot(const Channel& ch) noexcept {
         ChannelStats s;
         s.name = ch.name;
-        s.calls = ch.calls.load(std::memory_order_relaxed);
-        s.successes = ch.successes.load(std::memory_order_relaxed);
-        s.failures = ch.failures.load(std::memory_order_relaxed);
-        s.skipped = ch.skipped.load(std::memory_order_relaxed);
-        s.fallbacks = ch.fallbacks.load(std::memory_order_relaxed);
+        s.calls = ch.calls.sum();
+        s.successes = ch.successes.sum();
+        s.failures = ch.failures.sum();
+        s.skipped = ch.skipped.sum();
+        s.fallbacks = ch.fallbacks.sum();
         if (s.calls > 0) {
             s.success_rate = static_cast<double>(s.successes) / static_cast<double>(s.calls);
-            s.mean_latency = Duration{static_cast<Duration::rep>(
-                ch.latency_ns.load(std::memory_order_relaxed) / s.calls)};
+            s.mean_latency = Duration{static_cast<Duration::rep>(ch.latency_ns.sum() / s.calls)};
         }
         s.recent_success_rate =
             detail::RecentWindow::rate(ch.recent.load(std::memory_order_relaxed));
@@ -1058,6 +1071,7 @@ private:
     std::vector<std::unique_ptr<Channel>> channels_;
     std::vector<ResolvedRule> rules_;  // by channel index; may be shorter than channels_
     std::vector<std::uint32_t> global_;
+    bool count_in_flight_;  // some order is load_balanced: channels count their calls in flight
     std::atomic<std::uint64_t> round_robin_{0};
     std::atomic<std::uint64_t> load_balance_{0};
     Listeners<Attempt> attempt_listeners_;
