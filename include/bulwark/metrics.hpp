@@ -26,6 +26,7 @@
 #include <utility>
 #include <vector>
 
+#include <bulwark/detail/number.hpp>
 #include <bulwark/detail/throw.hpp>
 
 namespace bulwark {
@@ -61,9 +62,7 @@ namespace detail {
 // and %.17g that reads back as the same double (so 0.1 prints as 0.1, and every value is exact).
 // The decimal separator is always '.', whatever the C locale says: snprintf and strtod agree on
 // the locale's separator, and the digits are then copied with any non-numeric run (a ',' or a
-// multi-byte separator) replaced by one '.'.
-inline std::string with_decimal_point(const char* printed);
-
+// multi-byte separator) replaced by one '.' (with_decimal_point).
 inline std::string metric_number(double value) {
     if (std::isnan(value)) {
         return "NaN";
@@ -79,24 +78,6 @@ inline std::string metric_number(double value) {
         }
     }
     return with_decimal_point(buffer);
-}
-
-// `printed` as printf("%g") wrote it under some locale, with its decimal separator (',', or a
-// multi-byte one) replaced by '.'.
-inline std::string with_decimal_point(const char* printed) {
-    std::string out;
-    bool in_separator = false;
-    for (const char* c = printed; *c != '\0'; ++c) {
-        const bool numeric = (*c >= '0' && *c <= '9') || *c == '-' || *c == '+' || *c == 'e';
-        if (numeric) {
-            out.push_back(*c);
-            in_separator = false;
-        } else if (!in_separator) {
-            out.push_back('.');
-            in_separator = true;
-        }
-    }
-    return out;
 }
 
 // Label values escape backslash, double quote and line feed; HELP text only backslash and line

@@ -4005,6 +4005,39 @@ auto wrap(F&& f, Ps&&... policies) {
 #include <string>
 #include <string_view>
 
+// #include <bulwark/detail/number.hpp>
+#ifndef BULWARK_DETAIL_NUMBER_HPP
+#define BULWARK_DETAIL_NUMBER_HPP
+
+#include <string>
+
+namespace bulwark {
+namespace detail {
+
+// `printed` as printf("%g") wrote it under the C locale in force, with its decimal separator (a
+// ',' or a multi-byte one) replaced by '.': machine-read formats (JSON, Prometheus) need the
+// point whatever locale the service runs under.
+inline std::string with_decimal_point(const char* printed) {
+    std::string out;
+    bool in_separator = false;
+    for (const char* c = printed; *c != '\0'; ++c) {
+        const bool numeric = (*c >= '0' && *c <= '9') || *c == '-' || *c == '+' || *c == 'e';
+        if (numeric) {
+            out.push_back(*c);
+            in_separator = false;
+        } else if (!in_separator) {
+            out.push_back('.');
+            in_separator = true;
+        }
+    }
+    return out;
+}
+
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_NUMBER_HPP
+
 namespace bulwark {
 namespace detail {
 
@@ -4051,12 +4084,7 @@ inline void json_number(std::string& out, double value) {
     }
     char buffer[32];
     std::snprintf(buffer, sizeof buffer, "%.15g", value);
-    for (char* c = buffer; *c != '\0'; ++c) {
-        if (*c == ',') {
-            *c = '.';  // a locale with a decimal comma must not break the document
-        }
-    }
-    out += buffer;
+    out += with_decimal_point(buffer);  // a decimal-comma locale must not break the document
 }
 
 inline void json_number(std::string& out, std::uint64_t value) {
@@ -9484,6 +9512,7 @@ private:
 #include <utility>
 #include <vector>
 
+// #include <bulwark/detail/number.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 
 namespace bulwark {
@@ -9519,9 +9548,7 @@ namespace detail {
 // and %.17g that reads back as the same double (so 0.1 prints as 0.1, and every value is exact).
 // The decimal separator is always '.', whatever the C locale says: snprintf and strtod agree on
 // the locale's separator, and the digits are then copied with any non-numeric run (a ',' or a
-// multi-byte separator) replaced by one '.'.
-inline std::string with_decimal_point(const char* printed);
-
+// multi-byte separator) replaced by one '.' (with_decimal_point).
 inline std::string metric_number(double value) {
     if (std::isnan(value)) {
         return "NaN";
@@ -9537,24 +9564,6 @@ inline std::string metric_number(double value) {
         }
     }
     return with_decimal_point(buffer);
-}
-
-// `printed` as printf("%g") wrote it under some locale, with its decimal separator (',', or a
-// multi-byte one) replaced by '.'.
-inline std::string with_decimal_point(const char* printed) {
-    std::string out;
-    bool in_separator = false;
-    for (const char* c = printed; *c != '\0'; ++c) {
-        const bool numeric = (*c >= '0' && *c <= '9') || *c == '-' || *c == '+' || *c == 'e';
-        if (numeric) {
-            out.push_back(*c);
-            in_separator = false;
-        } else if (!in_separator) {
-            out.push_back('.');
-            in_separator = true;
-        }
-    }
-    return out;
 }
 
 // Label values escape backslash, double quote and line feed; HELP text only backslash and line

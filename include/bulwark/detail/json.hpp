@@ -9,6 +9,8 @@
 #include <string>
 #include <string_view>
 
+#include <bulwark/detail/number.hpp>
+
 namespace bulwark {
 namespace detail {
 
@@ -55,12 +57,7 @@ inline void json_number(std::string& out, double value) {
     }
     char buffer[32];
     std::snprintf(buffer, sizeof buffer, "%.15g", value);
-    for (char* c = buffer; *c != '\0'; ++c) {
-        if (*c == ',') {
-            *c = '.';  // a locale with a decimal comma must not break the document
-        }
-    }
-    out += buffer;
+    out += with_decimal_point(buffer);  // a decimal-comma locale must not break the document
 }
 
 inline void json_number(std::string& out, std::uint64_t value) {
