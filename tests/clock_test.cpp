@@ -1,3 +1,6 @@
+#include <atomic>
+#include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -88,4 +91,111 @@ TEST_CASE("ManualClock is safe to advance from many threads", "[clock][concurren
     }
     CHECK(clock.now() - start == Duration(40000));
     CHECK(clock.sleep_count() == 20000);
+}
+
+namespace {
+
+// A clock the test sets by hand, backwards too, that counts how often it is read.
+class SettableClock final : public bulwark::Clock {
+public:
+    bulwark::TimePoint now() const noexcept override {
+        reads.fetch_add(1);
+        return bulwark::TimePoint{Duration{ns.load()}};
+    }
+    void sleep_for(Duration) override {}
+
+    std::atomic<std::int64_t> ns{1000};
+    mutable std::atomic<int> reads{0};
+};
+
+}  // namespace
+
+TEST_CASE("coarse_now_fast is one load of a ManualClock's time", "[clock]") {
+    bulwark::ManualClock clock;
+    CHECK(clock.coarse_now_fast() == clock.now());
+    clock.advance(7s);
+    CHECK(clock.coarse_now_fast() == clock.now());
+    CHECK(clock.coarse_now_fast() == clock.coarse_now());
+}
+
+TEST_CASE("coarse_now_fast asks a clock without a time cell through coarse_now", "[clock]") {
+    SettableClock clock;
+    CHECK(clock.coarse_now_fast() == bulwark::TimePoint{Duration{1000}});
+    CHECK(clock.reads.load() == 1);
+}
+
+TEST_CASE("TickingClock's coarse time moves only when it ticks", "[clock]") {
+    bulwark::ManualClock source;
+    bulwark::TickingClock clock(bulwark::TickingClock::manual_ticks, source);
+    CHECK(clock.resolution() == Duration::zero());
+    const auto start = source.now();
+    CHECK(clock.coarse_now() == start);  // the constructor ticks once
+    CHECK(clock.coarse_now_fast() == start);
+
+    source.advance(5s);
+    CHECK(clock.now() == start + 5s);  // now() is the source's
+    CHECK(clock.coarse_now() == start);
+    CHECK(clock.coarse_now_fast() == start);
+
+    clock.tick();
+    CHECK(clock.coarse_now() == start + 5s);
+    CHECK(clock.coarse_now_fast() == start + 5s);
+}
+
+TEST_CASE("TickingClock never moves its coarse time backwards", "[clock]") {
+    SettableClock source;
+    source.ns = 5000;
+    bulwark::TickingClock clock(bulwark::TickingClock::manual_ticks, source);
+    source.ns = 2000;  // a source that went backwards
+    clock.tick();
+    CHECK(clock.coarse_now() == bulwark::TimePoint{Duration{5000}});
+    source.ns = 9000;
+    clock.tick();
+    CHECK(clock.coarse_now() == bulwark::TimePoint{Duration{9000}});
+}
+
+TEST_CASE("TickingClock sleeps and reads precise time through its source", "[clock]") {
+    bulwark::ManualClock source;
+    bulwark::TickingClock clock(bulwark::TickingClock::manual_ticks, source);
+    clock.sleep_for(3s);
+    CHECK(source.sleeps() == std::vector<Duration>{3s});
+    CHECK(clock.now() == source.now());
+    CHECK(clock.coarse_now() < clock.now());  // lags until the next tick, never ahead
+}
+
+TEST_CASE("TickingClock refuses a resolution that is not positive", "[clock]") {
+    for (Duration bad : {Duration::zero(), Duration(-1)}) {
+        try {
+            bulwark::TickingClock clock(bad);
+            FAIL("no exception for resolution " << bad.count());
+        } catch (const std::invalid_argument& e) {
+            const std::string what = e.what();
+            CHECK(what.find("TickingClock.resolution") != std::string::npos);
+            CHECK(what.find("must be > 0") != std::string::npos);
+        }
+    }
+}
+
+// The ticking thread is checked for liveness only: the test waits until it has published the
+// source's new time, with no bound on how long a tick takes beyond a generous failure limit.
+TEST_CASE("TickingClock's thread publishes the source's time", "[clock][concurrency]") {
+    bulwark::ManualClock source;
+    bulwark::TickingClock clock(std::chrono::microseconds(100), source);
+    CHECK(clock.resolution() == std::chrono::microseconds(100));
+    source.advance(1h);
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (clock.coarse_now() != source.now() && std::chrono::steady_clock::now() < give_up) {
+        std::this_thread::yield();
+    }
+    CHECK(clock.coarse_now() == source.now());
+    CHECK(clock.coarse_now_fast() == source.now());
+}
+
+TEST_CASE("TickingClock stops its thread when destroyed", "[clock][concurrency]") {
+    bulwark::ManualClock source;
+    for (int i = 0; i < 20; ++i) {
+        bulwark::TickingClock clock(1ms, source);
+        (void)clock.coarse_now();
+    }  // each destructor joins; a thread left running would outlive `source` (ASan/TSan)
+    SUCCEED();
 }

@@ -31,6 +31,25 @@ TEST_CASE("tighten_deadline keeps the earlier deadline", "[context]") {
     CHECK_FALSE(ctx.remaining(clock).has_value());
 }
 
+TEST_CASE("TimePoint::max() as a deadline means none", "[context]") {
+    bulwark::ManualClock clock;
+    bulwark::Context ctx;
+    CHECK(ctx.deadline_or(bulwark::TimePoint::max()) == bulwark::TimePoint::max());
+    CHECK(ctx.deadline_or(clock.now()) == clock.now());
+    ctx.set_deadline(clock.now() + 1s, &clock);
+    CHECK(ctx.has_deadline());
+    CHECK(ctx.deadline_or(bulwark::TimePoint::max()) == clock.now() + 1s);
+    CHECK(ctx.deadline_clock() == &clock);
+    ctx.set_deadline(bulwark::TimePoint::max(), &clock);
+    CHECK_FALSE(ctx.has_deadline());
+    CHECK_FALSE(ctx.deadline().has_value());
+    CHECK(ctx.deadline_clock() == nullptr);  // no clock without a deadline
+    clock.advance(24h * 365);
+    CHECK_FALSE(ctx.cancelled());
+    ctx.tighten_deadline(bulwark::TimePoint::max(), &clock);  // no earlier than none: no change
+    CHECK_FALSE(ctx.has_deadline());
+}
+
 TEST_CASE("A child context sees its parent's cancellation but not the reverse", "[context]") {
     bulwark::ManualClock clock;
     bulwark::Context parent("op");

@@ -226,3 +226,28 @@ TEST_CASE("a Timeout refuses a non-positive duration", "[timeout]") {
     CHECK_THROWS_WITH(bulwark::Timeout(0s), "Timeout.timeout must be > 0, got 0s");
     CHECK_THROWS_AS(bulwark::Timeout(-1ms), std::invalid_argument);
 }
+
+TEST_CASE("on a TickingClock a Timeout judges lateness by the last tick", "[timeout]") {
+    bulwark::ManualClock source;
+    bulwark::TickingClock clock(bulwark::TickingClock::manual_ticks, source);
+    bulwark::Timeout timeout(1s, clock);
+
+    // The coarse time has not moved: the result cannot be told from an on-time one.
+    CHECK(timeout.execute([&] {
+        source.advance(2s);
+        return 1;
+    }) == 1);
+
+    bulwark::Context ctx;
+    auto o = timeout.try_execute(
+        [&](bulwark::Context& c) {
+            source.advance(2s);
+            clock.tick();
+            CHECK(c.cancelled());  // the deadline, read on the same coarse time
+            return 1;
+        },
+        ctx);
+    REQUIRE(o.has_error());
+    CHECK_THROWS_AS(o.rethrow_if_error(), bulwark::TimeoutError);
+    CHECK(timeout.stats().timeouts == 1);
+}

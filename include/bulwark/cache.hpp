@@ -215,7 +215,7 @@ private:
     // storage where T's assignment does) and allocates nothing; the time stamp is the coarse
     // clock, so an entry may expire up to one clock tick early.
     void store(const Key& key, const T& value) {
-        const TimePoint now = clock_->coarse_now();
+        const TimePoint now = clock_->coarse_now_fast();
         ++stats_.stored;
         auto it = index_.find(key);
         if (it != index_.end()) {

@@ -448,7 +448,7 @@ public:
             bucket_count_ =
                 static_cast<std::uint64_t>((tw.length + tw.bucket - Duration(1)) / tw.bucket);
             buckets_.assign(bucket_count_, Bucket{});
-            origin_ = clock_->coarse_now();
+            origin_ = clock_->coarse_now_fast();
         }
         state_since_ = clock_->now();
     }
@@ -464,7 +464,7 @@ public:
     // transition itself (and its StateChange) happens at the next call.
     CircuitState state() const noexcept {
         const CircuitState s = state_of(word_.load(std::memory_order_acquire));
-        if (s == CircuitState::open && break_over(clock_->coarse_now())) {
+        if (s == CircuitState::open && break_over(clock_->coarse_now_fast())) {
             return CircuitState::half_open;
         }
         return s;
@@ -529,7 +529,7 @@ public:
         const std::uint64_t w = word_.load(std::memory_order_relaxed);
         s.state = state_of(w);
         if (s.state == CircuitState::open) {
-            const TimePoint coarse = clock_->coarse_now();
+            const TimePoint coarse = clock_->coarse_now_fast();
             s.retry_after = break_over(coarse) ? Duration::zero() : open_until() - coarse;
             if (break_over(coarse)) {
                 s.state = CircuitState::half_open;
@@ -549,7 +549,7 @@ public:
         s.timeouts = timeouts_;
         s.opened = opened_;
         s.expired_probes = expired_probes_;
-        const WindowCounts wc = window_counts(clock_->coarse_now());
+        const WindowCounts wc = window_counts(clock_->coarse_now_fast());
         s.window_calls = wc.calls;
         s.window_failures = wc.failures;
         s.window_slow = wc.slow;
@@ -582,7 +582,7 @@ private:
                 admit(permit, w, no_probe);
                 return permit;
             case CircuitState::open: {
-                const TimePoint now = clock_->coarse_now();
+                const TimePoint now = clock_->coarse_now_fast();
                 if (!break_over(now)) {
                     reject(permit, w, open_until() - now);
                     return permit;
@@ -804,7 +804,7 @@ private:
     }
 
     void count_in_bucket(Stripe& stripe, bool owned) {
-        const TimePoint now = clock_->coarse_now();
+        const TimePoint now = clock_->coarse_now_fast();
         // The owner remembers where its bucket ends, so the common case needs no division.
         if (owned && now < stripe.bucket_end) {
             detail::bump(stripe.bucket_calls);
@@ -845,7 +845,7 @@ private:
         }
         stripe.base_epoch = no_epoch;
         stripe.base_bucket_calls = 0;
-        if (calls > 0 && in_window(old_epoch, epoch_of(clock_->coarse_now())) &&
+        if (calls > 0 && in_window(old_epoch, epoch_of(clock_->coarse_now_fast())) &&
             old_epoch >= reset_epoch_) {
             bucket_for(old_epoch).calls += calls;
         }
@@ -1016,7 +1016,7 @@ private:
         }
         (void)stripe;
         (void)owned;
-        Bucket& b = bucket_for(epoch_of(clock_->coarse_now()));
+        Bucket& b = bucket_for(epoch_of(clock_->coarse_now_fast()));
         b.calls += 1;
         if (result == Result::failure) {
             b.failures += 1;
@@ -1033,7 +1033,7 @@ private:
             open_breaker(now, TransitionReason::consecutive_failures, transitions);
             return;
         }
-        const WindowCounts wc = window_counts(clock_->coarse_now());
+        const WindowCounts wc = window_counts(clock_->coarse_now_fast());
         if (wc.calls < options_.minimum_calls) {
             return;
         }
@@ -1091,7 +1091,7 @@ private:
         const std::uint64_t new_word =
             ((generation_of(old_word) + 1) << 3U) | static_cast<std::uint64_t>(to);
         if (to == CircuitState::closed || to == CircuitState::disabled) {
-            reset_window(clock_->coarse_now());
+            reset_window(clock_->coarse_now_fast());
         }
         if (to == CircuitState::half_open) {
             // Probes still in flight from earlier periods keep their slots (see Probe).

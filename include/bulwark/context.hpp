@@ -65,18 +65,28 @@ public:
     // The time by which the execution should finish, if any policy or the caller set one.
     std::optional<TimePoint> deadline() const noexcept { return deadline_; }
     bool has_deadline() const noexcept { return deadline_.has_value(); }
+    // The deadline, or `none` without one: deadline_or(TimePoint::max()) for comparisons.
+    // Policies that save and restore the deadline keep it this way: a std::optional is copied
+    // as 16 bytes, which the CPU cannot forward from the two narrower stores that wrote it
+    // (~5 ns per copy on the success path).
+    TimePoint deadline_or(TimePoint none) const noexcept { return deadline_ ? *deadline_ : none; }
     // The clock the deadline is on, if the policy that set it said (a Timeout does); with it,
     // cancelled() turns true once the deadline has passed.
     const Clock* deadline_clock() const noexcept { return deadline_clock_; }
-    // Replaces the deadline (nullopt removes it). Policies that scope a deadline restore the old
-    // one when they return.
+    // Replaces the deadline (nullopt, or TimePoint::max(), removes it). Policies that scope a
+    // deadline restore the old one when they return.
     void set_deadline(std::optional<TimePoint> deadline, const Clock* clock = nullptr) noexcept {
-        deadline_ = deadline;
-        deadline_clock_ = deadline ? clock : nullptr;
+        if (deadline && *deadline != TimePoint::max()) {
+            deadline_ = *deadline;
+            deadline_clock_ = clock;
+        } else {
+            deadline_.reset();
+            deadline_clock_ = nullptr;
+        }
     }
     // Sets the deadline to `t` unless an earlier one is already set.
     void tighten_deadline(TimePoint t, const Clock* clock = nullptr) noexcept {
-        if (!deadline_ || t < *deadline_) {
+        if (t < deadline_or(TimePoint::max())) {
             deadline_ = t;
             deadline_clock_ = clock;
         }
@@ -108,8 +118,8 @@ public:
 
     // True if a deadline set with its clock has passed.
     bool deadline_passed() const noexcept {
-        return deadline_ && deadline_clock_ != nullptr &&
-               deadline_clock_->coarse_now() >= *deadline_;
+        // A clock is only ever set together with a deadline.
+        return deadline_clock_ != nullptr && deadline_clock_->coarse_now_fast() >= *deadline_;
     }
 
     // Set by a CacheFallback that answered with a cached value instead of a fresh one.

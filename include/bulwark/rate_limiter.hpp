@@ -112,7 +112,7 @@ public:
             // Rounded up, so rounding can only make the limiter stricter than its rate.
             interval_ns_ = static_cast<std::int64_t>(std::ceil(1e9 / tb->rate));
             burst_ = tb->burst;
-            tat_ns_.store(clock_->coarse_now().time_since_epoch().count(),
+            tat_ns_.store(clock_->coarse_now_fast().time_since_epoch().count(),
                           std::memory_order_relaxed);
         } else {
             const SlidingWindow& sw = std::get<SlidingWindow>(options_.limit);
@@ -216,7 +216,7 @@ private:
     // at time t moves it to max(tat, t) + n·interval, which is allowed while that is no more
     // than burst·interval (+ may_wait) ahead of t.
     RateDecision reserve_bucket(std::uint32_t n, Duration may_wait) noexcept {
-        const std::int64_t now = clock_->coarse_now().time_since_epoch().count();
+        const std::int64_t now = clock_->coarse_now_fast().time_since_epoch().count();
         const std::int64_t capacity = static_cast<std::int64_t>(burst_) * interval_ns_;
         const std::int64_t cost = static_cast<std::int64_t>(n) * interval_ns_;
         std::int64_t tat = tat_ns_.load(std::memory_order_relaxed);
@@ -238,7 +238,7 @@ private:
     // An exact log of the last `limit` grants, as a ring.
     RateDecision reserve_window(std::uint32_t n) {
         const Duration window = std::get<SlidingWindow>(options_.limit).window;
-        const TimePoint now = clock_->coarse_now();
+        const TimePoint now = clock_->coarse_now_fast();
         std::lock_guard<std::mutex> lock(mutex_);
         const std::size_t size = log_.size();
         // Entries still inside the window.

@@ -543,7 +543,7 @@ private:
             notify(change);
             return result;
         }
-        const std::int64_t now_ns = clock_->coarse_now().time_since_epoch().count();
+        const std::int64_t now_ns = clock_->coarse_now_fast().time_since_epoch().count();
         // acquire: pairs with the release store below, so the reading is the one stamped.
         const std::int64_t at = r.cached_at_ns.load(std::memory_order_acquire);
         if (at != std::numeric_limits<std::int64_t>::min() && now_ns - at < r.ttl.count()) {

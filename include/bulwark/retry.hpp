@@ -149,7 +149,7 @@ public:
 
     // A retry wants to happen: true (and counted) if the budget allows it.
     bool try_withdraw() {
-        const TimePoint now = clock_->coarse_now();
+        const TimePoint now = clock_->coarse_now_fast();
         std::lock_guard<std::mutex> lock(mutex_);
         const std::int64_t second =
             std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();

@@ -74,25 +74,24 @@ public:
     template <class Next>
     auto apply(Context& ctx, Next&& next) {
         using O = std::invoke_result_t<Next&, Context&>;
-        const TimePoint start = clock_->coarse_now();
+        const TimePoint start = clock_->coarse_now_fast();
         const TimePoint deadline = start + timeout_;
         // Restores the caller's deadline on every exit, so an outer policy (a Retry) sees its
         // own again.
         struct Restore {
             Context& ctx;
-            std::optional<TimePoint> deadline;
+            TimePoint deadline;  // TimePoint::max(): none
             const Clock* clock;
             ~Restore() { ctx.set_deadline(deadline, clock); }
-        } restore{ctx, ctx.deadline(), ctx.deadline_clock()};
+        } restore{ctx, ctx.deadline_or(TimePoint::max()), ctx.deadline_clock()};
         // A tighter outer deadline that came without a clock (a caller's ctx.set_deadline(t))
         // is taken over: this Timeout enforces it, and hands it on with its clock, so that
         // ctx.cancelled() fires at it and inner Timeouts leave it to this one. A tighter one set
         // with a clock belongs to a policy that checks it itself (an outer Timeout): enforcing
         // it here too would make an attempt that answered within its own timeout a failure of
         // the dependency for a breaker in between, when only the caller's total ran out.
-        const bool take_over =
-            restore.deadline && restore.clock == nullptr && *restore.deadline < deadline;
-        const TimePoint effective = take_over ? *restore.deadline : deadline;
+        const bool take_over = restore.clock == nullptr && restore.deadline < deadline;
+        const TimePoint effective = take_over ? restore.deadline : deadline;
         if (take_over) {
             ctx.set_deadline(effective, clock_);
         } else {
@@ -100,7 +99,7 @@ public:
         }
         // One named result, the only thing returned (NRVO): a late one is replaced in place.
         O outcome = next(ctx);
-        const TimePoint end = clock_->coarse_now();
+        const TimePoint end = clock_->coarse_now_fast();
         if (BULWARK_UNLIKELY(end > effective)) {
             late(outcome, ctx, end - start, end <= deadline);
         }
