@@ -5,6 +5,7 @@
 #include <vector>
 
 #include <bulwark/clock.hpp>
+#include <bulwark/rate_limiter.hpp>
 
 #include "catch.hpp"
 
@@ -154,24 +155,40 @@ TEST_CASE("TickingClock never moves its coarse time backwards", "[clock]") {
     CHECK(clock.coarse_now() == bulwark::TimePoint{Duration{9000}});
 }
 
-TEST_CASE("TickingClock sleeps and reads precise time through its source", "[clock]") {
+TEST_CASE("TickingClock sleeps through its source and ticks after the sleep", "[clock]") {
     bulwark::ManualClock source;
     bulwark::TickingClock clock(bulwark::TickingClock::manual_ticks, source);
+    const auto start = source.now();
     clock.sleep_for(3s);
     CHECK(source.sleeps() == std::vector<Duration>{3s});
-    CHECK(clock.now() == source.now());
-    CHECK(clock.coarse_now() < clock.now());  // lags until the next tick, never ahead
+    CHECK(clock.now() == start + 3s);
+    CHECK(clock.coarse_now() == start + 3s);  // the sleeper sees its own sleep
+    source.advance(1s);
+    CHECK(clock.now() == start + 4s);
+    CHECK(clock.coarse_now() == start + 3s);  // lags until the next tick, never ahead
+}
+
+// A sliding-window limiter waits on its clock, then re-reads the coarse time: over a ticking
+// clock it must see the time it waited.
+TEST_CASE("a component that sleeps on a TickingClock sees the time it slept", "[clock]") {
+    bulwark::ManualClock source;
+    bulwark::TickingClock clock(bulwark::TickingClock::manual_ticks, source);
+    bulwark::RateLimiter limiter(bulwark::SlidingWindow{1, 1s}, clock);
+    REQUIRE(limiter.try_acquire().admitted);
+    CHECK(limiter.acquire(1, 5s));
+    CHECK(source.now() - clock.coarse_now() < 1s);
 }
 
 TEST_CASE("TickingClock refuses a resolution that is not positive", "[clock]") {
-    for (Duration bad : {Duration::zero(), Duration(-1)}) {
+    for (Duration bad :
+         {Duration::zero(), Duration(-1), Duration(std::chrono::hours(1) + 1ns), Duration::max()}) {
         try {
             bulwark::TickingClock clock(bad);
             FAIL("no exception for resolution " << bad.count());
         } catch (const std::invalid_argument& e) {
             const std::string what = e.what();
             CHECK(what.find("TickingClock.resolution") != std::string::npos);
-            CHECK(what.find("must be > 0") != std::string::npos);
+            CHECK(what.find("must be in (0, 1h]") != std::string::npos);
         }
     }
 }

@@ -251,3 +251,17 @@ TEST_CASE("on a TickingClock a Timeout judges lateness by the last tick", "[time
     CHECK_THROWS_AS(o.rethrow_if_error(), bulwark::TimeoutError);
     CHECK(timeout.stats().timeouts == 1);
 }
+
+TEST_CASE("a timeout too long to represent never fires", "[timeout]") {
+    bulwark::ManualClock clock;
+    bulwark::Timeout timeout(Duration::max(), clock);
+    bulwark::Context ctx;
+    CHECK(timeout.execute(
+              [&](bulwark::Context& c) {
+                  CHECK_FALSE(c.has_deadline());  // saturated to "none", not wrapped around
+                  clock.advance(24h * 365 * 100);
+                  return 3;
+              },
+              ctx) == 3);
+    CHECK(timeout.stats().timeouts == 0);
+}

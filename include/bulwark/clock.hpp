@@ -234,7 +234,11 @@ inline Clock& default_clock() noexcept {
 // limiter's acquire, an open breaker's rejection); CLOCK_MONOTONIC_COARSE costs about 3.5 ns
 // per read on a VM, a load well under one. now(), sleep_for() and wait_until() are the source's.
 // coarse_now() is never ahead of now() and lags it by one resolution plus however late the
-// ticking thread is scheduled. The thread wakes every `resolution` while the clock lives.
+// ticking thread is scheduled: while the thread cannot run, coarse time stands still, and with it
+// every Timeout, break expiry and token refill read from it. The thread wakes every `resolution`
+// while the clock lives. Not fork-safe: a child process has no ticking thread, so make the clock
+// after fork(). Over a ManualClock source (tests), use manual_ticks and tick() after advancing:
+// a thread would publish the new time only after up to one real resolution.
 // Thread-safe. The destructor stops and joins the thread; the clock must outlive the components
 // that use it, and the source must outlive the clock.
 class TickingClock final : public Clock {
@@ -244,13 +248,14 @@ public:
     };
     static constexpr ManualTicks manual_ticks{};
 
-    // Starts the ticking thread. Throws std::invalid_argument unless resolution > 0, and
-    // std::system_error if the thread cannot be started.
+    // Starts the ticking thread. Throws std::invalid_argument unless 0 < resolution <= 1 hour
+    // (the bound keeps the thread's timed wait from overflowing), and std::system_error if the
+    // thread cannot be started.
     explicit TickingClock(Duration resolution = std::chrono::milliseconds(1),
                           Clock& source = default_clock())
         : Clock(&cell_), source_(source), resolution_(resolution) {
-        if (resolution <= Duration::zero()) {
-            detail::throw_invalid_option("TickingClock.resolution", "must be > 0",
+        if (resolution <= Duration::zero() || resolution > std::chrono::hours(1)) {
+            detail::throw_invalid_option("TickingClock.resolution", "must be in (0, 1h]",
                                          detail::format_duration(resolution));
         }
         tick();
@@ -283,7 +288,12 @@ public:
         return TimePoint{Duration{cell_.load(std::memory_order_acquire)}};
     }
 
-    void sleep_for(Duration d) override { source_.sleep_for(d); }
+    // Ticks after the sleep, so that the sleeper's next coarse reading includes it (over a
+    // ManualClock source, whose sleep is an advance, nothing else would tell the cell).
+    void sleep_for(Duration d) override {
+        source_.sleep_for(d);
+        tick();
+    }
 
     void wait_until(std::condition_variable& cv, std::unique_lock<std::mutex>& lock,
                     TimePoint deadline) override {

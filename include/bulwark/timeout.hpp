@@ -47,8 +47,9 @@ struct TimeoutStats {
 // It never spawns a thread and cannot stop a call that ignores its deadline: it bounds what the
 // caller waits for only together with a call that honours ctx. Outside a Retry it bounds all
 // attempts together; inside, each attempt.
-// Thread-safe. Reads the coarse clock twice per call (see Clock::coarse_now): it may fire up to
-// one clock tick (a few ms) early or late. Does not allocate on the success path.
+// Thread-safe. Reads the clock's coarse time twice per call (Clock::coarse_now_fast): it may
+// fire up to one clock tick early or late (a few ms on SteadyClock; on a TickingClock, one
+// resolution plus however late its thread runs). Does not allocate on the success path.
 class Timeout : public PolicyBase<Timeout> {
 public:
     // Throws std::invalid_argument unless timeout > 0. The clock must outlive the Timeout.
@@ -75,7 +76,9 @@ public:
     auto apply(Context& ctx, Next&& next) {
         using O = std::invoke_result_t<Next&, Context&>;
         const TimePoint start = clock_->coarse_now_fast();
-        const TimePoint deadline = start + timeout_;
+        // Saturates: a timeout too long to represent is no deadline (TimePoint::max()).
+        const TimePoint deadline =
+            timeout_ < TimePoint::max() - start ? start + timeout_ : TimePoint::max();
         // Restores the caller's deadline on every exit, so an outer policy (a Retry) sees its
         // own again.
         struct Restore {

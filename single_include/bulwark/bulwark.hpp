@@ -378,7 +378,11 @@ inline Clock& default_clock() noexcept {
 // limiter's acquire, an open breaker's rejection); CLOCK_MONOTONIC_COARSE costs about 3.5 ns
 // per read on a VM, a load well under one. now(), sleep_for() and wait_until() are the source's.
 // coarse_now() is never ahead of now() and lags it by one resolution plus however late the
-// ticking thread is scheduled. The thread wakes every `resolution` while the clock lives.
+// ticking thread is scheduled: while the thread cannot run, coarse time stands still, and with it
+// every Timeout, break expiry and token refill read from it. The thread wakes every `resolution`
+// while the clock lives. Not fork-safe: a child process has no ticking thread, so make the clock
+// after fork(). Over a ManualClock source (tests), use manual_ticks and tick() after advancing:
+// a thread would publish the new time only after up to one real resolution.
 // Thread-safe. The destructor stops and joins the thread; the clock must outlive the components
 // that use it, and the source must outlive the clock.
 class TickingClock final : public Clock {
@@ -388,13 +392,14 @@ public:
     };
     static constexpr ManualTicks manual_ticks{};
 
-    // Starts the ticking thread. Throws std::invalid_argument unless resolution > 0, and
-    // std::system_error if the thread cannot be started.
+    // Starts the ticking thread. Throws std::invalid_argument unless 0 < resolution <= 1 hour
+    // (the bound keeps the thread's timed wait from overflowing), and std::system_error if the
+    // thread cannot be started.
     explicit TickingClock(Duration resolution = std::chrono::milliseconds(1),
                           Clock& source = default_clock())
         : Clock(&cell_), source_(source), resolution_(resolution) {
-        if (resolution <= Duration::zero()) {
-            detail::throw_invalid_option("TickingClock.resolution", "must be > 0",
+        if (resolution <= Duration::zero() || resolution > std::chrono::hours(1)) {
+            detail::throw_invalid_option("TickingClock.resolution", "must be in (0, 1h]",
                                          detail::format_duration(resolution));
         }
         tick();
@@ -427,7 +432,12 @@ public:
         return TimePoint{Duration{cell_.load(std::memory_order_acquire)}};
     }
 
-    void sleep_for(Duration d) override { source_.sleep_for(d); }
+    // Ticks after the sleep, so that the sleeper's next coarse reading includes it (over a
+    // ManualClock source, whose sleep is an advance, nothing else would tell the cell).
+    void sleep_for(Duration d) override {
+        source_.sleep_for(d);
+        tick();
+    }
 
     void wait_until(std::condition_variable& cv, std::unique_lock<std::mutex>& lock,
                     TimePoint deadline) override {
@@ -828,8 +838,11 @@ enum class Priority : std::uint8_t { low, normal, high, critical };
 //   policy.execute([](bulwark::Context& c) { return call(c.deadline()); }, ctx);
 // A Context lives on the caller's stack for one execution and allocates nothing. The operation
 // name is a view: the string must outlive the execution.
-// Thread-safety: cancel() and cancelled() may be called from any thread; the other members are
-// set by the policies of the executing thread and are not thread-safe.
+// Thread-safety: cancel() may be called from any thread. cancelled() reads the cancel flags of
+// the context and its parents (safe from any thread) and this context's deadline, which the
+// policies of the executing thread write: call it from that thread, or from the thread of a
+// child context (a hedged attempt polls its own context). The other members belong to the
+// executing thread.
 class Context {
 public:
     Context() noexcept = default;
@@ -869,40 +882,37 @@ public:
     void set_operation(std::string_view operation) noexcept { operation_ = operation; }
 
     // The time by which the execution should finish, if any policy or the caller set one.
-    std::optional<TimePoint> deadline() const noexcept { return deadline_; }
-    bool has_deadline() const noexcept { return deadline_.has_value(); }
+    // TimePoint::max() is no deadline.
+    std::optional<TimePoint> deadline() const noexcept {
+        return has_deadline() ? std::optional<TimePoint>(deadline_) : std::nullopt;
+    }
+    bool has_deadline() const noexcept { return deadline_ != TimePoint::max(); }
     // The deadline, or `none` without one: deadline_or(TimePoint::max()) for comparisons.
-    // Policies that save and restore the deadline keep it this way: a std::optional is copied
-    // as 16 bytes, which the CPU cannot forward from the two narrower stores that wrote it
-    // (~5 ns per copy on the success path).
-    TimePoint deadline_or(TimePoint none) const noexcept { return deadline_ ? *deadline_ : none; }
+    TimePoint deadline_or(TimePoint none) const noexcept {
+        return has_deadline() ? deadline_ : none;
+    }
     // The clock the deadline is on, if the policy that set it said (a Timeout does); with it,
     // cancelled() turns true once the deadline has passed.
     const Clock* deadline_clock() const noexcept { return deadline_clock_; }
     // Replaces the deadline (nullopt, or TimePoint::max(), removes it). Policies that scope a
     // deadline restore the old one when they return.
     void set_deadline(std::optional<TimePoint> deadline, const Clock* clock = nullptr) noexcept {
-        if (deadline && *deadline != TimePoint::max()) {
-            deadline_ = *deadline;
-            deadline_clock_ = clock;
-        } else {
-            deadline_.reset();
-            deadline_clock_ = nullptr;
-        }
+        deadline_ = deadline ? *deadline : TimePoint::max();
+        deadline_clock_ = has_deadline() ? clock : nullptr;
     }
     // Sets the deadline to `t` unless an earlier one is already set.
     void tighten_deadline(TimePoint t, const Clock* clock = nullptr) noexcept {
-        if (t < deadline_or(TimePoint::max())) {
+        if (t < deadline_) {
             deadline_ = t;
             deadline_clock_ = clock;
         }
     }
     // Time left until the deadline on `clock` (negative once passed); nullopt without a deadline.
     std::optional<Duration> remaining(const Clock& clock) const noexcept {
-        if (!deadline_) {
+        if (!has_deadline()) {
             return std::nullopt;
         }
-        return *deadline_ - clock.now();
+        return deadline_ - clock.now();
     }
 
     Priority priority() const noexcept { return priority_; }
@@ -925,7 +935,7 @@ public:
     // True if a deadline set with its clock has passed.
     bool deadline_passed() const noexcept {
         // A clock is only ever set together with a deadline.
-        return deadline_clock_ != nullptr && deadline_clock_->coarse_now_fast() >= *deadline_;
+        return deadline_clock_ != nullptr && deadline_clock_->coarse_now_fast() >= deadline_;
     }
 
     // Set by a CacheFallback that answered with a cached value instead of a fresh one.
@@ -940,7 +950,10 @@ public:
 private:
     std::string_view operation_;
     const Context* parent_ = nullptr;
-    std::optional<TimePoint> deadline_;
+    // A plain word with TimePoint::max() for none: policies save and restore it with 8-byte
+    // moves. (A std::optional is copied as 16 bytes, which the CPU cannot forward from the two
+    // narrower stores that wrote it: ~5 ns per copy on a success path.)
+    TimePoint deadline_ = TimePoint::max();
     const Clock* deadline_clock_ = nullptr;
     std::uint32_t attempt_ = 0;
     Priority priority_ = Priority::normal;
@@ -10697,8 +10710,9 @@ struct TimeoutStats {
 // It never spawns a thread and cannot stop a call that ignores its deadline: it bounds what the
 // caller waits for only together with a call that honours ctx. Outside a Retry it bounds all
 // attempts together; inside, each attempt.
-// Thread-safe. Reads the coarse clock twice per call (see Clock::coarse_now): it may fire up to
-// one clock tick (a few ms) early or late. Does not allocate on the success path.
+// Thread-safe. Reads the clock's coarse time twice per call (Clock::coarse_now_fast): it may
+// fire up to one clock tick early or late (a few ms on SteadyClock; on a TickingClock, one
+// resolution plus however late its thread runs). Does not allocate on the success path.
 class Timeout : public PolicyBase<Timeout> {
 public:
     // Throws std::invalid_argument unless timeout > 0. The clock must outlive the Timeout.
@@ -10725,7 +10739,9 @@ public:
     auto apply(Context& ctx, Next&& next) {
         using O = std::invoke_result_t<Next&, Context&>;
         const TimePoint start = clock_->coarse_now_fast();
-        const TimePoint deadline = start + timeout_;
+        // Saturates: a timeout too long to represent is no deadline (TimePoint::max()).
+        const TimePoint deadline =
+            timeout_ < TimePoint::max() - start ? start + timeout_ : TimePoint::max();
         // Restores the caller's deadline on every exit, so an outer policy (a Retry) sees its
         // own again.
         struct Restore {
