@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Generates single_include/bulwark/bulwark.hpp from include/.
 
-Inlines every `#include <bulwark/...>` once, depth-first from the umbrella header, and leaves
-system includes as they are. Each file keeps its include guard, so the single header and the
+Inlines every `#include <bulwark/...>` once, depth-first from the umbrella header and then the
+opt-in headers (those left out of the umbrella), and leaves system includes as they are. Each file keeps its include guard, so the single header and the
 modular headers can meet in one translation unit. The output is deterministic: no dates, LF line
 endings, a stable order.
 
@@ -17,6 +17,9 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 INCLUDE_DIR = ROOT / "include"
 UMBRELLA = "bulwark/bulwark.hpp"
+# Headers left out of the umbrella to keep its compile time within budget (see
+# cmake/compile_time.py), but part of the single header, which users copy to get everything.
+OPT_IN = ["bulwark/dead_letter.hpp"]
 OUTPUT = ROOT / "single_include" / "bulwark" / "bulwark.hpp"
 
 INCLUDE_RE = re.compile(r'^\s*#\s*include\s*<(bulwark/[^>]+)>\s*$')
@@ -67,7 +70,10 @@ def generate():
         "#ifndef BULWARK_SINGLE_INCLUDE_HPP\n",
         "#define BULWARK_SINGLE_INCLUDE_HPP\n",
     ]
-    expand(UMBRELLA, set(), out)
+    seen = set()
+    expand(UMBRELLA, seen, out)
+    for name in OPT_IN:
+        expand(name, seen, out)
     out.append("#endif  // BULWARK_SINGLE_INCLUDE_HPP\n")
     return "".join(out)
 

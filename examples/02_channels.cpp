@@ -1,9 +1,10 @@
 // Multi-channel delivery: a FallbackChain tries email, SMS and push in turn, each channel with
 // its own circuit breaker and rate limiter (given to the chain, which skips a channel whose
 // breaker is open without calling it) and a bulkhead and timeout around the provider call. When
-// no channel delivers, the message is queued instead of lost. The providers are FaultInjectors on
-// a ManualClock, so an outage and a recovery play out in simulated time and the program runs in
-// milliseconds.
+// no channel delivers, the message goes to a dead-letter store with its attempts instead of being
+// lost, and is redriven through the chain once the providers are back. The providers are
+// FaultInjectors on a ManualClock, so an outage and a recovery play out in simulated time and the
+// program runs in milliseconds.
 //
 // Build and run:  cmake --preset dev && cmake --build --preset dev --target 02_channels
 //                 ./build/dev/examples/02_channels
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include <bulwark/bulwark.hpp>
+#include <bulwark/dead_letter.hpp>
 
 namespace {
 
@@ -92,8 +94,8 @@ int main() {
             c->name, [c](const std::string& message) { return c->send(message); }, c->options());
     }
 
+    bulwark::InMemoryDeadLetterStore dead_letters(1000, clock);
     int delivered = 0;
-    int queued = 0;
     for (int i = 1; i <= 12; ++i) {
         if (i == 7) {
             std::printf("  -- 40 s later, email and push are back --\n");
@@ -111,14 +113,31 @@ int main() {
         if (result.ok()) {
             ++delivered;
         } else {
-            ++queued;  // nobody took it: keep it for later rather than lose it
-            route += " -> queued";
+            // Nobody took it: keep it, with what was tried, rather than lose it.
+            bulwark::DeadLetter letter;
+            letter.type = "notification";
+            letter.payload = message;
+            letter.error = route;
+            for (const bulwark::Attempt& a : result.attempts()) {
+                letter.attempts.push_back(
+                    {a.started, std::string(a.channel), bulwark::to_string(a.reason)});
+            }
+            dead_letters.add(std::move(letter));
+            route += " -> dead-lettered";
         }
         std::printf("  %s: %s\n", message.c_str(), route.c_str());
         clock.advance(1s);
     }
 
-    std::printf("\ndelivered %d, queued %d\n", delivered, queued);
+    const std::size_t parked = dead_letters.size();
+    std::printf("\ndelivered %d, dead-lettered %zu\n", delivered, parked);
+
+    // The providers are back: redrive the dead letters through the chain.
+    const bulwark::ReprocessResult redrive = dead_letters.reprocess(
+        bulwark::DeadLetterQuery{}.status(bulwark::DeadLetterStatus::pending),
+        [&](const bulwark::DeadLetter& d) { return chain.execute(d.payload).ok(); });
+    std::printf("redriven %zu: %zu resent, %zu still pending\n", redrive.matched, redrive.resent,
+                redrive.failed);
     for (auto& channel : channels) {
         const bulwark::ChannelStats c = chain.stats(channel->name);
         const bulwark::CircuitBreakerStats b = channel->breaker.stats();
@@ -131,5 +150,9 @@ int main() {
             static_cast<unsigned long long>(c.skipped), bulwark::to_string(b.state),
             static_cast<unsigned long long>(b.opened));
     }
-    return delivered + queued == 12 ? 0 : 1;
+    // Every message was delivered, resent or is still in the store: none was lost.
+    const bulwark::DeadLetterStats s = dead_letters.stats();
+    return static_cast<std::size_t>(delivered) + parked == 12 && s.reprocessed + s.pending == parked
+               ? 0
+               : 1;
 }

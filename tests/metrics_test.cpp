@@ -12,6 +12,7 @@
 #include <bulwark/bulkhead.hpp>
 #include <bulwark/cache.hpp>
 #include <bulwark/circuit_breaker.hpp>
+#include <bulwark/dead_letter.hpp>
 #include <bulwark/degradation.hpp>
 #include <bulwark/fallback.hpp>
 #include <bulwark/fallback_chain.hpp>
@@ -338,6 +339,49 @@ TEST_CASE("metrics: degradation level, load shedder, health and resources", "[me
     CHECK(has_line(out, R"(bulwark_resource_quota_limit{name="llm",resource="llm_tokens"} 1000)"));
     CHECK(has_line(
         out, R"(bulwark_resource_quota_window_seconds{name="llm",resource="llm_tokens"} 60)"));
+}
+
+TEST_CASE("metrics: a dead-letter store's records by status, reason, type and category",
+          "[metrics]") {
+    ManualClock clock;
+    bulwark::InMemoryDeadLetterStore store(100, clock);
+    bulwark::DeadLetter sms;
+    sms.type = "sms";
+    const std::string first = store.add(sms);
+    store.add(sms);
+    bulwark::DeadLetter email;
+    email.type = "email";
+    email.reason = bulwark::DeadLetterReason::not_retryable;
+    email.id = "e1";
+    store.add(email);
+    store.add(email);  // a duplicate: nothing stored
+    store.dismiss(bulwark::DeadLetterQuery{}.id(first), "duplicate");
+    store.categorize(bulwark::DeadLetterQuery{}.type("email"), "bounced");
+    store.reprocess(bulwark::DeadLetterQuery{}.type("email"),
+                    [](const bulwark::DeadLetter&) { return true; });
+
+    const bulwark::DeadLetterStore& any = store;  // a store of your own renders the same way
+    const std::string text = to_prometheus(metric_name("dlq", store), metric_name("other", any));
+    check_exposition(text);
+    CHECK(has_line(text, "bulwark_dead_letter_max_entries{name=\"dlq\"} 100"));
+    CHECK(has_line(text, "bulwark_dead_letters{name=\"dlq\",status=\"pending\"} 1"));
+    CHECK(has_line(text, "bulwark_dead_letters{name=\"dlq\",status=\"reprocessed\"} 1"));
+    CHECK(has_line(text, "bulwark_dead_letters{name=\"dlq\",status=\"dismissed\"} 1"));
+    CHECK(has_line(text,
+                   "bulwark_dead_letters_by_reason{name=\"dlq\",reason=\"retries_exhausted\"} 2"));
+    CHECK(
+        has_line(text, "bulwark_dead_letters_by_reason{name=\"dlq\",reason=\"not_retryable\"} 1"));
+    CHECK(has_line(text, "bulwark_dead_letters_by_reason{name=\"dlq\",reason=\"manual\"} 0"));
+    CHECK(has_line(text, "bulwark_dead_letters_by_type{name=\"dlq\",type=\"sms\"} 2"));
+    CHECK(has_line(text, "bulwark_dead_letters_by_type{name=\"dlq\",type=\"email\"} 1"));
+    CHECK(has_line(text, "bulwark_dead_letters_by_category{name=\"dlq\",category=\"bounced\"} 1"));
+    // An empty label value is the same series as no label (see below): uncategorized.
+    CHECK(has_line(text, "bulwark_dead_letters_by_category{name=\"dlq\"} 2"));
+    CHECK(has_line(text, "bulwark_dead_letter_added_total{name=\"dlq\"} 3"));
+    CHECK(has_line(text, "bulwark_dead_letter_duplicate_adds_total{name=\"dlq\"} 1"));
+    CHECK(has_line(text, "bulwark_dead_letter_rejected_total{name=\"dlq\",cause=\"full\"} 0"));
+    CHECK(has_line(text, "bulwark_dead_letter_resent_total{name=\"dlq\"} 1"));
+    CHECK(has_line(text, "bulwark_dead_letters{name=\"other\",status=\"pending\"} 1"));
 }
 
 TEST_CASE("metrics: label values escape backslash, double quote and line feed", "[metrics]") {

@@ -50,6 +50,9 @@ template <class Tag>
 class BasicHealthMonitor;
 template <class Tag>
 class BasicResourceManager;
+class DeadLetterStore;
+class InMemoryDeadLetterStore;
+enum class DeadLetterReason : std::uint8_t;
 
 // One label of a sample: {name, value}. The value is escaped on output; the name must match
 // [a-zA-Z_][a-zA-Z0-9_]* and not start with "__" (reserved by Prometheus).
@@ -331,6 +334,11 @@ template <class T>
 Named<T> metric_name(std::string name, const T&& component) = delete;
 
 namespace detail {
+
+template <class T, class U>
+struct dependent_type {
+    using type = U;
+};
 
 template <class T>
 struct is_named : std::false_type {};
@@ -749,6 +757,65 @@ struct MetricsRenderer<Hedging> : UnnamedRenderer {
     }
 };
 
+// Any store through its interface, so a store of your own renders as a DeadLetterStore&.
+template <>
+struct MetricsRenderer<DeadLetterStore> : UnnamedRenderer {
+    template <class P>
+    static void write(MetricsWriter& w, const P& p, std::string_view name) {
+        // Dependent, so that to_string(DeadLetterReason) is looked up where this is instantiated
+        // (dead_letter.hpp is included by then).
+        using Reason = typename dependent_type<P, DeadLetterReason>::type;
+        const auto s = p.stats();  // one snapshot, under the store's lock
+        const MetricLabels l{{"name", name}};
+        w.add_gauge("bulwark_dead_letter_max_entries", "Records the store holds at most.", l,
+                    p.limits().max_entries);
+        const char* help = "Dead letters stored now, by status.";
+        w.add_gauge("bulwark_dead_letters", help, with(l, "status", "pending"), s.pending);
+        w.add_gauge("bulwark_dead_letters", help, with(l, "status", "reprocessed"), s.reprocessed);
+        w.add_gauge("bulwark_dead_letters", help, with(l, "status", "dismissed"), s.dismissed);
+        for (std::size_t i = 0; i < s.by_reason.size(); ++i) {
+            w.add_gauge("bulwark_dead_letters_by_reason", "Dead letters stored now, by reason.",
+                        with(l, "reason", to_string(static_cast<Reason>(i))), s.by_reason[i]);
+        }
+        for (const auto& [type, n] : s.by_type) {
+            w.add_gauge("bulwark_dead_letters_by_type", "Dead letters stored now, by type.",
+                        with(l, "type", type), n);
+        }
+        for (const auto& [category, n] : s.by_category) {
+            w.add_gauge("bulwark_dead_letters_by_category",
+                        "Dead letters stored now, by category (\"\" = uncategorized).",
+                        with(l, "category", category), n);
+        }
+        w.add_counter("bulwark_dead_letter_added_total", "Records stored by add().", l, s.added);
+        w.add_counter("bulwark_dead_letter_duplicate_adds_total",
+                      "Adds of an id already stored (nothing stored).", l, s.duplicate_adds);
+        const char* rejected = "Adds refused, by cause.";
+        w.add_counter("bulwark_dead_letter_rejected_total", rejected, with(l, "cause", "full"),
+                      s.rejected_full);
+        w.add_counter("bulwark_dead_letter_rejected_total", rejected, with(l, "cause", "too_large"),
+                      s.rejected_too_large);
+        w.add_counter("bulwark_dead_letter_evicted_total", "Resolved records removed to make room.",
+                      l, s.evicted);
+        w.add_counter("bulwark_dead_letter_purged_total", "Records removed by purge().", l,
+                      s.purged);
+        w.add_counter("bulwark_dead_letter_resent_total", "Reprocess handler successes.", l,
+                      s.resent);
+        w.add_counter("bulwark_dead_letter_redrive_failures_total", "Reprocess handler failures.",
+                      l, s.redrive_failures);
+    }
+
+private:
+    static MetricLabels with(const MetricLabels& labels, std::string_view label,
+                             std::string_view value) {
+        MetricLabels out = labels;
+        out.emplace_back(label, value);
+        return out;
+    }
+};
+
+template <>
+struct MetricsRenderer<InMemoryDeadLetterStore> : MetricsRenderer<DeadLetterStore> {};
+
 template <class C>
 void write_component(MetricsWriter& w, C& component) {
     if constexpr (is_named<std::remove_const_t<C>>::value) {
@@ -780,7 +847,8 @@ void write_component(MetricsWriter& w, C& component) {
 // CircuitBreakerRegistry (every breaker, in name order), a FallbackChain, a Degradation, a
 // HealthMonitor, a ResourceManager (non-const: its report reads expired gauges), or a
 // metric_name("name", component) wrapping one of these or a RetryPolicy, Bulkhead, RateLimiter,
-// Timeout, Fallback, CacheFallback, LoadShedder or Hedging.
+// Timeout, Fallback, CacheFallback, LoadShedder, Hedging or dead-letter store (an
+// InMemoryDeadLetterStore, or any store as a DeadLetterStore&).
 //   bulwark::MetricsWriter w;
 //   bulwark::to_prometheus(w, registry, bulwark::metric_name("sms_retry", retry));
 // Reads each component's stats() or report() (the breaker, cache fallback, health monitor and
