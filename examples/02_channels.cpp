@@ -65,6 +65,15 @@ struct Channel {
     bulwark::Timeout timeout;
 };
 
+// "delivered", "failed" (called, and it failed) or why the chain did not call the channel.
+std::string outcome_of(const bulwark::Attempt& a) {
+    if (a.ok) {
+        return "delivered";
+    }
+    return a.reason == bulwark::FallbackReason::primary_failed ? "failed"
+                                                               : bulwark::to_string(a.reason);
+}
+
 }  // namespace
 
 int main() {
@@ -108,7 +117,7 @@ int main() {
         std::string route;
         for (const bulwark::Attempt& a : result.attempts()) {
             route += std::string(route.empty() ? "" : ", ") + std::string(a.channel) + " " +
-                     (a.ok ? "delivered" : bulwark::to_string(a.reason));
+                     outcome_of(a);
         }
         if (result.ok()) {
             ++delivered;
@@ -119,8 +128,7 @@ int main() {
             letter.payload = message;
             letter.error = route;
             for (const bulwark::Attempt& a : result.attempts()) {
-                letter.attempts.push_back(
-                    {a.started, std::string(a.channel), bulwark::to_string(a.reason)});
+                letter.attempts.push_back({a.started, std::string(a.channel), outcome_of(a)});
             }
             dead_letters.add(std::move(letter));
             route += " -> dead-lettered";
