@@ -9,6 +9,7 @@
 // Build and run:  cmake --preset dev && cmake --build --preset dev --target 02_channels
 //                 ./build/dev/examples/02_channels
 #include <cstdio>
+#include <exception>
 #include <memory>
 #include <string>
 #include <vector>
@@ -64,6 +65,18 @@ struct Channel {
     bulwark::RateLimiter limiter;
     bulwark::Timeout timeout;
 };
+
+std::string error_text(const std::exception_ptr& error) {
+    try {
+        if (error) {
+            std::rethrow_exception(error);
+        }
+    } catch (const std::exception& e) {
+        return e.what();
+    } catch (...) {
+    }
+    return "no channel delivered";
+}
 
 // "delivered", "failed" (called, and it failed) or why the chain did not call the channel.
 std::string outcome_of(const bulwark::Attempt& a) {
@@ -126,9 +139,11 @@ int main() {
             bulwark::DeadLetter letter;
             letter.type = "notification";
             letter.payload = message;
-            letter.error = route;
+            letter.error = error_text(result.error());
             for (const bulwark::Attempt& a : result.attempts()) {
-                letter.attempts.push_back({a.started, std::string(a.channel), outcome_of(a)});
+                // Attempts are timed on the monotonic clock; a stored record keeps wall time.
+                const bulwark::WallTime at = clock.wall_now() - (clock.now() - a.started);
+                letter.attempts.push_back({at, std::string(a.channel), outcome_of(a)});
             }
             dead_letters.add(std::move(letter));
             route += " -> dead-lettered";
@@ -158,9 +173,10 @@ int main() {
             static_cast<unsigned long long>(c.skipped), bulwark::to_string(b.state),
             static_cast<unsigned long long>(b.opened));
     }
-    // Every message was delivered, resent or is still in the store: none was lost.
+    // Every message was delivered, or dead-lettered and then resent or still pending: none lost.
     const bulwark::DeadLetterStats s = dead_letters.stats();
-    return static_cast<std::size_t>(delivered) + parked == 12 && s.reprocessed + s.pending == parked
-               ? 0
-               : 1;
+    const bool none_lost = static_cast<std::size_t>(delivered) + parked == 12 &&
+                           redrive.matched == parked && s.reprocessed == redrive.resent &&
+                           s.pending == parked - redrive.resent;
+    return none_lost ? 0 : 1;
 }

@@ -216,3 +216,22 @@ TEST_CASE("TickingClock stops its thread when destroyed", "[clock][concurrency]"
     }  // each destructor joins; a thread left running would outlive `source` (ASan/TSan)
     SUCCEED();
 }
+
+TEST_CASE("ManualClock's wall time starts at a fixed date and moves with it", "[clock]") {
+    bulwark::ManualClock clock;
+    const bulwark::WallTime start = clock.wall_now();
+    CHECK(start.time_since_epoch() == std::chrono::seconds(1767225600));  // 2026-01-01T00:00Z
+    clock.advance(90s);
+    CHECK(clock.wall_now() == start + 90s);
+    bulwark::TickingClock ticking(bulwark::TickingClock::manual_ticks, clock);
+    CHECK(ticking.wall_now() == clock.wall_now());
+}
+
+TEST_CASE("SteadyClock's wall time is the system clock's", "[clock]") {
+    bulwark::SteadyClock clock;
+    const auto before = std::chrono::system_clock::now();
+    const bulwark::WallTime t = clock.wall_now();
+    const auto after = std::chrono::system_clock::now();
+    CHECK(t >= std::chrono::time_point_cast<Duration>(before));
+    CHECK(t <= std::chrono::time_point_cast<Duration>(after));
+}

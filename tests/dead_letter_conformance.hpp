@@ -90,11 +90,13 @@ inline void check_stats_match_records(const DeadLetterStore& store) {
     std::array<std::size_t, bulwark::dead_letter_reason_count> by_reason{};
     std::map<std::string, std::size_t> by_type;
     std::map<std::string, std::size_t> by_category;
+    std::map<std::pair<std::string, DeadLetterReason>, std::size_t> by_type_and_reason;
     for (const DeadLetter& d : all) {
         ++by_status[static_cast<std::size_t>(d.status)];
         ++by_reason[static_cast<std::size_t>(d.reason)];
         ++by_type[d.type];
         ++by_category[d.category];
+        ++by_type_and_reason[{d.type, d.reason}];
     }
     CHECK(s.total == all.size());
     CHECK(store.size() == all.size());
@@ -106,6 +108,7 @@ inline void check_stats_match_records(const DeadLetterStore& store) {
     CHECK(s.by_reason == by_reason);
     CHECK(s.by_type == by_type);
     CHECK(s.by_category == by_category);
+    CHECK(s.by_type_and_reason == by_type_and_reason);
 }
 
 inline void add_assigns_unique_ids(const Factory& make) {
@@ -141,7 +144,7 @@ inline void add_sets_created_from_the_clock_unless_given(const Factory& make) {
     ManualClock clock;
     auto store = fresh(make, clock);
     clock.advance(5s);
-    const bulwark::TimePoint at_add = clock.now();
+    const bulwark::WallTime at_add = clock.wall_now();
     const std::string fresh_id = store->add(letter("sms"));
     DeadLetter old = letter("sms");
     old.created = at_add - 3h;  // first dead-lettered elsewhere, earlier
@@ -154,7 +157,7 @@ inline void add_sets_created_from_the_clock_unless_given(const Factory& make) {
 inline void add_takes_last_attempt_from_the_history_unless_given(const Factory& make) {
     ManualClock clock;
     auto store = fresh(make, clock);
-    const bulwark::TimePoint t = clock.now();
+    const bulwark::WallTime t = clock.wall_now();
     DeadLetter d = letter("sms");
     d.attempts = {{t - 2s, "sms", "503"}, {t - 1s, "sms-backup", "timeout"}, {t - 5s, "x", "y"}};
     const std::string derived = store->add(d);
@@ -162,7 +165,7 @@ inline void add_takes_last_attempt_from_the_history_unless_given(const Factory& 
     const std::string given = store->add(d);
     CHECK(store->get(derived)->last_attempt == t - 1s);
     CHECK(store->get(given)->last_attempt == t - 1h);
-    CHECK(store->get(store->add(letter("sms")))->last_attempt == bulwark::TimePoint{});
+    CHECK(store->get(store->add(letter("sms")))->last_attempt == bulwark::WallTime{});
 }
 
 inline void add_stores_every_record_pending(const Factory& make) {
@@ -221,9 +224,10 @@ inline void every_field_round_trips(const Factory& make) {
     d.reason = DeadLetterReason::rejected;
     d.category = "bounced";
     d.tags = {"eu", "vip"};
-    d.attempts = {{clock.now() - 2min, "smtp-a", "421"}, {clock.now() - 1min, "smtp-b", "550"}};
-    d.created = clock.now() - 10min;
-    d.last_attempt = clock.now() - 1min;
+    d.attempts = {{clock.wall_now() - 2min, "smtp-a", "421"},
+                  {clock.wall_now() - 1min, "smtp-b", "550"}};
+    d.created = clock.wall_now() - 10min;
+    d.last_attempt = clock.wall_now() - 1min;
     d.redrives = 2;
     d.note = "migrated";
     store->add(d);
@@ -274,7 +278,7 @@ inline void an_oversize_payload_is_refused_naming_the_limit(const Factory& make)
     try {
         store->add(d);
         FAIL("an oversize payload was accepted");
-    } catch (const bulwark::DeadLetterPayloadTooLargeError& e) {
+    } catch (const bulwark::DeadLetterTooLargeError& e) {
         CHECK_THAT(e.what(), BULWARK_CATCH_MESSAGE_CONTAINS(std::to_string(limit)));
         CHECK_THAT(e.what(), BULWARK_CATCH_MESSAGE_CONTAINS(std::to_string(limit + 1)));
         CHECK_THAT(e.what(), BULWARK_CATCH_MESSAGE_CONTAINS("max_payload_bytes"));
@@ -287,6 +291,44 @@ inline void an_oversize_payload_is_refused_naming_the_limit(const Factory& make)
     d.payload.assign(limit, 'x');
     CHECK(store->add(d) == "big");
     CHECK(store->get("big")->payload.size() == limit);
+}
+
+inline void oversize_text_is_refused_naming_the_limit(const Factory& make) {
+    ManualClock clock;
+    auto store = fresh(make, clock);
+    const std::size_t limit = store->limits().max_text_bytes;
+    REQUIRE(limit >= 64);
+    DeadLetter d = letter("sms", "long");
+    d.error.assign(limit, 'S');  // with the id and type, just over the limit
+    try {
+        store->add(d);
+        FAIL("an oversize record was accepted");
+    } catch (const bulwark::DeadLetterTooLargeError& e) {
+        CHECK(std::string(e.limit_name()) == "max_text_bytes");
+        CHECK(e.limit() == limit);
+        CHECK(e.size() > limit);
+        CHECK_THAT(e.what(), BULWARK_CATCH_MESSAGE_CONTAINS("max_text_bytes"));
+        CHECK(std::string(e.what()).find("SSSS") == std::string::npos);  // no record bytes
+    }
+    CHECK(store->size() == 0);
+    CHECK(store->stats().rejected_too_large == 1);
+    d.error.assign(limit - d.id.size() - d.type.size(), 'S');
+    CHECK(store->add(d) == "long");
+}
+
+inline void a_redrive_error_text_is_cut_to_a_kibibyte(const Factory& make) {
+    ManualClock clock;
+    auto store = fresh(make, clock);
+    store->add(letter("sms", "m"));
+    const auto r = store->reprocess(DeadLetterQuery{}, [](const DeadLetter&) -> bool {
+        throw std::runtime_error(std::string(5000, 'x'));
+    });
+    CHECK(r.failed == 1);
+    const auto got = store->get("m");
+    REQUIRE(got.has_value());
+    REQUIRE(got->attempts.size() == 1);
+    CHECK(got->attempts.back().error.size() <= 1024);
+    CHECK(got->attempts.back().error.size() >= 1000);
 }
 
 inline void an_out_of_range_reason_is_refused(const Factory& make) {
@@ -302,9 +344,9 @@ inline void an_out_of_range_reason_is_refused(const Factory& make) {
 struct Fixture {
     ManualClock clock;
     std::unique_ptr<DeadLetterStore> store;
-    bulwark::TimePoint t0;
+    bulwark::WallTime t0;
 
-    explicit Fixture(const Factory& make) : store(fresh(make, clock)), t0(clock.now()) {
+    explicit Fixture(const Factory& make) : store(fresh(make, clock)), t0(clock.wall_now()) {
         DeadLetter a = letter("sms", "a");
         a.created = t0 + 30s;
         DeadLetter b = letter("email", "b");
@@ -439,7 +481,7 @@ inline void reprocess_marks_a_resent_record_reprocessed(const Factory& make) {
     ManualClock clock;
     auto store = fresh(make, clock);
     DeadLetter d = letter("sms", "m1");
-    d.attempts = {{clock.now(), "sms", "503"}};
+    d.attempts = {{clock.wall_now(), "sms", "503"}};
     store->add(d);
     clock.advance(1h);
     std::vector<DeadLetter> seen;
@@ -462,10 +504,10 @@ inline void reprocess_marks_a_resent_record_reprocessed(const Factory& make) {
     CHECK(got->status == DeadLetterStatus::reprocessed);
     CHECK(got->redrives == 1);
     REQUIRE(got->attempts.size() == 2);
-    CHECK(got->attempts[1].at == clock.now());
+    CHECK(got->attempts[1].at == clock.wall_now());
     CHECK(got->attempts[1].channel == "reprocess");
     CHECK(got->attempts[1].error.empty());
-    CHECK(got->last_attempt == clock.now());
+    CHECK(got->last_attempt == clock.wall_now());
     CHECK(got->created == d.attempts[0].at);  // retention still counts from the first time
     CHECK(store->stats().resent == 1);
     // Resolved: a second reprocess finds nothing.
@@ -502,7 +544,7 @@ inline void a_failed_or_throwing_handler_leaves_the_record_pending(const Factory
         CHECK(got->redrives == 1);
         REQUIRE(got->attempts.size() == 1);
         CHECK(got->attempts[0].channel == "sms-backup");
-        CHECK(got->attempts[0].at == clock.now());
+        CHECK(got->attempts[0].at == clock.wall_now());
         CHECK_FALSE(got->attempts[0].error.empty());
     }
     CHECK(store->get("false")->attempts[0].error == "handler returned false");
@@ -513,7 +555,7 @@ inline void a_failed_or_throwing_handler_leaves_the_record_pending(const Factory
     CHECK(store->reprocess(DeadLetterQuery{}, [](const DeadLetter&) { return false; }).failed == 3);
     CHECK(store->get("false")->redrives == 2);
     CHECK(store->get("false")->attempts.size() == 2);
-    CHECK(store->get("false")->last_attempt == clock.now());
+    CHECK(store->get("false")->last_attempt == clock.wall_now());
 }
 
 inline void reprocess_hands_over_only_pending_matches(const Factory& make) {
@@ -689,7 +731,7 @@ inline void a_record_changed_during_the_redrive_is_skipped(const Factory& make) 
     auto store = fresh(make, clock);
     store->add(letter("sms", "m1"));
     DeadLetter old = letter("sms", "old");
-    old.created = clock.now() - 48h;
+    old.created = clock.wall_now() - 48h;
     store->add(old);
     store->add(letter("sms", "m3"));
     store->add(letter("sms", "m4"));
@@ -698,7 +740,7 @@ inline void a_record_changed_during_the_redrive_is_skipped(const Factory& make) 
         seen.push_back(d.id);
         if (d.id == "m1") {
             store->dismiss(DeadLetterQuery{}.id("m3"), "operator");
-            store->purge(clock.now() - 24h);  // removes "old"
+            store->purge(clock.wall_now() - 24h);  // removes "old"
         }
         return true;
     });
@@ -709,6 +751,28 @@ inline void a_record_changed_during_the_redrive_is_skipped(const Factory& make) 
     CHECK(status_of(*store, "m3") == DeadLetterStatus::dismissed);
     CHECK(store->get("m3")->redrives == 0);
     CHECK_FALSE(store->get("old").has_value());
+}
+
+inline void a_record_that_no_longer_matches_at_its_turn_is_skipped(const Factory& make) {
+    ManualClock clock;
+    auto store = fresh(make, clock);
+    for (const char* id : {"a", "b", "c"}) {
+        store->add(letter("sms", id));
+    }
+    store->categorize(DeadLetterQuery{}, "outage");
+    std::vector<std::string> seen;
+    const auto r = store->reprocess(DeadLetterQuery{}.category("outage"), [&](const DeadLetter& d) {
+        seen.push_back(d.id);
+        if (d.id == "a") {  // an operator takes "b" out of the redrive meanwhile
+            store->categorize(DeadLetterQuery{}.id("b"), "do-not-resend");
+        }
+        return true;
+    });
+    CHECK(seen == Ids{"a", "c"});
+    CHECK(r.resent == 2);
+    CHECK(r.skipped_changed == 1);
+    CHECK(status_of(*store, "b") == DeadLetterStatus::pending);
+    CHECK(store->get("b")->redrives == 0);
 }
 
 inline void reprocess_hands_over_only_records_that_matched_when_it_started(const Factory& make) {
@@ -742,7 +806,7 @@ inline void the_attempt_history_keeps_the_newest_entries(const Factory& make) {
     const std::size_t max = store->limits().max_attempts;
     DeadLetter d = letter("sms", "m1");
     for (std::size_t i = 0; i < max + 3; ++i) {
-        d.attempts.push_back({clock.now(), "sms", "e" + std::to_string(i)});
+        d.attempts.push_back({clock.wall_now(), "sms", "e" + std::to_string(i)});
     }
     store->add(d);
     auto got = store->get("m1");
@@ -756,14 +820,14 @@ inline void the_attempt_history_keeps_the_newest_entries(const Factory& make) {
     got = store->get("m1");
     CHECK(got->attempts.size() == max);
     CHECK(got->redrives == 5);  // counts every redrive, not just those still in the history
-    CHECK(got->attempts.back().at == clock.now());
+    CHECK(got->attempts.back().at == clock.wall_now());
     CHECK(got->attempts.back().error == "handler returned false");
 }
 
 inline void purge_removes_records_created_before_the_cutoff(const Factory& make) {
     ManualClock clock;
     auto store = fresh(make, clock);
-    const bulwark::TimePoint t0 = clock.now();
+    const bulwark::WallTime t0 = clock.wall_now();
     store->add(letter("sms", "day1"));
     clock.advance(24h);
     store->add(letter("sms", "day2"));
@@ -771,7 +835,7 @@ inline void purge_removes_records_created_before_the_cutoff(const Factory& make)
     store->add(letter("sms", "day3"));
     // Old but redriven recently: retention counts from created, not from the last attempt.
     store->reprocess(DeadLetterQuery{}.id("day1"), [](const DeadLetter&) { return false; });
-    CHECK(store->get("day1")->last_attempt == clock.now());
+    CHECK(store->get("day1")->last_attempt == clock.wall_now());
     store->dismiss(DeadLetterQuery{}.id("day2"), "x");
     CHECK(store->purge(t0) == 0);             // strictly before
     CHECK(store->purge(t0 + 24h + 1s) == 2);  // any status
@@ -781,7 +845,7 @@ inline void purge_removes_records_created_before_the_cutoff(const Factory& make)
     CHECK(store->size() == 1);
     // A purged id may be added again: it is a new record.
     CHECK(store->add(letter("sms", "day1")) == "day1");
-    CHECK(store->get("day1")->created == clock.now());
+    CHECK(store->get("day1")->created == clock.wall_now());
     check_stats_match_records(*store);
 }
 
@@ -806,6 +870,9 @@ inline void stats_add_up(const Factory& make) {
     CHECK(s.by_type == std::map<std::string, std::size_t>{{"email", 2}, {"push", 1}, {"sms", 3}});
     CHECK(s.by_category ==
           std::map<std::string, std::size_t>{{"", 2}, {"bounced", 2}, {"outage", 2}});
+    CHECK(s.by_type_and_reason.at({"sms", DeadLetterReason::expired}) == 2);  // c, e
+    CHECK(s.by_type_and_reason.at({"email", DeadLetterReason::manual}) == 1);
+    CHECK(s.by_type_and_reason.count({"push", DeadLetterReason::expired}) == 0);
     CHECK(s.added == 6);
     CHECK(s.duplicate_adds == 1);
     CHECK(s.resent == 1);
@@ -852,6 +919,13 @@ inline void stats_add_up(const Factory& make) {
                      payload_bytes_round_trip_nuls_included)                                      \
     BULWARK_DLC_CASE(store_name, factory, "an oversize payload is refused naming the limit",      \
                      an_oversize_payload_is_refused_naming_the_limit)                             \
+    BULWARK_DLC_CASE(store_name, factory, "oversize text is refused naming the limit",            \
+                     oversize_text_is_refused_naming_the_limit)                                   \
+    BULWARK_DLC_CASE(store_name, factory, "a redrive's error text is cut to a kibibyte",          \
+                     a_redrive_error_text_is_cut_to_a_kibibyte)                                   \
+    BULWARK_DLC_CASE(store_name, factory,                                                         \
+                     "a record that no longer matches at its turn is skipped",                    \
+                     a_record_that_no_longer_matches_at_its_turn_is_skipped)                      \
     BULWARK_DLC_CASE(store_name, factory, "an out-of-range reason is refused",                    \
                      an_out_of_range_reason_is_refused)                                           \
     BULWARK_DLC_CASE(store_name, factory, "list filters by each field",                           \

@@ -7,6 +7,8 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <bulwark/dead_letter.hpp>
@@ -65,7 +67,7 @@ TEST_CASE("the API.md dead-letter snippet compiles and behaves", "[dead_letter]"
     CHECK(resent == std::vector<std::string>{d.payload});
     CHECK(store.dismiss(query, "duplicate") == 0);  // already reprocessed
     clock.advance(24h);
-    CHECK(store.purge(clock.now() - 1h) == 1);
+    CHECK(store.purge(clock.wall_now() - 1h) == 1);
     CHECK(store.stats().purged == 1);
 }
 
@@ -152,7 +154,6 @@ TEST_CASE("a store full of pending records refuses an add and keeps every one", 
         CHECK_THAT(e.what(), BULWARK_CATCH_MESSAGE_CONTAINS("max_entries (3)"));
     }
     CHECK_THROWS_AS(store.add(DeadLetter{}), bulwark::DeadLetterStoreFullError);
-    CHECK(dead_letter_test::letter("p4").id == "p4");
     CHECK_FALSE(store.get("p4").has_value());
     CHECK(store.size() == 3);
     for (const char* id : {"p1", "p2", "p3"}) {
@@ -191,14 +192,14 @@ TEST_CASE("to_string names every status and reason", "[dead_letter]") {
 TEST_CASE("a query matches a record only when every filter holds", "[dead_letter]") {
     DeadLetter d = dead_letter_test::letter("m1");
     d.tags = {"a", "b"};
-    d.created = bulwark::TimePoint{10s};
+    d.created = bulwark::WallTime{10s};
     CHECK(DeadLetterQuery{}.matches(d));
     CHECK(DeadLetterQuery{}.id("m1").type("sms").tag("b").tag("a").matches(d));
     CHECK_FALSE(DeadLetterQuery{}.tag("a").tag("c").matches(d));
     CHECK_FALSE(DeadLetterQuery{}.type("sms").status(DeadLetterStatus::dismissed).matches(d));
-    CHECK(DeadLetterQuery{}.created_after(bulwark::TimePoint{9s}).matches(d));
-    CHECK_FALSE(DeadLetterQuery{}.created_after(bulwark::TimePoint{10s}).matches(d));
-    CHECK_FALSE(DeadLetterQuery{}.created_before(bulwark::TimePoint{10s}).matches(d));
+    CHECK(DeadLetterQuery{}.created_after(bulwark::WallTime{9s}).matches(d));
+    CHECK_FALSE(DeadLetterQuery{}.created_after(bulwark::WallTime{10s}).matches(d));
+    CHECK_FALSE(DeadLetterQuery{}.created_before(bulwark::WallTime{10s}).matches(d));
     CHECK(DeadLetterQuery{}.limit(0).matches(d));  // the limit is the store's business
     CHECK(DeadLetterQuery{}.limit(7).max_results() == 7);
     CHECK(DeadLetterQuery{}.max_results() == DeadLetterQuery::no_limit);
@@ -344,4 +345,51 @@ TEST_CASE("stress: adds, dismisses, redrives and reads keep every record account
     }
     CHECK(missing > 0);  // every add got in, so eviction did run
     bulwark_test::dead_letter_conformance::check_stats_match_records(store);
+}
+
+// The setters of a temporary return a value, so a reference bound to the result cannot dangle.
+static_assert(!std::is_reference<decltype(DeadLetterQuery{}.type("x"))>::value,
+              "an rvalue query setter must return by value");
+static_assert(
+    std::is_same<decltype(std::declval<DeadLetterQuery&>().type("x")), DeadLetterQuery&>::value,
+    "an lvalue query setter chains by reference");
+
+TEST_CASE("the index refuses a duplicate id and an out-of-range status or reason",
+          "[dead_letter]") {
+    bulwark::detail::DeadLetterIndex index;
+    DeadLetter d = dead_letter_test::letter("a");
+    index.insert(d);
+    CHECK_THROWS_AS(index.insert(d), std::invalid_argument);
+    DeadLetter no_id = dead_letter_test::letter("");
+    CHECK_THROWS_AS(index.insert(no_id), std::invalid_argument);
+    DeadLetter bad_status = dead_letter_test::letter("b");
+    bad_status.status = static_cast<DeadLetterStatus>(9);
+    CHECK_THROWS_AS(index.insert(bad_status), std::invalid_argument);
+    DeadLetter bad_reason = dead_letter_test::letter("c");
+    bad_reason.reason = static_cast<bulwark::DeadLetterReason>(9);
+    CHECK_THROWS_AS(index.insert(bad_reason), std::invalid_argument);
+    CHECK(index.size() == 1);
+    CHECK(index.contains("a"));
+    bulwark::DeadLetterStats s;
+    index.fill(s);
+    CHECK(s.total == 1);
+    CHECK(s.by_type.size() == 1);  // the refused inserts left no zero counts behind
+    CHECK(s.by_type_and_reason.size() == 1);
+}
+
+TEST_CASE("an add refused for its size evicts nothing from a full store", "[dead_letter]") {
+    bulwark::ManualClock clock;
+    InMemoryDeadLetterStore store(2, clock);
+    store.add(dead_letter_test::letter("a"));
+    store.add(dead_letter_test::letter("b"));
+    REQUIRE(store.dismiss(DeadLetterQuery{}.id("a"), "resolved") == 1);
+    DeadLetter big = dead_letter_test::letter("c");
+    big.payload.assign(store.options().max_payload_bytes + 1, 'x');
+    CHECK_THROWS_AS(store.add(big), bulwark::DeadLetterTooLargeError);
+    CHECK(store.get("a").has_value());  // still there: the refused add removed nothing
+    CHECK(store.stats().evicted == 0);
+    store.add(dead_letter_test::letter("c"));  // now "a" makes room
+    CHECK_FALSE(store.get("a").has_value());
+    CHECK(store.stats().evicted == 1);
+    CHECK(store.size() == 2);
 }

@@ -26,6 +26,9 @@ namespace bulwark {
 using Duration = std::chrono::nanoseconds;
 // A point on the monotonic timeline of a Clock. Never compared across clocks.
 using TimePoint = std::chrono::time_point<std::chrono::steady_clock, Duration>;
+// A point in civil (wall-clock) time, in nanoseconds since the Unix epoch: for timestamps that
+// must keep their meaning after a restart or on another host (a stored dead letter's times).
+using WallTime = std::chrono::time_point<std::chrono::system_clock, Duration>;
 
 // Where time comes from and how waiting happens. Every component that reads time or waits takes a
 // Clock& as its last constructor argument (it must outlive the component), so that tests run on a
@@ -49,6 +52,13 @@ public:
     // buckets): SteadyClock reads CLOCK_MONOTONIC_COARSE on Linux (about 3 ns against about
     // 26 ns for now() on a VM). Never ahead of now(). The default is now().
     virtual TimePoint coarse_now() const noexcept { return now(); }
+
+    // The wall-clock time, for timestamps that outlive the process. Unlike now() it may jump
+    // (the system clock is set), so never measure durations with it. The default is
+    // std::chrono::system_clock::now().
+    virtual WallTime wall_now() const noexcept {
+        return std::chrono::time_point_cast<Duration>(std::chrono::system_clock::now());
+    }
 
     // coarse_now() as components call it: one atomic load, without a virtual call, when the
     // clock keeps its coarse time in memory (ManualClock, TickingClock); coarse_now() otherwise.
@@ -132,7 +142,7 @@ public:
     // zero time point as "never".
     ManualClock() noexcept : ManualClock(TimePoint{std::chrono::hours(24)}) {}
     explicit ManualClock(TimePoint start) noexcept
-        : Clock(&now_ns_), now_ns_(start.time_since_epoch().count()) {}
+        : Clock(&now_ns_), start_(start), now_ns_(start.time_since_epoch().count()) {}
 
     ManualClock(const ManualClock&) = delete;
     ManualClock& operator=(const ManualClock&) = delete;
@@ -141,6 +151,12 @@ public:
         // acquire: pairs with the release in advance(), so a thread that sees the new time also
         // sees what the advancing thread wrote before it.
         return TimePoint{Duration{now_ns_.load(std::memory_order_acquire)}};
+    }
+
+    // 2026-01-01T00:00:00Z plus the time this clock has moved since it was made: wall time in
+    // tests moves with now() and is the same on every run.
+    WallTime wall_now() const noexcept override {
+        return WallTime{std::chrono::seconds(1767225600)} + (now() - start_);
     }
 
     // Moves time forward by `d`. Throws std::invalid_argument for a negative `d`: time is
@@ -214,6 +230,7 @@ public:
     }
 
 private:
+    const TimePoint start_;
     std::atomic<std::int64_t> now_ns_;
     mutable std::mutex sleeps_mutex_;
     std::vector<Duration> sleeps_;
@@ -287,6 +304,8 @@ public:
     TimePoint coarse_now() const noexcept override {
         return TimePoint{Duration{cell_.load(std::memory_order_acquire)}};
     }
+
+    WallTime wall_now() const noexcept override { return source_.wall_now(); }
 
     // Ticks after the sleep, so that the sleeper's next coarse reading includes it (over a
     // ManualClock source, whose sleep is an advance, nothing else would tell the cell).

@@ -51,7 +51,8 @@ class BasicHealthMonitor;
 template <class Tag>
 class BasicResourceManager;
 class DeadLetterStore;
-class InMemoryDeadLetterStore;
+template <class Tag>
+class BasicInMemoryDeadLetterStore;
 enum class DeadLetterReason : std::uint8_t;
 
 // One label of a sample: {name, value}. The value is escaped on output; the name must match
@@ -813,8 +814,8 @@ private:
     }
 };
 
-template <>
-struct MetricsRenderer<InMemoryDeadLetterStore> : MetricsRenderer<DeadLetterStore> {};
+template <class Tag>
+struct MetricsRenderer<BasicInMemoryDeadLetterStore<Tag>> : MetricsRenderer<DeadLetterStore> {};
 
 template <class C>
 void write_component(MetricsWriter& w, C& component) {

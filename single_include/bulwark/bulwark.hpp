@@ -170,6 +170,9 @@ namespace bulwark {
 using Duration = std::chrono::nanoseconds;
 // A point on the monotonic timeline of a Clock. Never compared across clocks.
 using TimePoint = std::chrono::time_point<std::chrono::steady_clock, Duration>;
+// A point in civil (wall-clock) time, in nanoseconds since the Unix epoch: for timestamps that
+// must keep their meaning after a restart or on another host (a stored dead letter's times).
+using WallTime = std::chrono::time_point<std::chrono::system_clock, Duration>;
 
 // Where time comes from and how waiting happens. Every component that reads time or waits takes a
 // Clock& as its last constructor argument (it must outlive the component), so that tests run on a
@@ -193,6 +196,13 @@ public:
     // buckets): SteadyClock reads CLOCK_MONOTONIC_COARSE on Linux (about 3 ns against about
     // 26 ns for now() on a VM). Never ahead of now(). The default is now().
     virtual TimePoint coarse_now() const noexcept { return now(); }
+
+    // The wall-clock time, for timestamps that outlive the process. Unlike now() it may jump
+    // (the system clock is set), so never measure durations with it. The default is
+    // std::chrono::system_clock::now().
+    virtual WallTime wall_now() const noexcept {
+        return std::chrono::time_point_cast<Duration>(std::chrono::system_clock::now());
+    }
 
     // coarse_now() as components call it: one atomic load, without a virtual call, when the
     // clock keeps its coarse time in memory (ManualClock, TickingClock); coarse_now() otherwise.
@@ -276,7 +286,7 @@ public:
     // zero time point as "never".
     ManualClock() noexcept : ManualClock(TimePoint{std::chrono::hours(24)}) {}
     explicit ManualClock(TimePoint start) noexcept
-        : Clock(&now_ns_), now_ns_(start.time_since_epoch().count()) {}
+        : Clock(&now_ns_), start_(start), now_ns_(start.time_since_epoch().count()) {}
 
     ManualClock(const ManualClock&) = delete;
     ManualClock& operator=(const ManualClock&) = delete;
@@ -285,6 +295,12 @@ public:
         // acquire: pairs with the release in advance(), so a thread that sees the new time also
         // sees what the advancing thread wrote before it.
         return TimePoint{Duration{now_ns_.load(std::memory_order_acquire)}};
+    }
+
+    // 2026-01-01T00:00:00Z plus the time this clock has moved since it was made: wall time in
+    // tests moves with now() and is the same on every run.
+    WallTime wall_now() const noexcept override {
+        return WallTime{std::chrono::seconds(1767225600)} + (now() - start_);
     }
 
     // Moves time forward by `d`. Throws std::invalid_argument for a negative `d`: time is
@@ -358,6 +374,7 @@ public:
     }
 
 private:
+    const TimePoint start_;
     std::atomic<std::int64_t> now_ns_;
     mutable std::mutex sleeps_mutex_;
     std::vector<Duration> sleeps_;
@@ -431,6 +448,8 @@ public:
     TimePoint coarse_now() const noexcept override {
         return TimePoint{Duration{cell_.load(std::memory_order_acquire)}};
     }
+
+    WallTime wall_now() const noexcept override { return source_.wall_now(); }
 
     // Ticks after the sleep, so that the sleeper's next coarse reading includes it (over a
     // ManualClock source, whose sleep is an advance, nothing else would tell the cell).
@@ -9678,7 +9697,8 @@ class BasicHealthMonitor;
 template <class Tag>
 class BasicResourceManager;
 class DeadLetterStore;
-class InMemoryDeadLetterStore;
+template <class Tag>
+class BasicInMemoryDeadLetterStore;
 enum class DeadLetterReason : std::uint8_t;
 
 // One label of a sample: {name, value}. The value is escaped on output; the name must match
@@ -10440,8 +10460,8 @@ private:
     }
 };
 
-template <>
-struct MetricsRenderer<InMemoryDeadLetterStore> : MetricsRenderer<DeadLetterStore> {};
+template <class Tag>
+struct MetricsRenderer<BasicInMemoryDeadLetterStore<Tag>> : MetricsRenderer<DeadLetterStore> {};
 
 template <class C>
 void write_component(MetricsWriter& w, C& component) {
@@ -10888,6 +10908,7 @@ private:
 #include <limits>
 #include <map>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <set>
 #include <stdexcept>
@@ -10960,7 +10981,7 @@ inline const char* to_string(DeadLetterReason reason) noexcept {
 // wrong (empty when it succeeded). The producer records its attempts before dead-lettering; each
 // reprocess appends one more.
 struct DeadLetterAttempt {
-    TimePoint at{};
+    WallTime at{};
     std::string channel;
     std::string error;
 };
@@ -10968,8 +10989,9 @@ struct DeadLetterAttempt {
 // A message that could not be delivered, with what is needed to decide about it and resend it.
 //   bulwark::DeadLetter d;  d.type = "sms";  d.payload = bytes;  d.error = "provider 503";
 //   std::string id = store.add(d);
-// A plain value (thread-compatible). The store owns id, created, status, redrives and note after
-// add(); the producer fills the rest.
+// A plain value (thread-compatible). The producer fills it; add() assigns an empty id, sets a
+// zero created / last_attempt and makes it pending; after add() only the store changes status,
+// category, tags, attempts, redrives and note.
 struct DeadLetter {
     // Unique within a store. Empty = the store assigns one ("dl-" + 16 hex digits). A producer
     // that may retry an add (after a crash, say) sets its own id so that the retry is a no-op.
@@ -10988,11 +11010,13 @@ struct DeadLetter {
     std::vector<std::string> tags;
     // Delivery history, oldest first; a store keeps the newest max_attempts entries.
     std::vector<DeadLetterAttempt> attempts;
-    // When the message was first dead-lettered. The zero TimePoint = add() sets it to the store's
-    // clock. Retention (purge) counts from it, however often the record is redriven.
-    TimePoint created{};
-    // The latest attempt. The zero TimePoint = add() takes the newest attempt's time, if any.
-    TimePoint last_attempt{};
+    // When the message was first dead-lettered, in wall-clock time (it is stored, and must mean
+    // the same after a restart or on another host). The zero WallTime = add() sets it from the
+    // store's clock (Clock::wall_now()). Retention (purge) counts from it, however often the
+    // record is redriven.
+    WallTime created{};
+    // The latest attempt. The zero WallTime = add() takes the newest attempt's time, if any.
+    WallTime last_attempt{};
     // add() always stores pending; then only the store changes it.
     DeadLetterStatus status = DeadLetterStatus::pending;
     // How many times reprocess() handed it to a handler (successfully or not).
@@ -11032,11 +11056,11 @@ public:
     }
     DeadLetterQuery tag(std::string value) && { return std::move(tag(std::move(value))); }
     // created < t (strictly).
-    DeadLetterQuery& created_before(TimePoint t) & { return set(created_before_, t); }
-    DeadLetterQuery created_before(TimePoint t) && { return std::move(set(created_before_, t)); }
+    DeadLetterQuery& created_before(WallTime t) & { return set(created_before_, t); }
+    DeadLetterQuery created_before(WallTime t) && { return std::move(set(created_before_, t)); }
     // created > t (strictly).
-    DeadLetterQuery& created_after(TimePoint t) & { return set(created_after_, t); }
-    DeadLetterQuery created_after(TimePoint t) && { return std::move(set(created_after_, t)); }
+    DeadLetterQuery& created_after(WallTime t) & { return set(created_after_, t); }
+    DeadLetterQuery created_after(WallTime t) && { return std::move(set(created_after_, t)); }
     // At most n records (list returns, dismiss dismisses, reprocess hands to its handler…).
     // Default: no limit. limit(0) selects nothing.
     DeadLetterQuery& limit(std::size_t n) & {
@@ -11098,8 +11122,8 @@ private:
     std::optional<DeadLetterStatus> status_;
     std::optional<DeadLetterReason> reason_;
     std::vector<std::string> tags_;
-    std::optional<TimePoint> created_before_;
-    std::optional<TimePoint> created_after_;
+    std::optional<WallTime> created_before_;
+    std::optional<WallTime> created_after_;
     std::size_t limit_ = no_limit;
 };
 
@@ -11116,16 +11140,22 @@ private:
     std::size_t max_entries_;
 };
 
-// A store refused an add: the payload is larger than its max_payload_bytes.
-class DeadLetterPayloadTooLargeError : public std::length_error {
+// A store refused an add: the record is larger than one of its limits — max_payload_bytes for
+// the payload, max_text_bytes for everything else together (id, type, error, category, tags,
+// note, attempts). limit_name() says which; no byte of the record is in the message.
+class DeadLetterTooLargeError : public std::length_error {
 public:
-    DeadLetterPayloadTooLargeError(const std::string& what, std::size_t size, std::size_t limit)
-        : std::length_error(what), size_(size), limit_(limit) {}
+    DeadLetterTooLargeError(const std::string& what, const char* limit_name, std::size_t size,
+                            std::size_t limit)
+        : std::length_error(what), limit_name_(limit_name), size_(size), limit_(limit) {}
 
+    // "max_payload_bytes" or "max_text_bytes".
+    const char* limit_name() const noexcept { return limit_name_; }
     std::size_t size() const noexcept { return size_; }
     std::size_t limit() const noexcept { return limit_; }
 
 private:
+    const char* limit_name_;
     std::size_t size_;
     std::size_t limit_;
 };
@@ -11167,6 +11197,8 @@ struct DeadLetterStats {
     std::array<std::size_t, dead_letter_reason_count> by_reason{};  // indexed by DeadLetterReason
     std::map<std::string, std::size_t> by_type;
     std::map<std::string, std::size_t> by_category;  // "" = uncategorized; sums to total
+    // Per (type, reason), as a broker counts dead letters per (source queue, reason).
+    std::map<std::pair<std::string, DeadLetterReason>, std::size_t> by_type_and_reason;
     // Since the store was made.
     std::uint64_t added = 0;               // records stored by add()
     std::uint64_t duplicate_adds = 0;      // add() of an id already stored: nothing stored
@@ -11175,7 +11207,7 @@ struct DeadLetterStats {
     std::uint64_t resent = 0;              // handler successes in reprocess()
     std::uint64_t redrive_failures = 0;    // handler failures in reprocess()
     std::uint64_t rejected_full = 0;       // adds refused with DeadLetterStoreFullError
-    std::uint64_t rejected_too_large = 0;  // adds refused with DeadLetterPayloadTooLargeError
+    std::uint64_t rejected_too_large = 0;  // adds refused with DeadLetterTooLargeError
 
     std::size_t count(DeadLetterStatus status) const noexcept {
         switch (status) {
@@ -11199,6 +11231,7 @@ struct DeadLetterLimits {
     std::size_t max_entries = 0;        // records held at most
     std::size_t max_payload_bytes = 0;  // larger payloads are refused
     std::size_t max_attempts = 0;       // attempt history kept per record (the newest)
+    std::size_t max_text_bytes = 0;     // all the other strings of a record together
 };
 
 // Where dead letters are kept, queried and decided on: the interface users plug stores into.
@@ -11218,10 +11251,12 @@ public:
     DeadLetterStore& operator=(const DeadLetterStore&) = delete;
 
     // Stores `letter` as pending and returns its id (assigned when empty). created is set from
-    // the store's clock when it is the zero TimePoint; the history is trimmed to max_attempts. An
-    // id already stored stores nothing and returns the id (counted in duplicate_adds). Throws
-    // DeadLetterPayloadTooLargeError, DeadLetterStoreFullError (after evicting the oldest
-    // resolved record failed to make room), or std::invalid_argument for an out-of-range reason.
+    // the store's wall clock when it is the zero WallTime; the history is trimmed to
+    // max_attempts. An id already stored stores nothing and returns the id (counted in
+    // duplicate_adds). When the store is full, the oldest resolved record is evicted once the
+    // new one is stored. Throws DeadLetterTooLargeError, DeadLetterStoreFullError (full, and
+    // every record pending), or std::invalid_argument for an out-of-range reason; when it
+    // throws, nothing was stored or evicted.
     std::string add(DeadLetter letter) { return do_add(std::move(letter)); }
 
     // A copy of the record, or nullopt.
@@ -11245,9 +11280,11 @@ public:
 
     // Hands each pending match, oldest added first, to `handler` (see DeadLetterHandler) and
     // records the outcome: true -> reprocessed; false or a throw -> stays pending with the error
-    // in a new attempt. Either way redrives + 1 and one attempt appended. query.limit caps how
-    // many records are handed over. The matches are chosen when the call starts; one changed
-    // before its turn is skipped. A second call while one runs returns already_running at once.
+    // in a new attempt (its text cut to 1 KiB). Either way redrives + 1 and one attempt appended.
+    // query.limit caps how many records are handed over. The matches are chosen when the call
+    // starts; one that no longer matches at its turn (dismissed, recategorized, removed) is
+    // skipped. A second call while one runs returns already_running at once. At least once: if
+    // recording a success fails (an allocation), the record stays pending and may be resent.
     // Throws std::invalid_argument for an empty handler.
     ReprocessResult reprocess(const DeadLetterQuery& query, const DeadLetterHandler& handler,
                               const ReprocessOptions& options = {}) {
@@ -11256,7 +11293,7 @@ public:
 
     // Removes every record created before `older_than`, whatever its status (retention);
     // returns how many.
-    std::size_t purge(TimePoint older_than) { return do_purge(older_than); }
+    std::size_t purge(WallTime older_than) { return do_purge(older_than); }
 
     DeadLetterStats stats() const { return do_stats(); }
     std::size_t size() const { return do_size(); }
@@ -11274,7 +11311,7 @@ protected:
     virtual ReprocessResult do_reprocess(const DeadLetterQuery& query,
                                          const DeadLetterHandler& handler,
                                          const ReprocessOptions& options) = 0;
-    virtual std::size_t do_purge(TimePoint older_than) = 0;
+    virtual std::size_t do_purge(WallTime older_than) = 0;
     virtual DeadLetterStats do_stats() const = 0;
     virtual std::size_t do_size() const = 0;
     virtual DeadLetterLimits do_limits() const noexcept = 0;
@@ -11284,8 +11321,13 @@ struct InMemoryDeadLetterStoreOptions {
     // Records held at most. When full, add() evicts the oldest added record that is no longer
     // pending; with none, it throws DeadLetterStoreFullError. >= 1. Default 100000.
     std::size_t max_entries = 100000;
-    // Larger payloads are refused with DeadLetterPayloadTooLargeError. >= 1. Default 1 MiB.
+    // Larger payloads are refused with DeadLetterTooLargeError. >= 1. Default 1 MiB.
     std::size_t max_payload_bytes = std::size_t{1} << 20U;
+    // All the other strings of a record together (id, type, error, category, tags, note, the
+    // attempts' channels and errors) above this are refused with DeadLetterTooLargeError, so
+    // that a record's size is bounded by max_payload_bytes + max_text_bytes. >= 1. Default
+    // 64 KiB. (categorize() is not limited: an operator chooses what it adds.)
+    std::size_t max_text_bytes = std::size_t{64} << 10U;
     // Attempt history kept per record: the newest entries (redrives still counts every
     // redrive), so that a record redriven for months stays bounded. >= 1. Default 64.
     std::size_t max_attempts = 64;
@@ -11301,6 +11343,10 @@ struct InMemoryDeadLetterStoreOptions {
         }
         if (max_attempts == 0) {
             detail::throw_invalid_option("InMemoryDeadLetterStoreOptions.max_attempts",
+                                         "must be >= 1", "0");
+        }
+        if (max_text_bytes == 0) {
+            detail::throw_invalid_option("InMemoryDeadLetterStoreOptions.max_text_bytes",
                                          "must be >= 1", "0");
         }
     }
@@ -11344,12 +11390,37 @@ inline void trim_attempts(std::vector<DeadLetterAttempt>& attempts, std::size_t 
     }
 }
 
-[[noreturn]] BULWARK_NOINLINE inline void throw_payload_too_large(std::size_t size,
-                                                                  std::size_t limit) {
-    throw DeadLetterPayloadTooLargeError("dead letter payload of " + std::to_string(size) +
-                                             " bytes exceeds max_payload_bytes (" +
-                                             std::to_string(limit) + ")",
-                                         size, limit);
+[[noreturn]] BULWARK_NOINLINE inline void throw_too_large(const char* what, const char* limit_name,
+                                                          std::size_t size, std::size_t limit) {
+    throw DeadLetterTooLargeError(std::string("dead letter ") + what + " of " +
+                                      std::to_string(size) + " bytes exceeds " + limit_name + " (" +
+                                      std::to_string(limit) + ")",
+                                  limit_name, size, limit);
+}
+
+// The bytes of a record that max_text_bytes bounds: every string but the payload.
+inline std::size_t dead_letter_text_bytes(const DeadLetter& d) noexcept {
+    std::size_t n =
+        d.id.size() + d.type.size() + d.error.size() + d.category.size() + d.note.size();
+    for (const std::string& t : d.tags) {
+        n += t.size();
+    }
+    for (const DeadLetterAttempt& a : d.attempts) {
+        n += a.channel.size() + a.error.size();
+    }
+    return n;
+}
+
+// A redrive's error text is cut to this, so that a record redriven for months stays bounded
+// (max_attempts of them at most).
+inline constexpr std::size_t max_redrive_error_bytes = 1024;
+
+inline std::string redrive_error_text(std::string text) {
+    if (text.size() > max_redrive_error_bytes) {
+        text.resize(max_redrive_error_bytes - 3);
+        text += "...";
+    }
+    return text;
 }
 
 [[noreturn]] BULWARK_NOINLINE inline void throw_store_full(std::size_t max_entries) {
@@ -11361,88 +11432,97 @@ inline void trim_attempts(std::vector<DeadLetterAttempt>& attempts, std::size_t 
 
 // The records of a store, indexed by id and kept in the order they were added, with the counts
 // stats() reports kept up to date as records change. A building block for stores (it does no
-// locking and knows no clock): the in-memory store wraps it in a mutex, a durable store can
-// rebuild it from its journal. Every change to a stored record's status or category must go
-// through set_status() / set_category() so that the counts stay right. Not thread-safe.
-class DeadLetterIndex {
+// locking and knows no clock): the in-memory store wraps it in a mutex, a durable store rebuilds
+// it from its journal. Records are read through const iterators and changed only through the
+// members below, which keep the id index and the counts right. Not thread-safe.
+// A class template only so that its code is compiled where a store is used (the header stays
+// cheap to include); use the DeadLetterIndex alias.
+template <class Tag = void>
+class BasicDeadLetterIndex {
 public:
     using Seq = std::uint64_t;  // position in add order
     using Records = std::map<Seq, DeadLetter>;
-    using iterator = Records::iterator;
-    using const_iterator = Records::const_iterator;
+    using const_iterator = typename Records::const_iterator;
 
-    DeadLetterIndex() = default;
-    DeadLetterIndex(const DeadLetterIndex&) = delete;
-    DeadLetterIndex& operator=(const DeadLetterIndex&) = delete;
+    BasicDeadLetterIndex() = default;
+    BasicDeadLetterIndex(const BasicDeadLetterIndex&) = delete;
+    BasicDeadLetterIndex& operator=(const BasicDeadLetterIndex&) = delete;
 
     std::size_t size() const noexcept { return records_.size(); }
-    iterator begin() noexcept { return records_.begin(); }
-    iterator end() noexcept { return records_.end(); }
     const_iterator begin() const noexcept { return records_.begin(); }
     const_iterator end() const noexcept { return records_.end(); }
 
-    iterator find(std::string_view id) {
-        const auto at = ids_.find(id);
-        return at == ids_.end() ? records_.end() : records_.find(at->second);
-    }
     const_iterator find(std::string_view id) const {
         const auto at = ids_.find(id);
         return at == ids_.end() ? records_.end() : records_.find(at->second);
     }
-    iterator find_seq(Seq seq) { return records_.find(seq); }
+    const_iterator find_seq(Seq seq) const { return records_.find(seq); }
     bool contains(std::string_view id) const { return ids_.count(id) != 0; }
+    bool has_resolved() const noexcept { return !resolved_.empty(); }
 
-    // Stores `letter` last in add order with its status as given; its id must be non-empty and
-    // not stored yet, its reason in range. Strong guarantee.
-    iterator insert(DeadLetter letter) {
-        const auto it = records_.emplace_hint(records_.end(), next_seq_, std::move(letter));
-        const DeadLetter& d = it->second;
+    // Stores `letter` last in add order with its status as given. Throws std::invalid_argument
+    // for an empty or already stored id, or an out-of-range status or reason (a corrupt journal
+    // replayed, say). Strong guarantee.
+    const_iterator insert(DeadLetter letter) {
+        if (letter.id.empty() || contains(letter.id)) {
+            throw_invalid_argument("bulwark::DeadLetterIndex: a record needs an id not stored yet");
+        }
+        if (static_cast<std::size_t>(letter.status) >= dead_letter_status_count ||
+            static_cast<std::size_t>(letter.reason) >= dead_letter_reason_count) {
+            throw_invalid_argument("bulwark::DeadLetterIndex: status or reason out of range");
+        }
+        // Every allocation first, then the noexcept bookkeeping.
+        auto type_count = by_type_.try_emplace(letter.type, 0).first;
+        auto category_count = by_category_.try_emplace(letter.category, 0).first;
+        auto pair_count =
+            by_type_and_reason_.try_emplace(std::make_pair(letter.type, letter.reason), 0).first;
         try {
-            ids_.emplace(std::string_view(d.id), it->first);
+            const auto it = records_.emplace_hint(records_.end(), next_seq_, std::move(letter));
             try {
-                if (d.status != DeadLetterStatus::pending) {
-                    resolved_.insert(it->first);
-                }
+                const DeadLetter& d = it->second;
+                ids_.emplace(std::string_view(d.id), it->first);
                 try {
-                    increment(by_type_, d.type);
-                    try {
-                        increment(by_category_, d.category);
-                    } catch (...) {
-                        decrement(by_type_, d.type);
-                        throw;
+                    if (d.status != DeadLetterStatus::pending) {
+                        resolved_.insert(it->first);
                     }
                 } catch (...) {
-                    resolved_.erase(it->first);
+                    ids_.erase(std::string_view(d.id));
                     throw;
                 }
             } catch (...) {
-                ids_.erase(std::string_view(d.id));
+                records_.erase(it);
                 throw;
             }
+            ++next_seq_;
+            ++type_count->second;
+            ++category_count->second;
+            ++pair_count->second;
+            ++by_status_[static_cast<std::size_t>(it->second.status)];
+            ++by_reason_[static_cast<std::size_t>(it->second.reason)];
+            return it;
         } catch (...) {
-            records_.erase(it);
+            drop_if_zero(by_type_, type_count);
+            drop_if_zero(by_category_, category_count);
+            drop_if_zero(by_type_and_reason_, pair_count);
             throw;
         }
-        ++next_seq_;
-        ++by_status_[static_cast<std::size_t>(d.status)];
-        ++by_reason_[static_cast<std::size_t>(d.reason)];
-        return it;
     }
 
-    void erase(iterator it) noexcept {
+    void erase(const_iterator it) noexcept {
         const DeadLetter& d = it->second;
         --by_status_[static_cast<std::size_t>(d.status)];
         --by_reason_[static_cast<std::size_t>(d.reason)];
         decrement(by_type_, d.type);
         decrement(by_category_, d.category);
+        decrement(by_type_and_reason_, std::make_pair(d.type, d.reason));
         resolved_.erase(it->first);
         ids_.erase(std::string_view(d.id));
         records_.erase(it);
     }
 
     // Strong guarantee.
-    void set_status(iterator it, DeadLetterStatus status) {
-        DeadLetter& d = it->second;
+    void set_status(const_iterator it, DeadLetterStatus status) {
+        DeadLetter& d = mutable_record(it);
         if (d.status == status) {
             return;
         }
@@ -11456,16 +11536,50 @@ public:
         d.status = status;
     }
 
-    // Strong guarantee.
-    void set_category(iterator it, std::string_view category) {
-        DeadLetter& d = it->second;
-        if (d.category == category) {
-            return;
+    // Dismisses a pending record with `note`. Strong guarantee.
+    void dismiss(const_iterator it, std::string note) {
+        set_status(it, DeadLetterStatus::dismissed);
+        mutable_record(it).note = std::move(note);  // a move: cannot throw
+    }
+
+    // Sets the category and adds each tag the record does not carry yet. Strong guarantee.
+    void categorize(const_iterator it, std::string_view category,
+                    const std::vector<std::string>& tags) {
+        DeadLetter& d = mutable_record(it);
+        std::vector<std::string> merged = d.tags;
+        for (const std::string& tag : tags) {
+            if (std::find(merged.begin(), merged.end(), tag) == merged.end()) {
+                merged.push_back(tag);
+            }
         }
-        std::string value(category);
-        increment(by_category_, value);
-        decrement(by_category_, d.category);
-        d.category = std::move(value);
+        if (d.category != category) {
+            std::string value(category);
+            increment(by_category_, value);
+            decrement(by_category_, d.category);
+            d.category = std::move(value);
+        }
+        d.tags.swap(merged);
+    }
+
+    // Records one redrive: the outcome first (a success must not be lost to a failed append),
+    // then the attempt, best effort, keeping the newest `max_attempts`. Throws only if the status
+    // change cannot be made, and then changes nothing.
+    void record_redrive(const_iterator it, bool resent, DeadLetterAttempt attempt,
+                        std::size_t max_attempts) {
+        if (resent) {
+            set_status(it, DeadLetterStatus::reprocessed);
+        }
+        DeadLetter& d = mutable_record(it);
+        ++d.redrives;
+        d.last_attempt = attempt.at;
+        try {
+            if (d.attempts.size() >= max_attempts && !d.attempts.empty()) {
+                d.attempts.erase(d.attempts.begin());
+            }
+            d.attempts.push_back(std::move(attempt));
+        } catch (const std::bad_alloc&) {
+            // The history is diagnostic; the outcome above is what counts.
+        }
     }
 
     // Removes the oldest added record that is not pending; false when every record is pending.
@@ -11477,16 +11591,24 @@ public:
         return true;
     }
 
-    // Calls visit(iterator) for each record matching `query` (the limit aside), in add order,
-    // until it returns false. A query with an id is a lookup, not a scan. `visit` must not add
-    // or remove records.
-    template <class Visit>
-    void scan(const DeadLetterQuery& query, Visit&& visit) {
-        scan_impl(*this, query, visit);
-    }
+    // Calls visit(const_iterator) for each record matching `query` (the limit aside), in add
+    // order, until it returns false. A query with an id is a lookup, not a scan. `visit` may
+    // change the record it is given through the members above, but must not add or remove
+    // records.
     template <class Visit>
     void scan(const DeadLetterQuery& query, Visit&& visit) const {
-        scan_impl(*this, query, visit);
+        if (const std::string* id = query.id_filter()) {
+            const auto it = find(*id);
+            if (it != records_.end() && query.matches(it->second)) {
+                visit(it);
+            }
+            return;
+        }
+        for (auto it = records_.begin(); it != records_.end(); ++it) {
+            if (query.matches(it->second) && !visit(it)) {
+                return;
+            }
+        }
     }
 
     // Fills the "stored now" half of `stats`.
@@ -11498,33 +11620,31 @@ public:
         stats.by_reason = by_reason_;
         stats.by_type = by_type_;
         stats.by_category = by_category_;
+        stats.by_type_and_reason = by_type_and_reason_;
     }
 
 private:
-    using Counts = std::map<std::string, std::size_t>;
+    // The index owns the records; only its members change them, through this.
+    DeadLetter& mutable_record(const_iterator it) noexcept {
+        return const_cast<DeadLetter&>(it->second);
+    }
 
-    template <class Self, class Visit>
-    static void scan_impl(Self& self, const DeadLetterQuery& query, Visit& visit) {
-        if (const std::string* id = query.id_filter()) {
-            const auto it = self.find(*id);
-            if (it != self.records_.end() && query.matches(it->second)) {
-                visit(it);
-            }
-            return;
-        }
-        for (auto it = self.records_.begin(); it != self.records_.end(); ++it) {
-            if (query.matches(it->second) && !visit(it)) {
-                return;
-            }
+    template <class Counts, class Key>
+    static void increment(Counts& counts, const Key& key) {
+        ++counts[key];  // changes nothing if it throws
+    }
+
+    template <class Counts, class Key>
+    static void decrement(Counts& counts, const Key& key) noexcept {
+        const auto it = counts.find(key);
+        if (it != counts.end() && --it->second == 0) {
+            counts.erase(it);
         }
     }
 
-    // Changes nothing if it throws.
-    static void increment(Counts& counts, const std::string& key) { ++counts[key]; }
-
-    static void decrement(Counts& counts, const std::string& key) noexcept {
-        const auto it = counts.find(key);
-        if (it != counts.end() && --it->second == 0) {
+    template <class Counts>
+    static void drop_if_zero(Counts& counts, typename Counts::iterator it) noexcept {
+        if (it->second == 0) {
             counts.erase(it);
         }
     }
@@ -11536,30 +11656,64 @@ private:
     Seq next_seq_ = 0;
     std::array<std::size_t, dead_letter_status_count> by_status_{};
     std::array<std::size_t, dead_letter_reason_count> by_reason_{};
-    Counts by_type_;
-    Counts by_category_;
+    std::map<std::string, std::size_t> by_type_;
+    std::map<std::string, std::size_t> by_category_;
+    std::map<std::pair<std::string, DeadLetterReason>, std::size_t> by_type_and_reason_;
 };
+
+using DeadLetterIndex = BasicDeadLetterIndex<>;
+
+// What every store does to a letter before storing it: checks the reason and the size limits,
+// sets created (from `now`) and last_attempt when they are zero, trims the history to
+// max_attempts and makes it pending. The id is the caller's. Throws DeadLetterTooLargeError or
+// std::invalid_argument.
+inline void prepare_dead_letter(DeadLetter& letter, const DeadLetterLimits& limits, WallTime now) {
+    if (static_cast<std::size_t>(letter.reason) >= dead_letter_reason_count) {
+        throw_invalid_option("DeadLetter.reason", "must be a DeadLetterReason",
+                             std::to_string(static_cast<unsigned>(letter.reason)));
+    }
+    if (letter.payload.size() > limits.max_payload_bytes) {
+        throw_too_large("payload", "max_payload_bytes", letter.payload.size(),
+                        limits.max_payload_bytes);
+    }
+    trim_attempts(letter.attempts, limits.max_attempts);
+    const std::size_t text = dead_letter_text_bytes(letter);
+    if (text > limits.max_text_bytes) {
+        throw_too_large("text", "max_text_bytes", text, limits.max_text_bytes);
+    }
+    if (letter.created == WallTime{}) {
+        letter.created = now;
+    }
+    if (letter.last_attempt == WallTime{}) {
+        for (const DeadLetterAttempt& a : letter.attempts) {
+            letter.last_attempt = std::max(letter.last_attempt, a.at);
+        }
+    }
+    letter.status = DeadLetterStatus::pending;
+}
 
 }  // namespace detail
 
-// A DeadLetterStore in memory: bounded, lost when the process exits (a durable file store is
-// planned, not built yet).
+// A DeadLetterStore in memory: bounded, lost when the process exits.
 //   bulwark::InMemoryDeadLetterStore mem(/*max_entries*/ 100000);   // optional clock last
 //   std::string id = mem.add(d);  mem.list(bulwark::DeadLetterQuery{}.type("sms"));
-// get() by id is O(1) on average; queries without an id scan the records in add order; add,
-// dismiss and status changes are O(log n) per record; stats() copies the per-type and
-// per-category counts. Full: see InMemoryDeadLetterStoreOptions::max_entries.
+// get() by id is a hash lookup and a map search (O(log n)); queries without an id scan the
+// records in add order; add, dismiss and status changes are O(log n) per record; stats() copies
+// the per-type and per-category counts. Full: see InMemoryDeadLetterStoreOptions::max_entries.
 // Thread-safe: one mutex guards everything and is never held while a reprocess handler runs.
-class InMemoryDeadLetterStore : public DeadLetterStore {
+// InMemoryDeadLetterStore is BasicInMemoryDeadLetterStore<>: a class template only so that its
+// code is compiled where it is used; use the alias.
+template <class Tag = void>
+class BasicInMemoryDeadLetterStore : public DeadLetterStore {
 public:
     // Throws std::invalid_argument for max_entries == 0. The clock must outlive the store.
-    explicit InMemoryDeadLetterStore(std::size_t max_entries = 100000,
-                                     Clock& clock = default_clock())
-        : InMemoryDeadLetterStore(make_options(max_entries), clock) {}
+    explicit BasicInMemoryDeadLetterStore(std::size_t max_entries = 100000,
+                                          Clock& clock = default_clock())
+        : BasicInMemoryDeadLetterStore(make_options(max_entries), clock) {}
 
     // Throws std::invalid_argument for invalid options. The clock must outlive the store.
-    explicit InMemoryDeadLetterStore(InMemoryDeadLetterStoreOptions options,
-                                     Clock& clock = default_clock())
+    explicit BasicInMemoryDeadLetterStore(InMemoryDeadLetterStoreOptions options,
+                                          Clock& clock = default_clock())
         : options_((options.validate(), options)),
           clock_(&clock),
           id_seed_(detail::dead_letter_id_seed(this)) {}
@@ -11568,25 +11722,21 @@ public:
 
 protected:
     std::string do_add(DeadLetter letter) override {
-        if (static_cast<std::size_t>(letter.reason) >= dead_letter_reason_count) {
-            detail::throw_invalid_option("DeadLetter.reason", "must be a DeadLetterReason",
-                                         std::to_string(static_cast<unsigned>(letter.reason)));
-        }
         std::lock_guard<std::mutex> lock(mutex_);
-        if (letter.payload.size() > options_.max_payload_bytes) {
+        try {
+            detail::prepare_dead_letter(letter, do_limits(), clock_->wall_now());
+        } catch (const DeadLetterTooLargeError&) {
             ++rejected_too_large_;
-            detail::throw_payload_too_large(letter.payload.size(), options_.max_payload_bytes);
+            throw;
         }
         if (!letter.id.empty() && index_.contains(letter.id)) {
             ++duplicate_adds_;
             return letter.id;
         }
-        if (index_.size() >= options_.max_entries) {
-            if (!index_.evict_oldest_resolved()) {
-                ++rejected_full_;
-                detail::throw_store_full(options_.max_entries);
-            }
-            ++evicted_;
+        const bool full = index_.size() >= options_.max_entries;
+        if (full && !index_.has_resolved()) {
+            ++rejected_full_;
+            detail::throw_store_full(options_.max_entries);
         }
         if (letter.id.empty()) {
             do {
@@ -11594,18 +11744,13 @@ protected:
                     detail::format_dead_letter_id(detail::SplitMix64::at(id_seed_, next_id_++));
             } while (index_.contains(letter.id));
         }
-        if (letter.created == TimePoint{}) {
-            letter.created = clock_->now();
-        }
-        detail::trim_attempts(letter.attempts, options_.max_attempts);
-        if (letter.last_attempt == TimePoint{}) {
-            for (const DeadLetterAttempt& a : letter.attempts) {
-                letter.last_attempt = std::max(letter.last_attempt, a.at);
-            }
-        }
-        letter.status = DeadLetterStatus::pending;
         std::string id = letter.id;
         index_.insert(std::move(letter));
+        // Evicted only once the new record is in (it is pending, so it is not the one evicted):
+        // an add that throws has removed nothing.
+        if (full && index_.evict_oldest_resolved()) {
+            ++evicted_;
+        }
         ++added_;
         return id;
     }
@@ -11626,7 +11771,7 @@ protected:
             return out;
         }
         std::lock_guard<std::mutex> lock(mutex_);
-        index_.scan(query, [&](Index::const_iterator it) {
+        index_.scan(query, [&](Iterator it) {
             out.push_back(it->second);
             return out.size() < limit;
         });
@@ -11639,12 +11784,10 @@ protected:
         if (limit == 0) {
             return 0;
         }
-        const std::string text(note);
         std::lock_guard<std::mutex> lock(mutex_);
-        index_.scan(query, [&](Index::iterator it) {
+        index_.scan(query, [&](Iterator it) {
             if (it->second.status == DeadLetterStatus::pending) {
-                it->second.note = text;
-                index_.set_status(it, DeadLetterStatus::dismissed);
+                index_.dismiss(it, std::string(note));
                 ++changed;
             }
             return changed < limit;
@@ -11660,14 +11803,8 @@ protected:
             return 0;
         }
         std::lock_guard<std::mutex> lock(mutex_);
-        index_.scan(query, [&](Index::iterator it) {
-            index_.set_category(it, category);
-            std::vector<std::string>& have = it->second.tags;
-            for (const std::string& tag : tags) {
-                if (std::find(have.begin(), have.end(), tag) == have.end()) {
-                    have.push_back(tag);
-                }
-            }
+        index_.scan(query, [&](Iterator it) {
+            index_.categorize(it, category, tags);
             return ++matched < limit;
         });
         return matched;
@@ -11679,7 +11816,7 @@ protected:
             detail::throw_invalid_argument("bulwark::DeadLetterStore::reprocess: empty handler");
         }
         ReprocessResult result;
-        std::vector<Index::Seq> batch;
+        std::vector<Seq> batch;
         {
             std::lock_guard<std::mutex> lock(mutex_);
             if (reprocessing_) {
@@ -11688,7 +11825,7 @@ protected:
             }
             const std::size_t limit = query.max_results();
             if (limit != 0) {
-                index_.scan(query, [&](Index::const_iterator it) {
+                index_.scan(query, [&](Iterator it) {
                     if (it->second.status != DeadLetterStatus::pending) {
                         return true;
                     }
@@ -11707,14 +11844,14 @@ protected:
         }
         // Clears the flag however the loop ends (a throwing clock or allocation included).
         struct Running {
-            InMemoryDeadLetterStore* store;
+            BasicInMemoryDeadLetterStore* store;
             ~Running() {
                 std::lock_guard<std::mutex> lock(store->mutex_);
                 store->reprocessing_ = false;
             }
         } running{this};
 
-        for (const Index::Seq seq : batch) {
+        for (const Seq seq : batch) {
             if (options.cancel != nullptr && options.cancel->cancelled()) {
                 result.cancelled = true;
                 break;
@@ -11723,7 +11860,10 @@ protected:
             {
                 std::lock_guard<std::mutex> lock(mutex_);
                 const auto it = index_.find_seq(seq);
-                if (it == index_.end() || it->second.status != DeadLetterStatus::pending) {
+                // Pending and still selected by the query: a record dismissed, recategorized or
+                // removed since the batch was chosen is not handed over.
+                if (it == index_.end() || it->second.status != DeadLetterStatus::pending ||
+                    !query.matches(it->second)) {
                     ++result.skipped_changed;
                     continue;
                 }
@@ -11741,20 +11881,14 @@ protected:
             } catch (...) {
                 error = "handler threw an exception not derived from std::exception";
             }
+            DeadLetterAttempt attempt{clock_->wall_now(), options.channel,
+                                      detail::redrive_error_text(std::move(error))};
             std::lock_guard<std::mutex> lock(mutex_);
-            const TimePoint now = clock_->now();
             // Recorded if the record is still here. A success wins over a dismiss made while
             // the handler ran: the message was resent.
             const auto it = index_.find_seq(seq);
             if (it != index_.end()) {
-                DeadLetter& d = it->second;
-                d.attempts.push_back(DeadLetterAttempt{now, options.channel, std::move(error)});
-                detail::trim_attempts(d.attempts, options_.max_attempts);
-                d.last_attempt = now;
-                ++d.redrives;
-                if (resent) {
-                    index_.set_status(it, DeadLetterStatus::reprocessed);
-                }
+                index_.record_redrive(it, resent, std::move(attempt), options_.max_attempts);
             }
             if (resent) {
                 ++result.resent;
@@ -11767,7 +11901,7 @@ protected:
         return result;
     }
 
-    std::size_t do_purge(TimePoint older_than) override {
+    std::size_t do_purge(WallTime older_than) override {
         std::lock_guard<std::mutex> lock(mutex_);
         std::size_t removed = 0;
         for (auto it = index_.begin(); it != index_.end();) {
@@ -11804,11 +11938,13 @@ protected:
 
     DeadLetterLimits do_limits() const noexcept override {
         return DeadLetterLimits{options_.max_entries, options_.max_payload_bytes,
-                                options_.max_attempts};
+                                options_.max_attempts, options_.max_text_bytes};
     }
 
 private:
-    using Index = detail::DeadLetterIndex;
+    using Index = detail::BasicDeadLetterIndex<Tag>;
+    using Iterator = typename Index::const_iterator;
+    using Seq = typename Index::Seq;
 
     static InMemoryDeadLetterStoreOptions make_options(std::size_t max_entries) {
         InMemoryDeadLetterStoreOptions o;
@@ -11833,6 +11969,8 @@ private:
     std::uint64_t rejected_full_ = 0;
     std::uint64_t rejected_too_large_ = 0;
 };
+
+using InMemoryDeadLetterStore = BasicInMemoryDeadLetterStore<>;
 
 }  // namespace bulwark
 
