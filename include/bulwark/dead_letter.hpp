@@ -1081,4 +1081,11 @@ using InMemoryDeadLetterStore = BasicInMemoryDeadLetterStore<>;
 
 }  // namespace bulwark
 
+// The durable store (API.md section 7 names both stores in this header). It needs POSIX file
+// I/O, so elsewhere only the interface and the in-memory store are here. Not when this header is
+// reached from detail/journal.hpp, which the file store needs complete before it.
+#if (defined(__unix__) || defined(__APPLE__)) && !defined(BULWARK_DETAIL_JOURNAL_HPP)
+#include <bulwark/file_dead_letter_store.hpp>
+#endif
+
 #endif  // BULWARK_DEAD_LETTER_HPP

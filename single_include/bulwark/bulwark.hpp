@@ -11974,5 +11974,2097 @@ using InMemoryDeadLetterStore = BasicInMemoryDeadLetterStore<>;
 
 }  // namespace bulwark
 
+// The durable store (API.md section 7 names both stores in this header). It needs POSIX file
+// I/O, so elsewhere only the interface and the in-memory store are here. Not when this header is
+// reached from detail/journal.hpp, which the file store needs complete before it.
+#if (defined(__unix__) || defined(__APPLE__)) && !defined(BULWARK_DETAIL_JOURNAL_HPP)
+// #include <bulwark/file_dead_letter_store.hpp>
+#ifndef BULWARK_FILE_DEAD_LETTER_STORE_HPP
+#define BULWARK_FILE_DEAD_LETTER_STORE_HPP
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+// #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/dead_letter.hpp> (already included above)
+// #include <bulwark/detail/file_system.hpp>
+#ifndef BULWARK_DETAIL_FILE_SYSTEM_HPP
+#define BULWARK_DETAIL_FILE_SYSTEM_HPP
+
+#if !defined(__unix__) && !defined(__APPLE__)
+#error "bulwark's file store needs POSIX file I/O (Linux, macOS, the BSDs)"
+#endif
+
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <fcntl.h>
+#include <string>
+#include <string_view>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <system_error>
+#include <unistd.h>
+
+// The file-system seam of FileDeadLetterStore (public: tests and users plug in their own, as
+// SQLite's VFS and LevelDB's Env allow). Declared here so that the store's header stays
+// readable; <bulwark/file_dead_letter_store.hpp> is the header to include.
+
+namespace bulwark {
+
+// The file operations a durable store needs, and nothing else. Every operation reports failure
+// by throwing std::system_error carrying the errno value; a store treats anything else that
+// escapes (a test's simulated crash, say) as fatal and lets it through. Files are handles
+// (small non-negative integers) owned by the caller until close().
+// Implementations must be thread-safe for distinct handles; a store serialises its own calls.
+class FileSystem {
+public:
+    using Handle = int;
+    enum class Kind : std::uint8_t { missing, regular, directory, symlink, other };
+
+    virtual ~FileSystem() = default;
+
+    // What lstat(2) says about a path: what it is, who owns it, its permission bits and its
+    // hard-link count (kind == missing: nothing there, the rest zero).
+    struct Info {
+        Kind kind = Kind::missing;
+        std::uint64_t owner = 0;  // st_uid
+        std::uint32_t mode = 0;   // st_mode & 07777
+        std::uint64_t links = 0;  // st_nlink
+    };
+
+    // What is at `path`, without following a final symlink (lstat).
+    virtual Info info(const std::string& path) = 0;
+    Kind kind(const std::string& path) { return info(path).kind; }
+    // Creates the directory with mode 0700 whatever the umask (mode 0700 on success).
+    virtual void make_dir(const std::string& path) = 0;
+    // Opens a regular file for reading and writing, creating it with mode 0600 whatever the umask
+    // when `create` is set, emptying it when `truncate` is set. Refuses a symlink (ELOOP).
+    virtual Handle open(const std::string& path, bool create, bool truncate) = 0;
+    // Creates a new regular file (mode 0600 whatever the umask) and opens it for reading and
+    // writing; throws std::system_error with EEXIST when anything is at `path` (O_EXCL).
+    virtual Handle create_new(const std::string& path) = 0;
+    virtual void close(Handle file) noexcept = 0;
+    // The whole file.
+    virtual std::string read_all(Handle file) = 0;
+    // Writes all of `data` at `offset` (retrying short writes); on failure part of it may have
+    // been written.
+    virtual void write_at(Handle file, std::uint64_t offset, std::string_view data) = 0;
+    // Makes the file's data (and the metadata needed to read it back: its size) durable.
+    virtual void sync(Handle file) = 0;
+    virtual void truncate(Handle file, std::uint64_t size) = 0;
+    // Atomically replaces `to` with `from` (rename(2)).
+    virtual void rename(const std::string& from, const std::string& to) = 0;
+    // Makes the directory's entries (creations, renames, removals) durable. A symlink is refused
+    // (ELOOP) as the final component of `path`.
+    virtual void sync_dir(const std::string& path) = 0;
+    // Removes a file; a missing file is not an error.
+    virtual void remove(const std::string& path) = 0;
+    // Opens (creating, 0600) and exclusively locks `path` for as long as the handle is open;
+    // throws std::system_error with EWOULDBLOCK when another holder has it.
+    virtual Handle lock(const std::string& path) = 0;
+
+protected:
+    FileSystem() = default;
+    FileSystem(const FileSystem&) = default;
+    FileSystem& operator=(const FileSystem&) = default;
+};
+
+// FileSystem over POSIX calls: O_CLOEXEC | O_NOFOLLOW opens, EINTR retried, short writes
+// looped, fdatasync() on Linux (fcntl(F_FULLFSYNC) on macOS, fsync() elsewhere), flock() for the
+// lock file.
+// Thread-safe (stateless).
+class PosixFileSystem final : public FileSystem {
+public:
+    Info info(const std::string& path) override {
+        struct stat st {};
+        if (::lstat(path.c_str(), &st) != 0) {
+            if (errno == ENOENT) {
+                return Info{};
+            }
+            fail("lstat", path);
+        }
+        Info out;
+        out.kind = S_ISLNK(st.st_mode)   ? Kind::symlink
+                   : S_ISDIR(st.st_mode) ? Kind::directory
+                   : S_ISREG(st.st_mode) ? Kind::regular
+                                         : Kind::other;
+        out.owner = static_cast<std::uint64_t>(st.st_uid);
+        out.mode = static_cast<std::uint32_t>(st.st_mode & 07777);
+        out.links = static_cast<std::uint64_t>(st.st_nlink);
+        return out;
+    }
+
+    void make_dir(const std::string& path) override {
+        if (::mkdir(path.c_str(), 0700) != 0) {
+            fail("mkdir", path);
+        }
+        // mkdir applies the umask (a umask cannot widen 0700, but set the mode explicitly all the
+        // same), on the directory just made: fchmod on a descriptor, never chmod by path.
+        const int fd = open_retry(path, O_RDONLY | O_CLOEXEC | O_DIRECTORY | O_NOFOLLOW);
+        if (::fchmod(fd, 0700) != 0) {
+            const int error = errno;
+            ::close(fd);
+            throw std::system_error(error, std::generic_category(), "fchmod " + path);
+        }
+        ::close(fd);
+    }
+
+    Handle open(const std::string& path, bool create, bool truncate) override {
+        return open_flags(path, (create ? O_CREAT : 0) | (truncate ? O_TRUNC : 0));
+    }
+
+    Handle create_new(const std::string& path) override {
+        return open_flags(path, O_CREAT | O_EXCL);
+    }
+
+    void close(Handle file) noexcept override { ::close(file); }
+
+    std::string read_all(Handle file) override {
+        std::string out;
+        char buffer[65536];
+        std::uint64_t offset = 0;
+        for (;;) {
+            const ssize_t n = ::pread(file, buffer, sizeof buffer, static_cast<off_t>(offset));
+            if (n < 0) {
+                if (errno == EINTR) {
+                    continue;
+                }
+                fail("read", "journal");
+            }
+            if (n == 0) {
+                return out;
+            }
+            out.append(buffer, static_cast<std::size_t>(n));
+            offset += static_cast<std::uint64_t>(n);
+        }
+    }
+
+    void write_at(Handle file, std::uint64_t offset, std::string_view data) override {
+        while (!data.empty()) {
+            const ssize_t n = ::pwrite(file, data.data(), data.size(), static_cast<off_t>(offset));
+            if (n < 0) {
+                if (errno == EINTR) {
+                    continue;
+                }
+                fail("write", "journal");
+            }
+            if (n == 0) {
+                throw std::system_error(EIO, std::generic_category(), "write journal");
+            }
+            data.remove_prefix(static_cast<std::size_t>(n));
+            offset += static_cast<std::uint64_t>(n);
+        }
+    }
+
+    void sync(Handle file) override {
+#if defined(F_FULLFSYNC)
+        // macOS: fsync() only reaches the drive's cache; F_FULLFSYNC flushes it.
+        if (full_fsync(file) != 0) {
+            fail("fcntl(F_FULLFSYNC)", "journal");
+        }
+#elif defined(__linux__)
+        if (::fdatasync(file) != 0) {
+            fail("fdatasync", "journal");
+        }
+#else
+        if (::fsync(file) != 0) {
+            fail("fsync", "journal");
+        }
+#endif
+    }
+
+    void truncate(Handle file, std::uint64_t size) override {
+        while (::ftruncate(file, static_cast<off_t>(size)) != 0) {
+            if (errno != EINTR) {
+                fail("ftruncate", "journal");
+            }
+        }
+    }
+
+    void rename(const std::string& from, const std::string& to) override {
+        if (::rename(from.c_str(), to.c_str()) != 0) {
+            fail("rename", from);
+        }
+    }
+
+    void sync_dir(const std::string& path) override {
+        const int fd = open_retry(path, O_RDONLY | O_CLOEXEC | O_DIRECTORY | O_NOFOLLOW);
+#if defined(F_FULLFSYNC)
+        if (full_fsync(fd) != 0) {
+#else
+        if (::fsync(fd) != 0) {
+#endif
+            const int error = errno;
+            ::close(fd);
+            throw std::system_error(error, std::generic_category(), "fsync " + path);
+        }
+        ::close(fd);
+    }
+
+    void remove(const std::string& path) override {
+        if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+            fail("unlink", path);
+        }
+    }
+
+    Handle lock(const std::string& path) override {
+        const Handle fd = open(path, true, false);
+        while (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+            if (errno != EINTR) {
+                const int error = errno == EAGAIN ? EWOULDBLOCK : errno;
+                ::close(fd);
+                throw std::system_error(error, std::generic_category(), "flock " + path);
+            }
+        }
+        return fd;
+    }
+
+private:
+    Handle open_flags(const std::string& path, int extra_flags) {
+        const int fd = open_retry(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | extra_flags);
+        struct stat st {};
+        const int bad = ::fstat(fd, &st) != 0 ? errno : S_ISREG(st.st_mode) ? 0 : EINVAL;
+        if (bad != 0) {
+            ::close(fd);
+            throw std::system_error(bad, std::generic_category(), "open " + path);
+        }
+        // The umask may have narrowed 0600 (fine) but the file may also predate us: 0600 always.
+        if ((st.st_mode & 07777) != 0600 && ::fchmod(fd, 0600) != 0) {
+            const int error = errno;
+            ::close(fd);
+            throw std::system_error(error, std::generic_category(), "fchmod " + path);
+        }
+        return fd;
+    }
+
+#if defined(F_FULLFSYNC)
+    // F_FULLFSYNC, falling back to fsync() where the file system does not support it.
+    static int full_fsync(int fd) noexcept {
+        if (::fcntl(fd, F_FULLFSYNC) == 0) {
+            return 0;
+        }
+        return errno == ENOTSUP || errno == EINVAL ? ::fsync(fd) : -1;
+    }
+#endif
+
+    [[noreturn]] static void fail(const char* what, const std::string& path) {
+        throw std::system_error(errno, std::generic_category(), std::string(what) + " " + path);
+    }
+
+    static int open_retry(const std::string& path, int flags) {
+        for (;;) {
+            const int fd = ::open(path.c_str(), flags, 0600);
+            if (fd >= 0) {
+                return fd;
+            }
+            if (errno != EINTR) {
+                fail("open", path);
+            }
+        }
+    }
+};
+
+// The process-wide PosixFileSystem that stores use when no file system is given.
+inline FileSystem& default_file_system() noexcept {
+    static PosixFileSystem fs;
+    return fs;
+}
+
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_FILE_SYSTEM_HPP
+// #include <bulwark/detail/journal.hpp>
+#ifndef BULWARK_DETAIL_JOURNAL_HPP
+#define BULWARK_DETAIL_JOURNAL_HPP
+
+#include <array>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <string_view>
+#include <vector>
+
+// #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/dead_letter.hpp> (already included above)
+
+// The dead-letter journal's on-disk format: CRC-32C, little-endian fixed-width integers,
+// length-prefixed strings, salted record framing, and the encoding of each record type. No I/O
+// here: the store reads the whole file and hands the bytes to check_frame(). See
+// docs/file_dead_letter_store.md for the layout.
+
+namespace bulwark {
+namespace detail {
+namespace journal {
+
+// "BWDLQJNL", the format version (u32), the file's salt (u64, random, new for every file
+// written) and the CRC-32C of the 20 bytes before it (u32).
+inline constexpr std::array<char, 8> magic = {'B', 'W', 'D', 'L', 'Q', 'J', 'N', 'L'};
+inline constexpr std::uint32_t format_version = 2;
+inline constexpr std::size_t header_size = 24;
+// [u32 length of type+payload][u32 header check][u32 body CRC][u8 type][payload]
+//   header check = CRC-32C of (salt, length, type); body CRC = CRC-32C of (salt, payload).
+inline constexpr std::size_t frame_overhead = 13;
+// The largest type+payload a frame may declare: a reader refuses longer frames before looking
+// at them, so no allocation or CRC is ever sized by an unchecked length.
+inline constexpr std::uint32_t max_frame_bytes = std::uint32_t{256} << 20U;
+
+// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), as in iSCSI, ext4 and LevelDB.
+inline const std::array<std::uint32_t, 256>& crc32c_table() noexcept {
+    static const std::array<std::uint32_t, 256> table = [] {
+        std::array<std::uint32_t, 256> t{};
+        for (std::uint32_t i = 0; i < 256; ++i) {
+            std::uint32_t c = i;
+            for (int k = 0; k < 8; ++k) {
+                c = (c & 1U) != 0 ? (c >> 1U) ^ 0x82F63B78U : c >> 1U;
+            }
+            t[i] = c;
+        }
+        return t;
+    }();
+    return table;
+}
+
+inline std::uint32_t crc32c(std::string_view bytes, std::uint32_t crc = 0) noexcept {
+    const std::array<std::uint32_t, 256>& table = crc32c_table();
+    crc = ~crc;
+    for (const char ch : bytes) {
+        crc = table[(crc ^ static_cast<unsigned char>(ch)) & 0xFFU] ^ (crc >> 8U);
+    }
+    return ~crc;
+}
+
+// The CRC seed of a file: the CRC-32C of its salt (8 bytes, little-endian). Every check of a
+// frame starts from it, so a frame encoded for another file (or by someone who cannot read this
+// one) does not check here.
+inline std::uint32_t salt_seed(std::uint64_t salt) noexcept {
+    std::array<char, 8> bytes{};
+    for (unsigned i = 0; i < 8; ++i) {
+        bytes[i] = static_cast<char>((salt >> (8U * i)) & 0xFFU);
+    }
+    return crc32c(std::string_view(bytes.data(), bytes.size()));
+}
+
+// The header check of a frame: covers its length and type.
+inline std::uint32_t header_check(std::uint32_t seed, std::uint32_t length,
+                                  unsigned char type) noexcept {
+    std::array<char, 5> bytes{};
+    for (unsigned i = 0; i < 4; ++i) {
+        bytes[i] = static_cast<char>((length >> (8U * i)) & 0xFFU);
+    }
+    bytes[4] = static_cast<char>(type);
+    return crc32c(std::string_view(bytes.data(), bytes.size()), seed);
+}
+
+// A fresh random salt (std::random_device, mixed with the time and an address in case the
+// device is deterministic on some platform).
+inline std::uint64_t new_salt() {
+    std::uint64_t salt =
+        static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+    try {
+        std::random_device device;
+        salt ^= (static_cast<std::uint64_t>(device()) << 32U) ^ device();
+    } catch (...) {  // NOLINT(bugprone-empty-catch): the time and address below still vary
+    }
+    static int anchor = 0;
+    salt ^= static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(&anchor));
+    // SplitMix64 finaliser: spread every input bit over the whole salt.
+    salt += 0x9E3779B97F4A7C15ULL;
+    salt = (salt ^ (salt >> 30U)) * 0xBF58476D1CE4E5B9ULL;
+    salt = (salt ^ (salt >> 27U)) * 0x94D049BB133111EBULL;
+    return salt ^ (salt >> 31U);
+}
+
+enum class RecordType : std::uint8_t {
+    add = 1,         // a whole DeadLetter: a new add, or a snapshot written by compaction
+    dismiss = 2,     // id, note
+    outcome = 3,     // id, the appended attempt, resent or not (redrives + 1)
+    categorize = 4,  // id, category, tags to add when missing
+    remove = 5,      // id, cause (purge or eviction)
+    counters = 6,    // the cumulative counters, first record of a compacted journal
+    batch = 7,       // the frames of one mutation that changes several records: all or none
+};
+
+enum class RemoveCause : std::uint8_t { purge = 0, evict = 1 };
+
+// The counters a journal carries across compaction (the rest of DeadLetterStats is either
+// recomputed from the records or counts events since open).
+struct Counters {
+    std::uint64_t added = 0;
+    std::uint64_t evicted = 0;
+    std::uint64_t purged = 0;
+    std::uint64_t resent = 0;
+    std::uint64_t redrive_failures = 0;
+};
+
+// One decoded record; which fields mean something depends on `type`.
+struct Record {
+    RecordType type = RecordType::add;
+    DeadLetter letter;                       // add
+    bool snapshot = false;                   // add: written by compaction, does not count as an add
+    std::string id;                          // dismiss, outcome, categorize, remove
+    std::string text;                        // dismiss: note; categorize: category
+    std::vector<std::string> tags;           // categorize
+    DeadLetterAttempt attempt;               // outcome
+    bool resent = false;                     // outcome
+    RemoveCause cause = RemoveCause::purge;  // remove
+    Counters counters;                       // counters
+    std::vector<Record> batch;               // batch: the records, none of them a batch
+};
+
+inline std::uint32_t load_u32(std::string_view bytes, std::size_t at) noexcept {
+    std::uint32_t v = 0;
+    for (unsigned i = 0; i < 4; ++i) {
+        v |= static_cast<std::uint32_t>(static_cast<unsigned char>(bytes[at + i])) << (8U * i);
+    }
+    return v;
+}
+
+inline std::uint64_t load_u64(std::string_view bytes, std::size_t at) noexcept {
+    return load_u32(bytes, at) | (std::uint64_t{load_u32(bytes, at + 4)} << 32U);
+}
+
+class Writer {
+public:
+    explicit Writer(std::string& out) noexcept : out_(out) {}
+
+    void u8(std::uint8_t v) { out_.push_back(static_cast<char>(v)); }
+    void u32(std::uint32_t v) {
+        for (unsigned i = 0; i < 4; ++i) {
+            out_.push_back(static_cast<char>((v >> (8U * i)) & 0xFFU));
+        }
+    }
+    void u64(std::uint64_t v) {
+        for (unsigned i = 0; i < 8; ++i) {
+            out_.push_back(static_cast<char>((v >> (8U * i)) & 0xFFU));
+        }
+    }
+    void i64(std::int64_t v) { u64(static_cast<std::uint64_t>(v)); }
+    void time(WallTime t) { i64(static_cast<std::int64_t>(t.time_since_epoch().count())); }
+    void str(std::string_view s) {
+        u32(static_cast<std::uint32_t>(s.size()));
+        out_.append(s.data(), s.size());
+    }
+    void strs(const std::vector<std::string>& v) {
+        u32(static_cast<std::uint32_t>(v.size()));
+        for (const std::string& s : v) {
+            str(s);
+        }
+    }
+
+private:
+    std::string& out_;
+};
+
+// Reads what Writer wrote; every read is bounds-checked and a failed read turns ok() false (and
+// every later read returns zero or empty).
+class Reader {
+public:
+    explicit Reader(std::string_view bytes) noexcept : bytes_(bytes) {}
+
+    bool ok() const noexcept { return ok_; }
+    bool at_end() const noexcept { return pos_ == bytes_.size(); }
+
+    std::uint8_t u8() noexcept {
+        if (!need(1)) {
+            return 0;
+        }
+        return static_cast<std::uint8_t>(bytes_[pos_++]);
+    }
+    std::uint32_t u32() noexcept {
+        if (!need(4)) {
+            return 0;
+        }
+        std::uint32_t v = 0;
+        for (unsigned i = 0; i < 4; ++i) {
+            v |= static_cast<std::uint32_t>(static_cast<unsigned char>(bytes_[pos_++])) << (8U * i);
+        }
+        return v;
+    }
+    std::uint64_t u64() noexcept {
+        if (!need(8)) {
+            return 0;
+        }
+        std::uint64_t v = 0;
+        for (unsigned i = 0; i < 8; ++i) {
+            v |= static_cast<std::uint64_t>(static_cast<unsigned char>(bytes_[pos_++])) << (8U * i);
+        }
+        return v;
+    }
+    std::int64_t i64() noexcept { return static_cast<std::int64_t>(u64()); }
+    WallTime time() noexcept { return WallTime{Duration{i64()}}; }
+    // The length is checked against the bytes left before anything is allocated.
+    std::string str() {
+        const std::uint32_t n = u32();
+        if (!need(n)) {
+            return {};
+        }
+        std::string s(bytes_.substr(pos_, n));
+        pos_ += n;
+        return s;
+    }
+    std::vector<std::string> strs() {
+        const std::uint32_t n = u32();
+        std::vector<std::string> v;
+        // Each string takes at least its 4-byte length: a count that cannot fit fails here.
+        if (!need_count(n, 4)) {
+            return v;
+        }
+        for (std::uint32_t i = 0; i < n && ok_; ++i) {
+            v.push_back(str());
+        }
+        return v;
+    }
+    bool need_count(std::uint32_t n, std::size_t min_size) noexcept {
+        if (ok_ && n > (bytes_.size() - pos_) / min_size) {
+            ok_ = false;
+        }
+        return ok_;
+    }
+
+private:
+    bool need(std::size_t n) noexcept {
+        if (ok_ && n > bytes_.size() - pos_) {
+            ok_ = false;
+        }
+        return ok_;
+    }
+
+    std::string_view bytes_;
+    std::size_t pos_ = 0;
+    bool ok_ = true;
+};
+
+inline void encode_letter(Writer& w, const DeadLetter& d) {
+    w.str(d.id);
+    w.str(d.type);
+    w.str(d.payload);
+    w.str(d.error);
+    w.u8(static_cast<std::uint8_t>(d.reason));
+    w.str(d.category);
+    w.strs(d.tags);
+    w.u32(static_cast<std::uint32_t>(d.attempts.size()));
+    for (const DeadLetterAttempt& a : d.attempts) {
+        w.time(a.at);
+        w.str(a.channel);
+        w.str(a.error);
+    }
+    w.time(d.created);
+    w.time(d.last_attempt);
+    w.u8(static_cast<std::uint8_t>(d.status));
+    w.u32(d.redrives);
+    w.str(d.note);
+}
+
+// The size of an add record's frame for `d`, without encoding it: what compaction would write.
+inline std::uint64_t snapshot_frame_size(const DeadLetter& d) noexcept {
+    std::uint64_t n = frame_overhead + 1;  // + the snapshot flag
+    n += 4 + d.id.size() + 4 + d.type.size() + 4 + d.payload.size() + 4 + d.error.size() + 1;
+    n += 4 + d.category.size() + 4;
+    for (const std::string& t : d.tags) {
+        n += 4 + t.size();
+    }
+    n += 4;
+    for (const DeadLetterAttempt& a : d.attempts) {
+        n += 8 + 4 + a.channel.size() + 4 + a.error.size();
+    }
+    n += 8 + 8 + 1 + 4 + 4 + d.note.size();
+    return n;
+}
+
+// Appends the type and payload of `r` to `out` (a frame without its 12-byte head).
+inline void encode_body(const Record& r, std::string& out) {
+    Writer w(out);
+    w.u8(static_cast<std::uint8_t>(r.type));
+    switch (r.type) {
+        case RecordType::add:
+            w.u8(r.snapshot ? 1 : 0);
+            encode_letter(w, r.letter);
+            break;
+        case RecordType::dismiss:
+            w.str(r.id);
+            w.str(r.text);
+            break;
+        case RecordType::outcome:
+            w.str(r.id);
+            w.time(r.attempt.at);
+            w.str(r.attempt.channel);
+            w.str(r.attempt.error);
+            w.u8(r.resent ? 1 : 0);
+            break;
+        case RecordType::categorize:
+            w.str(r.id);
+            w.str(r.text);
+            w.strs(r.tags);
+            break;
+        case RecordType::remove:
+            w.str(r.id);
+            w.u8(static_cast<std::uint8_t>(r.cause));
+            break;
+        case RecordType::counters:
+            w.u64(r.counters.added);
+            w.u64(r.counters.evicted);
+            w.u64(r.counters.purged);
+            w.u64(r.counters.resent);
+            w.u64(r.counters.redrive_failures);
+            break;
+        case RecordType::batch:
+            // Inner records: a length, then type+payload; the batch's checks cover them.
+            for (const Record& inner : r.batch) {
+                const std::size_t at = out.size();
+                w.u32(0);
+                encode_body(inner, out);
+                const auto length = static_cast<std::uint32_t>(out.size() - at - 4);
+                std::string head;
+                Writer(head).u32(length);
+                out.replace(at, 4, head);
+            }
+            break;
+    }
+}
+
+// Appends the frame of `r` to `out`, for the file whose salt_seed() is `seed`.
+inline void encode_record(const Record& r, std::string& out, std::uint32_t seed) {
+    const std::size_t start = out.size();
+    out.append(12, '\0');  // length, header check and body CRC, filled in below
+    encode_body(r, out);
+    const std::string_view type_and_payload(out.data() + start + 12, out.size() - start - 12);
+    const auto length = static_cast<std::uint32_t>(type_and_payload.size());
+    std::string head;
+    Writer h(head);
+    h.u32(length);
+    h.u32(header_check(seed, length, static_cast<unsigned char>(type_and_payload[0])));
+    h.u32(crc32c(type_and_payload.substr(1), seed));
+    out.replace(start, 12, head);
+}
+
+inline bool decode_letter(Reader& r, DeadLetter& d) {
+    d.id = r.str();
+    d.type = r.str();
+    d.payload = r.str();
+    d.error = r.str();
+    const std::uint8_t reason = r.u8();
+    d.category = r.str();
+    d.tags = r.strs();
+    const std::uint32_t attempts = r.u32();
+    // Each attempt takes at least 16 bytes.
+    if (!r.need_count(attempts, 16)) {
+        return false;
+    }
+    for (std::uint32_t i = 0; i < attempts && r.ok(); ++i) {
+        DeadLetterAttempt a;
+        a.at = r.time();
+        a.channel = r.str();
+        a.error = r.str();
+        d.attempts.push_back(std::move(a));
+    }
+    d.created = r.time();
+    d.last_attempt = r.time();
+    const std::uint8_t status = r.u8();
+    d.redrives = r.u32();
+    d.note = r.str();
+    if (!r.ok() || d.id.empty() || reason >= dead_letter_reason_count ||
+        status >= dead_letter_status_count) {
+        return false;
+    }
+    d.reason = static_cast<DeadLetterReason>(reason);
+    d.status = static_cast<DeadLetterStatus>(status);
+    return true;
+}
+
+inline bool flag(std::uint8_t v, bool& out) noexcept {
+    out = v == 1;
+    return v <= 1;
+}
+
+// Bounds the CRC work of a resynchronising scan over hostile bytes (defence in depth: a scan
+// checks each candidate's body once and then skips it, so it is linear in the file anyway).
+struct ScanBudget {
+    std::uint64_t bytes_left;
+    bool exhausted = false;
+};
+
+// Decodes type+payload; false for anything that is not exactly one well-formed record.
+// A batch may not contain a batch (so that hostile bytes cannot nest frames deeply).
+inline bool decode_record(std::string_view body, Record& out, bool allow_batch = true) {
+    Reader r(body);
+    const std::uint8_t type = r.u8();
+    out = Record{};
+    bool good = true;
+    switch (type) {
+        case static_cast<std::uint8_t>(RecordType::add):
+            out.type = RecordType::add;
+            good = flag(r.u8(), out.snapshot) && decode_letter(r, out.letter);
+            break;
+        case static_cast<std::uint8_t>(RecordType::dismiss):
+            out.type = RecordType::dismiss;
+            out.id = r.str();
+            out.text = r.str();
+            break;
+        case static_cast<std::uint8_t>(RecordType::outcome):
+            out.type = RecordType::outcome;
+            out.id = r.str();
+            out.attempt.at = r.time();
+            out.attempt.channel = r.str();
+            out.attempt.error = r.str();
+            good = flag(r.u8(), out.resent);
+            break;
+        case static_cast<std::uint8_t>(RecordType::categorize):
+            out.type = RecordType::categorize;
+            out.id = r.str();
+            out.text = r.str();
+            out.tags = r.strs();
+            break;
+        case static_cast<std::uint8_t>(RecordType::remove): {
+            out.type = RecordType::remove;
+            out.id = r.str();
+            const std::uint8_t cause = r.u8();
+            good = cause <= 1;
+            out.cause = static_cast<RemoveCause>(cause);
+            break;
+        }
+        case static_cast<std::uint8_t>(RecordType::counters):
+            out.type = RecordType::counters;
+            out.counters.added = r.u64();
+            out.counters.evicted = r.u64();
+            out.counters.purged = r.u64();
+            out.counters.resent = r.u64();
+            out.counters.redrive_failures = r.u64();
+            break;
+        case static_cast<std::uint8_t>(RecordType::batch): {
+            out.type = RecordType::batch;
+            // The inner frames fill the payload exactly; the outer CRC already covered them.
+            if (!allow_batch) {
+                return false;
+            }
+            std::size_t at = 1;
+            while (at < body.size()) {
+                if (body.size() - at < 4) {
+                    return false;
+                }
+                const std::uint32_t length = load_u32(body, at);
+                if (length == 0 || length > body.size() - at - 4) {
+                    return false;
+                }
+                Record inner;
+                if (!decode_record(body.substr(at + 4, length), inner, false)) {
+                    return false;
+                }
+                out.batch.push_back(std::move(inner));
+                at += 4 + std::size_t{length};
+            }
+            return !out.batch.empty();
+        }
+        default:
+            return false;
+    }
+    // An outcome without an id is one for a record removed while its handler ran: it only counts.
+    if ((out.type == RecordType::dismiss || out.type == RecordType::categorize ||
+         out.type == RecordType::remove) &&
+        out.id.empty()) {
+        return false;
+    }
+    return good && r.ok() && r.at_end();
+}
+
+// What is at an offset of a journal.
+enum class FrameStatus : std::uint8_t {
+    good,        // a whole frame: both checks pass and the payload decodes
+    torn,        // fewer bytes left than a frame head, or a head that checks but whose frame
+                 // extends past the end of the file: an incomplete write
+    bad_body,    // the head checks (so the frame's extent is known) but the body CRC does not,
+                 // or the payload does not decode
+    bad_header,  // the head does not check: not the start of a frame of this file
+};
+
+// Checks the frame at `offset` of `bytes` for the file whose salt_seed() is `seed`: `size` is
+// set to the frame's size whenever its head checks (good, bad_body and a torn frame past the
+// end), `record` is filled when good. Never reads outside `bytes`; allocates only for decoded
+// strings, each bounded by the frame. With a budget, the body CRC is charged to it first
+// (exhausted: returns bad_header).
+inline FrameStatus check_frame(std::string_view bytes, std::size_t offset, std::uint32_t seed,
+                               Record& record, std::size_t& size, ScanBudget* budget = nullptr) {
+    if (offset > bytes.size() || bytes.size() - offset < frame_overhead) {
+        return FrameStatus::torn;
+    }
+    const std::uint32_t length = load_u32(bytes, offset);
+    const auto type = static_cast<unsigned char>(bytes[offset + 12]);
+    if (length == 0 || length > max_frame_bytes ||
+        type < static_cast<unsigned char>(RecordType::add) ||
+        type > static_cast<unsigned char>(RecordType::batch) ||
+        header_check(seed, length, type) != load_u32(bytes, offset + 4)) {
+        return FrameStatus::bad_header;
+    }
+    size = frame_overhead - 1 + std::size_t{length};
+    if (length > bytes.size() - offset - 12) {
+        return FrameStatus::torn;
+    }
+    if (budget != nullptr) {
+        if (budget->bytes_left < length) {
+            budget->exhausted = true;
+            return FrameStatus::bad_header;
+        }
+        budget->bytes_left -= length;
+    }
+    const std::string_view body = bytes.substr(offset + 12, length);
+    if (crc32c(body.substr(1), seed) != load_u32(bytes, offset + 8) ||
+        !decode_record(body, record)) {
+        return FrameStatus::bad_body;
+    }
+    return FrameStatus::good;
+}
+
+// Whether the bytes from `offset` to the end of the file are one whole frame whose head is
+// damaged: its body CRC matches exactly the rest of the file. (A torn write cannot produce
+// that; bit rot in a synced frame's length, header check or type can.)
+inline bool whole_frame_with_bad_head(std::string_view bytes, std::size_t offset,
+                                      std::uint32_t seed) noexcept {
+    return offset <= bytes.size() && bytes.size() - offset >= frame_overhead &&
+           bytes.size() - offset - 12 <= max_frame_bytes &&
+           crc32c(bytes.substr(offset + 13), seed) == load_u32(bytes, offset + 8);
+}
+
+inline std::string encode_header(std::uint64_t salt, std::uint32_t version = format_version) {
+    std::string out(magic.data(), magic.size());
+    Writer w(out);
+    w.u32(version);
+    w.u64(salt);
+    w.u32(crc32c(out));
+    return out;
+}
+
+}  // namespace journal
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_JOURNAL_HPP
+// #include <bulwark/detail/throw.hpp> (already included above)
+
+namespace bulwark {
+
+// When a mutation's journal record is made durable (fsync) before the call returns.
+enum class JournalSync : std::uint8_t {
+    always,  // every mutation is synced before it returns (default): survives power loss
+    batch,   // synced every batch_records records or batch_interval, whichever comes first
+    none,    // never synced by the store: survives a process crash, not a power loss
+};
+
+// What opening a journal does with damaged bytes (RocksDB's WAL recovery modes). See
+// docs/file_dead_letter_store.md for how a torn tail is told from damage.
+enum class JournalRecovery : std::uint8_t {
+    // An incomplete last write (a crash mid-write) is dropped and its size reported; damage
+    // followed by valid records, or a whole last record whose head is damaged, fails the open
+    // with the offset and leaves the file untouched (default).
+    tolerate_torn_tail,
+    // Stops at the first damage and keeps every record before it; the rest is dropped (after a
+    // copy of the file is kept as journal.corrupt-<n>).
+    point_in_time,
+    // Skips each damaged region, counts it, and keeps every valid record after it (salvage: the
+    // damaged records are lost); the journal is then rewritten without the damage, after a copy
+    // of the file is kept as journal.corrupt-<n>.
+    skip_corrupt,
+    // Any damage, a torn tail included, fails the open.
+    strict,
+};
+
+inline const char* to_string(JournalSync mode) noexcept {
+    switch (mode) {
+        case JournalSync::always:
+            return "always";
+        case JournalSync::batch:
+            return "batch";
+        case JournalSync::none:
+            return "none";
+    }
+    return "unknown";
+}
+
+inline const char* to_string(JournalRecovery mode) noexcept {
+    switch (mode) {
+        case JournalRecovery::tolerate_torn_tail:
+            return "tolerate_torn_tail";
+        case JournalRecovery::point_in_time:
+            return "point_in_time";
+        case JournalRecovery::skip_corrupt:
+            return "skip_corrupt";
+        case JournalRecovery::strict:
+            return "strict";
+    }
+    return "unknown";
+}
+
+// Every error a FileDeadLetterStore raises about its files derives from this; code() is the
+// operating system's error when there was one. Messages name paths and offsets, never payload
+// bytes.
+class FileDeadLetterStoreError : public std::runtime_error {
+public:
+    explicit FileDeadLetterStoreError(const std::string& what, std::error_code code = {})
+        : std::runtime_error(what), code_(code) {}
+
+    std::error_code code() const noexcept { return code_; }
+
+private:
+    std::error_code code_;
+};
+
+// Another store (in this process or another) holds the directory's lock file.
+class DeadLetterJournalLockedError : public FileDeadLetterStoreError {
+public:
+    using FileDeadLetterStoreError::FileDeadLetterStoreError;
+};
+
+// The journal is damaged in a way the recovery mode does not accept; offset() is where.
+class DeadLetterJournalCorruptError : public FileDeadLetterStoreError {
+public:
+    DeadLetterJournalCorruptError(const std::string& what, std::uint64_t offset)
+        : FileDeadLetterStoreError(what), offset_(offset) {}
+
+    std::uint64_t offset() const noexcept { return offset_; }
+
+private:
+    std::uint64_t offset_;
+};
+
+// The journal was written by a newer format version than this build reads.
+class DeadLetterJournalVersionError : public FileDeadLetterStoreError {
+public:
+    DeadLetterJournalVersionError(const std::string& what, std::uint32_t version)
+        : FileDeadLetterStoreError(what), version_(version) {}
+
+    std::uint32_t version() const noexcept { return version_; }
+
+private:
+    std::uint32_t version_;
+};
+
+// A mutation's journal write or sync failed: the mutation did not happen (it is not
+// acknowledged; after a failed sync its record may still surface after a restart).
+// poisoned() tells whether the store refuses mutations from now on.
+class DeadLetterJournalIoError : public FileDeadLetterStoreError {
+public:
+    DeadLetterJournalIoError(const std::string& what, std::error_code code, bool poisoned)
+        : FileDeadLetterStoreError(what, code), poisoned_(poisoned) {}
+
+    bool poisoned() const noexcept { return poisoned_; }
+
+private:
+    bool poisoned_;
+};
+
+// reprocess() stopped part-way: the journal could not record an outcome, or the store was
+// poisoned (by this call or another thread) before the next handler call. partial() is what the
+// call did up to then, every outcome in it journaled. unrecorded_id() names the record whose
+// handler ran but whose outcome was not recorded ("" when the call stopped before a handler
+// call): that record stays pending, so a later reprocess may resend it again (at-least-once);
+// after a failed sync (poisoned()) its outcome may still surface after a restart.
+class DeadLetterReprocessInterruptedError : public DeadLetterJournalIoError {
+public:
+    DeadLetterReprocessInterruptedError(const std::string& what, std::error_code code,
+                                        bool poisoned, ReprocessResult partial,
+                                        std::string unrecorded_id)
+        : DeadLetterJournalIoError(what, code, poisoned),
+          partial_(partial),
+          unrecorded_id_(std::move(unrecorded_id)) {}
+
+    const ReprocessResult& partial() const noexcept { return partial_; }
+    const std::string& unrecorded_id() const noexcept { return unrecorded_id_; }
+
+private:
+    ReprocessResult partial_;
+    std::string unrecorded_id_;
+};
+
+// A mutation on a poisoned store: an earlier sync (or an unrecoverable write) failed, so what the
+// journal holds is unknown. Reads still work; reopen the store to recover.
+class DeadLetterStorePoisonedError : public FileDeadLetterStoreError {
+public:
+    using FileDeadLetterStoreError::FileDeadLetterStoreError;
+};
+
+struct FileDeadLetterStoreOptions {
+    // As InMemoryDeadLetterStoreOptions: records held at most (full: the oldest resolved record
+    // is evicted, never a pending one). >= 1. Default 100000. A journal holding more records
+    // than this (the limit was lowered) keeps them all; adds then evict one for one.
+    std::size_t max_entries = 100000;
+    // Larger payloads are refused with DeadLetterTooLargeError. In [1, 64 MiB]. Default 1 MiB.
+    std::size_t max_payload_bytes = std::size_t{1} << 20U;
+    // All the other strings of a record together above this are refused (see
+    // InMemoryDeadLetterStoreOptions). In [1, 16 MiB]. Default 64 KiB.
+    std::size_t max_text_bytes = std::size_t{64} << 10U;
+    // Attempt history kept per record. >= 1. Default 64.
+    std::size_t max_attempts = 64;
+    // Durability of each mutation (see JournalSync). Default always.
+    JournalSync sync = JournalSync::always;
+    // sync=batch: sync once this many records are unsynced. >= 1. Default 128.
+    std::size_t batch_records = 128;
+    // sync=batch: sync at the first mutation at least this long after the last sync (there is no
+    // background thread: call sync() from a timer to bound a quiet store's window). >= 0.
+    // Default 100 ms.
+    Duration batch_interval = std::chrono::milliseconds(100);
+    // What open does with damage (see JournalRecovery). Default tolerate_torn_tail.
+    JournalRecovery recovery = JournalRecovery::tolerate_torn_tail;
+    // The journal is rewritten with only the live records once it is larger than both this and
+    // twice the live data. >= 4096. Default 4 MiB.
+    std::uint64_t compact_min_bytes = std::uint64_t{4} << 20U;
+
+    void validate() const {
+        if (max_entries == 0) {
+            detail::throw_invalid_option("FileDeadLetterStoreOptions.max_entries", "must be >= 1",
+                                         "0");
+        }
+        if (max_payload_bytes == 0 || max_payload_bytes > (std::size_t{64} << 20U)) {
+            detail::throw_invalid_option("FileDeadLetterStoreOptions.max_payload_bytes",
+                                         "must be in [1, 67108864]",
+                                         std::to_string(max_payload_bytes));
+        }
+        if (max_text_bytes == 0 || max_text_bytes > (std::size_t{16} << 20U)) {
+            detail::throw_invalid_option("FileDeadLetterStoreOptions.max_text_bytes",
+                                         "must be in [1, 16777216]",
+                                         std::to_string(max_text_bytes));
+        }
+        if (max_attempts == 0) {
+            detail::throw_invalid_option("FileDeadLetterStoreOptions.max_attempts", "must be >= 1",
+                                         "0");
+        }
+        if (static_cast<unsigned>(sync) > static_cast<unsigned>(JournalSync::none)) {
+            detail::throw_invalid_option("FileDeadLetterStoreOptions.sync", "must be a JournalSync",
+                                         std::to_string(static_cast<unsigned>(sync)));
+        }
+        if (batch_records == 0) {
+            detail::throw_invalid_option("FileDeadLetterStoreOptions.batch_records", "must be >= 1",
+                                         "0");
+        }
+        if (batch_interval < Duration::zero()) {
+            detail::throw_invalid_option("FileDeadLetterStoreOptions.batch_interval",
+                                         "must be >= 0", detail::format_duration(batch_interval));
+        }
+        if (static_cast<unsigned>(recovery) > static_cast<unsigned>(JournalRecovery::strict)) {
+            detail::throw_invalid_option("FileDeadLetterStoreOptions.recovery",
+                                         "must be a JournalRecovery",
+                                         std::to_string(static_cast<unsigned>(recovery)));
+        }
+        if (compact_min_bytes < 4096) {
+            detail::throw_invalid_option("FileDeadLetterStoreOptions.compact_min_bytes",
+                                         "must be >= 4096", std::to_string(compact_min_bytes));
+        }
+    }
+};
+
+// The journal's health and what the last open found.
+struct JournalStats {
+    bool poisoned = false;               // mutations are refused (see DeadLetterStorePoisonedError)
+    std::string poison_reason;           // why, when poisoned
+    std::uint64_t file_bytes = 0;        // journal size now
+    std::uint64_t live_bytes = 0;        // what a compaction would write now
+    std::uint64_t unsynced_records = 0;  // written but not yet synced (batch, none)
+    std::uint64_t recovered_records = 0;   // records replayed by open
+    std::uint64_t dropped_tail_bytes = 0;  // damaged or incomplete tail dropped by open
+    std::uint64_t corrupt_regions = 0;     // damaged regions skipped by open (skip_corrupt)
+    std::uint64_t skipped_bytes = 0;       // their bytes
+    std::uint64_t syncs = 0;               // file syncs since open
+    std::uint64_t compactions = 0;
+    std::uint64_t compaction_failures = 0;  // compactions abandoned; the old journal stayed
+    std::uint64_t write_rollbacks = 0;      // failed writes undone by truncation (disk full…)
+    // point_in_time and skip_corrupt: the copy of the journal kept, as found, before open
+    // dropped or rewrote anything ("" when nothing was dropped).
+    std::string corrupt_copy;
+};
+
+// A DeadLetterStore kept in a journal on disk: an acknowledged mutation survives a crash (with
+// JournalSync::always, a power loss too). Same semantics as InMemoryDeadLetterStore; all records
+// are also held in memory, so reads never touch the disk.
+//   bulwark::FileDeadLetterStore file("/var/lib/app/dlq");   // options, file system, clock
+//   std::string id = file.add(d);                             // durable when it returns
+// The directory (created 0700; a symlink, another owner or group/other access is refused) holds
+// `journal` (0600, one link) and `LOCK`: one store per directory, across processes. Open replays
+// the journal (see JournalRecovery) and may throw FileDeadLetterStoreError and its subclasses. A
+// failed write is rolled back and the store stays usable (disk full); a failed sync poisons it (see
+// DeadLetterStorePoisonedError). Thread-safe: one mutex guards everything, held across journal I/O,
+// never while a reprocess handler runs. See docs/file_dead_letter_store.md.
+class FileDeadLetterStore : public DeadLetterStore {
+public:
+    // Opens (creating if missing) the store in `directory`. The file system and clock must
+    // outlive the store. Throws std::invalid_argument for invalid options.
+    explicit FileDeadLetterStore(std::string directory, FileDeadLetterStoreOptions options = {},
+                                 FileSystem& fs = default_file_system(),
+                                 Clock& clock = default_clock())
+        : options_((options.validate(), options)),
+          fs_(fs),
+          clock_(&clock),
+          directory_(trim_slashes(std::move(directory))),
+          journal_path_(directory_ + "/journal"),
+          temp_path_(directory_ + "/journal.compact"),
+          id_seed_(detail::dead_letter_id_seed(this)) {
+        open();
+    }
+
+    // Syncs what is unsynced (sync=batch), ignoring errors.
+    ~FileDeadLetterStore() override {
+        try {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (options_.sync == JournalSync::batch && unsynced_ > 0 && !poisoned_) {
+                fs_.sync(file_.get());
+            }
+        } catch (...) {  // NOLINT(bugprone-empty-catch): a destructor reports nothing
+        }
+    }
+
+    const FileDeadLetterStoreOptions& options() const noexcept { return options_; }
+    const std::string& directory() const noexcept { return directory_; }
+
+    // Makes every record written so far durable (for sync=batch or none). Throws
+    // DeadLetterJournalIoError (and poisons) if the sync fails, DeadLetterStorePoisonedError on
+    // a poisoned store.
+    void sync() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        check_writable();
+        sync_locked();
+    }
+
+    bool poisoned() const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return poisoned_;
+    }
+
+    JournalStats journal_stats() const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        JournalStats s = journal_;
+        s.poisoned = poisoned_;
+        s.poison_reason = poison_reason_;
+        s.file_bytes = end_;
+        s.live_bytes = live_bytes_;
+        s.unsynced_records = unsynced_;
+        return s;
+    }
+
+protected:
+    std::string do_add(DeadLetter letter) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        try {
+            detail::prepare_dead_letter(letter, do_limits(), clock_->wall_now());
+        } catch (const DeadLetterTooLargeError&) {
+            ++rejected_too_large_;
+            throw;
+        }
+        if (!letter.id.empty() && index_.contains(letter.id)) {
+            ++duplicate_adds_;
+            return letter.id;
+        }
+        const bool full = index_.size() >= options_.max_entries;
+        if (full && resolved_.empty()) {
+            ++rejected_full_;
+            detail::throw_store_full(options_.max_entries);
+        }
+        check_writable();
+        if (letter.id.empty()) {
+            do {
+                letter.id =
+                    detail::format_dead_letter_id(detail::SplitMix64::at(id_seed_, next_id_++));
+            } while (index_.contains(letter.id));
+        }
+        std::vector<Record> records(1);
+        records[0].type = detail::journal::RecordType::add;
+        records[0].letter = std::move(letter);
+        std::string id = records[0].letter.id;
+        if (full) {
+            // The add and the eviction it causes: one atomic batch, as in memory.
+            Record evict;
+            evict.type = detail::journal::RecordType::remove;
+            evict.cause = detail::journal::RemoveCause::evict;
+            evict.id = index_.find_seq(*resolved_.begin())->second.id;
+            records.push_back(std::move(evict));
+        }
+        commit_and_apply(records);
+        return id;
+    }
+
+    std::optional<DeadLetter> do_get(std::string_view id) const override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        const auto it = index_.find(id);
+        if (it == index_.end()) {
+            return std::nullopt;
+        }
+        return it->second;
+    }
+
+    std::vector<DeadLetter> do_list(const DeadLetterQuery& query) const override {
+        std::vector<DeadLetter> out;
+        const std::size_t limit = query.max_results();
+        if (limit == 0) {
+            return out;
+        }
+        std::lock_guard<std::mutex> lock(mutex_);
+        index_.scan(query, [&](Index::const_iterator it) {
+            out.push_back(it->second);
+            return out.size() < limit;
+        });
+        return out;
+    }
+
+    std::size_t do_dismiss(const DeadLetterQuery& query, std::string_view note) override {
+        const std::size_t limit = query.max_results();
+        if (limit == 0) {
+            return 0;
+        }
+        std::lock_guard<std::mutex> lock(mutex_);
+        std::vector<Record> records;
+        index_.scan(query, [&](Index::const_iterator it) {
+            if (it->second.status == DeadLetterStatus::pending) {
+                Record r;
+                r.type = detail::journal::RecordType::dismiss;
+                r.id = it->second.id;
+                r.text = std::string(note);
+                records.push_back(std::move(r));
+            }
+            return records.size() < limit;
+        });
+        return commit_and_apply(records);
+    }
+
+    std::size_t do_categorize(const DeadLetterQuery& query, std::string_view category,
+                              const std::vector<std::string>& tags) override {
+        const std::size_t limit = query.max_results();
+        if (limit == 0) {
+            return 0;
+        }
+        std::lock_guard<std::mutex> lock(mutex_);
+        std::size_t matched = 0;
+        std::vector<Record> records;
+        index_.scan(query, [&](Index::const_iterator it) {
+            const DeadLetter& d = it->second;
+            bool changes = d.category != category;
+            for (const std::string& tag : tags) {
+                changes = changes || std::find(d.tags.begin(), d.tags.end(), tag) == d.tags.end();
+            }
+            if (changes) {  // a record it would not change needs no journal record
+                Record r;
+                r.type = detail::journal::RecordType::categorize;
+                r.id = d.id;
+                r.text = std::string(category);
+                r.tags = tags;
+                records.push_back(std::move(r));
+            }
+            return ++matched < limit;
+        });
+        commit_and_apply(records);
+        return matched;
+    }
+
+    ReprocessResult do_reprocess(const DeadLetterQuery& query, const DeadLetterHandler& handler,
+                                 const ReprocessOptions& options) override {
+        if (!handler) {
+            detail::throw_invalid_argument("bulwark::DeadLetterStore::reprocess: empty handler");
+        }
+        ReprocessResult result;
+        std::vector<Index::Seq> batch;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (reprocessing_) {
+                result.already_running = true;
+                return result;
+            }
+            check_writable();  // a poisoned store could not record an outcome: resend nothing
+            const std::size_t limit = query.max_results();
+            if (limit != 0) {
+                index_.scan(query, [&](Index::const_iterator it) {
+                    if (it->second.status != DeadLetterStatus::pending) {
+                        return true;
+                    }
+                    ++result.matched;
+                    if (options.max_redrives != 0 && it->second.redrives >= options.max_redrives) {
+                        ++result.skipped_limit;
+                        return true;
+                    }
+                    batch.push_back(it->first);
+                    return batch.size() < limit;
+                });
+            }
+            reprocessing_ = true;
+        }
+        struct Running {
+            FileDeadLetterStore* store;
+            ~Running() {
+                std::lock_guard<std::mutex> lock(store->mutex_);
+                store->reprocessing_ = false;
+            }
+        } running{this};
+
+        for (const Index::Seq seq : batch) {
+            if (options.cancel != nullptr && options.cancel->cancelled()) {
+                result.cancelled = true;
+                break;
+            }
+            DeadLetter copy;
+            {
+                std::lock_guard<std::mutex> lock(mutex_);
+                if (poisoned_) {  // meanwhile, by another call: stop before resending
+                    throw DeadLetterReprocessInterruptedError(
+                        "bulwark::FileDeadLetterStore: reprocess stopped: " + directory_ +
+                            " is poisoned: " + poison_reason_,
+                        {}, true, result, std::string());
+                }
+                const auto it = index_.find_seq(seq);
+                if (it == index_.end() || it->second.status != DeadLetterStatus::pending ||
+                    !query.matches(it->second)) {
+                    ++result.skipped_changed;
+                    continue;
+                }
+                copy = it->second;
+            }
+            bool resent = false;
+            std::string error;
+            try {
+                resent = handler(copy);
+                if (!resent) {
+                    error = "handler returned false";
+                }
+            } catch (const std::exception& e) {
+                error = e.what();
+            } catch (...) {
+                error = "handler threw an exception not derived from std::exception";
+            }
+            std::lock_guard<std::mutex> lock(mutex_);
+            // The outcome counts only once journaled. An outcome for a record removed while the
+            // handler ran is journaled without an id: it only counts.
+            Record r;
+            r.type = detail::journal::RecordType::outcome;
+            const auto it = index_.find_seq(seq);
+            if (it != index_.end()) {
+                r.id = it->second.id;
+            }
+            r.attempt = DeadLetterAttempt{clock_->wall_now(), options.channel,
+                                          detail::redrive_error_text(std::move(error))};
+            r.resent = resent;
+            std::string frames;
+            detail::journal::encode_record(r, frames, seed_);
+            try {
+                commit(frames, 1);
+            } catch (const DeadLetterJournalIoError& e) {
+                throw DeadLetterReprocessInterruptedError(
+                    std::string(e.what()) + " (reprocess stopped; the handler ran for " + copy.id +
+                        " but its outcome was not recorded)",
+                    e.code(), e.poisoned(), result, copy.id);
+            } catch (const DeadLetterStorePoisonedError& e) {
+                throw DeadLetterReprocessInterruptedError(
+                    std::string(e.what()) + " (reprocess stopped; the handler ran for " + copy.id +
+                        " but its outcome was not recorded)",
+                    {}, true, result, copy.id);
+            }
+            apply(r);
+            if (resent) {
+                ++result.resent;
+            } else {
+                ++result.failed;
+            }
+            maybe_compact();
+        }
+        return result;
+    }
+
+    std::size_t do_purge(WallTime older_than) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        std::vector<Record> records;
+        for (const auto& entry : index_) {
+            if (entry.second.created < older_than) {
+                Record r;
+                r.type = detail::journal::RecordType::remove;
+                r.id = entry.second.id;
+                r.cause = detail::journal::RemoveCause::purge;
+                records.push_back(std::move(r));
+            }
+        }
+        return commit_and_apply(records);
+    }
+
+    DeadLetterStats do_stats() const override {
+        DeadLetterStats s;
+        std::lock_guard<std::mutex> lock(mutex_);
+        index_.fill(s);
+        s.added = counters_.added;
+        s.duplicate_adds = duplicate_adds_;
+        s.evicted = counters_.evicted;
+        s.purged = counters_.purged;
+        s.resent = counters_.resent;
+        s.redrive_failures = counters_.redrive_failures;
+        s.rejected_full = rejected_full_;
+        s.rejected_too_large = rejected_too_large_;
+        return s;
+    }
+
+    std::size_t do_size() const override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return index_.size();
+    }
+
+    DeadLetterLimits do_limits() const noexcept override {
+        return DeadLetterLimits{options_.max_entries, options_.max_payload_bytes,
+                                options_.max_attempts, options_.max_text_bytes};
+    }
+
+private:
+    using Index = detail::DeadLetterIndex;
+    using Record = detail::journal::Record;
+
+    // The largest frame the store writes (a reader accepts up to max_frame_bytes).
+    static constexpr std::uint64_t record_limit = detail::journal::max_frame_bytes / 2;
+
+    static std::uint64_t frame_estimate(const Record& r) noexcept {
+        if (r.type == detail::journal::RecordType::add) {
+            return detail::journal::snapshot_frame_size(r.letter);
+        }
+        std::uint64_t n = detail::journal::frame_overhead + 24 + r.id.size() + r.text.size() +
+                          r.attempt.channel.size() + r.attempt.error.size();
+        for (const std::string& t : r.tags) {
+            n += 4 + t.size();
+        }
+        return n;
+    }
+
+    // Closes a FileSystem handle when it goes out of scope.
+    class FileHandle {
+    public:
+        FileHandle() = default;
+        FileHandle(FileSystem& fs, FileSystem::Handle h) noexcept : fs_(&fs), h_(h) {}
+        FileHandle(FileHandle&& other) noexcept : fs_(other.fs_), h_(other.h_) { other.h_ = -1; }
+        FileHandle& operator=(FileHandle&& other) noexcept {
+            if (this != &other) {
+                reset();
+                fs_ = other.fs_;
+                h_ = other.h_;
+                other.h_ = -1;
+            }
+            return *this;
+        }
+        FileHandle(const FileHandle&) = delete;
+        FileHandle& operator=(const FileHandle&) = delete;
+        ~FileHandle() { reset(); }
+
+        FileSystem::Handle get() const noexcept { return h_; }
+        void reset() noexcept {
+            if (h_ >= 0) {
+                fs_->close(h_);
+                h_ = -1;
+            }
+        }
+
+    private:
+        FileSystem* fs_ = nullptr;
+        FileSystem::Handle h_ = -1;
+    };
+
+    static std::string trim_slashes(std::string path) {
+        while (path.size() > 1 && path.back() == '/') {
+            path.pop_back();
+        }
+        return path;
+    }
+
+    static std::string parent_of(const std::string& path) {
+        const std::size_t slash = path.rfind('/');
+        if (slash == std::string::npos) {
+            return ".";
+        }
+        return slash == 0 ? "/" : path.substr(0, slash);
+    }
+
+    [[noreturn]] BULWARK_NOINLINE static void throw_io(const std::string& what,
+                                                       const std::system_error& e) {
+        throw FileDeadLetterStoreError("bulwark::FileDeadLetterStore: " + what + ": " + e.what(),
+                                       e.code());
+    }
+
+    [[noreturn]] BULWARK_NOINLINE void throw_corrupt(std::uint64_t offset,
+                                                     const std::string& why) const {
+        throw DeadLetterJournalCorruptError("bulwark::FileDeadLetterStore: journal " +
+                                                journal_path_ + " is corrupt at offset " +
+                                                std::to_string(offset) + ": " + why,
+                                            offset);
+    }
+
+    // ---- open and recovery ------------------------------------------------------------------
+
+    // The directory that holds the store's directory, as the kernel resolves it (a symlinked
+    // ancestor is fine; the final component ".." never is one).
+    std::string parent_directory() const { return directory_ + "/.."; }
+
+    static std::string octal(std::uint32_t mode) {
+        std::string out;
+        for (int shift = 9; shift >= 0; shift -= 3) {
+            out.push_back(static_cast<char>('0' + ((mode >> static_cast<unsigned>(shift)) & 7U)));
+        }
+        return out;
+    }
+
+    // Refuses a directory or journal that someone else could read or replace: not owned by this
+    // process's effective user, a directory open to group or others, a journal with another name.
+    static void check_private(const std::string& path, const FileSystem::Info& info,
+                              bool directory) {
+        const auto me = static_cast<std::uint64_t>(::geteuid());
+        std::string problem;
+        if (info.owner != me) {
+            problem = " is owned by uid " + std::to_string(info.owner) +
+                      ", not by this process's effective uid " + std::to_string(me);
+        } else if (directory && (info.mode & 077U) != 0) {
+            problem = " has mode " + octal(info.mode) +
+                      ": group or others have access (make it 0700: chmod 700)";
+        } else if (!directory && info.links != 1) {
+            problem = " has " + std::to_string(info.links) +
+                      " hard links (another name could read or change it)";
+        }
+        if (!problem.empty()) {
+            throw FileDeadLetterStoreError("bulwark::FileDeadLetterStore: " + path + problem +
+                                           "; refused");
+        }
+    }
+
+    void open() {
+        try {
+            const FileSystem::Info dir = fs_.info(directory_);
+            if (dir.kind == FileSystem::Kind::missing) {
+                fs_.make_dir(directory_);
+                fs_.sync_dir(parent_directory());
+            } else if (dir.kind != FileSystem::Kind::directory) {
+                throw FileDeadLetterStoreError("bulwark::FileDeadLetterStore: " + directory_ +
+                                               (dir.kind == FileSystem::Kind::symlink
+                                                    ? " is a symlink; refused"
+                                                    : " is not a directory"));
+            } else {
+                check_private(directory_, dir, true);
+            }
+        } catch (const std::system_error& e) {
+            throw_io("cannot create directory " + directory_, e);
+        }
+        try {
+            lock_ = FileHandle(fs_, fs_.lock(directory_ + "/LOCK"));
+        } catch (const std::system_error& e) {
+            if (e.code() == std::errc::operation_would_block ||
+                e.code() == std::errc::resource_unavailable_try_again) {
+                throw DeadLetterJournalLockedError("bulwark::FileDeadLetterStore: " + directory_ +
+                                                       " is in use by another store (LOCK held)",
+                                                   e.code());
+            }
+            throw_io("cannot lock " + directory_, e);
+        }
+        try {
+            fs_.remove(temp_path_);  // an interrupted compaction's output; the journal is whole
+            const FileSystem::Info journal = fs_.info(journal_path_);
+            if (journal.kind == FileSystem::Kind::missing) {
+                install_snapshot();
+            } else if (journal.kind != FileSystem::Kind::regular) {
+                throw FileDeadLetterStoreError("bulwark::FileDeadLetterStore: " + journal_path_ +
+                                               (journal.kind == FileSystem::Kind::symlink
+                                                    ? " is a symlink; refused"
+                                                    : " is not a regular file"));
+            } else {
+                check_private(journal_path_, journal, false);
+                file_ = FileHandle(fs_, fs_.open(journal_path_, false, false));
+                recover(fs_.read_all(file_.get()));
+            }
+            // Before accepting a write, make every name on the way durable: the directory in its
+            // parent, the journal in the directory. A crash of an earlier process may have cut
+            // short the directory sync after a mkdir, a journal creation or a compaction's
+            // rename; records synced into the new file would then vanish with its name at a
+            // power loss.
+            fs_.sync_dir(parent_directory());
+            fs_.sync_dir(directory_);
+        } catch (const std::system_error& e) {
+            throw_io("cannot open journal " + journal_path_, e);
+        }
+        last_sync_ = clock_->now();
+    }
+
+    // The first whole frame at or after `from`, or npos: a resynchronising scan. A candidate
+    // counts only when its salted header check passes; one whose body fails is skipped whole.
+    std::size_t find_frame(std::string_view all, std::size_t from,
+                           detail::journal::ScanBudget& budget) const {
+        namespace j = detail::journal;
+        Record ignored;
+        std::size_t at = from;
+        while (at < all.size()) {
+            std::size_t size = 0;
+            switch (j::check_frame(all, at, seed_, ignored, size, &budget)) {
+                case j::FrameStatus::good:
+                    return at;
+                case j::FrameStatus::torn:
+                    return std::string_view::npos;  // the rest is an incomplete write
+                case j::FrameStatus::bad_body:
+                    at += size;
+                    break;
+                case j::FrameStatus::bad_header:
+                    if (budget.exhausted) {
+                        return std::string_view::npos;
+                    }
+                    ++at;
+                    break;
+            }
+        }
+        return std::string_view::npos;
+    }
+
+    void recover(const std::string& bytes) {
+        namespace j = detail::journal;
+        const std::string_view all(bytes);
+        const bool salvaging = options_.recovery == JournalRecovery::point_in_time ||
+                               options_.recovery == JournalRecovery::skip_corrupt;
+        if (all.size() < j::header_size) {
+            // The magic and version are fixed; the salt and the header CRC are not.
+            const std::string header = j::encode_header(0);
+            const std::size_t fixed = std::min<std::size_t>(all.size(), 12);
+            if (all.empty() || (options_.recovery != JournalRecovery::strict &&
+                                header.compare(0, fixed, all.substr(0, fixed)) == 0)) {
+                // A header cut short: nothing was ever acknowledged in this file.
+                journal_.dropped_tail_bytes = all.size();
+                if (salvaging && !all.empty()) {
+                    preserve(all);
+                }
+                file_.reset();
+                install_snapshot();
+                return;
+            }
+            throw_corrupt(0, "shorter than its header");
+        }
+        if (all.compare(0, j::magic.size(), std::string_view(j::magic.data(), j::magic.size())) !=
+            0) {
+            throw_corrupt(0, "not a bulwark dead-letter journal (bad magic)");
+        }
+        const std::uint32_t version = j::load_u32(all, 8);
+        if (j::crc32c(all.substr(0, 20)) != j::load_u32(all, 20)) {
+            throw_corrupt(0, "header checksum mismatch");
+        }
+        if (version == 0) {
+            throw_corrupt(8, "format version 0");
+        }
+        if (version > j::format_version) {
+            throw DeadLetterJournalVersionError(
+                "bulwark::FileDeadLetterStore: journal " + journal_path_ + " has format version " +
+                    std::to_string(version) + "; this build reads version " +
+                    std::to_string(j::format_version),
+                version);
+        }
+        if (version < j::format_version) {
+            throw DeadLetterJournalVersionError(
+                "bulwark::FileDeadLetterStore: journal " + journal_path_ + " has format version " +
+                    std::to_string(version) + ", from a pre-release build; this build reads " +
+                    "version " + std::to_string(j::format_version),
+                version);
+        }
+        seed_ = j::salt_seed(j::load_u64(all, 12));
+        live_bytes_ = base_live_bytes();
+        std::size_t pos = j::header_size;
+        std::size_t good_end = pos;
+        j::ScanBudget budget{8 * static_cast<std::uint64_t>(all.size()) + (1U << 20U)};
+        Record record;
+        while (pos < all.size()) {
+            std::size_t size = 0;
+            const j::FrameStatus status = j::check_frame(all, pos, seed_, record, size);
+            if (status == j::FrameStatus::good) {
+                apply(record);
+                ++journal_.recovered_records;
+                pos += size;
+                good_end = pos;
+                continue;
+            }
+            if (options_.recovery == JournalRecovery::strict) {
+                throw_corrupt(pos, std::string(status == j::FrameStatus::torn ? "incomplete record"
+                                                                              : "damaged record") +
+                                       " (recovery mode strict)");
+            }
+            if (status == j::FrameStatus::torn) {
+                break;  // an incomplete last record: a torn write, dropped unread
+            }
+            // Damage at `pos`. A head that checks gives the frame's extent; otherwise rescan.
+            std::size_t next =
+                find_frame(all, status == j::FrameStatus::bad_body ? pos + size : pos + 1, budget);
+            if (budget.exhausted) {
+                if (options_.recovery == JournalRecovery::tolerate_torn_tail) {
+                    throw_corrupt(pos, "damaged record; too much damage after it to resynchronise");
+                }
+                break;  // salvage what came before; the rest is dropped
+            }
+            if (next == std::string_view::npos) {
+                if (status != j::FrameStatus::bad_header ||
+                    !j::whole_frame_with_bad_head(all, pos, seed_)) {
+                    break;  // nothing whole after the damage: a torn tail
+                }
+                // A whole, synced last record whose length or type was damaged afterwards.
+                if (options_.recovery == JournalRecovery::tolerate_torn_tail) {
+                    throw_corrupt(pos,
+                                  "the last record is complete but its header is damaged (not a "
+                                  "torn write); JournalRecovery::point_in_time or skip_corrupt "
+                                  "open the journal without it (keeping a copy of the file)");
+                }
+                next = all.size();
+            } else if (options_.recovery == JournalRecovery::tolerate_torn_tail) {
+                throw_corrupt(pos, "damaged record followed by valid records at offset " +
+                                       std::to_string(next) +
+                                       " (JournalRecovery::skip_corrupt salvages the valid records "
+                                       "but drops the damaged ones, keeping a copy of the file)");
+            }
+            if (options_.recovery == JournalRecovery::point_in_time) {
+                break;
+            }
+            ++journal_.corrupt_regions;
+            journal_.skipped_bytes += next - pos;
+            pos = next;
+        }
+        end_ = good_end;
+        if (salvaging && (good_end < all.size() || journal_.corrupt_regions > 0)) {
+            preserve(all);  // before anything is dropped or rewritten
+        }
+        if (good_end < all.size()) {
+            journal_.dropped_tail_bytes = all.size() - good_end;
+            fs_.truncate(file_.get(), good_end);
+            fs_.sync(file_.get());
+        }
+        if (journal_.corrupt_regions > 0) {
+            // Rewrite without the damage, so that the next open in any mode accepts the file.
+            install_snapshot();
+            ++journal_.compactions;
+        }
+    }
+
+    static std::uint64_t base_live_bytes() noexcept {
+        return detail::journal::header_size + detail::journal::frame_overhead + 40;
+    }
+
+    // The journal a compaction writes: a header with `salt`, the counters, every live record.
+    std::string snapshot_bytes(std::uint64_t salt) const {
+        namespace j = detail::journal;
+        const std::uint32_t seed = j::salt_seed(salt);
+        std::string out = j::encode_header(salt);
+        Record counters;
+        counters.type = j::RecordType::counters;
+        counters.counters = counters_;
+        j::encode_record(counters, out, seed);
+        Record add;
+        add.type = j::RecordType::add;
+        add.snapshot = true;
+        for (const auto& entry : index_) {
+            add.letter = entry.second;
+            j::encode_record(add, out, seed);
+        }
+        return out;
+    }
+
+    // Writes a new journal (with a new salt) to the temp file, created exclusively, syncs it,
+    // renames it over the journal and syncs the directory: a crash at any point leaves either
+    // the old or the new journal whole. Throws std::system_error; `stage` tells the caller how
+    // far it got.
+    enum class Stage : std::uint8_t { writing, renaming, renamed };
+    void install_snapshot(Stage* stage = nullptr) {
+        Stage ignored = Stage::writing;
+        Stage& at = stage != nullptr ? *stage : ignored;
+        at = Stage::writing;
+        const std::uint64_t salt = detail::journal::new_salt();
+        const std::string bytes = snapshot_bytes(salt);
+        fs_.remove(temp_path_);  // a stale one (an earlier failure): O_EXCL below
+        FileHandle temp(fs_, fs_.create_new(temp_path_));
+        fs_.write_at(temp.get(), 0, bytes);
+        fs_.sync(temp.get());
+        at = Stage::renaming;
+        fs_.rename(temp_path_, journal_path_);
+        at = Stage::renamed;
+        file_ = std::move(temp);
+        seed_ = detail::journal::salt_seed(salt);
+        end_ = bytes.size();
+        unsynced_ = 0;
+        ++journal_.syncs;
+        fs_.sync_dir(directory_);
+    }
+
+    // Keeps the journal's bytes as they were before recovery drops or rewrites anything, as
+    // journal.corrupt-<n> (0600, synced, its directory entry too): salvage never destroys the
+    // only copy. Throws std::system_error.
+    void preserve(std::string_view bytes) {
+        for (unsigned n = 0;; ++n) {
+            const std::string path = journal_path_ + ".corrupt-" + std::to_string(n);
+            if (fs_.kind(path) != FileSystem::Kind::missing) {
+                if (n >= 9999) {
+                    throw std::system_error(EEXIST, std::generic_category(),
+                                            "too many " + journal_path_ + ".corrupt-* copies");
+                }
+                continue;
+            }
+            FileHandle copy(fs_, fs_.create_new(path));
+            fs_.write_at(copy.get(), 0, bytes);
+            fs_.sync(copy.get());
+            copy.reset();
+            fs_.sync_dir(directory_);
+            journal_.corrupt_copy = path;
+            return;
+        }
+    }
+
+    // ---- replay: the one place where records change the index -------------------------------
+
+    void apply(const Record& r) {
+        namespace j = detail::journal;
+        switch (r.type) {
+            case j::RecordType::add: {
+                if (index_.contains(r.letter.id)) {
+                    return;  // cannot be written by a store; ignored like a duplicate add
+                }
+                const auto it = index_.insert(r.letter);
+                if (it->second.status != DeadLetterStatus::pending) {
+                    resolved_.insert(it->first);
+                }
+                live_bytes_ += j::snapshot_frame_size(it->second);
+                if (!r.snapshot) {
+                    ++counters_.added;
+                }
+                return;
+            }
+            case j::RecordType::dismiss: {
+                const auto it = index_.find(r.id);
+                if (it != index_.end() && it->second.status == DeadLetterStatus::pending) {
+                    modify(it, [&] { index_.dismiss(it, r.text); });
+                    resolved_.insert(it->first);
+                }
+                return;
+            }
+            case j::RecordType::outcome: {
+                const auto it = r.id.empty() ? index_.end() : index_.find(r.id);
+                if (it != index_.end()) {
+                    modify(it, [&] {
+                        index_.record_redrive(it, r.resent, r.attempt, options_.max_attempts);
+                    });
+                    if (it->second.status != DeadLetterStatus::pending) {
+                        resolved_.insert(it->first);
+                    }
+                }
+                ++(r.resent ? counters_.resent : counters_.redrive_failures);
+                return;
+            }
+            case j::RecordType::categorize: {
+                const auto it = index_.find(r.id);
+                if (it != index_.end()) {
+                    modify(it, [&] { index_.categorize(it, r.text, r.tags); });
+                }
+                return;
+            }
+            case j::RecordType::remove: {
+                const auto it = index_.find(r.id);
+                if (it != index_.end()) {
+                    live_bytes_ -= j::snapshot_frame_size(it->second);
+                    resolved_.erase(it->first);
+                    index_.erase(it);
+                    ++(r.cause == j::RemoveCause::evict ? counters_.evicted : counters_.purged);
+                }
+                return;
+            }
+            case j::RecordType::counters:
+                counters_ = r.counters;
+                return;
+            case j::RecordType::batch:
+                for (const Record& inner : r.batch) {
+                    apply(inner);
+                }
+                return;
+        }
+    }
+
+    // Runs `change` on the record at `it`, keeping live_bytes_ right.
+    template <class Change>
+    void modify(Index::const_iterator it, Change&& change) {
+        const std::uint64_t before = detail::journal::snapshot_frame_size(it->second);
+        change();
+        live_bytes_ = live_bytes_ - before + detail::journal::snapshot_frame_size(it->second);
+    }
+
+    // ---- the write path -----------------------------------------------------------------------
+
+    void check_writable() const {
+        if (poisoned_) {
+            throw DeadLetterStorePoisonedError(
+                "bulwark::FileDeadLetterStore: " + directory_ +
+                " is poisoned and refuses changes (reopen it to recover): " + poison_reason_);
+        }
+    }
+
+    void poison(const std::string& reason) {
+        if (!poisoned_) {
+            poisoned_ = true;
+            poison_reason_ = reason;
+        }
+    }
+
+    std::size_t commit_and_apply(const std::vector<Record>& records) {
+        if (records.empty()) {
+            return 0;
+        }
+        // One frame per call, so that a crash applies all of it or none; a call too large for one
+        // frame (hundreds of MiB) is split into several, each still all or none.
+        std::string frames;
+        std::size_t first = 0;
+        while (first < records.size()) {
+            std::size_t last = first;
+            std::uint64_t bytes = 0;
+            while (last < records.size() &&
+                   (last == first || bytes + frame_estimate(records[last]) <= record_limit)) {
+                bytes += frame_estimate(records[last]);
+                ++last;
+            }
+            if (last - first == 1) {
+                detail::journal::encode_record(records[first], frames, seed_);
+            } else {
+                Record batch;
+                batch.type = detail::journal::RecordType::batch;
+                batch.batch.assign(records.begin() + static_cast<std::ptrdiff_t>(first),
+                                   records.begin() + static_cast<std::ptrdiff_t>(last));
+                detail::journal::encode_record(batch, frames, seed_);
+            }
+            first = last;
+        }
+        commit(frames, records.size());
+        for (const Record& r : records) {
+            apply(r);
+        }
+        maybe_compact();
+        return records.size();
+    }
+
+    // Appends `frames` and syncs as the mode asks; throws (applying nothing) on failure. A failed
+    // write is undone by truncating to the last good end, so no part of it can be replayed; if
+    // that fails too, or a sync fails, the store is poisoned.
+    void commit(const std::string& frames, std::size_t records) {
+        check_writable();
+        try {
+            fs_.write_at(file_.get(), end_, frames);
+        } catch (const std::system_error& e) {
+            try {
+                fs_.truncate(file_.get(), end_);
+                if (options_.sync != JournalSync::none) {
+                    fs_.sync(file_.get());
+                }
+                ++journal_.write_rollbacks;
+            } catch (const std::system_error&) {
+                poison(std::string("a journal write failed and could not be undone: ") + e.what());
+                throw DeadLetterJournalIoError(
+                    "bulwark::FileDeadLetterStore: journal write failed and could not be undone "
+                    "(store poisoned): " +
+                        std::string(e.what()),
+                    e.code(), true);
+            }
+            throw DeadLetterJournalIoError(
+                "bulwark::FileDeadLetterStore: journal write failed; nothing was recorded: " +
+                    std::string(e.what()),
+                e.code(), false);
+        }
+        end_ += frames.size();
+        unsynced_ += records;
+        if (options_.sync == JournalSync::always ||
+            (options_.sync == JournalSync::batch &&
+             (unsynced_ >= options_.batch_records ||
+              clock_->now() - last_sync_ >= options_.batch_interval))) {
+            sync_locked();
+        }
+    }
+
+    void sync_locked() {
+        try {
+            fs_.sync(file_.get());
+        } catch (const std::system_error& e) {
+            // What reached the disk is unknown (the kernel may have dropped the dirty pages):
+            // never write again from this state.
+            poison(std::string("a journal sync failed: ") + e.what());
+            throw DeadLetterJournalIoError(
+                "bulwark::FileDeadLetterStore: journal sync failed (store poisoned): " +
+                    std::string(e.what()),
+                e.code(), true);
+        }
+        ++journal_.syncs;
+        unsynced_ = 0;
+        last_sync_ = clock_->now();
+    }
+
+    // Runs after a mutation has been applied: never throws a std::system_error (the mutation
+    // stands); a failure before the rename keeps the old journal, one after it poisons.
+    void maybe_compact() {
+        const std::uint64_t threshold = std::max(options_.compact_min_bytes, 2 * live_bytes_);
+        if (poisoned_ || end_ <= threshold || end_ < compact_retry_at_) {
+            return;
+        }
+        if (options_.sync != JournalSync::none && unsynced_ > 0) {
+            try {
+                sync_locked();  // the old journal must be whole if the rename is lost
+            } catch (const DeadLetterJournalIoError&) {
+                return;  // poisoned; the mutation itself was written
+            }
+        }
+        Stage stage = Stage::writing;
+        try {
+            install_snapshot(&stage);
+            ++journal_.compactions;
+            compact_retry_at_ = 0;
+        } catch (const std::system_error& e) {
+            ++journal_.compaction_failures;
+            if (stage == Stage::renamed) {
+                poison(std::string("compaction could not sync the directory: ") + e.what());
+                return;
+            }
+            if (stage == Stage::renaming) {
+                // rename(2) failing with EIO may still have replaced the journal: we cannot
+                // tell which file later appends would reach.
+                poison(std::string("compaction rename failed: ") + e.what());
+            }
+            try {
+                fs_.remove(temp_path_);
+            } catch (const std::system_error&) {  // NOLINT(bugprone-empty-catch): next open
+            }
+            compact_retry_at_ = end_ + options_.compact_min_bytes;
+        }
+    }
+
+    const FileDeadLetterStoreOptions options_;
+    FileSystem& fs_;
+    Clock* const clock_;
+    const std::string directory_;
+    const std::string journal_path_;
+    const std::string temp_path_;
+    const std::uint64_t id_seed_;
+
+    mutable std::mutex mutex_;
+    // Everything below is guarded by mutex_.
+    FileHandle lock_;
+    FileHandle file_;
+    Index index_;
+    std::set<Index::Seq> resolved_;  // records not pending, oldest first: eviction candidates
+    detail::journal::Counters counters_;
+    std::uint64_t duplicate_adds_ = 0;  // since open
+    std::uint64_t rejected_full_ = 0;
+    std::uint64_t rejected_too_large_ = 0;
+    std::uint64_t next_id_ = 0;
+    bool reprocessing_ = false;
+    std::uint32_t seed_ = 0;                        // the journal's salt_seed()
+    std::uint64_t end_ = 0;                         // bytes of the journal that hold whole records
+    std::uint64_t live_bytes_ = base_live_bytes();  // what snapshot_bytes() would return, in size
+    std::uint64_t unsynced_ = 0;
+    TimePoint last_sync_{};
+    std::uint64_t compact_retry_at_ = 0;
+    bool poisoned_ = false;
+    std::string poison_reason_;
+    JournalStats journal_;
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_FILE_DEAD_LETTER_STORE_HPP
+#endif
+
 #endif  // BULWARK_DEAD_LETTER_HPP
 #endif  // BULWARK_SINGLE_INCLUDE_HPP

@@ -1,0 +1,567 @@
+// bulwark — resilience policies for C++17 services.
+// SPDX-License-Identifier: MIT
+#ifndef BULWARK_DETAIL_JOURNAL_HPP
+#define BULWARK_DETAIL_JOURNAL_HPP
+
+#include <array>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <bulwark/clock.hpp>
+#include <bulwark/dead_letter.hpp>
+
+// The dead-letter journal's on-disk format: CRC-32C, little-endian fixed-width integers,
+// length-prefixed strings, salted record framing, and the encoding of each record type. No I/O
+// here: the store reads the whole file and hands the bytes to check_frame(). See
+// docs/file_dead_letter_store.md for the layout.
+
+namespace bulwark {
+namespace detail {
+namespace journal {
+
+// "BWDLQJNL", the format version (u32), the file's salt (u64, random, new for every file
+// written) and the CRC-32C of the 20 bytes before it (u32).
+inline constexpr std::array<char, 8> magic = {'B', 'W', 'D', 'L', 'Q', 'J', 'N', 'L'};
+inline constexpr std::uint32_t format_version = 2;
+inline constexpr std::size_t header_size = 24;
+// [u32 length of type+payload][u32 header check][u32 body CRC][u8 type][payload]
+//   header check = CRC-32C of (salt, length, type); body CRC = CRC-32C of (salt, payload).
+inline constexpr std::size_t frame_overhead = 13;
+// The largest type+payload a frame may declare: a reader refuses longer frames before looking
+// at them, so no allocation or CRC is ever sized by an unchecked length.
+inline constexpr std::uint32_t max_frame_bytes = std::uint32_t{256} << 20U;
+
+// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), as in iSCSI, ext4 and LevelDB.
+inline const std::array<std::uint32_t, 256>& crc32c_table() noexcept {
+    static const std::array<std::uint32_t, 256> table = [] {
+        std::array<std::uint32_t, 256> t{};
+        for (std::uint32_t i = 0; i < 256; ++i) {
+            std::uint32_t c = i;
+            for (int k = 0; k < 8; ++k) {
+                c = (c & 1U) != 0 ? (c >> 1U) ^ 0x82F63B78U : c >> 1U;
+            }
+            t[i] = c;
+        }
+        return t;
+    }();
+    return table;
+}
+
+inline std::uint32_t crc32c(std::string_view bytes, std::uint32_t crc = 0) noexcept {
+    const std::array<std::uint32_t, 256>& table = crc32c_table();
+    crc = ~crc;
+    for (const char ch : bytes) {
+        crc = table[(crc ^ static_cast<unsigned char>(ch)) & 0xFFU] ^ (crc >> 8U);
+    }
+    return ~crc;
+}
+
+// The CRC seed of a file: the CRC-32C of its salt (8 bytes, little-endian). Every check of a
+// frame starts from it, so a frame encoded for another file (or by someone who cannot read this
+// one) does not check here.
+inline std::uint32_t salt_seed(std::uint64_t salt) noexcept {
+    std::array<char, 8> bytes{};
+    for (unsigned i = 0; i < 8; ++i) {
+        bytes[i] = static_cast<char>((salt >> (8U * i)) & 0xFFU);
+    }
+    return crc32c(std::string_view(bytes.data(), bytes.size()));
+}
+
+// The header check of a frame: covers its length and type.
+inline std::uint32_t header_check(std::uint32_t seed, std::uint32_t length,
+                                  unsigned char type) noexcept {
+    std::array<char, 5> bytes{};
+    for (unsigned i = 0; i < 4; ++i) {
+        bytes[i] = static_cast<char>((length >> (8U * i)) & 0xFFU);
+    }
+    bytes[4] = static_cast<char>(type);
+    return crc32c(std::string_view(bytes.data(), bytes.size()), seed);
+}
+
+// A fresh random salt (std::random_device, mixed with the time and an address in case the
+// device is deterministic on some platform).
+inline std::uint64_t new_salt() {
+    std::uint64_t salt =
+        static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+    try {
+        std::random_device device;
+        salt ^= (static_cast<std::uint64_t>(device()) << 32U) ^ device();
+    } catch (...) {  // NOLINT(bugprone-empty-catch): the time and address below still vary
+    }
+    static int anchor = 0;
+    salt ^= static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(&anchor));
+    // SplitMix64 finaliser: spread every input bit over the whole salt.
+    salt += 0x9E3779B97F4A7C15ULL;
+    salt = (salt ^ (salt >> 30U)) * 0xBF58476D1CE4E5B9ULL;
+    salt = (salt ^ (salt >> 27U)) * 0x94D049BB133111EBULL;
+    return salt ^ (salt >> 31U);
+}
+
+enum class RecordType : std::uint8_t {
+    add = 1,         // a whole DeadLetter: a new add, or a snapshot written by compaction
+    dismiss = 2,     // id, note
+    outcome = 3,     // id, the appended attempt, resent or not (redrives + 1)
+    categorize = 4,  // id, category, tags to add when missing
+    remove = 5,      // id, cause (purge or eviction)
+    counters = 6,    // the cumulative counters, first record of a compacted journal
+    batch = 7,       // the frames of one mutation that changes several records: all or none
+};
+
+enum class RemoveCause : std::uint8_t { purge = 0, evict = 1 };
+
+// The counters a journal carries across compaction (the rest of DeadLetterStats is either
+// recomputed from the records or counts events since open).
+struct Counters {
+    std::uint64_t added = 0;
+    std::uint64_t evicted = 0;
+    std::uint64_t purged = 0;
+    std::uint64_t resent = 0;
+    std::uint64_t redrive_failures = 0;
+};
+
+// One decoded record; which fields mean something depends on `type`.
+struct Record {
+    RecordType type = RecordType::add;
+    DeadLetter letter;                       // add
+    bool snapshot = false;                   // add: written by compaction, does not count as an add
+    std::string id;                          // dismiss, outcome, categorize, remove
+    std::string text;                        // dismiss: note; categorize: category
+    std::vector<std::string> tags;           // categorize
+    DeadLetterAttempt attempt;               // outcome
+    bool resent = false;                     // outcome
+    RemoveCause cause = RemoveCause::purge;  // remove
+    Counters counters;                       // counters
+    std::vector<Record> batch;               // batch: the records, none of them a batch
+};
+
+inline std::uint32_t load_u32(std::string_view bytes, std::size_t at) noexcept {
+    std::uint32_t v = 0;
+    for (unsigned i = 0; i < 4; ++i) {
+        v |= static_cast<std::uint32_t>(static_cast<unsigned char>(bytes[at + i])) << (8U * i);
+    }
+    return v;
+}
+
+inline std::uint64_t load_u64(std::string_view bytes, std::size_t at) noexcept {
+    return load_u32(bytes, at) | (std::uint64_t{load_u32(bytes, at + 4)} << 32U);
+}
+
+class Writer {
+public:
+    explicit Writer(std::string& out) noexcept : out_(out) {}
+
+    void u8(std::uint8_t v) { out_.push_back(static_cast<char>(v)); }
+    void u32(std::uint32_t v) {
+        for (unsigned i = 0; i < 4; ++i) {
+            out_.push_back(static_cast<char>((v >> (8U * i)) & 0xFFU));
+        }
+    }
+    void u64(std::uint64_t v) {
+        for (unsigned i = 0; i < 8; ++i) {
+            out_.push_back(static_cast<char>((v >> (8U * i)) & 0xFFU));
+        }
+    }
+    void i64(std::int64_t v) { u64(static_cast<std::uint64_t>(v)); }
+    void time(WallTime t) { i64(static_cast<std::int64_t>(t.time_since_epoch().count())); }
+    void str(std::string_view s) {
+        u32(static_cast<std::uint32_t>(s.size()));
+        out_.append(s.data(), s.size());
+    }
+    void strs(const std::vector<std::string>& v) {
+        u32(static_cast<std::uint32_t>(v.size()));
+        for (const std::string& s : v) {
+            str(s);
+        }
+    }
+
+private:
+    std::string& out_;
+};
+
+// Reads what Writer wrote; every read is bounds-checked and a failed read turns ok() false (and
+// every later read returns zero or empty).
+class Reader {
+public:
+    explicit Reader(std::string_view bytes) noexcept : bytes_(bytes) {}
+
+    bool ok() const noexcept { return ok_; }
+    bool at_end() const noexcept { return pos_ == bytes_.size(); }
+
+    std::uint8_t u8() noexcept {
+        if (!need(1)) {
+            return 0;
+        }
+        return static_cast<std::uint8_t>(bytes_[pos_++]);
+    }
+    std::uint32_t u32() noexcept {
+        if (!need(4)) {
+            return 0;
+        }
+        std::uint32_t v = 0;
+        for (unsigned i = 0; i < 4; ++i) {
+            v |= static_cast<std::uint32_t>(static_cast<unsigned char>(bytes_[pos_++])) << (8U * i);
+        }
+        return v;
+    }
+    std::uint64_t u64() noexcept {
+        if (!need(8)) {
+            return 0;
+        }
+        std::uint64_t v = 0;
+        for (unsigned i = 0; i < 8; ++i) {
+            v |= static_cast<std::uint64_t>(static_cast<unsigned char>(bytes_[pos_++])) << (8U * i);
+        }
+        return v;
+    }
+    std::int64_t i64() noexcept { return static_cast<std::int64_t>(u64()); }
+    WallTime time() noexcept { return WallTime{Duration{i64()}}; }
+    // The length is checked against the bytes left before anything is allocated.
+    std::string str() {
+        const std::uint32_t n = u32();
+        if (!need(n)) {
+            return {};
+        }
+        std::string s(bytes_.substr(pos_, n));
+        pos_ += n;
+        return s;
+    }
+    std::vector<std::string> strs() {
+        const std::uint32_t n = u32();
+        std::vector<std::string> v;
+        // Each string takes at least its 4-byte length: a count that cannot fit fails here.
+        if (!need_count(n, 4)) {
+            return v;
+        }
+        for (std::uint32_t i = 0; i < n && ok_; ++i) {
+            v.push_back(str());
+        }
+        return v;
+    }
+    bool need_count(std::uint32_t n, std::size_t min_size) noexcept {
+        if (ok_ && n > (bytes_.size() - pos_) / min_size) {
+            ok_ = false;
+        }
+        return ok_;
+    }
+
+private:
+    bool need(std::size_t n) noexcept {
+        if (ok_ && n > bytes_.size() - pos_) {
+            ok_ = false;
+        }
+        return ok_;
+    }
+
+    std::string_view bytes_;
+    std::size_t pos_ = 0;
+    bool ok_ = true;
+};
+
+inline void encode_letter(Writer& w, const DeadLetter& d) {
+    w.str(d.id);
+    w.str(d.type);
+    w.str(d.payload);
+    w.str(d.error);
+    w.u8(static_cast<std::uint8_t>(d.reason));
+    w.str(d.category);
+    w.strs(d.tags);
+    w.u32(static_cast<std::uint32_t>(d.attempts.size()));
+    for (const DeadLetterAttempt& a : d.attempts) {
+        w.time(a.at);
+        w.str(a.channel);
+        w.str(a.error);
+    }
+    w.time(d.created);
+    w.time(d.last_attempt);
+    w.u8(static_cast<std::uint8_t>(d.status));
+    w.u32(d.redrives);
+    w.str(d.note);
+}
+
+// The size of an add record's frame for `d`, without encoding it: what compaction would write.
+inline std::uint64_t snapshot_frame_size(const DeadLetter& d) noexcept {
+    std::uint64_t n = frame_overhead + 1;  // + the snapshot flag
+    n += 4 + d.id.size() + 4 + d.type.size() + 4 + d.payload.size() + 4 + d.error.size() + 1;
+    n += 4 + d.category.size() + 4;
+    for (const std::string& t : d.tags) {
+        n += 4 + t.size();
+    }
+    n += 4;
+    for (const DeadLetterAttempt& a : d.attempts) {
+        n += 8 + 4 + a.channel.size() + 4 + a.error.size();
+    }
+    n += 8 + 8 + 1 + 4 + 4 + d.note.size();
+    return n;
+}
+
+// Appends the type and payload of `r` to `out` (a frame without its 12-byte head).
+inline void encode_body(const Record& r, std::string& out) {
+    Writer w(out);
+    w.u8(static_cast<std::uint8_t>(r.type));
+    switch (r.type) {
+        case RecordType::add:
+            w.u8(r.snapshot ? 1 : 0);
+            encode_letter(w, r.letter);
+            break;
+        case RecordType::dismiss:
+            w.str(r.id);
+            w.str(r.text);
+            break;
+        case RecordType::outcome:
+            w.str(r.id);
+            w.time(r.attempt.at);
+            w.str(r.attempt.channel);
+            w.str(r.attempt.error);
+            w.u8(r.resent ? 1 : 0);
+            break;
+        case RecordType::categorize:
+            w.str(r.id);
+            w.str(r.text);
+            w.strs(r.tags);
+            break;
+        case RecordType::remove:
+            w.str(r.id);
+            w.u8(static_cast<std::uint8_t>(r.cause));
+            break;
+        case RecordType::counters:
+            w.u64(r.counters.added);
+            w.u64(r.counters.evicted);
+            w.u64(r.counters.purged);
+            w.u64(r.counters.resent);
+            w.u64(r.counters.redrive_failures);
+            break;
+        case RecordType::batch:
+            // Inner records: a length, then type+payload; the batch's checks cover them.
+            for (const Record& inner : r.batch) {
+                const std::size_t at = out.size();
+                w.u32(0);
+                encode_body(inner, out);
+                const auto length = static_cast<std::uint32_t>(out.size() - at - 4);
+                std::string head;
+                Writer(head).u32(length);
+                out.replace(at, 4, head);
+            }
+            break;
+    }
+}
+
+// Appends the frame of `r` to `out`, for the file whose salt_seed() is `seed`.
+inline void encode_record(const Record& r, std::string& out, std::uint32_t seed) {
+    const std::size_t start = out.size();
+    out.append(12, '\0');  // length, header check and body CRC, filled in below
+    encode_body(r, out);
+    const std::string_view type_and_payload(out.data() + start + 12, out.size() - start - 12);
+    const auto length = static_cast<std::uint32_t>(type_and_payload.size());
+    std::string head;
+    Writer h(head);
+    h.u32(length);
+    h.u32(header_check(seed, length, static_cast<unsigned char>(type_and_payload[0])));
+    h.u32(crc32c(type_and_payload.substr(1), seed));
+    out.replace(start, 12, head);
+}
+
+inline bool decode_letter(Reader& r, DeadLetter& d) {
+    d.id = r.str();
+    d.type = r.str();
+    d.payload = r.str();
+    d.error = r.str();
+    const std::uint8_t reason = r.u8();
+    d.category = r.str();
+    d.tags = r.strs();
+    const std::uint32_t attempts = r.u32();
+    // Each attempt takes at least 16 bytes.
+    if (!r.need_count(attempts, 16)) {
+        return false;
+    }
+    for (std::uint32_t i = 0; i < attempts && r.ok(); ++i) {
+        DeadLetterAttempt a;
+        a.at = r.time();
+        a.channel = r.str();
+        a.error = r.str();
+        d.attempts.push_back(std::move(a));
+    }
+    d.created = r.time();
+    d.last_attempt = r.time();
+    const std::uint8_t status = r.u8();
+    d.redrives = r.u32();
+    d.note = r.str();
+    if (!r.ok() || d.id.empty() || reason >= dead_letter_reason_count ||
+        status >= dead_letter_status_count) {
+        return false;
+    }
+    d.reason = static_cast<DeadLetterReason>(reason);
+    d.status = static_cast<DeadLetterStatus>(status);
+    return true;
+}
+
+inline bool flag(std::uint8_t v, bool& out) noexcept {
+    out = v == 1;
+    return v <= 1;
+}
+
+// Bounds the CRC work of a resynchronising scan over hostile bytes (defence in depth: a scan
+// checks each candidate's body once and then skips it, so it is linear in the file anyway).
+struct ScanBudget {
+    std::uint64_t bytes_left;
+    bool exhausted = false;
+};
+
+// Decodes type+payload; false for anything that is not exactly one well-formed record.
+// A batch may not contain a batch (so that hostile bytes cannot nest frames deeply).
+inline bool decode_record(std::string_view body, Record& out, bool allow_batch = true) {
+    Reader r(body);
+    const std::uint8_t type = r.u8();
+    out = Record{};
+    bool good = true;
+    switch (type) {
+        case static_cast<std::uint8_t>(RecordType::add):
+            out.type = RecordType::add;
+            good = flag(r.u8(), out.snapshot) && decode_letter(r, out.letter);
+            break;
+        case static_cast<std::uint8_t>(RecordType::dismiss):
+            out.type = RecordType::dismiss;
+            out.id = r.str();
+            out.text = r.str();
+            break;
+        case static_cast<std::uint8_t>(RecordType::outcome):
+            out.type = RecordType::outcome;
+            out.id = r.str();
+            out.attempt.at = r.time();
+            out.attempt.channel = r.str();
+            out.attempt.error = r.str();
+            good = flag(r.u8(), out.resent);
+            break;
+        case static_cast<std::uint8_t>(RecordType::categorize):
+            out.type = RecordType::categorize;
+            out.id = r.str();
+            out.text = r.str();
+            out.tags = r.strs();
+            break;
+        case static_cast<std::uint8_t>(RecordType::remove): {
+            out.type = RecordType::remove;
+            out.id = r.str();
+            const std::uint8_t cause = r.u8();
+            good = cause <= 1;
+            out.cause = static_cast<RemoveCause>(cause);
+            break;
+        }
+        case static_cast<std::uint8_t>(RecordType::counters):
+            out.type = RecordType::counters;
+            out.counters.added = r.u64();
+            out.counters.evicted = r.u64();
+            out.counters.purged = r.u64();
+            out.counters.resent = r.u64();
+            out.counters.redrive_failures = r.u64();
+            break;
+        case static_cast<std::uint8_t>(RecordType::batch): {
+            out.type = RecordType::batch;
+            // The inner frames fill the payload exactly; the outer CRC already covered them.
+            if (!allow_batch) {
+                return false;
+            }
+            std::size_t at = 1;
+            while (at < body.size()) {
+                if (body.size() - at < 4) {
+                    return false;
+                }
+                const std::uint32_t length = load_u32(body, at);
+                if (length == 0 || length > body.size() - at - 4) {
+                    return false;
+                }
+                Record inner;
+                if (!decode_record(body.substr(at + 4, length), inner, false)) {
+                    return false;
+                }
+                out.batch.push_back(std::move(inner));
+                at += 4 + std::size_t{length};
+            }
+            return !out.batch.empty();
+        }
+        default:
+            return false;
+    }
+    // An outcome without an id is one for a record removed while its handler ran: it only counts.
+    if ((out.type == RecordType::dismiss || out.type == RecordType::categorize ||
+         out.type == RecordType::remove) &&
+        out.id.empty()) {
+        return false;
+    }
+    return good && r.ok() && r.at_end();
+}
+
+// What is at an offset of a journal.
+enum class FrameStatus : std::uint8_t {
+    good,        // a whole frame: both checks pass and the payload decodes
+    torn,        // fewer bytes left than a frame head, or a head that checks but whose frame
+                 // extends past the end of the file: an incomplete write
+    bad_body,    // the head checks (so the frame's extent is known) but the body CRC does not,
+                 // or the payload does not decode
+    bad_header,  // the head does not check: not the start of a frame of this file
+};
+
+// Checks the frame at `offset` of `bytes` for the file whose salt_seed() is `seed`: `size` is
+// set to the frame's size whenever its head checks (good, bad_body and a torn frame past the
+// end), `record` is filled when good. Never reads outside `bytes`; allocates only for decoded
+// strings, each bounded by the frame. With a budget, the body CRC is charged to it first
+// (exhausted: returns bad_header).
+inline FrameStatus check_frame(std::string_view bytes, std::size_t offset, std::uint32_t seed,
+                               Record& record, std::size_t& size, ScanBudget* budget = nullptr) {
+    if (offset > bytes.size() || bytes.size() - offset < frame_overhead) {
+        return FrameStatus::torn;
+    }
+    const std::uint32_t length = load_u32(bytes, offset);
+    const auto type = static_cast<unsigned char>(bytes[offset + 12]);
+    if (length == 0 || length > max_frame_bytes ||
+        type < static_cast<unsigned char>(RecordType::add) ||
+        type > static_cast<unsigned char>(RecordType::batch) ||
+        header_check(seed, length, type) != load_u32(bytes, offset + 4)) {
+        return FrameStatus::bad_header;
+    }
+    size = frame_overhead - 1 + std::size_t{length};
+    if (length > bytes.size() - offset - 12) {
+        return FrameStatus::torn;
+    }
+    if (budget != nullptr) {
+        if (budget->bytes_left < length) {
+            budget->exhausted = true;
+            return FrameStatus::bad_header;
+        }
+        budget->bytes_left -= length;
+    }
+    const std::string_view body = bytes.substr(offset + 12, length);
+    if (crc32c(body.substr(1), seed) != load_u32(bytes, offset + 8) ||
+        !decode_record(body, record)) {
+        return FrameStatus::bad_body;
+    }
+    return FrameStatus::good;
+}
+
+// Whether the bytes from `offset` to the end of the file are one whole frame whose head is
+// damaged: its body CRC matches exactly the rest of the file. (A torn write cannot produce
+// that; bit rot in a synced frame's length, header check or type can.)
+inline bool whole_frame_with_bad_head(std::string_view bytes, std::size_t offset,
+                                      std::uint32_t seed) noexcept {
+    return offset <= bytes.size() && bytes.size() - offset >= frame_overhead &&
+           bytes.size() - offset - 12 <= max_frame_bytes &&
+           crc32c(bytes.substr(offset + 13), seed) == load_u32(bytes, offset + 8);
+}
+
+inline std::string encode_header(std::uint64_t salt, std::uint32_t version = format_version) {
+    std::string out(magic.data(), magic.size());
+    Writer w(out);
+    w.u32(version);
+    w.u64(salt);
+    w.u32(crc32c(out));
+    return out;
+}
+
+}  // namespace journal
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_JOURNAL_HPP
