@@ -718,6 +718,32 @@ public:
         }
     }
 
+    // The pending matches a reprocess hands over, in add order, at most query.limit of them;
+    // counts them in result.matched. A record already redriven max_redrives times (0 = no limit)
+    // is counted in skipped_limit, not handed over, and does not use up the limit: a batch would
+    // otherwise stall behind records that reached the cycle limit.
+    std::vector<Seq> select_redrive(const DeadLetterQuery& query, std::uint32_t max_redrives,
+                                    ReprocessResult& result) const {
+        std::vector<Seq> batch;
+        const std::size_t limit = query.max_results();
+        if (limit == 0) {
+            return batch;
+        }
+        scan(query, [&](const_iterator it) {
+            if (it->second.status != DeadLetterStatus::pending) {
+                return true;
+            }
+            ++result.matched;
+            if (max_redrives != 0 && it->second.redrives >= max_redrives) {
+                ++result.skipped_limit;
+                return true;
+            }
+            batch.push_back(it->first);
+            return batch.size() < limit;
+        });
+        return batch;
+    }
+
     // Fills the "stored now" half of `stats`.
     void fill(DeadLetterStats& stats) const {
         stats.total = records_.size();
@@ -930,23 +956,7 @@ protected:
                 result.already_running = true;
                 return result;
             }
-            const std::size_t limit = query.max_results();
-            if (limit != 0) {
-                index_.scan(query, [&](Iterator it) {
-                    if (it->second.status != DeadLetterStatus::pending) {
-                        return true;
-                    }
-                    ++result.matched;
-                    if (options.max_redrives != 0 && it->second.redrives >= options.max_redrives) {
-                        // Not handed over, so it does not use up the limit: a batch would
-                        // otherwise stall behind records that reached the cycle limit.
-                        ++result.skipped_limit;
-                        return true;
-                    }
-                    batch.push_back(it->first);
-                    return batch.size() < limit;
-                });
-            }
+            batch = index_.select_redrive(query, options.max_redrives, result);
             reprocessing_ = true;
         }
         // Clears the flag however the loop ends (a throwing clock or allocation included).

@@ -448,21 +448,7 @@ protected:
                 return result;
             }
             check_writable();  // a poisoned store could not record an outcome: resend nothing
-            const std::size_t limit = query.max_results();
-            if (limit != 0) {
-                index_.scan(query, [&](Index::const_iterator it) {
-                    if (it->second.status != DeadLetterStatus::pending) {
-                        return true;
-                    }
-                    ++result.matched;
-                    if (options.max_redrives != 0 && it->second.redrives >= options.max_redrives) {
-                        ++result.skipped_limit;
-                        return true;
-                    }
-                    batch.push_back(it->first);
-                    return batch.size() < limit;
-                });
-            }
+            batch = index_.select_redrive(query, options.max_redrives, result);
             reprocessing_ = true;
         }
         struct Running {
