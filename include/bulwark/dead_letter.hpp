@@ -530,6 +530,31 @@ inline std::string redrive_error_text(std::string text) {
     return text;
 }
 
+// What a reprocess handler said about one record: resent, or why not (cut to 1 KiB).
+struct RedriveOutcome {
+    bool resent = false;
+    std::string error;  // empty when resent
+};
+
+// Runs `handler` on `copy`: false or a throw is a failure, with its text; nothing escapes but an
+// allocation failure while recording the text.
+inline RedriveOutcome run_redrive_handler(const DeadLetterHandler& handler,
+                                          const DeadLetter& copy) {
+    RedriveOutcome outcome;
+    try {
+        outcome.resent = handler(copy);
+        if (!outcome.resent) {
+            outcome.error = "handler returned false";
+        }
+    } catch (const std::exception& e) {
+        outcome.error = e.what();
+    } catch (...) {
+        outcome.error = "handler threw an exception not derived from std::exception";
+    }
+    outcome.error = redrive_error_text(std::move(outcome.error));
+    return outcome;
+}
+
 [[noreturn]] BULWARK_NOINLINE inline void throw_store_full(std::size_t max_entries) {
     throw DeadLetterStoreFullError(
         "dead-letter store is full: max_entries (" + std::to_string(max_entries) +
@@ -689,12 +714,18 @@ public:
         }
     }
 
+    // The oldest added record that is not pending — the next to evict — or end().
+    const_iterator oldest_resolved() const noexcept {
+        return resolved_.empty() ? records_.end() : records_.find(*resolved_.begin());
+    }
+
     // Removes the oldest added record that is not pending; false when every record is pending.
     bool evict_oldest_resolved() noexcept {
-        if (resolved_.empty()) {
+        const const_iterator it = oldest_resolved();
+        if (it == records_.end()) {
             return false;
         }
-        erase(records_.find(*resolved_.begin()));
+        erase(it);
         return true;
     }
 
@@ -742,6 +773,17 @@ public:
             return batch.size() < limit;
         });
         return batch;
+    }
+
+    // The record `seq` if a redrive may still hand it over — pending, and still selected by
+    // `query` (not dismissed, recategorized or removed since the batch was chosen) — else end().
+    const_iterator find_redrivable(Seq seq, const DeadLetterQuery& query) const {
+        const auto it = records_.find(seq);
+        if (it == records_.end() || it->second.status != DeadLetterStatus::pending ||
+            !query.matches(it->second)) {
+            return records_.end();
+        }
+        return it;
     }
 
     // Fills the "stored now" half of `stats`.
@@ -976,30 +1018,17 @@ protected:
             DeadLetter copy;
             {
                 std::lock_guard<std::mutex> lock(mutex_);
-                const auto it = index_.find_seq(seq);
-                // Pending and still selected by the query: a record dismissed, recategorized or
-                // removed since the batch was chosen is not handed over.
-                if (it == index_.end() || it->second.status != DeadLetterStatus::pending ||
-                    !query.matches(it->second)) {
+                const auto it = index_.find_redrivable(seq, query);
+                if (it == index_.end()) {
                     ++result.skipped_changed;
                     continue;
                 }
                 copy = it->second;
             }
-            bool resent = false;
-            std::string error;
-            try {
-                resent = handler(copy);
-                if (!resent) {
-                    error = "handler returned false";
-                }
-            } catch (const std::exception& e) {
-                error = e.what();
-            } catch (...) {
-                error = "handler threw an exception not derived from std::exception";
-            }
+            detail::RedriveOutcome outcome = detail::run_redrive_handler(handler, copy);
+            const bool resent = outcome.resent;
             DeadLetterAttempt attempt{clock_->wall_now(), options.channel,
-                                      detail::redrive_error_text(std::move(error))};
+                                      std::move(outcome.error)};
             std::lock_guard<std::mutex> lock(mutex_);
             // Recorded if the record is still here. A success wins over a dismiss made while
             // the handler ran: the message was resent.

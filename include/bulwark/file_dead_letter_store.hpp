@@ -10,7 +10,6 @@
 #include <exception>
 #include <mutex>
 #include <optional>
-#include <set>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -335,7 +334,7 @@ protected:
             return letter.id;
         }
         const bool full = index_.size() >= options_.max_entries;
-        if (full && resolved_.empty()) {
+        if (full && !index_.has_resolved()) {
             ++rejected_full_;
             detail::throw_store_full(options_.max_entries);
         }
@@ -355,7 +354,7 @@ protected:
             Record evict;
             evict.type = detail::journal::RecordType::remove;
             evict.cause = detail::journal::RemoveCause::evict;
-            evict.id = index_.find_seq(*resolved_.begin())->second.id;
+            evict.id = index_.oldest_resolved()->second.id;
             records.push_back(std::move(evict));
         }
         commit_and_apply(records);
@@ -473,26 +472,15 @@ protected:
                             " is poisoned: " + poison_reason_,
                         {}, true, result, std::string());
                 }
-                const auto it = index_.find_seq(seq);
-                if (it == index_.end() || it->second.status != DeadLetterStatus::pending ||
-                    !query.matches(it->second)) {
+                const auto it = index_.find_redrivable(seq, query);
+                if (it == index_.end()) {
                     ++result.skipped_changed;
                     continue;
                 }
                 copy = it->second;
             }
-            bool resent = false;
-            std::string error;
-            try {
-                resent = handler(copy);
-                if (!resent) {
-                    error = "handler returned false";
-                }
-            } catch (const std::exception& e) {
-                error = e.what();
-            } catch (...) {
-                error = "handler threw an exception not derived from std::exception";
-            }
+            detail::RedriveOutcome outcome = detail::run_redrive_handler(handler, copy);
+            const bool resent = outcome.resent;
             std::lock_guard<std::mutex> lock(mutex_);
             // The outcome counts only once journaled. An outcome for a record removed while the
             // handler ran is journaled without an id: it only counts.
@@ -502,8 +490,8 @@ protected:
             if (it != index_.end()) {
                 r.id = it->second.id;
             }
-            r.attempt = DeadLetterAttempt{clock_->wall_now(), options.channel,
-                                          detail::redrive_error_text(std::move(error))};
+            r.attempt =
+                DeadLetterAttempt{clock_->wall_now(), options.channel, std::move(outcome.error)};
             r.resent = resent;
             std::string frames;
             detail::journal::encode_record(r, frames, seed_);
@@ -975,9 +963,6 @@ private:
                     return;  // cannot be written by a store; ignored like a duplicate add
                 }
                 const auto it = index_.insert(r.letter);
-                if (it->second.status != DeadLetterStatus::pending) {
-                    resolved_.insert(it->first);
-                }
                 live_bytes_ += j::snapshot_frame_size(it->second);
                 if (!r.snapshot) {
                     ++counters_.added;
@@ -988,7 +973,6 @@ private:
                 const auto it = index_.find(r.id);
                 if (it != index_.end() && it->second.status == DeadLetterStatus::pending) {
                     modify(it, [&] { index_.dismiss(it, r.text); });
-                    resolved_.insert(it->first);
                 }
                 return;
             }
@@ -998,9 +982,6 @@ private:
                     modify(it, [&] {
                         index_.record_redrive(it, r.resent, r.attempt, options_.max_attempts);
                     });
-                    if (it->second.status != DeadLetterStatus::pending) {
-                        resolved_.insert(it->first);
-                    }
                 }
                 ++(r.resent ? counters_.resent : counters_.redrive_failures);
                 return;
@@ -1016,7 +997,6 @@ private:
                 const auto it = index_.find(r.id);
                 if (it != index_.end()) {
                     live_bytes_ -= j::snapshot_frame_size(it->second);
-                    resolved_.erase(it->first);
                     index_.erase(it);
                     ++(r.cause == j::RemoveCause::evict ? counters_.evicted : counters_.purged);
                 }
@@ -1198,7 +1178,6 @@ private:
     FileHandle lock_;
     FileHandle file_;
     Index index_;
-    std::set<Index::Seq> resolved_;  // records not pending, oldest first: eviction candidates
     detail::journal::Counters counters_;
     std::uint64_t duplicate_adds_ = 0;  // since open
     std::uint64_t rejected_full_ = 0;

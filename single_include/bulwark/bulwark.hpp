@@ -11423,6 +11423,31 @@ inline std::string redrive_error_text(std::string text) {
     return text;
 }
 
+// What a reprocess handler said about one record: resent, or why not (cut to 1 KiB).
+struct RedriveOutcome {
+    bool resent = false;
+    std::string error;  // empty when resent
+};
+
+// Runs `handler` on `copy`: false or a throw is a failure, with its text; nothing escapes but an
+// allocation failure while recording the text.
+inline RedriveOutcome run_redrive_handler(const DeadLetterHandler& handler,
+                                          const DeadLetter& copy) {
+    RedriveOutcome outcome;
+    try {
+        outcome.resent = handler(copy);
+        if (!outcome.resent) {
+            outcome.error = "handler returned false";
+        }
+    } catch (const std::exception& e) {
+        outcome.error = e.what();
+    } catch (...) {
+        outcome.error = "handler threw an exception not derived from std::exception";
+    }
+    outcome.error = redrive_error_text(std::move(outcome.error));
+    return outcome;
+}
+
 [[noreturn]] BULWARK_NOINLINE inline void throw_store_full(std::size_t max_entries) {
     throw DeadLetterStoreFullError(
         "dead-letter store is full: max_entries (" + std::to_string(max_entries) +
@@ -11582,12 +11607,18 @@ public:
         }
     }
 
+    // The oldest added record that is not pending — the next to evict — or end().
+    const_iterator oldest_resolved() const noexcept {
+        return resolved_.empty() ? records_.end() : records_.find(*resolved_.begin());
+    }
+
     // Removes the oldest added record that is not pending; false when every record is pending.
     bool evict_oldest_resolved() noexcept {
-        if (resolved_.empty()) {
+        const const_iterator it = oldest_resolved();
+        if (it == records_.end()) {
             return false;
         }
-        erase(records_.find(*resolved_.begin()));
+        erase(it);
         return true;
     }
 
@@ -11635,6 +11666,17 @@ public:
             return batch.size() < limit;
         });
         return batch;
+    }
+
+    // The record `seq` if a redrive may still hand it over — pending, and still selected by
+    // `query` (not dismissed, recategorized or removed since the batch was chosen) — else end().
+    const_iterator find_redrivable(Seq seq, const DeadLetterQuery& query) const {
+        const auto it = records_.find(seq);
+        if (it == records_.end() || it->second.status != DeadLetterStatus::pending ||
+            !query.matches(it->second)) {
+            return records_.end();
+        }
+        return it;
     }
 
     // Fills the "stored now" half of `stats`.
@@ -11869,30 +11911,17 @@ protected:
             DeadLetter copy;
             {
                 std::lock_guard<std::mutex> lock(mutex_);
-                const auto it = index_.find_seq(seq);
-                // Pending and still selected by the query: a record dismissed, recategorized or
-                // removed since the batch was chosen is not handed over.
-                if (it == index_.end() || it->second.status != DeadLetterStatus::pending ||
-                    !query.matches(it->second)) {
+                const auto it = index_.find_redrivable(seq, query);
+                if (it == index_.end()) {
                     ++result.skipped_changed;
                     continue;
                 }
                 copy = it->second;
             }
-            bool resent = false;
-            std::string error;
-            try {
-                resent = handler(copy);
-                if (!resent) {
-                    error = "handler returned false";
-                }
-            } catch (const std::exception& e) {
-                error = e.what();
-            } catch (...) {
-                error = "handler threw an exception not derived from std::exception";
-            }
+            detail::RedriveOutcome outcome = detail::run_redrive_handler(handler, copy);
+            const bool resent = outcome.resent;
             DeadLetterAttempt attempt{clock_->wall_now(), options.channel,
-                                      detail::redrive_error_text(std::move(error))};
+                                      std::move(outcome.error)};
             std::lock_guard<std::mutex> lock(mutex_);
             // Recorded if the record is still here. A success wins over a dismiss made while
             // the handler ran: the message was resent.
@@ -11999,7 +12028,6 @@ using InMemoryDeadLetterStore = BasicInMemoryDeadLetterStore<>;
 #include <exception>
 #include <mutex>
 #include <optional>
-#include <set>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -12312,6 +12340,7 @@ inline FileSystem& default_file_system() noexcept {
 
 // #include <bulwark/clock.hpp> (already included above)
 // #include <bulwark/dead_letter.hpp> (already included above)
+// #include <bulwark/detail/random.hpp> (already included above)
 
 // The dead-letter journal's on-disk format: CRC-32C, little-endian fixed-width integers,
 // length-prefixed strings, salted record framing, and the encoding of each record type. No I/O
@@ -12335,6 +12364,23 @@ inline constexpr std::size_t frame_overhead = 13;
 inline constexpr std::uint32_t max_frame_bytes = std::uint32_t{256} << 20U;
 
 // CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), as in iSCSI, ext4 and LevelDB.
+// The journal's byte order, whatever the platform's: little-endian fixed-width unsigned integers.
+template <class U>
+void put_le(char* out, U v) noexcept {
+    for (unsigned i = 0; i < sizeof(U); ++i) {
+        out[i] = static_cast<char>((v >> (8U * i)) & 0xFFU);
+    }
+}
+
+template <class U>
+U get_le(const char* in) noexcept {
+    U v = 0;
+    for (unsigned i = 0; i < sizeof(U); ++i) {
+        v |= static_cast<U>(static_cast<U>(static_cast<unsigned char>(in[i])) << (8U * i));
+    }
+    return v;
+}
+
 inline const std::array<std::uint32_t, 256>& crc32c_table() noexcept {
     static const std::array<std::uint32_t, 256> table = [] {
         std::array<std::uint32_t, 256> t{};
@@ -12364,9 +12410,7 @@ inline std::uint32_t crc32c(std::string_view bytes, std::uint32_t crc = 0) noexc
 // one) does not check here.
 inline std::uint32_t salt_seed(std::uint64_t salt) noexcept {
     std::array<char, 8> bytes{};
-    for (unsigned i = 0; i < 8; ++i) {
-        bytes[i] = static_cast<char>((salt >> (8U * i)) & 0xFFU);
-    }
+    put_le(bytes.data(), salt);
     return crc32c(std::string_view(bytes.data(), bytes.size()));
 }
 
@@ -12374,9 +12418,7 @@ inline std::uint32_t salt_seed(std::uint64_t salt) noexcept {
 inline std::uint32_t header_check(std::uint32_t seed, std::uint32_t length,
                                   unsigned char type) noexcept {
     std::array<char, 5> bytes{};
-    for (unsigned i = 0; i < 4; ++i) {
-        bytes[i] = static_cast<char>((length >> (8U * i)) & 0xFFU);
-    }
+    put_le(bytes.data(), length);
     bytes[4] = static_cast<char>(type);
     return crc32c(std::string_view(bytes.data(), bytes.size()), seed);
 }
@@ -12393,11 +12435,8 @@ inline std::uint64_t new_salt() {
     }
     static int anchor = 0;
     salt ^= static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(&anchor));
-    // SplitMix64 finaliser: spread every input bit over the whole salt.
-    salt += 0x9E3779B97F4A7C15ULL;
-    salt = (salt ^ (salt >> 30U)) * 0xBF58476D1CE4E5B9ULL;
-    salt = (salt ^ (salt >> 27U)) * 0x94D049BB133111EBULL;
-    return salt ^ (salt >> 31U);
+    // One SplitMix64 step spreads every input bit over the whole salt.
+    return SplitMix64(salt).next();
 }
 
 enum class RecordType : std::uint8_t {
@@ -12438,15 +12477,11 @@ struct Record {
 };
 
 inline std::uint32_t load_u32(std::string_view bytes, std::size_t at) noexcept {
-    std::uint32_t v = 0;
-    for (unsigned i = 0; i < 4; ++i) {
-        v |= static_cast<std::uint32_t>(static_cast<unsigned char>(bytes[at + i])) << (8U * i);
-    }
-    return v;
+    return get_le<std::uint32_t>(bytes.data() + at);
 }
 
 inline std::uint64_t load_u64(std::string_view bytes, std::size_t at) noexcept {
-    return load_u32(bytes, at) | (std::uint64_t{load_u32(bytes, at + 4)} << 32U);
+    return get_le<std::uint64_t>(bytes.data() + at);
 }
 
 class Writer {
@@ -12454,16 +12489,8 @@ public:
     explicit Writer(std::string& out) noexcept : out_(out) {}
 
     void u8(std::uint8_t v) { out_.push_back(static_cast<char>(v)); }
-    void u32(std::uint32_t v) {
-        for (unsigned i = 0; i < 4; ++i) {
-            out_.push_back(static_cast<char>((v >> (8U * i)) & 0xFFU));
-        }
-    }
-    void u64(std::uint64_t v) {
-        for (unsigned i = 0; i < 8; ++i) {
-            out_.push_back(static_cast<char>((v >> (8U * i)) & 0xFFU));
-        }
-    }
+    void u32(std::uint32_t v) { le(v); }
+    void u64(std::uint64_t v) { le(v); }
     void i64(std::int64_t v) { u64(static_cast<std::uint64_t>(v)); }
     void time(WallTime t) { i64(static_cast<std::int64_t>(t.time_since_epoch().count())); }
     void str(std::string_view s) {
@@ -12478,6 +12505,13 @@ public:
     }
 
 private:
+    template <class U>
+    void le(U v) {
+        char bytes[sizeof(U)];
+        put_le(bytes, v);
+        out_.append(bytes, sizeof(U));
+    }
+
     std::string& out_;
 };
 
@@ -12496,26 +12530,8 @@ public:
         }
         return static_cast<std::uint8_t>(bytes_[pos_++]);
     }
-    std::uint32_t u32() noexcept {
-        if (!need(4)) {
-            return 0;
-        }
-        std::uint32_t v = 0;
-        for (unsigned i = 0; i < 4; ++i) {
-            v |= static_cast<std::uint32_t>(static_cast<unsigned char>(bytes_[pos_++])) << (8U * i);
-        }
-        return v;
-    }
-    std::uint64_t u64() noexcept {
-        if (!need(8)) {
-            return 0;
-        }
-        std::uint64_t v = 0;
-        for (unsigned i = 0; i < 8; ++i) {
-            v |= static_cast<std::uint64_t>(static_cast<unsigned char>(bytes_[pos_++])) << (8U * i);
-        }
-        return v;
-    }
+    std::uint32_t u32() noexcept { return le<std::uint32_t>(); }
+    std::uint64_t u64() noexcept { return le<std::uint64_t>(); }
     std::int64_t i64() noexcept { return static_cast<std::int64_t>(u64()); }
     WallTime time() noexcept { return WallTime{Duration{i64()}}; }
     // The length is checked against the bytes left before anything is allocated.
@@ -12553,6 +12569,16 @@ private:
             ok_ = false;
         }
         return ok_;
+    }
+
+    template <class U>
+    U le() noexcept {
+        if (!need(sizeof(U))) {
+            return 0;
+        }
+        const U v = get_le<U>(bytes_.data() + pos_);
+        pos_ += sizeof(U);
+        return v;
     }
 
     std::string_view bytes_;
@@ -13176,7 +13202,7 @@ protected:
             return letter.id;
         }
         const bool full = index_.size() >= options_.max_entries;
-        if (full && resolved_.empty()) {
+        if (full && !index_.has_resolved()) {
             ++rejected_full_;
             detail::throw_store_full(options_.max_entries);
         }
@@ -13196,7 +13222,7 @@ protected:
             Record evict;
             evict.type = detail::journal::RecordType::remove;
             evict.cause = detail::journal::RemoveCause::evict;
-            evict.id = index_.find_seq(*resolved_.begin())->second.id;
+            evict.id = index_.oldest_resolved()->second.id;
             records.push_back(std::move(evict));
         }
         commit_and_apply(records);
@@ -13314,26 +13340,15 @@ protected:
                             " is poisoned: " + poison_reason_,
                         {}, true, result, std::string());
                 }
-                const auto it = index_.find_seq(seq);
-                if (it == index_.end() || it->second.status != DeadLetterStatus::pending ||
-                    !query.matches(it->second)) {
+                const auto it = index_.find_redrivable(seq, query);
+                if (it == index_.end()) {
                     ++result.skipped_changed;
                     continue;
                 }
                 copy = it->second;
             }
-            bool resent = false;
-            std::string error;
-            try {
-                resent = handler(copy);
-                if (!resent) {
-                    error = "handler returned false";
-                }
-            } catch (const std::exception& e) {
-                error = e.what();
-            } catch (...) {
-                error = "handler threw an exception not derived from std::exception";
-            }
+            detail::RedriveOutcome outcome = detail::run_redrive_handler(handler, copy);
+            const bool resent = outcome.resent;
             std::lock_guard<std::mutex> lock(mutex_);
             // The outcome counts only once journaled. An outcome for a record removed while the
             // handler ran is journaled without an id: it only counts.
@@ -13343,8 +13358,8 @@ protected:
             if (it != index_.end()) {
                 r.id = it->second.id;
             }
-            r.attempt = DeadLetterAttempt{clock_->wall_now(), options.channel,
-                                          detail::redrive_error_text(std::move(error))};
+            r.attempt =
+                DeadLetterAttempt{clock_->wall_now(), options.channel, std::move(outcome.error)};
             r.resent = resent;
             std::string frames;
             detail::journal::encode_record(r, frames, seed_);
@@ -13816,9 +13831,6 @@ private:
                     return;  // cannot be written by a store; ignored like a duplicate add
                 }
                 const auto it = index_.insert(r.letter);
-                if (it->second.status != DeadLetterStatus::pending) {
-                    resolved_.insert(it->first);
-                }
                 live_bytes_ += j::snapshot_frame_size(it->second);
                 if (!r.snapshot) {
                     ++counters_.added;
@@ -13829,7 +13841,6 @@ private:
                 const auto it = index_.find(r.id);
                 if (it != index_.end() && it->second.status == DeadLetterStatus::pending) {
                     modify(it, [&] { index_.dismiss(it, r.text); });
-                    resolved_.insert(it->first);
                 }
                 return;
             }
@@ -13839,9 +13850,6 @@ private:
                     modify(it, [&] {
                         index_.record_redrive(it, r.resent, r.attempt, options_.max_attempts);
                     });
-                    if (it->second.status != DeadLetterStatus::pending) {
-                        resolved_.insert(it->first);
-                    }
                 }
                 ++(r.resent ? counters_.resent : counters_.redrive_failures);
                 return;
@@ -13857,7 +13865,6 @@ private:
                 const auto it = index_.find(r.id);
                 if (it != index_.end()) {
                     live_bytes_ -= j::snapshot_frame_size(it->second);
-                    resolved_.erase(it->first);
                     index_.erase(it);
                     ++(r.cause == j::RemoveCause::evict ? counters_.evicted : counters_.purged);
                 }
@@ -14039,7 +14046,6 @@ private:
     FileHandle lock_;
     FileHandle file_;
     Index index_;
-    std::set<Index::Seq> resolved_;  // records not pending, oldest first: eviction candidates
     detail::journal::Counters counters_;
     std::uint64_t duplicate_adds_ = 0;  // since open
     std::uint64_t rejected_full_ = 0;

@@ -14,6 +14,7 @@
 
 #include <bulwark/clock.hpp>
 #include <bulwark/dead_letter.hpp>
+#include <bulwark/detail/random.hpp>
 
 // The dead-letter journal's on-disk format: CRC-32C, little-endian fixed-width integers,
 // length-prefixed strings, salted record framing, and the encoding of each record type. No I/O
@@ -37,6 +38,23 @@ inline constexpr std::size_t frame_overhead = 13;
 inline constexpr std::uint32_t max_frame_bytes = std::uint32_t{256} << 20U;
 
 // CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), as in iSCSI, ext4 and LevelDB.
+// The journal's byte order, whatever the platform's: little-endian fixed-width unsigned integers.
+template <class U>
+void put_le(char* out, U v) noexcept {
+    for (unsigned i = 0; i < sizeof(U); ++i) {
+        out[i] = static_cast<char>((v >> (8U * i)) & 0xFFU);
+    }
+}
+
+template <class U>
+U get_le(const char* in) noexcept {
+    U v = 0;
+    for (unsigned i = 0; i < sizeof(U); ++i) {
+        v |= static_cast<U>(static_cast<U>(static_cast<unsigned char>(in[i])) << (8U * i));
+    }
+    return v;
+}
+
 inline const std::array<std::uint32_t, 256>& crc32c_table() noexcept {
     static const std::array<std::uint32_t, 256> table = [] {
         std::array<std::uint32_t, 256> t{};
@@ -66,9 +84,7 @@ inline std::uint32_t crc32c(std::string_view bytes, std::uint32_t crc = 0) noexc
 // one) does not check here.
 inline std::uint32_t salt_seed(std::uint64_t salt) noexcept {
     std::array<char, 8> bytes{};
-    for (unsigned i = 0; i < 8; ++i) {
-        bytes[i] = static_cast<char>((salt >> (8U * i)) & 0xFFU);
-    }
+    put_le(bytes.data(), salt);
     return crc32c(std::string_view(bytes.data(), bytes.size()));
 }
 
@@ -76,9 +92,7 @@ inline std::uint32_t salt_seed(std::uint64_t salt) noexcept {
 inline std::uint32_t header_check(std::uint32_t seed, std::uint32_t length,
                                   unsigned char type) noexcept {
     std::array<char, 5> bytes{};
-    for (unsigned i = 0; i < 4; ++i) {
-        bytes[i] = static_cast<char>((length >> (8U * i)) & 0xFFU);
-    }
+    put_le(bytes.data(), length);
     bytes[4] = static_cast<char>(type);
     return crc32c(std::string_view(bytes.data(), bytes.size()), seed);
 }
@@ -95,11 +109,8 @@ inline std::uint64_t new_salt() {
     }
     static int anchor = 0;
     salt ^= static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(&anchor));
-    // SplitMix64 finaliser: spread every input bit over the whole salt.
-    salt += 0x9E3779B97F4A7C15ULL;
-    salt = (salt ^ (salt >> 30U)) * 0xBF58476D1CE4E5B9ULL;
-    salt = (salt ^ (salt >> 27U)) * 0x94D049BB133111EBULL;
-    return salt ^ (salt >> 31U);
+    // One SplitMix64 step spreads every input bit over the whole salt.
+    return SplitMix64(salt).next();
 }
 
 enum class RecordType : std::uint8_t {
@@ -140,15 +151,11 @@ struct Record {
 };
 
 inline std::uint32_t load_u32(std::string_view bytes, std::size_t at) noexcept {
-    std::uint32_t v = 0;
-    for (unsigned i = 0; i < 4; ++i) {
-        v |= static_cast<std::uint32_t>(static_cast<unsigned char>(bytes[at + i])) << (8U * i);
-    }
-    return v;
+    return get_le<std::uint32_t>(bytes.data() + at);
 }
 
 inline std::uint64_t load_u64(std::string_view bytes, std::size_t at) noexcept {
-    return load_u32(bytes, at) | (std::uint64_t{load_u32(bytes, at + 4)} << 32U);
+    return get_le<std::uint64_t>(bytes.data() + at);
 }
 
 class Writer {
@@ -156,16 +163,8 @@ public:
     explicit Writer(std::string& out) noexcept : out_(out) {}
 
     void u8(std::uint8_t v) { out_.push_back(static_cast<char>(v)); }
-    void u32(std::uint32_t v) {
-        for (unsigned i = 0; i < 4; ++i) {
-            out_.push_back(static_cast<char>((v >> (8U * i)) & 0xFFU));
-        }
-    }
-    void u64(std::uint64_t v) {
-        for (unsigned i = 0; i < 8; ++i) {
-            out_.push_back(static_cast<char>((v >> (8U * i)) & 0xFFU));
-        }
-    }
+    void u32(std::uint32_t v) { le(v); }
+    void u64(std::uint64_t v) { le(v); }
     void i64(std::int64_t v) { u64(static_cast<std::uint64_t>(v)); }
     void time(WallTime t) { i64(static_cast<std::int64_t>(t.time_since_epoch().count())); }
     void str(std::string_view s) {
@@ -180,6 +179,13 @@ public:
     }
 
 private:
+    template <class U>
+    void le(U v) {
+        char bytes[sizeof(U)];
+        put_le(bytes, v);
+        out_.append(bytes, sizeof(U));
+    }
+
     std::string& out_;
 };
 
@@ -198,26 +204,8 @@ public:
         }
         return static_cast<std::uint8_t>(bytes_[pos_++]);
     }
-    std::uint32_t u32() noexcept {
-        if (!need(4)) {
-            return 0;
-        }
-        std::uint32_t v = 0;
-        for (unsigned i = 0; i < 4; ++i) {
-            v |= static_cast<std::uint32_t>(static_cast<unsigned char>(bytes_[pos_++])) << (8U * i);
-        }
-        return v;
-    }
-    std::uint64_t u64() noexcept {
-        if (!need(8)) {
-            return 0;
-        }
-        std::uint64_t v = 0;
-        for (unsigned i = 0; i < 8; ++i) {
-            v |= static_cast<std::uint64_t>(static_cast<unsigned char>(bytes_[pos_++])) << (8U * i);
-        }
-        return v;
-    }
+    std::uint32_t u32() noexcept { return le<std::uint32_t>(); }
+    std::uint64_t u64() noexcept { return le<std::uint64_t>(); }
     std::int64_t i64() noexcept { return static_cast<std::int64_t>(u64()); }
     WallTime time() noexcept { return WallTime{Duration{i64()}}; }
     // The length is checked against the bytes left before anything is allocated.
@@ -255,6 +243,16 @@ private:
             ok_ = false;
         }
         return ok_;
+    }
+
+    template <class U>
+    U le() noexcept {
+        if (!need(sizeof(U))) {
+            return 0;
+        }
+        const U v = get_le<U>(bytes_.data() + pos_);
+        pos_ += sizeof(U);
+        return v;
     }
 
     std::string_view bytes_;
