@@ -8,6 +8,7 @@
 #include <bulwark/fallback.hpp>
 #include <bulwark/hedging.hpp>
 #include <bulwark/rate_limiter.hpp>
+#include <bulwark/ticking_clock.hpp>
 #include <bulwark/timeout.hpp>
 
 #include "bench_main.hpp"

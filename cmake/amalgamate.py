@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Generates single_include/bulwark/bulwark.hpp from include/.
 
-Inlines every `#include <bulwark/...>` once, depth-first from the umbrella header and then the
-opt-in headers (those left out of the umbrella), and leaves system includes as they are. Each file keeps its include guard, so the single header and the
-modular headers can meet in one translation unit. The output is deterministic: no dates, LF line
+Inlines every `#include <bulwark/...>` once, depth-first from the full umbrella header (which
+includes every public header), and leaves system includes as they are. Each file keeps its first
+line (what it holds) and its include guard, so the single header reads as the headers do and can
+meet the modular headers in one translation unit. The output is deterministic: no dates, LF line
 endings, a stable order.
 
     python3 cmake/amalgamate.py           # writes the single header
@@ -17,13 +18,10 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 INCLUDE_DIR = ROOT / "include"
 UMBRELLA = "bulwark/bulwark.hpp"
-# Headers left out of the umbrella to keep its compile time within budget (see
-# cmake/compile_time.py), but part of the single header, which users copy to get everything.
-OPT_IN = ["bulwark/dead_letter.hpp"]
 OUTPUT = ROOT / "single_include" / "bulwark" / "bulwark.hpp"
 
 INCLUDE_RE = re.compile(r'^\s*#\s*include\s*<(bulwark/[^>]+)>\s*$')
-LICENCE_RE = re.compile(r"^// (bulwark — resilience policies for C\+\+17 services\.|SPDX-License-Identifier: .*)$")
+LICENCE_RE = re.compile(r"^// SPDX-License-Identifier: .*$")
 VERSION_RE = {part: re.compile(r"#define BULWARK_VERSION_%s (\d+)" % part)
               for part in ("MAJOR", "MINOR", "PATCH")}
 
@@ -72,8 +70,6 @@ def generate():
     ]
     seen = set()
     expand(UMBRELLA, seen, out)
-    for name in OPT_IN:
-        expand(name, seen, out)
     out.append("#endif  // BULWARK_SINGLE_INCLUDE_HPP\n")
     return "".join(out)
 

@@ -11,6 +11,7 @@
 #include <bulwark/cache.hpp>
 #include <bulwark/circuit_breaker.hpp>
 #include <bulwark/core.hpp>
+#include <bulwark/degradation.hpp>
 #include <bulwark/fallback.hpp>
 #include <bulwark/fallback_chain.hpp>
 #include <bulwark/load_shedder.hpp>

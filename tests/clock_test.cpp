@@ -6,6 +6,7 @@
 
 #include <bulwark/clock.hpp>
 #include <bulwark/rate_limiter.hpp>
+#include <bulwark/ticking_clock.hpp>
 
 #include "catch.hpp"
 

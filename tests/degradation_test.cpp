@@ -4,6 +4,8 @@
 #include <vector>
 
 #include <bulwark/degradation.hpp>
+#include <bulwark/health.hpp>
+#include <bulwark/resources.hpp>
 
 #include "catch.hpp"
 

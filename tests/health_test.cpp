@@ -396,33 +396,6 @@ TEST_CASE("the scheduler thread runs checks as they fall due", "[health]") {
     CHECK(runs.load() == 3);
 }
 
-TEST_CASE("a breaker's state becomes a check", "[health]") {
-    bulwark::ManualClock clock;
-    bulwark::CircuitBreakerOptions o;
-    o.failure_threshold = 1;
-    o.break_duration = 10s;
-    bulwark::CircuitBreaker breaker("sms", o, clock);
-    HealthMonitor monitor(clock);
-    monitor.add_breaker(breaker);
-    CHECK(monitor.run_now("sms").status == HealthStatus::healthy);
-    CHECK(monitor.history("sms").back().details.at("state") == "closed");
-    {
-        auto permit = breaker.try_acquire();
-        permit.record_failure();
-    }
-    CHECK(monitor.run_now("sms").status == HealthStatus::unhealthy);
-    CHECK(monitor.status() == HealthStatus::degraded);  // not critical by default
-    clock.advance(10s);
-    auto probe = breaker.try_acquire();
-    REQUIRE(breaker.state() == bulwark::CircuitState::half_open);
-    CHECK(monitor.run_now("sms").status == HealthStatus::degraded);
-    probe.record_success();
-    breaker.trip();
-    CHECK(monitor.run_now("sms").status == HealthStatus::unhealthy);
-    breaker.disable();
-    CHECK(monitor.run_now("sms").status == HealthStatus::healthy);
-}
-
 TEST_CASE("invalid checks and unknown names are rejected with a clear error", "[health]") {
     bulwark::ManualClock clock;
     HealthMonitor monitor(clock);

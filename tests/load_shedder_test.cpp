@@ -1,5 +1,6 @@
 #include <vector>
 
+#include <bulwark/degradation.hpp>
 #include <bulwark/load_shedder.hpp>
 #include <bulwark/pipeline.hpp>
 

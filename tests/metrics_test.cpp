@@ -12,6 +12,7 @@
 #include <bulwark/bulkhead.hpp>
 #include <bulwark/cache.hpp>
 #include <bulwark/circuit_breaker.hpp>
+#include <bulwark/circuit_breaker_registry.hpp>
 #include <bulwark/dead_letter.hpp>
 #include <bulwark/degradation.hpp>
 #include <bulwark/fallback.hpp>

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include <bulwark/resources.hpp>
+#include <bulwark/system.hpp>
 
 #include "catch.hpp"
 

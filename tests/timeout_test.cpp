@@ -6,6 +6,7 @@
 #include <bulwark/fallback.hpp>
 #include <bulwark/pipeline.hpp>
 #include <bulwark/retry.hpp>
+#include <bulwark/ticking_clock.hpp>
 #include <bulwark/timeout.hpp>
 
 #include "catch.hpp"

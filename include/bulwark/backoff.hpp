@@ -1,4 +1,4 @@
-// bulwark — resilience policies for C++17 services.
+// Backoff schedules (fixed, linear, exponential, Fibonacci, decorrelated) and AdaptiveBackoff.
 // SPDX-License-Identifier: MIT
 #ifndef BULWARK_BACKOFF_HPP
 #define BULWARK_BACKOFF_HPP

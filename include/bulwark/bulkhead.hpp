@@ -1,4 +1,4 @@
-// bulwark — resilience policies for C++17 services.
+// Bulkhead: a concurrency limit with a bounded, timed waiting queue.
 // SPDX-License-Identifier: MIT
 #ifndef BULWARK_BULKHEAD_HPP
 #define BULWARK_BULKHEAD_HPP

@@ -1,26 +1,21 @@
-// bulwark — resilience policies for C++17 services.
+// The full umbrella: every public header, exactly what the single header holds.
 // SPDX-License-Identifier: MIT
 #ifndef BULWARK_BULWARK_HPP
 #define BULWARK_BULWARK_HPP
 
-// The umbrella header: every public bulwark header.
-#include <bulwark/backoff.hpp>
-#include <bulwark/bulkhead.hpp>
-#include <bulwark/cache.hpp>
-#include <bulwark/circuit_breaker.hpp>
-#include <bulwark/core.hpp>
+// Layer by layer, bottom up (docs/development.md has the table). <bulwark/policies.hpp> is the
+// lighter include for code that only wraps calls.
+#include <bulwark/breaker_health.hpp>
+#include <bulwark/circuit_breaker_registry.hpp>
+#include <bulwark/dead_letter.hpp>
 #include <bulwark/degradation.hpp>
-#include <bulwark/fallback.hpp>
 #include <bulwark/fallback_chain.hpp>
 #include <bulwark/health.hpp>
-#include <bulwark/hedging.hpp>
-#include <bulwark/load_shedder.hpp>
+#include <bulwark/inline_vector.hpp>
 #include <bulwark/metrics.hpp>
-#include <bulwark/rate_limiter.hpp>
+#include <bulwark/policies.hpp>
 #include <bulwark/resources.hpp>
-#include <bulwark/retry.hpp>
 #include <bulwark/system.hpp>
-#include <bulwark/testing.hpp>
-#include <bulwark/timeout.hpp>
+#include <bulwark/ticking_clock.hpp>
 
 #endif  // BULWARK_BULWARK_HPP

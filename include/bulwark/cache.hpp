@@ -1,4 +1,4 @@
-// bulwark — resilience policies for C++17 services.
+// CacheFallback: serves the last good value per key when a call fails.
 // SPDX-License-Identifier: MIT
 #ifndef BULWARK_CACHE_HPP
 #define BULWARK_CACHE_HPP

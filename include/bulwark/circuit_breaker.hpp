@@ -1,4 +1,4 @@
-// bulwark — resilience policies for C++17 services.
+// CircuitBreaker: options, states, statistics, permits and the breaker itself.
 // SPDX-License-Identifier: MIT
 #ifndef BULWARK_CIRCUIT_BREAKER_HPP
 #define BULWARK_CIRCUIT_BREAKER_HPP
@@ -10,11 +10,8 @@
 #include <deque>
 #include <exception>
 #include <functional>
-#include <map>
-#include <memory>
 #include <mutex>
 #include <optional>
-#include <shared_mutex>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -1262,110 +1259,6 @@ private:
     TimePoint state_since_{};
 
     Listeners<StateChange> state_changes_;
-};
-
-// Named breakers with shared defaults, created on first use and kept for the registry's life
-// (references stay valid), enumerable for health checks and metrics.
-//   bulwark::CircuitBreakerRegistry registry(defaults);
-//   auto& email = registry.get("email");            // created with the defaults
-//   auto& sms = registry.get("sms", sms_options);   // options apply when it is created
-//   registry.for_each([](bulwark::CircuitBreaker& b) { report(b.name(), b.stats()); });
-// Thread-safe: lookups of existing breakers take a shared lock.
-class CircuitBreakerRegistry {
-public:
-    explicit CircuitBreakerRegistry(CircuitBreakerOptions defaults = {})
-        : CircuitBreakerRegistry(std::move(defaults), default_clock()) {}
-
-    // Throws std::invalid_argument for invalid defaults. The clock must outlive the registry.
-    CircuitBreakerRegistry(CircuitBreakerOptions defaults, Clock& clock)
-        : defaults_((defaults.validate(), std::move(defaults))), clock_(&clock) {}
-
-    CircuitBreakerRegistry(const CircuitBreakerRegistry&) = delete;
-    CircuitBreakerRegistry& operator=(const CircuitBreakerRegistry&) = delete;
-
-    // The breaker named `name`, created with the registry's defaults if new.
-    CircuitBreaker& get(const std::string& name) { return get(name, defaults_); }
-
-    // The breaker named `name`, created with `options` if new (an existing breaker keeps the
-    // options it was created with). Throws std::invalid_argument for an empty name or invalid
-    // options.
-    CircuitBreaker& get(const std::string& name, const CircuitBreakerOptions& options) {
-        if (name.empty()) {
-            detail::throw_invalid_argument("CircuitBreakerRegistry::get: the name is empty");
-        }
-        {
-            std::shared_lock<std::shared_mutex> lock(mutex_);
-            auto it = breakers_.find(name);
-            if (it != breakers_.end()) {
-                return *it->second;
-            }
-        }
-        std::unique_lock<std::shared_mutex> lock(mutex_);
-        auto it = breakers_.find(name);
-        if (it != breakers_.end()) {
-            return *it->second;
-        }
-        auto breaker = std::make_unique<CircuitBreaker>(name, options, *clock_);
-        for (const auto& listener : listeners_) {
-            breaker->on_state_change(listener);
-        }
-        CircuitBreaker& ref = *breaker;
-        breakers_.emplace(name, std::move(breaker));
-        return ref;
-    }
-
-    // The breaker named `name`, or nullptr.
-    CircuitBreaker* find(const std::string& name) const {
-        std::shared_lock<std::shared_mutex> lock(mutex_);
-        auto it = breakers_.find(name);
-        return it == breakers_.end() ? nullptr : it->second.get();
-    }
-
-    // Calls f(CircuitBreaker&) for each breaker, in name order. Do not create breakers from f.
-    template <class F>
-    void for_each(F&& f) const {
-        std::shared_lock<std::shared_mutex> lock(mutex_);
-        for (const auto& entry : breakers_) {
-            f(*entry.second);
-        }
-    }
-
-    std::vector<std::string> names() const {
-        std::shared_lock<std::shared_mutex> lock(mutex_);
-        std::vector<std::string> out;
-        out.reserve(breakers_.size());
-        for (const auto& entry : breakers_) {
-            out.push_back(entry.first);
-        }
-        return out;
-    }
-
-    std::size_t size() const {
-        std::shared_lock<std::shared_mutex> lock(mutex_);
-        return breakers_.size();
-    }
-
-    // A listener for every breaker's transitions, existing and future.
-    void on_state_change(std::function<void(const StateChange&)> listener) {
-        if (!listener) {
-            detail::throw_invalid_argument(
-                "CircuitBreakerRegistry::on_state_change: the listener is empty");
-        }
-        std::unique_lock<std::shared_mutex> lock(mutex_);
-        for (auto& entry : breakers_) {
-            entry.second->on_state_change(listener);
-        }
-        listeners_.push_back(std::move(listener));
-    }
-
-    const CircuitBreakerOptions& defaults() const noexcept { return defaults_; }
-
-private:
-    const CircuitBreakerOptions defaults_;
-    Clock* const clock_;
-    mutable std::shared_mutex mutex_;
-    std::map<std::string, std::unique_ptr<CircuitBreaker>, std::less<>> breakers_;
-    std::vector<std::function<void(const StateChange&)>> listeners_;
 };
 
 }  // namespace bulwark

@@ -1,4 +1,4 @@
-// bulwark — resilience policies for C++17 services.
+// Classification: which exceptions and results a policy counts as failures.
 // SPDX-License-Identifier: MIT
 #ifndef BULWARK_CLASSIFY_HPP
 #define BULWARK_CLASSIFY_HPP

@@ -1,4 +1,4 @@
-// bulwark — resilience policies for C++17 services.
+// Feature detection and portability macros, done once.
 // SPDX-License-Identifier: MIT
 #ifndef BULWARK_CONFIG_HPP
 #define BULWARK_CONFIG_HPP

@@ -1,4 +1,4 @@
-// bulwark — resilience policies for C++17 services.
+// Context: what one execution carries through a pipeline (attempt, deadline, cancellation).
 // SPDX-License-Identifier: MIT
 #ifndef BULWARK_CONTEXT_HPP
 #define BULWARK_CONTEXT_HPP

@@ -1,4 +1,4 @@
-// bulwark — resilience policies for C++17 services.
+// The core layer in one include: time, clocks, outcomes, contexts, errors, events, pipelines.
 // SPDX-License-Identifier: MIT
 #ifndef BULWARK_CORE_HPP
 #define BULWARK_CORE_HPP

@@ -18,31 +18,13 @@
 #include <vector>
 
 #include <bulwark/clock.hpp>
+#include <bulwark/degradation_level.hpp>
 #include <bulwark/detail/throw.hpp>
 #include <bulwark/events.hpp>
-#include <bulwark/health.hpp>
-#include <bulwark/resources.hpp>
+#include <bulwark/health_check.hpp>
+#include <bulwark/resource_report.hpp>
 
 namespace bulwark {
-
-// How degraded the service is, from fully working to keeping only what is critical.
-enum class DegradationLevel : std::uint8_t { normal, minor, moderate, severe, critical };
-
-inline const char* to_string(DegradationLevel level) noexcept {
-    switch (level) {
-        case DegradationLevel::normal:
-            return "normal";
-        case DegradationLevel::minor:
-            return "minor";
-        case DegradationLevel::moderate:
-            return "moderate";
-        case DegradationLevel::severe:
-            return "severe";
-        case DegradationLevel::critical:
-            return "critical";
-    }
-    return "unknown";
-}
 
 // Maps the overall health and the worst resource status to a degradation level, for
 // Degradation::follow().
@@ -97,7 +79,7 @@ struct DegradationChange {
 // clear_override()). The level in force is the override if there is one, else the automatic one.
 // Thread-safe. level() and enabled() are one atomic load (plus a lock only while a per-feature
 // override is set); changes take a mutex. Listeners run after the change, outside the lock.
-class Degradation {
+class Degradation : public DegradationSignal {
 public:
     using ChangeListener =
         std::function<void(DegradationLevel from, DegradationLevel to, const std::string& why)>;
@@ -114,12 +96,6 @@ public:
     Degradation(const Degradation&) = delete;
     Degradation& operator=(const Degradation&) = delete;
     ~Degradation() { unfollow(); }
-
-    DegradationLevel level() const noexcept {
-        // acquire: pairs with the release in publish(), so reason()/since() read after it are
-        // at least as new.
-        return static_cast<DegradationLevel>(level_.load(std::memory_order_acquire));
-    }
 
     std::string reason() const {
         std::lock_guard<std::mutex> lock(mutex_);
@@ -424,7 +400,6 @@ private:
     std::mutex follow_calls_mutex_;  // serialises follow() and unfollow()
     std::mutex follow_mutex_;        // guards follow_
     std::shared_ptr<FollowState> follow_;
-    std::atomic<std::uint8_t> level_{static_cast<std::uint8_t>(DegradationLevel::normal)};
     std::atomic<bool> features_forced_{false};
 
     mutable std::mutex mutex_;

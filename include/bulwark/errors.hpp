@@ -1,4 +1,4 @@
-// bulwark — resilience policies for C++17 services.
+// The error vocabulary: RejectedError and every rejection a policy raises.
 // SPDX-License-Identifier: MIT
 #ifndef BULWARK_ERRORS_HPP
 #define BULWARK_ERRORS_HPP
@@ -9,7 +9,7 @@
 #include <string>
 #include <utility>
 
-#include <bulwark/clock.hpp>
+#include <bulwark/time.hpp>
 
 namespace bulwark {
 

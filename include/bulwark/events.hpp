@@ -1,4 +1,4 @@
-// bulwark — resilience policies for C++17 services.
+// Events and listeners: how every component tells observers what happened.
 // SPDX-License-Identifier: MIT
 #ifndef BULWARK_EVENTS_HPP
 #define BULWARK_EVENTS_HPP

@@ -1,4 +1,4 @@
-// bulwark — resilience policies for C++17 services.
+// Fallback: a substitute result when a call fails.
 // SPDX-License-Identifier: MIT
 #ifndef BULWARK_FALLBACK_HPP
 #define BULWARK_FALLBACK_HPP

@@ -1,4 +1,4 @@
-// bulwark — resilience policies for C++17 services.
+// FallbackChain: channels tried in turn by priority, rotation, health, load or cost.
 // SPDX-License-Identifier: MIT
 #ifndef BULWARK_FALLBACK_CHAIN_HPP
 #define BULWARK_FALLBACK_CHAIN_HPP
@@ -24,11 +24,13 @@
 #include <bulwark/clock.hpp>
 #include <bulwark/context.hpp>
 #include <bulwark/detail/random.hpp>
+#include <bulwark/detail/recent_window.hpp>
 #include <bulwark/detail/striped_counter.hpp>
 #include <bulwark/detail/throw.hpp>
 #include <bulwark/detail/traits.hpp>
 #include <bulwark/errors.hpp>
 #include <bulwark/events.hpp>
+#include <bulwark/inline_vector.hpp>
 #include <bulwark/outcome.hpp>
 #include <bulwark/policy.hpp>
 #include <bulwark/rate_limiter.hpp>
@@ -199,109 +201,6 @@ struct ChannelStats {
 template <class Signature>
 class FallbackChain;
 
-namespace detail {
-
-// Up to N elements inline, then on the heap (all of them, so that data() stays contiguous).
-// T must be default-constructible and movable. Not thread-safe.
-template <class T, std::size_t N>
-class InlineVector {
-public:
-    InlineVector() = default;
-    InlineVector(const InlineVector&) = default;
-    InlineVector& operator=(const InlineVector&) = default;
-    // A moved-from vector is empty: its size must not outlive the heap block it described.
-    InlineVector(InlineVector&& other) noexcept(std::is_nothrow_move_constructible<T>::value)
-        : inline_(std::move(other.inline_)), heap_(std::move(other.heap_)), size_(other.size_) {
-        other.clear();
-    }
-    InlineVector& operator=(InlineVector&& other) noexcept(
-        std::is_nothrow_move_assignable<T>::value) {
-        if (this != &other) {
-            inline_ = std::move(other.inline_);
-            heap_ = std::move(other.heap_);
-            size_ = other.size_;
-            other.clear();
-        }
-        return *this;
-    }
-    ~InlineVector() = default;
-
-    void clear() noexcept {
-        heap_.clear();
-        size_ = 0;
-    }
-
-    void push_back(T value) {
-        if (heap_.empty() && size_ < N) {
-            inline_[size_++] = std::move(value);
-            return;
-        }
-        if (heap_.empty()) {
-            heap_.reserve(2 * N);
-            for (std::size_t i = 0; i < size_; ++i) {
-                heap_.push_back(std::move(inline_[i]));
-            }
-        }
-        heap_.push_back(std::move(value));
-        ++size_;
-    }
-    T* data() noexcept { return heap_.empty() ? inline_.data() : heap_.data(); }
-    const T* data() const noexcept { return heap_.empty() ? inline_.data() : heap_.data(); }
-    std::size_t size() const noexcept { return size_; }
-    bool empty() const noexcept { return size_ == 0; }
-    T& operator[](std::size_t i) noexcept { return data()[i]; }
-    const T& operator[](std::size_t i) const noexcept { return data()[i]; }
-    T* begin() noexcept { return data(); }
-    T* end() noexcept { return data() + size_; }
-    const T* begin() const noexcept { return data(); }
-    const T* end() const noexcept { return data() + size_; }
-    T& back() noexcept { return data()[size_ - 1]; }
-
-private:
-    std::array<T, N> inline_{};
-    std::vector<T> heap_;
-    std::size_t size_ = 0;
-};
-
-inline unsigned popcount32(std::uint32_t v) noexcept {
-    unsigned n = 0;
-    for (; v != 0; v &= v - 1U) {
-        ++n;
-    }
-    return n;
-}
-
-// The last 32 results of a channel in one atomic word: low 32 bits a shift register of
-// outcomes (1 = success), high 32 bits how many of them are real (saturates at 32).
-struct RecentWindow {
-    static constexpr std::uint32_t capacity = 32;
-
-    static std::uint64_t push(std::uint64_t word, bool ok) noexcept {
-        const std::uint64_t bits = ((word << 1U) | (ok ? 1U : 0U)) & 0xFFFFFFFFULL;
-        std::uint64_t count = word >> 32U;
-        if (count < capacity) {
-            ++count;
-        }
-        return (count << 32U) | bits;
-    }
-    static std::uint32_t samples(std::uint64_t word) noexcept {
-        return static_cast<std::uint32_t>(word >> 32U);
-    }
-    // Success rate over the last `last` recorded samples (fewer if fewer were recorded); 1 with
-    // none.
-    static double rate(std::uint64_t word, std::uint32_t last = capacity) noexcept {
-        const std::uint32_t n = samples(word) < last ? samples(word) : last;
-        if (n == 0) {
-            return 1.0;
-        }
-        const std::uint32_t mask = n >= 32 ? 0xFFFFFFFFU : ((1U << n) - 1U);
-        const std::uint32_t bits = static_cast<std::uint32_t>(word & 0xFFFFFFFFULL) & mask;
-        return static_cast<double>(popcount32(bits)) / static_cast<double>(n);
-    }
-};
-
-}  // namespace detail
-
 // The outcome of FallbackChain::execute: the value and who delivered it, or the last error, and
 // every channel considered on the way.
 //   auto res = chain.execute(msg);
@@ -313,7 +212,7 @@ template <class R>
 class [[nodiscard]] ChainResult {
 public:
     using value_type = R;
-    using AttemptList = detail::InlineVector<Attempt, 8>;
+    using AttemptList = InlineVector<Attempt, 8>;
 
     // A channel delivered. False for a default-constructed (or moved-from) result too.
     bool ok() const noexcept { return ok_; }
@@ -731,7 +630,7 @@ private:
         std::uint32_t index;
         double key;
     };
-    using Order = detail::InlineVector<Candidate, 16>;
+    using Order = InlineVector<Candidate, 16>;
 
     struct ResolvedRule {
         bool present = false;

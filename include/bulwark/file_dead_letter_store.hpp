@@ -1,4 +1,4 @@
-// bulwark — resilience policies for C++17 services.
+// FileDeadLetterStore: the durable dead-letter store, a crash-safe journal on disk (POSIX).
 // SPDX-License-Identifier: MIT
 #ifndef BULWARK_FILE_DEAD_LETTER_STORE_HPP
 #define BULWARK_FILE_DEAD_LETTER_STORE_HPP
@@ -18,7 +18,8 @@
 #include <vector>
 
 #include <bulwark/clock.hpp>
-#include <bulwark/dead_letter.hpp>
+#include <bulwark/dead_letter_store.hpp>
+#include <bulwark/detail/dead_letter_index.hpp>
 #include <bulwark/detail/file_system.hpp>
 #include <bulwark/detail/journal.hpp>
 #include <bulwark/detail/throw.hpp>

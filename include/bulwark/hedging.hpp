@@ -1,4 +1,4 @@
-// bulwark — resilience policies for C++17 services.
+// Hedging: extra attempts started after a delay, first result wins.
 // SPDX-License-Identifier: MIT
 #ifndef BULWARK_HEDGING_HPP
 #define BULWARK_HEDGING_HPP

@@ -1,4 +1,4 @@
-// bulwark — resilience policies for C++17 services.
+// LoadShedder: drops calls by priority while the service is degraded.
 // SPDX-License-Identifier: MIT
 #ifndef BULWARK_LOAD_SHEDDER_HPP
 #define BULWARK_LOAD_SHEDDER_HPP
@@ -13,7 +13,7 @@
 #include <utility>
 
 #include <bulwark/context.hpp>
-#include <bulwark/degradation.hpp>
+#include <bulwark/degradation_level.hpp>
 #include <bulwark/detail/striped_counter.hpp>
 #include <bulwark/detail/throw.hpp>
 #include <bulwark/errors.hpp>
@@ -54,10 +54,10 @@ struct LoadShedderStats {
 // level and a per-thread counter; shedding allocates nothing (the error is built once).
 class LoadShedder : public PolicyBase<LoadShedder> {
 public:
-    LoadShedder(const Degradation& degradation, DegradationLevel shed_at)
+    LoadShedder(const DegradationSignal& degradation, DegradationLevel shed_at)
         : LoadShedder(degradation, LoadShedderOptions{shed_at, true, nullptr}) {}
 
-    LoadShedder(const Degradation& degradation, LoadShedderOptions options)
+    LoadShedder(const DegradationSignal& degradation, LoadShedderOptions options)
         : degradation_(&degradation),
           options_(std::move(options)),
           error_(std::make_exception_ptr(LoadShedError(
@@ -126,7 +126,7 @@ private:
         });
     }
 
-    const Degradation* degradation_;
+    const DegradationSignal* degradation_;
     const LoadShedderOptions options_;
     const std::exception_ptr error_;
     detail::StripedCounter passed_;

@@ -1,4 +1,4 @@
-// bulwark — resilience policies for C++17 services.
+// Metrics: every component's statistics in the Prometheus text format, and MetricsWriter.
 // SPDX-License-Identifier: MIT
 #ifndef BULWARK_METRICS_HPP
 #define BULWARK_METRICS_HPP

@@ -1,4 +1,4 @@
-// bulwark — resilience policies for C++17 services.
+// Outcome<T>: a value or an exception_ptr, the result type every policy returns.
 // SPDX-License-Identifier: MIT
 #ifndef BULWARK_OUTCOME_HPP
 #define BULWARK_OUTCOME_HPP

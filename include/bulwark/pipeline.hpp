@@ -1,4 +1,4 @@
-// bulwark — resilience policies for C++17 services.
+// pipeline() and wrap(): policies composed outermost first, and callables decorated by them.
 // SPDX-License-Identifier: MIT
 #ifndef BULWARK_PIPELINE_HPP
 #define BULWARK_PIPELINE_HPP

@@ -1,4 +1,4 @@
-// bulwark — resilience policies for C++17 services.
+// The policy concept: PolicyBase, execute/try_execute, and how callables are invoked.
 // SPDX-License-Identifier: MIT
 #ifndef BULWARK_POLICY_HPP
 #define BULWARK_POLICY_HPP

@@ -1,4 +1,4 @@
-// bulwark — resilience policies for C++17 services.
+// RateLimiter: token bucket and sliding-window limits with an optional wait.
 // SPDX-License-Identifier: MIT
 #ifndef BULWARK_RATE_LIMITER_HPP
 #define BULWARK_RATE_LIMITER_HPP

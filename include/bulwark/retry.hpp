@@ -1,4 +1,4 @@
-// bulwark — resilience policies for C++17 services.
+// RetryPolicy: retries with backoff, retry budgets, and the async schedule.
 // SPDX-License-Identifier: MIT
 #ifndef BULWARK_RETRY_HPP
 #define BULWARK_RETRY_HPP

@@ -1,4 +1,4 @@
-// bulwark — resilience policies for C++17 services.
+// System gauges: memory, CPU, disk and process RSS readings (Linux /proc).
 // SPDX-License-Identifier: MIT
 #ifndef BULWARK_SYSTEM_HPP
 #define BULWARK_SYSTEM_HPP

@@ -1,4 +1,4 @@
-// bulwark — resilience policies for C++17 services.
+// Test policies: Noop and FaultInjector.
 // SPDX-License-Identifier: MIT
 #ifndef BULWARK_TESTING_HPP
 #define BULWARK_TESTING_HPP

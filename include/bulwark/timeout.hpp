@@ -1,4 +1,4 @@
-// bulwark — resilience policies for C++17 services.
+// Timeout: a cooperative deadline on the context; late results fail with TimeoutError.
 // SPDX-License-Identifier: MIT
 #ifndef BULWARK_TIMEOUT_HPP
 #define BULWARK_TIMEOUT_HPP

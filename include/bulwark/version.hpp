@@ -1,4 +1,4 @@
-// bulwark — resilience policies for C++17 services.
+// The library version macros.
 // SPDX-License-Identifier: MIT
 #ifndef BULWARK_VERSION_HPP
 #define BULWARK_VERSION_HPP

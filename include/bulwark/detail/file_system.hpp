@@ -1,4 +1,4 @@
-// bulwark — resilience policies for C++17 services.
+// The file-system seam of the durable store, and its POSIX implementation.
 // SPDX-License-Identifier: MIT
 #ifndef BULWARK_DETAIL_FILE_SYSTEM_HPP
 #define BULWARK_DETAIL_FILE_SYSTEM_HPP

@@ -1,4 +1,4 @@
-// bulwark — resilience policies for C++17 services.
+// The dead-letter journal format: frames, CRC-32C, record encoding and recovery scans (private).
 // SPDX-License-Identifier: MIT
 #ifndef BULWARK_DETAIL_JOURNAL_HPP
 #define BULWARK_DETAIL_JOURNAL_HPP
@@ -7,13 +7,14 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <random>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include <bulwark/clock.hpp>
-#include <bulwark/dead_letter.hpp>
+#include <bulwark/dead_letter_store.hpp>
+#include <bulwark/detail/dead_letter_index.hpp>
+#include <bulwark/detail/file_system.hpp>
 #include <bulwark/detail/random.hpp>
 
 // The dead-letter journal's on-disk format: CRC-32C, little-endian fixed-width integers,
@@ -97,15 +98,40 @@ inline std::uint32_t header_check(std::uint32_t seed, std::uint32_t length,
     return crc32c(std::string_view(bytes.data(), bytes.size()), seed);
 }
 
-// A fresh random salt (std::random_device, mixed with the time and an address in case the
-// device is deterministic on some platform).
+// Up to `size` bytes from the operating system's random source (/dev/urandom); false when it
+// cannot be read. The journal is POSIX-only, so this needs neither <random> nor a libc extension.
+inline bool os_random_bytes(void* out, std::size_t size) noexcept {
+    int fd = -1;
+    do {
+        fd = ::open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0) {
+        return false;
+    }
+    auto* bytes = static_cast<unsigned char*>(out);
+    std::size_t got = 0;
+    while (got < size) {
+        const ssize_t n = ::read(fd, bytes + got, size - got);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            break;
+        }
+        got += static_cast<std::size_t>(n);
+    }
+    ::close(fd);
+    return got == size;
+}
+
+// A fresh random salt (the system's random source, mixed with the time and an address in case
+// it cannot be read).
 inline std::uint64_t new_salt() {
     std::uint64_t salt =
         static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
-    try {
-        std::random_device device;
-        salt ^= (static_cast<std::uint64_t>(device()) << 32U) ^ device();
-    } catch (...) {  // NOLINT(bugprone-empty-catch): the time and address below still vary
+    std::uint64_t entropy = 0;
+    if (os_random_bytes(&entropy, sizeof entropy)) {
+        salt ^= entropy;
     }
     static int anchor = 0;
     salt ^= static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(&anchor));

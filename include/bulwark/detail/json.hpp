@@ -1,4 +1,4 @@
-// bulwark — resilience policies for C++17 services.
+// A minimal JSON writer for reports (private).
 // SPDX-License-Identifier: MIT
 #ifndef BULWARK_DETAIL_JSON_HPP
 #define BULWARK_DETAIL_JSON_HPP

@@ -1,4 +1,4 @@
-// bulwark — resilience policies for C++17 services.
+// Locale-independent number formatting (private).
 // SPDX-License-Identifier: MIT
 #ifndef BULWARK_DETAIL_NUMBER_HPP
 #define BULWARK_DETAIL_NUMBER_HPP

@@ -1,4 +1,4 @@
-// bulwark — resilience policies for C++17 services.
+// SplitMix64: a small, seedable generator that keeps <random> out of the headers (private).
 // SPDX-License-Identifier: MIT
 #ifndef BULWARK_DETAIL_RANDOM_HPP
 #define BULWARK_DETAIL_RANDOM_HPP

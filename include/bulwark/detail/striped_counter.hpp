@@ -1,4 +1,4 @@
-// bulwark — resilience policies for C++17 services.
+// Striped per-thread counters: statistics without contended atomics (private).
 // SPDX-License-Identifier: MIT
 #ifndef BULWARK_DETAIL_STRIPED_COUNTER_HPP
 #define BULWARK_DETAIL_STRIPED_COUNTER_HPP

@@ -1,4 +1,4 @@
-// bulwark — resilience policies for C++17 services.
+// Per-thread slots: which stripe a thread writes to (private).
 // SPDX-License-Identifier: MIT
 #ifndef BULWARK_DETAIL_THREAD_SLOT_HPP
 #define BULWARK_DETAIL_THREAD_SLOT_HPP

@@ -1,4 +1,4 @@
-// bulwark — resilience policies for C++17 services.
+// Error helpers: invalid-option messages and out-of-line throws (private).
 // SPDX-License-Identifier: MIT
 #ifndef BULWARK_DETAIL_THROW_HPP
 #define BULWARK_DETAIL_THROW_HPP

@@ -1,4 +1,4 @@
-// bulwark — resilience policies for C++17 services.
+// Type traits for callables and results (private).
 // SPDX-License-Identifier: MIT
 #ifndef BULWARK_DETAIL_TRAITS_HPP
 #define BULWARK_DETAIL_TRAITS_HPP
