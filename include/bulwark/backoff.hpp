@@ -6,11 +6,12 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <string>
 
 #include <bulwark/clock.hpp>
+#include <bulwark/detail/math.hpp>
 #include <bulwark/detail/random.hpp>
 #include <bulwark/detail/throw.hpp>
 
@@ -116,7 +117,7 @@ public:
     // base, base·m, base·m², … base > 0, multiplier >= 1.
     static Backoff exponential(Duration base, double multiplier = 2.0) {
         check_positive("Backoff.exponential(base, multiplier): base", base);
-        if (!(multiplier >= 1.0) || !std::isfinite(multiplier)) {
+        if (!(multiplier >= 1.0) || !detail::is_finite(multiplier)) {
             detail::throw_invalid_option("Backoff.exponential(base, multiplier): multiplier",
                                          "must be a finite number >= 1",
                                          detail::format_number(multiplier));
@@ -258,7 +259,7 @@ private:
                 // fib(94) overflows 64 bits; by then any delay is past every cap.
                 return detail::saturate(n < detail::fibonacci_table_size
                                             ? base * static_cast<double>(detail::fibonacci(n))
-                                            : HUGE_VAL,
+                                            : std::numeric_limits<double>::infinity(),
                                         max_delay_);
             case Kind::decorrelated_jitter:
                 break;  // handled by delay()

@@ -24,17 +24,20 @@ namespace bulwark {
 //   auto& sms = registry.get("sms", sms_options);   // options apply when it is created
 //   registry.for_each([](bulwark::CircuitBreaker& b) { report(b.name(), b.stats()); });
 // Thread-safe: lookups of existing breakers take a shared lock.
-class CircuitBreakerRegistry {
+// CircuitBreakerRegistry is BasicCircuitBreakerRegistry<>: a class template only so that its
+// code is compiled where it is used (the umbrella stays cheap); use the alias.
+template <class Tag = void>
+class BasicCircuitBreakerRegistry {
 public:
-    explicit CircuitBreakerRegistry(CircuitBreakerOptions defaults = {})
-        : CircuitBreakerRegistry(std::move(defaults), default_clock()) {}
+    explicit BasicCircuitBreakerRegistry(CircuitBreakerOptions defaults = {})
+        : BasicCircuitBreakerRegistry(std::move(defaults), default_clock()) {}
 
     // Throws std::invalid_argument for invalid defaults. The clock must outlive the registry.
-    CircuitBreakerRegistry(CircuitBreakerOptions defaults, Clock& clock)
+    BasicCircuitBreakerRegistry(CircuitBreakerOptions defaults, Clock& clock)
         : defaults_((defaults.validate(), std::move(defaults))), clock_(&clock) {}
 
-    CircuitBreakerRegistry(const CircuitBreakerRegistry&) = delete;
-    CircuitBreakerRegistry& operator=(const CircuitBreakerRegistry&) = delete;
+    BasicCircuitBreakerRegistry(const BasicCircuitBreakerRegistry&) = delete;
+    BasicCircuitBreakerRegistry& operator=(const BasicCircuitBreakerRegistry&) = delete;
 
     // The breaker named `name`, created with the registry's defaults if new.
     CircuitBreaker& get(const std::string& name) { return get(name, defaults_); }
@@ -120,6 +123,8 @@ private:
     std::map<std::string, std::unique_ptr<CircuitBreaker>, std::less<>> breakers_;
     std::vector<std::function<void(const StateChange&)>> listeners_;
 };
+
+using CircuitBreakerRegistry = BasicCircuitBreakerRegistry<>;
 
 }  // namespace bulwark
 

@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
-#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -23,6 +22,7 @@
 #include <bulwark/circuit_breaker.hpp>
 #include <bulwark/clock.hpp>
 #include <bulwark/context.hpp>
+#include <bulwark/detail/math.hpp>
 #include <bulwark/detail/random.hpp>
 #include <bulwark/detail/recent_window.hpp>
 #include <bulwark/detail/striped_counter.hpp>
@@ -389,11 +389,11 @@ public:
             detail::throw_invalid_option("FallbackChain.add: callable", "must not be null",
                                          "null for \"" + name + "\"");
         }
-        if (!(options.weight >= 0.0 && std::isfinite(options.weight))) {
+        if (!(options.weight >= 0.0 && detail::is_finite(options.weight))) {
             detail::throw_invalid_option("ChannelOptions.weight", "must be finite and >= 0",
                                          detail::format_number(options.weight));
         }
-        if (!(options.cost >= 0.0 && std::isfinite(options.cost))) {
+        if (!(options.cost >= 0.0 && detail::is_finite(options.cost))) {
             detail::throw_invalid_option("ChannelOptions.cost", "must be finite and >= 0",
                                          detail::format_number(options.cost));
         }
@@ -739,7 +739,7 @@ private:
                         ch.options.weight /
                         (1.0 + static_cast<double>(ch.in_flight.load(std::memory_order_relaxed)));
                     c[i].key =
-                        w > 0.0 ? -std::log1p(-u) / w : std::numeric_limits<double>::infinity();
+                        w > 0.0 ? -detail::log1p(-u) / w : std::numeric_limits<double>::infinity();
                 }
                 break;
             }

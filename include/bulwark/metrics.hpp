@@ -13,7 +13,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -26,13 +25,15 @@
 #include <utility>
 #include <vector>
 
+#include <bulwark/detail/math.hpp>
 #include <bulwark/detail/number.hpp>
 #include <bulwark/detail/throw.hpp>
 
 namespace bulwark {
 
 class CircuitBreaker;
-class CircuitBreakerRegistry;
+template <class Tag>
+class BasicCircuitBreakerRegistry;
 class Degradation;
 class Bulkhead;
 class RateLimiter;
@@ -68,10 +69,10 @@ namespace detail {
 // the locale's separator, and the digits are then copied with any non-numeric run (a ',' or a
 // multi-byte separator) replaced by one '.' (with_decimal_point).
 inline std::string metric_number(double value) {
-    if (std::isnan(value)) {
+    if (detail::is_nan(value)) {
         return "NaN";
     }
-    if (std::isinf(value)) {
+    if (detail::is_inf(value)) {
         return value > 0 ? "+Inf" : "-Inf";
     }
     char buffer[48];
@@ -138,7 +139,8 @@ public:
     }
     template <class F, std::enable_if_t<std::is_floating_point<F>::value, int> = 0>
     MetricValue(F f)  // NOLINT(google-explicit-constructor)
-        : text_(detail::metric_number(static_cast<double>(f))), negative_(std::isnan(f) || f < 0) {}
+        : text_(detail::metric_number(static_cast<double>(f))),
+          negative_(detail::is_nan(static_cast<double>(f)) || f < 0) {}
     MetricValue(bool b) : text_(b ? "1" : "0") {}  // NOLINT(google-explicit-constructor)
 
     const std::string& text() const noexcept { return text_; }
@@ -450,8 +452,8 @@ struct MetricsRenderer<CircuitBreaker> {
     }
 };
 
-template <>
-struct MetricsRenderer<CircuitBreakerRegistry> {
+template <class Tag>
+struct MetricsRenderer<BasicCircuitBreakerRegistry<Tag>> {
     static constexpr bool known = true;
     static constexpr bool needs_name = false;
     // Each breaker is labelled with its own name.

@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cmath>
 #include <cstdint>
 #include <exception>
 #include <mutex>
@@ -17,6 +16,7 @@
 
 #include <bulwark/clock.hpp>
 #include <bulwark/context.hpp>
+#include <bulwark/detail/math.hpp>
 #include <bulwark/detail/striped_counter.hpp>
 #include <bulwark/detail/throw.hpp>
 #include <bulwark/errors.hpp>
@@ -110,7 +110,7 @@ public:
         : options_((options.validate(), std::move(options))), clock_(&clock) {
         if (const TokenBucket* tb = std::get_if<TokenBucket>(&options_.limit)) {
             // Rounded up, so rounding can only make the limiter stricter than its rate.
-            interval_ns_ = static_cast<std::int64_t>(std::ceil(1e9 / tb->rate));
+            interval_ns_ = static_cast<std::int64_t>(detail::ceil(1e9 / tb->rate));
             burst_ = tb->burst;
             tat_ns_.store(clock_->coarse_now_fast().time_since_epoch().count(),
                           std::memory_order_relaxed);

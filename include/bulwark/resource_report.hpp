@@ -9,6 +9,7 @@
 #include <vector>
 
 #include <bulwark/detail/json.hpp>
+#include <bulwark/detail/math.hpp>
 #include <bulwark/detail/throw.hpp>
 #include <bulwark/time.hpp>
 
@@ -52,7 +53,7 @@ struct ResourceThresholds {
     }
 
     ResourceStatus classify(double percent) const noexcept {
-        if (std::isnan(percent)) {
+        if (detail::is_nan(percent)) {
             return ResourceStatus::unknown;
         }
         if (percent >= 100.0) {

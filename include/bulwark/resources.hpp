@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -23,6 +22,7 @@
 
 #include <bulwark/clock.hpp>
 #include <bulwark/detail/json.hpp>
+#include <bulwark/detail/math.hpp>
 #include <bulwark/detail/throw.hpp>
 #include <bulwark/detail/traits.hpp>
 #include <bulwark/events.hpp>
@@ -125,7 +125,7 @@ public:
     // or duplicate name, a limit <= 0, a window <= 0 or bad thresholds.
     void add_quota(std::string name, double limit, Duration window,
                    ResourceThresholds thresholds = {}) {
-        if (!(limit > 0.0) || !std::isfinite(limit)) {
+        if (!(limit > 0.0) || !detail::is_finite(limit)) {
             detail::throw_invalid_option("ResourceManager::add_quota(" + name + ").limit",
                                          "must be > 0", detail::format_number(limit));
         }
@@ -357,7 +357,7 @@ private:
             detail::throw_invalid_argument("ResourceManager: '" + r.name +
                                            "' is a gauge, not a quota");
         }
-        if (!(amount >= 0.0) || !std::isfinite(amount)) {
+        if (!(amount >= 0.0) || !detail::is_finite(amount)) {
             detail::throw_invalid_option(
                 std::string("ResourceManager::") + operation + "(" + r.name + ").amount",
                 "must be >= 0", detail::format_number(amount));
@@ -402,7 +402,7 @@ private:
         }
         double percent = std::numeric_limits<double>::quiet_NaN();
         try {
-            if (auto value = r.gauge(); value && std::isfinite(*value)) {
+            if (auto value = r.gauge(); value && detail::is_finite(*value)) {
                 percent = *value;
             }
         } catch (...) {
@@ -426,7 +426,7 @@ private:
                           std::optional<ResourceChange>& change) {
         const ResourceStatus status = r.thresholds.classify(percent);
         ++r.readings;
-        if (!std::isnan(percent) && percent > r.peak_percent) {
+        if (!detail::is_nan(percent) && percent > r.peak_percent) {
             r.peak_percent = percent;
         }
         if (status != r.last_status) {

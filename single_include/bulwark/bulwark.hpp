@@ -52,8 +52,8 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <string>
 
 // #include <bulwark/clock.hpp>
@@ -436,6 +436,55 @@ inline Clock& default_clock() noexcept {
 }  // namespace bulwark
 
 #endif  // BULWARK_CLOCK_HPP
+// #include <bulwark/detail/math.hpp>
+// Floating-point checks and functions without <cmath>, which costs every includer (private).
+#ifndef BULWARK_DETAIL_MATH_HPP
+#define BULWARK_DETAIL_MATH_HPP
+
+// <cmath> is about a tenth of what the standard headers under <bulwark/policies.hpp> cost to
+// parse, for a handful of calls: GCC and Clang give them as builtins; elsewhere, <cmath>.
+#include <limits>
+
+#if !defined(__GNUC__) && !defined(__clang__)
+#include <cmath>
+#endif
+
+namespace bulwark {
+namespace detail {
+
+constexpr bool is_nan(double v) noexcept {
+    return v != v;
+}
+
+constexpr bool is_inf(double v) noexcept {
+    return v == std::numeric_limits<double>::infinity() ||
+           v == -std::numeric_limits<double>::infinity();
+}
+
+constexpr bool is_finite(double v) noexcept {
+    return !is_nan(v) && !is_inf(v);
+}
+
+#if defined(__GNUC__) || defined(__clang__)
+inline double ceil(double v) noexcept {
+    return __builtin_ceil(v);
+}
+inline double log1p(double v) noexcept {
+    return __builtin_log1p(v);
+}
+#else
+inline double ceil(double v) noexcept {
+    return std::ceil(v);
+}
+inline double log1p(double v) noexcept {
+    return std::log1p(v);
+}
+#endif
+
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_MATH_HPP
 // #include <bulwark/detail/random.hpp>
 // SplitMix64: a small, seedable generator that keeps <random> out of the headers (private).
 #ifndef BULWARK_DETAIL_RANDOM_HPP
@@ -586,7 +635,7 @@ public:
     // base, base·m, base·m², … base > 0, multiplier >= 1.
     static Backoff exponential(Duration base, double multiplier = 2.0) {
         check_positive("Backoff.exponential(base, multiplier): base", base);
-        if (!(multiplier >= 1.0) || !std::isfinite(multiplier)) {
+        if (!(multiplier >= 1.0) || !detail::is_finite(multiplier)) {
             detail::throw_invalid_option("Backoff.exponential(base, multiplier): multiplier",
                                          "must be a finite number >= 1",
                                          detail::format_number(multiplier));
@@ -728,7 +777,7 @@ private:
                 // fib(94) overflows 64 bits; by then any delay is past every cap.
                 return detail::saturate(n < detail::fibonacci_table_size
                                             ? base * static_cast<double>(detail::fibonacci(n))
-                                            : HUGE_VAL,
+                                            : std::numeric_limits<double>::infinity(),
                                         max_delay_);
             case Kind::decorrelated_jitter:
                 break;  // handled by delay()
@@ -3134,12 +3183,12 @@ private:
 #ifndef BULWARK_DETAIL_JSON_HPP
 #define BULWARK_DETAIL_JSON_HPP
 
-#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <string>
 #include <string_view>
 
+// #include <bulwark/detail/math.hpp> (already included above)
 // #include <bulwark/detail/number.hpp>
 // Locale-independent number formatting (private).
 #ifndef BULWARK_DETAIL_NUMBER_HPP
@@ -3214,7 +3263,7 @@ inline void json_string(std::string& out, std::string_view text) {
 
 // Appends a number; NaN and infinities (which JSON cannot express) become null.
 inline void json_number(std::string& out, double value) {
-    if (!std::isfinite(value)) {
+    if (!detail::is_finite(value)) {
         out += "null";
         return;
     }
@@ -3647,17 +3696,20 @@ namespace bulwark {
 //   auto& sms = registry.get("sms", sms_options);   // options apply when it is created
 //   registry.for_each([](bulwark::CircuitBreaker& b) { report(b.name(), b.stats()); });
 // Thread-safe: lookups of existing breakers take a shared lock.
-class CircuitBreakerRegistry {
+// CircuitBreakerRegistry is BasicCircuitBreakerRegistry<>: a class template only so that its
+// code is compiled where it is used (the umbrella stays cheap); use the alias.
+template <class Tag = void>
+class BasicCircuitBreakerRegistry {
 public:
-    explicit CircuitBreakerRegistry(CircuitBreakerOptions defaults = {})
-        : CircuitBreakerRegistry(std::move(defaults), default_clock()) {}
+    explicit BasicCircuitBreakerRegistry(CircuitBreakerOptions defaults = {})
+        : BasicCircuitBreakerRegistry(std::move(defaults), default_clock()) {}
 
     // Throws std::invalid_argument for invalid defaults. The clock must outlive the registry.
-    CircuitBreakerRegistry(CircuitBreakerOptions defaults, Clock& clock)
+    BasicCircuitBreakerRegistry(CircuitBreakerOptions defaults, Clock& clock)
         : defaults_((defaults.validate(), std::move(defaults))), clock_(&clock) {}
 
-    CircuitBreakerRegistry(const CircuitBreakerRegistry&) = delete;
-    CircuitBreakerRegistry& operator=(const CircuitBreakerRegistry&) = delete;
+    BasicCircuitBreakerRegistry(const BasicCircuitBreakerRegistry&) = delete;
+    BasicCircuitBreakerRegistry& operator=(const BasicCircuitBreakerRegistry&) = delete;
 
     // The breaker named `name`, created with the registry's defaults if new.
     CircuitBreaker& get(const std::string& name) { return get(name, defaults_); }
@@ -3743,6 +3795,8 @@ private:
     std::map<std::string, std::unique_ptr<CircuitBreaker>, std::less<>> breakers_;
     std::vector<std::function<void(const StateChange&)>> listeners_;
 };
+
+using CircuitBreakerRegistry = BasicCircuitBreakerRegistry<>;
 
 }  // namespace bulwark
 
@@ -7124,6 +7178,7 @@ protected:
 #include <vector>
 
 // #include <bulwark/detail/json.hpp> (already included above)
+// #include <bulwark/detail/math.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 // #include <bulwark/time.hpp> (already included above)
 
@@ -7167,7 +7222,7 @@ struct ResourceThresholds {
     }
 
     ResourceStatus classify(double percent) const noexcept {
-        if (std::isnan(percent)) {
+        if (detail::is_nan(percent)) {
             return ResourceStatus::unknown;
         }
         if (percent >= 100.0) {
@@ -7685,7 +7740,6 @@ private:
 #include <algorithm>
 #include <array>
 #include <atomic>
-#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -7702,6 +7756,7 @@ private:
 // #include <bulwark/circuit_breaker.hpp> (already included above)
 // #include <bulwark/clock.hpp> (already included above)
 // #include <bulwark/context.hpp> (already included above)
+// #include <bulwark/detail/math.hpp> (already included above)
 // #include <bulwark/detail/random.hpp> (already included above)
 // #include <bulwark/detail/recent_window.hpp>
 // The last 32 outcomes of something in one 64-bit word, and their success rate (private).
@@ -7899,7 +7954,6 @@ private:
 
 #include <algorithm>
 #include <atomic>
-#include <cmath>
 #include <cstdint>
 #include <exception>
 #include <mutex>
@@ -7911,6 +7965,7 @@ private:
 
 // #include <bulwark/clock.hpp> (already included above)
 // #include <bulwark/context.hpp> (already included above)
+// #include <bulwark/detail/math.hpp> (already included above)
 // #include <bulwark/detail/striped_counter.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 // #include <bulwark/errors.hpp> (already included above)
@@ -8004,7 +8059,7 @@ public:
         : options_((options.validate(), std::move(options))), clock_(&clock) {
         if (const TokenBucket* tb = std::get_if<TokenBucket>(&options_.limit)) {
             // Rounded up, so rounding can only make the limiter stricter than its rate.
-            interval_ns_ = static_cast<std::int64_t>(std::ceil(1e9 / tb->rate));
+            interval_ns_ = static_cast<std::int64_t>(detail::ceil(1e9 / tb->rate));
             burst_ = tb->burst;
             tat_ns_.store(clock_->coarse_now_fast().time_since_epoch().count(),
                           std::memory_order_relaxed);
@@ -9190,11 +9245,11 @@ public:
             detail::throw_invalid_option("FallbackChain.add: callable", "must not be null",
                                          "null for \"" + name + "\"");
         }
-        if (!(options.weight >= 0.0 && std::isfinite(options.weight))) {
+        if (!(options.weight >= 0.0 && detail::is_finite(options.weight))) {
             detail::throw_invalid_option("ChannelOptions.weight", "must be finite and >= 0",
                                          detail::format_number(options.weight));
         }
-        if (!(options.cost >= 0.0 && std::isfinite(options.cost))) {
+        if (!(options.cost >= 0.0 && detail::is_finite(options.cost))) {
             detail::throw_invalid_option("ChannelOptions.cost", "must be finite and >= 0",
                                          detail::format_number(options.cost));
         }
@@ -9540,7 +9595,7 @@ private:
                         ch.options.weight /
                         (1.0 + static_cast<double>(ch.in_flight.load(std::memory_order_relaxed)));
                     c[i].key =
-                        w > 0.0 ? -std::log1p(-u) / w : std::numeric_limits<double>::infinity();
+                        w > 0.0 ? -detail::log1p(-u) / w : std::numeric_limits<double>::infinity();
                 }
                 break;
             }
@@ -10551,7 +10606,6 @@ using HealthMonitor = BasicHealthMonitor<>;
 
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -10564,13 +10618,15 @@ using HealthMonitor = BasicHealthMonitor<>;
 #include <utility>
 #include <vector>
 
+// #include <bulwark/detail/math.hpp> (already included above)
 // #include <bulwark/detail/number.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 
 namespace bulwark {
 
 class CircuitBreaker;
-class CircuitBreakerRegistry;
+template <class Tag>
+class BasicCircuitBreakerRegistry;
 class Degradation;
 class Bulkhead;
 class RateLimiter;
@@ -10606,10 +10662,10 @@ namespace detail {
 // the locale's separator, and the digits are then copied with any non-numeric run (a ',' or a
 // multi-byte separator) replaced by one '.' (with_decimal_point).
 inline std::string metric_number(double value) {
-    if (std::isnan(value)) {
+    if (detail::is_nan(value)) {
         return "NaN";
     }
-    if (std::isinf(value)) {
+    if (detail::is_inf(value)) {
         return value > 0 ? "+Inf" : "-Inf";
     }
     char buffer[48];
@@ -10676,7 +10732,8 @@ public:
     }
     template <class F, std::enable_if_t<std::is_floating_point<F>::value, int> = 0>
     MetricValue(F f)  // NOLINT(google-explicit-constructor)
-        : text_(detail::metric_number(static_cast<double>(f))), negative_(std::isnan(f) || f < 0) {}
+        : text_(detail::metric_number(static_cast<double>(f))),
+          negative_(detail::is_nan(static_cast<double>(f)) || f < 0) {}
     MetricValue(bool b) : text_(b ? "1" : "0") {}  // NOLINT(google-explicit-constructor)
 
     const std::string& text() const noexcept { return text_; }
@@ -10988,8 +11045,8 @@ struct MetricsRenderer<CircuitBreaker> {
     }
 };
 
-template <>
-struct MetricsRenderer<CircuitBreakerRegistry> {
+template <class Tag>
+struct MetricsRenderer<BasicCircuitBreakerRegistry<Tag>> {
     static constexpr bool known = true;
     static constexpr bool needs_name = false;
     // Each breaker is labelled with its own name.
@@ -13635,7 +13692,6 @@ private:
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -13652,6 +13708,7 @@ private:
 
 // #include <bulwark/clock.hpp> (already included above)
 // #include <bulwark/detail/json.hpp> (already included above)
+// #include <bulwark/detail/math.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 // #include <bulwark/detail/traits.hpp> (already included above)
 // #include <bulwark/events.hpp> (already included above)
@@ -13754,7 +13811,7 @@ public:
     // or duplicate name, a limit <= 0, a window <= 0 or bad thresholds.
     void add_quota(std::string name, double limit, Duration window,
                    ResourceThresholds thresholds = {}) {
-        if (!(limit > 0.0) || !std::isfinite(limit)) {
+        if (!(limit > 0.0) || !detail::is_finite(limit)) {
             detail::throw_invalid_option("ResourceManager::add_quota(" + name + ").limit",
                                          "must be > 0", detail::format_number(limit));
         }
@@ -13986,7 +14043,7 @@ private:
             detail::throw_invalid_argument("ResourceManager: '" + r.name +
                                            "' is a gauge, not a quota");
         }
-        if (!(amount >= 0.0) || !std::isfinite(amount)) {
+        if (!(amount >= 0.0) || !detail::is_finite(amount)) {
             detail::throw_invalid_option(
                 std::string("ResourceManager::") + operation + "(" + r.name + ").amount",
                 "must be >= 0", detail::format_number(amount));
@@ -14031,7 +14088,7 @@ private:
         }
         double percent = std::numeric_limits<double>::quiet_NaN();
         try {
-            if (auto value = r.gauge(); value && std::isfinite(*value)) {
+            if (auto value = r.gauge(); value && detail::is_finite(*value)) {
                 percent = *value;
             }
         } catch (...) {
@@ -14055,7 +14112,7 @@ private:
                           std::optional<ResourceChange>& change) {
         const ResourceStatus status = r.thresholds.classify(percent);
         ++r.readings;
-        if (!std::isnan(percent) && percent > r.peak_percent) {
+        if (!detail::is_nan(percent) && percent > r.peak_percent) {
             r.peak_percent = percent;
         }
         if (status != r.last_status) {

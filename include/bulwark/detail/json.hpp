@@ -3,12 +3,12 @@
 #ifndef BULWARK_DETAIL_JSON_HPP
 #define BULWARK_DETAIL_JSON_HPP
 
-#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <string>
 #include <string_view>
 
+#include <bulwark/detail/math.hpp>
 #include <bulwark/detail/number.hpp>
 
 namespace bulwark {
@@ -51,7 +51,7 @@ inline void json_string(std::string& out, std::string_view text) {
 
 // Appends a number; NaN and infinities (which JSON cannot express) become null.
 inline void json_number(std::string& out, double value) {
-    if (!std::isfinite(value)) {
+    if (!detail::is_finite(value)) {
         out += "null";
         return;
     }
