@@ -27,7 +27,7 @@ struct Transient : std::runtime_error {
     Transient() : std::runtime_error("transient") {}
 };
 
-RetryOptions exponential(std::uint32_t retries) {
+RetryOptions exponential(int retries) {
     RetryOptions o;
     o.max_retries = retries;
     o.backoff = bulwark::Backoff::exponential(1s);
@@ -46,7 +46,7 @@ struct Flaky {
     }
 };
 
-RetryOptions jittered(std::uint32_t retries, Backoff backoff) {
+RetryOptions jittered(int retries, Backoff backoff) {
     RetryOptions o;
     o.max_retries = retries;
     o.backoff = backoff;
@@ -460,6 +460,15 @@ TEST_CASE("a non-retryable failure does not grow an AdaptiveBackoff", "[retry][a
     CHECK_THROWS_AS(retry.execute([]() -> int { throw std::logic_error("bad request"); }),
                     std::logic_error);
     CHECK(adaptive->current_delay() == Duration(1s));
+}
+
+TEST_CASE("a negative max_retries is refused, not run as 4294967295 retries", "[retry]") {
+    RetryOptions o;
+    o.max_retries = -1;
+    CHECK_THROWS_WITH(RetryPolicy(o), "RetryOptions.max_retries must be >= 0, got -1");
+    CHECK_THROWS_WITH(o.validate(), "RetryOptions.max_retries must be >= 0, got -1");
+    o.max_retries = 0;
+    CHECK_NOTHROW(o.validate());
 }
 
 TEST_CASE("invalid retry options are refused", "[retry]") {

@@ -242,8 +242,10 @@ struct RetryStats {
 // Options of a RetryPolicy. Every field has a default; validate() throws std::invalid_argument
 // naming the field.
 struct RetryOptions {
-    // Retries after the first attempt. 0 = never retry.
-    std::uint32_t max_retries = 3;
+    // Retries after the first attempt, >= 0. 0 = never retry. A signed int (as in Polly and
+    // resilience4j), so that a negative value is refused by validate() instead of wrapping round
+    // to 4294967295 retries.
+    int max_retries = 3;
     // The wait before each retry: a Backoff (default exponential from 100 ms, capped at 30 s,
     // with full jitter) or a shared AdaptiveBackoff.
     std::variant<Backoff, std::shared_ptr<AdaptiveBackoff>> backoff =
@@ -289,6 +291,10 @@ struct RetryOptions {
     }
 
     void validate() const {
+        if (max_retries < 0) {
+            detail::throw_invalid_option("RetryOptions.max_retries", "must be >= 0",
+                                         std::to_string(max_retries));
+        }
         if (max_elapsed < Duration::zero()) {
             detail::throw_invalid_option("RetryOptions.max_elapsed", "must be >= 0",
                                          detail::format_duration(max_elapsed));
@@ -530,7 +536,8 @@ private:
             adaptive_wait = adaptive_->current_delay();
             adaptive_->record_failure();
         }
-        if (retry > options_.max_retries || ctx.cancelled()) {
+        // validate() made max_retries >= 0.
+        if (retry > static_cast<std::uint32_t>(options_.max_retries) || ctx.cancelled()) {
             return Verdict::exhausted;
         }
         wait = adaptive_ != nullptr ? adaptive_wait : backoff_delay(retry, run);
