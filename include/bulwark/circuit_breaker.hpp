@@ -116,7 +116,9 @@ struct TimeWindow {
 };
 
 // Options of a CircuitBreaker. Every field has a default; validate() (called by the breaker's
-// constructor) throws std::invalid_argument naming the field and the value.
+// constructor) throws std::invalid_argument naming the field and the value. At least one trip
+// rule must be on (failure_threshold, failure_ratio or slow_call_ratio): a breaker that can
+// never open is refused.
 //   bulwark::CircuitBreakerOptions o;
 //   o.failure_ratio = 0.5; o.window = bulwark::CountWindow{100}; o.handle<std::system_error>();
 struct CircuitBreakerOptions {
@@ -198,6 +200,13 @@ struct CircuitBreakerOptions {
         };
         ratio("CircuitBreakerOptions.failure_ratio", failure_ratio);
         ratio("CircuitBreakerOptions.slow_call_ratio", slow_call_ratio);
+        if (failure_threshold == 0 && failure_ratio == 0.0 && slow_call_ratio == 0.0) {
+            detail::throw_invalid_option(
+                "CircuitBreakerOptions.failure_threshold, failure_ratio and slow_call_ratio",
+                "must not all be 0: with every trip rule off the breaker can never open (for "
+                "one that never opens, call disable() or use bulwark::Noop)",
+                "0, 0 and 0");
+        }
         if (minimum_calls == 0) {
             detail::throw_invalid_option("CircuitBreakerOptions.minimum_calls", "must be >= 1",
                                          "0");
