@@ -1070,6 +1070,27 @@ TEST_CASE("handle<E>() with a rejection type counts those rejections as failures
     CHECK(b.stats().failures == 2);
 }
 
+TEST_CASE("a rejection type listed in counted_rejections counts as a failure",
+          "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreakerOptions o = only_consecutive(2);
+    o.handle<bulwark::BulkheadFullError>();
+    CHECK(o.counted_rejections == std::vector<bulwark::ExceptionType>{
+                                      bulwark::ExceptionType::of<bulwark::BulkheadFullError>()});
+    o = only_consecutive(2);  // every exception a failure, rate limits listed by hand
+    o.counted_rejections.push_back(bulwark::ExceptionType::of<bulwark::RateLimitedError>());
+    CircuitBreaker b("dep", o, clock);
+    CHECK_THROWS_AS(b.execute([]() -> int { throw bulwark::BulkheadFullError("full"); }),
+                    bulwark::BulkheadFullError);  // not listed: still an inner rejection
+    CHECK(b.stats().inner_rejections == 1);
+    for (int i = 0; i < 2; ++i) {
+        CHECK_THROWS_AS(b.execute([]() -> int { throw bulwark::RateLimitedError("limited"); }),
+                        bulwark::RateLimitedError);
+    }
+    CHECK(b.state() == CircuitState::open);
+    CHECK(b.stats().failures == 2);
+}
+
 TEST_CASE("handle<std::runtime_error>() does not count inner rejections", "[circuit_breaker]") {
     bulwark::ManualClock clock;
     CircuitBreakerOptions o = only_consecutive(1);

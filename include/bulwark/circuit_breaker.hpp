@@ -154,9 +154,11 @@ struct CircuitBreakerOptions {
     // a rate limit, load shedding, an open inner breaker) is neither a success nor a failure,
     // unless handle<E>() named its type (see counted_rejections).
     Classifier classifier{};
-    // The rejection types that count as failures after all: handle<E>() adds E here when E is a
-    // RejectedError (or a subclass), e.g. handle<BulkheadFullError>(). Empty by default.
-    std::vector<bool (*)(const std::exception_ptr&)> counted_rejections{};
+    // The rejection types that are not set aside as inner rejections but classified like any
+    // other exception (so, with the default classifier or a matching handle<E>(), they count as
+    // failures). handle<E>() adds ExceptionType::of<E>() here when E is a RejectedError (or a
+    // subclass), e.g. handle<BulkheadFullError>(). Empty by default.
+    std::vector<ExceptionType> counted_rejections{};
 
     // Only exceptions of type E (and subclasses) count as failures; others pass through and
     // count as successes for the breaker: they are not the dependency's fault. Naming a
@@ -166,7 +168,7 @@ struct CircuitBreakerOptions {
     CircuitBreakerOptions& handle() {
         classifier.handle<E>();
         if constexpr (std::is_base_of<RejectedError, E>::value) {
-            counted_rejections.push_back(&detail::holds_exception<E>);
+            counted_rejections.push_back(ExceptionType::of<E>());
         }
         return *this;
     }
@@ -745,8 +747,8 @@ private:
     }
 
     bool counts_rejection(const std::exception_ptr& error) const {
-        for (const auto counted : options_.counted_rejections) {
-            if (counted != nullptr && counted(error)) {
+        for (const ExceptionType& counted : options_.counted_rejections) {
+            if (counted.matches(error)) {
                 return true;
             }
         }
