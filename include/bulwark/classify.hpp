@@ -108,13 +108,17 @@ public:
                       "handle_result(pred) could not deduce the result type from the predicate "
                       "(a generic lambda?): write handle_result<YourType>(pred) or give the "
                       "lambda a concrete parameter type.");
-        using Value = detail::remove_cvref_t<Arg>;
-        static_assert(std::is_invocable_r<bool, const Pred&, const Value&>::value,
-                      "handle_result(pred): pred must be callable as bool(const T&).");
-        result_predicates_.push_back(ResultPredicate{
-            detail::type_id<Value>(), [p = std::move(predicate)](const void* value) {
-                return static_cast<bool>(p(*static_cast<const Value*>(value)));
-            }});
+        if constexpr (!std::is_void<Arg>::value) {  // else nothing more to report
+            using Value = detail::remove_cvref_t<Arg>;
+            static_assert(std::is_invocable_r<bool, const Pred&, const Value&>::value,
+                          "handle_result(pred): pred must be callable as bool(const T&).");
+            if constexpr (std::is_invocable_r<bool, const Pred&, const Value&>::value) {
+                result_predicates_.push_back(ResultPredicate{
+                    detail::type_id<Value>(), [p = std::move(predicate)](const void* value) {
+                        return static_cast<bool>(p(*static_cast<const Value*>(value)));
+                    }});
+            }
+        }
         return *this;
     }
 
