@@ -187,7 +187,25 @@ TEST_CASE("rejections reach on_rejected listeners", "[bulkhead]") {
 TEST_CASE("invalid bulkhead options are refused", "[bulkhead]") {
     CHECK_THROWS_WITH(bulwark::Bulkhead(0), "BulkheadOptions.max_concurrent must be >= 1, got 0");
     CHECK_THROWS_WITH(bulwark::Bulkhead(1, 1, 0s),
-                      "BulkheadOptions.queue_timeout must be > 0, got 0s");
+                      "BulkheadOptions.queue_timeout must be > 0 when max_queue > 0 (1), got 0s");
+    CHECK_THROWS_WITH(bulwark::Bulkhead(1, 0, -1s),
+                      "BulkheadOptions.queue_timeout must be >= 0, got -1s");
+}
+
+TEST_CASE("a queue timeout of 0 is accepted without a queue, where it has no effect",
+          "[bulkhead]") {
+    bulwark::ManualClock clock;
+    bulwark::Bulkhead bulkhead(4, 0, 0s, clock);
+    CHECK(bulkhead.options().queue_timeout == bulwark::Duration::zero());
+    std::vector<bulwark::Bulkhead::Permit> held;
+    for (int i = 0; i < 4; ++i) {
+        held.push_back(bulkhead.acquire());
+        CHECK(held.back());
+    }
+    const auto refused = bulkhead.acquire();
+    CHECK_FALSE(refused);
+    CHECK(refused.rejection() == bulwark::BulkheadRejection::full);
+    CHECK(bulkhead.stats().queue_timeouts == 0);
 }
 
 TEST_CASE("stress: never more than max_concurrent inside under 8 threads", "[bulkhead][.stress]") {

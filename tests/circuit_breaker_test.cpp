@@ -104,13 +104,30 @@ TEST_CASE("a success resets the consecutive-failure streak", "[circuit_breaker]"
 
 TEST_CASE("failure_threshold 0 switches the consecutive rule off", "[circuit_breaker]") {
     bulwark::ManualClock clock;
-    CircuitBreakerOptions o = only_consecutive(0);
-    CircuitBreaker b("dep", o, clock);
-    for (int i = 0; i < 100; ++i) {
+    // Only the rate rule, which decides once the window holds 100 calls.
+    CircuitBreaker b("dep", only_ratio(0.5, 100, 100), clock);
+    for (int i = 0; i < 99; ++i) {
         fail(b);
     }
     CHECK(b.state() == CircuitState::closed);
-    CHECK(b.stats().failures == 100);
+    CHECK(b.stats().failures == 99);
+    fail(b);
+    CHECK(b.state() == CircuitState::open);
+}
+
+TEST_CASE("a breaker with every trip rule off is refused, naming the fields", "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreakerOptions o;
+    o.failure_threshold = 0;
+    o.failure_ratio = 0.0;
+    o.slow_call_ratio = 0.0;
+    CHECK_THROWS_WITH(
+        CircuitBreaker("x", o, clock),
+        "CircuitBreakerOptions.failure_threshold, failure_ratio and slow_call_ratio must not all "
+        "be 0: with every trip rule off the breaker can never open (for one that never opens, "
+        "call disable() or use bulwark::Noop), got 0, 0 and 0");
+    o.slow_call_ratio = 0.5;  // one rule on is enough
+    CHECK_NOTHROW(CircuitBreaker("x", o, clock));
 }
 
 TEST_CASE("the failure rate opens it only once the window holds minimum_calls",
@@ -984,6 +1001,27 @@ TEST_CASE("handle<E>() with a rejection type counts those rejections as failures
                     bulwark::BulkheadFullError);
     CHECK_THROWS_AS(b.execute([]() -> int { throw bulwark::BulkheadFullError("full"); }),
                     bulwark::BulkheadFullError);
+    CHECK(b.state() == CircuitState::open);
+    CHECK(b.stats().failures == 2);
+}
+
+TEST_CASE("a rejection type listed in counted_rejections counts as a failure",
+          "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreakerOptions o = only_consecutive(2);
+    o.handle<bulwark::BulkheadFullError>();
+    CHECK(o.counted_rejections == std::vector<bulwark::ExceptionType>{
+                                      bulwark::ExceptionType::of<bulwark::BulkheadFullError>()});
+    o = only_consecutive(2);  // every exception a failure, rate limits listed by hand
+    o.counted_rejections.push_back(bulwark::ExceptionType::of<bulwark::RateLimitedError>());
+    CircuitBreaker b("dep", o, clock);
+    CHECK_THROWS_AS(b.execute([]() -> int { throw bulwark::BulkheadFullError("full"); }),
+                    bulwark::BulkheadFullError);  // not listed: still an inner rejection
+    CHECK(b.stats().inner_rejections == 1);
+    for (int i = 0; i < 2; ++i) {
+        CHECK_THROWS_AS(b.execute([]() -> int { throw bulwark::RateLimitedError("limited"); }),
+                        bulwark::RateLimitedError);
+    }
     CHECK(b.state() == CircuitState::open);
     CHECK(b.stats().failures == 2);
 }

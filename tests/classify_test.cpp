@@ -40,6 +40,17 @@ TEST_CASE("handle<E>() narrows failures to E and its subclasses", "[classify]") 
     CHECK_FALSE(c.is_failure(error_of(3)));
 }
 
+TEST_CASE("ExceptionType matches its type and subclasses, and nothing else", "[classify]") {
+    constexpr auto logic = bulwark::ExceptionType::of<std::logic_error>();
+    CHECK(logic.matches(error_of(std::logic_error("x"))));
+    CHECK(logic.matches(error_of(std::invalid_argument("a subclass"))));
+    CHECK_FALSE(logic.matches(error_of(std::runtime_error("another type"))));
+    CHECK_FALSE(logic.matches(error_of(42)));
+    CHECK_FALSE(logic.matches(std::exception_ptr()));
+    CHECK(logic == bulwark::ExceptionType::of<std::logic_error>());
+    CHECK(logic != bulwark::ExceptionType::of<std::invalid_argument>());
+}
+
 TEST_CASE("handle_if takes an exception predicate", "[classify]") {
     bulwark::Classifier c;
     c.handle_if([](const std::exception_ptr& e) {

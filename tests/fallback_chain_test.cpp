@@ -101,7 +101,7 @@ CircuitBreakerOptions opens_after(std::uint32_t failures) {
     return o;
 }
 
-bulwark::RetryOptions fixed_retries(std::uint32_t retries) {
+bulwark::RetryOptions fixed_retries(int retries) {
     bulwark::RetryOptions o;
     o.max_retries = retries;
     o.backoff = bulwark::Backoff::exponential(1s);

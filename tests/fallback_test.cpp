@@ -47,6 +47,16 @@ TEST_CASE("a fallback callable receives the error and the context", "[fallback]"
     CHECK(nullary.execute([]() -> Receipt { throw 1; }).id == "n");
 }
 
+TEST_CASE("a fallback callable's result converts to T", "[fallback]") {
+    bulwark::Fallback<std::string> from_literal(
+        [](const std::exception_ptr&) { return "queued"; });  // const char* -> std::string
+    CHECK(from_literal.execute([]() -> std::string { throw 1; }) == "queued");
+    bulwark::Fallback<long> widened([] { return 7; });  // int -> long
+    CHECK(widened.execute([]() -> long { throw 1; }) == 7L);
+    bulwark::Fallback<std::string> value("none");  // a value, not a callable
+    CHECK(value.execute([]() -> std::string { throw 1; }) == "none");
+}
+
 TEST_CASE("only handled failures are replaced", "[fallback]") {
     bulwark::Fallback<int> fb(-1);
     fb.handle<std::system_error>();

@@ -27,7 +27,7 @@ struct Transient : std::runtime_error {
     Transient() : std::runtime_error("transient") {}
 };
 
-RetryOptions exponential(std::uint32_t retries) {
+RetryOptions exponential(int retries) {
     RetryOptions o;
     o.max_retries = retries;
     o.backoff = bulwark::Backoff::exponential(1s);
@@ -46,7 +46,7 @@ struct Flaky {
     }
 };
 
-RetryOptions jittered(std::uint32_t retries, Backoff backoff) {
+RetryOptions jittered(int retries, Backoff backoff) {
     RetryOptions o;
     o.max_retries = retries;
     o.backoff = backoff;
@@ -379,6 +379,41 @@ TEST_CASE("the budget's floor allows min_per_second retries each second", "[retr
     CHECK(allowed == 10);
 }
 
+TEST_CASE("RetryBudget takes its options as a struct with documented defaults", "[retry][budget]") {
+    bulwark::ManualClock clock;
+    const bulwark::RetryBudget defaults(bulwark::RetryBudgetOptions{}, clock);
+    CHECK(defaults.options().ratio == 0.1);
+    CHECK(defaults.options().min_per_second == 10);
+    CHECK(defaults.options().window == Duration(10s));
+
+    bulwark::RetryBudgetOptions o;
+    o.ratio = 0.0;
+    o.min_per_second = 2;
+    auto budget = bulwark::RetryBudget::shared(o, clock);
+    int allowed = 0;
+    for (int i = 0; i < 10; ++i) {
+        budget->record_call();
+        allowed += budget->try_withdraw() ? 1 : 0;
+    }
+    CHECK(allowed == 2);
+    // The positional forms are the same options.
+    CHECK(bulwark::RetryBudget::shared(0.25, 3, clock)->options().ratio == 0.25);
+    CHECK(bulwark::RetryBudget(0.25, 3, clock, 30s).options().window == Duration(30s));
+}
+
+TEST_CASE("invalid RetryBudget options are refused naming the field", "[retry][budget]") {
+    bulwark::ManualClock clock;
+    bulwark::RetryBudgetOptions o;
+    o.ratio = 1.5;
+    CHECK_THROWS_WITH(bulwark::RetryBudget(o, clock),
+                      "RetryBudgetOptions.ratio must be in [0, 1], got 1.5");
+    o = {};
+    o.window = 500ms;
+    CHECK_THROWS_WITH(bulwark::RetryBudget::shared(o, clock),
+                      "RetryBudgetOptions.window must be >= 1s, got 500ms");
+    CHECK_THROWS_WITH(o.validate(), "RetryBudgetOptions.window must be >= 1s, got 500ms");
+}
+
 TEST_CASE("schedule() gives the async form the same decisions", "[retry][schedule]") {
     bulwark::ManualClock clock;
     RetryPolicy retry(exponential(3), clock);
@@ -414,8 +449,52 @@ TEST_CASE("AdaptiveBackoff halves on success and doubles on failure within bound
     }
     CHECK(adaptive.current_delay() == Duration(250ms));  // floor
     CHECK_THROWS_WITH(bulwark::AdaptiveBackoff(1s, 2s, 4s),
-                      "AdaptiveBackoff.initial must be in [floor, ceiling], got 1s");
+                      "AdaptiveBackoffOptions.initial must be in [floor, ceiling], got 1s");
     CHECK_THROWS_AS(bulwark::AdaptiveBackoff(1s, 1ms, 1min, 0.5), std::invalid_argument);
+}
+
+TEST_CASE("AdaptiveBackoff takes its options as a struct with documented defaults",
+          "[retry][adaptive]") {
+    const bulwark::AdaptiveBackoff defaults;
+    CHECK(defaults.current_delay() == Duration(100ms));
+    CHECK(defaults.options().floor == Duration(1ms));
+    CHECK(defaults.options().ceiling == Duration(1min));
+    CHECK(defaults.options().grow == 2.0);
+    CHECK(defaults.options().shrink == 0.5);
+
+    bulwark::AdaptiveBackoffOptions o;
+    o.initial = 1s;
+    o.ceiling = 3s;
+    o.grow = 4.0;
+    bulwark::AdaptiveBackoff adaptive(o);
+    adaptive.record_failure();
+    CHECK(adaptive.current_delay() == Duration(3s));  // 4 s, capped by the ceiling
+    // The positional form is the same options.
+    const bulwark::AdaptiveBackoff positional(1s, 1ms, 3s, 4.0);
+    CHECK(positional.options().ceiling == Duration(3s));
+    CHECK(positional.options().grow == 4.0);
+}
+
+TEST_CASE("invalid AdaptiveBackoff options are refused naming the field", "[retry][adaptive]") {
+    auto rejects = [](bulwark::AdaptiveBackoffOptions o, const std::string& message) {
+        CHECK_THROWS_WITH(o.validate(), message);
+        CHECK_THROWS_WITH(bulwark::AdaptiveBackoff(o), message);
+    };
+    bulwark::AdaptiveBackoffOptions o;
+    o.floor = 0s;
+    rejects(o, "AdaptiveBackoffOptions.floor must be > 0, got 0s");
+    o = {};
+    o.ceiling = 500us;
+    rejects(o, "AdaptiveBackoffOptions.ceiling must be >= floor (1ms), got 500us");
+    o = {};
+    o.initial = 2min;
+    rejects(o, "AdaptiveBackoffOptions.initial must be in [floor, ceiling], got 2min");
+    o = {};
+    o.grow = 0.5;
+    rejects(o, "AdaptiveBackoffOptions.grow must be >= 1, got 0.5");
+    o = {};
+    o.shrink = 0.0;
+    rejects(o, "AdaptiveBackoffOptions.shrink must be in (0, 1], got 0");
 }
 
 TEST_CASE("an AdaptiveBackoff as the retry backoff grows with each failed attempt",
@@ -462,6 +541,15 @@ TEST_CASE("a non-retryable failure does not grow an AdaptiveBackoff", "[retry][a
     CHECK(adaptive->current_delay() == Duration(1s));
 }
 
+TEST_CASE("a negative max_retries is refused, not run as 4294967295 retries", "[retry]") {
+    RetryOptions o;
+    o.max_retries = -1;
+    CHECK_THROWS_WITH(RetryPolicy(o), "RetryOptions.max_retries must be >= 0, got -1");
+    CHECK_THROWS_WITH(o.validate(), "RetryOptions.max_retries must be >= 0, got -1");
+    o.max_retries = 0;
+    CHECK_NOTHROW(o.validate());
+}
+
 TEST_CASE("invalid retry options are refused", "[retry]") {
     RetryOptions o;
     o.max_elapsed = -1s;
@@ -469,7 +557,8 @@ TEST_CASE("invalid retry options are refused", "[retry]") {
     RetryOptions null_adaptive;
     null_adaptive.backoff = std::shared_ptr<bulwark::AdaptiveBackoff>();
     CHECK_THROWS_AS(RetryPolicy(null_adaptive), std::invalid_argument);
-    CHECK_THROWS_WITH(bulwark::RetryBudget(1.5, 1), "RetryBudget.ratio must be in [0, 1], got 1.5");
+    CHECK_THROWS_WITH(bulwark::RetryBudget(1.5, 1),
+                      "RetryBudgetOptions.ratio must be in [0, 1], got 1.5");
     CHECK_THROWS_AS(o.on_retry(nullptr), std::invalid_argument);
 }
 

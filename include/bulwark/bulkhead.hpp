@@ -31,16 +31,23 @@ struct BulkheadOptions {
     // once. 0 = no queue (default).
     std::uint32_t max_queue = 0;
     // The longest a queued call waits for a slot (also bounded by the context's deadline and
-    // cancellation). > 0.
+    // cancellation). > 0 with a queue; without one (max_queue = 0) it is never used, and >= 0.
     Duration queue_timeout = std::chrono::seconds(1);
 
+    // Throws std::invalid_argument naming the field and the value.
     void validate() const {
         if (max_concurrent == 0) {
             detail::throw_invalid_option("BulkheadOptions.max_concurrent", "must be >= 1", "0");
         }
-        if (queue_timeout <= Duration::zero()) {
-            detail::throw_invalid_option("BulkheadOptions.queue_timeout", "must be > 0",
+        if (queue_timeout < Duration::zero()) {
+            detail::throw_invalid_option("BulkheadOptions.queue_timeout", "must be >= 0",
                                          detail::format_duration(queue_timeout));
+        }
+        if (max_queue > 0 && queue_timeout == Duration::zero()) {
+            detail::throw_invalid_option(
+                "BulkheadOptions.queue_timeout",
+                "must be > 0 when max_queue > 0 (" + std::to_string(max_queue) + ")",
+                detail::format_duration(queue_timeout));
         }
     }
 };

@@ -113,7 +113,9 @@ struct TimeWindow {
 };
 
 // Options of a CircuitBreaker. Every field has a default; validate() (called by the breaker's
-// constructor) throws std::invalid_argument naming the field and the value.
+// constructor) throws std::invalid_argument naming the field and the value. At least one trip
+// rule must be on (failure_threshold, failure_ratio or slow_call_ratio): a breaker that can
+// never open is refused.
 //   bulwark::CircuitBreakerOptions o;
 //   o.failure_ratio = 0.5; o.window = bulwark::CountWindow{100}; o.handle<std::system_error>();
 struct CircuitBreakerOptions {
@@ -149,9 +151,11 @@ struct CircuitBreakerOptions {
     // a rate limit, load shedding, an open inner breaker) is neither a success nor a failure,
     // unless handle<E>() named its type (see counted_rejections).
     Classifier classifier{};
-    // The rejection types that count as failures after all: handle<E>() adds E here when E is a
-    // RejectedError (or a subclass), e.g. handle<BulkheadFullError>(). Empty by default.
-    std::vector<bool (*)(const std::exception_ptr&)> counted_rejections{};
+    // The rejection types that are not set aside as inner rejections but classified like any
+    // other exception (so, with the default classifier or a matching handle<E>(), they count as
+    // failures). handle<E>() adds ExceptionType::of<E>() here when E is a RejectedError (or a
+    // subclass), e.g. handle<BulkheadFullError>(). Empty by default.
+    std::vector<ExceptionType> counted_rejections{};
 
     // Only exceptions of type E (and subclasses) count as failures; others pass through and
     // count as successes for the breaker: they are not the dependency's fault. Naming a
@@ -161,7 +165,7 @@ struct CircuitBreakerOptions {
     CircuitBreakerOptions& handle() {
         classifier.handle<E>();
         if constexpr (std::is_base_of<RejectedError, E>::value) {
-            counted_rejections.push_back(&detail::holds_exception<E>);
+            counted_rejections.push_back(ExceptionType::of<E>());
         }
         return *this;
     }
@@ -195,6 +199,13 @@ struct CircuitBreakerOptions {
         };
         ratio("CircuitBreakerOptions.failure_ratio", failure_ratio);
         ratio("CircuitBreakerOptions.slow_call_ratio", slow_call_ratio);
+        if (failure_threshold == 0 && failure_ratio == 0.0 && slow_call_ratio == 0.0) {
+            detail::throw_invalid_option(
+                "CircuitBreakerOptions.failure_threshold, failure_ratio and slow_call_ratio",
+                "must not all be 0: with every trip rule off the breaker can never open (for "
+                "one that never opens, call disable() or use bulwark::Noop)",
+                "0, 0 and 0");
+        }
         if (minimum_calls == 0) {
             detail::throw_invalid_option("CircuitBreakerOptions.minimum_calls", "must be >= 1",
                                          "0");
@@ -733,8 +744,8 @@ private:
     }
 
     bool counts_rejection(const std::exception_ptr& error) const {
-        for (const auto counted : options_.counted_rejections) {
-            if (counted != nullptr && counted(error)) {
+        for (const ExceptionType& counted : options_.counted_rejections) {
+            if (counted.matches(error)) {
                 return true;
             }
         }

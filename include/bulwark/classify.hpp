@@ -31,6 +31,40 @@ bool holds_exception(const std::exception_ptr& error) {
 }
 }  // namespace detail
 
+// An exception type named at run time, for options that list types
+// (CircuitBreakerOptions::counted_rejections): matches(error) is true when `error` holds an E or
+// a subclass of E.
+//   auto full = bulwark::ExceptionType::of<bulwark::BulkheadFullError>();
+//   full.matches(std::make_exception_ptr(bulwark::BulkheadFullError("full")));   // true
+// A small value type (one function pointer): copyable, and thread-safe to use. Two values of the
+// same E compare equal. matches() rethrows the exception once.
+class ExceptionType {
+public:
+    template <class E>
+    static constexpr ExceptionType of() noexcept {
+        static_assert(
+            !std::is_reference<E>::value && !std::is_pointer<E>::value,
+            "ExceptionType::of<E>() takes an exception type, not a reference or pointer.");
+        return ExceptionType(&detail::holds_exception<E>);
+    }
+
+    // True if `error` holds an E (or a subclass of E). False for a null exception_ptr.
+    bool matches(const std::exception_ptr& error) const {
+        return error != nullptr && matches_(error);
+    }
+
+    friend bool operator==(ExceptionType a, ExceptionType b) noexcept {
+        return a.matches_ == b.matches_;
+    }
+    friend bool operator!=(ExceptionType a, ExceptionType b) noexcept { return !(a == b); }
+
+private:
+    using Matcher = bool (*)(const std::exception_ptr&);
+    constexpr explicit ExceptionType(Matcher matcher) noexcept : matches_(matcher) {}
+
+    Matcher matches_;
+};
+
 // Decides which outcomes a policy treats as failures (to count, retry or fall back on).
 // By default every exception is a failure and every returned value a success.
 //   Classifier c;
@@ -74,13 +108,17 @@ public:
                       "handle_result(pred) could not deduce the result type from the predicate "
                       "(a generic lambda?): write handle_result<YourType>(pred) or give the "
                       "lambda a concrete parameter type.");
-        using Value = detail::remove_cvref_t<Arg>;
-        static_assert(std::is_invocable_r<bool, const Pred&, const Value&>::value,
-                      "handle_result(pred): pred must be callable as bool(const T&).");
-        result_predicates_.push_back(ResultPredicate{
-            detail::type_id<Value>(), [p = std::move(predicate)](const void* value) {
-                return static_cast<bool>(p(*static_cast<const Value*>(value)));
-            }});
+        if constexpr (!std::is_void<Arg>::value) {  // else nothing more to report
+            using Value = detail::remove_cvref_t<Arg>;
+            static_assert(std::is_invocable_r<bool, const Pred&, const Value&>::value,
+                          "handle_result(pred): pred must be callable as bool(const T&).");
+            if constexpr (std::is_invocable_r<bool, const Pred&, const Value&>::value) {
+                result_predicates_.push_back(ResultPredicate{
+                    detail::type_id<Value>(), [p = std::move(predicate)](const void* value) {
+                        return static_cast<bool>(p(*static_cast<const Value*>(value)));
+                    }});
+            }
+        }
         return *this;
     }
 

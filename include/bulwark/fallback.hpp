@@ -22,10 +22,40 @@
 namespace bulwark {
 
 namespace detail {
-template <class F, class T>
-constexpr bool is_fallback_handler() {
-    return std::is_invocable<F&, const std::exception_ptr&, Context&>::value ||
-           std::is_invocable<F&, const std::exception_ptr&>::value || std::is_invocable<F&>::value;
+// What a Fallback<T> was given: a handler of one of the three signatures, a value, or something
+// it cannot use.
+enum class fallback_form : std::uint8_t {
+    with_context,  // (const std::exception_ptr&, Context&)
+    with_error,    // (const std::exception_ptr&)
+    no_arguments,  // ()
+    value,         // a T
+    wrong_result,  // a callable of one of the three signatures whose result is no T
+    unusable,
+};
+
+// A handler wins over a value when V could be both; F is V decayed. A (error, context) handler
+// becomes the std::function itself, so its result must convert implicitly; the other two are
+// adapted with a static_cast.
+template <class T, class V, class F = std::decay_t<V>>
+constexpr fallback_form fallback_form_of() {
+    using Error = const std::exception_ptr&;
+    constexpr bool is_value = !std::is_void<T>::value && std::is_constructible<T, V&&>::value;
+    fallback_form form = fallback_form::unusable;
+    bool fits = false;
+    if constexpr (std::is_invocable<F&, Error, Context&>::value) {
+        form = fallback_form::with_context;
+        fits = std::is_invocable_r<T, F&, Error, Context&>::value;
+    } else if constexpr (std::is_invocable<F&, Error>::value) {
+        form = fallback_form::with_error;
+        fits = std::is_void<T>::value ||
+               std::is_constructible<T, std::invoke_result_t<F&, Error>>::value;
+    } else if constexpr (std::is_invocable<F&>::value) {
+        form = fallback_form::no_arguments;
+        fits = std::is_void<T>::value || std::is_constructible<T, std::invoke_result_t<F&>>::value;
+    } else {
+        return is_value ? fallback_form::value : fallback_form::unusable;
+    }
+    return fits ? form : is_value ? fallback_form::value : fallback_form::wrong_result;
 }
 }  // namespace detail
 
@@ -57,21 +87,13 @@ class Fallback : public PolicyBase<Fallback<T>> {
 public:
     using Handler = std::function<T(const std::exception_ptr&, Context&)>;
 
-    // A fixed value (not for Fallback<void>); T must be copyable.
-    template <class V, std::enable_if_t<!std::is_same<std::decay_t<V>, Fallback>::value &&
-                                            !detail::is_fallback_handler<std::decay_t<V>, T>() &&
-                                            std::is_constructible<T, V&&>::value,
-                                        int> = 0>
-    explicit Fallback(V&& value)
-        : handler_(
-              [v = T(std::forward<V>(value))](const std::exception_ptr&, Context&) { return v; }) {}
-
-    // A callable taking (const std::exception_ptr&, Context&), (const std::exception_ptr&) or
-    // (). Throws std::invalid_argument for a null function pointer or empty std::function.
-    template <class F, std::enable_if_t<!std::is_same<std::decay_t<F>, Fallback>::value &&
-                                            detail::is_fallback_handler<std::decay_t<F>, T>(),
-                                        int> = 0>
-    explicit Fallback(F f) : handler_(adapt(std::move(f))) {}
+    // A fixed value (not for Fallback<void>; T must be copyable), or a callable taking
+    // (const std::exception_ptr&, Context&), (const std::exception_ptr&) or () and returning a T
+    // (anything for Fallback<void>). Throws std::invalid_argument for a null function pointer or
+    // empty std::function. Anything else stops at one static_assert sentence.
+    template <class V, std::enable_if_t<!std::is_same<std::decay_t<V>, Fallback>::value, int> = 0>
+    explicit Fallback(V&& value_or_handler)
+        : handler_(make_handler(std::forward<V>(value_or_handler))) {}
 
     // Moving keeps the configuration and the listeners; not thread-safe against concurrent use.
     Fallback(Fallback&& other) noexcept
@@ -109,31 +131,54 @@ public:
         using O = std::invoke_result_t<Next&, Context&>;
         static_assert(std::is_same<O, Outcome<T>>::value,
                       "bulwark::Fallback<T>: T must be the result type of the call it protects.");
-        O outcome = next(ctx);
-        // One named result and one return, so the outcome is constructed in place (NRVO).
-        if (BULWARK_UNLIKELY(!(outcome.has_value() && !classifier_.has_result_predicates())) &&
-            classifier_.is_failure(outcome)) {
-            outcome = substitute(outcome.error(), ctx);
+        if constexpr (!std::is_same<O, Outcome<T>>::value) {
+            return next(ctx);  // after the static_assert: nothing more to report
+        } else {
+            O outcome = next(ctx);
+            // One named result and one return, so the outcome is constructed in place (NRVO).
+            if (BULWARK_UNLIKELY(!(outcome.has_value() && !classifier_.has_result_predicates())) &&
+                classifier_.is_failure(outcome)) {
+                outcome = substitute(outcome.error(), ctx);
+            }
+            return outcome;
         }
-        return outcome;
     }
 
 private:
-    template <class F>
-    static Handler adapt(F f) {
-        if (detail::is_null_callable(f)) {
-            detail::throw_invalid_argument("bulwark::Fallback: the fallback callable is null");
-        }
-        if constexpr (std::is_invocable<F&, const std::exception_ptr&, Context&>::value) {
-            return Handler(std::move(f));
-        } else if constexpr (std::is_invocable<F&, const std::exception_ptr&>::value) {
-            return [g = std::move(f)](const std::exception_ptr& e, Context&) mutable {
-                return static_cast<T>(g(e));
+    template <class V>
+    static Handler make_handler(V&& value_or_handler) {
+        using detail::fallback_form;
+        constexpr fallback_form form = detail::fallback_form_of<T, V>();
+        static_assert(form != fallback_form::unusable,
+                      "bulwark::Fallback<T>: the fallback must be a value convertible to T, or a "
+                      "callable taking (const std::exception_ptr&, bulwark::Context&), (const "
+                      "std::exception_ptr&) or () (Fallback<void> takes only a callable).");
+        static_assert(form != fallback_form::wrong_result,
+                      "bulwark::Fallback<T>: the fallback callable returns something that does "
+                      "not convert to T (T must be the result type of the call it protects).");
+        if constexpr (form == fallback_form::value) {
+            return [v = T(std::forward<V>(value_or_handler))](const std::exception_ptr&, Context&) {
+                return v;
             };
+        } else if constexpr (form == fallback_form::unusable ||
+                             form == fallback_form::wrong_result) {
+            return Handler();  // after the static_assert: nothing more to report
         } else {
-            return [g = std::move(f)](const std::exception_ptr&, Context&) mutable {
-                return static_cast<T>(g());
-            };
+            std::decay_t<V> f(std::forward<V>(value_or_handler));
+            if (detail::is_null_callable(f)) {
+                detail::throw_invalid_argument("bulwark::Fallback: the fallback callable is null");
+            }
+            if constexpr (form == fallback_form::with_context) {
+                return Handler(std::move(f));
+            } else if constexpr (form == fallback_form::with_error) {
+                return [g = std::move(f)](const std::exception_ptr& e, Context&) mutable {
+                    return static_cast<T>(g(e));
+                };
+            } else {
+                return [g = std::move(f)](const std::exception_ptr&, Context&) mutable {
+                    return static_cast<T>(g());
+                };
+            }
         }
     }
 

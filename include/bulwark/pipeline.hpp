@@ -24,12 +24,14 @@ template <class P>
 using held_policy_t = std::conditional_t<std::is_lvalue_reference<P>::value, P,
                                          std::remove_cv_t<std::remove_reference_t<P>>>;
 
+// True so that the caller's own static_assert adds no second message.
 template <class... Ps>
-constexpr void check_policies() {
+constexpr bool check_policies() {
     static_assert((is_policy_v<Ps> && ...),
                   "every argument of bulwark::pipeline()/wrap() must be a policy: a type with "
                   "template <class Next> auto apply(bulwark::Context&, Next&&) (for example "
                   "CircuitBreaker, RetryPolicy, Noop or another pipeline).");
+    return true;
 }
 }  // namespace detail
 
@@ -78,8 +80,13 @@ private:
 // Composes policies into a Pipeline, outermost first (see Pipeline).
 template <class... Ps>
 auto pipeline(Ps&&... policies) {
-    detail::check_policies<Ps...>();
-    return Pipeline<detail::held_policy_t<Ps&&>...>(std::in_place, std::forward<Ps>(policies)...);
+    static_assert(detail::check_policies<Ps...>());
+    if constexpr ((is_policy_v<Ps> && ...)) {
+        return Pipeline<detail::held_policy_t<Ps&&>...>(std::in_place,
+                                                        std::forward<Ps>(policies)...);
+    } else {
+        return detail::invalid_call_result{};
+    }
 }
 
 // A callable with the signature of `f` whose every call runs through the policies, outermost
@@ -102,29 +109,41 @@ public:
     }
 
     // Returns what `f` returns, or throws the final error. (The return type is deduced, not
-    // spelled, so that a wrong argument list reports check_arguments' sentence.)
+    // spelled, so that a wrong argument list stops at check_arguments' sentence before anything
+    // else is instantiated.)
     template <class... Args>
     auto operator()(Args&&... args) {
-        check_arguments<Args...>();
-        return pipeline_.execute([&]() -> decltype(auto) { return std::invoke(f_, args...); });
+        static_assert(check_arguments<Args...>());
+        if constexpr (std::is_invocable<F&, Args&...>::value) {
+            return pipeline_.execute([&]() -> decltype(auto) { return std::invoke(f_, args...); });
+        } else {
+            return detail::invalid_call_result{};
+        }
     }
 
     template <class... Args>
     auto try_call(Args&&... args) noexcept {
-        check_arguments<Args...>();
-        return pipeline_.try_execute([&]() -> decltype(auto) { return std::invoke(f_, args...); });
+        static_assert(check_arguments<Args...>());
+        if constexpr (std::is_invocable<F&, Args&...>::value) {
+            return pipeline_.try_execute(
+                [&]() -> decltype(auto) { return std::invoke(f_, args...); });
+        } else {
+            return detail::invalid_call_result{};
+        }
     }
 
     Pipeline<Ps...>& policies() noexcept { return pipeline_; }
 
 private:
+    // True so that the caller's own static_assert adds no second message.
     template <class... Args>
-    static constexpr void check_arguments() {
+    static constexpr bool check_arguments() {
         static_assert(std::is_invocable<F&, Args&...>::value,
                       "bulwark::wrap: the wrapped callable cannot be called with these arguments "
-                      "passed as lvalues. Arguments are passed as lvalues so that every attempt "
-                      "sees them intact; a callable that takes an rvalue reference or a move-only "
-                      "parameter by value cannot be retried safely.");
+                      "(check their number and types). Arguments are passed as lvalues so that "
+                      "every attempt sees them intact; a callable that takes an rvalue reference "
+                      "or a move-only parameter by value cannot be retried safely.");
+        return true;
     }
 
     F f_;
@@ -135,9 +154,13 @@ private:
 // is a null function pointer or an empty std::function.
 template <class F, class... Ps>
 auto wrap(F&& f, Ps&&... policies) {
-    detail::check_policies<Ps...>();
-    return Wrapped<std::decay_t<F>, detail::held_policy_t<Ps&&>...>(
-        std::forward<F>(f), std::in_place, std::forward<Ps>(policies)...);
+    static_assert(detail::check_policies<Ps...>());
+    if constexpr ((is_policy_v<Ps> && ...)) {
+        return Wrapped<std::decay_t<F>, detail::held_policy_t<Ps&&>...>(
+            std::forward<F>(f), std::in_place, std::forward<Ps>(policies)...);
+    } else {
+        return detail::invalid_call_result{};
+    }
 }
 
 }  // namespace bulwark

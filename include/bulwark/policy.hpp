@@ -48,15 +48,37 @@ struct call_result<F, std::enable_if_t<!takes_context_v<F> && takes_nothing_v<F>
     static constexpr bool valid = true;
 };
 
+// True for a callable that execute() accepts: () or (Context&), returning a non-reference.
 template <class F>
-constexpr void check_callable() {
-    static_assert(call_result<F>::valid,
-                  "bulwark: a callable passed to execute()/try_execute() must take no arguments "
-                  "or a single bulwark::Context&.");
-    static_assert(!std::is_reference<typename call_result<F>::type>::value,
-                  "bulwark: the callable returns a reference; policies return results by value "
-                  "(return a pointer or std::reference_wrapper to share an object).");
-}
+inline constexpr bool is_valid_callable_v =
+    call_result<F>::valid && !std::is_reference<typename call_result<F>::type>::value;
+
+// What an entry point returns once a static_assert of its own has failed, instead of going on
+// to instantiate the rest (which would bury the assertion's sentence under a cascade): it
+// converts to anything and answers the calls a caller makes next. Only ever built in a program
+// that does not compile, so nothing here runs.
+struct invalid_call_result {
+    template <class T>
+    operator T() const noexcept {
+        std::terminate();
+    }
+    template <class... Args>
+    invalid_call_result operator()(Args&&...) const noexcept {
+        return {};
+    }
+    template <class... Args>
+    invalid_call_result execute(Args&&...) const noexcept {
+        return {};
+    }
+    template <class... Args>
+    invalid_call_result try_execute(Args&&...) const noexcept {
+        return {};
+    }
+    template <class... Args>
+    invalid_call_result try_call(Args&&...) const noexcept {
+        return {};
+    }
+};
 
 // The decayed result type of running F through a policy.
 template <class F>
@@ -149,38 +171,72 @@ inline constexpr bool is_policy_v =
 template <class Derived>
 class PolicyBase {
 public:
+    // The return types are deduced, not spelled, so that a callable of the wrong signature
+    // stops at check<F>()'s sentence before anything else is instantiated.
     template <class F>
-    auto execute(F&& f) -> detail::call_result_t<F> {
+    auto execute(F&& f) {
         Context ctx;
         return execute(std::forward<F>(f), ctx);
     }
 
     template <class F>
-    auto execute(F&& f, Context& ctx) -> detail::call_result_t<F> {
+    auto execute(F&& f, Context& ctx) {
         using Fn = std::remove_reference_t<F>;
-        detail::check_callable<Fn>();
+        static_assert(check<Fn>());
+        if constexpr (detail::is_valid_callable_v<Fn>) {
+            return execute_valid(f, ctx);
+        } else {
+            return detail::invalid_call_result{};
+        }
+    }
+
+    template <class F>
+    auto try_execute(F&& f) noexcept {
+        Context ctx;
+        return try_execute(std::forward<F>(f), ctx);
+    }
+
+    template <class F>
+    auto try_execute(F&& f, Context& ctx) noexcept {
+        using Fn = std::remove_reference_t<F>;
+        static_assert(check<Fn>());
+        if constexpr (detail::is_valid_callable_v<Fn>) {
+            return try_execute_valid(f, ctx);
+        } else {
+            return detail::invalid_call_result{};
+        }
+    }
+
+private:
+    // One sentence for each way a callable can be wrong; true so that the caller's own
+    // static_assert never adds a second message.
+    template <class Fn>
+    static constexpr bool check() {
+        static_assert(detail::call_result<Fn>::valid,
+                      "bulwark: a callable passed to execute()/try_execute() must take no "
+                      "arguments or a single bulwark::Context&.");
+        static_assert(!std::is_reference<typename detail::call_result<Fn>::type>::value,
+                      "bulwark: the callable returns a reference; policies return results by "
+                      "value (return a pointer or std::reference_wrapper to share an object).");
+        return true;
+    }
+
+    template <class Fn>
+    auto execute_valid(Fn& f, Context& ctx) -> detail::call_result_t<Fn> {
         if (BULWARK_UNLIKELY(detail::is_null_callable(f))) {
             detail::throw_null_callable();
         }
         auto outcome = derived().apply(ctx, detail::Leaf<Fn>(f));
-        if constexpr (std::is_void<detail::call_result_t<F>>::value) {
+        if constexpr (std::is_void<detail::call_result_t<Fn>>::value) {
             outcome.rethrow_if_error();
         } else {
             return std::move(outcome).value();
         }
     }
 
-    template <class F>
-    auto try_execute(F&& f) noexcept -> Outcome<detail::call_result_t<F>> {
-        Context ctx;
-        return try_execute(std::forward<F>(f), ctx);
-    }
-
-    template <class F>
-    auto try_execute(F&& f, Context& ctx) noexcept -> Outcome<detail::call_result_t<F>> {
-        using Fn = std::remove_reference_t<F>;
-        using R = detail::call_result_t<F>;
-        detail::check_callable<Fn>();
+    template <class Fn>
+    auto try_execute_valid(Fn& f, Context& ctx) noexcept -> Outcome<detail::call_result_t<Fn>> {
+        using R = detail::call_result_t<Fn>;
         try {
             if (BULWARK_UNLIKELY(detail::is_null_callable(f))) {
                 return Outcome<R>::from_error(detail::null_callable_error());
@@ -193,7 +249,6 @@ public:
         }
     }
 
-private:
     Derived& derived() noexcept { return static_cast<Derived&>(*this); }
 };
 

@@ -32,6 +32,50 @@
 
 namespace bulwark {
 
+// Options of an AdaptiveBackoff. Every field has a default; validate() throws
+// std::invalid_argument naming the field and the value.
+//   bulwark::AdaptiveBackoffOptions o;
+//   o.initial = 1s; o.ceiling = 30s;
+//   auto adaptive = std::make_shared<bulwark::AdaptiveBackoff>(o);
+struct AdaptiveBackoffOptions {
+    // The delay before anything is learned. In [floor, ceiling].
+    Duration initial = std::chrono::milliseconds(100);
+    // The shortest delay, reached by successes. > 0.
+    Duration floor = std::chrono::milliseconds(1);
+    // The longest delay, reached by failures. >= floor.
+    Duration ceiling = std::chrono::minutes(1);
+    // Each failure multiplies the delay by this. >= 1.
+    double grow = 2.0;
+    // Each success multiplies the delay by this. In (0, 1].
+    double shrink = 0.5;
+
+    void validate() const {
+        if (floor <= Duration::zero()) {
+            detail::throw_invalid_option("AdaptiveBackoffOptions.floor", "must be > 0",
+                                         detail::format_duration(floor));
+        }
+        if (ceiling < floor) {
+            detail::throw_invalid_option(
+                "AdaptiveBackoffOptions.ceiling",
+                "must be >= floor (" + detail::format_duration(floor) + ")",
+                detail::format_duration(ceiling));
+        }
+        if (initial < floor || initial > ceiling) {
+            detail::throw_invalid_option("AdaptiveBackoffOptions.initial",
+                                         "must be in [floor, ceiling]",
+                                         detail::format_duration(initial));
+        }
+        if (!(grow >= 1.0)) {
+            detail::throw_invalid_option("AdaptiveBackoffOptions.grow", "must be >= 1",
+                                         detail::format_number(grow));
+        }
+        if (!(shrink > 0.0 && shrink <= 1.0)) {
+            detail::throw_invalid_option("AdaptiveBackoffOptions.shrink", "must be in (0, 1]",
+                                         detail::format_number(shrink));
+        }
+    }
+};
+
 // A delay that adapts to how the dependency is doing: each failure multiplies it by
 // `grow` (up to `ceiling`), each success by `shrink` (down to `floor`). Useful on its own (pace a
 // polling loop) and as RetryOptions::backoff: then the policy records every failed attempt (so
@@ -42,59 +86,37 @@ namespace bulwark {
 // Thread-safe and lock-free (one atomic word).
 class AdaptiveBackoff {
 public:
-    // Throws std::invalid_argument unless 0 < floor <= initial <= ceiling, grow >= 1 and
-    // 0 < shrink <= 1.
+    // Throws std::invalid_argument for invalid options (see AdaptiveBackoffOptions).
+    explicit AdaptiveBackoff(AdaptiveBackoffOptions options = {})
+        : options_((options.validate(), options)), delay_ns_(options_.initial.count()) {}
+
+    // The positional form of the options: AdaptiveBackoff(1s) starts at 1 s, with the default
+    // floor (1 ms), ceiling (1 min), grow (2) and shrink (0.5).
     explicit AdaptiveBackoff(Duration initial, Duration floor = std::chrono::milliseconds(1),
                              Duration ceiling = std::chrono::minutes(1), double grow = 2.0,
                              double shrink = 0.5)
-        : floor_(floor), ceiling_(ceiling), grow_(grow), shrink_(shrink), delay_ns_(0) {
-        if (floor <= Duration::zero()) {
-            detail::throw_invalid_option("AdaptiveBackoff.floor", "must be > 0",
-                                         detail::format_duration(floor));
-        }
-        if (ceiling < floor) {
-            detail::throw_invalid_option(
-                "AdaptiveBackoff.ceiling",
-                "must be >= floor (" + detail::format_duration(floor) + ")",
-                detail::format_duration(ceiling));
-        }
-        if (initial < floor || initial > ceiling) {
-            detail::throw_invalid_option("AdaptiveBackoff.initial", "must be in [floor, ceiling]",
-                                         detail::format_duration(initial));
-        }
-        if (!(grow >= 1.0)) {
-            detail::throw_invalid_option("AdaptiveBackoff.grow", "must be >= 1",
-                                         detail::format_number(grow));
-        }
-        if (!(shrink > 0.0 && shrink <= 1.0)) {
-            detail::throw_invalid_option("AdaptiveBackoff.shrink", "must be in (0, 1]",
-                                         detail::format_number(shrink));
-        }
-        delay_ns_.store(initial.count(), std::memory_order_relaxed);
-    }
+        : AdaptiveBackoff(AdaptiveBackoffOptions{initial, floor, ceiling, grow, shrink}) {}
 
     AdaptiveBackoff(const AdaptiveBackoff& other)
-        : floor_(other.floor_),
-          ceiling_(other.ceiling_),
-          grow_(other.grow_),
-          shrink_(other.shrink_),
-          delay_ns_(other.delay_ns_.load(std::memory_order_relaxed)) {}
+        : options_(other.options_), delay_ns_(other.delay_ns_.load(std::memory_order_relaxed)) {}
     AdaptiveBackoff& operator=(const AdaptiveBackoff&) = delete;
+
+    const AdaptiveBackoffOptions& options() const noexcept { return options_; }
 
     Duration current_delay() const noexcept {
         // relaxed: the word is the whole state.
         return Duration(delay_ns_.load(std::memory_order_relaxed));
     }
-    void record_failure() noexcept { scale(grow_); }
-    void record_success() noexcept { scale(shrink_); }
+    void record_failure() noexcept { scale(options_.grow); }
+    void record_success() noexcept { scale(options_.shrink); }
 
 private:
     void scale(double factor) noexcept {
         std::int64_t current = delay_ns_.load(std::memory_order_relaxed);
         for (;;) {
-            const Duration next =
-                std::clamp(detail::saturate(static_cast<double>(current) * factor, ceiling_),
-                           floor_, ceiling_);
+            const Duration next = std::clamp(
+                detail::saturate(static_cast<double>(current) * factor, options_.ceiling),
+                options_.floor, options_.ceiling);
             // relaxed: the word is the whole state; nothing else is published with it.
             if (delay_ns_.compare_exchange_weak(current, next.count(), std::memory_order_relaxed,
                                                 std::memory_order_relaxed)) {
@@ -103,11 +125,34 @@ private:
         }
     }
 
-    const Duration floor_;
-    const Duration ceiling_;
-    const double grow_;
-    const double shrink_;
+    const AdaptiveBackoffOptions options_;
     std::atomic<std::int64_t> delay_ns_;
+};
+
+// Options of a RetryBudget. Every field has a default; validate() throws std::invalid_argument
+// naming the field and the value.
+//   bulwark::RetryBudgetOptions o;
+//   o.ratio = 0.2; o.window = 30s;
+//   auto budget = bulwark::RetryBudget::shared(o);
+struct RetryBudgetOptions {
+    // Retries allowed as a share of the calls seen in the window. In [0, 1] (1 allows one retry
+    // per call).
+    double ratio = 0.1;
+    // Retries allowed in any second whatever the ratio says, so a quiet service can still retry.
+    std::uint32_t min_per_second = 10;
+    // How far back calls and retries are counted, in whole seconds (rounded down). >= 1 s.
+    Duration window = std::chrono::seconds(10);
+
+    void validate() const {
+        if (!(ratio >= 0.0 && ratio <= 1.0)) {
+            detail::throw_invalid_option("RetryBudgetOptions.ratio", "must be in [0, 1]",
+                                         detail::format_number(ratio));
+        }
+        if (window < std::chrono::seconds(1)) {
+            detail::throw_invalid_option("RetryBudgetOptions.window", "must be >= 1s",
+                                         detail::format_duration(window));
+        }
+    }
 };
 
 // Caps retries across every policy that shares it, so that a fleet-wide outage cannot multiply
@@ -120,26 +165,27 @@ private:
 // asking for a retry takes a mutex.
 class RetryBudget {
 public:
+    static std::shared_ptr<RetryBudget> shared(RetryBudgetOptions options,
+                                               Clock& clock = default_clock()) {
+        return std::make_shared<RetryBudget>(options, clock);
+    }
+    // The positional form: shared(0.1, 10) is RetryBudgetOptions{0.1, 10} (window 10 s).
     static std::shared_ptr<RetryBudget> shared(double ratio, std::uint32_t min_per_second,
                                                Clock& clock = default_clock()) {
         return std::make_shared<RetryBudget>(ratio, min_per_second, clock);
     }
 
-    // Throws std::invalid_argument unless 0 <= ratio <= 1 (a ratio of 1 allows one retry per
-    // call) and window >= 1 s.
+    // Throws std::invalid_argument for invalid options (see RetryBudgetOptions).
+    explicit RetryBudget(RetryBudgetOptions options = {}, Clock& clock = default_clock())
+        : options_((options.validate(), options)), clock_(&clock) {
+        buckets_.assign(static_cast<std::size_t>(options_.window / std::chrono::seconds(1)),
+                        Bucket{});
+    }
+
+    // The positional form of the options.
     RetryBudget(double ratio, std::uint32_t min_per_second, Clock& clock = default_clock(),
                 Duration window = std::chrono::seconds(10))
-        : ratio_(ratio), min_per_second_(min_per_second), clock_(&clock) {
-        if (!(ratio >= 0.0 && ratio <= 1.0)) {
-            detail::throw_invalid_option("RetryBudget.ratio", "must be in [0, 1]",
-                                         detail::format_number(ratio));
-        }
-        if (window < std::chrono::seconds(1)) {
-            detail::throw_invalid_option("RetryBudget.window", "must be >= 1s",
-                                         detail::format_duration(window));
-        }
-        buckets_.assign(static_cast<std::size_t>(window / std::chrono::seconds(1)), Bucket{});
-    }
+        : RetryBudget(RetryBudgetOptions{ratio, min_per_second, window}, clock) {}
 
     RetryBudget(const RetryBudget&) = delete;
     RetryBudget& operator=(const RetryBudget&) = delete;
@@ -164,9 +210,9 @@ public:
                 retries_in_window += b.retries;
             }
         }
-        const double allowance = ratio_ * static_cast<double>(calls_now - calls_base);
+        const double allowance = options_.ratio * static_cast<double>(calls_now - calls_base);
         if (static_cast<double>(retries_in_window) + 1.0 <= allowance + 1e-9 ||
-            current.retries < min_per_second_) {
+            current.retries < options_.min_per_second) {
             ++current.retries;
             ++withdrawn_;
             return true;
@@ -175,8 +221,9 @@ public:
         return false;
     }
 
-    double ratio() const noexcept { return ratio_; }
-    std::uint32_t min_per_second() const noexcept { return min_per_second_; }
+    const RetryBudgetOptions& options() const noexcept { return options_; }
+    double ratio() const noexcept { return options_.ratio; }
+    std::uint32_t min_per_second() const noexcept { return options_.min_per_second; }
 
     std::uint64_t withdrawn() const {
         std::lock_guard<std::mutex> lock(mutex_);
@@ -211,8 +258,7 @@ private:
         return b;
     }
 
-    const double ratio_;
-    const std::uint32_t min_per_second_;
+    const RetryBudgetOptions options_;
     Clock* const clock_;
     detail::StripedCounter calls_;
     mutable std::mutex mutex_;
@@ -242,8 +288,10 @@ struct RetryStats {
 // Options of a RetryPolicy. Every field has a default; validate() throws std::invalid_argument
 // naming the field.
 struct RetryOptions {
-    // Retries after the first attempt. 0 = never retry.
-    std::uint32_t max_retries = 3;
+    // Retries after the first attempt, >= 0. 0 = never retry. A signed int (as in Polly and
+    // resilience4j), so that a negative value is refused by validate() instead of wrapping round
+    // to 4294967295 retries.
+    int max_retries = 3;
     // The wait before each retry: a Backoff (default exponential from 100 ms, capped at 30 s,
     // with full jitter) or a shared AdaptiveBackoff.
     std::variant<Backoff, std::shared_ptr<AdaptiveBackoff>> backoff =
@@ -289,6 +337,10 @@ struct RetryOptions {
     }
 
     void validate() const {
+        if (max_retries < 0) {
+            detail::throw_invalid_option("RetryOptions.max_retries", "must be >= 0",
+                                         std::to_string(max_retries));
+        }
         if (max_elapsed < Duration::zero()) {
             detail::throw_invalid_option("RetryOptions.max_elapsed", "must be >= 0",
                                          detail::format_duration(max_elapsed));
@@ -530,7 +582,8 @@ private:
             adaptive_wait = adaptive_->current_delay();
             adaptive_->record_failure();
         }
-        if (retry > options_.max_retries || ctx.cancelled()) {
+        // validate() made max_retries >= 0.
+        if (retry > static_cast<std::uint32_t>(options_.max_retries) || ctx.cancelled()) {
             return Verdict::exhausted;
         }
         wait = adaptive_ != nullptr ? adaptive_wait : backoff_delay(retry, run);
