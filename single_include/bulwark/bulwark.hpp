@@ -1109,6 +1109,40 @@ bool holds_exception(const std::exception_ptr& error) {
 }
 }  // namespace detail
 
+// An exception type named at run time, for options that list types
+// (CircuitBreakerOptions::counted_rejections): matches(error) is true when `error` holds an E or
+// a subclass of E.
+//   auto full = bulwark::ExceptionType::of<bulwark::BulkheadFullError>();
+//   full.matches(std::make_exception_ptr(bulwark::BulkheadFullError("full")));   // true
+// A small value type (one function pointer): copyable, and thread-safe to use. Two values of the
+// same E compare equal. matches() rethrows the exception once.
+class ExceptionType {
+public:
+    template <class E>
+    static constexpr ExceptionType of() noexcept {
+        static_assert(
+            !std::is_reference<E>::value && !std::is_pointer<E>::value,
+            "ExceptionType::of<E>() takes an exception type, not a reference or pointer.");
+        return ExceptionType(&detail::holds_exception<E>);
+    }
+
+    // True if `error` holds an E (or a subclass of E). False for a null exception_ptr.
+    bool matches(const std::exception_ptr& error) const {
+        return error != nullptr && matches_(error);
+    }
+
+    friend bool operator==(ExceptionType a, ExceptionType b) noexcept {
+        return a.matches_ == b.matches_;
+    }
+    friend bool operator!=(ExceptionType a, ExceptionType b) noexcept { return !(a == b); }
+
+private:
+    using Matcher = bool (*)(const std::exception_ptr&);
+    constexpr explicit ExceptionType(Matcher matcher) noexcept : matches_(matcher) {}
+
+    Matcher matches_;
+};
+
 // Decides which outcomes a policy treats as failures (to count, retry or fall back on).
 // By default every exception is a failure and every returned value a success.
 //   Classifier c;
@@ -1152,13 +1186,17 @@ public:
                       "handle_result(pred) could not deduce the result type from the predicate "
                       "(a generic lambda?): write handle_result<YourType>(pred) or give the "
                       "lambda a concrete parameter type.");
-        using Value = detail::remove_cvref_t<Arg>;
-        static_assert(std::is_invocable_r<bool, const Pred&, const Value&>::value,
-                      "handle_result(pred): pred must be callable as bool(const T&).");
-        result_predicates_.push_back(ResultPredicate{
-            detail::type_id<Value>(), [p = std::move(predicate)](const void* value) {
-                return static_cast<bool>(p(*static_cast<const Value*>(value)));
-            }});
+        if constexpr (!std::is_void<Arg>::value) {  // else nothing more to report
+            using Value = detail::remove_cvref_t<Arg>;
+            static_assert(std::is_invocable_r<bool, const Pred&, const Value&>::value,
+                          "handle_result(pred): pred must be callable as bool(const T&).");
+            if constexpr (std::is_invocable_r<bool, const Pred&, const Value&>::value) {
+                result_predicates_.push_back(ResultPredicate{
+                    detail::type_id<Value>(), [p = std::move(predicate)](const void* value) {
+                        return static_cast<bool>(p(*static_cast<const Value*>(value)));
+                    }});
+            }
+        }
         return *this;
     }
 
@@ -1766,15 +1804,37 @@ struct call_result<F, std::enable_if_t<!takes_context_v<F> && takes_nothing_v<F>
     static constexpr bool valid = true;
 };
 
+// True for a callable that execute() accepts: () or (Context&), returning a non-reference.
 template <class F>
-constexpr void check_callable() {
-    static_assert(call_result<F>::valid,
-                  "bulwark: a callable passed to execute()/try_execute() must take no arguments "
-                  "or a single bulwark::Context&.");
-    static_assert(!std::is_reference<typename call_result<F>::type>::value,
-                  "bulwark: the callable returns a reference; policies return results by value "
-                  "(return a pointer or std::reference_wrapper to share an object).");
-}
+inline constexpr bool is_valid_callable_v =
+    call_result<F>::valid && !std::is_reference<typename call_result<F>::type>::value;
+
+// What an entry point returns once a static_assert of its own has failed, instead of going on
+// to instantiate the rest (which would bury the assertion's sentence under a cascade): it
+// converts to anything and answers the calls a caller makes next. Only ever built in a program
+// that does not compile, so nothing here runs.
+struct invalid_call_result {
+    template <class T>
+    operator T() const noexcept {
+        std::terminate();
+    }
+    template <class... Args>
+    invalid_call_result operator()(Args&&...) const noexcept {
+        return {};
+    }
+    template <class... Args>
+    invalid_call_result execute(Args&&...) const noexcept {
+        return {};
+    }
+    template <class... Args>
+    invalid_call_result try_execute(Args&&...) const noexcept {
+        return {};
+    }
+    template <class... Args>
+    invalid_call_result try_call(Args&&...) const noexcept {
+        return {};
+    }
+};
 
 // The decayed result type of running F through a policy.
 template <class F>
@@ -1867,38 +1927,72 @@ inline constexpr bool is_policy_v =
 template <class Derived>
 class PolicyBase {
 public:
+    // The return types are deduced, not spelled, so that a callable of the wrong signature
+    // stops at check<F>()'s sentence before anything else is instantiated.
     template <class F>
-    auto execute(F&& f) -> detail::call_result_t<F> {
+    auto execute(F&& f) {
         Context ctx;
         return execute(std::forward<F>(f), ctx);
     }
 
     template <class F>
-    auto execute(F&& f, Context& ctx) -> detail::call_result_t<F> {
+    auto execute(F&& f, Context& ctx) {
         using Fn = std::remove_reference_t<F>;
-        detail::check_callable<Fn>();
+        static_assert(check<Fn>());
+        if constexpr (detail::is_valid_callable_v<Fn>) {
+            return execute_valid(f, ctx);
+        } else {
+            return detail::invalid_call_result{};
+        }
+    }
+
+    template <class F>
+    auto try_execute(F&& f) noexcept {
+        Context ctx;
+        return try_execute(std::forward<F>(f), ctx);
+    }
+
+    template <class F>
+    auto try_execute(F&& f, Context& ctx) noexcept {
+        using Fn = std::remove_reference_t<F>;
+        static_assert(check<Fn>());
+        if constexpr (detail::is_valid_callable_v<Fn>) {
+            return try_execute_valid(f, ctx);
+        } else {
+            return detail::invalid_call_result{};
+        }
+    }
+
+private:
+    // One sentence for each way a callable can be wrong; true so that the caller's own
+    // static_assert never adds a second message.
+    template <class Fn>
+    static constexpr bool check() {
+        static_assert(detail::call_result<Fn>::valid,
+                      "bulwark: a callable passed to execute()/try_execute() must take no "
+                      "arguments or a single bulwark::Context&.");
+        static_assert(!std::is_reference<typename detail::call_result<Fn>::type>::value,
+                      "bulwark: the callable returns a reference; policies return results by "
+                      "value (return a pointer or std::reference_wrapper to share an object).");
+        return true;
+    }
+
+    template <class Fn>
+    auto execute_valid(Fn& f, Context& ctx) -> detail::call_result_t<Fn> {
         if (BULWARK_UNLIKELY(detail::is_null_callable(f))) {
             detail::throw_null_callable();
         }
         auto outcome = derived().apply(ctx, detail::Leaf<Fn>(f));
-        if constexpr (std::is_void<detail::call_result_t<F>>::value) {
+        if constexpr (std::is_void<detail::call_result_t<Fn>>::value) {
             outcome.rethrow_if_error();
         } else {
             return std::move(outcome).value();
         }
     }
 
-    template <class F>
-    auto try_execute(F&& f) noexcept -> Outcome<detail::call_result_t<F>> {
-        Context ctx;
-        return try_execute(std::forward<F>(f), ctx);
-    }
-
-    template <class F>
-    auto try_execute(F&& f, Context& ctx) noexcept -> Outcome<detail::call_result_t<F>> {
-        using Fn = std::remove_reference_t<F>;
-        using R = detail::call_result_t<F>;
-        detail::check_callable<Fn>();
+    template <class Fn>
+    auto try_execute_valid(Fn& f, Context& ctx) noexcept -> Outcome<detail::call_result_t<Fn>> {
+        using R = detail::call_result_t<Fn>;
         try {
             if (BULWARK_UNLIKELY(detail::is_null_callable(f))) {
                 return Outcome<R>::from_error(detail::null_callable_error());
@@ -1911,7 +2005,6 @@ public:
         }
     }
 
-private:
     Derived& derived() noexcept { return static_cast<Derived&>(*this); }
 };
 
@@ -2012,7 +2105,9 @@ struct TimeWindow {
 };
 
 // Options of a CircuitBreaker. Every field has a default; validate() (called by the breaker's
-// constructor) throws std::invalid_argument naming the field and the value.
+// constructor) throws std::invalid_argument naming the field and the value. At least one trip
+// rule must be on (failure_threshold, failure_ratio or slow_call_ratio): a breaker that can
+// never open is refused.
 //   bulwark::CircuitBreakerOptions o;
 //   o.failure_ratio = 0.5; o.window = bulwark::CountWindow{100}; o.handle<std::system_error>();
 struct CircuitBreakerOptions {
@@ -2048,9 +2143,11 @@ struct CircuitBreakerOptions {
     // a rate limit, load shedding, an open inner breaker) is neither a success nor a failure,
     // unless handle<E>() named its type (see counted_rejections).
     Classifier classifier{};
-    // The rejection types that count as failures after all: handle<E>() adds E here when E is a
-    // RejectedError (or a subclass), e.g. handle<BulkheadFullError>(). Empty by default.
-    std::vector<bool (*)(const std::exception_ptr&)> counted_rejections{};
+    // The rejection types that are not set aside as inner rejections but classified like any
+    // other exception (so, with the default classifier or a matching handle<E>(), they count as
+    // failures). handle<E>() adds ExceptionType::of<E>() here when E is a RejectedError (or a
+    // subclass), e.g. handle<BulkheadFullError>(). Empty by default.
+    std::vector<ExceptionType> counted_rejections{};
 
     // Only exceptions of type E (and subclasses) count as failures; others pass through and
     // count as successes for the breaker: they are not the dependency's fault. Naming a
@@ -2060,7 +2157,7 @@ struct CircuitBreakerOptions {
     CircuitBreakerOptions& handle() {
         classifier.handle<E>();
         if constexpr (std::is_base_of<RejectedError, E>::value) {
-            counted_rejections.push_back(&detail::holds_exception<E>);
+            counted_rejections.push_back(ExceptionType::of<E>());
         }
         return *this;
     }
@@ -2094,6 +2191,13 @@ struct CircuitBreakerOptions {
         };
         ratio("CircuitBreakerOptions.failure_ratio", failure_ratio);
         ratio("CircuitBreakerOptions.slow_call_ratio", slow_call_ratio);
+        if (failure_threshold == 0 && failure_ratio == 0.0 && slow_call_ratio == 0.0) {
+            detail::throw_invalid_option(
+                "CircuitBreakerOptions.failure_threshold, failure_ratio and slow_call_ratio",
+                "must not all be 0: with every trip rule off the breaker can never open (for "
+                "one that never opens, call disable() or use bulwark::Noop)",
+                "0, 0 and 0");
+        }
         if (minimum_calls == 0) {
             detail::throw_invalid_option("CircuitBreakerOptions.minimum_calls", "must be >= 1",
                                          "0");
@@ -2632,8 +2736,8 @@ private:
     }
 
     bool counts_rejection(const std::exception_ptr& error) const {
-        for (const auto counted : options_.counted_rejections) {
-            if (counted != nullptr && counted(error)) {
+        for (const ExceptionType& counted : options_.counted_rejections) {
+            if (counted.matches(error)) {
                 return true;
             }
         }
@@ -8262,6 +8366,50 @@ private:
 
 namespace bulwark {
 
+// Options of an AdaptiveBackoff. Every field has a default; validate() throws
+// std::invalid_argument naming the field and the value.
+//   bulwark::AdaptiveBackoffOptions o;
+//   o.initial = 1s; o.ceiling = 30s;
+//   auto adaptive = std::make_shared<bulwark::AdaptiveBackoff>(o);
+struct AdaptiveBackoffOptions {
+    // The delay before anything is learned. In [floor, ceiling].
+    Duration initial = std::chrono::milliseconds(100);
+    // The shortest delay, reached by successes. > 0.
+    Duration floor = std::chrono::milliseconds(1);
+    // The longest delay, reached by failures. >= floor.
+    Duration ceiling = std::chrono::minutes(1);
+    // Each failure multiplies the delay by this. >= 1.
+    double grow = 2.0;
+    // Each success multiplies the delay by this. In (0, 1].
+    double shrink = 0.5;
+
+    void validate() const {
+        if (floor <= Duration::zero()) {
+            detail::throw_invalid_option("AdaptiveBackoffOptions.floor", "must be > 0",
+                                         detail::format_duration(floor));
+        }
+        if (ceiling < floor) {
+            detail::throw_invalid_option(
+                "AdaptiveBackoffOptions.ceiling",
+                "must be >= floor (" + detail::format_duration(floor) + ")",
+                detail::format_duration(ceiling));
+        }
+        if (initial < floor || initial > ceiling) {
+            detail::throw_invalid_option("AdaptiveBackoffOptions.initial",
+                                         "must be in [floor, ceiling]",
+                                         detail::format_duration(initial));
+        }
+        if (!(grow >= 1.0)) {
+            detail::throw_invalid_option("AdaptiveBackoffOptions.grow", "must be >= 1",
+                                         detail::format_number(grow));
+        }
+        if (!(shrink > 0.0 && shrink <= 1.0)) {
+            detail::throw_invalid_option("AdaptiveBackoffOptions.shrink", "must be in (0, 1]",
+                                         detail::format_number(shrink));
+        }
+    }
+};
+
 // A delay that adapts to how the dependency is doing: each failure multiplies it by
 // `grow` (up to `ceiling`), each success by `shrink` (down to `floor`). Useful on its own (pace a
 // polling loop) and as RetryOptions::backoff: then the policy records every failed attempt (so
@@ -8272,59 +8420,37 @@ namespace bulwark {
 // Thread-safe and lock-free (one atomic word).
 class AdaptiveBackoff {
 public:
-    // Throws std::invalid_argument unless 0 < floor <= initial <= ceiling, grow >= 1 and
-    // 0 < shrink <= 1.
+    // Throws std::invalid_argument for invalid options (see AdaptiveBackoffOptions).
+    explicit AdaptiveBackoff(AdaptiveBackoffOptions options = {})
+        : options_((options.validate(), options)), delay_ns_(options_.initial.count()) {}
+
+    // The positional form of the options: AdaptiveBackoff(1s) starts at 1 s, with the default
+    // floor (1 ms), ceiling (1 min), grow (2) and shrink (0.5).
     explicit AdaptiveBackoff(Duration initial, Duration floor = std::chrono::milliseconds(1),
                              Duration ceiling = std::chrono::minutes(1), double grow = 2.0,
                              double shrink = 0.5)
-        : floor_(floor), ceiling_(ceiling), grow_(grow), shrink_(shrink), delay_ns_(0) {
-        if (floor <= Duration::zero()) {
-            detail::throw_invalid_option("AdaptiveBackoff.floor", "must be > 0",
-                                         detail::format_duration(floor));
-        }
-        if (ceiling < floor) {
-            detail::throw_invalid_option(
-                "AdaptiveBackoff.ceiling",
-                "must be >= floor (" + detail::format_duration(floor) + ")",
-                detail::format_duration(ceiling));
-        }
-        if (initial < floor || initial > ceiling) {
-            detail::throw_invalid_option("AdaptiveBackoff.initial", "must be in [floor, ceiling]",
-                                         detail::format_duration(initial));
-        }
-        if (!(grow >= 1.0)) {
-            detail::throw_invalid_option("AdaptiveBackoff.grow", "must be >= 1",
-                                         detail::format_number(grow));
-        }
-        if (!(shrink > 0.0 && shrink <= 1.0)) {
-            detail::throw_invalid_option("AdaptiveBackoff.shrink", "must be in (0, 1]",
-                                         detail::format_number(shrink));
-        }
-        delay_ns_.store(initial.count(), std::memory_order_relaxed);
-    }
+        : AdaptiveBackoff(AdaptiveBackoffOptions{initial, floor, ceiling, grow, shrink}) {}
 
     AdaptiveBackoff(const AdaptiveBackoff& other)
-        : floor_(other.floor_),
-          ceiling_(other.ceiling_),
-          grow_(other.grow_),
-          shrink_(other.shrink_),
-          delay_ns_(other.delay_ns_.load(std::memory_order_relaxed)) {}
+        : options_(other.options_), delay_ns_(other.delay_ns_.load(std::memory_order_relaxed)) {}
     AdaptiveBackoff& operator=(const AdaptiveBackoff&) = delete;
+
+    const AdaptiveBackoffOptions& options() const noexcept { return options_; }
 
     Duration current_delay() const noexcept {
         // relaxed: the word is the whole state.
         return Duration(delay_ns_.load(std::memory_order_relaxed));
     }
-    void record_failure() noexcept { scale(grow_); }
-    void record_success() noexcept { scale(shrink_); }
+    void record_failure() noexcept { scale(options_.grow); }
+    void record_success() noexcept { scale(options_.shrink); }
 
 private:
     void scale(double factor) noexcept {
         std::int64_t current = delay_ns_.load(std::memory_order_relaxed);
         for (;;) {
-            const Duration next =
-                std::clamp(detail::saturate(static_cast<double>(current) * factor, ceiling_),
-                           floor_, ceiling_);
+            const Duration next = std::clamp(
+                detail::saturate(static_cast<double>(current) * factor, options_.ceiling),
+                options_.floor, options_.ceiling);
             // relaxed: the word is the whole state; nothing else is published with it.
             if (delay_ns_.compare_exchange_weak(current, next.count(), std::memory_order_relaxed,
                                                 std::memory_order_relaxed)) {
@@ -8333,11 +8459,34 @@ private:
         }
     }
 
-    const Duration floor_;
-    const Duration ceiling_;
-    const double grow_;
-    const double shrink_;
+    const AdaptiveBackoffOptions options_;
     std::atomic<std::int64_t> delay_ns_;
+};
+
+// Options of a RetryBudget. Every field has a default; validate() throws std::invalid_argument
+// naming the field and the value.
+//   bulwark::RetryBudgetOptions o;
+//   o.ratio = 0.2; o.window = 30s;
+//   auto budget = bulwark::RetryBudget::shared(o);
+struct RetryBudgetOptions {
+    // Retries allowed as a share of the calls seen in the window. In [0, 1] (1 allows one retry
+    // per call).
+    double ratio = 0.1;
+    // Retries allowed in any second whatever the ratio says, so a quiet service can still retry.
+    std::uint32_t min_per_second = 10;
+    // How far back calls and retries are counted, in whole seconds (rounded down). >= 1 s.
+    Duration window = std::chrono::seconds(10);
+
+    void validate() const {
+        if (!(ratio >= 0.0 && ratio <= 1.0)) {
+            detail::throw_invalid_option("RetryBudgetOptions.ratio", "must be in [0, 1]",
+                                         detail::format_number(ratio));
+        }
+        if (window < std::chrono::seconds(1)) {
+            detail::throw_invalid_option("RetryBudgetOptions.window", "must be >= 1s",
+                                         detail::format_duration(window));
+        }
+    }
 };
 
 // Caps retries across every policy that shares it, so that a fleet-wide outage cannot multiply
@@ -8350,26 +8499,27 @@ private:
 // asking for a retry takes a mutex.
 class RetryBudget {
 public:
+    static std::shared_ptr<RetryBudget> shared(RetryBudgetOptions options,
+                                               Clock& clock = default_clock()) {
+        return std::make_shared<RetryBudget>(options, clock);
+    }
+    // The positional form: shared(0.1, 10) is RetryBudgetOptions{0.1, 10} (window 10 s).
     static std::shared_ptr<RetryBudget> shared(double ratio, std::uint32_t min_per_second,
                                                Clock& clock = default_clock()) {
         return std::make_shared<RetryBudget>(ratio, min_per_second, clock);
     }
 
-    // Throws std::invalid_argument unless 0 <= ratio <= 1 (a ratio of 1 allows one retry per
-    // call) and window >= 1 s.
+    // Throws std::invalid_argument for invalid options (see RetryBudgetOptions).
+    explicit RetryBudget(RetryBudgetOptions options = {}, Clock& clock = default_clock())
+        : options_((options.validate(), options)), clock_(&clock) {
+        buckets_.assign(static_cast<std::size_t>(options_.window / std::chrono::seconds(1)),
+                        Bucket{});
+    }
+
+    // The positional form of the options.
     RetryBudget(double ratio, std::uint32_t min_per_second, Clock& clock = default_clock(),
                 Duration window = std::chrono::seconds(10))
-        : ratio_(ratio), min_per_second_(min_per_second), clock_(&clock) {
-        if (!(ratio >= 0.0 && ratio <= 1.0)) {
-            detail::throw_invalid_option("RetryBudget.ratio", "must be in [0, 1]",
-                                         detail::format_number(ratio));
-        }
-        if (window < std::chrono::seconds(1)) {
-            detail::throw_invalid_option("RetryBudget.window", "must be >= 1s",
-                                         detail::format_duration(window));
-        }
-        buckets_.assign(static_cast<std::size_t>(window / std::chrono::seconds(1)), Bucket{});
-    }
+        : RetryBudget(RetryBudgetOptions{ratio, min_per_second, window}, clock) {}
 
     RetryBudget(const RetryBudget&) = delete;
     RetryBudget& operator=(const RetryBudget&) = delete;
@@ -8394,9 +8544,9 @@ public:
                 retries_in_window += b.retries;
             }
         }
-        const double allowance = ratio_ * static_cast<double>(calls_now - calls_base);
+        const double allowance = options_.ratio * static_cast<double>(calls_now - calls_base);
         if (static_cast<double>(retries_in_window) + 1.0 <= allowance + 1e-9 ||
-            current.retries < min_per_second_) {
+            current.retries < options_.min_per_second) {
             ++current.retries;
             ++withdrawn_;
             return true;
@@ -8405,8 +8555,9 @@ public:
         return false;
     }
 
-    double ratio() const noexcept { return ratio_; }
-    std::uint32_t min_per_second() const noexcept { return min_per_second_; }
+    const RetryBudgetOptions& options() const noexcept { return options_; }
+    double ratio() const noexcept { return options_.ratio; }
+    std::uint32_t min_per_second() const noexcept { return options_.min_per_second; }
 
     std::uint64_t withdrawn() const {
         std::lock_guard<std::mutex> lock(mutex_);
@@ -8441,8 +8592,7 @@ private:
         return b;
     }
 
-    const double ratio_;
-    const std::uint32_t min_per_second_;
+    const RetryBudgetOptions options_;
     Clock* const clock_;
     detail::StripedCounter calls_;
     mutable std::mutex mutex_;
@@ -8472,8 +8622,10 @@ struct RetryStats {
 // Options of a RetryPolicy. Every field has a default; validate() throws std::invalid_argument
 // naming the field.
 struct RetryOptions {
-    // Retries after the first attempt. 0 = never retry.
-    std::uint32_t max_retries = 3;
+    // Retries after the first attempt, >= 0. 0 = never retry. A signed int (as in Polly and
+    // resilience4j), so that a negative value is refused by validate() instead of wrapping round
+    // to 4294967295 retries.
+    int max_retries = 3;
     // The wait before each retry: a Backoff (default exponential from 100 ms, capped at 30 s,
     // with full jitter) or a shared AdaptiveBackoff.
     std::variant<Backoff, std::shared_ptr<AdaptiveBackoff>> backoff =
@@ -8519,6 +8671,10 @@ struct RetryOptions {
     }
 
     void validate() const {
+        if (max_retries < 0) {
+            detail::throw_invalid_option("RetryOptions.max_retries", "must be >= 0",
+                                         std::to_string(max_retries));
+        }
         if (max_elapsed < Duration::zero()) {
             detail::throw_invalid_option("RetryOptions.max_elapsed", "must be >= 0",
                                          detail::format_duration(max_elapsed));
@@ -8760,7 +8916,8 @@ private:
             adaptive_wait = adaptive_->current_delay();
             adaptive_->record_failure();
         }
-        if (retry > options_.max_retries || ctx.cancelled()) {
+        // validate() made max_retries >= 0.
+        if (retry > static_cast<std::uint32_t>(options_.max_retries) || ctx.cancelled()) {
             return Verdict::exhausted;
         }
         wait = adaptive_ != nullptr ? adaptive_wait : backoff_delay(retry, run);
@@ -11514,16 +11671,23 @@ struct BulkheadOptions {
     // once. 0 = no queue (default).
     std::uint32_t max_queue = 0;
     // The longest a queued call waits for a slot (also bounded by the context's deadline and
-    // cancellation). > 0.
+    // cancellation). > 0 with a queue; without one (max_queue = 0) it is never used, and >= 0.
     Duration queue_timeout = std::chrono::seconds(1);
 
+    // Throws std::invalid_argument naming the field and the value.
     void validate() const {
         if (max_concurrent == 0) {
             detail::throw_invalid_option("BulkheadOptions.max_concurrent", "must be >= 1", "0");
         }
-        if (queue_timeout <= Duration::zero()) {
-            detail::throw_invalid_option("BulkheadOptions.queue_timeout", "must be > 0",
+        if (queue_timeout < Duration::zero()) {
+            detail::throw_invalid_option("BulkheadOptions.queue_timeout", "must be >= 0",
                                          detail::format_duration(queue_timeout));
+        }
+        if (max_queue > 0 && queue_timeout == Duration::zero()) {
+            detail::throw_invalid_option(
+                "BulkheadOptions.queue_timeout",
+                "must be > 0 when max_queue > 0 (" + std::to_string(max_queue) + ")",
+                detail::format_duration(queue_timeout));
         }
     }
 };
@@ -12111,12 +12275,14 @@ template <class P>
 using held_policy_t = std::conditional_t<std::is_lvalue_reference<P>::value, P,
                                          std::remove_cv_t<std::remove_reference_t<P>>>;
 
+// True so that the caller's own static_assert adds no second message.
 template <class... Ps>
-constexpr void check_policies() {
+constexpr bool check_policies() {
     static_assert((is_policy_v<Ps> && ...),
                   "every argument of bulwark::pipeline()/wrap() must be a policy: a type with "
                   "template <class Next> auto apply(bulwark::Context&, Next&&) (for example "
                   "CircuitBreaker, RetryPolicy, Noop or another pipeline).");
+    return true;
 }
 }  // namespace detail
 
@@ -12165,8 +12331,13 @@ private:
 // Composes policies into a Pipeline, outermost first (see Pipeline).
 template <class... Ps>
 auto pipeline(Ps&&... policies) {
-    detail::check_policies<Ps...>();
-    return Pipeline<detail::held_policy_t<Ps&&>...>(std::in_place, std::forward<Ps>(policies)...);
+    static_assert(detail::check_policies<Ps...>());
+    if constexpr ((is_policy_v<Ps> && ...)) {
+        return Pipeline<detail::held_policy_t<Ps&&>...>(std::in_place,
+                                                        std::forward<Ps>(policies)...);
+    } else {
+        return detail::invalid_call_result{};
+    }
 }
 
 // A callable with the signature of `f` whose every call runs through the policies, outermost
@@ -12189,29 +12360,41 @@ public:
     }
 
     // Returns what `f` returns, or throws the final error. (The return type is deduced, not
-    // spelled, so that a wrong argument list reports check_arguments' sentence.)
+    // spelled, so that a wrong argument list stops at check_arguments' sentence before anything
+    // else is instantiated.)
     template <class... Args>
     auto operator()(Args&&... args) {
-        check_arguments<Args...>();
-        return pipeline_.execute([&]() -> decltype(auto) { return std::invoke(f_, args...); });
+        static_assert(check_arguments<Args...>());
+        if constexpr (std::is_invocable<F&, Args&...>::value) {
+            return pipeline_.execute([&]() -> decltype(auto) { return std::invoke(f_, args...); });
+        } else {
+            return detail::invalid_call_result{};
+        }
     }
 
     template <class... Args>
     auto try_call(Args&&... args) noexcept {
-        check_arguments<Args...>();
-        return pipeline_.try_execute([&]() -> decltype(auto) { return std::invoke(f_, args...); });
+        static_assert(check_arguments<Args...>());
+        if constexpr (std::is_invocable<F&, Args&...>::value) {
+            return pipeline_.try_execute(
+                [&]() -> decltype(auto) { return std::invoke(f_, args...); });
+        } else {
+            return detail::invalid_call_result{};
+        }
     }
 
     Pipeline<Ps...>& policies() noexcept { return pipeline_; }
 
 private:
+    // True so that the caller's own static_assert adds no second message.
     template <class... Args>
-    static constexpr void check_arguments() {
+    static constexpr bool check_arguments() {
         static_assert(std::is_invocable<F&, Args&...>::value,
                       "bulwark::wrap: the wrapped callable cannot be called with these arguments "
-                      "passed as lvalues. Arguments are passed as lvalues so that every attempt "
-                      "sees them intact; a callable that takes an rvalue reference or a move-only "
-                      "parameter by value cannot be retried safely.");
+                      "(check their number and types). Arguments are passed as lvalues so that "
+                      "every attempt sees them intact; a callable that takes an rvalue reference "
+                      "or a move-only parameter by value cannot be retried safely.");
+        return true;
     }
 
     F f_;
@@ -12222,9 +12405,13 @@ private:
 // is a null function pointer or an empty std::function.
 template <class F, class... Ps>
 auto wrap(F&& f, Ps&&... policies) {
-    detail::check_policies<Ps...>();
-    return Wrapped<std::decay_t<F>, detail::held_policy_t<Ps&&>...>(
-        std::forward<F>(f), std::in_place, std::forward<Ps>(policies)...);
+    static_assert(detail::check_policies<Ps...>());
+    if constexpr ((is_policy_v<Ps> && ...)) {
+        return Wrapped<std::decay_t<F>, detail::held_policy_t<Ps&&>...>(
+            std::forward<F>(f), std::in_place, std::forward<Ps>(policies)...);
+    } else {
+        return detail::invalid_call_result{};
+    }
 }
 
 }  // namespace bulwark
@@ -12273,10 +12460,40 @@ auto wrap(F&& f, Ps&&... policies) {
 namespace bulwark {
 
 namespace detail {
-template <class F, class T>
-constexpr bool is_fallback_handler() {
-    return std::is_invocable<F&, const std::exception_ptr&, Context&>::value ||
-           std::is_invocable<F&, const std::exception_ptr&>::value || std::is_invocable<F&>::value;
+// What a Fallback<T> was given: a handler of one of the three signatures, a value, or something
+// it cannot use.
+enum class fallback_form : std::uint8_t {
+    with_context,  // (const std::exception_ptr&, Context&)
+    with_error,    // (const std::exception_ptr&)
+    no_arguments,  // ()
+    value,         // a T
+    wrong_result,  // a callable of one of the three signatures whose result is no T
+    unusable,
+};
+
+// A handler wins over a value when V could be both; F is V decayed. A (error, context) handler
+// becomes the std::function itself, so its result must convert implicitly; the other two are
+// adapted with a static_cast.
+template <class T, class V, class F = std::decay_t<V>>
+constexpr fallback_form fallback_form_of() {
+    using Error = const std::exception_ptr&;
+    constexpr bool is_value = !std::is_void<T>::value && std::is_constructible<T, V&&>::value;
+    fallback_form form = fallback_form::unusable;
+    bool fits = false;
+    if constexpr (std::is_invocable<F&, Error, Context&>::value) {
+        form = fallback_form::with_context;
+        fits = std::is_invocable_r<T, F&, Error, Context&>::value;
+    } else if constexpr (std::is_invocable<F&, Error>::value) {
+        form = fallback_form::with_error;
+        fits = std::is_void<T>::value ||
+               std::is_constructible<T, std::invoke_result_t<F&, Error>>::value;
+    } else if constexpr (std::is_invocable<F&>::value) {
+        form = fallback_form::no_arguments;
+        fits = std::is_void<T>::value || std::is_constructible<T, std::invoke_result_t<F&>>::value;
+    } else {
+        return is_value ? fallback_form::value : fallback_form::unusable;
+    }
+    return fits ? form : is_value ? fallback_form::value : fallback_form::wrong_result;
 }
 }  // namespace detail
 
@@ -12308,21 +12525,13 @@ class Fallback : public PolicyBase<Fallback<T>> {
 public:
     using Handler = std::function<T(const std::exception_ptr&, Context&)>;
 
-    // A fixed value (not for Fallback<void>); T must be copyable.
-    template <class V, std::enable_if_t<!std::is_same<std::decay_t<V>, Fallback>::value &&
-                                            !detail::is_fallback_handler<std::decay_t<V>, T>() &&
-                                            std::is_constructible<T, V&&>::value,
-                                        int> = 0>
-    explicit Fallback(V&& value)
-        : handler_(
-              [v = T(std::forward<V>(value))](const std::exception_ptr&, Context&) { return v; }) {}
-
-    // A callable taking (const std::exception_ptr&, Context&), (const std::exception_ptr&) or
-    // (). Throws std::invalid_argument for a null function pointer or empty std::function.
-    template <class F, std::enable_if_t<!std::is_same<std::decay_t<F>, Fallback>::value &&
-                                            detail::is_fallback_handler<std::decay_t<F>, T>(),
-                                        int> = 0>
-    explicit Fallback(F f) : handler_(adapt(std::move(f))) {}
+    // A fixed value (not for Fallback<void>; T must be copyable), or a callable taking
+    // (const std::exception_ptr&, Context&), (const std::exception_ptr&) or () and returning a T
+    // (anything for Fallback<void>). Throws std::invalid_argument for a null function pointer or
+    // empty std::function. Anything else stops at one static_assert sentence.
+    template <class V, std::enable_if_t<!std::is_same<std::decay_t<V>, Fallback>::value, int> = 0>
+    explicit Fallback(V&& value_or_handler)
+        : handler_(make_handler(std::forward<V>(value_or_handler))) {}
 
     // Moving keeps the configuration and the listeners; not thread-safe against concurrent use.
     Fallback(Fallback&& other) noexcept
@@ -12360,31 +12569,54 @@ public:
         using O = std::invoke_result_t<Next&, Context&>;
         static_assert(std::is_same<O, Outcome<T>>::value,
                       "bulwark::Fallback<T>: T must be the result type of the call it protects.");
-        O outcome = next(ctx);
-        // One named result and one return, so the outcome is constructed in place (NRVO).
-        if (BULWARK_UNLIKELY(!(outcome.has_value() && !classifier_.has_result_predicates())) &&
-            classifier_.is_failure(outcome)) {
-            outcome = substitute(outcome.error(), ctx);
+        if constexpr (!std::is_same<O, Outcome<T>>::value) {
+            return next(ctx);  // after the static_assert: nothing more to report
+        } else {
+            O outcome = next(ctx);
+            // One named result and one return, so the outcome is constructed in place (NRVO).
+            if (BULWARK_UNLIKELY(!(outcome.has_value() && !classifier_.has_result_predicates())) &&
+                classifier_.is_failure(outcome)) {
+                outcome = substitute(outcome.error(), ctx);
+            }
+            return outcome;
         }
-        return outcome;
     }
 
 private:
-    template <class F>
-    static Handler adapt(F f) {
-        if (detail::is_null_callable(f)) {
-            detail::throw_invalid_argument("bulwark::Fallback: the fallback callable is null");
-        }
-        if constexpr (std::is_invocable<F&, const std::exception_ptr&, Context&>::value) {
-            return Handler(std::move(f));
-        } else if constexpr (std::is_invocable<F&, const std::exception_ptr&>::value) {
-            return [g = std::move(f)](const std::exception_ptr& e, Context&) mutable {
-                return static_cast<T>(g(e));
+    template <class V>
+    static Handler make_handler(V&& value_or_handler) {
+        using detail::fallback_form;
+        constexpr fallback_form form = detail::fallback_form_of<T, V>();
+        static_assert(form != fallback_form::unusable,
+                      "bulwark::Fallback<T>: the fallback must be a value convertible to T, or a "
+                      "callable taking (const std::exception_ptr&, bulwark::Context&), (const "
+                      "std::exception_ptr&) or () (Fallback<void> takes only a callable).");
+        static_assert(form != fallback_form::wrong_result,
+                      "bulwark::Fallback<T>: the fallback callable returns something that does "
+                      "not convert to T (T must be the result type of the call it protects).");
+        if constexpr (form == fallback_form::value) {
+            return [v = T(std::forward<V>(value_or_handler))](const std::exception_ptr&, Context&) {
+                return v;
             };
+        } else if constexpr (form == fallback_form::unusable ||
+                             form == fallback_form::wrong_result) {
+            return Handler();  // after the static_assert: nothing more to report
         } else {
-            return [g = std::move(f)](const std::exception_ptr&, Context&) mutable {
-                return static_cast<T>(g());
-            };
+            std::decay_t<V> f(std::forward<V>(value_or_handler));
+            if (detail::is_null_callable(f)) {
+                detail::throw_invalid_argument("bulwark::Fallback: the fallback callable is null");
+            }
+            if constexpr (form == fallback_form::with_context) {
+                return Handler(std::move(f));
+            } else if constexpr (form == fallback_form::with_error) {
+                return [g = std::move(f)](const std::exception_ptr& e, Context&) mutable {
+                    return static_cast<T>(g(e));
+                };
+            } else {
+                return [g = std::move(f)](const std::exception_ptr&, Context&) mutable {
+                    return static_cast<T>(g());
+                };
+            }
         }
     }
 
