@@ -88,4 +88,16 @@ for preset in "${presets[@]}"; do
   cmake --workflow --preset "$preset"
   echo "preset $preset passed in $((SECONDS - t0)) s"
 done
-say "all ${#presets[@]} configurations passed in $((SECONDS - start)) s: ${presets[*]}"
+elapsed=$((SECONDS - start))
+
+# What including bulwark costs a user's compile (g++ -std=c++17 -O0, CPU time): a report for a
+# person to read, not a gate, so figures over target do not fail the run; a translation unit that
+# does not compile does.
+if command -v g++ >/dev/null; then
+  say "compile-time report (CPU, medians of 5)"
+  python3 cmake/compile_time.py --compiler g++ --runs 5
+else
+  say "compile-time report skipped: g++ not found"
+fi
+
+say "all ${#presets[@]} configurations passed in ${elapsed} s: ${presets[*]}"

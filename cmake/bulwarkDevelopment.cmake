@@ -31,19 +31,6 @@ if(Python3_Interpreter_FOUND)
     COMMENT "Regenerating single_include/bulwark/bulwark.hpp")
 endif()
 
-# Every public header must compile on its own: one generated translation unit per header.
-file(GLOB_RECURSE _bulwark_public_headers CONFIGURE_DEPENDS
-  RELATIVE "${PROJECT_SOURCE_DIR}/include" "${PROJECT_SOURCE_DIR}/include/bulwark/*.hpp")
-set(_bulwark_header_tus "")
-foreach(_header IN LISTS _bulwark_public_headers)
-  string(MAKE_C_IDENTIFIER "${_header}" _id)
-  set(_tu "${PROJECT_BINARY_DIR}/header_check/${_id}.cpp")
-  file(CONFIGURE OUTPUT "${_tu}" CONTENT "#include <${_header}>\n#include <${_header}>\n")
-  list(APPEND _bulwark_header_tus "${_tu}")
-endforeach()
-add_library(bulwark_header_check OBJECT ${_bulwark_header_tus})
-target_link_libraries(bulwark_header_check PRIVATE bulwark::bulwark bulwark_warnings)
-
 if(BULWARK_BUILD_TESTS)
   add_subdirectory(tests)
 endif()

@@ -1,5 +1,6 @@
-// The user-facing contract: the usage the API reference shows, compiled and checked here so that
-// it cannot rot. One test case per section; each grows as its section's components are built.
+// The user-facing contract: the usage README.md and docs/ show, run and checked here so that it
+// cannot rot (the docs_snippets test only compiles the documents' blocks). One test case per
+// concept; each grows as its components are built.
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -27,7 +28,7 @@ int call_with_deadline(std::optional<bulwark::TimePoint> deadline) {
 }
 }  // namespace
 
-TEST_CASE("API section 1: core vocabulary", "[api]") {
+TEST_CASE("clocks, Outcome, Context, pipeline and wrap work as documented over Noop", "[api]") {
     bulwark::SteadyClock clock;
     bulwark::ManualClock test_clock;
     const auto t0 = test_clock.now();
@@ -70,7 +71,8 @@ TEST_CASE("API section 1: core vocabulary", "[api]") {
     CHECK(r2.id == "+44:hello");
 }
 
-TEST_CASE("API section 1 with the real policies: pipeline, wrap and a tested clock", "[api]") {
+TEST_CASE("a pipeline and a wrap of fallback, breaker, retry and timeout on a ManualClock",
+          "[api]") {
     bulwark::ManualClock test_clock;
     bulwark::CircuitBreaker tested_breaker("name", bulwark::CircuitBreakerOptions{}, test_clock);
     bulwark::RetryOptions retry_options;
@@ -108,7 +110,8 @@ TEST_CASE("API section 1 with the real policies: pipeline, wrap and a tested clo
     CHECK(r2.id == "+44:hello");
 }
 
-TEST_CASE("API section 2: CircuitBreaker", "[api]") {
+TEST_CASE("a CircuitBreaker with every option: execute, permits, listeners, stats, registry",
+          "[api]") {
     bulwark::ManualClock test_clock;
     bulwark::CircuitBreakerOptions o;
     o.failure_threshold = 5;
@@ -183,7 +186,7 @@ struct Response {
 };
 }  // namespace
 
-TEST_CASE("API section 3: Retry", "[api]") {
+TEST_CASE("the backoff family, RetryOptions, a retry listener and the async schedule", "[api]") {
     bulwark::Backoff::fixed(1s);
     CHECK(bulwark::Backoff::linear(1s).delay(3) == bulwark::Duration(3s));
     CHECK(bulwark::Backoff::exponential(500ms, 3.0).delay(3) == bulwark::Duration(4500ms));
@@ -232,7 +235,8 @@ TEST_CASE("API section 3: Retry", "[api]") {
     CHECK(waits == 3);
 }
 
-TEST_CASE("API section 4: other strategies", "[api]") {
+TEST_CASE("Timeout, Bulkhead, RateLimiter, Fallback, CacheFallback and Hedging as documented",
+          "[api]") {
     bulwark::Timeout timeout(2s);
     bulwark::Bulkhead bulkhead(/*max_concurrent*/ 8, /*max_queue*/ 16);
     bulwark::RateLimiter limiter(bulwark::TokenBucket{/*rate per s*/ 100, /*burst*/ 20});
@@ -267,13 +271,13 @@ TEST_CASE("options read well with C++20 designated initializers", "[api]") {
 }
 #endif
 
-TEST_CASE("API section 4: LoadShedder", "[api]") {
+TEST_CASE("a LoadShedder passes a call at the normal degradation level", "[api]") {
     bulwark::Degradation degradation;
     bulwark::LoadShedder shedder(degradation, bulwark::DegradationLevel::severe);
     CHECK(shedder.execute([] { return 1; }) == 1);
 }
 
-TEST_CASE("API section 6: Degradation (manual level, gates, listeners)", "[api]") {
+TEST_CASE("Degradation: a manual level closes a feature gate and tells listeners", "[api]") {
     bulwark::Degradation degradation;  // DegradationLevel::normal|minor|moderate|severe|critical
     std::vector<std::string> changes;
     degradation.on_change(
@@ -286,7 +290,7 @@ TEST_CASE("API section 6: Degradation (manual level, gates, listeners)", "[api]"
     CHECK(changes == std::vector<std::string>{"normal->moderate maintenance"});
 }
 
-namespace api_section_6 {
+namespace health_usage {
 struct Database {
     bool ping() const { return true; }
 } db;
@@ -297,11 +301,11 @@ void alert(const bulwark::HealthCheckResult& r) {
     std::lock_guard<std::mutex> lock(alerts_mutex);
     alerts.push_back(r.name + " " + bulwark::to_string(r.status));
 }
-}  // namespace api_section_6
+}  // namespace health_usage
 
-TEST_CASE("API section 6: HealthMonitor, ResourceManager and Degradation::follow", "[api]") {
-    using api_section_6::alert;
-    using api_section_6::db;
+TEST_CASE("HealthMonitor, ResourceManager and Degradation::follow work together", "[api]") {
+    using health_usage::alert;
+    using health_usage::db;
     bulwark::CircuitBreaker breaker("sms-provider", bulwark::CircuitBreakerOptions{});
 
     bulwark::HealthMonitor monitor;  // optional clock
@@ -319,8 +323,8 @@ TEST_CASE("API section 6: HealthMonitor, ResourceManager and Degradation::follow
     std::string json = monitor.report().to_json();  // liveness/readiness material for /health
     CHECK(json.find("\"name\":\"database\"") != std::string::npos);
     {
-        std::lock_guard<std::mutex> lock(api_section_6::alerts_mutex);
-        CHECK(api_section_6::alerts.size() == 2);
+        std::lock_guard<std::mutex> lock(health_usage::alerts_mutex);
+        CHECK(health_usage::alerts.size() == 2);
     }  // unknown -> healthy, once per check
 
     bulwark::ResourceManager rm;

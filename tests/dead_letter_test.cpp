@@ -41,7 +41,8 @@ DeadLetter letter(std::string id, std::string type = "sms") {
 
 BULWARK_DEAD_LETTER_CONFORMANCE("InMemoryDeadLetterStore", dead_letter_test::make_memory_store)
 
-TEST_CASE("the API.md dead-letter snippet compiles and behaves", "[dead_letter]") {
+TEST_CASE("a store adds, lists, categorizes, reprocesses, dismisses and purges as documented",
+          "[dead_letter]") {
     bulwark::ManualClock clock;
     bulwark::InMemoryDeadLetterStore mem(/*max_entries*/ 100000, clock);
     bulwark::DeadLetterStore& store = mem;

@@ -112,7 +112,8 @@ const Message msg{"hello"};
 
 }  // namespace
 
-TEST_CASE("API section 5: FallbackChain", "[fallback_chain]") {
+TEST_CASE("FallbackChain as documented: options, attempts, stats and per-primary rules",
+          "[fallback_chain]") {
     ManualClock clock;
     CircuitBreaker email_breaker("email", opens_after(5), clock);
     bulwark::RetryPolicy email_retry(fixed_retries(2), 42, clock);
