@@ -42,7 +42,7 @@ int main() {
     bulwark::ManualClock clock;
     bulwark::FaultInjector flaky_network(clock);
     flaky_network.fail_with_probability(0.4, /*seed*/ 7).add_latency(120ms);
-    flaky_network.on_fault().add([](const bulwark::FaultEvent& e) {
+    flaky_network.on_fault([](const bulwark::FaultEvent& e) {
         std::printf("  call %llu: %s\n", static_cast<unsigned long long>(e.call),
                     e.failed ? "network error (injected)" : "delivered to provider");
     });

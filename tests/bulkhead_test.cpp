@@ -176,12 +176,26 @@ TEST_CASE("rejections reach on_rejected listeners", "[bulkhead]") {
     bulwark::ManualClock clock;
     bulwark::Bulkhead bulkhead(1, 0, 1s, clock);
     std::vector<bulwark::BulkheadEvent> events;
-    bulkhead.on_rejected().add([&](const bulwark::BulkheadEvent& e) { events.push_back(e); });
+    bulkhead.on_rejected([&](const bulwark::BulkheadEvent& e) { events.push_back(e); });
     auto held = bulkhead.try_acquire();
     (void)bulkhead.try_acquire();
     REQUIRE(events.size() == 1);
     CHECK(events[0].reason == bulwark::BulkheadRejection::full);
     CHECK(events[0].in_flight == 1);
+}
+
+TEST_CASE("a removed on_rejected listener hears no more rejections", "[bulkhead]") {
+    bulwark::ManualClock clock;
+    bulwark::Bulkhead bulkhead(1, 0, 1s, clock);
+    int heard = 0;
+    const bulwark::ListenerId id =
+        bulkhead.on_rejected([&](const bulwark::BulkheadEvent&) { ++heard; });
+    auto held = bulkhead.try_acquire();
+    (void)bulkhead.try_acquire();
+    CHECK(bulkhead.remove_listener(id));
+    CHECK_FALSE(bulkhead.remove_listener(id));
+    (void)bulkhead.try_acquire();
+    CHECK(heard == 1);
 }
 
 TEST_CASE("invalid bulkhead options are refused", "[bulkhead]") {

@@ -51,13 +51,30 @@ TEST_CASE("values older than the ttl are not served", "[cache]") {
     clock.advance(4min);
     CHECK(last_good.peek("ACME").has_value());
     std::vector<bulwark::StaleServed> served;
-    last_good.on_stale().add([&](const bulwark::StaleServed& s) { served.push_back(s); });
+    last_good.on_stale([&](const bulwark::StaleServed& s) { served.push_back(s); });
     CHECK(last_good.execute("ACME", []() -> Quote { throw 1; }).price == 1.0);
     REQUIRE(served.size() == 1);
     CHECK(served[0].age == Duration(4min));
     clock.advance(1min);
     CHECK_FALSE(last_good.peek("ACME").has_value());
     CHECK_THROWS(last_good.execute("ACME", []() -> Quote { throw 1; }));
+}
+
+TEST_CASE("a removed on_stale listener hears no more stale values", "[cache]") {
+    bulwark::ManualClock clock;
+    bulwark::CacheFallback<std::string, Quote> last_good(5min, 100, clock);
+    last_good.execute("ACME", [] { return Quote{1.0}; });
+    int heard = 0;
+    const bulwark::ListenerId id =
+        last_good.on_stale([&](const bulwark::StaleServed&) { ++heard; });
+    auto fail = []() -> Quote {
+        throw 1;
+    };
+    (void)last_good.execute("ACME", fail);
+    CHECK(last_good.remove_listener(id));
+    CHECK_FALSE(last_good.remove_listener(id));
+    (void)last_good.execute("ACME", fail);
+    CHECK(heard == 1);
 }
 
 TEST_CASE("the least recently used key is evicted beyond max_entries", "[cache]") {

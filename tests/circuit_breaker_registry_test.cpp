@@ -74,6 +74,22 @@ TEST_CASE("a registry listener hears every breaker, old and new", "[circuit_brea
     CHECK(opened == std::vector<std::string>{"before", "after"});
 }
 
+TEST_CASE("a removed registry listener hears no breaker, old or new",
+          "[circuit_breaker][registry]") {
+    bulwark::ManualClock clock;
+    bulwark::CircuitBreakerRegistry registry(only_consecutive(1), clock);
+    auto& before = registry.get("before");
+    int heard = 0;
+    const bulwark::ListenerId id =
+        registry.on_state_change([&](const bulwark::StateChange&) { ++heard; });
+    before.trip();
+    CHECK(registry.remove_listener(id));
+    CHECK_FALSE(registry.remove_listener(id));
+    before.reset();
+    registry.get("after").trip();
+    CHECK(heard == 1);
+}
+
 TEST_CASE("the registry is safe to use from many threads", "[circuit_breaker][registry]") {
     bulwark::CircuitBreakerRegistry registry;
     std::vector<std::thread> threads;

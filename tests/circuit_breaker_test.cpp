@@ -617,6 +617,18 @@ TEST_CASE("listeners see every transition with its reason and time", "[circuit_b
     }
 }
 
+TEST_CASE("a removed state-change listener hears no more transitions", "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreaker b("dep", only_consecutive(1), clock);
+    int heard = 0;
+    const bulwark::ListenerId id = b.on_state_change([&](const bulwark::StateChange&) { ++heard; });
+    b.trip();
+    CHECK(b.remove_listener(id));
+    CHECK_FALSE(b.remove_listener(id));
+    b.reset();
+    CHECK(heard == 1);
+}
+
 TEST_CASE("stats report time in state", "[circuit_breaker]") {
     bulwark::ManualClock clock;
     CircuitBreaker b("dep", only_consecutive(1), clock);

@@ -1,4 +1,5 @@
 #include <atomic>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -87,7 +88,7 @@ TEST_CASE("listeners hear each change once with its reason", "[degradation]") {
                       why);
     });
     std::vector<bool> manual;
-    d.changes().add([&](const bulwark::DegradationChange& c) { manual.push_back(c.manual); });
+    d.on_change([&](const bulwark::DegradationChange& c) { manual.push_back(c.manual); });
     d.observe(DegradationLevel::severe, "errors");
     d.observe(DegradationLevel::severe, "errors");  // no change, no event
     d.set_level(DegradationLevel::critical, "admin");
@@ -96,6 +97,22 @@ TEST_CASE("listeners hear each change once with its reason", "[degradation]") {
     CHECK(log == std::vector<std::string>{"normal->severe: errors", "severe->critical: admin",
                                           "critical->severe: errors", "severe->normal: ok"});
     CHECK(manual == std::vector<bool>{false, true, true, false});
+}
+
+TEST_CASE("removed change listeners of either form hear no more changes", "[degradation]") {
+    bulwark::ManualClock clock;
+    Degradation d(clock, 0s);
+    int heard = 0;
+    const bulwark::ListenerId short_form =
+        d.on_change([&](DegradationLevel, DegradationLevel, const std::string&) { ++heard; });
+    const bulwark::ListenerId full_form =
+        d.on_change([&](const bulwark::DegradationChange&) { ++heard; });
+    d.observe(DegradationLevel::severe, "errors");
+    CHECK(d.remove_listener(short_form));
+    CHECK(d.remove_listener(full_form));
+    CHECK_FALSE(d.remove_listener(full_form));
+    d.observe(DegradationLevel::normal, "ok");
+    CHECK(heard == 2);
 }
 
 TEST_CASE("features can be forced on or off whatever the level", "[degradation]") {
@@ -116,7 +133,9 @@ TEST_CASE("invalid degradation arguments are refused", "[degradation]") {
     bulwark::ManualClock clock;
     CHECK_THROWS_WITH(Degradation(clock, -1s), "Degradation.hold must be >= 0, got -1s");
     Degradation d(clock);
-    CHECK_THROWS_AS(d.on_change(nullptr), std::invalid_argument);
+    CHECK_THROWS_AS(d.on_change(Degradation::ChangeListener{}), std::invalid_argument);
+    CHECK_THROWS_AS(d.on_change(std::function<void(const bulwark::DegradationChange&)>{}),
+                    std::invalid_argument);
 }
 
 TEST_CASE("readers see only levels that were set while writers flip it",

@@ -54,10 +54,24 @@ TEST_CASE("A removed listener is no longer called", "[events]") {
     listeners.add([&](const Ping&) { ++b; });
     CHECK(listeners.remove(id));
     CHECK_FALSE(listeners.remove(id));
-    CHECK_FALSE(listeners.remove(12345));
+    CHECK_FALSE(listeners.remove(0));
     listeners.emit(Ping{0});
     CHECK(a == 0);
     CHECK(b == 1);
+}
+
+TEST_CASE("An id from another list removes nothing there", "[events]") {
+    bulwark::Listeners<Ping> first;
+    bulwark::Listeners<Ping> second;
+    int heard = 0;
+    const bulwark::ListenerId a = first.add([&](const Ping&) { ++heard; });
+    const bulwark::ListenerId b = second.add([&](const Ping&) { ++heard; });
+    CHECK(a != b);
+    CHECK_FALSE(second.remove(a));
+    CHECK_FALSE(first.remove(b));
+    first.emit(Ping{0});
+    second.emit(Ping{0});
+    CHECK(heard == 2);
 }
 
 TEST_CASE("A throwing listener goes to the error handler and the others still run", "[events]") {

@@ -641,10 +641,10 @@ TEST_CASE("listeners hear every attempt and every move to a fallback", "[fallbac
     add(chain, b, o);
     add(chain, c);
     std::vector<std::string> log;
-    chain.on_attempt().add([&](const Attempt& at) {
+    chain.on_attempt([&](const Attempt& at) {
         log.push_back("attempt " + std::string(at.channel) + " " + bulwark::to_string(at.reason));
     });
-    chain.on_fallback().add([&](const bulwark::ChannelFallbackEvent& e) {
+    chain.on_fallback([&](const bulwark::ChannelFallbackEvent& e) {
         log.push_back("fallback " + std::string(e.from) + "->" + std::string(e.to) + " " +
                       bulwark::to_string(e.reason));
     });
@@ -652,6 +652,25 @@ TEST_CASE("listeners hear every attempt and every move to a fallback", "[fallbac
     CHECK(log == std::vector<std::string>{"attempt a primary_failed",
                                           "fallback a->b primary_failed", "attempt b unavailable",
                                           "fallback b->c unavailable", "attempt c none"});
+}
+
+TEST_CASE("removed attempt and fallback listeners hear no more", "[fallback_chain]") {
+    ManualClock clock;
+    Channel a{"a", false}, b{"b"};
+    Chain chain(Selection::priority, {}, clock);
+    add(chain, a);
+    add(chain, b);
+    int heard = 0;
+    const bulwark::ListenerId attempt = chain.on_attempt([&](const Attempt&) { ++heard; });
+    const bulwark::ListenerId fallback =
+        chain.on_fallback([&](const bulwark::ChannelFallbackEvent&) { ++heard; });
+    CHECK(chain.execute(msg).channel() == "b");
+    CHECK(heard == 3);  // two attempts, one fallback
+    CHECK(chain.remove_listener(attempt));
+    CHECK(chain.remove_listener(fallback));
+    CHECK_FALSE(chain.remove_listener(attempt));
+    CHECK(chain.execute(msg).channel() == "b");
+    CHECK(heard == 3);
 }
 
 TEST_CASE("invalid configuration throws naming the field and the value", "[fallback_chain]") {
@@ -877,7 +896,7 @@ TEST_CASE("concurrent calls keep the counts consistent", "[.stress][fallback_cha
             o);
     }
     std::atomic<std::uint64_t> attempts_heard{0};
-    chain.on_attempt().add([&](const Attempt&) { attempts_heard.fetch_add(1); });
+    chain.on_attempt([&](const Attempt&) { attempts_heard.fetch_add(1); });
     std::atomic<std::uint64_t> delivered{0};
     std::atomic<std::uint64_t> failed{0};
     std::atomic<std::uint64_t> attempts_seen{0};

@@ -92,13 +92,27 @@ TEST_CASE("Fallback<void> swallows handled failures", "[fallback]") {
 TEST_CASE("on_fallback listeners hear each use", "[fallback]") {
     bulwark::Fallback<int> fb(0);
     std::vector<bulwark::FallbackEvent> events;
-    fb.on_fallback().add([&](const bulwark::FallbackEvent& e) { events.push_back(e); });
+    fb.on_fallback([&](const bulwark::FallbackEvent& e) { events.push_back(e); });
     bulwark::Context ctx("quote");
     (void)fb.try_execute([]() -> int { throw std::runtime_error("x"); }, ctx);
     REQUIRE(events.size() == 1);
     CHECK(events[0].operation == "quote");
     CHECK(events[0].error != nullptr);
     CHECK_FALSE(events[0].fallback_failed);
+}
+
+TEST_CASE("a removed on_fallback listener hears no more uses", "[fallback]") {
+    bulwark::Fallback<int> fb(0);
+    int heard = 0;
+    const bulwark::ListenerId id = fb.on_fallback([&](const bulwark::FallbackEvent&) { ++heard; });
+    auto fail = []() -> int {
+        throw std::runtime_error("x");
+    };
+    (void)fb.try_execute(fail);
+    CHECK(fb.remove_listener(id));
+    CHECK_FALSE(fb.remove_listener(id));
+    (void)fb.try_execute(fail);
+    CHECK(heard == 1);
 }
 
 TEST_CASE("a fallback outside a fault injector answers its failures in a pipeline",

@@ -205,9 +205,9 @@ TEST_CASE("the alert callback fires once per change, not on every run", "[health
     int runs = 0;
     monitor.on_change(
         [&](const HealthCheckResult& r) { alerts.emplace_back(r.previous, r.status); });
-    monitor.runs().add([&](const HealthCheckResult&) { ++runs; });
+    monitor.on_run([&](const HealthCheckResult&) { ++runs; });
     std::vector<HealthStatus> overall;
-    monitor.overall_changes().add(
+    monitor.on_overall_change(
         [&](const bulwark::HealthStatusChange& c) { overall.push_back(c.to); });
 
     for (int i = 0; i < 3; ++i) {
@@ -227,6 +227,28 @@ TEST_CASE("the alert callback fires once per change, not on every run", "[health
     CHECK(alerts[2] == std::make_pair(HealthStatus::unhealthy, HealthStatus::healthy));
     CHECK(overall == std::vector<HealthStatus>{HealthStatus::healthy, HealthStatus::degraded,
                                                HealthStatus::healthy});
+}
+
+TEST_CASE("removed monitor listeners hear no more runs or changes", "[health]") {
+    bulwark::ManualClock clock;
+    HealthMonitor monitor(clock);
+    bool up = true;
+    monitor.add_check(check("db", [&] { return up; }));
+    int heard = 0;
+    const bulwark::ListenerId change =
+        monitor.on_change([&](const HealthCheckResult&) { ++heard; });
+    const bulwark::ListenerId run = monitor.on_run([&](const HealthCheckResult&) { ++heard; });
+    const bulwark::ListenerId overall =
+        monitor.on_overall_change([&](const bulwark::HealthStatusChange&) { ++heard; });
+    monitor.run_now("db");  // one run, one change, one overall change
+    CHECK(heard == 3);
+    CHECK(monitor.remove_listener(change));
+    CHECK(monitor.remove_listener(run));
+    CHECK(monitor.remove_listener(overall));
+    CHECK_FALSE(monitor.remove_listener(run));
+    up = false;
+    monitor.run_now("db");
+    CHECK(heard == 3);
 }
 
 TEST_CASE("history keeps the last results per check, oldest first", "[health]") {
@@ -352,7 +374,7 @@ TEST_CASE("destroying a monitor while a finished run's listener still runs does 
     auto monitor = std::make_unique<HealthMonitor>(clock);
     monitor->add_check(check(
         "db", [] { return true; }, false, 1s));
-    monitor->runs().add([gate](const HealthCheckResult&) { gate->wait(); });
+    monitor->on_run([gate](const HealthCheckResult&) { gate->wait(); });
     monitor->start();
     gate->wait_entered();  // the run is recorded; its listener holds it open
     monitor->stop();

@@ -222,7 +222,7 @@ TEST_CASE("a failed primary starts the hedge at once, without waiting for the de
     bulwark::ManualClock clock;
     Hedging hedge(1h, 1, clock);
     EventLog log;
-    hedge.on_hedge().add(log.listener());
+    hedge.on_hedge(log.listener());
     const TimePoint start = clock.now();
     const int r = hedge.execute([&](Context& ctx) {
         if (ctx.attempt() == 0) {
@@ -236,6 +236,25 @@ TEST_CASE("a failed primary starts the hedge at once, without waiting for the de
     REQUIRE(events.size() == 1);
     CHECK(events[0].reason == HedgeReason::failure);
     CHECK(hedge.stats().hedge_wins == 1);
+}
+
+TEST_CASE("a removed on_hedge listener hears no more hedges", "[hedging]") {
+    bulwark::ManualClock clock;
+    Hedging hedge(1h, 1, clock);
+    std::atomic<int> heard{0};
+    const bulwark::ListenerId id = hedge.on_hedge([&](const HedgeEvent&) { heard.fetch_add(1); });
+    auto primary_fails = [](Context& ctx) {
+        if (ctx.attempt() == 0) {
+            throw Transient();
+        }
+        return 7;
+    };
+    CHECK(hedge.execute(primary_fails) == 7);
+    CHECK(hedge.remove_listener(id));
+    CHECK_FALSE(hedge.remove_listener(id));
+    CHECK(hedge.execute(primary_fails) == 7);
+    CHECK(hedge.stats().hedges == 2);
+    CHECK(heard.load() == 1);
 }
 
 TEST_CASE("when every attempt fails, the last failure is returned", "[hedging]") {

@@ -85,7 +85,7 @@ TEST_CASE("a predicate can shed too, and listeners hear every shed call", "[load
     };
     bulwark::LoadShedder shedder(degradation, o);
     std::vector<bulwark::ShedEvent> events;
-    shedder.on_shed().add([&](const bulwark::ShedEvent& e) { events.push_back(e); });
+    shedder.on_shed([&](const bulwark::ShedEvent& e) { events.push_back(e); });
     CHECK(passes(shedder, Priority::normal));
     queue_length = 500;
     CHECK_FALSE(passes(shedder, Priority::normal));
@@ -94,6 +94,20 @@ TEST_CASE("a predicate can shed too, and listeners hear every shed call", "[load
     REQUIRE(events.size() == 1);
     CHECK(events[0].by_predicate);
     CHECK(events[0].level == DegradationLevel::normal);
+}
+
+TEST_CASE("a removed on_shed listener hears no more shed calls", "[load_shedder]") {
+    bulwark::ManualClock clock;
+    bulwark::Degradation degradation(clock);
+    degradation.set_level(DegradationLevel::severe, "test");
+    bulwark::LoadShedder shedder(degradation, DegradationLevel::severe);
+    int heard = 0;
+    const bulwark::ListenerId id = shedder.on_shed([&](const bulwark::ShedEvent&) { ++heard; });
+    CHECK_FALSE(passes(shedder, Priority::normal));
+    CHECK(shedder.remove_listener(id));
+    CHECK_FALSE(shedder.remove_listener(id));
+    CHECK_FALSE(passes(shedder, Priority::normal));
+    CHECK(heard == 1);
 }
 
 TEST_CASE("shedding at normal is refused", "[load_shedder]") {

@@ -74,6 +74,20 @@ TEST_CASE("execute rejects with RateLimitedError carrying retry_after", "[rate_l
     }
 }
 
+TEST_CASE("a removed on_rejected listener hears no more refusals", "[rate_limiter]") {
+    bulwark::ManualClock clock;
+    bulwark::RateLimiter limiter(bulwark::TokenBucket{1, 1}, clock);
+    int heard = 0;
+    const bulwark::ListenerId id =
+        limiter.on_rejected([&](const bulwark::RateDecision&) { ++heard; });
+    CHECK(limiter.try_acquire().admitted);
+    CHECK_FALSE(limiter.try_acquire().admitted);
+    CHECK(limiter.remove_listener(id));
+    CHECK_FALSE(limiter.remove_listener(id));
+    CHECK_FALSE(limiter.try_acquire().admitted);
+    CHECK(heard == 1);
+}
+
 TEST_CASE("execute waits up to max_wait and the context's deadline", "[rate_limiter]") {
     bulwark::ManualClock clock;
     bulwark::RateLimiterOptions options;

@@ -142,6 +142,19 @@ TEST_CASE("change listeners hear each change of status once", "[resources]") {
     CHECK(changes[2] == std::make_pair(ResourceStatus::warning, ResourceStatus::healthy));
 }
 
+TEST_CASE("a removed change listener hears no more changes", "[resources]") {
+    bulwark::ManualClock clock;
+    ResourceManager rm(clock);
+    rm.add_quota("api", 100, 1min);
+    int heard = 0;
+    const bulwark::ListenerId id = rm.on_change([&](const bulwark::ResourceChange&) { ++heard; });
+    rm.record_usage("api", 10);  // unknown -> healthy
+    CHECK(rm.remove_listener(id));
+    CHECK_FALSE(rm.remove_listener(id));
+    rm.record_usage("api", 80);  // healthy -> warning, unheard
+    CHECK(heard == 1);
+}
+
 TEST_CASE("the report summarises status, use and history, and renders JSON", "[resources]") {
     bulwark::ManualClock clock;
     ResourceManager rm(clock);

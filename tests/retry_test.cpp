@@ -263,7 +263,7 @@ TEST_CASE("on_retry listeners see attempt, delay and error", "[retry]") {
     o.on_retry([&](const bulwark::RetryEvent& e) { from_options.push_back(e); });
     RetryPolicy retry(o, clock);
     std::vector<std::uint32_t> attempts;
-    retry.on_retry().add([&](const bulwark::RetryEvent& e) { attempts.push_back(e.attempt); });
+    retry.on_retry([&](const bulwark::RetryEvent& e) { attempts.push_back(e.attempt); });
     Flaky flaky{2};
     retry.execute(std::ref(flaky));
     REQUIRE(from_options.size() == 2);
@@ -272,6 +272,20 @@ TEST_CASE("on_retry listeners see attempt, delay and error", "[retry]") {
     CHECK(from_options[1].delay == Duration(2s));
     CHECK(from_options[0].error != nullptr);
     CHECK(attempts == std::vector<std::uint32_t>{1, 2});
+}
+
+TEST_CASE("a removed on_retry listener hears no more retries", "[retry]") {
+    bulwark::ManualClock clock;
+    RetryPolicy retry(exponential(1), clock);
+    int heard = 0;
+    const bulwark::ListenerId id = retry.on_retry([&](const bulwark::RetryEvent&) { ++heard; });
+    Flaky once{1};
+    retry.execute(std::ref(once));
+    CHECK(retry.remove_listener(id));
+    CHECK_FALSE(retry.remove_listener(id));
+    Flaky again{1};
+    retry.execute(std::ref(again));
+    CHECK(heard == 1);
 }
 
 TEST_CASE("pipeline(retry, breaker): an open breaker's retry_at is honoured", "[retry][pipeline]") {
@@ -788,7 +802,7 @@ TEST_CASE("a retry_after hint longer than the backoff is waited, a shorter one i
     clock.clear_sleeps();
     // Any RejectedError's hint counts; it is also what listeners are told.
     Duration announced{0};
-    retry.on_retry().add([&](const bulwark::RetryEvent& e) { announced = e.delay; });
+    retry.on_retry([&](const bulwark::RetryEvent& e) { announced = e.delay; });
     CHECK(retry.execute([calls = 0]() mutable -> int {
         if (++calls == 1) {
             throw bulwark::RejectedError("busy", 3s);

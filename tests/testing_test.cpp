@@ -117,7 +117,7 @@ TEST_CASE("FaultInjector reports what it did to listeners", "[testing]") {
     bulwark::ManualClock clock;
     bulwark::FaultInjector chaos(clock);
     std::vector<bulwark::FaultEvent> events;
-    chaos.on_fault().add([&](const bulwark::FaultEvent& e) { events.push_back(e); });
+    chaos.on_fault([&](const bulwark::FaultEvent& e) { events.push_back(e); });
     chaos.script("x.").add_latency(5ms);
     (void)chaos.try_execute([] {});
     (void)chaos.try_execute([] {});
@@ -126,6 +126,19 @@ TEST_CASE("FaultInjector reports what it did to listeners", "[testing]") {
     CHECK(events[0].failed);
     CHECK(events[0].latency == bulwark::Duration(5ms));
     CHECK_FALSE(events[1].failed);
+}
+
+TEST_CASE("a removed on_fault listener hears no more faults", "[testing]") {
+    bulwark::ManualClock clock;
+    bulwark::FaultInjector chaos(clock);
+    int heard = 0;
+    const bulwark::ListenerId id = chaos.on_fault([&](const bulwark::FaultEvent&) { ++heard; });
+    chaos.fail_always();
+    (void)chaos.try_execute([] {});
+    CHECK(chaos.remove_listener(id));
+    CHECK_FALSE(chaos.remove_listener(id));
+    (void)chaos.try_execute([] {});
+    CHECK(heard == 1);
 }
 
 TEST_CASE("FaultInjector composes in a pipeline and counts calls under threads",
@@ -162,7 +175,7 @@ TEST_CASE("stress: counts add up across a pipeline under 4 threads", "[testing][
     bulwark::FaultInjector chaos;
     chaos.fail_with_probability(0.25, 2026);
     std::atomic<long> listener_failures{0};
-    chaos.on_fault().add([&](const bulwark::FaultEvent& e) {
+    chaos.on_fault([&](const bulwark::FaultEvent& e) {
         if (e.failed) {
             listener_failures.fetch_add(1, std::memory_order_relaxed);
         }

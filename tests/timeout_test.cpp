@@ -142,7 +142,7 @@ TEST_CASE("late results go to on_late_result listeners", "[timeout]") {
     bulwark::ManualClock clock;
     bulwark::Timeout timeout(1s, clock);
     std::vector<bulwark::LateResult> late;
-    timeout.on_late_result().add([&](const bulwark::LateResult& r) { late.push_back(r); });
+    timeout.on_late_result([&](const bulwark::LateResult& r) { late.push_back(r); });
     (void)timeout.try_execute([&] {
         clock.advance(3s);
         return 1;
@@ -170,6 +170,23 @@ TEST_CASE("late results go to on_late_result listeners", "[timeout]") {
     REQUIRE(late.size() == 3);
     CHECK(late[2].caller_deadline);
     CHECK(late[2].timeout == Duration(1s));
+}
+
+TEST_CASE("a removed on_late_result listener hears no more late results", "[timeout]") {
+    bulwark::ManualClock clock;
+    bulwark::Timeout timeout(1s, clock);
+    int heard = 0;
+    const bulwark::ListenerId id =
+        timeout.on_late_result([&](const bulwark::LateResult&) { ++heard; });
+    auto late = [&] {
+        clock.advance(2s);
+        return 1;
+    };
+    (void)timeout.try_execute(late);
+    CHECK(timeout.remove_listener(id));
+    CHECK_FALSE(timeout.remove_listener(id));
+    (void)timeout.try_execute(late);
+    CHECK(heard == 1);
 }
 
 TEST_CASE(

@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <type_traits>
@@ -180,7 +181,13 @@ public:
         return next(ctx);
     }
 
-    Listeners<BulkheadEvent>& on_rejected() noexcept { return rejected_listeners_; }
+    // Called on every rejection, with its reason. Returns the id that remove_listener() takes;
+    // throws std::invalid_argument for an empty listener.
+    ListenerId on_rejected(std::function<void(const BulkheadEvent&)> listener) {
+        return rejected_listeners_.add(std::move(listener));
+    }
+    // Stops calling a listener; false if the id is unknown here or already removed.
+    bool remove_listener(ListenerId id) noexcept { return rejected_listeners_.remove(id); }
 
     BulkheadStats stats() const {
         BulkheadStats s;

@@ -150,7 +150,13 @@ public:
         lru_.clear();
     }
 
-    Listeners<StaleServed>& on_stale() noexcept { return listeners_; }
+    // Called each time a stale value is served, with its age. Returns the id that
+    // remove_listener() takes; throws std::invalid_argument for an empty listener.
+    ListenerId on_stale(std::function<void(const StaleServed&)> listener) {
+        return listeners_.add(std::move(listener));
+    }
+    // Stops calling a listener; false if the id is unknown here or already removed.
+    bool remove_listener(ListenerId id) noexcept { return listeners_.remove(id); }
 
     CacheFallbackStats stats() const {
         std::lock_guard<std::mutex> lock(mutex_);

@@ -523,11 +523,13 @@ public:
     void disable() { manual_transition(CircuitState::disabled); }
 
     // Listeners get every transition, after it happened, outside the breaker's lock (so they
-    // may call back into the breaker).
+    // may call back into the breaker). Returns the id that remove_listener() takes; throws
+    // std::invalid_argument for an empty listener.
     ListenerId on_state_change(std::function<void(const StateChange&)> listener) {
         return state_changes_.add(std::move(listener));
     }
-    Listeners<StateChange>& state_changes() noexcept { return state_changes_; }
+    // Stops calling a listener; false if the id is unknown here or already removed.
+    bool remove_listener(ListenerId id) noexcept { return state_changes_.remove(id); }
 
     // A consistent snapshot. Takes the breaker's lock (not for the hot path).
     CircuitBreakerStats stats() const {

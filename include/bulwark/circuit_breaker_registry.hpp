@@ -3,6 +3,7 @@
 #ifndef BULWARK_CIRCUIT_BREAKER_REGISTRY_HPP
 #define BULWARK_CIRCUIT_BREAKER_REGISTRY_HPP
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -14,6 +15,7 @@
 
 #include <bulwark/circuit_breaker.hpp>
 #include <bulwark/clock.hpp>
+#include <bulwark/events.hpp>
 
 namespace bulwark {
 
@@ -62,9 +64,9 @@ public:
             return *it->second;
         }
         auto breaker = std::make_unique<CircuitBreaker>(name, options, *clock_);
-        for (const auto& listener : listeners_) {
-            breaker->on_state_change(listener);
-        }
+        // The registry's listeners hear every breaker through one forwarder per breaker, so
+        // that one id removes a listener from all of them.
+        breaker->on_state_change([this](const StateChange& c) { listeners_.emit(c); });
         CircuitBreaker& ref = *breaker;
         breakers_.emplace(name, std::move(breaker));
         return ref;
@@ -101,27 +103,29 @@ public:
         return breakers_.size();
     }
 
-    // A listener for every breaker's transitions, existing and future.
-    void on_state_change(std::function<void(const StateChange&)> listener) {
+    // A listener for every breaker's transitions, existing and future (StateChange::breaker
+    // says which). Returns the id that remove_listener() takes; throws std::invalid_argument for
+    // an empty listener.
+    ListenerId on_state_change(std::function<void(const StateChange&)> listener) {
         if (!listener) {
             detail::throw_invalid_argument(
                 "CircuitBreakerRegistry::on_state_change: the listener is empty");
         }
-        std::unique_lock<std::shared_mutex> lock(mutex_);
-        for (auto& entry : breakers_) {
-            entry.second->on_state_change(listener);
-        }
-        listeners_.push_back(std::move(listener));
+        return listeners_.add(std::move(listener));
     }
+    // Stops calling a listener added by on_state_change(), for every breaker; false if the id is
+    // unknown here or already removed.
+    bool remove_listener(ListenerId id) noexcept { return listeners_.remove(id); }
 
     const CircuitBreakerOptions& defaults() const noexcept { return defaults_; }
 
 private:
     const CircuitBreakerOptions defaults_;
     Clock* const clock_;
+    // Declared before the breakers, whose forwarders use it: destroyed after them.
+    Listeners<StateChange> listeners_;
     mutable std::shared_mutex mutex_;
     std::map<std::string, std::unique_ptr<CircuitBreaker>, std::less<>> breakers_;
-    std::vector<std::function<void(const StateChange&)>> listeners_;
 };
 
 using CircuitBreakerRegistry = BasicCircuitBreakerRegistry<>;

@@ -229,16 +229,16 @@ public:
         // The listeners hold the state, not this object: unfollow() (and so the destructor)
         // closes it and waits for callbacks already inside.
         const ListenerId runs =
-            monitor.runs().add([state](const HealthCheckResult&) { run_followed(*state); });
+            monitor.on_run([state](const HealthCheckResult&) { run_followed(*state); });
         try {
             const ListenerId changes =
-                resources.changes().add([state](const ResourceChange&) { run_followed(*state); });
+                resources.on_change([state](const ResourceChange&) { run_followed(*state); });
             state->stop = [&monitor, &resources, runs, changes] {
-                monitor.runs().remove(runs);
-                resources.changes().remove(changes);
+                monitor.remove_listener(runs);
+                resources.remove_listener(changes);
             };
         } catch (...) {
-            monitor.runs().remove(runs);
+            monitor.remove_listener(runs);
             throw;
         }
         {
@@ -269,6 +269,9 @@ public:
         }
     }
 
+    // Called on every change of the level in force, as (from, to, reason); or, in the second
+    // form, with the full event (time, and whether the change was manual). Returns the id that
+    // remove_listener() takes; throws std::invalid_argument for an empty listener.
     ListenerId on_change(ChangeListener listener) {
         if (!listener) {
             detail::throw_invalid_argument("Degradation::on_change: the listener is empty");
@@ -276,8 +279,11 @@ public:
         return changes_.add(
             [l = std::move(listener)](const DegradationChange& c) { l(c.from, c.to, c.reason); });
     }
-    // The full event, with time and whether the change was manual.
-    Listeners<DegradationChange>& changes() noexcept { return changes_; }
+    ListenerId on_change(std::function<void(const DegradationChange&)> listener) {
+        return changes_.add(std::move(listener));
+    }
+    // Stops calling a listener; false if the id is unknown here or already removed.
+    bool remove_listener(ListenerId id) noexcept { return changes_.remove(id); }
 
 private:
     struct Pending {

@@ -50,12 +50,22 @@ inline void set_listener_error_handler(ListenerErrorHandler handler) noexcept {
         std::memory_order_release);
 }
 
-// Identifies a registered listener, for remove().
+// Identifies a registered listener, for remove() (and a component's remove_listener()). Ids
+// are unique in the process, never 0, so an id from one list is never mistaken in another.
 using ListenerId = std::uint64_t;
 
-// The callbacks a component reports one kind of event to.
-//   Listeners<StateChange> on_change;  auto id = on_change.add([](const StateChange& c) {...});
-//   on_change.emit(change);           // or emit_with([&] { return make_change(); })
+namespace detail {
+inline ListenerId next_listener_id() noexcept {
+    static std::atomic<ListenerId> last{0};
+    // relaxed: only uniqueness matters; the node is published under the list's mutex.
+    return last.fetch_add(1, std::memory_order_relaxed) + 1;
+}
+}  // namespace detail
+
+// The callbacks a component reports one kind of event to: the building block behind every
+// component's on_xxx(listener) (which returns a ListenerId) and remove_listener(id).
+//   Listeners<StateChange> changes;  auto id = changes.add([](const StateChange& c) {...});
+//   changes.emit(change);            // or emit_with([&] { return make_change(); })
 // Costs one atomic load when nobody listens; build expensive events inside emit_with() so that
 // they are built only when someone does.
 // Thread-safe: add() and remove() may run concurrently with emit(); emit() takes no lock.
@@ -75,9 +85,7 @@ public:
     // Takes over `other`'s listeners (so components holding Listeners stay movable). Not
     // thread-safe: nobody may use `other` meanwhile.
     Listeners(Listeners&& other) noexcept
-        : head_(other.head_.exchange(nullptr, std::memory_order_acq_rel)),
-          tail_(other.tail_),
-          last_id_(other.last_id_) {
+        : head_(other.head_.exchange(nullptr, std::memory_order_acq_rel)), tail_(other.tail_) {
         other.tail_ = nullptr;
     }
     Listeners& operator=(Listeners&&) = delete;
@@ -96,8 +104,8 @@ public:
             detail::throw_invalid_argument("bulwark::Listeners::add: the callback is empty");
         }
         auto* node = new Node{std::move(callback)};
+        node->id = detail::next_listener_id();
         std::lock_guard<std::mutex> lock(mutex_);
-        node->id = ++last_id_;
         // release: publishes the node's callback to emitters that load the link with acquire.
         if (tail_ == nullptr) {
             head_.store(node, std::memory_order_release);
@@ -163,8 +171,7 @@ private:
     };
 
     std::atomic<Node*> head_{nullptr};
-    Node* tail_ = nullptr;    // guarded by mutex_
-    ListenerId last_id_ = 0;  // guarded by mutex_
+    Node* tail_ = nullptr;  // guarded by mutex_
     std::mutex mutex_;
 };
 

@@ -119,7 +119,13 @@ public:
         return *this;
     }
 
-    Listeners<FallbackEvent>& on_fallback() noexcept { return listeners_; }
+    // Called each time the fallback replaces a failure. Returns the id that remove_listener()
+    // takes; throws std::invalid_argument for an empty listener.
+    ListenerId on_fallback(std::function<void(const FallbackEvent&)> listener) {
+        return listeners_.add(std::move(listener));
+    }
+    // Stops calling a listener; false if the id is unknown here or already removed.
+    bool remove_listener(ListenerId id) noexcept { return listeners_.remove(id); }
 
     FallbackStats stats() const noexcept {
         return FallbackStats{fallbacks_.load(std::memory_order_relaxed),

@@ -531,10 +531,22 @@ public:
         return all;
     }
 
-    // Called after every attempt (skipped ones included), on the executing thread.
-    Listeners<Attempt>& on_attempt() noexcept { return attempt_listeners_; }
+    // Called after every attempt (skipped ones included), on the executing thread. Returns the
+    // id that remove_listener() takes; throws std::invalid_argument for an empty listener.
+    ListenerId on_attempt(std::function<void(const Attempt&)> listener) {
+        return attempt_listeners_.add(std::move(listener));
+    }
     // Called each time the chain moves on from a channel that did not deliver to the next one.
-    Listeners<ChannelFallbackEvent>& on_fallback() noexcept { return fallback_listeners_; }
+    // Returns the id that remove_listener() takes; throws std::invalid_argument for an empty
+    // listener.
+    ListenerId on_fallback(std::function<void(const ChannelFallbackEvent&)> listener) {
+        return fallback_listeners_.add(std::move(listener));
+    }
+    // Stops calling a listener added by on_attempt() or on_fallback(); false if the id is
+    // unknown here or already removed.
+    bool remove_listener(ListenerId id) noexcept {
+        return attempt_listeners_.remove(id) || fallback_listeners_.remove(id);
+    }
 
     Selection selection() const noexcept { return selection_; }
     const ChainOptions& options() const noexcept { return options_; }

@@ -89,15 +89,25 @@ public:
     }
 
     // Called once per change of a check's status (the first run included: unknown -> x), not on
-    // every run. Throws std::invalid_argument for an empty listener.
+    // every run. Each on_xxx() returns the id that remove_listener() takes and throws
+    // std::invalid_argument for an empty listener.
     ListenerId on_change(std::function<void(const HealthCheckResult&)> listener) {
         return core_->changes.add(std::move(listener));
     }
-    Listeners<HealthCheckResult>& changes() noexcept { return core_->changes; }
-    // Every recorded result, changed or not.
-    Listeners<HealthCheckResult>& runs() noexcept { return core_->runs; }
-    // Changes of the overall status.
-    Listeners<HealthStatusChange>& overall_changes() noexcept { return core_->overall_changes; }
+    // Called with every recorded result, changed or not.
+    ListenerId on_run(std::function<void(const HealthCheckResult&)> listener) {
+        return core_->runs.add(std::move(listener));
+    }
+    // Called on every change of the overall status.
+    ListenerId on_overall_change(std::function<void(const HealthStatusChange&)> listener) {
+        return core_->overall_changes.add(std::move(listener));
+    }
+    // Stops calling a listener added by any on_xxx(); false if the id is unknown here or
+    // already removed.
+    bool remove_listener(ListenerId id) noexcept {
+        return core_->changes.remove(id) || core_->runs.remove(id) ||
+               core_->overall_changes.remove(id);
+    }
 
     // Starts the scheduler thread (once; a second start() does nothing).
     void start() {

@@ -266,7 +266,13 @@ public:
 
     const HedgingOptions& options() const noexcept { return options_; }
 
-    Listeners<HedgeEvent>& on_hedge() noexcept { return listeners_; }
+    // Called before every hedged attempt starts, on the thread that starts it. Returns the id
+    // that remove_listener() takes; throws std::invalid_argument for an empty listener.
+    ListenerId on_hedge(std::function<void(const HedgeEvent&)> listener) {
+        return listeners_.add(std::move(listener));
+    }
+    // Stops calling a listener; false if the id is unknown here or already removed.
+    bool remove_listener(ListenerId id) noexcept { return listeners_.remove(id); }
 
     HedgingStats stats() const noexcept {
         HedgingStats s;

@@ -90,7 +90,13 @@ public:
         return next(ctx);
     }
 
-    Listeners<ShedEvent>& on_shed() noexcept { return listeners_; }
+    // Called for every call shed. Returns the id that remove_listener() takes; throws
+    // std::invalid_argument for an empty listener.
+    ListenerId on_shed(std::function<void(const ShedEvent&)> listener) {
+        return listeners_.add(std::move(listener));
+    }
+    // Stops calling a listener; false if the id is unknown here or already removed.
+    bool remove_listener(ListenerId id) noexcept { return listeners_.remove(id); }
 
     LoadShedderStats stats() const noexcept {
         return LoadShedderStats{passed_.sum(), shed_.load(std::memory_order_relaxed)};

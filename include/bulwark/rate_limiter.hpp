@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <type_traits>
@@ -173,7 +174,14 @@ public:
         return next(ctx);
     }
 
-    Listeners<RateDecision>& on_rejected() noexcept { return rejected_listeners_; }
+    // Called for every refused request (apply, try_acquire or acquire), with its retry_after.
+    // Returns the id that remove_listener() takes; throws std::invalid_argument for an empty
+    // listener.
+    ListenerId on_rejected(std::function<void(const RateDecision&)> listener) {
+        return rejected_listeners_.add(std::move(listener));
+    }
+    // Stops calling a listener; false if the id is unknown here or already removed.
+    bool remove_listener(ListenerId id) noexcept { return rejected_listeners_.remove(id); }
 
     RateLimiterStats stats() const noexcept {
         return RateLimiterStats{admitted_.sum(), rejected_.load(std::memory_order_relaxed),

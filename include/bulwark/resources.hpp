@@ -269,11 +269,13 @@ public:
     }
 
     // Called when a resource's status changes (found by a reading, not on every reading).
-    // Throws std::invalid_argument for an empty listener.
+    // Returns the id that remove_listener() takes; throws std::invalid_argument for an empty
+    // listener.
     ListenerId on_change(std::function<void(const ResourceChange&)> listener) {
         return changes_.add(std::move(listener));
     }
-    Listeners<ResourceChange>& changes() noexcept { return changes_; }
+    // Stops calling a listener; false if the id is unknown here or already removed.
+    bool remove_listener(ListenerId id) noexcept { return changes_.remove(id); }
 
 private:
     struct Resource {

@@ -451,7 +451,15 @@ public:
     // The seed the executions' jitter streams derive from.
     std::uint64_t seed() const noexcept { return seed_; }
 
-    Listeners<RetryEvent>& on_retry() noexcept { return listeners_; }
+    // Called before every retry, with the attempt, the delay and the error (as
+    // RetryOptions::on_retry). Returns the id that remove_listener() takes; throws
+    // std::invalid_argument for an empty listener.
+    ListenerId on_retry(std::function<void(const RetryEvent&)> listener) {
+        return listeners_.add(std::move(listener));
+    }
+    // Stops calling a listener (one added here or through the options); false if the id is
+    // unknown here or already removed.
+    bool remove_listener(ListenerId id) noexcept { return listeners_.remove(id); }
 
     RetryStats stats() const noexcept {
         RetryStats s;

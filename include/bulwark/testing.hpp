@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <deque>
 #include <exception>
+#include <functional>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -158,7 +159,13 @@ public:
         return injected_;
     }
 
-    Listeners<FaultEvent>& on_fault() noexcept { return listeners_; }
+    // Called for every injected fault and latency. Returns the id that remove_listener()
+    // takes; throws std::invalid_argument for an empty listener.
+    ListenerId on_fault(std::function<void(const FaultEvent&)> listener) {
+        return listeners_.add(std::move(listener));
+    }
+    // Stops calling a listener; false if the id is unknown here or already removed.
+    bool remove_listener(ListenerId id) noexcept { return listeners_.remove(id); }
 
     template <class Next>
     auto apply(Context& ctx, Next&& next) {

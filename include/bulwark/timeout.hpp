@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -66,7 +67,14 @@ public:
 
     Duration timeout() const noexcept { return timeout_; }
 
-    Listeners<LateResult>& on_late_result() noexcept { return late_; }
+    // Called for every result that arrived after its deadline (before it is replaced by a
+    // TimeoutError). Returns the id that remove_listener() takes; throws std::invalid_argument
+    // for an empty listener.
+    ListenerId on_late_result(std::function<void(const LateResult&)> listener) {
+        return late_.add(std::move(listener));
+    }
+    // Stops calling a listener; false if the id is unknown here or already removed.
+    bool remove_listener(ListenerId id) noexcept { return late_.remove(id); }
 
     TimeoutStats stats() const noexcept {
         return TimeoutStats{timeouts_.load(std::memory_order_relaxed)};
