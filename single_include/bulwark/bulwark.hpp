@@ -1632,12 +1632,22 @@ inline void set_listener_error_handler(ListenerErrorHandler handler) noexcept {
         std::memory_order_release);
 }
 
-// Identifies a registered listener, for remove().
+// Identifies a registered listener, for remove() (and a component's remove_listener()). Ids
+// are unique in the process, never 0, so an id from one list is never mistaken in another.
 using ListenerId = std::uint64_t;
 
-// The callbacks a component reports one kind of event to.
-//   Listeners<StateChange> on_change;  auto id = on_change.add([](const StateChange& c) {...});
-//   on_change.emit(change);           // or emit_with([&] { return make_change(); })
+namespace detail {
+inline ListenerId next_listener_id() noexcept {
+    static std::atomic<ListenerId> last{0};
+    // relaxed: only uniqueness matters; the node is published under the list's mutex.
+    return last.fetch_add(1, std::memory_order_relaxed) + 1;
+}
+}  // namespace detail
+
+// The callbacks a component reports one kind of event to: the building block behind every
+// component's on_xxx(listener) (which returns a ListenerId) and remove_listener(id).
+//   Listeners<StateChange> changes;  auto id = changes.add([](const StateChange& c) {...});
+//   changes.emit(change);            // or emit_with([&] { return make_change(); })
 // Costs one atomic load when nobody listens; build expensive events inside emit_with() so that
 // they are built only when someone does.
 // Thread-safe: add() and remove() may run concurrently with emit(); emit() takes no lock.
@@ -1657,9 +1667,7 @@ public:
     // Takes over `other`'s listeners (so components holding Listeners stay movable). Not
     // thread-safe: nobody may use `other` meanwhile.
     Listeners(Listeners&& other) noexcept
-        : head_(other.head_.exchange(nullptr, std::memory_order_acq_rel)),
-          tail_(other.tail_),
-          last_id_(other.last_id_) {
+        : head_(other.head_.exchange(nullptr, std::memory_order_acq_rel)), tail_(other.tail_) {
         other.tail_ = nullptr;
     }
     Listeners& operator=(Listeners&&) = delete;
@@ -1678,8 +1686,8 @@ public:
             detail::throw_invalid_argument("bulwark::Listeners::add: the callback is empty");
         }
         auto* node = new Node{std::move(callback)};
+        node->id = detail::next_listener_id();
         std::lock_guard<std::mutex> lock(mutex_);
-        node->id = ++last_id_;
         // release: publishes the node's callback to emitters that load the link with acquire.
         if (tail_ == nullptr) {
             head_.store(node, std::memory_order_release);
@@ -1745,8 +1753,7 @@ private:
     };
 
     std::atomic<Node*> head_{nullptr};
-    Node* tail_ = nullptr;    // guarded by mutex_
-    ListenerId last_id_ = 0;  // guarded by mutex_
+    Node* tail_ = nullptr;  // guarded by mutex_
     std::mutex mutex_;
 };
 
@@ -2515,11 +2522,13 @@ public:
     void disable() { manual_transition(CircuitState::disabled); }
 
     // Listeners get every transition, after it happened, outside the breaker's lock (so they
-    // may call back into the breaker).
+    // may call back into the breaker). Returns the id that remove_listener() takes; throws
+    // std::invalid_argument for an empty listener.
     ListenerId on_state_change(std::function<void(const StateChange&)> listener) {
         return state_changes_.add(std::move(listener));
     }
-    Listeners<StateChange>& state_changes() noexcept { return state_changes_; }
+    // Stops calling a listener; false if the id is unknown here or already removed.
+    bool remove_listener(ListenerId id) noexcept { return state_changes_.remove(id); }
 
     // A consistent snapshot. Takes the breaker's lock (not for the hot path).
     CircuitBreakerStats stats() const {
@@ -3779,6 +3788,7 @@ inline HealthCheck breaker_health_check(const CircuitBreaker& breaker, bool crit
 #ifndef BULWARK_CIRCUIT_BREAKER_REGISTRY_HPP
 #define BULWARK_CIRCUIT_BREAKER_REGISTRY_HPP
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -3790,6 +3800,7 @@ inline HealthCheck breaker_health_check(const CircuitBreaker& breaker, bool crit
 
 // #include <bulwark/circuit_breaker.hpp> (already included above)
 // #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/events.hpp> (already included above)
 
 namespace bulwark {
 
@@ -3838,9 +3849,9 @@ public:
             return *it->second;
         }
         auto breaker = std::make_unique<CircuitBreaker>(name, options, *clock_);
-        for (const auto& listener : listeners_) {
-            breaker->on_state_change(listener);
-        }
+        // The registry's listeners hear every breaker through one forwarder per breaker, so
+        // that one id removes a listener from all of them.
+        breaker->on_state_change([this](const StateChange& c) { listeners_.emit(c); });
         CircuitBreaker& ref = *breaker;
         breakers_.emplace(name, std::move(breaker));
         return ref;
@@ -3877,27 +3888,29 @@ public:
         return breakers_.size();
     }
 
-    // A listener for every breaker's transitions, existing and future.
-    void on_state_change(std::function<void(const StateChange&)> listener) {
+    // A listener for every breaker's transitions, existing and future (StateChange::breaker
+    // says which). Returns the id that remove_listener() takes; throws std::invalid_argument for
+    // an empty listener.
+    ListenerId on_state_change(std::function<void(const StateChange&)> listener) {
         if (!listener) {
             detail::throw_invalid_argument(
                 "CircuitBreakerRegistry::on_state_change: the listener is empty");
         }
-        std::unique_lock<std::shared_mutex> lock(mutex_);
-        for (auto& entry : breakers_) {
-            entry.second->on_state_change(listener);
-        }
-        listeners_.push_back(std::move(listener));
+        return listeners_.add(std::move(listener));
     }
+    // Stops calling a listener added by on_state_change(), for every breaker; false if the id is
+    // unknown here or already removed.
+    bool remove_listener(ListenerId id) noexcept { return listeners_.remove(id); }
 
     const CircuitBreakerOptions& defaults() const noexcept { return defaults_; }
 
 private:
     const CircuitBreakerOptions defaults_;
     Clock* const clock_;
+    // Declared before the breakers, whose forwarders use it: destroyed after them.
+    Listeners<StateChange> listeners_;
     mutable std::shared_mutex mutex_;
     std::map<std::string, std::unique_ptr<CircuitBreaker>, std::less<>> breakers_;
-    std::vector<std::function<void(const StateChange&)>> listeners_;
 };
 
 using CircuitBreakerRegistry = BasicCircuitBreakerRegistry<>;
@@ -7648,16 +7661,16 @@ public:
         // The listeners hold the state, not this object: unfollow() (and so the destructor)
         // closes it and waits for callbacks already inside.
         const ListenerId runs =
-            monitor.runs().add([state](const HealthCheckResult&) { run_followed(*state); });
+            monitor.on_run([state](const HealthCheckResult&) { run_followed(*state); });
         try {
             const ListenerId changes =
-                resources.changes().add([state](const ResourceChange&) { run_followed(*state); });
+                resources.on_change([state](const ResourceChange&) { run_followed(*state); });
             state->stop = [&monitor, &resources, runs, changes] {
-                monitor.runs().remove(runs);
-                resources.changes().remove(changes);
+                monitor.remove_listener(runs);
+                resources.remove_listener(changes);
             };
         } catch (...) {
-            monitor.runs().remove(runs);
+            monitor.remove_listener(runs);
             throw;
         }
         {
@@ -7688,6 +7701,9 @@ public:
         }
     }
 
+    // Called on every change of the level in force, as (from, to, reason); or, in the second
+    // form, with the full event (time, and whether the change was manual). Returns the id that
+    // remove_listener() takes; throws std::invalid_argument for an empty listener.
     ListenerId on_change(ChangeListener listener) {
         if (!listener) {
             detail::throw_invalid_argument("Degradation::on_change: the listener is empty");
@@ -7695,8 +7711,11 @@ public:
         return changes_.add(
             [l = std::move(listener)](const DegradationChange& c) { l(c.from, c.to, c.reason); });
     }
-    // The full event, with time and whether the change was manual.
-    Listeners<DegradationChange>& changes() noexcept { return changes_; }
+    ListenerId on_change(std::function<void(const DegradationChange&)> listener) {
+        return changes_.add(std::move(listener));
+    }
+    // Stops calling a listener; false if the id is unknown here or already removed.
+    bool remove_listener(ListenerId id) noexcept { return changes_.remove(id); }
 
 private:
     struct Pending {
@@ -8060,6 +8079,7 @@ private:
 #include <atomic>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <type_traits>
@@ -8226,7 +8246,14 @@ public:
         return next(ctx);
     }
 
-    Listeners<RateDecision>& on_rejected() noexcept { return rejected_listeners_; }
+    // Called for every refused request (apply, try_acquire or acquire), with its retry_after.
+    // Returns the id that remove_listener() takes; throws std::invalid_argument for an empty
+    // listener.
+    ListenerId on_rejected(std::function<void(const RateDecision&)> listener) {
+        return rejected_listeners_.add(std::move(listener));
+    }
+    // Stops calling a listener; false if the id is unknown here or already removed.
+    bool remove_listener(ListenerId id) noexcept { return rejected_listeners_.remove(id); }
 
     RateLimiterStats stats() const noexcept {
         return RateLimiterStats{admitted_.sum(), rejected_.load(std::memory_order_relaxed),
@@ -8785,7 +8812,15 @@ public:
     // The seed the executions' jitter streams derive from.
     std::uint64_t seed() const noexcept { return seed_; }
 
-    Listeners<RetryEvent>& on_retry() noexcept { return listeners_; }
+    // Called before every retry, with the attempt, the delay and the error (as
+    // RetryOptions::on_retry). Returns the id that remove_listener() takes; throws
+    // std::invalid_argument for an empty listener.
+    ListenerId on_retry(std::function<void(const RetryEvent&)> listener) {
+        return listeners_.add(std::move(listener));
+    }
+    // Stops calling a listener (one added here or through the options); false if the id is
+    // unknown here or already removed.
+    bool remove_listener(ListenerId id) noexcept { return listeners_.remove(id); }
 
     RetryStats stats() const noexcept {
         RetryStats s;
@@ -9544,10 +9579,22 @@ public:
         return all;
     }
 
-    // Called after every attempt (skipped ones included), on the executing thread.
-    Listeners<Attempt>& on_attempt() noexcept { return attempt_listeners_; }
+    // Called after every attempt (skipped ones included), on the executing thread. Returns the
+    // id that remove_listener() takes; throws std::invalid_argument for an empty listener.
+    ListenerId on_attempt(std::function<void(const Attempt&)> listener) {
+        return attempt_listeners_.add(std::move(listener));
+    }
     // Called each time the chain moves on from a channel that did not deliver to the next one.
-    Listeners<ChannelFallbackEvent>& on_fallback() noexcept { return fallback_listeners_; }
+    // Returns the id that remove_listener() takes; throws std::invalid_argument for an empty
+    // listener.
+    ListenerId on_fallback(std::function<void(const ChannelFallbackEvent&)> listener) {
+        return fallback_listeners_.add(std::move(listener));
+    }
+    // Stops calling a listener added by on_attempt() or on_fallback(); false if the id is
+    // unknown here or already removed.
+    bool remove_listener(ListenerId id) noexcept {
+        return attempt_listeners_.remove(id) || fallback_listeners_.remove(id);
+    }
 
     Selection selection() const noexcept { return selection_; }
     const ChainOptions& options() const noexcept { return options_; }
@@ -10671,15 +10718,25 @@ public:
     }
 
     // Called once per change of a check's status (the first run included: unknown -> x), not on
-    // every run. Throws std::invalid_argument for an empty listener.
+    // every run. Each on_xxx() returns the id that remove_listener() takes and throws
+    // std::invalid_argument for an empty listener.
     ListenerId on_change(std::function<void(const HealthCheckResult&)> listener) {
         return core_->changes.add(std::move(listener));
     }
-    Listeners<HealthCheckResult>& changes() noexcept { return core_->changes; }
-    // Every recorded result, changed or not.
-    Listeners<HealthCheckResult>& runs() noexcept { return core_->runs; }
-    // Changes of the overall status.
-    Listeners<HealthStatusChange>& overall_changes() noexcept { return core_->overall_changes; }
+    // Called with every recorded result, changed or not.
+    ListenerId on_run(std::function<void(const HealthCheckResult&)> listener) {
+        return core_->runs.add(std::move(listener));
+    }
+    // Called on every change of the overall status.
+    ListenerId on_overall_change(std::function<void(const HealthStatusChange&)> listener) {
+        return core_->overall_changes.add(std::move(listener));
+    }
+    // Stops calling a listener added by any on_xxx(); false if the id is unknown here or
+    // already removed.
+    bool remove_listener(ListenerId id) noexcept {
+        return core_->changes.remove(id) || core_->runs.remove(id) ||
+               core_->overall_changes.remove(id);
+    }
 
     // Starts the scheduler thread (once; a second start() does nothing).
     void start() {
@@ -11648,6 +11705,7 @@ std::string to_prometheus(Components&&... components) {
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <type_traits>
@@ -11820,7 +11878,13 @@ public:
         return next(ctx);
     }
 
-    Listeners<BulkheadEvent>& on_rejected() noexcept { return rejected_listeners_; }
+    // Called on every rejection, with its reason. Returns the id that remove_listener() takes;
+    // throws std::invalid_argument for an empty listener.
+    ListenerId on_rejected(std::function<void(const BulkheadEvent&)> listener) {
+        return rejected_listeners_.add(std::move(listener));
+    }
+    // Stops calling a listener; false if the id is unknown here or already removed.
+    bool remove_listener(ListenerId id) noexcept { return rejected_listeners_.remove(id); }
 
     BulkheadStats stats() const {
         BulkheadStats s;
@@ -12137,7 +12201,13 @@ public:
         lru_.clear();
     }
 
-    Listeners<StaleServed>& on_stale() noexcept { return listeners_; }
+    // Called each time a stale value is served, with its age. Returns the id that
+    // remove_listener() takes; throws std::invalid_argument for an empty listener.
+    ListenerId on_stale(std::function<void(const StaleServed&)> listener) {
+        return listeners_.add(std::move(listener));
+    }
+    // Stops calling a listener; false if the id is unknown here or already removed.
+    bool remove_listener(ListenerId id) noexcept { return listeners_.remove(id); }
 
     CacheFallbackStats stats() const {
         std::lock_guard<std::mutex> lock(mutex_);
@@ -12557,7 +12627,13 @@ public:
         return *this;
     }
 
-    Listeners<FallbackEvent>& on_fallback() noexcept { return listeners_; }
+    // Called each time the fallback replaces a failure. Returns the id that remove_listener()
+    // takes; throws std::invalid_argument for an empty listener.
+    ListenerId on_fallback(std::function<void(const FallbackEvent&)> listener) {
+        return listeners_.add(std::move(listener));
+    }
+    // Stops calling a listener; false if the id is unknown here or already removed.
+    bool remove_listener(ListenerId id) noexcept { return listeners_.remove(id); }
 
     FallbackStats stats() const noexcept {
         return FallbackStats{fallbacks_.load(std::memory_order_relaxed),
@@ -12911,7 +12987,13 @@ public:
 
     const HedgingOptions& options() const noexcept { return options_; }
 
-    Listeners<HedgeEvent>& on_hedge() noexcept { return listeners_; }
+    // Called before every hedged attempt starts, on the thread that starts it. Returns the id
+    // that remove_listener() takes; throws std::invalid_argument for an empty listener.
+    ListenerId on_hedge(std::function<void(const HedgeEvent&)> listener) {
+        return listeners_.add(std::move(listener));
+    }
+    // Stops calling a listener; false if the id is unknown here or already removed.
+    bool remove_listener(ListenerId id) noexcept { return listeners_.remove(id); }
 
     HedgingStats stats() const noexcept {
         HedgingStats s;
@@ -13500,7 +13582,13 @@ public:
         return next(ctx);
     }
 
-    Listeners<ShedEvent>& on_shed() noexcept { return listeners_; }
+    // Called for every call shed. Returns the id that remove_listener() takes; throws
+    // std::invalid_argument for an empty listener.
+    ListenerId on_shed(std::function<void(const ShedEvent&)> listener) {
+        return listeners_.add(std::move(listener));
+    }
+    // Stops calling a listener; false if the id is unknown here or already removed.
+    bool remove_listener(ListenerId id) noexcept { return listeners_.remove(id); }
 
     LoadShedderStats stats() const noexcept {
         return LoadShedderStats{passed_.sum(), shed_.load(std::memory_order_relaxed)};
@@ -13557,6 +13645,7 @@ private:
 #include <cstdint>
 #include <deque>
 #include <exception>
+#include <functional>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -13709,7 +13798,13 @@ public:
         return injected_;
     }
 
-    Listeners<FaultEvent>& on_fault() noexcept { return listeners_; }
+    // Called for every injected fault and latency. Returns the id that remove_listener()
+    // takes; throws std::invalid_argument for an empty listener.
+    ListenerId on_fault(std::function<void(const FaultEvent&)> listener) {
+        return listeners_.add(std::move(listener));
+    }
+    // Stops calling a listener; false if the id is unknown here or already removed.
+    bool remove_listener(ListenerId id) noexcept { return listeners_.remove(id); }
 
     template <class Next>
     auto apply(Context& ctx, Next&& next) {
@@ -13781,6 +13876,7 @@ private:
 #include <atomic>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -13841,7 +13937,14 @@ public:
 
     Duration timeout() const noexcept { return timeout_; }
 
-    Listeners<LateResult>& on_late_result() noexcept { return late_; }
+    // Called for every result that arrived after its deadline (before it is replaced by a
+    // TimeoutError). Returns the id that remove_listener() takes; throws std::invalid_argument
+    // for an empty listener.
+    ListenerId on_late_result(std::function<void(const LateResult&)> listener) {
+        return late_.add(std::move(listener));
+    }
+    // Stops calling a listener; false if the id is unknown here or already removed.
+    bool remove_listener(ListenerId id) noexcept { return late_.remove(id); }
 
     TimeoutStats stats() const noexcept {
         return TimeoutStats{timeouts_.load(std::memory_order_relaxed)};
@@ -14187,11 +14290,13 @@ public:
     }
 
     // Called when a resource's status changes (found by a reading, not on every reading).
-    // Throws std::invalid_argument for an empty listener.
+    // Returns the id that remove_listener() takes; throws std::invalid_argument for an empty
+    // listener.
     ListenerId on_change(std::function<void(const ResourceChange&)> listener) {
         return changes_.add(std::move(listener));
     }
-    Listeners<ResourceChange>& changes() noexcept { return changes_; }
+    // Stops calling a listener; false if the id is unknown here or already removed.
+    bool remove_listener(ListenerId id) noexcept { return changes_.remove(id); }
 
 private:
     struct Resource {
