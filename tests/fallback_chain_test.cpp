@@ -1,6 +1,7 @@
 #include <atomic>
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -506,6 +507,10 @@ TEST_CASE("max_attempts caps the channels called", "[fallback_chain]") {
     CHECK(channels_of(res) == std::vector<std::string>{"a", "b"});
     CHECK(c.calls == 0);
     CHECK_THROWS_WITH(res.value(), "b down");
+    chain.max_attempts(0);  // 0 = every channel, as in ChainOptions::max_attempts
+    CHECK(chain.max_attempts() == 3);
+    CHECK(chain.execute(msg).ok());
+    CHECK(c.calls == 1);
 }
 
 TEST_CASE("rules pick the fallbacks of a primary, else the global order", "[fallback_chain]") {
@@ -699,7 +704,9 @@ TEST_CASE("invalid configuration throws naming the field and the value", "[fallb
     CHECK_THROWS_WITH(chain.add("c", ok, o),
                       "ChannelOptions.cost must be finite and >= 0, got -0.5");
     CHECK(chain.size() == 1);  // nothing was added
-    CHECK_THROWS_WITH(chain.max_attempts(0), "FallbackChain.max_attempts must be >= 1, got 0");
+    o.cost = 0;
+    o.weight = std::numeric_limits<double>::infinity();
+    CHECK_THROWS_WITH(o.validate(), BULWARK_CATCH_MESSAGE_CONTAINS("ChannelOptions.weight"));
     CHECK_THROWS_WITH(chain.max_cost(-1), "ChainOptions.max_cost must be >= 0, got -1");
     CHECK_THROWS_WITH(chain.min_success_rate(1.5),
                       "ChainOptions.min_success_rate must be in [0, 1], got 1.5");

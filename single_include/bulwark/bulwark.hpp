@@ -806,6 +806,26 @@ private:
 }  // namespace bulwark
 
 #endif  // BULWARK_BACKOFF_HPP
+// #include <bulwark/circuit_breaker_options.hpp>
+// Circuit-breaker vocabulary: CircuitState, windows, CircuitBreakerOptions and the statistics.
+#ifndef BULWARK_CIRCUIT_BREAKER_OPTIONS_HPP
+#define BULWARK_CIRCUIT_BREAKER_OPTIONS_HPP
+
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+// #include <bulwark/backoff.hpp> (already included above)
 // #include <bulwark/classify.hpp>
 // Classification: which exceptions and results a policy counts as failures.
 #ifndef BULWARK_CLASSIFY_HPP
@@ -1264,6 +1284,341 @@ private:
 
 #endif  // BULWARK_CLASSIFY_HPP
 // #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/errors.hpp>
+// The error vocabulary: RejectedError and every rejection a policy raises.
+#ifndef BULWARK_ERRORS_HPP
+#define BULWARK_ERRORS_HPP
+
+#include <exception>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+// #include <bulwark/time.hpp> (already included above)
+
+namespace bulwark {
+
+// A policy refused to run the call (or gave up on it) without the dependency failing: an open
+// breaker, a full bulkhead, a rate limit, load shedding, a timeout, an exhausted retry budget.
+// Catch RejectedError to treat all of them alike.
+// retry_after() is a hint: how long, from when the error was made, until the policy may admit
+// again (zero when unknown). retry_at(), when set, is that moment on the rejecting policy's clock;
+// it stays exact however long the error is kept (a breaker reuses one error object while the time
+// left in its break is unchanged, so that rejecting does not allocate per call). Retry policies
+// wait at least until then.
+class RejectedError : public std::runtime_error {
+public:
+    explicit RejectedError(const std::string& what, Duration retry_after = Duration::zero(),
+                           std::optional<TimePoint> retry_at = std::nullopt)
+        : std::runtime_error(what), retry_after_(retry_after), retry_at_(retry_at) {}
+
+    Duration retry_after() const noexcept { return retry_after_; }
+    std::optional<TimePoint> retry_at() const noexcept { return retry_at_; }
+
+private:
+    Duration retry_after_;
+    std::optional<TimePoint> retry_at_;
+};
+
+// A circuit breaker is open (or forced open) and rejected the call.
+class CircuitOpenError : public RejectedError {
+public:
+    using RejectedError::RejectedError;
+};
+
+// A bulkhead had no free slot and no room in its queue, or the queue wait timed out.
+class BulkheadFullError : public RejectedError {
+public:
+    using RejectedError::RejectedError;
+};
+
+// A rate limiter had no permit for the call within the allowed wait.
+class RateLimitedError : public RejectedError {
+public:
+    using RejectedError::RejectedError;
+};
+
+// A load shedder dropped the call because the service is degraded.
+class LoadShedError : public RejectedError {
+public:
+    using RejectedError::RejectedError;
+};
+
+// The call did not produce its result before its deadline.
+class TimeoutError : public RejectedError {
+public:
+    using RejectedError::RejectedError;
+};
+
+// A retry was due but the shared retry budget was empty. last_error() is the failure that the
+// retry would have answered.
+class RetryBudgetExhaustedError : public RejectedError {
+public:
+    RetryBudgetExhaustedError(const std::string& what, std::exception_ptr last_error)
+        : RejectedError(what), last_error_(std::move(last_error)) {}
+
+    std::exception_ptr last_error() const noexcept { return last_error_; }
+
+private:
+    std::exception_ptr last_error_;
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_ERRORS_HPP
+// #include <bulwark/time.hpp> (already included above)
+
+namespace bulwark {
+
+// closed: calls pass and results are counted. open: calls are rejected until the break ends.
+// half_open: a few probe calls pass; all succeed -> closed, one fails -> open.
+// forced_open: trip() — rejects until reset(). disabled: disable() — admits everything, still
+// counts, never changes state by itself until reset().
+enum class CircuitState : std::uint8_t { closed, open, half_open, forced_open, disabled };
+
+inline const char* to_string(CircuitState state) noexcept {
+    switch (state) {
+        case CircuitState::closed:
+            return "closed";
+        case CircuitState::open:
+            return "open";
+        case CircuitState::half_open:
+            return "half_open";
+        case CircuitState::forced_open:
+            return "forced_open";
+        case CircuitState::disabled:
+            return "disabled";
+    }
+    return "unknown";
+}
+
+// Why the state changed.
+enum class TransitionReason : std::uint8_t {
+    consecutive_failures,  // failure_threshold consecutive failures
+    failure_rate,          // failure_ratio reached over the window
+    slow_call_rate,        // slow_call_ratio reached over the window
+    break_elapsed,         // open -> half_open
+    probes_succeeded,      // half_open -> closed
+    probe_failed,          // half_open -> open
+    probe_expired,         // half_open -> open: a probe reported nothing within half_open_max_wait
+    manual,                // trip(), reset(), disable()
+};
+
+inline const char* to_string(TransitionReason reason) noexcept {
+    switch (reason) {
+        case TransitionReason::consecutive_failures:
+            return "consecutive_failures";
+        case TransitionReason::failure_rate:
+            return "failure_rate";
+        case TransitionReason::slow_call_rate:
+            return "slow_call_rate";
+        case TransitionReason::break_elapsed:
+            return "break_elapsed";
+        case TransitionReason::probes_succeeded:
+            return "probes_succeeded";
+        case TransitionReason::probe_failed:
+            return "probe_failed";
+        case TransitionReason::probe_expired:
+            return "probe_expired";
+        case TransitionReason::manual:
+            return "manual";
+    }
+    return "unknown";
+}
+
+// A state transition, as reported to on_state_change listeners.
+struct StateChange {
+    std::string_view breaker;  // the breaker's name (valid while the breaker lives)
+    CircuitState from = CircuitState::closed;
+    CircuitState to = CircuitState::closed;
+    TimePoint at{};  // on the breaker's clock
+    TransitionReason reason = TransitionReason::manual;
+    std::uint64_t generation = 0;  // increases by one with every transition of this breaker
+};
+
+// The last `size` recorded calls.
+struct CountWindow {
+    std::uint32_t size = 100;
+};
+
+// The calls recorded in the last `length`, counted in buckets of `bucket` (so calls expire
+// bucket by bucket, without a background thread).
+struct TimeWindow {
+    Duration length = std::chrono::seconds(60);
+    Duration bucket = std::chrono::seconds(1);
+};
+
+// Options of a CircuitBreaker. Every field has a default; validate() (called by the breaker's
+// constructor) throws std::invalid_argument naming the field and the value. At least one trip
+// rule must be on (failure_threshold, failure_ratio or slow_call_ratio): a breaker that can
+// never open is refused.
+//   bulwark::CircuitBreakerOptions o;
+//   o.failure_ratio = 0.5; o.window = bulwark::CountWindow{100}; o.handle<std::system_error>();
+struct CircuitBreakerOptions {
+    // Consecutive failures that open the breaker, whatever the window says. 0 = rule off.
+    std::uint32_t failure_threshold = 5;
+    // Failure rate over the window that opens it, in [0, 1]. 0 = rule off.
+    double failure_ratio = 0.5;
+    // No rate rule decides before the window holds this many calls. >= 1.
+    std::uint32_t minimum_calls = 10;
+    // What the rates are computed over: CountWindow{100} (default) or TimeWindow{60s, 1s}.
+    std::variant<CountWindow, TimeWindow> window = CountWindow{};
+    // A call that takes at least this long is slow. > 0. Timed only while slow_call_ratio > 0.
+    Duration slow_call_duration = std::chrono::seconds(60);
+    // Slow-call rate over the window that opens it, in [0, 1]. 0 = rule off (default), and then
+    // the breaker reads no clock on the closed path.
+    double slow_call_ratio = 0.0;
+    // A call that takes longer than this counts as a failure (its result is still returned). The
+    // breaker cannot stop the call; pair it with a Timeout for that. 0 = off (default).
+    Duration call_timeout = Duration::zero();
+    // How long the breaker stays open before it lets probes through. > 0. (recovery_timeout)
+    Duration break_duration = std::chrono::seconds(60);
+    // Optional: the k-th opening in a row (re-opened by a failed probe, without closing in
+    // between) lasts break_duration_backoff->delay(k) instead of break_duration; closing starts
+    // the count again. E.g. Backoff::exponential(60s, 2.0).max_delay(10min): 1, 2, 4, 8, 10 min.
+    std::optional<Backoff> break_duration_backoff{};
+    // Probes admitted in half-open; it closes when all of them succeed (success_threshold). >= 1.
+    std::uint32_t half_open_calls = 1;
+    // A probe that reports nothing within this counts as failed, so a hung probe cannot keep the
+    // breaker half-open. 0 = wait for ever (default).
+    Duration half_open_max_wait = Duration::zero();
+    // What counts as a failure: by default every exception. See Classifier. Whatever it says,
+    // a rejection by an inner policy (a RejectedError other than TimeoutError: a full bulkhead,
+    // a rate limit, load shedding, an open inner breaker) is neither a success nor a failure,
+    // unless handle<E>() named its type (see counted_rejections).
+    Classifier classifier{};
+    // The rejection types that are not set aside as inner rejections but classified like any
+    // other exception (so, with the default classifier or a matching handle<E>(), they count as
+    // failures). handle<E>() adds ExceptionType::of<E>() here when E is a RejectedError (or a
+    // subclass), e.g. handle<BulkheadFullError>(). Empty by default.
+    std::vector<ExceptionType> counted_rejections{};
+
+    // Only exceptions of type E (and subclasses) count as failures; others pass through and
+    // count as successes for the breaker: they are not the dependency's fault. Naming a
+    // rejection type (handle<BulkheadFullError>(), handle<RejectedError>()) makes those
+    // rejections count as failures too.
+    template <class E>
+    CircuitBreakerOptions& handle() {
+        classifier.handle<E>();
+        if constexpr (std::is_base_of<RejectedError, E>::value) {
+            counted_rejections.push_back(ExceptionType::of<E>());
+        }
+        return *this;
+    }
+    CircuitBreakerOptions& handle_if(std::function<bool(const std::exception_ptr&)> predicate) {
+        classifier.handle_if(std::move(predicate));
+        return *this;
+    }
+    // Returned values for which `predicate` is true count as failures (the value is still
+    // returned to the caller).
+    template <class T = detail::deduce_result_type, class Pred>
+    CircuitBreakerOptions& handle_result(Pred predicate) {
+        classifier.handle_result<T>(std::move(predicate));
+        return *this;
+    }
+
+    void validate() const {
+        auto ratio = [](const char* field, double v) {
+            if (!(v >= 0.0 && v <= 1.0)) {
+                detail::throw_invalid_option(field, "must be in [0, 1]", detail::format_number(v));
+            }
+        };
+        auto positive = [](const char* field, Duration d) {
+            if (d <= Duration::zero()) {
+                detail::throw_invalid_option(field, "must be > 0", detail::format_duration(d));
+            }
+        };
+        auto non_negative = [](const char* field, Duration d) {
+            if (d < Duration::zero()) {
+                detail::throw_invalid_option(field, "must be >= 0", detail::format_duration(d));
+            }
+        };
+        ratio("CircuitBreakerOptions.failure_ratio", failure_ratio);
+        ratio("CircuitBreakerOptions.slow_call_ratio", slow_call_ratio);
+        if (failure_threshold == 0 && failure_ratio == 0.0 && slow_call_ratio == 0.0) {
+            detail::throw_invalid_option(
+                "CircuitBreakerOptions.failure_threshold, failure_ratio and slow_call_ratio",
+                "must not all be 0: with every trip rule off the breaker can never open (for "
+                "one that never opens, call disable() or use bulwark::Noop)",
+                "0, 0 and 0");
+        }
+        if (minimum_calls == 0) {
+            detail::throw_invalid_option("CircuitBreakerOptions.minimum_calls", "must be >= 1",
+                                         "0");
+        }
+        if (const CountWindow* count = std::get_if<CountWindow>(&window)) {
+            if (count->size == 0) {
+                detail::throw_invalid_option("CircuitBreakerOptions.window (CountWindow.size)",
+                                             "must be >= 1", "0");
+            }
+            if (minimum_calls > count->size) {
+                detail::throw_invalid_option(
+                    "CircuitBreakerOptions.minimum_calls",
+                    "must be <= the count window's size (" + std::to_string(count->size) + ")",
+                    std::to_string(minimum_calls));
+            }
+        } else {
+            const TimeWindow& time = std::get<TimeWindow>(window);
+            positive("CircuitBreakerOptions.window (TimeWindow.length)", time.length);
+            positive("CircuitBreakerOptions.window (TimeWindow.bucket)", time.bucket);
+            if (time.bucket > time.length) {
+                detail::throw_invalid_option(
+                    "CircuitBreakerOptions.window (TimeWindow.bucket)",
+                    "must be <= TimeWindow.length (" + detail::format_duration(time.length) + ")",
+                    detail::format_duration(time.bucket));
+            }
+            if (time.length / time.bucket > 10000) {
+                detail::throw_invalid_option("CircuitBreakerOptions.window (TimeWindow)",
+                                             "must have at most 10000 buckets (length / bucket)",
+                                             std::to_string(time.length / time.bucket));
+            }
+        }
+        positive("CircuitBreakerOptions.slow_call_duration", slow_call_duration);
+        non_negative("CircuitBreakerOptions.call_timeout", call_timeout);
+        positive("CircuitBreakerOptions.break_duration", break_duration);
+        if (half_open_calls == 0) {
+            detail::throw_invalid_option("CircuitBreakerOptions.half_open_calls", "must be >= 1",
+                                         "0");
+        }
+        non_negative("CircuitBreakerOptions.half_open_max_wait", half_open_max_wait);
+    }
+};
+
+// What a breaker has seen. Cumulative counters cover the breaker's life, stale results (recorded
+// after the breaker changed state) included; window_* and the rates cover the current window
+// (emptied whenever the breaker closes), which stale results never enter.
+struct CircuitBreakerStats {
+    CircuitState state = CircuitState::closed;
+    // results recorded: successes + failures + ignored + inner_rejections
+    std::uint64_t calls = 0;
+    std::uint64_t successes = 0;  // results that were not failures (ignored ones excluded)
+    std::uint64_t failures = 0;   // failures, timeouts and probes that reported nothing included
+    std::uint64_t ignored = 0;    // exceptions outside the handled set (successes for the rules)
+    // rejections by inner policies (RejectedError other than TimeoutError, not named by
+    // handle<E>()): neither successes nor failures for the rules
+    std::uint64_t inner_rejections = 0;
+    std::uint64_t slow = 0;      // slow calls (only while slow_call_ratio > 0)
+    std::uint64_t timeouts = 0;  // calls slower than call_timeout (also counted in failures)
+    std::uint64_t rejected = 0;  // calls refused while open, forced open or half-open and full
+    std::uint64_t opened = 0;    // times the breaker opened
+    std::uint64_t expired_probes = 0;  // probes that reported nothing within half_open_max_wait
+    std::uint64_t window_calls = 0;
+    std::uint64_t window_failures = 0;
+    std::uint64_t window_slow = 0;
+    double failure_rate = 0.0;    // window_failures / window_calls (0 for an empty window)
+    double slow_call_rate = 0.0;  // window_slow / window_calls
+    std::uint32_t consecutive_failures = 0;
+    Duration time_in_state{0};
+    Duration retry_after{0};  // while open: time until probes are admitted
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_CIRCUIT_BREAKER_OPTIONS_HPP
+// #include <bulwark/classify.hpp> (already included above)
+// #include <bulwark/clock.hpp> (already included above)
 // #include <bulwark/config.hpp> (already included above)
 // #include <bulwark/context.hpp>
 // Context: what one execution carries through a pipeline (attempt, deadline, cancellation).
@@ -1497,89 +1852,7 @@ inline std::uint32_t thread_slot() {
 
 #endif  // BULWARK_DETAIL_THREAD_SLOT_HPP
 // #include <bulwark/detail/throw.hpp> (already included above)
-// #include <bulwark/errors.hpp>
-// The error vocabulary: RejectedError and every rejection a policy raises.
-#ifndef BULWARK_ERRORS_HPP
-#define BULWARK_ERRORS_HPP
-
-#include <exception>
-#include <optional>
-#include <stdexcept>
-#include <string>
-#include <utility>
-
-// #include <bulwark/time.hpp> (already included above)
-
-namespace bulwark {
-
-// A policy refused to run the call (or gave up on it) without the dependency failing: an open
-// breaker, a full bulkhead, a rate limit, load shedding, a timeout, an exhausted retry budget.
-// Catch RejectedError to treat all of them alike.
-// retry_after() is a hint: how long, from when the error was made, until the policy may admit
-// again (zero when unknown). retry_at(), when set, is that moment on the rejecting policy's clock;
-// it stays exact however long the error is kept (a breaker reuses one error object while the time
-// left in its break is unchanged, so that rejecting does not allocate per call). Retry policies
-// wait at least until then.
-class RejectedError : public std::runtime_error {
-public:
-    explicit RejectedError(const std::string& what, Duration retry_after = Duration::zero(),
-                           std::optional<TimePoint> retry_at = std::nullopt)
-        : std::runtime_error(what), retry_after_(retry_after), retry_at_(retry_at) {}
-
-    Duration retry_after() const noexcept { return retry_after_; }
-    std::optional<TimePoint> retry_at() const noexcept { return retry_at_; }
-
-private:
-    Duration retry_after_;
-    std::optional<TimePoint> retry_at_;
-};
-
-// A circuit breaker is open (or forced open) and rejected the call.
-class CircuitOpenError : public RejectedError {
-public:
-    using RejectedError::RejectedError;
-};
-
-// A bulkhead had no free slot and no room in its queue, or the queue wait timed out.
-class BulkheadFullError : public RejectedError {
-public:
-    using RejectedError::RejectedError;
-};
-
-// A rate limiter had no permit for the call within the allowed wait.
-class RateLimitedError : public RejectedError {
-public:
-    using RejectedError::RejectedError;
-};
-
-// A load shedder dropped the call because the service is degraded.
-class LoadShedError : public RejectedError {
-public:
-    using RejectedError::RejectedError;
-};
-
-// The call did not produce its result before its deadline.
-class TimeoutError : public RejectedError {
-public:
-    using RejectedError::RejectedError;
-};
-
-// A retry was due but the shared retry budget was empty. last_error() is the failure that the
-// retry would have answered.
-class RetryBudgetExhaustedError : public RejectedError {
-public:
-    RetryBudgetExhaustedError(const std::string& what, std::exception_ptr last_error)
-        : RejectedError(what), last_error_(std::move(last_error)) {}
-
-    std::exception_ptr last_error() const noexcept { return last_error_; }
-
-private:
-    std::exception_ptr last_error_;
-};
-
-}  // namespace bulwark
-
-#endif  // BULWARK_ERRORS_HPP
+// #include <bulwark/errors.hpp> (already included above)
 // #include <bulwark/events.hpp>
 // Events and listeners: how every component tells observers what happened.
 #ifndef BULWARK_EVENTS_HPP
@@ -2032,248 +2305,6 @@ public:
 #endif  // BULWARK_POLICY_HPP
 
 namespace bulwark {
-
-// closed: calls pass and results are counted. open: calls are rejected until the break ends.
-// half_open: a few probe calls pass; all succeed -> closed, one fails -> open.
-// forced_open: trip() — rejects until reset(). disabled: disable() — admits everything, still
-// counts, never changes state by itself until reset().
-enum class CircuitState : std::uint8_t { closed, open, half_open, forced_open, disabled };
-
-inline const char* to_string(CircuitState state) noexcept {
-    switch (state) {
-        case CircuitState::closed:
-            return "closed";
-        case CircuitState::open:
-            return "open";
-        case CircuitState::half_open:
-            return "half_open";
-        case CircuitState::forced_open:
-            return "forced_open";
-        case CircuitState::disabled:
-            return "disabled";
-    }
-    return "unknown";
-}
-
-// Why the state changed.
-enum class TransitionReason : std::uint8_t {
-    consecutive_failures,  // failure_threshold consecutive failures
-    failure_rate,          // failure_ratio reached over the window
-    slow_call_rate,        // slow_call_ratio reached over the window
-    break_elapsed,         // open -> half_open
-    probes_succeeded,      // half_open -> closed
-    probe_failed,          // half_open -> open
-    probe_expired,         // half_open -> open: a probe reported nothing within half_open_max_wait
-    manual,                // trip(), reset(), disable()
-};
-
-inline const char* to_string(TransitionReason reason) noexcept {
-    switch (reason) {
-        case TransitionReason::consecutive_failures:
-            return "consecutive_failures";
-        case TransitionReason::failure_rate:
-            return "failure_rate";
-        case TransitionReason::slow_call_rate:
-            return "slow_call_rate";
-        case TransitionReason::break_elapsed:
-            return "break_elapsed";
-        case TransitionReason::probes_succeeded:
-            return "probes_succeeded";
-        case TransitionReason::probe_failed:
-            return "probe_failed";
-        case TransitionReason::probe_expired:
-            return "probe_expired";
-        case TransitionReason::manual:
-            return "manual";
-    }
-    return "unknown";
-}
-
-// A state transition, as reported to on_state_change listeners.
-struct StateChange {
-    std::string_view breaker;  // the breaker's name (valid while the breaker lives)
-    CircuitState from = CircuitState::closed;
-    CircuitState to = CircuitState::closed;
-    TimePoint at{};  // on the breaker's clock
-    TransitionReason reason = TransitionReason::manual;
-    std::uint64_t generation = 0;  // increases by one with every transition of this breaker
-};
-
-// The last `size` recorded calls.
-struct CountWindow {
-    std::uint32_t size = 100;
-};
-
-// The calls recorded in the last `length`, counted in buckets of `bucket` (so calls expire
-// bucket by bucket, without a background thread).
-struct TimeWindow {
-    Duration length = std::chrono::seconds(60);
-    Duration bucket = std::chrono::seconds(1);
-};
-
-// Options of a CircuitBreaker. Every field has a default; validate() (called by the breaker's
-// constructor) throws std::invalid_argument naming the field and the value. At least one trip
-// rule must be on (failure_threshold, failure_ratio or slow_call_ratio): a breaker that can
-// never open is refused.
-//   bulwark::CircuitBreakerOptions o;
-//   o.failure_ratio = 0.5; o.window = bulwark::CountWindow{100}; o.handle<std::system_error>();
-struct CircuitBreakerOptions {
-    // Consecutive failures that open the breaker, whatever the window says. 0 = rule off.
-    std::uint32_t failure_threshold = 5;
-    // Failure rate over the window that opens it, in [0, 1]. 0 = rule off.
-    double failure_ratio = 0.5;
-    // No rate rule decides before the window holds this many calls. >= 1.
-    std::uint32_t minimum_calls = 10;
-    // What the rates are computed over: CountWindow{100} (default) or TimeWindow{60s, 1s}.
-    std::variant<CountWindow, TimeWindow> window = CountWindow{};
-    // A call that takes at least this long is slow. > 0. Timed only while slow_call_ratio > 0.
-    Duration slow_call_duration = std::chrono::seconds(60);
-    // Slow-call rate over the window that opens it, in [0, 1]. 0 = rule off (default), and then
-    // the breaker reads no clock on the closed path.
-    double slow_call_ratio = 0.0;
-    // A call that takes longer than this counts as a failure (its result is still returned). The
-    // breaker cannot stop the call; pair it with a Timeout for that. 0 = off (default).
-    Duration call_timeout = Duration::zero();
-    // How long the breaker stays open before it lets probes through. > 0. (recovery_timeout)
-    Duration break_duration = std::chrono::seconds(60);
-    // Optional: the k-th opening in a row (re-opened by a failed probe, without closing in
-    // between) lasts break_duration_backoff->delay(k) instead of break_duration; closing starts
-    // the count again. E.g. Backoff::exponential(60s, 2.0).max_delay(10min): 1, 2, 4, 8, 10 min.
-    std::optional<Backoff> break_duration_backoff{};
-    // Probes admitted in half-open; it closes when all of them succeed (success_threshold). >= 1.
-    std::uint32_t half_open_calls = 1;
-    // A probe that reports nothing within this counts as failed, so a hung probe cannot keep the
-    // breaker half-open. 0 = wait for ever (default).
-    Duration half_open_max_wait = Duration::zero();
-    // What counts as a failure: by default every exception. See Classifier. Whatever it says,
-    // a rejection by an inner policy (a RejectedError other than TimeoutError: a full bulkhead,
-    // a rate limit, load shedding, an open inner breaker) is neither a success nor a failure,
-    // unless handle<E>() named its type (see counted_rejections).
-    Classifier classifier{};
-    // The rejection types that are not set aside as inner rejections but classified like any
-    // other exception (so, with the default classifier or a matching handle<E>(), they count as
-    // failures). handle<E>() adds ExceptionType::of<E>() here when E is a RejectedError (or a
-    // subclass), e.g. handle<BulkheadFullError>(). Empty by default.
-    std::vector<ExceptionType> counted_rejections{};
-
-    // Only exceptions of type E (and subclasses) count as failures; others pass through and
-    // count as successes for the breaker: they are not the dependency's fault. Naming a
-    // rejection type (handle<BulkheadFullError>(), handle<RejectedError>()) makes those
-    // rejections count as failures too.
-    template <class E>
-    CircuitBreakerOptions& handle() {
-        classifier.handle<E>();
-        if constexpr (std::is_base_of<RejectedError, E>::value) {
-            counted_rejections.push_back(ExceptionType::of<E>());
-        }
-        return *this;
-    }
-    CircuitBreakerOptions& handle_if(std::function<bool(const std::exception_ptr&)> predicate) {
-        classifier.handle_if(std::move(predicate));
-        return *this;
-    }
-    // Returned values for which `predicate` is true count as failures (the value is still
-    // returned to the caller).
-    template <class T = detail::deduce_result_type, class Pred>
-    CircuitBreakerOptions& handle_result(Pred predicate) {
-        classifier.handle_result<T>(std::move(predicate));
-        return *this;
-    }
-
-    void validate() const {
-        auto ratio = [](const char* field, double v) {
-            if (!(v >= 0.0 && v <= 1.0)) {
-                detail::throw_invalid_option(field, "must be in [0, 1]", detail::format_number(v));
-            }
-        };
-        auto positive = [](const char* field, Duration d) {
-            if (d <= Duration::zero()) {
-                detail::throw_invalid_option(field, "must be > 0", detail::format_duration(d));
-            }
-        };
-        auto non_negative = [](const char* field, Duration d) {
-            if (d < Duration::zero()) {
-                detail::throw_invalid_option(field, "must be >= 0", detail::format_duration(d));
-            }
-        };
-        ratio("CircuitBreakerOptions.failure_ratio", failure_ratio);
-        ratio("CircuitBreakerOptions.slow_call_ratio", slow_call_ratio);
-        if (failure_threshold == 0 && failure_ratio == 0.0 && slow_call_ratio == 0.0) {
-            detail::throw_invalid_option(
-                "CircuitBreakerOptions.failure_threshold, failure_ratio and slow_call_ratio",
-                "must not all be 0: with every trip rule off the breaker can never open (for "
-                "one that never opens, call disable() or use bulwark::Noop)",
-                "0, 0 and 0");
-        }
-        if (minimum_calls == 0) {
-            detail::throw_invalid_option("CircuitBreakerOptions.minimum_calls", "must be >= 1",
-                                         "0");
-        }
-        if (const CountWindow* count = std::get_if<CountWindow>(&window)) {
-            if (count->size == 0) {
-                detail::throw_invalid_option("CircuitBreakerOptions.window (CountWindow.size)",
-                                             "must be >= 1", "0");
-            }
-            if (minimum_calls > count->size) {
-                detail::throw_invalid_option(
-                    "CircuitBreakerOptions.minimum_calls",
-                    "must be <= the count window's size (" + std::to_string(count->size) + ")",
-                    std::to_string(minimum_calls));
-            }
-        } else {
-            const TimeWindow& time = std::get<TimeWindow>(window);
-            positive("CircuitBreakerOptions.window (TimeWindow.length)", time.length);
-            positive("CircuitBreakerOptions.window (TimeWindow.bucket)", time.bucket);
-            if (time.bucket > time.length) {
-                detail::throw_invalid_option(
-                    "CircuitBreakerOptions.window (TimeWindow.bucket)",
-                    "must be <= TimeWindow.length (" + detail::format_duration(time.length) + ")",
-                    detail::format_duration(time.bucket));
-            }
-            if (time.length / time.bucket > 10000) {
-                detail::throw_invalid_option("CircuitBreakerOptions.window (TimeWindow)",
-                                             "must have at most 10000 buckets (length / bucket)",
-                                             std::to_string(time.length / time.bucket));
-            }
-        }
-        positive("CircuitBreakerOptions.slow_call_duration", slow_call_duration);
-        non_negative("CircuitBreakerOptions.call_timeout", call_timeout);
-        positive("CircuitBreakerOptions.break_duration", break_duration);
-        if (half_open_calls == 0) {
-            detail::throw_invalid_option("CircuitBreakerOptions.half_open_calls", "must be >= 1",
-                                         "0");
-        }
-        non_negative("CircuitBreakerOptions.half_open_max_wait", half_open_max_wait);
-    }
-};
-
-// What a breaker has seen. Cumulative counters cover the breaker's life, stale results (recorded
-// after the breaker changed state) included; window_* and the rates cover the current window
-// (emptied whenever the breaker closes), which stale results never enter.
-struct CircuitBreakerStats {
-    CircuitState state = CircuitState::closed;
-    // results recorded: successes + failures + ignored + inner_rejections
-    std::uint64_t calls = 0;
-    std::uint64_t successes = 0;  // results that were not failures (ignored ones excluded)
-    std::uint64_t failures = 0;   // failures, timeouts and probes that reported nothing included
-    std::uint64_t ignored = 0;    // exceptions outside the handled set (successes for the rules)
-    // rejections by inner policies (RejectedError other than TimeoutError, not named by
-    // handle<E>()): neither successes nor failures for the rules
-    std::uint64_t inner_rejections = 0;
-    std::uint64_t slow = 0;      // slow calls (only while slow_call_ratio > 0)
-    std::uint64_t timeouts = 0;  // calls slower than call_timeout (also counted in failures)
-    std::uint64_t rejected = 0;  // calls refused while open, forced open or half-open and full
-    std::uint64_t opened = 0;    // times the breaker opened
-    std::uint64_t expired_probes = 0;  // probes that reported nothing within half_open_max_wait
-    std::uint64_t window_calls = 0;
-    std::uint64_t window_failures = 0;
-    std::uint64_t window_slow = 0;
-    double failure_rate = 0.0;    // window_failures / window_calls (0 for an empty window)
-    double slow_call_rate = 0.0;  // window_slow / window_calls
-    std::uint32_t consecutive_failures = 0;
-    Duration time_in_state{0};
-    Duration retry_after{0};  // while open: time until probes are admitted
-};
 
 namespace detail {
 
@@ -7988,6 +8019,27 @@ private:
 // #include <bulwark/detail/traits.hpp> (already included above)
 // #include <bulwark/errors.hpp> (already included above)
 // #include <bulwark/events.hpp> (already included above)
+// #include <bulwark/fallback_chain_options.hpp>
+// FallbackChain vocabulary: selections, reasons, options, attempts, results and rules.
+#ifndef BULWARK_FALLBACK_CHAIN_OPTIONS_HPP
+#define BULWARK_FALLBACK_CHAIN_OPTIONS_HPP
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <initializer_list>
+#include <limits>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+// #include <bulwark/detail/math.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/errors.hpp> (already included above)
 // #include <bulwark/inline_vector.hpp>
 // InlineVector: a vector with its first N elements inline, for results that are usually short.
 #ifndef BULWARK_INLINE_VECTOR_HPP
@@ -8068,6 +8120,320 @@ private:
 }  // namespace bulwark
 
 #endif  // BULWARK_INLINE_VECTOR_HPP
+// #include <bulwark/time.hpp> (already included above)
+
+namespace bulwark {
+
+class CircuitBreaker;
+class RetryPolicy;
+class RateLimiter;
+
+// How a FallbackChain orders its channels for one call. See docs/fallback_chain.md.
+enum class Selection : std::uint8_t {
+    priority,       // the order the channels were added (or a rule lists them)
+    round_robin,    // that order, rotated by one per call
+    health_based,   // breaker closed first, then by recent success rate, then priority
+    load_balanced,  // weighted random by weight / (1 + calls in flight), seeded
+    least_cost,     // ascending cost, ties by priority
+};
+
+// Why an attempt did not deliver. `none` for the attempt that delivered.
+enum class FallbackReason : std::uint8_t {
+    none,               // delivered
+    primary_failed,     // the channel was called and failed (threw, or its retry gave up)
+    unavailable,        // not called: its breaker rejected (open, forced open, probes taken)
+    rate_limited,       // not called: its rate limiter had no permit
+    cost_threshold,     // not called: its cost is above ChainOptions::max_cost
+    quality_threshold,  // not called: recent success rate below ChainOptions::min_success_rate
+};
+
+inline const char* to_string(Selection selection) noexcept {
+    switch (selection) {
+        case Selection::priority:
+            return "priority";
+        case Selection::round_robin:
+            return "round_robin";
+        case Selection::health_based:
+            return "health_based";
+        case Selection::load_balanced:
+            return "load_balanced";
+        case Selection::least_cost:
+            return "least_cost";
+    }
+    return "unknown";
+}
+
+inline const char* to_string(FallbackReason reason) noexcept {
+    switch (reason) {
+        case FallbackReason::none:
+            return "none";
+        case FallbackReason::primary_failed:
+            return "primary_failed";
+        case FallbackReason::unavailable:
+            return "unavailable";
+        case FallbackReason::rate_limited:
+            return "rate_limited";
+        case FallbackReason::cost_threshold:
+            return "cost_threshold";
+        case FallbackReason::quality_threshold:
+            return "quality_threshold";
+    }
+    return "unknown";
+}
+
+// No channel of a FallbackChain delivered and none left an error to report: every candidate was
+// skipped by a cost or quality threshold, the chain has no enabled channel, or the call was
+// cancelled (or ran past its deadline) before the first channel was tried.
+class NoChannelError : public RejectedError {
+public:
+    using RejectedError::RejectedError;
+};
+
+// Per-channel options of a FallbackChain. Plain aggregate with validate(), which
+// FallbackChain::add calls.
+//   bulwark::ChannelOptions o;  o.breaker = &email_breaker;  o.cost = 0.001;
+// The breaker, retry and limiter are not owned: they must outlive the chain. They may be shared
+// with other code (a breaker shared by two chains counts both).
+struct ChannelOptions {
+    // Relative share for Selection::load_balanced. >= 0 and finite; 0 = only when every
+    // weighted channel failed.
+    double weight = 1.0;
+    // Cost of one call, in the caller's unit, for Selection::least_cost and max_cost. >= 0.
+    double cost = 0.0;
+    // Asked for a permit before each call; a rejection skips the channel (unavailable).
+    CircuitBreaker* breaker = nullptr;
+    // Wraps the channel's call: retry->try_execute(call, ctx). Inside the breaker: the breaker
+    // sees one result per chain call, whatever the retries did.
+    RetryPolicy* retry = nullptr;
+    // Asked for one permit (try_acquire, never waits) after the breaker; a refusal skips the
+    // channel (rate_limited) and is recorded in the breaker as an inner rejection (neutral).
+    RateLimiter* limiter = nullptr;
+    // A disabled channel is left out of every call, not even recorded as an attempt.
+    // FallbackChain::set_enabled changes it at run time.
+    bool enabled = true;
+
+    // Throws std::invalid_argument naming the field and the value. FallbackChain::add calls it.
+    void validate() const {
+        if (!(weight >= 0.0 && detail::is_finite(weight))) {
+            detail::throw_invalid_option("ChannelOptions.weight", "must be finite and >= 0",
+                                         detail::format_number(weight));
+        }
+        if (!(cost >= 0.0 && detail::is_finite(cost))) {
+            detail::throw_invalid_option("ChannelOptions.cost", "must be finite and >= 0",
+                                         detail::format_number(cost));
+        }
+    }
+};
+
+// Per-chain options. Plain aggregate; the chain's constructor validates it.
+//   bulwark::ChainOptions o;  o.max_cost = 0.01;  o.min_success_rate = 0.8;
+struct ChainOptions {
+    // Channels *called* per execute (skipped channels do not count). 0 = all of them (default).
+    std::uint32_t max_attempts = 0;
+    // Channels whose cost is above it are skipped (cost_threshold). >= 0; default: no limit.
+    double max_cost = std::numeric_limits<double>::infinity();
+    // Channels whose success rate over their last min_samples calls (through this chain) is
+    // below it are skipped (quality_threshold). In [0, 1]; 0 = off (default).
+    double min_success_rate = 0.0;
+    // The quality window: the rule judges a channel by its last min_samples calls, and only once
+    // it has made that many. In [1, 32].
+    std::uint32_t min_samples = 10;
+    // A channel skipped for quality gets no new samples, so one call is let through this long
+    // after it was first skipped (and again every interval while it stays below). >= 0.
+    Duration quality_probe_interval = std::chrono::seconds(30);
+
+    void validate() const {
+        if (!(max_cost >= 0.0)) {
+            detail::throw_invalid_option("ChainOptions.max_cost", "must be >= 0",
+                                         detail::format_number(max_cost));
+        }
+        if (!(min_success_rate >= 0.0 && min_success_rate <= 1.0)) {
+            detail::throw_invalid_option("ChainOptions.min_success_rate", "must be in [0, 1]",
+                                         detail::format_number(min_success_rate));
+        }
+        if (min_samples < 1 || min_samples > 32) {
+            detail::throw_invalid_option("ChainOptions.min_samples", "must be in [1, 32]",
+                                         std::to_string(min_samples));
+        }
+        if (quality_probe_interval < Duration::zero()) {
+            detail::throw_invalid_option("ChainOptions.quality_probe_interval", "must be >= 0",
+                                         detail::format_duration(quality_probe_interval));
+        }
+    }
+};
+
+// One channel considered by one execute: called, or skipped without a call.
+struct Attempt {
+    std::uint32_t number = 0;  // 1-based position among the attempts of this execute
+    std::string_view channel;  // the channel's name (a view into the chain: valid while it lives)
+    TimePoint started{};       // when it was considered, on the chain's clock
+    Duration elapsed{0};  // the call's duration (retries and their waits included); 0 if skipped
+    bool ok = false;      // the channel delivered
+    std::exception_ptr error;  // what it threw, or the rejection (breaker, limiter); null if ok
+                               // or skipped by a threshold
+    FallbackReason reason = FallbackReason::none;  // why it did not deliver; none if ok
+    bool called() const noexcept {
+        return reason == FallbackReason::none || reason == FallbackReason::primary_failed;
+    }
+};
+
+// The chain moved on from `from` (which did not deliver, for `reason`) to `to`.
+struct ChannelFallbackEvent {
+    std::string_view from;
+    std::string_view to;
+    FallbackReason reason = FallbackReason::none;
+    std::exception_ptr error;  // from's error, if it had one
+};
+
+// What a channel has seen through this chain (calls made elsewhere are not counted).
+// calls == successes + failures once no execute is running.
+struct ChannelStats {
+    std::uint64_t calls = 0;      // times the channel was called (one per execute, retries inside)
+    std::uint64_t successes = 0;  // of those, how many delivered
+    std::uint64_t failures = 0;   // of those, how many failed
+    std::uint64_t skipped = 0;    // times it was passed over without a call (any skip reason)
+    std::uint64_t fallbacks = 0;  // times it delivered after an earlier channel of the same
+                                  // execute did not (it served as a fallback)
+    double success_rate = 1.0;    // successes / calls over the chain's life; 1 with no calls
+    double recent_success_rate = 1.0;  // over the last (up to) 32 calls; 1 with no calls
+    Duration mean_latency{0};          // mean duration of the calls
+    std::string_view name;             // valid while the chain lives
+};
+
+template <class Signature>
+class FallbackChain;
+
+// The outcome of FallbackChain::execute: the value and who delivered it, or the last error, and
+// every channel considered on the way.
+//   auto res = chain.execute(msg);
+//   if (res.ok()) log(res.channel()); else alert(res.error());
+//   for (const bulwark::Attempt& a : res.attempts()) { ... }
+// Holds up to 8 attempts inline (no allocation); a 9th moves them to the heap. The attempts'
+// channel names are views into the chain: the chain must outlive them. Thread-compatible.
+template <class R>
+class [[nodiscard]] ChainResult {
+public:
+    using value_type = R;
+    using AttemptList = InlineVector<Attempt, 8>;
+
+    // A channel delivered. False for a default-constructed (or moved-from) result too.
+    bool ok() const noexcept { return ok_; }
+    explicit operator bool() const noexcept { return ok(); }
+
+    // The delivered value; throws error() (the last channel's error) if none delivered.
+    template <class U = R, std::enable_if_t<!std::is_void<U>::value, int> = 0>
+    U& value() & {
+        rethrow_if_error();
+        return *value_;
+    }
+    template <class U = R, std::enable_if_t<!std::is_void<U>::value, int> = 0>
+    const U& value() const& {
+        rethrow_if_error();
+        return *value_;
+    }
+    template <class U = R, std::enable_if_t<!std::is_void<U>::value, int> = 0>
+    U&& value() && {
+        rethrow_if_error();
+        return std::move(*value_);
+    }
+    template <class U = R, std::enable_if_t<std::is_void<U>::value, int> = 0>
+    void value() const {
+        rethrow_if_error();
+    }
+
+    // The name of the channel that delivered; empty if none did.
+    std::string_view channel() const noexcept { return channel_; }
+    // Null if a channel delivered. Otherwise the error of the last attempt that has one (a
+    // channel's exception, a CircuitOpenError, a RateLimitedError), or a NoChannelError when
+    // no attempt has one.
+    std::exception_ptr error() const noexcept { return error_; }
+    void rethrow_if_error() const {
+        if (error_) {
+            std::rethrow_exception(error_);
+        }
+        if (!ok_) {
+            detail::throw_invalid_argument(
+                "bulwark::ChainResult: no result (default-constructed or moved from)");
+        }
+    }
+    // Every channel considered, in order.
+    const AttemptList& attempts() const noexcept { return attempts_; }
+    // Channels called (attempts that were not skipped).
+    std::uint32_t calls() const noexcept { return calls_; }
+    // True if the context was cancelled or its deadline passed before a channel delivered, and
+    // channels were left untried because of it.
+    bool stopped() const noexcept { return stopped_; }
+
+private:
+    template <class S>
+    friend class FallbackChain;
+
+    struct NoValue {};
+    using Slot = std::conditional_t<std::is_void<R>::value, NoValue, std::optional<R>>;
+
+    Slot value_{};
+    bool ok_ = false;
+    std::string_view channel_;
+    std::exception_ptr error_;
+    AttemptList attempts_;
+    std::uint32_t calls_ = 0;
+    bool stopped_ = false;
+};
+
+// The fallbacks for one primary channel, for FallbackChain::execute_for.
+struct FallbackRule {
+    std::vector<std::string> fallbacks;  // tried after the primary, ordered by `selection`
+    Selection selection = Selection::priority;
+    std::uint32_t max_attempts = 0;  // channels called, primary included; 0 = the chain's
+};
+
+// Which channels back up which: per primary channel, and a global order for primaries without
+// a rule. Names are checked when the rules are given to a chain (FallbackChain::rules).
+//   bulwark::FallbackRules rules;
+//   rules.set("telegram", {{"email", "sms"}, bulwark::Selection::priority, 2});
+//   rules.set_global({"email", "sms", "telegram"});
+// Plain value type; not thread-safe.
+class FallbackRules {
+public:
+    // Sets (or replaces) the rule for `primary`.
+    FallbackRules& set(std::string primary, FallbackRule rule) {
+        for (auto& entry : rules_) {
+            if (entry.first == primary) {
+                entry.second = std::move(rule);
+                return *this;
+            }
+        }
+        rules_.emplace_back(std::move(primary), std::move(rule));
+        return *this;
+    }
+    // The fallback order for a primary without a rule; channels it does not list follow in the
+    // chain's selection order.
+    FallbackRules& set_global(std::vector<std::string> order) {
+        global_ = std::move(order);
+        return *this;
+    }
+    const FallbackRule* find(std::string_view primary) const noexcept {
+        for (const auto& entry : rules_) {
+            if (entry.first == primary) {
+                return &entry.second;
+            }
+        }
+        return nullptr;
+    }
+    const std::vector<std::pair<std::string, FallbackRule>>& rules() const noexcept {
+        return rules_;
+    }
+    const std::vector<std::string>& global() const noexcept { return global_; }
+
+private:
+    std::vector<std::pair<std::string, FallbackRule>> rules_;
+    std::vector<std::string> global_;
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_FALLBACK_CHAIN_OPTIONS_HPP
+// #include <bulwark/inline_vector.hpp> (already included above)
 // #include <bulwark/outcome.hpp> (already included above)
 // #include <bulwark/policy.hpp> (already included above)
 // #include <bulwark/rate_limiter.hpp>
@@ -9086,296 +9452,6 @@ std::optional<Duration> RetrySchedule::next_delay(const Outcome<T>& outcome) {
 
 namespace bulwark {
 
-// How a FallbackChain orders its channels for one call. See docs/fallback_chain.md.
-enum class Selection : std::uint8_t {
-    priority,       // the order the channels were added (or a rule lists them)
-    round_robin,    // that order, rotated by one per call
-    health_based,   // breaker closed first, then by recent success rate, then priority
-    load_balanced,  // weighted random by weight / (1 + calls in flight), seeded
-    least_cost,     // ascending cost, ties by priority
-};
-
-// Why an attempt did not deliver. `none` for the attempt that delivered.
-enum class FallbackReason : std::uint8_t {
-    none,               // delivered
-    primary_failed,     // the channel was called and failed (threw, or its retry gave up)
-    unavailable,        // not called: its breaker rejected (open, forced open, probes taken)
-    rate_limited,       // not called: its rate limiter had no permit
-    cost_threshold,     // not called: its cost is above ChainOptions::max_cost
-    quality_threshold,  // not called: recent success rate below ChainOptions::min_success_rate
-};
-
-inline const char* to_string(Selection selection) noexcept {
-    switch (selection) {
-        case Selection::priority:
-            return "priority";
-        case Selection::round_robin:
-            return "round_robin";
-        case Selection::health_based:
-            return "health_based";
-        case Selection::load_balanced:
-            return "load_balanced";
-        case Selection::least_cost:
-            return "least_cost";
-    }
-    return "unknown";
-}
-
-inline const char* to_string(FallbackReason reason) noexcept {
-    switch (reason) {
-        case FallbackReason::none:
-            return "none";
-        case FallbackReason::primary_failed:
-            return "primary_failed";
-        case FallbackReason::unavailable:
-            return "unavailable";
-        case FallbackReason::rate_limited:
-            return "rate_limited";
-        case FallbackReason::cost_threshold:
-            return "cost_threshold";
-        case FallbackReason::quality_threshold:
-            return "quality_threshold";
-    }
-    return "unknown";
-}
-
-// No channel of a FallbackChain delivered and none left an error to report: every candidate was
-// skipped by a cost or quality threshold, the chain has no enabled channel, or the call was
-// cancelled (or ran past its deadline) before the first channel was tried.
-class NoChannelError : public RejectedError {
-public:
-    using RejectedError::RejectedError;
-};
-
-// Per-channel options of a FallbackChain. Plain aggregate; FallbackChain::add validates it and
-// throws std::invalid_argument naming the field and the value.
-//   bulwark::ChannelOptions o;  o.breaker = &email_breaker;  o.cost = 0.001;
-// The breaker, retry and limiter are not owned: they must outlive the chain. They may be shared
-// with other code (a breaker shared by two chains counts both).
-struct ChannelOptions {
-    // Relative share for Selection::load_balanced. >= 0 and finite; 0 = only when every
-    // weighted channel failed.
-    double weight = 1.0;
-    // Cost of one call, in the caller's unit, for Selection::least_cost and max_cost. >= 0.
-    double cost = 0.0;
-    // Asked for a permit before each call; a rejection skips the channel (unavailable).
-    CircuitBreaker* breaker = nullptr;
-    // Wraps the channel's call: retry->try_execute(call, ctx). Inside the breaker: the breaker
-    // sees one result per chain call, whatever the retries did.
-    RetryPolicy* retry = nullptr;
-    // Asked for one permit (try_acquire, never waits) after the breaker; a refusal skips the
-    // channel (rate_limited) and is recorded in the breaker as an inner rejection (neutral).
-    RateLimiter* limiter = nullptr;
-    // A disabled channel is left out of every call, not even recorded as an attempt.
-    // FallbackChain::set_enabled changes it at run time.
-    bool enabled = true;
-};
-
-// Per-chain options. Plain aggregate; the chain's constructor validates it.
-//   bulwark::ChainOptions o;  o.max_cost = 0.01;  o.min_success_rate = 0.8;
-struct ChainOptions {
-    // Channels *called* per execute (skipped channels do not count). 0 = all of them (default).
-    std::uint32_t max_attempts = 0;
-    // Channels whose cost is above it are skipped (cost_threshold). >= 0; default: no limit.
-    double max_cost = std::numeric_limits<double>::infinity();
-    // Channels whose success rate over their last min_samples calls (through this chain) is
-    // below it are skipped (quality_threshold). In [0, 1]; 0 = off (default).
-    double min_success_rate = 0.0;
-    // The quality window: the rule judges a channel by its last min_samples calls, and only once
-    // it has made that many. In [1, 32].
-    std::uint32_t min_samples = 10;
-    // A channel skipped for quality gets no new samples, so one call is let through this long
-    // after it was first skipped (and again every interval while it stays below). >= 0.
-    Duration quality_probe_interval = std::chrono::seconds(30);
-
-    void validate() const {
-        if (!(max_cost >= 0.0)) {
-            detail::throw_invalid_option("ChainOptions.max_cost", "must be >= 0",
-                                         detail::format_number(max_cost));
-        }
-        if (!(min_success_rate >= 0.0 && min_success_rate <= 1.0)) {
-            detail::throw_invalid_option("ChainOptions.min_success_rate", "must be in [0, 1]",
-                                         detail::format_number(min_success_rate));
-        }
-        if (min_samples < 1 || min_samples > 32) {
-            detail::throw_invalid_option("ChainOptions.min_samples", "must be in [1, 32]",
-                                         std::to_string(min_samples));
-        }
-        if (quality_probe_interval < Duration::zero()) {
-            detail::throw_invalid_option("ChainOptions.quality_probe_interval", "must be >= 0",
-                                         detail::format_duration(quality_probe_interval));
-        }
-    }
-};
-
-// One channel considered by one execute: called, or skipped without a call.
-struct Attempt {
-    std::uint32_t number = 0;  // 1-based position among the attempts of this execute
-    std::string_view channel;  // the channel's name (a view into the chain: valid while it lives)
-    TimePoint started{};       // when it was considered, on the chain's clock
-    Duration elapsed{0};  // the call's duration (retries and their waits included); 0 if skipped
-    bool ok = false;      // the channel delivered
-    std::exception_ptr error;  // what it threw, or the rejection (breaker, limiter); null if ok
-                               // or skipped by a threshold
-    FallbackReason reason = FallbackReason::none;  // why it did not deliver; none if ok
-    bool called() const noexcept {
-        return reason == FallbackReason::none || reason == FallbackReason::primary_failed;
-    }
-};
-
-// The chain moved on from `from` (which did not deliver, for `reason`) to `to`.
-struct ChannelFallbackEvent {
-    std::string_view from;
-    std::string_view to;
-    FallbackReason reason = FallbackReason::none;
-    std::exception_ptr error;  // from's error, if it had one
-};
-
-// What a channel has seen through this chain (calls made elsewhere are not counted).
-// calls == successes + failures once no execute is running.
-struct ChannelStats {
-    std::uint64_t calls = 0;      // times the channel was called (one per execute, retries inside)
-    std::uint64_t successes = 0;  // of those, how many delivered
-    std::uint64_t failures = 0;   // of those, how many failed
-    std::uint64_t skipped = 0;    // times it was passed over without a call (any skip reason)
-    std::uint64_t fallbacks = 0;  // times it delivered after an earlier channel of the same
-                                  // execute did not (it served as a fallback)
-    double success_rate = 1.0;    // successes / calls over the chain's life; 1 with no calls
-    double recent_success_rate = 1.0;  // over the last (up to) 32 calls; 1 with no calls
-    Duration mean_latency{0};          // mean duration of the calls
-    std::string_view name;             // valid while the chain lives
-};
-
-template <class Signature>
-class FallbackChain;
-
-// The outcome of FallbackChain::execute: the value and who delivered it, or the last error, and
-// every channel considered on the way.
-//   auto res = chain.execute(msg);
-//   if (res.ok()) log(res.channel()); else alert(res.error());
-//   for (const bulwark::Attempt& a : res.attempts()) { ... }
-// Holds up to 8 attempts inline (no allocation); a 9th moves them to the heap. The attempts'
-// channel names are views into the chain: the chain must outlive them. Thread-compatible.
-template <class R>
-class [[nodiscard]] ChainResult {
-public:
-    using value_type = R;
-    using AttemptList = InlineVector<Attempt, 8>;
-
-    // A channel delivered. False for a default-constructed (or moved-from) result too.
-    bool ok() const noexcept { return ok_; }
-    explicit operator bool() const noexcept { return ok(); }
-
-    // The delivered value; throws error() (the last channel's error) if none delivered.
-    template <class U = R, std::enable_if_t<!std::is_void<U>::value, int> = 0>
-    U& value() & {
-        rethrow_if_error();
-        return *value_;
-    }
-    template <class U = R, std::enable_if_t<!std::is_void<U>::value, int> = 0>
-    const U& value() const& {
-        rethrow_if_error();
-        return *value_;
-    }
-    template <class U = R, std::enable_if_t<!std::is_void<U>::value, int> = 0>
-    U&& value() && {
-        rethrow_if_error();
-        return std::move(*value_);
-    }
-    template <class U = R, std::enable_if_t<std::is_void<U>::value, int> = 0>
-    void value() const {
-        rethrow_if_error();
-    }
-
-    // The name of the channel that delivered; empty if none did.
-    std::string_view channel() const noexcept { return channel_; }
-    // Null if a channel delivered. Otherwise the error of the last attempt that has one (a
-    // channel's exception, a CircuitOpenError, a RateLimitedError), or a NoChannelError when
-    // no attempt has one.
-    std::exception_ptr error() const noexcept { return error_; }
-    void rethrow_if_error() const {
-        if (error_) {
-            std::rethrow_exception(error_);
-        }
-        if (!ok_) {
-            detail::throw_invalid_argument(
-                "bulwark::ChainResult: no result (default-constructed or moved from)");
-        }
-    }
-    // Every channel considered, in order.
-    const AttemptList& attempts() const noexcept { return attempts_; }
-    // Channels called (attempts that were not skipped).
-    std::uint32_t calls() const noexcept { return calls_; }
-    // True if the context was cancelled or its deadline passed before a channel delivered, and
-    // channels were left untried because of it.
-    bool stopped() const noexcept { return stopped_; }
-
-private:
-    template <class S>
-    friend class FallbackChain;
-
-    struct NoValue {};
-    using Slot = std::conditional_t<std::is_void<R>::value, NoValue, std::optional<R>>;
-
-    Slot value_{};
-    bool ok_ = false;
-    std::string_view channel_;
-    std::exception_ptr error_;
-    AttemptList attempts_;
-    std::uint32_t calls_ = 0;
-    bool stopped_ = false;
-};
-
-// The fallbacks for one primary channel, for FallbackChain::execute_for.
-struct FallbackRule {
-    std::vector<std::string> fallbacks;  // tried after the primary, ordered by `selection`
-    Selection selection = Selection::priority;
-    std::uint32_t max_attempts = 0;  // channels called, primary included; 0 = the chain's
-};
-
-// Which channels back up which: per primary channel, and a global order for primaries without
-// a rule. Names are checked when the rules are given to a chain (FallbackChain::rules).
-//   bulwark::FallbackRules rules;
-//   rules.set("telegram", {{"email", "sms"}, bulwark::Selection::priority, 2});
-//   rules.set_global({"email", "sms", "telegram"});
-// Plain value type; not thread-safe.
-class FallbackRules {
-public:
-    // Sets (or replaces) the rule for `primary`.
-    FallbackRules& set(std::string primary, FallbackRule rule) {
-        for (auto& entry : rules_) {
-            if (entry.first == primary) {
-                entry.second = std::move(rule);
-                return *this;
-            }
-        }
-        rules_.emplace_back(std::move(primary), std::move(rule));
-        return *this;
-    }
-    // The fallback order for a primary without a rule; channels it does not list follow in the
-    // chain's selection order.
-    FallbackRules& set_global(std::vector<std::string> order) {
-        global_ = std::move(order);
-        return *this;
-    }
-    const FallbackRule* find(std::string_view primary) const noexcept {
-        for (const auto& entry : rules_) {
-            if (entry.first == primary) {
-                return &entry.second;
-            }
-        }
-        return nullptr;
-    }
-    const std::vector<std::pair<std::string, FallbackRule>>& rules() const noexcept {
-        return rules_;
-    }
-    const std::vector<std::string>& global() const noexcept { return global_; }
-
-private:
-    std::vector<std::pair<std::string, FallbackRule>> rules_;
-    std::vector<std::string> global_;
-};
-
 // Tries a list of interchangeable channels (telegram, email, sms…) until one delivers, in an
 // order chosen per call (Selection), skipping the ones whose breaker is open, whose rate limit is
 // used up or that are above the cost or below the quality threshold.
@@ -9437,14 +9513,7 @@ public:
             detail::throw_invalid_option("FallbackChain.add: callable", "must not be null",
                                          "null for \"" + name + "\"");
         }
-        if (!(options.weight >= 0.0 && detail::is_finite(options.weight))) {
-            detail::throw_invalid_option("ChannelOptions.weight", "must be finite and >= 0",
-                                         detail::format_number(options.weight));
-        }
-        if (!(options.cost >= 0.0 && detail::is_finite(options.cost))) {
-            detail::throw_invalid_option("ChannelOptions.cost", "must be finite and >= 0",
-                                         detail::format_number(options.cost));
-        }
+        options.validate();
         auto channel = std::make_unique<Channel>();
         channel->name = std::move(name);
         channel->fn = Function(std::move(f));
@@ -9455,12 +9524,9 @@ public:
         return *this;
     }
 
-    // Caps the channels called per execute (skipped ones do not count). Throws
-    // std::invalid_argument for 0.
-    FallbackChain& max_attempts(std::uint32_t n) {
-        if (n == 0) {
-            detail::throw_invalid_option("FallbackChain.max_attempts", "must be >= 1", "0");
-        }
+    // Caps the channels called per execute (skipped ones do not count); 0 = all of them, as in
+    // ChainOptions::max_attempts.
+    FallbackChain& max_attempts(std::uint32_t n) noexcept {
         options_.max_attempts = n;
         return *this;
     }
@@ -10806,7 +10872,7 @@ using HealthMonitor = BasicHealthMonitor<>;
 #endif  // BULWARK_HEALTH_HPP
 // #include <bulwark/inline_vector.hpp> (already included above)
 // #include <bulwark/metrics.hpp>
-// Metrics: every component's statistics in the Prometheus text format, and MetricsWriter.
+// Metrics: to_prometheus() renders every component's statistics in the Prometheus text format.
 #ifndef BULWARK_METRICS_HPP
 #define BULWARK_METRICS_HPP
 
@@ -10832,36 +10898,31 @@ using HealthMonitor = BasicHealthMonitor<>;
 #include <utility>
 #include <vector>
 
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/metrics_writer.hpp>
+// MetricsWriter: samples grouped into metric families, rendered in the Prometheus text format.
+#ifndef BULWARK_METRICS_WRITER_HPP
+#define BULWARK_METRICS_WRITER_HPP
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <set>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
 // #include <bulwark/detail/math.hpp> (already included above)
 // #include <bulwark/detail/number.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 
 namespace bulwark {
-
-class CircuitBreaker;
-template <class Tag>
-class BasicCircuitBreakerRegistry;
-class Degradation;
-class Bulkhead;
-class RateLimiter;
-class RetryPolicy;
-class Timeout;
-class LoadShedder;
-class Hedging;
-template <class T>
-class Fallback;
-template <class Key, class T, class Hash, class Equal>
-class CacheFallback;
-template <class Signature>
-class FallbackChain;
-template <class Tag>
-class BasicHealthMonitor;
-template <class Tag>
-class BasicResourceManager;
-class DeadLetterStore;
-template <class Tag>
-class BasicInMemoryDeadLetterStore;
-enum class DeadLetterReason : std::uint8_t;
 
 // One label of a sample: {name, value}. The value is escaped on output; the name must match
 // [a-zA-Z_][a-zA-Z0-9_]* and not start with "__" (reserved by Prometheus).
@@ -11113,6 +11174,37 @@ private:
     std::size_t samples_ = 0;
     std::size_t dropped_ = 0;
 };
+
+}  // namespace bulwark
+
+#endif  // BULWARK_METRICS_WRITER_HPP
+
+namespace bulwark {
+
+class CircuitBreaker;
+template <class Tag>
+class BasicCircuitBreakerRegistry;
+class Degradation;
+class Bulkhead;
+class RateLimiter;
+class RetryPolicy;
+class Timeout;
+class LoadShedder;
+class Hedging;
+template <class T>
+class Fallback;
+template <class Key, class T, class Hash, class Equal>
+class CacheFallback;
+template <class Signature>
+class FallbackChain;
+template <class Tag>
+class BasicHealthMonitor;
+template <class Tag>
+class BasicResourceManager;
+class DeadLetterStore;
+template <class Tag>
+class BasicInMemoryDeadLetterStore;
+enum class DeadLetterReason : std::uint8_t;
 
 // A component with the name its metrics are labelled with: components without a name of their
 // own (RetryPolicy, Bulkhead, RateLimiter, Timeout, Fallback, CacheFallback, LoadShedder,
