@@ -27,6 +27,7 @@
 #include <bulwark/clock.hpp>
 #include <bulwark/config.hpp>
 #include <bulwark/context.hpp>
+#include <bulwark/detail/hedging_pool.hpp>
 #include <bulwark/detail/throw.hpp>
 #include <bulwark/events.hpp>
 #include <bulwark/outcome.hpp>
@@ -124,87 +125,6 @@ struct HedgingOptions {
         }
     }
 };
-
-namespace detail {
-
-// The executor a Hedging uses when given none: at most `max_threads` threads, each started when
-// a task finds no idle thread, all joined by the destructor. Tasks still queued then are
-// destroyed unrun. Thread-safe.
-class HedgingPool {
-public:
-    explicit HedgingPool(std::size_t max_threads) : max_threads_(max_threads) {}
-    HedgingPool(const HedgingPool&) = delete;
-    HedgingPool& operator=(const HedgingPool&) = delete;
-
-    ~HedgingPool() {
-        std::deque<std::function<void()>> unrun;
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            stop_ = true;
-            unrun.swap(queue_);
-        }
-        cv_.notify_all();
-        for (std::thread& t : threads_) {
-            t.join();
-        }
-        // `unrun` is destroyed here, outside the lock.
-    }
-
-    // Throws if no thread could ever be started for the task.
-    void post(std::function<void()> task) {
-        std::unique_lock<std::mutex> lock(mutex_);
-        queue_.push_back(std::move(task));
-        if (queue_.size() > idle_ && threads_.size() < max_threads_) {
-            try {
-                threads_.emplace_back([this] { work(); });
-            } catch (...) {
-                if (threads_.empty()) {
-                    std::function<void()> refused = std::move(queue_.back());
-                    queue_.pop_back();
-                    lock.unlock();
-                    throw;  // `refused` is destroyed unrun
-                }
-            }
-        }
-        lock.unlock();
-        cv_.notify_one();
-    }
-
-private:
-    void work() {
-        std::unique_lock<std::mutex> lock(mutex_);
-        for (;;) {
-            while (!stop_ && queue_.empty()) {
-                ++idle_;
-                cv_.wait(lock);
-                --idle_;
-            }
-            if (stop_) {
-                return;
-            }
-            std::function<void()> task = std::move(queue_.front());
-            queue_.pop_front();
-            lock.unlock();
-            try {
-                task();
-            } catch (...) {
-                // Hedging's tasks catch everything; nothing else is posted here.
-            }
-            task = nullptr;  // destroyed outside the lock
-            lock.lock();
-        }
-    }
-
-    const std::size_t max_threads_;
-    std::mutex mutex_;
-    std::condition_variable cv_;
-    std::deque<std::function<void()>> queue_;  // guarded by mutex_
-    std::vector<std::thread> threads_;         // guarded by mutex_
-    std::size_t idle_ = 0;                     // guarded by mutex_
-    bool stop_ = false;                        // guarded by mutex_
-};
-
-}  // namespace detail
 
 // Hedging: when an attempt has not produced a result after `delay`, starts another attempt of the
 // same call alongside it (up to max_extra_attempts), returns the first accepted result and

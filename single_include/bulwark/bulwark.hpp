@@ -8726,7 +8726,7 @@ private:
 
 #endif  // BULWARK_RATE_LIMITER_HPP
 // #include <bulwark/retry.hpp>
-// RetryPolicy: retries with backoff, retry budgets, and the async schedule.
+// RetryPolicy: retries with backoff and a budget, and the async schedule.
 #ifndef BULWARK_RETRY_HPP
 #define BULWARK_RETRY_HPP
 
@@ -8746,16 +8746,21 @@ private:
 #include <variant>
 #include <vector>
 
+// #include <bulwark/adaptive_backoff.hpp>
+// AdaptiveBackoff: a delay that doubles on failure and halves on success, lock-free.
+#ifndef BULWARK_ADAPTIVE_BACKOFF_HPP
+#define BULWARK_ADAPTIVE_BACKOFF_HPP
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <string>
+
 // #include <bulwark/backoff.hpp> (already included above)
-// #include <bulwark/classify.hpp> (already included above)
-// #include <bulwark/clock.hpp> (already included above)
-// #include <bulwark/context.hpp> (already included above)
-// #include <bulwark/detail/striped_counter.hpp> (already included above)
+// #include <bulwark/detail/math.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
-// #include <bulwark/errors.hpp> (already included above)
-// #include <bulwark/events.hpp> (already included above)
-// #include <bulwark/outcome.hpp> (already included above)
-// #include <bulwark/policy.hpp> (already included above)
+// #include <bulwark/time.hpp> (already included above)
 
 namespace bulwark {
 
@@ -8855,6 +8860,39 @@ private:
     const AdaptiveBackoffOptions options_;
     std::atomic<std::int64_t> delay_ns_;
 };
+
+}  // namespace bulwark
+
+#endif  // BULWARK_ADAPTIVE_BACKOFF_HPP
+// #include <bulwark/backoff.hpp> (already included above)
+// #include <bulwark/classify.hpp> (already included above)
+// #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/context.hpp> (already included above)
+// #include <bulwark/detail/striped_counter.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/errors.hpp> (already included above)
+// #include <bulwark/events.hpp> (already included above)
+// #include <bulwark/outcome.hpp> (already included above)
+// #include <bulwark/policy.hpp> (already included above)
+// #include <bulwark/retry_budget.hpp>
+// RetryBudget: a cap on retries shared across policies, as a ratio of calls plus a floor.
+#ifndef BULWARK_RETRY_BUDGET_HPP
+#define BULWARK_RETRY_BUDGET_HPP
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+// #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/detail/striped_counter.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+
+namespace bulwark {
 
 // Options of a RetryBudget. Every field has a default; validate() throws std::invalid_argument
 // naming the field and the value.
@@ -8993,6 +9031,12 @@ private:
     std::uint64_t withdrawn_ = 0;  // guarded by mutex_
     std::uint64_t refused_ = 0;    // guarded by mutex_
 };
+
+}  // namespace bulwark
+
+#endif  // BULWARK_RETRY_BUDGET_HPP
+
+namespace bulwark {
 
 // A retry is about to happen.
 struct RetryEvent {
@@ -12840,6 +12884,104 @@ private:
 // #include <bulwark/clock.hpp> (already included above)
 // #include <bulwark/config.hpp> (already included above)
 // #include <bulwark/context.hpp> (already included above)
+// #include <bulwark/detail/hedging_pool.hpp>
+// The internal executor of Hedging: a few lazily started threads and a task queue (private).
+#ifndef BULWARK_DETAIL_HEDGING_POOL_HPP
+#define BULWARK_DETAIL_HEDGING_POOL_HPP
+
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace bulwark {
+namespace detail {
+
+// The executor a Hedging uses when given none: at most `max_threads` threads, each started when
+// a task finds no idle thread, all joined by the destructor. Tasks still queued then are
+// destroyed unrun. Thread-safe.
+class HedgingPool {
+public:
+    explicit HedgingPool(std::size_t max_threads) : max_threads_(max_threads) {}
+    HedgingPool(const HedgingPool&) = delete;
+    HedgingPool& operator=(const HedgingPool&) = delete;
+
+    ~HedgingPool() {
+        std::deque<std::function<void()>> unrun;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            stop_ = true;
+            unrun.swap(queue_);
+        }
+        cv_.notify_all();
+        for (std::thread& t : threads_) {
+            t.join();
+        }
+        // `unrun` is destroyed here, outside the lock.
+    }
+
+    // Throws if no thread could ever be started for the task.
+    void post(std::function<void()> task) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        queue_.push_back(std::move(task));
+        if (queue_.size() > idle_ && threads_.size() < max_threads_) {
+            try {
+                threads_.emplace_back([this] { work(); });
+            } catch (...) {
+                if (threads_.empty()) {
+                    std::function<void()> refused = std::move(queue_.back());
+                    queue_.pop_back();
+                    lock.unlock();
+                    throw;  // `refused` is destroyed unrun
+                }
+            }
+        }
+        lock.unlock();
+        cv_.notify_one();
+    }
+
+private:
+    void work() {
+        std::unique_lock<std::mutex> lock(mutex_);
+        for (;;) {
+            while (!stop_ && queue_.empty()) {
+                ++idle_;
+                cv_.wait(lock);
+                --idle_;
+            }
+            if (stop_) {
+                return;
+            }
+            std::function<void()> task = std::move(queue_.front());
+            queue_.pop_front();
+            lock.unlock();
+            try {
+                task();
+            } catch (...) {
+                // Hedging's tasks catch everything; nothing else is posted here.
+            }
+            task = nullptr;  // destroyed outside the lock
+            lock.lock();
+        }
+    }
+
+    const std::size_t max_threads_;
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    std::deque<std::function<void()>> queue_;  // guarded by mutex_
+    std::vector<std::thread> threads_;         // guarded by mutex_
+    std::size_t idle_ = 0;                     // guarded by mutex_
+    bool stop_ = false;                        // guarded by mutex_
+};
+
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_HEDGING_POOL_HPP
 // #include <bulwark/detail/throw.hpp> (already included above)
 // #include <bulwark/events.hpp> (already included above)
 // #include <bulwark/outcome.hpp> (already included above)
@@ -12937,87 +13079,6 @@ struct HedgingOptions {
         }
     }
 };
-
-namespace detail {
-
-// The executor a Hedging uses when given none: at most `max_threads` threads, each started when
-// a task finds no idle thread, all joined by the destructor. Tasks still queued then are
-// destroyed unrun. Thread-safe.
-class HedgingPool {
-public:
-    explicit HedgingPool(std::size_t max_threads) : max_threads_(max_threads) {}
-    HedgingPool(const HedgingPool&) = delete;
-    HedgingPool& operator=(const HedgingPool&) = delete;
-
-    ~HedgingPool() {
-        std::deque<std::function<void()>> unrun;
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            stop_ = true;
-            unrun.swap(queue_);
-        }
-        cv_.notify_all();
-        for (std::thread& t : threads_) {
-            t.join();
-        }
-        // `unrun` is destroyed here, outside the lock.
-    }
-
-    // Throws if no thread could ever be started for the task.
-    void post(std::function<void()> task) {
-        std::unique_lock<std::mutex> lock(mutex_);
-        queue_.push_back(std::move(task));
-        if (queue_.size() > idle_ && threads_.size() < max_threads_) {
-            try {
-                threads_.emplace_back([this] { work(); });
-            } catch (...) {
-                if (threads_.empty()) {
-                    std::function<void()> refused = std::move(queue_.back());
-                    queue_.pop_back();
-                    lock.unlock();
-                    throw;  // `refused` is destroyed unrun
-                }
-            }
-        }
-        lock.unlock();
-        cv_.notify_one();
-    }
-
-private:
-    void work() {
-        std::unique_lock<std::mutex> lock(mutex_);
-        for (;;) {
-            while (!stop_ && queue_.empty()) {
-                ++idle_;
-                cv_.wait(lock);
-                --idle_;
-            }
-            if (stop_) {
-                return;
-            }
-            std::function<void()> task = std::move(queue_.front());
-            queue_.pop_front();
-            lock.unlock();
-            try {
-                task();
-            } catch (...) {
-                // Hedging's tasks catch everything; nothing else is posted here.
-            }
-            task = nullptr;  // destroyed outside the lock
-            lock.lock();
-        }
-    }
-
-    const std::size_t max_threads_;
-    std::mutex mutex_;
-    std::condition_variable cv_;
-    std::deque<std::function<void()>> queue_;  // guarded by mutex_
-    std::vector<std::thread> threads_;         // guarded by mutex_
-    std::size_t idle_ = 0;                     // guarded by mutex_
-    bool stop_ = false;                        // guarded by mutex_
-};
-
-}  // namespace detail
 
 // Hedging: when an attempt has not produced a result after `delay`, starts another attempt of the
 // same call alongside it (up to max_extra_attempts), returns the first accepted result and
