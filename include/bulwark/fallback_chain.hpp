@@ -91,14 +91,6 @@ inline const char* to_string(FallbackReason reason) noexcept {
     return "unknown";
 }
 
-// No channel of a FallbackChain delivered and none left an error to report: every candidate was
-// skipped by a cost or quality threshold, the chain has no enabled channel, or the call was
-// cancelled (or ran past its deadline) before the first channel was tried.
-class NoChannelError : public RejectedError {
-public:
-    using RejectedError::RejectedError;
-};
-
 // Per-channel options of a FallbackChain. Plain aggregate; FallbackChain::add validates it and
 // throws std::invalid_argument naming the field and the value.
 //   bulwark::ChannelOptions o;  o.breaker = &email_breaker;  o.cost = 0.001;
@@ -828,7 +820,10 @@ private:
 
     BULWARK_NOINLINE static std::exception_ptr rate_limited_error(const Channel& ch,
                                                                   Duration retry_after) {
+        // source(): the limiter that refused, as when it rejects a call itself.
+        const std::string& limiter = ch.options.limiter->name();
         return std::make_exception_ptr(RateLimitedError(
+            limiter.empty() ? nullptr : std::make_shared<const std::string>(limiter),
             "bulwark::FallbackChain: channel \"" + ch.name + "\" is rate limited", retry_after));
     }
 
