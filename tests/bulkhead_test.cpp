@@ -8,6 +8,7 @@
 #include <bulwark/pipeline.hpp>
 
 #include "catch.hpp"
+#include "support.hpp"
 
 using namespace std::chrono_literals;
 
@@ -48,6 +49,20 @@ TEST_CASE("a full bulkhead without a queue rejects execute with BulkheadFullErro
     CHECK_THROWS_WITH(bulkhead.execute([] { return 1; }), "bulkhead is full: 1 calls in flight");
     held.release();
     CHECK(bulkhead.execute([] { return 2; }) == 2);
+}
+
+TEST_CASE("a named bulkhead's rejections carry its name as their source", "[bulkhead]") {
+    bulwark::ManualClock clock;
+    bulwark::Bulkhead db("db", bulwark::BulkheadOptions{1, 0, 1s}, clock);
+    CHECK(db.name() == "db");
+    auto held = db.try_acquire();
+    auto rejected = db.try_execute([] { return 1; });
+    REQUIRE(rejected.has_error());
+    CHECK(bulwark_test::rejection_source(rejected.error()) == "db");
+    CHECK_THROWS_WITH(rejected.rethrow_if_error(), "bulkhead 'db' is full: 1 calls in flight");
+    bulwark::Bulkhead unnamed(1, 0, 1s, clock);
+    auto other = unnamed.try_acquire();
+    CHECK(bulwark_test::rejection_source(unnamed.try_execute([] { return 1; }).error()).empty());
 }
 
 TEST_CASE("a permit moved away is released once", "[bulkhead]") {

@@ -17,6 +17,7 @@
 #include <bulwark/testing.hpp>
 
 #include "catch.hpp"
+#include "support.hpp"
 
 using namespace std::chrono_literals;
 using bulwark::CircuitBreaker;
@@ -259,6 +260,26 @@ TEST_CASE("an open breaker rejects with CircuitOpenError and its retry_after",
     auto s = b.stats();
     CHECK(s.rejected == 4);
     CHECK(s.retry_after == Duration(6s));
+}
+
+TEST_CASE("every rejection names its breaker as its source, cached ones too", "[circuit_breaker]") {
+    bulwark::ManualClock clock;
+    CircuitBreakerOptions o = only_consecutive(1);
+    o.break_duration = 10s;
+    CircuitBreaker b("sms", o, clock);
+    auto source = [&] {
+        return bulwark_test::rejection_source(b.try_execute([] { return 1; }).error());
+    };
+    fail(b);
+    CHECK(source() == "sms");  // open: built
+    CHECK(source() == "sms");  // and reused
+    clock.advance(10s);
+    auto probe = b.try_acquire();  // half-open, its one probe in flight
+    CHECK(source() == "sms");
+    CHECK(bulwark_test::rejection_source(b.try_acquire().rejection()) == "sms");
+    probe.record_success();
+    b.trip();
+    CHECK(source() == "sms");  // forced open
 }
 
 TEST_CASE("rejected calls are not failures, so steady traffic cannot keep it open",

@@ -153,6 +153,8 @@ TEST_CASE("a store full of pending records refuses an add and keeps every one", 
     } catch (const bulwark::DeadLetterStoreFullError& e) {
         CHECK(e.max_entries() == 3);
         CHECK_THAT(e.what(), BULWARK_CATCH_MESSAGE_CONTAINS("max_entries (3)"));
+        const bulwark::RejectedError& rejection = e;  // a refusal, not a failure of the store
+        CHECK(rejection.source().empty());
     }
     CHECK_THROWS_AS(store.add(DeadLetter{}), bulwark::DeadLetterStoreFullError);
     CHECK_FALSE(store.get("p4").has_value());

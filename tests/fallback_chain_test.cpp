@@ -436,6 +436,22 @@ TEST_CASE("a rate limiter that refuses skips the channel as rate_limited", "[fal
     CHECK(chain.execute(msg).channel() == "a");
 }
 
+TEST_CASE("a channel's limiter refusal carries the limiter's name as its source",
+          "[fallback_chain]") {
+    ManualClock clock;
+    bulwark::RateLimiter limiter("a-limit", bulwark::TokenBucket{1.0, 1}, clock);
+    Channel a{"a"}, b{"b"};
+    Chain chain(Selection::priority, {}, clock);
+    ChannelOptions o;
+    o.limiter = &limiter;
+    add(chain, a, o);
+    add(chain, b);
+    CHECK(chain.execute(msg).channel() == "a");
+    auto res = chain.execute(msg);
+    REQUIRE(res.attempts()[0].reason == FallbackReason::rate_limited);
+    CHECK(bulwark_test::rejection_source(res.attempts()[0].error) == "a-limit");
+}
+
 TEST_CASE("channels above max_cost are skipped and do not count toward max_attempts",
           "[fallback_chain]") {
     ManualClock clock;

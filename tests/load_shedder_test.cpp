@@ -5,6 +5,7 @@
 #include <bulwark/pipeline.hpp>
 
 #include "catch.hpp"
+#include "support.hpp"
 
 using bulwark::DegradationLevel;
 using bulwark::Priority;
@@ -37,6 +38,19 @@ TEST_CASE("from the shedding level calls fail with LoadShedError", "[load_shedde
     CHECK_THROWS_AS(shedder.execute([&] { return ++ran; }), bulwark::RejectedError);
     CHECK(ran == 0);
     CHECK(shedder.stats().shed == 2);
+}
+
+TEST_CASE("a named shedder's rejections carry its name as their source", "[load_shedder]") {
+    bulwark::ManualClock clock;
+    bulwark::Degradation degradation(clock);
+    bulwark::LoadShedder front("front", degradation, DegradationLevel::severe);
+    CHECK(front.name() == "front");
+    degradation.set_level(DegradationLevel::severe, "overload");
+    auto shed = front.try_execute([] { return 1; });
+    REQUIRE(shed.has_error());
+    CHECK(bulwark_test::rejection_source(shed.error()) == "front");
+    CHECK_THROWS_WITH(shed.rethrow_if_error(),
+                      "load shedder 'front': the service is degraded (shedding from level severe)");
 }
 
 TEST_CASE("lower priorities are shed first, critical calls never by level", "[load_shedder]") {

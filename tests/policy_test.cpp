@@ -2,6 +2,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include <bulwark/core.hpp>
 #include <bulwark/fallback.hpp>
@@ -116,6 +117,26 @@ TEST_CASE("every rejection derives from RejectedError and carries retry_after", 
     CHECK(is_rejection(std::make_exception_ptr(bulwark::TimeoutError("late"))));
     CHECK(is_rejection(std::make_exception_ptr(exhausted)));
     CHECK_FALSE(is_rejection(std::make_exception_ptr(std::runtime_error("plain"))));
+}
+
+TEST_CASE("a rejection's source is the name it was raised with, shared by its copies", "[errors]") {
+    auto name = std::make_shared<const std::string>("db");
+    bulwark::BulkheadFullError full(name, "bulkhead 'db' is full");
+    CHECK(full.source() == "db");
+    const bulwark::BulkheadFullError copy = full;
+    CHECK(&copy.source() == &full.source());  // one string, however many copies
+    CHECK(bulwark::RateLimitedError("limited").source().empty());
+    CHECK(bulwark::RejectedError(nullptr, "unnamed").source().empty());
+    bulwark::RetryBudgetExhaustedError exhausted(name, "budget", nullptr);
+    CHECK(exhausted.source() == "db");
+    STATIC_REQUIRE(std::is_nothrow_copy_constructible<bulwark::RejectedError>::value);
+    STATIC_REQUIRE(std::is_nothrow_copy_constructible<bulwark::RetryBudgetExhaustedError>::value);
+}
+
+TEST_CASE("NoChannelError is a core rejection", "[errors]") {
+    const bulwark::NoChannelError none("no channel delivered");
+    const bulwark::RejectedError& base = none;
+    CHECK(std::string(base.what()) == "no channel delivered");
 }
 
 TEST_CASE("the version macros match the CMake project version", "[version]") {

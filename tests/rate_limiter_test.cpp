@@ -8,6 +8,7 @@
 #include <bulwark/rate_limiter.hpp>
 
 #include "catch.hpp"
+#include "support.hpp"
 
 using namespace std::chrono_literals;
 using bulwark::Duration;
@@ -72,6 +73,18 @@ TEST_CASE("execute rejects with RateLimitedError carrying retry_after", "[rate_l
     } catch (const bulwark::RateLimitedError& e) {
         CHECK(e.retry_after() == Duration(500ms));
     }
+}
+
+TEST_CASE("a named limiter's rejections carry its name as their source", "[rate_limiter]") {
+    bulwark::ManualClock clock;
+    bulwark::RateLimiter api("api", bulwark::TokenBucket{2, 1}, clock);
+    CHECK(api.name() == "api");
+    CHECK(api.execute([] { return 1; }) == 1);
+    auto rejected = api.try_execute([] { return 1; });
+    REQUIRE(rejected.has_error());
+    CHECK(bulwark_test::rejection_source(rejected.error()) == "api");
+    CHECK_THROWS_WITH(rejected.rethrow_if_error(),
+                      "rate limiter 'api': rate limit reached; retry after 500ms");
 }
 
 TEST_CASE("a removed on_rejected listener hears no more refusals", "[rate_limiter]") {

@@ -14,6 +14,7 @@
 #include <bulwark/testing.hpp>
 
 #include "catch.hpp"
+#include "support.hpp"
 
 using namespace std::chrono_literals;
 using bulwark::Backoff;
@@ -377,6 +378,19 @@ TEST_CASE("a 10% budget caps retries against a dead dependency", "[retry][budget
     CHECK(budget->withdrawn() == static_cast<std::uint64_t>(retries));
     CHECK(a.stats().budget_exhausted + b.stats().budget_exhausted ==
           static_cast<std::uint64_t>(budget_errors));
+}
+
+TEST_CASE("a named retry's budget refusals carry its name as their source", "[retry][budget]") {
+    bulwark::ManualClock clock;
+    RetryOptions o;
+    o.backoff = bulwark::Backoff::fixed(0s);
+    o.budget = bulwark::RetryBudget::shared(0.0, 0, clock);  // refuses every retry
+    RetryPolicy sms("sms", o, clock);
+    CHECK(sms.name() == "sms");
+    auto refused = sms.try_execute([]() -> int { throw Transient(); });
+    REQUIRE(refused.has_error());
+    CHECK(bulwark_test::rejection_source(refused.error()) == "sms");
+    CHECK_THROWS_WITH(refused.rethrow_if_error(), "retry 'sms': retry budget exhausted");
 }
 
 TEST_CASE("the budget's floor allows min_per_second retries each second", "[retry][budget]") {

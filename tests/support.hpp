@@ -2,6 +2,7 @@
 #ifndef BULWARK_TESTS_SUPPORT_HPP
 #define BULWARK_TESTS_SUPPORT_HPP
 
+#include <exception>
 #include <mutex>
 #include <string>
 #include <utility>
@@ -68,6 +69,17 @@ public:
 private:
     T value_;
 };
+
+// The source() of the RejectedError `error` holds, or "<not a RejectedError>".
+inline std::string rejection_source(const std::exception_ptr& error) {
+    try {
+        std::rethrow_exception(error);
+    } catch (const bulwark::RejectedError& rejected) {
+        return rejected.source();
+    } catch (...) {
+        return "<not a RejectedError>";
+    }
+}
 
 // A move-only result type.
 struct MoveOnly {

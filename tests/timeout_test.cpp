@@ -41,6 +41,24 @@ TEST_CASE("a result after the deadline fails with TimeoutError", "[timeout]") {
     CHECK(timeout.stats().timeouts == 1);
 }
 
+TEST_CASE("a named timeout's TimeoutErrors carry its name as their source", "[timeout]") {
+    bulwark::ManualClock clock;
+    bulwark::Timeout db("db", 2s, clock);
+    CHECK(db.name() == "db");
+    CHECK(bulwark::Timeout(db).name() == "db");
+    bulwark::Context ctx("lookup");
+    auto late = db.try_execute(
+        [&] {
+            clock.advance(3s);
+            return 5;
+        },
+        ctx);
+    REQUIRE(late.has_error());
+    CHECK(bulwark_test::rejection_source(late.error()) == "db");
+    CHECK_THROWS_WITH(late.rethrow_if_error(),
+                      "timeout 'db': operation 'lookup' timed out after 2s");
+}
+
 TEST_CASE("the call sees the deadline and cancelled() turns true when it passes", "[timeout]") {
     bulwark::ManualClock clock;
     bulwark::Timeout timeout(2s, clock);

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <type_traits>
@@ -77,6 +78,7 @@ struct BulkheadStats {
 
 // Caps how many calls run at once, so that one slow dependency cannot take every thread.
 //   bulwark::Bulkhead bulkhead(/*max_concurrent*/ 8, /*max_queue*/ 16);
+//   bulwark::Bulkhead db("db", {8, 16});                // named: its rejections' source()
 //   bulkhead.execute([&] { return db.query(sql); });   // BulkheadFullError when full
 //   if (auto permit = bulkhead.try_acquire()) { ... }   // two-step; released with the permit
 // Invariant: never more than max_concurrent calls inside. Up to max_queue callers wait, first
@@ -131,22 +133,28 @@ public:
 
     // Throws std::invalid_argument for invalid options. The clock must outlive the bulkhead.
     explicit Bulkhead(BulkheadOptions options, Clock& clock = default_clock())
-        : options_((options.validate(), options)),
+        : Bulkhead(std::string(), options, clock) {}
+
+    // A named bulkhead: its rejections say the name in their message and in
+    // RejectedError::source().
+    Bulkhead(std::string name, BulkheadOptions options, Clock& clock = default_clock())
+        : name_(std::make_shared<const std::string>(std::move(name))),
+          options_((options.validate(), options)),
           clock_(&clock),
-          full_error_(std::make_exception_ptr(BulkheadFullError(
-              "bulkhead is full: " + std::to_string(options_.max_concurrent) + " calls in flight" +
+          full_error_(error(
+              " is full: " + std::to_string(options_.max_concurrent) + " calls in flight" +
               (options_.max_queue > 0 ? " and " + std::to_string(options_.max_queue) + " queued"
-                                      : std::string())))),
-          timeout_error_(std::make_exception_ptr(
-              BulkheadFullError("bulkhead: no slot within the queue timeout of " +
-                                detail::format_duration(options_.queue_timeout)))),
-          cancelled_error_(std::make_exception_ptr(
-              BulkheadFullError("bulkhead: the call was cancelled while queued"))) {}
+                                      : std::string()))),
+          timeout_error_(error(": no slot within the queue timeout of " +
+                               detail::format_duration(options_.queue_timeout))),
+          cancelled_error_(error(": the call was cancelled while queued")) {}
 
     Bulkhead(const Bulkhead&) = delete;
     Bulkhead& operator=(const Bulkhead&) = delete;
 
     const BulkheadOptions& options() const noexcept { return options_; }
+    // Empty when unnamed.
+    const std::string& name() const noexcept { return *name_; }
 
     // A slot if one is free right now (never waits, never queues). Does not allocate.
     Permit try_acquire() noexcept {
@@ -329,6 +337,13 @@ private:
     // How often a queued waiter with a context looks at its cancellation.
     static constexpr Duration cancel_poll = std::chrono::milliseconds(10);
 
+    // A rejection error, built once: "bulkhead 'name'" followed by `rest`.
+    std::exception_ptr error(const std::string& rest) const {
+        return std::make_exception_ptr(
+            BulkheadFullError(name_, detail::component_label("bulkhead", *name_) + rest));
+    }
+
+    const std::shared_ptr<const std::string> name_;
     const BulkheadOptions options_;
     Clock* const clock_;
     const std::exception_ptr full_error_;

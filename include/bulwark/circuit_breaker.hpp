@@ -10,6 +10,7 @@
 #include <deque>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -202,6 +203,7 @@ public:
     // The clock must outlive the breaker. Throws std::invalid_argument for invalid options.
     CircuitBreaker(std::string name, CircuitBreakerOptions options, Clock& clock)
         : name_(std::move(name)),
+          source_(std::make_shared<const std::string>(name_)),
           options_((options.validate(), std::move(options))),
           clock_(&clock),
           uid_(detail::next_breaker_uid()),
@@ -982,16 +984,17 @@ private:
         switch (state_of(word)) {
             case CircuitState::open:
                 return std::make_exception_ptr(
-                    CircuitOpenError(what + "is open", retry_after, open_until()));
+                    CircuitOpenError(source_, what + "is open", retry_after, open_until()));
             case CircuitState::forced_open:
-                return std::make_exception_ptr(CircuitOpenError(what + "is forced open"));
+                return std::make_exception_ptr(CircuitOpenError(source_, what + "is forced open"));
             default:
-                return std::make_exception_ptr(
-                    CircuitOpenError(what + "is half-open and all its probes are in flight"));
+                return std::make_exception_ptr(CircuitOpenError(
+                    source_, what + "is half-open and all its probes are in flight"));
         }
     }
 
     const std::string name_;
+    const std::shared_ptr<const std::string> source_;  // name_, shared by its rejection errors
     const CircuitBreakerOptions options_;
     Clock* const clock_;
     const std::uint64_t uid_;

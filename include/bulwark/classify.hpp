@@ -16,7 +16,9 @@
 namespace bulwark {
 
 namespace detail {
-struct deduce_result_type {};
+// handle_result<T>()'s default: T = void, "deduce T from the predicate's parameter" (no result
+// has type void). The other options' handle_result() spell their default with this alias.
+using deduce_result_type = void;
 
 // True if `error` is an E (or derived from it).
 template <class E>
@@ -100,10 +102,9 @@ public:
     // from the predicate's parameter; name it explicitly for a generic lambda:
     // handle_result<Response>([](const auto& r) { ... }). Predicates of other types are ignored
     // for results of another type.
-    template <class T = detail::deduce_result_type, class Pred>
+    template <class T = void, class Pred>
     Classifier& handle_result(Pred predicate) {
-        using Arg = std::conditional_t<std::is_same<T, detail::deduce_result_type>::value,
-                                       detail::single_arg_t<Pred>, T>;
+        using Arg = std::conditional_t<std::is_void<T>::value, detail::single_arg_t<Pred>, T>;
         static_assert(!std::is_void<Arg>::value,
                       "handle_result(pred) could not deduce the result type from the predicate "
                       "(a generic lambda?): write handle_result<YourType>(pred) or give the "

@@ -28,6 +28,7 @@
 #include <bulwark/config.hpp>
 #include <bulwark/context.hpp>
 #include <bulwark/detail/throw.hpp>
+#include <bulwark/errors.hpp>
 #include <bulwark/time.hpp>
 
 namespace bulwark {
@@ -234,11 +235,12 @@ private:
 };
 
 // A store refused an add: it holds max_entries records and every one of them is pending. A pending
-// dead letter is never dropped to make room; the caller keeps the message and decides.
-class DeadLetterStoreFullError : public std::runtime_error {
+// dead letter is never dropped to make room; the caller keeps the message and decides. A
+// rejection (see errors.hpp): the store works, it is full of what it must keep; source() is empty.
+class DeadLetterStoreFullError : public RejectedError {
 public:
     DeadLetterStoreFullError(const std::string& what, std::size_t max_entries)
-        : std::runtime_error(what), max_entries_(max_entries) {}
+        : RejectedError(what), max_entries_(max_entries) {}
 
     std::size_t max_entries() const noexcept { return max_entries_; }
 

@@ -529,7 +529,10 @@ private:
 
     BULWARK_NOINLINE static std::exception_ptr rate_limited_error(const Channel& ch,
                                                                   Duration retry_after) {
+        // source(): the limiter that refused, as when it rejects a call itself.
+        const std::string& limiter = ch.options.limiter->name();
         return std::make_exception_ptr(RateLimitedError(
+            limiter.empty() ? nullptr : std::make_shared<const std::string>(limiter),
             "bulwark::FallbackChain: channel \"" + ch.name + "\" is rate limited", retry_after));
     }
 

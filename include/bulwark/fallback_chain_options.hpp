@@ -81,14 +81,6 @@ inline const char* to_string(FallbackReason reason) noexcept {
     return "unknown";
 }
 
-// No channel of a FallbackChain delivered and none left an error to report: every candidate was
-// skipped by a cost or quality threshold, the chain has no enabled channel, or the call was
-// cancelled (or ran past its deadline) before the first channel was tried.
-class NoChannelError : public RejectedError {
-public:
-    using RejectedError::RejectedError;
-};
-
 // Per-channel options of a FallbackChain. Plain aggregate with validate(), which
 // FallbackChain::add calls.
 //   bulwark::ChannelOptions o;  o.breaker = &email_breaker;  o.cost = 0.001;

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -48,6 +49,7 @@ struct LoadShedderStats {
 // Drops calls while the service is degraded, lowest priority first, so that what matters keeps
 // working.
 //   bulwark::LoadShedder shedder(degradation, bulwark::DegradationLevel::severe);
+//   bulwark::LoadShedder front("front", degradation, bulwark::DegradationLevel::severe);  // named
 //   ctx.set_priority(bulwark::Priority::critical);    // a call that must pass longest
 //   shedder.execute(f, ctx);                          // LoadShedError when shed
 // The degradation must outlive the shedder. Thread-safe. Passing costs one atomic load of the
@@ -58,11 +60,21 @@ public:
         : LoadShedder(degradation, LoadShedderOptions{shed_at, true, nullptr}) {}
 
     LoadShedder(const DegradationSignal& degradation, LoadShedderOptions options)
-        : degradation_(&degradation),
+        : LoadShedder(std::string(), degradation, std::move(options)) {}
+
+    // A named shedder: its rejections say the name in their message and in
+    // RejectedError::source().
+    LoadShedder(std::string name, const DegradationSignal& degradation, DegradationLevel shed_at)
+        : LoadShedder(std::move(name), degradation, LoadShedderOptions{shed_at, true, nullptr}) {}
+    LoadShedder(std::string name, const DegradationSignal& degradation, LoadShedderOptions options)
+        : name_(std::make_shared<const std::string>(std::move(name))),
+          degradation_(&degradation),
           options_(std::move(options)),
           error_(std::make_exception_ptr(LoadShedError(
-              std::string("load shed: the service is degraded (shedding from level ") +
-              to_string(options_.shed_at) + ")"))) {
+              name_, (name_->empty() ? std::string("load shed")
+                                     : detail::component_label("load shedder", *name_)) +
+                         ": the service is degraded (shedding from level " +
+                         to_string(options_.shed_at) + ")"))) {
         if (options_.shed_at == DegradationLevel::normal) {
             detail::throw_invalid_option("LoadShedderOptions.shed_at",
                                          "must be above normal (or every call would be shed)",
@@ -72,6 +84,9 @@ public:
 
     LoadShedder(const LoadShedder&) = delete;
     LoadShedder& operator=(const LoadShedder&) = delete;
+
+    // Empty when unnamed.
+    const std::string& name() const noexcept { return *name_; }
 
     // True if a call with this context would be shed now.
     bool should_shed(const Context& ctx) const {
@@ -132,6 +147,7 @@ private:
         });
     }
 
+    const std::shared_ptr<const std::string> name_;
     const DegradationSignal* degradation_;
     const LoadShedderOptions options_;
     const std::exception_ptr error_;

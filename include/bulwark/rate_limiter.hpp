@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <type_traits>
@@ -92,6 +93,7 @@ struct RateLimiterStats {
 // Limits how often calls happen: a token bucket (rate and burst) or a sliding window (limit per
 // window).
 //   bulwark::RateLimiter limiter(bulwark::TokenBucket{/*rate per s*/ 100, /*burst*/ 20});
+//   bulwark::RateLimiter api("api", bulwark::TokenBucket{100, 20});   // named: errors' source()
 //   limiter.execute(f);                           // RateLimitedError (with retry_after) when over
 //   if (limiter.try_acquire(5)) { ... }           // two-step: 5 permits now or nothing
 // Guarantee: over any interval of length T, the permits granted never exceed rate·T + burst
@@ -108,7 +110,20 @@ public:
 
     // Throws std::invalid_argument for invalid options. The clock must outlive the limiter.
     explicit RateLimiter(RateLimiterOptions options, Clock& clock = default_clock())
-        : options_((options.validate(), std::move(options))), clock_(&clock) {
+        : RateLimiter(std::string(), std::move(options), clock) {}
+
+    // A named limiter: its rejections say the name in their message and in
+    // RejectedError::source().
+    RateLimiter(std::string name, TokenBucket bucket, Clock& clock = default_clock())
+        : RateLimiter(std::move(name), RateLimiterOptions{bucket, Duration::zero()}, clock) {}
+    RateLimiter(std::string name, SlidingWindow window, Clock& clock = default_clock())
+        : RateLimiter(std::move(name), RateLimiterOptions{window, Duration::zero()}, clock) {}
+    RateLimiter(std::string name, RateLimiterOptions options, Clock& clock = default_clock())
+        : name_(std::make_shared<const std::string>(std::move(name))),
+          label_(name_->empty() ? std::string()
+                                : detail::component_label("rate limiter", *name_) + ": "),
+          options_((options.validate(), std::move(options))),
+          clock_(&clock) {
         if (const TokenBucket* tb = std::get_if<TokenBucket>(&options_.limit)) {
             // Rounded up, so rounding can only make the limiter stricter than its rate.
             interval_ns_ = static_cast<std::int64_t>(detail::ceil(1e9 / tb->rate));
@@ -125,6 +140,8 @@ public:
     RateLimiter& operator=(const RateLimiter&) = delete;
 
     const RateLimiterOptions& options() const noexcept { return options_; }
+    // Empty when unnamed.
+    const std::string& name() const noexcept { return *name_; }
 
     // `n` permits now, or none. Throws std::invalid_argument if n is 0 or more than can ever be
     // granted at once (the burst, or the window's limit).
@@ -167,9 +184,11 @@ public:
         }
         const RateDecision d = max_wait > Duration::zero() ? acquire(1, max_wait) : try_acquire(1);
         if (BULWARK_UNLIKELY(!d.admitted)) {
-            return O::from_error(std::make_exception_ptr(RateLimitedError(
-                "rate limit reached; retry after " + detail::format_duration(d.retry_after),
-                d.retry_after)));
+            return O::from_error(std::make_exception_ptr(
+                RateLimitedError(name_,
+                                 label_ + "rate limit reached; retry after " +
+                                     detail::format_duration(d.retry_after),
+                                 d.retry_after)));
         }
         return next(ctx);
     }
@@ -267,6 +286,8 @@ private:
         return RateDecision{false, std::max(expires - now, Duration(1)), Duration::zero()};
     }
 
+    const std::shared_ptr<const std::string> name_;
+    const std::string label_;  // "rate limiter 'name': " (or empty), starts a rejection's message
     const RateLimiterOptions options_;
     Clock* const clock_;
     std::int64_t interval_ns_ = 0;

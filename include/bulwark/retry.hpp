@@ -177,6 +177,7 @@ private:
 //   r.max_retries = 3; r.backoff = bulwark::Backoff::exponential(100ms).max_delay(2s);
 //   r.retry_on<std::system_error>();
 //   bulwark::RetryPolicy retry(r);                 // optional seed, then clock last
+//   bulwark::RetryPolicy sms_retry("sms", r);      // named: its errors' source()
 //   auto value = retry.execute([&] { return http.get(url); });
 // Waits with the clock's sleep_for (a ManualClock records it), and never longer than the
 // context's deadline allows; stops when the context is cancelled, also during a wait. Honours a
@@ -197,7 +198,16 @@ public:
     // `seed` makes the jitter reproducible: the same seed and the same order of calls give the
     // same waits.
     RetryPolicy(RetryOptions options, std::uint64_t seed, Clock& clock = default_clock())
-        : options_((options.validate(), std::move(options))),
+        : RetryPolicy(std::string(), std::move(options), seed, clock) {}
+
+    // A named policy: its RetryBudgetExhaustedErrors say the name in their message and in
+    // RejectedError::source().
+    RetryPolicy(std::string name, RetryOptions options, Clock& clock = default_clock())
+        : RetryPolicy(std::move(name), std::move(options), detail::fresh_seed(), clock) {}
+    RetryPolicy(std::string name, RetryOptions options, std::uint64_t seed,
+                Clock& clock = default_clock())
+        : name_(std::make_shared<const std::string>(std::move(name))),
+          options_((options.validate(), std::move(options))),
           clock_(&clock),
           seed_(seed),
           adaptive_(adaptive_of(options_)),
@@ -214,6 +224,8 @@ public:
     RetryPolicy& operator=(const RetryPolicy&) = delete;
 
     const RetryOptions& options() const noexcept { return options_; }
+    // Empty when unnamed.
+    const std::string& name() const noexcept { return *name_; }
 
     // The seed the executions' jitter streams derive from.
     std::uint64_t seed() const noexcept { return seed_; }
@@ -315,8 +327,7 @@ private:
                 // A retried value that the budget refuses is returned as is, like one that ran out
                 // of retries: it is the answer, and there is no exception to wrap.
                 if (v == Verdict::budget && outcome.has_error()) {
-                    outcome = O::from_error(std::make_exception_ptr(
-                        RetryBudgetExhaustedError("retry budget exhausted", outcome.error())));
+                    outcome = O::from_error(budget_error(outcome.error()));
                 }
                 return;
             }
@@ -436,6 +447,15 @@ private:
         }
     }
 
+    BULWARK_NOINLINE std::exception_ptr budget_error(std::exception_ptr last_error) const {
+        return std::make_exception_ptr(RetryBudgetExhaustedError(
+            name_,
+            (name_->empty() ? std::string() : detail::component_label("retry", *name_) + ": ") +
+                "retry budget exhausted",
+            std::move(last_error)));
+    }
+
+    const std::shared_ptr<const std::string> name_;
     RetryOptions options_;
     Clock* const clock_;
     const std::uint64_t seed_;

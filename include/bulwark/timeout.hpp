@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -44,6 +45,7 @@ struct TimeoutStats {
 // deadline fails with TimeoutError (optionally handed to on_late_result listeners), and so does
 // one after a tighter deadline the caller set on the context without a clock.
 //   bulwark::Timeout timeout(2s);
+//   bulwark::Timeout db_timeout("db", 2s);   // named: its TimeoutErrors' source()
 //   timeout.execute([](bulwark::Context& ctx) { return db.query(sql, ctx.deadline()); });
 // It never spawns a thread and cannot stop a call that ignores its deadline: it bounds what the
 // caller waits for only together with a call that honours ctx. Outside a Retry it bounds all
@@ -55,17 +57,28 @@ class Timeout : public PolicyBase<Timeout> {
 public:
     // Throws std::invalid_argument unless timeout > 0. The clock must outlive the Timeout.
     explicit Timeout(Duration timeout, Clock& clock = default_clock())
-        : timeout_(timeout), clock_(&clock) {
+        : Timeout(std::string(), timeout, clock) {}
+
+    // A named Timeout: its TimeoutErrors say the name in their message and in
+    // RejectedError::source().
+    Timeout(std::string name, Duration timeout, Clock& clock = default_clock())
+        : name_(std::make_shared<const std::string>(std::move(name))),
+          timeout_(timeout),
+          clock_(&clock) {
         if (timeout <= Duration::zero()) {
             detail::throw_invalid_option("Timeout.timeout", "must be > 0",
                                          detail::format_duration(timeout));
         }
     }
 
-    Timeout(const Timeout& other) : Timeout(other.timeout_, *other.clock_) {}
+    // A copy has the same name, timeout and clock, and no listeners or stats.
+    Timeout(const Timeout& other)
+        : name_(other.name_), timeout_(other.timeout_), clock_(other.clock_) {}
     Timeout& operator=(const Timeout&) = delete;
 
     Duration timeout() const noexcept { return timeout_; }
+    // Empty when unnamed.
+    const std::string& name() const noexcept { return *name_; }
 
     // Called for every result that arrived after its deadline (before it is replaced by a
     // TimeoutError). Returns the id that remove_listener() takes; throws std::invalid_argument
@@ -135,9 +148,13 @@ private:
         if (!ctx.operation().empty()) {
             what = "operation '" + std::string(ctx.operation()) + "' " + what;
         }
-        outcome.replace_with_error(std::make_exception_ptr(TimeoutError(what)));
+        if (!name_->empty()) {
+            what = detail::component_label("timeout", *name_) + ": " + what;
+        }
+        outcome.replace_with_error(std::make_exception_ptr(TimeoutError(name_, what)));
     }
 
+    const std::shared_ptr<const std::string> name_;
     const Duration timeout_;
     Clock* const clock_;
     std::atomic<std::uint64_t> timeouts_{0};

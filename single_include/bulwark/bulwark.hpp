@@ -34,6 +34,7 @@
 #include <deque>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -1114,7 +1115,9 @@ inline constexpr bool is_outcome_v = is_outcome<std::decay_t<T>>::value;
 namespace bulwark {
 
 namespace detail {
-struct deduce_result_type {};
+// handle_result<T>()'s default: T = void, "deduce T from the predicate's parameter" (no result
+// has type void). The other options' handle_result() spell their default with this alias.
+using deduce_result_type = void;
 
 // True if `error` is an E (or derived from it).
 template <class E>
@@ -1198,10 +1201,9 @@ public:
     // from the predicate's parameter; name it explicitly for a generic lambda:
     // handle_result<Response>([](const auto& r) { ... }). Predicates of other types are ignored
     // for results of another type.
-    template <class T = detail::deduce_result_type, class Pred>
+    template <class T = void, class Pred>
     Classifier& handle_result(Pred predicate) {
-        using Arg = std::conditional_t<std::is_same<T, detail::deduce_result_type>::value,
-                                       detail::single_arg_t<Pred>, T>;
+        using Arg = std::conditional_t<std::is_void<T>::value, detail::single_arg_t<Pred>, T>;
         static_assert(!std::is_void<Arg>::value,
                       "handle_result(pred) could not deduce the result type from the predicate "
                       "(a generic lambda?): write handle_result<YourType>(pred) or give the "
@@ -1286,11 +1288,12 @@ private:
 // #include <bulwark/clock.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 // #include <bulwark/errors.hpp>
-// The error vocabulary: RejectedError and every rejection a policy raises.
+// The error vocabulary: rejection versus failure, RejectedError and every public error type.
 #ifndef BULWARK_ERRORS_HPP
 #define BULWARK_ERRORS_HPP
 
 #include <exception>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -1300,9 +1303,63 @@ private:
 
 namespace bulwark {
 
-// A policy refused to run the call (or gave up on it) without the dependency failing: an open
-// breaker, a full bulkhead, a rate limit, load shedding, a timeout, an exhausted retry budget.
-// Catch RejectedError to treat all of them alike.
+// Rejection and failure: what bulwark means by each.
+//
+// A *failure* is the dependency's: the call a policy protects threw, returned a value its
+// classifier marks as failing, or was too slow (a TimeoutError; a breaker's call_timeout and slow
+// calls). Failures are what breakers count against the dependency, and what retries, fallbacks
+// and hedges answer.
+//
+// A *rejection* is a bulwark component's own refusal: it did not run the call (or gave up on
+// running it again) although the dependency had not failed — an open breaker, a full bulkhead,
+// a rate limit, load shedding, an empty retry budget, a chain with no channel left, a full store.
+// It says nothing about the dependency's health, so a breaker never counts one against it
+// (CircuitBreakerStats::inner_rejections; CircuitBreakerOptions::handle<E>() with a rejection
+// type opts back in). A retry retries it like any exception its classifier accepts — by default
+// every one — and waits at least its retry_after(), so retry outside a breaker waits out the
+// break instead of hammering it; retry_on<E>() narrows that.
+//
+// Every error a policy raises in place of the call's result derives from RejectedError, so
+// `catch (const bulwark::RejectedError&)` sees all of them. The one that is a failure is
+// TimeoutError: the dependency did not answer in time. It is a RejectedError because a Timeout
+// raises it (the caller never sees the dependency's own answer), and breakers, fallbacks and
+// retries classify it like any exception the dependency threw. RetryBudgetExhaustedError is a
+// rejection that stands for the failure it did not retry: a breaker judges its last_error().
+//
+// Every public error type, by header, with its kind and meaning. Errors of a higher layer stay
+// in their layer's header (this one includes no component).
+//
+//   errors.hpp (this header)
+//     RejectedError                       base      a policy's own error; source(), retry_after()
+//     CircuitOpenError                    rejection open, forced open, or half-open and full
+//     BulkheadFullError                   rejection no slot, no queue room, or the wait ended
+//     RateLimitedError                    rejection no permit within the allowed wait
+//     LoadShedError                       rejection shed while the service is degraded
+//     RetryBudgetExhaustedError           rejection a due retry refused by the budget
+//     NoChannelError                      rejection a FallbackChain had no channel left to try
+//     TimeoutError                        failure   no answer by the deadline
+//   dead_letter_store.hpp
+//     DeadLetterStoreFullError            rejection every stored record is pending: add refused
+//     DeadLetterTooLargeError             usage     a record over a size limit (length_error)
+//   file_dead_letter_store.hpp (all derive from FileDeadLetterStoreError)
+//     FileDeadLetterStoreError            failure   the store's files failed; code()
+//     DeadLetterJournalIoError            failure   a write or sync failed; poisoned()
+//     DeadLetterReprocessInterruptedError failure   reprocess() stopped part-way; partial()
+//     DeadLetterStorePoisonedError        failure   a mutation after a failed sync
+//     DeadLetterJournalCorruptError       failure   damage the recovery mode refuses; offset()
+//     DeadLetterJournalLockedError        usage     another store holds the directory's lock
+//     DeadLetterJournalVersionError       usage     a journal of a newer format; version()
+//   testing.hpp
+//     InjectedFault                       failure   a FaultInjector's stand-in for the dependency's
+//
+// "usage" errors are neither: the caller asked for something the component cannot do. Invalid
+// options and arguments throw std::invalid_argument naming the field.
+
+// A policy refused to run the call, or gave up on it: see "rejection" above (and TimeoutError,
+// the one failure among them). Catch RejectedError to treat all of them alike.
+// source() names the component that raised it — the breaker's, bulkhead's, rate limiter's, load
+// shedder's, timeout's or retry policy's name — and is empty for an unnamed one; it is shared, so
+// copying the error never allocates.
 // retry_after() is a hint: how long, from when the error was made, until the policy may admit
 // again (zero when unknown). retry_at(), when set, is that moment on the rejecting policy's clock;
 // it stays exact however long the error is kept (a breaker reuses one error object while the time
@@ -1314,21 +1371,47 @@ public:
                            std::optional<TimePoint> retry_at = std::nullopt)
         : std::runtime_error(what), retry_after_(retry_after), retry_at_(retry_at) {}
 
+    // As above, raised by the component named *source (null: unnamed).
+    RejectedError(std::shared_ptr<const std::string> source, const std::string& what,
+                  Duration retry_after = Duration::zero(),
+                  std::optional<TimePoint> retry_at = std::nullopt)
+        : std::runtime_error(what),
+          source_(std::move(source)),
+          retry_after_(retry_after),
+          retry_at_(retry_at) {}
+
+    // The name of the component that raised it; empty when it has none.
+    const std::string& source() const noexcept { return source_ ? *source_ : empty_source(); }
     Duration retry_after() const noexcept { return retry_after_; }
     std::optional<TimePoint> retry_at() const noexcept { return retry_at_; }
 
 private:
+    static const std::string& empty_source() noexcept {
+        static const std::string empty;
+        return empty;
+    }
+
+    std::shared_ptr<const std::string> source_;
     Duration retry_after_;
     std::optional<TimePoint> retry_at_;
 };
 
-// A circuit breaker is open (or forced open) and rejected the call.
+namespace detail {
+// "bulkhead" or "bulkhead 'db'": how a rejection's message names its component.
+inline std::string component_label(const char* kind, const std::string& name) {
+    return name.empty() ? std::string(kind) : std::string(kind) + " '" + name + "'";
+}
+}  // namespace detail
+
+// A circuit breaker is open (or forced open, or half-open with every probe in flight) and
+// rejected the call. source(): the breaker's name.
 class CircuitOpenError : public RejectedError {
 public:
     using RejectedError::RejectedError;
 };
 
-// A bulkhead had no free slot and no room in its queue, or the queue wait timed out.
+// A bulkhead had no free slot and no room in its queue, or the queue wait timed out (or was
+// cancelled).
 class BulkheadFullError : public RejectedError {
 public:
     using RejectedError::RejectedError;
@@ -1346,23 +1429,35 @@ public:
     using RejectedError::RejectedError;
 };
 
-// The call did not produce its result before its deadline.
+// A failure, not a rejection: the call did not produce its result before its deadline (the
+// dependency was too slow). Breakers count it; retries and fallbacks answer it by default.
 class TimeoutError : public RejectedError {
 public:
     using RejectedError::RejectedError;
 };
 
 // A retry was due but the shared retry budget was empty. last_error() is the failure that the
-// retry would have answered.
+// retry would have answered (a breaker classifies that one instead).
 class RetryBudgetExhaustedError : public RejectedError {
 public:
     RetryBudgetExhaustedError(const std::string& what, std::exception_ptr last_error)
         : RejectedError(what), last_error_(std::move(last_error)) {}
+    RetryBudgetExhaustedError(std::shared_ptr<const std::string> source, const std::string& what,
+                              std::exception_ptr last_error)
+        : RejectedError(std::move(source), what), last_error_(std::move(last_error)) {}
 
     std::exception_ptr last_error() const noexcept { return last_error_; }
 
 private:
     std::exception_ptr last_error_;
+};
+
+// No channel of a FallbackChain delivered and none left an error to report: every candidate was
+// skipped by a cost or quality threshold, the chain has no enabled channel, or the call was
+// cancelled (or ran past its deadline) before the first channel was tried.
+class NoChannelError : public RejectedError {
+public:
+    using RejectedError::RejectedError;
 };
 
 }  // namespace bulwark
@@ -2473,6 +2568,7 @@ public:
     // The clock must outlive the breaker. Throws std::invalid_argument for invalid options.
     CircuitBreaker(std::string name, CircuitBreakerOptions options, Clock& clock)
         : name_(std::move(name)),
+          source_(std::make_shared<const std::string>(name_)),
           options_((options.validate(), std::move(options))),
           clock_(&clock),
           uid_(detail::next_breaker_uid()),
@@ -3253,16 +3349,17 @@ private:
         switch (state_of(word)) {
             case CircuitState::open:
                 return std::make_exception_ptr(
-                    CircuitOpenError(what + "is open", retry_after, open_until()));
+                    CircuitOpenError(source_, what + "is open", retry_after, open_until()));
             case CircuitState::forced_open:
-                return std::make_exception_ptr(CircuitOpenError(what + "is forced open"));
+                return std::make_exception_ptr(CircuitOpenError(source_, what + "is forced open"));
             default:
-                return std::make_exception_ptr(
-                    CircuitOpenError(what + "is half-open and all its probes are in flight"));
+                return std::make_exception_ptr(CircuitOpenError(
+                    source_, what + "is half-open and all its probes are in flight"));
         }
     }
 
     const std::string name_;
+    const std::shared_ptr<const std::string> source_;  // name_, shared by its rejection errors
     const CircuitBreakerOptions options_;
     Clock* const clock_;
     const std::uint64_t uid_;
@@ -3984,6 +4081,7 @@ using CircuitBreakerRegistry = BasicCircuitBreakerRegistry<>;
 // #include <bulwark/config.hpp> (already included above)
 // #include <bulwark/context.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/errors.hpp> (already included above)
 // #include <bulwark/time.hpp> (already included above)
 
 namespace bulwark {
@@ -4190,11 +4288,12 @@ private:
 };
 
 // A store refused an add: it holds max_entries records and every one of them is pending. A pending
-// dead letter is never dropped to make room; the caller keeps the message and decides.
-class DeadLetterStoreFullError : public std::runtime_error {
+// dead letter is never dropped to make room; the caller keeps the message and decides. A
+// rejection (see errors.hpp): the store works, it is full of what it must keep; source() is empty.
+class DeadLetterStoreFullError : public RejectedError {
 public:
     DeadLetterStoreFullError(const std::string& what, std::size_t max_entries)
-        : std::runtime_error(what), max_entries_(max_entries) {}
+        : RejectedError(what), max_entries_(max_entries) {}
 
     std::size_t max_entries() const noexcept { return max_entries_; }
 
@@ -8181,14 +8280,6 @@ inline const char* to_string(FallbackReason reason) noexcept {
     return "unknown";
 }
 
-// No channel of a FallbackChain delivered and none left an error to report: every candidate was
-// skipped by a cost or quality threshold, the chain has no enabled channel, or the call was
-// cancelled (or ran past its deadline) before the first channel was tried.
-class NoChannelError : public RejectedError {
-public:
-    using RejectedError::RejectedError;
-};
-
 // Per-channel options of a FallbackChain. Plain aggregate with validate(), which
 // FallbackChain::add calls.
 //   bulwark::ChannelOptions o;  o.breaker = &email_breaker;  o.cost = 0.001;
@@ -8446,6 +8537,7 @@ private:
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <type_traits>
@@ -8530,6 +8622,7 @@ struct RateLimiterStats {
 // Limits how often calls happen: a token bucket (rate and burst) or a sliding window (limit per
 // window).
 //   bulwark::RateLimiter limiter(bulwark::TokenBucket{/*rate per s*/ 100, /*burst*/ 20});
+//   bulwark::RateLimiter api("api", bulwark::TokenBucket{100, 20});   // named: errors' source()
 //   limiter.execute(f);                           // RateLimitedError (with retry_after) when over
 //   if (limiter.try_acquire(5)) { ... }           // two-step: 5 permits now or nothing
 // Guarantee: over any interval of length T, the permits granted never exceed rate·T + burst
@@ -8546,7 +8639,20 @@ public:
 
     // Throws std::invalid_argument for invalid options. The clock must outlive the limiter.
     explicit RateLimiter(RateLimiterOptions options, Clock& clock = default_clock())
-        : options_((options.validate(), std::move(options))), clock_(&clock) {
+        : RateLimiter(std::string(), std::move(options), clock) {}
+
+    // A named limiter: its rejections say the name in their message and in
+    // RejectedError::source().
+    RateLimiter(std::string name, TokenBucket bucket, Clock& clock = default_clock())
+        : RateLimiter(std::move(name), RateLimiterOptions{bucket, Duration::zero()}, clock) {}
+    RateLimiter(std::string name, SlidingWindow window, Clock& clock = default_clock())
+        : RateLimiter(std::move(name), RateLimiterOptions{window, Duration::zero()}, clock) {}
+    RateLimiter(std::string name, RateLimiterOptions options, Clock& clock = default_clock())
+        : name_(std::make_shared<const std::string>(std::move(name))),
+          label_(name_->empty() ? std::string()
+                                : detail::component_label("rate limiter", *name_) + ": "),
+          options_((options.validate(), std::move(options))),
+          clock_(&clock) {
         if (const TokenBucket* tb = std::get_if<TokenBucket>(&options_.limit)) {
             // Rounded up, so rounding can only make the limiter stricter than its rate.
             interval_ns_ = static_cast<std::int64_t>(detail::ceil(1e9 / tb->rate));
@@ -8563,6 +8669,8 @@ public:
     RateLimiter& operator=(const RateLimiter&) = delete;
 
     const RateLimiterOptions& options() const noexcept { return options_; }
+    // Empty when unnamed.
+    const std::string& name() const noexcept { return *name_; }
 
     // `n` permits now, or none. Throws std::invalid_argument if n is 0 or more than can ever be
     // granted at once (the burst, or the window's limit).
@@ -8605,9 +8713,11 @@ public:
         }
         const RateDecision d = max_wait > Duration::zero() ? acquire(1, max_wait) : try_acquire(1);
         if (BULWARK_UNLIKELY(!d.admitted)) {
-            return O::from_error(std::make_exception_ptr(RateLimitedError(
-                "rate limit reached; retry after " + detail::format_duration(d.retry_after),
-                d.retry_after)));
+            return O::from_error(std::make_exception_ptr(
+                RateLimitedError(name_,
+                                 label_ + "rate limit reached; retry after " +
+                                     detail::format_duration(d.retry_after),
+                                 d.retry_after)));
         }
         return next(ctx);
     }
@@ -8705,6 +8815,8 @@ private:
         return RateDecision{false, std::max(expires - now, Duration(1)), Duration::zero()};
     }
 
+    const std::shared_ptr<const std::string> name_;
+    const std::string label_;  // "rate limiter 'name': " (or empty), starts a rejection's message
     const RateLimiterOptions options_;
     Clock* const clock_;
     std::int64_t interval_ns_ = 0;
@@ -9181,6 +9293,7 @@ private:
 //   r.max_retries = 3; r.backoff = bulwark::Backoff::exponential(100ms).max_delay(2s);
 //   r.retry_on<std::system_error>();
 //   bulwark::RetryPolicy retry(r);                 // optional seed, then clock last
+//   bulwark::RetryPolicy sms_retry("sms", r);      // named: its errors' source()
 //   auto value = retry.execute([&] { return http.get(url); });
 // Waits with the clock's sleep_for (a ManualClock records it), and never longer than the
 // context's deadline allows; stops when the context is cancelled, also during a wait. Honours a
@@ -9201,7 +9314,16 @@ public:
     // `seed` makes the jitter reproducible: the same seed and the same order of calls give the
     // same waits.
     RetryPolicy(RetryOptions options, std::uint64_t seed, Clock& clock = default_clock())
-        : options_((options.validate(), std::move(options))),
+        : RetryPolicy(std::string(), std::move(options), seed, clock) {}
+
+    // A named policy: its RetryBudgetExhaustedErrors say the name in their message and in
+    // RejectedError::source().
+    RetryPolicy(std::string name, RetryOptions options, Clock& clock = default_clock())
+        : RetryPolicy(std::move(name), std::move(options), detail::fresh_seed(), clock) {}
+    RetryPolicy(std::string name, RetryOptions options, std::uint64_t seed,
+                Clock& clock = default_clock())
+        : name_(std::make_shared<const std::string>(std::move(name))),
+          options_((options.validate(), std::move(options))),
           clock_(&clock),
           seed_(seed),
           adaptive_(adaptive_of(options_)),
@@ -9218,6 +9340,8 @@ public:
     RetryPolicy& operator=(const RetryPolicy&) = delete;
 
     const RetryOptions& options() const noexcept { return options_; }
+    // Empty when unnamed.
+    const std::string& name() const noexcept { return *name_; }
 
     // The seed the executions' jitter streams derive from.
     std::uint64_t seed() const noexcept { return seed_; }
@@ -9319,8 +9443,7 @@ private:
                 // A retried value that the budget refuses is returned as is, like one that ran out
                 // of retries: it is the answer, and there is no exception to wrap.
                 if (v == Verdict::budget && outcome.has_error()) {
-                    outcome = O::from_error(std::make_exception_ptr(
-                        RetryBudgetExhaustedError("retry budget exhausted", outcome.error())));
+                    outcome = O::from_error(budget_error(outcome.error()));
                 }
                 return;
             }
@@ -9440,6 +9563,15 @@ private:
         }
     }
 
+    BULWARK_NOINLINE std::exception_ptr budget_error(std::exception_ptr last_error) const {
+        return std::make_exception_ptr(RetryBudgetExhaustedError(
+            name_,
+            (name_->empty() ? std::string() : detail::component_label("retry", *name_) + ": ") +
+                "retry budget exhausted",
+            std::move(last_error)));
+    }
+
+    const std::shared_ptr<const std::string> name_;
     RetryOptions options_;
     Clock* const clock_;
     const std::uint64_t seed_;
@@ -9986,7 +10118,10 @@ private:
 
     BULWARK_NOINLINE static std::exception_ptr rate_limited_error(const Channel& ch,
                                                                   Duration retry_after) {
+        // source(): the limiter that refused, as when it rejects a call itself.
+        const std::string& limiter = ch.options.limiter->name();
         return std::make_exception_ptr(RateLimitedError(
+            limiter.empty() ? nullptr : std::make_shared<const std::string>(limiter),
             "bulwark::FallbackChain: channel \"" + ch.name + "\" is rate limited", retry_after));
     }
 
@@ -11842,6 +11977,7 @@ std::string to_prometheus(Components&&... components) {
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <type_traits>
@@ -11910,6 +12046,7 @@ struct BulkheadStats {
 
 // Caps how many calls run at once, so that one slow dependency cannot take every thread.
 //   bulwark::Bulkhead bulkhead(/*max_concurrent*/ 8, /*max_queue*/ 16);
+//   bulwark::Bulkhead db("db", {8, 16});                // named: its rejections' source()
 //   bulkhead.execute([&] { return db.query(sql); });   // BulkheadFullError when full
 //   if (auto permit = bulkhead.try_acquire()) { ... }   // two-step; released with the permit
 // Invariant: never more than max_concurrent calls inside. Up to max_queue callers wait, first
@@ -11964,22 +12101,28 @@ public:
 
     // Throws std::invalid_argument for invalid options. The clock must outlive the bulkhead.
     explicit Bulkhead(BulkheadOptions options, Clock& clock = default_clock())
-        : options_((options.validate(), options)),
+        : Bulkhead(std::string(), options, clock) {}
+
+    // A named bulkhead: its rejections say the name in their message and in
+    // RejectedError::source().
+    Bulkhead(std::string name, BulkheadOptions options, Clock& clock = default_clock())
+        : name_(std::make_shared<const std::string>(std::move(name))),
+          options_((options.validate(), options)),
           clock_(&clock),
-          full_error_(std::make_exception_ptr(BulkheadFullError(
-              "bulkhead is full: " + std::to_string(options_.max_concurrent) + " calls in flight" +
+          full_error_(error(
+              " is full: " + std::to_string(options_.max_concurrent) + " calls in flight" +
               (options_.max_queue > 0 ? " and " + std::to_string(options_.max_queue) + " queued"
-                                      : std::string())))),
-          timeout_error_(std::make_exception_ptr(
-              BulkheadFullError("bulkhead: no slot within the queue timeout of " +
-                                detail::format_duration(options_.queue_timeout)))),
-          cancelled_error_(std::make_exception_ptr(
-              BulkheadFullError("bulkhead: the call was cancelled while queued"))) {}
+                                      : std::string()))),
+          timeout_error_(error(": no slot within the queue timeout of " +
+                               detail::format_duration(options_.queue_timeout))),
+          cancelled_error_(error(": the call was cancelled while queued")) {}
 
     Bulkhead(const Bulkhead&) = delete;
     Bulkhead& operator=(const Bulkhead&) = delete;
 
     const BulkheadOptions& options() const noexcept { return options_; }
+    // Empty when unnamed.
+    const std::string& name() const noexcept { return *name_; }
 
     // A slot if one is free right now (never waits, never queues). Does not allocate.
     Permit try_acquire() noexcept {
@@ -12162,6 +12305,13 @@ private:
     // How often a queued waiter with a context looks at its cancellation.
     static constexpr Duration cancel_poll = std::chrono::milliseconds(10);
 
+    // A rejection error, built once: "bulkhead 'name'" followed by `rest`.
+    std::exception_ptr error(const std::string& rest) const {
+        return std::make_exception_ptr(
+            BulkheadFullError(name_, detail::component_label("bulkhead", *name_) + rest));
+    }
+
+    const std::shared_ptr<const std::string> name_;
     const BulkheadOptions options_;
     Clock* const clock_;
     const std::exception_ptr full_error_;
@@ -13653,6 +13803,7 @@ private:
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -13693,6 +13844,7 @@ struct LoadShedderStats {
 // Drops calls while the service is degraded, lowest priority first, so that what matters keeps
 // working.
 //   bulwark::LoadShedder shedder(degradation, bulwark::DegradationLevel::severe);
+//   bulwark::LoadShedder front("front", degradation, bulwark::DegradationLevel::severe);  // named
 //   ctx.set_priority(bulwark::Priority::critical);    // a call that must pass longest
 //   shedder.execute(f, ctx);                          // LoadShedError when shed
 // The degradation must outlive the shedder. Thread-safe. Passing costs one atomic load of the
@@ -13703,11 +13855,21 @@ public:
         : LoadShedder(degradation, LoadShedderOptions{shed_at, true, nullptr}) {}
 
     LoadShedder(const DegradationSignal& degradation, LoadShedderOptions options)
-        : degradation_(&degradation),
+        : LoadShedder(std::string(), degradation, std::move(options)) {}
+
+    // A named shedder: its rejections say the name in their message and in
+    // RejectedError::source().
+    LoadShedder(std::string name, const DegradationSignal& degradation, DegradationLevel shed_at)
+        : LoadShedder(std::move(name), degradation, LoadShedderOptions{shed_at, true, nullptr}) {}
+    LoadShedder(std::string name, const DegradationSignal& degradation, LoadShedderOptions options)
+        : name_(std::make_shared<const std::string>(std::move(name))),
+          degradation_(&degradation),
           options_(std::move(options)),
           error_(std::make_exception_ptr(LoadShedError(
-              std::string("load shed: the service is degraded (shedding from level ") +
-              to_string(options_.shed_at) + ")"))) {
+              name_, (name_->empty() ? std::string("load shed")
+                                     : detail::component_label("load shedder", *name_)) +
+                         ": the service is degraded (shedding from level " +
+                         to_string(options_.shed_at) + ")"))) {
         if (options_.shed_at == DegradationLevel::normal) {
             detail::throw_invalid_option("LoadShedderOptions.shed_at",
                                          "must be above normal (or every call would be shed)",
@@ -13717,6 +13879,9 @@ public:
 
     LoadShedder(const LoadShedder&) = delete;
     LoadShedder& operator=(const LoadShedder&) = delete;
+
+    // Empty when unnamed.
+    const std::string& name() const noexcept { return *name_; }
 
     // True if a call with this context would be shed now.
     bool should_shed(const Context& ctx) const {
@@ -13777,6 +13942,7 @@ private:
         });
     }
 
+    const std::shared_ptr<const std::string> name_;
     const DegradationSignal* degradation_;
     const LoadShedderOptions options_;
     const std::exception_ptr error_;
@@ -14030,6 +14196,7 @@ private:
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -14067,6 +14234,7 @@ struct TimeoutStats {
 // deadline fails with TimeoutError (optionally handed to on_late_result listeners), and so does
 // one after a tighter deadline the caller set on the context without a clock.
 //   bulwark::Timeout timeout(2s);
+//   bulwark::Timeout db_timeout("db", 2s);   // named: its TimeoutErrors' source()
 //   timeout.execute([](bulwark::Context& ctx) { return db.query(sql, ctx.deadline()); });
 // It never spawns a thread and cannot stop a call that ignores its deadline: it bounds what the
 // caller waits for only together with a call that honours ctx. Outside a Retry it bounds all
@@ -14078,17 +14246,28 @@ class Timeout : public PolicyBase<Timeout> {
 public:
     // Throws std::invalid_argument unless timeout > 0. The clock must outlive the Timeout.
     explicit Timeout(Duration timeout, Clock& clock = default_clock())
-        : timeout_(timeout), clock_(&clock) {
+        : Timeout(std::string(), timeout, clock) {}
+
+    // A named Timeout: its TimeoutErrors say the name in their message and in
+    // RejectedError::source().
+    Timeout(std::string name, Duration timeout, Clock& clock = default_clock())
+        : name_(std::make_shared<const std::string>(std::move(name))),
+          timeout_(timeout),
+          clock_(&clock) {
         if (timeout <= Duration::zero()) {
             detail::throw_invalid_option("Timeout.timeout", "must be > 0",
                                          detail::format_duration(timeout));
         }
     }
 
-    Timeout(const Timeout& other) : Timeout(other.timeout_, *other.clock_) {}
+    // A copy has the same name, timeout and clock, and no listeners or stats.
+    Timeout(const Timeout& other)
+        : name_(other.name_), timeout_(other.timeout_), clock_(other.clock_) {}
     Timeout& operator=(const Timeout&) = delete;
 
     Duration timeout() const noexcept { return timeout_; }
+    // Empty when unnamed.
+    const std::string& name() const noexcept { return *name_; }
 
     // Called for every result that arrived after its deadline (before it is replaced by a
     // TimeoutError). Returns the id that remove_listener() takes; throws std::invalid_argument
@@ -14158,9 +14337,13 @@ private:
         if (!ctx.operation().empty()) {
             what = "operation '" + std::string(ctx.operation()) + "' " + what;
         }
-        outcome.replace_with_error(std::make_exception_ptr(TimeoutError(what)));
+        if (!name_->empty()) {
+            what = detail::component_label("timeout", *name_) + ": " + what;
+        }
+        outcome.replace_with_error(std::make_exception_ptr(TimeoutError(name_, what)));
     }
 
+    const std::shared_ptr<const std::string> name_;
     const Duration timeout_;
     Clock* const clock_;
     std::atomic<std::uint64_t> timeouts_{0};
