@@ -21,6 +21,7 @@
 #include <bulwark/dead_letter_store.hpp>
 #include <bulwark/detail/dead_letter_index.hpp>
 #include <bulwark/detail/file_system.hpp>
+#include <bulwark/detail/indexed_dead_letter_store.hpp>
 #include <bulwark/detail/journal.hpp>
 #include <bulwark/detail/throw.hpp>
 
@@ -265,20 +266,21 @@ struct JournalStats {
 // failed write is rolled back and the store stays usable (disk full); a failed sync poisons it (see
 // DeadLetterStorePoisonedError). Thread-safe: one mutex guards everything, held across journal I/O,
 // never while a reprocess handler runs. See docs/file_dead_letter_store.md.
-class FileDeadLetterStore : public DeadLetterStore {
+class FileDeadLetterStore : public detail::IndexedDeadLetterStore<FileDeadLetterStore> {
+    friend class detail::IndexedDeadLetterStore<FileDeadLetterStore>;
+
 public:
     // Opens (creating if missing) the store in `directory`. The file system and clock must
     // outlive the store. Throws std::invalid_argument for invalid options.
     explicit FileDeadLetterStore(std::string directory, FileDeadLetterStoreOptions options = {},
                                  FileSystem& fs = default_file_system(),
                                  Clock& clock = default_clock())
-        : options_((options.validate(), options)),
+        : IndexedDeadLetterStore(checked_limits(options), clock),
+          options_(options),
           fs_(fs),
-          clock_(&clock),
           directory_(trim_slashes(std::move(directory))),
           journal_path_(directory_ + "/journal"),
-          temp_path_(directory_ + "/journal.compact"),
-          id_seed_(detail::dead_letter_id_seed(this)) {
+          temp_path_(directory_ + "/journal.compact") {
         open();
     }
 
@@ -322,69 +324,6 @@ public:
     }
 
 protected:
-    std::string do_add(DeadLetter letter) override {
-        std::lock_guard<std::mutex> lock(mutex_);
-        try {
-            detail::prepare_dead_letter(letter, do_limits(), clock_->wall_now());
-        } catch (const DeadLetterTooLargeError&) {
-            ++rejected_too_large_;
-            throw;
-        }
-        if (!letter.id.empty() && index_.contains(letter.id)) {
-            ++duplicate_adds_;
-            return letter.id;
-        }
-        const bool full = index_.size() >= options_.max_entries;
-        if (full && !index_.has_resolved()) {
-            ++rejected_full_;
-            detail::throw_store_full(options_.max_entries);
-        }
-        check_writable();
-        if (letter.id.empty()) {
-            do {
-                letter.id =
-                    detail::format_dead_letter_id(detail::SplitMix64::at(id_seed_, next_id_++));
-            } while (index_.contains(letter.id));
-        }
-        std::vector<Record> records(1);
-        records[0].type = detail::journal::RecordType::add;
-        records[0].letter = std::move(letter);
-        std::string id = records[0].letter.id;
-        if (full) {
-            // The add and the eviction it causes: one atomic batch, as in memory.
-            Record evict;
-            evict.type = detail::journal::RecordType::remove;
-            evict.cause = detail::journal::RemoveCause::evict;
-            evict.id = index_.oldest_resolved()->second.id;
-            records.push_back(std::move(evict));
-        }
-        commit_and_apply(records);
-        return id;
-    }
-
-    std::optional<DeadLetter> do_get(std::string_view id) const override {
-        std::lock_guard<std::mutex> lock(mutex_);
-        const auto it = index_.find(id);
-        if (it == index_.end()) {
-            return std::nullopt;
-        }
-        return it->second;
-    }
-
-    std::vector<DeadLetter> do_list(const DeadLetterQuery& query) const override {
-        std::vector<DeadLetter> out;
-        const std::size_t limit = query.max_results();
-        if (limit == 0) {
-            return out;
-        }
-        std::lock_guard<std::mutex> lock(mutex_);
-        index_.scan(query, [&](Index::const_iterator it) {
-            out.push_back(it->second);
-            return out.size() < limit;
-        });
-        return out;
-    }
-
     std::size_t do_dismiss(const DeadLetterQuery& query, std::string_view note) override {
         const std::size_t limit = query.max_results();
         if (limit == 0) {
@@ -434,92 +373,6 @@ protected:
         return matched;
     }
 
-    ReprocessResult do_reprocess(const DeadLetterQuery& query, const DeadLetterHandler& handler,
-                                 const ReprocessOptions& options) override {
-        if (!handler) {
-            detail::throw_invalid_argument("bulwark::DeadLetterStore::reprocess: empty handler");
-        }
-        ReprocessResult result;
-        std::vector<Index::Seq> batch;
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            if (reprocessing_) {
-                result.already_running = true;
-                return result;
-            }
-            check_writable();  // a poisoned store could not record an outcome: resend nothing
-            batch = index_.select_redrive(query, options.max_redrives, result);
-            reprocessing_ = true;
-        }
-        struct Running {
-            FileDeadLetterStore* store;
-            ~Running() {
-                std::lock_guard<std::mutex> lock(store->mutex_);
-                store->reprocessing_ = false;
-            }
-        } running{this};
-
-        for (const Index::Seq seq : batch) {
-            if (options.cancel != nullptr && options.cancel->cancelled()) {
-                result.cancelled = true;
-                break;
-            }
-            DeadLetter copy;
-            {
-                std::lock_guard<std::mutex> lock(mutex_);
-                if (poisoned_) {  // meanwhile, by another call: stop before resending
-                    throw DeadLetterReprocessInterruptedError(
-                        "bulwark::FileDeadLetterStore: reprocess stopped: " + directory_ +
-                            " is poisoned: " + poison_reason_,
-                        {}, true, result, std::string());
-                }
-                const auto it = index_.find_redrivable(seq, query);
-                if (it == index_.end()) {
-                    ++result.skipped_changed;
-                    continue;
-                }
-                copy = it->second;
-            }
-            detail::RedriveOutcome outcome = detail::run_redrive_handler(handler, copy);
-            const bool resent = outcome.resent;
-            std::lock_guard<std::mutex> lock(mutex_);
-            // The outcome counts only once journaled. An outcome for a record removed while the
-            // handler ran is journaled without an id: it only counts.
-            Record r;
-            r.type = detail::journal::RecordType::outcome;
-            const auto it = index_.find_seq(seq);
-            if (it != index_.end()) {
-                r.id = it->second.id;
-            }
-            r.attempt =
-                DeadLetterAttempt{clock_->wall_now(), options.channel, std::move(outcome.error)};
-            r.resent = resent;
-            std::string frames;
-            detail::journal::encode_record(r, frames, seed_);
-            try {
-                commit(frames, 1);
-            } catch (const DeadLetterJournalIoError& e) {
-                throw DeadLetterReprocessInterruptedError(
-                    std::string(e.what()) + " (reprocess stopped; the handler ran for " + copy.id +
-                        " but its outcome was not recorded)",
-                    e.code(), e.poisoned(), result, copy.id);
-            } catch (const DeadLetterStorePoisonedError& e) {
-                throw DeadLetterReprocessInterruptedError(
-                    std::string(e.what()) + " (reprocess stopped; the handler ran for " + copy.id +
-                        " but its outcome was not recorded)",
-                    {}, true, result, copy.id);
-            }
-            apply(r);
-            if (resent) {
-                ++result.resent;
-            } else {
-                ++result.failed;
-            }
-            maybe_compact();
-        }
-        return result;
-    }
-
     std::size_t do_purge(WallTime older_than) override {
         std::lock_guard<std::mutex> lock(mutex_);
         std::vector<Record> records;
@@ -535,34 +388,67 @@ protected:
         return commit_and_apply(records);
     }
 
-    DeadLetterStats do_stats() const override {
-        DeadLetterStats s;
-        std::lock_guard<std::mutex> lock(mutex_);
-        index_.fill(s);
-        s.added = counters_.added;
-        s.duplicate_adds = duplicate_adds_;
-        s.evicted = counters_.evicted;
-        s.purged = counters_.purged;
-        s.resent = counters_.resent;
-        s.redrive_failures = counters_.redrive_failures;
-        s.rejected_full = rejected_full_;
-        s.rejected_too_large = rejected_too_large_;
-        return s;
-    }
-
-    std::size_t do_size() const override {
-        std::lock_guard<std::mutex> lock(mutex_);
-        return index_.size();
-    }
-
-    DeadLetterLimits do_limits() const noexcept override {
-        return DeadLetterLimits{options_.max_entries, options_.max_payload_bytes,
-                                options_.max_attempts, options_.max_text_bytes};
-    }
-
 private:
-    using Index = detail::DeadLetterIndex;
     using Record = detail::journal::Record;
+
+    // ---- the hooks IndexedDeadLetterStore calls, with mutex_ held ----------------------------
+
+    std::string store_new(DeadLetter letter, bool evict) {
+        std::vector<Record> records(1);
+        records[0].type = detail::journal::RecordType::add;
+        records[0].letter = std::move(letter);
+        std::string id = records[0].letter.id;
+        if (evict) {
+            // The add and the eviction it causes: one atomic batch, as in memory.
+            Record r;
+            r.type = detail::journal::RecordType::remove;
+            r.cause = detail::journal::RemoveCause::evict;
+            r.id = index_.oldest_resolved()->second.id;
+            records.push_back(std::move(r));
+        }
+        commit_and_apply(records);
+        return id;
+    }
+
+    void check_redrive_continues(const ReprocessResult& so_far) const {
+        if (poisoned_) {  // meanwhile, by another call: stop before resending
+            throw DeadLetterReprocessInterruptedError(
+                "bulwark::FileDeadLetterStore: reprocess stopped: " + directory_ +
+                    " is poisoned: " + poison_reason_,
+                {}, true, so_far, std::string());
+        }
+    }
+
+    // The outcome counts only once journaled. An outcome for a record removed while the handler
+    // ran is journaled without an id: it only counts.
+    void record_outcome(Seq seq, const DeadLetter& copy, bool resent, DeadLetterAttempt attempt,
+                        const ReprocessResult& so_far) {
+        Record r;
+        r.type = detail::journal::RecordType::outcome;
+        const auto it = index_.find_seq(seq);
+        if (it != index_.end()) {
+            r.id = it->second.id;
+        }
+        r.attempt = std::move(attempt);
+        r.resent = resent;
+        std::string frames;
+        detail::journal::encode_record(r, frames, seed_);
+        try {
+            commit(frames, 1);
+        } catch (const DeadLetterJournalIoError& e) {
+            throw DeadLetterReprocessInterruptedError(
+                std::string(e.what()) + " (reprocess stopped; the handler ran for " + copy.id +
+                    " but its outcome was not recorded)",
+                e.code(), e.poisoned(), so_far, copy.id);
+        } catch (const DeadLetterStorePoisonedError& e) {
+            throw DeadLetterReprocessInterruptedError(
+                std::string(e.what()) + " (reprocess stopped; the handler ran for " + copy.id +
+                    " but its outcome was not recorded)",
+                {}, true, so_far, copy.id);
+        }
+        apply(r);
+        maybe_compact();
+    }
 
     // The largest frame the store writes (a reader accepts up to max_frame_bytes).
     static constexpr std::uint64_t record_limit = detail::journal::max_frame_bytes / 2;
@@ -1168,23 +1054,14 @@ private:
 
     const FileDeadLetterStoreOptions options_;
     FileSystem& fs_;
-    Clock* const clock_;
     const std::string directory_;
     const std::string journal_path_;
     const std::string temp_path_;
-    const std::uint64_t id_seed_;
 
-    mutable std::mutex mutex_;
-    // Everything below is guarded by mutex_.
+    // Everything below is guarded by mutex_, as are the index and the counters (whose
+    // duplicate_adds_ and rejected_* count since open).
     FileHandle lock_;
     FileHandle file_;
-    Index index_;
-    detail::journal::Counters counters_;
-    std::uint64_t duplicate_adds_ = 0;  // since open
-    std::uint64_t rejected_full_ = 0;
-    std::uint64_t rejected_too_large_ = 0;
-    std::uint64_t next_id_ = 0;
-    bool reprocessing_ = false;
     std::uint32_t seed_ = 0;                        // the journal's salt_seed()
     std::uint64_t end_ = 0;                         // bytes of the journal that hold whole records
     std::uint64_t live_bytes_ = base_live_bytes();  // what snapshot_bytes() would return, in size

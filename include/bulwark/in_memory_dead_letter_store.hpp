@@ -30,6 +30,7 @@
 #include <bulwark/context.hpp>
 #include <bulwark/dead_letter_store.hpp>
 #include <bulwark/detail/dead_letter_index.hpp>
+#include <bulwark/detail/indexed_dead_letter_store.hpp>
 #include <bulwark/detail/throw.hpp>
 
 namespace bulwark {
@@ -79,7 +80,11 @@ struct InMemoryDeadLetterStoreOptions {
 // InMemoryDeadLetterStore is BasicInMemoryDeadLetterStore<>: a class template only so that its
 // code is compiled where it is used; use the alias.
 template <class Tag = void>
-class BasicInMemoryDeadLetterStore : public DeadLetterStore {
+class BasicInMemoryDeadLetterStore
+    : public detail::IndexedDeadLetterStore<BasicInMemoryDeadLetterStore<Tag>> {
+    using Base = detail::IndexedDeadLetterStore<BasicInMemoryDeadLetterStore<Tag>>;
+    friend Base;
+
 public:
     // Throws std::invalid_argument for max_entries == 0. The clock must outlive the store.
     explicit BasicInMemoryDeadLetterStore(std::size_t max_entries = 100000,
@@ -89,70 +94,11 @@ public:
     // Throws std::invalid_argument for invalid options. The clock must outlive the store.
     explicit BasicInMemoryDeadLetterStore(InMemoryDeadLetterStoreOptions options,
                                           Clock& clock = default_clock())
-        : options_((options.validate(), options)),
-          clock_(&clock),
-          id_seed_(detail::dead_letter_id_seed(this)) {}
+        : Base(Base::checked_limits(options), clock), options_(options) {}
 
     const InMemoryDeadLetterStoreOptions& options() const noexcept { return options_; }
 
 protected:
-    std::string do_add(DeadLetter letter) override {
-        std::lock_guard<std::mutex> lock(mutex_);
-        try {
-            detail::prepare_dead_letter(letter, do_limits(), clock_->wall_now());
-        } catch (const DeadLetterTooLargeError&) {
-            ++rejected_too_large_;
-            throw;
-        }
-        if (!letter.id.empty() && index_.contains(letter.id)) {
-            ++duplicate_adds_;
-            return letter.id;
-        }
-        const bool full = index_.size() >= options_.max_entries;
-        if (full && !index_.has_resolved()) {
-            ++rejected_full_;
-            detail::throw_store_full(options_.max_entries);
-        }
-        if (letter.id.empty()) {
-            do {
-                letter.id =
-                    detail::format_dead_letter_id(detail::SplitMix64::at(id_seed_, next_id_++));
-            } while (index_.contains(letter.id));
-        }
-        std::string id = letter.id;
-        index_.insert(std::move(letter));
-        // Evicted only once the new record is in (it is pending, so it is not the one evicted):
-        // an add that throws has removed nothing.
-        if (full && index_.evict_oldest_resolved()) {
-            ++evicted_;
-        }
-        ++added_;
-        return id;
-    }
-
-    std::optional<DeadLetter> do_get(std::string_view id) const override {
-        std::lock_guard<std::mutex> lock(mutex_);
-        const auto it = index_.find(id);
-        if (it == index_.end()) {
-            return std::nullopt;
-        }
-        return it->second;
-    }
-
-    std::vector<DeadLetter> do_list(const DeadLetterQuery& query) const override {
-        std::vector<DeadLetter> out;
-        const std::size_t limit = query.max_results();
-        if (limit == 0) {
-            return out;
-        }
-        std::lock_guard<std::mutex> lock(mutex_);
-        index_.scan(query, [&](Iterator it) {
-            out.push_back(it->second);
-            return out.size() < limit;
-        });
-        return out;
-    }
-
     std::size_t do_dismiss(const DeadLetterQuery& query, std::string_view note) override {
         std::size_t changed = 0;
         const std::size_t limit = query.max_results();
@@ -185,68 +131,6 @@ protected:
         return matched;
     }
 
-    ReprocessResult do_reprocess(const DeadLetterQuery& query, const DeadLetterHandler& handler,
-                                 const ReprocessOptions& options) override {
-        if (!handler) {
-            detail::throw_invalid_argument("bulwark::DeadLetterStore::reprocess: empty handler");
-        }
-        ReprocessResult result;
-        std::vector<Seq> batch;
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            if (reprocessing_) {
-                result.already_running = true;
-                return result;
-            }
-            batch = index_.select_redrive(query, options.max_redrives, result);
-            reprocessing_ = true;
-        }
-        // Clears the flag however the loop ends (a throwing clock or allocation included).
-        struct Running {
-            BasicInMemoryDeadLetterStore* store;
-            ~Running() {
-                std::lock_guard<std::mutex> lock(store->mutex_);
-                store->reprocessing_ = false;
-            }
-        } running{this};
-
-        for (const Seq seq : batch) {
-            if (options.cancel != nullptr && options.cancel->cancelled()) {
-                result.cancelled = true;
-                break;
-            }
-            DeadLetter copy;
-            {
-                std::lock_guard<std::mutex> lock(mutex_);
-                const auto it = index_.find_redrivable(seq, query);
-                if (it == index_.end()) {
-                    ++result.skipped_changed;
-                    continue;
-                }
-                copy = it->second;
-            }
-            detail::RedriveOutcome outcome = detail::run_redrive_handler(handler, copy);
-            const bool resent = outcome.resent;
-            DeadLetterAttempt attempt{clock_->wall_now(), options.channel,
-                                      std::move(outcome.error)};
-            std::lock_guard<std::mutex> lock(mutex_);
-            // Recorded if the record is still here. A success wins over a dismiss made while
-            // the handler ran: the message was resent.
-            const auto it = index_.find_seq(seq);
-            if (it != index_.end()) {
-                index_.record_redrive(it, resent, std::move(attempt), options_.max_attempts);
-            }
-            if (resent) {
-                ++result.resent;
-                ++resent_;
-            } else {
-                ++result.failed;
-                ++redrive_failures_;
-            }
-        }
-        return result;
-    }
-
     std::size_t do_purge(WallTime older_than) override {
         std::lock_guard<std::mutex> lock(mutex_);
         std::size_t removed = 0;
@@ -258,39 +142,16 @@ protected:
             }
             it = next;
         }
-        purged_ += removed;
+        counters_.purged += removed;
         return removed;
     }
 
-    DeadLetterStats do_stats() const override {
-        DeadLetterStats s;
-        std::lock_guard<std::mutex> lock(mutex_);
-        index_.fill(s);
-        s.added = added_;
-        s.duplicate_adds = duplicate_adds_;
-        s.evicted = evicted_;
-        s.purged = purged_;
-        s.resent = resent_;
-        s.redrive_failures = redrive_failures_;
-        s.rejected_full = rejected_full_;
-        s.rejected_too_large = rejected_too_large_;
-        return s;
-    }
-
-    std::size_t do_size() const override {
-        std::lock_guard<std::mutex> lock(mutex_);
-        return index_.size();
-    }
-
-    DeadLetterLimits do_limits() const noexcept override {
-        return DeadLetterLimits{options_.max_entries, options_.max_payload_bytes,
-                                options_.max_attempts, options_.max_text_bytes};
-    }
-
 private:
-    using Index = detail::BasicDeadLetterIndex<Tag>;
-    using Iterator = typename Index::const_iterator;
-    using Seq = typename Index::Seq;
+    using Iterator = typename Base::Index::const_iterator;
+    using Seq = typename Base::Seq;
+    using Base::counters_;
+    using Base::index_;
+    using Base::mutex_;
 
     static InMemoryDeadLetterStoreOptions make_options(std::size_t max_entries) {
         InMemoryDeadLetterStoreOptions o;
@@ -298,22 +159,30 @@ private:
         return o;
     }
 
-    const InMemoryDeadLetterStoreOptions options_;
-    Clock* const clock_;
-    const std::uint64_t id_seed_;
+    // ---- the hooks IndexedDeadLetterStore calls, with mutex_ held ----------------------------
 
-    mutable std::mutex mutex_;
-    Index index_;                // guarded by mutex_
-    std::uint64_t next_id_ = 0;  // guarded by mutex_
-    bool reprocessing_ = false;  // guarded by mutex_
-    std::uint64_t added_ = 0;    // guarded by mutex_, as are the counters below
-    std::uint64_t duplicate_adds_ = 0;
-    std::uint64_t evicted_ = 0;
-    std::uint64_t purged_ = 0;
-    std::uint64_t resent_ = 0;
-    std::uint64_t redrive_failures_ = 0;
-    std::uint64_t rejected_full_ = 0;
-    std::uint64_t rejected_too_large_ = 0;
+    std::string store_new(DeadLetter letter, bool evict) {
+        std::string id = letter.id;
+        index_.insert(std::move(letter));
+        if (evict && index_.evict_oldest_resolved()) {
+            ++counters_.evicted;
+        }
+        ++counters_.added;
+        return id;
+    }
+
+    void record_outcome(Seq seq, const DeadLetter& /*copy*/, bool resent, DeadLetterAttempt attempt,
+                        const ReprocessResult& /*so_far*/) {
+        // Recorded if the record is still here. A success wins over a dismiss made while the
+        // handler ran: the message was resent.
+        const auto it = index_.find_seq(seq);
+        if (it != index_.end()) {
+            index_.record_redrive(it, resent, std::move(attempt), options_.max_attempts);
+        }
+        ++(resent ? counters_.resent : counters_.redrive_failures);
+    }
+
+    const InMemoryDeadLetterStoreOptions options_;
 };
 
 using InMemoryDeadLetterStore = BasicInMemoryDeadLetterStore<>;

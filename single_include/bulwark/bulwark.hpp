@@ -4651,6 +4651,16 @@ inline RedriveOutcome run_redrive_handler(const DeadLetterHandler& handler,
         max_entries);
 }
 
+// What a store has done that its records cannot tell: the "since the store was made" half of
+// DeadLetterStats, bar the refused adds. A durable store carries them across restarts.
+struct DeadLetterCounters {
+    std::uint64_t added = 0;
+    std::uint64_t evicted = 0;
+    std::uint64_t purged = 0;
+    std::uint64_t resent = 0;
+    std::uint64_t redrive_failures = 0;
+};
+
 // The records of a store, indexed by id and kept in the order they were added, with the counts
 // stats() reports kept up to date as records change. A building block for stores (it does no
 // locking and knows no clock): the in-memory store wraps it in a mutex, a durable store rebuilds
@@ -4961,6 +4971,223 @@ inline void prepare_dead_letter(DeadLetter& letter, const DeadLetterLimits& limi
 }  // namespace bulwark
 
 #endif  // BULWARK_DETAIL_DEAD_LETTER_INDEX_HPP
+// #include <bulwark/detail/indexed_dead_letter_store.hpp>
+// IndexedDeadLetterStore: the admission, reads, stats and reprocess loop both stores share
+// (private). SPDX-License-Identifier: MIT
+#ifndef BULWARK_DETAIL_INDEXED_DEAD_LETTER_STORE_HPP
+#define BULWARK_DETAIL_INDEXED_DEAD_LETTER_STORE_HPP
+
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+// #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/dead_letter_store.hpp> (already included above)
+// #include <bulwark/detail/dead_letter_index.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+
+namespace bulwark {
+
+namespace detail {
+
+// The part of a DeadLetterStore that does not depend on where its records are kept: one mutex
+// over a DeadLetterIndex, the checks an add passes before anything is stored (size limits,
+// duplicate id, full), id assignment, every read (get, list, size, stats, limits) and the
+// reprocess loop (one run at a time per store, the handler called with no lock held). A store
+// derives from IndexedDeadLetterStore<Store> (befriending it) and keeps what makes it durable or
+// not: do_dismiss, do_categorize, do_purge and these members, each called with mutex_ held:
+//   std::string store_new(DeadLetter letter, bool evict)
+//       stores a checked letter that has its id (then, when `evict`, removes the oldest resolved
+//       record: the store was full) and returns the id; counts it in counters_.
+//   void record_outcome(Seq seq, const DeadLetter& copy, bool resent, DeadLetterAttempt attempt,
+//                       const ReprocessResult& so_far)
+//       records what the handler said about `copy` (record `seq`, which may have been removed
+//       meanwhile) and counts it in counters_; so_far is the call's result before it.
+// and, when the store can refuse changes (the defaults below accept everything):
+//   void check_writable() const                    throws before an add stores anything or a
+//                                                  reprocess selects anything;
+//   void check_redrive_continues(const ReprocessResult& so_far) const
+//                                                  throws to stop a reprocess before its next
+//                                                  handler call.
+// Thread-safe: mutex_ guards every member below and whatever the store's hooks touch.
+template <class Store>
+class IndexedDeadLetterStore : public DeadLetterStore {
+protected:
+    using Index = DeadLetterIndex;
+    using Seq = Index::Seq;
+
+    // The clock must outlive the store.
+    IndexedDeadLetterStore(const DeadLetterLimits& limits, Clock& clock)
+        : limits_(limits), clock_(&clock), id_seed_(dead_letter_id_seed(this)) {}
+
+    // The limits of a store's options (which have these four fields), once they are validated.
+    template <class Options>
+    static DeadLetterLimits checked_limits(const Options& options) {
+        options.validate();
+        return DeadLetterLimits{options.max_entries, options.max_payload_bytes,
+                                options.max_attempts, options.max_text_bytes};
+    }
+
+    std::string do_add(DeadLetter letter) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        try {
+            prepare_dead_letter(letter, limits_, clock_->wall_now());
+        } catch (const DeadLetterTooLargeError&) {
+            ++rejected_too_large_;
+            throw;
+        }
+        if (!letter.id.empty() && index_.contains(letter.id)) {
+            ++duplicate_adds_;
+            return letter.id;
+        }
+        const bool full = index_.size() >= limits_.max_entries;
+        if (full && !index_.has_resolved()) {
+            ++rejected_full_;
+            throw_store_full(limits_.max_entries);
+        }
+        store().check_writable();
+        if (letter.id.empty()) {
+            do {
+                letter.id = format_dead_letter_id(SplitMix64::at(id_seed_, next_id_++));
+            } while (index_.contains(letter.id));
+        }
+        // The eviction a full store makes comes after the new record is in (it is pending, so it
+        // is not the one evicted): an add that throws has removed nothing.
+        return store().store_new(std::move(letter), full);
+    }
+
+    std::optional<DeadLetter> do_get(std::string_view id) const override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        const auto it = index_.find(id);
+        if (it == index_.end()) {
+            return std::nullopt;
+        }
+        return it->second;
+    }
+
+    std::vector<DeadLetter> do_list(const DeadLetterQuery& query) const override {
+        std::vector<DeadLetter> out;
+        const std::size_t limit = query.max_results();
+        if (limit == 0) {
+            return out;
+        }
+        std::lock_guard<std::mutex> lock(mutex_);
+        index_.scan(query, [&](Index::const_iterator it) {
+            out.push_back(it->second);
+            return out.size() < limit;
+        });
+        return out;
+    }
+
+    ReprocessResult do_reprocess(const DeadLetterQuery& query, const DeadLetterHandler& handler,
+                                 const ReprocessOptions& options) override {
+        if (!handler) {
+            throw_invalid_argument("bulwark::DeadLetterStore::reprocess: empty handler");
+        }
+        ReprocessResult result;
+        std::vector<Seq> batch;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (reprocessing_) {
+                result.already_running = true;
+                return result;
+            }
+            store().check_writable();  // a store that cannot record an outcome resends nothing
+            batch = index_.select_redrive(query, options.max_redrives, result);
+            reprocessing_ = true;
+        }
+        // Clears the flag however the loop ends (a throwing clock, allocation or hook included).
+        struct Running {
+            IndexedDeadLetterStore* self;
+            ~Running() {
+                std::lock_guard<std::mutex> lock(self->mutex_);
+                self->reprocessing_ = false;
+            }
+        } running{this};
+
+        for (const Seq seq : batch) {
+            if (options.cancel != nullptr && options.cancel->cancelled()) {
+                result.cancelled = true;
+                break;
+            }
+            DeadLetter copy;
+            {
+                std::lock_guard<std::mutex> lock(mutex_);
+                store().check_redrive_continues(result);
+                const auto it = index_.find_redrivable(seq, query);
+                if (it == index_.end()) {
+                    ++result.skipped_changed;
+                    continue;
+                }
+                copy = it->second;
+            }
+            RedriveOutcome outcome = run_redrive_handler(handler, copy);
+            const bool resent = outcome.resent;
+            DeadLetterAttempt attempt{clock_->wall_now(), options.channel,
+                                      std::move(outcome.error)};
+            {
+                std::lock_guard<std::mutex> lock(mutex_);
+                store().record_outcome(seq, copy, resent, std::move(attempt), result);
+            }
+            ++(resent ? result.resent : result.failed);
+        }
+        return result;
+    }
+
+    DeadLetterStats do_stats() const override {
+        DeadLetterStats s;
+        std::lock_guard<std::mutex> lock(mutex_);
+        index_.fill(s);
+        s.added = counters_.added;
+        s.duplicate_adds = duplicate_adds_;
+        s.evicted = counters_.evicted;
+        s.purged = counters_.purged;
+        s.resent = counters_.resent;
+        s.redrive_failures = counters_.redrive_failures;
+        s.rejected_full = rejected_full_;
+        s.rejected_too_large = rejected_too_large_;
+        return s;
+    }
+
+    std::size_t do_size() const override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return index_.size();
+    }
+
+    DeadLetterLimits do_limits() const noexcept override { return limits_; }
+
+    // The hooks a store that accepts every change leaves as they are.
+    void check_writable() const noexcept {}
+    void check_redrive_continues(const ReprocessResult& /*so_far*/) const noexcept {}
+
+    const DeadLetterLimits limits_;
+    Clock* const clock_;
+
+    mutable std::mutex mutex_;
+    Index index_;                  // guarded by mutex_, as is everything below
+    DeadLetterCounters counters_;  // since the store was made (a durable store: ever)
+    std::uint64_t duplicate_adds_ = 0;
+    std::uint64_t rejected_full_ = 0;
+    std::uint64_t rejected_too_large_ = 0;
+
+private:
+    Store& store() noexcept { return static_cast<Store&>(*this); }
+
+    const std::uint64_t id_seed_;
+    std::uint64_t next_id_ = 0;  // guarded by mutex_
+    bool reprocessing_ = false;  // guarded by mutex_
+};
+
+}  // namespace detail
+
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_INDEXED_DEAD_LETTER_STORE_HPP
 // #include <bulwark/detail/throw.hpp> (already included above)
 
 namespace bulwark {
@@ -5010,7 +5237,11 @@ struct InMemoryDeadLetterStoreOptions {
 // InMemoryDeadLetterStore is BasicInMemoryDeadLetterStore<>: a class template only so that its
 // code is compiled where it is used; use the alias.
 template <class Tag = void>
-class BasicInMemoryDeadLetterStore : public DeadLetterStore {
+class BasicInMemoryDeadLetterStore
+    : public detail::IndexedDeadLetterStore<BasicInMemoryDeadLetterStore<Tag>> {
+    using Base = detail::IndexedDeadLetterStore<BasicInMemoryDeadLetterStore<Tag>>;
+    friend Base;
+
 public:
     // Throws std::invalid_argument for max_entries == 0. The clock must outlive the store.
     explicit BasicInMemoryDeadLetterStore(std::size_t max_entries = 100000,
@@ -5020,70 +5251,11 @@ public:
     // Throws std::invalid_argument for invalid options. The clock must outlive the store.
     explicit BasicInMemoryDeadLetterStore(InMemoryDeadLetterStoreOptions options,
                                           Clock& clock = default_clock())
-        : options_((options.validate(), options)),
-          clock_(&clock),
-          id_seed_(detail::dead_letter_id_seed(this)) {}
+        : Base(Base::checked_limits(options), clock), options_(options) {}
 
     const InMemoryDeadLetterStoreOptions& options() const noexcept { return options_; }
 
 protected:
-    std::string do_add(DeadLetter letter) override {
-        std::lock_guard<std::mutex> lock(mutex_);
-        try {
-            detail::prepare_dead_letter(letter, do_limits(), clock_->wall_now());
-        } catch (const DeadLetterTooLargeError&) {
-            ++rejected_too_large_;
-            throw;
-        }
-        if (!letter.id.empty() && index_.contains(letter.id)) {
-            ++duplicate_adds_;
-            return letter.id;
-        }
-        const bool full = index_.size() >= options_.max_entries;
-        if (full && !index_.has_resolved()) {
-            ++rejected_full_;
-            detail::throw_store_full(options_.max_entries);
-        }
-        if (letter.id.empty()) {
-            do {
-                letter.id =
-                    detail::format_dead_letter_id(detail::SplitMix64::at(id_seed_, next_id_++));
-            } while (index_.contains(letter.id));
-        }
-        std::string id = letter.id;
-        index_.insert(std::move(letter));
-        // Evicted only once the new record is in (it is pending, so it is not the one evicted):
-        // an add that throws has removed nothing.
-        if (full && index_.evict_oldest_resolved()) {
-            ++evicted_;
-        }
-        ++added_;
-        return id;
-    }
-
-    std::optional<DeadLetter> do_get(std::string_view id) const override {
-        std::lock_guard<std::mutex> lock(mutex_);
-        const auto it = index_.find(id);
-        if (it == index_.end()) {
-            return std::nullopt;
-        }
-        return it->second;
-    }
-
-    std::vector<DeadLetter> do_list(const DeadLetterQuery& query) const override {
-        std::vector<DeadLetter> out;
-        const std::size_t limit = query.max_results();
-        if (limit == 0) {
-            return out;
-        }
-        std::lock_guard<std::mutex> lock(mutex_);
-        index_.scan(query, [&](Iterator it) {
-            out.push_back(it->second);
-            return out.size() < limit;
-        });
-        return out;
-    }
-
     std::size_t do_dismiss(const DeadLetterQuery& query, std::string_view note) override {
         std::size_t changed = 0;
         const std::size_t limit = query.max_results();
@@ -5116,68 +5288,6 @@ protected:
         return matched;
     }
 
-    ReprocessResult do_reprocess(const DeadLetterQuery& query, const DeadLetterHandler& handler,
-                                 const ReprocessOptions& options) override {
-        if (!handler) {
-            detail::throw_invalid_argument("bulwark::DeadLetterStore::reprocess: empty handler");
-        }
-        ReprocessResult result;
-        std::vector<Seq> batch;
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            if (reprocessing_) {
-                result.already_running = true;
-                return result;
-            }
-            batch = index_.select_redrive(query, options.max_redrives, result);
-            reprocessing_ = true;
-        }
-        // Clears the flag however the loop ends (a throwing clock or allocation included).
-        struct Running {
-            BasicInMemoryDeadLetterStore* store;
-            ~Running() {
-                std::lock_guard<std::mutex> lock(store->mutex_);
-                store->reprocessing_ = false;
-            }
-        } running{this};
-
-        for (const Seq seq : batch) {
-            if (options.cancel != nullptr && options.cancel->cancelled()) {
-                result.cancelled = true;
-                break;
-            }
-            DeadLetter copy;
-            {
-                std::lock_guard<std::mutex> lock(mutex_);
-                const auto it = index_.find_redrivable(seq, query);
-                if (it == index_.end()) {
-                    ++result.skipped_changed;
-                    continue;
-                }
-                copy = it->second;
-            }
-            detail::RedriveOutcome outcome = detail::run_redrive_handler(handler, copy);
-            const bool resent = outcome.resent;
-            DeadLetterAttempt attempt{clock_->wall_now(), options.channel,
-                                      std::move(outcome.error)};
-            std::lock_guard<std::mutex> lock(mutex_);
-            // Recorded if the record is still here. A success wins over a dismiss made while
-            // the handler ran: the message was resent.
-            const auto it = index_.find_seq(seq);
-            if (it != index_.end()) {
-                index_.record_redrive(it, resent, std::move(attempt), options_.max_attempts);
-            }
-            if (resent) {
-                ++result.resent;
-                ++resent_;
-            } else {
-                ++result.failed;
-                ++redrive_failures_;
-            }
-        }
-        return result;
-    }
-
     std::size_t do_purge(WallTime older_than) override {
         std::lock_guard<std::mutex> lock(mutex_);
         std::size_t removed = 0;
@@ -5189,39 +5299,16 @@ protected:
             }
             it = next;
         }
-        purged_ += removed;
+        counters_.purged += removed;
         return removed;
     }
 
-    DeadLetterStats do_stats() const override {
-        DeadLetterStats s;
-        std::lock_guard<std::mutex> lock(mutex_);
-        index_.fill(s);
-        s.added = added_;
-        s.duplicate_adds = duplicate_adds_;
-        s.evicted = evicted_;
-        s.purged = purged_;
-        s.resent = resent_;
-        s.redrive_failures = redrive_failures_;
-        s.rejected_full = rejected_full_;
-        s.rejected_too_large = rejected_too_large_;
-        return s;
-    }
-
-    std::size_t do_size() const override {
-        std::lock_guard<std::mutex> lock(mutex_);
-        return index_.size();
-    }
-
-    DeadLetterLimits do_limits() const noexcept override {
-        return DeadLetterLimits{options_.max_entries, options_.max_payload_bytes,
-                                options_.max_attempts, options_.max_text_bytes};
-    }
-
 private:
-    using Index = detail::BasicDeadLetterIndex<Tag>;
-    using Iterator = typename Index::const_iterator;
-    using Seq = typename Index::Seq;
+    using Iterator = typename Base::Index::const_iterator;
+    using Seq = typename Base::Seq;
+    using Base::counters_;
+    using Base::index_;
+    using Base::mutex_;
 
     static InMemoryDeadLetterStoreOptions make_options(std::size_t max_entries) {
         InMemoryDeadLetterStoreOptions o;
@@ -5229,22 +5316,30 @@ private:
         return o;
     }
 
-    const InMemoryDeadLetterStoreOptions options_;
-    Clock* const clock_;
-    const std::uint64_t id_seed_;
+    // ---- the hooks IndexedDeadLetterStore calls, with mutex_ held ----------------------------
 
-    mutable std::mutex mutex_;
-    Index index_;                // guarded by mutex_
-    std::uint64_t next_id_ = 0;  // guarded by mutex_
-    bool reprocessing_ = false;  // guarded by mutex_
-    std::uint64_t added_ = 0;    // guarded by mutex_, as are the counters below
-    std::uint64_t duplicate_adds_ = 0;
-    std::uint64_t evicted_ = 0;
-    std::uint64_t purged_ = 0;
-    std::uint64_t resent_ = 0;
-    std::uint64_t redrive_failures_ = 0;
-    std::uint64_t rejected_full_ = 0;
-    std::uint64_t rejected_too_large_ = 0;
+    std::string store_new(DeadLetter letter, bool evict) {
+        std::string id = letter.id;
+        index_.insert(std::move(letter));
+        if (evict && index_.evict_oldest_resolved()) {
+            ++counters_.evicted;
+        }
+        ++counters_.added;
+        return id;
+    }
+
+    void record_outcome(Seq seq, const DeadLetter& /*copy*/, bool resent, DeadLetterAttempt attempt,
+                        const ReprocessResult& /*so_far*/) {
+        // Recorded if the record is still here. A success wins over a dismiss made while the
+        // handler ran: the message was resent.
+        const auto it = index_.find_seq(seq);
+        if (it != index_.end()) {
+            index_.record_redrive(it, resent, std::move(attempt), options_.max_attempts);
+        }
+        ++(resent ? counters_.resent : counters_.redrive_failures);
+    }
+
+    const InMemoryDeadLetterStoreOptions options_;
 };
 
 using InMemoryDeadLetterStore = BasicInMemoryDeadLetterStore<>;
@@ -5567,6 +5662,7 @@ inline FileSystem& default_file_system() noexcept {
 }  // namespace bulwark
 
 #endif  // BULWARK_DETAIL_FILE_SYSTEM_HPP
+// #include <bulwark/detail/indexed_dead_letter_store.hpp> (already included above)
 // #include <bulwark/detail/journal.hpp>
 // The dead-letter journal format: frames, CRC-32C, record encoding and recovery scans (private).
 #ifndef BULWARK_DETAIL_JOURNAL_HPP
@@ -5722,13 +5818,7 @@ enum class RemoveCause : std::uint8_t { purge = 0, evict = 1 };
 
 // The counters a journal carries across compaction (the rest of DeadLetterStats is either
 // recomputed from the records or counts events since open).
-struct Counters {
-    std::uint64_t added = 0;
-    std::uint64_t evicted = 0;
-    std::uint64_t purged = 0;
-    std::uint64_t resent = 0;
-    std::uint64_t redrive_failures = 0;
-};
+using Counters = DeadLetterCounters;
 
 // One decoded record; which fields mean something depends on `type`.
 struct Record {
@@ -6401,20 +6491,21 @@ struct JournalStats {
 // failed write is rolled back and the store stays usable (disk full); a failed sync poisons it (see
 // DeadLetterStorePoisonedError). Thread-safe: one mutex guards everything, held across journal I/O,
 // never while a reprocess handler runs. See docs/file_dead_letter_store.md.
-class FileDeadLetterStore : public DeadLetterStore {
+class FileDeadLetterStore : public detail::IndexedDeadLetterStore<FileDeadLetterStore> {
+    friend class detail::IndexedDeadLetterStore<FileDeadLetterStore>;
+
 public:
     // Opens (creating if missing) the store in `directory`. The file system and clock must
     // outlive the store. Throws std::invalid_argument for invalid options.
     explicit FileDeadLetterStore(std::string directory, FileDeadLetterStoreOptions options = {},
                                  FileSystem& fs = default_file_system(),
                                  Clock& clock = default_clock())
-        : options_((options.validate(), options)),
+        : IndexedDeadLetterStore(checked_limits(options), clock),
+          options_(options),
           fs_(fs),
-          clock_(&clock),
           directory_(trim_slashes(std::move(directory))),
           journal_path_(directory_ + "/journal"),
-          temp_path_(directory_ + "/journal.compact"),
-          id_seed_(detail::dead_letter_id_seed(this)) {
+          temp_path_(directory_ + "/journal.compact") {
         open();
     }
 
@@ -6458,69 +6549,6 @@ public:
     }
 
 protected:
-    std::string do_add(DeadLetter letter) override {
-        std::lock_guard<std::mutex> lock(mutex_);
-        try {
-            detail::prepare_dead_letter(letter, do_limits(), clock_->wall_now());
-        } catch (const DeadLetterTooLargeError&) {
-            ++rejected_too_large_;
-            throw;
-        }
-        if (!letter.id.empty() && index_.contains(letter.id)) {
-            ++duplicate_adds_;
-            return letter.id;
-        }
-        const bool full = index_.size() >= options_.max_entries;
-        if (full && !index_.has_resolved()) {
-            ++rejected_full_;
-            detail::throw_store_full(options_.max_entries);
-        }
-        check_writable();
-        if (letter.id.empty()) {
-            do {
-                letter.id =
-                    detail::format_dead_letter_id(detail::SplitMix64::at(id_seed_, next_id_++));
-            } while (index_.contains(letter.id));
-        }
-        std::vector<Record> records(1);
-        records[0].type = detail::journal::RecordType::add;
-        records[0].letter = std::move(letter);
-        std::string id = records[0].letter.id;
-        if (full) {
-            // The add and the eviction it causes: one atomic batch, as in memory.
-            Record evict;
-            evict.type = detail::journal::RecordType::remove;
-            evict.cause = detail::journal::RemoveCause::evict;
-            evict.id = index_.oldest_resolved()->second.id;
-            records.push_back(std::move(evict));
-        }
-        commit_and_apply(records);
-        return id;
-    }
-
-    std::optional<DeadLetter> do_get(std::string_view id) const override {
-        std::lock_guard<std::mutex> lock(mutex_);
-        const auto it = index_.find(id);
-        if (it == index_.end()) {
-            return std::nullopt;
-        }
-        return it->second;
-    }
-
-    std::vector<DeadLetter> do_list(const DeadLetterQuery& query) const override {
-        std::vector<DeadLetter> out;
-        const std::size_t limit = query.max_results();
-        if (limit == 0) {
-            return out;
-        }
-        std::lock_guard<std::mutex> lock(mutex_);
-        index_.scan(query, [&](Index::const_iterator it) {
-            out.push_back(it->second);
-            return out.size() < limit;
-        });
-        return out;
-    }
-
     std::size_t do_dismiss(const DeadLetterQuery& query, std::string_view note) override {
         const std::size_t limit = query.max_results();
         if (limit == 0) {
@@ -6570,92 +6598,6 @@ protected:
         return matched;
     }
 
-    ReprocessResult do_reprocess(const DeadLetterQuery& query, const DeadLetterHandler& handler,
-                                 const ReprocessOptions& options) override {
-        if (!handler) {
-            detail::throw_invalid_argument("bulwark::DeadLetterStore::reprocess: empty handler");
-        }
-        ReprocessResult result;
-        std::vector<Index::Seq> batch;
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            if (reprocessing_) {
-                result.already_running = true;
-                return result;
-            }
-            check_writable();  // a poisoned store could not record an outcome: resend nothing
-            batch = index_.select_redrive(query, options.max_redrives, result);
-            reprocessing_ = true;
-        }
-        struct Running {
-            FileDeadLetterStore* store;
-            ~Running() {
-                std::lock_guard<std::mutex> lock(store->mutex_);
-                store->reprocessing_ = false;
-            }
-        } running{this};
-
-        for (const Index::Seq seq : batch) {
-            if (options.cancel != nullptr && options.cancel->cancelled()) {
-                result.cancelled = true;
-                break;
-            }
-            DeadLetter copy;
-            {
-                std::lock_guard<std::mutex> lock(mutex_);
-                if (poisoned_) {  // meanwhile, by another call: stop before resending
-                    throw DeadLetterReprocessInterruptedError(
-                        "bulwark::FileDeadLetterStore: reprocess stopped: " + directory_ +
-                            " is poisoned: " + poison_reason_,
-                        {}, true, result, std::string());
-                }
-                const auto it = index_.find_redrivable(seq, query);
-                if (it == index_.end()) {
-                    ++result.skipped_changed;
-                    continue;
-                }
-                copy = it->second;
-            }
-            detail::RedriveOutcome outcome = detail::run_redrive_handler(handler, copy);
-            const bool resent = outcome.resent;
-            std::lock_guard<std::mutex> lock(mutex_);
-            // The outcome counts only once journaled. An outcome for a record removed while the
-            // handler ran is journaled without an id: it only counts.
-            Record r;
-            r.type = detail::journal::RecordType::outcome;
-            const auto it = index_.find_seq(seq);
-            if (it != index_.end()) {
-                r.id = it->second.id;
-            }
-            r.attempt =
-                DeadLetterAttempt{clock_->wall_now(), options.channel, std::move(outcome.error)};
-            r.resent = resent;
-            std::string frames;
-            detail::journal::encode_record(r, frames, seed_);
-            try {
-                commit(frames, 1);
-            } catch (const DeadLetterJournalIoError& e) {
-                throw DeadLetterReprocessInterruptedError(
-                    std::string(e.what()) + " (reprocess stopped; the handler ran for " + copy.id +
-                        " but its outcome was not recorded)",
-                    e.code(), e.poisoned(), result, copy.id);
-            } catch (const DeadLetterStorePoisonedError& e) {
-                throw DeadLetterReprocessInterruptedError(
-                    std::string(e.what()) + " (reprocess stopped; the handler ran for " + copy.id +
-                        " but its outcome was not recorded)",
-                    {}, true, result, copy.id);
-            }
-            apply(r);
-            if (resent) {
-                ++result.resent;
-            } else {
-                ++result.failed;
-            }
-            maybe_compact();
-        }
-        return result;
-    }
-
     std::size_t do_purge(WallTime older_than) override {
         std::lock_guard<std::mutex> lock(mutex_);
         std::vector<Record> records;
@@ -6671,34 +6613,67 @@ protected:
         return commit_and_apply(records);
     }
 
-    DeadLetterStats do_stats() const override {
-        DeadLetterStats s;
-        std::lock_guard<std::mutex> lock(mutex_);
-        index_.fill(s);
-        s.added = counters_.added;
-        s.duplicate_adds = duplicate_adds_;
-        s.evicted = counters_.evicted;
-        s.purged = counters_.purged;
-        s.resent = counters_.resent;
-        s.redrive_failures = counters_.redrive_failures;
-        s.rejected_full = rejected_full_;
-        s.rejected_too_large = rejected_too_large_;
-        return s;
-    }
-
-    std::size_t do_size() const override {
-        std::lock_guard<std::mutex> lock(mutex_);
-        return index_.size();
-    }
-
-    DeadLetterLimits do_limits() const noexcept override {
-        return DeadLetterLimits{options_.max_entries, options_.max_payload_bytes,
-                                options_.max_attempts, options_.max_text_bytes};
-    }
-
 private:
-    using Index = detail::DeadLetterIndex;
     using Record = detail::journal::Record;
+
+    // ---- the hooks IndexedDeadLetterStore calls, with mutex_ held ----------------------------
+
+    std::string store_new(DeadLetter letter, bool evict) {
+        std::vector<Record> records(1);
+        records[0].type = detail::journal::RecordType::add;
+        records[0].letter = std::move(letter);
+        std::string id = records[0].letter.id;
+        if (evict) {
+            // The add and the eviction it causes: one atomic batch, as in memory.
+            Record r;
+            r.type = detail::journal::RecordType::remove;
+            r.cause = detail::journal::RemoveCause::evict;
+            r.id = index_.oldest_resolved()->second.id;
+            records.push_back(std::move(r));
+        }
+        commit_and_apply(records);
+        return id;
+    }
+
+    void check_redrive_continues(const ReprocessResult& so_far) const {
+        if (poisoned_) {  // meanwhile, by another call: stop before resending
+            throw DeadLetterReprocessInterruptedError(
+                "bulwark::FileDeadLetterStore: reprocess stopped: " + directory_ +
+                    " is poisoned: " + poison_reason_,
+                {}, true, so_far, std::string());
+        }
+    }
+
+    // The outcome counts only once journaled. An outcome for a record removed while the handler
+    // ran is journaled without an id: it only counts.
+    void record_outcome(Seq seq, const DeadLetter& copy, bool resent, DeadLetterAttempt attempt,
+                        const ReprocessResult& so_far) {
+        Record r;
+        r.type = detail::journal::RecordType::outcome;
+        const auto it = index_.find_seq(seq);
+        if (it != index_.end()) {
+            r.id = it->second.id;
+        }
+        r.attempt = std::move(attempt);
+        r.resent = resent;
+        std::string frames;
+        detail::journal::encode_record(r, frames, seed_);
+        try {
+            commit(frames, 1);
+        } catch (const DeadLetterJournalIoError& e) {
+            throw DeadLetterReprocessInterruptedError(
+                std::string(e.what()) + " (reprocess stopped; the handler ran for " + copy.id +
+                    " but its outcome was not recorded)",
+                e.code(), e.poisoned(), so_far, copy.id);
+        } catch (const DeadLetterStorePoisonedError& e) {
+            throw DeadLetterReprocessInterruptedError(
+                std::string(e.what()) + " (reprocess stopped; the handler ran for " + copy.id +
+                    " but its outcome was not recorded)",
+                {}, true, so_far, copy.id);
+        }
+        apply(r);
+        maybe_compact();
+    }
 
     // The largest frame the store writes (a reader accepts up to max_frame_bytes).
     static constexpr std::uint64_t record_limit = detail::journal::max_frame_bytes / 2;
@@ -7304,23 +7279,14 @@ private:
 
     const FileDeadLetterStoreOptions options_;
     FileSystem& fs_;
-    Clock* const clock_;
     const std::string directory_;
     const std::string journal_path_;
     const std::string temp_path_;
-    const std::uint64_t id_seed_;
 
-    mutable std::mutex mutex_;
-    // Everything below is guarded by mutex_.
+    // Everything below is guarded by mutex_, as are the index and the counters (whose
+    // duplicate_adds_ and rejected_* count since open).
     FileHandle lock_;
     FileHandle file_;
-    Index index_;
-    detail::journal::Counters counters_;
-    std::uint64_t duplicate_adds_ = 0;  // since open
-    std::uint64_t rejected_full_ = 0;
-    std::uint64_t rejected_too_large_ = 0;
-    std::uint64_t next_id_ = 0;
-    bool reprocessing_ = false;
     std::uint32_t seed_ = 0;                        // the journal's salt_seed()
     std::uint64_t end_ = 0;                         // bytes of the journal that hold whole records
     std::uint64_t live_bytes_ = base_live_bytes();  // what snapshot_bytes() would return, in size

@@ -137,6 +137,16 @@ inline RedriveOutcome run_redrive_handler(const DeadLetterHandler& handler,
         max_entries);
 }
 
+// What a store has done that its records cannot tell: the "since the store was made" half of
+// DeadLetterStats, bar the refused adds. A durable store carries them across restarts.
+struct DeadLetterCounters {
+    std::uint64_t added = 0;
+    std::uint64_t evicted = 0;
+    std::uint64_t purged = 0;
+    std::uint64_t resent = 0;
+    std::uint64_t redrive_failures = 0;
+};
+
 // The records of a store, indexed by id and kept in the order they were added, with the counts
 // stats() reports kept up to date as records change. A building block for stores (it does no
 // locking and knows no clock): the in-memory store wraps it in a mutex, a durable store rebuilds

@@ -153,13 +153,7 @@ enum class RemoveCause : std::uint8_t { purge = 0, evict = 1 };
 
 // The counters a journal carries across compaction (the rest of DeadLetterStats is either
 // recomputed from the records or counts events since open).
-struct Counters {
-    std::uint64_t added = 0;
-    std::uint64_t evicted = 0;
-    std::uint64_t purged = 0;
-    std::uint64_t resent = 0;
-    std::uint64_t redrive_failures = 0;
-};
+using Counters = DeadLetterCounters;
 
 // One decoded record; which fields mean something depends on `type`.
 struct Record {

@@ -1,0 +1,216 @@
+// IndexedDeadLetterStore: the admission, reads, stats and reprocess loop both stores share
+// (private). SPDX-License-Identifier: MIT
+#ifndef BULWARK_DETAIL_INDEXED_DEAD_LETTER_STORE_HPP
+#define BULWARK_DETAIL_INDEXED_DEAD_LETTER_STORE_HPP
+
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <bulwark/clock.hpp>
+#include <bulwark/dead_letter_store.hpp>
+#include <bulwark/detail/dead_letter_index.hpp>
+#include <bulwark/detail/throw.hpp>
+
+namespace bulwark {
+
+namespace detail {
+
+// The part of a DeadLetterStore that does not depend on where its records are kept: one mutex
+// over a DeadLetterIndex, the checks an add passes before anything is stored (size limits,
+// duplicate id, full), id assignment, every read (get, list, size, stats, limits) and the
+// reprocess loop (one run at a time per store, the handler called with no lock held). A store
+// derives from IndexedDeadLetterStore<Store> (befriending it) and keeps what makes it durable or
+// not: do_dismiss, do_categorize, do_purge and these members, each called with mutex_ held:
+//   std::string store_new(DeadLetter letter, bool evict)
+//       stores a checked letter that has its id (then, when `evict`, removes the oldest resolved
+//       record: the store was full) and returns the id; counts it in counters_.
+//   void record_outcome(Seq seq, const DeadLetter& copy, bool resent, DeadLetterAttempt attempt,
+//                       const ReprocessResult& so_far)
+//       records what the handler said about `copy` (record `seq`, which may have been removed
+//       meanwhile) and counts it in counters_; so_far is the call's result before it.
+// and, when the store can refuse changes (the defaults below accept everything):
+//   void check_writable() const                    throws before an add stores anything or a
+//                                                  reprocess selects anything;
+//   void check_redrive_continues(const ReprocessResult& so_far) const
+//                                                  throws to stop a reprocess before its next
+//                                                  handler call.
+// Thread-safe: mutex_ guards every member below and whatever the store's hooks touch.
+template <class Store>
+class IndexedDeadLetterStore : public DeadLetterStore {
+protected:
+    using Index = DeadLetterIndex;
+    using Seq = Index::Seq;
+
+    // The clock must outlive the store.
+    IndexedDeadLetterStore(const DeadLetterLimits& limits, Clock& clock)
+        : limits_(limits), clock_(&clock), id_seed_(dead_letter_id_seed(this)) {}
+
+    // The limits of a store's options (which have these four fields), once they are validated.
+    template <class Options>
+    static DeadLetterLimits checked_limits(const Options& options) {
+        options.validate();
+        return DeadLetterLimits{options.max_entries, options.max_payload_bytes,
+                                options.max_attempts, options.max_text_bytes};
+    }
+
+    std::string do_add(DeadLetter letter) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        try {
+            prepare_dead_letter(letter, limits_, clock_->wall_now());
+        } catch (const DeadLetterTooLargeError&) {
+            ++rejected_too_large_;
+            throw;
+        }
+        if (!letter.id.empty() && index_.contains(letter.id)) {
+            ++duplicate_adds_;
+            return letter.id;
+        }
+        const bool full = index_.size() >= limits_.max_entries;
+        if (full && !index_.has_resolved()) {
+            ++rejected_full_;
+            throw_store_full(limits_.max_entries);
+        }
+        store().check_writable();
+        if (letter.id.empty()) {
+            do {
+                letter.id = format_dead_letter_id(SplitMix64::at(id_seed_, next_id_++));
+            } while (index_.contains(letter.id));
+        }
+        // The eviction a full store makes comes after the new record is in (it is pending, so it
+        // is not the one evicted): an add that throws has removed nothing.
+        return store().store_new(std::move(letter), full);
+    }
+
+    std::optional<DeadLetter> do_get(std::string_view id) const override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        const auto it = index_.find(id);
+        if (it == index_.end()) {
+            return std::nullopt;
+        }
+        return it->second;
+    }
+
+    std::vector<DeadLetter> do_list(const DeadLetterQuery& query) const override {
+        std::vector<DeadLetter> out;
+        const std::size_t limit = query.max_results();
+        if (limit == 0) {
+            return out;
+        }
+        std::lock_guard<std::mutex> lock(mutex_);
+        index_.scan(query, [&](Index::const_iterator it) {
+            out.push_back(it->second);
+            return out.size() < limit;
+        });
+        return out;
+    }
+
+    ReprocessResult do_reprocess(const DeadLetterQuery& query, const DeadLetterHandler& handler,
+                                 const ReprocessOptions& options) override {
+        if (!handler) {
+            throw_invalid_argument("bulwark::DeadLetterStore::reprocess: empty handler");
+        }
+        ReprocessResult result;
+        std::vector<Seq> batch;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (reprocessing_) {
+                result.already_running = true;
+                return result;
+            }
+            store().check_writable();  // a store that cannot record an outcome resends nothing
+            batch = index_.select_redrive(query, options.max_redrives, result);
+            reprocessing_ = true;
+        }
+        // Clears the flag however the loop ends (a throwing clock, allocation or hook included).
+        struct Running {
+            IndexedDeadLetterStore* self;
+            ~Running() {
+                std::lock_guard<std::mutex> lock(self->mutex_);
+                self->reprocessing_ = false;
+            }
+        } running{this};
+
+        for (const Seq seq : batch) {
+            if (options.cancel != nullptr && options.cancel->cancelled()) {
+                result.cancelled = true;
+                break;
+            }
+            DeadLetter copy;
+            {
+                std::lock_guard<std::mutex> lock(mutex_);
+                store().check_redrive_continues(result);
+                const auto it = index_.find_redrivable(seq, query);
+                if (it == index_.end()) {
+                    ++result.skipped_changed;
+                    continue;
+                }
+                copy = it->second;
+            }
+            RedriveOutcome outcome = run_redrive_handler(handler, copy);
+            const bool resent = outcome.resent;
+            DeadLetterAttempt attempt{clock_->wall_now(), options.channel,
+                                      std::move(outcome.error)};
+            {
+                std::lock_guard<std::mutex> lock(mutex_);
+                store().record_outcome(seq, copy, resent, std::move(attempt), result);
+            }
+            ++(resent ? result.resent : result.failed);
+        }
+        return result;
+    }
+
+    DeadLetterStats do_stats() const override {
+        DeadLetterStats s;
+        std::lock_guard<std::mutex> lock(mutex_);
+        index_.fill(s);
+        s.added = counters_.added;
+        s.duplicate_adds = duplicate_adds_;
+        s.evicted = counters_.evicted;
+        s.purged = counters_.purged;
+        s.resent = counters_.resent;
+        s.redrive_failures = counters_.redrive_failures;
+        s.rejected_full = rejected_full_;
+        s.rejected_too_large = rejected_too_large_;
+        return s;
+    }
+
+    std::size_t do_size() const override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return index_.size();
+    }
+
+    DeadLetterLimits do_limits() const noexcept override { return limits_; }
+
+    // The hooks a store that accepts every change leaves as they are.
+    void check_writable() const noexcept {}
+    void check_redrive_continues(const ReprocessResult& /*so_far*/) const noexcept {}
+
+    const DeadLetterLimits limits_;
+    Clock* const clock_;
+
+    mutable std::mutex mutex_;
+    Index index_;                  // guarded by mutex_, as is everything below
+    DeadLetterCounters counters_;  // since the store was made (a durable store: ever)
+    std::uint64_t duplicate_adds_ = 0;
+    std::uint64_t rejected_full_ = 0;
+    std::uint64_t rejected_too_large_ = 0;
+
+private:
+    Store& store() noexcept { return static_cast<Store&>(*this); }
+
+    const std::uint64_t id_seed_;
+    std::uint64_t next_id_ = 0;  // guarded by mutex_
+    bool reprocessing_ = false;  // guarded by mutex_
+};
+
+}  // namespace detail
+
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_INDEXED_DEAD_LETTER_STORE_HPP
