@@ -167,7 +167,7 @@ struct CircuitBreakerOptions {
     }
     // Returned values for which `predicate` is true count as failures (the value is still
     // returned to the caller).
-    template <class T = detail::deduce_result_type, class Pred>
+    template <class T = void, class Pred>
     CircuitBreakerOptions& handle_result(Pred predicate) {
         classifier.handle_result<T>(std::move(predicate));
         return *this;

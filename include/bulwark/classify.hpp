@@ -16,10 +16,6 @@
 namespace bulwark {
 
 namespace detail {
-// handle_result<T>()'s default: T = void, "deduce T from the predicate's parameter" (no result
-// has type void). The other options' handle_result() spell their default with this alias.
-using deduce_result_type = void;
-
 // True if `error` is an E (or derived from it).
 template <class E>
 bool holds_exception(const std::exception_ptr& error) {

@@ -113,7 +113,7 @@ public:
         classifier_.handle_if(std::move(predicate));
         return *this;
     }
-    template <class U = detail::deduce_result_type, class Pred>
+    template <class U = void, class Pred>
     Fallback& handle_result(Pred predicate) {
         classifier_.template handle_result<U>(std::move(predicate));
         return *this;

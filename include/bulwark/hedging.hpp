@@ -100,7 +100,7 @@ struct HedgingOptions {
         classifier.handle_if(std::move(predicate));
         return *this;
     }
-    template <class T = detail::deduce_result_type, class Pred>
+    template <class T = void, class Pred>
     HedgingOptions& handle_result(Pred predicate) {
         classifier.handle_result<T>(std::move(predicate));
         return *this;

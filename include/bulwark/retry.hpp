@@ -89,7 +89,7 @@ struct RetryOptions {
         classifier.handle_if(std::move(predicate));
         return *this;
     }
-    template <class T = detail::deduce_result_type, class Pred>
+    template <class T = void, class Pred>
     RetryOptions& retry_if_result(Pred predicate) {
         classifier.handle_result<T>(std::move(predicate));
         return *this;

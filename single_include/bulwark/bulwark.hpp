@@ -1115,10 +1115,6 @@ inline constexpr bool is_outcome_v = is_outcome<std::decay_t<T>>::value;
 namespace bulwark {
 
 namespace detail {
-// handle_result<T>()'s default: T = void, "deduce T from the predicate's parameter" (no result
-// has type void). The other options' handle_result() spell their default with this alias.
-using deduce_result_type = void;
-
 // True if `error` is an E (or derived from it).
 template <class E>
 bool holds_exception(const std::exception_ptr& error) {
@@ -1608,7 +1604,7 @@ struct CircuitBreakerOptions {
     }
     // Returned values for which `predicate` is true count as failures (the value is still
     // returned to the caller).
-    template <class T = detail::deduce_result_type, class Pred>
+    template <class T = void, class Pred>
     CircuitBreakerOptions& handle_result(Pred predicate) {
         classifier.handle_result<T>(std::move(predicate));
         return *this;
@@ -9171,7 +9167,7 @@ struct RetryOptions {
         classifier.handle_if(std::move(predicate));
         return *this;
     }
-    template <class T = detail::deduce_result_type, class Pred>
+    template <class T = void, class Pred>
     RetryOptions& retry_if_result(Pred predicate) {
         classifier.handle_result<T>(std::move(predicate));
         return *this;
@@ -12873,7 +12869,7 @@ public:
         classifier_.handle_if(std::move(predicate));
         return *this;
     }
-    template <class U = detail::deduce_result_type, class Pred>
+    template <class U = void, class Pred>
     Fallback& handle_result(Pred predicate) {
         classifier_.template handle_result<U>(std::move(predicate));
         return *this;
@@ -13170,7 +13166,7 @@ struct HedgingOptions {
         classifier.handle_if(std::move(predicate));
         return *this;
     }
-    template <class T = detail::deduce_result_type, class Pred>
+    template <class T = void, class Pred>
     HedgingOptions& handle_result(Pred predicate) {
         classifier.handle_result<T>(std::move(predicate));
         return *this;
