@@ -211,10 +211,10 @@ private:
         return b;
     }
 
+    detail::StripedCounter calls_;  // first: its cache-line alignment then costs no padding
     const double ratio_;
     const std::uint32_t min_per_second_;
     Clock* const clock_;
-    detail::StripedCounter calls_;
     mutable std::mutex mutex_;
     std::vector<Bucket> buckets_;  // guarded by mutex_
     std::uint64_t withdrawn_ = 0;  // guarded by mutex_
@@ -413,8 +413,8 @@ public:
         return s;
     }
 
-    RetrySchedule schedule() { return RetrySchedule(*this, nullptr); }
-    RetrySchedule schedule(Context& ctx) { return RetrySchedule(*this, &ctx); }
+    RetrySchedule schedule() { return {*this, nullptr}; }
+    RetrySchedule schedule(Context& ctx) { return {*this, &ctx}; }
 
     template <class Next>
     auto apply(Context& ctx, Next&& next) {
