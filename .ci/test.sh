@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
-# Runs bulwark's whole test suite on a fresh machine, in four configurations:
+# Runs bulwark's whole test suite on a fresh machine: clang-tidy, then four configurations:
+#   tidy      clang-tidy 14 over the umbrella header, warnings as errors (~20 s)
 #   ci-gcc    g++, C++17, -Werror (+ packaging, consumer, compile-fail and format checks)
 #   ci-clang  clang++, C++20, -Werror
 #   ci-asan   AddressSanitizer + UndefinedBehaviorSanitizer (clang++, C++17)
 #   ci-tsan   ThreadSanitizer (g++, C++20)
-# Usage: bash .ci/test.sh [preset...]     (default: all four)
-# Installs what is missing from the system package manager (Debian: catch2), or stops with a
-# clear message. Never downloads anything else.
+# Usage: bash .ci/test.sh [preset...]     (default: all five)
+# Installs what is missing from the system package manager (Debian: catch2, clang-tidy), or
+# stops with a clear message. Never downloads anything else.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 presets=("$@")
 if [ ${#presets[@]} -eq 0 ]; then
-  presets=(ci-gcc ci-clang ci-asan ci-tsan)
+  presets=(tidy ci-gcc ci-clang ci-asan ci-tsan)
 fi
 
 say() { printf '\n== %s\n' "$*"; }
@@ -42,6 +43,7 @@ command -v cmake >/dev/null || missing+=(cmake)
 command -v ninja >/dev/null || missing+=(ninja-build)
 command -v g++ >/dev/null || missing+=(g++)
 command -v clang++ >/dev/null || missing+=(clang)
+command -v clang-tidy-14 >/dev/null || command -v clang-tidy >/dev/null || missing+=(clang-tidy)
 command -v python3 >/dev/null || missing+=(python3)
 command -v pkg-config >/dev/null || missing+=(pkg-config)
 if [ -n "${CI:-}" ] && ! command -v ccache >/dev/null; then

@@ -107,12 +107,12 @@ public:
     // The same wait every time. d >= 0.
     static Backoff fixed(Duration d) {
         check_non_negative("Backoff.fixed(d): d", d);
-        return Backoff(Kind::fixed, d, 1.0, Duration::max());
+        return {Kind::fixed, d, 1.0, Duration::max()};
     }
     // step, 2·step, 3·step, … step > 0.
     static Backoff linear(Duration step) {
         check_positive("Backoff.linear(step): step", step);
-        return Backoff(Kind::linear, step, 1.0, Duration::max());
+        return {Kind::linear, step, 1.0, Duration::max()};
     }
     // base, base·m, base·m², … base > 0, multiplier >= 1.
     static Backoff exponential(Duration base, double multiplier = 2.0) {
@@ -122,12 +122,12 @@ public:
                                          "must be a finite number >= 1",
                                          detail::format_number(multiplier));
         }
-        return Backoff(Kind::exponential, base, multiplier, Duration::max());
+        return {Kind::exponential, base, multiplier, Duration::max()};
     }
     // base·1, base·1, base·2, base·3, base·5, … base > 0.
     static Backoff fibonacci(Duration base) {
         check_positive("Backoff.fibonacci(base): base", base);
-        return Backoff(Kind::fibonacci, base, 1.0, Duration::max());
+        return {Kind::fibonacci, base, 1.0, Duration::max()};
     }
     // AWS "decorrelated jitter": d₁ = base, dₙ = min(max, uniform(base, 3·dₙ₋₁)). Random by
     // nature (seed() makes it reproducible), so jitter() other than Jitter::none is refused.
@@ -140,7 +140,7 @@ public:
                                          "must be >= base (" + detail::format_duration(base) + ")",
                                          detail::format_duration(max));
         }
-        return Backoff(Kind::decorrelated_jitter, base, 3.0, max);
+        return {Kind::decorrelated_jitter, base, 3.0, max};
     }
 
     // Caps every delay (default: no cap other than Duration::max()). >= 0.
@@ -226,7 +226,7 @@ private:
     }
 
     Duration decorrelated(std::uint32_t n, Duration previous) const noexcept {
-        const double base = static_cast<double>(base_.count());
+        const auto base = static_cast<double>(base_.count());
         const double high = std::min(static_cast<double>(max_delay_.count()),
                                      static_cast<double>(previous.count()) * multiplier_);
         const double drawn =
@@ -247,7 +247,7 @@ private:
 
     // The schedule's delay before jitter, saturated at max_delay.
     Duration undithered(std::uint32_t n) const noexcept {
-        const double base = static_cast<double>(base_.count());
+        const auto base = static_cast<double>(base_.count());
         switch (kind_) {
             case Kind::fixed:
                 return detail::saturate(base, max_delay_);
@@ -272,7 +272,7 @@ private:
             return d;
         }
         const double r = detail::unit_random(seed_, n, 2);
-        const double ns = static_cast<double>(d.count());
+        const auto ns = static_cast<double>(d.count());
         const double jittered = jitter_ == Jitter::full ? ns * r : ns / 2.0 + ns / 2.0 * r;
         return detail::saturate(jittered, d);
     }

@@ -212,7 +212,7 @@ public:
           has_result_predicates_(options_.classifier.has_result_predicates()),
           probes_(options_.half_open_calls) {
         if (time_window_) {
-            const TimeWindow& tw = std::get<TimeWindow>(options_.window);
+            const auto& tw = std::get<TimeWindow>(options_.window);
             bucket_width_ = tw.bucket;
             bucket_count_ =
                 static_cast<std::uint64_t>((tw.length + tw.bucket - Duration(1)) / tw.bucket);
@@ -808,7 +808,7 @@ private:
         if (wc.calls < options_.minimum_calls) {
             return;
         }
-        const double calls = static_cast<double>(wc.calls);
+        const auto calls = static_cast<double>(wc.calls);
         if (options_.failure_ratio > 0.0 &&
             static_cast<double>(wc.failures) >= options_.failure_ratio * calls) {
             open_breaker(now, TransitionReason::failure_rate, transitions);

@@ -214,7 +214,7 @@ struct CircuitBreakerOptions {
                     std::to_string(minimum_calls));
             }
         } else {
-            const TimeWindow& time = std::get<TimeWindow>(window);
+            const auto& time = std::get<TimeWindow>(window);
             positive("CircuitBreakerOptions.window (TimeWindow.length)", time.length);
             positive("CircuitBreakerOptions.window (TimeWindow.bucket)", time.bucket);
             if (time.bucket > time.length) {

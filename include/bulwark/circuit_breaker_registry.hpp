@@ -31,6 +31,7 @@ namespace bulwark {
 template <class Tag = void>
 class BasicCircuitBreakerRegistry {
 public:
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
     explicit BasicCircuitBreakerRegistry(CircuitBreakerOptions defaults = {})
         : BasicCircuitBreakerRegistry(std::move(defaults), default_clock()) {}
 

@@ -12,7 +12,7 @@
 #include <vector>
 
 #if defined(__linux__)
-#include <time.h>
+#include <time.h>  // NOLINT(modernize-deprecated-headers): POSIX clock_gettime
 #endif
 
 #include <bulwark/config.hpp>
@@ -88,6 +88,8 @@ protected:
     explicit Clock(const std::atomic<std::int64_t>* cell) noexcept : coarse_cell_(cell) {}
     // A copy does not share the cell: a subclass with a cell is not copyable.
     Clock(const Clock&) noexcept {}
+    // Assigns nothing, so self-assignment is harmless.
+    // NOLINTNEXTLINE(bugprone-unhandled-self-assignment)
     Clock& operator=(const Clock&) noexcept { return *this; }
 
 private:

@@ -292,8 +292,7 @@ private:
 
     // Under mutex_: makes `level` the level in force.
     void publish(DegradationLevel level, std::string reason, bool manual, Pending& pending) {
-        const DegradationLevel old =
-            static_cast<DegradationLevel>(level_.load(std::memory_order_relaxed));
+        const auto old = static_cast<DegradationLevel>(level_.load(std::memory_order_relaxed));
         const TimePoint now = clock_->now();
         if (old != level) {
             since_ = now;

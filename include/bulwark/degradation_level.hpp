@@ -33,6 +33,9 @@ inline const char* to_string(DegradationLevel level) noexcept {
 // level() is one acquire load. Thread-safe. Only a subclass sets the level.
 class DegradationSignal {
 public:
+    DegradationSignal(const DegradationSignal&) = delete;
+    DegradationSignal& operator=(const DegradationSignal&) = delete;
+
     DegradationLevel level() const noexcept {
         // acquire: pairs with the source's release store, so what the source wrote before it
         // changed the level (its reason, its time) is visible to a reader that sees the level.
@@ -41,8 +44,6 @@ public:
 
 protected:
     DegradationSignal() = default;
-    DegradationSignal(const DegradationSignal&) = delete;
-    DegradationSignal& operator=(const DegradationSignal&) = delete;
     ~DegradationSignal() = default;
 
     std::atomic<std::uint8_t> level_{static_cast<std::uint8_t>(DegradationLevel::normal)};

@@ -23,7 +23,7 @@ using ListenerErrorHandler = void (*)(std::exception_ptr) noexcept;
 namespace detail {
 inline void default_listener_error_handler(std::exception_ptr error) noexcept {
     try {
-        std::rethrow_exception(error);
+        std::rethrow_exception(std::move(error));
     } catch (const std::exception& e) {
         std::fprintf(stderr, "bulwark: a listener threw: %s\n", e.what());
     } catch (...) {

@@ -65,6 +65,7 @@ public:
     using result_type = R;
     using Function = std::function<R(Args...)>;
 
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
     explicit FallbackChain(Selection selection = Selection::priority, ChainOptions options = {},
                            Clock& clock = default_clock())
         : FallbackChain(selection, std::move(options), detail::fresh_seed(), clock) {}
@@ -418,7 +419,7 @@ private:
             case Selection::round_robin: {
                 // relaxed: only the rotation matters, not what other threads wrote.
                 const std::uint64_t turn = rotation.fetch_add(1, std::memory_order_relaxed);
-                const std::size_t shift = static_cast<std::size_t>(turn % n);
+                const auto shift = static_cast<std::size_t>(turn % n);
                 for (std::size_t i = 0; i < n; ++i) {
                     c[i].key = static_cast<double>((i + n - shift) % n);
                 }

@@ -120,8 +120,8 @@ class [[nodiscard]] Outcome<void> {
 public:
     using value_type = void;
 
-    static Outcome success() noexcept { return Outcome(); }
-    static Outcome from_value() noexcept { return Outcome(); }
+    static Outcome success() noexcept { return {}; }
+    static Outcome from_value() noexcept { return {}; }
 
     static Outcome from_error(std::exception_ptr error) {
         if (!error) {

@@ -59,7 +59,7 @@ struct RateLimiterOptions {
                                              "must be >= 1", "0");
             }
         } else {
-            const SlidingWindow& sw = std::get<SlidingWindow>(limit);
+            const auto& sw = std::get<SlidingWindow>(limit);
             if (sw.limit == 0 || sw.limit > 1000000) {
                 detail::throw_invalid_option("RateLimiterOptions.limit (SlidingWindow.limit)",
                                              "must be in [1, 1000000]", std::to_string(sw.limit));
@@ -131,7 +131,7 @@ public:
             tat_ns_.store(clock_->coarse_now_fast().time_since_epoch().count(),
                           std::memory_order_relaxed);
         } else {
-            const SlidingWindow& sw = std::get<SlidingWindow>(options_.limit);
+            const auto& sw = std::get<SlidingWindow>(options_.limit);
             log_.assign(sw.limit, TimePoint{});
         }
     }

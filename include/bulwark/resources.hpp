@@ -105,6 +105,7 @@ public:
 
     // Throws std::invalid_argument for an empty name or gauge, a duplicate name, bad thresholds
     // or a negative TTL.
+    // NOLINTNEXTLINE(performance-unnecessary-value-param): moved below; llvm-project#43943
     void add_gauge(std::string name, ResourceGauge gauge, ResourceThresholds thresholds = {},
                    Duration cache_ttl = std::chrono::seconds(1)) {
         if (!gauge) {
@@ -310,6 +311,7 @@ private:
         return status != ResourceStatus::critical && status != ResourceStatus::exhausted;
     }
 
+    // NOLINTNEXTLINE(performance-unnecessary-value-param): moved below; llvm-project#43943
     std::unique_ptr<Resource> make_resource(std::string name, const ResourceThresholds& t) {
         if (name.empty()) {
             detail::throw_invalid_argument("ResourceManager: a resource name must not be empty");

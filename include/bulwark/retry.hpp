@@ -252,8 +252,8 @@ public:
         return s;
     }
 
-    RetrySchedule schedule() { return RetrySchedule(*this, nullptr); }
-    RetrySchedule schedule(Context& ctx) { return RetrySchedule(*this, &ctx); }
+    RetrySchedule schedule() { return {*this, nullptr}; }
+    RetrySchedule schedule(Context& ctx) { return {*this, &ctx}; }
 
     template <class Next>
     auto apply(Context& ctx, Next&& next) {

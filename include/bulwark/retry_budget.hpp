@@ -147,9 +147,9 @@ private:
         return b;
     }
 
+    detail::StripedCounter calls_;  // first: its cache-line alignment then costs no padding
     const RetryBudgetOptions options_;
     Clock* const clock_;
-    detail::StripedCounter calls_;
     mutable std::mutex mutex_;
     std::vector<Bucket> buckets_;  // guarded by mutex_
     std::uint64_t withdrawn_ = 0;  // guarded by mutex_

@@ -52,8 +52,14 @@ inline std::optional<CpuTimes> proc_cpu_times() {
     if (file == nullptr) {
         return std::nullopt;
     }
-    unsigned long long user = 0, nice = 0, sys = 0, idle = 0, iowait = 0, irq = 0, softirq = 0,
-                       steal = 0;
+    unsigned long long user = 0;
+    unsigned long long nice = 0;
+    unsigned long long sys = 0;
+    unsigned long long idle = 0;
+    unsigned long long iowait = 0;
+    unsigned long long irq = 0;
+    unsigned long long softirq = 0;
+    unsigned long long steal = 0;
     const int fields = std::fscanf(file, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &user,
                                    &nice, &sys, &idle, &iowait, &irq, &softirq, &steal);
     std::fclose(file);
@@ -127,7 +133,7 @@ inline std::optional<double> disk_used_percent(const std::string& path = "/") {
     if (statvfs(path.c_str(), &fs) != 0) {
         return std::nullopt;
     }
-    const double used = static_cast<double>(fs.f_blocks - fs.f_bfree);
+    const auto used = static_cast<double>(fs.f_blocks - fs.f_bfree);
     const double usable = used + static_cast<double>(fs.f_bavail);
     if (usable <= 0.0) {
         return std::nullopt;
@@ -146,7 +152,8 @@ inline std::optional<std::uint64_t> process_rss_bytes() {
     if (file == nullptr) {
         return std::nullopt;
     }
-    unsigned long long pages_total = 0, pages_resident = 0;
+    unsigned long long pages_total = 0;
+    unsigned long long pages_resident = 0;
     const int fields = std::fscanf(file, "%llu %llu", &pages_total, &pages_resident);
     std::fclose(file);
     const long page_size = sysconf(_SC_PAGESIZE);

@@ -57,7 +57,7 @@ public:
     FaultInjector& operator=(const FaultInjector&) = delete;
 
     // The next `n` calls fail (with `error`, or the default error).
-    FaultInjector& fail_next(std::size_t n, std::exception_ptr error = nullptr) {
+    FaultInjector& fail_next(std::size_t n, const std::exception_ptr& error = nullptr) {
         std::lock_guard<std::mutex> lock(mutex_);
         for (std::size_t i = 0; i < n; ++i) {
             script_.push_back(Step{true, error});

@@ -105,7 +105,7 @@ public:
         struct Restore {
             Context& ctx;
             TimePoint deadline;  // TimePoint::max(): none
-            const Clock* clock;
+            const Clock* clock = nullptr;
             ~Restore() { ctx.set_deadline(deadline, clock); }
         } restore{ctx, ctx.deadline_or(TimePoint::max()), ctx.deadline_clock()};
         // A tighter outer deadline that came without a clock (a caller's ctx.set_deadline(t))

@@ -71,7 +71,7 @@
 #include <vector>
 
 #if defined(__linux__)
-#include <time.h>
+#include <time.h>  // NOLINT(modernize-deprecated-headers): POSIX clock_gettime
 #endif
 
 // #include <bulwark/config.hpp>
@@ -176,7 +176,7 @@ inline std::string format_number(long long value) {
 // Renders a duration in the largest unit that keeps it exact: 1500ms, 2s, 250us, -3ns.
 template <class Rep, class Period>
 std::string format_duration(std::chrono::duration<Rep, Period> d) {
-    const long long ns =
+    const auto ns =
         static_cast<long long>(std::chrono::duration_cast<std::chrono::nanoseconds>(d).count());
     struct Unit {
         long long size;
@@ -289,6 +289,8 @@ protected:
     explicit Clock(const std::atomic<std::int64_t>* cell) noexcept : coarse_cell_(cell) {}
     // A copy does not share the cell: a subclass with a cell is not copyable.
     Clock(const Clock&) noexcept {}
+    // Assigns nothing, so self-assignment is harmless.
+    // NOLINTNEXTLINE(bugprone-unhandled-self-assignment)
     Clock& operator=(const Clock&) noexcept { return *this; }
 
 private:
@@ -626,12 +628,12 @@ public:
     // The same wait every time. d >= 0.
     static Backoff fixed(Duration d) {
         check_non_negative("Backoff.fixed(d): d", d);
-        return Backoff(Kind::fixed, d, 1.0, Duration::max());
+        return {Kind::fixed, d, 1.0, Duration::max()};
     }
     // step, 2·step, 3·step, … step > 0.
     static Backoff linear(Duration step) {
         check_positive("Backoff.linear(step): step", step);
-        return Backoff(Kind::linear, step, 1.0, Duration::max());
+        return {Kind::linear, step, 1.0, Duration::max()};
     }
     // base, base·m, base·m², … base > 0, multiplier >= 1.
     static Backoff exponential(Duration base, double multiplier = 2.0) {
@@ -641,12 +643,12 @@ public:
                                          "must be a finite number >= 1",
                                          detail::format_number(multiplier));
         }
-        return Backoff(Kind::exponential, base, multiplier, Duration::max());
+        return {Kind::exponential, base, multiplier, Duration::max()};
     }
     // base·1, base·1, base·2, base·3, base·5, … base > 0.
     static Backoff fibonacci(Duration base) {
         check_positive("Backoff.fibonacci(base): base", base);
-        return Backoff(Kind::fibonacci, base, 1.0, Duration::max());
+        return {Kind::fibonacci, base, 1.0, Duration::max()};
     }
     // AWS "decorrelated jitter": d₁ = base, dₙ = min(max, uniform(base, 3·dₙ₋₁)). Random by
     // nature (seed() makes it reproducible), so jitter() other than Jitter::none is refused.
@@ -659,7 +661,7 @@ public:
                                          "must be >= base (" + detail::format_duration(base) + ")",
                                          detail::format_duration(max));
         }
-        return Backoff(Kind::decorrelated_jitter, base, 3.0, max);
+        return {Kind::decorrelated_jitter, base, 3.0, max};
     }
 
     // Caps every delay (default: no cap other than Duration::max()). >= 0.
@@ -745,7 +747,7 @@ private:
     }
 
     Duration decorrelated(std::uint32_t n, Duration previous) const noexcept {
-        const double base = static_cast<double>(base_.count());
+        const auto base = static_cast<double>(base_.count());
         const double high = std::min(static_cast<double>(max_delay_.count()),
                                      static_cast<double>(previous.count()) * multiplier_);
         const double drawn =
@@ -766,7 +768,7 @@ private:
 
     // The schedule's delay before jitter, saturated at max_delay.
     Duration undithered(std::uint32_t n) const noexcept {
-        const double base = static_cast<double>(base_.count());
+        const auto base = static_cast<double>(base_.count());
         switch (kind_) {
             case Kind::fixed:
                 return detail::saturate(base, max_delay_);
@@ -791,7 +793,7 @@ private:
             return d;
         }
         const double r = detail::unit_random(seed_, n, 2);
-        const double ns = static_cast<double>(d.count());
+        const auto ns = static_cast<double>(d.count());
         const double jittered = jitter_ == Jitter::full ? ns * r : ns / 2.0 + ns / 2.0 * r;
         return detail::saturate(jittered, d);
     }
@@ -1057,8 +1059,8 @@ class [[nodiscard]] Outcome<void> {
 public:
     using value_type = void;
 
-    static Outcome success() noexcept { return Outcome(); }
-    static Outcome from_value() noexcept { return Outcome(); }
+    static Outcome success() noexcept { return {}; }
+    static Outcome from_value() noexcept { return {}; }
 
     static Outcome from_error(std::exception_ptr error) {
         if (!error) {
@@ -1651,7 +1653,7 @@ struct CircuitBreakerOptions {
                     std::to_string(minimum_calls));
             }
         } else {
-            const TimeWindow& time = std::get<TimeWindow>(window);
+            const auto& time = std::get<TimeWindow>(window);
             positive("CircuitBreakerOptions.window (TimeWindow.length)", time.length);
             positive("CircuitBreakerOptions.window (TimeWindow.bucket)", time.bucket);
             if (time.bucket > time.length) {
@@ -1909,7 +1911,7 @@ private:
 
 // Never destroyed: threads may exit (and release their slot) after static destruction began.
 inline SlotRegistry& slot_registry() {
-    static SlotRegistry* registry = new SlotRegistry();
+    static auto* registry = new SlotRegistry();
     return *registry;
 }
 
@@ -1969,7 +1971,7 @@ using ListenerErrorHandler = void (*)(std::exception_ptr) noexcept;
 namespace detail {
 inline void default_listener_error_handler(std::exception_ptr error) noexcept {
     try {
-        std::rethrow_exception(error);
+        std::rethrow_exception(std::move(error));
     } catch (const std::exception& e) {
         std::fprintf(stderr, "bulwark: a listener threw: %s\n", e.what());
     } catch (...) {
@@ -2573,7 +2575,7 @@ public:
           has_result_predicates_(options_.classifier.has_result_predicates()),
           probes_(options_.half_open_calls) {
         if (time_window_) {
-            const TimeWindow& tw = std::get<TimeWindow>(options_.window);
+            const auto& tw = std::get<TimeWindow>(options_.window);
             bucket_width_ = tw.bucket;
             bucket_count_ =
                 static_cast<std::uint64_t>((tw.length + tw.bucket - Duration(1)) / tw.bucket);
@@ -3169,7 +3171,7 @@ private:
         if (wc.calls < options_.minimum_calls) {
             return;
         }
-        const double calls = static_cast<double>(wc.calls);
+        const auto calls = static_cast<double>(wc.calls);
         if (options_.failure_ratio > 0.0 &&
             static_cast<double>(wc.failures) >= options_.failure_ratio * calls) {
             open_breaker(now, TransitionReason::failure_rate, transitions);
@@ -3761,7 +3763,9 @@ struct HealthReport {
     // 200 when ready, else 503: the code a readiness endpoint answers with.
     int http_status() const noexcept { return ready ? 200 : 503; }
 
-    std::string liveness_json() const { return "{\"status\":\"up\"}"; }
+    // A member like readiness_json(), though liveness does not depend on the report.
+    // NOLINTNEXTLINE(readability-convert-member-functions-to-static)
+    std::string liveness_json() const { return R"({"status":"up"})"; }
 
     std::string readiness_json() const {
         std::string out = "{\"status\":";
@@ -3940,6 +3944,7 @@ namespace bulwark {
 template <class Tag = void>
 class BasicCircuitBreakerRegistry {
 public:
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
     explicit BasicCircuitBreakerRegistry(CircuitBreakerOptions defaults = {})
         : BasicCircuitBreakerRegistry(std::move(defaults), default_clock()) {}
 
@@ -4764,6 +4769,7 @@ public:
     }
 
     // Dismisses a pending record with `note`. Strong guarantee.
+    // NOLINTNEXTLINE(performance-unnecessary-value-param): it is moved into the record
     void dismiss(const_iterator it, std::string note) {
         set_status(it, DeadLetterStatus::dismissed);
         mutable_record(it).note = std::move(note);  // a move: cannot throw
@@ -4816,7 +4822,7 @@ public:
 
     // Removes the oldest added record that is not pending; false when every record is pending.
     bool evict_oldest_resolved() noexcept {
-        const const_iterator it = oldest_resolved();
+        const auto it = oldest_resolved();
         if (it == records_.end()) {
             return false;
         }
@@ -5605,7 +5611,7 @@ public:
     }
 
 private:
-    Handle open_flags(const std::string& path, int extra_flags) {
+    static Handle open_flags(const std::string& path, int extra_flags) {
         const int fd = open_retry(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | extra_flags);
         struct stat st {};
         const int bad = ::fstat(fd, &st) != 0 ? errno : S_ISREG(st.st_mode) ? 0 : EINVAL;
@@ -6086,7 +6092,7 @@ inline bool flag(std::uint8_t v, bool& out) noexcept {
 // Bounds the CRC work of a resynchronising scan over hostile bytes (defence in depth: a scan
 // checks each candidate's body once and then skips it, so it is linear in the file anyway).
 struct ScanBudget {
-    std::uint64_t bytes_left;
+    std::uint64_t bytes_left = 0;
     bool exhausted = false;
 };
 
@@ -7355,6 +7361,9 @@ inline const char* to_string(DegradationLevel level) noexcept {
 // level() is one acquire load. Thread-safe. Only a subclass sets the level.
 class DegradationSignal {
 public:
+    DegradationSignal(const DegradationSignal&) = delete;
+    DegradationSignal& operator=(const DegradationSignal&) = delete;
+
     DegradationLevel level() const noexcept {
         // acquire: pairs with the source's release store, so what the source wrote before it
         // changed the level (its reason, its time) is visible to a reader that sees the level.
@@ -7363,8 +7372,6 @@ public:
 
 protected:
     DegradationSignal() = default;
-    DegradationSignal(const DegradationSignal&) = delete;
-    DegradationSignal& operator=(const DegradationSignal&) = delete;
     ~DegradationSignal() = default;
 
     std::atomic<std::uint8_t> level_{static_cast<std::uint8_t>(DegradationLevel::normal)};
@@ -7816,8 +7823,7 @@ private:
 
     // Under mutex_: makes `level` the level in force.
     void publish(DegradationLevel level, std::string reason, bool manual, Pending& pending) {
-        const DegradationLevel old =
-            static_cast<DegradationLevel>(level_.load(std::memory_order_relaxed));
+        const auto old = static_cast<DegradationLevel>(level_.load(std::memory_order_relaxed));
         const TimePoint now = clock_->now();
         if (old != level) {
             since_ = now;
@@ -8550,7 +8556,7 @@ struct RateLimiterOptions {
                                              "must be >= 1", "0");
             }
         } else {
-            const SlidingWindow& sw = std::get<SlidingWindow>(limit);
+            const auto& sw = std::get<SlidingWindow>(limit);
             if (sw.limit == 0 || sw.limit > 1000000) {
                 detail::throw_invalid_option("RateLimiterOptions.limit (SlidingWindow.limit)",
                                              "must be in [1, 1000000]", std::to_string(sw.limit));
@@ -8622,7 +8628,7 @@ public:
             tat_ns_.store(clock_->coarse_now_fast().time_since_epoch().count(),
                           std::memory_order_relaxed);
         } else {
-            const SlidingWindow& sw = std::get<SlidingWindow>(options_.limit);
+            const auto& sw = std::get<SlidingWindow>(options_.limit);
             log_.assign(sw.limit, TimePoint{});
         }
     }
@@ -9097,9 +9103,9 @@ private:
         return b;
     }
 
+    detail::StripedCounter calls_;  // first: its cache-line alignment then costs no padding
     const RetryBudgetOptions options_;
     Clock* const clock_;
-    detail::StripedCounter calls_;
     mutable std::mutex mutex_;
     std::vector<Bucket> buckets_;  // guarded by mutex_
     std::uint64_t withdrawn_ = 0;  // guarded by mutex_
@@ -9330,8 +9336,8 @@ public:
         return s;
     }
 
-    RetrySchedule schedule() { return RetrySchedule(*this, nullptr); }
-    RetrySchedule schedule(Context& ctx) { return RetrySchedule(*this, &ctx); }
+    RetrySchedule schedule() { return {*this, nullptr}; }
+    RetrySchedule schedule(Context& ctx) { return {*this, &ctx}; }
 
     template <class Next>
     auto apply(Context& ctx, Next&& next) {
@@ -9616,6 +9622,7 @@ public:
     using result_type = R;
     using Function = std::function<R(Args...)>;
 
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
     explicit FallbackChain(Selection selection = Selection::priority, ChainOptions options = {},
                            Clock& clock = default_clock())
         : FallbackChain(selection, std::move(options), detail::fresh_seed(), clock) {}
@@ -9969,7 +9976,7 @@ private:
             case Selection::round_robin: {
                 // relaxed: only the rotation matters, not what other threads wrote.
                 const std::uint64_t turn = rotation.fetch_add(1, std::memory_order_relaxed);
-                const std::size_t shift = static_cast<std::size_t>(turn % n);
+                const auto shift = static_cast<std::size_t>(turn % n);
                 for (std::size_t i = 0; i < n; ++i) {
                     c[i].key = static_cast<double>((i + n - shift) % n);
                 }
@@ -13977,7 +13984,7 @@ public:
     FaultInjector& operator=(const FaultInjector&) = delete;
 
     // The next `n` calls fail (with `error`, or the default error).
-    FaultInjector& fail_next(std::size_t n, std::exception_ptr error = nullptr) {
+    FaultInjector& fail_next(std::size_t n, const std::exception_ptr& error = nullptr) {
         std::lock_guard<std::mutex> lock(mutex_);
         for (std::size_t i = 0; i < n; ++i) {
             script_.push_back(Step{true, error});
@@ -14256,7 +14263,7 @@ public:
         struct Restore {
             Context& ctx;
             TimePoint deadline;  // TimePoint::max(): none
-            const Clock* clock;
+            const Clock* clock = nullptr;
             ~Restore() { ctx.set_deadline(deadline, clock); }
         } restore{ctx, ctx.deadline_or(TimePoint::max()), ctx.deadline_clock()};
         // A tighter outer deadline that came without a clock (a caller's ctx.set_deadline(t))
@@ -14424,6 +14431,7 @@ public:
 
     // Throws std::invalid_argument for an empty name or gauge, a duplicate name, bad thresholds
     // or a negative TTL.
+    // NOLINTNEXTLINE(performance-unnecessary-value-param): moved below; llvm-project#43943
     void add_gauge(std::string name, ResourceGauge gauge, ResourceThresholds thresholds = {},
                    Duration cache_ttl = std::chrono::seconds(1)) {
         if (!gauge) {
@@ -14629,6 +14637,7 @@ private:
         return status != ResourceStatus::critical && status != ResourceStatus::exhausted;
     }
 
+    // NOLINTNEXTLINE(performance-unnecessary-value-param): moved below; llvm-project#43943
     std::unique_ptr<Resource> make_resource(std::string name, const ResourceThresholds& t) {
         if (name.empty()) {
             detail::throw_invalid_argument("ResourceManager: a resource name must not be empty");
@@ -14872,8 +14881,14 @@ inline std::optional<CpuTimes> proc_cpu_times() {
     if (file == nullptr) {
         return std::nullopt;
     }
-    unsigned long long user = 0, nice = 0, sys = 0, idle = 0, iowait = 0, irq = 0, softirq = 0,
-                       steal = 0;
+    unsigned long long user = 0;
+    unsigned long long nice = 0;
+    unsigned long long sys = 0;
+    unsigned long long idle = 0;
+    unsigned long long iowait = 0;
+    unsigned long long irq = 0;
+    unsigned long long softirq = 0;
+    unsigned long long steal = 0;
     const int fields = std::fscanf(file, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &user,
                                    &nice, &sys, &idle, &iowait, &irq, &softirq, &steal);
     std::fclose(file);
@@ -14947,7 +14962,7 @@ inline std::optional<double> disk_used_percent(const std::string& path = "/") {
     if (statvfs(path.c_str(), &fs) != 0) {
         return std::nullopt;
     }
-    const double used = static_cast<double>(fs.f_blocks - fs.f_bfree);
+    const auto used = static_cast<double>(fs.f_blocks - fs.f_bfree);
     const double usable = used + static_cast<double>(fs.f_bavail);
     if (usable <= 0.0) {
         return std::nullopt;
@@ -14966,7 +14981,8 @@ inline std::optional<std::uint64_t> process_rss_bytes() {
     if (file == nullptr) {
         return std::nullopt;
     }
-    unsigned long long pages_total = 0, pages_resident = 0;
+    unsigned long long pages_total = 0;
+    unsigned long long pages_resident = 0;
     const int fields = std::fscanf(file, "%llu %llu", &pages_total, &pages_resident);
     std::fclose(file);
     const long page_size = sysconf(_SC_PAGESIZE);

@@ -254,6 +254,7 @@ public:
     }
 
     // Dismisses a pending record with `note`. Strong guarantee.
+    // NOLINTNEXTLINE(performance-unnecessary-value-param): it is moved into the record
     void dismiss(const_iterator it, std::string note) {
         set_status(it, DeadLetterStatus::dismissed);
         mutable_record(it).note = std::move(note);  // a move: cannot throw
@@ -306,7 +307,7 @@ public:
 
     // Removes the oldest added record that is not pending; false when every record is pending.
     bool evict_oldest_resolved() noexcept {
-        const const_iterator it = oldest_resolved();
+        const auto it = oldest_resolved();
         if (it == records_.end()) {
             return false;
         }

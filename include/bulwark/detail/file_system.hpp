@@ -234,7 +234,7 @@ public:
     }
 
 private:
-    Handle open_flags(const std::string& path, int extra_flags) {
+    static Handle open_flags(const std::string& path, int extra_flags) {
         const int fd = open_retry(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | extra_flags);
         struct stat st {};
         const int bad = ::fstat(fd, &st) != 0 ? errno : S_ISREG(st.st_mode) ? 0 : EINVAL;

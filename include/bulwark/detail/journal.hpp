@@ -425,7 +425,7 @@ inline bool flag(std::uint8_t v, bool& out) noexcept {
 // Bounds the CRC work of a resynchronising scan over hostile bytes (defence in depth: a scan
 // checks each candidate's body once and then skips it, so it is linear in the file anyway).
 struct ScanBudget {
-    std::uint64_t bytes_left;
+    std::uint64_t bytes_left = 0;
     bool exhausted = false;
 };
 

@@ -46,7 +46,7 @@ private:
 
 // Never destroyed: threads may exit (and release their slot) after static destruction began.
 inline SlotRegistry& slot_registry() {
-    static SlotRegistry* registry = new SlotRegistry();
+    static auto* registry = new SlotRegistry();
     return *registry;
 }
 

@@ -48,7 +48,7 @@ inline std::string format_number(long long value) {
 // Renders a duration in the largest unit that keeps it exact: 1500ms, 2s, 250us, -3ns.
 template <class Rep, class Period>
 std::string format_duration(std::chrono::duration<Rep, Period> d) {
-    const long long ns =
+    const auto ns =
         static_cast<long long>(std::chrono::duration_cast<std::chrono::nanoseconds>(d).count());
     struct Unit {
         long long size;
