@@ -253,50 +253,30 @@ struct HealthReport {
     std::string liveness_json() const { return R"({"status":"up"})"; }
 
     std::string readiness_json() const {
-        std::string out = "{\"status\":";
-        detail::json_string(out, ready ? "ready" : "not_ready");
-        out += ",\"checks\":[";
-        bool first_check = true;
+        detail::JsonWriter w;
+        w.begin_object().field("status", ready ? "ready" : "not_ready");
+        w.key("checks").begin_array();
         for (const HealthCheckSummary& c : checks) {
-            if (!c.last.critical) {
-                continue;
+            if (c.last.critical) {
+                w.begin_object();
+                w.field("name", c.last.name).field("status", to_string(c.last.status));
+                w.end_object();
             }
-            if (!first_check) {
-                out.push_back(',');
-            }
-            first_check = false;
-            bool first = true;
-            out.push_back('{');
-            detail::json_key(out, "name", first);
-            detail::json_string(out, c.last.name);
-            detail::json_key(out, "status", first);
-            detail::json_string(out, to_string(c.last.status));
-            out.push_back('}');
         }
-        out += "]}";
-        return out;
+        w.end_array().end_object();
+        return w.take();
     }
 
     std::string to_json() const {
-        std::string out;
-        bool first = true;
-        out.push_back('{');
-        detail::json_key(out, "status", first);
-        detail::json_string(out, to_string(status));
-        detail::json_key(out, "live", first);
-        out += "true";
-        detail::json_key(out, "ready", first);
-        out += ready ? "true" : "false";
-        detail::json_key(out, "checks", first);
-        out.push_back('[');
-        for (std::size_t i = 0; i < checks.size(); ++i) {
-            if (i != 0) {
-                out.push_back(',');
-            }
-            append_check(out, checks[i]);
+        detail::JsonWriter w;
+        w.begin_object().field("status", to_string(status));
+        w.field("live", true).field("ready", ready);
+        w.key("checks").begin_array();
+        for (const HealthCheckSummary& c : checks) {
+            write_check(w, c);
         }
-        out += "]}";
-        return out;
+        w.end_array().end_object();
+        return w.take();
     }
 
 private:
@@ -304,51 +284,27 @@ private:
         return std::chrono::duration<double, std::milli>(d).count();
     }
 
-    void append_check(std::string& out, const HealthCheckSummary& c) const {
+    void write_check(detail::JsonWriter& w, const HealthCheckSummary& c) const {
         const HealthCheckResult& r = c.last;
         const bool ran = r.status != HealthStatus::unknown;
-        bool first = true;
-        out.push_back('{');
-        detail::json_key(out, "name", first);
-        detail::json_string(out, r.name);
-        detail::json_key(out, "status", first);
-        detail::json_string(out, to_string(r.status));
-        detail::json_key(out, "critical", first);
-        out += r.critical ? "true" : "false";
-        detail::json_key(out, "message", first);
-        detail::json_string(out, r.message);
-        detail::json_key(out, "response_time_ms", first);
+        w.begin_object();
+        w.field("name", r.name).field("status", to_string(r.status));
+        w.field("critical", r.critical).field("message", r.message);
         if (ran) {
-            detail::json_number(out, millis(r.response_time));
+            w.field("response_time_ms", millis(r.response_time));
+            w.field("age_ms", millis(at - r.checked_at));
         } else {
-            out += "null";
+            w.key("response_time_ms").null().key("age_ms").null();
         }
-        detail::json_key(out, "age_ms", first);
-        if (ran) {
-            detail::json_number(out, millis(at - r.checked_at));
-        } else {
-            out += "null";
-        }
-        detail::json_key(out, "timed_out", first);
-        out += r.timed_out ? "true" : "false";
-        detail::json_key(out, "running", first);
-        out += c.running ? "true" : "false";
-        detail::json_key(out, "runs", first);
-        detail::json_number(out, c.runs);
-        detail::json_key(out, "failures", first);
-        detail::json_number(out, c.failures);
-        detail::json_key(out, "timeouts", first);
-        detail::json_number(out, c.timeouts);
-        detail::json_key(out, "consecutive_failures", first);
-        detail::json_number(out, std::uint64_t{c.consecutive_failures});
-        detail::json_key(out, "details", first);
-        out.push_back('{');
-        bool first_detail = true;
+        w.field("timed_out", r.timed_out).field("running", c.running);
+        w.field("runs", c.runs).field("failures", c.failures).field("timeouts", c.timeouts);
+        w.field("consecutive_failures", std::uint64_t{c.consecutive_failures});
+        w.key("details").begin_object();
         for (const auto& [key, value] : r.details) {
-            detail::json_key(out, key, first_detail);
-            detail::json_string(out, value);
+            w.field(key, value);
         }
-        out += "}}";
+        w.end_object();
+        w.end_object();
     }
 };
 

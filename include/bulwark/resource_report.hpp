@@ -107,62 +107,30 @@ struct ResourceReport {
     std::vector<ResourceReading> resources;
 
     std::string to_json() const {
-        std::string out;
-        bool first = true;
-        out.push_back('{');
-        detail::json_key(out, "status", first);
-        detail::json_string(out, to_string(worst));
-        detail::json_key(out, "resources", first);
-        out.push_back('[');
-        for (std::size_t i = 0; i < resources.size(); ++i) {
-            const ResourceReading& r = resources[i];
-            if (i != 0) {
-                out.push_back(',');
-            }
-            bool f = true;
-            out.push_back('{');
-            detail::json_key(out, "name", f);
-            detail::json_string(out, r.name);
-            detail::json_key(out, "kind", f);
-            detail::json_string(out, r.quota ? "quota" : "gauge");
-            detail::json_key(out, "status", f);
-            detail::json_string(out, to_string(r.status));
-            detail::json_key(out, "percent", f);
-            detail::json_number(out, r.percent);
+        detail::JsonWriter w;
+        w.begin_object().field("status", to_string(worst));
+        w.key("resources").begin_array();
+        for (const ResourceReading& r : resources) {
+            w.begin_object();
+            w.field("name", r.name).field("kind", r.quota ? "quota" : "gauge");
+            w.field("status", to_string(r.status)).field("percent", r.percent);
             if (r.quota) {
-                detail::json_key(out, "used", f);
-                detail::json_number(out, r.used);
-                detail::json_key(out, "limit", f);
-                detail::json_number(out, r.limit);
-                detail::json_key(out, "window_s", f);
-                detail::json_number(out, std::chrono::duration<double>(r.window).count());
+                w.field("used", r.used).field("limit", r.limit);
+                w.field("window_s", std::chrono::duration<double>(r.window).count());
             }
-            detail::json_key(out, "warning", f);
-            detail::json_number(out, r.thresholds.warning);
-            detail::json_key(out, "critical", f);
-            detail::json_number(out, r.thresholds.critical);
-            detail::json_key(out, "readings", f);
-            detail::json_number(out, r.readings);
-            detail::json_key(out, "peak_percent", f);
-            detail::json_number(out, r.peak_percent);
-            detail::json_key(out, "times_warning", f);
-            detail::json_number(out, r.times_warning);
-            detail::json_key(out, "times_critical", f);
-            detail::json_number(out, r.times_critical);
-            detail::json_key(out, "status_for_s", f);
-            detail::json_number(out, std::chrono::duration<double>(at - r.status_since).count());
-            detail::json_key(out, "alternatives", f);
-            out.push_back('[');
-            for (std::size_t j = 0; j < r.alternatives.size(); ++j) {
-                if (j != 0) {
-                    out.push_back(',');
-                }
-                detail::json_string(out, r.alternatives[j]);
+            w.field("warning", r.thresholds.warning).field("critical", r.thresholds.critical);
+            w.field("readings", r.readings).field("peak_percent", r.peak_percent);
+            w.field("times_warning", r.times_warning).field("times_critical", r.times_critical);
+            w.field("status_for_s", std::chrono::duration<double>(at - r.status_since).count());
+            w.key("alternatives").begin_array();
+            for (const std::string& alternative : r.alternatives) {
+                w.value(alternative);
             }
-            out += "]}";
+            w.end_array();
+            w.end_object();
         }
-        out += "]}";
-        return out;
+        w.end_array().end_object();
+        return w.take();
     }
 };
 

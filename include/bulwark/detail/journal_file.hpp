@@ -1,0 +1,632 @@
+// JournalFile: the dead-letter journal on disk: recovery, appends, syncs, compaction (private).
+// SPDX-License-Identifier: MIT
+#ifndef BULWARK_DETAIL_JOURNAL_FILE_HPP
+#define BULWARK_DETAIL_JOURNAL_FILE_HPP
+
+#include <algorithm>
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include <bulwark/clock.hpp>
+#include <bulwark/config.hpp>
+#include <bulwark/dead_letter_store.hpp>
+#include <bulwark/detail/dead_letter_index.hpp>
+#include <bulwark/detail/file_system.hpp>
+#include <bulwark/detail/journal.hpp>
+#include <bulwark/file_dead_letter_store_errors.hpp>
+#include <bulwark/file_dead_letter_store_options.hpp>
+
+namespace bulwark {
+
+namespace detail {
+
+// Closes a FileSystem handle when it goes out of scope.
+class FileHandle {
+public:
+    FileHandle() = default;
+    FileHandle(FileSystem& fs, FileSystem::Handle h) noexcept : fs_(&fs), h_(h) {}
+    FileHandle(FileHandle&& other) noexcept : fs_(other.fs_), h_(other.h_) { other.h_ = -1; }
+    FileHandle& operator=(FileHandle&& other) noexcept {
+        if (this != &other) {
+            reset();
+            fs_ = other.fs_;
+            h_ = other.h_;
+            other.h_ = -1;
+        }
+        return *this;
+    }
+    FileHandle(const FileHandle&) = delete;
+    FileHandle& operator=(const FileHandle&) = delete;
+    ~FileHandle() { reset(); }
+
+    FileSystem::Handle get() const noexcept { return h_; }
+    void reset() noexcept {
+        if (h_ >= 0) {
+            fs_->close(h_);
+            h_ = -1;
+        }
+    }
+
+private:
+    FileSystem* fs_ = nullptr;
+    FileSystem::Handle h_ = -1;
+};
+
+// The bytes of a compacted journal: a header with `salt`, the counters, every record of `index`
+// (as snapshot adds, which replay does not count as adds).
+inline std::string journal_snapshot(std::uint64_t salt, const DeadLetterCounters& counters,
+                                    const DeadLetterIndex& index) {
+    const std::uint32_t seed = journal::salt_seed(salt);
+    std::string out = journal::encode_header(salt);
+    journal::Record record;
+    record.type = journal::RecordType::counters;
+    record.counters = counters;
+    journal::encode_record(record, out, seed);
+    journal::Record add;
+    add.type = journal::RecordType::add;
+    add.snapshot = true;
+    for (const auto& entry : index) {
+        add.letter = entry.second;
+        journal::encode_record(add, out, seed);
+    }
+    return out;
+}
+
+// The size of journal_snapshot() for an empty index.
+inline std::uint64_t journal_snapshot_base_size() noexcept {
+    return journal::header_size + journal::frame_overhead + 40;
+}
+
+// The journal file of a FileDeadLetterStore, in the store's directory: opening it (creating the
+// directory, refusing what is not private, taking the LOCK, recovering as the options' recovery
+// mode says, keeping a copy before salvage changes anything), appending frames (a failed write
+// rolled back, a failed sync poisoning), syncing as the options' sync mode says, and compacting
+// crash-safely (a new journal renamed over the old one). What the records mean is its owner's:
+// it replays them into the owner and writes the snapshot the owner gives. Its errors are
+// FileDeadLetterStore's and say so. Not thread-safe: the store's mutex guards it.
+class JournalFile {
+public:
+    using Record = journal::Record;
+
+    // The file system and the clock must outlive the journal file; `options` are valid.
+    JournalFile(FileSystem& fs, Clock& clock, std::string directory,
+                const FileDeadLetterStoreOptions& options)
+        : options_(options),
+          fs_(fs),
+          clock_(&clock),
+          directory_(trim_slashes(std::move(directory))),
+          journal_path_(directory_ + "/journal"),
+          temp_path_(directory_ + "/journal.compact") {}
+
+    const std::string& directory() const noexcept { return directory_; }
+    bool poisoned() const noexcept { return poisoned_; }
+    const std::string& poison_reason() const noexcept { return poison_reason_; }
+
+    // All but live_bytes, which the owner of the records knows.
+    JournalStats stats() const {
+        JournalStats s = stats_;
+        s.poisoned = poisoned_;
+        s.poison_reason = poison_reason_;
+        s.file_bytes = end_;
+        s.unsynced_records = unsynced_;
+        return s;
+    }
+
+    // Opens (creating if missing) the journal in the directory. replay(const Record&) is given
+    // every record recovered, in order; snapshot(salt) returns the bytes of a compacted journal
+    // of what was replayed so far (journal_snapshot()). Throws FileDeadLetterStoreError and its
+    // subclasses, or what replay throws.
+    template <class Replay, class Snapshot>
+    void open(Replay&& replay, const Snapshot& snapshot) {
+        try {
+            const FileSystem::Info dir = fs_.info(directory_);
+            if (dir.kind == FileSystem::Kind::missing) {
+                fs_.make_dir(directory_);
+                fs_.sync_dir(parent_directory());
+            } else if (dir.kind != FileSystem::Kind::directory) {
+                throw FileDeadLetterStoreError("bulwark::FileDeadLetterStore: " + directory_ +
+                                               (dir.kind == FileSystem::Kind::symlink
+                                                    ? " is a symlink; refused"
+                                                    : " is not a directory"));
+            } else {
+                check_private(directory_, dir, true);
+            }
+        } catch (const std::system_error& e) {
+            throw_io("cannot create directory " + directory_, e);
+        }
+        try {
+            lock_ = FileHandle(fs_, fs_.lock(directory_ + "/LOCK"));
+        } catch (const std::system_error& e) {
+            if (e.code() == std::errc::operation_would_block ||
+                e.code() == std::errc::resource_unavailable_try_again) {
+                throw DeadLetterJournalLockedError("bulwark::FileDeadLetterStore: " + directory_ +
+                                                       " is in use by another store (LOCK held)",
+                                                   e.code());
+            }
+            throw_io("cannot lock " + directory_, e);
+        }
+        try {
+            fs_.remove(temp_path_);  // an interrupted compaction's output; the journal is whole
+            const FileSystem::Info journal = fs_.info(journal_path_);
+            if (journal.kind == FileSystem::Kind::missing) {
+                install_snapshot(snapshot);
+            } else if (journal.kind != FileSystem::Kind::regular) {
+                throw FileDeadLetterStoreError("bulwark::FileDeadLetterStore: " + journal_path_ +
+                                               (journal.kind == FileSystem::Kind::symlink
+                                                    ? " is a symlink; refused"
+                                                    : " is not a regular file"));
+            } else {
+                check_private(journal_path_, journal, false);
+                file_ = FileHandle(fs_, fs_.open(journal_path_, false, false));
+                recover(fs_.read_all(file_.get()), replay, snapshot);
+            }
+            // Before accepting a write, make every name on the way durable: the directory in its
+            // parent, the journal in the directory. A crash of an earlier process may have cut
+            // short the directory sync after a mkdir, a journal creation or a compaction's
+            // rename; records synced into the new file would then vanish with its name at a
+            // power loss.
+            fs_.sync_dir(parent_directory());
+            fs_.sync_dir(directory_);
+        } catch (const std::system_error& e) {
+            throw_io("cannot open journal " + journal_path_, e);
+        }
+        last_sync_ = clock_->now();
+    }
+
+    // Throws DeadLetterStorePoisonedError when poisoned.
+    void check_writable() const {
+        if (poisoned_) {
+            throw DeadLetterStorePoisonedError(
+                "bulwark::FileDeadLetterStore: " + directory_ +
+                " is poisoned and refuses changes (reopen it to recover): " + poison_reason_);
+        }
+    }
+
+    // Appends `records`; see commit() for what a failure leaves.
+    void append(const std::vector<Record>& records) {
+        // One frame per call, so that a crash applies all of it or none; a call too large for one
+        // frame (hundreds of MiB) is split into several, each still all or none.
+        std::string frames;
+        std::size_t first = 0;
+        while (first < records.size()) {
+            std::size_t last = first;
+            std::uint64_t bytes = 0;
+            while (last < records.size() &&
+                   (last == first || bytes + frame_estimate(records[last]) <= record_limit)) {
+                bytes += frame_estimate(records[last]);
+                ++last;
+            }
+            if (last - first == 1) {
+                journal::encode_record(records[first], frames, seed_);
+            } else {
+                Record batch;
+                batch.type = journal::RecordType::batch;
+                batch.batch.assign(records.begin() + static_cast<std::ptrdiff_t>(first),
+                                   records.begin() + static_cast<std::ptrdiff_t>(last));
+                journal::encode_record(batch, frames, seed_);
+            }
+            first = last;
+        }
+        commit(frames, records.size());
+    }
+
+    // Appends one record; see commit() for what a failure leaves.
+    void append(const Record& record) {
+        std::string frames;
+        journal::encode_record(record, frames, seed_);
+        commit(frames, 1);
+    }
+
+    // Makes every record written so far durable. Throws DeadLetterJournalIoError (and poisons) if
+    // the sync fails.
+    void sync() {
+        try {
+            fs_.sync(file_.get());
+        } catch (const std::system_error& e) {
+            // What reached the disk is unknown (the kernel may have dropped the dirty pages):
+            // never write again from this state.
+            poison(std::string("a journal sync failed: ") + e.what());
+            throw DeadLetterJournalIoError(
+                "bulwark::FileDeadLetterStore: journal sync failed (store poisoned): " +
+                    std::string(e.what()),
+                e.code(), true);
+        }
+        ++stats_.syncs;
+        unsynced_ = 0;
+        last_sync_ = clock_->now();
+    }
+
+    // Runs after a mutation has been applied: compacts (writes snapshot(salt) as the new journal)
+    // once the journal is larger than both compact_min_bytes and twice `live_bytes`, the size of
+    // a snapshot now. Never throws a std::system_error (the mutation stands); a failure before the
+    // rename keeps the old journal, one after it poisons.
+    template <class Snapshot>
+    void maybe_compact(std::uint64_t live_bytes, const Snapshot& snapshot) {
+        const std::uint64_t threshold = std::max(options_.compact_min_bytes, 2 * live_bytes);
+        if (poisoned_ || end_ <= threshold || end_ < compact_retry_at_) {
+            return;
+        }
+        if (options_.sync != JournalSync::none && unsynced_ > 0) {
+            try {
+                sync();  // the old journal must be whole if the rename is lost
+            } catch (const DeadLetterJournalIoError&) {
+                return;  // poisoned; the mutation itself was written
+            }
+        }
+        Stage stage = Stage::writing;
+        try {
+            install_snapshot(snapshot, &stage);
+            ++stats_.compactions;
+            compact_retry_at_ = 0;
+        } catch (const std::system_error& e) {
+            ++stats_.compaction_failures;
+            if (stage == Stage::renamed) {
+                poison(std::string("compaction could not sync the directory: ") + e.what());
+                return;
+            }
+            if (stage == Stage::renaming) {
+                // rename(2) failing with EIO may still have replaced the journal: we cannot
+                // tell which file later appends would reach.
+                poison(std::string("compaction rename failed: ") + e.what());
+            }
+            try {
+                fs_.remove(temp_path_);
+            } catch (const std::system_error&) {  // NOLINT(bugprone-empty-catch): next open
+            }
+            compact_retry_at_ = end_ + options_.compact_min_bytes;
+        }
+    }
+
+    // sync=batch: syncs what is still unsynced, for a store that closes. Throws
+    // std::system_error.
+    void sync_unsynced_batch() {
+        if (options_.sync == JournalSync::batch && unsynced_ > 0 && !poisoned_) {
+            fs_.sync(file_.get());
+        }
+    }
+
+private:
+    // Writes a new journal (with a new salt) to the temp file, created exclusively, syncs it,
+    // renames it over the journal and syncs the directory: a crash at any point leaves either
+    // the old or the new journal whole. Throws std::system_error; `stage` tells the caller how
+    // far it got.
+    enum class Stage : std::uint8_t { writing, renaming, renamed };
+    template <class Snapshot>
+    void install_snapshot(const Snapshot& snapshot, Stage* stage = nullptr) {
+        Stage ignored = Stage::writing;
+        Stage& at = stage != nullptr ? *stage : ignored;
+        at = Stage::writing;
+        const std::uint64_t salt = journal::new_salt();
+        const std::string bytes = snapshot(salt);
+        fs_.remove(temp_path_);  // a stale one (an earlier failure): O_EXCL below
+        FileHandle temp(fs_, fs_.create_new(temp_path_));
+        fs_.write_at(temp.get(), 0, bytes);
+        fs_.sync(temp.get());
+        at = Stage::renaming;
+        fs_.rename(temp_path_, journal_path_);
+        at = Stage::renamed;
+        file_ = std::move(temp);
+        seed_ = journal::salt_seed(salt);
+        end_ = bytes.size();
+        unsynced_ = 0;
+        ++stats_.syncs;
+        fs_.sync_dir(directory_);
+    }
+
+    // Keeps the journal's bytes as they were before recovery drops or rewrites anything, as
+    // journal.corrupt-<n> (0600, synced, its directory entry too): salvage never destroys the
+    // only copy. Throws std::system_error.
+    void preserve(std::string_view bytes) {
+        for (unsigned n = 0;; ++n) {
+            const std::string path = journal_path_ + ".corrupt-" + std::to_string(n);
+            if (fs_.kind(path) != FileSystem::Kind::missing) {
+                if (n >= 9999) {
+                    throw std::system_error(EEXIST, std::generic_category(),
+                                            "too many " + journal_path_ + ".corrupt-* copies");
+                }
+                continue;
+            }
+            FileHandle copy(fs_, fs_.create_new(path));
+            fs_.write_at(copy.get(), 0, bytes);
+            fs_.sync(copy.get());
+            copy.reset();
+            fs_.sync_dir(directory_);
+            stats_.corrupt_copy = path;
+            return;
+        }
+    }
+
+    // The first whole frame at or after `from`, or npos: a resynchronising scan. A candidate
+    // counts only when its salted header check passes; one whose body fails is skipped whole.
+    std::size_t find_frame(std::string_view all, std::size_t from,
+                           journal::ScanBudget& budget) const {
+        namespace j = detail::journal;
+        Record ignored;
+        std::size_t at = from;
+        while (at < all.size()) {
+            std::size_t size = 0;
+            switch (j::check_frame(all, at, seed_, ignored, size, &budget)) {
+                case j::FrameStatus::good:
+                    return at;
+                case j::FrameStatus::torn:
+                    return std::string_view::npos;  // the rest is an incomplete write
+                case j::FrameStatus::bad_body:
+                    at += size;
+                    break;
+                case j::FrameStatus::bad_header:
+                    if (budget.exhausted) {
+                        return std::string_view::npos;
+                    }
+                    ++at;
+                    break;
+            }
+        }
+        return std::string_view::npos;
+    }
+
+    template <class Replay, class Snapshot>
+    void recover(const std::string& bytes, Replay& replay, const Snapshot& snapshot) {
+        namespace j = detail::journal;
+        const std::string_view all(bytes);
+        const bool salvaging = options_.recovery == JournalRecovery::point_in_time ||
+                               options_.recovery == JournalRecovery::skip_corrupt;
+        if (all.size() < j::header_size) {
+            // The magic and version are fixed; the salt and the header CRC are not.
+            const std::string header = j::encode_header(0);
+            const std::size_t fixed = std::min<std::size_t>(all.size(), 12);
+            if (all.empty() || (options_.recovery != JournalRecovery::strict &&
+                                header.compare(0, fixed, all.substr(0, fixed)) == 0)) {
+                // A header cut short: nothing was ever acknowledged in this file.
+                stats_.dropped_tail_bytes = all.size();
+                if (salvaging && !all.empty()) {
+                    preserve(all);
+                }
+                file_.reset();
+                install_snapshot(snapshot);
+                return;
+            }
+            throw_corrupt(0, "shorter than its header");
+        }
+        if (all.compare(0, j::magic.size(), std::string_view(j::magic.data(), j::magic.size())) !=
+            0) {
+            throw_corrupt(0, "not a bulwark dead-letter journal (bad magic)");
+        }
+        const std::uint32_t version = j::load_u32(all, 8);
+        if (j::crc32c(all.substr(0, 20)) != j::load_u32(all, 20)) {
+            throw_corrupt(0, "header checksum mismatch");
+        }
+        if (version == 0) {
+            throw_corrupt(8, "format version 0");
+        }
+        if (version > j::format_version) {
+            throw DeadLetterJournalVersionError(
+                "bulwark::FileDeadLetterStore: journal " + journal_path_ + " has format version " +
+                    std::to_string(version) + "; this build reads version " +
+                    std::to_string(j::format_version),
+                version);
+        }
+        if (version < j::format_version) {
+            throw DeadLetterJournalVersionError(
+                "bulwark::FileDeadLetterStore: journal " + journal_path_ + " has format version " +
+                    std::to_string(version) + ", from a pre-release build; this build reads " +
+                    "version " + std::to_string(j::format_version),
+                version);
+        }
+        seed_ = j::salt_seed(j::load_u64(all, 12));
+        std::size_t pos = j::header_size;
+        std::size_t good_end = pos;
+        j::ScanBudget budget{8 * static_cast<std::uint64_t>(all.size()) + (1U << 20U)};
+        Record record;
+        while (pos < all.size()) {
+            std::size_t size = 0;
+            const j::FrameStatus status = j::check_frame(all, pos, seed_, record, size);
+            if (status == j::FrameStatus::good) {
+                replay(static_cast<const Record&>(record));
+                ++stats_.recovered_records;
+                pos += size;
+                good_end = pos;
+                continue;
+            }
+            if (options_.recovery == JournalRecovery::strict) {
+                throw_corrupt(pos, std::string(status == j::FrameStatus::torn ? "incomplete record"
+                                                                              : "damaged record") +
+                                       " (recovery mode strict)");
+            }
+            if (status == j::FrameStatus::torn) {
+                break;  // an incomplete last record: a torn write, dropped unread
+            }
+            // Damage at `pos`. A head that checks gives the frame's extent; otherwise rescan.
+            std::size_t next =
+                find_frame(all, status == j::FrameStatus::bad_body ? pos + size : pos + 1, budget);
+            if (budget.exhausted) {
+                if (options_.recovery == JournalRecovery::tolerate_torn_tail) {
+                    throw_corrupt(pos, "damaged record; too much damage after it to resynchronise");
+                }
+                break;  // salvage what came before; the rest is dropped
+            }
+            if (next == std::string_view::npos) {
+                if (status != j::FrameStatus::bad_header ||
+                    !j::whole_frame_with_bad_head(all, pos, seed_)) {
+                    break;  // nothing whole after the damage: a torn tail
+                }
+                // A whole, synced last record whose length or type was damaged afterwards.
+                if (options_.recovery == JournalRecovery::tolerate_torn_tail) {
+                    throw_corrupt(pos,
+                                  "the last record is complete but its header is damaged (not a "
+                                  "torn write); JournalRecovery::point_in_time or skip_corrupt "
+                                  "open the journal without it (keeping a copy of the file)");
+                }
+                next = all.size();
+            } else if (options_.recovery == JournalRecovery::tolerate_torn_tail) {
+                throw_corrupt(pos, "damaged record followed by valid records at offset " +
+                                       std::to_string(next) +
+                                       " (JournalRecovery::skip_corrupt salvages the valid records "
+                                       "but drops the damaged ones, keeping a copy of the file)");
+            }
+            if (options_.recovery == JournalRecovery::point_in_time) {
+                break;
+            }
+            ++stats_.corrupt_regions;
+            stats_.skipped_bytes += next - pos;
+            pos = next;
+        }
+        end_ = good_end;
+        if (salvaging && (good_end < all.size() || stats_.corrupt_regions > 0)) {
+            preserve(all);  // before anything is dropped or rewritten
+        }
+        if (good_end < all.size()) {
+            stats_.dropped_tail_bytes = all.size() - good_end;
+            fs_.truncate(file_.get(), good_end);
+            fs_.sync(file_.get());
+        }
+        if (stats_.corrupt_regions > 0) {
+            // Rewrite without the damage, so that the next open in any mode accepts the file.
+            install_snapshot(snapshot);
+            ++stats_.compactions;
+        }
+    }
+
+    // The directory that holds the store's directory, as the kernel resolves it (a symlinked
+    // ancestor is fine; the final component ".." never is one).
+    std::string parent_directory() const { return directory_ + "/.."; }
+
+    static std::string octal(std::uint32_t mode) {
+        std::string out;
+        for (int shift = 9; shift >= 0; shift -= 3) {
+            out.push_back(static_cast<char>('0' + ((mode >> static_cast<unsigned>(shift)) & 7U)));
+        }
+        return out;
+    }
+
+    // Refuses a directory or journal that someone else could read or replace: not owned by this
+    // process's effective user, a directory open to group or others, a journal with another name.
+    static void check_private(const std::string& path, const FileSystem::Info& info,
+                              bool directory) {
+        const auto me = static_cast<std::uint64_t>(::geteuid());
+        std::string problem;
+        if (info.owner != me) {
+            problem = " is owned by uid " + std::to_string(info.owner) +
+                      ", not by this process's effective uid " + std::to_string(me);
+        } else if (directory && (info.mode & 077U) != 0) {
+            problem = " has mode " + octal(info.mode) +
+                      ": group or others have access (make it 0700: chmod 700)";
+        } else if (!directory && info.links != 1) {
+            problem = " has " + std::to_string(info.links) +
+                      " hard links (another name could read or change it)";
+        }
+        if (!problem.empty()) {
+            throw FileDeadLetterStoreError("bulwark::FileDeadLetterStore: " + path + problem +
+                                           "; refused");
+        }
+    }
+
+    static std::string trim_slashes(std::string path) {
+        while (path.size() > 1 && path.back() == '/') {
+            path.pop_back();
+        }
+        return path;
+    }
+
+    [[noreturn]] BULWARK_NOINLINE static void throw_io(const std::string& what,
+                                                       const std::system_error& e) {
+        throw FileDeadLetterStoreError("bulwark::FileDeadLetterStore: " + what + ": " + e.what(),
+                                       e.code());
+    }
+
+    [[noreturn]] BULWARK_NOINLINE void throw_corrupt(std::uint64_t offset,
+                                                     const std::string& why) const {
+        throw DeadLetterJournalCorruptError("bulwark::FileDeadLetterStore: journal " +
+                                                journal_path_ + " is corrupt at offset " +
+                                                std::to_string(offset) + ": " + why,
+                                            offset);
+    }
+
+    // Appends `frames` and syncs as the mode asks; throws (applying nothing) on failure. A failed
+    // write is undone by truncating to the last good end, so no part of it can be replayed; if
+    // that fails too, or a sync fails, the store is poisoned.
+    void commit(const std::string& frames, std::size_t records) {
+        check_writable();
+        try {
+            fs_.write_at(file_.get(), end_, frames);
+        } catch (const std::system_error& e) {
+            try {
+                fs_.truncate(file_.get(), end_);
+                if (options_.sync != JournalSync::none) {
+                    fs_.sync(file_.get());
+                }
+                ++stats_.write_rollbacks;
+            } catch (const std::system_error&) {
+                poison(std::string("a journal write failed and could not be undone: ") + e.what());
+                throw DeadLetterJournalIoError(
+                    "bulwark::FileDeadLetterStore: journal write failed and could not be undone "
+                    "(store poisoned): " +
+                        std::string(e.what()),
+                    e.code(), true);
+            }
+            throw DeadLetterJournalIoError(
+                "bulwark::FileDeadLetterStore: journal write failed; nothing was recorded: " +
+                    std::string(e.what()),
+                e.code(), false);
+        }
+        end_ += frames.size();
+        unsynced_ += records;
+        if (options_.sync == JournalSync::always ||
+            (options_.sync == JournalSync::batch &&
+             (unsynced_ >= options_.batch_records ||
+              clock_->now() - last_sync_ >= options_.batch_interval))) {
+            sync();
+        }
+    }
+
+    void poison(const std::string& reason) {
+        if (!poisoned_) {
+            poisoned_ = true;
+            poison_reason_ = reason;
+        }
+    }
+
+    // The largest frame written (a reader accepts up to max_frame_bytes).
+    static constexpr std::uint64_t record_limit = journal::max_frame_bytes / 2;
+
+    static std::uint64_t frame_estimate(const Record& r) noexcept {
+        if (r.type == journal::RecordType::add) {
+            return journal::snapshot_frame_size(r.letter);
+        }
+        std::uint64_t n = journal::frame_overhead + 24 + r.id.size() + r.text.size() +
+                          r.attempt.channel.size() + r.attempt.error.size();
+        for (const std::string& t : r.tags) {
+            n += 4 + t.size();
+        }
+        return n;
+    }
+
+    const FileDeadLetterStoreOptions options_;
+    FileSystem& fs_;
+    Clock* const clock_;
+    const std::string directory_;
+    const std::string journal_path_;
+    const std::string temp_path_;
+
+    FileHandle lock_;
+    FileHandle file_;
+    std::uint32_t seed_ = 0;  // the journal's salt_seed()
+    std::uint64_t end_ = 0;   // bytes of the journal that hold whole records
+    std::uint64_t unsynced_ = 0;
+    TimePoint last_sync_{};
+    std::uint64_t compact_retry_at_ = 0;
+    bool poisoned_ = false;
+    std::string poison_reason_;
+    JournalStats stats_;
+};
+
+}  // namespace detail
+
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_JOURNAL_FILE_HPP
