@@ -84,7 +84,10 @@ inline void bump(std::atomic<std::uint64_t>& counter, std::uint64_t n = 1) noexc
 // tick while open, to keep retry_after() exact). Transitions take a mutex. Results recorded
 // after a transition (stale) count in the lifetime stats only; rejections by inner policies
 // (other than timeouts) are neither successes nor failures (see CircuitBreakerOptions).
-class CircuitBreaker : public PolicyBase<CircuitBreaker> {
+// CircuitBreaker is BasicCircuitBreaker<>: a class template only so that a translation unit
+// compiles only the members it uses (the Tag is never used).
+template <class Tag = void>
+class BasicCircuitBreaker : public PolicyBase<BasicCircuitBreaker<Tag>> {
     // inner_rejection: an inner policy rejected the call (see CircuitBreakerOptions::classifier);
     // neither a success nor a failure for the rules.
     enum class Result : std::uint8_t { success, failure, ignored, inner_rejection };
@@ -146,9 +149,9 @@ public:
         }
 
     private:
-        friend class CircuitBreaker;
+        friend class BasicCircuitBreaker;
 
-        explicit Permit(CircuitBreaker* breaker) noexcept : breaker_(breaker) {}
+        explicit Permit(BasicCircuitBreaker* breaker) noexcept : breaker_(breaker) {}
 
         void take(Permit& other) noexcept {
             breaker_ = other.breaker_;
@@ -188,7 +191,7 @@ public:
             }
         }
 
-        CircuitBreaker* breaker_ = nullptr;
+        BasicCircuitBreaker* breaker_ = nullptr;
         std::uint64_t word_ = 0;
         TimePoint started_{};
         Duration retry_after_{0};
@@ -197,11 +200,11 @@ public:
         bool pending_ = false;
     };
 
-    explicit CircuitBreaker(std::string name, CircuitBreakerOptions options = {})
-        : CircuitBreaker(std::move(name), std::move(options), default_clock()) {}
+    explicit BasicCircuitBreaker(std::string name, CircuitBreakerOptions options = {})
+        : BasicCircuitBreaker(std::move(name), std::move(options), default_clock()) {}
 
     // The clock must outlive the breaker. Throws std::invalid_argument for invalid options.
-    CircuitBreaker(std::string name, CircuitBreakerOptions options, Clock& clock)
+    BasicCircuitBreaker(std::string name, CircuitBreakerOptions options, Clock& clock)
         : name_(std::move(name)),
           source_(std::make_shared<const std::string>(name_)),
           options_((options.validate(), std::move(options))),
@@ -222,8 +225,8 @@ public:
         state_since_ = clock_->now();
     }
 
-    CircuitBreaker(const CircuitBreaker&) = delete;
-    CircuitBreaker& operator=(const CircuitBreaker&) = delete;
+    BasicCircuitBreaker(const BasicCircuitBreaker&) = delete;
+    BasicCircuitBreaker& operator=(const BasicCircuitBreaker&) = delete;
 
     const std::string& name() const noexcept { return name_; }
     const CircuitBreakerOptions& options() const noexcept { return options_; }
@@ -1035,6 +1038,8 @@ private:
 
     Listeners<StateChange> state_changes_;
 };
+
+using CircuitBreaker = BasicCircuitBreaker<>;
 
 }  // namespace bulwark
 

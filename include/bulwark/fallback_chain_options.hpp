@@ -24,9 +24,15 @@
 
 namespace bulwark {
 
-class CircuitBreaker;
-class RetryPolicy;
-class RateLimiter;
+template <class Tag>
+class BasicCircuitBreaker;
+using CircuitBreaker = BasicCircuitBreaker<void>;  // circuit_breaker.hpp
+template <class Tag>
+class BasicRetryPolicy;
+using RetryPolicy = BasicRetryPolicy<void>;  // retry.hpp
+template <class Tag>
+class BasicRateLimiter;
+using RateLimiter = BasicRateLimiter<void>;  // rate_limiter.hpp
 
 // How a FallbackChain orders its channels for one call. See docs/fallback_chain.md.
 enum class Selection : std::uint8_t {

@@ -152,14 +152,17 @@ struct HedgingOptions {
 // progress; the destructor joins its threads. Costs one heap allocation per call (the state the
 // attempts share) and, for a timed call, one clock read and two lock round trips on the timer's
 // mutex; each hedge adds a task (two allocations) and a thread hop.
-class Hedging : public PolicyBase<Hedging> {
+// Hedging is BasicHedging<>: a class template only so that a translation unit that does not use
+// it does not compile its threads and timer (the Tag is never used).
+template <class Tag = void>
+class BasicHedging : public PolicyBase<BasicHedging<Tag>> {
 public:
     // Throws std::invalid_argument for invalid options. The clock must outlive the Hedging.
-    explicit Hedging(Duration delay, std::uint32_t max_extra_attempts = 1,
-                     Clock& clock = default_clock())
-        : Hedging(make_options(delay, max_extra_attempts), clock) {}
+    explicit BasicHedging(Duration delay, std::uint32_t max_extra_attempts = 1,
+                          Clock& clock = default_clock())
+        : BasicHedging(make_options(delay, max_extra_attempts), clock) {}
 
-    explicit Hedging(HedgingOptions options, Clock& clock = default_clock())
+    explicit BasicHedging(HedgingOptions options, Clock& clock = default_clock())
         : options_((options.validate(), std::move(options))), clock_(&clock) {
         for (auto& listener : options_.hedge_listeners) {
             listeners_.add(std::move(listener));
@@ -167,10 +170,10 @@ public:
         options_.hedge_listeners.clear();
     }
 
-    Hedging(const Hedging&) = delete;
-    Hedging& operator=(const Hedging&) = delete;
+    BasicHedging(const BasicHedging&) = delete;
+    BasicHedging& operator=(const BasicHedging&) = delete;
 
-    ~Hedging() {
+    ~BasicHedging() {
         std::thread timer;
         {
             std::lock_guard<std::mutex> lock(timer_mutex_);
@@ -215,7 +218,7 @@ public:
         // Ends the race on every exit, an exception's included, and waits for the attempts that
         // started: none outlives this frame.
         struct Conclude {
-            Hedging& self;
+            BasicHedging& self;
             CallBase& call;
             bool done = false;
             void operator()(bool wait_for_result) {
@@ -273,7 +276,7 @@ private:
     public:
         enum class Slot : std::uint8_t { idle, reserved, running, done };
 
-        CallBase(Hedging& owner, Context& race)
+        CallBase(BasicHedging& owner, Context& race)
             : owner_(&owner),
               race_(&race),
               operation_(race.operation()),
@@ -348,7 +351,7 @@ private:
         TimePoint last_start{};
         // Caller thread only.
         bool timer_scheduled = false;
-        // Guarded by Hedging::timer_mutex_.
+        // Guarded by BasicHedging::timer_mutex_.
         CallBase* timer_prev = nullptr;
         CallBase* timer_next = nullptr;
         TimePoint timer_deadline{};
@@ -384,14 +387,14 @@ private:
         // Hands hedge `index` (reserved) to the executor. Called by a thread that keeps the
         // caller waiting (the caller, an attempt still counted as running, or the timer).
         void start_hedge(std::uint32_t index, HedgeReason reason) {
-            Hedging& owner = *owner_;
+            BasicHedging& owner = *owner_;
             owner.hedges_.fetch_add(1, std::memory_order_relaxed);
             owner.listeners_.emit_with([&] { return HedgeEvent{operation_, index, reason}; });
             // Outside the try: if the executor dropped the task already, releasing this last
             // reference reports the attempt as failed, after the catch below had its say.
             std::shared_ptr<Ticket> ticket;
             try {
-                ticket = std::make_shared<Ticket>(shared_from_this(), index);
+                ticket = std::make_shared<Ticket>(this->shared_from_this(), index);
                 owner.post([ticket] { ticket->call->run(ticket->index); });
             } catch (...) {
                 fail_unstarted(index, std::current_exception());
@@ -422,8 +425,8 @@ private:
             }
         }
 
-        Hedging* const owner_;  // used only while the caller waits
-        Context* const race_;   // on the caller's frame: used only while the caller waits
+        BasicHedging* const owner_;  // used only while the caller waits
+        Context* const race_;        // on the caller's frame: used only while the caller waits
         const std::string_view operation_;
         const std::uint32_t max_extra_;
         const Duration delay_;
@@ -452,8 +455,25 @@ private:
     // The typed part of a call: the borrowed rest of the pipeline and the answer so far.
     template <class O, class N>
     class Call final : public CallBase {
+        // CallBase is a dependent base (a member of the class template): name what Call uses.
+        using Slot = typename CallBase::Slot;
+        using CallBase::begin;
+        using CallBase::close_locked;
+        using CallBase::closed_;
+        using CallBase::leave;
+        using CallBase::mutex_;
+        using CallBase::outstanding_;
+        using CallBase::owner_;
+        using CallBase::race_;
+        using CallBase::reserve_locked;
+        using CallBase::slots_;
+        using CallBase::start_hedge;
+        using CallBase::timed;
+
     public:
-        Call(Hedging& owner, Context& race, N& next) : CallBase(owner, race), next_(&next) {}
+        using CallBase::winner;
+
+        Call(BasicHedging& owner, Context& race, N& next) : CallBase(owner, race), next_(&next) {}
 
         // Runs attempt `index` on this thread and returns what it produced.
         O attempt(std::uint32_t index) {
@@ -685,6 +705,8 @@ private:
     std::mutex pool_mutex_;
     std::unique_ptr<detail::HedgingPool> pool_;  // guarded by pool_mutex_; declared last
 };
+
+using Hedging = BasicHedging<>;
 
 }  // namespace bulwark
 

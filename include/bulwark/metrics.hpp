@@ -30,16 +30,20 @@
 
 namespace bulwark {
 
-class CircuitBreaker;
+template <class Tag>
+class BasicCircuitBreaker;
 template <class Tag>
 class BasicCircuitBreakerRegistry;
 class Degradation;
 class Bulkhead;
-class RateLimiter;
-class RetryPolicy;
+template <class Tag>
+class BasicRateLimiter;
+template <class Tag>
+class BasicRetryPolicy;
 class Timeout;
 class LoadShedder;
-class Hedging;
+template <class Tag>
+class BasicHedging;
 template <class T>
 class Fallback;
 template <class Key, class T, class Hash, class Equal>
@@ -139,8 +143,8 @@ struct UnnamedRenderer {
     }
 };
 
-template <>
-struct MetricsRenderer<CircuitBreaker> {
+template <class Tag>
+struct MetricsRenderer<BasicCircuitBreaker<Tag>> {
     static constexpr bool known = true;
     static constexpr bool needs_name = false;
     static constexpr bool accepts_name = true;
@@ -213,8 +217,9 @@ struct MetricsRenderer<BasicCircuitBreakerRegistry<Tag>> {
     template <class R>
     static void write(MetricsWriter& w, const R& registry, std::string_view) {
         // In name order, under the registry's shared lock: breakers created meanwhile wait.
-        registry.for_each(
-            [&w](const auto& b) { MetricsRenderer<CircuitBreaker>::write(w, b, b.name()); });
+        registry.for_each([&w](const auto& b) {
+            MetricsRenderer<BasicCircuitBreaker<Tag>>::write(w, b, b.name());
+        });
     }
 };
 
@@ -379,8 +384,8 @@ struct MetricsRenderer<BasicResourceManager<Tag>> {
     }
 };
 
-template <>
-struct MetricsRenderer<RetryPolicy> : UnnamedRenderer {
+template <class Tag>
+struct MetricsRenderer<BasicRetryPolicy<Tag>> : UnnamedRenderer {
     template <class P>
     static void write(MetricsWriter& w, const P& p, std::string_view name) {
         const auto s = p.stats();
@@ -423,8 +428,8 @@ struct MetricsRenderer<Bulkhead> : UnnamedRenderer {
     }
 };
 
-template <>
-struct MetricsRenderer<RateLimiter> : UnnamedRenderer {
+template <class Tag>
+struct MetricsRenderer<BasicRateLimiter<Tag>> : UnnamedRenderer {
     template <class P>
     static void write(MetricsWriter& w, const P& p, std::string_view name) {
         const auto s = p.stats();
@@ -491,8 +496,8 @@ struct MetricsRenderer<LoadShedder> : UnnamedRenderer {
     }
 };
 
-template <>
-struct MetricsRenderer<Hedging> : UnnamedRenderer {
+template <class Tag>
+struct MetricsRenderer<BasicHedging<Tag>> : UnnamedRenderer {
     template <class P>
     static void write(MetricsWriter& w, const P& p, std::string_view name) {
         const auto s = p.stats();

@@ -101,24 +101,27 @@ struct RateLimiterStats {
 // Thread-safe. The token bucket's acquire is one coarse clock read and one CAS, lock-free, and
 // reads time from Clock::coarse_now(), so permits are timed to within one clock tick. The
 // sliding window takes a mutex. Neither allocates on acquire.
-class RateLimiter : public PolicyBase<RateLimiter> {
+// RateLimiter is BasicRateLimiter<>: a class template only so that a translation unit that does not
+// use it does not compile it (the Tag is never used).
+template <class Tag = void>
+class BasicRateLimiter : public PolicyBase<BasicRateLimiter<Tag>> {
 public:
-    explicit RateLimiter(TokenBucket bucket, Clock& clock = default_clock())
-        : RateLimiter(RateLimiterOptions{bucket, Duration::zero()}, clock) {}
-    explicit RateLimiter(SlidingWindow window, Clock& clock = default_clock())
-        : RateLimiter(RateLimiterOptions{window, Duration::zero()}, clock) {}
+    explicit BasicRateLimiter(TokenBucket bucket, Clock& clock = default_clock())
+        : BasicRateLimiter(RateLimiterOptions{bucket, Duration::zero()}, clock) {}
+    explicit BasicRateLimiter(SlidingWindow window, Clock& clock = default_clock())
+        : BasicRateLimiter(RateLimiterOptions{window, Duration::zero()}, clock) {}
 
     // Throws std::invalid_argument for invalid options. The clock must outlive the limiter.
-    explicit RateLimiter(RateLimiterOptions options, Clock& clock = default_clock())
-        : RateLimiter(std::string(), std::move(options), clock) {}
+    explicit BasicRateLimiter(RateLimiterOptions options, Clock& clock = default_clock())
+        : BasicRateLimiter(std::string(), std::move(options), clock) {}
 
     // A named limiter: its rejections say the name in their message and in
     // RejectedError::source().
-    RateLimiter(std::string name, TokenBucket bucket, Clock& clock = default_clock())
-        : RateLimiter(std::move(name), RateLimiterOptions{bucket, Duration::zero()}, clock) {}
-    RateLimiter(std::string name, SlidingWindow window, Clock& clock = default_clock())
-        : RateLimiter(std::move(name), RateLimiterOptions{window, Duration::zero()}, clock) {}
-    RateLimiter(std::string name, RateLimiterOptions options, Clock& clock = default_clock())
+    BasicRateLimiter(std::string name, TokenBucket bucket, Clock& clock = default_clock())
+        : BasicRateLimiter(std::move(name), RateLimiterOptions{bucket, Duration::zero()}, clock) {}
+    BasicRateLimiter(std::string name, SlidingWindow window, Clock& clock = default_clock())
+        : BasicRateLimiter(std::move(name), RateLimiterOptions{window, Duration::zero()}, clock) {}
+    BasicRateLimiter(std::string name, RateLimiterOptions options, Clock& clock = default_clock())
         : name_(std::make_shared<const std::string>(std::move(name))),
           label_(name_->empty() ? std::string()
                                 : detail::component_label("rate limiter", *name_) + ": "),
@@ -136,8 +139,8 @@ public:
         }
     }
 
-    RateLimiter(const RateLimiter&) = delete;
-    RateLimiter& operator=(const RateLimiter&) = delete;
+    BasicRateLimiter(const BasicRateLimiter&) = delete;
+    BasicRateLimiter& operator=(const BasicRateLimiter&) = delete;
 
     const RateLimiterOptions& options() const noexcept { return options_; }
     // Empty when unnamed.
@@ -304,6 +307,8 @@ private:
     std::atomic<std::uint64_t> waited_{0};
     Listeners<RateDecision> rejected_listeners_;
 };
+
+using RateLimiter = BasicRateLimiter<>;
 
 }  // namespace bulwark
 

@@ -121,7 +121,9 @@ struct RetryOptions {
     }
 };
 
-class RetryPolicy;
+template <class Tag>
+class BasicRetryPolicy;
+using RetryPolicy = BasicRetryPolicy<void>;
 
 namespace detail {
 // One execution's retry state: what the synchronous loop keeps on its stack and a RetrySchedule
@@ -160,7 +162,7 @@ public:
     RetrySchedule& operator=(RetrySchedule&&) = delete;
 
 private:
-    friend class RetryPolicy;
+    friend RetryPolicy;
     RetrySchedule(RetryPolicy& policy, Context* ctx);
 
     RetryPolicy* policy_;
@@ -190,22 +192,25 @@ private:
 // Thread-safe: one policy serves many concurrent calls. A call that succeeds first time does
 // one per-thread counter bump (none with count_calls off), reads no clock (unless max_elapsed
 // is set) and allocates nothing.
-class RetryPolicy : public PolicyBase<RetryPolicy> {
+// RetryPolicy is BasicRetryPolicy<>: a class template only so that a translation unit compiles only
+// the members it uses (the Tag is never used).
+template <class Tag = void>
+class BasicRetryPolicy : public PolicyBase<BasicRetryPolicy<Tag>> {
 public:
-    explicit RetryPolicy(RetryOptions options = {}, Clock& clock = default_clock())
-        : RetryPolicy(std::move(options), detail::fresh_seed(), clock) {}
+    explicit BasicRetryPolicy(RetryOptions options = {}, Clock& clock = default_clock())
+        : BasicRetryPolicy(std::move(options), detail::fresh_seed(), clock) {}
 
     // `seed` makes the jitter reproducible: the same seed and the same order of calls give the
     // same waits.
-    RetryPolicy(RetryOptions options, std::uint64_t seed, Clock& clock = default_clock())
-        : RetryPolicy(std::string(), std::move(options), seed, clock) {}
+    BasicRetryPolicy(RetryOptions options, std::uint64_t seed, Clock& clock = default_clock())
+        : BasicRetryPolicy(std::string(), std::move(options), seed, clock) {}
 
     // A named policy: its RetryBudgetExhaustedErrors say the name in their message and in
     // RejectedError::source().
-    RetryPolicy(std::string name, RetryOptions options, Clock& clock = default_clock())
-        : RetryPolicy(std::move(name), std::move(options), detail::fresh_seed(), clock) {}
-    RetryPolicy(std::string name, RetryOptions options, std::uint64_t seed,
-                Clock& clock = default_clock())
+    BasicRetryPolicy(std::string name, RetryOptions options, Clock& clock = default_clock())
+        : BasicRetryPolicy(std::move(name), std::move(options), detail::fresh_seed(), clock) {}
+    BasicRetryPolicy(std::string name, RetryOptions options, std::uint64_t seed,
+                     Clock& clock = default_clock())
         : name_(std::make_shared<const std::string>(std::move(name))),
           options_((options.validate(), std::move(options))),
           clock_(&clock),
@@ -220,8 +225,8 @@ public:
         options_.retry_listeners.clear();
     }
 
-    RetryPolicy(const RetryPolicy&) = delete;
-    RetryPolicy& operator=(const RetryPolicy&) = delete;
+    BasicRetryPolicy(const BasicRetryPolicy&) = delete;
+    BasicRetryPolicy& operator=(const BasicRetryPolicy&) = delete;
 
     const RetryOptions& options() const noexcept { return options_; }
     // Empty when unnamed.

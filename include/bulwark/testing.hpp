@@ -47,17 +47,20 @@ struct FaultEvent {
 // Order of decisions per call: the scripted queue (fail_next/pass_next/script) first, then
 // fail_always, then the probability. A failed call does not run the rest of the pipeline.
 // Thread-safe (a mutex guards the script; this is a test tool, not a hot path).
-class FaultInjector : public PolicyBase<FaultInjector> {
+// FaultInjector is BasicFaultInjector<>: a class template only so that a translation unit that does
+// not use it does not compile it (the Tag is never used).
+template <class Tag = void>
+class BasicFaultInjector : public PolicyBase<BasicFaultInjector<Tag>> {
 public:
-    FaultInjector() : FaultInjector(default_clock()) {}
-    explicit FaultInjector(Clock& clock)
+    BasicFaultInjector() : BasicFaultInjector(default_clock()) {}
+    explicit BasicFaultInjector(Clock& clock)
         : clock_(&clock), error_(std::make_exception_ptr(InjectedFault())) {}
 
-    FaultInjector(const FaultInjector&) = delete;
-    FaultInjector& operator=(const FaultInjector&) = delete;
+    BasicFaultInjector(const BasicFaultInjector&) = delete;
+    BasicFaultInjector& operator=(const BasicFaultInjector&) = delete;
 
     // The next `n` calls fail (with `error`, or the default error).
-    FaultInjector& fail_next(std::size_t n, const std::exception_ptr& error = nullptr) {
+    BasicFaultInjector& fail_next(std::size_t n, const std::exception_ptr& error = nullptr) {
         std::lock_guard<std::mutex> lock(mutex_);
         for (std::size_t i = 0; i < n; ++i) {
             script_.push_back(Step{true, error});
@@ -66,7 +69,7 @@ public:
     }
 
     // The next `n` calls pass, whatever the probability or fail_always say.
-    FaultInjector& pass_next(std::size_t n) {
+    BasicFaultInjector& pass_next(std::size_t n) {
         std::lock_guard<std::mutex> lock(mutex_);
         for (std::size_t i = 0; i < n; ++i) {
             script_.push_back(Step{false, nullptr});
@@ -77,7 +80,7 @@ public:
     // A script of the next calls: 'x' (or 'F') fails one, '.' (or 'P') passes one.
     //   chaos.script("xx..x");
     // Throws std::invalid_argument on any other character.
-    FaultInjector& script(const std::string& steps) {
+    BasicFaultInjector& script(const std::string& steps) {
         std::deque<Step> parsed;
         for (char c : steps) {
             if (c == 'x' || c == 'F') {
@@ -96,7 +99,7 @@ public:
     }
 
     // Every call fails until heal().
-    FaultInjector& fail_always(std::exception_ptr error = nullptr) {
+    BasicFaultInjector& fail_always(std::exception_ptr error = nullptr) {
         std::lock_guard<std::mutex> lock(mutex_);
         always_fail_ = true;
         if (error) {
@@ -107,7 +110,7 @@ public:
 
     // Each call fails with probability `p`, drawn from a generator seeded with `seed`.
     // Throws std::invalid_argument unless 0 <= p <= 1.
-    FaultInjector& fail_with_probability(double p, std::uint64_t seed = 0) {
+    BasicFaultInjector& fail_with_probability(double p, std::uint64_t seed = 0) {
         if (!(p >= 0.0 && p <= 1.0)) {
             detail::throw_invalid_option("FaultInjector.fail_with_probability(p): p",
                                          "must be in [0, 1]", detail::format_number(p));
@@ -119,7 +122,7 @@ public:
     }
 
     // Every call first sleeps `d` on the injector's clock. Throws std::invalid_argument if d < 0.
-    FaultInjector& add_latency(Duration d) {
+    BasicFaultInjector& add_latency(Duration d) {
         if (d < Duration::zero()) {
             detail::throw_invalid_option("FaultInjector.add_latency(d): d", "must be >= 0",
                                          detail::format_duration(d));
@@ -130,7 +133,7 @@ public:
     }
 
     // The error failed calls carry when no other was given (default: InjectedFault).
-    FaultInjector& fail_with(std::exception_ptr error) {
+    BasicFaultInjector& fail_with(std::exception_ptr error) {
         if (!error) {
             detail::throw_invalid_argument("FaultInjector.fail_with: the exception_ptr is null");
         }
@@ -140,7 +143,7 @@ public:
     }
 
     // Clears the script, fail_always, the probability and the latency.
-    FaultInjector& heal() {
+    BasicFaultInjector& heal() {
         std::lock_guard<std::mutex> lock(mutex_);
         script_.clear();
         always_fail_ = false;
@@ -225,6 +228,8 @@ private:
     std::uint64_t injected_ = 0;
     Listeners<FaultEvent> listeners_;
 };
+
+using FaultInjector = BasicFaultInjector<>;
 
 }  // namespace bulwark
 

@@ -2447,7 +2447,10 @@ inline void bump(std::atomic<std::uint64_t>& counter, std::uint64_t n = 1) noexc
 // tick while open, to keep retry_after() exact). Transitions take a mutex. Results recorded
 // after a transition (stale) count in the lifetime stats only; rejections by inner policies
 // (other than timeouts) are neither successes nor failures (see CircuitBreakerOptions).
-class CircuitBreaker : public PolicyBase<CircuitBreaker> {
+// CircuitBreaker is BasicCircuitBreaker<>: a class template only so that a translation unit
+// compiles only the members it uses (the Tag is never used).
+template <class Tag = void>
+class BasicCircuitBreaker : public PolicyBase<BasicCircuitBreaker<Tag>> {
     // inner_rejection: an inner policy rejected the call (see CircuitBreakerOptions::classifier);
     // neither a success nor a failure for the rules.
     enum class Result : std::uint8_t { success, failure, ignored, inner_rejection };
@@ -2509,9 +2512,9 @@ public:
         }
 
     private:
-        friend class CircuitBreaker;
+        friend class BasicCircuitBreaker;
 
-        explicit Permit(CircuitBreaker* breaker) noexcept : breaker_(breaker) {}
+        explicit Permit(BasicCircuitBreaker* breaker) noexcept : breaker_(breaker) {}
 
         void take(Permit& other) noexcept {
             breaker_ = other.breaker_;
@@ -2551,7 +2554,7 @@ public:
             }
         }
 
-        CircuitBreaker* breaker_ = nullptr;
+        BasicCircuitBreaker* breaker_ = nullptr;
         std::uint64_t word_ = 0;
         TimePoint started_{};
         Duration retry_after_{0};
@@ -2560,11 +2563,11 @@ public:
         bool pending_ = false;
     };
 
-    explicit CircuitBreaker(std::string name, CircuitBreakerOptions options = {})
-        : CircuitBreaker(std::move(name), std::move(options), default_clock()) {}
+    explicit BasicCircuitBreaker(std::string name, CircuitBreakerOptions options = {})
+        : BasicCircuitBreaker(std::move(name), std::move(options), default_clock()) {}
 
     // The clock must outlive the breaker. Throws std::invalid_argument for invalid options.
-    CircuitBreaker(std::string name, CircuitBreakerOptions options, Clock& clock)
+    BasicCircuitBreaker(std::string name, CircuitBreakerOptions options, Clock& clock)
         : name_(std::move(name)),
           source_(std::make_shared<const std::string>(name_)),
           options_((options.validate(), std::move(options))),
@@ -2585,8 +2588,8 @@ public:
         state_since_ = clock_->now();
     }
 
-    CircuitBreaker(const CircuitBreaker&) = delete;
-    CircuitBreaker& operator=(const CircuitBreaker&) = delete;
+    BasicCircuitBreaker(const BasicCircuitBreaker&) = delete;
+    BasicCircuitBreaker& operator=(const BasicCircuitBreaker&) = delete;
 
     const std::string& name() const noexcept { return name_; }
     const CircuitBreakerOptions& options() const noexcept { return options_; }
@@ -3398,6 +3401,8 @@ private:
 
     Listeners<StateChange> state_changes_;
 };
+
+using CircuitBreaker = BasicCircuitBreaker<>;
 
 }  // namespace bulwark
 
@@ -8344,9 +8349,15 @@ private:
 
 namespace bulwark {
 
-class CircuitBreaker;
-class RetryPolicy;
-class RateLimiter;
+template <class Tag>
+class BasicCircuitBreaker;
+using CircuitBreaker = BasicCircuitBreaker<void>;  // circuit_breaker.hpp
+template <class Tag>
+class BasicRetryPolicy;
+using RetryPolicy = BasicRetryPolicy<void>;  // retry.hpp
+template <class Tag>
+class BasicRateLimiter;
+using RateLimiter = BasicRateLimiter<void>;  // rate_limiter.hpp
 
 // How a FallbackChain orders its channels for one call. See docs/fallback_chain.md.
 enum class Selection : std::uint8_t {
@@ -8751,24 +8762,27 @@ struct RateLimiterStats {
 // Thread-safe. The token bucket's acquire is one coarse clock read and one CAS, lock-free, and
 // reads time from Clock::coarse_now(), so permits are timed to within one clock tick. The
 // sliding window takes a mutex. Neither allocates on acquire.
-class RateLimiter : public PolicyBase<RateLimiter> {
+// RateLimiter is BasicRateLimiter<>: a class template only so that a translation unit that does not
+// use it does not compile it (the Tag is never used).
+template <class Tag = void>
+class BasicRateLimiter : public PolicyBase<BasicRateLimiter<Tag>> {
 public:
-    explicit RateLimiter(TokenBucket bucket, Clock& clock = default_clock())
-        : RateLimiter(RateLimiterOptions{bucket, Duration::zero()}, clock) {}
-    explicit RateLimiter(SlidingWindow window, Clock& clock = default_clock())
-        : RateLimiter(RateLimiterOptions{window, Duration::zero()}, clock) {}
+    explicit BasicRateLimiter(TokenBucket bucket, Clock& clock = default_clock())
+        : BasicRateLimiter(RateLimiterOptions{bucket, Duration::zero()}, clock) {}
+    explicit BasicRateLimiter(SlidingWindow window, Clock& clock = default_clock())
+        : BasicRateLimiter(RateLimiterOptions{window, Duration::zero()}, clock) {}
 
     // Throws std::invalid_argument for invalid options. The clock must outlive the limiter.
-    explicit RateLimiter(RateLimiterOptions options, Clock& clock = default_clock())
-        : RateLimiter(std::string(), std::move(options), clock) {}
+    explicit BasicRateLimiter(RateLimiterOptions options, Clock& clock = default_clock())
+        : BasicRateLimiter(std::string(), std::move(options), clock) {}
 
     // A named limiter: its rejections say the name in their message and in
     // RejectedError::source().
-    RateLimiter(std::string name, TokenBucket bucket, Clock& clock = default_clock())
-        : RateLimiter(std::move(name), RateLimiterOptions{bucket, Duration::zero()}, clock) {}
-    RateLimiter(std::string name, SlidingWindow window, Clock& clock = default_clock())
-        : RateLimiter(std::move(name), RateLimiterOptions{window, Duration::zero()}, clock) {}
-    RateLimiter(std::string name, RateLimiterOptions options, Clock& clock = default_clock())
+    BasicRateLimiter(std::string name, TokenBucket bucket, Clock& clock = default_clock())
+        : BasicRateLimiter(std::move(name), RateLimiterOptions{bucket, Duration::zero()}, clock) {}
+    BasicRateLimiter(std::string name, SlidingWindow window, Clock& clock = default_clock())
+        : BasicRateLimiter(std::move(name), RateLimiterOptions{window, Duration::zero()}, clock) {}
+    BasicRateLimiter(std::string name, RateLimiterOptions options, Clock& clock = default_clock())
         : name_(std::make_shared<const std::string>(std::move(name))),
           label_(name_->empty() ? std::string()
                                 : detail::component_label("rate limiter", *name_) + ": "),
@@ -8786,8 +8800,8 @@ public:
         }
     }
 
-    RateLimiter(const RateLimiter&) = delete;
-    RateLimiter& operator=(const RateLimiter&) = delete;
+    BasicRateLimiter(const BasicRateLimiter&) = delete;
+    BasicRateLimiter& operator=(const BasicRateLimiter&) = delete;
 
     const RateLimiterOptions& options() const noexcept { return options_; }
     // Empty when unnamed.
@@ -8954,6 +8968,8 @@ private:
     std::atomic<std::uint64_t> waited_{0};
     Listeners<RateDecision> rejected_listeners_;
 };
+
+using RateLimiter = BasicRateLimiter<>;
 
 }  // namespace bulwark
 
@@ -9358,7 +9374,9 @@ struct RetryOptions {
     }
 };
 
-class RetryPolicy;
+template <class Tag>
+class BasicRetryPolicy;
+using RetryPolicy = BasicRetryPolicy<void>;
 
 namespace detail {
 // One execution's retry state: what the synchronous loop keeps on its stack and a RetrySchedule
@@ -9397,7 +9415,7 @@ public:
     RetrySchedule& operator=(RetrySchedule&&) = delete;
 
 private:
-    friend class RetryPolicy;
+    friend RetryPolicy;
     RetrySchedule(RetryPolicy& policy, Context* ctx);
 
     RetryPolicy* policy_;
@@ -9427,22 +9445,25 @@ private:
 // Thread-safe: one policy serves many concurrent calls. A call that succeeds first time does
 // one per-thread counter bump (none with count_calls off), reads no clock (unless max_elapsed
 // is set) and allocates nothing.
-class RetryPolicy : public PolicyBase<RetryPolicy> {
+// RetryPolicy is BasicRetryPolicy<>: a class template only so that a translation unit compiles only
+// the members it uses (the Tag is never used).
+template <class Tag = void>
+class BasicRetryPolicy : public PolicyBase<BasicRetryPolicy<Tag>> {
 public:
-    explicit RetryPolicy(RetryOptions options = {}, Clock& clock = default_clock())
-        : RetryPolicy(std::move(options), detail::fresh_seed(), clock) {}
+    explicit BasicRetryPolicy(RetryOptions options = {}, Clock& clock = default_clock())
+        : BasicRetryPolicy(std::move(options), detail::fresh_seed(), clock) {}
 
     // `seed` makes the jitter reproducible: the same seed and the same order of calls give the
     // same waits.
-    RetryPolicy(RetryOptions options, std::uint64_t seed, Clock& clock = default_clock())
-        : RetryPolicy(std::string(), std::move(options), seed, clock) {}
+    BasicRetryPolicy(RetryOptions options, std::uint64_t seed, Clock& clock = default_clock())
+        : BasicRetryPolicy(std::string(), std::move(options), seed, clock) {}
 
     // A named policy: its RetryBudgetExhaustedErrors say the name in their message and in
     // RejectedError::source().
-    RetryPolicy(std::string name, RetryOptions options, Clock& clock = default_clock())
-        : RetryPolicy(std::move(name), std::move(options), detail::fresh_seed(), clock) {}
-    RetryPolicy(std::string name, RetryOptions options, std::uint64_t seed,
-                Clock& clock = default_clock())
+    BasicRetryPolicy(std::string name, RetryOptions options, Clock& clock = default_clock())
+        : BasicRetryPolicy(std::move(name), std::move(options), detail::fresh_seed(), clock) {}
+    BasicRetryPolicy(std::string name, RetryOptions options, std::uint64_t seed,
+                     Clock& clock = default_clock())
         : name_(std::make_shared<const std::string>(std::move(name))),
           options_((options.validate(), std::move(options))),
           clock_(&clock),
@@ -9457,8 +9478,8 @@ public:
         options_.retry_listeners.clear();
     }
 
-    RetryPolicy(const RetryPolicy&) = delete;
-    RetryPolicy& operator=(const RetryPolicy&) = delete;
+    BasicRetryPolicy(const BasicRetryPolicy&) = delete;
+    BasicRetryPolicy& operator=(const BasicRetryPolicy&) = delete;
 
     const RetryOptions& options() const noexcept { return options_; }
     // Empty when unnamed.
@@ -11482,16 +11503,20 @@ private:
 
 namespace bulwark {
 
-class CircuitBreaker;
+template <class Tag>
+class BasicCircuitBreaker;
 template <class Tag>
 class BasicCircuitBreakerRegistry;
 class Degradation;
 class Bulkhead;
-class RateLimiter;
-class RetryPolicy;
+template <class Tag>
+class BasicRateLimiter;
+template <class Tag>
+class BasicRetryPolicy;
 class Timeout;
 class LoadShedder;
-class Hedging;
+template <class Tag>
+class BasicHedging;
 template <class T>
 class Fallback;
 template <class Key, class T, class Hash, class Equal>
@@ -11591,8 +11616,8 @@ struct UnnamedRenderer {
     }
 };
 
-template <>
-struct MetricsRenderer<CircuitBreaker> {
+template <class Tag>
+struct MetricsRenderer<BasicCircuitBreaker<Tag>> {
     static constexpr bool known = true;
     static constexpr bool needs_name = false;
     static constexpr bool accepts_name = true;
@@ -11665,8 +11690,9 @@ struct MetricsRenderer<BasicCircuitBreakerRegistry<Tag>> {
     template <class R>
     static void write(MetricsWriter& w, const R& registry, std::string_view) {
         // In name order, under the registry's shared lock: breakers created meanwhile wait.
-        registry.for_each(
-            [&w](const auto& b) { MetricsRenderer<CircuitBreaker>::write(w, b, b.name()); });
+        registry.for_each([&w](const auto& b) {
+            MetricsRenderer<BasicCircuitBreaker<Tag>>::write(w, b, b.name());
+        });
     }
 };
 
@@ -11831,8 +11857,8 @@ struct MetricsRenderer<BasicResourceManager<Tag>> {
     }
 };
 
-template <>
-struct MetricsRenderer<RetryPolicy> : UnnamedRenderer {
+template <class Tag>
+struct MetricsRenderer<BasicRetryPolicy<Tag>> : UnnamedRenderer {
     template <class P>
     static void write(MetricsWriter& w, const P& p, std::string_view name) {
         const auto s = p.stats();
@@ -11875,8 +11901,8 @@ struct MetricsRenderer<Bulkhead> : UnnamedRenderer {
     }
 };
 
-template <>
-struct MetricsRenderer<RateLimiter> : UnnamedRenderer {
+template <class Tag>
+struct MetricsRenderer<BasicRateLimiter<Tag>> : UnnamedRenderer {
     template <class P>
     static void write(MetricsWriter& w, const P& p, std::string_view name) {
         const auto s = p.stats();
@@ -11943,8 +11969,8 @@ struct MetricsRenderer<LoadShedder> : UnnamedRenderer {
     }
 };
 
-template <>
-struct MetricsRenderer<Hedging> : UnnamedRenderer {
+template <class Tag>
+struct MetricsRenderer<BasicHedging<Tag>> : UnnamedRenderer {
     template <class P>
     static void write(MetricsWriter& w, const P& p, std::string_view name) {
         const auto s = p.stats();
@@ -13175,14 +13201,16 @@ namespace detail {
 
 // The executor a Hedging uses when given none: at most `max_threads` threads, each started when
 // a task finds no idle thread, all joined by the destructor. Tasks still queued then are
-// destroyed unrun. Thread-safe.
-class HedgingPool {
+// destroyed unrun. Thread-safe. A class template only so that a translation unit without a
+// Hedging does not compile its threads (the Tag is never used).
+template <class Tag = void>
+class BasicHedgingPool {
 public:
-    explicit HedgingPool(std::size_t max_threads) : max_threads_(max_threads) {}
-    HedgingPool(const HedgingPool&) = delete;
-    HedgingPool& operator=(const HedgingPool&) = delete;
+    explicit BasicHedgingPool(std::size_t max_threads) : max_threads_(max_threads) {}
+    BasicHedgingPool(const BasicHedgingPool&) = delete;
+    BasicHedgingPool& operator=(const BasicHedgingPool&) = delete;
 
-    ~HedgingPool() {
+    ~BasicHedgingPool() {
         std::deque<std::function<void()>> unrun;
         {
             std::lock_guard<std::mutex> lock(mutex_);
@@ -13249,6 +13277,8 @@ private:
     std::size_t idle_ = 0;                     // guarded by mutex_
     bool stop_ = false;                        // guarded by mutex_
 };
+
+using HedgingPool = BasicHedgingPool<>;
 
 }  // namespace detail
 }  // namespace bulwark
@@ -13378,14 +13408,17 @@ struct HedgingOptions {
 // progress; the destructor joins its threads. Costs one heap allocation per call (the state the
 // attempts share) and, for a timed call, one clock read and two lock round trips on the timer's
 // mutex; each hedge adds a task (two allocations) and a thread hop.
-class Hedging : public PolicyBase<Hedging> {
+// Hedging is BasicHedging<>: a class template only so that a translation unit that does not use
+// it does not compile its threads and timer (the Tag is never used).
+template <class Tag = void>
+class BasicHedging : public PolicyBase<BasicHedging<Tag>> {
 public:
     // Throws std::invalid_argument for invalid options. The clock must outlive the Hedging.
-    explicit Hedging(Duration delay, std::uint32_t max_extra_attempts = 1,
-                     Clock& clock = default_clock())
-        : Hedging(make_options(delay, max_extra_attempts), clock) {}
+    explicit BasicHedging(Duration delay, std::uint32_t max_extra_attempts = 1,
+                          Clock& clock = default_clock())
+        : BasicHedging(make_options(delay, max_extra_attempts), clock) {}
 
-    explicit Hedging(HedgingOptions options, Clock& clock = default_clock())
+    explicit BasicHedging(HedgingOptions options, Clock& clock = default_clock())
         : options_((options.validate(), std::move(options))), clock_(&clock) {
         for (auto& listener : options_.hedge_listeners) {
             listeners_.add(std::move(listener));
@@ -13393,10 +13426,10 @@ public:
         options_.hedge_listeners.clear();
     }
 
-    Hedging(const Hedging&) = delete;
-    Hedging& operator=(const Hedging&) = delete;
+    BasicHedging(const BasicHedging&) = delete;
+    BasicHedging& operator=(const BasicHedging&) = delete;
 
-    ~Hedging() {
+    ~BasicHedging() {
         std::thread timer;
         {
             std::lock_guard<std::mutex> lock(timer_mutex_);
@@ -13441,7 +13474,7 @@ public:
         // Ends the race on every exit, an exception's included, and waits for the attempts that
         // started: none outlives this frame.
         struct Conclude {
-            Hedging& self;
+            BasicHedging& self;
             CallBase& call;
             bool done = false;
             void operator()(bool wait_for_result) {
@@ -13499,7 +13532,7 @@ private:
     public:
         enum class Slot : std::uint8_t { idle, reserved, running, done };
 
-        CallBase(Hedging& owner, Context& race)
+        CallBase(BasicHedging& owner, Context& race)
             : owner_(&owner),
               race_(&race),
               operation_(race.operation()),
@@ -13574,7 +13607,7 @@ private:
         TimePoint last_start{};
         // Caller thread only.
         bool timer_scheduled = false;
-        // Guarded by Hedging::timer_mutex_.
+        // Guarded by BasicHedging::timer_mutex_.
         CallBase* timer_prev = nullptr;
         CallBase* timer_next = nullptr;
         TimePoint timer_deadline{};
@@ -13610,14 +13643,14 @@ private:
         // Hands hedge `index` (reserved) to the executor. Called by a thread that keeps the
         // caller waiting (the caller, an attempt still counted as running, or the timer).
         void start_hedge(std::uint32_t index, HedgeReason reason) {
-            Hedging& owner = *owner_;
+            BasicHedging& owner = *owner_;
             owner.hedges_.fetch_add(1, std::memory_order_relaxed);
             owner.listeners_.emit_with([&] { return HedgeEvent{operation_, index, reason}; });
             // Outside the try: if the executor dropped the task already, releasing this last
             // reference reports the attempt as failed, after the catch below had its say.
             std::shared_ptr<Ticket> ticket;
             try {
-                ticket = std::make_shared<Ticket>(shared_from_this(), index);
+                ticket = std::make_shared<Ticket>(this->shared_from_this(), index);
                 owner.post([ticket] { ticket->call->run(ticket->index); });
             } catch (...) {
                 fail_unstarted(index, std::current_exception());
@@ -13648,8 +13681,8 @@ private:
             }
         }
 
-        Hedging* const owner_;  // used only while the caller waits
-        Context* const race_;   // on the caller's frame: used only while the caller waits
+        BasicHedging* const owner_;  // used only while the caller waits
+        Context* const race_;        // on the caller's frame: used only while the caller waits
         const std::string_view operation_;
         const std::uint32_t max_extra_;
         const Duration delay_;
@@ -13678,8 +13711,25 @@ private:
     // The typed part of a call: the borrowed rest of the pipeline and the answer so far.
     template <class O, class N>
     class Call final : public CallBase {
+        // CallBase is a dependent base (a member of the class template): name what Call uses.
+        using Slot = typename CallBase::Slot;
+        using CallBase::begin;
+        using CallBase::close_locked;
+        using CallBase::closed_;
+        using CallBase::leave;
+        using CallBase::mutex_;
+        using CallBase::outstanding_;
+        using CallBase::owner_;
+        using CallBase::race_;
+        using CallBase::reserve_locked;
+        using CallBase::slots_;
+        using CallBase::start_hedge;
+        using CallBase::timed;
+
     public:
-        Call(Hedging& owner, Context& race, N& next) : CallBase(owner, race), next_(&next) {}
+        using CallBase::winner;
+
+        Call(BasicHedging& owner, Context& race, N& next) : CallBase(owner, race), next_(&next) {}
 
         // Runs attempt `index` on this thread and returns what it produced.
         O attempt(std::uint32_t index) {
@@ -13912,6 +13962,8 @@ private:
     std::unique_ptr<detail::HedgingPool> pool_;  // guarded by pool_mutex_; declared last
 };
 
+using Hedging = BasicHedging<>;
+
 }  // namespace bulwark
 
 #endif  // BULWARK_HEDGING_HPP
@@ -14127,17 +14179,20 @@ struct FaultEvent {
 // Order of decisions per call: the scripted queue (fail_next/pass_next/script) first, then
 // fail_always, then the probability. A failed call does not run the rest of the pipeline.
 // Thread-safe (a mutex guards the script; this is a test tool, not a hot path).
-class FaultInjector : public PolicyBase<FaultInjector> {
+// FaultInjector is BasicFaultInjector<>: a class template only so that a translation unit that does
+// not use it does not compile it (the Tag is never used).
+template <class Tag = void>
+class BasicFaultInjector : public PolicyBase<BasicFaultInjector<Tag>> {
 public:
-    FaultInjector() : FaultInjector(default_clock()) {}
-    explicit FaultInjector(Clock& clock)
+    BasicFaultInjector() : BasicFaultInjector(default_clock()) {}
+    explicit BasicFaultInjector(Clock& clock)
         : clock_(&clock), error_(std::make_exception_ptr(InjectedFault())) {}
 
-    FaultInjector(const FaultInjector&) = delete;
-    FaultInjector& operator=(const FaultInjector&) = delete;
+    BasicFaultInjector(const BasicFaultInjector&) = delete;
+    BasicFaultInjector& operator=(const BasicFaultInjector&) = delete;
 
     // The next `n` calls fail (with `error`, or the default error).
-    FaultInjector& fail_next(std::size_t n, const std::exception_ptr& error = nullptr) {
+    BasicFaultInjector& fail_next(std::size_t n, const std::exception_ptr& error = nullptr) {
         std::lock_guard<std::mutex> lock(mutex_);
         for (std::size_t i = 0; i < n; ++i) {
             script_.push_back(Step{true, error});
@@ -14146,7 +14201,7 @@ public:
     }
 
     // The next `n` calls pass, whatever the probability or fail_always say.
-    FaultInjector& pass_next(std::size_t n) {
+    BasicFaultInjector& pass_next(std::size_t n) {
         std::lock_guard<std::mutex> lock(mutex_);
         for (std::size_t i = 0; i < n; ++i) {
             script_.push_back(Step{false, nullptr});
@@ -14157,7 +14212,7 @@ public:
     // A script of the next calls: 'x' (or 'F') fails one, '.' (or 'P') passes one.
     //   chaos.script("xx..x");
     // Throws std::invalid_argument on any other character.
-    FaultInjector& script(const std::string& steps) {
+    BasicFaultInjector& script(const std::string& steps) {
         std::deque<Step> parsed;
         for (char c : steps) {
             if (c == 'x' || c == 'F') {
@@ -14176,7 +14231,7 @@ public:
     }
 
     // Every call fails until heal().
-    FaultInjector& fail_always(std::exception_ptr error = nullptr) {
+    BasicFaultInjector& fail_always(std::exception_ptr error = nullptr) {
         std::lock_guard<std::mutex> lock(mutex_);
         always_fail_ = true;
         if (error) {
@@ -14187,7 +14242,7 @@ public:
 
     // Each call fails with probability `p`, drawn from a generator seeded with `seed`.
     // Throws std::invalid_argument unless 0 <= p <= 1.
-    FaultInjector& fail_with_probability(double p, std::uint64_t seed = 0) {
+    BasicFaultInjector& fail_with_probability(double p, std::uint64_t seed = 0) {
         if (!(p >= 0.0 && p <= 1.0)) {
             detail::throw_invalid_option("FaultInjector.fail_with_probability(p): p",
                                          "must be in [0, 1]", detail::format_number(p));
@@ -14199,7 +14254,7 @@ public:
     }
 
     // Every call first sleeps `d` on the injector's clock. Throws std::invalid_argument if d < 0.
-    FaultInjector& add_latency(Duration d) {
+    BasicFaultInjector& add_latency(Duration d) {
         if (d < Duration::zero()) {
             detail::throw_invalid_option("FaultInjector.add_latency(d): d", "must be >= 0",
                                          detail::format_duration(d));
@@ -14210,7 +14265,7 @@ public:
     }
 
     // The error failed calls carry when no other was given (default: InjectedFault).
-    FaultInjector& fail_with(std::exception_ptr error) {
+    BasicFaultInjector& fail_with(std::exception_ptr error) {
         if (!error) {
             detail::throw_invalid_argument("FaultInjector.fail_with: the exception_ptr is null");
         }
@@ -14220,7 +14275,7 @@ public:
     }
 
     // Clears the script, fail_always, the probability and the latency.
-    FaultInjector& heal() {
+    BasicFaultInjector& heal() {
         std::lock_guard<std::mutex> lock(mutex_);
         script_.clear();
         always_fail_ = false;
@@ -14305,6 +14360,8 @@ private:
     std::uint64_t injected_ = 0;
     Listeners<FaultEvent> listeners_;
 };
+
+using FaultInjector = BasicFaultInjector<>;
 
 }  // namespace bulwark
 

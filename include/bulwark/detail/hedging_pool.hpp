@@ -17,14 +17,16 @@ namespace detail {
 
 // The executor a Hedging uses when given none: at most `max_threads` threads, each started when
 // a task finds no idle thread, all joined by the destructor. Tasks still queued then are
-// destroyed unrun. Thread-safe.
-class HedgingPool {
+// destroyed unrun. Thread-safe. A class template only so that a translation unit without a
+// Hedging does not compile its threads (the Tag is never used).
+template <class Tag = void>
+class BasicHedgingPool {
 public:
-    explicit HedgingPool(std::size_t max_threads) : max_threads_(max_threads) {}
-    HedgingPool(const HedgingPool&) = delete;
-    HedgingPool& operator=(const HedgingPool&) = delete;
+    explicit BasicHedgingPool(std::size_t max_threads) : max_threads_(max_threads) {}
+    BasicHedgingPool(const BasicHedgingPool&) = delete;
+    BasicHedgingPool& operator=(const BasicHedgingPool&) = delete;
 
-    ~HedgingPool() {
+    ~BasicHedgingPool() {
         std::deque<std::function<void()>> unrun;
         {
             std::lock_guard<std::mutex> lock(mutex_);
@@ -91,6 +93,8 @@ private:
     std::size_t idle_ = 0;                     // guarded by mutex_
     bool stop_ = false;                        // guarded by mutex_
 };
+
+using HedgingPool = BasicHedgingPool<>;
 
 }  // namespace detail
 }  // namespace bulwark
