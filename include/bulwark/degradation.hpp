@@ -79,13 +79,17 @@ struct DegradationChange {
 // clear_override()). The level in force is the override if there is one, else the automatic one.
 // Thread-safe. level() and enabled() are one atomic load (plus a lock only while a per-feature
 // override is set); changes take a mutex. Listeners run after the change, outside the lock.
-class Degradation : public DegradationSignal {
+// Degradation is BasicDegradation<>: a class template only so that its code is compiled where it
+// is used (the Tag is never used).
+template <class Tag = void>
+class BasicDegradation : public DegradationSignal {
 public:
     using ChangeListener =
         std::function<void(DegradationLevel from, DegradationLevel to, const std::string& why)>;
 
     // `hold`: how long a lower automatic level must persist before the level falls. >= 0.
-    explicit Degradation(Clock& clock = default_clock(), Duration hold = std::chrono::seconds(30))
+    explicit BasicDegradation(Clock& clock = default_clock(),
+                              Duration hold = std::chrono::seconds(30))
         : clock_(&clock), hold_(hold), since_(clock.now()) {
         if (hold < Duration::zero()) {
             detail::throw_invalid_option("Degradation.hold", "must be >= 0",
@@ -93,9 +97,9 @@ public:
         }
     }
 
-    Degradation(const Degradation&) = delete;
-    Degradation& operator=(const Degradation&) = delete;
-    ~Degradation() { unfollow(); }
+    BasicDegradation(const BasicDegradation&) = delete;
+    BasicDegradation& operator=(const BasicDegradation&) = delete;
+    ~BasicDegradation() { unfollow(); }
 
     std::string reason() const {
         std::lock_guard<std::mutex> lock(mutex_);
@@ -315,8 +319,8 @@ private:
     struct FollowState {
         std::mutex mutex;
         std::condition_variable idle;
-        Degradation* owner = nullptr;  // null once unfollowed; guarded by mutex
-        std::size_t running = 0;       // callbacks inside run_followed(); guarded by mutex
+        BasicDegradation* owner = nullptr;  // null once unfollowed; guarded by mutex
+        std::size_t running = 0;            // callbacks inside run_followed(); guarded by mutex
         std::function<std::pair<DegradationLevel, std::string>()> read;  // the level and why
         std::function<void()> stop;                                      // removes the listeners
     };
@@ -330,7 +334,7 @@ private:
         if (std::find(active.begin(), active.end(), &state) != active.end()) {
             return;
         }
-        Degradation* owner = nullptr;
+        BasicDegradation* owner = nullptr;
         {
             std::lock_guard<std::mutex> lock(state.mutex);
             owner = state.owner;
@@ -418,6 +422,8 @@ private:
     std::map<std::string, bool, std::less<>> forced_;        // guarded by mutex_
     Listeners<DegradationChange> changes_;
 };
+
+using Degradation = BasicDegradation<>;
 
 }  // namespace bulwark
 

@@ -41,16 +41,28 @@ namespace bulwark {
 // failed write is rolled back and the store stays usable (disk full); a failed sync poisons it (see
 // DeadLetterStorePoisonedError). Thread-safe: one mutex guards everything, held across journal I/O,
 // never while a reprocess handler runs. See docs/file_dead_letter_store.md.
-class FileDeadLetterStore : public detail::IndexedDeadLetterStore<FileDeadLetterStore> {
-    friend class detail::IndexedDeadLetterStore<FileDeadLetterStore>;
+// FileDeadLetterStore is BasicFileDeadLetterStore<>: a class template only so that its code is
+// compiled where it is used (the Tag is never used); use the alias.
+template <class Tag = void>
+class BasicFileDeadLetterStore
+    : public detail::IndexedDeadLetterStore<BasicFileDeadLetterStore<Tag>> {
+    using Base = detail::IndexedDeadLetterStore<BasicFileDeadLetterStore<Tag>>;
+    friend Base;
+    // The base is dependent (a template of this one): name what the store uses of it.
+    using Iterator = typename Base::Index::const_iterator;
+    using Seq = typename Base::Seq;
+    using Base::counters_;
+    using Base::index_;
+    using Base::mutex_;
 
 public:
     // Opens (creating if missing) the store in `directory`. The file system and clock must
     // outlive the store. Throws std::invalid_argument for invalid options.
-    explicit FileDeadLetterStore(std::string directory, FileDeadLetterStoreOptions options = {},
-                                 FileSystem& fs = default_file_system(),
-                                 Clock& clock = default_clock())
-        : IndexedDeadLetterStore(checked_limits(options), clock),
+    explicit BasicFileDeadLetterStore(std::string directory,
+                                      FileDeadLetterStoreOptions options = {},
+                                      FileSystem& fs = default_file_system(),
+                                      Clock& clock = default_clock())
+        : Base(Base::checked_limits(options), clock),
           options_(options),
           journal_(fs, clock, std::move(directory), options_) {
         journal_.open([this](const Record& r) { apply(r); },
@@ -58,7 +70,7 @@ public:
     }
 
     // Syncs what is unsynced (sync=batch), ignoring errors.
-    ~FileDeadLetterStore() override {
+    ~BasicFileDeadLetterStore() override {
         try {
             std::lock_guard<std::mutex> lock(mutex_);
             journal_.sync_unsynced_batch();
@@ -98,7 +110,7 @@ protected:
         }
         std::lock_guard<std::mutex> lock(mutex_);
         std::vector<Record> records;
-        index_.scan(query, [&](Index::const_iterator it) {
+        index_.scan(query, [&](Iterator it) {
             if (it->second.status == DeadLetterStatus::pending) {
                 Record r;
                 r.type = detail::journal::RecordType::dismiss;
@@ -120,7 +132,7 @@ protected:
         std::lock_guard<std::mutex> lock(mutex_);
         std::size_t matched = 0;
         std::vector<Record> records;
-        index_.scan(query, [&](Index::const_iterator it) {
+        index_.scan(query, [&](Iterator it) {
             const DeadLetter& d = it->second;
             bool changes = d.category != category;
             for (const std::string& tag : tags) {
@@ -279,7 +291,7 @@ private:
 
     // Runs `change` on the record at `it`, keeping live_bytes_ right.
     template <class Change>
-    void modify(Index::const_iterator it, Change&& change) {
+    void modify(Iterator it, Change&& change) {
         const std::uint64_t before = detail::journal::snapshot_frame_size(it->second);
         change();
         live_bytes_ = live_bytes_ - before + detail::journal::snapshot_frame_size(it->second);
@@ -316,6 +328,8 @@ private:
     detail::JournalFile journal_;
     std::uint64_t live_bytes_ = detail::journal_snapshot_base_size();  // snapshot()'s size
 };
+
+using FileDeadLetterStore = BasicFileDeadLetterStore<>;
 
 }  // namespace bulwark
 

@@ -34,7 +34,8 @@ template <class Tag>
 class BasicCircuitBreaker;
 template <class Tag>
 class BasicCircuitBreakerRegistry;
-class Degradation;
+template <class Tag>
+class BasicDegradation;
 class Bulkhead;
 template <class Tag>
 class BasicRateLimiter;
@@ -260,8 +261,8 @@ struct MetricsRenderer<FallbackChain<Signature>> {
     }
 };
 
-template <>
-struct MetricsRenderer<Degradation> {
+template <class Tag>
+struct MetricsRenderer<BasicDegradation<Tag>> {
     static constexpr bool known = true;
     static constexpr bool needs_name = false;
     static constexpr bool accepts_name = true;

@@ -133,18 +133,21 @@ private:
 // Throws std::invalid_argument for an invalid metric or label name, a label named twice, a
 // family added both as a counter and as a gauge, or a negative or NaN counter value.
 // Not thread-safe: build one per scrape.
-class MetricsWriter {
+// MetricsWriter is BasicMetricsWriter<>: a class template only so that its code is compiled where
+// it is used (the Tag is never used).
+template <class Tag = void>
+class BasicMetricsWriter {
 public:
     enum class Type : std::uint8_t { counter, gauge };
 
-    MetricsWriter& add_counter(std::string_view name, std::string_view help,
-                               const MetricLabels& labels, const MetricValue& value) {
+    BasicMetricsWriter& add_counter(std::string_view name, std::string_view help,
+                                    const MetricLabels& labels, const MetricValue& value) {
         add(Type::counter, name, help, labels, value);
         return *this;
     }
 
-    MetricsWriter& add_gauge(std::string_view name, std::string_view help,
-                             const MetricLabels& labels, const MetricValue& value) {
+    BasicMetricsWriter& add_gauge(std::string_view name, std::string_view help,
+                                  const MetricLabels& labels, const MetricValue& value) {
         add(Type::gauge, name, help, labels, value);
         return *this;
     }
@@ -273,6 +276,8 @@ private:
     std::size_t samples_ = 0;
     std::size_t dropped_ = 0;
 };
+
+using MetricsWriter = BasicMetricsWriter<>;
 
 }  // namespace bulwark
 

@@ -7214,16 +7214,28 @@ namespace bulwark {
 // failed write is rolled back and the store stays usable (disk full); a failed sync poisons it (see
 // DeadLetterStorePoisonedError). Thread-safe: one mutex guards everything, held across journal I/O,
 // never while a reprocess handler runs. See docs/file_dead_letter_store.md.
-class FileDeadLetterStore : public detail::IndexedDeadLetterStore<FileDeadLetterStore> {
-    friend class detail::IndexedDeadLetterStore<FileDeadLetterStore>;
+// FileDeadLetterStore is BasicFileDeadLetterStore<>: a class template only so that its code is
+// compiled where it is used (the Tag is never used); use the alias.
+template <class Tag = void>
+class BasicFileDeadLetterStore
+    : public detail::IndexedDeadLetterStore<BasicFileDeadLetterStore<Tag>> {
+    using Base = detail::IndexedDeadLetterStore<BasicFileDeadLetterStore<Tag>>;
+    friend Base;
+    // The base is dependent (a template of this one): name what the store uses of it.
+    using Iterator = typename Base::Index::const_iterator;
+    using Seq = typename Base::Seq;
+    using Base::counters_;
+    using Base::index_;
+    using Base::mutex_;
 
 public:
     // Opens (creating if missing) the store in `directory`. The file system and clock must
     // outlive the store. Throws std::invalid_argument for invalid options.
-    explicit FileDeadLetterStore(std::string directory, FileDeadLetterStoreOptions options = {},
-                                 FileSystem& fs = default_file_system(),
-                                 Clock& clock = default_clock())
-        : IndexedDeadLetterStore(checked_limits(options), clock),
+    explicit BasicFileDeadLetterStore(std::string directory,
+                                      FileDeadLetterStoreOptions options = {},
+                                      FileSystem& fs = default_file_system(),
+                                      Clock& clock = default_clock())
+        : Base(Base::checked_limits(options), clock),
           options_(options),
           journal_(fs, clock, std::move(directory), options_) {
         journal_.open([this](const Record& r) { apply(r); },
@@ -7231,7 +7243,7 @@ public:
     }
 
     // Syncs what is unsynced (sync=batch), ignoring errors.
-    ~FileDeadLetterStore() override {
+    ~BasicFileDeadLetterStore() override {
         try {
             std::lock_guard<std::mutex> lock(mutex_);
             journal_.sync_unsynced_batch();
@@ -7271,7 +7283,7 @@ protected:
         }
         std::lock_guard<std::mutex> lock(mutex_);
         std::vector<Record> records;
-        index_.scan(query, [&](Index::const_iterator it) {
+        index_.scan(query, [&](Iterator it) {
             if (it->second.status == DeadLetterStatus::pending) {
                 Record r;
                 r.type = detail::journal::RecordType::dismiss;
@@ -7293,7 +7305,7 @@ protected:
         std::lock_guard<std::mutex> lock(mutex_);
         std::size_t matched = 0;
         std::vector<Record> records;
-        index_.scan(query, [&](Index::const_iterator it) {
+        index_.scan(query, [&](Iterator it) {
             const DeadLetter& d = it->second;
             bool changes = d.category != category;
             for (const std::string& tag : tags) {
@@ -7452,7 +7464,7 @@ private:
 
     // Runs `change` on the record at `it`, keeping live_bytes_ right.
     template <class Change>
-    void modify(Index::const_iterator it, Change&& change) {
+    void modify(Iterator it, Change&& change) {
         const std::uint64_t before = detail::journal::snapshot_frame_size(it->second);
         change();
         live_bytes_ = live_bytes_ - before + detail::journal::snapshot_frame_size(it->second);
@@ -7489,6 +7501,8 @@ private:
     detail::JournalFile journal_;
     std::uint64_t live_bytes_ = detail::journal_snapshot_base_size();  // snapshot()'s size
 };
+
+using FileDeadLetterStore = BasicFileDeadLetterStore<>;
 
 }  // namespace bulwark
 
@@ -7768,13 +7782,17 @@ struct DegradationChange {
 // clear_override()). The level in force is the override if there is one, else the automatic one.
 // Thread-safe. level() and enabled() are one atomic load (plus a lock only while a per-feature
 // override is set); changes take a mutex. Listeners run after the change, outside the lock.
-class Degradation : public DegradationSignal {
+// Degradation is BasicDegradation<>: a class template only so that its code is compiled where it
+// is used (the Tag is never used).
+template <class Tag = void>
+class BasicDegradation : public DegradationSignal {
 public:
     using ChangeListener =
         std::function<void(DegradationLevel from, DegradationLevel to, const std::string& why)>;
 
     // `hold`: how long a lower automatic level must persist before the level falls. >= 0.
-    explicit Degradation(Clock& clock = default_clock(), Duration hold = std::chrono::seconds(30))
+    explicit BasicDegradation(Clock& clock = default_clock(),
+                              Duration hold = std::chrono::seconds(30))
         : clock_(&clock), hold_(hold), since_(clock.now()) {
         if (hold < Duration::zero()) {
             detail::throw_invalid_option("Degradation.hold", "must be >= 0",
@@ -7782,9 +7800,9 @@ public:
         }
     }
 
-    Degradation(const Degradation&) = delete;
-    Degradation& operator=(const Degradation&) = delete;
-    ~Degradation() { unfollow(); }
+    BasicDegradation(const BasicDegradation&) = delete;
+    BasicDegradation& operator=(const BasicDegradation&) = delete;
+    ~BasicDegradation() { unfollow(); }
 
     std::string reason() const {
         std::lock_guard<std::mutex> lock(mutex_);
@@ -8004,8 +8022,8 @@ private:
     struct FollowState {
         std::mutex mutex;
         std::condition_variable idle;
-        Degradation* owner = nullptr;  // null once unfollowed; guarded by mutex
-        std::size_t running = 0;       // callbacks inside run_followed(); guarded by mutex
+        BasicDegradation* owner = nullptr;  // null once unfollowed; guarded by mutex
+        std::size_t running = 0;            // callbacks inside run_followed(); guarded by mutex
         std::function<std::pair<DegradationLevel, std::string>()> read;  // the level and why
         std::function<void()> stop;                                      // removes the listeners
     };
@@ -8019,7 +8037,7 @@ private:
         if (std::find(active.begin(), active.end(), &state) != active.end()) {
             return;
         }
-        Degradation* owner = nullptr;
+        BasicDegradation* owner = nullptr;
         {
             std::lock_guard<std::mutex> lock(state.mutex);
             owner = state.owner;
@@ -8107,6 +8125,8 @@ private:
     std::map<std::string, bool, std::less<>> forced_;        // guarded by mutex_
     Listeners<DegradationChange> changes_;
 };
+
+using Degradation = BasicDegradation<>;
 
 }  // namespace bulwark
 
@@ -11356,18 +11376,21 @@ private:
 // Throws std::invalid_argument for an invalid metric or label name, a label named twice, a
 // family added both as a counter and as a gauge, or a negative or NaN counter value.
 // Not thread-safe: build one per scrape.
-class MetricsWriter {
+// MetricsWriter is BasicMetricsWriter<>: a class template only so that its code is compiled where
+// it is used (the Tag is never used).
+template <class Tag = void>
+class BasicMetricsWriter {
 public:
     enum class Type : std::uint8_t { counter, gauge };
 
-    MetricsWriter& add_counter(std::string_view name, std::string_view help,
-                               const MetricLabels& labels, const MetricValue& value) {
+    BasicMetricsWriter& add_counter(std::string_view name, std::string_view help,
+                                    const MetricLabels& labels, const MetricValue& value) {
         add(Type::counter, name, help, labels, value);
         return *this;
     }
 
-    MetricsWriter& add_gauge(std::string_view name, std::string_view help,
-                             const MetricLabels& labels, const MetricValue& value) {
+    BasicMetricsWriter& add_gauge(std::string_view name, std::string_view help,
+                                  const MetricLabels& labels, const MetricValue& value) {
         add(Type::gauge, name, help, labels, value);
         return *this;
     }
@@ -11497,6 +11520,8 @@ private:
     std::size_t dropped_ = 0;
 };
 
+using MetricsWriter = BasicMetricsWriter<>;
+
 }  // namespace bulwark
 
 #endif  // BULWARK_METRICS_WRITER_HPP
@@ -11507,7 +11532,8 @@ template <class Tag>
 class BasicCircuitBreaker;
 template <class Tag>
 class BasicCircuitBreakerRegistry;
-class Degradation;
+template <class Tag>
+class BasicDegradation;
 class Bulkhead;
 template <class Tag>
 class BasicRateLimiter;
@@ -11733,8 +11759,8 @@ struct MetricsRenderer<FallbackChain<Signature>> {
     }
 };
 
-template <>
-struct MetricsRenderer<Degradation> {
+template <class Tag>
+struct MetricsRenderer<BasicDegradation<Tag>> {
     static constexpr bool known = true;
     static constexpr bool needs_name = false;
     static constexpr bool accepts_name = true;
