@@ -35,7 +35,6 @@
 #include <exception>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -153,6 +152,112 @@ inline constexpr unsigned cache_line_size = 64;
 }  // namespace bulwark
 
 #endif  // BULWARK_CONFIG_HPP
+// #include <bulwark/detail/mutex.hpp>
+// Mutexes and locks annotated for clang's thread-safety analysis (private).
+#ifndef BULWARK_DETAIL_MUTEX_HPP
+#define BULWARK_DETAIL_MUTEX_HPP
+
+#include <mutex>
+#include <shared_mutex>
+
+// #include <bulwark/config.hpp> (already included above)
+
+namespace bulwark {
+namespace detail {
+
+// std::mutex and std::shared_mutex as capabilities, so that -Wthread-safety checks every access
+// to a BULWARK_GUARDED_BY member (libstdc++'s own types carry no annotations). Each is its
+// standard type and nothing more: every member is an inline forwarding call.
+//   mutable detail::Mutex mutex_;
+//   int count_ BULWARK_GUARDED_BY(mutex_) = 0;
+//   detail::LockGuard lock(mutex_);
+// Thread-safe, as the standard types are.
+class BULWARK_CAPABILITY("mutex") Mutex {
+public:
+    Mutex() = default;
+    Mutex(const Mutex&) = delete;
+    Mutex& operator=(const Mutex&) = delete;
+
+    void lock() BULWARK_ACQUIRE() { mutex_.lock(); }
+    void unlock() BULWARK_RELEASE() { mutex_.unlock(); }
+    bool try_lock() BULWARK_TRY_ACQUIRE(true) { return mutex_.try_lock(); }
+
+    // The standard mutex, for a std::unique_lock that a std::condition_variable waits with
+    // (UniqueLock is the annotated way to build one).
+    std::mutex& native() noexcept { return mutex_; }
+
+private:
+    std::mutex mutex_;
+};
+
+class BULWARK_CAPABILITY("mutex") SharedMutex {
+public:
+    SharedMutex() = default;
+    SharedMutex(const SharedMutex&) = delete;
+    SharedMutex& operator=(const SharedMutex&) = delete;
+
+    void lock() BULWARK_ACQUIRE() { mutex_.lock(); }
+    void unlock() BULWARK_RELEASE() { mutex_.unlock(); }
+    bool try_lock() BULWARK_TRY_ACQUIRE(true) { return mutex_.try_lock(); }
+    void lock_shared() BULWARK_ACQUIRE_SHARED() { mutex_.lock_shared(); }
+    void unlock_shared() BULWARK_RELEASE_SHARED() { mutex_.unlock_shared(); }
+    bool try_lock_shared() BULWARK_TRY_ACQUIRE_SHARED(true) { return mutex_.try_lock_shared(); }
+
+private:
+    std::shared_mutex mutex_;
+};
+
+// std::lock_guard: holds a Mutex (or a SharedMutex exclusively) for its scope.
+template <class M>
+class BULWARK_SCOPED_CAPABILITY LockGuard {
+public:
+    explicit LockGuard(M& mutex) BULWARK_ACQUIRE(mutex) : mutex_(mutex) { mutex_.lock(); }
+    ~LockGuard() BULWARK_RELEASE() { mutex_.unlock(); }
+    LockGuard(const LockGuard&) = delete;
+    LockGuard& operator=(const LockGuard&) = delete;
+
+private:
+    M& mutex_;
+};
+
+// std::shared_lock: holds a SharedMutex shared for its scope.
+class BULWARK_SCOPED_CAPABILITY SharedLock {
+public:
+    explicit SharedLock(SharedMutex& mutex) BULWARK_ACQUIRE_SHARED(mutex) : mutex_(mutex) {
+        mutex_.lock_shared();
+    }
+    ~SharedLock() BULWARK_RELEASE() { mutex_.unlock_shared(); }
+    SharedLock(const SharedLock&) = delete;
+    SharedLock& operator=(const SharedLock&) = delete;
+
+private:
+    SharedMutex& mutex_;
+};
+
+// std::unique_lock<std::mutex> over a Mutex: may be unlocked and locked again within its scope,
+// and native() is the std::unique_lock a std::condition_variable (or Clock::wait_until) waits
+// with. The analysis treats the mutex as held across such a wait, which is what the code after
+// the wait may assume.
+class BULWARK_SCOPED_CAPABILITY UniqueLock {
+public:
+    explicit UniqueLock(Mutex& mutex) BULWARK_ACQUIRE(mutex) : lock_(mutex.native()) {}
+    ~UniqueLock() BULWARK_RELEASE() = default;
+    UniqueLock(const UniqueLock&) = delete;
+    UniqueLock& operator=(const UniqueLock&) = delete;
+
+    void lock() BULWARK_ACQUIRE() { lock_.lock(); }
+    void unlock() BULWARK_RELEASE() { lock_.unlock(); }
+
+    std::unique_lock<std::mutex>& native() noexcept { return lock_; }
+
+private:
+    std::unique_lock<std::mutex> lock_;
+};
+
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_MUTEX_HPP
 // #include <bulwark/detail/throw.hpp>
 // Error helpers: invalid-option messages and out-of-line throws (private).
 #ifndef BULWARK_DETAIL_THROW_HPP
@@ -407,7 +512,7 @@ public:
     // Records `d` and advances by it (a negative request is recorded and does not move time).
     void sleep_for(Duration d) override {
         {
-            std::lock_guard<std::mutex> lock(sleeps_mutex_);
+            detail::LockGuard lock(sleeps_mutex_);
             sleeps_.push_back(d);
         }
         if (d > Duration::zero()) {
@@ -424,18 +529,18 @@ public:
 
     // Every sleep_for request so far, in the order made.
     std::vector<Duration> sleeps() const {
-        std::lock_guard<std::mutex> lock(sleeps_mutex_);
+        detail::LockGuard lock(sleeps_mutex_);
         return sleeps_;
     }
 
     std::size_t sleep_count() const {
-        std::lock_guard<std::mutex> lock(sleeps_mutex_);
+        detail::LockGuard lock(sleeps_mutex_);
         return sleeps_.size();
     }
 
     // Sum of all positive sleep requests.
     Duration total_slept() const {
-        std::lock_guard<std::mutex> lock(sleeps_mutex_);
+        detail::LockGuard lock(sleeps_mutex_);
         Duration total{0};
         for (Duration d : sleeps_) {
             if (d > Duration::zero()) {
@@ -446,15 +551,15 @@ public:
     }
 
     void clear_sleeps() {
-        std::lock_guard<std::mutex> lock(sleeps_mutex_);
+        detail::LockGuard lock(sleeps_mutex_);
         sleeps_.clear();
     }
 
 private:
     const TimePoint start_;
     std::atomic<std::int64_t> now_ns_;
-    mutable std::mutex sleeps_mutex_;
-    std::vector<Duration> sleeps_;
+    mutable detail::Mutex sleeps_mutex_;
+    std::vector<Duration> sleeps_ BULWARK_GUARDED_BY(sleeps_mutex_);
 };
 
 // The process-wide SteadyClock that components use when no clock is given.
@@ -1890,6 +1995,7 @@ private:
 }  // namespace bulwark
 
 #endif  // BULWARK_CONTEXT_HPP
+// #include <bulwark/detail/mutex.hpp> (already included above)
 // #include <bulwark/detail/thread_slot.hpp>
 // Per-thread slots: which stripe a thread writes to (private).
 #ifndef BULWARK_DETAIL_THREAD_SLOT_HPP
@@ -1897,10 +2003,10 @@ private:
 
 #include <atomic>
 #include <cstdint>
-#include <mutex>
 #include <vector>
 
 // #include <bulwark/config.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
 
 namespace bulwark {
 namespace detail {
@@ -1913,7 +2019,7 @@ namespace detail {
 class SlotRegistry {
 public:
     std::uint32_t acquire() {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         for (std::uint32_t i = 0; i < used_.size(); ++i) {
             if (!used_[i]) {
                 used_[i] = true;
@@ -1925,15 +2031,15 @@ public:
     }
 
     void release(std::uint32_t slot) {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         if (slot < used_.size()) {
             used_[slot] = false;
         }
     }
 
 private:
-    std::mutex mutex_;
-    std::vector<bool> used_;
+    detail::Mutex mutex_;
+    std::vector<bool> used_ BULWARK_GUARDED_BY(mutex_);
 };
 
 // Never destroyed: threads may exit (and release their slot) after static destruction began.
@@ -1983,10 +2089,10 @@ inline std::uint32_t thread_slot() {
 #include <cstdio>
 #include <exception>
 #include <functional>
-#include <mutex>
 #include <utility>
 
 // #include <bulwark/config.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 
 namespace bulwark {
@@ -2080,7 +2186,7 @@ public:
         }
         auto* node = new Node{std::move(callback)};
         node->id = detail::next_listener_id();
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         // release: publishes the node's callback to emitters that load the link with acquire.
         if (tail_ == nullptr) {
             head_.store(node, std::memory_order_release);
@@ -2094,7 +2200,7 @@ public:
     // Stops calling the listener; returns false if `id` is unknown or already removed. A call of
     // it that is already running on another thread finishes.
     bool remove(ListenerId id) noexcept {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         for (Node* node = head_.load(std::memory_order_acquire); node != nullptr;
              node = node->next.load(std::memory_order_acquire)) {
             if (node->id == id) {
@@ -2146,8 +2252,8 @@ private:
     };
 
     std::atomic<Node*> head_{nullptr};
-    Node* tail_ = nullptr;  // guarded by mutex_
-    std::mutex mutex_;
+    Node* tail_ BULWARK_GUARDED_BY(mutex_) = nullptr;
+    detail::Mutex mutex_;
 };
 
 }  // namespace bulwark
@@ -2688,7 +2794,7 @@ public:
     // A consistent snapshot. Takes the breaker's lock (not for the hot path).
     CircuitBreakerStats stats() const {
         const TimePoint now = clock_->now();
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         CircuitBreakerStats s;
         const std::uint64_t w = word_.load(std::memory_order_relaxed);
         s.state = state_of(w);
@@ -2975,7 +3081,7 @@ private:
             return;
         }
         const std::uint64_t epoch = epoch_of(now);
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         if (owned) {
             roll_stripe(stripe, epoch);
             stripe.bucket_end = origin_ + bucket_width_ * static_cast<std::int64_t>(epoch + 1);
@@ -2991,14 +3097,14 @@ private:
 
     // Under mutex_. Moves the stripe's finished bucket into the shared ring and starts counting
     // `epoch` with this call.
-    void roll_stripe(Stripe& stripe, std::uint64_t epoch) {
+    void roll_stripe(Stripe& stripe, std::uint64_t epoch) BULWARK_REQUIRES(mutex_) {
         flush_stripe(stripe);
         stripe.bucket_calls.store(1, std::memory_order_relaxed);
         // relaxed: readers of epoch/bucket_calls hold mutex_, which this thread holds too.
         stripe.epoch.store(epoch, std::memory_order_relaxed);
     }
 
-    void flush_stripe(Stripe& stripe) {
+    void flush_stripe(Stripe& stripe) BULWARK_REQUIRES(mutex_) {
         const std::uint64_t old_epoch = stripe.epoch.load(std::memory_order_relaxed);
         if (old_epoch == no_epoch) {
             return;
@@ -3019,7 +3125,7 @@ private:
         return epoch <= now_epoch && now_epoch - epoch < bucket_count_;
     }
 
-    Bucket& bucket_for(std::uint64_t epoch) {
+    Bucket& bucket_for(std::uint64_t epoch) BULWARK_REQUIRES(mutex_) {
         Bucket& b = buckets_[epoch % bucket_count_];
         if (b.epoch != epoch) {
             b = Bucket{epoch, 0, 0, 0};
@@ -3028,7 +3134,7 @@ private:
     }
 
     // Under mutex_.
-    WindowCounts window_counts(TimePoint coarse_now) const {
+    WindowCounts window_counts(TimePoint coarse_now) const BULWARK_REQUIRES(mutex_) {
         WindowCounts wc;
         if (!time_window_) {
             const std::uint64_t total = count_calls_since_reset();
@@ -3068,7 +3174,7 @@ private:
     }
 
     // Under mutex_: calls recorded in the current generation of a count window.
-    std::uint64_t count_calls_since_reset() const {
+    std::uint64_t count_calls_since_reset() const BULWARK_REQUIRES(mutex_) {
         std::uint64_t total = 0;
         for (const Stripe& stripe : stripes_) {
             const std::uint64_t now = stripe.successes.load(std::memory_order_relaxed) +
@@ -3079,7 +3185,7 @@ private:
     }
 
     // Under mutex_: empties the window.
-    void reset_window(TimePoint coarse_now) {
+    void reset_window(TimePoint coarse_now) BULWARK_REQUIRES(mutex_) {
         consecutive_failures_.store(0, std::memory_order_relaxed);
         failures_since_reset_ = 0;
         failure_positions_.clear();
@@ -3102,7 +3208,7 @@ private:
                                       bool slow, bool timed_out) {
         Transitions transitions;
         {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             if (probe != no_probe) {
                 release_probe(probe, word);
             }
@@ -3152,7 +3258,8 @@ private:
     }
 
     // Under mutex_.
-    void record_in_window(Stripe& stripe, bool owned, Result result, bool slow) {
+    void record_in_window(Stripe& stripe, bool owned, Result result, bool slow)
+        BULWARK_REQUIRES(mutex_) {
         if (result == Result::failure) {
             ++failures_since_reset_;
             consecutive_failures_.fetch_add(1, std::memory_order_relaxed);
@@ -3191,7 +3298,7 @@ private:
     }
 
     // Under mutex_, in the closed state, after a failure or a slow call was recorded.
-    void evaluate(TimePoint now, Transitions& transitions) {
+    void evaluate(TimePoint now, Transitions& transitions) BULWARK_REQUIRES(mutex_) {
         if (options_.failure_threshold > 0 &&
             consecutive_failures_.load(std::memory_order_relaxed) >= options_.failure_threshold) {
             open_breaker(now, TransitionReason::consecutive_failures, transitions);
@@ -3212,14 +3319,15 @@ private:
     }
 
     // Under mutex_: frees the probe's slot unless the slot was taken from it (it expired).
-    void release_probe(std::uint32_t probe, std::uint64_t word) {
+    void release_probe(std::uint32_t probe, std::uint64_t word) BULWARK_REQUIRES(mutex_) {
         if (probe < probes_.size() && probes_[probe].in_use && probes_[probe].word == word) {
             probes_[probe] = Probe{};
         }
     }
 
     // Under mutex_, in the half-open state, for a probe of the current period.
-    void record_probe(Result result, bool slow, TimePoint now, Transitions& transitions) {
+    void record_probe(Result result, bool slow, TimePoint now, Transitions& transitions)
+        BULWARK_REQUIRES(mutex_) {
         if (result == Result::failure || slow) {
             open_breaker(now, TransitionReason::probe_failed, transitions);
             return;
@@ -3236,7 +3344,8 @@ private:
     }
 
     // Under mutex_.
-    void open_breaker(TimePoint now, TransitionReason reason, Transitions& transitions) {
+    void open_breaker(TimePoint now, TransitionReason reason, Transitions& transitions)
+        BULWARK_REQUIRES(mutex_) {
         // A breaker opened from half-open has failed again without closing in between.
         const CircuitState from = state_of(word_.load(std::memory_order_relaxed));
         opens_in_row_ = from == CircuitState::half_open ? opens_in_row_ + 1 : 1;
@@ -3250,7 +3359,7 @@ private:
 
     // Under mutex_. Publishes the new state with a new generation.
     void transition(CircuitState to, TimePoint now, TransitionReason reason,
-                    Transitions& transitions) {
+                    Transitions& transitions) BULWARK_REQUIRES(mutex_) {
         const std::uint64_t old_word = word_.load(std::memory_order_relaxed);
         const std::uint64_t new_word =
             ((generation_of(old_word) + 1) << 3U) | static_cast<std::uint64_t>(to);
@@ -3276,7 +3385,7 @@ private:
     BULWARK_NOINLINE Permit acquire_slow(Permit permit) {
         Transitions transitions;
         {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             const TimePoint now = clock_->now();
             std::uint64_t w = word_.load(std::memory_order_relaxed);
             if (state_of(w) == CircuitState::open && break_over(now)) {
@@ -3305,7 +3414,8 @@ private:
     }
 
     // Under mutex_.
-    void admit_probe(Permit& permit, std::uint64_t w, TimePoint now, Transitions& transitions) {
+    void admit_probe(Permit& permit, std::uint64_t w, TimePoint now, Transitions& transitions)
+        BULWARK_REQUIRES(mutex_) {
         if (options_.half_open_max_wait > Duration::zero()) {
             bool expired_here = false;
             for (Probe& p : probes_) {
@@ -3342,7 +3452,7 @@ private:
     void manual_transition(CircuitState to) {
         Transitions transitions;
         {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             transition(to, clock_->now(), TransitionReason::manual, transitions);
         }
         emit(transitions);
@@ -3406,25 +3516,24 @@ private:
     alignas(detail::cache_line_size) std::atomic<std::uint32_t> consecutive_failures_{0};
     Stripe stripes_[stripe_count];
 
-    mutable std::mutex mutex_;
-    // Everything below is guarded by mutex_.
-    std::uint64_t failures_ = 0;
-    std::uint64_t slow_ = 0;
-    std::uint64_t timeouts_ = 0;
-    std::uint64_t opened_ = 0;
-    std::uint64_t expired_probes_ = 0;
-    std::uint64_t stale_successes_ = 0;
-    std::uint64_t stale_ignored_ = 0;
-    std::uint32_t opens_in_row_ = 0;
-    std::uint64_t failures_since_reset_ = 0;
-    std::deque<std::uint64_t> failure_positions_;
-    std::deque<std::uint64_t> slow_positions_;
-    std::vector<Bucket> buckets_;
-    std::uint64_t reset_epoch_ = 0;
-    std::vector<Probe> probes_;
-    std::uint32_t probes_admitted_ = 0;
-    std::uint32_t probes_succeeded_ = 0;
-    TimePoint state_since_{};
+    mutable detail::Mutex mutex_;
+    std::uint64_t failures_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t slow_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t timeouts_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t opened_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t expired_probes_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t stale_successes_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t stale_ignored_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint32_t opens_in_row_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t failures_since_reset_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::deque<std::uint64_t> failure_positions_ BULWARK_GUARDED_BY(mutex_);
+    std::deque<std::uint64_t> slow_positions_ BULWARK_GUARDED_BY(mutex_);
+    std::vector<Bucket> buckets_ BULWARK_GUARDED_BY(mutex_);
+    std::uint64_t reset_epoch_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::vector<Probe> probes_ BULWARK_GUARDED_BY(mutex_);
+    std::uint32_t probes_admitted_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint32_t probes_succeeded_ BULWARK_GUARDED_BY(mutex_) = 0;
+    TimePoint state_since_ BULWARK_GUARDED_BY(mutex_){};
 
     Listeners<StateChange> state_changes_;
 };
@@ -3999,8 +4108,6 @@ inline HealthCheck breaker_health_check(const CircuitBreaker& breaker, bool crit
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
-#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -4008,6 +4115,7 @@ inline HealthCheck breaker_health_check(const CircuitBreaker& breaker, bool crit
 
 // #include <bulwark/circuit_breaker.hpp> (already included above)
 // #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
 // #include <bulwark/events.hpp> (already included above)
 
 namespace bulwark {
@@ -4046,13 +4154,13 @@ public:
             detail::throw_invalid_argument("CircuitBreakerRegistry::get: the name is empty");
         }
         {
-            std::shared_lock<std::shared_mutex> lock(mutex_);
+            detail::SharedLock lock(mutex_);
             auto it = breakers_.find(name);
             if (it != breakers_.end()) {
                 return *it->second;
             }
         }
-        std::unique_lock<std::shared_mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         auto it = breakers_.find(name);
         if (it != breakers_.end()) {
             return *it->second;
@@ -4068,7 +4176,7 @@ public:
 
     // The breaker named `name`, or nullptr.
     CircuitBreaker* find(const std::string& name) const {
-        std::shared_lock<std::shared_mutex> lock(mutex_);
+        detail::SharedLock lock(mutex_);
         auto it = breakers_.find(name);
         return it == breakers_.end() ? nullptr : it->second.get();
     }
@@ -4076,14 +4184,14 @@ public:
     // Calls f(CircuitBreaker&) for each breaker, in name order. Do not create breakers from f.
     template <class F>
     void for_each(F&& f) const {
-        std::shared_lock<std::shared_mutex> lock(mutex_);
+        detail::SharedLock lock(mutex_);
         for (const auto& entry : breakers_) {
             f(*entry.second);
         }
     }
 
     std::vector<std::string> names() const {
-        std::shared_lock<std::shared_mutex> lock(mutex_);
+        detail::SharedLock lock(mutex_);
         std::vector<std::string> out;
         out.reserve(breakers_.size());
         for (const auto& entry : breakers_) {
@@ -4093,7 +4201,7 @@ public:
     }
 
     std::size_t size() const {
-        std::shared_lock<std::shared_mutex> lock(mutex_);
+        detail::SharedLock lock(mutex_);
         return breakers_.size();
     }
 
@@ -4118,8 +4226,9 @@ private:
     Clock* const clock_;
     // Declared before the breakers, whose forwarders use it: destroyed after them.
     Listeners<StateChange> listeners_;
-    mutable std::shared_mutex mutex_;
-    std::map<std::string, std::unique_ptr<CircuitBreaker>, std::less<>> breakers_;
+    mutable detail::SharedMutex mutex_;
+    std::map<std::string, std::unique_ptr<CircuitBreaker>, std::less<>> breakers_
+        BULWARK_GUARDED_BY(mutex_);
 };
 
 using CircuitBreakerRegistry = BasicCircuitBreakerRegistry<>;
@@ -8697,7 +8806,6 @@ private:
 #include <exception>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -8707,6 +8815,7 @@ private:
 // #include <bulwark/clock.hpp> (already included above)
 // #include <bulwark/context.hpp> (already included above)
 // #include <bulwark/detail/math.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
 // #include <bulwark/detail/striped_counter.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 // #include <bulwark/errors.hpp> (already included above)
@@ -8899,10 +9008,14 @@ public:
     }
 
 private:
-    bool is_window() const noexcept { return !log_.empty(); }
+    bool is_window() const noexcept { return window_size() != 0; }
+    // log_'s size is fixed at construction: reading it needs no lock.
+    std::size_t window_size() const noexcept BULWARK_NO_THREAD_SAFETY_ANALYSIS {
+        return log_.size();
+    }
 
     void check_n(std::uint32_t n) const {
-        const std::uint32_t most = is_window() ? static_cast<std::uint32_t>(log_.size()) : burst_;
+        const std::uint32_t most = is_window() ? static_cast<std::uint32_t>(window_size()) : burst_;
         if (n == 0 || n > most) {
             detail::throw_invalid_option(
                 "RateLimiter.acquire(n): n",
@@ -8957,7 +9070,7 @@ private:
     RateDecision reserve_window(std::uint32_t n) {
         const Duration window = std::get<SlidingWindow>(options_.limit).window;
         const TimePoint now = clock_->coarse_now_fast();
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         const std::size_t size = log_.size();
         // Entries still inside the window.
         while (count_ > 0 && log_[(head_ + size - count_) % size] <= now - window) {
@@ -8985,10 +9098,10 @@ private:
     std::uint32_t burst_ = 0;
     alignas(detail::cache_line_size) std::atomic<std::int64_t> tat_ns_{0};
 
-    std::mutex mutex_;
-    std::vector<TimePoint> log_;  // guarded by mutex_ (its size is fixed at construction)
-    std::size_t head_ = 0;        // guarded by mutex_: where the next grant is written
-    std::size_t count_ = 0;       // guarded by mutex_: grants still in the window
+    detail::Mutex mutex_;
+    std::vector<TimePoint> log_ BULWARK_GUARDED_BY(mutex_);  // its size is fixed at construction
+    std::size_t head_ BULWARK_GUARDED_BY(mutex_) = 0;        // where the next grant is written
+    std::size_t count_ BULWARK_GUARDED_BY(mutex_) = 0;       // grants still in the window
 
     detail::StripedCounter admitted_;
     std::atomic<std::uint64_t> rejected_{0};
@@ -9013,7 +9126,6 @@ using RateLimiter = BasicRateLimiter<>;
 #include <functional>
 #include <limits>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -9160,11 +9272,11 @@ private:
 #include <chrono>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
 // #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
 // #include <bulwark/detail/striped_counter.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 
@@ -9237,7 +9349,7 @@ public:
     // A retry wants to happen: true (and counted) if the budget allows it.
     bool try_withdraw() {
         const TimePoint now = clock_->coarse_now_fast();
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         const std::int64_t second =
             std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
         const std::uint64_t calls_now = calls_.sum();
@@ -9267,11 +9379,11 @@ public:
     std::uint32_t min_per_second() const noexcept { return options_.min_per_second; }
 
     std::uint64_t withdrawn() const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         return withdrawn_;
     }
     std::uint64_t refused() const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         return refused_;
     }
 
@@ -9283,14 +9395,14 @@ private:
         std::uint64_t retries = 0;
     };
 
-    std::int64_t window_seconds() const noexcept {
+    std::int64_t window_seconds() const noexcept BULWARK_REQUIRES(mutex_) {
         return static_cast<std::int64_t>(buckets_.size());
     }
 
-    // Under mutex_. A bucket starts counting calls when the first retry of its second asks, so
+    // A bucket starts counting calls when the first retry of its second asks, so
     // calls made before any retry asked are not counted: the allowance is never larger than
     // exact, and a long healthy period cannot bank a large budget for the next outage.
-    Bucket& bucket(std::int64_t second, std::uint64_t calls_now) {
+    Bucket& bucket(std::int64_t second, std::uint64_t calls_now) BULWARK_REQUIRES(mutex_) {
         const std::int64_t slots = window_seconds();
         Bucket& b = buckets_[static_cast<std::size_t>(((second % slots) + slots) % slots)];
         if (b.second != second) {
@@ -9302,10 +9414,10 @@ private:
     detail::StripedCounter calls_;  // first: its cache-line alignment then costs no padding
     const RetryBudgetOptions options_;
     Clock* const clock_;
-    mutable std::mutex mutex_;
-    std::vector<Bucket> buckets_;  // guarded by mutex_
-    std::uint64_t withdrawn_ = 0;  // guarded by mutex_
-    std::uint64_t refused_ = 0;    // guarded by mutex_
+    mutable detail::Mutex mutex_;
+    std::vector<Bucket> buckets_ BULWARK_GUARDED_BY(mutex_);
+    std::uint64_t withdrawn_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t refused_ BULWARK_GUARDED_BY(mutex_) = 0;
 };
 
 }  // namespace bulwark
@@ -12153,13 +12265,13 @@ std::string to_prometheus(Components&&... components) {
 #include <exception>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <type_traits>
 #include <utility>
 
 // #include <bulwark/clock.hpp> (already included above)
 // #include <bulwark/context.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
 // #include <bulwark/detail/striped_counter.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 // #include <bulwark/errors.hpp> (already included above)
@@ -12347,7 +12459,7 @@ public:
         s.in_flight = static_cast<std::uint32_t>(
             std::max<std::int64_t>(0, in_flight_.load(std::memory_order_relaxed)));
         {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             s.queued = queued_;
         }
         s.admitted = admitted_.sum();
@@ -12390,13 +12502,13 @@ private:
     void release_slot() noexcept {
         in_flight_.fetch_sub(1, std::memory_order_seq_cst);
         if (waiting_.load(std::memory_order_seq_cst) != 0) {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             dispatch_locked();
         }
     }
 
     // Under mutex_: hands free slots to the queue's head, in order.
-    void dispatch_locked() noexcept {
+    void dispatch_locked() noexcept BULWARK_REQUIRES(mutex_) {
         while (head_ != nullptr && take_slot()) {
             Waiter* w = head_;
             unlink(w);
@@ -12405,7 +12517,7 @@ private:
         }
     }
 
-    void unlink(Waiter* w) noexcept {
+    void unlink(Waiter* w) noexcept BULWARK_REQUIRES(mutex_) {
         (w->prev != nullptr ? w->prev->next : head_) = w->next;
         (w->next != nullptr ? w->next->prev : tail_) = w->prev;
         w->next = w->prev = nullptr;
@@ -12414,7 +12526,7 @@ private:
     }
 
     BULWARK_NOINLINE Permit acquire_slow(const Context* ctx) {
-        std::unique_lock<std::mutex> lock(mutex_);
+        detail::UniqueLock lock(mutex_);
         if (head_ == nullptr && take_slot()) {
             admitted_.add();
             return Permit(this);
@@ -12450,7 +12562,7 @@ private:
             if (ctx != nullptr) {
                 wake = std::min(deadline, clock_->now() + cancel_poll);
             }
-            clock_->wait_until(w.cv, lock, wake);
+            clock_->wait_until(w.cv, lock.native(), wake);
         }
         if (w.granted) {
             admitted_.add();
@@ -12496,10 +12608,10 @@ private:
     alignas(detail::cache_line_size) std::atomic<std::int64_t> in_flight_{0};
     alignas(detail::cache_line_size) std::atomic<std::int64_t> waiting_{0};
 
-    mutable std::mutex mutex_;
-    Waiter* head_ = nullptr;    // guarded by mutex_
-    Waiter* tail_ = nullptr;    // guarded by mutex_
-    std::uint32_t queued_ = 0;  // guarded by mutex_
+    mutable detail::Mutex mutex_;
+    Waiter* head_ BULWARK_GUARDED_BY(mutex_) = nullptr;
+    Waiter* tail_ BULWARK_GUARDED_BY(mutex_) = nullptr;
+    std::uint32_t queued_ BULWARK_GUARDED_BY(mutex_) = 0;
 
     detail::StripedCounter admitted_;
     std::atomic<std::uint64_t> rejected_{0};
@@ -12520,7 +12632,6 @@ private:
 #include <exception>
 #include <functional>
 #include <list>
-#include <mutex>
 #include <optional>
 #include <string_view>
 #include <type_traits>
@@ -12530,6 +12641,7 @@ private:
 // #include <bulwark/classify.hpp> (already included above)
 // #include <bulwark/clock.hpp> (already included above)
 // #include <bulwark/context.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 // #include <bulwark/events.hpp> (already included above)
 // #include <bulwark/outcome.hpp> (already included above)
@@ -12634,7 +12746,7 @@ public:
 
     // The remembered value for `key` if it is younger than ttl.
     std::optional<T> peek(const Key& key) const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         auto it = index_.find(key);
         if (it == index_.end() || clock_->now() - it->second->stored_at >= ttl_) {
             return std::nullopt;
@@ -12643,12 +12755,12 @@ public:
     }
 
     void put(const Key& key, T value) {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         store(key, std::move(value));
     }
 
     void erase(const Key& key) {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         auto it = index_.find(key);
         if (it != index_.end()) {
             lru_.erase(it->second);
@@ -12657,7 +12769,7 @@ public:
     }
 
     void clear() {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         index_.clear();
         lru_.clear();
     }
@@ -12671,7 +12783,7 @@ public:
     bool remove_listener(ListenerId id) noexcept { return listeners_.remove(id); }
 
     CacheFallbackStats stats() const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         CacheFallbackStats s = stats_;
         s.size = index_.size();
         return s;
@@ -12707,12 +12819,12 @@ private:
         Outcome<T> outcome = next(ctx);
         if (!classifier_.is_failure(outcome)) {
             if (outcome.has_value()) {
-                std::lock_guard<std::mutex> lock(mutex_);
+                detail::LockGuard lock(mutex_);
                 store(key, *outcome);
             }
             return outcome;
         }
-        std::unique_lock<std::mutex> lock(mutex_);
+        detail::UniqueLock lock(mutex_);
         auto it = index_.find(key);
         const TimePoint now = clock_->now();
         if (it == index_.end() || now - it->second->stored_at >= ttl_) {
@@ -12732,7 +12844,7 @@ private:
     // Under mutex_. Updating a key already held assigns the value in place (which reuses its
     // storage where T's assignment does) and allocates nothing; the time stamp is the coarse
     // clock, so an entry may expire up to one clock tick early.
-    void store(const Key& key, const T& value) {
+    void store(const Key& key, const T& value) BULWARK_REQUIRES(mutex_) {
         const TimePoint now = clock_->coarse_now_fast();
         ++stats_.stored;
         auto it = index_.find(key);
@@ -12755,10 +12867,10 @@ private:
     const std::size_t max_entries_;
     Clock* const clock_;
     Classifier classifier_;
-    mutable std::mutex mutex_;
-    List lru_;  // most recently used first
-    std::unordered_map<Key, typename List::iterator, Hash, Equal> index_;
-    CacheFallbackStats stats_;
+    mutable detail::Mutex mutex_;
+    List lru_ BULWARK_GUARDED_BY(mutex_);  // most recently used first
+    std::unordered_map<Key, typename List::iterator, Hash, Equal> index_ BULWARK_GUARDED_BY(mutex_);
+    CacheFallbackStats stats_ BULWARK_GUARDED_BY(mutex_);
     Listeners<StaleServed> listeners_;
 };
 
@@ -13195,7 +13307,6 @@ private:
 #include <exception>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -13218,10 +13329,11 @@ private:
 #include <cstddef>
 #include <deque>
 #include <functional>
-#include <mutex>
 #include <thread>
 #include <utility>
 #include <vector>
+
+// #include <bulwark/detail/mutex.hpp> (already included above)
 
 namespace bulwark {
 namespace detail {
@@ -13240,7 +13352,7 @@ public:
     ~BasicHedgingPool() {
         std::deque<std::function<void()>> unrun;
         {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             stop_ = true;
             unrun.swap(queue_);
         }
@@ -13253,7 +13365,7 @@ public:
 
     // Throws if no thread could ever be started for the task.
     void post(std::function<void()> task) {
-        std::unique_lock<std::mutex> lock(mutex_);
+        detail::UniqueLock lock(mutex_);
         queue_.push_back(std::move(task));
         if (queue_.size() > idle_ && threads_.size() < max_threads_) {
             try {
@@ -13273,11 +13385,11 @@ public:
 
 private:
     void work() {
-        std::unique_lock<std::mutex> lock(mutex_);
+        detail::UniqueLock lock(mutex_);
         for (;;) {
             while (!stop_ && queue_.empty()) {
                 ++idle_;
-                cv_.wait(lock);
+                cv_.wait(lock.native());
                 --idle_;
             }
             if (stop_) {
@@ -13297,12 +13409,12 @@ private:
     }
 
     const std::size_t max_threads_;
-    std::mutex mutex_;
+    detail::Mutex mutex_;
     std::condition_variable cv_;
-    std::deque<std::function<void()>> queue_;  // guarded by mutex_
-    std::vector<std::thread> threads_;         // guarded by mutex_
-    std::size_t idle_ = 0;                     // guarded by mutex_
-    bool stop_ = false;                        // guarded by mutex_
+    std::deque<std::function<void()>> queue_ BULWARK_GUARDED_BY(mutex_);
+    std::vector<std::thread> threads_ BULWARK_GUARDED_BY(mutex_);
+    std::size_t idle_ BULWARK_GUARDED_BY(mutex_) = 0;
+    bool stop_ BULWARK_GUARDED_BY(mutex_) = false;
 };
 
 using HedgingPool = BasicHedgingPool<>;
@@ -13459,7 +13571,7 @@ public:
     ~BasicHedging() {
         std::thread timer;
         {
-            std::lock_guard<std::mutex> lock(timer_mutex_);
+            detail::LockGuard lock(timer_mutex_);
             timer_stop_ = true;
             timer = std::move(timer_);
         }
@@ -13526,7 +13638,7 @@ public:
         }
         call->finish(0, call->attempt(0));  // the primary, on this thread
         conclude(true);
-        const std::uint32_t winner = call->winner;
+        const std::uint32_t winner = call->final_winner();
         if (winner == 0) {
             primary_wins_.fetch_add(1, std::memory_order_relaxed);
         } else if (winner != no_winner) {
@@ -13579,15 +13691,19 @@ private:
         // Caller thread: waits for the race's result (or, on an exceptional exit, ends the race),
         // cancels the losers and waits until every attempt that started has returned.
         void conclude(bool wait_for_result) {
-            std::unique_lock<std::mutex> lock(mutex_);
+            detail::UniqueLock lock(mutex_);
             if (wait_for_result) {
-                cv_.wait(lock, [&] { return closed_; });
+                while (!closed_) {
+                    cv_.wait(lock.native());
+                }
             } else if (!closed_) {
                 close_locked();
             }
             if (running_ != 0) {
                 race_->cancel();
-                cv_.wait(lock, [&] { return running_ == 0; });
+                while (running_ != 0) {
+                    cv_.wait(lock.native());
+                }
             }
         }
 
@@ -13595,7 +13711,7 @@ private:
         void start_next(HedgeReason reason) {
             std::uint32_t index = 0;
             {
-                std::lock_guard<std::mutex> lock(mutex_);
+                detail::LockGuard lock(mutex_);
                 index = reserve_locked(timed() ? owner_->clock_->now() : TimePoint{});
             }
             if (index != 0) {
@@ -13609,7 +13725,7 @@ private:
             std::uint32_t index = 0;
             TimePoint again = TimePoint::max();
             {
-                std::lock_guard<std::mutex> lock(mutex_);
+                detail::LockGuard lock(mutex_);
                 if (closed_ || launched_ >= max_extra_) {
                     return TimePoint::max();
                 }
@@ -13640,8 +13756,12 @@ private:
         TimePoint timer_deadline{};
         bool timer_linked = false;
         bool timer_done = false;  // the call is over: never link it again
-        // The attempt whose outcome was accepted; read by the caller once the race is over.
-        std::uint32_t winner = no_winner;
+        // The attempt whose outcome was accepted.
+        std::uint32_t winner BULWARK_GUARDED_BY(mutex_) = no_winner;
+
+        // Caller thread, once the race is over: as take_answer(), no other thread writes winner
+        // any more and conclude()'s wait ordered their writes before this read.
+        std::uint32_t final_winner() const BULWARK_NO_THREAD_SAFETY_ANALYSIS { return winner; }
 
     protected:
         bool timed() const noexcept {
@@ -13650,7 +13770,7 @@ private:
 
         // Under mutex_: claims the next hedge if the race is open, hedges remain and the caller's
         // context is not cancelled. Returns its index, or 0.
-        std::uint32_t reserve_locked(TimePoint now) {
+        std::uint32_t reserve_locked(TimePoint now) BULWARK_REQUIRES(mutex_) {
             // The caller's frame (race_) is alive: the race is open, so the caller is waiting.
             if (closed_ || launched_ >= max_extra_ || race_->cancelled()) {
                 return 0;
@@ -13662,7 +13782,7 @@ private:
             return index;
         }
 
-        void close_locked() {
+        void close_locked() BULWARK_REQUIRES(mutex_) {
             closed_ = true;
             cv_.notify_all();
         }
@@ -13686,7 +13806,7 @@ private:
 
         // Attempt `index` may run (under mutex_): marks it running, or done if the race is over.
         bool begin(std::uint32_t index) {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             if (slots_[index] != Slot::reserved) {
                 return false;  // ran already (an executor that ran a copy of the task twice)
             }
@@ -13702,7 +13822,7 @@ private:
 
         // A hedged attempt is done with the caller's frame and the policy.
         void leave() {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             if (--running_ == 0) {
                 cv_.notify_all();
             }
@@ -13714,13 +13834,15 @@ private:
         const std::uint32_t max_extra_;
         const Duration delay_;
 
-        std::mutex mutex_;
+        detail::Mutex mutex_;
         std::condition_variable cv_;  // the caller waits on it
-        std::array<Slot, HedgingOptions::max_extra_attempts_limit + 1> slots_{};  // guarded
-        std::uint32_t launched_ = 0;     // hedges reserved; guarded by mutex_
-        std::uint32_t outstanding_ = 1;  // reserved attempts not yet done; guarded by mutex_
-        std::uint32_t running_ = 0;      // hedges running the call now; guarded by mutex_
-        bool closed_ = false;            // the race is over; guarded by mutex_
+        std::array<Slot, HedgingOptions::max_extra_attempts_limit + 1> slots_
+            BULWARK_GUARDED_BY(mutex_){};
+        std::uint32_t launched_ BULWARK_GUARDED_BY(mutex_) = 0;  // hedges reserved
+        // Reserved attempts not yet done.
+        std::uint32_t outstanding_ BULWARK_GUARDED_BY(mutex_) = 1;
+        std::uint32_t running_ BULWARK_GUARDED_BY(mutex_) = 0;  // hedges running the call now
+        bool closed_ BULWARK_GUARDED_BY(mutex_) = false;        // the race is over
     };
 
     // A hedged attempt handed to the executor. Destroyed unrun, it reports the attempt failed.
@@ -13789,7 +13911,7 @@ private:
             bool won = false;
             std::uint32_t next_hedge = 0;
             {
-                std::lock_guard<std::mutex> lock(mutex_);
+                detail::LockGuard lock(mutex_);
                 slots_[index] = Slot::done;
                 --outstanding_;
                 if (!closed_) {
@@ -13819,7 +13941,7 @@ private:
         }
 
         void fail_unstarted(std::uint32_t index, std::exception_ptr error) noexcept override {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             if (slots_[index] != Slot::reserved) {
                 return;
             }
@@ -13844,8 +13966,9 @@ private:
             }
         }
 
-        // Caller thread, once the race is over and no attempt runs.
-        O take_answer() {
+        // Caller thread, once the race is over and no attempt runs (so no other thread touches
+        // answer_ any more: conclude()'s wait ordered their writes before this read).
+        O take_answer() BULWARK_NO_THREAD_SAFETY_ANALYSIS {
             if (BULWARK_UNLIKELY(!answer_)) {
                 return O::from_error(std::make_exception_ptr(
                     std::logic_error("bulwark::Hedging: the race ended without an outcome")));
@@ -13854,8 +13977,9 @@ private:
         }
 
     private:
-        N* const next_;            // on the caller's frame: used only while the caller waits
-        std::optional<O> answer_;  // the winner's outcome, or the latest failure; guarded
+        N* const next_;  // on the caller's frame: used only while the caller waits
+        // The winner's outcome, or the latest failure.
+        std::optional<O> answer_ BULWARK_GUARDED_BY(mutex_);
     };
 
     // The internal pool or the user's executor.
@@ -13866,7 +13990,7 @@ private:
         }
         detail::HedgingPool* pool = nullptr;
         {
-            std::lock_guard<std::mutex> lock(pool_mutex_);
+            detail::LockGuard lock(pool_mutex_);
             if (!pool_) {
                 pool_ = std::make_unique<detail::HedgingPool>(options_.max_extra_attempts);
             }
@@ -13880,7 +14004,7 @@ private:
     // timer_wake_, a call whose deadline is not earlier needs no wake-up; after a quiet period of
     // one delay it sleeps until a call wakes it.
     void schedule(CallBase& call) {
-        std::unique_lock<std::mutex> lock(timer_mutex_);
+        detail::UniqueLock lock(timer_mutex_);
         // Read under the lock, so a deadline is never earlier than the timer_wake_ of a quiet
         // period that began before it.
         const TimePoint now = clock_->now();
@@ -13901,14 +14025,14 @@ private:
     }
 
     void unschedule(CallBase& call) {
-        std::lock_guard<std::mutex> lock(timer_mutex_);
+        detail::LockGuard lock(timer_mutex_);
         call.timer_done = true;
         if (call.timer_linked) {
             unlink_locked(call);
         }
     }
 
-    void link_locked(CallBase& call, TimePoint deadline) noexcept {
+    void link_locked(CallBase& call, TimePoint deadline) noexcept BULWARK_REQUIRES(timer_mutex_) {
         call.timer_deadline = deadline;
         CallBase* before = timer_tail_;  // deadlines mostly arrive in order: search from the end
         while (before != nullptr && before->timer_deadline > deadline) {
@@ -13921,7 +14045,7 @@ private:
         call.timer_linked = true;
     }
 
-    void unlink_locked(CallBase& call) noexcept {
+    void unlink_locked(CallBase& call) noexcept BULWARK_REQUIRES(timer_mutex_) {
         (call.timer_prev != nullptr ? call.timer_prev->timer_next : timer_head_) = call.timer_next;
         (call.timer_next != nullptr ? call.timer_next->timer_prev : timer_tail_) = call.timer_prev;
         call.timer_prev = nullptr;
@@ -13930,23 +14054,23 @@ private:
     }
 
     void timer_loop() {
-        std::unique_lock<std::mutex> lock(timer_mutex_);
+        detail::UniqueLock lock(timer_mutex_);
         while (!timer_stop_) {
             const TimePoint now = clock_->now();
             CallBase* head = timer_head_;
             if (head == nullptr) {
                 if (timer_wake_ == TimePoint::max()) {
-                    timer_cv_.wait(lock);
+                    timer_cv_.wait(lock.native());
                 } else if (now >= timer_wake_) {
                     timer_wake_ = TimePoint::max();  // a quiet period passed: sleep until woken
                 } else {
-                    clock_->wait_until(timer_cv_, lock, timer_wake_);
+                    clock_->wait_until(timer_cv_, lock.native(), timer_wake_);
                 }
                 continue;
             }
             if (now < head->timer_deadline) {
                 timer_wake_ = head->timer_deadline;
-                clock_->wait_until(timer_cv_, lock, timer_wake_);
+                clock_->wait_until(timer_cv_, lock.native(), timer_wake_);
                 continue;
             }
             unlink_locked(*head);
@@ -13977,16 +14101,16 @@ private:
     std::atomic<std::uint64_t> hedge_wins_{0};
     std::atomic<std::uint64_t> exhausted_{0};
 
-    std::mutex timer_mutex_;
+    detail::Mutex timer_mutex_;
     std::condition_variable timer_cv_;
-    std::thread timer_;                        // guarded by timer_mutex_
-    CallBase* timer_head_ = nullptr;           // guarded by timer_mutex_
-    CallBase* timer_tail_ = nullptr;           // guarded by timer_mutex_
-    TimePoint timer_wake_ = TimePoint::max();  // guarded by timer_mutex_
-    bool timer_stop_ = false;                  // guarded by timer_mutex_
+    std::thread timer_ BULWARK_GUARDED_BY(timer_mutex_);
+    CallBase* timer_head_ BULWARK_GUARDED_BY(timer_mutex_) = nullptr;
+    CallBase* timer_tail_ BULWARK_GUARDED_BY(timer_mutex_) = nullptr;
+    TimePoint timer_wake_ BULWARK_GUARDED_BY(timer_mutex_) = TimePoint::max();
+    bool timer_stop_ BULWARK_GUARDED_BY(timer_mutex_) = false;
 
-    std::mutex pool_mutex_;
-    std::unique_ptr<detail::HedgingPool> pool_;  // guarded by pool_mutex_; declared last
+    detail::Mutex pool_mutex_;
+    std::unique_ptr<detail::HedgingPool> pool_ BULWARK_GUARDED_BY(pool_mutex_);  // declared last
 };
 
 using Hedging = BasicHedging<>;
@@ -14166,13 +14290,13 @@ private:
 #include <deque>
 #include <exception>
 #include <functional>
-#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <utility>
 
 // #include <bulwark/clock.hpp> (already included above)
 // #include <bulwark/context.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
 // #include <bulwark/detail/random.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 // #include <bulwark/events.hpp> (already included above)
@@ -14220,7 +14344,7 @@ public:
 
     // The next `n` calls fail (with `error`, or the default error).
     BasicFaultInjector& fail_next(std::size_t n, const std::exception_ptr& error = nullptr) {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         for (std::size_t i = 0; i < n; ++i) {
             script_.push_back(Step{true, error});
         }
@@ -14229,7 +14353,7 @@ public:
 
     // The next `n` calls pass, whatever the probability or fail_always say.
     BasicFaultInjector& pass_next(std::size_t n) {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         for (std::size_t i = 0; i < n; ++i) {
             script_.push_back(Step{false, nullptr});
         }
@@ -14252,14 +14376,14 @@ public:
                                              std::string("'") + c + "'");
             }
         }
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         script_.insert(script_.end(), parsed.begin(), parsed.end());
         return *this;
     }
 
     // Every call fails until heal().
     BasicFaultInjector& fail_always(std::exception_ptr error = nullptr) {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         always_fail_ = true;
         if (error) {
             always_error_ = std::move(error);
@@ -14274,7 +14398,7 @@ public:
             detail::throw_invalid_option("FaultInjector.fail_with_probability(p): p",
                                          "must be in [0, 1]", detail::format_number(p));
         }
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         probability_ = p;
         rng_.seed(seed);
         return *this;
@@ -14286,7 +14410,7 @@ public:
             detail::throw_invalid_option("FaultInjector.add_latency(d): d", "must be >= 0",
                                          detail::format_duration(d));
         }
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         latency_ = d;
         return *this;
     }
@@ -14296,14 +14420,14 @@ public:
         if (!error) {
             detail::throw_invalid_argument("FaultInjector.fail_with: the exception_ptr is null");
         }
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         error_ = std::move(error);
         return *this;
     }
 
     // Clears the script, fail_always, the probability and the latency.
     BasicFaultInjector& heal() {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         script_.clear();
         always_fail_ = false;
         always_error_ = nullptr;
@@ -14313,11 +14437,11 @@ public:
     }
 
     std::uint64_t calls() const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         return calls_;
     }
     std::uint64_t injected_failures() const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         return injected_;
     }
 
@@ -14355,7 +14479,7 @@ private:
     };
 
     Decision decide() {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         Decision d{++calls_, nullptr, latency_};
         if (!script_.empty()) {
             Step step = std::move(script_.front());
@@ -14375,16 +14499,16 @@ private:
     }
 
     Clock* clock_;
-    mutable std::mutex mutex_;
-    std::deque<Step> script_;
-    std::exception_ptr error_;
-    std::exception_ptr always_error_;
-    bool always_fail_ = false;
-    double probability_ = 0.0;
-    detail::SplitMix64 rng_;
-    Duration latency_{0};
-    std::uint64_t calls_ = 0;
-    std::uint64_t injected_ = 0;
+    mutable detail::Mutex mutex_;
+    std::deque<Step> script_ BULWARK_GUARDED_BY(mutex_);
+    std::exception_ptr error_ BULWARK_GUARDED_BY(mutex_);
+    std::exception_ptr always_error_ BULWARK_GUARDED_BY(mutex_);
+    bool always_fail_ BULWARK_GUARDED_BY(mutex_) = false;
+    double probability_ BULWARK_GUARDED_BY(mutex_) = 0.0;
+    detail::SplitMix64 rng_ BULWARK_GUARDED_BY(mutex_);
+    Duration latency_ BULWARK_GUARDED_BY(mutex_){0};
+    std::uint64_t calls_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t injected_ BULWARK_GUARDED_BY(mutex_) = 0;
     Listeners<FaultEvent> listeners_;
 };
 
@@ -15264,6 +15388,7 @@ inline std::optional<double> process_rss_percent() {
 #include <thread>
 
 // #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 
 namespace bulwark {
@@ -15317,7 +15442,7 @@ public:
     ~TickingClock() override {
         if (thread_.joinable()) {
             {
-                std::lock_guard<std::mutex> lock(mutex_);
+                detail::LockGuard lock(mutex_);
                 stop_ = true;
             }
             cv_.notify_one();
@@ -15361,10 +15486,10 @@ public:
 
 private:
     void run() {
-        std::unique_lock<std::mutex> lock(mutex_);
+        detail::UniqueLock lock(mutex_);
         while (!stop_) {
             // Real time, whatever the source: the thread's job is to keep up with it.
-            cv_.wait_for(lock, resolution_);
+            cv_.wait_for(lock.native(), resolution_);
             tick();
         }
     }
@@ -15372,9 +15497,9 @@ private:
     Clock& source_;
     const Duration resolution_;
     std::atomic<std::int64_t> cell_{std::numeric_limits<std::int64_t>::min()};
-    std::mutex mutex_;
+    detail::Mutex mutex_;
     std::condition_variable cv_;
-    bool stop_ = false;  // guarded by mutex_
+    bool stop_ BULWARK_GUARDED_BY(mutex_) = false;
     std::thread thread_;
 };
 
