@@ -7644,7 +7644,6 @@ private:
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -7706,6 +7705,7 @@ protected:
 }  // namespace bulwark
 
 #endif  // BULWARK_DEGRADATION_LEVEL_HPP
+// #include <bulwark/detail/mutex.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 // #include <bulwark/events.hpp> (already included above)
 // #include <bulwark/health_check.hpp> (already included above)
@@ -7923,15 +7923,15 @@ public:
     ~Degradation() { unfollow(); }
 
     std::string reason() const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         return reason_;
     }
     TimePoint since() const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         return since_;
     }
     bool overridden() const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         return override_.has_value();
     }
     Duration hold() const noexcept { return hold_; }
@@ -7940,7 +7940,7 @@ public:
     void set_level(DegradationLevel level, std::string reason) {
         Pending pending;
         {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             override_ = level;
             publish(level, std::move(reason), true, pending);
         }
@@ -7951,7 +7951,7 @@ public:
     void clear_override() {
         Pending pending;
         {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             if (!override_) {
                 return;
             }
@@ -7968,7 +7968,7 @@ public:
     void observe(DegradationLevel computed, std::string reason) {
         Pending pending;
         {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             const TimePoint now = clock_->now();
             if (computed >= automatic_) {
                 lower_since_.reset();
@@ -8009,7 +8009,7 @@ public:
     bool enabled(std::string_view feature, DegradationLevel disable_at) const {
         // acquire: pairs with force_feature()'s release; the map is read under the lock.
         if (BULWARK_UNLIKELY(features_forced_.load(std::memory_order_acquire))) {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             auto it = forced_.find(feature);
             if (it != forced_.end()) {
                 return it->second;
@@ -8020,12 +8020,12 @@ public:
 
     // Forces a feature on or off whatever the level (an admin switch); clear_feature() undoes it.
     void force_feature(std::string feature, bool on) {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         forced_[std::move(feature)] = on;
         features_forced_.store(true, std::memory_order_release);
     }
     void clear_feature(std::string_view feature) {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         auto it = forced_.find(feature);
         if (it != forced_.end()) {
             forced_.erase(it);
@@ -8044,10 +8044,9 @@ public:
         if (!map) {
             detail::throw_invalid_argument("Degradation::follow: the mapping is empty");
         }
-        std::lock_guard<std::mutex> calls(follow_calls_mutex_);
+        detail::LockGuard calls(follow_calls_mutex_);
         unfollow_locked();
-        auto state = std::make_shared<FollowState>();
-        state->owner = this;
+        auto state = std::make_shared<FollowState>(this);
         state->read = [&monitor, &resources, map = std::move(map)] {
             return assess(monitor.report(), resources.report(), map);
         };
@@ -8067,7 +8066,7 @@ public:
             throw;
         }
         {
-            std::lock_guard<std::mutex> lock(follow_mutex_);
+            detail::LockGuard lock(follow_mutex_);
             follow_ = state;
         }
         run_followed(*state);
@@ -8076,7 +8075,7 @@ public:
     // Stops following and returns once no callback from the sources is still running it; does
     // nothing if not following.
     void unfollow() {
-        std::lock_guard<std::mutex> calls(follow_calls_mutex_);
+        detail::LockGuard calls(follow_calls_mutex_);
         unfollow_locked();
     }
 
@@ -8086,7 +8085,7 @@ public:
     void refresh() {
         std::shared_ptr<FollowState> state;
         {
-            std::lock_guard<std::mutex> lock(follow_mutex_);
+            detail::LockGuard lock(follow_mutex_);
             state = follow_;
         }
         if (state) {
@@ -8116,7 +8115,8 @@ private:
     };
 
     // Under mutex_: makes `level` the level in force.
-    void publish(DegradationLevel level, std::string reason, bool manual, Pending& pending) {
+    void publish(DegradationLevel level, std::string reason, bool manual, Pending& pending)
+        BULWARK_REQUIRES(mutex_) {
         const auto old = static_cast<DegradationLevel>(level_.load(std::memory_order_relaxed));
         const TimePoint now = clock_->now();
         if (old != level) {
@@ -8138,10 +8138,12 @@ private:
     // What follow() set up, shared with the sources' listeners so that a callback never
     // touches a Degradation that is gone.
     struct FollowState {
-        std::mutex mutex;
+        explicit FollowState(Degradation* o) : owner(o) {}
+
+        detail::Mutex mutex;
         std::condition_variable idle;
-        Degradation* owner = nullptr;  // null once unfollowed; guarded by mutex
-        std::size_t running = 0;       // callbacks inside run_followed(); guarded by mutex
+        Degradation* owner BULWARK_GUARDED_BY(mutex) = nullptr;  // null once unfollowed
+        std::size_t running BULWARK_GUARDED_BY(mutex) = 0;       // callbacks inside run_followed()
         std::function<std::pair<DegradationLevel, std::string>()> read;  // the level and why
         std::function<void()> stop;                                      // removes the listeners
     };
@@ -8157,7 +8159,7 @@ private:
         }
         Degradation* owner = nullptr;
         {
-            std::lock_guard<std::mutex> lock(state.mutex);
+            detail::LockGuard lock(state.mutex);
             owner = state.owner;
             if (owner == nullptr) {
                 return;
@@ -8169,7 +8171,7 @@ private:
             FollowState& state;
             ~Leave() {
                 active.pop_back();
-                std::lock_guard<std::mutex> lock(state.mutex);
+                detail::LockGuard lock(state.mutex);
                 --state.running;
                 state.idle.notify_all();
             }
@@ -8179,22 +8181,24 @@ private:
     }
 
     // Under follow_calls_mutex_.
-    void unfollow_locked() {
+    void unfollow_locked() BULWARK_REQUIRES(follow_calls_mutex_) {
         std::shared_ptr<FollowState> state;
         {
-            std::lock_guard<std::mutex> lock(follow_mutex_);
+            detail::LockGuard lock(follow_mutex_);
             state = std::move(follow_);
         }
         if (!state) {
             return;
         }
         {
-            std::lock_guard<std::mutex> lock(state->mutex);
+            detail::LockGuard lock(state->mutex);
             state->owner = nullptr;
         }
         state->stop();
-        std::unique_lock<std::mutex> lock(state->mutex);
-        state->idle.wait(lock, [&] { return state->running == 0; });
+        detail::UniqueLock lock(state->mutex);
+        while (state->running != 0) {
+            state->idle.wait(lock.native());
+        }
     }
 
     // The mapped level and a reason naming what is wrong:
@@ -8227,20 +8231,20 @@ private:
 
     Clock* const clock_;
     const Duration hold_;
-    std::mutex follow_calls_mutex_;  // serialises follow() and unfollow()
-    std::mutex follow_mutex_;        // guards follow_
-    std::shared_ptr<FollowState> follow_;
+    detail::Mutex follow_calls_mutex_;  // serialises follow() and unfollow()
+    detail::Mutex follow_mutex_;        // guards follow_
+    std::shared_ptr<FollowState> follow_ BULWARK_GUARDED_BY(follow_mutex_);
     std::atomic<bool> features_forced_{false};
 
-    mutable std::mutex mutex_;
-    std::string reason_;                                     // guarded by mutex_
-    TimePoint since_{};                                      // guarded by mutex_
-    std::optional<DegradationLevel> override_;               // guarded by mutex_
-    DegradationLevel automatic_ = DegradationLevel::normal;  // guarded by mutex_
-    std::string automatic_reason_;                           // guarded by mutex_
-    std::optional<TimePoint> lower_since_;                   // guarded by mutex_
-    DegradationLevel lower_max_ = DegradationLevel::normal;  // guarded by mutex_
-    std::map<std::string, bool, std::less<>> forced_;        // guarded by mutex_
+    mutable detail::Mutex mutex_;
+    std::string reason_ BULWARK_GUARDED_BY(mutex_);
+    TimePoint since_ BULWARK_GUARDED_BY(mutex_){};
+    std::optional<DegradationLevel> override_ BULWARK_GUARDED_BY(mutex_);
+    DegradationLevel automatic_ BULWARK_GUARDED_BY(mutex_) = DegradationLevel::normal;
+    std::string automatic_reason_ BULWARK_GUARDED_BY(mutex_);
+    std::optional<TimePoint> lower_since_ BULWARK_GUARDED_BY(mutex_);
+    DegradationLevel lower_max_ BULWARK_GUARDED_BY(mutex_) = DegradationLevel::normal;
+    std::map<std::string, bool, std::less<>> forced_ BULWARK_GUARDED_BY(mutex_);
     Listeners<DegradationChange> changes_;
 };
 
@@ -10580,7 +10584,6 @@ private:
 #include <exception>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -10605,7 +10608,6 @@ private:
 #include <exception>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -10614,6 +10616,7 @@ private:
 #include <vector>
 
 // #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 // #include <bulwark/events.hpp> (already included above)
 // #include <bulwark/health_check.hpp> (already included above)
@@ -10669,7 +10672,7 @@ public:
         auto state = std::make_shared<HealthCheckState>(std::move(check));
         HealthPending pending;
         {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             for (const auto& s : checks_) {
                 if (s->check.name == state->check.name) {
                     throw_invalid_argument("HealthMonitor: a check named '" + s->check.name +
@@ -10687,7 +10690,7 @@ public:
     bool remove(std::string_view name) {
         HealthPending pending;
         {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             auto it = std::find_if(checks_.begin(), checks_.end(),
                                    [&](const auto& s) { return s->check.name == name; });
             if (it == checks_.end()) {
@@ -10713,7 +10716,7 @@ public:
         std::vector<Run> inline_runs;
         HealthPending pending;
         {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             const TimePoint now = clock_->now();
             expire(now, pending);
             if (only.empty()) {
@@ -10741,7 +10744,7 @@ public:
     // Runs one check now (or waits for its run in flight) and returns its result.
     HealthCheckResult run_now(std::string_view name) {
         wait_for(pass(name));
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         return find(name)->last;
     }
 
@@ -10749,7 +10752,7 @@ public:
     void wait_for(const std::vector<Run>& waited) {
         HealthPending pending;
         {
-            std::unique_lock<std::mutex> lock(mutex_);
+            detail::UniqueLock lock(mutex_);
             for (;;) {
                 const TimePoint now = clock_->now();
                 expire(now, pending);
@@ -10769,9 +10772,9 @@ public:
                     break;
                 }
                 if (wake) {
-                    clock_->wait_until(cv_, lock, *wake);
+                    clock_->wait_until(cv_, lock.native(), *wake);
                 } else {
-                    cv_.wait(lock);
+                    cv_.wait(lock.native());
                 }
             }
         }
@@ -10780,7 +10783,7 @@ public:
 
     // The scheduler thread's loop: a pass, then a wait until the next due time or deadline.
     void schedule_loop() {
-        std::unique_lock<std::mutex> lock(mutex_);
+        detail::UniqueLock lock(mutex_);
         while (!stop_requested_) {
             lock.unlock();
             pass();
@@ -10803,15 +10806,15 @@ public:
             }
             if (!wake) {
                 // No checks: sleep until one is added or stop() (both notify).
-                cv_.wait(lock);
+                cv_.wait(lock.native());
             } else if (clock_->now() < *wake) {
-                clock_->wait_until(cv_, lock, *wake);
+                clock_->wait_until(cv_, lock.native(), *wake);
             }
         }
     }
 
     void request_stop(bool stop) {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         stop_requested_ = stop;
         cv_.notify_all();
     }
@@ -10820,7 +10823,7 @@ public:
     // finishes or is past its timeout; threads stuck beyond that are left to finish on their
     // own (they co-own this state).
     void shut_down() {
-        std::unique_lock<std::mutex> lock(mutex_);
+        detail::UniqueLock lock(mutex_);
         shutdown_ = true;
         for (const Run& task : tasks_) {
             finish(task.first);  // never started: not in flight after all
@@ -10845,25 +10848,25 @@ public:
                 break;
             }
             if (wake) {
-                clock_->wait_until(cv_, lock, *wake);
+                clock_->wait_until(cv_, lock.native(), *wake);
             } else {
-                cv_.wait(lock);
+                cv_.wait(lock.native());
             }
         }
     }
 
     HealthStatus status() const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         return overall_;
     }
 
     HealthStatus status(std::string_view name) const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         return find(name)->last.status;
     }
 
     std::vector<HealthCheckResult> history(std::string_view name) const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         const auto state = find(name);
         std::vector<HealthCheckResult> out;
         out.reserve(state->ring.size());
@@ -10876,7 +10879,7 @@ public:
     }
 
     std::vector<std::string> names() const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         std::vector<std::string> out;
         out.reserve(checks_.size());
         for (const auto& s : checks_) {
@@ -10887,7 +10890,7 @@ public:
 
     HealthReport report() const {
         HealthReport r;
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         r.at = clock_->now();
         r.status = overall_;
         r.ready = true;
@@ -10908,7 +10911,7 @@ public:
     Listeners<HealthStatusChange> overall_changes;
 
 private:
-    std::shared_ptr<HealthCheckState> find(std::string_view name) const {
+    std::shared_ptr<HealthCheckState> find(std::string_view name) const BULWARK_REQUIRES(mutex_) {
         for (const auto& s : checks_) {
             if (s->check.name == name) {
                 return s;
@@ -10920,7 +10923,8 @@ private:
     // Under mutex_. Starts a run of `s` (or, if its last run is still in flight, reports it as
     // still running). Inline checks (timeout 0) are handed back to run outside the lock.
     void launch(const std::shared_ptr<HealthCheckState>& s, TimePoint now,
-                std::vector<Run>& started, std::vector<Run>& inline_runs, HealthPending& pending) {
+                std::vector<Run>& started, std::vector<Run>& inline_runs, HealthPending& pending)
+        BULWARK_REQUIRES(mutex_) {
         s->next_due = now + s->check.interval;
         if (s->in_flight) {
             if (s->timeout_reported) {
@@ -10956,7 +10960,8 @@ private:
 
     // Under mutex_. Hands the run to a check thread, starting one if none is idle. False when
     // max_check_threads are all busy or a thread cannot be started.
-    bool post(const std::shared_ptr<HealthCheckState>& s, std::uint64_t id) {
+    bool post(const std::shared_ptr<HealthCheckState>& s, std::uint64_t id)
+        BULWARK_REQUIRES(mutex_) {
         if (shutdown_) {
             return false;
         }
@@ -10979,9 +10984,11 @@ private:
     }
 
     void worker() {
-        std::unique_lock<std::mutex> lock(mutex_);
+        detail::UniqueLock lock(mutex_);
         for (;;) {
-            cv_.wait(lock, [&] { return shutdown_ || !tasks_.empty(); });
+            while (!shutdown_ && tasks_.empty()) {
+                cv_.wait(lock.native());
+            }
             if (tasks_.empty()) {
                 break;
             }
@@ -11016,7 +11023,7 @@ private:
         }
         HealthPending pending;
         {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             if (!s->in_flight || s->run_id != id) {
                 return;
             }
@@ -11042,12 +11049,12 @@ private:
             s->completing = true;
         }
         emit(pending);
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         finish(s);
     }
 
     // Under mutex_: the run of `s` in flight has ended.
-    void finish(const std::shared_ptr<HealthCheckState>& s) {
+    void finish(const std::shared_ptr<HealthCheckState>& s) BULWARK_REQUIRES(mutex_) {
         s->in_flight = false;
         s->completing = false;
         if (s->check.timeout > Duration::zero()) {
@@ -11058,7 +11065,7 @@ private:
     }
 
     // Under mutex_: reports every run on a check thread that is past its deadline as timed out.
-    void expire(TimePoint now, HealthPending& pending) {
+    void expire(TimePoint now, HealthPending& pending) BULWARK_REQUIRES(mutex_) {
         for (const auto& s : flying_) {
             if (!s->timeout_reported && !s->completing && now >= s->deadline) {
                 report_timeout(*s, pending);
@@ -11066,7 +11073,7 @@ private:
         }
     }
 
-    void report_timeout(HealthCheckState& s, HealthPending& pending) {
+    void report_timeout(HealthCheckState& s, HealthPending& pending) BULWARK_REQUIRES(mutex_) {
         s.timeout_reported = true;
         ++s.summary.timeouts;
         HealthCheckResult r = HealthCheckResult::unhealthy(
@@ -11078,7 +11085,8 @@ private:
     }
 
     // Under mutex_: makes `r` the check's latest result.
-    void record(HealthCheckState& s, HealthCheckResult r, HealthPending& pending) {
+    void record(HealthCheckState& s, HealthCheckResult r, HealthPending& pending)
+        BULWARK_REQUIRES(mutex_) {
         r.name = s.check.name;
         r.critical = s.check.critical;
         r.previous = s.last.status;
@@ -11110,7 +11118,7 @@ private:
         }
     }
 
-    void update_overall(HealthPending& pending) {
+    void update_overall(HealthPending& pending) BULWARK_REQUIRES(mutex_) {
         const HealthStatus now_overall = compute_overall();
         if (now_overall != overall_) {
             const HealthStatus from = pending.overall ? pending.overall->from : overall_;
@@ -11121,7 +11129,7 @@ private:
 
     // Unhealthy if a critical check is unhealthy; else unknown while any check has not run;
     // else degraded if any check is degraded or a non-critical one unhealthy; else healthy.
-    HealthStatus compute_overall() const {
+    HealthStatus compute_overall() const BULWARK_REQUIRES(mutex_) {
         bool unknown = false;
         bool degraded = false;
         for (const auto& s : checks_) {
@@ -11162,17 +11170,19 @@ private:
 
     const HealthMonitorOptions options_;
     Clock* const clock_;
-    mutable std::mutex mutex_;
+    mutable detail::Mutex mutex_;
     std::condition_variable cv_;  // completions, new checks, stop, thread exits, new tasks
-    // All guarded by mutex_.
-    std::vector<std::shared_ptr<HealthCheckState>> checks_;  // in the order added
-    std::vector<Run> tasks_;                                 // runs waiting for a check thread
-    std::vector<std::shared_ptr<HealthCheckState>> flying_;  // checks with a run on a thread
-    std::size_t threads_ = 0;                                // check threads alive
-    std::size_t busy_ = 0;  // runs posted and not finished (queued or running)
-    HealthStatus overall_ = HealthStatus::healthy;
-    bool stop_requested_ = false;
-    bool shutdown_ = false;
+    // In the order added.
+    std::vector<std::shared_ptr<HealthCheckState>> checks_ BULWARK_GUARDED_BY(mutex_);
+    std::vector<Run> tasks_ BULWARK_GUARDED_BY(mutex_);  // runs waiting for a check thread
+    // Checks with a run on a thread.
+    std::vector<std::shared_ptr<HealthCheckState>> flying_ BULWARK_GUARDED_BY(mutex_);
+    std::size_t threads_ BULWARK_GUARDED_BY(mutex_) = 0;  // check threads alive
+    // Runs posted and not finished (queued or running).
+    std::size_t busy_ BULWARK_GUARDED_BY(mutex_) = 0;
+    HealthStatus overall_ BULWARK_GUARDED_BY(mutex_) = HealthStatus::healthy;
+    bool stop_requested_ BULWARK_GUARDED_BY(mutex_) = false;
+    bool shutdown_ BULWARK_GUARDED_BY(mutex_) = false;
 };
 
 }  // namespace detail
@@ -11181,6 +11191,7 @@ private:
 
 #endif  // BULWARK_DETAIL_HEALTH_CORE_HPP
 // #include <bulwark/detail/json.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 // #include <bulwark/detail/traits.hpp> (already included above)
 // #include <bulwark/events.hpp> (already included above)
@@ -11267,7 +11278,7 @@ public:
 
     // Starts the scheduler thread (once; a second start() does nothing).
     void start() {
-        std::lock_guard<std::mutex> lock(thread_mutex_);
+        detail::LockGuard lock(thread_mutex_);
         if (scheduler_.joinable()) {
             return;
         }
@@ -11279,7 +11290,7 @@ public:
     // scheduler never waits for a check with a timeout. Checks in flight go on; start() again
     // resumes.
     void stop() {
-        std::lock_guard<std::mutex> lock(thread_mutex_);
+        detail::LockGuard lock(thread_mutex_);
         if (!scheduler_.joinable()) {
             return;
         }
@@ -11288,7 +11299,7 @@ public:
     }
 
     bool running() const {
-        std::lock_guard<std::mutex> lock(thread_mutex_);
+        detail::LockGuard lock(thread_mutex_);
         return scheduler_.joinable();
     }
 
@@ -11322,8 +11333,8 @@ private:
     using Core = detail::BasicHealthCore<Tag>;
 
     std::shared_ptr<Core> core_;
-    mutable std::mutex thread_mutex_;
-    std::thread scheduler_;  // guarded by thread_mutex_
+    mutable detail::Mutex thread_mutex_;
+    std::thread scheduler_ BULWARK_GUARDED_BY(thread_mutex_);
 };
 
 using HealthMonitor = BasicHealthMonitor<>;
@@ -14698,9 +14709,7 @@ private:
 #include <functional>
 #include <limits>
 #include <memory>
-#include <mutex>
 #include <optional>
-#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -14710,6 +14719,7 @@ private:
 // #include <bulwark/clock.hpp> (already included above)
 // #include <bulwark/detail/json.hpp> (already included above)
 // #include <bulwark/detail/math.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 // #include <bulwark/detail/traits.hpp> (already included above)
 // #include <bulwark/events.hpp> (already included above)
@@ -14836,7 +14846,7 @@ public:
         std::optional<ResourceChange> change;
         ResourceCheck result;
         {
-            std::lock_guard<std::mutex> lock(r.mutex);
+            detail::LockGuard lock(r.mutex);
             const TimePoint now = clock_->now();
             add_to_bucket(r, now, amount);
             result = observe(r, quota_percent(r, now), now, change);
@@ -14852,7 +14862,7 @@ public:
         std::optional<ResourceChange> change;
         bool fits = false;
         {
-            std::lock_guard<std::mutex> lock(r.mutex);
+            detail::LockGuard lock(r.mutex);
             const TimePoint now = clock_->now();
             fits = used_in_window(r, now) + amount <= r.limit;
             if (fits) {
@@ -14876,7 +14886,7 @@ public:
     // Alternatives to `resource`, in order of preference (the seeds' SWITCH_PROVIDER). They
     // need not be registered resources; one that is not counts as usable.
     void set_alternatives(std::string resource, std::vector<std::string> alternatives) {
-        std::unique_lock<std::shared_mutex> lock(table_mutex_);
+        detail::LockGuard lock(table_mutex_);
         for (auto& entry : alternatives_) {
             if (entry.first == resource) {
                 entry.second = std::move(alternatives);
@@ -14910,7 +14920,7 @@ public:
         ResourceReport report;
         std::vector<Resource*> all;
         {
-            std::shared_lock<std::shared_mutex> lock(table_mutex_);
+            detail::SharedLock lock(table_mutex_);
             for (const auto& r : resources_) {
                 all.push_back(r.get());
             }
@@ -14919,7 +14929,7 @@ public:
             const ResourceCheck c = read(*r);
             ResourceReading reading;
             {
-                std::lock_guard<std::mutex> lock(r->mutex);
+                detail::LockGuard lock(r->mutex);
                 reading.name = r->name;
                 reading.quota = r->quota;
                 reading.status = c.status;
@@ -14948,7 +14958,7 @@ public:
     }
 
     std::vector<std::string> names() const {
-        std::shared_lock<std::shared_mutex> lock(table_mutex_);
+        detail::SharedLock lock(table_mutex_);
         std::vector<std::string> out;
         for (const auto& r : resources_) {
             out.push_back(r->name);
@@ -14977,29 +14987,31 @@ private:
         Duration ttl{};
         std::atomic<std::int64_t> cached_at_ns{std::numeric_limits<std::int64_t>::min()};
         std::atomic<double> cached_percent{std::numeric_limits<double>::quiet_NaN()};
-        // Quotas, guarded by mutex.
+        // Quotas: set before the resource is shared, then the buckets guarded by mutex.
         double limit = 0.0;
         Duration window{};
         Duration bucket_width{1};
-        std::int64_t bucket_epoch[buckets_per_window] = {};
-        double bucket_amount[buckets_per_window] = {};
+        std::int64_t bucket_epoch[buckets_per_window] BULWARK_GUARDED_BY(mutex) = {};
+        double bucket_amount[buckets_per_window] BULWARK_GUARDED_BY(mutex) = {};
         // Status and history summary, guarded by mutex (status also mirrored for lock-free reads).
-        std::mutex mutex;
+        detail::Mutex mutex;
         std::atomic<ResourceStatus> cached_status{ResourceStatus::unknown};
-        ResourceStatus last_status = ResourceStatus::unknown;
-        TimePoint status_since{};
-        std::uint64_t readings = 0;
-        double peak_percent = 0.0;
-        std::uint64_t times_warning = 0;
-        std::uint64_t times_critical = 0;
+        ResourceStatus last_status BULWARK_GUARDED_BY(mutex) = ResourceStatus::unknown;
+        TimePoint status_since BULWARK_GUARDED_BY(mutex){};
+        std::uint64_t readings BULWARK_GUARDED_BY(mutex) = 0;
+        double peak_percent BULWARK_GUARDED_BY(mutex) = 0.0;
+        std::uint64_t times_warning BULWARK_GUARDED_BY(mutex) = 0;
+        std::uint64_t times_critical BULWARK_GUARDED_BY(mutex) = 0;
     };
 
     static bool usable(ResourceStatus status) noexcept {
         return status != ResourceStatus::critical && status != ResourceStatus::exhausted;
     }
 
+    // Not shared yet: its guarded fields need no lock here.
     // NOLINTNEXTLINE(performance-unnecessary-value-param): moved below; llvm-project#43943
-    std::unique_ptr<Resource> make_resource(std::string name, const ResourceThresholds& t) {
+    std::unique_ptr<Resource> make_resource(std::string name, const ResourceThresholds& t)
+        BULWARK_NO_THREAD_SAFETY_ANALYSIS {
         if (name.empty()) {
             detail::throw_invalid_argument("ResourceManager: a resource name must not be empty");
         }
@@ -15012,7 +15024,7 @@ private:
     }
 
     void insert(std::unique_ptr<Resource> r) {
-        std::unique_lock<std::shared_mutex> lock(table_mutex_);
+        detail::LockGuard lock(table_mutex_);
         for (const auto& existing : resources_) {
             if (existing->name == r->name) {
                 detail::throw_invalid_argument("ResourceManager: a resource named '" + r->name +
@@ -15023,7 +15035,7 @@ private:
     }
 
     Resource* lookup(std::string_view name) const {
-        std::shared_lock<std::shared_mutex> lock(table_mutex_);
+        detail::SharedLock lock(table_mutex_);
         for (const auto& r : resources_) {
             if (r->name == name) {
                 return r.get();
@@ -15057,7 +15069,7 @@ private:
     }
 
     std::vector<std::string> alternatives_of(std::string_view resource) const {
-        std::shared_lock<std::shared_mutex> lock(table_mutex_);
+        detail::SharedLock lock(table_mutex_);
         for (const auto& entry : alternatives_) {
             if (entry.first == resource) {
                 return entry.second;
@@ -15076,7 +15088,7 @@ private:
             std::optional<ResourceChange> change;
             ResourceCheck result;
             {
-                std::lock_guard<std::mutex> lock(r.mutex);
+                detail::LockGuard lock(r.mutex);
                 const TimePoint now = clock_->now();
                 result = observe(r, quota_percent(r, now), now, change);
             }
@@ -15102,7 +15114,7 @@ private:
         std::optional<ResourceChange> change;
         ResourceCheck result;
         {
-            std::lock_guard<std::mutex> lock(r.mutex);
+            detail::LockGuard lock(r.mutex);
             result = observe(r, percent, clock_->now(), change);
             r.cached_percent.store(percent, std::memory_order_relaxed);
             // release: publishes the reading and status stored before it.
@@ -15114,7 +15126,7 @@ private:
 
     // Under r.mutex: classifies a reading, keeps the summary and notes a change of status.
     ResourceCheck observe(Resource& r, double percent, TimePoint now,
-                          std::optional<ResourceChange>& change) {
+                          std::optional<ResourceChange>& change) BULWARK_REQUIRES(r.mutex) {
         const ResourceStatus status = r.thresholds.classify(percent);
         ++r.readings;
         if (!detail::is_nan(percent) && percent > r.peak_percent) {
@@ -15148,7 +15160,7 @@ private:
         return now.time_since_epoch().count() / r.bucket_width.count();
     }
 
-    void add_to_bucket(Resource& r, TimePoint now, double amount) {
+    void add_to_bucket(Resource& r, TimePoint now, double amount) BULWARK_REQUIRES(r.mutex) {
         const std::int64_t epoch = epoch_of(r, now);
         const auto i = static_cast<std::size_t>(epoch % Resource::buckets_per_window);
         if (r.bucket_epoch[i] != epoch) {
@@ -15158,7 +15170,7 @@ private:
         r.bucket_amount[i] += amount;
     }
 
-    double used_in_window(const Resource& r, TimePoint now) const {
+    double used_in_window(const Resource& r, TimePoint now) const BULWARK_REQUIRES(r.mutex) {
         const std::int64_t epoch = epoch_of(r, now);
         double used = 0.0;
         for (int i = 0; i < Resource::buckets_per_window; ++i) {
@@ -15170,16 +15182,17 @@ private:
         return used;
     }
 
-    double quota_percent(const Resource& r, TimePoint now) const {
+    double quota_percent(const Resource& r, TimePoint now) const BULWARK_REQUIRES(r.mutex) {
         return 100.0 * used_in_window(r, now) / r.limit;
     }
 
     Clock* const clock_;
-    mutable std::shared_mutex table_mutex_;
+    mutable detail::SharedMutex table_mutex_;
     // A few entries each, searched linearly: cheaper to compile and, at this size, to search
-    // than a map. Guarded by table_mutex_; resources are never removed (references stay valid).
-    std::vector<std::unique_ptr<Resource>> resources_;
-    std::vector<std::pair<std::string, std::vector<std::string>>> alternatives_;
+    // than a map. Resources are never removed (references stay valid).
+    std::vector<std::unique_ptr<Resource>> resources_ BULWARK_GUARDED_BY(table_mutex_);
+    std::vector<std::pair<std::string, std::vector<std::string>>> alternatives_
+        BULWARK_GUARDED_BY(table_mutex_);
     Listeners<ResourceChange> changes_;
 };
 
@@ -15196,9 +15209,10 @@ using ResourceManager = BasicResourceManager<>;
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <mutex>
 #include <optional>
 #include <string>
+
+// #include <bulwark/detail/mutex.hpp> (already included above)
 
 #if defined(__linux__)
 #include <sys/statvfs.h>
@@ -15291,10 +15305,10 @@ inline std::optional<double> memory_used_percent() {
 // function in this process; the first call measures since boot. Reads /proc/stat.
 inline std::optional<double> cpu_used_percent() {
 #if defined(__linux__)
-    static std::mutex mutex;
-    static bulwark::detail::CpuTimes previous;
+    static detail::Mutex mutex;
+    static bulwark::detail::CpuTimes previous BULWARK_GUARDED_BY(mutex);
     // Read under the lock, so that racing callers cannot set `previous` back to an older sample.
-    std::lock_guard<std::mutex> lock(mutex);
+    detail::LockGuard lock(mutex);
     const auto now = bulwark::detail::proc_cpu_times();
     if (!now) {
         return std::nullopt;
