@@ -14,7 +14,9 @@ if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
     -Wnon-virtual-dtor -Woverloaded-virtual -Wundef -Wcast-qual -Wdouble-promotion
     -Wimplicit-fallthrough)
   if(CMAKE_CXX_COMPILER_ID MATCHES "Clang")
-    target_compile_options(bulwark_warnings INTERFACE -Wextra-semi)
+    # -Wthread-safety: every access to a BULWARK_GUARDED_BY member holds its mutex (config.hpp).
+    target_compile_options(bulwark_warnings INTERFACE -Wextra-semi -Wthread-safety
+                                                      -Wthread-safety-beta)
   endif()
   if(BULWARK_WERROR)
     target_compile_options(bulwark_warnings INTERFACE -Werror)

@@ -10,13 +10,13 @@
 #include <exception>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <type_traits>
 #include <utility>
 
 #include <bulwark/clock.hpp>
 #include <bulwark/context.hpp>
+#include <bulwark/detail/mutex.hpp>
 #include <bulwark/detail/striped_counter.hpp>
 #include <bulwark/detail/throw.hpp>
 #include <bulwark/errors.hpp>
@@ -204,7 +204,7 @@ public:
         s.in_flight = static_cast<std::uint32_t>(
             std::max<std::int64_t>(0, in_flight_.load(std::memory_order_relaxed)));
         {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             s.queued = queued_;
         }
         s.admitted = admitted_.sum();
@@ -247,13 +247,13 @@ private:
     void release_slot() noexcept {
         in_flight_.fetch_sub(1, std::memory_order_seq_cst);
         if (waiting_.load(std::memory_order_seq_cst) != 0) {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             dispatch_locked();
         }
     }
 
     // Under mutex_: hands free slots to the queue's head, in order.
-    void dispatch_locked() noexcept {
+    void dispatch_locked() noexcept BULWARK_REQUIRES(mutex_) {
         while (head_ != nullptr && take_slot()) {
             Waiter* w = head_;
             unlink(w);
@@ -262,7 +262,7 @@ private:
         }
     }
 
-    void unlink(Waiter* w) noexcept {
+    void unlink(Waiter* w) noexcept BULWARK_REQUIRES(mutex_) {
         (w->prev != nullptr ? w->prev->next : head_) = w->next;
         (w->next != nullptr ? w->next->prev : tail_) = w->prev;
         w->next = w->prev = nullptr;
@@ -271,7 +271,7 @@ private:
     }
 
     BULWARK_NOINLINE Permit acquire_slow(const Context* ctx) {
-        std::unique_lock<std::mutex> lock(mutex_);
+        detail::UniqueLock lock(mutex_);
         if (head_ == nullptr && take_slot()) {
             admitted_.add();
             return Permit(this);
@@ -307,7 +307,7 @@ private:
             if (ctx != nullptr) {
                 wake = std::min(deadline, clock_->now() + cancel_poll);
             }
-            clock_->wait_until(w.cv, lock, wake);
+            clock_->wait_until(w.cv, lock.native(), wake);
         }
         if (w.granted) {
             admitted_.add();
@@ -353,10 +353,10 @@ private:
     alignas(detail::cache_line_size) std::atomic<std::int64_t> in_flight_{0};
     alignas(detail::cache_line_size) std::atomic<std::int64_t> waiting_{0};
 
-    mutable std::mutex mutex_;
-    Waiter* head_ = nullptr;    // guarded by mutex_
-    Waiter* tail_ = nullptr;    // guarded by mutex_
-    std::uint32_t queued_ = 0;  // guarded by mutex_
+    mutable detail::Mutex mutex_;
+    Waiter* head_ BULWARK_GUARDED_BY(mutex_) = nullptr;
+    Waiter* tail_ BULWARK_GUARDED_BY(mutex_) = nullptr;
+    std::uint32_t queued_ BULWARK_GUARDED_BY(mutex_) = 0;
 
     detail::StripedCounter admitted_;
     std::atomic<std::uint64_t> rejected_{0};

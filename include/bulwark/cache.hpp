@@ -8,7 +8,6 @@
 #include <exception>
 #include <functional>
 #include <list>
-#include <mutex>
 #include <optional>
 #include <string_view>
 #include <type_traits>
@@ -18,6 +17,7 @@
 #include <bulwark/classify.hpp>
 #include <bulwark/clock.hpp>
 #include <bulwark/context.hpp>
+#include <bulwark/detail/mutex.hpp>
 #include <bulwark/detail/throw.hpp>
 #include <bulwark/events.hpp>
 #include <bulwark/outcome.hpp>
@@ -122,7 +122,7 @@ public:
 
     // The remembered value for `key` if it is younger than ttl.
     std::optional<T> peek(const Key& key) const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         auto it = index_.find(key);
         if (it == index_.end() || clock_->now() - it->second->stored_at >= ttl_) {
             return std::nullopt;
@@ -131,12 +131,12 @@ public:
     }
 
     void put(const Key& key, T value) {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         store(key, std::move(value));
     }
 
     void erase(const Key& key) {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         auto it = index_.find(key);
         if (it != index_.end()) {
             lru_.erase(it->second);
@@ -145,7 +145,7 @@ public:
     }
 
     void clear() {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         index_.clear();
         lru_.clear();
     }
@@ -159,7 +159,7 @@ public:
     bool remove_listener(ListenerId id) noexcept { return listeners_.remove(id); }
 
     CacheFallbackStats stats() const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         CacheFallbackStats s = stats_;
         s.size = index_.size();
         return s;
@@ -195,12 +195,12 @@ private:
         Outcome<T> outcome = next(ctx);
         if (!classifier_.is_failure(outcome)) {
             if (outcome.has_value()) {
-                std::lock_guard<std::mutex> lock(mutex_);
+                detail::LockGuard lock(mutex_);
                 store(key, *outcome);
             }
             return outcome;
         }
-        std::unique_lock<std::mutex> lock(mutex_);
+        detail::UniqueLock lock(mutex_);
         auto it = index_.find(key);
         const TimePoint now = clock_->now();
         if (it == index_.end() || now - it->second->stored_at >= ttl_) {
@@ -220,7 +220,7 @@ private:
     // Under mutex_. Updating a key already held assigns the value in place (which reuses its
     // storage where T's assignment does) and allocates nothing; the time stamp is the coarse
     // clock, so an entry may expire up to one clock tick early.
-    void store(const Key& key, const T& value) {
+    void store(const Key& key, const T& value) BULWARK_REQUIRES(mutex_) {
         const TimePoint now = clock_->coarse_now_fast();
         ++stats_.stored;
         auto it = index_.find(key);
@@ -243,10 +243,10 @@ private:
     const std::size_t max_entries_;
     Clock* const clock_;
     Classifier classifier_;
-    mutable std::mutex mutex_;
-    List lru_;  // most recently used first
-    std::unordered_map<Key, typename List::iterator, Hash, Equal> index_;
-    CacheFallbackStats stats_;
+    mutable detail::Mutex mutex_;
+    List lru_ BULWARK_GUARDED_BY(mutex_);  // most recently used first
+    std::unordered_map<Key, typename List::iterator, Hash, Equal> index_ BULWARK_GUARDED_BY(mutex_);
+    CacheFallbackStats stats_ BULWARK_GUARDED_BY(mutex_);
     Listeners<StaleServed> listeners_;
 };
 

@@ -11,7 +11,6 @@
 #include <exception>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -27,6 +26,7 @@
 #include <bulwark/clock.hpp>
 #include <bulwark/config.hpp>
 #include <bulwark/context.hpp>
+#include <bulwark/detail/mutex.hpp>
 #include <bulwark/detail/thread_slot.hpp>
 #include <bulwark/detail/throw.hpp>
 #include <bulwark/errors.hpp>
@@ -298,7 +298,7 @@ public:
     // A consistent snapshot. Takes the breaker's lock (not for the hot path).
     CircuitBreakerStats stats() const {
         const TimePoint now = clock_->now();
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         CircuitBreakerStats s;
         const std::uint64_t w = word_.load(std::memory_order_relaxed);
         s.state = state_of(w);
@@ -585,7 +585,7 @@ private:
             return;
         }
         const std::uint64_t epoch = epoch_of(now);
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         if (owned) {
             roll_stripe(stripe, epoch);
             stripe.bucket_end = origin_ + bucket_width_ * static_cast<std::int64_t>(epoch + 1);
@@ -601,14 +601,14 @@ private:
 
     // Under mutex_. Moves the stripe's finished bucket into the shared ring and starts counting
     // `epoch` with this call.
-    void roll_stripe(Stripe& stripe, std::uint64_t epoch) {
+    void roll_stripe(Stripe& stripe, std::uint64_t epoch) BULWARK_REQUIRES(mutex_) {
         flush_stripe(stripe);
         stripe.bucket_calls.store(1, std::memory_order_relaxed);
         // relaxed: readers of epoch/bucket_calls hold mutex_, which this thread holds too.
         stripe.epoch.store(epoch, std::memory_order_relaxed);
     }
 
-    void flush_stripe(Stripe& stripe) {
+    void flush_stripe(Stripe& stripe) BULWARK_REQUIRES(mutex_) {
         const std::uint64_t old_epoch = stripe.epoch.load(std::memory_order_relaxed);
         if (old_epoch == no_epoch) {
             return;
@@ -629,7 +629,7 @@ private:
         return epoch <= now_epoch && now_epoch - epoch < bucket_count_;
     }
 
-    Bucket& bucket_for(std::uint64_t epoch) {
+    Bucket& bucket_for(std::uint64_t epoch) BULWARK_REQUIRES(mutex_) {
         Bucket& b = buckets_[epoch % bucket_count_];
         if (b.epoch != epoch) {
             b = Bucket{epoch, 0, 0, 0};
@@ -638,7 +638,7 @@ private:
     }
 
     // Under mutex_.
-    WindowCounts window_counts(TimePoint coarse_now) const {
+    WindowCounts window_counts(TimePoint coarse_now) const BULWARK_REQUIRES(mutex_) {
         WindowCounts wc;
         if (!time_window_) {
             const std::uint64_t total = count_calls_since_reset();
@@ -678,7 +678,7 @@ private:
     }
 
     // Under mutex_: calls recorded in the current generation of a count window.
-    std::uint64_t count_calls_since_reset() const {
+    std::uint64_t count_calls_since_reset() const BULWARK_REQUIRES(mutex_) {
         std::uint64_t total = 0;
         for (const Stripe& stripe : stripes_) {
             const std::uint64_t now = stripe.successes.load(std::memory_order_relaxed) +
@@ -689,7 +689,7 @@ private:
     }
 
     // Under mutex_: empties the window.
-    void reset_window(TimePoint coarse_now) {
+    void reset_window(TimePoint coarse_now) BULWARK_REQUIRES(mutex_) {
         consecutive_failures_.store(0, std::memory_order_relaxed);
         failures_since_reset_ = 0;
         failure_positions_.clear();
@@ -712,7 +712,7 @@ private:
                                       bool slow, bool timed_out) {
         Transitions transitions;
         {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             if (probe != no_probe) {
                 release_probe(probe, word);
             }
@@ -762,7 +762,8 @@ private:
     }
 
     // Under mutex_.
-    void record_in_window(Stripe& stripe, bool owned, Result result, bool slow) {
+    void record_in_window(Stripe& stripe, bool owned, Result result, bool slow)
+        BULWARK_REQUIRES(mutex_) {
         if (result == Result::failure) {
             ++failures_since_reset_;
             consecutive_failures_.fetch_add(1, std::memory_order_relaxed);
@@ -801,7 +802,7 @@ private:
     }
 
     // Under mutex_, in the closed state, after a failure or a slow call was recorded.
-    void evaluate(TimePoint now, Transitions& transitions) {
+    void evaluate(TimePoint now, Transitions& transitions) BULWARK_REQUIRES(mutex_) {
         if (options_.failure_threshold > 0 &&
             consecutive_failures_.load(std::memory_order_relaxed) >= options_.failure_threshold) {
             open_breaker(now, TransitionReason::consecutive_failures, transitions);
@@ -822,14 +823,15 @@ private:
     }
 
     // Under mutex_: frees the probe's slot unless the slot was taken from it (it expired).
-    void release_probe(std::uint32_t probe, std::uint64_t word) {
+    void release_probe(std::uint32_t probe, std::uint64_t word) BULWARK_REQUIRES(mutex_) {
         if (probe < probes_.size() && probes_[probe].in_use && probes_[probe].word == word) {
             probes_[probe] = Probe{};
         }
     }
 
     // Under mutex_, in the half-open state, for a probe of the current period.
-    void record_probe(Result result, bool slow, TimePoint now, Transitions& transitions) {
+    void record_probe(Result result, bool slow, TimePoint now, Transitions& transitions)
+        BULWARK_REQUIRES(mutex_) {
         if (result == Result::failure || slow) {
             open_breaker(now, TransitionReason::probe_failed, transitions);
             return;
@@ -846,7 +848,8 @@ private:
     }
 
     // Under mutex_.
-    void open_breaker(TimePoint now, TransitionReason reason, Transitions& transitions) {
+    void open_breaker(TimePoint now, TransitionReason reason, Transitions& transitions)
+        BULWARK_REQUIRES(mutex_) {
         // A breaker opened from half-open has failed again without closing in between.
         const CircuitState from = state_of(word_.load(std::memory_order_relaxed));
         opens_in_row_ = from == CircuitState::half_open ? opens_in_row_ + 1 : 1;
@@ -860,7 +863,7 @@ private:
 
     // Under mutex_. Publishes the new state with a new generation.
     void transition(CircuitState to, TimePoint now, TransitionReason reason,
-                    Transitions& transitions) {
+                    Transitions& transitions) BULWARK_REQUIRES(mutex_) {
         const std::uint64_t old_word = word_.load(std::memory_order_relaxed);
         const std::uint64_t new_word =
             ((generation_of(old_word) + 1) << 3U) | static_cast<std::uint64_t>(to);
@@ -886,7 +889,7 @@ private:
     BULWARK_NOINLINE Permit acquire_slow(Permit permit) {
         Transitions transitions;
         {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             const TimePoint now = clock_->now();
             std::uint64_t w = word_.load(std::memory_order_relaxed);
             if (state_of(w) == CircuitState::open && break_over(now)) {
@@ -915,7 +918,8 @@ private:
     }
 
     // Under mutex_.
-    void admit_probe(Permit& permit, std::uint64_t w, TimePoint now, Transitions& transitions) {
+    void admit_probe(Permit& permit, std::uint64_t w, TimePoint now, Transitions& transitions)
+        BULWARK_REQUIRES(mutex_) {
         if (options_.half_open_max_wait > Duration::zero()) {
             bool expired_here = false;
             for (Probe& p : probes_) {
@@ -952,7 +956,7 @@ private:
     void manual_transition(CircuitState to) {
         Transitions transitions;
         {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             transition(to, clock_->now(), TransitionReason::manual, transitions);
         }
         emit(transitions);
@@ -1016,25 +1020,24 @@ private:
     alignas(detail::cache_line_size) std::atomic<std::uint32_t> consecutive_failures_{0};
     Stripe stripes_[stripe_count];
 
-    mutable std::mutex mutex_;
-    // Everything below is guarded by mutex_.
-    std::uint64_t failures_ = 0;
-    std::uint64_t slow_ = 0;
-    std::uint64_t timeouts_ = 0;
-    std::uint64_t opened_ = 0;
-    std::uint64_t expired_probes_ = 0;
-    std::uint64_t stale_successes_ = 0;
-    std::uint64_t stale_ignored_ = 0;
-    std::uint32_t opens_in_row_ = 0;
-    std::uint64_t failures_since_reset_ = 0;
-    std::deque<std::uint64_t> failure_positions_;
-    std::deque<std::uint64_t> slow_positions_;
-    std::vector<Bucket> buckets_;
-    std::uint64_t reset_epoch_ = 0;
-    std::vector<Probe> probes_;
-    std::uint32_t probes_admitted_ = 0;
-    std::uint32_t probes_succeeded_ = 0;
-    TimePoint state_since_{};
+    mutable detail::Mutex mutex_;
+    std::uint64_t failures_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t slow_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t timeouts_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t opened_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t expired_probes_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t stale_successes_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t stale_ignored_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint32_t opens_in_row_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t failures_since_reset_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::deque<std::uint64_t> failure_positions_ BULWARK_GUARDED_BY(mutex_);
+    std::deque<std::uint64_t> slow_positions_ BULWARK_GUARDED_BY(mutex_);
+    std::vector<Bucket> buckets_ BULWARK_GUARDED_BY(mutex_);
+    std::uint64_t reset_epoch_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::vector<Probe> probes_ BULWARK_GUARDED_BY(mutex_);
+    std::uint32_t probes_admitted_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint32_t probes_succeeded_ BULWARK_GUARDED_BY(mutex_) = 0;
+    TimePoint state_since_ BULWARK_GUARDED_BY(mutex_){};
 
     Listeners<StateChange> state_changes_;
 };

@@ -6,8 +6,6 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
-#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -15,6 +13,7 @@
 
 #include <bulwark/circuit_breaker.hpp>
 #include <bulwark/clock.hpp>
+#include <bulwark/detail/mutex.hpp>
 #include <bulwark/events.hpp>
 
 namespace bulwark {
@@ -53,13 +52,13 @@ public:
             detail::throw_invalid_argument("CircuitBreakerRegistry::get: the name is empty");
         }
         {
-            std::shared_lock<std::shared_mutex> lock(mutex_);
+            detail::SharedLock lock(mutex_);
             auto it = breakers_.find(name);
             if (it != breakers_.end()) {
                 return *it->second;
             }
         }
-        std::unique_lock<std::shared_mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         auto it = breakers_.find(name);
         if (it != breakers_.end()) {
             return *it->second;
@@ -75,7 +74,7 @@ public:
 
     // The breaker named `name`, or nullptr.
     CircuitBreaker* find(const std::string& name) const {
-        std::shared_lock<std::shared_mutex> lock(mutex_);
+        detail::SharedLock lock(mutex_);
         auto it = breakers_.find(name);
         return it == breakers_.end() ? nullptr : it->second.get();
     }
@@ -83,14 +82,14 @@ public:
     // Calls f(CircuitBreaker&) for each breaker, in name order. Do not create breakers from f.
     template <class F>
     void for_each(F&& f) const {
-        std::shared_lock<std::shared_mutex> lock(mutex_);
+        detail::SharedLock lock(mutex_);
         for (const auto& entry : breakers_) {
             f(*entry.second);
         }
     }
 
     std::vector<std::string> names() const {
-        std::shared_lock<std::shared_mutex> lock(mutex_);
+        detail::SharedLock lock(mutex_);
         std::vector<std::string> out;
         out.reserve(breakers_.size());
         for (const auto& entry : breakers_) {
@@ -100,7 +99,7 @@ public:
     }
 
     std::size_t size() const {
-        std::shared_lock<std::shared_mutex> lock(mutex_);
+        detail::SharedLock lock(mutex_);
         return breakers_.size();
     }
 
@@ -125,8 +124,9 @@ private:
     Clock* const clock_;
     // Declared before the breakers, whose forwarders use it: destroyed after them.
     Listeners<StateChange> listeners_;
-    mutable std::shared_mutex mutex_;
-    std::map<std::string, std::unique_ptr<CircuitBreaker>, std::less<>> breakers_;
+    mutable detail::SharedMutex mutex_;
+    std::map<std::string, std::unique_ptr<CircuitBreaker>, std::less<>> breakers_
+        BULWARK_GUARDED_BY(mutex_);
 };
 
 using CircuitBreakerRegistry = BasicCircuitBreakerRegistry<>;

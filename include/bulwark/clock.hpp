@@ -16,6 +16,7 @@
 #endif
 
 #include <bulwark/config.hpp>
+#include <bulwark/detail/mutex.hpp>
 #include <bulwark/detail/throw.hpp>
 #include <bulwark/time.hpp>
 
@@ -179,7 +180,7 @@ public:
     // Records `d` and advances by it (a negative request is recorded and does not move time).
     void sleep_for(Duration d) override {
         {
-            std::lock_guard<std::mutex> lock(sleeps_mutex_);
+            detail::LockGuard lock(sleeps_mutex_);
             sleeps_.push_back(d);
         }
         if (d > Duration::zero()) {
@@ -196,18 +197,18 @@ public:
 
     // Every sleep_for request so far, in the order made.
     std::vector<Duration> sleeps() const {
-        std::lock_guard<std::mutex> lock(sleeps_mutex_);
+        detail::LockGuard lock(sleeps_mutex_);
         return sleeps_;
     }
 
     std::size_t sleep_count() const {
-        std::lock_guard<std::mutex> lock(sleeps_mutex_);
+        detail::LockGuard lock(sleeps_mutex_);
         return sleeps_.size();
     }
 
     // Sum of all positive sleep requests.
     Duration total_slept() const {
-        std::lock_guard<std::mutex> lock(sleeps_mutex_);
+        detail::LockGuard lock(sleeps_mutex_);
         Duration total{0};
         for (Duration d : sleeps_) {
             if (d > Duration::zero()) {
@@ -218,15 +219,15 @@ public:
     }
 
     void clear_sleeps() {
-        std::lock_guard<std::mutex> lock(sleeps_mutex_);
+        detail::LockGuard lock(sleeps_mutex_);
         sleeps_.clear();
     }
 
 private:
     const TimePoint start_;
     std::atomic<std::int64_t> now_ns_;
-    mutable std::mutex sleeps_mutex_;
-    std::vector<Duration> sleeps_;
+    mutable detail::Mutex sleeps_mutex_;
+    std::vector<Duration> sleeps_ BULWARK_GUARDED_BY(sleeps_mutex_);
 };
 
 // The process-wide SteadyClock that components use when no clock is given.

@@ -41,6 +41,33 @@
 #define BULWARK_UNLIKELY(x) (x)
 #endif
 
+// Clang's thread-safety analysis (-Wthread-safety): which mutex guards a member, and which
+// functions acquire, release or need it. Empty for other compilers. bulwark's own mutexes and
+// locks carry them (detail/mutex.hpp); libstdc++'s do not.
+#if defined(__clang__)
+#define BULWARK_THREAD_ANNOTATION(x) __attribute__((x))
+#else
+#define BULWARK_THREAD_ANNOTATION(x)
+#endif
+#define BULWARK_CAPABILITY(x) BULWARK_THREAD_ANNOTATION(capability(x))
+#define BULWARK_SCOPED_CAPABILITY BULWARK_THREAD_ANNOTATION(scoped_lockable)
+#define BULWARK_GUARDED_BY(x) BULWARK_THREAD_ANNOTATION(guarded_by(x))
+#define BULWARK_PT_GUARDED_BY(x) BULWARK_THREAD_ANNOTATION(pt_guarded_by(x))
+#define BULWARK_REQUIRES(...) BULWARK_THREAD_ANNOTATION(requires_capability(__VA_ARGS__))
+#define BULWARK_REQUIRES_SHARED(...) \
+    BULWARK_THREAD_ANNOTATION(requires_shared_capability(__VA_ARGS__))
+#define BULWARK_ACQUIRE(...) BULWARK_THREAD_ANNOTATION(acquire_capability(__VA_ARGS__))
+#define BULWARK_ACQUIRE_SHARED(...) \
+    BULWARK_THREAD_ANNOTATION(acquire_shared_capability(__VA_ARGS__))
+#define BULWARK_RELEASE(...) BULWARK_THREAD_ANNOTATION(release_capability(__VA_ARGS__))
+#define BULWARK_RELEASE_SHARED(...) \
+    BULWARK_THREAD_ANNOTATION(release_shared_capability(__VA_ARGS__))
+#define BULWARK_TRY_ACQUIRE(...) BULWARK_THREAD_ANNOTATION(try_acquire_capability(__VA_ARGS__))
+#define BULWARK_TRY_ACQUIRE_SHARED(...) \
+    BULWARK_THREAD_ANNOTATION(try_acquire_shared_capability(__VA_ARGS__))
+#define BULWARK_EXCLUDES(...) BULWARK_THREAD_ANNOTATION(locks_excluded(__VA_ARGS__))
+#define BULWARK_NO_THREAD_SAFETY_ANALYSIS BULWARK_THREAD_ANNOTATION(no_thread_safety_analysis)
+
 namespace bulwark {
 namespace detail {
 // std::hardware_destructive_interference_size is unreliable on GCC 12 (it warns when used in a

@@ -10,7 +10,6 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -19,6 +18,7 @@
 
 #include <bulwark/clock.hpp>
 #include <bulwark/degradation_level.hpp>
+#include <bulwark/detail/mutex.hpp>
 #include <bulwark/detail/throw.hpp>
 #include <bulwark/events.hpp>
 #include <bulwark/health_check.hpp>
@@ -102,15 +102,15 @@ public:
     ~BasicDegradation() { unfollow(); }
 
     std::string reason() const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         return reason_;
     }
     TimePoint since() const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         return since_;
     }
     bool overridden() const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         return override_.has_value();
     }
     Duration hold() const noexcept { return hold_; }
@@ -119,7 +119,7 @@ public:
     void set_level(DegradationLevel level, std::string reason) {
         Pending pending;
         {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             override_ = level;
             publish(level, std::move(reason), true, pending);
         }
@@ -130,7 +130,7 @@ public:
     void clear_override() {
         Pending pending;
         {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             if (!override_) {
                 return;
             }
@@ -147,7 +147,7 @@ public:
     void observe(DegradationLevel computed, std::string reason) {
         Pending pending;
         {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             const TimePoint now = clock_->now();
             if (computed >= automatic_) {
                 lower_since_.reset();
@@ -188,7 +188,7 @@ public:
     bool enabled(std::string_view feature, DegradationLevel disable_at) const {
         // acquire: pairs with force_feature()'s release; the map is read under the lock.
         if (BULWARK_UNLIKELY(features_forced_.load(std::memory_order_acquire))) {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             auto it = forced_.find(feature);
             if (it != forced_.end()) {
                 return it->second;
@@ -199,12 +199,12 @@ public:
 
     // Forces a feature on or off whatever the level (an admin switch); clear_feature() undoes it.
     void force_feature(std::string feature, bool on) {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         forced_[std::move(feature)] = on;
         features_forced_.store(true, std::memory_order_release);
     }
     void clear_feature(std::string_view feature) {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         auto it = forced_.find(feature);
         if (it != forced_.end()) {
             forced_.erase(it);
@@ -223,10 +223,9 @@ public:
         if (!map) {
             detail::throw_invalid_argument("Degradation::follow: the mapping is empty");
         }
-        std::lock_guard<std::mutex> calls(follow_calls_mutex_);
+        detail::LockGuard calls(follow_calls_mutex_);
         unfollow_locked();
-        auto state = std::make_shared<FollowState>();
-        state->owner = this;
+        auto state = std::make_shared<FollowState>(this);
         state->read = [&monitor, &resources, map = std::move(map)] {
             return assess(monitor.report(), resources.report(), map);
         };
@@ -246,7 +245,7 @@ public:
             throw;
         }
         {
-            std::lock_guard<std::mutex> lock(follow_mutex_);
+            detail::LockGuard lock(follow_mutex_);
             follow_ = state;
         }
         run_followed(*state);
@@ -255,7 +254,7 @@ public:
     // Stops following and returns once no callback from the sources is still running it; does
     // nothing if not following.
     void unfollow() {
-        std::lock_guard<std::mutex> calls(follow_calls_mutex_);
+        detail::LockGuard calls(follow_calls_mutex_);
         unfollow_locked();
     }
 
@@ -265,7 +264,7 @@ public:
     void refresh() {
         std::shared_ptr<FollowState> state;
         {
-            std::lock_guard<std::mutex> lock(follow_mutex_);
+            detail::LockGuard lock(follow_mutex_);
             state = follow_;
         }
         if (state) {
@@ -295,7 +294,8 @@ private:
     };
 
     // Under mutex_: makes `level` the level in force.
-    void publish(DegradationLevel level, std::string reason, bool manual, Pending& pending) {
+    void publish(DegradationLevel level, std::string reason, bool manual, Pending& pending)
+        BULWARK_REQUIRES(mutex_) {
         const auto old = static_cast<DegradationLevel>(level_.load(std::memory_order_relaxed));
         const TimePoint now = clock_->now();
         if (old != level) {
@@ -317,10 +317,12 @@ private:
     // What follow() set up, shared with the sources' listeners so that a callback never
     // touches a Degradation that is gone.
     struct FollowState {
-        std::mutex mutex;
+        explicit FollowState(BasicDegradation* o) : owner(o) {}
+
+        detail::Mutex mutex;
         std::condition_variable idle;
-        BasicDegradation* owner = nullptr;  // null once unfollowed; guarded by mutex
-        std::size_t running = 0;            // callbacks inside run_followed(); guarded by mutex
+        BasicDegradation* owner BULWARK_GUARDED_BY(mutex) = nullptr;  // null once unfollowed
+        std::size_t running BULWARK_GUARDED_BY(mutex) = 0;  // callbacks inside run_followed()
         std::function<std::pair<DegradationLevel, std::string>()> read;  // the level and why
         std::function<void()> stop;                                      // removes the listeners
     };
@@ -336,7 +338,7 @@ private:
         }
         BasicDegradation* owner = nullptr;
         {
-            std::lock_guard<std::mutex> lock(state.mutex);
+            detail::LockGuard lock(state.mutex);
             owner = state.owner;
             if (owner == nullptr) {
                 return;
@@ -348,7 +350,7 @@ private:
             FollowState& state;
             ~Leave() {
                 active.pop_back();
-                std::lock_guard<std::mutex> lock(state.mutex);
+                detail::LockGuard lock(state.mutex);
                 --state.running;
                 state.idle.notify_all();
             }
@@ -358,22 +360,24 @@ private:
     }
 
     // Under follow_calls_mutex_.
-    void unfollow_locked() {
+    void unfollow_locked() BULWARK_REQUIRES(follow_calls_mutex_) {
         std::shared_ptr<FollowState> state;
         {
-            std::lock_guard<std::mutex> lock(follow_mutex_);
+            detail::LockGuard lock(follow_mutex_);
             state = std::move(follow_);
         }
         if (!state) {
             return;
         }
         {
-            std::lock_guard<std::mutex> lock(state->mutex);
+            detail::LockGuard lock(state->mutex);
             state->owner = nullptr;
         }
         state->stop();
-        std::unique_lock<std::mutex> lock(state->mutex);
-        state->idle.wait(lock, [&] { return state->running == 0; });
+        detail::UniqueLock lock(state->mutex);
+        while (state->running != 0) {
+            state->idle.wait(lock.native());
+        }
     }
 
     // The mapped level and a reason naming what is wrong:
@@ -406,20 +410,20 @@ private:
 
     Clock* const clock_;
     const Duration hold_;
-    std::mutex follow_calls_mutex_;  // serialises follow() and unfollow()
-    std::mutex follow_mutex_;        // guards follow_
-    std::shared_ptr<FollowState> follow_;
+    detail::Mutex follow_calls_mutex_;  // serialises follow() and unfollow()
+    detail::Mutex follow_mutex_;        // guards follow_
+    std::shared_ptr<FollowState> follow_ BULWARK_GUARDED_BY(follow_mutex_);
     std::atomic<bool> features_forced_{false};
 
-    mutable std::mutex mutex_;
-    std::string reason_;                                     // guarded by mutex_
-    TimePoint since_{};                                      // guarded by mutex_
-    std::optional<DegradationLevel> override_;               // guarded by mutex_
-    DegradationLevel automatic_ = DegradationLevel::normal;  // guarded by mutex_
-    std::string automatic_reason_;                           // guarded by mutex_
-    std::optional<TimePoint> lower_since_;                   // guarded by mutex_
-    DegradationLevel lower_max_ = DegradationLevel::normal;  // guarded by mutex_
-    std::map<std::string, bool, std::less<>> forced_;        // guarded by mutex_
+    mutable detail::Mutex mutex_;
+    std::string reason_ BULWARK_GUARDED_BY(mutex_);
+    TimePoint since_ BULWARK_GUARDED_BY(mutex_){};
+    std::optional<DegradationLevel> override_ BULWARK_GUARDED_BY(mutex_);
+    DegradationLevel automatic_ BULWARK_GUARDED_BY(mutex_) = DegradationLevel::normal;
+    std::string automatic_reason_ BULWARK_GUARDED_BY(mutex_);
+    std::optional<TimePoint> lower_since_ BULWARK_GUARDED_BY(mutex_);
+    DegradationLevel lower_max_ BULWARK_GUARDED_BY(mutex_) = DegradationLevel::normal;
+    std::map<std::string, bool, std::less<>> forced_ BULWARK_GUARDED_BY(mutex_);
     Listeners<DegradationChange> changes_;
 };
 

@@ -8,10 +8,10 @@
 #include <cstdio>
 #include <exception>
 #include <functional>
-#include <mutex>
 #include <utility>
 
 #include <bulwark/config.hpp>
+#include <bulwark/detail/mutex.hpp>
 #include <bulwark/detail/throw.hpp>
 
 namespace bulwark {
@@ -105,7 +105,7 @@ public:
         }
         auto* node = new Node{std::move(callback)};
         node->id = detail::next_listener_id();
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         // release: publishes the node's callback to emitters that load the link with acquire.
         if (tail_ == nullptr) {
             head_.store(node, std::memory_order_release);
@@ -119,7 +119,7 @@ public:
     // Stops calling the listener; returns false if `id` is unknown or already removed. A call of
     // it that is already running on another thread finishes.
     bool remove(ListenerId id) noexcept {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         for (Node* node = head_.load(std::memory_order_acquire); node != nullptr;
              node = node->next.load(std::memory_order_acquire)) {
             if (node->id == id) {
@@ -171,8 +171,8 @@ private:
     };
 
     std::atomic<Node*> head_{nullptr};
-    Node* tail_ = nullptr;  // guarded by mutex_
-    std::mutex mutex_;
+    Node* tail_ BULWARK_GUARDED_BY(mutex_) = nullptr;
+    detail::Mutex mutex_;
 };
 
 }  // namespace bulwark

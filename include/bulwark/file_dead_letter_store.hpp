@@ -8,7 +8,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
-#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -24,6 +23,7 @@
 #include <bulwark/detail/indexed_dead_letter_store.hpp>
 #include <bulwark/detail/journal.hpp>
 #include <bulwark/detail/journal_file.hpp>
+#include <bulwark/detail/mutex.hpp>
 #include <bulwark/detail/throw.hpp>
 #include <bulwark/file_dead_letter_store_errors.hpp>
 #include <bulwark/file_dead_letter_store_options.hpp>
@@ -49,7 +49,8 @@ class BasicFileDeadLetterStore
     using Base = detail::IndexedDeadLetterStore<BasicFileDeadLetterStore<Tag>>;
     friend Base;
     // The base is dependent (a template of this one): name what the store uses of it.
-    using Iterator = typename Base::Index::const_iterator;
+    using Index = typename Base::Index;
+    using Iterator = typename Index::const_iterator;
     using Seq = typename Base::Seq;
     using Base::counters_;
     using Base::index_;
@@ -65,38 +66,44 @@ public:
         : Base(Base::checked_limits(options), clock),
           options_(options),
           journal_(fs, clock, std::move(directory), options_) {
-        journal_.open([this](const Record& r) { apply(r); },
-                      [this](std::uint64_t salt) { return snapshot(salt); });
+        // Unlocked, as the constructor is: nothing else can reach the store yet. The analysis
+        // skips constructors but not the lambdas in them.
+        journal_.open([this](const Record& r) BULWARK_NO_THREAD_SAFETY_ANALYSIS { apply(r); },
+                      [this](std::uint64_t salt)
+                          BULWARK_NO_THREAD_SAFETY_ANALYSIS { return snapshot(salt); });
     }
 
     // Syncs what is unsynced (sync=batch), ignoring errors.
     ~BasicFileDeadLetterStore() override {
         try {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             journal_.sync_unsynced_batch();
         } catch (...) {  // NOLINT(bugprone-empty-catch): a destructor reports nothing
         }
     }
 
     const FileDeadLetterStoreOptions& options() const noexcept { return options_; }
-    const std::string& directory() const noexcept { return journal_.directory(); }
+    // Unlocked: the directory is fixed when the journal is made.
+    const std::string& directory() const noexcept BULWARK_NO_THREAD_SAFETY_ANALYSIS {
+        return journal_.directory();
+    }
 
     // Makes every record written so far durable (for sync=batch or none). Throws
     // DeadLetterJournalIoError (and poisons) if the sync fails, DeadLetterStorePoisonedError on
     // a poisoned store.
     void sync() {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         journal_.check_writable();
         journal_.sync();
     }
 
     bool poisoned() const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         return journal_.poisoned();
     }
 
     JournalStats journal_stats() const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         JournalStats s = journal_.stats();
         s.live_bytes = live_bytes_;
         return s;
@@ -108,7 +115,7 @@ protected:
         if (limit == 0) {
             return 0;
         }
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         std::vector<Record> records;
         index_.scan(query, [&](Iterator it) {
             if (it->second.status == DeadLetterStatus::pending) {
@@ -129,7 +136,7 @@ protected:
         if (limit == 0) {
             return 0;
         }
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         std::size_t matched = 0;
         std::vector<Record> records;
         index_.scan(query, [&](Iterator it) {
@@ -153,7 +160,7 @@ protected:
     }
 
     std::size_t do_purge(WallTime older_than) override {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         std::vector<Record> records;
         for (const auto& entry : index_) {
             if (entry.second.created < older_than) {
@@ -172,7 +179,7 @@ private:
 
     // ---- the hooks IndexedDeadLetterStore calls, with mutex_ held ----------------------------
 
-    std::string store_new(DeadLetter letter, bool evict) {
+    std::string store_new(DeadLetter letter, bool evict) BULWARK_REQUIRES(mutex_) {
         std::vector<Record> records(1);
         records[0].type = detail::journal::RecordType::add;
         records[0].letter = std::move(letter);
@@ -189,9 +196,9 @@ private:
         return id;
     }
 
-    void check_writable() const { journal_.check_writable(); }
+    void check_writable() const BULWARK_REQUIRES(mutex_) { journal_.check_writable(); }
 
-    void check_redrive_continues(const ReprocessResult& so_far) const {
+    void check_redrive_continues(const ReprocessResult& so_far) const BULWARK_REQUIRES(mutex_) {
         if (journal_.poisoned()) {  // meanwhile, by another call: stop before resending
             throw DeadLetterReprocessInterruptedError(
                 "bulwark::FileDeadLetterStore: reprocess stopped: " + journal_.directory() +
@@ -203,7 +210,7 @@ private:
     // The outcome counts only once journaled. An outcome for a record removed while the handler
     // ran is journaled without an id: it only counts.
     void record_outcome(Seq seq, const DeadLetter& copy, bool resent, DeadLetterAttempt attempt,
-                        const ReprocessResult& so_far) {
+                        const ReprocessResult& so_far) BULWARK_REQUIRES(mutex_) {
         Record r;
         r.type = detail::journal::RecordType::outcome;
         const auto it = index_.find_seq(seq);
@@ -231,7 +238,7 @@ private:
 
     // ---- replay: the one place where records change the index -------------------------------
 
-    void apply(const Record& r) {
+    void apply(const Record& r) BULWARK_REQUIRES(mutex_) {
         namespace j = detail::journal;
         switch (r.type) {
             case j::RecordType::add: {
@@ -248,15 +255,15 @@ private:
             case j::RecordType::dismiss: {
                 const auto it = index_.find(r.id);
                 if (it != index_.end() && it->second.status == DeadLetterStatus::pending) {
-                    modify(it, [&] { index_.dismiss(it, r.text); });
+                    modify(it, [&](Index& index) { index.dismiss(it, r.text); });
                 }
                 return;
             }
             case j::RecordType::outcome: {
                 const auto it = r.id.empty() ? index_.end() : index_.find(r.id);
                 if (it != index_.end()) {
-                    modify(it, [&] {
-                        index_.record_redrive(it, r.resent, r.attempt, options_.max_attempts);
+                    modify(it, [&](Index& index) {
+                        index.record_redrive(it, r.resent, r.attempt, options_.max_attempts);
                     });
                 }
                 ++(r.resent ? counters_.resent : counters_.redrive_failures);
@@ -265,7 +272,7 @@ private:
             case j::RecordType::categorize: {
                 const auto it = index_.find(r.id);
                 if (it != index_.end()) {
-                    modify(it, [&] { index_.categorize(it, r.text, r.tags); });
+                    modify(it, [&](Index& index) { index.categorize(it, r.text, r.tags); });
                 }
                 return;
             }
@@ -289,11 +296,12 @@ private:
         }
     }
 
-    // Runs `change` on the record at `it`, keeping live_bytes_ right.
+    // Runs change(index_) on the record at `it`, keeping live_bytes_ right. The index is passed
+    // in, not captured, so that the thread-safety analysis sees it used under mutex_.
     template <class Change>
-    void modify(Iterator it, Change&& change) {
+    void modify(Iterator it, Change&& change) BULWARK_REQUIRES(mutex_) {
         const std::uint64_t before = detail::journal::snapshot_frame_size(it->second);
-        change();
+        change(index_);
         live_bytes_ = live_bytes_ - before + detail::journal::snapshot_frame_size(it->second);
     }
 
@@ -301,7 +309,7 @@ private:
 
     // Journals `records` (all or none), then applies them; returns how many. Throws what
     // JournalFile::append throws, having applied nothing.
-    std::size_t commit_and_apply(const std::vector<Record>& records) {
+    std::size_t commit_and_apply(const std::vector<Record>& records) BULWARK_REQUIRES(mutex_) {
         if (records.empty()) {
             return 0;
         }
@@ -313,20 +321,25 @@ private:
         return records.size();
     }
 
-    void maybe_compact() {
-        journal_.maybe_compact(live_bytes_, [this](std::uint64_t salt) { return snapshot(salt); });
+    void maybe_compact() BULWARK_REQUIRES(mutex_) {
+        // The lambda runs within maybe_compact(), with mutex_ still held; the analysis checks a
+        // lambda as a function of its own and cannot know that.
+        journal_.maybe_compact(live_bytes_,
+                               [this](std::uint64_t salt)
+                                   BULWARK_NO_THREAD_SAFETY_ANALYSIS { return snapshot(salt); });
     }
 
     // What a compaction writes: the counters and every record.
-    std::string snapshot(std::uint64_t salt) const {
+    std::string snapshot(std::uint64_t salt) const BULWARK_REQUIRES(mutex_) {
         return detail::journal_snapshot(salt, counters_, index_);
     }
 
     const FileDeadLetterStoreOptions options_;
     // Guarded by mutex_, as are the index and the counters (whose duplicate_adds_ and rejected_*
     // count since open).
-    detail::JournalFile journal_;
-    std::uint64_t live_bytes_ = detail::journal_snapshot_base_size();  // snapshot()'s size
+    detail::JournalFile journal_ BULWARK_GUARDED_BY(mutex_);
+    // snapshot()'s size.
+    std::uint64_t live_bytes_ BULWARK_GUARDED_BY(mutex_) = detail::journal_snapshot_base_size();
 };
 
 using FileDeadLetterStore = BasicFileDeadLetterStore<>;

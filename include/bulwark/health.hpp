@@ -11,7 +11,6 @@
 #include <exception>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -25,6 +24,7 @@
 #include <bulwark/clock.hpp>
 #include <bulwark/detail/health_core.hpp>
 #include <bulwark/detail/json.hpp>
+#include <bulwark/detail/mutex.hpp>
 #include <bulwark/detail/throw.hpp>
 #include <bulwark/detail/traits.hpp>
 #include <bulwark/events.hpp>
@@ -111,7 +111,7 @@ public:
 
     // Starts the scheduler thread (once; a second start() does nothing).
     void start() {
-        std::lock_guard<std::mutex> lock(thread_mutex_);
+        detail::LockGuard lock(thread_mutex_);
         if (scheduler_.joinable()) {
             return;
         }
@@ -123,7 +123,7 @@ public:
     // scheduler never waits for a check with a timeout. Checks in flight go on; start() again
     // resumes.
     void stop() {
-        std::lock_guard<std::mutex> lock(thread_mutex_);
+        detail::LockGuard lock(thread_mutex_);
         if (!scheduler_.joinable()) {
             return;
         }
@@ -132,7 +132,7 @@ public:
     }
 
     bool running() const {
-        std::lock_guard<std::mutex> lock(thread_mutex_);
+        detail::LockGuard lock(thread_mutex_);
         return scheduler_.joinable();
     }
 
@@ -166,8 +166,8 @@ private:
     using Core = detail::BasicHealthCore<Tag>;
 
     std::shared_ptr<Core> core_;
-    mutable std::mutex thread_mutex_;
-    std::thread scheduler_;  // guarded by thread_mutex_
+    mutable detail::Mutex thread_mutex_;
+    std::thread scheduler_ BULWARK_GUARDED_BY(thread_mutex_);
 };
 
 using HealthMonitor = BasicHealthMonitor<>;

@@ -13,7 +13,6 @@
 #include <exception>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -176,7 +175,7 @@ public:
     ~BasicHedging() {
         std::thread timer;
         {
-            std::lock_guard<std::mutex> lock(timer_mutex_);
+            detail::LockGuard lock(timer_mutex_);
             timer_stop_ = true;
             timer = std::move(timer_);
         }
@@ -243,7 +242,7 @@ public:
         }
         call->finish(0, call->attempt(0));  // the primary, on this thread
         conclude(true);
-        const std::uint32_t winner = call->winner;
+        const std::uint32_t winner = call->final_winner();
         if (winner == 0) {
             primary_wins_.fetch_add(1, std::memory_order_relaxed);
         } else if (winner != no_winner) {
@@ -296,15 +295,19 @@ private:
         // Caller thread: waits for the race's result (or, on an exceptional exit, ends the race),
         // cancels the losers and waits until every attempt that started has returned.
         void conclude(bool wait_for_result) {
-            std::unique_lock<std::mutex> lock(mutex_);
+            detail::UniqueLock lock(mutex_);
             if (wait_for_result) {
-                cv_.wait(lock, [&] { return closed_; });
+                while (!closed_) {
+                    cv_.wait(lock.native());
+                }
             } else if (!closed_) {
                 close_locked();
             }
             if (running_ != 0) {
                 race_->cancel();
-                cv_.wait(lock, [&] { return running_ == 0; });
+                while (running_ != 0) {
+                    cv_.wait(lock.native());
+                }
             }
         }
 
@@ -312,7 +315,7 @@ private:
         void start_next(HedgeReason reason) {
             std::uint32_t index = 0;
             {
-                std::lock_guard<std::mutex> lock(mutex_);
+                detail::LockGuard lock(mutex_);
                 index = reserve_locked(timed() ? owner_->clock_->now() : TimePoint{});
             }
             if (index != 0) {
@@ -326,7 +329,7 @@ private:
             std::uint32_t index = 0;
             TimePoint again = TimePoint::max();
             {
-                std::lock_guard<std::mutex> lock(mutex_);
+                detail::LockGuard lock(mutex_);
                 if (closed_ || launched_ >= max_extra_) {
                     return TimePoint::max();
                 }
@@ -357,8 +360,12 @@ private:
         TimePoint timer_deadline{};
         bool timer_linked = false;
         bool timer_done = false;  // the call is over: never link it again
-        // The attempt whose outcome was accepted; read by the caller once the race is over.
-        std::uint32_t winner = no_winner;
+        // The attempt whose outcome was accepted.
+        std::uint32_t winner BULWARK_GUARDED_BY(mutex_) = no_winner;
+
+        // Caller thread, once the race is over: as take_answer(), no other thread writes winner
+        // any more and conclude()'s wait ordered their writes before this read.
+        std::uint32_t final_winner() const BULWARK_NO_THREAD_SAFETY_ANALYSIS { return winner; }
 
     protected:
         bool timed() const noexcept {
@@ -367,7 +374,7 @@ private:
 
         // Under mutex_: claims the next hedge if the race is open, hedges remain and the caller's
         // context is not cancelled. Returns its index, or 0.
-        std::uint32_t reserve_locked(TimePoint now) {
+        std::uint32_t reserve_locked(TimePoint now) BULWARK_REQUIRES(mutex_) {
             // The caller's frame (race_) is alive: the race is open, so the caller is waiting.
             if (closed_ || launched_ >= max_extra_ || race_->cancelled()) {
                 return 0;
@@ -379,7 +386,7 @@ private:
             return index;
         }
 
-        void close_locked() {
+        void close_locked() BULWARK_REQUIRES(mutex_) {
             closed_ = true;
             cv_.notify_all();
         }
@@ -403,7 +410,7 @@ private:
 
         // Attempt `index` may run (under mutex_): marks it running, or done if the race is over.
         bool begin(std::uint32_t index) {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             if (slots_[index] != Slot::reserved) {
                 return false;  // ran already (an executor that ran a copy of the task twice)
             }
@@ -419,7 +426,7 @@ private:
 
         // A hedged attempt is done with the caller's frame and the policy.
         void leave() {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             if (--running_ == 0) {
                 cv_.notify_all();
             }
@@ -431,13 +438,15 @@ private:
         const std::uint32_t max_extra_;
         const Duration delay_;
 
-        std::mutex mutex_;
+        detail::Mutex mutex_;
         std::condition_variable cv_;  // the caller waits on it
-        std::array<Slot, HedgingOptions::max_extra_attempts_limit + 1> slots_{};  // guarded
-        std::uint32_t launched_ = 0;     // hedges reserved; guarded by mutex_
-        std::uint32_t outstanding_ = 1;  // reserved attempts not yet done; guarded by mutex_
-        std::uint32_t running_ = 0;      // hedges running the call now; guarded by mutex_
-        bool closed_ = false;            // the race is over; guarded by mutex_
+        std::array<Slot, HedgingOptions::max_extra_attempts_limit + 1> slots_
+            BULWARK_GUARDED_BY(mutex_){};
+        std::uint32_t launched_ BULWARK_GUARDED_BY(mutex_) = 0;  // hedges reserved
+        // Reserved attempts not yet done.
+        std::uint32_t outstanding_ BULWARK_GUARDED_BY(mutex_) = 1;
+        std::uint32_t running_ BULWARK_GUARDED_BY(mutex_) = 0;  // hedges running the call now
+        bool closed_ BULWARK_GUARDED_BY(mutex_) = false;        // the race is over
     };
 
     // A hedged attempt handed to the executor. Destroyed unrun, it reports the attempt failed.
@@ -506,7 +515,7 @@ private:
             bool won = false;
             std::uint32_t next_hedge = 0;
             {
-                std::lock_guard<std::mutex> lock(mutex_);
+                detail::LockGuard lock(mutex_);
                 slots_[index] = Slot::done;
                 --outstanding_;
                 if (!closed_) {
@@ -536,7 +545,7 @@ private:
         }
 
         void fail_unstarted(std::uint32_t index, std::exception_ptr error) noexcept override {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             if (slots_[index] != Slot::reserved) {
                 return;
             }
@@ -561,8 +570,9 @@ private:
             }
         }
 
-        // Caller thread, once the race is over and no attempt runs.
-        O take_answer() {
+        // Caller thread, once the race is over and no attempt runs (so no other thread touches
+        // answer_ any more: conclude()'s wait ordered their writes before this read).
+        O take_answer() BULWARK_NO_THREAD_SAFETY_ANALYSIS {
             if (BULWARK_UNLIKELY(!answer_)) {
                 return O::from_error(std::make_exception_ptr(
                     std::logic_error("bulwark::Hedging: the race ended without an outcome")));
@@ -571,8 +581,9 @@ private:
         }
 
     private:
-        N* const next_;            // on the caller's frame: used only while the caller waits
-        std::optional<O> answer_;  // the winner's outcome, or the latest failure; guarded
+        N* const next_;  // on the caller's frame: used only while the caller waits
+        // The winner's outcome, or the latest failure.
+        std::optional<O> answer_ BULWARK_GUARDED_BY(mutex_);
     };
 
     // The internal pool or the user's executor.
@@ -583,7 +594,7 @@ private:
         }
         detail::HedgingPool* pool = nullptr;
         {
-            std::lock_guard<std::mutex> lock(pool_mutex_);
+            detail::LockGuard lock(pool_mutex_);
             if (!pool_) {
                 pool_ = std::make_unique<detail::HedgingPool>(options_.max_extra_attempts);
             }
@@ -597,7 +608,7 @@ private:
     // timer_wake_, a call whose deadline is not earlier needs no wake-up; after a quiet period of
     // one delay it sleeps until a call wakes it.
     void schedule(CallBase& call) {
-        std::unique_lock<std::mutex> lock(timer_mutex_);
+        detail::UniqueLock lock(timer_mutex_);
         // Read under the lock, so a deadline is never earlier than the timer_wake_ of a quiet
         // period that began before it.
         const TimePoint now = clock_->now();
@@ -618,14 +629,14 @@ private:
     }
 
     void unschedule(CallBase& call) {
-        std::lock_guard<std::mutex> lock(timer_mutex_);
+        detail::LockGuard lock(timer_mutex_);
         call.timer_done = true;
         if (call.timer_linked) {
             unlink_locked(call);
         }
     }
 
-    void link_locked(CallBase& call, TimePoint deadline) noexcept {
+    void link_locked(CallBase& call, TimePoint deadline) noexcept BULWARK_REQUIRES(timer_mutex_) {
         call.timer_deadline = deadline;
         CallBase* before = timer_tail_;  // deadlines mostly arrive in order: search from the end
         while (before != nullptr && before->timer_deadline > deadline) {
@@ -638,7 +649,7 @@ private:
         call.timer_linked = true;
     }
 
-    void unlink_locked(CallBase& call) noexcept {
+    void unlink_locked(CallBase& call) noexcept BULWARK_REQUIRES(timer_mutex_) {
         (call.timer_prev != nullptr ? call.timer_prev->timer_next : timer_head_) = call.timer_next;
         (call.timer_next != nullptr ? call.timer_next->timer_prev : timer_tail_) = call.timer_prev;
         call.timer_prev = nullptr;
@@ -647,23 +658,23 @@ private:
     }
 
     void timer_loop() {
-        std::unique_lock<std::mutex> lock(timer_mutex_);
+        detail::UniqueLock lock(timer_mutex_);
         while (!timer_stop_) {
             const TimePoint now = clock_->now();
             CallBase* head = timer_head_;
             if (head == nullptr) {
                 if (timer_wake_ == TimePoint::max()) {
-                    timer_cv_.wait(lock);
+                    timer_cv_.wait(lock.native());
                 } else if (now >= timer_wake_) {
                     timer_wake_ = TimePoint::max();  // a quiet period passed: sleep until woken
                 } else {
-                    clock_->wait_until(timer_cv_, lock, timer_wake_);
+                    clock_->wait_until(timer_cv_, lock.native(), timer_wake_);
                 }
                 continue;
             }
             if (now < head->timer_deadline) {
                 timer_wake_ = head->timer_deadline;
-                clock_->wait_until(timer_cv_, lock, timer_wake_);
+                clock_->wait_until(timer_cv_, lock.native(), timer_wake_);
                 continue;
             }
             unlink_locked(*head);
@@ -694,16 +705,16 @@ private:
     std::atomic<std::uint64_t> hedge_wins_{0};
     std::atomic<std::uint64_t> exhausted_{0};
 
-    std::mutex timer_mutex_;
+    detail::Mutex timer_mutex_;
     std::condition_variable timer_cv_;
-    std::thread timer_;                        // guarded by timer_mutex_
-    CallBase* timer_head_ = nullptr;           // guarded by timer_mutex_
-    CallBase* timer_tail_ = nullptr;           // guarded by timer_mutex_
-    TimePoint timer_wake_ = TimePoint::max();  // guarded by timer_mutex_
-    bool timer_stop_ = false;                  // guarded by timer_mutex_
+    std::thread timer_ BULWARK_GUARDED_BY(timer_mutex_);
+    CallBase* timer_head_ BULWARK_GUARDED_BY(timer_mutex_) = nullptr;
+    CallBase* timer_tail_ BULWARK_GUARDED_BY(timer_mutex_) = nullptr;
+    TimePoint timer_wake_ BULWARK_GUARDED_BY(timer_mutex_) = TimePoint::max();
+    bool timer_stop_ BULWARK_GUARDED_BY(timer_mutex_) = false;
 
-    std::mutex pool_mutex_;
-    std::unique_ptr<detail::HedgingPool> pool_;  // guarded by pool_mutex_; declared last
+    detail::Mutex pool_mutex_;
+    std::unique_ptr<detail::HedgingPool> pool_ BULWARK_GUARDED_BY(pool_mutex_);  // declared last
 };
 
 using Hedging = BasicHedging<>;

@@ -14,7 +14,6 @@
 #include <iterator>
 #include <limits>
 #include <map>
-#include <mutex>
 #include <new>
 #include <optional>
 #include <set>
@@ -31,6 +30,7 @@
 #include <bulwark/dead_letter_store.hpp>
 #include <bulwark/detail/dead_letter_index.hpp>
 #include <bulwark/detail/indexed_dead_letter_store.hpp>
+#include <bulwark/detail/mutex.hpp>
 #include <bulwark/detail/throw.hpp>
 
 namespace bulwark {
@@ -105,8 +105,10 @@ protected:
         if (limit == 0) {
             return 0;
         }
-        std::lock_guard<std::mutex> lock(mutex_);
-        index_.scan(query, [&](Iterator it) {
+        detail::LockGuard lock(mutex_);
+        // The callback runs within scan(), with mutex_ still held; the analysis checks a lambda
+        // as a function of its own and cannot know that.
+        index_.scan(query, [&](Iterator it) BULWARK_NO_THREAD_SAFETY_ANALYSIS {
             if (it->second.status == DeadLetterStatus::pending) {
                 index_.dismiss(it, std::string(note));
                 ++changed;
@@ -123,8 +125,9 @@ protected:
         if (limit == 0) {
             return 0;
         }
-        std::lock_guard<std::mutex> lock(mutex_);
-        index_.scan(query, [&](Iterator it) {
+        detail::LockGuard lock(mutex_);
+        // Within scan(), with mutex_ held (as in do_dismiss).
+        index_.scan(query, [&](Iterator it) BULWARK_NO_THREAD_SAFETY_ANALYSIS {
             index_.categorize(it, category, tags);
             return ++matched < limit;
         });
@@ -132,7 +135,7 @@ protected:
     }
 
     std::size_t do_purge(WallTime older_than) override {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         std::size_t removed = 0;
         for (auto it = index_.begin(); it != index_.end();) {
             const auto next = std::next(it);
@@ -161,7 +164,7 @@ private:
 
     // ---- the hooks IndexedDeadLetterStore calls, with mutex_ held ----------------------------
 
-    std::string store_new(DeadLetter letter, bool evict) {
+    std::string store_new(DeadLetter letter, bool evict) BULWARK_REQUIRES(mutex_) {
         std::string id = letter.id;
         index_.insert(std::move(letter));
         if (evict && index_.evict_oldest_resolved()) {
@@ -172,7 +175,7 @@ private:
     }
 
     void record_outcome(Seq seq, const DeadLetter& /*copy*/, bool resent, DeadLetterAttempt attempt,
-                        const ReprocessResult& /*so_far*/) {
+                        const ReprocessResult& /*so_far*/) BULWARK_REQUIRES(mutex_) {
         // Recorded if the record is still here. A success wins over a dismiss made while the
         // handler ran: the message was resent.
         const auto it = index_.find_seq(seq);

@@ -9,7 +9,6 @@
 #include <exception>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -19,6 +18,7 @@
 #include <bulwark/clock.hpp>
 #include <bulwark/context.hpp>
 #include <bulwark/detail/math.hpp>
+#include <bulwark/detail/mutex.hpp>
 #include <bulwark/detail/striped_counter.hpp>
 #include <bulwark/detail/throw.hpp>
 #include <bulwark/errors.hpp>
@@ -211,10 +211,14 @@ public:
     }
 
 private:
-    bool is_window() const noexcept { return !log_.empty(); }
+    bool is_window() const noexcept { return window_size() != 0; }
+    // log_'s size is fixed at construction: reading it needs no lock.
+    std::size_t window_size() const noexcept BULWARK_NO_THREAD_SAFETY_ANALYSIS {
+        return log_.size();
+    }
 
     void check_n(std::uint32_t n) const {
-        const std::uint32_t most = is_window() ? static_cast<std::uint32_t>(log_.size()) : burst_;
+        const std::uint32_t most = is_window() ? static_cast<std::uint32_t>(window_size()) : burst_;
         if (n == 0 || n > most) {
             detail::throw_invalid_option(
                 "RateLimiter.acquire(n): n",
@@ -269,7 +273,7 @@ private:
     RateDecision reserve_window(std::uint32_t n) {
         const Duration window = std::get<SlidingWindow>(options_.limit).window;
         const TimePoint now = clock_->coarse_now_fast();
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         const std::size_t size = log_.size();
         // Entries still inside the window.
         while (count_ > 0 && log_[(head_ + size - count_) % size] <= now - window) {
@@ -297,10 +301,10 @@ private:
     std::uint32_t burst_ = 0;
     alignas(detail::cache_line_size) std::atomic<std::int64_t> tat_ns_{0};
 
-    std::mutex mutex_;
-    std::vector<TimePoint> log_;  // guarded by mutex_ (its size is fixed at construction)
-    std::size_t head_ = 0;        // guarded by mutex_: where the next grant is written
-    std::size_t count_ = 0;       // guarded by mutex_: grants still in the window
+    detail::Mutex mutex_;
+    std::vector<TimePoint> log_ BULWARK_GUARDED_BY(mutex_);  // its size is fixed at construction
+    std::size_t head_ BULWARK_GUARDED_BY(mutex_) = 0;        // where the next grant is written
+    std::size_t count_ BULWARK_GUARDED_BY(mutex_) = 0;       // grants still in the window
 
     detail::StripedCounter admitted_;
     std::atomic<std::uint64_t> rejected_{0};

@@ -11,9 +11,7 @@
 #include <functional>
 #include <limits>
 #include <memory>
-#include <mutex>
 #include <optional>
-#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -23,6 +21,7 @@
 #include <bulwark/clock.hpp>
 #include <bulwark/detail/json.hpp>
 #include <bulwark/detail/math.hpp>
+#include <bulwark/detail/mutex.hpp>
 #include <bulwark/detail/throw.hpp>
 #include <bulwark/detail/traits.hpp>
 #include <bulwark/events.hpp>
@@ -149,7 +148,7 @@ public:
         std::optional<ResourceChange> change;
         ResourceCheck result;
         {
-            std::lock_guard<std::mutex> lock(r.mutex);
+            detail::LockGuard lock(r.mutex);
             const TimePoint now = clock_->now();
             add_to_bucket(r, now, amount);
             result = observe(r, quota_percent(r, now), now, change);
@@ -165,7 +164,7 @@ public:
         std::optional<ResourceChange> change;
         bool fits = false;
         {
-            std::lock_guard<std::mutex> lock(r.mutex);
+            detail::LockGuard lock(r.mutex);
             const TimePoint now = clock_->now();
             fits = used_in_window(r, now) + amount <= r.limit;
             if (fits) {
@@ -189,7 +188,7 @@ public:
     // Alternatives to `resource`, in order of preference (the seeds' SWITCH_PROVIDER). They
     // need not be registered resources; one that is not counts as usable.
     void set_alternatives(std::string resource, std::vector<std::string> alternatives) {
-        std::unique_lock<std::shared_mutex> lock(table_mutex_);
+        detail::LockGuard lock(table_mutex_);
         for (auto& entry : alternatives_) {
             if (entry.first == resource) {
                 entry.second = std::move(alternatives);
@@ -223,7 +222,7 @@ public:
         ResourceReport report;
         std::vector<Resource*> all;
         {
-            std::shared_lock<std::shared_mutex> lock(table_mutex_);
+            detail::SharedLock lock(table_mutex_);
             for (const auto& r : resources_) {
                 all.push_back(r.get());
             }
@@ -232,7 +231,7 @@ public:
             const ResourceCheck c = read(*r);
             ResourceReading reading;
             {
-                std::lock_guard<std::mutex> lock(r->mutex);
+                detail::LockGuard lock(r->mutex);
                 reading.name = r->name;
                 reading.quota = r->quota;
                 reading.status = c.status;
@@ -261,7 +260,7 @@ public:
     }
 
     std::vector<std::string> names() const {
-        std::shared_lock<std::shared_mutex> lock(table_mutex_);
+        detail::SharedLock lock(table_mutex_);
         std::vector<std::string> out;
         for (const auto& r : resources_) {
             out.push_back(r->name);
@@ -290,29 +289,31 @@ private:
         Duration ttl{};
         std::atomic<std::int64_t> cached_at_ns{std::numeric_limits<std::int64_t>::min()};
         std::atomic<double> cached_percent{std::numeric_limits<double>::quiet_NaN()};
-        // Quotas, guarded by mutex.
+        // Quotas: set before the resource is shared, then the buckets guarded by mutex.
         double limit = 0.0;
         Duration window{};
         Duration bucket_width{1};
-        std::int64_t bucket_epoch[buckets_per_window] = {};
-        double bucket_amount[buckets_per_window] = {};
+        std::int64_t bucket_epoch[buckets_per_window] BULWARK_GUARDED_BY(mutex) = {};
+        double bucket_amount[buckets_per_window] BULWARK_GUARDED_BY(mutex) = {};
         // Status and history summary, guarded by mutex (status also mirrored for lock-free reads).
-        std::mutex mutex;
+        detail::Mutex mutex;
         std::atomic<ResourceStatus> cached_status{ResourceStatus::unknown};
-        ResourceStatus last_status = ResourceStatus::unknown;
-        TimePoint status_since{};
-        std::uint64_t readings = 0;
-        double peak_percent = 0.0;
-        std::uint64_t times_warning = 0;
-        std::uint64_t times_critical = 0;
+        ResourceStatus last_status BULWARK_GUARDED_BY(mutex) = ResourceStatus::unknown;
+        TimePoint status_since BULWARK_GUARDED_BY(mutex){};
+        std::uint64_t readings BULWARK_GUARDED_BY(mutex) = 0;
+        double peak_percent BULWARK_GUARDED_BY(mutex) = 0.0;
+        std::uint64_t times_warning BULWARK_GUARDED_BY(mutex) = 0;
+        std::uint64_t times_critical BULWARK_GUARDED_BY(mutex) = 0;
     };
 
     static bool usable(ResourceStatus status) noexcept {
         return status != ResourceStatus::critical && status != ResourceStatus::exhausted;
     }
 
+    // Not shared yet: its guarded fields need no lock here.
     // NOLINTNEXTLINE(performance-unnecessary-value-param): moved below; llvm-project#43943
-    std::unique_ptr<Resource> make_resource(std::string name, const ResourceThresholds& t) {
+    std::unique_ptr<Resource> make_resource(std::string name, const ResourceThresholds& t)
+        BULWARK_NO_THREAD_SAFETY_ANALYSIS {
         if (name.empty()) {
             detail::throw_invalid_argument("ResourceManager: a resource name must not be empty");
         }
@@ -325,7 +326,7 @@ private:
     }
 
     void insert(std::unique_ptr<Resource> r) {
-        std::unique_lock<std::shared_mutex> lock(table_mutex_);
+        detail::LockGuard lock(table_mutex_);
         for (const auto& existing : resources_) {
             if (existing->name == r->name) {
                 detail::throw_invalid_argument("ResourceManager: a resource named '" + r->name +
@@ -336,7 +337,7 @@ private:
     }
 
     Resource* lookup(std::string_view name) const {
-        std::shared_lock<std::shared_mutex> lock(table_mutex_);
+        detail::SharedLock lock(table_mutex_);
         for (const auto& r : resources_) {
             if (r->name == name) {
                 return r.get();
@@ -370,7 +371,7 @@ private:
     }
 
     std::vector<std::string> alternatives_of(std::string_view resource) const {
-        std::shared_lock<std::shared_mutex> lock(table_mutex_);
+        detail::SharedLock lock(table_mutex_);
         for (const auto& entry : alternatives_) {
             if (entry.first == resource) {
                 return entry.second;
@@ -389,7 +390,7 @@ private:
             std::optional<ResourceChange> change;
             ResourceCheck result;
             {
-                std::lock_guard<std::mutex> lock(r.mutex);
+                detail::LockGuard lock(r.mutex);
                 const TimePoint now = clock_->now();
                 result = observe(r, quota_percent(r, now), now, change);
             }
@@ -415,7 +416,7 @@ private:
         std::optional<ResourceChange> change;
         ResourceCheck result;
         {
-            std::lock_guard<std::mutex> lock(r.mutex);
+            detail::LockGuard lock(r.mutex);
             result = observe(r, percent, clock_->now(), change);
             r.cached_percent.store(percent, std::memory_order_relaxed);
             // release: publishes the reading and status stored before it.
@@ -427,7 +428,7 @@ private:
 
     // Under r.mutex: classifies a reading, keeps the summary and notes a change of status.
     ResourceCheck observe(Resource& r, double percent, TimePoint now,
-                          std::optional<ResourceChange>& change) {
+                          std::optional<ResourceChange>& change) BULWARK_REQUIRES(r.mutex) {
         const ResourceStatus status = r.thresholds.classify(percent);
         ++r.readings;
         if (!detail::is_nan(percent) && percent > r.peak_percent) {
@@ -461,7 +462,7 @@ private:
         return now.time_since_epoch().count() / r.bucket_width.count();
     }
 
-    void add_to_bucket(Resource& r, TimePoint now, double amount) {
+    void add_to_bucket(Resource& r, TimePoint now, double amount) BULWARK_REQUIRES(r.mutex) {
         const std::int64_t epoch = epoch_of(r, now);
         const auto i = static_cast<std::size_t>(epoch % Resource::buckets_per_window);
         if (r.bucket_epoch[i] != epoch) {
@@ -471,7 +472,7 @@ private:
         r.bucket_amount[i] += amount;
     }
 
-    double used_in_window(const Resource& r, TimePoint now) const {
+    double used_in_window(const Resource& r, TimePoint now) const BULWARK_REQUIRES(r.mutex) {
         const std::int64_t epoch = epoch_of(r, now);
         double used = 0.0;
         for (int i = 0; i < Resource::buckets_per_window; ++i) {
@@ -483,16 +484,17 @@ private:
         return used;
     }
 
-    double quota_percent(const Resource& r, TimePoint now) const {
+    double quota_percent(const Resource& r, TimePoint now) const BULWARK_REQUIRES(r.mutex) {
         return 100.0 * used_in_window(r, now) / r.limit;
     }
 
     Clock* const clock_;
-    mutable std::shared_mutex table_mutex_;
+    mutable detail::SharedMutex table_mutex_;
     // A few entries each, searched linearly: cheaper to compile and, at this size, to search
-    // than a map. Guarded by table_mutex_; resources are never removed (references stay valid).
-    std::vector<std::unique_ptr<Resource>> resources_;
-    std::vector<std::pair<std::string, std::vector<std::string>>> alternatives_;
+    // than a map. Resources are never removed (references stay valid).
+    std::vector<std::unique_ptr<Resource>> resources_ BULWARK_GUARDED_BY(table_mutex_);
+    std::vector<std::pair<std::string, std::vector<std::string>>> alternatives_
+        BULWARK_GUARDED_BY(table_mutex_);
     Listeners<ResourceChange> changes_;
 };
 

@@ -8,11 +8,11 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
 #include <bulwark/clock.hpp>
+#include <bulwark/detail/mutex.hpp>
 #include <bulwark/detail/striped_counter.hpp>
 #include <bulwark/detail/throw.hpp>
 
@@ -85,7 +85,7 @@ public:
     // A retry wants to happen: true (and counted) if the budget allows it.
     bool try_withdraw() {
         const TimePoint now = clock_->coarse_now_fast();
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         const std::int64_t second =
             std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
         const std::uint64_t calls_now = calls_.sum();
@@ -115,11 +115,11 @@ public:
     std::uint32_t min_per_second() const noexcept { return options_.min_per_second; }
 
     std::uint64_t withdrawn() const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         return withdrawn_;
     }
     std::uint64_t refused() const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         return refused_;
     }
 
@@ -131,14 +131,14 @@ private:
         std::uint64_t retries = 0;
     };
 
-    std::int64_t window_seconds() const noexcept {
+    std::int64_t window_seconds() const noexcept BULWARK_REQUIRES(mutex_) {
         return static_cast<std::int64_t>(buckets_.size());
     }
 
-    // Under mutex_. A bucket starts counting calls when the first retry of its second asks, so
+    // A bucket starts counting calls when the first retry of its second asks, so
     // calls made before any retry asked are not counted: the allowance is never larger than
     // exact, and a long healthy period cannot bank a large budget for the next outage.
-    Bucket& bucket(std::int64_t second, std::uint64_t calls_now) {
+    Bucket& bucket(std::int64_t second, std::uint64_t calls_now) BULWARK_REQUIRES(mutex_) {
         const std::int64_t slots = window_seconds();
         Bucket& b = buckets_[static_cast<std::size_t>(((second % slots) + slots) % slots)];
         if (b.second != second) {
@@ -150,10 +150,10 @@ private:
     detail::StripedCounter calls_;  // first: its cache-line alignment then costs no padding
     const RetryBudgetOptions options_;
     Clock* const clock_;
-    mutable std::mutex mutex_;
-    std::vector<Bucket> buckets_;  // guarded by mutex_
-    std::uint64_t withdrawn_ = 0;  // guarded by mutex_
-    std::uint64_t refused_ = 0;    // guarded by mutex_
+    mutable detail::Mutex mutex_;
+    std::vector<Bucket> buckets_ BULWARK_GUARDED_BY(mutex_);
+    std::uint64_t withdrawn_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t refused_ BULWARK_GUARDED_BY(mutex_) = 0;
 };
 
 }  // namespace bulwark

@@ -6,9 +6,10 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <mutex>
 #include <optional>
 #include <string>
+
+#include <bulwark/detail/mutex.hpp>
 
 #if defined(__linux__)
 #include <sys/statvfs.h>
@@ -101,10 +102,10 @@ inline std::optional<double> memory_used_percent() {
 // function in this process; the first call measures since boot. Reads /proc/stat.
 inline std::optional<double> cpu_used_percent() {
 #if defined(__linux__)
-    static std::mutex mutex;
-    static bulwark::detail::CpuTimes previous;
+    static detail::Mutex mutex;
+    static bulwark::detail::CpuTimes previous BULWARK_GUARDED_BY(mutex);
     // Read under the lock, so that racing callers cannot set `previous` back to an older sample.
-    std::lock_guard<std::mutex> lock(mutex);
+    detail::LockGuard lock(mutex);
     const auto now = bulwark::detail::proc_cpu_times();
     if (!now) {
         return std::nullopt;

@@ -7,13 +7,13 @@
 #include <deque>
 #include <exception>
 #include <functional>
-#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <utility>
 
 #include <bulwark/clock.hpp>
 #include <bulwark/context.hpp>
+#include <bulwark/detail/mutex.hpp>
 #include <bulwark/detail/random.hpp>
 #include <bulwark/detail/throw.hpp>
 #include <bulwark/events.hpp>
@@ -61,7 +61,7 @@ public:
 
     // The next `n` calls fail (with `error`, or the default error).
     BasicFaultInjector& fail_next(std::size_t n, const std::exception_ptr& error = nullptr) {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         for (std::size_t i = 0; i < n; ++i) {
             script_.push_back(Step{true, error});
         }
@@ -70,7 +70,7 @@ public:
 
     // The next `n` calls pass, whatever the probability or fail_always say.
     BasicFaultInjector& pass_next(std::size_t n) {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         for (std::size_t i = 0; i < n; ++i) {
             script_.push_back(Step{false, nullptr});
         }
@@ -93,14 +93,14 @@ public:
                                              std::string("'") + c + "'");
             }
         }
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         script_.insert(script_.end(), parsed.begin(), parsed.end());
         return *this;
     }
 
     // Every call fails until heal().
     BasicFaultInjector& fail_always(std::exception_ptr error = nullptr) {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         always_fail_ = true;
         if (error) {
             always_error_ = std::move(error);
@@ -115,7 +115,7 @@ public:
             detail::throw_invalid_option("FaultInjector.fail_with_probability(p): p",
                                          "must be in [0, 1]", detail::format_number(p));
         }
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         probability_ = p;
         rng_.seed(seed);
         return *this;
@@ -127,7 +127,7 @@ public:
             detail::throw_invalid_option("FaultInjector.add_latency(d): d", "must be >= 0",
                                          detail::format_duration(d));
         }
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         latency_ = d;
         return *this;
     }
@@ -137,14 +137,14 @@ public:
         if (!error) {
             detail::throw_invalid_argument("FaultInjector.fail_with: the exception_ptr is null");
         }
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         error_ = std::move(error);
         return *this;
     }
 
     // Clears the script, fail_always, the probability and the latency.
     BasicFaultInjector& heal() {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         script_.clear();
         always_fail_ = false;
         always_error_ = nullptr;
@@ -154,11 +154,11 @@ public:
     }
 
     std::uint64_t calls() const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         return calls_;
     }
     std::uint64_t injected_failures() const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         return injected_;
     }
 
@@ -196,7 +196,7 @@ private:
     };
 
     Decision decide() {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         Decision d{++calls_, nullptr, latency_};
         if (!script_.empty()) {
             Step step = std::move(script_.front());
@@ -216,16 +216,16 @@ private:
     }
 
     Clock* clock_;
-    mutable std::mutex mutex_;
-    std::deque<Step> script_;
-    std::exception_ptr error_;
-    std::exception_ptr always_error_;
-    bool always_fail_ = false;
-    double probability_ = 0.0;
-    detail::SplitMix64 rng_;
-    Duration latency_{0};
-    std::uint64_t calls_ = 0;
-    std::uint64_t injected_ = 0;
+    mutable detail::Mutex mutex_;
+    std::deque<Step> script_ BULWARK_GUARDED_BY(mutex_);
+    std::exception_ptr error_ BULWARK_GUARDED_BY(mutex_);
+    std::exception_ptr always_error_ BULWARK_GUARDED_BY(mutex_);
+    bool always_fail_ BULWARK_GUARDED_BY(mutex_) = false;
+    double probability_ BULWARK_GUARDED_BY(mutex_) = 0.0;
+    detail::SplitMix64 rng_ BULWARK_GUARDED_BY(mutex_);
+    Duration latency_ BULWARK_GUARDED_BY(mutex_){0};
+    std::uint64_t calls_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t injected_ BULWARK_GUARDED_BY(mutex_) = 0;
     Listeners<FaultEvent> listeners_;
 };
 

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include <bulwark/clock.hpp>
+#include <bulwark/detail/mutex.hpp>
 #include <bulwark/detail/throw.hpp>
 
 namespace bulwark {
@@ -65,7 +66,7 @@ public:
     ~TickingClock() override {
         if (thread_.joinable()) {
             {
-                std::lock_guard<std::mutex> lock(mutex_);
+                detail::LockGuard lock(mutex_);
                 stop_ = true;
             }
             cv_.notify_one();
@@ -109,10 +110,10 @@ public:
 
 private:
     void run() {
-        std::unique_lock<std::mutex> lock(mutex_);
+        detail::UniqueLock lock(mutex_);
         while (!stop_) {
             // Real time, whatever the source: the thread's job is to keep up with it.
-            cv_.wait_for(lock, resolution_);
+            cv_.wait_for(lock.native(), resolution_);
             tick();
         }
     }
@@ -120,9 +121,9 @@ private:
     Clock& source_;
     const Duration resolution_;
     std::atomic<std::int64_t> cell_{std::numeric_limits<std::int64_t>::min()};
-    std::mutex mutex_;
+    detail::Mutex mutex_;
     std::condition_variable cv_;
-    bool stop_ = false;  // guarded by mutex_
+    bool stop_ BULWARK_GUARDED_BY(mutex_) = false;
     std::thread thread_;
 };
 

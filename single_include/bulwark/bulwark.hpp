@@ -35,7 +35,6 @@
 #include <exception>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -117,6 +116,33 @@
 #define BULWARK_UNLIKELY(x) (x)
 #endif
 
+// Clang's thread-safety analysis (-Wthread-safety): which mutex guards a member, and which
+// functions acquire, release or need it. Empty for other compilers. bulwark's own mutexes and
+// locks carry them (detail/mutex.hpp); libstdc++'s do not.
+#if defined(__clang__)
+#define BULWARK_THREAD_ANNOTATION(x) __attribute__((x))
+#else
+#define BULWARK_THREAD_ANNOTATION(x)
+#endif
+#define BULWARK_CAPABILITY(x) BULWARK_THREAD_ANNOTATION(capability(x))
+#define BULWARK_SCOPED_CAPABILITY BULWARK_THREAD_ANNOTATION(scoped_lockable)
+#define BULWARK_GUARDED_BY(x) BULWARK_THREAD_ANNOTATION(guarded_by(x))
+#define BULWARK_PT_GUARDED_BY(x) BULWARK_THREAD_ANNOTATION(pt_guarded_by(x))
+#define BULWARK_REQUIRES(...) BULWARK_THREAD_ANNOTATION(requires_capability(__VA_ARGS__))
+#define BULWARK_REQUIRES_SHARED(...) \
+    BULWARK_THREAD_ANNOTATION(requires_shared_capability(__VA_ARGS__))
+#define BULWARK_ACQUIRE(...) BULWARK_THREAD_ANNOTATION(acquire_capability(__VA_ARGS__))
+#define BULWARK_ACQUIRE_SHARED(...) \
+    BULWARK_THREAD_ANNOTATION(acquire_shared_capability(__VA_ARGS__))
+#define BULWARK_RELEASE(...) BULWARK_THREAD_ANNOTATION(release_capability(__VA_ARGS__))
+#define BULWARK_RELEASE_SHARED(...) \
+    BULWARK_THREAD_ANNOTATION(release_shared_capability(__VA_ARGS__))
+#define BULWARK_TRY_ACQUIRE(...) BULWARK_THREAD_ANNOTATION(try_acquire_capability(__VA_ARGS__))
+#define BULWARK_TRY_ACQUIRE_SHARED(...) \
+    BULWARK_THREAD_ANNOTATION(try_acquire_shared_capability(__VA_ARGS__))
+#define BULWARK_EXCLUDES(...) BULWARK_THREAD_ANNOTATION(locks_excluded(__VA_ARGS__))
+#define BULWARK_NO_THREAD_SAFETY_ANALYSIS BULWARK_THREAD_ANNOTATION(no_thread_safety_analysis)
+
 namespace bulwark {
 namespace detail {
 // std::hardware_destructive_interference_size is unreliable on GCC 12 (it warns when used in a
@@ -126,6 +152,112 @@ inline constexpr unsigned cache_line_size = 64;
 }  // namespace bulwark
 
 #endif  // BULWARK_CONFIG_HPP
+// #include <bulwark/detail/mutex.hpp>
+// Mutexes and locks annotated for clang's thread-safety analysis (private).
+#ifndef BULWARK_DETAIL_MUTEX_HPP
+#define BULWARK_DETAIL_MUTEX_HPP
+
+#include <mutex>
+#include <shared_mutex>
+
+// #include <bulwark/config.hpp> (already included above)
+
+namespace bulwark {
+namespace detail {
+
+// std::mutex and std::shared_mutex as capabilities, so that -Wthread-safety checks every access
+// to a BULWARK_GUARDED_BY member (libstdc++'s own types carry no annotations). Each is its
+// standard type and nothing more: every member is an inline forwarding call.
+//   mutable detail::Mutex mutex_;
+//   int count_ BULWARK_GUARDED_BY(mutex_) = 0;
+//   detail::LockGuard lock(mutex_);
+// Thread-safe, as the standard types are.
+class BULWARK_CAPABILITY("mutex") Mutex {
+public:
+    Mutex() = default;
+    Mutex(const Mutex&) = delete;
+    Mutex& operator=(const Mutex&) = delete;
+
+    void lock() BULWARK_ACQUIRE() { mutex_.lock(); }
+    void unlock() BULWARK_RELEASE() { mutex_.unlock(); }
+    bool try_lock() BULWARK_TRY_ACQUIRE(true) { return mutex_.try_lock(); }
+
+    // The standard mutex, for a std::unique_lock that a std::condition_variable waits with
+    // (UniqueLock is the annotated way to build one).
+    std::mutex& native() noexcept { return mutex_; }
+
+private:
+    std::mutex mutex_;
+};
+
+class BULWARK_CAPABILITY("mutex") SharedMutex {
+public:
+    SharedMutex() = default;
+    SharedMutex(const SharedMutex&) = delete;
+    SharedMutex& operator=(const SharedMutex&) = delete;
+
+    void lock() BULWARK_ACQUIRE() { mutex_.lock(); }
+    void unlock() BULWARK_RELEASE() { mutex_.unlock(); }
+    bool try_lock() BULWARK_TRY_ACQUIRE(true) { return mutex_.try_lock(); }
+    void lock_shared() BULWARK_ACQUIRE_SHARED() { mutex_.lock_shared(); }
+    void unlock_shared() BULWARK_RELEASE_SHARED() { mutex_.unlock_shared(); }
+    bool try_lock_shared() BULWARK_TRY_ACQUIRE_SHARED(true) { return mutex_.try_lock_shared(); }
+
+private:
+    std::shared_mutex mutex_;
+};
+
+// std::lock_guard: holds a Mutex (or a SharedMutex exclusively) for its scope.
+template <class M>
+class BULWARK_SCOPED_CAPABILITY LockGuard {
+public:
+    explicit LockGuard(M& mutex) BULWARK_ACQUIRE(mutex) : mutex_(mutex) { mutex_.lock(); }
+    ~LockGuard() BULWARK_RELEASE() { mutex_.unlock(); }
+    LockGuard(const LockGuard&) = delete;
+    LockGuard& operator=(const LockGuard&) = delete;
+
+private:
+    M& mutex_;
+};
+
+// std::shared_lock: holds a SharedMutex shared for its scope.
+class BULWARK_SCOPED_CAPABILITY SharedLock {
+public:
+    explicit SharedLock(SharedMutex& mutex) BULWARK_ACQUIRE_SHARED(mutex) : mutex_(mutex) {
+        mutex_.lock_shared();
+    }
+    ~SharedLock() BULWARK_RELEASE() { mutex_.unlock_shared(); }
+    SharedLock(const SharedLock&) = delete;
+    SharedLock& operator=(const SharedLock&) = delete;
+
+private:
+    SharedMutex& mutex_;
+};
+
+// std::unique_lock<std::mutex> over a Mutex: may be unlocked and locked again within its scope,
+// and native() is the std::unique_lock a std::condition_variable (or Clock::wait_until) waits
+// with. The analysis treats the mutex as held across such a wait, which is what the code after
+// the wait may assume.
+class BULWARK_SCOPED_CAPABILITY UniqueLock {
+public:
+    explicit UniqueLock(Mutex& mutex) BULWARK_ACQUIRE(mutex) : lock_(mutex.native()) {}
+    ~UniqueLock() BULWARK_RELEASE() = default;
+    UniqueLock(const UniqueLock&) = delete;
+    UniqueLock& operator=(const UniqueLock&) = delete;
+
+    void lock() BULWARK_ACQUIRE() { lock_.lock(); }
+    void unlock() BULWARK_RELEASE() { lock_.unlock(); }
+
+    std::unique_lock<std::mutex>& native() noexcept { return lock_; }
+
+private:
+    std::unique_lock<std::mutex> lock_;
+};
+
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_MUTEX_HPP
 // #include <bulwark/detail/throw.hpp>
 // Error helpers: invalid-option messages and out-of-line throws (private).
 #ifndef BULWARK_DETAIL_THROW_HPP
@@ -380,7 +512,7 @@ public:
     // Records `d` and advances by it (a negative request is recorded and does not move time).
     void sleep_for(Duration d) override {
         {
-            std::lock_guard<std::mutex> lock(sleeps_mutex_);
+            detail::LockGuard lock(sleeps_mutex_);
             sleeps_.push_back(d);
         }
         if (d > Duration::zero()) {
@@ -397,18 +529,18 @@ public:
 
     // Every sleep_for request so far, in the order made.
     std::vector<Duration> sleeps() const {
-        std::lock_guard<std::mutex> lock(sleeps_mutex_);
+        detail::LockGuard lock(sleeps_mutex_);
         return sleeps_;
     }
 
     std::size_t sleep_count() const {
-        std::lock_guard<std::mutex> lock(sleeps_mutex_);
+        detail::LockGuard lock(sleeps_mutex_);
         return sleeps_.size();
     }
 
     // Sum of all positive sleep requests.
     Duration total_slept() const {
-        std::lock_guard<std::mutex> lock(sleeps_mutex_);
+        detail::LockGuard lock(sleeps_mutex_);
         Duration total{0};
         for (Duration d : sleeps_) {
             if (d > Duration::zero()) {
@@ -419,15 +551,15 @@ public:
     }
 
     void clear_sleeps() {
-        std::lock_guard<std::mutex> lock(sleeps_mutex_);
+        detail::LockGuard lock(sleeps_mutex_);
         sleeps_.clear();
     }
 
 private:
     const TimePoint start_;
     std::atomic<std::int64_t> now_ns_;
-    mutable std::mutex sleeps_mutex_;
-    std::vector<Duration> sleeps_;
+    mutable detail::Mutex sleeps_mutex_;
+    std::vector<Duration> sleeps_ BULWARK_GUARDED_BY(sleeps_mutex_);
 };
 
 // The process-wide SteadyClock that components use when no clock is given.
@@ -1863,6 +1995,7 @@ private:
 }  // namespace bulwark
 
 #endif  // BULWARK_CONTEXT_HPP
+// #include <bulwark/detail/mutex.hpp> (already included above)
 // #include <bulwark/detail/thread_slot.hpp>
 // Per-thread slots: which stripe a thread writes to (private).
 #ifndef BULWARK_DETAIL_THREAD_SLOT_HPP
@@ -1870,10 +2003,10 @@ private:
 
 #include <atomic>
 #include <cstdint>
-#include <mutex>
 #include <vector>
 
 // #include <bulwark/config.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
 
 namespace bulwark {
 namespace detail {
@@ -1886,7 +2019,7 @@ namespace detail {
 class SlotRegistry {
 public:
     std::uint32_t acquire() {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         for (std::uint32_t i = 0; i < used_.size(); ++i) {
             if (!used_[i]) {
                 used_[i] = true;
@@ -1898,15 +2031,15 @@ public:
     }
 
     void release(std::uint32_t slot) {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         if (slot < used_.size()) {
             used_[slot] = false;
         }
     }
 
 private:
-    std::mutex mutex_;
-    std::vector<bool> used_;
+    detail::Mutex mutex_;
+    std::vector<bool> used_ BULWARK_GUARDED_BY(mutex_);
 };
 
 // Never destroyed: threads may exit (and release their slot) after static destruction began.
@@ -1956,10 +2089,10 @@ inline std::uint32_t thread_slot() {
 #include <cstdio>
 #include <exception>
 #include <functional>
-#include <mutex>
 #include <utility>
 
 // #include <bulwark/config.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 
 namespace bulwark {
@@ -2053,7 +2186,7 @@ public:
         }
         auto* node = new Node{std::move(callback)};
         node->id = detail::next_listener_id();
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         // release: publishes the node's callback to emitters that load the link with acquire.
         if (tail_ == nullptr) {
             head_.store(node, std::memory_order_release);
@@ -2067,7 +2200,7 @@ public:
     // Stops calling the listener; returns false if `id` is unknown or already removed. A call of
     // it that is already running on another thread finishes.
     bool remove(ListenerId id) noexcept {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         for (Node* node = head_.load(std::memory_order_acquire); node != nullptr;
              node = node->next.load(std::memory_order_acquire)) {
             if (node->id == id) {
@@ -2119,8 +2252,8 @@ private:
     };
 
     std::atomic<Node*> head_{nullptr};
-    Node* tail_ = nullptr;  // guarded by mutex_
-    std::mutex mutex_;
+    Node* tail_ BULWARK_GUARDED_BY(mutex_) = nullptr;
+    detail::Mutex mutex_;
 };
 
 }  // namespace bulwark
@@ -2661,7 +2794,7 @@ public:
     // A consistent snapshot. Takes the breaker's lock (not for the hot path).
     CircuitBreakerStats stats() const {
         const TimePoint now = clock_->now();
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         CircuitBreakerStats s;
         const std::uint64_t w = word_.load(std::memory_order_relaxed);
         s.state = state_of(w);
@@ -2948,7 +3081,7 @@ private:
             return;
         }
         const std::uint64_t epoch = epoch_of(now);
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         if (owned) {
             roll_stripe(stripe, epoch);
             stripe.bucket_end = origin_ + bucket_width_ * static_cast<std::int64_t>(epoch + 1);
@@ -2964,14 +3097,14 @@ private:
 
     // Under mutex_. Moves the stripe's finished bucket into the shared ring and starts counting
     // `epoch` with this call.
-    void roll_stripe(Stripe& stripe, std::uint64_t epoch) {
+    void roll_stripe(Stripe& stripe, std::uint64_t epoch) BULWARK_REQUIRES(mutex_) {
         flush_stripe(stripe);
         stripe.bucket_calls.store(1, std::memory_order_relaxed);
         // relaxed: readers of epoch/bucket_calls hold mutex_, which this thread holds too.
         stripe.epoch.store(epoch, std::memory_order_relaxed);
     }
 
-    void flush_stripe(Stripe& stripe) {
+    void flush_stripe(Stripe& stripe) BULWARK_REQUIRES(mutex_) {
         const std::uint64_t old_epoch = stripe.epoch.load(std::memory_order_relaxed);
         if (old_epoch == no_epoch) {
             return;
@@ -2992,7 +3125,7 @@ private:
         return epoch <= now_epoch && now_epoch - epoch < bucket_count_;
     }
 
-    Bucket& bucket_for(std::uint64_t epoch) {
+    Bucket& bucket_for(std::uint64_t epoch) BULWARK_REQUIRES(mutex_) {
         Bucket& b = buckets_[epoch % bucket_count_];
         if (b.epoch != epoch) {
             b = Bucket{epoch, 0, 0, 0};
@@ -3001,7 +3134,7 @@ private:
     }
 
     // Under mutex_.
-    WindowCounts window_counts(TimePoint coarse_now) const {
+    WindowCounts window_counts(TimePoint coarse_now) const BULWARK_REQUIRES(mutex_) {
         WindowCounts wc;
         if (!time_window_) {
             const std::uint64_t total = count_calls_since_reset();
@@ -3041,7 +3174,7 @@ private:
     }
 
     // Under mutex_: calls recorded in the current generation of a count window.
-    std::uint64_t count_calls_since_reset() const {
+    std::uint64_t count_calls_since_reset() const BULWARK_REQUIRES(mutex_) {
         std::uint64_t total = 0;
         for (const Stripe& stripe : stripes_) {
             const std::uint64_t now = stripe.successes.load(std::memory_order_relaxed) +
@@ -3052,7 +3185,7 @@ private:
     }
 
     // Under mutex_: empties the window.
-    void reset_window(TimePoint coarse_now) {
+    void reset_window(TimePoint coarse_now) BULWARK_REQUIRES(mutex_) {
         consecutive_failures_.store(0, std::memory_order_relaxed);
         failures_since_reset_ = 0;
         failure_positions_.clear();
@@ -3075,7 +3208,7 @@ private:
                                       bool slow, bool timed_out) {
         Transitions transitions;
         {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             if (probe != no_probe) {
                 release_probe(probe, word);
             }
@@ -3125,7 +3258,8 @@ private:
     }
 
     // Under mutex_.
-    void record_in_window(Stripe& stripe, bool owned, Result result, bool slow) {
+    void record_in_window(Stripe& stripe, bool owned, Result result, bool slow)
+        BULWARK_REQUIRES(mutex_) {
         if (result == Result::failure) {
             ++failures_since_reset_;
             consecutive_failures_.fetch_add(1, std::memory_order_relaxed);
@@ -3164,7 +3298,7 @@ private:
     }
 
     // Under mutex_, in the closed state, after a failure or a slow call was recorded.
-    void evaluate(TimePoint now, Transitions& transitions) {
+    void evaluate(TimePoint now, Transitions& transitions) BULWARK_REQUIRES(mutex_) {
         if (options_.failure_threshold > 0 &&
             consecutive_failures_.load(std::memory_order_relaxed) >= options_.failure_threshold) {
             open_breaker(now, TransitionReason::consecutive_failures, transitions);
@@ -3185,14 +3319,15 @@ private:
     }
 
     // Under mutex_: frees the probe's slot unless the slot was taken from it (it expired).
-    void release_probe(std::uint32_t probe, std::uint64_t word) {
+    void release_probe(std::uint32_t probe, std::uint64_t word) BULWARK_REQUIRES(mutex_) {
         if (probe < probes_.size() && probes_[probe].in_use && probes_[probe].word == word) {
             probes_[probe] = Probe{};
         }
     }
 
     // Under mutex_, in the half-open state, for a probe of the current period.
-    void record_probe(Result result, bool slow, TimePoint now, Transitions& transitions) {
+    void record_probe(Result result, bool slow, TimePoint now, Transitions& transitions)
+        BULWARK_REQUIRES(mutex_) {
         if (result == Result::failure || slow) {
             open_breaker(now, TransitionReason::probe_failed, transitions);
             return;
@@ -3209,7 +3344,8 @@ private:
     }
 
     // Under mutex_.
-    void open_breaker(TimePoint now, TransitionReason reason, Transitions& transitions) {
+    void open_breaker(TimePoint now, TransitionReason reason, Transitions& transitions)
+        BULWARK_REQUIRES(mutex_) {
         // A breaker opened from half-open has failed again without closing in between.
         const CircuitState from = state_of(word_.load(std::memory_order_relaxed));
         opens_in_row_ = from == CircuitState::half_open ? opens_in_row_ + 1 : 1;
@@ -3223,7 +3359,7 @@ private:
 
     // Under mutex_. Publishes the new state with a new generation.
     void transition(CircuitState to, TimePoint now, TransitionReason reason,
-                    Transitions& transitions) {
+                    Transitions& transitions) BULWARK_REQUIRES(mutex_) {
         const std::uint64_t old_word = word_.load(std::memory_order_relaxed);
         const std::uint64_t new_word =
             ((generation_of(old_word) + 1) << 3U) | static_cast<std::uint64_t>(to);
@@ -3249,7 +3385,7 @@ private:
     BULWARK_NOINLINE Permit acquire_slow(Permit permit) {
         Transitions transitions;
         {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             const TimePoint now = clock_->now();
             std::uint64_t w = word_.load(std::memory_order_relaxed);
             if (state_of(w) == CircuitState::open && break_over(now)) {
@@ -3278,7 +3414,8 @@ private:
     }
 
     // Under mutex_.
-    void admit_probe(Permit& permit, std::uint64_t w, TimePoint now, Transitions& transitions) {
+    void admit_probe(Permit& permit, std::uint64_t w, TimePoint now, Transitions& transitions)
+        BULWARK_REQUIRES(mutex_) {
         if (options_.half_open_max_wait > Duration::zero()) {
             bool expired_here = false;
             for (Probe& p : probes_) {
@@ -3315,7 +3452,7 @@ private:
     void manual_transition(CircuitState to) {
         Transitions transitions;
         {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             transition(to, clock_->now(), TransitionReason::manual, transitions);
         }
         emit(transitions);
@@ -3379,25 +3516,24 @@ private:
     alignas(detail::cache_line_size) std::atomic<std::uint32_t> consecutive_failures_{0};
     Stripe stripes_[stripe_count];
 
-    mutable std::mutex mutex_;
-    // Everything below is guarded by mutex_.
-    std::uint64_t failures_ = 0;
-    std::uint64_t slow_ = 0;
-    std::uint64_t timeouts_ = 0;
-    std::uint64_t opened_ = 0;
-    std::uint64_t expired_probes_ = 0;
-    std::uint64_t stale_successes_ = 0;
-    std::uint64_t stale_ignored_ = 0;
-    std::uint32_t opens_in_row_ = 0;
-    std::uint64_t failures_since_reset_ = 0;
-    std::deque<std::uint64_t> failure_positions_;
-    std::deque<std::uint64_t> slow_positions_;
-    std::vector<Bucket> buckets_;
-    std::uint64_t reset_epoch_ = 0;
-    std::vector<Probe> probes_;
-    std::uint32_t probes_admitted_ = 0;
-    std::uint32_t probes_succeeded_ = 0;
-    TimePoint state_since_{};
+    mutable detail::Mutex mutex_;
+    std::uint64_t failures_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t slow_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t timeouts_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t opened_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t expired_probes_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t stale_successes_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t stale_ignored_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint32_t opens_in_row_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t failures_since_reset_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::deque<std::uint64_t> failure_positions_ BULWARK_GUARDED_BY(mutex_);
+    std::deque<std::uint64_t> slow_positions_ BULWARK_GUARDED_BY(mutex_);
+    std::vector<Bucket> buckets_ BULWARK_GUARDED_BY(mutex_);
+    std::uint64_t reset_epoch_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::vector<Probe> probes_ BULWARK_GUARDED_BY(mutex_);
+    std::uint32_t probes_admitted_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint32_t probes_succeeded_ BULWARK_GUARDED_BY(mutex_) = 0;
+    TimePoint state_since_ BULWARK_GUARDED_BY(mutex_){};
 
     Listeners<StateChange> state_changes_;
 };
@@ -3972,8 +4108,6 @@ inline HealthCheck breaker_health_check(const CircuitBreaker& breaker, bool crit
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
-#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -3981,6 +4115,7 @@ inline HealthCheck breaker_health_check(const CircuitBreaker& breaker, bool crit
 
 // #include <bulwark/circuit_breaker.hpp> (already included above)
 // #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
 // #include <bulwark/events.hpp> (already included above)
 
 namespace bulwark {
@@ -4019,13 +4154,13 @@ public:
             detail::throw_invalid_argument("CircuitBreakerRegistry::get: the name is empty");
         }
         {
-            std::shared_lock<std::shared_mutex> lock(mutex_);
+            detail::SharedLock lock(mutex_);
             auto it = breakers_.find(name);
             if (it != breakers_.end()) {
                 return *it->second;
             }
         }
-        std::unique_lock<std::shared_mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         auto it = breakers_.find(name);
         if (it != breakers_.end()) {
             return *it->second;
@@ -4041,7 +4176,7 @@ public:
 
     // The breaker named `name`, or nullptr.
     CircuitBreaker* find(const std::string& name) const {
-        std::shared_lock<std::shared_mutex> lock(mutex_);
+        detail::SharedLock lock(mutex_);
         auto it = breakers_.find(name);
         return it == breakers_.end() ? nullptr : it->second.get();
     }
@@ -4049,14 +4184,14 @@ public:
     // Calls f(CircuitBreaker&) for each breaker, in name order. Do not create breakers from f.
     template <class F>
     void for_each(F&& f) const {
-        std::shared_lock<std::shared_mutex> lock(mutex_);
+        detail::SharedLock lock(mutex_);
         for (const auto& entry : breakers_) {
             f(*entry.second);
         }
     }
 
     std::vector<std::string> names() const {
-        std::shared_lock<std::shared_mutex> lock(mutex_);
+        detail::SharedLock lock(mutex_);
         std::vector<std::string> out;
         out.reserve(breakers_.size());
         for (const auto& entry : breakers_) {
@@ -4066,7 +4201,7 @@ public:
     }
 
     std::size_t size() const {
-        std::shared_lock<std::shared_mutex> lock(mutex_);
+        detail::SharedLock lock(mutex_);
         return breakers_.size();
     }
 
@@ -4091,8 +4226,9 @@ private:
     Clock* const clock_;
     // Declared before the breakers, whose forwarders use it: destroyed after them.
     Listeners<StateChange> listeners_;
-    mutable std::shared_mutex mutex_;
-    std::map<std::string, std::unique_ptr<CircuitBreaker>, std::less<>> breakers_;
+    mutable detail::SharedMutex mutex_;
+    std::map<std::string, std::unique_ptr<CircuitBreaker>, std::less<>> breakers_
+        BULWARK_GUARDED_BY(mutex_);
 };
 
 using CircuitBreakerRegistry = BasicCircuitBreakerRegistry<>;
@@ -4551,7 +4687,6 @@ protected:
 #include <iterator>
 #include <limits>
 #include <map>
-#include <mutex>
 #include <new>
 #include <optional>
 #include <set>
@@ -5034,7 +5169,6 @@ inline void prepare_dead_letter(DeadLetter& letter, const DeadLetterLimits& limi
 
 #include <cstddef>
 #include <cstdint>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -5044,6 +5178,7 @@ inline void prepare_dead_letter(DeadLetter& letter, const DeadLetterLimits& limi
 // #include <bulwark/clock.hpp> (already included above)
 // #include <bulwark/dead_letter_store.hpp> (already included above)
 // #include <bulwark/detail/dead_letter_index.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 
 namespace bulwark {
@@ -5069,7 +5204,10 @@ namespace detail {
 //   void check_redrive_continues(const ReprocessResult& so_far) const
 //                                                  throws to stop a reprocess before its next
 //                                                  handler call.
-// Thread-safe: mutex_ guards every member below and whatever the store's hooks touch.
+// Thread-safe: mutex_ guards every member below and whatever the store's hooks touch. The hooks
+// are called as static_cast<Store&>(*this).hook(): a cast the thread-safety analysis sees
+// through, so it knows the mutex_ a hook requires is the one held (a store() helper returning
+// the reference would hide that).
 template <class Store>
 class IndexedDeadLetterStore : public DeadLetterStore {
 protected:
@@ -5089,7 +5227,7 @@ protected:
     }
 
     std::string do_add(DeadLetter letter) override {
-        std::lock_guard<std::mutex> lock(mutex_);
+        LockGuard lock(mutex_);
         try {
             prepare_dead_letter(letter, limits_, clock_->wall_now());
         } catch (const DeadLetterTooLargeError&) {
@@ -5105,7 +5243,7 @@ protected:
             ++rejected_full_;
             throw_store_full(limits_.max_entries);
         }
-        store().check_writable();
+        static_cast<Store&>(*this).check_writable();
         if (letter.id.empty()) {
             do {
                 letter.id = format_dead_letter_id(SplitMix64::at(id_seed_, next_id_++));
@@ -5113,11 +5251,11 @@ protected:
         }
         // The eviction a full store makes comes after the new record is in (it is pending, so it
         // is not the one evicted): an add that throws has removed nothing.
-        return store().store_new(std::move(letter), full);
+        return static_cast<Store&>(*this).store_new(std::move(letter), full);
     }
 
     std::optional<DeadLetter> do_get(std::string_view id) const override {
-        std::lock_guard<std::mutex> lock(mutex_);
+        LockGuard lock(mutex_);
         const auto it = index_.find(id);
         if (it == index_.end()) {
             return std::nullopt;
@@ -5131,7 +5269,7 @@ protected:
         if (limit == 0) {
             return out;
         }
-        std::lock_guard<std::mutex> lock(mutex_);
+        LockGuard lock(mutex_);
         index_.scan(query, [&](Index::const_iterator it) {
             out.push_back(it->second);
             return out.size() < limit;
@@ -5147,12 +5285,13 @@ protected:
         ReprocessResult result;
         std::vector<Seq> batch;
         {
-            std::lock_guard<std::mutex> lock(mutex_);
+            LockGuard lock(mutex_);
             if (reprocessing_) {
                 result.already_running = true;
                 return result;
             }
-            store().check_writable();  // a store that cannot record an outcome resends nothing
+            static_cast<Store&>(*this)
+                .check_writable();  // a store that cannot record an outcome resends nothing
             batch = index_.select_redrive(query, options.max_redrives, result);
             reprocessing_ = true;
         }
@@ -5160,7 +5299,7 @@ protected:
         struct Running {
             IndexedDeadLetterStore* self;
             ~Running() {
-                std::lock_guard<std::mutex> lock(self->mutex_);
+                LockGuard lock(self->mutex_);
                 self->reprocessing_ = false;
             }
         } running{this};
@@ -5172,8 +5311,8 @@ protected:
             }
             DeadLetter copy;
             {
-                std::lock_guard<std::mutex> lock(mutex_);
-                store().check_redrive_continues(result);
+                LockGuard lock(mutex_);
+                static_cast<Store&>(*this).check_redrive_continues(result);
                 const auto it = index_.find_redrivable(seq, query);
                 if (it == index_.end()) {
                     ++result.skipped_changed;
@@ -5186,8 +5325,9 @@ protected:
             DeadLetterAttempt attempt{clock_->wall_now(), options.channel,
                                       std::move(outcome.error)};
             {
-                std::lock_guard<std::mutex> lock(mutex_);
-                store().record_outcome(seq, copy, resent, std::move(attempt), result);
+                LockGuard lock(mutex_);
+                static_cast<Store&>(*this).record_outcome(seq, copy, resent, std::move(attempt),
+                                                          result);
             }
             ++(resent ? result.resent : result.failed);
         }
@@ -5196,7 +5336,7 @@ protected:
 
     DeadLetterStats do_stats() const override {
         DeadLetterStats s;
-        std::lock_guard<std::mutex> lock(mutex_);
+        LockGuard lock(mutex_);
         index_.fill(s);
         s.added = counters_.added;
         s.duplicate_adds = duplicate_adds_;
@@ -5210,32 +5350,32 @@ protected:
     }
 
     std::size_t do_size() const override {
-        std::lock_guard<std::mutex> lock(mutex_);
+        LockGuard lock(mutex_);
         return index_.size();
     }
 
     DeadLetterLimits do_limits() const noexcept override { return limits_; }
 
     // The hooks a store that accepts every change leaves as they are.
-    void check_writable() const noexcept {}
-    void check_redrive_continues(const ReprocessResult& /*so_far*/) const noexcept {}
+    void check_writable() const noexcept BULWARK_REQUIRES(mutex_) {}
+    void check_redrive_continues(const ReprocessResult& /*so_far*/) const noexcept
+        BULWARK_REQUIRES(mutex_) {}
 
     const DeadLetterLimits limits_;
     Clock* const clock_;
 
-    mutable std::mutex mutex_;
-    Index index_;                  // guarded by mutex_, as is everything below
-    DeadLetterCounters counters_;  // since the store was made (a durable store: ever)
-    std::uint64_t duplicate_adds_ = 0;
-    std::uint64_t rejected_full_ = 0;
-    std::uint64_t rejected_too_large_ = 0;
+    mutable Mutex mutex_;
+    Index index_ BULWARK_GUARDED_BY(mutex_);
+    // Since the store was made (a durable store: ever).
+    DeadLetterCounters counters_ BULWARK_GUARDED_BY(mutex_);
+    std::uint64_t duplicate_adds_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t rejected_full_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t rejected_too_large_ BULWARK_GUARDED_BY(mutex_) = 0;
 
 private:
-    Store& store() noexcept { return static_cast<Store&>(*this); }
-
     const std::uint64_t id_seed_;
-    std::uint64_t next_id_ = 0;  // guarded by mutex_
-    bool reprocessing_ = false;  // guarded by mutex_
+    std::uint64_t next_id_ BULWARK_GUARDED_BY(mutex_) = 0;
+    bool reprocessing_ BULWARK_GUARDED_BY(mutex_) = false;
 };
 
 }  // namespace detail
@@ -5243,6 +5383,7 @@ private:
 }  // namespace bulwark
 
 #endif  // BULWARK_DETAIL_INDEXED_DEAD_LETTER_STORE_HPP
+// #include <bulwark/detail/mutex.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 
 namespace bulwark {
@@ -5317,8 +5458,10 @@ protected:
         if (limit == 0) {
             return 0;
         }
-        std::lock_guard<std::mutex> lock(mutex_);
-        index_.scan(query, [&](Iterator it) {
+        detail::LockGuard lock(mutex_);
+        // The callback runs within scan(), with mutex_ still held; the analysis checks a lambda
+        // as a function of its own and cannot know that.
+        index_.scan(query, [&](Iterator it) BULWARK_NO_THREAD_SAFETY_ANALYSIS {
             if (it->second.status == DeadLetterStatus::pending) {
                 index_.dismiss(it, std::string(note));
                 ++changed;
@@ -5335,8 +5478,9 @@ protected:
         if (limit == 0) {
             return 0;
         }
-        std::lock_guard<std::mutex> lock(mutex_);
-        index_.scan(query, [&](Iterator it) {
+        detail::LockGuard lock(mutex_);
+        // Within scan(), with mutex_ held (as in do_dismiss).
+        index_.scan(query, [&](Iterator it) BULWARK_NO_THREAD_SAFETY_ANALYSIS {
             index_.categorize(it, category, tags);
             return ++matched < limit;
         });
@@ -5344,7 +5488,7 @@ protected:
     }
 
     std::size_t do_purge(WallTime older_than) override {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         std::size_t removed = 0;
         for (auto it = index_.begin(); it != index_.end();) {
             const auto next = std::next(it);
@@ -5373,7 +5517,7 @@ private:
 
     // ---- the hooks IndexedDeadLetterStore calls, with mutex_ held ----------------------------
 
-    std::string store_new(DeadLetter letter, bool evict) {
+    std::string store_new(DeadLetter letter, bool evict) BULWARK_REQUIRES(mutex_) {
         std::string id = letter.id;
         index_.insert(std::move(letter));
         if (evict && index_.evict_oldest_resolved()) {
@@ -5384,7 +5528,7 @@ private:
     }
 
     void record_outcome(Seq seq, const DeadLetter& /*copy*/, bool resent, DeadLetterAttempt attempt,
-                        const ReprocessResult& /*so_far*/) {
+                        const ReprocessResult& /*so_far*/) BULWARK_REQUIRES(mutex_) {
         // Recorded if the record is still here. A success wins over a dismiss made while the
         // handler ran: the message was resent.
         const auto it = index_.find_seq(seq);
@@ -5416,7 +5560,6 @@ using InMemoryDeadLetterStore = BasicInMemoryDeadLetterStore<>;
 #include <cstddef>
 #include <cstdint>
 #include <exception>
-#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -7197,6 +7340,7 @@ private:
 }  // namespace bulwark
 
 #endif  // BULWARK_DETAIL_JOURNAL_FILE_HPP
+// #include <bulwark/detail/mutex.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 // #include <bulwark/file_dead_letter_store_errors.hpp> (already included above)
 // #include <bulwark/file_dead_letter_store_options.hpp> (already included above)
@@ -7222,7 +7366,8 @@ class BasicFileDeadLetterStore
     using Base = detail::IndexedDeadLetterStore<BasicFileDeadLetterStore<Tag>>;
     friend Base;
     // The base is dependent (a template of this one): name what the store uses of it.
-    using Iterator = typename Base::Index::const_iterator;
+    using Index = typename Base::Index;
+    using Iterator = typename Index::const_iterator;
     using Seq = typename Base::Seq;
     using Base::counters_;
     using Base::index_;
@@ -7238,38 +7383,44 @@ public:
         : Base(Base::checked_limits(options), clock),
           options_(options),
           journal_(fs, clock, std::move(directory), options_) {
-        journal_.open([this](const Record& r) { apply(r); },
-                      [this](std::uint64_t salt) { return snapshot(salt); });
+        // Unlocked, as the constructor is: nothing else can reach the store yet. The analysis
+        // skips constructors but not the lambdas in them.
+        journal_.open([this](const Record& r) BULWARK_NO_THREAD_SAFETY_ANALYSIS { apply(r); },
+                      [this](std::uint64_t salt)
+                          BULWARK_NO_THREAD_SAFETY_ANALYSIS { return snapshot(salt); });
     }
 
     // Syncs what is unsynced (sync=batch), ignoring errors.
     ~BasicFileDeadLetterStore() override {
         try {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             journal_.sync_unsynced_batch();
         } catch (...) {  // NOLINT(bugprone-empty-catch): a destructor reports nothing
         }
     }
 
     const FileDeadLetterStoreOptions& options() const noexcept { return options_; }
-    const std::string& directory() const noexcept { return journal_.directory(); }
+    // Unlocked: the directory is fixed when the journal is made.
+    const std::string& directory() const noexcept BULWARK_NO_THREAD_SAFETY_ANALYSIS {
+        return journal_.directory();
+    }
 
     // Makes every record written so far durable (for sync=batch or none). Throws
     // DeadLetterJournalIoError (and poisons) if the sync fails, DeadLetterStorePoisonedError on
     // a poisoned store.
     void sync() {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         journal_.check_writable();
         journal_.sync();
     }
 
     bool poisoned() const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         return journal_.poisoned();
     }
 
     JournalStats journal_stats() const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         JournalStats s = journal_.stats();
         s.live_bytes = live_bytes_;
         return s;
@@ -7281,7 +7432,7 @@ protected:
         if (limit == 0) {
             return 0;
         }
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         std::vector<Record> records;
         index_.scan(query, [&](Iterator it) {
             if (it->second.status == DeadLetterStatus::pending) {
@@ -7302,7 +7453,7 @@ protected:
         if (limit == 0) {
             return 0;
         }
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         std::size_t matched = 0;
         std::vector<Record> records;
         index_.scan(query, [&](Iterator it) {
@@ -7326,7 +7477,7 @@ protected:
     }
 
     std::size_t do_purge(WallTime older_than) override {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         std::vector<Record> records;
         for (const auto& entry : index_) {
             if (entry.second.created < older_than) {
@@ -7345,7 +7496,7 @@ private:
 
     // ---- the hooks IndexedDeadLetterStore calls, with mutex_ held ----------------------------
 
-    std::string store_new(DeadLetter letter, bool evict) {
+    std::string store_new(DeadLetter letter, bool evict) BULWARK_REQUIRES(mutex_) {
         std::vector<Record> records(1);
         records[0].type = detail::journal::RecordType::add;
         records[0].letter = std::move(letter);
@@ -7362,9 +7513,9 @@ private:
         return id;
     }
 
-    void check_writable() const { journal_.check_writable(); }
+    void check_writable() const BULWARK_REQUIRES(mutex_) { journal_.check_writable(); }
 
-    void check_redrive_continues(const ReprocessResult& so_far) const {
+    void check_redrive_continues(const ReprocessResult& so_far) const BULWARK_REQUIRES(mutex_) {
         if (journal_.poisoned()) {  // meanwhile, by another call: stop before resending
             throw DeadLetterReprocessInterruptedError(
                 "bulwark::FileDeadLetterStore: reprocess stopped: " + journal_.directory() +
@@ -7376,7 +7527,7 @@ private:
     // The outcome counts only once journaled. An outcome for a record removed while the handler
     // ran is journaled without an id: it only counts.
     void record_outcome(Seq seq, const DeadLetter& copy, bool resent, DeadLetterAttempt attempt,
-                        const ReprocessResult& so_far) {
+                        const ReprocessResult& so_far) BULWARK_REQUIRES(mutex_) {
         Record r;
         r.type = detail::journal::RecordType::outcome;
         const auto it = index_.find_seq(seq);
@@ -7404,7 +7555,7 @@ private:
 
     // ---- replay: the one place where records change the index -------------------------------
 
-    void apply(const Record& r) {
+    void apply(const Record& r) BULWARK_REQUIRES(mutex_) {
         namespace j = detail::journal;
         switch (r.type) {
             case j::RecordType::add: {
@@ -7421,15 +7572,15 @@ private:
             case j::RecordType::dismiss: {
                 const auto it = index_.find(r.id);
                 if (it != index_.end() && it->second.status == DeadLetterStatus::pending) {
-                    modify(it, [&] { index_.dismiss(it, r.text); });
+                    modify(it, [&](Index& index) { index.dismiss(it, r.text); });
                 }
                 return;
             }
             case j::RecordType::outcome: {
                 const auto it = r.id.empty() ? index_.end() : index_.find(r.id);
                 if (it != index_.end()) {
-                    modify(it, [&] {
-                        index_.record_redrive(it, r.resent, r.attempt, options_.max_attempts);
+                    modify(it, [&](Index& index) {
+                        index.record_redrive(it, r.resent, r.attempt, options_.max_attempts);
                     });
                 }
                 ++(r.resent ? counters_.resent : counters_.redrive_failures);
@@ -7438,7 +7589,7 @@ private:
             case j::RecordType::categorize: {
                 const auto it = index_.find(r.id);
                 if (it != index_.end()) {
-                    modify(it, [&] { index_.categorize(it, r.text, r.tags); });
+                    modify(it, [&](Index& index) { index.categorize(it, r.text, r.tags); });
                 }
                 return;
             }
@@ -7462,11 +7613,12 @@ private:
         }
     }
 
-    // Runs `change` on the record at `it`, keeping live_bytes_ right.
+    // Runs change(index_) on the record at `it`, keeping live_bytes_ right. The index is passed
+    // in, not captured, so that the thread-safety analysis sees it used under mutex_.
     template <class Change>
-    void modify(Iterator it, Change&& change) {
+    void modify(Iterator it, Change&& change) BULWARK_REQUIRES(mutex_) {
         const std::uint64_t before = detail::journal::snapshot_frame_size(it->second);
-        change();
+        change(index_);
         live_bytes_ = live_bytes_ - before + detail::journal::snapshot_frame_size(it->second);
     }
 
@@ -7474,7 +7626,7 @@ private:
 
     // Journals `records` (all or none), then applies them; returns how many. Throws what
     // JournalFile::append throws, having applied nothing.
-    std::size_t commit_and_apply(const std::vector<Record>& records) {
+    std::size_t commit_and_apply(const std::vector<Record>& records) BULWARK_REQUIRES(mutex_) {
         if (records.empty()) {
             return 0;
         }
@@ -7486,20 +7638,25 @@ private:
         return records.size();
     }
 
-    void maybe_compact() {
-        journal_.maybe_compact(live_bytes_, [this](std::uint64_t salt) { return snapshot(salt); });
+    void maybe_compact() BULWARK_REQUIRES(mutex_) {
+        // The lambda runs within maybe_compact(), with mutex_ still held; the analysis checks a
+        // lambda as a function of its own and cannot know that.
+        journal_.maybe_compact(live_bytes_,
+                               [this](std::uint64_t salt)
+                                   BULWARK_NO_THREAD_SAFETY_ANALYSIS { return snapshot(salt); });
     }
 
     // What a compaction writes: the counters and every record.
-    std::string snapshot(std::uint64_t salt) const {
+    std::string snapshot(std::uint64_t salt) const BULWARK_REQUIRES(mutex_) {
         return detail::journal_snapshot(salt, counters_, index_);
     }
 
     const FileDeadLetterStoreOptions options_;
     // Guarded by mutex_, as are the index and the counters (whose duplicate_adds_ and rejected_*
     // count since open).
-    detail::JournalFile journal_;
-    std::uint64_t live_bytes_ = detail::journal_snapshot_base_size();  // snapshot()'s size
+    detail::JournalFile journal_ BULWARK_GUARDED_BY(mutex_);
+    // snapshot()'s size.
+    std::uint64_t live_bytes_ BULWARK_GUARDED_BY(mutex_) = detail::journal_snapshot_base_size();
 };
 
 using FileDeadLetterStore = BasicFileDeadLetterStore<>;
@@ -7522,7 +7679,6 @@ using FileDeadLetterStore = BasicFileDeadLetterStore<>;
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -7584,6 +7740,7 @@ protected:
 }  // namespace bulwark
 
 #endif  // BULWARK_DEGRADATION_LEVEL_HPP
+// #include <bulwark/detail/mutex.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 // #include <bulwark/events.hpp> (already included above)
 // #include <bulwark/health_check.hpp> (already included above)
@@ -7805,15 +7962,15 @@ public:
     ~BasicDegradation() { unfollow(); }
 
     std::string reason() const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         return reason_;
     }
     TimePoint since() const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         return since_;
     }
     bool overridden() const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         return override_.has_value();
     }
     Duration hold() const noexcept { return hold_; }
@@ -7822,7 +7979,7 @@ public:
     void set_level(DegradationLevel level, std::string reason) {
         Pending pending;
         {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             override_ = level;
             publish(level, std::move(reason), true, pending);
         }
@@ -7833,7 +7990,7 @@ public:
     void clear_override() {
         Pending pending;
         {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             if (!override_) {
                 return;
             }
@@ -7850,7 +8007,7 @@ public:
     void observe(DegradationLevel computed, std::string reason) {
         Pending pending;
         {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             const TimePoint now = clock_->now();
             if (computed >= automatic_) {
                 lower_since_.reset();
@@ -7891,7 +8048,7 @@ public:
     bool enabled(std::string_view feature, DegradationLevel disable_at) const {
         // acquire: pairs with force_feature()'s release; the map is read under the lock.
         if (BULWARK_UNLIKELY(features_forced_.load(std::memory_order_acquire))) {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             auto it = forced_.find(feature);
             if (it != forced_.end()) {
                 return it->second;
@@ -7902,12 +8059,12 @@ public:
 
     // Forces a feature on or off whatever the level (an admin switch); clear_feature() undoes it.
     void force_feature(std::string feature, bool on) {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         forced_[std::move(feature)] = on;
         features_forced_.store(true, std::memory_order_release);
     }
     void clear_feature(std::string_view feature) {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         auto it = forced_.find(feature);
         if (it != forced_.end()) {
             forced_.erase(it);
@@ -7926,10 +8083,9 @@ public:
         if (!map) {
             detail::throw_invalid_argument("Degradation::follow: the mapping is empty");
         }
-        std::lock_guard<std::mutex> calls(follow_calls_mutex_);
+        detail::LockGuard calls(follow_calls_mutex_);
         unfollow_locked();
-        auto state = std::make_shared<FollowState>();
-        state->owner = this;
+        auto state = std::make_shared<FollowState>(this);
         state->read = [&monitor, &resources, map = std::move(map)] {
             return assess(monitor.report(), resources.report(), map);
         };
@@ -7949,7 +8105,7 @@ public:
             throw;
         }
         {
-            std::lock_guard<std::mutex> lock(follow_mutex_);
+            detail::LockGuard lock(follow_mutex_);
             follow_ = state;
         }
         run_followed(*state);
@@ -7958,7 +8114,7 @@ public:
     // Stops following and returns once no callback from the sources is still running it; does
     // nothing if not following.
     void unfollow() {
-        std::lock_guard<std::mutex> calls(follow_calls_mutex_);
+        detail::LockGuard calls(follow_calls_mutex_);
         unfollow_locked();
     }
 
@@ -7968,7 +8124,7 @@ public:
     void refresh() {
         std::shared_ptr<FollowState> state;
         {
-            std::lock_guard<std::mutex> lock(follow_mutex_);
+            detail::LockGuard lock(follow_mutex_);
             state = follow_;
         }
         if (state) {
@@ -7998,7 +8154,8 @@ private:
     };
 
     // Under mutex_: makes `level` the level in force.
-    void publish(DegradationLevel level, std::string reason, bool manual, Pending& pending) {
+    void publish(DegradationLevel level, std::string reason, bool manual, Pending& pending)
+        BULWARK_REQUIRES(mutex_) {
         const auto old = static_cast<DegradationLevel>(level_.load(std::memory_order_relaxed));
         const TimePoint now = clock_->now();
         if (old != level) {
@@ -8020,10 +8177,12 @@ private:
     // What follow() set up, shared with the sources' listeners so that a callback never
     // touches a Degradation that is gone.
     struct FollowState {
-        std::mutex mutex;
+        explicit FollowState(BasicDegradation* o) : owner(o) {}
+
+        detail::Mutex mutex;
         std::condition_variable idle;
-        BasicDegradation* owner = nullptr;  // null once unfollowed; guarded by mutex
-        std::size_t running = 0;            // callbacks inside run_followed(); guarded by mutex
+        BasicDegradation* owner BULWARK_GUARDED_BY(mutex) = nullptr;  // null once unfollowed
+        std::size_t running BULWARK_GUARDED_BY(mutex) = 0;  // callbacks inside run_followed()
         std::function<std::pair<DegradationLevel, std::string>()> read;  // the level and why
         std::function<void()> stop;                                      // removes the listeners
     };
@@ -8039,7 +8198,7 @@ private:
         }
         BasicDegradation* owner = nullptr;
         {
-            std::lock_guard<std::mutex> lock(state.mutex);
+            detail::LockGuard lock(state.mutex);
             owner = state.owner;
             if (owner == nullptr) {
                 return;
@@ -8051,7 +8210,7 @@ private:
             FollowState& state;
             ~Leave() {
                 active.pop_back();
-                std::lock_guard<std::mutex> lock(state.mutex);
+                detail::LockGuard lock(state.mutex);
                 --state.running;
                 state.idle.notify_all();
             }
@@ -8061,22 +8220,24 @@ private:
     }
 
     // Under follow_calls_mutex_.
-    void unfollow_locked() {
+    void unfollow_locked() BULWARK_REQUIRES(follow_calls_mutex_) {
         std::shared_ptr<FollowState> state;
         {
-            std::lock_guard<std::mutex> lock(follow_mutex_);
+            detail::LockGuard lock(follow_mutex_);
             state = std::move(follow_);
         }
         if (!state) {
             return;
         }
         {
-            std::lock_guard<std::mutex> lock(state->mutex);
+            detail::LockGuard lock(state->mutex);
             state->owner = nullptr;
         }
         state->stop();
-        std::unique_lock<std::mutex> lock(state->mutex);
-        state->idle.wait(lock, [&] { return state->running == 0; });
+        detail::UniqueLock lock(state->mutex);
+        while (state->running != 0) {
+            state->idle.wait(lock.native());
+        }
     }
 
     // The mapped level and a reason naming what is wrong:
@@ -8109,20 +8270,20 @@ private:
 
     Clock* const clock_;
     const Duration hold_;
-    std::mutex follow_calls_mutex_;  // serialises follow() and unfollow()
-    std::mutex follow_mutex_;        // guards follow_
-    std::shared_ptr<FollowState> follow_;
+    detail::Mutex follow_calls_mutex_;  // serialises follow() and unfollow()
+    detail::Mutex follow_mutex_;        // guards follow_
+    std::shared_ptr<FollowState> follow_ BULWARK_GUARDED_BY(follow_mutex_);
     std::atomic<bool> features_forced_{false};
 
-    mutable std::mutex mutex_;
-    std::string reason_;                                     // guarded by mutex_
-    TimePoint since_{};                                      // guarded by mutex_
-    std::optional<DegradationLevel> override_;               // guarded by mutex_
-    DegradationLevel automatic_ = DegradationLevel::normal;  // guarded by mutex_
-    std::string automatic_reason_;                           // guarded by mutex_
-    std::optional<TimePoint> lower_since_;                   // guarded by mutex_
-    DegradationLevel lower_max_ = DegradationLevel::normal;  // guarded by mutex_
-    std::map<std::string, bool, std::less<>> forced_;        // guarded by mutex_
+    mutable detail::Mutex mutex_;
+    std::string reason_ BULWARK_GUARDED_BY(mutex_);
+    TimePoint since_ BULWARK_GUARDED_BY(mutex_){};
+    std::optional<DegradationLevel> override_ BULWARK_GUARDED_BY(mutex_);
+    DegradationLevel automatic_ BULWARK_GUARDED_BY(mutex_) = DegradationLevel::normal;
+    std::string automatic_reason_ BULWARK_GUARDED_BY(mutex_);
+    std::optional<TimePoint> lower_since_ BULWARK_GUARDED_BY(mutex_);
+    DegradationLevel lower_max_ BULWARK_GUARDED_BY(mutex_) = DegradationLevel::normal;
+    std::map<std::string, bool, std::less<>> forced_ BULWARK_GUARDED_BY(mutex_);
     Listeners<DegradationChange> changes_;
 };
 
@@ -8690,7 +8851,6 @@ private:
 #include <exception>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -8700,6 +8860,7 @@ private:
 // #include <bulwark/clock.hpp> (already included above)
 // #include <bulwark/context.hpp> (already included above)
 // #include <bulwark/detail/math.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
 // #include <bulwark/detail/striped_counter.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 // #include <bulwark/errors.hpp> (already included above)
@@ -8892,10 +9053,14 @@ public:
     }
 
 private:
-    bool is_window() const noexcept { return !log_.empty(); }
+    bool is_window() const noexcept { return window_size() != 0; }
+    // log_'s size is fixed at construction: reading it needs no lock.
+    std::size_t window_size() const noexcept BULWARK_NO_THREAD_SAFETY_ANALYSIS {
+        return log_.size();
+    }
 
     void check_n(std::uint32_t n) const {
-        const std::uint32_t most = is_window() ? static_cast<std::uint32_t>(log_.size()) : burst_;
+        const std::uint32_t most = is_window() ? static_cast<std::uint32_t>(window_size()) : burst_;
         if (n == 0 || n > most) {
             detail::throw_invalid_option(
                 "RateLimiter.acquire(n): n",
@@ -8950,7 +9115,7 @@ private:
     RateDecision reserve_window(std::uint32_t n) {
         const Duration window = std::get<SlidingWindow>(options_.limit).window;
         const TimePoint now = clock_->coarse_now_fast();
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         const std::size_t size = log_.size();
         // Entries still inside the window.
         while (count_ > 0 && log_[(head_ + size - count_) % size] <= now - window) {
@@ -8978,10 +9143,10 @@ private:
     std::uint32_t burst_ = 0;
     alignas(detail::cache_line_size) std::atomic<std::int64_t> tat_ns_{0};
 
-    std::mutex mutex_;
-    std::vector<TimePoint> log_;  // guarded by mutex_ (its size is fixed at construction)
-    std::size_t head_ = 0;        // guarded by mutex_: where the next grant is written
-    std::size_t count_ = 0;       // guarded by mutex_: grants still in the window
+    detail::Mutex mutex_;
+    std::vector<TimePoint> log_ BULWARK_GUARDED_BY(mutex_);  // its size is fixed at construction
+    std::size_t head_ BULWARK_GUARDED_BY(mutex_) = 0;        // where the next grant is written
+    std::size_t count_ BULWARK_GUARDED_BY(mutex_) = 0;       // grants still in the window
 
     detail::StripedCounter admitted_;
     std::atomic<std::uint64_t> rejected_{0};
@@ -9006,7 +9171,6 @@ using RateLimiter = BasicRateLimiter<>;
 #include <functional>
 #include <limits>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -9153,11 +9317,11 @@ private:
 #include <chrono>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
 // #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
 // #include <bulwark/detail/striped_counter.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 
@@ -9230,7 +9394,7 @@ public:
     // A retry wants to happen: true (and counted) if the budget allows it.
     bool try_withdraw() {
         const TimePoint now = clock_->coarse_now_fast();
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         const std::int64_t second =
             std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
         const std::uint64_t calls_now = calls_.sum();
@@ -9260,11 +9424,11 @@ public:
     std::uint32_t min_per_second() const noexcept { return options_.min_per_second; }
 
     std::uint64_t withdrawn() const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         return withdrawn_;
     }
     std::uint64_t refused() const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         return refused_;
     }
 
@@ -9276,14 +9440,14 @@ private:
         std::uint64_t retries = 0;
     };
 
-    std::int64_t window_seconds() const noexcept {
+    std::int64_t window_seconds() const noexcept BULWARK_REQUIRES(mutex_) {
         return static_cast<std::int64_t>(buckets_.size());
     }
 
-    // Under mutex_. A bucket starts counting calls when the first retry of its second asks, so
+    // A bucket starts counting calls when the first retry of its second asks, so
     // calls made before any retry asked are not counted: the allowance is never larger than
     // exact, and a long healthy period cannot bank a large budget for the next outage.
-    Bucket& bucket(std::int64_t second, std::uint64_t calls_now) {
+    Bucket& bucket(std::int64_t second, std::uint64_t calls_now) BULWARK_REQUIRES(mutex_) {
         const std::int64_t slots = window_seconds();
         Bucket& b = buckets_[static_cast<std::size_t>(((second % slots) + slots) % slots)];
         if (b.second != second) {
@@ -9295,10 +9459,10 @@ private:
     detail::StripedCounter calls_;  // first: its cache-line alignment then costs no padding
     const RetryBudgetOptions options_;
     Clock* const clock_;
-    mutable std::mutex mutex_;
-    std::vector<Bucket> buckets_;  // guarded by mutex_
-    std::uint64_t withdrawn_ = 0;  // guarded by mutex_
-    std::uint64_t refused_ = 0;    // guarded by mutex_
+    mutable detail::Mutex mutex_;
+    std::vector<Bucket> buckets_ BULWARK_GUARDED_BY(mutex_);
+    std::uint64_t withdrawn_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t refused_ BULWARK_GUARDED_BY(mutex_) = 0;
 };
 
 }  // namespace bulwark
@@ -10461,7 +10625,6 @@ private:
 #include <exception>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -10486,7 +10649,6 @@ private:
 #include <exception>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -10495,6 +10657,7 @@ private:
 #include <vector>
 
 // #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 // #include <bulwark/events.hpp> (already included above)
 // #include <bulwark/health_check.hpp> (already included above)
@@ -10550,7 +10713,7 @@ public:
         auto state = std::make_shared<HealthCheckState>(std::move(check));
         HealthPending pending;
         {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             for (const auto& s : checks_) {
                 if (s->check.name == state->check.name) {
                     throw_invalid_argument("HealthMonitor: a check named '" + s->check.name +
@@ -10568,7 +10731,7 @@ public:
     bool remove(std::string_view name) {
         HealthPending pending;
         {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             auto it = std::find_if(checks_.begin(), checks_.end(),
                                    [&](const auto& s) { return s->check.name == name; });
             if (it == checks_.end()) {
@@ -10594,7 +10757,7 @@ public:
         std::vector<Run> inline_runs;
         HealthPending pending;
         {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             const TimePoint now = clock_->now();
             expire(now, pending);
             if (only.empty()) {
@@ -10622,7 +10785,7 @@ public:
     // Runs one check now (or waits for its run in flight) and returns its result.
     HealthCheckResult run_now(std::string_view name) {
         wait_for(pass(name));
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         return find(name)->last;
     }
 
@@ -10630,7 +10793,7 @@ public:
     void wait_for(const std::vector<Run>& waited) {
         HealthPending pending;
         {
-            std::unique_lock<std::mutex> lock(mutex_);
+            detail::UniqueLock lock(mutex_);
             for (;;) {
                 const TimePoint now = clock_->now();
                 expire(now, pending);
@@ -10650,9 +10813,9 @@ public:
                     break;
                 }
                 if (wake) {
-                    clock_->wait_until(cv_, lock, *wake);
+                    clock_->wait_until(cv_, lock.native(), *wake);
                 } else {
-                    cv_.wait(lock);
+                    cv_.wait(lock.native());
                 }
             }
         }
@@ -10661,7 +10824,7 @@ public:
 
     // The scheduler thread's loop: a pass, then a wait until the next due time or deadline.
     void schedule_loop() {
-        std::unique_lock<std::mutex> lock(mutex_);
+        detail::UniqueLock lock(mutex_);
         while (!stop_requested_) {
             lock.unlock();
             pass();
@@ -10684,15 +10847,15 @@ public:
             }
             if (!wake) {
                 // No checks: sleep until one is added or stop() (both notify).
-                cv_.wait(lock);
+                cv_.wait(lock.native());
             } else if (clock_->now() < *wake) {
-                clock_->wait_until(cv_, lock, *wake);
+                clock_->wait_until(cv_, lock.native(), *wake);
             }
         }
     }
 
     void request_stop(bool stop) {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         stop_requested_ = stop;
         cv_.notify_all();
     }
@@ -10701,7 +10864,7 @@ public:
     // finishes or is past its timeout; threads stuck beyond that are left to finish on their
     // own (they co-own this state).
     void shut_down() {
-        std::unique_lock<std::mutex> lock(mutex_);
+        detail::UniqueLock lock(mutex_);
         shutdown_ = true;
         for (const Run& task : tasks_) {
             finish(task.first);  // never started: not in flight after all
@@ -10726,25 +10889,25 @@ public:
                 break;
             }
             if (wake) {
-                clock_->wait_until(cv_, lock, *wake);
+                clock_->wait_until(cv_, lock.native(), *wake);
             } else {
-                cv_.wait(lock);
+                cv_.wait(lock.native());
             }
         }
     }
 
     HealthStatus status() const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         return overall_;
     }
 
     HealthStatus status(std::string_view name) const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         return find(name)->last.status;
     }
 
     std::vector<HealthCheckResult> history(std::string_view name) const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         const auto state = find(name);
         std::vector<HealthCheckResult> out;
         out.reserve(state->ring.size());
@@ -10757,7 +10920,7 @@ public:
     }
 
     std::vector<std::string> names() const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         std::vector<std::string> out;
         out.reserve(checks_.size());
         for (const auto& s : checks_) {
@@ -10768,7 +10931,7 @@ public:
 
     HealthReport report() const {
         HealthReport r;
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         r.at = clock_->now();
         r.status = overall_;
         r.ready = true;
@@ -10789,7 +10952,7 @@ public:
     Listeners<HealthStatusChange> overall_changes;
 
 private:
-    std::shared_ptr<HealthCheckState> find(std::string_view name) const {
+    std::shared_ptr<HealthCheckState> find(std::string_view name) const BULWARK_REQUIRES(mutex_) {
         for (const auto& s : checks_) {
             if (s->check.name == name) {
                 return s;
@@ -10801,7 +10964,8 @@ private:
     // Under mutex_. Starts a run of `s` (or, if its last run is still in flight, reports it as
     // still running). Inline checks (timeout 0) are handed back to run outside the lock.
     void launch(const std::shared_ptr<HealthCheckState>& s, TimePoint now,
-                std::vector<Run>& started, std::vector<Run>& inline_runs, HealthPending& pending) {
+                std::vector<Run>& started, std::vector<Run>& inline_runs, HealthPending& pending)
+        BULWARK_REQUIRES(mutex_) {
         s->next_due = now + s->check.interval;
         if (s->in_flight) {
             if (s->timeout_reported) {
@@ -10837,7 +11001,8 @@ private:
 
     // Under mutex_. Hands the run to a check thread, starting one if none is idle. False when
     // max_check_threads are all busy or a thread cannot be started.
-    bool post(const std::shared_ptr<HealthCheckState>& s, std::uint64_t id) {
+    bool post(const std::shared_ptr<HealthCheckState>& s, std::uint64_t id)
+        BULWARK_REQUIRES(mutex_) {
         if (shutdown_) {
             return false;
         }
@@ -10860,9 +11025,11 @@ private:
     }
 
     void worker() {
-        std::unique_lock<std::mutex> lock(mutex_);
+        detail::UniqueLock lock(mutex_);
         for (;;) {
-            cv_.wait(lock, [&] { return shutdown_ || !tasks_.empty(); });
+            while (!shutdown_ && tasks_.empty()) {
+                cv_.wait(lock.native());
+            }
             if (tasks_.empty()) {
                 break;
             }
@@ -10897,7 +11064,7 @@ private:
         }
         HealthPending pending;
         {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             if (!s->in_flight || s->run_id != id) {
                 return;
             }
@@ -10923,12 +11090,12 @@ private:
             s->completing = true;
         }
         emit(pending);
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         finish(s);
     }
 
     // Under mutex_: the run of `s` in flight has ended.
-    void finish(const std::shared_ptr<HealthCheckState>& s) {
+    void finish(const std::shared_ptr<HealthCheckState>& s) BULWARK_REQUIRES(mutex_) {
         s->in_flight = false;
         s->completing = false;
         if (s->check.timeout > Duration::zero()) {
@@ -10939,7 +11106,7 @@ private:
     }
 
     // Under mutex_: reports every run on a check thread that is past its deadline as timed out.
-    void expire(TimePoint now, HealthPending& pending) {
+    void expire(TimePoint now, HealthPending& pending) BULWARK_REQUIRES(mutex_) {
         for (const auto& s : flying_) {
             if (!s->timeout_reported && !s->completing && now >= s->deadline) {
                 report_timeout(*s, pending);
@@ -10947,7 +11114,7 @@ private:
         }
     }
 
-    void report_timeout(HealthCheckState& s, HealthPending& pending) {
+    void report_timeout(HealthCheckState& s, HealthPending& pending) BULWARK_REQUIRES(mutex_) {
         s.timeout_reported = true;
         ++s.summary.timeouts;
         HealthCheckResult r = HealthCheckResult::unhealthy(
@@ -10959,7 +11126,8 @@ private:
     }
 
     // Under mutex_: makes `r` the check's latest result.
-    void record(HealthCheckState& s, HealthCheckResult r, HealthPending& pending) {
+    void record(HealthCheckState& s, HealthCheckResult r, HealthPending& pending)
+        BULWARK_REQUIRES(mutex_) {
         r.name = s.check.name;
         r.critical = s.check.critical;
         r.previous = s.last.status;
@@ -10991,7 +11159,7 @@ private:
         }
     }
 
-    void update_overall(HealthPending& pending) {
+    void update_overall(HealthPending& pending) BULWARK_REQUIRES(mutex_) {
         const HealthStatus now_overall = compute_overall();
         if (now_overall != overall_) {
             const HealthStatus from = pending.overall ? pending.overall->from : overall_;
@@ -11002,7 +11170,7 @@ private:
 
     // Unhealthy if a critical check is unhealthy; else unknown while any check has not run;
     // else degraded if any check is degraded or a non-critical one unhealthy; else healthy.
-    HealthStatus compute_overall() const {
+    HealthStatus compute_overall() const BULWARK_REQUIRES(mutex_) {
         bool unknown = false;
         bool degraded = false;
         for (const auto& s : checks_) {
@@ -11043,17 +11211,19 @@ private:
 
     const HealthMonitorOptions options_;
     Clock* const clock_;
-    mutable std::mutex mutex_;
+    mutable detail::Mutex mutex_;
     std::condition_variable cv_;  // completions, new checks, stop, thread exits, new tasks
-    // All guarded by mutex_.
-    std::vector<std::shared_ptr<HealthCheckState>> checks_;  // in the order added
-    std::vector<Run> tasks_;                                 // runs waiting for a check thread
-    std::vector<std::shared_ptr<HealthCheckState>> flying_;  // checks with a run on a thread
-    std::size_t threads_ = 0;                                // check threads alive
-    std::size_t busy_ = 0;  // runs posted and not finished (queued or running)
-    HealthStatus overall_ = HealthStatus::healthy;
-    bool stop_requested_ = false;
-    bool shutdown_ = false;
+    // In the order added.
+    std::vector<std::shared_ptr<HealthCheckState>> checks_ BULWARK_GUARDED_BY(mutex_);
+    std::vector<Run> tasks_ BULWARK_GUARDED_BY(mutex_);  // runs waiting for a check thread
+    // Checks with a run on a thread.
+    std::vector<std::shared_ptr<HealthCheckState>> flying_ BULWARK_GUARDED_BY(mutex_);
+    std::size_t threads_ BULWARK_GUARDED_BY(mutex_) = 0;  // check threads alive
+    // Runs posted and not finished (queued or running).
+    std::size_t busy_ BULWARK_GUARDED_BY(mutex_) = 0;
+    HealthStatus overall_ BULWARK_GUARDED_BY(mutex_) = HealthStatus::healthy;
+    bool stop_requested_ BULWARK_GUARDED_BY(mutex_) = false;
+    bool shutdown_ BULWARK_GUARDED_BY(mutex_) = false;
 };
 
 }  // namespace detail
@@ -11062,6 +11232,7 @@ private:
 
 #endif  // BULWARK_DETAIL_HEALTH_CORE_HPP
 // #include <bulwark/detail/json.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 // #include <bulwark/detail/traits.hpp> (already included above)
 // #include <bulwark/events.hpp> (already included above)
@@ -11148,7 +11319,7 @@ public:
 
     // Starts the scheduler thread (once; a second start() does nothing).
     void start() {
-        std::lock_guard<std::mutex> lock(thread_mutex_);
+        detail::LockGuard lock(thread_mutex_);
         if (scheduler_.joinable()) {
             return;
         }
@@ -11160,7 +11331,7 @@ public:
     // scheduler never waits for a check with a timeout. Checks in flight go on; start() again
     // resumes.
     void stop() {
-        std::lock_guard<std::mutex> lock(thread_mutex_);
+        detail::LockGuard lock(thread_mutex_);
         if (!scheduler_.joinable()) {
             return;
         }
@@ -11169,7 +11340,7 @@ public:
     }
 
     bool running() const {
-        std::lock_guard<std::mutex> lock(thread_mutex_);
+        detail::LockGuard lock(thread_mutex_);
         return scheduler_.joinable();
     }
 
@@ -11203,8 +11374,8 @@ private:
     using Core = detail::BasicHealthCore<Tag>;
 
     std::shared_ptr<Core> core_;
-    mutable std::mutex thread_mutex_;
-    std::thread scheduler_;  // guarded by thread_mutex_
+    mutable detail::Mutex thread_mutex_;
+    std::thread scheduler_ BULWARK_GUARDED_BY(thread_mutex_);
 };
 
 using HealthMonitor = BasicHealthMonitor<>;
@@ -12152,13 +12323,13 @@ std::string to_prometheus(Components&&... components) {
 #include <exception>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <type_traits>
 #include <utility>
 
 // #include <bulwark/clock.hpp> (already included above)
 // #include <bulwark/context.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
 // #include <bulwark/detail/striped_counter.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 // #include <bulwark/errors.hpp> (already included above)
@@ -12346,7 +12517,7 @@ public:
         s.in_flight = static_cast<std::uint32_t>(
             std::max<std::int64_t>(0, in_flight_.load(std::memory_order_relaxed)));
         {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             s.queued = queued_;
         }
         s.admitted = admitted_.sum();
@@ -12389,13 +12560,13 @@ private:
     void release_slot() noexcept {
         in_flight_.fetch_sub(1, std::memory_order_seq_cst);
         if (waiting_.load(std::memory_order_seq_cst) != 0) {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             dispatch_locked();
         }
     }
 
     // Under mutex_: hands free slots to the queue's head, in order.
-    void dispatch_locked() noexcept {
+    void dispatch_locked() noexcept BULWARK_REQUIRES(mutex_) {
         while (head_ != nullptr && take_slot()) {
             Waiter* w = head_;
             unlink(w);
@@ -12404,7 +12575,7 @@ private:
         }
     }
 
-    void unlink(Waiter* w) noexcept {
+    void unlink(Waiter* w) noexcept BULWARK_REQUIRES(mutex_) {
         (w->prev != nullptr ? w->prev->next : head_) = w->next;
         (w->next != nullptr ? w->next->prev : tail_) = w->prev;
         w->next = w->prev = nullptr;
@@ -12413,7 +12584,7 @@ private:
     }
 
     BULWARK_NOINLINE Permit acquire_slow(const Context* ctx) {
-        std::unique_lock<std::mutex> lock(mutex_);
+        detail::UniqueLock lock(mutex_);
         if (head_ == nullptr && take_slot()) {
             admitted_.add();
             return Permit(this);
@@ -12449,7 +12620,7 @@ private:
             if (ctx != nullptr) {
                 wake = std::min(deadline, clock_->now() + cancel_poll);
             }
-            clock_->wait_until(w.cv, lock, wake);
+            clock_->wait_until(w.cv, lock.native(), wake);
         }
         if (w.granted) {
             admitted_.add();
@@ -12495,10 +12666,10 @@ private:
     alignas(detail::cache_line_size) std::atomic<std::int64_t> in_flight_{0};
     alignas(detail::cache_line_size) std::atomic<std::int64_t> waiting_{0};
 
-    mutable std::mutex mutex_;
-    Waiter* head_ = nullptr;    // guarded by mutex_
-    Waiter* tail_ = nullptr;    // guarded by mutex_
-    std::uint32_t queued_ = 0;  // guarded by mutex_
+    mutable detail::Mutex mutex_;
+    Waiter* head_ BULWARK_GUARDED_BY(mutex_) = nullptr;
+    Waiter* tail_ BULWARK_GUARDED_BY(mutex_) = nullptr;
+    std::uint32_t queued_ BULWARK_GUARDED_BY(mutex_) = 0;
 
     detail::StripedCounter admitted_;
     std::atomic<std::uint64_t> rejected_{0};
@@ -12519,7 +12690,6 @@ private:
 #include <exception>
 #include <functional>
 #include <list>
-#include <mutex>
 #include <optional>
 #include <string_view>
 #include <type_traits>
@@ -12529,6 +12699,7 @@ private:
 // #include <bulwark/classify.hpp> (already included above)
 // #include <bulwark/clock.hpp> (already included above)
 // #include <bulwark/context.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 // #include <bulwark/events.hpp> (already included above)
 // #include <bulwark/outcome.hpp> (already included above)
@@ -12633,7 +12804,7 @@ public:
 
     // The remembered value for `key` if it is younger than ttl.
     std::optional<T> peek(const Key& key) const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         auto it = index_.find(key);
         if (it == index_.end() || clock_->now() - it->second->stored_at >= ttl_) {
             return std::nullopt;
@@ -12642,12 +12813,12 @@ public:
     }
 
     void put(const Key& key, T value) {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         store(key, std::move(value));
     }
 
     void erase(const Key& key) {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         auto it = index_.find(key);
         if (it != index_.end()) {
             lru_.erase(it->second);
@@ -12656,7 +12827,7 @@ public:
     }
 
     void clear() {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         index_.clear();
         lru_.clear();
     }
@@ -12670,7 +12841,7 @@ public:
     bool remove_listener(ListenerId id) noexcept { return listeners_.remove(id); }
 
     CacheFallbackStats stats() const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         CacheFallbackStats s = stats_;
         s.size = index_.size();
         return s;
@@ -12706,12 +12877,12 @@ private:
         Outcome<T> outcome = next(ctx);
         if (!classifier_.is_failure(outcome)) {
             if (outcome.has_value()) {
-                std::lock_guard<std::mutex> lock(mutex_);
+                detail::LockGuard lock(mutex_);
                 store(key, *outcome);
             }
             return outcome;
         }
-        std::unique_lock<std::mutex> lock(mutex_);
+        detail::UniqueLock lock(mutex_);
         auto it = index_.find(key);
         const TimePoint now = clock_->now();
         if (it == index_.end() || now - it->second->stored_at >= ttl_) {
@@ -12731,7 +12902,7 @@ private:
     // Under mutex_. Updating a key already held assigns the value in place (which reuses its
     // storage where T's assignment does) and allocates nothing; the time stamp is the coarse
     // clock, so an entry may expire up to one clock tick early.
-    void store(const Key& key, const T& value) {
+    void store(const Key& key, const T& value) BULWARK_REQUIRES(mutex_) {
         const TimePoint now = clock_->coarse_now_fast();
         ++stats_.stored;
         auto it = index_.find(key);
@@ -12754,10 +12925,10 @@ private:
     const std::size_t max_entries_;
     Clock* const clock_;
     Classifier classifier_;
-    mutable std::mutex mutex_;
-    List lru_;  // most recently used first
-    std::unordered_map<Key, typename List::iterator, Hash, Equal> index_;
-    CacheFallbackStats stats_;
+    mutable detail::Mutex mutex_;
+    List lru_ BULWARK_GUARDED_BY(mutex_);  // most recently used first
+    std::unordered_map<Key, typename List::iterator, Hash, Equal> index_ BULWARK_GUARDED_BY(mutex_);
+    CacheFallbackStats stats_ BULWARK_GUARDED_BY(mutex_);
     Listeners<StaleServed> listeners_;
 };
 
@@ -13194,7 +13365,6 @@ private:
 #include <exception>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -13217,10 +13387,11 @@ private:
 #include <cstddef>
 #include <deque>
 #include <functional>
-#include <mutex>
 #include <thread>
 #include <utility>
 #include <vector>
+
+// #include <bulwark/detail/mutex.hpp> (already included above)
 
 namespace bulwark {
 namespace detail {
@@ -13239,7 +13410,7 @@ public:
     ~BasicHedgingPool() {
         std::deque<std::function<void()>> unrun;
         {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             stop_ = true;
             unrun.swap(queue_);
         }
@@ -13252,7 +13423,7 @@ public:
 
     // Throws if no thread could ever be started for the task.
     void post(std::function<void()> task) {
-        std::unique_lock<std::mutex> lock(mutex_);
+        detail::UniqueLock lock(mutex_);
         queue_.push_back(std::move(task));
         if (queue_.size() > idle_ && threads_.size() < max_threads_) {
             try {
@@ -13272,11 +13443,11 @@ public:
 
 private:
     void work() {
-        std::unique_lock<std::mutex> lock(mutex_);
+        detail::UniqueLock lock(mutex_);
         for (;;) {
             while (!stop_ && queue_.empty()) {
                 ++idle_;
-                cv_.wait(lock);
+                cv_.wait(lock.native());
                 --idle_;
             }
             if (stop_) {
@@ -13296,12 +13467,12 @@ private:
     }
 
     const std::size_t max_threads_;
-    std::mutex mutex_;
+    detail::Mutex mutex_;
     std::condition_variable cv_;
-    std::deque<std::function<void()>> queue_;  // guarded by mutex_
-    std::vector<std::thread> threads_;         // guarded by mutex_
-    std::size_t idle_ = 0;                     // guarded by mutex_
-    bool stop_ = false;                        // guarded by mutex_
+    std::deque<std::function<void()>> queue_ BULWARK_GUARDED_BY(mutex_);
+    std::vector<std::thread> threads_ BULWARK_GUARDED_BY(mutex_);
+    std::size_t idle_ BULWARK_GUARDED_BY(mutex_) = 0;
+    bool stop_ BULWARK_GUARDED_BY(mutex_) = false;
 };
 
 using HedgingPool = BasicHedgingPool<>;
@@ -13458,7 +13629,7 @@ public:
     ~BasicHedging() {
         std::thread timer;
         {
-            std::lock_guard<std::mutex> lock(timer_mutex_);
+            detail::LockGuard lock(timer_mutex_);
             timer_stop_ = true;
             timer = std::move(timer_);
         }
@@ -13525,7 +13696,7 @@ public:
         }
         call->finish(0, call->attempt(0));  // the primary, on this thread
         conclude(true);
-        const std::uint32_t winner = call->winner;
+        const std::uint32_t winner = call->final_winner();
         if (winner == 0) {
             primary_wins_.fetch_add(1, std::memory_order_relaxed);
         } else if (winner != no_winner) {
@@ -13578,15 +13749,19 @@ private:
         // Caller thread: waits for the race's result (or, on an exceptional exit, ends the race),
         // cancels the losers and waits until every attempt that started has returned.
         void conclude(bool wait_for_result) {
-            std::unique_lock<std::mutex> lock(mutex_);
+            detail::UniqueLock lock(mutex_);
             if (wait_for_result) {
-                cv_.wait(lock, [&] { return closed_; });
+                while (!closed_) {
+                    cv_.wait(lock.native());
+                }
             } else if (!closed_) {
                 close_locked();
             }
             if (running_ != 0) {
                 race_->cancel();
-                cv_.wait(lock, [&] { return running_ == 0; });
+                while (running_ != 0) {
+                    cv_.wait(lock.native());
+                }
             }
         }
 
@@ -13594,7 +13769,7 @@ private:
         void start_next(HedgeReason reason) {
             std::uint32_t index = 0;
             {
-                std::lock_guard<std::mutex> lock(mutex_);
+                detail::LockGuard lock(mutex_);
                 index = reserve_locked(timed() ? owner_->clock_->now() : TimePoint{});
             }
             if (index != 0) {
@@ -13608,7 +13783,7 @@ private:
             std::uint32_t index = 0;
             TimePoint again = TimePoint::max();
             {
-                std::lock_guard<std::mutex> lock(mutex_);
+                detail::LockGuard lock(mutex_);
                 if (closed_ || launched_ >= max_extra_) {
                     return TimePoint::max();
                 }
@@ -13639,8 +13814,12 @@ private:
         TimePoint timer_deadline{};
         bool timer_linked = false;
         bool timer_done = false;  // the call is over: never link it again
-        // The attempt whose outcome was accepted; read by the caller once the race is over.
-        std::uint32_t winner = no_winner;
+        // The attempt whose outcome was accepted.
+        std::uint32_t winner BULWARK_GUARDED_BY(mutex_) = no_winner;
+
+        // Caller thread, once the race is over: as take_answer(), no other thread writes winner
+        // any more and conclude()'s wait ordered their writes before this read.
+        std::uint32_t final_winner() const BULWARK_NO_THREAD_SAFETY_ANALYSIS { return winner; }
 
     protected:
         bool timed() const noexcept {
@@ -13649,7 +13828,7 @@ private:
 
         // Under mutex_: claims the next hedge if the race is open, hedges remain and the caller's
         // context is not cancelled. Returns its index, or 0.
-        std::uint32_t reserve_locked(TimePoint now) {
+        std::uint32_t reserve_locked(TimePoint now) BULWARK_REQUIRES(mutex_) {
             // The caller's frame (race_) is alive: the race is open, so the caller is waiting.
             if (closed_ || launched_ >= max_extra_ || race_->cancelled()) {
                 return 0;
@@ -13661,7 +13840,7 @@ private:
             return index;
         }
 
-        void close_locked() {
+        void close_locked() BULWARK_REQUIRES(mutex_) {
             closed_ = true;
             cv_.notify_all();
         }
@@ -13685,7 +13864,7 @@ private:
 
         // Attempt `index` may run (under mutex_): marks it running, or done if the race is over.
         bool begin(std::uint32_t index) {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             if (slots_[index] != Slot::reserved) {
                 return false;  // ran already (an executor that ran a copy of the task twice)
             }
@@ -13701,7 +13880,7 @@ private:
 
         // A hedged attempt is done with the caller's frame and the policy.
         void leave() {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             if (--running_ == 0) {
                 cv_.notify_all();
             }
@@ -13713,13 +13892,15 @@ private:
         const std::uint32_t max_extra_;
         const Duration delay_;
 
-        std::mutex mutex_;
+        detail::Mutex mutex_;
         std::condition_variable cv_;  // the caller waits on it
-        std::array<Slot, HedgingOptions::max_extra_attempts_limit + 1> slots_{};  // guarded
-        std::uint32_t launched_ = 0;     // hedges reserved; guarded by mutex_
-        std::uint32_t outstanding_ = 1;  // reserved attempts not yet done; guarded by mutex_
-        std::uint32_t running_ = 0;      // hedges running the call now; guarded by mutex_
-        bool closed_ = false;            // the race is over; guarded by mutex_
+        std::array<Slot, HedgingOptions::max_extra_attempts_limit + 1> slots_
+            BULWARK_GUARDED_BY(mutex_){};
+        std::uint32_t launched_ BULWARK_GUARDED_BY(mutex_) = 0;  // hedges reserved
+        // Reserved attempts not yet done.
+        std::uint32_t outstanding_ BULWARK_GUARDED_BY(mutex_) = 1;
+        std::uint32_t running_ BULWARK_GUARDED_BY(mutex_) = 0;  // hedges running the call now
+        bool closed_ BULWARK_GUARDED_BY(mutex_) = false;        // the race is over
     };
 
     // A hedged attempt handed to the executor. Destroyed unrun, it reports the attempt failed.
@@ -13788,7 +13969,7 @@ private:
             bool won = false;
             std::uint32_t next_hedge = 0;
             {
-                std::lock_guard<std::mutex> lock(mutex_);
+                detail::LockGuard lock(mutex_);
                 slots_[index] = Slot::done;
                 --outstanding_;
                 if (!closed_) {
@@ -13818,7 +13999,7 @@ private:
         }
 
         void fail_unstarted(std::uint32_t index, std::exception_ptr error) noexcept override {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             if (slots_[index] != Slot::reserved) {
                 return;
             }
@@ -13843,8 +14024,9 @@ private:
             }
         }
 
-        // Caller thread, once the race is over and no attempt runs.
-        O take_answer() {
+        // Caller thread, once the race is over and no attempt runs (so no other thread touches
+        // answer_ any more: conclude()'s wait ordered their writes before this read).
+        O take_answer() BULWARK_NO_THREAD_SAFETY_ANALYSIS {
             if (BULWARK_UNLIKELY(!answer_)) {
                 return O::from_error(std::make_exception_ptr(
                     std::logic_error("bulwark::Hedging: the race ended without an outcome")));
@@ -13853,8 +14035,9 @@ private:
         }
 
     private:
-        N* const next_;            // on the caller's frame: used only while the caller waits
-        std::optional<O> answer_;  // the winner's outcome, or the latest failure; guarded
+        N* const next_;  // on the caller's frame: used only while the caller waits
+        // The winner's outcome, or the latest failure.
+        std::optional<O> answer_ BULWARK_GUARDED_BY(mutex_);
     };
 
     // The internal pool or the user's executor.
@@ -13865,7 +14048,7 @@ private:
         }
         detail::HedgingPool* pool = nullptr;
         {
-            std::lock_guard<std::mutex> lock(pool_mutex_);
+            detail::LockGuard lock(pool_mutex_);
             if (!pool_) {
                 pool_ = std::make_unique<detail::HedgingPool>(options_.max_extra_attempts);
             }
@@ -13879,7 +14062,7 @@ private:
     // timer_wake_, a call whose deadline is not earlier needs no wake-up; after a quiet period of
     // one delay it sleeps until a call wakes it.
     void schedule(CallBase& call) {
-        std::unique_lock<std::mutex> lock(timer_mutex_);
+        detail::UniqueLock lock(timer_mutex_);
         // Read under the lock, so a deadline is never earlier than the timer_wake_ of a quiet
         // period that began before it.
         const TimePoint now = clock_->now();
@@ -13900,14 +14083,14 @@ private:
     }
 
     void unschedule(CallBase& call) {
-        std::lock_guard<std::mutex> lock(timer_mutex_);
+        detail::LockGuard lock(timer_mutex_);
         call.timer_done = true;
         if (call.timer_linked) {
             unlink_locked(call);
         }
     }
 
-    void link_locked(CallBase& call, TimePoint deadline) noexcept {
+    void link_locked(CallBase& call, TimePoint deadline) noexcept BULWARK_REQUIRES(timer_mutex_) {
         call.timer_deadline = deadline;
         CallBase* before = timer_tail_;  // deadlines mostly arrive in order: search from the end
         while (before != nullptr && before->timer_deadline > deadline) {
@@ -13920,7 +14103,7 @@ private:
         call.timer_linked = true;
     }
 
-    void unlink_locked(CallBase& call) noexcept {
+    void unlink_locked(CallBase& call) noexcept BULWARK_REQUIRES(timer_mutex_) {
         (call.timer_prev != nullptr ? call.timer_prev->timer_next : timer_head_) = call.timer_next;
         (call.timer_next != nullptr ? call.timer_next->timer_prev : timer_tail_) = call.timer_prev;
         call.timer_prev = nullptr;
@@ -13929,23 +14112,23 @@ private:
     }
 
     void timer_loop() {
-        std::unique_lock<std::mutex> lock(timer_mutex_);
+        detail::UniqueLock lock(timer_mutex_);
         while (!timer_stop_) {
             const TimePoint now = clock_->now();
             CallBase* head = timer_head_;
             if (head == nullptr) {
                 if (timer_wake_ == TimePoint::max()) {
-                    timer_cv_.wait(lock);
+                    timer_cv_.wait(lock.native());
                 } else if (now >= timer_wake_) {
                     timer_wake_ = TimePoint::max();  // a quiet period passed: sleep until woken
                 } else {
-                    clock_->wait_until(timer_cv_, lock, timer_wake_);
+                    clock_->wait_until(timer_cv_, lock.native(), timer_wake_);
                 }
                 continue;
             }
             if (now < head->timer_deadline) {
                 timer_wake_ = head->timer_deadline;
-                clock_->wait_until(timer_cv_, lock, timer_wake_);
+                clock_->wait_until(timer_cv_, lock.native(), timer_wake_);
                 continue;
             }
             unlink_locked(*head);
@@ -13976,16 +14159,16 @@ private:
     std::atomic<std::uint64_t> hedge_wins_{0};
     std::atomic<std::uint64_t> exhausted_{0};
 
-    std::mutex timer_mutex_;
+    detail::Mutex timer_mutex_;
     std::condition_variable timer_cv_;
-    std::thread timer_;                        // guarded by timer_mutex_
-    CallBase* timer_head_ = nullptr;           // guarded by timer_mutex_
-    CallBase* timer_tail_ = nullptr;           // guarded by timer_mutex_
-    TimePoint timer_wake_ = TimePoint::max();  // guarded by timer_mutex_
-    bool timer_stop_ = false;                  // guarded by timer_mutex_
+    std::thread timer_ BULWARK_GUARDED_BY(timer_mutex_);
+    CallBase* timer_head_ BULWARK_GUARDED_BY(timer_mutex_) = nullptr;
+    CallBase* timer_tail_ BULWARK_GUARDED_BY(timer_mutex_) = nullptr;
+    TimePoint timer_wake_ BULWARK_GUARDED_BY(timer_mutex_) = TimePoint::max();
+    bool timer_stop_ BULWARK_GUARDED_BY(timer_mutex_) = false;
 
-    std::mutex pool_mutex_;
-    std::unique_ptr<detail::HedgingPool> pool_;  // guarded by pool_mutex_; declared last
+    detail::Mutex pool_mutex_;
+    std::unique_ptr<detail::HedgingPool> pool_ BULWARK_GUARDED_BY(pool_mutex_);  // declared last
 };
 
 using Hedging = BasicHedging<>;
@@ -14165,13 +14348,13 @@ private:
 #include <deque>
 #include <exception>
 #include <functional>
-#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <utility>
 
 // #include <bulwark/clock.hpp> (already included above)
 // #include <bulwark/context.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
 // #include <bulwark/detail/random.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 // #include <bulwark/events.hpp> (already included above)
@@ -14219,7 +14402,7 @@ public:
 
     // The next `n` calls fail (with `error`, or the default error).
     BasicFaultInjector& fail_next(std::size_t n, const std::exception_ptr& error = nullptr) {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         for (std::size_t i = 0; i < n; ++i) {
             script_.push_back(Step{true, error});
         }
@@ -14228,7 +14411,7 @@ public:
 
     // The next `n` calls pass, whatever the probability or fail_always say.
     BasicFaultInjector& pass_next(std::size_t n) {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         for (std::size_t i = 0; i < n; ++i) {
             script_.push_back(Step{false, nullptr});
         }
@@ -14251,14 +14434,14 @@ public:
                                              std::string("'") + c + "'");
             }
         }
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         script_.insert(script_.end(), parsed.begin(), parsed.end());
         return *this;
     }
 
     // Every call fails until heal().
     BasicFaultInjector& fail_always(std::exception_ptr error = nullptr) {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         always_fail_ = true;
         if (error) {
             always_error_ = std::move(error);
@@ -14273,7 +14456,7 @@ public:
             detail::throw_invalid_option("FaultInjector.fail_with_probability(p): p",
                                          "must be in [0, 1]", detail::format_number(p));
         }
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         probability_ = p;
         rng_.seed(seed);
         return *this;
@@ -14285,7 +14468,7 @@ public:
             detail::throw_invalid_option("FaultInjector.add_latency(d): d", "must be >= 0",
                                          detail::format_duration(d));
         }
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         latency_ = d;
         return *this;
     }
@@ -14295,14 +14478,14 @@ public:
         if (!error) {
             detail::throw_invalid_argument("FaultInjector.fail_with: the exception_ptr is null");
         }
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         error_ = std::move(error);
         return *this;
     }
 
     // Clears the script, fail_always, the probability and the latency.
     BasicFaultInjector& heal() {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         script_.clear();
         always_fail_ = false;
         always_error_ = nullptr;
@@ -14312,11 +14495,11 @@ public:
     }
 
     std::uint64_t calls() const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         return calls_;
     }
     std::uint64_t injected_failures() const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         return injected_;
     }
 
@@ -14354,7 +14537,7 @@ private:
     };
 
     Decision decide() {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         Decision d{++calls_, nullptr, latency_};
         if (!script_.empty()) {
             Step step = std::move(script_.front());
@@ -14374,16 +14557,16 @@ private:
     }
 
     Clock* clock_;
-    mutable std::mutex mutex_;
-    std::deque<Step> script_;
-    std::exception_ptr error_;
-    std::exception_ptr always_error_;
-    bool always_fail_ = false;
-    double probability_ = 0.0;
-    detail::SplitMix64 rng_;
-    Duration latency_{0};
-    std::uint64_t calls_ = 0;
-    std::uint64_t injected_ = 0;
+    mutable detail::Mutex mutex_;
+    std::deque<Step> script_ BULWARK_GUARDED_BY(mutex_);
+    std::exception_ptr error_ BULWARK_GUARDED_BY(mutex_);
+    std::exception_ptr always_error_ BULWARK_GUARDED_BY(mutex_);
+    bool always_fail_ BULWARK_GUARDED_BY(mutex_) = false;
+    double probability_ BULWARK_GUARDED_BY(mutex_) = 0.0;
+    detail::SplitMix64 rng_ BULWARK_GUARDED_BY(mutex_);
+    Duration latency_ BULWARK_GUARDED_BY(mutex_){0};
+    std::uint64_t calls_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t injected_ BULWARK_GUARDED_BY(mutex_) = 0;
     Listeners<FaultEvent> listeners_;
 };
 
@@ -14573,9 +14756,7 @@ private:
 #include <functional>
 #include <limits>
 #include <memory>
-#include <mutex>
 #include <optional>
-#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -14585,6 +14766,7 @@ private:
 // #include <bulwark/clock.hpp> (already included above)
 // #include <bulwark/detail/json.hpp> (already included above)
 // #include <bulwark/detail/math.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 // #include <bulwark/detail/traits.hpp> (already included above)
 // #include <bulwark/events.hpp> (already included above)
@@ -14711,7 +14893,7 @@ public:
         std::optional<ResourceChange> change;
         ResourceCheck result;
         {
-            std::lock_guard<std::mutex> lock(r.mutex);
+            detail::LockGuard lock(r.mutex);
             const TimePoint now = clock_->now();
             add_to_bucket(r, now, amount);
             result = observe(r, quota_percent(r, now), now, change);
@@ -14727,7 +14909,7 @@ public:
         std::optional<ResourceChange> change;
         bool fits = false;
         {
-            std::lock_guard<std::mutex> lock(r.mutex);
+            detail::LockGuard lock(r.mutex);
             const TimePoint now = clock_->now();
             fits = used_in_window(r, now) + amount <= r.limit;
             if (fits) {
@@ -14751,7 +14933,7 @@ public:
     // Alternatives to `resource`, in order of preference (the seeds' SWITCH_PROVIDER). They
     // need not be registered resources; one that is not counts as usable.
     void set_alternatives(std::string resource, std::vector<std::string> alternatives) {
-        std::unique_lock<std::shared_mutex> lock(table_mutex_);
+        detail::LockGuard lock(table_mutex_);
         for (auto& entry : alternatives_) {
             if (entry.first == resource) {
                 entry.second = std::move(alternatives);
@@ -14785,7 +14967,7 @@ public:
         ResourceReport report;
         std::vector<Resource*> all;
         {
-            std::shared_lock<std::shared_mutex> lock(table_mutex_);
+            detail::SharedLock lock(table_mutex_);
             for (const auto& r : resources_) {
                 all.push_back(r.get());
             }
@@ -14794,7 +14976,7 @@ public:
             const ResourceCheck c = read(*r);
             ResourceReading reading;
             {
-                std::lock_guard<std::mutex> lock(r->mutex);
+                detail::LockGuard lock(r->mutex);
                 reading.name = r->name;
                 reading.quota = r->quota;
                 reading.status = c.status;
@@ -14823,7 +15005,7 @@ public:
     }
 
     std::vector<std::string> names() const {
-        std::shared_lock<std::shared_mutex> lock(table_mutex_);
+        detail::SharedLock lock(table_mutex_);
         std::vector<std::string> out;
         for (const auto& r : resources_) {
             out.push_back(r->name);
@@ -14852,29 +15034,31 @@ private:
         Duration ttl{};
         std::atomic<std::int64_t> cached_at_ns{std::numeric_limits<std::int64_t>::min()};
         std::atomic<double> cached_percent{std::numeric_limits<double>::quiet_NaN()};
-        // Quotas, guarded by mutex.
+        // Quotas: set before the resource is shared, then the buckets guarded by mutex.
         double limit = 0.0;
         Duration window{};
         Duration bucket_width{1};
-        std::int64_t bucket_epoch[buckets_per_window] = {};
-        double bucket_amount[buckets_per_window] = {};
+        std::int64_t bucket_epoch[buckets_per_window] BULWARK_GUARDED_BY(mutex) = {};
+        double bucket_amount[buckets_per_window] BULWARK_GUARDED_BY(mutex) = {};
         // Status and history summary, guarded by mutex (status also mirrored for lock-free reads).
-        std::mutex mutex;
+        detail::Mutex mutex;
         std::atomic<ResourceStatus> cached_status{ResourceStatus::unknown};
-        ResourceStatus last_status = ResourceStatus::unknown;
-        TimePoint status_since{};
-        std::uint64_t readings = 0;
-        double peak_percent = 0.0;
-        std::uint64_t times_warning = 0;
-        std::uint64_t times_critical = 0;
+        ResourceStatus last_status BULWARK_GUARDED_BY(mutex) = ResourceStatus::unknown;
+        TimePoint status_since BULWARK_GUARDED_BY(mutex){};
+        std::uint64_t readings BULWARK_GUARDED_BY(mutex) = 0;
+        double peak_percent BULWARK_GUARDED_BY(mutex) = 0.0;
+        std::uint64_t times_warning BULWARK_GUARDED_BY(mutex) = 0;
+        std::uint64_t times_critical BULWARK_GUARDED_BY(mutex) = 0;
     };
 
     static bool usable(ResourceStatus status) noexcept {
         return status != ResourceStatus::critical && status != ResourceStatus::exhausted;
     }
 
+    // Not shared yet: its guarded fields need no lock here.
     // NOLINTNEXTLINE(performance-unnecessary-value-param): moved below; llvm-project#43943
-    std::unique_ptr<Resource> make_resource(std::string name, const ResourceThresholds& t) {
+    std::unique_ptr<Resource> make_resource(std::string name, const ResourceThresholds& t)
+        BULWARK_NO_THREAD_SAFETY_ANALYSIS {
         if (name.empty()) {
             detail::throw_invalid_argument("ResourceManager: a resource name must not be empty");
         }
@@ -14887,7 +15071,7 @@ private:
     }
 
     void insert(std::unique_ptr<Resource> r) {
-        std::unique_lock<std::shared_mutex> lock(table_mutex_);
+        detail::LockGuard lock(table_mutex_);
         for (const auto& existing : resources_) {
             if (existing->name == r->name) {
                 detail::throw_invalid_argument("ResourceManager: a resource named '" + r->name +
@@ -14898,7 +15082,7 @@ private:
     }
 
     Resource* lookup(std::string_view name) const {
-        std::shared_lock<std::shared_mutex> lock(table_mutex_);
+        detail::SharedLock lock(table_mutex_);
         for (const auto& r : resources_) {
             if (r->name == name) {
                 return r.get();
@@ -14932,7 +15116,7 @@ private:
     }
 
     std::vector<std::string> alternatives_of(std::string_view resource) const {
-        std::shared_lock<std::shared_mutex> lock(table_mutex_);
+        detail::SharedLock lock(table_mutex_);
         for (const auto& entry : alternatives_) {
             if (entry.first == resource) {
                 return entry.second;
@@ -14951,7 +15135,7 @@ private:
             std::optional<ResourceChange> change;
             ResourceCheck result;
             {
-                std::lock_guard<std::mutex> lock(r.mutex);
+                detail::LockGuard lock(r.mutex);
                 const TimePoint now = clock_->now();
                 result = observe(r, quota_percent(r, now), now, change);
             }
@@ -14977,7 +15161,7 @@ private:
         std::optional<ResourceChange> change;
         ResourceCheck result;
         {
-            std::lock_guard<std::mutex> lock(r.mutex);
+            detail::LockGuard lock(r.mutex);
             result = observe(r, percent, clock_->now(), change);
             r.cached_percent.store(percent, std::memory_order_relaxed);
             // release: publishes the reading and status stored before it.
@@ -14989,7 +15173,7 @@ private:
 
     // Under r.mutex: classifies a reading, keeps the summary and notes a change of status.
     ResourceCheck observe(Resource& r, double percent, TimePoint now,
-                          std::optional<ResourceChange>& change) {
+                          std::optional<ResourceChange>& change) BULWARK_REQUIRES(r.mutex) {
         const ResourceStatus status = r.thresholds.classify(percent);
         ++r.readings;
         if (!detail::is_nan(percent) && percent > r.peak_percent) {
@@ -15023,7 +15207,7 @@ private:
         return now.time_since_epoch().count() / r.bucket_width.count();
     }
 
-    void add_to_bucket(Resource& r, TimePoint now, double amount) {
+    void add_to_bucket(Resource& r, TimePoint now, double amount) BULWARK_REQUIRES(r.mutex) {
         const std::int64_t epoch = epoch_of(r, now);
         const auto i = static_cast<std::size_t>(epoch % Resource::buckets_per_window);
         if (r.bucket_epoch[i] != epoch) {
@@ -15033,7 +15217,7 @@ private:
         r.bucket_amount[i] += amount;
     }
 
-    double used_in_window(const Resource& r, TimePoint now) const {
+    double used_in_window(const Resource& r, TimePoint now) const BULWARK_REQUIRES(r.mutex) {
         const std::int64_t epoch = epoch_of(r, now);
         double used = 0.0;
         for (int i = 0; i < Resource::buckets_per_window; ++i) {
@@ -15045,16 +15229,17 @@ private:
         return used;
     }
 
-    double quota_percent(const Resource& r, TimePoint now) const {
+    double quota_percent(const Resource& r, TimePoint now) const BULWARK_REQUIRES(r.mutex) {
         return 100.0 * used_in_window(r, now) / r.limit;
     }
 
     Clock* const clock_;
-    mutable std::shared_mutex table_mutex_;
+    mutable detail::SharedMutex table_mutex_;
     // A few entries each, searched linearly: cheaper to compile and, at this size, to search
-    // than a map. Guarded by table_mutex_; resources are never removed (references stay valid).
-    std::vector<std::unique_ptr<Resource>> resources_;
-    std::vector<std::pair<std::string, std::vector<std::string>>> alternatives_;
+    // than a map. Resources are never removed (references stay valid).
+    std::vector<std::unique_ptr<Resource>> resources_ BULWARK_GUARDED_BY(table_mutex_);
+    std::vector<std::pair<std::string, std::vector<std::string>>> alternatives_
+        BULWARK_GUARDED_BY(table_mutex_);
     Listeners<ResourceChange> changes_;
 };
 
@@ -15071,9 +15256,10 @@ using ResourceManager = BasicResourceManager<>;
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <mutex>
 #include <optional>
 #include <string>
+
+// #include <bulwark/detail/mutex.hpp> (already included above)
 
 #if defined(__linux__)
 #include <sys/statvfs.h>
@@ -15166,10 +15352,10 @@ inline std::optional<double> memory_used_percent() {
 // function in this process; the first call measures since boot. Reads /proc/stat.
 inline std::optional<double> cpu_used_percent() {
 #if defined(__linux__)
-    static std::mutex mutex;
-    static bulwark::detail::CpuTimes previous;
+    static detail::Mutex mutex;
+    static bulwark::detail::CpuTimes previous BULWARK_GUARDED_BY(mutex);
     // Read under the lock, so that racing callers cannot set `previous` back to an older sample.
-    std::lock_guard<std::mutex> lock(mutex);
+    detail::LockGuard lock(mutex);
     const auto now = bulwark::detail::proc_cpu_times();
     if (!now) {
         return std::nullopt;
@@ -15263,6 +15449,7 @@ inline std::optional<double> process_rss_percent() {
 #include <thread>
 
 // #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 
 namespace bulwark {
@@ -15316,7 +15503,7 @@ public:
     ~TickingClock() override {
         if (thread_.joinable()) {
             {
-                std::lock_guard<std::mutex> lock(mutex_);
+                detail::LockGuard lock(mutex_);
                 stop_ = true;
             }
             cv_.notify_one();
@@ -15360,10 +15547,10 @@ public:
 
 private:
     void run() {
-        std::unique_lock<std::mutex> lock(mutex_);
+        detail::UniqueLock lock(mutex_);
         while (!stop_) {
             // Real time, whatever the source: the thread's job is to keep up with it.
-            cv_.wait_for(lock, resolution_);
+            cv_.wait_for(lock.native(), resolution_);
             tick();
         }
     }
@@ -15371,9 +15558,9 @@ private:
     Clock& source_;
     const Duration resolution_;
     std::atomic<std::int64_t> cell_{std::numeric_limits<std::int64_t>::min()};
-    std::mutex mutex_;
+    detail::Mutex mutex_;
     std::condition_variable cv_;
-    bool stop_ = false;  // guarded by mutex_
+    bool stop_ BULWARK_GUARDED_BY(mutex_) = false;
     std::thread thread_;
 };
 

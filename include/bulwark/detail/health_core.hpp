@@ -11,7 +11,6 @@
 #include <exception>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -20,6 +19,7 @@
 #include <vector>
 
 #include <bulwark/clock.hpp>
+#include <bulwark/detail/mutex.hpp>
 #include <bulwark/detail/throw.hpp>
 #include <bulwark/events.hpp>
 #include <bulwark/health_check.hpp>
@@ -75,7 +75,7 @@ public:
         auto state = std::make_shared<HealthCheckState>(std::move(check));
         HealthPending pending;
         {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             for (const auto& s : checks_) {
                 if (s->check.name == state->check.name) {
                     throw_invalid_argument("HealthMonitor: a check named '" + s->check.name +
@@ -93,7 +93,7 @@ public:
     bool remove(std::string_view name) {
         HealthPending pending;
         {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             auto it = std::find_if(checks_.begin(), checks_.end(),
                                    [&](const auto& s) { return s->check.name == name; });
             if (it == checks_.end()) {
@@ -119,7 +119,7 @@ public:
         std::vector<Run> inline_runs;
         HealthPending pending;
         {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             const TimePoint now = clock_->now();
             expire(now, pending);
             if (only.empty()) {
@@ -147,7 +147,7 @@ public:
     // Runs one check now (or waits for its run in flight) and returns its result.
     HealthCheckResult run_now(std::string_view name) {
         wait_for(pass(name));
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         return find(name)->last;
     }
 
@@ -155,7 +155,7 @@ public:
     void wait_for(const std::vector<Run>& waited) {
         HealthPending pending;
         {
-            std::unique_lock<std::mutex> lock(mutex_);
+            detail::UniqueLock lock(mutex_);
             for (;;) {
                 const TimePoint now = clock_->now();
                 expire(now, pending);
@@ -175,9 +175,9 @@ public:
                     break;
                 }
                 if (wake) {
-                    clock_->wait_until(cv_, lock, *wake);
+                    clock_->wait_until(cv_, lock.native(), *wake);
                 } else {
-                    cv_.wait(lock);
+                    cv_.wait(lock.native());
                 }
             }
         }
@@ -186,7 +186,7 @@ public:
 
     // The scheduler thread's loop: a pass, then a wait until the next due time or deadline.
     void schedule_loop() {
-        std::unique_lock<std::mutex> lock(mutex_);
+        detail::UniqueLock lock(mutex_);
         while (!stop_requested_) {
             lock.unlock();
             pass();
@@ -209,15 +209,15 @@ public:
             }
             if (!wake) {
                 // No checks: sleep until one is added or stop() (both notify).
-                cv_.wait(lock);
+                cv_.wait(lock.native());
             } else if (clock_->now() < *wake) {
-                clock_->wait_until(cv_, lock, *wake);
+                clock_->wait_until(cv_, lock.native(), *wake);
             }
         }
     }
 
     void request_stop(bool stop) {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         stop_requested_ = stop;
         cv_.notify_all();
     }
@@ -226,7 +226,7 @@ public:
     // finishes or is past its timeout; threads stuck beyond that are left to finish on their
     // own (they co-own this state).
     void shut_down() {
-        std::unique_lock<std::mutex> lock(mutex_);
+        detail::UniqueLock lock(mutex_);
         shutdown_ = true;
         for (const Run& task : tasks_) {
             finish(task.first);  // never started: not in flight after all
@@ -251,25 +251,25 @@ public:
                 break;
             }
             if (wake) {
-                clock_->wait_until(cv_, lock, *wake);
+                clock_->wait_until(cv_, lock.native(), *wake);
             } else {
-                cv_.wait(lock);
+                cv_.wait(lock.native());
             }
         }
     }
 
     HealthStatus status() const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         return overall_;
     }
 
     HealthStatus status(std::string_view name) const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         return find(name)->last.status;
     }
 
     std::vector<HealthCheckResult> history(std::string_view name) const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         const auto state = find(name);
         std::vector<HealthCheckResult> out;
         out.reserve(state->ring.size());
@@ -282,7 +282,7 @@ public:
     }
 
     std::vector<std::string> names() const {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         std::vector<std::string> out;
         out.reserve(checks_.size());
         for (const auto& s : checks_) {
@@ -293,7 +293,7 @@ public:
 
     HealthReport report() const {
         HealthReport r;
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         r.at = clock_->now();
         r.status = overall_;
         r.ready = true;
@@ -314,7 +314,7 @@ public:
     Listeners<HealthStatusChange> overall_changes;
 
 private:
-    std::shared_ptr<HealthCheckState> find(std::string_view name) const {
+    std::shared_ptr<HealthCheckState> find(std::string_view name) const BULWARK_REQUIRES(mutex_) {
         for (const auto& s : checks_) {
             if (s->check.name == name) {
                 return s;
@@ -326,7 +326,8 @@ private:
     // Under mutex_. Starts a run of `s` (or, if its last run is still in flight, reports it as
     // still running). Inline checks (timeout 0) are handed back to run outside the lock.
     void launch(const std::shared_ptr<HealthCheckState>& s, TimePoint now,
-                std::vector<Run>& started, std::vector<Run>& inline_runs, HealthPending& pending) {
+                std::vector<Run>& started, std::vector<Run>& inline_runs, HealthPending& pending)
+        BULWARK_REQUIRES(mutex_) {
         s->next_due = now + s->check.interval;
         if (s->in_flight) {
             if (s->timeout_reported) {
@@ -362,7 +363,8 @@ private:
 
     // Under mutex_. Hands the run to a check thread, starting one if none is idle. False when
     // max_check_threads are all busy or a thread cannot be started.
-    bool post(const std::shared_ptr<HealthCheckState>& s, std::uint64_t id) {
+    bool post(const std::shared_ptr<HealthCheckState>& s, std::uint64_t id)
+        BULWARK_REQUIRES(mutex_) {
         if (shutdown_) {
             return false;
         }
@@ -385,9 +387,11 @@ private:
     }
 
     void worker() {
-        std::unique_lock<std::mutex> lock(mutex_);
+        detail::UniqueLock lock(mutex_);
         for (;;) {
-            cv_.wait(lock, [&] { return shutdown_ || !tasks_.empty(); });
+            while (!shutdown_ && tasks_.empty()) {
+                cv_.wait(lock.native());
+            }
             if (tasks_.empty()) {
                 break;
             }
@@ -422,7 +426,7 @@ private:
         }
         HealthPending pending;
         {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             if (!s->in_flight || s->run_id != id) {
                 return;
             }
@@ -448,12 +452,12 @@ private:
             s->completing = true;
         }
         emit(pending);
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         finish(s);
     }
 
     // Under mutex_: the run of `s` in flight has ended.
-    void finish(const std::shared_ptr<HealthCheckState>& s) {
+    void finish(const std::shared_ptr<HealthCheckState>& s) BULWARK_REQUIRES(mutex_) {
         s->in_flight = false;
         s->completing = false;
         if (s->check.timeout > Duration::zero()) {
@@ -464,7 +468,7 @@ private:
     }
 
     // Under mutex_: reports every run on a check thread that is past its deadline as timed out.
-    void expire(TimePoint now, HealthPending& pending) {
+    void expire(TimePoint now, HealthPending& pending) BULWARK_REQUIRES(mutex_) {
         for (const auto& s : flying_) {
             if (!s->timeout_reported && !s->completing && now >= s->deadline) {
                 report_timeout(*s, pending);
@@ -472,7 +476,7 @@ private:
         }
     }
 
-    void report_timeout(HealthCheckState& s, HealthPending& pending) {
+    void report_timeout(HealthCheckState& s, HealthPending& pending) BULWARK_REQUIRES(mutex_) {
         s.timeout_reported = true;
         ++s.summary.timeouts;
         HealthCheckResult r = HealthCheckResult::unhealthy(
@@ -484,7 +488,8 @@ private:
     }
 
     // Under mutex_: makes `r` the check's latest result.
-    void record(HealthCheckState& s, HealthCheckResult r, HealthPending& pending) {
+    void record(HealthCheckState& s, HealthCheckResult r, HealthPending& pending)
+        BULWARK_REQUIRES(mutex_) {
         r.name = s.check.name;
         r.critical = s.check.critical;
         r.previous = s.last.status;
@@ -516,7 +521,7 @@ private:
         }
     }
 
-    void update_overall(HealthPending& pending) {
+    void update_overall(HealthPending& pending) BULWARK_REQUIRES(mutex_) {
         const HealthStatus now_overall = compute_overall();
         if (now_overall != overall_) {
             const HealthStatus from = pending.overall ? pending.overall->from : overall_;
@@ -527,7 +532,7 @@ private:
 
     // Unhealthy if a critical check is unhealthy; else unknown while any check has not run;
     // else degraded if any check is degraded or a non-critical one unhealthy; else healthy.
-    HealthStatus compute_overall() const {
+    HealthStatus compute_overall() const BULWARK_REQUIRES(mutex_) {
         bool unknown = false;
         bool degraded = false;
         for (const auto& s : checks_) {
@@ -568,17 +573,19 @@ private:
 
     const HealthMonitorOptions options_;
     Clock* const clock_;
-    mutable std::mutex mutex_;
+    mutable detail::Mutex mutex_;
     std::condition_variable cv_;  // completions, new checks, stop, thread exits, new tasks
-    // All guarded by mutex_.
-    std::vector<std::shared_ptr<HealthCheckState>> checks_;  // in the order added
-    std::vector<Run> tasks_;                                 // runs waiting for a check thread
-    std::vector<std::shared_ptr<HealthCheckState>> flying_;  // checks with a run on a thread
-    std::size_t threads_ = 0;                                // check threads alive
-    std::size_t busy_ = 0;  // runs posted and not finished (queued or running)
-    HealthStatus overall_ = HealthStatus::healthy;
-    bool stop_requested_ = false;
-    bool shutdown_ = false;
+    // In the order added.
+    std::vector<std::shared_ptr<HealthCheckState>> checks_ BULWARK_GUARDED_BY(mutex_);
+    std::vector<Run> tasks_ BULWARK_GUARDED_BY(mutex_);  // runs waiting for a check thread
+    // Checks with a run on a thread.
+    std::vector<std::shared_ptr<HealthCheckState>> flying_ BULWARK_GUARDED_BY(mutex_);
+    std::size_t threads_ BULWARK_GUARDED_BY(mutex_) = 0;  // check threads alive
+    // Runs posted and not finished (queued or running).
+    std::size_t busy_ BULWARK_GUARDED_BY(mutex_) = 0;
+    HealthStatus overall_ BULWARK_GUARDED_BY(mutex_) = HealthStatus::healthy;
+    bool stop_requested_ BULWARK_GUARDED_BY(mutex_) = false;
+    bool shutdown_ BULWARK_GUARDED_BY(mutex_) = false;
 };
 
 }  // namespace detail

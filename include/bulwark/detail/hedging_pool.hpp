@@ -7,10 +7,11 @@
 #include <cstddef>
 #include <deque>
 #include <functional>
-#include <mutex>
 #include <thread>
 #include <utility>
 #include <vector>
+
+#include <bulwark/detail/mutex.hpp>
 
 namespace bulwark {
 namespace detail {
@@ -29,7 +30,7 @@ public:
     ~BasicHedgingPool() {
         std::deque<std::function<void()>> unrun;
         {
-            std::lock_guard<std::mutex> lock(mutex_);
+            detail::LockGuard lock(mutex_);
             stop_ = true;
             unrun.swap(queue_);
         }
@@ -42,7 +43,7 @@ public:
 
     // Throws if no thread could ever be started for the task.
     void post(std::function<void()> task) {
-        std::unique_lock<std::mutex> lock(mutex_);
+        detail::UniqueLock lock(mutex_);
         queue_.push_back(std::move(task));
         if (queue_.size() > idle_ && threads_.size() < max_threads_) {
             try {
@@ -62,11 +63,11 @@ public:
 
 private:
     void work() {
-        std::unique_lock<std::mutex> lock(mutex_);
+        detail::UniqueLock lock(mutex_);
         for (;;) {
             while (!stop_ && queue_.empty()) {
                 ++idle_;
-                cv_.wait(lock);
+                cv_.wait(lock.native());
                 --idle_;
             }
             if (stop_) {
@@ -86,12 +87,12 @@ private:
     }
 
     const std::size_t max_threads_;
-    std::mutex mutex_;
+    detail::Mutex mutex_;
     std::condition_variable cv_;
-    std::deque<std::function<void()>> queue_;  // guarded by mutex_
-    std::vector<std::thread> threads_;         // guarded by mutex_
-    std::size_t idle_ = 0;                     // guarded by mutex_
-    bool stop_ = false;                        // guarded by mutex_
+    std::deque<std::function<void()>> queue_ BULWARK_GUARDED_BY(mutex_);
+    std::vector<std::thread> threads_ BULWARK_GUARDED_BY(mutex_);
+    std::size_t idle_ BULWARK_GUARDED_BY(mutex_) = 0;
+    bool stop_ BULWARK_GUARDED_BY(mutex_) = false;
 };
 
 using HedgingPool = BasicHedgingPool<>;

@@ -5,7 +5,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -15,6 +14,7 @@
 #include <bulwark/clock.hpp>
 #include <bulwark/dead_letter_store.hpp>
 #include <bulwark/detail/dead_letter_index.hpp>
+#include <bulwark/detail/mutex.hpp>
 #include <bulwark/detail/throw.hpp>
 
 namespace bulwark {
@@ -40,7 +40,10 @@ namespace detail {
 //   void check_redrive_continues(const ReprocessResult& so_far) const
 //                                                  throws to stop a reprocess before its next
 //                                                  handler call.
-// Thread-safe: mutex_ guards every member below and whatever the store's hooks touch.
+// Thread-safe: mutex_ guards every member below and whatever the store's hooks touch. The hooks
+// are called as static_cast<Store&>(*this).hook(): a cast the thread-safety analysis sees
+// through, so it knows the mutex_ a hook requires is the one held (a store() helper returning
+// the reference would hide that).
 template <class Store>
 class IndexedDeadLetterStore : public DeadLetterStore {
 protected:
@@ -60,7 +63,7 @@ protected:
     }
 
     std::string do_add(DeadLetter letter) override {
-        std::lock_guard<std::mutex> lock(mutex_);
+        LockGuard lock(mutex_);
         try {
             prepare_dead_letter(letter, limits_, clock_->wall_now());
         } catch (const DeadLetterTooLargeError&) {
@@ -76,7 +79,7 @@ protected:
             ++rejected_full_;
             throw_store_full(limits_.max_entries);
         }
-        store().check_writable();
+        static_cast<Store&>(*this).check_writable();
         if (letter.id.empty()) {
             do {
                 letter.id = format_dead_letter_id(SplitMix64::at(id_seed_, next_id_++));
@@ -84,11 +87,11 @@ protected:
         }
         // The eviction a full store makes comes after the new record is in (it is pending, so it
         // is not the one evicted): an add that throws has removed nothing.
-        return store().store_new(std::move(letter), full);
+        return static_cast<Store&>(*this).store_new(std::move(letter), full);
     }
 
     std::optional<DeadLetter> do_get(std::string_view id) const override {
-        std::lock_guard<std::mutex> lock(mutex_);
+        LockGuard lock(mutex_);
         const auto it = index_.find(id);
         if (it == index_.end()) {
             return std::nullopt;
@@ -102,7 +105,7 @@ protected:
         if (limit == 0) {
             return out;
         }
-        std::lock_guard<std::mutex> lock(mutex_);
+        LockGuard lock(mutex_);
         index_.scan(query, [&](Index::const_iterator it) {
             out.push_back(it->second);
             return out.size() < limit;
@@ -118,12 +121,13 @@ protected:
         ReprocessResult result;
         std::vector<Seq> batch;
         {
-            std::lock_guard<std::mutex> lock(mutex_);
+            LockGuard lock(mutex_);
             if (reprocessing_) {
                 result.already_running = true;
                 return result;
             }
-            store().check_writable();  // a store that cannot record an outcome resends nothing
+            static_cast<Store&>(*this)
+                .check_writable();  // a store that cannot record an outcome resends nothing
             batch = index_.select_redrive(query, options.max_redrives, result);
             reprocessing_ = true;
         }
@@ -131,7 +135,7 @@ protected:
         struct Running {
             IndexedDeadLetterStore* self;
             ~Running() {
-                std::lock_guard<std::mutex> lock(self->mutex_);
+                LockGuard lock(self->mutex_);
                 self->reprocessing_ = false;
             }
         } running{this};
@@ -143,8 +147,8 @@ protected:
             }
             DeadLetter copy;
             {
-                std::lock_guard<std::mutex> lock(mutex_);
-                store().check_redrive_continues(result);
+                LockGuard lock(mutex_);
+                static_cast<Store&>(*this).check_redrive_continues(result);
                 const auto it = index_.find_redrivable(seq, query);
                 if (it == index_.end()) {
                     ++result.skipped_changed;
@@ -157,8 +161,9 @@ protected:
             DeadLetterAttempt attempt{clock_->wall_now(), options.channel,
                                       std::move(outcome.error)};
             {
-                std::lock_guard<std::mutex> lock(mutex_);
-                store().record_outcome(seq, copy, resent, std::move(attempt), result);
+                LockGuard lock(mutex_);
+                static_cast<Store&>(*this).record_outcome(seq, copy, resent, std::move(attempt),
+                                                          result);
             }
             ++(resent ? result.resent : result.failed);
         }
@@ -167,7 +172,7 @@ protected:
 
     DeadLetterStats do_stats() const override {
         DeadLetterStats s;
-        std::lock_guard<std::mutex> lock(mutex_);
+        LockGuard lock(mutex_);
         index_.fill(s);
         s.added = counters_.added;
         s.duplicate_adds = duplicate_adds_;
@@ -181,32 +186,32 @@ protected:
     }
 
     std::size_t do_size() const override {
-        std::lock_guard<std::mutex> lock(mutex_);
+        LockGuard lock(mutex_);
         return index_.size();
     }
 
     DeadLetterLimits do_limits() const noexcept override { return limits_; }
 
     // The hooks a store that accepts every change leaves as they are.
-    void check_writable() const noexcept {}
-    void check_redrive_continues(const ReprocessResult& /*so_far*/) const noexcept {}
+    void check_writable() const noexcept BULWARK_REQUIRES(mutex_) {}
+    void check_redrive_continues(const ReprocessResult& /*so_far*/) const noexcept
+        BULWARK_REQUIRES(mutex_) {}
 
     const DeadLetterLimits limits_;
     Clock* const clock_;
 
-    mutable std::mutex mutex_;
-    Index index_;                  // guarded by mutex_, as is everything below
-    DeadLetterCounters counters_;  // since the store was made (a durable store: ever)
-    std::uint64_t duplicate_adds_ = 0;
-    std::uint64_t rejected_full_ = 0;
-    std::uint64_t rejected_too_large_ = 0;
+    mutable Mutex mutex_;
+    Index index_ BULWARK_GUARDED_BY(mutex_);
+    // Since the store was made (a durable store: ever).
+    DeadLetterCounters counters_ BULWARK_GUARDED_BY(mutex_);
+    std::uint64_t duplicate_adds_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t rejected_full_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t rejected_too_large_ BULWARK_GUARDED_BY(mutex_) = 0;
 
 private:
-    Store& store() noexcept { return static_cast<Store&>(*this); }
-
     const std::uint64_t id_seed_;
-    std::uint64_t next_id_ = 0;  // guarded by mutex_
-    bool reprocessing_ = false;  // guarded by mutex_
+    std::uint64_t next_id_ BULWARK_GUARDED_BY(mutex_) = 0;
+    bool reprocessing_ BULWARK_GUARDED_BY(mutex_) = false;
 };
 
 }  // namespace detail

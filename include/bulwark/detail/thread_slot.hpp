@@ -5,10 +5,10 @@
 
 #include <atomic>
 #include <cstdint>
-#include <mutex>
 #include <vector>
 
 #include <bulwark/config.hpp>
+#include <bulwark/detail/mutex.hpp>
 
 namespace bulwark {
 namespace detail {
@@ -21,7 +21,7 @@ namespace detail {
 class SlotRegistry {
 public:
     std::uint32_t acquire() {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         for (std::uint32_t i = 0; i < used_.size(); ++i) {
             if (!used_[i]) {
                 used_[i] = true;
@@ -33,15 +33,15 @@ public:
     }
 
     void release(std::uint32_t slot) {
-        std::lock_guard<std::mutex> lock(mutex_);
+        detail::LockGuard lock(mutex_);
         if (slot < used_.size()) {
             used_[slot] = false;
         }
     }
 
 private:
-    std::mutex mutex_;
-    std::vector<bool> used_;
+    detail::Mutex mutex_;
+    std::vector<bool> used_ BULWARK_GUARDED_BY(mutex_);
 };
 
 // Never destroyed: threads may exit (and release their slot) after static destruction began.
