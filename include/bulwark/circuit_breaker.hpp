@@ -200,6 +200,7 @@ public:
         bool pending_ = false;
     };
 
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
     explicit BasicCircuitBreaker(std::string name, CircuitBreakerOptions options = {})
         : BasicCircuitBreaker(std::move(name), std::move(options), default_clock()) {}
 

@@ -157,6 +157,7 @@ template <class Tag = void>
 class BasicHedging : public PolicyBase<BasicHedging<Tag>> {
 public:
     // Throws std::invalid_argument for invalid options. The clock must outlive the Hedging.
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
     explicit BasicHedging(Duration delay, std::uint32_t max_extra_attempts = 1,
                           Clock& clock = default_clock())
         : BasicHedging(make_options(delay, max_extra_attempts), clock) {}

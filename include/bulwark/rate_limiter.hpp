@@ -106,19 +106,24 @@ struct RateLimiterStats {
 template <class Tag = void>
 class BasicRateLimiter : public PolicyBase<BasicRateLimiter<Tag>> {
 public:
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
     explicit BasicRateLimiter(TokenBucket bucket, Clock& clock = default_clock())
         : BasicRateLimiter(RateLimiterOptions{bucket, Duration::zero()}, clock) {}
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
     explicit BasicRateLimiter(SlidingWindow window, Clock& clock = default_clock())
         : BasicRateLimiter(RateLimiterOptions{window, Duration::zero()}, clock) {}
 
     // Throws std::invalid_argument for invalid options. The clock must outlive the limiter.
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
     explicit BasicRateLimiter(RateLimiterOptions options, Clock& clock = default_clock())
         : BasicRateLimiter(std::string(), std::move(options), clock) {}
 
     // A named limiter: its rejections say the name in their message and in
     // RejectedError::source().
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
     BasicRateLimiter(std::string name, TokenBucket bucket, Clock& clock = default_clock())
         : BasicRateLimiter(std::move(name), RateLimiterOptions{bucket, Duration::zero()}, clock) {}
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
     BasicRateLimiter(std::string name, SlidingWindow window, Clock& clock = default_clock())
         : BasicRateLimiter(std::move(name), RateLimiterOptions{window, Duration::zero()}, clock) {}
     BasicRateLimiter(std::string name, RateLimiterOptions options, Clock& clock = default_clock())

@@ -196,16 +196,19 @@ private:
 template <class Tag = void>
 class BasicRetryPolicy : public PolicyBase<BasicRetryPolicy<Tag>> {
 public:
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
     explicit BasicRetryPolicy(RetryOptions options = {}, Clock& clock = default_clock())
         : BasicRetryPolicy(std::move(options), detail::fresh_seed(), clock) {}
 
     // `seed` makes the jitter reproducible: the same seed and the same order of calls give the
     // same waits.
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
     BasicRetryPolicy(RetryOptions options, std::uint64_t seed, Clock& clock = default_clock())
         : BasicRetryPolicy(std::string(), std::move(options), seed, clock) {}
 
     // A named policy: its RetryBudgetExhaustedErrors say the name in their message and in
     // RejectedError::source().
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
     BasicRetryPolicy(std::string name, RetryOptions options, Clock& clock = default_clock())
         : BasicRetryPolicy(std::move(name), std::move(options), detail::fresh_seed(), clock) {}
     BasicRetryPolicy(std::string name, RetryOptions options, std::uint64_t seed,

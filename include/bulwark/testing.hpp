@@ -52,6 +52,7 @@ struct FaultEvent {
 template <class Tag = void>
 class BasicFaultInjector : public PolicyBase<BasicFaultInjector<Tag>> {
 public:
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
     BasicFaultInjector() : BasicFaultInjector(default_clock()) {}
     explicit BasicFaultInjector(Clock& clock)
         : clock_(&clock), error_(std::make_exception_ptr(InjectedFault())) {}
@@ -186,13 +187,13 @@ public:
 
 private:
     struct Step {
-        bool fail;
+        bool fail = false;
         std::exception_ptr error;
     };
     struct Decision {
-        std::uint64_t call;
+        std::uint64_t call = 0;
         std::exception_ptr error;
-        Duration latency;
+        Duration latency{0};
     };
 
     Decision decide() {
