@@ -597,7 +597,8 @@ TEST_CASE("invalid hedging options are refused", "[hedging]") {
                       "HedgingOptions.max_extra_attempts must be in [1, 16], got 0");
     CHECK_THROWS_WITH(Hedging(50ms, 17),
                       "HedgingOptions.max_extra_attempts must be in [1, 16], got 17");
-    CHECK_THROWS_AS(HedgingOptions().on_hedge(nullptr), std::invalid_argument);
+    CHECK_THROWS_WITH(HedgingOptions().on_hedge(nullptr),
+                      "HedgingOptions.on_hedge: the listener is empty");
     CHECK_NOTHROW(Hedging(Duration::zero(), 16));
 }
 

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <exception>
 #include <functional>
+#include <string>
 #include <utility>
 
 #include <bulwark/config.hpp>
@@ -59,6 +60,17 @@ inline ListenerId next_listener_id() noexcept {
     static std::atomic<ListenerId> last{0};
     // relaxed: only uniqueness matters; the node is published under the list's mutex.
     return last.fetch_add(1, std::memory_order_relaxed) + 1;
+}
+
+// Appends a listener to an options struct's list (RetryOptions::on_retry, HedgingOptions::
+// on_hedge), which the policy takes over when it is built. Throws std::invalid_argument for an
+// empty listener, naming `field`.
+template <class List, class Listener>
+void add_option_listener(List& listeners, Listener&& listener, const char* field) {
+    if (!listener) {
+        throw_invalid_argument(std::string(field) + ": the listener is empty");
+    }
+    listeners.push_back(std::forward<Listener>(listener));
 }
 }  // namespace detail
 

@@ -106,10 +106,8 @@ struct HedgingOptions {
     }
     // Called before every hedged attempt starts, on the thread that starts it.
     HedgingOptions& on_hedge(std::function<void(const HedgeEvent&)> listener) {
-        if (!listener) {
-            detail::throw_invalid_argument("HedgingOptions.on_hedge: the listener is empty");
-        }
-        hedge_listeners.push_back(std::move(listener));
+        detail::add_option_listener(hedge_listeners, std::move(listener),
+                                    "HedgingOptions.on_hedge");
         return *this;
     }
 

@@ -95,10 +95,7 @@ struct RetryOptions {
     }
     // Called before every retry, with the attempt, the delay and the error.
     RetryOptions& on_retry(std::function<void(const RetryEvent&)> listener) {
-        if (!listener) {
-            detail::throw_invalid_argument("RetryOptions.on_retry: the listener is empty");
-        }
-        retry_listeners.push_back(std::move(listener));
+        detail::add_option_listener(retry_listeners, std::move(listener), "RetryOptions.on_retry");
         return *this;
     }
 

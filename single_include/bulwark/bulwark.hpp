@@ -2089,6 +2089,7 @@ inline std::uint32_t thread_slot() {
 #include <cstdio>
 #include <exception>
 #include <functional>
+#include <string>
 #include <utility>
 
 // #include <bulwark/config.hpp> (already included above)
@@ -2140,6 +2141,17 @@ inline ListenerId next_listener_id() noexcept {
     static std::atomic<ListenerId> last{0};
     // relaxed: only uniqueness matters; the node is published under the list's mutex.
     return last.fetch_add(1, std::memory_order_relaxed) + 1;
+}
+
+// Appends a listener to an options struct's list (RetryOptions::on_retry, HedgingOptions::
+// on_hedge), which the policy takes over when it is built. Throws std::invalid_argument for an
+// empty listener, naming `field`.
+template <class List, class Listener>
+void add_option_listener(List& listeners, Listener&& listener, const char* field) {
+    if (!listener) {
+        throw_invalid_argument(std::string(field) + ": the listener is empty");
+    }
+    listeners.push_back(std::forward<Listener>(listener));
 }
 }  // namespace detail
 
@@ -9542,10 +9554,7 @@ struct RetryOptions {
     }
     // Called before every retry, with the attempt, the delay and the error.
     RetryOptions& on_retry(std::function<void(const RetryEvent&)> listener) {
-        if (!listener) {
-            detail::throw_invalid_argument("RetryOptions.on_retry: the listener is empty");
-        }
-        retry_listeners.push_back(std::move(listener));
+        detail::add_option_listener(retry_listeners, std::move(listener), "RetryOptions.on_retry");
         return *this;
     }
 
@@ -13572,10 +13581,8 @@ struct HedgingOptions {
     }
     // Called before every hedged attempt starts, on the thread that starts it.
     HedgingOptions& on_hedge(std::function<void(const HedgeEvent&)> listener) {
-        if (!listener) {
-            detail::throw_invalid_argument("HedgingOptions.on_hedge: the listener is empty");
-        }
-        hedge_listeners.push_back(std::move(listener));
+        detail::add_option_listener(hedge_listeners, std::move(listener),
+                                    "HedgingOptions.on_hedge");
         return *this;
     }
 
