@@ -86,7 +86,10 @@ struct BulkheadStats {
 // cancelled: a waiter looks at its context at least every 10 ms, since cancel() notifies no one).
 // Thread-safe. An uncontended acquire and release is two atomic read-modify-writes; waiting and
 // handing a slot to a waiter take a mutex. Does not allocate.
-class Bulkhead : public PolicyBase<Bulkhead> {
+// Bulkhead is BasicBulkhead<>: a class template only so that a translation unit compiles only the
+// members it uses (the Tag is never used).
+template <class Tag = void>
+class BasicBulkhead : public PolicyBase<BasicBulkhead<Tag>> {
 public:
     // A slot inside the bulkhead; released when destroyed. Movable.
     class [[nodiscard]] Permit {
@@ -118,26 +121,28 @@ public:
         }
 
     private:
-        friend class Bulkhead;
-        explicit Permit(Bulkhead* bulkhead) noexcept : bulkhead_(bulkhead) {}
+        friend class BasicBulkhead;
+        explicit Permit(BasicBulkhead* bulkhead) noexcept : bulkhead_(bulkhead) {}
         explicit Permit(BulkheadRejection reason) noexcept : reason_(reason) {}
 
-        Bulkhead* bulkhead_ = nullptr;
+        BasicBulkhead* bulkhead_ = nullptr;
         BulkheadRejection reason_ = BulkheadRejection::full;
     };
 
-    explicit Bulkhead(std::uint32_t max_concurrent, std::uint32_t max_queue = 0,
-                      Duration queue_timeout = std::chrono::seconds(1),
-                      Clock& clock = default_clock())
-        : Bulkhead(BulkheadOptions{max_concurrent, max_queue, queue_timeout}, clock) {}
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
+    explicit BasicBulkhead(std::uint32_t max_concurrent, std::uint32_t max_queue = 0,
+                           Duration queue_timeout = std::chrono::seconds(1),
+                           Clock& clock = default_clock())
+        : BasicBulkhead(BulkheadOptions{max_concurrent, max_queue, queue_timeout}, clock) {}
 
     // Throws std::invalid_argument for invalid options. The clock must outlive the bulkhead.
-    explicit Bulkhead(BulkheadOptions options, Clock& clock = default_clock())
-        : Bulkhead(std::string(), options, clock) {}
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
+    explicit BasicBulkhead(BulkheadOptions options, Clock& clock = default_clock())
+        : BasicBulkhead(std::string(), options, clock) {}
 
     // A named bulkhead: its rejections say the name in their message and in
     // RejectedError::source().
-    Bulkhead(std::string name, BulkheadOptions options, Clock& clock = default_clock())
+    BasicBulkhead(std::string name, BulkheadOptions options, Clock& clock = default_clock())
         : name_(std::make_shared<const std::string>(std::move(name))),
           options_((options.validate(), options)),
           clock_(&clock),
@@ -149,8 +154,8 @@ public:
                                detail::format_duration(options_.queue_timeout))),
           cancelled_error_(error(": the call was cancelled while queued")) {}
 
-    Bulkhead(const Bulkhead&) = delete;
-    Bulkhead& operator=(const Bulkhead&) = delete;
+    BasicBulkhead(const BasicBulkhead&) = delete;
+    BasicBulkhead& operator=(const BasicBulkhead&) = delete;
 
     const BulkheadOptions& options() const noexcept { return options_; }
     // Empty when unnamed.
@@ -363,6 +368,8 @@ private:
     std::atomic<std::uint64_t> queue_timeouts_{0};
     Listeners<BulkheadEvent> rejected_listeners_;
 };
+
+using Bulkhead = BasicBulkhead<>;
 
 }  // namespace bulwark
 

@@ -54,19 +54,28 @@ struct LoadShedderStats {
 //   shedder.execute(f, ctx);                          // LoadShedError when shed
 // The degradation must outlive the shedder. Thread-safe. Passing costs one atomic load of the
 // level and a per-thread counter; shedding allocates nothing (the error is built once).
-class LoadShedder : public PolicyBase<LoadShedder> {
+// LoadShedder is BasicLoadShedder<>: a class template only so that a translation unit compiles only
+// the members it uses (the Tag is never used).
+template <class Tag = void>
+class BasicLoadShedder : public PolicyBase<BasicLoadShedder<Tag>> {
 public:
-    LoadShedder(const DegradationSignal& degradation, DegradationLevel shed_at)
-        : LoadShedder(degradation, LoadShedderOptions{shed_at, true, nullptr}) {}
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
+    BasicLoadShedder(const DegradationSignal& degradation, DegradationLevel shed_at)
+        : BasicLoadShedder(degradation, LoadShedderOptions{shed_at, true, nullptr}) {}
 
-    LoadShedder(const DegradationSignal& degradation, LoadShedderOptions options)
-        : LoadShedder(std::string(), degradation, std::move(options)) {}
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
+    BasicLoadShedder(const DegradationSignal& degradation, LoadShedderOptions options)
+        : BasicLoadShedder(std::string(), degradation, std::move(options)) {}
 
     // A named shedder: its rejections say the name in their message and in
     // RejectedError::source().
-    LoadShedder(std::string name, const DegradationSignal& degradation, DegradationLevel shed_at)
-        : LoadShedder(std::move(name), degradation, LoadShedderOptions{shed_at, true, nullptr}) {}
-    LoadShedder(std::string name, const DegradationSignal& degradation, LoadShedderOptions options)
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
+    BasicLoadShedder(std::string name, const DegradationSignal& degradation,
+                     DegradationLevel shed_at)
+        : BasicLoadShedder(std::move(name), degradation,
+                           LoadShedderOptions{shed_at, true, nullptr}) {}
+    BasicLoadShedder(std::string name, const DegradationSignal& degradation,
+                     LoadShedderOptions options)
         : name_(std::make_shared<const std::string>(std::move(name))),
           degradation_(&degradation),
           options_(std::move(options)),
@@ -82,8 +91,8 @@ public:
         }
     }
 
-    LoadShedder(const LoadShedder&) = delete;
-    LoadShedder& operator=(const LoadShedder&) = delete;
+    BasicLoadShedder(const BasicLoadShedder&) = delete;
+    BasicLoadShedder& operator=(const BasicLoadShedder&) = delete;
 
     // Empty when unnamed.
     const std::string& name() const noexcept { return *name_; }
@@ -155,6 +164,8 @@ private:
     std::atomic<std::uint64_t> shed_{0};
     Listeners<ShedEvent> listeners_;
 };
+
+using LoadShedder = BasicLoadShedder<>;
 
 }  // namespace bulwark
 

@@ -36,13 +36,16 @@ template <class Tag>
 class BasicCircuitBreakerRegistry;
 template <class Tag>
 class BasicDegradation;
-class Bulkhead;
+template <class Tag>
+class BasicBulkhead;
 template <class Tag>
 class BasicRateLimiter;
 template <class Tag>
 class BasicRetryPolicy;
-class Timeout;
-class LoadShedder;
+template <class Tag>
+class BasicTimeout;
+template <class Tag>
+class BasicLoadShedder;
 template <class Tag>
 class BasicHedging;
 template <class T>
@@ -409,8 +412,8 @@ struct MetricsRenderer<BasicRetryPolicy<Tag>> : UnnamedRenderer {
     }
 };
 
-template <>
-struct MetricsRenderer<Bulkhead> : UnnamedRenderer {
+template <class Tag>
+struct MetricsRenderer<BasicBulkhead<Tag>> : UnnamedRenderer {
     template <class P>
     static void write(MetricsWriter& w, const P& p, std::string_view name) {
         const auto s = p.stats();
@@ -442,8 +445,8 @@ struct MetricsRenderer<BasicRateLimiter<Tag>> : UnnamedRenderer {
     }
 };
 
-template <>
-struct MetricsRenderer<Timeout> : UnnamedRenderer {
+template <class Tag>
+struct MetricsRenderer<BasicTimeout<Tag>> : UnnamedRenderer {
     template <class P>
     static void write(MetricsWriter& w, const P& p, std::string_view name) {
         const auto s = p.stats();
@@ -486,8 +489,8 @@ struct MetricsRenderer<CacheFallback<Key, T, Hash, Equal>> : UnnamedRenderer {
     }
 };
 
-template <>
-struct MetricsRenderer<LoadShedder> : UnnamedRenderer {
+template <class Tag>
+struct MetricsRenderer<BasicLoadShedder<Tag>> : UnnamedRenderer {
     template <class P>
     static void write(MetricsWriter& w, const P& p, std::string_view name) {
         const auto s = p.stats();

@@ -52,32 +52,36 @@ struct RetryBudgetOptions {
 //   options.budget = budget;                                // share it between policies
 // Thread-safe. Counting a call is a per-thread counter bump (no lock, no contended line);
 // asking for a retry takes a mutex.
-class RetryBudget {
+// RetryBudget is BasicRetryBudget<>: a class template only so that a translation unit compiles
+// only the members it uses (the Tag is never used).
+template <class Tag = void>
+class BasicRetryBudget {
 public:
-    static std::shared_ptr<RetryBudget> shared(RetryBudgetOptions options,
-                                               Clock& clock = default_clock()) {
-        return std::make_shared<RetryBudget>(options, clock);
+    static std::shared_ptr<BasicRetryBudget> shared(RetryBudgetOptions options,
+                                                    Clock& clock = default_clock()) {
+        return std::make_shared<BasicRetryBudget>(options, clock);
     }
     // The positional form: shared(0.1, 10) is RetryBudgetOptions{0.1, 10} (window 10 s).
-    static std::shared_ptr<RetryBudget> shared(double ratio, std::uint32_t min_per_second,
-                                               Clock& clock = default_clock()) {
-        return std::make_shared<RetryBudget>(ratio, min_per_second, clock);
+    static std::shared_ptr<BasicRetryBudget> shared(double ratio, std::uint32_t min_per_second,
+                                                    Clock& clock = default_clock()) {
+        return std::make_shared<BasicRetryBudget>(ratio, min_per_second, clock);
     }
 
     // Throws std::invalid_argument for invalid options (see RetryBudgetOptions).
-    explicit RetryBudget(RetryBudgetOptions options = {}, Clock& clock = default_clock())
+    explicit BasicRetryBudget(RetryBudgetOptions options = {}, Clock& clock = default_clock())
         : options_((options.validate(), options)), clock_(&clock) {
         buckets_.assign(static_cast<std::size_t>(options_.window / std::chrono::seconds(1)),
                         Bucket{});
     }
 
     // The positional form of the options.
-    RetryBudget(double ratio, std::uint32_t min_per_second, Clock& clock = default_clock(),
-                Duration window = std::chrono::seconds(10))
-        : RetryBudget(RetryBudgetOptions{ratio, min_per_second, window}, clock) {}
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
+    BasicRetryBudget(double ratio, std::uint32_t min_per_second, Clock& clock = default_clock(),
+                     Duration window = std::chrono::seconds(10))
+        : BasicRetryBudget(RetryBudgetOptions{ratio, min_per_second, window}, clock) {}
 
-    RetryBudget(const RetryBudget&) = delete;
-    RetryBudget& operator=(const RetryBudget&) = delete;
+    BasicRetryBudget(const BasicRetryBudget&) = delete;
+    BasicRetryBudget& operator=(const BasicRetryBudget&) = delete;
 
     // A call was made (a first attempt). Does not allocate or lock.
     void record_call() noexcept { calls_.add(); }
@@ -155,6 +159,8 @@ private:
     std::uint64_t withdrawn_ BULWARK_GUARDED_BY(mutex_) = 0;
     std::uint64_t refused_ BULWARK_GUARDED_BY(mutex_) = 0;
 };
+
+using RetryBudget = BasicRetryBudget<>;
 
 }  // namespace bulwark
 

@@ -53,15 +53,19 @@ struct TimeoutStats {
 // Thread-safe. Reads the clock's coarse time twice per call (Clock::coarse_now_fast): it may
 // fire up to one clock tick early or late (a few ms on SteadyClock; on a TickingClock, one
 // resolution plus however late its thread runs). Does not allocate on the success path.
-class Timeout : public PolicyBase<Timeout> {
+// Timeout is BasicTimeout<>: a class template only so that a translation unit compiles only the
+// members it uses (the Tag is never used).
+template <class Tag = void>
+class BasicTimeout : public PolicyBase<BasicTimeout<Tag>> {
 public:
     // Throws std::invalid_argument unless timeout > 0. The clock must outlive the Timeout.
-    explicit Timeout(Duration timeout, Clock& clock = default_clock())
-        : Timeout(std::string(), timeout, clock) {}
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
+    explicit BasicTimeout(Duration timeout, Clock& clock = default_clock())
+        : BasicTimeout(std::string(), timeout, clock) {}
 
-    // A named Timeout: its TimeoutErrors say the name in their message and in
+    // A named BasicTimeout: its TimeoutErrors say the name in their message and in
     // RejectedError::source().
-    Timeout(std::string name, Duration timeout, Clock& clock = default_clock())
+    BasicTimeout(std::string name, Duration timeout, Clock& clock = default_clock())
         : name_(std::make_shared<const std::string>(std::move(name))),
           timeout_(timeout),
           clock_(&clock) {
@@ -72,9 +76,9 @@ public:
     }
 
     // A copy has the same name, timeout and clock, and no listeners or stats.
-    Timeout(const Timeout& other)
+    BasicTimeout(const BasicTimeout& other)
         : name_(other.name_), timeout_(other.timeout_), clock_(other.clock_) {}
-    Timeout& operator=(const Timeout&) = delete;
+    BasicTimeout& operator=(const BasicTimeout&) = delete;
 
     Duration timeout() const noexcept { return timeout_; }
     // Empty when unnamed.
@@ -160,6 +164,8 @@ private:
     std::atomic<std::uint64_t> timeouts_{0};
     Listeners<LateResult> late_;
 };
+
+using Timeout = BasicTimeout<>;
 
 }  // namespace bulwark
 

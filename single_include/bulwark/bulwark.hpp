@@ -9382,32 +9382,36 @@ struct RetryBudgetOptions {
 //   options.budget = budget;                                // share it between policies
 // Thread-safe. Counting a call is a per-thread counter bump (no lock, no contended line);
 // asking for a retry takes a mutex.
-class RetryBudget {
+// RetryBudget is BasicRetryBudget<>: a class template only so that a translation unit compiles
+// only the members it uses (the Tag is never used).
+template <class Tag = void>
+class BasicRetryBudget {
 public:
-    static std::shared_ptr<RetryBudget> shared(RetryBudgetOptions options,
-                                               Clock& clock = default_clock()) {
-        return std::make_shared<RetryBudget>(options, clock);
+    static std::shared_ptr<BasicRetryBudget> shared(RetryBudgetOptions options,
+                                                    Clock& clock = default_clock()) {
+        return std::make_shared<BasicRetryBudget>(options, clock);
     }
     // The positional form: shared(0.1, 10) is RetryBudgetOptions{0.1, 10} (window 10 s).
-    static std::shared_ptr<RetryBudget> shared(double ratio, std::uint32_t min_per_second,
-                                               Clock& clock = default_clock()) {
-        return std::make_shared<RetryBudget>(ratio, min_per_second, clock);
+    static std::shared_ptr<BasicRetryBudget> shared(double ratio, std::uint32_t min_per_second,
+                                                    Clock& clock = default_clock()) {
+        return std::make_shared<BasicRetryBudget>(ratio, min_per_second, clock);
     }
 
     // Throws std::invalid_argument for invalid options (see RetryBudgetOptions).
-    explicit RetryBudget(RetryBudgetOptions options = {}, Clock& clock = default_clock())
+    explicit BasicRetryBudget(RetryBudgetOptions options = {}, Clock& clock = default_clock())
         : options_((options.validate(), options)), clock_(&clock) {
         buckets_.assign(static_cast<std::size_t>(options_.window / std::chrono::seconds(1)),
                         Bucket{});
     }
 
     // The positional form of the options.
-    RetryBudget(double ratio, std::uint32_t min_per_second, Clock& clock = default_clock(),
-                Duration window = std::chrono::seconds(10))
-        : RetryBudget(RetryBudgetOptions{ratio, min_per_second, window}, clock) {}
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
+    BasicRetryBudget(double ratio, std::uint32_t min_per_second, Clock& clock = default_clock(),
+                     Duration window = std::chrono::seconds(10))
+        : BasicRetryBudget(RetryBudgetOptions{ratio, min_per_second, window}, clock) {}
 
-    RetryBudget(const RetryBudget&) = delete;
-    RetryBudget& operator=(const RetryBudget&) = delete;
+    BasicRetryBudget(const BasicRetryBudget&) = delete;
+    BasicRetryBudget& operator=(const BasicRetryBudget&) = delete;
 
     // A call was made (a first attempt). Does not allocate or lock.
     void record_call() noexcept { calls_.add(); }
@@ -9485,6 +9489,8 @@ private:
     std::uint64_t withdrawn_ BULWARK_GUARDED_BY(mutex_) = 0;
     std::uint64_t refused_ BULWARK_GUARDED_BY(mutex_) = 0;
 };
+
+using RetryBudget = BasicRetryBudget<>;
 
 }  // namespace bulwark
 
@@ -11726,13 +11732,16 @@ template <class Tag>
 class BasicCircuitBreakerRegistry;
 template <class Tag>
 class BasicDegradation;
-class Bulkhead;
+template <class Tag>
+class BasicBulkhead;
 template <class Tag>
 class BasicRateLimiter;
 template <class Tag>
 class BasicRetryPolicy;
-class Timeout;
-class LoadShedder;
+template <class Tag>
+class BasicTimeout;
+template <class Tag>
+class BasicLoadShedder;
 template <class Tag>
 class BasicHedging;
 template <class T>
@@ -12099,8 +12108,8 @@ struct MetricsRenderer<BasicRetryPolicy<Tag>> : UnnamedRenderer {
     }
 };
 
-template <>
-struct MetricsRenderer<Bulkhead> : UnnamedRenderer {
+template <class Tag>
+struct MetricsRenderer<BasicBulkhead<Tag>> : UnnamedRenderer {
     template <class P>
     static void write(MetricsWriter& w, const P& p, std::string_view name) {
         const auto s = p.stats();
@@ -12132,8 +12141,8 @@ struct MetricsRenderer<BasicRateLimiter<Tag>> : UnnamedRenderer {
     }
 };
 
-template <>
-struct MetricsRenderer<Timeout> : UnnamedRenderer {
+template <class Tag>
+struct MetricsRenderer<BasicTimeout<Tag>> : UnnamedRenderer {
     template <class P>
     static void write(MetricsWriter& w, const P& p, std::string_view name) {
         const auto s = p.stats();
@@ -12176,8 +12185,8 @@ struct MetricsRenderer<CacheFallback<Key, T, Hash, Equal>> : UnnamedRenderer {
     }
 };
 
-template <>
-struct MetricsRenderer<LoadShedder> : UnnamedRenderer {
+template <class Tag>
+struct MetricsRenderer<BasicLoadShedder<Tag>> : UnnamedRenderer {
     template <class P>
     static void write(MetricsWriter& w, const P& p, std::string_view name) {
         const auto s = p.stats();
@@ -12420,7 +12429,10 @@ struct BulkheadStats {
 // cancelled: a waiter looks at its context at least every 10 ms, since cancel() notifies no one).
 // Thread-safe. An uncontended acquire and release is two atomic read-modify-writes; waiting and
 // handing a slot to a waiter take a mutex. Does not allocate.
-class Bulkhead : public PolicyBase<Bulkhead> {
+// Bulkhead is BasicBulkhead<>: a class template only so that a translation unit compiles only the
+// members it uses (the Tag is never used).
+template <class Tag = void>
+class BasicBulkhead : public PolicyBase<BasicBulkhead<Tag>> {
 public:
     // A slot inside the bulkhead; released when destroyed. Movable.
     class [[nodiscard]] Permit {
@@ -12452,26 +12464,28 @@ public:
         }
 
     private:
-        friend class Bulkhead;
-        explicit Permit(Bulkhead* bulkhead) noexcept : bulkhead_(bulkhead) {}
+        friend class BasicBulkhead;
+        explicit Permit(BasicBulkhead* bulkhead) noexcept : bulkhead_(bulkhead) {}
         explicit Permit(BulkheadRejection reason) noexcept : reason_(reason) {}
 
-        Bulkhead* bulkhead_ = nullptr;
+        BasicBulkhead* bulkhead_ = nullptr;
         BulkheadRejection reason_ = BulkheadRejection::full;
     };
 
-    explicit Bulkhead(std::uint32_t max_concurrent, std::uint32_t max_queue = 0,
-                      Duration queue_timeout = std::chrono::seconds(1),
-                      Clock& clock = default_clock())
-        : Bulkhead(BulkheadOptions{max_concurrent, max_queue, queue_timeout}, clock) {}
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
+    explicit BasicBulkhead(std::uint32_t max_concurrent, std::uint32_t max_queue = 0,
+                           Duration queue_timeout = std::chrono::seconds(1),
+                           Clock& clock = default_clock())
+        : BasicBulkhead(BulkheadOptions{max_concurrent, max_queue, queue_timeout}, clock) {}
 
     // Throws std::invalid_argument for invalid options. The clock must outlive the bulkhead.
-    explicit Bulkhead(BulkheadOptions options, Clock& clock = default_clock())
-        : Bulkhead(std::string(), options, clock) {}
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
+    explicit BasicBulkhead(BulkheadOptions options, Clock& clock = default_clock())
+        : BasicBulkhead(std::string(), options, clock) {}
 
     // A named bulkhead: its rejections say the name in their message and in
     // RejectedError::source().
-    Bulkhead(std::string name, BulkheadOptions options, Clock& clock = default_clock())
+    BasicBulkhead(std::string name, BulkheadOptions options, Clock& clock = default_clock())
         : name_(std::make_shared<const std::string>(std::move(name))),
           options_((options.validate(), options)),
           clock_(&clock),
@@ -12483,8 +12497,8 @@ public:
                                detail::format_duration(options_.queue_timeout))),
           cancelled_error_(error(": the call was cancelled while queued")) {}
 
-    Bulkhead(const Bulkhead&) = delete;
-    Bulkhead& operator=(const Bulkhead&) = delete;
+    BasicBulkhead(const BasicBulkhead&) = delete;
+    BasicBulkhead& operator=(const BasicBulkhead&) = delete;
 
     const BulkheadOptions& options() const noexcept { return options_; }
     // Empty when unnamed.
@@ -12697,6 +12711,8 @@ private:
     std::atomic<std::uint64_t> queue_timeouts_{0};
     Listeners<BulkheadEvent> rejected_listeners_;
 };
+
+using Bulkhead = BasicBulkhead<>;
 
 }  // namespace bulwark
 
@@ -14252,19 +14268,28 @@ struct LoadShedderStats {
 //   shedder.execute(f, ctx);                          // LoadShedError when shed
 // The degradation must outlive the shedder. Thread-safe. Passing costs one atomic load of the
 // level and a per-thread counter; shedding allocates nothing (the error is built once).
-class LoadShedder : public PolicyBase<LoadShedder> {
+// LoadShedder is BasicLoadShedder<>: a class template only so that a translation unit compiles only
+// the members it uses (the Tag is never used).
+template <class Tag = void>
+class BasicLoadShedder : public PolicyBase<BasicLoadShedder<Tag>> {
 public:
-    LoadShedder(const DegradationSignal& degradation, DegradationLevel shed_at)
-        : LoadShedder(degradation, LoadShedderOptions{shed_at, true, nullptr}) {}
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
+    BasicLoadShedder(const DegradationSignal& degradation, DegradationLevel shed_at)
+        : BasicLoadShedder(degradation, LoadShedderOptions{shed_at, true, nullptr}) {}
 
-    LoadShedder(const DegradationSignal& degradation, LoadShedderOptions options)
-        : LoadShedder(std::string(), degradation, std::move(options)) {}
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
+    BasicLoadShedder(const DegradationSignal& degradation, LoadShedderOptions options)
+        : BasicLoadShedder(std::string(), degradation, std::move(options)) {}
 
     // A named shedder: its rejections say the name in their message and in
     // RejectedError::source().
-    LoadShedder(std::string name, const DegradationSignal& degradation, DegradationLevel shed_at)
-        : LoadShedder(std::move(name), degradation, LoadShedderOptions{shed_at, true, nullptr}) {}
-    LoadShedder(std::string name, const DegradationSignal& degradation, LoadShedderOptions options)
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
+    BasicLoadShedder(std::string name, const DegradationSignal& degradation,
+                     DegradationLevel shed_at)
+        : BasicLoadShedder(std::move(name), degradation,
+                           LoadShedderOptions{shed_at, true, nullptr}) {}
+    BasicLoadShedder(std::string name, const DegradationSignal& degradation,
+                     LoadShedderOptions options)
         : name_(std::make_shared<const std::string>(std::move(name))),
           degradation_(&degradation),
           options_(std::move(options)),
@@ -14280,8 +14305,8 @@ public:
         }
     }
 
-    LoadShedder(const LoadShedder&) = delete;
-    LoadShedder& operator=(const LoadShedder&) = delete;
+    BasicLoadShedder(const BasicLoadShedder&) = delete;
+    BasicLoadShedder& operator=(const BasicLoadShedder&) = delete;
 
     // Empty when unnamed.
     const std::string& name() const noexcept { return *name_; }
@@ -14353,6 +14378,8 @@ private:
     std::atomic<std::uint64_t> shed_{0};
     Listeners<ShedEvent> listeners_;
 };
+
+using LoadShedder = BasicLoadShedder<>;
 
 }  // namespace bulwark
 
@@ -14651,15 +14678,19 @@ struct TimeoutStats {
 // Thread-safe. Reads the clock's coarse time twice per call (Clock::coarse_now_fast): it may
 // fire up to one clock tick early or late (a few ms on SteadyClock; on a TickingClock, one
 // resolution plus however late its thread runs). Does not allocate on the success path.
-class Timeout : public PolicyBase<Timeout> {
+// Timeout is BasicTimeout<>: a class template only so that a translation unit compiles only the
+// members it uses (the Tag is never used).
+template <class Tag = void>
+class BasicTimeout : public PolicyBase<BasicTimeout<Tag>> {
 public:
     // Throws std::invalid_argument unless timeout > 0. The clock must outlive the Timeout.
-    explicit Timeout(Duration timeout, Clock& clock = default_clock())
-        : Timeout(std::string(), timeout, clock) {}
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
+    explicit BasicTimeout(Duration timeout, Clock& clock = default_clock())
+        : BasicTimeout(std::string(), timeout, clock) {}
 
-    // A named Timeout: its TimeoutErrors say the name in their message and in
+    // A named BasicTimeout: its TimeoutErrors say the name in their message and in
     // RejectedError::source().
-    Timeout(std::string name, Duration timeout, Clock& clock = default_clock())
+    BasicTimeout(std::string name, Duration timeout, Clock& clock = default_clock())
         : name_(std::make_shared<const std::string>(std::move(name))),
           timeout_(timeout),
           clock_(&clock) {
@@ -14670,9 +14701,9 @@ public:
     }
 
     // A copy has the same name, timeout and clock, and no listeners or stats.
-    Timeout(const Timeout& other)
+    BasicTimeout(const BasicTimeout& other)
         : name_(other.name_), timeout_(other.timeout_), clock_(other.clock_) {}
-    Timeout& operator=(const Timeout&) = delete;
+    BasicTimeout& operator=(const BasicTimeout&) = delete;
 
     Duration timeout() const noexcept { return timeout_; }
     // Empty when unnamed.
@@ -14758,6 +14789,8 @@ private:
     std::atomic<std::uint64_t> timeouts_{0};
     Listeners<LateResult> late_;
 };
+
+using Timeout = BasicTimeout<>;
 
 }  // namespace bulwark
 
