@@ -438,8 +438,13 @@ TEST_CASE("invalid RetryBudget options are refused naming the field", "[retry][b
     o = {};
     o.window = 500ms;
     CHECK_THROWS_WITH(bulwark::RetryBudget::shared(o, clock),
-                      "RetryBudgetOptions.window must be >= 1s, got 500ms");
-    CHECK_THROWS_WITH(o.validate(), "RetryBudgetOptions.window must be >= 1s, got 500ms");
+                      "RetryBudgetOptions.window must be in [1s, 1h], got 500ms");
+    CHECK_THROWS_WITH(o.validate(), "RetryBudgetOptions.window must be in [1s, 1h], got 500ms");
+    // A year of per-second counters was 725 MB and a 60 ms scan per retry.
+    o.window = std::chrono::hours(24 * 365);
+    CHECK_THROWS_AS(o.validate(), std::invalid_argument);
+    o.window = std::chrono::hours(1);
+    CHECK_NOTHROW(o.validate());
 }
 
 TEST_CASE("schedule() gives the async form the same decisions", "[retry][schedule]") {

@@ -286,7 +286,7 @@ private:
             reject(BulkheadRejection::full);
             return Permit(BulkheadRejection::full);
         }
-        TimePoint deadline = clock_->now() + options_.queue_timeout;
+        TimePoint deadline = detail::saturating_add(clock_->now(), options_.queue_timeout);
         if (ctx != nullptr && ctx->deadline() && *ctx->deadline() < deadline) {
             deadline = *ctx->deadline();
         }

@@ -218,8 +218,9 @@ public:
         if (time_window_) {
             const auto& tw = std::get<TimeWindow>(options_.window);
             bucket_width_ = tw.bucket;
-            bucket_count_ =
-                static_cast<std::uint64_t>((tw.length + tw.bucket - Duration(1)) / tw.bucket);
+            // ceil(length / bucket), without the sum that overflows for a length near max.
+            bucket_count_ = static_cast<std::uint64_t>(tw.length / tw.bucket) +
+                            (tw.length % tw.bucket != Duration::zero() ? 1 : 0);
             buckets_.assign(bucket_count_, Bucket{});
             origin_ = clock_->coarse_now_fast();
         }
@@ -589,7 +590,9 @@ private:
         detail::LockGuard lock(mutex_);
         if (owned) {
             roll_stripe(stripe, epoch);
-            stripe.bucket_end = origin_ + bucket_width_ * static_cast<std::int64_t>(epoch + 1);
+            // The bucket's start is at most now; its end saturates for a bucket near max.
+            stripe.bucket_end = detail::saturating_add(
+                origin_ + bucket_width_ * static_cast<std::int64_t>(epoch), bucket_width_);
         } else {
             bucket_for(epoch).calls += 1;
         }
@@ -857,7 +860,8 @@ private:
         const Duration pause = options_.break_duration_backoff
                                    ? options_.break_duration_backoff->delay(opens_in_row_)
                                    : options_.break_duration;
-        open_until_ns_.store((now + pause).time_since_epoch().count(), std::memory_order_relaxed);
+        open_until_ns_.store(detail::saturating_add(now, pause).time_since_epoch().count(),
+                             std::memory_order_relaxed);
         ++opened_;
         transition(CircuitState::open, now, reason, transitions);
     }

@@ -77,7 +77,10 @@ public:
                             TimePoint deadline) {
         const Duration left = deadline - now();
         if (left > Duration::zero()) {
-            cv.wait_for(lock, left);
+            // std::condition_variable::wait_for adds its duration to steady_clock::now(): a
+            // deadline of TimePoint::max() ("never") would overflow it and return at once. The
+            // callers loop, so a day at a time is the same wait.
+            cv.wait_for(lock, std::min<Duration>(left, std::chrono::hours(24)));
         }
     }
 
@@ -150,7 +153,7 @@ public:
     // 2026-01-01T00:00:00Z plus the time this clock has moved since it was made: wall time in
     // tests moves with now() and is the same on every run.
     WallTime wall_now() const noexcept override {
-        return WallTime{std::chrono::seconds(1767225600)} + (now() - start_);
+        return WallTime{detail::saturating_add(std::chrono::seconds(1767225600), now() - start_)};
     }
 
     // Moves time forward by `d`. Throws std::invalid_argument for a negative `d`: time is
@@ -160,7 +163,7 @@ public:
             detail::throw_invalid_option("ManualClock.advance(d): d", "must be >= 0",
                                          detail::format_duration(d));
         }
-        now_ns_.fetch_add(d.count(), std::memory_order_acq_rel);
+        add(d);
     }
 
     // Moves time forward to `t`. Throws std::invalid_argument if `t` is earlier than now().
@@ -184,7 +187,7 @@ public:
             sleeps_.push_back(d);
         }
         if (d > Duration::zero()) {
-            now_ns_.fetch_add(d.count(), std::memory_order_acq_rel);
+            add(d);
         }
     }
 
@@ -224,6 +227,17 @@ public:
     }
 
 private:
+    // Moves time forward by `d` > 0, stopping at TimePoint::max(): advancing by Duration::max()
+    // (a sleep "for ever") reaches the end of time instead of wrapping into the past.
+    void add(Duration d) noexcept {
+        std::int64_t current = now_ns_.load(std::memory_order_acquire);
+        while (!now_ns_.compare_exchange_weak(
+            current,
+            detail::saturating_add(TimePoint{Duration{current}}, d).time_since_epoch().count(),
+            std::memory_order_acq_rel, std::memory_order_acquire)) {
+        }
+    }
+
     const TimePoint start_;
     std::atomic<std::int64_t> now_ns_;
     mutable detail::Mutex sleeps_mutex_;

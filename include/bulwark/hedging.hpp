@@ -265,7 +265,7 @@ private:
 
     // Saturating `t + d`; TimePoint::max() means never.
     static TimePoint later(TimePoint t, Duration d) noexcept {
-        return d >= TimePoint::max() - t ? TimePoint::max() : t + d;
+        return detail::saturating_add(t, d);
     }
 
     // The state one call shares with its hedged attempts, the executor's tasks and the timer.

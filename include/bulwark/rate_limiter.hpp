@@ -32,7 +32,7 @@ namespace bulwark {
 // capacity `burst`, refilled at `rate`; implemented as GCRA, one atomic word).
 struct TokenBucket {
     double rate = 100.0;      // permits per second, > 0 and <= 1e9
-    std::uint32_t burst = 1;  // bucket capacity, >= 1
+    std::uint32_t burst = 1;  // bucket capacity, >= 1; burst / rate at most 10 years
 };
 
 // At most `limit` permits in any window of length `window` (an exact sliding log).
@@ -42,6 +42,9 @@ struct SlidingWindow {
 };
 
 struct RateLimiterOptions {
+    // TokenBucket: burst / rate, the time a full bucket takes to refill, is at most 10 years.
+    static constexpr double max_refill_seconds = 10 * 365.25 * 24 * 3600;
+
     std::variant<TokenBucket, SlidingWindow> limit = TokenBucket{};
     // How long execute() may wait for a permit (also bounded by the context's deadline); a call
     // that would have to wait longer is rejected at once with RateLimitedError. 0 = never wait.
@@ -57,6 +60,15 @@ struct RateLimiterOptions {
             if (tb->burst == 0) {
                 detail::throw_invalid_option("RateLimiterOptions.limit (TokenBucket.burst)",
                                              "must be >= 1", "0");
+            }
+            // The limiter keeps its state as nanoseconds in 64 bits: bounding the time a full
+            // bucket takes to refill keeps burst · (1 / rate) and every sum with it in range.
+            const double refill_seconds = static_cast<double>(tb->burst) / tb->rate;
+            if (!(refill_seconds <= max_refill_seconds)) {
+                detail::throw_invalid_option(
+                    "RateLimiterOptions.limit (TokenBucket.burst / TokenBucket.rate)",
+                    "must be at most 10 years (the time a full bucket takes to refill)",
+                    detail::format_number(refill_seconds) + " s");
             }
         } else {
             const auto& sw = std::get<SlidingWindow>(limit);
@@ -173,7 +185,7 @@ public:
             // try again.
             const Duration wait = std::max(d.retry_after, Duration(1));
             clock_->sleep_for(wait);
-            const Duration slept = d.waited + wait;
+            const Duration slept = detail::saturating_add(d.waited, wait);
             d = reserve(n, Duration::zero());
             d.waited = slept;
         }
@@ -256,6 +268,10 @@ private:
     // than burst·interval (+ may_wait) ahead of t.
     RateDecision reserve_bucket(std::uint32_t n, Duration may_wait) noexcept {
         const std::int64_t now = clock_->coarse_now_fast().time_since_epoch().count();
+        // validate() bounds capacity and cost by 10 years; waits beyond 100 years are not
+        // waited for, so every sum below stays far from overflow (a limiter with max_wait =
+        // Duration::max() waits as long as the bucket needs).
+        may_wait = std::min(may_wait, max_reservation);
         const std::int64_t capacity = static_cast<std::int64_t>(burst_) * interval_ns_;
         const std::int64_t cost = static_cast<std::int64_t>(n) * interval_ns_;
         std::int64_t tat = tat_ns_.load(std::memory_order_relaxed);
@@ -294,7 +310,8 @@ private:
         }
         // The n-th oldest of what must expire decides when there is room.
         const std::size_t must_expire = count_ + n - size;
-        const TimePoint expires = log_[(head_ + size - count_ + must_expire - 1) % size] + window;
+        const TimePoint expires =
+            detail::saturating_add(log_[(head_ + size - count_ + must_expire - 1) % size], window);
         return RateDecision{false, std::max(expires - now, Duration(1)), Duration::zero()};
     }
 
@@ -302,6 +319,7 @@ private:
     const std::string label_;  // "rate limiter 'name': " (or empty), starts a rejection's message
     const RateLimiterOptions options_;
     Clock* const clock_;
+    static constexpr Duration max_reservation = std::chrono::hours(24 * 36525);  // 100 years
     std::int64_t interval_ns_ = 0;
     std::uint32_t burst_ = 0;
     alignas(detail::cache_line_size) std::atomic<std::int64_t> tat_ns_{0};

@@ -382,10 +382,10 @@ private:
             wait = std::max(wait, hinted_wait(outcome.error(), now));
         }
         if (options_.max_elapsed > Duration::zero() &&
-            now + wait - run.started > options_.max_elapsed) {
+            detail::saturating_add(now - run.started, wait) > options_.max_elapsed) {
             return Verdict::exhausted;
         }
-        if (ctx.deadline() && now + wait >= *ctx.deadline()) {
+        if (ctx.deadline() && detail::saturating_add(now, wait) >= *ctx.deadline()) {
             return Verdict::exhausted;
         }
         if (options_.budget && !options_.budget->try_withdraw()) {

@@ -29,7 +29,8 @@ struct RetryBudgetOptions {
     double ratio = 0.1;
     // Retries allowed in any second whatever the ratio says, so a quiet service can still retry.
     std::uint32_t min_per_second = 10;
-    // How far back calls and retries are counted, in whole seconds (rounded down). >= 1 s.
+    // How far back calls and retries are counted, in whole seconds (rounded down). In [1 s, 1 h]:
+    // the budget keeps a counter per second and sums them when a retry asks.
     Duration window = std::chrono::seconds(10);
 
     void validate() const {
@@ -37,8 +38,8 @@ struct RetryBudgetOptions {
             detail::throw_invalid_option("RetryBudgetOptions.ratio", "must be in [0, 1]",
                                          detail::format_number(ratio));
         }
-        if (window < std::chrono::seconds(1)) {
-            detail::throw_invalid_option("RetryBudgetOptions.window", "must be >= 1s",
+        if (window < std::chrono::seconds(1) || window > std::chrono::hours(1)) {
+            detail::throw_invalid_option("RetryBudgetOptions.window", "must be in [1s, 1h]",
                                          detail::format_duration(window));
         }
     }

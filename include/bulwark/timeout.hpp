@@ -102,8 +102,7 @@ public:
         using O = std::invoke_result_t<Next&, Context&>;
         const TimePoint start = clock_->coarse_now_fast();
         // Saturates: a timeout too long to represent is no deadline (TimePoint::max()).
-        const TimePoint deadline =
-            timeout_ < TimePoint::max() - start ? start + timeout_ : TimePoint::max();
+        const TimePoint deadline = detail::saturating_add(start, timeout_);
         // Restores the caller's deadline on every exit, so an outer policy (a Retry) sees its
         // own again.
         struct Restore {

@@ -348,6 +348,25 @@ using TimePoint = std::chrono::time_point<std::chrono::steady_clock, Duration>;
 // must keep their meaning after a restart or on another host (a stored dead letter's times).
 using WallTime = std::chrono::time_point<std::chrono::system_clock, Duration>;
 
+namespace detail {
+// `a + b`, clamped to [Duration::min(), Duration::max()] instead of overflowing.
+constexpr Duration saturating_add(Duration a, Duration b) noexcept {
+    if (b > Duration::zero() && a > Duration::max() - b) {
+        return Duration::max();
+    }
+    if (b < Duration::zero() && a < Duration::min() - b) {
+        return Duration::min();
+    }
+    return a + b;
+}
+
+// `t + d` for every deadline the library computes from an option or a hint: an option of
+// Duration::max() gives TimePoint::max() ("never") instead of a time in the past.
+constexpr TimePoint saturating_add(TimePoint t, Duration d) noexcept {
+    return TimePoint{saturating_add(t.time_since_epoch(), d)};
+}
+}  // namespace detail
+
 }  // namespace bulwark
 
 #endif  // BULWARK_TIME_HPP
@@ -409,7 +428,10 @@ public:
                             TimePoint deadline) {
         const Duration left = deadline - now();
         if (left > Duration::zero()) {
-            cv.wait_for(lock, left);
+            // std::condition_variable::wait_for adds its duration to steady_clock::now(): a
+            // deadline of TimePoint::max() ("never") would overflow it and return at once. The
+            // callers loop, so a day at a time is the same wait.
+            cv.wait_for(lock, std::min<Duration>(left, std::chrono::hours(24)));
         }
     }
 
@@ -482,7 +504,7 @@ public:
     // 2026-01-01T00:00:00Z plus the time this clock has moved since it was made: wall time in
     // tests moves with now() and is the same on every run.
     WallTime wall_now() const noexcept override {
-        return WallTime{std::chrono::seconds(1767225600)} + (now() - start_);
+        return WallTime{detail::saturating_add(std::chrono::seconds(1767225600), now() - start_)};
     }
 
     // Moves time forward by `d`. Throws std::invalid_argument for a negative `d`: time is
@@ -492,7 +514,7 @@ public:
             detail::throw_invalid_option("ManualClock.advance(d): d", "must be >= 0",
                                          detail::format_duration(d));
         }
-        now_ns_.fetch_add(d.count(), std::memory_order_acq_rel);
+        add(d);
     }
 
     // Moves time forward to `t`. Throws std::invalid_argument if `t` is earlier than now().
@@ -516,7 +538,7 @@ public:
             sleeps_.push_back(d);
         }
         if (d > Duration::zero()) {
-            now_ns_.fetch_add(d.count(), std::memory_order_acq_rel);
+            add(d);
         }
     }
 
@@ -556,6 +578,17 @@ public:
     }
 
 private:
+    // Moves time forward by `d` > 0, stopping at TimePoint::max(): advancing by Duration::max()
+    // (a sleep "for ever") reaches the end of time instead of wrapping into the past.
+    void add(Duration d) noexcept {
+        std::int64_t current = now_ns_.load(std::memory_order_acquire);
+        while (!now_ns_.compare_exchange_weak(
+            current,
+            detail::saturating_add(TimePoint{Duration{current}}, d).time_since_epoch().count(),
+            std::memory_order_acq_rel, std::memory_order_acquire)) {
+        }
+    }
+
     const TimePoint start_;
     std::atomic<std::int64_t> now_ns_;
     mutable detail::Mutex sleeps_mutex_;
@@ -2726,8 +2759,9 @@ public:
         if (time_window_) {
             const auto& tw = std::get<TimeWindow>(options_.window);
             bucket_width_ = tw.bucket;
-            bucket_count_ =
-                static_cast<std::uint64_t>((tw.length + tw.bucket - Duration(1)) / tw.bucket);
+            // ceil(length / bucket), without the sum that overflows for a length near max.
+            bucket_count_ = static_cast<std::uint64_t>(tw.length / tw.bucket) +
+                            (tw.length % tw.bucket != Duration::zero() ? 1 : 0);
             buckets_.assign(bucket_count_, Bucket{});
             origin_ = clock_->coarse_now_fast();
         }
@@ -3097,7 +3131,9 @@ private:
         detail::LockGuard lock(mutex_);
         if (owned) {
             roll_stripe(stripe, epoch);
-            stripe.bucket_end = origin_ + bucket_width_ * static_cast<std::int64_t>(epoch + 1);
+            // The bucket's start is at most now; its end saturates for a bucket near max.
+            stripe.bucket_end = detail::saturating_add(
+                origin_ + bucket_width_ * static_cast<std::int64_t>(epoch), bucket_width_);
         } else {
             bucket_for(epoch).calls += 1;
         }
@@ -3365,7 +3401,8 @@ private:
         const Duration pause = options_.break_duration_backoff
                                    ? options_.break_duration_backoff->delay(opens_in_row_)
                                    : options_.break_duration;
-        open_until_ns_.store((now + pause).time_since_epoch().count(), std::memory_order_relaxed);
+        open_until_ns_.store(detail::saturating_add(now, pause).time_since_epoch().count(),
+                             std::memory_order_relaxed);
         ++opened_;
         transition(CircuitState::open, now, reason, transitions);
     }
@@ -8890,7 +8927,7 @@ namespace bulwark {
 // capacity `burst`, refilled at `rate`; implemented as GCRA, one atomic word).
 struct TokenBucket {
     double rate = 100.0;      // permits per second, > 0 and <= 1e9
-    std::uint32_t burst = 1;  // bucket capacity, >= 1
+    std::uint32_t burst = 1;  // bucket capacity, >= 1; burst / rate at most 10 years
 };
 
 // At most `limit` permits in any window of length `window` (an exact sliding log).
@@ -8900,6 +8937,9 @@ struct SlidingWindow {
 };
 
 struct RateLimiterOptions {
+    // TokenBucket: burst / rate, the time a full bucket takes to refill, is at most 10 years.
+    static constexpr double max_refill_seconds = 10 * 365.25 * 24 * 3600;
+
     std::variant<TokenBucket, SlidingWindow> limit = TokenBucket{};
     // How long execute() may wait for a permit (also bounded by the context's deadline); a call
     // that would have to wait longer is rejected at once with RateLimitedError. 0 = never wait.
@@ -8915,6 +8955,15 @@ struct RateLimiterOptions {
             if (tb->burst == 0) {
                 detail::throw_invalid_option("RateLimiterOptions.limit (TokenBucket.burst)",
                                              "must be >= 1", "0");
+            }
+            // The limiter keeps its state as nanoseconds in 64 bits: bounding the time a full
+            // bucket takes to refill keeps burst · (1 / rate) and every sum with it in range.
+            const double refill_seconds = static_cast<double>(tb->burst) / tb->rate;
+            if (!(refill_seconds <= max_refill_seconds)) {
+                detail::throw_invalid_option(
+                    "RateLimiterOptions.limit (TokenBucket.burst / TokenBucket.rate)",
+                    "must be at most 10 years (the time a full bucket takes to refill)",
+                    detail::format_number(refill_seconds) + " s");
             }
         } else {
             const auto& sw = std::get<SlidingWindow>(limit);
@@ -9031,7 +9080,7 @@ public:
             // try again.
             const Duration wait = std::max(d.retry_after, Duration(1));
             clock_->sleep_for(wait);
-            const Duration slept = d.waited + wait;
+            const Duration slept = detail::saturating_add(d.waited, wait);
             d = reserve(n, Duration::zero());
             d.waited = slept;
         }
@@ -9114,6 +9163,10 @@ private:
     // than burst·interval (+ may_wait) ahead of t.
     RateDecision reserve_bucket(std::uint32_t n, Duration may_wait) noexcept {
         const std::int64_t now = clock_->coarse_now_fast().time_since_epoch().count();
+        // validate() bounds capacity and cost by 10 years; waits beyond 100 years are not
+        // waited for, so every sum below stays far from overflow (a limiter with max_wait =
+        // Duration::max() waits as long as the bucket needs).
+        may_wait = std::min(may_wait, max_reservation);
         const std::int64_t capacity = static_cast<std::int64_t>(burst_) * interval_ns_;
         const std::int64_t cost = static_cast<std::int64_t>(n) * interval_ns_;
         std::int64_t tat = tat_ns_.load(std::memory_order_relaxed);
@@ -9152,7 +9205,8 @@ private:
         }
         // The n-th oldest of what must expire decides when there is room.
         const std::size_t must_expire = count_ + n - size;
-        const TimePoint expires = log_[(head_ + size - count_ + must_expire - 1) % size] + window;
+        const TimePoint expires =
+            detail::saturating_add(log_[(head_ + size - count_ + must_expire - 1) % size], window);
         return RateDecision{false, std::max(expires - now, Duration(1)), Duration::zero()};
     }
 
@@ -9160,6 +9214,7 @@ private:
     const std::string label_;  // "rate limiter 'name': " (or empty), starts a rejection's message
     const RateLimiterOptions options_;
     Clock* const clock_;
+    static constexpr Duration max_reservation = std::chrono::hours(24 * 36525);  // 100 years
     std::int64_t interval_ns_ = 0;
     std::uint32_t burst_ = 0;
     alignas(detail::cache_line_size) std::atomic<std::int64_t> tat_ns_{0};
@@ -9359,7 +9414,8 @@ struct RetryBudgetOptions {
     double ratio = 0.1;
     // Retries allowed in any second whatever the ratio says, so a quiet service can still retry.
     std::uint32_t min_per_second = 10;
-    // How far back calls and retries are counted, in whole seconds (rounded down). >= 1 s.
+    // How far back calls and retries are counted, in whole seconds (rounded down). In [1 s, 1 h]:
+    // the budget keeps a counter per second and sums them when a retry asks.
     Duration window = std::chrono::seconds(10);
 
     void validate() const {
@@ -9367,8 +9423,8 @@ struct RetryBudgetOptions {
             detail::throw_invalid_option("RetryBudgetOptions.ratio", "must be in [0, 1]",
                                          detail::format_number(ratio));
         }
-        if (window < std::chrono::seconds(1)) {
-            detail::throw_invalid_option("RetryBudgetOptions.window", "must be >= 1s",
+        if (window < std::chrono::seconds(1) || window > std::chrono::hours(1)) {
+            detail::throw_invalid_option("RetryBudgetOptions.window", "must be in [1s, 1h]",
                                          detail::format_duration(window));
         }
     }
@@ -9847,10 +9903,10 @@ private:
             wait = std::max(wait, hinted_wait(outcome.error(), now));
         }
         if (options_.max_elapsed > Duration::zero() &&
-            now + wait - run.started > options_.max_elapsed) {
+            detail::saturating_add(now - run.started, wait) > options_.max_elapsed) {
             return Verdict::exhausted;
         }
-        if (ctx.deadline() && now + wait >= *ctx.deadline()) {
+        if (ctx.deadline() && detail::saturating_add(now, wait) >= *ctx.deadline()) {
             return Verdict::exhausted;
         }
         if (options_.budget && !options_.budget->try_withdraw()) {
@@ -10993,7 +11049,7 @@ private:
     void launch(const std::shared_ptr<HealthCheckState>& s, TimePoint now,
                 std::vector<Run>& started, std::vector<Run>& inline_runs, HealthPending& pending)
         BULWARK_REQUIRES(mutex_) {
-        s->next_due = now + s->check.interval;
+        s->next_due = detail::saturating_add(now, s->check.interval);
         if (s->in_flight) {
             if (s->timeout_reported) {
                 HealthCheckResult r = HealthCheckResult::unhealthy(
@@ -11013,7 +11069,7 @@ private:
             inline_runs.emplace_back(s, id);
             return;
         }
-        s->deadline = now + s->check.timeout;
+        s->deadline = detail::saturating_add(now, s->check.timeout);
         if (!post(s, id)) {
             s->in_flight = false;
             HealthCheckResult r = HealthCheckResult::unhealthy(
@@ -12629,7 +12685,7 @@ private:
             reject(BulkheadRejection::full);
             return Permit(BulkheadRejection::full);
         }
-        TimePoint deadline = clock_->now() + options_.queue_timeout;
+        TimePoint deadline = detail::saturating_add(clock_->now(), options_.queue_timeout);
         if (ctx != nullptr && ctx->deadline() && *ctx->deadline() < deadline) {
             deadline = *ctx->deadline();
         }
@@ -13756,7 +13812,7 @@ private:
 
     // Saturating `t + d`; TimePoint::max() means never.
     static TimePoint later(TimePoint t, Duration d) noexcept {
-        return d >= TimePoint::max() - t ? TimePoint::max() : t + d;
+        return detail::saturating_add(t, d);
     }
 
     // The state one call shares with its hedged attempts, the executor's tasks and the timer.
@@ -14727,8 +14783,7 @@ public:
         using O = std::invoke_result_t<Next&, Context&>;
         const TimePoint start = clock_->coarse_now_fast();
         // Saturates: a timeout too long to represent is no deadline (TimePoint::max()).
-        const TimePoint deadline =
-            timeout_ < TimePoint::max() - start ? start + timeout_ : TimePoint::max();
+        const TimePoint deadline = detail::saturating_add(start, timeout_);
         // Restores the caller's deadline on every exit, so an outer policy (a Retry) sees its
         // own again.
         struct Restore {

@@ -328,7 +328,7 @@ private:
     void launch(const std::shared_ptr<HealthCheckState>& s, TimePoint now,
                 std::vector<Run>& started, std::vector<Run>& inline_runs, HealthPending& pending)
         BULWARK_REQUIRES(mutex_) {
-        s->next_due = now + s->check.interval;
+        s->next_due = detail::saturating_add(now, s->check.interval);
         if (s->in_flight) {
             if (s->timeout_reported) {
                 HealthCheckResult r = HealthCheckResult::unhealthy(
@@ -348,7 +348,7 @@ private:
             inline_runs.emplace_back(s, id);
             return;
         }
-        s->deadline = now + s->check.timeout;
+        s->deadline = detail::saturating_add(now, s->check.timeout);
         if (!post(s, id)) {
             s->in_flight = false;
             HealthCheckResult r = HealthCheckResult::unhealthy(
