@@ -1426,6 +1426,64 @@ TEST_CASE("FileDeadLetterStore: a second store on the same directory is refused"
     CHECK(first.size() == 1);
 }
 
+namespace {
+// The real file system, except that the store's directory looks missing the first time it is
+// asked about: as if another process created it between this store's look and its mkdir.
+class RacedFileSystem final : public bulwark::FileSystem {
+public:
+    explicit RacedFileSystem(std::string raced) : raced_(std::move(raced)) {}
+    Info info(const std::string& path) override {
+        if (path == raced_ && !asked_) {
+            asked_ = true;
+            return Info{};  // missing
+        }
+        return real().info(path);
+    }
+    void make_dir(const std::string& path) override { real().make_dir(path); }
+    Handle open(const std::string& path, bool create, bool truncate) override {
+        return real().open(path, create, truncate);
+    }
+    Handle create_new(const std::string& path) override { return real().create_new(path); }
+    void close(Handle file) noexcept override { real().close(file); }
+    std::string read_all(Handle file) override { return real().read_all(file); }
+    void write_at(Handle file, std::uint64_t offset, std::string_view data) override {
+        real().write_at(file, offset, data);
+    }
+    void sync(Handle file) override { real().sync(file); }
+    void truncate(Handle file, std::uint64_t size) override { real().truncate(file, size); }
+    void rename(const std::string& from, const std::string& to) override {
+        real().rename(from, to);
+    }
+    void sync_dir(const std::string& path) override { real().sync_dir(path); }
+    void remove(const std::string& path) override { real().remove(path); }
+    Handle lock(const std::string& path) override { return real().lock(path); }
+
+private:
+    static bulwark::FileSystem& real() { return bulwark::default_file_system(); }
+    std::string raced_;
+    bool asked_ = false;
+};
+}  // namespace
+
+TEST_CASE("FileDeadLetterStore: losing the race to create the directory gives the locked error",
+          "[dead_letter][file][security]") {
+    TempDir dir;
+    ManualClock clock;
+    {
+        FileDeadLetterStore winner(dir.store(), FileDeadLetterStoreOptions{},
+                                   bulwark::default_file_system(), clock);
+        RacedFileSystem raced(dir.store());
+        CHECK_THROWS_AS(
+            FileDeadLetterStore(dir.store(), FileDeadLetterStoreOptions{}, raced, clock),
+            bulwark::DeadLetterJournalLockedError);
+        winner.add(workload_letter(1));
+    }
+    // Once the winner is gone, the same path (mkdir finds the directory) opens its journal.
+    RacedFileSystem again(dir.store());
+    FileDeadLetterStore later(dir.store(), FileDeadLetterStoreOptions{}, again, clock);
+    CHECK(later.size() == 1);
+}
+
 TEST_CASE("FileDeadLetterStore: errors carry no payload bytes", "[dead_letter][file][security]") {
     const std::string secret = "SECRET-MARKER-4711";
     FaultFs fs;

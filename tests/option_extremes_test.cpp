@@ -16,8 +16,10 @@
 #include <bulwark/circuit_breaker.hpp>
 #include <bulwark/clock.hpp>
 #include <bulwark/degradation.hpp>
+#include <bulwark/fallback_chain.hpp>
 #include <bulwark/health.hpp>
 #include <bulwark/hedging.hpp>
+#include <bulwark/load_shedder.hpp>
 #include <bulwark/rate_limiter.hpp>
 #include <bulwark/retry.hpp>
 #include <bulwark/time.hpp>
@@ -351,4 +353,40 @@ TEST_CASE("every duration option at max, max - 1 ns, 0 and 1 ns works or is refu
             }
         }
     }
+}
+
+TEST_CASE("an enumerator outside its type is refused with the field named", "[options]") {
+    const auto refuses = [](const std::function<void()>& build, const std::string& field) {
+        try {
+            build();
+        } catch (const std::invalid_argument& e) {
+            INFO(e.what());
+            return std::string(e.what()).find(field) == 0;
+        }
+        return false;
+    };
+    const auto level = static_cast<bulwark::DegradationLevel>(9);
+    ManualClock clock;
+    bulwark::Degradation degradation(clock);
+    CHECK(refuses(
+        [&] {
+            bulwark::LoadShedderOptions o;
+            o.shed_at = level;
+            bulwark::LoadShedder shedder(degradation, o);
+        },
+        "LoadShedderOptions.shed_at must be a DegradationLevel, got 9"));
+    CHECK(refuses([&] { degradation.set_level(level, "x"); },
+                  "Degradation::set_level(level) must be a DegradationLevel, got 9"));
+    CHECK(refuses([&] { degradation.observe(level, "x"); },
+                  "Degradation::observe(computed) must be a DegradationLevel, got 9"));
+    CHECK(degradation.level() == bulwark::DegradationLevel::normal);
+    const auto selection = static_cast<bulwark::Selection>(42);
+    CHECK(refuses([&] { bulwark::FallbackChain<int()> chain(selection); },
+                  "FallbackChain(selection) must be a Selection, got 42"));
+    bulwark::FallbackChain<int()> chain;
+    chain.add("a", [] { return 1; }).add("b", [] { return 2; });
+    bulwark::FallbackRules rules;
+    rules.set("a", {{"b"}, selection, 0});
+    CHECK(refuses([&] { chain.rules(rules); }, "FallbackRule.selection must be a Selection"));
+    CHECK(chain.execute().value() == 1);
 }

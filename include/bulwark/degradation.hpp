@@ -117,6 +117,8 @@ public:
 
     // Admin override: this level holds, whatever observe() says, until clear_override().
     void set_level(DegradationLevel level, std::string reason) {
+        detail::check_enumerator(level, DegradationLevel::critical, "Degradation::set_level(level)",
+                                 "DegradationLevel");
         Pending pending;
         {
             detail::LockGuard lock(mutex_);
@@ -145,6 +147,8 @@ public:
     // A higher level applies at once; a lower one only once readings at or below it have held
     // for hold() — then the level falls to the highest level seen during that time.
     void observe(DegradationLevel computed, std::string reason) {
+        detail::check_enumerator(computed, DegradationLevel::critical,
+                                 "Degradation::observe(computed)", "DegradationLevel");
         Pending pending;
         {
             detail::LockGuard lock(mutex_);

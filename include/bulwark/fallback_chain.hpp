@@ -73,7 +73,9 @@ public:
     // `seed` makes Selection::load_balanced reproducible for the same order of calls.
     FallbackChain(Selection selection, ChainOptions options, std::uint64_t seed,
                   Clock& clock = default_clock())
-        : selection_(selection),
+        : selection_((detail::check_enumerator(selection, Selection::least_cost,
+                                               "FallbackChain(selection)", "Selection"),
+                      selection)),
           options_((options.validate(), std::move(options))),
           clock_(&clock),
           seed_(seed),
@@ -155,6 +157,8 @@ public:
                 detail::throw_invalid_option("FallbackRules.set: primary", "must be unique",
                                              "\"" + entry.first + "\" twice");
             }
+            detail::check_enumerator(entry.second.selection, Selection::least_cost,
+                                     "FallbackRule.selection", "Selection");
             r.present = true;
             r.selection = entry.second.selection;
             r.max_attempts = entry.second.max_attempts;

@@ -109,10 +109,8 @@ struct FileDeadLetterStoreOptions {
             detail::throw_invalid_option("FileDeadLetterStoreOptions.max_attempts", "must be >= 1",
                                          "0");
         }
-        if (static_cast<unsigned>(sync) > static_cast<unsigned>(JournalSync::none)) {
-            detail::throw_invalid_option("FileDeadLetterStoreOptions.sync", "must be a JournalSync",
-                                         std::to_string(static_cast<unsigned>(sync)));
-        }
+        detail::check_enumerator(sync, JournalSync::none, "FileDeadLetterStoreOptions.sync",
+                                 "JournalSync");
         if (batch_records == 0) {
             detail::throw_invalid_option("FileDeadLetterStoreOptions.batch_records", "must be >= 1",
                                          "0");
@@ -121,11 +119,8 @@ struct FileDeadLetterStoreOptions {
             detail::throw_invalid_option("FileDeadLetterStoreOptions.batch_interval",
                                          "must be >= 0", detail::format_duration(batch_interval));
         }
-        if (static_cast<unsigned>(recovery) > static_cast<unsigned>(JournalRecovery::strict)) {
-            detail::throw_invalid_option("FileDeadLetterStoreOptions.recovery",
-                                         "must be a JournalRecovery",
-                                         std::to_string(static_cast<unsigned>(recovery)));
-        }
+        detail::check_enumerator(recovery, JournalRecovery::strict,
+                                 "FileDeadLetterStoreOptions.recovery", "JournalRecovery");
         if (compact_min_bytes < 4096) {
             detail::throw_invalid_option("FileDeadLetterStoreOptions.compact_min_bytes",
                                          "must be >= 4096", std::to_string(compact_min_bytes));

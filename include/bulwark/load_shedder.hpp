@@ -84,6 +84,8 @@ public:
                                      : detail::component_label("load shedder", *name_)) +
                          ": the service is degraded (shedding from level " +
                          to_string(options_.shed_at) + ")"))) {
+        detail::check_enumerator(options_.shed_at, DegradationLevel::critical,
+                                 "LoadShedderOptions.shed_at", "DegradationLevel");
         if (options_.shed_at == DegradationLevel::normal) {
             detail::throw_invalid_option("LoadShedderOptions.shed_at",
                                          "must be above normal (or every call would be shed)",

@@ -295,6 +295,16 @@ namespace detail {
     throw std::invalid_argument(message);
 }
 
+// Refuses an enumerator outside [0, last] (an integer cast to the enum type), naming `field`
+// and `type`, so that no switch over it falls through to a default it does not expect.
+template <class E>
+void check_enumerator(E value, E last, std::string_view field, const char* type) {
+    if (static_cast<unsigned long long>(value) > static_cast<unsigned long long>(last)) {
+        throw_invalid_option(field, std::string("must be a ") + type,
+                             std::to_string(static_cast<unsigned long long>(value)));
+    }
+}
+
 inline std::string format_number(double value) {
     char buffer[32];
     std::snprintf(buffer, sizeof buffer, "%g", value);
@@ -6734,10 +6744,8 @@ struct FileDeadLetterStoreOptions {
             detail::throw_invalid_option("FileDeadLetterStoreOptions.max_attempts", "must be >= 1",
                                          "0");
         }
-        if (static_cast<unsigned>(sync) > static_cast<unsigned>(JournalSync::none)) {
-            detail::throw_invalid_option("FileDeadLetterStoreOptions.sync", "must be a JournalSync",
-                                         std::to_string(static_cast<unsigned>(sync)));
-        }
+        detail::check_enumerator(sync, JournalSync::none, "FileDeadLetterStoreOptions.sync",
+                                 "JournalSync");
         if (batch_records == 0) {
             detail::throw_invalid_option("FileDeadLetterStoreOptions.batch_records", "must be >= 1",
                                          "0");
@@ -6746,11 +6754,8 @@ struct FileDeadLetterStoreOptions {
             detail::throw_invalid_option("FileDeadLetterStoreOptions.batch_interval",
                                          "must be >= 0", detail::format_duration(batch_interval));
         }
-        if (static_cast<unsigned>(recovery) > static_cast<unsigned>(JournalRecovery::strict)) {
-            detail::throw_invalid_option("FileDeadLetterStoreOptions.recovery",
-                                         "must be a JournalRecovery",
-                                         std::to_string(static_cast<unsigned>(recovery)));
-        }
+        detail::check_enumerator(recovery, JournalRecovery::strict,
+                                 "FileDeadLetterStoreOptions.recovery", "JournalRecovery");
         if (compact_min_bytes < 4096) {
             detail::throw_invalid_option("FileDeadLetterStoreOptions.compact_min_bytes",
                                          "must be >= 4096", std::to_string(compact_min_bytes));
@@ -6885,9 +6890,22 @@ public:
     template <class Replay, class Snapshot>
     void open(Replay&& replay, const Snapshot& snapshot) {
         try {
-            const FileSystem::Info dir = fs_.info(directory_);
+            FileSystem::Info dir = fs_.info(directory_);
+            bool created = false;
             if (dir.kind == FileSystem::Kind::missing) {
-                fs_.make_dir(directory_);
+                try {
+                    fs_.make_dir(directory_);
+                    created = true;
+                } catch (const std::system_error& e) {
+                    // Another store (another process) created it since info(): open that
+                    // directory like any existing one; its LOCK says whether it is in use.
+                    if (e.code() != std::errc::file_exists) {
+                        throw;
+                    }
+                    dir = fs_.info(directory_);
+                }
+            }
+            if (created) {
                 fs_.sync_dir(parent_directory());
             } else if (dir.kind != FileSystem::Kind::directory) {
                 throw FileDeadLetterStoreError("bulwark::FileDeadLetterStore: " + directory_ +
@@ -8030,6 +8048,8 @@ public:
 
     // Admin override: this level holds, whatever observe() says, until clear_override().
     void set_level(DegradationLevel level, std::string reason) {
+        detail::check_enumerator(level, DegradationLevel::critical, "Degradation::set_level(level)",
+                                 "DegradationLevel");
         Pending pending;
         {
             detail::LockGuard lock(mutex_);
@@ -8058,6 +8078,8 @@ public:
     // A higher level applies at once; a lower one only once readings at or below it have held
     // for hold() — then the level falls to the highest level seen during that time.
     void observe(DegradationLevel computed, std::string reason) {
+        detail::check_enumerator(computed, DegradationLevel::critical,
+                                 "Degradation::observe(computed)", "DegradationLevel");
         Pending pending;
         {
             detail::LockGuard lock(mutex_);
@@ -10071,7 +10093,9 @@ public:
     // `seed` makes Selection::load_balanced reproducible for the same order of calls.
     FallbackChain(Selection selection, ChainOptions options, std::uint64_t seed,
                   Clock& clock = default_clock())
-        : selection_(selection),
+        : selection_((detail::check_enumerator(selection, Selection::least_cost,
+                                               "FallbackChain(selection)", "Selection"),
+                      selection)),
           options_((options.validate(), std::move(options))),
           clock_(&clock),
           seed_(seed),
@@ -10153,6 +10177,8 @@ public:
                 detail::throw_invalid_option("FallbackRules.set: primary", "must be unique",
                                              "\"" + entry.first + "\" twice");
             }
+            detail::check_enumerator(entry.second.selection, Selection::least_cost,
+                                     "FallbackRule.selection", "Selection");
             r.present = true;
             r.selection = entry.second.selection;
             r.max_attempts = entry.second.max_attempts;
@@ -14354,6 +14380,8 @@ public:
                                      : detail::component_label("load shedder", *name_)) +
                          ": the service is degraded (shedding from level " +
                          to_string(options_.shed_at) + ")"))) {
+        detail::check_enumerator(options_.shed_at, DegradationLevel::critical,
+                                 "LoadShedderOptions.shed_at", "DegradationLevel");
         if (options_.shed_at == DegradationLevel::normal) {
             detail::throw_invalid_option("LoadShedderOptions.shed_at",
                                          "must be above normal (or every call would be shed)",

@@ -125,9 +125,22 @@ public:
     template <class Replay, class Snapshot>
     void open(Replay&& replay, const Snapshot& snapshot) {
         try {
-            const FileSystem::Info dir = fs_.info(directory_);
+            FileSystem::Info dir = fs_.info(directory_);
+            bool created = false;
             if (dir.kind == FileSystem::Kind::missing) {
-                fs_.make_dir(directory_);
+                try {
+                    fs_.make_dir(directory_);
+                    created = true;
+                } catch (const std::system_error& e) {
+                    // Another store (another process) created it since info(): open that
+                    // directory like any existing one; its LOCK says whether it is in use.
+                    if (e.code() != std::errc::file_exists) {
+                        throw;
+                    }
+                    dir = fs_.info(directory_);
+                }
+            }
+            if (created) {
                 fs_.sync_dir(parent_directory());
             } else if (dir.kind != FileSystem::Kind::directory) {
                 throw FileDeadLetterStoreError("bulwark::FileDeadLetterStore: " + directory_ +

@@ -35,6 +35,16 @@ namespace detail {
     throw std::invalid_argument(message);
 }
 
+// Refuses an enumerator outside [0, last] (an integer cast to the enum type), naming `field`
+// and `type`, so that no switch over it falls through to a default it does not expect.
+template <class E>
+void check_enumerator(E value, E last, std::string_view field, const char* type) {
+    if (static_cast<unsigned long long>(value) > static_cast<unsigned long long>(last)) {
+        throw_invalid_option(field, std::string("must be a ") + type,
+                             std::to_string(static_cast<unsigned long long>(value)));
+    }
+}
+
 inline std::string format_number(double value) {
     char buffer[32];
     std::snprintf(buffer, sizeof buffer, "%g", value);
