@@ -316,6 +316,42 @@ inline void oversize_text_is_refused_naming_the_limit(const Factory& make) {
     CHECK(store->add(d) == "long");
 }
 
+inline void oversize_notes_categories_and_tags_are_refused(const Factory& make) {
+    ManualClock clock;
+    auto store = fresh(make, clock);
+    const std::size_t limit = store->limits().max_text_bytes;
+    store->add(letter("sms", "m"));
+    const auto refused = [&](const std::function<void()>& change, const char* what) {
+        try {
+            change();
+        } catch (const bulwark::DeadLetterTooLargeError& e) {
+            CHECK(std::string(e.limit_name()) == "max_text_bytes");
+            CHECK_THAT(e.what(), BULWARK_CATCH_MESSAGE_CONTAINS(what));
+            return true;
+        }
+        return false;
+    };
+    CHECK(refused([&] { store->dismiss(DeadLetterQuery{}, std::string(limit + 1, 'n')); }, "note"));
+    CHECK(refused([&] { store->categorize(DeadLetterQuery{}, std::string(limit + 1, 'c')); },
+                  "category and tags"));
+    CHECK(refused([&] { store->categorize(DeadLetterQuery{}, "c", {std::string(limit, 't')}); },
+                  "category and tags"));
+    // Tags accumulate from call to call: the total is what is bounded.
+    const std::string half(limit / 2, 'a');
+    CHECK(store->categorize(DeadLetterQuery{}, "", {half}) == 1);
+    CHECK(refused(
+        [&] { store->categorize(DeadLetterQuery{}, "", {std::string(limit / 2 + 1, 'b')}); },
+        "category and tags"));
+    CHECK(store->categorize(DeadLetterQuery{}, "", {half}) == 1);  // already carried: no growth
+    const auto got = store->get("m");
+    REQUIRE(got.has_value());
+    CHECK(got->status == DeadLetterStatus::pending);
+    CHECK(got->tags == std::vector<std::string>{half});
+    CHECK(got->category.empty());
+    CHECK(store->dismiss(DeadLetterQuery{}, std::string(limit, 'n')) == 1);
+    CHECK(store->get("m")->note.size() == limit);
+}
+
 inline void a_redrive_error_text_is_cut_to_a_kibibyte(const Factory& make) {
     ManualClock clock;
     auto store = fresh(make, clock);
@@ -921,6 +957,8 @@ inline void stats_add_up(const Factory& make) {
                      an_oversize_payload_is_refused_naming_the_limit)                             \
     BULWARK_DLC_CASE(store_name, factory, "oversize text is refused naming the limit",            \
                      oversize_text_is_refused_naming_the_limit)                                   \
+    BULWARK_DLC_CASE(store_name, factory, "oversize notes, categories and tags are refused",      \
+                     oversize_notes_categories_and_tags_are_refused)                              \
     BULWARK_DLC_CASE(store_name, factory, "a redrive's error text is cut to a kibibyte",          \
                      a_redrive_error_text_is_cut_to_a_kibibyte)                                   \
     BULWARK_DLC_CASE(store_name, factory,                                                         \

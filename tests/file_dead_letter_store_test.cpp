@@ -1713,3 +1713,32 @@ TEST_CASE("FileDeadLetterStore: no acknowledged add is lost when the process is 
         CHECK(store.size() <= acked.size() + 2);  // at most one in flight per thread
     }
 }
+
+TEST_CASE("FileDeadLetterStore: the journal writer refuses a frame a reader would refuse",
+          "[dead_letter][file]") {
+    namespace j = bulwark::detail::journal;
+    j::Record dismiss;
+    dismiss.type = j::RecordType::dismiss;
+    dismiss.id = "m";
+    dismiss.text = std::string(1000, 'n');
+    std::string out = "earlier frames";
+    CHECK_THROWS_AS(j::encode_record(dismiss, out, j::salt_seed(7), 999),
+                    bulwark::DeadLetterTooLargeError);
+    CHECK(out == "earlier frames");  // nothing appended
+    j::encode_record(dismiss, out, j::salt_seed(7), 1100);
+    CHECK(out.size() > 1000);
+    // The default limit is the reader's.
+    CHECK_NOTHROW(j::encode_record(dismiss, out, j::salt_seed(7)));
+    // Every string a store keeps is bounded far below it: a full record (the largest payload,
+    // text, note, category and tags each at max_text_bytes, max_attempts redrives of 1 KiB of
+    // error and a channel name) still fits in one frame.
+    const FileDeadLetterStoreOptions most = [] {
+        FileDeadLetterStoreOptions o;
+        o.max_payload_bytes = std::size_t{64} << 20U;
+        o.max_text_bytes = std::size_t{16} << 20U;
+        return o;
+    }();
+    CHECK_NOTHROW(most.validate());
+    CHECK(most.max_payload_bytes + 3 * most.max_text_bytes + 65536 * (1024 + 256) <
+          j::max_frame_bytes);
+}

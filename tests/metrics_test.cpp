@@ -1,5 +1,6 @@
 #include <clocale>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <map>
 #include <regex>
@@ -540,4 +541,93 @@ TEST_CASE("metrics: invalid names, repeated labels, type clashes and negative co
     CHECK_THROWS_AS(w.add_counter("ns:ok", "h", {}, 1), std::invalid_argument);
     CHECK(w.samples() == 1);
     CHECK(w.str() == "# HELP ns:ok h\n# TYPE ns:ok gauge\nns:ok 1\n");
+}
+
+namespace {
+
+// An independent UTF-8 check for the tests: decodes each code point with masks and rejects
+// overlong forms, surrogates and values above U+10FFFF by the decoded value.
+bool valid_utf8(const std::string& s) {
+    for (std::size_t i = 0; i < s.size();) {
+        const auto b = static_cast<unsigned char>(s[i]);
+        std::size_t n = 0;
+        std::uint32_t cp = 0;
+        if (b < 0x80) {
+            n = 1;
+            cp = b;
+        } else if ((b & 0xE0U) == 0xC0) {
+            n = 2;
+            cp = b & 0x1FU;
+        } else if ((b & 0xF0U) == 0xE0) {
+            n = 3;
+            cp = b & 0x0FU;
+        } else if ((b & 0xF8U) == 0xF0) {
+            n = 4;
+            cp = b & 0x07U;
+        } else {
+            return false;
+        }
+        if (i + n > s.size()) {
+            return false;
+        }
+        for (std::size_t k = 1; k < n; ++k) {
+            const auto c = static_cast<unsigned char>(s[i + k]);
+            if ((c & 0xC0U) != 0x80) {
+                return false;
+            }
+            cp = (cp << 6U) | (c & 0x3FU);
+        }
+        const std::uint32_t smallest[] = {0, 0, 0x80, 0x800, 0x10000};
+        if (cp < smallest[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
+            return false;
+        }
+        i += n;
+    }
+    return true;
+}
+
+}  // namespace
+
+TEST_CASE("metrics: label values of arbitrary bytes make a valid UTF-8 exposition", "[metrics]") {
+    CHECK(valid_utf8("plain \xE2\x82\xAC \xF0\x9F\x98\x80"));
+    CHECK_FALSE(valid_utf8("\xC0\x80"));          // overlong
+    CHECK_FALSE(valid_utf8("\xED\xA0\x80"));      // a surrogate
+    CHECK_FALSE(valid_utf8("\xF4\x90\x80\x80"));  // above U+10FFFF
+    CHECK_FALSE(valid_utf8("\xE2\x82"));          // cut short
+
+    // Well-formed text passes through unchanged; each bad byte becomes U+FFFD.
+    MetricsWriter w;
+    w.add_gauge("g", "help", {{"v", "ok \xE2\x82\xAC"}}, 1.0);
+    w.add_gauge("g", "help",
+                {{"v",
+                  "a\xFF"
+                  "b\xC0\x80"
+                  "c\xE2\x82"}},
+                1.0);
+    CHECK(has_line(w.str(), "g{v=\"ok \xE2\x82\xAC\"} 1"));
+    CHECK(has_line(w.str(),
+                   "g{v=\"a\xEF\xBF\xBD"
+                   "b\xEF\xBF\xBD\xEF\xBF\xBD"
+                   "c\xEF\xBF\xBD"
+                   "\xEF\xBF\xBD\"} 1"));
+
+    // A dead-letter store whose records' type and category are random bytes.
+    ManualClock clock;
+    bulwark::InMemoryDeadLetterStore store(1000, clock);
+    std::uint64_t state = 42;
+    const auto next = [&state] {
+        state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+        return static_cast<char>(state >> 56U);
+    };
+    for (int i = 0; i < 300; ++i) {
+        bulwark::DeadLetter d;
+        for (int k = 0; k < 1 + i % 7; ++k) {
+            d.type.push_back(next());
+            d.category.push_back(next());
+        }
+        store.add(d);
+    }
+    const std::string text = to_prometheus(metric_name("dlq", store));
+    CHECK(valid_utf8(text));
+    check_exposition(text);
 }

@@ -268,6 +268,17 @@ private:
     std::size_t limit_;
 };
 
+namespace detail {
+// Refuses a record, or a string to store in one, of `size` bytes over `limit`.
+[[noreturn]] BULWARK_NOINLINE inline void throw_too_large(const char* what, const char* limit_name,
+                                                          std::size_t size, std::size_t limit) {
+    throw DeadLetterTooLargeError(std::string("dead letter ") + what + " of " +
+                                      std::to_string(size) + " bytes exceeds " + limit_name + " (" +
+                                      std::to_string(limit) + ")",
+                                  limit_name, size, limit);
+}
+}  // namespace detail
+
 // Decides one dead letter during reprocess(): true when it was resent, false (or a throw) when it
 // was not. It gets a copy and runs with no store lock held, so it may call the store.
 using DeadLetterHandler = std::function<bool(const DeadLetter&)>;
@@ -376,6 +387,11 @@ public:
     // Marks the pending matches (at most query.limit of them) dismissed with `note`; returns how
     // many. Reprocessed and dismissed records are left as they are.
     std::size_t dismiss(const DeadLetterQuery& query, std::string_view note = {}) {
+        // Every stored string is bounded, so that nothing acknowledged is too large to read back.
+        const std::size_t limit = limits().max_text_bytes;
+        if (note.size() > limit) {
+            detail::throw_too_large("note", "max_text_bytes", note.size(), limit);
+        }
         return do_dismiss(query, note);
     }
 
@@ -383,6 +399,14 @@ public:
     // they do not carry yet; returns how many matched.
     std::size_t categorize(const DeadLetterQuery& query, std::string_view category,
                            const std::vector<std::string>& tags = {}) {
+        std::size_t text = category.size();
+        for (const std::string& tag : tags) {
+            text += tag.size();
+        }
+        const std::size_t limit = limits().max_text_bytes;
+        if (text > limit) {
+            detail::throw_too_large("category and tags", "max_text_bytes", text, limit);
+        }
         return do_categorize(query, category, tags);
     }
 

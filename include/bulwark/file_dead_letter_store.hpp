@@ -140,6 +140,7 @@ protected:
             return 0;
         }
         detail::LockGuard lock(mutex_);
+        this->check_categorize(query, category, tags);
         std::size_t matched = 0;
         std::vector<Record> records;
         index_.scan(query, [&](Iterator it) {

@@ -74,7 +74,7 @@ struct FileDeadLetterStoreOptions {
     // All the other strings of a record together above this are refused (see
     // InMemoryDeadLetterStoreOptions). In [1, 16 MiB]. Default 64 KiB.
     std::size_t max_text_bytes = std::size_t{64} << 10U;
-    // Attempt history kept per record. >= 1. Default 64.
+    // Attempt history kept per record. In [1, 65536]. Default 64.
     std::size_t max_attempts = 64;
     // Durability of each mutation (see JournalSync). Default always.
     JournalSync sync = JournalSync::always;
@@ -105,9 +105,11 @@ struct FileDeadLetterStoreOptions {
                                          "must be in [1, 16777216]",
                                          std::to_string(max_text_bytes));
         }
-        if (max_attempts == 0) {
-            detail::throw_invalid_option("FileDeadLetterStoreOptions.max_attempts", "must be >= 1",
-                                         "0");
+        if (max_attempts == 0 || max_attempts > 65536) {
+            // Redrives append attempts (error text cut to 1 KiB): the bound keeps a record's
+            // journal frame readable (payload + text + attempts < the reader's frame limit).
+            detail::throw_invalid_option("FileDeadLetterStoreOptions.max_attempts",
+                                         "must be in [1, 65536]", std::to_string(max_attempts));
         }
         detail::check_enumerator(sync, JournalSync::none, "FileDeadLetterStoreOptions.sync",
                                  "JournalSync");

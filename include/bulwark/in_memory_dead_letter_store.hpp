@@ -126,6 +126,7 @@ protected:
             return 0;
         }
         detail::LockGuard lock(mutex_);
+        this->check_categorize(query, category, tags);
         // Within scan(), with mutex_ held (as in do_dismiss).
         index_.scan(query, [&](Iterator it) BULWARK_NO_THREAD_SAFETY_ANALYSIS {
             index_.categorize(it, category, tags);

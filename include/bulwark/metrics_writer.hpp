@@ -20,6 +20,7 @@
 #include <bulwark/detail/math.hpp>
 #include <bulwark/detail/number.hpp>
 #include <bulwark/detail/throw.hpp>
+#include <bulwark/detail/utf8.hpp>
 
 namespace bulwark {
 
@@ -53,19 +54,21 @@ inline std::string metric_number(double value) {
 }
 
 // Label values escape backslash, double quote and line feed; HELP text only backslash and line
-// feed (the exposition format's two escaping rules).
+// feed (the exposition format's two escaping rules). The format is UTF-8 and a scraper rejects
+// the whole exposition for one bad byte, so bytes that are not UTF-8 (a dead letter's type or
+// category comes from message data) become U+FFFD.
 inline void append_escaped(std::string& out, std::string_view text, bool quote) {
-    for (char c : text) {
+    append_utf8(out, text, [quote](std::string& to, char c) {
         if (c == '\\') {
-            out += "\\\\";
+            to += "\\\\";
         } else if (c == '\n') {
-            out += "\\n";
+            to += "\\n";
         } else if (c == '"' && quote) {
-            out += "\\\"";
+            to += "\\\"";
         } else {
-            out.push_back(c);
+            to.push_back(c);
         }
-    }
+    });
 }
 
 inline bool is_metric_name(std::string_view name, bool allow_colon) noexcept {

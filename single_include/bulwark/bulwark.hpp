@@ -4571,6 +4571,17 @@ private:
     std::size_t limit_;
 };
 
+namespace detail {
+// Refuses a record, or a string to store in one, of `size` bytes over `limit`.
+[[noreturn]] BULWARK_NOINLINE inline void throw_too_large(const char* what, const char* limit_name,
+                                                          std::size_t size, std::size_t limit) {
+    throw DeadLetterTooLargeError(std::string("dead letter ") + what + " of " +
+                                      std::to_string(size) + " bytes exceeds " + limit_name + " (" +
+                                      std::to_string(limit) + ")",
+                                  limit_name, size, limit);
+}
+}  // namespace detail
+
 // Decides one dead letter during reprocess(): true when it was resent, false (or a throw) when it
 // was not. It gets a copy and runs with no store lock held, so it may call the store.
 using DeadLetterHandler = std::function<bool(const DeadLetter&)>;
@@ -4679,6 +4690,11 @@ public:
     // Marks the pending matches (at most query.limit of them) dismissed with `note`; returns how
     // many. Reprocessed and dismissed records are left as they are.
     std::size_t dismiss(const DeadLetterQuery& query, std::string_view note = {}) {
+        // Every stored string is bounded, so that nothing acknowledged is too large to read back.
+        const std::size_t limit = limits().max_text_bytes;
+        if (note.size() > limit) {
+            detail::throw_too_large("note", "max_text_bytes", note.size(), limit);
+        }
         return do_dismiss(query, note);
     }
 
@@ -4686,6 +4702,14 @@ public:
     // they do not carry yet; returns how many matched.
     std::size_t categorize(const DeadLetterQuery& query, std::string_view category,
                            const std::vector<std::string>& tags = {}) {
+        std::size_t text = category.size();
+        for (const std::string& tag : tags) {
+            text += tag.size();
+        }
+        const std::size_t limit = limits().max_text_bytes;
+        if (text > limit) {
+            detail::throw_too_large("category and tags", "max_text_bytes", text, limit);
+        }
         return do_categorize(query, category, tags);
     }
 
@@ -4833,14 +4857,6 @@ inline void trim_attempts(std::vector<DeadLetterAttempt>& attempts, std::size_t 
         attempts.erase(attempts.begin(),
                        attempts.begin() + static_cast<std::ptrdiff_t>(attempts.size() - max));
     }
-}
-
-[[noreturn]] BULWARK_NOINLINE inline void throw_too_large(const char* what, const char* limit_name,
-                                                          std::size_t size, std::size_t limit) {
-    throw DeadLetterTooLargeError(std::string("dead letter ") + what + " of " +
-                                      std::to_string(size) + " bytes exceeds " + limit_name + " (" +
-                                      std::to_string(limit) + ")",
-                                  limit_name, size, limit);
 }
 
 // The bytes of a record that max_text_bytes bounds: every string but the payload.
@@ -5227,6 +5243,7 @@ inline void prepare_dead_letter(DeadLetter& letter, const DeadLetterLimits& limi
 #ifndef BULWARK_DETAIL_INDEXED_DEAD_LETTER_STORE_HPP
 #define BULWARK_DETAIL_INDEXED_DEAD_LETTER_STORE_HPP
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -5312,6 +5329,33 @@ protected:
         // The eviction a full store makes comes after the new record is in (it is pending, so it
         // is not the one evicted): an add that throws has removed nothing.
         return static_cast<Store&>(*this).store_new(std::move(letter), full);
+    }
+
+    // Refuses, before anything changes, a categorize() that would take a matched record's
+    // category and tags together over max_text_bytes: tags accumulate from call to call, and a
+    // record must stay small enough to be read back from a journal. Under mutex_.
+    void check_categorize(const DeadLetterQuery& query, std::string_view category,
+                          const std::vector<std::string>& tags) const BULWARK_REQUIRES(mutex_) {
+        std::size_t matched = 0;
+        const std::size_t limit = query.max_results();
+        index_.scan(query, [&](Index::const_iterator it) BULWARK_NO_THREAD_SAFETY_ANALYSIS {
+            // (scan() runs this under mutex_, held by the caller.)
+            std::size_t text = category.size();
+            const std::vector<std::string>& held = it->second.tags;
+            for (const std::string& tag : held) {
+                text += tag.size();
+            }
+            for (const std::string& tag : tags) {
+                if (std::find(held.begin(), held.end(), tag) == held.end()) {
+                    text += tag.size();
+                }
+            }
+            if (text > limits_.max_text_bytes) {
+                throw_too_large("category and tags", "max_text_bytes", text,
+                                limits_.max_text_bytes);
+            }
+            return ++matched < limit;
+        });
     }
 
     std::optional<DeadLetter> do_get(std::string_view id) const override {
@@ -5539,6 +5583,7 @@ protected:
             return 0;
         }
         detail::LockGuard lock(mutex_);
+        this->check_categorize(query, category, tags);
         // Within scan(), with mutex_ held (as in do_dismiss).
         index_.scan(query, [&](Iterator it) BULWARK_NO_THREAD_SAFETY_ANALYSIS {
             index_.categorize(it, category, tags);
@@ -6291,12 +6336,21 @@ inline void encode_body(const Record& r, std::string& out) {
     }
 }
 
-// Appends the frame of `r` to `out`, for the file whose salt_seed() is `seed`.
-inline void encode_record(const Record& r, std::string& out, std::uint32_t seed) {
+// Appends the frame of `r` to `out`, for the file whose salt_seed() is `seed`. Throws
+// DeadLetterTooLargeError, appending nothing, for a frame over `limit` (tests lower it).
+inline void encode_record(const Record& r, std::string& out, std::uint32_t seed,
+                          std::size_t limit = max_frame_bytes) {
     const std::size_t start = out.size();
     out.append(12, '\0');  // length, header check and body CRC, filled in below
     encode_body(r, out);
     const std::string_view type_and_payload(out.data() + start + 12, out.size() - start - 12);
+    if (type_and_payload.size() > limit) {
+        // A reader refuses such a frame: never write (and so never acknowledge) one. Callers
+        // bound what they store far below this; this is the last line.
+        const std::size_t size = type_and_payload.size();
+        out.resize(start);
+        throw_too_large("journal record", "the journal's frame limit", size, limit);
+    }
     const auto length = static_cast<std::uint32_t>(type_and_payload.size());
     std::string head;
     Writer h(head);
@@ -6709,7 +6763,7 @@ struct FileDeadLetterStoreOptions {
     // All the other strings of a record together above this are refused (see
     // InMemoryDeadLetterStoreOptions). In [1, 16 MiB]. Default 64 KiB.
     std::size_t max_text_bytes = std::size_t{64} << 10U;
-    // Attempt history kept per record. >= 1. Default 64.
+    // Attempt history kept per record. In [1, 65536]. Default 64.
     std::size_t max_attempts = 64;
     // Durability of each mutation (see JournalSync). Default always.
     JournalSync sync = JournalSync::always;
@@ -6740,9 +6794,11 @@ struct FileDeadLetterStoreOptions {
                                          "must be in [1, 16777216]",
                                          std::to_string(max_text_bytes));
         }
-        if (max_attempts == 0) {
-            detail::throw_invalid_option("FileDeadLetterStoreOptions.max_attempts", "must be >= 1",
-                                         "0");
+        if (max_attempts == 0 || max_attempts > 65536) {
+            // Redrives append attempts (error text cut to 1 KiB): the bound keeps a record's
+            // journal frame readable (payload + text + attempts < the reader's frame limit).
+            detail::throw_invalid_option("FileDeadLetterStoreOptions.max_attempts",
+                                         "must be in [1, 65536]", std::to_string(max_attempts));
         }
         detail::check_enumerator(sync, JournalSync::none, "FileDeadLetterStoreOptions.sync",
                                  "JournalSync");
@@ -7525,6 +7581,7 @@ protected:
             return 0;
         }
         detail::LockGuard lock(mutex_);
+        this->check_categorize(query, category, tags);
         std::size_t matched = 0;
         std::vector<Record> records;
         index_.scan(query, [&](Iterator it) {
@@ -11543,6 +11600,78 @@ using HealthMonitor = BasicHealthMonitor<>;
 // #include <bulwark/detail/math.hpp> (already included above)
 // #include <bulwark/detail/number.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/detail/utf8.hpp>
+// UTF-8 validation: text from message data made safe for formats that require UTF-8 (private).
+#ifndef BULWARK_DETAIL_UTF8_HPP
+#define BULWARK_DETAIL_UTF8_HPP
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+namespace bulwark {
+namespace detail {
+
+// The length of the well-formed UTF-8 sequence that starts at text[at] (1 to 4), or 0 when the
+// bytes there are not one (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF).
+inline std::size_t utf8_sequence_length(std::string_view text, std::size_t at) noexcept {
+    const auto byte = [&](std::size_t i) {
+        return static_cast<unsigned char>(text[at + i]);
+    };
+    const unsigned char lead = byte(0);
+    if (lead < 0x80) {
+        return 1;
+    }
+    std::size_t length = 0;
+    unsigned char low = 0x80;   // the range of the second byte, which rules out overlong forms,
+    unsigned char high = 0xBF;  // surrogates and code points above U+10FFFF
+    if (lead >= 0xC2 && lead <= 0xDF) {
+        length = 2;
+    } else if (lead >= 0xE0 && lead <= 0xEF) {
+        length = 3;
+        low = lead == 0xE0 ? 0xA0 : 0x80;
+        high = lead == 0xED ? 0x9F : 0xBF;
+    } else if (lead >= 0xF0 && lead <= 0xF4) {
+        length = 4;
+        low = lead == 0xF0 ? 0x90 : 0x80;
+        high = lead == 0xF4 ? 0x8F : 0xBF;
+    } else {
+        return 0;
+    }
+    if (text.size() - at < length || byte(1) < low || byte(1) > high) {
+        return 0;
+    }
+    for (std::size_t i = 2; i < length; ++i) {
+        if (byte(i) < 0x80 || byte(i) > 0xBF) {
+            return 0;
+        }
+    }
+    return length;
+}
+
+// Appends `text` with each byte that does not start a well-formed sequence replaced by U+FFFD,
+// calling escape(out, c) for each ASCII character so the caller can escape it.
+template <class Escape>
+void append_utf8(std::string& out, std::string_view text, Escape&& escape) {
+    for (std::size_t at = 0; at < text.size();) {
+        const std::size_t length = utf8_sequence_length(text, at);
+        if (length == 0) {
+            out += "\xEF\xBF\xBD";
+            ++at;
+        } else if (length == 1) {
+            escape(out, text[at]);
+            ++at;
+        } else {
+            out.append(text, at, length);
+            at += length;
+        }
+    }
+}
+
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_UTF8_HPP
 
 namespace bulwark {
 
@@ -11576,19 +11705,21 @@ inline std::string metric_number(double value) {
 }
 
 // Label values escape backslash, double quote and line feed; HELP text only backslash and line
-// feed (the exposition format's two escaping rules).
+// feed (the exposition format's two escaping rules). The format is UTF-8 and a scraper rejects
+// the whole exposition for one bad byte, so bytes that are not UTF-8 (a dead letter's type or
+// category comes from message data) become U+FFFD.
 inline void append_escaped(std::string& out, std::string_view text, bool quote) {
-    for (char c : text) {
+    append_utf8(out, text, [quote](std::string& to, char c) {
         if (c == '\\') {
-            out += "\\\\";
+            to += "\\\\";
         } else if (c == '\n') {
-            out += "\\n";
+            to += "\\n";
         } else if (c == '"' && quote) {
-            out += "\\\"";
+            to += "\\\"";
         } else {
-            out.push_back(c);
+            to.push_back(c);
         }
-    }
+    });
 }
 
 inline bool is_metric_name(std::string_view name, bool allow_colon) noexcept {

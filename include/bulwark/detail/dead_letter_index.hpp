@@ -72,14 +72,6 @@ inline void trim_attempts(std::vector<DeadLetterAttempt>& attempts, std::size_t 
     }
 }
 
-[[noreturn]] BULWARK_NOINLINE inline void throw_too_large(const char* what, const char* limit_name,
-                                                          std::size_t size, std::size_t limit) {
-    throw DeadLetterTooLargeError(std::string("dead letter ") + what + " of " +
-                                      std::to_string(size) + " bytes exceeds " + limit_name + " (" +
-                                      std::to_string(limit) + ")",
-                                  limit_name, size, limit);
-}
-
 // The bytes of a record that max_text_bytes bounds: every string but the payload.
 inline std::size_t dead_letter_text_bytes(const DeadLetter& d) noexcept {
     std::size_t n =

@@ -3,6 +3,7 @@
 #ifndef BULWARK_DETAIL_INDEXED_DEAD_LETTER_STORE_HPP
 #define BULWARK_DETAIL_INDEXED_DEAD_LETTER_STORE_HPP
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -88,6 +89,33 @@ protected:
         // The eviction a full store makes comes after the new record is in (it is pending, so it
         // is not the one evicted): an add that throws has removed nothing.
         return static_cast<Store&>(*this).store_new(std::move(letter), full);
+    }
+
+    // Refuses, before anything changes, a categorize() that would take a matched record's
+    // category and tags together over max_text_bytes: tags accumulate from call to call, and a
+    // record must stay small enough to be read back from a journal. Under mutex_.
+    void check_categorize(const DeadLetterQuery& query, std::string_view category,
+                          const std::vector<std::string>& tags) const BULWARK_REQUIRES(mutex_) {
+        std::size_t matched = 0;
+        const std::size_t limit = query.max_results();
+        index_.scan(query, [&](Index::const_iterator it) BULWARK_NO_THREAD_SAFETY_ANALYSIS {
+            // (scan() runs this under mutex_, held by the caller.)
+            std::size_t text = category.size();
+            const std::vector<std::string>& held = it->second.tags;
+            for (const std::string& tag : held) {
+                text += tag.size();
+            }
+            for (const std::string& tag : tags) {
+                if (std::find(held.begin(), held.end(), tag) == held.end()) {
+                    text += tag.size();
+                }
+            }
+            if (text > limits_.max_text_bytes) {
+                throw_too_large("category and tags", "max_text_bytes", text,
+                                limits_.max_text_bytes);
+            }
+            return ++matched < limit;
+        });
     }
 
     std::optional<DeadLetter> do_get(std::string_view id) const override {

@@ -368,12 +368,21 @@ inline void encode_body(const Record& r, std::string& out) {
     }
 }
 
-// Appends the frame of `r` to `out`, for the file whose salt_seed() is `seed`.
-inline void encode_record(const Record& r, std::string& out, std::uint32_t seed) {
+// Appends the frame of `r` to `out`, for the file whose salt_seed() is `seed`. Throws
+// DeadLetterTooLargeError, appending nothing, for a frame over `limit` (tests lower it).
+inline void encode_record(const Record& r, std::string& out, std::uint32_t seed,
+                          std::size_t limit = max_frame_bytes) {
     const std::size_t start = out.size();
     out.append(12, '\0');  // length, header check and body CRC, filled in below
     encode_body(r, out);
     const std::string_view type_and_payload(out.data() + start + 12, out.size() - start - 12);
+    if (type_and_payload.size() > limit) {
+        // A reader refuses such a frame: never write (and so never acknowledge) one. Callers
+        // bound what they store far below this; this is the last line.
+        const std::size_t size = type_and_payload.size();
+        out.resize(start);
+        throw_too_large("journal record", "the journal's frame limit", size, limit);
+    }
     const auto length = static_cast<std::uint32_t>(type_and_payload.size());
     std::string head;
     Writer h(head);
