@@ -343,11 +343,18 @@ inline void oversize_notes_categories_and_tags_are_refused(const Factory& make) 
         [&] { store->categorize(DeadLetterQuery{}, "", {std::string(limit / 2 + 1, 'b')}); },
         "category and tags"));
     CHECK(store->categorize(DeadLetterQuery{}, "", {half}) == 1);  // already carried: no growth
+    CHECK(store->categorize(DeadLetterQuery{}, "", {half, half}) == 1);  // a repeat counts once
     const auto got = store->get("m");
     REQUIRE(got.has_value());
     CHECK(got->status == DeadLetterStatus::pending);
     CHECK(got->tags == std::vector<std::string>{half});
     CHECK(got->category.empty());
+    bulwark::ReprocessOptions long_channel;
+    long_channel.channel.assign(257, 'c');
+    CHECK_THROWS_AS(store->reprocess(
+                        DeadLetterQuery{}, [](const DeadLetter&) { return true; }, long_channel),
+                    std::invalid_argument);
+    CHECK(store->get("m")->attempts.empty());
     CHECK(store->dismiss(DeadLetterQuery{}, std::string(limit, 'n')) == 1);
     CHECK(store->get("m")->note.size() == limit);
 }

@@ -630,4 +630,17 @@ TEST_CASE("metrics: label values of arbitrary bytes make a valid UTF-8 expositio
     const std::string text = to_prometheus(metric_name("dlq", store));
     CHECK(valid_utf8(text));
     check_exposition(text);
+
+    // Types that differ only in bytes that are not UTF-8 are one series, with their sum.
+    bulwark::InMemoryDeadLetterStore two(100, clock);
+    for (const char* type : {"sms\xFF", "sms\xFE", "sms\xFE"}) {
+        bulwark::DeadLetter d;
+        d.type = type;
+        two.add(d);
+    }
+    MetricsWriter out;
+    to_prometheus(out, metric_name("dlq", two));
+    CHECK(out.dropped() == 0);
+    CHECK(has_line(out.str(),
+                   "bulwark_dead_letters_by_type{name=\"dlq\",type=\"sms\xEF\xBF\xBD\"} 3"));
 }

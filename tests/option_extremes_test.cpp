@@ -63,6 +63,8 @@ TEST_CASE("a ManualClock advanced for ever stops at TimePoint::max()", "[time]")
     CHECK(clock.now() == TimePoint::max());
     clock.sleep_for(forever);
     CHECK(clock.now() == TimePoint::max());
+    clock.sleep_for(1ns);
+    CHECK(clock.total_slept() == forever);
     CHECK(clock.wall_now() == bulwark::WallTime::max());
 }
 

@@ -215,7 +215,7 @@ public:
         Duration total{0};
         for (Duration d : sleeps_) {
             if (d > Duration::zero()) {
-                total += d;
+                total = detail::saturating_add(total, d);
             }
         }
         return total;

@@ -290,7 +290,8 @@ struct ReprocessOptions {
     // When set, reprocess stops before the next record once cancel->cancelled() is true; records
     // already handled keep their new state. Must outlive the call.
     const Context* cancel = nullptr;
-    // The channel recorded in each attempt that reprocess appends.
+    // The channel recorded in each attempt that reprocess appends. At most 256 bytes.
+    static constexpr std::size_t max_channel_bytes = 256;
     std::string channel = "reprocess";
 };
 
@@ -400,8 +401,10 @@ public:
     std::size_t categorize(const DeadLetterQuery& query, std::string_view category,
                            const std::vector<std::string>& tags = {}) {
         std::size_t text = category.size();
-        for (const std::string& tag : tags) {
-            text += tag.size();
+        for (auto tag = tags.begin(); tag != tags.end(); ++tag) {
+            if (std::find(tags.begin(), tag, *tag) == tag) {  // a tag given twice is stored once
+                text += tag->size();
+            }
         }
         const std::size_t limit = limits().max_text_bytes;
         if (text > limit) {
@@ -420,6 +423,11 @@ public:
     // Throws std::invalid_argument for an empty handler.
     ReprocessResult reprocess(const DeadLetterQuery& query, const DeadLetterHandler& handler,
                               const ReprocessOptions& options = {}) {
+        if (options.channel.size() > ReprocessOptions::max_channel_bytes) {
+            // Each redrive appends it to a record's history: bounded like the error text.
+            detail::throw_invalid_option("ReprocessOptions.channel", "must be at most 256 bytes",
+                                         std::to_string(options.channel.size()) + " bytes");
+        }
         return do_reprocess(query, handler, options);
     }
 

@@ -42,9 +42,11 @@ struct InMemoryDeadLetterStoreOptions {
     // Larger payloads are refused with DeadLetterTooLargeError. >= 1. Default 1 MiB.
     std::size_t max_payload_bytes = std::size_t{1} << 20U;
     // All the other strings of a record together (id, type, error, category, tags, note, the
-    // attempts' channels and errors) above this are refused with DeadLetterTooLargeError, so
-    // that a record's size is bounded by max_payload_bytes + max_text_bytes. >= 1. Default
-    // 64 KiB. (categorize() is not limited: an operator chooses what it adds.)
+    // attempts' channels and errors) above this are refused at add() with
+    // DeadLetterTooLargeError; a dismiss() note, and a record's category and tags after a
+    // categorize(), are each bounded by it too. With redrive attempts (error text cut to 1 KiB,
+    // channel at most 256 bytes, max_attempts of them) a record's size stays bounded. >= 1.
+    // Default 64 KiB.
     std::size_t max_text_bytes = std::size_t{64} << 10U;
     // Attempt history kept per record: the newest entries (redrives still counts every
     // redrive), so that a record redriven for months stays bounded. >= 1. Default 64.

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include <bulwark/detail/throw.hpp>
+#include <bulwark/detail/utf8.hpp>
 #include <bulwark/metrics_writer.hpp>
 
 namespace bulwark {
@@ -537,11 +538,14 @@ struct MetricsRenderer<DeadLetterStore> : UnnamedRenderer {
             w.add_gauge("bulwark_dead_letters_by_reason", "Dead letters stored now, by reason.",
                         with(l, "reason", to_string(static_cast<Reason>(i))), s.by_reason[i]);
         }
-        for (const auto& [type, n] : s.by_type) {
+        // Types and categories come from message data: two that differ only in bytes that are
+        // not UTF-8 render as the same label value, so they are summed, not dropped as a
+        // duplicate series.
+        for (const auto& [type, n] : by_label(s.by_type)) {
             w.add_gauge("bulwark_dead_letters_by_type", "Dead letters stored now, by type.",
                         with(l, "type", type), n);
         }
-        for (const auto& [category, n] : s.by_category) {
+        for (const auto& [category, n] : by_label(s.by_category)) {
             w.add_gauge("bulwark_dead_letters_by_category",
                         "Dead letters stored now, by category (\"\" = uncategorized).",
                         with(l, "category", category), n);
@@ -569,6 +573,19 @@ private:
                              std::string_view value) {
         MetricLabels out = labels;
         out.emplace_back(label, value);
+        return out;
+    }
+
+    // Counts keyed by the label value each key renders as (bytes that are not UTF-8 become
+    // U+FFFD), summed where two keys render alike.
+    static std::map<std::string, std::size_t> by_label(
+        const std::map<std::string, std::size_t>& counts) {
+        std::map<std::string, std::size_t> out;
+        for (const auto& [key, n] : counts) {
+            std::string shown;
+            detail::append_utf8(shown, key, [](std::string& to, char c) { to.push_back(c); });
+            out[shown] += n;
+        }
         return out;
     }
 };

@@ -576,7 +576,7 @@ public:
         Duration total{0};
         for (Duration d : sleeps_) {
             if (d > Duration::zero()) {
-                total += d;
+                total = detail::saturating_add(total, d);
             }
         }
         return total;
@@ -4593,7 +4593,8 @@ struct ReprocessOptions {
     // When set, reprocess stops before the next record once cancel->cancelled() is true; records
     // already handled keep their new state. Must outlive the call.
     const Context* cancel = nullptr;
-    // The channel recorded in each attempt that reprocess appends.
+    // The channel recorded in each attempt that reprocess appends. At most 256 bytes.
+    static constexpr std::size_t max_channel_bytes = 256;
     std::string channel = "reprocess";
 };
 
@@ -4703,8 +4704,10 @@ public:
     std::size_t categorize(const DeadLetterQuery& query, std::string_view category,
                            const std::vector<std::string>& tags = {}) {
         std::size_t text = category.size();
-        for (const std::string& tag : tags) {
-            text += tag.size();
+        for (auto tag = tags.begin(); tag != tags.end(); ++tag) {
+            if (std::find(tags.begin(), tag, *tag) == tag) {  // a tag given twice is stored once
+                text += tag->size();
+            }
         }
         const std::size_t limit = limits().max_text_bytes;
         if (text > limit) {
@@ -4723,6 +4726,11 @@ public:
     // Throws std::invalid_argument for an empty handler.
     ReprocessResult reprocess(const DeadLetterQuery& query, const DeadLetterHandler& handler,
                               const ReprocessOptions& options = {}) {
+        if (options.channel.size() > ReprocessOptions::max_channel_bytes) {
+            // Each redrive appends it to a record's history: bounded like the error text.
+            detail::throw_invalid_option("ReprocessOptions.channel", "must be at most 256 bytes",
+                                         std::to_string(options.channel.size()) + " bytes");
+        }
         return do_reprocess(query, handler, options);
     }
 
@@ -5345,9 +5353,11 @@ protected:
             for (const std::string& tag : held) {
                 text += tag.size();
             }
-            for (const std::string& tag : tags) {
-                if (std::find(held.begin(), held.end(), tag) == held.end()) {
-                    text += tag.size();
+            for (auto tag = tags.begin(); tag != tags.end(); ++tag) {
+                // Counted once, as categorize() stores it: not held yet, not given before.
+                if (std::find(held.begin(), held.end(), *tag) == held.end() &&
+                    std::find(tags.begin(), tag, *tag) == tag) {
+                    text += tag->size();
                 }
             }
             if (text > limits_.max_text_bytes) {
@@ -5499,9 +5509,11 @@ struct InMemoryDeadLetterStoreOptions {
     // Larger payloads are refused with DeadLetterTooLargeError. >= 1. Default 1 MiB.
     std::size_t max_payload_bytes = std::size_t{1} << 20U;
     // All the other strings of a record together (id, type, error, category, tags, note, the
-    // attempts' channels and errors) above this are refused with DeadLetterTooLargeError, so
-    // that a record's size is bounded by max_payload_bytes + max_text_bytes. >= 1. Default
-    // 64 KiB. (categorize() is not limited: an operator chooses what it adds.)
+    // attempts' channels and errors) above this are refused at add() with
+    // DeadLetterTooLargeError; a dismiss() note, and a record's category and tags after a
+    // categorize(), are each bounded by it too. With redrive attempts (error text cut to 1 KiB,
+    // channel at most 256 bytes, max_attempts of them) a record's size stays bounded. >= 1.
+    // Default 64 KiB.
     std::size_t max_text_bytes = std::size_t{64} << 10U;
     // Attempt history kept per record: the newest entries (redrives still counts every
     // redrive), so that a record redriven for months stays bounded. >= 1. Default 64.
@@ -7113,6 +7125,12 @@ public:
                 fs_.remove(temp_path_);
             } catch (const std::system_error&) {  // NOLINT(bugprone-empty-catch): next open
             }
+            compact_retry_at_ = end_ + options_.compact_min_bytes;
+        } catch (const DeadLetterTooLargeError&) {
+            // A record too large for one frame (the options' bounds rule it out) is found while
+            // the snapshot is built, before any file is touched: the journal stays as it is and
+            // the mutation, already written, stands.
+            ++stats_.compaction_failures;
             compact_retry_at_ = end_ + options_.compact_min_bytes;
         }
     }
@@ -11578,28 +11596,6 @@ using HealthMonitor = BasicHealthMonitor<>;
 #include <vector>
 
 // #include <bulwark/detail/throw.hpp> (already included above)
-// #include <bulwark/metrics_writer.hpp>
-// MetricsWriter: samples grouped into metric families, rendered in the Prometheus text format.
-#ifndef BULWARK_METRICS_WRITER_HPP
-#define BULWARK_METRICS_WRITER_HPP
-
-#include <algorithm>
-#include <chrono>
-#include <cstddef>
-#include <cstdint>
-#include <cstdio>
-#include <cstdlib>
-#include <map>
-#include <set>
-#include <string>
-#include <string_view>
-#include <type_traits>
-#include <utility>
-#include <vector>
-
-// #include <bulwark/detail/math.hpp> (already included above)
-// #include <bulwark/detail/number.hpp> (already included above)
-// #include <bulwark/detail/throw.hpp> (already included above)
 // #include <bulwark/detail/utf8.hpp>
 // UTF-8 validation: text from message data made safe for formats that require UTF-8 (private).
 #ifndef BULWARK_DETAIL_UTF8_HPP
@@ -11672,6 +11668,29 @@ void append_utf8(std::string& out, std::string_view text, Escape&& escape) {
 }  // namespace bulwark
 
 #endif  // BULWARK_DETAIL_UTF8_HPP
+// #include <bulwark/metrics_writer.hpp>
+// MetricsWriter: samples grouped into metric families, rendered in the Prometheus text format.
+#ifndef BULWARK_METRICS_WRITER_HPP
+#define BULWARK_METRICS_WRITER_HPP
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <set>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+// #include <bulwark/detail/math.hpp> (already included above)
+// #include <bulwark/detail/number.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/detail/utf8.hpp> (already included above)
 
 namespace bulwark {
 
@@ -12446,11 +12465,14 @@ struct MetricsRenderer<DeadLetterStore> : UnnamedRenderer {
             w.add_gauge("bulwark_dead_letters_by_reason", "Dead letters stored now, by reason.",
                         with(l, "reason", to_string(static_cast<Reason>(i))), s.by_reason[i]);
         }
-        for (const auto& [type, n] : s.by_type) {
+        // Types and categories come from message data: two that differ only in bytes that are
+        // not UTF-8 render as the same label value, so they are summed, not dropped as a
+        // duplicate series.
+        for (const auto& [type, n] : by_label(s.by_type)) {
             w.add_gauge("bulwark_dead_letters_by_type", "Dead letters stored now, by type.",
                         with(l, "type", type), n);
         }
-        for (const auto& [category, n] : s.by_category) {
+        for (const auto& [category, n] : by_label(s.by_category)) {
             w.add_gauge("bulwark_dead_letters_by_category",
                         "Dead letters stored now, by category (\"\" = uncategorized).",
                         with(l, "category", category), n);
@@ -12478,6 +12500,19 @@ private:
                              std::string_view value) {
         MetricLabels out = labels;
         out.emplace_back(label, value);
+        return out;
+    }
+
+    // Counts keyed by the label value each key renders as (bytes that are not UTF-8 become
+    // U+FFFD), summed where two keys render alike.
+    static std::map<std::string, std::size_t> by_label(
+        const std::map<std::string, std::size_t>& counts) {
+        std::map<std::string, std::size_t> out;
+        for (const auto& [key, n] : counts) {
+            std::string shown;
+            detail::append_utf8(shown, key, [](std::string& to, char c) { to.push_back(c); });
+            out[shown] += n;
+        }
         return out;
     }
 };

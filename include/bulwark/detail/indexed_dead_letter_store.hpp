@@ -105,9 +105,11 @@ protected:
             for (const std::string& tag : held) {
                 text += tag.size();
             }
-            for (const std::string& tag : tags) {
-                if (std::find(held.begin(), held.end(), tag) == held.end()) {
-                    text += tag.size();
+            for (auto tag = tags.begin(); tag != tags.end(); ++tag) {
+                // Counted once, as categorize() stores it: not held yet, not given before.
+                if (std::find(held.begin(), held.end(), *tag) == held.end() &&
+                    std::find(tags.begin(), tag, *tag) == tag) {
+                    text += tag->size();
                 }
             }
             if (text > limits_.max_text_bytes) {

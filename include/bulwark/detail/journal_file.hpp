@@ -293,6 +293,12 @@ public:
             } catch (const std::system_error&) {  // NOLINT(bugprone-empty-catch): next open
             }
             compact_retry_at_ = end_ + options_.compact_min_bytes;
+        } catch (const DeadLetterTooLargeError&) {
+            // A record too large for one frame (the options' bounds rule it out) is found while
+            // the snapshot is built, before any file is touched: the journal stays as it is and
+            // the mutation, already written, stands.
+            ++stats_.compaction_failures;
+            compact_retry_at_ = end_ + options_.compact_min_bytes;
         }
     }
 
