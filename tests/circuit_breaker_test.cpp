@@ -676,7 +676,7 @@ TEST_CASE("invalid options throw std::invalid_argument naming the field", "[circ
     rejects(o, "CircuitBreakerOptions.slow_call_ratio must be in [0, 1], got -0.1");
     o = {};
     o.window = bulwark::CountWindow{0};
-    rejects(o, "CircuitBreakerOptions.window (CountWindow.size) must be >= 1, got 0");
+    rejects(o, "CircuitBreakerOptions.window (CountWindow.size) must be in [1, 1000000], got 0");
     o = {};
     o.minimum_calls = 0;
     rejects(o, "CircuitBreakerOptions.minimum_calls must be >= 1, got 0");
@@ -687,7 +687,7 @@ TEST_CASE("invalid options throw std::invalid_argument naming the field", "[circ
             "200");
     o = {};
     o.half_open_calls = 0;
-    rejects(o, "CircuitBreakerOptions.half_open_calls must be >= 1, got 0");
+    rejects(o, "CircuitBreakerOptions.half_open_calls must be in [1, 10000], got 0");
     o = {};
     o.break_duration = -5s;
     rejects(o, "CircuitBreakerOptions.break_duration must be > 0, got -5s");

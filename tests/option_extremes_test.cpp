@@ -5,6 +5,7 @@
 // field named. The ASan+UBSan configuration runs this file too, so an overflow is an error there.
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <stdexcept>
 #include <string>
@@ -391,4 +392,54 @@ TEST_CASE("an enumerator outside its type is refused with the field named", "[op
     rules.set("a", {{"b"}, selection, 0});
     CHECK(refuses([&] { chain.rules(rules); }, "FallbackRule.selection must be a Selection"));
     CHECK(chain.execute().value() == 1);
+}
+
+TEST_CASE("numeric options at their extremes work or are refused by name", "[options]") {
+    const auto ok = [] {
+        return 1;
+    };
+    ManualClock clock;
+    const auto breaker_refuses =
+        [&](const std::function<void(bulwark::CircuitBreakerOptions&)>& set,
+            const std::string& field) {
+            bulwark::CircuitBreakerOptions o;
+            set(o);
+            try {
+                bulwark::CircuitBreaker b("x", o, clock);
+                CHECK(b.execute(ok) == 1);
+            } catch (const std::invalid_argument& e) {
+                CHECK_THAT(e.what(), Catch::Matchers::Contains(field));
+                return true;
+            }
+            return false;
+        };
+    // A slot per half-open probe and a position per failure in a count window: bounded.
+    CHECK(breaker_refuses([](auto& o) { o.half_open_calls = UINT32_MAX; },
+                          "CircuitBreakerOptions.half_open_calls"));
+    CHECK_FALSE(breaker_refuses([](auto& o) { o.half_open_calls = 10000; }, ""));
+    CHECK(breaker_refuses([](auto& o) { o.window = bulwark::CountWindow{UINT32_MAX}; },
+                          "CountWindow.size"));
+    CHECK_FALSE(breaker_refuses([](auto& o) { o.window = bulwark::CountWindow{1000000}; }, ""));
+    CHECK_FALSE(breaker_refuses(
+        [](auto& o) {
+            o.failure_threshold = UINT32_MAX;
+            o.minimum_calls = 100;
+        },
+        ""));
+    // Counts that allocate nothing up front take their whole range.
+    bulwark::Bulkhead wide(UINT32_MAX, UINT32_MAX, 1s, clock);
+    CHECK(wide.execute(ok) == 1);
+    bulwark::RetryOptions r;
+    r.max_retries = INT32_MAX;
+    bulwark::RetryPolicy retry(r, 1, clock);
+    CHECK(retry.execute(ok) == 1);
+    bulwark::RateLimiter window(bulwark::SlidingWindow{1000000, 1s}, clock);
+    CHECK(window.try_acquire(1000000).admitted);
+    CHECK_FALSE(window.try_acquire().admitted);
+    bulwark::RateLimiter bucket(bulwark::TokenBucket{1e9, UINT32_MAX}, clock);
+    CHECK(bucket.try_acquire(UINT32_MAX).admitted);
+    bulwark::CacheFallback<int, int> cache(1h, SIZE_MAX, clock);
+    CHECK(cache.execute(1, ok) == 1);
+    bulwark::Hedging hedging(1s, 16, clock);
+    CHECK(hedging.execute(ok) == 1);
 }

@@ -92,7 +92,7 @@ struct StateChange {
     std::uint64_t generation = 0;  // increases by one with every transition of this breaker
 };
 
-// The last `size` recorded calls.
+// The last `size` recorded calls, in [1, 1000000].
 struct CountWindow {
     std::uint32_t size = 100;
 };
@@ -111,6 +111,9 @@ struct TimeWindow {
 //   bulwark::CircuitBreakerOptions o;
 //   o.failure_ratio = 0.5; o.window = bulwark::CountWindow{100}; o.handle<std::system_error>();
 struct CircuitBreakerOptions {
+    static constexpr std::uint32_t max_count_window = 1000000;
+    static constexpr std::uint32_t max_half_open_calls = 10000;
+
     // Consecutive failures that open the breaker, whatever the window says. 0 = rule off.
     std::uint32_t failure_threshold = 5;
     // Failure rate over the window that opens it, in [0, 1]. 0 = rule off.
@@ -133,7 +136,8 @@ struct CircuitBreakerOptions {
     // between) lasts break_duration_backoff->delay(k) instead of break_duration; closing starts
     // the count again. E.g. Backoff::exponential(60s, 2.0).max_delay(10min): 1, 2, 4, 8, 10 min.
     std::optional<Backoff> break_duration_backoff{};
-    // Probes admitted in half-open; it closes when all of them succeed (success_threshold). >= 1.
+    // Probes admitted in half-open; it closes when all of them succeed (success_threshold). In
+    // [1, 10000].
     std::uint32_t half_open_calls = 1;
     // A probe that reports nothing within this counts as failed, so a hung probe cannot keep the
     // breaker half-open. 0 = wait for ever (default).
@@ -203,9 +207,11 @@ struct CircuitBreakerOptions {
                                          "0");
         }
         if (const CountWindow* count = std::get_if<CountWindow>(&window)) {
-            if (count->size == 0) {
+            if (count->size == 0 || count->size > max_count_window) {
+                // The window keeps the positions of the failures (and slow calls) among its calls.
                 detail::throw_invalid_option("CircuitBreakerOptions.window (CountWindow.size)",
-                                             "must be >= 1", "0");
+                                             "must be in [1, 1000000]",
+                                             std::to_string(count->size));
             }
             if (minimum_calls > count->size) {
                 detail::throw_invalid_option(
@@ -232,9 +238,10 @@ struct CircuitBreakerOptions {
         positive("CircuitBreakerOptions.slow_call_duration", slow_call_duration);
         non_negative("CircuitBreakerOptions.call_timeout", call_timeout);
         positive("CircuitBreakerOptions.break_duration", break_duration);
-        if (half_open_calls == 0) {
-            detail::throw_invalid_option("CircuitBreakerOptions.half_open_calls", "must be >= 1",
-                                         "0");
+        if (half_open_calls == 0 || half_open_calls > max_half_open_calls) {
+            // The breaker keeps a slot per probe and scans them in half-open.
+            detail::throw_invalid_option("CircuitBreakerOptions.half_open_calls",
+                                         "must be in [1, 10000]", std::to_string(half_open_calls));
         }
         non_negative("CircuitBreakerOptions.half_open_max_wait", half_open_max_wait);
     }
