@@ -232,8 +232,7 @@ private:
     void add(Duration d) noexcept {
         std::int64_t current = now_ns_.load(std::memory_order_acquire);
         while (!now_ns_.compare_exchange_weak(
-            current,
-            detail::saturating_add(TimePoint{Duration{current}}, d).time_since_epoch().count(),
+            current, detail::saturating_add(Duration{current}, d).count(),
             std::memory_order_acq_rel, std::memory_order_acquire)) {
         }
     }

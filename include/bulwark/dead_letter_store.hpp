@@ -277,6 +277,24 @@ namespace detail {
                                       std::to_string(limit) + ")",
                                   limit_name, size, limit);
 }
+
+// The bytes a record's category and tags take after categorize(category, tags) on a record that
+// carries `held`: a tag already held, or given twice, is stored once.
+inline std::size_t categorized_text_bytes(std::string_view category,
+                                          const std::vector<std::string>& held,
+                                          const std::vector<std::string>& tags) {
+    std::size_t text = category.size();
+    for (const std::string& tag : held) {
+        text += tag.size();
+    }
+    for (auto tag = tags.begin(); tag != tags.end(); ++tag) {
+        if (std::find(held.begin(), held.end(), *tag) == held.end() &&
+            std::find(tags.begin(), tag, *tag) == tag) {
+            text += tag->size();
+        }
+    }
+    return text;
+}
 }  // namespace detail
 
 // Decides one dead letter during reprocess(): true when it was resent, false (or a throw) when it
@@ -400,12 +418,7 @@ public:
     // they do not carry yet; returns how many matched.
     std::size_t categorize(const DeadLetterQuery& query, std::string_view category,
                            const std::vector<std::string>& tags = {}) {
-        std::size_t text = category.size();
-        for (auto tag = tags.begin(); tag != tags.end(); ++tag) {
-            if (std::find(tags.begin(), tag, *tag) == tag) {  // a tag given twice is stored once
-                text += tag->size();
-            }
-        }
+        const std::size_t text = detail::categorized_text_bytes(category, {}, tags);
         const std::size_t limit = limits().max_text_bytes;
         if (text > limit) {
             detail::throw_too_large("category and tags", "max_text_bytes", text, limit);

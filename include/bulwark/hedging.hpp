@@ -263,11 +263,6 @@ private:
         return o;
     }
 
-    // Saturating `t + d`; TimePoint::max() means never.
-    static TimePoint later(TimePoint t, Duration d) noexcept {
-        return detail::saturating_add(t, d);
-    }
-
     // The state one call shares with its hedged attempts, the executor's tasks and the timer.
     // Owned by shared_ptr: a task that outlives the call touches only this.
     class CallBase : public std::enable_shared_from_this<CallBase> {
@@ -332,7 +327,7 @@ private:
                 if (closed_ || launched_ >= max_extra_) {
                     return TimePoint::max();
                 }
-                const TimePoint due = later(last_start, delay_);
+                const TimePoint due = detail::saturating_add(last_start, delay_);
                 if (now < due) {
                     return due;  // a failure started a hedge meanwhile: a full delay from that
                 }
@@ -341,7 +336,7 @@ private:
                     return TimePoint::max();
                 }
                 if (launched_ < max_extra_) {
-                    again = later(now, delay_);
+                    again = detail::saturating_add(now, delay_);
                 }
             }
             start_hedge(index, HedgeReason::delay);
@@ -612,7 +607,7 @@ private:
         // period that began before it.
         const TimePoint now = clock_->now();
         call.last_start = now;
-        const TimePoint deadline = later(now, options_.delay);
+        const TimePoint deadline = detail::saturating_add(now, options_.delay);
         if (deadline == TimePoint::max()) {
             return;
         }
@@ -681,7 +676,7 @@ private:
             // is alive here; `keep` holds it while the lock is released.
             std::shared_ptr<CallBase> keep = head->shared_from_this();
             if (timer_head_ == nullptr) {
-                timer_wake_ = later(now, options_.delay);
+                timer_wake_ = detail::saturating_add(now, options_.delay);
             }
             lock.unlock();
             const TimePoint again = keep->on_timer(now);

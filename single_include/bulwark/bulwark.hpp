@@ -593,8 +593,7 @@ private:
     void add(Duration d) noexcept {
         std::int64_t current = now_ns_.load(std::memory_order_acquire);
         while (!now_ns_.compare_exchange_weak(
-            current,
-            detail::saturating_add(TimePoint{Duration{current}}, d).time_since_epoch().count(),
+            current, detail::saturating_add(Duration{current}, d).count(),
             std::memory_order_acq_rel, std::memory_order_acquire)) {
         }
     }
@@ -4587,6 +4586,24 @@ namespace detail {
                                       std::to_string(limit) + ")",
                                   limit_name, size, limit);
 }
+
+// The bytes a record's category and tags take after categorize(category, tags) on a record that
+// carries `held`: a tag already held, or given twice, is stored once.
+inline std::size_t categorized_text_bytes(std::string_view category,
+                                          const std::vector<std::string>& held,
+                                          const std::vector<std::string>& tags) {
+    std::size_t text = category.size();
+    for (const std::string& tag : held) {
+        text += tag.size();
+    }
+    for (auto tag = tags.begin(); tag != tags.end(); ++tag) {
+        if (std::find(held.begin(), held.end(), *tag) == held.end() &&
+            std::find(tags.begin(), tag, *tag) == tag) {
+            text += tag->size();
+        }
+    }
+    return text;
+}
 }  // namespace detail
 
 // Decides one dead letter during reprocess(): true when it was resent, false (or a throw) when it
@@ -4710,12 +4727,7 @@ public:
     // they do not carry yet; returns how many matched.
     std::size_t categorize(const DeadLetterQuery& query, std::string_view category,
                            const std::vector<std::string>& tags = {}) {
-        std::size_t text = category.size();
-        for (auto tag = tags.begin(); tag != tags.end(); ++tag) {
-            if (std::find(tags.begin(), tag, *tag) == tag) {  // a tag given twice is stored once
-                text += tag->size();
-            }
-        }
+        const std::size_t text = detail::categorized_text_bytes(category, {}, tags);
         const std::size_t limit = limits().max_text_bytes;
         if (text > limit) {
             detail::throw_too_large("category and tags", "max_text_bytes", text, limit);
@@ -5223,10 +5235,8 @@ using DeadLetterIndex = BasicDeadLetterIndex<>;
 // max_attempts and makes it pending. The id is the caller's. Throws DeadLetterTooLargeError or
 // std::invalid_argument.
 inline void prepare_dead_letter(DeadLetter& letter, const DeadLetterLimits& limits, WallTime now) {
-    if (static_cast<std::size_t>(letter.reason) >= dead_letter_reason_count) {
-        throw_invalid_option("DeadLetter.reason", "must be a DeadLetterReason",
-                             std::to_string(static_cast<unsigned>(letter.reason)));
-    }
+    check_enumerator(letter.reason, DeadLetterReason::manual, "DeadLetter.reason",
+                     "DeadLetterReason");
     if (letter.payload.size() > limits.max_payload_bytes) {
         throw_too_large("payload", "max_payload_bytes", letter.payload.size(),
                         limits.max_payload_bytes);
@@ -5258,7 +5268,6 @@ inline void prepare_dead_letter(DeadLetter& letter, const DeadLetterLimits& limi
 #ifndef BULWARK_DETAIL_INDEXED_DEAD_LETTER_STORE_HPP
 #define BULWARK_DETAIL_INDEXED_DEAD_LETTER_STORE_HPP
 
-#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -5355,18 +5364,7 @@ protected:
         const std::size_t limit = query.max_results();
         index_.scan(query, [&](Index::const_iterator it) BULWARK_NO_THREAD_SAFETY_ANALYSIS {
             // (scan() runs this under mutex_, held by the caller.)
-            std::size_t text = category.size();
-            const std::vector<std::string>& held = it->second.tags;
-            for (const std::string& tag : held) {
-                text += tag.size();
-            }
-            for (auto tag = tags.begin(); tag != tags.end(); ++tag) {
-                // Counted once, as categorize() stores it: not held yet, not given before.
-                if (std::find(held.begin(), held.end(), *tag) == held.end() &&
-                    std::find(tags.begin(), tag, *tag) == tag) {
-                    text += tag->size();
-                }
-            }
+            const std::size_t text = categorized_text_bytes(category, it->second.tags, tags);
             if (text > limits_.max_text_bytes) {
                 throw_too_large("category and tags", "max_text_bytes", text,
                                 limits_.max_text_bytes);
@@ -14009,11 +14007,6 @@ private:
         return o;
     }
 
-    // Saturating `t + d`; TimePoint::max() means never.
-    static TimePoint later(TimePoint t, Duration d) noexcept {
-        return detail::saturating_add(t, d);
-    }
-
     // The state one call shares with its hedged attempts, the executor's tasks and the timer.
     // Owned by shared_ptr: a task that outlives the call touches only this.
     class CallBase : public std::enable_shared_from_this<CallBase> {
@@ -14078,7 +14071,7 @@ private:
                 if (closed_ || launched_ >= max_extra_) {
                     return TimePoint::max();
                 }
-                const TimePoint due = later(last_start, delay_);
+                const TimePoint due = detail::saturating_add(last_start, delay_);
                 if (now < due) {
                     return due;  // a failure started a hedge meanwhile: a full delay from that
                 }
@@ -14087,7 +14080,7 @@ private:
                     return TimePoint::max();
                 }
                 if (launched_ < max_extra_) {
-                    again = later(now, delay_);
+                    again = detail::saturating_add(now, delay_);
                 }
             }
             start_hedge(index, HedgeReason::delay);
@@ -14358,7 +14351,7 @@ private:
         // period that began before it.
         const TimePoint now = clock_->now();
         call.last_start = now;
-        const TimePoint deadline = later(now, options_.delay);
+        const TimePoint deadline = detail::saturating_add(now, options_.delay);
         if (deadline == TimePoint::max()) {
             return;
         }
@@ -14427,7 +14420,7 @@ private:
             // is alive here; `keep` holds it while the lock is released.
             std::shared_ptr<CallBase> keep = head->shared_from_this();
             if (timer_head_ == nullptr) {
-                timer_wake_ = later(now, options_.delay);
+                timer_wake_ = detail::saturating_add(now, options_.delay);
             }
             lock.unlock();
             const TimePoint again = keep->on_timer(now);

@@ -421,10 +421,8 @@ using DeadLetterIndex = BasicDeadLetterIndex<>;
 // max_attempts and makes it pending. The id is the caller's. Throws DeadLetterTooLargeError or
 // std::invalid_argument.
 inline void prepare_dead_letter(DeadLetter& letter, const DeadLetterLimits& limits, WallTime now) {
-    if (static_cast<std::size_t>(letter.reason) >= dead_letter_reason_count) {
-        throw_invalid_option("DeadLetter.reason", "must be a DeadLetterReason",
-                             std::to_string(static_cast<unsigned>(letter.reason)));
-    }
+    check_enumerator(letter.reason, DeadLetterReason::manual, "DeadLetter.reason",
+                     "DeadLetterReason");
     if (letter.payload.size() > limits.max_payload_bytes) {
         throw_too_large("payload", "max_payload_bytes", letter.payload.size(),
                         limits.max_payload_bytes);

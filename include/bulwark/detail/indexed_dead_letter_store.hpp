@@ -3,7 +3,6 @@
 #ifndef BULWARK_DETAIL_INDEXED_DEAD_LETTER_STORE_HPP
 #define BULWARK_DETAIL_INDEXED_DEAD_LETTER_STORE_HPP
 
-#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -100,18 +99,7 @@ protected:
         const std::size_t limit = query.max_results();
         index_.scan(query, [&](Index::const_iterator it) BULWARK_NO_THREAD_SAFETY_ANALYSIS {
             // (scan() runs this under mutex_, held by the caller.)
-            std::size_t text = category.size();
-            const std::vector<std::string>& held = it->second.tags;
-            for (const std::string& tag : held) {
-                text += tag.size();
-            }
-            for (auto tag = tags.begin(); tag != tags.end(); ++tag) {
-                // Counted once, as categorize() stores it: not held yet, not given before.
-                if (std::find(held.begin(), held.end(), *tag) == held.end() &&
-                    std::find(tags.begin(), tag, *tag) == tag) {
-                    text += tag->size();
-                }
-            }
+            const std::size_t text = categorized_text_bytes(category, it->second.tags, tags);
             if (text > limits_.max_text_bytes) {
                 throw_too_large("category and tags", "max_text_bytes", text,
                                 limits_.max_text_bytes);
