@@ -164,8 +164,8 @@ DeadLetter workload_letter(int i) {
         forged.letter.id = "forged" + std::to_string(i);
         forged.letter.type = "sms";
         for (const std::uint32_t seed : {0U, j::salt_seed(static_cast<std::uint64_t>(i) * 7919U)}) {
-            j::encode_record(remove, d.payload, seed);
-            j::encode_record(forged, d.payload, seed);
+            j::encode_record(remove, d.payload, j::Framing{seed}, 1);
+            j::encode_record(forged, d.payload, j::Framing{seed}, 2);
         }
     }
     return d;
@@ -617,13 +617,13 @@ EmbeddedJournal embedded_journal() {
         j::Record remove;
         remove.type = j::RecordType::remove;
         remove.id = "victim";
-        j::encode_record(remove, evil, seed);
+        j::encode_record(remove, evil, j::Framing{seed}, 2);
         j::Record forged;
         forged.type = j::RecordType::add;
         forged.letter.id = "forged";
         forged.letter.type = "sms";
         forged.letter.payload = "injected";
-        j::encode_record(forged, evil, seed);
+        j::encode_record(forged, evil, j::Framing{seed}, 3);
     }
     FaultFs fs;
     ManualClock clock;
@@ -1278,6 +1278,251 @@ TEST_CASE("FileDeadLetterStore: a journal from a newer format version is refused
     }
 }
 
+// A new journal (its first frame, number 1, holds the counters) and the frames appended to it:
+// add "a" (frames[0], number 2), categorize "a" as "first" (frames[1]), categorize it as "second"
+// (frames[2]), purge it (frames[3]), add "b" (frames[4]).
+struct FramedJournal {
+    std::string bytes;
+    std::vector<std::pair<std::size_t, std::size_t>> frames;  // [begin, end)
+
+    std::string frame(std::size_t i) const {
+        return bytes.substr(frames[i].first, frames[i].second - frames[i].first);
+    }
+};
+
+FramedJournal framed_journal() {
+    FaultFs fs;
+    ManualClock clock;
+    FramedJournal out;
+    FileDeadLetterStore store(fault_dir, FileDeadLetterStoreOptions{}, fs, clock);
+    std::size_t at = fs.contents(fault_journal).size();
+    const auto mark = [&] {
+        const std::size_t end = fs.contents(fault_journal).size();
+        out.frames.emplace_back(at, end);
+        at = end;
+    };
+    DeadLetter a;
+    a.id = "a";
+    a.type = "sms";
+    store.add(a);
+    mark();
+    store.categorize(DeadLetterQuery().id("a"), "first");
+    mark();
+    store.categorize(DeadLetterQuery().id("a"), "second");
+    mark();
+    clock.advance(1s);
+    store.purge(clock.wall_now());
+    mark();
+    DeadLetter b;
+    b.id = "b";
+    b.type = "sms";
+    store.add(b);
+    mark();
+    out.bytes = fs.contents(fault_journal);
+    return out;
+}
+
+struct Reopened {
+    bool opened = false;
+    std::string error;  // what open threw
+    std::string state;
+    bulwark::JournalStats stats;
+    std::string strict_state;  // a strict reopen after it
+};
+
+Reopened reopen_in(JournalRecovery mode, const std::string& bytes) {
+    FaultFs fs;
+    fs.put(fault_journal, bytes);
+    ManualClock clock;
+    FileDeadLetterStoreOptions o;
+    o.recovery = mode;
+    Reopened r;
+    try {
+        FileDeadLetterStore store(fault_dir, o, fs, clock);
+        r.opened = true;
+        r.state = dump(store);
+        r.stats = store.journal_stats();
+    } catch (const bulwark::DeadLetterJournalCorruptError& e) {
+        r.error = e.what();
+        CHECK(fs.contents(fault_journal) == bytes);  // refused: untouched
+        return r;
+    }
+    o.recovery = JournalRecovery::strict;
+    FileDeadLetterStore strict(fault_dir, o, fs, clock);
+    r.strict_state = dump(strict);
+    return r;
+}
+
+TEST_CASE("FileDeadLetterStore: a duplicated frame is never replayed, in any recovery mode",
+          "[dead_letter][file][corruption]") {
+    const FramedJournal j = framed_journal();
+    const std::string clean = reopen_in(JournalRecovery::strict, j.bytes).state;
+    REQUIRE(clean.rfind("b|", 0) == 0);  // "a" purged, "b" alone
+    // The add of "a" written again after the purge (a replayed write): "a" would come back.
+    // The first categorize written again at the end: "a"'s category would revert. A frame
+    // written twice in a row (a duplicated sector).
+    const std::string replayed_add = j.bytes + j.frame(0);
+    const std::string stale_categorize = j.bytes.substr(0, j.frames[2].second) + j.frame(1);
+    const std::string doubled =
+        j.bytes.substr(0, j.frames[1].second) + j.frame(1) + j.bytes.substr(j.frames[1].second);
+    for (const std::string* bytes : {&replayed_add, &stale_categorize, &doubled}) {
+        const std::size_t at = bytes == &doubled        ? j.frames[1].second
+                               : bytes == &replayed_add ? j.bytes.size()
+                                                        : j.frames[2].second;
+        const std::size_t dup = bytes == &replayed_add ? j.frame(0).size() : j.frame(1).size();
+        INFO("duplicate at " << at);
+        for (const JournalRecovery mode :
+             {JournalRecovery::strict, JournalRecovery::tolerate_torn_tail}) {
+            const Reopened r = reopen_in(mode, *bytes);
+            CHECK_FALSE(r.opened);
+            CHECK_THAT(r.error, BULWARK_CATCH_MESSAGE_CONTAINS("at offset " + std::to_string(at) +
+                                                               ": record out of sequence"));
+            CHECK_THAT(r.error, BULWARK_CATCH_MESSAGE_CONTAINS("a duplicated or replayed write"));
+        }
+        // point_in_time keeps exactly what came before the duplicate.
+        const Reopened pit = reopen_in(JournalRecovery::point_in_time, *bytes);
+        REQUIRE(pit.opened);
+        CHECK(pit.stats.duplicate_records == 1);
+        CHECK(pit.stats.dropped_tail_bytes == bytes->size() - at);
+        CHECK_FALSE(pit.stats.corrupt_copy.empty());
+        CHECK(pit.strict_state == pit.state);
+        // skip_corrupt drops the duplicate alone and reports it as damage.
+        const Reopened skip = reopen_in(JournalRecovery::skip_corrupt, *bytes);
+        REQUIRE(skip.opened);
+        CHECK(skip.stats.duplicate_records == 1);
+        CHECK(skip.stats.corrupt_regions == 1);
+        CHECK(skip.stats.skipped_bytes == dup);
+        CHECK(skip.strict_state == skip.state);  // rewritten without it
+        if (bytes == &stale_categorize) {
+            CHECK(skip.state.find("|second|") != std::string::npos);  // not reverted
+            CHECK(pit.state == skip.state);
+        } else {
+            CHECK(skip.state == clean);
+        }
+        if (bytes == &replayed_add) {
+            CHECK(pit.state == clean);  // "a" stays purged
+        }
+    }
+}
+
+TEST_CASE("FileDeadLetterStore: frames out of order or missing are damage, not history",
+          "[dead_letter][file][corruption]") {
+    const FramedJournal j = framed_journal();
+    // The two categorizes swapped: the second comes first (its predecessor missing), then the
+    // first (already passed).
+    const std::string swapped = j.bytes.substr(0, j.frames[1].first) + j.frame(2) + j.frame(1) +
+                                j.bytes.substr(j.frames[2].second);
+    const Reopened strict = reopen_in(JournalRecovery::strict, swapped);
+    CHECK_FALSE(strict.opened);
+    CHECK_THAT(strict.error,
+               BULWARK_CATCH_MESSAGE_CONTAINS("at offset " + std::to_string(j.frames[1].first) +
+                                              ": record out of sequence: number 4 where 3 was "
+                                              "expected (records are missing before it"));
+    CHECK_FALSE(reopen_in(JournalRecovery::tolerate_torn_tail, swapped).opened);
+    const Reopened pit = reopen_in(JournalRecovery::point_in_time, swapped);
+    REQUIRE(pit.opened);
+    CHECK(pit.stats.sequence_gaps == 1);
+    CHECK(pit.state.find("a|sms|0:||0|||") == 0);  // the add alone, uncategorized
+    const Reopened skip = reopen_in(JournalRecovery::skip_corrupt, swapped);
+    REQUIRE(skip.opened);
+    CHECK(skip.stats.sequence_gaps == 1);
+    CHECK(skip.stats.duplicate_records == 1);  // the first categorize, met after the second
+    CHECK(skip.stats.corrupt_regions == 2);
+    CHECK(skip.state == reopen_in(JournalRecovery::strict, j.bytes).state);
+    // A frame cut out whole (a lost block) leaves a gap that only skip_corrupt passes.
+    const std::string cut =
+        j.bytes.substr(0, j.frames[3].first) + j.bytes.substr(j.frames[3].second);
+    CHECK_FALSE(reopen_in(JournalRecovery::tolerate_torn_tail, cut).opened);
+    const Reopened skipped = reopen_in(JournalRecovery::skip_corrupt, cut);
+    REQUIRE(skipped.opened);
+    CHECK(skipped.stats.sequence_gaps == 1);
+    CHECK(skipped.state.find("a|") == 0);  // its purge was the frame lost
+}
+
+// A journal as bulwark wrote it in format version 2 (frames without a sequence number).
+std::string version2_journal(std::uint64_t salt) {
+    namespace j = bulwark::detail::journal;
+    const j::Framing v2{j::salt_seed(salt), 2};
+    std::string out = j::encode_header(salt, 2);
+    j::Record add;
+    add.type = j::RecordType::add;
+    add.letter.id = "old";
+    add.letter.type = "email";
+    add.letter.payload = "written by 0.x";
+    add.letter.created = bulwark::WallTime{} + 5s;
+    add.letter.last_attempt = add.letter.created;
+    j::encode_record(add, out, v2, 0);
+    add.letter.id = "older";
+    j::encode_record(add, out, v2, 0);
+    j::Record dismiss;
+    dismiss.type = j::RecordType::dismiss;
+    dismiss.id = "older";
+    dismiss.text = "handled";
+    j::encode_record(dismiss, out, v2, 0);
+    return out;
+}
+
+TEST_CASE("FileDeadLetterStore: a version 2 journal opens and is rewritten as version 3",
+          "[dead_letter][file][corruption]") {
+    namespace j = bulwark::detail::journal;
+    const std::string v2 = version2_journal(77);
+    REQUIRE(j::load_u32(v2, 8) == 2);
+    for (const JournalRecovery mode :
+         {JournalRecovery::tolerate_torn_tail, JournalRecovery::point_in_time,
+          JournalRecovery::skip_corrupt, JournalRecovery::strict}) {
+        FaultFs fs;
+        fs.put(fault_journal, v2);
+        ManualClock clock;
+        FileDeadLetterStoreOptions o;
+        o.recovery = mode;
+        std::string before;
+        {
+            FileDeadLetterStore store(fault_dir, o, fs, clock);
+            CHECK(store.size() == 2);
+            CHECK(store.get("older")->status == DeadLetterStatus::dismissed);
+            CHECK(store.get("older")->note == "handled");
+            CHECK(store.get("old")->payload == "written by 0.x");
+            const bulwark::JournalStats s = store.journal_stats();
+            CHECK(s.upgraded_from_version == 2);
+            CHECK(s.recovered_records == 3);
+            CHECK(s.corrupt_copy.empty());  // nothing was damaged: an upgrade keeps no copy
+            CHECK(j::load_u32(fs.contents(fault_journal), 8) == j::format_version);
+            CHECK(store.add(workload_letter(1)) == "m1");
+            before = dump(store);
+        }
+        o.recovery = JournalRecovery::strict;
+        FileDeadLetterStore reopened(fault_dir, o, fs, clock);
+        CHECK(dump(reopened) == before);
+        CHECK(reopened.journal_stats().upgraded_from_version == 0);
+    }
+    // A version 2 journal with a torn last frame: recovered as before, then upgraded.
+    FaultFs fs;
+    fs.put(fault_journal, v2.substr(0, v2.size() - 3));
+    ManualClock clock;
+    FileDeadLetterStore store(fault_dir, FileDeadLetterStoreOptions{}, fs, clock);
+    CHECK(store.size() == 2);
+    CHECK(store.get("older")->status == DeadLetterStatus::pending);
+    CHECK(store.journal_stats().dropped_tail_bytes > 0);
+    CHECK(store.journal_stats().upgraded_from_version == 2);
+}
+
+TEST_CASE("FileDeadLetterStore: a journal from before version 2 is refused by name",
+          "[dead_letter][file][corruption]") {
+    namespace j = bulwark::detail::journal;
+    std::string bytes = version2_journal(5);
+    bytes.replace(0, j::header_size, j::encode_header(5, 1));
+    FaultFs fs;
+    fs.put(fault_journal, bytes);
+    ManualClock clock;
+    try {
+        FileDeadLetterStore store(fault_dir, FileDeadLetterStoreOptions{}, fs, clock);
+        FAIL("a version 1 journal was opened");
+    } catch (const bulwark::DeadLetterJournalVersionError& e) {
+        CHECK(e.version() == 1);
+        CHECK_THAT(e.what(), BULWARK_CATCH_MESSAGE_CONTAINS("reads versions 2 to 3"));
+    }
+}
+
 TEST_CASE("FileDeadLetterStore: hostile bytes after the header open in bounded time",
           "[dead_letter][file][corruption]") {
     namespace j = bulwark::detail::journal;
@@ -1292,21 +1537,22 @@ TEST_CASE("FileDeadLetterStore: hostile bytes after the header open in bounded t
     std::string unsalted = j::encode_header(salt);
     while (unsalted.size() < total) {
         j::Writer w(unsalted);
-        w.u32(static_cast<std::uint32_t>(total - unsalted.size() - 12));
+        w.u32(static_cast<std::uint32_t>(total - unsalted.size() - 20));
         w.u32(static_cast<std::uint32_t>(rng()));
         w.u8(1);
     }
     // The same with valid header checks (someone who knows the salt) and wrong body CRCs, after
     // a damaged head so that a resynchronising scan meets them: each is checked once, skipped
     // whole.
-    const std::uint32_t seed = j::salt_seed(salt);
-    std::string salted = j::encode_header(salt) + std::string(13, '\xFF');
-    while (salted.size() < total) {
-        const auto length = static_cast<std::uint32_t>(total - salted.size() - 12);
+    const j::Framing framing{j::salt_seed(salt)};
+    std::string salted = j::encode_header(salt) + std::string(j::frame_overhead, '\xFF');
+    for (std::uint64_t sequence = 1; salted.size() < total; ++sequence) {
+        const auto length = static_cast<std::uint32_t>(total - salted.size() - 20);
         j::Writer w(salted);
         w.u32(length);
-        w.u32(j::header_check(seed, length, 1));
+        w.u32(j::header_check(framing, length, sequence, 1));
         w.u32(static_cast<std::uint32_t>(rng()));
+        w.u64(sequence);
         w.u8(1);
     }
     // Random garbage: no frame survives, so it is a torn tail.
@@ -1734,13 +1980,13 @@ TEST_CASE("FileDeadLetterStore: the journal writer refuses a frame a reader woul
     dismiss.id = "m";
     dismiss.text = std::string(1000, 'n');
     std::string out = "earlier frames";
-    CHECK_THROWS_AS(j::encode_record(dismiss, out, j::salt_seed(7), 999),
+    CHECK_THROWS_AS(j::encode_record(dismiss, out, j::Framing{j::salt_seed(7)}, 1, 999),
                     bulwark::DeadLetterTooLargeError);
     CHECK(out == "earlier frames");  // nothing appended
-    j::encode_record(dismiss, out, j::salt_seed(7), 1100);
+    j::encode_record(dismiss, out, j::Framing{j::salt_seed(7)}, 1, 1100);
     CHECK(out.size() > 1000);
     // The default limit is the reader's.
-    CHECK_NOTHROW(j::encode_record(dismiss, out, j::salt_seed(7)));
+    CHECK_NOTHROW(j::encode_record(dismiss, out, j::Framing{j::salt_seed(7)}, 2));
     // Every string a store keeps is bounded far below it: a full record (the largest payload,
     // text, note, category and tags each at max_text_bytes, max_attempts redrives of 1 KiB of
     // error and a channel name) still fits in one frame.

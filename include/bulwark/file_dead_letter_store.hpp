@@ -334,7 +334,7 @@ private:
     }
 
     // What a compaction writes: the counters and every record.
-    std::string snapshot(std::uint64_t salt) const BULWARK_REQUIRES(mutex_) {
+    detail::JournalSnapshot snapshot(std::uint64_t salt) const BULWARK_REQUIRES(mutex_) {
         return detail::journal_snapshot(salt, counters_, index_);
     }
 

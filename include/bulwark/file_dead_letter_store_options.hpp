@@ -141,7 +141,16 @@ struct JournalStats {
     std::uint64_t dropped_tail_bytes = 0;  // damaged or incomplete tail dropped by open
     std::uint64_t corrupt_regions = 0;     // damaged regions skipped by open (skip_corrupt)
     std::uint64_t skipped_bytes = 0;       // their bytes
-    std::uint64_t syncs = 0;               // file syncs since open
+    // Whole frames of the journal found out of sequence by open: one already replayed (a
+    // duplicated or replayed write; never replayed twice), or one after missing frames.
+    // strict and tolerate_torn_tail refuse such a journal; point_in_time stops before the first;
+    // skip_corrupt skips duplicates and counts each as a corrupt region.
+    std::uint64_t duplicate_records = 0;
+    std::uint64_t sequence_gaps = 0;
+    // The format version of the journal open found, when it rewrote it in the current one (0:
+    // it was current).
+    std::uint32_t upgraded_from_version = 0;
+    std::uint64_t syncs = 0;  // file syncs since open
     std::uint64_t compactions = 0;
     std::uint64_t compaction_failures = 0;  // compactions abandoned; the old journal stayed
     std::uint64_t write_rollbacks = 0;      // failed writes undone by truncation (disk full…)

@@ -6014,11 +6014,21 @@ namespace journal {
 // "BWDLQJNL", the format version (u32), the file's salt (u64, random, new for every file
 // written) and the CRC-32C of the 20 bytes before it (u32).
 inline constexpr std::array<char, 8> magic = {'B', 'W', 'D', 'L', 'Q', 'J', 'N', 'L'};
-inline constexpr std::uint32_t format_version = 2;
+inline constexpr std::uint32_t format_version = 3;
+// Version 2 journals (bulwark 0.x, frames without a sequence) are read and rewritten as version 3
+// on open.
+inline constexpr std::uint32_t oldest_readable_version = 2;
 inline constexpr std::size_t header_size = 24;
-// [u32 length of type+payload][u32 header check][u32 body CRC][u8 type][payload]
-//   header check = CRC-32C of (salt, length, type); body CRC = CRC-32C of (salt, payload).
-inline constexpr std::size_t frame_overhead = 13;
+// Version 3: [u32 length of type+payload][u32 header check][u32 body CRC][u64 sequence][u8 type]
+// [payload]
+//   header check = CRC-32C of (salt; length, sequence, type); body CRC = CRC-32C of (salt;
+//   payload).
+// The sequence is 1 for a file's first frame and one more for each frame after it, so a frame
+// that is duplicated, replayed or moved (a sector written twice, a stale block) does not fit
+// where it is found. The salt (new for every file) keeps a frame of another file from checking.
+// Version 2 had no sequence: [u32 length][u32 header check over (length, type)][u32 body CRC]
+// [u8 type][payload].
+inline constexpr std::size_t frame_overhead = 21;
 // The largest type+payload a frame may declare: a reader refuses longer frames before looking
 // at them, so no allocation or CRC is ever sized by an unchecked length.
 inline constexpr std::uint32_t max_frame_bytes = std::uint32_t{256} << 20U;
@@ -6074,13 +6084,28 @@ inline std::uint32_t salt_seed(std::uint64_t salt) noexcept {
     return crc32c(std::string_view(bytes.data(), bytes.size()));
 }
 
-// The header check of a frame: covers its length and type.
-inline std::uint32_t header_check(std::uint32_t seed, std::uint32_t length,
+// How the frames of one file are checked: its salt_seed() and its format version.
+struct Framing {
+    std::uint32_t seed = 0;
+    std::uint32_t version = format_version;
+
+    // The bytes before a frame's type: length, header check, body CRC (and sequence, version 3).
+    std::size_t head_size() const noexcept { return version >= 3 ? 20 : 12; }
+    std::size_t overhead() const noexcept { return head_size() + 1; }
+};
+
+// The header check of a frame: covers its length, sequence (version 3) and type.
+inline std::uint32_t header_check(const Framing& f, std::uint32_t length, std::uint64_t sequence,
                                   unsigned char type) noexcept {
-    std::array<char, 5> bytes{};
+    std::array<char, 13> bytes{};
     put_le(bytes.data(), length);
-    bytes[4] = static_cast<char>(type);
-    return crc32c(std::string_view(bytes.data(), bytes.size()), seed);
+    std::size_t n = 4;
+    if (f.version >= 3) {
+        put_le(bytes.data() + n, sequence);
+        n += 8;
+    }
+    bytes[n++] = static_cast<char>(type);
+    return crc32c(std::string_view(bytes.data(), n), f.seed);
 }
 
 // Up to `size` bytes from the operating system's random source (/dev/urandom); false when it
@@ -6302,7 +6327,7 @@ inline std::uint64_t snapshot_frame_size(const DeadLetter& d) noexcept {
     return n;
 }
 
-// Appends the type and payload of `r` to `out` (a frame without its 12-byte head).
+// Appends the type and payload of `r` to `out` (a frame without its head).
 inline void encode_body(const Record& r, std::string& out) {
     Writer w(out);
     w.u8(static_cast<std::uint8_t>(r.type));
@@ -6353,14 +6378,15 @@ inline void encode_body(const Record& r, std::string& out) {
     }
 }
 
-// Appends the frame of `r` to `out`, for the file whose salt_seed() is `seed`. Throws
+// Appends the frame of `r` to `out`, with sequence number `sequence`, as `f` frames them. Throws
 // DeadLetterTooLargeError, appending nothing, for a frame over `limit` (tests lower it).
-inline void encode_record(const Record& r, std::string& out, std::uint32_t seed,
-                          std::size_t limit = max_frame_bytes) {
+inline void encode_record(const Record& r, std::string& out, const Framing& f,
+                          std::uint64_t sequence, std::size_t limit = max_frame_bytes) {
     const std::size_t start = out.size();
-    out.append(12, '\0');  // length, header check and body CRC, filled in below
+    const std::size_t head = f.head_size();
+    out.append(head, '\0');  // filled in below, once the length is known
     encode_body(r, out);
-    const std::string_view type_and_payload(out.data() + start + 12, out.size() - start - 12);
+    const std::string_view type_and_payload(out.data() + start + head, out.size() - start - head);
     if (type_and_payload.size() > limit) {
         // A reader refuses such a frame: never write (and so never acknowledge) one. Callers
         // bound what they store far below this; this is the last line.
@@ -6369,12 +6395,14 @@ inline void encode_record(const Record& r, std::string& out, std::uint32_t seed,
         throw_too_large("journal record", "the journal's frame limit", size, limit);
     }
     const auto length = static_cast<std::uint32_t>(type_and_payload.size());
-    std::string head;
-    Writer h(head);
-    h.u32(length);
-    h.u32(header_check(seed, length, static_cast<unsigned char>(type_and_payload[0])));
-    h.u32(crc32c(type_and_payload.substr(1), seed));
-    out.replace(start, 12, head);
+    char* const at = &out[start];
+    put_le(at, length);
+    put_le(at + 4,
+           header_check(f, length, sequence, static_cast<unsigned char>(type_and_payload[0])));
+    put_le(at + 8, crc32c(type_and_payload.substr(1), f.seed));
+    if (f.version >= 3) {
+        put_le(at + 12, sequence);
+    }
 }
 
 inline bool decode_letter(Reader& r, DeadLetter& d) {
@@ -6516,26 +6544,29 @@ enum class FrameStatus : std::uint8_t {
     bad_header,  // the head does not check: not the start of a frame of this file
 };
 
-// Checks the frame at `offset` of `bytes` for the file whose salt_seed() is `seed`: `size` is
-// set to the frame's size whenever its head checks (good, bad_body and a torn frame past the
-// end), `record` is filled when good. Never reads outside `bytes`; allocates only for decoded
-// strings, each bounded by the frame. With a budget, the body CRC is charged to it first
-// (exhausted: returns bad_header).
-inline FrameStatus check_frame(std::string_view bytes, std::size_t offset, std::uint32_t seed,
-                               Record& record, std::size_t& size, ScanBudget* budget = nullptr) {
-    if (offset > bytes.size() || bytes.size() - offset < frame_overhead) {
+// Checks the frame at `offset` of `bytes` for the file framed as `f`: `size` is set to the frame's
+// size whenever its head checks (good, bad_body and a torn frame past the end), `sequence` to its
+// sequence number (version 3; 0 before), `record` is filled when good. Never reads outside
+// `bytes`; allocates only for decoded strings, each bounded by the frame. With a budget, the body
+// CRC is charged to it first (exhausted: returns bad_header).
+inline FrameStatus check_frame(std::string_view bytes, std::size_t offset, const Framing& f,
+                               Record& record, std::size_t& size, std::uint64_t& sequence,
+                               ScanBudget* budget = nullptr) {
+    const std::size_t head = f.head_size();
+    if (offset > bytes.size() || bytes.size() - offset < head + 1) {
         return FrameStatus::torn;
     }
     const std::uint32_t length = load_u32(bytes, offset);
-    const auto type = static_cast<unsigned char>(bytes[offset + 12]);
+    const auto type = static_cast<unsigned char>(bytes[offset + head]);
+    sequence = f.version >= 3 ? load_u64(bytes, offset + 12) : 0;
     if (length == 0 || length > max_frame_bytes ||
         type < static_cast<unsigned char>(RecordType::add) ||
         type > static_cast<unsigned char>(RecordType::batch) ||
-        header_check(seed, length, type) != load_u32(bytes, offset + 4)) {
+        header_check(f, length, sequence, type) != load_u32(bytes, offset + 4)) {
         return FrameStatus::bad_header;
     }
-    size = frame_overhead - 1 + std::size_t{length};
-    if (length > bytes.size() - offset - 12) {
+    size = head + std::size_t{length};
+    if (length > bytes.size() - offset - head) {
         return FrameStatus::torn;
     }
     if (budget != nullptr) {
@@ -6545,8 +6576,8 @@ inline FrameStatus check_frame(std::string_view bytes, std::size_t offset, std::
         }
         budget->bytes_left -= length;
     }
-    const std::string_view body = bytes.substr(offset + 12, length);
-    if (crc32c(body.substr(1), seed) != load_u32(bytes, offset + 8) ||
+    const std::string_view body = bytes.substr(offset + head, length);
+    if (crc32c(body.substr(1), f.seed) != load_u32(bytes, offset + 8) ||
         !decode_record(body, record)) {
         return FrameStatus::bad_body;
     }
@@ -6557,10 +6588,11 @@ inline FrameStatus check_frame(std::string_view bytes, std::size_t offset, std::
 // damaged: its body CRC matches exactly the rest of the file. (A torn write cannot produce
 // that; bit rot in a synced frame's length, header check or type can.)
 inline bool whole_frame_with_bad_head(std::string_view bytes, std::size_t offset,
-                                      std::uint32_t seed) noexcept {
-    return offset <= bytes.size() && bytes.size() - offset >= frame_overhead &&
-           bytes.size() - offset - 12 <= max_frame_bytes &&
-           crc32c(bytes.substr(offset + 13), seed) == load_u32(bytes, offset + 8);
+                                      const Framing& f) noexcept {
+    const std::size_t head = f.head_size();
+    return offset <= bytes.size() && bytes.size() - offset > head &&
+           bytes.size() - offset - head <= max_frame_bytes &&
+           crc32c(bytes.substr(offset + head + 1), f.seed) == load_u32(bytes, offset + 8);
 }
 
 inline std::string encode_header(std::uint64_t salt, std::uint32_t version = format_version) {
@@ -6847,7 +6879,16 @@ struct JournalStats {
     std::uint64_t dropped_tail_bytes = 0;  // damaged or incomplete tail dropped by open
     std::uint64_t corrupt_regions = 0;     // damaged regions skipped by open (skip_corrupt)
     std::uint64_t skipped_bytes = 0;       // their bytes
-    std::uint64_t syncs = 0;               // file syncs since open
+    // Whole frames of the journal found out of sequence by open: one already replayed (a
+    // duplicated or replayed write; never replayed twice), or one after missing frames.
+    // strict and tolerate_torn_tail refuse such a journal; point_in_time stops before the first;
+    // skip_corrupt skips duplicates and counts each as a corrupt region.
+    std::uint64_t duplicate_records = 0;
+    std::uint64_t sequence_gaps = 0;
+    // The format version of the journal open found, when it rewrote it in the current one (0:
+    // it was current).
+    std::uint32_t upgraded_from_version = 0;
+    std::uint64_t syncs = 0;  // file syncs since open
     std::uint64_t compactions = 0;
     std::uint64_t compaction_failures = 0;  // compactions abandoned; the old journal stayed
     std::uint64_t write_rollbacks = 0;      // failed writes undone by truncation (disk full…)
@@ -6896,22 +6937,28 @@ private:
     FileSystem::Handle h_ = -1;
 };
 
-// The bytes of a compacted journal: a header with `salt`, the counters, every record of `index`
-// (as snapshot adds, which replay does not count as adds).
-inline std::string journal_snapshot(std::uint64_t salt, const DeadLetterCounters& counters,
-                                    const DeadLetterIndex& index) {
-    const std::uint32_t seed = journal::salt_seed(salt);
-    std::string out = journal::encode_header(salt);
+// A compacted journal: its bytes and how many frames they hold.
+struct JournalSnapshot {
+    std::string bytes;
+    std::uint64_t frames = 0;
+};
+
+// A compacted journal: a header with `salt`, the counters, every record of `index` (as snapshot
+// adds, which replay does not count as adds), numbered from 1.
+inline JournalSnapshot journal_snapshot(std::uint64_t salt, const DeadLetterCounters& counters,
+                                        const DeadLetterIndex& index) {
+    const journal::Framing framing{journal::salt_seed(salt)};
+    JournalSnapshot out{journal::encode_header(salt), 0};
     journal::Record record;
     record.type = journal::RecordType::counters;
     record.counters = counters;
-    journal::encode_record(record, out, seed);
+    journal::encode_record(record, out.bytes, framing, ++out.frames);
     journal::Record add;
     add.type = journal::RecordType::add;
     add.snapshot = true;
     for (const auto& entry : index) {
         add.letter = entry.second;
-        journal::encode_record(add, out, seed);
+        journal::encode_record(add, out.bytes, framing, ++out.frames);
     }
     return out;
 }
@@ -6957,8 +7004,9 @@ public:
     }
 
     // Opens (creating if missing) the journal in the directory. replay(const Record&) is given
-    // every record recovered, in order; snapshot(salt) returns the bytes of a compacted journal
-    // of what was replayed so far (journal_snapshot()). Throws FileDeadLetterStoreError and its
+    // every record recovered, in order; snapshot(salt) returns a compacted journal of what was
+    // replayed so far (journal_snapshot()). A journal of an older format version is rewritten in
+    // the current one. Throws FileDeadLetterStoreError and its
     // subclasses, or what replay throws.
     template <class Replay, class Snapshot>
     void open(Replay&& replay, const Snapshot& snapshot) {
@@ -7045,6 +7093,7 @@ public:
         // frame (hundreds of MiB) is split into several, each still all or none.
         std::string frames;
         std::size_t first = 0;
+        std::uint64_t count = 0;  // frames
         while (first < records.size()) {
             std::size_t last = first;
             std::uint64_t bytes = 0;
@@ -7053,25 +7102,27 @@ public:
                 bytes += frame_estimate(records[last]);
                 ++last;
             }
+            const std::uint64_t sequence = next_sequence_ + count;
             if (last - first == 1) {
-                journal::encode_record(records[first], frames, seed_);
+                journal::encode_record(records[first], frames, framing_, sequence);
             } else {
                 Record batch;
                 batch.type = journal::RecordType::batch;
                 batch.batch.assign(records.begin() + static_cast<std::ptrdiff_t>(first),
                                    records.begin() + static_cast<std::ptrdiff_t>(last));
-                journal::encode_record(batch, frames, seed_);
+                journal::encode_record(batch, frames, framing_, sequence);
             }
+            ++count;
             first = last;
         }
-        commit(frames, records.size());
+        commit(frames, records.size(), count);
     }
 
     // Appends one record; see commit() for what a failure leaves.
     void append(const Record& record) {
         std::string frames;
-        journal::encode_record(record, frames, seed_);
-        commit(frames, 1);
+        journal::encode_record(record, frames, framing_, next_sequence_);
+        commit(frames, 1, 1);
     }
 
     // Makes every record written so far durable. Throws DeadLetterJournalIoError (and poisons) if
@@ -7160,7 +7211,8 @@ private:
         Stage& at = stage != nullptr ? *stage : ignored;
         at = Stage::writing;
         const std::uint64_t salt = journal::new_salt();
-        const std::string bytes = snapshot(salt);
+        const JournalSnapshot written = snapshot(salt);
+        const std::string& bytes = written.bytes;
         fs_.remove(temp_path_);  // a stale one (an earlier failure): O_EXCL below
         FileHandle temp(fs_, fs_.create_new(temp_path_));
         fs_.write_at(temp.get(), 0, bytes);
@@ -7169,7 +7221,8 @@ private:
         fs_.rename(temp_path_, journal_path_);
         at = Stage::renamed;
         file_ = std::move(temp);
-        seed_ = journal::salt_seed(salt);
+        framing_ = journal::Framing{journal::salt_seed(salt)};
+        next_sequence_ = written.frames + 1;
         end_ = bytes.size();
         unsynced_ = 0;
         ++stats_.syncs;
@@ -7208,7 +7261,8 @@ private:
         std::size_t at = from;
         while (at < all.size()) {
             std::size_t size = 0;
-            switch (j::check_frame(all, at, seed_, ignored, size, &budget)) {
+            std::uint64_t sequence = 0;
+            switch (j::check_frame(all, at, framing_, ignored, size, sequence, &budget)) {
                 case j::FrameStatus::good:
                     return at;
                 case j::FrameStatus::torn:
@@ -7268,26 +7322,66 @@ private:
                     std::to_string(j::format_version),
                 version);
         }
-        if (version < j::format_version) {
+        if (version < j::oldest_readable_version) {
             throw DeadLetterJournalVersionError(
                 "bulwark::FileDeadLetterStore: journal " + journal_path_ + " has format version " +
                     std::to_string(version) + ", from a pre-release build; this build reads " +
-                    "version " + std::to_string(j::format_version),
+                    "versions " + std::to_string(j::oldest_readable_version) + " to " +
+                    std::to_string(j::format_version),
                 version);
         }
-        seed_ = j::salt_seed(j::load_u64(all, 12));
+        framing_ = j::Framing{j::salt_seed(j::load_u64(all, 12)), version};
+        const bool sequenced = version >= 3;
         std::size_t pos = j::header_size;
         std::size_t good_end = pos;
         j::ScanBudget budget{8 * static_cast<std::uint64_t>(all.size()) + (1U << 20U)};
         Record record;
+        next_sequence_ = 1;
+        bool after_damage = false;  // a skipped region ends here: its frames' numbers are missing
         while (pos < all.size()) {
             std::size_t size = 0;
-            const j::FrameStatus status = j::check_frame(all, pos, seed_, record, size);
-            if (status == j::FrameStatus::good) {
+            std::uint64_t sequence = 0;
+            const j::FrameStatus status =
+                j::check_frame(all, pos, framing_, record, size, sequence);
+            if (status == j::FrameStatus::good && (!sequenced || sequence == next_sequence_ ||
+                                                   (after_damage && sequence > next_sequence_))) {
                 replay(static_cast<const Record&>(record));
                 ++stats_.recovered_records;
+                next_sequence_ = sequence + 1;
+                after_damage = false;
                 pos += size;
                 good_end = pos;
+                continue;
+            }
+            if (status == j::FrameStatus::good) {
+                // A whole frame of this file, out of place: one seen already (a duplicated or
+                // replayed write), or one whose predecessors are missing. Never replayed as if
+                // it fitted, whatever the mode: a replayed add would bring back a purged record.
+                const bool duplicate = sequence < next_sequence_;
+                if (options_.recovery == JournalRecovery::strict ||
+                    options_.recovery == JournalRecovery::tolerate_torn_tail) {
+                    throw_corrupt(pos, "record out of sequence: number " +
+                                           std::to_string(sequence) + " where " +
+                                           std::to_string(next_sequence_) + " was expected (" +
+                                           (duplicate ? "a duplicated or replayed write"
+                                                      : "records are missing before it") +
+                                           "; JournalRecovery::point_in_time keeps the records "
+                                           "before it, skip_corrupt skips it, both keeping a copy "
+                                           "of the file)");
+                }
+                ++(duplicate ? stats_.duplicate_records : stats_.sequence_gaps);
+                if (options_.recovery == JournalRecovery::point_in_time) {
+                    break;
+                }
+                ++stats_.corrupt_regions;
+                if (duplicate) {
+                    // skip_corrupt: drop it; the frames after it may still fit.
+                    stats_.skipped_bytes += size;
+                    pos += size;
+                    continue;
+                }
+                // skip_corrupt: records went missing without a trace; keep what follows.
+                after_damage = true;
                 continue;
             }
             if (options_.recovery == JournalRecovery::strict) {
@@ -7309,7 +7403,7 @@ private:
             }
             if (next == std::string_view::npos) {
                 if (status != j::FrameStatus::bad_header ||
-                    !j::whole_frame_with_bad_head(all, pos, seed_)) {
+                    !j::whole_frame_with_bad_head(all, pos, framing_)) {
                     break;  // nothing whole after the damage: a torn tail
                 }
                 // A whole, synced last record whose length or type was damaged afterwards.
@@ -7332,6 +7426,7 @@ private:
             ++stats_.corrupt_regions;
             stats_.skipped_bytes += next - pos;
             pos = next;
+            after_damage = true;
         }
         end_ = good_end;
         if (salvaging && (good_end < all.size() || stats_.corrupt_regions > 0)) {
@@ -7342,10 +7437,12 @@ private:
             fs_.truncate(file_.get(), good_end);
             fs_.sync(file_.get());
         }
-        if (stats_.corrupt_regions > 0) {
-            // Rewrite without the damage, so that the next open in any mode accepts the file.
+        if (stats_.corrupt_regions > 0 || !sequenced) {
+            // Rewrite without the damage, so that the next open in any mode accepts the file; or
+            // in the current format, so that every frame appended to it has a sequence.
             install_snapshot(snapshot);
             ++stats_.compactions;
+            stats_.upgraded_from_version = sequenced ? 0 : version;
         }
     }
 
@@ -7404,10 +7501,11 @@ private:
                                             offset);
     }
 
-    // Appends `frames` and syncs as the mode asks; throws (applying nothing) on failure. A failed
-    // write is undone by truncating to the last good end, so no part of it can be replayed; if
-    // that fails too, or a sync fails, the store is poisoned.
-    void commit(const std::string& frames, std::size_t records) {
+    // Appends `frames` (`count` of them, numbered from next_sequence_) and syncs as the mode asks;
+    // throws (applying nothing) on failure. A failed write is undone by truncating to the last
+    // good end, so no part of it can be replayed; if that fails too, or a sync fails, the store is
+    // poisoned.
+    void commit(const std::string& frames, std::size_t records, std::uint64_t count) {
         check_writable();
         try {
             fs_.write_at(file_.get(), end_, frames);
@@ -7432,6 +7530,7 @@ private:
                 e.code(), false);
         }
         end_ += frames.size();
+        next_sequence_ += count;
         unsynced_ += records;
         if (options_.sync == JournalSync::always ||
             (options_.sync == JournalSync::batch &&
@@ -7472,8 +7571,9 @@ private:
 
     FileHandle lock_;
     FileHandle file_;
-    std::uint32_t seed_ = 0;  // the journal's salt_seed()
-    std::uint64_t end_ = 0;   // bytes of the journal that hold whole records
+    journal::Framing framing_;         // the journal's salt_seed() and format version
+    std::uint64_t next_sequence_ = 1;  // of the next frame appended
+    std::uint64_t end_ = 0;            // bytes of the journal that hold whole records
     std::uint64_t unsynced_ = 0;
     TimePoint last_sync_{};
     std::uint64_t compact_retry_at_ = 0;
@@ -7798,7 +7898,7 @@ private:
     }
 
     // What a compaction writes: the counters and every record.
-    std::string snapshot(std::uint64_t salt) const BULWARK_REQUIRES(mutex_) {
+    detail::JournalSnapshot snapshot(std::uint64_t salt) const BULWARK_REQUIRES(mutex_) {
         return detail::journal_snapshot(salt, counters_, index_);
     }
 

@@ -29,11 +29,21 @@ namespace journal {
 // "BWDLQJNL", the format version (u32), the file's salt (u64, random, new for every file
 // written) and the CRC-32C of the 20 bytes before it (u32).
 inline constexpr std::array<char, 8> magic = {'B', 'W', 'D', 'L', 'Q', 'J', 'N', 'L'};
-inline constexpr std::uint32_t format_version = 2;
+inline constexpr std::uint32_t format_version = 3;
+// Version 2 journals (bulwark 0.x, frames without a sequence) are read and rewritten as version 3
+// on open.
+inline constexpr std::uint32_t oldest_readable_version = 2;
 inline constexpr std::size_t header_size = 24;
-// [u32 length of type+payload][u32 header check][u32 body CRC][u8 type][payload]
-//   header check = CRC-32C of (salt, length, type); body CRC = CRC-32C of (salt, payload).
-inline constexpr std::size_t frame_overhead = 13;
+// Version 3: [u32 length of type+payload][u32 header check][u32 body CRC][u64 sequence][u8 type]
+// [payload]
+//   header check = CRC-32C of (salt; length, sequence, type); body CRC = CRC-32C of (salt;
+//   payload).
+// The sequence is 1 for a file's first frame and one more for each frame after it, so a frame
+// that is duplicated, replayed or moved (a sector written twice, a stale block) does not fit
+// where it is found. The salt (new for every file) keeps a frame of another file from checking.
+// Version 2 had no sequence: [u32 length][u32 header check over (length, type)][u32 body CRC]
+// [u8 type][payload].
+inline constexpr std::size_t frame_overhead = 21;
 // The largest type+payload a frame may declare: a reader refuses longer frames before looking
 // at them, so no allocation or CRC is ever sized by an unchecked length.
 inline constexpr std::uint32_t max_frame_bytes = std::uint32_t{256} << 20U;
@@ -89,13 +99,28 @@ inline std::uint32_t salt_seed(std::uint64_t salt) noexcept {
     return crc32c(std::string_view(bytes.data(), bytes.size()));
 }
 
-// The header check of a frame: covers its length and type.
-inline std::uint32_t header_check(std::uint32_t seed, std::uint32_t length,
+// How the frames of one file are checked: its salt_seed() and its format version.
+struct Framing {
+    std::uint32_t seed = 0;
+    std::uint32_t version = format_version;
+
+    // The bytes before a frame's type: length, header check, body CRC (and sequence, version 3).
+    std::size_t head_size() const noexcept { return version >= 3 ? 20 : 12; }
+    std::size_t overhead() const noexcept { return head_size() + 1; }
+};
+
+// The header check of a frame: covers its length, sequence (version 3) and type.
+inline std::uint32_t header_check(const Framing& f, std::uint32_t length, std::uint64_t sequence,
                                   unsigned char type) noexcept {
-    std::array<char, 5> bytes{};
+    std::array<char, 13> bytes{};
     put_le(bytes.data(), length);
-    bytes[4] = static_cast<char>(type);
-    return crc32c(std::string_view(bytes.data(), bytes.size()), seed);
+    std::size_t n = 4;
+    if (f.version >= 3) {
+        put_le(bytes.data() + n, sequence);
+        n += 8;
+    }
+    bytes[n++] = static_cast<char>(type);
+    return crc32c(std::string_view(bytes.data(), n), f.seed);
 }
 
 // Up to `size` bytes from the operating system's random source (/dev/urandom); false when it
@@ -317,7 +342,7 @@ inline std::uint64_t snapshot_frame_size(const DeadLetter& d) noexcept {
     return n;
 }
 
-// Appends the type and payload of `r` to `out` (a frame without its 12-byte head).
+// Appends the type and payload of `r` to `out` (a frame without its head).
 inline void encode_body(const Record& r, std::string& out) {
     Writer w(out);
     w.u8(static_cast<std::uint8_t>(r.type));
@@ -368,14 +393,15 @@ inline void encode_body(const Record& r, std::string& out) {
     }
 }
 
-// Appends the frame of `r` to `out`, for the file whose salt_seed() is `seed`. Throws
+// Appends the frame of `r` to `out`, with sequence number `sequence`, as `f` frames them. Throws
 // DeadLetterTooLargeError, appending nothing, for a frame over `limit` (tests lower it).
-inline void encode_record(const Record& r, std::string& out, std::uint32_t seed,
-                          std::size_t limit = max_frame_bytes) {
+inline void encode_record(const Record& r, std::string& out, const Framing& f,
+                          std::uint64_t sequence, std::size_t limit = max_frame_bytes) {
     const std::size_t start = out.size();
-    out.append(12, '\0');  // length, header check and body CRC, filled in below
+    const std::size_t head = f.head_size();
+    out.append(head, '\0');  // filled in below, once the length is known
     encode_body(r, out);
-    const std::string_view type_and_payload(out.data() + start + 12, out.size() - start - 12);
+    const std::string_view type_and_payload(out.data() + start + head, out.size() - start - head);
     if (type_and_payload.size() > limit) {
         // A reader refuses such a frame: never write (and so never acknowledge) one. Callers
         // bound what they store far below this; this is the last line.
@@ -384,12 +410,14 @@ inline void encode_record(const Record& r, std::string& out, std::uint32_t seed,
         throw_too_large("journal record", "the journal's frame limit", size, limit);
     }
     const auto length = static_cast<std::uint32_t>(type_and_payload.size());
-    std::string head;
-    Writer h(head);
-    h.u32(length);
-    h.u32(header_check(seed, length, static_cast<unsigned char>(type_and_payload[0])));
-    h.u32(crc32c(type_and_payload.substr(1), seed));
-    out.replace(start, 12, head);
+    char* const at = &out[start];
+    put_le(at, length);
+    put_le(at + 4,
+           header_check(f, length, sequence, static_cast<unsigned char>(type_and_payload[0])));
+    put_le(at + 8, crc32c(type_and_payload.substr(1), f.seed));
+    if (f.version >= 3) {
+        put_le(at + 12, sequence);
+    }
 }
 
 inline bool decode_letter(Reader& r, DeadLetter& d) {
@@ -531,26 +559,29 @@ enum class FrameStatus : std::uint8_t {
     bad_header,  // the head does not check: not the start of a frame of this file
 };
 
-// Checks the frame at `offset` of `bytes` for the file whose salt_seed() is `seed`: `size` is
-// set to the frame's size whenever its head checks (good, bad_body and a torn frame past the
-// end), `record` is filled when good. Never reads outside `bytes`; allocates only for decoded
-// strings, each bounded by the frame. With a budget, the body CRC is charged to it first
-// (exhausted: returns bad_header).
-inline FrameStatus check_frame(std::string_view bytes, std::size_t offset, std::uint32_t seed,
-                               Record& record, std::size_t& size, ScanBudget* budget = nullptr) {
-    if (offset > bytes.size() || bytes.size() - offset < frame_overhead) {
+// Checks the frame at `offset` of `bytes` for the file framed as `f`: `size` is set to the frame's
+// size whenever its head checks (good, bad_body and a torn frame past the end), `sequence` to its
+// sequence number (version 3; 0 before), `record` is filled when good. Never reads outside
+// `bytes`; allocates only for decoded strings, each bounded by the frame. With a budget, the body
+// CRC is charged to it first (exhausted: returns bad_header).
+inline FrameStatus check_frame(std::string_view bytes, std::size_t offset, const Framing& f,
+                               Record& record, std::size_t& size, std::uint64_t& sequence,
+                               ScanBudget* budget = nullptr) {
+    const std::size_t head = f.head_size();
+    if (offset > bytes.size() || bytes.size() - offset < head + 1) {
         return FrameStatus::torn;
     }
     const std::uint32_t length = load_u32(bytes, offset);
-    const auto type = static_cast<unsigned char>(bytes[offset + 12]);
+    const auto type = static_cast<unsigned char>(bytes[offset + head]);
+    sequence = f.version >= 3 ? load_u64(bytes, offset + 12) : 0;
     if (length == 0 || length > max_frame_bytes ||
         type < static_cast<unsigned char>(RecordType::add) ||
         type > static_cast<unsigned char>(RecordType::batch) ||
-        header_check(seed, length, type) != load_u32(bytes, offset + 4)) {
+        header_check(f, length, sequence, type) != load_u32(bytes, offset + 4)) {
         return FrameStatus::bad_header;
     }
-    size = frame_overhead - 1 + std::size_t{length};
-    if (length > bytes.size() - offset - 12) {
+    size = head + std::size_t{length};
+    if (length > bytes.size() - offset - head) {
         return FrameStatus::torn;
     }
     if (budget != nullptr) {
@@ -560,8 +591,8 @@ inline FrameStatus check_frame(std::string_view bytes, std::size_t offset, std::
         }
         budget->bytes_left -= length;
     }
-    const std::string_view body = bytes.substr(offset + 12, length);
-    if (crc32c(body.substr(1), seed) != load_u32(bytes, offset + 8) ||
+    const std::string_view body = bytes.substr(offset + head, length);
+    if (crc32c(body.substr(1), f.seed) != load_u32(bytes, offset + 8) ||
         !decode_record(body, record)) {
         return FrameStatus::bad_body;
     }
@@ -572,10 +603,11 @@ inline FrameStatus check_frame(std::string_view bytes, std::size_t offset, std::
 // damaged: its body CRC matches exactly the rest of the file. (A torn write cannot produce
 // that; bit rot in a synced frame's length, header check or type can.)
 inline bool whole_frame_with_bad_head(std::string_view bytes, std::size_t offset,
-                                      std::uint32_t seed) noexcept {
-    return offset <= bytes.size() && bytes.size() - offset >= frame_overhead &&
-           bytes.size() - offset - 12 <= max_frame_bytes &&
-           crc32c(bytes.substr(offset + 13), seed) == load_u32(bytes, offset + 8);
+                                      const Framing& f) noexcept {
+    const std::size_t head = f.head_size();
+    return offset <= bytes.size() && bytes.size() - offset > head &&
+           bytes.size() - offset - head <= max_frame_bytes &&
+           crc32c(bytes.substr(offset + head + 1), f.seed) == load_u32(bytes, offset + 8);
 }
 
 inline std::string encode_header(std::uint64_t salt, std::uint32_t version = format_version) {

@@ -58,22 +58,28 @@ private:
     FileSystem::Handle h_ = -1;
 };
 
-// The bytes of a compacted journal: a header with `salt`, the counters, every record of `index`
-// (as snapshot adds, which replay does not count as adds).
-inline std::string journal_snapshot(std::uint64_t salt, const DeadLetterCounters& counters,
-                                    const DeadLetterIndex& index) {
-    const std::uint32_t seed = journal::salt_seed(salt);
-    std::string out = journal::encode_header(salt);
+// A compacted journal: its bytes and how many frames they hold.
+struct JournalSnapshot {
+    std::string bytes;
+    std::uint64_t frames = 0;
+};
+
+// A compacted journal: a header with `salt`, the counters, every record of `index` (as snapshot
+// adds, which replay does not count as adds), numbered from 1.
+inline JournalSnapshot journal_snapshot(std::uint64_t salt, const DeadLetterCounters& counters,
+                                        const DeadLetterIndex& index) {
+    const journal::Framing framing{journal::salt_seed(salt)};
+    JournalSnapshot out{journal::encode_header(salt), 0};
     journal::Record record;
     record.type = journal::RecordType::counters;
     record.counters = counters;
-    journal::encode_record(record, out, seed);
+    journal::encode_record(record, out.bytes, framing, ++out.frames);
     journal::Record add;
     add.type = journal::RecordType::add;
     add.snapshot = true;
     for (const auto& entry : index) {
         add.letter = entry.second;
-        journal::encode_record(add, out, seed);
+        journal::encode_record(add, out.bytes, framing, ++out.frames);
     }
     return out;
 }
@@ -119,8 +125,9 @@ public:
     }
 
     // Opens (creating if missing) the journal in the directory. replay(const Record&) is given
-    // every record recovered, in order; snapshot(salt) returns the bytes of a compacted journal
-    // of what was replayed so far (journal_snapshot()). Throws FileDeadLetterStoreError and its
+    // every record recovered, in order; snapshot(salt) returns a compacted journal of what was
+    // replayed so far (journal_snapshot()). A journal of an older format version is rewritten in
+    // the current one. Throws FileDeadLetterStoreError and its
     // subclasses, or what replay throws.
     template <class Replay, class Snapshot>
     void open(Replay&& replay, const Snapshot& snapshot) {
@@ -207,6 +214,7 @@ public:
         // frame (hundreds of MiB) is split into several, each still all or none.
         std::string frames;
         std::size_t first = 0;
+        std::uint64_t count = 0;  // frames
         while (first < records.size()) {
             std::size_t last = first;
             std::uint64_t bytes = 0;
@@ -215,25 +223,27 @@ public:
                 bytes += frame_estimate(records[last]);
                 ++last;
             }
+            const std::uint64_t sequence = next_sequence_ + count;
             if (last - first == 1) {
-                journal::encode_record(records[first], frames, seed_);
+                journal::encode_record(records[first], frames, framing_, sequence);
             } else {
                 Record batch;
                 batch.type = journal::RecordType::batch;
                 batch.batch.assign(records.begin() + static_cast<std::ptrdiff_t>(first),
                                    records.begin() + static_cast<std::ptrdiff_t>(last));
-                journal::encode_record(batch, frames, seed_);
+                journal::encode_record(batch, frames, framing_, sequence);
             }
+            ++count;
             first = last;
         }
-        commit(frames, records.size());
+        commit(frames, records.size(), count);
     }
 
     // Appends one record; see commit() for what a failure leaves.
     void append(const Record& record) {
         std::string frames;
-        journal::encode_record(record, frames, seed_);
-        commit(frames, 1);
+        journal::encode_record(record, frames, framing_, next_sequence_);
+        commit(frames, 1, 1);
     }
 
     // Makes every record written so far durable. Throws DeadLetterJournalIoError (and poisons) if
@@ -322,7 +332,8 @@ private:
         Stage& at = stage != nullptr ? *stage : ignored;
         at = Stage::writing;
         const std::uint64_t salt = journal::new_salt();
-        const std::string bytes = snapshot(salt);
+        const JournalSnapshot written = snapshot(salt);
+        const std::string& bytes = written.bytes;
         fs_.remove(temp_path_);  // a stale one (an earlier failure): O_EXCL below
         FileHandle temp(fs_, fs_.create_new(temp_path_));
         fs_.write_at(temp.get(), 0, bytes);
@@ -331,7 +342,8 @@ private:
         fs_.rename(temp_path_, journal_path_);
         at = Stage::renamed;
         file_ = std::move(temp);
-        seed_ = journal::salt_seed(salt);
+        framing_ = journal::Framing{journal::salt_seed(salt)};
+        next_sequence_ = written.frames + 1;
         end_ = bytes.size();
         unsynced_ = 0;
         ++stats_.syncs;
@@ -370,7 +382,8 @@ private:
         std::size_t at = from;
         while (at < all.size()) {
             std::size_t size = 0;
-            switch (j::check_frame(all, at, seed_, ignored, size, &budget)) {
+            std::uint64_t sequence = 0;
+            switch (j::check_frame(all, at, framing_, ignored, size, sequence, &budget)) {
                 case j::FrameStatus::good:
                     return at;
                 case j::FrameStatus::torn:
@@ -430,26 +443,66 @@ private:
                     std::to_string(j::format_version),
                 version);
         }
-        if (version < j::format_version) {
+        if (version < j::oldest_readable_version) {
             throw DeadLetterJournalVersionError(
                 "bulwark::FileDeadLetterStore: journal " + journal_path_ + " has format version " +
                     std::to_string(version) + ", from a pre-release build; this build reads " +
-                    "version " + std::to_string(j::format_version),
+                    "versions " + std::to_string(j::oldest_readable_version) + " to " +
+                    std::to_string(j::format_version),
                 version);
         }
-        seed_ = j::salt_seed(j::load_u64(all, 12));
+        framing_ = j::Framing{j::salt_seed(j::load_u64(all, 12)), version};
+        const bool sequenced = version >= 3;
         std::size_t pos = j::header_size;
         std::size_t good_end = pos;
         j::ScanBudget budget{8 * static_cast<std::uint64_t>(all.size()) + (1U << 20U)};
         Record record;
+        next_sequence_ = 1;
+        bool after_damage = false;  // a skipped region ends here: its frames' numbers are missing
         while (pos < all.size()) {
             std::size_t size = 0;
-            const j::FrameStatus status = j::check_frame(all, pos, seed_, record, size);
-            if (status == j::FrameStatus::good) {
+            std::uint64_t sequence = 0;
+            const j::FrameStatus status =
+                j::check_frame(all, pos, framing_, record, size, sequence);
+            if (status == j::FrameStatus::good && (!sequenced || sequence == next_sequence_ ||
+                                                   (after_damage && sequence > next_sequence_))) {
                 replay(static_cast<const Record&>(record));
                 ++stats_.recovered_records;
+                next_sequence_ = sequence + 1;
+                after_damage = false;
                 pos += size;
                 good_end = pos;
+                continue;
+            }
+            if (status == j::FrameStatus::good) {
+                // A whole frame of this file, out of place: one seen already (a duplicated or
+                // replayed write), or one whose predecessors are missing. Never replayed as if
+                // it fitted, whatever the mode: a replayed add would bring back a purged record.
+                const bool duplicate = sequence < next_sequence_;
+                if (options_.recovery == JournalRecovery::strict ||
+                    options_.recovery == JournalRecovery::tolerate_torn_tail) {
+                    throw_corrupt(pos, "record out of sequence: number " +
+                                           std::to_string(sequence) + " where " +
+                                           std::to_string(next_sequence_) + " was expected (" +
+                                           (duplicate ? "a duplicated or replayed write"
+                                                      : "records are missing before it") +
+                                           "; JournalRecovery::point_in_time keeps the records "
+                                           "before it, skip_corrupt skips it, both keeping a copy "
+                                           "of the file)");
+                }
+                ++(duplicate ? stats_.duplicate_records : stats_.sequence_gaps);
+                if (options_.recovery == JournalRecovery::point_in_time) {
+                    break;
+                }
+                ++stats_.corrupt_regions;
+                if (duplicate) {
+                    // skip_corrupt: drop it; the frames after it may still fit.
+                    stats_.skipped_bytes += size;
+                    pos += size;
+                    continue;
+                }
+                // skip_corrupt: records went missing without a trace; keep what follows.
+                after_damage = true;
                 continue;
             }
             if (options_.recovery == JournalRecovery::strict) {
@@ -471,7 +524,7 @@ private:
             }
             if (next == std::string_view::npos) {
                 if (status != j::FrameStatus::bad_header ||
-                    !j::whole_frame_with_bad_head(all, pos, seed_)) {
+                    !j::whole_frame_with_bad_head(all, pos, framing_)) {
                     break;  // nothing whole after the damage: a torn tail
                 }
                 // A whole, synced last record whose length or type was damaged afterwards.
@@ -494,6 +547,7 @@ private:
             ++stats_.corrupt_regions;
             stats_.skipped_bytes += next - pos;
             pos = next;
+            after_damage = true;
         }
         end_ = good_end;
         if (salvaging && (good_end < all.size() || stats_.corrupt_regions > 0)) {
@@ -504,10 +558,12 @@ private:
             fs_.truncate(file_.get(), good_end);
             fs_.sync(file_.get());
         }
-        if (stats_.corrupt_regions > 0) {
-            // Rewrite without the damage, so that the next open in any mode accepts the file.
+        if (stats_.corrupt_regions > 0 || !sequenced) {
+            // Rewrite without the damage, so that the next open in any mode accepts the file; or
+            // in the current format, so that every frame appended to it has a sequence.
             install_snapshot(snapshot);
             ++stats_.compactions;
+            stats_.upgraded_from_version = sequenced ? 0 : version;
         }
     }
 
@@ -566,10 +622,11 @@ private:
                                             offset);
     }
 
-    // Appends `frames` and syncs as the mode asks; throws (applying nothing) on failure. A failed
-    // write is undone by truncating to the last good end, so no part of it can be replayed; if
-    // that fails too, or a sync fails, the store is poisoned.
-    void commit(const std::string& frames, std::size_t records) {
+    // Appends `frames` (`count` of them, numbered from next_sequence_) and syncs as the mode asks;
+    // throws (applying nothing) on failure. A failed write is undone by truncating to the last
+    // good end, so no part of it can be replayed; if that fails too, or a sync fails, the store is
+    // poisoned.
+    void commit(const std::string& frames, std::size_t records, std::uint64_t count) {
         check_writable();
         try {
             fs_.write_at(file_.get(), end_, frames);
@@ -594,6 +651,7 @@ private:
                 e.code(), false);
         }
         end_ += frames.size();
+        next_sequence_ += count;
         unsynced_ += records;
         if (options_.sync == JournalSync::always ||
             (options_.sync == JournalSync::batch &&
@@ -634,8 +692,9 @@ private:
 
     FileHandle lock_;
     FileHandle file_;
-    std::uint32_t seed_ = 0;  // the journal's salt_seed()
-    std::uint64_t end_ = 0;   // bytes of the journal that hold whole records
+    journal::Framing framing_;         // the journal's salt_seed() and format version
+    std::uint64_t next_sequence_ = 1;  // of the next frame appended
+    std::uint64_t end_ = 0;            // bytes of the journal that hold whole records
     std::uint64_t unsynced_ = 0;
     TimePoint last_sync_{};
     std::uint64_t compact_retry_at_ = 0;
