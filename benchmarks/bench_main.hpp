@@ -82,7 +82,8 @@ private:
     std::map<std::pair<std::string, long long>, Result> results_;
 };
 
-inline int run_main(int argc, char** argv, std::vector<std::string> baselines) {
+// With a reporter of the program's own (a RatioReporter that also prints a summary, say).
+inline int run_main(int argc, char** argv, RatioReporter& reporter) {
     // glibc skips the lock prefix of atomics and mutexes until a process has had a second
     // thread; start one so that single-thread figures are what real services see.
     std::thread([] {}).join();
@@ -90,10 +91,14 @@ inline int run_main(int argc, char** argv, std::vector<std::string> baselines) {
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) {
         return 1;
     }
-    RatioReporter reporter(std::move(baselines));
     benchmark::RunSpecifiedBenchmarks(&reporter);
     benchmark::Shutdown();
     return 0;
+}
+
+inline int run_main(int argc, char** argv, std::vector<std::string> baselines) {
+    RatioReporter reporter(std::move(baselines));
+    return run_main(argc, argv, reporter);
 }
 
 }  // namespace bulwark_bench
