@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <exception>
 #include <optional>
 #include <stdexcept>
@@ -20,6 +21,7 @@
 #include <bulwark/dead_letter_store.hpp>
 #include <bulwark/detail/dead_letter_index.hpp>
 #include <bulwark/detail/file_system.hpp>
+#include <bulwark/detail/group_commit.hpp>
 #include <bulwark/detail/indexed_dead_letter_store.hpp>
 #include <bulwark/detail/journal.hpp>
 #include <bulwark/detail/journal_file.hpp>
@@ -39,8 +41,10 @@ namespace bulwark {
 // `journal` (0600, one link) and `LOCK`: one store per directory, across processes. Open replays
 // the journal (see JournalRecovery) and may throw FileDeadLetterStoreError and its subclasses. A
 // failed write is rolled back and the store stays usable (disk full); a failed sync poisons it (see
-// DeadLetterStorePoisonedError). Thread-safe: one mutex guards everything, held across journal I/O,
-// never while a reprocess handler runs. See docs/file_dead_letter_store.md.
+// DeadLetterStorePoisonedError). Thread-safe: one mutex guards everything, held across journal
+// writes, never while a reprocess handler runs; with sync=always, a call waits for its sync with
+// the mutex released, so concurrent calls share one sync (group commit) and each returns once its
+// own records are durable. See docs/file_dead_letter_store.md.
 // FileDeadLetterStore is BasicFileDeadLetterStore<>: a class template only so that its code is
 // compiled where it is used (the Tag is never used); use the alias.
 // Its destructor is virtual (it overrides DeadLetterStore's): clang-tidy 14 does not see that
@@ -68,7 +72,8 @@ public:
                                       Clock& clock = default_clock())
         : Base(Base::checked_limits(options), clock),
           options_(options),
-          journal_(fs, clock, std::move(directory), options_) {
+          group_(fs),
+          journal_(fs, clock, group_, std::move(directory), options_) {
         // Unlocked, as the constructor is: nothing else can reach the store yet. The analysis
         // skips constructors but not the lambdas in them.
         journal_.open([this](const Record& r) BULWARK_NO_THREAD_SAFETY_ANALYSIS { apply(r); },
@@ -100,10 +105,7 @@ public:
         journal_.sync();
     }
 
-    bool poisoned() const {
-        detail::LockGuard lock(mutex_);
-        return journal_.poisoned();
-    }
+    bool poisoned() const { return group_.poisoned(); }
 
     JournalStats journal_stats() const {
         detail::LockGuard lock(mutex_);
@@ -118,7 +120,7 @@ protected:
         if (limit == 0) {
             return 0;
         }
-        detail::LockGuard lock(mutex_);
+        detail::UniqueLock lock(mutex_);
         std::vector<Record> records;
         index_.scan(query, [&](Iterator it) {
             if (it->second.status == DeadLetterStatus::pending) {
@@ -130,7 +132,10 @@ protected:
             }
             return records.size() < limit;
         });
-        return commit_and_apply(records);
+        const std::uint64_t ticket = commit_and_apply(records);
+        lock.unlock();
+        group_.await(ticket);
+        return records.size();
     }
 
     std::size_t do_categorize(const DeadLetterQuery& query, std::string_view category,
@@ -139,7 +144,7 @@ protected:
         if (limit == 0) {
             return 0;
         }
-        detail::LockGuard lock(mutex_);
+        detail::UniqueLock lock(mutex_);
         this->check_categorize(query, category, tags);
         std::size_t matched = 0;
         std::vector<Record> records;
@@ -159,12 +164,14 @@ protected:
             }
             return ++matched < limit;
         });
-        commit_and_apply(records);
+        const std::uint64_t ticket = commit_and_apply(records);
+        lock.unlock();
+        group_.await(ticket);
         return matched;
     }
 
     std::size_t do_purge(WallTime older_than) override {
-        detail::LockGuard lock(mutex_);
+        detail::UniqueLock lock(mutex_);
         std::vector<Record> records;
         for (const auto& entry : index_) {
             if (entry.second.created < older_than) {
@@ -175,7 +182,10 @@ protected:
                 records.push_back(std::move(r));
             }
         }
-        return commit_and_apply(records);
+        const std::uint64_t ticket = commit_and_apply(records);
+        lock.unlock();
+        group_.await(ticket);
+        return records.size();
     }
 
 private:
@@ -196,11 +206,35 @@ private:
             r.id = index_.oldest_resolved()->second.id;
             records.push_back(std::move(r));
         }
-        commit_and_apply(records);
+        const std::uint64_t ticket = commit_and_apply(records);
+        if (ticket != 0) {
+            // Until its sync, a duplicate add of this id must wait for it too. Both sequences
+            // grow in write order, so the list stays sorted.
+            const std::uint64_t durable = group_.durable();
+            while (!in_flight_.empty() && in_flight_.front().second <= durable) {
+                in_flight_.pop_front();
+            }
+            in_flight_.emplace_back(index_.find(id)->first, ticket);
+        }
         return id;
     }
 
     void check_writable() const BULWARK_REQUIRES(mutex_) { journal_.check_writable(); }
+
+    // sync=always: what an add of `id` (a new record or a duplicate) waits for before it returns:
+    // the ticket of the record's own add while that is in flight, else nothing.
+    std::uint64_t durable_ticket(std::string_view id) const BULWARK_REQUIRES(mutex_) {
+        const auto it = index_.find(id);
+        if (in_flight_.empty() || it == index_.end()) {
+            return 0;
+        }
+        const auto at = std::lower_bound(
+            in_flight_.begin(), in_flight_.end(), it->first,
+            [](const std::pair<Seq, std::uint64_t>& e, Seq seq) { return e.first < seq; });
+        return at != in_flight_.end() && at->first == it->first ? at->second : 0;
+    }
+
+    void await_durable(std::uint64_t ticket) { group_.await(ticket); }
 
     void check_redrive_continues(const ReprocessResult& so_far) const BULWARK_REQUIRES(mutex_) {
         if (journal_.poisoned()) {  // meanwhile, by another call: stop before resending
@@ -224,7 +258,9 @@ private:
         r.attempt = std::move(attempt);
         r.resent = resent;
         try {
-            journal_.append(r);
+            // Awaited with the lock held: the outcome counts only once durable, and a reprocess
+            // journals one outcome at a time anyway.
+            group_.await(journal_.append(r));
         } catch (const DeadLetterJournalIoError& e) {
             throw DeadLetterReprocessInterruptedError(
                 std::string(e.what()) + " (reprocess stopped; the handler ran for " + copy.id +
@@ -311,18 +347,20 @@ private:
 
     // ---- the write path: journal first, then the index ---------------------------------------
 
-    // Journals `records` (all or none), then applies them; returns how many. Throws what
-    // JournalFile::append throws, having applied nothing.
-    std::size_t commit_and_apply(const std::vector<Record>& records) BULWARK_REQUIRES(mutex_) {
+    // Journals `records` (all or none), then applies them. Throws what JournalFile::append
+    // throws, having applied nothing. Returns the ticket to await before acknowledging (0: none),
+    // which the caller does with the lock released (group commit); if that throws (a sync failed)
+    // the store is poisoned, and the records, applied, are readable until it is reopened.
+    std::uint64_t commit_and_apply(const std::vector<Record>& records) BULWARK_REQUIRES(mutex_) {
         if (records.empty()) {
             return 0;
         }
-        journal_.append(records);
+        const std::uint64_t ticket = journal_.append(records);
         for (const Record& r : records) {
             apply(r);
         }
         maybe_compact();
-        return records.size();
+        return ticket;
     }
 
     void maybe_compact() BULWARK_REQUIRES(mutex_) {
@@ -339,9 +377,14 @@ private:
     }
 
     const FileDeadLetterStoreOptions options_;
+    // Syncs for sync=always writers with mutex_ released; thread-safe by itself, and before
+    // journal_, which uses it.
+    detail::GroupCommit group_;
     // Guarded by mutex_, as are the index and the counters (whose duplicate_adds_ and rejected_*
     // count since open).
     detail::JournalFile journal_ BULWARK_GUARDED_BY(mutex_);
+    // sync=always: (record, ticket) of the adds whose sync may still be running, in add order.
+    std::deque<std::pair<Seq, std::uint64_t>> in_flight_ BULWARK_GUARDED_BY(mutex_);
     // snapshot()'s size.
     std::uint64_t live_bytes_ BULWARK_GUARDED_BY(mutex_) = detail::journal_snapshot_base_size();
 };

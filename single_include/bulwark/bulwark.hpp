@@ -5304,7 +5304,12 @@ namespace detail {
 //                                                  reprocess selects anything;
 //   void check_redrive_continues(const ReprocessResult& so_far) const
 //                                                  throws to stop a reprocess before its next
-//                                                  handler call.
+//                                                  handler call;
+// and, when an add is acknowledged only once durable (the defaults wait for nothing):
+//   std::uint64_t durable_ticket(std::string_view id) const
+//                                                  what covers the record `id` (stored);
+//   void await_durable(std::uint64_t ticket)       called with no lock held: returns once
+//                                                  `ticket` is durable, or throws.
 // Thread-safe: mutex_ guards every member below and whatever the store's hooks touch. The hooks
 // are called as static_cast<Store&>(*this).hook(): a cast the thread-safety analysis sees
 // through, so it knows the mutex_ a hook requires is the one held (a store() helper returning
@@ -5328,6 +5333,15 @@ protected:
     }
 
     std::string do_add(DeadLetter letter) override {
+        std::uint64_t ticket = 0;
+        std::string id = add_locked(std::move(letter), ticket);
+        // Without the lock, so that concurrent adds share one sync (group commit). A duplicate
+        // waits too: the record it names may be another add's, still in flight.
+        static_cast<Store&>(*this).await_durable(ticket);
+        return id;
+    }
+
+    std::string add_locked(DeadLetter letter, std::uint64_t& ticket) {
         LockGuard lock(mutex_);
         try {
             prepare_dead_letter(letter, limits_, clock_->wall_now());
@@ -5337,6 +5351,7 @@ protected:
         }
         if (!letter.id.empty() && index_.contains(letter.id)) {
             ++duplicate_adds_;
+            ticket = static_cast<Store&>(*this).durable_ticket(letter.id);
             return letter.id;
         }
         const bool full = index_.size() >= limits_.max_entries;
@@ -5352,7 +5367,9 @@ protected:
         }
         // The eviction a full store makes comes after the new record is in (it is pending, so it
         // is not the one evicted): an add that throws has removed nothing.
-        return static_cast<Store&>(*this).store_new(std::move(letter), full);
+        std::string id = static_cast<Store&>(*this).store_new(std::move(letter), full);
+        ticket = static_cast<Store&>(*this).durable_ticket(id);
+        return id;
     }
 
     // Refuses, before anything changes, a categorize() that would take a matched record's
@@ -5477,6 +5494,10 @@ protected:
 
     // The hooks a store that accepts every change leaves as they are.
     void check_writable() const noexcept BULWARK_REQUIRES(mutex_) {}
+    std::uint64_t durable_ticket(std::string_view /*id*/) const noexcept BULWARK_REQUIRES(mutex_) {
+        return 0;
+    }
+    void await_durable(std::uint64_t /*ticket*/) noexcept {}
     void check_redrive_continues(const ReprocessResult& /*so_far*/) const noexcept
         BULWARK_REQUIRES(mutex_) {}
 
@@ -5681,6 +5702,7 @@ using InMemoryDeadLetterStore = BasicInMemoryDeadLetterStore<>;
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <exception>
 #include <optional>
 #include <stdexcept>
@@ -5982,6 +6004,383 @@ inline FileSystem& default_file_system() noexcept {
 }  // namespace bulwark
 
 #endif  // BULWARK_DETAIL_FILE_SYSTEM_HPP
+// #include <bulwark/detail/group_commit.hpp>
+// GroupCommit: one journal sync shared by every writer waiting for one (private).
+#ifndef BULWARK_DETAIL_GROUP_COMMIT_HPP
+#define BULWARK_DETAIL_GROUP_COMMIT_HPP
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <utility>
+
+// #include <bulwark/detail/file_system.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
+// #include <bulwark/file_dead_letter_store_errors.hpp>
+// FileDeadLetterStore's errors: FileDeadLetterStoreError and the journal errors derived from it.
+#ifndef BULWARK_FILE_DEAD_LETTER_STORE_ERRORS_HPP
+#define BULWARK_FILE_DEAD_LETTER_STORE_ERRORS_HPP
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+#include <utility>
+
+// #include <bulwark/dead_letter_store.hpp> (already included above)
+
+namespace bulwark {
+
+// Every error a FileDeadLetterStore raises about its files derives from this; code() is the
+// operating system's error when there was one. Messages name paths and offsets, never payload
+// bytes.
+class FileDeadLetterStoreError : public std::runtime_error {
+public:
+    explicit FileDeadLetterStoreError(const std::string& what, std::error_code code = {})
+        : std::runtime_error(what), code_(code) {}
+
+    std::error_code code() const noexcept { return code_; }
+
+private:
+    std::error_code code_;
+};
+
+// Another store (in this process or another) holds the directory's lock file.
+class DeadLetterJournalLockedError : public FileDeadLetterStoreError {
+public:
+    using FileDeadLetterStoreError::FileDeadLetterStoreError;
+};
+
+// The journal is damaged in a way the recovery mode does not accept; offset() is where.
+class DeadLetterJournalCorruptError : public FileDeadLetterStoreError {
+public:
+    DeadLetterJournalCorruptError(const std::string& what, std::uint64_t offset)
+        : FileDeadLetterStoreError(what), offset_(offset) {}
+
+    std::uint64_t offset() const noexcept { return offset_; }
+
+private:
+    std::uint64_t offset_;
+};
+
+// The journal was written by a newer format version than this build reads.
+class DeadLetterJournalVersionError : public FileDeadLetterStoreError {
+public:
+    DeadLetterJournalVersionError(const std::string& what, std::uint32_t version)
+        : FileDeadLetterStoreError(what), version_(version) {}
+
+    std::uint32_t version() const noexcept { return version_; }
+
+private:
+    std::uint32_t version_;
+};
+
+// A mutation's journal write or sync failed: the mutation did not happen (it is not
+// acknowledged; after a failed sync its record may still surface after a restart).
+// poisoned() tells whether the store refuses mutations from now on.
+class DeadLetterJournalIoError : public FileDeadLetterStoreError {
+public:
+    DeadLetterJournalIoError(const std::string& what, std::error_code code, bool poisoned)
+        : FileDeadLetterStoreError(what, code), poisoned_(poisoned) {}
+
+    bool poisoned() const noexcept { return poisoned_; }
+
+private:
+    bool poisoned_;
+};
+
+// reprocess() stopped part-way: the journal could not record an outcome, or the store was
+// poisoned (by this call or another thread) before the next handler call. partial() is what the
+// call did up to then, every outcome in it journaled. unrecorded_id() names the record whose
+// handler ran but whose outcome was not recorded ("" when the call stopped before a handler
+// call): that record stays pending, so a later reprocess may resend it again (at-least-once);
+// after a failed sync (poisoned()) its outcome may still surface after a restart.
+class DeadLetterReprocessInterruptedError : public DeadLetterJournalIoError {
+public:
+    DeadLetterReprocessInterruptedError(const std::string& what, std::error_code code,
+                                        bool poisoned, ReprocessResult partial,
+                                        std::string unrecorded_id)
+        : DeadLetterJournalIoError(what, code, poisoned),
+          partial_(partial),
+          unrecorded_id_(std::move(unrecorded_id)) {}
+
+    const ReprocessResult& partial() const noexcept { return partial_; }
+    const std::string& unrecorded_id() const noexcept { return unrecorded_id_; }
+
+private:
+    ReprocessResult partial_;
+    std::string unrecorded_id_;
+};
+
+// A mutation on a poisoned store: an earlier sync (or an unrecoverable write) failed, so what the
+// journal holds is unknown. Reads still work; reopen the store to recover.
+class DeadLetterStorePoisonedError : public FileDeadLetterStoreError {
+public:
+    using FileDeadLetterStoreError::FileDeadLetterStoreError;
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_FILE_DEAD_LETTER_STORE_ERRORS_HPP
+
+namespace bulwark {
+namespace detail {
+
+// Lets writers that appended to a file without syncing it wait, holding no other lock, until
+// what they wrote is durable, while one of them syncs for all (group commit, as PostgreSQL's WAL
+// and RocksDB's write groups do): while a sync runs, the writers arriving queue up, and the next
+// sync covers all of them.
+//   const std::uint64_t ticket = group.wrote(records);   // under the writer's lock, after write
+//   ...unlock...
+//   group.await(ticket);                                 // durable, or throws
+// A ticket is the number of records written so far, the writer's own included; await(t) returns
+// once a sync that began after ticket t was published has completed. A failed sync poisons:
+// await() then throws DeadLetterJournalIoError for every ticket not durable before it, and the
+// owner refuses changes. The file is replaced (compaction) only while no sync runs.
+// Thread-safe. Lock order: the journal owner's mutex first, then this one's (await() takes only
+// this one, so it may be called with or without the owner's).
+class GroupCommit {
+public:
+    // The file system must outlive this.
+    explicit GroupCommit(FileSystem& fs) noexcept : fs_(fs) {}
+
+    // Publishes `records` records just written to the file; returns their ticket.
+    std::uint64_t wrote(std::uint64_t records) {
+        LockGuard lock(mutex_);
+        written_ += records;
+        return written_;
+    }
+
+    // Everything written so far: the ticket covering every record already in the file.
+    std::uint64_t written() const {
+        LockGuard lock(mutex_);
+        return written_;
+    }
+
+    // Records known durable: every ticket up to it.
+    std::uint64_t durable() const {
+        LockGuard lock(mutex_);
+        return durable_;
+    }
+
+    // Records written but not yet known durable.
+    std::uint64_t unsynced() const {
+        LockGuard lock(mutex_);
+        return written_ - durable_;
+    }
+
+    // Syncs done by await() (the owner counts its own).
+    std::uint64_t syncs() const {
+        LockGuard lock(mutex_);
+        return syncs_;
+    }
+
+    // The owner synced the file (or wrote a synced replacement) while no write could happen:
+    // everything written is durable.
+    void synced_all() {
+        LockGuard lock(mutex_);
+        durable_ = written_;
+        wake_covered();
+    }
+
+    // Makes `file` the handle later syncs use: replace() (which closes the old one) runs once no
+    // sync is running, and none starts until it has returned.
+    template <class Replace>
+    void replace_file(FileSystem::Handle file, Replace&& replace) {
+        UniqueLock lock(mutex_);
+        idle_.wait(lock.native(), [this]() BULWARK_NO_THREAD_SAFETY_ANALYSIS {
+            return !syncing_;  // (mutex_ is held while the predicate runs)
+        });
+        std::forward<Replace>(replace)();
+        file_ = file;
+    }
+
+    // Returns once every record up to `ticket` is durable, syncing for every writer waiting if
+    // no sync is running. Throws DeadLetterJournalIoError (poisoned) if a sync failed first.
+    void await(std::uint64_t ticket) {
+        UniqueLock lock(mutex_);
+        while (durable_ < ticket) {
+            if (poisoned_) {
+                throw DeadLetterJournalIoError(
+                    "bulwark::FileDeadLetterStore: the store was poisoned before this change was "
+                    "synced (it may or may not be on disk): " +
+                        poison_reason_,
+                    failure_, true);
+            }
+            if (!syncing_) {
+                lead(lock.native());
+                continue;
+            }
+            // Queue up: woken alone, when a sync covered the ticket or to lead the next one (which
+            // another writer may have started meanwhile: then queue again).
+            Waiter self{ticket};
+            self.next = waiters_;
+            waiters_ = &self;
+            while (durable_ < ticket && !poisoned_ && !self.lead) {
+                self.woken.wait(lock.native());
+            }
+            unlink(self);
+        }
+    }
+
+    // Refuses every later change; the first reason is kept.
+    void poison(const std::string& reason) {
+        LockGuard lock(mutex_);
+        poison_locked(reason, {});
+        wake_covered();
+    }
+
+    bool poisoned() const {
+        LockGuard lock(mutex_);
+        return poisoned_;
+    }
+
+    std::string poison_reason() const {
+        LockGuard lock(mutex_);
+        return poison_reason_;
+    }
+
+private:
+    // A writer waiting in await(), on its own stack: the leader wakes exactly the ones a sync
+    // covered (a context switch is dear, more so in a VM), and hands the lead to one left over.
+    struct Waiter {
+        explicit Waiter(std::uint64_t t) noexcept : ticket(t) {}
+        std::uint64_t ticket;
+        bool lead = false;
+        Waiter* next = nullptr;
+        std::condition_variable woken;
+    };
+
+    void unlink(Waiter& w) BULWARK_REQUIRES(mutex_) {
+        for (Waiter** at = &waiters_; *at != nullptr; at = &(*at)->next) {
+            if (*at == &w) {
+                *at = w.next;
+                return;
+            }
+        }
+    }
+
+    // Wakes every waiter whose records are durable, or all of them once poisoned; returns
+    // whether one is still waiting.
+    bool wake_covered() BULWARK_REQUIRES(mutex_) {
+        bool left = false;
+        for (Waiter* w = waiters_; w != nullptr; w = w->next) {
+            if (poisoned_ || w->ticket <= durable_) {
+                w->woken.notify_one();
+            } else {
+                left = true;
+            }
+        }
+        return left;
+    }
+
+    // Syncs everything written so far, without the lock, so that the writers that arrive
+    // meanwhile queue up for the next sync; then, while writers are waiting for records written
+    // during that sync, syncs again for them (at most max_rounds times, so that the leader's own
+    // call returns): a leader already running saves the next one's wake-up. Then hands the lead
+    // to a writer still waiting. `lock` holds mutex_; it is released around each sync and yield
+    // through the std::unique_lock itself, which the analysis does not follow (it sees mutex_ held
+    // throughout; nothing guarded is touched while it is not).
+    void lead(std::unique_lock<std::mutex>& lock) BULWARK_REQUIRES(mutex_) {
+        constexpr int max_rounds = 4;
+        syncing_ = true;
+        for (int round = 0; round < max_rounds; ++round) {
+            // Let the writers that are ready to write (woken by the last sync) write first, while
+            // more keep arriving: a sync costs far more than a yield.
+            for (int yields = 0; yields < 4; ++yields) {
+                const std::uint64_t before = written_;
+                lock.unlock();
+                std::this_thread::yield();
+                lock.lock();
+                if (written_ == before) {
+                    break;
+                }
+            }
+            const std::uint64_t target = written_;
+            const FileSystem::Handle file = file_;
+            lock.unlock();
+            std::error_code failed;
+            std::string why;
+            try {
+                fs_.sync(file);
+            } catch (const std::system_error& e) {
+                failed = e.code();
+                try {
+                    why = std::string("a journal sync failed: ") + e.what();
+                } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory; poisoned anyway
+                }
+            } catch (...) {
+                // Not an I/O error (a test's simulated crash): give the lead up and rethrow.
+                lock.lock();
+                syncing_ = false;
+                hand_off();
+                throw;
+            }
+            lock.lock();
+            if (failed) {
+                // What reached the disk is unknown (the kernel may have dropped the dirty pages).
+                poison_locked(why, failed);
+            } else {
+                durable_ = std::max(durable_, target);
+                ++syncs_;
+            }
+            if (!wake_covered() || poisoned_) {
+                break;
+            }
+        }
+        syncing_ = false;
+        hand_off();
+    }
+
+    // After a leader's last sync: the lead goes to a writer still waiting, if any.
+    void hand_off() BULWARK_REQUIRES(mutex_) {
+        if (!poisoned_) {
+            for (Waiter* w = waiters_; w != nullptr; w = w->next) {
+                if (w->ticket > durable_) {
+                    w->lead = true;
+                    w->woken.notify_one();
+                    break;
+                }
+            }
+        }
+        idle_.notify_all();  // replace_file()
+    }
+
+    // Never throws: a leader that could not record why must still end its sync.
+    void poison_locked(const std::string& reason, std::error_code code) noexcept
+        BULWARK_REQUIRES(mutex_) {
+        if (!poisoned_) {
+            poisoned_ = true;
+            failure_ = code;
+            try {
+                poison_reason_ = reason;
+            } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory; poisoned all the same
+            }
+        }
+    }
+
+    FileSystem& fs_;
+    mutable Mutex mutex_;
+    std::condition_variable idle_;  // no sync runs: the file may be replaced
+    Waiter* waiters_ BULWARK_GUARDED_BY(mutex_) = nullptr;
+    FileSystem::Handle file_ BULWARK_GUARDED_BY(mutex_) = -1;
+    std::uint64_t written_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t durable_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t syncs_ BULWARK_GUARDED_BY(mutex_) = 0;
+    bool syncing_ BULWARK_GUARDED_BY(mutex_) = false;
+    bool poisoned_ BULWARK_GUARDED_BY(mutex_) = false;
+    std::string poison_reason_ BULWARK_GUARDED_BY(mutex_);
+    std::error_code failure_ BULWARK_GUARDED_BY(mutex_);
+};
+
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_GROUP_COMMIT_HPP
 // #include <bulwark/detail/indexed_dead_letter_store.hpp> (already included above)
 // #include <bulwark/detail/journal.hpp>
 // The dead-letter journal format: frames, CRC-32C, record encoding and recovery scans (private).
@@ -6629,113 +7028,9 @@ inline std::string encode_header(std::uint64_t salt, std::uint32_t version = for
 // #include <bulwark/dead_letter_store.hpp> (already included above)
 // #include <bulwark/detail/dead_letter_index.hpp> (already included above)
 // #include <bulwark/detail/file_system.hpp> (already included above)
+// #include <bulwark/detail/group_commit.hpp> (already included above)
 // #include <bulwark/detail/journal.hpp> (already included above)
-// #include <bulwark/file_dead_letter_store_errors.hpp>
-// FileDeadLetterStore's errors: FileDeadLetterStoreError and the journal errors derived from it.
-#ifndef BULWARK_FILE_DEAD_LETTER_STORE_ERRORS_HPP
-#define BULWARK_FILE_DEAD_LETTER_STORE_ERRORS_HPP
-
-#include <cstdint>
-#include <stdexcept>
-#include <string>
-#include <system_error>
-#include <utility>
-
-// #include <bulwark/dead_letter_store.hpp> (already included above)
-
-namespace bulwark {
-
-// Every error a FileDeadLetterStore raises about its files derives from this; code() is the
-// operating system's error when there was one. Messages name paths and offsets, never payload
-// bytes.
-class FileDeadLetterStoreError : public std::runtime_error {
-public:
-    explicit FileDeadLetterStoreError(const std::string& what, std::error_code code = {})
-        : std::runtime_error(what), code_(code) {}
-
-    std::error_code code() const noexcept { return code_; }
-
-private:
-    std::error_code code_;
-};
-
-// Another store (in this process or another) holds the directory's lock file.
-class DeadLetterJournalLockedError : public FileDeadLetterStoreError {
-public:
-    using FileDeadLetterStoreError::FileDeadLetterStoreError;
-};
-
-// The journal is damaged in a way the recovery mode does not accept; offset() is where.
-class DeadLetterJournalCorruptError : public FileDeadLetterStoreError {
-public:
-    DeadLetterJournalCorruptError(const std::string& what, std::uint64_t offset)
-        : FileDeadLetterStoreError(what), offset_(offset) {}
-
-    std::uint64_t offset() const noexcept { return offset_; }
-
-private:
-    std::uint64_t offset_;
-};
-
-// The journal was written by a newer format version than this build reads.
-class DeadLetterJournalVersionError : public FileDeadLetterStoreError {
-public:
-    DeadLetterJournalVersionError(const std::string& what, std::uint32_t version)
-        : FileDeadLetterStoreError(what), version_(version) {}
-
-    std::uint32_t version() const noexcept { return version_; }
-
-private:
-    std::uint32_t version_;
-};
-
-// A mutation's journal write or sync failed: the mutation did not happen (it is not
-// acknowledged; after a failed sync its record may still surface after a restart).
-// poisoned() tells whether the store refuses mutations from now on.
-class DeadLetterJournalIoError : public FileDeadLetterStoreError {
-public:
-    DeadLetterJournalIoError(const std::string& what, std::error_code code, bool poisoned)
-        : FileDeadLetterStoreError(what, code), poisoned_(poisoned) {}
-
-    bool poisoned() const noexcept { return poisoned_; }
-
-private:
-    bool poisoned_;
-};
-
-// reprocess() stopped part-way: the journal could not record an outcome, or the store was
-// poisoned (by this call or another thread) before the next handler call. partial() is what the
-// call did up to then, every outcome in it journaled. unrecorded_id() names the record whose
-// handler ran but whose outcome was not recorded ("" when the call stopped before a handler
-// call): that record stays pending, so a later reprocess may resend it again (at-least-once);
-// after a failed sync (poisoned()) its outcome may still surface after a restart.
-class DeadLetterReprocessInterruptedError : public DeadLetterJournalIoError {
-public:
-    DeadLetterReprocessInterruptedError(const std::string& what, std::error_code code,
-                                        bool poisoned, ReprocessResult partial,
-                                        std::string unrecorded_id)
-        : DeadLetterJournalIoError(what, code, poisoned),
-          partial_(partial),
-          unrecorded_id_(std::move(unrecorded_id)) {}
-
-    const ReprocessResult& partial() const noexcept { return partial_; }
-    const std::string& unrecorded_id() const noexcept { return unrecorded_id_; }
-
-private:
-    ReprocessResult partial_;
-    std::string unrecorded_id_;
-};
-
-// A mutation on a poisoned store: an earlier sync (or an unrecoverable write) failed, so what the
-// journal holds is unknown. Reads still work; reopen the store to recover.
-class DeadLetterStorePoisonedError : public FileDeadLetterStoreError {
-public:
-    using FileDeadLetterStoreError::FileDeadLetterStoreError;
-};
-
-}  // namespace bulwark
-
-#endif  // BULWARK_FILE_DEAD_LETTER_STORE_ERRORS_HPP
+// #include <bulwark/file_dead_letter_store_errors.hpp> (already included above)
 // #include <bulwark/file_dead_letter_store_options.hpp>
 // FileDeadLetterStore's settings and report: JournalSync, JournalRecovery, options, JournalStats.
 #ifndef BULWARK_FILE_DEAD_LETTER_STORE_OPTIONS_HPP
@@ -6979,27 +7274,30 @@ class JournalFile {
 public:
     using Record = journal::Record;
 
-    // The file system and the clock must outlive the journal file; `options` are valid.
-    JournalFile(FileSystem& fs, Clock& clock, std::string directory,
+    // The file system, the clock and `group` (over the same file system) must outlive the
+    // journal file; `options` are valid.
+    JournalFile(FileSystem& fs, Clock& clock, GroupCommit& group, std::string directory,
                 const FileDeadLetterStoreOptions& options)
         : options_(options),
           fs_(fs),
+          group_(group),
           clock_(&clock),
           directory_(trim_slashes(std::move(directory))),
           journal_path_(directory_ + "/journal"),
           temp_path_(directory_ + "/journal.compact") {}
 
     const std::string& directory() const noexcept { return directory_; }
-    bool poisoned() const noexcept { return poisoned_; }
-    const std::string& poison_reason() const noexcept { return poison_reason_; }
+    bool poisoned() const { return group_.poisoned(); }
+    std::string poison_reason() const { return group_.poison_reason(); }
 
     // All but live_bytes, which the owner of the records knows.
     JournalStats stats() const {
         JournalStats s = stats_;
-        s.poisoned = poisoned_;
-        s.poison_reason = poison_reason_;
+        s.poisoned = group_.poisoned();
+        s.poison_reason = group_.poison_reason();
+        s.syncs += group_.syncs();
         s.file_bytes = end_;
-        s.unsynced_records = unsynced_;
+        s.unsynced_records = group_.unsynced();
         return s;
     }
 
@@ -7062,7 +7360,9 @@ public:
                                                     : " is not a regular file"));
             } else {
                 check_private(journal_path_, journal, false);
-                file_ = FileHandle(fs_, fs_.open(journal_path_, false, false));
+                FileHandle opened(fs_, fs_.open(journal_path_, false, false));
+                const FileSystem::Handle handle = opened.get();
+                group_.replace_file(handle, [&] { file_ = std::move(opened); });
                 recover(fs_.read_all(file_.get()), replay, snapshot);
             }
             // Before accepting a write, make every name on the way durable: the directory in its
@@ -7080,15 +7380,16 @@ public:
 
     // Throws DeadLetterStorePoisonedError when poisoned.
     void check_writable() const {
-        if (poisoned_) {
+        if (group_.poisoned()) {
             throw DeadLetterStorePoisonedError(
                 "bulwark::FileDeadLetterStore: " + directory_ +
-                " is poisoned and refuses changes (reopen it to recover): " + poison_reason_);
+                " is poisoned and refuses changes (reopen it to recover): " +
+                group_.poison_reason());
         }
     }
 
-    // Appends `records`; see commit() for what a failure leaves.
-    void append(const std::vector<Record>& records) {
+    // Appends `records`; returns the ticket to await() (see commit()).
+    std::uint64_t append(const std::vector<Record>& records) {
         // One frame per call, so that a crash applies all of it or none; a call too large for one
         // frame (hundreds of MiB) is split into several, each still all or none.
         std::string frames;
@@ -7115,15 +7416,21 @@ public:
             ++count;
             first = last;
         }
-        commit(frames, records.size(), count);
+        return commit(frames, records.size(), count);
     }
 
-    // Appends one record; see commit() for what a failure leaves.
-    void append(const Record& record) {
+    // Appends one record; returns the ticket to await() (see commit()).
+    std::uint64_t append(const Record& record) {
         std::string frames;
         journal::encode_record(record, frames, framing_, next_sequence_);
-        commit(frames, 1, 1);
+        return commit(frames, 1, 1);
     }
+
+    // Returns once the records of `ticket` (what append() returned) are durable; with
+    // sync=always, the writer calls it before acknowledging, best with the owner's lock released
+    // so that concurrent writers share one sync. Throws DeadLetterJournalIoError (poisoned) if a
+    // sync failed. Thread-safe: needs no lock.
+    void await(std::uint64_t ticket) const { group_.await(ticket); }
 
     // Makes every record written so far durable. Throws DeadLetterJournalIoError (and poisons) if
     // the sync fails.
@@ -7140,7 +7447,7 @@ public:
                 e.code(), true);
         }
         ++stats_.syncs;
-        unsynced_ = 0;
+        group_.synced_all();  // every write happens under the owner's lock, held here
         last_sync_ = clock_->now();
     }
 
@@ -7151,10 +7458,10 @@ public:
     template <class Snapshot>
     void maybe_compact(std::uint64_t live_bytes, const Snapshot& snapshot) {
         const std::uint64_t threshold = std::max(options_.compact_min_bytes, 2 * live_bytes);
-        if (poisoned_ || end_ <= threshold || end_ < compact_retry_at_) {
+        if (end_ <= threshold || end_ < compact_retry_at_ || group_.poisoned()) {
             return;
         }
-        if (options_.sync != JournalSync::none && unsynced_ > 0) {
+        if (options_.sync != JournalSync::none && group_.unsynced() > 0) {
             try {
                 sync();  // the old journal must be whole if the rename is lost
             } catch (const DeadLetterJournalIoError&) {
@@ -7194,7 +7501,7 @@ public:
     // sync=batch: syncs what is still unsynced, for a store that closes. Throws
     // std::system_error.
     void sync_unsynced_batch() {
-        if (options_.sync == JournalSync::batch && unsynced_ > 0 && !poisoned_) {
+        if (options_.sync == JournalSync::batch && group_.unsynced() > 0 && !group_.poisoned()) {
             fs_.sync(file_.get());
         }
     }
@@ -7220,13 +7527,18 @@ private:
         at = Stage::renaming;
         fs_.rename(temp_path_, journal_path_);
         at = Stage::renamed;
-        file_ = std::move(temp);
+        // A sync of the old file may be running (a writer leading a group commit): the old
+        // handle is closed only once it has returned.
+        const FileSystem::Handle handle = temp.get();
+        group_.replace_file(handle, [&] { file_ = std::move(temp); });
         framing_ = journal::Framing{journal::salt_seed(salt)};
         next_sequence_ = written.frames + 1;
         end_ = bytes.size();
-        unsynced_ = 0;
         ++stats_.syncs;
         fs_.sync_dir(directory_);
+        // The new file holds every record and is synced, under its name. (With sync=always or
+        // batch, maybe_compact() synced the old one first anyway.)
+        group_.synced_all();
     }
 
     // Keeps the journal's bytes as they were before recovery drops or rewrites anything, as
@@ -7501,11 +7813,13 @@ private:
                                             offset);
     }
 
-    // Appends `frames` (`count` of them, numbered from next_sequence_) and syncs as the mode asks;
-    // throws (applying nothing) on failure. A failed write is undone by truncating to the last
-    // good end, so no part of it can be replayed; if that fails too, or a sync fails, the store is
-    // poisoned.
-    void commit(const std::string& frames, std::size_t records, std::uint64_t count) {
+    // Appends `frames` (`count` of them, numbered from next_sequence_; `records` records) and, with
+    // sync=batch, syncs when the batch is due. Returns the ticket await() takes: with
+    // sync=always the caller's records are durable once await() returns (group commit), with
+    // batch and none there is nothing to wait for (0). Throws (applying nothing) on failure. A
+    // failed write is undone by truncating to the last good end, so no part of it can be
+    // replayed; if that fails too, or a sync fails, the store is poisoned.
+    std::uint64_t commit(const std::string& frames, std::size_t records, std::uint64_t count) {
         check_writable();
         try {
             fs_.write_at(file_.get(), end_, frames);
@@ -7531,21 +7845,19 @@ private:
         }
         end_ += frames.size();
         next_sequence_ += count;
-        unsynced_ += records;
-        if (options_.sync == JournalSync::always ||
-            (options_.sync == JournalSync::batch &&
-             (unsynced_ >= options_.batch_records ||
-              clock_->now() - last_sync_ >= options_.batch_interval))) {
+        const std::uint64_t ticket = group_.wrote(records);
+        if (options_.sync == JournalSync::always) {
+            return ticket;
+        }
+        if (options_.sync == JournalSync::batch &&
+            (group_.unsynced() >= options_.batch_records ||
+             clock_->now() - last_sync_ >= options_.batch_interval)) {
             sync();
         }
+        return 0;
     }
 
-    void poison(const std::string& reason) {
-        if (!poisoned_) {
-            poisoned_ = true;
-            poison_reason_ = reason;
-        }
-    }
+    void poison(const std::string& reason) { group_.poison(reason); }
 
     // The largest frame written (a reader accepts up to max_frame_bytes).
     static constexpr std::uint64_t record_limit = journal::max_frame_bytes / 2;
@@ -7564,6 +7876,7 @@ private:
 
     const FileDeadLetterStoreOptions options_;
     FileSystem& fs_;
+    GroupCommit& group_;
     Clock* const clock_;
     const std::string directory_;
     const std::string journal_path_;
@@ -7574,11 +7887,8 @@ private:
     journal::Framing framing_;         // the journal's salt_seed() and format version
     std::uint64_t next_sequence_ = 1;  // of the next frame appended
     std::uint64_t end_ = 0;            // bytes of the journal that hold whole records
-    std::uint64_t unsynced_ = 0;
     TimePoint last_sync_{};
     std::uint64_t compact_retry_at_ = 0;
-    bool poisoned_ = false;
-    std::string poison_reason_;
     JournalStats stats_;
 };
 
@@ -7603,8 +7913,10 @@ namespace bulwark {
 // `journal` (0600, one link) and `LOCK`: one store per directory, across processes. Open replays
 // the journal (see JournalRecovery) and may throw FileDeadLetterStoreError and its subclasses. A
 // failed write is rolled back and the store stays usable (disk full); a failed sync poisons it (see
-// DeadLetterStorePoisonedError). Thread-safe: one mutex guards everything, held across journal I/O,
-// never while a reprocess handler runs. See docs/file_dead_letter_store.md.
+// DeadLetterStorePoisonedError). Thread-safe: one mutex guards everything, held across journal
+// writes, never while a reprocess handler runs; with sync=always, a call waits for its sync with
+// the mutex released, so concurrent calls share one sync (group commit) and each returns once its
+// own records are durable. See docs/file_dead_letter_store.md.
 // FileDeadLetterStore is BasicFileDeadLetterStore<>: a class template only so that its code is
 // compiled where it is used (the Tag is never used); use the alias.
 // Its destructor is virtual (it overrides DeadLetterStore's): clang-tidy 14 does not see that
@@ -7632,7 +7944,8 @@ public:
                                       Clock& clock = default_clock())
         : Base(Base::checked_limits(options), clock),
           options_(options),
-          journal_(fs, clock, std::move(directory), options_) {
+          group_(fs),
+          journal_(fs, clock, group_, std::move(directory), options_) {
         // Unlocked, as the constructor is: nothing else can reach the store yet. The analysis
         // skips constructors but not the lambdas in them.
         journal_.open([this](const Record& r) BULWARK_NO_THREAD_SAFETY_ANALYSIS { apply(r); },
@@ -7664,10 +7977,7 @@ public:
         journal_.sync();
     }
 
-    bool poisoned() const {
-        detail::LockGuard lock(mutex_);
-        return journal_.poisoned();
-    }
+    bool poisoned() const { return group_.poisoned(); }
 
     JournalStats journal_stats() const {
         detail::LockGuard lock(mutex_);
@@ -7682,7 +7992,7 @@ protected:
         if (limit == 0) {
             return 0;
         }
-        detail::LockGuard lock(mutex_);
+        detail::UniqueLock lock(mutex_);
         std::vector<Record> records;
         index_.scan(query, [&](Iterator it) {
             if (it->second.status == DeadLetterStatus::pending) {
@@ -7694,7 +8004,10 @@ protected:
             }
             return records.size() < limit;
         });
-        return commit_and_apply(records);
+        const std::uint64_t ticket = commit_and_apply(records);
+        lock.unlock();
+        group_.await(ticket);
+        return records.size();
     }
 
     std::size_t do_categorize(const DeadLetterQuery& query, std::string_view category,
@@ -7703,7 +8016,7 @@ protected:
         if (limit == 0) {
             return 0;
         }
-        detail::LockGuard lock(mutex_);
+        detail::UniqueLock lock(mutex_);
         this->check_categorize(query, category, tags);
         std::size_t matched = 0;
         std::vector<Record> records;
@@ -7723,12 +8036,14 @@ protected:
             }
             return ++matched < limit;
         });
-        commit_and_apply(records);
+        const std::uint64_t ticket = commit_and_apply(records);
+        lock.unlock();
+        group_.await(ticket);
         return matched;
     }
 
     std::size_t do_purge(WallTime older_than) override {
-        detail::LockGuard lock(mutex_);
+        detail::UniqueLock lock(mutex_);
         std::vector<Record> records;
         for (const auto& entry : index_) {
             if (entry.second.created < older_than) {
@@ -7739,7 +8054,10 @@ protected:
                 records.push_back(std::move(r));
             }
         }
-        return commit_and_apply(records);
+        const std::uint64_t ticket = commit_and_apply(records);
+        lock.unlock();
+        group_.await(ticket);
+        return records.size();
     }
 
 private:
@@ -7760,11 +8078,35 @@ private:
             r.id = index_.oldest_resolved()->second.id;
             records.push_back(std::move(r));
         }
-        commit_and_apply(records);
+        const std::uint64_t ticket = commit_and_apply(records);
+        if (ticket != 0) {
+            // Until its sync, a duplicate add of this id must wait for it too. Both sequences
+            // grow in write order, so the list stays sorted.
+            const std::uint64_t durable = group_.durable();
+            while (!in_flight_.empty() && in_flight_.front().second <= durable) {
+                in_flight_.pop_front();
+            }
+            in_flight_.emplace_back(index_.find(id)->first, ticket);
+        }
         return id;
     }
 
     void check_writable() const BULWARK_REQUIRES(mutex_) { journal_.check_writable(); }
+
+    // sync=always: what an add of `id` (a new record or a duplicate) waits for before it returns:
+    // the ticket of the record's own add while that is in flight, else nothing.
+    std::uint64_t durable_ticket(std::string_view id) const BULWARK_REQUIRES(mutex_) {
+        const auto it = index_.find(id);
+        if (in_flight_.empty() || it == index_.end()) {
+            return 0;
+        }
+        const auto at = std::lower_bound(
+            in_flight_.begin(), in_flight_.end(), it->first,
+            [](const std::pair<Seq, std::uint64_t>& e, Seq seq) { return e.first < seq; });
+        return at != in_flight_.end() && at->first == it->first ? at->second : 0;
+    }
+
+    void await_durable(std::uint64_t ticket) { group_.await(ticket); }
 
     void check_redrive_continues(const ReprocessResult& so_far) const BULWARK_REQUIRES(mutex_) {
         if (journal_.poisoned()) {  // meanwhile, by another call: stop before resending
@@ -7788,7 +8130,9 @@ private:
         r.attempt = std::move(attempt);
         r.resent = resent;
         try {
-            journal_.append(r);
+            // Awaited with the lock held: the outcome counts only once durable, and a reprocess
+            // journals one outcome at a time anyway.
+            group_.await(journal_.append(r));
         } catch (const DeadLetterJournalIoError& e) {
             throw DeadLetterReprocessInterruptedError(
                 std::string(e.what()) + " (reprocess stopped; the handler ran for " + copy.id +
@@ -7875,18 +8219,20 @@ private:
 
     // ---- the write path: journal first, then the index ---------------------------------------
 
-    // Journals `records` (all or none), then applies them; returns how many. Throws what
-    // JournalFile::append throws, having applied nothing.
-    std::size_t commit_and_apply(const std::vector<Record>& records) BULWARK_REQUIRES(mutex_) {
+    // Journals `records` (all or none), then applies them. Throws what JournalFile::append
+    // throws, having applied nothing. Returns the ticket to await before acknowledging (0: none),
+    // which the caller does with the lock released (group commit); if that throws (a sync failed)
+    // the store is poisoned, and the records, applied, are readable until it is reopened.
+    std::uint64_t commit_and_apply(const std::vector<Record>& records) BULWARK_REQUIRES(mutex_) {
         if (records.empty()) {
             return 0;
         }
-        journal_.append(records);
+        const std::uint64_t ticket = journal_.append(records);
         for (const Record& r : records) {
             apply(r);
         }
         maybe_compact();
-        return records.size();
+        return ticket;
     }
 
     void maybe_compact() BULWARK_REQUIRES(mutex_) {
@@ -7903,9 +8249,14 @@ private:
     }
 
     const FileDeadLetterStoreOptions options_;
+    // Syncs for sync=always writers with mutex_ released; thread-safe by itself, and before
+    // journal_, which uses it.
+    detail::GroupCommit group_;
     // Guarded by mutex_, as are the index and the counters (whose duplicate_adds_ and rejected_*
     // count since open).
     detail::JournalFile journal_ BULWARK_GUARDED_BY(mutex_);
+    // sync=always: (record, ticket) of the adds whose sync may still be running, in add order.
+    std::deque<std::pair<Seq, std::uint64_t>> in_flight_ BULWARK_GUARDED_BY(mutex_);
     // snapshot()'s size.
     std::uint64_t live_bytes_ BULWARK_GUARDED_BY(mutex_) = detail::journal_snapshot_base_size();
 };

@@ -39,7 +39,12 @@ namespace detail {
 //                                                  reprocess selects anything;
 //   void check_redrive_continues(const ReprocessResult& so_far) const
 //                                                  throws to stop a reprocess before its next
-//                                                  handler call.
+//                                                  handler call;
+// and, when an add is acknowledged only once durable (the defaults wait for nothing):
+//   std::uint64_t durable_ticket(std::string_view id) const
+//                                                  what covers the record `id` (stored);
+//   void await_durable(std::uint64_t ticket)       called with no lock held: returns once
+//                                                  `ticket` is durable, or throws.
 // Thread-safe: mutex_ guards every member below and whatever the store's hooks touch. The hooks
 // are called as static_cast<Store&>(*this).hook(): a cast the thread-safety analysis sees
 // through, so it knows the mutex_ a hook requires is the one held (a store() helper returning
@@ -63,6 +68,15 @@ protected:
     }
 
     std::string do_add(DeadLetter letter) override {
+        std::uint64_t ticket = 0;
+        std::string id = add_locked(std::move(letter), ticket);
+        // Without the lock, so that concurrent adds share one sync (group commit). A duplicate
+        // waits too: the record it names may be another add's, still in flight.
+        static_cast<Store&>(*this).await_durable(ticket);
+        return id;
+    }
+
+    std::string add_locked(DeadLetter letter, std::uint64_t& ticket) {
         LockGuard lock(mutex_);
         try {
             prepare_dead_letter(letter, limits_, clock_->wall_now());
@@ -72,6 +86,7 @@ protected:
         }
         if (!letter.id.empty() && index_.contains(letter.id)) {
             ++duplicate_adds_;
+            ticket = static_cast<Store&>(*this).durable_ticket(letter.id);
             return letter.id;
         }
         const bool full = index_.size() >= limits_.max_entries;
@@ -87,7 +102,9 @@ protected:
         }
         // The eviction a full store makes comes after the new record is in (it is pending, so it
         // is not the one evicted): an add that throws has removed nothing.
-        return static_cast<Store&>(*this).store_new(std::move(letter), full);
+        std::string id = static_cast<Store&>(*this).store_new(std::move(letter), full);
+        ticket = static_cast<Store&>(*this).durable_ticket(id);
+        return id;
     }
 
     // Refuses, before anything changes, a categorize() that would take a matched record's
@@ -212,6 +229,10 @@ protected:
 
     // The hooks a store that accepts every change leaves as they are.
     void check_writable() const noexcept BULWARK_REQUIRES(mutex_) {}
+    std::uint64_t durable_ticket(std::string_view /*id*/) const noexcept BULWARK_REQUIRES(mutex_) {
+        return 0;
+    }
+    void await_durable(std::uint64_t /*ticket*/) noexcept {}
     void check_redrive_continues(const ReprocessResult& /*so_far*/) const noexcept
         BULWARK_REQUIRES(mutex_) {}
 

@@ -18,6 +18,7 @@
 #include <bulwark/dead_letter_store.hpp>
 #include <bulwark/detail/dead_letter_index.hpp>
 #include <bulwark/detail/file_system.hpp>
+#include <bulwark/detail/group_commit.hpp>
 #include <bulwark/detail/journal.hpp>
 #include <bulwark/file_dead_letter_store_errors.hpp>
 #include <bulwark/file_dead_letter_store_options.hpp>
@@ -100,27 +101,30 @@ class JournalFile {
 public:
     using Record = journal::Record;
 
-    // The file system and the clock must outlive the journal file; `options` are valid.
-    JournalFile(FileSystem& fs, Clock& clock, std::string directory,
+    // The file system, the clock and `group` (over the same file system) must outlive the
+    // journal file; `options` are valid.
+    JournalFile(FileSystem& fs, Clock& clock, GroupCommit& group, std::string directory,
                 const FileDeadLetterStoreOptions& options)
         : options_(options),
           fs_(fs),
+          group_(group),
           clock_(&clock),
           directory_(trim_slashes(std::move(directory))),
           journal_path_(directory_ + "/journal"),
           temp_path_(directory_ + "/journal.compact") {}
 
     const std::string& directory() const noexcept { return directory_; }
-    bool poisoned() const noexcept { return poisoned_; }
-    const std::string& poison_reason() const noexcept { return poison_reason_; }
+    bool poisoned() const { return group_.poisoned(); }
+    std::string poison_reason() const { return group_.poison_reason(); }
 
     // All but live_bytes, which the owner of the records knows.
     JournalStats stats() const {
         JournalStats s = stats_;
-        s.poisoned = poisoned_;
-        s.poison_reason = poison_reason_;
+        s.poisoned = group_.poisoned();
+        s.poison_reason = group_.poison_reason();
+        s.syncs += group_.syncs();
         s.file_bytes = end_;
-        s.unsynced_records = unsynced_;
+        s.unsynced_records = group_.unsynced();
         return s;
     }
 
@@ -183,7 +187,9 @@ public:
                                                     : " is not a regular file"));
             } else {
                 check_private(journal_path_, journal, false);
-                file_ = FileHandle(fs_, fs_.open(journal_path_, false, false));
+                FileHandle opened(fs_, fs_.open(journal_path_, false, false));
+                const FileSystem::Handle handle = opened.get();
+                group_.replace_file(handle, [&] { file_ = std::move(opened); });
                 recover(fs_.read_all(file_.get()), replay, snapshot);
             }
             // Before accepting a write, make every name on the way durable: the directory in its
@@ -201,15 +207,16 @@ public:
 
     // Throws DeadLetterStorePoisonedError when poisoned.
     void check_writable() const {
-        if (poisoned_) {
+        if (group_.poisoned()) {
             throw DeadLetterStorePoisonedError(
                 "bulwark::FileDeadLetterStore: " + directory_ +
-                " is poisoned and refuses changes (reopen it to recover): " + poison_reason_);
+                " is poisoned and refuses changes (reopen it to recover): " +
+                group_.poison_reason());
         }
     }
 
-    // Appends `records`; see commit() for what a failure leaves.
-    void append(const std::vector<Record>& records) {
+    // Appends `records`; returns the ticket to await() (see commit()).
+    std::uint64_t append(const std::vector<Record>& records) {
         // One frame per call, so that a crash applies all of it or none; a call too large for one
         // frame (hundreds of MiB) is split into several, each still all or none.
         std::string frames;
@@ -236,15 +243,21 @@ public:
             ++count;
             first = last;
         }
-        commit(frames, records.size(), count);
+        return commit(frames, records.size(), count);
     }
 
-    // Appends one record; see commit() for what a failure leaves.
-    void append(const Record& record) {
+    // Appends one record; returns the ticket to await() (see commit()).
+    std::uint64_t append(const Record& record) {
         std::string frames;
         journal::encode_record(record, frames, framing_, next_sequence_);
-        commit(frames, 1, 1);
+        return commit(frames, 1, 1);
     }
+
+    // Returns once the records of `ticket` (what append() returned) are durable; with
+    // sync=always, the writer calls it before acknowledging, best with the owner's lock released
+    // so that concurrent writers share one sync. Throws DeadLetterJournalIoError (poisoned) if a
+    // sync failed. Thread-safe: needs no lock.
+    void await(std::uint64_t ticket) const { group_.await(ticket); }
 
     // Makes every record written so far durable. Throws DeadLetterJournalIoError (and poisons) if
     // the sync fails.
@@ -261,7 +274,7 @@ public:
                 e.code(), true);
         }
         ++stats_.syncs;
-        unsynced_ = 0;
+        group_.synced_all();  // every write happens under the owner's lock, held here
         last_sync_ = clock_->now();
     }
 
@@ -272,10 +285,10 @@ public:
     template <class Snapshot>
     void maybe_compact(std::uint64_t live_bytes, const Snapshot& snapshot) {
         const std::uint64_t threshold = std::max(options_.compact_min_bytes, 2 * live_bytes);
-        if (poisoned_ || end_ <= threshold || end_ < compact_retry_at_) {
+        if (end_ <= threshold || end_ < compact_retry_at_ || group_.poisoned()) {
             return;
         }
-        if (options_.sync != JournalSync::none && unsynced_ > 0) {
+        if (options_.sync != JournalSync::none && group_.unsynced() > 0) {
             try {
                 sync();  // the old journal must be whole if the rename is lost
             } catch (const DeadLetterJournalIoError&) {
@@ -315,7 +328,7 @@ public:
     // sync=batch: syncs what is still unsynced, for a store that closes. Throws
     // std::system_error.
     void sync_unsynced_batch() {
-        if (options_.sync == JournalSync::batch && unsynced_ > 0 && !poisoned_) {
+        if (options_.sync == JournalSync::batch && group_.unsynced() > 0 && !group_.poisoned()) {
             fs_.sync(file_.get());
         }
     }
@@ -341,13 +354,18 @@ private:
         at = Stage::renaming;
         fs_.rename(temp_path_, journal_path_);
         at = Stage::renamed;
-        file_ = std::move(temp);
+        // A sync of the old file may be running (a writer leading a group commit): the old
+        // handle is closed only once it has returned.
+        const FileSystem::Handle handle = temp.get();
+        group_.replace_file(handle, [&] { file_ = std::move(temp); });
         framing_ = journal::Framing{journal::salt_seed(salt)};
         next_sequence_ = written.frames + 1;
         end_ = bytes.size();
-        unsynced_ = 0;
         ++stats_.syncs;
         fs_.sync_dir(directory_);
+        // The new file holds every record and is synced, under its name. (With sync=always or
+        // batch, maybe_compact() synced the old one first anyway.)
+        group_.synced_all();
     }
 
     // Keeps the journal's bytes as they were before recovery drops or rewrites anything, as
@@ -622,11 +640,13 @@ private:
                                             offset);
     }
 
-    // Appends `frames` (`count` of them, numbered from next_sequence_) and syncs as the mode asks;
-    // throws (applying nothing) on failure. A failed write is undone by truncating to the last
-    // good end, so no part of it can be replayed; if that fails too, or a sync fails, the store is
-    // poisoned.
-    void commit(const std::string& frames, std::size_t records, std::uint64_t count) {
+    // Appends `frames` (`count` of them, numbered from next_sequence_; `records` records) and, with
+    // sync=batch, syncs when the batch is due. Returns the ticket await() takes: with
+    // sync=always the caller's records are durable once await() returns (group commit), with
+    // batch and none there is nothing to wait for (0). Throws (applying nothing) on failure. A
+    // failed write is undone by truncating to the last good end, so no part of it can be
+    // replayed; if that fails too, or a sync fails, the store is poisoned.
+    std::uint64_t commit(const std::string& frames, std::size_t records, std::uint64_t count) {
         check_writable();
         try {
             fs_.write_at(file_.get(), end_, frames);
@@ -652,21 +672,19 @@ private:
         }
         end_ += frames.size();
         next_sequence_ += count;
-        unsynced_ += records;
-        if (options_.sync == JournalSync::always ||
-            (options_.sync == JournalSync::batch &&
-             (unsynced_ >= options_.batch_records ||
-              clock_->now() - last_sync_ >= options_.batch_interval))) {
+        const std::uint64_t ticket = group_.wrote(records);
+        if (options_.sync == JournalSync::always) {
+            return ticket;
+        }
+        if (options_.sync == JournalSync::batch &&
+            (group_.unsynced() >= options_.batch_records ||
+             clock_->now() - last_sync_ >= options_.batch_interval)) {
             sync();
         }
+        return 0;
     }
 
-    void poison(const std::string& reason) {
-        if (!poisoned_) {
-            poisoned_ = true;
-            poison_reason_ = reason;
-        }
-    }
+    void poison(const std::string& reason) { group_.poison(reason); }
 
     // The largest frame written (a reader accepts up to max_frame_bytes).
     static constexpr std::uint64_t record_limit = journal::max_frame_bytes / 2;
@@ -685,6 +703,7 @@ private:
 
     const FileDeadLetterStoreOptions options_;
     FileSystem& fs_;
+    GroupCommit& group_;
     Clock* const clock_;
     const std::string directory_;
     const std::string journal_path_;
@@ -695,11 +714,8 @@ private:
     journal::Framing framing_;         // the journal's salt_seed() and format version
     std::uint64_t next_sequence_ = 1;  // of the next frame appended
     std::uint64_t end_ = 0;            // bytes of the journal that hold whole records
-    std::uint64_t unsynced_ = 0;
     TimePoint last_sync_{};
     std::uint64_t compact_retry_at_ = 0;
-    bool poisoned_ = false;
-    std::string poison_reason_;
     JournalStats stats_;
 };
 

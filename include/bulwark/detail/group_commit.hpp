@@ -1,0 +1,272 @@
+// GroupCommit: one journal sync shared by every writer waiting for one (private).
+// SPDX-License-Identifier: MIT
+#ifndef BULWARK_DETAIL_GROUP_COMMIT_HPP
+#define BULWARK_DETAIL_GROUP_COMMIT_HPP
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <utility>
+
+#include <bulwark/detail/file_system.hpp>
+#include <bulwark/detail/mutex.hpp>
+#include <bulwark/file_dead_letter_store_errors.hpp>
+
+namespace bulwark {
+namespace detail {
+
+// Lets writers that appended to a file without syncing it wait, holding no other lock, until
+// what they wrote is durable, while one of them syncs for all (group commit, as PostgreSQL's WAL
+// and RocksDB's write groups do): while a sync runs, the writers arriving queue up, and the next
+// sync covers all of them.
+//   const std::uint64_t ticket = group.wrote(records);   // under the writer's lock, after write
+//   ...unlock...
+//   group.await(ticket);                                 // durable, or throws
+// A ticket is the number of records written so far, the writer's own included; await(t) returns
+// once a sync that began after ticket t was published has completed. A failed sync poisons:
+// await() then throws DeadLetterJournalIoError for every ticket not durable before it, and the
+// owner refuses changes. The file is replaced (compaction) only while no sync runs.
+// Thread-safe. Lock order: the journal owner's mutex first, then this one's (await() takes only
+// this one, so it may be called with or without the owner's).
+class GroupCommit {
+public:
+    // The file system must outlive this.
+    explicit GroupCommit(FileSystem& fs) noexcept : fs_(fs) {}
+
+    // Publishes `records` records just written to the file; returns their ticket.
+    std::uint64_t wrote(std::uint64_t records) {
+        LockGuard lock(mutex_);
+        written_ += records;
+        return written_;
+    }
+
+    // Everything written so far: the ticket covering every record already in the file.
+    std::uint64_t written() const {
+        LockGuard lock(mutex_);
+        return written_;
+    }
+
+    // Records known durable: every ticket up to it.
+    std::uint64_t durable() const {
+        LockGuard lock(mutex_);
+        return durable_;
+    }
+
+    // Records written but not yet known durable.
+    std::uint64_t unsynced() const {
+        LockGuard lock(mutex_);
+        return written_ - durable_;
+    }
+
+    // Syncs done by await() (the owner counts its own).
+    std::uint64_t syncs() const {
+        LockGuard lock(mutex_);
+        return syncs_;
+    }
+
+    // The owner synced the file (or wrote a synced replacement) while no write could happen:
+    // everything written is durable.
+    void synced_all() {
+        LockGuard lock(mutex_);
+        durable_ = written_;
+        wake_covered();
+    }
+
+    // Makes `file` the handle later syncs use: replace() (which closes the old one) runs once no
+    // sync is running, and none starts until it has returned.
+    template <class Replace>
+    void replace_file(FileSystem::Handle file, Replace&& replace) {
+        UniqueLock lock(mutex_);
+        idle_.wait(lock.native(), [this]() BULWARK_NO_THREAD_SAFETY_ANALYSIS {
+            return !syncing_;  // (mutex_ is held while the predicate runs)
+        });
+        std::forward<Replace>(replace)();
+        file_ = file;
+    }
+
+    // Returns once every record up to `ticket` is durable, syncing for every writer waiting if
+    // no sync is running. Throws DeadLetterJournalIoError (poisoned) if a sync failed first.
+    void await(std::uint64_t ticket) {
+        UniqueLock lock(mutex_);
+        while (durable_ < ticket) {
+            if (poisoned_) {
+                throw DeadLetterJournalIoError(
+                    "bulwark::FileDeadLetterStore: the store was poisoned before this change was "
+                    "synced (it may or may not be on disk): " +
+                        poison_reason_,
+                    failure_, true);
+            }
+            if (!syncing_) {
+                lead(lock.native());
+                continue;
+            }
+            // Queue up: woken alone, when a sync covered the ticket or to lead the next one (which
+            // another writer may have started meanwhile: then queue again).
+            Waiter self{ticket};
+            self.next = waiters_;
+            waiters_ = &self;
+            while (durable_ < ticket && !poisoned_ && !self.lead) {
+                self.woken.wait(lock.native());
+            }
+            unlink(self);
+        }
+    }
+
+    // Refuses every later change; the first reason is kept.
+    void poison(const std::string& reason) {
+        LockGuard lock(mutex_);
+        poison_locked(reason, {});
+        wake_covered();
+    }
+
+    bool poisoned() const {
+        LockGuard lock(mutex_);
+        return poisoned_;
+    }
+
+    std::string poison_reason() const {
+        LockGuard lock(mutex_);
+        return poison_reason_;
+    }
+
+private:
+    // A writer waiting in await(), on its own stack: the leader wakes exactly the ones a sync
+    // covered (a context switch is dear, more so in a VM), and hands the lead to one left over.
+    struct Waiter {
+        explicit Waiter(std::uint64_t t) noexcept : ticket(t) {}
+        std::uint64_t ticket;
+        bool lead = false;
+        Waiter* next = nullptr;
+        std::condition_variable woken;
+    };
+
+    void unlink(Waiter& w) BULWARK_REQUIRES(mutex_) {
+        for (Waiter** at = &waiters_; *at != nullptr; at = &(*at)->next) {
+            if (*at == &w) {
+                *at = w.next;
+                return;
+            }
+        }
+    }
+
+    // Wakes every waiter whose records are durable, or all of them once poisoned; returns
+    // whether one is still waiting.
+    bool wake_covered() BULWARK_REQUIRES(mutex_) {
+        bool left = false;
+        for (Waiter* w = waiters_; w != nullptr; w = w->next) {
+            if (poisoned_ || w->ticket <= durable_) {
+                w->woken.notify_one();
+            } else {
+                left = true;
+            }
+        }
+        return left;
+    }
+
+    // Syncs everything written so far, without the lock, so that the writers that arrive
+    // meanwhile queue up for the next sync; then, while writers are waiting for records written
+    // during that sync, syncs again for them (at most max_rounds times, so that the leader's own
+    // call returns): a leader already running saves the next one's wake-up. Then hands the lead
+    // to a writer still waiting. `lock` holds mutex_; it is released around each sync and yield
+    // through the std::unique_lock itself, which the analysis does not follow (it sees mutex_ held
+    // throughout; nothing guarded is touched while it is not).
+    void lead(std::unique_lock<std::mutex>& lock) BULWARK_REQUIRES(mutex_) {
+        constexpr int max_rounds = 4;
+        syncing_ = true;
+        for (int round = 0; round < max_rounds; ++round) {
+            // Let the writers that are ready to write (woken by the last sync) write first, while
+            // more keep arriving: a sync costs far more than a yield.
+            for (int yields = 0; yields < 4; ++yields) {
+                const std::uint64_t before = written_;
+                lock.unlock();
+                std::this_thread::yield();
+                lock.lock();
+                if (written_ == before) {
+                    break;
+                }
+            }
+            const std::uint64_t target = written_;
+            const FileSystem::Handle file = file_;
+            lock.unlock();
+            std::error_code failed;
+            std::string why;
+            try {
+                fs_.sync(file);
+            } catch (const std::system_error& e) {
+                failed = e.code();
+                try {
+                    why = std::string("a journal sync failed: ") + e.what();
+                } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory; poisoned anyway
+                }
+            } catch (...) {
+                // Not an I/O error (a test's simulated crash): give the lead up and rethrow.
+                lock.lock();
+                syncing_ = false;
+                hand_off();
+                throw;
+            }
+            lock.lock();
+            if (failed) {
+                // What reached the disk is unknown (the kernel may have dropped the dirty pages).
+                poison_locked(why, failed);
+            } else {
+                durable_ = std::max(durable_, target);
+                ++syncs_;
+            }
+            if (!wake_covered() || poisoned_) {
+                break;
+            }
+        }
+        syncing_ = false;
+        hand_off();
+    }
+
+    // After a leader's last sync: the lead goes to a writer still waiting, if any.
+    void hand_off() BULWARK_REQUIRES(mutex_) {
+        if (!poisoned_) {
+            for (Waiter* w = waiters_; w != nullptr; w = w->next) {
+                if (w->ticket > durable_) {
+                    w->lead = true;
+                    w->woken.notify_one();
+                    break;
+                }
+            }
+        }
+        idle_.notify_all();  // replace_file()
+    }
+
+    // Never throws: a leader that could not record why must still end its sync.
+    void poison_locked(const std::string& reason, std::error_code code) noexcept
+        BULWARK_REQUIRES(mutex_) {
+        if (!poisoned_) {
+            poisoned_ = true;
+            failure_ = code;
+            try {
+                poison_reason_ = reason;
+            } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory; poisoned all the same
+            }
+        }
+    }
+
+    FileSystem& fs_;
+    mutable Mutex mutex_;
+    std::condition_variable idle_;  // no sync runs: the file may be replaced
+    Waiter* waiters_ BULWARK_GUARDED_BY(mutex_) = nullptr;
+    FileSystem::Handle file_ BULWARK_GUARDED_BY(mutex_) = -1;
+    std::uint64_t written_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t durable_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t syncs_ BULWARK_GUARDED_BY(mutex_) = 0;
+    bool syncing_ BULWARK_GUARDED_BY(mutex_) = false;
+    bool poisoned_ BULWARK_GUARDED_BY(mutex_) = false;
+    std::string poison_reason_ BULWARK_GUARDED_BY(mutex_);
+    std::error_code failure_ BULWARK_GUARDED_BY(mutex_);
+};
+
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_GROUP_COMMIT_HPP
