@@ -41,6 +41,8 @@ namespace bulwark {
 // failed write is rolled back and the store stays usable (disk full); a failed sync poisons it (see
 // DeadLetterStorePoisonedError). Thread-safe: one mutex guards everything, held across journal I/O,
 // never while a reprocess handler runs. See docs/file_dead_letter_store.md.
+// Out of memory (R4): a call that throws std::bad_alloc before its record is written has changed
+// nothing; after it, the store poisons itself and a reopen replays the whole change.
 // FileDeadLetterStore is BasicFileDeadLetterStore<>: a class template only so that its code is
 // compiled where it is used (the Tag is never used); use the alias.
 // Its destructor is virtual (it overrides DeadLetterStore's): clang-tidy 14 does not see that
@@ -236,7 +238,7 @@ private:
                     " but its outcome was not recorded)",
                 {}, true, so_far, copy.id);
         }
-        apply(r);
+        apply_journaled(&r, 1);
         maybe_compact();
     }
 
@@ -267,6 +269,7 @@ private:
                 const auto it = r.id.empty() ? index_.end() : index_.find(r.id);
                 if (it != index_.end()) {
                     modify(it, [&](Index& index) {
+                        index.reserve_attempt(it, options_.max_attempts);  // no silent drop
                         index.record_redrive(it, r.resent, r.attempt, options_.max_attempts);
                     });
                 }
@@ -312,17 +315,33 @@ private:
     // ---- the write path: journal first, then the index ---------------------------------------
 
     // Journals `records` (all or none), then applies them; returns how many. Throws what
-    // JournalFile::append throws, having applied nothing.
+    // JournalFile::append throws, having applied nothing; or, if applying runs out of memory,
+    // std::bad_alloc with the store poisoned (see apply_journaled).
     std::size_t commit_and_apply(const std::vector<Record>& records) BULWARK_REQUIRES(mutex_) {
         if (records.empty()) {
             return 0;
         }
         journal_.append(records);
-        for (const Record& r : records) {
-            apply(r);
-        }
+        apply_journaled(records.data(), records.size());
         maybe_compact();
         return records.size();
+    }
+
+    // Applies what is already in the journal. If that throws (std::bad_alloc: the index
+    // allocates), memory holds none or part of it while the disk holds all of it: the store
+    // poisons itself, so that nothing is written on top of a state the journal does not
+    // describe, and rethrows; a reopen replays the whole of it.
+    void apply_journaled(const Record* records, std::size_t count) BULWARK_REQUIRES(mutex_) {
+        try {
+            for (std::size_t i = 0; i < count; ++i) {
+                apply(records[i]);
+            }
+        } catch (...) {
+            journal_.poison_after(
+                "a change was journaled but could not be applied in memory (out of memory); "
+                "reopen to recover it");
+            throw;
+        }
     }
 
     void maybe_compact() BULWARK_REQUIRES(mutex_) {

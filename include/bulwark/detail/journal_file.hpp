@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
+#include <new>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -192,6 +194,20 @@ public:
         last_sync_ = clock_->now();
     }
 
+    // Poisons the journal after a failure its owner found: a record was written but could not be
+    // applied in memory (out of memory), so memory and disk differ until a reopen replays the
+    // disk. Never throws (it runs while an exception is in flight); the reason may stay empty if
+    // even it cannot be allocated.
+    void poison_after(const char* why) noexcept {
+        if (!poisoned_) {
+            poisoned_ = true;
+            try {
+                poison_reason_ = why;
+            } catch (const std::bad_alloc&) {  // NOLINT(bugprone-empty-catch): poisoned regardless
+            }
+        }
+    }
+
     // Throws DeadLetterStorePoisonedError when poisoned.
     void check_writable() const {
         if (poisoned_) {
@@ -257,8 +273,8 @@ public:
 
     // Runs after a mutation has been applied: compacts (writes snapshot(salt) as the new journal)
     // once the journal is larger than both compact_min_bytes and twice `live_bytes`, the size of
-    // a snapshot now. Never throws a std::system_error (the mutation stands); a failure before the
-    // rename keeps the old journal, one after it poisons.
+    // a snapshot now. Never throws a std::system_error or std::bad_alloc (the mutation stands); a
+    // failure before the rename keeps the old journal, one after it poisons.
     template <class Snapshot>
     void maybe_compact(std::uint64_t live_bytes, const Snapshot& snapshot) {
         const std::uint64_t threshold = std::max(options_.compact_min_bytes, 2 * live_bytes);
@@ -298,6 +314,20 @@ public:
             // the snapshot is built, before any file is touched: the journal stays as it is and
             // the mutation, already written, stands.
             ++stats_.compaction_failures;
+            compact_retry_at_ = end_ + options_.compact_min_bytes;
+        } catch (const std::bad_alloc&) {
+            // Out of memory, almost always while the snapshot is built (before any file is
+            // touched): the old journal stays and the mutation, written and applied, stands. Past
+            // the rename we cannot tell which file later appends would reach.
+            ++stats_.compaction_failures;
+            if (stage != Stage::writing) {
+                poison_after("compaction ran out of memory while renaming the new journal");
+                return;
+            }
+            try {
+                fs_.remove(temp_path_);
+            } catch (const std::exception&) {  // NOLINT(bugprone-empty-catch): next open
+            }
             compact_retry_at_ = end_ + options_.compact_min_bytes;
         }
     }
