@@ -45,6 +45,8 @@ namespace bulwark {
 // writes, never while a reprocess handler runs; with sync=always, a call waits for its sync with
 // the mutex released, so concurrent calls share one sync (group commit) and each returns once its
 // own records are durable. See docs/file_dead_letter_store.md.
+// Out of memory (R4): a call that throws std::bad_alloc before its record is written has changed
+// nothing; after it, the store poisons itself and a reopen replays the whole change.
 // FileDeadLetterStore is BasicFileDeadLetterStore<>: a class template only so that its code is
 // compiled where it is used (the Tag is never used); use the alias.
 // Its destructor is virtual (it overrides DeadLetterStore's): clang-tidy 14 does not see that
@@ -272,7 +274,7 @@ private:
                     " but its outcome was not recorded)",
                 {}, true, so_far, copy.id);
         }
-        apply(r);
+        apply_journaled(&r, 1);
         maybe_compact();
     }
 
@@ -303,6 +305,7 @@ private:
                 const auto it = r.id.empty() ? index_.end() : index_.find(r.id);
                 if (it != index_.end()) {
                     modify(it, [&](Index& index) {
+                        index.reserve_attempt(it, options_.max_attempts);  // no silent drop
                         index.record_redrive(it, r.resent, r.attempt, options_.max_attempts);
                     });
                 }
@@ -348,19 +351,35 @@ private:
     // ---- the write path: journal first, then the index ---------------------------------------
 
     // Journals `records` (all or none), then applies them. Throws what JournalFile::append
-    // throws, having applied nothing. Returns the ticket to await before acknowledging (0: none),
-    // which the caller does with the lock released (group commit); if that throws (a sync failed)
-    // the store is poisoned, and the records, applied, are readable until it is reopened.
+    // throws, having applied nothing; or, if applying runs out of memory, std::bad_alloc with the
+    // store poisoned (see apply_journaled). Returns the ticket to await before acknowledging (0:
+    // none), which the caller does with the lock released (group commit); if that throws (a sync
+    // failed) the store is poisoned, and the records, applied, are readable until it is reopened.
     std::uint64_t commit_and_apply(const std::vector<Record>& records) BULWARK_REQUIRES(mutex_) {
         if (records.empty()) {
             return 0;
         }
         const std::uint64_t ticket = journal_.append(records);
-        for (const Record& r : records) {
-            apply(r);
-        }
+        apply_journaled(records.data(), records.size());
         maybe_compact();
         return ticket;
+    }
+
+    // Applies what is already in the journal. If that throws (std::bad_alloc: the index
+    // allocates), memory holds none or part of it while the disk holds all of it: the store
+    // poisons itself, so that nothing is written on top of a state the journal does not
+    // describe, and rethrows; a reopen replays the whole of it.
+    void apply_journaled(const Record* records, std::size_t count) BULWARK_REQUIRES(mutex_) {
+        try {
+            for (std::size_t i = 0; i < count; ++i) {
+                apply(records[i]);
+            }
+        } catch (...) {
+            journal_.poison_after(
+                "a change was journaled but could not be applied in memory (out of memory); "
+                "reopen to recover it");
+            throw;
+        }
     }
 
     void maybe_compact() BULWARK_REQUIRES(mutex_) {

@@ -4922,15 +4922,19 @@ struct RedriveOutcome {
 inline RedriveOutcome run_redrive_handler(const DeadLetterHandler& handler,
                                           const DeadLetter& copy) {
     RedriveOutcome outcome;
+    bool threw = false;
     try {
         outcome.resent = handler(copy);
-        if (!outcome.resent) {
-            outcome.error = "handler returned false";
-        }
     } catch (const std::exception& e) {
+        threw = true;
         outcome.error = e.what();
     } catch (...) {
+        threw = true;
         outcome.error = "handler threw an exception not derived from std::exception";
+    }
+    if (!outcome.resent && !threw) {
+        // Outside the try: our own allocation failing here is not the handler's failure.
+        outcome.error = "handler returned false";
     }
     outcome.error = redrive_error_text(std::move(outcome.error));
     return outcome;
@@ -5085,9 +5089,19 @@ public:
         d.tags.swap(merged);
     }
 
+    // Makes room for the attempt record_redrive(it, ..., max_attempts) adds, so that it stores
+    // the attempt without allocating. A durable store calls it first: the attempt is already in
+    // its journal, and dropping it from memory alone would part the two. Changes only capacity.
+    void reserve_attempt(const_iterator it, std::size_t max_attempts) {
+        std::vector<DeadLetterAttempt>& attempts = mutable_record(it).attempts;
+        if (attempts.size() < max_attempts || attempts.empty()) {
+            attempts.reserve(attempts.size() + 1);
+        }
+    }
+
     // Records one redrive: the outcome first (a success must not be lost to a failed append),
-    // then the attempt, best effort, keeping the newest `max_attempts`. Throws only if the status
-    // change cannot be made, and then changes nothing.
+    // then the attempt, best effort (allocation-free after reserve_attempt()), keeping the newest
+    // `max_attempts`. Throws only if the status change cannot be made, and then changes nothing.
     void record_redrive(const_iterator it, bool resent, DeadLetterAttempt attempt,
                         std::size_t max_attempts) {
         if (resent) {
@@ -6014,6 +6028,7 @@ inline FileSystem& default_file_system() noexcept {
 #include <cstdint>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -6228,7 +6243,7 @@ public:
     }
 
     // Refuses every later change; the first reason is kept.
-    void poison(const std::string& reason) {
+    void poison(std::string_view reason) noexcept {
         LockGuard lock(mutex_);
         poison_locked(reason, {});
         wake_covered();
@@ -6351,13 +6366,13 @@ private:
     }
 
     // Never throws: a leader that could not record why must still end its sync.
-    void poison_locked(const std::string& reason, std::error_code code) noexcept
+    void poison_locked(std::string_view reason, std::error_code code) noexcept
         BULWARK_REQUIRES(mutex_) {
         if (!poisoned_) {
             poisoned_ = true;
             failure_ = code;
             try {
-                poison_reason_ = reason;
+                poison_reason_.assign(reason.data(), reason.size());
             } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory; poisoned all the same
             }
         }
@@ -7017,6 +7032,8 @@ inline std::string encode_header(std::uint64_t salt, std::uint32_t version = for
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
+#include <new>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -7378,6 +7395,12 @@ public:
         last_sync_ = clock_->now();
     }
 
+    // Poisons the journal after a failure its owner found: a record was written but could not be
+    // applied in memory (out of memory), so memory and disk differ until a reopen replays the
+    // disk. Never throws (it runs while an exception is in flight); the reason may stay empty if
+    // even it cannot be allocated.
+    void poison_after(const char* why) noexcept { group_.poison(why); }
+
     // Throws DeadLetterStorePoisonedError when poisoned.
     void check_writable() const {
         if (group_.poisoned()) {
@@ -7453,8 +7476,8 @@ public:
 
     // Runs after a mutation has been applied: compacts (writes snapshot(salt) as the new journal)
     // once the journal is larger than both compact_min_bytes and twice `live_bytes`, the size of
-    // a snapshot now. Never throws a std::system_error (the mutation stands); a failure before the
-    // rename keeps the old journal, one after it poisons.
+    // a snapshot now. Never throws a std::system_error or std::bad_alloc (the mutation stands); a
+    // failure before the rename keeps the old journal, one after it poisons.
     template <class Snapshot>
     void maybe_compact(std::uint64_t live_bytes, const Snapshot& snapshot) {
         const std::uint64_t threshold = std::max(options_.compact_min_bytes, 2 * live_bytes);
@@ -7494,6 +7517,20 @@ public:
             // the snapshot is built, before any file is touched: the journal stays as it is and
             // the mutation, already written, stands.
             ++stats_.compaction_failures;
+            compact_retry_at_ = end_ + options_.compact_min_bytes;
+        } catch (const std::bad_alloc&) {
+            // Out of memory, almost always while the snapshot is built (before any file is
+            // touched): the old journal stays and the mutation, written and applied, stands. Past
+            // the rename we cannot tell which file later appends would reach.
+            ++stats_.compaction_failures;
+            if (stage != Stage::writing) {
+                poison_after("compaction ran out of memory while renaming the new journal");
+                return;
+            }
+            try {
+                fs_.remove(temp_path_);
+            } catch (const std::exception&) {  // NOLINT(bugprone-empty-catch): next open
+            }
             compact_retry_at_ = end_ + options_.compact_min_bytes;
         }
     }
@@ -7917,6 +7954,8 @@ namespace bulwark {
 // writes, never while a reprocess handler runs; with sync=always, a call waits for its sync with
 // the mutex released, so concurrent calls share one sync (group commit) and each returns once its
 // own records are durable. See docs/file_dead_letter_store.md.
+// Out of memory (R4): a call that throws std::bad_alloc before its record is written has changed
+// nothing; after it, the store poisons itself and a reopen replays the whole change.
 // FileDeadLetterStore is BasicFileDeadLetterStore<>: a class template only so that its code is
 // compiled where it is used (the Tag is never used); use the alias.
 // Its destructor is virtual (it overrides DeadLetterStore's): clang-tidy 14 does not see that
@@ -8144,7 +8183,7 @@ private:
                     " but its outcome was not recorded)",
                 {}, true, so_far, copy.id);
         }
-        apply(r);
+        apply_journaled(&r, 1);
         maybe_compact();
     }
 
@@ -8175,6 +8214,7 @@ private:
                 const auto it = r.id.empty() ? index_.end() : index_.find(r.id);
                 if (it != index_.end()) {
                     modify(it, [&](Index& index) {
+                        index.reserve_attempt(it, options_.max_attempts);  // no silent drop
                         index.record_redrive(it, r.resent, r.attempt, options_.max_attempts);
                     });
                 }
@@ -8220,19 +8260,35 @@ private:
     // ---- the write path: journal first, then the index ---------------------------------------
 
     // Journals `records` (all or none), then applies them. Throws what JournalFile::append
-    // throws, having applied nothing. Returns the ticket to await before acknowledging (0: none),
-    // which the caller does with the lock released (group commit); if that throws (a sync failed)
-    // the store is poisoned, and the records, applied, are readable until it is reopened.
+    // throws, having applied nothing; or, if applying runs out of memory, std::bad_alloc with the
+    // store poisoned (see apply_journaled). Returns the ticket to await before acknowledging (0:
+    // none), which the caller does with the lock released (group commit); if that throws (a sync
+    // failed) the store is poisoned, and the records, applied, are readable until it is reopened.
     std::uint64_t commit_and_apply(const std::vector<Record>& records) BULWARK_REQUIRES(mutex_) {
         if (records.empty()) {
             return 0;
         }
         const std::uint64_t ticket = journal_.append(records);
-        for (const Record& r : records) {
-            apply(r);
-        }
+        apply_journaled(records.data(), records.size());
         maybe_compact();
         return ticket;
+    }
+
+    // Applies what is already in the journal. If that throws (std::bad_alloc: the index
+    // allocates), memory holds none or part of it while the disk holds all of it: the store
+    // poisons itself, so that nothing is written on top of a state the journal does not
+    // describe, and rethrows; a reopen replays the whole of it.
+    void apply_journaled(const Record* records, std::size_t count) BULWARK_REQUIRES(mutex_) {
+        try {
+            for (std::size_t i = 0; i < count; ++i) {
+                apply(records[i]);
+            }
+        } catch (...) {
+            journal_.poison_after(
+                "a change was journaled but could not be applied in memory (out of memory); "
+                "reopen to recover it");
+            throw;
+        }
     }
 
     void maybe_compact() BULWARK_REQUIRES(mutex_) {

@@ -108,15 +108,19 @@ struct RedriveOutcome {
 inline RedriveOutcome run_redrive_handler(const DeadLetterHandler& handler,
                                           const DeadLetter& copy) {
     RedriveOutcome outcome;
+    bool threw = false;
     try {
         outcome.resent = handler(copy);
-        if (!outcome.resent) {
-            outcome.error = "handler returned false";
-        }
     } catch (const std::exception& e) {
+        threw = true;
         outcome.error = e.what();
     } catch (...) {
+        threw = true;
         outcome.error = "handler threw an exception not derived from std::exception";
+    }
+    if (!outcome.resent && !threw) {
+        // Outside the try: our own allocation failing here is not the handler's failure.
+        outcome.error = "handler returned false";
     }
     outcome.error = redrive_error_text(std::move(outcome.error));
     return outcome;
@@ -271,9 +275,19 @@ public:
         d.tags.swap(merged);
     }
 
+    // Makes room for the attempt record_redrive(it, ..., max_attempts) adds, so that it stores
+    // the attempt without allocating. A durable store calls it first: the attempt is already in
+    // its journal, and dropping it from memory alone would part the two. Changes only capacity.
+    void reserve_attempt(const_iterator it, std::size_t max_attempts) {
+        std::vector<DeadLetterAttempt>& attempts = mutable_record(it).attempts;
+        if (attempts.size() < max_attempts || attempts.empty()) {
+            attempts.reserve(attempts.size() + 1);
+        }
+    }
+
     // Records one redrive: the outcome first (a success must not be lost to a failed append),
-    // then the attempt, best effort, keeping the newest `max_attempts`. Throws only if the status
-    // change cannot be made, and then changes nothing.
+    // then the attempt, best effort (allocation-free after reserve_attempt()), keeping the newest
+    // `max_attempts`. Throws only if the status change cannot be made, and then changes nothing.
     void record_redrive(const_iterator it, bool resent, DeadLetterAttempt attempt,
                         std::size_t max_attempts) {
         if (resent) {

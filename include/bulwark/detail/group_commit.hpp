@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -117,7 +118,7 @@ public:
     }
 
     // Refuses every later change; the first reason is kept.
-    void poison(const std::string& reason) {
+    void poison(std::string_view reason) noexcept {
         LockGuard lock(mutex_);
         poison_locked(reason, {});
         wake_covered();
@@ -240,13 +241,13 @@ private:
     }
 
     // Never throws: a leader that could not record why must still end its sync.
-    void poison_locked(const std::string& reason, std::error_code code) noexcept
+    void poison_locked(std::string_view reason, std::error_code code) noexcept
         BULWARK_REQUIRES(mutex_) {
         if (!poisoned_) {
             poisoned_ = true;
             failure_ = code;
             try {
-                poison_reason_ = reason;
+                poison_reason_.assign(reason.data(), reason.size());
             } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory; poisoned all the same
             }
         }

@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
+#include <new>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -205,6 +207,12 @@ public:
         last_sync_ = clock_->now();
     }
 
+    // Poisons the journal after a failure its owner found: a record was written but could not be
+    // applied in memory (out of memory), so memory and disk differ until a reopen replays the
+    // disk. Never throws (it runs while an exception is in flight); the reason may stay empty if
+    // even it cannot be allocated.
+    void poison_after(const char* why) noexcept { group_.poison(why); }
+
     // Throws DeadLetterStorePoisonedError when poisoned.
     void check_writable() const {
         if (group_.poisoned()) {
@@ -280,8 +288,8 @@ public:
 
     // Runs after a mutation has been applied: compacts (writes snapshot(salt) as the new journal)
     // once the journal is larger than both compact_min_bytes and twice `live_bytes`, the size of
-    // a snapshot now. Never throws a std::system_error (the mutation stands); a failure before the
-    // rename keeps the old journal, one after it poisons.
+    // a snapshot now. Never throws a std::system_error or std::bad_alloc (the mutation stands); a
+    // failure before the rename keeps the old journal, one after it poisons.
     template <class Snapshot>
     void maybe_compact(std::uint64_t live_bytes, const Snapshot& snapshot) {
         const std::uint64_t threshold = std::max(options_.compact_min_bytes, 2 * live_bytes);
@@ -321,6 +329,20 @@ public:
             // the snapshot is built, before any file is touched: the journal stays as it is and
             // the mutation, already written, stands.
             ++stats_.compaction_failures;
+            compact_retry_at_ = end_ + options_.compact_min_bytes;
+        } catch (const std::bad_alloc&) {
+            // Out of memory, almost always while the snapshot is built (before any file is
+            // touched): the old journal stays and the mutation, written and applied, stands. Past
+            // the rename we cannot tell which file later appends would reach.
+            ++stats_.compaction_failures;
+            if (stage != Stage::writing) {
+                poison_after("compaction ran out of memory while renaming the new journal");
+                return;
+            }
+            try {
+                fs_.remove(temp_path_);
+            } catch (const std::exception&) {  // NOLINT(bugprone-empty-catch): next open
+            }
             compact_retry_at_ = end_ + options_.compact_min_bytes;
         }
     }
