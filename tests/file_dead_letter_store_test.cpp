@@ -1023,6 +1023,35 @@ TEST_CASE(
     CHECK(store.get(handled[1])->status == DeadLetterStatus::pending);  // at-least-once
 }
 
+TEST_CASE(
+    "FileDeadLetterStore: the journal's CRC-32C matches the standard's check value and a "
+    "bitwise reference",
+    "[dead_letter][file]") {
+    namespace j = bulwark::detail::journal;
+    CHECK(j::crc32c("123456789") == 0xE3069283U);  // the CRC-32C check value (RFC 3720)
+    const auto bitwise = [](std::string_view bytes, std::uint32_t crc) {
+        crc = ~crc;
+        for (const char ch : bytes) {
+            crc ^= static_cast<unsigned char>(ch);
+            for (int k = 0; k < 8; ++k) {
+                crc = (crc & 1U) != 0 ? (crc >> 1U) ^ 0x82F63B78U : crc >> 1U;
+            }
+        }
+        return ~crc;
+    };
+    std::string bytes(96, '\0');
+    for (std::size_t i = 0; i < bytes.size(); ++i) {
+        bytes[i] = static_cast<char>(i * 37U + 11U);
+    }
+    // Every alignment and every tail length of the 8-byte slices.
+    for (std::size_t offset = 0; offset < 9; ++offset) {
+        for (std::size_t length = 0; length + offset <= bytes.size(); ++length) {
+            const std::string_view part = std::string_view(bytes).substr(offset, length);
+            CHECK(j::crc32c(part, 0x1234567U) == bitwise(part, 0x1234567U));
+        }
+    }
+}
+
 // ---- group commit ---------------------------------------------------------------------------
 
 // A FaultFs whose journal syncs can be held back: the first sync of the journal after hold()

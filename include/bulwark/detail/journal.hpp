@@ -66,26 +66,42 @@ U get_le(const char* in) noexcept {
     return v;
 }
 
-inline const std::array<std::uint32_t, 256>& crc32c_table() noexcept {
-    static const std::array<std::uint32_t, 256> table = [] {
-        std::array<std::uint32_t, 256> t{};
+// Slicing-by-8 tables: table[0] is the bytewise table; table[k][b] is the CRC of byte b followed
+// by k zero bytes, so that 8 bytes are folded with 8 lookups and no dependency between them.
+inline const std::array<std::array<std::uint32_t, 256>, 8>& crc32c_tables() noexcept {
+    static const std::array<std::array<std::uint32_t, 256>, 8> tables = [] {
+        std::array<std::array<std::uint32_t, 256>, 8> t{};
         for (std::uint32_t i = 0; i < 256; ++i) {
             std::uint32_t c = i;
             for (int k = 0; k < 8; ++k) {
                 c = (c & 1U) != 0 ? (c >> 1U) ^ 0x82F63B78U : c >> 1U;
             }
-            t[i] = c;
+            t[0][i] = c;
+        }
+        for (std::uint32_t i = 0; i < 256; ++i) {
+            for (std::size_t k = 1; k < 8; ++k) {
+                t[k][i] = (t[k - 1][i] >> 8U) ^ t[0][t[k - 1][i] & 0xFFU];
+            }
         }
         return t;
     }();
-    return table;
+    return tables;
 }
 
 inline std::uint32_t crc32c(std::string_view bytes, std::uint32_t crc = 0) noexcept {
-    const std::array<std::uint32_t, 256>& table = crc32c_table();
+    const std::array<std::array<std::uint32_t, 256>, 8>& t = crc32c_tables();
     crc = ~crc;
-    for (const char ch : bytes) {
-        crc = table[(crc ^ static_cast<unsigned char>(ch)) & 0xFFU] ^ (crc >> 8U);
+    const char* p = bytes.data();
+    std::size_t n = bytes.size();
+    for (; n >= 8; p += 8, n -= 8) {
+        const std::uint32_t lo = crc ^ get_le<std::uint32_t>(p);
+        const std::uint32_t hi = get_le<std::uint32_t>(p + 4);
+        crc = t[7][lo & 0xFFU] ^ t[6][(lo >> 8U) & 0xFFU] ^ t[5][(lo >> 16U) & 0xFFU] ^
+              t[4][lo >> 24U] ^ t[3][hi & 0xFFU] ^ t[2][(hi >> 8U) & 0xFFU] ^
+              t[1][(hi >> 16U) & 0xFFU] ^ t[0][hi >> 24U];
+    }
+    for (; n > 0; ++p, --n) {
+        crc = t[0][(crc ^ static_cast<unsigned char>(*p)) & 0xFFU] ^ (crc >> 8U);
     }
     return ~crc;
 }
@@ -192,7 +208,11 @@ struct Record {
     bool resent = false;                     // outcome
     RemoveCause cause = RemoveCause::purge;  // remove
     Counters counters;                       // counters
-    std::vector<Record> batch;               // batch: the records, none of them a batch
+    std::vector<Record> batch;               // batch to encode: the records, none a batch
+    // batch as decoded: its inner frames, a view into the bytes decoded (valid while they are;
+    // for_each_in_batch() decodes them one at a time). `batch` stays empty: a batch of a million
+    // records is never held decoded whole.
+    std::string_view batch_frames;
 };
 
 inline std::uint32_t load_u32(std::string_view bytes, std::size_t at) noexcept {
@@ -466,9 +486,36 @@ struct ScanBudget {
     bool exhausted = false;
 };
 
+inline bool decode_record(std::string_view body, Record& out, bool allow_batch = true);
+
+// Decodes the inner records of a decoded batch one at a time into a scratch record and calls
+// f(Record&) with each (f may move from it); false, stopping there, at the first that does not
+// decode. decode_record() has checked them all before it accepted the batch.
+template <class F>
+bool for_each_in_batch(const Record& batch, F&& f) {
+    const std::string_view frames = batch.batch_frames;
+    Record inner;
+    std::size_t at = 0;
+    while (at < frames.size()) {
+        if (frames.size() - at < 4) {
+            return false;
+        }
+        const std::uint32_t length = load_u32(frames, at);
+        if (length == 0 || length > frames.size() - at - 4) {
+            return false;
+        }
+        if (!decode_record(frames.substr(at + 4, length), inner, false)) {
+            return false;
+        }
+        f(inner);
+        at += 4 + std::size_t{length};
+    }
+    return true;
+}
+
 // Decodes type+payload; false for anything that is not exactly one well-formed record.
 // A batch may not contain a batch (so that hostile bytes cannot nest frames deeply).
-inline bool decode_record(std::string_view body, Record& out, bool allow_batch = true) {
+inline bool decode_record(std::string_view body, Record& out, bool allow_batch) {
     Reader r(body);
     const std::uint8_t type = r.u8();
     out = Record{};
@@ -516,26 +563,14 @@ inline bool decode_record(std::string_view body, Record& out, bool allow_batch =
         case static_cast<std::uint8_t>(RecordType::batch): {
             out.type = RecordType::batch;
             // The inner frames fill the payload exactly; the outer CRC already covered them.
+            // Every one is decoded here (into one scratch record, in turn) so that a batch is
+            // accepted or refused whole, but none is kept.
             if (!allow_batch) {
                 return false;
             }
-            std::size_t at = 1;
-            while (at < body.size()) {
-                if (body.size() - at < 4) {
-                    return false;
-                }
-                const std::uint32_t length = load_u32(body, at);
-                if (length == 0 || length > body.size() - at - 4) {
-                    return false;
-                }
-                Record inner;
-                if (!decode_record(body.substr(at + 4, length), inner, false)) {
-                    return false;
-                }
-                out.batch.push_back(std::move(inner));
-                at += 4 + std::size_t{length};
-            }
-            return !out.batch.empty();
+            out.batch_frames = body.substr(1);
+            std::size_t count = 0;
+            return for_each_in_batch(out, [&count](Record&) { ++count; }) && count > 0;
         }
         default:
             return false;

@@ -130,13 +130,13 @@ public:
         return s;
     }
 
-    // Opens (creating if missing) the journal in the directory. replay(const Record&) is given
-    // every record recovered, in order; snapshot(salt) returns a compacted journal of what was
-    // replayed so far (journal_snapshot()). A journal of an older format version is rewritten in
-    // the current one. Throws FileDeadLetterStoreError and its
-    // subclasses, or what replay throws.
-    template <class Replay, class Snapshot>
-    void open(Replay&& replay, const Snapshot& snapshot) {
+    // Opens (creating if missing) the journal in the directory. replay(Record&) is given every
+    // record recovered, in order (it may move from it); snapshot(salt) returns a compacted journal
+    // of what was replayed so far (journal_snapshot()). A journal of an older format version is
+    // rewritten in the current one. reserve(n) hears that about n records may follow. Throws
+    // FileDeadLetterStoreError and its subclasses, or what replay throws.
+    template <class Replay, class Snapshot, class Reserve>
+    void open(Replay&& replay, const Snapshot& snapshot, const Reserve& reserve) {
         try {
             FileSystem::Info dir = fs_.info(directory_);
             bool created = false;
@@ -192,7 +192,7 @@ public:
                 FileHandle opened(fs_, fs_.open(journal_path_, false, false));
                 const FileSystem::Handle handle = opened.get();
                 group_.replace_file(handle, [&] { file_ = std::move(opened); });
-                recover(fs_.read_all(file_.get()), replay, snapshot);
+                recover(fs_.read_all(file_.get()), replay, snapshot, reserve);
             }
             // Before accepting a write, make every name on the way durable: the directory in its
             // parent, the journal in the directory. A crash of an earlier process may have cut
@@ -442,8 +442,9 @@ private:
         return std::string_view::npos;
     }
 
-    template <class Replay, class Snapshot>
-    void recover(const std::string& bytes, Replay& replay, const Snapshot& snapshot) {
+    template <class Replay, class Snapshot, class Reserve>
+    void recover(const std::string& bytes, Replay& replay, const Snapshot& snapshot,
+                 const Reserve& reserve) {
         namespace j = detail::journal;
         const std::string_view all(bytes);
         const bool salvaging = options_.recovery == JournalRecovery::point_in_time ||
@@ -496,6 +497,9 @@ private:
         std::size_t pos = j::header_size;
         std::size_t good_end = pos;
         j::ScanBudget budget{8 * static_cast<std::uint64_t>(all.size()) + (1U << 20U)};
+        // A record takes at least a frame head and a few bytes: size the owner's id table once
+        // rather than rehashing it all the way up (over-estimating by no more than the file/16).
+        reserve(all.size() / 128);
         Record record;
         next_sequence_ = 1;
         bool after_damage = false;  // a skipped region ends here: its frames' numbers are missing
@@ -506,7 +510,13 @@ private:
                 j::check_frame(all, pos, framing_, record, size, sequence);
             if (status == j::FrameStatus::good && (!sequenced || sequence == next_sequence_ ||
                                                    (after_damage && sequence > next_sequence_))) {
-                replay(static_cast<const Record&>(record));
+                if (record.type == j::RecordType::batch) {
+                    // Streamed: its records replayed one at a time, never all decoded at once
+                    // (decode_record() has checked them all).
+                    j::for_each_in_batch(record, replay);
+                } else {
+                    replay(record);
+                }
                 ++stats_.recovered_records;
                 next_sequence_ = sequence + 1;
                 after_damage = false;
