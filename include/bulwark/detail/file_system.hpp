@@ -142,7 +142,7 @@ public:
         struct stat st {};
         if (::fstat(file, &st) == 0 && st.st_size > 0) {
             out.reserve(static_cast<std::size_t>(st.st_size));
-            advise_huge_pages(out.data(), out.capacity());
+            advise_huge_pages(out);
             out.resize(static_cast<std::size_t>(st.st_size));
         }
         std::size_t offset = 0;
@@ -169,18 +169,18 @@ public:
     // Asks for transparent huge pages over a large buffer before it is first touched: reading a
     // journal of hundreds of MiB otherwise takes a page fault per 4 KiB, which dominates an open
     // on a virtual machine. Best effort (Linux with THP in "madvise" mode; a no-op elsewhere).
-    static void advise_huge_pages(char* data, std::size_t size) noexcept {
+    static void advise_huge_pages(std::string& buffer) noexcept {
 #if defined(MADV_HUGEPAGE)
         constexpr std::uintptr_t huge = std::uintptr_t{2} << 20U;
+        char* const data = buffer.data();  // non-const since C++17
         const auto begin = reinterpret_cast<std::uintptr_t>(data);
         const std::uintptr_t first = (begin + huge - 1) & ~(huge - 1);
-        const std::uintptr_t last = (begin + size) & ~(huge - 1);
+        const std::uintptr_t last = (begin + buffer.capacity()) & ~(huge - 1);
         if (last > first) {
-            ::madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
+            ::madvise(data + (first - begin), last - first, MADV_HUGEPAGE);
         }
 #else
-        (void)data;
-        (void)size;
+        (void)buffer;
 #endif
     }
 

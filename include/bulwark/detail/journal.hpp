@@ -95,7 +95,7 @@ inline std::uint32_t crc32c(std::string_view bytes, std::uint32_t crc = 0) noexc
     std::size_t n = bytes.size();
     for (; n >= 8; p += 8, n -= 8) {
         const std::uint32_t lo = crc ^ get_le<std::uint32_t>(p);
-        const std::uint32_t hi = get_le<std::uint32_t>(p + 4);
+        const auto hi = get_le<std::uint32_t>(p + 4);
         crc = t[7][lo & 0xFFU] ^ t[6][(lo >> 8U) & 0xFFU] ^ t[5][(lo >> 16U) & 0xFFU] ^
               t[4][lo >> 24U] ^ t[3][hi & 0xFFU] ^ t[2][(hi >> 8U) & 0xFFU] ^
               t[1][(hi >> 16U) & 0xFFU] ^ t[0][hi >> 24U];
