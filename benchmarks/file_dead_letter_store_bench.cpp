@@ -437,6 +437,8 @@ BENCHMARK_CAPTURE(BM_add, always, bulwark::JournalSync::always)
     ->Threads(2)
     ->Threads(4)
     ->Threads(8)
+    ->Threads(16)  // beyond the goal's 8: how the batch grows with the writers
+    ->Threads(32)
     ->UseRealTime();
 BENCHMARK_CAPTURE(BM_add, batch, bulwark::JournalSync::batch)->Threads(1)->UseRealTime();
 BENCHMARK_CAPTURE(BM_add, none, bulwark::JournalSync::none)->Threads(1)->UseRealTime();
