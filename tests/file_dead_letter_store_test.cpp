@@ -965,6 +965,43 @@ TEST_CASE("FileDeadLetterStore: a failed sync poisons the store; reads go on, re
     CHECK(store.add(workload_letter(4)) == "m4");
 }
 
+TEST_CASE("FileDeadLetterStore: a call that changes nothing reports only a state that is durable",
+          "[dead_letter][file][io][group_commit]") {
+    FaultFs fs;
+    ManualClock clock;
+    FileDeadLetterStore store(fault_dir, FileDeadLetterStoreOptions{}, fs, clock);
+    store.add(workload_letter(1));
+    fs.fail_call(2, false, EIO);  // the categorize's write passes, its sync fails
+    CHECK_THROWS_AS(store.categorize(DeadLetterQuery{}.id("m1"), "bounced"),
+                    bulwark::DeadLetterJournalIoError);
+    // The same categorize again finds the record already so (in memory): it must not report a
+    // match that a power loss could undo.
+    CHECK_THROWS_AS(store.categorize(DeadLetterQuery{}.id("m1"), "bounced"),
+                    bulwark::DeadLetterJournalIoError);
+    CHECK(store.get("m1")->category == "bounced");  // readable, in doubt
+}
+
+TEST_CASE("FileDeadLetterStore: records another process wrote unsynced are synced at open",
+          "[dead_letter][file][group_commit]") {
+    FaultFs fs;
+    ManualClock clock;
+    std::mt19937_64 rng(3);
+    FileDeadLetterStoreOptions none;
+    none.sync = JournalSync::none;
+    {
+        FileDeadLetterStore store(fault_dir, none, fs, clock);
+        store.add(workload_letter(1));
+        fs.process_crash();  // killed: its record is in the page cache only
+    }
+    {
+        FileDeadLetterStore store(fault_dir, FileDeadLetterStoreOptions{}, fs, clock);
+        CHECK(store.add(workload_letter(1)) == "m1");  // a duplicate, acknowledged
+    }
+    fs.crash(FaultFs::Damage::drop_unsynced, rng);
+    FileDeadLetterStore reopened(fault_dir, FileDeadLetterStoreOptions{}, fs, clock);
+    CHECK(reopened.get("m1").has_value());
+}
+
 TEST_CASE("FileDeadLetterStore: a poisoned store resends nothing from reprocess",
           "[dead_letter][file][io]") {
     FaultFs fs;
@@ -1692,6 +1729,29 @@ TEST_CASE("FileDeadLetterStore: frames out of order or missing are damage, not h
     REQUIRE(skipped.opened);
     CHECK(skipped.stats.sequence_gaps == 1);
     CHECK(skipped.state.find("a|") == 0);  // its purge was the frame lost
+}
+
+TEST_CASE("FileDeadLetterStore: a frame numbered 0 or at the largest sequence is damage",
+          "[dead_letter][file][corruption]") {
+    namespace j = bulwark::detail::journal;
+    const FramedJournal fj = framed_journal();
+    const j::Framing framing{j::salt_seed(j::load_u64(fj.bytes, 12))};
+    j::Record add;
+    add.type = j::RecordType::add;
+    add.letter.id = "c";
+    add.letter.type = "sms";
+    for (const std::uint64_t sequence : {std::uint64_t{0}, ~std::uint64_t{0}}) {
+        // After a gap (frames[4] cut out), where skip_corrupt accepts a higher number: a frame at
+        // the largest number would wrap the next expected one to 0 and let replays through.
+        std::string bytes = fj.bytes.substr(0, fj.frames[4].first);
+        j::encode_record(add, bytes, framing, sequence);
+        j::encode_record(add, bytes, framing, 1);
+        INFO("sequence " << sequence);
+        const Reopened skip = reopen_in(JournalRecovery::skip_corrupt, bytes);
+        REQUIRE(skip.opened);
+        CHECK(skip.state.find("c|") == std::string::npos);
+        CHECK_FALSE(reopen_in(JournalRecovery::strict, bytes).opened);
+    }
 }
 
 // A journal as bulwark wrote it in format version 2 (frames without a sequence number).

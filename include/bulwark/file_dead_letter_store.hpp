@@ -210,15 +210,28 @@ private:
             r.id = index_.oldest_resolved()->second.id;
             records.push_back(std::move(r));
         }
-        const std::uint64_t ticket = commit_and_apply(records);
-        if (ticket != 0) {
-            // Until its sync, a duplicate add of this id must wait for it too. Both sequences
-            // grow in write order, so the list stays sorted.
+        // Until its sync, a duplicate add of this id must wait for it too. Room for the entry is
+        // made first: nothing may fail once the add is journaled. Both sequences grow in write
+        // order, so the list stays sorted.
+        const bool track = options_.sync == JournalSync::always;
+        if (track) {
             const std::uint64_t durable = group_.durable();
             while (!in_flight_.empty() && in_flight_.front().second <= durable) {
                 in_flight_.pop_front();
             }
-            in_flight_.emplace_back(index_.find(id)->first, ticket);
+            in_flight_.emplace_back(Seq{}, std::uint64_t{0});
+        }
+        std::uint64_t ticket = 0;
+        try {
+            ticket = commit_and_apply(records);
+        } catch (...) {
+            if (track) {
+                in_flight_.pop_back();
+            }
+            throw;
+        }
+        if (track) {
+            in_flight_.back() = {index_.find(id)->first, ticket};
         }
         return id;
     }
@@ -377,7 +390,10 @@ private:
     // failed) the store is poisoned, and the records, applied, are readable until it is reopened.
     std::uint64_t commit_and_apply(const std::vector<Record>& records) BULWARK_REQUIRES(mutex_) {
         if (records.empty()) {
-            return 0;
+            // A call that changes nothing may have found the state another call wrote and is
+            // still syncing (the same categorize, a dismiss of a record just dismissed): it
+            // reports that state only once it is durable.
+            return options_.sync == JournalSync::always ? group_.written() : 0;
         }
         const std::uint64_t ticket = journal_.append(records);
         apply_journaled(records.data(), records.size());

@@ -5111,8 +5111,12 @@ public:
     // its journal, and dropping it from memory alone would part the two. Changes only capacity.
     void reserve_attempt(const_iterator it, std::size_t max_attempts) {
         std::vector<DeadLetterAttempt>& attempts = mutable_record(it).attempts;
-        if (attempts.size() < max_attempts || attempts.empty()) {
-            attempts.reserve(attempts.size() + 1);
+        if ((attempts.size() < max_attempts || attempts.empty()) &&
+            attempts.size() == attempts.capacity()) {
+            // Geometric, capped at the bound: one slot at a time would copy the history on
+            // every redrive.
+            attempts.reserve(std::max<std::size_t>(
+                attempts.size() + 1, std::min<std::size_t>(2 * attempts.size(), max_attempts)));
         }
     }
 
@@ -5886,17 +5890,19 @@ public:
         // Sized once from fstat and read in place: growing a string chunk by chunk would copy a
         // large journal several times over. The loop still reads to the end of file, however
         // long it turns out to be.
+        // One spare byte, where the read that finds the end of the file lands: growing past the
+        // capacity would copy everything once more.
         std::string out;
         struct stat st {};
         if (::fstat(file, &st) == 0 && st.st_size > 0) {
-            out.reserve(static_cast<std::size_t>(st.st_size));
+            out.reserve(static_cast<std::size_t>(st.st_size) + 1);
             advise_huge_pages(out);
-            out.resize(static_cast<std::size_t>(st.st_size));
         }
+        out.resize(out.capacity());
         std::size_t offset = 0;
         for (;;) {
             if (offset == out.size()) {
-                out.resize(out.size() + 65536);
+                out.resize(out.size() + out.size() / 2 + 65536);  // the file grew meanwhile
             }
             const ssize_t n =
                 ::pread(file, &out[offset], out.size() - offset, static_cast<off_t>(offset));
@@ -6074,6 +6080,7 @@ inline FileSystem& default_file_system() noexcept {
 #include <algorithm>
 #include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -6347,12 +6354,19 @@ private:
         const std::uint64_t target = written_;
         const FileSystem::Handle file = file_;
         lock.unlock();
-        std::error_code failed;
+        bool failed = false;
+        std::error_code code;
         std::string why;
         try {
             fs_.sync(file);
-        } catch (const std::system_error& e) {
-            failed = e.code();
+        } catch (const std::exception& e) {
+            // Any failure, std::bad_alloc included (the file system builds its error message),
+            // leaves the file's state unknown: the next fdatasync could return 0 for pages the
+            // kernel dropped.
+            failed = true;
+            if (const auto* system = dynamic_cast<const std::system_error*>(&e)) {
+                code = system->code();
+            }
             try {
                 why = std::string("a journal sync failed: ") + e.what();
             } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory; poisoned anyway
@@ -6367,7 +6381,7 @@ private:
         lock.lock();
         if (failed) {
             // What reached the disk is unknown (the kernel may have dropped the dirty pages).
-            poison_locked(why, failed);
+            poison_locked(why.empty() ? std::string_view("a journal sync failed") : why, code);
         } else {
             durable_ = std::max(durable_, target);
             ++syncs_;
@@ -7034,7 +7048,10 @@ inline FrameStatus check_frame(std::string_view bytes, std::size_t offset, const
     const std::uint32_t length = load_u32(bytes, offset);
     const auto type = static_cast<unsigned char>(bytes[offset + head]);
     sequence = f.version >= 3 ? load_u64(bytes, offset + 12) : 0;
-    if (length == 0 || length > max_frame_bytes ||
+    // Version 3 numbers frames from 1; 0 and the largest value (after which the next would wrap
+    // to 0) are never written.
+    const bool bad_sequence = f.version >= 3 && (sequence == 0 || sequence == ~std::uint64_t{0});
+    if (bad_sequence || length == 0 || length > max_frame_bytes ||
         type < static_cast<unsigned char>(RecordType::add) ||
         type > static_cast<unsigned char>(RecordType::batch) ||
         header_check(f, length, sequence, type) != load_u32(bytes, offset + 4)) {
@@ -7443,6 +7460,13 @@ public:
                 group_.replace_file(handle, [&] { file_ = std::move(opened); });
                 recover(fs_.read_all(file_.get()), replay, snapshot, reserve);
             }
+            // A journal replayed as it was may hold records a process with sync=batch or none
+            // wrote but never synced: make them durable before an add of the same id (a
+            // duplicate) can be acknowledged on their strength.
+            if (file_.get() >= 0) {
+                fs_.sync(file_.get());
+                ++stats_.syncs;
+            }
             // Before accepting a write, make every name on the way durable: the directory in its
             // parent, the journal in the directory. A crash of an earlier process may have cut
             // short the directory sync after a mkdir, a journal creation or a compaction's
@@ -7521,14 +7545,14 @@ public:
     void sync() {
         try {
             fs_.sync(file_.get());
-        } catch (const std::system_error& e) {
+        } catch (const std::exception& e) {
             // What reached the disk is unknown (the kernel may have dropped the dirty pages):
-            // never write again from this state.
-            poison(std::string("a journal sync failed: ") + e.what());
+            // never write again from this state. Poisoned before anything else can fail.
+            poison_with("a journal sync failed", e);
             throw DeadLetterJournalIoError(
                 "bulwark::FileDeadLetterStore: journal sync failed (store poisoned): " +
                     std::string(e.what()),
-                e.code(), true);
+                error_code_of(e), true);
         }
         ++stats_.syncs;
         group_.synced_all();  // every write happens under the owner's lock, held here
@@ -7560,13 +7584,13 @@ public:
         } catch (const std::system_error& e) {
             ++stats_.compaction_failures;
             if (stage == Stage::renamed) {
-                poison(std::string("compaction could not sync the directory: ") + e.what());
+                poison_with("compaction could not sync the directory", e);
                 return;
             }
             if (stage == Stage::renaming) {
                 // rename(2) failing with EIO may still have replaced the journal: we cannot
                 // tell which file later appends would reach.
-                poison(std::string("compaction rename failed: ") + e.what());
+                poison_with("compaction rename failed", e);
             }
             try {
                 fs_.remove(temp_path_);
@@ -7931,25 +7955,26 @@ private:
         check_writable();
         try {
             fs_.write_at(file_.get(), end_, frames);
-        } catch (const std::system_error& e) {
+        } catch (const std::exception& e) {
+            // (std::bad_alloc too: part of the frames may be in the file all the same.)
             try {
                 fs_.truncate(file_.get(), end_);
                 if (options_.sync != JournalSync::none) {
                     fs_.sync(file_.get());
                 }
                 ++stats_.write_rollbacks;
-            } catch (const std::system_error&) {
-                poison(std::string("a journal write failed and could not be undone: ") + e.what());
+            } catch (const std::exception&) {
+                poison_with("a journal write failed and could not be undone", e);
                 throw DeadLetterJournalIoError(
                     "bulwark::FileDeadLetterStore: journal write failed and could not be undone "
                     "(store poisoned): " +
                         std::string(e.what()),
-                    e.code(), true);
+                    error_code_of(e), true);
             }
             throw DeadLetterJournalIoError(
                 "bulwark::FileDeadLetterStore: journal write failed; nothing was recorded: " +
                     std::string(e.what()),
-                e.code(), false);
+                error_code_of(e), false);
         }
         end_ += frames.size();
         next_sequence_ += count;
@@ -7965,7 +7990,19 @@ private:
         return 0;
     }
 
-    void poison(const std::string& reason) { group_.poison(reason); }
+    // Poisons with "<what>: <e.what()>", or just `what` if that cannot be allocated. Never throws.
+    void poison_with(const char* what, const std::exception& e) noexcept {
+        try {
+            group_.poison(std::string(what) + ": " + e.what());
+        } catch (...) {
+            group_.poison(what);
+        }
+    }
+
+    static std::error_code error_code_of(const std::exception& e) noexcept {
+        const auto* system = dynamic_cast<const std::system_error*>(&e);
+        return system != nullptr ? system->code() : std::error_code{};
+    }
 
     // The largest frame written (a reader accepts up to max_frame_bytes).
     static constexpr std::uint64_t record_limit = journal::max_frame_bytes / 2;
@@ -8190,15 +8227,28 @@ private:
             r.id = index_.oldest_resolved()->second.id;
             records.push_back(std::move(r));
         }
-        const std::uint64_t ticket = commit_and_apply(records);
-        if (ticket != 0) {
-            // Until its sync, a duplicate add of this id must wait for it too. Both sequences
-            // grow in write order, so the list stays sorted.
+        // Until its sync, a duplicate add of this id must wait for it too. Room for the entry is
+        // made first: nothing may fail once the add is journaled. Both sequences grow in write
+        // order, so the list stays sorted.
+        const bool track = options_.sync == JournalSync::always;
+        if (track) {
             const std::uint64_t durable = group_.durable();
             while (!in_flight_.empty() && in_flight_.front().second <= durable) {
                 in_flight_.pop_front();
             }
-            in_flight_.emplace_back(index_.find(id)->first, ticket);
+            in_flight_.emplace_back(Seq{}, std::uint64_t{0});
+        }
+        std::uint64_t ticket = 0;
+        try {
+            ticket = commit_and_apply(records);
+        } catch (...) {
+            if (track) {
+                in_flight_.pop_back();
+            }
+            throw;
+        }
+        if (track) {
+            in_flight_.back() = {index_.find(id)->first, ticket};
         }
         return id;
     }
@@ -8357,7 +8407,10 @@ private:
     // failed) the store is poisoned, and the records, applied, are readable until it is reopened.
     std::uint64_t commit_and_apply(const std::vector<Record>& records) BULWARK_REQUIRES(mutex_) {
         if (records.empty()) {
-            return 0;
+            // A call that changes nothing may have found the state another call wrote and is
+            // still syncing (the same categorize, a dismiss of a record just dismissed): it
+            // reports that state only once it is durable.
+            return options_.sync == JournalSync::always ? group_.written() : 0;
         }
         const std::uint64_t ticket = journal_.append(records);
         apply_journaled(records.data(), records.size());

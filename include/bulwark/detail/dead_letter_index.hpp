@@ -297,8 +297,12 @@ public:
     // its journal, and dropping it from memory alone would part the two. Changes only capacity.
     void reserve_attempt(const_iterator it, std::size_t max_attempts) {
         std::vector<DeadLetterAttempt>& attempts = mutable_record(it).attempts;
-        if (attempts.size() < max_attempts || attempts.empty()) {
-            attempts.reserve(attempts.size() + 1);
+        if ((attempts.size() < max_attempts || attempts.empty()) &&
+            attempts.size() == attempts.capacity()) {
+            // Geometric, capped at the bound: one slot at a time would copy the history on
+            // every redrive.
+            attempts.reserve(std::max<std::size_t>(
+                attempts.size() + 1, std::min<std::size_t>(2 * attempts.size(), max_attempts)));
         }
     }
 

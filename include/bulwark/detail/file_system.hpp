@@ -138,17 +138,19 @@ public:
         // Sized once from fstat and read in place: growing a string chunk by chunk would copy a
         // large journal several times over. The loop still reads to the end of file, however
         // long it turns out to be.
+        // One spare byte, where the read that finds the end of the file lands: growing past the
+        // capacity would copy everything once more.
         std::string out;
         struct stat st {};
         if (::fstat(file, &st) == 0 && st.st_size > 0) {
-            out.reserve(static_cast<std::size_t>(st.st_size));
+            out.reserve(static_cast<std::size_t>(st.st_size) + 1);
             advise_huge_pages(out);
-            out.resize(static_cast<std::size_t>(st.st_size));
         }
+        out.resize(out.capacity());
         std::size_t offset = 0;
         for (;;) {
             if (offset == out.size()) {
-                out.resize(out.size() + 65536);
+                out.resize(out.size() + out.size() / 2 + 65536);  // the file grew meanwhile
             }
             const ssize_t n =
                 ::pread(file, &out[offset], out.size() - offset, static_cast<off_t>(offset));

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -174,12 +175,19 @@ private:
         const std::uint64_t target = written_;
         const FileSystem::Handle file = file_;
         lock.unlock();
-        std::error_code failed;
+        bool failed = false;
+        std::error_code code;
         std::string why;
         try {
             fs_.sync(file);
-        } catch (const std::system_error& e) {
-            failed = e.code();
+        } catch (const std::exception& e) {
+            // Any failure, std::bad_alloc included (the file system builds its error message),
+            // leaves the file's state unknown: the next fdatasync could return 0 for pages the
+            // kernel dropped.
+            failed = true;
+            if (const auto* system = dynamic_cast<const std::system_error*>(&e)) {
+                code = system->code();
+            }
             try {
                 why = std::string("a journal sync failed: ") + e.what();
             } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory; poisoned anyway
@@ -194,7 +202,7 @@ private:
         lock.lock();
         if (failed) {
             // What reached the disk is unknown (the kernel may have dropped the dirty pages).
-            poison_locked(why, failed);
+            poison_locked(why.empty() ? std::string_view("a journal sync failed") : why, code);
         } else {
             durable_ = std::max(durable_, target);
             ++syncs_;

@@ -609,7 +609,10 @@ inline FrameStatus check_frame(std::string_view bytes, std::size_t offset, const
     const std::uint32_t length = load_u32(bytes, offset);
     const auto type = static_cast<unsigned char>(bytes[offset + head]);
     sequence = f.version >= 3 ? load_u64(bytes, offset + 12) : 0;
-    if (length == 0 || length > max_frame_bytes ||
+    // Version 3 numbers frames from 1; 0 and the largest value (after which the next would wrap
+    // to 0) are never written.
+    const bool bad_sequence = f.version >= 3 && (sequence == 0 || sequence == ~std::uint64_t{0});
+    if (bad_sequence || length == 0 || length > max_frame_bytes ||
         type < static_cast<unsigned char>(RecordType::add) ||
         type > static_cast<unsigned char>(RecordType::batch) ||
         header_check(f, length, sequence, type) != load_u32(bytes, offset + 4)) {

@@ -194,6 +194,13 @@ public:
                 group_.replace_file(handle, [&] { file_ = std::move(opened); });
                 recover(fs_.read_all(file_.get()), replay, snapshot, reserve);
             }
+            // A journal replayed as it was may hold records a process with sync=batch or none
+            // wrote but never synced: make them durable before an add of the same id (a
+            // duplicate) can be acknowledged on their strength.
+            if (file_.get() >= 0) {
+                fs_.sync(file_.get());
+                ++stats_.syncs;
+            }
             // Before accepting a write, make every name on the way durable: the directory in its
             // parent, the journal in the directory. A crash of an earlier process may have cut
             // short the directory sync after a mkdir, a journal creation or a compaction's
@@ -272,14 +279,14 @@ public:
     void sync() {
         try {
             fs_.sync(file_.get());
-        } catch (const std::system_error& e) {
+        } catch (const std::exception& e) {
             // What reached the disk is unknown (the kernel may have dropped the dirty pages):
-            // never write again from this state.
-            poison(std::string("a journal sync failed: ") + e.what());
+            // never write again from this state. Poisoned before anything else can fail.
+            poison_with("a journal sync failed", e);
             throw DeadLetterJournalIoError(
                 "bulwark::FileDeadLetterStore: journal sync failed (store poisoned): " +
                     std::string(e.what()),
-                e.code(), true);
+                error_code_of(e), true);
         }
         ++stats_.syncs;
         group_.synced_all();  // every write happens under the owner's lock, held here
@@ -311,13 +318,13 @@ public:
         } catch (const std::system_error& e) {
             ++stats_.compaction_failures;
             if (stage == Stage::renamed) {
-                poison(std::string("compaction could not sync the directory: ") + e.what());
+                poison_with("compaction could not sync the directory", e);
                 return;
             }
             if (stage == Stage::renaming) {
                 // rename(2) failing with EIO may still have replaced the journal: we cannot
                 // tell which file later appends would reach.
-                poison(std::string("compaction rename failed: ") + e.what());
+                poison_with("compaction rename failed", e);
             }
             try {
                 fs_.remove(temp_path_);
@@ -682,25 +689,26 @@ private:
         check_writable();
         try {
             fs_.write_at(file_.get(), end_, frames);
-        } catch (const std::system_error& e) {
+        } catch (const std::exception& e) {
+            // (std::bad_alloc too: part of the frames may be in the file all the same.)
             try {
                 fs_.truncate(file_.get(), end_);
                 if (options_.sync != JournalSync::none) {
                     fs_.sync(file_.get());
                 }
                 ++stats_.write_rollbacks;
-            } catch (const std::system_error&) {
-                poison(std::string("a journal write failed and could not be undone: ") + e.what());
+            } catch (const std::exception&) {
+                poison_with("a journal write failed and could not be undone", e);
                 throw DeadLetterJournalIoError(
                     "bulwark::FileDeadLetterStore: journal write failed and could not be undone "
                     "(store poisoned): " +
                         std::string(e.what()),
-                    e.code(), true);
+                    error_code_of(e), true);
             }
             throw DeadLetterJournalIoError(
                 "bulwark::FileDeadLetterStore: journal write failed; nothing was recorded: " +
                     std::string(e.what()),
-                e.code(), false);
+                error_code_of(e), false);
         }
         end_ += frames.size();
         next_sequence_ += count;
@@ -716,7 +724,19 @@ private:
         return 0;
     }
 
-    void poison(const std::string& reason) { group_.poison(reason); }
+    // Poisons with "<what>: <e.what()>", or just `what` if that cannot be allocated. Never throws.
+    void poison_with(const char* what, const std::exception& e) noexcept {
+        try {
+            group_.poison(std::string(what) + ": " + e.what());
+        } catch (...) {
+            group_.poison(what);
+        }
+    }
+
+    static std::error_code error_code_of(const std::exception& e) noexcept {
+        const auto* system = dynamic_cast<const std::system_error*>(&e);
+        return system != nullptr ? system->code() : std::error_code{};
+    }
 
     // The largest frame written (a reader accepts up to max_frame_bytes).
     static constexpr std::uint64_t record_limit = journal::max_frame_bytes / 2;
