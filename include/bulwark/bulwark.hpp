@@ -15,6 +15,7 @@
 #include <bulwark/metrics.hpp>
 #include <bulwark/policies.hpp>
 #include <bulwark/resources.hpp>
+#include <bulwark/retry_queue.hpp>
 #include <bulwark/system.hpp>
 #include <bulwark/ticking_clock.hpp>
 

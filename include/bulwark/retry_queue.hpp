@@ -1,0 +1,549 @@
+// RetryQueue: messages handled, retried on a schedule and dead-lettered when they cannot be.
+// SPDX-License-Identifier: MIT
+#ifndef BULWARK_RETRY_QUEUE_HPP
+#define BULWARK_RETRY_QUEUE_HPP
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include <bulwark/clock.hpp>
+#include <bulwark/dead_letter_store.hpp>
+#include <bulwark/detail/dead_letter_index.hpp>
+#include <bulwark/detail/mutex.hpp>
+#include <bulwark/detail/random.hpp>
+#include <bulwark/detail/throw.hpp>
+#include <bulwark/errors.hpp>
+#include <bulwark/retry.hpp>
+#include <bulwark/time.hpp>
+
+namespace bulwark {
+
+// enqueue() on a full RetryQueue: a rejection (nothing was queued); retry_after() is zero.
+// source(): the queue's name.
+class QueueFullError : public RejectedError {
+public:
+    using RejectedError::RejectedError;
+};
+
+// enqueue() on a RetryQueue that has been stopped.
+class QueueStoppedError : public std::logic_error {
+public:
+    using std::logic_error::logic_error;
+};
+
+// What stop() does with the messages still queued.
+enum class StopMode : std::uint8_t {
+    drain,    // go on handling what is due (retries included) until none is left or the timeout
+    persist,  // only let the attempts in flight finish
+};
+
+// A RetryQueue's options; validate() throws std::invalid_argument naming the field.
+struct RetryQueueOptions {
+    // The most messages held, waiting or being handled; enqueue() beyond it throws
+    // QueueFullError. In [1, 100000000].
+    std::size_t max_size = 100000;
+    // Background threads that handle due messages; 0 (the default): none, call run_due().
+    // At most 256.
+    std::size_t workers = 0;
+    // The queue's name: source() of its errors, the channel of the attempts it records.
+    std::string name = "retry-queue";
+    // DeadLetter::type of the messages it dead-letters. Not empty.
+    std::string type = "message";
+
+    void validate() const {
+        if (max_size < 1 || max_size > 100000000) {
+            detail::throw_invalid_option("RetryQueueOptions.max_size", "must be in [1, 100000000]",
+                                         std::to_string(max_size));
+        }
+        if (workers > 256) {
+            detail::throw_invalid_option("RetryQueueOptions.workers", "must be <= 256",
+                                         std::to_string(workers));
+        }
+        if (type.empty()) {
+            detail::throw_invalid_option("RetryQueueOptions.type", "must not be empty", "\"\"");
+        }
+    }
+};
+
+// What a RetryQueue did so far.
+struct RetryQueueStats {
+    std::size_t queued = 0;                  // held now: waiting, or being handled
+    std::size_t in_flight = 0;               // being handled now
+    std::uint64_t enqueued = 0;              // accepted by enqueue()
+    std::uint64_t rejected_full = 0;         // refused by enqueue(): the queue was full
+    std::uint64_t attempts = 0;              // handler calls
+    std::uint64_t delivered = 0;             // handled without an error
+    std::uint64_t retries = 0;               // failed attempts scheduled again
+    std::uint64_t dead_lettered = 0;         // added to the dead-letter store
+    std::uint64_t dead_letter_failures = 0;  // store.add() failed: kept, tried again later
+    std::uint64_t returned = 0;              // handed back by stop()
+};
+
+// A queue of messages that a handler delivers: a message whose handler call throws is tried
+// again after the RetryOptions' backoff (or the error's retry_after(), when later), and one that
+// cannot be delivered — retries exhausted, max_elapsed passed, or an error the options'
+// classifier does not count as retryable — goes to the DeadLetterStore with its whole history
+// (every attempt: time, queue name, error). Nothing is dropped: a full queue refuses enqueue()
+// (QueueFullError), a dead-letter store that refuses an add keeps the message here to try
+// again, and stop() hands back what is left.
+//   bulwark::RetryQueue<std::string> queue(send, store, retry_options, /*workers*/ 2);
+//   queue.enqueue(msg);  queue.enqueue_at(msg, when);  queue.run_due();  queue.stop();
+// Driven by worker threads (RetryQueueOptions::workers) or by run_due() from the caller's loop
+// (and tests, on a ManualClock). The handler is called with no lock held, once per message at a
+// time. A Message that is not a string needs an encoder for its dead-letter payload.
+// Thread-safe.
+template <class Message>
+class RetryQueue {
+public:
+    using Handler = std::function<void(const Message&)>;
+    // The bytes a dead letter carries for a message.
+    using Encoder = std::function<std::string(const Message&)>;
+
+    // `store` and `clock` must outlive the queue. Throws std::invalid_argument for invalid
+    // options, an empty handler, or a non-string Message without an encoder.
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
+    RetryQueue(Handler handler, DeadLetterStore& store, RetryOptions retry = {},
+               std::size_t workers = 0)
+        : RetryQueue(std::move(handler), store, std::move(retry), with_workers(workers)) {}
+
+    RetryQueue(Handler handler, DeadLetterStore& store, RetryOptions retry,
+               RetryQueueOptions options, Clock& clock = default_clock(), Encoder encode = {})
+        : handler_(std::move(handler)),
+          store_(store),
+          retry_(std::move(retry)),
+          options_(std::move(options)),
+          clock_(clock),
+          encode_(std::move(encode)),
+          seed_(detail::fresh_seed()) {
+        retry_.validate();
+        options_.validate();
+        if (!handler_) {
+            detail::throw_invalid_argument("bulwark::RetryQueue: empty handler");
+        }
+        if (!encode_) {
+            if constexpr (std::is_convertible<const Message&, std::string_view>::value) {
+                encode_ = [](const Message& m) {
+                    return std::string(std::string_view(m));
+                };
+            } else {
+                detail::throw_invalid_argument(
+                    "bulwark::RetryQueue: a Message that is not a string needs an encoder for its "
+                    "dead-letter payload");
+            }
+        }
+        workers_.reserve(options_.workers);
+        try {
+            for (std::size_t i = 0; i < options_.workers; ++i) {
+                workers_.emplace_back([this] { work(); });
+            }
+        } catch (...) {
+            shut_down_workers();
+            throw;
+        }
+    }
+
+    RetryQueue(const RetryQueue&) = delete;
+    RetryQueue& operator=(const RetryQueue&) = delete;
+
+    // Stops the workers after their current attempt. Messages still queued are dropped with the
+    // queue: call stop() first to get them back.
+    ~RetryQueue() { shut_down_workers(); }
+
+    // Queues `message` for an attempt now; returns its id. Throws QueueFullError when the queue
+    // holds max_size messages, QueueStoppedError after stop().
+    std::string enqueue(Message message) { return enqueue_at(std::move(message), clock_.now()); }
+
+    // Queues `message` for its first attempt at `when` (on the queue's clock).
+    std::string enqueue_at(Message message, TimePoint when) {
+        detail::LockGuard lock(mutex_);
+        if (stopped_) {
+            throw QueueStoppedError("bulwark::RetryQueue '" + options_.name +
+                                    "': enqueue() after stop()");
+        }
+        if (entries_.size() >= options_.max_size) {
+            ++stats_.rejected_full;
+            throw QueueFullError(std::make_shared<const std::string>(options_.name),
+                                 "retry queue '" + options_.name + "' is full (max_size " +
+                                     std::to_string(options_.max_size) + ")");
+        }
+        const std::uint64_t seq = next_seq_++;
+        Entry entry{detail::format_dead_letter_id(detail::SplitMix64::at(seed_, seq)),
+                    std::move(message)};
+        entry.first_try = when;
+        entry.next_at = when;
+        entry.enqueued = clock_.wall_now();
+        std::string id = entry.id;
+        const auto it = entries_.emplace(seq, std::move(entry)).first;
+        try {
+            due_.emplace(when, seq);
+        } catch (...) {
+            entries_.erase(it);
+            throw;
+        }
+        ++stats_.enqueued;
+        wake_.notify_one();
+        return id;
+    }
+
+    // Handles every message due now (a retry that falls due while it runs waits for the next
+    // call); returns how many attempts it made. With workers running, they may take some first.
+    std::size_t run_due() {
+        std::size_t done = 0;
+        for (;;) {
+            std::uint64_t seq = 0;
+            {
+                detail::LockGuard lock(mutex_);
+                if (!claim_due(clock_.now(), seq)) {
+                    return done;
+                }
+            }
+            handle(seq);
+            ++done;
+        }
+    }
+
+    // Messages held now (waiting or being handled).
+    std::size_t size() const {
+        detail::LockGuard lock(mutex_);
+        return entries_.size();
+    }
+
+    // When the earliest waiting message falls due; nullopt when none is waiting.
+    std::optional<TimePoint> next_due() const {
+        detail::LockGuard lock(mutex_);
+        if (due_.empty()) {
+            return std::nullopt;
+        }
+        return due_.begin()->first;
+    }
+
+    RetryQueueStats stats() const {
+        detail::LockGuard lock(mutex_);
+        RetryQueueStats s = stats_;
+        s.queued = entries_.size();
+        s.in_flight = in_flight_;
+        return s;
+    }
+
+    // Refuses further enqueue()s and, with StopMode::drain, goes on handling what falls due
+    // (on the workers, or here when there are none) until nothing is left or `timeout` on the
+    // queue's clock has passed; then waits for the attempts in flight and stops the workers.
+    // Returns the messages neither delivered nor dead-lettered, in the order of their next
+    // attempt: nothing is dropped. Call it once; later calls return nothing.
+    std::vector<Message> stop(StopMode mode = StopMode::drain,
+                              Duration timeout = std::chrono::seconds(30)) {
+        const TimePoint deadline = detail::saturating_add(clock_.now(), timeout);
+        {
+            detail::LockGuard lock(mutex_);
+            if (stopped_) {
+                return {};
+            }
+            stopped_ = true;
+            claiming_ = mode == StopMode::drain;
+        }
+        if (mode == StopMode::drain) {
+            drain_until(deadline);
+        }
+        {
+            detail::LockGuard lock(mutex_);
+            claiming_ = false;  // run_due() calls from other threads too
+        }
+        shut_down_workers();
+        detail::UniqueLock lock(mutex_);
+        // The attempts in flight (a caller's run_due()) end first: their messages are theirs.
+        idle_.wait(lock.native(), [this]() BULWARK_NO_THREAD_SAFETY_ANALYSIS {
+            return in_flight_ == 0;  // (mutex_ is held while the predicate runs)
+        });
+        std::vector<Message> left;
+        left.reserve(entries_.size());
+        for (const auto& slot : due_) {
+            left.push_back(std::move(entries_.at(slot.second).message));
+        }
+        stats_.returned += left.size();
+        due_.clear();
+        entries_.clear();
+        return left;
+    }
+
+private:
+    struct Entry {
+        Entry(std::string i, Message m) : id(std::move(i)), message(std::move(m)) {}
+
+        std::string id;
+        Message message;
+        std::uint32_t attempts = 0;  // handler calls so far
+        TimePoint first_try{};       // max_elapsed counts from it
+        TimePoint next_at{};
+        WallTime enqueued{};
+        Duration previous{0};  // the last backoff (decorrelated jitter)
+        std::vector<DeadLetterAttempt> history;
+        // Set once the message is to be dead-lettered: later turns only retry the store.
+        bool dead = false;
+        DeadLetterReason reason = DeadLetterReason::retries_exhausted;
+        std::string error;
+    };
+
+    static RetryQueueOptions with_workers(std::size_t workers) {
+        RetryQueueOptions o;
+        o.workers = workers;
+        return o;
+    }
+
+    // Takes the earliest message due at `now` off the schedule, marking it in flight.
+    bool claim_due(TimePoint now, std::uint64_t& seq) BULWARK_REQUIRES(mutex_) {
+        if (!claiming_ || due_.empty() || due_.begin()->first > now) {
+            return false;
+        }
+        seq = due_.begin()->second;
+        due_.erase(due_.begin());
+        ++in_flight_;
+        return true;
+    }
+
+    // One turn of the message `seq`, claimed: a handler call (or, for one already bound for the
+    // dead-letter store, another add), then its fate, under the lock.
+    void handle(std::uint64_t seq) {
+        Entry* entry = nullptr;
+        {
+            detail::LockGuard lock(mutex_);
+            entry = &entries_.at(seq);  // stable: only its claimer erases or moves it
+        }
+        if (!entry->dead) {
+            std::exception_ptr error;
+            try {
+                handler_(entry->message);
+            } catch (...) {
+                error = std::current_exception();
+            }
+            detail::LockGuard lock(mutex_);
+            ++stats_.attempts;
+            ++entry->attempts;
+            if (!error) {
+                ++stats_.delivered;
+                finish(seq);
+                return;
+            }
+            if (schedule_retry(*entry, seq, error)) {
+                return;
+            }
+        }
+        dead_letter(*entry, seq);
+    }
+
+    // After a failed attempt: records it and schedules the next one, or marks the message for
+    // the dead-letter store (returns false).
+    bool schedule_retry(Entry& entry, std::uint64_t seq, const std::exception_ptr& error)
+        BULWARK_REQUIRES(mutex_) {
+        const TimePoint now = clock_.now();
+        entry.error = describe(error);
+        DeadLetterAttempt attempt;
+        attempt.at = clock_.wall_now();
+        attempt.channel = options_.name;
+        attempt.error = entry.error;
+        entry.history.push_back(std::move(attempt));
+        if (!retry_.classifier.is_failure(error)) {
+            return mark_dead(entry, DeadLetterReason::not_retryable);
+        }
+        // attempts counts the first call: retry n follows attempt n.
+        if (entry.attempts > static_cast<std::uint32_t>(retry_.max_retries)) {
+            return mark_dead(entry, DeadLetterReason::retries_exhausted);
+        }
+        Duration wait = backoff(entry, seq);
+        wait = std::max(wait, hinted_wait(error, now));
+        if (retry_.max_elapsed > Duration::zero() &&
+            detail::saturating_add(now - entry.first_try, wait) > retry_.max_elapsed) {
+            return mark_dead(entry, DeadLetterReason::retries_exhausted);
+        }
+        entry.previous = wait;
+        entry.next_at = detail::saturating_add(now, wait);
+        reschedule(entry, seq);
+        ++stats_.retries;
+        return true;
+    }
+
+    static bool mark_dead(Entry& entry, DeadLetterReason reason) noexcept {
+        entry.dead = true;
+        entry.reason = reason;
+        return false;
+    }
+
+    Duration backoff(const Entry& entry, std::uint64_t seq) const {
+        if (const auto* adaptive = std::get_if<std::shared_ptr<AdaptiveBackoff>>(&retry_.backoff)) {
+            (*adaptive)->record_failure();
+            return (*adaptive)->current_delay();
+        }
+        // Each message on a jitter stream of its own, so that retries of messages that failed
+        // together spread out.
+        return std::get<Backoff>(retry_.backoff).stream(seq).delay(entry.attempts, entry.previous);
+    }
+
+    // A rejection that says when to come back (a rate limit, an open breaker) is honoured.
+    static Duration hinted_wait(const std::exception_ptr& error, TimePoint now) {
+        try {
+            std::rethrow_exception(error);
+        } catch (const RejectedError& rejected) {
+            if (const auto at = rejected.retry_at()) {
+                return std::max(*at - now, Duration::zero());
+            }
+            return std::max(rejected.retry_after(), Duration::zero());
+        } catch (...) {
+            return Duration::zero();
+        }
+    }
+
+    static std::string describe(const std::exception_ptr& error) {
+        try {
+            std::rethrow_exception(error);
+        } catch (const std::exception& e) {
+            return e.what();
+        } catch (...) {
+            return "unknown exception";
+        }
+    }
+
+    // Hands the message, bound for the store, to it with the lock released (a durable store
+    // syncs). If the store refuses, the message stays here and is tried again after the backoff.
+    void dead_letter(Entry& entry, std::uint64_t seq) {
+        DeadLetter letter;
+        {
+            detail::LockGuard lock(mutex_);
+            letter.id = entry.id;  // a retried add of the same message is a no-op
+            letter.type = options_.type;
+            letter.error = entry.error;
+            letter.reason = entry.reason;
+            letter.attempts = entry.history;
+            letter.created = clock_.wall_now();
+        }
+        std::exception_ptr failed;
+        try {
+            letter.payload = encode_(entry.message);
+            store_.add(std::move(letter));
+        } catch (...) {
+            failed = std::current_exception();
+        }
+        detail::LockGuard lock(mutex_);
+        if (!failed) {
+            ++stats_.dead_lettered;
+            finish(seq);
+            return;
+        }
+        ++stats_.dead_letter_failures;
+        const TimePoint now = clock_.now();
+        const Duration wait = std::max<Duration>(backoff(entry, seq), std::chrono::milliseconds(1));
+        entry.previous = wait;
+        entry.next_at = detail::saturating_add(now, wait);
+        reschedule(entry, seq);
+    }
+
+    void reschedule(const Entry& entry, std::uint64_t seq) BULWARK_REQUIRES(mutex_) {
+        due_.emplace(entry.next_at, seq);
+        --in_flight_;
+        wake_.notify_one();
+        idle_.notify_all();
+    }
+
+    void finish(std::uint64_t seq) BULWARK_REQUIRES(mutex_) {
+        entries_.erase(seq);
+        --in_flight_;
+        idle_.notify_all();
+    }
+
+    // A worker: handles what is due, waits for the next due time (or an enqueue) otherwise.
+    void work() {
+        for (;;) {
+            std::uint64_t seq = 0;
+            {
+                detail::UniqueLock lock(mutex_);
+                for (;;) {
+                    if (quit_) {
+                        return;
+                    }
+                    const TimePoint now = clock_.now();
+                    if (claim_due(now, seq)) {
+                        break;
+                    }
+                    const TimePoint next = due_.empty() ? TimePoint::max() : due_.begin()->first;
+                    clock_.wait_until(wake_, lock.native(), next);
+                }
+            }
+            handle(seq);
+        }
+    }
+
+    // drain: handles what falls due until nothing is held or the deadline passes.
+    void drain_until(TimePoint deadline) {
+        for (;;) {
+            if (workers_.empty()) {
+                run_due();
+            }
+            detail::UniqueLock lock(mutex_);
+            if (entries_.empty() || clock_.now() >= deadline) {
+                break;
+            }
+            const TimePoint next =
+                due_.empty() ? deadline : std::min(deadline, due_.begin()->first);
+            if (next > clock_.now() || !workers_.empty()) {
+                clock_.wait_until(idle_, lock.native(), next);
+            }
+        }
+    }
+
+    void shut_down_workers() noexcept {
+        {
+            detail::LockGuard lock(mutex_);
+            quit_ = true;
+            wake_.notify_all();
+        }
+        for (std::thread& w : workers_) {
+            if (w.joinable()) {
+                w.join();
+            }
+        }
+        workers_.clear();
+    }
+
+    const Handler handler_;
+    DeadLetterStore& store_;
+    RetryOptions retry_;
+    const RetryQueueOptions options_;
+    Clock& clock_;
+    Encoder encode_;
+    const std::uint64_t seed_;
+
+    mutable detail::Mutex mutex_;
+    std::condition_variable wake_;  // a message was queued or rescheduled; or quit
+    std::condition_variable idle_;  // a message left, or an attempt ended
+    // Every message held, by sequence; an entry is erased or moved only by the thread that
+    // claimed it, so a claimer may use its entry without the lock while it is in flight.
+    std::map<std::uint64_t, Entry> entries_ BULWARK_GUARDED_BY(mutex_);
+    // The schedule: (next attempt, sequence) of every message waiting (not in flight).
+    std::set<std::pair<TimePoint, std::uint64_t>> due_ BULWARK_GUARDED_BY(mutex_);
+    std::uint64_t next_seq_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::size_t in_flight_ BULWARK_GUARDED_BY(mutex_) = 0;
+    bool stopped_ BULWARK_GUARDED_BY(mutex_) = false;
+    bool claiming_ BULWARK_GUARDED_BY(mutex_) = true;  // false once stop() keeps what is left
+    bool quit_ BULWARK_GUARDED_BY(mutex_) = false;
+    RetryQueueStats stats_ BULWARK_GUARDED_BY(mutex_);
+    std::vector<std::thread> workers_;
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_RETRY_QUEUE_HPP
