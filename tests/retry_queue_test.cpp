@@ -172,6 +172,49 @@ TEST_CASE("RetryQueue: a rejection's retry_after is honoured when later than the
     CHECK(queue.stats().delivered == 1);
 }
 
+TEST_CASE("RetryQueue: an adapter's delivery errors decide retry, wait and reason",
+          "[retry_queue]") {
+    ManualClock clock;
+    bulwark::InMemoryDeadLetterStore store(100, clock);
+    std::map<std::string, int> calls;
+    RetryQueueOptions o = named("q");
+    o.classifier.on<std::domain_error>(bulwark::DeliveryErrorKind::permanent);
+    RetryQueue<std::string> queue(
+        [&](const std::string& m) {
+            const int n = ++calls[m];
+            if (m == "permanent") {
+                throw bulwark::DeliveryError(bulwark::DeliveryErrorKind::permanent,
+                                             "invalid number", "21211");
+            }
+            if (m == "bounced") {
+                throw bulwark::DeliveryError(bulwark::DeliveryErrorKind::bounced, "mailbox full");
+            }
+            if (m == "custom") {
+                throw std::domain_error("adapter says no");
+            }
+            if (m == "slow" && n == 1) {
+                throw bulwark::DeliveryError(bulwark::DeliveryErrorKind::rate_limited, "429", "",
+                                             1min);
+            }
+        },
+        store, fixed_retries(3, 1s), o, clock);
+    const std::string permanent = queue.enqueue("permanent");
+    const std::string bounced = queue.enqueue("bounced");
+    const std::string custom = queue.enqueue("custom");
+    queue.enqueue("slow");
+    CHECK(queue.run_due() == 4);
+    REQUIRE(store.get(permanent));
+    CHECK(store.get(permanent)->reason == DeadLetterReason::not_retryable);
+    CHECK(store.get(permanent)->error == "invalid number (code 21211)");
+    CHECK(store.get(bounced)->reason == DeadLetterReason::rejected);
+    CHECK(store.get(custom)->reason == DeadLetterReason::not_retryable);
+    CHECK(calls["permanent"] == 1);
+    CHECK(queue.next_due() == clock.now() + 1min);  // the provider's wait, not the 1 s backoff
+    clock.advance(1min);
+    CHECK(queue.run_due() == 1);
+    CHECK(queue.size() == 0);
+}
+
 TEST_CASE("RetryQueue: max_elapsed ends the retries", "[retry_queue]") {
     ManualClock clock;
     bulwark::InMemoryDeadLetterStore store(100, clock);

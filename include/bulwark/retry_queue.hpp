@@ -25,6 +25,7 @@
 
 #include <bulwark/clock.hpp>
 #include <bulwark/dead_letter_store.hpp>
+#include <bulwark/delivery_error.hpp>
 #include <bulwark/detail/dead_letter_index.hpp>
 #include <bulwark/detail/mutex.hpp>
 #include <bulwark/detail/random.hpp>
@@ -66,6 +67,9 @@ struct RetryQueueOptions {
     std::string name = "retry-queue";
     // DeadLetter::type of the messages it dead-letters. Not empty.
     std::string type = "message";
+    // What a failure means: a DeliveryError's kind by default (permanent and bounced are not
+    // retried; rate_limited waits its retry_after); rules for the adapter's own exceptions.
+    DeliveryClassifier classifier{};
 
     void validate() const {
         if (max_size < 1 || max_size > 100000000) {
@@ -352,13 +356,20 @@ private:
     bool schedule_retry(Entry& entry, std::uint64_t seq, const std::exception_ptr& error)
         BULWARK_REQUIRES(mutex_) {
         const TimePoint now = clock_.now();
+        const DeliveryFailure failure = options_.classifier.classify(error);
         entry.error = describe(error);
+        if (!failure.code.empty()) {
+            entry.error += " (code " + failure.code + ")";
+        }
         DeadLetterAttempt attempt;
         attempt.at = clock_.wall_now();
         attempt.channel = options_.name;
         attempt.error = entry.error;
         entry.history.push_back(std::move(attempt));
-        if (!retry_.classifier.is_failure(error)) {
+        if (failure.kind == DeliveryErrorKind::bounced) {
+            return mark_dead(entry, DeadLetterReason::rejected);
+        }
+        if (!retryable(failure.kind) || !retry_.classifier.is_failure(error)) {
             return mark_dead(entry, DeadLetterReason::not_retryable);
         }
         // attempts counts the first call: retry n follows attempt n.
@@ -366,7 +377,7 @@ private:
             return mark_dead(entry, DeadLetterReason::retries_exhausted);
         }
         Duration wait = backoff(entry, seq);
-        wait = std::max(wait, hinted_wait(error, now));
+        wait = std::max({wait, hinted_wait(error, now), failure.retry_after});
         if (retry_.max_elapsed > Duration::zero() &&
             detail::saturating_add(now - entry.first_try, wait) > retry_.max_elapsed) {
             return mark_dead(entry, DeadLetterReason::retries_exhausted);
