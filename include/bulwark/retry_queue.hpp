@@ -275,9 +275,16 @@ public:
         idle_.wait(lock.native(), [this]() BULWARK_NO_THREAD_SAFETY_ANALYSIS {
             return in_flight_ == 0;  // (mutex_ is held while the predicate runs)
         });
+        // Every message held (one whose rescheduling ran out of memory is not on the schedule).
+        std::vector<std::pair<TimePoint, std::uint64_t>> order;
+        order.reserve(entries_.size());
+        for (const auto& held : entries_) {
+            order.emplace_back(held.second.next_at, held.first);
+        }
+        std::sort(order.begin(), order.end());
         std::vector<Message> left;
-        left.reserve(entries_.size());
-        for (const auto& slot : due_) {
+        left.reserve(order.size());
+        for (const auto& slot : order) {
             left.push_back(std::move(entries_.at(slot.second).message));
         }
         stats_.returned += left.size();
@@ -329,6 +336,20 @@ private:
             detail::LockGuard lock(mutex_);
             entry = &entries_.at(seq);  // stable: only its claimer erases or moves it
         }
+        try {
+            turn(*entry, seq);
+        } catch (...) {
+            // Out of memory in the bookkeeping (finish() cannot throw, so the message is still
+            // held): it stays held — stop() returns it — and is tried again if the schedule can
+            // take it.
+            detail::LockGuard lock(mutex_);
+            release(*entry, seq);
+            throw;
+        }
+    }
+
+    void turn(Entry& claimed, std::uint64_t seq) {
+        Entry* const entry = &claimed;
         if (!entry->dead) {
             std::exception_ptr error;
             try {
@@ -463,6 +484,17 @@ private:
         reschedule(entry, seq);
     }
 
+    // A claimed message whose turn failed: no longer in flight, back on the schedule if it fits.
+    void release(const Entry& entry, std::uint64_t seq) noexcept BULWARK_REQUIRES(mutex_) {
+        --in_flight_;
+        try {
+            due_.emplace(entry.next_at, seq);
+        } catch (...) {  // NOLINT(bugprone-empty-catch): held all the same; stop() returns it
+        }
+        wake_.notify_one();
+        idle_.notify_all();
+    }
+
     void reschedule(const Entry& entry, std::uint64_t seq) BULWARK_REQUIRES(mutex_) {
         due_.emplace(entry.next_at, seq);
         --in_flight_;
@@ -494,7 +526,10 @@ private:
                     clock_.wait_until(wake_, lock.native(), next);
                 }
             }
-            handle(seq);
+            try {
+                handle(seq);
+            } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory; the message is held
+            }
         }
     }
 
