@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -371,6 +372,102 @@ TEST_CASE("RetryQueue: workers deliver every message exactly once", "[retry_queu
     CHECK(store.size() == 0);
 }
 
+TEST_CASE("RetryQueue: run_due handles what was due when called, a zero-backoff retry later",
+          "[retry_queue]") {
+    ManualClock clock;
+    bulwark::InMemoryDeadLetterStore store(100, clock);
+    int calls = 0;
+    RetryQueue<std::string> queue(
+        [&](const std::string&) {
+            ++calls;
+            throw TransientError("down");
+        },
+        store, fixed_retries(5, 0s), named("q"), clock);
+    queue.enqueue("m");
+    CHECK(queue.run_due() == 1);
+    CHECK(queue.run_due() == 1);
+    CHECK(calls == 2);
+}
+
+TEST_CASE("RetryQueue: max_elapsed counts from the first attempt, not the scheduled time",
+          "[retry_queue]") {
+    ManualClock clock;
+    bulwark::InMemoryDeadLetterStore store(100, clock);
+    RetryOptions retry = fixed_retries(5, 1s);
+    retry.max_elapsed = 10s;
+    RetryQueue<std::string> queue([](const std::string&) { throw TransientError("down"); }, store,
+                                  retry, named("q"), clock);
+    queue.enqueue("m");
+    clock.advance(1min);  // a backlog: the first attempt comes a minute late
+    CHECK(queue.run_due() == 1);
+    CHECK(queue.size() == 1);  // retried, not dead-lettered for the minute it waited
+}
+
+TEST_CASE("RetryQueue: a classification that throws dead-letters the message, never loops",
+          "[retry_queue]") {
+    ManualClock clock;
+    bulwark::InMemoryDeadLetterStore store(100, clock);
+    RetryQueueOptions o = named("q");
+    o.classifier.on_if(
+        [](const std::exception_ptr&) -> bool { throw std::runtime_error("predicate bug"); },
+        bulwark::DeliveryErrorKind::permanent);
+    int calls = 0;
+    RetryQueue<std::string> queue(
+        [&](const std::string&) {
+            ++calls;
+            throw TransientError("down");
+        },
+        store, fixed_retries(5), o, clock);
+    const std::string id = queue.enqueue("m");
+    CHECK(queue.run_due() == 1);
+    CHECK(calls == 1);
+    REQUIRE(store.get(id));
+    CHECK(store.get(id)->reason == DeadLetterReason::not_retryable);
+    CHECK_THAT(store.get(id)->error, BULWARK_CATCH_MESSAGE_CONTAINS("classification threw"));
+}
+
+TEST_CASE("RetryQueue: the history fits the store; a letter the store can never take is kept",
+          "[retry_queue]") {
+    ManualClock clock;
+    bulwark::InMemoryDeadLetterStore store(100, clock);
+    const std::string long_error(1000, 'e');
+    RetryQueue<std::string> queue([&](const std::string&) { throw TransientError(long_error); },
+                                  store, fixed_retries(70, 0s), named("q"), clock);
+    const std::string id = queue.enqueue("m");
+    for (int i = 0; i < 71; ++i) {
+        queue.run_due();
+    }
+    REQUIRE(store.get(id));  // 71 attempts of 1000-byte errors, fitted to the store's limits
+    CHECK(store.get(id)->attempts.size() <= store.limits().max_attempts);
+    // A payload over the store's limit: refused for good, held until stop() hands it back.
+    bulwark::InMemoryDeadLetterStoreOptions small;
+    small.max_payload_bytes = 8;
+    bulwark::InMemoryDeadLetterStore tiny(small, clock);
+    RetryQueue<std::string> big([](const std::string&) { throw TransientError("down"); }, tiny,
+                                fixed_retries(0), named("q"), clock);
+    big.enqueue(std::string(100, 'p'));
+    CHECK(big.run_due() == 1);
+    CHECK(big.stats().parked == 1);
+    CHECK(big.next_due() == std::nullopt);
+    CHECK(big.stop(StopMode::drain, 1h) == std::vector<std::string>{std::string(100, 'p')});
+}
+
+TEST_CASE("RetryQueue: stop() with workers always returns", "[retry_queue][stress]") {
+    ManualClock clock;
+    bulwark::InMemoryDeadLetterStore store(100, clock);
+    RetryQueueOptions o = named("q");
+    o.workers = 1;
+    for (int trial = 0; trial < 200; ++trial) {
+        RetryQueue<std::string> queue([](const std::string&) {}, store, fixed_retries(1), o, clock);
+        for (int i = 0; i < 4; ++i) {
+            queue.enqueue("m" + std::to_string(i));
+        }
+        const std::vector<std::string> left =
+            queue.stop(trial % 2 == 0 ? StopMode::persist : StopMode::drain, 0s);
+        CHECK(left.size() + queue.stats().delivered == 4);
+    }
+}
+
 TEST_CASE("RetryQueue: options and arguments are checked by name", "[retry_queue]") {
     ManualClock clock;
     bulwark::InMemoryDeadLetterStore store(10, clock);
@@ -390,6 +487,10 @@ TEST_CASE("RetryQueue: options and arguments are checked by name", "[retry_queue
                       BULWARK_CATCH_MESSAGE_CONTAINS("RetryQueueOptions.type"));
     CHECK_THROWS_WITH(RetryQueue<std::string>({}, store, {}, RetryQueueOptions{}, clock),
                       BULWARK_CATCH_MESSAGE_CONTAINS("empty handler"));
+    RetryOptions budgeted;
+    budgeted.budget = bulwark::RetryBudget::shared(0.1, 10);
+    CHECK_THROWS_WITH(RetryQueue<std::string>(handler, store, budgeted, RetryQueueOptions{}, clock),
+                      BULWARK_CATCH_MESSAGE_CONTAINS("RetryOptions.budget"));
     struct Order {
         int number = 0;
     };

@@ -97,7 +97,10 @@ struct RetryQueueStats {
     std::uint64_t retries = 0;               // failed attempts scheduled again
     std::uint64_t dead_lettered = 0;         // added to the dead-letter store
     std::uint64_t dead_letter_failures = 0;  // store.add() failed: kept, tried again later
-    std::uint64_t returned = 0;              // handed back by stop()
+    // Refused by the store for good (too large for it, invalid): held off the schedule until
+    // stop() hands them back.
+    std::uint64_t parked = 0;
+    std::uint64_t returned = 0;  // handed back by stop()
 };
 
 // A queue of messages that a handler delivers: a message whose handler call throws is tried
@@ -138,6 +141,16 @@ public:
           seed_(detail::fresh_seed()) {
         retry_.validate();
         options_.validate();
+        if (retry_.budget) {
+            detail::throw_invalid_argument(
+                "bulwark::RetryQueue: RetryOptions.budget is not supported (a queue's retries do "
+                "not run in the caller's path); leave it empty");
+        }
+        if (!retry_.retry_listeners.empty()) {
+            detail::throw_invalid_argument(
+                "bulwark::RetryQueue: RetryOptions.on_retry listeners are not supported; read "
+                "stats() instead");
+        }
         if (!handler_) {
             detail::throw_invalid_argument("bulwark::RetryQueue: empty handler");
         }
@@ -206,21 +219,31 @@ public:
         return id;
     }
 
-    // Handles every message due now (a retry that falls due while it runs waits for the next
-    // call); returns how many attempts it made. With workers running, they may take some first.
+    // Handles the messages due when it is called (a retry that falls due meanwhile waits for the
+    // next call); returns how many turns it took. With workers running, they may take some first.
     std::size_t run_due() {
+        TimePoint now{};
+        std::size_t due = 0;
+        {
+            detail::LockGuard lock(mutex_);
+            now = clock_.now();
+            for (auto it = due_.begin(); it != due_.end() && it->first <= now; ++it) {
+                ++due;
+            }
+        }
         std::size_t done = 0;
-        for (;;) {
+        while (done < due) {
             std::uint64_t seq = 0;
             {
                 detail::LockGuard lock(mutex_);
-                if (!claim_due(clock_.now(), seq)) {
-                    return done;
+                if (!claim_due(now, seq)) {
+                    break;  // the workers took the rest
                 }
             }
             handle(seq);
             ++done;
         }
+        return done;
     }
 
     // Messages held now (waiting or being handled).
@@ -255,8 +278,13 @@ public:
                               Duration timeout = std::chrono::seconds(30)) {
         const TimePoint deadline = detail::saturating_add(clock_.now(), timeout);
         {
-            detail::LockGuard lock(mutex_);
+            detail::UniqueLock lock(mutex_);
             if (stopped_) {
+                // Another stop() runs or ran: return once it has, so that the caller may destroy
+                // the queue.
+                idle_.wait(lock.native(), [this]() BULWARK_NO_THREAD_SAFETY_ANALYSIS {
+                    return stop_done_;  // (mutex_ is held while the predicate runs)
+                });
                 return {};
             }
             stopped_ = true;
@@ -266,8 +294,11 @@ public:
             drain_until(deadline);
         }
         {
+            // Together: a worker that may no longer claim has nothing left to wait for.
             detail::LockGuard lock(mutex_);
             claiming_ = false;  // run_due() calls from other threads too
+            quit_ = true;
+            wake_.notify_all();
         }
         shut_down_workers();
         detail::UniqueLock lock(mutex_);
@@ -290,6 +321,8 @@ public:
         stats_.returned += left.size();
         due_.clear();
         entries_.clear();
+        stop_done_ = true;
+        idle_.notify_all();
         return left;
     }
 
@@ -303,7 +336,8 @@ private:
         TimePoint first_try{};       // max_elapsed counts from it
         TimePoint next_at{};
         WallTime enqueued{};
-        Duration previous{0};  // the last backoff (decorrelated jitter)
+        Duration previous{0};    // the last backoff (decorrelated jitter)
+        Duration store_wait{0};  // the last wait after the dead-letter store refused
         std::vector<DeadLetterAttempt> history;
         // Set once the message is to be dead-lettered: later turns only retry the store.
         bool dead = false;
@@ -351,6 +385,7 @@ private:
     void turn(Entry& claimed, std::uint64_t seq) {
         Entry* const entry = &claimed;
         if (!entry->dead) {
+            const TimePoint started = clock_.now();
             std::exception_ptr error;
             try {
                 handler_(entry->message);
@@ -359,8 +394,14 @@ private:
             }
             detail::LockGuard lock(mutex_);
             ++stats_.attempts;
-            ++entry->attempts;
+            if (entry->attempts++ == 0) {
+                entry->first_try = started;  // max_elapsed counts from the first attempt
+            }
             if (!error) {
+                if (const auto* adaptive =
+                        std::get_if<std::shared_ptr<AdaptiveBackoff>>(&retry_.backoff)) {
+                    (*adaptive)->record_success();
+                }
                 ++stats_.delivered;
                 finish(seq);
                 return;
@@ -377,20 +418,40 @@ private:
     bool schedule_retry(Entry& entry, std::uint64_t seq, const std::exception_ptr& error)
         BULWARK_REQUIRES(mutex_) {
         const TimePoint now = clock_.now();
-        const DeliveryFailure failure = options_.classifier.classify(error);
-        entry.error = describe(error);
-        if (!failure.code.empty()) {
-            entry.error += " (code " + failure.code + ")";
+        DeliveryFailure failure;
+        bool retry_failure = true;
+        std::string classifier_error;
+        try {
+            // User predicates: one that throws decides for itself (not retried), never leaves
+            // the message undecided.
+            failure = options_.classifier.classify(error);
+            retry_failure = retry_.classifier.is_failure(error);
+        } catch (...) {
+            classifier_error =
+                " (its classification threw: " + describe(std::current_exception()) + ")";
+            failure.kind = DeliveryErrorKind::permanent;
         }
+        entry.error = clip(describe(error), max_error_bytes);
+        if (!failure.code.empty()) {
+            entry.error += " (code " + clip(failure.code, 64) + ")";
+        }
+        entry.error += classifier_error;
         DeadLetterAttempt attempt;
         attempt.at = clock_.wall_now();
         attempt.channel = options_.name;
-        attempt.error = entry.error;
+        attempt.error = clip(entry.error, max_attempt_error_bytes);
+        // Bounded: the store keeps at most its max_attempts newest anyway.
+        const std::size_t keep = std::max<std::size_t>(store_.limits().max_attempts, 1);
+        if (entry.history.size() >= keep) {
+            entry.history.erase(entry.history.begin(),
+                                entry.history.begin() +
+                                    static_cast<std::ptrdiff_t>(entry.history.size() - keep + 1));
+        }
         entry.history.push_back(std::move(attempt));
         if (failure.kind == DeliveryErrorKind::bounced) {
             return mark_dead(entry, DeadLetterReason::rejected);
         }
-        if (!retryable(failure.kind) || !retry_.classifier.is_failure(error)) {
+        if (!retryable(failure.kind) || !retry_failure) {
             return mark_dead(entry, DeadLetterReason::not_retryable);
         }
         // attempts counts the first call: retry n follows attempt n.
@@ -440,6 +501,19 @@ private:
         }
     }
 
+    // The error text kept per message and per attempt: a store bounds a record's text, and a
+    // message failing for days must not grow without bound.
+    static constexpr std::size_t max_error_bytes = 1024;
+    static constexpr std::size_t max_attempt_error_bytes = 256;
+
+    static std::string clip(std::string text, std::size_t limit) {
+        if (text.size() > limit) {
+            text.resize(limit);
+            text += "...";
+        }
+        return text;
+    }
+
     static std::string describe(const std::exception_ptr& error) {
         try {
             std::rethrow_exception(error);
@@ -464,9 +538,17 @@ private:
             letter.created = clock_.wall_now();
         }
         std::exception_ptr failed;
+        bool permanent = false;
         try {
             letter.payload = encode_(entry.message);
+            fit(letter, store_.limits());
             store_.add(std::move(letter));
+        } catch (const DeadLetterTooLargeError&) {
+            failed = std::current_exception();
+            permanent = true;  // the same letter would be refused again
+        } catch (const std::invalid_argument&) {
+            failed = std::current_exception();
+            permanent = true;
         } catch (...) {
             failed = std::current_exception();
         }
@@ -477,17 +559,58 @@ private:
             return;
         }
         ++stats_.dead_letter_failures;
-        const TimePoint now = clock_.now();
-        const Duration wait = std::max<Duration>(backoff(entry, seq), std::chrono::milliseconds(1));
-        entry.previous = wait;
-        entry.next_at = detail::saturating_add(now, wait);
+        if (permanent) {
+            // Held, off the schedule: stop() hands it back. Retrying could not help.
+            ++stats_.parked;
+            --in_flight_;
+            idle_.notify_all();
+            return;
+        }
+        // A store that refuses for now (full, poisoned, an I/O error): again later, waiting
+        // longer each time, up to 5 minutes (not the retry backoff: this is the store's state,
+        // not the message's).
+        const Duration wait =
+            std::min<Duration>(std::max<Duration>(2 * entry.store_wait, std::chrono::seconds(1)),
+                               std::chrono::minutes(5));
+        entry.store_wait = wait;
+        entry.next_at = detail::saturating_add(clock_.now(), wait);
         reschedule(entry, seq);
     }
 
+    // Trims a letter to what `limits` accept: its newest attempts, then its error text, so that
+    // the history never makes the store refuse the message.
+    static void fit(DeadLetter& letter, const DeadLetterLimits& limits) {
+        auto& attempts = letter.attempts;
+        if (limits.max_attempts > 0 && attempts.size() > limits.max_attempts) {
+            attempts.erase(attempts.begin(),
+                           attempts.begin() +
+                               static_cast<std::ptrdiff_t>(attempts.size() - limits.max_attempts));
+        }
+        if (limits.max_text_bytes == 0) {
+            return;
+        }
+        std::size_t text = letter.id.size() + letter.type.size() + letter.error.size();
+        for (const DeadLetterAttempt& a : attempts) {
+            text += a.channel.size() + a.error.size();
+        }
+        std::size_t drop = 0;
+        while (text > limits.max_text_bytes && drop < attempts.size()) {
+            text -= attempts[drop].channel.size() + attempts[drop].error.size();
+            ++drop;
+        }
+        attempts.erase(attempts.begin(), attempts.begin() + static_cast<std::ptrdiff_t>(drop));
+        if (text > limits.max_text_bytes) {
+            const std::size_t over = text - limits.max_text_bytes;
+            letter.error.resize(letter.error.size() > over ? letter.error.size() - over : 0);
+        }
+    }
+
     // A claimed message whose turn failed: no longer in flight, back on the schedule if it fits.
-    void release(const Entry& entry, std::uint64_t seq) noexcept BULWARK_REQUIRES(mutex_) {
+    void release(Entry& entry, std::uint64_t seq) noexcept BULWARK_REQUIRES(mutex_) {
         --in_flight_;
         try {
+            entry.next_at = detail::saturating_add(
+                clock_.now(), std::max<Duration>(entry.previous, std::chrono::seconds(1)));
             due_.emplace(entry.next_at, seq);
         } catch (...) {  // NOLINT(bugprone-empty-catch): held all the same; stop() returns it
         }
@@ -522,6 +645,10 @@ private:
                     if (claim_due(now, seq)) {
                         break;
                     }
+                    if (!claiming_) {
+                        wake_.wait(lock.native());  // until quit_: stop() is handing back the rest
+                        continue;
+                    }
                     const TimePoint next = due_.empty() ? TimePoint::max() : due_.begin()->first;
                     clock_.wait_until(wake_, lock.native(), next);
                 }
@@ -540,12 +667,18 @@ private:
                 run_due();
             }
             detail::UniqueLock lock(mutex_);
-            if (entries_.empty() || clock_.now() >= deadline) {
+            // Done when nothing is scheduled or in flight (parked messages wait for stop()).
+            if ((due_.empty() && in_flight_ == 0) || clock_.now() >= deadline) {
                 break;
+            }
+            if (!workers_.empty()) {
+                // The workers notify idle_ at the end of every turn.
+                clock_.wait_until(idle_, lock.native(), deadline);
+                continue;
             }
             const TimePoint next =
                 due_.empty() ? deadline : std::min(deadline, due_.begin()->first);
-            if (next > clock_.now() || !workers_.empty()) {
+            if (next > clock_.now()) {
                 clock_.wait_until(idle_, lock.native(), next);
             }
         }
@@ -586,6 +719,7 @@ private:
     bool stopped_ BULWARK_GUARDED_BY(mutex_) = false;
     bool claiming_ BULWARK_GUARDED_BY(mutex_) = true;  // false once stop() keeps what is left
     bool quit_ BULWARK_GUARDED_BY(mutex_) = false;
+    bool stop_done_ BULWARK_GUARDED_BY(mutex_) = false;
     RetryQueueStats stats_ BULWARK_GUARDED_BY(mutex_);
     std::vector<std::thread> workers_;
 };
