@@ -389,6 +389,44 @@ TEST_CASE("RetryQueue: run_due handles what was due when called, a zero-backoff 
     CHECK(calls == 2);
 }
 
+TEST_CASE("RetryQueue: a zero-backoff retry cannot crowd out another message due at the call",
+          "[retry_queue]") {
+    ManualClock clock;
+    bulwark::InMemoryDeadLetterStore store(100, clock);
+    std::vector<std::string> calls;
+    RetryQueue<std::string> queue(
+        [&](const std::string& m) {
+            calls.push_back(m);
+            if (m == "A") {
+                throw TransientError("down");
+            }
+        },
+        store, fixed_retries(1000, 0s), named("q"), clock);
+    queue.enqueue("A");
+    queue.enqueue("B");
+    CHECK(queue.run_due() == 2);
+    CHECK(calls == std::vector<std::string>{"A", "B"});
+}
+
+TEST_CASE("RetryQueue: a classifier may read the queue (it runs without the queue's lock)",
+          "[retry_queue]") {
+    ManualClock clock;
+    bulwark::InMemoryDeadLetterStore store(100, clock);
+    RetryQueue<std::string>* self = nullptr;
+    std::size_t seen = 0;
+    RetryOptions retry = fixed_retries(1);
+    retry.retry_if([&](const std::exception_ptr&) {
+        seen = self->size();  // would deadlock under the lock
+        return true;
+    });
+    RetryQueue<std::string> queue([](const std::string&) { throw TransientError("down"); }, store,
+                                  retry, named("q"), clock);
+    self = &queue;
+    queue.enqueue("m");
+    CHECK(queue.run_due() == 1);
+    CHECK(seen == 1);
+}
+
 TEST_CASE("RetryQueue: max_elapsed counts from the first attempt, not the scheduled time",
           "[retry_queue]") {
     ManualClock clock;

@@ -222,25 +222,29 @@ public:
     // Handles the messages due when it is called (a retry that falls due meanwhile waits for the
     // next call); returns how many turns it took. With workers running, they may take some first.
     std::size_t run_due() {
-        TimePoint now{};
-        std::size_t due = 0;
+        // The messages due at the call, by their place on the schedule: a retry rescheduled for
+        // the same instant (a zero backoff on a clock that has not moved) has a new place and
+        // waits for the next call, so it can neither repeat here nor crowd out another message.
+        std::vector<std::pair<TimePoint, std::uint64_t>> due;
         {
             detail::LockGuard lock(mutex_);
-            now = clock_.now();
+            const TimePoint now = clock_.now();
             for (auto it = due_.begin(); it != due_.end() && it->first <= now; ++it) {
-                ++due;
+                due.push_back(*it);
             }
         }
         std::size_t done = 0;
-        while (done < due) {
-            std::uint64_t seq = 0;
+        for (const auto& slot : due) {
             {
                 detail::LockGuard lock(mutex_);
-                if (!claim_due(now, seq)) {
-                    break;  // the workers took the rest
+                const auto it = due_.find(slot);
+                if (!claiming_ || it == due_.end()) {
+                    continue;  // a worker took it (and it may be waiting again, elsewhere)
                 }
+                due_.erase(it);
+                ++in_flight_;
             }
-            handle(seq);
+            handle(slot.second);
             ++done;
         }
         return done;
@@ -392,6 +396,11 @@ private:
             } catch (...) {
                 error = std::current_exception();
             }
+            // The classifiers are user code too: run without the lock (one may read the queue).
+            Verdict verdict;
+            if (error) {
+                verdict = classify(error);
+            }
             detail::LockGuard lock(mutex_);
             ++stats_.attempts;
             if (entry->attempts++ == 0) {
@@ -406,7 +415,7 @@ private:
                 finish(seq);
                 return;
             }
-            if (schedule_retry(*entry, seq, error)) {
+            if (schedule_retry(*entry, seq, error, verdict)) {
                 return;
             }
         }
@@ -415,22 +424,34 @@ private:
 
     // After a failed attempt: records it and schedules the next one, or marks the message for
     // the dead-letter store (returns false).
-    bool schedule_retry(Entry& entry, std::uint64_t seq, const std::exception_ptr& error)
-        BULWARK_REQUIRES(mutex_) {
-        const TimePoint now = clock_.now();
+    // What the classifiers say of a failure.
+    struct Verdict {
         DeliveryFailure failure;
-        bool retry_failure = true;
-        std::string classifier_error;
+        bool retry_failure = true;     // RetryOptions::classifier counts it as a failure
+        std::string classifier_error;  // the classification threw: why
+    };
+
+    Verdict classify(const std::exception_ptr& error) const {
+        Verdict v;
         try {
             // User predicates: one that throws decides for itself (not retried), never leaves
             // the message undecided.
-            failure = options_.classifier.classify(error);
-            retry_failure = retry_.classifier.is_failure(error);
+            v.failure = options_.classifier.classify(error);
+            v.retry_failure = retry_.classifier.is_failure(error);
         } catch (...) {
-            classifier_error =
+            v.classifier_error =
                 " (its classification threw: " + describe(std::current_exception()) + ")";
-            failure.kind = DeliveryErrorKind::permanent;
+            v.failure.kind = DeliveryErrorKind::permanent;
         }
+        return v;
+    }
+
+    bool schedule_retry(Entry& entry, std::uint64_t seq, const std::exception_ptr& error,
+                        const Verdict& verdict) BULWARK_REQUIRES(mutex_) {
+        const TimePoint now = clock_.now();
+        const DeliveryFailure& failure = verdict.failure;
+        const bool retry_failure = verdict.retry_failure;
+        const std::string& classifier_error = verdict.classifier_error;
         entry.error = clip(describe(error), max_error_bytes);
         if (!failure.code.empty()) {
             entry.error += " (code " + clip(failure.code, 64) + ")";
