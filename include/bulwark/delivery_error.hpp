@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include <bulwark/classify.hpp>
 #include <bulwark/clock.hpp>
 #include <bulwark/detail/throw.hpp>
 #include <bulwark/errors.hpp>
@@ -102,17 +103,7 @@ public:
     DeliveryClassifier& on(DeliveryErrorKind kind) {
         static_assert(!std::is_reference<E>::value && !std::is_pointer<E>::value,
                       "DeliveryClassifier::on<E>: E is the exception's type, as thrown");
-        return on_if(
-            [](const std::exception_ptr& error) {
-                try {
-                    std::rethrow_exception(error);
-                } catch (const E&) {
-                    return true;
-                } catch (...) {
-                    return false;
-                }
-            },
-            kind);
+        return on_if(&detail::holds_exception<E>, kind);
     }
 
     // Exceptions for which `predicate` returns true are of `kind`.

@@ -3,6 +3,7 @@
 #ifndef BULWARK_ERRORS_HPP
 #define BULWARK_ERRORS_HPP
 
+#include <algorithm>
 #include <exception>
 #include <memory>
 #include <optional>
@@ -106,6 +107,24 @@ private:
     Duration retry_after_;
     std::optional<TimePoint> retry_at_;
 };
+
+namespace detail {
+// How long `error` asks to wait from `now`: a RejectedError's retry_at() (exact however old the
+// error), else its retry_after(); zero for anything else. Retry policies and the retry queue wait
+// at least this long.
+inline Duration rejection_wait(const std::exception_ptr& error, TimePoint now) {
+    try {
+        std::rethrow_exception(error);
+    } catch (const RejectedError& rejected) {
+        if (const auto at = rejected.retry_at()) {
+            return std::max(*at - now, Duration::zero());
+        }
+        return std::max(rejected.retry_after(), Duration::zero());
+    } catch (...) {
+        return Duration::zero();
+    }
+}
+}  // namespace detail
 
 namespace detail {
 // "bulkhead" or "bulkhead 'db'": how a rejection's message names its component.

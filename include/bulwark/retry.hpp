@@ -379,7 +379,7 @@ private:
         wait = adaptive_ != nullptr ? adaptive_wait : backoff_delay(retry, run);
         const TimePoint now = clock_->now();  // the failure path: a clock read is affordable
         if (outcome.has_error()) {
-            wait = std::max(wait, hinted_wait(outcome.error(), now));
+            wait = std::max(wait, detail::rejection_wait(outcome.error(), now));
         }
         if (options_.max_elapsed > Duration::zero() &&
             detail::saturating_add(now - run.started, wait) > options_.max_elapsed) {
@@ -396,20 +396,6 @@ private:
             return RetryEvent{retry, wait, outcome.error(), ctx.operation()};
         });
         return Verdict::retry;
-    }
-
-    // A rejection that says when to come back (an open breaker) is honoured.
-    static Duration hinted_wait(const std::exception_ptr& error, TimePoint now) {
-        try {
-            std::rethrow_exception(error);
-        } catch (const RejectedError& rejected) {
-            if (const auto at = rejected.retry_at()) {
-                return std::max(*at - now, Duration::zero());
-            }
-            return rejected.retry_after();
-        } catch (...) {
-            return Duration::zero();
-        }
     }
 
     // The Backoff's delay on this execution's own jitter stream, drawn at its first backoff (a

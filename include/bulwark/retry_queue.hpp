@@ -452,15 +452,15 @@ private:
         const DeliveryFailure& failure = verdict.failure;
         const bool retry_failure = verdict.retry_failure;
         const std::string& classifier_error = verdict.classifier_error;
-        entry.error = clip(describe(error), max_error_bytes);
+        entry.error = detail::clip_text(describe(error), max_error_bytes);
         if (!failure.code.empty()) {
-            entry.error += " (code " + clip(failure.code, 64) + ")";
+            entry.error += " (code " + detail::clip_text(failure.code, 64) + ")";
         }
         entry.error += classifier_error;
         DeadLetterAttempt attempt;
         attempt.at = clock_.wall_now();
         attempt.channel = options_.name;
-        attempt.error = clip(entry.error, max_attempt_error_bytes);
+        attempt.error = detail::clip_text(entry.error, max_attempt_error_bytes);
         // Bounded: the store keeps at most its max_attempts newest anyway.
         const std::size_t keep = std::max<std::size_t>(store_.limits().max_attempts, 1);
         if (entry.history.size() >= keep) {
@@ -480,7 +480,7 @@ private:
             return mark_dead(entry, DeadLetterReason::retries_exhausted);
         }
         Duration wait = backoff(entry, seq);
-        wait = std::max({wait, hinted_wait(error, now), failure.retry_after});
+        wait = std::max({wait, detail::rejection_wait(error, now), failure.retry_after});
         if (retry_.max_elapsed > Duration::zero() &&
             detail::saturating_add(now - entry.first_try, wait) > retry_.max_elapsed) {
             return mark_dead(entry, DeadLetterReason::retries_exhausted);
@@ -508,32 +508,10 @@ private:
         return std::get<Backoff>(retry_.backoff).stream(seq).delay(entry.attempts, entry.previous);
     }
 
-    // A rejection that says when to come back (a rate limit, an open breaker) is honoured.
-    static Duration hinted_wait(const std::exception_ptr& error, TimePoint now) {
-        try {
-            std::rethrow_exception(error);
-        } catch (const RejectedError& rejected) {
-            if (const auto at = rejected.retry_at()) {
-                return std::max(*at - now, Duration::zero());
-            }
-            return std::max(rejected.retry_after(), Duration::zero());
-        } catch (...) {
-            return Duration::zero();
-        }
-    }
-
     // The error text kept per message and per attempt: a store bounds a record's text, and a
     // message failing for days must not grow without bound.
     static constexpr std::size_t max_error_bytes = 1024;
     static constexpr std::size_t max_attempt_error_bytes = 256;
-
-    static std::string clip(std::string text, std::size_t limit) {
-        if (text.size() > limit) {
-            text.resize(limit);
-            text += "...";
-        }
-        return text;
-    }
 
     static std::string describe(const std::exception_ptr& error) {
         try {

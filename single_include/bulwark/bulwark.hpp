@@ -1464,6 +1464,7 @@ private:
 #ifndef BULWARK_ERRORS_HPP
 #define BULWARK_ERRORS_HPP
 
+#include <algorithm>
 #include <exception>
 #include <memory>
 #include <optional>
@@ -1567,6 +1568,24 @@ private:
     Duration retry_after_;
     std::optional<TimePoint> retry_at_;
 };
+
+namespace detail {
+// How long `error` asks to wait from `now`: a RejectedError's retry_at() (exact however old the
+// error), else its retry_after(); zero for anything else. Retry policies and the retry queue wait
+// at least this long.
+inline Duration rejection_wait(const std::exception_ptr& error, TimePoint now) {
+    try {
+        std::rethrow_exception(error);
+    } catch (const RejectedError& rejected) {
+        if (const auto at = rejected.retry_at()) {
+            return std::max(*at - now, Duration::zero());
+        }
+        return std::max(rejected.retry_after(), Duration::zero());
+    } catch (...) {
+        return Duration::zero();
+    }
+}
+}  // namespace detail
 
 namespace detail {
 // "bulkhead" or "bulkhead 'db'": how a rejection's message names its component.
@@ -4903,12 +4922,17 @@ inline std::size_t dead_letter_text_bytes(const DeadLetter& d) noexcept {
 // (max_attempts of them at most).
 inline constexpr std::size_t max_redrive_error_bytes = 1024;
 
-inline std::string redrive_error_text(std::string text) {
-    if (text.size() > max_redrive_error_bytes) {
-        text.resize(max_redrive_error_bytes - 3);
+// `text` cut to `limit` bytes, the last three "..." when it was longer.
+inline std::string clip_text(std::string text, std::size_t limit) {
+    if (text.size() > limit && limit >= 3) {
+        text.resize(limit - 3);
         text += "...";
     }
     return text;
+}
+
+inline std::string redrive_error_text(std::string text) {
+    return clip_text(std::move(text), max_redrive_error_bytes);
 }
 
 // What a reprocess handler said about one record: resent, or why not (cut to 1 KiB).
@@ -7460,13 +7484,6 @@ public:
                 group_.replace_file(handle, [&] { file_ = std::move(opened); });
                 recover(fs_.read_all(file_.get()), replay, snapshot, reserve);
             }
-            // A journal replayed as it was may hold records a process with sync=batch or none
-            // wrote but never synced: make them durable before an add of the same id (a
-            // duplicate) can be acknowledged on their strength.
-            if (file_.get() >= 0) {
-                fs_.sync(file_.get());
-                ++stats_.syncs;
-            }
             // Before accepting a write, make every name on the way durable: the directory in its
             // parent, the journal in the directory. A crash of an earlier process may have cut
             // short the directory sync after a mkdir, a journal creation or a compaction's
@@ -7887,6 +7904,12 @@ private:
             install_snapshot(snapshot);
             ++stats_.compactions;
             stats_.upgraded_from_version = sequenced ? 0 : version;
+        } else if (good_end == all.size()) {
+            // Replayed as it was: it may hold records a process with sync=batch or none wrote but
+            // never synced. Make them durable before an add of the same id (a duplicate) can be
+            // acknowledged on their strength. (A truncated or rewritten journal is synced above.)
+            fs_.sync(file_.get());
+            ++stats_.syncs;
         }
     }
 
@@ -9114,6 +9137,7 @@ using Degradation = BasicDegradation<>;
 #include <utility>
 #include <vector>
 
+// #include <bulwark/classify.hpp> (already included above)
 // #include <bulwark/clock.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 // #include <bulwark/errors.hpp> (already included above)
@@ -9202,17 +9226,7 @@ public:
     DeliveryClassifier& on(DeliveryErrorKind kind) {
         static_assert(!std::is_reference<E>::value && !std::is_pointer<E>::value,
                       "DeliveryClassifier::on<E>: E is the exception's type, as thrown");
-        return on_if(
-            [](const std::exception_ptr& error) {
-                try {
-                    std::rethrow_exception(error);
-                } catch (const E&) {
-                    return true;
-                } catch (...) {
-                    return false;
-                }
-            },
-            kind);
+        return on_if(&detail::holds_exception<E>, kind);
     }
 
     // Exceptions for which `predicate` returns true are of `kind`.
@@ -10822,7 +10836,7 @@ private:
         wait = adaptive_ != nullptr ? adaptive_wait : backoff_delay(retry, run);
         const TimePoint now = clock_->now();  // the failure path: a clock read is affordable
         if (outcome.has_error()) {
-            wait = std::max(wait, hinted_wait(outcome.error(), now));
+            wait = std::max(wait, detail::rejection_wait(outcome.error(), now));
         }
         if (options_.max_elapsed > Duration::zero() &&
             detail::saturating_add(now - run.started, wait) > options_.max_elapsed) {
@@ -10839,20 +10853,6 @@ private:
             return RetryEvent{retry, wait, outcome.error(), ctx.operation()};
         });
         return Verdict::retry;
-    }
-
-    // A rejection that says when to come back (an open breaker) is honoured.
-    static Duration hinted_wait(const std::exception_ptr& error, TimePoint now) {
-        try {
-            std::rethrow_exception(error);
-        } catch (const RejectedError& rejected) {
-            if (const auto at = rejected.retry_at()) {
-                return std::max(*at - now, Duration::zero());
-            }
-            return rejected.retry_after();
-        } catch (...) {
-            return Duration::zero();
-        }
     }
 
     // The Backoff's delay on this execution's own jitter stream, drawn at its first backoff (a
@@ -16825,15 +16825,15 @@ private:
         const DeliveryFailure& failure = verdict.failure;
         const bool retry_failure = verdict.retry_failure;
         const std::string& classifier_error = verdict.classifier_error;
-        entry.error = clip(describe(error), max_error_bytes);
+        entry.error = detail::clip_text(describe(error), max_error_bytes);
         if (!failure.code.empty()) {
-            entry.error += " (code " + clip(failure.code, 64) + ")";
+            entry.error += " (code " + detail::clip_text(failure.code, 64) + ")";
         }
         entry.error += classifier_error;
         DeadLetterAttempt attempt;
         attempt.at = clock_.wall_now();
         attempt.channel = options_.name;
-        attempt.error = clip(entry.error, max_attempt_error_bytes);
+        attempt.error = detail::clip_text(entry.error, max_attempt_error_bytes);
         // Bounded: the store keeps at most its max_attempts newest anyway.
         const std::size_t keep = std::max<std::size_t>(store_.limits().max_attempts, 1);
         if (entry.history.size() >= keep) {
@@ -16853,7 +16853,7 @@ private:
             return mark_dead(entry, DeadLetterReason::retries_exhausted);
         }
         Duration wait = backoff(entry, seq);
-        wait = std::max({wait, hinted_wait(error, now), failure.retry_after});
+        wait = std::max({wait, detail::rejection_wait(error, now), failure.retry_after});
         if (retry_.max_elapsed > Duration::zero() &&
             detail::saturating_add(now - entry.first_try, wait) > retry_.max_elapsed) {
             return mark_dead(entry, DeadLetterReason::retries_exhausted);
@@ -16881,32 +16881,10 @@ private:
         return std::get<Backoff>(retry_.backoff).stream(seq).delay(entry.attempts, entry.previous);
     }
 
-    // A rejection that says when to come back (a rate limit, an open breaker) is honoured.
-    static Duration hinted_wait(const std::exception_ptr& error, TimePoint now) {
-        try {
-            std::rethrow_exception(error);
-        } catch (const RejectedError& rejected) {
-            if (const auto at = rejected.retry_at()) {
-                return std::max(*at - now, Duration::zero());
-            }
-            return std::max(rejected.retry_after(), Duration::zero());
-        } catch (...) {
-            return Duration::zero();
-        }
-    }
-
     // The error text kept per message and per attempt: a store bounds a record's text, and a
     // message failing for days must not grow without bound.
     static constexpr std::size_t max_error_bytes = 1024;
     static constexpr std::size_t max_attempt_error_bytes = 256;
-
-    static std::string clip(std::string text, std::size_t limit) {
-        if (text.size() > limit) {
-            text.resize(limit);
-            text += "...";
-        }
-        return text;
-    }
 
     static std::string describe(const std::exception_ptr& error) {
         try {

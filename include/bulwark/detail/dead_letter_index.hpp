@@ -89,12 +89,17 @@ inline std::size_t dead_letter_text_bytes(const DeadLetter& d) noexcept {
 // (max_attempts of them at most).
 inline constexpr std::size_t max_redrive_error_bytes = 1024;
 
-inline std::string redrive_error_text(std::string text) {
-    if (text.size() > max_redrive_error_bytes) {
-        text.resize(max_redrive_error_bytes - 3);
+// `text` cut to `limit` bytes, the last three "..." when it was longer.
+inline std::string clip_text(std::string text, std::size_t limit) {
+    if (text.size() > limit && limit >= 3) {
+        text.resize(limit - 3);
         text += "...";
     }
     return text;
+}
+
+inline std::string redrive_error_text(std::string text) {
+    return clip_text(std::move(text), max_redrive_error_bytes);
 }
 
 // What a reprocess handler said about one record: resent, or why not (cut to 1 KiB).

@@ -194,13 +194,6 @@ public:
                 group_.replace_file(handle, [&] { file_ = std::move(opened); });
                 recover(fs_.read_all(file_.get()), replay, snapshot, reserve);
             }
-            // A journal replayed as it was may hold records a process with sync=batch or none
-            // wrote but never synced: make them durable before an add of the same id (a
-            // duplicate) can be acknowledged on their strength.
-            if (file_.get() >= 0) {
-                fs_.sync(file_.get());
-                ++stats_.syncs;
-            }
             // Before accepting a write, make every name on the way durable: the directory in its
             // parent, the journal in the directory. A crash of an earlier process may have cut
             // short the directory sync after a mkdir, a journal creation or a compaction's
@@ -621,6 +614,12 @@ private:
             install_snapshot(snapshot);
             ++stats_.compactions;
             stats_.upgraded_from_version = sequenced ? 0 : version;
+        } else if (good_end == all.size()) {
+            // Replayed as it was: it may hold records a process with sync=batch or none wrote but
+            // never synced. Make them durable before an add of the same id (a duplicate) can be
+            // acknowledged on their strength. (A truncated or rewritten journal is synced above.)
+            fs_.sync(file_.get());
+            ++stats_.syncs;
         }
     }
 
