@@ -31,17 +31,11 @@
 #include <bulwark/detail/random.hpp>
 #include <bulwark/detail/throw.hpp>
 #include <bulwark/errors.hpp>
+#include <bulwark/queue_store.hpp>
 #include <bulwark/retry.hpp>
 #include <bulwark/time.hpp>
 
 namespace bulwark {
-
-// enqueue() on a full RetryQueue: a rejection (nothing was queued); retry_after() is zero.
-// source(): the queue's name.
-class QueueFullError : public RejectedError {
-public:
-    using RejectedError::RejectedError;
-};
 
 // enqueue() on a RetryQueue that has been stopped.
 class QueueStoppedError : public std::logic_error {

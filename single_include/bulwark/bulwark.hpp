@@ -12392,6 +12392,359 @@ using HealthMonitor = BasicHealthMonitor<>;
 }  // namespace bulwark
 
 #endif  // BULWARK_HEALTH_HPP
+// #include <bulwark/in_memory_queue_store.hpp>
+// InMemoryQueueStore: a bounded, thread-safe QueueStore kept in memory.
+#ifndef BULWARK_IN_MEMORY_QUEUE_STORE_HPP
+#define BULWARK_IN_MEMORY_QUEUE_STORE_HPP
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+// #include <bulwark/config.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/queue_store.hpp>
+// Durable-queue vocabulary: QueuedMessage, leases, QueueFullError and the QueueStore interface.
+#ifndef BULWARK_QUEUE_STORE_HPP
+#define BULWARK_QUEUE_STORE_HPP
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+// #include <bulwark/config.hpp> (already included above)
+// #include <bulwark/errors.hpp> (already included above)
+// #include <bulwark/time.hpp> (already included above)
+
+namespace bulwark {
+
+// A queue (or its store) is at its capacity: a rejection, nothing was queued; retry_after() is
+// zero. source(): the queue's name when a queue raised it.
+class QueueFullError : public RejectedError {
+public:
+    using RejectedError::RejectedError;
+};
+
+// One message as a QueueStore keeps it: opaque bytes plus what the queue needs to schedule it.
+// The store never reads the payload; the queue or engine that owns the store encodes its own
+// state (the message, its channels, its attempt history) into it.
+struct QueuedMessage {
+    std::string id;       // unique within the store; not empty; chosen by the owner
+    std::string payload;  // opaque bytes
+    WallTime due{};       // claim() does not hand it out before this
+    WallTime enqueued{};  // when it was first pushed (kept across releases)
+    // The owner's count of attempts made; the store only keeps what release() gives it.
+    std::uint32_t attempts = 0;
+    // How many times claim() has leased it out (SQS's receive count). A message whose claims
+    // outrun its attempts was leased by a worker that died before reporting.
+    std::uint32_t claims = 0;
+    // Set by claim(): the token that complete(), release() and extend() must carry. 0: not
+    // leased. A store never hands out the same token twice, across restarts included.
+    std::uint64_t lease = 0;
+    WallTime lease_until{};  // when the lease runs out (meaningful while lease != 0)
+};
+
+// What a QueueStore holds, at one moment.
+struct QueueStoreStats {
+    std::size_t size = 0;    // messages held, leased or not
+    std::size_t leased = 0;  // of which under a lease that has not been ended (may have run out)
+};
+
+// Where a durable queue keeps its messages. A message is pushed, then leased out by claim() to
+// one worker at a time for a visibility timeout; the worker ends the lease with complete() (the
+// message is done: it leaves the store) or release() (try again at a new due time, with its new
+// state). A lease that runs out without either makes the message claimable again, so a worker or
+// process that dies loses nothing: the message is delivered again (at least once).
+//
+// Rules every implementation follows (tests/queue_store_conformance.hpp checks them):
+//   - push() returns only once the message is stored (durably, for a durable store); a message
+//     with an empty or already held id is refused with std::invalid_argument naming it.
+//   - claim(now, max, lease_for) leases up to `max` messages that are ready at `now`: not leased
+//     and due <= now, or leased with lease_until <= now. They come in the order they became
+//     ready (due, or the end of the lease), ties in push order. Each gets a fresh token,
+//     lease_until = now + lease_for and claims + 1.
+//   - complete/release/extend act only while `lease` is the message's current token and return
+//     false otherwise (the lease ran out and another claim took the message, or it is gone):
+//     the caller's view is stale and it must not assume the message is done.
+//   - Times are wall times (they outlive the process); the store never reads a clock itself.
+//   - Every member is thread-safe.
+//
+// Usage: InMemoryQueueStore store; store.push({"m-1", bytes, now}); auto batch = store.claim(now,
+// 50, 30s); ... store.complete(batch[0].id, batch[0].lease);
+class QueueStore {
+public:
+    virtual ~QueueStore() = default;
+
+    // Stores `message` (its claims and lease fields are ignored and start at zero). Throws
+    // std::invalid_argument for an empty or duplicate id, QueueFullError when the store is full.
+    virtual void push(const QueuedMessage& message) = 0;
+
+    // Stores every message, as push() one by one; a store may write them as one durable step.
+    // On a throw, the messages before the one that failed are stored.
+    virtual void push_all(const std::vector<QueuedMessage>& messages) {
+        for (const QueuedMessage& m : messages) {
+            push(m);
+        }
+    }
+
+    // Leases up to `max` ready messages (see the rules above) and returns copies of them.
+    virtual std::vector<QueuedMessage> claim(WallTime now, std::size_t max, Duration lease_for) = 0;
+
+    // The message leased under `lease` is done: removes it. false when `lease` is not current.
+    virtual bool complete(std::string_view id, std::uint64_t lease) = 0;
+
+    // Ends the lease on `message.id` (which must be `message.lease`) and stores its new payload,
+    // due time and attempts; it is claimable again at `due`. false when the lease is not current.
+    virtual bool release(const QueuedMessage& message) = 0;
+
+    // Moves the end of a current lease to `until` (a heartbeat for a long attempt).
+    virtual bool extend(std::string_view id, std::uint64_t lease, WallTime until) = 0;
+
+    // Removes a message whatever its lease (an operator's cancel). false when it is not held.
+    virtual bool remove(std::string_view id) = 0;
+
+    virtual std::optional<QueuedMessage> get(std::string_view id) const = 0;
+
+    virtual std::size_t size() const = 0;
+
+    // The earliest time claim() could return a message: the least due time of the messages not
+    // leased and the least lease end of those leased. nullopt when the store is empty.
+    virtual std::optional<WallTime> next_ready() const = 0;
+
+    // Up to `limit` messages, in the order claim() would consider them.
+    virtual std::vector<QueuedMessage> list(
+        std::size_t limit = std::numeric_limits<std::size_t>::max()) const = 0;
+
+    virtual QueueStoreStats stats() const = 0;
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_QUEUE_STORE_HPP
+
+namespace bulwark {
+
+// A QueueStore in memory: leases work as in a durable store (a worker that never reports gives
+// its message back when the lease runs out), but everything is lost with the process.
+//   bulwark::InMemoryQueueStore store(/*max_size*/ 1000000);
+// push, claim (per message), complete and release are O(log n) under one mutex.
+class InMemoryQueueStore final : public QueueStore {
+public:
+    // `max_size` >= 1: push() beyond it throws QueueFullError.
+    explicit InMemoryQueueStore(std::size_t max_size = 10000000) : max_size_(max_size) {
+        if (max_size_ == 0) {
+            detail::throw_invalid_option("InMemoryQueueStore max_size", "must be >= 1", "0");
+        }
+    }
+
+    void push(const QueuedMessage& message) override {
+        detail::LockGuard lock(mutex_);
+        insert(message);
+    }
+
+    // All or nothing: a batch that does not fit, or holds a bad id, stores none of its messages.
+    void push_all(const std::vector<QueuedMessage>& messages) override {
+        detail::LockGuard lock(mutex_);
+        if (messages.size() > max_size_ - entries_.size()) {
+            full();
+        }
+        std::size_t done = 0;
+        try {
+            for (; done < messages.size(); ++done) {
+                insert(messages[done]);
+            }
+        } catch (...) {
+            for (std::size_t i = 0; i < done; ++i) {
+                erase(messages[i].id);
+            }
+            throw;
+        }
+    }
+
+    std::vector<QueuedMessage> claim(WallTime now, std::size_t max, Duration lease_for) override {
+        std::vector<QueuedMessage> out;
+        detail::LockGuard lock(mutex_);
+        while (out.size() < max && !ready_.empty() && ready_.begin()->first <= now) {
+            auto node = ready_.begin();
+            Entry& e = *node->second;
+            ready_.erase(node);
+            if (e.message.lease == 0) {
+                ++leased_;
+            }
+            e.message.lease = ++last_lease_;
+            e.message.lease_until = now + lease_for;
+            ++e.message.claims;
+            e.ready = ready_.emplace(e.message.lease_until, &e);
+            out.push_back(e.message);
+        }
+        return out;
+    }
+
+    bool complete(std::string_view id, std::uint64_t lease) override {
+        detail::LockGuard lock(mutex_);
+        Entry* e = leased(id, lease);
+        if (e == nullptr) {
+            return false;
+        }
+        erase(e->message.id);
+        return true;
+    }
+
+    bool release(const QueuedMessage& message) override {
+        detail::LockGuard lock(mutex_);
+        Entry* e = leased(message.id, message.lease);
+        if (e == nullptr) {
+            return false;
+        }
+        ready_.erase(e->ready);
+        e->message.payload = message.payload;
+        e->message.due = message.due;
+        e->message.attempts = message.attempts;
+        e->message.lease = 0;
+        e->message.lease_until = WallTime{};
+        --leased_;
+        e->ready = ready_.emplace(e->message.due, e);
+        return true;
+    }
+
+    bool extend(std::string_view id, std::uint64_t lease, WallTime until) override {
+        detail::LockGuard lock(mutex_);
+        Entry* e = leased(id, lease);
+        if (e == nullptr) {
+            return false;
+        }
+        ready_.erase(e->ready);
+        e->message.lease_until = until;
+        e->ready = ready_.emplace(until, e);
+        return true;
+    }
+
+    bool remove(std::string_view id) override {
+        detail::LockGuard lock(mutex_);
+        return erase(id);
+    }
+
+    std::optional<QueuedMessage> get(std::string_view id) const override {
+        detail::LockGuard lock(mutex_);
+        auto it = entries_.find(std::string(id));
+        if (it == entries_.end()) {
+            return std::nullopt;
+        }
+        return it->second.message;
+    }
+
+    std::size_t size() const override {
+        detail::LockGuard lock(mutex_);
+        return entries_.size();
+    }
+
+    std::optional<WallTime> next_ready() const override {
+        detail::LockGuard lock(mutex_);
+        if (ready_.empty()) {
+            return std::nullopt;
+        }
+        return ready_.begin()->first;
+    }
+
+    std::vector<QueuedMessage> list(std::size_t limit) const override {
+        std::vector<QueuedMessage> out;
+        detail::LockGuard lock(mutex_);
+        for (auto it = ready_.begin(); it != ready_.end() && out.size() < limit; ++it) {
+            out.push_back(it->second->message);
+        }
+        return out;
+    }
+
+    QueueStoreStats stats() const override {
+        detail::LockGuard lock(mutex_);
+        return {entries_.size(), leased_};
+    }
+
+private:
+    struct Entry {
+        QueuedMessage message;
+        // Its node in ready_: keyed by due while not leased, by lease_until while leased.
+        std::multimap<WallTime, Entry*>::iterator ready;
+    };
+
+    [[noreturn]] BULWARK_NOINLINE void full() const {
+        throw QueueFullError("bulwark::InMemoryQueueStore is full (max_size " +
+                             std::to_string(max_size_) + ")");
+    }
+
+    void insert(const QueuedMessage& message) BULWARK_REQUIRES(mutex_) {
+        if (message.id.empty()) {
+            detail::throw_invalid_argument("bulwark::InMemoryQueueStore::push: empty id");
+        }
+        if (entries_.size() >= max_size_) {
+            full();
+        }
+        auto [it, inserted] = entries_.try_emplace(message.id);
+        if (!inserted) {
+            detail::throw_invalid_argument("bulwark::InMemoryQueueStore::push: id '" + message.id +
+                                           "' is already queued");
+        }
+        Entry& e = it->second;
+        e.message = message;
+        e.message.claims = 0;
+        e.message.lease = 0;
+        e.message.lease_until = WallTime{};
+        try {
+            e.ready = ready_.emplace(e.message.due, &e);
+        } catch (...) {
+            entries_.erase(it);
+            throw;
+        }
+    }
+
+    bool erase(std::string_view id) BULWARK_REQUIRES(mutex_) {
+        auto it = entries_.find(std::string(id));
+        if (it == entries_.end()) {
+            return false;
+        }
+        if (it->second.message.lease != 0) {
+            --leased_;
+        }
+        ready_.erase(it->second.ready);
+        entries_.erase(it);
+        return true;
+    }
+
+    Entry* leased(std::string_view id, std::uint64_t lease) BULWARK_REQUIRES(mutex_) {
+        if (lease == 0) {
+            return nullptr;
+        }
+        auto it = entries_.find(std::string(id));
+        if (it == entries_.end() || it->second.message.lease != lease) {
+            return nullptr;
+        }
+        return &it->second;
+    }
+
+    const std::size_t max_size_;
+    mutable detail::Mutex mutex_;
+    // Node-based: Entry addresses stay valid while the map grows.
+    std::unordered_map<std::string, Entry> entries_ BULWARK_GUARDED_BY(mutex_);
+    std::multimap<WallTime, Entry*> ready_ BULWARK_GUARDED_BY(mutex_);
+    std::size_t leased_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t last_lease_ BULWARK_GUARDED_BY(mutex_) = 0;
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_IN_MEMORY_QUEUE_STORE_HPP
 // #include <bulwark/inline_vector.hpp> (already included above)
 // #include <bulwark/metrics.hpp>
 // Metrics: to_prometheus() renders every component's statistics in the Prometheus text format.
@@ -16404,17 +16757,11 @@ using ResourceManager = BasicResourceManager<>;
 // #include <bulwark/detail/random.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 // #include <bulwark/errors.hpp> (already included above)
+// #include <bulwark/queue_store.hpp> (already included above)
 // #include <bulwark/retry.hpp> (already included above)
 // #include <bulwark/time.hpp> (already included above)
 
 namespace bulwark {
-
-// enqueue() on a full RetryQueue: a rejection (nothing was queued); retry_after() is zero.
-// source(): the queue's name.
-class QueueFullError : public RejectedError {
-public:
-    using RejectedError::RejectedError;
-};
 
 // enqueue() on a RetryQueue that has been stopped.
 class QueueStoppedError : public std::logic_error {
