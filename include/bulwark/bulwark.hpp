@@ -9,6 +9,7 @@
 #include <bulwark/circuit_breaker_registry.hpp>
 #include <bulwark/dead_letter.hpp>
 #include <bulwark/degradation.hpp>
+#include <bulwark/delivery.hpp>
 #include <bulwark/delivery_error.hpp>
 #include <bulwark/fallback_chain.hpp>
 #include <bulwark/health.hpp>

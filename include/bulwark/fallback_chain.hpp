@@ -224,6 +224,29 @@ public:
         return execute_for_impl(ctx, primary, args...);
     }
 
+    // Tries exactly the channels of `route`, in that order (no rule, no selection), at most
+    // route.size() of them called: a route the caller chose, such as an operator's redrive
+    // through named channels. Throws std::invalid_argument for an unknown or repeated name;
+    // never for a channel's failure.
+    ChainResult<R> execute_route(Context& ctx, const std::vector<std::string>& route,
+                                 Args... args) {
+        Order order;
+        for (auto it = route.begin(); it != route.end(); ++it) {
+            const std::string& name = *it;
+            const std::size_t i = find(name);
+            if (i == npos) {
+                unknown_channel(name);
+            }
+            if (std::find(route.begin(), it, name) != it) {
+                detail::throw_invalid_option("FallbackChain.execute_route: route",
+                                             "must list distinct channels",
+                                             "\"" + name + "\" twice");
+            }
+            push_enabled(order, static_cast<std::uint32_t>(i));
+        }
+        return run(ctx, order, static_cast<std::uint32_t>(route.size()), args...);
+    }
+
     // Statistics of one channel; throws std::invalid_argument for an unknown name. Lock-free.
     ChannelStats stats(std::string_view name) const { return snapshot(channel(name)); }
 

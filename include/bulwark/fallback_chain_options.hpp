@@ -283,6 +283,10 @@ struct FallbackRule {
     std::vector<std::string> fallbacks;  // tried after the primary, ordered by `selection`
     Selection selection = Selection::priority;
     std::uint32_t max_attempts = 0;  // channels called, primary included; 0 = the chain's
+    // For DeliveryEngine: whether a permanent failure of a channel (DeliveryErrorKind permanent
+    // or bounced: a bad address, a refused message) moves on to the next channel. A
+    // FallbackChain falls back on every failure and does not read it.
+    bool fallback_on_permanent = false;
 };
 
 // Which channels back up which: per primary channel, and a global order for primaries without

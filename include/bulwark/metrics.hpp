@@ -63,6 +63,8 @@ class DeadLetterStore;
 template <class Tag>
 class BasicInMemoryDeadLetterStore;
 enum class DeadLetterReason : std::uint8_t;
+template <class Message>
+class DeliveryEngine;
 
 // A component with the name its metrics are labelled with: components without a name of their
 // own (RetryPolicy, Bulkhead, RateLimiter, Timeout, Fallback, CacheFallback, LoadShedder,
@@ -592,6 +594,23 @@ private:
 
 template <class Tag>
 struct MetricsRenderer<BasicInMemoryDeadLetterStore<Tag>> : MetricsRenderer<DeadLetterStore> {};
+
+// The engine writes its own series (queue depth, statuses, per-channel attempts, cost and a
+// response-time histogram); labelled engine="<its options' name>".
+template <class Message>
+struct MetricsRenderer<DeliveryEngine<Message>> {
+    static constexpr bool known = true;
+    static constexpr bool needs_name = false;
+    static constexpr bool accepts_name = true;
+    template <class E>
+    static std::string_view default_name(const E& e) noexcept {
+        return e.options().name;
+    }
+    template <class E>
+    static void write(MetricsWriter& w, const E& e, std::string_view name) {
+        e.write_metrics(w, name);
+    }
+};
 
 template <class C>
 void write_component(MetricsWriter& w, C& component) {

@@ -141,7 +141,7 @@ private:
 template <class Tag = void>
 class BasicMetricsWriter {
 public:
-    enum class Type : std::uint8_t { counter, gauge };
+    enum class Type : std::uint8_t { counter, gauge, histogram };
 
     BasicMetricsWriter& add_counter(std::string_view name, std::string_view help,
                                     const MetricLabels& labels, const MetricValue& value) {
@@ -155,6 +155,52 @@ public:
         return *this;
     }
 
+    // A histogram: `cumulative[i]` observations were <= `bounds[i]` (ascending, finite), `count`
+    // in all (the +Inf bucket) summing to `sum`. Renders name_bucket{...,le="..."} for each
+    // bound and +Inf, name_sum and name_count. Throws std::invalid_argument, besides the
+    // reasons above, for bounds that do not ascend, counts that decrease or exceed `count`,
+    // sizes that differ, or a label named "le".
+    BasicMetricsWriter& add_histogram(std::string_view name, std::string_view help,
+                                      const MetricLabels& labels, const std::vector<double>& bounds,
+                                      const std::vector<std::uint64_t>& cumulative, double sum,
+                                      std::uint64_t count) {
+        MetricLabels shown;
+        std::string key = series_key(name, labels, shown);
+        const std::string what = "bulwark::MetricsWriter: histogram " + std::string(name);
+        if (bounds.size() != cumulative.size()) {
+            detail::throw_invalid_argument(what + ": bounds and counts differ in size");
+        }
+        for (std::size_t i = 0; i < bounds.size(); ++i) {
+            if (!detail::is_finite(bounds[i]) || (i > 0 && !(bounds[i] > bounds[i - 1]))) {
+                detail::throw_invalid_argument(what + ": bounds must be finite and ascend");
+            }
+            if ((i > 0 && cumulative[i] < cumulative[i - 1]) || cumulative[i] > count) {
+                detail::throw_invalid_argument(what + ": bucket counts must not decrease");
+            }
+        }
+        for (const MetricLabel& label : shown) {
+            if (label.first == "le") {
+                detail::throw_invalid_argument(what + ": \"le\" is the bucket label");
+            }
+        }
+        Family& f = family(Type::histogram, name, help);
+        if (!f.series.insert(std::move(key)).second) {
+            ++dropped_;
+            return *this;
+        }
+        for (std::size_t i = 0; i <= bounds.size(); ++i) {
+            const std::string le =
+                i < bounds.size() ? detail::metric_number(bounds[i]) : std::string("+Inf");
+            const MetricLabel bucket{"le", le};
+            append_sample(f.samples, name, "_bucket", shown, &bucket,
+                          MetricValue(i < bounds.size() ? cumulative[i] : count).text());
+        }
+        append_sample(f.samples, name, "_sum", shown, nullptr, MetricValue(sum).text());
+        append_sample(f.samples, name, "_count", shown, nullptr, MetricValue(count).text());
+        ++samples_;
+        return *this;
+    }
+
     // The exposition: ends with a line feed unless empty.
     std::string str() const {
         std::string out;
@@ -165,7 +211,9 @@ public:
             detail::append_escaped(out, f.help, false);
             out += "\n# TYPE ";
             out += f.name;
-            out += f.type == Type::counter ? " counter\n" : " gauge\n";
+            out += f.type == Type::counter ? " counter\n"
+                   : f.type == Type::gauge ? " gauge\n"
+                                           : " histogram\n";
             out += f.samples;
         }
         return out;
@@ -188,20 +236,40 @@ private:
 
     void add(Type type, std::string_view name, std::string_view help, const MetricLabels& labels,
              const MetricValue& value) {
+        if (type == Type::counter && value.negative()) {
+            check_name(name);
+            detail::throw_invalid_argument("bulwark::MetricsWriter: counter " + std::string(name) +
+                                           " must not be negative or NaN, got " + value.text());
+        }
+        MetricLabels shown;
+        std::string key = series_key(name, labels, shown);
+        Family& f = family(type, name, help);
+        if (!f.series.insert(std::move(key)).second) {
+            ++dropped_;
+            return;
+        }
+        append_sample(f.samples, name, "", shown, nullptr, value.text());
+        ++samples_;
+    }
+
+    static void check_name(std::string_view name) {
         if (!detail::is_metric_name(name, true)) {
             detail::throw_invalid_argument("bulwark::MetricsWriter: invalid metric name \"" +
                                            std::string(name) + "\"");
         }
+    }
+
+    // The identity of a series (its labels sorted by name, empty values left out), after
+    // checking the names; `shown` gets the labels as given, without the empty ones.
+    static std::string series_key(std::string_view name, const MetricLabels& labels,
+                                  MetricLabels& shown) {
+        check_name(name);
         for (const MetricLabel& label : labels) {
             if (!detail::is_metric_name(label.first, false) || label.first.substr(0, 2) == "__") {
                 detail::throw_invalid_argument("bulwark::MetricsWriter: invalid label name \"" +
                                                std::string(label.first) + "\" in " +
                                                std::string(name));
             }
-        }
-        if (type == Type::counter && value.negative()) {
-            detail::throw_invalid_argument("bulwark::MetricsWriter: counter " + std::string(name) +
-                                           " must not be negative or NaN, got " + value.text());
         }
         // A label with an empty value is the same series as one without it (Prometheus's rule),
         // so it is left out of both the identity and the output.
@@ -212,7 +280,7 @@ private:
                 sorted.push_back(label);
             }
         }
-        const MetricLabels shown(sorted);
+        shown = sorted;
         std::sort(sorted.begin(), sorted.end(),
                   [](const MetricLabel& a, const MetricLabel& b) { return a.first < b.first; });
         std::string key;
@@ -224,26 +292,33 @@ private:
             }
             append_label(key, sorted[i]);
         }
-        Family& f = family(type, name, help);
-        if (!f.series.insert(std::move(key)).second) {
-            ++dropped_;
-            return;
-        }
-        f.samples += name;
-        if (!shown.empty()) {
-            f.samples.push_back('{');
+        return key;
+    }
+
+    static void append_sample(std::string& out, std::string_view name, std::string_view suffix,
+                              const MetricLabels& shown, const MetricLabel* extra,
+                              const std::string& value) {
+        out += name;
+        out += suffix;
+        if (!shown.empty() || extra != nullptr) {
+            out.push_back('{');
             for (std::size_t i = 0; i < shown.size(); ++i) {
                 if (i > 0) {
-                    f.samples.push_back(',');
+                    out.push_back(',');
                 }
-                append_label(f.samples, shown[i]);
+                append_label(out, shown[i]);
             }
-            f.samples.push_back('}');
+            if (extra != nullptr) {
+                if (!shown.empty()) {
+                    out.push_back(',');
+                }
+                append_label(out, *extra);
+            }
+            out.push_back('}');
         }
-        f.samples.push_back(' ');
-        f.samples += value.text();
-        f.samples.push_back('\n');
-        ++samples_;
+        out.push_back(' ');
+        out += value;
+        out.push_back('\n');
     }
 
     static void append_label(std::string& out, const MetricLabel& label) {
@@ -269,7 +344,7 @@ private:
         Family& f = families_[it->second];
         if (f.type != type) {
             detail::throw_invalid_argument("bulwark::MetricsWriter: " + std::string(name) +
-                                           " was added both as a counter and as a gauge");
+                                           " was added as two types (counter, gauge, histogram)");
         }
         return f;
     }

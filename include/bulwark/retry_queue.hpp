@@ -534,7 +534,7 @@ private:
         bool permanent = false;
         try {
             letter.payload = encode_(entry.message);
-            fit(letter, store_.limits());
+            detail::fit_letter(letter, store_.limits());
             store_.add(std::move(letter));
         } catch (const DeadLetterTooLargeError&) {
             failed = std::current_exception();
@@ -568,34 +568,6 @@ private:
         entry.store_wait = wait;
         entry.next_at = detail::saturating_add(clock_.now(), wait);
         reschedule(entry, seq);
-    }
-
-    // Trims a letter to what `limits` accept: its newest attempts, then its error text, so that
-    // the history never makes the store refuse the message.
-    static void fit(DeadLetter& letter, const DeadLetterLimits& limits) {
-        auto& attempts = letter.attempts;
-        if (limits.max_attempts > 0 && attempts.size() > limits.max_attempts) {
-            attempts.erase(attempts.begin(),
-                           attempts.begin() +
-                               static_cast<std::ptrdiff_t>(attempts.size() - limits.max_attempts));
-        }
-        if (limits.max_text_bytes == 0) {
-            return;
-        }
-        std::size_t text = letter.id.size() + letter.type.size() + letter.error.size();
-        for (const DeadLetterAttempt& a : attempts) {
-            text += a.channel.size() + a.error.size();
-        }
-        std::size_t drop = 0;
-        while (text > limits.max_text_bytes && drop < attempts.size()) {
-            text -= attempts[drop].channel.size() + attempts[drop].error.size();
-            ++drop;
-        }
-        attempts.erase(attempts.begin(), attempts.begin() + static_cast<std::ptrdiff_t>(drop));
-        if (text > limits.max_text_bytes) {
-            const std::size_t over = text - limits.max_text_bytes;
-            letter.error.resize(letter.error.size() > over ? letter.error.size() - over : 0);
-        }
     }
 
     // A claimed message whose turn failed: no longer in flight, back on the schedule if it fits.

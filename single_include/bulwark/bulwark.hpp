@@ -4869,18 +4869,53 @@ namespace bulwark {
 
 namespace detail {
 
-// "dl-" + 16 lower-case hex digits.
-inline std::string format_dead_letter_id(std::uint64_t bits) {
+// `prefix` + 16 lower-case hex digits of `bits`.
+inline std::string format_id(std::string_view prefix, std::uint64_t bits) {
     static constexpr char digits[] = "0123456789abcdef";
-    std::string id(19, '0');
-    id[0] = 'd';
-    id[1] = 'l';
-    id[2] = '-';
-    for (std::size_t i = id.size(); i > 3; --i) {
+    std::string id(prefix.size() + 16, '0');
+    prefix.copy(id.data(), prefix.size());
+    for (std::size_t i = id.size(); i > prefix.size(); --i) {
         id[i - 1] = digits[bits & 0xFU];
         bits >>= 4U;
     }
     return id;
+}
+
+// "dl-" + 16 lower-case hex digits.
+inline std::string format_dead_letter_id(std::uint64_t bits) {
+    return format_id("dl-", bits);
+}
+
+// Trims a letter to what `limits` accept: its newest attempts, then its error text, so that a
+// long history never makes a store refuse the message.
+inline void fit_letter(DeadLetter& letter, const DeadLetterLimits& limits) {
+    auto& attempts = letter.attempts;
+    if (limits.max_attempts > 0 && attempts.size() > limits.max_attempts) {
+        attempts.erase(
+            attempts.begin(),
+            attempts.begin() + static_cast<std::ptrdiff_t>(attempts.size() - limits.max_attempts));
+    }
+    if (limits.max_text_bytes == 0) {
+        return;
+    }
+    std::size_t text = letter.id.size() + letter.type.size() + letter.error.size() +
+                       letter.category.size() + letter.note.size();
+    for (const std::string& tag : letter.tags) {
+        text += tag.size();
+    }
+    for (const DeadLetterAttempt& a : attempts) {
+        text += a.channel.size() + a.error.size();
+    }
+    std::size_t drop = 0;
+    while (text > limits.max_text_bytes && drop < attempts.size()) {
+        text -= attempts[drop].channel.size() + attempts[drop].error.size();
+        ++drop;
+    }
+    attempts.erase(attempts.begin(), attempts.begin() + static_cast<std::ptrdiff_t>(drop));
+    if (text > limits.max_text_bytes) {
+        const std::size_t over = text - limits.max_text_bytes;
+        letter.error.resize(letter.error.size() > over ? letter.error.size() - over : 0);
+    }
 }
 
 // Differs between stores and between runs, so that ids from two stores (or from one file store
@@ -9121,6 +9156,37 @@ using Degradation = BasicDegradation<>;
 }  // namespace bulwark
 
 #endif  // BULWARK_DEGRADATION_HPP
+// #include <bulwark/delivery.hpp>
+// Multi-channel delivery: Receipt, MessageStatus, DeliveryAttempt, DeliveryStats, DeliveryEngine.
+#ifndef BULWARK_DELIVERY_HPP
+#define BULWARK_DELIVERY_HPP
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+// #include <bulwark/backoff.hpp> (already included above)
+// #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/config.hpp> (already included above)
+// #include <bulwark/context.hpp> (already included above)
+// #include <bulwark/dead_letter_store.hpp> (already included above)
 // #include <bulwark/delivery_error.hpp>
 // Delivery errors: what a channel adapter's failure means for a message (retry, fall back, stop).
 #ifndef BULWARK_DELIVERY_ERROR_HPP
@@ -9281,6 +9347,812 @@ private:
 }  // namespace bulwark
 
 #endif  // BULWARK_DELIVERY_ERROR_HPP
+// #include <bulwark/delivery_stats.hpp>
+// Delivery statistics: ChannelDeliveryStats and DeliveryStats (with JSON), and the per-channel
+// minute buckets a DeliveryEngine keeps them in.
+#ifndef BULWARK_DELIVERY_STATS_HPP
+#define BULWARK_DELIVERY_STATS_HPP
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <string_view>
+#include <vector>
+
+// #include <bulwark/detail/json.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
+// #include <bulwark/message_status.hpp>
+// MessageStatus: where a message a DeliveryEngine handles is in its life.
+#ifndef BULWARK_MESSAGE_STATUS_HPP
+#define BULWARK_MESSAGE_STATUS_HPP
+
+#include <cstddef>
+#include <cstdint>
+
+namespace bulwark {
+
+// queued -> sending -> sent -> delivered | failed | bounced, or dead_lettered when the engine
+// gave up. A retry goes from sending back to queued; a redrive from dead_lettered to queued.
+enum class MessageStatus : std::uint8_t {
+    queued,         // waiting for its (next) attempt
+    sending,        // a worker is trying its channels
+    sent,           // a channel accepted it; a delivery receipt may follow (confirm())
+    delivered,      // the provider confirmed delivery (or the receipt said so)
+    failed,         // the provider reported it undeliverable after accepting it
+    bounced,        // the provider reported a bounce after accepting it
+    dead_lettered,  // in the dead-letter store: retries exhausted or a permanent failure
+};
+
+inline constexpr std::size_t message_status_count = 7;
+
+inline const char* to_string(MessageStatus status) noexcept {
+    switch (status) {
+        case MessageStatus::queued:
+            return "queued";
+        case MessageStatus::sending:
+            return "sending";
+        case MessageStatus::sent:
+            return "sent";
+        case MessageStatus::delivered:
+            return "delivered";
+        case MessageStatus::failed:
+            return "failed";
+        case MessageStatus::bounced:
+            return "bounced";
+        case MessageStatus::dead_lettered:
+            return "dead_lettered";
+    }
+    return "unknown";
+}
+
+// The engine is done with a message in this status: only confirm() or a redrive moves it on.
+inline constexpr bool is_final(MessageStatus status) noexcept {
+    return status >= MessageStatus::sent;
+}
+
+}  // namespace bulwark
+
+#endif  // BULWARK_MESSAGE_STATUS_HPP
+// #include <bulwark/metrics_writer.hpp>
+// MetricsWriter: samples grouped into metric families, rendered in the Prometheus text format.
+#ifndef BULWARK_METRICS_WRITER_HPP
+#define BULWARK_METRICS_WRITER_HPP
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <set>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+// #include <bulwark/detail/math.hpp> (already included above)
+// #include <bulwark/detail/number.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/detail/utf8.hpp>
+// UTF-8 validation: text from message data made safe for formats that require UTF-8 (private).
+#ifndef BULWARK_DETAIL_UTF8_HPP
+#define BULWARK_DETAIL_UTF8_HPP
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+namespace bulwark {
+namespace detail {
+
+// The length of the well-formed UTF-8 sequence that starts at text[at] (1 to 4), or 0 when the
+// bytes there are not one (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF).
+inline std::size_t utf8_sequence_length(std::string_view text, std::size_t at) noexcept {
+    const auto byte = [&](std::size_t i) {
+        return static_cast<unsigned char>(text[at + i]);
+    };
+    const unsigned char lead = byte(0);
+    if (lead < 0x80) {
+        return 1;
+    }
+    std::size_t length = 0;
+    unsigned char low = 0x80;   // the range of the second byte, which rules out overlong forms,
+    unsigned char high = 0xBF;  // surrogates and code points above U+10FFFF
+    if (lead >= 0xC2 && lead <= 0xDF) {
+        length = 2;
+    } else if (lead >= 0xE0 && lead <= 0xEF) {
+        length = 3;
+        low = lead == 0xE0 ? 0xA0 : 0x80;
+        high = lead == 0xED ? 0x9F : 0xBF;
+    } else if (lead >= 0xF0 && lead <= 0xF4) {
+        length = 4;
+        low = lead == 0xF0 ? 0x90 : 0x80;
+        high = lead == 0xF4 ? 0x8F : 0xBF;
+    } else {
+        return 0;
+    }
+    if (text.size() - at < length || byte(1) < low || byte(1) > high) {
+        return 0;
+    }
+    for (std::size_t i = 2; i < length; ++i) {
+        if (byte(i) < 0x80 || byte(i) > 0xBF) {
+            return 0;
+        }
+    }
+    return length;
+}
+
+// Appends `text` with each byte that does not start a well-formed sequence replaced by U+FFFD,
+// calling escape(out, c) for each ASCII character so the caller can escape it.
+template <class Escape>
+void append_utf8(std::string& out, std::string_view text, Escape&& escape) {
+    for (std::size_t at = 0; at < text.size();) {
+        const std::size_t length = utf8_sequence_length(text, at);
+        if (length == 0) {
+            out += "\xEF\xBF\xBD";
+            ++at;
+        } else if (length == 1) {
+            escape(out, text[at]);
+            ++at;
+        } else {
+            out.append(text, at, length);
+            at += length;
+        }
+    }
+}
+
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_UTF8_HPP
+
+namespace bulwark {
+
+// One label of a sample: {name, value}. The value is escaped on output; the name must match
+// [a-zA-Z_][a-zA-Z0-9_]* and not start with "__" (reserved by Prometheus).
+using MetricLabel = std::pair<std::string_view, std::string_view>;
+using MetricLabels = std::vector<MetricLabel>;
+
+namespace detail {
+
+// Prometheus's spelling of a double: "+Inf", "-Inf", "NaN", else the shortest of %.15g, %.16g
+// and %.17g that reads back as the same double (so 0.1 prints as 0.1, and every value is exact).
+// The decimal separator is always '.', whatever the C locale says: snprintf and strtod agree on
+// the locale's separator, and the digits are then copied with any non-numeric run (a ',' or a
+// multi-byte separator) replaced by one '.' (with_decimal_point).
+inline std::string metric_number(double value) {
+    if (detail::is_nan(value)) {
+        return "NaN";
+    }
+    if (detail::is_inf(value)) {
+        return value > 0 ? "+Inf" : "-Inf";
+    }
+    char buffer[48];
+    for (int precision = 15; precision <= 17; ++precision) {
+        std::snprintf(buffer, sizeof buffer, "%.*g", precision, value);
+        if (std::strtod(buffer, nullptr) == value) {
+            break;
+        }
+    }
+    return with_decimal_point(buffer);
+}
+
+// Label values escape backslash, double quote and line feed; HELP text only backslash and line
+// feed (the exposition format's two escaping rules). The format is UTF-8 and a scraper rejects
+// the whole exposition for one bad byte, so bytes that are not UTF-8 (a dead letter's type or
+// category comes from message data) become U+FFFD.
+inline void append_escaped(std::string& out, std::string_view text, bool quote) {
+    append_utf8(out, text, [quote](std::string& to, char c) {
+        if (c == '\\') {
+            to += "\\\\";
+        } else if (c == '\n') {
+            to += "\\n";
+        } else if (c == '"' && quote) {
+            to += "\\\"";
+        } else {
+            to.push_back(c);
+        }
+    });
+}
+
+inline bool is_metric_name(std::string_view name, bool allow_colon) noexcept {
+    if (name.empty()) {
+        return false;
+    }
+    for (std::size_t i = 0; i < name.size(); ++i) {
+        const char c = name[i];
+        const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
+                        (allow_colon && c == ':') || (i > 0 && c >= '0' && c <= '9');
+        if (!ok) {
+            return false;
+        }
+    }
+    return true;
+}
+
+template <class Rep, class Period>
+double seconds(std::chrono::duration<Rep, Period> d) noexcept {
+    return std::chrono::duration<double>(d).count();
+}
+
+}  // namespace detail
+
+// A sample's value: integers are kept exact (a 64-bit counter prints every digit), floating-point
+// values as described at detail::metric_number, bools as 1 and 0.
+class MetricValue {
+public:
+    template <class N, std::enable_if_t<std::is_integral<N>::value && !std::is_same<N, bool>::value,
+                                        int> = 0>
+    MetricValue(N n) {  // NOLINT(google-explicit-constructor): values convert implicitly
+        if constexpr (std::is_signed<N>::value) {
+            text_ = std::to_string(static_cast<long long>(n));
+            negative_ = n < 0;
+        } else {
+            text_ = std::to_string(static_cast<unsigned long long>(n));
+        }
+    }
+    template <class F, std::enable_if_t<std::is_floating_point<F>::value, int> = 0>
+    MetricValue(F f)  // NOLINT(google-explicit-constructor)
+        : text_(detail::metric_number(static_cast<double>(f))),
+          negative_(detail::is_nan(static_cast<double>(f)) || f < 0) {}
+    MetricValue(bool b) : text_(b ? "1" : "0") {}  // NOLINT(google-explicit-constructor)
+
+    const std::string& text() const noexcept { return text_; }
+    // Negative or NaN: not a valid counter value.
+    bool negative() const noexcept { return negative_; }
+
+private:
+    std::string text_;
+    bool negative_ = false;
+};
+
+// Collects samples grouped into metric families and renders them in the Prometheus text
+// exposition format: each family once, `# HELP` and `# TYPE` first, then all its samples
+// together, families in the order they were first added. to_prometheus() fills one; add your own
+// series to the same exposition with add_counter()/add_gauge().
+//   bulwark::MetricsWriter w;
+//   w.add_counter("app_requests_total", "Requests served.", {{"route", "/send"}}, 42);
+//   bulwark::to_prometheus(w, breaker, bulwark::metric_name("sms_retry", retry));
+//   respond(200, "text/plain; version=0.0.4; charset=utf-8", w.str());
+// A family's help is the first one given. A sample whose family and label set (in any order) were
+// already added is dropped, and counted in dropped(): the first wins, so the exposition never
+// holds two series with the same identity (Prometheus would reject the scrape).
+// Throws std::invalid_argument for an invalid metric or label name, a label named twice, a
+// family added both as a counter and as a gauge, or a negative or NaN counter value.
+// Not thread-safe: build one per scrape.
+// MetricsWriter is BasicMetricsWriter<>: a class template only so that its code is compiled where
+// it is used (the Tag is never used).
+template <class Tag = void>
+class BasicMetricsWriter {
+public:
+    enum class Type : std::uint8_t { counter, gauge, histogram };
+
+    BasicMetricsWriter& add_counter(std::string_view name, std::string_view help,
+                                    const MetricLabels& labels, const MetricValue& value) {
+        add(Type::counter, name, help, labels, value);
+        return *this;
+    }
+
+    BasicMetricsWriter& add_gauge(std::string_view name, std::string_view help,
+                                  const MetricLabels& labels, const MetricValue& value) {
+        add(Type::gauge, name, help, labels, value);
+        return *this;
+    }
+
+    // A histogram: `cumulative[i]` observations were <= `bounds[i]` (ascending, finite), `count`
+    // in all (the +Inf bucket) summing to `sum`. Renders name_bucket{...,le="..."} for each
+    // bound and +Inf, name_sum and name_count. Throws std::invalid_argument, besides the
+    // reasons above, for bounds that do not ascend, counts that decrease or exceed `count`,
+    // sizes that differ, or a label named "le".
+    BasicMetricsWriter& add_histogram(std::string_view name, std::string_view help,
+                                      const MetricLabels& labels, const std::vector<double>& bounds,
+                                      const std::vector<std::uint64_t>& cumulative, double sum,
+                                      std::uint64_t count) {
+        MetricLabels shown;
+        std::string key = series_key(name, labels, shown);
+        const std::string what = "bulwark::MetricsWriter: histogram " + std::string(name);
+        if (bounds.size() != cumulative.size()) {
+            detail::throw_invalid_argument(what + ": bounds and counts differ in size");
+        }
+        for (std::size_t i = 0; i < bounds.size(); ++i) {
+            if (!detail::is_finite(bounds[i]) || (i > 0 && !(bounds[i] > bounds[i - 1]))) {
+                detail::throw_invalid_argument(what + ": bounds must be finite and ascend");
+            }
+            if ((i > 0 && cumulative[i] < cumulative[i - 1]) || cumulative[i] > count) {
+                detail::throw_invalid_argument(what + ": bucket counts must not decrease");
+            }
+        }
+        for (const MetricLabel& label : shown) {
+            if (label.first == "le") {
+                detail::throw_invalid_argument(what + ": \"le\" is the bucket label");
+            }
+        }
+        Family& f = family(Type::histogram, name, help);
+        if (!f.series.insert(std::move(key)).second) {
+            ++dropped_;
+            return *this;
+        }
+        for (std::size_t i = 0; i <= bounds.size(); ++i) {
+            const std::string le =
+                i < bounds.size() ? detail::metric_number(bounds[i]) : std::string("+Inf");
+            const MetricLabel bucket{"le", le};
+            append_sample(f.samples, name, "_bucket", shown, &bucket,
+                          MetricValue(i < bounds.size() ? cumulative[i] : count).text());
+        }
+        append_sample(f.samples, name, "_sum", shown, nullptr, MetricValue(sum).text());
+        append_sample(f.samples, name, "_count", shown, nullptr, MetricValue(count).text());
+        ++samples_;
+        return *this;
+    }
+
+    // The exposition: ends with a line feed unless empty.
+    std::string str() const {
+        std::string out;
+        for (const Family& f : families_) {
+            out += "# HELP ";
+            out += f.name;
+            out.push_back(' ');
+            detail::append_escaped(out, f.help, false);
+            out += "\n# TYPE ";
+            out += f.name;
+            out += f.type == Type::counter ? " counter\n"
+                   : f.type == Type::gauge ? " gauge\n"
+                                           : " histogram\n";
+            out += f.samples;
+        }
+        return out;
+    }
+
+    std::size_t families() const noexcept { return families_.size(); }
+    std::size_t samples() const noexcept { return samples_; }
+    // Samples dropped as duplicates of an earlier (family, label set).
+    std::size_t dropped() const noexcept { return dropped_; }
+    bool empty() const noexcept { return families_.empty(); }
+
+private:
+    struct Family {
+        std::string name;
+        std::string help;
+        Type type;
+        std::string samples;           // rendered sample lines
+        std::set<std::string> series;  // label sets seen, labels sorted by name
+    };
+
+    void add(Type type, std::string_view name, std::string_view help, const MetricLabels& labels,
+             const MetricValue& value) {
+        if (type == Type::counter && value.negative()) {
+            check_name(name);
+            detail::throw_invalid_argument("bulwark::MetricsWriter: counter " + std::string(name) +
+                                           " must not be negative or NaN, got " + value.text());
+        }
+        MetricLabels shown;
+        std::string key = series_key(name, labels, shown);
+        Family& f = family(type, name, help);
+        if (!f.series.insert(std::move(key)).second) {
+            ++dropped_;
+            return;
+        }
+        append_sample(f.samples, name, "", shown, nullptr, value.text());
+        ++samples_;
+    }
+
+    static void check_name(std::string_view name) {
+        if (!detail::is_metric_name(name, true)) {
+            detail::throw_invalid_argument("bulwark::MetricsWriter: invalid metric name \"" +
+                                           std::string(name) + "\"");
+        }
+    }
+
+    // The identity of a series (its labels sorted by name, empty values left out), after
+    // checking the names; `shown` gets the labels as given, without the empty ones.
+    static std::string series_key(std::string_view name, const MetricLabels& labels,
+                                  MetricLabels& shown) {
+        check_name(name);
+        for (const MetricLabel& label : labels) {
+            if (!detail::is_metric_name(label.first, false) || label.first.substr(0, 2) == "__") {
+                detail::throw_invalid_argument("bulwark::MetricsWriter: invalid label name \"" +
+                                               std::string(label.first) + "\" in " +
+                                               std::string(name));
+            }
+        }
+        // A label with an empty value is the same series as one without it (Prometheus's rule),
+        // so it is left out of both the identity and the output.
+        MetricLabels sorted;
+        sorted.reserve(labels.size());
+        for (const MetricLabel& label : labels) {
+            if (!label.second.empty()) {
+                sorted.push_back(label);
+            }
+        }
+        shown = sorted;
+        std::sort(sorted.begin(), sorted.end(),
+                  [](const MetricLabel& a, const MetricLabel& b) { return a.first < b.first; });
+        std::string key;
+        for (std::size_t i = 0; i < sorted.size(); ++i) {
+            if (i > 0 && sorted[i].first == sorted[i - 1].first) {
+                detail::throw_invalid_argument("bulwark::MetricsWriter: label \"" +
+                                               std::string(sorted[i].first) + "\" given twice in " +
+                                               std::string(name));
+            }
+            append_label(key, sorted[i]);
+        }
+        return key;
+    }
+
+    static void append_sample(std::string& out, std::string_view name, std::string_view suffix,
+                              const MetricLabels& shown, const MetricLabel* extra,
+                              const std::string& value) {
+        out += name;
+        out += suffix;
+        if (!shown.empty() || extra != nullptr) {
+            out.push_back('{');
+            for (std::size_t i = 0; i < shown.size(); ++i) {
+                if (i > 0) {
+                    out.push_back(',');
+                }
+                append_label(out, shown[i]);
+            }
+            if (extra != nullptr) {
+                if (!shown.empty()) {
+                    out.push_back(',');
+                }
+                append_label(out, *extra);
+            }
+            out.push_back('}');
+        }
+        out.push_back(' ');
+        out += value;
+        out.push_back('\n');
+    }
+
+    static void append_label(std::string& out, const MetricLabel& label) {
+        out += label.first;
+        out += "=\"";
+        detail::append_escaped(out, label.second, true);
+        out.push_back('"');
+    }
+
+    Family& family(Type type, std::string_view name, std::string_view help) {
+        auto it = index_.find(name);
+        if (it == index_.end()) {
+            // The family first, then its index entry, undone if that throws: the index never
+            // points past the end of families_.
+            families_.push_back(Family{std::string(name), std::string(help), type, {}, {}});
+            try {
+                it = index_.emplace(std::string(name), families_.size() - 1).first;
+            } catch (...) {
+                families_.pop_back();
+                throw;
+            }
+        }
+        Family& f = families_[it->second];
+        if (f.type != type) {
+            detail::throw_invalid_argument("bulwark::MetricsWriter: " + std::string(name) +
+                                           " was added as two types (counter, gauge, histogram)");
+        }
+        return f;
+    }
+
+    std::vector<Family> families_;
+    std::map<std::string, std::size_t, std::less<>> index_;
+    std::size_t samples_ = 0;
+    std::size_t dropped_ = 0;
+};
+
+using MetricsWriter = BasicMetricsWriter<>;
+
+}  // namespace bulwark
+
+#endif  // BULWARK_METRICS_WRITER_HPP
+// #include <bulwark/time.hpp> (already included above)
+
+namespace bulwark {
+
+// What one channel (or all of them: channel "") did in a time range. Attempts are adapter calls;
+// a channel passed over (breaker open, rate limited) is not an attempt.
+struct ChannelDeliveryStats {
+    std::string channel;
+    std::uint64_t attempts = 0;
+    std::uint64_t successes = 0;
+    double success_rate = 1.0;  // successes / attempts; 1 with no attempts
+    Duration mean_response{0};
+    // From the response-time histogram (5 ms .. 10 s buckets), interpolated within the bucket
+    // as Prometheus's histogram_quantile does: an estimate, exact to the bucket.
+    Duration p95_response{0};
+    double cost = 0.0;                       // receipts' costs (or the channel's cost per call)
+    std::uint64_t fallbacks = 0;             // attempts made after another channel of the
+                                             // same pass did not deliver
+    std::uint64_t successful_fallbacks = 0;  // of those, how many delivered
+    // Outages that ended in the range (a run of failed attempts ended by a success), and their
+    // mean length: from the first failure to the success.
+    std::uint64_t recoveries = 0;
+    Duration mean_recovery{0};
+};
+
+// Statistics of a DeliveryEngine for [from, to), with the queue's state when taken.
+//   auto s = engine.stats();  s.overall.success_rate;  s.channels[0].p95_response;
+//   respond(200, "application/json", s.to_json());
+struct DeliveryStats {
+    WallTime from{};
+    WallTime to{};
+    ChannelDeliveryStats overall;
+    std::vector<ChannelDeliveryStats> channels;  // in the order they were added
+    std::size_t queued = 0;                      // messages in the queue store now
+    std::size_t in_flight = 0;                   // of which leased by a worker now
+    // Messages the engine tracks now, by status (indexed by MessageStatus).
+    std::array<std::size_t, message_status_count> by_status{};
+    // Moves into each status since the engine was made.
+    std::array<std::uint64_t, message_status_count> entered{};
+
+    std::string to_json() const {
+        detail::JsonWriter w;
+        w.begin_object();
+        w.field("from_unix_s", seconds(from.time_since_epoch()));
+        w.field("to_unix_s", seconds(to.time_since_epoch()));
+        w.key("overall");
+        write(w, overall);
+        w.key("channels").begin_array();
+        for (const ChannelDeliveryStats& c : channels) {
+            write(w, c);
+        }
+        w.end_array();
+        w.field("queued", static_cast<std::uint64_t>(queued));
+        w.field("in_flight", static_cast<std::uint64_t>(in_flight));
+        w.key("by_status").begin_object();
+        for (std::size_t i = 0; i < message_status_count; ++i) {
+            w.field(to_string(static_cast<MessageStatus>(i)),
+                    static_cast<std::uint64_t>(by_status[i]));
+        }
+        w.end_object();
+        w.key("entered").begin_object();
+        for (std::size_t i = 0; i < message_status_count; ++i) {
+            w.field(to_string(static_cast<MessageStatus>(i)), entered[i]);
+        }
+        w.end_object();
+        w.end_object();
+        return w.take();
+    }
+
+private:
+    static double seconds(Duration d) noexcept { return std::chrono::duration<double>(d).count(); }
+
+    static void write(detail::JsonWriter& w, const ChannelDeliveryStats& c) {
+        w.begin_object();
+        w.field("channel", c.channel);
+        w.field("attempts", c.attempts).field("successes", c.successes);
+        w.field("success_rate", c.success_rate);
+        w.field("mean_response_s", seconds(c.mean_response));
+        w.field("p95_response_s", seconds(c.p95_response));
+        w.field("cost", c.cost);
+        w.field("fallbacks", c.fallbacks).field("successful_fallbacks", c.successful_fallbacks);
+        w.field("recoveries", c.recoveries).field("mean_recovery_s", seconds(c.mean_recovery));
+        w.end_object();
+    }
+};
+
+namespace detail {
+
+// Upper bounds of the response-time histogram, in seconds (Prometheus's default buckets).
+inline constexpr std::array<double, 11> delivery_latency_bounds = {
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0};
+
+// Sums of attempts, mergeable: one minute of one channel, a range, or every channel.
+struct DeliveryCounts {
+    std::uint64_t attempts = 0;
+    std::uint64_t successes = 0;
+    std::uint64_t fallbacks = 0;
+    std::uint64_t fallback_successes = 0;
+    std::uint64_t recoveries = 0;
+    double cost = 0.0;
+    std::int64_t response_ns = 0;
+    std::int64_t recovery_ns = 0;
+    // Observations per histogram bucket (not cumulative); the last is +Inf.
+    std::array<std::uint64_t, delivery_latency_bounds.size() + 1> buckets{};
+
+    void merge(const DeliveryCounts& o) noexcept {
+        attempts += o.attempts;
+        successes += o.successes;
+        fallbacks += o.fallbacks;
+        fallback_successes += o.fallback_successes;
+        recoveries += o.recoveries;
+        cost += o.cost;
+        response_ns += o.response_ns;
+        recovery_ns += o.recovery_ns;
+        for (std::size_t i = 0; i < buckets.size(); ++i) {
+            buckets[i] += o.buckets[i];
+        }
+    }
+
+    // The 95th percentile, interpolated within its bucket (the +Inf bucket answers its lower
+    // bound: nothing better is known).
+    double p95_s() const noexcept {
+        if (attempts == 0) {
+            return 0.0;
+        }
+        const double rank = 0.95 * static_cast<double>(attempts);
+        double below = 0.0;
+        for (std::size_t i = 0; i < buckets.size(); ++i) {
+            const auto here = static_cast<double>(buckets[i]);
+            if (here > 0.0 && below + here >= rank) {
+                const double lower = i == 0 ? 0.0 : delivery_latency_bounds[i - 1];
+                if (i == delivery_latency_bounds.size()) {
+                    return lower;
+                }
+                const double upper = delivery_latency_bounds[i];
+                return lower + (upper - lower) * ((rank - below) / here);
+            }
+            below += here;
+        }
+        return delivery_latency_bounds.back();
+    }
+
+    ChannelDeliveryStats finish(std::string channel) const {
+        ChannelDeliveryStats s;
+        s.channel = std::move(channel);
+        s.attempts = attempts;
+        s.successes = successes;
+        s.cost = cost;
+        s.fallbacks = fallbacks;
+        s.successful_fallbacks = fallback_successes;
+        s.recoveries = recoveries;
+        if (attempts > 0) {
+            s.success_rate = static_cast<double>(successes) / static_cast<double>(attempts);
+            s.mean_response = Duration(response_ns / static_cast<std::int64_t>(attempts));
+            s.p95_response = to_duration(p95_s());
+        }
+        if (recoveries > 0) {
+            s.mean_recovery = Duration(recovery_ns / static_cast<std::int64_t>(recoveries));
+        }
+        return s;
+    }
+
+    static Duration to_duration(double s) noexcept {
+        return std::chrono::duration_cast<Duration>(std::chrono::duration<double>(s));
+    }
+};
+
+// One channel's statistics: a ring of one-minute buckets (wall time) for ranges, and totals
+// since it was made for the metrics. Thread-safe (one mutex; one short critical section per
+// attempt).
+class ChannelStatsCell {
+public:
+    explicit ChannelStatsCell(std::size_t minutes) : ring_(std::max<std::size_t>(minutes, 1)) {}
+
+    // An attempt that started at `at` (wall) and ended at `end` (on the engine's clock).
+    void record(WallTime at, TimePoint end, bool ok, Duration response, double cost,
+                bool fallback) {
+        const std::int64_t response_ns = std::max<std::int64_t>(response.count(), 0);
+        const double response_s = static_cast<double>(response_ns) / 1e9;
+        // The first bound >= the duration: Prometheus's buckets are "less than or equal".
+        const auto bucket =
+            static_cast<std::size_t>(std::lower_bound(delivery_latency_bounds.begin(),
+                                                      delivery_latency_bounds.end(), response_s) -
+                                     delivery_latency_bounds.begin());
+        LockGuard lock(mutex_);
+        DeliveryCounts* minute = slot(minute_of(at));
+        std::int64_t recovered = -1;
+        if (!ok) {
+            if (!down_) {
+                down_ = true;
+                down_since_ = end - response;
+            }
+        } else if (down_) {
+            down_ = false;
+            recovered = std::max<std::int64_t>((end - down_since_).count(), 0);
+        }
+        for (DeliveryCounts* c : {&total_, minute}) {
+            if (c == nullptr) {
+                continue;
+            }
+            ++c->attempts;
+            c->successes += ok ? 1 : 0;
+            c->fallbacks += fallback ? 1 : 0;
+            c->fallback_successes += fallback && ok ? 1 : 0;
+            c->cost += cost;
+            c->response_ns += response_ns;
+            ++c->buckets[bucket];
+            if (recovered >= 0) {
+                ++c->recoveries;
+                c->recovery_ns += recovered;
+            }
+        }
+    }
+
+    // The sums of the minutes that start in [minute of `from`, `to`).
+    DeliveryCounts range(WallTime from, WallTime to) const {
+        DeliveryCounts sum;
+        const std::int64_t first = minute_of(from);
+        const std::int64_t last = minute_of(to - Duration{1});
+        LockGuard lock(mutex_);
+        for (const Minute& m : ring_) {
+            if (m.minute >= first && m.minute <= last) {
+                sum.merge(m.counts);
+            }
+        }
+        return sum;
+    }
+
+    DeliveryCounts total() const {
+        LockGuard lock(mutex_);
+        return total_;
+    }
+
+    void write(MetricsWriter& w, std::string_view engine, std::string_view channel) const {
+        const DeliveryCounts t = total();
+        const MetricLabels l{{"engine", engine}, {"channel", channel}};
+        w.add_counter("bulwark_delivery_attempts_total", "Adapter calls, by channel.", l,
+                      t.attempts);
+        w.add_counter("bulwark_delivery_successes_total", "Adapter calls that delivered.", l,
+                      t.successes);
+        w.add_counter("bulwark_delivery_fallbacks_total",
+                      "Calls made after another channel of the same pass did not deliver.", l,
+                      t.fallbacks);
+        w.add_counter("bulwark_delivery_fallback_successes_total", "Fallback calls that delivered.",
+                      l, t.fallback_successes);
+        w.add_counter("bulwark_delivery_cost_total", "What the calls cost, in the user's unit.", l,
+                      t.cost);
+        std::vector<double> bounds(delivery_latency_bounds.begin(), delivery_latency_bounds.end());
+        std::vector<std::uint64_t> cumulative;
+        std::uint64_t running = 0;
+        for (std::size_t i = 0; i < bounds.size(); ++i) {
+            running += t.buckets[i];
+            cumulative.push_back(running);
+        }
+        w.add_histogram("bulwark_delivery_response_seconds", "Adapter call durations.", l, bounds,
+                        cumulative, static_cast<double>(t.response_ns) / 1e9, t.attempts);
+    }
+
+private:
+    struct Minute {
+        std::int64_t minute = std::numeric_limits<std::int64_t>::min();
+        DeliveryCounts counts;
+    };
+
+    static std::int64_t minute_of(WallTime t) noexcept {
+        return std::chrono::floor<std::chrono::minutes>(t.time_since_epoch()).count();
+    }
+
+    // The bucket of `minute`, reset when it held an older minute; null for a minute older than
+    // the ring holds (a late record counts in the totals only).
+    DeliveryCounts* slot(std::int64_t minute) BULWARK_REQUIRES(mutex_) {
+        const auto n = static_cast<std::int64_t>(ring_.size());
+        Minute& m = ring_[static_cast<std::size_t>(((minute % n) + n) % n)];
+        if (m.minute > minute) {
+            return nullptr;
+        }
+        if (m.minute != minute) {
+            m = Minute{};
+            m.minute = minute;
+        }
+        return &m.counts;
+    }
+
+    mutable Mutex mutex_;
+    std::vector<Minute> ring_ BULWARK_GUARDED_BY(mutex_);
+    DeliveryCounts total_ BULWARK_GUARDED_BY(mutex_);
+    bool down_ BULWARK_GUARDED_BY(mutex_) = false;
+    TimePoint down_since_ BULWARK_GUARDED_BY(mutex_){};
+};
+
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_DELIVERY_STATS_HPP
+// #include <bulwark/detail/dead_letter_index.hpp> (already included above)
+// #include <bulwark/detail/journal.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
+// #include <bulwark/detail/random.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/detail/traits.hpp> (already included above)
+// #include <bulwark/errors.hpp> (already included above)
+// #include <bulwark/events.hpp> (already included above)
 // #include <bulwark/fallback_chain.hpp>
 // FallbackChain: channels tried in turn by priority, rotation, health, load or cost.
 #ifndef BULWARK_FALLBACK_CHAIN_HPP
@@ -9778,6 +10650,10 @@ struct FallbackRule {
     std::vector<std::string> fallbacks;  // tried after the primary, ordered by `selection`
     Selection selection = Selection::priority;
     std::uint32_t max_attempts = 0;  // channels called, primary included; 0 = the chain's
+    // For DeliveryEngine: whether a permanent failure of a channel (DeliveryErrorKind permanent
+    // or bounced: a bad address, a refused message) moves on to the next channel. A
+    // FallbackChain falls back on every failure and does not read it.
+    bool fallback_on_permanent = false;
 };
 
 // Which channels back up which: per primary channel, and a global order for primaries without
@@ -11144,6 +12020,29 @@ public:
         return execute_for_impl(ctx, primary, args...);
     }
 
+    // Tries exactly the channels of `route`, in that order (no rule, no selection), at most
+    // route.size() of them called: a route the caller chose, such as an operator's redrive
+    // through named channels. Throws std::invalid_argument for an unknown or repeated name;
+    // never for a channel's failure.
+    ChainResult<R> execute_route(Context& ctx, const std::vector<std::string>& route,
+                                 Args... args) {
+        Order order;
+        for (auto it = route.begin(); it != route.end(); ++it) {
+            const std::string& name = *it;
+            const std::size_t i = find(name);
+            if (i == npos) {
+                unknown_channel(name);
+            }
+            if (std::find(route.begin(), it, name) != it) {
+                detail::throw_invalid_option("FallbackChain.execute_route: route",
+                                             "must list distinct channels",
+                                             "\"" + name + "\" twice");
+            }
+            push_enabled(order, static_cast<std::uint32_t>(i));
+        }
+        return run(ctx, order, static_cast<std::uint32_t>(route.size()), args...);
+    }
+
     // Statistics of one channel; throws std::invalid_argument for an unknown name. Lock-free.
     ChannelStats stats(std::string_view name) const { return snapshot(channel(name)); }
 
@@ -11621,6 +12520,2803 @@ private:
 }  // namespace bulwark
 
 #endif  // BULWARK_FALLBACK_CHAIN_HPP
+// #include <bulwark/in_memory_queue_store.hpp>
+// InMemoryQueueStore: a bounded, thread-safe QueueStore kept in memory.
+#ifndef BULWARK_IN_MEMORY_QUEUE_STORE_HPP
+#define BULWARK_IN_MEMORY_QUEUE_STORE_HPP
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+// #include <bulwark/config.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/queue_store.hpp>
+// Durable-queue vocabulary: QueuedMessage, leases, QueueFullError and the QueueStore interface.
+#ifndef BULWARK_QUEUE_STORE_HPP
+#define BULWARK_QUEUE_STORE_HPP
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+// #include <bulwark/config.hpp> (already included above)
+// #include <bulwark/errors.hpp> (already included above)
+// #include <bulwark/time.hpp> (already included above)
+
+namespace bulwark {
+
+// A queue (or its store) is at its capacity: a rejection, nothing was queued; retry_after() is
+// zero. source(): the queue's name when a queue raised it.
+class QueueFullError : public RejectedError {
+public:
+    using RejectedError::RejectedError;
+};
+
+// One message as a QueueStore keeps it: opaque bytes plus what the queue needs to schedule it.
+// The store never reads the payload; the queue or engine that owns the store encodes its own
+// state (the message, its channels, its attempt history) into it.
+struct QueuedMessage {
+    std::string id;       // unique within the store; not empty; chosen by the owner
+    std::string payload;  // opaque bytes
+    WallTime due{};       // claim() does not hand it out before this
+    WallTime enqueued{};  // when it was first pushed (kept across releases)
+    // The owner's count of attempts made; the store only keeps what release() gives it.
+    std::uint32_t attempts = 0;
+    // How many times claim() has leased it out (SQS's receive count). A message whose claims
+    // outrun its attempts was leased by a worker that died before reporting.
+    std::uint32_t claims = 0;
+    // Set by claim(): the token that complete(), release() and extend() must carry. 0: not
+    // leased. A store never hands out the same token twice, across restarts included.
+    std::uint64_t lease = 0;
+    WallTime lease_until{};  // when the lease runs out (meaningful while lease != 0)
+};
+
+// What a QueueStore holds, at one moment.
+struct QueueStoreStats {
+    std::size_t size = 0;    // messages held, leased or not
+    std::size_t leased = 0;  // of which under a lease that has not been ended (may have run out)
+};
+
+// Where a durable queue keeps its messages. A message is pushed, then leased out by claim() to
+// one worker at a time for a visibility timeout; the worker ends the lease with complete() (the
+// message is done: it leaves the store) or release() (try again at a new due time, with its new
+// state). A lease that runs out without either makes the message claimable again, so a worker or
+// process that dies loses nothing: the message is delivered again (at least once).
+//
+// Rules every implementation follows (tests/queue_store_conformance.hpp checks them):
+//   - push() returns only once the message is stored (durably, for a durable store); a message
+//     with an empty or already held id is refused with std::invalid_argument naming it.
+//   - claim(now, max, lease_for) leases up to `max` messages that are ready at `now`: not leased
+//     and due <= now, or leased with lease_until <= now. They come in the order they became
+//     ready (due, or the end of the lease), ties in push order. Each gets a fresh token,
+//     lease_until = now + lease_for and claims + 1.
+//   - complete/release/extend act only while `lease` is the message's current token and return
+//     false otherwise (the lease ran out and another claim took the message, or it is gone):
+//     the caller's view is stale and it must not assume the message is done.
+//   - Times are wall times (they outlive the process); the store never reads a clock itself.
+//   - Every member is thread-safe.
+//
+// Usage: InMemoryQueueStore store; store.push({"m-1", bytes, now}); auto batch = store.claim(now,
+// 50, 30s); ... store.complete(batch[0].id, batch[0].lease);
+class QueueStore {
+public:
+    virtual ~QueueStore() = default;
+
+    // Stores `message` (its claims and lease fields are ignored and start at zero). Throws
+    // std::invalid_argument for an empty or duplicate id, QueueFullError when the store is full.
+    virtual void push(const QueuedMessage& message) = 0;
+
+    // Stores every message, as push() one by one; a store may write them as one durable step.
+    // On a throw, the messages before the one that failed are stored.
+    virtual void push_all(const std::vector<QueuedMessage>& messages) {
+        for (const QueuedMessage& m : messages) {
+            push(m);
+        }
+    }
+
+    // Leases up to `max` ready messages (see the rules above) and returns copies of them.
+    virtual std::vector<QueuedMessage> claim(WallTime now, std::size_t max, Duration lease_for) = 0;
+
+    // The message leased under `lease` is done: removes it. false when `lease` is not current.
+    virtual bool complete(std::string_view id, std::uint64_t lease) = 0;
+
+    // Ends the lease on `message.id` (which must be `message.lease`) and stores its new payload,
+    // due time and attempts; it is claimable again at `due`. false when the lease is not current.
+    virtual bool release(const QueuedMessage& message) = 0;
+
+    // Moves the end of a current lease to `until` (a heartbeat for a long attempt).
+    virtual bool extend(std::string_view id, std::uint64_t lease, WallTime until) = 0;
+
+    // Removes a message whatever its lease (an operator's cancel). false when it is not held.
+    virtual bool remove(std::string_view id) = 0;
+
+    virtual std::optional<QueuedMessage> get(std::string_view id) const = 0;
+
+    virtual std::size_t size() const = 0;
+
+    // The earliest time claim() could return a message: the least due time of the messages not
+    // leased and the least lease end of those leased. nullopt when the store is empty.
+    virtual std::optional<WallTime> next_ready() const = 0;
+
+    // Up to `limit` messages, in the order claim() would consider them.
+    virtual std::vector<QueuedMessage> list(
+        std::size_t limit = std::numeric_limits<std::size_t>::max()) const = 0;
+
+    virtual QueueStoreStats stats() const = 0;
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_QUEUE_STORE_HPP
+
+namespace bulwark {
+
+// A QueueStore in memory: leases work as in a durable store (a worker that never reports gives
+// its message back when the lease runs out), but everything is lost with the process.
+//   bulwark::InMemoryQueueStore store(/*max_size*/ 1000000);
+// push, claim (per message), complete and release are O(log n) under one mutex.
+class InMemoryQueueStore final : public QueueStore {
+public:
+    // `max_size` >= 1: push() beyond it throws QueueFullError.
+    explicit InMemoryQueueStore(std::size_t max_size = 10000000) : max_size_(max_size) {
+        if (max_size_ == 0) {
+            detail::throw_invalid_option("InMemoryQueueStore max_size", "must be >= 1", "0");
+        }
+    }
+
+    void push(const QueuedMessage& message) override {
+        detail::LockGuard lock(mutex_);
+        insert(message);
+    }
+
+    // All or nothing: a batch that does not fit, or holds a bad id, stores none of its messages.
+    void push_all(const std::vector<QueuedMessage>& messages) override {
+        detail::LockGuard lock(mutex_);
+        if (messages.size() > max_size_ - entries_.size()) {
+            full();
+        }
+        std::size_t done = 0;
+        try {
+            for (; done < messages.size(); ++done) {
+                insert(messages[done]);
+            }
+        } catch (...) {
+            for (std::size_t i = 0; i < done; ++i) {
+                erase(messages[i].id);
+            }
+            throw;
+        }
+    }
+
+    std::vector<QueuedMessage> claim(WallTime now, std::size_t max, Duration lease_for) override {
+        std::vector<QueuedMessage> out;
+        detail::LockGuard lock(mutex_);
+        while (out.size() < max && !ready_.empty() && ready_.begin()->first <= now) {
+            auto node = ready_.begin();
+            Entry& e = *node->second;
+            ready_.erase(node);
+            if (e.message.lease == 0) {
+                ++leased_;
+            }
+            e.message.lease = ++last_lease_;
+            e.message.lease_until = now + lease_for;
+            ++e.message.claims;
+            e.ready = ready_.emplace(e.message.lease_until, &e);
+            out.push_back(e.message);
+        }
+        return out;
+    }
+
+    bool complete(std::string_view id, std::uint64_t lease) override {
+        detail::LockGuard lock(mutex_);
+        Entry* e = leased(id, lease);
+        if (e == nullptr) {
+            return false;
+        }
+        erase(e->message.id);
+        return true;
+    }
+
+    bool release(const QueuedMessage& message) override {
+        detail::LockGuard lock(mutex_);
+        Entry* e = leased(message.id, message.lease);
+        if (e == nullptr) {
+            return false;
+        }
+        ready_.erase(e->ready);
+        e->message.payload = message.payload;
+        e->message.due = message.due;
+        e->message.attempts = message.attempts;
+        e->message.lease = 0;
+        e->message.lease_until = WallTime{};
+        --leased_;
+        e->ready = ready_.emplace(e->message.due, e);
+        return true;
+    }
+
+    bool extend(std::string_view id, std::uint64_t lease, WallTime until) override {
+        detail::LockGuard lock(mutex_);
+        Entry* e = leased(id, lease);
+        if (e == nullptr) {
+            return false;
+        }
+        ready_.erase(e->ready);
+        e->message.lease_until = until;
+        e->ready = ready_.emplace(until, e);
+        return true;
+    }
+
+    bool remove(std::string_view id) override {
+        detail::LockGuard lock(mutex_);
+        return erase(id);
+    }
+
+    std::optional<QueuedMessage> get(std::string_view id) const override {
+        detail::LockGuard lock(mutex_);
+        auto it = entries_.find(std::string(id));
+        if (it == entries_.end()) {
+            return std::nullopt;
+        }
+        return it->second.message;
+    }
+
+    std::size_t size() const override {
+        detail::LockGuard lock(mutex_);
+        return entries_.size();
+    }
+
+    std::optional<WallTime> next_ready() const override {
+        detail::LockGuard lock(mutex_);
+        if (ready_.empty()) {
+            return std::nullopt;
+        }
+        return ready_.begin()->first;
+    }
+
+    std::vector<QueuedMessage> list(std::size_t limit) const override {
+        std::vector<QueuedMessage> out;
+        detail::LockGuard lock(mutex_);
+        for (auto it = ready_.begin(); it != ready_.end() && out.size() < limit; ++it) {
+            out.push_back(it->second->message);
+        }
+        return out;
+    }
+
+    QueueStoreStats stats() const override {
+        detail::LockGuard lock(mutex_);
+        return {entries_.size(), leased_};
+    }
+
+private:
+    struct Entry {
+        QueuedMessage message;
+        // Its node in ready_: keyed by due while not leased, by lease_until while leased.
+        std::multimap<WallTime, Entry*>::iterator ready;
+    };
+
+    [[noreturn]] BULWARK_NOINLINE void full() const {
+        throw QueueFullError("bulwark::InMemoryQueueStore is full (max_size " +
+                             std::to_string(max_size_) + ")");
+    }
+
+    void insert(const QueuedMessage& message) BULWARK_REQUIRES(mutex_) {
+        if (message.id.empty()) {
+            detail::throw_invalid_argument("bulwark::InMemoryQueueStore::push: empty id");
+        }
+        if (entries_.size() >= max_size_) {
+            full();
+        }
+        auto [it, inserted] = entries_.try_emplace(message.id);
+        if (!inserted) {
+            detail::throw_invalid_argument("bulwark::InMemoryQueueStore::push: id '" + message.id +
+                                           "' is already queued");
+        }
+        Entry& e = it->second;
+        e.message = message;
+        e.message.claims = 0;
+        e.message.lease = 0;
+        e.message.lease_until = WallTime{};
+        try {
+            e.ready = ready_.emplace(e.message.due, &e);
+        } catch (...) {
+            entries_.erase(it);
+            throw;
+        }
+    }
+
+    bool erase(std::string_view id) BULWARK_REQUIRES(mutex_) {
+        auto it = entries_.find(std::string(id));
+        if (it == entries_.end()) {
+            return false;
+        }
+        if (it->second.message.lease != 0) {
+            --leased_;
+        }
+        ready_.erase(it->second.ready);
+        entries_.erase(it);
+        return true;
+    }
+
+    Entry* leased(std::string_view id, std::uint64_t lease) BULWARK_REQUIRES(mutex_) {
+        if (lease == 0) {
+            return nullptr;
+        }
+        auto it = entries_.find(std::string(id));
+        if (it == entries_.end() || it->second.message.lease != lease) {
+            return nullptr;
+        }
+        return &it->second;
+    }
+
+    const std::size_t max_size_;
+    mutable detail::Mutex mutex_;
+    // Node-based: Entry addresses stay valid while the map grows.
+    std::unordered_map<std::string, Entry> entries_ BULWARK_GUARDED_BY(mutex_);
+    std::multimap<WallTime, Entry*> ready_ BULWARK_GUARDED_BY(mutex_);
+    std::size_t leased_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t last_lease_ BULWARK_GUARDED_BY(mutex_) = 0;
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_IN_MEMORY_QUEUE_STORE_HPP
+// #include <bulwark/message_status.hpp> (already included above)
+// #include <bulwark/metrics_writer.hpp> (already included above)
+// #include <bulwark/queue_store.hpp> (already included above)
+// #include <bulwark/retry_queue.hpp>
+// RetryQueue: messages handled, retried on a schedule and dead-lettered when they cannot be.
+#ifndef BULWARK_RETRY_QUEUE_HPP
+#define BULWARK_RETRY_QUEUE_HPP
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+// #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/dead_letter_store.hpp> (already included above)
+// #include <bulwark/delivery_error.hpp> (already included above)
+// #include <bulwark/detail/dead_letter_index.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
+// #include <bulwark/detail/random.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/errors.hpp> (already included above)
+// #include <bulwark/queue_store.hpp> (already included above)
+// #include <bulwark/retry.hpp> (already included above)
+// #include <bulwark/time.hpp> (already included above)
+
+namespace bulwark {
+
+// enqueue() on a RetryQueue that has been stopped.
+class QueueStoppedError : public std::logic_error {
+public:
+    using std::logic_error::logic_error;
+};
+
+// What stop() does with the messages still queued.
+enum class StopMode : std::uint8_t {
+    drain,    // go on handling what is due (retries included) until none is left or the timeout
+    persist,  // only let the attempts in flight finish
+};
+
+// A RetryQueue's options; validate() throws std::invalid_argument naming the field.
+struct RetryQueueOptions {
+    // The most messages held, waiting or being handled; enqueue() beyond it throws
+    // QueueFullError. In [1, 100000000].
+    std::size_t max_size = 100000;
+    // Background threads that handle due messages; 0 (the default): none, call run_due().
+    // At most 256.
+    std::size_t workers = 0;
+    // The queue's name: source() of its errors, the channel of the attempts it records.
+    std::string name = "retry-queue";
+    // DeadLetter::type of the messages it dead-letters. Not empty.
+    std::string type = "message";
+    // What a failure means: a DeliveryError's kind by default (permanent and bounced are not
+    // retried; rate_limited waits its retry_after); rules for the adapter's own exceptions.
+    DeliveryClassifier classifier{};
+
+    void validate() const {
+        if (max_size < 1 || max_size > 100000000) {
+            detail::throw_invalid_option("RetryQueueOptions.max_size", "must be in [1, 100000000]",
+                                         std::to_string(max_size));
+        }
+        if (workers > 256) {
+            detail::throw_invalid_option("RetryQueueOptions.workers", "must be <= 256",
+                                         std::to_string(workers));
+        }
+        if (type.empty()) {
+            detail::throw_invalid_option("RetryQueueOptions.type", "must not be empty", "\"\"");
+        }
+    }
+};
+
+// What a RetryQueue did so far.
+struct RetryQueueStats {
+    std::size_t queued = 0;                  // held now: waiting, or being handled
+    std::size_t in_flight = 0;               // being handled now
+    std::uint64_t enqueued = 0;              // accepted by enqueue()
+    std::uint64_t rejected_full = 0;         // refused by enqueue(): the queue was full
+    std::uint64_t attempts = 0;              // handler calls
+    std::uint64_t delivered = 0;             // handled without an error
+    std::uint64_t retries = 0;               // failed attempts scheduled again
+    std::uint64_t dead_lettered = 0;         // added to the dead-letter store
+    std::uint64_t dead_letter_failures = 0;  // store.add() failed: kept, tried again later
+    // Refused by the store for good (too large for it, invalid): held off the schedule until
+    // stop() hands them back.
+    std::uint64_t parked = 0;
+    std::uint64_t returned = 0;  // handed back by stop()
+};
+
+// A queue of messages that a handler delivers: a message whose handler call throws is tried
+// again after the RetryOptions' backoff (or the error's retry_after(), when later), and one that
+// cannot be delivered — retries exhausted, max_elapsed passed, or an error the options'
+// classifier does not count as retryable — goes to the DeadLetterStore with its whole history
+// (every attempt: time, queue name, error). Nothing is dropped: a full queue refuses enqueue()
+// (QueueFullError), a dead-letter store that refuses an add keeps the message here to try
+// again, and stop() hands back what is left.
+//   bulwark::RetryQueue<std::string> queue(send, store, retry_options, /*workers*/ 2);
+//   queue.enqueue(msg);  queue.enqueue_at(msg, when);  queue.run_due();  queue.stop();
+// Driven by worker threads (RetryQueueOptions::workers) or by run_due() from the caller's loop
+// (and tests, on a ManualClock). The handler is called with no lock held, once per message at a
+// time. A Message that is not a string needs an encoder for its dead-letter payload.
+// Thread-safe.
+template <class Message>
+class RetryQueue {
+public:
+    using Handler = std::function<void(const Message&)>;
+    // The bytes a dead letter carries for a message.
+    using Encoder = std::function<std::string(const Message&)>;
+
+    // `store` and `clock` must outlive the queue. Throws std::invalid_argument for invalid
+    // options, an empty handler, or a non-string Message without an encoder.
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
+    RetryQueue(Handler handler, DeadLetterStore& store, RetryOptions retry = {},
+               std::size_t workers = 0)
+        : RetryQueue(std::move(handler), store, std::move(retry), with_workers(workers)) {}
+
+    RetryQueue(Handler handler, DeadLetterStore& store, RetryOptions retry,
+               RetryQueueOptions options, Clock& clock = default_clock(), Encoder encode = {})
+        : handler_(std::move(handler)),
+          store_(store),
+          retry_(std::move(retry)),
+          options_(std::move(options)),
+          clock_(clock),
+          encode_(std::move(encode)),
+          seed_(detail::fresh_seed()) {
+        retry_.validate();
+        options_.validate();
+        if (retry_.budget) {
+            detail::throw_invalid_argument(
+                "bulwark::RetryQueue: RetryOptions.budget is not supported (a queue's retries do "
+                "not run in the caller's path); leave it empty");
+        }
+        if (!retry_.retry_listeners.empty()) {
+            detail::throw_invalid_argument(
+                "bulwark::RetryQueue: RetryOptions.on_retry listeners are not supported; read "
+                "stats() instead");
+        }
+        if (!handler_) {
+            detail::throw_invalid_argument("bulwark::RetryQueue: empty handler");
+        }
+        if (!encode_) {
+            if constexpr (std::is_convertible<const Message&, std::string_view>::value) {
+                encode_ = [](const Message& m) {
+                    return std::string(std::string_view(m));
+                };
+            } else {
+                detail::throw_invalid_argument(
+                    "bulwark::RetryQueue: a Message that is not a string needs an encoder for its "
+                    "dead-letter payload");
+            }
+        }
+        workers_.reserve(options_.workers);
+        try {
+            for (std::size_t i = 0; i < options_.workers; ++i) {
+                workers_.emplace_back([this] { work(); });
+            }
+        } catch (...) {
+            shut_down_workers();
+            throw;
+        }
+    }
+
+    RetryQueue(const RetryQueue&) = delete;
+    RetryQueue& operator=(const RetryQueue&) = delete;
+
+    // Stops the workers after their current attempt. Messages still queued are dropped with the
+    // queue: call stop() first to get them back.
+    ~RetryQueue() { shut_down_workers(); }
+
+    // Queues `message` for an attempt now; returns its id. Throws QueueFullError when the queue
+    // holds max_size messages, QueueStoppedError after stop().
+    std::string enqueue(Message message) { return enqueue_at(std::move(message), clock_.now()); }
+
+    // Queues `message` for its first attempt at `when` (on the queue's clock).
+    std::string enqueue_at(Message message, TimePoint when) {
+        detail::LockGuard lock(mutex_);
+        if (stopped_) {
+            throw QueueStoppedError("bulwark::RetryQueue '" + options_.name +
+                                    "': enqueue() after stop()");
+        }
+        if (entries_.size() >= options_.max_size) {
+            ++stats_.rejected_full;
+            throw QueueFullError(std::make_shared<const std::string>(options_.name),
+                                 "retry queue '" + options_.name + "' is full (max_size " +
+                                     std::to_string(options_.max_size) + ")");
+        }
+        const std::uint64_t seq = next_seq_++;
+        Entry entry{detail::format_dead_letter_id(detail::SplitMix64::at(seed_, seq)),
+                    std::move(message)};
+        entry.first_try = when;
+        entry.next_at = when;
+        entry.enqueued = clock_.wall_now();
+        std::string id = entry.id;
+        const auto it = entries_.emplace(seq, std::move(entry)).first;
+        try {
+            due_.emplace(when, seq);
+        } catch (...) {
+            entries_.erase(it);
+            throw;
+        }
+        ++stats_.enqueued;
+        wake_.notify_one();
+        return id;
+    }
+
+    // Handles the messages due when it is called (a retry that falls due meanwhile waits for the
+    // next call); returns how many turns it took. With workers running, they may take some first.
+    std::size_t run_due() {
+        // The messages due at the call, by their place on the schedule: a retry rescheduled for
+        // the same instant (a zero backoff on a clock that has not moved) has a new place and
+        // waits for the next call, so it can neither repeat here nor crowd out another message.
+        std::vector<std::pair<TimePoint, std::uint64_t>> due;
+        {
+            detail::LockGuard lock(mutex_);
+            const TimePoint now = clock_.now();
+            for (auto it = due_.begin(); it != due_.end() && it->first <= now; ++it) {
+                due.push_back(*it);
+            }
+        }
+        std::size_t done = 0;
+        for (const auto& slot : due) {
+            {
+                detail::LockGuard lock(mutex_);
+                const auto it = due_.find(slot);
+                if (!claiming_ || it == due_.end()) {
+                    continue;  // a worker took it (and it may be waiting again, elsewhere)
+                }
+                due_.erase(it);
+                ++in_flight_;
+            }
+            handle(slot.second);
+            ++done;
+        }
+        return done;
+    }
+
+    // Messages held now (waiting or being handled).
+    std::size_t size() const {
+        detail::LockGuard lock(mutex_);
+        return entries_.size();
+    }
+
+    // When the earliest waiting message falls due; nullopt when none is waiting.
+    std::optional<TimePoint> next_due() const {
+        detail::LockGuard lock(mutex_);
+        if (due_.empty()) {
+            return std::nullopt;
+        }
+        return due_.begin()->first;
+    }
+
+    RetryQueueStats stats() const {
+        detail::LockGuard lock(mutex_);
+        RetryQueueStats s = stats_;
+        s.queued = entries_.size();
+        s.in_flight = in_flight_;
+        return s;
+    }
+
+    // Refuses further enqueue()s and, with StopMode::drain, goes on handling what falls due
+    // (on the workers, or here when there are none) until nothing is left or `timeout` on the
+    // queue's clock has passed; then waits for the attempts in flight and stops the workers.
+    // Returns the messages neither delivered nor dead-lettered, in the order of their next
+    // attempt: nothing is dropped. Call it once; later calls return nothing.
+    std::vector<Message> stop(StopMode mode = StopMode::drain,
+                              Duration timeout = std::chrono::seconds(30)) {
+        const TimePoint deadline = detail::saturating_add(clock_.now(), timeout);
+        {
+            detail::UniqueLock lock(mutex_);
+            if (stopped_) {
+                // Another stop() runs or ran: return once it has, so that the caller may destroy
+                // the queue.
+                idle_.wait(lock.native(), [this]() BULWARK_NO_THREAD_SAFETY_ANALYSIS {
+                    return stop_done_;  // (mutex_ is held while the predicate runs)
+                });
+                return {};
+            }
+            stopped_ = true;
+            claiming_ = mode == StopMode::drain;
+        }
+        if (mode == StopMode::drain) {
+            drain_until(deadline);
+        }
+        {
+            // Together: a worker that may no longer claim has nothing left to wait for.
+            detail::LockGuard lock(mutex_);
+            claiming_ = false;  // run_due() calls from other threads too
+            quit_ = true;
+            wake_.notify_all();
+        }
+        shut_down_workers();
+        detail::UniqueLock lock(mutex_);
+        // The attempts in flight (a caller's run_due()) end first: their messages are theirs.
+        idle_.wait(lock.native(), [this]() BULWARK_NO_THREAD_SAFETY_ANALYSIS {
+            return in_flight_ == 0;  // (mutex_ is held while the predicate runs)
+        });
+        // Every message held (one whose rescheduling ran out of memory is not on the schedule).
+        std::vector<std::pair<TimePoint, std::uint64_t>> order;
+        order.reserve(entries_.size());
+        for (const auto& held : entries_) {
+            order.emplace_back(held.second.next_at, held.first);
+        }
+        std::sort(order.begin(), order.end());
+        std::vector<Message> left;
+        left.reserve(order.size());
+        for (const auto& slot : order) {
+            left.push_back(std::move(entries_.at(slot.second).message));
+        }
+        stats_.returned += left.size();
+        due_.clear();
+        entries_.clear();
+        stop_done_ = true;
+        idle_.notify_all();
+        return left;
+    }
+
+private:
+    struct Entry {
+        Entry(std::string i, Message m) : id(std::move(i)), message(std::move(m)) {}
+
+        std::string id;
+        Message message;
+        std::uint32_t attempts = 0;  // handler calls so far
+        TimePoint first_try{};       // max_elapsed counts from it
+        TimePoint next_at{};
+        WallTime enqueued{};
+        Duration previous{0};    // the last backoff (decorrelated jitter)
+        Duration store_wait{0};  // the last wait after the dead-letter store refused
+        std::vector<DeadLetterAttempt> history;
+        // Set once the message is to be dead-lettered: later turns only retry the store.
+        bool dead = false;
+        DeadLetterReason reason = DeadLetterReason::retries_exhausted;
+        std::string error;
+    };
+
+    static RetryQueueOptions with_workers(std::size_t workers) {
+        RetryQueueOptions o;
+        o.workers = workers;
+        return o;
+    }
+
+    // Takes the earliest message due at `now` off the schedule, marking it in flight.
+    bool claim_due(TimePoint now, std::uint64_t& seq) BULWARK_REQUIRES(mutex_) {
+        if (!claiming_ || due_.empty() || due_.begin()->first > now) {
+            return false;
+        }
+        seq = due_.begin()->second;
+        due_.erase(due_.begin());
+        ++in_flight_;
+        return true;
+    }
+
+    // One turn of the message `seq`, claimed: a handler call (or, for one already bound for the
+    // dead-letter store, another add), then its fate, under the lock.
+    void handle(std::uint64_t seq) {
+        Entry* entry = nullptr;
+        {
+            detail::LockGuard lock(mutex_);
+            entry = &entries_.at(seq);  // stable: only its claimer erases or moves it
+        }
+        try {
+            turn(*entry, seq);
+        } catch (...) {
+            // Out of memory in the bookkeeping (finish() cannot throw, so the message is still
+            // held): it stays held — stop() returns it — and is tried again if the schedule can
+            // take it.
+            detail::LockGuard lock(mutex_);
+            release(*entry, seq);
+            throw;
+        }
+    }
+
+    void turn(Entry& claimed, std::uint64_t seq) {
+        Entry* const entry = &claimed;
+        if (!entry->dead) {
+            const TimePoint started = clock_.now();
+            std::exception_ptr error;
+            try {
+                handler_(entry->message);
+            } catch (...) {
+                error = std::current_exception();
+            }
+            // The classifiers are user code too: run without the lock (one may read the queue).
+            Verdict verdict;
+            if (error) {
+                verdict = classify(error);
+            }
+            detail::LockGuard lock(mutex_);
+            ++stats_.attempts;
+            if (entry->attempts++ == 0) {
+                entry->first_try = started;  // max_elapsed counts from the first attempt
+            }
+            if (!error) {
+                if (const auto* adaptive =
+                        std::get_if<std::shared_ptr<AdaptiveBackoff>>(&retry_.backoff)) {
+                    (*adaptive)->record_success();
+                }
+                ++stats_.delivered;
+                finish(seq);
+                return;
+            }
+            if (schedule_retry(*entry, seq, error, verdict)) {
+                return;
+            }
+        }
+        dead_letter(*entry, seq);
+    }
+
+    // After a failed attempt: records it and schedules the next one, or marks the message for
+    // the dead-letter store (returns false).
+    // What the classifiers say of a failure.
+    struct Verdict {
+        DeliveryFailure failure;
+        bool retry_failure = true;     // RetryOptions::classifier counts it as a failure
+        std::string classifier_error;  // the classification threw: why
+    };
+
+    Verdict classify(const std::exception_ptr& error) const {
+        Verdict v;
+        try {
+            // User predicates: one that throws decides for itself (not retried), never leaves
+            // the message undecided.
+            v.failure = options_.classifier.classify(error);
+            v.retry_failure = retry_.classifier.is_failure(error);
+        } catch (...) {
+            v.classifier_error =
+                " (its classification threw: " + describe(std::current_exception()) + ")";
+            v.failure.kind = DeliveryErrorKind::permanent;
+        }
+        return v;
+    }
+
+    bool schedule_retry(Entry& entry, std::uint64_t seq, const std::exception_ptr& error,
+                        const Verdict& verdict) BULWARK_REQUIRES(mutex_) {
+        const TimePoint now = clock_.now();
+        const DeliveryFailure& failure = verdict.failure;
+        const bool retry_failure = verdict.retry_failure;
+        const std::string& classifier_error = verdict.classifier_error;
+        entry.error = detail::clip_text(describe(error), max_error_bytes);
+        if (!failure.code.empty()) {
+            entry.error += " (code " + detail::clip_text(failure.code, 64) + ")";
+        }
+        entry.error += classifier_error;
+        DeadLetterAttempt attempt;
+        attempt.at = clock_.wall_now();
+        attempt.channel = options_.name;
+        attempt.error = detail::clip_text(entry.error, max_attempt_error_bytes);
+        // Bounded: the store keeps at most its max_attempts newest anyway.
+        const std::size_t keep = std::max<std::size_t>(store_.limits().max_attempts, 1);
+        if (entry.history.size() >= keep) {
+            entry.history.erase(entry.history.begin(),
+                                entry.history.begin() +
+                                    static_cast<std::ptrdiff_t>(entry.history.size() - keep + 1));
+        }
+        entry.history.push_back(std::move(attempt));
+        if (failure.kind == DeliveryErrorKind::bounced) {
+            return mark_dead(entry, DeadLetterReason::rejected);
+        }
+        if (!retryable(failure.kind) || !retry_failure) {
+            return mark_dead(entry, DeadLetterReason::not_retryable);
+        }
+        // attempts counts the first call: retry n follows attempt n.
+        if (entry.attempts > static_cast<std::uint32_t>(retry_.max_retries)) {
+            return mark_dead(entry, DeadLetterReason::retries_exhausted);
+        }
+        Duration wait = backoff(entry, seq);
+        wait = std::max({wait, detail::rejection_wait(error, now), failure.retry_after});
+        if (retry_.max_elapsed > Duration::zero() &&
+            detail::saturating_add(now - entry.first_try, wait) > retry_.max_elapsed) {
+            return mark_dead(entry, DeadLetterReason::retries_exhausted);
+        }
+        entry.previous = wait;
+        entry.next_at = detail::saturating_add(now, wait);
+        reschedule(entry, seq);
+        ++stats_.retries;
+        return true;
+    }
+
+    static bool mark_dead(Entry& entry, DeadLetterReason reason) noexcept {
+        entry.dead = true;
+        entry.reason = reason;
+        return false;
+    }
+
+    Duration backoff(const Entry& entry, std::uint64_t seq) const {
+        if (const auto* adaptive = std::get_if<std::shared_ptr<AdaptiveBackoff>>(&retry_.backoff)) {
+            (*adaptive)->record_failure();
+            return (*adaptive)->current_delay();
+        }
+        // Each message on a jitter stream of its own, so that retries of messages that failed
+        // together spread out.
+        return std::get<Backoff>(retry_.backoff).stream(seq).delay(entry.attempts, entry.previous);
+    }
+
+    // The error text kept per message and per attempt: a store bounds a record's text, and a
+    // message failing for days must not grow without bound.
+    static constexpr std::size_t max_error_bytes = 1024;
+    static constexpr std::size_t max_attempt_error_bytes = 256;
+
+    static std::string describe(const std::exception_ptr& error) {
+        try {
+            std::rethrow_exception(error);
+        } catch (const std::exception& e) {
+            return e.what();
+        } catch (...) {
+            return "unknown exception";
+        }
+    }
+
+    // Hands the message, bound for the store, to it with the lock released (a durable store
+    // syncs). If the store refuses, the message stays here and is tried again after the backoff.
+    void dead_letter(Entry& entry, std::uint64_t seq) {
+        DeadLetter letter;
+        {
+            detail::LockGuard lock(mutex_);
+            letter.id = entry.id;  // a retried add of the same message is a no-op
+            letter.type = options_.type;
+            letter.error = entry.error;
+            letter.reason = entry.reason;
+            letter.attempts = entry.history;
+            letter.created = clock_.wall_now();
+        }
+        std::exception_ptr failed;
+        bool permanent = false;
+        try {
+            letter.payload = encode_(entry.message);
+            detail::fit_letter(letter, store_.limits());
+            store_.add(std::move(letter));
+        } catch (const DeadLetterTooLargeError&) {
+            failed = std::current_exception();
+            permanent = true;  // the same letter would be refused again
+        } catch (const std::invalid_argument&) {
+            failed = std::current_exception();
+            permanent = true;
+        } catch (...) {
+            failed = std::current_exception();
+        }
+        detail::LockGuard lock(mutex_);
+        if (!failed) {
+            ++stats_.dead_lettered;
+            finish(seq);
+            return;
+        }
+        ++stats_.dead_letter_failures;
+        if (permanent) {
+            // Held, off the schedule: stop() hands it back. Retrying could not help.
+            ++stats_.parked;
+            --in_flight_;
+            idle_.notify_all();
+            return;
+        }
+        // A store that refuses for now (full, poisoned, an I/O error): again later, waiting
+        // longer each time, up to 5 minutes (not the retry backoff: this is the store's state,
+        // not the message's).
+        const Duration wait =
+            std::min<Duration>(std::max<Duration>(2 * entry.store_wait, std::chrono::seconds(1)),
+                               std::chrono::minutes(5));
+        entry.store_wait = wait;
+        entry.next_at = detail::saturating_add(clock_.now(), wait);
+        reschedule(entry, seq);
+    }
+
+    // A claimed message whose turn failed: no longer in flight, back on the schedule if it fits.
+    void release(Entry& entry, std::uint64_t seq) noexcept BULWARK_REQUIRES(mutex_) {
+        --in_flight_;
+        try {
+            entry.next_at = detail::saturating_add(
+                clock_.now(), std::max<Duration>(entry.previous, std::chrono::seconds(1)));
+            due_.emplace(entry.next_at, seq);
+        } catch (...) {  // NOLINT(bugprone-empty-catch): held all the same; stop() returns it
+        }
+        wake_.notify_one();
+        idle_.notify_all();
+    }
+
+    void reschedule(const Entry& entry, std::uint64_t seq) BULWARK_REQUIRES(mutex_) {
+        due_.emplace(entry.next_at, seq);
+        --in_flight_;
+        wake_.notify_one();
+        idle_.notify_all();
+    }
+
+    void finish(std::uint64_t seq) BULWARK_REQUIRES(mutex_) {
+        entries_.erase(seq);
+        --in_flight_;
+        idle_.notify_all();
+    }
+
+    // A worker: handles what is due, waits for the next due time (or an enqueue) otherwise.
+    void work() {
+        for (;;) {
+            std::uint64_t seq = 0;
+            {
+                detail::UniqueLock lock(mutex_);
+                for (;;) {
+                    if (quit_) {
+                        return;
+                    }
+                    const TimePoint now = clock_.now();
+                    if (claim_due(now, seq)) {
+                        break;
+                    }
+                    if (!claiming_) {
+                        wake_.wait(lock.native());  // until quit_: stop() is handing back the rest
+                        continue;
+                    }
+                    const TimePoint next = due_.empty() ? TimePoint::max() : due_.begin()->first;
+                    clock_.wait_until(wake_, lock.native(), next);
+                }
+            }
+            try {
+                handle(seq);
+            } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory; the message is held
+            }
+        }
+    }
+
+    // drain: handles what falls due until nothing is held or the deadline passes.
+    void drain_until(TimePoint deadline) {
+        for (;;) {
+            if (workers_.empty()) {
+                run_due();
+            }
+            detail::UniqueLock lock(mutex_);
+            // Done when nothing is scheduled or in flight (parked messages wait for stop()).
+            if ((due_.empty() && in_flight_ == 0) || clock_.now() >= deadline) {
+                break;
+            }
+            if (!workers_.empty()) {
+                // The workers notify idle_ at the end of every turn.
+                clock_.wait_until(idle_, lock.native(), deadline);
+                continue;
+            }
+            const TimePoint next =
+                due_.empty() ? deadline : std::min(deadline, due_.begin()->first);
+            if (next > clock_.now()) {
+                clock_.wait_until(idle_, lock.native(), next);
+            }
+        }
+    }
+
+    void shut_down_workers() noexcept {
+        {
+            detail::LockGuard lock(mutex_);
+            quit_ = true;
+            wake_.notify_all();
+        }
+        for (std::thread& w : workers_) {
+            if (w.joinable()) {
+                w.join();
+            }
+        }
+        workers_.clear();
+    }
+
+    const Handler handler_;
+    DeadLetterStore& store_;
+    RetryOptions retry_;
+    const RetryQueueOptions options_;
+    Clock& clock_;
+    Encoder encode_;
+    const std::uint64_t seed_;
+
+    mutable detail::Mutex mutex_;
+    std::condition_variable wake_;  // a message was queued or rescheduled; or quit
+    std::condition_variable idle_;  // a message left, or an attempt ended
+    // Every message held, by sequence; an entry is erased or moved only by the thread that
+    // claimed it, so a claimer may use its entry without the lock while it is in flight.
+    std::map<std::uint64_t, Entry> entries_ BULWARK_GUARDED_BY(mutex_);
+    // The schedule: (next attempt, sequence) of every message waiting (not in flight).
+    std::set<std::pair<TimePoint, std::uint64_t>> due_ BULWARK_GUARDED_BY(mutex_);
+    std::uint64_t next_seq_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::size_t in_flight_ BULWARK_GUARDED_BY(mutex_) = 0;
+    bool stopped_ BULWARK_GUARDED_BY(mutex_) = false;
+    bool claiming_ BULWARK_GUARDED_BY(mutex_) = true;  // false once stop() keeps what is left
+    bool quit_ BULWARK_GUARDED_BY(mutex_) = false;
+    bool stop_done_ BULWARK_GUARDED_BY(mutex_) = false;
+    RetryQueueStats stats_ BULWARK_GUARDED_BY(mutex_);
+    std::vector<std::thread> workers_;
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_RETRY_QUEUE_HPP
+// #include <bulwark/time.hpp> (already included above)
+
+namespace bulwark {
+
+namespace detail {
+
+template <class T, class M, class = void>
+struct has_send : std::false_type {};
+template <class T, class M>
+struct has_send<T, M, std::void_t<decltype(std::declval<T&>().send(std::declval<const M&>()))>>
+    : std::true_type {};
+
+template <class T, class M, class = void>
+struct has_send_with_context : std::false_type {};
+template <class T, class M>
+struct has_send_with_context<T, M,
+                             std::void_t<decltype(std::declval<T&>().send(
+                                 std::declval<const M&>(), std::declval<Context&>()))>>
+    : std::true_type {};
+
+}  // namespace detail
+
+// What a channel adapter returns for a message it accepted.
+struct Receipt {
+    std::string provider;     // who took it (a channel may front several providers)
+    std::string external_id;  // the provider's id for it: confirm() finds the message by it
+    double cost = 0.0;        // what the send cost; 0 = the channel's ChannelOptions::cost
+    bool delivered = false;   // already delivered (no delivery receipt will follow)
+};
+
+// One channel considered for a message: an adapter call, or a channel passed over.
+struct DeliveryAttempt {
+    std::uint32_t number = 0;  // 1-based over the message's attempts (since submit or redrive)
+    std::uint32_t pass = 0;    // the queue pass: 1 for the first, + 1 per retry
+    std::string channel;
+    std::string provider;       // from the receipt (empty unless it delivered)
+    WallTime at{};              // when it started
+    Duration response_time{0};  // the adapter call's duration; 0 when not called
+    bool ok = false;            // the channel accepted the message
+    // Not called, and why (breaker open, rate limited, cost, quality); none when called.
+    FallbackReason skipped = FallbackReason::none;
+    // Why the channel before it in the same pass did not deliver; none for a pass's first.
+    FallbackReason fallback_reason = FallbackReason::none;
+    DeliveryErrorKind kind = DeliveryErrorKind::unknown;  // the failure's kind (when it failed)
+    std::string external_id;                              // from the receipt
+    std::string error;                                    // the failure, as text
+    std::string code;                                     // the provider's error code
+    double cost = 0.0;                                    // what it cost
+};
+
+// A message moved from one status to another. The views are valid during the listener call.
+struct StatusChange {
+    std::string_view id;
+    MessageStatus from = MessageStatus::queued;
+    MessageStatus to = MessageStatus::queued;
+    WallTime at{};
+    std::string_view channel;  // the channel that sent it (sent and later); empty otherwise
+};
+
+// What the engine knows of one message.
+struct MessageInfo {
+    std::string id;
+    MessageStatus status = MessageStatus::queued;
+    // When it last entered each status (indexed by MessageStatus); zero = never.
+    std::array<WallTime, message_status_count> since{};
+    std::vector<std::string> channels;  // as submitted (or forced by a redrive)
+    std::string channel;                // the channel that sent it
+    std::string external_id;            // the provider's id for it
+    std::string error;                  // the last failure
+    std::string dead_letter_id;         // set once dead-lettered
+    std::uint32_t passes = 0;           // queue passes made
+};
+
+// A message stop() handed back (the engine's own in-memory queue only).
+template <class Message>
+struct PendingDelivery {
+    std::string id;
+    Message message;
+    std::vector<std::string> channels;
+    WallTime due{};
+};
+
+// A DeliveryEngine's options; validate() throws std::invalid_argument naming the field.
+//   bulwark::DeliveryEngineOptions o;  o.workers = 4;  o.max_passes = 8;
+struct DeliveryEngineOptions {
+    // Names the engine in its errors, metrics, dead letters' tags. Not empty. Default "delivery".
+    std::string name = "delivery";
+    // Background workers, started by the first submit() or by start(); 0 = none: drive the
+    // engine with run_due() (tests on a ManualClock do). <= 256. Default 2.
+    std::size_t workers = 2;
+    // Messages a worker leases per pass over the queue. In [1, 10000]. Default 50.
+    std::size_t batch_size = 50;
+    // The visibility timeout: a leased message whose worker has not finished it by then is
+    // handed out again (a worker or a process died). Longer than the slowest attempt (all its
+    // channels and their retries). > 0. Default 5 minutes.
+    Duration lease = std::chrono::minutes(5);
+    // Queue passes per message (each tries its route once); after the last one fails it is
+    // dead-lettered. >= 1. Default 5.
+    std::uint32_t max_passes = 5;
+    // The wait before pass n + 1 (Backoff::delay(n, previous)); a channel's retry_after (rate
+    // limited) or an open breaker's wait lengthens it. Default exponential from 1 s, at most
+    // 5 minutes.
+    Backoff backoff =
+        Backoff::exponential(std::chrono::seconds(1)).max_delay(std::chrono::minutes(5));
+    // A message first tried longer ago than this is dead-lettered rather than retried. 0 = no
+    // limit. >= 0. Default 24 hours.
+    Duration max_elapsed = std::chrono::hours(24);
+    // The engine keeps the status and attempts of finished messages (sent and later) for
+    // track_for, at most max_tracked of them (the oldest finished are forgotten first); a
+    // message still queued or sending is always kept. max_tracked >= 1, track_for > 0.
+    std::size_t max_tracked = 100000;
+    Duration track_for = std::chrono::hours(24);
+    // Attempts kept per message for attempts() (the newest). >= 1. Default 64.
+    std::size_t max_attempts_kept = 64;
+    // Redriven dead letters are released at most this many per second, so that a bulk redrive
+    // cannot flood a provider that just recovered. > 0. Default 10.
+    double redrive_rate = 10.0;
+    // stats(from, to) reaches back this far, in one-minute buckets. In [1 minute, 7 days].
+    // Default 1 hour.
+    Duration stats_window = std::chrono::hours(1);
+    // Idle workers look at the queue store at least this often (another process may share it).
+    // > 0. Default 1 second.
+    Duration poll_interval = std::chrono::seconds(1);
+    // How the routing chain orders channels a rule does not order, and its thresholds.
+    Selection selection = Selection::priority;
+    ChainOptions chain;
+
+    void validate() const {
+        if (name.empty()) {
+            detail::throw_invalid_option("DeliveryEngineOptions.name", "must not be empty", "\"\"");
+        }
+        if (workers > 256) {
+            detail::throw_invalid_option("DeliveryEngineOptions.workers", "must be <= 256",
+                                         std::to_string(workers));
+        }
+        if (batch_size < 1 || batch_size > 10000) {
+            detail::throw_invalid_option("DeliveryEngineOptions.batch_size",
+                                         "must be in [1, 10000]", std::to_string(batch_size));
+        }
+        positive(lease, "DeliveryEngineOptions.lease");
+        if (max_passes < 1) {
+            detail::throw_invalid_option("DeliveryEngineOptions.max_passes", "must be >= 1", "0");
+        }
+        if (max_elapsed < Duration::zero()) {
+            detail::throw_invalid_option("DeliveryEngineOptions.max_elapsed", "must be >= 0",
+                                         detail::format_duration(max_elapsed));
+        }
+        if (max_tracked < 1) {
+            detail::throw_invalid_option("DeliveryEngineOptions.max_tracked", "must be >= 1", "0");
+        }
+        positive(track_for, "DeliveryEngineOptions.track_for");
+        if (max_attempts_kept < 1) {
+            detail::throw_invalid_option("DeliveryEngineOptions.max_attempts_kept", "must be >= 1",
+                                         "0");
+        }
+        if (!(redrive_rate > 0.0 && detail::is_finite(redrive_rate))) {
+            detail::throw_invalid_option("DeliveryEngineOptions.redrive_rate",
+                                         "must be finite and > 0",
+                                         detail::format_number(redrive_rate));
+        }
+        if (stats_window < std::chrono::minutes(1) || stats_window > std::chrono::hours(24 * 7)) {
+            detail::throw_invalid_option("DeliveryEngineOptions.stats_window",
+                                         "must be in [1 minute, 7 days]",
+                                         detail::format_duration(stats_window));
+        }
+        positive(poll_interval, "DeliveryEngineOptions.poll_interval");
+        detail::check_enumerator(selection, Selection::least_cost,
+                                 "DeliveryEngineOptions.selection", "Selection");
+        chain.validate();
+    }
+
+private:
+    static void positive(Duration d, const char* field) {
+        if (d <= Duration::zero()) {
+            detail::throw_invalid_option(field, "must be > 0", detail::format_duration(d));
+        }
+    }
+};
+
+// What a DeliveryEngine has done, as counters since it was made.
+struct DeliveryEngineCounters {
+    std::uint64_t submitted = 0;              // messages accepted by submit()/submit_at()
+    std::uint64_t redriven = 0;               // dead letters put back in the queue
+    std::uint64_t retries = 0;                // passes rescheduled after a failure
+    std::uint64_t duplicates_suppressed = 0;  // leased again after being sent: not resent
+    std::uint64_t lease_lost = 0;             // a pass finished after its lease had been taken over
+    std::uint64_t dead_letter_failures = 0;   // the dead-letter store refused a letter (retried)
+    std::uint64_t undecodable = 0;  // queued bytes that could not be read (dead-lettered raw)
+    std::array<std::uint64_t, message_status_count> entered{};  // moves into each status
+};
+
+// Delivers messages over channels, with fallback, retries, tracking and dead-lettering.
+//   bulwark::DeliveryEngine<Notification> engine(rules, dead_letters);
+//   engine.add_channel("email", email_adapter);        // Receipt send(const Notification&)
+//   std::string id = engine.submit(notification, {"email"});
+//   engine.status(id);  engine.attempts(id);  engine.stats();
+// Each message is stored in a QueueStore (the engine's own in-memory one unless given one),
+// leased by a worker for a pass over its route (its primary channel and that channel's
+// FallbackRule, or an explicit list of channels) through a FallbackChain with each channel's
+// breaker, retry and rate limiter; a pass that fails is retried after a backoff, a message that
+// cannot be delivered goes to the DeadLetterStore with its history. See docs/delivery.md.
+// Thread-safe: every member may be called from any thread.
+template <class Message>
+class DeliveryEngine {
+public:
+    // Turns a message into the bytes the queue and dead-letter stores keep, and back. A string
+    // Message needs neither.
+    using Encoder = std::function<std::string(const Message&)>;
+    using Decoder = std::function<Message(std::string_view)>;
+    using Adapter = std::function<Receipt(const Message&, Context&)>;
+
+    // The engine's own in-memory queue. `rules` may name channels added later; `dead_letters`
+    // and `clock` must outlive the engine.
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
+    DeliveryEngine(FallbackRules rules, DeadLetterStore& dead_letters,
+                   DeliveryEngineOptions options = {}, Clock& clock = default_clock())
+        : DeliveryEngine(std::move(rules), dead_letters, nullptr, std::move(options), clock) {}
+
+    // Messages are kept in `queue` (a FileQueueStore makes them survive a crash; other
+    // processes may share it); it must outlive the engine.
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
+    DeliveryEngine(FallbackRules rules, DeadLetterStore& dead_letters, QueueStore& queue,
+                   DeliveryEngineOptions options = {}, Clock& clock = default_clock())
+        : DeliveryEngine(std::move(rules), dead_letters, &queue, std::move(options), clock) {}
+
+    DeliveryEngine(const DeliveryEngine&) = delete;
+    DeliveryEngine& operator=(const DeliveryEngine&) = delete;
+
+    // Stops the workers after their current message; queued messages stay in the queue store
+    // (and are lost with the engine's own in-memory one: call stop() first to get them back).
+    ~DeliveryEngine() { shut_down(); }
+
+    // Sets how messages become bytes (required before the first submit when Message is not a
+    // string). Throws std::invalid_argument for an empty function.
+    DeliveryEngine& codec(Encoder encode, Decoder decode) {
+        if (!encode || !decode) {
+            detail::throw_invalid_argument(
+                "bulwark::DeliveryEngine::codec: empty encoder or decoder");
+        }
+        detail::LockGuard lock(config_mutex_);
+        if (started_) {
+            throw std::logic_error("bulwark::DeliveryEngine '" + options_.name +
+                                   "': codec() after start");
+        }
+        encode_ = std::move(encode);
+        decode_ = std::move(decode);
+        return *this;
+    }
+
+    // Adds a channel. `adapter` is a callable or an object with a send member, taking the message
+    // (and optionally a Context& that is cancelled when the engine stops) and returning a
+    // Receipt; failures are exceptions, classified by `classifier` (DeliveryError says its own
+    // kind). An object passed as an lvalue is used by reference and must outlive the engine;
+    // anything else is moved in. Throws std::invalid_argument for an empty or duplicate name or
+    // invalid options. May be called while the engine runs.
+    template <class A>
+    DeliveryEngine& add_channel(std::string name, A&& adapter, ChannelOptions options = {},
+                                DeliveryClassifier classifier = {}) {
+        auto slot = std::make_shared<Slot>();
+        slot->name = name;
+        slot->adapter = make_adapter(std::forward<A>(adapter));
+        slot->options = options;
+        slot->classifier = std::move(classifier);
+        slot->stats = std::make_unique<detail::ChannelStatsCell>(window_buckets());
+        detail::LockGuard lock(config_mutex_);
+        for (const auto& s : slots_) {
+            if (s->name == name) {
+                detail::throw_invalid_option("DeliveryEngine.add_channel: name", "must be unique",
+                                             "\"" + name + "\" (already added)");
+            }
+        }
+        auto next = slots_;
+        next.push_back(slot);
+        install(next, rules_, started_);
+        slots_ = std::move(next);
+        return *this;
+    }
+
+    // Replaces the fallback rules; messages being sent finish on the rules they started with.
+    // Throws std::invalid_argument (and keeps the old rules) for a rule the chain refuses, or,
+    // once the engine has started, one that names a channel not added.
+    void set_rules(FallbackRules rules) {
+        detail::LockGuard lock(config_mutex_);
+        install(slots_, rules, started_);
+        rules_ = std::move(rules);
+    }
+
+    // Removes the rule for `primary` (its messages then use the global order); false if none.
+    bool remove_rule(std::string_view primary) {
+        detail::LockGuard lock(config_mutex_);
+        FallbackRules next;
+        bool found = false;
+        for (const auto& [p, rule] : rules_.rules()) {
+            if (p == primary) {
+                found = true;
+            } else {
+                next.set(p, rule);
+            }
+        }
+        next.set_global(rules_.global());
+        if (found) {
+            install(slots_, next, started_);
+            rules_ = std::move(next);
+        }
+        return found;
+    }
+
+    FallbackRules rules() const {
+        detail::LockGuard lock(config_mutex_);
+        return rules_;
+    }
+
+    // Enables or disables a channel for the messages sent from now on. Throws
+    // std::invalid_argument for an unknown name.
+    void set_enabled(std::string_view channel, bool enabled) {
+        detail::LockGuard lock(config_mutex_);
+        bool found = false;
+        for (const auto& s : slots_) {
+            if (s->name == channel) {
+                s->options.enabled = enabled;
+                found = true;
+            }
+        }
+        if (!found) {
+            unknown_channel(channel);
+        }
+        install(slots_, rules_, started_);
+    }
+
+    std::vector<std::string> channels() const {
+        detail::LockGuard lock(config_mutex_);
+        std::vector<std::string> names;
+        for (const auto& s : slots_) {
+            names.push_back(s->name);
+        }
+        return names;
+    }
+
+    // Checks the rules against the channels and starts the workers (once); the first submit()
+    // calls it. Call it to resume the messages a durable queue holds without submitting.
+    // Throws std::invalid_argument for a rule naming a channel not added, QueueStoppedError
+    // after stop().
+    void start() {
+        // acquire: pairs with the release below; the codec and the routing are set by then.
+        if (live_.load(std::memory_order_acquire)) {
+            return;
+        }
+        {
+            detail::LockGuard lock(config_mutex_);
+            if (!started_) {
+                install(slots_, rules_, true);
+                if (!encode_) {
+                    default_codec();
+                }
+                started_ = true;
+            }
+        }
+        detail::LockGuard lock(mutex_);
+        if (stopped_) {
+            throw QueueStoppedError("bulwark::DeliveryEngine '" + options_.name +
+                                    "': start() after stop()");
+        }
+        if (running_) {
+            return;
+        }
+        running_ = true;
+        workers_.reserve(options_.workers);
+        try {
+            for (std::size_t i = 0; i < options_.workers; ++i) {
+                workers_.emplace_back([this] { work(); });
+            }
+        } catch (...) {
+            quit_ = true;
+            wake_.notify_all();
+            throw;
+        }
+        live_.store(true, std::memory_order_release);
+    }
+
+    // Queues `message` for delivery now over `channels`: one channel = that primary and its
+    // FallbackRule (or the global order); several = exactly those, in order; none = the global
+    // order (or every channel in the engine's selection order). Returns its id. Throws
+    // std::invalid_argument for an unknown channel, QueueFullError when the queue store is full,
+    // QueueStoppedError after stop().
+    std::string submit(Message message, std::vector<std::string> channels = {}) {
+        return submit_at(std::move(message), clock_.wall_now(), std::move(channels));
+    }
+
+    // As submit(), for its first attempt at `when` (wall time: a scheduled send outlives a
+    // restart with a durable queue).
+    std::string submit_at(Message message, WallTime when, std::vector<std::string> channels = {}) {
+        std::vector<Message> one;
+        one.push_back(std::move(message));
+        return submit_batch(std::move(one), when, std::move(channels)).front();
+    }
+
+    // As submit_at(), with `when` on the engine's clock.
+    std::string submit_at(Message message, TimePoint when, std::vector<std::string> channels = {}) {
+        return submit_at(std::move(message), to_wall(when), std::move(channels));
+    }
+
+    // Queues every message, in one step of the queue store (one durable write for a file
+    // store): all of them or, on a throw, none that push_all() did not store.
+    std::vector<std::string> submit_batch(std::vector<Message> messages, WallTime when,
+                                          std::vector<std::string> channels = {}) {
+        start();
+        check_route(channels);
+        const WallTime now = clock_.wall_now();
+        std::vector<QueuedMessage> batch;
+        batch.reserve(messages.size());
+        std::vector<std::string> ids;
+        ids.reserve(messages.size());
+        for (const Message& m : messages) {
+            Envelope env;
+            env.route = channels;
+            env.body = encode_(m);
+            QueuedMessage q;
+            q.id = next_id();
+            q.payload = encode_envelope(env);
+            q.due = when;
+            q.enqueued = now;
+            ids.push_back(q.id);
+            batch.push_back(std::move(q));
+        }
+        // The records first: a worker may take a message as soon as it is pushed.
+        {
+            detail::LockGuard lock(mutex_);
+            if (stopped_) {
+                throw QueueStoppedError("bulwark::DeliveryEngine '" + options_.name +
+                                        "': submit after stop()");
+            }
+            for (const QueuedMessage& q : batch) {
+                Record& r = records_[q.id];
+                r.route = channels;
+                enter(r, MessageStatus::queued, now);
+            }
+            ++submitting_;
+        }
+        try {
+            queue_->push_all(batch);
+        } catch (...) {
+            detail::LockGuard lock(mutex_);
+            --submitting_;
+            for (const QueuedMessage& q : batch) {
+                // push_all() may have stored some: those stay tracked.
+                const auto it = records_.find(q.id);
+                if (it != records_.end() && it->second.status == MessageStatus::queued &&
+                    !it->second.busy && !queue_->get(q.id)) {
+                    records_.erase(it);
+                    --counters_.entered[static_cast<std::size_t>(MessageStatus::queued)];
+                }
+            }
+            idle_.notify_all();
+            throw;
+        }
+        {
+            detail::LockGuard lock(mutex_);
+            --submitting_;
+            counters_.submitted += batch.size();
+            wake_.notify_all();
+        }
+        for (const std::string& id : ids) {
+            listeners_.emit_with([&] {
+                return StatusChange{id, MessageStatus::queued, MessageStatus::queued, now, {}};
+            });
+        }
+        return ids;
+    }
+
+    // Makes one pass over the messages ready now (up to batch_size at a time, until none is
+    // ready); returns how many passes it made. For a loop of the caller's own and for tests on
+    // a ManualClock; workers may take some messages first.
+    std::size_t run_due() {
+        start();
+        std::size_t done = 0;
+        const WallTime now = clock_.wall_now();
+        for (;;) {
+            std::vector<QueuedMessage> batch =
+                queue_->claim(now, options_.batch_size, options_.lease);
+            if (batch.empty()) {
+                return done;
+            }
+            done += handle_batch(batch);
+        }
+    }
+
+    // The status of a message the engine still tracks (see DeliveryEngineOptions::max_tracked).
+    std::optional<MessageStatus> status(std::string_view id) const {
+        detail::LockGuard lock(mutex_);
+        const auto it = records_.find(std::string(id));
+        if (it == records_.end()) {
+            return std::nullopt;
+        }
+        return it->second.status;
+    }
+
+    std::optional<MessageInfo> info(std::string_view id) const {
+        detail::LockGuard lock(mutex_);
+        const auto it = records_.find(std::string(id));
+        if (it == records_.end()) {
+            return std::nullopt;
+        }
+        const Record& r = it->second;
+        MessageInfo m;
+        m.id = it->first;
+        m.status = r.status;
+        m.since = r.since;
+        m.channels = r.route;
+        m.channel = r.channel;
+        m.external_id = r.external_id;
+        m.error = r.error;
+        m.dead_letter_id = r.dead_letter_id;
+        m.passes = r.passes;
+        return m;
+    }
+
+    // The audit trail: every channel considered for the message, oldest first (the newest
+    // max_attempts_kept).
+    std::vector<DeliveryAttempt> attempts(std::string_view id) const {
+        detail::LockGuard lock(mutex_);
+        const auto it = records_.find(std::string(id));
+        if (it == records_.end()) {
+            return {};
+        }
+        return {it->second.attempts.begin(), it->second.attempts.end()};
+    }
+
+    // A provider's delivery receipt: moves the message sent with `external_id` to `status`
+    // (delivered, failed or bounced). False when no tracked message has that id, or it is not
+    // sent (or delivered, for a late bounce). Throws std::invalid_argument for another status.
+    bool confirm(std::string_view external_id, MessageStatus status) {
+        if (status != MessageStatus::delivered && status != MessageStatus::failed &&
+            status != MessageStatus::bounced) {
+            detail::throw_invalid_option("DeliveryEngine.confirm: status",
+                                         "must be delivered, failed or bounced", to_string(status));
+        }
+        StatusChange change;
+        std::string id;
+        std::string channel;
+        {
+            detail::LockGuard lock(mutex_);
+            const auto e = external_ids_.find(std::string(external_id));
+            if (e == external_ids_.end()) {
+                return false;
+            }
+            const auto it = records_.find(e->second);
+            if (it == records_.end()) {
+                return false;
+            }
+            Record& r = it->second;
+            const bool late_bounce =
+                r.status == MessageStatus::delivered && status == MessageStatus::bounced;
+            if (r.status != MessageStatus::sent && !late_bounce) {
+                return false;
+            }
+            const WallTime now = clock_.wall_now();
+            change.from = r.status;
+            change.to = status;
+            change.at = now;
+            enter(r, status, now);
+            id = it->first;
+            channel = r.channel;
+        }
+        change.id = id;
+        change.channel = channel;
+        listeners_.emit(change);
+        return true;
+    }
+
+    // Called on every status change, on the thread that made it (a worker, or the caller of
+    // submit/confirm/run_due), outside the engine's locks. Returns the id remove_listener()
+    // takes; throws std::invalid_argument for an empty listener.
+    ListenerId on_status(std::function<void(const StatusChange&)> listener) {
+        return listeners_.add(std::move(listener));
+    }
+    bool remove_listener(ListenerId id) noexcept { return listeners_.remove(id); }
+
+    // Puts a pending dead letter back in the queue, over `force_channels` if given (else its
+    // original route). The message keeps its id, its origin and its history; it starts a fresh
+    // count of passes. It is released at the redrive rate. False when the letter is not
+    // pending or was not made by a DeliveryEngine.
+    bool reprocess_dead_letter(const std::string& dead_letter_id,
+                               std::vector<std::string> force_channels = {}) {
+        return reprocess_dead_letters(DeadLetterQuery{}.id(dead_letter_id),
+                                      std::move(force_channels))
+                   .resent == 1;
+    }
+
+    // reprocess_dead_letter() for every pending match of `query` (oldest first), released at
+    // most redrive_rate per second: the i-th is due i / redrive_rate seconds after the
+    // previous redrive's last one (or now).
+    ReprocessResult reprocess_dead_letters(const DeadLetterQuery& query,
+                                           std::vector<std::string> force_channels = {}) {
+        start();
+        check_route(force_channels);
+        ReprocessOptions ro;
+        ro.channel = "redrive:" + options_.name;
+        return dead_letters_.reprocess(
+            query, [&](const DeadLetter& d) { return redrive(d, force_channels); }, ro);
+    }
+
+    // Waits until the queue store holds nothing (no message queued, scheduled or being sent),
+    // or `timeout` passes on the engine's clock; true when it emptied. Without workers it makes
+    // the passes itself (and sleeps on the clock until the next message is due).
+    bool drain(Duration timeout) {
+        start();
+        const TimePoint deadline = detail::saturating_add(clock_.now(), timeout);
+        for (;;) {
+            if (options_.workers == 0) {
+                run_due();
+            }
+            {
+                detail::UniqueLock lock(mutex_);
+                if (queue_->size() == 0 && in_flight_ == 0 && submitting_ == 0) {
+                    return true;
+                }
+                if (clock_.now() >= deadline) {
+                    return false;
+                }
+                if (options_.workers != 0) {
+                    clock_.wait_until(idle_, lock.native(),
+                                      std::min(deadline, clock_.now() + options_.poll_interval));
+                    continue;
+                }
+            }
+            const std::optional<WallTime> next = queue_->next_ready();
+            const WallTime now = clock_.wall_now();
+            Duration wait = next ? *next - now : options_.poll_interval;
+            wait = std::min(wait, deadline - clock_.now());
+            if (wait > Duration::zero()) {
+                clock_.sleep_for(wait);
+            }
+        }
+    }
+
+    // Stops the engine; nothing is lost. StopMode::drain first drains (up to `timeout`);
+    // persist only lets the passes in flight finish. Then the workers stop, and the messages
+    // left stay in the queue store given to the engine, or (with the engine's own in-memory
+    // store) are handed back. A second call returns nothing.
+    std::vector<PendingDelivery<Message>> stop(StopMode mode = StopMode::persist,
+                                               Duration timeout = std::chrono::seconds(30)) {
+        if (mode == StopMode::drain) {
+            drain(timeout);
+        }
+        {
+            detail::LockGuard lock(mutex_);
+            if (stopped_) {
+                return {};
+            }
+            stopped_ = true;
+        }
+        shut_down();
+        std::vector<PendingDelivery<Message>> left;
+        if (own_queue_ == nullptr) {
+            return left;
+        }
+        if (!live_.load(std::memory_order_acquire)) {
+            return left;  // never started: nothing was queued
+        }
+        for (const QueuedMessage& q : static_cast<QueueStore&>(*own_queue_).list()) {
+            Envelope env;
+            if (!decode_envelope(q.payload, env)) {
+                continue;
+            }
+            try {
+                left.push_back(
+                    PendingDelivery<Message>{q.id, decode_(env.body), std::move(env.route), q.due});
+                own_queue_->remove(q.id);
+            } catch (...) {  // NOLINT(bugprone-empty-catch): an undecodable message stays queued
+            }
+        }
+        return left;
+    }
+
+    // Statistics per channel and overall for [from, to) (wall time, whole minutes, at most
+    // stats_window back), with the queue's current state.
+    DeliveryStats stats(WallTime from, WallTime to) const {
+        DeliveryStats s;
+        s.from = from;
+        s.to = to;
+        std::vector<std::shared_ptr<Slot>> slots;
+        {
+            detail::LockGuard lock(config_mutex_);
+            slots = slots_;
+        }
+        detail::DeliveryCounts all;
+        for (const auto& slot : slots) {
+            const detail::DeliveryCounts c = slot->stats->range(from, to);
+            all.merge(c);
+            s.channels.push_back(c.finish(slot->name));
+        }
+        s.overall = all.finish("");
+        const QueueStoreStats q = queue_->stats();
+        s.queued = q.size;
+        s.in_flight = q.leased;
+        {
+            detail::LockGuard lock(mutex_);
+            for (const auto& [id, r] : records_) {
+                ++s.by_status[static_cast<std::size_t>(r.status)];
+            }
+            s.entered = counters_.entered;
+        }
+        return s;
+    }
+
+    // stats() over the whole stats_window up to now.
+    DeliveryStats stats() const {
+        const WallTime now = clock_.wall_now();
+        return stats(now - options_.stats_window, now + std::chrono::minutes(1));
+    }
+
+    DeliveryEngineCounters counters() const {
+        detail::LockGuard lock(mutex_);
+        return counters_;
+    }
+
+    // The queue store in use (the engine's own unless one was given).
+    QueueStore& queue() const noexcept { return *queue_; }
+    const DeliveryEngineOptions& options() const noexcept { return options_; }
+    Clock& clock() const noexcept { return clock_; }
+
+    // Adds the engine's series to `w` (what to_prometheus(engine) renders): queue depth, in
+    // flight, messages per status, attempts, successes, fallbacks, cost and a response-time
+    // histogram per channel.
+    void write_metrics(MetricsWriter& w, std::string_view name) const {
+        std::vector<std::shared_ptr<Slot>> slots;
+        {
+            detail::LockGuard lock(config_mutex_);
+            slots = slots_;
+        }
+        const QueueStoreStats q = queue_->stats();
+        const MetricLabels l{{"engine", name}};
+        w.add_gauge("bulwark_delivery_queue_depth", "Messages in the queue store.", l, q.size);
+        w.add_gauge("bulwark_delivery_in_flight", "Messages leased by a worker.", l, q.leased);
+        const DeliveryEngineCounters c = counters();
+        for (std::size_t i = 0; i < message_status_count; ++i) {
+            w.add_counter("bulwark_delivery_status_total", "Moves of a message into each status.",
+                          {{"engine", name}, {"status", to_string(static_cast<MessageStatus>(i))}},
+                          c.entered[i]);
+        }
+        w.add_counter("bulwark_delivery_retries_total", "Passes rescheduled after a failure.", l,
+                      c.retries);
+        w.add_counter("bulwark_delivery_redriven_total", "Dead letters put back in the queue.", l,
+                      c.redriven);
+        w.add_counter("bulwark_delivery_duplicates_suppressed_total",
+                      "Messages leased again after they were sent, not resent.", l,
+                      c.duplicates_suppressed);
+        for (const auto& slot : slots) {
+            slot->stats->write(w, name, slot->name);
+        }
+    }
+
+private:
+    struct Slot {
+        std::string name;
+        Adapter adapter;
+        ChannelOptions options;
+        DeliveryClassifier classifier;
+        std::unique_ptr<detail::ChannelStatsCell> stats;
+    };
+
+    // One adapter call, as the chain's channel function saw it.
+    struct Call {
+        const Slot* slot = nullptr;
+        WallTime at{};
+        TimePoint begun{};
+        Duration elapsed{0};
+        bool ok = false;
+        Receipt receipt;
+        DeliveryFailure failure;
+        std::string error;
+    };
+
+    // What one pass hands the chain's channel functions (the chain's only argument).
+    struct Turn {
+        const Message* message = nullptr;
+        Context* ctx = nullptr;
+        bool fallback_on_permanent = false;
+        std::vector<Call> calls;
+    };
+
+    using Chain = FallbackChain<Receipt(Turn&)>;
+
+    // An immutable routing: the chain of every channel with the rules. Replaced whole when a
+    // channel or a rule changes; a pass keeps the one it started with (shared_ptr).
+    struct Routing {
+        Routing(Selection selection, const ChainOptions& options, Clock& clock)
+            : chain(selection, options, clock) {}
+        Chain chain;
+        FallbackRules rules;
+    };
+
+    // What the queue store keeps of a message (its payload), besides the store's own fields.
+    struct Envelope {
+        std::vector<std::string> route;
+        std::uint32_t generation = 0;            // redrives so far
+        std::string origin;                      // the dead letter it was redriven from, if any
+        WallTime first_try{};                    // zero until the first pass
+        Duration previous{0};                    // the last backoff
+        std::vector<DeadLetterAttempt> history;  // bounded
+        std::string body;                        // the encoded message
+    };
+
+    struct Record {
+        MessageStatus status = MessageStatus::queued;
+        std::array<WallTime, message_status_count> since{};
+        std::vector<std::string> route;
+        std::deque<DeliveryAttempt> attempts;
+        std::uint32_t numbered = 0;  // attempts numbered so far
+        std::uint32_t passes = 0;
+        std::string channel;
+        std::string external_id;
+        std::string error;
+        std::string dead_letter_id;
+        bool busy = false;  // a worker of this engine is on it
+    };
+
+    static constexpr std::uint8_t envelope_version = 1;
+    static constexpr std::size_t history_kept = 32;
+    static constexpr std::size_t max_error_bytes = 1024;
+
+    DeliveryEngine(FallbackRules rules, DeadLetterStore& dead_letters, QueueStore* queue,
+                   DeliveryEngineOptions options, Clock& clock)
+        : options_((options.validate(), std::move(options))),
+          clock_(clock),
+          dead_letters_(dead_letters),
+          own_queue_(queue == nullptr ? std::make_unique<InMemoryQueueStore>() : nullptr),
+          queue_(queue == nullptr ? own_queue_.get() : queue),
+          seed_(detail::fresh_seed()) {
+        detail::LockGuard lock(config_mutex_);
+        install(slots_, rules, false);
+        rules_ = std::move(rules);
+    }
+
+    std::size_t window_buckets() const {
+        return static_cast<std::size_t>(options_.stats_window / std::chrono::minutes(1)) + 1;
+    }
+
+    template <class A>
+    Adapter make_adapter(A&& adapter) {
+        using T = std::remove_cv_t<std::remove_reference_t<A>>;
+        if constexpr (std::is_invocable_r<Receipt, T&, const Message&, Context&>::value) {
+            if (detail::is_null_callable(adapter)) {
+                detail::throw_invalid_argument(
+                    "bulwark::DeliveryEngine::add_channel: null adapter");
+            }
+            return Adapter(std::forward<A>(adapter));
+        } else if constexpr (std::is_invocable_r<Receipt, T&, const Message&>::value) {
+            if (detail::is_null_callable(adapter)) {
+                detail::throw_invalid_argument(
+                    "bulwark::DeliveryEngine::add_channel: null adapter");
+            }
+            return [f = T(std::forward<A>(adapter))](const Message& m, Context&) mutable {
+                return f(m);
+            };
+        } else if constexpr (detail::has_send_with_context<T, Message>::value ||
+                             detail::has_send<T, Message>::value) {
+            auto holder = hold(std::forward<A>(adapter));
+            return [holder](const Message& m, Context& ctx) {
+                if constexpr (detail::has_send_with_context<T, Message>::value) {
+                    return Receipt(holder->send(m, ctx));
+                } else {
+                    (void)ctx;
+                    return Receipt(holder->send(m));
+                }
+            };
+        } else {
+            static_assert(detail::always_false_v<T>,
+                          "bulwark::DeliveryEngine::add_channel: the adapter must be callable as "
+                          "Receipt(const Message&) or Receipt(const Message&, Context&), or have a "
+                          "send member of either form");
+            return {};
+        }
+    }
+
+    // An lvalue object is used by reference (it must outlive the engine); an rvalue is moved
+    // into a shared holder.
+    template <class A>
+    static std::shared_ptr<std::remove_reference_t<A>> hold(A&& adapter) {
+        using T = std::remove_reference_t<A>;
+        if constexpr (std::is_lvalue_reference<A>::value) {
+            return std::shared_ptr<T>(std::shared_ptr<T>(), &adapter);
+        } else {
+            return std::make_shared<T>(std::move(adapter));
+        }
+    }
+
+    void default_codec() BULWARK_REQUIRES(config_mutex_) {
+        if constexpr (std::is_convertible<const Message&, std::string_view>::value &&
+                      std::is_constructible<Message, std::string_view>::value) {
+            encode_ = [](const Message& m) {
+                return std::string(std::string_view(m));
+            };
+            decode_ = [](std::string_view bytes) {
+                return Message(bytes);
+            };
+        } else {
+            detail::throw_invalid_argument(
+                "bulwark::DeliveryEngine '" + options_.name +
+                "': a Message that is not a string needs codec(encode, decode) before start");
+        }
+    }
+
+    [[noreturn]] BULWARK_NOINLINE static void unknown_channel(std::string_view name) {
+        detail::throw_invalid_option("DeliveryEngine: channel", "must be one added to the engine",
+                                     "\"" + std::string(name) + "\"");
+    }
+
+    void check_route(const std::vector<std::string>& route) const {
+        detail::LockGuard lock(config_mutex_);
+        for (auto it = route.begin(); it != route.end(); ++it) {
+            const bool known = std::any_of(slots_.begin(), slots_.end(),
+                                           [&](const auto& s) { return s->name == *it; });
+            if (!known) {
+                unknown_channel(*it);
+            }
+            if (std::find(route.begin(), it, *it) != it) {
+                detail::throw_invalid_option("DeliveryEngine: channels", "must be distinct",
+                                             "\"" + *it + "\" twice");
+            }
+        }
+    }
+
+    // Builds the routing for `slots` and `rules` and makes it current. strict: a rule naming a
+    // channel not added is an error; otherwise such names wait for their channel.
+    void install(const std::vector<std::shared_ptr<Slot>>& slots, const FallbackRules& rules,
+                 bool strict) BULWARK_REQUIRES(config_mutex_) {
+        auto known = [&](const std::string& name) {
+            return std::any_of(slots.begin(), slots.end(),
+                               [&](const auto& s) { return s->name == name; });
+        };
+        FallbackRules usable;
+        std::vector<std::string> missing;
+        for (const auto& [primary, rule] : rules.rules()) {
+            if (!known(primary)) {
+                missing.push_back(primary);
+                continue;
+            }
+            FallbackRule r = rule;
+            r.fallbacks.clear();
+            for (const std::string& f : rule.fallbacks) {
+                if (known(f)) {
+                    r.fallbacks.push_back(f);
+                } else {
+                    missing.push_back(f);
+                }
+            }
+            usable.set(primary, std::move(r));
+        }
+        std::vector<std::string> global;
+        for (const std::string& g : rules.global()) {
+            if (known(g)) {
+                global.push_back(g);
+            } else {
+                missing.push_back(g);
+            }
+        }
+        usable.set_global(std::move(global));
+        if (strict && !missing.empty()) {
+            detail::throw_invalid_option("DeliveryEngine: rules",
+                                         "must name channels added to the engine",
+                                         "unknown \"" + missing.front() + "\"");
+        }
+        auto routing = std::make_shared<Routing>(options_.selection, options_.chain, clock_);
+        for (const auto& slot : slots) {
+            const Slot* s = slot.get();
+            routing->chain.add(
+                slot->name, [this, s](Turn& turn) { return call(*s, turn); }, slot->options);
+        }
+        routing->chain.rules(usable);
+        routing->rules = std::move(usable);
+        detail::LockGuard lock(routing_mutex_);
+        routing_ = std::move(routing);
+    }
+
+    std::shared_ptr<Routing> routing() const {
+        detail::LockGuard lock(routing_mutex_);
+        return routing_;
+    }
+
+    // The chain's function for one channel: calls the adapter and notes what happened.
+    Receipt call(const Slot& slot, Turn& turn) {
+        Call c;
+        c.slot = &slot;
+        c.at = clock_.wall_now();
+        const TimePoint started = clock_.now();
+        c.begun = started;
+        try {
+            Receipt r = slot.adapter(*turn.message, *turn.ctx);
+            c.elapsed = clock_.now() - started;
+            c.ok = true;
+            c.receipt = r;
+            turn.calls.push_back(std::move(c));
+            return r;
+        } catch (...) {
+            c.elapsed = clock_.now() - started;
+            const std::exception_ptr error = std::current_exception();
+            c.error = detail::clip_text(describe(error), max_error_bytes);
+            try {
+                c.failure = slot.classifier.classify(error);
+            } catch (...) {
+                c.failure.kind = DeliveryErrorKind::permanent;
+                c.error +=
+                    " (its classification threw: " + describe(std::current_exception()) + ")";
+            }
+            const bool stop_here = !retryable(c.failure.kind) && !turn.fallback_on_permanent;
+            turn.calls.push_back(std::move(c));
+            if (stop_here) {
+                // A permanent failure the rule does not fall back on: the chain stops before
+                // the next channel (and a channel retry stops retrying).
+                turn.ctx->cancel();
+            }
+            throw;
+        }
+    }
+
+    static std::string describe(const std::exception_ptr& error) {
+        try {
+            std::rethrow_exception(error);
+        } catch (const std::exception& e) {
+            return e.what();
+        } catch (...) {
+            return "unknown exception";
+        }
+    }
+
+    std::string next_id() {
+        // relaxed: only needs to be unique.
+        const std::uint64_t n = next_seq_.fetch_add(1, std::memory_order_relaxed);
+        return detail::format_id("msg-", detail::SplitMix64::at(seed_, n));
+    }
+
+    WallTime to_wall(TimePoint when) const { return clock_.wall_now() + (when - clock_.now()); }
+
+    static std::string encode_envelope(const Envelope& env) {
+        std::string out;
+        out.reserve(env.body.size() + 32);
+        detail::journal::Writer w(out);
+        w.u8(envelope_version);
+        w.strs(env.route);
+        w.u32(env.generation);
+        w.str(env.origin);
+        w.time(env.first_try);
+        w.i64(static_cast<std::int64_t>(env.previous.count()));
+        w.u32(static_cast<std::uint32_t>(env.history.size()));
+        for (const DeadLetterAttempt& a : env.history) {
+            w.time(a.at);
+            w.str(a.channel);
+            w.str(a.error);
+        }
+        w.str(env.body);
+        return out;
+    }
+
+    static bool decode_envelope(std::string_view bytes, Envelope& env) {
+        detail::journal::Reader r(bytes);
+        if (r.u8() != envelope_version) {
+            return false;
+        }
+        env.route = r.strs();
+        env.generation = r.u32();
+        env.origin = r.str();
+        env.first_try = r.time();
+        env.previous = Duration(r.i64());
+        const std::uint32_t n = r.u32();
+        if (!r.need_count(n, 16)) {
+            return false;
+        }
+        env.history.resize(n);
+        for (DeadLetterAttempt& a : env.history) {
+            a.at = r.time();
+            a.channel = r.str();
+            a.error = r.str();
+        }
+        env.body = r.str();
+        return r.ok() && r.at_end() && env.previous >= Duration::zero();
+    }
+
+    void enter(Record& r, MessageStatus status, WallTime at) BULWARK_REQUIRES(mutex_) {
+        r.status = status;
+        r.since[static_cast<std::size_t>(status)] = at;
+        ++counters_.entered[static_cast<std::size_t>(status)];
+    }
+
+    // A finished message joins the retention list; the oldest finished beyond the limits are
+    // forgotten.
+    void finished(const std::string& id, WallTime at) BULWARK_REQUIRES(mutex_) {
+        finished_.emplace_back(at, id);
+        while (!finished_.empty() && (finished_.size() > options_.max_tracked ||
+                                      at - finished_.front().first > options_.track_for)) {
+            const auto it = records_.find(finished_.front().second);
+            // A redriven message is tracked again: only a final record is forgotten.
+            if (it != records_.end() && is_final(it->second.status) && !it->second.busy) {
+                if (!it->second.external_id.empty()) {
+                    external_ids_.erase(it->second.external_id);
+                }
+                records_.erase(it);
+            }
+            finished_.pop_front();
+        }
+    }
+
+    void add_attempts(Record& r, std::vector<DeliveryAttempt>& made) BULWARK_REQUIRES(mutex_) {
+        for (DeliveryAttempt& a : made) {
+            a.number = ++r.numbered;
+            r.attempts.push_back(std::move(a));
+            if (r.attempts.size() > options_.max_attempts_kept) {
+                r.attempts.pop_front();
+            }
+        }
+    }
+
+    std::size_t handle_batch(std::vector<QueuedMessage>& batch) {
+        const std::shared_ptr<Routing> routing = this->routing();
+        std::size_t done = 0;
+        for (std::size_t i = 0; i < batch.size(); ++i) {
+            if (quitting()) {
+                // Stopping: hand the rest back at once, untouched.
+                for (std::size_t j = i; j < batch.size(); ++j) {
+                    give_back(batch[j], batch[j].due);
+                }
+                break;
+            }
+            try {
+                pass(batch[i], *routing);
+                ++done;
+            } catch (...) {  // NOLINT(bugprone-empty-catch): the lease runs out; it comes back
+            }
+        }
+        {
+            detail::LockGuard lock(mutex_);
+            idle_.notify_all();
+        }
+        return done;
+    }
+
+    bool quitting() const {
+        detail::LockGuard lock(mutex_);
+        return quit_;
+    }
+
+    void give_back(const QueuedMessage& q, WallTime due) noexcept {
+        try {
+            QueuedMessage back = q;
+            back.due = due;
+            queue_->release(back);
+        } catch (...) {  // NOLINT(bugprone-empty-catch): the lease runs out; it comes back
+        }
+    }
+
+    // One pass of one leased message over its route.
+    void pass(QueuedMessage& q, Routing& routing) {
+        const WallTime now = clock_.wall_now();
+        Envelope env;
+        std::optional<Message> message;
+        std::string unreadable;
+        if (!decode_envelope(q.payload, env)) {
+            unreadable = "the queued bytes are not a delivery envelope";
+        } else {
+            try {
+                message.emplace(decode_(env.body));
+            } catch (...) {
+                unreadable =
+                    "the message could not be decoded: " + describe(std::current_exception());
+            }
+        }
+        if (!unreadable.empty()) {
+            {
+                detail::LockGuard lock(mutex_);
+                ++counters_.undecodable;
+            }
+            bury_raw(q, unreadable);
+            return;
+        }
+
+        // The ledger: a message this engine has sent is not sent again, nor one a worker of
+        // this engine is still on (its lease ran out meanwhile).
+        enum class Turnout { fresh, sent_already, busy };
+        Turnout turnout = Turnout::fresh;
+        MessageStatus from = MessageStatus::queued;
+        {
+            detail::LockGuard lock(mutex_);
+            Record& r = records_[q.id];
+            if (r.route.empty()) {
+                r.route = env.route;
+            }
+            if (is_final(r.status)) {
+                turnout = Turnout::sent_already;
+                ++counters_.duplicates_suppressed;
+            } else if (r.busy) {
+                turnout = Turnout::busy;
+            } else {
+                r.busy = true;
+                ++in_flight_;
+                from = r.status;
+                enter(r, MessageStatus::sending, now);
+            }
+        }
+        if (turnout == Turnout::sent_already) {
+            queue_->complete(q.id, q.lease);
+            return;
+        }
+        if (turnout == Turnout::busy) {
+            give_back(q, now + options_.lease);
+            return;
+        }
+        listeners_.emit(StatusChange{q.id, from, MessageStatus::sending, now, {}});
+
+        if (env.first_try == WallTime{}) {
+            env.first_try = now;
+        }
+        const std::uint32_t pass_number = q.attempts + 1;
+        Context ctx;
+        Turn turn;
+        turn.message = &*message;
+        turn.ctx = &ctx;
+        turn.fallback_on_permanent = fallback_on_permanent(routing, env.route);
+        const TimePoint started = clock_.now();
+        std::optional<ChainResult<Receipt>> result;
+        std::string route_error;
+        try {
+            result.emplace(run_route(routing, ctx, env.route, turn));
+        } catch (...) {
+            route_error = describe(std::current_exception());
+        }
+        std::vector<DeliveryAttempt> made;
+        if (result) {
+            made = audit(*result, turn, pass_number, now, started);
+        }
+
+        if (result && result->ok()) {
+            sent(q, made, std::move(*result).value());
+            return;
+        }
+        // Failed: how, and what that means for the message.
+        DeliveryFailure failure;
+        std::string error = route_error;
+        if (!route_error.empty()) {
+            failure.kind = DeliveryErrorKind::permanent;
+        } else {
+            verdict(*result, turn, failure, error);
+        }
+        for (const DeliveryAttempt& a : made) {
+            if (!a.ok) {
+                DeadLetterAttempt h;
+                h.at = a.at;
+                h.channel = a.channel;
+                h.error = detail::clip_text(a.error.empty() ? to_string(a.skipped) : a.error, 256);
+                env.history.push_back(std::move(h));
+            }
+        }
+        if (env.history.size() > history_kept) {
+            env.history.erase(env.history.begin(),
+                              env.history.end() - static_cast<std::ptrdiff_t>(history_kept));
+        }
+        DeadLetterReason reason = DeadLetterReason::retries_exhausted;
+        bool bury = false;
+        if (failure.kind == DeliveryErrorKind::bounced) {
+            bury = true;
+            reason = DeadLetterReason::rejected;
+        } else if (!retryable(failure.kind)) {
+            bury = true;
+            reason = DeadLetterReason::not_retryable;
+        } else if (pass_number >= options_.max_passes) {
+            bury = true;
+        }
+        Duration wait{0};
+        if (!bury) {
+            wait = options_.backoff.stream(std::hash<std::string>{}(q.id))
+                       .delay(pass_number, env.previous);
+            wait = std::max(wait, failure.retry_after);
+            if (options_.max_elapsed > Duration::zero() &&
+                (now - env.first_try) + wait > options_.max_elapsed) {
+                bury = true;
+            }
+        }
+        if (bury) {
+            bury_message(q, env, made, reason, error);
+            return;
+        }
+        env.previous = wait;
+        QueuedMessage back = q;
+        back.payload = encode_envelope(env);
+        back.attempts = pass_number;
+        back.due = now + wait;
+        const bool kept = queue_->release(back);
+        finish_pass(q.id, made, MessageStatus::queued, error, pass_number, kept);
+    }
+
+    ChainResult<Receipt> run_route(Routing& routing, Context& ctx,
+                                   const std::vector<std::string>& route, Turn& turn) {
+        if (route.size() > 1) {
+            return routing.chain.execute_route(ctx, route, turn);
+        }
+        if (route.size() == 1) {
+            if (routing.rules.find(route.front()) != nullptr) {
+                return routing.chain.execute_for(ctx, route.front(), turn);
+            }
+            // No rule: the global order after it, and no other channel (a channel the rules do
+            // not name may need another address).
+            std::vector<std::string> order{route.front()};
+            for (const std::string& g : routing.rules.global()) {
+                if (g != route.front()) {
+                    order.push_back(g);
+                }
+            }
+            return routing.chain.execute_route(ctx, order, turn);
+        }
+        if (!routing.rules.global().empty()) {
+            return routing.chain.execute_route(ctx, routing.rules.global(), turn);
+        }
+        return routing.chain.execute(ctx, turn);
+    }
+
+    static bool fallback_on_permanent(const Routing& routing,
+                                      const std::vector<std::string>& route) {
+        const std::string_view primary =
+            route.empty() ? (routing.rules.global().empty()
+                                 ? std::string_view()
+                                 : std::string_view(routing.rules.global().front()))
+                          : std::string_view(route.front());
+        const FallbackRule* rule = routing.rules.find(primary);
+        return rule != nullptr && rule->fallback_on_permanent;
+    }
+
+    // The pass's attempts for the audit trail: each adapter call, and each channel passed over.
+    std::vector<DeliveryAttempt> audit(const ChainResult<Receipt>& result, const Turn& turn,
+                                       std::uint32_t pass_number, WallTime wall_start,
+                                       TimePoint started) const {
+        // Channels passed over are not attempts in the statistics; each adapter call is.
+        std::vector<DeliveryAttempt> made;
+        std::size_t next_call = 0;
+        FallbackReason previous = FallbackReason::none;
+        for (const Attempt& a : result.attempts()) {
+            if (!a.called()) {
+                DeliveryAttempt d;
+                d.pass = pass_number;
+                d.channel = std::string(a.channel);
+                d.at = wall_start + (a.started - started);
+                d.skipped = a.reason;
+                d.fallback_reason = previous;
+                if (a.error) {
+                    d.error = detail::clip_text(describe(a.error), max_error_bytes);
+                    d.kind = DeliveryErrorKind::transient;
+                }
+                made.push_back(std::move(d));
+                previous = a.reason;
+                continue;
+            }
+            while (next_call < turn.calls.size() && turn.calls[next_call].slot->name == a.channel) {
+                const Call& c = turn.calls[next_call++];
+                DeliveryAttempt d;
+                d.pass = pass_number;
+                d.channel = c.slot->name;
+                d.at = c.at;
+                d.response_time = c.elapsed;
+                d.ok = c.ok;
+                d.fallback_reason = previous;
+                if (c.ok) {
+                    d.provider = c.receipt.provider;
+                    d.external_id = c.receipt.external_id;
+                    d.cost = c.receipt.cost > 0.0 ? c.receipt.cost : c.slot->options.cost;
+                } else {
+                    d.kind = c.failure.kind;
+                    d.code = c.failure.code;
+                    d.error = c.error;
+                    d.cost = c.slot->options.cost;
+                }
+                c.slot->stats->record(d.at, c.begun + c.elapsed, d.ok, d.response_time, d.cost,
+                                      previous != FallbackReason::none);
+                made.push_back(std::move(d));
+            }
+            previous = a.reason;
+        }
+        return made;
+    }
+
+    // Why a pass that delivered nothing failed: the last called channel's failure, or a
+    // transient one with the longest wait the skips asked for when nothing was called.
+    void verdict(const ChainResult<Receipt>& result, const Turn& turn, DeliveryFailure& failure,
+                 std::string& error) const {
+        Duration retry_after{0};
+        for (const Call& c : turn.calls) {
+            if (!c.ok) {
+                retry_after = std::max(retry_after, c.failure.retry_after);
+            }
+        }
+        if (!turn.calls.empty()) {
+            const Call& last = turn.calls.back();
+            failure = last.failure;
+            error = last.error;
+            if (!failure.code.empty()) {
+                error += " (code " + detail::clip_text(failure.code, 64) + ")";
+            }
+        } else {
+            failure.kind = DeliveryErrorKind::transient;
+            error = result.error() ? detail::clip_text(describe(result.error()), max_error_bytes)
+                                   : "no channel was available";
+        }
+        const TimePoint now = clock_.now();
+        for (const Attempt& a : result.attempts()) {
+            if (a.error && !a.called()) {
+                retry_after = std::max(retry_after, detail::rejection_wait(a.error, now));
+            }
+        }
+        failure.retry_after = std::max(failure.retry_after, retry_after);
+    }
+
+    void sent(const QueuedMessage& q, std::vector<DeliveryAttempt>& made, Receipt receipt) {
+        bool kept = false;
+        try {
+            kept = queue_->complete(q.id, q.lease);
+        } catch (
+            ...) {  // NOLINT(bugprone-empty-catch): leased again later, the ledger stops a resend
+        }
+        const WallTime now = clock_.wall_now();
+        std::string channel;
+        for (auto it = made.rbegin(); it != made.rend(); ++it) {
+            if (it->ok) {
+                channel = it->channel;
+                break;
+            }
+        }
+        const MessageStatus final_status =
+            receipt.delivered ? MessageStatus::delivered : MessageStatus::sent;
+        {
+            detail::LockGuard lock(mutex_);
+            if (!kept) {
+                ++counters_.lease_lost;
+            }
+            Record& r = records_[q.id];
+            add_attempts(r, made);
+            r.passes = q.attempts + 1;
+            r.channel = channel;
+            r.error.clear();
+            if (!r.external_id.empty()) {
+                external_ids_.erase(r.external_id);
+            }
+            r.external_id = receipt.external_id;
+            if (!receipt.external_id.empty()) {
+                external_ids_[receipt.external_id] = q.id;
+            }
+            enter(r, MessageStatus::sent, now);
+            if (final_status == MessageStatus::delivered) {
+                enter(r, MessageStatus::delivered, now);
+            }
+            r.busy = false;
+            --in_flight_;
+            finished(q.id, now);
+            idle_.notify_all();
+        }
+        listeners_.emit(
+            StatusChange{q.id, MessageStatus::sending, MessageStatus::sent, now, channel});
+        if (final_status == MessageStatus::delivered) {
+            listeners_.emit(
+                StatusChange{q.id, MessageStatus::sent, MessageStatus::delivered, now, channel});
+        }
+    }
+
+    // The end of a pass that did not send: back in the queue (queued) or dead-lettered.
+    void finish_pass(const std::string& id, std::vector<DeliveryAttempt>& made, MessageStatus to,
+                     const std::string& error, std::uint32_t passes, bool kept,
+                     const std::string& dead_letter_id = {}) {
+        const WallTime now = clock_.wall_now();
+        StatusChange change{id, MessageStatus::sending, to, now, {}};
+        {
+            detail::LockGuard lock(mutex_);
+            if (!kept) {
+                ++counters_.lease_lost;
+            }
+            Record& r = records_[id];
+            add_attempts(r, made);
+            r.passes = passes;
+            r.error = error;
+            change.from = r.busy ? MessageStatus::sending : r.status;
+            if (to == MessageStatus::queued) {
+                ++counters_.retries;
+            } else {
+                r.dead_letter_id = dead_letter_id;
+            }
+            enter(r, to, now);
+            if (r.busy) {
+                r.busy = false;
+                --in_flight_;
+            }
+            if (is_final(to)) {
+                finished(id, now);
+            }
+            idle_.notify_all();
+        }
+        listeners_.emit(change);
+    }
+
+    static std::string join(const std::vector<std::string>& names) {
+        std::string out;
+        for (const std::string& n : names) {
+            if (!out.empty()) {
+                out += ',';
+            }
+            out += n;
+        }
+        return out;
+    }
+
+    // Hands the message to the dead-letter store, then takes it out of the queue: a crash
+    // between the two leaves a duplicate letter add (a no-op: same id), never a loss.
+    void bury_message(const QueuedMessage& q, Envelope& env, std::vector<DeliveryAttempt>& made,
+                      DeadLetterReason reason, const std::string& error) {
+        DeadLetter d;
+        d.id = q.id;
+        if (env.generation > 0) {
+            d.id += "~" + std::to_string(env.generation);
+        }
+        d.type = env.route.empty() ? options_.name : env.route.front();
+        d.payload = env.body;
+        d.error = error;
+        d.reason = reason;
+        d.tags = {"engine:" + options_.name, "message:" + q.id, "route:" + join(env.route),
+                  "generation:" + std::to_string(env.generation)};
+        if (!env.origin.empty()) {
+            d.tags.push_back("origin:" + env.origin);
+        }
+        d.attempts = env.history;
+        const std::uint32_t passes = q.attempts + 1;
+        if (!store_letter(d)) {
+            // The store refused (full, an I/O error): the message stays queued and the letter
+            // is tried again later, without spending a pass.
+            QueuedMessage back = q;
+            back.payload = encode_envelope(env);
+            back.due = clock_.wall_now() + std::chrono::seconds(30);
+            const bool kept = queue_->release(back);
+            finish_pass(q.id, made, MessageStatus::queued, error, q.attempts, kept);
+            return;
+        }
+        const bool kept = queue_->complete(q.id, q.lease);
+        finish_pass(q.id, made, MessageStatus::dead_lettered, error, passes, kept, d.id);
+    }
+
+    // A message the engine cannot read: its raw bytes go to the dead-letter store.
+    void bury_raw(const QueuedMessage& q, const std::string& why) {
+        DeadLetter d;
+        d.id = q.id;
+        d.type = options_.name;
+        d.payload = q.payload;
+        d.error = why;
+        d.reason = DeadLetterReason::rejected;
+        d.tags = {"engine:" + options_.name, "message:" + q.id, "undecodable"};
+        if (!store_letter(d)) {
+            give_back(q, clock_.wall_now() + std::chrono::seconds(30));
+            return;
+        }
+        const bool kept = queue_->complete(q.id, q.lease);
+        std::vector<DeliveryAttempt> none;
+        finish_pass(q.id, none, MessageStatus::dead_lettered, why, q.attempts, kept, d.id);
+    }
+
+    bool store_letter(DeadLetter& d) {
+        try {
+            detail::fit_letter(d, dead_letters_.limits());
+            dead_letters_.add(d);
+            return true;
+        } catch (...) {
+            detail::LockGuard lock(mutex_);
+            ++counters_.dead_letter_failures;
+            return false;
+        }
+    }
+
+    // The reprocess handler: the letter's message back in the queue.
+    bool redrive(const DeadLetter& d, const std::vector<std::string>& force_channels) {
+        std::string id;
+        std::vector<std::string> route;
+        std::uint32_t generation = 0;
+        bool ours = false;
+        for (const std::string& tag : d.tags) {
+            if (tag == "engine:" + options_.name) {
+                ours = true;
+            } else if (tag.rfind("message:", 0) == 0) {
+                id = tag.substr(8);
+            } else if (tag.rfind("route:", 0) == 0) {
+                route = split(tag.substr(6));
+            } else if (tag.rfind("generation:", 0) == 0) {
+                generation =
+                    static_cast<std::uint32_t>(std::strtoul(tag.c_str() + 11, nullptr, 10));
+            }
+        }
+        if (!ours || id.empty() ||
+            std::find(d.tags.begin(), d.tags.end(), "undecodable") != d.tags.end()) {
+            return false;
+        }
+        Envelope env;
+        env.route = force_channels.empty() ? route : force_channels;
+        env.generation = generation + 1;
+        env.origin = d.id;
+        env.history = d.attempts;
+        env.body = d.payload;
+        const WallTime now = clock_.wall_now();
+        QueuedMessage q;
+        q.id = id;
+        q.payload = encode_envelope(env);
+        q.enqueued = now;
+        {
+            detail::LockGuard lock(mutex_);
+            const auto spacing = std::chrono::duration_cast<Duration>(
+                std::chrono::duration<double>(1.0 / options_.redrive_rate));
+            next_redrive_ = std::max(next_redrive_, now);
+            q.due = next_redrive_;
+            next_redrive_ = q.due + spacing;
+        }
+        StatusChange change{};
+        {
+            detail::LockGuard lock(mutex_);
+            Record& r = records_[id];
+            change.from = r.status;
+            r.route = env.route;
+            r.passes = 0;
+            r.error.clear();
+            enter(r, MessageStatus::queued, now);
+        }
+        try {
+            queue_->push(q);
+        } catch (...) {
+            detail::LockGuard lock(mutex_);
+            Record& r = records_[id];
+            if (r.status == MessageStatus::queued && !r.busy) {
+                enter(r, change.from, now);
+            }
+            throw;
+        }
+        {
+            detail::LockGuard lock(mutex_);
+            ++counters_.redriven;
+            wake_.notify_all();
+        }
+        change.id = id;
+        change.to = MessageStatus::queued;
+        change.at = now;
+        listeners_.emit(change);
+        return true;
+    }
+
+    static std::vector<std::string> split(const std::string& list) {
+        std::vector<std::string> out;
+        std::size_t from = 0;
+        while (from < list.size()) {
+            const std::size_t comma = std::min(list.find(',', from), list.size());
+            out.push_back(list.substr(from, comma - from));
+            from = comma + 1;
+        }
+        return out;
+    }
+
+    void work() {
+        for (;;) {
+            {
+                detail::LockGuard lock(mutex_);
+                if (quit_) {
+                    return;
+                }
+            }
+            std::vector<QueuedMessage> batch;
+            try {
+                batch = queue_->claim(clock_.wall_now(), options_.batch_size, options_.lease);
+            } catch (...) {  // NOLINT(bugprone-empty-catch): the store failed; wait and retry
+            }
+            if (!batch.empty()) {
+                handle_batch(batch);
+                continue;
+            }
+            std::optional<WallTime> next;
+            try {
+                next = queue_->next_ready();
+            } catch (...) {  // NOLINT(bugprone-empty-catch): poll again
+            }
+            detail::UniqueLock lock(mutex_);
+            if (quit_) {
+                return;
+            }
+            Duration wait = options_.poll_interval;
+            if (next) {
+                wait = std::min(wait, *next - clock_.wall_now());
+            }
+            if (wait > Duration::zero()) {
+                clock_.wait_until(wake_, lock.native(), clock_.now() + wait);
+            }
+        }
+    }
+
+    void shut_down() noexcept {
+        {
+            detail::LockGuard lock(mutex_);
+            quit_ = true;
+            wake_.notify_all();
+        }
+        for (std::thread& t : workers_) {
+            if (t.joinable()) {
+                t.join();
+            }
+        }
+        workers_.clear();
+    }
+
+    const DeliveryEngineOptions options_;
+    Clock& clock_;
+    DeadLetterStore& dead_letters_;
+    const std::unique_ptr<InMemoryQueueStore> own_queue_;
+    QueueStore* const queue_;
+    const std::uint64_t seed_;
+    std::atomic<std::uint64_t> next_seq_{0};
+    Listeners<StatusChange> listeners_;
+
+    // Configuration: channels, rules, codec. Never held while calling out.
+    mutable detail::Mutex config_mutex_;
+    std::vector<std::shared_ptr<Slot>> slots_ BULWARK_GUARDED_BY(config_mutex_);
+    FallbackRules rules_ BULWARK_GUARDED_BY(config_mutex_);
+    // Set only before start() (under config_mutex_); read without it afterwards, by threads
+    // that passed start(), whose lock (or live_'s acquire) orders the write before them.
+    Encoder encode_;
+    Decoder decode_;
+    bool started_ BULWARK_GUARDED_BY(config_mutex_) = false;
+
+    mutable detail::Mutex routing_mutex_;
+    std::shared_ptr<Routing> routing_ BULWARK_GUARDED_BY(routing_mutex_);
+
+    // Message records and the workers' state.
+    mutable detail::Mutex mutex_;
+    std::condition_variable wake_;  // a message may be ready, or quit_
+    std::condition_variable idle_;  // a pass ended
+    std::unordered_map<std::string, Record> records_ BULWARK_GUARDED_BY(mutex_);
+    std::unordered_map<std::string, std::string> external_ids_ BULWARK_GUARDED_BY(mutex_);
+    std::deque<std::pair<WallTime, std::string>> finished_ BULWARK_GUARDED_BY(mutex_);
+    DeliveryEngineCounters counters_ BULWARK_GUARDED_BY(mutex_);
+    std::size_t in_flight_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::size_t submitting_ BULWARK_GUARDED_BY(mutex_) = 0;
+    WallTime next_redrive_ BULWARK_GUARDED_BY(mutex_){};
+    bool running_ BULWARK_GUARDED_BY(mutex_) = false;
+    bool stopped_ BULWARK_GUARDED_BY(mutex_) = false;
+    bool quit_ BULWARK_GUARDED_BY(mutex_) = false;
+    std::atomic<bool> live_{false};  // start() has run to the end
+    std::vector<std::thread> workers_;
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_DELIVERY_HPP
+// #include <bulwark/delivery_error.hpp> (already included above)
+// #include <bulwark/fallback_chain.hpp> (already included above)
 // #include <bulwark/health.hpp>
 // HealthMonitor: scheduled health checks with timeouts, history, listeners and reports.
 #ifndef BULWARK_HEALTH_HPP
@@ -12392,359 +16088,7 @@ using HealthMonitor = BasicHealthMonitor<>;
 }  // namespace bulwark
 
 #endif  // BULWARK_HEALTH_HPP
-// #include <bulwark/in_memory_queue_store.hpp>
-// InMemoryQueueStore: a bounded, thread-safe QueueStore kept in memory.
-#ifndef BULWARK_IN_MEMORY_QUEUE_STORE_HPP
-#define BULWARK_IN_MEMORY_QUEUE_STORE_HPP
-
-#include <cstddef>
-#include <cstdint>
-#include <limits>
-#include <map>
-#include <optional>
-#include <string>
-#include <string_view>
-#include <unordered_map>
-#include <utility>
-#include <vector>
-
-// #include <bulwark/config.hpp> (already included above)
-// #include <bulwark/detail/mutex.hpp> (already included above)
-// #include <bulwark/detail/throw.hpp> (already included above)
-// #include <bulwark/queue_store.hpp>
-// Durable-queue vocabulary: QueuedMessage, leases, QueueFullError and the QueueStore interface.
-#ifndef BULWARK_QUEUE_STORE_HPP
-#define BULWARK_QUEUE_STORE_HPP
-
-#include <cstddef>
-#include <cstdint>
-#include <limits>
-#include <optional>
-#include <string>
-#include <string_view>
-#include <vector>
-
-// #include <bulwark/config.hpp> (already included above)
-// #include <bulwark/errors.hpp> (already included above)
-// #include <bulwark/time.hpp> (already included above)
-
-namespace bulwark {
-
-// A queue (or its store) is at its capacity: a rejection, nothing was queued; retry_after() is
-// zero. source(): the queue's name when a queue raised it.
-class QueueFullError : public RejectedError {
-public:
-    using RejectedError::RejectedError;
-};
-
-// One message as a QueueStore keeps it: opaque bytes plus what the queue needs to schedule it.
-// The store never reads the payload; the queue or engine that owns the store encodes its own
-// state (the message, its channels, its attempt history) into it.
-struct QueuedMessage {
-    std::string id;       // unique within the store; not empty; chosen by the owner
-    std::string payload;  // opaque bytes
-    WallTime due{};       // claim() does not hand it out before this
-    WallTime enqueued{};  // when it was first pushed (kept across releases)
-    // The owner's count of attempts made; the store only keeps what release() gives it.
-    std::uint32_t attempts = 0;
-    // How many times claim() has leased it out (SQS's receive count). A message whose claims
-    // outrun its attempts was leased by a worker that died before reporting.
-    std::uint32_t claims = 0;
-    // Set by claim(): the token that complete(), release() and extend() must carry. 0: not
-    // leased. A store never hands out the same token twice, across restarts included.
-    std::uint64_t lease = 0;
-    WallTime lease_until{};  // when the lease runs out (meaningful while lease != 0)
-};
-
-// What a QueueStore holds, at one moment.
-struct QueueStoreStats {
-    std::size_t size = 0;    // messages held, leased or not
-    std::size_t leased = 0;  // of which under a lease that has not been ended (may have run out)
-};
-
-// Where a durable queue keeps its messages. A message is pushed, then leased out by claim() to
-// one worker at a time for a visibility timeout; the worker ends the lease with complete() (the
-// message is done: it leaves the store) or release() (try again at a new due time, with its new
-// state). A lease that runs out without either makes the message claimable again, so a worker or
-// process that dies loses nothing: the message is delivered again (at least once).
-//
-// Rules every implementation follows (tests/queue_store_conformance.hpp checks them):
-//   - push() returns only once the message is stored (durably, for a durable store); a message
-//     with an empty or already held id is refused with std::invalid_argument naming it.
-//   - claim(now, max, lease_for) leases up to `max` messages that are ready at `now`: not leased
-//     and due <= now, or leased with lease_until <= now. They come in the order they became
-//     ready (due, or the end of the lease), ties in push order. Each gets a fresh token,
-//     lease_until = now + lease_for and claims + 1.
-//   - complete/release/extend act only while `lease` is the message's current token and return
-//     false otherwise (the lease ran out and another claim took the message, or it is gone):
-//     the caller's view is stale and it must not assume the message is done.
-//   - Times are wall times (they outlive the process); the store never reads a clock itself.
-//   - Every member is thread-safe.
-//
-// Usage: InMemoryQueueStore store; store.push({"m-1", bytes, now}); auto batch = store.claim(now,
-// 50, 30s); ... store.complete(batch[0].id, batch[0].lease);
-class QueueStore {
-public:
-    virtual ~QueueStore() = default;
-
-    // Stores `message` (its claims and lease fields are ignored and start at zero). Throws
-    // std::invalid_argument for an empty or duplicate id, QueueFullError when the store is full.
-    virtual void push(const QueuedMessage& message) = 0;
-
-    // Stores every message, as push() one by one; a store may write them as one durable step.
-    // On a throw, the messages before the one that failed are stored.
-    virtual void push_all(const std::vector<QueuedMessage>& messages) {
-        for (const QueuedMessage& m : messages) {
-            push(m);
-        }
-    }
-
-    // Leases up to `max` ready messages (see the rules above) and returns copies of them.
-    virtual std::vector<QueuedMessage> claim(WallTime now, std::size_t max, Duration lease_for) = 0;
-
-    // The message leased under `lease` is done: removes it. false when `lease` is not current.
-    virtual bool complete(std::string_view id, std::uint64_t lease) = 0;
-
-    // Ends the lease on `message.id` (which must be `message.lease`) and stores its new payload,
-    // due time and attempts; it is claimable again at `due`. false when the lease is not current.
-    virtual bool release(const QueuedMessage& message) = 0;
-
-    // Moves the end of a current lease to `until` (a heartbeat for a long attempt).
-    virtual bool extend(std::string_view id, std::uint64_t lease, WallTime until) = 0;
-
-    // Removes a message whatever its lease (an operator's cancel). false when it is not held.
-    virtual bool remove(std::string_view id) = 0;
-
-    virtual std::optional<QueuedMessage> get(std::string_view id) const = 0;
-
-    virtual std::size_t size() const = 0;
-
-    // The earliest time claim() could return a message: the least due time of the messages not
-    // leased and the least lease end of those leased. nullopt when the store is empty.
-    virtual std::optional<WallTime> next_ready() const = 0;
-
-    // Up to `limit` messages, in the order claim() would consider them.
-    virtual std::vector<QueuedMessage> list(
-        std::size_t limit = std::numeric_limits<std::size_t>::max()) const = 0;
-
-    virtual QueueStoreStats stats() const = 0;
-};
-
-}  // namespace bulwark
-
-#endif  // BULWARK_QUEUE_STORE_HPP
-
-namespace bulwark {
-
-// A QueueStore in memory: leases work as in a durable store (a worker that never reports gives
-// its message back when the lease runs out), but everything is lost with the process.
-//   bulwark::InMemoryQueueStore store(/*max_size*/ 1000000);
-// push, claim (per message), complete and release are O(log n) under one mutex.
-class InMemoryQueueStore final : public QueueStore {
-public:
-    // `max_size` >= 1: push() beyond it throws QueueFullError.
-    explicit InMemoryQueueStore(std::size_t max_size = 10000000) : max_size_(max_size) {
-        if (max_size_ == 0) {
-            detail::throw_invalid_option("InMemoryQueueStore max_size", "must be >= 1", "0");
-        }
-    }
-
-    void push(const QueuedMessage& message) override {
-        detail::LockGuard lock(mutex_);
-        insert(message);
-    }
-
-    // All or nothing: a batch that does not fit, or holds a bad id, stores none of its messages.
-    void push_all(const std::vector<QueuedMessage>& messages) override {
-        detail::LockGuard lock(mutex_);
-        if (messages.size() > max_size_ - entries_.size()) {
-            full();
-        }
-        std::size_t done = 0;
-        try {
-            for (; done < messages.size(); ++done) {
-                insert(messages[done]);
-            }
-        } catch (...) {
-            for (std::size_t i = 0; i < done; ++i) {
-                erase(messages[i].id);
-            }
-            throw;
-        }
-    }
-
-    std::vector<QueuedMessage> claim(WallTime now, std::size_t max, Duration lease_for) override {
-        std::vector<QueuedMessage> out;
-        detail::LockGuard lock(mutex_);
-        while (out.size() < max && !ready_.empty() && ready_.begin()->first <= now) {
-            auto node = ready_.begin();
-            Entry& e = *node->second;
-            ready_.erase(node);
-            if (e.message.lease == 0) {
-                ++leased_;
-            }
-            e.message.lease = ++last_lease_;
-            e.message.lease_until = now + lease_for;
-            ++e.message.claims;
-            e.ready = ready_.emplace(e.message.lease_until, &e);
-            out.push_back(e.message);
-        }
-        return out;
-    }
-
-    bool complete(std::string_view id, std::uint64_t lease) override {
-        detail::LockGuard lock(mutex_);
-        Entry* e = leased(id, lease);
-        if (e == nullptr) {
-            return false;
-        }
-        erase(e->message.id);
-        return true;
-    }
-
-    bool release(const QueuedMessage& message) override {
-        detail::LockGuard lock(mutex_);
-        Entry* e = leased(message.id, message.lease);
-        if (e == nullptr) {
-            return false;
-        }
-        ready_.erase(e->ready);
-        e->message.payload = message.payload;
-        e->message.due = message.due;
-        e->message.attempts = message.attempts;
-        e->message.lease = 0;
-        e->message.lease_until = WallTime{};
-        --leased_;
-        e->ready = ready_.emplace(e->message.due, e);
-        return true;
-    }
-
-    bool extend(std::string_view id, std::uint64_t lease, WallTime until) override {
-        detail::LockGuard lock(mutex_);
-        Entry* e = leased(id, lease);
-        if (e == nullptr) {
-            return false;
-        }
-        ready_.erase(e->ready);
-        e->message.lease_until = until;
-        e->ready = ready_.emplace(until, e);
-        return true;
-    }
-
-    bool remove(std::string_view id) override {
-        detail::LockGuard lock(mutex_);
-        return erase(id);
-    }
-
-    std::optional<QueuedMessage> get(std::string_view id) const override {
-        detail::LockGuard lock(mutex_);
-        auto it = entries_.find(std::string(id));
-        if (it == entries_.end()) {
-            return std::nullopt;
-        }
-        return it->second.message;
-    }
-
-    std::size_t size() const override {
-        detail::LockGuard lock(mutex_);
-        return entries_.size();
-    }
-
-    std::optional<WallTime> next_ready() const override {
-        detail::LockGuard lock(mutex_);
-        if (ready_.empty()) {
-            return std::nullopt;
-        }
-        return ready_.begin()->first;
-    }
-
-    std::vector<QueuedMessage> list(std::size_t limit) const override {
-        std::vector<QueuedMessage> out;
-        detail::LockGuard lock(mutex_);
-        for (auto it = ready_.begin(); it != ready_.end() && out.size() < limit; ++it) {
-            out.push_back(it->second->message);
-        }
-        return out;
-    }
-
-    QueueStoreStats stats() const override {
-        detail::LockGuard lock(mutex_);
-        return {entries_.size(), leased_};
-    }
-
-private:
-    struct Entry {
-        QueuedMessage message;
-        // Its node in ready_: keyed by due while not leased, by lease_until while leased.
-        std::multimap<WallTime, Entry*>::iterator ready;
-    };
-
-    [[noreturn]] BULWARK_NOINLINE void full() const {
-        throw QueueFullError("bulwark::InMemoryQueueStore is full (max_size " +
-                             std::to_string(max_size_) + ")");
-    }
-
-    void insert(const QueuedMessage& message) BULWARK_REQUIRES(mutex_) {
-        if (message.id.empty()) {
-            detail::throw_invalid_argument("bulwark::InMemoryQueueStore::push: empty id");
-        }
-        if (entries_.size() >= max_size_) {
-            full();
-        }
-        auto [it, inserted] = entries_.try_emplace(message.id);
-        if (!inserted) {
-            detail::throw_invalid_argument("bulwark::InMemoryQueueStore::push: id '" + message.id +
-                                           "' is already queued");
-        }
-        Entry& e = it->second;
-        e.message = message;
-        e.message.claims = 0;
-        e.message.lease = 0;
-        e.message.lease_until = WallTime{};
-        try {
-            e.ready = ready_.emplace(e.message.due, &e);
-        } catch (...) {
-            entries_.erase(it);
-            throw;
-        }
-    }
-
-    bool erase(std::string_view id) BULWARK_REQUIRES(mutex_) {
-        auto it = entries_.find(std::string(id));
-        if (it == entries_.end()) {
-            return false;
-        }
-        if (it->second.message.lease != 0) {
-            --leased_;
-        }
-        ready_.erase(it->second.ready);
-        entries_.erase(it);
-        return true;
-    }
-
-    Entry* leased(std::string_view id, std::uint64_t lease) BULWARK_REQUIRES(mutex_) {
-        if (lease == 0) {
-            return nullptr;
-        }
-        auto it = entries_.find(std::string(id));
-        if (it == entries_.end() || it->second.message.lease != lease) {
-            return nullptr;
-        }
-        return &it->second;
-    }
-
-    const std::size_t max_size_;
-    mutable detail::Mutex mutex_;
-    // Node-based: Entry addresses stay valid while the map grows.
-    std::unordered_map<std::string, Entry> entries_ BULWARK_GUARDED_BY(mutex_);
-    std::multimap<WallTime, Entry*> ready_ BULWARK_GUARDED_BY(mutex_);
-    std::size_t leased_ BULWARK_GUARDED_BY(mutex_) = 0;
-    std::uint64_t last_lease_ BULWARK_GUARDED_BY(mutex_) = 0;
-};
-
-}  // namespace bulwark
-
-#endif  // BULWARK_IN_MEMORY_QUEUE_STORE_HPP
+// #include <bulwark/in_memory_queue_store.hpp> (already included above)
 // #include <bulwark/inline_vector.hpp> (already included above)
 // #include <bulwark/metrics.hpp>
 // Metrics: to_prometheus() renders every component's statistics in the Prometheus text format.
@@ -12774,365 +16118,8 @@ private:
 #include <vector>
 
 // #include <bulwark/detail/throw.hpp> (already included above)
-// #include <bulwark/detail/utf8.hpp>
-// UTF-8 validation: text from message data made safe for formats that require UTF-8 (private).
-#ifndef BULWARK_DETAIL_UTF8_HPP
-#define BULWARK_DETAIL_UTF8_HPP
-
-#include <cstddef>
-#include <string>
-#include <string_view>
-
-namespace bulwark {
-namespace detail {
-
-// The length of the well-formed UTF-8 sequence that starts at text[at] (1 to 4), or 0 when the
-// bytes there are not one (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF).
-inline std::size_t utf8_sequence_length(std::string_view text, std::size_t at) noexcept {
-    const auto byte = [&](std::size_t i) {
-        return static_cast<unsigned char>(text[at + i]);
-    };
-    const unsigned char lead = byte(0);
-    if (lead < 0x80) {
-        return 1;
-    }
-    std::size_t length = 0;
-    unsigned char low = 0x80;   // the range of the second byte, which rules out overlong forms,
-    unsigned char high = 0xBF;  // surrogates and code points above U+10FFFF
-    if (lead >= 0xC2 && lead <= 0xDF) {
-        length = 2;
-    } else if (lead >= 0xE0 && lead <= 0xEF) {
-        length = 3;
-        low = lead == 0xE0 ? 0xA0 : 0x80;
-        high = lead == 0xED ? 0x9F : 0xBF;
-    } else if (lead >= 0xF0 && lead <= 0xF4) {
-        length = 4;
-        low = lead == 0xF0 ? 0x90 : 0x80;
-        high = lead == 0xF4 ? 0x8F : 0xBF;
-    } else {
-        return 0;
-    }
-    if (text.size() - at < length || byte(1) < low || byte(1) > high) {
-        return 0;
-    }
-    for (std::size_t i = 2; i < length; ++i) {
-        if (byte(i) < 0x80 || byte(i) > 0xBF) {
-            return 0;
-        }
-    }
-    return length;
-}
-
-// Appends `text` with each byte that does not start a well-formed sequence replaced by U+FFFD,
-// calling escape(out, c) for each ASCII character so the caller can escape it.
-template <class Escape>
-void append_utf8(std::string& out, std::string_view text, Escape&& escape) {
-    for (std::size_t at = 0; at < text.size();) {
-        const std::size_t length = utf8_sequence_length(text, at);
-        if (length == 0) {
-            out += "\xEF\xBF\xBD";
-            ++at;
-        } else if (length == 1) {
-            escape(out, text[at]);
-            ++at;
-        } else {
-            out.append(text, at, length);
-            at += length;
-        }
-    }
-}
-
-}  // namespace detail
-}  // namespace bulwark
-
-#endif  // BULWARK_DETAIL_UTF8_HPP
-// #include <bulwark/metrics_writer.hpp>
-// MetricsWriter: samples grouped into metric families, rendered in the Prometheus text format.
-#ifndef BULWARK_METRICS_WRITER_HPP
-#define BULWARK_METRICS_WRITER_HPP
-
-#include <algorithm>
-#include <chrono>
-#include <cstddef>
-#include <cstdint>
-#include <cstdio>
-#include <cstdlib>
-#include <map>
-#include <set>
-#include <string>
-#include <string_view>
-#include <type_traits>
-#include <utility>
-#include <vector>
-
-// #include <bulwark/detail/math.hpp> (already included above)
-// #include <bulwark/detail/number.hpp> (already included above)
-// #include <bulwark/detail/throw.hpp> (already included above)
 // #include <bulwark/detail/utf8.hpp> (already included above)
-
-namespace bulwark {
-
-// One label of a sample: {name, value}. The value is escaped on output; the name must match
-// [a-zA-Z_][a-zA-Z0-9_]* and not start with "__" (reserved by Prometheus).
-using MetricLabel = std::pair<std::string_view, std::string_view>;
-using MetricLabels = std::vector<MetricLabel>;
-
-namespace detail {
-
-// Prometheus's spelling of a double: "+Inf", "-Inf", "NaN", else the shortest of %.15g, %.16g
-// and %.17g that reads back as the same double (so 0.1 prints as 0.1, and every value is exact).
-// The decimal separator is always '.', whatever the C locale says: snprintf and strtod agree on
-// the locale's separator, and the digits are then copied with any non-numeric run (a ',' or a
-// multi-byte separator) replaced by one '.' (with_decimal_point).
-inline std::string metric_number(double value) {
-    if (detail::is_nan(value)) {
-        return "NaN";
-    }
-    if (detail::is_inf(value)) {
-        return value > 0 ? "+Inf" : "-Inf";
-    }
-    char buffer[48];
-    for (int precision = 15; precision <= 17; ++precision) {
-        std::snprintf(buffer, sizeof buffer, "%.*g", precision, value);
-        if (std::strtod(buffer, nullptr) == value) {
-            break;
-        }
-    }
-    return with_decimal_point(buffer);
-}
-
-// Label values escape backslash, double quote and line feed; HELP text only backslash and line
-// feed (the exposition format's two escaping rules). The format is UTF-8 and a scraper rejects
-// the whole exposition for one bad byte, so bytes that are not UTF-8 (a dead letter's type or
-// category comes from message data) become U+FFFD.
-inline void append_escaped(std::string& out, std::string_view text, bool quote) {
-    append_utf8(out, text, [quote](std::string& to, char c) {
-        if (c == '\\') {
-            to += "\\\\";
-        } else if (c == '\n') {
-            to += "\\n";
-        } else if (c == '"' && quote) {
-            to += "\\\"";
-        } else {
-            to.push_back(c);
-        }
-    });
-}
-
-inline bool is_metric_name(std::string_view name, bool allow_colon) noexcept {
-    if (name.empty()) {
-        return false;
-    }
-    for (std::size_t i = 0; i < name.size(); ++i) {
-        const char c = name[i];
-        const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
-                        (allow_colon && c == ':') || (i > 0 && c >= '0' && c <= '9');
-        if (!ok) {
-            return false;
-        }
-    }
-    return true;
-}
-
-template <class Rep, class Period>
-double seconds(std::chrono::duration<Rep, Period> d) noexcept {
-    return std::chrono::duration<double>(d).count();
-}
-
-}  // namespace detail
-
-// A sample's value: integers are kept exact (a 64-bit counter prints every digit), floating-point
-// values as described at detail::metric_number, bools as 1 and 0.
-class MetricValue {
-public:
-    template <class N, std::enable_if_t<std::is_integral<N>::value && !std::is_same<N, bool>::value,
-                                        int> = 0>
-    MetricValue(N n) {  // NOLINT(google-explicit-constructor): values convert implicitly
-        if constexpr (std::is_signed<N>::value) {
-            text_ = std::to_string(static_cast<long long>(n));
-            negative_ = n < 0;
-        } else {
-            text_ = std::to_string(static_cast<unsigned long long>(n));
-        }
-    }
-    template <class F, std::enable_if_t<std::is_floating_point<F>::value, int> = 0>
-    MetricValue(F f)  // NOLINT(google-explicit-constructor)
-        : text_(detail::metric_number(static_cast<double>(f))),
-          negative_(detail::is_nan(static_cast<double>(f)) || f < 0) {}
-    MetricValue(bool b) : text_(b ? "1" : "0") {}  // NOLINT(google-explicit-constructor)
-
-    const std::string& text() const noexcept { return text_; }
-    // Negative or NaN: not a valid counter value.
-    bool negative() const noexcept { return negative_; }
-
-private:
-    std::string text_;
-    bool negative_ = false;
-};
-
-// Collects samples grouped into metric families and renders them in the Prometheus text
-// exposition format: each family once, `# HELP` and `# TYPE` first, then all its samples
-// together, families in the order they were first added. to_prometheus() fills one; add your own
-// series to the same exposition with add_counter()/add_gauge().
-//   bulwark::MetricsWriter w;
-//   w.add_counter("app_requests_total", "Requests served.", {{"route", "/send"}}, 42);
-//   bulwark::to_prometheus(w, breaker, bulwark::metric_name("sms_retry", retry));
-//   respond(200, "text/plain; version=0.0.4; charset=utf-8", w.str());
-// A family's help is the first one given. A sample whose family and label set (in any order) were
-// already added is dropped, and counted in dropped(): the first wins, so the exposition never
-// holds two series with the same identity (Prometheus would reject the scrape).
-// Throws std::invalid_argument for an invalid metric or label name, a label named twice, a
-// family added both as a counter and as a gauge, or a negative or NaN counter value.
-// Not thread-safe: build one per scrape.
-// MetricsWriter is BasicMetricsWriter<>: a class template only so that its code is compiled where
-// it is used (the Tag is never used).
-template <class Tag = void>
-class BasicMetricsWriter {
-public:
-    enum class Type : std::uint8_t { counter, gauge };
-
-    BasicMetricsWriter& add_counter(std::string_view name, std::string_view help,
-                                    const MetricLabels& labels, const MetricValue& value) {
-        add(Type::counter, name, help, labels, value);
-        return *this;
-    }
-
-    BasicMetricsWriter& add_gauge(std::string_view name, std::string_view help,
-                                  const MetricLabels& labels, const MetricValue& value) {
-        add(Type::gauge, name, help, labels, value);
-        return *this;
-    }
-
-    // The exposition: ends with a line feed unless empty.
-    std::string str() const {
-        std::string out;
-        for (const Family& f : families_) {
-            out += "# HELP ";
-            out += f.name;
-            out.push_back(' ');
-            detail::append_escaped(out, f.help, false);
-            out += "\n# TYPE ";
-            out += f.name;
-            out += f.type == Type::counter ? " counter\n" : " gauge\n";
-            out += f.samples;
-        }
-        return out;
-    }
-
-    std::size_t families() const noexcept { return families_.size(); }
-    std::size_t samples() const noexcept { return samples_; }
-    // Samples dropped as duplicates of an earlier (family, label set).
-    std::size_t dropped() const noexcept { return dropped_; }
-    bool empty() const noexcept { return families_.empty(); }
-
-private:
-    struct Family {
-        std::string name;
-        std::string help;
-        Type type;
-        std::string samples;           // rendered sample lines
-        std::set<std::string> series;  // label sets seen, labels sorted by name
-    };
-
-    void add(Type type, std::string_view name, std::string_view help, const MetricLabels& labels,
-             const MetricValue& value) {
-        if (!detail::is_metric_name(name, true)) {
-            detail::throw_invalid_argument("bulwark::MetricsWriter: invalid metric name \"" +
-                                           std::string(name) + "\"");
-        }
-        for (const MetricLabel& label : labels) {
-            if (!detail::is_metric_name(label.first, false) || label.first.substr(0, 2) == "__") {
-                detail::throw_invalid_argument("bulwark::MetricsWriter: invalid label name \"" +
-                                               std::string(label.first) + "\" in " +
-                                               std::string(name));
-            }
-        }
-        if (type == Type::counter && value.negative()) {
-            detail::throw_invalid_argument("bulwark::MetricsWriter: counter " + std::string(name) +
-                                           " must not be negative or NaN, got " + value.text());
-        }
-        // A label with an empty value is the same series as one without it (Prometheus's rule),
-        // so it is left out of both the identity and the output.
-        MetricLabels sorted;
-        sorted.reserve(labels.size());
-        for (const MetricLabel& label : labels) {
-            if (!label.second.empty()) {
-                sorted.push_back(label);
-            }
-        }
-        const MetricLabels shown(sorted);
-        std::sort(sorted.begin(), sorted.end(),
-                  [](const MetricLabel& a, const MetricLabel& b) { return a.first < b.first; });
-        std::string key;
-        for (std::size_t i = 0; i < sorted.size(); ++i) {
-            if (i > 0 && sorted[i].first == sorted[i - 1].first) {
-                detail::throw_invalid_argument("bulwark::MetricsWriter: label \"" +
-                                               std::string(sorted[i].first) + "\" given twice in " +
-                                               std::string(name));
-            }
-            append_label(key, sorted[i]);
-        }
-        Family& f = family(type, name, help);
-        if (!f.series.insert(std::move(key)).second) {
-            ++dropped_;
-            return;
-        }
-        f.samples += name;
-        if (!shown.empty()) {
-            f.samples.push_back('{');
-            for (std::size_t i = 0; i < shown.size(); ++i) {
-                if (i > 0) {
-                    f.samples.push_back(',');
-                }
-                append_label(f.samples, shown[i]);
-            }
-            f.samples.push_back('}');
-        }
-        f.samples.push_back(' ');
-        f.samples += value.text();
-        f.samples.push_back('\n');
-        ++samples_;
-    }
-
-    static void append_label(std::string& out, const MetricLabel& label) {
-        out += label.first;
-        out += "=\"";
-        detail::append_escaped(out, label.second, true);
-        out.push_back('"');
-    }
-
-    Family& family(Type type, std::string_view name, std::string_view help) {
-        auto it = index_.find(name);
-        if (it == index_.end()) {
-            // The family first, then its index entry, undone if that throws: the index never
-            // points past the end of families_.
-            families_.push_back(Family{std::string(name), std::string(help), type, {}, {}});
-            try {
-                it = index_.emplace(std::string(name), families_.size() - 1).first;
-            } catch (...) {
-                families_.pop_back();
-                throw;
-            }
-        }
-        Family& f = families_[it->second];
-        if (f.type != type) {
-            detail::throw_invalid_argument("bulwark::MetricsWriter: " + std::string(name) +
-                                           " was added both as a counter and as a gauge");
-        }
-        return f;
-    }
-
-    std::vector<Family> families_;
-    std::map<std::string, std::size_t, std::less<>> index_;
-    std::size_t samples_ = 0;
-    std::size_t dropped_ = 0;
-};
-
-using MetricsWriter = BasicMetricsWriter<>;
-
-}  // namespace bulwark
-
-#endif  // BULWARK_METRICS_WRITER_HPP
+// #include <bulwark/metrics_writer.hpp> (already included above)
 
 namespace bulwark {
 
@@ -13168,6 +16155,8 @@ class DeadLetterStore;
 template <class Tag>
 class BasicInMemoryDeadLetterStore;
 enum class DeadLetterReason : std::uint8_t;
+template <class Message>
+class DeliveryEngine;
 
 // A component with the name its metrics are labelled with: components without a name of their
 // own (RetryPolicy, Bulkhead, RateLimiter, Timeout, Fallback, CacheFallback, LoadShedder,
@@ -13697,6 +16686,23 @@ private:
 
 template <class Tag>
 struct MetricsRenderer<BasicInMemoryDeadLetterStore<Tag>> : MetricsRenderer<DeadLetterStore> {};
+
+// The engine writes its own series (queue depth, statuses, per-channel attempts, cost and a
+// response-time histogram); labelled engine="<its options' name>".
+template <class Message>
+struct MetricsRenderer<DeliveryEngine<Message>> {
+    static constexpr bool known = true;
+    static constexpr bool needs_name = false;
+    static constexpr bool accepts_name = true;
+    template <class E>
+    static std::string_view default_name(const E& e) noexcept {
+        return e.options().name;
+    }
+    template <class E>
+    static void write(MetricsWriter& w, const E& e, std::string_view name) {
+        e.write_metrics(w, name);
+    }
+};
 
 template <class C>
 void write_component(MetricsWriter& w, C& component) {
@@ -16724,728 +19730,7 @@ using ResourceManager = BasicResourceManager<>;
 }  // namespace bulwark
 
 #endif  // BULWARK_RESOURCES_HPP
-// #include <bulwark/retry_queue.hpp>
-// RetryQueue: messages handled, retried on a schedule and dead-lettered when they cannot be.
-#ifndef BULWARK_RETRY_QUEUE_HPP
-#define BULWARK_RETRY_QUEUE_HPP
-
-#include <algorithm>
-#include <condition_variable>
-#include <cstddef>
-#include <cstdint>
-#include <exception>
-#include <functional>
-#include <map>
-#include <memory>
-#include <mutex>
-#include <optional>
-#include <set>
-#include <stdexcept>
-#include <string>
-#include <string_view>
-#include <thread>
-#include <type_traits>
-#include <utility>
-#include <variant>
-#include <vector>
-
-// #include <bulwark/clock.hpp> (already included above)
-// #include <bulwark/dead_letter_store.hpp> (already included above)
-// #include <bulwark/delivery_error.hpp> (already included above)
-// #include <bulwark/detail/dead_letter_index.hpp> (already included above)
-// #include <bulwark/detail/mutex.hpp> (already included above)
-// #include <bulwark/detail/random.hpp> (already included above)
-// #include <bulwark/detail/throw.hpp> (already included above)
-// #include <bulwark/errors.hpp> (already included above)
-// #include <bulwark/queue_store.hpp> (already included above)
-// #include <bulwark/retry.hpp> (already included above)
-// #include <bulwark/time.hpp> (already included above)
-
-namespace bulwark {
-
-// enqueue() on a RetryQueue that has been stopped.
-class QueueStoppedError : public std::logic_error {
-public:
-    using std::logic_error::logic_error;
-};
-
-// What stop() does with the messages still queued.
-enum class StopMode : std::uint8_t {
-    drain,    // go on handling what is due (retries included) until none is left or the timeout
-    persist,  // only let the attempts in flight finish
-};
-
-// A RetryQueue's options; validate() throws std::invalid_argument naming the field.
-struct RetryQueueOptions {
-    // The most messages held, waiting or being handled; enqueue() beyond it throws
-    // QueueFullError. In [1, 100000000].
-    std::size_t max_size = 100000;
-    // Background threads that handle due messages; 0 (the default): none, call run_due().
-    // At most 256.
-    std::size_t workers = 0;
-    // The queue's name: source() of its errors, the channel of the attempts it records.
-    std::string name = "retry-queue";
-    // DeadLetter::type of the messages it dead-letters. Not empty.
-    std::string type = "message";
-    // What a failure means: a DeliveryError's kind by default (permanent and bounced are not
-    // retried; rate_limited waits its retry_after); rules for the adapter's own exceptions.
-    DeliveryClassifier classifier{};
-
-    void validate() const {
-        if (max_size < 1 || max_size > 100000000) {
-            detail::throw_invalid_option("RetryQueueOptions.max_size", "must be in [1, 100000000]",
-                                         std::to_string(max_size));
-        }
-        if (workers > 256) {
-            detail::throw_invalid_option("RetryQueueOptions.workers", "must be <= 256",
-                                         std::to_string(workers));
-        }
-        if (type.empty()) {
-            detail::throw_invalid_option("RetryQueueOptions.type", "must not be empty", "\"\"");
-        }
-    }
-};
-
-// What a RetryQueue did so far.
-struct RetryQueueStats {
-    std::size_t queued = 0;                  // held now: waiting, or being handled
-    std::size_t in_flight = 0;               // being handled now
-    std::uint64_t enqueued = 0;              // accepted by enqueue()
-    std::uint64_t rejected_full = 0;         // refused by enqueue(): the queue was full
-    std::uint64_t attempts = 0;              // handler calls
-    std::uint64_t delivered = 0;             // handled without an error
-    std::uint64_t retries = 0;               // failed attempts scheduled again
-    std::uint64_t dead_lettered = 0;         // added to the dead-letter store
-    std::uint64_t dead_letter_failures = 0;  // store.add() failed: kept, tried again later
-    // Refused by the store for good (too large for it, invalid): held off the schedule until
-    // stop() hands them back.
-    std::uint64_t parked = 0;
-    std::uint64_t returned = 0;  // handed back by stop()
-};
-
-// A queue of messages that a handler delivers: a message whose handler call throws is tried
-// again after the RetryOptions' backoff (or the error's retry_after(), when later), and one that
-// cannot be delivered — retries exhausted, max_elapsed passed, or an error the options'
-// classifier does not count as retryable — goes to the DeadLetterStore with its whole history
-// (every attempt: time, queue name, error). Nothing is dropped: a full queue refuses enqueue()
-// (QueueFullError), a dead-letter store that refuses an add keeps the message here to try
-// again, and stop() hands back what is left.
-//   bulwark::RetryQueue<std::string> queue(send, store, retry_options, /*workers*/ 2);
-//   queue.enqueue(msg);  queue.enqueue_at(msg, when);  queue.run_due();  queue.stop();
-// Driven by worker threads (RetryQueueOptions::workers) or by run_due() from the caller's loop
-// (and tests, on a ManualClock). The handler is called with no lock held, once per message at a
-// time. A Message that is not a string needs an encoder for its dead-letter payload.
-// Thread-safe.
-template <class Message>
-class RetryQueue {
-public:
-    using Handler = std::function<void(const Message&)>;
-    // The bytes a dead letter carries for a message.
-    using Encoder = std::function<std::string(const Message&)>;
-
-    // `store` and `clock` must outlive the queue. Throws std::invalid_argument for invalid
-    // options, an empty handler, or a non-string Message without an encoder.
-    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
-    RetryQueue(Handler handler, DeadLetterStore& store, RetryOptions retry = {},
-               std::size_t workers = 0)
-        : RetryQueue(std::move(handler), store, std::move(retry), with_workers(workers)) {}
-
-    RetryQueue(Handler handler, DeadLetterStore& store, RetryOptions retry,
-               RetryQueueOptions options, Clock& clock = default_clock(), Encoder encode = {})
-        : handler_(std::move(handler)),
-          store_(store),
-          retry_(std::move(retry)),
-          options_(std::move(options)),
-          clock_(clock),
-          encode_(std::move(encode)),
-          seed_(detail::fresh_seed()) {
-        retry_.validate();
-        options_.validate();
-        if (retry_.budget) {
-            detail::throw_invalid_argument(
-                "bulwark::RetryQueue: RetryOptions.budget is not supported (a queue's retries do "
-                "not run in the caller's path); leave it empty");
-        }
-        if (!retry_.retry_listeners.empty()) {
-            detail::throw_invalid_argument(
-                "bulwark::RetryQueue: RetryOptions.on_retry listeners are not supported; read "
-                "stats() instead");
-        }
-        if (!handler_) {
-            detail::throw_invalid_argument("bulwark::RetryQueue: empty handler");
-        }
-        if (!encode_) {
-            if constexpr (std::is_convertible<const Message&, std::string_view>::value) {
-                encode_ = [](const Message& m) {
-                    return std::string(std::string_view(m));
-                };
-            } else {
-                detail::throw_invalid_argument(
-                    "bulwark::RetryQueue: a Message that is not a string needs an encoder for its "
-                    "dead-letter payload");
-            }
-        }
-        workers_.reserve(options_.workers);
-        try {
-            for (std::size_t i = 0; i < options_.workers; ++i) {
-                workers_.emplace_back([this] { work(); });
-            }
-        } catch (...) {
-            shut_down_workers();
-            throw;
-        }
-    }
-
-    RetryQueue(const RetryQueue&) = delete;
-    RetryQueue& operator=(const RetryQueue&) = delete;
-
-    // Stops the workers after their current attempt. Messages still queued are dropped with the
-    // queue: call stop() first to get them back.
-    ~RetryQueue() { shut_down_workers(); }
-
-    // Queues `message` for an attempt now; returns its id. Throws QueueFullError when the queue
-    // holds max_size messages, QueueStoppedError after stop().
-    std::string enqueue(Message message) { return enqueue_at(std::move(message), clock_.now()); }
-
-    // Queues `message` for its first attempt at `when` (on the queue's clock).
-    std::string enqueue_at(Message message, TimePoint when) {
-        detail::LockGuard lock(mutex_);
-        if (stopped_) {
-            throw QueueStoppedError("bulwark::RetryQueue '" + options_.name +
-                                    "': enqueue() after stop()");
-        }
-        if (entries_.size() >= options_.max_size) {
-            ++stats_.rejected_full;
-            throw QueueFullError(std::make_shared<const std::string>(options_.name),
-                                 "retry queue '" + options_.name + "' is full (max_size " +
-                                     std::to_string(options_.max_size) + ")");
-        }
-        const std::uint64_t seq = next_seq_++;
-        Entry entry{detail::format_dead_letter_id(detail::SplitMix64::at(seed_, seq)),
-                    std::move(message)};
-        entry.first_try = when;
-        entry.next_at = when;
-        entry.enqueued = clock_.wall_now();
-        std::string id = entry.id;
-        const auto it = entries_.emplace(seq, std::move(entry)).first;
-        try {
-            due_.emplace(when, seq);
-        } catch (...) {
-            entries_.erase(it);
-            throw;
-        }
-        ++stats_.enqueued;
-        wake_.notify_one();
-        return id;
-    }
-
-    // Handles the messages due when it is called (a retry that falls due meanwhile waits for the
-    // next call); returns how many turns it took. With workers running, they may take some first.
-    std::size_t run_due() {
-        // The messages due at the call, by their place on the schedule: a retry rescheduled for
-        // the same instant (a zero backoff on a clock that has not moved) has a new place and
-        // waits for the next call, so it can neither repeat here nor crowd out another message.
-        std::vector<std::pair<TimePoint, std::uint64_t>> due;
-        {
-            detail::LockGuard lock(mutex_);
-            const TimePoint now = clock_.now();
-            for (auto it = due_.begin(); it != due_.end() && it->first <= now; ++it) {
-                due.push_back(*it);
-            }
-        }
-        std::size_t done = 0;
-        for (const auto& slot : due) {
-            {
-                detail::LockGuard lock(mutex_);
-                const auto it = due_.find(slot);
-                if (!claiming_ || it == due_.end()) {
-                    continue;  // a worker took it (and it may be waiting again, elsewhere)
-                }
-                due_.erase(it);
-                ++in_flight_;
-            }
-            handle(slot.second);
-            ++done;
-        }
-        return done;
-    }
-
-    // Messages held now (waiting or being handled).
-    std::size_t size() const {
-        detail::LockGuard lock(mutex_);
-        return entries_.size();
-    }
-
-    // When the earliest waiting message falls due; nullopt when none is waiting.
-    std::optional<TimePoint> next_due() const {
-        detail::LockGuard lock(mutex_);
-        if (due_.empty()) {
-            return std::nullopt;
-        }
-        return due_.begin()->first;
-    }
-
-    RetryQueueStats stats() const {
-        detail::LockGuard lock(mutex_);
-        RetryQueueStats s = stats_;
-        s.queued = entries_.size();
-        s.in_flight = in_flight_;
-        return s;
-    }
-
-    // Refuses further enqueue()s and, with StopMode::drain, goes on handling what falls due
-    // (on the workers, or here when there are none) until nothing is left or `timeout` on the
-    // queue's clock has passed; then waits for the attempts in flight and stops the workers.
-    // Returns the messages neither delivered nor dead-lettered, in the order of their next
-    // attempt: nothing is dropped. Call it once; later calls return nothing.
-    std::vector<Message> stop(StopMode mode = StopMode::drain,
-                              Duration timeout = std::chrono::seconds(30)) {
-        const TimePoint deadline = detail::saturating_add(clock_.now(), timeout);
-        {
-            detail::UniqueLock lock(mutex_);
-            if (stopped_) {
-                // Another stop() runs or ran: return once it has, so that the caller may destroy
-                // the queue.
-                idle_.wait(lock.native(), [this]() BULWARK_NO_THREAD_SAFETY_ANALYSIS {
-                    return stop_done_;  // (mutex_ is held while the predicate runs)
-                });
-                return {};
-            }
-            stopped_ = true;
-            claiming_ = mode == StopMode::drain;
-        }
-        if (mode == StopMode::drain) {
-            drain_until(deadline);
-        }
-        {
-            // Together: a worker that may no longer claim has nothing left to wait for.
-            detail::LockGuard lock(mutex_);
-            claiming_ = false;  // run_due() calls from other threads too
-            quit_ = true;
-            wake_.notify_all();
-        }
-        shut_down_workers();
-        detail::UniqueLock lock(mutex_);
-        // The attempts in flight (a caller's run_due()) end first: their messages are theirs.
-        idle_.wait(lock.native(), [this]() BULWARK_NO_THREAD_SAFETY_ANALYSIS {
-            return in_flight_ == 0;  // (mutex_ is held while the predicate runs)
-        });
-        // Every message held (one whose rescheduling ran out of memory is not on the schedule).
-        std::vector<std::pair<TimePoint, std::uint64_t>> order;
-        order.reserve(entries_.size());
-        for (const auto& held : entries_) {
-            order.emplace_back(held.second.next_at, held.first);
-        }
-        std::sort(order.begin(), order.end());
-        std::vector<Message> left;
-        left.reserve(order.size());
-        for (const auto& slot : order) {
-            left.push_back(std::move(entries_.at(slot.second).message));
-        }
-        stats_.returned += left.size();
-        due_.clear();
-        entries_.clear();
-        stop_done_ = true;
-        idle_.notify_all();
-        return left;
-    }
-
-private:
-    struct Entry {
-        Entry(std::string i, Message m) : id(std::move(i)), message(std::move(m)) {}
-
-        std::string id;
-        Message message;
-        std::uint32_t attempts = 0;  // handler calls so far
-        TimePoint first_try{};       // max_elapsed counts from it
-        TimePoint next_at{};
-        WallTime enqueued{};
-        Duration previous{0};    // the last backoff (decorrelated jitter)
-        Duration store_wait{0};  // the last wait after the dead-letter store refused
-        std::vector<DeadLetterAttempt> history;
-        // Set once the message is to be dead-lettered: later turns only retry the store.
-        bool dead = false;
-        DeadLetterReason reason = DeadLetterReason::retries_exhausted;
-        std::string error;
-    };
-
-    static RetryQueueOptions with_workers(std::size_t workers) {
-        RetryQueueOptions o;
-        o.workers = workers;
-        return o;
-    }
-
-    // Takes the earliest message due at `now` off the schedule, marking it in flight.
-    bool claim_due(TimePoint now, std::uint64_t& seq) BULWARK_REQUIRES(mutex_) {
-        if (!claiming_ || due_.empty() || due_.begin()->first > now) {
-            return false;
-        }
-        seq = due_.begin()->second;
-        due_.erase(due_.begin());
-        ++in_flight_;
-        return true;
-    }
-
-    // One turn of the message `seq`, claimed: a handler call (or, for one already bound for the
-    // dead-letter store, another add), then its fate, under the lock.
-    void handle(std::uint64_t seq) {
-        Entry* entry = nullptr;
-        {
-            detail::LockGuard lock(mutex_);
-            entry = &entries_.at(seq);  // stable: only its claimer erases or moves it
-        }
-        try {
-            turn(*entry, seq);
-        } catch (...) {
-            // Out of memory in the bookkeeping (finish() cannot throw, so the message is still
-            // held): it stays held — stop() returns it — and is tried again if the schedule can
-            // take it.
-            detail::LockGuard lock(mutex_);
-            release(*entry, seq);
-            throw;
-        }
-    }
-
-    void turn(Entry& claimed, std::uint64_t seq) {
-        Entry* const entry = &claimed;
-        if (!entry->dead) {
-            const TimePoint started = clock_.now();
-            std::exception_ptr error;
-            try {
-                handler_(entry->message);
-            } catch (...) {
-                error = std::current_exception();
-            }
-            // The classifiers are user code too: run without the lock (one may read the queue).
-            Verdict verdict;
-            if (error) {
-                verdict = classify(error);
-            }
-            detail::LockGuard lock(mutex_);
-            ++stats_.attempts;
-            if (entry->attempts++ == 0) {
-                entry->first_try = started;  // max_elapsed counts from the first attempt
-            }
-            if (!error) {
-                if (const auto* adaptive =
-                        std::get_if<std::shared_ptr<AdaptiveBackoff>>(&retry_.backoff)) {
-                    (*adaptive)->record_success();
-                }
-                ++stats_.delivered;
-                finish(seq);
-                return;
-            }
-            if (schedule_retry(*entry, seq, error, verdict)) {
-                return;
-            }
-        }
-        dead_letter(*entry, seq);
-    }
-
-    // After a failed attempt: records it and schedules the next one, or marks the message for
-    // the dead-letter store (returns false).
-    // What the classifiers say of a failure.
-    struct Verdict {
-        DeliveryFailure failure;
-        bool retry_failure = true;     // RetryOptions::classifier counts it as a failure
-        std::string classifier_error;  // the classification threw: why
-    };
-
-    Verdict classify(const std::exception_ptr& error) const {
-        Verdict v;
-        try {
-            // User predicates: one that throws decides for itself (not retried), never leaves
-            // the message undecided.
-            v.failure = options_.classifier.classify(error);
-            v.retry_failure = retry_.classifier.is_failure(error);
-        } catch (...) {
-            v.classifier_error =
-                " (its classification threw: " + describe(std::current_exception()) + ")";
-            v.failure.kind = DeliveryErrorKind::permanent;
-        }
-        return v;
-    }
-
-    bool schedule_retry(Entry& entry, std::uint64_t seq, const std::exception_ptr& error,
-                        const Verdict& verdict) BULWARK_REQUIRES(mutex_) {
-        const TimePoint now = clock_.now();
-        const DeliveryFailure& failure = verdict.failure;
-        const bool retry_failure = verdict.retry_failure;
-        const std::string& classifier_error = verdict.classifier_error;
-        entry.error = detail::clip_text(describe(error), max_error_bytes);
-        if (!failure.code.empty()) {
-            entry.error += " (code " + detail::clip_text(failure.code, 64) + ")";
-        }
-        entry.error += classifier_error;
-        DeadLetterAttempt attempt;
-        attempt.at = clock_.wall_now();
-        attempt.channel = options_.name;
-        attempt.error = detail::clip_text(entry.error, max_attempt_error_bytes);
-        // Bounded: the store keeps at most its max_attempts newest anyway.
-        const std::size_t keep = std::max<std::size_t>(store_.limits().max_attempts, 1);
-        if (entry.history.size() >= keep) {
-            entry.history.erase(entry.history.begin(),
-                                entry.history.begin() +
-                                    static_cast<std::ptrdiff_t>(entry.history.size() - keep + 1));
-        }
-        entry.history.push_back(std::move(attempt));
-        if (failure.kind == DeliveryErrorKind::bounced) {
-            return mark_dead(entry, DeadLetterReason::rejected);
-        }
-        if (!retryable(failure.kind) || !retry_failure) {
-            return mark_dead(entry, DeadLetterReason::not_retryable);
-        }
-        // attempts counts the first call: retry n follows attempt n.
-        if (entry.attempts > static_cast<std::uint32_t>(retry_.max_retries)) {
-            return mark_dead(entry, DeadLetterReason::retries_exhausted);
-        }
-        Duration wait = backoff(entry, seq);
-        wait = std::max({wait, detail::rejection_wait(error, now), failure.retry_after});
-        if (retry_.max_elapsed > Duration::zero() &&
-            detail::saturating_add(now - entry.first_try, wait) > retry_.max_elapsed) {
-            return mark_dead(entry, DeadLetterReason::retries_exhausted);
-        }
-        entry.previous = wait;
-        entry.next_at = detail::saturating_add(now, wait);
-        reschedule(entry, seq);
-        ++stats_.retries;
-        return true;
-    }
-
-    static bool mark_dead(Entry& entry, DeadLetterReason reason) noexcept {
-        entry.dead = true;
-        entry.reason = reason;
-        return false;
-    }
-
-    Duration backoff(const Entry& entry, std::uint64_t seq) const {
-        if (const auto* adaptive = std::get_if<std::shared_ptr<AdaptiveBackoff>>(&retry_.backoff)) {
-            (*adaptive)->record_failure();
-            return (*adaptive)->current_delay();
-        }
-        // Each message on a jitter stream of its own, so that retries of messages that failed
-        // together spread out.
-        return std::get<Backoff>(retry_.backoff).stream(seq).delay(entry.attempts, entry.previous);
-    }
-
-    // The error text kept per message and per attempt: a store bounds a record's text, and a
-    // message failing for days must not grow without bound.
-    static constexpr std::size_t max_error_bytes = 1024;
-    static constexpr std::size_t max_attempt_error_bytes = 256;
-
-    static std::string describe(const std::exception_ptr& error) {
-        try {
-            std::rethrow_exception(error);
-        } catch (const std::exception& e) {
-            return e.what();
-        } catch (...) {
-            return "unknown exception";
-        }
-    }
-
-    // Hands the message, bound for the store, to it with the lock released (a durable store
-    // syncs). If the store refuses, the message stays here and is tried again after the backoff.
-    void dead_letter(Entry& entry, std::uint64_t seq) {
-        DeadLetter letter;
-        {
-            detail::LockGuard lock(mutex_);
-            letter.id = entry.id;  // a retried add of the same message is a no-op
-            letter.type = options_.type;
-            letter.error = entry.error;
-            letter.reason = entry.reason;
-            letter.attempts = entry.history;
-            letter.created = clock_.wall_now();
-        }
-        std::exception_ptr failed;
-        bool permanent = false;
-        try {
-            letter.payload = encode_(entry.message);
-            fit(letter, store_.limits());
-            store_.add(std::move(letter));
-        } catch (const DeadLetterTooLargeError&) {
-            failed = std::current_exception();
-            permanent = true;  // the same letter would be refused again
-        } catch (const std::invalid_argument&) {
-            failed = std::current_exception();
-            permanent = true;
-        } catch (...) {
-            failed = std::current_exception();
-        }
-        detail::LockGuard lock(mutex_);
-        if (!failed) {
-            ++stats_.dead_lettered;
-            finish(seq);
-            return;
-        }
-        ++stats_.dead_letter_failures;
-        if (permanent) {
-            // Held, off the schedule: stop() hands it back. Retrying could not help.
-            ++stats_.parked;
-            --in_flight_;
-            idle_.notify_all();
-            return;
-        }
-        // A store that refuses for now (full, poisoned, an I/O error): again later, waiting
-        // longer each time, up to 5 minutes (not the retry backoff: this is the store's state,
-        // not the message's).
-        const Duration wait =
-            std::min<Duration>(std::max<Duration>(2 * entry.store_wait, std::chrono::seconds(1)),
-                               std::chrono::minutes(5));
-        entry.store_wait = wait;
-        entry.next_at = detail::saturating_add(clock_.now(), wait);
-        reschedule(entry, seq);
-    }
-
-    // Trims a letter to what `limits` accept: its newest attempts, then its error text, so that
-    // the history never makes the store refuse the message.
-    static void fit(DeadLetter& letter, const DeadLetterLimits& limits) {
-        auto& attempts = letter.attempts;
-        if (limits.max_attempts > 0 && attempts.size() > limits.max_attempts) {
-            attempts.erase(attempts.begin(),
-                           attempts.begin() +
-                               static_cast<std::ptrdiff_t>(attempts.size() - limits.max_attempts));
-        }
-        if (limits.max_text_bytes == 0) {
-            return;
-        }
-        std::size_t text = letter.id.size() + letter.type.size() + letter.error.size();
-        for (const DeadLetterAttempt& a : attempts) {
-            text += a.channel.size() + a.error.size();
-        }
-        std::size_t drop = 0;
-        while (text > limits.max_text_bytes && drop < attempts.size()) {
-            text -= attempts[drop].channel.size() + attempts[drop].error.size();
-            ++drop;
-        }
-        attempts.erase(attempts.begin(), attempts.begin() + static_cast<std::ptrdiff_t>(drop));
-        if (text > limits.max_text_bytes) {
-            const std::size_t over = text - limits.max_text_bytes;
-            letter.error.resize(letter.error.size() > over ? letter.error.size() - over : 0);
-        }
-    }
-
-    // A claimed message whose turn failed: no longer in flight, back on the schedule if it fits.
-    void release(Entry& entry, std::uint64_t seq) noexcept BULWARK_REQUIRES(mutex_) {
-        --in_flight_;
-        try {
-            entry.next_at = detail::saturating_add(
-                clock_.now(), std::max<Duration>(entry.previous, std::chrono::seconds(1)));
-            due_.emplace(entry.next_at, seq);
-        } catch (...) {  // NOLINT(bugprone-empty-catch): held all the same; stop() returns it
-        }
-        wake_.notify_one();
-        idle_.notify_all();
-    }
-
-    void reschedule(const Entry& entry, std::uint64_t seq) BULWARK_REQUIRES(mutex_) {
-        due_.emplace(entry.next_at, seq);
-        --in_flight_;
-        wake_.notify_one();
-        idle_.notify_all();
-    }
-
-    void finish(std::uint64_t seq) BULWARK_REQUIRES(mutex_) {
-        entries_.erase(seq);
-        --in_flight_;
-        idle_.notify_all();
-    }
-
-    // A worker: handles what is due, waits for the next due time (or an enqueue) otherwise.
-    void work() {
-        for (;;) {
-            std::uint64_t seq = 0;
-            {
-                detail::UniqueLock lock(mutex_);
-                for (;;) {
-                    if (quit_) {
-                        return;
-                    }
-                    const TimePoint now = clock_.now();
-                    if (claim_due(now, seq)) {
-                        break;
-                    }
-                    if (!claiming_) {
-                        wake_.wait(lock.native());  // until quit_: stop() is handing back the rest
-                        continue;
-                    }
-                    const TimePoint next = due_.empty() ? TimePoint::max() : due_.begin()->first;
-                    clock_.wait_until(wake_, lock.native(), next);
-                }
-            }
-            try {
-                handle(seq);
-            } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory; the message is held
-            }
-        }
-    }
-
-    // drain: handles what falls due until nothing is held or the deadline passes.
-    void drain_until(TimePoint deadline) {
-        for (;;) {
-            if (workers_.empty()) {
-                run_due();
-            }
-            detail::UniqueLock lock(mutex_);
-            // Done when nothing is scheduled or in flight (parked messages wait for stop()).
-            if ((due_.empty() && in_flight_ == 0) || clock_.now() >= deadline) {
-                break;
-            }
-            if (!workers_.empty()) {
-                // The workers notify idle_ at the end of every turn.
-                clock_.wait_until(idle_, lock.native(), deadline);
-                continue;
-            }
-            const TimePoint next =
-                due_.empty() ? deadline : std::min(deadline, due_.begin()->first);
-            if (next > clock_.now()) {
-                clock_.wait_until(idle_, lock.native(), next);
-            }
-        }
-    }
-
-    void shut_down_workers() noexcept {
-        {
-            detail::LockGuard lock(mutex_);
-            quit_ = true;
-            wake_.notify_all();
-        }
-        for (std::thread& w : workers_) {
-            if (w.joinable()) {
-                w.join();
-            }
-        }
-        workers_.clear();
-    }
-
-    const Handler handler_;
-    DeadLetterStore& store_;
-    RetryOptions retry_;
-    const RetryQueueOptions options_;
-    Clock& clock_;
-    Encoder encode_;
-    const std::uint64_t seed_;
-
-    mutable detail::Mutex mutex_;
-    std::condition_variable wake_;  // a message was queued or rescheduled; or quit
-    std::condition_variable idle_;  // a message left, or an attempt ended
-    // Every message held, by sequence; an entry is erased or moved only by the thread that
-    // claimed it, so a claimer may use its entry without the lock while it is in flight.
-    std::map<std::uint64_t, Entry> entries_ BULWARK_GUARDED_BY(mutex_);
-    // The schedule: (next attempt, sequence) of every message waiting (not in flight).
-    std::set<std::pair<TimePoint, std::uint64_t>> due_ BULWARK_GUARDED_BY(mutex_);
-    std::uint64_t next_seq_ BULWARK_GUARDED_BY(mutex_) = 0;
-    std::size_t in_flight_ BULWARK_GUARDED_BY(mutex_) = 0;
-    bool stopped_ BULWARK_GUARDED_BY(mutex_) = false;
-    bool claiming_ BULWARK_GUARDED_BY(mutex_) = true;  // false once stop() keeps what is left
-    bool quit_ BULWARK_GUARDED_BY(mutex_) = false;
-    bool stop_done_ BULWARK_GUARDED_BY(mutex_) = false;
-    RetryQueueStats stats_ BULWARK_GUARDED_BY(mutex_);
-    std::vector<std::thread> workers_;
-};
-
-}  // namespace bulwark
-
-#endif  // BULWARK_RETRY_QUEUE_HPP
+// #include <bulwark/retry_queue.hpp> (already included above)
 // #include <bulwark/system.hpp>
 // System gauges: memory, CPU, disk and process RSS readings (Linux /proc).
 #ifndef BULWARK_SYSTEM_HPP

@@ -36,18 +36,53 @@ namespace bulwark {
 
 namespace detail {
 
-// "dl-" + 16 lower-case hex digits.
-inline std::string format_dead_letter_id(std::uint64_t bits) {
+// `prefix` + 16 lower-case hex digits of `bits`.
+inline std::string format_id(std::string_view prefix, std::uint64_t bits) {
     static constexpr char digits[] = "0123456789abcdef";
-    std::string id(19, '0');
-    id[0] = 'd';
-    id[1] = 'l';
-    id[2] = '-';
-    for (std::size_t i = id.size(); i > 3; --i) {
+    std::string id(prefix.size() + 16, '0');
+    prefix.copy(id.data(), prefix.size());
+    for (std::size_t i = id.size(); i > prefix.size(); --i) {
         id[i - 1] = digits[bits & 0xFU];
         bits >>= 4U;
     }
     return id;
+}
+
+// "dl-" + 16 lower-case hex digits.
+inline std::string format_dead_letter_id(std::uint64_t bits) {
+    return format_id("dl-", bits);
+}
+
+// Trims a letter to what `limits` accept: its newest attempts, then its error text, so that a
+// long history never makes a store refuse the message.
+inline void fit_letter(DeadLetter& letter, const DeadLetterLimits& limits) {
+    auto& attempts = letter.attempts;
+    if (limits.max_attempts > 0 && attempts.size() > limits.max_attempts) {
+        attempts.erase(
+            attempts.begin(),
+            attempts.begin() + static_cast<std::ptrdiff_t>(attempts.size() - limits.max_attempts));
+    }
+    if (limits.max_text_bytes == 0) {
+        return;
+    }
+    std::size_t text = letter.id.size() + letter.type.size() + letter.error.size() +
+                       letter.category.size() + letter.note.size();
+    for (const std::string& tag : letter.tags) {
+        text += tag.size();
+    }
+    for (const DeadLetterAttempt& a : attempts) {
+        text += a.channel.size() + a.error.size();
+    }
+    std::size_t drop = 0;
+    while (text > limits.max_text_bytes && drop < attempts.size()) {
+        text -= attempts[drop].channel.size() + attempts[drop].error.size();
+        ++drop;
+    }
+    attempts.erase(attempts.begin(), attempts.begin() + static_cast<std::ptrdiff_t>(drop));
+    if (text > limits.max_text_bytes) {
+        const std::size_t over = text - limits.max_text_bytes;
+        letter.error.resize(letter.error.size() > over ? letter.error.size() - over : 0);
+    }
 }
 
 // Differs between stores and between runs, so that ids from two stores (or from one file store
