@@ -1109,17 +1109,16 @@ private:
                 seen = changes_;
             }
             // Durable: what the store holds next, read without the lock (the store has its own);
-            // changes_ tells whether a turn ended meanwhile.
-            std::optional<WallTime> ready;
+            // changes_ tells whether a turn ended meanwhile. The end of time: nothing, or only
+            // parked messages.
+            WallTime ready = WallTime::max();
             if (queue_store_ != nullptr) {
-                ready = queue_store_->next_ready();
-                if (ready && *ready == WallTime::max()) {
-                    ready.reset();  // only parked messages
-                }
+                ready = queue_store_->next_ready().value_or(WallTime::max());
             }
             detail::UniqueLock lock(mutex_);
             // Done when nothing is scheduled or in flight (parked messages wait for stop()).
-            const bool scheduled = queue_store_ != nullptr ? ready.has_value() : !due_.empty();
+            const bool scheduled =
+                queue_store_ != nullptr ? ready != WallTime::max() : !due_.empty();
             if ((!scheduled && in_flight_ == 0 && busy_ == 0) || clock_.now() >= deadline) {
                 break;
             }
@@ -1133,7 +1132,7 @@ private:
             }
             TimePoint next = deadline;
             if (queue_store_ != nullptr) {
-                next = ready ? std::min(deadline, to_steady(*ready)) : deadline;
+                next = std::min(deadline, to_steady(ready));
             } else if (!due_.empty()) {
                 next = std::min(deadline, due_.begin()->first);
             }
