@@ -1,7 +1,8 @@
 // RetryQueue: a message through the queue (enqueue, then run_due() delivers it) and enqueue alone,
 // against a bare handler call and against a hand-written mutex + std::deque queue (what users
-// would otherwise write). Also a message through 2 workers. Memory per queued message is printed
-// at the end.
+// would otherwise write). Also a message through 2 workers. A message through a durable queue on an
+// InMemoryQueueStore: the cost of the store's push, claim and complete and of the state's
+// encoding. Memory per queued message is printed at the end.
 #include <cstddef>
 #include <cstdio>
 #include <deque>
@@ -13,6 +14,7 @@
 #endif
 
 #include <bulwark/in_memory_dead_letter_store.hpp>
+#include <bulwark/in_memory_queue_store.hpp>
 #include <bulwark/retry_queue.hpp>
 
 #include "bench_main.hpp"
@@ -70,6 +72,22 @@ void BM_retry_queue_enqueue_and_run_due(benchmark::State& state) {
     state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
 }
 
+// Durable mode: enqueue pushes the encoded message, run_due() claims it with a lease, delivers it
+// and completes it.
+void BM_retry_queue_durable_enqueue_and_run_due(benchmark::State& state) {
+    bulwark::ManualClock clock;
+    bulwark::InMemoryDeadLetterStore store(100, clock);
+    bulwark::InMemoryQueueStore queue_store;
+    bulwark::RetryQueue<std::string> queue(handle, store, queue_store, bulwark::RetryOptions{},
+                                           bulwark::RetryQueueOptions{}, clock);
+    for (auto _ : state) {
+        queue.enqueue(message());
+        queue.run_due();
+        benchmark::DoNotOptimize(g_sink);
+    }
+    state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+}
+
 void BM_retry_queue_enqueue(benchmark::State& state) {
     bulwark::ManualClock clock;
     bulwark::InMemoryDeadLetterStore store(100, clock);
@@ -87,6 +105,7 @@ void BM_retry_queue_enqueue(benchmark::State& state) {
 BENCHMARK(BM_bare_call)->UseRealTime();
 BENCHMARK(BM_naive_queue)->UseRealTime();
 BENCHMARK(BM_retry_queue_enqueue_and_run_due)->UseRealTime();
+BENCHMARK(BM_retry_queue_durable_enqueue_and_run_due)->UseRealTime();
 BENCHMARK(BM_retry_queue_enqueue)->UseRealTime();
 
 namespace {

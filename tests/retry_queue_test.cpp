@@ -1,5 +1,7 @@
 // RetryQueue: delivery, the retry schedule on a ManualClock, dead-lettering with the history,
-// bounds, stop() in both modes, workers.
+// bounds, stop() in both modes, workers; durable mode on a QueueStore (leases, a restart, corrupt
+// payloads) and the encoding of its state.
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -11,7 +13,9 @@
 #include <thread>
 #include <vector>
 
+#include <bulwark/detail/retry_queue_state.hpp>
 #include <bulwark/in_memory_dead_letter_store.hpp>
+#include <bulwark/in_memory_queue_store.hpp>
 #include <bulwark/retry_queue.hpp>
 
 #include "catch.hpp"
@@ -541,4 +545,535 @@ TEST_CASE("RetryQueue: options and arguments are checked by name", "[retry_queue
     orders.run_due();
     REQUIRE(store.get(id));
     CHECK(store.get(id)->payload == "42");
+}
+
+namespace {
+
+// The retry state a durable queue keeps in the store for message `id`.
+struct Stored {
+    bulwark::QueuedMessage message;
+    bulwark::detail::RetryQueueState state;
+    std::string bytes;
+};
+
+Stored stored(const bulwark::QueueStore& store, const std::string& id) {
+    Stored s;
+    const auto m = store.get(id);
+    REQUIRE(m);
+    s.message = *m;
+    REQUIRE(bulwark::detail::decode_retry_queue_state(m->payload, s.state, s.bytes) == nullptr);
+    return s;
+}
+
+// A QueueStore that forwards to an InMemoryQueueStore and fails complete() on demand: a process
+// that dies between its dead-letter add and its complete().
+class FailingQueueStore final : public bulwark::QueueStore {
+public:
+    void push(const bulwark::QueuedMessage& m) override { inner.push(m); }
+    std::vector<bulwark::QueuedMessage> claim(bulwark::WallTime now, std::size_t max,
+                                              bulwark::Duration lease_for) override {
+        return inner.claim(now, max, lease_for);
+    }
+    bool complete(std::string_view id, std::uint64_t lease) override {
+        if (fail_completes > 0) {
+            --fail_completes;
+            throw std::runtime_error("disk gone");
+        }
+        return inner.complete(id, lease);
+    }
+    bool release(const bulwark::QueuedMessage& m) override { return inner.release(m); }
+    bool extend(std::string_view id, std::uint64_t lease, bulwark::WallTime until) override {
+        return inner.extend(id, lease, until);
+    }
+    bool remove(std::string_view id) override { return inner.remove(id); }
+    std::optional<bulwark::QueuedMessage> get(std::string_view id) const override {
+        return inner.get(id);
+    }
+    std::size_t size() const override { return inner.size(); }
+    std::optional<bulwark::WallTime> next_ready() const override { return inner.next_ready(); }
+    std::vector<bulwark::QueuedMessage> list(std::size_t limit) const override {
+        return inner.list(limit);
+    }
+    bulwark::QueueStoreStats stats() const override { return inner.stats(); }
+
+    bulwark::InMemoryQueueStore inner;
+    int fail_completes = 0;  // the next n complete() calls throw (single-threaded tests only)
+};
+
+}  // namespace
+
+TEST_CASE("RetryQueue durable: enqueue reaches the store, a delivery completes it",
+          "[retry_queue][durable]") {
+    ManualClock clock;
+    bulwark::InMemoryDeadLetterStore dead(100, clock);
+    bulwark::InMemoryQueueStore store;
+    std::vector<std::string> sent;
+    RetryQueue<std::string> queue([&](const std::string& m) { sent.push_back(m); }, dead, store,
+                                  fixed_retries(3), named("q"), clock);
+    const std::string now_id = queue.enqueue("now");
+    const std::string later_id = queue.enqueue_at("later", clock.now() + 1h);
+    CHECK(store.size() == 2);
+    CHECK(queue.size() == 2);
+    const Stored now = stored(store, now_id);
+    CHECK(now.bytes == "now");
+    CHECK(now.state.attempts == 0);
+    CHECK(now.message.due == clock.wall_now());
+    CHECK(now.message.enqueued == clock.wall_now());
+    CHECK(stored(store, later_id).message.due == clock.wall_now() + 1h);
+    CHECK(queue.next_due() == clock.now());
+    CHECK(queue.run_due() == 1);
+    CHECK(sent == std::vector<std::string>{"now"});
+    CHECK_FALSE(store.get(now_id));  // completed: gone from the store
+    CHECK(store.size() == 1);
+    CHECK(queue.next_due() == clock.now() + 1h);
+    clock.advance(1h);
+    CHECK(queue.run_due() == 1);
+    CHECK(store.size() == 0);
+    const bulwark::RetryQueueStats s = queue.stats();
+    CHECK(s.enqueued == 2);
+    CHECK(s.delivered == 2);
+    CHECK(s.queued == 0);
+    CHECK(s.in_flight == 0);
+    CHECK(queue.next_due() == std::nullopt);
+}
+
+TEST_CASE("RetryQueue durable: a failure releases the message with its new due time and state",
+          "[retry_queue][durable]") {
+    ManualClock clock;
+    bulwark::InMemoryDeadLetterStore dead(100, clock);
+    bulwark::InMemoryQueueStore store;
+    Flaky flaky;
+    flaky.failures = 2;
+    RetryQueue<std::string> queue(std::ref(flaky), dead, store, fixed_retries(3, 5s),
+                                  named("sms-queue"), clock);
+    const std::string id = queue.enqueue("m");
+    CHECK(queue.run_due() == 1);  // fails
+    const Stored after = stored(store, id);
+    CHECK(after.message.lease == 0);  // released, not left leased
+    CHECK(after.message.due == clock.wall_now() + 5s);
+    CHECK(after.message.attempts == 1);
+    CHECK(after.state.attempts == 1);
+    CHECK(after.state.first_try == clock.wall_now());
+    CHECK(after.state.previous == 5s);
+    CHECK_FALSE(after.state.dead);
+    CHECK(after.state.error == "provider down (m)");
+    REQUIRE(after.state.history.size() == 1);
+    CHECK(after.state.history[0].channel == "sms-queue");
+    CHECK(after.state.history[0].at == clock.wall_now());
+    CHECK(after.bytes == "m");
+    CHECK(queue.next_due() == clock.now() + 5s);
+    clock.advance(4s);
+    CHECK(queue.run_due() == 0);  // not due yet
+    clock.advance(1s);
+    CHECK(queue.run_due() == 1);  // fails again
+    CHECK(stored(store, id).state.history.size() == 2);
+    clock.advance(5s);
+    CHECK(queue.run_due() == 1);  // delivered
+    CHECK(flaky.calls["m"] == 3);
+    CHECK(store.size() == 0);
+    CHECK(queue.stats().retries == 2);
+    CHECK(dead.size() == 0);
+}
+
+TEST_CASE(
+    "RetryQueue durable: exhausted retries dead-letter the message with its history and "
+    "remove it from the store",
+    "[retry_queue][durable]") {
+    ManualClock clock;
+    bulwark::InMemoryDeadLetterStore dead(100, clock);
+    bulwark::InMemoryQueueStore store;
+    Flaky flaky;
+    flaky.failures = 100;
+    RetryQueue<std::string> queue(std::ref(flaky), dead, store, fixed_retries(2),
+                                  named("sms-queue"), clock);
+    const std::string id = queue.enqueue("payload bytes");
+    for (int i = 0; i < 3; ++i) {
+        CHECK(queue.run_due() == 1);
+        clock.advance(1s);
+    }
+    CHECK(flaky.calls["payload bytes"] == 3);
+    CHECK(store.size() == 0);
+    const auto d = dead.get(id);
+    REQUIRE(d);
+    CHECK(d->payload == "payload bytes");
+    CHECK(d->type == "sms");
+    CHECK(d->reason == DeadLetterReason::retries_exhausted);
+    REQUIRE(d->attempts.size() == 3);
+    CHECK(d->attempts[1].at - d->attempts[0].at == 1s);
+    CHECK(d->attempts[2].channel == "sms-queue");
+    CHECK(queue.stats().dead_lettered == 1);
+}
+
+TEST_CASE(
+    "RetryQueue durable: a dead-letter store that refuses leaves the message in the queue "
+    "store, bound for it",
+    "[retry_queue][durable]") {
+    ManualClock clock;
+    bulwark::InMemoryDeadLetterStore dead(1, clock);
+    bulwark::DeadLetter blocker;
+    blocker.id = "blocker";
+    blocker.type = "sms";
+    dead.add(blocker);  // pending: the store is full and cannot evict
+    bulwark::InMemoryQueueStore store;
+    int calls = 0;
+    RetryQueue<std::string> queue(
+        [&](const std::string&) {
+            ++calls;
+            throw TransientError("down");
+        },
+        dead, store, fixed_retries(0), named("q"), clock);
+    const std::string id = queue.enqueue("m");
+    CHECK(queue.run_due() == 1);  // exhausted at once; the dead-letter store refuses
+    const Stored s = stored(store, id);
+    CHECK(s.state.dead);
+    CHECK(s.message.due == clock.wall_now() + 1s);
+    CHECK(queue.stats().dead_letter_failures == 1);
+    dead.dismiss(bulwark::DeadLetterQuery{}.id("blocker"));  // now evictable
+    clock.advance(1s);
+    CHECK(queue.run_due() == 1);  // the add again, not the handler
+    CHECK(calls == 1);
+    CHECK(store.size() == 0);
+    REQUIRE(dead.get(id));
+    CHECK(dead.get(id)->attempts.size() == 1);
+}
+
+TEST_CASE(
+    "RetryQueue durable: a second queue on the same store picks up what the first left, "
+    "a dead worker's message once its lease runs out",
+    "[retry_queue][durable]") {
+    ManualClock clock;
+    bulwark::InMemoryDeadLetterStore dead(100, clock);
+    bulwark::InMemoryQueueStore store;
+    RetryQueueOptions o = named("q");
+    o.lease = 30s;
+    std::string leased_id;
+    std::string pending_id;
+    std::string retrying_id;
+    {
+        RetryQueue<std::string> first(
+            [](const std::string& m) {
+                if (m == "retrying") {
+                    throw TransientError("down");
+                }
+            },
+            dead, store, fixed_retries(1, 10s), o, clock);
+        leased_id = first.enqueue("leased");
+        // A worker of the first process claims it and dies: the claim is never ended.
+        const auto claimed = store.claim(clock.wall_now(), 1, 30s);
+        REQUIRE(claimed.size() == 1);
+        CHECK(claimed[0].id == leased_id);
+        retrying_id = first.enqueue("retrying");
+        CHECK(first.run_due() == 1);  // fails: due again in 10 s, one attempt in its history
+        pending_id = first.enqueue_at("pending", clock.now() + 5s);
+        CHECK(first.stop(StopMode::persist).empty());  // left in the store, not handed back
+    }
+    CHECK(store.size() == 3);
+    std::vector<std::string> sent;
+    RetryQueue<std::string> second(
+        [&](const std::string& m) {
+            sent.push_back(m);
+            if (m == "retrying") {
+                throw TransientError("still down");
+            }
+        },
+        dead, store, fixed_retries(1, 10s), o, clock);
+    CHECK(second.size() == 3);
+    CHECK(second.next_due() == clock.now() + 5s);
+    clock.advance(5s);
+    CHECK(second.run_due() == 1);
+    CHECK(sent == std::vector<std::string>{"pending"});
+    clock.advance(5s);  // 10 s: the retry is due; the lease (30 s) has not run out
+    CHECK(second.run_due() == 1);
+    CHECK(sent == std::vector<std::string>{"pending", "retrying"});
+    // Its second attempt was its last (max_retries 1): the history spans both processes.
+    const auto d = dead.get(retrying_id);
+    REQUIRE(d);
+    REQUIRE(d->attempts.size() == 2);
+    CHECK(d->attempts[0].error == "down");
+    CHECK(d->attempts[1].error == "still down");
+    CHECK(d->attempts[1].at - d->attempts[0].at == 10s);
+    CHECK(second.run_due() == 0);  // the dead worker's message is still leased
+    CHECK(second.next_due() == clock.now() + 20s);
+    clock.advance(20s);
+    CHECK(second.run_due() == 1);
+    CHECK(sent == std::vector<std::string>{"pending", "retrying", "leased"});
+    CHECK(store.size() == 0);
+}
+
+TEST_CASE("RetryQueue durable: stop() leaves what is left in the store", "[retry_queue][durable]") {
+    ManualClock clock;
+    bulwark::InMemoryDeadLetterStore dead(100, clock);
+    bulwark::InMemoryQueueStore store;
+    std::vector<std::string> sent;
+    SECTION("persist") {
+        RetryQueue<std::string> queue([&](const std::string& m) { sent.push_back(m); }, dead, store,
+                                      fixed_retries(1), named("q"), clock);
+        queue.enqueue("a");
+        queue.enqueue_at("b", clock.now() + 1s);
+        CHECK(queue.stop(StopMode::persist).empty());
+        CHECK(sent.empty());
+        CHECK(store.size() == 2);
+        CHECK(store.stats().leased == 0);
+        CHECK(queue.stats().returned == 0);
+        CHECK(queue.stats().queued == 2);
+        CHECK_THROWS_AS(queue.enqueue("late"), bulwark::QueueStoppedError);
+        CHECK(queue.run_due() == 0);  // stopped: claims nothing
+        CHECK(store.size() == 2);
+    }
+    SECTION("drain") {
+        RetryQueue<std::string> queue([&](const std::string& m) { sent.push_back(m); }, dead, store,
+                                      fixed_retries(1), named("q"), clock);
+        queue.enqueue("due");
+        const std::string later = queue.enqueue_at("tomorrow", clock.now() + 24h);
+        CHECK(queue.stop(StopMode::drain, 0s).empty());
+        CHECK(sent == std::vector<std::string>{"due"});
+        CHECK(store.size() == 1);
+        CHECK(store.get(later));
+    }
+}
+
+TEST_CASE(
+    "RetryQueue durable: a turn that outlasts its lease completes nothing it no longer "
+    "holds; the message is delivered again, not lost",
+    "[retry_queue][durable]") {
+    ManualClock clock;
+    bulwark::InMemoryDeadLetterStore dead(100, clock);
+    bulwark::InMemoryQueueStore store;
+    RetryQueueOptions o = named("q");
+    o.lease = 10s;
+    int calls = 0;
+    std::optional<bulwark::QueuedMessage> taken;
+    RetryQueue<std::string> queue(
+        [&](const std::string&) {
+            if (++calls == 1) {
+                clock.advance(20s);  // a slow attempt: the lease runs out meanwhile
+                const auto c = store.claim(clock.wall_now(), 1, 1min);  // another claimer
+                REQUIRE(c.size() == 1);
+                taken = c[0];
+            }
+        },
+        dead, store, fixed_retries(1), o, clock);
+    const std::string id = queue.enqueue("m");
+    CHECK(queue.run_due() == 1);
+    CHECK(queue.stats().lost_leases == 1);
+    CHECK(queue.stats().delivered == 1);  // the handler did not throw
+    REQUIRE(taken);
+    CHECK(store.get(id));  // still held, by the other claimer's lease
+    CHECK(store.complete(id, taken->lease));
+}
+
+TEST_CASE(
+    "RetryQueue durable: a crash between the dead-letter add and complete() yields at "
+    "worst a repeated add, never a loss",
+    "[retry_queue][durable]") {
+    ManualClock clock;
+    bulwark::InMemoryDeadLetterStore dead(100, clock);
+    FailingQueueStore store;
+    RetryQueueOptions o = named("q");
+    o.lease = 30s;
+    int calls = 0;
+    RetryQueue<std::string> queue(
+        [&](const std::string&) {
+            ++calls;
+            throw bulwark::DeliveryError(bulwark::DeliveryErrorKind::permanent, "no such number");
+        },
+        dead, store, fixed_retries(3), o, clock);
+    const std::string id = queue.enqueue("m");
+    store.fail_completes = 1;
+    CHECK(queue.run_due() == 1);
+    CHECK(dead.size() == 1);   // the add came first
+    CHECK(store.size() == 1);  // and the message is still held, leased
+    CHECK(queue.stats().store_failures == 1);
+    CHECK(queue.run_due() == 0);
+    clock.advance(30s);
+    CHECK(queue.run_due() == 1);  // handled again after the lease
+    CHECK(calls == 2);
+    CHECK(dead.size() == 1);  // the same id: the repeated add is a no-op
+    CHECK(store.size() == 0);
+}
+
+TEST_CASE("RetryQueue durable: a corrupt payload is dead-lettered as such, nothing crashes",
+          "[retry_queue][durable]") {
+    ManualClock clock;
+    bulwark::InMemoryDeadLetterStore dead(100, clock);
+    bulwark::InMemoryQueueStore store;
+    std::vector<std::string> sent;
+    RetryQueue<std::string> queue([&](const std::string& m) { sent.push_back(m); }, dead, store,
+                                  fixed_retries(1), named("q"), clock);
+    const std::string good = queue.enqueue("good");
+    std::string truncated = store.get(good)->payload;
+    truncated.pop_back();
+    store.push({"garbage", "not a payload at all", clock.wall_now()});
+    store.push({"truncated", truncated, clock.wall_now()});
+    CHECK(queue.run_due() == 3);
+    CHECK(sent == std::vector<std::string>{"good"});
+    CHECK(store.size() == 0);
+    CHECK(queue.stats().corrupt == 2);
+    for (const char* id : {"garbage", "truncated"}) {
+        const auto d = dead.get(id);
+        REQUIRE(d);
+        CHECK(d->reason == DeadLetterReason::not_retryable);
+        CHECK_THAT(d->error, BULWARK_CATCH_MESSAGE_CONTAINS("corrupt queue payload"));
+    }
+    CHECK(dead.get("garbage")->payload == "not a payload at all");
+    CHECK(dead.get("truncated")->payload == truncated);
+}
+
+TEST_CASE("RetryQueue durable: a message the decoder cannot read is dead-lettered with its bytes",
+          "[retry_queue][durable]") {
+    struct Order {
+        int number = 0;
+    };
+    ManualClock clock;
+    bulwark::InMemoryDeadLetterStore dead(100, clock);
+    bulwark::InMemoryQueueStore store;
+    std::vector<int> handled;
+    RetryQueue<Order> orders([&](const Order& order) { handled.push_back(order.number); }, dead,
+                             store, fixed_retries(1), named("q"), clock,
+                             [](const Order& o) { return std::to_string(o.number); },
+                             [](const std::string& bytes) { return Order{std::stoi(bytes)}; });
+    orders.enqueue(Order{42});
+    bulwark::detail::RetryQueueState state;
+    store.push(
+        {"bad", bulwark::detail::encode_retry_queue_state(state, "forty-two"), clock.wall_now()});
+    CHECK(orders.run_due() == 2);
+    CHECK(handled == std::vector<int>{42});
+    REQUIRE(dead.get("bad"));
+    CHECK(dead.get("bad")->payload == "forty-two");
+    CHECK_THAT(dead.get("bad")->error, BULWARK_CATCH_MESSAGE_CONTAINS("decoder threw"));
+    CHECK(orders.stats().corrupt == 1);
+    CHECK(store.size() == 0);
+}
+
+TEST_CASE("RetryQueue durable: the state's encoding round-trips and refuses what it cannot read",
+          "[retry_queue][durable]") {
+    bulwark::detail::RetryQueueState state;
+    state.attempts = 3;
+    state.first_try = bulwark::WallTime{std::chrono::seconds(1767225600)};
+    state.previous = 1500ms;
+    state.store_wait = 2s;
+    state.stream = 0xDEADBEEFCAFEF00DULL;
+    state.dead = true;
+    state.reason = DeadLetterReason::rejected;
+    state.error = "mailbox full";
+    state.history.push_back({state.first_try, "sms", "503"});
+    state.history.push_back({state.first_try + 1s, "sms", std::string("with\0nul", 8)});
+    const std::string message("bytes\0and more", 14);
+    const std::string payload = bulwark::detail::encode_retry_queue_state(state, message);
+    bulwark::detail::RetryQueueState back;
+    std::string bytes;
+    REQUIRE(bulwark::detail::decode_retry_queue_state(payload, back, bytes) == nullptr);
+    CHECK(bytes == message);
+    CHECK(back.attempts == 3);
+    CHECK(back.first_try == state.first_try);
+    CHECK(back.previous == 1500ms);
+    CHECK(back.store_wait == 2s);
+    CHECK(back.stream == state.stream);
+    CHECK(back.dead);
+    CHECK_FALSE(back.parked);
+    CHECK(back.reason == DeadLetterReason::rejected);
+    CHECK(back.error == "mailbox full");
+    REQUIRE(back.history.size() == 2);
+    CHECK(back.history[1].at == state.first_try + 1s);
+    CHECK(back.history[1].error == std::string("with\0nul", 8));
+    // Every strict prefix, and anything after the end, is refused.
+    for (std::size_t n = 0; n < payload.size(); ++n) {
+        CHECK(bulwark::detail::decode_retry_queue_state(payload.substr(0, n), back, bytes) !=
+              nullptr);
+    }
+    CHECK(bulwark::detail::decode_retry_queue_state(payload + "x", back, bytes) != nullptr);
+    std::string other_version = payload;
+    other_version[3] = '\x02';
+    CHECK_THAT(bulwark::detail::decode_retry_queue_state(other_version, back, bytes),
+               BULWARK_CATCH_MESSAGE_CONTAINS("unknown"));
+    std::string bad_reason = payload;
+    bad_reason[4 + 4 + 8 * 4 + 1] = '\x7f';  // the reason byte
+    CHECK(bulwark::detail::decode_retry_queue_state(bad_reason, back, bytes) != nullptr);
+    // A history count far beyond the bytes is refused before anything is reserved for it.
+    std::string huge_count = payload;
+    const std::size_t count_at = 4 + 4 + 8 * 4 + 2 + 4 + state.error.size();
+    for (std::size_t i = 0; i < 4; ++i) {
+        huge_count[count_at + i] = '\xff';
+    }
+    CHECK(bulwark::detail::decode_retry_queue_state(huge_count, back, bytes) != nullptr);
+}
+
+TEST_CASE("RetryQueue durable: options and arguments are checked by name",
+          "[retry_queue][durable]") {
+    ManualClock clock;
+    bulwark::InMemoryDeadLetterStore dead(10, clock);
+    bulwark::InMemoryQueueStore store;
+    const auto handler = [](const std::string&) {
+    };
+    RetryQueueOptions o;
+    o.lease = 0s;
+    CHECK_THROWS_WITH(RetryQueue<std::string>(handler, dead, store, {}, o, clock),
+                      BULWARK_CATCH_MESSAGE_CONTAINS("RetryQueueOptions.lease"));
+    o.lease = 25h;
+    CHECK_THROWS_WITH(RetryQueue<std::string>(handler, dead, store, {}, o, clock),
+                      BULWARK_CATCH_MESSAGE_CONTAINS("RetryQueueOptions.lease"));
+    struct Order {
+        int number = 0;
+    };
+    CHECK_THROWS_WITH(
+        RetryQueue<Order>([](const Order&) {}, dead, store, {}, RetryQueueOptions{}, clock,
+                          [](const Order& order) { return std::to_string(order.number); }),
+        BULWARK_CATCH_MESSAGE_CONTAINS("needs a decoder"));
+    // The short form: a QueueStore after the dead-letter store.
+    RetryQueue<std::string> simple(handler, dead, store, fixed_retries(1), /*workers*/ 0);
+    simple.enqueue("m");
+    CHECK(store.size() == 1);
+    o = named("small");
+    o.max_size = 1;
+    RetryQueue<std::string> small(handler, dead, store, {}, o, clock);
+    CHECK_THROWS_AS(small.enqueue("m"), bulwark::QueueFullError);  // the store holds one already
+    CHECK(small.stats().rejected_full == 1);
+}
+
+TEST_CASE("RetryQueue durable: workers deliver every message exactly once",
+          "[retry_queue][durable][stress]") {
+    ManualClock clock;
+    bulwark::InMemoryDeadLetterStore dead(10000, clock);
+    bulwark::InMemoryQueueStore store;
+    constexpr int producers = 4;
+    constexpr int per_producer = 250;
+    constexpr int total = producers * per_producer;
+    // Counted in atomics: no assertion runs off the main thread.
+    std::array<std::atomic<int>, total> delivered{};
+    std::array<std::atomic<int>, total> failed{};
+    std::atomic<int> calls{0};
+    RetryQueueOptions o = named("q");
+    o.workers = 4;
+    RetryQueue<std::string> queue(
+        [&](const std::string& msg) {
+            const auto n = static_cast<std::size_t>(std::stoi(msg));
+            // Every third first attempt fails; its retry is due at once (zero backoff).
+            if (++calls % 3 == 0 && failed[n].exchange(1) == 0) {
+                throw TransientError("flaky");
+            }
+            ++delivered[n];
+        },
+        dead, store, fixed_retries(5, 0s), o, clock);
+    std::vector<std::thread> threads;
+    for (int p = 0; p < producers; ++p) {
+        threads.emplace_back([&, p] {
+            for (int i = 0; i < per_producer; ++i) {
+                queue.enqueue(std::to_string(p * per_producer + i));
+            }
+        });
+    }
+    for (std::thread& t : threads) {
+        t.join();
+    }
+    // The clock stands still, so no lease runs out: exactly once.
+    CHECK(queue.stop(StopMode::drain, 1h).empty());
+    int once = 0;
+    for (const std::atomic<int>& d : delivered) {
+        once += d.load() == 1 ? 1 : 0;
+    }
+    CHECK(once == total);
+    CHECK(store.size() == 0);
+    CHECK(queue.stats().delivered == std::uint64_t{total});
+    CHECK(queue.stats().lost_leases == 0);
+    CHECK(dead.size() == 0);
 }
