@@ -1,30 +1,24 @@
-// Multi-channel delivery: a FallbackChain tries email, SMS and push in turn, each channel with
-// its own circuit breaker and rate limiter (given to the chain, which skips a channel whose
-// breaker is open without calling it) and a bulkhead and timeout around the provider call. When
-// no channel delivers, the message goes to a dead-letter store with its attempts instead of being
-// lost, and is redriven through the chain once the providers are back. The providers are
-// FaultInjectors on a ManualClock, so an outage and a recovery play out in simulated time and the
-// program runs in milliseconds.
+// Multi-channel delivery: a DeliveryEngine sends notifications over email, SMS and push. Email is
+// the primary and falls back to SMS, then push; each channel has its own circuit breaker and
+// rate limiter (the engine's routing chain skips a channel whose breaker is open without calling
+// it) and a bulkhead and timeout around the provider call. A pass that fails is retried later; a
+// message that cannot be delivered goes to the dead-letter store with its history instead of
+// being lost, and is redriven once the providers are back. The providers are FaultInjectors on a
+// ManualClock, so an outage and a recovery play out in simulated time and the program runs in
+// milliseconds.
 //
 // Build and run:  cmake --preset dev && cmake --build --preset dev --target 02_channels
 //                 ./build/dev/examples/02_channels
 #include <cstdio>
-#include <exception>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include <bulwark/bulwark.hpp>
-#include <bulwark/dead_letter.hpp>
 
 namespace {
 
 using namespace std::chrono_literals;
-
-struct Receipt {
-    std::string channel;
-    std::string text;
-};
 
 // One delivery channel and the policies that protect it.
 struct Channel {
@@ -44,11 +38,14 @@ struct Channel {
         return o;
     }
 
-    // The provider call behind a bulkhead and a timeout; throws when it fails. The breaker and
-    // the rate limiter are the chain's to ask (ChannelOptions), before this is called.
-    Receipt send(const std::string& message) {
+    // The adapter: the provider call behind a bulkhead and a timeout; throws when it fails. The
+    // breaker and the rate limiter are the engine's to ask (ChannelOptions), before this runs.
+    bulwark::Receipt send(const std::string& /*message*/) {
         auto policies = bulwark::pipeline(bulkhead, timeout, provider);
-        return policies.execute([&] { return Receipt{name, message}; });
+        return policies.execute([&] {
+            return bulwark::Receipt{name + "-provider", name + "-" + std::to_string(++sent),
+                                    name == "sms" ? 0.0075 : 0.0001, false};
+        });
     }
 
     bulwark::ChannelOptions options() {
@@ -59,6 +56,7 @@ struct Channel {
     }
 
     std::string name;
+    int sent = 0;
     bulwark::FaultInjector provider;  // stands in for the provider's API
     bulwark::CircuitBreaker breaker;
     bulwark::Bulkhead bulkhead;
@@ -66,25 +64,23 @@ struct Channel {
     bulwark::Timeout timeout;
 };
 
-std::string error_text(const std::exception_ptr& error) {
-    try {
-        if (error) {
-            std::rethrow_exception(error);
+// "email sent", "sms failed", "push unavailable" ... for each channel considered.
+std::string route_of(const std::vector<bulwark::DeliveryAttempt>& attempts) {
+    std::string route;
+    std::uint32_t pass = 0;
+    for (const bulwark::DeliveryAttempt& a : attempts) {
+        if (a.pass != pass) {
+            route +=
+                (route.empty() ? "" : " | ") + std::string("pass ") + std::to_string(a.pass) + ":";
+            pass = a.pass;
         }
-    } catch (const std::exception& e) {
-        return e.what();
-    } catch (...) {
+        const std::string outcome = a.ok ? "sent"
+                                    : a.skipped != bulwark::FallbackReason::none
+                                        ? bulwark::to_string(a.skipped)
+                                        : "failed";
+        route += " " + a.channel + " " + outcome;
     }
-    return "no channel delivered";
-}
-
-// "delivered", "failed" (called, and it failed) or why the chain did not call the channel.
-std::string outcome_of(const bulwark::Attempt& a) {
-    if (a.ok) {
-        return "delivered";
-    }
-    return a.reason == bulwark::FallbackReason::primary_failed ? "failed"
-                                                               : bulwark::to_string(a.reason);
+    return route;
 }
 
 }  // namespace
@@ -105,78 +101,63 @@ int main() {
     Channel& push = *channels[2];
     email.provider.fail_always();                // the email provider is down,
     push.provider.fail_always();                 // so is push,
-    sms.provider.fail_with_probability(0.3, 7);  // and SMS is flaky
+    sms.provider.fail_with_probability(0.6, 7);  // and SMS is flaky
 
-    // priority: email first, then SMS, then push; an open breaker skips its channel at no cost.
-    bulwark::FallbackChain<Receipt(const std::string&)> chain(bulwark::Selection::priority,
-                                                              bulwark::ChainOptions{}, clock);
+    // Email falls back to SMS, then push. A failed pass is retried 20 s later, three passes in
+    // all; no workers: this program drives the engine with run_due() on its manual clock.
+    bulwark::FallbackRules rules;
+    rules.set("email", {{"sms", "push"}, bulwark::Selection::priority, 0});
+    bulwark::DeliveryEngineOptions options;
+    options.workers = 0;
+    options.max_passes = 3;
+    options.backoff = bulwark::Backoff::fixed(20s);
+    bulwark::InMemoryDeadLetterStore dead_letters(1000, clock);
+    bulwark::DeliveryEngine<std::string> engine(rules, dead_letters, options, clock);
     for (auto& channel : channels) {
-        Channel* c = channel.get();
-        chain.add(
-            c->name, [c](const std::string& message) { return c->send(message); }, c->options());
+        engine.add_channel(channel->name, *channel, channel->options());
     }
 
-    bulwark::InMemoryDeadLetterStore dead_letters(1000, clock);
-    int delivered = 0;
+    std::vector<std::string> ids;
     for (int i = 1; i <= 12; ++i) {
         if (i == 7) {
-            std::printf("  -- 40 s later, email and push are back --\n");
-            clock.advance(40s);
+            // Two more minutes of outage: the retries fall due and fail, the last passes too.
+            for (int s = 0; s < 12; ++s) {
+                clock.advance(10s);
+                engine.run_due();
+            }
+            std::printf("  -- two minutes later, email and push are back --\n");
             email.provider.heal();
             push.provider.heal();
         }
-        const std::string message = "message " + std::to_string(i);
-        bulwark::ChainResult<Receipt> result = chain.execute(message);
-        std::string route;
-        for (const bulwark::Attempt& a : result.attempts()) {
-            route += std::string(route.empty() ? "" : ", ") + std::string(a.channel) + " " +
-                     outcome_of(a);
-        }
-        if (result.ok()) {
-            ++delivered;
-        } else {
-            // Nobody took it: keep it, with what was tried, rather than lose it.
-            bulwark::DeadLetter letter;
-            letter.type = "notification";
-            letter.payload = message;
-            letter.error = error_text(result.error());
-            for (const bulwark::Attempt& a : result.attempts()) {
-                // Attempts are timed on the monotonic clock; a stored record keeps wall time.
-                const bulwark::WallTime at = clock.wall_now() - (clock.now() - a.started);
-                letter.attempts.push_back({at, std::string(a.channel), outcome_of(a)});
-            }
-            dead_letters.add(std::move(letter));
-            route += " -> dead-lettered";
-        }
-        std::printf("  %s: %s\n", message.c_str(), route.c_str());
+        ids.push_back(engine.submit("message " + std::to_string(i), {"email"}));
+        engine.run_due();
         clock.advance(1s);
+    }
+    engine.drain(5min);  // the retries still scheduled
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+        std::printf("  message %zu: %s ->%s\n", i + 1, bulwark::to_string(*engine.status(ids[i])),
+                    route_of(engine.attempts(ids[i])).c_str());
     }
 
     const std::size_t parked = dead_letters.size();
-    std::printf("\ndelivered %d, dead-lettered %zu\n", delivered, parked);
+    std::printf("\ndead-lettered %zu; the providers are back: redrive them\n", parked);
+    const bulwark::ReprocessResult redrive = engine.reprocess_dead_letters(
+        bulwark::DeadLetterQuery{}.status(bulwark::DeadLetterStatus::pending));
+    engine.drain(5min);
+    std::printf("redriven %zu\n", redrive.resent);
 
-    // The providers are back: redrive the dead letters through the chain.
-    const bulwark::ReprocessResult redrive = dead_letters.reprocess(
-        bulwark::DeadLetterQuery{}.status(bulwark::DeadLetterStatus::pending),
-        [&](const bulwark::DeadLetter& d) { return chain.execute(d.payload).ok(); });
-    std::printf("redriven %zu: %zu resent, %zu still pending\n", redrive.matched, redrive.resent,
-                redrive.failed);
-    for (auto& channel : channels) {
-        const bulwark::ChannelStats c = chain.stats(channel->name);
-        const bulwark::CircuitBreakerStats b = channel->breaker.stats();
-        std::printf(
-            "  %-5s calls %llu, delivered %llu (%llu as a fallback), skipped %llu; breaker "
-            "%s, opened %llu\n",
-            channel->name.c_str(), static_cast<unsigned long long>(c.calls),
-            static_cast<unsigned long long>(c.successes),
-            static_cast<unsigned long long>(c.fallbacks),
-            static_cast<unsigned long long>(c.skipped), bulwark::to_string(b.state),
-            static_cast<unsigned long long>(b.opened));
+    const bulwark::DeliveryStats stats = engine.stats();
+    for (const bulwark::ChannelDeliveryStats& c : stats.channels) {
+        std::printf("  %-5s attempts %llu, sent %llu (%llu as a fallback), cost %.4f\n",
+                    c.channel.c_str(), static_cast<unsigned long long>(c.attempts),
+                    static_cast<unsigned long long>(c.successes),
+                    static_cast<unsigned long long>(c.successful_fallbacks), c.cost);
     }
-    // Every message was delivered, or dead-lettered and then resent or still pending: none lost.
-    const bulwark::DeadLetterStats s = dead_letters.stats();
-    const bool none_lost = static_cast<std::size_t>(delivered) + parked == 12 &&
-                           redrive.matched == parked && s.reprocessed == redrive.resent &&
-                           s.pending == parked - redrive.resent;
+    // Every message was sent, or dead-lettered and then redriven and sent: none lost.
+    bool none_lost = redrive.resent == parked;
+    for (const std::string& id : ids) {
+        none_lost = none_lost && engine.status(id) == bulwark::MessageStatus::sent;
+    }
+    std::printf("all %zu sent: %s\n", ids.size(), none_lost ? "yes" : "no");
     return none_lost ? 0 : 1;
 }

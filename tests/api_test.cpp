@@ -4,6 +4,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <vector>
 
@@ -357,3 +358,54 @@ TEST_CASE("retry and shedder options read well with designated initializers", "[
     CHECK(shedder.execute([] { return 1; }) == 1);
 }
 #endif
+
+TEST_CASE("DeliveryEngine as the API shows it: channels, submit, receipts, audit, stats, redrive",
+          "[api]") {
+    struct Notification {
+        std::string to;
+        std::string text;
+    };
+    bulwark::InMemoryDeadLetterStore store;
+    bulwark::FallbackRules rules;
+    rules.set("telegram", {{"email", "sms"}, bulwark::Selection::priority, 2});
+    bulwark::DeliveryEngine<Notification> engine(rules, store);
+    engine.codec(
+        [](const Notification& n) { return n.to + '\n' + n.text; },
+        [](std::string_view b) {
+            const auto nl = b.find('\n');
+            return Notification{std::string(b.substr(0, nl)), std::string(b.substr(nl + 1))};
+        });
+    auto email_adapter = [](const Notification& n) {
+        return bulwark::Receipt{"ses", "email-" + n.to, 0.001, false};
+    };
+    auto sms_adapter = [](const Notification& n) {
+        return bulwark::Receipt{"twilio", "sms-" + n.to, 0.0075, false};
+    };
+    auto telegram_adapter = [](const Notification&) -> bulwark::Receipt {
+        throw bulwark::DeliveryError(bulwark::DeliveryErrorKind::permanent, "chat not found");
+    };
+    engine.add_channel("email", email_adapter);
+    engine.add_channel("sms", sms_adapter);
+    engine.add_channel("telegram", telegram_adapter);
+
+    const Notification notification{"ann", "hello"};
+    auto id = engine.submit(notification, {"telegram"});
+    const auto when = bulwark::default_clock().wall_now();
+    auto scheduled = engine.submit_at(notification, when, {"email"});
+    REQUIRE(engine.drain(10s));
+    // The primary failed permanently: no fallback without the rule's consent, dead-lettered.
+    CHECK(engine.status(id) == bulwark::MessageStatus::dead_lettered);
+    CHECK(engine.status(scheduled) == bulwark::MessageStatus::sent);
+    CHECK(engine.confirm("email-ann", bulwark::MessageStatus::delivered));
+    CHECK(engine.status(scheduled) == bulwark::MessageStatus::delivered);
+    REQUIRE(engine.attempts(id).size() == 1);
+    CHECK(engine.attempts(id)[0].error == "chat not found");
+    const bulwark::DeliveryStats stats = engine.stats();
+    CHECK(stats.channels.size() == 3);
+    CHECK(stats.overall.attempts == 2);
+
+    CHECK(engine.reprocess_dead_letter(id, {"email"}));
+    CHECK(engine.drain(10s));
+    CHECK(engine.status(id) == bulwark::MessageStatus::sent);
+    CHECK(engine.stop().empty());
+}

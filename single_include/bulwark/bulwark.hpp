@@ -15133,7 +15133,8 @@ private:
                 detail::throw_invalid_argument(
                     "bulwark::DeliveryEngine::add_channel: null adapter");
             }
-            return [f = T(std::forward<A>(adapter))](const Message& m, Context&) mutable {
+            return [f = std::decay_t<A>(std::forward<A>(adapter))](const Message& m,
+                                                                   Context&) mutable {
                 return f(m);
             };
         } else if constexpr (detail::has_send_with_context<T, Message>::value ||
