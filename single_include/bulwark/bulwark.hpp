@@ -14537,19 +14537,19 @@ public:
     // anything else is moved in. Throws std::invalid_argument for an empty or duplicate name or
     // invalid options. May be called while the engine runs.
     template <class A>
-    DeliveryEngine& add_channel(std::string name, A&& adapter, ChannelOptions options = {},
-                                DeliveryClassifier classifier = {}) {
+    DeliveryEngine& add_channel(const std::string& name, A&& adapter, ChannelOptions options = {},
+                                const DeliveryClassifier& classifier = {}) {
         auto slot = std::make_shared<Slot>();
         slot->name = name;
         slot->adapter = make_adapter(std::forward<A>(adapter));
         slot->options = options;
-        slot->classifier = std::move(classifier);
+        slot->classifier = classifier;
         slot->stats = std::make_unique<detail::ChannelStatsCell>(window_buckets());
         detail::LockGuard lock(config_mutex_);
         for (const auto& s : slots_) {
-            if (s->name == name) {
+            if (s->name == slot->name) {
                 detail::throw_invalid_option("DeliveryEngine.add_channel: name", "must be unique",
-                                             "\"" + name + "\" (already added)");
+                                             "\"" + slot->name + "\" (already added)");
             }
         }
         auto next = slots_;
@@ -15165,7 +15165,7 @@ private:
         if constexpr (std::is_lvalue_reference<A>::value) {
             return std::shared_ptr<T>(std::shared_ptr<T>(), &adapter);
         } else {
-            return std::make_shared<T>(std::move(adapter));
+            return std::make_shared<T>(std::forward<A>(adapter));
         }
     }
 
@@ -15690,7 +15690,7 @@ private:
         failure.retry_after = std::max(failure.retry_after, retry_after);
     }
 
-    void sent(const QueuedMessage& q, std::vector<DeliveryAttempt>& made, Receipt receipt) {
+    void sent(const QueuedMessage& q, std::vector<DeliveryAttempt>& made, const Receipt& receipt) {
         bool kept = false;
         try {
             kept = queue_->complete(q.id, q.lease);
