@@ -12506,564 +12506,6 @@ using HealthMonitor = BasicHealthMonitor<>;
 }  // namespace bulwark
 
 #endif  // BULWARK_HEALTH_HPP
-// #include <bulwark/in_memory_queue_store.hpp>
-// InMemoryQueueStore: a bounded, thread-safe QueueStore kept in memory.
-#ifndef BULWARK_IN_MEMORY_QUEUE_STORE_HPP
-#define BULWARK_IN_MEMORY_QUEUE_STORE_HPP
-
-#include <cstddef>
-#include <cstdint>
-#include <optional>
-#include <string>
-#include <string_view>
-#include <vector>
-
-// #include <bulwark/config.hpp> (already included above)
-// #include <bulwark/detail/mutex.hpp> (already included above)
-// #include <bulwark/detail/queue_index.hpp>
-// QueueIndex: the messages of a QueueStore by id and in ready order (private).
-#ifndef BULWARK_DETAIL_QUEUE_INDEX_HPP
-#define BULWARK_DETAIL_QUEUE_INDEX_HPP
-
-#include <algorithm>
-#include <cstddef>
-#include <cstdint>
-#include <map>
-#include <optional>
-#include <string>
-#include <string_view>
-#include <unordered_map>
-#include <utility>
-#include <vector>
-
-// #include <bulwark/detail/throw.hpp> (already included above)
-// #include <bulwark/queue_store.hpp>
-// Durable-queue vocabulary: QueuedMessage, leases, QueueFullError and the QueueStore interface.
-#ifndef BULWARK_QUEUE_STORE_HPP
-#define BULWARK_QUEUE_STORE_HPP
-
-#include <cstddef>
-#include <cstdint>
-#include <limits>
-#include <optional>
-#include <stdexcept>
-#include <string>
-#include <string_view>
-#include <vector>
-
-// #include <bulwark/config.hpp> (already included above)
-// #include <bulwark/errors.hpp> (already included above)
-// #include <bulwark/time.hpp> (already included above)
-
-namespace bulwark {
-
-// A queue (or its store) is at its capacity: a rejection, nothing was queued; retry_after() is
-// zero. source(): the queue's name when a queue raised it.
-class QueueFullError : public RejectedError {
-public:
-    using RejectedError::RejectedError;
-};
-
-// A store refused a message larger than one of its limits; limit_name() says which (a file
-// store's max_payload_bytes or max_id_bytes), size() and limit() the numbers. No byte of the
-// message is in what().
-class QueueMessageTooLargeError : public std::length_error {
-public:
-    QueueMessageTooLargeError(const std::string& what, const char* limit_name, std::size_t size,
-                              std::size_t limit)
-        : std::length_error(what), limit_name_(limit_name), size_(size), limit_(limit) {}
-
-    const char* limit_name() const noexcept { return limit_name_; }
-    std::size_t size() const noexcept { return size_; }
-    std::size_t limit() const noexcept { return limit_; }
-
-private:
-    const char* limit_name_;
-    std::size_t size_;
-    std::size_t limit_;
-};
-
-// One message as a QueueStore keeps it: opaque bytes plus what the queue needs to schedule it.
-// The store never reads the payload; the queue or engine that owns the store encodes its own
-// state (the message, its channels, its attempt history) into it.
-struct QueuedMessage {
-    std::string id;       // unique within the store; not empty; chosen by the owner
-    std::string payload;  // opaque bytes
-    WallTime due{};       // claim() does not hand it out before this
-    WallTime enqueued{};  // when it was first pushed (kept across releases)
-    // The owner's count of attempts made; the store only keeps what release() gives it.
-    std::uint32_t attempts = 0;
-    // How many times claim() has leased it out (SQS's receive count). A message whose claims
-    // outrun its attempts was leased by a worker that died before reporting.
-    std::uint32_t claims = 0;
-    // Set by claim(): the token that complete(), release() and extend() must carry. 0: not
-    // leased. A store never hands out the same token twice, across restarts included.
-    std::uint64_t lease = 0;
-    WallTime lease_until{};  // when the lease runs out (meaningful while lease != 0)
-};
-
-// What a QueueStore holds, at one moment.
-struct QueueStoreStats {
-    std::size_t size = 0;    // messages held, leased or not
-    std::size_t leased = 0;  // of which under a lease that has not been ended (may have run out)
-};
-
-// Where a durable queue keeps its messages. A message is pushed, then leased out by claim() to
-// one worker at a time for a visibility timeout; the worker ends the lease with complete() (the
-// message is done: it leaves the store) or release() (try again at a new due time, with its new
-// state). A lease that runs out without either makes the message claimable again, so a worker or
-// process that dies loses nothing: the message is delivered again (at least once).
-//
-// Rules every implementation follows (tests/queue_store_conformance.hpp checks them):
-//   - push() returns only once the message is stored (durably, for a durable store); a message
-//     with an empty or already held id is refused with std::invalid_argument naming it.
-//   - claim(now, max, lease_for) leases up to `max` messages that are ready at `now`: not leased
-//     and due <= now, or leased with lease_until <= now. They come in the order they became
-//     ready (due, or the end of the lease), ties in push order (the order of the push() calls,
-//     whatever was released or re-leased since). Each gets a fresh token, lease_until = now +
-//     lease_for and claims + 1. A lease_for <= 0 is refused with std::invalid_argument.
-//   - complete/release/extend act only while `lease` is the message's current token and return
-//     false otherwise (the lease ran out and another claim took the message, or it is gone):
-//     the caller's view is stale and it must not assume the message is done.
-//   - Times are wall times (they outlive the process); the store never reads a clock itself.
-//   - Every member is thread-safe.
-//
-// Usage: InMemoryQueueStore store; store.push({"m-1", bytes, now}); auto batch = store.claim(now,
-// 50, 30s); ... store.complete(batch[0].id, batch[0].lease);
-class QueueStore {
-public:
-    virtual ~QueueStore() = default;
-
-    // Stores `message` (its claims and lease fields are ignored and start at zero). Throws
-    // std::invalid_argument for an empty or duplicate id, QueueFullError when the store is full,
-    // QueueMessageTooLargeError when it is over a limit of the store.
-    virtual void push(const QueuedMessage& message) = 0;
-
-    // Stores every message, as push() one by one; a store may write them as one durable step.
-    // On a throw, the messages before the one that failed are stored.
-    virtual void push_all(const std::vector<QueuedMessage>& messages) {
-        for (const QueuedMessage& m : messages) {
-            push(m);
-        }
-    }
-
-    // Leases up to `max` ready messages (see the rules above) and returns copies of them.
-    virtual std::vector<QueuedMessage> claim(WallTime now, std::size_t max, Duration lease_for) = 0;
-
-    // The message leased under `lease` is done: removes it. false when `lease` is not current.
-    virtual bool complete(std::string_view id, std::uint64_t lease) = 0;
-
-    // Ends the lease on `message.id` (which must be `message.lease`) and stores its new payload,
-    // due time and attempts; it is claimable again at `due`. false when the lease is not current.
-    virtual bool release(const QueuedMessage& message) = 0;
-
-    // Moves the end of a current lease to `until` (a heartbeat for a long attempt).
-    virtual bool extend(std::string_view id, std::uint64_t lease, WallTime until) = 0;
-
-    // Removes a message whatever its lease (an operator's cancel). false when it is not held.
-    virtual bool remove(std::string_view id) = 0;
-
-    virtual std::optional<QueuedMessage> get(std::string_view id) const = 0;
-
-    virtual std::size_t size() const = 0;
-
-    // The earliest time claim() could return a message: the least due time of the messages not
-    // leased and the least lease end of those leased. nullopt when the store is empty.
-    virtual std::optional<WallTime> next_ready() const = 0;
-
-    // Up to `limit` messages, in the order claim() would consider them.
-    virtual std::vector<QueuedMessage> list(
-        std::size_t limit = std::numeric_limits<std::size_t>::max()) const = 0;
-
-    virtual QueueStoreStats stats() const = 0;
-};
-
-}  // namespace bulwark
-
-#endif  // BULWARK_QUEUE_STORE_HPP
-// #include <bulwark/time.hpp> (already included above)
-
-namespace bulwark {
-namespace detail {
-
-// The messages of InMemoryQueueStore and FileQueueStore: by id, and in the order claim() takes
-// them. A message's ready key is (due, push number) while it is not leased and (lease_until,
-// push number) while it is, so ties between equal times go in push order whatever was released
-// or re-leased in between, and a store replayed from its journal orders them as before.
-// Checks nothing: its owner validates. Leasing, releasing and extending re-key the ready node in
-// place; they allocate only to look the id up (std::bad_alloc for an id too long for the small
-// string buffer, before anything changes). Not thread-safe: the owner's lock guards it.
-class QueueIndex {
-public:
-    std::size_t size() const noexcept { return entries_.size(); }
-    std::size_t leased() const noexcept { return leased_; }
-    bool contains(std::string_view id) const { return find_entry(id) != nullptr; }
-
-    const QueuedMessage* find(std::string_view id) const {
-        const Entry* e = find_entry(id);
-        return e != nullptr ? &e->message : nullptr;
-    }
-
-    // The message under lease `lease` (0 never is a lease), or nullptr.
-    const QueuedMessage* find_leased(std::string_view id, std::uint64_t lease) const {
-        const Entry* e = lease == 0 ? nullptr : find_entry(id);
-        return e != nullptr && e->message.lease == lease ? &e->message : nullptr;
-    }
-
-    void reserve(std::size_t n) { entries_.reserve(n); }
-
-    // Adds `message` as it is (its lease included: a snapshot replayed), after every message
-    // already held in push order. The id must be absent. Strong guarantee.
-    void insert(const QueuedMessage& message) {
-        auto [it, inserted] = entries_.try_emplace(message.id);
-        (void)inserted;
-        Entry& e = it->second;
-        try {
-            e.message = message;
-            e.seq = next_seq_;
-            e.ready = ready_.emplace(Key{ready_time(e.message), e.seq}, &e).first;
-        } catch (...) {
-            entries_.erase(it);
-            throw;
-        }
-        ++next_seq_;
-        if (e.message.lease != 0) {
-            ++leased_;
-        }
-    }
-
-    // The first message in ready order if it is ready at `now`, else nullptr.
-    const QueuedMessage* first_ready(WallTime now) const noexcept {
-        if (ready_.empty() || ready_.begin()->first.first > now) {
-            return nullptr;
-        }
-        return &ready_.begin()->second->message;
-    }
-
-    // Up to `max` messages ready at `now`, in ready order.
-    std::vector<const QueuedMessage*> ready_at(WallTime now, std::size_t max) const {
-        std::vector<const QueuedMessage*> out;
-        for (auto it = ready_.begin();
-             it != ready_.end() && out.size() < max && it->first.first <= now; ++it) {
-            out.push_back(&it->second->message);
-        }
-        return out;
-    }
-
-    // Leases the message `id` (held) under `token` until `until`; claims + 1.
-    void lease(std::string_view id, std::uint64_t token, WallTime until) {
-        Entry& e = *find_entry(id);
-        if (e.message.lease == 0) {
-            ++leased_;
-        }
-        e.message.lease = token;
-        e.message.lease_until = until;
-        ++e.message.claims;
-        rekey(e);
-    }
-
-    // Ends the lease of `id` (held) with the message's new state: ready again at `due`.
-    void release(std::string_view id, std::string payload, WallTime due, std::uint32_t attempts) {
-        Entry& e = *find_entry(id);
-        if (e.message.lease != 0) {
-            --leased_;
-        }
-        e.message.payload = std::move(payload);
-        e.message.due = due;
-        e.message.attempts = attempts;
-        e.message.lease = 0;
-        e.message.lease_until = WallTime{};
-        rekey(e);
-    }
-
-    // Moves the end of the lease of `id` (held and leased) to `until`.
-    void extend(std::string_view id, WallTime until) {
-        Entry& e = *find_entry(id);
-        e.message.lease_until = until;
-        rekey(e);
-    }
-
-    bool erase(std::string_view id) {
-        auto it = entries_.find(std::string(id));
-        if (it == entries_.end()) {
-            return false;
-        }
-        if (it->second.message.lease != 0) {
-            --leased_;
-        }
-        ready_.erase(it->second.ready);
-        entries_.erase(it);
-        return true;
-    }
-
-    std::optional<WallTime> next_ready() const {
-        if (ready_.empty()) {
-            return std::nullopt;
-        }
-        return ready_.begin()->first.first;
-    }
-
-    // Calls f(const QueuedMessage&) for messages in ready order while it returns true.
-    template <class F>
-    void for_each_ready(F&& f) const {
-        for (const auto& node : ready_) {
-            if (!f(node.second->message)) {
-                return;
-            }
-        }
-    }
-
-    // Every message in push order (what a journal snapshot writes, so that a replay keeps it).
-    std::vector<const QueuedMessage*> in_push_order() const {
-        std::vector<const Entry*> entries;
-        entries.reserve(entries_.size());
-        for (const auto& node : entries_) {
-            entries.push_back(&node.second);
-        }
-        std::sort(entries.begin(), entries.end(),
-                  [](const Entry* a, const Entry* b) { return a->seq < b->seq; });
-        std::vector<const QueuedMessage*> out;
-        out.reserve(entries.size());
-        for (const Entry* e : entries) {
-            out.push_back(&e->message);
-        }
-        return out;
-    }
-
-private:
-    using Key = std::pair<WallTime, std::uint64_t>;  // ready time, push number
-    struct Entry;
-    using Ready = std::map<Key, Entry*>;
-    struct Entry {
-        QueuedMessage message;
-        std::uint64_t seq = 0;
-        typename Ready::iterator ready;
-    };
-
-    static WallTime ready_time(const QueuedMessage& m) noexcept {
-        return m.lease != 0 ? m.lease_until : m.due;
-    }
-
-    // Moves e's ready node to its current key: extracted and reinserted, so nothing allocates.
-    void rekey(Entry& e) noexcept {
-        auto node = ready_.extract(e.ready);
-        node.key() = Key{ready_time(e.message), e.seq};
-        e.ready = ready_.insert(std::move(node)).position;
-    }
-
-    Entry* find_entry(std::string_view id) {
-        auto it = entries_.find(std::string(id));
-        return it != entries_.end() ? &it->second : nullptr;
-    }
-    const Entry* find_entry(std::string_view id) const {
-        auto it = entries_.find(std::string(id));
-        return it != entries_.end() ? &it->second : nullptr;
-    }
-
-    // Node-based: Entry addresses stay valid while the map grows.
-    std::unordered_map<std::string, Entry> entries_;
-    Ready ready_;
-    std::size_t leased_ = 0;
-    std::uint64_t next_seq_ = 0;
-};
-
-// The checks every queue store makes of its arguments, so that they fail alike:
-// std::invalid_argument naming the store's call, the field and the value.
-inline void check_push_id(const char* call, const QueuedMessage& message, bool held) {
-    if (message.id.empty()) {
-        throw_invalid_argument(std::string(call) + ": empty id");
-    }
-    if (held) {
-        throw_invalid_argument(std::string(call) + ": id '" + message.id + "' is already queued");
-    }
-}
-
-// A lease must last: one of zero or less would be claimable again at once (two workers on one
-// message), and now + lease_for saturates rather than overflows.
-inline WallTime lease_end(const char* call, WallTime now, Duration lease_for) {
-    if (lease_for <= Duration::zero()) {
-        throw_invalid_argument(std::string(call) + ": lease_for must be > 0 (got " +
-                               format_duration(lease_for) + ")");
-    }
-    return WallTime{saturating_add(now.time_since_epoch(), lease_for)};
-}
-
-}  // namespace detail
-}  // namespace bulwark
-
-#endif  // BULWARK_DETAIL_QUEUE_INDEX_HPP
-// #include <bulwark/detail/throw.hpp> (already included above)
-// #include <bulwark/queue_store.hpp> (already included above)
-
-namespace bulwark {
-
-// A QueueStore in memory: leases work as in a durable store (a worker that never reports gives
-// its message back when the lease runs out), but everything is lost with the process.
-//   bulwark::InMemoryQueueStore store(/*max_size*/ 1000000);
-// push, claim (per message), complete and release are O(log n) under one mutex. claim() throws
-// std::invalid_argument for a lease_for <= 0.
-class InMemoryQueueStore final : public QueueStore {
-public:
-    // `max_size` >= 1: push() beyond it throws QueueFullError.
-    explicit InMemoryQueueStore(std::size_t max_size = 10000000) : max_size_(max_size) {
-        if (max_size_ == 0) {
-            detail::throw_invalid_option("InMemoryQueueStore max_size", "must be >= 1", "0");
-        }
-    }
-
-    void push(const QueuedMessage& message) override {
-        detail::LockGuard lock(mutex_);
-        check(message);
-        if (index_.size() >= max_size_) {
-            full();
-        }
-        index_.insert(fresh(message));
-    }
-
-    // All or nothing: a batch that does not fit, or holds a bad id (a duplicate within it too),
-    // stores none of its messages.
-    void push_all(const std::vector<QueuedMessage>& messages) override {
-        detail::LockGuard lock(mutex_);
-        for (std::size_t i = 0; i < messages.size(); ++i) {
-            check(messages[i]);
-            for (std::size_t j = 0; j < i; ++j) {
-                if (messages[j].id == messages[i].id) {
-                    detail::check_push_id(call, messages[i], true);
-                }
-            }
-        }
-        if (messages.size() > max_size_ - index_.size()) {
-            full();
-        }
-        std::size_t done = 0;
-        try {
-            for (; done < messages.size(); ++done) {
-                index_.insert(fresh(messages[done]));
-            }
-        } catch (...) {
-            for (std::size_t i = 0; i < done; ++i) {
-                index_.erase(messages[i].id);
-            }
-            throw;
-        }
-    }
-
-    std::vector<QueuedMessage> claim(WallTime now, std::size_t max, Duration lease_for) override {
-        const WallTime until =
-            detail::lease_end("bulwark::InMemoryQueueStore::claim", now, lease_for);
-        std::vector<QueuedMessage> out;
-        detail::LockGuard lock(mutex_);
-        for (const QueuedMessage* m = index_.first_ready(now); m != nullptr && out.size() < max;
-             m = index_.first_ready(now)) {
-            // The copy first: if it cannot be made, nothing was leased.
-            out.push_back(*m);
-            index_.lease(m->id, ++last_lease_, until);
-            out.back().lease = m->lease;
-            out.back().lease_until = m->lease_until;
-            out.back().claims = m->claims;
-        }
-        return out;
-    }
-
-    bool complete(std::string_view id, std::uint64_t lease) override {
-        detail::LockGuard lock(mutex_);
-        if (index_.find_leased(id, lease) == nullptr) {
-            return false;
-        }
-        index_.erase(id);
-        return true;
-    }
-
-    bool release(const QueuedMessage& message) override {
-        detail::LockGuard lock(mutex_);
-        if (index_.find_leased(message.id, message.lease) == nullptr) {
-            return false;
-        }
-        index_.release(message.id, message.payload, message.due, message.attempts);
-        return true;
-    }
-
-    bool extend(std::string_view id, std::uint64_t lease, WallTime until) override {
-        detail::LockGuard lock(mutex_);
-        if (index_.find_leased(id, lease) == nullptr) {
-            return false;
-        }
-        index_.extend(id, until);
-        return true;
-    }
-
-    bool remove(std::string_view id) override {
-        detail::LockGuard lock(mutex_);
-        return index_.erase(id);
-    }
-
-    std::optional<QueuedMessage> get(std::string_view id) const override {
-        detail::LockGuard lock(mutex_);
-        const QueuedMessage* m = index_.find(id);
-        if (m == nullptr) {
-            return std::nullopt;
-        }
-        return *m;
-    }
-
-    std::size_t size() const override {
-        detail::LockGuard lock(mutex_);
-        return index_.size();
-    }
-
-    std::optional<WallTime> next_ready() const override {
-        detail::LockGuard lock(mutex_);
-        return index_.next_ready();
-    }
-
-    std::vector<QueuedMessage> list(std::size_t limit) const override {
-        std::vector<QueuedMessage> out;
-        detail::LockGuard lock(mutex_);
-        index_.for_each_ready([&](const QueuedMessage& m) {
-            if (out.size() >= limit) {
-                return false;
-            }
-            out.push_back(m);
-            return true;
-        });
-        return out;
-    }
-
-    QueueStoreStats stats() const override {
-        detail::LockGuard lock(mutex_);
-        return {index_.size(), index_.leased()};
-    }
-
-private:
-    static constexpr const char* call = "bulwark::InMemoryQueueStore::push";
-
-    [[noreturn]] BULWARK_NOINLINE void full() const {
-        throw QueueFullError("bulwark::InMemoryQueueStore is full (max_size " +
-                             std::to_string(max_size_) + ")");
-    }
-
-    void check(const QueuedMessage& message) const BULWARK_REQUIRES(mutex_) {
-        detail::check_push_id(call, message, index_.contains(message.id));
-    }
-
-    // What push() stores: the message without claims or lease.
-    static QueuedMessage fresh(const QueuedMessage& message) {
-        QueuedMessage m = message;
-        m.claims = 0;
-        m.lease = 0;
-        m.lease_until = WallTime{};
-        return m;
-    }
-
-    const std::size_t max_size_;
-    mutable detail::Mutex mutex_;
-    detail::QueueIndex index_ BULWARK_GUARDED_BY(mutex_);
-    std::uint64_t last_lease_ BULWARK_GUARDED_BY(mutex_) = 0;
-};
-
-}  // namespace bulwark
-
-#endif  // BULWARK_IN_MEMORY_QUEUE_STORE_HPP
 // #include <bulwark/inline_vector.hpp> (already included above)
 // #include <bulwark/metrics.hpp>
 // Metrics: to_prometheus() renders every component's statistics in the Prometheus text format.
@@ -16538,6 +15980,1340 @@ using Timeout = BasicTimeout<>;
 #endif  // BULWARK_TIMEOUT_HPP
 
 #endif  // BULWARK_POLICIES_HPP
+// #include <bulwark/queue.hpp>
+// Queue stores: the QueueStore interface, the in-memory store and (on POSIX) the file store.
+#ifndef BULWARK_QUEUE_HPP
+#define BULWARK_QUEUE_HPP
+
+// #include <bulwark/in_memory_queue_store.hpp>
+// InMemoryQueueStore: a bounded, thread-safe QueueStore kept in memory.
+#ifndef BULWARK_IN_MEMORY_QUEUE_STORE_HPP
+#define BULWARK_IN_MEMORY_QUEUE_STORE_HPP
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+// #include <bulwark/config.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
+// #include <bulwark/detail/queue_index.hpp>
+// QueueIndex: the messages of a QueueStore by id and in ready order (private).
+#ifndef BULWARK_DETAIL_QUEUE_INDEX_HPP
+#define BULWARK_DETAIL_QUEUE_INDEX_HPP
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/queue_store.hpp>
+// Durable-queue vocabulary: QueuedMessage, leases, QueueFullError and the QueueStore interface.
+#ifndef BULWARK_QUEUE_STORE_HPP
+#define BULWARK_QUEUE_STORE_HPP
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+// #include <bulwark/config.hpp> (already included above)
+// #include <bulwark/errors.hpp> (already included above)
+// #include <bulwark/time.hpp> (already included above)
+
+namespace bulwark {
+
+// A queue (or its store) is at its capacity: a rejection, nothing was queued; retry_after() is
+// zero. source(): the queue's name when a queue raised it.
+class QueueFullError : public RejectedError {
+public:
+    using RejectedError::RejectedError;
+};
+
+// A store refused a message larger than one of its limits; limit_name() says which (a file
+// store's max_payload_bytes or max_id_bytes), size() and limit() the numbers. No byte of the
+// message is in what().
+class QueueMessageTooLargeError : public std::length_error {
+public:
+    QueueMessageTooLargeError(const std::string& what, const char* limit_name, std::size_t size,
+                              std::size_t limit)
+        : std::length_error(what), limit_name_(limit_name), size_(size), limit_(limit) {}
+
+    const char* limit_name() const noexcept { return limit_name_; }
+    std::size_t size() const noexcept { return size_; }
+    std::size_t limit() const noexcept { return limit_; }
+
+private:
+    const char* limit_name_;
+    std::size_t size_;
+    std::size_t limit_;
+};
+
+// One message as a QueueStore keeps it: opaque bytes plus what the queue needs to schedule it.
+// The store never reads the payload; the queue or engine that owns the store encodes its own
+// state (the message, its channels, its attempt history) into it.
+struct QueuedMessage {
+    std::string id;       // unique within the store; not empty; chosen by the owner
+    std::string payload;  // opaque bytes
+    WallTime due{};       // claim() does not hand it out before this
+    WallTime enqueued{};  // when it was first pushed (kept across releases)
+    // The owner's count of attempts made; the store only keeps what release() gives it.
+    std::uint32_t attempts = 0;
+    // How many times claim() has leased it out (SQS's receive count). A message whose claims
+    // outrun its attempts was leased by a worker that died before reporting.
+    std::uint32_t claims = 0;
+    // Set by claim(): the token that complete(), release() and extend() must carry. 0: not
+    // leased. A store never hands out the same token twice, across restarts included.
+    std::uint64_t lease = 0;
+    WallTime lease_until{};  // when the lease runs out (meaningful while lease != 0)
+};
+
+// What a QueueStore holds, at one moment.
+struct QueueStoreStats {
+    std::size_t size = 0;    // messages held, leased or not
+    std::size_t leased = 0;  // of which under a lease that has not been ended (may have run out)
+};
+
+// Where a durable queue keeps its messages. A message is pushed, then leased out by claim() to
+// one worker at a time for a visibility timeout; the worker ends the lease with complete() (the
+// message is done: it leaves the store) or release() (try again at a new due time, with its new
+// state). A lease that runs out without either makes the message claimable again, so a worker or
+// process that dies loses nothing: the message is delivered again (at least once).
+//
+// Rules every implementation follows (tests/queue_store_conformance.hpp checks them):
+//   - push() returns only once the message is stored (durably, for a durable store); a message
+//     with an empty or already held id is refused with std::invalid_argument naming it.
+//   - claim(now, max, lease_for) leases up to `max` messages that are ready at `now`: not leased
+//     and due <= now, or leased with lease_until <= now. They come in the order they became
+//     ready (due, or the end of the lease), ties in push order (the order of the push() calls,
+//     whatever was released or re-leased since). Each gets a fresh token, lease_until = now +
+//     lease_for and claims + 1. A lease_for <= 0 is refused with std::invalid_argument.
+//   - complete/release/extend act only while `lease` is the message's current token and return
+//     false otherwise (the lease ran out and another claim took the message, or it is gone):
+//     the caller's view is stale and it must not assume the message is done.
+//   - Times are wall times (they outlive the process); the store never reads a clock itself.
+//   - Every member is thread-safe.
+//
+// Usage: InMemoryQueueStore store; store.push({"m-1", bytes, now}); auto batch = store.claim(now,
+// 50, 30s); ... store.complete(batch[0].id, batch[0].lease);
+class QueueStore {
+public:
+    virtual ~QueueStore() = default;
+
+    // Stores `message` (its claims and lease fields are ignored and start at zero). Throws
+    // std::invalid_argument for an empty or duplicate id, QueueFullError when the store is full,
+    // QueueMessageTooLargeError when it is over a limit of the store.
+    virtual void push(const QueuedMessage& message) = 0;
+
+    // Stores every message, as push() one by one; a store may write them as one durable step.
+    // On a throw, the messages before the one that failed are stored.
+    virtual void push_all(const std::vector<QueuedMessage>& messages) {
+        for (const QueuedMessage& m : messages) {
+            push(m);
+        }
+    }
+
+    // Leases up to `max` ready messages (see the rules above) and returns copies of them.
+    virtual std::vector<QueuedMessage> claim(WallTime now, std::size_t max, Duration lease_for) = 0;
+
+    // The message leased under `lease` is done: removes it. false when `lease` is not current.
+    virtual bool complete(std::string_view id, std::uint64_t lease) = 0;
+
+    // Ends the lease on `message.id` (which must be `message.lease`) and stores its new payload,
+    // due time and attempts; it is claimable again at `due`. false when the lease is not current.
+    virtual bool release(const QueuedMessage& message) = 0;
+
+    // Moves the end of a current lease to `until` (a heartbeat for a long attempt).
+    virtual bool extend(std::string_view id, std::uint64_t lease, WallTime until) = 0;
+
+    // Removes a message whatever its lease (an operator's cancel). false when it is not held.
+    virtual bool remove(std::string_view id) = 0;
+
+    virtual std::optional<QueuedMessage> get(std::string_view id) const = 0;
+
+    virtual std::size_t size() const = 0;
+
+    // The earliest time claim() could return a message: the least due time of the messages not
+    // leased and the least lease end of those leased. nullopt when the store is empty.
+    virtual std::optional<WallTime> next_ready() const = 0;
+
+    // Up to `limit` messages, in the order claim() would consider them.
+    virtual std::vector<QueuedMessage> list(
+        std::size_t limit = std::numeric_limits<std::size_t>::max()) const = 0;
+
+    virtual QueueStoreStats stats() const = 0;
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_QUEUE_STORE_HPP
+// #include <bulwark/time.hpp> (already included above)
+
+namespace bulwark {
+namespace detail {
+
+// The messages of InMemoryQueueStore and FileQueueStore: by id, and in the order claim() takes
+// them. A message's ready key is (due, push number) while it is not leased and (lease_until,
+// push number) while it is, so ties between equal times go in push order whatever was released
+// or re-leased in between, and a store replayed from its journal orders them as before.
+// Checks nothing: its owner validates. Leasing, releasing and extending re-key the ready node in
+// place; they allocate only to look the id up (std::bad_alloc for an id too long for the small
+// string buffer, before anything changes). Not thread-safe: the owner's lock guards it.
+class QueueIndex {
+public:
+    std::size_t size() const noexcept { return entries_.size(); }
+    std::size_t leased() const noexcept { return leased_; }
+    bool contains(std::string_view id) const { return find_entry(id) != nullptr; }
+
+    const QueuedMessage* find(std::string_view id) const {
+        const Entry* e = find_entry(id);
+        return e != nullptr ? &e->message : nullptr;
+    }
+
+    // The message under lease `lease` (0 never is a lease), or nullptr.
+    const QueuedMessage* find_leased(std::string_view id, std::uint64_t lease) const {
+        const Entry* e = lease == 0 ? nullptr : find_entry(id);
+        return e != nullptr && e->message.lease == lease ? &e->message : nullptr;
+    }
+
+    void reserve(std::size_t n) { entries_.reserve(n); }
+
+    // Adds `message` as it is (its lease included: a snapshot replayed), after every message
+    // already held in push order. The id must be absent. Strong guarantee.
+    void insert(const QueuedMessage& message) {
+        auto [it, inserted] = entries_.try_emplace(message.id);
+        (void)inserted;
+        Entry& e = it->second;
+        try {
+            e.message = message;
+            e.seq = next_seq_;
+            e.ready = ready_.emplace(Key{ready_time(e.message), e.seq}, &e).first;
+        } catch (...) {
+            entries_.erase(it);
+            throw;
+        }
+        ++next_seq_;
+        if (e.message.lease != 0) {
+            ++leased_;
+        }
+    }
+
+    // The first message in ready order if it is ready at `now`, else nullptr.
+    const QueuedMessage* first_ready(WallTime now) const noexcept {
+        if (ready_.empty() || ready_.begin()->first.first > now) {
+            return nullptr;
+        }
+        return &ready_.begin()->second->message;
+    }
+
+    // Up to `max` messages ready at `now`, in ready order.
+    std::vector<const QueuedMessage*> ready_at(WallTime now, std::size_t max) const {
+        std::vector<const QueuedMessage*> out;
+        for (auto it = ready_.begin();
+             it != ready_.end() && out.size() < max && it->first.first <= now; ++it) {
+            out.push_back(&it->second->message);
+        }
+        return out;
+    }
+
+    // Leases the message `id` (held) under `token` until `until`; claims + 1.
+    void lease(std::string_view id, std::uint64_t token, WallTime until) {
+        Entry& e = *find_entry(id);
+        if (e.message.lease == 0) {
+            ++leased_;
+        }
+        e.message.lease = token;
+        e.message.lease_until = until;
+        ++e.message.claims;
+        rekey(e);
+    }
+
+    // Ends the lease of `id` (held) with the message's new state: ready again at `due`.
+    void release(std::string_view id, std::string payload, WallTime due, std::uint32_t attempts) {
+        Entry& e = *find_entry(id);
+        if (e.message.lease != 0) {
+            --leased_;
+        }
+        e.message.payload = std::move(payload);
+        e.message.due = due;
+        e.message.attempts = attempts;
+        e.message.lease = 0;
+        e.message.lease_until = WallTime{};
+        rekey(e);
+    }
+
+    // Moves the end of the lease of `id` (held and leased) to `until`.
+    void extend(std::string_view id, WallTime until) {
+        Entry& e = *find_entry(id);
+        e.message.lease_until = until;
+        rekey(e);
+    }
+
+    bool erase(std::string_view id) {
+        auto it = entries_.find(std::string(id));
+        if (it == entries_.end()) {
+            return false;
+        }
+        if (it->second.message.lease != 0) {
+            --leased_;
+        }
+        ready_.erase(it->second.ready);
+        entries_.erase(it);
+        return true;
+    }
+
+    std::optional<WallTime> next_ready() const {
+        if (ready_.empty()) {
+            return std::nullopt;
+        }
+        return ready_.begin()->first.first;
+    }
+
+    // Calls f(const QueuedMessage&) for messages in ready order while it returns true.
+    template <class F>
+    void for_each_ready(F&& f) const {
+        for (const auto& node : ready_) {
+            if (!f(node.second->message)) {
+                return;
+            }
+        }
+    }
+
+    // Every message in push order (what a journal snapshot writes, so that a replay keeps it).
+    std::vector<const QueuedMessage*> in_push_order() const {
+        std::vector<const Entry*> entries;
+        entries.reserve(entries_.size());
+        for (const auto& node : entries_) {
+            entries.push_back(&node.second);
+        }
+        std::sort(entries.begin(), entries.end(),
+                  [](const Entry* a, const Entry* b) { return a->seq < b->seq; });
+        std::vector<const QueuedMessage*> out;
+        out.reserve(entries.size());
+        for (const Entry* e : entries) {
+            out.push_back(&e->message);
+        }
+        return out;
+    }
+
+private:
+    using Key = std::pair<WallTime, std::uint64_t>;  // ready time, push number
+    struct Entry;
+    using Ready = std::map<Key, Entry*>;
+    struct Entry {
+        QueuedMessage message;
+        std::uint64_t seq = 0;
+        typename Ready::iterator ready;
+    };
+
+    static WallTime ready_time(const QueuedMessage& m) noexcept {
+        return m.lease != 0 ? m.lease_until : m.due;
+    }
+
+    // Moves e's ready node to its current key: extracted and reinserted, so nothing allocates.
+    void rekey(Entry& e) noexcept {
+        auto node = ready_.extract(e.ready);
+        node.key() = Key{ready_time(e.message), e.seq};
+        e.ready = ready_.insert(std::move(node)).position;
+    }
+
+    Entry* find_entry(std::string_view id) {
+        auto it = entries_.find(std::string(id));
+        return it != entries_.end() ? &it->second : nullptr;
+    }
+    const Entry* find_entry(std::string_view id) const {
+        auto it = entries_.find(std::string(id));
+        return it != entries_.end() ? &it->second : nullptr;
+    }
+
+    // Node-based: Entry addresses stay valid while the map grows.
+    std::unordered_map<std::string, Entry> entries_;
+    Ready ready_;
+    std::size_t leased_ = 0;
+    std::uint64_t next_seq_ = 0;
+};
+
+// The checks every queue store makes of its arguments, so that they fail alike:
+// std::invalid_argument naming the store's call, the field and the value.
+inline void check_push_id(const char* call, const QueuedMessage& message, bool held) {
+    if (message.id.empty()) {
+        throw_invalid_argument(std::string(call) + ": empty id");
+    }
+    if (held) {
+        throw_invalid_argument(std::string(call) + ": id '" + message.id + "' is already queued");
+    }
+}
+
+// A lease must last: one of zero or less would be claimable again at once (two workers on one
+// message), and now + lease_for saturates rather than overflows.
+inline WallTime lease_end(const char* call, WallTime now, Duration lease_for) {
+    if (lease_for <= Duration::zero()) {
+        throw_invalid_argument(std::string(call) + ": lease_for must be > 0 (got " +
+                               format_duration(lease_for) + ")");
+    }
+    return WallTime{saturating_add(now.time_since_epoch(), lease_for)};
+}
+
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_QUEUE_INDEX_HPP
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/queue_store.hpp> (already included above)
+
+namespace bulwark {
+
+// A QueueStore in memory: leases work as in a durable store (a worker that never reports gives
+// its message back when the lease runs out), but everything is lost with the process.
+//   bulwark::InMemoryQueueStore store(/*max_size*/ 1000000);
+// push, claim (per message), complete and release are O(log n) under one mutex. claim() throws
+// std::invalid_argument for a lease_for <= 0.
+class InMemoryQueueStore final : public QueueStore {
+public:
+    // `max_size` >= 1: push() beyond it throws QueueFullError.
+    explicit InMemoryQueueStore(std::size_t max_size = 10000000) : max_size_(max_size) {
+        if (max_size_ == 0) {
+            detail::throw_invalid_option("InMemoryQueueStore max_size", "must be >= 1", "0");
+        }
+    }
+
+    void push(const QueuedMessage& message) override {
+        detail::LockGuard lock(mutex_);
+        check(message);
+        if (index_.size() >= max_size_) {
+            full();
+        }
+        index_.insert(fresh(message));
+    }
+
+    // All or nothing: a batch that does not fit, or holds a bad id (a duplicate within it too),
+    // stores none of its messages.
+    void push_all(const std::vector<QueuedMessage>& messages) override {
+        detail::LockGuard lock(mutex_);
+        for (std::size_t i = 0; i < messages.size(); ++i) {
+            check(messages[i]);
+            for (std::size_t j = 0; j < i; ++j) {
+                if (messages[j].id == messages[i].id) {
+                    detail::check_push_id(call, messages[i], true);
+                }
+            }
+        }
+        if (messages.size() > max_size_ - index_.size()) {
+            full();
+        }
+        std::size_t done = 0;
+        try {
+            for (; done < messages.size(); ++done) {
+                index_.insert(fresh(messages[done]));
+            }
+        } catch (...) {
+            for (std::size_t i = 0; i < done; ++i) {
+                index_.erase(messages[i].id);
+            }
+            throw;
+        }
+    }
+
+    std::vector<QueuedMessage> claim(WallTime now, std::size_t max, Duration lease_for) override {
+        const WallTime until =
+            detail::lease_end("bulwark::InMemoryQueueStore::claim", now, lease_for);
+        std::vector<QueuedMessage> out;
+        detail::LockGuard lock(mutex_);
+        for (const QueuedMessage* m = index_.first_ready(now); m != nullptr && out.size() < max;
+             m = index_.first_ready(now)) {
+            // The copy first: if it cannot be made, nothing was leased.
+            out.push_back(*m);
+            index_.lease(m->id, ++last_lease_, until);
+            out.back().lease = m->lease;
+            out.back().lease_until = m->lease_until;
+            out.back().claims = m->claims;
+        }
+        return out;
+    }
+
+    bool complete(std::string_view id, std::uint64_t lease) override {
+        detail::LockGuard lock(mutex_);
+        if (index_.find_leased(id, lease) == nullptr) {
+            return false;
+        }
+        index_.erase(id);
+        return true;
+    }
+
+    bool release(const QueuedMessage& message) override {
+        detail::LockGuard lock(mutex_);
+        if (index_.find_leased(message.id, message.lease) == nullptr) {
+            return false;
+        }
+        index_.release(message.id, message.payload, message.due, message.attempts);
+        return true;
+    }
+
+    bool extend(std::string_view id, std::uint64_t lease, WallTime until) override {
+        detail::LockGuard lock(mutex_);
+        if (index_.find_leased(id, lease) == nullptr) {
+            return false;
+        }
+        index_.extend(id, until);
+        return true;
+    }
+
+    bool remove(std::string_view id) override {
+        detail::LockGuard lock(mutex_);
+        return index_.erase(id);
+    }
+
+    std::optional<QueuedMessage> get(std::string_view id) const override {
+        detail::LockGuard lock(mutex_);
+        const QueuedMessage* m = index_.find(id);
+        if (m == nullptr) {
+            return std::nullopt;
+        }
+        return *m;
+    }
+
+    std::size_t size() const override {
+        detail::LockGuard lock(mutex_);
+        return index_.size();
+    }
+
+    std::optional<WallTime> next_ready() const override {
+        detail::LockGuard lock(mutex_);
+        return index_.next_ready();
+    }
+
+    std::vector<QueuedMessage> list(std::size_t limit) const override {
+        std::vector<QueuedMessage> out;
+        detail::LockGuard lock(mutex_);
+        index_.for_each_ready([&](const QueuedMessage& m) {
+            if (out.size() >= limit) {
+                return false;
+            }
+            out.push_back(m);
+            return true;
+        });
+        return out;
+    }
+
+    QueueStoreStats stats() const override {
+        detail::LockGuard lock(mutex_);
+        return {index_.size(), index_.leased()};
+    }
+
+private:
+    static constexpr const char* call = "bulwark::InMemoryQueueStore::push";
+
+    [[noreturn]] BULWARK_NOINLINE void full() const {
+        throw QueueFullError("bulwark::InMemoryQueueStore is full (max_size " +
+                             std::to_string(max_size_) + ")");
+    }
+
+    void check(const QueuedMessage& message) const BULWARK_REQUIRES(mutex_) {
+        detail::check_push_id(call, message, index_.contains(message.id));
+    }
+
+    // What push() stores: the message without claims or lease.
+    static QueuedMessage fresh(const QueuedMessage& message) {
+        QueuedMessage m = message;
+        m.claims = 0;
+        m.lease = 0;
+        m.lease_until = WallTime{};
+        return m;
+    }
+
+    const std::size_t max_size_;
+    mutable detail::Mutex mutex_;
+    detail::QueueIndex index_ BULWARK_GUARDED_BY(mutex_);
+    std::uint64_t last_lease_ BULWARK_GUARDED_BY(mutex_) = 0;
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_IN_MEMORY_QUEUE_STORE_HPP
+// #include <bulwark/queue_store.hpp> (already included above)
+
+// The durable store needs POSIX file I/O: elsewhere this header brings the interface and the
+// in-memory store only.
+#if defined(__unix__) || defined(__APPLE__)
+// #include <bulwark/file_queue_store.hpp>
+// FileQueueStore: the durable QueueStore, a crash-safe journal on disk (POSIX).
+#ifndef BULWARK_FILE_QUEUE_STORE_HPP
+#define BULWARK_FILE_QUEUE_STORE_HPP
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+// #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/config.hpp> (already included above)
+// #include <bulwark/detail/file_system.hpp> (already included above)
+// #include <bulwark/detail/group_commit.hpp> (already included above)
+// #include <bulwark/detail/journal.hpp> (already included above)
+// #include <bulwark/detail/journal_file.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
+// #include <bulwark/detail/queue_index.hpp> (already included above)
+// #include <bulwark/detail/queue_journal.hpp>
+// The queue journal's records: their encoding and the codec FileQueueStore's journal uses
+// (private). SPDX-License-Identifier: MIT
+#ifndef BULWARK_DETAIL_QUEUE_JOURNAL_HPP
+#define BULWARK_DETAIL_QUEUE_JOURNAL_HPP
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+// #include <bulwark/detail/journal.hpp> (already included above)
+// #include <bulwark/queue_store.hpp> (already included above)
+
+// FileQueueStore's journal is the dead-letter journal's file format (header, salted CRC-32C
+// frames with sequence numbers, batches, torn-tail detection) with its own magic, BWQUEJNL, and
+// its own records. No I/O here. See docs/queue_store.md for the layout.
+
+namespace bulwark {
+namespace detail {
+namespace queue_journal {
+
+inline constexpr std::array<char, 8> magic = {'B', 'W', 'Q', 'U', 'E', 'J', 'N', 'L'};
+
+enum class RecordType : std::uint8_t {
+    message = 1,   // a whole QueuedMessage: a push (unleased), or a snapshot written by compaction
+    claim = 2,     // id, lease token, lease_until: the message is leased, claims + 1
+    complete = 3,  // id, lease: the message is done and leaves the store
+    release = 4,   // id, lease, payload, due, attempts: the lease ends, ready again at due
+    extend = 5,    // id, lease, lease_until
+    remove = 6,    // id
+    tokens = 7,    // lease tokens up to this value may have been handed out: start above it
+    batch = 8,     // the records of one call (push_all, a claim of several): all or none
+};
+
+// One record; `message` carries what the type uses of it (the id always).
+struct Record {
+    RecordType type = RecordType::message;
+    QueuedMessage message;
+    std::uint64_t tokens = 0;       // tokens
+    std::vector<Record> batch;      // batch to encode: the records, none a batch
+    std::string_view batch_frames;  // batch as decoded: its inner frames (see journal.hpp)
+};
+
+inline void encode_body(const Record& r, std::string& out) {
+    journal::Writer w(out);
+    w.u8(static_cast<std::uint8_t>(r.type));
+    const QueuedMessage& m = r.message;
+    switch (r.type) {
+        case RecordType::message:
+            w.str(m.id);
+            w.str(m.payload);
+            w.time(m.due);
+            w.time(m.enqueued);
+            w.u32(m.attempts);
+            w.u32(m.claims);
+            w.u64(m.lease);
+            w.time(m.lease_until);
+            break;
+        case RecordType::claim:
+        case RecordType::extend:
+            w.str(m.id);
+            w.u64(m.lease);
+            w.time(m.lease_until);
+            break;
+        case RecordType::complete:
+            w.str(m.id);
+            w.u64(m.lease);
+            break;
+        case RecordType::release:
+            w.str(m.id);
+            w.u64(m.lease);
+            w.str(m.payload);
+            w.time(m.due);
+            w.u32(m.attempts);
+            break;
+        case RecordType::remove:
+            w.str(m.id);
+            break;
+        case RecordType::tokens:
+            w.u64(r.tokens);
+            break;
+        case RecordType::batch:
+            journal::encode_inner(
+                r.batch, out, [](const Record& inner, std::string& to) { encode_body(inner, to); });
+            break;
+    }
+}
+
+inline bool decode_record(std::string_view body, Record& out, bool allow_batch = true);
+
+template <class F>
+bool for_each_in_batch(const Record& batch, F&& f) {
+    Record inner;
+    return journal::for_each_inner(
+        batch.batch_frames, inner,
+        [](std::string_view body, Record& r) { return decode_record(body, r, false); },
+        std::forward<F>(f));
+}
+
+// Decodes type+payload; false for anything that is not exactly one well-formed record: an empty
+// id, a lease record without a lease, a batch in a batch or an empty batch.
+inline bool decode_record(std::string_view body, Record& out, bool allow_batch) {
+    journal::Reader r(body);
+    const std::uint8_t type = r.u8();
+    out = Record{};
+    QueuedMessage& m = out.message;
+    switch (type) {
+        case static_cast<std::uint8_t>(RecordType::message):
+            m.id = r.str();
+            m.payload = r.str();
+            m.due = r.time();
+            m.enqueued = r.time();
+            m.attempts = r.u32();
+            m.claims = r.u32();
+            m.lease = r.u64();
+            m.lease_until = r.time();
+            break;
+        case static_cast<std::uint8_t>(RecordType::claim):
+        case static_cast<std::uint8_t>(RecordType::extend):
+            m.id = r.str();
+            m.lease = r.u64();
+            m.lease_until = r.time();
+            break;
+        case static_cast<std::uint8_t>(RecordType::complete):
+            m.id = r.str();
+            m.lease = r.u64();
+            break;
+        case static_cast<std::uint8_t>(RecordType::release):
+            m.id = r.str();
+            m.lease = r.u64();
+            m.payload = r.str();
+            m.due = r.time();
+            m.attempts = r.u32();
+            break;
+        case static_cast<std::uint8_t>(RecordType::remove):
+            m.id = r.str();
+            break;
+        case static_cast<std::uint8_t>(RecordType::tokens):
+            out.type = RecordType::tokens;
+            out.tokens = r.u64();
+            return r.ok() && r.at_end();
+        case static_cast<std::uint8_t>(RecordType::batch): {
+            out.type = RecordType::batch;
+            if (!allow_batch) {
+                return false;
+            }
+            out.batch_frames = body.substr(1);
+            std::size_t count = 0;
+            return for_each_in_batch(out, [&count](Record&) { ++count; }) && count > 0;
+        }
+        default:
+            return false;
+    }
+    out.type = static_cast<RecordType>(type);
+    const bool needs_lease = out.type == RecordType::claim || out.type == RecordType::extend ||
+                             out.type == RecordType::complete || out.type == RecordType::release;
+    return r.ok() && r.at_end() && !m.id.empty() && (!needs_lease || m.lease != 0);
+}
+
+// The size of the message record compaction writes for `m`, without encoding it.
+inline std::uint64_t snapshot_frame_size(const QueuedMessage& m) noexcept {
+    return journal::frame_overhead + 4 + m.id.size() + 4 + m.payload.size() + 8 + 8 + 4 + 4 + 8 + 8;
+}
+
+// The size of a compacted journal that holds no message: the header and the tokens record.
+inline std::uint64_t snapshot_base_size() noexcept {
+    return journal::header_size + journal::frame_overhead + 8;
+}
+
+// What BasicJournalFile needs of FileQueueStore's records (see journal::DeadLetterCodec). The
+// queue journal starts at version 3, the frame layout it shares with the dead-letter journal.
+struct Codec {
+    using Record = queue_journal::Record;
+    static constexpr const char* store_name = "bulwark::FileQueueStore";
+    static constexpr const char* journal_kind = "bulwark queue journal";
+    static constexpr std::array<char, 8> file_magic = magic;
+    static constexpr std::uint32_t version = journal::format_version;
+    static constexpr std::uint32_t oldest_version = journal::format_version;
+    static constexpr unsigned char max_type = static_cast<unsigned char>(RecordType::batch);
+
+    static void encode_body(const Record& r, std::string& out) {
+        queue_journal::encode_body(r, out);
+    }
+    static bool decode(std::string_view body, Record& out) { return decode_record(body, out); }
+    static bool is_batch(const Record& r) noexcept { return r.type == RecordType::batch; }
+    template <class F>
+    static bool for_each_in_batch(const Record& batch, F&& f) {
+        return queue_journal::for_each_in_batch(batch, std::forward<F>(f));
+    }
+    static Record batch_of(const Record* first, const Record* last) {
+        Record batch;
+        batch.type = RecordType::batch;
+        batch.batch.assign(first, last);
+        return batch;
+    }
+    static std::uint64_t frame_estimate(const Record& r) noexcept {
+        return snapshot_frame_size(r.message) + 8;
+    }
+    [[noreturn]] static void too_large(std::size_t size, std::size_t limit) {
+        throw QueueMessageTooLargeError(
+            "bulwark::FileQueueStore: journal record of " + std::to_string(size) +
+                " bytes exceeds the journal's frame limit (" + std::to_string(limit) + ")",
+            "the journal's frame limit", size, limit);
+    }
+};
+
+}  // namespace queue_journal
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_QUEUE_JOURNAL_HPP
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/file_queue_store_options.hpp>
+// FileQueueStoreOptions: the durable queue store's settings.
+#ifndef BULWARK_FILE_QUEUE_STORE_OPTIONS_HPP
+#define BULWARK_FILE_QUEUE_STORE_OPTIONS_HPP
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/journal_options.hpp> (already included above)
+// #include <bulwark/time.hpp> (already included above)
+
+namespace bulwark {
+
+struct FileQueueStoreOptions {
+    // Messages held at most, leased or not: push() beyond it throws QueueFullError. A journal
+    // holding more (the limit was lowered) keeps them all and refuses pushes until it is below.
+    // >= 1. Default 10000000.
+    std::size_t max_size = 10000000;
+    // Larger payloads are refused with QueueMessageTooLargeError. In [1, 64 MiB]. Default 1 MiB.
+    std::size_t max_payload_bytes = std::size_t{1} << 20U;
+    // Longer ids are refused with QueueMessageTooLargeError. In [1, 65536]. Default 1024.
+    std::size_t max_id_bytes = 1024;
+    // Durability of push, complete, release and remove (see JournalSync; claim and extend are
+    // never waited for: a lost one only delivers the message again). Default always.
+    JournalSync sync = JournalSync::always;
+    // sync=batch: sync once this many records are unsynced. >= 1. Default 128.
+    std::size_t batch_records = 128;
+    // sync=batch: sync at the first change at least this long after the last sync (no background
+    // thread: call sync() from a timer to bound a quiet store's window). >= 0. Default 100 ms.
+    Duration batch_interval = std::chrono::milliseconds(100);
+    // What open does with damage (see JournalRecovery). Default tolerate_torn_tail.
+    JournalRecovery recovery = JournalRecovery::tolerate_torn_tail;
+    // The journal is rewritten with only the messages held once it is larger than both this and
+    // twice their size. >= 4096. Default 4 MiB.
+    std::uint64_t compact_min_bytes = std::uint64_t{4} << 20U;
+
+    void validate() const {
+        if (max_size == 0) {
+            detail::throw_invalid_option("FileQueueStoreOptions.max_size", "must be >= 1", "0");
+        }
+        if (max_payload_bytes == 0 || max_payload_bytes > (std::size_t{64} << 20U)) {
+            detail::throw_invalid_option("FileQueueStoreOptions.max_payload_bytes",
+                                         "must be in [1, 67108864]",
+                                         std::to_string(max_payload_bytes));
+        }
+        if (max_id_bytes == 0 || max_id_bytes > 65536) {
+            detail::throw_invalid_option("FileQueueStoreOptions.max_id_bytes",
+                                         "must be in [1, 65536]", std::to_string(max_id_bytes));
+        }
+        detail::check_enumerator(sync, JournalSync::none, "FileQueueStoreOptions.sync",
+                                 "JournalSync");
+        if (batch_records == 0) {
+            detail::throw_invalid_option("FileQueueStoreOptions.batch_records", "must be >= 1",
+                                         "0");
+        }
+        if (batch_interval < Duration::zero()) {
+            detail::throw_invalid_option("FileQueueStoreOptions.batch_interval", "must be >= 0",
+                                         detail::format_duration(batch_interval));
+        }
+        detail::check_enumerator(recovery, JournalRecovery::strict,
+                                 "FileQueueStoreOptions.recovery", "JournalRecovery");
+        if (compact_min_bytes < 4096) {
+            detail::throw_invalid_option("FileQueueStoreOptions.compact_min_bytes",
+                                         "must be >= 4096", std::to_string(compact_min_bytes));
+        }
+    }
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_FILE_QUEUE_STORE_OPTIONS_HPP
+// #include <bulwark/journal_errors.hpp> (already included above)
+// #include <bulwark/journal_options.hpp> (already included above)
+// #include <bulwark/queue_store.hpp> (already included above)
+
+namespace bulwark {
+
+// A QueueStore kept in a journal on disk, with the dead-letter store's journal machinery
+// (docs/queue_store.md): the same semantics as InMemoryQueueStore, every message also held in
+// memory so that reads never touch the disk.
+//   bulwark::FileQueueStore store("/var/lib/app/queue");   // options, file system, clock
+//   store.push({"m-1", bytes, now});                      // durable when it returns
+// Durability (JournalSync::always, the default): a push, complete, release or remove that
+// returned survives a crash and a power loss (as far as fsync does), and is never undone. A claim
+// or an extend is journaled but not waited for: lost in a power cut, it only means the message is
+// delivered again (at least once). Lease tokens are unique across restarts: the store journals
+// (and, with sync=always, syncs) a reservation of the next 4096 tokens before handing one out,
+// and a reopened store starts above every token reserved or seen. Leases are wall times and
+// survive a reopen: a message leased then is claimable again once its lease_until passes.
+// With batch or none, the guarantees hold against a process crash only.
+// The directory (created 0700; a symlink, another owner or group/other access is refused) holds
+// `journal` (0600, one link) and `LOCK`: one store per directory, across processes (a second
+// one is refused with JournalLockedError). Open replays the journal (see JournalRecovery) and may
+// throw JournalError and its subclasses; it never crashes on a damaged file. A failed write is
+// rolled back and the store stays usable (disk full); a failed sync poisons it (mutations then
+// throw JournalPoisonedError; reopen to recover). Out of memory after a record was written also
+// poisons: a reopen replays the whole change.
+// Thread-safe: one mutex guards everything and is held across journal writes; with sync=always a
+// call waits for its sync with the mutex released, so concurrent calls share one sync (group
+// commit) and each returns once its own record is durable.
+class FileQueueStore : public QueueStore {
+    using Record = detail::queue_journal::Record;
+    using Type = detail::queue_journal::RecordType;
+    using Codec = detail::queue_journal::Codec;
+
+public:
+    // Opens (creating if missing) the store in `directory`. The file system and clock (read
+    // only for sync=batch's interval) must outlive the store. Throws std::invalid_argument for
+    // invalid options, JournalError and its subclasses when the journal cannot be opened.
+    explicit FileQueueStore(std::string directory, FileQueueStoreOptions options = {},
+                            FileSystem& fs = default_file_system(), Clock& clock = default_clock())
+        : options_(checked(options)),
+          group_(fs, Codec::store_name),
+          journal_(fs, clock, group_, std::move(directory), detail::JournalOptions::of(options_)) {
+        // Unlocked, as the constructor is: nothing else can reach the store yet. The analysis
+        // skips constructors but not the lambdas in them.
+        journal_.open([this](Record& r) BULWARK_NO_THREAD_SAFETY_ANALYSIS { apply(r); },
+                      [this](std::uint64_t salt)
+                          BULWARK_NO_THREAD_SAFETY_ANALYSIS { return snapshot(salt); },
+                      [this](std::size_t records)
+                          BULWARK_NO_THREAD_SAFETY_ANALYSIS { index_.reserve(records); });
+        // Start above every token a process before may have handed out; the first claim
+        // reserves a new block.
+        last_lease_ = std::max(last_lease_, reserved_);
+        reserved_ = last_lease_;
+    }
+
+    FileQueueStore(const FileQueueStore&) = delete;
+    FileQueueStore& operator=(const FileQueueStore&) = delete;
+
+    // Syncs what is unsynced (sync=batch), ignoring errors.
+    ~FileQueueStore() override {
+        try {
+            detail::LockGuard lock(mutex_);
+            journal_.sync_unsynced_batch();
+        } catch (...) {  // NOLINT(bugprone-empty-catch): a destructor reports nothing
+        }
+    }
+
+    const FileQueueStoreOptions& options() const noexcept { return options_; }
+    // Unlocked: the directory is fixed when the journal is made.
+    const std::string& directory() const noexcept BULWARK_NO_THREAD_SAFETY_ANALYSIS {
+        return journal_.directory();
+    }
+
+    // Throws std::invalid_argument (empty or held id), QueueMessageTooLargeError (id or payload
+    // over its limit), QueueFullError, JournalIoError or JournalPoisonedError; stored nothing then.
+    void push(const QueuedMessage& message) override {
+        detail::UniqueLock lock(mutex_);
+        check_new(message, false);
+        if (index_.size() >= options_.max_size) {
+            full();
+        }
+        const std::uint64_t ticket = commit_and_apply({pushed(message)});
+        lock.unlock();
+        group_.await(ticket);
+    }
+
+    // All or nothing, as one journal write (one frame up to 128 MiB): a batch that does not fit
+    // or holds a bad message stores none of its messages.
+    void push_all(const std::vector<QueuedMessage>& messages) override {
+        if (messages.empty()) {
+            return;
+        }
+        detail::UniqueLock lock(mutex_);
+        std::unordered_set<std::string_view> ids;
+        std::vector<Record> records;
+        records.reserve(messages.size());
+        for (const QueuedMessage& m : messages) {
+            check_new(m, true);
+            if (!ids.insert(m.id).second) {
+                detail::check_push_id(push_all_call, m, true);
+            }
+            records.push_back(pushed(m));
+        }
+        if (messages.size() > options_.max_size - std::min(options_.max_size, index_.size())) {
+            full();
+        }
+        const std::uint64_t ticket = commit_and_apply(records);
+        lock.unlock();
+        group_.await(ticket);
+    }
+
+    std::vector<QueuedMessage> claim(WallTime now, std::size_t max, Duration lease_for) override {
+        const WallTime until = detail::lease_end("bulwark::FileQueueStore::claim", now, lease_for);
+        std::vector<QueuedMessage> out;
+        detail::UniqueLock lock(mutex_);
+        const std::vector<const QueuedMessage*> ready = index_.ready_at(now, max);
+        if (ready.empty()) {
+            return out;
+        }
+        std::vector<Record> records;
+        records.reserve(ready.size() + 1);
+        std::uint64_t token = last_lease_;
+        if (token + ready.size() > reserved_) {
+            // Journaled before any token of the block is handed out (and awaited below).
+            Record r;
+            r.type = Type::tokens;
+            r.tokens = token + ready.size() + lease_block;
+            records.push_back(std::move(r));
+        }
+        out.reserve(ready.size());
+        for (const QueuedMessage* m : ready) {
+            out.push_back(*m);
+            QueuedMessage& c = out.back();
+            c.lease = ++token;
+            c.lease_until = until;
+            ++c.claims;
+            Record r;
+            r.type = Type::claim;
+            r.message.id = m->id;
+            r.message.lease = c.lease;
+            r.message.lease_until = until;
+            records.push_back(std::move(r));
+        }
+        const bool reserving = records.front().type == Type::tokens;
+        const std::uint64_t ticket = commit_and_apply(records);
+        if (reserving) {
+            reserve_ticket_ = ticket;
+        }
+        // Every claim waits for the latest reservation (at once when it is durable): no token
+        // of a block is acknowledged before the block is.
+        const std::uint64_t wait_for = reserve_ticket_;
+        lock.unlock();
+        group_.await(wait_for);
+        return out;
+    }
+
+    bool complete(std::string_view id, std::uint64_t lease) override {
+        detail::UniqueLock lock(mutex_);
+        if (index_.find_leased(id, lease) == nullptr) {
+            return false;
+        }
+        Record r;
+        r.type = Type::complete;
+        r.message.id = std::string(id);
+        r.message.lease = lease;
+        const std::uint64_t ticket = commit_and_apply({std::move(r)});
+        lock.unlock();
+        group_.await(ticket);
+        return true;
+    }
+
+    // Also throws QueueMessageTooLargeError (the lease stays) for a payload over the limit.
+    bool release(const QueuedMessage& message) override {
+        detail::UniqueLock lock(mutex_);
+        if (index_.find_leased(message.id, message.lease) == nullptr) {
+            return false;
+        }
+        check_payload(message, "release");
+        Record r;
+        r.type = Type::release;
+        r.message.id = message.id;
+        r.message.lease = message.lease;
+        r.message.payload = message.payload;
+        r.message.due = message.due;
+        r.message.attempts = message.attempts;
+        const std::uint64_t ticket = commit_and_apply({std::move(r)});
+        lock.unlock();
+        group_.await(ticket);
+        return true;
+    }
+
+    // Journaled, not awaited: a lost extend ends the lease sooner (the message is redelivered).
+    bool extend(std::string_view id, std::uint64_t lease, WallTime until) override {
+        detail::LockGuard lock(mutex_);
+        if (index_.find_leased(id, lease) == nullptr) {
+            return false;
+        }
+        Record r;
+        r.type = Type::extend;
+        r.message.id = std::string(id);
+        r.message.lease = lease;
+        r.message.lease_until = until;
+        commit_and_apply({std::move(r)});
+        return true;
+    }
+
+    bool remove(std::string_view id) override {
+        detail::UniqueLock lock(mutex_);
+        if (!index_.contains(id)) {
+            return false;
+        }
+        Record r;
+        r.type = Type::remove;
+        r.message.id = std::string(id);
+        const std::uint64_t ticket = commit_and_apply({std::move(r)});
+        lock.unlock();
+        group_.await(ticket);
+        return true;
+    }
+
+    std::optional<QueuedMessage> get(std::string_view id) const override {
+        detail::LockGuard lock(mutex_);
+        const QueuedMessage* m = index_.find(id);
+        if (m == nullptr) {
+            return std::nullopt;
+        }
+        return *m;
+    }
+
+    std::size_t size() const override {
+        detail::LockGuard lock(mutex_);
+        return index_.size();
+    }
+
+    std::optional<WallTime> next_ready() const override {
+        detail::LockGuard lock(mutex_);
+        return index_.next_ready();
+    }
+
+    std::vector<QueuedMessage> list(std::size_t limit) const override {
+        std::vector<QueuedMessage> out;
+        detail::LockGuard lock(mutex_);
+        index_.for_each_ready([&](const QueuedMessage& m) {
+            if (out.size() >= limit) {
+                return false;
+            }
+            out.push_back(m);
+            return true;
+        });
+        return out;
+    }
+
+    QueueStoreStats stats() const override {
+        detail::LockGuard lock(mutex_);
+        return {index_.size(), index_.leased()};
+    }
+
+    // Makes every record written so far durable (for sync=batch or none, or to make claims and
+    // extends durable). Throws JournalIoError (and poisons) if the sync fails,
+    // JournalPoisonedError on a poisoned store.
+    void sync() {
+        detail::LockGuard lock(mutex_);
+        journal_.check_writable();
+        journal_.sync();
+    }
+
+    bool poisoned() const { return group_.poisoned(); }
+
+    JournalStats journal_stats() const {
+        detail::LockGuard lock(mutex_);
+        JournalStats s = journal_.stats();
+        s.live_bytes = live_bytes_;
+        return s;
+    }
+
+private:
+    static constexpr const char* push_call = "bulwark::FileQueueStore::push";
+    static constexpr const char* push_all_call = "bulwark::FileQueueStore::push_all";
+    // Tokens reserved at a time: one reservation record (and sync) per this many claims.
+    static constexpr std::uint64_t lease_block = 4096;
+
+    static const FileQueueStoreOptions& checked(const FileQueueStoreOptions& options) {
+        options.validate();
+        return options;
+    }
+
+    [[noreturn]] BULWARK_NOINLINE void full() const {
+        throw QueueFullError("bulwark::FileQueueStore is full (max_size " +
+                             std::to_string(options_.max_size) + ")");
+    }
+
+    [[noreturn]] BULWARK_NOINLINE static void too_large(const char* call, const char* what,
+                                                        const char* limit_name, std::size_t size,
+                                                        std::size_t limit) {
+        throw QueueMessageTooLargeError(std::string("bulwark::FileQueueStore::") + call + ": " +
+                                            what + " of " + std::to_string(size) +
+                                            " bytes exceeds " + limit_name + " (" +
+                                            std::to_string(limit) + ")",
+                                        limit_name, size, limit);
+    }
+
+    void check_payload(const QueuedMessage& m, const char* call) const {
+        if (m.payload.size() > options_.max_payload_bytes) {
+            too_large(call, "payload", "max_payload_bytes", m.payload.size(),
+                      options_.max_payload_bytes);
+        }
+    }
+
+    // `batch`: for push_all (the errors name the call).
+    void check_new(const QueuedMessage& m, bool batch) const BULWARK_REQUIRES(mutex_) {
+        detail::check_push_id(batch ? push_all_call : push_call, m, index_.contains(m.id));
+        const char* call = batch ? "push_all" : "push";
+        if (m.id.size() > options_.max_id_bytes) {
+            too_large(call, "id", "max_id_bytes", m.id.size(), options_.max_id_bytes);
+        }
+        check_payload(m, call);
+    }
+
+    // The record of a push: the message without claims or lease.
+    static Record pushed(const QueuedMessage& message) {
+        Record r;
+        r.type = Type::message;
+        r.message = message;
+        r.message.claims = 0;
+        r.message.lease = 0;
+        r.message.lease_until = WallTime{};
+        return r;
+    }
+
+    // ---- the one place where records change the index (replay and live writes) --------------
+
+    void apply(const Record& r) BULWARK_REQUIRES(mutex_) {
+        namespace qj = detail::queue_journal;
+        const QueuedMessage& m = r.message;
+        switch (r.type) {
+            case Type::message:
+                if (index_.contains(m.id)) {
+                    return;  // cannot be written by a store; ignored like a duplicate push
+                }
+                index_.insert(m);
+                live_bytes_ += qj::snapshot_frame_size(m);
+                last_lease_ = std::max(last_lease_, m.lease);
+                return;
+            case Type::claim:
+                if (index_.contains(m.id)) {
+                    index_.lease(m.id, m.lease, m.lease_until);
+                }
+                last_lease_ = std::max(last_lease_, m.lease);
+                return;
+            case Type::complete:
+                if (const QueuedMessage* held = index_.find_leased(m.id, m.lease)) {
+                    live_bytes_ -= qj::snapshot_frame_size(*held);
+                    index_.erase(m.id);
+                }
+                return;
+            case Type::release:
+                if (const QueuedMessage* held = index_.find_leased(m.id, m.lease)) {
+                    live_bytes_ -= qj::snapshot_frame_size(*held);
+                    index_.release(m.id, m.payload, m.due, m.attempts);
+                    live_bytes_ += qj::snapshot_frame_size(*held);
+                }
+                return;
+            case Type::extend:
+                if (index_.find_leased(m.id, m.lease) != nullptr) {
+                    index_.extend(m.id, m.lease_until);
+                }
+                return;
+            case Type::remove:
+                if (const QueuedMessage* held = index_.find(m.id)) {
+                    live_bytes_ -= qj::snapshot_frame_size(*held);
+                    index_.erase(m.id);
+                }
+                return;
+            case Type::tokens:
+                reserved_ = std::max(reserved_, r.tokens);
+                return;
+            case Type::batch:
+                // Replay hands over a batch's records one by one, and a write applies the
+                // records it was given: a batch record never gets here.
+                return;
+        }
+    }
+
+    // ---- the write path: journal first, then the index ---------------------------------------
+
+    // Journals `records` (one frame: all or none), then applies them. Throws what
+    // BasicJournalFile::append throws, having applied nothing; if applying runs out of memory,
+    // std::bad_alloc with the store poisoned (memory and disk differ until a reopen replays the
+    // disk). Returns the ticket to await before acknowledging (0: none), which the caller does
+    // with the lock released (group commit).
+    std::uint64_t commit_and_apply(const std::vector<Record>& records) BULWARK_REQUIRES(mutex_) {
+        const std::uint64_t ticket = journal_.append(records);
+        try {
+            for (const Record& r : records) {
+                apply(r);
+            }
+        } catch (...) {
+            journal_.poison_after(
+                "a change was journaled but could not be applied in memory (out of memory); "
+                "reopen to recover it");
+            throw;
+        }
+        // The lambda runs within maybe_compact(), with mutex_ still held; the analysis checks a
+        // lambda as a function of its own and cannot know that.
+        journal_.maybe_compact(live_bytes_,
+                               [this](std::uint64_t salt)
+                                   BULWARK_NO_THREAD_SAFETY_ANALYSIS { return snapshot(salt); });
+        return ticket;
+    }
+
+    // What a compaction writes: the token high-water mark, then every message with its whole
+    // state (lease included), in push order so that a replay keeps the order of ties.
+    detail::JournalSnapshot snapshot(std::uint64_t salt) const BULWARK_REQUIRES(mutex_) {
+        namespace j = detail::journal;
+        const j::Framing framing{j::salt_seed(salt), Codec::version};
+        detail::JournalSnapshot out{j::encode_header(salt, Codec::version, Codec::file_magic), 0};
+        Record r;
+        r.type = Type::tokens;
+        r.tokens = std::max(reserved_, last_lease_);
+        j::encode_record<Codec>(r, out.bytes, framing, ++out.frames);
+        r.type = Type::message;
+        for (const QueuedMessage* m : index_.in_push_order()) {
+            r.message = *m;
+            j::encode_record<Codec>(r, out.bytes, framing, ++out.frames);
+        }
+        return out;
+    }
+
+    const FileQueueStoreOptions options_;
+    // Syncs for sync=always writers with mutex_ released; thread-safe by itself, and before
+    // journal_, which uses it.
+    detail::GroupCommit group_;
+    mutable detail::Mutex mutex_;
+    detail::BasicJournalFile<Codec> journal_ BULWARK_GUARDED_BY(mutex_);
+    detail::QueueIndex index_ BULWARK_GUARDED_BY(mutex_);
+    // The last token handed out (or seen in the journal).
+    std::uint64_t last_lease_ BULWARK_GUARDED_BY(mutex_) = 0;
+    // Tokens up to this one are reserved in the journal: claim journals a new block first.
+    std::uint64_t reserved_ BULWARK_GUARDED_BY(mutex_) = 0;
+    // The ticket of the latest reservation (0: nothing to wait for).
+    std::uint64_t reserve_ticket_ BULWARK_GUARDED_BY(mutex_) = 0;
+    // snapshot()'s size.
+    std::uint64_t live_bytes_ BULWARK_GUARDED_BY(mutex_) =
+        detail::queue_journal::snapshot_base_size();
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_FILE_QUEUE_STORE_HPP
+#endif
+
+#endif  // BULWARK_QUEUE_HPP
 // #include <bulwark/resources.hpp>
 // ResourceManager: gauges and quotas against thresholds, with alternatives.
 #ifndef BULWARK_RESOURCES_HPP
