@@ -80,9 +80,6 @@ public:
         reserved_ = last_lease_;
     }
 
-    FileQueueStore(const FileQueueStore&) = delete;
-    FileQueueStore& operator=(const FileQueueStore&) = delete;
-
     // Syncs what is unsynced (sync=batch), ignoring errors.
     ~FileQueueStore() override {
         try {

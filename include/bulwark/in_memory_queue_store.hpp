@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <vector>
 
 #include <bulwark/config.hpp>
@@ -45,12 +46,11 @@ public:
     // stores none of its messages.
     void push_all(const std::vector<QueuedMessage>& messages) override {
         detail::LockGuard lock(mutex_);
-        for (std::size_t i = 0; i < messages.size(); ++i) {
-            check(messages[i]);
-            for (std::size_t j = 0; j < i; ++j) {
-                if (messages[j].id == messages[i].id) {
-                    detail::check_push_id(call, messages[i], true);
-                }
+        std::unordered_set<std::string_view> ids;
+        for (const QueuedMessage& m : messages) {
+            check(m);
+            if (!ids.insert(m.id).second) {
+                detail::check_push_id(call, m, true);  // named twice in the batch
             }
         }
         if (messages.size() > max_size_ - index_.size()) {

@@ -15995,6 +15995,7 @@ using Timeout = BasicTimeout<>;
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <vector>
 
 // #include <bulwark/config.hpp> (already included above)
@@ -16194,8 +16195,7 @@ public:
     // Adds `message` as it is (its lease included: a snapshot replayed), after every message
     // already held in push order. The id must be absent. Strong guarantee.
     void insert(const QueuedMessage& message) {
-        auto [it, inserted] = entries_.try_emplace(message.id);
-        (void)inserted;
+        const auto it = entries_.try_emplace(message.id).first;
         Entry& e = it->second;
         try {
             e.message = message;
@@ -16403,12 +16403,11 @@ public:
     // stores none of its messages.
     void push_all(const std::vector<QueuedMessage>& messages) override {
         detail::LockGuard lock(mutex_);
-        for (std::size_t i = 0; i < messages.size(); ++i) {
-            check(messages[i]);
-            for (std::size_t j = 0; j < i; ++j) {
-                if (messages[j].id == messages[i].id) {
-                    detail::check_push_id(call, messages[i], true);
-                }
+        std::unordered_set<std::string_view> ids;
+        for (const QueuedMessage& m : messages) {
+            check(m);
+            if (!ids.insert(m.id).second) {
+                detail::check_push_id(call, m, true);  // named twice in the batch
             }
         }
         if (messages.size() > max_size_ - index_.size()) {
@@ -16916,9 +16915,6 @@ public:
         last_lease_ = std::max(last_lease_, reserved_);
         reserved_ = last_lease_;
     }
-
-    FileQueueStore(const FileQueueStore&) = delete;
-    FileQueueStore& operator=(const FileQueueStore&) = delete;
 
     // Syncs what is unsynced (sync=batch), ignoring errors.
     ~FileQueueStore() override {

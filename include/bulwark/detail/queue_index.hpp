@@ -50,8 +50,7 @@ public:
     // Adds `message` as it is (its lease included: a snapshot replayed), after every message
     // already held in push order. The id must be absent. Strong guarantee.
     void insert(const QueuedMessage& message) {
-        auto [it, inserted] = entries_.try_emplace(message.id);
-        (void)inserted;
+        const auto it = entries_.try_emplace(message.id).first;
         Entry& e = it->second;
         try {
             e.message = message;
