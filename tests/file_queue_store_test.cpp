@@ -1,21 +1,28 @@
 // FileQueueStore: the conformance suite on the real file system, reopen (leases, released state,
 // completed messages), lease tokens across reopen and power loss, torn tails and corruption in
-// each recovery mode, compaction, injected I/O errors, limits and the directory lock.
+// each recovery mode, compaction, injected I/O errors, limits, the directory lock and SIGKILL.
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <memory>
+#include <poll.h>
 #include <random>
 #include <set>
 #include <sstream>
 #include <stdexcept>
 #include <stdlib.h>
 #include <string>
+#include <sys/types.h>
+#include <sys/wait.h>
 #include <system_error>
+#include <thread>
+#include <unistd.h>
 #include <vector>
 
 #include <bulwark/file_dead_letter_store.hpp>
@@ -580,4 +587,166 @@ TEST_CASE("FileQueueStore: limits and options are checked, naming the field",
     bad = {};
     bad.sync = static_cast<JournalSync>(9);
     refused(bad, "sync");
+}
+
+namespace file_queue_store_test {
+
+// The child of the SIGKILL test: `threads` threads each push a message ("p <id>" written to the
+// pipe once push() returned), claim one ("l <id> <token>"), and complete it ("c <id>") or
+// release it with payload "r" and a far due time ("r <id>").
+[[noreturn]] void kill_child(const std::string& directory, int pipe_fd, int threads) {
+    FileQueueStore store(directory);
+    std::vector<std::thread> workers;
+    for (int t = 0; t < threads; ++t) {
+        workers.emplace_back([&store, pipe_fd, t] {
+            const auto report = [pipe_fd](const std::string& line) {
+                if (::write(pipe_fd, line.data(), line.size()) !=
+                    static_cast<ssize_t>(line.size())) {
+                    ::_exit(3);
+                }
+            };
+            try {
+                for (int i = 0;; ++i) {
+                    const std::string id = "t" + std::to_string(t) + "-" + std::to_string(i);
+                    store.push(message(id, at(0), std::string(64, 'p')));
+                    report("p " + id + "\n");
+                    const auto batch = store.claim(at(0), 1, 1h);
+                    for (QueuedMessage m : batch) {
+                        report("l " + m.id + " " + std::to_string(m.lease) + "\n");
+                        if (i % 2 == 0) {
+                            if (!store.complete(m.id, m.lease)) {
+                                ::_exit(4);
+                            }
+                            report("c " + m.id + "\n");
+                        } else {
+                            m.payload = "r";
+                            m.due = at(1000000);
+                            if (!store.release(m)) {
+                                ::_exit(4);
+                            }
+                            report("r " + m.id + "\n");
+                        }
+                    }
+                }
+            } catch (...) {
+                ::_exit(2);
+            }
+        });
+    }
+    for (std::thread& w : workers) {
+        w.join();
+    }
+    ::_exit(0);
+}
+
+// Reads what is there within `timeout_ms` into `out`: false on timeout (`eof` set when the
+// writer is gone).
+bool read_some(int fd, std::string& out, int timeout_ms, bool& eof) {
+    pollfd p{fd, POLLIN, 0};
+    const int ready = ::poll(&p, 1, timeout_ms);
+    if (ready == 0) {
+        return false;
+    }
+    if (ready < 0) {
+        return errno == EINTR;
+    }
+    char buffer[4096];
+    const ssize_t got = ::read(fd, buffer, sizeof buffer);
+    if (got > 0) {
+        out.append(buffer, static_cast<std::size_t>(got));
+    } else if (got == 0 || errno != EINTR) {
+        eof = true;
+    }
+    return true;
+}
+
+}  // namespace file_queue_store_test
+
+TEST_CASE("FileQueueStore: nothing acknowledged is lost or undone when the process is killed",
+          "[queue_store][file][kill]") {
+    std::mt19937_64 rng(11);
+    for (int round = 0; round < 20; ++round) {
+        TempDir dir;
+        int fds[2];
+        REQUIRE(::pipe(fds) == 0);
+        const pid_t child = ::fork();
+        REQUIRE(child >= 0);
+        if (child == 0) {
+            ::close(fds[0]);
+            try {
+                kill_child(dir.store(), fds[1], 2);
+            } catch (...) {
+                ::_exit(2);
+            }
+        }
+        ::close(fds[1]);
+        // Killed after a random number of acknowledged calls, while others are in flight.
+        const std::size_t kill_after = 20 + rng() % 200;
+        std::string text;
+        bool eof = false;
+        bool timed_out = false;
+        while (!eof &&
+               static_cast<std::size_t>(std::count(text.begin(), text.end(), '\n')) < kill_after) {
+            if (!read_some(fds[0], text, 10000, eof)) {
+                timed_out = true;
+                break;
+            }
+        }
+        ::kill(child, SIGKILL);
+        while (!eof && !timed_out) {
+            timed_out = !read_some(fds[0], text, 10000, eof);
+        }
+        ::close(fds[0]);
+        int status = 0;
+        REQUIRE(::waitpid(child, &status, 0) == child);
+        if (timed_out) {
+            FAIL("the child wrote nothing for 10 s");
+        }
+        INFO("round " << round << ", child status " << status);
+        REQUIRE(WIFSIGNALED(status));
+        REQUIRE(WTERMSIG(status) == SIGKILL);
+        std::set<std::string> pushed;
+        std::set<std::string> claimed;
+        std::set<std::string> completed;
+        std::set<std::string> released;
+        std::uint64_t highest = 0;
+        std::istringstream lines(text);
+        for (std::string line; std::getline(lines, line);) {
+            REQUIRE(line.size() > 2);
+            std::string id = line.substr(2);
+            if (line[0] == 'l') {
+                const std::size_t space = id.find(' ');
+                REQUIRE(space != std::string::npos);
+                highest = std::max<std::uint64_t>(highest, std::stoull(id.substr(space + 1)));
+                id.resize(space);
+            }
+            (line[0] == 'p'   ? pushed
+             : line[0] == 'l' ? claimed
+             : line[0] == 'c' ? completed
+                              : released)
+                .insert(id);
+        }
+        FileQueueStore store(dir.store());
+        std::size_t lost = 0;
+        std::size_t undone = 0;
+        for (const std::string& id : pushed) {
+            const auto m = store.get(id);
+            if (completed.count(id) != 0) {
+                undone += m.has_value() ? 1U : 0U;
+            } else if (!m.has_value()) {
+                // Only a complete in flight (the message was claimed) may have removed it.
+                lost += claimed.count(id) != 0 ? 0U : 1U;
+            }
+        }
+        for (const std::string& id : released) {
+            const auto m = store.get(id);
+            undone += m.has_value() && m->payload == "r" && m->due == at(1000000) ? 0U : 1U;
+        }
+        CHECK(lost == 0);
+        CHECK(undone == 0);
+        CHECK_FALSE(completed.empty());
+        for (const QueuedMessage& m : store.claim(at(2000000), 100000, 1h)) {
+            CHECK(m.lease > highest);
+        }
+    }
 }
