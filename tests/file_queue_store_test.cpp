@@ -523,6 +523,19 @@ TEST_CASE("FileQueueStore: a failed write changes nothing, a failed sync poisons
     }
 }
 
+TEST_CASE("FileQueueStore: a push of a held id is refused only once the held one is durable",
+          "[queue_store][file][faults]") {
+    bulwark::ManualClock clock;
+    FaultFs fs;
+    FileQueueStore store(fault_dir, FileQueueStoreOptions{}, fs, clock);
+    fs.fail_call(2, false);  // the push's write passes, its sync fails
+    CHECK_THROWS_AS(store.push(message("x", at(0))), bulwark::JournalIoError);
+    REQUIRE(store.get("x").has_value());  // applied, but maybe not on disk
+    // Not "already queued": the held x may vanish in a power cut.
+    CHECK_THROWS_AS(store.push(message("x", at(0))), bulwark::JournalIoError);
+    CHECK_THROWS_AS(store.push_all({message("x", at(0))}), bulwark::JournalIoError);
+}
+
 TEST_CASE("FileQueueStore: a second store on the directory is refused", "[queue_store][file]") {
     TempDir dir;
     {

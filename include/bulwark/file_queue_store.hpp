@@ -99,6 +99,11 @@ public:
     // over its limit), QueueFullError, JournalIoError or JournalPoisonedError; stored nothing then.
     void push(const QueuedMessage& message) override {
         detail::UniqueLock lock(mutex_);
+        if (const std::uint64_t ticket = held_ticket(message)) {
+            lock.unlock();
+            group_.await(ticket);
+            detail::throw_already_queued(push_call, message.id);
+        }
         check_new(message, false);
         if (index_.size() >= options_.max_size) {
             full();
@@ -119,6 +124,11 @@ public:
         std::vector<Record> records;
         records.reserve(messages.size());
         for (const QueuedMessage& m : messages) {
+            if (const std::uint64_t ticket = held_ticket(m)) {
+                lock.unlock();
+                group_.await(ticket);
+                detail::throw_already_queued(push_all_call, m.id);
+            }
             check_new(m, true);
             if (!ids.insert(m.id).second) {
                 detail::check_push_id(push_all_call, m, true);
@@ -328,6 +338,16 @@ private:
             too_large(call, "payload", "max_payload_bytes", m.payload.size(),
                       options_.max_payload_bytes);
         }
+    }
+
+    // sync=always: for a push of an id already held, what to await before refusing it (0:
+    // nothing): "already queued" is said only once the record that holds it is durable, never
+    // of a push that a power cut could still undo. (Messages replayed at open are durable.)
+    std::uint64_t held_ticket(const QueuedMessage& m) const BULWARK_REQUIRES(mutex_) {
+        if (options_.sync != JournalSync::always || m.id.empty() || !index_.contains(m.id)) {
+            return 0;
+        }
+        return group_.written();
     }
 
     // `batch`: for push_all (the errors name the call).

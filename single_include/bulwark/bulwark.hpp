@@ -16016,6 +16016,7 @@ using Timeout = BasicTimeout<>;
 #include <utility>
 #include <vector>
 
+// #include <bulwark/config.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 // #include <bulwark/queue_store.hpp>
 // Durable-queue vocabulary: QueuedMessage, leases, QueueFullError and the QueueStore interface.
@@ -16348,12 +16349,17 @@ private:
 
 // The checks every queue store makes of its arguments, so that they fail alike:
 // std::invalid_argument naming the store's call, the field and the value.
+[[noreturn]] BULWARK_NOINLINE inline void throw_already_queued(const char* call,
+                                                               const std::string& id) {
+    throw_invalid_argument(std::string(call) + ": id '" + id + "' is already queued");
+}
+
 inline void check_push_id(const char* call, const QueuedMessage& message, bool held) {
     if (message.id.empty()) {
         throw_invalid_argument(std::string(call) + ": empty id");
     }
     if (held) {
-        throw_invalid_argument(std::string(call) + ": id '" + message.id + "' is already queued");
+        throw_already_queued(call, message.id);
     }
 }
 
@@ -16935,6 +16941,11 @@ public:
     // over its limit), QueueFullError, JournalIoError or JournalPoisonedError; stored nothing then.
     void push(const QueuedMessage& message) override {
         detail::UniqueLock lock(mutex_);
+        if (const std::uint64_t ticket = held_ticket(message)) {
+            lock.unlock();
+            group_.await(ticket);
+            detail::throw_already_queued(push_call, message.id);
+        }
         check_new(message, false);
         if (index_.size() >= options_.max_size) {
             full();
@@ -16955,6 +16966,11 @@ public:
         std::vector<Record> records;
         records.reserve(messages.size());
         for (const QueuedMessage& m : messages) {
+            if (const std::uint64_t ticket = held_ticket(m)) {
+                lock.unlock();
+                group_.await(ticket);
+                detail::throw_already_queued(push_all_call, m.id);
+            }
             check_new(m, true);
             if (!ids.insert(m.id).second) {
                 detail::check_push_id(push_all_call, m, true);
@@ -17164,6 +17180,16 @@ private:
             too_large(call, "payload", "max_payload_bytes", m.payload.size(),
                       options_.max_payload_bytes);
         }
+    }
+
+    // sync=always: for a push of an id already held, what to await before refusing it (0:
+    // nothing): "already queued" is said only once the record that holds it is durable, never
+    // of a push that a power cut could still undo. (Messages replayed at open are durable.)
+    std::uint64_t held_ticket(const QueuedMessage& m) const BULWARK_REQUIRES(mutex_) {
+        if (options_.sync != JournalSync::always || m.id.empty() || !index_.contains(m.id)) {
+            return 0;
+        }
+        return group_.written();
     }
 
     // `batch`: for push_all (the errors name the call).

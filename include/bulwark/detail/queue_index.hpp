@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include <bulwark/config.hpp>
 #include <bulwark/detail/throw.hpp>
 #include <bulwark/queue_store.hpp>
 #include <bulwark/time.hpp>
@@ -203,12 +204,17 @@ private:
 
 // The checks every queue store makes of its arguments, so that they fail alike:
 // std::invalid_argument naming the store's call, the field and the value.
+[[noreturn]] BULWARK_NOINLINE inline void throw_already_queued(const char* call,
+                                                               const std::string& id) {
+    throw_invalid_argument(std::string(call) + ": id '" + id + "' is already queued");
+}
+
 inline void check_push_id(const char* call, const QueuedMessage& message, bool held) {
     if (message.id.empty()) {
         throw_invalid_argument(std::string(call) + ": empty id");
     }
     if (held) {
-        throw_invalid_argument(std::string(call) + ": id '" + message.id + "' is already queued");
+        throw_already_queued(call, message.id);
     }
 }
 
