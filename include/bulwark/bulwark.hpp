@@ -13,10 +13,10 @@
 #include <bulwark/delivery_error.hpp>
 #include <bulwark/fallback_chain.hpp>
 #include <bulwark/health.hpp>
-#include <bulwark/in_memory_queue_store.hpp>
 #include <bulwark/inline_vector.hpp>
 #include <bulwark/metrics.hpp>
 #include <bulwark/policies.hpp>
+#include <bulwark/queue.hpp>
 #include <bulwark/resources.hpp>
 #include <bulwark/retry_queue.hpp>
 #include <bulwark/system.hpp>

@@ -75,7 +75,7 @@ public:
         : Base(Base::checked_limits(options), clock),
           options_(options),
           group_(fs),
-          journal_(fs, clock, group_, std::move(directory), options_) {
+          journal_(fs, clock, group_, std::move(directory), detail::JournalOptions::of(options_)) {
         // Unlocked, as the constructor is: nothing else can reach the store yet. The analysis
         // skips constructors but not the lambdas in them.
         journal_.open([this](Record& r) BULWARK_NO_THREAD_SAFETY_ANALYSIS { apply_replayed(r); },

@@ -5,17 +5,15 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <limits>
-#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <unordered_map>
-#include <utility>
+#include <unordered_set>
 #include <vector>
 
 #include <bulwark/config.hpp>
 #include <bulwark/detail/mutex.hpp>
+#include <bulwark/detail/queue_index.hpp>
 #include <bulwark/detail/throw.hpp>
 #include <bulwark/queue_store.hpp>
 
@@ -24,7 +22,8 @@ namespace bulwark {
 // A QueueStore in memory: leases work as in a durable store (a worker that never reports gives
 // its message back when the lease runs out), but everything is lost with the process.
 //   bulwark::InMemoryQueueStore store(/*max_size*/ 1000000);
-// push, claim (per message), complete and release are O(log n) under one mutex.
+// push, claim (per message), complete and release are O(log n) under one mutex. claim() throws
+// std::invalid_argument for a lease_for <= 0.
 class InMemoryQueueStore final : public QueueStore {
 public:
     // `max_size` >= 1: push() beyond it throws QueueFullError.
@@ -36,194 +35,150 @@ public:
 
     void push(const QueuedMessage& message) override {
         detail::LockGuard lock(mutex_);
-        insert(message);
+        check(message);
+        if (index_.size() >= max_size_) {
+            full();
+        }
+        index_.insert(fresh(message));
     }
 
-    // All or nothing: a batch that does not fit, or holds a bad id, stores none of its messages.
+    // All or nothing: a batch that does not fit, or holds a bad id (a duplicate within it too),
+    // stores none of its messages.
     void push_all(const std::vector<QueuedMessage>& messages) override {
         detail::LockGuard lock(mutex_);
-        if (messages.size() > max_size_ - entries_.size()) {
+        std::unordered_set<std::string_view> ids;
+        for (const QueuedMessage& m : messages) {
+            check(m);
+            if (!ids.insert(m.id).second) {
+                detail::check_push_id(call, m, true);  // named twice in the batch
+            }
+        }
+        if (messages.size() > max_size_ - index_.size()) {
             full();
         }
         std::size_t done = 0;
         try {
             for (; done < messages.size(); ++done) {
-                insert(messages[done]);
+                index_.insert(fresh(messages[done]));
             }
         } catch (...) {
             for (std::size_t i = 0; i < done; ++i) {
-                erase(messages[i].id);
+                index_.erase(messages[i].id);
             }
             throw;
         }
     }
 
     std::vector<QueuedMessage> claim(WallTime now, std::size_t max, Duration lease_for) override {
+        const WallTime until =
+            detail::lease_end("bulwark::InMemoryQueueStore::claim", now, lease_for);
         std::vector<QueuedMessage> out;
         detail::LockGuard lock(mutex_);
-        while (out.size() < max && !ready_.empty() && ready_.begin()->first <= now) {
-            auto node = ready_.begin();
-            Entry& e = *node->second;
-            ready_.erase(node);
-            if (e.message.lease == 0) {
-                ++leased_;
-            }
-            e.message.lease = ++last_lease_;
-            e.message.lease_until = now + lease_for;
-            ++e.message.claims;
-            e.ready = ready_.emplace(e.message.lease_until, &e);
-            out.push_back(e.message);
+        for (const QueuedMessage* m = index_.first_ready(now); m != nullptr && out.size() < max;
+             m = index_.first_ready(now)) {
+            // The copy first: if it cannot be made, nothing was leased.
+            out.push_back(*m);
+            index_.lease(m->id, ++last_lease_, until);
+            out.back().lease = m->lease;
+            out.back().lease_until = m->lease_until;
+            out.back().claims = m->claims;
         }
         return out;
     }
 
     bool complete(std::string_view id, std::uint64_t lease) override {
         detail::LockGuard lock(mutex_);
-        Entry* e = leased(id, lease);
-        if (e == nullptr) {
+        if (index_.find_leased(id, lease) == nullptr) {
             return false;
         }
-        erase(e->message.id);
+        index_.erase(id);
         return true;
     }
 
     bool release(const QueuedMessage& message) override {
         detail::LockGuard lock(mutex_);
-        Entry* e = leased(message.id, message.lease);
-        if (e == nullptr) {
+        if (index_.find_leased(message.id, message.lease) == nullptr) {
             return false;
         }
-        ready_.erase(e->ready);
-        e->message.payload = message.payload;
-        e->message.due = message.due;
-        e->message.attempts = message.attempts;
-        e->message.lease = 0;
-        e->message.lease_until = WallTime{};
-        --leased_;
-        e->ready = ready_.emplace(e->message.due, e);
+        index_.release(message.id, message.payload, message.due, message.attempts);
         return true;
     }
 
     bool extend(std::string_view id, std::uint64_t lease, WallTime until) override {
         detail::LockGuard lock(mutex_);
-        Entry* e = leased(id, lease);
-        if (e == nullptr) {
+        if (index_.find_leased(id, lease) == nullptr) {
             return false;
         }
-        ready_.erase(e->ready);
-        e->message.lease_until = until;
-        e->ready = ready_.emplace(until, e);
+        index_.extend(id, until);
         return true;
     }
 
     bool remove(std::string_view id) override {
         detail::LockGuard lock(mutex_);
-        return erase(id);
+        return index_.erase(id);
     }
 
     std::optional<QueuedMessage> get(std::string_view id) const override {
         detail::LockGuard lock(mutex_);
-        auto it = entries_.find(std::string(id));
-        if (it == entries_.end()) {
+        const QueuedMessage* m = index_.find(id);
+        if (m == nullptr) {
             return std::nullopt;
         }
-        return it->second.message;
+        return *m;
     }
 
     std::size_t size() const override {
         detail::LockGuard lock(mutex_);
-        return entries_.size();
+        return index_.size();
     }
 
     std::optional<WallTime> next_ready() const override {
         detail::LockGuard lock(mutex_);
-        if (ready_.empty()) {
-            return std::nullopt;
-        }
-        return ready_.begin()->first;
+        return index_.next_ready();
     }
 
     std::vector<QueuedMessage> list(std::size_t limit) const override {
         std::vector<QueuedMessage> out;
         detail::LockGuard lock(mutex_);
-        for (auto it = ready_.begin(); it != ready_.end() && out.size() < limit; ++it) {
-            out.push_back(it->second->message);
-        }
+        index_.for_each_ready([&](const QueuedMessage& m) {
+            if (out.size() >= limit) {
+                return false;
+            }
+            out.push_back(m);
+            return true;
+        });
         return out;
     }
 
     QueueStoreStats stats() const override {
         detail::LockGuard lock(mutex_);
-        return {entries_.size(), leased_};
+        return {index_.size(), index_.leased()};
     }
 
 private:
-    struct Entry {
-        QueuedMessage message;
-        // Its node in ready_: keyed by due while not leased, by lease_until while leased.
-        std::multimap<WallTime, Entry*>::iterator ready;
-    };
+    static constexpr const char* call = "bulwark::InMemoryQueueStore::push";
 
     [[noreturn]] BULWARK_NOINLINE void full() const {
         throw QueueFullError("bulwark::InMemoryQueueStore is full (max_size " +
                              std::to_string(max_size_) + ")");
     }
 
-    void insert(const QueuedMessage& message) BULWARK_REQUIRES(mutex_) {
-        if (message.id.empty()) {
-            detail::throw_invalid_argument("bulwark::InMemoryQueueStore::push: empty id");
-        }
-        if (entries_.size() >= max_size_) {
-            full();
-        }
-        auto [it, inserted] = entries_.try_emplace(message.id);
-        if (!inserted) {
-            detail::throw_invalid_argument("bulwark::InMemoryQueueStore::push: id '" + message.id +
-                                           "' is already queued");
-        }
-        Entry& e = it->second;
-        e.message = message;
-        e.message.claims = 0;
-        e.message.lease = 0;
-        e.message.lease_until = WallTime{};
-        try {
-            e.ready = ready_.emplace(e.message.due, &e);
-        } catch (...) {
-            entries_.erase(it);
-            throw;
-        }
+    void check(const QueuedMessage& message) const BULWARK_REQUIRES(mutex_) {
+        detail::check_push_id(call, message, index_.contains(message.id));
     }
 
-    bool erase(std::string_view id) BULWARK_REQUIRES(mutex_) {
-        auto it = entries_.find(std::string(id));
-        if (it == entries_.end()) {
-            return false;
-        }
-        if (it->second.message.lease != 0) {
-            --leased_;
-        }
-        ready_.erase(it->second.ready);
-        entries_.erase(it);
-        return true;
-    }
-
-    Entry* leased(std::string_view id, std::uint64_t lease) BULWARK_REQUIRES(mutex_) {
-        if (lease == 0) {
-            return nullptr;
-        }
-        auto it = entries_.find(std::string(id));
-        if (it == entries_.end() || it->second.message.lease != lease) {
-            return nullptr;
-        }
-        return &it->second;
+    // What push() stores: the message without claims or lease.
+    static QueuedMessage fresh(const QueuedMessage& message) {
+        QueuedMessage m = message;
+        m.claims = 0;
+        m.lease = 0;
+        m.lease_until = WallTime{};
+        return m;
     }
 
     const std::size_t max_size_;
     mutable detail::Mutex mutex_;
-    // Node-based: Entry addresses stay valid while the map grows.
-    std::unordered_map<std::string, Entry> entries_ BULWARK_GUARDED_BY(mutex_);
-    std::multimap<WallTime, Entry*> ready_ BULWARK_GUARDED_BY(mutex_);
-    std::size_t leased_ BULWARK_GUARDED_BY(mutex_) = 0;
+    detail::QueueIndex index_ BULWARK_GUARDED_BY(mutex_);
     std::uint64_t last_lease_ BULWARK_GUARDED_BY(mutex_) = 0;
 };
 

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <limits>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -22,6 +23,25 @@ namespace bulwark {
 class QueueFullError : public RejectedError {
 public:
     using RejectedError::RejectedError;
+};
+
+// A store refused a message larger than one of its limits; limit_name() says which (a file
+// store's max_payload_bytes or max_id_bytes), size() and limit() the numbers. No byte of the
+// message is in what().
+class QueueMessageTooLargeError : public std::length_error {
+public:
+    QueueMessageTooLargeError(const std::string& what, const char* limit_name, std::size_t size,
+                              std::size_t limit)
+        : std::length_error(what), limit_name_(limit_name), size_(size), limit_(limit) {}
+
+    const char* limit_name() const noexcept { return limit_name_; }
+    std::size_t size() const noexcept { return size_; }
+    std::size_t limit() const noexcept { return limit_; }
+
+private:
+    const char* limit_name_;
+    std::size_t size_;
+    std::size_t limit_;
 };
 
 // One message as a QueueStore keeps it: opaque bytes plus what the queue needs to schedule it.
@@ -60,8 +80,9 @@ struct QueueStoreStats {
 //     with an empty or already held id is refused with std::invalid_argument naming it.
 //   - claim(now, max, lease_for) leases up to `max` messages that are ready at `now`: not leased
 //     and due <= now, or leased with lease_until <= now. They come in the order they became
-//     ready (due, or the end of the lease), ties in push order. Each gets a fresh token,
-//     lease_until = now + lease_for and claims + 1.
+//     ready (due, or the end of the lease), ties in push order (the order of the push() calls,
+//     whatever was released or re-leased since). Each gets a fresh token, lease_until = now +
+//     lease_for and claims + 1. A lease_for <= 0 is refused with std::invalid_argument.
 //   - complete/release/extend act only while `lease` is the message's current token and return
 //     false otherwise (the lease ran out and another claim took the message, or it is gone):
 //     the caller's view is stale and it must not assume the message is done.
@@ -75,7 +96,8 @@ public:
     virtual ~QueueStore() = default;
 
     // Stores `message` (its claims and lease fields are ignored and start at zero). Throws
-    // std::invalid_argument for an empty or duplicate id, QueueFullError when the store is full.
+    // std::invalid_argument for an empty or duplicate id, QueueFullError when the store is full,
+    // QueueMessageTooLargeError when it is over a limit of the store.
     virtual void push(const QueuedMessage& message) = 0;
 
     // Stores every message, as push() one by one; a store may write them as one durable step.

@@ -6148,27 +6148,24 @@ inline FileSystem& default_file_system() noexcept {
 
 // #include <bulwark/detail/file_system.hpp> (already included above)
 // #include <bulwark/detail/mutex.hpp> (already included above)
-// #include <bulwark/file_dead_letter_store_errors.hpp>
-// FileDeadLetterStore's errors: FileDeadLetterStoreError and the journal errors derived from it.
-#ifndef BULWARK_FILE_DEAD_LETTER_STORE_ERRORS_HPP
-#define BULWARK_FILE_DEAD_LETTER_STORE_ERRORS_HPP
+// #include <bulwark/journal_errors.hpp>
+// The errors of the journal-backed file stores: JournalError and the errors derived from it.
+#ifndef BULWARK_JOURNAL_ERRORS_HPP
+#define BULWARK_JOURNAL_ERRORS_HPP
 
 #include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <system_error>
-#include <utility>
-
-// #include <bulwark/dead_letter_store.hpp> (already included above)
 
 namespace bulwark {
 
-// Every error a FileDeadLetterStore raises about its files derives from this; code() is the
-// operating system's error when there was one. Messages name paths and offsets, never payload
-// bytes.
-class FileDeadLetterStoreError : public std::runtime_error {
+// Every error a journal-backed store (FileDeadLetterStore, FileQueueStore) raises about its files
+// derives from this; code() is the operating system's error when there was one. Messages name
+// the store, paths and offsets, never payload bytes.
+class JournalError : public std::runtime_error {
 public:
-    explicit FileDeadLetterStoreError(const std::string& what, std::error_code code = {})
+    explicit JournalError(const std::string& what, std::error_code code = {})
         : std::runtime_error(what), code_(code) {}
 
     std::error_code code() const noexcept { return code_; }
@@ -6178,16 +6175,16 @@ private:
 };
 
 // Another store (in this process or another) holds the directory's lock file.
-class DeadLetterJournalLockedError : public FileDeadLetterStoreError {
+class JournalLockedError : public JournalError {
 public:
-    using FileDeadLetterStoreError::FileDeadLetterStoreError;
+    using JournalError::JournalError;
 };
 
 // The journal is damaged in a way the recovery mode does not accept; offset() is where.
-class DeadLetterJournalCorruptError : public FileDeadLetterStoreError {
+class JournalCorruptError : public JournalError {
 public:
-    DeadLetterJournalCorruptError(const std::string& what, std::uint64_t offset)
-        : FileDeadLetterStoreError(what), offset_(offset) {}
+    JournalCorruptError(const std::string& what, std::uint64_t offset)
+        : JournalError(what), offset_(offset) {}
 
     std::uint64_t offset() const noexcept { return offset_; }
 
@@ -6196,10 +6193,10 @@ private:
 };
 
 // The journal was written by a newer format version than this build reads.
-class DeadLetterJournalVersionError : public FileDeadLetterStoreError {
+class JournalVersionError : public JournalError {
 public:
-    DeadLetterJournalVersionError(const std::string& what, std::uint32_t version)
-        : FileDeadLetterStoreError(what), version_(version) {}
+    JournalVersionError(const std::string& what, std::uint32_t version)
+        : JournalError(what), version_(version) {}
 
     std::uint32_t version() const noexcept { return version_; }
 
@@ -6210,10 +6207,10 @@ private:
 // A mutation's journal write or sync failed: the mutation did not happen (it is not
 // acknowledged; after a failed sync its record may still surface after a restart).
 // poisoned() tells whether the store refuses mutations from now on.
-class DeadLetterJournalIoError : public FileDeadLetterStoreError {
+class JournalIoError : public JournalError {
 public:
-    DeadLetterJournalIoError(const std::string& what, std::error_code code, bool poisoned)
-        : FileDeadLetterStoreError(what, code), poisoned_(poisoned) {}
+    JournalIoError(const std::string& what, std::error_code code, bool poisoned)
+        : JournalError(what, code), poisoned_(poisoned) {}
 
     bool poisoned() const noexcept { return poisoned_; }
 
@@ -6221,39 +6218,16 @@ private:
     bool poisoned_;
 };
 
-// reprocess() stopped part-way: the journal could not record an outcome, or the store was
-// poisoned (by this call or another thread) before the next handler call. partial() is what the
-// call did up to then, every outcome in it journaled. unrecorded_id() names the record whose
-// handler ran but whose outcome was not recorded ("" when the call stopped before a handler
-// call): that record stays pending, so a later reprocess may resend it again (at-least-once);
-// after a failed sync (poisoned()) its outcome may still surface after a restart.
-class DeadLetterReprocessInterruptedError : public DeadLetterJournalIoError {
-public:
-    DeadLetterReprocessInterruptedError(const std::string& what, std::error_code code,
-                                        bool poisoned, ReprocessResult partial,
-                                        std::string unrecorded_id)
-        : DeadLetterJournalIoError(what, code, poisoned),
-          partial_(partial),
-          unrecorded_id_(std::move(unrecorded_id)) {}
-
-    const ReprocessResult& partial() const noexcept { return partial_; }
-    const std::string& unrecorded_id() const noexcept { return unrecorded_id_; }
-
-private:
-    ReprocessResult partial_;
-    std::string unrecorded_id_;
-};
-
 // A mutation on a poisoned store: an earlier sync (or an unrecoverable write) failed, so what the
 // journal holds is unknown. Reads still work; reopen the store to recover.
-class DeadLetterStorePoisonedError : public FileDeadLetterStoreError {
+class JournalPoisonedError : public JournalError {
 public:
-    using FileDeadLetterStoreError::FileDeadLetterStoreError;
+    using JournalError::JournalError;
 };
 
 }  // namespace bulwark
 
-#endif  // BULWARK_FILE_DEAD_LETTER_STORE_ERRORS_HPP
+#endif  // BULWARK_JOURNAL_ERRORS_HPP
 
 namespace bulwark {
 namespace detail {
@@ -6267,14 +6241,17 @@ namespace detail {
 //   group.await(ticket);                                 // durable, or throws
 // A ticket is the number of records written so far, the writer's own included; await(t) returns
 // once a sync that began after ticket t was published has completed. A failed sync poisons:
-// await() then throws DeadLetterJournalIoError for every ticket not durable before it, and the
+// await() then throws JournalIoError for every ticket not durable before it, and the
 // owner refuses changes. The file is replaced (compaction) only while no sync runs.
 // Thread-safe. Lock order: the journal owner's mutex first, then this one's (await() takes only
 // this one, so it may be called with or without the owner's).
 class GroupCommit {
 public:
     // The file system must outlive this.
-    explicit GroupCommit(FileSystem& fs) noexcept : fs_(fs) {}
+    // `store_name` (static storage) names the owner in errors.
+    explicit GroupCommit(FileSystem& fs,
+                         const char* store_name = "bulwark::FileDeadLetterStore") noexcept
+        : fs_(fs), store_name_(store_name) {}
 
     // Publishes `records` records just written to the file; returns their ticket.
     std::uint64_t wrote(std::uint64_t records) {
@@ -6328,14 +6305,15 @@ public:
     }
 
     // Returns once every record up to `ticket` is durable, syncing for every writer waiting if
-    // no sync is running. Throws DeadLetterJournalIoError (poisoned) if a sync failed first.
+    // no sync is running. Throws JournalIoError (poisoned) if a sync failed first.
     void await(std::uint64_t ticket) {
         UniqueLock lock(mutex_);
         while (durable_ < ticket) {
             if (poisoned_) {
-                throw DeadLetterJournalIoError(
-                    "bulwark::FileDeadLetterStore: the store was poisoned before this change was "
-                    "synced (it may or may not be on disk): " +
+                throw JournalIoError(
+                    std::string(store_name_) +
+                        ": the store was poisoned before this change was synced (it may or may not "
+                        "be on disk): " +
                         poison_reason_,
                     failure_, true);
             }
@@ -6478,6 +6456,7 @@ private:
     }
 
     FileSystem& fs_;
+    const char* const store_name_;
     mutable Mutex mutex_;
     std::condition_variable idle_;  // no sync runs: the file may be replaced
     Waiter* waiters_ BULWARK_GUARDED_BY(mutex_) = nullptr;
@@ -6497,7 +6476,7 @@ private:
 #endif  // BULWARK_DETAIL_GROUP_COMMIT_HPP
 // #include <bulwark/detail/indexed_dead_letter_store.hpp> (already included above)
 // #include <bulwark/detail/journal.hpp>
-// The dead-letter journal format: frames, CRC-32C, record encoding and recovery scans (private).
+// The journal format: frames, CRC-32C, the dead-letter records and recovery scans (private).
 #ifndef BULWARK_DETAIL_JOURNAL_HPP
 #define BULWARK_DETAIL_JOURNAL_HPP
 
@@ -6507,6 +6486,7 @@ private:
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 // #include <bulwark/clock.hpp> (already included above)
@@ -6823,6 +6803,42 @@ private:
     bool ok_ = true;
 };
 
+// The body of a batch record, for every store's records: each inner record as a u32 length,
+// then its type+payload (encode(record, out) appends those); the batch frame's checks cover
+// them all.
+template <class Record, class Encode>
+void encode_inner(const std::vector<Record>& records, std::string& out, const Encode& encode) {
+    for (const Record& inner : records) {
+        const std::size_t at = out.size();
+        out.append(4, '\0');
+        encode(inner, out);
+        put_le(&out[at], static_cast<std::uint32_t>(out.size() - at - 4));
+    }
+}
+
+// Decodes the inner records of a batch's body (`frames`) one at a time into `scratch` with
+// decode(body, Record&) and calls f(Record&) with each (f may move from it); false, stopping
+// there, at the first that does not decode or does not fit.
+template <class Record, class Decode, class F>
+bool for_each_inner(std::string_view frames, Record& scratch, const Decode& decode, F&& f) {
+    std::size_t at = 0;
+    while (at < frames.size()) {
+        if (frames.size() - at < 4) {
+            return false;
+        }
+        const std::uint32_t length = load_u32(frames, at);
+        if (length == 0 || length > frames.size() - at - 4) {
+            return false;
+        }
+        if (!decode(frames.substr(at + 4, length), scratch)) {
+            return false;
+        }
+        f(scratch);
+        at += 4 + std::size_t{length};
+    }
+    return true;
+}
+
 inline void encode_letter(Writer& w, const DeadLetter& d) {
     w.str(d.id);
     w.str(d.type);
@@ -6897,44 +6913,9 @@ inline void encode_body(const Record& r, std::string& out) {
             w.u64(r.counters.redrive_failures);
             break;
         case RecordType::batch:
-            // Inner records: a length, then type+payload; the batch's checks cover them.
-            for (const Record& inner : r.batch) {
-                const std::size_t at = out.size();
-                w.u32(0);
-                encode_body(inner, out);
-                const auto length = static_cast<std::uint32_t>(out.size() - at - 4);
-                std::string head;
-                Writer(head).u32(length);
-                out.replace(at, 4, head);
-            }
+            encode_inner(r.batch, out,
+                         [](const Record& inner, std::string& to) { encode_body(inner, to); });
             break;
-    }
-}
-
-// Appends the frame of `r` to `out`, with sequence number `sequence`, as `f` frames them. Throws
-// DeadLetterTooLargeError, appending nothing, for a frame over `limit` (tests lower it).
-inline void encode_record(const Record& r, std::string& out, const Framing& f,
-                          std::uint64_t sequence, std::size_t limit = max_frame_bytes) {
-    const std::size_t start = out.size();
-    const std::size_t head = f.head_size();
-    out.append(head, '\0');  // filled in below, once the length is known
-    encode_body(r, out);
-    const std::string_view type_and_payload(out.data() + start + head, out.size() - start - head);
-    if (type_and_payload.size() > limit) {
-        // A reader refuses such a frame: never write (and so never acknowledge) one. Callers
-        // bound what they store far below this; this is the last line.
-        const std::size_t size = type_and_payload.size();
-        out.resize(start);
-        throw_too_large("journal record", "the journal's frame limit", size, limit);
-    }
-    const auto length = static_cast<std::uint32_t>(type_and_payload.size());
-    char* const at = &out[start];
-    put_le(at, length);
-    put_le(at + 4,
-           header_check(f, length, sequence, static_cast<unsigned char>(type_and_payload[0])));
-    put_le(at + 8, crc32c(type_and_payload.substr(1), f.seed));
-    if (f.version >= 3) {
-        put_le(at + 12, sequence);
     }
 }
 
@@ -6991,24 +6972,11 @@ inline bool decode_record(std::string_view body, Record& out, bool allow_batch =
 // decode. decode_record() has checked them all before it accepted the batch.
 template <class F>
 bool for_each_in_batch(const Record& batch, F&& f) {
-    const std::string_view frames = batch.batch_frames;
     Record inner;
-    std::size_t at = 0;
-    while (at < frames.size()) {
-        if (frames.size() - at < 4) {
-            return false;
-        }
-        const std::uint32_t length = load_u32(frames, at);
-        if (length == 0 || length > frames.size() - at - 4) {
-            return false;
-        }
-        if (!decode_record(frames.substr(at + 4, length), inner, false)) {
-            return false;
-        }
-        f(inner);
-        at += 4 + std::size_t{length};
-    }
-    return true;
+    return for_each_inner(
+        batch.batch_frames, inner,
+        [](std::string_view body, Record& out) { return decode_record(body, out, false); },
+        std::forward<F>(f));
 }
 
 // Decodes type+payload; false for anything that is not exactly one well-formed record.
@@ -7082,6 +7050,78 @@ inline bool decode_record(std::string_view body, Record& out, bool allow_batch) 
     return good && r.ok() && r.at_end();
 }
 
+// What the journal file needs to know of one store's records (the frames, checks, recovery and
+// compaction are the same for every store): DeadLetterCodec for FileDeadLetterStore,
+// queue_journal::Codec for FileQueueStore. Record types are 1..max_type; a batch record holds the
+// records of one mutation (all or none) and never another batch.
+struct DeadLetterCodec {
+    using Record = journal::Record;
+    static constexpr const char* store_name = "bulwark::FileDeadLetterStore";
+    static constexpr const char* journal_kind = "bulwark dead-letter journal";
+    static constexpr std::array<char, 8> file_magic = magic;
+    static constexpr std::uint32_t version = format_version;
+    static constexpr std::uint32_t oldest_version = oldest_readable_version;
+    static constexpr unsigned char max_type = static_cast<unsigned char>(RecordType::batch);
+
+    static void encode_body(const Record& r, std::string& out) { journal::encode_body(r, out); }
+    static bool decode(std::string_view body, Record& out) { return decode_record(body, out); }
+    static bool is_batch(const Record& r) noexcept { return r.type == RecordType::batch; }
+    template <class F>
+    static bool for_each_in_batch(const Record& batch, F&& f) {
+        return journal::for_each_in_batch(batch, std::forward<F>(f));
+    }
+    static Record batch_of(const Record* first, const Record* last) {
+        Record batch;
+        batch.type = RecordType::batch;
+        batch.batch.assign(first, last);
+        return batch;
+    }
+    // An upper bound of the frame `r` encodes to (a batch's share of one, for a batch's records).
+    static std::uint64_t frame_estimate(const Record& r) noexcept {
+        if (r.type == RecordType::add) {
+            return snapshot_frame_size(r.letter);
+        }
+        std::uint64_t n = frame_overhead + 24 + r.id.size() + r.text.size() +
+                          r.attempt.channel.size() + r.attempt.error.size();
+        for (const std::string& t : r.tags) {
+            n += 4 + t.size();
+        }
+        return n;
+    }
+    [[noreturn]] static void too_large(std::size_t size, std::size_t limit) {
+        throw_too_large("journal record", "the journal's frame limit", size, limit);
+    }
+};
+
+// Appends the frame of `r` (a Codec::Record) to `out`, with sequence number `sequence`, as `f`
+// frames them. Throws Codec::too_large()'s error (a std::length_error), appending nothing, for a
+// frame over `limit` (tests lower it).
+template <class Codec = DeadLetterCodec>
+void encode_record(const typename Codec::Record& r, std::string& out, const Framing& f,
+                   std::uint64_t sequence, std::size_t limit = max_frame_bytes) {
+    const std::size_t start = out.size();
+    const std::size_t head = f.head_size();
+    out.append(head, '\0');  // filled in below, once the length is known
+    Codec::encode_body(r, out);
+    const std::string_view type_and_payload(out.data() + start + head, out.size() - start - head);
+    if (type_and_payload.size() > limit) {
+        // A reader refuses such a frame: never write (and so never acknowledge) one. Callers
+        // bound what they store far below this; this is the last line.
+        const std::size_t size = type_and_payload.size();
+        out.resize(start);
+        Codec::too_large(size, limit);
+    }
+    const auto length = static_cast<std::uint32_t>(type_and_payload.size());
+    char* const at = &out[start];
+    put_le(at, length);
+    put_le(at + 4,
+           header_check(f, length, sequence, static_cast<unsigned char>(type_and_payload[0])));
+    put_le(at + 8, crc32c(type_and_payload.substr(1), f.seed));
+    if (f.version >= 3) {
+        put_le(at + 12, sequence);
+    }
+}
+
 // What is at an offset of a journal.
 enum class FrameStatus : std::uint8_t {
     good,        // a whole frame: both checks pass and the payload decodes
@@ -7097,9 +7137,10 @@ enum class FrameStatus : std::uint8_t {
 // sequence number (version 3; 0 before), `record` is filled when good. Never reads outside
 // `bytes`; allocates only for decoded strings, each bounded by the frame. With a budget, the body
 // CRC is charged to it first (exhausted: returns bad_header).
-inline FrameStatus check_frame(std::string_view bytes, std::size_t offset, const Framing& f,
-                               Record& record, std::size_t& size, std::uint64_t& sequence,
-                               ScanBudget* budget = nullptr) {
+template <class Codec = DeadLetterCodec>
+FrameStatus check_frame(std::string_view bytes, std::size_t offset, const Framing& f,
+                        typename Codec::Record& record, std::size_t& size, std::uint64_t& sequence,
+                        ScanBudget* budget = nullptr) {
     const std::size_t head = f.head_size();
     if (offset > bytes.size() || bytes.size() - offset < head + 1) {
         return FrameStatus::torn;
@@ -7110,9 +7151,8 @@ inline FrameStatus check_frame(std::string_view bytes, std::size_t offset, const
     // Version 3 numbers frames from 1; 0 and the largest value (after which the next would wrap
     // to 0) are never written.
     const bool bad_sequence = f.version >= 3 && (sequence == 0 || sequence == ~std::uint64_t{0});
-    if (bad_sequence || length == 0 || length > max_frame_bytes ||
-        type < static_cast<unsigned char>(RecordType::add) ||
-        type > static_cast<unsigned char>(RecordType::batch) ||
+    if (bad_sequence || length == 0 || length > max_frame_bytes || type < 1 ||
+        type > Codec::max_type ||
         header_check(f, length, sequence, type) != load_u32(bytes, offset + 4)) {
         return FrameStatus::bad_header;
     }
@@ -7129,7 +7169,7 @@ inline FrameStatus check_frame(std::string_view bytes, std::size_t offset, const
     }
     const std::string_view body = bytes.substr(offset + head, length);
     if (crc32c(body.substr(1), f.seed) != load_u32(bytes, offset + 8) ||
-        !decode_record(body, record)) {
+        !Codec::decode(body, record)) {
         return FrameStatus::bad_body;
     }
     return FrameStatus::good;
@@ -7146,8 +7186,9 @@ inline bool whole_frame_with_bad_head(std::string_view bytes, std::size_t offset
            crc32c(bytes.substr(offset + head + 1), f.seed) == load_u32(bytes, offset + 8);
 }
 
-inline std::string encode_header(std::uint64_t salt, std::uint32_t version = format_version) {
-    std::string out(magic.data(), magic.size());
+inline std::string encode_header(std::uint64_t salt, std::uint32_t version = format_version,
+                                 const std::array<char, 8>& file_magic = magic) {
+    std::string out(file_magic.data(), file_magic.size());
     Writer w(out);
     w.u32(version);
     w.u64(salt);
@@ -7161,7 +7202,7 @@ inline std::string encode_header(std::uint64_t salt, std::uint32_t version = for
 
 #endif  // BULWARK_DETAIL_JOURNAL_HPP
 // #include <bulwark/detail/journal_file.hpp>
-// JournalFile: the dead-letter journal on disk: recovery, appends, syncs, compaction (private).
+// BasicJournalFile: a store's journal on disk: recovery, appends, syncs, compaction (private).
 #ifndef BULWARK_DETAIL_JOURNAL_FILE_HPP
 #define BULWARK_DETAIL_JOURNAL_FILE_HPP
 
@@ -7171,6 +7212,7 @@ inline std::string encode_header(std::uint64_t salt, std::uint32_t version = for
 #include <cstdint>
 #include <exception>
 #include <new>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -7184,9 +7226,58 @@ inline std::string encode_header(std::uint64_t salt, std::uint32_t version = for
 // #include <bulwark/detail/file_system.hpp> (already included above)
 // #include <bulwark/detail/group_commit.hpp> (already included above)
 // #include <bulwark/detail/journal.hpp> (already included above)
-// #include <bulwark/file_dead_letter_store_errors.hpp> (already included above)
+// #include <bulwark/file_dead_letter_store_errors.hpp>
+// FileDeadLetterStore's errors: its names for the journal errors, and the interrupted reprocess.
+#ifndef BULWARK_FILE_DEAD_LETTER_STORE_ERRORS_HPP
+#define BULWARK_FILE_DEAD_LETTER_STORE_ERRORS_HPP
+
+#include <cstdint>
+#include <string>
+#include <system_error>
+#include <utility>
+
+// #include <bulwark/dead_letter_store.hpp> (already included above)
+// #include <bulwark/journal_errors.hpp> (already included above)
+
+namespace bulwark {
+
+// FileDeadLetterStore raises the journal errors of journal_errors.hpp (shared with
+// FileQueueStore); these are their names from before the journal served two stores.
+using FileDeadLetterStoreError = JournalError;
+using DeadLetterJournalLockedError = JournalLockedError;
+using DeadLetterJournalCorruptError = JournalCorruptError;
+using DeadLetterJournalVersionError = JournalVersionError;
+using DeadLetterJournalIoError = JournalIoError;
+using DeadLetterStorePoisonedError = JournalPoisonedError;
+
+// reprocess() stopped part-way: the journal could not record an outcome, or the store was
+// poisoned (by this call or another thread) before the next handler call. partial() is what the
+// call did up to then, every outcome in it journaled. unrecorded_id() names the record whose
+// handler ran but whose outcome was not recorded ("" when the call stopped before a handler
+// call): that record stays pending, so a later reprocess may resend it again (at-least-once);
+// after a failed sync (poisoned()) its outcome may still surface after a restart.
+class DeadLetterReprocessInterruptedError : public DeadLetterJournalIoError {
+public:
+    DeadLetterReprocessInterruptedError(const std::string& what, std::error_code code,
+                                        bool poisoned, ReprocessResult partial,
+                                        std::string unrecorded_id)
+        : DeadLetterJournalIoError(what, code, poisoned),
+          partial_(partial),
+          unrecorded_id_(std::move(unrecorded_id)) {}
+
+    const ReprocessResult& partial() const noexcept { return partial_; }
+    const std::string& unrecorded_id() const noexcept { return unrecorded_id_; }
+
+private:
+    ReprocessResult partial_;
+    std::string unrecorded_id_;
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_FILE_DEAD_LETTER_STORE_ERRORS_HPP
 // #include <bulwark/file_dead_letter_store_options.hpp>
-// FileDeadLetterStore's settings and report: JournalSync, JournalRecovery, options, JournalStats.
+// FileDeadLetterStoreOptions: the durable dead-letter store's settings.
 #ifndef BULWARK_FILE_DEAD_LETTER_STORE_OPTIONS_HPP
 #define BULWARK_FILE_DEAD_LETTER_STORE_OPTIONS_HPP
 
@@ -7196,7 +7287,13 @@ inline std::string encode_header(std::uint64_t salt, std::uint32_t version = for
 #include <string>
 
 // #include <bulwark/detail/throw.hpp> (already included above)
-// #include <bulwark/time.hpp> (already included above)
+// #include <bulwark/journal_options.hpp>
+// The journal-backed stores' shared vocabulary: JournalSync, JournalRecovery and JournalStats.
+#ifndef BULWARK_JOURNAL_OPTIONS_HPP
+#define BULWARK_JOURNAL_OPTIONS_HPP
+
+#include <cstdint>
+#include <string>
 
 namespace bulwark {
 
@@ -7250,6 +7347,42 @@ inline const char* to_string(JournalRecovery mode) noexcept {
     }
     return "unknown";
 }
+
+// The journal's health and what the last open found.
+struct JournalStats {
+    bool poisoned = false;               // mutations are refused (see DeadLetterStorePoisonedError)
+    std::string poison_reason;           // why, when poisoned
+    std::uint64_t file_bytes = 0;        // journal size now
+    std::uint64_t live_bytes = 0;        // what a compaction would write now
+    std::uint64_t unsynced_records = 0;  // written but not yet synced (batch, none)
+    std::uint64_t recovered_records = 0;   // records replayed by open
+    std::uint64_t dropped_tail_bytes = 0;  // damaged or incomplete tail dropped by open
+    std::uint64_t corrupt_regions = 0;     // damaged regions skipped by open (skip_corrupt)
+    std::uint64_t skipped_bytes = 0;       // their bytes
+    // Whole frames of the journal found out of sequence by open: one already replayed (a
+    // duplicated or replayed write; never replayed twice), or one after missing frames.
+    // strict and tolerate_torn_tail refuse such a journal; point_in_time stops before the first;
+    // skip_corrupt skips duplicates and counts each as a corrupt region.
+    std::uint64_t duplicate_records = 0;
+    std::uint64_t sequence_gaps = 0;
+    // The format version of the journal open found, when it rewrote it in the current one (0:
+    // it was current).
+    std::uint32_t upgraded_from_version = 0;
+    std::uint64_t syncs = 0;  // file syncs since open
+    std::uint64_t compactions = 0;
+    std::uint64_t compaction_failures = 0;  // compactions abandoned; the old journal stayed
+    std::uint64_t write_rollbacks = 0;      // failed writes undone by truncation (disk full…)
+    // point_in_time and skip_corrupt: the copy of the journal kept, as found, before open
+    // dropped or rewrote anything ("" when nothing was dropped).
+    std::string corrupt_copy;
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_JOURNAL_OPTIONS_HPP
+// #include <bulwark/time.hpp> (already included above)
+
+namespace bulwark {
 
 struct FileDeadLetterStoreOptions {
     // As InMemoryDeadLetterStoreOptions: records held at most (full: the oldest resolved record
@@ -7317,38 +7450,12 @@ struct FileDeadLetterStoreOptions {
     }
 };
 
-// The journal's health and what the last open found.
-struct JournalStats {
-    bool poisoned = false;               // mutations are refused (see DeadLetterStorePoisonedError)
-    std::string poison_reason;           // why, when poisoned
-    std::uint64_t file_bytes = 0;        // journal size now
-    std::uint64_t live_bytes = 0;        // what a compaction would write now
-    std::uint64_t unsynced_records = 0;  // written but not yet synced (batch, none)
-    std::uint64_t recovered_records = 0;   // records replayed by open
-    std::uint64_t dropped_tail_bytes = 0;  // damaged or incomplete tail dropped by open
-    std::uint64_t corrupt_regions = 0;     // damaged regions skipped by open (skip_corrupt)
-    std::uint64_t skipped_bytes = 0;       // their bytes
-    // Whole frames of the journal found out of sequence by open: one already replayed (a
-    // duplicated or replayed write; never replayed twice), or one after missing frames.
-    // strict and tolerate_torn_tail refuse such a journal; point_in_time stops before the first;
-    // skip_corrupt skips duplicates and counts each as a corrupt region.
-    std::uint64_t duplicate_records = 0;
-    std::uint64_t sequence_gaps = 0;
-    // The format version of the journal open found, when it rewrote it in the current one (0:
-    // it was current).
-    std::uint32_t upgraded_from_version = 0;
-    std::uint64_t syncs = 0;  // file syncs since open
-    std::uint64_t compactions = 0;
-    std::uint64_t compaction_failures = 0;  // compactions abandoned; the old journal stayed
-    std::uint64_t write_rollbacks = 0;      // failed writes undone by truncation (disk full…)
-    // point_in_time and skip_corrupt: the copy of the journal kept, as found, before open
-    // dropped or rewrote anything ("" when nothing was dropped).
-    std::string corrupt_copy;
-};
-
 }  // namespace bulwark
 
 #endif  // BULWARK_FILE_DEAD_LETTER_STORE_OPTIONS_HPP
+// #include <bulwark/journal_errors.hpp> (already included above)
+// #include <bulwark/journal_options.hpp> (already included above)
+// #include <bulwark/time.hpp> (already included above)
 
 namespace bulwark {
 
@@ -7417,21 +7524,40 @@ inline std::uint64_t journal_snapshot_base_size() noexcept {
     return journal::header_size + journal::frame_overhead + 40;
 }
 
-// The journal file of a FileDeadLetterStore, in the store's directory: opening it (creating the
+// The settings a journal file follows: the journal part of a store's options.
+struct JournalOptions {
+    JournalSync sync = JournalSync::always;
+    std::size_t batch_records = 128;
+    Duration batch_interval{};
+    JournalRecovery recovery = JournalRecovery::tolerate_torn_tail;
+    std::uint64_t compact_min_bytes = std::uint64_t{4} << 20U;
+
+    // From any store options that carry these fields (validated by their owner).
+    template <class Options>
+    static JournalOptions of(const Options& o) {
+        return {o.sync, o.batch_records, o.batch_interval, o.recovery, o.compact_min_bytes};
+    }
+};
+
+// The journal file of a file store (Codec says whose: journal::DeadLetterCodec for
+// FileDeadLetterStore, queue_journal::Codec for FileQueueStore), in the store's directory:
+// opening it (creating the
 // directory, refusing what is not private, taking the LOCK, recovering as the options' recovery
 // mode says, keeping a copy before salvage changes anything), appending frames (a failed write
 // rolled back, a failed sync poisoning), syncing as the options' sync mode says, and compacting
 // crash-safely (a new journal renamed over the old one). What the records mean is its owner's:
-// it replays them into the owner and writes the snapshot the owner gives. Its errors are
-// FileDeadLetterStore's and say so. Not thread-safe: the store's mutex guards it.
-class JournalFile {
+// it replays them into the owner and writes the snapshot the owner gives. Its errors are the
+// journal errors (journal_errors.hpp) and name the store (Codec::store_name). Not thread-safe: the
+// store's mutex guards it.
+template <class Codec>
+class BasicJournalFile {
 public:
-    using Record = journal::Record;
+    using Record = typename Codec::Record;
 
     // The file system, the clock and `group` (over the same file system) must outlive the
     // journal file; `options` are valid.
-    JournalFile(FileSystem& fs, Clock& clock, GroupCommit& group, std::string directory,
-                const FileDeadLetterStoreOptions& options)
+    BasicJournalFile(FileSystem& fs, Clock& clock, GroupCommit& group, std::string directory,
+                     const JournalOptions& options)
         : options_(options),
           fs_(fs),
           group_(group),
@@ -7459,7 +7585,7 @@ public:
     // record recovered, in order (it may move from it); snapshot(salt) returns a compacted journal
     // of what was replayed so far (journal_snapshot()). A journal of an older format version is
     // rewritten in the current one. reserve(n) hears that about n records may follow. Throws
-    // FileDeadLetterStoreError and its subclasses, or what replay throws.
+    // JournalError and its subclasses, or what replay throws.
     template <class Replay, class Snapshot, class Reserve>
     void open(Replay&& replay, const Snapshot& snapshot, const Reserve& reserve) {
         try {
@@ -7481,10 +7607,9 @@ public:
             if (created) {
                 fs_.sync_dir(parent_directory());
             } else if (dir.kind != FileSystem::Kind::directory) {
-                throw FileDeadLetterStoreError("bulwark::FileDeadLetterStore: " + directory_ +
-                                               (dir.kind == FileSystem::Kind::symlink
-                                                    ? " is a symlink; refused"
-                                                    : " is not a directory"));
+                throw JournalError(std::string(Codec::store_name) + ": " + directory_ +
+                                   (dir.kind == FileSystem::Kind::symlink ? " is a symlink; refused"
+                                                                          : " is not a directory"));
             } else {
                 check_private(directory_, dir, true);
             }
@@ -7496,9 +7621,9 @@ public:
         } catch (const std::system_error& e) {
             if (e.code() == std::errc::operation_would_block ||
                 e.code() == std::errc::resource_unavailable_try_again) {
-                throw DeadLetterJournalLockedError("bulwark::FileDeadLetterStore: " + directory_ +
-                                                       " is in use by another store (LOCK held)",
-                                                   e.code());
+                throw JournalLockedError(std::string(Codec::store_name) + ": " + directory_ +
+                                             " is in use by another store (LOCK held)",
+                                         e.code());
             }
             throw_io("cannot lock " + directory_, e);
         }
@@ -7508,10 +7633,10 @@ public:
             if (journal.kind == FileSystem::Kind::missing) {
                 install_snapshot(snapshot);
             } else if (journal.kind != FileSystem::Kind::regular) {
-                throw FileDeadLetterStoreError("bulwark::FileDeadLetterStore: " + journal_path_ +
-                                               (journal.kind == FileSystem::Kind::symlink
-                                                    ? " is a symlink; refused"
-                                                    : " is not a regular file"));
+                throw JournalError(std::string(Codec::store_name) + ": " + journal_path_ +
+                                   (journal.kind == FileSystem::Kind::symlink
+                                        ? " is a symlink; refused"
+                                        : " is not a regular file"));
             } else {
                 check_private(journal_path_, journal, false);
                 FileHandle opened(fs_, fs_.open(journal_path_, false, false));
@@ -7538,13 +7663,12 @@ public:
     // even it cannot be allocated.
     void poison_after(const char* why) noexcept { group_.poison(why); }
 
-    // Throws DeadLetterStorePoisonedError when poisoned.
+    // Throws JournalPoisonedError when poisoned.
     void check_writable() const {
         if (group_.poisoned()) {
-            throw DeadLetterStorePoisonedError(
-                "bulwark::FileDeadLetterStore: " + directory_ +
-                " is poisoned and refuses changes (reopen it to recover): " +
-                group_.poison_reason());
+            throw JournalPoisonedError(std::string(Codec::store_name) + ": " + directory_ +
+                                       " is poisoned and refuses changes (reopen it to recover): " +
+                                       group_.poison_reason());
         }
     }
 
@@ -7558,20 +7682,18 @@ public:
         while (first < records.size()) {
             std::size_t last = first;
             std::uint64_t bytes = 0;
-            while (last < records.size() &&
-                   (last == first || bytes + frame_estimate(records[last]) <= record_limit)) {
-                bytes += frame_estimate(records[last]);
+            while (
+                last < records.size() &&
+                (last == first || bytes + Codec::frame_estimate(records[last]) <= record_limit)) {
+                bytes += Codec::frame_estimate(records[last]);
                 ++last;
             }
             const std::uint64_t sequence = next_sequence_ + count;
             if (last - first == 1) {
-                journal::encode_record(records[first], frames, framing_, sequence);
+                journal::encode_record<Codec>(records[first], frames, framing_, sequence);
             } else {
-                Record batch;
-                batch.type = journal::RecordType::batch;
-                batch.batch.assign(records.begin() + static_cast<std::ptrdiff_t>(first),
-                                   records.begin() + static_cast<std::ptrdiff_t>(last));
-                journal::encode_record(batch, frames, framing_, sequence);
+                const Record batch = Codec::batch_of(records.data() + first, records.data() + last);
+                journal::encode_record<Codec>(batch, frames, framing_, sequence);
             }
             ++count;
             first = last;
@@ -7582,17 +7704,17 @@ public:
     // Appends one record; returns the ticket to await() (see commit()).
     std::uint64_t append(const Record& record) {
         std::string frames;
-        journal::encode_record(record, frames, framing_, next_sequence_);
+        journal::encode_record<Codec>(record, frames, framing_, next_sequence_);
         return commit(frames, 1, 1);
     }
 
     // Returns once the records of `ticket` (what append() returned) are durable; with
     // sync=always, the writer calls it before acknowledging, best with the owner's lock released
-    // so that concurrent writers share one sync. Throws DeadLetterJournalIoError (poisoned) if a
+    // so that concurrent writers share one sync. Throws JournalIoError (poisoned) if a
     // sync failed. Thread-safe: needs no lock.
     void await(std::uint64_t ticket) const { group_.await(ticket); }
 
-    // Makes every record written so far durable. Throws DeadLetterJournalIoError (and poisons) if
+    // Makes every record written so far durable. Throws JournalIoError (and poisons) if
     // the sync fails.
     void sync() {
         try {
@@ -7601,9 +7723,9 @@ public:
             // What reached the disk is unknown (the kernel may have dropped the dirty pages):
             // never write again from this state. Poisoned before anything else can fail.
             poison_with("a journal sync failed", e);
-            throw DeadLetterJournalIoError(
-                "bulwark::FileDeadLetterStore: journal sync failed (store poisoned): " +
-                    std::string(e.what()),
+            throw JournalIoError(
+                std::string(Codec::store_name) +
+                    ": journal sync failed (store poisoned): " + std::string(e.what()),
                 error_code_of(e), true);
         }
         ++stats_.syncs;
@@ -7624,7 +7746,7 @@ public:
         if (options_.sync != JournalSync::none && group_.unsynced() > 0) {
             try {
                 sync();  // the old journal must be whole if the rename is lost
-            } catch (const DeadLetterJournalIoError&) {
+            } catch (const JournalIoError&) {
                 return;  // poisoned; the mutation itself was written
             }
         }
@@ -7649,7 +7771,7 @@ public:
             } catch (const std::system_error&) {  // NOLINT(bugprone-empty-catch): next open
             }
             compact_retry_at_ = end_ + options_.compact_min_bytes;
-        } catch (const DeadLetterTooLargeError&) {
+        } catch (const std::length_error&) {
             // A record too large for one frame (the options' bounds rule it out) is found while
             // the snapshot is built, before any file is touched: the journal stays as it is and
             // the mutation, already written, stands.
@@ -7748,7 +7870,7 @@ private:
         while (at < all.size()) {
             std::size_t size = 0;
             std::uint64_t sequence = 0;
-            switch (j::check_frame(all, at, framing_, ignored, size, sequence, &budget)) {
+            switch (j::check_frame<Codec>(all, at, framing_, ignored, size, sequence, &budget)) {
                 case j::FrameStatus::good:
                     return at;
                 case j::FrameStatus::torn:
@@ -7776,7 +7898,7 @@ private:
                                options_.recovery == JournalRecovery::skip_corrupt;
         if (all.size() < j::header_size) {
             // The magic and version are fixed; the salt and the header CRC are not.
-            const std::string header = j::encode_header(0);
+            const std::string header = j::encode_header(0, Codec::version, Codec::file_magic);
             const std::size_t fixed = std::min<std::size_t>(all.size(), 12);
             if (all.empty() || (options_.recovery != JournalRecovery::strict &&
                                 header.compare(0, fixed, all.substr(0, fixed)) == 0)) {
@@ -7791,9 +7913,10 @@ private:
             }
             throw_corrupt(0, "shorter than its header");
         }
-        if (all.compare(0, j::magic.size(), std::string_view(j::magic.data(), j::magic.size())) !=
+        if (all.compare(0, Codec::file_magic.size(),
+                        std::string_view(Codec::file_magic.data(), Codec::file_magic.size())) !=
             0) {
-            throw_corrupt(0, "not a bulwark dead-letter journal (bad magic)");
+            throw_corrupt(0, std::string("not a ") + Codec::journal_kind + " (bad magic)");
         }
         const std::uint32_t version = j::load_u32(all, 8);
         if (j::crc32c(all.substr(0, 20)) != j::load_u32(all, 20)) {
@@ -7802,19 +7925,19 @@ private:
         if (version == 0) {
             throw_corrupt(8, "format version 0");
         }
-        if (version > j::format_version) {
-            throw DeadLetterJournalVersionError(
-                "bulwark::FileDeadLetterStore: journal " + journal_path_ + " has format version " +
-                    std::to_string(version) + "; this build reads version " +
-                    std::to_string(j::format_version),
-                version);
+        if (version > Codec::version) {
+            throw JournalVersionError(std::string(Codec::store_name) + ": journal " +
+                                          journal_path_ + " has format version " +
+                                          std::to_string(version) + "; this build reads version " +
+                                          std::to_string(Codec::version),
+                                      version);
         }
-        if (version < j::oldest_readable_version) {
-            throw DeadLetterJournalVersionError(
-                "bulwark::FileDeadLetterStore: journal " + journal_path_ + " has format version " +
-                    std::to_string(version) + ", from a pre-release build; this build reads " +
-                    "versions " + std::to_string(j::oldest_readable_version) + " to " +
-                    std::to_string(j::format_version),
+        if (version < Codec::oldest_version) {
+            throw JournalVersionError(
+                std::string(Codec::store_name) + ": journal " + journal_path_ +
+                    " has format version " + std::to_string(version) +
+                    ", from a pre-release build; this build reads " + "versions " +
+                    std::to_string(Codec::oldest_version) + " to " + std::to_string(Codec::version),
                 version);
         }
         framing_ = j::Framing{j::salt_seed(j::load_u64(all, 12)), version};
@@ -7832,13 +7955,13 @@ private:
             std::size_t size = 0;
             std::uint64_t sequence = 0;
             const j::FrameStatus status =
-                j::check_frame(all, pos, framing_, record, size, sequence);
+                j::check_frame<Codec>(all, pos, framing_, record, size, sequence);
             if (status == j::FrameStatus::good && (!sequenced || sequence == next_sequence_ ||
                                                    (after_damage && sequence > next_sequence_))) {
-                if (record.type == j::RecordType::batch) {
+                if (Codec::is_batch(record)) {
                     // Streamed: its records replayed one at a time, never all decoded at once
                     // (decode_record() has checked them all).
-                    j::for_each_in_batch(record, replay);
+                    Codec::for_each_in_batch(record, replay);
                 } else {
                     replay(record);
                 }
@@ -7977,8 +8100,8 @@ private:
                       " hard links (another name could read or change it)";
         }
         if (!problem.empty()) {
-            throw FileDeadLetterStoreError("bulwark::FileDeadLetterStore: " + path + problem +
-                                           "; refused");
+            throw JournalError(std::string(Codec::store_name) + ": " + path + problem +
+                               "; refused");
         }
     }
 
@@ -7991,16 +8114,16 @@ private:
 
     [[noreturn]] BULWARK_NOINLINE static void throw_io(const std::string& what,
                                                        const std::system_error& e) {
-        throw FileDeadLetterStoreError("bulwark::FileDeadLetterStore: " + what + ": " + e.what(),
-                                       e.code());
+        throw JournalError(std::string(Codec::store_name) + ": " + what + ": " + e.what(),
+                           e.code());
     }
 
     [[noreturn]] BULWARK_NOINLINE void throw_corrupt(std::uint64_t offset,
                                                      const std::string& why) const {
-        throw DeadLetterJournalCorruptError("bulwark::FileDeadLetterStore: journal " +
-                                                journal_path_ + " is corrupt at offset " +
-                                                std::to_string(offset) + ": " + why,
-                                            offset);
+        throw JournalCorruptError(std::string(Codec::store_name) + ": journal " + journal_path_ +
+                                      " is corrupt at offset " + std::to_string(offset) + ": " +
+                                      why,
+                                  offset);
     }
 
     // Appends `frames` (`count` of them, numbered from next_sequence_; `records` records) and, with
@@ -8023,15 +8146,15 @@ private:
                 ++stats_.write_rollbacks;
             } catch (const std::exception&) {
                 poison_with("a journal write failed and could not be undone", e);
-                throw DeadLetterJournalIoError(
-                    "bulwark::FileDeadLetterStore: journal write failed and could not be undone "
-                    "(store poisoned): " +
-                        std::string(e.what()),
-                    error_code_of(e), true);
+                throw JournalIoError(std::string(Codec::store_name) +
+                                         ": journal write failed and could not be undone "
+                                         "(store poisoned): " +
+                                         std::string(e.what()),
+                                     error_code_of(e), true);
             }
-            throw DeadLetterJournalIoError(
-                "bulwark::FileDeadLetterStore: journal write failed; nothing was recorded: " +
-                    std::string(e.what()),
+            throw JournalIoError(
+                std::string(Codec::store_name) +
+                    ": journal write failed; nothing was recorded: " + std::string(e.what()),
                 error_code_of(e), false);
         }
         end_ += frames.size();
@@ -8065,19 +8188,7 @@ private:
     // The largest frame written (a reader accepts up to max_frame_bytes).
     static constexpr std::uint64_t record_limit = journal::max_frame_bytes / 2;
 
-    static std::uint64_t frame_estimate(const Record& r) noexcept {
-        if (r.type == journal::RecordType::add) {
-            return journal::snapshot_frame_size(r.letter);
-        }
-        std::uint64_t n = journal::frame_overhead + 24 + r.id.size() + r.text.size() +
-                          r.attempt.channel.size() + r.attempt.error.size();
-        for (const std::string& t : r.tags) {
-            n += 4 + t.size();
-        }
-        return n;
-    }
-
-    const FileDeadLetterStoreOptions options_;
+    const JournalOptions options_;
     FileSystem& fs_;
     GroupCommit& group_;
     Clock* const clock_;
@@ -8094,6 +8205,9 @@ private:
     std::uint64_t compact_retry_at_ = 0;
     JournalStats stats_;
 };
+
+// FileDeadLetterStore's journal.
+using JournalFile = BasicJournalFile<journal::DeadLetterCodec>;
 
 }  // namespace detail
 
@@ -8150,7 +8264,7 @@ public:
         : Base(Base::checked_limits(options), clock),
           options_(options),
           group_(fs),
-          journal_(fs, clock, group_, std::move(directory), options_) {
+          journal_(fs, clock, group_, std::move(directory), detail::JournalOptions::of(options_)) {
         // Unlocked, as the constructor is: nothing else can reach the store yet. The analysis
         // skips constructors but not the lambdas in them.
         journal_.open([this](Record& r) BULWARK_NO_THREAD_SAFETY_ANALYSIS { apply_replayed(r); },
@@ -12527,7 +12641,22 @@ private:
 
 #include <cstddef>
 #include <cstdint>
-#include <limits>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_set>
+#include <vector>
+
+// #include <bulwark/config.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
+// #include <bulwark/detail/queue_index.hpp>
+// QueueIndex: the messages of a QueueStore by id and in ready order (private).
+#ifndef BULWARK_DETAIL_QUEUE_INDEX_HPP
+#define BULWARK_DETAIL_QUEUE_INDEX_HPP
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
@@ -12537,7 +12666,6 @@ private:
 #include <vector>
 
 // #include <bulwark/config.hpp> (already included above)
-// #include <bulwark/detail/mutex.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 // #include <bulwark/queue_store.hpp>
 // Durable-queue vocabulary: QueuedMessage, leases, QueueFullError and the QueueStore interface.
@@ -12548,6 +12676,7 @@ private:
 #include <cstdint>
 #include <limits>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -12563,6 +12692,25 @@ namespace bulwark {
 class QueueFullError : public RejectedError {
 public:
     using RejectedError::RejectedError;
+};
+
+// A store refused a message larger than one of its limits; limit_name() says which (a file
+// store's max_payload_bytes or max_id_bytes), size() and limit() the numbers. No byte of the
+// message is in what().
+class QueueMessageTooLargeError : public std::length_error {
+public:
+    QueueMessageTooLargeError(const std::string& what, const char* limit_name, std::size_t size,
+                              std::size_t limit)
+        : std::length_error(what), limit_name_(limit_name), size_(size), limit_(limit) {}
+
+    const char* limit_name() const noexcept { return limit_name_; }
+    std::size_t size() const noexcept { return size_; }
+    std::size_t limit() const noexcept { return limit_; }
+
+private:
+    const char* limit_name_;
+    std::size_t size_;
+    std::size_t limit_;
 };
 
 // One message as a QueueStore keeps it: opaque bytes plus what the queue needs to schedule it.
@@ -12601,8 +12749,9 @@ struct QueueStoreStats {
 //     with an empty or already held id is refused with std::invalid_argument naming it.
 //   - claim(now, max, lease_for) leases up to `max` messages that are ready at `now`: not leased
 //     and due <= now, or leased with lease_until <= now. They come in the order they became
-//     ready (due, or the end of the lease), ties in push order. Each gets a fresh token,
-//     lease_until = now + lease_for and claims + 1.
+//     ready (due, or the end of the lease), ties in push order (the order of the push() calls,
+//     whatever was released or re-leased since). Each gets a fresh token, lease_until = now +
+//     lease_for and claims + 1. A lease_for <= 0 is refused with std::invalid_argument.
 //   - complete/release/extend act only while `lease` is the message's current token and return
 //     false otherwise (the lease ran out and another claim took the message, or it is gone):
 //     the caller's view is stale and it must not assume the message is done.
@@ -12616,7 +12765,8 @@ public:
     virtual ~QueueStore() = default;
 
     // Stores `message` (its claims and lease fields are ignored and start at zero). Throws
-    // std::invalid_argument for an empty or duplicate id, QueueFullError when the store is full.
+    // std::invalid_argument for an empty or duplicate id, QueueFullError when the store is full,
+    // QueueMessageTooLargeError when it is over a limit of the store.
     virtual void push(const QueuedMessage& message) = 0;
 
     // Stores every message, as push() one by one; a store may write them as one durable step.
@@ -12661,183 +12811,108 @@ public:
 }  // namespace bulwark
 
 #endif  // BULWARK_QUEUE_STORE_HPP
+// #include <bulwark/time.hpp> (already included above)
 
 namespace bulwark {
+namespace detail {
 
-// A QueueStore in memory: leases work as in a durable store (a worker that never reports gives
-// its message back when the lease runs out), but everything is lost with the process.
-//   bulwark::InMemoryQueueStore store(/*max_size*/ 1000000);
-// push, claim (per message), complete and release are O(log n) under one mutex.
-class InMemoryQueueStore final : public QueueStore {
+// The messages of InMemoryQueueStore and FileQueueStore: by id, and in the order claim() takes
+// them. A message's ready key is (due, push number) while it is not leased and (lease_until,
+// push number) while it is, so ties between equal times go in push order whatever was released
+// or re-leased in between, and a store replayed from its journal orders them as before.
+// Checks nothing: its owner validates. Leasing, releasing and extending re-key the ready node in
+// place; they allocate only to look the id up (std::bad_alloc for an id too long for the small
+// string buffer, before anything changes). Not thread-safe: the owner's lock guards it.
+class QueueIndex {
 public:
-    // `max_size` >= 1: push() beyond it throws QueueFullError.
-    explicit InMemoryQueueStore(std::size_t max_size = 10000000) : max_size_(max_size) {
-        if (max_size_ == 0) {
-            detail::throw_invalid_option("InMemoryQueueStore max_size", "must be >= 1", "0");
-        }
+    std::size_t size() const noexcept { return entries_.size(); }
+    std::size_t leased() const noexcept { return leased_; }
+    bool contains(std::string_view id) const { return find_entry(id) != nullptr; }
+
+    const QueuedMessage* find(std::string_view id) const {
+        const Entry* e = find_entry(id);
+        return e != nullptr ? &e->message : nullptr;
     }
 
-    void push(const QueuedMessage& message) override {
-        detail::LockGuard lock(mutex_);
-        insert(message);
+    // The message under lease `lease` (0 never is a lease), or nullptr.
+    const QueuedMessage* find_leased(std::string_view id, std::uint64_t lease) const {
+        const Entry* e = lease == 0 ? nullptr : find_entry(id);
+        return e != nullptr && e->message.lease == lease ? &e->message : nullptr;
     }
 
-    // All or nothing: a batch that does not fit, or holds a bad id, stores none of its messages.
-    void push_all(const std::vector<QueuedMessage>& messages) override {
-        detail::LockGuard lock(mutex_);
-        if (messages.size() > max_size_ - entries_.size()) {
-            full();
-        }
-        std::size_t done = 0;
-        try {
-            for (; done < messages.size(); ++done) {
-                insert(messages[done]);
-            }
-        } catch (...) {
-            for (std::size_t i = 0; i < done; ++i) {
-                erase(messages[i].id);
-            }
-            throw;
-        }
-    }
+    void reserve(std::size_t n) { entries_.reserve(n); }
 
-    std::vector<QueuedMessage> claim(WallTime now, std::size_t max, Duration lease_for) override {
-        std::vector<QueuedMessage> out;
-        detail::LockGuard lock(mutex_);
-        while (out.size() < max && !ready_.empty() && ready_.begin()->first <= now) {
-            auto node = ready_.begin();
-            Entry& e = *node->second;
-            ready_.erase(node);
-            if (e.message.lease == 0) {
-                ++leased_;
-            }
-            e.message.lease = ++last_lease_;
-            e.message.lease_until = now + lease_for;
-            ++e.message.claims;
-            e.ready = ready_.emplace(e.message.lease_until, &e);
-            out.push_back(e.message);
-        }
-        return out;
-    }
-
-    bool complete(std::string_view id, std::uint64_t lease) override {
-        detail::LockGuard lock(mutex_);
-        Entry* e = leased(id, lease);
-        if (e == nullptr) {
-            return false;
-        }
-        erase(e->message.id);
-        return true;
-    }
-
-    bool release(const QueuedMessage& message) override {
-        detail::LockGuard lock(mutex_);
-        Entry* e = leased(message.id, message.lease);
-        if (e == nullptr) {
-            return false;
-        }
-        ready_.erase(e->ready);
-        e->message.payload = message.payload;
-        e->message.due = message.due;
-        e->message.attempts = message.attempts;
-        e->message.lease = 0;
-        e->message.lease_until = WallTime{};
-        --leased_;
-        e->ready = ready_.emplace(e->message.due, e);
-        return true;
-    }
-
-    bool extend(std::string_view id, std::uint64_t lease, WallTime until) override {
-        detail::LockGuard lock(mutex_);
-        Entry* e = leased(id, lease);
-        if (e == nullptr) {
-            return false;
-        }
-        ready_.erase(e->ready);
-        e->message.lease_until = until;
-        e->ready = ready_.emplace(until, e);
-        return true;
-    }
-
-    bool remove(std::string_view id) override {
-        detail::LockGuard lock(mutex_);
-        return erase(id);
-    }
-
-    std::optional<QueuedMessage> get(std::string_view id) const override {
-        detail::LockGuard lock(mutex_);
-        auto it = entries_.find(std::string(id));
-        if (it == entries_.end()) {
-            return std::nullopt;
-        }
-        return it->second.message;
-    }
-
-    std::size_t size() const override {
-        detail::LockGuard lock(mutex_);
-        return entries_.size();
-    }
-
-    std::optional<WallTime> next_ready() const override {
-        detail::LockGuard lock(mutex_);
-        if (ready_.empty()) {
-            return std::nullopt;
-        }
-        return ready_.begin()->first;
-    }
-
-    std::vector<QueuedMessage> list(std::size_t limit) const override {
-        std::vector<QueuedMessage> out;
-        detail::LockGuard lock(mutex_);
-        for (auto it = ready_.begin(); it != ready_.end() && out.size() < limit; ++it) {
-            out.push_back(it->second->message);
-        }
-        return out;
-    }
-
-    QueueStoreStats stats() const override {
-        detail::LockGuard lock(mutex_);
-        return {entries_.size(), leased_};
-    }
-
-private:
-    struct Entry {
-        QueuedMessage message;
-        // Its node in ready_: keyed by due while not leased, by lease_until while leased.
-        std::multimap<WallTime, Entry*>::iterator ready;
-    };
-
-    [[noreturn]] BULWARK_NOINLINE void full() const {
-        throw QueueFullError("bulwark::InMemoryQueueStore is full (max_size " +
-                             std::to_string(max_size_) + ")");
-    }
-
-    void insert(const QueuedMessage& message) BULWARK_REQUIRES(mutex_) {
-        if (message.id.empty()) {
-            detail::throw_invalid_argument("bulwark::InMemoryQueueStore::push: empty id");
-        }
-        if (entries_.size() >= max_size_) {
-            full();
-        }
-        auto [it, inserted] = entries_.try_emplace(message.id);
-        if (!inserted) {
-            detail::throw_invalid_argument("bulwark::InMemoryQueueStore::push: id '" + message.id +
-                                           "' is already queued");
-        }
+    // Adds `message` as it is (its lease included: a snapshot replayed), after every message
+    // already held in push order. The id must be absent. Strong guarantee.
+    void insert(const QueuedMessage& message) {
+        const auto it = entries_.try_emplace(message.id).first;
         Entry& e = it->second;
-        e.message = message;
-        e.message.claims = 0;
-        e.message.lease = 0;
-        e.message.lease_until = WallTime{};
         try {
-            e.ready = ready_.emplace(e.message.due, &e);
+            e.message = message;
+            e.seq = next_seq_;
+            e.ready = ready_.emplace(Key{ready_time(e.message), e.seq}, &e).first;
         } catch (...) {
             entries_.erase(it);
             throw;
         }
+        ++next_seq_;
+        if (e.message.lease != 0) {
+            ++leased_;
+        }
     }
 
-    bool erase(std::string_view id) BULWARK_REQUIRES(mutex_) {
+    // The first message in ready order if it is ready at `now`, else nullptr.
+    const QueuedMessage* first_ready(WallTime now) const noexcept {
+        if (ready_.empty() || ready_.begin()->first.first > now) {
+            return nullptr;
+        }
+        return &ready_.begin()->second->message;
+    }
+
+    // Up to `max` messages ready at `now`, in ready order.
+    std::vector<const QueuedMessage*> ready_at(WallTime now, std::size_t max) const {
+        std::vector<const QueuedMessage*> out;
+        for (auto it = ready_.begin();
+             it != ready_.end() && out.size() < max && it->first.first <= now; ++it) {
+            out.push_back(&it->second->message);
+        }
+        return out;
+    }
+
+    // Leases the message `id` (held) under `token` until `until`; claims + 1.
+    void lease(std::string_view id, std::uint64_t token, WallTime until) {
+        Entry& e = *find_entry(id);
+        if (e.message.lease == 0) {
+            ++leased_;
+        }
+        e.message.lease = token;
+        e.message.lease_until = until;
+        ++e.message.claims;
+        rekey(e);
+    }
+
+    // Ends the lease of `id` (held) with the message's new state: ready again at `due`.
+    void release(std::string_view id, std::string payload, WallTime due, std::uint32_t attempts) {
+        Entry& e = *find_entry(id);
+        if (e.message.lease != 0) {
+            --leased_;
+        }
+        e.message.payload = std::move(payload);
+        e.message.due = due;
+        e.message.attempts = attempts;
+        e.message.lease = 0;
+        e.message.lease_until = WallTime{};
+        rekey(e);
+    }
+
+    // Moves the end of the lease of `id` (held and leased) to `until`.
+    void extend(std::string_view id, WallTime until) {
+        Entry& e = *find_entry(id);
+        e.message.lease_until = until;
+        rekey(e);
+    }
+
+    bool erase(std::string_view id) {
         auto it = entries_.find(std::string(id));
         if (it == entries_.end()) {
             return false;
@@ -12850,23 +12925,272 @@ private:
         return true;
     }
 
-    Entry* leased(std::string_view id, std::uint64_t lease) BULWARK_REQUIRES(mutex_) {
-        if (lease == 0) {
-            return nullptr;
+    std::optional<WallTime> next_ready() const {
+        if (ready_.empty()) {
+            return std::nullopt;
         }
+        return ready_.begin()->first.first;
+    }
+
+    // Calls f(const QueuedMessage&) for messages in ready order while it returns true.
+    template <class F>
+    void for_each_ready(F&& f) const {
+        for (const auto& node : ready_) {
+            if (!f(node.second->message)) {
+                return;
+            }
+        }
+    }
+
+    // Every message in push order (what a journal snapshot writes, so that a replay keeps it).
+    std::vector<const QueuedMessage*> in_push_order() const {
+        std::vector<const Entry*> entries;
+        entries.reserve(entries_.size());
+        for (const auto& node : entries_) {
+            entries.push_back(&node.second);
+        }
+        std::sort(entries.begin(), entries.end(),
+                  [](const Entry* a, const Entry* b) { return a->seq < b->seq; });
+        std::vector<const QueuedMessage*> out;
+        out.reserve(entries.size());
+        for (const Entry* e : entries) {
+            out.push_back(&e->message);
+        }
+        return out;
+    }
+
+private:
+    using Key = std::pair<WallTime, std::uint64_t>;  // ready time, push number
+    struct Entry;
+    using Ready = std::map<Key, Entry*>;
+    struct Entry {
+        QueuedMessage message;
+        std::uint64_t seq = 0;
+        typename Ready::iterator ready;
+    };
+
+    static WallTime ready_time(const QueuedMessage& m) noexcept {
+        return m.lease != 0 ? m.lease_until : m.due;
+    }
+
+    // Moves e's ready node to its current key: extracted and reinserted, so nothing allocates.
+    void rekey(Entry& e) noexcept {
+        auto node = ready_.extract(e.ready);
+        node.key() = Key{ready_time(e.message), e.seq};
+        e.ready = ready_.insert(std::move(node)).position;
+    }
+
+    Entry* find_entry(std::string_view id) {
         auto it = entries_.find(std::string(id));
-        if (it == entries_.end() || it->second.message.lease != lease) {
-            return nullptr;
+        return it != entries_.end() ? &it->second : nullptr;
+    }
+    const Entry* find_entry(std::string_view id) const {
+        auto it = entries_.find(std::string(id));
+        return it != entries_.end() ? &it->second : nullptr;
+    }
+
+    // Node-based: Entry addresses stay valid while the map grows.
+    std::unordered_map<std::string, Entry> entries_;
+    Ready ready_;
+    std::size_t leased_ = 0;
+    std::uint64_t next_seq_ = 0;
+};
+
+// The checks every queue store makes of its arguments, so that they fail alike:
+// std::invalid_argument naming the store's call, the field and the value.
+[[noreturn]] BULWARK_NOINLINE inline void throw_already_queued(const char* call,
+                                                               const std::string& id) {
+    throw_invalid_argument(std::string(call) + ": id '" + id + "' is already queued");
+}
+
+inline void check_push_id(const char* call, const QueuedMessage& message, bool held) {
+    if (message.id.empty()) {
+        throw_invalid_argument(std::string(call) + ": empty id");
+    }
+    if (held) {
+        throw_already_queued(call, message.id);
+    }
+}
+
+// A lease must last: one of zero or less would be claimable again at once (two workers on one
+// message), and now + lease_for saturates rather than overflows.
+inline WallTime lease_end(const char* call, WallTime now, Duration lease_for) {
+    if (lease_for <= Duration::zero()) {
+        throw_invalid_argument(std::string(call) + ": lease_for must be > 0 (got " +
+                               format_duration(lease_for) + ")");
+    }
+    return WallTime{saturating_add(now.time_since_epoch(), lease_for)};
+}
+
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_QUEUE_INDEX_HPP
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/queue_store.hpp> (already included above)
+
+namespace bulwark {
+
+// A QueueStore in memory: leases work as in a durable store (a worker that never reports gives
+// its message back when the lease runs out), but everything is lost with the process.
+//   bulwark::InMemoryQueueStore store(/*max_size*/ 1000000);
+// push, claim (per message), complete and release are O(log n) under one mutex. claim() throws
+// std::invalid_argument for a lease_for <= 0.
+class InMemoryQueueStore final : public QueueStore {
+public:
+    // `max_size` >= 1: push() beyond it throws QueueFullError.
+    explicit InMemoryQueueStore(std::size_t max_size = 10000000) : max_size_(max_size) {
+        if (max_size_ == 0) {
+            detail::throw_invalid_option("InMemoryQueueStore max_size", "must be >= 1", "0");
         }
-        return &it->second;
+    }
+
+    void push(const QueuedMessage& message) override {
+        detail::LockGuard lock(mutex_);
+        check(message);
+        if (index_.size() >= max_size_) {
+            full();
+        }
+        index_.insert(fresh(message));
+    }
+
+    // All or nothing: a batch that does not fit, or holds a bad id (a duplicate within it too),
+    // stores none of its messages.
+    void push_all(const std::vector<QueuedMessage>& messages) override {
+        detail::LockGuard lock(mutex_);
+        std::unordered_set<std::string_view> ids;
+        for (const QueuedMessage& m : messages) {
+            check(m);
+            if (!ids.insert(m.id).second) {
+                detail::check_push_id(call, m, true);  // named twice in the batch
+            }
+        }
+        if (messages.size() > max_size_ - index_.size()) {
+            full();
+        }
+        std::size_t done = 0;
+        try {
+            for (; done < messages.size(); ++done) {
+                index_.insert(fresh(messages[done]));
+            }
+        } catch (...) {
+            for (std::size_t i = 0; i < done; ++i) {
+                index_.erase(messages[i].id);
+            }
+            throw;
+        }
+    }
+
+    std::vector<QueuedMessage> claim(WallTime now, std::size_t max, Duration lease_for) override {
+        const WallTime until =
+            detail::lease_end("bulwark::InMemoryQueueStore::claim", now, lease_for);
+        std::vector<QueuedMessage> out;
+        detail::LockGuard lock(mutex_);
+        for (const QueuedMessage* m = index_.first_ready(now); m != nullptr && out.size() < max;
+             m = index_.first_ready(now)) {
+            // The copy first: if it cannot be made, nothing was leased.
+            out.push_back(*m);
+            index_.lease(m->id, ++last_lease_, until);
+            out.back().lease = m->lease;
+            out.back().lease_until = m->lease_until;
+            out.back().claims = m->claims;
+        }
+        return out;
+    }
+
+    bool complete(std::string_view id, std::uint64_t lease) override {
+        detail::LockGuard lock(mutex_);
+        if (index_.find_leased(id, lease) == nullptr) {
+            return false;
+        }
+        index_.erase(id);
+        return true;
+    }
+
+    bool release(const QueuedMessage& message) override {
+        detail::LockGuard lock(mutex_);
+        if (index_.find_leased(message.id, message.lease) == nullptr) {
+            return false;
+        }
+        index_.release(message.id, message.payload, message.due, message.attempts);
+        return true;
+    }
+
+    bool extend(std::string_view id, std::uint64_t lease, WallTime until) override {
+        detail::LockGuard lock(mutex_);
+        if (index_.find_leased(id, lease) == nullptr) {
+            return false;
+        }
+        index_.extend(id, until);
+        return true;
+    }
+
+    bool remove(std::string_view id) override {
+        detail::LockGuard lock(mutex_);
+        return index_.erase(id);
+    }
+
+    std::optional<QueuedMessage> get(std::string_view id) const override {
+        detail::LockGuard lock(mutex_);
+        const QueuedMessage* m = index_.find(id);
+        if (m == nullptr) {
+            return std::nullopt;
+        }
+        return *m;
+    }
+
+    std::size_t size() const override {
+        detail::LockGuard lock(mutex_);
+        return index_.size();
+    }
+
+    std::optional<WallTime> next_ready() const override {
+        detail::LockGuard lock(mutex_);
+        return index_.next_ready();
+    }
+
+    std::vector<QueuedMessage> list(std::size_t limit) const override {
+        std::vector<QueuedMessage> out;
+        detail::LockGuard lock(mutex_);
+        index_.for_each_ready([&](const QueuedMessage& m) {
+            if (out.size() >= limit) {
+                return false;
+            }
+            out.push_back(m);
+            return true;
+        });
+        return out;
+    }
+
+    QueueStoreStats stats() const override {
+        detail::LockGuard lock(mutex_);
+        return {index_.size(), index_.leased()};
+    }
+
+private:
+    static constexpr const char* call = "bulwark::InMemoryQueueStore::push";
+
+    [[noreturn]] BULWARK_NOINLINE void full() const {
+        throw QueueFullError("bulwark::InMemoryQueueStore is full (max_size " +
+                             std::to_string(max_size_) + ")");
+    }
+
+    void check(const QueuedMessage& message) const BULWARK_REQUIRES(mutex_) {
+        detail::check_push_id(call, message, index_.contains(message.id));
+    }
+
+    // What push() stores: the message without claims or lease.
+    static QueuedMessage fresh(const QueuedMessage& message) {
+        QueuedMessage m = message;
+        m.claims = 0;
+        m.lease = 0;
+        m.lease_until = WallTime{};
+        return m;
     }
 
     const std::size_t max_size_;
     mutable detail::Mutex mutex_;
-    // Node-based: Entry addresses stay valid while the map grows.
-    std::unordered_map<std::string, Entry> entries_ BULWARK_GUARDED_BY(mutex_);
-    std::multimap<WallTime, Entry*> ready_ BULWARK_GUARDED_BY(mutex_);
-    std::size_t leased_ BULWARK_GUARDED_BY(mutex_) = 0;
+    detail::QueueIndex index_ BULWARK_GUARDED_BY(mutex_);
     std::uint64_t last_lease_ BULWARK_GUARDED_BY(mutex_) = 0;
 };
 
@@ -16800,7 +17124,6 @@ using HealthMonitor = BasicHealthMonitor<>;
 }  // namespace bulwark
 
 #endif  // BULWARK_HEALTH_HPP
-// #include <bulwark/in_memory_queue_store.hpp> (already included above)
 // #include <bulwark/inline_vector.hpp> (already included above)
 // #include <bulwark/metrics.hpp>
 // Metrics: to_prometheus() renders every component's statistics in the Prometheus text format.
@@ -19937,6 +20260,800 @@ using Timeout = BasicTimeout<>;
 #endif  // BULWARK_TIMEOUT_HPP
 
 #endif  // BULWARK_POLICIES_HPP
+// #include <bulwark/queue.hpp>
+// Queue stores: the QueueStore interface, the in-memory store and (on POSIX) the file store.
+#ifndef BULWARK_QUEUE_HPP
+#define BULWARK_QUEUE_HPP
+
+// #include <bulwark/in_memory_queue_store.hpp> (already included above)
+// #include <bulwark/queue_store.hpp> (already included above)
+
+// The durable store needs POSIX file I/O: elsewhere this header brings the interface and the
+// in-memory store only.
+#if defined(__unix__) || defined(__APPLE__)
+// #include <bulwark/file_queue_store.hpp>
+// FileQueueStore: the durable QueueStore, a crash-safe journal on disk (POSIX).
+#ifndef BULWARK_FILE_QUEUE_STORE_HPP
+#define BULWARK_FILE_QUEUE_STORE_HPP
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+// #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/config.hpp> (already included above)
+// #include <bulwark/detail/file_system.hpp> (already included above)
+// #include <bulwark/detail/group_commit.hpp> (already included above)
+// #include <bulwark/detail/journal.hpp> (already included above)
+// #include <bulwark/detail/journal_file.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
+// #include <bulwark/detail/queue_index.hpp> (already included above)
+// #include <bulwark/detail/queue_journal.hpp>
+// The queue journal's records: their encoding and the codec FileQueueStore's journal uses
+// (private). SPDX-License-Identifier: MIT
+#ifndef BULWARK_DETAIL_QUEUE_JOURNAL_HPP
+#define BULWARK_DETAIL_QUEUE_JOURNAL_HPP
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+// #include <bulwark/detail/journal.hpp> (already included above)
+// #include <bulwark/queue_store.hpp> (already included above)
+
+// FileQueueStore's journal is the dead-letter journal's file format (header, salted CRC-32C
+// frames with sequence numbers, batches, torn-tail detection) with its own magic, BWQUEJNL, and
+// its own records. No I/O here. See docs/queue_store.md for the layout.
+
+namespace bulwark {
+namespace detail {
+namespace queue_journal {
+
+inline constexpr std::array<char, 8> magic = {'B', 'W', 'Q', 'U', 'E', 'J', 'N', 'L'};
+
+enum class RecordType : std::uint8_t {
+    message = 1,   // a whole QueuedMessage: a push (unleased), or a snapshot written by compaction
+    claim = 2,     // id, lease token, lease_until: the message is leased, claims + 1
+    complete = 3,  // id, lease: the message is done and leaves the store
+    release = 4,   // id, lease, payload, due, attempts: the lease ends, ready again at due
+    extend = 5,    // id, lease, lease_until
+    remove = 6,    // id
+    tokens = 7,    // lease tokens up to this value may have been handed out: start above it
+    batch = 8,     // the records of one call (push_all, a claim of several): all or none
+};
+
+// One record; `message` carries what the type uses of it (the id always).
+struct Record {
+    RecordType type = RecordType::message;
+    QueuedMessage message;
+    std::uint64_t tokens = 0;       // tokens
+    std::vector<Record> batch;      // batch to encode: the records, none a batch
+    std::string_view batch_frames;  // batch as decoded: its inner frames (see journal.hpp)
+};
+
+inline void encode_body(const Record& r, std::string& out) {
+    journal::Writer w(out);
+    w.u8(static_cast<std::uint8_t>(r.type));
+    const QueuedMessage& m = r.message;
+    switch (r.type) {
+        case RecordType::message:
+            w.str(m.id);
+            w.str(m.payload);
+            w.time(m.due);
+            w.time(m.enqueued);
+            w.u32(m.attempts);
+            w.u32(m.claims);
+            w.u64(m.lease);
+            w.time(m.lease_until);
+            break;
+        case RecordType::claim:
+        case RecordType::extend:
+            w.str(m.id);
+            w.u64(m.lease);
+            w.time(m.lease_until);
+            break;
+        case RecordType::complete:
+            w.str(m.id);
+            w.u64(m.lease);
+            break;
+        case RecordType::release:
+            w.str(m.id);
+            w.u64(m.lease);
+            w.str(m.payload);
+            w.time(m.due);
+            w.u32(m.attempts);
+            break;
+        case RecordType::remove:
+            w.str(m.id);
+            break;
+        case RecordType::tokens:
+            w.u64(r.tokens);
+            break;
+        case RecordType::batch:
+            journal::encode_inner(
+                r.batch, out, [](const Record& inner, std::string& to) { encode_body(inner, to); });
+            break;
+    }
+}
+
+inline bool decode_record(std::string_view body, Record& out, bool allow_batch = true);
+
+template <class F>
+bool for_each_in_batch(const Record& batch, F&& f) {
+    Record inner;
+    return journal::for_each_inner(
+        batch.batch_frames, inner,
+        [](std::string_view body, Record& r) { return decode_record(body, r, false); },
+        std::forward<F>(f));
+}
+
+// Decodes type+payload; false for anything that is not exactly one well-formed record: an empty
+// id, a lease record without a lease, a batch in a batch or an empty batch.
+inline bool decode_record(std::string_view body, Record& out, bool allow_batch) {
+    journal::Reader r(body);
+    const std::uint8_t type = r.u8();
+    out = Record{};
+    QueuedMessage& m = out.message;
+    switch (type) {
+        case static_cast<std::uint8_t>(RecordType::message):
+            m.id = r.str();
+            m.payload = r.str();
+            m.due = r.time();
+            m.enqueued = r.time();
+            m.attempts = r.u32();
+            m.claims = r.u32();
+            m.lease = r.u64();
+            m.lease_until = r.time();
+            break;
+        case static_cast<std::uint8_t>(RecordType::claim):
+        case static_cast<std::uint8_t>(RecordType::extend):
+            m.id = r.str();
+            m.lease = r.u64();
+            m.lease_until = r.time();
+            break;
+        case static_cast<std::uint8_t>(RecordType::complete):
+            m.id = r.str();
+            m.lease = r.u64();
+            break;
+        case static_cast<std::uint8_t>(RecordType::release):
+            m.id = r.str();
+            m.lease = r.u64();
+            m.payload = r.str();
+            m.due = r.time();
+            m.attempts = r.u32();
+            break;
+        case static_cast<std::uint8_t>(RecordType::remove):
+            m.id = r.str();
+            break;
+        case static_cast<std::uint8_t>(RecordType::tokens):
+            out.type = RecordType::tokens;
+            out.tokens = r.u64();
+            return r.ok() && r.at_end();
+        case static_cast<std::uint8_t>(RecordType::batch): {
+            out.type = RecordType::batch;
+            if (!allow_batch) {
+                return false;
+            }
+            out.batch_frames = body.substr(1);
+            std::size_t count = 0;
+            return for_each_in_batch(out, [&count](Record&) { ++count; }) && count > 0;
+        }
+        default:
+            return false;
+    }
+    out.type = static_cast<RecordType>(type);
+    const bool needs_lease = out.type == RecordType::claim || out.type == RecordType::extend ||
+                             out.type == RecordType::complete || out.type == RecordType::release;
+    return r.ok() && r.at_end() && !m.id.empty() && (!needs_lease || m.lease != 0);
+}
+
+// The size of the message record compaction writes for `m`, without encoding it.
+inline std::uint64_t snapshot_frame_size(const QueuedMessage& m) noexcept {
+    return journal::frame_overhead + 4 + m.id.size() + 4 + m.payload.size() + 8 + 8 + 4 + 4 + 8 + 8;
+}
+
+// The size of a compacted journal that holds no message: the header and the tokens record.
+inline std::uint64_t snapshot_base_size() noexcept {
+    return journal::header_size + journal::frame_overhead + 8;
+}
+
+// What BasicJournalFile needs of FileQueueStore's records (see journal::DeadLetterCodec). The
+// queue journal starts at version 3, the frame layout it shares with the dead-letter journal.
+struct Codec {
+    using Record = queue_journal::Record;
+    static constexpr const char* store_name = "bulwark::FileQueueStore";
+    static constexpr const char* journal_kind = "bulwark queue journal";
+    static constexpr std::array<char, 8> file_magic = magic;
+    static constexpr std::uint32_t version = journal::format_version;
+    static constexpr std::uint32_t oldest_version = journal::format_version;
+    static constexpr unsigned char max_type = static_cast<unsigned char>(RecordType::batch);
+
+    static void encode_body(const Record& r, std::string& out) {
+        queue_journal::encode_body(r, out);
+    }
+    static bool decode(std::string_view body, Record& out) { return decode_record(body, out); }
+    static bool is_batch(const Record& r) noexcept { return r.type == RecordType::batch; }
+    template <class F>
+    static bool for_each_in_batch(const Record& batch, F&& f) {
+        return queue_journal::for_each_in_batch(batch, std::forward<F>(f));
+    }
+    static Record batch_of(const Record* first, const Record* last) {
+        Record batch;
+        batch.type = RecordType::batch;
+        batch.batch.assign(first, last);
+        return batch;
+    }
+    static std::uint64_t frame_estimate(const Record& r) noexcept {
+        return snapshot_frame_size(r.message) + 8;
+    }
+    [[noreturn]] static void too_large(std::size_t size, std::size_t limit) {
+        throw QueueMessageTooLargeError(
+            "bulwark::FileQueueStore: journal record of " + std::to_string(size) +
+                " bytes exceeds the journal's frame limit (" + std::to_string(limit) + ")",
+            "the journal's frame limit", size, limit);
+    }
+};
+
+}  // namespace queue_journal
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_QUEUE_JOURNAL_HPP
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/file_queue_store_options.hpp>
+// FileQueueStoreOptions: the durable queue store's settings.
+#ifndef BULWARK_FILE_QUEUE_STORE_OPTIONS_HPP
+#define BULWARK_FILE_QUEUE_STORE_OPTIONS_HPP
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/journal_options.hpp> (already included above)
+// #include <bulwark/time.hpp> (already included above)
+
+namespace bulwark {
+
+struct FileQueueStoreOptions {
+    // Messages held at most, leased or not: push() beyond it throws QueueFullError. A journal
+    // holding more (the limit was lowered) keeps them all and refuses pushes until it is below.
+    // >= 1. Default 10000000.
+    std::size_t max_size = 10000000;
+    // Larger payloads are refused with QueueMessageTooLargeError. In [1, 64 MiB]. Default 1 MiB.
+    std::size_t max_payload_bytes = std::size_t{1} << 20U;
+    // Longer ids are refused with QueueMessageTooLargeError. In [1, 65536]. Default 1024.
+    std::size_t max_id_bytes = 1024;
+    // Durability of push, complete, release and remove (see JournalSync; claim and extend are
+    // never waited for: a lost one only delivers the message again). Default always.
+    JournalSync sync = JournalSync::always;
+    // sync=batch: sync once this many records are unsynced. >= 1. Default 128.
+    std::size_t batch_records = 128;
+    // sync=batch: sync at the first change at least this long after the last sync (no background
+    // thread: call sync() from a timer to bound a quiet store's window). >= 0. Default 100 ms.
+    Duration batch_interval = std::chrono::milliseconds(100);
+    // What open does with damage (see JournalRecovery). Default tolerate_torn_tail.
+    JournalRecovery recovery = JournalRecovery::tolerate_torn_tail;
+    // The journal is rewritten with only the messages held once it is larger than both this and
+    // twice their size. >= 4096. Default 4 MiB.
+    std::uint64_t compact_min_bytes = std::uint64_t{4} << 20U;
+
+    void validate() const {
+        if (max_size == 0) {
+            detail::throw_invalid_option("FileQueueStoreOptions.max_size", "must be >= 1", "0");
+        }
+        if (max_payload_bytes == 0 || max_payload_bytes > (std::size_t{64} << 20U)) {
+            detail::throw_invalid_option("FileQueueStoreOptions.max_payload_bytes",
+                                         "must be in [1, 67108864]",
+                                         std::to_string(max_payload_bytes));
+        }
+        if (max_id_bytes == 0 || max_id_bytes > 65536) {
+            detail::throw_invalid_option("FileQueueStoreOptions.max_id_bytes",
+                                         "must be in [1, 65536]", std::to_string(max_id_bytes));
+        }
+        detail::check_enumerator(sync, JournalSync::none, "FileQueueStoreOptions.sync",
+                                 "JournalSync");
+        if (batch_records == 0) {
+            detail::throw_invalid_option("FileQueueStoreOptions.batch_records", "must be >= 1",
+                                         "0");
+        }
+        if (batch_interval < Duration::zero()) {
+            detail::throw_invalid_option("FileQueueStoreOptions.batch_interval", "must be >= 0",
+                                         detail::format_duration(batch_interval));
+        }
+        detail::check_enumerator(recovery, JournalRecovery::strict,
+                                 "FileQueueStoreOptions.recovery", "JournalRecovery");
+        if (compact_min_bytes < 4096) {
+            detail::throw_invalid_option("FileQueueStoreOptions.compact_min_bytes",
+                                         "must be >= 4096", std::to_string(compact_min_bytes));
+        }
+    }
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_FILE_QUEUE_STORE_OPTIONS_HPP
+// #include <bulwark/journal_errors.hpp> (already included above)
+// #include <bulwark/journal_options.hpp> (already included above)
+// #include <bulwark/queue_store.hpp> (already included above)
+
+namespace bulwark {
+
+// A QueueStore kept in a journal on disk, with the dead-letter store's journal machinery
+// (docs/queue_store.md): the same semantics as InMemoryQueueStore, every message also held in
+// memory so that reads never touch the disk.
+//   bulwark::FileQueueStore store("/var/lib/app/queue");   // options, file system, clock
+//   store.push({"m-1", bytes, now});                      // durable when it returns
+// Durability (JournalSync::always, the default): a push, complete, release or remove that
+// returned survives a crash and a power loss (as far as fsync does), and is never undone. A claim
+// or an extend is journaled but not waited for: lost in a power cut, it only means the message is
+// delivered again (at least once). Lease tokens are unique across restarts: the store journals
+// (and, with sync=always, syncs) a reservation of the next 4096 tokens before handing one out,
+// and a reopened store starts above every token reserved or seen. Leases are wall times and
+// survive a reopen: a message leased then is claimable again once its lease_until passes.
+// With batch or none, the guarantees hold against a process crash only.
+// The directory (created 0700; a symlink, another owner or group/other access is refused) holds
+// `journal` (0600, one link) and `LOCK`: one store per directory, across processes (a second
+// one is refused with JournalLockedError). Open replays the journal (see JournalRecovery) and may
+// throw JournalError and its subclasses; it never crashes on a damaged file. A failed write is
+// rolled back and the store stays usable (disk full); a failed sync poisons it (mutations then
+// throw JournalPoisonedError; reopen to recover). Out of memory after a record was written also
+// poisons: a reopen replays the whole change.
+// Thread-safe: one mutex guards everything and is held across journal writes; with sync=always a
+// call waits for its sync with the mutex released, so concurrent calls share one sync (group
+// commit) and each returns once its own record is durable.
+class FileQueueStore : public QueueStore {
+    using Record = detail::queue_journal::Record;
+    using Type = detail::queue_journal::RecordType;
+    using Codec = detail::queue_journal::Codec;
+
+public:
+    // Opens (creating if missing) the store in `directory`. The file system and clock (read
+    // only for sync=batch's interval) must outlive the store. Throws std::invalid_argument for
+    // invalid options, JournalError and its subclasses when the journal cannot be opened.
+    explicit FileQueueStore(std::string directory, FileQueueStoreOptions options = {},
+                            FileSystem& fs = default_file_system(), Clock& clock = default_clock())
+        : options_(checked(options)),
+          group_(fs, Codec::store_name),
+          journal_(fs, clock, group_, std::move(directory), detail::JournalOptions::of(options_)) {
+        // Unlocked, as the constructor is: nothing else can reach the store yet. The analysis
+        // skips constructors but not the lambdas in them.
+        journal_.open([this](Record& r) BULWARK_NO_THREAD_SAFETY_ANALYSIS { apply(r); },
+                      [this](std::uint64_t salt)
+                          BULWARK_NO_THREAD_SAFETY_ANALYSIS { return snapshot(salt); },
+                      [this](std::size_t records)
+                          BULWARK_NO_THREAD_SAFETY_ANALYSIS { index_.reserve(records); });
+        // Start above every token a process before may have handed out; the first claim
+        // reserves a new block.
+        last_lease_ = std::max(last_lease_, reserved_);
+        reserved_ = last_lease_;
+    }
+
+    // Syncs what is unsynced (sync=batch), ignoring errors.
+    ~FileQueueStore() override {
+        try {
+            detail::LockGuard lock(mutex_);
+            journal_.sync_unsynced_batch();
+        } catch (...) {  // NOLINT(bugprone-empty-catch): a destructor reports nothing
+        }
+    }
+
+    const FileQueueStoreOptions& options() const noexcept { return options_; }
+    // Unlocked: the directory is fixed when the journal is made.
+    const std::string& directory() const noexcept BULWARK_NO_THREAD_SAFETY_ANALYSIS {
+        return journal_.directory();
+    }
+
+    // Throws std::invalid_argument (empty or held id), QueueMessageTooLargeError (id or payload
+    // over its limit), QueueFullError, JournalIoError or JournalPoisonedError; stored nothing then.
+    void push(const QueuedMessage& message) override {
+        detail::UniqueLock lock(mutex_);
+        if (const std::uint64_t ticket = held_ticket(message)) {
+            lock.unlock();
+            group_.await(ticket);
+            detail::throw_already_queued(push_call, message.id);
+        }
+        check_new(message, false);
+        if (index_.size() >= options_.max_size) {
+            full();
+        }
+        const std::uint64_t ticket = commit_and_apply({pushed(message)});
+        lock.unlock();
+        group_.await(ticket);
+    }
+
+    // All or nothing, as one journal write (one frame up to 128 MiB): a batch that does not fit
+    // or holds a bad message stores none of its messages.
+    void push_all(const std::vector<QueuedMessage>& messages) override {
+        if (messages.empty()) {
+            return;
+        }
+        detail::UniqueLock lock(mutex_);
+        std::unordered_set<std::string_view> ids;
+        std::vector<Record> records;
+        records.reserve(messages.size());
+        for (const QueuedMessage& m : messages) {
+            if (const std::uint64_t ticket = held_ticket(m)) {
+                lock.unlock();
+                group_.await(ticket);
+                detail::throw_already_queued(push_all_call, m.id);
+            }
+            check_new(m, true);
+            if (!ids.insert(m.id).second) {
+                detail::check_push_id(push_all_call, m, true);
+            }
+            records.push_back(pushed(m));
+        }
+        if (messages.size() > options_.max_size - std::min(options_.max_size, index_.size())) {
+            full();
+        }
+        const std::uint64_t ticket = commit_and_apply(records);
+        lock.unlock();
+        group_.await(ticket);
+    }
+
+    std::vector<QueuedMessage> claim(WallTime now, std::size_t max, Duration lease_for) override {
+        const WallTime until = detail::lease_end("bulwark::FileQueueStore::claim", now, lease_for);
+        std::vector<QueuedMessage> out;
+        detail::UniqueLock lock(mutex_);
+        const std::vector<const QueuedMessage*> ready = index_.ready_at(now, max);
+        if (ready.empty()) {
+            return out;
+        }
+        std::vector<Record> records;
+        records.reserve(ready.size() + 1);
+        std::uint64_t token = last_lease_;
+        if (token + ready.size() > reserved_) {
+            // Journaled before any token of the block is handed out (and awaited below).
+            Record r;
+            r.type = Type::tokens;
+            r.tokens = token + ready.size() + lease_block;
+            records.push_back(std::move(r));
+        }
+        out.reserve(ready.size());
+        for (const QueuedMessage* m : ready) {
+            out.push_back(*m);
+            QueuedMessage& c = out.back();
+            c.lease = ++token;
+            c.lease_until = until;
+            ++c.claims;
+            Record r;
+            r.type = Type::claim;
+            r.message.id = m->id;
+            r.message.lease = c.lease;
+            r.message.lease_until = until;
+            records.push_back(std::move(r));
+        }
+        const bool reserving = records.front().type == Type::tokens;
+        const std::uint64_t ticket = commit_and_apply(records);
+        if (reserving) {
+            reserve_ticket_ = ticket;
+        }
+        // Every claim waits for the latest reservation (at once when it is durable): no token
+        // of a block is acknowledged before the block is.
+        const std::uint64_t wait_for = reserve_ticket_;
+        lock.unlock();
+        group_.await(wait_for);
+        return out;
+    }
+
+    bool complete(std::string_view id, std::uint64_t lease) override {
+        detail::UniqueLock lock(mutex_);
+        if (index_.find_leased(id, lease) == nullptr) {
+            return false;
+        }
+        Record r;
+        r.type = Type::complete;
+        r.message.id = std::string(id);
+        r.message.lease = lease;
+        const std::uint64_t ticket = commit_and_apply({std::move(r)});
+        lock.unlock();
+        group_.await(ticket);
+        return true;
+    }
+
+    // Also throws QueueMessageTooLargeError (the lease stays) for a payload over the limit.
+    bool release(const QueuedMessage& message) override {
+        detail::UniqueLock lock(mutex_);
+        if (index_.find_leased(message.id, message.lease) == nullptr) {
+            return false;
+        }
+        check_payload(message, "release");
+        Record r;
+        r.type = Type::release;
+        r.message.id = message.id;
+        r.message.lease = message.lease;
+        r.message.payload = message.payload;
+        r.message.due = message.due;
+        r.message.attempts = message.attempts;
+        const std::uint64_t ticket = commit_and_apply({std::move(r)});
+        lock.unlock();
+        group_.await(ticket);
+        return true;
+    }
+
+    // Journaled, not awaited: a lost extend ends the lease sooner (the message is redelivered).
+    bool extend(std::string_view id, std::uint64_t lease, WallTime until) override {
+        detail::LockGuard lock(mutex_);
+        if (index_.find_leased(id, lease) == nullptr) {
+            return false;
+        }
+        Record r;
+        r.type = Type::extend;
+        r.message.id = std::string(id);
+        r.message.lease = lease;
+        r.message.lease_until = until;
+        commit_and_apply({std::move(r)});
+        return true;
+    }
+
+    bool remove(std::string_view id) override {
+        detail::UniqueLock lock(mutex_);
+        if (!index_.contains(id)) {
+            return false;
+        }
+        Record r;
+        r.type = Type::remove;
+        r.message.id = std::string(id);
+        const std::uint64_t ticket = commit_and_apply({std::move(r)});
+        lock.unlock();
+        group_.await(ticket);
+        return true;
+    }
+
+    std::optional<QueuedMessage> get(std::string_view id) const override {
+        detail::LockGuard lock(mutex_);
+        const QueuedMessage* m = index_.find(id);
+        if (m == nullptr) {
+            return std::nullopt;
+        }
+        return *m;
+    }
+
+    std::size_t size() const override {
+        detail::LockGuard lock(mutex_);
+        return index_.size();
+    }
+
+    std::optional<WallTime> next_ready() const override {
+        detail::LockGuard lock(mutex_);
+        return index_.next_ready();
+    }
+
+    std::vector<QueuedMessage> list(std::size_t limit) const override {
+        std::vector<QueuedMessage> out;
+        detail::LockGuard lock(mutex_);
+        index_.for_each_ready([&](const QueuedMessage& m) {
+            if (out.size() >= limit) {
+                return false;
+            }
+            out.push_back(m);
+            return true;
+        });
+        return out;
+    }
+
+    QueueStoreStats stats() const override {
+        detail::LockGuard lock(mutex_);
+        return {index_.size(), index_.leased()};
+    }
+
+    // Makes every record written so far durable (for sync=batch or none, or to make claims and
+    // extends durable). Throws JournalIoError (and poisons) if the sync fails,
+    // JournalPoisonedError on a poisoned store.
+    void sync() {
+        detail::LockGuard lock(mutex_);
+        journal_.check_writable();
+        journal_.sync();
+    }
+
+    bool poisoned() const { return group_.poisoned(); }
+
+    JournalStats journal_stats() const {
+        detail::LockGuard lock(mutex_);
+        JournalStats s = journal_.stats();
+        s.live_bytes = live_bytes_;
+        return s;
+    }
+
+private:
+    static constexpr const char* push_call = "bulwark::FileQueueStore::push";
+    static constexpr const char* push_all_call = "bulwark::FileQueueStore::push_all";
+    // Tokens reserved at a time: one reservation record (and sync) per this many claims.
+    static constexpr std::uint64_t lease_block = 4096;
+
+    static const FileQueueStoreOptions& checked(const FileQueueStoreOptions& options) {
+        options.validate();
+        return options;
+    }
+
+    [[noreturn]] BULWARK_NOINLINE void full() const {
+        throw QueueFullError("bulwark::FileQueueStore is full (max_size " +
+                             std::to_string(options_.max_size) + ")");
+    }
+
+    [[noreturn]] BULWARK_NOINLINE static void too_large(const char* call, const char* what,
+                                                        const char* limit_name, std::size_t size,
+                                                        std::size_t limit) {
+        throw QueueMessageTooLargeError(std::string("bulwark::FileQueueStore::") + call + ": " +
+                                            what + " of " + std::to_string(size) +
+                                            " bytes exceeds " + limit_name + " (" +
+                                            std::to_string(limit) + ")",
+                                        limit_name, size, limit);
+    }
+
+    void check_payload(const QueuedMessage& m, const char* call) const {
+        if (m.payload.size() > options_.max_payload_bytes) {
+            too_large(call, "payload", "max_payload_bytes", m.payload.size(),
+                      options_.max_payload_bytes);
+        }
+    }
+
+    // sync=always: for a push of an id already held, what to await before refusing it (0:
+    // nothing): "already queued" is said only once the record that holds it is durable, never
+    // of a push that a power cut could still undo. (Messages replayed at open are durable.)
+    std::uint64_t held_ticket(const QueuedMessage& m) const BULWARK_REQUIRES(mutex_) {
+        if (options_.sync != JournalSync::always || m.id.empty() || !index_.contains(m.id)) {
+            return 0;
+        }
+        return group_.written();
+    }
+
+    // `batch`: for push_all (the errors name the call).
+    void check_new(const QueuedMessage& m, bool batch) const BULWARK_REQUIRES(mutex_) {
+        detail::check_push_id(batch ? push_all_call : push_call, m, index_.contains(m.id));
+        const char* call = batch ? "push_all" : "push";
+        if (m.id.size() > options_.max_id_bytes) {
+            too_large(call, "id", "max_id_bytes", m.id.size(), options_.max_id_bytes);
+        }
+        check_payload(m, call);
+    }
+
+    // The record of a push: the message without claims or lease.
+    static Record pushed(const QueuedMessage& message) {
+        Record r;
+        r.type = Type::message;
+        r.message = message;
+        r.message.claims = 0;
+        r.message.lease = 0;
+        r.message.lease_until = WallTime{};
+        return r;
+    }
+
+    // ---- the one place where records change the index (replay and live writes) --------------
+
+    void apply(const Record& r) BULWARK_REQUIRES(mutex_) {
+        namespace qj = detail::queue_journal;
+        const QueuedMessage& m = r.message;
+        switch (r.type) {
+            case Type::message:
+                if (index_.contains(m.id)) {
+                    return;  // cannot be written by a store; ignored like a duplicate push
+                }
+                index_.insert(m);
+                live_bytes_ += qj::snapshot_frame_size(m);
+                last_lease_ = std::max(last_lease_, m.lease);
+                return;
+            case Type::claim:
+                if (index_.contains(m.id)) {
+                    index_.lease(m.id, m.lease, m.lease_until);
+                }
+                last_lease_ = std::max(last_lease_, m.lease);
+                return;
+            case Type::complete:
+                if (const QueuedMessage* held = index_.find_leased(m.id, m.lease)) {
+                    live_bytes_ -= qj::snapshot_frame_size(*held);
+                    index_.erase(m.id);
+                }
+                return;
+            case Type::release:
+                if (const QueuedMessage* held = index_.find_leased(m.id, m.lease)) {
+                    live_bytes_ -= qj::snapshot_frame_size(*held);
+                    index_.release(m.id, m.payload, m.due, m.attempts);
+                    live_bytes_ += qj::snapshot_frame_size(*held);
+                }
+                return;
+            case Type::extend:
+                if (index_.find_leased(m.id, m.lease) != nullptr) {
+                    index_.extend(m.id, m.lease_until);
+                }
+                return;
+            case Type::remove:
+                if (const QueuedMessage* held = index_.find(m.id)) {
+                    live_bytes_ -= qj::snapshot_frame_size(*held);
+                    index_.erase(m.id);
+                }
+                return;
+            case Type::tokens:
+                reserved_ = std::max(reserved_, r.tokens);
+                return;
+            case Type::batch:
+                // Replay hands over a batch's records one by one, and a write applies the
+                // records it was given: a batch record never gets here.
+                return;
+        }
+    }
+
+    // ---- the write path: journal first, then the index ---------------------------------------
+
+    // Journals `records` (one frame: all or none), then applies them. Throws what
+    // BasicJournalFile::append throws, having applied nothing; if applying runs out of memory,
+    // std::bad_alloc with the store poisoned (memory and disk differ until a reopen replays the
+    // disk). Returns the ticket to await before acknowledging (0: none), which the caller does
+    // with the lock released (group commit).
+    std::uint64_t commit_and_apply(const std::vector<Record>& records) BULWARK_REQUIRES(mutex_) {
+        const std::uint64_t ticket = journal_.append(records);
+        try {
+            for (const Record& r : records) {
+                apply(r);
+            }
+        } catch (...) {
+            journal_.poison_after(
+                "a change was journaled but could not be applied in memory (out of memory); "
+                "reopen to recover it");
+            throw;
+        }
+        // The lambda runs within maybe_compact(), with mutex_ still held; the analysis checks a
+        // lambda as a function of its own and cannot know that.
+        journal_.maybe_compact(live_bytes_,
+                               [this](std::uint64_t salt)
+                                   BULWARK_NO_THREAD_SAFETY_ANALYSIS { return snapshot(salt); });
+        return ticket;
+    }
+
+    // What a compaction writes: the token high-water mark, then every message with its whole
+    // state (lease included), in push order so that a replay keeps the order of ties.
+    detail::JournalSnapshot snapshot(std::uint64_t salt) const BULWARK_REQUIRES(mutex_) {
+        namespace j = detail::journal;
+        const j::Framing framing{j::salt_seed(salt), Codec::version};
+        detail::JournalSnapshot out{j::encode_header(salt, Codec::version, Codec::file_magic), 0};
+        Record r;
+        r.type = Type::tokens;
+        r.tokens = std::max(reserved_, last_lease_);
+        j::encode_record<Codec>(r, out.bytes, framing, ++out.frames);
+        r.type = Type::message;
+        for (const QueuedMessage* m : index_.in_push_order()) {
+            r.message = *m;
+            j::encode_record<Codec>(r, out.bytes, framing, ++out.frames);
+        }
+        return out;
+    }
+
+    const FileQueueStoreOptions options_;
+    // Syncs for sync=always writers with mutex_ released; thread-safe by itself, and before
+    // journal_, which uses it.
+    detail::GroupCommit group_;
+    mutable detail::Mutex mutex_;
+    detail::BasicJournalFile<Codec> journal_ BULWARK_GUARDED_BY(mutex_);
+    detail::QueueIndex index_ BULWARK_GUARDED_BY(mutex_);
+    // The last token handed out (or seen in the journal).
+    std::uint64_t last_lease_ BULWARK_GUARDED_BY(mutex_) = 0;
+    // Tokens up to this one are reserved in the journal: claim journals a new block first.
+    std::uint64_t reserved_ BULWARK_GUARDED_BY(mutex_) = 0;
+    // The ticket of the latest reservation (0: nothing to wait for).
+    std::uint64_t reserve_ticket_ BULWARK_GUARDED_BY(mutex_) = 0;
+    // snapshot()'s size.
+    std::uint64_t live_bytes_ BULWARK_GUARDED_BY(mutex_) =
+        detail::queue_journal::snapshot_base_size();
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_FILE_QUEUE_STORE_HPP
+#endif
+
+#endif  // BULWARK_QUEUE_HPP
 // #include <bulwark/resources.hpp>
 // ResourceManager: gauges and quotas against thresholds, with alternatives.
 #ifndef BULWARK_RESOURCES_HPP

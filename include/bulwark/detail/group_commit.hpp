@@ -15,7 +15,7 @@
 
 #include <bulwark/detail/file_system.hpp>
 #include <bulwark/detail/mutex.hpp>
-#include <bulwark/file_dead_letter_store_errors.hpp>
+#include <bulwark/journal_errors.hpp>
 
 namespace bulwark {
 namespace detail {
@@ -29,14 +29,17 @@ namespace detail {
 //   group.await(ticket);                                 // durable, or throws
 // A ticket is the number of records written so far, the writer's own included; await(t) returns
 // once a sync that began after ticket t was published has completed. A failed sync poisons:
-// await() then throws DeadLetterJournalIoError for every ticket not durable before it, and the
+// await() then throws JournalIoError for every ticket not durable before it, and the
 // owner refuses changes. The file is replaced (compaction) only while no sync runs.
 // Thread-safe. Lock order: the journal owner's mutex first, then this one's (await() takes only
 // this one, so it may be called with or without the owner's).
 class GroupCommit {
 public:
     // The file system must outlive this.
-    explicit GroupCommit(FileSystem& fs) noexcept : fs_(fs) {}
+    // `store_name` (static storage) names the owner in errors.
+    explicit GroupCommit(FileSystem& fs,
+                         const char* store_name = "bulwark::FileDeadLetterStore") noexcept
+        : fs_(fs), store_name_(store_name) {}
 
     // Publishes `records` records just written to the file; returns their ticket.
     std::uint64_t wrote(std::uint64_t records) {
@@ -90,14 +93,15 @@ public:
     }
 
     // Returns once every record up to `ticket` is durable, syncing for every writer waiting if
-    // no sync is running. Throws DeadLetterJournalIoError (poisoned) if a sync failed first.
+    // no sync is running. Throws JournalIoError (poisoned) if a sync failed first.
     void await(std::uint64_t ticket) {
         UniqueLock lock(mutex_);
         while (durable_ < ticket) {
             if (poisoned_) {
-                throw DeadLetterJournalIoError(
-                    "bulwark::FileDeadLetterStore: the store was poisoned before this change was "
-                    "synced (it may or may not be on disk): " +
+                throw JournalIoError(
+                    std::string(store_name_) +
+                        ": the store was poisoned before this change was synced (it may or may not "
+                        "be on disk): " +
                         poison_reason_,
                     failure_, true);
             }
@@ -240,6 +244,7 @@ private:
     }
 
     FileSystem& fs_;
+    const char* const store_name_;
     mutable Mutex mutex_;
     std::condition_variable idle_;  // no sync runs: the file may be replaced
     Waiter* waiters_ BULWARK_GUARDED_BY(mutex_) = nullptr;

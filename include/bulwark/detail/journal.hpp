@@ -1,4 +1,4 @@
-// The dead-letter journal format: frames, CRC-32C, record encoding and recovery scans (private).
+// The journal format: frames, CRC-32C, the dead-letter records and recovery scans (private).
 // SPDX-License-Identifier: MIT
 #ifndef BULWARK_DETAIL_JOURNAL_HPP
 #define BULWARK_DETAIL_JOURNAL_HPP
@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <bulwark/clock.hpp>
@@ -325,6 +326,42 @@ private:
     bool ok_ = true;
 };
 
+// The body of a batch record, for every store's records: each inner record as a u32 length,
+// then its type+payload (encode(record, out) appends those); the batch frame's checks cover
+// them all.
+template <class Record, class Encode>
+void encode_inner(const std::vector<Record>& records, std::string& out, const Encode& encode) {
+    for (const Record& inner : records) {
+        const std::size_t at = out.size();
+        out.append(4, '\0');
+        encode(inner, out);
+        put_le(&out[at], static_cast<std::uint32_t>(out.size() - at - 4));
+    }
+}
+
+// Decodes the inner records of a batch's body (`frames`) one at a time into `scratch` with
+// decode(body, Record&) and calls f(Record&) with each (f may move from it); false, stopping
+// there, at the first that does not decode or does not fit.
+template <class Record, class Decode, class F>
+bool for_each_inner(std::string_view frames, Record& scratch, const Decode& decode, F&& f) {
+    std::size_t at = 0;
+    while (at < frames.size()) {
+        if (frames.size() - at < 4) {
+            return false;
+        }
+        const std::uint32_t length = load_u32(frames, at);
+        if (length == 0 || length > frames.size() - at - 4) {
+            return false;
+        }
+        if (!decode(frames.substr(at + 4, length), scratch)) {
+            return false;
+        }
+        f(scratch);
+        at += 4 + std::size_t{length};
+    }
+    return true;
+}
+
 inline void encode_letter(Writer& w, const DeadLetter& d) {
     w.str(d.id);
     w.str(d.type);
@@ -399,44 +436,9 @@ inline void encode_body(const Record& r, std::string& out) {
             w.u64(r.counters.redrive_failures);
             break;
         case RecordType::batch:
-            // Inner records: a length, then type+payload; the batch's checks cover them.
-            for (const Record& inner : r.batch) {
-                const std::size_t at = out.size();
-                w.u32(0);
-                encode_body(inner, out);
-                const auto length = static_cast<std::uint32_t>(out.size() - at - 4);
-                std::string head;
-                Writer(head).u32(length);
-                out.replace(at, 4, head);
-            }
+            encode_inner(r.batch, out,
+                         [](const Record& inner, std::string& to) { encode_body(inner, to); });
             break;
-    }
-}
-
-// Appends the frame of `r` to `out`, with sequence number `sequence`, as `f` frames them. Throws
-// DeadLetterTooLargeError, appending nothing, for a frame over `limit` (tests lower it).
-inline void encode_record(const Record& r, std::string& out, const Framing& f,
-                          std::uint64_t sequence, std::size_t limit = max_frame_bytes) {
-    const std::size_t start = out.size();
-    const std::size_t head = f.head_size();
-    out.append(head, '\0');  // filled in below, once the length is known
-    encode_body(r, out);
-    const std::string_view type_and_payload(out.data() + start + head, out.size() - start - head);
-    if (type_and_payload.size() > limit) {
-        // A reader refuses such a frame: never write (and so never acknowledge) one. Callers
-        // bound what they store far below this; this is the last line.
-        const std::size_t size = type_and_payload.size();
-        out.resize(start);
-        throw_too_large("journal record", "the journal's frame limit", size, limit);
-    }
-    const auto length = static_cast<std::uint32_t>(type_and_payload.size());
-    char* const at = &out[start];
-    put_le(at, length);
-    put_le(at + 4,
-           header_check(f, length, sequence, static_cast<unsigned char>(type_and_payload[0])));
-    put_le(at + 8, crc32c(type_and_payload.substr(1), f.seed));
-    if (f.version >= 3) {
-        put_le(at + 12, sequence);
     }
 }
 
@@ -493,24 +495,11 @@ inline bool decode_record(std::string_view body, Record& out, bool allow_batch =
 // decode. decode_record() has checked them all before it accepted the batch.
 template <class F>
 bool for_each_in_batch(const Record& batch, F&& f) {
-    const std::string_view frames = batch.batch_frames;
     Record inner;
-    std::size_t at = 0;
-    while (at < frames.size()) {
-        if (frames.size() - at < 4) {
-            return false;
-        }
-        const std::uint32_t length = load_u32(frames, at);
-        if (length == 0 || length > frames.size() - at - 4) {
-            return false;
-        }
-        if (!decode_record(frames.substr(at + 4, length), inner, false)) {
-            return false;
-        }
-        f(inner);
-        at += 4 + std::size_t{length};
-    }
-    return true;
+    return for_each_inner(
+        batch.batch_frames, inner,
+        [](std::string_view body, Record& out) { return decode_record(body, out, false); },
+        std::forward<F>(f));
 }
 
 // Decodes type+payload; false for anything that is not exactly one well-formed record.
@@ -584,6 +573,78 @@ inline bool decode_record(std::string_view body, Record& out, bool allow_batch) 
     return good && r.ok() && r.at_end();
 }
 
+// What the journal file needs to know of one store's records (the frames, checks, recovery and
+// compaction are the same for every store): DeadLetterCodec for FileDeadLetterStore,
+// queue_journal::Codec for FileQueueStore. Record types are 1..max_type; a batch record holds the
+// records of one mutation (all or none) and never another batch.
+struct DeadLetterCodec {
+    using Record = journal::Record;
+    static constexpr const char* store_name = "bulwark::FileDeadLetterStore";
+    static constexpr const char* journal_kind = "bulwark dead-letter journal";
+    static constexpr std::array<char, 8> file_magic = magic;
+    static constexpr std::uint32_t version = format_version;
+    static constexpr std::uint32_t oldest_version = oldest_readable_version;
+    static constexpr unsigned char max_type = static_cast<unsigned char>(RecordType::batch);
+
+    static void encode_body(const Record& r, std::string& out) { journal::encode_body(r, out); }
+    static bool decode(std::string_view body, Record& out) { return decode_record(body, out); }
+    static bool is_batch(const Record& r) noexcept { return r.type == RecordType::batch; }
+    template <class F>
+    static bool for_each_in_batch(const Record& batch, F&& f) {
+        return journal::for_each_in_batch(batch, std::forward<F>(f));
+    }
+    static Record batch_of(const Record* first, const Record* last) {
+        Record batch;
+        batch.type = RecordType::batch;
+        batch.batch.assign(first, last);
+        return batch;
+    }
+    // An upper bound of the frame `r` encodes to (a batch's share of one, for a batch's records).
+    static std::uint64_t frame_estimate(const Record& r) noexcept {
+        if (r.type == RecordType::add) {
+            return snapshot_frame_size(r.letter);
+        }
+        std::uint64_t n = frame_overhead + 24 + r.id.size() + r.text.size() +
+                          r.attempt.channel.size() + r.attempt.error.size();
+        for (const std::string& t : r.tags) {
+            n += 4 + t.size();
+        }
+        return n;
+    }
+    [[noreturn]] static void too_large(std::size_t size, std::size_t limit) {
+        throw_too_large("journal record", "the journal's frame limit", size, limit);
+    }
+};
+
+// Appends the frame of `r` (a Codec::Record) to `out`, with sequence number `sequence`, as `f`
+// frames them. Throws Codec::too_large()'s error (a std::length_error), appending nothing, for a
+// frame over `limit` (tests lower it).
+template <class Codec = DeadLetterCodec>
+void encode_record(const typename Codec::Record& r, std::string& out, const Framing& f,
+                   std::uint64_t sequence, std::size_t limit = max_frame_bytes) {
+    const std::size_t start = out.size();
+    const std::size_t head = f.head_size();
+    out.append(head, '\0');  // filled in below, once the length is known
+    Codec::encode_body(r, out);
+    const std::string_view type_and_payload(out.data() + start + head, out.size() - start - head);
+    if (type_and_payload.size() > limit) {
+        // A reader refuses such a frame: never write (and so never acknowledge) one. Callers
+        // bound what they store far below this; this is the last line.
+        const std::size_t size = type_and_payload.size();
+        out.resize(start);
+        Codec::too_large(size, limit);
+    }
+    const auto length = static_cast<std::uint32_t>(type_and_payload.size());
+    char* const at = &out[start];
+    put_le(at, length);
+    put_le(at + 4,
+           header_check(f, length, sequence, static_cast<unsigned char>(type_and_payload[0])));
+    put_le(at + 8, crc32c(type_and_payload.substr(1), f.seed));
+    if (f.version >= 3) {
+        put_le(at + 12, sequence);
+    }
+}
+
 // What is at an offset of a journal.
 enum class FrameStatus : std::uint8_t {
     good,        // a whole frame: both checks pass and the payload decodes
@@ -599,9 +660,10 @@ enum class FrameStatus : std::uint8_t {
 // sequence number (version 3; 0 before), `record` is filled when good. Never reads outside
 // `bytes`; allocates only for decoded strings, each bounded by the frame. With a budget, the body
 // CRC is charged to it first (exhausted: returns bad_header).
-inline FrameStatus check_frame(std::string_view bytes, std::size_t offset, const Framing& f,
-                               Record& record, std::size_t& size, std::uint64_t& sequence,
-                               ScanBudget* budget = nullptr) {
+template <class Codec = DeadLetterCodec>
+FrameStatus check_frame(std::string_view bytes, std::size_t offset, const Framing& f,
+                        typename Codec::Record& record, std::size_t& size, std::uint64_t& sequence,
+                        ScanBudget* budget = nullptr) {
     const std::size_t head = f.head_size();
     if (offset > bytes.size() || bytes.size() - offset < head + 1) {
         return FrameStatus::torn;
@@ -612,9 +674,8 @@ inline FrameStatus check_frame(std::string_view bytes, std::size_t offset, const
     // Version 3 numbers frames from 1; 0 and the largest value (after which the next would wrap
     // to 0) are never written.
     const bool bad_sequence = f.version >= 3 && (sequence == 0 || sequence == ~std::uint64_t{0});
-    if (bad_sequence || length == 0 || length > max_frame_bytes ||
-        type < static_cast<unsigned char>(RecordType::add) ||
-        type > static_cast<unsigned char>(RecordType::batch) ||
+    if (bad_sequence || length == 0 || length > max_frame_bytes || type < 1 ||
+        type > Codec::max_type ||
         header_check(f, length, sequence, type) != load_u32(bytes, offset + 4)) {
         return FrameStatus::bad_header;
     }
@@ -631,7 +692,7 @@ inline FrameStatus check_frame(std::string_view bytes, std::size_t offset, const
     }
     const std::string_view body = bytes.substr(offset + head, length);
     if (crc32c(body.substr(1), f.seed) != load_u32(bytes, offset + 8) ||
-        !decode_record(body, record)) {
+        !Codec::decode(body, record)) {
         return FrameStatus::bad_body;
     }
     return FrameStatus::good;
@@ -648,8 +709,9 @@ inline bool whole_frame_with_bad_head(std::string_view bytes, std::size_t offset
            crc32c(bytes.substr(offset + head + 1), f.seed) == load_u32(bytes, offset + 8);
 }
 
-inline std::string encode_header(std::uint64_t salt, std::uint32_t version = format_version) {
-    std::string out(magic.data(), magic.size());
+inline std::string encode_header(std::uint64_t salt, std::uint32_t version = format_version,
+                                 const std::array<char, 8>& file_magic = magic) {
+    std::string out(file_magic.data(), file_magic.size());
     Writer w(out);
     w.u32(version);
     w.u64(salt);

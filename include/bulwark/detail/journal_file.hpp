@@ -1,4 +1,4 @@
-// JournalFile: the dead-letter journal on disk: recovery, appends, syncs, compaction (private).
+// BasicJournalFile: a store's journal on disk: recovery, appends, syncs, compaction (private).
 // SPDX-License-Identifier: MIT
 #ifndef BULWARK_DETAIL_JOURNAL_FILE_HPP
 #define BULWARK_DETAIL_JOURNAL_FILE_HPP
@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <exception>
 #include <new>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -24,6 +25,9 @@
 #include <bulwark/detail/journal.hpp>
 #include <bulwark/file_dead_letter_store_errors.hpp>
 #include <bulwark/file_dead_letter_store_options.hpp>
+#include <bulwark/journal_errors.hpp>
+#include <bulwark/journal_options.hpp>
+#include <bulwark/time.hpp>
 
 namespace bulwark {
 
@@ -92,21 +96,40 @@ inline std::uint64_t journal_snapshot_base_size() noexcept {
     return journal::header_size + journal::frame_overhead + 40;
 }
 
-// The journal file of a FileDeadLetterStore, in the store's directory: opening it (creating the
+// The settings a journal file follows: the journal part of a store's options.
+struct JournalOptions {
+    JournalSync sync = JournalSync::always;
+    std::size_t batch_records = 128;
+    Duration batch_interval{};
+    JournalRecovery recovery = JournalRecovery::tolerate_torn_tail;
+    std::uint64_t compact_min_bytes = std::uint64_t{4} << 20U;
+
+    // From any store options that carry these fields (validated by their owner).
+    template <class Options>
+    static JournalOptions of(const Options& o) {
+        return {o.sync, o.batch_records, o.batch_interval, o.recovery, o.compact_min_bytes};
+    }
+};
+
+// The journal file of a file store (Codec says whose: journal::DeadLetterCodec for
+// FileDeadLetterStore, queue_journal::Codec for FileQueueStore), in the store's directory:
+// opening it (creating the
 // directory, refusing what is not private, taking the LOCK, recovering as the options' recovery
 // mode says, keeping a copy before salvage changes anything), appending frames (a failed write
 // rolled back, a failed sync poisoning), syncing as the options' sync mode says, and compacting
 // crash-safely (a new journal renamed over the old one). What the records mean is its owner's:
-// it replays them into the owner and writes the snapshot the owner gives. Its errors are
-// FileDeadLetterStore's and say so. Not thread-safe: the store's mutex guards it.
-class JournalFile {
+// it replays them into the owner and writes the snapshot the owner gives. Its errors are the
+// journal errors (journal_errors.hpp) and name the store (Codec::store_name). Not thread-safe: the
+// store's mutex guards it.
+template <class Codec>
+class BasicJournalFile {
 public:
-    using Record = journal::Record;
+    using Record = typename Codec::Record;
 
     // The file system, the clock and `group` (over the same file system) must outlive the
     // journal file; `options` are valid.
-    JournalFile(FileSystem& fs, Clock& clock, GroupCommit& group, std::string directory,
-                const FileDeadLetterStoreOptions& options)
+    BasicJournalFile(FileSystem& fs, Clock& clock, GroupCommit& group, std::string directory,
+                     const JournalOptions& options)
         : options_(options),
           fs_(fs),
           group_(group),
@@ -134,7 +157,7 @@ public:
     // record recovered, in order (it may move from it); snapshot(salt) returns a compacted journal
     // of what was replayed so far (journal_snapshot()). A journal of an older format version is
     // rewritten in the current one. reserve(n) hears that about n records may follow. Throws
-    // FileDeadLetterStoreError and its subclasses, or what replay throws.
+    // JournalError and its subclasses, or what replay throws.
     template <class Replay, class Snapshot, class Reserve>
     void open(Replay&& replay, const Snapshot& snapshot, const Reserve& reserve) {
         try {
@@ -156,10 +179,9 @@ public:
             if (created) {
                 fs_.sync_dir(parent_directory());
             } else if (dir.kind != FileSystem::Kind::directory) {
-                throw FileDeadLetterStoreError("bulwark::FileDeadLetterStore: " + directory_ +
-                                               (dir.kind == FileSystem::Kind::symlink
-                                                    ? " is a symlink; refused"
-                                                    : " is not a directory"));
+                throw JournalError(std::string(Codec::store_name) + ": " + directory_ +
+                                   (dir.kind == FileSystem::Kind::symlink ? " is a symlink; refused"
+                                                                          : " is not a directory"));
             } else {
                 check_private(directory_, dir, true);
             }
@@ -171,9 +193,9 @@ public:
         } catch (const std::system_error& e) {
             if (e.code() == std::errc::operation_would_block ||
                 e.code() == std::errc::resource_unavailable_try_again) {
-                throw DeadLetterJournalLockedError("bulwark::FileDeadLetterStore: " + directory_ +
-                                                       " is in use by another store (LOCK held)",
-                                                   e.code());
+                throw JournalLockedError(std::string(Codec::store_name) + ": " + directory_ +
+                                             " is in use by another store (LOCK held)",
+                                         e.code());
             }
             throw_io("cannot lock " + directory_, e);
         }
@@ -183,10 +205,10 @@ public:
             if (journal.kind == FileSystem::Kind::missing) {
                 install_snapshot(snapshot);
             } else if (journal.kind != FileSystem::Kind::regular) {
-                throw FileDeadLetterStoreError("bulwark::FileDeadLetterStore: " + journal_path_ +
-                                               (journal.kind == FileSystem::Kind::symlink
-                                                    ? " is a symlink; refused"
-                                                    : " is not a regular file"));
+                throw JournalError(std::string(Codec::store_name) + ": " + journal_path_ +
+                                   (journal.kind == FileSystem::Kind::symlink
+                                        ? " is a symlink; refused"
+                                        : " is not a regular file"));
             } else {
                 check_private(journal_path_, journal, false);
                 FileHandle opened(fs_, fs_.open(journal_path_, false, false));
@@ -213,13 +235,12 @@ public:
     // even it cannot be allocated.
     void poison_after(const char* why) noexcept { group_.poison(why); }
 
-    // Throws DeadLetterStorePoisonedError when poisoned.
+    // Throws JournalPoisonedError when poisoned.
     void check_writable() const {
         if (group_.poisoned()) {
-            throw DeadLetterStorePoisonedError(
-                "bulwark::FileDeadLetterStore: " + directory_ +
-                " is poisoned and refuses changes (reopen it to recover): " +
-                group_.poison_reason());
+            throw JournalPoisonedError(std::string(Codec::store_name) + ": " + directory_ +
+                                       " is poisoned and refuses changes (reopen it to recover): " +
+                                       group_.poison_reason());
         }
     }
 
@@ -233,20 +254,18 @@ public:
         while (first < records.size()) {
             std::size_t last = first;
             std::uint64_t bytes = 0;
-            while (last < records.size() &&
-                   (last == first || bytes + frame_estimate(records[last]) <= record_limit)) {
-                bytes += frame_estimate(records[last]);
+            while (
+                last < records.size() &&
+                (last == first || bytes + Codec::frame_estimate(records[last]) <= record_limit)) {
+                bytes += Codec::frame_estimate(records[last]);
                 ++last;
             }
             const std::uint64_t sequence = next_sequence_ + count;
             if (last - first == 1) {
-                journal::encode_record(records[first], frames, framing_, sequence);
+                journal::encode_record<Codec>(records[first], frames, framing_, sequence);
             } else {
-                Record batch;
-                batch.type = journal::RecordType::batch;
-                batch.batch.assign(records.begin() + static_cast<std::ptrdiff_t>(first),
-                                   records.begin() + static_cast<std::ptrdiff_t>(last));
-                journal::encode_record(batch, frames, framing_, sequence);
+                const Record batch = Codec::batch_of(records.data() + first, records.data() + last);
+                journal::encode_record<Codec>(batch, frames, framing_, sequence);
             }
             ++count;
             first = last;
@@ -257,17 +276,17 @@ public:
     // Appends one record; returns the ticket to await() (see commit()).
     std::uint64_t append(const Record& record) {
         std::string frames;
-        journal::encode_record(record, frames, framing_, next_sequence_);
+        journal::encode_record<Codec>(record, frames, framing_, next_sequence_);
         return commit(frames, 1, 1);
     }
 
     // Returns once the records of `ticket` (what append() returned) are durable; with
     // sync=always, the writer calls it before acknowledging, best with the owner's lock released
-    // so that concurrent writers share one sync. Throws DeadLetterJournalIoError (poisoned) if a
+    // so that concurrent writers share one sync. Throws JournalIoError (poisoned) if a
     // sync failed. Thread-safe: needs no lock.
     void await(std::uint64_t ticket) const { group_.await(ticket); }
 
-    // Makes every record written so far durable. Throws DeadLetterJournalIoError (and poisons) if
+    // Makes every record written so far durable. Throws JournalIoError (and poisons) if
     // the sync fails.
     void sync() {
         try {
@@ -276,9 +295,9 @@ public:
             // What reached the disk is unknown (the kernel may have dropped the dirty pages):
             // never write again from this state. Poisoned before anything else can fail.
             poison_with("a journal sync failed", e);
-            throw DeadLetterJournalIoError(
-                "bulwark::FileDeadLetterStore: journal sync failed (store poisoned): " +
-                    std::string(e.what()),
+            throw JournalIoError(
+                std::string(Codec::store_name) +
+                    ": journal sync failed (store poisoned): " + std::string(e.what()),
                 error_code_of(e), true);
         }
         ++stats_.syncs;
@@ -299,7 +318,7 @@ public:
         if (options_.sync != JournalSync::none && group_.unsynced() > 0) {
             try {
                 sync();  // the old journal must be whole if the rename is lost
-            } catch (const DeadLetterJournalIoError&) {
+            } catch (const JournalIoError&) {
                 return;  // poisoned; the mutation itself was written
             }
         }
@@ -324,7 +343,7 @@ public:
             } catch (const std::system_error&) {  // NOLINT(bugprone-empty-catch): next open
             }
             compact_retry_at_ = end_ + options_.compact_min_bytes;
-        } catch (const DeadLetterTooLargeError&) {
+        } catch (const std::length_error&) {
             // A record too large for one frame (the options' bounds rule it out) is found while
             // the snapshot is built, before any file is touched: the journal stays as it is and
             // the mutation, already written, stands.
@@ -423,7 +442,7 @@ private:
         while (at < all.size()) {
             std::size_t size = 0;
             std::uint64_t sequence = 0;
-            switch (j::check_frame(all, at, framing_, ignored, size, sequence, &budget)) {
+            switch (j::check_frame<Codec>(all, at, framing_, ignored, size, sequence, &budget)) {
                 case j::FrameStatus::good:
                     return at;
                 case j::FrameStatus::torn:
@@ -451,7 +470,7 @@ private:
                                options_.recovery == JournalRecovery::skip_corrupt;
         if (all.size() < j::header_size) {
             // The magic and version are fixed; the salt and the header CRC are not.
-            const std::string header = j::encode_header(0);
+            const std::string header = j::encode_header(0, Codec::version, Codec::file_magic);
             const std::size_t fixed = std::min<std::size_t>(all.size(), 12);
             if (all.empty() || (options_.recovery != JournalRecovery::strict &&
                                 header.compare(0, fixed, all.substr(0, fixed)) == 0)) {
@@ -466,9 +485,10 @@ private:
             }
             throw_corrupt(0, "shorter than its header");
         }
-        if (all.compare(0, j::magic.size(), std::string_view(j::magic.data(), j::magic.size())) !=
+        if (all.compare(0, Codec::file_magic.size(),
+                        std::string_view(Codec::file_magic.data(), Codec::file_magic.size())) !=
             0) {
-            throw_corrupt(0, "not a bulwark dead-letter journal (bad magic)");
+            throw_corrupt(0, std::string("not a ") + Codec::journal_kind + " (bad magic)");
         }
         const std::uint32_t version = j::load_u32(all, 8);
         if (j::crc32c(all.substr(0, 20)) != j::load_u32(all, 20)) {
@@ -477,19 +497,19 @@ private:
         if (version == 0) {
             throw_corrupt(8, "format version 0");
         }
-        if (version > j::format_version) {
-            throw DeadLetterJournalVersionError(
-                "bulwark::FileDeadLetterStore: journal " + journal_path_ + " has format version " +
-                    std::to_string(version) + "; this build reads version " +
-                    std::to_string(j::format_version),
-                version);
+        if (version > Codec::version) {
+            throw JournalVersionError(std::string(Codec::store_name) + ": journal " +
+                                          journal_path_ + " has format version " +
+                                          std::to_string(version) + "; this build reads version " +
+                                          std::to_string(Codec::version),
+                                      version);
         }
-        if (version < j::oldest_readable_version) {
-            throw DeadLetterJournalVersionError(
-                "bulwark::FileDeadLetterStore: journal " + journal_path_ + " has format version " +
-                    std::to_string(version) + ", from a pre-release build; this build reads " +
-                    "versions " + std::to_string(j::oldest_readable_version) + " to " +
-                    std::to_string(j::format_version),
+        if (version < Codec::oldest_version) {
+            throw JournalVersionError(
+                std::string(Codec::store_name) + ": journal " + journal_path_ +
+                    " has format version " + std::to_string(version) +
+                    ", from a pre-release build; this build reads " + "versions " +
+                    std::to_string(Codec::oldest_version) + " to " + std::to_string(Codec::version),
                 version);
         }
         framing_ = j::Framing{j::salt_seed(j::load_u64(all, 12)), version};
@@ -507,13 +527,13 @@ private:
             std::size_t size = 0;
             std::uint64_t sequence = 0;
             const j::FrameStatus status =
-                j::check_frame(all, pos, framing_, record, size, sequence);
+                j::check_frame<Codec>(all, pos, framing_, record, size, sequence);
             if (status == j::FrameStatus::good && (!sequenced || sequence == next_sequence_ ||
                                                    (after_damage && sequence > next_sequence_))) {
-                if (record.type == j::RecordType::batch) {
+                if (Codec::is_batch(record)) {
                     // Streamed: its records replayed one at a time, never all decoded at once
                     // (decode_record() has checked them all).
-                    j::for_each_in_batch(record, replay);
+                    Codec::for_each_in_batch(record, replay);
                 } else {
                     replay(record);
                 }
@@ -652,8 +672,8 @@ private:
                       " hard links (another name could read or change it)";
         }
         if (!problem.empty()) {
-            throw FileDeadLetterStoreError("bulwark::FileDeadLetterStore: " + path + problem +
-                                           "; refused");
+            throw JournalError(std::string(Codec::store_name) + ": " + path + problem +
+                               "; refused");
         }
     }
 
@@ -666,16 +686,16 @@ private:
 
     [[noreturn]] BULWARK_NOINLINE static void throw_io(const std::string& what,
                                                        const std::system_error& e) {
-        throw FileDeadLetterStoreError("bulwark::FileDeadLetterStore: " + what + ": " + e.what(),
-                                       e.code());
+        throw JournalError(std::string(Codec::store_name) + ": " + what + ": " + e.what(),
+                           e.code());
     }
 
     [[noreturn]] BULWARK_NOINLINE void throw_corrupt(std::uint64_t offset,
                                                      const std::string& why) const {
-        throw DeadLetterJournalCorruptError("bulwark::FileDeadLetterStore: journal " +
-                                                journal_path_ + " is corrupt at offset " +
-                                                std::to_string(offset) + ": " + why,
-                                            offset);
+        throw JournalCorruptError(std::string(Codec::store_name) + ": journal " + journal_path_ +
+                                      " is corrupt at offset " + std::to_string(offset) + ": " +
+                                      why,
+                                  offset);
     }
 
     // Appends `frames` (`count` of them, numbered from next_sequence_; `records` records) and, with
@@ -698,15 +718,15 @@ private:
                 ++stats_.write_rollbacks;
             } catch (const std::exception&) {
                 poison_with("a journal write failed and could not be undone", e);
-                throw DeadLetterJournalIoError(
-                    "bulwark::FileDeadLetterStore: journal write failed and could not be undone "
-                    "(store poisoned): " +
-                        std::string(e.what()),
-                    error_code_of(e), true);
+                throw JournalIoError(std::string(Codec::store_name) +
+                                         ": journal write failed and could not be undone "
+                                         "(store poisoned): " +
+                                         std::string(e.what()),
+                                     error_code_of(e), true);
             }
-            throw DeadLetterJournalIoError(
-                "bulwark::FileDeadLetterStore: journal write failed; nothing was recorded: " +
-                    std::string(e.what()),
+            throw JournalIoError(
+                std::string(Codec::store_name) +
+                    ": journal write failed; nothing was recorded: " + std::string(e.what()),
                 error_code_of(e), false);
         }
         end_ += frames.size();
@@ -740,19 +760,7 @@ private:
     // The largest frame written (a reader accepts up to max_frame_bytes).
     static constexpr std::uint64_t record_limit = journal::max_frame_bytes / 2;
 
-    static std::uint64_t frame_estimate(const Record& r) noexcept {
-        if (r.type == journal::RecordType::add) {
-            return journal::snapshot_frame_size(r.letter);
-        }
-        std::uint64_t n = journal::frame_overhead + 24 + r.id.size() + r.text.size() +
-                          r.attempt.channel.size() + r.attempt.error.size();
-        for (const std::string& t : r.tags) {
-            n += 4 + t.size();
-        }
-        return n;
-    }
-
-    const FileDeadLetterStoreOptions options_;
+    const JournalOptions options_;
     FileSystem& fs_;
     GroupCommit& group_;
     Clock* const clock_;
@@ -769,6 +777,9 @@ private:
     std::uint64_t compact_retry_at_ = 0;
     JournalStats stats_;
 };
+
+// FileDeadLetterStore's journal.
+using JournalFile = BasicJournalFile<journal::DeadLetterCodec>;
 
 }  // namespace detail
 

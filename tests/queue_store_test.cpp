@@ -1,0 +1,85 @@
+// QueueStore and InMemoryQueueStore: the conformance suite, and the in-memory store's bound and
+// all-or-nothing push_all.
+#include <cstddef>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <bulwark/in_memory_queue_store.hpp>
+#include <bulwark/queue_store.hpp>
+
+#include "catch.hpp"
+#include "queue_store_conformance.hpp"
+
+namespace queue_store_test {
+
+using bulwark::InMemoryQueueStore;
+using bulwark::QueuedMessage;
+using bulwark::QueueFullError;
+using bulwark_test::queue_store_conformance::at;
+using bulwark_test::queue_store_conformance::message;
+
+std::unique_ptr<bulwark::QueueStore> make_memory_store() {
+    return std::make_unique<InMemoryQueueStore>();
+}
+
+}  // namespace queue_store_test
+
+BULWARK_QUEUE_STORE_CONFORMANCE("InMemoryQueueStore", queue_store_test::make_memory_store)
+
+namespace queue_store_test {
+
+TEST_CASE("InMemoryQueueStore refuses a max_size of 0 naming the field", "[queue_store]") {
+    try {
+        InMemoryQueueStore store(0);
+        FAIL("max_size 0 was accepted");
+    } catch (const std::invalid_argument& e) {
+        CHECK(std::string(e.what()).find("max_size") != std::string::npos);
+    }
+}
+
+TEST_CASE("InMemoryQueueStore refuses a push beyond max_size with QueueFullError",
+          "[queue_store]") {
+    InMemoryQueueStore store(3);
+    for (int i = 0; i < 3; ++i) {
+        store.push(message("m" + std::to_string(i), at(0)));
+    }
+    CHECK_THROWS_AS(store.push(message("m3", at(0))), QueueFullError);
+    CHECK(store.size() == 3);
+    // Leased messages count: a claim frees no room, a complete does.
+    const auto batch = store.claim(at(0), 1, std::chrono::seconds(30));
+    REQUIRE(batch.size() == 1);
+    CHECK_THROWS_AS(store.push(message("m3", at(0))), QueueFullError);
+    REQUIRE(store.complete(batch[0].id, batch[0].lease));
+    store.push(message("m3", at(0)));
+    CHECK(store.size() == 3);
+}
+
+TEST_CASE("InMemoryQueueStore push_all stores all of a batch or none", "[queue_store]") {
+    InMemoryQueueStore store(4);
+    store.push(message("held", at(0)));
+    SECTION("a batch that does not fit") {
+        const std::vector<QueuedMessage> batch = {message("a", at(0)), message("b", at(0)),
+                                                  message("c", at(0)), message("d", at(0))};
+        CHECK_THROWS_AS(store.push_all(batch), QueueFullError);
+        CHECK(store.size() == 1);
+        store.push_all({batch[0], batch[1], batch[2]});  // exactly fits
+        CHECK(store.size() == 4);
+    }
+    SECTION("a batch with a held id after good ones") {
+        const std::vector<QueuedMessage> batch = {message("a", at(0)), message("held", at(0))};
+        CHECK_THROWS_AS(store.push_all(batch), std::invalid_argument);
+        CHECK(store.size() == 1);
+        CHECK_FALSE(store.get("a").has_value());
+    }
+    SECTION("a batch that names an id twice") {
+        const std::vector<QueuedMessage> batch = {message("a", at(0)), message("b", at(0)),
+                                                  message("a", at(0))};
+        CHECK_THROWS_AS(store.push_all(batch), std::invalid_argument);
+        CHECK(store.size() == 1);
+        CHECK(store.list(10).size() == 1);
+    }
+}
+
+}  // namespace queue_store_test
