@@ -14760,9 +14760,9 @@ struct DeliveryEngineOptions {
             detail::throw_invalid_option("DeliveryEngineOptions.max_attempts_kept", "must be >= 1",
                                          "0");
         }
-        if (!(redrive_rate > 0.0 && detail::is_finite(redrive_rate))) {
+        if (!(redrive_rate >= 1.0 / 86400.0 && redrive_rate <= 1e9)) {
             detail::throw_invalid_option("DeliveryEngineOptions.redrive_rate",
-                                         "must be finite and > 0",
+                                         "must be in [1/86400 (one a day), 1e9] per second",
                                          detail::format_number(redrive_rate));
         }
         if (stats_window < std::chrono::minutes(1) || stats_window > std::chrono::hours(24 * 7)) {
@@ -14863,6 +14863,10 @@ public:
     template <class A>
     DeliveryEngine& add_channel(const std::string& name, A&& adapter, ChannelOptions options = {},
                                 const DeliveryClassifier& classifier = {}) {
+        if (name.empty() || name.find(',') != std::string::npos) {
+            detail::throw_invalid_option("DeliveryEngine.add_channel: name",
+                                         "must be non-empty and without ','", "\"" + name + "\"");
+        }
         auto slot = std::make_shared<Slot>();
         slot->name = name;
         slot->adapter = make_adapter(std::forward<A>(adapter));
@@ -14950,7 +14954,7 @@ public:
     void start() {
         // acquire: pairs with the release below; the codec and the routing are set by then.
         if (live_.load(std::memory_order_acquire)) {
-            return;
+            return;  // stop() clears it first
         }
         {
             detail::LockGuard lock(config_mutex_);
@@ -15021,6 +15025,15 @@ public:
             Envelope env;
             env.route = channels;
             env.body = encode_(m);
+            const std::size_t limit = dead_letters_.limits().max_payload_bytes;
+            if (limit != 0 && env.body.size() > limit) {
+                // It could never be dead-lettered: refused now, not lost later.
+                detail::throw_invalid_option(
+                    "DeliveryEngine.submit: message",
+                    "must fit the dead-letter store's max_payload_bytes (" + std::to_string(limit) +
+                        ")",
+                    std::to_string(env.body.size()) + " bytes encoded");
+            }
             QueuedMessage q;
             q.id = next_id();
             q.payload = encode_envelope(env);
@@ -15065,6 +15078,7 @@ public:
             --submitting_;
             counters_.submitted += batch.size();
             wake_.notify_all();
+            idle_.notify_all();
         }
         for (const std::string& id : ids) {
             listeners_.emit_with([&] {
@@ -15078,7 +15092,7 @@ public:
     // ready); returns how many passes it made. For a loop of the caller's own and for tests on
     // a ManualClock; workers may take some messages first.
     std::size_t run_due() {
-        start();
+        start();  // throws QueueStoppedError after stop()
         std::size_t done = 0;
         const WallTime now = clock_.wall_now();
         for (;;) {
@@ -15202,15 +15216,19 @@ public:
         check_route(force_channels);
         ReprocessOptions ro;
         ro.channel = "redrive:" + options_.name;
+        // Only this engine's letters: another consumer's are not touched (a handler refusing
+        // them would still count a redrive against them).
+        DeadLetterQuery ours = query;
+        ours.tag("engine:" + options_.name);
         return dead_letters_.reprocess(
-            query, [&](const DeadLetter& d) { return redrive(d, force_channels); }, ro);
+            ours, [&](const DeadLetter& d) { return redrive(d, force_channels); }, ro);
     }
 
     // Waits until the queue store holds nothing (no message queued, scheduled or being sent),
     // or `timeout` passes on the engine's clock; true when it emptied. Without workers it makes
     // the passes itself (and sleeps on the clock until the next message is due).
     bool drain(Duration timeout) {
-        start();
+        start();  // throws QueueStoppedError after stop()
         const TimePoint deadline = detail::saturating_add(clock_.now(), timeout);
         for (;;) {
             if (options_.workers == 0) {
@@ -15249,31 +15267,58 @@ public:
         if (mode == StopMode::drain) {
             drain(timeout);
         }
+        bool started = false;
         {
-            detail::LockGuard lock(mutex_);
+            detail::UniqueLock lock(mutex_);
+            for (const std::thread& t : workers_) {
+                if (t.get_id() == std::this_thread::get_id()) {
+                    throw std::logic_error("bulwark::DeliveryEngine '" + options_.name +
+                                           "': stop() from a worker (a listener or an adapter) "
+                                           "would wait for itself");
+                }
+            }
             if (stopped_) {
                 return {};
             }
             stopped_ = true;
+            started = live_.exchange(false, std::memory_order_acq_rel);
+            // A submit or redrive past its check finishes its push first: what it stores is
+            // then handed back below or left in the store, never stranded.
+            while (submitting_ != 0) {
+                idle_.wait(lock.native());
+            }
         }
         shut_down();
         std::vector<PendingDelivery<Message>> left;
-        if (own_queue_ == nullptr) {
+        if (own_queue_ == nullptr || !started) {
             return left;
         }
-        if (!live_.load(std::memory_order_acquire)) {
-            return left;  // never started: nothing was queued
-        }
-        for (const QueuedMessage& q : static_cast<QueueStore&>(*own_queue_).list()) {
+        QueueStore& own = *own_queue_;
+        for (QueuedMessage& q : own.list()) {
             Envelope env;
-            if (!decode_envelope(q.payload, env)) {
+            std::optional<Message> message;
+            if (decode_envelope(q.payload, env)) {
+                try {
+                    message.emplace(decode_(env.body));
+                } catch (...) {  // NOLINT(bugprone-empty-catch): buried raw below
+                }
+            }
+            if (message) {
+                left.push_back(PendingDelivery<Message>{q.id, std::move(*message),
+                                                        std::move(env.route), q.due});
+                own.remove(q.id);
                 continue;
             }
-            try {
-                left.push_back(
-                    PendingDelivery<Message>{q.id, decode_(env.body), std::move(env.route), q.due});
-                own_queue_->remove(q.id);
-            } catch (...) {  // NOLINT(bugprone-empty-catch): an undecodable message stays queued
+            // Unreadable: it cannot be handed back as a Message, so it goes to the dead-letter
+            // store raw rather than die with the engine.
+            DeadLetter d;
+            d.type = options_.name;
+            d.payload = q.payload;
+            d.error = "the queued bytes could not be decoded at stop()";
+            d.reason = DeadLetterReason::rejected;
+            d.tags = {"undecodable:" + options_.name, "message:" + q.id};
+            if (store_letter(d, q.id)) {
+                own.remove(q.id);
             }
         }
         return left;
@@ -15349,6 +15394,15 @@ public:
                       c.retries);
         w.add_counter("bulwark_delivery_redriven_total", "Dead letters put back in the queue.", l,
                       c.redriven);
+        w.add_counter("bulwark_delivery_submitted_total", "Messages accepted by submit.", l,
+                      c.submitted);
+        w.add_counter("bulwark_delivery_lease_lost_total",
+                      "Passes that ended after their lease had run out.", l, c.lease_lost);
+        w.add_counter("bulwark_delivery_dead_letter_failures_total",
+                      "Adds the dead-letter store refused (retried).", l, c.dead_letter_failures);
+        w.add_counter("bulwark_delivery_undecodable_total",
+                      "Queued messages that could not be read (dead-lettered raw).", l,
+                      c.undecodable);
         w.add_counter("bulwark_delivery_duplicates_suppressed_total",
                       "Messages leased again after they were sent, not resent.", l,
                       c.duplicates_suppressed);
@@ -15405,7 +15459,13 @@ private:
         WallTime first_try{};                    // zero until the first pass
         Duration previous{0};                    // the last backoff
         std::vector<DeadLetterAttempt> history;  // bounded
-        std::string body;                        // the encoded message
+        // Set once the message is bound for the dead-letter store and the store refused it:
+        // later passes only retry the add (the route is not tried again).
+        bool burying = false;
+        DeadLetterReason bury_reason = DeadLetterReason::retries_exhausted;
+        std::string bury_error;
+        Duration store_wait{0};  // the last wait after the store refused
+        std::string body;        // the encoded message
     };
 
     struct Record {
@@ -15420,6 +15480,10 @@ private:
         std::string error;
         std::string dead_letter_id;
         bool busy = false;  // a worker of this engine is on it
+        // The redrive generation of the copy the status is about: a final status holds back
+        // copies of that generation or older (the ledger), never a newer (redriven) one.
+        std::uint32_t generation = 0;
+        std::uint64_t finish_seq = 0;  // its entry in finished_ (0: none)
     };
 
     static constexpr std::uint8_t envelope_version = 1;
@@ -15656,6 +15720,10 @@ private:
             w.str(a.channel);
             w.str(a.error);
         }
+        w.u8(env.burying ? 1 : 0);
+        w.u8(static_cast<std::uint8_t>(env.bury_reason));
+        w.str(env.bury_error);
+        w.i64(static_cast<std::int64_t>(env.store_wait.count()));
         w.str(env.body);
         return out;
     }
@@ -15680,8 +15748,15 @@ private:
             a.channel = r.str();
             a.error = r.str();
         }
+        const std::uint8_t burying = r.u8();
+        const std::uint8_t reason = r.u8();
+        env.burying = burying == 1;
+        env.bury_reason = static_cast<DeadLetterReason>(reason);
+        env.bury_error = r.str();
+        env.store_wait = Duration(r.i64());
         env.body = r.str();
-        return r.ok() && r.at_end() && env.previous >= Duration::zero();
+        return r.ok() && r.at_end() && env.previous >= Duration::zero() && burying <= 1 &&
+               reason < dead_letter_reason_count && env.store_wait >= Duration::zero();
     }
 
     void enter(Record& r, MessageStatus status, WallTime at) BULWARK_REQUIRES(mutex_) {
@@ -15692,13 +15767,16 @@ private:
 
     // A finished message joins the retention list; the oldest finished beyond the limits are
     // forgotten.
-    void finished(const std::string& id, WallTime at) BULWARK_REQUIRES(mutex_) {
-        finished_.emplace_back(at, id);
+    void finished(Record& r, const std::string& id, WallTime at) BULWARK_REQUIRES(mutex_) {
+        r.finish_seq = ++finish_seq_;
+        finished_.push_back(Finished{at, r.finish_seq, id});
         while (!finished_.empty() && (finished_.size() > options_.max_tracked ||
-                                      at - finished_.front().first > options_.track_for)) {
-            const auto it = records_.find(finished_.front().second);
-            // A redriven message is tracked again: only a final record is forgotten.
-            if (it != records_.end() && is_final(it->second.status) && !it->second.busy) {
+                                      at - finished_.front().at > options_.track_for)) {
+            const auto it = records_.find(finished_.front().id);
+            // Only the record's latest finish counts (a redriven message finishes again), and
+            // only a final record is forgotten.
+            if (it != records_.end() && it->second.finish_seq == finished_.front().seq &&
+                is_final(it->second.status) && !it->second.busy) {
                 if (!it->second.external_id.empty()) {
                     external_ids_.erase(it->second.external_id);
                 }
@@ -15759,6 +15837,17 @@ private:
     // One pass of one leased message over its route.
     void pass(QueuedMessage& q, Routing& routing) {
         const WallTime now = clock_.wall_now();
+        // A batch is worked through in turn: a message whose lease ran out meanwhile may be
+        // another worker's now; one whose lease is half gone gets a fresh one first.
+        if (q.lease_until <= now) {
+            return;
+        }
+        if (q.lease_until - now < options_.lease / 2) {
+            if (!queue_->extend(q.id, q.lease, now + options_.lease)) {
+                return;
+            }
+            q.lease_until = now + options_.lease;
+        }
         Envelope env;
         std::optional<Message> message;
         std::string unreadable;
@@ -15781,9 +15870,10 @@ private:
             return;
         }
 
-        // The ledger: a message this engine has sent is not sent again, nor one a worker of
-        // this engine is still on (its lease ran out meanwhile).
-        enum class Turnout { fresh, sent_already, busy };
+        // The ledger: a copy of a message this engine has finished (sent, or dead-lettered
+        // and not redriven since) is not tried again, nor one a worker of this engine is still
+        // on (its lease ran out meanwhile).
+        enum class Turnout { fresh, finished_already, busy };
         Turnout turnout = Turnout::fresh;
         MessageStatus from = MessageStatus::queued;
         {
@@ -15792,19 +15882,20 @@ private:
             if (r.route.empty()) {
                 r.route = env.route;
             }
-            if (is_final(r.status)) {
-                turnout = Turnout::sent_already;
+            if (is_final(r.status) && env.generation <= r.generation) {
+                turnout = Turnout::finished_already;
                 ++counters_.duplicates_suppressed;
             } else if (r.busy) {
                 turnout = Turnout::busy;
             } else {
                 r.busy = true;
+                r.generation = env.generation;
                 ++in_flight_;
                 from = r.status;
                 enter(r, MessageStatus::sending, now);
             }
         }
-        if (turnout == Turnout::sent_already) {
+        if (turnout == Turnout::finished_already) {
             queue_->complete(q.id, q.lease);
             return;
         }
@@ -15813,14 +15904,43 @@ private:
             return;
         }
         listeners_.emit(StatusChange{q.id, from, MessageStatus::sending, now, {}});
+        try {
+            attempt(q, routing, env, *message, now);
+        } catch (...) {
+            // A store failed (release, complete): the message stays leased and comes back when
+            // the lease runs out; it must not stay "sending" in the ledger meanwhile.
+            abandon(q.id);
+            throw;
+        }
+    }
 
+    void abandon(const std::string& id) noexcept {
+        detail::LockGuard lock(mutex_);
+        const auto it = records_.find(id);
+        if (it != records_.end() && it->second.busy) {
+            it->second.busy = false;
+            --in_flight_;
+            it->second.status = MessageStatus::queued;
+        }
+        idle_.notify_all();
+    }
+
+    void attempt(QueuedMessage& q, Routing& routing, Envelope& env, const Message& message,
+                 WallTime now) {
+        std::vector<DeliveryAttempt> made;
+        if (env.burying) {
+            // Bound for the dead-letter store, which refused it last time: only the add again.
+            bury_message(q, env, made, env.bury_reason, env.bury_error);
+            return;
+        }
         if (env.first_try == WallTime{}) {
             env.first_try = now;
         }
         const std::uint32_t pass_number = q.attempts + 1;
-        Context ctx;
+        // The operation is the message id: an adapter's idempotency key.
+        Context ctx(q.id);
         Turn turn;
-        turn.message = &*message;
+        turn.message = &message;
         turn.ctx = &ctx;
         turn.fallback_on_permanent = fallback_on_permanent(routing, env.route);
         const TimePoint started = clock_.now();
@@ -15831,7 +15951,6 @@ private:
         } catch (...) {
             route_error = describe(std::current_exception());
         }
-        std::vector<DeliveryAttempt> made;
         if (result) {
             made = audit(*result, turn, pass_number, now, started);
         }
@@ -15844,7 +15963,7 @@ private:
         DeliveryFailure failure;
         std::string error = route_error;
         if (!route_error.empty()) {
-            failure.kind = DeliveryErrorKind::permanent;
+            failure.kind = DeliveryErrorKind::permanent;  // a channel no longer added
         } else {
             verdict(*result, turn, failure, error);
         }
@@ -15888,11 +16007,23 @@ private:
         }
         env.previous = wait;
         QueuedMessage back = q;
-        back.payload = encode_envelope(env);
         back.attempts = pass_number;
         back.due = now + wait;
-        const bool kept = queue_->release(back);
+        const bool kept = release_with(back, env);
         finish_pass(q.id, made, MessageStatus::queued, error, pass_number, kept);
+    }
+
+    // Releases `back` with `env` as its payload; a store that finds it too large gets it
+    // without its history (the history is what grows).
+    bool release_with(QueuedMessage& back, Envelope& env) {
+        back.payload = encode_envelope(env);
+        try {
+            return queue_->release(back);
+        } catch (const std::length_error&) {
+            env.history.clear();
+            back.payload = encode_envelope(env);
+            return queue_->release(back);
+        }
     }
 
     ChainResult<Receipt> run_route(Routing& routing, Context& ctx,
@@ -15994,11 +16125,31 @@ private:
             }
         }
         if (!turn.calls.empty()) {
+            // Described by the last call; permanent only when no channel of the pass might do
+            // better later (each called one failed permanently, none was passed over): a
+            // fallback's "no phone number" must not bury a message whose primary is down.
             const Call& last = turn.calls.back();
             failure = last.failure;
             error = last.error;
             if (!failure.code.empty()) {
                 error += " (code " + detail::clip_text(failure.code, 64) + ")";
+            }
+            bool skipped = false;
+            for (const Attempt& a : result.attempts()) {
+                skipped = skipped || !a.called();
+            }
+            const Call* retryable_call = nullptr;
+            for (const Call& c : turn.calls) {
+                if (!c.ok && retryable(c.failure.kind)) {
+                    retryable_call = &c;
+                }
+            }
+            if (retryable_call != nullptr) {
+                failure.kind = retryable_call->failure.kind;
+            } else if (skipped) {
+                failure.kind = DeliveryErrorKind::transient;
+            } else {
+                failure.kind = turn.calls.front().failure.kind;  // the primary's: bounced or not
             }
         } else {
             failure.kind = DeliveryErrorKind::transient;
@@ -16054,7 +16205,7 @@ private:
             }
             r.busy = false;
             --in_flight_;
-            finished(q.id, now);
+            finished(r, q.id, now);
             idle_.notify_all();
         }
         listeners_.emit(
@@ -16092,7 +16243,7 @@ private:
                 --in_flight_;
             }
             if (is_final(to)) {
-                finished(id, now);
+                finished(r, id, now);
             }
             idle_.notify_all();
         }
@@ -16111,13 +16262,14 @@ private:
     }
 
     // Hands the message to the dead-letter store, then takes it out of the queue: a crash
-    // between the two leaves a duplicate letter add (a no-op: same id), never a loss.
-    void bury_message(const QueuedMessage& q, Envelope& env, std::vector<DeliveryAttempt>& made,
+    // between the two repeats the add of a still pending letter with the same id (a no-op),
+    // never a loss.
+    void bury_message(QueuedMessage& q, Envelope& env, std::vector<DeliveryAttempt>& made,
                       DeadLetterReason reason, const std::string& error) {
         DeadLetter d;
-        d.id = q.id;
+        std::string base = q.id;
         if (env.generation > 0) {
-            d.id += "~" + std::to_string(env.generation);
+            base += "~" + std::to_string(env.generation);
         }
         d.type = env.route.empty() ? options_.name : env.route.front();
         d.payload = env.body;
@@ -16129,31 +16281,43 @@ private:
             d.tags.push_back("origin:" + env.origin);
         }
         d.attempts = env.history;
-        const std::uint32_t passes = q.attempts + 1;
-        if (!store_letter(d)) {
-            // The store refused (full, an I/O error): the message stays queued and the letter
-            // is tried again later, without spending a pass.
+        const std::uint32_t passes = env.burying ? q.attempts : q.attempts + 1;
+        if (!store_letter(d, base)) {
+            // The store refused (full, an I/O error): the message stays queued, bound for the
+            // store; later passes retry only the add, waiting longer each time (1 s doubling
+            // to 5 minutes), and call no adapter.
+            env.burying = true;
+            env.bury_reason = reason;
+            env.bury_error = error;
+            env.store_wait =
+                std::min<Duration>(std::max<Duration>(2 * env.store_wait, std::chrono::seconds(1)),
+                                   std::chrono::minutes(5));
             QueuedMessage back = q;
-            back.payload = encode_envelope(env);
-            back.due = clock_.wall_now() + std::chrono::seconds(30);
-            const bool kept = queue_->release(back);
-            finish_pass(q.id, made, MessageStatus::queued, error, q.attempts, kept);
+            back.attempts = passes;
+            back.due = clock_.wall_now() + env.store_wait;
+            const bool kept = release_with(back, env);
+            finish_pass(q.id, made, MessageStatus::queued, error, passes, kept);
             return;
         }
-        const bool kept = queue_->complete(q.id, q.lease);
+        bool kept = false;
+        try {
+            kept = queue_->complete(q.id, q.lease);
+        } catch (
+            ...) {  // NOLINT(bugprone-empty-catch): leased again later, the ledger completes it
+        }
         finish_pass(q.id, made, MessageStatus::dead_lettered, error, passes, kept, d.id);
     }
 
     // A message the engine cannot read: its raw bytes go to the dead-letter store.
     void bury_raw(const QueuedMessage& q, const std::string& why) {
         DeadLetter d;
-        d.id = q.id;
         d.type = options_.name;
         d.payload = q.payload;
         d.error = why;
         d.reason = DeadLetterReason::rejected;
-        d.tags = {"engine:" + options_.name, "message:" + q.id, "undecodable"};
-        if (!store_letter(d)) {
+        // Not "engine:<name>": a redrive of this engine's letters leaves it alone.
+        d.tags = {"undecodable:" + options_.name, "message:" + q.id};
+        if (!store_letter(d, q.id)) {
             give_back(q, clock_.wall_now() + std::chrono::seconds(30));
             return;
         }
@@ -16162,8 +16326,19 @@ private:
         finish_pass(q.id, none, MessageStatus::dead_lettered, why, q.attempts, kept, d.id);
     }
 
-    bool store_letter(DeadLetter& d) {
+    // Adds `d` under `base`, or under base~2, base~3... when a letter that is no longer pending
+    // holds the id (a message dead-lettered again after a redrive): a pending letter with the
+    // id is this same letter, added before a crash (the add is then a no-op).
+    bool store_letter(DeadLetter& d, const std::string& base) {
         try {
+            d.id = base;
+            for (int n = 2; n < 1000; ++n) {
+                const std::optional<DeadLetter> held = dead_letters_.get(d.id);
+                if (!held || held->status == DeadLetterStatus::pending) {
+                    break;
+                }
+                d.id = base + "~" + std::to_string(n);
+            }
             detail::fit_letter(d, dead_letters_.limits());
             dead_letters_.add(d);
             return true;
@@ -16192,8 +16367,7 @@ private:
                     static_cast<std::uint32_t>(std::strtoul(tag.c_str() + 11, nullptr, 10));
             }
         }
-        if (!ours || id.empty() ||
-            std::find(d.tags.begin(), d.tags.end(), "undecodable") != d.tags.end()) {
+        if (!ours || id.empty()) {
             return false;
         }
         Envelope env;
@@ -16207,38 +16381,56 @@ private:
         q.id = id;
         q.payload = encode_envelope(env);
         q.enqueued = now;
-        {
-            detail::LockGuard lock(mutex_);
-            const auto spacing = std::chrono::duration_cast<Duration>(
-                std::chrono::duration<double>(1.0 / options_.redrive_rate));
-            next_redrive_ = std::max(next_redrive_, now);
-            q.due = next_redrive_;
-            next_redrive_ = q.due + spacing;
-        }
+        const auto spacing = std::chrono::duration_cast<Duration>(
+            std::chrono::duration<double>(1.0 / options_.redrive_rate));
         StatusChange change{};
+        std::optional<Record> before;
         {
             detail::LockGuard lock(mutex_);
+            if (stopped_) {
+                throw QueueStoppedError("bulwark::DeliveryEngine '" + options_.name +
+                                        "': redrive after stop()");
+            }
+            q.due = std::max(next_redrive_, now);
+            const auto it = records_.find(id);
+            if (it != records_.end()) {
+                before = it->second;
+            }
             Record& r = records_[id];
             change.from = r.status;
             r.route = env.route;
             r.passes = 0;
+            r.numbered = 0;
             r.error.clear();
+            r.generation = env.generation;
             enter(r, MessageStatus::queued, now);
+            ++submitting_;
         }
         try {
             queue_->push(q);
         } catch (...) {
             detail::LockGuard lock(mutex_);
-            Record& r = records_[id];
-            if (r.status == MessageStatus::queued && !r.busy) {
-                enter(r, change.from, now);
+            --submitting_;
+            --counters_.entered[static_cast<std::size_t>(MessageStatus::queued)];
+            const auto it = records_.find(id);
+            if (it != records_.end() && !it->second.busy) {
+                if (before) {
+                    it->second = std::move(*before);
+                } else {
+                    records_.erase(it);
+                }
             }
+            idle_.notify_all();
             throw;
         }
         {
             detail::LockGuard lock(mutex_);
+            --submitting_;
+            // The next redrive's slot, once this one is in the queue.
+            next_redrive_ = std::max(next_redrive_, q.due + spacing);
             ++counters_.redriven;
             wake_.notify_all();
+            idle_.notify_all();
         }
         change.id = id;
         change.to = MessageStatus::queued;
@@ -16301,9 +16493,10 @@ private:
             wake_.notify_all();
         }
         for (std::thread& t : workers_) {
-            if (t.joinable()) {
-                t.join();
+            if (!t.joinable()) {
+                continue;
             }
+            t.join();
         }
         workers_.clear();
     }
@@ -16336,7 +16529,13 @@ private:
     std::condition_variable idle_;  // a pass ended
     std::unordered_map<std::string, Record> records_ BULWARK_GUARDED_BY(mutex_);
     std::unordered_map<std::string, std::string> external_ids_ BULWARK_GUARDED_BY(mutex_);
-    std::deque<std::pair<WallTime, std::string>> finished_ BULWARK_GUARDED_BY(mutex_);
+    struct Finished {
+        WallTime at;
+        std::uint64_t seq;
+        std::string id;
+    };
+    std::deque<Finished> finished_ BULWARK_GUARDED_BY(mutex_);
+    std::uint64_t finish_seq_ BULWARK_GUARDED_BY(mutex_) = 0;
     DeliveryEngineCounters counters_ BULWARK_GUARDED_BY(mutex_);
     std::size_t in_flight_ BULWARK_GUARDED_BY(mutex_) = 0;
     std::size_t submitting_ BULWARK_GUARDED_BY(mutex_) = 0;
