@@ -295,11 +295,12 @@ public:
     }
 
     // Adds a channel. `adapter` is a callable or an object with a send member, taking the message
-    // (and optionally a Context& that is cancelled when the engine stops) and returning a
-    // Receipt; failures are exceptions, classified by `classifier` (DeliveryError says its own
-    // kind). An object passed as an lvalue is used by reference and must outlive the engine;
-    // anything else is moved in. Throws std::invalid_argument for an empty or duplicate name or
-    // invalid options. May be called while the engine runs.
+    // (and optionally a Context&: its operation() is the message id, an idempotency key) and
+    // returning a Receipt; failures are exceptions, classified by `classifier` (DeliveryError
+    // says its own kind). It is called from every worker at once. An object with a send member
+    // passed as an lvalue is used by reference and must outlive the engine; a callable, or an
+    // rvalue, is copied or moved in. Throws std::invalid_argument for an empty or duplicate name,
+    // a name with ',', or invalid options. May be called while the engine runs.
     template <class A>
     DeliveryEngine& add_channel(const std::string& name, A&& adapter, ChannelOptions options = {},
                                 const DeliveryClassifier& classifier = {}) {
@@ -1970,8 +1971,8 @@ private:
     std::unordered_map<std::string, Record> records_ BULWARK_GUARDED_BY(mutex_);
     std::unordered_map<std::string, std::string> external_ids_ BULWARK_GUARDED_BY(mutex_);
     struct Finished {
-        WallTime at;
-        std::uint64_t seq;
+        WallTime at{};
+        std::uint64_t seq = 0;
         std::string id;
     };
     std::deque<Finished> finished_ BULWARK_GUARDED_BY(mutex_);
