@@ -12525,6 +12525,7 @@ private:
 #ifndef BULWARK_IN_MEMORY_QUEUE_STORE_HPP
 #define BULWARK_IN_MEMORY_QUEUE_STORE_HPP
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -12695,7 +12696,7 @@ public:
             }
         } catch (...) {
             for (std::size_t i = 0; i < done; ++i) {
-                erase(messages[i].id);
+                erase(find(messages[i].id));
             }
             throw;
         }
@@ -12704,73 +12705,84 @@ public:
     std::vector<QueuedMessage> claim(WallTime now, std::size_t max, Duration lease_for) override {
         std::vector<QueuedMessage> out;
         detail::LockGuard lock(mutex_);
+        if (ready_.empty() || ready_.begin()->first > now) {
+            return out;
+        }
+        out.reserve(std::min(max, ready_.size()));
         while (out.size() < max && !ready_.empty() && ready_.begin()->first <= now) {
             auto node = ready_.begin();
-            Entry& e = *node->second;
-            ready_.erase(node);
+            Node& n = *node->second;
+            Entry& e = n.second;
             if (e.message.lease == 0) {
                 ++leased_;
             }
             e.message.lease = ++last_lease_;
             e.message.lease_until = now + lease_for;
             ++e.message.claims;
-            e.ready = ready_.emplace(e.message.lease_until, &e);
-            out.push_back(e.message);
+            // The node is reused under its new key (no allocation): extract, rekey, reinsert.
+            auto handle = ready_.extract(node);
+            handle.key() = e.message.lease_until;
+            e.ready = ready_.insert(std::move(handle));
+            out.push_back(copy(n));
         }
         return out;
     }
 
     bool complete(std::string_view id, std::uint64_t lease) override {
         detail::LockGuard lock(mutex_);
-        Entry* e = leased(id, lease);
-        if (e == nullptr) {
+        const auto it = leased(id, lease);
+        if (it == entries_.end()) {
             return false;
         }
-        erase(e->message.id);
+        erase(it);
         return true;
     }
 
     bool release(const QueuedMessage& message) override {
         detail::LockGuard lock(mutex_);
-        Entry* e = leased(message.id, message.lease);
-        if (e == nullptr) {
+        const auto it = leased(message.id, message.lease);
+        if (it == entries_.end()) {
             return false;
         }
-        ready_.erase(e->ready);
-        e->message.payload = message.payload;
-        e->message.due = message.due;
-        e->message.attempts = message.attempts;
-        e->message.lease = 0;
-        e->message.lease_until = WallTime{};
+        Entry& e = it->second;
+        e.message.payload = message.payload;
+        e.message.due = message.due;
+        e.message.attempts = message.attempts;
+        e.message.lease = 0;
+        e.message.lease_until = WallTime{};
         --leased_;
-        e->ready = ready_.emplace(e->message.due, e);
+        rekey(e, e.message.due);
         return true;
     }
 
     bool extend(std::string_view id, std::uint64_t lease, WallTime until) override {
         detail::LockGuard lock(mutex_);
-        Entry* e = leased(id, lease);
-        if (e == nullptr) {
+        const auto it = leased(id, lease);
+        if (it == entries_.end()) {
             return false;
         }
-        ready_.erase(e->ready);
-        e->message.lease_until = until;
-        e->ready = ready_.emplace(until, e);
+        it->second.message.lease_until = until;
+        rekey(it->second, until);
         return true;
     }
 
     bool remove(std::string_view id) override {
         detail::LockGuard lock(mutex_);
-        return erase(id);
+        const auto it = find(id);
+        if (it == entries_.end()) {
+            return false;
+        }
+        erase(it);
+        return true;
     }
 
     std::optional<QueuedMessage> get(std::string_view id) const override {
         detail::LockGuard lock(mutex_);
-        auto it = entries_.find(std::string(id));
+        const auto it = find(id);
         if (it == entries_.end()) {
             return std::nullopt;
         }
-        return it->second.message;
+        return copy(*it);
     }
 
     std::size_t size() const override {
@@ -12790,7 +12802,7 @@ public:
         std::vector<QueuedMessage> out;
         detail::LockGuard lock(mutex_);
         for (auto it = ready_.begin(); it != ready_.end() && out.size() < limit; ++it) {
-            out.push_back(it->second->message);
+            out.push_back(copy(*it->second));
         }
         return out;
     }
@@ -12801,11 +12813,39 @@ public:
     }
 
 private:
+    struct Entry;
+    using Map = std::unordered_map<std::string, Entry>;
+    using Node = Map::value_type;
+
+    // A message's id is its key in entries_ only (message.id stays empty): one copy of it, and
+    // lookups by string_view go through scratch_ rather than a fresh string.
     struct Entry {
         QueuedMessage message;
         // Its node in ready_: keyed by due while not leased, by lease_until while leased.
-        std::multimap<WallTime, Entry*>::iterator ready;
+        std::multimap<WallTime, Node*>::iterator ready;
     };
+
+    static QueuedMessage copy(const Node& n) {
+        QueuedMessage m = n.second.message;
+        m.id = n.first;
+        return m;
+    }
+
+    // Moves e's node in ready_ to `key`, reusing it.
+    void rekey(Entry& e, WallTime key) BULWARK_REQUIRES(mutex_) {
+        auto handle = ready_.extract(e.ready);
+        handle.key() = key;
+        e.ready = ready_.insert(std::move(handle));
+    }
+
+    Map::const_iterator find(std::string_view id) const BULWARK_REQUIRES(mutex_) {
+        scratch_.assign(id.data(), id.size());
+        return entries_.find(scratch_);
+    }
+    Map::iterator find(std::string_view id) BULWARK_REQUIRES(mutex_) {
+        scratch_.assign(id.data(), id.size());
+        return entries_.find(scratch_);
+    }
 
     [[noreturn]] BULWARK_NOINLINE void full() const {
         throw QueueFullError("bulwark::InMemoryQueueStore is full (max_size " +
@@ -12825,47 +12865,44 @@ private:
                                            "' is already queued");
         }
         Entry& e = it->second;
-        e.message = message;
-        e.message.claims = 0;
-        e.message.lease = 0;
-        e.message.lease_until = WallTime{};
         try {
-            e.ready = ready_.emplace(e.message.due, &e);
+            e.message.payload = message.payload;
+            e.message.due = message.due;
+            e.message.enqueued = message.enqueued;
+            e.message.attempts = message.attempts;
+            e.ready = ready_.emplace(e.message.due, &*it);
         } catch (...) {
             entries_.erase(it);
             throw;
         }
     }
 
-    bool erase(std::string_view id) BULWARK_REQUIRES(mutex_) {
-        auto it = entries_.find(std::string(id));
-        if (it == entries_.end()) {
-            return false;
-        }
+    void erase(Map::iterator it) BULWARK_REQUIRES(mutex_) {
         if (it->second.message.lease != 0) {
             --leased_;
         }
         ready_.erase(it->second.ready);
         entries_.erase(it);
-        return true;
     }
 
-    Entry* leased(std::string_view id, std::uint64_t lease) BULWARK_REQUIRES(mutex_) {
+    // The entry leased under `lease`, or end().
+    Map::iterator leased(std::string_view id, std::uint64_t lease) BULWARK_REQUIRES(mutex_) {
         if (lease == 0) {
-            return nullptr;
+            return entries_.end();
         }
-        auto it = entries_.find(std::string(id));
+        const auto it = find(id);
         if (it == entries_.end() || it->second.message.lease != lease) {
-            return nullptr;
+            return entries_.end();
         }
-        return &it->second;
+        return it;
     }
 
     const std::size_t max_size_;
     mutable detail::Mutex mutex_;
-    // Node-based: Entry addresses stay valid while the map grows.
-    std::unordered_map<std::string, Entry> entries_ BULWARK_GUARDED_BY(mutex_);
-    std::multimap<WallTime, Entry*> ready_ BULWARK_GUARDED_BY(mutex_);
+    // Node-based: node addresses stay valid while the map grows.
+    Map entries_ BULWARK_GUARDED_BY(mutex_);
+    std::multimap<WallTime, Node*> ready_ BULWARK_GUARDED_BY(mutex_);
+    mutable std::string scratch_ BULWARK_GUARDED_BY(mutex_);  // the key of the last lookup
     std::size_t leased_ BULWARK_GUARDED_BY(mutex_) = 0;
     std::uint64_t last_lease_ BULWARK_GUARDED_BY(mutex_) = 0;
 };
