@@ -6781,6 +6781,16 @@ public:
         pos_ += n;
         return s;
     }
+    // As str(), without the copy: a view into the bytes being read (valid while they are).
+    std::string_view view() noexcept {
+        const std::uint32_t n = u32();
+        if (!need(n)) {
+            return {};
+        }
+        const std::string_view s = bytes_.substr(pos_, n);
+        pos_ += n;
+        return s;
+    }
     std::vector<std::string> strs() {
         const std::uint32_t n = u32();
         std::vector<std::string> v;
@@ -10377,6 +10387,7 @@ public:
     const T* begin() const noexcept { return data(); }
     const T* end() const noexcept { return data() + size_; }
     T& back() noexcept { return data()[size_ - 1]; }
+    const T& back() const noexcept { return data()[size_ - 1]; }
 
 private:
     std::array<T, N> inline_{};
@@ -12910,6 +12921,7 @@ private:
 }  // namespace bulwark
 
 #endif  // BULWARK_IN_MEMORY_QUEUE_STORE_HPP
+// #include <bulwark/inline_vector.hpp> (already included above)
 // #include <bulwark/message_status.hpp> (already included above)
 // #include <bulwark/metrics_writer.hpp> (already included above)
 // #include <bulwark/queue_store.hpp> (already included above)
@@ -14564,6 +14576,7 @@ public:
         }
         encode_ = std::move(encode);
         decode_ = std::move(decode);
+        plain_codec_ = false;
         return *this;
     }
 
@@ -14709,9 +14722,13 @@ public:
     // As submit(), for its first attempt at `when` (wall time: a scheduled send outlives a
     // restart with a durable queue).
     std::string submit_at(Message message, WallTime when, std::vector<std::string> channels = {}) {
-        std::vector<Message> one;
-        one.push_back(std::move(message));
-        return submit_batch(std::move(one), when, std::move(channels)).front();
+        start();
+        check_route(channels);
+        const WallTime now = clock_.wall_now();
+        // One message: push() rather than push_all(), and no vectors of messages or ids.
+        QueuedMessage q = make_queued(message, channels, when, now);
+        enqueue(&q, 1, channels, now, [&] { queue_->push(q); });
+        return std::move(q.id);
     }
 
     // As submit_at(), with `when` on the engine's clock.
@@ -14728,61 +14745,14 @@ public:
         const WallTime now = clock_.wall_now();
         std::vector<QueuedMessage> batch;
         batch.reserve(messages.size());
-        std::vector<std::string> ids;
-        ids.reserve(messages.size());
         for (const Message& m : messages) {
-            Envelope env;
-            env.route = channels;
-            env.body = encode_(m);
-            QueuedMessage q;
-            q.id = next_id();
-            q.payload = encode_envelope(env);
-            q.due = when;
-            q.enqueued = now;
-            ids.push_back(q.id);
-            batch.push_back(std::move(q));
+            batch.push_back(make_queued(m, channels, when, now));
         }
-        // The records first: a worker may take a message as soon as it is pushed.
-        {
-            detail::LockGuard lock(mutex_);
-            if (stopped_) {
-                throw QueueStoppedError("bulwark::DeliveryEngine '" + options_.name +
-                                        "': submit after stop()");
-            }
-            for (const QueuedMessage& q : batch) {
-                Record& r = records_[q.id];
-                r.route = channels;
-                enter(r, MessageStatus::queued, now);
-            }
-            ++submitting_;
-        }
-        try {
-            queue_->push_all(batch);
-        } catch (...) {
-            detail::LockGuard lock(mutex_);
-            --submitting_;
-            for (const QueuedMessage& q : batch) {
-                // push_all() may have stored some: those stay tracked.
-                const auto it = records_.find(q.id);
-                if (it != records_.end() && it->second.status == MessageStatus::queued &&
-                    !it->second.busy && !queue_->get(q.id)) {
-                    records_.erase(it);
-                    --counters_.entered[static_cast<std::size_t>(MessageStatus::queued)];
-                }
-            }
-            idle_.notify_all();
-            throw;
-        }
-        {
-            detail::LockGuard lock(mutex_);
-            --submitting_;
-            counters_.submitted += batch.size();
-            wake_.notify_all();
-        }
-        for (const std::string& id : ids) {
-            listeners_.emit_with([&] {
-                return StatusChange{id, MessageStatus::queued, MessageStatus::queued, now, {}};
-            });
+        enqueue(batch.data(), batch.size(), channels, now, [&] { queue_->push_all(batch); });
+        std::vector<std::string> ids;
+        ids.reserve(batch.size());
+        for (QueuedMessage& q : batch) {
+            ids.push_back(std::move(q.id));
         }
         return ids;
     }
@@ -14825,7 +14795,9 @@ public:
         m.id = it->first;
         m.status = r.status;
         m.since = r.since;
-        m.channels = r.route;
+        if (r.route != nullptr) {
+            m.channels = *r.route;
+        }
         m.channel = r.channel;
         m.external_id = r.external_id;
         m.error = r.error;
@@ -14938,8 +14910,10 @@ public:
                     return false;
                 }
                 if (options_.workers != 0) {
+                    ++draining_;
                     clock_.wait_until(idle_, lock.native(),
                                       std::min(deadline, clock_.now() + options_.poll_interval));
+                    --draining_;
                     continue;
                 }
             }
@@ -15096,7 +15070,8 @@ private:
         const Message* message = nullptr;
         Context* ctx = nullptr;
         bool fallback_on_permanent = false;
-        std::vector<Call> calls;
+        // Inline: a pass usually calls one or two adapters, and allocates nothing for them.
+        InlineVector<Call, 2> calls;
     };
 
     using Chain = FallbackChain<Receipt(Turn&)>;
@@ -15118,14 +15093,19 @@ private:
         WallTime first_try{};                    // zero until the first pass
         Duration previous{0};                    // the last backoff
         std::vector<DeadLetterAttempt> history;  // bounded
-        std::string body;                        // the encoded message
+        // The encoded message: a view into the bytes the envelope was decoded from (or the
+        // letter it is redriven from), which outlive it.
+        std::string_view body;
     };
 
     struct Record {
         MessageStatus status = MessageStatus::queued;
         std::array<WallTime, message_status_count> since{};
-        std::vector<std::string> route;
-        std::deque<DeliveryAttempt> attempts;
+        // As submitted (shared with the records of the same route); null for none.
+        std::shared_ptr<const std::vector<std::string>> route;
+        // The newest max_attempts_kept, oldest first. A vector: no allocation until the first
+        // attempt (a deque allocates on construction), and overflow is rare.
+        std::vector<DeliveryAttempt> attempts;
         std::uint32_t numbered = 0;  // attempts numbered so far
         std::uint32_t passes = 0;
         std::string channel;
@@ -15214,6 +15194,7 @@ private:
             decode_ = [](std::string_view bytes) {
                 return Message(bytes);
             };
+            plain_codec_ = true;
         } else {
             detail::throw_invalid_argument(
                 "bulwark::DeliveryEngine '" + options_.name +
@@ -15344,6 +15325,111 @@ private:
         }
     }
 
+    // A message as submitted, encoded for the queue store.
+    QueuedMessage make_queued(const Message& m, const std::vector<std::string>& route,
+                              WallTime when, WallTime now) {
+        QueuedMessage q;
+        q.id = next_id();
+        q.due = when;
+        q.enqueued = now;
+        if constexpr (std::is_convertible<const Message&, std::string_view>::value) {
+            if (plain_codec_) {
+                // The default codec's bytes are the string itself: no copy of it on the way.
+                q.payload =
+                    encode_envelope(route, 0, {}, WallTime{}, Duration{0}, {}, std::string_view(m));
+                return q;
+            }
+        }
+        const std::string body = encode_(m);
+        q.payload = encode_envelope(route, 0, {}, WallTime{}, Duration{0}, {}, body);
+        return q;
+    }
+
+    // Tracks the messages [first, first + n), stores them (`push` hands them to the queue store;
+    // on a throw, those it did not store are forgotten again) and announces them.
+    template <class Push>
+    void enqueue(QueuedMessage* first, std::size_t n, const std::vector<std::string>& channels,
+                 WallTime now, Push&& push) {
+        // The records first: a worker may take a message as soon as it is pushed.
+        {
+            detail::LockGuard lock(mutex_);
+            if (stopped_) {
+                throw QueueStoppedError("bulwark::DeliveryEngine '" + options_.name +
+                                        "': submit after stop()");
+            }
+            const std::shared_ptr<const std::vector<std::string>> route = intern(channels);
+            for (std::size_t i = 0; i < n; ++i) {
+                Record& r = records_[first[i].id];
+                r.route = route;
+                enter(r, MessageStatus::queued, now);
+            }
+            ++submitting_;
+        }
+        try {
+            push();
+        } catch (...) {
+            detail::LockGuard lock(mutex_);
+            --submitting_;
+            for (std::size_t i = 0; i < n; ++i) {
+                // push_all() may have stored some: those stay tracked.
+                const auto it = records_.find(first[i].id);
+                if (it != records_.end() && it->second.status == MessageStatus::queued &&
+                    !it->second.busy && !queue_->get(first[i].id)) {
+                    records_.erase(it);
+                    --counters_.entered[static_cast<std::size_t>(MessageStatus::queued)];
+                }
+            }
+            notify_idle();
+            throw;
+        }
+        {
+            detail::LockGuard lock(mutex_);
+            --submitting_;
+            counters_.submitted += n;
+            notify_workers(n);
+        }
+        for (std::size_t i = 0; i < n; ++i) {
+            listeners_.emit_with([&] {
+                return StatusChange{
+                    first[i].id, MessageStatus::queued, MessageStatus::queued, now, {}};
+            });
+        }
+    }
+
+    // Messages were queued: a sleeping worker (if any) looks at the queue again. One message
+    // needs one worker; the ones awake find it anyway, as `pushes_` tells them not to sleep.
+    void notify_workers(std::size_t messages) BULWARK_REQUIRES(mutex_) {
+        ++pushes_;
+        if (sleeping_ == 0) {
+            return;
+        }
+        if (messages == 1) {
+            wake_.notify_one();
+        } else {
+            wake_.notify_all();
+        }
+    }
+
+    // A pass ended, or a submit gave up: drain() re-checks (a syscall only when it waits).
+    void notify_idle() BULWARK_REQUIRES(mutex_) {
+        if (draining_ != 0) {
+            idle_.notify_all();
+        }
+    }
+
+    // The shared copy of `route` for the records: the last one made is reused while submits
+    // name the same channels (most do), so a record costs no vector of its own. Null for none.
+    std::shared_ptr<const std::vector<std::string>> intern(const std::vector<std::string>& route)
+        BULWARK_REQUIRES(mutex_) {
+        if (route.empty()) {
+            return nullptr;
+        }
+        if (last_route_ == nullptr || *last_route_ != route) {
+            last_route_ = std::make_shared<const std::vector<std::string>>(route);
+        }
+        return last_route_;
+    }
+
     std::string next_id() {
         // relaxed: only needs to be unique.
         const std::uint64_t n = next_seq_.fetch_add(1, std::memory_order_relaxed);
@@ -15353,22 +15439,39 @@ private:
     WallTime to_wall(TimePoint when) const { return clock_.wall_now() + (when - clock_.now()); }
 
     static std::string encode_envelope(const Envelope& env) {
+        return encode_envelope(env.route, env.generation, env.origin, env.first_try, env.previous,
+                               env.history, env.body);
+    }
+
+    static std::string encode_envelope(const std::vector<std::string>& route,
+                                       std::uint32_t generation, std::string_view origin,
+                                       WallTime first_try, Duration previous,
+                                       const std::vector<DeadLetterAttempt>& history,
+                                       std::string_view body) {
+        // Sized up front: one allocation.
+        std::size_t size = 1 + 4 + 4 + 4 + origin.size() + 8 + 8 + 4 + 4 + body.size();
+        for (const std::string& r : route) {
+            size += 4 + r.size();
+        }
+        for (const DeadLetterAttempt& a : history) {
+            size += 8 + 4 + a.channel.size() + 4 + a.error.size();
+        }
         std::string out;
-        out.reserve(env.body.size() + 32);
+        out.reserve(size);
         detail::journal::Writer w(out);
         w.u8(envelope_version);
-        w.strs(env.route);
-        w.u32(env.generation);
-        w.str(env.origin);
-        w.time(env.first_try);
-        w.i64(static_cast<std::int64_t>(env.previous.count()));
-        w.u32(static_cast<std::uint32_t>(env.history.size()));
-        for (const DeadLetterAttempt& a : env.history) {
+        w.strs(route);
+        w.u32(generation);
+        w.str(origin);
+        w.time(first_try);
+        w.i64(static_cast<std::int64_t>(previous.count()));
+        w.u32(static_cast<std::uint32_t>(history.size()));
+        for (const DeadLetterAttempt& a : history) {
             w.time(a.at);
             w.str(a.channel);
             w.str(a.error);
         }
-        w.str(env.body);
+        w.str(body);
         return out;
     }
 
@@ -15392,7 +15495,7 @@ private:
             a.channel = r.str();
             a.error = r.str();
         }
-        env.body = r.str();
+        env.body = r.view();
         return r.ok() && r.at_end() && env.previous >= Duration::zero();
     }
 
@@ -15421,12 +15524,21 @@ private:
     }
 
     void add_attempts(Record& r, std::vector<DeliveryAttempt>& made) BULWARK_REQUIRES(mutex_) {
+        if (r.attempts.empty() && made.size() <= options_.max_attempts_kept) {
+            // A message's first pass (the usual case): its vector becomes the record's.
+            for (DeliveryAttempt& a : made) {
+                a.number = ++r.numbered;
+            }
+            r.attempts = std::move(made);
+            made.clear();
+            return;
+        }
         for (DeliveryAttempt& a : made) {
             a.number = ++r.numbered;
-            r.attempts.push_back(std::move(a));
-            if (r.attempts.size() > options_.max_attempts_kept) {
-                r.attempts.pop_front();
+            if (r.attempts.size() >= options_.max_attempts_kept) {
+                r.attempts.erase(r.attempts.begin());
             }
+            r.attempts.push_back(std::move(a));
         }
     }
 
@@ -15449,15 +15561,13 @@ private:
         }
         {
             detail::LockGuard lock(mutex_);
-            idle_.notify_all();
+            notify_idle();
         }
         return done;
     }
 
-    bool quitting() const {
-        detail::LockGuard lock(mutex_);
-        return quit_;
-    }
+    // relaxed: a late view only hands the rest of a batch back one message later.
+    bool quitting() const noexcept { return quitting_.load(std::memory_order_relaxed); }
 
     void give_back(const QueuedMessage& q, WallTime due) noexcept {
         try {
@@ -15501,8 +15611,8 @@ private:
         {
             detail::LockGuard lock(mutex_);
             Record& r = records_[q.id];
-            if (r.route.empty()) {
-                r.route = env.route;
+            if (r.route == nullptr && !env.route.empty()) {
+                r.route = intern(env.route);
             }
             if (is_final(r.status)) {
                 turnout = Turnout::sent_already;
@@ -15618,6 +15728,9 @@ private:
             }
             // No rule: the global order after it, and no other channel (a channel the rules do
             // not name may need another address).
+            if (routing.rules.global().empty()) {
+                return routing.chain.execute_route(ctx, route, turn);
+            }
             std::vector<std::string> order{route.front()};
             for (const std::string& g : routing.rules.global()) {
                 if (g != route.front()) {
@@ -15649,6 +15762,7 @@ private:
                                        TimePoint started) const {
         // Channels passed over are not attempts in the statistics; each adapter call is.
         std::vector<DeliveryAttempt> made;
+        made.reserve(result.attempts().size());
         std::size_t next_call = 0;
         FallbackReason previous = FallbackReason::none;
         for (const Attempt& a : result.attempts()) {
@@ -15767,7 +15881,7 @@ private:
             r.busy = false;
             --in_flight_;
             finished(q.id, now);
-            idle_.notify_all();
+            notify_idle();
         }
         listeners_.emit(
             StatusChange{q.id, MessageStatus::sending, MessageStatus::sent, now, channel});
@@ -15806,7 +15920,7 @@ private:
             if (is_final(to)) {
                 finished(id, now);
             }
-            idle_.notify_all();
+            notify_idle();
         }
         listeners_.emit(change);
     }
@@ -15932,7 +16046,9 @@ private:
             detail::LockGuard lock(mutex_);
             Record& r = records_[id];
             change.from = r.status;
-            r.route = env.route;
+            r.route = env.route.empty()
+                          ? nullptr
+                          : std::make_shared<const std::vector<std::string>>(env.route);
             r.passes = 0;
             r.error.clear();
             enter(r, MessageStatus::queued, now);
@@ -15950,7 +16066,7 @@ private:
         {
             detail::LockGuard lock(mutex_);
             ++counters_.redriven;
-            wake_.notify_all();
+            notify_workers(1);
         }
         change.id = id;
         change.to = MessageStatus::queued;
@@ -15972,11 +16088,13 @@ private:
 
     void work() {
         for (;;) {
+            std::uint64_t seen = 0;
             {
                 detail::LockGuard lock(mutex_);
                 if (quit_) {
                     return;
                 }
+                seen = pushes_;
             }
             std::vector<QueuedMessage> batch;
             try {
@@ -15996,12 +16114,17 @@ private:
             if (quit_) {
                 return;
             }
+            if (pushes_ != seen) {
+                continue;  // a message came in after the claim: its notify may have found no one
+            }
             Duration wait = options_.poll_interval;
             if (next) {
                 wait = std::min(wait, *next - clock_.wall_now());
             }
             if (wait > Duration::zero()) {
+                ++sleeping_;
                 clock_.wait_until(wake_, lock.native(), clock_.now() + wait);
+                --sleeping_;
             }
         }
     }
@@ -16010,6 +16133,7 @@ private:
         {
             detail::LockGuard lock(mutex_);
             quit_ = true;
+            quitting_.store(true, std::memory_order_relaxed);
             wake_.notify_all();
         }
         for (std::thread& t : workers_) {
@@ -16037,6 +16161,7 @@ private:
     // that passed start(), whose lock (or live_'s acquire) orders the write before them.
     Encoder encode_;
     Decoder decode_;
+    bool plain_codec_ = false;  // encode_ is the default one: a string's bytes are itself
     bool started_ BULWARK_GUARDED_BY(config_mutex_) = false;
 
     mutable detail::Mutex routing_mutex_;
@@ -16051,11 +16176,17 @@ private:
     std::deque<std::pair<WallTime, std::string>> finished_ BULWARK_GUARDED_BY(mutex_);
     DeliveryEngineCounters counters_ BULWARK_GUARDED_BY(mutex_);
     std::size_t in_flight_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t pushes_ BULWARK_GUARDED_BY(mutex_) = 0;  // submits and redrives so far
+    std::size_t sleeping_ BULWARK_GUARDED_BY(mutex_) = 0;  // workers waiting on wake_
+    std::size_t draining_ BULWARK_GUARDED_BY(mutex_) = 0;  // drain() calls waiting on idle_
+    std::shared_ptr<const std::vector<std::string>> last_route_ BULWARK_GUARDED_BY(mutex_);
     std::size_t submitting_ BULWARK_GUARDED_BY(mutex_) = 0;
     WallTime next_redrive_ BULWARK_GUARDED_BY(mutex_){};
     bool running_ BULWARK_GUARDED_BY(mutex_) = false;
     bool stopped_ BULWARK_GUARDED_BY(mutex_) = false;
     bool quit_ BULWARK_GUARDED_BY(mutex_) = false;
+    // quit_, for the check between two messages of a batch without the lock (set with it).
+    std::atomic<bool> quitting_{false};
     std::atomic<bool> live_{false};  // start() has run to the end
     std::vector<std::thread> workers_;
 };
