@@ -432,7 +432,10 @@ public:
     // std::invalid_argument for an unknown channel, QueueFullError when the queue store is full,
     // QueueStoppedError after stop().
     std::string submit(Message message, std::vector<std::string> channels = {}) {
-        return submit_at(std::move(message), clock_.wall_now(), std::move(channels));
+        start();
+        check_route(channels);
+        const WallTime now = clock_.wall_now();  // one clock read: due now
+        return submit_one(message, now, now, channels);
     }
 
     // As submit(), for its first attempt at `when` (wall time: a scheduled send outlives a
@@ -440,11 +443,7 @@ public:
     std::string submit_at(Message message, WallTime when, std::vector<std::string> channels = {}) {
         start();
         check_route(channels);
-        const WallTime now = clock_.wall_now();
-        // One message: push() rather than push_all(), and no vectors of messages or ids.
-        QueuedMessage q = make_queued(message, channels, when, now);
-        enqueue(&q, 1, channels, now, [&] { queue_->push(q); });
-        return std::move(q.id);
+        return submit_one(message, when, clock_.wall_now(), channels);
     }
 
     // As submit_at(), with `when` on the engine's clock.
@@ -619,7 +618,9 @@ public:
             }
             {
                 detail::UniqueLock lock(mutex_);
-                if (queue_->size() == 0 && in_flight_ == 0 && submitting_ == 0) {
+                // acquire: a submit that is over has stored its messages by then.
+                if (queue_->size() == 0 && in_flight_ == 0 &&
+                    submitting_.load(std::memory_order_acquire) == 0) {
                     return true;
                 }
                 if (clock_.now() >= deadline) {
@@ -721,7 +722,9 @@ public:
 
     DeliveryEngineCounters counters() const {
         detail::LockGuard lock(mutex_);
-        return counters_;
+        DeliveryEngineCounters c = counters_;
+        c.submitted = submitted_.load(std::memory_order_relaxed);
+        return c;
     }
 
     // The queue store in use (the engine's own unless one was given).
@@ -1041,6 +1044,14 @@ private:
         }
     }
 
+    // One message: push() rather than push_all(), and no vectors of messages or ids.
+    std::string submit_one(const Message& message, WallTime when, WallTime now,
+                           const std::vector<std::string>& channels) {
+        QueuedMessage q = make_queued(message, channels, when, now);
+        enqueue(&q, 1, channels, now, [&] { queue_->push(q); });
+        return std::move(q.id);
+    }
+
     // A message as submitted, encoded for the queue store.
     QueuedMessage make_queued(const Message& m, const std::vector<std::string>& route,
                               WallTime when, WallTime now) {
@@ -1079,13 +1090,13 @@ private:
                 r.route = route;
                 enter(r, MessageStatus::queued, now);
             }
-            ++submitting_;
+            submitting_.fetch_add(1, std::memory_order_relaxed);
         }
         try {
             push();
         } catch (...) {
             detail::LockGuard lock(mutex_);
-            --submitting_;
+            submitting_.fetch_sub(1, std::memory_order_release);
             for (std::size_t i = 0; i < n; ++i) {
                 // push_all() may have stored some: those stay tracked.
                 const auto it = records_.find(first[i].id);
@@ -1098,12 +1109,11 @@ private:
             notify_idle();
             throw;
         }
-        {
-            detail::LockGuard lock(mutex_);
-            --submitting_;
-            counters_.submitted += n;
-            notify_workers(n);
-        }
+        // No lock after the push: the counts are atomics, and a sleeping worker is woken
+        // through notify_workers() (most of the time none is asleep).
+        submitted_.fetch_add(n, std::memory_order_relaxed);
+        submitting_.fetch_sub(1, std::memory_order_release);
+        notify_workers(n);
         for (std::size_t i = 0; i < n; ++i) {
             listeners_.emit_with([&] {
                 return StatusChange{
@@ -1113,12 +1123,17 @@ private:
     }
 
     // Messages were queued: a sleeping worker (if any) looks at the queue again. One message
-    // needs one worker; the ones awake find it anyway, as `pushes_` tells them not to sleep.
-    void notify_workers(std::size_t messages) BULWARK_REQUIRES(mutex_) {
-        ++pushes_;
-        if (sleeping_ == 0) {
+    // needs one worker; the ones awake find it anyway. Called without mutex_.
+    // seq_cst, a Dekker pair with work(): this thread increments pushes_ then reads sleeping_; a
+    // worker about to sleep increments sleeping_ then reads pushes_. One of the two sees the
+    // other: the worker does not sleep, or it is woken here (under mutex_, which it holds until
+    // it waits, so the notify cannot come between its check and its wait).
+    void notify_workers(std::size_t messages) BULWARK_EXCLUDES(mutex_) {
+        pushes_.fetch_add(1, std::memory_order_seq_cst);
+        if (sleeping_.load(std::memory_order_seq_cst) == 0) {
             return;
         }
+        detail::LockGuard lock(mutex_);
         if (messages == 1) {
             wake_.notify_one();
         } else {
@@ -1782,8 +1797,8 @@ private:
         {
             detail::LockGuard lock(mutex_);
             ++counters_.redriven;
-            notify_workers(1);
         }
+        notify_workers(1);
         change.id = id;
         change.to = MessageStatus::queued;
         change.at = now;
@@ -1810,7 +1825,7 @@ private:
                 if (quit_) {
                     return;
                 }
-                seen = pushes_;
+                seen = pushes_.load(std::memory_order_seq_cst);
             }
             std::vector<QueuedMessage> batch;
             try {
@@ -1830,18 +1845,20 @@ private:
             if (quit_) {
                 return;
             }
-            if (pushes_ != seen) {
-                continue;  // a message came in after the claim: its notify may have found no one
+            sleeping_.fetch_add(1, std::memory_order_seq_cst);
+            if (pushes_.load(std::memory_order_seq_cst) != seen) {
+                // A message came in after the claim: its notify may have found no one.
+                sleeping_.fetch_sub(1, std::memory_order_seq_cst);
+                continue;
             }
             Duration wait = options_.poll_interval;
             if (next) {
                 wait = std::min(wait, *next - clock_.wall_now());
             }
             if (wait > Duration::zero()) {
-                ++sleeping_;
                 clock_.wait_until(wake_, lock.native(), clock_.now() + wait);
-                --sleeping_;
             }
+            sleeping_.fetch_sub(1, std::memory_order_seq_cst);
         }
     }
 
@@ -1892,11 +1909,13 @@ private:
     std::deque<std::pair<WallTime, std::string>> finished_ BULWARK_GUARDED_BY(mutex_);
     DeliveryEngineCounters counters_ BULWARK_GUARDED_BY(mutex_);
     std::size_t in_flight_ BULWARK_GUARDED_BY(mutex_) = 0;
-    std::uint64_t pushes_ BULWARK_GUARDED_BY(mutex_) = 0;  // submits and redrives so far
-    std::size_t sleeping_ BULWARK_GUARDED_BY(mutex_) = 0;  // workers waiting on wake_
+    std::atomic<std::uint64_t> pushes_{0};     // submits and redrives so far
+    std::atomic<std::size_t> sleeping_{0};     // workers waiting on wake_ (or about to)
+    std::atomic<std::uint64_t> submitted_{0};  // counters_.submitted, kept apart: no lock
     std::size_t draining_ BULWARK_GUARDED_BY(mutex_) = 0;  // drain() calls waiting on idle_
     std::shared_ptr<const std::vector<std::string>> last_route_ BULWARK_GUARDED_BY(mutex_);
-    std::size_t submitting_ BULWARK_GUARDED_BY(mutex_) = 0;
+    // submits between their records and the end of their push (drain() waits for them).
+    std::atomic<std::size_t> submitting_{0};
     WallTime next_redrive_ BULWARK_GUARDED_BY(mutex_){};
     bool running_ BULWARK_GUARDED_BY(mutex_) = false;
     bool stopped_ BULWARK_GUARDED_BY(mutex_) = false;
