@@ -306,16 +306,20 @@ public:
     DeliveryEngine& add_channel(std::string name, A&& adapter, ChannelOptions options = {},
                                 DeliveryClassifier classifier = {}) {
         auto slot = std::make_shared<Slot>();
-        slot->name = name;
+        // Moved through references of known types: clang-tidy cannot see a move through the
+        // dependent `slot->` and would ask for const reference parameters.
+        std::string& slot_name = slot->name;
+        slot_name = std::move(name);
+        DeliveryClassifier& slot_classifier = slot->classifier;
+        slot_classifier = std::move(classifier);
         slot->adapter = make_adapter(std::forward<A>(adapter));
         slot->options = options;
-        slot->classifier = std::move(classifier);
         slot->stats = std::make_unique<detail::ChannelStatsCell>(window_buckets());
         detail::LockGuard lock(config_mutex_);
         for (const auto& s : slots_) {
-            if (s->name == name) {
+            if (s->name == slot->name) {
                 detail::throw_invalid_option("DeliveryEngine.add_channel: name", "must be unique",
-                                             "\"" + name + "\" (already added)");
+                                             "\"" + slot->name + "\" (already added)");
             }
         }
         auto next = slots_;
@@ -900,7 +904,7 @@ private:
         if constexpr (std::is_lvalue_reference<A>::value) {
             return std::shared_ptr<T>(std::shared_ptr<T>(), &adapter);
         } else {
-            return std::make_shared<T>(std::move(adapter));
+            return std::make_shared<T>(std::forward<A>(adapter));
         }
     }
 
@@ -1571,7 +1575,7 @@ private:
         failure.retry_after = std::max(failure.retry_after, retry_after);
     }
 
-    void sent(const QueuedMessage& q, std::vector<DeliveryAttempt>& made, Receipt receipt) {
+    void sent(const QueuedMessage& q, std::vector<DeliveryAttempt>& made, const Receipt& receipt) {
         bool kept = false;
         try {
             kept = queue_->complete(q.id, q.lease);
