@@ -14906,9 +14906,11 @@ public:
             }
             {
                 detail::UniqueLock lock(mutex_);
-                // acquire: a submit that is over has stored its messages by then.
-                if (queue_->size() == 0 && in_flight_ == 0 &&
-                    submitting_.load(std::memory_order_acquire) == 0) {
+                // submitting_ first, with acquire: a submit that has decremented it has stored
+                // its messages, so the size read after it counts them (a submit cannot start its
+                // increment, under mutex_, while this check holds it).
+                if (submitting_.load(std::memory_order_acquire) == 0 && in_flight_ == 0 &&
+                    queue_->size() == 0) {
                     return true;
                 }
                 if (clock_.now() >= deadline) {
