@@ -851,3 +851,107 @@ TEST_CASE("DeliveryEngine: rules replaced and removed while workers send", "[del
     CHECK(sent == ids.size());
     CHECK(dlq.stats().pending == 0);
 }
+
+TEST_CASE("DeliveryEngine: records keep their own route and the newest max_attempts_kept attempts",
+          "[delivery]") {
+    ManualClock clock;
+    bulwark::InMemoryDeadLetterStore dlq;
+    DeliveryEngineOptions o = manual(10);
+    o.max_attempts_kept = 3;
+    DeliveryEngine<std::string> engine(FallbackRules{}, dlq, o, clock);
+    Provider email("email");
+    Provider sms("sms");
+    engine.add_channel("email", email);
+    engine.add_channel("sms", sms);
+    // Routes alternate, so that a record cannot take the route of the submit before it.
+    const std::string a = engine.submit("a", {"email"});
+    const std::string b = engine.submit("b", {"sms", "email"});
+    const std::string c = engine.submit("c", {"email"});
+    const std::string d = engine.submit("d");
+    CHECK(engine.info(a)->channels == std::vector<std::string>{"email"});
+    CHECK(engine.info(b)->channels == std::vector<std::string>{"sms", "email"});
+    CHECK(engine.info(c)->channels == std::vector<std::string>{"email"});
+    CHECK(engine.info(d)->channels.empty());
+    const auto batch = engine.submit_batch({"e", "f"}, clock.wall_now(), {"sms"});
+    REQUIRE(batch.size() == 2);
+    CHECK(engine.info(batch[1])->channels == std::vector<std::string>{"sms"});
+
+    // Two attempts per pass (sms, then email), five passes: the newest three are kept, numbered
+    // on from the ones dropped.
+    sms.down = true;
+    email.down = true;
+    for (int pass = 0; pass < 5; ++pass) {
+        engine.run_due();
+        clock.advance(10s);
+    }
+    const auto kept = engine.attempts(b);
+    REQUIRE(kept.size() == 3);
+    CHECK(kept[0].number == 8);
+    CHECK(kept[1].number == 9);
+    CHECK(kept[2].number == 10);
+    CHECK(kept[2].channel == "email");
+    CHECK(kept[2].pass == 5);
+    email.down = false;
+    engine.run_due();
+    CHECK(engine.status(b) == MessageStatus::sent);
+    const auto last = engine.attempts(b);
+    REQUIRE(last.size() == 3);
+    CHECK(last[2].number == 12);
+    CHECK(last[2].ok);
+}
+
+TEST_CASE("InMemoryQueueStore: ids, leases and order survive claim, release, extend and remove",
+          "[delivery][queue_store]") {
+    bulwark::InMemoryQueueStore store;
+    const bulwark::WallTime t0{std::chrono::seconds(1000)};
+    store.push({"msg-0123456789abcdef", "p1", t0, t0});
+    store.push({"m2", "p2", t0 + 1s, t0});
+    CHECK_THROWS_AS(store.push({"m2", "again", t0, t0}), std::invalid_argument);
+    CHECK(store.get("msg-0123456789abcdef")->payload == "p1");
+    CHECK(store.get("msg-0123456789abcdef")->id == "msg-0123456789abcdef");
+    CHECK_FALSE(store.get("nobody"));
+
+    auto first = store.claim(t0, 10, 30s);
+    REQUIRE(first.size() == 1);  // m2 is not due yet
+    CHECK(first[0].id == "msg-0123456789abcdef");
+    CHECK(first[0].claims == 1);
+    CHECK(first[0].lease_until == t0 + 30s);
+    CHECK(store.stats().leased == 1);
+    CHECK_FALSE(store.complete(first[0].id, first[0].lease + 1));
+    CHECK(store.extend(first[0].id, first[0].lease, t0 + 60s));
+    CHECK(store.next_ready() == t0 + 1s);
+
+    auto second = store.claim(t0 + 1s, 10, 30s);
+    REQUIRE(second.size() == 1);
+    CHECK(second[0].id == "m2");
+    bulwark::QueuedMessage back = second[0];
+    back.payload = "p2'";
+    back.due = t0 + 5s;
+    back.attempts = 1;
+    CHECK(store.release(back));
+    CHECK_FALSE(store.release(back));  // the lease ended
+    CHECK(store.stats().leased == 1);
+    const auto listed = store.list(10);
+    REQUIRE(listed.size() == 2);
+    CHECK(listed[0].id == "m2");  // due at t0 + 5 s, before the extended lease's end
+    CHECK(listed[0].payload == "p2'");
+    CHECK(listed[0].attempts == 1);
+    CHECK(listed[0].lease == 0);
+    CHECK(listed[1].id == "msg-0123456789abcdef");
+
+    // The extended lease runs out: claimed again under a new token; the old one is stale.
+    auto again = store.claim(t0 + 60s, 1, 30s);
+    REQUIRE(again.size() == 1);
+    CHECK(again[0].id == "m2");
+    again = store.claim(t0 + 60s, 1, 30s);
+    REQUIRE(again.size() == 1);
+    CHECK(again[0].id == "msg-0123456789abcdef");
+    CHECK(again[0].claims == 2);
+    CHECK_FALSE(store.complete(first[0].id, first[0].lease));
+    CHECK(store.complete(again[0].id, again[0].lease));
+    CHECK(store.remove("m2"));
+    CHECK_FALSE(store.remove("m2"));
+    CHECK(store.size() == 0);
+    CHECK(store.stats().leased == 0);
+    CHECK_FALSE(store.next_ready());
+}

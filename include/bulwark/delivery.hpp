@@ -41,6 +41,7 @@
 #include <bulwark/events.hpp>
 #include <bulwark/fallback_chain.hpp>
 #include <bulwark/in_memory_queue_store.hpp>
+#include <bulwark/inline_vector.hpp>
 #include <bulwark/message_status.hpp>
 #include <bulwark/metrics_writer.hpp>
 #include <bulwark/queue_store.hpp>
@@ -291,6 +292,7 @@ public:
         }
         encode_ = std::move(encode);
         decode_ = std::move(decode);
+        plain_codec_ = false;
         return *this;
     }
 
@@ -309,10 +311,14 @@ public:
                                          "must be non-empty and without ','", "\"" + name + "\"");
         }
         auto slot = std::make_shared<Slot>();
-        slot->name = name;
+        // Moved through references of known types: clang-tidy cannot see a move through the
+        // dependent `slot->` and would ask for const reference parameters.
+        std::string& slot_name = slot->name;
+        slot_name = std::move(name);
+        DeliveryClassifier& slot_classifier = slot->classifier;
+        slot_classifier = std::move(classifier);
         slot->adapter = make_adapter(std::forward<A>(adapter));
         slot->options = options;
-        slot->classifier = classifier;
         slot->stats = std::make_unique<detail::ChannelStatsCell>(window_buckets());
         detail::LockGuard lock(config_mutex_);
         for (const auto& s : slots_) {
@@ -435,15 +441,18 @@ public:
     // std::invalid_argument for an unknown channel, QueueFullError when the queue store is full,
     // QueueStoppedError after stop().
     std::string submit(Message message, std::vector<std::string> channels = {}) {
-        return submit_at(std::move(message), clock_.wall_now(), std::move(channels));
+        start();
+        check_route(channels);
+        const WallTime now = clock_.wall_now();  // one clock read: due now
+        return submit_one(message, now, now, channels);
     }
 
     // As submit(), for its first attempt at `when` (wall time: a scheduled send outlives a
     // restart with a durable queue).
     std::string submit_at(Message message, WallTime when, std::vector<std::string> channels = {}) {
-        std::vector<Message> one;
-        one.push_back(std::move(message));
-        return submit_batch(std::move(one), when, std::move(channels)).front();
+        start();
+        check_route(channels);
+        return submit_one(message, when, clock_.wall_now(), channels);
     }
 
     // As submit_at(), with `when` on the engine's clock.
@@ -460,71 +469,14 @@ public:
         const WallTime now = clock_.wall_now();
         std::vector<QueuedMessage> batch;
         batch.reserve(messages.size());
-        std::vector<std::string> ids;
-        ids.reserve(messages.size());
         for (const Message& m : messages) {
-            Envelope env;
-            env.route = channels;
-            env.body = encode_(m);
-            const std::size_t limit = dead_letters_.limits().max_payload_bytes;
-            if (limit != 0 && env.body.size() > limit) {
-                // It could never be dead-lettered: refused now, not lost later.
-                detail::throw_invalid_option(
-                    "DeliveryEngine.submit: message",
-                    "must fit the dead-letter store's max_payload_bytes (" + std::to_string(limit) +
-                        ")",
-                    std::to_string(env.body.size()) + " bytes encoded");
-            }
-            QueuedMessage q;
-            q.id = next_id();
-            q.payload = encode_envelope(env);
-            q.due = when;
-            q.enqueued = now;
-            ids.push_back(q.id);
-            batch.push_back(std::move(q));
+            batch.push_back(make_queued(m, channels, when, now));
         }
-        // The records first: a worker may take a message as soon as it is pushed.
-        {
-            detail::LockGuard lock(mutex_);
-            if (stopped_) {
-                throw QueueStoppedError("bulwark::DeliveryEngine '" + options_.name +
-                                        "': submit after stop()");
-            }
-            for (const QueuedMessage& q : batch) {
-                Record& r = records_[q.id];
-                r.route = channels;
-                enter(r, MessageStatus::queued, now);
-            }
-            ++submitting_;
-        }
-        try {
-            queue_->push_all(batch);
-        } catch (...) {
-            detail::LockGuard lock(mutex_);
-            --submitting_;
-            for (const QueuedMessage& q : batch) {
-                // push_all() may have stored some: those stay tracked.
-                const auto it = records_.find(q.id);
-                if (it != records_.end() && it->second.status == MessageStatus::queued &&
-                    !it->second.busy && !queue_->get(q.id)) {
-                    records_.erase(it);
-                    --counters_.entered[static_cast<std::size_t>(MessageStatus::queued)];
-                }
-            }
-            idle_.notify_all();
-            throw;
-        }
-        {
-            detail::LockGuard lock(mutex_);
-            --submitting_;
-            counters_.submitted += batch.size();
-            wake_.notify_all();
-            idle_.notify_all();
-        }
-        for (const std::string& id : ids) {
-            listeners_.emit_with([&] {
-                return StatusChange{id, MessageStatus::queued, MessageStatus::queued, now, {}};
-            });
+        enqueue(batch.data(), batch.size(), channels, now, [&] { queue_->push_all(batch); });
+        std::vector<std::string> ids;
+        ids.reserve(batch.size());
+        for (QueuedMessage& q : batch) {
+            ids.push_back(std::move(q.id));
         }
         return ids;
     }
@@ -567,7 +519,9 @@ public:
         m.id = it->first;
         m.status = r.status;
         m.since = r.since;
-        m.channels = r.route;
+        if (r.route != nullptr) {
+            m.channels = *r.route;
+        }
         m.channel = r.channel;
         m.external_id = r.external_id;
         m.error = r.error;
@@ -677,15 +631,21 @@ public:
             }
             {
                 detail::UniqueLock lock(mutex_);
-                if (queue_->size() == 0 && in_flight_ == 0 && submitting_ == 0) {
+                // submitting_ first, with acquire: a submit that has decremented it has stored
+                // its messages, so the size read after it counts them (a submit cannot start its
+                // increment, under mutex_, while this check holds it).
+                if (submitting_.load(std::memory_order_acquire) == 0 && in_flight_ == 0 &&
+                    queue_->size() == 0) {
                     return true;
                 }
                 if (clock_.now() >= deadline) {
                     return false;
                 }
                 if (options_.workers != 0) {
+                    ++draining_;
                     clock_.wait_until(idle_, lock.native(),
                                       std::min(deadline, clock_.now() + options_.poll_interval));
+                    --draining_;
                     continue;
                 }
             }
@@ -724,9 +684,11 @@ public:
             stopped_ = true;
             started = live_.exchange(false, std::memory_order_acq_rel);
             // A submit or redrive past its check finishes its push first: what it stores is
-            // then handed back below or left in the store, never stranded.
-            while (submitting_ != 0) {
-                idle_.wait(lock.native());
+            // then handed back below or left in the store, never stranded. A submit ends
+            // without the lock (and without a notify): re-check every millisecond; a push is
+            // short.
+            while (submitting_.load(std::memory_order_acquire) != 0) {
+                idle_.wait_for(lock.native(), std::chrono::milliseconds(1));
             }
         }
         shut_down();
@@ -804,7 +766,9 @@ public:
 
     DeliveryEngineCounters counters() const {
         detail::LockGuard lock(mutex_);
-        return counters_;
+        DeliveryEngineCounters c = counters_;
+        c.submitted = submitted_.load(std::memory_order_relaxed);
+        return c;
     }
 
     // The queue store in use (the engine's own unless one was given).
@@ -878,7 +842,8 @@ private:
         const Message* message = nullptr;
         Context* ctx = nullptr;
         bool fallback_on_permanent = false;
-        std::vector<Call> calls;
+        // Inline: a pass usually calls one or two adapters, and allocates nothing for them.
+        InlineVector<Call, 2> calls;
     };
 
     using Chain = FallbackChain<Receipt(Turn&)>;
@@ -906,14 +871,19 @@ private:
         DeadLetterReason bury_reason = DeadLetterReason::retries_exhausted;
         std::string bury_error;
         Duration store_wait{0};  // the last wait after the store refused
-        std::string body;        // the encoded message
+        // The encoded message: a view into the bytes the envelope was decoded from (or the
+        // letter it is redriven from), which outlive it.
+        std::string_view body;
     };
 
     struct Record {
         MessageStatus status = MessageStatus::queued;
         std::array<WallTime, message_status_count> since{};
-        std::vector<std::string> route;
-        std::deque<DeliveryAttempt> attempts;
+        // As submitted (shared with the records of the same route); null for none.
+        std::shared_ptr<const std::vector<std::string>> route;
+        // The newest max_attempts_kept, oldest first. A vector: no allocation until the first
+        // attempt (a deque allocates on construction), and overflow is rare.
+        std::vector<DeliveryAttempt> attempts;
         std::uint32_t numbered = 0;  // attempts numbered so far
         std::uint32_t passes = 0;
         std::string channel;
@@ -1007,6 +977,7 @@ private:
             decode_ = [](std::string_view bytes) {
                 return Message(bytes);
             };
+            plain_codec_ = true;
         } else {
             detail::throw_invalid_argument(
                 "bulwark::DeliveryEngine '" + options_.name +
@@ -1137,6 +1108,136 @@ private:
         }
     }
 
+    // One message: push() rather than push_all(), and no vectors of messages or ids.
+    std::string submit_one(const Message& message, WallTime when, WallTime now,
+                           const std::vector<std::string>& channels) {
+        QueuedMessage q = make_queued(message, channels, when, now);
+        enqueue(&q, 1, channels, now, [&] { queue_->push(q); });
+        return std::move(q.id);
+    }
+
+    // A message as submitted, encoded for the queue store.
+    QueuedMessage make_queued(const Message& m, const std::vector<std::string>& route,
+                              WallTime when, WallTime now) {
+        QueuedMessage q;
+        q.id = next_id();
+        q.due = when;
+        q.enqueued = now;
+        if constexpr (std::is_convertible<const Message&, std::string_view>::value) {
+            if (plain_codec_) {
+                // The default codec's bytes are the string itself: no copy of it on the way.
+                check_fits(std::string_view(m).size());
+                q.payload =
+                    encode_envelope(route, 0, {}, WallTime{}, Duration{0}, {}, std::string_view(m));
+                return q;
+            }
+        }
+        const std::string body = encode_(m);
+        check_fits(body.size());
+        q.payload = encode_envelope(route, 0, {}, WallTime{}, Duration{0}, {}, body);
+        return q;
+    }
+
+    // A message that could never be dead-lettered is refused now, not lost later.
+    void check_fits(std::size_t bytes) const {
+        const std::size_t limit = max_letter_payload_;
+        if (limit != 0 && bytes > limit) {
+            detail::throw_invalid_option("DeliveryEngine.submit: message",
+                                         "must fit the dead-letter store's max_payload_bytes (" +
+                                             std::to_string(limit) + ")",
+                                         std::to_string(bytes) + " bytes encoded");
+        }
+    }
+
+    // Tracks the messages [first, first + n), stores them (`push` hands them to the queue store;
+    // on a throw, those it did not store are forgotten again) and announces them.
+    template <class Push>
+    void enqueue(QueuedMessage* first, std::size_t n, const std::vector<std::string>& channels,
+                 WallTime now, Push&& push) {
+        // The records first: a worker may take a message as soon as it is pushed.
+        {
+            detail::LockGuard lock(mutex_);
+            if (stopped_) {
+                throw QueueStoppedError("bulwark::DeliveryEngine '" + options_.name +
+                                        "': submit after stop()");
+            }
+            const std::shared_ptr<const std::vector<std::string>> route = intern(channels);
+            for (std::size_t i = 0; i < n; ++i) {
+                Record& r = records_[first[i].id];
+                r.route = route;
+                enter(r, MessageStatus::queued, now);
+            }
+            submitting_.fetch_add(1, std::memory_order_relaxed);
+        }
+        try {
+            push();
+        } catch (...) {
+            detail::LockGuard lock(mutex_);
+            submitting_.fetch_sub(1, std::memory_order_release);
+            for (std::size_t i = 0; i < n; ++i) {
+                // push_all() may have stored some: those stay tracked.
+                const auto it = records_.find(first[i].id);
+                if (it != records_.end() && it->second.status == MessageStatus::queued &&
+                    !it->second.busy && !queue_->get(first[i].id)) {
+                    records_.erase(it);
+                    --counters_.entered[static_cast<std::size_t>(MessageStatus::queued)];
+                }
+            }
+            notify_idle();
+            throw;
+        }
+        // No lock after the push: the counts are atomics, and a sleeping worker is woken
+        // through notify_workers() (most of the time none is asleep).
+        submitted_.fetch_add(n, std::memory_order_relaxed);
+        submitting_.fetch_sub(1, std::memory_order_release);
+        notify_workers(n);
+        for (std::size_t i = 0; i < n; ++i) {
+            listeners_.emit_with([&] {
+                return StatusChange{
+                    first[i].id, MessageStatus::queued, MessageStatus::queued, now, {}};
+            });
+        }
+    }
+
+    // Messages were queued: a sleeping worker (if any) looks at the queue again. One message
+    // needs one worker; the ones awake find it anyway. Called without mutex_.
+    // seq_cst, a Dekker pair with work(): this thread increments pushes_ then reads sleeping_; a
+    // worker about to sleep increments sleeping_ then reads pushes_. One of the two sees the
+    // other: the worker does not sleep, or it is woken here (under mutex_, which it holds until
+    // it waits, so the notify cannot come between its check and its wait).
+    void notify_workers(std::size_t messages) BULWARK_EXCLUDES(mutex_) {
+        pushes_.fetch_add(1, std::memory_order_seq_cst);
+        if (sleeping_.load(std::memory_order_seq_cst) == 0) {
+            return;
+        }
+        detail::LockGuard lock(mutex_);
+        if (messages == 1) {
+            wake_.notify_one();
+        } else {
+            wake_.notify_all();
+        }
+    }
+
+    // A pass ended, or a submit gave up: drain() re-checks (a syscall only when it waits).
+    void notify_idle() BULWARK_REQUIRES(mutex_) {
+        if (draining_ != 0) {
+            idle_.notify_all();
+        }
+    }
+
+    // The shared copy of `route` for the records: the last one made is reused while submits
+    // name the same channels (most do), so a record costs no vector of its own. Null for none.
+    std::shared_ptr<const std::vector<std::string>> intern(const std::vector<std::string>& route)
+        BULWARK_REQUIRES(mutex_) {
+        if (route.empty()) {
+            return nullptr;
+        }
+        if (last_route_ == nullptr || *last_route_ != route) {
+            last_route_ = std::make_shared<const std::vector<std::string>>(route);
+        }
+        return last_route_;
+    }
+
     std::string next_id() {
         // relaxed: only needs to be unique.
         const std::uint64_t n = next_seq_.fetch_add(1, std::memory_order_relaxed);
@@ -1146,26 +1247,46 @@ private:
     WallTime to_wall(TimePoint when) const { return clock_.wall_now() + (when - clock_.now()); }
 
     static std::string encode_envelope(const Envelope& env) {
+        return encode_envelope(env.route, env.generation, env.origin, env.first_try, env.previous,
+                               env.history, env.body, env.burying, env.bury_reason, env.bury_error,
+                               env.store_wait);
+    }
+
+    static std::string encode_envelope(
+        const std::vector<std::string>& route, std::uint32_t generation, std::string_view origin,
+        WallTime first_try, Duration previous, const std::vector<DeadLetterAttempt>& history,
+        std::string_view body, bool burying = false,
+        DeadLetterReason bury_reason = DeadLetterReason::retries_exhausted,
+        std::string_view bury_error = {}, Duration store_wait = Duration{0}) {
+        // Sized up front: one allocation.
+        std::size_t size = 1 + 4 + 4 + 4 + origin.size() + 8 + 8 + 4 + 1 + 1 + 4 +
+                           bury_error.size() + 8 + 4 + body.size();
+        for (const std::string& r : route) {
+            size += 4 + r.size();
+        }
+        for (const DeadLetterAttempt& a : history) {
+            size += 8 + 4 + a.channel.size() + 4 + a.error.size();
+        }
         std::string out;
-        out.reserve(env.body.size() + 32);
+        out.reserve(size);
         detail::journal::Writer w(out);
         w.u8(envelope_version);
-        w.strs(env.route);
-        w.u32(env.generation);
-        w.str(env.origin);
-        w.time(env.first_try);
-        w.i64(static_cast<std::int64_t>(env.previous.count()));
-        w.u32(static_cast<std::uint32_t>(env.history.size()));
-        for (const DeadLetterAttempt& a : env.history) {
+        w.strs(route);
+        w.u32(generation);
+        w.str(origin);
+        w.time(first_try);
+        w.i64(static_cast<std::int64_t>(previous.count()));
+        w.u32(static_cast<std::uint32_t>(history.size()));
+        for (const DeadLetterAttempt& a : history) {
             w.time(a.at);
             w.str(a.channel);
             w.str(a.error);
         }
-        w.u8(env.burying ? 1 : 0);
-        w.u8(static_cast<std::uint8_t>(env.bury_reason));
-        w.str(env.bury_error);
-        w.i64(static_cast<std::int64_t>(env.store_wait.count()));
-        w.str(env.body);
+        w.u8(burying ? 1 : 0);
+        w.u8(static_cast<std::uint8_t>(bury_reason));
+        w.str(bury_error);
+        w.i64(static_cast<std::int64_t>(store_wait.count()));
+        w.str(body);
         return out;
     }
 
@@ -1195,7 +1316,7 @@ private:
         env.bury_reason = static_cast<DeadLetterReason>(reason);
         env.bury_error = r.str();
         env.store_wait = Duration(r.i64());
-        env.body = r.str();
+        env.body = r.view();
         return r.ok() && r.at_end() && env.previous >= Duration::zero() && burying <= 1 &&
                reason < dead_letter_reason_count && env.store_wait >= Duration::zero();
     }
@@ -1228,12 +1349,21 @@ private:
     }
 
     void add_attempts(Record& r, std::vector<DeliveryAttempt>& made) BULWARK_REQUIRES(mutex_) {
+        if (r.attempts.empty() && made.size() <= options_.max_attempts_kept) {
+            // A message's first pass (the usual case): its vector becomes the record's.
+            for (DeliveryAttempt& a : made) {
+                a.number = ++r.numbered;
+            }
+            r.attempts = std::move(made);
+            made.clear();
+            return;
+        }
         for (DeliveryAttempt& a : made) {
             a.number = ++r.numbered;
-            r.attempts.push_back(std::move(a));
-            if (r.attempts.size() > options_.max_attempts_kept) {
-                r.attempts.pop_front();
+            if (r.attempts.size() >= options_.max_attempts_kept) {
+                r.attempts.erase(r.attempts.begin());
             }
+            r.attempts.push_back(std::move(a));
         }
     }
 
@@ -1256,15 +1386,13 @@ private:
         }
         {
             detail::LockGuard lock(mutex_);
-            idle_.notify_all();
+            notify_idle();
         }
         return done;
     }
 
-    bool quitting() const {
-        detail::LockGuard lock(mutex_);
-        return quit_;
-    }
+    // relaxed: a late view only hands the rest of a batch back one message later.
+    bool quitting() const noexcept { return quitting_.load(std::memory_order_relaxed); }
 
     void give_back(const QueuedMessage& q, WallTime due) noexcept {
         try {
@@ -1320,8 +1448,8 @@ private:
         {
             detail::LockGuard lock(mutex_);
             Record& r = records_[q.id];
-            if (r.route.empty()) {
-                r.route = env.route;
+            if (r.route == nullptr && !env.route.empty()) {
+                r.route = intern(env.route);
             }
             if (is_final(r.status) && env.generation <= r.generation) {
                 turnout = Turnout::finished_already;
@@ -1478,6 +1606,9 @@ private:
             }
             // No rule: the global order after it, and no other channel (a channel the rules do
             // not name may need another address).
+            if (routing.rules.global().empty()) {
+                return routing.chain.execute_route(ctx, route, turn);
+            }
             std::vector<std::string> order{route.front()};
             for (const std::string& g : routing.rules.global()) {
                 if (g != route.front()) {
@@ -1509,6 +1640,7 @@ private:
                                        TimePoint started) const {
         // Channels passed over are not attempts in the statistics; each adapter call is.
         std::vector<DeliveryAttempt> made;
+        made.reserve(result.attempts().size());
         std::size_t next_call = 0;
         FallbackReason previous = FallbackReason::none;
         for (const Attempt& a : result.attempts()) {
@@ -1590,7 +1722,7 @@ private:
             } else if (skipped) {
                 failure.kind = DeliveryErrorKind::transient;
             } else {
-                failure.kind = turn.calls.front().failure.kind;  // the primary's: bounced or not
+                failure.kind = turn.calls[0].failure.kind;  // the primary's: bounced or not
             }
         } else {
             failure.kind = DeliveryErrorKind::transient;
@@ -1647,7 +1779,7 @@ private:
             r.busy = false;
             --in_flight_;
             finished(r, q.id, now);
-            idle_.notify_all();
+            notify_idle();
         }
         listeners_.emit(
             StatusChange{q.id, MessageStatus::sending, MessageStatus::sent, now, channel});
@@ -1686,7 +1818,7 @@ private:
             if (is_final(to)) {
                 finished(r, id, now);
             }
-            idle_.notify_all();
+            notify_idle();
         }
         listeners_.emit(change);
     }
@@ -1839,7 +1971,9 @@ private:
             }
             Record& r = records_[id];
             change.from = r.status;
-            r.route = env.route;
+            r.route = env.route.empty()
+                          ? nullptr
+                          : std::make_shared<const std::vector<std::string>>(env.route);
             r.passes = 0;
             r.numbered = 0;
             r.error.clear();
@@ -1870,9 +2004,8 @@ private:
             // The next redrive's slot, once this one is in the queue.
             next_redrive_ = std::max(next_redrive_, q.due + spacing);
             ++counters_.redriven;
-            wake_.notify_all();
-            idle_.notify_all();
         }
+        notify_workers(1);
         change.id = id;
         change.to = MessageStatus::queued;
         change.at = now;
@@ -1893,11 +2026,13 @@ private:
 
     void work() {
         for (;;) {
+            std::uint64_t seen = 0;
             {
                 detail::LockGuard lock(mutex_);
                 if (quit_) {
                     return;
                 }
+                seen = pushes_.load(std::memory_order_seq_cst);
             }
             std::vector<QueuedMessage> batch;
             try {
@@ -1917,6 +2052,12 @@ private:
             if (quit_) {
                 return;
             }
+            sleeping_.fetch_add(1, std::memory_order_seq_cst);
+            if (pushes_.load(std::memory_order_seq_cst) != seen) {
+                // A message came in after the claim: its notify may have found no one.
+                sleeping_.fetch_sub(1, std::memory_order_seq_cst);
+                continue;
+            }
             Duration wait = options_.poll_interval;
             if (next) {
                 wait = std::min(wait, *next - clock_.wall_now());
@@ -1924,6 +2065,7 @@ private:
             if (wait > Duration::zero()) {
                 clock_.wait_until(wake_, lock.native(), clock_.now() + wait);
             }
+            sleeping_.fetch_sub(1, std::memory_order_seq_cst);
         }
     }
 
@@ -1931,6 +2073,7 @@ private:
         {
             detail::LockGuard lock(mutex_);
             quit_ = true;
+            quitting_.store(true, std::memory_order_relaxed);
             wake_.notify_all();
         }
         for (std::thread& t : workers_) {
@@ -1959,6 +2102,7 @@ private:
     // that passed start(), whose lock (or live_'s acquire) orders the write before them.
     Encoder encode_;
     Decoder decode_;
+    bool plain_codec_ = false;  // encode_ is the default one: a string's bytes are itself
     bool started_ BULWARK_GUARDED_BY(config_mutex_) = false;
 
     mutable detail::Mutex routing_mutex_;
@@ -1979,11 +2123,22 @@ private:
     std::uint64_t finish_seq_ BULWARK_GUARDED_BY(mutex_) = 0;
     DeliveryEngineCounters counters_ BULWARK_GUARDED_BY(mutex_);
     std::size_t in_flight_ BULWARK_GUARDED_BY(mutex_) = 0;
-    std::size_t submitting_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::atomic<std::uint64_t> pushes_{0};     // submits and redrives so far
+    std::atomic<std::size_t> sleeping_{0};     // workers waiting on wake_ (or about to)
+    std::atomic<std::uint64_t> submitted_{0};  // counters_.submitted, kept apart: no lock
+    std::size_t draining_ BULWARK_GUARDED_BY(mutex_) = 0;  // drain() calls waiting on idle_
+    std::shared_ptr<const std::vector<std::string>> last_route_ BULWARK_GUARDED_BY(mutex_);
+    // submits between their records and the end of their push (drain() waits for them).
+    std::atomic<std::size_t> submitting_{0};
+    // The dead-letter store's payload limit, read once (0: none): a message above it is
+    // refused by submit.
+    const std::size_t max_letter_payload_ = dead_letters_.limits().max_payload_bytes;
     WallTime next_redrive_ BULWARK_GUARDED_BY(mutex_){};
     bool running_ BULWARK_GUARDED_BY(mutex_) = false;
     bool stopped_ BULWARK_GUARDED_BY(mutex_) = false;
     bool quit_ BULWARK_GUARDED_BY(mutex_) = false;
+    // quit_, for the check between two messages of a batch without the lock (set with it).
+    std::atomic<bool> quitting_{false};
     std::atomic<bool> live_{false};  // start() has run to the end
     std::vector<std::thread> workers_;
 };

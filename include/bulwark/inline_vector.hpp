@@ -68,6 +68,7 @@ public:
     const T* begin() const noexcept { return data(); }
     const T* end() const noexcept { return data() + size_; }
     T& back() noexcept { return data()[size_ - 1]; }
+    const T& back() const noexcept { return data()[size_ - 1]; }
 
 private:
     std::array<T, N> inline_{};

@@ -284,6 +284,16 @@ public:
         pos_ += n;
         return s;
     }
+    // As str(), without the copy: a view into the bytes being read (valid while they are).
+    std::string_view view() noexcept {
+        const std::uint32_t n = u32();
+        if (!need(n)) {
+            return {};
+        }
+        const std::string_view s = bytes_.substr(pos_, n);
+        pos_ += n;
+        return s;
+    }
     std::vector<std::string> strs() {
         const std::uint32_t n = u32();
         std::vector<std::string> v;
