@@ -304,8 +304,8 @@ public:
     // rvalue, is copied or moved in. Throws std::invalid_argument for an empty or duplicate name,
     // a name with ',', or invalid options. May be called while the engine runs.
     template <class A>
-    DeliveryEngine& add_channel(const std::string& name, A&& adapter, ChannelOptions options = {},
-                                const DeliveryClassifier& classifier = {}) {
+    DeliveryEngine& add_channel(std::string name, A&& adapter, ChannelOptions options = {},
+                                DeliveryClassifier classifier = {}) {
         if (name.empty() || name.find(',') != std::string::npos) {
             detail::throw_invalid_option("DeliveryEngine.add_channel: name",
                                          "must be non-empty and without ','", "\"" + name + "\"");

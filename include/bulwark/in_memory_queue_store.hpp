@@ -3,6 +3,7 @@
 #ifndef BULWARK_IN_MEMORY_QUEUE_STORE_HPP
 #define BULWARK_IN_MEMORY_QUEUE_STORE_HPP
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -46,11 +47,15 @@ public:
     // stores none of its messages.
     void push_all(const std::vector<QueuedMessage>& messages) override {
         detail::LockGuard lock(mutex_);
-        std::unordered_set<std::string_view> ids;
-        for (const QueuedMessage& m : messages) {
-            check(m);
-            if (!ids.insert(m.id).second) {
-                detail::check_push_id(call, m, true);  // named twice in the batch
+        if (messages.size() == 1) {
+            check(messages.front());  // the common batch: no set to build
+        } else {
+            std::unordered_set<std::string_view> ids;
+            for (const QueuedMessage& m : messages) {
+                check(m);
+                if (!ids.insert(m.id).second) {
+                    detail::check_push_id(call, m, true);  // named twice in the batch
+                }
             }
         }
         if (messages.size() > max_size_ - index_.size()) {
@@ -74,6 +79,7 @@ public:
             detail::lease_end("bulwark::InMemoryQueueStore::claim", now, lease_for);
         std::vector<QueuedMessage> out;
         detail::LockGuard lock(mutex_);
+        out.reserve(std::min(max, index_.size()));
         for (const QueuedMessage* m = index_.first_ready(now); m != nullptr && out.size() < max;
              m = index_.first_ready(now)) {
             // The copy first: if it cannot be made, nothing was leased.

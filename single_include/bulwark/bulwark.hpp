@@ -12650,6 +12650,7 @@ private:
 #ifndef BULWARK_IN_MEMORY_QUEUE_STORE_HPP
 #define BULWARK_IN_MEMORY_QUEUE_STORE_HPP
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -12832,8 +12833,8 @@ namespace detail {
 // push number) while it is, so ties between equal times go in push order whatever was released
 // or re-leased in between, and a store replayed from its journal orders them as before.
 // Checks nothing: its owner validates. Leasing, releasing and extending re-key the ready node in
-// place; they allocate only to look the id up (std::bad_alloc for an id too long for the small
-// string buffer, before anything changes). Not thread-safe: the owner's lock guards it.
+// place; they allocate only to look up an id longer than any before (std::bad_alloc, before
+// anything changes). Not thread-safe: the owner's lock guards it.
 class QueueIndex {
 public:
     std::size_t size() const noexcept { return entries_.size(); }
@@ -12924,7 +12925,7 @@ public:
     }
 
     bool erase(std::string_view id) {
-        auto it = entries_.find(std::string(id));
+        auto it = entries_.find(key(id));
         if (it == entries_.end()) {
             return false;
         }
@@ -12991,12 +12992,20 @@ private:
         e.ready = ready_.insert(std::move(node)).position;
     }
 
+    // The id as a key for the map (C++17 has no heterogeneous unordered lookup): copied into a
+    // buffer kept for it, so that a lookup allocates only when an id is longer than any before.
+    // The owner's one lock guards every call, const ones included.
+    const std::string& key(std::string_view id) const {
+        scratch_.assign(id.data(), id.size());
+        return scratch_;
+    }
+
     Entry* find_entry(std::string_view id) {
-        auto it = entries_.find(std::string(id));
+        auto it = entries_.find(key(id));
         return it != entries_.end() ? &it->second : nullptr;
     }
     const Entry* find_entry(std::string_view id) const {
-        auto it = entries_.find(std::string(id));
+        auto it = entries_.find(key(id));
         return it != entries_.end() ? &it->second : nullptr;
     }
 
@@ -13005,6 +13014,7 @@ private:
     Ready ready_;
     std::size_t leased_ = 0;
     std::uint64_t next_seq_ = 0;
+    mutable std::string scratch_;
 };
 
 // The checks every queue store makes of its arguments, so that they fail alike:
@@ -13069,11 +13079,15 @@ public:
     // stores none of its messages.
     void push_all(const std::vector<QueuedMessage>& messages) override {
         detail::LockGuard lock(mutex_);
-        std::unordered_set<std::string_view> ids;
-        for (const QueuedMessage& m : messages) {
-            check(m);
-            if (!ids.insert(m.id).second) {
-                detail::check_push_id(call, m, true);  // named twice in the batch
+        if (messages.size() == 1) {
+            check(messages.front());  // the common batch: no set to build
+        } else {
+            std::unordered_set<std::string_view> ids;
+            for (const QueuedMessage& m : messages) {
+                check(m);
+                if (!ids.insert(m.id).second) {
+                    detail::check_push_id(call, m, true);  // named twice in the batch
+                }
             }
         }
         if (messages.size() > max_size_ - index_.size()) {
@@ -13097,6 +13111,7 @@ public:
             detail::lease_end("bulwark::InMemoryQueueStore::claim", now, lease_for);
         std::vector<QueuedMessage> out;
         detail::LockGuard lock(mutex_);
+        out.reserve(std::min(max, index_.size()));
         for (const QueuedMessage* m = index_.first_ready(now); m != nullptr && out.size() < max;
              m = index_.first_ready(now)) {
             // The copy first: if it cannot be made, nothing was leased.
@@ -14875,8 +14890,8 @@ public:
     // rvalue, is copied or moved in. Throws std::invalid_argument for an empty or duplicate name,
     // a name with ',', or invalid options. May be called while the engine runs.
     template <class A>
-    DeliveryEngine& add_channel(const std::string& name, A&& adapter, ChannelOptions options = {},
-                                const DeliveryClassifier& classifier = {}) {
+    DeliveryEngine& add_channel(std::string name, A&& adapter, ChannelOptions options = {},
+                                DeliveryClassifier classifier = {}) {
         if (name.empty() || name.find(',') != std::string::npos) {
             detail::throw_invalid_option("DeliveryEngine.add_channel: name",
                                          "must be non-empty and without ','", "\"" + name + "\"");

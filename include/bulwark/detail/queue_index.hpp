@@ -27,8 +27,8 @@ namespace detail {
 // push number) while it is, so ties between equal times go in push order whatever was released
 // or re-leased in between, and a store replayed from its journal orders them as before.
 // Checks nothing: its owner validates. Leasing, releasing and extending re-key the ready node in
-// place; they allocate only to look the id up (std::bad_alloc for an id too long for the small
-// string buffer, before anything changes). Not thread-safe: the owner's lock guards it.
+// place; they allocate only to look up an id longer than any before (std::bad_alloc, before
+// anything changes). Not thread-safe: the owner's lock guards it.
 class QueueIndex {
 public:
     std::size_t size() const noexcept { return entries_.size(); }
@@ -119,7 +119,7 @@ public:
     }
 
     bool erase(std::string_view id) {
-        auto it = entries_.find(std::string(id));
+        auto it = entries_.find(key(id));
         if (it == entries_.end()) {
             return false;
         }
@@ -186,12 +186,20 @@ private:
         e.ready = ready_.insert(std::move(node)).position;
     }
 
+    // The id as a key for the map (C++17 has no heterogeneous unordered lookup): copied into a
+    // buffer kept for it, so that a lookup allocates only when an id is longer than any before.
+    // The owner's one lock guards every call, const ones included.
+    const std::string& key(std::string_view id) const {
+        scratch_.assign(id.data(), id.size());
+        return scratch_;
+    }
+
     Entry* find_entry(std::string_view id) {
-        auto it = entries_.find(std::string(id));
+        auto it = entries_.find(key(id));
         return it != entries_.end() ? &it->second : nullptr;
     }
     const Entry* find_entry(std::string_view id) const {
-        auto it = entries_.find(std::string(id));
+        auto it = entries_.find(key(id));
         return it != entries_.end() ? &it->second : nullptr;
     }
 
@@ -200,6 +208,7 @@ private:
     Ready ready_;
     std::size_t leased_ = 0;
     std::uint64_t next_seq_ = 0;
+    mutable std::string scratch_;
 };
 
 // The checks every queue store makes of its arguments, so that they fail alike:
