@@ -5,6 +5,7 @@
 
 #include <exception>
 #include <functional>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -25,6 +26,17 @@ bool holds_exception(const std::exception_ptr& error) {
         return true;
     } catch (...) {
         return false;
+    }
+}
+
+// What `error` (not null) says: its what(), or "unknown exception" for a non-std one.
+inline std::string describe_exception(const std::exception_ptr& error) {
+    try {
+        std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+        return e.what();
+    } catch (...) {
+        return "unknown exception";
     }
 }
 }  // namespace detail

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include <bulwark/backoff.hpp>
+#include <bulwark/classify.hpp>
 #include <bulwark/clock.hpp>
 #include <bulwark/config.hpp>
 #include <bulwark/context.hpp>
@@ -1079,13 +1080,13 @@ private:
         } catch (...) {
             c.elapsed = clock_.now() - started;
             const std::exception_ptr error = std::current_exception();
-            c.error = detail::clip_text(describe(error), max_error_bytes);
+            c.error = detail::clip_text(detail::describe_exception(error), max_error_bytes);
             try {
                 c.failure = slot.classifier.classify(error);
             } catch (...) {
                 c.failure.kind = DeliveryErrorKind::permanent;
-                c.error +=
-                    " (its classification threw: " + describe(std::current_exception()) + ")";
+                c.error += " (its classification threw: " +
+                           detail::describe_exception(std::current_exception()) + ")";
             }
             const bool stop_here = !retryable(c.failure.kind) && !turn.fallback_on_permanent;
             turn.calls.push_back(std::move(c));
@@ -1095,16 +1096,6 @@ private:
                 turn.ctx->cancel();
             }
             throw;
-        }
-    }
-
-    static std::string describe(const std::exception_ptr& error) {
-        try {
-            std::rethrow_exception(error);
-        } catch (const std::exception& e) {
-            return e.what();
-        } catch (...) {
-            return "unknown exception";
         }
     }
 
@@ -1426,8 +1417,8 @@ private:
             try {
                 message.emplace(decode_(env.body));
             } catch (...) {
-                unreadable =
-                    "the message could not be decoded: " + describe(std::current_exception());
+                unreadable = "the message could not be decoded: " +
+                             detail::describe_exception(std::current_exception());
             }
         }
         if (!unreadable.empty()) {
@@ -1518,7 +1509,7 @@ private:
         try {
             result.emplace(run_route(routing, ctx, env.route, turn));
         } catch (...) {
-            route_error = describe(std::current_exception());
+            route_error = detail::describe_exception(std::current_exception());
         }
         if (result) {
             made = audit(*result, turn, pass_number, now, started);
@@ -1652,7 +1643,8 @@ private:
                 d.skipped = a.reason;
                 d.fallback_reason = previous;
                 if (a.error) {
-                    d.error = detail::clip_text(describe(a.error), max_error_bytes);
+                    d.error =
+                        detail::clip_text(detail::describe_exception(a.error), max_error_bytes);
                     d.kind = DeliveryErrorKind::transient;
                 }
                 made.push_back(std::move(d));
@@ -1726,7 +1718,8 @@ private:
             }
         } else {
             failure.kind = DeliveryErrorKind::transient;
-            error = result.error() ? detail::clip_text(describe(result.error()), max_error_bytes)
+            error = result.error() ? detail::clip_text(detail::describe_exception(result.error()),
+                                                       max_error_bytes)
                                    : "no channel was available";
         }
         const TimePoint now = clock_.now();

@@ -24,6 +24,7 @@
 #include <variant>
 #include <vector>
 
+#include <bulwark/classify.hpp>
 #include <bulwark/clock.hpp>
 #include <bulwark/dead_letter_store.hpp>
 #include <bulwark/delivery_error.hpp>
@@ -555,8 +556,8 @@ private:
             v.failure = options_.classifier.classify(error);
             v.retry_failure = retry_.classifier.is_failure(error);
         } catch (...) {
-            v.classifier_error =
-                " (its classification threw: " + describe(std::current_exception()) + ")";
+            v.classifier_error = " (its classification threw: " +
+                                 detail::describe_exception(std::current_exception()) + ")";
             v.failure.kind = DeliveryErrorKind::permanent;
         }
         return v;
@@ -568,7 +569,7 @@ private:
         const DeliveryFailure& failure = verdict.failure;
         const bool retry_failure = verdict.retry_failure;
         const std::string& classifier_error = verdict.classifier_error;
-        entry.error = detail::clip_text(describe(error), max_error_bytes);
+        entry.error = detail::clip_text(detail::describe_exception(error), max_error_bytes);
         if (!failure.code.empty()) {
             entry.error += " (code " + detail::clip_text(failure.code, 64) + ")";
         }
@@ -627,16 +628,6 @@ private:
     // message failing for days must not grow without bound.
     static constexpr std::size_t max_error_bytes = 1024;
     static constexpr std::size_t max_attempt_error_bytes = 256;
-
-    static std::string describe(const std::exception_ptr& error) {
-        try {
-            std::rethrow_exception(error);
-        } catch (const std::exception& e) {
-            return e.what();
-        } catch (...) {
-            return "unknown exception";
-        }
-    }
 
     // Hands the message, bound for the store, to it with the lock released (a durable store
     // syncs). If the store refuses, the message stays here and is tried again after the backoff.
@@ -905,7 +896,8 @@ private:
         try {
             message.emplace(decode_(bytes));
         } catch (...) {
-            corrupt(claimed, bytes, "the decoder threw: " + describe(std::current_exception()));
+            corrupt(claimed, bytes,
+                    "the decoder threw: " + detail::describe_exception(std::current_exception()));
             return;
         }
         Entry entry(claimed.id, std::move(*message));

@@ -1010,6 +1010,7 @@ private:
 
 #include <exception>
 #include <functional>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -1300,6 +1301,17 @@ bool holds_exception(const std::exception_ptr& error) {
         return true;
     } catch (...) {
         return false;
+    }
+}
+
+// What `error` (not null) says: its what(), or "unknown exception" for a non-std one.
+inline std::string describe_exception(const std::exception_ptr& error) {
+    try {
+        std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+        return e.what();
+    } catch (...) {
+        return "unknown exception";
     }
 }
 }  // namespace detail
@@ -9307,6 +9319,7 @@ using Degradation = BasicDegradation<>;
 #include <vector>
 
 // #include <bulwark/backoff.hpp> (already included above)
+// #include <bulwark/classify.hpp> (already included above)
 // #include <bulwark/clock.hpp> (already included above)
 // #include <bulwark/config.hpp> (already included above)
 // #include <bulwark/context.hpp> (already included above)
@@ -13253,6 +13266,7 @@ private:
 #include <variant>
 #include <vector>
 
+// #include <bulwark/classify.hpp> (already included above)
 // #include <bulwark/clock.hpp> (already included above)
 // #include <bulwark/dead_letter_store.hpp> (already included above)
 // #include <bulwark/delivery_error.hpp> (already included above)
@@ -14023,8 +14037,8 @@ private:
             v.failure = options_.classifier.classify(error);
             v.retry_failure = retry_.classifier.is_failure(error);
         } catch (...) {
-            v.classifier_error =
-                " (its classification threw: " + describe(std::current_exception()) + ")";
+            v.classifier_error = " (its classification threw: " +
+                                 detail::describe_exception(std::current_exception()) + ")";
             v.failure.kind = DeliveryErrorKind::permanent;
         }
         return v;
@@ -14036,7 +14050,7 @@ private:
         const DeliveryFailure& failure = verdict.failure;
         const bool retry_failure = verdict.retry_failure;
         const std::string& classifier_error = verdict.classifier_error;
-        entry.error = detail::clip_text(describe(error), max_error_bytes);
+        entry.error = detail::clip_text(detail::describe_exception(error), max_error_bytes);
         if (!failure.code.empty()) {
             entry.error += " (code " + detail::clip_text(failure.code, 64) + ")";
         }
@@ -14095,16 +14109,6 @@ private:
     // message failing for days must not grow without bound.
     static constexpr std::size_t max_error_bytes = 1024;
     static constexpr std::size_t max_attempt_error_bytes = 256;
-
-    static std::string describe(const std::exception_ptr& error) {
-        try {
-            std::rethrow_exception(error);
-        } catch (const std::exception& e) {
-            return e.what();
-        } catch (...) {
-            return "unknown exception";
-        }
-    }
 
     // Hands the message, bound for the store, to it with the lock released (a durable store
     // syncs). If the store refuses, the message stays here and is tried again after the backoff.
@@ -14373,7 +14377,8 @@ private:
         try {
             message.emplace(decode_(bytes));
         } catch (...) {
-            corrupt(claimed, bytes, "the decoder threw: " + describe(std::current_exception()));
+            corrupt(claimed, bytes,
+                    "the decoder threw: " + detail::describe_exception(std::current_exception()));
             return;
         }
         Entry entry(claimed.id, std::move(*message));
@@ -15665,13 +15670,13 @@ private:
         } catch (...) {
             c.elapsed = clock_.now() - started;
             const std::exception_ptr error = std::current_exception();
-            c.error = detail::clip_text(describe(error), max_error_bytes);
+            c.error = detail::clip_text(detail::describe_exception(error), max_error_bytes);
             try {
                 c.failure = slot.classifier.classify(error);
             } catch (...) {
                 c.failure.kind = DeliveryErrorKind::permanent;
-                c.error +=
-                    " (its classification threw: " + describe(std::current_exception()) + ")";
+                c.error += " (its classification threw: " +
+                           detail::describe_exception(std::current_exception()) + ")";
             }
             const bool stop_here = !retryable(c.failure.kind) && !turn.fallback_on_permanent;
             turn.calls.push_back(std::move(c));
@@ -15681,16 +15686,6 @@ private:
                 turn.ctx->cancel();
             }
             throw;
-        }
-    }
-
-    static std::string describe(const std::exception_ptr& error) {
-        try {
-            std::rethrow_exception(error);
-        } catch (const std::exception& e) {
-            return e.what();
-        } catch (...) {
-            return "unknown exception";
         }
     }
 
@@ -16012,8 +16007,8 @@ private:
             try {
                 message.emplace(decode_(env.body));
             } catch (...) {
-                unreadable =
-                    "the message could not be decoded: " + describe(std::current_exception());
+                unreadable = "the message could not be decoded: " +
+                             detail::describe_exception(std::current_exception());
             }
         }
         if (!unreadable.empty()) {
@@ -16104,7 +16099,7 @@ private:
         try {
             result.emplace(run_route(routing, ctx, env.route, turn));
         } catch (...) {
-            route_error = describe(std::current_exception());
+            route_error = detail::describe_exception(std::current_exception());
         }
         if (result) {
             made = audit(*result, turn, pass_number, now, started);
@@ -16238,7 +16233,8 @@ private:
                 d.skipped = a.reason;
                 d.fallback_reason = previous;
                 if (a.error) {
-                    d.error = detail::clip_text(describe(a.error), max_error_bytes);
+                    d.error =
+                        detail::clip_text(detail::describe_exception(a.error), max_error_bytes);
                     d.kind = DeliveryErrorKind::transient;
                 }
                 made.push_back(std::move(d));
@@ -16312,7 +16308,8 @@ private:
             }
         } else {
             failure.kind = DeliveryErrorKind::transient;
-            error = result.error() ? detail::clip_text(describe(result.error()), max_error_bytes)
+            error = result.error() ? detail::clip_text(detail::describe_exception(result.error()),
+                                                       max_error_bytes)
                                    : "no channel was available";
         }
         const TimePoint now = clock_.now();
