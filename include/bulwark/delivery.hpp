@@ -898,6 +898,25 @@ private:
         std::uint64_t finish_seq = 0;  // its entry in finished_ (0: none)
     };
 
+    // A send a worker made, for its record (see sent()).
+    struct Sent {
+        Record* record = nullptr;  // held busy by the worker until entered
+        std::string id;
+        std::vector<DeliveryAttempt> made;
+        std::string channel;
+        std::string external_id;
+        WallTime at{};
+        std::uint32_t passes = 0;
+        bool delivered = false;
+        bool kept = false;  // the queue store still held the lease
+    };
+    using Records = std::unordered_map<std::string, Record>;
+    // What a worker's batch has to enter into the records, and what it let go from them.
+    struct Sends {
+        std::vector<Sent> list;
+        std::vector<typename Records::node_type> forgotten;
+    };
+
     static constexpr std::uint8_t envelope_version = 1;
     static constexpr std::size_t history_kept = 32;
     static constexpr std::size_t max_error_bytes = 1024;
@@ -1103,7 +1122,17 @@ private:
     std::string submit_one(const Message& message, WallTime when, WallTime now,
                            const std::vector<std::string>& channels) {
         QueuedMessage q = make_queued(message, channels, when, now);
-        enqueue(&q, 1, channels, now, [&] { queue_->push(q); });
+        enqueue(&q, 1, channels, now, [&] {
+            if (own_queue_ != nullptr) {
+                // The engine's own store takes the bytes rather than a copy of them.
+                QueuedMessage taken;
+                std::swap(taken, q);
+                q.id = taken.id;
+                own_queue_->push(std::move(taken));
+            } else {
+                queue_->push(q);
+            }
+        });
         return std::move(q.id);
     }
 
@@ -1232,7 +1261,7 @@ private:
     std::string next_id() {
         // relaxed: only needs to be unique.
         const std::uint64_t n = next_seq_.fetch_add(1, std::memory_order_relaxed);
-        return detail::format_id("msg-", detail::SplitMix64::at(seed_, n));
+        return detail::format_short_id("msg-", detail::SplitMix64::at(seed_, n));
     }
 
     WallTime to_wall(TimePoint when) const { return clock_.wall_now() + (when - clock_.now()); }
@@ -1320,7 +1349,10 @@ private:
 
     // A finished message joins the retention list; the oldest finished beyond the limits are
     // forgotten.
-    void finished(Record& r, const std::string& id, WallTime at) BULWARK_REQUIRES(mutex_) {
+    // `forgotten`, if given, takes the records let go, to be freed after the lock is released.
+    void finished(Record& r, const std::string& id, WallTime at,
+                  std::vector<typename Records::node_type>* forgotten = nullptr)
+        BULWARK_REQUIRES(mutex_) {
         r.finish_seq = ++finish_seq_;
         finished_.push_back(Finished{at, r.finish_seq, id});
         while (!finished_.empty() && (finished_.size() > options_.max_tracked ||
@@ -1333,7 +1365,11 @@ private:
                 if (!it->second.external_id.empty()) {
                     external_ids_.erase(it->second.external_id);
                 }
-                records_.erase(it);
+                if (forgotten != nullptr) {
+                    forgotten->push_back(records_.extract(it));
+                } else {
+                    records_.erase(it);
+                }
             }
             finished_.pop_front();
         }
@@ -1361,6 +1397,7 @@ private:
     std::size_t handle_batch(std::vector<QueuedMessage>& batch) {
         const std::shared_ptr<Routing> routing = this->routing();
         std::size_t done = 0;
+        Sends sends;
         for (std::size_t i = 0; i < batch.size(); ++i) {
             if (quitting()) {
                 // Stopping: hand the rest back at once, untouched.
@@ -1370,15 +1407,17 @@ private:
                 break;
             }
             try {
-                pass(batch[i], *routing);
+                pass(batch[i], *routing, sends);
                 ++done;
             } catch (...) {  // NOLINT(bugprone-empty-catch): the lease runs out; it comes back
             }
         }
         {
             detail::LockGuard lock(mutex_);
+            enter_sends(sends);
             notify_idle();
         }
+        emit_sends(sends);
         return done;
     }
 
@@ -1395,7 +1434,7 @@ private:
     }
 
     // One pass of one leased message over its route.
-    void pass(QueuedMessage& q, Routing& routing) {
+    void pass(QueuedMessage& q, Routing& routing, Sends& sends) {
         const WallTime now = clock_.wall_now();
         // A batch is worked through in turn: a message whose lease ran out meanwhile may be
         // another worker's now; one whose lease is half gone gets a fresh one first.
@@ -1436,9 +1475,12 @@ private:
         enum class Turnout { fresh, finished_already, busy };
         Turnout turnout = Turnout::fresh;
         MessageStatus from = MessageStatus::queued;
+        Record* record = nullptr;
         {
             detail::LockGuard lock(mutex_);
+            enter_sends(sends);
             Record& r = records_[q.id];
+            record = &r;
             if (r.route == nullptr && !env.route.empty()) {
                 r.route = intern(env.route);
             }
@@ -1455,6 +1497,7 @@ private:
                 enter(r, MessageStatus::sending, now);
             }
         }
+        emit_sends(sends);
         if (turnout == Turnout::finished_already) {
             queue_->complete(q.id, q.lease);
             return;
@@ -1463,9 +1506,11 @@ private:
             give_back(q, now + options_.lease);
             return;
         }
-        listeners_.emit(StatusChange{q.id, from, MessageStatus::sending, now, {}});
+        listeners_.emit_with([&] {
+            return StatusChange{q.id, from, MessageStatus::sending, now, {}};
+        });
         try {
-            attempt(q, routing, env, *message, now);
+            attempt(q, routing, env, *message, now, *record, sends);
         } catch (...) {
             // A store failed (release, complete): the message stays leased and comes back when
             // the lease runs out; it must not stay "sending" in the ledger meanwhile.
@@ -1485,8 +1530,9 @@ private:
         idle_.notify_all();
     }
 
+    // `record` is q's, which this worker holds busy (a busy record is never erased).
     void attempt(QueuedMessage& q, Routing& routing, Envelope& env, const Message& message,
-                 WallTime now) {
+                 WallTime now, Record& record, Sends& sends) {
         std::vector<DeliveryAttempt> made;
         if (env.burying) {
             // Bound for the dead-letter store, which refused it last time: only the add again.
@@ -1516,7 +1562,7 @@ private:
         }
 
         if (result && result->ok()) {
-            sent(q, made, std::move(*result).value());
+            sent(q, made, std::move(*result).value(), record, sends);
             return;
         }
         // Failed: how, and what that means for the message.
@@ -1731,55 +1777,81 @@ private:
         failure.retry_after = std::max(failure.retry_after, retry_after);
     }
 
-    void sent(const QueuedMessage& q, std::vector<DeliveryAttempt>& made, const Receipt& receipt) {
+    // A message sent: out of the queue now, into its record at this worker's next lock (the next
+    // message's ledger check, or the end of the batch), so that a send costs no lock of its own.
+    void sent(const QueuedMessage& q, std::vector<DeliveryAttempt>& made, Receipt&& receipt,
+              Record& record, Sends& sends) {
         bool kept = false;
         try {
             kept = queue_->complete(q.id, q.lease);
         } catch (
             ...) {  // NOLINT(bugprone-empty-catch): leased again later, the ledger stops a resend
         }
-        const WallTime now = clock_.wall_now();
-        std::string channel;
+        Sent s;
+        s.record = &record;
+        s.id = q.id;
+        s.at = clock_.wall_now();
         for (auto it = made.rbegin(); it != made.rend(); ++it) {
             if (it->ok) {
-                channel = it->channel;
+                s.channel = it->channel;
                 break;
             }
         }
-        const MessageStatus final_status =
-            receipt.delivered ? MessageStatus::delivered : MessageStatus::sent;
-        {
-            detail::LockGuard lock(mutex_);
-            if (!kept) {
+        s.made = std::move(made);
+        s.external_id = std::move(receipt.external_id);
+        s.passes = q.attempts + 1;
+        s.delivered = receipt.delivered;
+        s.kept = kept;
+        sends.list.push_back(std::move(s));
+    }
+
+    void enter_sends(Sends& sends) BULWARK_REQUIRES(mutex_) {
+        for (Sent& s : sends.list) {
+            Record& r = *s.record;
+            if (!s.kept) {
                 ++counters_.lease_lost;
             }
-            Record& r = records_[q.id];
-            add_attempts(r, made);
-            r.passes = q.attempts + 1;
-            r.channel = channel;
+            add_attempts(r, s.made);
+            r.passes = s.passes;
+            r.channel = s.channel;
             r.error.clear();
             if (!r.external_id.empty()) {
                 external_ids_.erase(r.external_id);
             }
-            r.external_id = receipt.external_id;
-            if (!receipt.external_id.empty()) {
-                external_ids_[receipt.external_id] = q.id;
+            r.external_id = s.external_id;
+            if (!s.external_id.empty()) {
+                external_ids_[s.external_id] = s.id;
             }
-            enter(r, MessageStatus::sent, now);
-            if (final_status == MessageStatus::delivered) {
-                enter(r, MessageStatus::delivered, now);
+            enter(r, MessageStatus::sent, s.at);
+            if (s.delivered) {
+                enter(r, MessageStatus::delivered, s.at);
             }
             r.busy = false;
             --in_flight_;
-            finished(r, q.id, now);
+            finished(r, s.id, s.at, &sends.forgotten);
+            s.record = nullptr;  // entered; may be forgotten from now on
+        }
+        if (!sends.list.empty()) {
             notify_idle();
         }
-        listeners_.emit(
-            StatusChange{q.id, MessageStatus::sending, MessageStatus::sent, now, channel});
-        if (final_status == MessageStatus::delivered) {
-            listeners_.emit(
-                StatusChange{q.id, MessageStatus::sent, MessageStatus::delivered, now, channel});
+    }
+
+    // After enter_sends(), outside the lock: the listeners hear of the sends, in order.
+    void emit_sends(Sends& sends) {
+        for (const Sent& s : sends.list) {
+            listeners_.emit_with([&] {
+                return StatusChange{s.id, MessageStatus::sending, MessageStatus::sent, s.at,
+                                    s.channel};
+            });
+            if (s.delivered) {
+                listeners_.emit_with([&] {
+                    return StatusChange{s.id, MessageStatus::sent, MessageStatus::delivered, s.at,
+                                        s.channel};
+                });
+            }
         }
+        sends.list.clear();
+        sends.forgotten.clear();
     }
 
     // The end of a pass that did not send: back in the queue (queued) or dead-lettered.
@@ -2105,7 +2177,7 @@ private:
     mutable detail::Mutex mutex_;
     std::condition_variable wake_;  // a message may be ready, or quit_
     std::condition_variable idle_;  // a pass ended
-    std::unordered_map<std::string, Record> records_ BULWARK_GUARDED_BY(mutex_);
+    Records records_ BULWARK_GUARDED_BY(mutex_);
     std::unordered_map<std::string, std::string> external_ids_ BULWARK_GUARDED_BY(mutex_);
     struct Finished {
         WallTime at{};

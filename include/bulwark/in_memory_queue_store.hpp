@@ -35,17 +35,29 @@ public:
     }
 
     void push(const QueuedMessage& message) override {
-        detail::LockGuard lock(mutex_);
-        check(message);
-        if (index_.size() >= max_size_) {
-            full();
-        }
-        index_.insert(fresh(message));
+        // Copied before the lock, so that submitters and workers wait on each other only for
+        // the index's own work.
+        detail::QueueIndex::Staged staged = detail::QueueIndex::stage(fresh(message));
+        insert(staged);
+    }
+
+    // push() of a message this store may take over (no copy of its bytes).
+    void push(QueuedMessage&& message) {
+        message.claims = 0;
+        message.lease = 0;
+        message.lease_until = WallTime{};
+        detail::QueueIndex::Staged staged = detail::QueueIndex::stage(std::move(message));
+        insert(staged);
     }
 
     // All or nothing: a batch that does not fit, or holds a bad id (a duplicate within it too),
     // stores none of its messages.
     void push_all(const std::vector<QueuedMessage>& messages) override {
+        std::vector<detail::QueueIndex::Staged> staged;
+        staged.reserve(messages.size());
+        for (const QueuedMessage& m : messages) {
+            staged.push_back(detail::QueueIndex::stage(fresh(m)));
+        }
         detail::LockGuard lock(mutex_);
         if (messages.size() == 1) {
             check(messages.front());  // the common batch: no set to build
@@ -64,7 +76,7 @@ public:
         std::size_t done = 0;
         try {
             for (; done < messages.size(); ++done) {
-                index_.insert(fresh(messages[done]));
+                index_.try_insert(staged[done]);  // the ids were checked
             }
         } catch (...) {
             for (std::size_t i = 0; i < done; ++i) {
@@ -84,21 +96,19 @@ public:
              m = index_.first_ready(now)) {
             // The copy first: if it cannot be made, nothing was leased.
             out.push_back(*m);
-            index_.lease(m->id, ++last_lease_, until);
-            out.back().lease = m->lease;
-            out.back().lease_until = m->lease_until;
-            out.back().claims = m->claims;
+            const QueuedMessage& leased = index_.lease_first(++last_lease_, until);
+            out.back().lease = leased.lease;
+            out.back().lease_until = leased.lease_until;
+            out.back().claims = leased.claims;
         }
         return out;
     }
 
     bool complete(std::string_view id, std::uint64_t lease) override {
+        detail::QueueIndex::Removed removed;  // freed after the lock is released
         detail::LockGuard lock(mutex_);
-        if (index_.find_leased(id, lease) == nullptr) {
-            return false;
-        }
-        index_.erase(id);
-        return true;
+        removed = index_.erase_leased(id, lease);
+        return static_cast<bool>(removed);
     }
 
     bool release(const QueuedMessage& message) override {
@@ -120,8 +130,10 @@ public:
     }
 
     bool remove(std::string_view id) override {
+        detail::QueueIndex::Removed removed;
         detail::LockGuard lock(mutex_);
-        return index_.erase(id);
+        removed = index_.erase(id);
+        return static_cast<bool>(removed);
     }
 
     std::optional<QueuedMessage> get(std::string_view id) const override {
@@ -167,6 +179,22 @@ private:
     [[noreturn]] BULWARK_NOINLINE void full() const {
         throw QueueFullError("bulwark::InMemoryQueueStore is full (max_size " +
                              std::to_string(max_size_) + ")");
+    }
+
+    // push() of a staged message, with one lookup of its id.
+    void insert(detail::QueueIndex::Staged& staged) BULWARK_EXCLUDES(mutex_) {
+        const QueuedMessage& m = detail::QueueIndex::message(staged);
+        if (m.id.empty()) {
+            detail::check_push_id(call, m, false);
+        }
+        detail::LockGuard lock(mutex_);
+        if (index_.size() >= max_size_) {
+            check(m);  // a held id is named first
+            full();
+        }
+        if (!index_.try_insert(staged)) {
+            detail::throw_already_queued(call, m.id);
+        }
     }
 
     void check(const QueuedMessage& message) const BULWARK_REQUIRES(mutex_) {

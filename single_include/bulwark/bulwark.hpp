@@ -4893,6 +4893,21 @@ inline std::string format_id(std::string_view prefix, std::uint64_t bits) {
     return id;
 }
 
+// `prefix` + 11 base-62 digits (0-9, A-Z, a-z) of `bits`: every 64-bit value, one to one, in
+// fewer characters than hex, so that "msg-" + 11 fits the 15 characters a std::string holds
+// without allocating (libstdc++ and MSVC; libc++ holds 22).
+inline std::string format_short_id(std::string_view prefix, std::uint64_t bits) {
+    static constexpr char digits[] =
+        "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    std::string id(prefix.size() + 11, '0');
+    prefix.copy(id.data(), prefix.size());
+    for (std::size_t i = id.size(); i > prefix.size(); --i) {
+        id[i - 1] = digits[bits % 62U];
+        bits /= 62U;
+    }
+    return id;
+}
+
 // "dl-" + 16 lower-case hex digits.
 inline std::string format_dead_letter_id(std::uint64_t bits) {
     return format_id("dl-", bits);
@@ -12845,14 +12860,47 @@ namespace detail {
 // them. A message's ready key is (due, push number) while it is not leased and (lease_until,
 // push number) while it is, so ties between equal times go in push order whatever was released
 // or re-leased in between, and a store replayed from its journal orders them as before.
-// Checks nothing: its owner validates. Leasing, releasing and extending re-key the ready node in
-// place; they allocate only to look up an id longer than any before (std::bad_alloc, before
-// anything changes). Not thread-safe: the owner's lock guards it.
+// Checks nothing: its owner validates. What runs under the owner's lock allocates nothing but a
+// larger bucket array now and then: a message's nodes are made by stage() before the lock and
+// freed from the Removed that erase() returns after it; leasing, releasing and extending re-key
+// the ready node in place. Not thread-safe: the owner's lock guards it.
 class QueueIndex {
+    using Key = std::pair<WallTime, std::uint64_t>;  // ready time, push number
+    struct Entry;
+    using Ready = std::map<Key, Entry*>;
+    struct Entry {
+        QueuedMessage message;
+        std::uint64_t seq = 0;
+        Ready::iterator ready;
+    };
+    // Keyed by a view of the id that the entry holds: a node never moves, so the view stays
+    // valid, and the id is kept once.
+    using Entries = std::unordered_map<std::string_view, Entry>;
+
 public:
+    // A message with its nodes allocated (by stage(), which needs no lock), so that insert()
+    // under the owner's lock allocates nothing but a larger bucket array now and then.
+    class Staged {
+        friend QueueIndex;
+        Entries::node_type entry_node_;
+        Ready::node_type ready_node_;
+    };
+
+    // What erase() took out: its nodes, freed when this is destroyed, which the owner may do
+    // after unlocking. False if the id was not held.
+    class Removed {
+    public:
+        explicit operator bool() const noexcept { return !entry_node_.empty(); }
+
+    private:
+        friend QueueIndex;
+        Entries::node_type entry_node_;
+        Ready::node_type ready_node_;
+    };
+
     std::size_t size() const noexcept { return entries_.size(); }
     std::size_t leased() const noexcept { return leased_; }
-    bool contains(std::string_view id) const { return find_entry(id) != nullptr; }
+    bool contains(std::string_view id) const { return entries_.count(id) != 0; }
 
     const QueuedMessage* find(std::string_view id) const {
         const Entry* e = find_entry(id);
@@ -12867,23 +12915,55 @@ public:
 
     void reserve(std::size_t n) { entries_.reserve(n); }
 
-    // Adds `message` as it is (its lease included: a snapshot replayed), after every message
-    // already held in push order. The id must be absent. Strong guarantee.
-    void insert(const QueuedMessage& message) {
-        const auto it = entries_.try_emplace(message.id).first;
-        Entry& e = it->second;
-        try {
-            e.message = message;
-            e.seq = next_seq_;
-            e.ready = ready_.emplace(Key{ready_time(e.message), e.seq}, &e).first;
-        } catch (...) {
-            entries_.erase(it);
-            throw;
+    // `message` in nodes of its own, ready for insert(). Thread-safe (touches no index).
+    static Staged stage(QueuedMessage message) {
+        Staged s;
+        {
+            Entries one;
+            one.try_emplace(std::string_view{});
+            s.entry_node_ = one.extract(one.begin());
         }
+        {
+            Ready one;
+            one.emplace(Key{}, nullptr);
+            s.ready_node_ = one.extract(one.begin());
+        }
+        Entry& e = s.entry_node_.mapped();
+        e.message = std::move(message);
+        s.entry_node_.key() = e.message.id;
+        s.ready_node_.mapped() = &e;
+        return s;
+    }
+
+    // Adds the staged message as it is (its lease included: a snapshot replayed), after every
+    // message already held in push order, if its id is absent; false (and `s` unchanged) if
+    // not. Strong guarantee (only a larger bucket array can fail to allocate).
+    bool try_insert(Staged& s) {
+        Entry& e = s.entry_node_.mapped();
+        // On a throw or a held id, s still owns the node.
+        auto placed = entries_.insert(std::move(s.entry_node_));
+        if (!placed.inserted) {
+            s.entry_node_ = std::move(placed.node);
+            return false;
+        }
+        e.seq = next_seq_;
+        s.ready_node_.key() = Key{ready_time(e.message), e.seq};
+        e.ready = ready_.insert(std::move(s.ready_node_)).position;  // no allocation: cannot throw
         ++next_seq_;
         if (e.message.lease != 0) {
             ++leased_;
         }
+        return true;
+    }
+
+    // try_insert() of a message whose id is absent.
+    void insert(const QueuedMessage& message) {
+        Staged s = stage(message);
+        try_insert(s);
+    }
+
+    static const QueuedMessage& message(const Staged& s) noexcept {
+        return s.entry_node_.mapped().message;
     }
 
     // The first message in ready order if it is ready at `now`, else nullptr.
@@ -12906,14 +12986,14 @@ public:
 
     // Leases the message `id` (held) under `token` until `until`; claims + 1.
     void lease(std::string_view id, std::uint64_t token, WallTime until) {
-        Entry& e = *find_entry(id);
-        if (e.message.lease == 0) {
-            ++leased_;
-        }
-        e.message.lease = token;
-        e.message.lease_until = until;
-        ++e.message.claims;
-        rekey(e);
+        lease(*find_entry(id), token, until);
+    }
+
+    // Leases the first message in ready order (there is one) as lease(); returns it.
+    const QueuedMessage& lease_first(std::uint64_t token, WallTime until) {
+        Entry& e = *ready_.begin()->second;
+        lease(e, token, until);
+        return e.message;
     }
 
     // Ends the lease of `id` (held) with the message's new state: ready again at `due`.
@@ -12937,17 +13017,13 @@ public:
         rekey(e);
     }
 
-    bool erase(std::string_view id) {
-        auto it = entries_.find(key(id));
-        if (it == entries_.end()) {
-            return false;
-        }
-        if (it->second.message.lease != 0) {
-            --leased_;
-        }
-        ready_.erase(it->second.ready);
-        entries_.erase(it);
-        return true;
+    Removed erase(std::string_view id) {
+        return erase_if(id, [](const QueuedMessage&) { return true; });
+    }
+
+    // erase() of the message `id` if it is under lease `lease` (0 never is a lease).
+    Removed erase_leased(std::string_view id, std::uint64_t lease) {
+        return erase_if(id, [&](const QueuedMessage& m) { return lease != 0 && m.lease == lease; });
     }
 
     std::optional<WallTime> next_ready() const {
@@ -12985,17 +13061,34 @@ public:
     }
 
 private:
-    using Key = std::pair<WallTime, std::uint64_t>;  // ready time, push number
-    struct Entry;
-    using Ready = std::map<Key, Entry*>;
-    struct Entry {
-        QueuedMessage message;
-        std::uint64_t seq = 0;
-        typename Ready::iterator ready;
-    };
+    // One lookup: the message `id` out if it is held and pred(message) holds.
+    template <class Pred>
+    Removed erase_if(std::string_view id, Pred&& pred) {
+        Removed out;
+        const auto it = entries_.find(id);
+        if (it == entries_.end() || !pred(it->second.message)) {
+            return out;
+        }
+        if (it->second.message.lease != 0) {
+            --leased_;
+        }
+        out.ready_node_ = ready_.extract(it->second.ready);
+        out.entry_node_ = entries_.extract(it);
+        return out;
+    }
 
     static WallTime ready_time(const QueuedMessage& m) noexcept {
         return m.lease != 0 ? m.lease_until : m.due;
+    }
+
+    void lease(Entry& e, std::uint64_t token, WallTime until) noexcept {
+        if (e.message.lease == 0) {
+            ++leased_;
+        }
+        e.message.lease = token;
+        e.message.lease_until = until;
+        ++e.message.claims;
+        rekey(e);
     }
 
     // Moves e's ready node to its current key: extracted and reinserted, so nothing allocates.
@@ -13005,29 +13098,19 @@ private:
         e.ready = ready_.insert(std::move(node)).position;
     }
 
-    // The id as a key for the map (C++17 has no heterogeneous unordered lookup): copied into a
-    // buffer kept for it, so that a lookup allocates only when an id is longer than any before.
-    // The owner's one lock guards every call, const ones included.
-    const std::string& key(std::string_view id) const {
-        scratch_.assign(id.data(), id.size());
-        return scratch_;
-    }
-
     Entry* find_entry(std::string_view id) {
-        auto it = entries_.find(key(id));
+        const auto it = entries_.find(id);
         return it != entries_.end() ? &it->second : nullptr;
     }
     const Entry* find_entry(std::string_view id) const {
-        auto it = entries_.find(key(id));
+        const auto it = entries_.find(id);
         return it != entries_.end() ? &it->second : nullptr;
     }
 
-    // Node-based: Entry addresses stay valid while the map grows.
-    std::unordered_map<std::string, Entry> entries_;
+    Entries entries_;
     Ready ready_;
     std::size_t leased_ = 0;
     std::uint64_t next_seq_ = 0;
-    mutable std::string scratch_;
 };
 
 // The checks every queue store makes of its arguments, so that they fail alike:
@@ -13080,17 +13163,29 @@ public:
     }
 
     void push(const QueuedMessage& message) override {
-        detail::LockGuard lock(mutex_);
-        check(message);
-        if (index_.size() >= max_size_) {
-            full();
-        }
-        index_.insert(fresh(message));
+        // Copied before the lock, so that submitters and workers wait on each other only for
+        // the index's own work.
+        detail::QueueIndex::Staged staged = detail::QueueIndex::stage(fresh(message));
+        insert(staged);
+    }
+
+    // push() of a message this store may take over (no copy of its bytes).
+    void push(QueuedMessage&& message) {
+        message.claims = 0;
+        message.lease = 0;
+        message.lease_until = WallTime{};
+        detail::QueueIndex::Staged staged = detail::QueueIndex::stage(std::move(message));
+        insert(staged);
     }
 
     // All or nothing: a batch that does not fit, or holds a bad id (a duplicate within it too),
     // stores none of its messages.
     void push_all(const std::vector<QueuedMessage>& messages) override {
+        std::vector<detail::QueueIndex::Staged> staged;
+        staged.reserve(messages.size());
+        for (const QueuedMessage& m : messages) {
+            staged.push_back(detail::QueueIndex::stage(fresh(m)));
+        }
         detail::LockGuard lock(mutex_);
         if (messages.size() == 1) {
             check(messages.front());  // the common batch: no set to build
@@ -13109,7 +13204,7 @@ public:
         std::size_t done = 0;
         try {
             for (; done < messages.size(); ++done) {
-                index_.insert(fresh(messages[done]));
+                index_.try_insert(staged[done]);  // the ids were checked
             }
         } catch (...) {
             for (std::size_t i = 0; i < done; ++i) {
@@ -13129,21 +13224,19 @@ public:
              m = index_.first_ready(now)) {
             // The copy first: if it cannot be made, nothing was leased.
             out.push_back(*m);
-            index_.lease(m->id, ++last_lease_, until);
-            out.back().lease = m->lease;
-            out.back().lease_until = m->lease_until;
-            out.back().claims = m->claims;
+            const QueuedMessage& leased = index_.lease_first(++last_lease_, until);
+            out.back().lease = leased.lease;
+            out.back().lease_until = leased.lease_until;
+            out.back().claims = leased.claims;
         }
         return out;
     }
 
     bool complete(std::string_view id, std::uint64_t lease) override {
+        detail::QueueIndex::Removed removed;  // freed after the lock is released
         detail::LockGuard lock(mutex_);
-        if (index_.find_leased(id, lease) == nullptr) {
-            return false;
-        }
-        index_.erase(id);
-        return true;
+        removed = index_.erase_leased(id, lease);
+        return static_cast<bool>(removed);
     }
 
     bool release(const QueuedMessage& message) override {
@@ -13165,8 +13258,10 @@ public:
     }
 
     bool remove(std::string_view id) override {
+        detail::QueueIndex::Removed removed;
         detail::LockGuard lock(mutex_);
-        return index_.erase(id);
+        removed = index_.erase(id);
+        return static_cast<bool>(removed);
     }
 
     std::optional<QueuedMessage> get(std::string_view id) const override {
@@ -13212,6 +13307,22 @@ private:
     [[noreturn]] BULWARK_NOINLINE void full() const {
         throw QueueFullError("bulwark::InMemoryQueueStore is full (max_size " +
                              std::to_string(max_size_) + ")");
+    }
+
+    // push() of a staged message, with one lookup of its id.
+    void insert(detail::QueueIndex::Staged& staged) BULWARK_EXCLUDES(mutex_) {
+        const QueuedMessage& m = detail::QueueIndex::message(staged);
+        if (m.id.empty()) {
+            detail::check_push_id(call, m, false);
+        }
+        detail::LockGuard lock(mutex_);
+        if (index_.size() >= max_size_) {
+            check(m);  // a held id is named first
+            full();
+        }
+        if (!index_.try_insert(staged)) {
+            detail::throw_already_queued(call, m.id);
+        }
     }
 
     void check(const QueuedMessage& message) const BULWARK_REQUIRES(mutex_) {
@@ -15488,6 +15599,25 @@ private:
         std::uint64_t finish_seq = 0;  // its entry in finished_ (0: none)
     };
 
+    // A send a worker made, for its record (see sent()).
+    struct Sent {
+        Record* record = nullptr;  // held busy by the worker until entered
+        std::string id;
+        std::vector<DeliveryAttempt> made;
+        std::string channel;
+        std::string external_id;
+        WallTime at{};
+        std::uint32_t passes = 0;
+        bool delivered = false;
+        bool kept = false;  // the queue store still held the lease
+    };
+    using Records = std::unordered_map<std::string, Record>;
+    // What a worker's batch has to enter into the records, and what it let go from them.
+    struct Sends {
+        std::vector<Sent> list;
+        std::vector<typename Records::node_type> forgotten;
+    };
+
     static constexpr std::uint8_t envelope_version = 1;
     static constexpr std::size_t history_kept = 32;
     static constexpr std::size_t max_error_bytes = 1024;
@@ -15693,7 +15823,17 @@ private:
     std::string submit_one(const Message& message, WallTime when, WallTime now,
                            const std::vector<std::string>& channels) {
         QueuedMessage q = make_queued(message, channels, when, now);
-        enqueue(&q, 1, channels, now, [&] { queue_->push(q); });
+        enqueue(&q, 1, channels, now, [&] {
+            if (own_queue_ != nullptr) {
+                // The engine's own store takes the bytes rather than a copy of them.
+                QueuedMessage taken;
+                std::swap(taken, q);
+                q.id = taken.id;
+                own_queue_->push(std::move(taken));
+            } else {
+                queue_->push(q);
+            }
+        });
         return std::move(q.id);
     }
 
@@ -15822,7 +15962,7 @@ private:
     std::string next_id() {
         // relaxed: only needs to be unique.
         const std::uint64_t n = next_seq_.fetch_add(1, std::memory_order_relaxed);
-        return detail::format_id("msg-", detail::SplitMix64::at(seed_, n));
+        return detail::format_short_id("msg-", detail::SplitMix64::at(seed_, n));
     }
 
     WallTime to_wall(TimePoint when) const { return clock_.wall_now() + (when - clock_.now()); }
@@ -15910,7 +16050,10 @@ private:
 
     // A finished message joins the retention list; the oldest finished beyond the limits are
     // forgotten.
-    void finished(Record& r, const std::string& id, WallTime at) BULWARK_REQUIRES(mutex_) {
+    // `forgotten`, if given, takes the records let go, to be freed after the lock is released.
+    void finished(Record& r, const std::string& id, WallTime at,
+                  std::vector<typename Records::node_type>* forgotten = nullptr)
+        BULWARK_REQUIRES(mutex_) {
         r.finish_seq = ++finish_seq_;
         finished_.push_back(Finished{at, r.finish_seq, id});
         while (!finished_.empty() && (finished_.size() > options_.max_tracked ||
@@ -15923,7 +16066,11 @@ private:
                 if (!it->second.external_id.empty()) {
                     external_ids_.erase(it->second.external_id);
                 }
-                records_.erase(it);
+                if (forgotten != nullptr) {
+                    forgotten->push_back(records_.extract(it));
+                } else {
+                    records_.erase(it);
+                }
             }
             finished_.pop_front();
         }
@@ -15951,6 +16098,7 @@ private:
     std::size_t handle_batch(std::vector<QueuedMessage>& batch) {
         const std::shared_ptr<Routing> routing = this->routing();
         std::size_t done = 0;
+        Sends sends;
         for (std::size_t i = 0; i < batch.size(); ++i) {
             if (quitting()) {
                 // Stopping: hand the rest back at once, untouched.
@@ -15960,15 +16108,17 @@ private:
                 break;
             }
             try {
-                pass(batch[i], *routing);
+                pass(batch[i], *routing, sends);
                 ++done;
             } catch (...) {  // NOLINT(bugprone-empty-catch): the lease runs out; it comes back
             }
         }
         {
             detail::LockGuard lock(mutex_);
+            enter_sends(sends);
             notify_idle();
         }
+        emit_sends(sends);
         return done;
     }
 
@@ -15985,7 +16135,7 @@ private:
     }
 
     // One pass of one leased message over its route.
-    void pass(QueuedMessage& q, Routing& routing) {
+    void pass(QueuedMessage& q, Routing& routing, Sends& sends) {
         const WallTime now = clock_.wall_now();
         // A batch is worked through in turn: a message whose lease ran out meanwhile may be
         // another worker's now; one whose lease is half gone gets a fresh one first.
@@ -16026,9 +16176,12 @@ private:
         enum class Turnout { fresh, finished_already, busy };
         Turnout turnout = Turnout::fresh;
         MessageStatus from = MessageStatus::queued;
+        Record* record = nullptr;
         {
             detail::LockGuard lock(mutex_);
+            enter_sends(sends);
             Record& r = records_[q.id];
+            record = &r;
             if (r.route == nullptr && !env.route.empty()) {
                 r.route = intern(env.route);
             }
@@ -16045,6 +16198,7 @@ private:
                 enter(r, MessageStatus::sending, now);
             }
         }
+        emit_sends(sends);
         if (turnout == Turnout::finished_already) {
             queue_->complete(q.id, q.lease);
             return;
@@ -16053,9 +16207,11 @@ private:
             give_back(q, now + options_.lease);
             return;
         }
-        listeners_.emit(StatusChange{q.id, from, MessageStatus::sending, now, {}});
+        listeners_.emit_with([&] {
+            return StatusChange{q.id, from, MessageStatus::sending, now, {}};
+        });
         try {
-            attempt(q, routing, env, *message, now);
+            attempt(q, routing, env, *message, now, *record, sends);
         } catch (...) {
             // A store failed (release, complete): the message stays leased and comes back when
             // the lease runs out; it must not stay "sending" in the ledger meanwhile.
@@ -16075,8 +16231,9 @@ private:
         idle_.notify_all();
     }
 
+    // `record` is q's, which this worker holds busy (a busy record is never erased).
     void attempt(QueuedMessage& q, Routing& routing, Envelope& env, const Message& message,
-                 WallTime now) {
+                 WallTime now, Record& record, Sends& sends) {
         std::vector<DeliveryAttempt> made;
         if (env.burying) {
             // Bound for the dead-letter store, which refused it last time: only the add again.
@@ -16106,7 +16263,7 @@ private:
         }
 
         if (result && result->ok()) {
-            sent(q, made, std::move(*result).value());
+            sent(q, made, std::move(*result).value(), record, sends);
             return;
         }
         // Failed: how, and what that means for the message.
@@ -16321,55 +16478,81 @@ private:
         failure.retry_after = std::max(failure.retry_after, retry_after);
     }
 
-    void sent(const QueuedMessage& q, std::vector<DeliveryAttempt>& made, const Receipt& receipt) {
+    // A message sent: out of the queue now, into its record at this worker's next lock (the next
+    // message's ledger check, or the end of the batch), so that a send costs no lock of its own.
+    void sent(const QueuedMessage& q, std::vector<DeliveryAttempt>& made, Receipt&& receipt,
+              Record& record, Sends& sends) {
         bool kept = false;
         try {
             kept = queue_->complete(q.id, q.lease);
         } catch (
             ...) {  // NOLINT(bugprone-empty-catch): leased again later, the ledger stops a resend
         }
-        const WallTime now = clock_.wall_now();
-        std::string channel;
+        Sent s;
+        s.record = &record;
+        s.id = q.id;
+        s.at = clock_.wall_now();
         for (auto it = made.rbegin(); it != made.rend(); ++it) {
             if (it->ok) {
-                channel = it->channel;
+                s.channel = it->channel;
                 break;
             }
         }
-        const MessageStatus final_status =
-            receipt.delivered ? MessageStatus::delivered : MessageStatus::sent;
-        {
-            detail::LockGuard lock(mutex_);
-            if (!kept) {
+        s.made = std::move(made);
+        s.external_id = std::move(receipt.external_id);
+        s.passes = q.attempts + 1;
+        s.delivered = receipt.delivered;
+        s.kept = kept;
+        sends.list.push_back(std::move(s));
+    }
+
+    void enter_sends(Sends& sends) BULWARK_REQUIRES(mutex_) {
+        for (Sent& s : sends.list) {
+            Record& r = *s.record;
+            if (!s.kept) {
                 ++counters_.lease_lost;
             }
-            Record& r = records_[q.id];
-            add_attempts(r, made);
-            r.passes = q.attempts + 1;
-            r.channel = channel;
+            add_attempts(r, s.made);
+            r.passes = s.passes;
+            r.channel = s.channel;
             r.error.clear();
             if (!r.external_id.empty()) {
                 external_ids_.erase(r.external_id);
             }
-            r.external_id = receipt.external_id;
-            if (!receipt.external_id.empty()) {
-                external_ids_[receipt.external_id] = q.id;
+            r.external_id = s.external_id;
+            if (!s.external_id.empty()) {
+                external_ids_[s.external_id] = s.id;
             }
-            enter(r, MessageStatus::sent, now);
-            if (final_status == MessageStatus::delivered) {
-                enter(r, MessageStatus::delivered, now);
+            enter(r, MessageStatus::sent, s.at);
+            if (s.delivered) {
+                enter(r, MessageStatus::delivered, s.at);
             }
             r.busy = false;
             --in_flight_;
-            finished(r, q.id, now);
+            finished(r, s.id, s.at, &sends.forgotten);
+            s.record = nullptr;  // entered; may be forgotten from now on
+        }
+        if (!sends.list.empty()) {
             notify_idle();
         }
-        listeners_.emit(
-            StatusChange{q.id, MessageStatus::sending, MessageStatus::sent, now, channel});
-        if (final_status == MessageStatus::delivered) {
-            listeners_.emit(
-                StatusChange{q.id, MessageStatus::sent, MessageStatus::delivered, now, channel});
+    }
+
+    // After enter_sends(), outside the lock: the listeners hear of the sends, in order.
+    void emit_sends(Sends& sends) {
+        for (const Sent& s : sends.list) {
+            listeners_.emit_with([&] {
+                return StatusChange{s.id, MessageStatus::sending, MessageStatus::sent, s.at,
+                                    s.channel};
+            });
+            if (s.delivered) {
+                listeners_.emit_with([&] {
+                    return StatusChange{s.id, MessageStatus::sent, MessageStatus::delivered, s.at,
+                                        s.channel};
+                });
+            }
         }
+        sends.list.clear();
+        sends.forgotten.clear();
     }
 
     // The end of a pass that did not send: back in the queue (queued) or dead-lettered.
@@ -16695,7 +16878,7 @@ private:
     mutable detail::Mutex mutex_;
     std::condition_variable wake_;  // a message may be ready, or quit_
     std::condition_variable idle_;  // a pass ended
-    std::unordered_map<std::string, Record> records_ BULWARK_GUARDED_BY(mutex_);
+    Records records_ BULWARK_GUARDED_BY(mutex_);
     std::unordered_map<std::string, std::string> external_ids_ BULWARK_GUARDED_BY(mutex_);
     struct Finished {
         WallTime at{};

@@ -48,6 +48,21 @@ inline std::string format_id(std::string_view prefix, std::uint64_t bits) {
     return id;
 }
 
+// `prefix` + 11 base-62 digits (0-9, A-Z, a-z) of `bits`: every 64-bit value, one to one, in
+// fewer characters than hex, so that "msg-" + 11 fits the 15 characters a std::string holds
+// without allocating (libstdc++ and MSVC; libc++ holds 22).
+inline std::string format_short_id(std::string_view prefix, std::uint64_t bits) {
+    static constexpr char digits[] =
+        "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    std::string id(prefix.size() + 11, '0');
+    prefix.copy(id.data(), prefix.size());
+    for (std::size_t i = id.size(); i > prefix.size(); --i) {
+        id[i - 1] = digits[bits % 62U];
+        bits /= 62U;
+    }
+    return id;
+}
+
 // "dl-" + 16 lower-case hex digits.
 inline std::string format_dead_letter_id(std::uint64_t bits) {
     return format_id("dl-", bits);

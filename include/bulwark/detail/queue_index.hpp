@@ -26,14 +26,47 @@ namespace detail {
 // them. A message's ready key is (due, push number) while it is not leased and (lease_until,
 // push number) while it is, so ties between equal times go in push order whatever was released
 // or re-leased in between, and a store replayed from its journal orders them as before.
-// Checks nothing: its owner validates. Leasing, releasing and extending re-key the ready node in
-// place; they allocate only to look up an id longer than any before (std::bad_alloc, before
-// anything changes). Not thread-safe: the owner's lock guards it.
+// Checks nothing: its owner validates. What runs under the owner's lock allocates nothing but a
+// larger bucket array now and then: a message's nodes are made by stage() before the lock and
+// freed from the Removed that erase() returns after it; leasing, releasing and extending re-key
+// the ready node in place. Not thread-safe: the owner's lock guards it.
 class QueueIndex {
+    using Key = std::pair<WallTime, std::uint64_t>;  // ready time, push number
+    struct Entry;
+    using Ready = std::map<Key, Entry*>;
+    struct Entry {
+        QueuedMessage message;
+        std::uint64_t seq = 0;
+        Ready::iterator ready;
+    };
+    // Keyed by a view of the id that the entry holds: a node never moves, so the view stays
+    // valid, and the id is kept once.
+    using Entries = std::unordered_map<std::string_view, Entry>;
+
 public:
+    // A message with its nodes allocated (by stage(), which needs no lock), so that insert()
+    // under the owner's lock allocates nothing but a larger bucket array now and then.
+    class Staged {
+        friend QueueIndex;
+        Entries::node_type entry_node_;
+        Ready::node_type ready_node_;
+    };
+
+    // What erase() took out: its nodes, freed when this is destroyed, which the owner may do
+    // after unlocking. False if the id was not held.
+    class Removed {
+    public:
+        explicit operator bool() const noexcept { return !entry_node_.empty(); }
+
+    private:
+        friend QueueIndex;
+        Entries::node_type entry_node_;
+        Ready::node_type ready_node_;
+    };
+
     std::size_t size() const noexcept { return entries_.size(); }
     std::size_t leased() const noexcept { return leased_; }
-    bool contains(std::string_view id) const { return find_entry(id) != nullptr; }
+    bool contains(std::string_view id) const { return entries_.count(id) != 0; }
 
     const QueuedMessage* find(std::string_view id) const {
         const Entry* e = find_entry(id);
@@ -48,23 +81,55 @@ public:
 
     void reserve(std::size_t n) { entries_.reserve(n); }
 
-    // Adds `message` as it is (its lease included: a snapshot replayed), after every message
-    // already held in push order. The id must be absent. Strong guarantee.
-    void insert(const QueuedMessage& message) {
-        const auto it = entries_.try_emplace(message.id).first;
-        Entry& e = it->second;
-        try {
-            e.message = message;
-            e.seq = next_seq_;
-            e.ready = ready_.emplace(Key{ready_time(e.message), e.seq}, &e).first;
-        } catch (...) {
-            entries_.erase(it);
-            throw;
+    // `message` in nodes of its own, ready for insert(). Thread-safe (touches no index).
+    static Staged stage(QueuedMessage message) {
+        Staged s;
+        {
+            Entries one;
+            one.try_emplace(std::string_view{});
+            s.entry_node_ = one.extract(one.begin());
         }
+        {
+            Ready one;
+            one.emplace(Key{}, nullptr);
+            s.ready_node_ = one.extract(one.begin());
+        }
+        Entry& e = s.entry_node_.mapped();
+        e.message = std::move(message);
+        s.entry_node_.key() = e.message.id;
+        s.ready_node_.mapped() = &e;
+        return s;
+    }
+
+    // Adds the staged message as it is (its lease included: a snapshot replayed), after every
+    // message already held in push order, if its id is absent; false (and `s` unchanged) if
+    // not. Strong guarantee (only a larger bucket array can fail to allocate).
+    bool try_insert(Staged& s) {
+        Entry& e = s.entry_node_.mapped();
+        // On a throw or a held id, s still owns the node.
+        auto placed = entries_.insert(std::move(s.entry_node_));
+        if (!placed.inserted) {
+            s.entry_node_ = std::move(placed.node);
+            return false;
+        }
+        e.seq = next_seq_;
+        s.ready_node_.key() = Key{ready_time(e.message), e.seq};
+        e.ready = ready_.insert(std::move(s.ready_node_)).position;  // no allocation: cannot throw
         ++next_seq_;
         if (e.message.lease != 0) {
             ++leased_;
         }
+        return true;
+    }
+
+    // try_insert() of a message whose id is absent.
+    void insert(const QueuedMessage& message) {
+        Staged s = stage(message);
+        try_insert(s);
+    }
+
+    static const QueuedMessage& message(const Staged& s) noexcept {
+        return s.entry_node_.mapped().message;
     }
 
     // The first message in ready order if it is ready at `now`, else nullptr.
@@ -87,14 +152,14 @@ public:
 
     // Leases the message `id` (held) under `token` until `until`; claims + 1.
     void lease(std::string_view id, std::uint64_t token, WallTime until) {
-        Entry& e = *find_entry(id);
-        if (e.message.lease == 0) {
-            ++leased_;
-        }
-        e.message.lease = token;
-        e.message.lease_until = until;
-        ++e.message.claims;
-        rekey(e);
+        lease(*find_entry(id), token, until);
+    }
+
+    // Leases the first message in ready order (there is one) as lease(); returns it.
+    const QueuedMessage& lease_first(std::uint64_t token, WallTime until) {
+        Entry& e = *ready_.begin()->second;
+        lease(e, token, until);
+        return e.message;
     }
 
     // Ends the lease of `id` (held) with the message's new state: ready again at `due`.
@@ -118,17 +183,13 @@ public:
         rekey(e);
     }
 
-    bool erase(std::string_view id) {
-        auto it = entries_.find(key(id));
-        if (it == entries_.end()) {
-            return false;
-        }
-        if (it->second.message.lease != 0) {
-            --leased_;
-        }
-        ready_.erase(it->second.ready);
-        entries_.erase(it);
-        return true;
+    Removed erase(std::string_view id) {
+        return erase_if(id, [](const QueuedMessage&) { return true; });
+    }
+
+    // erase() of the message `id` if it is under lease `lease` (0 never is a lease).
+    Removed erase_leased(std::string_view id, std::uint64_t lease) {
+        return erase_if(id, [&](const QueuedMessage& m) { return lease != 0 && m.lease == lease; });
     }
 
     std::optional<WallTime> next_ready() const {
@@ -166,17 +227,34 @@ public:
     }
 
 private:
-    using Key = std::pair<WallTime, std::uint64_t>;  // ready time, push number
-    struct Entry;
-    using Ready = std::map<Key, Entry*>;
-    struct Entry {
-        QueuedMessage message;
-        std::uint64_t seq = 0;
-        typename Ready::iterator ready;
-    };
+    // One lookup: the message `id` out if it is held and pred(message) holds.
+    template <class Pred>
+    Removed erase_if(std::string_view id, Pred&& pred) {
+        Removed out;
+        const auto it = entries_.find(id);
+        if (it == entries_.end() || !pred(it->second.message)) {
+            return out;
+        }
+        if (it->second.message.lease != 0) {
+            --leased_;
+        }
+        out.ready_node_ = ready_.extract(it->second.ready);
+        out.entry_node_ = entries_.extract(it);
+        return out;
+    }
 
     static WallTime ready_time(const QueuedMessage& m) noexcept {
         return m.lease != 0 ? m.lease_until : m.due;
+    }
+
+    void lease(Entry& e, std::uint64_t token, WallTime until) noexcept {
+        if (e.message.lease == 0) {
+            ++leased_;
+        }
+        e.message.lease = token;
+        e.message.lease_until = until;
+        ++e.message.claims;
+        rekey(e);
     }
 
     // Moves e's ready node to its current key: extracted and reinserted, so nothing allocates.
@@ -186,29 +264,19 @@ private:
         e.ready = ready_.insert(std::move(node)).position;
     }
 
-    // The id as a key for the map (C++17 has no heterogeneous unordered lookup): copied into a
-    // buffer kept for it, so that a lookup allocates only when an id is longer than any before.
-    // The owner's one lock guards every call, const ones included.
-    const std::string& key(std::string_view id) const {
-        scratch_.assign(id.data(), id.size());
-        return scratch_;
-    }
-
     Entry* find_entry(std::string_view id) {
-        auto it = entries_.find(key(id));
+        const auto it = entries_.find(id);
         return it != entries_.end() ? &it->second : nullptr;
     }
     const Entry* find_entry(std::string_view id) const {
-        auto it = entries_.find(key(id));
+        const auto it = entries_.find(id);
         return it != entries_.end() ? &it->second : nullptr;
     }
 
-    // Node-based: Entry addresses stay valid while the map grows.
-    std::unordered_map<std::string, Entry> entries_;
+    Entries entries_;
     Ready ready_;
     std::size_t leased_ = 0;
     std::uint64_t next_seq_ = 0;
-    mutable std::string scratch_;
 };
 
 // The checks every queue store makes of its arguments, so that they fail alike:
