@@ -955,3 +955,30 @@ TEST_CASE("InMemoryQueueStore: ids, leases and order survive claim, release, ext
     CHECK(store.stats().leased == 0);
     CHECK_FALSE(store.next_ready());
 }
+
+TEST_CASE("DeliveryEngine: message ids are 'msg-' and 11 base-62 digits, distinct", "[delivery]") {
+    // 15 characters: a std::string holds them without allocating, in every copy the engine,
+    // its queue store and its records make.
+    CHECK(bulwark::detail::format_short_id("msg-", 0) == "msg-00000000000");
+    CHECK(bulwark::detail::format_short_id("msg-", 61) == "msg-0000000000z");
+    CHECK(bulwark::detail::format_short_id("msg-", ~std::uint64_t{0}) == "msg-LygHa16AHYF");
+
+    ManualClock clock;
+    bulwark::InMemoryDeadLetterStore dlq;
+    DeliveryEngine<std::string> engine(FallbackRules{}, dlq, manual(), clock);
+    Provider email("email");
+    engine.add_channel("email", email);
+    std::vector<std::string> ids;
+    for (int i = 0; i < 2000; ++i) {
+        ids.push_back(engine.submit("m", {"email"}));
+    }
+    for (const std::string& id : ids) {
+        REQUIRE(id.size() == 15);
+        CHECK(id.compare(0, 4, "msg-") == 0);
+        CHECK(std::all_of(id.begin() + 4, id.end(), [](char c) {
+            return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+        }));
+    }
+    std::sort(ids.begin(), ids.end());
+    CHECK(std::adjacent_find(ids.begin(), ids.end()) == ids.end());
+}

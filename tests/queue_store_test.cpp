@@ -83,3 +83,26 @@ TEST_CASE("InMemoryQueueStore push_all stores all of a batch or none", "[queue_s
 }
 
 }  // namespace queue_store_test
+
+namespace queue_store_test {
+
+TEST_CASE("InMemoryQueueStore takes an rvalue message as push() takes a copy", "[queue_store]") {
+    InMemoryQueueStore store(2);
+    QueuedMessage empty = message("", at(0));
+    CHECK_THROWS_AS(store.push(std::move(empty)), std::invalid_argument);
+    QueuedMessage leased = message("a", at(0));
+    leased.lease = 7;  // what a caller sets is not stored: a push is never leased
+    leased.claims = 3;
+    store.push(std::move(leased));
+    CHECK(store.get("a")->lease == 0);
+    CHECK(store.get("a")->claims == 0);
+    CHECK(store.get("a")->payload == message("a", at(0)).payload);
+    CHECK_THROWS_AS(store.push(message("a", at(0))), std::invalid_argument);
+    store.push(message("b", at(0)));
+    // Full and named twice: the held id is named first, as push(const&) does.
+    CHECK_THROWS_AS(store.push(message("a", at(0))), std::invalid_argument);
+    CHECK_THROWS_AS(store.push(message("c", at(0))), QueueFullError);
+    CHECK(store.size() == 2);
+}
+
+}  // namespace queue_store_test
