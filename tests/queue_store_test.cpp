@@ -106,3 +106,41 @@ TEST_CASE("InMemoryQueueStore takes an rvalue message as push() takes a copy", "
 }
 
 }  // namespace queue_store_test
+
+namespace queue_store_test {
+
+TEST_CASE("InMemoryQueueStore reuses completed messages' nodes without mixing their contents",
+          "[queue_store]") {
+    InMemoryQueueStore store(8);
+    // Payloads grow and shrink so that a reused buffer is too small, then larger than needed.
+    const std::vector<std::size_t> sizes{10, 300, 5, 0, 4000, 64, 1, 300};
+    for (std::size_t round = 0; round < 3; ++round) {
+        for (std::size_t i = 0; i < sizes.size(); ++i) {
+            QueuedMessage m = message("r" + std::to_string(round) + "-" + std::to_string(i), at(0));
+            m.payload = std::string(sizes[i], static_cast<char>('a' + i));
+            m.lease = 99;  // never stored by a push
+            if (i % 2 == 0) {
+                store.push(m);
+            } else {
+                store.push(std::move(m));
+            }
+        }
+        // A held id is refused with spares at hand, and changes nothing.
+        CHECK_THROWS_AS(store.push(message("r" + std::to_string(round) + "-0", at(0))),
+                        std::invalid_argument);
+        const auto batch = store.claim(at(0), 100, std::chrono::seconds(30));
+        REQUIRE(batch.size() == sizes.size());
+        for (std::size_t i = 0; i < sizes.size(); ++i) {
+            CHECK(batch[i].id == "r" + std::to_string(round) + "-" + std::to_string(i));
+            CHECK(batch[i].payload == std::string(sizes[i], static_cast<char>('a' + i)));
+            CHECK(batch[i].claims == 1);
+            CHECK(batch[i].lease != 99);
+        }
+        for (const QueuedMessage& m : batch) {
+            REQUIRE(store.complete(m.id, m.lease));
+        }
+        CHECK(store.size() == 0);
+    }
+}
+
+}  // namespace queue_store_test

@@ -35,14 +35,19 @@ public:
     }
 
     void push(const QueuedMessage& message) override {
-        // Copied before the lock, so that submitters and workers wait on each other only for
-        // the index's own work.
-        detail::QueueIndex::Staged staged = detail::QueueIndex::stage(fresh(message));
-        insert(staged);
+        if (!insert_in_spare(message)) {
+            // Copied before the lock, so that submitters and workers wait on each other only
+            // for the index's own work.
+            detail::QueueIndex::Staged staged = detail::QueueIndex::stage(fresh(message));
+            insert(staged);
+        }
     }
 
     // push() of a message this store may take over (no copy of its bytes).
     void push(QueuedMessage&& message) {
+        if (insert_in_spare(message)) {
+            return;
+        }
         message.claims = 0;
         message.lease = 0;
         message.lease_until = WallTime{};
@@ -108,7 +113,9 @@ public:
         detail::QueueIndex::Removed removed;  // freed after the lock is released
         detail::LockGuard lock(mutex_);
         removed = index_.erase_leased(id, lease);
-        return static_cast<bool>(removed);
+        const bool done = static_cast<bool>(removed);
+        index_.keep_spare(removed);
+        return done;
     }
 
     bool release(const QueuedMessage& message) override {
@@ -179,6 +186,28 @@ private:
     [[noreturn]] BULWARK_NOINLINE void full() const {
         throw QueueFullError("bulwark::InMemoryQueueStore is full (max_size " +
                              std::to_string(max_size_) + ")");
+    }
+
+    // push() of a copy of `message` in a spare node of the index, if it has one (the copy is
+    // then made under the lock, but it allocates nothing while the payload fits); false if not.
+    bool insert_in_spare(const QueuedMessage& message) BULWARK_EXCLUDES(mutex_) {
+        if (message.id.empty()) {
+            detail::check_push_id(call, message, false);
+        }
+        detail::LockGuard lock(mutex_);
+        if (!index_.has_spare()) {
+            return false;
+        }
+        if (index_.size() >= max_size_) {
+            check(message);
+            full();
+        }
+        detail::QueueIndex::Staged staged = index_.stage_copy(message, true);
+        if (!index_.try_insert(staged)) {
+            index_.keep_spare(staged);
+            detail::throw_already_queued(call, message.id);
+        }
+        return true;
     }
 
     // push() of a staged message, with one lookup of its id.

@@ -12958,8 +12958,62 @@ public:
 
     // try_insert() of a message whose id is absent.
     void insert(const QueuedMessage& message) {
-        Staged s = stage(message);
-        try_insert(s);
+        Staged s = stage_copy(message);
+        if (!try_insert(s)) {
+            keep_spare(s);
+        }
+    }
+
+    // Nodes of erased messages are kept (up to max_spare) for the messages inserted next, with
+    // their payload's buffer: a store whose messages are pushed on one thread and completed on
+    // another would otherwise free on one and allocate on the other, and the two would contend
+    // for the allocator's lock.
+    static constexpr std::size_t max_spare = 256;
+
+    bool has_spare() const noexcept { return !spare_.empty(); }
+
+    // A staged copy of `message`, in a spare node if there is one (then it allocates only for an
+    // id or payload larger than the spare held). Without lease if `fresh`.
+    Staged stage_copy(const QueuedMessage& message, bool fresh = false) {
+        if (spare_.empty()) {
+            Staged s = stage(message);
+            clear_lease(s, fresh);
+            return s;
+        }
+        Staged s;
+        s.entry_node_ = std::move(spare_.back().entry_node_);
+        s.ready_node_ = std::move(spare_.back().ready_node_);
+        spare_.pop_back();
+        Entry& e = s.entry_node_.mapped();
+        e.message = message;  // reuses the strings' buffers
+        clear_lease(s, fresh);
+        s.entry_node_.key() = e.message.id;
+        s.ready_node_.mapped() = &e;
+        return s;
+    }
+
+    // Keeps the nodes of `r` (erased) or `s` (not inserted) as spares if there is room; what is
+    // not kept is freed with `r` or `s`.
+    void keep_spare(Removed& r) {
+        if (r && spare_.size() < max_spare) {
+            spare_.reserve(max_spare);
+            spare_.push_back(std::move(r));
+        }
+    }
+    void keep_spare(Staged& s) {
+        Removed r;
+        r.entry_node_ = std::move(s.entry_node_);
+        r.ready_node_ = std::move(s.ready_node_);
+        keep_spare(r);
+    }
+
+    static void clear_lease(Staged& s, bool fresh) noexcept {
+        if (fresh) {
+            QueuedMessage& m = s.entry_node_.mapped().message;
+            m.claims = 0;
+            m.lease = 0;
+            m.lease_until = WallTime{};
+        }
     }
 
     static const QueuedMessage& message(const Staged& s) noexcept {
@@ -13109,6 +13163,7 @@ private:
 
     Entries entries_;
     Ready ready_;
+    std::vector<Removed> spare_;
     std::size_t leased_ = 0;
     std::uint64_t next_seq_ = 0;
 };
@@ -13163,14 +13218,19 @@ public:
     }
 
     void push(const QueuedMessage& message) override {
-        // Copied before the lock, so that submitters and workers wait on each other only for
-        // the index's own work.
-        detail::QueueIndex::Staged staged = detail::QueueIndex::stage(fresh(message));
-        insert(staged);
+        if (!insert_in_spare(message)) {
+            // Copied before the lock, so that submitters and workers wait on each other only
+            // for the index's own work.
+            detail::QueueIndex::Staged staged = detail::QueueIndex::stage(fresh(message));
+            insert(staged);
+        }
     }
 
     // push() of a message this store may take over (no copy of its bytes).
     void push(QueuedMessage&& message) {
+        if (insert_in_spare(message)) {
+            return;
+        }
         message.claims = 0;
         message.lease = 0;
         message.lease_until = WallTime{};
@@ -13236,7 +13296,9 @@ public:
         detail::QueueIndex::Removed removed;  // freed after the lock is released
         detail::LockGuard lock(mutex_);
         removed = index_.erase_leased(id, lease);
-        return static_cast<bool>(removed);
+        const bool done = static_cast<bool>(removed);
+        index_.keep_spare(removed);
+        return done;
     }
 
     bool release(const QueuedMessage& message) override {
@@ -13307,6 +13369,28 @@ private:
     [[noreturn]] BULWARK_NOINLINE void full() const {
         throw QueueFullError("bulwark::InMemoryQueueStore is full (max_size " +
                              std::to_string(max_size_) + ")");
+    }
+
+    // push() of a copy of `message` in a spare node of the index, if it has one (the copy is
+    // then made under the lock, but it allocates nothing while the payload fits); false if not.
+    bool insert_in_spare(const QueuedMessage& message) BULWARK_EXCLUDES(mutex_) {
+        if (message.id.empty()) {
+            detail::check_push_id(call, message, false);
+        }
+        detail::LockGuard lock(mutex_);
+        if (!index_.has_spare()) {
+            return false;
+        }
+        if (index_.size() >= max_size_) {
+            check(message);
+            full();
+        }
+        detail::QueueIndex::Staged staged = index_.stage_copy(message, true);
+        if (!index_.try_insert(staged)) {
+            index_.keep_spare(staged);
+            detail::throw_already_queued(call, message.id);
+        }
+        return true;
     }
 
     // push() of a staged message, with one lookup of its id.

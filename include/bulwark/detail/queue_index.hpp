@@ -124,8 +124,62 @@ public:
 
     // try_insert() of a message whose id is absent.
     void insert(const QueuedMessage& message) {
-        Staged s = stage(message);
-        try_insert(s);
+        Staged s = stage_copy(message);
+        if (!try_insert(s)) {
+            keep_spare(s);
+        }
+    }
+
+    // Nodes of erased messages are kept (up to max_spare) for the messages inserted next, with
+    // their payload's buffer: a store whose messages are pushed on one thread and completed on
+    // another would otherwise free on one and allocate on the other, and the two would contend
+    // for the allocator's lock.
+    static constexpr std::size_t max_spare = 256;
+
+    bool has_spare() const noexcept { return !spare_.empty(); }
+
+    // A staged copy of `message`, in a spare node if there is one (then it allocates only for an
+    // id or payload larger than the spare held). Without lease if `fresh`.
+    Staged stage_copy(const QueuedMessage& message, bool fresh = false) {
+        if (spare_.empty()) {
+            Staged s = stage(message);
+            clear_lease(s, fresh);
+            return s;
+        }
+        Staged s;
+        s.entry_node_ = std::move(spare_.back().entry_node_);
+        s.ready_node_ = std::move(spare_.back().ready_node_);
+        spare_.pop_back();
+        Entry& e = s.entry_node_.mapped();
+        e.message = message;  // reuses the strings' buffers
+        clear_lease(s, fresh);
+        s.entry_node_.key() = e.message.id;
+        s.ready_node_.mapped() = &e;
+        return s;
+    }
+
+    // Keeps the nodes of `r` (erased) or `s` (not inserted) as spares if there is room; what is
+    // not kept is freed with `r` or `s`.
+    void keep_spare(Removed& r) {
+        if (r && spare_.size() < max_spare) {
+            spare_.reserve(max_spare);
+            spare_.push_back(std::move(r));
+        }
+    }
+    void keep_spare(Staged& s) {
+        Removed r;
+        r.entry_node_ = std::move(s.entry_node_);
+        r.ready_node_ = std::move(s.ready_node_);
+        keep_spare(r);
+    }
+
+    static void clear_lease(Staged& s, bool fresh) noexcept {
+        if (fresh) {
+            QueuedMessage& m = s.entry_node_.mapped().message;
+            m.claims = 0;
+            m.lease = 0;
+            m.lease_until = WallTime{};
+        }
     }
 
     static const QueuedMessage& message(const Staged& s) noexcept {
@@ -275,6 +329,7 @@ private:
 
     Entries entries_;
     Ready ready_;
+    std::vector<Removed> spare_;
     std::size_t leased_ = 0;
     std::uint64_t next_seq_ = 0;
 };
