@@ -982,3 +982,47 @@ TEST_CASE("DeliveryEngine: message ids are 'msg-' and 11 base-62 digits, distinc
     std::sort(ids.begin(), ids.end());
     CHECK(std::adjacent_find(ids.begin(), ids.end()) == ids.end());
 }
+
+TEST_CASE("DeliveryEngine: a forgotten record's reuse carries nothing into the next message",
+          "[delivery]") {
+    ManualClock clock;
+    bulwark::InMemoryDeadLetterStore dlq;
+    DeliveryEngineOptions o = manual(1);
+    o.max_tracked = 2;  // every finish beyond the second forgets a record, whose node is reused
+    DeliveryEngine<std::string> engine(FallbackRules{}, dlq, o, clock);
+    Provider email("email");
+    email.kind = DeliveryErrorKind::permanent;
+    engine.add_channel("email", email);
+    for (int i = 0; i < 40; ++i) {
+        const bool fail = i % 3 == 0;
+        email.down = fail;
+        const std::string id = engine.submit("m" + std::to_string(i), {"email"});
+        const auto queued = engine.info(id);
+        REQUIRE(queued);
+        CHECK(queued->status == MessageStatus::queued);
+        CHECK(queued->passes == 0);
+        CHECK(queued->external_id.empty());
+        CHECK(queued->dead_letter_id.empty());
+        CHECK(queued->error.empty());
+        CHECK(queued->channel.empty());
+        CHECK(queued->since[static_cast<std::size_t>(MessageStatus::sent)] == bulwark::WallTime{});
+        CHECK(engine.attempts(id).empty());
+        engine.run_due();
+        const auto done = engine.info(id);
+        REQUIRE(done);
+        const auto attempts = engine.attempts(id);
+        REQUIRE(attempts.size() == 1);
+        CHECK(attempts[0].number == 1);
+        if (fail) {
+            CHECK(done->status == MessageStatus::dead_lettered);
+            CHECK_FALSE(done->dead_letter_id.empty());
+            CHECK(done->external_id.empty());
+        } else {
+            CHECK(done->status == MessageStatus::sent);
+            CHECK(done->dead_letter_id.empty());
+            CHECK(done->error.empty());
+            CHECK(done->external_id == attempts[0].external_id);
+            CHECK(engine.confirm(done->external_id, MessageStatus::delivered));
+        }
+    }
+}

@@ -15961,8 +15961,9 @@ private:
                  WallTime now, Push&& push) {
         // One message's record is made before the lock, so that the lock is held only for the
         // table's own work (submitters and workers wait on each other less).
+        // (Unless a forgotten record's node is at hand: see spare_records_.)
         typename Records::node_type made;
-        if (n == 1) {
+        if (n == 1 && spare_records_count_.load(std::memory_order_relaxed) == 0) {
             Records one;
             made = one.extract(one.try_emplace(first->id).first);
         }
@@ -15977,8 +15978,9 @@ private:
             for (std::size_t i = 0; i < n; ++i) {
                 // An id is new (ids are unique), so the node goes in; were it held, the held
                 // record would be used, as records_[id] does.
-                Record& r = made.empty() ? records_[first[i].id]
-                                         : records_.insert(std::move(made)).position->second;
+                Record& r = !made.empty() ? records_.insert(std::move(made)).position->second
+                            : spare_records_.empty() ? records_[first[i].id]
+                                                     : reuse_record(first[i].id);
                 r.route = route;
                 enter(r, MessageStatus::queued, now);
             }
@@ -16160,7 +16162,11 @@ private:
                 if (!it->second.external_id.empty()) {
                     external_ids_.erase(it->second.external_id);
                 }
-                if (forgotten != nullptr) {
+                if (spare_records_.size() < max_spare_records) {
+                    spare_records_.reserve(max_spare_records);
+                    spare_records_.push_back(records_.extract(it));
+                    spare_records_count_.store(spare_records_.size(), std::memory_order_relaxed);
+                } else if (forgotten != nullptr) {
                     forgotten->push_back(records_.extract(it));
                 } else {
                     records_.erase(it);
@@ -16168,6 +16174,22 @@ private:
             }
             finished_.pop_front();
         }
+    }
+
+    // The record of `id` (new) in a forgotten record's node, reset.
+    Record& reuse_record(const std::string& id) BULWARK_REQUIRES(mutex_) {
+        typename Records::node_type node = std::move(spare_records_.back());
+        spare_records_.pop_back();
+        spare_records_count_.store(spare_records_.size(), std::memory_order_relaxed);
+        Record& r = node.mapped();
+        // The attempts' buffer is kept: a worker's first pass replaces it (and frees it there).
+        std::vector<DeliveryAttempt> attempts = std::move(r.attempts);
+        attempts.clear();
+        r = Record{};
+        r.attempts = std::move(attempts);
+        node.key() = id;
+        // Were the id held, the held record would be used (as records_[id] does).
+        return records_.insert(std::move(node)).position->second;
     }
 
     void add_attempts(Record& r, std::vector<DeliveryAttempt>& made) BULWARK_REQUIRES(mutex_) {
@@ -16973,6 +16995,13 @@ private:
     std::condition_variable wake_;  // a message may be ready, or quit_
     std::condition_variable idle_;  // a pass ended
     Records records_ BULWARK_GUARDED_BY(mutex_);
+    // Nodes of forgotten records, reused by the next submits: records are made on the
+    // submitting thread and forgotten on a worker, and a node freed on one thread and allocated
+    // on another makes the two contend for the allocator's lock. The count is read without the
+    // lock, only to decide whether to make a node before taking it.
+    static constexpr std::size_t max_spare_records = 256;
+    std::vector<typename Records::node_type> spare_records_ BULWARK_GUARDED_BY(mutex_);
+    std::atomic<std::size_t> spare_records_count_{0};
     std::unordered_map<std::string, std::string> external_ids_ BULWARK_GUARDED_BY(mutex_);
     struct Finished {
         WallTime at{};
