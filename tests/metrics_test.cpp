@@ -644,3 +644,36 @@ TEST_CASE("metrics: label values of arbitrary bytes make a valid UTF-8 expositio
     CHECK(has_line(out.str(),
                    "bulwark_dead_letters_by_type{name=\"dlq\",type=\"sms\xEF\xBF\xBD\"} 3"));
 }
+
+TEST_CASE("MetricsWriter renders a histogram's buckets, sum and count and reserves their names",
+          "[metrics]") {
+    bulwark::MetricsWriter w;
+    w.add_histogram("app_latency_seconds", "Latency.", {{"route", "/send"}}, {0.1, 1.0}, {2, 5},
+                    3.5, 6);
+    const std::string text = w.str();
+    CHECK(text.find("# TYPE app_latency_seconds histogram") != std::string::npos);
+    CHECK(text.find("app_latency_seconds_bucket{route=\"/send\",le=\"0.1\"} 2") !=
+          std::string::npos);
+    CHECK(text.find("app_latency_seconds_bucket{route=\"/send\",le=\"+Inf\"} 6") !=
+          std::string::npos);
+    CHECK(text.find("app_latency_seconds_sum{route=\"/send\"} 3.5") != std::string::npos);
+    CHECK(text.find("app_latency_seconds_count{route=\"/send\"} 6") != std::string::npos);
+
+    // Bad shapes are refused.
+    CHECK_THROWS_AS(w.add_histogram("h2", "", {}, {1.0, 0.5}, {1, 2}, 1, 2), std::invalid_argument);
+    CHECK_THROWS_AS(w.add_histogram("h3", "", {}, {1.0}, {3}, 1, 2), std::invalid_argument);
+    CHECK_THROWS_AS(w.add_histogram("h4", "", {{"le", "1"}}, {1.0}, {1}, 1, 1),
+                    std::invalid_argument);
+
+    // Its series' names are taken: a family of that name would render two series alike.
+    try {
+        w.add_counter("app_latency_seconds_count", "", {}, 1);
+        FAIL("a counter named as a histogram's series was accepted");
+    } catch (const std::invalid_argument& e) {
+        CHECK(std::string(e.what()).find("app_latency_seconds_count") != std::string::npos);
+    }
+    CHECK_THROWS_AS(w.add_gauge("app_latency_seconds_sum", "", {}, 1), std::invalid_argument);
+    w.add_counter("jobs_sum", "", {}, 1);
+    CHECK_THROWS_AS(w.add_histogram("jobs", "", {}, {1.0}, {1}, 1, 1), std::invalid_argument);
+    CHECK(w.str().find("jobs_bucket") == std::string::npos);
+}

@@ -134,7 +134,8 @@ private:
 // already added is dropped, and counted in dropped(): the first wins, so the exposition never
 // holds two series with the same identity (Prometheus would reject the scrape).
 // Throws std::invalid_argument for an invalid metric or label name, a label named twice, a
-// family added both as a counter and as a gauge, or a negative or NaN counter value.
+// family added as two types, a family named as a histogram's series (<histogram>_bucket, _sum,
+// _count), or a negative or NaN counter value.
 // Not thread-safe: build one per scrape.
 // MetricsWriter is BasicMetricsWriter<>: a class template only so that its code is compiled where
 // it is used (the Tag is never used).
@@ -331,6 +332,25 @@ private:
     Family& family(Type type, std::string_view name, std::string_view help) {
         auto it = index_.find(name);
         if (it == index_.end()) {
+            // A histogram's series are named <name>_bucket, _sum and _count: no family may take
+            // one of those names, before or after the histogram.
+            if (const auto r = reserved_.find(name); r != reserved_.end()) {
+                detail::throw_invalid_argument("bulwark::MetricsWriter: " + std::string(name) +
+                                               " is a series of the histogram " + r->second);
+            }
+            if (type == Type::histogram) {
+                for (const char* suffix : {"_bucket", "_sum", "_count"}) {
+                    if (index_.count(std::string(name) + suffix) != 0) {
+                        detail::throw_invalid_argument("bulwark::MetricsWriter: the histogram " +
+                                                       std::string(name) + " would name a series " +
+                                                       std::string(name) + suffix +
+                                                       ", already a family");
+                    }
+                }
+                for (const char* suffix : {"_bucket", "_sum", "_count"}) {
+                    reserved_.emplace(std::string(name) + suffix, std::string(name));
+                }
+            }
             // The family first, then its index entry, undone if that throws: the index never
             // points past the end of families_.
             families_.push_back(Family{std::string(name), std::string(help), type, {}, {}});
@@ -351,6 +371,7 @@ private:
 
     std::vector<Family> families_;
     std::map<std::string, std::size_t, std::less<>> index_;
+    std::map<std::string, std::string, std::less<>> reserved_;  // series name -> its histogram
     std::size_t samples_ = 0;
     std::size_t dropped_ = 0;
 };
