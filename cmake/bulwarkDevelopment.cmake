@@ -8,7 +8,7 @@ option(BULWARK_BENCHMARK_SMOKE "Smoke-run each benchmark binary from ctest" ON)
 option(BULWARK_STRESS_TESTS "Register the hidden [stress] test cases with ctest" ON)
 option(BULWARK_NIGHTLY_TESTS "Register the hidden [nightly] test cases (R1 at nightly scale) with ctest" OFF)
 option(BULWARK_FUZZ "Build the journal reader's libFuzzer target and run it from ctest (clang)" OFF)
-set(BULWARK_FUZZ_SECONDS 60 CACHE STRING "How long ctest's fuzz.journal runs, in seconds")
+set(BULWARK_FUZZ_SECONDS 60 CACHE STRING "How long each of ctest's fuzz tests runs, in seconds")
 
 add_library(bulwark_warnings INTERFACE)
 if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
