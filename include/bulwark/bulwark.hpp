@@ -11,6 +11,7 @@
 #include <bulwark/degradation.hpp>
 #include <bulwark/delivery.hpp>
 #include <bulwark/delivery_error.hpp>
+#include <bulwark/error_classifier.hpp>
 #include <bulwark/fallback_chain.hpp>
 #include <bulwark/health.hpp>
 #include <bulwark/inline_vector.hpp>
