@@ -929,6 +929,8 @@ private:
           own_queue_(queue == nullptr ? std::make_unique<InMemoryQueueStore>() : nullptr),
           queue_(queue == nullptr ? own_queue_.get() : queue),
           seed_(detail::fresh_seed()) {
+        // Up front, so that keeping a spare never allocates (nor throws) later.
+        spare_records_.reserve(max_spare_records);
         detail::LockGuard lock(config_mutex_);
         install(slots_, rules, false);
         rules_ = std::move(rules);
@@ -1377,8 +1379,7 @@ private:
                 if (!it->second.external_id.empty()) {
                     external_ids_.erase(it->second.external_id);
                 }
-                if (spare_records_.size() < max_spare_records) {
-                    spare_records_.reserve(max_spare_records);
+                if (spare_records_.size() < spare_records_.capacity()) {
                     spare_records_.push_back(records_.extract(it));
                     spare_records_count_.store(spare_records_.size(), std::memory_order_relaxed);
                 } else if (forgotten != nullptr) {
@@ -1430,6 +1431,12 @@ private:
         const std::shared_ptr<Routing> routing = this->routing();
         std::size_t done = 0;
         Sends sends;
+        try {
+            // So that sent() appends without allocating (a failure there would abandon a
+            // message the store has completed).
+            sends.list.reserve(batch.size());
+        } catch (...) {  // NOLINT(bugprone-empty-catch): then it allocates as it goes
+        }
         for (std::size_t i = 0; i < batch.size(); ++i) {
             if (quitting()) {
                 // Stopping: hand the rest back at once, untouched.
@@ -1837,31 +1844,42 @@ private:
         sends.list.push_back(std::move(s));
     }
 
-    void enter_sends(Sends& sends) BULWARK_REQUIRES(mutex_) {
+    // Enters each send not entered yet (the list is cleared only by emit_sends(), so a throw
+    // between the two leaves them to the next call, which skips those entered). Cannot throw:
+    // the status, the busy flag and the in-flight count change first and cannot fail; what
+    // allocates after them (the audit trail, the external id, the retention entry) is left out
+    // of the record if memory runs out, never the status.
+    void enter_sends(Sends& sends) noexcept BULWARK_REQUIRES(mutex_) {
         for (Sent& s : sends.list) {
+            if (s.record == nullptr) {
+                continue;
+            }
             Record& r = *s.record;
+            s.record = nullptr;  // entered; may be forgotten from now on
             if (!s.kept) {
                 ++counters_.lease_lost;
             }
-            add_attempts(r, s.made);
             r.passes = s.passes;
-            r.channel = s.channel;
             r.error.clear();
-            if (!r.external_id.empty()) {
-                external_ids_.erase(r.external_id);
-            }
-            r.external_id = s.external_id;
-            if (!s.external_id.empty()) {
-                external_ids_[s.external_id] = s.id;
-            }
             enter(r, MessageStatus::sent, s.at);
             if (s.delivered) {
                 enter(r, MessageStatus::delivered, s.at);
             }
             r.busy = false;
             --in_flight_;
-            finished(r, s.id, s.at, &sends.forgotten);
-            s.record = nullptr;  // entered; may be forgotten from now on
+            try {
+                add_attempts(r, s.made);
+                r.channel = s.channel;
+                if (!r.external_id.empty()) {
+                    external_ids_.erase(r.external_id);
+                }
+                r.external_id = s.external_id;
+                if (!s.external_id.empty()) {
+                    external_ids_[s.external_id] = s.id;
+                }
+                finished(r, s.id, s.at, &sends.forgotten);
+            } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory; the status stands
+            }
         }
         if (!sends.list.empty()) {
             notify_idle();

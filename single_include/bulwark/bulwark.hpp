@@ -12899,6 +12899,11 @@ class QueueIndex {
     using Entries = std::unordered_map<std::string_view, Entry>;
 
 public:
+    QueueIndex() { spare_.reserve(max_spare); }
+    // Entries point into each other (keys into messages, ready nodes into entries): no copies.
+    QueueIndex(const QueueIndex&) = delete;
+    QueueIndex& operator=(const QueueIndex&) = delete;
+
     // A message with its nodes allocated (by stage(), which needs no lock), so that insert()
     // under the owner's lock allocates nothing but a larger bucket array now and then.
     class Staged {
@@ -13015,13 +13020,13 @@ public:
 
     // Keeps the nodes of `r` (erased) or `s` (not inserted) as spares if there is room; what is
     // not kept is freed with `r` or `s`.
-    void keep_spare(Removed& r) {
-        if (r && spare_.size() < max_spare) {
-            spare_.reserve(max_spare);
+    // Never throws: the room for spares is reserved when the index is made.
+    void keep_spare(Removed& r) noexcept {
+        if (r && spare_.size() < spare_.capacity()) {
             spare_.push_back(std::move(r));
         }
     }
-    void keep_spare(Staged& s) {
+    void keep_spare(Staged& s) noexcept {
         Removed r;
         r.entry_node_ = std::move(s.entry_node_);
         r.ready_node_ = std::move(s.ready_node_);
@@ -15735,6 +15740,8 @@ private:
           own_queue_(queue == nullptr ? std::make_unique<InMemoryQueueStore>() : nullptr),
           queue_(queue == nullptr ? own_queue_.get() : queue),
           seed_(detail::fresh_seed()) {
+        // Up front, so that keeping a spare never allocates (nor throws) later.
+        spare_records_.reserve(max_spare_records);
         detail::LockGuard lock(config_mutex_);
         install(slots_, rules, false);
         rules_ = std::move(rules);
@@ -16183,8 +16190,7 @@ private:
                 if (!it->second.external_id.empty()) {
                     external_ids_.erase(it->second.external_id);
                 }
-                if (spare_records_.size() < max_spare_records) {
-                    spare_records_.reserve(max_spare_records);
+                if (spare_records_.size() < spare_records_.capacity()) {
                     spare_records_.push_back(records_.extract(it));
                     spare_records_count_.store(spare_records_.size(), std::memory_order_relaxed);
                 } else if (forgotten != nullptr) {
@@ -16236,6 +16242,12 @@ private:
         const std::shared_ptr<Routing> routing = this->routing();
         std::size_t done = 0;
         Sends sends;
+        try {
+            // So that sent() appends without allocating (a failure there would abandon a
+            // message the store has completed).
+            sends.list.reserve(batch.size());
+        } catch (...) {  // NOLINT(bugprone-empty-catch): then it allocates as it goes
+        }
         for (std::size_t i = 0; i < batch.size(); ++i) {
             if (quitting()) {
                 // Stopping: hand the rest back at once, untouched.
@@ -16643,31 +16655,42 @@ private:
         sends.list.push_back(std::move(s));
     }
 
-    void enter_sends(Sends& sends) BULWARK_REQUIRES(mutex_) {
+    // Enters each send not entered yet (the list is cleared only by emit_sends(), so a throw
+    // between the two leaves them to the next call, which skips those entered). Cannot throw:
+    // the status, the busy flag and the in-flight count change first and cannot fail; what
+    // allocates after them (the audit trail, the external id, the retention entry) is left out
+    // of the record if memory runs out, never the status.
+    void enter_sends(Sends& sends) noexcept BULWARK_REQUIRES(mutex_) {
         for (Sent& s : sends.list) {
+            if (s.record == nullptr) {
+                continue;
+            }
             Record& r = *s.record;
+            s.record = nullptr;  // entered; may be forgotten from now on
             if (!s.kept) {
                 ++counters_.lease_lost;
             }
-            add_attempts(r, s.made);
             r.passes = s.passes;
-            r.channel = s.channel;
             r.error.clear();
-            if (!r.external_id.empty()) {
-                external_ids_.erase(r.external_id);
-            }
-            r.external_id = s.external_id;
-            if (!s.external_id.empty()) {
-                external_ids_[s.external_id] = s.id;
-            }
             enter(r, MessageStatus::sent, s.at);
             if (s.delivered) {
                 enter(r, MessageStatus::delivered, s.at);
             }
             r.busy = false;
             --in_flight_;
-            finished(r, s.id, s.at, &sends.forgotten);
-            s.record = nullptr;  // entered; may be forgotten from now on
+            try {
+                add_attempts(r, s.made);
+                r.channel = s.channel;
+                if (!r.external_id.empty()) {
+                    external_ids_.erase(r.external_id);
+                }
+                r.external_id = s.external_id;
+                if (!s.external_id.empty()) {
+                    external_ids_[s.external_id] = s.id;
+                }
+                finished(r, s.id, s.at, &sends.forgotten);
+            } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory; the status stands
+            }
         }
         if (!sends.list.empty()) {
             notify_idle();

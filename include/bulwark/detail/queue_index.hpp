@@ -44,6 +44,11 @@ class QueueIndex {
     using Entries = std::unordered_map<std::string_view, Entry>;
 
 public:
+    QueueIndex() { spare_.reserve(max_spare); }
+    // Entries point into each other (keys into messages, ready nodes into entries): no copies.
+    QueueIndex(const QueueIndex&) = delete;
+    QueueIndex& operator=(const QueueIndex&) = delete;
+
     // A message with its nodes allocated (by stage(), which needs no lock), so that insert()
     // under the owner's lock allocates nothing but a larger bucket array now and then.
     class Staged {
@@ -160,13 +165,13 @@ public:
 
     // Keeps the nodes of `r` (erased) or `s` (not inserted) as spares if there is room; what is
     // not kept is freed with `r` or `s`.
-    void keep_spare(Removed& r) {
-        if (r && spare_.size() < max_spare) {
-            spare_.reserve(max_spare);
+    // Never throws: the room for spares is reserved when the index is made.
+    void keep_spare(Removed& r) noexcept {
+        if (r && spare_.size() < spare_.capacity()) {
             spare_.push_back(std::move(r));
         }
     }
-    void keep_spare(Staged& s) {
+    void keep_spare(Staged& s) noexcept {
         Removed r;
         r.entry_node_ = std::move(s.entry_node_);
         r.ready_node_ = std::move(s.ready_node_);
