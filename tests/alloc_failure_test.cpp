@@ -26,11 +26,13 @@
 #include <string_view>
 #include <sys/stat.h>
 #include <system_error>
+#include <thread>
 #include <unistd.h>
 #include <vector>
 
 #include <bulwark/dead_letter.hpp>
 #include <bulwark/delivery.hpp>
+#include <bulwark/detail/striped_counter.hpp>
 #include <bulwark/file_dead_letter_store.hpp>
 #include <bulwark/in_memory_dead_letter_store.hpp>
 #include <bulwark/in_memory_queue_store.hpp>
@@ -833,4 +835,24 @@ TEST_CASE("DeliveryEngine: a pass out of memory anywhere leaves every message se
             break;
         }
     }
+}
+
+TEST_CASE("A thread whose slot cannot be made counts on the shared stripe, then gets one",
+          "[alloc_failure]") {
+    bulwark::detail::StripedCounter counter;
+    std::uint32_t failed_slot = 0;
+    std::uint32_t later_slot = 0;
+    std::thread t([&] {
+        {
+            FailingAllocations fail(1, FailMode::forever);
+            counter.add(1);  // must not throw (add is noexcept: that would terminate)
+            failed_slot = bulwark::detail::thread_slot();
+        }
+        counter.add(2);
+        later_slot = bulwark::detail::thread_slot();
+    });
+    t.join();
+    CHECK(failed_slot == bulwark::detail::no_thread_slot);
+    CHECK(later_slot != bulwark::detail::no_thread_slot);
+    CHECK(counter.sum() == 3);
 }

@@ -2140,15 +2140,25 @@ struct ThreadSlotOwner {
     ThreadSlotOwner& operator=(const ThreadSlotOwner&) = delete;
 };
 
-BULWARK_NOINLINE inline std::uint32_t assign_thread_slot() {
-    // Constructed on the first call from this thread; releases the slot when the thread exits.
-    thread_local ThreadSlotOwner owner;
-    thread_slot_plus_one = owner.slot + 1;
-    return owner.slot;
+// What a thread gets while no slot can be made for it (out of memory): above every stripe count,
+// so its counts go to the shared overflow stripe, as those of threads beyond the stripes do.
+inline constexpr std::uint32_t no_thread_slot = 0xFFFFFFFFU;
+
+BULWARK_NOINLINE inline std::uint32_t assign_thread_slot() noexcept {
+    try {
+        // Constructed on the first call from this thread; releases the slot when the thread
+        // exits. If its construction throws, the next call constructs it again.
+        thread_local ThreadSlotOwner owner;
+        thread_slot_plus_one = owner.slot + 1;
+        return owner.slot;
+    } catch (...) {
+        return no_thread_slot;
+    }
 }
 
-// This thread's slot. Does not allocate after the thread's first call.
-inline std::uint32_t thread_slot() {
+// This thread's slot. Does not allocate after the thread's first call, and never throws (the
+// counters that call it are noexcept: a worker's first count must not end the process).
+inline std::uint32_t thread_slot() noexcept {
     const std::uint32_t s = thread_slot_plus_one;
     return BULWARK_LIKELY(s != 0) ? s - 1 : assign_thread_slot();
 }
