@@ -1,6 +1,6 @@
 // Fixers: the registry's refusals, bulk fixes over a dead-letter store (fixed, skipped, thrown,
-// partial), the rate limit, the execution log's bounds and queries, alert thresholds and their
-// listeners, and RedriveFixer through a DeliveryEngine, all on a ManualClock.
+// partial), the rate limit, the execution log's bounds and queries, alert thresholds, their
+// listeners and metrics, and RedriveFixer through a DeliveryEngine, all on a ManualClock.
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -13,6 +13,7 @@
 #include <bulwark/delivery.hpp>
 #include <bulwark/fix_strategy.hpp>
 #include <bulwark/in_memory_dead_letter_store.hpp>
+#include <bulwark/metrics.hpp>
 
 #include "catch.hpp"
 
@@ -431,6 +432,20 @@ TEST_CASE("alerts fire once per level change as a fixer's record crosses the thr
     CHECK(alerts[3].fixer_id == "slowpoke");
     CHECK(alerts[3].to == FixAlertLevel::warning);
     CHECK(fixes.stats("slowpoke").mean_duration == 45s);
+
+    // The same record, for a scraper.
+    const std::string text = bulwark::to_prometheus(fixes);
+    auto has = [&](const std::string& line) {
+        return text.find(line + "\n") != std::string::npos;
+    };
+    CHECK(has(R"(bulwark_fix_executions_total{name="fixes",fixer="mixed",outcome="success"} 8)"));
+    CHECK(has(R"(bulwark_fix_executions_total{name="fixes",fixer="mixed",outcome="failed"} 4)"));
+    CHECK(has(R"(bulwark_fix_mean_duration_seconds{name="fixes",fixer="slowpoke"} 45)"));
+    CHECK(has(R"(bulwark_fix_alert_level{name="fixes",fixer="mixed",level="warning"} 1)"));
+    CHECK(has(R"(bulwark_fix_alert_level{name="fixes",fixer="mixed",level="critical"} 0)"));
+    const std::string named = bulwark::to_prometheus(bulwark::metric_name("ops", fixes));
+    CHECK(named.find(R"(fixer="slowpoke",level="warning"} 1)") != std::string::npos);
+    CHECK(named.find(R"(name="ops")") != std::string::npos);
 }
 
 TEST_CASE("RedriveFixer sends a dead-lettered message over the forced channel after its delay",

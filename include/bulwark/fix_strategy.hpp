@@ -28,6 +28,8 @@
 #include <bulwark/detail/throw.hpp>
 #include <bulwark/error_classifier.hpp>
 #include <bulwark/events.hpp>
+#include <bulwark/metrics.hpp>
+#include <bulwark/metrics_writer.hpp>
 #include <bulwark/time.hpp>
 
 namespace bulwark {
@@ -658,6 +660,13 @@ public:
     }
     bool remove_listener(ListenerId id) noexcept { return alerts_.remove(id); }
 
+    // Executions per fixer and outcome since the orchestrator was made (unlike the log, never
+    // dropped): what to_prometheus() renders as counters.
+    std::map<std::string, std::array<std::uint64_t, fix_outcome_count>> executions_total() const {
+        detail::LockGuard<detail::Mutex> lock(totals_mutex_);
+        return {executions_total_.begin(), executions_total_.end()};
+    }
+
     const FixOrchestratorOptions& options() const noexcept { return options_; }
 
 private:
@@ -750,6 +759,10 @@ private:
         execution.outcome = result.outcome;
         execution.duration = took;
         execution.note = result.message;
+        {
+            detail::LockGuard<detail::Mutex> lock(totals_mutex_);
+            ++executions_total_[done.fixer_id][static_cast<std::size_t>(result.outcome)];
+        }
         FixerStats stats = log_.record(std::move(execution));
         stats.level = options_.thresholds.evaluate(stats);
         FixAlertLevel& level = levels_[done.fixer_id];
@@ -779,7 +792,53 @@ private:
     detail::Mutex run_mutex_;
     TimePoint next_fix_ BULWARK_GUARDED_BY(run_mutex_){};
     std::map<std::string, FixAlertLevel> levels_ BULWARK_GUARDED_BY(run_mutex_);
+    // Read by scrapes while a run goes on: a lock of its own.
+    mutable detail::Mutex totals_mutex_;
+    std::map<std::string, std::array<std::uint64_t, fix_outcome_count>, std::less<>>
+        executions_total_ BULWARK_GUARDED_BY(totals_mutex_);
 };
+
+namespace detail {
+
+// to_prometheus(writer, orchestrator): labelled name="fixes" unless wrapped in metric_name().
+// bulwark_fix_executions_total{name,fixer,outcome} (C, since construction),
+// bulwark_fix_mean_duration_seconds{name,fixer} (G, over the log) and
+// bulwark_fix_alert_level{name,fixer,level} (G, 1 for the current level). Reads the
+// orchestrator's totals and its log's statistics, each under its own lock.
+template <>
+struct MetricsRenderer<FixOrchestrator> {
+    static constexpr bool known = true;
+    static constexpr bool needs_name = false;
+    static constexpr bool accepts_name = true;
+    template <class C>
+    static std::string_view default_name(const C&) noexcept {
+        return "fixes";
+    }
+    template <class C>
+    static void write(MetricsWriter& w, const C& orchestrator, std::string_view name) {
+        for (const auto& [fixer, counts] : orchestrator.executions_total()) {
+            for (std::size_t i = 0; i < counts.size(); ++i) {
+                w.add_counter("bulwark_fix_executions_total",
+                              "Fixer executions since the orchestrator was made, by outcome.",
+                              {{"name", name},
+                               {"fixer", fixer},
+                               {"outcome", to_string(static_cast<FixOutcome>(i))}},
+                              counts[i]);
+            }
+        }
+        for (const FixerStats& s : orchestrator.stats()) {
+            const MetricLabels l{{"name", name}, {"fixer", s.fixer_id}};
+            w.add_gauge("bulwark_fix_mean_duration_seconds",
+                        "Mean duration of the fixer's fix() over the execution log.", l,
+                        seconds(s.mean_duration));
+            write_enum(w, "bulwark_fix_alert_level",
+                       "The fixer's alert level: 1 for the current one.", l, "level", s.level,
+                       FixAlertLevel::critical);
+        }
+    }
+};
+
+}  // namespace detail
 
 // A Redrive through a DeliveryEngine (any type with reprocess_dead_letter(id, channels)):
 // engine.reprocess_dead_letter(fixed.id, result.route), which puts the letter's message back in
