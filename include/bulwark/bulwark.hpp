@@ -13,6 +13,7 @@
 #include <bulwark/delivery_error.hpp>
 #include <bulwark/error_classifier.hpp>
 #include <bulwark/fallback_chain.hpp>
+#include <bulwark/fix_strategy.hpp>
 #include <bulwark/health.hpp>
 #include <bulwark/inline_vector.hpp>
 #include <bulwark/metrics.hpp>
