@@ -35,24 +35,12 @@ public:
     }
 
     void push(const QueuedMessage& message) override {
-        if (!insert_in_spare(message)) {
-            // Copied before the lock, so that submitters and workers wait on each other only
-            // for the index's own work.
-            detail::QueueIndex::Staged staged = detail::QueueIndex::stage(fresh(message));
-            insert(staged);
-        }
+        push_with(message, [&] { return detail::QueueIndex::stage(message, true); });
     }
 
     // push() of a message this store may take over (no copy of its bytes).
     void push(QueuedMessage&& message) {
-        if (insert_in_spare(message)) {
-            return;
-        }
-        message.claims = 0;
-        message.lease = 0;
-        message.lease_until = WallTime{};
-        detail::QueueIndex::Staged staged = detail::QueueIndex::stage(std::move(message));
-        insert(staged);
+        push_with(message, [&] { return detail::QueueIndex::stage(std::move(message), true); });
     }
 
     // All or nothing: a batch that does not fit, or holds a bad id (a duplicate within it too),
@@ -61,7 +49,7 @@ public:
         std::vector<detail::QueueIndex::Staged> staged;
         staged.reserve(messages.size());
         for (const QueuedMessage& m : messages) {
-            staged.push_back(detail::QueueIndex::stage(fresh(m)));
+            staged.push_back(detail::QueueIndex::stage(m, true));
         }
         detail::LockGuard lock(mutex_);
         if (messages.size() == 1) {
@@ -188,55 +176,48 @@ private:
                              std::to_string(max_size_) + ")");
     }
 
-    // push() of a copy of `message` in a spare node of the index, if it has one (the copy is
-    // then made under the lock, but it allocates nothing while the payload fits); false if not.
-    bool insert_in_spare(const QueuedMessage& message) BULWARK_EXCLUDES(mutex_) {
+    // push(): a copy of `message` in a spare node of the index if it has one (made under the
+    // lock, but it allocates nothing while the payload fits), else in the nodes `stage()` makes
+    // before the lock, so that submitters and workers wait on each other only for the index's
+    // own work. One lookup of the id.
+    template <class Stage>
+    void push_with(const QueuedMessage& message, Stage&& stage) BULWARK_EXCLUDES(mutex_) {
         if (message.id.empty()) {
             detail::check_push_id(call, message, false);
         }
+        {
+            detail::LockGuard lock(mutex_);
+            if (index_.has_spare()) {
+                check_room(message);
+                detail::QueueIndex::Staged staged = index_.stage_copy(message, true);
+                place(staged);
+                return;
+            }
+        }
+        detail::QueueIndex::Staged staged = stage();  // may move `message` away
         detail::LockGuard lock(mutex_);
-        if (!index_.has_spare()) {
-            return false;
-        }
-        if (index_.size() >= max_size_) {
-            check(message);
-            full();
-        }
-        detail::QueueIndex::Staged staged = index_.stage_copy(message, true);
-        if (!index_.try_insert(staged)) {
-            index_.keep_spare(staged);
-            detail::throw_already_queued(call, message.id);
-        }
-        return true;
+        check_room(detail::QueueIndex::message(staged));
+        place(staged);
     }
 
-    // push() of a staged message, with one lookup of its id.
-    void insert(detail::QueueIndex::Staged& staged) BULWARK_EXCLUDES(mutex_) {
-        const QueuedMessage& m = detail::QueueIndex::message(staged);
-        if (m.id.empty()) {
-            detail::check_push_id(call, m, false);
-        }
-        detail::LockGuard lock(mutex_);
+    void check_room(const QueuedMessage& message) const BULWARK_REQUIRES(mutex_) {
         if (index_.size() >= max_size_) {
-            check(m);  // a held id is named first
+            check(message);  // a held id is named first
             full();
         }
+    }
+
+    // Inserts `staged`, or keeps its nodes as a spare and throws for a held id.
+    void place(detail::QueueIndex::Staged& staged) BULWARK_REQUIRES(mutex_) {
         if (!index_.try_insert(staged)) {
-            detail::throw_already_queued(call, m.id);
+            const std::string id = detail::QueueIndex::message(staged).id;
+            index_.keep_spare(staged);
+            detail::throw_already_queued(call, id);
         }
     }
 
     void check(const QueuedMessage& message) const BULWARK_REQUIRES(mutex_) {
         detail::check_push_id(call, message, index_.contains(message.id));
-    }
-
-    // What push() stores: the message without claims or lease.
-    static QueuedMessage fresh(const QueuedMessage& message) {
-        QueuedMessage m = message;
-        m.claims = 0;
-        m.lease = 0;
-        m.lease_until = WallTime{};
-        return m;
     }
 
     const std::size_t max_size_;

@@ -86,8 +86,9 @@ public:
 
     void reserve(std::size_t n) { entries_.reserve(n); }
 
-    // `message` in nodes of its own, ready for insert(). Thread-safe (touches no index).
-    static Staged stage(QueuedMessage message) {
+    // `message` in nodes of its own, ready for try_insert(); without lease if `fresh` (what a
+    // push stores). Thread-safe (touches no index).
+    static Staged stage(QueuedMessage message, bool fresh = false) {
         Staged s;
         {
             Entries one;
@@ -101,6 +102,7 @@ public:
         }
         Entry& e = s.entry_node_.mapped();
         e.message = std::move(message);
+        clear_lease(s, fresh);
         s.entry_node_.key() = e.message.id;
         s.ready_node_.mapped() = &e;
         return s;
@@ -147,9 +149,7 @@ public:
     // id or payload larger than the spare held). Without lease if `fresh`.
     Staged stage_copy(const QueuedMessage& message, bool fresh = false) {
         if (spare_.empty()) {
-            Staged s = stage(message);
-            clear_lease(s, fresh);
-            return s;
+            return stage(message, fresh);
         }
         Staged s;
         s.entry_node_ = std::move(spare_.back().entry_node_);
@@ -176,15 +176,6 @@ public:
         r.entry_node_ = std::move(s.entry_node_);
         r.ready_node_ = std::move(s.ready_node_);
         keep_spare(r);
-    }
-
-    static void clear_lease(Staged& s, bool fresh) noexcept {
-        if (fresh) {
-            QueuedMessage& m = s.entry_node_.mapped().message;
-            m.claims = 0;
-            m.lease = 0;
-            m.lease_until = WallTime{};
-        }
     }
 
     static const QueuedMessage& message(const Staged& s) noexcept {
@@ -286,6 +277,15 @@ public:
     }
 
 private:
+    static void clear_lease(Staged& s, bool fresh) noexcept {
+        if (fresh) {
+            QueuedMessage& m = s.entry_node_.mapped().message;
+            m.claims = 0;
+            m.lease = 0;
+            m.lease_until = WallTime{};
+        }
+    }
+
     // One lookup: the message `id` out if it is held and pred(message) holds.
     template <class Pred>
     Removed erase_if(std::string_view id, Pred&& pred) {
