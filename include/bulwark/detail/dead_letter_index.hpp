@@ -36,31 +36,32 @@ namespace bulwark {
 
 namespace detail {
 
-// `prefix` + 16 lower-case hex digits of `bits`.
-inline std::string format_id(std::string_view prefix, std::uint64_t bits) {
-    static constexpr char digits[] = "0123456789abcdef";
-    std::string id(prefix.size() + 16, '0');
+// `prefix` + `width` digits of `bits` in the base of `digits` (its length), most significant
+// first, zero-padded: one to one when base^width covers every 64-bit value.
+template <std::size_t N>
+std::string format_in_base(std::string_view prefix, std::uint64_t bits, const char (&digits)[N],
+                           std::size_t width) {
+    constexpr std::uint64_t base = N - 1;  // the literal's terminating zero is not a digit
+    std::string id(prefix.size() + width, digits[0]);
     prefix.copy(id.data(), prefix.size());
     for (std::size_t i = id.size(); i > prefix.size(); --i) {
-        id[i - 1] = digits[bits & 0xFU];
-        bits >>= 4U;
+        id[i - 1] = digits[bits % base];
+        bits /= base;
     }
     return id;
+}
+
+// `prefix` + 16 lower-case hex digits of `bits`.
+inline std::string format_id(std::string_view prefix, std::uint64_t bits) {
+    return format_in_base(prefix, bits, "0123456789abcdef", 16);
 }
 
 // `prefix` + 11 base-62 digits (0-9, A-Z, a-z) of `bits`: every 64-bit value, one to one, in
 // fewer characters than hex, so that "msg-" + 11 fits the 15 characters a std::string holds
 // without allocating (libstdc++ and MSVC; libc++ holds 22).
 inline std::string format_short_id(std::string_view prefix, std::uint64_t bits) {
-    static constexpr char digits[] =
-        "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    std::string id(prefix.size() + 11, '0');
-    prefix.copy(id.data(), prefix.size());
-    for (std::size_t i = id.size(); i > prefix.size(); --i) {
-        id[i - 1] = digits[bits % 62U];
-        bits /= 62U;
-    }
-    return id;
+    return format_in_base(prefix, bits,
+                          "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", 11);
 }
 
 // "dl-" + 16 lower-case hex digits.
