@@ -6,8 +6,9 @@
 #   ci-asan   AddressSanitizer + UndefinedBehaviorSanitizer (clang++, C++17)
 #   ci-tsan   ThreadSanitizer (g++, C++20)
 # Usage: bash .ci/test.sh [preset...]     (default: all five)
-# Installs what is missing from the system package manager (Debian: catch2, clang-tidy), or
-# stops with a clear message. Never downloads anything else.
+# Installs what is missing from the system package manager (Debian: catch2, clang-tidy; for the
+# admin console's example and its browser test: libcpp-httplib-dev, chromium, chromium-driver,
+# python3-selenium), or stops with a clear message. Never downloads anything else.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -46,6 +47,13 @@ command -v clang++ >/dev/null || missing+=(clang)
 command -v clang-tidy-14 >/dev/null || command -v clang-tidy >/dev/null || missing+=(clang-tidy)
 command -v python3 >/dev/null || missing+=(python3)
 command -v pkg-config >/dev/null || missing+=(pkg-config)
+# The admin console example (cpp-httplib) and its browser test (headless Chromium driven by
+# Selenium, which the system's Python must have: a pyenv or venv python3 on PATH may not).
+{ pkg-config --exists cpp-httplib 2>/dev/null || [ -f /usr/include/httplib.h ] ||
+  [ -f /usr/local/include/httplib.h ]; } || missing+=(libcpp-httplib-dev)
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
+/usr/bin/python3 -c 'import selenium' >/dev/null 2>&1 || missing+=(python3-selenium)
 if [ -n "${CI:-}" ] && ! command -v ccache >/dev/null; then
   missing+=(ccache)  # optional speed-up for repeated CI runs
 fi
