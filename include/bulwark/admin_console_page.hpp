@@ -806,6 +806,7 @@ inline std::string_view admin_console_js() noexcept {
 
     updateSelection();
     schedule();
+    document.documentElement.setAttribute('data-console', 'ready');  // for tests
     if (token()) {
       refreshAll();
     } else {

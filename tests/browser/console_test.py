@@ -181,8 +181,8 @@ def run(args, server, driver):
           "the page has no inline script or style attribute")
 
     driver.get(base + "/")
-    wait_for(driver, "the console script to run",
-             lambda d: "token" in d.find_element(By.ID, "status").text)
+    wait_for(driver, "the console script to run", lambda d: d.find_element(
+        By.TAG_NAME, "html").get_attribute("data-console") == "ready")
     # Any alert the page might raise is recorded here (WebDriver's script is not subject to CSP).
     driver.execute_script("window.__alerts = []; window.alert = function (m) {"
                           " window.__alerts.push(String(m)); };")
