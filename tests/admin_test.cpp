@@ -7,6 +7,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -619,4 +620,47 @@ TEST_CASE("read_json reads what JSON allows and refuses the rest", "[admin]") {
     }
     CHECK(reads(std::string(16, '[') + std::string(16, ']')));
     CHECK_FALSE(reads(std::string(17, '[') + std::string(17, ']')));
+}
+
+TEST_CASE("operators calling at once from many threads: every action lands and is audited",
+          "[admin][stress]") {
+    Console c;
+    bulwark::AdminOptions o = admin_options();
+    o.bulk_rate_per_second = 1e9;
+    o.bulk_burst = 100000;
+    bulwark::AdminHandler admin(o, c.clock);
+    admin.breakers(c.registry).dead_letters(c.store).classifier(c.classifier);
+    constexpr int per_thread = 150;
+    std::vector<std::string> ids;
+    for (int i = 0; i < 2 * per_thread; ++i) {
+        ids.push_back(c.letter("sms", "timed out " + std::to_string(i)));
+    }
+    std::atomic<int> failures{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 2; ++t) {
+        threads.emplace_back([&, t] {
+            for (int i = 0; i < per_thread; ++i) {
+                const std::string& id = ids[static_cast<std::size_t>(t * per_thread + i)];
+                const AdminResponse d = admin.handle(
+                    {"POST", "/api/dead-letters/dismiss", "",
+                     R"({"ids":[")" + id + R"("],"reason":"thread )" + std::to_string(t) + "\"}",
+                     token});
+                const AdminResponse l =
+                    admin.handle({"GET", "/api/dead-letters", "limit=5&status=pending", "", token});
+                const AdminResponse b = admin.handle(
+                    {"POST", t == 0 ? "/api/breakers/email/trip" : "/api/breakers/email/reset", "",
+                     "", token});
+                if (d.status != 200 || l.status != 200 || b.status != 200 ||
+                    d.body.find(R"("changed":1)") == std::string::npos) {
+                    ++failures;
+                }
+            }
+        });
+    }
+    for (std::thread& t : threads) {
+        t.join();
+    }
+    CHECK(failures == 0);
+    CHECK(c.store.stats().dismissed == ids.size());
+    CHECK(admin.audit(10000).size() == 4 * per_thread);
 }
