@@ -5,6 +5,7 @@
 
 // Layer by layer, bottom up (docs/development.md has the table). <bulwark/policies.hpp> is the
 // lighter include for code that only wraps calls.
+#include <bulwark/admin.hpp>
 #include <bulwark/breaker_health.hpp>
 #include <bulwark/circuit_breaker_registry.hpp>
 #include <bulwark/dead_letter.hpp>

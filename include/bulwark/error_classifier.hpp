@@ -336,6 +336,26 @@ public:
     // failed on (each may be empty), and the exception when there is one (type rules need it).
     Classification classify(std::string_view error, std::string_view code, std::string_view channel,
                             const std::exception_ptr& exception = nullptr) {
+        Classification out = peek(error, code, channel, exception);
+        count(out.error_class.name);
+        return out;
+    }
+
+    // Classifies a dead letter: its error text (the last attempt's when the letter's own is
+    // empty); its code, from a trailing " (code X)" of that text (how DeliveryEngine records
+    // a provider's code; DeadLetter has no code field), else none; its channel, the last
+    // attempt's when it names one, else the letter's type. No exception: type rules do not
+    // match a letter.
+    Classification classify(const DeadLetter& letter) {
+        Classification out = peek(letter);
+        count(out.error_class.name);
+        return out;
+    }
+
+    // classify() without counting: for showing a class (an operator's console listing letters
+    // again and again) rather than recording a failure.
+    Classification peek(std::string_view error, std::string_view code, std::string_view channel,
+                        const std::exception_ptr& exception = nullptr) const {
         const std::shared_ptr<const std::vector<Entry>> rules = snapshot();
         Classification out;
         for (std::size_t i = 0; i < rules->size(); ++i) {
@@ -350,17 +370,11 @@ public:
             out.error_class.name = std::string(unclassified_name);
             out.error_class.severity = ErrorSeverity::medium;
         }
-        out.error = redactor_ ? redactor_(error) : std::string(error);
-        count(out.error_class.name);
+        out.error = redact(error);
         return out;
     }
 
-    // Classifies a dead letter: its error text (the last attempt's when the letter's own is
-    // empty); its code, from a trailing " (code X)" of that text (how DeliveryEngine records
-    // a provider's code; DeadLetter has no code field), else none; its channel, the last
-    // attempt's when it names one, else the letter's type. No exception: type rules do not
-    // match a letter.
-    Classification classify(const DeadLetter& letter) {
+    Classification peek(const DeadLetter& letter) const {
         std::string_view error = letter.error;
         std::string_view channel = letter.type;
         if (!letter.attempts.empty()) {
@@ -372,7 +386,12 @@ public:
                 channel = last.channel;
             }
         }
-        return classify(error, detail::trailing_error_code(error), channel);
+        return peek(error, detail::trailing_error_code(error), channel);
+    }
+
+    // `text` through the classifier's redactor (unchanged without one).
+    std::string redact(std::string_view text) const {
+        return redactor_ ? redactor_(text) : std::string(text);
     }
 
     // How many classifications fell into each class since construction, by class name:

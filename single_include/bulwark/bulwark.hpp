@@ -13,14 +13,67 @@
 
 // Layer by layer, bottom up (docs/development.md has the table). <bulwark/policies.hpp> is the
 // lighter include for code that only wraps calls.
-// #include <bulwark/breaker_health.hpp>
-// Bridge: a circuit breaker's state as a health check (HealthMonitor::add_breaker).
-#ifndef BULWARK_BREAKER_HEALTH_HPP
-#define BULWARK_BREAKER_HEALTH_HPP
+// #include <bulwark/admin.hpp>
+// AdminHandler: the operator's HTTP API and console over breakers, health and dead letters.
+#ifndef BULWARK_ADMIN_HPP
+#define BULWARK_ADMIN_HPP
 
+#include <algorithm>
+#include <array>
 #include <chrono>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <new>
+#include <optional>
+#include <stdexcept>
 #include <string>
+#include <string_view>
 #include <utility>
+#include <vector>
+
+// #include <bulwark/admin_console_page.hpp>
+// The operator's console page (HTML, script and style) that AdminHandler serves.
+#ifndef BULWARK_ADMIN_CONSOLE_PAGE_HPP
+#define BULWARK_ADMIN_CONSOLE_PAGE_HPP
+
+#include <string_view>
+
+namespace bulwark {
+
+inline std::string_view admin_console_html() noexcept {
+    return R"(<!doctype html><html><head><meta charset="utf-8"><title>bulwark console</title>
+<link rel="stylesheet" href="console.css"></head><body><main id="app"></main>
+<script src="console.js"></script></body></html>)";
+}
+
+inline std::string_view admin_console_js() noexcept {
+    return "'use strict';\n";
+}
+
+inline std::string_view admin_console_css() noexcept {
+    return "body{font-family:sans-serif}\n";
+}
+
+}  // namespace bulwark
+
+#endif  // BULWARK_ADMIN_CONSOLE_PAGE_HPP
+// #include <bulwark/circuit_breaker_registry.hpp>
+// CircuitBreakerRegistry: named breakers with shared defaults, enumerable for health and metrics.
+#ifndef BULWARK_CIRCUIT_BREAKER_REGISTRY_HPP
+#define BULWARK_CIRCUIT_BREAKER_REGISTRY_HPP
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
 
 // #include <bulwark/circuit_breaker.hpp>
 // CircuitBreaker: options, states, statistics, permits and the breaker itself.
@@ -3650,577 +3703,6 @@ using CircuitBreaker = BasicCircuitBreaker<>;
 }  // namespace bulwark
 
 #endif  // BULWARK_CIRCUIT_BREAKER_HPP
-// #include <bulwark/health_check.hpp>
-// Health vocabulary: HealthStatus, check results and details, HealthCheck, and the HealthReport.
-#ifndef BULWARK_HEALTH_CHECK_HPP
-#define BULWARK_HEALTH_CHECK_HPP
-
-#include <chrono>
-#include <cstdint>
-#include <functional>
-#include <map>
-#include <optional>
-#include <string>
-#include <string_view>
-#include <utility>
-#include <vector>
-
-// #include <bulwark/detail/json.hpp>
-// JsonWriter and its escaping and number helpers: the JSON the reports write (private).
-#ifndef BULWARK_DETAIL_JSON_HPP
-#define BULWARK_DETAIL_JSON_HPP
-
-#include <cstdint>
-#include <cstdio>
-#include <string>
-#include <string_view>
-#include <utility>
-
-// #include <bulwark/detail/math.hpp> (already included above)
-// #include <bulwark/detail/number.hpp>
-// Locale-independent number formatting (private).
-#ifndef BULWARK_DETAIL_NUMBER_HPP
-#define BULWARK_DETAIL_NUMBER_HPP
-
-#include <string>
-
-namespace bulwark {
-namespace detail {
-
-// `printed` as printf("%g") wrote it under the C locale in force, with its decimal separator (a
-// ',' or a multi-byte one) replaced by '.': machine-read formats (JSON, Prometheus) need the
-// point whatever locale the service runs under.
-inline std::string with_decimal_point(const char* printed) {
-    std::string out;
-    bool in_separator = false;
-    for (const char* c = printed; *c != '\0'; ++c) {
-        const bool numeric = (*c >= '0' && *c <= '9') || *c == '-' || *c == '+' || *c == 'e';
-        if (numeric) {
-            out.push_back(*c);
-            in_separator = false;
-        } else if (!in_separator) {
-            out.push_back('.');
-            in_separator = true;
-        }
-    }
-    return out;
-}
-
-}  // namespace detail
-}  // namespace bulwark
-
-#endif  // BULWARK_DETAIL_NUMBER_HPP
-
-namespace bulwark {
-namespace detail {
-
-// Appends `text` as a JSON string literal. Control characters (CR and LF among them) become
-// escapes, so a message from a failing dependency can never break the document or a log line.
-inline void json_string(std::string& out, std::string_view text) {
-    out.push_back('"');
-    for (char c : text) {
-        switch (c) {
-            case '"':
-                out += "\\\"";
-                break;
-            case '\\':
-                out += "\\\\";
-                break;
-            case '\n':
-                out += "\\n";
-                break;
-            case '\r':
-                out += "\\r";
-                break;
-            case '\t':
-                out += "\\t";
-                break;
-            default:
-                if (static_cast<unsigned char>(c) < 0x20 || c == '\x7f') {
-                    char buffer[8];
-                    std::snprintf(buffer, sizeof buffer, "\\u%04x",
-                                  static_cast<unsigned>(static_cast<unsigned char>(c)));
-                    out += buffer;
-                } else {
-                    out.push_back(c);
-                }
-        }
-    }
-    out.push_back('"');
-}
-
-// Appends a number; NaN and infinities (which JSON cannot express) become null.
-inline void json_number(std::string& out, double value) {
-    if (!detail::is_finite(value)) {
-        out += "null";
-        return;
-    }
-    char buffer[32];
-    std::snprintf(buffer, sizeof buffer, "%.15g", value);
-    out += with_decimal_point(buffer);  // a decimal-comma locale must not break the document
-}
-
-inline void json_number(std::string& out, std::uint64_t value) {
-    out += std::to_string(value);
-}
-
-// Writes one JSON document, compact (no whitespace): objects and arrays are opened and closed in
-// order and the writer puts the commas and colons. Keys and strings are escaped (json_string),
-// numbers written as json_number writes them.
-//   JsonWriter w;
-//   w.begin_object().field("status", "up").key("checks").begin_array();
-//   w.begin_object().field("name", name).field("runs", runs).end_object();
-//   w.end_array().end_object();
-//   std::string json = w.take();
-// A value goes where a value may stand: after key(), as an array element, or as the document.
-// Nothing checks that scopes are closed in order: the callers are the library's report types.
-// Not thread-safe (a local value).
-class JsonWriter {
-public:
-    JsonWriter& begin_object() {
-        separate();
-        out_.push_back('{');
-        first_ = true;
-        return *this;
-    }
-    JsonWriter& end_object() {
-        out_.push_back('}');
-        first_ = false;  // the enclosing scope now holds this object
-        return *this;
-    }
-    JsonWriter& begin_array() {
-        separate();
-        out_.push_back('[');
-        first_ = true;
-        return *this;
-    }
-    JsonWriter& end_array() {
-        out_.push_back(']');
-        first_ = false;
-        return *this;
-    }
-
-    // An object member's name; its value comes next.
-    JsonWriter& key(std::string_view name) {
-        separate();
-        json_string(out_, name);
-        out_.push_back(':');
-        after_key_ = true;
-        return *this;
-    }
-
-    JsonWriter& value(std::string_view text) {
-        separate();
-        json_string(out_, text);
-        return *this;
-    }
-    JsonWriter& value(const char* text) { return value(std::string_view(text)); }
-    JsonWriter& value(const std::string& text) { return value(std::string_view(text)); }
-    // NaN and infinities are written null.
-    JsonWriter& value(double number) {
-        separate();
-        json_number(out_, number);
-        return *this;
-    }
-    JsonWriter& value(std::uint64_t number) {
-        separate();
-        json_number(out_, number);
-        return *this;
-    }
-    JsonWriter& value(bool flag) {
-        separate();
-        out_ += flag ? "true" : "false";
-        return *this;
-    }
-    JsonWriter& null() {
-        separate();
-        out_ += "null";
-        return *this;
-    }
-
-    // key(name).value(v).
-    template <class T>
-    JsonWriter& field(std::string_view name, const T& v) {
-        return key(name).value(v);
-    }
-
-    const std::string& str() const noexcept { return out_; }
-    std::string take() noexcept { return std::move(out_); }
-
-private:
-    // Before a key or a value: a comma unless it is the first in its scope or a key's value.
-    void separate() {
-        if (after_key_) {
-            after_key_ = false;
-            return;
-        }
-        if (!first_) {
-            out_.push_back(',');
-        }
-        first_ = false;
-    }
-
-    std::string out_;
-    bool first_ = true;       // nothing written yet in the innermost open scope
-    bool after_key_ = false;  // the next value is a member's
-};
-
-}  // namespace detail
-}  // namespace bulwark
-
-#endif  // BULWARK_DETAIL_JSON_HPP
-// #include <bulwark/detail/throw.hpp> (already included above)
-// #include <bulwark/detail/traits.hpp> (already included above)
-// #include <bulwark/time.hpp> (already included above)
-
-namespace bulwark {
-
-// What a health check found. unknown: it has not run yet.
-enum class HealthStatus : std::uint8_t { unknown, healthy, degraded, unhealthy };
-
-inline const char* to_string(HealthStatus status) noexcept {
-    switch (status) {
-        case HealthStatus::unknown:
-            return "unknown";
-        case HealthStatus::healthy:
-            return "healthy";
-        case HealthStatus::degraded:
-            return "degraded";
-        case HealthStatus::unhealthy:
-            return "unhealthy";
-    }
-    return "unknown";
-}
-
-// Key-value details of a check result, in the order added: r.details["lag_s"] = "4".
-// A small flat list rather than a std::map: results hold a handful of entries and are copied
-// into history and reports.
-class HealthDetails {
-public:
-    using value_type = std::pair<std::string, std::string>;
-
-    // The value for `key`, added (empty) if missing.
-    std::string& operator[](std::string_view key) {
-        for (value_type& entry : entries_) {
-            if (entry.first == key) {
-                return entry.second;
-            }
-        }
-        entries_.emplace_back(std::string(key), std::string());
-        return entries_.back().second;
-    }
-
-    // The value for `key`; throws std::out_of_range if missing.
-    const std::string& at(std::string_view key) const {
-        for (const value_type& entry : entries_) {
-            if (entry.first == key) {
-                return entry.second;
-            }
-        }
-        throw std::out_of_range("HealthDetails: no detail named '" + std::string(key) + "'");
-    }
-
-    bool contains(std::string_view key) const noexcept {
-        for (const value_type& entry : entries_) {
-            if (entry.first == key) {
-                return true;
-            }
-        }
-        return false;
-    }
-
-    std::size_t size() const noexcept { return entries_.size(); }
-    bool empty() const noexcept { return entries_.empty(); }
-    std::vector<value_type>::const_iterator begin() const noexcept { return entries_.begin(); }
-    std::vector<value_type>::const_iterator end() const noexcept { return entries_.end(); }
-
-private:
-    std::vector<value_type> entries_;
-};
-
-// One run of one check. A check function may return a whole result (status, message, details);
-// the monitor fills in the rest (name, critical, previous, checked_at, response_time, timed_out).
-struct HealthCheckResult {
-    std::string name;
-    HealthStatus status = HealthStatus::unknown;
-    HealthStatus previous = HealthStatus::unknown;  // the check's status before this run
-    std::string message;
-    HealthDetails details;
-    bool critical = false;
-    bool timed_out = false;    // the run overran its timeout (or was still running when due)
-    TimePoint checked_at{};    // when the result was taken, on the monitor's clock
-    Duration response_time{};  // how long the check ran (its timeout, if it overran)
-
-    static HealthCheckResult healthy(std::string message = {}) {
-        return make(HealthStatus::healthy, std::move(message));
-    }
-    static HealthCheckResult degraded(std::string message) {
-        return make(HealthStatus::degraded, std::move(message));
-    }
-    static HealthCheckResult unhealthy(std::string message) {
-        return make(HealthStatus::unhealthy, std::move(message));
-    }
-
-private:
-    static HealthCheckResult make(HealthStatus status, std::string message) {
-        HealthCheckResult r;
-        r.status = status;
-        r.message = std::move(message);
-        return r;
-    }
-};
-
-// The function of a check: any callable taking nothing and returning bool (true = healthy),
-// HealthStatus, or HealthCheckResult. An exception it throws makes the run unhealthy, with the
-// exception's message.
-class HealthProbe {
-public:
-    HealthProbe() = default;
-
-    template <class F, class = std::enable_if_t<!std::is_same_v<std::decay_t<F>, HealthProbe>>>
-    HealthProbe(F f)  // NOLINT(google-explicit-constructor): {"db", [] { ... }} must read well
-        : fn_(wrap(std::move(f))) {}
-
-    explicit operator bool() const noexcept { return static_cast<bool>(fn_); }
-
-    HealthCheckResult operator()() const { return fn_(); }
-
-private:
-    template <class F>
-    static std::function<HealthCheckResult()> wrap(F f) {
-        static_assert(std::is_invocable_v<F&>, "a health check must be callable with no arguments");
-        using R = std::decay_t<std::invoke_result_t<F&>>;
-        static_assert(std::is_same_v<R, bool> || std::is_same_v<R, HealthStatus> ||
-                          std::is_same_v<R, HealthCheckResult>,
-                      "a health check must return bool, bulwark::HealthStatus or "
-                      "bulwark::HealthCheckResult");
-        if (detail::is_null_callable(f)) {
-            return {};
-        }
-        return [f = std::move(f)]() mutable -> HealthCheckResult {
-            if constexpr (std::is_same_v<R, bool>) {
-                return f() ? HealthCheckResult::healthy()
-                           : HealthCheckResult::unhealthy("the check returned false");
-            } else if constexpr (std::is_same_v<R, HealthStatus>) {
-                HealthCheckResult r;
-                r.status = f();
-                return r;
-            } else {
-                return f();
-            }
-        };
-    }
-
-    std::function<HealthCheckResult()> fn_;
-};
-
-// A named, periodic check.
-//   monitor.add_check({"database", [] { return db.ping(); }, /*interval*/ 60s, /*timeout*/ 10s,
-//                      /*critical*/ true});
-struct HealthCheck {
-    std::string name;   // unique within a monitor; required
-    HealthProbe probe;  // required
-    // How often it runs. > 0. Default 30 s.
-    Duration interval = std::chrono::seconds(30);
-    // A run that takes longer is reported unhealthy ("timed out") and never blocks other checks
-    // or stop(). 0: no timeout, and the check runs on the scheduling thread itself: only for
-    // checks that cannot block (a breaker's state, a counter). >= 0. Default 10 s.
-    Duration timeout = std::chrono::seconds(10);
-    // An unhealthy critical check makes the whole service unhealthy (and not ready); an
-    // unhealthy non-critical one makes it degraded. Default false.
-    bool critical = false;
-    // Results kept per check, oldest dropped first. >= 1. Default 32.
-    std::size_t history = 32;
-
-    void validate() const {
-        if (name.empty()) {
-            detail::throw_invalid_argument("HealthCheck.name must not be empty");
-        }
-        if (!probe) {
-            detail::throw_invalid_argument("HealthCheck.probe of '" + name +
-                                           "' is empty: give it a callable");
-        }
-        if (interval <= Duration::zero()) {
-            detail::throw_invalid_option("HealthCheck.interval", "must be > 0",
-                                         detail::format_duration(interval));
-        }
-        if (timeout < Duration::zero()) {
-            detail::throw_invalid_option("HealthCheck.timeout", "must be >= 0",
-                                         detail::format_duration(timeout));
-        }
-        if (history == 0) {
-            detail::throw_invalid_option("HealthCheck.history", "must be >= 1", "0");
-        }
-    }
-};
-
-struct HealthMonitorOptions {
-    // Threads that run checks with a timeout, created when needed and reused. A check that
-    // overruns keeps its thread until it returns (C++ cannot stop it), so this also bounds the
-    // threads that can pile up behind stuck checks: when all are busy, a due check is reported
-    // unhealthy without running. A check never runs twice at once, so more threads than checks
-    // are never used. >= 1. Default 4.
-    std::size_t max_check_threads = 4;
-
-    void validate() const {
-        if (max_check_threads == 0) {
-            detail::throw_invalid_option("HealthMonitorOptions.max_check_threads", "must be >= 1",
-                                         "0");
-        }
-    }
-};
-
-// The overall status changed.
-struct HealthStatusChange {
-    HealthStatus from = HealthStatus::unknown;
-    HealthStatus to = HealthStatus::unknown;
-    TimePoint at{};
-};
-
-// One check in a report: its latest result and counts.
-struct HealthCheckSummary {
-    HealthCheckResult last;  // status unknown until the first run
-    Duration interval{};
-    Duration timeout{};
-    std::uint64_t runs = 0;
-    std::uint64_t failures = 0;      // unhealthy results, timeouts included
-    std::uint64_t timeouts = 0;      // runs that overran their timeout
-    std::uint64_t late_results = 0;  // results that came back after their run was reported
-    std::uint32_t consecutive_failures = 0;
-    bool running = false;  // a run is in flight (possibly stuck past its timeout)
-};
-
-// A snapshot of a monitor, rendered for the three usual endpoints:
-//   /health/live   liveness_json():  the process is up (always true while it can answer)
-//   /health/ready  readiness_json(): every critical check is healthy or degraded
-//   /health        to_json():        every check in detail
-struct HealthReport {
-    HealthStatus status = HealthStatus::unknown;
-    bool ready = false;
-    TimePoint at{};
-    std::vector<HealthCheckSummary> checks;
-
-    // 200 when ready, else 503: the code a readiness endpoint answers with.
-    int http_status() const noexcept { return ready ? 200 : 503; }
-
-    // A member like readiness_json(), though liveness does not depend on the report.
-    // NOLINTNEXTLINE(readability-convert-member-functions-to-static)
-    std::string liveness_json() const { return R"({"status":"up"})"; }
-
-    std::string readiness_json() const {
-        detail::JsonWriter w;
-        w.begin_object().field("status", ready ? "ready" : "not_ready");
-        w.key("checks").begin_array();
-        for (const HealthCheckSummary& c : checks) {
-            if (c.last.critical) {
-                w.begin_object();
-                w.field("name", c.last.name).field("status", to_string(c.last.status));
-                w.end_object();
-            }
-        }
-        w.end_array().end_object();
-        return w.take();
-    }
-
-    std::string to_json() const {
-        detail::JsonWriter w;
-        w.begin_object().field("status", to_string(status));
-        w.field("live", true).field("ready", ready);
-        w.key("checks").begin_array();
-        for (const HealthCheckSummary& c : checks) {
-            write_check(w, c);
-        }
-        w.end_array().end_object();
-        return w.take();
-    }
-
-private:
-    static double millis(Duration d) noexcept {
-        return std::chrono::duration<double, std::milli>(d).count();
-    }
-
-    void write_check(detail::JsonWriter& w, const HealthCheckSummary& c) const {
-        const HealthCheckResult& r = c.last;
-        const bool ran = r.status != HealthStatus::unknown;
-        w.begin_object();
-        w.field("name", r.name).field("status", to_string(r.status));
-        w.field("critical", r.critical).field("message", r.message);
-        if (ran) {
-            w.field("response_time_ms", millis(r.response_time));
-            w.field("age_ms", millis(at - r.checked_at));
-        } else {
-            w.key("response_time_ms").null().key("age_ms").null();
-        }
-        w.field("timed_out", r.timed_out).field("running", c.running);
-        w.field("runs", c.runs).field("failures", c.failures).field("timeouts", c.timeouts);
-        w.field("consecutive_failures", std::uint64_t{c.consecutive_failures});
-        w.key("details").begin_object();
-        for (const auto& [key, value] : r.details) {
-            w.field(key, value);
-        }
-        w.end_object();
-        w.end_object();
-    }
-};
-
-}  // namespace bulwark
-
-#endif  // BULWARK_HEALTH_CHECK_HPP
-
-namespace bulwark {
-
-// A check that reports `breaker`'s state: closed or disabled -> healthy, half_open -> degraded,
-// open or forced_open -> unhealthy, with the state in the details. It reads one atomic, so it
-// runs inline (timeout zero). The breaker must outlive whatever runs the check.
-//   monitor.add_check(bulwark::breaker_health_check(breaker));   // what add_breaker(breaker) does
-inline HealthCheck breaker_health_check(const CircuitBreaker& breaker, bool critical = false,
-                                        Duration interval = std::chrono::seconds(1)) {
-    HealthCheck check;
-    check.name = breaker.name();
-    check.probe = [b = &breaker] {
-        const CircuitState state = b->state();
-        HealthCheckResult r;
-        switch (state) {
-            case CircuitState::closed:
-            case CircuitState::disabled:
-                r.status = HealthStatus::healthy;
-                break;
-            case CircuitState::half_open:
-                r.status = HealthStatus::degraded;
-                r.message = "circuit half-open: probing";
-                break;
-            case CircuitState::open:
-            case CircuitState::forced_open:
-                r.status = HealthStatus::unhealthy;
-                r.message = std::string("circuit ") + to_string(state);
-                break;
-        }
-        r.details["state"] = to_string(state);
-        return r;
-    };
-    check.interval = interval;
-    check.timeout = Duration::zero();
-    check.critical = critical;
-    return check;
-}
-
-}  // namespace bulwark
-
-#endif  // BULWARK_BREAKER_HEALTH_HPP
-// #include <bulwark/circuit_breaker_registry.hpp>
-// CircuitBreakerRegistry: named breakers with shared defaults, enumerable for health and metrics.
-#ifndef BULWARK_CIRCUIT_BREAKER_REGISTRY_HPP
-#define BULWARK_CIRCUIT_BREAKER_REGISTRY_HPP
-
-#include <functional>
-#include <map>
-#include <memory>
-#include <string>
-#include <string_view>
-#include <utility>
-#include <vector>
-
-// #include <bulwark/circuit_breaker.hpp> (already included above)
 // #include <bulwark/clock.hpp> (already included above)
 // #include <bulwark/detail/mutex.hpp> (already included above)
 // #include <bulwark/events.hpp> (already included above)
@@ -4343,11 +3825,7 @@ using CircuitBreakerRegistry = BasicCircuitBreakerRegistry<>;
 }  // namespace bulwark
 
 #endif  // BULWARK_CIRCUIT_BREAKER_REGISTRY_HPP
-// #include <bulwark/dead_letter.hpp>
-// Dead letters: the vocabulary, the in-memory store and (on POSIX) the durable file store.
-#ifndef BULWARK_DEAD_LETTER_HPP
-#define BULWARK_DEAD_LETTER_HPP
-
+// #include <bulwark/clock.hpp> (already included above)
 // #include <bulwark/dead_letter_store.hpp>
 // Dead-letter vocabulary: DeadLetter, queries, statistics, errors and the store interface.
 #ifndef BULWARK_DEAD_LETTER_STORE_HPP
@@ -4823,3872 +4301,6 @@ protected:
 }  // namespace bulwark
 
 #endif  // BULWARK_DEAD_LETTER_STORE_HPP
-// #include <bulwark/in_memory_dead_letter_store.hpp>
-// InMemoryDeadLetterStore: a bounded, thread-safe DeadLetterStore kept in memory.
-#ifndef BULWARK_IN_MEMORY_DEAD_LETTER_STORE_HPP
-#define BULWARK_IN_MEMORY_DEAD_LETTER_STORE_HPP
-
-#include <algorithm>
-#include <array>
-#include <atomic>
-#include <chrono>
-#include <cstddef>
-#include <cstdint>
-#include <exception>
-#include <functional>
-#include <iterator>
-#include <limits>
-#include <map>
-#include <new>
-#include <optional>
-#include <set>
-#include <stdexcept>
-#include <string>
-#include <string_view>
-#include <unordered_map>
-#include <utility>
-#include <vector>
-
-// #include <bulwark/clock.hpp> (already included above)
-// #include <bulwark/config.hpp> (already included above)
-// #include <bulwark/context.hpp> (already included above)
-// #include <bulwark/dead_letter_store.hpp> (already included above)
-// #include <bulwark/detail/dead_letter_index.hpp>
-// A dead-letter store's records indexed by id, with their counts (private).
-#ifndef BULWARK_DETAIL_DEAD_LETTER_INDEX_HPP
-#define BULWARK_DETAIL_DEAD_LETTER_INDEX_HPP
-
-#include <algorithm>
-#include <array>
-#include <atomic>
-#include <chrono>
-#include <cstddef>
-#include <cstdint>
-#include <exception>
-#include <functional>
-#include <iterator>
-#include <limits>
-#include <map>
-#include <mutex>
-#include <new>
-#include <optional>
-#include <set>
-#include <stdexcept>
-#include <string>
-#include <string_view>
-#include <unordered_map>
-#include <utility>
-#include <vector>
-
-// #include <bulwark/config.hpp> (already included above)
-// #include <bulwark/context.hpp> (already included above)
-// #include <bulwark/dead_letter_store.hpp> (already included above)
-// #include <bulwark/detail/random.hpp> (already included above)
-// #include <bulwark/detail/throw.hpp> (already included above)
-// #include <bulwark/time.hpp> (already included above)
-
-namespace bulwark {
-
-namespace detail {
-
-// `prefix` + `width` digits of `bits` in the base of `digits` (its length), most significant
-// first, zero-padded: one to one when base^width covers every 64-bit value.
-template <std::size_t N>
-std::string format_in_base(std::string_view prefix, std::uint64_t bits, const char (&digits)[N],
-                           std::size_t width) {
-    constexpr std::uint64_t base = N - 1;  // the literal's terminating zero is not a digit
-    std::string id(prefix.size() + width, digits[0]);
-    prefix.copy(id.data(), prefix.size());
-    for (std::size_t i = id.size(); i > prefix.size(); --i) {
-        id[i - 1] = digits[bits % base];
-        bits /= base;
-    }
-    return id;
-}
-
-// `prefix` + 16 lower-case hex digits of `bits`.
-inline std::string format_id(std::string_view prefix, std::uint64_t bits) {
-    return format_in_base(prefix, bits, "0123456789abcdef", 16);
-}
-
-// `prefix` + 11 base-62 digits (0-9, A-Z, a-z) of `bits`: every 64-bit value, one to one, in
-// fewer characters than hex, so that "msg-" + 11 fits the 15 characters a std::string holds
-// without allocating (libstdc++ and MSVC; libc++ holds 22).
-inline std::string format_short_id(std::string_view prefix, std::uint64_t bits) {
-    return format_in_base(prefix, bits,
-                          "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", 11);
-}
-
-// "dl-" + 16 lower-case hex digits.
-inline std::string format_dead_letter_id(std::uint64_t bits) {
-    return format_id("dl-", bits);
-}
-
-// Trims a letter to what `limits` accept: its newest attempts, then its error text, so that a
-// long history never makes a store refuse the message.
-inline void fit_letter(DeadLetter& letter, const DeadLetterLimits& limits) {
-    auto& attempts = letter.attempts;
-    if (limits.max_attempts > 0 && attempts.size() > limits.max_attempts) {
-        attempts.erase(
-            attempts.begin(),
-            attempts.begin() + static_cast<std::ptrdiff_t>(attempts.size() - limits.max_attempts));
-    }
-    if (limits.max_text_bytes == 0) {
-        return;
-    }
-    std::size_t text = letter.id.size() + letter.type.size() + letter.error.size() +
-                       letter.category.size() + letter.note.size();
-    for (const std::string& tag : letter.tags) {
-        text += tag.size();
-    }
-    for (const DeadLetterAttempt& a : attempts) {
-        text += a.channel.size() + a.error.size();
-    }
-    std::size_t drop = 0;
-    while (text > limits.max_text_bytes && drop < attempts.size()) {
-        text -= attempts[drop].channel.size() + attempts[drop].error.size();
-        ++drop;
-    }
-    attempts.erase(attempts.begin(), attempts.begin() + static_cast<std::ptrdiff_t>(drop));
-    if (text > limits.max_text_bytes) {
-        const std::size_t over = text - limits.max_text_bytes;
-        letter.error.resize(letter.error.size() > over ? letter.error.size() - over : 0);
-    }
-}
-
-// Differs between stores and between runs, so that ids from two stores (or from one file store
-// before and after a restart) are unlikely to meet; uniqueness within a store is checked anyway.
-inline std::uint64_t dead_letter_id_seed(const void* store) noexcept {
-    static std::atomic<std::uint64_t> stores{0};
-    // relaxed: only needs to differ between calls.
-    const std::uint64_t n = stores.fetch_add(1, std::memory_order_relaxed);
-    const auto wall =
-        static_cast<std::uint64_t>(std::chrono::system_clock::now().time_since_epoch().count());
-    const auto mono =
-        static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
-    const auto address = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(store));
-    return SplitMix64::at(wall ^ (mono << 21U) ^ address, n);
-}
-
-// Keeps the newest `max` attempts.
-inline void trim_attempts(std::vector<DeadLetterAttempt>& attempts, std::size_t max) {
-    if (attempts.size() > max) {
-        attempts.erase(attempts.begin(),
-                       attempts.begin() + static_cast<std::ptrdiff_t>(attempts.size() - max));
-    }
-}
-
-// The bytes of a record that max_text_bytes bounds: every string but the payload.
-inline std::size_t dead_letter_text_bytes(const DeadLetter& d) noexcept {
-    std::size_t n =
-        d.id.size() + d.type.size() + d.error.size() + d.category.size() + d.note.size();
-    for (const std::string& t : d.tags) {
-        n += t.size();
-    }
-    for (const DeadLetterAttempt& a : d.attempts) {
-        n += a.channel.size() + a.error.size();
-    }
-    return n;
-}
-
-// A redrive's error text is cut to this, so that a record redriven for months stays bounded
-// (max_attempts of them at most).
-inline constexpr std::size_t max_redrive_error_bytes = 1024;
-
-// `text` cut to `limit` bytes, the last three "..." when it was longer.
-inline std::string clip_text(std::string text, std::size_t limit) {
-    if (text.size() > limit && limit >= 3) {
-        text.resize(limit - 3);
-        text += "...";
-    }
-    return text;
-}
-
-inline std::string redrive_error_text(std::string text) {
-    return clip_text(std::move(text), max_redrive_error_bytes);
-}
-
-// What a reprocess handler said about one record: resent, or why not (cut to 1 KiB).
-struct RedriveOutcome {
-    bool resent = false;
-    std::string error;  // empty when resent
-};
-
-// Runs `handler` on `copy`: false or a throw is a failure, with its text; nothing escapes but an
-// allocation failure while recording the text.
-inline RedriveOutcome run_redrive_handler(const DeadLetterHandler& handler,
-                                          const DeadLetter& copy) {
-    RedriveOutcome outcome;
-    bool threw = false;
-    try {
-        outcome.resent = handler(copy);
-    } catch (const std::exception& e) {
-        threw = true;
-        outcome.error = e.what();
-    } catch (...) {
-        threw = true;
-        outcome.error = "handler threw an exception not derived from std::exception";
-    }
-    if (!outcome.resent && !threw) {
-        // Outside the try: our own allocation failing here is not the handler's failure.
-        outcome.error = "handler returned false";
-    }
-    outcome.error = redrive_error_text(std::move(outcome.error));
-    return outcome;
-}
-
-[[noreturn]] BULWARK_NOINLINE inline void throw_store_full(std::size_t max_entries) {
-    throw DeadLetterStoreFullError(
-        "dead-letter store is full: max_entries (" + std::to_string(max_entries) +
-            ") records are stored and all are pending; none is dropped to make room",
-        max_entries);
-}
-
-// What a store has done that its records cannot tell: the "since the store was made" half of
-// DeadLetterStats, bar the refused adds. A durable store carries them across restarts.
-struct DeadLetterCounters {
-    std::uint64_t added = 0;
-    std::uint64_t evicted = 0;
-    std::uint64_t purged = 0;
-    std::uint64_t resent = 0;
-    std::uint64_t redrive_failures = 0;
-};
-
-// The records of a store, indexed by id and kept in the order they were added, with the counts
-// stats() reports kept up to date as records change. A building block for stores (it does no
-// locking and knows no clock): the in-memory store wraps it in a mutex, a durable store rebuilds
-// it from its journal. Records are read through const iterators and changed only through the
-// members below, which keep the id index and the counts right. Not thread-safe.
-// A class template only so that its code is compiled where a store is used (the header stays
-// cheap to include); use the DeadLetterIndex alias.
-template <class Tag = void>
-class BasicDeadLetterIndex {
-public:
-    using Seq = std::uint64_t;  // position in add order
-    using Records = std::map<Seq, DeadLetter>;
-    using const_iterator = typename Records::const_iterator;
-
-    BasicDeadLetterIndex() = default;
-    BasicDeadLetterIndex(const BasicDeadLetterIndex&) = delete;
-    BasicDeadLetterIndex& operator=(const BasicDeadLetterIndex&) = delete;
-
-    std::size_t size() const noexcept { return records_.size(); }
-    // Room for about `n` records' ids without rehashing (best effort: a failure is ignored).
-    void reserve(std::size_t n) noexcept {
-        try {
-            ids_.reserve(n);
-        } catch (...) {  // NOLINT(bugprone-empty-catch): only an optimisation
-        }
-    }
-    const_iterator begin() const noexcept { return records_.begin(); }
-    const_iterator end() const noexcept { return records_.end(); }
-
-    const_iterator find(std::string_view id) const {
-        const auto at = ids_.find(id);
-        return at == ids_.end() ? records_.end() : records_.find(at->second);
-    }
-    const_iterator find_seq(Seq seq) const { return records_.find(seq); }
-    bool contains(std::string_view id) const { return ids_.count(id) != 0; }
-    bool has_resolved() const noexcept { return !resolved_.empty(); }
-
-    // Stores `letter` last in add order with its status as given. Throws std::invalid_argument
-    // for an empty or already stored id, or an out-of-range status or reason (a corrupt journal
-    // replayed, say). Strong guarantee.
-    const_iterator insert(DeadLetter letter) {
-        if (letter.id.empty() || contains(letter.id)) {
-            throw_invalid_argument("bulwark::DeadLetterIndex: a record needs an id not stored yet");
-        }
-        return insert_absent(std::move(letter));
-    }
-
-    // insert() for a letter whose id the caller has just found absent (one lookup fewer: a
-    // replay of a million records is bound by them). Throws std::invalid_argument for an empty
-    // id or an out-of-range status or reason. Strong guarantee.
-    const_iterator insert_absent(DeadLetter letter) {
-        if (letter.id.empty()) {
-            throw_invalid_argument("bulwark::DeadLetterIndex: a record needs an id not stored yet");
-        }
-        if (static_cast<std::size_t>(letter.status) >= dead_letter_status_count ||
-            static_cast<std::size_t>(letter.reason) >= dead_letter_reason_count) {
-            throw_invalid_argument("bulwark::DeadLetterIndex: status or reason out of range");
-        }
-        // Every allocation first, then the noexcept bookkeeping.
-        auto type_count = by_type_.try_emplace(letter.type, 0).first;
-        auto category_count = by_category_.try_emplace(letter.category, 0).first;
-        auto pair_count =
-            by_type_and_reason_.try_emplace(std::make_pair(letter.type, letter.reason), 0).first;
-        try {
-            const auto it = records_.emplace_hint(records_.end(), next_seq_, std::move(letter));
-            try {
-                const DeadLetter& d = it->second;
-                ids_.emplace(std::string_view(d.id), it->first);
-                try {
-                    if (d.status != DeadLetterStatus::pending) {
-                        resolved_.insert(it->first);
-                    }
-                } catch (...) {
-                    ids_.erase(std::string_view(d.id));
-                    throw;
-                }
-            } catch (...) {
-                records_.erase(it);
-                throw;
-            }
-            ++next_seq_;
-            ++type_count->second;
-            ++category_count->second;
-            ++pair_count->second;
-            ++by_status_[static_cast<std::size_t>(it->second.status)];
-            ++by_reason_[static_cast<std::size_t>(it->second.reason)];
-            return it;
-        } catch (...) {
-            drop_if_zero(by_type_, type_count);
-            drop_if_zero(by_category_, category_count);
-            drop_if_zero(by_type_and_reason_, pair_count);
-            throw;
-        }
-    }
-
-    void erase(const_iterator it) noexcept {
-        const DeadLetter& d = it->second;
-        --by_status_[static_cast<std::size_t>(d.status)];
-        --by_reason_[static_cast<std::size_t>(d.reason)];
-        decrement(by_type_, d.type);
-        decrement(by_category_, d.category);
-        decrement(by_type_and_reason_, std::make_pair(d.type, d.reason));
-        resolved_.erase(it->first);
-        ids_.erase(std::string_view(d.id));
-        records_.erase(it);
-    }
-
-    // Strong guarantee.
-    void set_status(const_iterator it, DeadLetterStatus status) {
-        DeadLetter& d = mutable_record(it);
-        if (d.status == status) {
-            return;
-        }
-        if (status == DeadLetterStatus::pending) {
-            resolved_.erase(it->first);
-        } else {
-            resolved_.insert(it->first);
-        }
-        --by_status_[static_cast<std::size_t>(d.status)];
-        ++by_status_[static_cast<std::size_t>(status)];
-        d.status = status;
-    }
-
-    // Dismisses a pending record with `note`. Strong guarantee.
-    // NOLINTNEXTLINE(performance-unnecessary-value-param): it is moved into the record
-    void dismiss(const_iterator it, std::string note) {
-        set_status(it, DeadLetterStatus::dismissed);
-        mutable_record(it).note = std::move(note);  // a move: cannot throw
-    }
-
-    // Sets the category and adds each tag the record does not carry yet. Strong guarantee.
-    void categorize(const_iterator it, std::string_view category,
-                    const std::vector<std::string>& tags) {
-        DeadLetter& d = mutable_record(it);
-        std::vector<std::string> merged = d.tags;
-        for (const std::string& tag : tags) {
-            if (std::find(merged.begin(), merged.end(), tag) == merged.end()) {
-                merged.push_back(tag);
-            }
-        }
-        if (d.category != category) {
-            std::string value(category);
-            increment(by_category_, value);
-            decrement(by_category_, d.category);
-            d.category = std::move(value);
-        }
-        d.tags.swap(merged);
-    }
-
-    // Makes room for the attempt record_redrive(it, ..., max_attempts) adds, so that it stores
-    // the attempt without allocating. A durable store calls it first: the attempt is already in
-    // its journal, and dropping it from memory alone would part the two. Changes only capacity.
-    void reserve_attempt(const_iterator it, std::size_t max_attempts) {
-        std::vector<DeadLetterAttempt>& attempts = mutable_record(it).attempts;
-        if ((attempts.size() < max_attempts || attempts.empty()) &&
-            attempts.size() == attempts.capacity()) {
-            // Geometric, capped at the bound: one slot at a time would copy the history on
-            // every redrive.
-            attempts.reserve(std::max<std::size_t>(
-                attempts.size() + 1, std::min<std::size_t>(2 * attempts.size(), max_attempts)));
-        }
-    }
-
-    // Records one redrive: the outcome first (a success must not be lost to a failed append),
-    // then the attempt, best effort (allocation-free after reserve_attempt()), keeping the newest
-    // `max_attempts`. Throws only if the status change cannot be made, and then changes nothing.
-    void record_redrive(const_iterator it, bool resent, DeadLetterAttempt attempt,
-                        std::size_t max_attempts) {
-        if (resent) {
-            set_status(it, DeadLetterStatus::reprocessed);
-        }
-        DeadLetter& d = mutable_record(it);
-        ++d.redrives;
-        d.last_attempt = attempt.at;
-        try {
-            if (d.attempts.size() >= max_attempts && !d.attempts.empty()) {
-                d.attempts.erase(d.attempts.begin());
-            }
-            d.attempts.push_back(std::move(attempt));
-        } catch (const std::bad_alloc&) {
-            // The history is diagnostic; the outcome above is what counts.
-        }
-    }
-
-    // The oldest added record that is not pending — the next to evict — or end().
-    const_iterator oldest_resolved() const noexcept {
-        return resolved_.empty() ? records_.end() : records_.find(*resolved_.begin());
-    }
-
-    // Removes the oldest added record that is not pending; false when every record is pending.
-    bool evict_oldest_resolved() noexcept {
-        const auto it = oldest_resolved();
-        if (it == records_.end()) {
-            return false;
-        }
-        erase(it);
-        return true;
-    }
-
-    // Calls visit(const_iterator) for each record matching `query` (the limit aside), in add
-    // order, until it returns false. A query with an id is a lookup, not a scan. `visit` may
-    // change the record it is given through the members above, but must not add or remove
-    // records.
-    template <class Visit>
-    void scan(const DeadLetterQuery& query, Visit&& visit) const {
-        if (const std::string* id = query.id_filter()) {
-            const auto it = find(*id);
-            if (it != records_.end() && query.matches(it->second)) {
-                visit(it);
-            }
-            return;
-        }
-        for (auto it = records_.begin(); it != records_.end(); ++it) {
-            if (query.matches(it->second) && !visit(it)) {
-                return;
-            }
-        }
-    }
-
-    // The pending matches a reprocess hands over, in add order, at most query.limit of them;
-    // counts them in result.matched. A record already redriven max_redrives times (0 = no limit)
-    // is counted in skipped_limit, not handed over, and does not use up the limit: a batch would
-    // otherwise stall behind records that reached the cycle limit.
-    std::vector<Seq> select_redrive(const DeadLetterQuery& query, std::uint32_t max_redrives,
-                                    ReprocessResult& result) const {
-        std::vector<Seq> batch;
-        const std::size_t limit = query.max_results();
-        if (limit == 0) {
-            return batch;
-        }
-        scan(query, [&](const_iterator it) {
-            if (it->second.status != DeadLetterStatus::pending) {
-                return true;
-            }
-            ++result.matched;
-            if (max_redrives != 0 && it->second.redrives >= max_redrives) {
-                ++result.skipped_limit;
-                return true;
-            }
-            batch.push_back(it->first);
-            return batch.size() < limit;
-        });
-        return batch;
-    }
-
-    // The record `seq` if a redrive may still hand it over — pending, and still selected by
-    // `query` (not dismissed, recategorized or removed since the batch was chosen) — else end().
-    const_iterator find_redrivable(Seq seq, const DeadLetterQuery& query) const {
-        const auto it = records_.find(seq);
-        if (it == records_.end() || it->second.status != DeadLetterStatus::pending ||
-            !query.matches(it->second)) {
-            return records_.end();
-        }
-        return it;
-    }
-
-    // Fills the "stored now" half of `stats`.
-    void fill(DeadLetterStats& stats) const {
-        stats.total = records_.size();
-        stats.pending = by_status_[static_cast<std::size_t>(DeadLetterStatus::pending)];
-        stats.reprocessed = by_status_[static_cast<std::size_t>(DeadLetterStatus::reprocessed)];
-        stats.dismissed = by_status_[static_cast<std::size_t>(DeadLetterStatus::dismissed)];
-        stats.by_reason = by_reason_;
-        stats.by_type = by_type_;
-        stats.by_category = by_category_;
-        stats.by_type_and_reason = by_type_and_reason_;
-    }
-
-private:
-    // The index owns the records; only its members change them, through this.
-    DeadLetter& mutable_record(const_iterator it) noexcept {
-        return const_cast<DeadLetter&>(it->second);
-    }
-
-    template <class Counts, class Key>
-    static void increment(Counts& counts, const Key& key) {
-        ++counts[key];  // changes nothing if it throws
-    }
-
-    template <class Counts, class Key>
-    static void decrement(Counts& counts, const Key& key) noexcept {
-        const auto it = counts.find(key);
-        if (it != counts.end() && --it->second == 0) {
-            counts.erase(it);
-        }
-    }
-
-    template <class Counts>
-    static void drop_if_zero(Counts& counts, typename Counts::iterator it) noexcept {
-        if (it->second == 0) {
-            counts.erase(it);
-        }
-    }
-
-    Records records_;
-    // Views into the records' ids, which never change while stored (map nodes do not move).
-    std::unordered_map<std::string_view, Seq> ids_;
-    std::set<Seq> resolved_;  // records not pending, oldest added first: eviction candidates
-    Seq next_seq_ = 0;
-    std::array<std::size_t, dead_letter_status_count> by_status_{};
-    std::array<std::size_t, dead_letter_reason_count> by_reason_{};
-    std::map<std::string, std::size_t> by_type_;
-    std::map<std::string, std::size_t> by_category_;
-    std::map<std::pair<std::string, DeadLetterReason>, std::size_t> by_type_and_reason_;
-};
-
-using DeadLetterIndex = BasicDeadLetterIndex<>;
-
-// What every store does to a letter before storing it: checks the reason and the size limits,
-// sets created (from `now`) and last_attempt when they are zero, trims the history to
-// max_attempts and makes it pending. The id is the caller's. Throws DeadLetterTooLargeError or
-// std::invalid_argument.
-inline void prepare_dead_letter(DeadLetter& letter, const DeadLetterLimits& limits, WallTime now) {
-    check_enumerator(letter.reason, DeadLetterReason::manual, "DeadLetter.reason",
-                     "DeadLetterReason");
-    if (letter.payload.size() > limits.max_payload_bytes) {
-        throw_too_large("payload", "max_payload_bytes", letter.payload.size(),
-                        limits.max_payload_bytes);
-    }
-    trim_attempts(letter.attempts, limits.max_attempts);
-    const std::size_t text = dead_letter_text_bytes(letter);
-    if (text > limits.max_text_bytes) {
-        throw_too_large("text", "max_text_bytes", text, limits.max_text_bytes);
-    }
-    if (letter.created == WallTime{}) {
-        letter.created = now;
-    }
-    if (letter.last_attempt == WallTime{}) {
-        for (const DeadLetterAttempt& a : letter.attempts) {
-            letter.last_attempt = std::max(letter.last_attempt, a.at);
-        }
-    }
-    letter.status = DeadLetterStatus::pending;
-}
-
-}  // namespace detail
-
-}  // namespace bulwark
-
-#endif  // BULWARK_DETAIL_DEAD_LETTER_INDEX_HPP
-// #include <bulwark/detail/indexed_dead_letter_store.hpp>
-// IndexedDeadLetterStore: the admission, reads, stats and reprocess loop both stores share
-// (private). SPDX-License-Identifier: MIT
-#ifndef BULWARK_DETAIL_INDEXED_DEAD_LETTER_STORE_HPP
-#define BULWARK_DETAIL_INDEXED_DEAD_LETTER_STORE_HPP
-
-#include <cstddef>
-#include <cstdint>
-#include <optional>
-#include <string>
-#include <string_view>
-#include <utility>
-#include <vector>
-
-// #include <bulwark/clock.hpp> (already included above)
-// #include <bulwark/dead_letter_store.hpp> (already included above)
-// #include <bulwark/detail/dead_letter_index.hpp> (already included above)
-// #include <bulwark/detail/mutex.hpp> (already included above)
-// #include <bulwark/detail/throw.hpp> (already included above)
-
-namespace bulwark {
-
-namespace detail {
-
-// The part of a DeadLetterStore that does not depend on where its records are kept: one mutex
-// over a DeadLetterIndex, the checks an add passes before anything is stored (size limits,
-// duplicate id, full), id assignment, every read (get, list, size, stats, limits) and the
-// reprocess loop (one run at a time per store, the handler called with no lock held). A store
-// derives from IndexedDeadLetterStore<Store> (befriending it) and keeps what makes it durable or
-// not: do_dismiss, do_categorize, do_purge and these members, each called with mutex_ held:
-//   std::string store_new(DeadLetter letter, bool evict)
-//       stores a checked letter that has its id (then, when `evict`, removes the oldest resolved
-//       record: the store was full) and returns the id; counts it in counters_.
-//   void record_outcome(Seq seq, const DeadLetter& copy, bool resent, DeadLetterAttempt attempt,
-//                       const ReprocessResult& so_far)
-//       records what the handler said about `copy` (record `seq`, which may have been removed
-//       meanwhile) and counts it in counters_; so_far is the call's result before it.
-// and, when the store can refuse changes (the defaults below accept everything):
-//   void check_writable() const                    throws before an add stores anything or a
-//                                                  reprocess selects anything;
-//   void check_redrive_continues(const ReprocessResult& so_far) const
-//                                                  throws to stop a reprocess before its next
-//                                                  handler call;
-// and, when an add is acknowledged only once durable (the defaults wait for nothing):
-//   std::uint64_t durable_ticket(std::string_view id) const
-//                                                  what covers the record `id` (stored);
-//   void await_durable(std::uint64_t ticket)       called with no lock held: returns once
-//                                                  `ticket` is durable, or throws.
-// Thread-safe: mutex_ guards every member below and whatever the store's hooks touch. The hooks
-// are called as static_cast<Store&>(*this).hook(): a cast the thread-safety analysis sees
-// through, so it knows the mutex_ a hook requires is the one held (a store() helper returning
-// the reference would hide that).
-template <class Store>
-class IndexedDeadLetterStore : public DeadLetterStore {
-protected:
-    using Index = DeadLetterIndex;
-    using Seq = Index::Seq;
-
-    // The clock must outlive the store.
-    IndexedDeadLetterStore(const DeadLetterLimits& limits, Clock& clock)
-        : limits_(limits), clock_(&clock), id_seed_(dead_letter_id_seed(this)) {}
-
-    // The limits of a store's options (which have these four fields), once they are validated.
-    template <class Options>
-    static DeadLetterLimits checked_limits(const Options& options) {
-        options.validate();
-        return DeadLetterLimits{options.max_entries, options.max_payload_bytes,
-                                options.max_attempts, options.max_text_bytes};
-    }
-
-    std::string do_add(DeadLetter letter) override {
-        std::uint64_t ticket = 0;
-        std::string id = add_locked(std::move(letter), ticket);
-        // Without the lock, so that concurrent adds share one sync (group commit). A duplicate
-        // waits too: the record it names may be another add's, still in flight.
-        static_cast<Store&>(*this).await_durable(ticket);
-        return id;
-    }
-
-    std::string add_locked(DeadLetter letter, std::uint64_t& ticket) {
-        LockGuard lock(mutex_);
-        try {
-            prepare_dead_letter(letter, limits_, clock_->wall_now());
-        } catch (const DeadLetterTooLargeError&) {
-            ++rejected_too_large_;
-            throw;
-        }
-        if (!letter.id.empty() && index_.contains(letter.id)) {
-            ++duplicate_adds_;
-            ticket = static_cast<Store&>(*this).durable_ticket(letter.id);
-            return letter.id;
-        }
-        const bool full = index_.size() >= limits_.max_entries;
-        if (full && !index_.has_resolved()) {
-            ++rejected_full_;
-            throw_store_full(limits_.max_entries);
-        }
-        static_cast<Store&>(*this).check_writable();
-        if (letter.id.empty()) {
-            do {
-                letter.id = format_dead_letter_id(SplitMix64::at(id_seed_, next_id_++));
-            } while (index_.contains(letter.id));
-        }
-        // The eviction a full store makes comes after the new record is in (it is pending, so it
-        // is not the one evicted): an add that throws has removed nothing.
-        std::string id = static_cast<Store&>(*this).store_new(std::move(letter), full);
-        ticket = static_cast<Store&>(*this).durable_ticket(id);
-        return id;
-    }
-
-    // Refuses, before anything changes, a categorize() that would take a matched record's
-    // category and tags together over max_text_bytes: tags accumulate from call to call, and a
-    // record must stay small enough to be read back from a journal. Under mutex_.
-    void check_categorize(const DeadLetterQuery& query, std::string_view category,
-                          const std::vector<std::string>& tags) const BULWARK_REQUIRES(mutex_) {
-        std::size_t matched = 0;
-        const std::size_t limit = query.max_results();
-        index_.scan(query, [&](Index::const_iterator it) BULWARK_NO_THREAD_SAFETY_ANALYSIS {
-            // (scan() runs this under mutex_, held by the caller.)
-            const std::size_t text = categorized_text_bytes(category, it->second.tags, tags);
-            if (text > limits_.max_text_bytes) {
-                throw_too_large("category and tags", "max_text_bytes", text,
-                                limits_.max_text_bytes);
-            }
-            return ++matched < limit;
-        });
-    }
-
-    std::optional<DeadLetter> do_get(std::string_view id) const override {
-        LockGuard lock(mutex_);
-        const auto it = index_.find(id);
-        if (it == index_.end()) {
-            return std::nullopt;
-        }
-        return it->second;
-    }
-
-    std::vector<DeadLetter> do_list(const DeadLetterQuery& query) const override {
-        std::vector<DeadLetter> out;
-        const std::size_t limit = query.max_results();
-        if (limit == 0) {
-            return out;
-        }
-        LockGuard lock(mutex_);
-        index_.scan(query, [&](Index::const_iterator it) {
-            out.push_back(it->second);
-            return out.size() < limit;
-        });
-        return out;
-    }
-
-    ReprocessResult do_reprocess(const DeadLetterQuery& query, const DeadLetterHandler& handler,
-                                 const ReprocessOptions& options) override {
-        if (!handler) {
-            throw_invalid_argument("bulwark::DeadLetterStore::reprocess: empty handler");
-        }
-        ReprocessResult result;
-        std::vector<Seq> batch;
-        {
-            LockGuard lock(mutex_);
-            if (reprocessing_) {
-                result.already_running = true;
-                return result;
-            }
-            static_cast<Store&>(*this)
-                .check_writable();  // a store that cannot record an outcome resends nothing
-            batch = index_.select_redrive(query, options.max_redrives, result);
-            reprocessing_ = true;
-        }
-        // Clears the flag however the loop ends (a throwing clock, allocation or hook included).
-        struct Running {
-            IndexedDeadLetterStore* self;
-            ~Running() {
-                LockGuard lock(self->mutex_);
-                self->reprocessing_ = false;
-            }
-        } running{this};
-
-        for (const Seq seq : batch) {
-            if (options.cancel != nullptr && options.cancel->cancelled()) {
-                result.cancelled = true;
-                break;
-            }
-            DeadLetter copy;
-            {
-                LockGuard lock(mutex_);
-                static_cast<Store&>(*this).check_redrive_continues(result);
-                const auto it = index_.find_redrivable(seq, query);
-                if (it == index_.end()) {
-                    ++result.skipped_changed;
-                    continue;
-                }
-                copy = it->second;
-            }
-            RedriveOutcome outcome = run_redrive_handler(handler, copy);
-            const bool resent = outcome.resent;
-            DeadLetterAttempt attempt{clock_->wall_now(), options.channel,
-                                      std::move(outcome.error)};
-            {
-                LockGuard lock(mutex_);
-                static_cast<Store&>(*this).record_outcome(seq, copy, resent, std::move(attempt),
-                                                          result);
-            }
-            ++(resent ? result.resent : result.failed);
-        }
-        return result;
-    }
-
-    DeadLetterStats do_stats() const override {
-        DeadLetterStats s;
-        LockGuard lock(mutex_);
-        index_.fill(s);
-        s.added = counters_.added;
-        s.duplicate_adds = duplicate_adds_;
-        s.evicted = counters_.evicted;
-        s.purged = counters_.purged;
-        s.resent = counters_.resent;
-        s.redrive_failures = counters_.redrive_failures;
-        s.rejected_full = rejected_full_;
-        s.rejected_too_large = rejected_too_large_;
-        return s;
-    }
-
-    std::size_t do_size() const override {
-        LockGuard lock(mutex_);
-        return index_.size();
-    }
-
-    DeadLetterLimits do_limits() const noexcept override { return limits_; }
-
-    // The hooks a store that accepts every change leaves as they are.
-    void check_writable() const noexcept BULWARK_REQUIRES(mutex_) {}
-    std::uint64_t durable_ticket(std::string_view /*id*/) const noexcept BULWARK_REQUIRES(mutex_) {
-        return 0;
-    }
-    void await_durable(std::uint64_t /*ticket*/) noexcept {}
-    void check_redrive_continues(const ReprocessResult& /*so_far*/) const noexcept
-        BULWARK_REQUIRES(mutex_) {}
-
-    const DeadLetterLimits limits_;
-    Clock* const clock_;
-
-    mutable Mutex mutex_;
-    Index index_ BULWARK_GUARDED_BY(mutex_);
-    // Since the store was made (a durable store: ever).
-    DeadLetterCounters counters_ BULWARK_GUARDED_BY(mutex_);
-    std::uint64_t duplicate_adds_ BULWARK_GUARDED_BY(mutex_) = 0;
-    std::uint64_t rejected_full_ BULWARK_GUARDED_BY(mutex_) = 0;
-    std::uint64_t rejected_too_large_ BULWARK_GUARDED_BY(mutex_) = 0;
-
-private:
-    const std::uint64_t id_seed_;
-    std::uint64_t next_id_ BULWARK_GUARDED_BY(mutex_) = 0;
-    bool reprocessing_ BULWARK_GUARDED_BY(mutex_) = false;
-};
-
-}  // namespace detail
-
-}  // namespace bulwark
-
-#endif  // BULWARK_DETAIL_INDEXED_DEAD_LETTER_STORE_HPP
-// #include <bulwark/detail/mutex.hpp> (already included above)
-// #include <bulwark/detail/throw.hpp> (already included above)
-
-namespace bulwark {
-
-struct InMemoryDeadLetterStoreOptions {
-    // Records held at most. When full, add() evicts the oldest added record that is no longer
-    // pending; with none, it throws DeadLetterStoreFullError. >= 1. Default 100000.
-    std::size_t max_entries = 100000;
-    // Larger payloads are refused with DeadLetterTooLargeError. >= 1. Default 1 MiB.
-    std::size_t max_payload_bytes = std::size_t{1} << 20U;
-    // All the other strings of a record together (id, type, error, category, tags, note, the
-    // attempts' channels and errors) above this are refused at add() with
-    // DeadLetterTooLargeError; a dismiss() note, and a record's category and tags after a
-    // categorize(), are each bounded by it too. With redrive attempts (error text cut to 1 KiB,
-    // channel at most 256 bytes, max_attempts of them) a record's size stays bounded. >= 1.
-    // Default 64 KiB.
-    std::size_t max_text_bytes = std::size_t{64} << 10U;
-    // Attempt history kept per record: the newest entries (redrives still counts every
-    // redrive), so that a record redriven for months stays bounded. >= 1. Default 64.
-    std::size_t max_attempts = 64;
-
-    void validate() const {
-        if (max_entries == 0) {
-            detail::throw_invalid_option("InMemoryDeadLetterStoreOptions.max_entries",
-                                         "must be >= 1", "0");
-        }
-        if (max_payload_bytes == 0) {
-            detail::throw_invalid_option("InMemoryDeadLetterStoreOptions.max_payload_bytes",
-                                         "must be >= 1", "0");
-        }
-        if (max_attempts == 0) {
-            detail::throw_invalid_option("InMemoryDeadLetterStoreOptions.max_attempts",
-                                         "must be >= 1", "0");
-        }
-        if (max_text_bytes == 0) {
-            detail::throw_invalid_option("InMemoryDeadLetterStoreOptions.max_text_bytes",
-                                         "must be >= 1", "0");
-        }
-    }
-};
-
-// A DeadLetterStore in memory: bounded, lost when the process exits.
-//   bulwark::InMemoryDeadLetterStore mem(/*max_entries*/ 100000);   // optional clock last
-//   std::string id = mem.add(d);  mem.list(bulwark::DeadLetterQuery{}.type("sms"));
-// get() by id is a hash lookup and a map search (O(log n)); queries without an id scan the
-// records in add order; add, dismiss and status changes are O(log n) per record; stats() copies
-// the per-type and per-category counts. Full: see InMemoryDeadLetterStoreOptions::max_entries.
-// Thread-safe: one mutex guards everything and is never held while a reprocess handler runs.
-// InMemoryDeadLetterStore is BasicInMemoryDeadLetterStore<>: a class template only so that its
-// code is compiled where it is used; use the alias.
-template <class Tag = void>
-class BasicInMemoryDeadLetterStore
-    : public detail::IndexedDeadLetterStore<BasicInMemoryDeadLetterStore<Tag>> {
-    using Base = detail::IndexedDeadLetterStore<BasicInMemoryDeadLetterStore<Tag>>;
-    friend Base;
-
-public:
-    // Throws std::invalid_argument for max_entries == 0. The clock must outlive the store.
-    explicit BasicInMemoryDeadLetterStore(std::size_t max_entries = 100000,
-                                          Clock& clock = default_clock())
-        : BasicInMemoryDeadLetterStore(make_options(max_entries), clock) {}
-
-    // Throws std::invalid_argument for invalid options. The clock must outlive the store.
-    explicit BasicInMemoryDeadLetterStore(InMemoryDeadLetterStoreOptions options,
-                                          Clock& clock = default_clock())
-        : Base(Base::checked_limits(options), clock), options_(options) {}
-
-    const InMemoryDeadLetterStoreOptions& options() const noexcept { return options_; }
-
-protected:
-    std::size_t do_dismiss(const DeadLetterQuery& query, std::string_view note) override {
-        std::size_t changed = 0;
-        const std::size_t limit = query.max_results();
-        if (limit == 0) {
-            return 0;
-        }
-        detail::LockGuard lock(mutex_);
-        // The callback runs within scan(), with mutex_ still held; the analysis checks a lambda
-        // as a function of its own and cannot know that.
-        index_.scan(query, [&](Iterator it) BULWARK_NO_THREAD_SAFETY_ANALYSIS {
-            if (it->second.status == DeadLetterStatus::pending) {
-                index_.dismiss(it, std::string(note));
-                ++changed;
-            }
-            return changed < limit;
-        });
-        return changed;
-    }
-
-    std::size_t do_categorize(const DeadLetterQuery& query, std::string_view category,
-                              const std::vector<std::string>& tags) override {
-        std::size_t matched = 0;
-        const std::size_t limit = query.max_results();
-        if (limit == 0) {
-            return 0;
-        }
-        detail::LockGuard lock(mutex_);
-        this->check_categorize(query, category, tags);
-        // Within scan(), with mutex_ held (as in do_dismiss).
-        index_.scan(query, [&](Iterator it) BULWARK_NO_THREAD_SAFETY_ANALYSIS {
-            index_.categorize(it, category, tags);
-            return ++matched < limit;
-        });
-        return matched;
-    }
-
-    std::size_t do_purge(WallTime older_than) override {
-        detail::LockGuard lock(mutex_);
-        std::size_t removed = 0;
-        for (auto it = index_.begin(); it != index_.end();) {
-            const auto next = std::next(it);
-            if (it->second.created < older_than) {
-                index_.erase(it);
-                ++removed;
-            }
-            it = next;
-        }
-        counters_.purged += removed;
-        return removed;
-    }
-
-private:
-    using Iterator = typename Base::Index::const_iterator;
-    using Seq = typename Base::Seq;
-    using Base::counters_;
-    using Base::index_;
-    using Base::mutex_;
-
-    static InMemoryDeadLetterStoreOptions make_options(std::size_t max_entries) {
-        InMemoryDeadLetterStoreOptions o;
-        o.max_entries = max_entries;
-        return o;
-    }
-
-    // ---- the hooks IndexedDeadLetterStore calls, with mutex_ held ----------------------------
-
-    std::string store_new(DeadLetter letter, bool evict) BULWARK_REQUIRES(mutex_) {
-        std::string id = letter.id;
-        index_.insert(std::move(letter));
-        if (evict && index_.evict_oldest_resolved()) {
-            ++counters_.evicted;
-        }
-        ++counters_.added;
-        return id;
-    }
-
-    void record_outcome(Seq seq, const DeadLetter& /*copy*/, bool resent, DeadLetterAttempt attempt,
-                        const ReprocessResult& /*so_far*/) BULWARK_REQUIRES(mutex_) {
-        // Recorded if the record is still here. A success wins over a dismiss made while the
-        // handler ran: the message was resent.
-        const auto it = index_.find_seq(seq);
-        if (it != index_.end()) {
-            index_.record_redrive(it, resent, std::move(attempt), options_.max_attempts);
-        }
-        ++(resent ? counters_.resent : counters_.redrive_failures);
-    }
-
-    const InMemoryDeadLetterStoreOptions options_;
-};
-
-using InMemoryDeadLetterStore = BasicInMemoryDeadLetterStore<>;
-
-}  // namespace bulwark
-
-#endif  // BULWARK_IN_MEMORY_DEAD_LETTER_STORE_HPP
-
-// The durable store needs POSIX file I/O: elsewhere this header brings the interface and the
-// in-memory store only.
-#if defined(__unix__) || defined(__APPLE__)
-// #include <bulwark/file_dead_letter_store.hpp>
-// FileDeadLetterStore: the durable dead-letter store, a crash-safe journal on disk (POSIX).
-#ifndef BULWARK_FILE_DEAD_LETTER_STORE_HPP
-#define BULWARK_FILE_DEAD_LETTER_STORE_HPP
-
-#include <algorithm>
-#include <chrono>
-#include <cstddef>
-#include <cstdint>
-#include <deque>
-#include <exception>
-#include <optional>
-#include <stdexcept>
-#include <string>
-#include <string_view>
-#include <system_error>
-#include <utility>
-#include <vector>
-
-// #include <bulwark/clock.hpp> (already included above)
-// #include <bulwark/dead_letter_store.hpp> (already included above)
-// #include <bulwark/detail/dead_letter_index.hpp> (already included above)
-// #include <bulwark/detail/file_system.hpp>
-// The file-system seam of the durable store, and its POSIX implementation.
-#ifndef BULWARK_DETAIL_FILE_SYSTEM_HPP
-#define BULWARK_DETAIL_FILE_SYSTEM_HPP
-
-#if !defined(__unix__) && !defined(__APPLE__)
-#error "bulwark's file store needs POSIX file I/O (Linux, macOS, the BSDs)"
-#endif
-
-#include <cerrno>
-#include <cstddef>
-#include <cstdint>
-#include <fcntl.h>
-#include <string>
-#include <string_view>
-#include <sys/file.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <sys/types.h>
-#include <system_error>
-#include <unistd.h>
-
-// The file-system seam of FileDeadLetterStore (public: tests and users plug in their own, as
-// SQLite's VFS and LevelDB's Env allow). Declared here so that the store's header stays
-// readable; <bulwark/file_dead_letter_store.hpp> is the header to include.
-
-namespace bulwark {
-
-// The file operations a durable store needs, and nothing else. Every operation reports failure
-// by throwing std::system_error carrying the errno value; a store treats anything else that
-// escapes (a test's simulated crash, say) as fatal and lets it through. Files are handles
-// (small non-negative integers) owned by the caller until close().
-// Implementations must be thread-safe for distinct handles; a store serialises its own calls.
-class FileSystem {
-public:
-    using Handle = int;
-    enum class Kind : std::uint8_t { missing, regular, directory, symlink, other };
-
-    virtual ~FileSystem() = default;
-
-    // What lstat(2) says about a path: what it is, who owns it, its permission bits and its
-    // hard-link count (kind == missing: nothing there, the rest zero).
-    struct Info {
-        Kind kind = Kind::missing;
-        std::uint64_t owner = 0;  // st_uid
-        std::uint32_t mode = 0;   // st_mode & 07777
-        std::uint64_t links = 0;  // st_nlink
-    };
-
-    // What is at `path`, without following a final symlink (lstat).
-    virtual Info info(const std::string& path) = 0;
-    Kind kind(const std::string& path) { return info(path).kind; }
-    // Creates the directory with mode 0700 whatever the umask (mode 0700 on success).
-    virtual void make_dir(const std::string& path) = 0;
-    // Opens a regular file for reading and writing, creating it with mode 0600 whatever the umask
-    // when `create` is set, emptying it when `truncate` is set. Refuses a symlink (ELOOP).
-    virtual Handle open(const std::string& path, bool create, bool truncate) = 0;
-    // Creates a new regular file (mode 0600 whatever the umask) and opens it for reading and
-    // writing; throws std::system_error with EEXIST when anything is at `path` (O_EXCL).
-    virtual Handle create_new(const std::string& path) = 0;
-    virtual void close(Handle file) noexcept = 0;
-    // The whole file.
-    virtual std::string read_all(Handle file) = 0;
-    // Writes all of `data` at `offset` (retrying short writes); on failure part of it may have
-    // been written.
-    virtual void write_at(Handle file, std::uint64_t offset, std::string_view data) = 0;
-    // Makes the file's data (and the metadata needed to read it back: its size) durable.
-    virtual void sync(Handle file) = 0;
-    virtual void truncate(Handle file, std::uint64_t size) = 0;
-    // Atomically replaces `to` with `from` (rename(2)).
-    virtual void rename(const std::string& from, const std::string& to) = 0;
-    // Makes the directory's entries (creations, renames, removals) durable. A symlink is refused
-    // (ELOOP) as the final component of `path`.
-    virtual void sync_dir(const std::string& path) = 0;
-    // Removes a file; a missing file is not an error.
-    virtual void remove(const std::string& path) = 0;
-    // Opens (creating, 0600) and exclusively locks `path` for as long as the handle is open;
-    // throws std::system_error with EWOULDBLOCK when another holder has it.
-    virtual Handle lock(const std::string& path) = 0;
-
-protected:
-    FileSystem() = default;
-    FileSystem(const FileSystem&) = default;
-    FileSystem& operator=(const FileSystem&) = default;
-};
-
-// FileSystem over POSIX calls: O_CLOEXEC | O_NOFOLLOW opens, EINTR retried, short writes
-// looped, fdatasync() on Linux (fcntl(F_FULLFSYNC) on macOS, fsync() elsewhere), flock() for the
-// lock file.
-// Thread-safe (stateless).
-class PosixFileSystem final : public FileSystem {
-public:
-    Info info(const std::string& path) override {
-        struct stat st {};
-        if (::lstat(path.c_str(), &st) != 0) {
-            if (errno == ENOENT) {
-                return Info{};
-            }
-            fail("lstat", path);
-        }
-        Info out;
-        out.kind = S_ISLNK(st.st_mode)   ? Kind::symlink
-                   : S_ISDIR(st.st_mode) ? Kind::directory
-                   : S_ISREG(st.st_mode) ? Kind::regular
-                                         : Kind::other;
-        out.owner = static_cast<std::uint64_t>(st.st_uid);
-        out.mode = static_cast<std::uint32_t>(st.st_mode & 07777);
-        out.links = static_cast<std::uint64_t>(st.st_nlink);
-        return out;
-    }
-
-    void make_dir(const std::string& path) override {
-        if (::mkdir(path.c_str(), 0700) != 0) {
-            fail("mkdir", path);
-        }
-        // mkdir applies the umask (a umask cannot widen 0700, but set the mode explicitly all the
-        // same), on the directory just made: fchmod on a descriptor, never chmod by path.
-        const int fd = open_retry(path, O_RDONLY | O_CLOEXEC | O_DIRECTORY | O_NOFOLLOW);
-        if (::fchmod(fd, 0700) != 0) {
-            const int error = errno;
-            ::close(fd);
-            throw std::system_error(error, std::generic_category(), "fchmod " + path);
-        }
-        ::close(fd);
-    }
-
-    Handle open(const std::string& path, bool create, bool truncate) override {
-        return open_flags(path, (create ? O_CREAT : 0) | (truncate ? O_TRUNC : 0));
-    }
-
-    Handle create_new(const std::string& path) override {
-        return open_flags(path, O_CREAT | O_EXCL);
-    }
-
-    void close(Handle file) noexcept override { ::close(file); }
-
-    std::string read_all(Handle file) override {
-        // Sized once from fstat and read in place: growing a string chunk by chunk would copy a
-        // large journal several times over. The loop still reads to the end of file, however
-        // long it turns out to be.
-        // One spare byte, where the read that finds the end of the file lands: growing past the
-        // capacity would copy everything once more.
-        std::string out;
-        struct stat st {};
-        if (::fstat(file, &st) == 0 && st.st_size > 0) {
-            out.reserve(static_cast<std::size_t>(st.st_size) + 1);
-            advise_huge_pages(out);
-        }
-        out.resize(out.capacity());
-        std::size_t offset = 0;
-        for (;;) {
-            if (offset == out.size()) {
-                out.resize(out.size() + out.size() / 2 + 65536);  // the file grew meanwhile
-            }
-            const ssize_t n =
-                ::pread(file, &out[offset], out.size() - offset, static_cast<off_t>(offset));
-            if (n < 0) {
-                if (errno == EINTR) {
-                    continue;
-                }
-                fail("read", "journal");
-            }
-            if (n == 0) {
-                out.resize(offset);
-                return out;
-            }
-            offset += static_cast<std::size_t>(n);
-        }
-    }
-
-    // Asks for transparent huge pages over a large buffer before it is first touched: reading a
-    // journal of hundreds of MiB otherwise takes a page fault per 4 KiB, which dominates an open
-    // on a virtual machine. Best effort (Linux with THP in "madvise" mode; a no-op elsewhere).
-    static void advise_huge_pages(std::string& buffer) noexcept {
-#if defined(MADV_HUGEPAGE)
-        constexpr std::uintptr_t huge = std::uintptr_t{2} << 20U;
-        char* const data = buffer.data();  // non-const since C++17
-        const auto begin = reinterpret_cast<std::uintptr_t>(data);
-        const std::uintptr_t first = (begin + huge - 1) & ~(huge - 1);
-        const std::uintptr_t last = (begin + buffer.capacity()) & ~(huge - 1);
-        if (last > first) {
-            ::madvise(data + (first - begin), last - first, MADV_HUGEPAGE);
-        }
-#else
-        (void)buffer;
-#endif
-    }
-
-    void write_at(Handle file, std::uint64_t offset, std::string_view data) override {
-        while (!data.empty()) {
-            const ssize_t n = ::pwrite(file, data.data(), data.size(), static_cast<off_t>(offset));
-            if (n < 0) {
-                if (errno == EINTR) {
-                    continue;
-                }
-                fail("write", "journal");
-            }
-            if (n == 0) {
-                throw std::system_error(EIO, std::generic_category(), "write journal");
-            }
-            data.remove_prefix(static_cast<std::size_t>(n));
-            offset += static_cast<std::uint64_t>(n);
-        }
-    }
-
-    void sync(Handle file) override {
-#if defined(F_FULLFSYNC)
-        // macOS: fsync() only reaches the drive's cache; F_FULLFSYNC flushes it.
-        if (full_fsync(file) != 0) {
-            fail("fcntl(F_FULLFSYNC)", "journal");
-        }
-#elif defined(__linux__)
-        if (::fdatasync(file) != 0) {
-            fail("fdatasync", "journal");
-        }
-#else
-        if (::fsync(file) != 0) {
-            fail("fsync", "journal");
-        }
-#endif
-    }
-
-    void truncate(Handle file, std::uint64_t size) override {
-        while (::ftruncate(file, static_cast<off_t>(size)) != 0) {
-            if (errno != EINTR) {
-                fail("ftruncate", "journal");
-            }
-        }
-    }
-
-    void rename(const std::string& from, const std::string& to) override {
-        if (::rename(from.c_str(), to.c_str()) != 0) {
-            fail("rename", from);
-        }
-    }
-
-    void sync_dir(const std::string& path) override {
-        const int fd = open_retry(path, O_RDONLY | O_CLOEXEC | O_DIRECTORY | O_NOFOLLOW);
-#if defined(F_FULLFSYNC)
-        if (full_fsync(fd) != 0) {
-#else
-        if (::fsync(fd) != 0) {
-#endif
-            const int error = errno;
-            ::close(fd);
-            throw std::system_error(error, std::generic_category(), "fsync " + path);
-        }
-        ::close(fd);
-    }
-
-    void remove(const std::string& path) override {
-        if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
-            fail("unlink", path);
-        }
-    }
-
-    Handle lock(const std::string& path) override {
-        const Handle fd = open(path, true, false);
-        while (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-            if (errno != EINTR) {
-                const int error = errno == EAGAIN ? EWOULDBLOCK : errno;
-                ::close(fd);
-                throw std::system_error(error, std::generic_category(), "flock " + path);
-            }
-        }
-        return fd;
-    }
-
-private:
-    static Handle open_flags(const std::string& path, int extra_flags) {
-        const int fd = open_retry(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | extra_flags);
-        struct stat st {};
-        const int bad = ::fstat(fd, &st) != 0 ? errno : S_ISREG(st.st_mode) ? 0 : EINVAL;
-        if (bad != 0) {
-            ::close(fd);
-            throw std::system_error(bad, std::generic_category(), "open " + path);
-        }
-        // The umask may have narrowed 0600 (fine) but the file may also predate us: 0600 always.
-        if ((st.st_mode & 07777) != 0600 && ::fchmod(fd, 0600) != 0) {
-            const int error = errno;
-            ::close(fd);
-            throw std::system_error(error, std::generic_category(), "fchmod " + path);
-        }
-        return fd;
-    }
-
-#if defined(F_FULLFSYNC)
-    // F_FULLFSYNC, falling back to fsync() where the file system does not support it.
-    static int full_fsync(int fd) noexcept {
-        if (::fcntl(fd, F_FULLFSYNC) == 0) {
-            return 0;
-        }
-        return errno == ENOTSUP || errno == EINVAL ? ::fsync(fd) : -1;
-    }
-#endif
-
-    [[noreturn]] static void fail(const char* what, const std::string& path) {
-        throw std::system_error(errno, std::generic_category(), std::string(what) + " " + path);
-    }
-
-    static int open_retry(const std::string& path, int flags) {
-        for (;;) {
-            const int fd = ::open(path.c_str(), flags, 0600);
-            if (fd >= 0) {
-                return fd;
-            }
-            if (errno != EINTR) {
-                fail("open", path);
-            }
-        }
-    }
-};
-
-// The process-wide PosixFileSystem that stores use when no file system is given.
-inline FileSystem& default_file_system() noexcept {
-    static PosixFileSystem fs;
-    return fs;
-}
-
-}  // namespace bulwark
-
-#endif  // BULWARK_DETAIL_FILE_SYSTEM_HPP
-// #include <bulwark/detail/group_commit.hpp>
-// GroupCommit: one journal sync shared by every writer waiting for one (private).
-#ifndef BULWARK_DETAIL_GROUP_COMMIT_HPP
-#define BULWARK_DETAIL_GROUP_COMMIT_HPP
-
-#include <algorithm>
-#include <condition_variable>
-#include <cstdint>
-#include <exception>
-#include <mutex>
-#include <string>
-#include <string_view>
-#include <system_error>
-#include <utility>
-
-// #include <bulwark/detail/file_system.hpp> (already included above)
-// #include <bulwark/detail/mutex.hpp> (already included above)
-// #include <bulwark/journal_errors.hpp>
-// The errors of the journal-backed file stores: JournalError and the errors derived from it.
-#ifndef BULWARK_JOURNAL_ERRORS_HPP
-#define BULWARK_JOURNAL_ERRORS_HPP
-
-#include <cstdint>
-#include <stdexcept>
-#include <string>
-#include <system_error>
-
-namespace bulwark {
-
-// Every error a journal-backed store (FileDeadLetterStore, FileQueueStore) raises about its files
-// derives from this; code() is the operating system's error when there was one. Messages name
-// the store, paths and offsets, never payload bytes.
-class JournalError : public std::runtime_error {
-public:
-    explicit JournalError(const std::string& what, std::error_code code = {})
-        : std::runtime_error(what), code_(code) {}
-
-    std::error_code code() const noexcept { return code_; }
-
-private:
-    std::error_code code_;
-};
-
-// Another store (in this process or another) holds the directory's lock file.
-class JournalLockedError : public JournalError {
-public:
-    using JournalError::JournalError;
-};
-
-// The journal is damaged in a way the recovery mode does not accept; offset() is where.
-class JournalCorruptError : public JournalError {
-public:
-    JournalCorruptError(const std::string& what, std::uint64_t offset)
-        : JournalError(what), offset_(offset) {}
-
-    std::uint64_t offset() const noexcept { return offset_; }
-
-private:
-    std::uint64_t offset_;
-};
-
-// The journal was written by a newer format version than this build reads.
-class JournalVersionError : public JournalError {
-public:
-    JournalVersionError(const std::string& what, std::uint32_t version)
-        : JournalError(what), version_(version) {}
-
-    std::uint32_t version() const noexcept { return version_; }
-
-private:
-    std::uint32_t version_;
-};
-
-// A mutation's journal write or sync failed: the mutation did not happen (it is not
-// acknowledged; after a failed sync its record may still surface after a restart).
-// poisoned() tells whether the store refuses mutations from now on.
-class JournalIoError : public JournalError {
-public:
-    JournalIoError(const std::string& what, std::error_code code, bool poisoned)
-        : JournalError(what, code), poisoned_(poisoned) {}
-
-    bool poisoned() const noexcept { return poisoned_; }
-
-private:
-    bool poisoned_;
-};
-
-// A mutation on a poisoned store: an earlier sync (or an unrecoverable write) failed, so what the
-// journal holds is unknown. Reads still work; reopen the store to recover.
-class JournalPoisonedError : public JournalError {
-public:
-    using JournalError::JournalError;
-};
-
-}  // namespace bulwark
-
-#endif  // BULWARK_JOURNAL_ERRORS_HPP
-
-namespace bulwark {
-namespace detail {
-
-// Lets writers that appended to a file without syncing it wait, holding no other lock, until
-// what they wrote is durable, while one of them syncs for all (group commit, as PostgreSQL's WAL
-// and RocksDB's write groups do): while a sync runs, the writers arriving queue up, and the next
-// sync covers all of them.
-//   const std::uint64_t ticket = group.wrote(records);   // under the writer's lock, after write
-//   ...unlock...
-//   group.await(ticket);                                 // durable, or throws
-// A ticket is the number of records written so far, the writer's own included; await(t) returns
-// once a sync that began after ticket t was published has completed. A failed sync poisons:
-// await() then throws JournalIoError for every ticket not durable before it, and the
-// owner refuses changes. The file is replaced (compaction) only while no sync runs.
-// Thread-safe. Lock order: the journal owner's mutex first, then this one's (await() takes only
-// this one, so it may be called with or without the owner's).
-class GroupCommit {
-public:
-    // The file system must outlive this.
-    // `store_name` (static storage) names the owner in errors.
-    explicit GroupCommit(FileSystem& fs,
-                         const char* store_name = "bulwark::FileDeadLetterStore") noexcept
-        : fs_(fs), store_name_(store_name) {}
-
-    // Publishes `records` records just written to the file; returns their ticket.
-    std::uint64_t wrote(std::uint64_t records) {
-        LockGuard lock(mutex_);
-        written_ += records;
-        return written_;
-    }
-
-    // Everything written so far: the ticket covering every record already in the file.
-    std::uint64_t written() const {
-        LockGuard lock(mutex_);
-        return written_;
-    }
-
-    // Records known durable: every ticket up to it.
-    std::uint64_t durable() const {
-        LockGuard lock(mutex_);
-        return durable_;
-    }
-
-    // Records written but not yet known durable.
-    std::uint64_t unsynced() const {
-        LockGuard lock(mutex_);
-        return written_ - durable_;
-    }
-
-    // Syncs done by await() (the owner counts its own).
-    std::uint64_t syncs() const {
-        LockGuard lock(mutex_);
-        return syncs_;
-    }
-
-    // The owner synced the file (or wrote a synced replacement) while no write could happen:
-    // everything written is durable.
-    void synced_all() {
-        LockGuard lock(mutex_);
-        durable_ = written_;
-        wake_covered();
-    }
-
-    // Makes `file` the handle later syncs use: replace() (which closes the old one) runs once no
-    // sync is running, and none starts until it has returned.
-    template <class Replace>
-    void replace_file(FileSystem::Handle file, Replace&& replace) {
-        UniqueLock lock(mutex_);
-        idle_.wait(lock.native(), [this]() BULWARK_NO_THREAD_SAFETY_ANALYSIS {
-            return !syncing_;  // (mutex_ is held while the predicate runs)
-        });
-        std::forward<Replace>(replace)();
-        file_ = file;
-    }
-
-    // Returns once every record up to `ticket` is durable, syncing for every writer waiting if
-    // no sync is running. Throws JournalIoError (poisoned) if a sync failed first.
-    void await(std::uint64_t ticket) {
-        UniqueLock lock(mutex_);
-        while (durable_ < ticket) {
-            if (poisoned_) {
-                throw JournalIoError(
-                    std::string(store_name_) +
-                        ": the store was poisoned before this change was synced (it may or may not "
-                        "be on disk): " +
-                        poison_reason_,
-                    failure_, true);
-            }
-            if (!syncing_) {
-                lead(lock.native());
-                continue;
-            }
-            // Queue up: woken alone, when a sync covered the ticket or to lead the next one (which
-            // another writer may have started meanwhile: then queue again).
-            Waiter self{ticket};
-            self.next = waiters_;
-            waiters_ = &self;
-            while (durable_ < ticket && !poisoned_ && !self.lead) {
-                self.woken.wait(lock.native());
-            }
-            unlink(self);
-        }
-    }
-
-    // Refuses every later change; the first reason is kept.
-    void poison(std::string_view reason) noexcept {
-        LockGuard lock(mutex_);
-        poison_locked(reason, {});
-        wake_covered();
-    }
-
-    bool poisoned() const {
-        LockGuard lock(mutex_);
-        return poisoned_;
-    }
-
-    std::string poison_reason() const {
-        LockGuard lock(mutex_);
-        return poison_reason_;
-    }
-
-private:
-    // A writer waiting in await(), on its own stack: the leader wakes exactly the ones a sync
-    // covered (a context switch is dear, more so in a VM), and hands the lead to one left over.
-    struct Waiter {
-        explicit Waiter(std::uint64_t t) noexcept : ticket(t) {}
-        std::uint64_t ticket;
-        bool lead = false;
-        Waiter* next = nullptr;
-        std::condition_variable woken;
-    };
-
-    void unlink(Waiter& w) BULWARK_REQUIRES(mutex_) {
-        for (Waiter** at = &waiters_; *at != nullptr; at = &(*at)->next) {
-            if (*at == &w) {
-                *at = w.next;
-                return;
-            }
-        }
-    }
-
-    // Wakes every waiter whose records are durable, or all of them once poisoned.
-    void wake_covered() BULWARK_REQUIRES(mutex_) {
-        for (Waiter* w = waiters_; w != nullptr; w = w->next) {
-            if (poisoned_ || w->ticket <= durable_) {
-                w->woken.notify_one();
-            }
-        }
-    }
-
-    // Syncs everything written so far, without the lock, so that the writers that arrive
-    // meanwhile queue up for the next sync; wakes the writers it covered and hands the lead to
-    // one still waiting. (Measured on a 2-core VM: letting the leader go on syncing for the next
-    // group, or yielding before a sync for late writers, gained nothing and cost a single writer
-    // latency.) `lock` holds mutex_; it is released around the sync through the
-    // std::unique_lock itself, which the analysis does not follow (it sees mutex_ held
-    // throughout; nothing guarded is touched while it is not).
-    void lead(std::unique_lock<std::mutex>& lock) BULWARK_REQUIRES(mutex_) {
-        syncing_ = true;
-        const std::uint64_t target = written_;
-        const FileSystem::Handle file = file_;
-        lock.unlock();
-        bool failed = false;
-        std::error_code code;
-        std::string why;
-        try {
-            fs_.sync(file);
-        } catch (const std::exception& e) {
-            // Any failure, std::bad_alloc included (the file system builds its error message),
-            // leaves the file's state unknown: the next fdatasync could return 0 for pages the
-            // kernel dropped.
-            failed = true;
-            if (const auto* system = dynamic_cast<const std::system_error*>(&e)) {
-                code = system->code();
-            }
-            try {
-                why = std::string("a journal sync failed: ") + e.what();
-            } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory; poisoned anyway
-            }
-        } catch (...) {
-            // Not an I/O error (a test's simulated crash): give the lead up and rethrow.
-            lock.lock();
-            syncing_ = false;
-            hand_off();
-            throw;
-        }
-        lock.lock();
-        if (failed) {
-            // What reached the disk is unknown (the kernel may have dropped the dirty pages).
-            poison_locked(why.empty() ? std::string_view("a journal sync failed") : why, code);
-        } else {
-            durable_ = std::max(durable_, target);
-            ++syncs_;
-        }
-        syncing_ = false;
-        wake_covered();
-        hand_off();
-    }
-
-    // After a leader's last sync: the lead goes to a writer still waiting, if any.
-    void hand_off() BULWARK_REQUIRES(mutex_) {
-        if (!poisoned_) {
-            for (Waiter* w = waiters_; w != nullptr; w = w->next) {
-                if (w->ticket > durable_) {
-                    w->lead = true;
-                    w->woken.notify_one();
-                    break;
-                }
-            }
-        }
-        idle_.notify_all();  // replace_file()
-    }
-
-    // Never throws: a leader that could not record why must still end its sync.
-    void poison_locked(std::string_view reason, std::error_code code) noexcept
-        BULWARK_REQUIRES(mutex_) {
-        if (!poisoned_) {
-            poisoned_ = true;
-            failure_ = code;
-            try {
-                poison_reason_.assign(reason.data(), reason.size());
-            } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory; poisoned all the same
-            }
-        }
-    }
-
-    FileSystem& fs_;
-    const char* const store_name_;
-    mutable Mutex mutex_;
-    std::condition_variable idle_;  // no sync runs: the file may be replaced
-    Waiter* waiters_ BULWARK_GUARDED_BY(mutex_) = nullptr;
-    FileSystem::Handle file_ BULWARK_GUARDED_BY(mutex_) = -1;
-    std::uint64_t written_ BULWARK_GUARDED_BY(mutex_) = 0;
-    std::uint64_t durable_ BULWARK_GUARDED_BY(mutex_) = 0;
-    std::uint64_t syncs_ BULWARK_GUARDED_BY(mutex_) = 0;
-    bool syncing_ BULWARK_GUARDED_BY(mutex_) = false;
-    bool poisoned_ BULWARK_GUARDED_BY(mutex_) = false;
-    std::string poison_reason_ BULWARK_GUARDED_BY(mutex_);
-    std::error_code failure_ BULWARK_GUARDED_BY(mutex_);
-};
-
-}  // namespace detail
-}  // namespace bulwark
-
-#endif  // BULWARK_DETAIL_GROUP_COMMIT_HPP
-// #include <bulwark/detail/indexed_dead_letter_store.hpp> (already included above)
-// #include <bulwark/detail/journal.hpp>
-// The journal format: frames, CRC-32C, the dead-letter records and recovery scans (private).
-#ifndef BULWARK_DETAIL_JOURNAL_HPP
-#define BULWARK_DETAIL_JOURNAL_HPP
-
-#include <array>
-#include <chrono>
-#include <cstddef>
-#include <cstdint>
-#include <string>
-#include <string_view>
-#include <utility>
-#include <vector>
-
-// #include <bulwark/clock.hpp> (already included above)
-// #include <bulwark/dead_letter_store.hpp> (already included above)
-// #include <bulwark/detail/dead_letter_index.hpp> (already included above)
-// #include <bulwark/detail/file_system.hpp> (already included above)
-// #include <bulwark/detail/random.hpp> (already included above)
-
-// The dead-letter journal's on-disk format: CRC-32C, little-endian fixed-width integers,
-// length-prefixed strings, salted record framing, and the encoding of each record type. No I/O
-// here: the store reads the whole file and hands the bytes to check_frame(). See
-// docs/file_dead_letter_store.md for the layout.
-
-namespace bulwark {
-namespace detail {
-namespace journal {
-
-// "BWDLQJNL", the format version (u32), the file's salt (u64, random, new for every file
-// written) and the CRC-32C of the 20 bytes before it (u32).
-inline constexpr std::array<char, 8> magic = {'B', 'W', 'D', 'L', 'Q', 'J', 'N', 'L'};
-inline constexpr std::uint32_t format_version = 3;
-// Version 2 journals (bulwark 0.x, frames without a sequence) are read and rewritten as version 3
-// on open.
-inline constexpr std::uint32_t oldest_readable_version = 2;
-inline constexpr std::size_t header_size = 24;
-// Version 3: [u32 length of type+payload][u32 header check][u32 body CRC][u64 sequence][u8 type]
-// [payload]
-//   header check = CRC-32C of (salt; length, sequence, type); body CRC = CRC-32C of (salt;
-//   payload).
-// The sequence is 1 for a file's first frame and one more for each frame after it, so a frame
-// that is duplicated, replayed or moved (a sector written twice, a stale block) does not fit
-// where it is found. The salt (new for every file) keeps a frame of another file from checking.
-// Version 2 had no sequence: [u32 length][u32 header check over (length, type)][u32 body CRC]
-// [u8 type][payload].
-inline constexpr std::size_t frame_overhead = 21;
-// The largest type+payload a frame may declare: a reader refuses longer frames before looking
-// at them, so no allocation or CRC is ever sized by an unchecked length.
-inline constexpr std::uint32_t max_frame_bytes = std::uint32_t{256} << 20U;
-
-// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), as in iSCSI, ext4 and LevelDB.
-// The journal's byte order, whatever the platform's: little-endian fixed-width unsigned integers.
-template <class U>
-void put_le(char* out, U v) noexcept {
-    for (unsigned i = 0; i < sizeof(U); ++i) {
-        out[i] = static_cast<char>((v >> (8U * i)) & 0xFFU);
-    }
-}
-
-template <class U>
-U get_le(const char* in) noexcept {
-    U v = 0;
-    for (unsigned i = 0; i < sizeof(U); ++i) {
-        v |= static_cast<U>(static_cast<U>(static_cast<unsigned char>(in[i])) << (8U * i));
-    }
-    return v;
-}
-
-// Slicing-by-8 tables: table[0] is the bytewise table; table[k][b] is the CRC of byte b followed
-// by k zero bytes, so that 8 bytes are folded with 8 lookups and no dependency between them.
-inline const std::array<std::array<std::uint32_t, 256>, 8>& crc32c_tables() noexcept {
-    static const std::array<std::array<std::uint32_t, 256>, 8> tables = [] {
-        std::array<std::array<std::uint32_t, 256>, 8> t{};
-        for (std::uint32_t i = 0; i < 256; ++i) {
-            std::uint32_t c = i;
-            for (int k = 0; k < 8; ++k) {
-                c = (c & 1U) != 0 ? (c >> 1U) ^ 0x82F63B78U : c >> 1U;
-            }
-            t[0][i] = c;
-        }
-        for (std::uint32_t i = 0; i < 256; ++i) {
-            for (std::size_t k = 1; k < 8; ++k) {
-                t[k][i] = (t[k - 1][i] >> 8U) ^ t[0][t[k - 1][i] & 0xFFU];
-            }
-        }
-        return t;
-    }();
-    return tables;
-}
-
-inline std::uint32_t crc32c(std::string_view bytes, std::uint32_t crc = 0) noexcept {
-    const std::array<std::array<std::uint32_t, 256>, 8>& t = crc32c_tables();
-    crc = ~crc;
-    const char* p = bytes.data();
-    std::size_t n = bytes.size();
-    for (; n >= 8; p += 8, n -= 8) {
-        const std::uint32_t lo = crc ^ get_le<std::uint32_t>(p);
-        const auto hi = get_le<std::uint32_t>(p + 4);
-        crc = t[7][lo & 0xFFU] ^ t[6][(lo >> 8U) & 0xFFU] ^ t[5][(lo >> 16U) & 0xFFU] ^
-              t[4][lo >> 24U] ^ t[3][hi & 0xFFU] ^ t[2][(hi >> 8U) & 0xFFU] ^
-              t[1][(hi >> 16U) & 0xFFU] ^ t[0][hi >> 24U];
-    }
-    for (; n > 0; ++p, --n) {
-        crc = t[0][(crc ^ static_cast<unsigned char>(*p)) & 0xFFU] ^ (crc >> 8U);
-    }
-    return ~crc;
-}
-
-// The CRC seed of a file: the CRC-32C of its salt (8 bytes, little-endian). Every check of a
-// frame starts from it, so a frame encoded for another file (or by someone who cannot read this
-// one) does not check here.
-inline std::uint32_t salt_seed(std::uint64_t salt) noexcept {
-    std::array<char, 8> bytes{};
-    put_le(bytes.data(), salt);
-    return crc32c(std::string_view(bytes.data(), bytes.size()));
-}
-
-// How the frames of one file are checked: its salt_seed() and its format version.
-struct Framing {
-    std::uint32_t seed = 0;
-    std::uint32_t version = format_version;
-
-    // The bytes before a frame's type: length, header check, body CRC (and sequence, version 3).
-    std::size_t head_size() const noexcept { return version >= 3 ? 20 : 12; }
-    std::size_t overhead() const noexcept { return head_size() + 1; }
-};
-
-// The header check of a frame: covers its length, sequence (version 3) and type.
-inline std::uint32_t header_check(const Framing& f, std::uint32_t length, std::uint64_t sequence,
-                                  unsigned char type) noexcept {
-    std::array<char, 13> bytes{};
-    put_le(bytes.data(), length);
-    std::size_t n = 4;
-    if (f.version >= 3) {
-        put_le(bytes.data() + n, sequence);
-        n += 8;
-    }
-    bytes[n++] = static_cast<char>(type);
-    return crc32c(std::string_view(bytes.data(), n), f.seed);
-}
-
-// Up to `size` bytes from the operating system's random source (/dev/urandom); false when it
-// cannot be read. The journal is POSIX-only, so this needs neither <random> nor a libc extension.
-inline bool os_random_bytes(void* out, std::size_t size) noexcept {
-    int fd = -1;
-    do {
-        fd = ::open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-    } while (fd < 0 && errno == EINTR);
-    if (fd < 0) {
-        return false;
-    }
-    auto* bytes = static_cast<unsigned char*>(out);
-    std::size_t got = 0;
-    while (got < size) {
-        const ssize_t n = ::read(fd, bytes + got, size - got);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            break;
-        }
-        got += static_cast<std::size_t>(n);
-    }
-    ::close(fd);
-    return got == size;
-}
-
-// A fresh random salt (the system's random source, mixed with the time and an address in case
-// it cannot be read).
-inline std::uint64_t new_salt() {
-    std::uint64_t salt =
-        static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
-    std::uint64_t entropy = 0;
-    if (os_random_bytes(&entropy, sizeof entropy)) {
-        salt ^= entropy;
-    }
-    static int anchor = 0;
-    salt ^= static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(&anchor));
-    // One SplitMix64 step spreads every input bit over the whole salt.
-    return SplitMix64(salt).next();
-}
-
-enum class RecordType : std::uint8_t {
-    add = 1,         // a whole DeadLetter: a new add, or a snapshot written by compaction
-    dismiss = 2,     // id, note
-    outcome = 3,     // id, the appended attempt, resent or not (redrives + 1)
-    categorize = 4,  // id, category, tags to add when missing
-    remove = 5,      // id, cause (purge or eviction)
-    counters = 6,    // the cumulative counters, first record of a compacted journal
-    batch = 7,       // the frames of one mutation that changes several records: all or none
-};
-
-enum class RemoveCause : std::uint8_t { purge = 0, evict = 1 };
-
-// The counters a journal carries across compaction (the rest of DeadLetterStats is either
-// recomputed from the records or counts events since open).
-using Counters = DeadLetterCounters;
-
-// One decoded record; which fields mean something depends on `type`.
-struct Record {
-    RecordType type = RecordType::add;
-    DeadLetter letter;                       // add
-    bool snapshot = false;                   // add: written by compaction, does not count as an add
-    std::string id;                          // dismiss, outcome, categorize, remove
-    std::string text;                        // dismiss: note; categorize: category
-    std::vector<std::string> tags;           // categorize
-    DeadLetterAttempt attempt;               // outcome
-    bool resent = false;                     // outcome
-    RemoveCause cause = RemoveCause::purge;  // remove
-    Counters counters;                       // counters
-    std::vector<Record> batch;               // batch to encode: the records, none a batch
-    // batch as decoded: its inner frames, a view into the bytes decoded (valid while they are;
-    // for_each_in_batch() decodes them one at a time). `batch` stays empty: a batch of a million
-    // records is never held decoded whole.
-    std::string_view batch_frames;
-};
-
-inline std::uint32_t load_u32(std::string_view bytes, std::size_t at) noexcept {
-    return get_le<std::uint32_t>(bytes.data() + at);
-}
-
-inline std::uint64_t load_u64(std::string_view bytes, std::size_t at) noexcept {
-    return get_le<std::uint64_t>(bytes.data() + at);
-}
-
-class Writer {
-public:
-    explicit Writer(std::string& out) noexcept : out_(out) {}
-
-    void u8(std::uint8_t v) { out_.push_back(static_cast<char>(v)); }
-    void u32(std::uint32_t v) { le(v); }
-    void u64(std::uint64_t v) { le(v); }
-    void i64(std::int64_t v) { u64(static_cast<std::uint64_t>(v)); }
-    void time(WallTime t) { i64(static_cast<std::int64_t>(t.time_since_epoch().count())); }
-    void str(std::string_view s) {
-        u32(static_cast<std::uint32_t>(s.size()));
-        out_.append(s.data(), s.size());
-    }
-    void strs(const std::vector<std::string>& v) {
-        u32(static_cast<std::uint32_t>(v.size()));
-        for (const std::string& s : v) {
-            str(s);
-        }
-    }
-
-private:
-    template <class U>
-    void le(U v) {
-        char bytes[sizeof(U)];
-        put_le(bytes, v);
-        out_.append(bytes, sizeof(U));
-    }
-
-    std::string& out_;
-};
-
-// Reads what Writer wrote; every read is bounds-checked and a failed read turns ok() false (and
-// every later read returns zero or empty).
-class Reader {
-public:
-    explicit Reader(std::string_view bytes) noexcept : bytes_(bytes) {}
-
-    bool ok() const noexcept { return ok_; }
-    bool at_end() const noexcept { return pos_ == bytes_.size(); }
-
-    std::uint8_t u8() noexcept {
-        if (!need(1)) {
-            return 0;
-        }
-        return static_cast<std::uint8_t>(bytes_[pos_++]);
-    }
-    std::uint32_t u32() noexcept { return le<std::uint32_t>(); }
-    std::uint64_t u64() noexcept { return le<std::uint64_t>(); }
-    std::int64_t i64() noexcept { return static_cast<std::int64_t>(u64()); }
-    WallTime time() noexcept { return WallTime{Duration{i64()}}; }
-    // The length is checked against the bytes left before anything is allocated.
-    std::string str() {
-        const std::uint32_t n = u32();
-        if (!need(n)) {
-            return {};
-        }
-        std::string s(bytes_.substr(pos_, n));
-        pos_ += n;
-        return s;
-    }
-    // As str(), without the copy: a view into the bytes being read (valid while they are).
-    std::string_view view() noexcept {
-        const std::uint32_t n = u32();
-        if (!need(n)) {
-            return {};
-        }
-        const std::string_view s = bytes_.substr(pos_, n);
-        pos_ += n;
-        return s;
-    }
-    std::vector<std::string> strs() {
-        const std::uint32_t n = u32();
-        std::vector<std::string> v;
-        // Each string takes at least its 4-byte length: a count that cannot fit fails here.
-        if (!need_count(n, 4)) {
-            return v;
-        }
-        for (std::uint32_t i = 0; i < n && ok_; ++i) {
-            v.push_back(str());
-        }
-        return v;
-    }
-    bool need_count(std::uint32_t n, std::size_t min_size) noexcept {
-        if (ok_ && n > (bytes_.size() - pos_) / min_size) {
-            ok_ = false;
-        }
-        return ok_;
-    }
-
-private:
-    bool need(std::size_t n) noexcept {
-        if (ok_ && n > bytes_.size() - pos_) {
-            ok_ = false;
-        }
-        return ok_;
-    }
-
-    template <class U>
-    U le() noexcept {
-        if (!need(sizeof(U))) {
-            return 0;
-        }
-        const U v = get_le<U>(bytes_.data() + pos_);
-        pos_ += sizeof(U);
-        return v;
-    }
-
-    std::string_view bytes_;
-    std::size_t pos_ = 0;
-    bool ok_ = true;
-};
-
-// The body of a batch record, for every store's records: each inner record as a u32 length,
-// then its type+payload (encode(record, out) appends those); the batch frame's checks cover
-// them all.
-template <class Record, class Encode>
-void encode_inner(const std::vector<Record>& records, std::string& out, const Encode& encode) {
-    for (const Record& inner : records) {
-        const std::size_t at = out.size();
-        out.append(4, '\0');
-        encode(inner, out);
-        put_le(&out[at], static_cast<std::uint32_t>(out.size() - at - 4));
-    }
-}
-
-// Decodes the inner records of a batch's body (`frames`) one at a time into `scratch` with
-// decode(body, Record&) and calls f(Record&) with each (f may move from it); false, stopping
-// there, at the first that does not decode or does not fit.
-template <class Record, class Decode, class F>
-bool for_each_inner(std::string_view frames, Record& scratch, const Decode& decode, F&& f) {
-    std::size_t at = 0;
-    while (at < frames.size()) {
-        if (frames.size() - at < 4) {
-            return false;
-        }
-        const std::uint32_t length = load_u32(frames, at);
-        if (length == 0 || length > frames.size() - at - 4) {
-            return false;
-        }
-        if (!decode(frames.substr(at + 4, length), scratch)) {
-            return false;
-        }
-        f(scratch);
-        at += 4 + std::size_t{length};
-    }
-    return true;
-}
-
-inline void encode_letter(Writer& w, const DeadLetter& d) {
-    w.str(d.id);
-    w.str(d.type);
-    w.str(d.payload);
-    w.str(d.error);
-    w.u8(static_cast<std::uint8_t>(d.reason));
-    w.str(d.category);
-    w.strs(d.tags);
-    w.u32(static_cast<std::uint32_t>(d.attempts.size()));
-    for (const DeadLetterAttempt& a : d.attempts) {
-        w.time(a.at);
-        w.str(a.channel);
-        w.str(a.error);
-    }
-    w.time(d.created);
-    w.time(d.last_attempt);
-    w.u8(static_cast<std::uint8_t>(d.status));
-    w.u32(d.redrives);
-    w.str(d.note);
-}
-
-// The size of an add record's frame for `d`, without encoding it: what compaction would write.
-inline std::uint64_t snapshot_frame_size(const DeadLetter& d) noexcept {
-    std::uint64_t n = frame_overhead + 1;  // + the snapshot flag
-    n += 4 + d.id.size() + 4 + d.type.size() + 4 + d.payload.size() + 4 + d.error.size() + 1;
-    n += 4 + d.category.size() + 4;
-    for (const std::string& t : d.tags) {
-        n += 4 + t.size();
-    }
-    n += 4;
-    for (const DeadLetterAttempt& a : d.attempts) {
-        n += 8 + 4 + a.channel.size() + 4 + a.error.size();
-    }
-    n += 8 + 8 + 1 + 4 + 4 + d.note.size();
-    return n;
-}
-
-// Appends the type and payload of `r` to `out` (a frame without its head).
-inline void encode_body(const Record& r, std::string& out) {
-    Writer w(out);
-    w.u8(static_cast<std::uint8_t>(r.type));
-    switch (r.type) {
-        case RecordType::add:
-            w.u8(r.snapshot ? 1 : 0);
-            encode_letter(w, r.letter);
-            break;
-        case RecordType::dismiss:
-            w.str(r.id);
-            w.str(r.text);
-            break;
-        case RecordType::outcome:
-            w.str(r.id);
-            w.time(r.attempt.at);
-            w.str(r.attempt.channel);
-            w.str(r.attempt.error);
-            w.u8(r.resent ? 1 : 0);
-            break;
-        case RecordType::categorize:
-            w.str(r.id);
-            w.str(r.text);
-            w.strs(r.tags);
-            break;
-        case RecordType::remove:
-            w.str(r.id);
-            w.u8(static_cast<std::uint8_t>(r.cause));
-            break;
-        case RecordType::counters:
-            w.u64(r.counters.added);
-            w.u64(r.counters.evicted);
-            w.u64(r.counters.purged);
-            w.u64(r.counters.resent);
-            w.u64(r.counters.redrive_failures);
-            break;
-        case RecordType::batch:
-            encode_inner(r.batch, out,
-                         [](const Record& inner, std::string& to) { encode_body(inner, to); });
-            break;
-    }
-}
-
-inline bool decode_letter(Reader& r, DeadLetter& d) {
-    d.id = r.str();
-    d.type = r.str();
-    d.payload = r.str();
-    d.error = r.str();
-    const std::uint8_t reason = r.u8();
-    d.category = r.str();
-    d.tags = r.strs();
-    const std::uint32_t attempts = r.u32();
-    // Each attempt takes at least 16 bytes.
-    if (!r.need_count(attempts, 16)) {
-        return false;
-    }
-    for (std::uint32_t i = 0; i < attempts && r.ok(); ++i) {
-        DeadLetterAttempt a;
-        a.at = r.time();
-        a.channel = r.str();
-        a.error = r.str();
-        d.attempts.push_back(std::move(a));
-    }
-    d.created = r.time();
-    d.last_attempt = r.time();
-    const std::uint8_t status = r.u8();
-    d.redrives = r.u32();
-    d.note = r.str();
-    if (!r.ok() || d.id.empty() || reason >= dead_letter_reason_count ||
-        status >= dead_letter_status_count) {
-        return false;
-    }
-    d.reason = static_cast<DeadLetterReason>(reason);
-    d.status = static_cast<DeadLetterStatus>(status);
-    return true;
-}
-
-inline bool flag(std::uint8_t v, bool& out) noexcept {
-    out = v == 1;
-    return v <= 1;
-}
-
-// Bounds the CRC work of a resynchronising scan over hostile bytes (defence in depth: a scan
-// checks each candidate's body once and then skips it, so it is linear in the file anyway).
-struct ScanBudget {
-    std::uint64_t bytes_left = 0;
-    bool exhausted = false;
-};
-
-inline bool decode_record(std::string_view body, Record& out, bool allow_batch = true);
-
-// Decodes the inner records of a decoded batch one at a time into a scratch record and calls
-// f(Record&) with each (f may move from it); false, stopping there, at the first that does not
-// decode. decode_record() has checked them all before it accepted the batch.
-template <class F>
-bool for_each_in_batch(const Record& batch, F&& f) {
-    Record inner;
-    return for_each_inner(
-        batch.batch_frames, inner,
-        [](std::string_view body, Record& out) { return decode_record(body, out, false); },
-        std::forward<F>(f));
-}
-
-// Decodes type+payload; false for anything that is not exactly one well-formed record.
-// A batch may not contain a batch (so that hostile bytes cannot nest frames deeply).
-inline bool decode_record(std::string_view body, Record& out, bool allow_batch) {
-    Reader r(body);
-    const std::uint8_t type = r.u8();
-    out = Record{};
-    bool good = true;
-    switch (type) {
-        case static_cast<std::uint8_t>(RecordType::add):
-            out.type = RecordType::add;
-            good = flag(r.u8(), out.snapshot) && decode_letter(r, out.letter);
-            break;
-        case static_cast<std::uint8_t>(RecordType::dismiss):
-            out.type = RecordType::dismiss;
-            out.id = r.str();
-            out.text = r.str();
-            break;
-        case static_cast<std::uint8_t>(RecordType::outcome):
-            out.type = RecordType::outcome;
-            out.id = r.str();
-            out.attempt.at = r.time();
-            out.attempt.channel = r.str();
-            out.attempt.error = r.str();
-            good = flag(r.u8(), out.resent);
-            break;
-        case static_cast<std::uint8_t>(RecordType::categorize):
-            out.type = RecordType::categorize;
-            out.id = r.str();
-            out.text = r.str();
-            out.tags = r.strs();
-            break;
-        case static_cast<std::uint8_t>(RecordType::remove): {
-            out.type = RecordType::remove;
-            out.id = r.str();
-            const std::uint8_t cause = r.u8();
-            good = cause <= 1;
-            out.cause = static_cast<RemoveCause>(cause);
-            break;
-        }
-        case static_cast<std::uint8_t>(RecordType::counters):
-            out.type = RecordType::counters;
-            out.counters.added = r.u64();
-            out.counters.evicted = r.u64();
-            out.counters.purged = r.u64();
-            out.counters.resent = r.u64();
-            out.counters.redrive_failures = r.u64();
-            break;
-        case static_cast<std::uint8_t>(RecordType::batch): {
-            out.type = RecordType::batch;
-            // The inner frames fill the payload exactly; the outer CRC already covered them.
-            // Every one is decoded here (into one scratch record, in turn) so that a batch is
-            // accepted or refused whole, but none is kept.
-            if (!allow_batch) {
-                return false;
-            }
-            out.batch_frames = body.substr(1);
-            std::size_t count = 0;
-            return for_each_in_batch(out, [&count](Record&) { ++count; }) && count > 0;
-        }
-        default:
-            return false;
-    }
-    // An outcome without an id is one for a record removed while its handler ran: it only counts.
-    if ((out.type == RecordType::dismiss || out.type == RecordType::categorize ||
-         out.type == RecordType::remove) &&
-        out.id.empty()) {
-        return false;
-    }
-    return good && r.ok() && r.at_end();
-}
-
-// What the journal file needs to know of one store's records (the frames, checks, recovery and
-// compaction are the same for every store): DeadLetterCodec for FileDeadLetterStore,
-// queue_journal::Codec for FileQueueStore. Record types are 1..max_type; a batch record holds the
-// records of one mutation (all or none) and never another batch.
-struct DeadLetterCodec {
-    using Record = journal::Record;
-    static constexpr const char* store_name = "bulwark::FileDeadLetterStore";
-    static constexpr const char* journal_kind = "bulwark dead-letter journal";
-    static constexpr std::array<char, 8> file_magic = magic;
-    static constexpr std::uint32_t version = format_version;
-    static constexpr std::uint32_t oldest_version = oldest_readable_version;
-    static constexpr unsigned char max_type = static_cast<unsigned char>(RecordType::batch);
-
-    static void encode_body(const Record& r, std::string& out) { journal::encode_body(r, out); }
-    static bool decode(std::string_view body, Record& out) { return decode_record(body, out); }
-    static bool is_batch(const Record& r) noexcept { return r.type == RecordType::batch; }
-    template <class F>
-    static bool for_each_in_batch(const Record& batch, F&& f) {
-        return journal::for_each_in_batch(batch, std::forward<F>(f));
-    }
-    static Record batch_of(const Record* first, const Record* last) {
-        Record batch;
-        batch.type = RecordType::batch;
-        batch.batch.assign(first, last);
-        return batch;
-    }
-    // An upper bound of the frame `r` encodes to (a batch's share of one, for a batch's records).
-    static std::uint64_t frame_estimate(const Record& r) noexcept {
-        if (r.type == RecordType::add) {
-            return snapshot_frame_size(r.letter);
-        }
-        std::uint64_t n = frame_overhead + 24 + r.id.size() + r.text.size() +
-                          r.attempt.channel.size() + r.attempt.error.size();
-        for (const std::string& t : r.tags) {
-            n += 4 + t.size();
-        }
-        return n;
-    }
-    [[noreturn]] static void too_large(std::size_t size, std::size_t limit) {
-        throw_too_large("journal record", "the journal's frame limit", size, limit);
-    }
-};
-
-// Appends the frame of `r` (a Codec::Record) to `out`, with sequence number `sequence`, as `f`
-// frames them. Throws Codec::too_large()'s error (a std::length_error), appending nothing, for a
-// frame over `limit` (tests lower it).
-template <class Codec = DeadLetterCodec>
-void encode_record(const typename Codec::Record& r, std::string& out, const Framing& f,
-                   std::uint64_t sequence, std::size_t limit = max_frame_bytes) {
-    const std::size_t start = out.size();
-    const std::size_t head = f.head_size();
-    out.append(head, '\0');  // filled in below, once the length is known
-    Codec::encode_body(r, out);
-    const std::string_view type_and_payload(out.data() + start + head, out.size() - start - head);
-    if (type_and_payload.size() > limit) {
-        // A reader refuses such a frame: never write (and so never acknowledge) one. Callers
-        // bound what they store far below this; this is the last line.
-        const std::size_t size = type_and_payload.size();
-        out.resize(start);
-        Codec::too_large(size, limit);
-    }
-    const auto length = static_cast<std::uint32_t>(type_and_payload.size());
-    char* const at = &out[start];
-    put_le(at, length);
-    put_le(at + 4,
-           header_check(f, length, sequence, static_cast<unsigned char>(type_and_payload[0])));
-    put_le(at + 8, crc32c(type_and_payload.substr(1), f.seed));
-    if (f.version >= 3) {
-        put_le(at + 12, sequence);
-    }
-}
-
-// What is at an offset of a journal.
-enum class FrameStatus : std::uint8_t {
-    good,        // a whole frame: both checks pass and the payload decodes
-    torn,        // fewer bytes left than a frame head, or a head that checks but whose frame
-                 // extends past the end of the file: an incomplete write
-    bad_body,    // the head checks (so the frame's extent is known) but the body CRC does not,
-                 // or the payload does not decode
-    bad_header,  // the head does not check: not the start of a frame of this file
-};
-
-// Checks the frame at `offset` of `bytes` for the file framed as `f`: `size` is set to the frame's
-// size whenever its head checks (good, bad_body and a torn frame past the end), `sequence` to its
-// sequence number (version 3; 0 before), `record` is filled when good. Never reads outside
-// `bytes`; allocates only for decoded strings, each bounded by the frame. With a budget, the body
-// CRC is charged to it first (exhausted: returns bad_header).
-template <class Codec = DeadLetterCodec>
-FrameStatus check_frame(std::string_view bytes, std::size_t offset, const Framing& f,
-                        typename Codec::Record& record, std::size_t& size, std::uint64_t& sequence,
-                        ScanBudget* budget = nullptr) {
-    const std::size_t head = f.head_size();
-    if (offset > bytes.size() || bytes.size() - offset < head + 1) {
-        return FrameStatus::torn;
-    }
-    const std::uint32_t length = load_u32(bytes, offset);
-    const auto type = static_cast<unsigned char>(bytes[offset + head]);
-    sequence = f.version >= 3 ? load_u64(bytes, offset + 12) : 0;
-    // Version 3 numbers frames from 1; 0 and the largest value (after which the next would wrap
-    // to 0) are never written.
-    const bool bad_sequence = f.version >= 3 && (sequence == 0 || sequence == ~std::uint64_t{0});
-    if (bad_sequence || length == 0 || length > max_frame_bytes || type < 1 ||
-        type > Codec::max_type ||
-        header_check(f, length, sequence, type) != load_u32(bytes, offset + 4)) {
-        return FrameStatus::bad_header;
-    }
-    size = head + std::size_t{length};
-    if (length > bytes.size() - offset - head) {
-        return FrameStatus::torn;
-    }
-    if (budget != nullptr) {
-        if (budget->bytes_left < length) {
-            budget->exhausted = true;
-            return FrameStatus::bad_header;
-        }
-        budget->bytes_left -= length;
-    }
-    const std::string_view body = bytes.substr(offset + head, length);
-    if (crc32c(body.substr(1), f.seed) != load_u32(bytes, offset + 8) ||
-        !Codec::decode(body, record)) {
-        return FrameStatus::bad_body;
-    }
-    return FrameStatus::good;
-}
-
-// Whether the bytes from `offset` to the end of the file are one whole frame whose head is
-// damaged: its body CRC matches exactly the rest of the file. (A torn write cannot produce
-// that; bit rot in a synced frame's length, header check or type can.)
-inline bool whole_frame_with_bad_head(std::string_view bytes, std::size_t offset,
-                                      const Framing& f) noexcept {
-    const std::size_t head = f.head_size();
-    return offset <= bytes.size() && bytes.size() - offset > head &&
-           bytes.size() - offset - head <= max_frame_bytes &&
-           crc32c(bytes.substr(offset + head + 1), f.seed) == load_u32(bytes, offset + 8);
-}
-
-inline std::string encode_header(std::uint64_t salt, std::uint32_t version = format_version,
-                                 const std::array<char, 8>& file_magic = magic) {
-    std::string out(file_magic.data(), file_magic.size());
-    Writer w(out);
-    w.u32(version);
-    w.u64(salt);
-    w.u32(crc32c(out));
-    return out;
-}
-
-}  // namespace journal
-}  // namespace detail
-}  // namespace bulwark
-
-#endif  // BULWARK_DETAIL_JOURNAL_HPP
-// #include <bulwark/detail/journal_file.hpp>
-// BasicJournalFile: a store's journal on disk: recovery, appends, syncs, compaction (private).
-#ifndef BULWARK_DETAIL_JOURNAL_FILE_HPP
-#define BULWARK_DETAIL_JOURNAL_FILE_HPP
-
-#include <algorithm>
-#include <cerrno>
-#include <cstddef>
-#include <cstdint>
-#include <exception>
-#include <new>
-#include <stdexcept>
-#include <string>
-#include <string_view>
-#include <system_error>
-#include <utility>
-#include <vector>
-
-// #include <bulwark/clock.hpp> (already included above)
-// #include <bulwark/config.hpp> (already included above)
-// #include <bulwark/dead_letter_store.hpp> (already included above)
-// #include <bulwark/detail/dead_letter_index.hpp> (already included above)
-// #include <bulwark/detail/file_system.hpp> (already included above)
-// #include <bulwark/detail/group_commit.hpp> (already included above)
-// #include <bulwark/detail/journal.hpp> (already included above)
-// #include <bulwark/file_dead_letter_store_errors.hpp>
-// FileDeadLetterStore's errors: its names for the journal errors, and the interrupted reprocess.
-#ifndef BULWARK_FILE_DEAD_LETTER_STORE_ERRORS_HPP
-#define BULWARK_FILE_DEAD_LETTER_STORE_ERRORS_HPP
-
-#include <cstdint>
-#include <string>
-#include <system_error>
-#include <utility>
-
-// #include <bulwark/dead_letter_store.hpp> (already included above)
-// #include <bulwark/journal_errors.hpp> (already included above)
-
-namespace bulwark {
-
-// FileDeadLetterStore raises the journal errors of journal_errors.hpp (shared with
-// FileQueueStore); these are their names from before the journal served two stores.
-using FileDeadLetterStoreError = JournalError;
-using DeadLetterJournalLockedError = JournalLockedError;
-using DeadLetterJournalCorruptError = JournalCorruptError;
-using DeadLetterJournalVersionError = JournalVersionError;
-using DeadLetterJournalIoError = JournalIoError;
-using DeadLetterStorePoisonedError = JournalPoisonedError;
-
-// reprocess() stopped part-way: the journal could not record an outcome, or the store was
-// poisoned (by this call or another thread) before the next handler call. partial() is what the
-// call did up to then, every outcome in it journaled. unrecorded_id() names the record whose
-// handler ran but whose outcome was not recorded ("" when the call stopped before a handler
-// call): that record stays pending, so a later reprocess may resend it again (at-least-once);
-// after a failed sync (poisoned()) its outcome may still surface after a restart.
-class DeadLetterReprocessInterruptedError : public DeadLetterJournalIoError {
-public:
-    DeadLetterReprocessInterruptedError(const std::string& what, std::error_code code,
-                                        bool poisoned, ReprocessResult partial,
-                                        std::string unrecorded_id)
-        : DeadLetterJournalIoError(what, code, poisoned),
-          partial_(partial),
-          unrecorded_id_(std::move(unrecorded_id)) {}
-
-    const ReprocessResult& partial() const noexcept { return partial_; }
-    const std::string& unrecorded_id() const noexcept { return unrecorded_id_; }
-
-private:
-    ReprocessResult partial_;
-    std::string unrecorded_id_;
-};
-
-}  // namespace bulwark
-
-#endif  // BULWARK_FILE_DEAD_LETTER_STORE_ERRORS_HPP
-// #include <bulwark/file_dead_letter_store_options.hpp>
-// FileDeadLetterStoreOptions: the durable dead-letter store's settings.
-#ifndef BULWARK_FILE_DEAD_LETTER_STORE_OPTIONS_HPP
-#define BULWARK_FILE_DEAD_LETTER_STORE_OPTIONS_HPP
-
-#include <chrono>
-#include <cstddef>
-#include <cstdint>
-#include <string>
-
-// #include <bulwark/detail/throw.hpp> (already included above)
-// #include <bulwark/journal_options.hpp>
-// The journal-backed stores' shared vocabulary: JournalSync, JournalRecovery and JournalStats.
-#ifndef BULWARK_JOURNAL_OPTIONS_HPP
-#define BULWARK_JOURNAL_OPTIONS_HPP
-
-#include <cstdint>
-#include <string>
-
-namespace bulwark {
-
-// When a mutation's journal record is made durable (fsync) before the call returns.
-enum class JournalSync : std::uint8_t {
-    always,  // every mutation is synced before it returns (default): survives power loss
-    batch,   // synced every batch_records records or batch_interval, whichever comes first
-    none,    // never synced by the store: survives a process crash, not a power loss
-};
-
-// What opening a journal does with damaged bytes (RocksDB's WAL recovery modes). See
-// docs/file_dead_letter_store.md for how a torn tail is told from damage.
-enum class JournalRecovery : std::uint8_t {
-    // An incomplete last write (a crash mid-write) is dropped and its size reported; damage
-    // followed by valid records, or a whole last record whose head is damaged, fails the open
-    // with the offset and leaves the file untouched (default).
-    tolerate_torn_tail,
-    // Stops at the first damage and keeps every record before it; the rest is dropped (after a
-    // copy of the file is kept as journal.corrupt-<n>).
-    point_in_time,
-    // Skips each damaged region, counts it, and keeps every valid record after it (salvage: the
-    // damaged records are lost); the journal is then rewritten without the damage, after a copy
-    // of the file is kept as journal.corrupt-<n>.
-    skip_corrupt,
-    // Any damage, a torn tail included, fails the open.
-    strict,
-};
-
-inline const char* to_string(JournalSync mode) noexcept {
-    switch (mode) {
-        case JournalSync::always:
-            return "always";
-        case JournalSync::batch:
-            return "batch";
-        case JournalSync::none:
-            return "none";
-    }
-    return "unknown";
-}
-
-inline const char* to_string(JournalRecovery mode) noexcept {
-    switch (mode) {
-        case JournalRecovery::tolerate_torn_tail:
-            return "tolerate_torn_tail";
-        case JournalRecovery::point_in_time:
-            return "point_in_time";
-        case JournalRecovery::skip_corrupt:
-            return "skip_corrupt";
-        case JournalRecovery::strict:
-            return "strict";
-    }
-    return "unknown";
-}
-
-// The journal's health and what the last open found.
-struct JournalStats {
-    bool poisoned = false;               // mutations are refused (see DeadLetterStorePoisonedError)
-    std::string poison_reason;           // why, when poisoned
-    std::uint64_t file_bytes = 0;        // journal size now
-    std::uint64_t live_bytes = 0;        // what a compaction would write now
-    std::uint64_t unsynced_records = 0;  // written but not yet synced (batch, none)
-    std::uint64_t recovered_records = 0;   // records replayed by open
-    std::uint64_t dropped_tail_bytes = 0;  // damaged or incomplete tail dropped by open
-    std::uint64_t corrupt_regions = 0;     // damaged regions skipped by open (skip_corrupt)
-    std::uint64_t skipped_bytes = 0;       // their bytes
-    // Whole frames of the journal found out of sequence by open: one already replayed (a
-    // duplicated or replayed write; never replayed twice), or one after missing frames.
-    // strict and tolerate_torn_tail refuse such a journal; point_in_time stops before the first;
-    // skip_corrupt skips duplicates and counts each as a corrupt region.
-    std::uint64_t duplicate_records = 0;
-    std::uint64_t sequence_gaps = 0;
-    // The format version of the journal open found, when it rewrote it in the current one (0:
-    // it was current).
-    std::uint32_t upgraded_from_version = 0;
-    std::uint64_t syncs = 0;  // file syncs since open
-    std::uint64_t compactions = 0;
-    std::uint64_t compaction_failures = 0;  // compactions abandoned; the old journal stayed
-    std::uint64_t write_rollbacks = 0;      // failed writes undone by truncation (disk full…)
-    // point_in_time and skip_corrupt: the copy of the journal kept, as found, before open
-    // dropped or rewrote anything ("" when nothing was dropped).
-    std::string corrupt_copy;
-};
-
-}  // namespace bulwark
-
-#endif  // BULWARK_JOURNAL_OPTIONS_HPP
-// #include <bulwark/time.hpp> (already included above)
-
-namespace bulwark {
-
-struct FileDeadLetterStoreOptions {
-    // As InMemoryDeadLetterStoreOptions: records held at most (full: the oldest resolved record
-    // is evicted, never a pending one). >= 1. Default 100000. A journal holding more records
-    // than this (the limit was lowered) keeps them all; adds then evict one for one.
-    std::size_t max_entries = 100000;
-    // Larger payloads are refused with DeadLetterTooLargeError. In [1, 64 MiB]. Default 1 MiB.
-    std::size_t max_payload_bytes = std::size_t{1} << 20U;
-    // All the other strings of a record together above this are refused (see
-    // InMemoryDeadLetterStoreOptions). In [1, 16 MiB]. Default 64 KiB.
-    std::size_t max_text_bytes = std::size_t{64} << 10U;
-    // Attempt history kept per record. In [1, 65536]. Default 64.
-    std::size_t max_attempts = 64;
-    // Durability of each mutation (see JournalSync). Default always.
-    JournalSync sync = JournalSync::always;
-    // sync=batch: sync once this many records are unsynced. >= 1. Default 128.
-    std::size_t batch_records = 128;
-    // sync=batch: sync at the first mutation at least this long after the last sync (there is no
-    // background thread: call sync() from a timer to bound a quiet store's window). >= 0.
-    // Default 100 ms.
-    Duration batch_interval = std::chrono::milliseconds(100);
-    // What open does with damage (see JournalRecovery). Default tolerate_torn_tail.
-    JournalRecovery recovery = JournalRecovery::tolerate_torn_tail;
-    // The journal is rewritten with only the live records once it is larger than both this and
-    // twice the live data. >= 4096. Default 4 MiB.
-    std::uint64_t compact_min_bytes = std::uint64_t{4} << 20U;
-
-    void validate() const {
-        if (max_entries == 0) {
-            detail::throw_invalid_option("FileDeadLetterStoreOptions.max_entries", "must be >= 1",
-                                         "0");
-        }
-        if (max_payload_bytes == 0 || max_payload_bytes > (std::size_t{64} << 20U)) {
-            detail::throw_invalid_option("FileDeadLetterStoreOptions.max_payload_bytes",
-                                         "must be in [1, 67108864]",
-                                         std::to_string(max_payload_bytes));
-        }
-        if (max_text_bytes == 0 || max_text_bytes > (std::size_t{16} << 20U)) {
-            detail::throw_invalid_option("FileDeadLetterStoreOptions.max_text_bytes",
-                                         "must be in [1, 16777216]",
-                                         std::to_string(max_text_bytes));
-        }
-        if (max_attempts == 0 || max_attempts > 65536) {
-            // Redrives append attempts (error text cut to 1 KiB): the bound keeps a record's
-            // journal frame readable (payload + text + attempts < the reader's frame limit).
-            detail::throw_invalid_option("FileDeadLetterStoreOptions.max_attempts",
-                                         "must be in [1, 65536]", std::to_string(max_attempts));
-        }
-        detail::check_enumerator(sync, JournalSync::none, "FileDeadLetterStoreOptions.sync",
-                                 "JournalSync");
-        if (batch_records == 0) {
-            detail::throw_invalid_option("FileDeadLetterStoreOptions.batch_records", "must be >= 1",
-                                         "0");
-        }
-        if (batch_interval < Duration::zero()) {
-            detail::throw_invalid_option("FileDeadLetterStoreOptions.batch_interval",
-                                         "must be >= 0", detail::format_duration(batch_interval));
-        }
-        detail::check_enumerator(recovery, JournalRecovery::strict,
-                                 "FileDeadLetterStoreOptions.recovery", "JournalRecovery");
-        if (compact_min_bytes < 4096) {
-            detail::throw_invalid_option("FileDeadLetterStoreOptions.compact_min_bytes",
-                                         "must be >= 4096", std::to_string(compact_min_bytes));
-        }
-    }
-};
-
-}  // namespace bulwark
-
-#endif  // BULWARK_FILE_DEAD_LETTER_STORE_OPTIONS_HPP
-// #include <bulwark/journal_errors.hpp> (already included above)
-// #include <bulwark/journal_options.hpp> (already included above)
-// #include <bulwark/time.hpp> (already included above)
-
-namespace bulwark {
-
-namespace detail {
-
-// Closes a FileSystem handle when it goes out of scope.
-class FileHandle {
-public:
-    FileHandle() = default;
-    FileHandle(FileSystem& fs, FileSystem::Handle h) noexcept : fs_(&fs), h_(h) {}
-    FileHandle(FileHandle&& other) noexcept : fs_(other.fs_), h_(other.h_) { other.h_ = -1; }
-    FileHandle& operator=(FileHandle&& other) noexcept {
-        if (this != &other) {
-            reset();
-            fs_ = other.fs_;
-            h_ = other.h_;
-            other.h_ = -1;
-        }
-        return *this;
-    }
-    FileHandle(const FileHandle&) = delete;
-    FileHandle& operator=(const FileHandle&) = delete;
-    ~FileHandle() { reset(); }
-
-    FileSystem::Handle get() const noexcept { return h_; }
-    void reset() noexcept {
-        if (h_ >= 0) {
-            fs_->close(h_);
-            h_ = -1;
-        }
-    }
-
-private:
-    FileSystem* fs_ = nullptr;
-    FileSystem::Handle h_ = -1;
-};
-
-// A compacted journal: its bytes and how many frames they hold.
-struct JournalSnapshot {
-    std::string bytes;
-    std::uint64_t frames = 0;
-};
-
-// A compacted journal: a header with `salt`, the counters, every record of `index` (as snapshot
-// adds, which replay does not count as adds), numbered from 1.
-inline JournalSnapshot journal_snapshot(std::uint64_t salt, const DeadLetterCounters& counters,
-                                        const DeadLetterIndex& index) {
-    const journal::Framing framing{journal::salt_seed(salt)};
-    JournalSnapshot out{journal::encode_header(salt), 0};
-    journal::Record record;
-    record.type = journal::RecordType::counters;
-    record.counters = counters;
-    journal::encode_record(record, out.bytes, framing, ++out.frames);
-    journal::Record add;
-    add.type = journal::RecordType::add;
-    add.snapshot = true;
-    for (const auto& entry : index) {
-        add.letter = entry.second;
-        journal::encode_record(add, out.bytes, framing, ++out.frames);
-    }
-    return out;
-}
-
-// The size of journal_snapshot() for an empty index.
-inline std::uint64_t journal_snapshot_base_size() noexcept {
-    return journal::header_size + journal::frame_overhead + 40;
-}
-
-// The settings a journal file follows: the journal part of a store's options.
-struct JournalOptions {
-    JournalSync sync = JournalSync::always;
-    std::size_t batch_records = 128;
-    Duration batch_interval{};
-    JournalRecovery recovery = JournalRecovery::tolerate_torn_tail;
-    std::uint64_t compact_min_bytes = std::uint64_t{4} << 20U;
-
-    // From any store options that carry these fields (validated by their owner).
-    template <class Options>
-    static JournalOptions of(const Options& o) {
-        return {o.sync, o.batch_records, o.batch_interval, o.recovery, o.compact_min_bytes};
-    }
-};
-
-// The journal file of a file store (Codec says whose: journal::DeadLetterCodec for
-// FileDeadLetterStore, queue_journal::Codec for FileQueueStore), in the store's directory:
-// opening it (creating the
-// directory, refusing what is not private, taking the LOCK, recovering as the options' recovery
-// mode says, keeping a copy before salvage changes anything), appending frames (a failed write
-// rolled back, a failed sync poisoning), syncing as the options' sync mode says, and compacting
-// crash-safely (a new journal renamed over the old one). What the records mean is its owner's:
-// it replays them into the owner and writes the snapshot the owner gives. Its errors are the
-// journal errors (journal_errors.hpp) and name the store (Codec::store_name). Not thread-safe: the
-// store's mutex guards it.
-template <class Codec>
-class BasicJournalFile {
-public:
-    using Record = typename Codec::Record;
-
-    // The file system, the clock and `group` (over the same file system) must outlive the
-    // journal file; `options` are valid.
-    BasicJournalFile(FileSystem& fs, Clock& clock, GroupCommit& group, std::string directory,
-                     const JournalOptions& options)
-        : options_(options),
-          fs_(fs),
-          group_(group),
-          clock_(&clock),
-          directory_(trim_slashes(std::move(directory))),
-          journal_path_(directory_ + "/journal"),
-          temp_path_(directory_ + "/journal.compact") {}
-
-    const std::string& directory() const noexcept { return directory_; }
-    bool poisoned() const { return group_.poisoned(); }
-    std::string poison_reason() const { return group_.poison_reason(); }
-
-    // All but live_bytes, which the owner of the records knows.
-    JournalStats stats() const {
-        JournalStats s = stats_;
-        s.poisoned = group_.poisoned();
-        s.poison_reason = group_.poison_reason();
-        s.syncs += group_.syncs();
-        s.file_bytes = end_;
-        s.unsynced_records = group_.unsynced();
-        return s;
-    }
-
-    // Opens (creating if missing) the journal in the directory. replay(Record&) is given every
-    // record recovered, in order (it may move from it); snapshot(salt) returns a compacted journal
-    // of what was replayed so far (journal_snapshot()). A journal of an older format version is
-    // rewritten in the current one. reserve(n) hears that about n records may follow. Throws
-    // JournalError and its subclasses, or what replay throws.
-    template <class Replay, class Snapshot, class Reserve>
-    void open(Replay&& replay, const Snapshot& snapshot, const Reserve& reserve) {
-        try {
-            FileSystem::Info dir = fs_.info(directory_);
-            bool created = false;
-            if (dir.kind == FileSystem::Kind::missing) {
-                try {
-                    fs_.make_dir(directory_);
-                    created = true;
-                } catch (const std::system_error& e) {
-                    // Another store (another process) created it since info(): open that
-                    // directory like any existing one; its LOCK says whether it is in use.
-                    if (e.code() != std::errc::file_exists) {
-                        throw;
-                    }
-                    dir = fs_.info(directory_);
-                }
-            }
-            if (created) {
-                fs_.sync_dir(parent_directory());
-            } else if (dir.kind != FileSystem::Kind::directory) {
-                throw JournalError(std::string(Codec::store_name) + ": " + directory_ +
-                                   (dir.kind == FileSystem::Kind::symlink ? " is a symlink; refused"
-                                                                          : " is not a directory"));
-            } else {
-                check_private(directory_, dir, true);
-            }
-        } catch (const std::system_error& e) {
-            throw_io("cannot create directory " + directory_, e);
-        }
-        try {
-            lock_ = FileHandle(fs_, fs_.lock(directory_ + "/LOCK"));
-        } catch (const std::system_error& e) {
-            if (e.code() == std::errc::operation_would_block ||
-                e.code() == std::errc::resource_unavailable_try_again) {
-                throw JournalLockedError(std::string(Codec::store_name) + ": " + directory_ +
-                                             " is in use by another store (LOCK held)",
-                                         e.code());
-            }
-            throw_io("cannot lock " + directory_, e);
-        }
-        try {
-            fs_.remove(temp_path_);  // an interrupted compaction's output; the journal is whole
-            const FileSystem::Info journal = fs_.info(journal_path_);
-            if (journal.kind == FileSystem::Kind::missing) {
-                install_snapshot(snapshot);
-            } else if (journal.kind != FileSystem::Kind::regular) {
-                throw JournalError(std::string(Codec::store_name) + ": " + journal_path_ +
-                                   (journal.kind == FileSystem::Kind::symlink
-                                        ? " is a symlink; refused"
-                                        : " is not a regular file"));
-            } else {
-                check_private(journal_path_, journal, false);
-                FileHandle opened(fs_, fs_.open(journal_path_, false, false));
-                const FileSystem::Handle handle = opened.get();
-                group_.replace_file(handle, [&] { file_ = std::move(opened); });
-                recover(fs_.read_all(file_.get()), replay, snapshot, reserve);
-            }
-            // Before accepting a write, make every name on the way durable: the directory in its
-            // parent, the journal in the directory. A crash of an earlier process may have cut
-            // short the directory sync after a mkdir, a journal creation or a compaction's
-            // rename; records synced into the new file would then vanish with its name at a
-            // power loss.
-            fs_.sync_dir(parent_directory());
-            fs_.sync_dir(directory_);
-        } catch (const std::system_error& e) {
-            throw_io("cannot open journal " + journal_path_, e);
-        }
-        last_sync_ = clock_->now();
-    }
-
-    // Poisons the journal after a failure its owner found: a record was written but could not be
-    // applied in memory (out of memory), so memory and disk differ until a reopen replays the
-    // disk. Never throws (it runs while an exception is in flight); the reason may stay empty if
-    // even it cannot be allocated.
-    void poison_after(const char* why) noexcept { group_.poison(why); }
-
-    // Throws JournalPoisonedError when poisoned.
-    void check_writable() const {
-        if (group_.poisoned()) {
-            throw JournalPoisonedError(std::string(Codec::store_name) + ": " + directory_ +
-                                       " is poisoned and refuses changes (reopen it to recover): " +
-                                       group_.poison_reason());
-        }
-    }
-
-    // Appends `records`; returns the ticket to await() (see commit()).
-    std::uint64_t append(const std::vector<Record>& records) {
-        // One frame per call, so that a crash applies all of it or none; a call too large for one
-        // frame (hundreds of MiB) is split into several, each still all or none.
-        std::string frames;
-        std::size_t first = 0;
-        std::uint64_t count = 0;  // frames
-        while (first < records.size()) {
-            std::size_t last = first;
-            std::uint64_t bytes = 0;
-            while (
-                last < records.size() &&
-                (last == first || bytes + Codec::frame_estimate(records[last]) <= record_limit)) {
-                bytes += Codec::frame_estimate(records[last]);
-                ++last;
-            }
-            const std::uint64_t sequence = next_sequence_ + count;
-            if (last - first == 1) {
-                journal::encode_record<Codec>(records[first], frames, framing_, sequence);
-            } else {
-                const Record batch = Codec::batch_of(records.data() + first, records.data() + last);
-                journal::encode_record<Codec>(batch, frames, framing_, sequence);
-            }
-            ++count;
-            first = last;
-        }
-        return commit(frames, records.size(), count);
-    }
-
-    // Appends one record; returns the ticket to await() (see commit()).
-    std::uint64_t append(const Record& record) {
-        std::string frames;
-        journal::encode_record<Codec>(record, frames, framing_, next_sequence_);
-        return commit(frames, 1, 1);
-    }
-
-    // Returns once the records of `ticket` (what append() returned) are durable; with
-    // sync=always, the writer calls it before acknowledging, best with the owner's lock released
-    // so that concurrent writers share one sync. Throws JournalIoError (poisoned) if a
-    // sync failed. Thread-safe: needs no lock.
-    void await(std::uint64_t ticket) const { group_.await(ticket); }
-
-    // Makes every record written so far durable. Throws JournalIoError (and poisons) if
-    // the sync fails.
-    void sync() {
-        try {
-            fs_.sync(file_.get());
-        } catch (const std::exception& e) {
-            // What reached the disk is unknown (the kernel may have dropped the dirty pages):
-            // never write again from this state. Poisoned before anything else can fail.
-            poison_with("a journal sync failed", e);
-            throw JournalIoError(
-                std::string(Codec::store_name) +
-                    ": journal sync failed (store poisoned): " + std::string(e.what()),
-                error_code_of(e), true);
-        }
-        ++stats_.syncs;
-        group_.synced_all();  // every write happens under the owner's lock, held here
-        last_sync_ = clock_->now();
-    }
-
-    // Runs after a mutation has been applied: compacts (writes snapshot(salt) as the new journal)
-    // once the journal is larger than both compact_min_bytes and twice `live_bytes`, the size of
-    // a snapshot now. Never throws a std::system_error or std::bad_alloc (the mutation stands); a
-    // failure before the rename keeps the old journal, one after it poisons.
-    template <class Snapshot>
-    void maybe_compact(std::uint64_t live_bytes, const Snapshot& snapshot) {
-        const std::uint64_t threshold = std::max(options_.compact_min_bytes, 2 * live_bytes);
-        if (end_ <= threshold || end_ < compact_retry_at_ || group_.poisoned()) {
-            return;
-        }
-        if (options_.sync != JournalSync::none && group_.unsynced() > 0) {
-            try {
-                sync();  // the old journal must be whole if the rename is lost
-            } catch (const JournalIoError&) {
-                return;  // poisoned; the mutation itself was written
-            }
-        }
-        Stage stage = Stage::writing;
-        try {
-            install_snapshot(snapshot, &stage);
-            ++stats_.compactions;
-            compact_retry_at_ = 0;
-        } catch (const std::system_error& e) {
-            ++stats_.compaction_failures;
-            if (stage == Stage::renamed) {
-                poison_with("compaction could not sync the directory", e);
-                return;
-            }
-            if (stage == Stage::renaming) {
-                // rename(2) failing with EIO may still have replaced the journal: we cannot
-                // tell which file later appends would reach.
-                poison_with("compaction rename failed", e);
-            }
-            try {
-                fs_.remove(temp_path_);
-            } catch (const std::system_error&) {  // NOLINT(bugprone-empty-catch): next open
-            }
-            compact_retry_at_ = end_ + options_.compact_min_bytes;
-        } catch (const std::length_error&) {
-            // A record too large for one frame (the options' bounds rule it out) is found while
-            // the snapshot is built, before any file is touched: the journal stays as it is and
-            // the mutation, already written, stands.
-            ++stats_.compaction_failures;
-            compact_retry_at_ = end_ + options_.compact_min_bytes;
-        } catch (const std::bad_alloc&) {
-            // Out of memory, almost always while the snapshot is built (before any file is
-            // touched): the old journal stays and the mutation, written and applied, stands. Past
-            // the rename we cannot tell which file later appends would reach.
-            ++stats_.compaction_failures;
-            if (stage != Stage::writing) {
-                poison_after("compaction ran out of memory while renaming the new journal");
-                return;
-            }
-            try {
-                fs_.remove(temp_path_);
-            } catch (const std::exception&) {  // NOLINT(bugprone-empty-catch): next open
-            }
-            compact_retry_at_ = end_ + options_.compact_min_bytes;
-        }
-    }
-
-    // sync=batch: syncs what is still unsynced, for a store that closes. Throws
-    // std::system_error.
-    void sync_unsynced_batch() {
-        if (options_.sync == JournalSync::batch && group_.unsynced() > 0 && !group_.poisoned()) {
-            fs_.sync(file_.get());
-        }
-    }
-
-private:
-    // Writes a new journal (with a new salt) to the temp file, created exclusively, syncs it,
-    // renames it over the journal and syncs the directory: a crash at any point leaves either
-    // the old or the new journal whole. Throws std::system_error; `stage` tells the caller how
-    // far it got.
-    enum class Stage : std::uint8_t { writing, renaming, renamed };
-    template <class Snapshot>
-    void install_snapshot(const Snapshot& snapshot, Stage* stage = nullptr) {
-        Stage ignored = Stage::writing;
-        Stage& at = stage != nullptr ? *stage : ignored;
-        at = Stage::writing;
-        const std::uint64_t salt = journal::new_salt();
-        const JournalSnapshot written = snapshot(salt);
-        const std::string& bytes = written.bytes;
-        fs_.remove(temp_path_);  // a stale one (an earlier failure): O_EXCL below
-        FileHandle temp(fs_, fs_.create_new(temp_path_));
-        fs_.write_at(temp.get(), 0, bytes);
-        fs_.sync(temp.get());
-        at = Stage::renaming;
-        fs_.rename(temp_path_, journal_path_);
-        at = Stage::renamed;
-        // A sync of the old file may be running (a writer leading a group commit): the old
-        // handle is closed only once it has returned.
-        const FileSystem::Handle handle = temp.get();
-        group_.replace_file(handle, [&] { file_ = std::move(temp); });
-        framing_ = journal::Framing{journal::salt_seed(salt)};
-        next_sequence_ = written.frames + 1;
-        end_ = bytes.size();
-        ++stats_.syncs;
-        fs_.sync_dir(directory_);
-        // The new file holds every record and is synced, under its name. (With sync=always or
-        // batch, maybe_compact() synced the old one first anyway.)
-        group_.synced_all();
-    }
-
-    // Keeps the journal's bytes as they were before recovery drops or rewrites anything, as
-    // journal.corrupt-<n> (0600, synced, its directory entry too): salvage never destroys the
-    // only copy. Throws std::system_error.
-    void preserve(std::string_view bytes) {
-        for (unsigned n = 0;; ++n) {
-            const std::string path = journal_path_ + ".corrupt-" + std::to_string(n);
-            if (fs_.kind(path) != FileSystem::Kind::missing) {
-                if (n >= 9999) {
-                    throw std::system_error(EEXIST, std::generic_category(),
-                                            "too many " + journal_path_ + ".corrupt-* copies");
-                }
-                continue;
-            }
-            FileHandle copy(fs_, fs_.create_new(path));
-            fs_.write_at(copy.get(), 0, bytes);
-            fs_.sync(copy.get());
-            copy.reset();
-            fs_.sync_dir(directory_);
-            stats_.corrupt_copy = path;
-            return;
-        }
-    }
-
-    // The first whole frame at or after `from`, or npos: a resynchronising scan. A candidate
-    // counts only when its salted header check passes; one whose body fails is skipped whole.
-    std::size_t find_frame(std::string_view all, std::size_t from,
-                           journal::ScanBudget& budget) const {
-        namespace j = detail::journal;
-        Record ignored;
-        std::size_t at = from;
-        while (at < all.size()) {
-            std::size_t size = 0;
-            std::uint64_t sequence = 0;
-            switch (j::check_frame<Codec>(all, at, framing_, ignored, size, sequence, &budget)) {
-                case j::FrameStatus::good:
-                    return at;
-                case j::FrameStatus::torn:
-                    return std::string_view::npos;  // the rest is an incomplete write
-                case j::FrameStatus::bad_body:
-                    at += size;
-                    break;
-                case j::FrameStatus::bad_header:
-                    if (budget.exhausted) {
-                        return std::string_view::npos;
-                    }
-                    ++at;
-                    break;
-            }
-        }
-        return std::string_view::npos;
-    }
-
-    template <class Replay, class Snapshot, class Reserve>
-    void recover(const std::string& bytes, Replay& replay, const Snapshot& snapshot,
-                 const Reserve& reserve) {
-        namespace j = detail::journal;
-        const std::string_view all(bytes);
-        const bool salvaging = options_.recovery == JournalRecovery::point_in_time ||
-                               options_.recovery == JournalRecovery::skip_corrupt;
-        if (all.size() < j::header_size) {
-            // The magic and version are fixed; the salt and the header CRC are not.
-            const std::string header = j::encode_header(0, Codec::version, Codec::file_magic);
-            const std::size_t fixed = std::min<std::size_t>(all.size(), 12);
-            if (all.empty() || (options_.recovery != JournalRecovery::strict &&
-                                header.compare(0, fixed, all.substr(0, fixed)) == 0)) {
-                // A header cut short: nothing was ever acknowledged in this file.
-                stats_.dropped_tail_bytes = all.size();
-                if (salvaging && !all.empty()) {
-                    preserve(all);
-                }
-                file_.reset();
-                install_snapshot(snapshot);
-                return;
-            }
-            throw_corrupt(0, "shorter than its header");
-        }
-        if (all.compare(0, Codec::file_magic.size(),
-                        std::string_view(Codec::file_magic.data(), Codec::file_magic.size())) !=
-            0) {
-            throw_corrupt(0, std::string("not a ") + Codec::journal_kind + " (bad magic)");
-        }
-        const std::uint32_t version = j::load_u32(all, 8);
-        if (j::crc32c(all.substr(0, 20)) != j::load_u32(all, 20)) {
-            throw_corrupt(0, "header checksum mismatch");
-        }
-        if (version == 0) {
-            throw_corrupt(8, "format version 0");
-        }
-        if (version > Codec::version) {
-            throw JournalVersionError(std::string(Codec::store_name) + ": journal " +
-                                          journal_path_ + " has format version " +
-                                          std::to_string(version) + "; this build reads version " +
-                                          std::to_string(Codec::version),
-                                      version);
-        }
-        if (version < Codec::oldest_version) {
-            throw JournalVersionError(
-                std::string(Codec::store_name) + ": journal " + journal_path_ +
-                    " has format version " + std::to_string(version) +
-                    ", from a pre-release build; this build reads " + "versions " +
-                    std::to_string(Codec::oldest_version) + " to " + std::to_string(Codec::version),
-                version);
-        }
-        framing_ = j::Framing{j::salt_seed(j::load_u64(all, 12)), version};
-        const bool sequenced = version >= 3;
-        std::size_t pos = j::header_size;
-        std::size_t good_end = pos;
-        j::ScanBudget budget{8 * static_cast<std::uint64_t>(all.size()) + (1U << 20U)};
-        // A record takes at least a frame head and a few bytes: size the owner's id table once
-        // rather than rehashing it all the way up (over-estimating by no more than the file/16).
-        reserve(all.size() / 128);
-        Record record;
-        next_sequence_ = 1;
-        bool after_damage = false;  // a skipped region ends here: its frames' numbers are missing
-        while (pos < all.size()) {
-            std::size_t size = 0;
-            std::uint64_t sequence = 0;
-            const j::FrameStatus status =
-                j::check_frame<Codec>(all, pos, framing_, record, size, sequence);
-            if (status == j::FrameStatus::good && (!sequenced || sequence == next_sequence_ ||
-                                                   (after_damage && sequence > next_sequence_))) {
-                if (Codec::is_batch(record)) {
-                    // Streamed: its records replayed one at a time, never all decoded at once
-                    // (decode_record() has checked them all).
-                    Codec::for_each_in_batch(record, replay);
-                } else {
-                    replay(record);
-                }
-                ++stats_.recovered_records;
-                next_sequence_ = sequence + 1;
-                after_damage = false;
-                pos += size;
-                good_end = pos;
-                continue;
-            }
-            if (status == j::FrameStatus::good) {
-                // A whole frame of this file, out of place: one seen already (a duplicated or
-                // replayed write), or one whose predecessors are missing. Never replayed as if
-                // it fitted, whatever the mode: a replayed add would bring back a purged record.
-                const bool duplicate = sequence < next_sequence_;
-                if (options_.recovery == JournalRecovery::strict ||
-                    options_.recovery == JournalRecovery::tolerate_torn_tail) {
-                    throw_corrupt(pos, "record out of sequence: number " +
-                                           std::to_string(sequence) + " where " +
-                                           std::to_string(next_sequence_) + " was expected (" +
-                                           (duplicate ? "a duplicated or replayed write"
-                                                      : "records are missing before it") +
-                                           "; JournalRecovery::point_in_time keeps the records "
-                                           "before it, skip_corrupt skips it, both keeping a copy "
-                                           "of the file)");
-                }
-                ++(duplicate ? stats_.duplicate_records : stats_.sequence_gaps);
-                if (options_.recovery == JournalRecovery::point_in_time) {
-                    break;
-                }
-                ++stats_.corrupt_regions;
-                if (duplicate) {
-                    // skip_corrupt: drop it; the frames after it may still fit.
-                    stats_.skipped_bytes += size;
-                    pos += size;
-                    continue;
-                }
-                // skip_corrupt: records went missing without a trace; keep what follows.
-                after_damage = true;
-                continue;
-            }
-            if (options_.recovery == JournalRecovery::strict) {
-                throw_corrupt(pos, std::string(status == j::FrameStatus::torn ? "incomplete record"
-                                                                              : "damaged record") +
-                                       " (recovery mode strict)");
-            }
-            if (status == j::FrameStatus::torn) {
-                break;  // an incomplete last record: a torn write, dropped unread
-            }
-            // Damage at `pos`. A head that checks gives the frame's extent; otherwise rescan.
-            std::size_t next =
-                find_frame(all, status == j::FrameStatus::bad_body ? pos + size : pos + 1, budget);
-            if (budget.exhausted) {
-                if (options_.recovery == JournalRecovery::tolerate_torn_tail) {
-                    throw_corrupt(pos, "damaged record; too much damage after it to resynchronise");
-                }
-                break;  // salvage what came before; the rest is dropped
-            }
-            if (next == std::string_view::npos) {
-                if (status != j::FrameStatus::bad_header ||
-                    !j::whole_frame_with_bad_head(all, pos, framing_)) {
-                    break;  // nothing whole after the damage: a torn tail
-                }
-                // A whole, synced last record whose length or type was damaged afterwards.
-                if (options_.recovery == JournalRecovery::tolerate_torn_tail) {
-                    throw_corrupt(pos,
-                                  "the last record is complete but its header is damaged (not a "
-                                  "torn write); JournalRecovery::point_in_time or skip_corrupt "
-                                  "open the journal without it (keeping a copy of the file)");
-                }
-                next = all.size();
-            } else if (options_.recovery == JournalRecovery::tolerate_torn_tail) {
-                throw_corrupt(pos, "damaged record followed by valid records at offset " +
-                                       std::to_string(next) +
-                                       " (JournalRecovery::skip_corrupt salvages the valid records "
-                                       "but drops the damaged ones, keeping a copy of the file)");
-            }
-            if (options_.recovery == JournalRecovery::point_in_time) {
-                break;
-            }
-            ++stats_.corrupt_regions;
-            stats_.skipped_bytes += next - pos;
-            pos = next;
-            after_damage = true;
-        }
-        end_ = good_end;
-        if (salvaging && (good_end < all.size() || stats_.corrupt_regions > 0)) {
-            preserve(all);  // before anything is dropped or rewritten
-        }
-        if (good_end < all.size()) {
-            stats_.dropped_tail_bytes = all.size() - good_end;
-            fs_.truncate(file_.get(), good_end);
-            fs_.sync(file_.get());
-        }
-        if (stats_.corrupt_regions > 0 || !sequenced) {
-            // Rewrite without the damage, so that the next open in any mode accepts the file; or
-            // in the current format, so that every frame appended to it has a sequence.
-            install_snapshot(snapshot);
-            ++stats_.compactions;
-            stats_.upgraded_from_version = sequenced ? 0 : version;
-        } else if (good_end == all.size()) {
-            // Replayed as it was: it may hold records a process with sync=batch or none wrote but
-            // never synced. Make them durable before an add of the same id (a duplicate) can be
-            // acknowledged on their strength. (A truncated or rewritten journal is synced above.)
-            fs_.sync(file_.get());
-            ++stats_.syncs;
-        }
-    }
-
-    // The directory that holds the store's directory, as the kernel resolves it (a symlinked
-    // ancestor is fine; the final component ".." never is one).
-    std::string parent_directory() const { return directory_ + "/.."; }
-
-    static std::string octal(std::uint32_t mode) {
-        std::string out;
-        for (int shift = 9; shift >= 0; shift -= 3) {
-            out.push_back(static_cast<char>('0' + ((mode >> static_cast<unsigned>(shift)) & 7U)));
-        }
-        return out;
-    }
-
-    // Refuses a directory or journal that someone else could read or replace: not owned by this
-    // process's effective user, a directory open to group or others, a journal with another name.
-    static void check_private(const std::string& path, const FileSystem::Info& info,
-                              bool directory) {
-        const auto me = static_cast<std::uint64_t>(::geteuid());
-        std::string problem;
-        if (info.owner != me) {
-            problem = " is owned by uid " + std::to_string(info.owner) +
-                      ", not by this process's effective uid " + std::to_string(me);
-        } else if (directory && (info.mode & 077U) != 0) {
-            problem = " has mode " + octal(info.mode) +
-                      ": group or others have access (make it 0700: chmod 700)";
-        } else if (!directory && info.links != 1) {
-            problem = " has " + std::to_string(info.links) +
-                      " hard links (another name could read or change it)";
-        }
-        if (!problem.empty()) {
-            throw JournalError(std::string(Codec::store_name) + ": " + path + problem +
-                               "; refused");
-        }
-    }
-
-    static std::string trim_slashes(std::string path) {
-        while (path.size() > 1 && path.back() == '/') {
-            path.pop_back();
-        }
-        return path;
-    }
-
-    [[noreturn]] BULWARK_NOINLINE static void throw_io(const std::string& what,
-                                                       const std::system_error& e) {
-        throw JournalError(std::string(Codec::store_name) + ": " + what + ": " + e.what(),
-                           e.code());
-    }
-
-    [[noreturn]] BULWARK_NOINLINE void throw_corrupt(std::uint64_t offset,
-                                                     const std::string& why) const {
-        throw JournalCorruptError(std::string(Codec::store_name) + ": journal " + journal_path_ +
-                                      " is corrupt at offset " + std::to_string(offset) + ": " +
-                                      why,
-                                  offset);
-    }
-
-    // Appends `frames` (`count` of them, numbered from next_sequence_; `records` records) and, with
-    // sync=batch, syncs when the batch is due. Returns the ticket await() takes: with
-    // sync=always the caller's records are durable once await() returns (group commit), with
-    // batch and none there is nothing to wait for (0). Throws (applying nothing) on failure. A
-    // failed write is undone by truncating to the last good end, so no part of it can be
-    // replayed; if that fails too, or a sync fails, the store is poisoned.
-    std::uint64_t commit(const std::string& frames, std::size_t records, std::uint64_t count) {
-        check_writable();
-        try {
-            fs_.write_at(file_.get(), end_, frames);
-        } catch (const std::exception& e) {
-            // (std::bad_alloc too: part of the frames may be in the file all the same.)
-            try {
-                fs_.truncate(file_.get(), end_);
-                if (options_.sync != JournalSync::none) {
-                    fs_.sync(file_.get());
-                }
-                ++stats_.write_rollbacks;
-            } catch (const std::exception&) {
-                poison_with("a journal write failed and could not be undone", e);
-                throw JournalIoError(std::string(Codec::store_name) +
-                                         ": journal write failed and could not be undone "
-                                         "(store poisoned): " +
-                                         std::string(e.what()),
-                                     error_code_of(e), true);
-            }
-            throw JournalIoError(
-                std::string(Codec::store_name) +
-                    ": journal write failed; nothing was recorded: " + std::string(e.what()),
-                error_code_of(e), false);
-        }
-        end_ += frames.size();
-        next_sequence_ += count;
-        const std::uint64_t ticket = group_.wrote(records);
-        if (options_.sync == JournalSync::always) {
-            return ticket;
-        }
-        if (options_.sync == JournalSync::batch &&
-            (group_.unsynced() >= options_.batch_records ||
-             clock_->now() - last_sync_ >= options_.batch_interval)) {
-            sync();
-        }
-        return 0;
-    }
-
-    // Poisons with "<what>: <e.what()>", or just `what` if that cannot be allocated. Never throws.
-    void poison_with(const char* what, const std::exception& e) noexcept {
-        try {
-            group_.poison(std::string(what) + ": " + e.what());
-        } catch (...) {
-            group_.poison(what);
-        }
-    }
-
-    static std::error_code error_code_of(const std::exception& e) noexcept {
-        const auto* system = dynamic_cast<const std::system_error*>(&e);
-        return system != nullptr ? system->code() : std::error_code{};
-    }
-
-    // The largest frame written (a reader accepts up to max_frame_bytes).
-    static constexpr std::uint64_t record_limit = journal::max_frame_bytes / 2;
-
-    const JournalOptions options_;
-    FileSystem& fs_;
-    GroupCommit& group_;
-    Clock* const clock_;
-    const std::string directory_;
-    const std::string journal_path_;
-    const std::string temp_path_;
-
-    FileHandle lock_;
-    FileHandle file_;
-    journal::Framing framing_;         // the journal's salt_seed() and format version
-    std::uint64_t next_sequence_ = 1;  // of the next frame appended
-    std::uint64_t end_ = 0;            // bytes of the journal that hold whole records
-    TimePoint last_sync_{};
-    std::uint64_t compact_retry_at_ = 0;
-    JournalStats stats_;
-};
-
-// FileDeadLetterStore's journal.
-using JournalFile = BasicJournalFile<journal::DeadLetterCodec>;
-
-}  // namespace detail
-
-}  // namespace bulwark
-
-#endif  // BULWARK_DETAIL_JOURNAL_FILE_HPP
-// #include <bulwark/detail/mutex.hpp> (already included above)
-// #include <bulwark/detail/throw.hpp> (already included above)
-// #include <bulwark/file_dead_letter_store_errors.hpp> (already included above)
-// #include <bulwark/file_dead_letter_store_options.hpp> (already included above)
-
-namespace bulwark {
-
-// A DeadLetterStore kept in a journal on disk: an acknowledged mutation survives a crash (with
-// JournalSync::always, a power loss too). Same semantics as InMemoryDeadLetterStore; all records
-// are also held in memory, so reads never touch the disk.
-//   bulwark::FileDeadLetterStore file("/var/lib/app/dlq");   // options, file system, clock
-//   std::string id = file.add(d);                             // durable when it returns
-// The directory (created 0700; a symlink, another owner or group/other access is refused) holds
-// `journal` (0600, one link) and `LOCK`: one store per directory, across processes. Open replays
-// the journal (see JournalRecovery) and may throw FileDeadLetterStoreError and its subclasses. A
-// failed write is rolled back and the store stays usable (disk full); a failed sync poisons it (see
-// DeadLetterStorePoisonedError). Thread-safe: one mutex guards everything, held across journal
-// writes, never while a reprocess handler runs; with sync=always, a call waits for its sync with
-// the mutex released, so concurrent calls share one sync (group commit) and each returns once its
-// own records are durable. See docs/file_dead_letter_store.md.
-// Out of memory (R4): a call that throws std::bad_alloc before its record is written has changed
-// nothing; after it, the store poisons itself and a reopen replays the whole change.
-// FileDeadLetterStore is BasicFileDeadLetterStore<>: a class template only so that its code is
-// compiled where it is used (the Tag is never used); use the alias.
-// Its destructor is virtual (it overrides DeadLetterStore's): clang-tidy 14 does not see that
-// through the dependent base.
-template <class Tag = void>
-// NOLINTNEXTLINE(cppcoreguidelines-virtual-class-destructor)
-class BasicFileDeadLetterStore
-    : public detail::IndexedDeadLetterStore<BasicFileDeadLetterStore<Tag>> {
-    using Base = detail::IndexedDeadLetterStore<BasicFileDeadLetterStore<Tag>>;
-    friend Base;
-    // The base is dependent (a template of this one): name what the store uses of it.
-    using Index = typename Base::Index;
-    using Iterator = typename Index::const_iterator;
-    using Seq = typename Base::Seq;
-    using Base::counters_;
-    using Base::index_;
-    using Base::mutex_;
-
-public:
-    // Opens (creating if missing) the store in `directory`. The file system and clock must
-    // outlive the store. Throws std::invalid_argument for invalid options.
-    explicit BasicFileDeadLetterStore(std::string directory,
-                                      FileDeadLetterStoreOptions options = {},
-                                      FileSystem& fs = default_file_system(),
-                                      Clock& clock = default_clock())
-        : Base(Base::checked_limits(options), clock),
-          options_(options),
-          group_(fs),
-          journal_(fs, clock, group_, std::move(directory), detail::JournalOptions::of(options_)) {
-        // Unlocked, as the constructor is: nothing else can reach the store yet. The analysis
-        // skips constructors but not the lambdas in them.
-        journal_.open([this](Record& r) BULWARK_NO_THREAD_SAFETY_ANALYSIS { apply_replayed(r); },
-                      [this](std::uint64_t salt)
-                          BULWARK_NO_THREAD_SAFETY_ANALYSIS { return snapshot(salt); },
-                      [this](std::size_t records)
-                          BULWARK_NO_THREAD_SAFETY_ANALYSIS { index_.reserve(records); });
-    }
-
-    // Syncs what is unsynced (sync=batch), ignoring errors.
-    ~BasicFileDeadLetterStore() override {
-        try {
-            detail::LockGuard lock(mutex_);
-            journal_.sync_unsynced_batch();
-        } catch (...) {  // NOLINT(bugprone-empty-catch): a destructor reports nothing
-        }
-    }
-
-    const FileDeadLetterStoreOptions& options() const noexcept { return options_; }
-    // Unlocked: the directory is fixed when the journal is made.
-    const std::string& directory() const noexcept BULWARK_NO_THREAD_SAFETY_ANALYSIS {
-        return journal_.directory();
-    }
-
-    // Makes every record written so far durable (for sync=batch or none). Throws
-    // DeadLetterJournalIoError (and poisons) if the sync fails, DeadLetterStorePoisonedError on
-    // a poisoned store.
-    void sync() {
-        detail::LockGuard lock(mutex_);
-        journal_.check_writable();
-        journal_.sync();
-    }
-
-    bool poisoned() const { return group_.poisoned(); }
-
-    JournalStats journal_stats() const {
-        detail::LockGuard lock(mutex_);
-        JournalStats s = journal_.stats();
-        s.live_bytes = live_bytes_;
-        return s;
-    }
-
-protected:
-    std::size_t do_dismiss(const DeadLetterQuery& query, std::string_view note) override {
-        const std::size_t limit = query.max_results();
-        if (limit == 0) {
-            return 0;
-        }
-        detail::UniqueLock lock(mutex_);
-        std::vector<Record> records;
-        index_.scan(query, [&](Iterator it) {
-            if (it->second.status == DeadLetterStatus::pending) {
-                Record r;
-                r.type = detail::journal::RecordType::dismiss;
-                r.id = it->second.id;
-                r.text = std::string(note);
-                records.push_back(std::move(r));
-            }
-            return records.size() < limit;
-        });
-        const std::uint64_t ticket = commit_and_apply(records);
-        lock.unlock();
-        group_.await(ticket);
-        return records.size();
-    }
-
-    std::size_t do_categorize(const DeadLetterQuery& query, std::string_view category,
-                              const std::vector<std::string>& tags) override {
-        const std::size_t limit = query.max_results();
-        if (limit == 0) {
-            return 0;
-        }
-        detail::UniqueLock lock(mutex_);
-        this->check_categorize(query, category, tags);
-        std::size_t matched = 0;
-        std::vector<Record> records;
-        index_.scan(query, [&](Iterator it) {
-            const DeadLetter& d = it->second;
-            bool changes = d.category != category;
-            for (const std::string& tag : tags) {
-                changes = changes || std::find(d.tags.begin(), d.tags.end(), tag) == d.tags.end();
-            }
-            if (changes) {  // a record it would not change needs no journal record
-                Record r;
-                r.type = detail::journal::RecordType::categorize;
-                r.id = d.id;
-                r.text = std::string(category);
-                r.tags = tags;
-                records.push_back(std::move(r));
-            }
-            return ++matched < limit;
-        });
-        const std::uint64_t ticket = commit_and_apply(records);
-        lock.unlock();
-        group_.await(ticket);
-        return matched;
-    }
-
-    std::size_t do_purge(WallTime older_than) override {
-        detail::UniqueLock lock(mutex_);
-        std::vector<Record> records;
-        for (const auto& entry : index_) {
-            if (entry.second.created < older_than) {
-                Record r;
-                r.type = detail::journal::RecordType::remove;
-                r.id = entry.second.id;
-                r.cause = detail::journal::RemoveCause::purge;
-                records.push_back(std::move(r));
-            }
-        }
-        const std::uint64_t ticket = commit_and_apply(records);
-        lock.unlock();
-        group_.await(ticket);
-        return records.size();
-    }
-
-private:
-    using Record = detail::journal::Record;
-
-    // ---- the hooks IndexedDeadLetterStore calls, with mutex_ held ----------------------------
-
-    std::string store_new(DeadLetter letter, bool evict) BULWARK_REQUIRES(mutex_) {
-        std::vector<Record> records(1);
-        records[0].type = detail::journal::RecordType::add;
-        records[0].letter = std::move(letter);
-        std::string id = records[0].letter.id;
-        if (evict) {
-            // The add and the eviction it causes: one atomic batch, as in memory.
-            Record r;
-            r.type = detail::journal::RecordType::remove;
-            r.cause = detail::journal::RemoveCause::evict;
-            r.id = index_.oldest_resolved()->second.id;
-            records.push_back(std::move(r));
-        }
-        // Until its sync, a duplicate add of this id must wait for it too. Room for the entry is
-        // made first: nothing may fail once the add is journaled. Both sequences grow in write
-        // order, so the list stays sorted.
-        const bool track = options_.sync == JournalSync::always;
-        if (track) {
-            const std::uint64_t durable = group_.durable();
-            while (!in_flight_.empty() && in_flight_.front().second <= durable) {
-                in_flight_.pop_front();
-            }
-            in_flight_.emplace_back(Seq{}, std::uint64_t{0});
-        }
-        std::uint64_t ticket = 0;
-        try {
-            ticket = commit_and_apply(records);
-        } catch (...) {
-            if (track) {
-                in_flight_.pop_back();
-            }
-            throw;
-        }
-        if (track) {
-            in_flight_.back() = {index_.find(id)->first, ticket};
-        }
-        return id;
-    }
-
-    void check_writable() const BULWARK_REQUIRES(mutex_) { journal_.check_writable(); }
-
-    // sync=always: what an add of `id` (a new record or a duplicate) waits for before it returns:
-    // the ticket of the record's own add while that is in flight, else nothing.
-    std::uint64_t durable_ticket(std::string_view id) const BULWARK_REQUIRES(mutex_) {
-        const auto it = index_.find(id);
-        if (in_flight_.empty() || it == index_.end()) {
-            return 0;
-        }
-        const auto at = std::lower_bound(
-            in_flight_.begin(), in_flight_.end(), it->first,
-            [](const std::pair<Seq, std::uint64_t>& e, Seq seq) { return e.first < seq; });
-        return at != in_flight_.end() && at->first == it->first ? at->second : 0;
-    }
-
-    void await_durable(std::uint64_t ticket) { group_.await(ticket); }
-
-    void check_redrive_continues(const ReprocessResult& so_far) const BULWARK_REQUIRES(mutex_) {
-        if (journal_.poisoned()) {  // meanwhile, by another call: stop before resending
-            throw DeadLetterReprocessInterruptedError(
-                "bulwark::FileDeadLetterStore: reprocess stopped: " + journal_.directory() +
-                    " is poisoned: " + journal_.poison_reason(),
-                {}, true, so_far, std::string());
-        }
-    }
-
-    // The outcome counts only once journaled. An outcome for a record removed while the handler
-    // ran is journaled without an id: it only counts.
-    void record_outcome(Seq seq, const DeadLetter& copy, bool resent, DeadLetterAttempt attempt,
-                        const ReprocessResult& so_far) BULWARK_REQUIRES(mutex_) {
-        Record r;
-        r.type = detail::journal::RecordType::outcome;
-        const auto it = index_.find_seq(seq);
-        if (it != index_.end()) {
-            r.id = it->second.id;
-        }
-        r.attempt = std::move(attempt);
-        r.resent = resent;
-        try {
-            // Awaited with the lock held: the outcome counts only once durable, and a reprocess
-            // journals one outcome at a time anyway.
-            group_.await(journal_.append(r));
-        } catch (const DeadLetterJournalIoError& e) {
-            throw DeadLetterReprocessInterruptedError(
-                std::string(e.what()) + " (reprocess stopped; the handler ran for " + copy.id +
-                    " but its outcome was not recorded)",
-                e.code(), e.poisoned(), so_far, copy.id);
-        } catch (const DeadLetterStorePoisonedError& e) {
-            throw DeadLetterReprocessInterruptedError(
-                std::string(e.what()) + " (reprocess stopped; the handler ran for " + copy.id +
-                    " but its outcome was not recorded)",
-                {}, true, so_far, copy.id);
-        }
-        apply_journaled(&r, 1);
-        maybe_compact();
-    }
-
-    // ---- replay: the one place where records change the index -------------------------------
-
-    // A record replayed by open: as apply(), moving an add's letter into the index instead of
-    // copying it (open is bound by the copies and allocations per record).
-    void apply_replayed(Record& r) BULWARK_REQUIRES(mutex_) {
-        if (r.type != detail::journal::RecordType::add) {
-            apply(r);
-            return;
-        }
-        if (index_.contains(r.letter.id)) {
-            return;  // as apply()
-        }
-        const bool snapshot = r.snapshot;
-        const auto it = index_.insert_absent(std::move(r.letter));
-        live_bytes_ += detail::journal::snapshot_frame_size(it->second);
-        if (!snapshot) {
-            ++counters_.added;
-        }
-    }
-
-    void apply(const Record& r) BULWARK_REQUIRES(mutex_) {
-        namespace j = detail::journal;
-        switch (r.type) {
-            case j::RecordType::add: {
-                if (index_.contains(r.letter.id)) {
-                    return;  // cannot be written by a store; ignored like a duplicate add
-                }
-                const auto it = index_.insert(r.letter);
-                live_bytes_ += j::snapshot_frame_size(it->second);
-                if (!r.snapshot) {
-                    ++counters_.added;
-                }
-                return;
-            }
-            case j::RecordType::dismiss: {
-                const auto it = index_.find(r.id);
-                if (it != index_.end() && it->second.status == DeadLetterStatus::pending) {
-                    modify(it, [&](Index& index) { index.dismiss(it, r.text); });
-                }
-                return;
-            }
-            case j::RecordType::outcome: {
-                const auto it = r.id.empty() ? index_.end() : index_.find(r.id);
-                if (it != index_.end()) {
-                    modify(it, [&](Index& index) {
-                        index.reserve_attempt(it, options_.max_attempts);  // no silent drop
-                        index.record_redrive(it, r.resent, r.attempt, options_.max_attempts);
-                    });
-                }
-                ++(r.resent ? counters_.resent : counters_.redrive_failures);
-                return;
-            }
-            case j::RecordType::categorize: {
-                const auto it = index_.find(r.id);
-                if (it != index_.end()) {
-                    modify(it, [&](Index& index) { index.categorize(it, r.text, r.tags); });
-                }
-                return;
-            }
-            case j::RecordType::remove: {
-                const auto it = index_.find(r.id);
-                if (it != index_.end()) {
-                    live_bytes_ -= j::snapshot_frame_size(it->second);
-                    index_.erase(it);
-                    ++(r.cause == j::RemoveCause::evict ? counters_.evicted : counters_.purged);
-                }
-                return;
-            }
-            case j::RecordType::counters:
-                counters_ = r.counters;
-                return;
-            case j::RecordType::batch:
-                for (const Record& inner : r.batch) {
-                    apply(inner);
-                }
-                return;
-        }
-    }
-
-    // Runs change(index_) on the record at `it`, keeping live_bytes_ right. The index is passed
-    // in, not captured, so that the thread-safety analysis sees it used under mutex_.
-    template <class Change>
-    void modify(Iterator it, Change&& change) BULWARK_REQUIRES(mutex_) {
-        const std::uint64_t before = detail::journal::snapshot_frame_size(it->second);
-        change(index_);
-        live_bytes_ = live_bytes_ - before + detail::journal::snapshot_frame_size(it->second);
-    }
-
-    // ---- the write path: journal first, then the index ---------------------------------------
-
-    // Journals `records` (all or none), then applies them. Throws what JournalFile::append
-    // throws, having applied nothing; or, if applying runs out of memory, std::bad_alloc with the
-    // store poisoned (see apply_journaled). Returns the ticket to await before acknowledging (0:
-    // none), which the caller does with the lock released (group commit); if that throws (a sync
-    // failed) the store is poisoned, and the records, applied, are readable until it is reopened.
-    std::uint64_t commit_and_apply(const std::vector<Record>& records) BULWARK_REQUIRES(mutex_) {
-        if (records.empty()) {
-            // A call that changes nothing may have found the state another call wrote and is
-            // still syncing (the same categorize, a dismiss of a record just dismissed): it
-            // reports that state only once it is durable.
-            return options_.sync == JournalSync::always ? group_.written() : 0;
-        }
-        const std::uint64_t ticket = journal_.append(records);
-        apply_journaled(records.data(), records.size());
-        maybe_compact();
-        return ticket;
-    }
-
-    // Applies what is already in the journal. If that throws (std::bad_alloc: the index
-    // allocates), memory holds none or part of it while the disk holds all of it: the store
-    // poisons itself, so that nothing is written on top of a state the journal does not
-    // describe, and rethrows; a reopen replays the whole of it.
-    void apply_journaled(const Record* records, std::size_t count) BULWARK_REQUIRES(mutex_) {
-        try {
-            for (std::size_t i = 0; i < count; ++i) {
-                apply(records[i]);
-            }
-        } catch (...) {
-            journal_.poison_after(
-                "a change was journaled but could not be applied in memory (out of memory); "
-                "reopen to recover it");
-            throw;
-        }
-    }
-
-    void maybe_compact() BULWARK_REQUIRES(mutex_) {
-        // The lambda runs within maybe_compact(), with mutex_ still held; the analysis checks a
-        // lambda as a function of its own and cannot know that.
-        journal_.maybe_compact(live_bytes_,
-                               [this](std::uint64_t salt)
-                                   BULWARK_NO_THREAD_SAFETY_ANALYSIS { return snapshot(salt); });
-    }
-
-    // What a compaction writes: the counters and every record.
-    detail::JournalSnapshot snapshot(std::uint64_t salt) const BULWARK_REQUIRES(mutex_) {
-        return detail::journal_snapshot(salt, counters_, index_);
-    }
-
-    const FileDeadLetterStoreOptions options_;
-    // Syncs for sync=always writers with mutex_ released; thread-safe by itself, and before
-    // journal_, which uses it.
-    detail::GroupCommit group_;
-    // Guarded by mutex_, as are the index and the counters (whose duplicate_adds_ and rejected_*
-    // count since open).
-    detail::JournalFile journal_ BULWARK_GUARDED_BY(mutex_);
-    // sync=always: (record, ticket) of the adds whose sync may still be running, in add order.
-    std::deque<std::pair<Seq, std::uint64_t>> in_flight_ BULWARK_GUARDED_BY(mutex_);
-    // snapshot()'s size.
-    std::uint64_t live_bytes_ BULWARK_GUARDED_BY(mutex_) = detail::journal_snapshot_base_size();
-};
-
-using FileDeadLetterStore = BasicFileDeadLetterStore<>;
-
-}  // namespace bulwark
-
-#endif  // BULWARK_FILE_DEAD_LETTER_STORE_HPP
-#endif
-
-#endif  // BULWARK_DEAD_LETTER_HPP
 // #include <bulwark/degradation.hpp>
 // bulwark — resilience policies for C++17 services.
 #ifndef BULWARK_DEGRADATION_HPP
@@ -8765,7 +4377,529 @@ protected:
 // #include <bulwark/detail/mutex.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 // #include <bulwark/events.hpp> (already included above)
-// #include <bulwark/health_check.hpp> (already included above)
+// #include <bulwark/health_check.hpp>
+// Health vocabulary: HealthStatus, check results and details, HealthCheck, and the HealthReport.
+#ifndef BULWARK_HEALTH_CHECK_HPP
+#define BULWARK_HEALTH_CHECK_HPP
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+// #include <bulwark/detail/json.hpp>
+// JsonWriter and its escaping and number helpers: the JSON the reports write (private).
+#ifndef BULWARK_DETAIL_JSON_HPP
+#define BULWARK_DETAIL_JSON_HPP
+
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <string_view>
+#include <utility>
+
+// #include <bulwark/detail/math.hpp> (already included above)
+// #include <bulwark/detail/number.hpp>
+// Locale-independent number formatting (private).
+#ifndef BULWARK_DETAIL_NUMBER_HPP
+#define BULWARK_DETAIL_NUMBER_HPP
+
+#include <string>
+
+namespace bulwark {
+namespace detail {
+
+// `printed` as printf("%g") wrote it under the C locale in force, with its decimal separator (a
+// ',' or a multi-byte one) replaced by '.': machine-read formats (JSON, Prometheus) need the
+// point whatever locale the service runs under.
+inline std::string with_decimal_point(const char* printed) {
+    std::string out;
+    bool in_separator = false;
+    for (const char* c = printed; *c != '\0'; ++c) {
+        const bool numeric = (*c >= '0' && *c <= '9') || *c == '-' || *c == '+' || *c == 'e';
+        if (numeric) {
+            out.push_back(*c);
+            in_separator = false;
+        } else if (!in_separator) {
+            out.push_back('.');
+            in_separator = true;
+        }
+    }
+    return out;
+}
+
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_NUMBER_HPP
+
+namespace bulwark {
+namespace detail {
+
+// Appends `text` as a JSON string literal. Control characters (CR and LF among them) become
+// escapes, so a message from a failing dependency can never break the document or a log line.
+inline void json_string(std::string& out, std::string_view text) {
+    out.push_back('"');
+    for (char c : text) {
+        switch (c) {
+            case '"':
+                out += "\\\"";
+                break;
+            case '\\':
+                out += "\\\\";
+                break;
+            case '\n':
+                out += "\\n";
+                break;
+            case '\r':
+                out += "\\r";
+                break;
+            case '\t':
+                out += "\\t";
+                break;
+            default:
+                if (static_cast<unsigned char>(c) < 0x20 || c == '\x7f') {
+                    char buffer[8];
+                    std::snprintf(buffer, sizeof buffer, "\\u%04x",
+                                  static_cast<unsigned>(static_cast<unsigned char>(c)));
+                    out += buffer;
+                } else {
+                    out.push_back(c);
+                }
+        }
+    }
+    out.push_back('"');
+}
+
+// Appends a number; NaN and infinities (which JSON cannot express) become null.
+inline void json_number(std::string& out, double value) {
+    if (!detail::is_finite(value)) {
+        out += "null";
+        return;
+    }
+    char buffer[32];
+    std::snprintf(buffer, sizeof buffer, "%.15g", value);
+    out += with_decimal_point(buffer);  // a decimal-comma locale must not break the document
+}
+
+inline void json_number(std::string& out, std::uint64_t value) {
+    out += std::to_string(value);
+}
+
+// Writes one JSON document, compact (no whitespace): objects and arrays are opened and closed in
+// order and the writer puts the commas and colons. Keys and strings are escaped (json_string),
+// numbers written as json_number writes them.
+//   JsonWriter w;
+//   w.begin_object().field("status", "up").key("checks").begin_array();
+//   w.begin_object().field("name", name).field("runs", runs).end_object();
+//   w.end_array().end_object();
+//   std::string json = w.take();
+// A value goes where a value may stand: after key(), as an array element, or as the document.
+// Nothing checks that scopes are closed in order: the callers are the library's report types.
+// Not thread-safe (a local value).
+class JsonWriter {
+public:
+    JsonWriter& begin_object() {
+        separate();
+        out_.push_back('{');
+        first_ = true;
+        return *this;
+    }
+    JsonWriter& end_object() {
+        out_.push_back('}');
+        first_ = false;  // the enclosing scope now holds this object
+        return *this;
+    }
+    JsonWriter& begin_array() {
+        separate();
+        out_.push_back('[');
+        first_ = true;
+        return *this;
+    }
+    JsonWriter& end_array() {
+        out_.push_back(']');
+        first_ = false;
+        return *this;
+    }
+
+    // An object member's name; its value comes next.
+    JsonWriter& key(std::string_view name) {
+        separate();
+        json_string(out_, name);
+        out_.push_back(':');
+        after_key_ = true;
+        return *this;
+    }
+
+    JsonWriter& value(std::string_view text) {
+        separate();
+        json_string(out_, text);
+        return *this;
+    }
+    JsonWriter& value(const char* text) { return value(std::string_view(text)); }
+    JsonWriter& value(const std::string& text) { return value(std::string_view(text)); }
+    // NaN and infinities are written null.
+    JsonWriter& value(double number) {
+        separate();
+        json_number(out_, number);
+        return *this;
+    }
+    JsonWriter& value(std::uint64_t number) {
+        separate();
+        json_number(out_, number);
+        return *this;
+    }
+    JsonWriter& value(bool flag) {
+        separate();
+        out_ += flag ? "true" : "false";
+        return *this;
+    }
+    JsonWriter& null() {
+        separate();
+        out_ += "null";
+        return *this;
+    }
+
+    // A value that is already a JSON document (a report's to_json()), written as it is.
+    JsonWriter& raw(std::string_view json) {
+        separate();
+        out_ += json;
+        return *this;
+    }
+
+    // key(name).value(v).
+    template <class T>
+    JsonWriter& field(std::string_view name, const T& v) {
+        return key(name).value(v);
+    }
+
+    const std::string& str() const noexcept { return out_; }
+    std::string take() noexcept { return std::move(out_); }
+
+private:
+    // Before a key or a value: a comma unless it is the first in its scope or a key's value.
+    void separate() {
+        if (after_key_) {
+            after_key_ = false;
+            return;
+        }
+        if (!first_) {
+            out_.push_back(',');
+        }
+        first_ = false;
+    }
+
+    std::string out_;
+    bool first_ = true;       // nothing written yet in the innermost open scope
+    bool after_key_ = false;  // the next value is a member's
+};
+
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_JSON_HPP
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/detail/traits.hpp> (already included above)
+// #include <bulwark/time.hpp> (already included above)
+
+namespace bulwark {
+
+// What a health check found. unknown: it has not run yet.
+enum class HealthStatus : std::uint8_t { unknown, healthy, degraded, unhealthy };
+
+inline const char* to_string(HealthStatus status) noexcept {
+    switch (status) {
+        case HealthStatus::unknown:
+            return "unknown";
+        case HealthStatus::healthy:
+            return "healthy";
+        case HealthStatus::degraded:
+            return "degraded";
+        case HealthStatus::unhealthy:
+            return "unhealthy";
+    }
+    return "unknown";
+}
+
+// Key-value details of a check result, in the order added: r.details["lag_s"] = "4".
+// A small flat list rather than a std::map: results hold a handful of entries and are copied
+// into history and reports.
+class HealthDetails {
+public:
+    using value_type = std::pair<std::string, std::string>;
+
+    // The value for `key`, added (empty) if missing.
+    std::string& operator[](std::string_view key) {
+        for (value_type& entry : entries_) {
+            if (entry.first == key) {
+                return entry.second;
+            }
+        }
+        entries_.emplace_back(std::string(key), std::string());
+        return entries_.back().second;
+    }
+
+    // The value for `key`; throws std::out_of_range if missing.
+    const std::string& at(std::string_view key) const {
+        for (const value_type& entry : entries_) {
+            if (entry.first == key) {
+                return entry.second;
+            }
+        }
+        throw std::out_of_range("HealthDetails: no detail named '" + std::string(key) + "'");
+    }
+
+    bool contains(std::string_view key) const noexcept {
+        for (const value_type& entry : entries_) {
+            if (entry.first == key) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    std::size_t size() const noexcept { return entries_.size(); }
+    bool empty() const noexcept { return entries_.empty(); }
+    std::vector<value_type>::const_iterator begin() const noexcept { return entries_.begin(); }
+    std::vector<value_type>::const_iterator end() const noexcept { return entries_.end(); }
+
+private:
+    std::vector<value_type> entries_;
+};
+
+// One run of one check. A check function may return a whole result (status, message, details);
+// the monitor fills in the rest (name, critical, previous, checked_at, response_time, timed_out).
+struct HealthCheckResult {
+    std::string name;
+    HealthStatus status = HealthStatus::unknown;
+    HealthStatus previous = HealthStatus::unknown;  // the check's status before this run
+    std::string message;
+    HealthDetails details;
+    bool critical = false;
+    bool timed_out = false;    // the run overran its timeout (or was still running when due)
+    TimePoint checked_at{};    // when the result was taken, on the monitor's clock
+    Duration response_time{};  // how long the check ran (its timeout, if it overran)
+
+    static HealthCheckResult healthy(std::string message = {}) {
+        return make(HealthStatus::healthy, std::move(message));
+    }
+    static HealthCheckResult degraded(std::string message) {
+        return make(HealthStatus::degraded, std::move(message));
+    }
+    static HealthCheckResult unhealthy(std::string message) {
+        return make(HealthStatus::unhealthy, std::move(message));
+    }
+
+private:
+    static HealthCheckResult make(HealthStatus status, std::string message) {
+        HealthCheckResult r;
+        r.status = status;
+        r.message = std::move(message);
+        return r;
+    }
+};
+
+// The function of a check: any callable taking nothing and returning bool (true = healthy),
+// HealthStatus, or HealthCheckResult. An exception it throws makes the run unhealthy, with the
+// exception's message.
+class HealthProbe {
+public:
+    HealthProbe() = default;
+
+    template <class F, class = std::enable_if_t<!std::is_same_v<std::decay_t<F>, HealthProbe>>>
+    HealthProbe(F f)  // NOLINT(google-explicit-constructor): {"db", [] { ... }} must read well
+        : fn_(wrap(std::move(f))) {}
+
+    explicit operator bool() const noexcept { return static_cast<bool>(fn_); }
+
+    HealthCheckResult operator()() const { return fn_(); }
+
+private:
+    template <class F>
+    static std::function<HealthCheckResult()> wrap(F f) {
+        static_assert(std::is_invocable_v<F&>, "a health check must be callable with no arguments");
+        using R = std::decay_t<std::invoke_result_t<F&>>;
+        static_assert(std::is_same_v<R, bool> || std::is_same_v<R, HealthStatus> ||
+                          std::is_same_v<R, HealthCheckResult>,
+                      "a health check must return bool, bulwark::HealthStatus or "
+                      "bulwark::HealthCheckResult");
+        if (detail::is_null_callable(f)) {
+            return {};
+        }
+        return [f = std::move(f)]() mutable -> HealthCheckResult {
+            if constexpr (std::is_same_v<R, bool>) {
+                return f() ? HealthCheckResult::healthy()
+                           : HealthCheckResult::unhealthy("the check returned false");
+            } else if constexpr (std::is_same_v<R, HealthStatus>) {
+                HealthCheckResult r;
+                r.status = f();
+                return r;
+            } else {
+                return f();
+            }
+        };
+    }
+
+    std::function<HealthCheckResult()> fn_;
+};
+
+// A named, periodic check.
+//   monitor.add_check({"database", [] { return db.ping(); }, /*interval*/ 60s, /*timeout*/ 10s,
+//                      /*critical*/ true});
+struct HealthCheck {
+    std::string name;   // unique within a monitor; required
+    HealthProbe probe;  // required
+    // How often it runs. > 0. Default 30 s.
+    Duration interval = std::chrono::seconds(30);
+    // A run that takes longer is reported unhealthy ("timed out") and never blocks other checks
+    // or stop(). 0: no timeout, and the check runs on the scheduling thread itself: only for
+    // checks that cannot block (a breaker's state, a counter). >= 0. Default 10 s.
+    Duration timeout = std::chrono::seconds(10);
+    // An unhealthy critical check makes the whole service unhealthy (and not ready); an
+    // unhealthy non-critical one makes it degraded. Default false.
+    bool critical = false;
+    // Results kept per check, oldest dropped first. >= 1. Default 32.
+    std::size_t history = 32;
+
+    void validate() const {
+        if (name.empty()) {
+            detail::throw_invalid_argument("HealthCheck.name must not be empty");
+        }
+        if (!probe) {
+            detail::throw_invalid_argument("HealthCheck.probe of '" + name +
+                                           "' is empty: give it a callable");
+        }
+        if (interval <= Duration::zero()) {
+            detail::throw_invalid_option("HealthCheck.interval", "must be > 0",
+                                         detail::format_duration(interval));
+        }
+        if (timeout < Duration::zero()) {
+            detail::throw_invalid_option("HealthCheck.timeout", "must be >= 0",
+                                         detail::format_duration(timeout));
+        }
+        if (history == 0) {
+            detail::throw_invalid_option("HealthCheck.history", "must be >= 1", "0");
+        }
+    }
+};
+
+struct HealthMonitorOptions {
+    // Threads that run checks with a timeout, created when needed and reused. A check that
+    // overruns keeps its thread until it returns (C++ cannot stop it), so this also bounds the
+    // threads that can pile up behind stuck checks: when all are busy, a due check is reported
+    // unhealthy without running. A check never runs twice at once, so more threads than checks
+    // are never used. >= 1. Default 4.
+    std::size_t max_check_threads = 4;
+
+    void validate() const {
+        if (max_check_threads == 0) {
+            detail::throw_invalid_option("HealthMonitorOptions.max_check_threads", "must be >= 1",
+                                         "0");
+        }
+    }
+};
+
+// The overall status changed.
+struct HealthStatusChange {
+    HealthStatus from = HealthStatus::unknown;
+    HealthStatus to = HealthStatus::unknown;
+    TimePoint at{};
+};
+
+// One check in a report: its latest result and counts.
+struct HealthCheckSummary {
+    HealthCheckResult last;  // status unknown until the first run
+    Duration interval{};
+    Duration timeout{};
+    std::uint64_t runs = 0;
+    std::uint64_t failures = 0;      // unhealthy results, timeouts included
+    std::uint64_t timeouts = 0;      // runs that overran their timeout
+    std::uint64_t late_results = 0;  // results that came back after their run was reported
+    std::uint32_t consecutive_failures = 0;
+    bool running = false;  // a run is in flight (possibly stuck past its timeout)
+};
+
+// A snapshot of a monitor, rendered for the three usual endpoints:
+//   /health/live   liveness_json():  the process is up (always true while it can answer)
+//   /health/ready  readiness_json(): every critical check is healthy or degraded
+//   /health        to_json():        every check in detail
+struct HealthReport {
+    HealthStatus status = HealthStatus::unknown;
+    bool ready = false;
+    TimePoint at{};
+    std::vector<HealthCheckSummary> checks;
+
+    // 200 when ready, else 503: the code a readiness endpoint answers with.
+    int http_status() const noexcept { return ready ? 200 : 503; }
+
+    // A member like readiness_json(), though liveness does not depend on the report.
+    // NOLINTNEXTLINE(readability-convert-member-functions-to-static)
+    std::string liveness_json() const { return R"({"status":"up"})"; }
+
+    std::string readiness_json() const {
+        detail::JsonWriter w;
+        w.begin_object().field("status", ready ? "ready" : "not_ready");
+        w.key("checks").begin_array();
+        for (const HealthCheckSummary& c : checks) {
+            if (c.last.critical) {
+                w.begin_object();
+                w.field("name", c.last.name).field("status", to_string(c.last.status));
+                w.end_object();
+            }
+        }
+        w.end_array().end_object();
+        return w.take();
+    }
+
+    std::string to_json() const {
+        detail::JsonWriter w;
+        w.begin_object().field("status", to_string(status));
+        w.field("live", true).field("ready", ready);
+        w.key("checks").begin_array();
+        for (const HealthCheckSummary& c : checks) {
+            write_check(w, c);
+        }
+        w.end_array().end_object();
+        return w.take();
+    }
+
+private:
+    static double millis(Duration d) noexcept {
+        return std::chrono::duration<double, std::milli>(d).count();
+    }
+
+    void write_check(detail::JsonWriter& w, const HealthCheckSummary& c) const {
+        const HealthCheckResult& r = c.last;
+        const bool ran = r.status != HealthStatus::unknown;
+        w.begin_object();
+        w.field("name", r.name).field("status", to_string(r.status));
+        w.field("critical", r.critical).field("message", r.message);
+        if (ran) {
+            w.field("response_time_ms", millis(r.response_time));
+            w.field("age_ms", millis(at - r.checked_at));
+        } else {
+            w.key("response_time_ms").null().key("age_ms").null();
+        }
+        w.field("timed_out", r.timed_out).field("running", c.running);
+        w.field("runs", c.runs).field("failures", c.failures).field("timeouts", c.timeouts);
+        w.field("consecutive_failures", std::uint64_t{c.consecutive_failures});
+        w.key("details").begin_object();
+        for (const auto& [key, value] : r.details) {
+            w.field(key, value);
+        }
+        w.end_object();
+        w.end_object();
+    }
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_HEALTH_CHECK_HPP
 // #include <bulwark/resource_report.hpp>
 // Resource vocabulary: ResourceStatus, thresholds, readings, changes and the ResourceReport.
 #ifndef BULWARK_RESOURCE_REPORT_HPP
@@ -10329,8 +6463,1604 @@ private:
 }  // namespace bulwark
 
 #endif  // BULWARK_DELIVERY_STATS_HPP
+// #include <bulwark/detail/dead_letter_index.hpp>
+// A dead-letter store's records indexed by id, with their counts (private).
+#ifndef BULWARK_DETAIL_DEAD_LETTER_INDEX_HPP
+#define BULWARK_DETAIL_DEAD_LETTER_INDEX_HPP
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <iterator>
+#include <limits>
+#include <map>
+#include <mutex>
+#include <new>
+#include <optional>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+// #include <bulwark/config.hpp> (already included above)
+// #include <bulwark/context.hpp> (already included above)
+// #include <bulwark/dead_letter_store.hpp> (already included above)
+// #include <bulwark/detail/random.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/time.hpp> (already included above)
+
+namespace bulwark {
+
+namespace detail {
+
+// `prefix` + `width` digits of `bits` in the base of `digits` (its length), most significant
+// first, zero-padded: one to one when base^width covers every 64-bit value.
+template <std::size_t N>
+std::string format_in_base(std::string_view prefix, std::uint64_t bits, const char (&digits)[N],
+                           std::size_t width) {
+    constexpr std::uint64_t base = N - 1;  // the literal's terminating zero is not a digit
+    std::string id(prefix.size() + width, digits[0]);
+    prefix.copy(id.data(), prefix.size());
+    for (std::size_t i = id.size(); i > prefix.size(); --i) {
+        id[i - 1] = digits[bits % base];
+        bits /= base;
+    }
+    return id;
+}
+
+// `prefix` + 16 lower-case hex digits of `bits`.
+inline std::string format_id(std::string_view prefix, std::uint64_t bits) {
+    return format_in_base(prefix, bits, "0123456789abcdef", 16);
+}
+
+// `prefix` + 11 base-62 digits (0-9, A-Z, a-z) of `bits`: every 64-bit value, one to one, in
+// fewer characters than hex, so that "msg-" + 11 fits the 15 characters a std::string holds
+// without allocating (libstdc++ and MSVC; libc++ holds 22).
+inline std::string format_short_id(std::string_view prefix, std::uint64_t bits) {
+    return format_in_base(prefix, bits,
+                          "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", 11);
+}
+
+// "dl-" + 16 lower-case hex digits.
+inline std::string format_dead_letter_id(std::uint64_t bits) {
+    return format_id("dl-", bits);
+}
+
+// Trims a letter to what `limits` accept: its newest attempts, then its error text, so that a
+// long history never makes a store refuse the message.
+inline void fit_letter(DeadLetter& letter, const DeadLetterLimits& limits) {
+    auto& attempts = letter.attempts;
+    if (limits.max_attempts > 0 && attempts.size() > limits.max_attempts) {
+        attempts.erase(
+            attempts.begin(),
+            attempts.begin() + static_cast<std::ptrdiff_t>(attempts.size() - limits.max_attempts));
+    }
+    if (limits.max_text_bytes == 0) {
+        return;
+    }
+    std::size_t text = letter.id.size() + letter.type.size() + letter.error.size() +
+                       letter.category.size() + letter.note.size();
+    for (const std::string& tag : letter.tags) {
+        text += tag.size();
+    }
+    for (const DeadLetterAttempt& a : attempts) {
+        text += a.channel.size() + a.error.size();
+    }
+    std::size_t drop = 0;
+    while (text > limits.max_text_bytes && drop < attempts.size()) {
+        text -= attempts[drop].channel.size() + attempts[drop].error.size();
+        ++drop;
+    }
+    attempts.erase(attempts.begin(), attempts.begin() + static_cast<std::ptrdiff_t>(drop));
+    if (text > limits.max_text_bytes) {
+        const std::size_t over = text - limits.max_text_bytes;
+        letter.error.resize(letter.error.size() > over ? letter.error.size() - over : 0);
+    }
+}
+
+// Differs between stores and between runs, so that ids from two stores (or from one file store
+// before and after a restart) are unlikely to meet; uniqueness within a store is checked anyway.
+inline std::uint64_t dead_letter_id_seed(const void* store) noexcept {
+    static std::atomic<std::uint64_t> stores{0};
+    // relaxed: only needs to differ between calls.
+    const std::uint64_t n = stores.fetch_add(1, std::memory_order_relaxed);
+    const auto wall =
+        static_cast<std::uint64_t>(std::chrono::system_clock::now().time_since_epoch().count());
+    const auto mono =
+        static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+    const auto address = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(store));
+    return SplitMix64::at(wall ^ (mono << 21U) ^ address, n);
+}
+
+// Keeps the newest `max` attempts.
+inline void trim_attempts(std::vector<DeadLetterAttempt>& attempts, std::size_t max) {
+    if (attempts.size() > max) {
+        attempts.erase(attempts.begin(),
+                       attempts.begin() + static_cast<std::ptrdiff_t>(attempts.size() - max));
+    }
+}
+
+// The bytes of a record that max_text_bytes bounds: every string but the payload.
+inline std::size_t dead_letter_text_bytes(const DeadLetter& d) noexcept {
+    std::size_t n =
+        d.id.size() + d.type.size() + d.error.size() + d.category.size() + d.note.size();
+    for (const std::string& t : d.tags) {
+        n += t.size();
+    }
+    for (const DeadLetterAttempt& a : d.attempts) {
+        n += a.channel.size() + a.error.size();
+    }
+    return n;
+}
+
+// A redrive's error text is cut to this, so that a record redriven for months stays bounded
+// (max_attempts of them at most).
+inline constexpr std::size_t max_redrive_error_bytes = 1024;
+
+// `text` cut to `limit` bytes, the last three "..." when it was longer.
+inline std::string clip_text(std::string text, std::size_t limit) {
+    if (text.size() > limit && limit >= 3) {
+        text.resize(limit - 3);
+        text += "...";
+    }
+    return text;
+}
+
+inline std::string redrive_error_text(std::string text) {
+    return clip_text(std::move(text), max_redrive_error_bytes);
+}
+
+// What a reprocess handler said about one record: resent, or why not (cut to 1 KiB).
+struct RedriveOutcome {
+    bool resent = false;
+    std::string error;  // empty when resent
+};
+
+// Runs `handler` on `copy`: false or a throw is a failure, with its text; nothing escapes but an
+// allocation failure while recording the text.
+inline RedriveOutcome run_redrive_handler(const DeadLetterHandler& handler,
+                                          const DeadLetter& copy) {
+    RedriveOutcome outcome;
+    bool threw = false;
+    try {
+        outcome.resent = handler(copy);
+    } catch (const std::exception& e) {
+        threw = true;
+        outcome.error = e.what();
+    } catch (...) {
+        threw = true;
+        outcome.error = "handler threw an exception not derived from std::exception";
+    }
+    if (!outcome.resent && !threw) {
+        // Outside the try: our own allocation failing here is not the handler's failure.
+        outcome.error = "handler returned false";
+    }
+    outcome.error = redrive_error_text(std::move(outcome.error));
+    return outcome;
+}
+
+[[noreturn]] BULWARK_NOINLINE inline void throw_store_full(std::size_t max_entries) {
+    throw DeadLetterStoreFullError(
+        "dead-letter store is full: max_entries (" + std::to_string(max_entries) +
+            ") records are stored and all are pending; none is dropped to make room",
+        max_entries);
+}
+
+// What a store has done that its records cannot tell: the "since the store was made" half of
+// DeadLetterStats, bar the refused adds. A durable store carries them across restarts.
+struct DeadLetterCounters {
+    std::uint64_t added = 0;
+    std::uint64_t evicted = 0;
+    std::uint64_t purged = 0;
+    std::uint64_t resent = 0;
+    std::uint64_t redrive_failures = 0;
+};
+
+// The records of a store, indexed by id and kept in the order they were added, with the counts
+// stats() reports kept up to date as records change. A building block for stores (it does no
+// locking and knows no clock): the in-memory store wraps it in a mutex, a durable store rebuilds
+// it from its journal. Records are read through const iterators and changed only through the
+// members below, which keep the id index and the counts right. Not thread-safe.
+// A class template only so that its code is compiled where a store is used (the header stays
+// cheap to include); use the DeadLetterIndex alias.
+template <class Tag = void>
+class BasicDeadLetterIndex {
+public:
+    using Seq = std::uint64_t;  // position in add order
+    using Records = std::map<Seq, DeadLetter>;
+    using const_iterator = typename Records::const_iterator;
+
+    BasicDeadLetterIndex() = default;
+    BasicDeadLetterIndex(const BasicDeadLetterIndex&) = delete;
+    BasicDeadLetterIndex& operator=(const BasicDeadLetterIndex&) = delete;
+
+    std::size_t size() const noexcept { return records_.size(); }
+    // Room for about `n` records' ids without rehashing (best effort: a failure is ignored).
+    void reserve(std::size_t n) noexcept {
+        try {
+            ids_.reserve(n);
+        } catch (...) {  // NOLINT(bugprone-empty-catch): only an optimisation
+        }
+    }
+    const_iterator begin() const noexcept { return records_.begin(); }
+    const_iterator end() const noexcept { return records_.end(); }
+
+    const_iterator find(std::string_view id) const {
+        const auto at = ids_.find(id);
+        return at == ids_.end() ? records_.end() : records_.find(at->second);
+    }
+    const_iterator find_seq(Seq seq) const { return records_.find(seq); }
+    bool contains(std::string_view id) const { return ids_.count(id) != 0; }
+    bool has_resolved() const noexcept { return !resolved_.empty(); }
+
+    // Stores `letter` last in add order with its status as given. Throws std::invalid_argument
+    // for an empty or already stored id, or an out-of-range status or reason (a corrupt journal
+    // replayed, say). Strong guarantee.
+    const_iterator insert(DeadLetter letter) {
+        if (letter.id.empty() || contains(letter.id)) {
+            throw_invalid_argument("bulwark::DeadLetterIndex: a record needs an id not stored yet");
+        }
+        return insert_absent(std::move(letter));
+    }
+
+    // insert() for a letter whose id the caller has just found absent (one lookup fewer: a
+    // replay of a million records is bound by them). Throws std::invalid_argument for an empty
+    // id or an out-of-range status or reason. Strong guarantee.
+    const_iterator insert_absent(DeadLetter letter) {
+        if (letter.id.empty()) {
+            throw_invalid_argument("bulwark::DeadLetterIndex: a record needs an id not stored yet");
+        }
+        if (static_cast<std::size_t>(letter.status) >= dead_letter_status_count ||
+            static_cast<std::size_t>(letter.reason) >= dead_letter_reason_count) {
+            throw_invalid_argument("bulwark::DeadLetterIndex: status or reason out of range");
+        }
+        // Every allocation first, then the noexcept bookkeeping.
+        auto type_count = by_type_.try_emplace(letter.type, 0).first;
+        auto category_count = by_category_.try_emplace(letter.category, 0).first;
+        auto pair_count =
+            by_type_and_reason_.try_emplace(std::make_pair(letter.type, letter.reason), 0).first;
+        try {
+            const auto it = records_.emplace_hint(records_.end(), next_seq_, std::move(letter));
+            try {
+                const DeadLetter& d = it->second;
+                ids_.emplace(std::string_view(d.id), it->first);
+                try {
+                    if (d.status != DeadLetterStatus::pending) {
+                        resolved_.insert(it->first);
+                    }
+                } catch (...) {
+                    ids_.erase(std::string_view(d.id));
+                    throw;
+                }
+            } catch (...) {
+                records_.erase(it);
+                throw;
+            }
+            ++next_seq_;
+            ++type_count->second;
+            ++category_count->second;
+            ++pair_count->second;
+            ++by_status_[static_cast<std::size_t>(it->second.status)];
+            ++by_reason_[static_cast<std::size_t>(it->second.reason)];
+            return it;
+        } catch (...) {
+            drop_if_zero(by_type_, type_count);
+            drop_if_zero(by_category_, category_count);
+            drop_if_zero(by_type_and_reason_, pair_count);
+            throw;
+        }
+    }
+
+    void erase(const_iterator it) noexcept {
+        const DeadLetter& d = it->second;
+        --by_status_[static_cast<std::size_t>(d.status)];
+        --by_reason_[static_cast<std::size_t>(d.reason)];
+        decrement(by_type_, d.type);
+        decrement(by_category_, d.category);
+        decrement(by_type_and_reason_, std::make_pair(d.type, d.reason));
+        resolved_.erase(it->first);
+        ids_.erase(std::string_view(d.id));
+        records_.erase(it);
+    }
+
+    // Strong guarantee.
+    void set_status(const_iterator it, DeadLetterStatus status) {
+        DeadLetter& d = mutable_record(it);
+        if (d.status == status) {
+            return;
+        }
+        if (status == DeadLetterStatus::pending) {
+            resolved_.erase(it->first);
+        } else {
+            resolved_.insert(it->first);
+        }
+        --by_status_[static_cast<std::size_t>(d.status)];
+        ++by_status_[static_cast<std::size_t>(status)];
+        d.status = status;
+    }
+
+    // Dismisses a pending record with `note`. Strong guarantee.
+    // NOLINTNEXTLINE(performance-unnecessary-value-param): it is moved into the record
+    void dismiss(const_iterator it, std::string note) {
+        set_status(it, DeadLetterStatus::dismissed);
+        mutable_record(it).note = std::move(note);  // a move: cannot throw
+    }
+
+    // Sets the category and adds each tag the record does not carry yet. Strong guarantee.
+    void categorize(const_iterator it, std::string_view category,
+                    const std::vector<std::string>& tags) {
+        DeadLetter& d = mutable_record(it);
+        std::vector<std::string> merged = d.tags;
+        for (const std::string& tag : tags) {
+            if (std::find(merged.begin(), merged.end(), tag) == merged.end()) {
+                merged.push_back(tag);
+            }
+        }
+        if (d.category != category) {
+            std::string value(category);
+            increment(by_category_, value);
+            decrement(by_category_, d.category);
+            d.category = std::move(value);
+        }
+        d.tags.swap(merged);
+    }
+
+    // Makes room for the attempt record_redrive(it, ..., max_attempts) adds, so that it stores
+    // the attempt without allocating. A durable store calls it first: the attempt is already in
+    // its journal, and dropping it from memory alone would part the two. Changes only capacity.
+    void reserve_attempt(const_iterator it, std::size_t max_attempts) {
+        std::vector<DeadLetterAttempt>& attempts = mutable_record(it).attempts;
+        if ((attempts.size() < max_attempts || attempts.empty()) &&
+            attempts.size() == attempts.capacity()) {
+            // Geometric, capped at the bound: one slot at a time would copy the history on
+            // every redrive.
+            attempts.reserve(std::max<std::size_t>(
+                attempts.size() + 1, std::min<std::size_t>(2 * attempts.size(), max_attempts)));
+        }
+    }
+
+    // Records one redrive: the outcome first (a success must not be lost to a failed append),
+    // then the attempt, best effort (allocation-free after reserve_attempt()), keeping the newest
+    // `max_attempts`. Throws only if the status change cannot be made, and then changes nothing.
+    void record_redrive(const_iterator it, bool resent, DeadLetterAttempt attempt,
+                        std::size_t max_attempts) {
+        if (resent) {
+            set_status(it, DeadLetterStatus::reprocessed);
+        }
+        DeadLetter& d = mutable_record(it);
+        ++d.redrives;
+        d.last_attempt = attempt.at;
+        try {
+            if (d.attempts.size() >= max_attempts && !d.attempts.empty()) {
+                d.attempts.erase(d.attempts.begin());
+            }
+            d.attempts.push_back(std::move(attempt));
+        } catch (const std::bad_alloc&) {
+            // The history is diagnostic; the outcome above is what counts.
+        }
+    }
+
+    // The oldest added record that is not pending — the next to evict — or end().
+    const_iterator oldest_resolved() const noexcept {
+        return resolved_.empty() ? records_.end() : records_.find(*resolved_.begin());
+    }
+
+    // Removes the oldest added record that is not pending; false when every record is pending.
+    bool evict_oldest_resolved() noexcept {
+        const auto it = oldest_resolved();
+        if (it == records_.end()) {
+            return false;
+        }
+        erase(it);
+        return true;
+    }
+
+    // Calls visit(const_iterator) for each record matching `query` (the limit aside), in add
+    // order, until it returns false. A query with an id is a lookup, not a scan. `visit` may
+    // change the record it is given through the members above, but must not add or remove
+    // records.
+    template <class Visit>
+    void scan(const DeadLetterQuery& query, Visit&& visit) const {
+        if (const std::string* id = query.id_filter()) {
+            const auto it = find(*id);
+            if (it != records_.end() && query.matches(it->second)) {
+                visit(it);
+            }
+            return;
+        }
+        for (auto it = records_.begin(); it != records_.end(); ++it) {
+            if (query.matches(it->second) && !visit(it)) {
+                return;
+            }
+        }
+    }
+
+    // The pending matches a reprocess hands over, in add order, at most query.limit of them;
+    // counts them in result.matched. A record already redriven max_redrives times (0 = no limit)
+    // is counted in skipped_limit, not handed over, and does not use up the limit: a batch would
+    // otherwise stall behind records that reached the cycle limit.
+    std::vector<Seq> select_redrive(const DeadLetterQuery& query, std::uint32_t max_redrives,
+                                    ReprocessResult& result) const {
+        std::vector<Seq> batch;
+        const std::size_t limit = query.max_results();
+        if (limit == 0) {
+            return batch;
+        }
+        scan(query, [&](const_iterator it) {
+            if (it->second.status != DeadLetterStatus::pending) {
+                return true;
+            }
+            ++result.matched;
+            if (max_redrives != 0 && it->second.redrives >= max_redrives) {
+                ++result.skipped_limit;
+                return true;
+            }
+            batch.push_back(it->first);
+            return batch.size() < limit;
+        });
+        return batch;
+    }
+
+    // The record `seq` if a redrive may still hand it over — pending, and still selected by
+    // `query` (not dismissed, recategorized or removed since the batch was chosen) — else end().
+    const_iterator find_redrivable(Seq seq, const DeadLetterQuery& query) const {
+        const auto it = records_.find(seq);
+        if (it == records_.end() || it->second.status != DeadLetterStatus::pending ||
+            !query.matches(it->second)) {
+            return records_.end();
+        }
+        return it;
+    }
+
+    // Fills the "stored now" half of `stats`.
+    void fill(DeadLetterStats& stats) const {
+        stats.total = records_.size();
+        stats.pending = by_status_[static_cast<std::size_t>(DeadLetterStatus::pending)];
+        stats.reprocessed = by_status_[static_cast<std::size_t>(DeadLetterStatus::reprocessed)];
+        stats.dismissed = by_status_[static_cast<std::size_t>(DeadLetterStatus::dismissed)];
+        stats.by_reason = by_reason_;
+        stats.by_type = by_type_;
+        stats.by_category = by_category_;
+        stats.by_type_and_reason = by_type_and_reason_;
+    }
+
+private:
+    // The index owns the records; only its members change them, through this.
+    DeadLetter& mutable_record(const_iterator it) noexcept {
+        return const_cast<DeadLetter&>(it->second);
+    }
+
+    template <class Counts, class Key>
+    static void increment(Counts& counts, const Key& key) {
+        ++counts[key];  // changes nothing if it throws
+    }
+
+    template <class Counts, class Key>
+    static void decrement(Counts& counts, const Key& key) noexcept {
+        const auto it = counts.find(key);
+        if (it != counts.end() && --it->second == 0) {
+            counts.erase(it);
+        }
+    }
+
+    template <class Counts>
+    static void drop_if_zero(Counts& counts, typename Counts::iterator it) noexcept {
+        if (it->second == 0) {
+            counts.erase(it);
+        }
+    }
+
+    Records records_;
+    // Views into the records' ids, which never change while stored (map nodes do not move).
+    std::unordered_map<std::string_view, Seq> ids_;
+    std::set<Seq> resolved_;  // records not pending, oldest added first: eviction candidates
+    Seq next_seq_ = 0;
+    std::array<std::size_t, dead_letter_status_count> by_status_{};
+    std::array<std::size_t, dead_letter_reason_count> by_reason_{};
+    std::map<std::string, std::size_t> by_type_;
+    std::map<std::string, std::size_t> by_category_;
+    std::map<std::pair<std::string, DeadLetterReason>, std::size_t> by_type_and_reason_;
+};
+
+using DeadLetterIndex = BasicDeadLetterIndex<>;
+
+// What every store does to a letter before storing it: checks the reason and the size limits,
+// sets created (from `now`) and last_attempt when they are zero, trims the history to
+// max_attempts and makes it pending. The id is the caller's. Throws DeadLetterTooLargeError or
+// std::invalid_argument.
+inline void prepare_dead_letter(DeadLetter& letter, const DeadLetterLimits& limits, WallTime now) {
+    check_enumerator(letter.reason, DeadLetterReason::manual, "DeadLetter.reason",
+                     "DeadLetterReason");
+    if (letter.payload.size() > limits.max_payload_bytes) {
+        throw_too_large("payload", "max_payload_bytes", letter.payload.size(),
+                        limits.max_payload_bytes);
+    }
+    trim_attempts(letter.attempts, limits.max_attempts);
+    const std::size_t text = dead_letter_text_bytes(letter);
+    if (text > limits.max_text_bytes) {
+        throw_too_large("text", "max_text_bytes", text, limits.max_text_bytes);
+    }
+    if (letter.created == WallTime{}) {
+        letter.created = now;
+    }
+    if (letter.last_attempt == WallTime{}) {
+        for (const DeadLetterAttempt& a : letter.attempts) {
+            letter.last_attempt = std::max(letter.last_attempt, a.at);
+        }
+    }
+    letter.status = DeadLetterStatus::pending;
+}
+
+}  // namespace detail
+
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_DEAD_LETTER_INDEX_HPP
+// #include <bulwark/detail/journal.hpp>
+// The journal format: frames, CRC-32C, the dead-letter records and recovery scans (private).
+#ifndef BULWARK_DETAIL_JOURNAL_HPP
+#define BULWARK_DETAIL_JOURNAL_HPP
+
+#include <array>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+// #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/dead_letter_store.hpp> (already included above)
 // #include <bulwark/detail/dead_letter_index.hpp> (already included above)
-// #include <bulwark/detail/journal.hpp> (already included above)
+// #include <bulwark/detail/file_system.hpp>
+// The file-system seam of the durable store, and its POSIX implementation.
+#ifndef BULWARK_DETAIL_FILE_SYSTEM_HPP
+#define BULWARK_DETAIL_FILE_SYSTEM_HPP
+
+#if !defined(__unix__) && !defined(__APPLE__)
+#error "bulwark's file store needs POSIX file I/O (Linux, macOS, the BSDs)"
+#endif
+
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <fcntl.h>
+#include <string>
+#include <string_view>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <system_error>
+#include <unistd.h>
+
+// The file-system seam of FileDeadLetterStore (public: tests and users plug in their own, as
+// SQLite's VFS and LevelDB's Env allow). Declared here so that the store's header stays
+// readable; <bulwark/file_dead_letter_store.hpp> is the header to include.
+
+namespace bulwark {
+
+// The file operations a durable store needs, and nothing else. Every operation reports failure
+// by throwing std::system_error carrying the errno value; a store treats anything else that
+// escapes (a test's simulated crash, say) as fatal and lets it through. Files are handles
+// (small non-negative integers) owned by the caller until close().
+// Implementations must be thread-safe for distinct handles; a store serialises its own calls.
+class FileSystem {
+public:
+    using Handle = int;
+    enum class Kind : std::uint8_t { missing, regular, directory, symlink, other };
+
+    virtual ~FileSystem() = default;
+
+    // What lstat(2) says about a path: what it is, who owns it, its permission bits and its
+    // hard-link count (kind == missing: nothing there, the rest zero).
+    struct Info {
+        Kind kind = Kind::missing;
+        std::uint64_t owner = 0;  // st_uid
+        std::uint32_t mode = 0;   // st_mode & 07777
+        std::uint64_t links = 0;  // st_nlink
+    };
+
+    // What is at `path`, without following a final symlink (lstat).
+    virtual Info info(const std::string& path) = 0;
+    Kind kind(const std::string& path) { return info(path).kind; }
+    // Creates the directory with mode 0700 whatever the umask (mode 0700 on success).
+    virtual void make_dir(const std::string& path) = 0;
+    // Opens a regular file for reading and writing, creating it with mode 0600 whatever the umask
+    // when `create` is set, emptying it when `truncate` is set. Refuses a symlink (ELOOP).
+    virtual Handle open(const std::string& path, bool create, bool truncate) = 0;
+    // Creates a new regular file (mode 0600 whatever the umask) and opens it for reading and
+    // writing; throws std::system_error with EEXIST when anything is at `path` (O_EXCL).
+    virtual Handle create_new(const std::string& path) = 0;
+    virtual void close(Handle file) noexcept = 0;
+    // The whole file.
+    virtual std::string read_all(Handle file) = 0;
+    // Writes all of `data` at `offset` (retrying short writes); on failure part of it may have
+    // been written.
+    virtual void write_at(Handle file, std::uint64_t offset, std::string_view data) = 0;
+    // Makes the file's data (and the metadata needed to read it back: its size) durable.
+    virtual void sync(Handle file) = 0;
+    virtual void truncate(Handle file, std::uint64_t size) = 0;
+    // Atomically replaces `to` with `from` (rename(2)).
+    virtual void rename(const std::string& from, const std::string& to) = 0;
+    // Makes the directory's entries (creations, renames, removals) durable. A symlink is refused
+    // (ELOOP) as the final component of `path`.
+    virtual void sync_dir(const std::string& path) = 0;
+    // Removes a file; a missing file is not an error.
+    virtual void remove(const std::string& path) = 0;
+    // Opens (creating, 0600) and exclusively locks `path` for as long as the handle is open;
+    // throws std::system_error with EWOULDBLOCK when another holder has it.
+    virtual Handle lock(const std::string& path) = 0;
+
+protected:
+    FileSystem() = default;
+    FileSystem(const FileSystem&) = default;
+    FileSystem& operator=(const FileSystem&) = default;
+};
+
+// FileSystem over POSIX calls: O_CLOEXEC | O_NOFOLLOW opens, EINTR retried, short writes
+// looped, fdatasync() on Linux (fcntl(F_FULLFSYNC) on macOS, fsync() elsewhere), flock() for the
+// lock file.
+// Thread-safe (stateless).
+class PosixFileSystem final : public FileSystem {
+public:
+    Info info(const std::string& path) override {
+        struct stat st {};
+        if (::lstat(path.c_str(), &st) != 0) {
+            if (errno == ENOENT) {
+                return Info{};
+            }
+            fail("lstat", path);
+        }
+        Info out;
+        out.kind = S_ISLNK(st.st_mode)   ? Kind::symlink
+                   : S_ISDIR(st.st_mode) ? Kind::directory
+                   : S_ISREG(st.st_mode) ? Kind::regular
+                                         : Kind::other;
+        out.owner = static_cast<std::uint64_t>(st.st_uid);
+        out.mode = static_cast<std::uint32_t>(st.st_mode & 07777);
+        out.links = static_cast<std::uint64_t>(st.st_nlink);
+        return out;
+    }
+
+    void make_dir(const std::string& path) override {
+        if (::mkdir(path.c_str(), 0700) != 0) {
+            fail("mkdir", path);
+        }
+        // mkdir applies the umask (a umask cannot widen 0700, but set the mode explicitly all the
+        // same), on the directory just made: fchmod on a descriptor, never chmod by path.
+        const int fd = open_retry(path, O_RDONLY | O_CLOEXEC | O_DIRECTORY | O_NOFOLLOW);
+        if (::fchmod(fd, 0700) != 0) {
+            const int error = errno;
+            ::close(fd);
+            throw std::system_error(error, std::generic_category(), "fchmod " + path);
+        }
+        ::close(fd);
+    }
+
+    Handle open(const std::string& path, bool create, bool truncate) override {
+        return open_flags(path, (create ? O_CREAT : 0) | (truncate ? O_TRUNC : 0));
+    }
+
+    Handle create_new(const std::string& path) override {
+        return open_flags(path, O_CREAT | O_EXCL);
+    }
+
+    void close(Handle file) noexcept override { ::close(file); }
+
+    std::string read_all(Handle file) override {
+        // Sized once from fstat and read in place: growing a string chunk by chunk would copy a
+        // large journal several times over. The loop still reads to the end of file, however
+        // long it turns out to be.
+        // One spare byte, where the read that finds the end of the file lands: growing past the
+        // capacity would copy everything once more.
+        std::string out;
+        struct stat st {};
+        if (::fstat(file, &st) == 0 && st.st_size > 0) {
+            out.reserve(static_cast<std::size_t>(st.st_size) + 1);
+            advise_huge_pages(out);
+        }
+        out.resize(out.capacity());
+        std::size_t offset = 0;
+        for (;;) {
+            if (offset == out.size()) {
+                out.resize(out.size() + out.size() / 2 + 65536);  // the file grew meanwhile
+            }
+            const ssize_t n =
+                ::pread(file, &out[offset], out.size() - offset, static_cast<off_t>(offset));
+            if (n < 0) {
+                if (errno == EINTR) {
+                    continue;
+                }
+                fail("read", "journal");
+            }
+            if (n == 0) {
+                out.resize(offset);
+                return out;
+            }
+            offset += static_cast<std::size_t>(n);
+        }
+    }
+
+    // Asks for transparent huge pages over a large buffer before it is first touched: reading a
+    // journal of hundreds of MiB otherwise takes a page fault per 4 KiB, which dominates an open
+    // on a virtual machine. Best effort (Linux with THP in "madvise" mode; a no-op elsewhere).
+    static void advise_huge_pages(std::string& buffer) noexcept {
+#if defined(MADV_HUGEPAGE)
+        constexpr std::uintptr_t huge = std::uintptr_t{2} << 20U;
+        char* const data = buffer.data();  // non-const since C++17
+        const auto begin = reinterpret_cast<std::uintptr_t>(data);
+        const std::uintptr_t first = (begin + huge - 1) & ~(huge - 1);
+        const std::uintptr_t last = (begin + buffer.capacity()) & ~(huge - 1);
+        if (last > first) {
+            ::madvise(data + (first - begin), last - first, MADV_HUGEPAGE);
+        }
+#else
+        (void)buffer;
+#endif
+    }
+
+    void write_at(Handle file, std::uint64_t offset, std::string_view data) override {
+        while (!data.empty()) {
+            const ssize_t n = ::pwrite(file, data.data(), data.size(), static_cast<off_t>(offset));
+            if (n < 0) {
+                if (errno == EINTR) {
+                    continue;
+                }
+                fail("write", "journal");
+            }
+            if (n == 0) {
+                throw std::system_error(EIO, std::generic_category(), "write journal");
+            }
+            data.remove_prefix(static_cast<std::size_t>(n));
+            offset += static_cast<std::uint64_t>(n);
+        }
+    }
+
+    void sync(Handle file) override {
+#if defined(F_FULLFSYNC)
+        // macOS: fsync() only reaches the drive's cache; F_FULLFSYNC flushes it.
+        if (full_fsync(file) != 0) {
+            fail("fcntl(F_FULLFSYNC)", "journal");
+        }
+#elif defined(__linux__)
+        if (::fdatasync(file) != 0) {
+            fail("fdatasync", "journal");
+        }
+#else
+        if (::fsync(file) != 0) {
+            fail("fsync", "journal");
+        }
+#endif
+    }
+
+    void truncate(Handle file, std::uint64_t size) override {
+        while (::ftruncate(file, static_cast<off_t>(size)) != 0) {
+            if (errno != EINTR) {
+                fail("ftruncate", "journal");
+            }
+        }
+    }
+
+    void rename(const std::string& from, const std::string& to) override {
+        if (::rename(from.c_str(), to.c_str()) != 0) {
+            fail("rename", from);
+        }
+    }
+
+    void sync_dir(const std::string& path) override {
+        const int fd = open_retry(path, O_RDONLY | O_CLOEXEC | O_DIRECTORY | O_NOFOLLOW);
+#if defined(F_FULLFSYNC)
+        if (full_fsync(fd) != 0) {
+#else
+        if (::fsync(fd) != 0) {
+#endif
+            const int error = errno;
+            ::close(fd);
+            throw std::system_error(error, std::generic_category(), "fsync " + path);
+        }
+        ::close(fd);
+    }
+
+    void remove(const std::string& path) override {
+        if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+            fail("unlink", path);
+        }
+    }
+
+    Handle lock(const std::string& path) override {
+        const Handle fd = open(path, true, false);
+        while (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+            if (errno != EINTR) {
+                const int error = errno == EAGAIN ? EWOULDBLOCK : errno;
+                ::close(fd);
+                throw std::system_error(error, std::generic_category(), "flock " + path);
+            }
+        }
+        return fd;
+    }
+
+private:
+    static Handle open_flags(const std::string& path, int extra_flags) {
+        const int fd = open_retry(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | extra_flags);
+        struct stat st {};
+        const int bad = ::fstat(fd, &st) != 0 ? errno : S_ISREG(st.st_mode) ? 0 : EINVAL;
+        if (bad != 0) {
+            ::close(fd);
+            throw std::system_error(bad, std::generic_category(), "open " + path);
+        }
+        // The umask may have narrowed 0600 (fine) but the file may also predate us: 0600 always.
+        if ((st.st_mode & 07777) != 0600 && ::fchmod(fd, 0600) != 0) {
+            const int error = errno;
+            ::close(fd);
+            throw std::system_error(error, std::generic_category(), "fchmod " + path);
+        }
+        return fd;
+    }
+
+#if defined(F_FULLFSYNC)
+    // F_FULLFSYNC, falling back to fsync() where the file system does not support it.
+    static int full_fsync(int fd) noexcept {
+        if (::fcntl(fd, F_FULLFSYNC) == 0) {
+            return 0;
+        }
+        return errno == ENOTSUP || errno == EINVAL ? ::fsync(fd) : -1;
+    }
+#endif
+
+    [[noreturn]] static void fail(const char* what, const std::string& path) {
+        throw std::system_error(errno, std::generic_category(), std::string(what) + " " + path);
+    }
+
+    static int open_retry(const std::string& path, int flags) {
+        for (;;) {
+            const int fd = ::open(path.c_str(), flags, 0600);
+            if (fd >= 0) {
+                return fd;
+            }
+            if (errno != EINTR) {
+                fail("open", path);
+            }
+        }
+    }
+};
+
+// The process-wide PosixFileSystem that stores use when no file system is given.
+inline FileSystem& default_file_system() noexcept {
+    static PosixFileSystem fs;
+    return fs;
+}
+
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_FILE_SYSTEM_HPP
+// #include <bulwark/detail/random.hpp> (already included above)
+
+// The dead-letter journal's on-disk format: CRC-32C, little-endian fixed-width integers,
+// length-prefixed strings, salted record framing, and the encoding of each record type. No I/O
+// here: the store reads the whole file and hands the bytes to check_frame(). See
+// docs/file_dead_letter_store.md for the layout.
+
+namespace bulwark {
+namespace detail {
+namespace journal {
+
+// "BWDLQJNL", the format version (u32), the file's salt (u64, random, new for every file
+// written) and the CRC-32C of the 20 bytes before it (u32).
+inline constexpr std::array<char, 8> magic = {'B', 'W', 'D', 'L', 'Q', 'J', 'N', 'L'};
+inline constexpr std::uint32_t format_version = 3;
+// Version 2 journals (bulwark 0.x, frames without a sequence) are read and rewritten as version 3
+// on open.
+inline constexpr std::uint32_t oldest_readable_version = 2;
+inline constexpr std::size_t header_size = 24;
+// Version 3: [u32 length of type+payload][u32 header check][u32 body CRC][u64 sequence][u8 type]
+// [payload]
+//   header check = CRC-32C of (salt; length, sequence, type); body CRC = CRC-32C of (salt;
+//   payload).
+// The sequence is 1 for a file's first frame and one more for each frame after it, so a frame
+// that is duplicated, replayed or moved (a sector written twice, a stale block) does not fit
+// where it is found. The salt (new for every file) keeps a frame of another file from checking.
+// Version 2 had no sequence: [u32 length][u32 header check over (length, type)][u32 body CRC]
+// [u8 type][payload].
+inline constexpr std::size_t frame_overhead = 21;
+// The largest type+payload a frame may declare: a reader refuses longer frames before looking
+// at them, so no allocation or CRC is ever sized by an unchecked length.
+inline constexpr std::uint32_t max_frame_bytes = std::uint32_t{256} << 20U;
+
+// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), as in iSCSI, ext4 and LevelDB.
+// The journal's byte order, whatever the platform's: little-endian fixed-width unsigned integers.
+template <class U>
+void put_le(char* out, U v) noexcept {
+    for (unsigned i = 0; i < sizeof(U); ++i) {
+        out[i] = static_cast<char>((v >> (8U * i)) & 0xFFU);
+    }
+}
+
+template <class U>
+U get_le(const char* in) noexcept {
+    U v = 0;
+    for (unsigned i = 0; i < sizeof(U); ++i) {
+        v |= static_cast<U>(static_cast<U>(static_cast<unsigned char>(in[i])) << (8U * i));
+    }
+    return v;
+}
+
+// Slicing-by-8 tables: table[0] is the bytewise table; table[k][b] is the CRC of byte b followed
+// by k zero bytes, so that 8 bytes are folded with 8 lookups and no dependency between them.
+inline const std::array<std::array<std::uint32_t, 256>, 8>& crc32c_tables() noexcept {
+    static const std::array<std::array<std::uint32_t, 256>, 8> tables = [] {
+        std::array<std::array<std::uint32_t, 256>, 8> t{};
+        for (std::uint32_t i = 0; i < 256; ++i) {
+            std::uint32_t c = i;
+            for (int k = 0; k < 8; ++k) {
+                c = (c & 1U) != 0 ? (c >> 1U) ^ 0x82F63B78U : c >> 1U;
+            }
+            t[0][i] = c;
+        }
+        for (std::uint32_t i = 0; i < 256; ++i) {
+            for (std::size_t k = 1; k < 8; ++k) {
+                t[k][i] = (t[k - 1][i] >> 8U) ^ t[0][t[k - 1][i] & 0xFFU];
+            }
+        }
+        return t;
+    }();
+    return tables;
+}
+
+inline std::uint32_t crc32c(std::string_view bytes, std::uint32_t crc = 0) noexcept {
+    const std::array<std::array<std::uint32_t, 256>, 8>& t = crc32c_tables();
+    crc = ~crc;
+    const char* p = bytes.data();
+    std::size_t n = bytes.size();
+    for (; n >= 8; p += 8, n -= 8) {
+        const std::uint32_t lo = crc ^ get_le<std::uint32_t>(p);
+        const auto hi = get_le<std::uint32_t>(p + 4);
+        crc = t[7][lo & 0xFFU] ^ t[6][(lo >> 8U) & 0xFFU] ^ t[5][(lo >> 16U) & 0xFFU] ^
+              t[4][lo >> 24U] ^ t[3][hi & 0xFFU] ^ t[2][(hi >> 8U) & 0xFFU] ^
+              t[1][(hi >> 16U) & 0xFFU] ^ t[0][hi >> 24U];
+    }
+    for (; n > 0; ++p, --n) {
+        crc = t[0][(crc ^ static_cast<unsigned char>(*p)) & 0xFFU] ^ (crc >> 8U);
+    }
+    return ~crc;
+}
+
+// The CRC seed of a file: the CRC-32C of its salt (8 bytes, little-endian). Every check of a
+// frame starts from it, so a frame encoded for another file (or by someone who cannot read this
+// one) does not check here.
+inline std::uint32_t salt_seed(std::uint64_t salt) noexcept {
+    std::array<char, 8> bytes{};
+    put_le(bytes.data(), salt);
+    return crc32c(std::string_view(bytes.data(), bytes.size()));
+}
+
+// How the frames of one file are checked: its salt_seed() and its format version.
+struct Framing {
+    std::uint32_t seed = 0;
+    std::uint32_t version = format_version;
+
+    // The bytes before a frame's type: length, header check, body CRC (and sequence, version 3).
+    std::size_t head_size() const noexcept { return version >= 3 ? 20 : 12; }
+    std::size_t overhead() const noexcept { return head_size() + 1; }
+};
+
+// The header check of a frame: covers its length, sequence (version 3) and type.
+inline std::uint32_t header_check(const Framing& f, std::uint32_t length, std::uint64_t sequence,
+                                  unsigned char type) noexcept {
+    std::array<char, 13> bytes{};
+    put_le(bytes.data(), length);
+    std::size_t n = 4;
+    if (f.version >= 3) {
+        put_le(bytes.data() + n, sequence);
+        n += 8;
+    }
+    bytes[n++] = static_cast<char>(type);
+    return crc32c(std::string_view(bytes.data(), n), f.seed);
+}
+
+// Up to `size` bytes from the operating system's random source (/dev/urandom); false when it
+// cannot be read. The journal is POSIX-only, so this needs neither <random> nor a libc extension.
+inline bool os_random_bytes(void* out, std::size_t size) noexcept {
+    int fd = -1;
+    do {
+        fd = ::open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0) {
+        return false;
+    }
+    auto* bytes = static_cast<unsigned char*>(out);
+    std::size_t got = 0;
+    while (got < size) {
+        const ssize_t n = ::read(fd, bytes + got, size - got);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            break;
+        }
+        got += static_cast<std::size_t>(n);
+    }
+    ::close(fd);
+    return got == size;
+}
+
+// A fresh random salt (the system's random source, mixed with the time and an address in case
+// it cannot be read).
+inline std::uint64_t new_salt() {
+    std::uint64_t salt =
+        static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+    std::uint64_t entropy = 0;
+    if (os_random_bytes(&entropy, sizeof entropy)) {
+        salt ^= entropy;
+    }
+    static int anchor = 0;
+    salt ^= static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(&anchor));
+    // One SplitMix64 step spreads every input bit over the whole salt.
+    return SplitMix64(salt).next();
+}
+
+enum class RecordType : std::uint8_t {
+    add = 1,         // a whole DeadLetter: a new add, or a snapshot written by compaction
+    dismiss = 2,     // id, note
+    outcome = 3,     // id, the appended attempt, resent or not (redrives + 1)
+    categorize = 4,  // id, category, tags to add when missing
+    remove = 5,      // id, cause (purge or eviction)
+    counters = 6,    // the cumulative counters, first record of a compacted journal
+    batch = 7,       // the frames of one mutation that changes several records: all or none
+};
+
+enum class RemoveCause : std::uint8_t { purge = 0, evict = 1 };
+
+// The counters a journal carries across compaction (the rest of DeadLetterStats is either
+// recomputed from the records or counts events since open).
+using Counters = DeadLetterCounters;
+
+// One decoded record; which fields mean something depends on `type`.
+struct Record {
+    RecordType type = RecordType::add;
+    DeadLetter letter;                       // add
+    bool snapshot = false;                   // add: written by compaction, does not count as an add
+    std::string id;                          // dismiss, outcome, categorize, remove
+    std::string text;                        // dismiss: note; categorize: category
+    std::vector<std::string> tags;           // categorize
+    DeadLetterAttempt attempt;               // outcome
+    bool resent = false;                     // outcome
+    RemoveCause cause = RemoveCause::purge;  // remove
+    Counters counters;                       // counters
+    std::vector<Record> batch;               // batch to encode: the records, none a batch
+    // batch as decoded: its inner frames, a view into the bytes decoded (valid while they are;
+    // for_each_in_batch() decodes them one at a time). `batch` stays empty: a batch of a million
+    // records is never held decoded whole.
+    std::string_view batch_frames;
+};
+
+inline std::uint32_t load_u32(std::string_view bytes, std::size_t at) noexcept {
+    return get_le<std::uint32_t>(bytes.data() + at);
+}
+
+inline std::uint64_t load_u64(std::string_view bytes, std::size_t at) noexcept {
+    return get_le<std::uint64_t>(bytes.data() + at);
+}
+
+class Writer {
+public:
+    explicit Writer(std::string& out) noexcept : out_(out) {}
+
+    void u8(std::uint8_t v) { out_.push_back(static_cast<char>(v)); }
+    void u32(std::uint32_t v) { le(v); }
+    void u64(std::uint64_t v) { le(v); }
+    void i64(std::int64_t v) { u64(static_cast<std::uint64_t>(v)); }
+    void time(WallTime t) { i64(static_cast<std::int64_t>(t.time_since_epoch().count())); }
+    void str(std::string_view s) {
+        u32(static_cast<std::uint32_t>(s.size()));
+        out_.append(s.data(), s.size());
+    }
+    void strs(const std::vector<std::string>& v) {
+        u32(static_cast<std::uint32_t>(v.size()));
+        for (const std::string& s : v) {
+            str(s);
+        }
+    }
+
+private:
+    template <class U>
+    void le(U v) {
+        char bytes[sizeof(U)];
+        put_le(bytes, v);
+        out_.append(bytes, sizeof(U));
+    }
+
+    std::string& out_;
+};
+
+// Reads what Writer wrote; every read is bounds-checked and a failed read turns ok() false (and
+// every later read returns zero or empty).
+class Reader {
+public:
+    explicit Reader(std::string_view bytes) noexcept : bytes_(bytes) {}
+
+    bool ok() const noexcept { return ok_; }
+    bool at_end() const noexcept { return pos_ == bytes_.size(); }
+
+    std::uint8_t u8() noexcept {
+        if (!need(1)) {
+            return 0;
+        }
+        return static_cast<std::uint8_t>(bytes_[pos_++]);
+    }
+    std::uint32_t u32() noexcept { return le<std::uint32_t>(); }
+    std::uint64_t u64() noexcept { return le<std::uint64_t>(); }
+    std::int64_t i64() noexcept { return static_cast<std::int64_t>(u64()); }
+    WallTime time() noexcept { return WallTime{Duration{i64()}}; }
+    // The length is checked against the bytes left before anything is allocated.
+    std::string str() {
+        const std::uint32_t n = u32();
+        if (!need(n)) {
+            return {};
+        }
+        std::string s(bytes_.substr(pos_, n));
+        pos_ += n;
+        return s;
+    }
+    // As str(), without the copy: a view into the bytes being read (valid while they are).
+    std::string_view view() noexcept {
+        const std::uint32_t n = u32();
+        if (!need(n)) {
+            return {};
+        }
+        const std::string_view s = bytes_.substr(pos_, n);
+        pos_ += n;
+        return s;
+    }
+    std::vector<std::string> strs() {
+        const std::uint32_t n = u32();
+        std::vector<std::string> v;
+        // Each string takes at least its 4-byte length: a count that cannot fit fails here.
+        if (!need_count(n, 4)) {
+            return v;
+        }
+        for (std::uint32_t i = 0; i < n && ok_; ++i) {
+            v.push_back(str());
+        }
+        return v;
+    }
+    bool need_count(std::uint32_t n, std::size_t min_size) noexcept {
+        if (ok_ && n > (bytes_.size() - pos_) / min_size) {
+            ok_ = false;
+        }
+        return ok_;
+    }
+
+private:
+    bool need(std::size_t n) noexcept {
+        if (ok_ && n > bytes_.size() - pos_) {
+            ok_ = false;
+        }
+        return ok_;
+    }
+
+    template <class U>
+    U le() noexcept {
+        if (!need(sizeof(U))) {
+            return 0;
+        }
+        const U v = get_le<U>(bytes_.data() + pos_);
+        pos_ += sizeof(U);
+        return v;
+    }
+
+    std::string_view bytes_;
+    std::size_t pos_ = 0;
+    bool ok_ = true;
+};
+
+// The body of a batch record, for every store's records: each inner record as a u32 length,
+// then its type+payload (encode(record, out) appends those); the batch frame's checks cover
+// them all.
+template <class Record, class Encode>
+void encode_inner(const std::vector<Record>& records, std::string& out, const Encode& encode) {
+    for (const Record& inner : records) {
+        const std::size_t at = out.size();
+        out.append(4, '\0');
+        encode(inner, out);
+        put_le(&out[at], static_cast<std::uint32_t>(out.size() - at - 4));
+    }
+}
+
+// Decodes the inner records of a batch's body (`frames`) one at a time into `scratch` with
+// decode(body, Record&) and calls f(Record&) with each (f may move from it); false, stopping
+// there, at the first that does not decode or does not fit.
+template <class Record, class Decode, class F>
+bool for_each_inner(std::string_view frames, Record& scratch, const Decode& decode, F&& f) {
+    std::size_t at = 0;
+    while (at < frames.size()) {
+        if (frames.size() - at < 4) {
+            return false;
+        }
+        const std::uint32_t length = load_u32(frames, at);
+        if (length == 0 || length > frames.size() - at - 4) {
+            return false;
+        }
+        if (!decode(frames.substr(at + 4, length), scratch)) {
+            return false;
+        }
+        f(scratch);
+        at += 4 + std::size_t{length};
+    }
+    return true;
+}
+
+inline void encode_letter(Writer& w, const DeadLetter& d) {
+    w.str(d.id);
+    w.str(d.type);
+    w.str(d.payload);
+    w.str(d.error);
+    w.u8(static_cast<std::uint8_t>(d.reason));
+    w.str(d.category);
+    w.strs(d.tags);
+    w.u32(static_cast<std::uint32_t>(d.attempts.size()));
+    for (const DeadLetterAttempt& a : d.attempts) {
+        w.time(a.at);
+        w.str(a.channel);
+        w.str(a.error);
+    }
+    w.time(d.created);
+    w.time(d.last_attempt);
+    w.u8(static_cast<std::uint8_t>(d.status));
+    w.u32(d.redrives);
+    w.str(d.note);
+}
+
+// The size of an add record's frame for `d`, without encoding it: what compaction would write.
+inline std::uint64_t snapshot_frame_size(const DeadLetter& d) noexcept {
+    std::uint64_t n = frame_overhead + 1;  // + the snapshot flag
+    n += 4 + d.id.size() + 4 + d.type.size() + 4 + d.payload.size() + 4 + d.error.size() + 1;
+    n += 4 + d.category.size() + 4;
+    for (const std::string& t : d.tags) {
+        n += 4 + t.size();
+    }
+    n += 4;
+    for (const DeadLetterAttempt& a : d.attempts) {
+        n += 8 + 4 + a.channel.size() + 4 + a.error.size();
+    }
+    n += 8 + 8 + 1 + 4 + 4 + d.note.size();
+    return n;
+}
+
+// Appends the type and payload of `r` to `out` (a frame without its head).
+inline void encode_body(const Record& r, std::string& out) {
+    Writer w(out);
+    w.u8(static_cast<std::uint8_t>(r.type));
+    switch (r.type) {
+        case RecordType::add:
+            w.u8(r.snapshot ? 1 : 0);
+            encode_letter(w, r.letter);
+            break;
+        case RecordType::dismiss:
+            w.str(r.id);
+            w.str(r.text);
+            break;
+        case RecordType::outcome:
+            w.str(r.id);
+            w.time(r.attempt.at);
+            w.str(r.attempt.channel);
+            w.str(r.attempt.error);
+            w.u8(r.resent ? 1 : 0);
+            break;
+        case RecordType::categorize:
+            w.str(r.id);
+            w.str(r.text);
+            w.strs(r.tags);
+            break;
+        case RecordType::remove:
+            w.str(r.id);
+            w.u8(static_cast<std::uint8_t>(r.cause));
+            break;
+        case RecordType::counters:
+            w.u64(r.counters.added);
+            w.u64(r.counters.evicted);
+            w.u64(r.counters.purged);
+            w.u64(r.counters.resent);
+            w.u64(r.counters.redrive_failures);
+            break;
+        case RecordType::batch:
+            encode_inner(r.batch, out,
+                         [](const Record& inner, std::string& to) { encode_body(inner, to); });
+            break;
+    }
+}
+
+inline bool decode_letter(Reader& r, DeadLetter& d) {
+    d.id = r.str();
+    d.type = r.str();
+    d.payload = r.str();
+    d.error = r.str();
+    const std::uint8_t reason = r.u8();
+    d.category = r.str();
+    d.tags = r.strs();
+    const std::uint32_t attempts = r.u32();
+    // Each attempt takes at least 16 bytes.
+    if (!r.need_count(attempts, 16)) {
+        return false;
+    }
+    for (std::uint32_t i = 0; i < attempts && r.ok(); ++i) {
+        DeadLetterAttempt a;
+        a.at = r.time();
+        a.channel = r.str();
+        a.error = r.str();
+        d.attempts.push_back(std::move(a));
+    }
+    d.created = r.time();
+    d.last_attempt = r.time();
+    const std::uint8_t status = r.u8();
+    d.redrives = r.u32();
+    d.note = r.str();
+    if (!r.ok() || d.id.empty() || reason >= dead_letter_reason_count ||
+        status >= dead_letter_status_count) {
+        return false;
+    }
+    d.reason = static_cast<DeadLetterReason>(reason);
+    d.status = static_cast<DeadLetterStatus>(status);
+    return true;
+}
+
+inline bool flag(std::uint8_t v, bool& out) noexcept {
+    out = v == 1;
+    return v <= 1;
+}
+
+// Bounds the CRC work of a resynchronising scan over hostile bytes (defence in depth: a scan
+// checks each candidate's body once and then skips it, so it is linear in the file anyway).
+struct ScanBudget {
+    std::uint64_t bytes_left = 0;
+    bool exhausted = false;
+};
+
+inline bool decode_record(std::string_view body, Record& out, bool allow_batch = true);
+
+// Decodes the inner records of a decoded batch one at a time into a scratch record and calls
+// f(Record&) with each (f may move from it); false, stopping there, at the first that does not
+// decode. decode_record() has checked them all before it accepted the batch.
+template <class F>
+bool for_each_in_batch(const Record& batch, F&& f) {
+    Record inner;
+    return for_each_inner(
+        batch.batch_frames, inner,
+        [](std::string_view body, Record& out) { return decode_record(body, out, false); },
+        std::forward<F>(f));
+}
+
+// Decodes type+payload; false for anything that is not exactly one well-formed record.
+// A batch may not contain a batch (so that hostile bytes cannot nest frames deeply).
+inline bool decode_record(std::string_view body, Record& out, bool allow_batch) {
+    Reader r(body);
+    const std::uint8_t type = r.u8();
+    out = Record{};
+    bool good = true;
+    switch (type) {
+        case static_cast<std::uint8_t>(RecordType::add):
+            out.type = RecordType::add;
+            good = flag(r.u8(), out.snapshot) && decode_letter(r, out.letter);
+            break;
+        case static_cast<std::uint8_t>(RecordType::dismiss):
+            out.type = RecordType::dismiss;
+            out.id = r.str();
+            out.text = r.str();
+            break;
+        case static_cast<std::uint8_t>(RecordType::outcome):
+            out.type = RecordType::outcome;
+            out.id = r.str();
+            out.attempt.at = r.time();
+            out.attempt.channel = r.str();
+            out.attempt.error = r.str();
+            good = flag(r.u8(), out.resent);
+            break;
+        case static_cast<std::uint8_t>(RecordType::categorize):
+            out.type = RecordType::categorize;
+            out.id = r.str();
+            out.text = r.str();
+            out.tags = r.strs();
+            break;
+        case static_cast<std::uint8_t>(RecordType::remove): {
+            out.type = RecordType::remove;
+            out.id = r.str();
+            const std::uint8_t cause = r.u8();
+            good = cause <= 1;
+            out.cause = static_cast<RemoveCause>(cause);
+            break;
+        }
+        case static_cast<std::uint8_t>(RecordType::counters):
+            out.type = RecordType::counters;
+            out.counters.added = r.u64();
+            out.counters.evicted = r.u64();
+            out.counters.purged = r.u64();
+            out.counters.resent = r.u64();
+            out.counters.redrive_failures = r.u64();
+            break;
+        case static_cast<std::uint8_t>(RecordType::batch): {
+            out.type = RecordType::batch;
+            // The inner frames fill the payload exactly; the outer CRC already covered them.
+            // Every one is decoded here (into one scratch record, in turn) so that a batch is
+            // accepted or refused whole, but none is kept.
+            if (!allow_batch) {
+                return false;
+            }
+            out.batch_frames = body.substr(1);
+            std::size_t count = 0;
+            return for_each_in_batch(out, [&count](Record&) { ++count; }) && count > 0;
+        }
+        default:
+            return false;
+    }
+    // An outcome without an id is one for a record removed while its handler ran: it only counts.
+    if ((out.type == RecordType::dismiss || out.type == RecordType::categorize ||
+         out.type == RecordType::remove) &&
+        out.id.empty()) {
+        return false;
+    }
+    return good && r.ok() && r.at_end();
+}
+
+// What the journal file needs to know of one store's records (the frames, checks, recovery and
+// compaction are the same for every store): DeadLetterCodec for FileDeadLetterStore,
+// queue_journal::Codec for FileQueueStore. Record types are 1..max_type; a batch record holds the
+// records of one mutation (all or none) and never another batch.
+struct DeadLetterCodec {
+    using Record = journal::Record;
+    static constexpr const char* store_name = "bulwark::FileDeadLetterStore";
+    static constexpr const char* journal_kind = "bulwark dead-letter journal";
+    static constexpr std::array<char, 8> file_magic = magic;
+    static constexpr std::uint32_t version = format_version;
+    static constexpr std::uint32_t oldest_version = oldest_readable_version;
+    static constexpr unsigned char max_type = static_cast<unsigned char>(RecordType::batch);
+
+    static void encode_body(const Record& r, std::string& out) { journal::encode_body(r, out); }
+    static bool decode(std::string_view body, Record& out) { return decode_record(body, out); }
+    static bool is_batch(const Record& r) noexcept { return r.type == RecordType::batch; }
+    template <class F>
+    static bool for_each_in_batch(const Record& batch, F&& f) {
+        return journal::for_each_in_batch(batch, std::forward<F>(f));
+    }
+    static Record batch_of(const Record* first, const Record* last) {
+        Record batch;
+        batch.type = RecordType::batch;
+        batch.batch.assign(first, last);
+        return batch;
+    }
+    // An upper bound of the frame `r` encodes to (a batch's share of one, for a batch's records).
+    static std::uint64_t frame_estimate(const Record& r) noexcept {
+        if (r.type == RecordType::add) {
+            return snapshot_frame_size(r.letter);
+        }
+        std::uint64_t n = frame_overhead + 24 + r.id.size() + r.text.size() +
+                          r.attempt.channel.size() + r.attempt.error.size();
+        for (const std::string& t : r.tags) {
+            n += 4 + t.size();
+        }
+        return n;
+    }
+    [[noreturn]] static void too_large(std::size_t size, std::size_t limit) {
+        throw_too_large("journal record", "the journal's frame limit", size, limit);
+    }
+};
+
+// Appends the frame of `r` (a Codec::Record) to `out`, with sequence number `sequence`, as `f`
+// frames them. Throws Codec::too_large()'s error (a std::length_error), appending nothing, for a
+// frame over `limit` (tests lower it).
+template <class Codec = DeadLetterCodec>
+void encode_record(const typename Codec::Record& r, std::string& out, const Framing& f,
+                   std::uint64_t sequence, std::size_t limit = max_frame_bytes) {
+    const std::size_t start = out.size();
+    const std::size_t head = f.head_size();
+    out.append(head, '\0');  // filled in below, once the length is known
+    Codec::encode_body(r, out);
+    const std::string_view type_and_payload(out.data() + start + head, out.size() - start - head);
+    if (type_and_payload.size() > limit) {
+        // A reader refuses such a frame: never write (and so never acknowledge) one. Callers
+        // bound what they store far below this; this is the last line.
+        const std::size_t size = type_and_payload.size();
+        out.resize(start);
+        Codec::too_large(size, limit);
+    }
+    const auto length = static_cast<std::uint32_t>(type_and_payload.size());
+    char* const at = &out[start];
+    put_le(at, length);
+    put_le(at + 4,
+           header_check(f, length, sequence, static_cast<unsigned char>(type_and_payload[0])));
+    put_le(at + 8, crc32c(type_and_payload.substr(1), f.seed));
+    if (f.version >= 3) {
+        put_le(at + 12, sequence);
+    }
+}
+
+// What is at an offset of a journal.
+enum class FrameStatus : std::uint8_t {
+    good,        // a whole frame: both checks pass and the payload decodes
+    torn,        // fewer bytes left than a frame head, or a head that checks but whose frame
+                 // extends past the end of the file: an incomplete write
+    bad_body,    // the head checks (so the frame's extent is known) but the body CRC does not,
+                 // or the payload does not decode
+    bad_header,  // the head does not check: not the start of a frame of this file
+};
+
+// Checks the frame at `offset` of `bytes` for the file framed as `f`: `size` is set to the frame's
+// size whenever its head checks (good, bad_body and a torn frame past the end), `sequence` to its
+// sequence number (version 3; 0 before), `record` is filled when good. Never reads outside
+// `bytes`; allocates only for decoded strings, each bounded by the frame. With a budget, the body
+// CRC is charged to it first (exhausted: returns bad_header).
+template <class Codec = DeadLetterCodec>
+FrameStatus check_frame(std::string_view bytes, std::size_t offset, const Framing& f,
+                        typename Codec::Record& record, std::size_t& size, std::uint64_t& sequence,
+                        ScanBudget* budget = nullptr) {
+    const std::size_t head = f.head_size();
+    if (offset > bytes.size() || bytes.size() - offset < head + 1) {
+        return FrameStatus::torn;
+    }
+    const std::uint32_t length = load_u32(bytes, offset);
+    const auto type = static_cast<unsigned char>(bytes[offset + head]);
+    sequence = f.version >= 3 ? load_u64(bytes, offset + 12) : 0;
+    // Version 3 numbers frames from 1; 0 and the largest value (after which the next would wrap
+    // to 0) are never written.
+    const bool bad_sequence = f.version >= 3 && (sequence == 0 || sequence == ~std::uint64_t{0});
+    if (bad_sequence || length == 0 || length > max_frame_bytes || type < 1 ||
+        type > Codec::max_type ||
+        header_check(f, length, sequence, type) != load_u32(bytes, offset + 4)) {
+        return FrameStatus::bad_header;
+    }
+    size = head + std::size_t{length};
+    if (length > bytes.size() - offset - head) {
+        return FrameStatus::torn;
+    }
+    if (budget != nullptr) {
+        if (budget->bytes_left < length) {
+            budget->exhausted = true;
+            return FrameStatus::bad_header;
+        }
+        budget->bytes_left -= length;
+    }
+    const std::string_view body = bytes.substr(offset + head, length);
+    if (crc32c(body.substr(1), f.seed) != load_u32(bytes, offset + 8) ||
+        !Codec::decode(body, record)) {
+        return FrameStatus::bad_body;
+    }
+    return FrameStatus::good;
+}
+
+// Whether the bytes from `offset` to the end of the file are one whole frame whose head is
+// damaged: its body CRC matches exactly the rest of the file. (A torn write cannot produce
+// that; bit rot in a synced frame's length, header check or type can.)
+inline bool whole_frame_with_bad_head(std::string_view bytes, std::size_t offset,
+                                      const Framing& f) noexcept {
+    const std::size_t head = f.head_size();
+    return offset <= bytes.size() && bytes.size() - offset > head &&
+           bytes.size() - offset - head <= max_frame_bytes &&
+           crc32c(bytes.substr(offset + head + 1), f.seed) == load_u32(bytes, offset + 8);
+}
+
+inline std::string encode_header(std::uint64_t salt, std::uint32_t version = format_version,
+                                 const std::array<char, 8>& file_magic = magic) {
+    std::string out(file_magic.data(), file_magic.size());
+    Writer w(out);
+    w.u32(version);
+    w.u64(salt);
+    w.u32(crc32c(out));
+    return out;
+}
+
+}  // namespace journal
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_JOURNAL_HPP
 // #include <bulwark/detail/mutex.hpp> (already included above)
 // #include <bulwark/detail/random.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
@@ -17071,7 +14801,404 @@ private:
 }  // namespace bulwark
 
 #endif  // BULWARK_DELIVERY_HPP
-// #include <bulwark/delivery_error.hpp> (already included above)
+// #include <bulwark/detail/json.hpp> (already included above)
+// #include <bulwark/detail/json_read.hpp>
+// JsonValue and read_json: a small, bounded JSON reader for request bodies (private).
+#ifndef BULWARK_DETAIL_JSON_READ_HPP
+#define BULWARK_DETAIL_JSON_READ_HPP
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+// #include <bulwark/detail/utf8.hpp> (already included above)
+
+namespace bulwark {
+namespace detail {
+
+// One parsed JSON value. Objects keep their members in document order; a key given twice keeps
+// both and find() returns the first. A plain value (thread-compatible).
+struct JsonValue {
+    enum class Kind : std::uint8_t { null, boolean, number, string, array, object };
+
+    Kind kind = Kind::null;
+    bool boolean = false;
+    double number = 0.0;
+    std::string text;                                        // Kind::string
+    std::vector<JsonValue> items;                            // Kind::array
+    std::vector<std::pair<std::string, JsonValue>> members;  // Kind::object
+
+    bool is(Kind k) const noexcept { return kind == k; }
+
+    // The member named `name` of an object, or nullptr (also for a non-object).
+    const JsonValue* find(std::string_view name) const noexcept {
+        if (kind != Kind::object) {
+            return nullptr;
+        }
+        for (const auto& m : members) {
+            if (m.first == name) {
+                return &m.second;
+            }
+        }
+        return nullptr;
+    }
+};
+
+// Reads one JSON document (RFC 8259) that fills all of `text` (whitespace around it aside).
+// Strings must be UTF-8 and are decoded (escapes, surrogate pairs); nesting deeper than
+// `max_depth` is refused so that a hostile body cannot exhaust the stack. Returns false with a
+// message naming the byte offset of the problem in `error`; never throws but for bad_alloc.
+class JsonReader {
+public:
+    JsonReader(std::string_view text, std::size_t max_depth) : text_(text), max_depth_(max_depth) {}
+
+    bool read(JsonValue& out, std::string& error) {
+        skip_space();
+        if (!value(out, 0)) {
+            error = error_ + " at byte " + std::to_string(at_);
+            return false;
+        }
+        skip_space();
+        if (at_ != text_.size()) {
+            error = "unexpected text after the document at byte " + std::to_string(at_);
+            return false;
+        }
+        return true;
+    }
+
+private:
+    bool fail(const char* why) {
+        error_ = why;
+        return false;
+    }
+
+    void skip_space() noexcept {
+        while (at_ < text_.size() && (text_[at_] == ' ' || text_[at_] == '\t' ||
+                                      text_[at_] == '\n' || text_[at_] == '\r')) {
+            ++at_;
+        }
+    }
+
+    bool literal(std::string_view word) noexcept {
+        if (text_.substr(at_, word.size()) != word) {
+            return false;
+        }
+        at_ += word.size();
+        return true;
+    }
+
+    bool value(JsonValue& out, std::size_t depth) {
+        if (at_ >= text_.size()) {
+            return fail("unexpected end of the document");
+        }
+        const char c = text_[at_];
+        if (c == '{' || c == '[') {
+            if (depth >= max_depth_) {
+                return fail("nesting too deep");
+            }
+            return c == '{' ? object(out, depth + 1) : array(out, depth + 1);
+        }
+        if (c == '"') {
+            out.kind = JsonValue::Kind::string;
+            return string(out.text);
+        }
+        if (literal("true") || literal("false")) {
+            out.kind = JsonValue::Kind::boolean;
+            out.boolean = c == 't';
+            return true;
+        }
+        if (literal("null")) {
+            out.kind = JsonValue::Kind::null;
+            return true;
+        }
+        return number(out);
+    }
+
+    bool object(JsonValue& out, std::size_t depth) {
+        out.kind = JsonValue::Kind::object;
+        ++at_;
+        skip_space();
+        if (at_ < text_.size() && text_[at_] == '}') {
+            ++at_;
+            return true;
+        }
+        for (;;) {
+            skip_space();
+            if (at_ >= text_.size() || text_[at_] != '"') {
+                return fail("expected a member name in double quotes");
+            }
+            std::pair<std::string, JsonValue> member;
+            if (!string(member.first)) {
+                return false;
+            }
+            skip_space();
+            if (at_ >= text_.size() || text_[at_] != ':') {
+                return fail("expected ':' after a member name");
+            }
+            ++at_;
+            skip_space();
+            if (!value(member.second, depth)) {
+                return false;
+            }
+            out.members.push_back(std::move(member));
+            skip_space();
+            if (at_ < text_.size() && text_[at_] == ',') {
+                ++at_;
+                continue;
+            }
+            if (at_ < text_.size() && text_[at_] == '}') {
+                ++at_;
+                return true;
+            }
+            return fail("expected ',' or '}' in an object");
+        }
+    }
+
+    bool array(JsonValue& out, std::size_t depth) {
+        out.kind = JsonValue::Kind::array;
+        ++at_;
+        skip_space();
+        if (at_ < text_.size() && text_[at_] == ']') {
+            ++at_;
+            return true;
+        }
+        for (;;) {
+            skip_space();
+            out.items.emplace_back();
+            if (!value(out.items.back(), depth)) {
+                return false;
+            }
+            skip_space();
+            if (at_ < text_.size() && text_[at_] == ',') {
+                ++at_;
+                continue;
+            }
+            if (at_ < text_.size() && text_[at_] == ']') {
+                ++at_;
+                return true;
+            }
+            return fail("expected ',' or ']' in an array");
+        }
+    }
+
+    bool hex4(std::uint32_t& code) noexcept {
+        if (text_.size() - at_ < 4) {
+            return false;
+        }
+        code = 0;
+        for (std::size_t i = 0; i < 4; ++i) {
+            const char h = text_[at_ + i];
+            std::uint32_t digit = 0;
+            if (h >= '0' && h <= '9') {
+                digit = static_cast<std::uint32_t>(h - '0');
+            } else if (h >= 'a' && h <= 'f') {
+                digit = static_cast<std::uint32_t>(h - 'a' + 10);
+            } else if (h >= 'A' && h <= 'F') {
+                digit = static_cast<std::uint32_t>(h - 'A' + 10);
+            } else {
+                return false;
+            }
+            code = code * 16 + digit;
+        }
+        at_ += 4;
+        return true;
+    }
+
+    static void append_utf8(std::string& out, std::uint32_t code) {
+        if (code < 0x80) {
+            out.push_back(static_cast<char>(code));
+        } else if (code < 0x800) {
+            out.push_back(static_cast<char>(0xC0 | (code >> 6)));
+            out.push_back(static_cast<char>(0x80 | (code & 0x3F)));
+        } else if (code < 0x10000) {
+            out.push_back(static_cast<char>(0xE0 | (code >> 12)));
+            out.push_back(static_cast<char>(0x80 | ((code >> 6) & 0x3F)));
+            out.push_back(static_cast<char>(0x80 | (code & 0x3F)));
+        } else {
+            out.push_back(static_cast<char>(0xF0 | (code >> 18)));
+            out.push_back(static_cast<char>(0x80 | ((code >> 12) & 0x3F)));
+            out.push_back(static_cast<char>(0x80 | ((code >> 6) & 0x3F)));
+            out.push_back(static_cast<char>(0x80 | (code & 0x3F)));
+        }
+    }
+
+    bool escape(std::string& out) {
+        if (at_ >= text_.size()) {
+            return fail("unterminated string");
+        }
+        const char e = text_[at_++];
+        switch (e) {
+            case '"':
+            case '\\':
+            case '/':
+                out.push_back(e);
+                return true;
+            case 'b':
+                out.push_back('\b');
+                return true;
+            case 'f':
+                out.push_back('\f');
+                return true;
+            case 'n':
+                out.push_back('\n');
+                return true;
+            case 'r':
+                out.push_back('\r');
+                return true;
+            case 't':
+                out.push_back('\t');
+                return true;
+            case 'u':
+                break;
+            default:
+                return fail("invalid escape in a string");
+        }
+        std::uint32_t code = 0;
+        if (!hex4(code)) {
+            return fail("invalid \\u escape");
+        }
+        if (code >= 0xD800 && code <= 0xDBFF) {
+            std::uint32_t low = 0;
+            if (!literal("\\u") || !hex4(low) || low < 0xDC00 || low > 0xDFFF) {
+                return fail("unpaired surrogate in a \\u escape");
+            }
+            code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00);
+        } else if (code >= 0xDC00 && code <= 0xDFFF) {
+            return fail("unpaired surrogate in a \\u escape");
+        }
+        append_utf8(out, code);
+        return true;
+    }
+
+    bool string(std::string& out) {
+        ++at_;  // the opening quote
+        for (;;) {
+            if (at_ >= text_.size()) {
+                return fail("unterminated string");
+            }
+            const char c = text_[at_];
+            if (c == '"') {
+                ++at_;
+                return true;
+            }
+            if (c == '\\') {
+                ++at_;
+                if (!escape(out)) {
+                    return false;
+                }
+                continue;
+            }
+            if (static_cast<unsigned char>(c) < 0x20) {
+                return fail("control character in a string");
+            }
+            const std::size_t n = utf8_sequence_length(text_, at_);
+            if (n == 0) {
+                return fail("invalid UTF-8 in a string");
+            }
+            out.append(text_.data() + at_, n);
+            at_ += n;
+        }
+    }
+
+    bool number(JsonValue& out) {
+        const std::size_t start = at_;
+        const auto digits = [&] {
+            const std::size_t from = at_;
+            while (at_ < text_.size() && text_[at_] >= '0' && text_[at_] <= '9') {
+                ++at_;
+            }
+            return at_ - from;
+        };
+        if (at_ < text_.size() && text_[at_] == '-') {
+            ++at_;
+        }
+        const std::size_t first = at_;
+        const std::size_t whole = digits();
+        if (whole == 0 || (whole > 1 && text_[first] == '0')) {
+            return fail("invalid value");
+        }
+        if (at_ < text_.size() && text_[at_] == '.') {
+            ++at_;
+            if (digits() == 0) {
+                return fail("invalid number");
+            }
+        }
+        if (at_ < text_.size() && (text_[at_] == 'e' || text_[at_] == 'E')) {
+            ++at_;
+            if (at_ < text_.size() && (text_[at_] == '+' || text_[at_] == '-')) {
+                ++at_;
+            }
+            if (digits() == 0) {
+                return fail("invalid number");
+            }
+        }
+        // strtod reads a C-locale number here only because the grammar above admitted nothing
+        // a decimal-comma locale would read differently: no ',' and the '.' is a JSON one.
+        const std::string copy(text_.substr(start, at_ - start));
+        out.kind = JsonValue::Kind::number;
+        out.number = read_c_number(copy);
+        return true;
+    }
+
+    // Reads a number in the C locale's format whatever the global locale is: strtod would stop
+    // at '.' under a decimal-comma locale, so the integer and fraction are read apart.
+    static double read_c_number(const std::string& s) {
+        double sign = 1.0;
+        std::size_t i = 0;
+        if (s[i] == '-') {
+            sign = -1.0;
+            ++i;
+        }
+        double value = 0.0;
+        for (; i < s.size() && s[i] >= '0' && s[i] <= '9'; ++i) {
+            value = value * 10.0 + (s[i] - '0');
+        }
+        if (i < s.size() && s[i] == '.') {
+            double scale = 0.1;
+            for (++i; i < s.size() && s[i] >= '0' && s[i] <= '9'; ++i) {
+                value += (s[i] - '0') * scale;
+                scale /= 10.0;
+            }
+        }
+        if (i < s.size() && (s[i] == 'e' || s[i] == 'E')) {
+            ++i;
+            const int exponent_sign = (s[i] == '-') ? -1 : 1;
+            if (s[i] == '-' || s[i] == '+') {
+                ++i;
+            }
+            long exponent = 0;
+            for (; i < s.size() && s[i] >= '0' && s[i] <= '9'; ++i) {
+                exponent = exponent < 100000 ? exponent * 10 + (s[i] - '0') : exponent;
+            }
+            for (long k = 0; k < exponent && value != 0.0 && value < 1e308 && value > 1e-308; ++k) {
+                value = exponent_sign > 0 ? value * 10.0 : value / 10.0;
+            }
+        }
+        return sign * value;
+    }
+
+    std::string_view text_;
+    std::size_t max_depth_;
+    std::size_t at_ = 0;
+    std::string error_;
+};
+
+// read_json(text, out, error): JsonReader(text, max_depth).read(out, error).
+inline bool read_json(std::string_view text, JsonValue& out, std::string& error,
+                      std::size_t max_depth = 16) {
+    return JsonReader(text, max_depth).read(out, error);
+}
+
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_JSON_READ_HPP
+// #include <bulwark/detail/mutex.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/detail/utf8.hpp> (already included above)
 // #include <bulwark/error_classifier.hpp>
 // ErrorClassifier: sorts failed messages into operator-defined error classes by rule.
 #ifndef BULWARK_ERROR_CLASSIFIER_HPP
@@ -17410,6 +15537,26 @@ public:
     // failed on (each may be empty), and the exception when there is one (type rules need it).
     Classification classify(std::string_view error, std::string_view code, std::string_view channel,
                             const std::exception_ptr& exception = nullptr) {
+        Classification out = peek(error, code, channel, exception);
+        count(out.error_class.name);
+        return out;
+    }
+
+    // Classifies a dead letter: its error text (the last attempt's when the letter's own is
+    // empty); its code, from a trailing " (code X)" of that text (how DeliveryEngine records
+    // a provider's code; DeadLetter has no code field), else none; its channel, the last
+    // attempt's when it names one, else the letter's type. No exception: type rules do not
+    // match a letter.
+    Classification classify(const DeadLetter& letter) {
+        Classification out = peek(letter);
+        count(out.error_class.name);
+        return out;
+    }
+
+    // classify() without counting: for showing a class (an operator's console listing letters
+    // again and again) rather than recording a failure.
+    Classification peek(std::string_view error, std::string_view code, std::string_view channel,
+                        const std::exception_ptr& exception = nullptr) const {
         const std::shared_ptr<const std::vector<Entry>> rules = snapshot();
         Classification out;
         for (std::size_t i = 0; i < rules->size(); ++i) {
@@ -17424,17 +15571,11 @@ public:
             out.error_class.name = std::string(unclassified_name);
             out.error_class.severity = ErrorSeverity::medium;
         }
-        out.error = redactor_ ? redactor_(error) : std::string(error);
-        count(out.error_class.name);
+        out.error = redact(error);
         return out;
     }
 
-    // Classifies a dead letter: its error text (the last attempt's when the letter's own is
-    // empty); its code, from a trailing " (code X)" of that text (how DeliveryEngine records
-    // a provider's code; DeadLetter has no code field), else none; its channel, the last
-    // attempt's when it names one, else the letter's type. No exception: type rules do not
-    // match a letter.
-    Classification classify(const DeadLetter& letter) {
+    Classification peek(const DeadLetter& letter) const {
         std::string_view error = letter.error;
         std::string_view channel = letter.type;
         if (!letter.attempts.empty()) {
@@ -17446,7 +15587,12 @@ public:
                 channel = last.channel;
             }
         }
-        return classify(error, detail::trailing_error_code(error), channel);
+        return peek(error, detail::trailing_error_code(error), channel);
+    }
+
+    // `text` through the classifier's redactor (unchanged without one).
+    std::string redact(std::string_view text) const {
+        return redactor_ ? redactor_(text) : std::string(text);
     }
 
     // How many classifications fell into each class since construction, by class name:
@@ -17542,7 +15688,6 @@ private:
 }  // namespace bulwark
 
 #endif  // BULWARK_ERROR_CLASSIFIER_HPP
-// #include <bulwark/fallback_chain.hpp> (already included above)
 // #include <bulwark/fix_strategy.hpp>
 // Failed-message fixers: FixStrategy, FixRegistry, FixOrchestrator (bulk fix, log, alerts).
 #ifndef BULWARK_FIX_STRATEGY_HPP
@@ -19931,6 +18076,3974 @@ using HealthMonitor = BasicHealthMonitor<>;
 }  // namespace bulwark
 
 #endif  // BULWARK_HEALTH_HPP
+// #include <bulwark/resources.hpp>
+// ResourceManager: gauges and quotas against thresholds, with alternatives.
+#ifndef BULWARK_RESOURCES_HPP
+#define BULWARK_RESOURCES_HPP
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+// #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/detail/json.hpp> (already included above)
+// #include <bulwark/detail/math.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/detail/traits.hpp> (already included above)
+// #include <bulwark/events.hpp> (already included above)
+// #include <bulwark/resource_report.hpp> (already included above)
+
+namespace bulwark {
+
+// The function of a gauge: any callable taking nothing and returning the percent used, as an
+// arithmetic type or std::optional of one (nullopt: unknown). An exception it throws makes the
+// reading unknown.
+class ResourceGauge {
+public:
+    ResourceGauge() = default;
+
+    template <class F, class = std::enable_if_t<!std::is_same_v<std::decay_t<F>, ResourceGauge>>>
+    ResourceGauge(F f)  // NOLINT(google-explicit-constructor): add_gauge("m", [] {...}) reads well
+        : fn_(wrap(std::move(f))) {}
+
+    explicit operator bool() const noexcept { return static_cast<bool>(fn_); }
+
+    std::optional<double> operator()() const { return fn_(); }
+
+private:
+    template <class T>
+    struct is_optional : std::false_type {};
+    template <class T>
+    struct is_optional<std::optional<T>> : std::true_type {};
+
+    template <class F>
+    static std::function<std::optional<double>()> wrap(F f) {
+        static_assert(std::is_invocable_v<F&>,
+                      "a resource gauge must be callable with no arguments");
+        using R = std::decay_t<std::invoke_result_t<F&>>;
+        static_assert(std::is_arithmetic_v<R> || is_optional<R>::value,
+                      "a resource gauge must return the percent used as a number or a "
+                      "std::optional of one");
+        if (detail::is_null_callable(f)) {
+            return {};
+        }
+        return [f = std::move(f)]() mutable -> std::optional<double> {
+            if constexpr (is_optional<R>::value) {
+                auto value = f();
+                if (!value) {
+                    return std::nullopt;
+                }
+                return static_cast<double>(*value);
+            } else {
+                return static_cast<double>(f());
+            }
+        };
+    }
+
+    std::function<std::optional<double>()> fn_;
+};
+
+// Watches resources — gauges (a callable returning percent used, e.g. memory) and quotas (a
+// limit per rolling window, fed by record_usage()) — against warning and critical thresholds,
+// and names alternatives to switch to when one runs short.
+//   bulwark::ResourceManager rm;                                    // optional clock
+//   rm.add_gauge("memory", [] { return bulwark::system::memory_used_percent(); }, {80, 95});
+//   rm.add_quota("llm_tokens", /*limit*/ 100000, /*window*/ 1min, {70, 90});
+//   rm.record_usage("llm_tokens", 1000);
+//   auto [status, percent] = rm.check("llm_tokens");
+//   rm.set_alternatives("gpt-4", {"claude", "small-model"});  rm.alternative("gpt-4");
+// A gauge is read again once its cache TTL (default 1 s) has passed (threads that find it stale
+// at the same moment may each read it); within the TTL, check() and can_use() use the cached
+// reading: a shared lock and a search of the name table, two atomic loads and a coarse clock read.
+// A quota keeps 60 buckets per window, so usage leaves the window in steps of window/60.
+// Resources cannot be removed.
+// Thread-safe. Change listeners run after the reading, outside any lock.
+// ResourceManager is BasicResourceManager<>: a class template only so that its code is compiled
+// in translation units that use it; use the alias.
+template <class Tag = void>
+class BasicResourceManager {
+public:
+    explicit BasicResourceManager(Clock& clock = default_clock()) : clock_(&clock) {}
+
+    BasicResourceManager(const BasicResourceManager&) = delete;
+    BasicResourceManager& operator=(const BasicResourceManager&) = delete;
+
+    // Throws std::invalid_argument for an empty name or gauge, a duplicate name, bad thresholds
+    // or a negative TTL.
+    // NOLINTNEXTLINE(performance-unnecessary-value-param): moved below; llvm-project#43943
+    void add_gauge(std::string name, ResourceGauge gauge, ResourceThresholds thresholds = {},
+                   Duration cache_ttl = std::chrono::seconds(1)) {
+        if (!gauge) {
+            detail::throw_invalid_argument("ResourceManager::add_gauge(" + name +
+                                           "): the gauge is empty");
+        }
+        if (cache_ttl < Duration::zero()) {
+            detail::throw_invalid_option("ResourceManager::add_gauge(" + name + ").cache_ttl",
+                                         "must be >= 0", detail::format_duration(cache_ttl));
+        }
+        auto r = make_resource(std::move(name), thresholds);
+        r->gauge = std::move(gauge);
+        r->ttl = cache_ttl;
+        insert(std::move(r));
+    }
+
+    // A quota of `limit` units per rolling `window`. Throws std::invalid_argument for an empty
+    // or duplicate name, a limit <= 0, a window <= 0 or bad thresholds.
+    void add_quota(std::string name, double limit, Duration window,
+                   ResourceThresholds thresholds = {}) {
+        if (!(limit > 0.0) || !detail::is_finite(limit)) {
+            detail::throw_invalid_option("ResourceManager::add_quota(" + name + ").limit",
+                                         "must be > 0", detail::format_number(limit));
+        }
+        if (window <= Duration::zero()) {
+            detail::throw_invalid_option("ResourceManager::add_quota(" + name + ").window",
+                                         "must be > 0", detail::format_duration(window));
+        }
+        auto r = make_resource(std::move(name), thresholds);
+        r->quota = true;
+        r->limit = limit;
+        r->window = window;
+        r->bucket_width = std::max(Duration{1}, window / Resource::buckets_per_window);
+        insert(std::move(r));
+    }
+
+    // Adds `amount` (>= 0) to a quota's use in the current window and returns the new reading.
+    // Throws std::invalid_argument for an unknown name, a gauge, or a negative amount.
+    ResourceCheck record_usage(std::string_view name, double amount) {
+        Resource& r = quota(name, amount, "record_usage");
+        std::optional<ResourceChange> change;
+        ResourceCheck result;
+        {
+            detail::LockGuard lock(r.mutex);
+            const TimePoint now = clock_->now();
+            add_to_bucket(r, now, amount);
+            result = observe(r, quota_percent(r, now), now, change);
+        }
+        notify(change);
+        return result;
+    }
+
+    // Records `amount` only if it fits in what is left of the quota; false (and nothing
+    // recorded) if it does not. The check and the record are one step.
+    bool try_consume(std::string_view name, double amount) {
+        Resource& r = quota(name, amount, "try_consume");
+        std::optional<ResourceChange> change;
+        bool fits = false;
+        {
+            detail::LockGuard lock(r.mutex);
+            const TimePoint now = clock_->now();
+            fits = used_in_window(r, now) + amount <= r.limit;
+            if (fits) {
+                add_to_bucket(r, now, amount);
+            }
+            observe(r, quota_percent(r, now), now, change);
+        }
+        notify(change);
+        return fits;
+    }
+
+    // The current reading (a gauge's cached one while it is fresh). Throws
+    // std::invalid_argument for an unknown name.
+    ResourceCheck check(std::string_view name) { return read(find(name)); }
+
+    ResourceStatus status(std::string_view name) { return check(name).status; }
+
+    // True unless the resource is critical or exhausted (unknown counts as usable).
+    bool can_use(std::string_view name) { return usable(check(name).status); }
+
+    // Alternatives to `resource`, in order of preference (the seeds' SWITCH_PROVIDER). They
+    // need not be registered resources; one that is not counts as usable.
+    void set_alternatives(std::string resource, std::vector<std::string> alternatives) {
+        detail::LockGuard lock(table_mutex_);
+        for (auto& entry : alternatives_) {
+            if (entry.first == resource) {
+                entry.second = std::move(alternatives);
+                return;
+            }
+        }
+        alternatives_.emplace_back(std::move(resource), std::move(alternatives));
+    }
+
+    // The first alternative of `resource` that can be used, whatever state `resource` is in;
+    // nullopt if none can (or none was set).
+    std::optional<std::string> alternative(std::string_view resource) {
+        for (const std::string& candidate : alternatives_of(resource)) {
+            if (candidate_usable(candidate)) {
+                return candidate;
+            }
+        }
+        return std::nullopt;
+    }
+
+    // `resource` itself while it can be used, else its first usable alternative.
+    std::optional<std::string> choose(std::string_view resource) {
+        if (candidate_usable(resource)) {
+            return std::string(resource);
+        }
+        return alternative(resource);
+    }
+
+    // Reads every resource (gauges past their TTL are read again).
+    ResourceReport report() {
+        ResourceReport report;
+        std::vector<Resource*> all;
+        {
+            detail::SharedLock lock(table_mutex_);
+            for (const auto& r : resources_) {
+                all.push_back(r.get());
+            }
+        }
+        for (Resource* r : all) {
+            const ResourceCheck c = read(*r);
+            ResourceReading reading;
+            {
+                detail::LockGuard lock(r->mutex);
+                reading.name = r->name;
+                reading.quota = r->quota;
+                reading.status = c.status;
+                reading.percent = c.percent;
+                reading.limit = r->limit;
+                reading.window = r->window;
+                if (r->quota) {
+                    reading.used = used_in_window(*r, clock_->now());
+                }
+                reading.thresholds = r->thresholds;
+                reading.readings = r->readings;
+                reading.peak_percent = r->peak_percent;
+                reading.times_warning = r->times_warning;
+                reading.times_critical = r->times_critical;
+                reading.status_since = r->status_since;
+            }
+            reading.alternatives = alternatives_of(reading.name);
+            if (c.status > report.worst) {
+                report.worst = c.status;
+                report.worst_name = reading.name;
+            }
+            report.resources.push_back(std::move(reading));
+        }
+        report.at = clock_->now();  // after the readings, which may change a status
+        return report;
+    }
+
+    std::vector<std::string> names() const {
+        detail::SharedLock lock(table_mutex_);
+        std::vector<std::string> out;
+        for (const auto& r : resources_) {
+            out.push_back(r->name);
+        }
+        return out;
+    }
+
+    // Called when a resource's status changes (found by a reading, not on every reading).
+    // Returns the id that remove_listener() takes; throws std::invalid_argument for an empty
+    // listener.
+    ListenerId on_change(std::function<void(const ResourceChange&)> listener) {
+        return changes_.add(std::move(listener));
+    }
+    // Stops calling a listener; false if the id is unknown here or already removed.
+    bool remove_listener(ListenerId id) noexcept { return changes_.remove(id); }
+
+private:
+    struct Resource {
+        static constexpr int buckets_per_window = 60;
+
+        std::string name;
+        ResourceThresholds thresholds;
+        bool quota = false;
+        // Gauges. The cache is read without the mutex: cached_at_ns, then the reading.
+        ResourceGauge gauge;
+        Duration ttl{};
+        std::atomic<std::int64_t> cached_at_ns{std::numeric_limits<std::int64_t>::min()};
+        std::atomic<double> cached_percent{std::numeric_limits<double>::quiet_NaN()};
+        // Quotas: set before the resource is shared, then the buckets guarded by mutex.
+        double limit = 0.0;
+        Duration window{};
+        Duration bucket_width{1};
+        std::int64_t bucket_epoch[buckets_per_window] BULWARK_GUARDED_BY(mutex) = {};
+        double bucket_amount[buckets_per_window] BULWARK_GUARDED_BY(mutex) = {};
+        // Status and history summary, guarded by mutex (status also mirrored for lock-free reads).
+        detail::Mutex mutex;
+        std::atomic<ResourceStatus> cached_status{ResourceStatus::unknown};
+        ResourceStatus last_status BULWARK_GUARDED_BY(mutex) = ResourceStatus::unknown;
+        TimePoint status_since BULWARK_GUARDED_BY(mutex){};
+        std::uint64_t readings BULWARK_GUARDED_BY(mutex) = 0;
+        double peak_percent BULWARK_GUARDED_BY(mutex) = 0.0;
+        std::uint64_t times_warning BULWARK_GUARDED_BY(mutex) = 0;
+        std::uint64_t times_critical BULWARK_GUARDED_BY(mutex) = 0;
+    };
+
+    static bool usable(ResourceStatus status) noexcept {
+        return status != ResourceStatus::critical && status != ResourceStatus::exhausted;
+    }
+
+    // Not shared yet: its guarded fields need no lock here.
+    // NOLINTNEXTLINE(performance-unnecessary-value-param): moved below; llvm-project#43943
+    std::unique_ptr<Resource> make_resource(std::string name, const ResourceThresholds& t)
+        BULWARK_NO_THREAD_SAFETY_ANALYSIS {
+        if (name.empty()) {
+            detail::throw_invalid_argument("ResourceManager: a resource name must not be empty");
+        }
+        t.validate(name);
+        auto r = std::make_unique<Resource>();
+        r->name = std::move(name);
+        r->thresholds = t;
+        r->status_since = clock_->now();
+        return r;
+    }
+
+    void insert(std::unique_ptr<Resource> r) {
+        detail::LockGuard lock(table_mutex_);
+        for (const auto& existing : resources_) {
+            if (existing->name == r->name) {
+                detail::throw_invalid_argument("ResourceManager: a resource named '" + r->name +
+                                               "' already exists");
+            }
+        }
+        resources_.push_back(std::move(r));
+    }
+
+    Resource* lookup(std::string_view name) const {
+        detail::SharedLock lock(table_mutex_);
+        for (const auto& r : resources_) {
+            if (r->name == name) {
+                return r.get();
+            }
+        }
+        return nullptr;
+    }
+
+    Resource& find(std::string_view name) const {
+        Resource* r = lookup(name);
+        if (r == nullptr) {
+            detail::throw_invalid_argument("ResourceManager: no resource named '" +
+                                           std::string(name) + "'");
+        }
+        return *r;
+    }
+
+    // `operation` names the caller in the error message.
+    Resource& quota(std::string_view name, double amount, const char* operation) const {
+        Resource& r = find(name);
+        if (!r.quota) {
+            detail::throw_invalid_argument("ResourceManager: '" + r.name +
+                                           "' is a gauge, not a quota");
+        }
+        if (!(amount >= 0.0) || !detail::is_finite(amount)) {
+            detail::throw_invalid_option(
+                std::string("ResourceManager::") + operation + "(" + r.name + ").amount",
+                "must be >= 0", detail::format_number(amount));
+        }
+        return r;
+    }
+
+    std::vector<std::string> alternatives_of(std::string_view resource) const {
+        detail::SharedLock lock(table_mutex_);
+        for (const auto& entry : alternatives_) {
+            if (entry.first == resource) {
+                return entry.second;
+            }
+        }
+        return {};
+    }
+
+    bool candidate_usable(std::string_view name) {
+        Resource* r = lookup(name);
+        return r == nullptr || usable(read(*r).status);
+    }
+
+    ResourceCheck read(Resource& r) {
+        if (r.quota) {
+            std::optional<ResourceChange> change;
+            ResourceCheck result;
+            {
+                detail::LockGuard lock(r.mutex);
+                const TimePoint now = clock_->now();
+                result = observe(r, quota_percent(r, now), now, change);
+            }
+            notify(change);
+            return result;
+        }
+        const std::int64_t now_ns = clock_->coarse_now_fast().time_since_epoch().count();
+        // acquire: pairs with the release store below, so the reading is the one stamped.
+        const std::int64_t at = r.cached_at_ns.load(std::memory_order_acquire);
+        if (at != std::numeric_limits<std::int64_t>::min() && now_ns - at < r.ttl.count()) {
+            // relaxed: ordered after cached_at_ns by its acquire load.
+            return {r.cached_status.load(std::memory_order_relaxed),
+                    r.cached_percent.load(std::memory_order_relaxed)};
+        }
+        double percent = std::numeric_limits<double>::quiet_NaN();
+        try {
+            if (auto value = r.gauge(); value && detail::is_finite(*value)) {
+                percent = *value;
+            }
+        } catch (...) {
+            // A gauge that throws reads as unknown.
+        }
+        std::optional<ResourceChange> change;
+        ResourceCheck result;
+        {
+            detail::LockGuard lock(r.mutex);
+            result = observe(r, percent, clock_->now(), change);
+            r.cached_percent.store(percent, std::memory_order_relaxed);
+            // release: publishes the reading and status stored before it.
+            r.cached_at_ns.store(now_ns, std::memory_order_release);
+        }
+        notify(change);
+        return result;
+    }
+
+    // Under r.mutex: classifies a reading, keeps the summary and notes a change of status.
+    ResourceCheck observe(Resource& r, double percent, TimePoint now,
+                          std::optional<ResourceChange>& change) BULWARK_REQUIRES(r.mutex) {
+        const ResourceStatus status = r.thresholds.classify(percent);
+        ++r.readings;
+        if (!detail::is_nan(percent) && percent > r.peak_percent) {
+            r.peak_percent = percent;
+        }
+        if (status != r.last_status) {
+            if (status == ResourceStatus::warning && r.last_status < ResourceStatus::warning) {
+                ++r.times_warning;
+            }
+            if (status >= ResourceStatus::critical && r.last_status < ResourceStatus::critical) {
+                ++r.times_critical;
+            }
+            if (!changes_.empty()) {
+                change = ResourceChange{r.name, r.last_status, status, percent, now};
+            }
+            r.last_status = status;
+            r.status_since = now;
+        }
+        // relaxed: readers order it through cached_at_ns (gauges) or take r.mutex (quotas).
+        r.cached_status.store(status, std::memory_order_relaxed);
+        return {status, percent};
+    }
+
+    void notify(const std::optional<ResourceChange>& change) {
+        if (change) {
+            changes_.emit(*change);
+        }
+    }
+
+    std::int64_t epoch_of(const Resource& r, TimePoint now) const noexcept {
+        return now.time_since_epoch().count() / r.bucket_width.count();
+    }
+
+    void add_to_bucket(Resource& r, TimePoint now, double amount) BULWARK_REQUIRES(r.mutex) {
+        const std::int64_t epoch = epoch_of(r, now);
+        const auto i = static_cast<std::size_t>(epoch % Resource::buckets_per_window);
+        if (r.bucket_epoch[i] != epoch) {
+            r.bucket_epoch[i] = epoch;
+            r.bucket_amount[i] = 0.0;
+        }
+        r.bucket_amount[i] += amount;
+    }
+
+    double used_in_window(const Resource& r, TimePoint now) const BULWARK_REQUIRES(r.mutex) {
+        const std::int64_t epoch = epoch_of(r, now);
+        double used = 0.0;
+        for (int i = 0; i < Resource::buckets_per_window; ++i) {
+            if (r.bucket_epoch[i] > epoch - Resource::buckets_per_window &&
+                r.bucket_epoch[i] <= epoch) {
+                used += r.bucket_amount[i];
+            }
+        }
+        return used;
+    }
+
+    double quota_percent(const Resource& r, TimePoint now) const BULWARK_REQUIRES(r.mutex) {
+        return 100.0 * used_in_window(r, now) / r.limit;
+    }
+
+    Clock* const clock_;
+    mutable detail::SharedMutex table_mutex_;
+    // A few entries each, searched linearly: cheaper to compile and, at this size, to search
+    // than a map. Resources are never removed (references stay valid).
+    std::vector<std::unique_ptr<Resource>> resources_ BULWARK_GUARDED_BY(table_mutex_);
+    std::vector<std::pair<std::string, std::vector<std::string>>> alternatives_
+        BULWARK_GUARDED_BY(table_mutex_);
+    Listeners<ResourceChange> changes_;
+};
+
+using ResourceManager = BasicResourceManager<>;
+
+}  // namespace bulwark
+
+#endif  // BULWARK_RESOURCES_HPP
+// #include <bulwark/retry_queue.hpp> (already included above)
+
+namespace bulwark {
+
+// One HTTP request as the server saw it, reduced to what the handler needs. The server mounts
+// the handler under any prefix and passes the path below it.
+struct AdminRequest {
+    std::string method;       // "GET", "POST"
+    std::string path;         // "/api/breakers/email/trip": no query, percent-encoded
+    std::string query;        // "status=pending&limit=50": without '?', percent-encoded
+    std::string body;         // the request body (JSON for POST)
+    std::string credentials;  // the token of "Authorization: Bearer <token>", or ""
+};
+
+// What to answer. The server copies status, content type, body and every header as they are.
+struct AdminResponse {
+    int status = 200;
+    std::string content_type = "application/json";
+    std::string body;
+    std::vector<std::pair<std::string, std::string>> headers;
+};
+
+// Someone allowed to operate: the name the audit log records and the token that proves it.
+struct AdminOperator {
+    std::string name;
+    std::string token;
+};
+
+// What AdminHandler enforces. Defaults are safe for a console on an internal network.
+//   bulwark::AdminOptions o;  o.tokens = {{"alice", token_from_secret_store()}};
+struct AdminOptions {
+    // Who may call the API (everything but the page and the liveness/readiness probes). Empty:
+    // nobody, every protected request is refused. Each token is at least 16 bytes; names and
+    // tokens are unique.
+    std::vector<AdminOperator> tokens;
+    std::size_t max_body_bytes = std::size_t{64} * 1024;  // larger bodies: 413
+    std::size_t default_page_size = 50;  // dead letters per page when `limit` is not given
+    std::size_t max_page_size = 500;     // a larger `limit`: 400
+    std::size_t max_bulk_ids = 500;      // ids per bulk request; more: 400
+    double bulk_rate_per_second = 5.0;   // bulk requests admitted per second (all operators)
+    std::size_t bulk_burst = 10;         // of which this many at once
+    std::size_t audit_entries = 1000;    // the audit log keeps the newest this many
+    // Applied to payloads, error texts and notes before they are shown. Empty: shown as stored.
+    Redactor redact = redact_defaults();
+
+    static constexpr std::size_t min_token_bytes = 16;
+
+    void validate() const {
+        for (std::size_t i = 0; i < tokens.size(); ++i) {
+            const std::string field = "AdminOptions.tokens[" + std::to_string(i) + "]";
+            if (tokens[i].name.empty()) {
+                detail::throw_invalid_option(field + ".name", "must not be empty", "\"\"");
+            }
+            if (tokens[i].token.size() < min_token_bytes) {
+                // The value itself is a secret: only its length goes in the message.
+                detail::throw_invalid_option(field + ".token", "must be at least 16 bytes",
+                                             std::to_string(tokens[i].token.size()) + " bytes");
+            }
+            for (std::size_t j = 0; j < i; ++j) {
+                if (tokens[j].name == tokens[i].name) {
+                    detail::throw_invalid_option(field + ".name", "must be unique",
+                                                 "\"" + tokens[i].name + "\"");
+                }
+                if (tokens[j].token == tokens[i].token) {
+                    detail::throw_invalid_option(field + ".token", "must be unique",
+                                                 "the token of \"" + tokens[j].name + "\"");
+                }
+            }
+        }
+        positive(max_body_bytes, "AdminOptions.max_body_bytes");
+        positive(default_page_size, "AdminOptions.default_page_size");
+        positive(max_page_size, "AdminOptions.max_page_size");
+        if (default_page_size > max_page_size) {
+            detail::throw_invalid_option("AdminOptions.default_page_size",
+                                         "must be <= max_page_size",
+                                         std::to_string(default_page_size));
+        }
+        positive(max_bulk_ids, "AdminOptions.max_bulk_ids");
+        if (!(bulk_rate_per_second > 0.0) || !std::isfinite(bulk_rate_per_second)) {
+            detail::throw_invalid_option("AdminOptions.bulk_rate_per_second",
+                                         "must be finite and > 0",
+                                         std::to_string(bulk_rate_per_second));
+        }
+        positive(bulk_burst, "AdminOptions.bulk_burst");
+        positive(audit_entries, "AdminOptions.audit_entries");
+    }
+
+private:
+    static void positive(std::size_t value, const char* field) {
+        if (value == 0) {
+            detail::throw_invalid_option(field, "must be > 0", "0");
+        }
+    }
+};
+
+// One operator action: who did what to what, when, and to how many.
+struct AdminAuditEntry {
+    WallTime at{};
+    std::string operator_name;
+    std::string action;  // "breaker.trip", "dead_letters.dismiss", ...
+    std::string target;  // a breaker's name, the ids (the first few), a level
+    std::size_t count = 0;
+    std::string detail;  // the reason, the category, the channels
+};
+
+namespace detail {
+
+// Compares a presented token with an expected one in time that depends only on the expected
+// token's length, so the time taken tells nothing of how many leading bytes were right.
+inline bool same_token(std::string_view given, std::string_view expected) noexcept {
+    unsigned diff = given.size() == expected.size() ? 0U : 1U;
+    for (std::size_t i = 0; i < expected.size(); ++i) {
+        const auto g = static_cast<unsigned char>(i < given.size() ? given[i] : '\0');
+        diff |= static_cast<unsigned>(g ^ static_cast<unsigned char>(expected[i]));
+    }
+    return diff == 0;
+}
+
+// Decodes %XX escapes (and '+' as a space when `plus_is_space`); nullopt for a broken escape.
+inline std::optional<std::string> percent_decoded(std::string_view text, bool plus_is_space) {
+    const auto hex = [](char c) -> int {
+        if (c >= '0' && c <= '9') {
+            return c - '0';
+        }
+        if (c >= 'a' && c <= 'f') {
+            return c - 'a' + 10;
+        }
+        if (c >= 'A' && c <= 'F') {
+            return c - 'A' + 10;
+        }
+        return -1;
+    };
+    std::string out;
+    out.reserve(text.size());
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        const char c = text[i];
+        if (c == '%') {
+            if (i + 2 >= text.size()) {
+                return std::nullopt;
+            }
+            const int hi = hex(text[i + 1]);
+            const int lo = hex(text[i + 2]);
+            if (hi < 0 || lo < 0) {
+                return std::nullopt;
+            }
+            out.push_back(static_cast<char>(hi * 16 + lo));
+            i += 2;
+        } else if (c == '+' && plus_is_space) {
+            out.push_back(' ');
+        } else {
+            out.push_back(c);
+        }
+    }
+    return out;
+}
+
+// "2026-12-05T02:10:42.123Z": a wall time in RFC 3339, UTC, to the millisecond.
+inline std::string format_rfc3339(WallTime t) {
+    using namespace std::chrono;
+    const auto ms = duration_cast<milliseconds>(t.time_since_epoch()).count();
+    std::int64_t days = ms / 86400000;
+    std::int64_t rest = ms % 86400000;
+    if (rest < 0) {
+        rest += 86400000;
+        --days;
+    }
+    // Howard Hinnant's civil_from_days: the proleptic Gregorian date of a day count.
+    days += 719468;
+    const std::int64_t era = (days >= 0 ? days : days - 146096) / 146097;
+    const std::int64_t doe = days - era * 146097;
+    const std::int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    const std::int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    const std::int64_t mp = (5 * doy + 2) / 153;
+    const std::int64_t day = doy - (153 * mp + 2) / 5 + 1;
+    const std::int64_t month = mp < 10 ? mp + 3 : mp - 9;
+    const std::int64_t year = yoe + era * 400 + (month <= 2 ? 1 : 0);
+    char buffer[128];  // room for any long long fields, as GCC checks
+    std::snprintf(buffer, sizeof buffer, "%04lld-%02lld-%02lldT%02lld:%02lld:%02lld.%03lldZ",
+                  static_cast<long long>(year), static_cast<long long>(month),
+                  static_cast<long long>(day), static_cast<long long>(rest / 3600000),
+                  static_cast<long long>(rest / 60000 % 60),
+                  static_cast<long long>(rest / 1000 % 60), static_cast<long long>(rest % 1000));
+    return buffer;
+}
+
+// A refusal that becomes an error response: the status and the message the client sees.
+class AdminError : public std::runtime_error {
+public:
+    AdminError(int status, const std::string& message)
+        : std::runtime_error(message), status_(status) {}
+    int status() const noexcept { return status_; }
+
+private:
+    int status_;
+};
+
+}  // namespace detail
+
+// The operator's API and console as a plain function of a request: any HTTP server mounts it.
+//   bulwark::AdminHandler admin(options);
+//   admin.breakers(registry).degradation(degradation).dead_letters(store).engine(engine);
+//   bulwark::AdminResponse r = admin.handle({req.method, req.path, query, req.body, bearer});
+// The page (GET /, /console.js, /console.css) and GET /api/health/live and /api/health/ready
+// need no token; every other request needs one of options.tokens (compared in constant time)
+// or is refused with 403: reads too, since dead letters hold customer data. Bulk operations are
+// rate limited (429) and every action is written to the audit log. Errors are JSON
+// {"error": "..."} with 400, 403, 404, 405, 413 or 429. docs/operations.md lists the endpoints.
+// Thread-safety: wire the sources (breakers(), engine(), ...) before serving; handle() may then
+// be called from any number of server threads at once. The sources and the clock must outlive
+// the handler. AdminHandler is BasicAdminHandler<>: a template only so that its code is compiled
+// where it is used; use the alias.
+template <class Tag = void>
+class BasicAdminHandler {
+public:
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
+    explicit BasicAdminHandler(AdminOptions options)
+        : BasicAdminHandler(std::move(options), default_clock()) {}
+
+    // Throws std::invalid_argument for invalid options.
+    BasicAdminHandler(AdminOptions options, Clock& clock)
+        : options_((options.validate(), std::move(options))),
+          clock_(&clock),
+          bulk_tokens_(static_cast<double>(options_.bulk_burst)),
+          bulk_refilled_(clock.now()) {}
+
+    BasicAdminHandler(const BasicAdminHandler&) = delete;
+    BasicAdminHandler& operator=(const BasicAdminHandler&) = delete;
+
+    BasicAdminHandler& breakers(CircuitBreakerRegistry& registry) noexcept {
+        breakers_ = &registry;
+        return *this;
+    }
+    BasicAdminHandler& degradation(Degradation& degradation) noexcept {
+        degradation_ = &degradation;
+        return *this;
+    }
+    BasicAdminHandler& health(HealthMonitor& monitor) noexcept {
+        health_ = &monitor;
+        return *this;
+    }
+    BasicAdminHandler& resources(ResourceManager& manager) noexcept {
+        resources_ = &manager;
+        return *this;
+    }
+    BasicAdminHandler& dead_letters(DeadLetterStore& store) noexcept {
+        store_ = &store;
+        return *this;
+    }
+    // Adds each letter's error class and severity to what the console shows (peek(): the
+    // classifier's counts do not move).
+    BasicAdminHandler& classifier(const ErrorClassifier& classifier) noexcept {
+        classifier_ = &classifier;
+        return *this;
+    }
+    BasicAdminHandler& fixes(FixOrchestrator& orchestrator) noexcept {
+        fixes_ = &orchestrator;
+        return *this;
+    }
+    // Engine statistics and bulk reprocess (DeliveryEngine::reprocess_dead_letter).
+    template <class Message>
+    BasicAdminHandler& engine(DeliveryEngine<Message>& engine) {
+        engine_json_ = [&engine] {
+            const DeliveryEngineCounters c = engine.counters();
+            detail::JsonWriter w;
+            w.begin_object().field("name", engine.options().name);
+            w.key("counters").begin_object();
+            w.field("submitted", c.submitted).field("redriven", c.redriven);
+            w.field("retries", c.retries).field("duplicates_suppressed", c.duplicates_suppressed);
+            w.field("lease_lost", c.lease_lost)
+                .field("dead_letter_failures", c.dead_letter_failures);
+            w.field("undecodable", c.undecodable);
+            w.end_object();
+            w.key("stats").raw(engine.stats().to_json());
+            w.end_object();
+            return w.take();
+        };
+        engine_reprocess_ = [&engine](const std::string& id, std::vector<std::string> channels) {
+            return engine.reprocess_dead_letter(id, std::move(channels));
+        };
+        return *this;
+    }
+    template <class Message>
+    BasicAdminHandler& retry_queue(RetryQueue<Message>& queue) {
+        retry_queue_json_ = [&queue] {
+            const RetryQueueStats s = queue.stats();
+            detail::JsonWriter w;
+            w.begin_object();
+            w.field("queued", static_cast<std::uint64_t>(s.queued));
+            w.field("in_flight", static_cast<std::uint64_t>(s.in_flight));
+            w.field("enqueued", s.enqueued).field("rejected_full", s.rejected_full);
+            w.field("attempts", s.attempts).field("delivered", s.delivered);
+            w.field("retries", s.retries).field("dead_lettered", s.dead_lettered);
+            w.field("dead_letter_failures", s.dead_letter_failures).field("parked", s.parked);
+            w.field("returned", s.returned).field("corrupt", s.corrupt);
+            w.field("lost_leases", s.lost_leases).field("store_failures", s.store_failures);
+            w.end_object();
+            return w.take();
+        };
+        return *this;
+    }
+
+    // Answers one request. Never throws: a failure of a source becomes a 500 with its text
+    // (redacted), an allocation failure a 503.
+    AdminResponse handle(const AdminRequest& request) noexcept {
+        AdminResponse response;
+        try {
+            response = route(request);
+        } catch (const TooManyBulk& e) {
+            response = error(e.status(), e.what());
+            response.headers.emplace_back("Retry-After", std::to_string(e.retry_after));
+        } catch (const detail::AdminError& e) {
+            response = error(e.status(), e.what());
+        } catch (const std::invalid_argument& e) {
+            response = error(400, e.what());
+        } catch (const std::length_error& e) {
+            response = error(413, e.what());
+        } catch (const std::bad_alloc&) {
+            response = AdminResponse{};
+            response.status = 503;
+            response.body = R"({"error":"out of memory"})";
+        } catch (const std::exception& e) {
+            response = error(500, std::string("internal error: ") + e.what());
+        } catch (...) {
+            response = error(500, "internal error");
+        }
+        try {
+            secure(response);
+        } catch (
+            ...) {  // NOLINT(bugprone-empty-catch): the headers are a hardening, the answer stands
+        }
+        return response;
+    }
+
+    // The newest `limit` audit entries, newest first.
+    std::vector<AdminAuditEntry> audit(std::size_t limit = 100) const {
+        detail::LockGuard lock(audit_mutex_);
+        std::vector<AdminAuditEntry> out;
+        for (auto it = audit_.rbegin(); it != audit_.rend() && out.size() < limit; ++it) {
+            out.push_back(*it);
+        }
+        return out;
+    }
+
+    const AdminOptions& options() const noexcept { return options_; }
+
+private:
+    using Segments = std::vector<std::string>;
+    using Params = std::vector<std::pair<std::string, std::string>>;
+
+    [[noreturn]] static void fail(int status, const std::string& message) {
+        throw detail::AdminError(status, message);
+    }
+
+    static AdminResponse error(int status, std::string_view message) {
+        AdminResponse r;
+        r.status = status;
+        detail::JsonWriter w;
+        w.begin_object().key("error");
+        std::string text;
+        detail::append_utf8(text, message, [](std::string& out, char c) { out.push_back(c); });
+        w.value(text).end_object();
+        r.body = w.take();
+        return r;
+    }
+
+    static AdminResponse json(std::string body, int status = 200) {
+        AdminResponse r;
+        r.status = status;
+        r.body = std::move(body);
+        return r;
+    }
+
+    // Headers on every answer: nothing cached, nothing sniffed, no framing, and a page that may
+    // run only its own script and style (so text that slipped through as markup cannot run).
+    static void secure(AdminResponse& r) {
+        r.headers.emplace_back("Cache-Control", "no-store");
+        r.headers.emplace_back("X-Content-Type-Options", "nosniff");
+        r.headers.emplace_back("X-Frame-Options", "DENY");
+        r.headers.emplace_back("Referrer-Policy", "no-referrer");
+        r.headers.emplace_back("Content-Security-Policy",
+                               "default-src 'none'; script-src 'self'; style-src 'self'; "
+                               "img-src 'self'; connect-src 'self'; base-uri 'none'; "
+                               "form-action 'none'; frame-ancestors 'none'");
+    }
+
+    AdminResponse route(const AdminRequest& request) {
+        if (request.body.size() > options_.max_body_bytes) {
+            fail(413, "request body of " + std::to_string(request.body.size()) +
+                          " bytes exceeds max_body_bytes (" +
+                          std::to_string(options_.max_body_bytes) + ")");
+        }
+        const Segments path = split_path(request.path);
+        const bool get = request.method == "GET" || request.method == "HEAD";
+        const bool post = request.method == "POST";
+        if (path.empty() ||
+            (path.size() == 1 &&
+             (path[0] == "console.js" || path[0] == "console.css" || path[0] == "index.html"))) {
+            allow(get, "GET");
+            AdminResponse r;
+            const std::string name = path.empty() ? std::string("index.html") : path[0];
+            if (name == "console.js") {
+                r.content_type = "text/javascript; charset=utf-8";
+                r.body = std::string(admin_console_js());
+            } else if (name == "console.css") {
+                r.content_type = "text/css; charset=utf-8";
+                r.body = std::string(admin_console_css());
+            } else {
+                r.content_type = "text/html; charset=utf-8";
+                r.body = std::string(admin_console_html());
+            }
+            return r;
+        }
+        if (path[0] != "api" || path.size() < 2) {
+            fail(404, "no such path: " + request.path);
+        }
+        const std::string& area = path[1];
+        if (area == "health" && path.size() == 3 && path[2] == "live") {
+            allow(get, "GET");
+            return json(R"({"status":"up"})");
+        }
+        if (area == "health" && path.size() == 3 && path[2] == "ready") {
+            allow(get, "GET");
+            const HealthReport report = need(health_, "health").report();
+            return json(report.readiness_json(), report.http_status());
+        }
+        const std::string who = authenticate(request.credentials);
+        const Params params = parse_query(request.query);
+        if (area == "health" && path.size() == 2) {
+            allow(get, "GET");
+            return json(need(health_, "health").report().to_json());
+        }
+        if (area == "breakers") {
+            return breakers_api(path, get, post, request.body, who);
+        }
+        if (area == "degradation") {
+            return degradation_api(path, get, post, request.body, who);
+        }
+        if (area == "resources" && path.size() == 2) {
+            allow(get, "GET");
+            return json(need(resources_, "resources").report().to_json());
+        }
+        if (area == "dead-letters") {
+            return dead_letters_api(path, get, post, params, request.body, who);
+        }
+        if (area == "engine" && path.size() == 2) {
+            allow(get, "GET");
+            if (!engine_json_) {
+                fail(404, "engine: not configured");
+            }
+            return json(engine_json_());
+        }
+        if (area == "retry-queue" && path.size() == 2) {
+            allow(get, "GET");
+            if (!retry_queue_json_) {
+                fail(404, "retry-queue: not configured");
+            }
+            return json(retry_queue_json_());
+        }
+        if (area == "fixers") {
+            return fixers_api(path, get, params);
+        }
+        if (area == "audit" && path.size() == 2) {
+            allow(get, "GET");
+            return json(audit_json(page_limit(params, 100)));
+        }
+        fail(404, "no such path: " + request.path);
+    }
+
+    static void allow(bool ok, const char* methods) {
+        if (!ok) {
+            fail(405, std::string("method not allowed here; allowed: ") + methods);
+        }
+    }
+
+    template <class T>
+    static T& need(T* source, const char* name) {
+        if (source == nullptr) {
+            fail(404, std::string(name) + ": not configured");
+        }
+        return *source;
+    }
+
+    // The operator the token belongs to. Every token is compared (no early exit), so the time
+    // does not say which operator's token came closest.
+    std::string authenticate(std::string_view credentials) const {
+        const AdminOperator* who = nullptr;
+        for (const AdminOperator& op : options_.tokens) {
+            if (detail::same_token(credentials, op.token) && who == nullptr) {
+                who = &op;
+            }
+        }
+        if (who == nullptr || credentials.empty()) {
+            fail(403, "forbidden: a valid operator token is required");
+        }
+        return who->name;
+    }
+
+    static Segments split_path(std::string_view path) {
+        Segments out;
+        std::size_t at = 0;
+        while (at <= path.size()) {
+            const std::size_t slash = std::min(path.find('/', at), path.size());
+            if (slash > at) {
+                std::optional<std::string> part =
+                    detail::percent_decoded(path.substr(at, slash - at), false);
+                if (!part) {
+                    fail(400, "path: invalid percent-encoding");
+                }
+                out.push_back(std::move(*part));
+            }
+            at = slash + 1;
+        }
+        return out;
+    }
+
+    static Params parse_query(std::string_view query) {
+        Params out;
+        std::size_t at = 0;
+        while (at < query.size()) {
+            const std::size_t amp = std::min(query.find('&', at), query.size());
+            const std::string_view pair = query.substr(at, amp - at);
+            at = amp + 1;
+            if (pair.empty()) {
+                continue;
+            }
+            const std::size_t eq = pair.find('=');
+            std::optional<std::string> key = detail::percent_decoded(pair.substr(0, eq), true);
+            std::optional<std::string> value = detail::percent_decoded(
+                eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1), true);
+            if (!key || !value) {
+                fail(400, "query: invalid percent-encoding");
+            }
+            out.emplace_back(std::move(*key), std::move(*value));
+        }
+        return out;
+    }
+
+    static const std::string* param(const Params& params, std::string_view name) {
+        for (const auto& p : params) {
+            if (p.first == name) {
+                return &p.second;
+            }
+        }
+        return nullptr;
+    }
+
+    static std::size_t number_param(const Params& params, std::string_view name,
+                                    std::size_t fallback) {
+        const std::string* text = param(params, name);
+        if (text == nullptr) {
+            return fallback;
+        }
+        if (text->empty() || text->size() > 9 ||
+            text->find_first_not_of("0123456789") != std::string::npos) {
+            fail(400, std::string(name) + ": expected a whole number below 10^9, got \"" +
+                          shown(*text) + "\"");
+        }
+        return static_cast<std::size_t>(std::stoul(*text));
+    }
+
+    std::size_t page_limit(const Params& params, std::size_t fallback) const {
+        const std::size_t limit = number_param(params, "limit", fallback);
+        if (limit == 0 || limit > options_.max_page_size) {
+            fail(400, "limit: must be 1 to " + std::to_string(options_.max_page_size) + ", got " +
+                          std::to_string(limit));
+        }
+        return limit;
+    }
+
+    // A client's value quoted back in a message: cut, so an error cannot echo a whole body.
+    static std::string shown(std::string_view text) {
+        return std::string(text.substr(0, 64)) + (text.size() > 64 ? "..." : "");
+    }
+
+    static detail::JsonValue parse_body(const std::string& body, bool required) {
+        detail::JsonValue v;
+        if (body.find_first_not_of(" \t\r\n") == std::string::npos) {
+            if (required) {
+                fail(400, "body: expected a JSON object");
+            }
+            v.kind = detail::JsonValue::Kind::object;
+            return v;
+        }
+        std::string why;
+        if (!detail::read_json(body, v, why)) {
+            fail(400, "body: invalid JSON: " + why);
+        }
+        if (!v.is(detail::JsonValue::Kind::object)) {
+            fail(400, "body: expected a JSON object");
+        }
+        return v;
+    }
+
+    // The string member `name`; nullopt when absent; 400 when present but not a string or
+    // longer than `max` bytes.
+    static std::optional<std::string> string_field(const detail::JsonValue& body,
+                                                   std::string_view name, std::size_t max = 1024) {
+        const detail::JsonValue* v = body.find(name);
+        if (v == nullptr || v->is(detail::JsonValue::Kind::null)) {
+            return std::nullopt;
+        }
+        if (!v->is(detail::JsonValue::Kind::string)) {
+            fail(400, std::string(name) + ": expected a string");
+        }
+        if (v->text.size() > max) {
+            fail(400, std::string(name) + ": at most " + std::to_string(max) + " bytes, got " +
+                          std::to_string(v->text.size()));
+        }
+        return v->text;
+    }
+
+    static std::string required_string(const detail::JsonValue& body, std::string_view name) {
+        std::optional<std::string> v = string_field(body, name);
+        if (!v || v->empty()) {
+            fail(400, std::string(name) + ": required, a non-empty string");
+        }
+        return std::move(*v);
+    }
+
+    static std::vector<std::string> string_list(const detail::JsonValue& body,
+                                                std::string_view name, std::size_t max_items) {
+        std::vector<std::string> out;
+        const detail::JsonValue* v = body.find(name);
+        if (v == nullptr || v->is(detail::JsonValue::Kind::null)) {
+            return out;
+        }
+        if (!v->is(detail::JsonValue::Kind::array)) {
+            fail(400, std::string(name) + ": expected an array of strings");
+        }
+        if (v->items.size() > max_items) {
+            fail(400, std::string(name) + ": at most " + std::to_string(max_items) +
+                          " items, got " + std::to_string(v->items.size()));
+        }
+        for (const detail::JsonValue& item : v->items) {
+            if (!item.is(detail::JsonValue::Kind::string) || item.text.empty() ||
+                item.text.size() > 256) {
+                fail(400, std::string(name) +
+                              ": every item must be a non-empty string of at most 256 bytes");
+            }
+            out.push_back(item.text);
+        }
+        return out;
+    }
+
+    AdminResponse breakers_api(const Segments& path, bool get, bool post, const std::string& body,
+                               const std::string& who) {
+        CircuitBreakerRegistry& registry = need(breakers_, "breakers");
+        if (path.size() == 2) {
+            allow(get, "GET");
+            detail::JsonWriter w;
+            w.begin_object().key("breakers").begin_array();
+            registry.for_each([&](CircuitBreaker& b) { write_breaker(w, b); });
+            w.end_array().end_object();
+            return json(w.take());
+        }
+        CircuitBreaker* breaker = registry.find(path[2]);
+        if (breaker == nullptr) {
+            fail(404, "no breaker named \"" + shown(path[2]) + "\"");
+        }
+        if (path.size() == 3) {
+            allow(get, "GET");
+            detail::JsonWriter w;
+            write_breaker(w, *breaker);
+            return json(w.take());
+        }
+        if (path.size() == 4 && (path[3] == "trip" || path[3] == "reset")) {
+            allow(post, "POST");
+            const detail::JsonValue v = parse_body(body, false);
+            const std::string reason = string_field(v, "reason").value_or("");
+            if (path[3] == "trip") {
+                breaker->trip();
+            } else {
+                breaker->reset();
+            }
+            record(who, "breaker." + path[3], breaker->name(), 1, reason);
+            detail::JsonWriter w;
+            write_breaker(w, *breaker);
+            return json(w.take());
+        }
+        fail(404, "no such path under /api/breakers");
+    }
+
+    static void write_breaker(detail::JsonWriter& w, const CircuitBreaker& b) {
+        const CircuitBreakerStats s = b.stats();
+        w.begin_object().field("name", b.name()).field("state", to_string(s.state));
+        w.field("failure_rate", s.failure_rate).field("slow_call_rate", s.slow_call_rate);
+        w.field("calls", s.calls).field("successes", s.successes).field("failures", s.failures);
+        w.field("slow_calls", s.slow).field("timeouts", s.timeouts).field("rejected", s.rejected);
+        w.field("opened", s.opened);
+        w.field("consecutive_failures", static_cast<std::uint64_t>(s.consecutive_failures));
+        w.field("window_calls", s.window_calls).field("window_failures", s.window_failures);
+        w.field("time_in_state_ms", millis(s.time_in_state));
+        w.field("retry_after_ms", millis(s.retry_after));
+        w.end_object();
+    }
+
+    static double millis(Duration d) noexcept {
+        return std::chrono::duration<double, std::milli>(d).count();
+    }
+
+    AdminResponse degradation_api(const Segments& path, bool get, bool post,
+                                  const std::string& body, const std::string& who) {
+        Degradation& d = need(degradation_, "degradation");
+        if (path.size() == 2 && get) {
+            return json(degradation_json(d));
+        }
+        if (path.size() == 2) {
+            allow(post, "GET, POST");
+            const detail::JsonValue v = parse_body(body, true);
+            const std::string name = required_string(v, "level");
+            const std::string reason = required_string(v, "reason");
+            const std::optional<DegradationLevel> level = level_named(name);
+            if (!level) {
+                fail(400, "level: unknown \"" + shown(name) +
+                              "\" (expected normal, minor, moderate, severe or critical)");
+            }
+            d.set_level(*level, reason);
+            record(who, "degradation.set", name, 1, reason);
+            return json(degradation_json(d));
+        }
+        if (path.size() == 3 && path[2] == "clear") {
+            allow(post, "POST");
+            d.clear_override();
+            record(who, "degradation.clear", to_string(d.level()), 1, "");
+            return json(degradation_json(d));
+        }
+        fail(404, "no such path under /api/degradation");
+    }
+
+    static std::optional<DegradationLevel> level_named(std::string_view name) {
+        for (int i = 0; i <= static_cast<int>(DegradationLevel::critical); ++i) {
+            const auto level = static_cast<DegradationLevel>(i);
+            if (name == to_string(level)) {
+                return level;
+            }
+        }
+        return std::nullopt;
+    }
+
+    std::string degradation_json(const Degradation& d) const {
+        detail::JsonWriter w;
+        w.begin_object().field("level", to_string(d.level()));
+        w.field("reason", redacted(d.reason())).field("overridden", d.overridden());
+        w.field("for_ms", millis(clock_->now() - d.since()));
+        w.key("levels").begin_array();
+        for (int i = 0; i <= static_cast<int>(DegradationLevel::critical); ++i) {
+            w.value(to_string(static_cast<DegradationLevel>(i)));
+        }
+        w.end_array().end_object();
+        return w.take();
+    }
+
+    std::string redacted(std::string_view text) const {
+        std::string out;
+        const std::string masked = options_.redact ? options_.redact(text) : std::string(text);
+        // JSON needs UTF-8: payloads are arbitrary bytes.
+        detail::append_utf8(out, masked, [](std::string& o, char c) { o.push_back(c); });
+        return out;
+    }
+
+    template <class Enum>
+    static std::optional<Enum> enum_named(std::string_view name, std::size_t count) {
+        for (std::size_t i = 0; i < count; ++i) {
+            const auto e = static_cast<Enum>(i);
+            if (name == to_string(e)) {
+                return e;
+            }
+        }
+        return std::nullopt;
+    }
+
+    AdminResponse dead_letters_api(const Segments& path, bool get, bool post, const Params& params,
+                                   const std::string& body, const std::string& who) {
+        DeadLetterStore& store = need(store_, "dead-letters");
+        if (path.size() == 2) {
+            allow(get, "GET");
+            return json(list_letters(store, params));
+        }
+        if (path.size() == 3 && post &&
+            (path[2] == "dismiss" || path[2] == "categorize" || path[2] == "fix" ||
+             path[2] == "reprocess")) {
+            admit_bulk();
+            return json(bulk(store, path[2], body, who));
+        }
+        if (path.size() == 3) {
+            allow(get, "GET");
+            std::optional<DeadLetter> d = store.get(path[2]);
+            if (!d) {
+                fail(404, "no dead letter with id \"" + shown(path[2]) + "\"");
+            }
+            detail::JsonWriter w;
+            write_letter(w, *d, true);
+            return json(w.take());
+        }
+        fail(404, "no such path under /api/dead-letters");
+    }
+
+    std::string list_letters(DeadLetterStore& store, const Params& params) const {
+        DeadLetterQuery q;
+        if (const std::string* s = param(params, "status"); s != nullptr && !s->empty()) {
+            const auto status = enum_named<DeadLetterStatus>(*s, dead_letter_status_count);
+            if (!status) {
+                fail(400, "status: unknown \"" + shown(*s) +
+                              "\" (expected pending, reprocessed or dismissed)");
+            }
+            q.status(*status);
+        }
+        if (const std::string* s = param(params, "reason"); s != nullptr && !s->empty()) {
+            const auto reason = enum_named<DeadLetterReason>(*s, dead_letter_reason_count);
+            if (!reason) {
+                fail(400, "reason: unknown \"" + shown(*s) + "\"");
+            }
+            q.reason(*reason);
+        }
+        if (const std::string* s = param(params, "type"); s != nullptr && !s->empty()) {
+            q.type(*s);
+        }
+        if (const std::string* s = param(params, "category"); s != nullptr && !s->empty()) {
+            q.category(*s);
+        }
+        for (const auto& p : params) {
+            if (p.first == "tag" && !p.second.empty()) {
+                q.tag(p.second);
+            }
+        }
+        const std::string* error_class = param(params, "error_class");
+        const std::string* text = param(params, "text");
+        const std::size_t offset = number_param(params, "offset", 0);
+        const std::size_t limit = page_limit(params, options_.default_page_size);
+        const std::string folded = text == nullptr ? std::string() : detail::ascii_lowered(*text);
+
+        std::size_t total = 0;
+        detail::JsonWriter w;
+        w.begin_object().key("items").begin_array();
+        for (const DeadLetter& d : store.list(q)) {
+            if (error_class != nullptr && !error_class->empty() &&
+                class_of(d).error_class.name != *error_class) {
+                continue;
+            }
+            // The text filter reads what operators see (redacted), so it cannot probe for
+            // masked data.
+            if (!folded.empty() && !detail::contains_folded(redacted(d.error), folded) &&
+                !detail::contains_folded(d.id, folded)) {
+                continue;
+            }
+            if (total >= offset && total - offset < limit) {
+                write_letter(w, d, false);
+            }
+            ++total;
+        }
+        w.end_array();
+        w.field("total", static_cast<std::uint64_t>(total));
+        w.field("offset", static_cast<std::uint64_t>(offset));
+        w.field("limit", static_cast<std::uint64_t>(limit));
+        w.end_object();
+        return w.take();
+    }
+
+    Classification class_of(const DeadLetter& d) const {
+        if (classifier_ != nullptr) {
+            return classifier_->peek(d);
+        }
+        Classification c;
+        c.error_class.name = std::string(ErrorClassifier::unclassified_name);
+        return c;
+    }
+
+    void write_letter(detail::JsonWriter& w, const DeadLetter& d, bool full) const {
+        const Classification c = class_of(d);
+        std::string severity = to_string(c.error_class.severity);
+        for (const std::string& t : d.tags) {
+            if (t.rfind("severity:", 0) == 0) {
+                severity = t.substr(9);  // an operator's categorize() outranks the rule's
+            }
+        }
+        w.begin_object().field("id", redacted(d.id)).field("type", redacted(d.type));
+        w.field("status", to_string(d.status)).field("reason", to_string(d.reason));
+        w.field("category", redacted(d.category));
+        w.key("tags").begin_array();
+        for (const std::string& t : d.tags) {
+            w.value(redacted(t));
+        }
+        w.end_array();
+        w.field("error", redacted(d.error)).field("error_class", c.error_class.name);
+        w.field("severity", severity);
+        w.field("created", detail::format_rfc3339(d.created));
+        w.field("last_attempt", detail::format_rfc3339(d.last_attempt));
+        w.field("redrives", static_cast<std::uint64_t>(d.redrives)).field("note", redacted(d.note));
+        if (full) {
+            w.field("payload", redacted(d.payload));
+            w.key("attempts").begin_array();
+            for (const DeadLetterAttempt& a : d.attempts) {
+                w.begin_object().field("at", detail::format_rfc3339(a.at));
+                w.field("channel", redacted(a.channel)).field("error", redacted(a.error));
+                w.end_object();
+            }
+            w.end_array();
+        }
+        w.end_object();
+    }
+
+    // One token per bulk request, refilled at bulk_rate_per_second up to bulk_burst.
+    void admit_bulk() {
+        detail::LockGuard lock(bulk_mutex_);
+        const TimePoint now = clock_->now();
+        const double elapsed = std::chrono::duration<double>(now - bulk_refilled_).count();
+        bulk_refilled_ = now;
+        bulk_tokens_ =
+            std::min(static_cast<double>(options_.bulk_burst),
+                     bulk_tokens_ + std::max(0.0, elapsed) * options_.bulk_rate_per_second);
+        if (bulk_tokens_ < 1.0) {
+            const double wait = (1.0 - bulk_tokens_) / options_.bulk_rate_per_second;
+            throw TooManyBulk(static_cast<long long>(std::ceil(wait)));
+        }
+        bulk_tokens_ -= 1.0;
+    }
+
+    struct TooManyBulk : detail::AdminError {
+        explicit TooManyBulk(long long seconds)
+            : detail::AdminError(
+                  429, "too many bulk operations: try again in " + std::to_string(seconds) + " s"),
+              retry_after(seconds) {}
+        long long retry_after;
+    };
+
+    std::string bulk(DeadLetterStore& store, const std::string& operation, const std::string& body,
+                     const std::string& who) {
+        const detail::JsonValue v = parse_body(body, true);
+        const std::vector<std::string> ids = string_list(v, "ids", options_.max_bulk_ids);
+        if (ids.empty()) {
+            fail(400, "ids: required, 1 to " + std::to_string(options_.max_bulk_ids) + " ids");
+        }
+        std::size_t changed = 0;
+        std::vector<std::string> not_found;
+        std::vector<std::string> unchanged;
+        std::string detail_text;
+        std::array<std::size_t, fix_outcome_count> outcomes{};
+        std::size_t redriven = 0;
+        const auto settle = [&](const std::string& id, bool did) {
+            if (did) {
+                ++changed;
+            } else if (!store.get(id)) {
+                not_found.push_back(id);
+            } else {
+                unchanged.push_back(id);
+            }
+        };
+        if (operation == "dismiss") {
+            const std::string reason = required_string(v, "reason");
+            detail_text = reason;
+            for (const std::string& id : ids) {
+                settle(id, store.dismiss(DeadLetterQuery{}.id(id), reason) == 1);
+            }
+        } else if (operation == "categorize") {
+            const std::string category = required_string(v, "category");
+            std::vector<std::string> tags = string_list(v, "tags", 32);
+            if (std::optional<std::string> severity = string_field(v, "severity")) {
+                if (!enum_named<ErrorSeverity>(*severity, error_severity_count)) {
+                    fail(400, "severity: unknown \"" + shown(*severity) +
+                                  "\" (expected low, medium, high or critical)");
+                }
+                tags.push_back("severity:" + *severity);
+            }
+            detail_text = category;
+            for (const std::string& id : ids) {
+                settle(id, store.categorize(DeadLetterQuery{}.id(id), category, tags) == 1);
+            }
+        } else if (operation == "fix") {
+            FixOrchestrator& fixes = need(fixes_, "fixes");
+            for (const std::string& id : ids) {
+                const BulkFixResult r =
+                    fixes.bulk_fix(DeadLetterQuery{}.id(id).status(DeadLetterStatus::pending), who);
+                for (std::size_t i = 0; i < fix_outcome_count; ++i) {
+                    outcomes[i] += r.by_outcome[i];
+                }
+                redriven += r.redriven;
+                settle(id, r.matched == 1 && r.count(FixOutcome::skipped) == 0);
+            }
+        } else {
+            if (!engine_reprocess_) {
+                fail(404, "engine: not configured");
+            }
+            const std::vector<std::string> channels = string_list(v, "channels", 16);
+            for (const std::string& c : channels) {
+                detail_text += (detail_text.empty() ? "" : ",") + c;
+            }
+            for (const std::string& id : ids) {
+                settle(id, engine_reprocess_(id, channels));
+            }
+        }
+        record(who, "dead_letters." + operation, summary(ids), changed, detail_text);
+
+        detail::JsonWriter w;
+        w.begin_object().field("operation", operation);
+        w.field("requested", static_cast<std::uint64_t>(ids.size()));
+        w.field("changed", static_cast<std::uint64_t>(changed));
+        w.key("not_found").begin_array();
+        for (const std::string& id : not_found) {
+            w.value(redacted(id));
+        }
+        w.end_array().key("unchanged").begin_array();
+        for (const std::string& id : unchanged) {
+            w.value(redacted(id));
+        }
+        w.end_array();
+        if (operation == "fix") {
+            w.key("outcomes").begin_object();
+            for (std::size_t i = 0; i < fix_outcome_count; ++i) {
+                w.field(to_string(static_cast<FixOutcome>(i)),
+                        static_cast<std::uint64_t>(outcomes[i]));
+            }
+            w.end_object().field("redriven", static_cast<std::uint64_t>(redriven));
+        }
+        w.end_object();
+        return w.take();
+    }
+
+    // "dl-1, dl-2, dl-3 and 47 more": what an audit entry names.
+    static std::string summary(const std::vector<std::string>& ids) {
+        std::string out;
+        const std::size_t shown_ids = std::min<std::size_t>(ids.size(), 3);
+        for (std::size_t i = 0; i < shown_ids; ++i) {
+            out += (i == 0 ? "" : ", ") + ids[i];
+        }
+        if (ids.size() > shown_ids) {
+            out += " and " + std::to_string(ids.size() - shown_ids) + " more";
+        }
+        return out;
+    }
+
+    AdminResponse fixers_api(const Segments& path, bool get, const Params& params) {
+        FixOrchestrator& fixes = need(fixes_, "fixes");
+        allow(get, "GET");
+        if (path.size() == 2) {
+            detail::JsonWriter w;
+            w.begin_object().key("fixers").begin_array();
+            for (const FixerStats& s : fixes.stats()) {
+                w.begin_object().field("fixer", s.fixer_id).field("executions", s.executions);
+                for (std::size_t i = 0; i < fix_outcome_count; ++i) {
+                    w.field(to_string(static_cast<FixOutcome>(i)), s.by_outcome[i]);
+                }
+                w.field("success_rate", s.success_rate).field("failure_rate", s.failure_rate);
+                w.field("mean_duration_ms", millis(s.mean_duration));
+                w.field("alert", to_string(s.level));
+                w.end_object();
+            }
+            w.end_array().end_object();
+            return json(w.take());
+        }
+        if (path.size() == 3 && path[2] == "executions") {
+            const std::size_t limit = page_limit(params, options_.default_page_size);
+            const std::vector<FixExecution> all = fixes.log().query();
+            detail::JsonWriter w;
+            w.begin_object().key("executions").begin_array();
+            std::size_t n = 0;
+            for (auto it = all.rbegin(); it != all.rend() && n < limit; ++it, ++n) {
+                w.begin_object().field("fixer", it->fixer_id);
+                w.field("at", detail::format_rfc3339(it->at)).field("operator", it->operator_name);
+                w.field("dead_letter_id", redacted(it->dead_letter_id));
+                w.field("message_id", redacted(it->message_id));
+                w.field("outcome", to_string(it->outcome));
+                w.field("duration_ms", millis(it->duration)).field("note", redacted(it->note));
+                w.end_object();
+            }
+            w.end_array().end_object();
+            return json(w.take());
+        }
+        fail(404, "no such path under /api/fixers");
+    }
+
+    void record(const std::string& who, std::string action, std::string target, std::size_t count,
+                std::string detail_text) {
+        AdminAuditEntry e;
+        e.at = clock_->wall_now();
+        e.operator_name = who;
+        e.action = std::move(action);
+        e.target = std::move(target);
+        e.count = count;
+        e.detail = std::move(detail_text);
+        detail::LockGuard lock(audit_mutex_);
+        if (audit_.size() >= options_.audit_entries) {
+            audit_.pop_front();
+        }
+        audit_.push_back(std::move(e));
+    }
+
+    std::string audit_json(std::size_t limit) const {
+        detail::JsonWriter w;
+        w.begin_object().key("entries").begin_array();
+        for (const AdminAuditEntry& e : audit(limit)) {
+            w.begin_object().field("at", detail::format_rfc3339(e.at));
+            w.field("operator", e.operator_name).field("action", e.action);
+            w.field("target", redacted(e.target));
+            w.field("count", static_cast<std::uint64_t>(e.count))
+                .field("detail", redacted(e.detail));
+            w.end_object();
+        }
+        w.end_array().end_object();
+        return w.take();
+    }
+
+    const AdminOptions options_;
+    Clock* const clock_;
+    CircuitBreakerRegistry* breakers_ = nullptr;
+    Degradation* degradation_ = nullptr;
+    HealthMonitor* health_ = nullptr;
+    ResourceManager* resources_ = nullptr;
+    DeadLetterStore* store_ = nullptr;
+    const ErrorClassifier* classifier_ = nullptr;
+    FixOrchestrator* fixes_ = nullptr;
+    std::function<std::string()> engine_json_;
+    std::function<bool(const std::string&, std::vector<std::string>)> engine_reprocess_;
+    std::function<std::string()> retry_queue_json_;
+
+    mutable detail::Mutex bulk_mutex_;
+    double bulk_tokens_ BULWARK_GUARDED_BY(bulk_mutex_);
+    TimePoint bulk_refilled_ BULWARK_GUARDED_BY(bulk_mutex_);
+
+    mutable detail::Mutex audit_mutex_;
+    std::deque<AdminAuditEntry> audit_ BULWARK_GUARDED_BY(audit_mutex_);
+};
+
+using AdminHandler = BasicAdminHandler<>;
+
+}  // namespace bulwark
+
+#endif  // BULWARK_ADMIN_HPP
+// #include <bulwark/breaker_health.hpp>
+// Bridge: a circuit breaker's state as a health check (HealthMonitor::add_breaker).
+#ifndef BULWARK_BREAKER_HEALTH_HPP
+#define BULWARK_BREAKER_HEALTH_HPP
+
+#include <chrono>
+#include <string>
+#include <utility>
+
+// #include <bulwark/circuit_breaker.hpp> (already included above)
+// #include <bulwark/health_check.hpp> (already included above)
+
+namespace bulwark {
+
+// A check that reports `breaker`'s state: closed or disabled -> healthy, half_open -> degraded,
+// open or forced_open -> unhealthy, with the state in the details. It reads one atomic, so it
+// runs inline (timeout zero). The breaker must outlive whatever runs the check.
+//   monitor.add_check(bulwark::breaker_health_check(breaker));   // what add_breaker(breaker) does
+inline HealthCheck breaker_health_check(const CircuitBreaker& breaker, bool critical = false,
+                                        Duration interval = std::chrono::seconds(1)) {
+    HealthCheck check;
+    check.name = breaker.name();
+    check.probe = [b = &breaker] {
+        const CircuitState state = b->state();
+        HealthCheckResult r;
+        switch (state) {
+            case CircuitState::closed:
+            case CircuitState::disabled:
+                r.status = HealthStatus::healthy;
+                break;
+            case CircuitState::half_open:
+                r.status = HealthStatus::degraded;
+                r.message = "circuit half-open: probing";
+                break;
+            case CircuitState::open:
+            case CircuitState::forced_open:
+                r.status = HealthStatus::unhealthy;
+                r.message = std::string("circuit ") + to_string(state);
+                break;
+        }
+        r.details["state"] = to_string(state);
+        return r;
+    };
+    check.interval = interval;
+    check.timeout = Duration::zero();
+    check.critical = critical;
+    return check;
+}
+
+}  // namespace bulwark
+
+#endif  // BULWARK_BREAKER_HEALTH_HPP
+// #include <bulwark/circuit_breaker_registry.hpp> (already included above)
+// #include <bulwark/dead_letter.hpp>
+// Dead letters: the vocabulary, the in-memory store and (on POSIX) the durable file store.
+#ifndef BULWARK_DEAD_LETTER_HPP
+#define BULWARK_DEAD_LETTER_HPP
+
+// #include <bulwark/dead_letter_store.hpp> (already included above)
+// #include <bulwark/in_memory_dead_letter_store.hpp>
+// InMemoryDeadLetterStore: a bounded, thread-safe DeadLetterStore kept in memory.
+#ifndef BULWARK_IN_MEMORY_DEAD_LETTER_STORE_HPP
+#define BULWARK_IN_MEMORY_DEAD_LETTER_STORE_HPP
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <iterator>
+#include <limits>
+#include <map>
+#include <new>
+#include <optional>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+// #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/config.hpp> (already included above)
+// #include <bulwark/context.hpp> (already included above)
+// #include <bulwark/dead_letter_store.hpp> (already included above)
+// #include <bulwark/detail/dead_letter_index.hpp> (already included above)
+// #include <bulwark/detail/indexed_dead_letter_store.hpp>
+// IndexedDeadLetterStore: the admission, reads, stats and reprocess loop both stores share
+// (private). SPDX-License-Identifier: MIT
+#ifndef BULWARK_DETAIL_INDEXED_DEAD_LETTER_STORE_HPP
+#define BULWARK_DETAIL_INDEXED_DEAD_LETTER_STORE_HPP
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+// #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/dead_letter_store.hpp> (already included above)
+// #include <bulwark/detail/dead_letter_index.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+
+namespace bulwark {
+
+namespace detail {
+
+// The part of a DeadLetterStore that does not depend on where its records are kept: one mutex
+// over a DeadLetterIndex, the checks an add passes before anything is stored (size limits,
+// duplicate id, full), id assignment, every read (get, list, size, stats, limits) and the
+// reprocess loop (one run at a time per store, the handler called with no lock held). A store
+// derives from IndexedDeadLetterStore<Store> (befriending it) and keeps what makes it durable or
+// not: do_dismiss, do_categorize, do_purge and these members, each called with mutex_ held:
+//   std::string store_new(DeadLetter letter, bool evict)
+//       stores a checked letter that has its id (then, when `evict`, removes the oldest resolved
+//       record: the store was full) and returns the id; counts it in counters_.
+//   void record_outcome(Seq seq, const DeadLetter& copy, bool resent, DeadLetterAttempt attempt,
+//                       const ReprocessResult& so_far)
+//       records what the handler said about `copy` (record `seq`, which may have been removed
+//       meanwhile) and counts it in counters_; so_far is the call's result before it.
+// and, when the store can refuse changes (the defaults below accept everything):
+//   void check_writable() const                    throws before an add stores anything or a
+//                                                  reprocess selects anything;
+//   void check_redrive_continues(const ReprocessResult& so_far) const
+//                                                  throws to stop a reprocess before its next
+//                                                  handler call;
+// and, when an add is acknowledged only once durable (the defaults wait for nothing):
+//   std::uint64_t durable_ticket(std::string_view id) const
+//                                                  what covers the record `id` (stored);
+//   void await_durable(std::uint64_t ticket)       called with no lock held: returns once
+//                                                  `ticket` is durable, or throws.
+// Thread-safe: mutex_ guards every member below and whatever the store's hooks touch. The hooks
+// are called as static_cast<Store&>(*this).hook(): a cast the thread-safety analysis sees
+// through, so it knows the mutex_ a hook requires is the one held (a store() helper returning
+// the reference would hide that).
+template <class Store>
+class IndexedDeadLetterStore : public DeadLetterStore {
+protected:
+    using Index = DeadLetterIndex;
+    using Seq = Index::Seq;
+
+    // The clock must outlive the store.
+    IndexedDeadLetterStore(const DeadLetterLimits& limits, Clock& clock)
+        : limits_(limits), clock_(&clock), id_seed_(dead_letter_id_seed(this)) {}
+
+    // The limits of a store's options (which have these four fields), once they are validated.
+    template <class Options>
+    static DeadLetterLimits checked_limits(const Options& options) {
+        options.validate();
+        return DeadLetterLimits{options.max_entries, options.max_payload_bytes,
+                                options.max_attempts, options.max_text_bytes};
+    }
+
+    std::string do_add(DeadLetter letter) override {
+        std::uint64_t ticket = 0;
+        std::string id = add_locked(std::move(letter), ticket);
+        // Without the lock, so that concurrent adds share one sync (group commit). A duplicate
+        // waits too: the record it names may be another add's, still in flight.
+        static_cast<Store&>(*this).await_durable(ticket);
+        return id;
+    }
+
+    std::string add_locked(DeadLetter letter, std::uint64_t& ticket) {
+        LockGuard lock(mutex_);
+        try {
+            prepare_dead_letter(letter, limits_, clock_->wall_now());
+        } catch (const DeadLetterTooLargeError&) {
+            ++rejected_too_large_;
+            throw;
+        }
+        if (!letter.id.empty() && index_.contains(letter.id)) {
+            ++duplicate_adds_;
+            ticket = static_cast<Store&>(*this).durable_ticket(letter.id);
+            return letter.id;
+        }
+        const bool full = index_.size() >= limits_.max_entries;
+        if (full && !index_.has_resolved()) {
+            ++rejected_full_;
+            throw_store_full(limits_.max_entries);
+        }
+        static_cast<Store&>(*this).check_writable();
+        if (letter.id.empty()) {
+            do {
+                letter.id = format_dead_letter_id(SplitMix64::at(id_seed_, next_id_++));
+            } while (index_.contains(letter.id));
+        }
+        // The eviction a full store makes comes after the new record is in (it is pending, so it
+        // is not the one evicted): an add that throws has removed nothing.
+        std::string id = static_cast<Store&>(*this).store_new(std::move(letter), full);
+        ticket = static_cast<Store&>(*this).durable_ticket(id);
+        return id;
+    }
+
+    // Refuses, before anything changes, a categorize() that would take a matched record's
+    // category and tags together over max_text_bytes: tags accumulate from call to call, and a
+    // record must stay small enough to be read back from a journal. Under mutex_.
+    void check_categorize(const DeadLetterQuery& query, std::string_view category,
+                          const std::vector<std::string>& tags) const BULWARK_REQUIRES(mutex_) {
+        std::size_t matched = 0;
+        const std::size_t limit = query.max_results();
+        index_.scan(query, [&](Index::const_iterator it) BULWARK_NO_THREAD_SAFETY_ANALYSIS {
+            // (scan() runs this under mutex_, held by the caller.)
+            const std::size_t text = categorized_text_bytes(category, it->second.tags, tags);
+            if (text > limits_.max_text_bytes) {
+                throw_too_large("category and tags", "max_text_bytes", text,
+                                limits_.max_text_bytes);
+            }
+            return ++matched < limit;
+        });
+    }
+
+    std::optional<DeadLetter> do_get(std::string_view id) const override {
+        LockGuard lock(mutex_);
+        const auto it = index_.find(id);
+        if (it == index_.end()) {
+            return std::nullopt;
+        }
+        return it->second;
+    }
+
+    std::vector<DeadLetter> do_list(const DeadLetterQuery& query) const override {
+        std::vector<DeadLetter> out;
+        const std::size_t limit = query.max_results();
+        if (limit == 0) {
+            return out;
+        }
+        LockGuard lock(mutex_);
+        index_.scan(query, [&](Index::const_iterator it) {
+            out.push_back(it->second);
+            return out.size() < limit;
+        });
+        return out;
+    }
+
+    ReprocessResult do_reprocess(const DeadLetterQuery& query, const DeadLetterHandler& handler,
+                                 const ReprocessOptions& options) override {
+        if (!handler) {
+            throw_invalid_argument("bulwark::DeadLetterStore::reprocess: empty handler");
+        }
+        ReprocessResult result;
+        std::vector<Seq> batch;
+        {
+            LockGuard lock(mutex_);
+            if (reprocessing_) {
+                result.already_running = true;
+                return result;
+            }
+            static_cast<Store&>(*this)
+                .check_writable();  // a store that cannot record an outcome resends nothing
+            batch = index_.select_redrive(query, options.max_redrives, result);
+            reprocessing_ = true;
+        }
+        // Clears the flag however the loop ends (a throwing clock, allocation or hook included).
+        struct Running {
+            IndexedDeadLetterStore* self;
+            ~Running() {
+                LockGuard lock(self->mutex_);
+                self->reprocessing_ = false;
+            }
+        } running{this};
+
+        for (const Seq seq : batch) {
+            if (options.cancel != nullptr && options.cancel->cancelled()) {
+                result.cancelled = true;
+                break;
+            }
+            DeadLetter copy;
+            {
+                LockGuard lock(mutex_);
+                static_cast<Store&>(*this).check_redrive_continues(result);
+                const auto it = index_.find_redrivable(seq, query);
+                if (it == index_.end()) {
+                    ++result.skipped_changed;
+                    continue;
+                }
+                copy = it->second;
+            }
+            RedriveOutcome outcome = run_redrive_handler(handler, copy);
+            const bool resent = outcome.resent;
+            DeadLetterAttempt attempt{clock_->wall_now(), options.channel,
+                                      std::move(outcome.error)};
+            {
+                LockGuard lock(mutex_);
+                static_cast<Store&>(*this).record_outcome(seq, copy, resent, std::move(attempt),
+                                                          result);
+            }
+            ++(resent ? result.resent : result.failed);
+        }
+        return result;
+    }
+
+    DeadLetterStats do_stats() const override {
+        DeadLetterStats s;
+        LockGuard lock(mutex_);
+        index_.fill(s);
+        s.added = counters_.added;
+        s.duplicate_adds = duplicate_adds_;
+        s.evicted = counters_.evicted;
+        s.purged = counters_.purged;
+        s.resent = counters_.resent;
+        s.redrive_failures = counters_.redrive_failures;
+        s.rejected_full = rejected_full_;
+        s.rejected_too_large = rejected_too_large_;
+        return s;
+    }
+
+    std::size_t do_size() const override {
+        LockGuard lock(mutex_);
+        return index_.size();
+    }
+
+    DeadLetterLimits do_limits() const noexcept override { return limits_; }
+
+    // The hooks a store that accepts every change leaves as they are.
+    void check_writable() const noexcept BULWARK_REQUIRES(mutex_) {}
+    std::uint64_t durable_ticket(std::string_view /*id*/) const noexcept BULWARK_REQUIRES(mutex_) {
+        return 0;
+    }
+    void await_durable(std::uint64_t /*ticket*/) noexcept {}
+    void check_redrive_continues(const ReprocessResult& /*so_far*/) const noexcept
+        BULWARK_REQUIRES(mutex_) {}
+
+    const DeadLetterLimits limits_;
+    Clock* const clock_;
+
+    mutable Mutex mutex_;
+    Index index_ BULWARK_GUARDED_BY(mutex_);
+    // Since the store was made (a durable store: ever).
+    DeadLetterCounters counters_ BULWARK_GUARDED_BY(mutex_);
+    std::uint64_t duplicate_adds_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t rejected_full_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t rejected_too_large_ BULWARK_GUARDED_BY(mutex_) = 0;
+
+private:
+    const std::uint64_t id_seed_;
+    std::uint64_t next_id_ BULWARK_GUARDED_BY(mutex_) = 0;
+    bool reprocessing_ BULWARK_GUARDED_BY(mutex_) = false;
+};
+
+}  // namespace detail
+
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_INDEXED_DEAD_LETTER_STORE_HPP
+// #include <bulwark/detail/mutex.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+
+namespace bulwark {
+
+struct InMemoryDeadLetterStoreOptions {
+    // Records held at most. When full, add() evicts the oldest added record that is no longer
+    // pending; with none, it throws DeadLetterStoreFullError. >= 1. Default 100000.
+    std::size_t max_entries = 100000;
+    // Larger payloads are refused with DeadLetterTooLargeError. >= 1. Default 1 MiB.
+    std::size_t max_payload_bytes = std::size_t{1} << 20U;
+    // All the other strings of a record together (id, type, error, category, tags, note, the
+    // attempts' channels and errors) above this are refused at add() with
+    // DeadLetterTooLargeError; a dismiss() note, and a record's category and tags after a
+    // categorize(), are each bounded by it too. With redrive attempts (error text cut to 1 KiB,
+    // channel at most 256 bytes, max_attempts of them) a record's size stays bounded. >= 1.
+    // Default 64 KiB.
+    std::size_t max_text_bytes = std::size_t{64} << 10U;
+    // Attempt history kept per record: the newest entries (redrives still counts every
+    // redrive), so that a record redriven for months stays bounded. >= 1. Default 64.
+    std::size_t max_attempts = 64;
+
+    void validate() const {
+        if (max_entries == 0) {
+            detail::throw_invalid_option("InMemoryDeadLetterStoreOptions.max_entries",
+                                         "must be >= 1", "0");
+        }
+        if (max_payload_bytes == 0) {
+            detail::throw_invalid_option("InMemoryDeadLetterStoreOptions.max_payload_bytes",
+                                         "must be >= 1", "0");
+        }
+        if (max_attempts == 0) {
+            detail::throw_invalid_option("InMemoryDeadLetterStoreOptions.max_attempts",
+                                         "must be >= 1", "0");
+        }
+        if (max_text_bytes == 0) {
+            detail::throw_invalid_option("InMemoryDeadLetterStoreOptions.max_text_bytes",
+                                         "must be >= 1", "0");
+        }
+    }
+};
+
+// A DeadLetterStore in memory: bounded, lost when the process exits.
+//   bulwark::InMemoryDeadLetterStore mem(/*max_entries*/ 100000);   // optional clock last
+//   std::string id = mem.add(d);  mem.list(bulwark::DeadLetterQuery{}.type("sms"));
+// get() by id is a hash lookup and a map search (O(log n)); queries without an id scan the
+// records in add order; add, dismiss and status changes are O(log n) per record; stats() copies
+// the per-type and per-category counts. Full: see InMemoryDeadLetterStoreOptions::max_entries.
+// Thread-safe: one mutex guards everything and is never held while a reprocess handler runs.
+// InMemoryDeadLetterStore is BasicInMemoryDeadLetterStore<>: a class template only so that its
+// code is compiled where it is used; use the alias.
+template <class Tag = void>
+class BasicInMemoryDeadLetterStore
+    : public detail::IndexedDeadLetterStore<BasicInMemoryDeadLetterStore<Tag>> {
+    using Base = detail::IndexedDeadLetterStore<BasicInMemoryDeadLetterStore<Tag>>;
+    friend Base;
+
+public:
+    // Throws std::invalid_argument for max_entries == 0. The clock must outlive the store.
+    explicit BasicInMemoryDeadLetterStore(std::size_t max_entries = 100000,
+                                          Clock& clock = default_clock())
+        : BasicInMemoryDeadLetterStore(make_options(max_entries), clock) {}
+
+    // Throws std::invalid_argument for invalid options. The clock must outlive the store.
+    explicit BasicInMemoryDeadLetterStore(InMemoryDeadLetterStoreOptions options,
+                                          Clock& clock = default_clock())
+        : Base(Base::checked_limits(options), clock), options_(options) {}
+
+    const InMemoryDeadLetterStoreOptions& options() const noexcept { return options_; }
+
+protected:
+    std::size_t do_dismiss(const DeadLetterQuery& query, std::string_view note) override {
+        std::size_t changed = 0;
+        const std::size_t limit = query.max_results();
+        if (limit == 0) {
+            return 0;
+        }
+        detail::LockGuard lock(mutex_);
+        // The callback runs within scan(), with mutex_ still held; the analysis checks a lambda
+        // as a function of its own and cannot know that.
+        index_.scan(query, [&](Iterator it) BULWARK_NO_THREAD_SAFETY_ANALYSIS {
+            if (it->second.status == DeadLetterStatus::pending) {
+                index_.dismiss(it, std::string(note));
+                ++changed;
+            }
+            return changed < limit;
+        });
+        return changed;
+    }
+
+    std::size_t do_categorize(const DeadLetterQuery& query, std::string_view category,
+                              const std::vector<std::string>& tags) override {
+        std::size_t matched = 0;
+        const std::size_t limit = query.max_results();
+        if (limit == 0) {
+            return 0;
+        }
+        detail::LockGuard lock(mutex_);
+        this->check_categorize(query, category, tags);
+        // Within scan(), with mutex_ held (as in do_dismiss).
+        index_.scan(query, [&](Iterator it) BULWARK_NO_THREAD_SAFETY_ANALYSIS {
+            index_.categorize(it, category, tags);
+            return ++matched < limit;
+        });
+        return matched;
+    }
+
+    std::size_t do_purge(WallTime older_than) override {
+        detail::LockGuard lock(mutex_);
+        std::size_t removed = 0;
+        for (auto it = index_.begin(); it != index_.end();) {
+            const auto next = std::next(it);
+            if (it->second.created < older_than) {
+                index_.erase(it);
+                ++removed;
+            }
+            it = next;
+        }
+        counters_.purged += removed;
+        return removed;
+    }
+
+private:
+    using Iterator = typename Base::Index::const_iterator;
+    using Seq = typename Base::Seq;
+    using Base::counters_;
+    using Base::index_;
+    using Base::mutex_;
+
+    static InMemoryDeadLetterStoreOptions make_options(std::size_t max_entries) {
+        InMemoryDeadLetterStoreOptions o;
+        o.max_entries = max_entries;
+        return o;
+    }
+
+    // ---- the hooks IndexedDeadLetterStore calls, with mutex_ held ----------------------------
+
+    std::string store_new(DeadLetter letter, bool evict) BULWARK_REQUIRES(mutex_) {
+        std::string id = letter.id;
+        index_.insert(std::move(letter));
+        if (evict && index_.evict_oldest_resolved()) {
+            ++counters_.evicted;
+        }
+        ++counters_.added;
+        return id;
+    }
+
+    void record_outcome(Seq seq, const DeadLetter& /*copy*/, bool resent, DeadLetterAttempt attempt,
+                        const ReprocessResult& /*so_far*/) BULWARK_REQUIRES(mutex_) {
+        // Recorded if the record is still here. A success wins over a dismiss made while the
+        // handler ran: the message was resent.
+        const auto it = index_.find_seq(seq);
+        if (it != index_.end()) {
+            index_.record_redrive(it, resent, std::move(attempt), options_.max_attempts);
+        }
+        ++(resent ? counters_.resent : counters_.redrive_failures);
+    }
+
+    const InMemoryDeadLetterStoreOptions options_;
+};
+
+using InMemoryDeadLetterStore = BasicInMemoryDeadLetterStore<>;
+
+}  // namespace bulwark
+
+#endif  // BULWARK_IN_MEMORY_DEAD_LETTER_STORE_HPP
+
+// The durable store needs POSIX file I/O: elsewhere this header brings the interface and the
+// in-memory store only.
+#if defined(__unix__) || defined(__APPLE__)
+// #include <bulwark/file_dead_letter_store.hpp>
+// FileDeadLetterStore: the durable dead-letter store, a crash-safe journal on disk (POSIX).
+#ifndef BULWARK_FILE_DEAD_LETTER_STORE_HPP
+#define BULWARK_FILE_DEAD_LETTER_STORE_HPP
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+// #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/dead_letter_store.hpp> (already included above)
+// #include <bulwark/detail/dead_letter_index.hpp> (already included above)
+// #include <bulwark/detail/file_system.hpp> (already included above)
+// #include <bulwark/detail/group_commit.hpp>
+// GroupCommit: one journal sync shared by every writer waiting for one (private).
+#ifndef BULWARK_DETAIL_GROUP_COMMIT_HPP
+#define BULWARK_DETAIL_GROUP_COMMIT_HPP
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+
+// #include <bulwark/detail/file_system.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
+// #include <bulwark/journal_errors.hpp>
+// The errors of the journal-backed file stores: JournalError and the errors derived from it.
+#ifndef BULWARK_JOURNAL_ERRORS_HPP
+#define BULWARK_JOURNAL_ERRORS_HPP
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+
+namespace bulwark {
+
+// Every error a journal-backed store (FileDeadLetterStore, FileQueueStore) raises about its files
+// derives from this; code() is the operating system's error when there was one. Messages name
+// the store, paths and offsets, never payload bytes.
+class JournalError : public std::runtime_error {
+public:
+    explicit JournalError(const std::string& what, std::error_code code = {})
+        : std::runtime_error(what), code_(code) {}
+
+    std::error_code code() const noexcept { return code_; }
+
+private:
+    std::error_code code_;
+};
+
+// Another store (in this process or another) holds the directory's lock file.
+class JournalLockedError : public JournalError {
+public:
+    using JournalError::JournalError;
+};
+
+// The journal is damaged in a way the recovery mode does not accept; offset() is where.
+class JournalCorruptError : public JournalError {
+public:
+    JournalCorruptError(const std::string& what, std::uint64_t offset)
+        : JournalError(what), offset_(offset) {}
+
+    std::uint64_t offset() const noexcept { return offset_; }
+
+private:
+    std::uint64_t offset_;
+};
+
+// The journal was written by a newer format version than this build reads.
+class JournalVersionError : public JournalError {
+public:
+    JournalVersionError(const std::string& what, std::uint32_t version)
+        : JournalError(what), version_(version) {}
+
+    std::uint32_t version() const noexcept { return version_; }
+
+private:
+    std::uint32_t version_;
+};
+
+// A mutation's journal write or sync failed: the mutation did not happen (it is not
+// acknowledged; after a failed sync its record may still surface after a restart).
+// poisoned() tells whether the store refuses mutations from now on.
+class JournalIoError : public JournalError {
+public:
+    JournalIoError(const std::string& what, std::error_code code, bool poisoned)
+        : JournalError(what, code), poisoned_(poisoned) {}
+
+    bool poisoned() const noexcept { return poisoned_; }
+
+private:
+    bool poisoned_;
+};
+
+// A mutation on a poisoned store: an earlier sync (or an unrecoverable write) failed, so what the
+// journal holds is unknown. Reads still work; reopen the store to recover.
+class JournalPoisonedError : public JournalError {
+public:
+    using JournalError::JournalError;
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_JOURNAL_ERRORS_HPP
+
+namespace bulwark {
+namespace detail {
+
+// Lets writers that appended to a file without syncing it wait, holding no other lock, until
+// what they wrote is durable, while one of them syncs for all (group commit, as PostgreSQL's WAL
+// and RocksDB's write groups do): while a sync runs, the writers arriving queue up, and the next
+// sync covers all of them.
+//   const std::uint64_t ticket = group.wrote(records);   // under the writer's lock, after write
+//   ...unlock...
+//   group.await(ticket);                                 // durable, or throws
+// A ticket is the number of records written so far, the writer's own included; await(t) returns
+// once a sync that began after ticket t was published has completed. A failed sync poisons:
+// await() then throws JournalIoError for every ticket not durable before it, and the
+// owner refuses changes. The file is replaced (compaction) only while no sync runs.
+// Thread-safe. Lock order: the journal owner's mutex first, then this one's (await() takes only
+// this one, so it may be called with or without the owner's).
+class GroupCommit {
+public:
+    // The file system must outlive this.
+    // `store_name` (static storage) names the owner in errors.
+    explicit GroupCommit(FileSystem& fs,
+                         const char* store_name = "bulwark::FileDeadLetterStore") noexcept
+        : fs_(fs), store_name_(store_name) {}
+
+    // Publishes `records` records just written to the file; returns their ticket.
+    std::uint64_t wrote(std::uint64_t records) {
+        LockGuard lock(mutex_);
+        written_ += records;
+        return written_;
+    }
+
+    // Everything written so far: the ticket covering every record already in the file.
+    std::uint64_t written() const {
+        LockGuard lock(mutex_);
+        return written_;
+    }
+
+    // Records known durable: every ticket up to it.
+    std::uint64_t durable() const {
+        LockGuard lock(mutex_);
+        return durable_;
+    }
+
+    // Records written but not yet known durable.
+    std::uint64_t unsynced() const {
+        LockGuard lock(mutex_);
+        return written_ - durable_;
+    }
+
+    // Syncs done by await() (the owner counts its own).
+    std::uint64_t syncs() const {
+        LockGuard lock(mutex_);
+        return syncs_;
+    }
+
+    // The owner synced the file (or wrote a synced replacement) while no write could happen:
+    // everything written is durable.
+    void synced_all() {
+        LockGuard lock(mutex_);
+        durable_ = written_;
+        wake_covered();
+    }
+
+    // Makes `file` the handle later syncs use: replace() (which closes the old one) runs once no
+    // sync is running, and none starts until it has returned.
+    template <class Replace>
+    void replace_file(FileSystem::Handle file, Replace&& replace) {
+        UniqueLock lock(mutex_);
+        idle_.wait(lock.native(), [this]() BULWARK_NO_THREAD_SAFETY_ANALYSIS {
+            return !syncing_;  // (mutex_ is held while the predicate runs)
+        });
+        std::forward<Replace>(replace)();
+        file_ = file;
+    }
+
+    // Returns once every record up to `ticket` is durable, syncing for every writer waiting if
+    // no sync is running. Throws JournalIoError (poisoned) if a sync failed first.
+    void await(std::uint64_t ticket) {
+        UniqueLock lock(mutex_);
+        while (durable_ < ticket) {
+            if (poisoned_) {
+                throw JournalIoError(
+                    std::string(store_name_) +
+                        ": the store was poisoned before this change was synced (it may or may not "
+                        "be on disk): " +
+                        poison_reason_,
+                    failure_, true);
+            }
+            if (!syncing_) {
+                lead(lock.native());
+                continue;
+            }
+            // Queue up: woken alone, when a sync covered the ticket or to lead the next one (which
+            // another writer may have started meanwhile: then queue again).
+            Waiter self{ticket};
+            self.next = waiters_;
+            waiters_ = &self;
+            while (durable_ < ticket && !poisoned_ && !self.lead) {
+                self.woken.wait(lock.native());
+            }
+            unlink(self);
+        }
+    }
+
+    // Refuses every later change; the first reason is kept.
+    void poison(std::string_view reason) noexcept {
+        LockGuard lock(mutex_);
+        poison_locked(reason, {});
+        wake_covered();
+    }
+
+    bool poisoned() const {
+        LockGuard lock(mutex_);
+        return poisoned_;
+    }
+
+    std::string poison_reason() const {
+        LockGuard lock(mutex_);
+        return poison_reason_;
+    }
+
+private:
+    // A writer waiting in await(), on its own stack: the leader wakes exactly the ones a sync
+    // covered (a context switch is dear, more so in a VM), and hands the lead to one left over.
+    struct Waiter {
+        explicit Waiter(std::uint64_t t) noexcept : ticket(t) {}
+        std::uint64_t ticket;
+        bool lead = false;
+        Waiter* next = nullptr;
+        std::condition_variable woken;
+    };
+
+    void unlink(Waiter& w) BULWARK_REQUIRES(mutex_) {
+        for (Waiter** at = &waiters_; *at != nullptr; at = &(*at)->next) {
+            if (*at == &w) {
+                *at = w.next;
+                return;
+            }
+        }
+    }
+
+    // Wakes every waiter whose records are durable, or all of them once poisoned.
+    void wake_covered() BULWARK_REQUIRES(mutex_) {
+        for (Waiter* w = waiters_; w != nullptr; w = w->next) {
+            if (poisoned_ || w->ticket <= durable_) {
+                w->woken.notify_one();
+            }
+        }
+    }
+
+    // Syncs everything written so far, without the lock, so that the writers that arrive
+    // meanwhile queue up for the next sync; wakes the writers it covered and hands the lead to
+    // one still waiting. (Measured on a 2-core VM: letting the leader go on syncing for the next
+    // group, or yielding before a sync for late writers, gained nothing and cost a single writer
+    // latency.) `lock` holds mutex_; it is released around the sync through the
+    // std::unique_lock itself, which the analysis does not follow (it sees mutex_ held
+    // throughout; nothing guarded is touched while it is not).
+    void lead(std::unique_lock<std::mutex>& lock) BULWARK_REQUIRES(mutex_) {
+        syncing_ = true;
+        const std::uint64_t target = written_;
+        const FileSystem::Handle file = file_;
+        lock.unlock();
+        bool failed = false;
+        std::error_code code;
+        std::string why;
+        try {
+            fs_.sync(file);
+        } catch (const std::exception& e) {
+            // Any failure, std::bad_alloc included (the file system builds its error message),
+            // leaves the file's state unknown: the next fdatasync could return 0 for pages the
+            // kernel dropped.
+            failed = true;
+            if (const auto* system = dynamic_cast<const std::system_error*>(&e)) {
+                code = system->code();
+            }
+            try {
+                why = std::string("a journal sync failed: ") + e.what();
+            } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory; poisoned anyway
+            }
+        } catch (...) {
+            // Not an I/O error (a test's simulated crash): give the lead up and rethrow.
+            lock.lock();
+            syncing_ = false;
+            hand_off();
+            throw;
+        }
+        lock.lock();
+        if (failed) {
+            // What reached the disk is unknown (the kernel may have dropped the dirty pages).
+            poison_locked(why.empty() ? std::string_view("a journal sync failed") : why, code);
+        } else {
+            durable_ = std::max(durable_, target);
+            ++syncs_;
+        }
+        syncing_ = false;
+        wake_covered();
+        hand_off();
+    }
+
+    // After a leader's last sync: the lead goes to a writer still waiting, if any.
+    void hand_off() BULWARK_REQUIRES(mutex_) {
+        if (!poisoned_) {
+            for (Waiter* w = waiters_; w != nullptr; w = w->next) {
+                if (w->ticket > durable_) {
+                    w->lead = true;
+                    w->woken.notify_one();
+                    break;
+                }
+            }
+        }
+        idle_.notify_all();  // replace_file()
+    }
+
+    // Never throws: a leader that could not record why must still end its sync.
+    void poison_locked(std::string_view reason, std::error_code code) noexcept
+        BULWARK_REQUIRES(mutex_) {
+        if (!poisoned_) {
+            poisoned_ = true;
+            failure_ = code;
+            try {
+                poison_reason_.assign(reason.data(), reason.size());
+            } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory; poisoned all the same
+            }
+        }
+    }
+
+    FileSystem& fs_;
+    const char* const store_name_;
+    mutable Mutex mutex_;
+    std::condition_variable idle_;  // no sync runs: the file may be replaced
+    Waiter* waiters_ BULWARK_GUARDED_BY(mutex_) = nullptr;
+    FileSystem::Handle file_ BULWARK_GUARDED_BY(mutex_) = -1;
+    std::uint64_t written_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t durable_ BULWARK_GUARDED_BY(mutex_) = 0;
+    std::uint64_t syncs_ BULWARK_GUARDED_BY(mutex_) = 0;
+    bool syncing_ BULWARK_GUARDED_BY(mutex_) = false;
+    bool poisoned_ BULWARK_GUARDED_BY(mutex_) = false;
+    std::string poison_reason_ BULWARK_GUARDED_BY(mutex_);
+    std::error_code failure_ BULWARK_GUARDED_BY(mutex_);
+};
+
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_GROUP_COMMIT_HPP
+// #include <bulwark/detail/indexed_dead_letter_store.hpp> (already included above)
+// #include <bulwark/detail/journal.hpp> (already included above)
+// #include <bulwark/detail/journal_file.hpp>
+// BasicJournalFile: a store's journal on disk: recovery, appends, syncs, compaction (private).
+#ifndef BULWARK_DETAIL_JOURNAL_FILE_HPP
+#define BULWARK_DETAIL_JOURNAL_FILE_HPP
+
+#include <algorithm>
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+// #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/config.hpp> (already included above)
+// #include <bulwark/dead_letter_store.hpp> (already included above)
+// #include <bulwark/detail/dead_letter_index.hpp> (already included above)
+// #include <bulwark/detail/file_system.hpp> (already included above)
+// #include <bulwark/detail/group_commit.hpp> (already included above)
+// #include <bulwark/detail/journal.hpp> (already included above)
+// #include <bulwark/file_dead_letter_store_errors.hpp>
+// FileDeadLetterStore's errors: its names for the journal errors, and the interrupted reprocess.
+#ifndef BULWARK_FILE_DEAD_LETTER_STORE_ERRORS_HPP
+#define BULWARK_FILE_DEAD_LETTER_STORE_ERRORS_HPP
+
+#include <cstdint>
+#include <string>
+#include <system_error>
+#include <utility>
+
+// #include <bulwark/dead_letter_store.hpp> (already included above)
+// #include <bulwark/journal_errors.hpp> (already included above)
+
+namespace bulwark {
+
+// FileDeadLetterStore raises the journal errors of journal_errors.hpp (shared with
+// FileQueueStore); these are their names from before the journal served two stores.
+using FileDeadLetterStoreError = JournalError;
+using DeadLetterJournalLockedError = JournalLockedError;
+using DeadLetterJournalCorruptError = JournalCorruptError;
+using DeadLetterJournalVersionError = JournalVersionError;
+using DeadLetterJournalIoError = JournalIoError;
+using DeadLetterStorePoisonedError = JournalPoisonedError;
+
+// reprocess() stopped part-way: the journal could not record an outcome, or the store was
+// poisoned (by this call or another thread) before the next handler call. partial() is what the
+// call did up to then, every outcome in it journaled. unrecorded_id() names the record whose
+// handler ran but whose outcome was not recorded ("" when the call stopped before a handler
+// call): that record stays pending, so a later reprocess may resend it again (at-least-once);
+// after a failed sync (poisoned()) its outcome may still surface after a restart.
+class DeadLetterReprocessInterruptedError : public DeadLetterJournalIoError {
+public:
+    DeadLetterReprocessInterruptedError(const std::string& what, std::error_code code,
+                                        bool poisoned, ReprocessResult partial,
+                                        std::string unrecorded_id)
+        : DeadLetterJournalIoError(what, code, poisoned),
+          partial_(partial),
+          unrecorded_id_(std::move(unrecorded_id)) {}
+
+    const ReprocessResult& partial() const noexcept { return partial_; }
+    const std::string& unrecorded_id() const noexcept { return unrecorded_id_; }
+
+private:
+    ReprocessResult partial_;
+    std::string unrecorded_id_;
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_FILE_DEAD_LETTER_STORE_ERRORS_HPP
+// #include <bulwark/file_dead_letter_store_options.hpp>
+// FileDeadLetterStoreOptions: the durable dead-letter store's settings.
+#ifndef BULWARK_FILE_DEAD_LETTER_STORE_OPTIONS_HPP
+#define BULWARK_FILE_DEAD_LETTER_STORE_OPTIONS_HPP
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/journal_options.hpp>
+// The journal-backed stores' shared vocabulary: JournalSync, JournalRecovery and JournalStats.
+#ifndef BULWARK_JOURNAL_OPTIONS_HPP
+#define BULWARK_JOURNAL_OPTIONS_HPP
+
+#include <cstdint>
+#include <string>
+
+namespace bulwark {
+
+// When a mutation's journal record is made durable (fsync) before the call returns.
+enum class JournalSync : std::uint8_t {
+    always,  // every mutation is synced before it returns (default): survives power loss
+    batch,   // synced every batch_records records or batch_interval, whichever comes first
+    none,    // never synced by the store: survives a process crash, not a power loss
+};
+
+// What opening a journal does with damaged bytes (RocksDB's WAL recovery modes). See
+// docs/file_dead_letter_store.md for how a torn tail is told from damage.
+enum class JournalRecovery : std::uint8_t {
+    // An incomplete last write (a crash mid-write) is dropped and its size reported; damage
+    // followed by valid records, or a whole last record whose head is damaged, fails the open
+    // with the offset and leaves the file untouched (default).
+    tolerate_torn_tail,
+    // Stops at the first damage and keeps every record before it; the rest is dropped (after a
+    // copy of the file is kept as journal.corrupt-<n>).
+    point_in_time,
+    // Skips each damaged region, counts it, and keeps every valid record after it (salvage: the
+    // damaged records are lost); the journal is then rewritten without the damage, after a copy
+    // of the file is kept as journal.corrupt-<n>.
+    skip_corrupt,
+    // Any damage, a torn tail included, fails the open.
+    strict,
+};
+
+inline const char* to_string(JournalSync mode) noexcept {
+    switch (mode) {
+        case JournalSync::always:
+            return "always";
+        case JournalSync::batch:
+            return "batch";
+        case JournalSync::none:
+            return "none";
+    }
+    return "unknown";
+}
+
+inline const char* to_string(JournalRecovery mode) noexcept {
+    switch (mode) {
+        case JournalRecovery::tolerate_torn_tail:
+            return "tolerate_torn_tail";
+        case JournalRecovery::point_in_time:
+            return "point_in_time";
+        case JournalRecovery::skip_corrupt:
+            return "skip_corrupt";
+        case JournalRecovery::strict:
+            return "strict";
+    }
+    return "unknown";
+}
+
+// The journal's health and what the last open found.
+struct JournalStats {
+    bool poisoned = false;               // mutations are refused (see DeadLetterStorePoisonedError)
+    std::string poison_reason;           // why, when poisoned
+    std::uint64_t file_bytes = 0;        // journal size now
+    std::uint64_t live_bytes = 0;        // what a compaction would write now
+    std::uint64_t unsynced_records = 0;  // written but not yet synced (batch, none)
+    std::uint64_t recovered_records = 0;   // records replayed by open
+    std::uint64_t dropped_tail_bytes = 0;  // damaged or incomplete tail dropped by open
+    std::uint64_t corrupt_regions = 0;     // damaged regions skipped by open (skip_corrupt)
+    std::uint64_t skipped_bytes = 0;       // their bytes
+    // Whole frames of the journal found out of sequence by open: one already replayed (a
+    // duplicated or replayed write; never replayed twice), or one after missing frames.
+    // strict and tolerate_torn_tail refuse such a journal; point_in_time stops before the first;
+    // skip_corrupt skips duplicates and counts each as a corrupt region.
+    std::uint64_t duplicate_records = 0;
+    std::uint64_t sequence_gaps = 0;
+    // The format version of the journal open found, when it rewrote it in the current one (0:
+    // it was current).
+    std::uint32_t upgraded_from_version = 0;
+    std::uint64_t syncs = 0;  // file syncs since open
+    std::uint64_t compactions = 0;
+    std::uint64_t compaction_failures = 0;  // compactions abandoned; the old journal stayed
+    std::uint64_t write_rollbacks = 0;      // failed writes undone by truncation (disk full…)
+    // point_in_time and skip_corrupt: the copy of the journal kept, as found, before open
+    // dropped or rewrote anything ("" when nothing was dropped).
+    std::string corrupt_copy;
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_JOURNAL_OPTIONS_HPP
+// #include <bulwark/time.hpp> (already included above)
+
+namespace bulwark {
+
+struct FileDeadLetterStoreOptions {
+    // As InMemoryDeadLetterStoreOptions: records held at most (full: the oldest resolved record
+    // is evicted, never a pending one). >= 1. Default 100000. A journal holding more records
+    // than this (the limit was lowered) keeps them all; adds then evict one for one.
+    std::size_t max_entries = 100000;
+    // Larger payloads are refused with DeadLetterTooLargeError. In [1, 64 MiB]. Default 1 MiB.
+    std::size_t max_payload_bytes = std::size_t{1} << 20U;
+    // All the other strings of a record together above this are refused (see
+    // InMemoryDeadLetterStoreOptions). In [1, 16 MiB]. Default 64 KiB.
+    std::size_t max_text_bytes = std::size_t{64} << 10U;
+    // Attempt history kept per record. In [1, 65536]. Default 64.
+    std::size_t max_attempts = 64;
+    // Durability of each mutation (see JournalSync). Default always.
+    JournalSync sync = JournalSync::always;
+    // sync=batch: sync once this many records are unsynced. >= 1. Default 128.
+    std::size_t batch_records = 128;
+    // sync=batch: sync at the first mutation at least this long after the last sync (there is no
+    // background thread: call sync() from a timer to bound a quiet store's window). >= 0.
+    // Default 100 ms.
+    Duration batch_interval = std::chrono::milliseconds(100);
+    // What open does with damage (see JournalRecovery). Default tolerate_torn_tail.
+    JournalRecovery recovery = JournalRecovery::tolerate_torn_tail;
+    // The journal is rewritten with only the live records once it is larger than both this and
+    // twice the live data. >= 4096. Default 4 MiB.
+    std::uint64_t compact_min_bytes = std::uint64_t{4} << 20U;
+
+    void validate() const {
+        if (max_entries == 0) {
+            detail::throw_invalid_option("FileDeadLetterStoreOptions.max_entries", "must be >= 1",
+                                         "0");
+        }
+        if (max_payload_bytes == 0 || max_payload_bytes > (std::size_t{64} << 20U)) {
+            detail::throw_invalid_option("FileDeadLetterStoreOptions.max_payload_bytes",
+                                         "must be in [1, 67108864]",
+                                         std::to_string(max_payload_bytes));
+        }
+        if (max_text_bytes == 0 || max_text_bytes > (std::size_t{16} << 20U)) {
+            detail::throw_invalid_option("FileDeadLetterStoreOptions.max_text_bytes",
+                                         "must be in [1, 16777216]",
+                                         std::to_string(max_text_bytes));
+        }
+        if (max_attempts == 0 || max_attempts > 65536) {
+            // Redrives append attempts (error text cut to 1 KiB): the bound keeps a record's
+            // journal frame readable (payload + text + attempts < the reader's frame limit).
+            detail::throw_invalid_option("FileDeadLetterStoreOptions.max_attempts",
+                                         "must be in [1, 65536]", std::to_string(max_attempts));
+        }
+        detail::check_enumerator(sync, JournalSync::none, "FileDeadLetterStoreOptions.sync",
+                                 "JournalSync");
+        if (batch_records == 0) {
+            detail::throw_invalid_option("FileDeadLetterStoreOptions.batch_records", "must be >= 1",
+                                         "0");
+        }
+        if (batch_interval < Duration::zero()) {
+            detail::throw_invalid_option("FileDeadLetterStoreOptions.batch_interval",
+                                         "must be >= 0", detail::format_duration(batch_interval));
+        }
+        detail::check_enumerator(recovery, JournalRecovery::strict,
+                                 "FileDeadLetterStoreOptions.recovery", "JournalRecovery");
+        if (compact_min_bytes < 4096) {
+            detail::throw_invalid_option("FileDeadLetterStoreOptions.compact_min_bytes",
+                                         "must be >= 4096", std::to_string(compact_min_bytes));
+        }
+    }
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_FILE_DEAD_LETTER_STORE_OPTIONS_HPP
+// #include <bulwark/journal_errors.hpp> (already included above)
+// #include <bulwark/journal_options.hpp> (already included above)
+// #include <bulwark/time.hpp> (already included above)
+
+namespace bulwark {
+
+namespace detail {
+
+// Closes a FileSystem handle when it goes out of scope.
+class FileHandle {
+public:
+    FileHandle() = default;
+    FileHandle(FileSystem& fs, FileSystem::Handle h) noexcept : fs_(&fs), h_(h) {}
+    FileHandle(FileHandle&& other) noexcept : fs_(other.fs_), h_(other.h_) { other.h_ = -1; }
+    FileHandle& operator=(FileHandle&& other) noexcept {
+        if (this != &other) {
+            reset();
+            fs_ = other.fs_;
+            h_ = other.h_;
+            other.h_ = -1;
+        }
+        return *this;
+    }
+    FileHandle(const FileHandle&) = delete;
+    FileHandle& operator=(const FileHandle&) = delete;
+    ~FileHandle() { reset(); }
+
+    FileSystem::Handle get() const noexcept { return h_; }
+    void reset() noexcept {
+        if (h_ >= 0) {
+            fs_->close(h_);
+            h_ = -1;
+        }
+    }
+
+private:
+    FileSystem* fs_ = nullptr;
+    FileSystem::Handle h_ = -1;
+};
+
+// A compacted journal: its bytes and how many frames they hold.
+struct JournalSnapshot {
+    std::string bytes;
+    std::uint64_t frames = 0;
+};
+
+// A compacted journal: a header with `salt`, the counters, every record of `index` (as snapshot
+// adds, which replay does not count as adds), numbered from 1.
+inline JournalSnapshot journal_snapshot(std::uint64_t salt, const DeadLetterCounters& counters,
+                                        const DeadLetterIndex& index) {
+    const journal::Framing framing{journal::salt_seed(salt)};
+    JournalSnapshot out{journal::encode_header(salt), 0};
+    journal::Record record;
+    record.type = journal::RecordType::counters;
+    record.counters = counters;
+    journal::encode_record(record, out.bytes, framing, ++out.frames);
+    journal::Record add;
+    add.type = journal::RecordType::add;
+    add.snapshot = true;
+    for (const auto& entry : index) {
+        add.letter = entry.second;
+        journal::encode_record(add, out.bytes, framing, ++out.frames);
+    }
+    return out;
+}
+
+// The size of journal_snapshot() for an empty index.
+inline std::uint64_t journal_snapshot_base_size() noexcept {
+    return journal::header_size + journal::frame_overhead + 40;
+}
+
+// The settings a journal file follows: the journal part of a store's options.
+struct JournalOptions {
+    JournalSync sync = JournalSync::always;
+    std::size_t batch_records = 128;
+    Duration batch_interval{};
+    JournalRecovery recovery = JournalRecovery::tolerate_torn_tail;
+    std::uint64_t compact_min_bytes = std::uint64_t{4} << 20U;
+
+    // From any store options that carry these fields (validated by their owner).
+    template <class Options>
+    static JournalOptions of(const Options& o) {
+        return {o.sync, o.batch_records, o.batch_interval, o.recovery, o.compact_min_bytes};
+    }
+};
+
+// The journal file of a file store (Codec says whose: journal::DeadLetterCodec for
+// FileDeadLetterStore, queue_journal::Codec for FileQueueStore), in the store's directory:
+// opening it (creating the
+// directory, refusing what is not private, taking the LOCK, recovering as the options' recovery
+// mode says, keeping a copy before salvage changes anything), appending frames (a failed write
+// rolled back, a failed sync poisoning), syncing as the options' sync mode says, and compacting
+// crash-safely (a new journal renamed over the old one). What the records mean is its owner's:
+// it replays them into the owner and writes the snapshot the owner gives. Its errors are the
+// journal errors (journal_errors.hpp) and name the store (Codec::store_name). Not thread-safe: the
+// store's mutex guards it.
+template <class Codec>
+class BasicJournalFile {
+public:
+    using Record = typename Codec::Record;
+
+    // The file system, the clock and `group` (over the same file system) must outlive the
+    // journal file; `options` are valid.
+    BasicJournalFile(FileSystem& fs, Clock& clock, GroupCommit& group, std::string directory,
+                     const JournalOptions& options)
+        : options_(options),
+          fs_(fs),
+          group_(group),
+          clock_(&clock),
+          directory_(trim_slashes(std::move(directory))),
+          journal_path_(directory_ + "/journal"),
+          temp_path_(directory_ + "/journal.compact") {}
+
+    const std::string& directory() const noexcept { return directory_; }
+    bool poisoned() const { return group_.poisoned(); }
+    std::string poison_reason() const { return group_.poison_reason(); }
+
+    // All but live_bytes, which the owner of the records knows.
+    JournalStats stats() const {
+        JournalStats s = stats_;
+        s.poisoned = group_.poisoned();
+        s.poison_reason = group_.poison_reason();
+        s.syncs += group_.syncs();
+        s.file_bytes = end_;
+        s.unsynced_records = group_.unsynced();
+        return s;
+    }
+
+    // Opens (creating if missing) the journal in the directory. replay(Record&) is given every
+    // record recovered, in order (it may move from it); snapshot(salt) returns a compacted journal
+    // of what was replayed so far (journal_snapshot()). A journal of an older format version is
+    // rewritten in the current one. reserve(n) hears that about n records may follow. Throws
+    // JournalError and its subclasses, or what replay throws.
+    template <class Replay, class Snapshot, class Reserve>
+    void open(Replay&& replay, const Snapshot& snapshot, const Reserve& reserve) {
+        try {
+            FileSystem::Info dir = fs_.info(directory_);
+            bool created = false;
+            if (dir.kind == FileSystem::Kind::missing) {
+                try {
+                    fs_.make_dir(directory_);
+                    created = true;
+                } catch (const std::system_error& e) {
+                    // Another store (another process) created it since info(): open that
+                    // directory like any existing one; its LOCK says whether it is in use.
+                    if (e.code() != std::errc::file_exists) {
+                        throw;
+                    }
+                    dir = fs_.info(directory_);
+                }
+            }
+            if (created) {
+                fs_.sync_dir(parent_directory());
+            } else if (dir.kind != FileSystem::Kind::directory) {
+                throw JournalError(std::string(Codec::store_name) + ": " + directory_ +
+                                   (dir.kind == FileSystem::Kind::symlink ? " is a symlink; refused"
+                                                                          : " is not a directory"));
+            } else {
+                check_private(directory_, dir, true);
+            }
+        } catch (const std::system_error& e) {
+            throw_io("cannot create directory " + directory_, e);
+        }
+        try {
+            lock_ = FileHandle(fs_, fs_.lock(directory_ + "/LOCK"));
+        } catch (const std::system_error& e) {
+            if (e.code() == std::errc::operation_would_block ||
+                e.code() == std::errc::resource_unavailable_try_again) {
+                throw JournalLockedError(std::string(Codec::store_name) + ": " + directory_ +
+                                             " is in use by another store (LOCK held)",
+                                         e.code());
+            }
+            throw_io("cannot lock " + directory_, e);
+        }
+        try {
+            fs_.remove(temp_path_);  // an interrupted compaction's output; the journal is whole
+            const FileSystem::Info journal = fs_.info(journal_path_);
+            if (journal.kind == FileSystem::Kind::missing) {
+                install_snapshot(snapshot);
+            } else if (journal.kind != FileSystem::Kind::regular) {
+                throw JournalError(std::string(Codec::store_name) + ": " + journal_path_ +
+                                   (journal.kind == FileSystem::Kind::symlink
+                                        ? " is a symlink; refused"
+                                        : " is not a regular file"));
+            } else {
+                check_private(journal_path_, journal, false);
+                FileHandle opened(fs_, fs_.open(journal_path_, false, false));
+                const FileSystem::Handle handle = opened.get();
+                group_.replace_file(handle, [&] { file_ = std::move(opened); });
+                recover(fs_.read_all(file_.get()), replay, snapshot, reserve);
+            }
+            // Before accepting a write, make every name on the way durable: the directory in its
+            // parent, the journal in the directory. A crash of an earlier process may have cut
+            // short the directory sync after a mkdir, a journal creation or a compaction's
+            // rename; records synced into the new file would then vanish with its name at a
+            // power loss.
+            fs_.sync_dir(parent_directory());
+            fs_.sync_dir(directory_);
+        } catch (const std::system_error& e) {
+            throw_io("cannot open journal " + journal_path_, e);
+        }
+        last_sync_ = clock_->now();
+    }
+
+    // Poisons the journal after a failure its owner found: a record was written but could not be
+    // applied in memory (out of memory), so memory and disk differ until a reopen replays the
+    // disk. Never throws (it runs while an exception is in flight); the reason may stay empty if
+    // even it cannot be allocated.
+    void poison_after(const char* why) noexcept { group_.poison(why); }
+
+    // Throws JournalPoisonedError when poisoned.
+    void check_writable() const {
+        if (group_.poisoned()) {
+            throw JournalPoisonedError(std::string(Codec::store_name) + ": " + directory_ +
+                                       " is poisoned and refuses changes (reopen it to recover): " +
+                                       group_.poison_reason());
+        }
+    }
+
+    // Appends `records`; returns the ticket to await() (see commit()).
+    std::uint64_t append(const std::vector<Record>& records) {
+        // One frame per call, so that a crash applies all of it or none; a call too large for one
+        // frame (hundreds of MiB) is split into several, each still all or none.
+        std::string frames;
+        std::size_t first = 0;
+        std::uint64_t count = 0;  // frames
+        while (first < records.size()) {
+            std::size_t last = first;
+            std::uint64_t bytes = 0;
+            while (
+                last < records.size() &&
+                (last == first || bytes + Codec::frame_estimate(records[last]) <= record_limit)) {
+                bytes += Codec::frame_estimate(records[last]);
+                ++last;
+            }
+            const std::uint64_t sequence = next_sequence_ + count;
+            if (last - first == 1) {
+                journal::encode_record<Codec>(records[first], frames, framing_, sequence);
+            } else {
+                const Record batch = Codec::batch_of(records.data() + first, records.data() + last);
+                journal::encode_record<Codec>(batch, frames, framing_, sequence);
+            }
+            ++count;
+            first = last;
+        }
+        return commit(frames, records.size(), count);
+    }
+
+    // Appends one record; returns the ticket to await() (see commit()).
+    std::uint64_t append(const Record& record) {
+        std::string frames;
+        journal::encode_record<Codec>(record, frames, framing_, next_sequence_);
+        return commit(frames, 1, 1);
+    }
+
+    // Returns once the records of `ticket` (what append() returned) are durable; with
+    // sync=always, the writer calls it before acknowledging, best with the owner's lock released
+    // so that concurrent writers share one sync. Throws JournalIoError (poisoned) if a
+    // sync failed. Thread-safe: needs no lock.
+    void await(std::uint64_t ticket) const { group_.await(ticket); }
+
+    // Makes every record written so far durable. Throws JournalIoError (and poisons) if
+    // the sync fails.
+    void sync() {
+        try {
+            fs_.sync(file_.get());
+        } catch (const std::exception& e) {
+            // What reached the disk is unknown (the kernel may have dropped the dirty pages):
+            // never write again from this state. Poisoned before anything else can fail.
+            poison_with("a journal sync failed", e);
+            throw JournalIoError(
+                std::string(Codec::store_name) +
+                    ": journal sync failed (store poisoned): " + std::string(e.what()),
+                error_code_of(e), true);
+        }
+        ++stats_.syncs;
+        group_.synced_all();  // every write happens under the owner's lock, held here
+        last_sync_ = clock_->now();
+    }
+
+    // Runs after a mutation has been applied: compacts (writes snapshot(salt) as the new journal)
+    // once the journal is larger than both compact_min_bytes and twice `live_bytes`, the size of
+    // a snapshot now. Never throws a std::system_error or std::bad_alloc (the mutation stands); a
+    // failure before the rename keeps the old journal, one after it poisons.
+    template <class Snapshot>
+    void maybe_compact(std::uint64_t live_bytes, const Snapshot& snapshot) {
+        const std::uint64_t threshold = std::max(options_.compact_min_bytes, 2 * live_bytes);
+        if (end_ <= threshold || end_ < compact_retry_at_ || group_.poisoned()) {
+            return;
+        }
+        if (options_.sync != JournalSync::none && group_.unsynced() > 0) {
+            try {
+                sync();  // the old journal must be whole if the rename is lost
+            } catch (const JournalIoError&) {
+                return;  // poisoned; the mutation itself was written
+            }
+        }
+        Stage stage = Stage::writing;
+        try {
+            install_snapshot(snapshot, &stage);
+            ++stats_.compactions;
+            compact_retry_at_ = 0;
+        } catch (const std::system_error& e) {
+            ++stats_.compaction_failures;
+            if (stage == Stage::renamed) {
+                poison_with("compaction could not sync the directory", e);
+                return;
+            }
+            if (stage == Stage::renaming) {
+                // rename(2) failing with EIO may still have replaced the journal: we cannot
+                // tell which file later appends would reach.
+                poison_with("compaction rename failed", e);
+            }
+            try {
+                fs_.remove(temp_path_);
+            } catch (const std::system_error&) {  // NOLINT(bugprone-empty-catch): next open
+            }
+            compact_retry_at_ = end_ + options_.compact_min_bytes;
+        } catch (const std::length_error&) {
+            // A record too large for one frame (the options' bounds rule it out) is found while
+            // the snapshot is built, before any file is touched: the journal stays as it is and
+            // the mutation, already written, stands.
+            ++stats_.compaction_failures;
+            compact_retry_at_ = end_ + options_.compact_min_bytes;
+        } catch (const std::bad_alloc&) {
+            // Out of memory, almost always while the snapshot is built (before any file is
+            // touched): the old journal stays and the mutation, written and applied, stands. Past
+            // the rename we cannot tell which file later appends would reach.
+            ++stats_.compaction_failures;
+            if (stage != Stage::writing) {
+                poison_after("compaction ran out of memory while renaming the new journal");
+                return;
+            }
+            try {
+                fs_.remove(temp_path_);
+            } catch (const std::exception&) {  // NOLINT(bugprone-empty-catch): next open
+            }
+            compact_retry_at_ = end_ + options_.compact_min_bytes;
+        }
+    }
+
+    // sync=batch: syncs what is still unsynced, for a store that closes. Throws
+    // std::system_error.
+    void sync_unsynced_batch() {
+        if (options_.sync == JournalSync::batch && group_.unsynced() > 0 && !group_.poisoned()) {
+            fs_.sync(file_.get());
+        }
+    }
+
+private:
+    // Writes a new journal (with a new salt) to the temp file, created exclusively, syncs it,
+    // renames it over the journal and syncs the directory: a crash at any point leaves either
+    // the old or the new journal whole. Throws std::system_error; `stage` tells the caller how
+    // far it got.
+    enum class Stage : std::uint8_t { writing, renaming, renamed };
+    template <class Snapshot>
+    void install_snapshot(const Snapshot& snapshot, Stage* stage = nullptr) {
+        Stage ignored = Stage::writing;
+        Stage& at = stage != nullptr ? *stage : ignored;
+        at = Stage::writing;
+        const std::uint64_t salt = journal::new_salt();
+        const JournalSnapshot written = snapshot(salt);
+        const std::string& bytes = written.bytes;
+        fs_.remove(temp_path_);  // a stale one (an earlier failure): O_EXCL below
+        FileHandle temp(fs_, fs_.create_new(temp_path_));
+        fs_.write_at(temp.get(), 0, bytes);
+        fs_.sync(temp.get());
+        at = Stage::renaming;
+        fs_.rename(temp_path_, journal_path_);
+        at = Stage::renamed;
+        // A sync of the old file may be running (a writer leading a group commit): the old
+        // handle is closed only once it has returned.
+        const FileSystem::Handle handle = temp.get();
+        group_.replace_file(handle, [&] { file_ = std::move(temp); });
+        framing_ = journal::Framing{journal::salt_seed(salt)};
+        next_sequence_ = written.frames + 1;
+        end_ = bytes.size();
+        ++stats_.syncs;
+        fs_.sync_dir(directory_);
+        // The new file holds every record and is synced, under its name. (With sync=always or
+        // batch, maybe_compact() synced the old one first anyway.)
+        group_.synced_all();
+    }
+
+    // Keeps the journal's bytes as they were before recovery drops or rewrites anything, as
+    // journal.corrupt-<n> (0600, synced, its directory entry too): salvage never destroys the
+    // only copy. Throws std::system_error.
+    void preserve(std::string_view bytes) {
+        for (unsigned n = 0;; ++n) {
+            const std::string path = journal_path_ + ".corrupt-" + std::to_string(n);
+            if (fs_.kind(path) != FileSystem::Kind::missing) {
+                if (n >= 9999) {
+                    throw std::system_error(EEXIST, std::generic_category(),
+                                            "too many " + journal_path_ + ".corrupt-* copies");
+                }
+                continue;
+            }
+            FileHandle copy(fs_, fs_.create_new(path));
+            fs_.write_at(copy.get(), 0, bytes);
+            fs_.sync(copy.get());
+            copy.reset();
+            fs_.sync_dir(directory_);
+            stats_.corrupt_copy = path;
+            return;
+        }
+    }
+
+    // The first whole frame at or after `from`, or npos: a resynchronising scan. A candidate
+    // counts only when its salted header check passes; one whose body fails is skipped whole.
+    std::size_t find_frame(std::string_view all, std::size_t from,
+                           journal::ScanBudget& budget) const {
+        namespace j = detail::journal;
+        Record ignored;
+        std::size_t at = from;
+        while (at < all.size()) {
+            std::size_t size = 0;
+            std::uint64_t sequence = 0;
+            switch (j::check_frame<Codec>(all, at, framing_, ignored, size, sequence, &budget)) {
+                case j::FrameStatus::good:
+                    return at;
+                case j::FrameStatus::torn:
+                    return std::string_view::npos;  // the rest is an incomplete write
+                case j::FrameStatus::bad_body:
+                    at += size;
+                    break;
+                case j::FrameStatus::bad_header:
+                    if (budget.exhausted) {
+                        return std::string_view::npos;
+                    }
+                    ++at;
+                    break;
+            }
+        }
+        return std::string_view::npos;
+    }
+
+    template <class Replay, class Snapshot, class Reserve>
+    void recover(const std::string& bytes, Replay& replay, const Snapshot& snapshot,
+                 const Reserve& reserve) {
+        namespace j = detail::journal;
+        const std::string_view all(bytes);
+        const bool salvaging = options_.recovery == JournalRecovery::point_in_time ||
+                               options_.recovery == JournalRecovery::skip_corrupt;
+        if (all.size() < j::header_size) {
+            // The magic and version are fixed; the salt and the header CRC are not.
+            const std::string header = j::encode_header(0, Codec::version, Codec::file_magic);
+            const std::size_t fixed = std::min<std::size_t>(all.size(), 12);
+            if (all.empty() || (options_.recovery != JournalRecovery::strict &&
+                                header.compare(0, fixed, all.substr(0, fixed)) == 0)) {
+                // A header cut short: nothing was ever acknowledged in this file.
+                stats_.dropped_tail_bytes = all.size();
+                if (salvaging && !all.empty()) {
+                    preserve(all);
+                }
+                file_.reset();
+                install_snapshot(snapshot);
+                return;
+            }
+            throw_corrupt(0, "shorter than its header");
+        }
+        if (all.compare(0, Codec::file_magic.size(),
+                        std::string_view(Codec::file_magic.data(), Codec::file_magic.size())) !=
+            0) {
+            throw_corrupt(0, std::string("not a ") + Codec::journal_kind + " (bad magic)");
+        }
+        const std::uint32_t version = j::load_u32(all, 8);
+        if (j::crc32c(all.substr(0, 20)) != j::load_u32(all, 20)) {
+            throw_corrupt(0, "header checksum mismatch");
+        }
+        if (version == 0) {
+            throw_corrupt(8, "format version 0");
+        }
+        if (version > Codec::version) {
+            throw JournalVersionError(std::string(Codec::store_name) + ": journal " +
+                                          journal_path_ + " has format version " +
+                                          std::to_string(version) + "; this build reads version " +
+                                          std::to_string(Codec::version),
+                                      version);
+        }
+        if (version < Codec::oldest_version) {
+            throw JournalVersionError(
+                std::string(Codec::store_name) + ": journal " + journal_path_ +
+                    " has format version " + std::to_string(version) +
+                    ", from a pre-release build; this build reads " + "versions " +
+                    std::to_string(Codec::oldest_version) + " to " + std::to_string(Codec::version),
+                version);
+        }
+        framing_ = j::Framing{j::salt_seed(j::load_u64(all, 12)), version};
+        const bool sequenced = version >= 3;
+        std::size_t pos = j::header_size;
+        std::size_t good_end = pos;
+        j::ScanBudget budget{8 * static_cast<std::uint64_t>(all.size()) + (1U << 20U)};
+        // A record takes at least a frame head and a few bytes: size the owner's id table once
+        // rather than rehashing it all the way up (over-estimating by no more than the file/16).
+        reserve(all.size() / 128);
+        Record record;
+        next_sequence_ = 1;
+        bool after_damage = false;  // a skipped region ends here: its frames' numbers are missing
+        while (pos < all.size()) {
+            std::size_t size = 0;
+            std::uint64_t sequence = 0;
+            const j::FrameStatus status =
+                j::check_frame<Codec>(all, pos, framing_, record, size, sequence);
+            if (status == j::FrameStatus::good && (!sequenced || sequence == next_sequence_ ||
+                                                   (after_damage && sequence > next_sequence_))) {
+                if (Codec::is_batch(record)) {
+                    // Streamed: its records replayed one at a time, never all decoded at once
+                    // (decode_record() has checked them all).
+                    Codec::for_each_in_batch(record, replay);
+                } else {
+                    replay(record);
+                }
+                ++stats_.recovered_records;
+                next_sequence_ = sequence + 1;
+                after_damage = false;
+                pos += size;
+                good_end = pos;
+                continue;
+            }
+            if (status == j::FrameStatus::good) {
+                // A whole frame of this file, out of place: one seen already (a duplicated or
+                // replayed write), or one whose predecessors are missing. Never replayed as if
+                // it fitted, whatever the mode: a replayed add would bring back a purged record.
+                const bool duplicate = sequence < next_sequence_;
+                if (options_.recovery == JournalRecovery::strict ||
+                    options_.recovery == JournalRecovery::tolerate_torn_tail) {
+                    throw_corrupt(pos, "record out of sequence: number " +
+                                           std::to_string(sequence) + " where " +
+                                           std::to_string(next_sequence_) + " was expected (" +
+                                           (duplicate ? "a duplicated or replayed write"
+                                                      : "records are missing before it") +
+                                           "; JournalRecovery::point_in_time keeps the records "
+                                           "before it, skip_corrupt skips it, both keeping a copy "
+                                           "of the file)");
+                }
+                ++(duplicate ? stats_.duplicate_records : stats_.sequence_gaps);
+                if (options_.recovery == JournalRecovery::point_in_time) {
+                    break;
+                }
+                ++stats_.corrupt_regions;
+                if (duplicate) {
+                    // skip_corrupt: drop it; the frames after it may still fit.
+                    stats_.skipped_bytes += size;
+                    pos += size;
+                    continue;
+                }
+                // skip_corrupt: records went missing without a trace; keep what follows.
+                after_damage = true;
+                continue;
+            }
+            if (options_.recovery == JournalRecovery::strict) {
+                throw_corrupt(pos, std::string(status == j::FrameStatus::torn ? "incomplete record"
+                                                                              : "damaged record") +
+                                       " (recovery mode strict)");
+            }
+            if (status == j::FrameStatus::torn) {
+                break;  // an incomplete last record: a torn write, dropped unread
+            }
+            // Damage at `pos`. A head that checks gives the frame's extent; otherwise rescan.
+            std::size_t next =
+                find_frame(all, status == j::FrameStatus::bad_body ? pos + size : pos + 1, budget);
+            if (budget.exhausted) {
+                if (options_.recovery == JournalRecovery::tolerate_torn_tail) {
+                    throw_corrupt(pos, "damaged record; too much damage after it to resynchronise");
+                }
+                break;  // salvage what came before; the rest is dropped
+            }
+            if (next == std::string_view::npos) {
+                if (status != j::FrameStatus::bad_header ||
+                    !j::whole_frame_with_bad_head(all, pos, framing_)) {
+                    break;  // nothing whole after the damage: a torn tail
+                }
+                // A whole, synced last record whose length or type was damaged afterwards.
+                if (options_.recovery == JournalRecovery::tolerate_torn_tail) {
+                    throw_corrupt(pos,
+                                  "the last record is complete but its header is damaged (not a "
+                                  "torn write); JournalRecovery::point_in_time or skip_corrupt "
+                                  "open the journal without it (keeping a copy of the file)");
+                }
+                next = all.size();
+            } else if (options_.recovery == JournalRecovery::tolerate_torn_tail) {
+                throw_corrupt(pos, "damaged record followed by valid records at offset " +
+                                       std::to_string(next) +
+                                       " (JournalRecovery::skip_corrupt salvages the valid records "
+                                       "but drops the damaged ones, keeping a copy of the file)");
+            }
+            if (options_.recovery == JournalRecovery::point_in_time) {
+                break;
+            }
+            ++stats_.corrupt_regions;
+            stats_.skipped_bytes += next - pos;
+            pos = next;
+            after_damage = true;
+        }
+        end_ = good_end;
+        if (salvaging && (good_end < all.size() || stats_.corrupt_regions > 0)) {
+            preserve(all);  // before anything is dropped or rewritten
+        }
+        if (good_end < all.size()) {
+            stats_.dropped_tail_bytes = all.size() - good_end;
+            fs_.truncate(file_.get(), good_end);
+            fs_.sync(file_.get());
+        }
+        if (stats_.corrupt_regions > 0 || !sequenced) {
+            // Rewrite without the damage, so that the next open in any mode accepts the file; or
+            // in the current format, so that every frame appended to it has a sequence.
+            install_snapshot(snapshot);
+            ++stats_.compactions;
+            stats_.upgraded_from_version = sequenced ? 0 : version;
+        } else if (good_end == all.size()) {
+            // Replayed as it was: it may hold records a process with sync=batch or none wrote but
+            // never synced. Make them durable before an add of the same id (a duplicate) can be
+            // acknowledged on their strength. (A truncated or rewritten journal is synced above.)
+            fs_.sync(file_.get());
+            ++stats_.syncs;
+        }
+    }
+
+    // The directory that holds the store's directory, as the kernel resolves it (a symlinked
+    // ancestor is fine; the final component ".." never is one).
+    std::string parent_directory() const { return directory_ + "/.."; }
+
+    static std::string octal(std::uint32_t mode) {
+        std::string out;
+        for (int shift = 9; shift >= 0; shift -= 3) {
+            out.push_back(static_cast<char>('0' + ((mode >> static_cast<unsigned>(shift)) & 7U)));
+        }
+        return out;
+    }
+
+    // Refuses a directory or journal that someone else could read or replace: not owned by this
+    // process's effective user, a directory open to group or others, a journal with another name.
+    static void check_private(const std::string& path, const FileSystem::Info& info,
+                              bool directory) {
+        const auto me = static_cast<std::uint64_t>(::geteuid());
+        std::string problem;
+        if (info.owner != me) {
+            problem = " is owned by uid " + std::to_string(info.owner) +
+                      ", not by this process's effective uid " + std::to_string(me);
+        } else if (directory && (info.mode & 077U) != 0) {
+            problem = " has mode " + octal(info.mode) +
+                      ": group or others have access (make it 0700: chmod 700)";
+        } else if (!directory && info.links != 1) {
+            problem = " has " + std::to_string(info.links) +
+                      " hard links (another name could read or change it)";
+        }
+        if (!problem.empty()) {
+            throw JournalError(std::string(Codec::store_name) + ": " + path + problem +
+                               "; refused");
+        }
+    }
+
+    static std::string trim_slashes(std::string path) {
+        while (path.size() > 1 && path.back() == '/') {
+            path.pop_back();
+        }
+        return path;
+    }
+
+    [[noreturn]] BULWARK_NOINLINE static void throw_io(const std::string& what,
+                                                       const std::system_error& e) {
+        throw JournalError(std::string(Codec::store_name) + ": " + what + ": " + e.what(),
+                           e.code());
+    }
+
+    [[noreturn]] BULWARK_NOINLINE void throw_corrupt(std::uint64_t offset,
+                                                     const std::string& why) const {
+        throw JournalCorruptError(std::string(Codec::store_name) + ": journal " + journal_path_ +
+                                      " is corrupt at offset " + std::to_string(offset) + ": " +
+                                      why,
+                                  offset);
+    }
+
+    // Appends `frames` (`count` of them, numbered from next_sequence_; `records` records) and, with
+    // sync=batch, syncs when the batch is due. Returns the ticket await() takes: with
+    // sync=always the caller's records are durable once await() returns (group commit), with
+    // batch and none there is nothing to wait for (0). Throws (applying nothing) on failure. A
+    // failed write is undone by truncating to the last good end, so no part of it can be
+    // replayed; if that fails too, or a sync fails, the store is poisoned.
+    std::uint64_t commit(const std::string& frames, std::size_t records, std::uint64_t count) {
+        check_writable();
+        try {
+            fs_.write_at(file_.get(), end_, frames);
+        } catch (const std::exception& e) {
+            // (std::bad_alloc too: part of the frames may be in the file all the same.)
+            try {
+                fs_.truncate(file_.get(), end_);
+                if (options_.sync != JournalSync::none) {
+                    fs_.sync(file_.get());
+                }
+                ++stats_.write_rollbacks;
+            } catch (const std::exception&) {
+                poison_with("a journal write failed and could not be undone", e);
+                throw JournalIoError(std::string(Codec::store_name) +
+                                         ": journal write failed and could not be undone "
+                                         "(store poisoned): " +
+                                         std::string(e.what()),
+                                     error_code_of(e), true);
+            }
+            throw JournalIoError(
+                std::string(Codec::store_name) +
+                    ": journal write failed; nothing was recorded: " + std::string(e.what()),
+                error_code_of(e), false);
+        }
+        end_ += frames.size();
+        next_sequence_ += count;
+        const std::uint64_t ticket = group_.wrote(records);
+        if (options_.sync == JournalSync::always) {
+            return ticket;
+        }
+        if (options_.sync == JournalSync::batch &&
+            (group_.unsynced() >= options_.batch_records ||
+             clock_->now() - last_sync_ >= options_.batch_interval)) {
+            sync();
+        }
+        return 0;
+    }
+
+    // Poisons with "<what>: <e.what()>", or just `what` if that cannot be allocated. Never throws.
+    void poison_with(const char* what, const std::exception& e) noexcept {
+        try {
+            group_.poison(std::string(what) + ": " + e.what());
+        } catch (...) {
+            group_.poison(what);
+        }
+    }
+
+    static std::error_code error_code_of(const std::exception& e) noexcept {
+        const auto* system = dynamic_cast<const std::system_error*>(&e);
+        return system != nullptr ? system->code() : std::error_code{};
+    }
+
+    // The largest frame written (a reader accepts up to max_frame_bytes).
+    static constexpr std::uint64_t record_limit = journal::max_frame_bytes / 2;
+
+    const JournalOptions options_;
+    FileSystem& fs_;
+    GroupCommit& group_;
+    Clock* const clock_;
+    const std::string directory_;
+    const std::string journal_path_;
+    const std::string temp_path_;
+
+    FileHandle lock_;
+    FileHandle file_;
+    journal::Framing framing_;         // the journal's salt_seed() and format version
+    std::uint64_t next_sequence_ = 1;  // of the next frame appended
+    std::uint64_t end_ = 0;            // bytes of the journal that hold whole records
+    TimePoint last_sync_{};
+    std::uint64_t compact_retry_at_ = 0;
+    JournalStats stats_;
+};
+
+// FileDeadLetterStore's journal.
+using JournalFile = BasicJournalFile<journal::DeadLetterCodec>;
+
+}  // namespace detail
+
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_JOURNAL_FILE_HPP
+// #include <bulwark/detail/mutex.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/file_dead_letter_store_errors.hpp> (already included above)
+// #include <bulwark/file_dead_letter_store_options.hpp> (already included above)
+
+namespace bulwark {
+
+// A DeadLetterStore kept in a journal on disk: an acknowledged mutation survives a crash (with
+// JournalSync::always, a power loss too). Same semantics as InMemoryDeadLetterStore; all records
+// are also held in memory, so reads never touch the disk.
+//   bulwark::FileDeadLetterStore file("/var/lib/app/dlq");   // options, file system, clock
+//   std::string id = file.add(d);                             // durable when it returns
+// The directory (created 0700; a symlink, another owner or group/other access is refused) holds
+// `journal` (0600, one link) and `LOCK`: one store per directory, across processes. Open replays
+// the journal (see JournalRecovery) and may throw FileDeadLetterStoreError and its subclasses. A
+// failed write is rolled back and the store stays usable (disk full); a failed sync poisons it (see
+// DeadLetterStorePoisonedError). Thread-safe: one mutex guards everything, held across journal
+// writes, never while a reprocess handler runs; with sync=always, a call waits for its sync with
+// the mutex released, so concurrent calls share one sync (group commit) and each returns once its
+// own records are durable. See docs/file_dead_letter_store.md.
+// Out of memory (R4): a call that throws std::bad_alloc before its record is written has changed
+// nothing; after it, the store poisons itself and a reopen replays the whole change.
+// FileDeadLetterStore is BasicFileDeadLetterStore<>: a class template only so that its code is
+// compiled where it is used (the Tag is never used); use the alias.
+// Its destructor is virtual (it overrides DeadLetterStore's): clang-tidy 14 does not see that
+// through the dependent base.
+template <class Tag = void>
+// NOLINTNEXTLINE(cppcoreguidelines-virtual-class-destructor)
+class BasicFileDeadLetterStore
+    : public detail::IndexedDeadLetterStore<BasicFileDeadLetterStore<Tag>> {
+    using Base = detail::IndexedDeadLetterStore<BasicFileDeadLetterStore<Tag>>;
+    friend Base;
+    // The base is dependent (a template of this one): name what the store uses of it.
+    using Index = typename Base::Index;
+    using Iterator = typename Index::const_iterator;
+    using Seq = typename Base::Seq;
+    using Base::counters_;
+    using Base::index_;
+    using Base::mutex_;
+
+public:
+    // Opens (creating if missing) the store in `directory`. The file system and clock must
+    // outlive the store. Throws std::invalid_argument for invalid options.
+    explicit BasicFileDeadLetterStore(std::string directory,
+                                      FileDeadLetterStoreOptions options = {},
+                                      FileSystem& fs = default_file_system(),
+                                      Clock& clock = default_clock())
+        : Base(Base::checked_limits(options), clock),
+          options_(options),
+          group_(fs),
+          journal_(fs, clock, group_, std::move(directory), detail::JournalOptions::of(options_)) {
+        // Unlocked, as the constructor is: nothing else can reach the store yet. The analysis
+        // skips constructors but not the lambdas in them.
+        journal_.open([this](Record& r) BULWARK_NO_THREAD_SAFETY_ANALYSIS { apply_replayed(r); },
+                      [this](std::uint64_t salt)
+                          BULWARK_NO_THREAD_SAFETY_ANALYSIS { return snapshot(salt); },
+                      [this](std::size_t records)
+                          BULWARK_NO_THREAD_SAFETY_ANALYSIS { index_.reserve(records); });
+    }
+
+    // Syncs what is unsynced (sync=batch), ignoring errors.
+    ~BasicFileDeadLetterStore() override {
+        try {
+            detail::LockGuard lock(mutex_);
+            journal_.sync_unsynced_batch();
+        } catch (...) {  // NOLINT(bugprone-empty-catch): a destructor reports nothing
+        }
+    }
+
+    const FileDeadLetterStoreOptions& options() const noexcept { return options_; }
+    // Unlocked: the directory is fixed when the journal is made.
+    const std::string& directory() const noexcept BULWARK_NO_THREAD_SAFETY_ANALYSIS {
+        return journal_.directory();
+    }
+
+    // Makes every record written so far durable (for sync=batch or none). Throws
+    // DeadLetterJournalIoError (and poisons) if the sync fails, DeadLetterStorePoisonedError on
+    // a poisoned store.
+    void sync() {
+        detail::LockGuard lock(mutex_);
+        journal_.check_writable();
+        journal_.sync();
+    }
+
+    bool poisoned() const { return group_.poisoned(); }
+
+    JournalStats journal_stats() const {
+        detail::LockGuard lock(mutex_);
+        JournalStats s = journal_.stats();
+        s.live_bytes = live_bytes_;
+        return s;
+    }
+
+protected:
+    std::size_t do_dismiss(const DeadLetterQuery& query, std::string_view note) override {
+        const std::size_t limit = query.max_results();
+        if (limit == 0) {
+            return 0;
+        }
+        detail::UniqueLock lock(mutex_);
+        std::vector<Record> records;
+        index_.scan(query, [&](Iterator it) {
+            if (it->second.status == DeadLetterStatus::pending) {
+                Record r;
+                r.type = detail::journal::RecordType::dismiss;
+                r.id = it->second.id;
+                r.text = std::string(note);
+                records.push_back(std::move(r));
+            }
+            return records.size() < limit;
+        });
+        const std::uint64_t ticket = commit_and_apply(records);
+        lock.unlock();
+        group_.await(ticket);
+        return records.size();
+    }
+
+    std::size_t do_categorize(const DeadLetterQuery& query, std::string_view category,
+                              const std::vector<std::string>& tags) override {
+        const std::size_t limit = query.max_results();
+        if (limit == 0) {
+            return 0;
+        }
+        detail::UniqueLock lock(mutex_);
+        this->check_categorize(query, category, tags);
+        std::size_t matched = 0;
+        std::vector<Record> records;
+        index_.scan(query, [&](Iterator it) {
+            const DeadLetter& d = it->second;
+            bool changes = d.category != category;
+            for (const std::string& tag : tags) {
+                changes = changes || std::find(d.tags.begin(), d.tags.end(), tag) == d.tags.end();
+            }
+            if (changes) {  // a record it would not change needs no journal record
+                Record r;
+                r.type = detail::journal::RecordType::categorize;
+                r.id = d.id;
+                r.text = std::string(category);
+                r.tags = tags;
+                records.push_back(std::move(r));
+            }
+            return ++matched < limit;
+        });
+        const std::uint64_t ticket = commit_and_apply(records);
+        lock.unlock();
+        group_.await(ticket);
+        return matched;
+    }
+
+    std::size_t do_purge(WallTime older_than) override {
+        detail::UniqueLock lock(mutex_);
+        std::vector<Record> records;
+        for (const auto& entry : index_) {
+            if (entry.second.created < older_than) {
+                Record r;
+                r.type = detail::journal::RecordType::remove;
+                r.id = entry.second.id;
+                r.cause = detail::journal::RemoveCause::purge;
+                records.push_back(std::move(r));
+            }
+        }
+        const std::uint64_t ticket = commit_and_apply(records);
+        lock.unlock();
+        group_.await(ticket);
+        return records.size();
+    }
+
+private:
+    using Record = detail::journal::Record;
+
+    // ---- the hooks IndexedDeadLetterStore calls, with mutex_ held ----------------------------
+
+    std::string store_new(DeadLetter letter, bool evict) BULWARK_REQUIRES(mutex_) {
+        std::vector<Record> records(1);
+        records[0].type = detail::journal::RecordType::add;
+        records[0].letter = std::move(letter);
+        std::string id = records[0].letter.id;
+        if (evict) {
+            // The add and the eviction it causes: one atomic batch, as in memory.
+            Record r;
+            r.type = detail::journal::RecordType::remove;
+            r.cause = detail::journal::RemoveCause::evict;
+            r.id = index_.oldest_resolved()->second.id;
+            records.push_back(std::move(r));
+        }
+        // Until its sync, a duplicate add of this id must wait for it too. Room for the entry is
+        // made first: nothing may fail once the add is journaled. Both sequences grow in write
+        // order, so the list stays sorted.
+        const bool track = options_.sync == JournalSync::always;
+        if (track) {
+            const std::uint64_t durable = group_.durable();
+            while (!in_flight_.empty() && in_flight_.front().second <= durable) {
+                in_flight_.pop_front();
+            }
+            in_flight_.emplace_back(Seq{}, std::uint64_t{0});
+        }
+        std::uint64_t ticket = 0;
+        try {
+            ticket = commit_and_apply(records);
+        } catch (...) {
+            if (track) {
+                in_flight_.pop_back();
+            }
+            throw;
+        }
+        if (track) {
+            in_flight_.back() = {index_.find(id)->first, ticket};
+        }
+        return id;
+    }
+
+    void check_writable() const BULWARK_REQUIRES(mutex_) { journal_.check_writable(); }
+
+    // sync=always: what an add of `id` (a new record or a duplicate) waits for before it returns:
+    // the ticket of the record's own add while that is in flight, else nothing.
+    std::uint64_t durable_ticket(std::string_view id) const BULWARK_REQUIRES(mutex_) {
+        const auto it = index_.find(id);
+        if (in_flight_.empty() || it == index_.end()) {
+            return 0;
+        }
+        const auto at = std::lower_bound(
+            in_flight_.begin(), in_flight_.end(), it->first,
+            [](const std::pair<Seq, std::uint64_t>& e, Seq seq) { return e.first < seq; });
+        return at != in_flight_.end() && at->first == it->first ? at->second : 0;
+    }
+
+    void await_durable(std::uint64_t ticket) { group_.await(ticket); }
+
+    void check_redrive_continues(const ReprocessResult& so_far) const BULWARK_REQUIRES(mutex_) {
+        if (journal_.poisoned()) {  // meanwhile, by another call: stop before resending
+            throw DeadLetterReprocessInterruptedError(
+                "bulwark::FileDeadLetterStore: reprocess stopped: " + journal_.directory() +
+                    " is poisoned: " + journal_.poison_reason(),
+                {}, true, so_far, std::string());
+        }
+    }
+
+    // The outcome counts only once journaled. An outcome for a record removed while the handler
+    // ran is journaled without an id: it only counts.
+    void record_outcome(Seq seq, const DeadLetter& copy, bool resent, DeadLetterAttempt attempt,
+                        const ReprocessResult& so_far) BULWARK_REQUIRES(mutex_) {
+        Record r;
+        r.type = detail::journal::RecordType::outcome;
+        const auto it = index_.find_seq(seq);
+        if (it != index_.end()) {
+            r.id = it->second.id;
+        }
+        r.attempt = std::move(attempt);
+        r.resent = resent;
+        try {
+            // Awaited with the lock held: the outcome counts only once durable, and a reprocess
+            // journals one outcome at a time anyway.
+            group_.await(journal_.append(r));
+        } catch (const DeadLetterJournalIoError& e) {
+            throw DeadLetterReprocessInterruptedError(
+                std::string(e.what()) + " (reprocess stopped; the handler ran for " + copy.id +
+                    " but its outcome was not recorded)",
+                e.code(), e.poisoned(), so_far, copy.id);
+        } catch (const DeadLetterStorePoisonedError& e) {
+            throw DeadLetterReprocessInterruptedError(
+                std::string(e.what()) + " (reprocess stopped; the handler ran for " + copy.id +
+                    " but its outcome was not recorded)",
+                {}, true, so_far, copy.id);
+        }
+        apply_journaled(&r, 1);
+        maybe_compact();
+    }
+
+    // ---- replay: the one place where records change the index -------------------------------
+
+    // A record replayed by open: as apply(), moving an add's letter into the index instead of
+    // copying it (open is bound by the copies and allocations per record).
+    void apply_replayed(Record& r) BULWARK_REQUIRES(mutex_) {
+        if (r.type != detail::journal::RecordType::add) {
+            apply(r);
+            return;
+        }
+        if (index_.contains(r.letter.id)) {
+            return;  // as apply()
+        }
+        const bool snapshot = r.snapshot;
+        const auto it = index_.insert_absent(std::move(r.letter));
+        live_bytes_ += detail::journal::snapshot_frame_size(it->second);
+        if (!snapshot) {
+            ++counters_.added;
+        }
+    }
+
+    void apply(const Record& r) BULWARK_REQUIRES(mutex_) {
+        namespace j = detail::journal;
+        switch (r.type) {
+            case j::RecordType::add: {
+                if (index_.contains(r.letter.id)) {
+                    return;  // cannot be written by a store; ignored like a duplicate add
+                }
+                const auto it = index_.insert(r.letter);
+                live_bytes_ += j::snapshot_frame_size(it->second);
+                if (!r.snapshot) {
+                    ++counters_.added;
+                }
+                return;
+            }
+            case j::RecordType::dismiss: {
+                const auto it = index_.find(r.id);
+                if (it != index_.end() && it->second.status == DeadLetterStatus::pending) {
+                    modify(it, [&](Index& index) { index.dismiss(it, r.text); });
+                }
+                return;
+            }
+            case j::RecordType::outcome: {
+                const auto it = r.id.empty() ? index_.end() : index_.find(r.id);
+                if (it != index_.end()) {
+                    modify(it, [&](Index& index) {
+                        index.reserve_attempt(it, options_.max_attempts);  // no silent drop
+                        index.record_redrive(it, r.resent, r.attempt, options_.max_attempts);
+                    });
+                }
+                ++(r.resent ? counters_.resent : counters_.redrive_failures);
+                return;
+            }
+            case j::RecordType::categorize: {
+                const auto it = index_.find(r.id);
+                if (it != index_.end()) {
+                    modify(it, [&](Index& index) { index.categorize(it, r.text, r.tags); });
+                }
+                return;
+            }
+            case j::RecordType::remove: {
+                const auto it = index_.find(r.id);
+                if (it != index_.end()) {
+                    live_bytes_ -= j::snapshot_frame_size(it->second);
+                    index_.erase(it);
+                    ++(r.cause == j::RemoveCause::evict ? counters_.evicted : counters_.purged);
+                }
+                return;
+            }
+            case j::RecordType::counters:
+                counters_ = r.counters;
+                return;
+            case j::RecordType::batch:
+                for (const Record& inner : r.batch) {
+                    apply(inner);
+                }
+                return;
+        }
+    }
+
+    // Runs change(index_) on the record at `it`, keeping live_bytes_ right. The index is passed
+    // in, not captured, so that the thread-safety analysis sees it used under mutex_.
+    template <class Change>
+    void modify(Iterator it, Change&& change) BULWARK_REQUIRES(mutex_) {
+        const std::uint64_t before = detail::journal::snapshot_frame_size(it->second);
+        change(index_);
+        live_bytes_ = live_bytes_ - before + detail::journal::snapshot_frame_size(it->second);
+    }
+
+    // ---- the write path: journal first, then the index ---------------------------------------
+
+    // Journals `records` (all or none), then applies them. Throws what JournalFile::append
+    // throws, having applied nothing; or, if applying runs out of memory, std::bad_alloc with the
+    // store poisoned (see apply_journaled). Returns the ticket to await before acknowledging (0:
+    // none), which the caller does with the lock released (group commit); if that throws (a sync
+    // failed) the store is poisoned, and the records, applied, are readable until it is reopened.
+    std::uint64_t commit_and_apply(const std::vector<Record>& records) BULWARK_REQUIRES(mutex_) {
+        if (records.empty()) {
+            // A call that changes nothing may have found the state another call wrote and is
+            // still syncing (the same categorize, a dismiss of a record just dismissed): it
+            // reports that state only once it is durable.
+            return options_.sync == JournalSync::always ? group_.written() : 0;
+        }
+        const std::uint64_t ticket = journal_.append(records);
+        apply_journaled(records.data(), records.size());
+        maybe_compact();
+        return ticket;
+    }
+
+    // Applies what is already in the journal. If that throws (std::bad_alloc: the index
+    // allocates), memory holds none or part of it while the disk holds all of it: the store
+    // poisons itself, so that nothing is written on top of a state the journal does not
+    // describe, and rethrows; a reopen replays the whole of it.
+    void apply_journaled(const Record* records, std::size_t count) BULWARK_REQUIRES(mutex_) {
+        try {
+            for (std::size_t i = 0; i < count; ++i) {
+                apply(records[i]);
+            }
+        } catch (...) {
+            journal_.poison_after(
+                "a change was journaled but could not be applied in memory (out of memory); "
+                "reopen to recover it");
+            throw;
+        }
+    }
+
+    void maybe_compact() BULWARK_REQUIRES(mutex_) {
+        // The lambda runs within maybe_compact(), with mutex_ still held; the analysis checks a
+        // lambda as a function of its own and cannot know that.
+        journal_.maybe_compact(live_bytes_,
+                               [this](std::uint64_t salt)
+                                   BULWARK_NO_THREAD_SAFETY_ANALYSIS { return snapshot(salt); });
+    }
+
+    // What a compaction writes: the counters and every record.
+    detail::JournalSnapshot snapshot(std::uint64_t salt) const BULWARK_REQUIRES(mutex_) {
+        return detail::journal_snapshot(salt, counters_, index_);
+    }
+
+    const FileDeadLetterStoreOptions options_;
+    // Syncs for sync=always writers with mutex_ released; thread-safe by itself, and before
+    // journal_, which uses it.
+    detail::GroupCommit group_;
+    // Guarded by mutex_, as are the index and the counters (whose duplicate_adds_ and rejected_*
+    // count since open).
+    detail::JournalFile journal_ BULWARK_GUARDED_BY(mutex_);
+    // sync=always: (record, ticket) of the adds whose sync may still be running, in add order.
+    std::deque<std::pair<Seq, std::uint64_t>> in_flight_ BULWARK_GUARDED_BY(mutex_);
+    // snapshot()'s size.
+    std::uint64_t live_bytes_ BULWARK_GUARDED_BY(mutex_) = detail::journal_snapshot_base_size();
+};
+
+using FileDeadLetterStore = BasicFileDeadLetterStore<>;
+
+}  // namespace bulwark
+
+#endif  // BULWARK_FILE_DEAD_LETTER_STORE_HPP
+#endif
+
+#endif  // BULWARK_DEAD_LETTER_HPP
+// #include <bulwark/degradation.hpp> (already included above)
+// #include <bulwark/delivery.hpp> (already included above)
+// #include <bulwark/delivery_error.hpp> (already included above)
+// #include <bulwark/error_classifier.hpp> (already included above)
+// #include <bulwark/fallback_chain.hpp> (already included above)
+// #include <bulwark/fix_strategy.hpp> (already included above)
+// #include <bulwark/health.hpp> (already included above)
 // #include <bulwark/inline_vector.hpp> (already included above)
 // #include <bulwark/metrics.hpp> (already included above)
 // #include <bulwark/policies.hpp>
@@ -23188,511 +25301,7 @@ private:
 #endif
 
 #endif  // BULWARK_QUEUE_HPP
-// #include <bulwark/resources.hpp>
-// ResourceManager: gauges and quotas against thresholds, with alternatives.
-#ifndef BULWARK_RESOURCES_HPP
-#define BULWARK_RESOURCES_HPP
-
-#include <algorithm>
-#include <atomic>
-#include <chrono>
-#include <cstddef>
-#include <cstdint>
-#include <functional>
-#include <limits>
-#include <memory>
-#include <optional>
-#include <string>
-#include <string_view>
-#include <type_traits>
-#include <utility>
-#include <vector>
-
-// #include <bulwark/clock.hpp> (already included above)
-// #include <bulwark/detail/json.hpp> (already included above)
-// #include <bulwark/detail/math.hpp> (already included above)
-// #include <bulwark/detail/mutex.hpp> (already included above)
-// #include <bulwark/detail/throw.hpp> (already included above)
-// #include <bulwark/detail/traits.hpp> (already included above)
-// #include <bulwark/events.hpp> (already included above)
-// #include <bulwark/resource_report.hpp> (already included above)
-
-namespace bulwark {
-
-// The function of a gauge: any callable taking nothing and returning the percent used, as an
-// arithmetic type or std::optional of one (nullopt: unknown). An exception it throws makes the
-// reading unknown.
-class ResourceGauge {
-public:
-    ResourceGauge() = default;
-
-    template <class F, class = std::enable_if_t<!std::is_same_v<std::decay_t<F>, ResourceGauge>>>
-    ResourceGauge(F f)  // NOLINT(google-explicit-constructor): add_gauge("m", [] {...}) reads well
-        : fn_(wrap(std::move(f))) {}
-
-    explicit operator bool() const noexcept { return static_cast<bool>(fn_); }
-
-    std::optional<double> operator()() const { return fn_(); }
-
-private:
-    template <class T>
-    struct is_optional : std::false_type {};
-    template <class T>
-    struct is_optional<std::optional<T>> : std::true_type {};
-
-    template <class F>
-    static std::function<std::optional<double>()> wrap(F f) {
-        static_assert(std::is_invocable_v<F&>,
-                      "a resource gauge must be callable with no arguments");
-        using R = std::decay_t<std::invoke_result_t<F&>>;
-        static_assert(std::is_arithmetic_v<R> || is_optional<R>::value,
-                      "a resource gauge must return the percent used as a number or a "
-                      "std::optional of one");
-        if (detail::is_null_callable(f)) {
-            return {};
-        }
-        return [f = std::move(f)]() mutable -> std::optional<double> {
-            if constexpr (is_optional<R>::value) {
-                auto value = f();
-                if (!value) {
-                    return std::nullopt;
-                }
-                return static_cast<double>(*value);
-            } else {
-                return static_cast<double>(f());
-            }
-        };
-    }
-
-    std::function<std::optional<double>()> fn_;
-};
-
-// Watches resources — gauges (a callable returning percent used, e.g. memory) and quotas (a
-// limit per rolling window, fed by record_usage()) — against warning and critical thresholds,
-// and names alternatives to switch to when one runs short.
-//   bulwark::ResourceManager rm;                                    // optional clock
-//   rm.add_gauge("memory", [] { return bulwark::system::memory_used_percent(); }, {80, 95});
-//   rm.add_quota("llm_tokens", /*limit*/ 100000, /*window*/ 1min, {70, 90});
-//   rm.record_usage("llm_tokens", 1000);
-//   auto [status, percent] = rm.check("llm_tokens");
-//   rm.set_alternatives("gpt-4", {"claude", "small-model"});  rm.alternative("gpt-4");
-// A gauge is read again once its cache TTL (default 1 s) has passed (threads that find it stale
-// at the same moment may each read it); within the TTL, check() and can_use() use the cached
-// reading: a shared lock and a search of the name table, two atomic loads and a coarse clock read.
-// A quota keeps 60 buckets per window, so usage leaves the window in steps of window/60.
-// Resources cannot be removed.
-// Thread-safe. Change listeners run after the reading, outside any lock.
-// ResourceManager is BasicResourceManager<>: a class template only so that its code is compiled
-// in translation units that use it; use the alias.
-template <class Tag = void>
-class BasicResourceManager {
-public:
-    explicit BasicResourceManager(Clock& clock = default_clock()) : clock_(&clock) {}
-
-    BasicResourceManager(const BasicResourceManager&) = delete;
-    BasicResourceManager& operator=(const BasicResourceManager&) = delete;
-
-    // Throws std::invalid_argument for an empty name or gauge, a duplicate name, bad thresholds
-    // or a negative TTL.
-    // NOLINTNEXTLINE(performance-unnecessary-value-param): moved below; llvm-project#43943
-    void add_gauge(std::string name, ResourceGauge gauge, ResourceThresholds thresholds = {},
-                   Duration cache_ttl = std::chrono::seconds(1)) {
-        if (!gauge) {
-            detail::throw_invalid_argument("ResourceManager::add_gauge(" + name +
-                                           "): the gauge is empty");
-        }
-        if (cache_ttl < Duration::zero()) {
-            detail::throw_invalid_option("ResourceManager::add_gauge(" + name + ").cache_ttl",
-                                         "must be >= 0", detail::format_duration(cache_ttl));
-        }
-        auto r = make_resource(std::move(name), thresholds);
-        r->gauge = std::move(gauge);
-        r->ttl = cache_ttl;
-        insert(std::move(r));
-    }
-
-    // A quota of `limit` units per rolling `window`. Throws std::invalid_argument for an empty
-    // or duplicate name, a limit <= 0, a window <= 0 or bad thresholds.
-    void add_quota(std::string name, double limit, Duration window,
-                   ResourceThresholds thresholds = {}) {
-        if (!(limit > 0.0) || !detail::is_finite(limit)) {
-            detail::throw_invalid_option("ResourceManager::add_quota(" + name + ").limit",
-                                         "must be > 0", detail::format_number(limit));
-        }
-        if (window <= Duration::zero()) {
-            detail::throw_invalid_option("ResourceManager::add_quota(" + name + ").window",
-                                         "must be > 0", detail::format_duration(window));
-        }
-        auto r = make_resource(std::move(name), thresholds);
-        r->quota = true;
-        r->limit = limit;
-        r->window = window;
-        r->bucket_width = std::max(Duration{1}, window / Resource::buckets_per_window);
-        insert(std::move(r));
-    }
-
-    // Adds `amount` (>= 0) to a quota's use in the current window and returns the new reading.
-    // Throws std::invalid_argument for an unknown name, a gauge, or a negative amount.
-    ResourceCheck record_usage(std::string_view name, double amount) {
-        Resource& r = quota(name, amount, "record_usage");
-        std::optional<ResourceChange> change;
-        ResourceCheck result;
-        {
-            detail::LockGuard lock(r.mutex);
-            const TimePoint now = clock_->now();
-            add_to_bucket(r, now, amount);
-            result = observe(r, quota_percent(r, now), now, change);
-        }
-        notify(change);
-        return result;
-    }
-
-    // Records `amount` only if it fits in what is left of the quota; false (and nothing
-    // recorded) if it does not. The check and the record are one step.
-    bool try_consume(std::string_view name, double amount) {
-        Resource& r = quota(name, amount, "try_consume");
-        std::optional<ResourceChange> change;
-        bool fits = false;
-        {
-            detail::LockGuard lock(r.mutex);
-            const TimePoint now = clock_->now();
-            fits = used_in_window(r, now) + amount <= r.limit;
-            if (fits) {
-                add_to_bucket(r, now, amount);
-            }
-            observe(r, quota_percent(r, now), now, change);
-        }
-        notify(change);
-        return fits;
-    }
-
-    // The current reading (a gauge's cached one while it is fresh). Throws
-    // std::invalid_argument for an unknown name.
-    ResourceCheck check(std::string_view name) { return read(find(name)); }
-
-    ResourceStatus status(std::string_view name) { return check(name).status; }
-
-    // True unless the resource is critical or exhausted (unknown counts as usable).
-    bool can_use(std::string_view name) { return usable(check(name).status); }
-
-    // Alternatives to `resource`, in order of preference (the seeds' SWITCH_PROVIDER). They
-    // need not be registered resources; one that is not counts as usable.
-    void set_alternatives(std::string resource, std::vector<std::string> alternatives) {
-        detail::LockGuard lock(table_mutex_);
-        for (auto& entry : alternatives_) {
-            if (entry.first == resource) {
-                entry.second = std::move(alternatives);
-                return;
-            }
-        }
-        alternatives_.emplace_back(std::move(resource), std::move(alternatives));
-    }
-
-    // The first alternative of `resource` that can be used, whatever state `resource` is in;
-    // nullopt if none can (or none was set).
-    std::optional<std::string> alternative(std::string_view resource) {
-        for (const std::string& candidate : alternatives_of(resource)) {
-            if (candidate_usable(candidate)) {
-                return candidate;
-            }
-        }
-        return std::nullopt;
-    }
-
-    // `resource` itself while it can be used, else its first usable alternative.
-    std::optional<std::string> choose(std::string_view resource) {
-        if (candidate_usable(resource)) {
-            return std::string(resource);
-        }
-        return alternative(resource);
-    }
-
-    // Reads every resource (gauges past their TTL are read again).
-    ResourceReport report() {
-        ResourceReport report;
-        std::vector<Resource*> all;
-        {
-            detail::SharedLock lock(table_mutex_);
-            for (const auto& r : resources_) {
-                all.push_back(r.get());
-            }
-        }
-        for (Resource* r : all) {
-            const ResourceCheck c = read(*r);
-            ResourceReading reading;
-            {
-                detail::LockGuard lock(r->mutex);
-                reading.name = r->name;
-                reading.quota = r->quota;
-                reading.status = c.status;
-                reading.percent = c.percent;
-                reading.limit = r->limit;
-                reading.window = r->window;
-                if (r->quota) {
-                    reading.used = used_in_window(*r, clock_->now());
-                }
-                reading.thresholds = r->thresholds;
-                reading.readings = r->readings;
-                reading.peak_percent = r->peak_percent;
-                reading.times_warning = r->times_warning;
-                reading.times_critical = r->times_critical;
-                reading.status_since = r->status_since;
-            }
-            reading.alternatives = alternatives_of(reading.name);
-            if (c.status > report.worst) {
-                report.worst = c.status;
-                report.worst_name = reading.name;
-            }
-            report.resources.push_back(std::move(reading));
-        }
-        report.at = clock_->now();  // after the readings, which may change a status
-        return report;
-    }
-
-    std::vector<std::string> names() const {
-        detail::SharedLock lock(table_mutex_);
-        std::vector<std::string> out;
-        for (const auto& r : resources_) {
-            out.push_back(r->name);
-        }
-        return out;
-    }
-
-    // Called when a resource's status changes (found by a reading, not on every reading).
-    // Returns the id that remove_listener() takes; throws std::invalid_argument for an empty
-    // listener.
-    ListenerId on_change(std::function<void(const ResourceChange&)> listener) {
-        return changes_.add(std::move(listener));
-    }
-    // Stops calling a listener; false if the id is unknown here or already removed.
-    bool remove_listener(ListenerId id) noexcept { return changes_.remove(id); }
-
-private:
-    struct Resource {
-        static constexpr int buckets_per_window = 60;
-
-        std::string name;
-        ResourceThresholds thresholds;
-        bool quota = false;
-        // Gauges. The cache is read without the mutex: cached_at_ns, then the reading.
-        ResourceGauge gauge;
-        Duration ttl{};
-        std::atomic<std::int64_t> cached_at_ns{std::numeric_limits<std::int64_t>::min()};
-        std::atomic<double> cached_percent{std::numeric_limits<double>::quiet_NaN()};
-        // Quotas: set before the resource is shared, then the buckets guarded by mutex.
-        double limit = 0.0;
-        Duration window{};
-        Duration bucket_width{1};
-        std::int64_t bucket_epoch[buckets_per_window] BULWARK_GUARDED_BY(mutex) = {};
-        double bucket_amount[buckets_per_window] BULWARK_GUARDED_BY(mutex) = {};
-        // Status and history summary, guarded by mutex (status also mirrored for lock-free reads).
-        detail::Mutex mutex;
-        std::atomic<ResourceStatus> cached_status{ResourceStatus::unknown};
-        ResourceStatus last_status BULWARK_GUARDED_BY(mutex) = ResourceStatus::unknown;
-        TimePoint status_since BULWARK_GUARDED_BY(mutex){};
-        std::uint64_t readings BULWARK_GUARDED_BY(mutex) = 0;
-        double peak_percent BULWARK_GUARDED_BY(mutex) = 0.0;
-        std::uint64_t times_warning BULWARK_GUARDED_BY(mutex) = 0;
-        std::uint64_t times_critical BULWARK_GUARDED_BY(mutex) = 0;
-    };
-
-    static bool usable(ResourceStatus status) noexcept {
-        return status != ResourceStatus::critical && status != ResourceStatus::exhausted;
-    }
-
-    // Not shared yet: its guarded fields need no lock here.
-    // NOLINTNEXTLINE(performance-unnecessary-value-param): moved below; llvm-project#43943
-    std::unique_ptr<Resource> make_resource(std::string name, const ResourceThresholds& t)
-        BULWARK_NO_THREAD_SAFETY_ANALYSIS {
-        if (name.empty()) {
-            detail::throw_invalid_argument("ResourceManager: a resource name must not be empty");
-        }
-        t.validate(name);
-        auto r = std::make_unique<Resource>();
-        r->name = std::move(name);
-        r->thresholds = t;
-        r->status_since = clock_->now();
-        return r;
-    }
-
-    void insert(std::unique_ptr<Resource> r) {
-        detail::LockGuard lock(table_mutex_);
-        for (const auto& existing : resources_) {
-            if (existing->name == r->name) {
-                detail::throw_invalid_argument("ResourceManager: a resource named '" + r->name +
-                                               "' already exists");
-            }
-        }
-        resources_.push_back(std::move(r));
-    }
-
-    Resource* lookup(std::string_view name) const {
-        detail::SharedLock lock(table_mutex_);
-        for (const auto& r : resources_) {
-            if (r->name == name) {
-                return r.get();
-            }
-        }
-        return nullptr;
-    }
-
-    Resource& find(std::string_view name) const {
-        Resource* r = lookup(name);
-        if (r == nullptr) {
-            detail::throw_invalid_argument("ResourceManager: no resource named '" +
-                                           std::string(name) + "'");
-        }
-        return *r;
-    }
-
-    // `operation` names the caller in the error message.
-    Resource& quota(std::string_view name, double amount, const char* operation) const {
-        Resource& r = find(name);
-        if (!r.quota) {
-            detail::throw_invalid_argument("ResourceManager: '" + r.name +
-                                           "' is a gauge, not a quota");
-        }
-        if (!(amount >= 0.0) || !detail::is_finite(amount)) {
-            detail::throw_invalid_option(
-                std::string("ResourceManager::") + operation + "(" + r.name + ").amount",
-                "must be >= 0", detail::format_number(amount));
-        }
-        return r;
-    }
-
-    std::vector<std::string> alternatives_of(std::string_view resource) const {
-        detail::SharedLock lock(table_mutex_);
-        for (const auto& entry : alternatives_) {
-            if (entry.first == resource) {
-                return entry.second;
-            }
-        }
-        return {};
-    }
-
-    bool candidate_usable(std::string_view name) {
-        Resource* r = lookup(name);
-        return r == nullptr || usable(read(*r).status);
-    }
-
-    ResourceCheck read(Resource& r) {
-        if (r.quota) {
-            std::optional<ResourceChange> change;
-            ResourceCheck result;
-            {
-                detail::LockGuard lock(r.mutex);
-                const TimePoint now = clock_->now();
-                result = observe(r, quota_percent(r, now), now, change);
-            }
-            notify(change);
-            return result;
-        }
-        const std::int64_t now_ns = clock_->coarse_now_fast().time_since_epoch().count();
-        // acquire: pairs with the release store below, so the reading is the one stamped.
-        const std::int64_t at = r.cached_at_ns.load(std::memory_order_acquire);
-        if (at != std::numeric_limits<std::int64_t>::min() && now_ns - at < r.ttl.count()) {
-            // relaxed: ordered after cached_at_ns by its acquire load.
-            return {r.cached_status.load(std::memory_order_relaxed),
-                    r.cached_percent.load(std::memory_order_relaxed)};
-        }
-        double percent = std::numeric_limits<double>::quiet_NaN();
-        try {
-            if (auto value = r.gauge(); value && detail::is_finite(*value)) {
-                percent = *value;
-            }
-        } catch (...) {
-            // A gauge that throws reads as unknown.
-        }
-        std::optional<ResourceChange> change;
-        ResourceCheck result;
-        {
-            detail::LockGuard lock(r.mutex);
-            result = observe(r, percent, clock_->now(), change);
-            r.cached_percent.store(percent, std::memory_order_relaxed);
-            // release: publishes the reading and status stored before it.
-            r.cached_at_ns.store(now_ns, std::memory_order_release);
-        }
-        notify(change);
-        return result;
-    }
-
-    // Under r.mutex: classifies a reading, keeps the summary and notes a change of status.
-    ResourceCheck observe(Resource& r, double percent, TimePoint now,
-                          std::optional<ResourceChange>& change) BULWARK_REQUIRES(r.mutex) {
-        const ResourceStatus status = r.thresholds.classify(percent);
-        ++r.readings;
-        if (!detail::is_nan(percent) && percent > r.peak_percent) {
-            r.peak_percent = percent;
-        }
-        if (status != r.last_status) {
-            if (status == ResourceStatus::warning && r.last_status < ResourceStatus::warning) {
-                ++r.times_warning;
-            }
-            if (status >= ResourceStatus::critical && r.last_status < ResourceStatus::critical) {
-                ++r.times_critical;
-            }
-            if (!changes_.empty()) {
-                change = ResourceChange{r.name, r.last_status, status, percent, now};
-            }
-            r.last_status = status;
-            r.status_since = now;
-        }
-        // relaxed: readers order it through cached_at_ns (gauges) or take r.mutex (quotas).
-        r.cached_status.store(status, std::memory_order_relaxed);
-        return {status, percent};
-    }
-
-    void notify(const std::optional<ResourceChange>& change) {
-        if (change) {
-            changes_.emit(*change);
-        }
-    }
-
-    std::int64_t epoch_of(const Resource& r, TimePoint now) const noexcept {
-        return now.time_since_epoch().count() / r.bucket_width.count();
-    }
-
-    void add_to_bucket(Resource& r, TimePoint now, double amount) BULWARK_REQUIRES(r.mutex) {
-        const std::int64_t epoch = epoch_of(r, now);
-        const auto i = static_cast<std::size_t>(epoch % Resource::buckets_per_window);
-        if (r.bucket_epoch[i] != epoch) {
-            r.bucket_epoch[i] = epoch;
-            r.bucket_amount[i] = 0.0;
-        }
-        r.bucket_amount[i] += amount;
-    }
-
-    double used_in_window(const Resource& r, TimePoint now) const BULWARK_REQUIRES(r.mutex) {
-        const std::int64_t epoch = epoch_of(r, now);
-        double used = 0.0;
-        for (int i = 0; i < Resource::buckets_per_window; ++i) {
-            if (r.bucket_epoch[i] > epoch - Resource::buckets_per_window &&
-                r.bucket_epoch[i] <= epoch) {
-                used += r.bucket_amount[i];
-            }
-        }
-        return used;
-    }
-
-    double quota_percent(const Resource& r, TimePoint now) const BULWARK_REQUIRES(r.mutex) {
-        return 100.0 * used_in_window(r, now) / r.limit;
-    }
-
-    Clock* const clock_;
-    mutable detail::SharedMutex table_mutex_;
-    // A few entries each, searched linearly: cheaper to compile and, at this size, to search
-    // than a map. Resources are never removed (references stay valid).
-    std::vector<std::unique_ptr<Resource>> resources_ BULWARK_GUARDED_BY(table_mutex_);
-    std::vector<std::pair<std::string, std::vector<std::string>>> alternatives_
-        BULWARK_GUARDED_BY(table_mutex_);
-    Listeners<ResourceChange> changes_;
-};
-
-using ResourceManager = BasicResourceManager<>;
-
-}  // namespace bulwark
-
-#endif  // BULWARK_RESOURCES_HPP
+// #include <bulwark/resources.hpp> (already included above)
 // #include <bulwark/retry_queue.hpp> (already included above)
 // #include <bulwark/system.hpp>
 // System gauges: memory, CPU, disk and process RSS readings (Linux /proc).

@@ -139,6 +139,13 @@ public:
         return *this;
     }
 
+    // A value that is already a JSON document (a report's to_json()), written as it is.
+    JsonWriter& raw(std::string_view json) {
+        separate();
+        out_ += json;
+        return *this;
+    }
+
     // key(name).value(v).
     template <class T>
     JsonWriter& field(std::string_view name, const T& v) {
