@@ -360,10 +360,14 @@ inline std::string_view admin_console_js() noexcept {
 
   function loadRetryQueue() {
     return api('GET', 'api/retry-queue').then(function (data) {
+      // The main figures always, the rarer counters only once they count something.
+      var main = ['queued', 'in_flight', 'enqueued', 'delivered', 'retries', 'dead_lettered'];
       var pairs = [];
       Object.keys(data || {}).forEach(function (k) {
         var v = data[k];
-        if (typeof v === 'number' || typeof v === 'string') pairs.push([k.replace(/_/g, ' '), v]);
+        if ((typeof v === 'number' && (v || main.indexOf(k) >= 0)) || typeof v === 'string') {
+          pairs.push([k.replace(/_/g, ' '), v]);
+        }
       });
       facts($('retry-summary'), pairs);
     }, function (e) {
@@ -581,7 +585,7 @@ inline std::string_view admin_console_js() noexcept {
 
   function summary(operation, sum) {
     var parts = [operation + ': requested ' + sum.requested, 'changed ' + sum.changed,
-                 'not found ' + sum.not_found.length];
+                 'unchanged ' + sum.unchanged.length, 'not found ' + sum.not_found.length];
     if (sum.redriven !== null) parts.push('redriven ' + sum.redriven);
     var outcomes = Object.keys(sum.outcomes);
     if (outcomes.length) {
@@ -603,7 +607,8 @@ inline std::string_view admin_console_js() noexcept {
     updateSelection();
     var total = ids.length;
     var done = 0;
-    var sum = { requested: 0, changed: 0, not_found: [], redriven: null, outcomes: {} };
+    var sum = { requested: 0, changed: 0, unchanged: [], not_found: [], redriven: null,
+                outcomes: {} };
     var bar = $('bulk-progress-bar');
     bar.max = total;
     bar.value = 0;
@@ -620,6 +625,7 @@ inline std::string_view admin_console_js() noexcept {
             sum.requested += r.requested || 0;
             sum.changed += r.changed || 0;
             if (Array.isArray(r.not_found)) sum.not_found = sum.not_found.concat(r.not_found);
+            if (Array.isArray(r.unchanged)) sum.unchanged = sum.unchanged.concat(r.unchanged);
             if (typeof r.redriven === 'number') sum.redriven = (sum.redriven || 0) + r.redriven;
             Object.keys(r.outcomes || {}).forEach(function (k) {
               sum.outcomes[k] = (sum.outcomes[k] || 0) + (r.outcomes[k] || 0);
