@@ -17,6 +17,7 @@
 
 #include <bulwark/circuit_breaker.hpp>
 #include <bulwark/delivery.hpp>
+#include <bulwark/error_classifier.hpp>
 #include <bulwark/in_memory_dead_letter_store.hpp>
 #include <bulwark/metrics.hpp>
 #include <bulwark/rate_limiter.hpp>
@@ -1024,5 +1025,46 @@ TEST_CASE("DeliveryEngine: a forgotten record's reuse carries nothing into the n
             CHECK(done->external_id == attempts[0].external_id);
             CHECK(engine.confirm(done->external_id, MessageStatus::delivered));
         }
+    }
+}
+
+TEST_CASE("DeliveryEngine: error texts pass through the redactor before they are recorded",
+          "[delivery]") {
+    ManualClock clock;
+    bulwark::InMemoryDeadLetterStore dlq;
+    DeliveryEngineOptions o = manual(1);
+    o.redact = bulwark::redact_defaults();
+    DeliveryEngine<std::string> engine(FallbackRules{}, dlq, o, clock);
+    engine.add_channel("email", [](const std::string&) -> Receipt {
+        throw DeliveryError(DeliveryErrorKind::permanent, "mailbox jane@example.com is full");
+    });
+    const std::string id = engine.submit("card 4111111111111111", {"email"});
+    engine.run_due();
+    REQUIRE(engine.status(id) == MessageStatus::dead_lettered);
+    const auto masked = [](const std::string& text) {
+        INFO(text);
+        CHECK(text.find("jane@example.com") == std::string::npos);
+        CHECK(text.find("mailbox") != std::string::npos);
+    };
+    masked(engine.attempts(id).at(0).error);
+    masked(dlq.get(id)->error);
+    masked(dlq.get(id)->attempts.at(0).error);
+    // The payload is what a redrive resends: kept as it was.
+    CHECK(dlq.get(id)->payload.find("4111111111111111") != std::string::npos);
+
+    SECTION("a redactor that throws withholds the text") {
+        DeliveryEngineOptions t = manual(1);
+        t.redact = [](std::string_view) -> std::string {
+            throw std::runtime_error("no");
+        };
+        DeliveryEngine<std::string> strict(FallbackRules{}, dlq, t, clock);
+        strict.add_channel("email", [](const std::string&) -> Receipt {
+            throw DeliveryError(DeliveryErrorKind::permanent, "secret@example.com");
+        });
+        const std::string other = strict.submit("y", {"email"});
+        strict.run_due();
+        const std::string error = strict.attempts(other).at(0).error;
+        CHECK(error.find("secret") == std::string::npos);
+        CHECK(error.find("withheld") != std::string::npos);
     }
 }

@@ -297,6 +297,12 @@ inline std::size_t categorized_text_bytes(std::string_view category,
 }
 }  // namespace detail
 
+// Rewrites text before it is stored or operators see it (masks personal data): an
+// ErrorClassifier, a DeliveryEngine (DeliveryEngineOptions::redact) and an AdminHandler take
+// one. Must be thread-safe: every thread that records or shows a failure calls it, with no lock
+// held.
+using Redactor = std::function<std::string(std::string_view)>;
+
 // Decides one dead letter during reprocess(): true when it was resent, false (or a throw) when it
 // was not. It gets a copy and runs with no store lock held, so it may call the store.
 using DeadLetterHandler = std::function<bool(const DeadLetter&)>;

@@ -104,10 +104,6 @@ struct Classification {
     std::string error;
 };
 
-// Rewrites error text before operators see it (masks personal data). Must be thread-safe: every
-// thread classifying calls it, with no lock held.
-using Redactor = std::function<std::string(std::string_view)>;
-
 namespace detail {
 
 inline bool ascii_digit(char c) noexcept {

@@ -5081,6 +5081,12 @@ inline std::size_t categorized_text_bytes(std::string_view category,
 }
 }  // namespace detail
 
+// Rewrites text before it is stored or operators see it (masks personal data): an
+// ErrorClassifier, a DeliveryEngine (DeliveryEngineOptions::redact) and an AdminHandler take
+// one. Must be thread-safe: every thread that records or shows a failure calls it, with no lock
+// held.
+using Redactor = std::function<std::string(std::string_view)>;
+
 // Decides one dead letter during reprocess(): true when it was resent, false (or a throw) when it
 // was not. It gets a copy and runs with no store lock held, so it may call the store.
 using DeadLetterHandler = std::function<bool(const DeadLetter&)>;
@@ -13659,6 +13665,12 @@ struct DeliveryEngineOptions {
     // Idle workers look at the queue store at least this often (another process may share it).
     // > 0. Default 1 second.
     Duration poll_interval = std::chrono::seconds(1);
+    // Error texts (an adapter's exception, a route that could not run) pass through it before
+    // the engine records them: in attempts() and dead letters. Empty = recorded
+    // as thrown. Payloads are kept as they are, since a redrive resends them: redact them where
+    // they are shown (AdminOptions::redact). redact_defaults() masks e-mail addresses and long
+    // numbers.
+    Redactor redact;
     // How the routing chain orders channels a rule does not order, and its thresholds.
     Selection selection = Selection::priority;
     ChainOptions chain;
@@ -14410,6 +14422,21 @@ private:
     static constexpr std::size_t history_kept = 32;
     static constexpr std::size_t max_error_bytes = 1024;
 
+    // A failure as the engine records it: described, redacted, cut to max_error_bytes. A
+    // redactor that throws withholds the text rather than let it through unredacted.
+    std::string error_text(const std::exception_ptr& error) const {
+        std::string text = detail::describe_exception(error);
+        if (options_.redact) {
+            try {
+                text = options_.redact(text);
+            } catch (...) {
+                text = "(error text withheld: the redactor threw " +
+                       detail::describe_exception(std::current_exception()) + ")";
+            }
+        }
+        return detail::clip_text(text, max_error_bytes);
+    }
+
     DeliveryEngine(FallbackRules rules, DeadLetterStore& dead_letters, QueueStore* queue,
                    DeliveryEngineOptions options, Clock& clock)
         : options_((options.validate(), std::move(options))),
@@ -14590,7 +14617,7 @@ private:
         } catch (...) {
             c.elapsed = clock_.now() - started;
             const std::exception_ptr error = std::current_exception();
-            c.error = detail::clip_text(detail::describe_exception(error), max_error_bytes);
+            c.error = error_text(error);
             try {
                 c.failure = slot.classifier.classify(error);
             } catch (...) {
@@ -14984,8 +15011,8 @@ private:
             try {
                 message.emplace(decode_(env.body));
             } catch (...) {
-                unreadable = "the message could not be decoded: " +
-                             detail::describe_exception(std::current_exception());
+                unreadable =
+                    "the message could not be decoded: " + error_text(std::current_exception());
             }
         }
         if (!unreadable.empty()) {
@@ -15083,7 +15110,7 @@ private:
         try {
             result.emplace(run_route(routing, ctx, env.route, turn));
         } catch (...) {
-            route_error = detail::describe_exception(std::current_exception());
+            route_error = error_text(std::current_exception());
         }
         if (result) {
             made = audit(*result, turn, pass_number, now, started);
@@ -15217,8 +15244,7 @@ private:
                 d.skipped = a.reason;
                 d.fallback_reason = previous;
                 if (a.error) {
-                    d.error =
-                        detail::clip_text(detail::describe_exception(a.error), max_error_bytes);
+                    d.error = error_text(a.error);
                     d.kind = DeliveryErrorKind::transient;
                 }
                 made.push_back(std::move(d));
@@ -15292,9 +15318,7 @@ private:
             }
         } else {
             failure.kind = DeliveryErrorKind::transient;
-            error = result.error() ? detail::clip_text(detail::describe_exception(result.error()),
-                                                       max_error_bytes)
-                                   : "no channel was available";
+            error = result.error() ? error_text(result.error()) : "no channel was available";
         }
         const TimePoint now = clock_.now();
         for (const Attempt& a : result.attempts()) {
@@ -16260,10 +16284,6 @@ struct Classification {
     // The error text as operators see it: passed through the classifier's redactor, if any.
     std::string error;
 };
-
-// Rewrites error text before operators see it (masks personal data). Must be thread-safe: every
-// thread classifying calls it, with no lock held.
-using Redactor = std::function<std::string(std::string_view)>;
 
 namespace detail {
 
