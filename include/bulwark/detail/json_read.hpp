@@ -27,6 +27,17 @@ struct JsonValue {
     std::vector<JsonValue> items;                            // Kind::array
     std::vector<std::pair<std::string, JsonValue>> members;  // Kind::object
 
+    // Declared here, defaulted below the class: clang 14 with libstdc++ 12 in C++20 would
+    // otherwise define the implicit destructor while std::pair<std::string, JsonValue> is being
+    // instantiated (its default-constructor check asks whether JsonValue is destructible), and
+    // that destructor needs the pair complete.
+    JsonValue() noexcept;
+    JsonValue(const JsonValue&);
+    JsonValue(JsonValue&&) noexcept;
+    JsonValue& operator=(const JsonValue&);
+    JsonValue& operator=(JsonValue&&) noexcept;
+    ~JsonValue();
+
     bool is(Kind k) const noexcept { return kind == k; }
 
     // The member named `name` of an object, or nullptr (also for a non-object).
@@ -42,6 +53,13 @@ struct JsonValue {
         return nullptr;
     }
 };
+
+inline JsonValue::JsonValue() noexcept = default;
+inline JsonValue::JsonValue(const JsonValue&) = default;
+inline JsonValue::JsonValue(JsonValue&&) noexcept = default;
+inline JsonValue& JsonValue::operator=(const JsonValue&) = default;
+inline JsonValue& JsonValue::operator=(JsonValue&&) noexcept = default;
+inline JsonValue::~JsonValue() = default;
 
 // Reads one JSON document (RFC 8259) that fills all of `text` (whitespace around it aside).
 // Strings must be UTF-8 and are decoded (escapes, surrogate pairs); nesting deeper than
