@@ -14,12 +14,13 @@
 //   --seed-demo       add 24 fixed dead letters to the store at start
 //   --exit-after S    stop after S seconds
 // It listens on 127.0.0.1 only: the console can change breakers and dead letters.
-#include <atomic>
 #include <chrono>
 #include <csignal>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <httplib.h>
+#include <memory>
 #include <mutex>
 #include <random>
 #include <stdexcept>
@@ -171,8 +172,7 @@ void seed_demo(bulwark::DeadLetterStore& store, bulwark::WallTime now) {
                     " has shipped\"}";
         d.error = s.error;
         d.reason = s.reason;
-        // The two markup letters stay uncategorized; the others only from the second round on,
-        // so that the uncategorized filter has something to show.
+        // The first six are not triaged yet (as letters arrive); the markup letters never are.
         if (i >= 6) {
             d.category = s.category;
         }

@@ -236,6 +236,7 @@ inline std::string_view admin_console_js() noexcept {
     selected: new Set(),
     pageIds: [],
     busy: false,
+    lettersSeq: 0,
     timer: null
   };
 
@@ -555,7 +556,9 @@ inline std::string_view admin_console_js() noexcept {
   }
 
   function loadLetters() {
+    var seq = ++state.lettersSeq;  // only the latest request may render (filters change fast)
     return api('GET', 'api/dead-letters?' + lettersQuery()).then(function (data) {
+      if (seq !== state.lettersSeq) return;
       var items = (data && data.items) || [];
       state.total = (data && typeof data.total === 'number') ? data.total : items.length;
       if (items.length === 0 && state.offset > 0 && state.total > 0) {
@@ -576,7 +579,7 @@ inline std::string_view admin_console_js() noexcept {
       $('letters-total').textContent = '(' + state.total + ' matching)';
       $('prev-page').disabled = state.offset === 0;
       $('next-page').disabled = state.offset + items.length >= state.total;
-      $('letters').setAttribute('data-loaded', String(Date.now()));
+      $('letters').setAttribute('data-loaded', String(seq));  // for tests: a new value per load
       updateSelection();
     }, function (e) {
       if (notConfigured(e)) {

@@ -154,6 +154,17 @@ def apply_filters(driver, status="", type_="", text=""):
              lambda d: d.find_element(By.ID, "letters").get_attribute("data-loaded") != before)
 
 
+def run_bulk(driver, button, what, done):
+    """Clicks a bulk button, waits until the result line satisfies done(text) and the letters
+    were reloaded after it (so that the next step does not race the page's refresh)."""
+    before = driver.find_element(By.ID, "letters").get_attribute("data-loaded")
+    driver.find_element(By.ID, button).click()
+    wait_for(driver, what, lambda d: done(d.find_element(By.ID, "bulk-result").text))
+    wait_for(driver, "the letters reloaded after " + what,
+             lambda d: d.find_element(By.ID, "letters").get_attribute("data-loaded") != before)
+    return driver.find_element(By.ID, "bulk-result").text
+
+
 def screenshot(driver, name, dirs):
     for folder in dirs:
         os.makedirs(folder, exist_ok=True)
@@ -240,9 +251,7 @@ def run(args, server, driver):
              lambda d: d.find_element(By.ID, "selected-count").text == "3 selected")
     reason = "duplicate of incident 42"
     driver.find_element(By.ID, "dismiss-reason").send_keys(reason)
-    driver.find_element(By.ID, "bulk-dismiss").click()
-    wait_for(driver, "the dismiss to finish",
-             lambda d: "changed 3" in d.find_element(By.ID, "bulk-result").text)
+    run_bulk(driver, "bulk-dismiss", "the dismiss", lambda text: "changed 3" in text)
     check(driver.find_element(By.ID, "bulk-progress").text.startswith("3/3"),
           "the progress shows 3/3; the result: %r" % driver.find_element(By.ID, "bulk-result").text)
     driver.execute_script("document.getElementById('bulk').scrollIntoView();")
@@ -266,9 +275,8 @@ def run(args, server, driver):
     driver.find_element(By.ID, "categorize-category").send_keys("provider-outage")
     Select(driver.find_element(By.ID, "categorize-severity")).select_by_value("high")
     driver.find_element(By.ID, "categorize-tags").send_keys("incident-42, smtp")
-    driver.find_element(By.ID, "bulk-categorize").click()
-    wait_for(driver, "the categorize to finish",
-             lambda d: "categorize: requested %d" % len(rows) in d.find_element(By.ID, "bulk-result").text)
+    run_bulk(driver, "bulk-categorize", "the categorize",
+             lambda text: "categorize: requested %d" % len(rows) in text)
     chosen = {r[0] for r in rows}
     wait_for(driver, "the rows to show the new category", lambda d: chosen <= set(
         d.execute_script(
@@ -294,10 +302,8 @@ def run(args, server, driver):
     driver.find_element(By.ID, "select-page").click()
     wait_for(driver, "every row selected again",
              lambda d: d.find_element(By.ID, "selected-count").text == "%d selected" % len(rows))
-    driver.find_element(By.ID, "bulk-fix").click()
-    wait_for(driver, "the fix to finish",
-             lambda d: "fix: requested %d" % len(rows) in d.find_element(By.ID, "bulk-result").text)
-    result = driver.find_element(By.ID, "bulk-result").text
+    result = run_bulk(driver, "bulk-fix", "the fix",
+                      lambda text: "fix: requested %d" % len(rows) in text)
     check("success %d" % len(outage_ids) in result and "redriven %d" % len(outage_ids) in result,
           "the fix redrove the %d provider outages: %r" % (len(outage_ids), result))
     wait_for(driver, "the fixers panel to show the redrive fixer", lambda d: any(
