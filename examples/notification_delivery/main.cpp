@@ -280,9 +280,9 @@ public:
 
     bulwark::Receipt send(const Notification& n, bulwark::Context& ctx) {
         clock_.advance(35ms + Duration(static_cast<Duration::rep>(n.seq % 7) * 1000000));
-        const std::string json =
-            "{\"event\":\"notification\",\"user\":" + webhook::json_string(n.user) +
-            ",\"text\":" + webhook::json_string(n.text) + "}";
+        const std::string json = R"({"event":"notification","user":)" +
+                                 webhook::json_string(n.user) + R"(,"text":)" +
+                                 webhook::json_string(n.text) + "}";
         const webhook::Response r =
             webhook::post_json(receiver_.port(), "/hooks/notifications", json, ctx.operation());
         if (r.status == 429) {
@@ -947,7 +947,7 @@ int main() {
     }
     check(classes_fixed.size() == 5, "each of the five seed fixers fixed and redrove a letter",
           failures);
-    check(submitted.size() == static_cast<std::size_t>(regular + storm),
+    check(submitted.size() == static_cast<std::size_t>(regular) + static_cast<std::size_t>(storm),
           "every notification of the scenario was submitted", failures);
     for (const int seq : lost_seqs) {
         std::printf("  LOST #%d\n", seq);

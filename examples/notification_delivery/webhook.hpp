@@ -246,12 +246,12 @@ private:
         std::string head;
         std::string body;
         if (!read_message(client, head, body)) {
-            send_all(client, reply(400, "{\"error\":\"unreadable request\"}"));
+            send_all(client, reply(400, R"({"error":"unreadable request"})"));
             return;
         }
         const std::string key = header(head, "idempotency-key");
         if (head.rfind("POST ", 0) != 0 || key.empty() || body.empty() || body.front() != '{') {
-            send_all(client, reply(400, "{\"error\":\"expected a JSON POST with a key\"}"));
+            send_all(client, reply(400, R"({"error":"expected a JSON POST with a key"})"));
             return;
         }
         std::size_t number = 0;
@@ -260,7 +260,7 @@ private:
             keys_.insert(key);
             number = ++accepted_;
         }
-        send_all(client, reply(200, "{\"receipt\":\"wh-" + std::to_string(number) + "\"}"));
+        send_all(client, reply(200, R"({"receipt":"wh-)" + std::to_string(number) + R"("})"));
     }
 
     static std::string reply(int status, const std::string& json) {
@@ -296,7 +296,7 @@ inline Response post_json(std::uint16_t port, std::string_view path, std::string
     const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         throw bulwark::DeliveryError(bulwark::DeliveryErrorKind::transient,
-                                     "webhook: socket: " + std::string(std::strerror(errno)));
+                                     "webhook: socket: " + std::generic_category().message(errno));
     }
     // Closed on every path out.
     struct Closer {
@@ -316,7 +316,7 @@ inline Response post_json(std::uint16_t port, std::string_view path, std::string
                                          "webhook: connect timed out", "ETIMEDOUT");
         }
         throw bulwark::DeliveryError(bulwark::DeliveryErrorKind::transient,
-                                     "webhook: connect: " + std::string(std::strerror(error)));
+                                     "webhook: connect: " + std::generic_category().message(error));
     }
     std::string request = "POST " + std::string(path) + " HTTP/1.1\r\nHost: 127.0.0.1\r\n";
     request += "Content-Type: application/json\r\nIdempotency-Key: ";
