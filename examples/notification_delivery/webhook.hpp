@@ -6,6 +6,7 @@
 #define BULWARK_EXAMPLES_WEBHOOK_HPP
 
 #include <arpa/inet.h>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstddef>
@@ -138,8 +139,8 @@ inline bool read_message(int fd, std::string& head, std::string& body) {
 }
 
 // The receiving end of the webhook: accepts POSTs on 127.0.0.1, answers 200 with a JSON receipt,
-// and keeps the Idempotency-Key of every request it accepted. up() binds (port 0 = an ephemeral
-// one; later up() calls rebind the same port) and starts the serving thread; down() stops it
+// and keeps the Idempotency-Key of every request it accepted. up() binds an ephemeral port (later
+// up() calls the same one while it is free) and starts the serving thread; down() stops it
 // and closes the listening socket, so that connects are refused until the next up().
 //   webhook::Receiver r;  r.up();  ...  r.down();  r.up();  r.keys();
 // Thread-safe: up(), down(), port() and keys() may be called from any thread.
@@ -164,8 +165,13 @@ public:
         // The old listener's connections linger in TIME_WAIT: rebinding its port needs this.
         ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
         sockaddr_in addr = loopback(port_.load());
-        if (::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0 ||
-            ::listen(fd, 64) != 0) {
+        bool bound = ::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0;
+        if (!bound && port_.load() != 0) {
+            // Someone took the old port meanwhile: any free one will do (port() tells).
+            addr = loopback(0);
+            bound = ::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0;
+        }
+        if (!bound || ::listen(fd, 64) != 0) {
             const int error = errno;
             ::close(fd);
             throw std::system_error(error, std::generic_category(), "webhook receiver: bind");
