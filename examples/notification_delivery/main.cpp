@@ -503,14 +503,26 @@ int main() {
     std::printf(
         "  engine: 4 passes per message, next pass after 15 s, 30 s, 60 s (or the "
         "provider's Retry-After)\n");
+    // The faults and the receiver's downtime, in the order they begin.
+    std::vector<std::pair<Duration, std::string>> faults;
+    char line[160];
     for (const Fault& f : script.faults) {
-        std::printf("  %s-%s  %-6s %s [%s]\n", clock_text(f.from).c_str(), clock_text(f.to).c_str(),
-                    f.channel.c_str(), f.story.c_str(), bulwark::to_string(f.kind));
+        std::snprintf(line, sizeof line, "%s-%s  %-6s %s [%s]", clock_text(f.from).c_str(),
+                      clock_text(f.to).c_str(), f.channel.c_str(), f.story.c_str(),
+                      bulwark::to_string(f.kind));
+        faults.emplace_back(f.from, line);
     }
-    std::printf(
-        "  %s-%s  webhook receiver down: its listening socket closed, connects refused "
-        "[transient]\n",
-        clock_text(script.webhook_down_from).c_str(), clock_text(script.webhook_down_to).c_str());
+    std::snprintf(line, sizeof line,
+                  "%s-%s  webhook receiver down: its listening socket closed, connects refused "
+                  "[transient]",
+                  clock_text(script.webhook_down_from).c_str(),
+                  clock_text(script.webhook_down_to).c_str());
+    faults.emplace_back(script.webhook_down_from, line);
+    std::stable_sort(faults.begin(), faults.end(),
+                     [](const auto& a, const auto& b) { return a.first < b.first; });
+    for (const auto& fault : faults) {
+        std::printf("  %s\n", fault.second.c_str());
+    }
     std::printf(
         "  always   sms refuses numbers not in E.164 [permanent, code 21211]; push "
         "refuses dead tokens [bounced]\n\n");
