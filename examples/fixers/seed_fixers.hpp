@@ -33,8 +33,8 @@ inline constexpr const char* validation_error = "validation_error";
 inline constexpr const char* resource_exhaustion = "resource_exhaustion";
 inline constexpr const char* external_api_error = "external_api_error";
 
-// The channel a letter failed on last: its last attempt's channel, else its type (the primary
-// channel, for a DeliveryEngine letter), as ErrorClassifier reads it.
+// The channel a letter failed on last: its last attempt's channel (passing over the attempts a
+// reprocess() appends, "redrive:<engine>"), else its type (a DeliveryEngine letter's primary).
 inline std::string failed_channel(const bulwark::DeadLetter& letter) {
     for (auto it = letter.attempts.rbegin(); it != letter.attempts.rend(); ++it) {
         if (!it->channel.empty() && it->channel.rfind("redrive:", 0) != 0) {
