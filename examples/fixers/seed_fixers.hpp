@@ -125,8 +125,8 @@ inline std::string normalize_phone(std::string_view raw, std::string_view countr
 
 // The provider refused a field of the message (an invalid phone number). The payload is lines of
 // `key=value`; the fixer rewrites the line of `field` to its E.164 form and succeeds, so the
-// redrive sends the edited payload (a DeliveryEngine resends what it stored: give the orchestrator
-// a Redrive that submits the edited payload anew). Fails when the field is missing, cannot be
+// redrive sends the edited payload (redrive_through passes it to the engine's
+// reprocess_dead_letter_with). Fails when the field is missing, cannot be
 // normalised, or was valid already (the cause is elsewhere).
 struct ValidationOptions {
     std::string field = "phone";

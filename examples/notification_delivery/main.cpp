@@ -431,17 +431,6 @@ std::string tag_value(const bulwark::DeadLetter& d, std::string_view prefix) {
     return {};
 }
 
-std::vector<std::string> split_route(const std::string& list) {
-    std::vector<std::string> out;
-    std::size_t from = 0;
-    while (from < list.size()) {
-        const std::size_t comma = std::min(list.find(',', from), list.size());
-        out.push_back(list.substr(from, comma - from));
-        from = comma + 1;
-    }
-    return out;
-}
-
 std::vector<std::string> route_of(Kind kind) {
     switch (kind) {
         case Kind::receipt:
@@ -611,8 +600,6 @@ int main() {
     std::map<std::string, int> seq_of;  // engine id -> seq
     std::map<int, Kind> kind_by_seq;
     std::vector<std::pair<int, std::string>> submitted;  // seq, engine id
-    std::map<std::string, std::string> resubmitted;      // original id -> new id (validation)
-    std::set<std::string> fresh_ids;                     // the new ids
     std::size_t first_try = 0;
 
     auto describe_changes = [&]() {
@@ -648,15 +635,13 @@ int main() {
             const bulwark::TimePoint at = start + (pass.front().at - wall_start);
             if (info->status == bulwark::MessageStatus::sent ||
                 info->status == bulwark::MessageStatus::delivered) {
-                const bool again = !info->dead_letter_id.empty() || fresh_ids.count(id) != 0;
+                const bool again = !info->dead_letter_id.empty();
                 if (pass.size() == 1 && last == 1 && !again) {
                     ++first_try;
                     continue;
                 }
                 std::string note = last > 1 ? " (pass " + std::to_string(last) + ")" : "";
-                note += !info->dead_letter_id.empty() ? " (redriven)"
-                        : fresh_ids.count(id) != 0    ? " (resubmitted)"
-                                                      : "";
+                note += again ? " (redriven)" : "";
                 timeline.add(at, kind + ": " + what + note, seq);
             } else if (info->status == bulwark::MessageStatus::queued) {
                 const std::optional<bulwark::QueuedMessage> q = engine.queue().get(id);
@@ -823,8 +808,7 @@ int main() {
     }
 
     // Fix and redrive, once every provider is back. A fix that edited the payload (the
-    // validation fixer) is submitted anew and its letter dismissed: the engine's redrive would
-    // resend the bytes it stored.
+    // validation fixer) is redriven with the new payload under the message's own id.
     std::printf("\nredrive at %s: every provider is back; bulk fix by the on-call operator\n",
                 clock_text(clock.now() - start).c_str());
     bulwark::FixRegistry registry;
@@ -833,24 +817,10 @@ int main() {
     fixers::register_seed_fixers(
         registry, [&] { return !script.database_down(clock.now() - start); },
         {{"email", "email-backup"}, {"push", "email-backup"}}, network, 30s);
-    const bulwark::FixOrchestrator::Redrive through = bulwark::redrive_through(engine);
-    auto redrive = [&](const bulwark::DeadLetter& fixed, const bulwark::FixResult& result) {
-        if (!result.payload_changed) {
-            return through(fixed, result);
-        }
-        const std::string old_id = tag_value(fixed, "message:");
-        const std::vector<std::string> route =
-            result.route.empty() ? split_route(tag_value(fixed, "route:")) : result.route;
-        const std::string id = engine.submit(decode(fixed.payload), route);
-        seq_of[id] = seq_of[old_id];
-        resubmitted[old_id] = id;
-        fresh_ids.insert(id);
-        dead_letters.dismiss(bulwark::DeadLetterQuery{}.id(fixed.id), "resubmitted as " + id);
-        return true;
-    };
     bulwark::FixOrchestratorOptions fix_options;
     fix_options.max_fixes_per_second = 20;
-    bulwark::FixOrchestrator fixes(dead_letters, classifier, registry, redrive, fix_options, clock);
+    bulwark::FixOrchestrator fixes(dead_letters, classifier, registry,
+                                   bulwark::redrive_through(engine), fix_options, clock);
     const bulwark::BulkFixResult fixed = fixes.bulk_fix(bulwark::DeadLetterQuery{}, "on-call");
     {
         std::vector<std::pair<std::string, std::vector<int>>> lines;
@@ -897,7 +867,7 @@ int main() {
                     bulwark::to_string(s.level));
     }
 
-    // The redriven and resubmitted messages go out now.
+    // The redriven messages go out now.
     const bool drained = engine.drain(30min);
     describe_changes();
     std::printf("  redrive drained at %s: %s\n\n", clock_text(clock.now() - start).c_str(),
@@ -908,7 +878,6 @@ int main() {
     std::printf("checks:\n");
     std::size_t sent = 0;
     std::size_t after_fix = 0;
-    std::size_t resent = 0;
     std::size_t parked = 0;
     std::size_t lost = 0;
     std::vector<int> lost_seqs;
@@ -916,22 +885,16 @@ int main() {
     const std::set<std::string> keys = receiver.keys();
     bool webhook_received = true;
     for (const auto& [seq, id] : submitted) {
-        std::string final_id = id;
-        const auto again = resubmitted.find(id);
-        if (again != resubmitted.end()) {
-            final_id = again->second;
-            ++resent;
-        }
-        const std::optional<bulwark::MessageInfo> info = engine.info(final_id);
+        const std::optional<bulwark::MessageInfo> info = engine.info(id);
         const bool is_sent = info && (info->status == bulwark::MessageStatus::sent ||
                                       info->status == bulwark::MessageStatus::delivered);
         bool accounted = false;
         if (is_sent) {
             ++sent;
-            after_fix += (final_id != id || !info->dead_letter_id.empty()) ? 1U : 0U;
+            after_fix += !info->dead_letter_id.empty() ? 1U : 0U;
             if (info->channel == "webhook") {
                 ++webhook_sent;
-                webhook_received = webhook_received && keys.count(final_id) == 1;
+                webhook_received = webhook_received && keys.count(id) == 1;
             }
         } else if (info && info->status == bulwark::MessageStatus::dead_lettered) {
             // Accounted only with its letter in the store, dismissed (an operator's decision)
@@ -965,9 +928,9 @@ int main() {
         std::printf("  LOST #%d\n", seq);
     }
     std::printf(
-        "ledger: %zu submitted, %zu sent (%zu after a fix and redrive, %zu of them "
-        "resubmitted), %zu dismissed/dead-lettered, %zu lost\n",
-        submitted.size(), sent, after_fix, resent, parked, lost);
+        "ledger: %zu submitted, %zu sent (%zu after a fix and redrive), %zu "
+        "dismissed/dead-lettered, %zu lost\n",
+        submitted.size(), sent, after_fix, parked, lost);
     receiver.down();
     return lost == 0 && failures == 0 ? 0 : 1;
 }

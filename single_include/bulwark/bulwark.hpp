@@ -13150,6 +13150,37 @@ public:
                    .resent == 1;
     }
 
+    // reprocess_dead_letter() with the message replaced by `payload`, in the form the engine
+    // stores it (DeadLetter::payload's: the bytes a fixer edits). The message keeps its id, its
+    // origin and its history; the letter keeps the payload it failed with. Throws
+    // std::invalid_argument, and changes nothing, when the codec cannot decode `payload` or it
+    // is larger than the dead-letter store takes.
+    bool reprocess_dead_letter_with(const std::string& dead_letter_id, std::string payload,
+                                    std::vector<std::string> force_channels = {}) {
+        start();
+        check_route(force_channels);
+        check_fits(payload.size());
+        if (!plain_codec_) {
+            try {
+                static_cast<void>(decode_(payload));
+            } catch (...) {
+                detail::throw_invalid_option("DeliveryEngine.reprocess_dead_letter_with: payload",
+                                             "must be a message the codec decodes",
+                                             detail::describe_exception(std::current_exception()));
+            }
+        }
+        ReprocessOptions ro;
+        ro.channel = "redrive:" + options_.name;
+        const DeadLetterQuery ours =
+            DeadLetterQuery{}.id(dead_letter_id).tag("engine:" + options_.name);
+        return dead_letters_
+                   .reprocess(
+                       ours,
+                       [&](const DeadLetter& d) { return redrive(d, force_channels, &payload); },
+                       ro)
+                   .resent == 1;
+    }
+
     // reprocess_dead_letter() for every pending match of `query` (oldest first), released at
     // most redrive_rate per second: the i-th is due i / redrive_rate seconds after the
     // previous redrive's last one (or now).
@@ -14597,7 +14628,9 @@ private:
     }
 
     // The reprocess handler: the letter's message back in the queue.
-    bool redrive(const DeadLetter& d, const std::vector<std::string>& force_channels) {
+    // Queues a dead letter's message again; `replacement` (when not null) stands for its payload.
+    bool redrive(const DeadLetter& d, const std::vector<std::string>& force_channels,
+                 const std::string* replacement = nullptr) {
         std::string id;
         std::vector<std::string> route;
         std::uint32_t generation = 0;
@@ -14622,7 +14655,7 @@ private:
         env.generation = generation + 1;
         env.origin = d.id;
         env.history = d.attempts;
-        env.body = d.payload;
+        env.body = replacement != nullptr ? *replacement : d.payload;
         const WallTime now = clock_.wall_now();
         QueuedMessage q;
         q.id = id;
@@ -17195,22 +17228,18 @@ struct MetricsRenderer<FixOrchestrator> {
 
 }  // namespace detail
 
-// A Redrive through a DeliveryEngine (any type with reprocess_dead_letter(id, channels)):
-// engine.reprocess_dead_letter(fixed.id, result.route), which puts the letter's message back in
-// the engine's queue (released at its redrive rate) over the forced channels, or its original
-// route when the route is empty. The engine resends the payload it stored, not an edited one: so
-// when the fixer changed the payload this Redrive throws std::logic_error (recorded as a failed
-// redrive) rather than resend the old bytes. To resend an edited payload, write your own Redrive
-// (submit fixed.payload as a new message, then dismiss the letter).
+// A Redrive through a DeliveryEngine (any type with reprocess_dead_letter(id, channels) and
+// reprocess_dead_letter_with(id, payload, channels)): puts the letter's message back in the
+// engine's queue (released at its redrive rate) over the result's channels, or its original
+// route when there are none; with the fixer's edited payload when it changed one. The message
+// keeps its id and history.
 //   bulwark::FixOrchestrator fixes(store, classifier, registry, bulwark::redrive_through(engine));
 // The engine must outlive the orchestrator; thread-safe as the engine is.
 template <class Engine>
 FixOrchestrator::Redrive redrive_through(Engine& engine) {
     return [&engine](const DeadLetter& fixed, const FixResult& result) -> bool {
         if (result.payload_changed) {
-            detail::throw_logic_error("redrive_through: the fixer changed the payload of " +
-                                      fixed.id +
-                                      ", and a DeliveryEngine redrive resends the stored payload");
+            return engine.reprocess_dead_letter_with(fixed.id, fixed.payload, result.route);
         }
         return engine.reprocess_dead_letter(fixed.id, result.route);
     };
