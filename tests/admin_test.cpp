@@ -284,6 +284,7 @@ TEST_CASE("breakers are listed, read, tripped and reset, and each action is audi
     CHECK(c.post("/api/breakers", "{}").status == 405);
     CHECK(c.post("/api/breakers/sms/trip", "{not json").status == 400);
     CHECK(c.post("/api/breakers/sms/melt", "{}").status == 404);
+    CHECK(c.call("HEAD", "/api/breakers").status == 405);
 
     const auto audit = c.admin.audit();
     REQUIRE(audit.size() == 2);
@@ -618,6 +619,11 @@ TEST_CASE("read_json reads what JSON allows and refuses the rest", "[admin]") {
         INFO(bad);
         CHECK_FALSE(reads(bad));
     }
+    REQUIRE(bulwark::detail::read_json("[1.7976931348623157e308, 5e-324, -0.1]", v, why));
+    CHECK(v.items[0].number == 1.7976931348623157e308);
+    CHECK(v.items[1].number == 5e-324);
+    CHECK(v.items[2].number == -0.1);
+    CHECK_FALSE(reads("1e999"));
     CHECK(reads(std::string(16, '[') + std::string(16, ']')));
     CHECK_FALSE(reads(std::string(17, '[') + std::string(17, ']')));
 }
@@ -663,4 +669,71 @@ TEST_CASE("operators calling at once from many threads: every action lands and i
     CHECK(failures == 0);
     CHECK(c.store.stats().dismissed == ids.size());
     CHECK(admin.audit(10000).size() == 4 * per_thread);
+}
+
+TEST_CASE(
+    "what the console shows is valid JSON and honest: raw ids, checked severities, "
+    "never-attempted letters",
+    "[admin]") {
+    Console c;
+    DeadLetter d;
+    d.id = "order-2026120512345678";  // a producer's id with a long number: a key, not masked
+    d.type = "sms\xff";
+    d.tags = {"severity:alice@example.com <b>", "bad\xfe"};
+    d.error = "timed out for +4915112345678";
+    c.store.add(d);
+    const AdminResponse r = c.get("/api/dead-letters/order-2026120512345678");
+    const JsonValue v = parse(r);  // valid JSON although the letter holds bytes that are not UTF-8
+    CHECK(text(v, "id") == "order-2026120512345678");
+    CHECK(text(v, "type") == "sms\xEF\xBF\xBD");
+    CHECK(text(v, "severity") == "high");  // the class's: the tag names no severity
+    CHECK(text(v, "error").find("4915112345678") == std::string::npos);
+    CHECK(v.find("last_attempt")->is(JsonValue::Kind::null));
+    CHECK(number(parse(c.get("/api/dead-letters", "text=2026120512")), "total") == 1);
+
+    const AdminResponse refused =
+        c.post("/api/dead-letters/categorize",
+               R"({"ids":["order-2026120512345678"],"category":"x","tags":["severity:critical"]})");
+    CHECK(refused.status == 400);
+    CHECK(text(parse(refused), "error") ==
+          R"(tags: "severity:critical": set a severity with "severity")");
+}
+
+TEST_CASE(
+    "a bulk operation the store refuses for one id still applies to the others and is "
+    "audited",
+    "[admin]") {
+    bulwark::ManualClock clock;
+    bulwark::InMemoryDeadLetterStoreOptions so;
+    so.max_text_bytes = 300;
+    bulwark::InMemoryDeadLetterStore store(so, clock);
+    DeadLetter small;
+    small.id = "a";
+    store.add(small);
+    DeadLetter full;
+    full.id = "b";
+    full.tags = {std::string(280, 't')};
+    store.add(full);
+    bulwark::AdminHandler admin(admin_options(), clock);
+    admin.dead_letters(store);
+    const AdminResponse r =
+        admin.handle({"POST", "/api/dead-letters/categorize", "",
+                      R"({"ids":["b","a"],"category":")" + std::string(40, 'c') + R"("})", token});
+    CHECK(r.status == 200);
+    const JsonValue v = parse(r);
+    CHECK(number(v, "changed") == 1);
+    REQUIRE(v.find("failed")->items.size() == 1);
+    CHECK(text(v.find("failed")->items[0], "id") == "b");
+    CHECK(text(v.find("failed")->items[0], "error").find("max_text_bytes") != std::string::npos);
+    CHECK(store.get("a")->category == std::string(40, 'c'));
+    REQUIRE(admin.audit().size() == 1);
+    CHECK(admin.audit()[0].count == 1);
+}
+
+TEST_CASE("the audit endpoint's default page fits a small max_page_size", "[admin]") {
+    bulwark::AdminOptions o = admin_options();
+    o.max_page_size = 20;
+    o.default_page_size = 10;
+    bulwark::AdminHandler admin(o);
+    CHECK(admin.handle({"GET", "/api/audit", "", "", token}).status == 200);
 }

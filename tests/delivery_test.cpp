@@ -1068,3 +1068,35 @@ TEST_CASE("DeliveryEngine: error texts pass through the redactor before they are
         CHECK(error.find("withheld") != std::string::npos);
     }
 }
+
+TEST_CASE("DeliveryEngine: a dead letter is redriven with an edited payload under its message id",
+          "[delivery]") {
+    ManualClock clock;
+    bulwark::InMemoryDeadLetterStore dlq;
+    DeliveryEngine<int> engine(FallbackRules{}, dlq, manual(1), clock);
+    engine.codec([](const int& n) { return std::to_string(n); },
+                 [](std::string_view s) { return std::stoi(std::string(s)); });
+    std::vector<int> sent;
+    bool down = true;
+    engine.add_channel("sms", [&](const int& n) -> Receipt {
+        if (down) {
+            throw DeliveryError(DeliveryErrorKind::transient, "down");
+        }
+        sent.push_back(n);
+        return Receipt{"p", "r", 0.0, false};
+    });
+    const std::string id = engine.submit(7, {"sms"});
+    engine.run_due();
+    REQUIRE(engine.status(id) == MessageStatus::dead_lettered);
+    down = false;
+    CHECK_THROWS_WITH(engine.reprocess_dead_letter_with(id, "not a number"),
+                      Catch::Contains("reprocess_dead_letter_with: payload"));
+    CHECK_THROWS_AS(engine.reprocess_dead_letter_with(id, "8", {"fax"}), std::invalid_argument);
+    CHECK(dlq.get(id)->status == bulwark::DeadLetterStatus::pending);  // refused: nothing changed
+    CHECK(engine.reprocess_dead_letter_with(id, "8"));
+    CHECK_FALSE(engine.reprocess_dead_letter_with(id, "9"));  // no longer pending
+    engine.drain(1min);
+    CHECK(engine.status(id) == MessageStatus::sent);
+    CHECK(sent == std::vector<int>{8});
+    CHECK(dlq.get(id)->payload == "7");
+}

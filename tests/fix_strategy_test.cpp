@@ -458,6 +458,7 @@ TEST_CASE("RedriveFixer sends a dead-lettered message over the forced channel af
     bulwark::DeliveryEngine<std::string> engine(bulwark::FallbackRules{}, dlq, eo, clock);
     std::atomic<int> sms_calls{0};
     std::atomic<int> email_calls{0};
+    std::vector<std::string> emailed;  // workers = 0: only this thread sends
     engine.add_channel("sms", [&](const std::string&) -> bulwark::Receipt {
         ++sms_calls;
         throw bulwark::DeliveryError(bulwark::DeliveryErrorKind::transient, "sms gateway timed out",
@@ -465,6 +466,7 @@ TEST_CASE("RedriveFixer sends a dead-lettered message over the forced channel af
     });
     engine.add_channel("email", [&](const std::string& m) {
         ++email_calls;
+        emailed.push_back(m);
         return bulwark::Receipt{"mail", "mail:" + m, 0.0, false};
     });
     const std::string id = engine.submit("otp 1234", {"sms"});
@@ -503,11 +505,11 @@ TEST_CASE("RedriveFixer sends a dead-lettered message over the forced channel af
     CHECK(log[0].message_id == id);
     CHECK(log[0].fixer_id == "redrive");
 
-    SECTION("an edited payload is refused by redrive_through rather than resent stale") {
+    SECTION("an edited payload is what redrive_through resends, under the message's id") {
         const std::string other = engine.submit("otp 5678", {"sms"});
         engine.run_due();
         REQUIRE(engine.status(other) == bulwark::MessageStatus::dead_lettered);
-        auto editor = std::make_shared<ScriptedFixer>("edit", FixResult::success());
+        auto editor = std::make_shared<ScriptedFixer>("edit", FixResult::success().via({"email"}));
         editor->new_payload = "otp 0000";
         bulwark::ErrorClassifier c2;
         c2.add(rule("timed out", "edited"));
@@ -516,10 +518,15 @@ TEST_CASE("RedriveFixer sends a dead-lettered message over the forced channel af
         FixOrchestrator f2(dlq, c2, r2, bulwark::redrive_through(engine), eager(), clock);
         const BulkFixResult e = f2.bulk_fix(DeadLetterQuery{}.id(other), "dana");
         REQUIRE(e.letters.size() == 1);
-        CHECK(e.letters[0].result.outcome == FixOutcome::failed);
+        CHECK(e.letters[0].result.outcome == FixOutcome::success);
         CHECK(e.letters[0].result.payload_changed);
-        CHECK(e.letters[0].result.message.find("changed the payload") != std::string::npos);
-        CHECK(dlq.get(other)->status == DeadLetterStatus::pending);
+        CHECK(e.redriven == 1);
+        CHECK(dlq.get(other)->status == DeadLetterStatus::reprocessed);
+        CHECK(dlq.get(other)->payload == "otp 5678");  // the letter keeps what failed
+        engine.drain(1min);
+        CHECK(engine.status(other) == bulwark::MessageStatus::sent);
+        REQUIRE(!emailed.empty());
+        CHECK(emailed.back() == "otp 0000");
     }
 }
 

@@ -114,9 +114,9 @@ struct AdminOptions {
                                          std::to_string(default_page_size));
         }
         positive(max_bulk_ids, "AdminOptions.max_bulk_ids");
-        if (!(bulk_rate_per_second > 0.0) || !std::isfinite(bulk_rate_per_second)) {
+        if (!(bulk_rate_per_second >= 1.0 / 86400.0 && bulk_rate_per_second <= 1e9)) {
             detail::throw_invalid_option("AdminOptions.bulk_rate_per_second",
-                                         "must be finite and > 0",
+                                         "must be in [1/86400 (one a day), 1e9] per second",
                                          std::to_string(bulk_rate_per_second));
         }
         positive(bulk_burst, "AdminOptions.bulk_burst");
@@ -315,6 +315,9 @@ public:
         engine_reprocess_ = [&engine](const std::string& id, std::vector<std::string> channels) {
             return engine.reprocess_dead_letter(id, std::move(channels));
         };
+        engine_channels_ = [&engine] {
+            return engine.channels();
+        };
         return *this;
     }
     template <class Message>
@@ -337,9 +340,10 @@ public:
         return *this;
     }
 
-    // Answers one request. Never throws: a failure of a source becomes a 500 with its text
-    // (redacted), an allocation failure a 503.
-    AdminResponse handle(const AdminRequest& request) noexcept {
+    // Answers one request. A refusal is a 4xx, a failure of a source a 500 with its text
+    // (redacted), an allocation failure a 503; throws std::bad_alloc only when even that answer
+    // cannot be allocated.
+    AdminResponse handle(const AdminRequest& request) {
         AdminResponse response;
         try {
             response = route(request);
@@ -348,24 +352,14 @@ public:
             response.headers.emplace_back("Retry-After", std::to_string(e.retry_after));
         } catch (const detail::AdminError& e) {
             response = error(e.status(), e.what());
-        } catch (const std::invalid_argument& e) {
-            response = error(400, e.what());
-        } catch (const std::length_error& e) {
-            response = error(413, e.what());
         } catch (const std::bad_alloc&) {
-            response = AdminResponse{};
-            response.status = 503;
-            response.body = R"({"error":"out of memory"})";
+            response = error(503, "out of memory");
         } catch (const std::exception& e) {
-            response = error(500, std::string("internal error: ") + e.what());
+            response = error(500, "internal error: " + redacted(e.what()));
         } catch (...) {
             response = error(500, "internal error");
         }
-        try {
-            secure(response);
-        } catch (
-            ...) {  // NOLINT(bugprone-empty-catch): the headers are a hardening, the answer stands
-        }
+        secure(response);
         return response;
     }
 
@@ -383,6 +377,9 @@ public:
 
 private:
     using Segments = std::vector<std::string>;
+
+    // The tag categorize() stores a severity in: "severity:high".
+    static constexpr const char* severity_tag = "severity:";
     using Params = std::vector<std::pair<std::string, std::string>>;
 
     [[noreturn]] static void fail(int status, const std::string& message) {
@@ -428,7 +425,7 @@ private:
                           std::to_string(options_.max_body_bytes) + ")");
         }
         const Segments path = split_path(request.path);
-        const bool get = request.method == "GET" || request.method == "HEAD";
+        const bool get = request.method == "GET";
         const bool post = request.method == "POST";
         if (path.empty() ||
             (path.size() == 1 &&
@@ -449,7 +446,7 @@ private:
             return r;
         }
         if (path[0] != "api" || path.size() < 2) {
-            fail(404, "no such path: " + request.path);
+            fail(404, "no such path: " + shown(request.path));
         }
         const std::string& area = path[1];
         if (area == "health" && path.size() == 3 && path[2] == "live") {
@@ -499,9 +496,10 @@ private:
         }
         if (area == "audit" && path.size() == 2) {
             allow(get, "GET");
-            return json(audit_json(page_limit(params, 100)));
+            return json(
+                audit_json(page_limit(params, std::min<std::size_t>(100, options_.max_page_size))));
         }
-        fail(404, "no such path: " + request.path);
+        fail(404, "no such path: " + shown(request.path));
     }
 
     static void allow(bool ok, const char* methods) {
@@ -833,8 +831,13 @@ private:
         fail(404, "no such path under /api/dead-letters");
     }
 
+    // A page of the letters the filters select. Filtered by status alone (or not at all), it
+    // copies only the records up to the page's end and counts from the store's statistics;
+    // other filters read every record they select.
     std::string list_letters(DeadLetterStore& store, const Params& params) const {
         DeadLetterQuery q;
+        std::optional<DeadLetterStatus> status_filter;
+        bool other_filters = false;
         if (const std::string* s = param(params, "status"); s != nullptr && !s->empty()) {
             const auto status = enum_named<DeadLetterStatus>(*s, dead_letter_status_count);
             if (!status) {
@@ -842,6 +845,7 @@ private:
                               "\" (expected pending, reprocessed or dismissed)");
             }
             q.status(*status);
+            status_filter = status;
         }
         if (const std::string* s = param(params, "reason"); s != nullptr && !s->empty()) {
             const auto reason = enum_named<DeadLetterReason>(*s, dead_letter_reason_count);
@@ -849,16 +853,20 @@ private:
                 fail(400, "reason: unknown \"" + shown(*s) + "\"");
             }
             q.reason(*reason);
+            other_filters = true;
         }
         if (const std::string* s = param(params, "type"); s != nullptr && !s->empty()) {
             q.type(*s);
+            other_filters = true;
         }
         if (const std::string* s = param(params, "category"); s != nullptr && !s->empty()) {
             q.category(*s);
+            other_filters = true;
         }
         for (const auto& p : params) {
             if (p.first == "tag" && !p.second.empty()) {
                 q.tag(p.second);
+                other_filters = true;
             }
         }
         const std::string* error_class = param(params, "error_class");
@@ -866,13 +874,19 @@ private:
         const std::size_t offset = number_param(params, "offset", 0);
         const std::size_t limit = page_limit(params, options_.default_page_size);
         const std::string folded = text == nullptr ? std::string() : detail::ascii_lowered(*text);
+        const bool by_class = error_class != nullptr && !error_class->empty();
+        std::optional<std::size_t> counted;
+        if (!other_filters && !by_class && folded.empty()) {
+            const DeadLetterStats stats = store.stats();
+            counted = status_filter ? stats.count(*status_filter) : stats.total;
+            q.limit(offset + limit);  // both below 10^9: no overflow
+        }
 
         std::size_t total = 0;
         detail::JsonWriter w;
         w.begin_object().key("items").begin_array();
         for (const DeadLetter& d : store.list(q)) {
-            if (error_class != nullptr && !error_class->empty() &&
-                class_of(d).error_class.name != *error_class) {
+            if (by_class && class_of(d).error_class.name != *error_class) {
                 continue;
             }
             // The text filter reads what operators see (redacted), so it cannot probe for
@@ -887,7 +901,9 @@ private:
             ++total;
         }
         w.end_array();
-        w.field("total", static_cast<std::uint64_t>(total));
+        // The statistics and the list are two reads: a record added between them is counted
+        // once it shows.
+        w.field("total", static_cast<std::uint64_t>(counted ? std::max(*counted, total) : total));
         w.field("offset", static_cast<std::uint64_t>(offset));
         w.field("limit", static_cast<std::uint64_t>(limit));
         w.end_object();
@@ -905,31 +921,42 @@ private:
 
     void write_letter(detail::JsonWriter& w, const DeadLetter& d, bool full) const {
         const Classification c = class_of(d);
-        std::string severity = to_string(c.error_class.severity);
+        ErrorSeverity severity = c.error_class.severity;
         for (const std::string& t : d.tags) {
-            if (t.rfind("severity:", 0) == 0) {
-                severity = t.substr(9);  // an operator's categorize() outranks the rule's
+            // An operator's categorize() outranks the rule's; a tag naming no severity is a tag.
+            if (t.rfind(severity_tag, 0) == 0) {
+                if (const auto s = enum_named<ErrorSeverity>(std::string_view(t).substr(9),
+                                                             error_severity_count)) {
+                    severity = *s;
+                }
             }
         }
-        w.begin_object().field("id", redacted(d.id)).field("type", redacted(d.type));
+        // Ids, types, categories and tags are keys and labels, shown as stored (the console acts
+        // on the ids it shows); the message's content (payload, error texts, notes) is redacted.
+        w.begin_object().field("id", d.id).field("type", d.type);
         w.field("status", to_string(d.status)).field("reason", to_string(d.reason));
-        w.field("category", redacted(d.category));
+        w.field("category", d.category);
         w.key("tags").begin_array();
         for (const std::string& t : d.tags) {
-            w.value(redacted(t));
+            w.value(t);
         }
         w.end_array();
         w.field("error", redacted(d.error)).field("error_class", c.error_class.name);
-        w.field("severity", severity);
+        w.field("severity", to_string(severity));
         w.field("created", detail::format_rfc3339(d.created));
-        w.field("last_attempt", detail::format_rfc3339(d.last_attempt));
+        w.key("last_attempt");
+        if (d.last_attempt == WallTime{}) {
+            w.null();
+        } else {
+            w.value(detail::format_rfc3339(d.last_attempt));
+        }
         w.field("redrives", static_cast<std::uint64_t>(d.redrives)).field("note", redacted(d.note));
         if (full) {
             w.field("payload", redacted(d.payload));
             w.key("attempts").begin_array();
             for (const DeadLetterAttempt& a : d.attempts) {
                 w.begin_object().field("at", detail::format_rfc3339(a.at));
-                w.field("channel", redacted(a.channel)).field("error", redacted(a.error));
+                w.field("channel", a.channel).field("error", redacted(a.error));
                 w.end_object();
             }
             w.end_array();
@@ -961,6 +988,9 @@ private:
         long long retry_after;
     };
 
+    // A bulk operation: the body is checked whole first (a 400 changes nothing), then each id is
+    // acted on by itself, so one that fails (the store refuses, the engine stopped) is reported
+    // in "failed" and the others still happen; the audit entry records what did.
     std::string bulk(DeadLetterStore& store, const std::string& operation, const std::string& body,
                      const std::string& who) {
         const detail::JsonValue v = parse_body(body, true);
@@ -968,62 +998,86 @@ private:
         if (ids.empty()) {
             fail(400, "ids: required, 1 to " + std::to_string(options_.max_bulk_ids) + " ids");
         }
-        std::size_t changed = 0;
-        std::vector<std::string> not_found;
-        std::vector<std::string> unchanged;
         std::string detail_text;
+        std::function<bool(const std::string&, std::string&)> apply;
         std::array<std::size_t, fix_outcome_count> outcomes{};
         std::size_t redriven = 0;
-        const auto settle = [&](const std::string& id, bool did) {
-            if (did) {
-                ++changed;
-            } else if (!store.get(id)) {
-                not_found.push_back(id);
-            } else {
-                unchanged.push_back(id);
-            }
-        };
         if (operation == "dismiss") {
-            const std::string reason = required_string(v, "reason");
-            detail_text = reason;
-            for (const std::string& id : ids) {
-                settle(id, store.dismiss(DeadLetterQuery{}.id(id), reason) == 1);
-            }
+            detail_text = required_string(v, "reason");
+            apply = [&](const std::string& id, std::string&) {
+                return store.dismiss(DeadLetterQuery{}.id(id), detail_text) == 1;
+            };
         } else if (operation == "categorize") {
-            const std::string category = required_string(v, "category");
+            detail_text = required_string(v, "category");
             std::vector<std::string> tags = string_list(v, "tags", 32);
+            for (const std::string& t : tags) {
+                if (t.rfind(severity_tag, 0) == 0) {
+                    fail(400, "tags: \"" + shown(t) + R"(": set a severity with "severity")");
+                }
+            }
             if (std::optional<std::string> severity = string_field(v, "severity")) {
                 if (!enum_named<ErrorSeverity>(*severity, error_severity_count)) {
                     fail(400, "severity: unknown \"" + shown(*severity) +
                                   "\" (expected low, medium, high or critical)");
                 }
-                tags.push_back("severity:" + *severity);
+                tags.push_back(severity_tag + *severity);
             }
-            detail_text = category;
-            for (const std::string& id : ids) {
-                settle(id, store.categorize(DeadLetterQuery{}.id(id), category, tags) == 1);
-            }
+            apply = [&, tags](const std::string& id, std::string&) {
+                return store.categorize(DeadLetterQuery{}.id(id), detail_text, tags) == 1;
+            };
         } else if (operation == "fix") {
             FixOrchestrator& fixes = need(fixes_, "fixes");
-            for (const std::string& id : ids) {
+            apply = [&](const std::string& id, std::string& why) {
                 const BulkFixResult r =
                     fixes.bulk_fix(DeadLetterQuery{}.id(id).status(DeadLetterStatus::pending), who);
                 for (std::size_t i = 0; i < fix_outcome_count; ++i) {
                     outcomes[i] += r.by_outcome[i];
                 }
                 redriven += r.redriven;
-                settle(id, r.matched == 1 && r.count(FixOutcome::skipped) == 0);
-            }
+                if (r.count(FixOutcome::failed) == 1) {
+                    why = r.letters.front().result.message;
+                }
+                return r.count(FixOutcome::success) + r.count(FixOutcome::partial) == 1;
+            };
         } else {
             if (!engine_reprocess_) {
                 fail(404, "engine: not configured");
             }
-            const std::vector<std::string> channels = string_list(v, "channels", 16);
+            std::vector<std::string> channels = string_list(v, "channels", 16);
+            const std::vector<std::string> known = engine_channels_();
             for (const std::string& c : channels) {
+                if (std::find(known.begin(), known.end(), c) == known.end()) {
+                    fail(400, "channels: the engine has no channel \"" + shown(c) + "\"");
+                }
                 detail_text += (detail_text.empty() ? "" : ",") + c;
             }
-            for (const std::string& id : ids) {
-                settle(id, engine_reprocess_(id, channels));
+            apply = [this, channels](const std::string& id, std::string&) {
+                return engine_reprocess_(id, channels);
+            };
+        }
+
+        std::size_t changed = 0;
+        std::vector<std::string> not_found;
+        std::vector<std::string> unchanged;
+        std::vector<std::pair<std::string, std::string>> failed;
+        for (const std::string& id : ids) {
+            std::string why;
+            try {
+                if (apply(id, why)) {
+                    ++changed;
+                    continue;
+                }
+            } catch (const std::bad_alloc&) {
+                throw;
+            } catch (...) {
+                why = detail::describe_exception(std::current_exception());
+            }
+            if (!why.empty()) {
+                failed.emplace_back(id, std::move(why));
+            } else if (!store.get(id)) {
+                not_found.push_back(id);
+            } else {
+                unchanged.push_back(id);
             }
         }
         record(who, "dead_letters." + operation, summary(ids), changed, detail_text);
@@ -1034,11 +1088,15 @@ private:
         w.field("changed", static_cast<std::uint64_t>(changed));
         w.key("not_found").begin_array();
         for (const std::string& id : not_found) {
-            w.value(redacted(id));
+            w.value(id);
         }
         w.end_array().key("unchanged").begin_array();
         for (const std::string& id : unchanged) {
-            w.value(redacted(id));
+            w.value(id);
+        }
+        w.end_array().key("failed").begin_array();
+        for (const auto& f : failed) {
+            w.begin_object().field("id", f.first).field("error", redacted(f.second)).end_object();
         }
         w.end_array();
         if (operation == "fix") {
@@ -1148,6 +1206,7 @@ private:
     FixOrchestrator* fixes_ = nullptr;
     std::function<std::string()> engine_json_;
     std::function<bool(const std::string&, std::vector<std::string>)> engine_reprocess_;
+    std::function<std::vector<std::string>()> engine_channels_;
     std::function<std::string()> retry_queue_json_;
 
     mutable detail::Mutex bulk_mutex_;

@@ -589,6 +589,11 @@ inline std::string_view admin_console_js() noexcept {
   function summary(operation, sum) {
     var parts = [operation + ': requested ' + sum.requested, 'changed ' + sum.changed,
                  'unchanged ' + sum.unchanged.length, 'not found ' + sum.not_found.length];
+    if (sum.failed.length) {
+      // The first failure's reason tells the operator why; the rest are counted.
+      parts.push('failed ' + sum.failed.length + ' (' + text(sum.failed[0].id) + ': ' +
+                 text(sum.failed[0].error) + ')');
+    }
     if (sum.redriven !== null) parts.push('redriven ' + sum.redriven);
     var outcomes = Object.keys(sum.outcomes);
     if (outcomes.length) {
@@ -610,8 +615,8 @@ inline std::string_view admin_console_js() noexcept {
     updateSelection();
     var total = ids.length;
     var done = 0;
-    var sum = { requested: 0, changed: 0, unchanged: [], not_found: [], redriven: null,
-                outcomes: {} };
+    var sum = { requested: 0, changed: 0, unchanged: [], not_found: [], failed: [],
+                redriven: null, outcomes: {} };
     var bar = $('bulk-progress-bar');
     bar.max = total;
     bar.value = 0;
@@ -629,6 +634,7 @@ inline std::string_view admin_console_js() noexcept {
             sum.changed += r.changed || 0;
             if (Array.isArray(r.not_found)) sum.not_found = sum.not_found.concat(r.not_found);
             if (Array.isArray(r.unchanged)) sum.unchanged = sum.unchanged.concat(r.unchanged);
+            if (Array.isArray(r.failed)) sum.failed = sum.failed.concat(r.failed);
             if (typeof r.redriven === 'number') sum.redriven = (sum.redriven || 0) + r.redriven;
             Object.keys(r.outcomes || {}).forEach(function (k) {
               sum.outcomes[k] = (sum.outcomes[k] || 0) + (r.outcomes[k] || 0);

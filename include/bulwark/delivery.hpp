@@ -609,6 +609,37 @@ public:
                    .resent == 1;
     }
 
+    // reprocess_dead_letter() with the message replaced by `payload`, in the form the engine
+    // stores it (DeadLetter::payload's: the bytes a fixer edits). The message keeps its id, its
+    // origin and its history; the letter keeps the payload it failed with. Throws
+    // std::invalid_argument, and changes nothing, when the codec cannot decode `payload` or it
+    // is larger than the dead-letter store takes.
+    bool reprocess_dead_letter_with(const std::string& dead_letter_id, std::string payload,
+                                    std::vector<std::string> force_channels = {}) {
+        start();
+        check_route(force_channels);
+        check_fits(payload.size());
+        if (!plain_codec_) {
+            try {
+                static_cast<void>(decode_(payload));
+            } catch (...) {
+                detail::throw_invalid_option("DeliveryEngine.reprocess_dead_letter_with: payload",
+                                             "must be a message the codec decodes",
+                                             detail::describe_exception(std::current_exception()));
+            }
+        }
+        ReprocessOptions ro;
+        ro.channel = "redrive:" + options_.name;
+        const DeadLetterQuery ours =
+            DeadLetterQuery{}.id(dead_letter_id).tag("engine:" + options_.name);
+        return dead_letters_
+                   .reprocess(
+                       ours,
+                       [&](const DeadLetter& d) { return redrive(d, force_channels, &payload); },
+                       ro)
+                   .resent == 1;
+    }
+
     // reprocess_dead_letter() for every pending match of `query` (oldest first), released at
     // most redrive_rate per second: the i-th is due i / redrive_rate seconds after the
     // previous redrive's last one (or now).
@@ -2056,7 +2087,9 @@ private:
     }
 
     // The reprocess handler: the letter's message back in the queue.
-    bool redrive(const DeadLetter& d, const std::vector<std::string>& force_channels) {
+    // Queues a dead letter's message again; `replacement` (when not null) stands for its payload.
+    bool redrive(const DeadLetter& d, const std::vector<std::string>& force_channels,
+                 const std::string* replacement = nullptr) {
         std::string id;
         std::vector<std::string> route;
         std::uint32_t generation = 0;
@@ -2081,7 +2114,7 @@ private:
         env.generation = generation + 1;
         env.origin = d.id;
         env.history = d.attempts;
-        env.body = d.payload;
+        env.body = replacement != nullptr ? *replacement : d.payload;
         const WallTime now = clock_.wall_now();
         QueuedMessage q;
         q.id = id;

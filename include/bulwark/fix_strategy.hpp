@@ -840,22 +840,18 @@ struct MetricsRenderer<FixOrchestrator> {
 
 }  // namespace detail
 
-// A Redrive through a DeliveryEngine (any type with reprocess_dead_letter(id, channels)):
-// engine.reprocess_dead_letter(fixed.id, result.route), which puts the letter's message back in
-// the engine's queue (released at its redrive rate) over the forced channels, or its original
-// route when the route is empty. The engine resends the payload it stored, not an edited one: so
-// when the fixer changed the payload this Redrive throws std::logic_error (recorded as a failed
-// redrive) rather than resend the old bytes. To resend an edited payload, write your own Redrive
-// (submit fixed.payload as a new message, then dismiss the letter).
+// A Redrive through a DeliveryEngine (any type with reprocess_dead_letter(id, channels) and
+// reprocess_dead_letter_with(id, payload, channels)): puts the letter's message back in the
+// engine's queue (released at its redrive rate) over the result's channels, or its original
+// route when there are none; with the fixer's edited payload when it changed one. The message
+// keeps its id and history.
 //   bulwark::FixOrchestrator fixes(store, classifier, registry, bulwark::redrive_through(engine));
 // The engine must outlive the orchestrator; thread-safe as the engine is.
 template <class Engine>
 FixOrchestrator::Redrive redrive_through(Engine& engine) {
     return [&engine](const DeadLetter& fixed, const FixResult& result) -> bool {
         if (result.payload_changed) {
-            detail::throw_logic_error("redrive_through: the fixer changed the payload of " +
-                                      fixed.id +
-                                      ", and a DeliveryEngine redrive resends the stored payload");
+            return engine.reprocess_dead_letter_with(fixed.id, fixed.payload, result.route);
         }
         return engine.reprocess_dead_letter(fixed.id, result.route);
     };

@@ -627,6 +627,11 @@ inline std::string_view admin_console_js() noexcept {
   function summary(operation, sum) {
     var parts = [operation + ': requested ' + sum.requested, 'changed ' + sum.changed,
                  'unchanged ' + sum.unchanged.length, 'not found ' + sum.not_found.length];
+    if (sum.failed.length) {
+      // The first failure's reason tells the operator why; the rest are counted.
+      parts.push('failed ' + sum.failed.length + ' (' + text(sum.failed[0].id) + ': ' +
+                 text(sum.failed[0].error) + ')');
+    }
     if (sum.redriven !== null) parts.push('redriven ' + sum.redriven);
     var outcomes = Object.keys(sum.outcomes);
     if (outcomes.length) {
@@ -648,8 +653,8 @@ inline std::string_view admin_console_js() noexcept {
     updateSelection();
     var total = ids.length;
     var done = 0;
-    var sum = { requested: 0, changed: 0, unchanged: [], not_found: [], redriven: null,
-                outcomes: {} };
+    var sum = { requested: 0, changed: 0, unchanged: [], not_found: [], failed: [],
+                redriven: null, outcomes: {} };
     var bar = $('bulk-progress-bar');
     bar.max = total;
     bar.value = 0;
@@ -667,6 +672,7 @@ inline std::string_view admin_console_js() noexcept {
             sum.changed += r.changed || 0;
             if (Array.isArray(r.not_found)) sum.not_found = sum.not_found.concat(r.not_found);
             if (Array.isArray(r.unchanged)) sum.unchanged = sum.unchanged.concat(r.unchanged);
+            if (Array.isArray(r.failed)) sum.failed = sum.failed.concat(r.failed);
             if (typeof r.redriven === 'number') sum.redriven = (sum.redriven || 0) + r.redriven;
             Object.keys(r.outcomes || {}).forEach(function (k) {
               sum.outcomes[k] = (sum.outcomes[k] || 0) + (r.outcomes[k] || 0);
@@ -5402,42 +5408,115 @@ inline std::string with_decimal_point(const char* printed) {
 }  // namespace bulwark
 
 #endif  // BULWARK_DETAIL_NUMBER_HPP
+// #include <bulwark/detail/utf8.hpp>
+// UTF-8 validation: text from message data made safe for formats that require UTF-8 (private).
+#ifndef BULWARK_DETAIL_UTF8_HPP
+#define BULWARK_DETAIL_UTF8_HPP
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+namespace bulwark {
+namespace detail {
+
+// The length of the well-formed UTF-8 sequence that starts at text[at] (1 to 4), or 0 when the
+// bytes there are not one (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF).
+inline std::size_t utf8_sequence_length(std::string_view text, std::size_t at) noexcept {
+    const auto byte = [&](std::size_t i) {
+        return static_cast<unsigned char>(text[at + i]);
+    };
+    const unsigned char lead = byte(0);
+    if (lead < 0x80) {
+        return 1;
+    }
+    std::size_t length = 0;
+    unsigned char low = 0x80;   // the range of the second byte, which rules out overlong forms,
+    unsigned char high = 0xBF;  // surrogates and code points above U+10FFFF
+    if (lead >= 0xC2 && lead <= 0xDF) {
+        length = 2;
+    } else if (lead >= 0xE0 && lead <= 0xEF) {
+        length = 3;
+        low = lead == 0xE0 ? 0xA0 : 0x80;
+        high = lead == 0xED ? 0x9F : 0xBF;
+    } else if (lead >= 0xF0 && lead <= 0xF4) {
+        length = 4;
+        low = lead == 0xF0 ? 0x90 : 0x80;
+        high = lead == 0xF4 ? 0x8F : 0xBF;
+    } else {
+        return 0;
+    }
+    if (text.size() - at < length || byte(1) < low || byte(1) > high) {
+        return 0;
+    }
+    for (std::size_t i = 2; i < length; ++i) {
+        if (byte(i) < 0x80 || byte(i) > 0xBF) {
+            return 0;
+        }
+    }
+    return length;
+}
+
+// Appends `text` with each byte that does not start a well-formed sequence replaced by U+FFFD,
+// calling escape(out, c) for each ASCII character so the caller can escape it.
+template <class Escape>
+void append_utf8(std::string& out, std::string_view text, Escape&& escape) {
+    for (std::size_t at = 0; at < text.size();) {
+        const std::size_t length = utf8_sequence_length(text, at);
+        if (length == 0) {
+            out += "\xEF\xBF\xBD";
+            ++at;
+        } else if (length == 1) {
+            escape(out, text[at]);
+            ++at;
+        } else {
+            out.append(text, at, length);
+            at += length;
+        }
+    }
+}
+
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_UTF8_HPP
 
 namespace bulwark {
 namespace detail {
 
 // Appends `text` as a JSON string literal. Control characters (CR and LF among them) become
-// escapes, so a message from a failing dependency can never break the document or a log line.
+// escapes, so a message from a failing dependency can never break the document or a log line;
+// bytes that are not UTF-8 (JSON must be) become U+FFFD.
 inline void json_string(std::string& out, std::string_view text) {
     out.push_back('"');
-    for (char c : text) {
+    append_utf8(out, text, [](std::string& o, char c) {
         switch (c) {
             case '"':
-                out += "\\\"";
+                o += "\\\"";
                 break;
             case '\\':
-                out += "\\\\";
+                o += "\\\\";
                 break;
             case '\n':
-                out += "\\n";
+                o += "\\n";
                 break;
             case '\r':
-                out += "\\r";
+                o += "\\r";
                 break;
             case '\t':
-                out += "\\t";
+                o += "\\t";
                 break;
             default:
                 if (static_cast<unsigned char>(c) < 0x20 || c == '\x7f') {
                     char buffer[8];
                     std::snprintf(buffer, sizeof buffer, "\\u%04x",
                                   static_cast<unsigned>(static_cast<unsigned char>(c)));
-                    out += buffer;
+                    o += buffer;
                 } else {
-                    out.push_back(c);
+                    o.push_back(c);
                 }
         }
-    }
+    });
     out.push_back('"');
 }
 
@@ -6702,78 +6781,7 @@ inline constexpr bool is_final(MessageStatus status) noexcept {
 // #include <bulwark/detail/math.hpp> (already included above)
 // #include <bulwark/detail/number.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
-// #include <bulwark/detail/utf8.hpp>
-// UTF-8 validation: text from message data made safe for formats that require UTF-8 (private).
-#ifndef BULWARK_DETAIL_UTF8_HPP
-#define BULWARK_DETAIL_UTF8_HPP
-
-#include <cstddef>
-#include <string>
-#include <string_view>
-
-namespace bulwark {
-namespace detail {
-
-// The length of the well-formed UTF-8 sequence that starts at text[at] (1 to 4), or 0 when the
-// bytes there are not one (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF).
-inline std::size_t utf8_sequence_length(std::string_view text, std::size_t at) noexcept {
-    const auto byte = [&](std::size_t i) {
-        return static_cast<unsigned char>(text[at + i]);
-    };
-    const unsigned char lead = byte(0);
-    if (lead < 0x80) {
-        return 1;
-    }
-    std::size_t length = 0;
-    unsigned char low = 0x80;   // the range of the second byte, which rules out overlong forms,
-    unsigned char high = 0xBF;  // surrogates and code points above U+10FFFF
-    if (lead >= 0xC2 && lead <= 0xDF) {
-        length = 2;
-    } else if (lead >= 0xE0 && lead <= 0xEF) {
-        length = 3;
-        low = lead == 0xE0 ? 0xA0 : 0x80;
-        high = lead == 0xED ? 0x9F : 0xBF;
-    } else if (lead >= 0xF0 && lead <= 0xF4) {
-        length = 4;
-        low = lead == 0xF0 ? 0x90 : 0x80;
-        high = lead == 0xF4 ? 0x8F : 0xBF;
-    } else {
-        return 0;
-    }
-    if (text.size() - at < length || byte(1) < low || byte(1) > high) {
-        return 0;
-    }
-    for (std::size_t i = 2; i < length; ++i) {
-        if (byte(i) < 0x80 || byte(i) > 0xBF) {
-            return 0;
-        }
-    }
-    return length;
-}
-
-// Appends `text` with each byte that does not start a well-formed sequence replaced by U+FFFD,
-// calling escape(out, c) for each ASCII character so the caller can escape it.
-template <class Escape>
-void append_utf8(std::string& out, std::string_view text, Escape&& escape) {
-    for (std::size_t at = 0; at < text.size();) {
-        const std::size_t length = utf8_sequence_length(text, at);
-        if (length == 0) {
-            out += "\xEF\xBF\xBD";
-            ++at;
-        } else if (length == 1) {
-            escape(out, text[at]);
-            ++at;
-        } else {
-            out.append(text, at, length);
-            at += length;
-        }
-    }
-}
-
-}  // namespace detail
-}  // namespace bulwark
-
-#endif  // BULWARK_DETAIL_UTF8_HPP
+// #include <bulwark/detail/utf8.hpp> (already included above)
 
 namespace bulwark {
 
@@ -14107,6 +14115,37 @@ public:
                    .resent == 1;
     }
 
+    // reprocess_dead_letter() with the message replaced by `payload`, in the form the engine
+    // stores it (DeadLetter::payload's: the bytes a fixer edits). The message keeps its id, its
+    // origin and its history; the letter keeps the payload it failed with. Throws
+    // std::invalid_argument, and changes nothing, when the codec cannot decode `payload` or it
+    // is larger than the dead-letter store takes.
+    bool reprocess_dead_letter_with(const std::string& dead_letter_id, std::string payload,
+                                    std::vector<std::string> force_channels = {}) {
+        start();
+        check_route(force_channels);
+        check_fits(payload.size());
+        if (!plain_codec_) {
+            try {
+                static_cast<void>(decode_(payload));
+            } catch (...) {
+                detail::throw_invalid_option("DeliveryEngine.reprocess_dead_letter_with: payload",
+                                             "must be a message the codec decodes",
+                                             detail::describe_exception(std::current_exception()));
+            }
+        }
+        ReprocessOptions ro;
+        ro.channel = "redrive:" + options_.name;
+        const DeadLetterQuery ours =
+            DeadLetterQuery{}.id(dead_letter_id).tag("engine:" + options_.name);
+        return dead_letters_
+                   .reprocess(
+                       ours,
+                       [&](const DeadLetter& d) { return redrive(d, force_channels, &payload); },
+                       ro)
+                   .resent == 1;
+    }
+
     // reprocess_dead_letter() for every pending match of `query` (oldest first), released at
     // most redrive_rate per second: the i-th is due i / redrive_rate seconds after the
     // previous redrive's last one (or now).
@@ -15554,7 +15593,9 @@ private:
     }
 
     // The reprocess handler: the letter's message back in the queue.
-    bool redrive(const DeadLetter& d, const std::vector<std::string>& force_channels) {
+    // Queues a dead letter's message again; `replacement` (when not null) stands for its payload.
+    bool redrive(const DeadLetter& d, const std::vector<std::string>& force_channels,
+                 const std::string* replacement = nullptr) {
         std::string id;
         std::vector<std::string> route;
         std::uint32_t generation = 0;
@@ -15579,7 +15620,7 @@ private:
         env.generation = generation + 1;
         env.origin = d.id;
         env.history = d.attempts;
-        env.body = d.payload;
+        env.body = replacement != nullptr ? *replacement : d.payload;
         const WallTime now = clock_.wall_now();
         QueuedMessage q;
         q.id = id;
@@ -15790,10 +15831,12 @@ private:
 #ifndef BULWARK_DETAIL_JSON_READ_HPP
 #define BULWARK_DETAIL_JSON_READ_HPP
 
+#include <charconv>
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -16136,49 +16179,17 @@ private:
                 return fail("invalid number");
             }
         }
-        // strtod reads a C-locale number here only because the grammar above admitted nothing
-        // a decimal-comma locale would read differently: no ',' and the '.' is a JSON one.
-        const std::string copy(text_.substr(start, at_ - start));
-        out.kind = JsonValue::Kind::number;
-        out.number = read_c_number(copy);
-        return true;
-    }
-
-    // Reads a number in the C locale's format whatever the global locale is: strtod would stop
-    // at '.' under a decimal-comma locale, so the integer and fraction are read apart.
-    static double read_c_number(const std::string& s) {
-        double sign = 1.0;
-        std::size_t i = 0;
-        if (s[i] == '-') {
-            sign = -1.0;
-            ++i;
-        }
+        // from_chars reads the C format whatever the global locale is, and rounds correctly; a
+        // value a double cannot hold (1e999, 1e-999) is refused rather than guessed.
         double value = 0.0;
-        for (; i < s.size() && s[i] >= '0' && s[i] <= '9'; ++i) {
-            value = value * 10.0 + (s[i] - '0');
+        const std::from_chars_result r =
+            std::from_chars(text_.data() + start, text_.data() + at_, value);
+        if (r.ec != std::errc() || r.ptr != text_.data() + at_) {
+            return fail("number out of range");
         }
-        if (i < s.size() && s[i] == '.') {
-            double scale = 0.1;
-            for (++i; i < s.size() && s[i] >= '0' && s[i] <= '9'; ++i) {
-                value += (s[i] - '0') * scale;
-                scale /= 10.0;
-            }
-        }
-        if (i < s.size() && (s[i] == 'e' || s[i] == 'E')) {
-            ++i;
-            const int exponent_sign = (s[i] == '-') ? -1 : 1;
-            if (s[i] == '-' || s[i] == '+') {
-                ++i;
-            }
-            long exponent = 0;
-            for (; i < s.size() && s[i] >= '0' && s[i] <= '9'; ++i) {
-                exponent = exponent < 100000 ? exponent * 10 + (s[i] - '0') : exponent;
-            }
-            for (long k = 0; k < exponent && value != 0.0 && value < 1e308 && value > 1e-308; ++k) {
-                value = exponent_sign > 0 ? value * 10.0 : value / 10.0;
-            }
-        }
-        return sign * value;
+        out.kind = JsonValue::Kind::number;
+        out.number = value;
+        return true;
     }
 
     std::string_view text_;
@@ -18200,22 +18211,18 @@ struct MetricsRenderer<FixOrchestrator> {
 
 }  // namespace detail
 
-// A Redrive through a DeliveryEngine (any type with reprocess_dead_letter(id, channels)):
-// engine.reprocess_dead_letter(fixed.id, result.route), which puts the letter's message back in
-// the engine's queue (released at its redrive rate) over the forced channels, or its original
-// route when the route is empty. The engine resends the payload it stored, not an edited one: so
-// when the fixer changed the payload this Redrive throws std::logic_error (recorded as a failed
-// redrive) rather than resend the old bytes. To resend an edited payload, write your own Redrive
-// (submit fixed.payload as a new message, then dismiss the letter).
+// A Redrive through a DeliveryEngine (any type with reprocess_dead_letter(id, channels) and
+// reprocess_dead_letter_with(id, payload, channels)): puts the letter's message back in the
+// engine's queue (released at its redrive rate) over the result's channels, or its original
+// route when there are none; with the fixer's edited payload when it changed one. The message
+// keeps its id and history.
 //   bulwark::FixOrchestrator fixes(store, classifier, registry, bulwark::redrive_through(engine));
 // The engine must outlive the orchestrator; thread-safe as the engine is.
 template <class Engine>
 FixOrchestrator::Redrive redrive_through(Engine& engine) {
     return [&engine](const DeadLetter& fixed, const FixResult& result) -> bool {
         if (result.payload_changed) {
-            detail::throw_logic_error("redrive_through: the fixer changed the payload of " +
-                                      fixed.id +
-                                      ", and a DeliveryEngine redrive resends the stored payload");
+            return engine.reprocess_dead_letter_with(fixed.id, fixed.payload, result.route);
         }
         return engine.reprocess_dead_letter(fixed.id, result.route);
     };
@@ -19656,9 +19663,9 @@ struct AdminOptions {
                                          std::to_string(default_page_size));
         }
         positive(max_bulk_ids, "AdminOptions.max_bulk_ids");
-        if (!(bulk_rate_per_second > 0.0) || !std::isfinite(bulk_rate_per_second)) {
+        if (!(bulk_rate_per_second >= 1.0 / 86400.0 && bulk_rate_per_second <= 1e9)) {
             detail::throw_invalid_option("AdminOptions.bulk_rate_per_second",
-                                         "must be finite and > 0",
+                                         "must be in [1/86400 (one a day), 1e9] per second",
                                          std::to_string(bulk_rate_per_second));
         }
         positive(bulk_burst, "AdminOptions.bulk_burst");
@@ -19857,6 +19864,9 @@ public:
         engine_reprocess_ = [&engine](const std::string& id, std::vector<std::string> channels) {
             return engine.reprocess_dead_letter(id, std::move(channels));
         };
+        engine_channels_ = [&engine] {
+            return engine.channels();
+        };
         return *this;
     }
     template <class Message>
@@ -19879,9 +19889,10 @@ public:
         return *this;
     }
 
-    // Answers one request. Never throws: a failure of a source becomes a 500 with its text
-    // (redacted), an allocation failure a 503.
-    AdminResponse handle(const AdminRequest& request) noexcept {
+    // Answers one request. A refusal is a 4xx, a failure of a source a 500 with its text
+    // (redacted), an allocation failure a 503; throws std::bad_alloc only when even that answer
+    // cannot be allocated.
+    AdminResponse handle(const AdminRequest& request) {
         AdminResponse response;
         try {
             response = route(request);
@@ -19890,24 +19901,14 @@ public:
             response.headers.emplace_back("Retry-After", std::to_string(e.retry_after));
         } catch (const detail::AdminError& e) {
             response = error(e.status(), e.what());
-        } catch (const std::invalid_argument& e) {
-            response = error(400, e.what());
-        } catch (const std::length_error& e) {
-            response = error(413, e.what());
         } catch (const std::bad_alloc&) {
-            response = AdminResponse{};
-            response.status = 503;
-            response.body = R"({"error":"out of memory"})";
+            response = error(503, "out of memory");
         } catch (const std::exception& e) {
-            response = error(500, std::string("internal error: ") + e.what());
+            response = error(500, "internal error: " + redacted(e.what()));
         } catch (...) {
             response = error(500, "internal error");
         }
-        try {
-            secure(response);
-        } catch (
-            ...) {  // NOLINT(bugprone-empty-catch): the headers are a hardening, the answer stands
-        }
+        secure(response);
         return response;
     }
 
@@ -19925,6 +19926,9 @@ public:
 
 private:
     using Segments = std::vector<std::string>;
+
+    // The tag categorize() stores a severity in: "severity:high".
+    static constexpr const char* severity_tag = "severity:";
     using Params = std::vector<std::pair<std::string, std::string>>;
 
     [[noreturn]] static void fail(int status, const std::string& message) {
@@ -19970,7 +19974,7 @@ private:
                           std::to_string(options_.max_body_bytes) + ")");
         }
         const Segments path = split_path(request.path);
-        const bool get = request.method == "GET" || request.method == "HEAD";
+        const bool get = request.method == "GET";
         const bool post = request.method == "POST";
         if (path.empty() ||
             (path.size() == 1 &&
@@ -19991,7 +19995,7 @@ private:
             return r;
         }
         if (path[0] != "api" || path.size() < 2) {
-            fail(404, "no such path: " + request.path);
+            fail(404, "no such path: " + shown(request.path));
         }
         const std::string& area = path[1];
         if (area == "health" && path.size() == 3 && path[2] == "live") {
@@ -20041,9 +20045,10 @@ private:
         }
         if (area == "audit" && path.size() == 2) {
             allow(get, "GET");
-            return json(audit_json(page_limit(params, 100)));
+            return json(
+                audit_json(page_limit(params, std::min<std::size_t>(100, options_.max_page_size))));
         }
-        fail(404, "no such path: " + request.path);
+        fail(404, "no such path: " + shown(request.path));
     }
 
     static void allow(bool ok, const char* methods) {
@@ -20375,8 +20380,13 @@ private:
         fail(404, "no such path under /api/dead-letters");
     }
 
+    // A page of the letters the filters select. Filtered by status alone (or not at all), it
+    // copies only the records up to the page's end and counts from the store's statistics;
+    // other filters read every record they select.
     std::string list_letters(DeadLetterStore& store, const Params& params) const {
         DeadLetterQuery q;
+        std::optional<DeadLetterStatus> status_filter;
+        bool other_filters = false;
         if (const std::string* s = param(params, "status"); s != nullptr && !s->empty()) {
             const auto status = enum_named<DeadLetterStatus>(*s, dead_letter_status_count);
             if (!status) {
@@ -20384,6 +20394,7 @@ private:
                               "\" (expected pending, reprocessed or dismissed)");
             }
             q.status(*status);
+            status_filter = status;
         }
         if (const std::string* s = param(params, "reason"); s != nullptr && !s->empty()) {
             const auto reason = enum_named<DeadLetterReason>(*s, dead_letter_reason_count);
@@ -20391,16 +20402,20 @@ private:
                 fail(400, "reason: unknown \"" + shown(*s) + "\"");
             }
             q.reason(*reason);
+            other_filters = true;
         }
         if (const std::string* s = param(params, "type"); s != nullptr && !s->empty()) {
             q.type(*s);
+            other_filters = true;
         }
         if (const std::string* s = param(params, "category"); s != nullptr && !s->empty()) {
             q.category(*s);
+            other_filters = true;
         }
         for (const auto& p : params) {
             if (p.first == "tag" && !p.second.empty()) {
                 q.tag(p.second);
+                other_filters = true;
             }
         }
         const std::string* error_class = param(params, "error_class");
@@ -20408,13 +20423,19 @@ private:
         const std::size_t offset = number_param(params, "offset", 0);
         const std::size_t limit = page_limit(params, options_.default_page_size);
         const std::string folded = text == nullptr ? std::string() : detail::ascii_lowered(*text);
+        const bool by_class = error_class != nullptr && !error_class->empty();
+        std::optional<std::size_t> counted;
+        if (!other_filters && !by_class && folded.empty()) {
+            const DeadLetterStats stats = store.stats();
+            counted = status_filter ? stats.count(*status_filter) : stats.total;
+            q.limit(offset + limit);  // both below 10^9: no overflow
+        }
 
         std::size_t total = 0;
         detail::JsonWriter w;
         w.begin_object().key("items").begin_array();
         for (const DeadLetter& d : store.list(q)) {
-            if (error_class != nullptr && !error_class->empty() &&
-                class_of(d).error_class.name != *error_class) {
+            if (by_class && class_of(d).error_class.name != *error_class) {
                 continue;
             }
             // The text filter reads what operators see (redacted), so it cannot probe for
@@ -20429,7 +20450,9 @@ private:
             ++total;
         }
         w.end_array();
-        w.field("total", static_cast<std::uint64_t>(total));
+        // The statistics and the list are two reads: a record added between them is counted
+        // once it shows.
+        w.field("total", static_cast<std::uint64_t>(counted ? std::max(*counted, total) : total));
         w.field("offset", static_cast<std::uint64_t>(offset));
         w.field("limit", static_cast<std::uint64_t>(limit));
         w.end_object();
@@ -20447,31 +20470,42 @@ private:
 
     void write_letter(detail::JsonWriter& w, const DeadLetter& d, bool full) const {
         const Classification c = class_of(d);
-        std::string severity = to_string(c.error_class.severity);
+        ErrorSeverity severity = c.error_class.severity;
         for (const std::string& t : d.tags) {
-            if (t.rfind("severity:", 0) == 0) {
-                severity = t.substr(9);  // an operator's categorize() outranks the rule's
+            // An operator's categorize() outranks the rule's; a tag naming no severity is a tag.
+            if (t.rfind(severity_tag, 0) == 0) {
+                if (const auto s = enum_named<ErrorSeverity>(std::string_view(t).substr(9),
+                                                             error_severity_count)) {
+                    severity = *s;
+                }
             }
         }
-        w.begin_object().field("id", redacted(d.id)).field("type", redacted(d.type));
+        // Ids, types, categories and tags are keys and labels, shown as stored (the console acts
+        // on the ids it shows); the message's content (payload, error texts, notes) is redacted.
+        w.begin_object().field("id", d.id).field("type", d.type);
         w.field("status", to_string(d.status)).field("reason", to_string(d.reason));
-        w.field("category", redacted(d.category));
+        w.field("category", d.category);
         w.key("tags").begin_array();
         for (const std::string& t : d.tags) {
-            w.value(redacted(t));
+            w.value(t);
         }
         w.end_array();
         w.field("error", redacted(d.error)).field("error_class", c.error_class.name);
-        w.field("severity", severity);
+        w.field("severity", to_string(severity));
         w.field("created", detail::format_rfc3339(d.created));
-        w.field("last_attempt", detail::format_rfc3339(d.last_attempt));
+        w.key("last_attempt");
+        if (d.last_attempt == WallTime{}) {
+            w.null();
+        } else {
+            w.value(detail::format_rfc3339(d.last_attempt));
+        }
         w.field("redrives", static_cast<std::uint64_t>(d.redrives)).field("note", redacted(d.note));
         if (full) {
             w.field("payload", redacted(d.payload));
             w.key("attempts").begin_array();
             for (const DeadLetterAttempt& a : d.attempts) {
                 w.begin_object().field("at", detail::format_rfc3339(a.at));
-                w.field("channel", redacted(a.channel)).field("error", redacted(a.error));
+                w.field("channel", a.channel).field("error", redacted(a.error));
                 w.end_object();
             }
             w.end_array();
@@ -20503,6 +20537,9 @@ private:
         long long retry_after;
     };
 
+    // A bulk operation: the body is checked whole first (a 400 changes nothing), then each id is
+    // acted on by itself, so one that fails (the store refuses, the engine stopped) is reported
+    // in "failed" and the others still happen; the audit entry records what did.
     std::string bulk(DeadLetterStore& store, const std::string& operation, const std::string& body,
                      const std::string& who) {
         const detail::JsonValue v = parse_body(body, true);
@@ -20510,62 +20547,86 @@ private:
         if (ids.empty()) {
             fail(400, "ids: required, 1 to " + std::to_string(options_.max_bulk_ids) + " ids");
         }
-        std::size_t changed = 0;
-        std::vector<std::string> not_found;
-        std::vector<std::string> unchanged;
         std::string detail_text;
+        std::function<bool(const std::string&, std::string&)> apply;
         std::array<std::size_t, fix_outcome_count> outcomes{};
         std::size_t redriven = 0;
-        const auto settle = [&](const std::string& id, bool did) {
-            if (did) {
-                ++changed;
-            } else if (!store.get(id)) {
-                not_found.push_back(id);
-            } else {
-                unchanged.push_back(id);
-            }
-        };
         if (operation == "dismiss") {
-            const std::string reason = required_string(v, "reason");
-            detail_text = reason;
-            for (const std::string& id : ids) {
-                settle(id, store.dismiss(DeadLetterQuery{}.id(id), reason) == 1);
-            }
+            detail_text = required_string(v, "reason");
+            apply = [&](const std::string& id, std::string&) {
+                return store.dismiss(DeadLetterQuery{}.id(id), detail_text) == 1;
+            };
         } else if (operation == "categorize") {
-            const std::string category = required_string(v, "category");
+            detail_text = required_string(v, "category");
             std::vector<std::string> tags = string_list(v, "tags", 32);
+            for (const std::string& t : tags) {
+                if (t.rfind(severity_tag, 0) == 0) {
+                    fail(400, "tags: \"" + shown(t) + R"(": set a severity with "severity")");
+                }
+            }
             if (std::optional<std::string> severity = string_field(v, "severity")) {
                 if (!enum_named<ErrorSeverity>(*severity, error_severity_count)) {
                     fail(400, "severity: unknown \"" + shown(*severity) +
                                   "\" (expected low, medium, high or critical)");
                 }
-                tags.push_back("severity:" + *severity);
+                tags.push_back(severity_tag + *severity);
             }
-            detail_text = category;
-            for (const std::string& id : ids) {
-                settle(id, store.categorize(DeadLetterQuery{}.id(id), category, tags) == 1);
-            }
+            apply = [&, tags](const std::string& id, std::string&) {
+                return store.categorize(DeadLetterQuery{}.id(id), detail_text, tags) == 1;
+            };
         } else if (operation == "fix") {
             FixOrchestrator& fixes = need(fixes_, "fixes");
-            for (const std::string& id : ids) {
+            apply = [&](const std::string& id, std::string& why) {
                 const BulkFixResult r =
                     fixes.bulk_fix(DeadLetterQuery{}.id(id).status(DeadLetterStatus::pending), who);
                 for (std::size_t i = 0; i < fix_outcome_count; ++i) {
                     outcomes[i] += r.by_outcome[i];
                 }
                 redriven += r.redriven;
-                settle(id, r.matched == 1 && r.count(FixOutcome::skipped) == 0);
-            }
+                if (r.count(FixOutcome::failed) == 1) {
+                    why = r.letters.front().result.message;
+                }
+                return r.count(FixOutcome::success) + r.count(FixOutcome::partial) == 1;
+            };
         } else {
             if (!engine_reprocess_) {
                 fail(404, "engine: not configured");
             }
-            const std::vector<std::string> channels = string_list(v, "channels", 16);
+            std::vector<std::string> channels = string_list(v, "channels", 16);
+            const std::vector<std::string> known = engine_channels_();
             for (const std::string& c : channels) {
+                if (std::find(known.begin(), known.end(), c) == known.end()) {
+                    fail(400, "channels: the engine has no channel \"" + shown(c) + "\"");
+                }
                 detail_text += (detail_text.empty() ? "" : ",") + c;
             }
-            for (const std::string& id : ids) {
-                settle(id, engine_reprocess_(id, channels));
+            apply = [this, channels](const std::string& id, std::string&) {
+                return engine_reprocess_(id, channels);
+            };
+        }
+
+        std::size_t changed = 0;
+        std::vector<std::string> not_found;
+        std::vector<std::string> unchanged;
+        std::vector<std::pair<std::string, std::string>> failed;
+        for (const std::string& id : ids) {
+            std::string why;
+            try {
+                if (apply(id, why)) {
+                    ++changed;
+                    continue;
+                }
+            } catch (const std::bad_alloc&) {
+                throw;
+            } catch (...) {
+                why = detail::describe_exception(std::current_exception());
+            }
+            if (!why.empty()) {
+                failed.emplace_back(id, std::move(why));
+            } else if (!store.get(id)) {
+                not_found.push_back(id);
+            } else {
+                unchanged.push_back(id);
             }
         }
         record(who, "dead_letters." + operation, summary(ids), changed, detail_text);
@@ -20576,11 +20637,15 @@ private:
         w.field("changed", static_cast<std::uint64_t>(changed));
         w.key("not_found").begin_array();
         for (const std::string& id : not_found) {
-            w.value(redacted(id));
+            w.value(id);
         }
         w.end_array().key("unchanged").begin_array();
         for (const std::string& id : unchanged) {
-            w.value(redacted(id));
+            w.value(id);
+        }
+        w.end_array().key("failed").begin_array();
+        for (const auto& f : failed) {
+            w.begin_object().field("id", f.first).field("error", redacted(f.second)).end_object();
         }
         w.end_array();
         if (operation == "fix") {
@@ -20690,6 +20755,7 @@ private:
     FixOrchestrator* fixes_ = nullptr;
     std::function<std::string()> engine_json_;
     std::function<bool(const std::string&, std::vector<std::string>)> engine_reprocess_;
+    std::function<std::vector<std::string>()> engine_channels_;
     std::function<std::string()> retry_queue_json_;
 
     mutable detail::Mutex bulk_mutex_;

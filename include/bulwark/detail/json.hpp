@@ -11,42 +11,44 @@
 
 #include <bulwark/detail/math.hpp>
 #include <bulwark/detail/number.hpp>
+#include <bulwark/detail/utf8.hpp>
 
 namespace bulwark {
 namespace detail {
 
 // Appends `text` as a JSON string literal. Control characters (CR and LF among them) become
-// escapes, so a message from a failing dependency can never break the document or a log line.
+// escapes, so a message from a failing dependency can never break the document or a log line;
+// bytes that are not UTF-8 (JSON must be) become U+FFFD.
 inline void json_string(std::string& out, std::string_view text) {
     out.push_back('"');
-    for (char c : text) {
+    append_utf8(out, text, [](std::string& o, char c) {
         switch (c) {
             case '"':
-                out += "\\\"";
+                o += "\\\"";
                 break;
             case '\\':
-                out += "\\\\";
+                o += "\\\\";
                 break;
             case '\n':
-                out += "\\n";
+                o += "\\n";
                 break;
             case '\r':
-                out += "\\r";
+                o += "\\r";
                 break;
             case '\t':
-                out += "\\t";
+                o += "\\t";
                 break;
             default:
                 if (static_cast<unsigned char>(c) < 0x20 || c == '\x7f') {
                     char buffer[8];
                     std::snprintf(buffer, sizeof buffer, "\\u%04x",
                                   static_cast<unsigned>(static_cast<unsigned char>(c)));
-                    out += buffer;
+                    o += buffer;
                 } else {
-                    out.push_back(c);
+                    o.push_back(c);
                 }
         }
-    }
+    });
     out.push_back('"');
 }
 

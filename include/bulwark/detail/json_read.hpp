@@ -3,10 +3,12 @@
 #ifndef BULWARK_DETAIL_JSON_READ_HPP
 #define BULWARK_DETAIL_JSON_READ_HPP
 
+#include <charconv>
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -349,49 +351,17 @@ private:
                 return fail("invalid number");
             }
         }
-        // strtod reads a C-locale number here only because the grammar above admitted nothing
-        // a decimal-comma locale would read differently: no ',' and the '.' is a JSON one.
-        const std::string copy(text_.substr(start, at_ - start));
-        out.kind = JsonValue::Kind::number;
-        out.number = read_c_number(copy);
-        return true;
-    }
-
-    // Reads a number in the C locale's format whatever the global locale is: strtod would stop
-    // at '.' under a decimal-comma locale, so the integer and fraction are read apart.
-    static double read_c_number(const std::string& s) {
-        double sign = 1.0;
-        std::size_t i = 0;
-        if (s[i] == '-') {
-            sign = -1.0;
-            ++i;
-        }
+        // from_chars reads the C format whatever the global locale is, and rounds correctly; a
+        // value a double cannot hold (1e999, 1e-999) is refused rather than guessed.
         double value = 0.0;
-        for (; i < s.size() && s[i] >= '0' && s[i] <= '9'; ++i) {
-            value = value * 10.0 + (s[i] - '0');
+        const std::from_chars_result r =
+            std::from_chars(text_.data() + start, text_.data() + at_, value);
+        if (r.ec != std::errc() || r.ptr != text_.data() + at_) {
+            return fail("number out of range");
         }
-        if (i < s.size() && s[i] == '.') {
-            double scale = 0.1;
-            for (++i; i < s.size() && s[i] >= '0' && s[i] <= '9'; ++i) {
-                value += (s[i] - '0') * scale;
-                scale /= 10.0;
-            }
-        }
-        if (i < s.size() && (s[i] == 'e' || s[i] == 'E')) {
-            ++i;
-            const int exponent_sign = (s[i] == '-') ? -1 : 1;
-            if (s[i] == '-' || s[i] == '+') {
-                ++i;
-            }
-            long exponent = 0;
-            for (; i < s.size() && s[i] >= '0' && s[i] <= '9'; ++i) {
-                exponent = exponent < 100000 ? exponent * 10 + (s[i] - '0') : exponent;
-            }
-            for (long k = 0; k < exponent && value != 0.0 && value < 1e308 && value > 1e-308; ++k) {
-                value = exponent_sign > 0 ? value * 10.0 : value / 10.0;
-            }
-        }
-        return sign * value;
+        out.kind = JsonValue::Kind::number;
+        out.number = value;
+        return true;
     }
 
     std::string_view text_;
