@@ -11,6 +11,7 @@
 #include <string>
 #include <string_view>
 #include <tuple>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -103,13 +104,29 @@ public:
         if (messages.empty()) {
             return;
         }
+        std::unordered_set<std::string_view> ids;
         for (const QueuedMessage& m : messages) {
             check(m);
+            if (!ids.insert(m.id).second) {
+                detail::throw_already_queued(call, m.id);  // named twice in the batch
+            }
         }
         db_.run([&](PGconn* c, bool retried) {
             detail::pg::exec(c, "BEGIN");
-            for (const QueuedMessage& m : messages) {
-                insert(c, m, retried);
+            if (options_.max_size != 0) {
+                for (const QueuedMessage& m : messages) {
+                    insert(c, m, retried);  // counts the table before each message
+                }
+            } else {
+                for (std::size_t first = 0; first < messages.size(); first += rows_per_insert) {
+                    insert_rows(c, messages, first,
+                                std::min(messages.size(), first + rows_per_insert), retried);
+                }
+                if (options_.notify) {
+                    detail::pg::Params p;
+                    p.text(channel_);
+                    detail::pg::exec(c, "SELECT pg_notify($1::text, '')", p);
+                }
             }
             detail::pg::exec(c, "COMMIT");
             return 0;
@@ -301,6 +318,8 @@ public:
 
 private:
     static constexpr const char* call = "bulwark::PostgresQueueStore::push";
+    // Messages per INSERT in push_all (5 parameters each; a statement takes at most 65535).
+    static constexpr std::size_t rows_per_insert = 1000;
 
     static std::int64_t clamp(std::size_t n) noexcept {
         constexpr auto top = static_cast<std::size_t>(std::numeric_limits<std::int64_t>::max());
@@ -361,6 +380,51 @@ private:
             return;
         }
         detail::throw_already_queued(call, m.id);
+    }
+
+    // Inserts messages[first, last) in one statement (their ids are distinct); a held id throws
+    // (the caller's transaction is rolled back) unless it is this message, stored by an earlier
+    // try whose commit went through.
+    void insert_rows(PGconn* c, const std::vector<QueuedMessage>& messages, std::size_t first,
+                     std::size_t last, bool retried) const {
+        detail::pg::Params p;
+        std::string sql =
+            "INSERT INTO " + q_ + " (id, payload, due, enqueued, attempts, ready) VALUES ";
+        for (std::size_t i = first; i < last; ++i) {
+            const QueuedMessage& m = messages[i];
+            const std::string id = p.next();
+            p.bytes(m.id);
+            const std::string payload = p.next();
+            p.bytes(m.payload);
+            const std::string due = p.next();
+            p.i64(detail::pg::ticks(m.due));
+            const std::string enqueued = p.next();
+            p.i64(detail::pg::ticks(m.enqueued));
+            const std::string attempts = p.next();
+            p.i64(static_cast<std::int64_t>(m.attempts));
+            sql += (i == first ? "(" : ", (") + id + ", " + payload + ", " + due + "::int8, " +
+                   enqueued + "::int8, " + attempts + "::int8, " + due + "::int8)";
+        }
+        sql += " ON CONFLICT (id) DO NOTHING RETURNING id";
+        detail::pg::Result r = detail::pg::exec(c, sql, p);
+        if (detail::pg::rows(r.get()) == last - first) {
+            return;
+        }
+        std::unordered_set<std::string> stored;
+        for (std::size_t i = 0; i < detail::pg::rows(r.get()); ++i) {
+            stored.insert(detail::pg::bytes(r.get(), i, 0));
+        }
+        for (std::size_t i = first; i < last; ++i) {
+            const QueuedMessage& m = messages[i];
+            if (stored.count(m.id) != 0) {
+                continue;
+            }
+            const std::optional<QueuedMessage> held = get_on(c, m.id);
+            if (!(retried && held && held->lease == 0 && held->payload == m.payload &&
+                  held->due == m.due && held->claims == 0)) {
+                detail::throw_already_queued(call, m.id);
+            }
+        }
     }
 
     std::optional<QueuedMessage> get_on(PGconn* c, std::string_view id) const {

@@ -46,3 +46,33 @@ target_link_libraries(bulwark_postgres_tests
 target_include_directories(bulwark_postgres_tests PRIVATE "${CMAKE_CURRENT_SOURCE_DIR}")
 catch_discover_tests(bulwark_postgres_tests TEST_PREFIX "postgres." DISCOVERY_TIMEOUT 60
                      PROPERTIES FIXTURES_REQUIRED bulwark_postgres ENVIRONMENT "${_pg_env}")
+
+# Many instances (postgres_instances_test.cpp): 4 pg_worker processes on one queue; "kill"
+# SIGKILLs one mid-run, "restart" restarts the server mid-run (alone: it would disturb the other
+# tests' connections). BULWARK_PG_MESSAGES sets the scale: 20000 here (100000 took 223 s on the
+# 2-core CI machine: see docs/databases.md), less under the sanitizers. The kill run uses
+# synchronous_commit=off (it tests leases, not the server's durability); the restart run keeps it
+# on.
+add_executable(bulwark_pg_worker ${_pg_dir}/pg_worker.cpp)
+target_link_libraries(bulwark_pg_worker PRIVATE bulwark::postgres bulwark_warnings)
+add_executable(bulwark_postgres_instances ${_pg_dir}/postgres_instances_test.cpp)
+target_link_libraries(bulwark_postgres_instances PRIVATE bulwark::postgres bulwark_warnings)
+if(CMAKE_CXX_FLAGS MATCHES "sanitize")
+  set(_pg_kill_messages 4000)
+  set(_pg_restart_messages 2000)
+else()
+  set(_pg_kill_messages 20000)
+  set(_pg_restart_messages 5000)
+endif()
+foreach(_mode kill restart)
+  add_test(NAME postgres.instances.${_mode}
+           COMMAND bulwark_postgres_instances ${_mode} $<TARGET_FILE:bulwark_pg_worker>
+                   "${_pg_dir}/postgres_fixture.sh" "${_pg_server}"
+           WORKING_DIRECTORY "${CMAKE_CURRENT_BINARY_DIR}")
+  set_tests_properties(postgres.instances.${_mode} PROPERTIES
+    FIXTURES_REQUIRED bulwark_postgres TIMEOUT 600 LABELS postgres)
+endforeach()
+set_tests_properties(postgres.instances.kill PROPERTIES ENVIRONMENT
+  "${_pg_env};BULWARK_PG_MESSAGES=${_pg_kill_messages};BULWARK_PG_SYNCHRONOUS_COMMIT=off")
+set_tests_properties(postgres.instances.restart PROPERTIES RUN_SERIAL ON ENVIRONMENT
+  "${_pg_env};BULWARK_PG_MESSAGES=${_pg_restart_messages}")
