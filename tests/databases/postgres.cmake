@@ -17,6 +17,8 @@ endif()
 set(_pg_dir "${CMAKE_CURRENT_SOURCE_DIR}/databases")
 set(_pg_server "${CMAKE_CURRENT_BINARY_DIR}/postgres_server")
 set(_pg_env "BULWARK_PG_CONNINFO_FILE=${_pg_server}/conninfo")
+# For the benchmark's smoke run (benchmarks/CMakeLists.txt), which uses the same server.
+set_property(GLOBAL PROPERTY BULWARK_POSTGRES_SERVER_DIR "${_pg_server}")
 
 # Every PostgreSQL header compiles on its own (the generic header check leaves them out).
 file(GLOB _pg_headers CONFIGURE_DEPENDS RELATIVE "${PROJECT_SOURCE_DIR}/include"
