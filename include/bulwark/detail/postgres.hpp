@@ -4,6 +4,7 @@
 #ifndef BULWARK_DETAIL_POSTGRES_HPP
 #define BULWARK_DETAIL_POSTGRES_HPP
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -12,10 +13,10 @@
 #include <cstring>
 #include <libpq-fe.h>
 #include <memory>
+#include <poll.h>
 #include <stdexcept>
 #include <string>
 #include <string_view>
-#include <sys/select.h>
 #include <utility>
 #include <vector>
 
@@ -326,7 +327,9 @@ public:
     class Lease {
     public:
         Lease(Pool* pool, Conn conn) : pool_(pool), conn_(std::move(conn)) {}
-        Lease(Lease&& other) noexcept = default;
+        Lease(Lease&& other) noexcept : pool_(other.pool_), conn_(std::move(other.conn_)) {
+            other.pool_ = nullptr;  // the slot is this lease's now
+        }
         Lease& operator=(Lease&&) = delete;
         Lease(const Lease&) = delete;
         Lease& operator=(const Lease&) = delete;
@@ -515,14 +518,12 @@ inline bool wait_notify(PGconn* conn, Duration timeout) {
     if (fd < 0) {
         throw PostgresTransientError("bulwark postgres: the listening connection is closed", "");
     }
-    fd_set set;
-    FD_ZERO(&set);
-    FD_SET(fd, &set);
-    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(timeout).count();
-    timeval tv{static_cast<time_t>(us / 1000000), static_cast<suseconds_t>(us % 1000000)};
-    const int ready = select(fd + 1, &set, nullptr, nullptr, &tv);
+    // poll(), not select(): a descriptor above FD_SETSIZE is fine.
+    pollfd p{fd, POLLIN, 0};
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count();
+    const int ready = ::poll(&p, 1, static_cast<int>(std::clamp<long long>(ms, 0, 1000LL * 3600)));
     if (ready < 0 && errno != EINTR) {
-        throw PostgresTransientError("bulwark postgres: select failed on the listening connection",
+        throw PostgresTransientError("bulwark postgres: poll failed on the listening connection",
                                      "");
     }
     if (ready > 0) {
