@@ -141,8 +141,7 @@ public:
     private:
         friend class BasicBulkhead;
         explicit Permit(BasicBulkhead* bulkhead) noexcept : bulkhead_(bulkhead) {}
-        Permit(BulkheadRejection reason, bool shadow) noexcept
-            : reason_(reason), shadow_(shadow) {}
+        Permit(BulkheadRejection reason, bool shadow) noexcept : reason_(reason), shadow_(shadow) {}
 
         BasicBulkhead* bulkhead_ = nullptr;
         BulkheadRejection reason_ = BulkheadRejection::full;
@@ -222,8 +221,9 @@ public:
     }
     bool shadow() const noexcept { return shadow_.load(std::memory_order_relaxed); }
 
-    // Called on every rejection (in shadow mode too, with BulkheadEvent::shadow), with its reason. Returns the id that remove_listener() takes;
-    // throws std::invalid_argument for an empty listener.
+    // Called on every rejection (in shadow mode too, with BulkheadEvent::shadow), with its reason.
+    // Returns the id that remove_listener() takes; throws std::invalid_argument for an empty
+    // listener.
     ListenerId on_rejected(std::function<void(const BulkheadEvent&)> listener) {
         return rejected_listeners_.add(std::move(listener));
     }

@@ -924,8 +924,12 @@ private:
         // it no longer count) but is not a change of state to report.
         if (state_of(old_word) != to && transitions.count < 3) {
             transitions.events[transitions.count++] =
-                StateChange{name_,  state_of(old_word),     to,
-                            now,    reason,                 generation_of(new_word),
+                StateChange{name_,
+                            state_of(old_word),
+                            to,
+                            now,
+                            reason,
+                            generation_of(new_word),
                             shadow_.load(std::memory_order_relaxed)};
         }
     }

@@ -275,7 +275,7 @@ struct CircuitBreakerStats {
     // of those, the calls let through because the breaker is in shadow mode (their results are
     // not recorded)
     std::uint64_t shadow_rejections = 0;
-    std::uint64_t opened = 0;    // times the breaker opened
+    std::uint64_t opened = 0;          // times the breaker opened
     std::uint64_t expired_probes = 0;  // probes that reported nothing within half_open_max_wait
     std::uint64_t window_calls = 0;
     std::uint64_t window_failures = 0;

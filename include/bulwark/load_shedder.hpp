@@ -135,8 +135,8 @@ public:
     }
     bool shadow() const noexcept { return shadow_.load(std::memory_order_relaxed); }
 
-    // Called for every call shed (in shadow mode too, with ShedEvent::shadow). Returns the id that remove_listener() takes; throws
-    // std::invalid_argument for an empty listener.
+    // Called for every call shed (in shadow mode too, with ShedEvent::shadow). Returns the id that
+    // remove_listener() takes; throws std::invalid_argument for an empty listener.
     ListenerId on_shed(std::function<void(const ShedEvent&)> listener) {
         return listeners_.add(std::move(listener));
     }
