@@ -122,8 +122,8 @@ void BM_rate_limiter_acquire_ticking_clock(benchmark::State& state) {
 }
 
 void BM_rate_limiter_acquire_shadow_on(benchmark::State& state) {
-    static bulwark::RateLimiter limiter(
-        bulwark::RateLimiterOptions{bulwark::TokenBucket{1e9, 1000000}, bulwark::Duration::zero(), true});
+    static bulwark::RateLimiter limiter(bulwark::RateLimiterOptions{
+        bulwark::TokenBucket{1e9, 1000000}, bulwark::Duration::zero(), true});
     for (auto _ : state) {
         auto d = limiter.try_acquire();
         benchmark::DoNotOptimize(d);
@@ -171,7 +171,9 @@ void BM_load_shedder_pass_shadow_on(benchmark::State& state) {
 void BM_load_shedder_shadow_shed(benchmark::State& state) {
     static bulwark::LoadShedder shedder(degradation(), [] {
         bulwark::LoadShedderOptions o;
-        o.shed_if = [](const bulwark::Context&) { return true; };
+        o.shed_if = [](const bulwark::Context&) {
+            return true;
+        };
         o.shadow = true;
         return o;
     }());
