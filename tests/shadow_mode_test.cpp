@@ -388,6 +388,32 @@ TEST_CASE("a shadow bulkhead still queues, and lets a queue timeout through",
                                                   bulwark::BulkheadRejection::queue_timeout});
 }
 
+TEST_CASE("a shadow bulkhead still refuses a queued call whose caller cancelled it",
+          "[shadow][bulkhead]") {
+    bulwark::ManualClock clock;
+    bulwark::Bulkhead bulkhead("pool", bulwark::BulkheadOptions{1, 1, 5s, true}, clock);
+    std::vector<bool> flags;
+    bulkhead.on_rejected([&](const bulwark::BulkheadEvent& e) { flags.push_back(e.shadow); });
+    auto held = bulkhead.try_acquire();
+    bulwark::Context ctx;
+    bool admitted = true;
+    bulwark::BulkheadRejection reason = bulwark::BulkheadRejection::full;
+    std::thread waiter([&] {
+        auto p = bulkhead.acquire(&ctx);
+        admitted = static_cast<bool>(p);
+        reason = p.rejection();
+    });
+    spin_until([&] { return bulkhead.stats().queued == 1; });
+    ctx.cancel();
+    waiter.join();
+    CHECK_FALSE(admitted);
+    CHECK(reason == bulwark::BulkheadRejection::cancelled);
+    CHECK(flags == std::vector<bool>{false});
+    const auto s = bulkhead.stats();
+    CHECK(s.rejected == 1);
+    CHECK(s.shadow_rejections == 0);
+}
+
 // Rate limiter.
 
 struct LimiterTrace {

@@ -38,7 +38,8 @@ struct BulkheadOptions {
     // Shadow mode: the bulkhead decides, queues, counts and reports exactly as it would, but
     // a call it would have rejected goes ahead without a slot (it takes none, so it never
     // delays another call's admission) and is counted in rejected and in shadow_rejections.
-    // A call that queues still waits in the queue. Switch at run time with set_shadow(). false
+    // A call that queues still waits in the queue; one whose context is cancelled while it waits
+    // is refused as usual (its caller gave it up). Switch at run time with set_shadow(). false
     // by default.
     bool shadow = false;
 
@@ -355,9 +356,11 @@ private:
     }
 
     // Counts and reports a rejection; returns true if the call is to be let through anyway
-    // (shadow mode). The switch is read only here, never on the admit path.
+    // (shadow mode). The switch is read only here, never on the admit path. A call cancelled
+    // while queued is refused in shadow mode too: its caller gave it up, not the bulkhead.
     bool reject(BulkheadRejection reason) noexcept {
-        const bool shadow = shadow_.load(std::memory_order_relaxed);
+        const bool shadow =
+            reason != BulkheadRejection::cancelled && shadow_.load(std::memory_order_relaxed);
         // relaxed: statistics.
         rejected_.fetch_add(1, std::memory_order_relaxed);
         if (shadow) {
