@@ -84,6 +84,8 @@ inline void bump(std::atomic<std::uint64_t>& counter, std::uint64_t n = 1) noexc
 // tick while open, to keep retry_after() exact). Transitions take a mutex. Results recorded
 // after a transition (stale) count in the lifetime stats only; rejections by inner policies
 // (other than timeouts) are neither successes nor failures (see CircuitBreakerOptions).
+// In shadow mode (CircuitBreakerOptions::shadow, set_shadow()) it decides and counts as above but
+// lets the calls it refuses through, unrecorded.
 // CircuitBreaker is BasicCircuitBreaker<>: a class template only so that a translation unit
 // compiles only the members it uses (the Tag is never used).
 template <class Tag = void>
