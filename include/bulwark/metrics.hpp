@@ -186,6 +186,8 @@ struct MetricsRenderer<BasicCircuitBreaker<Tag>> {
         w.add_counter("bulwark_circuit_breaker_rejected_total",
                       "Calls refused while open, forced open or half-open and full.", l,
                       s.rejected);
+        w.add_counter("bulwark_circuit_breaker_shadow_rejections_total",
+                      "Of the rejected, calls let through in shadow mode.", l, s.shadow_rejections);
         w.add_counter("bulwark_circuit_breaker_opened_total", "Times the breaker opened.", l,
                       s.opened);
         w.add_counter("bulwark_circuit_breaker_expired_probes_total",
@@ -432,6 +434,9 @@ struct MetricsRenderer<BasicBulkhead<Tag>> : UnnamedRenderer {
                       s.rejected);
         w.add_counter("bulwark_bulkhead_queue_timeouts_total",
                       "Of the rejected, calls that timed out in the queue.", l, s.queue_timeouts);
+        w.add_counter("bulwark_bulkhead_shadow_rejections_total",
+                      "Of the rejected, calls let through (without a slot) in shadow mode.", l,
+                      s.shadow_rejections);
     }
 };
 
@@ -445,6 +450,9 @@ struct MetricsRenderer<BasicRateLimiter<Tag>> : UnnamedRenderer {
         w.add_counter("bulwark_rate_limiter_rejected_total", "Requests refused.", l, s.rejected);
         w.add_counter("bulwark_rate_limiter_waited_total",
                       "Requests that waited before being granted.", l, s.waited);
+        w.add_counter("bulwark_rate_limiter_shadow_rejections_total",
+                      "Of the refused, requests let through in shadow mode.", l,
+                      s.shadow_rejections);
     }
 };
 
@@ -500,6 +508,8 @@ struct MetricsRenderer<BasicLoadShedder<Tag>> : UnnamedRenderer {
         const MetricLabels l{{"name", name}};
         w.add_counter("bulwark_load_shedder_passed_total", "Calls let through.", l, s.passed);
         w.add_counter("bulwark_load_shedder_shed_total", "Calls shed.", l, s.shed);
+        w.add_counter("bulwark_load_shedder_shadow_rejections_total",
+                      "Of the shed, calls let through in shadow mode.", l, s.shadow_rejections);
     }
 };
 
