@@ -39,6 +39,8 @@ struct RetryEvent {
     Duration delay{0};          // how long the policy waits before it
     std::exception_ptr error;   // the failure being retried (null for a retried value)
     std::string_view operation;
+    // The budget refused this retry but is in shadow mode: a refusal let through.
+    bool shadow = false;
 };
 
 struct RetryStats {
@@ -139,6 +141,9 @@ struct RetryRun {
     std::uint64_t stream_seed = 0;  // this execution's jitter stream, drawn at its first backoff
     bool has_stream = false;
     RetryGrant last_grant{};  // the budget's grant for the last retry, handed back on success
+    // A shadow-mode budget let a refused retry through: the rest of the call is not reported to
+    // it (it would have ended there), and its later retries do not ask it.
+    bool shadowed = false;
 };
 
 // Whether a failed attempt timed out (a QuotaRetryBudget charges more for it). The failure path.
@@ -430,7 +435,7 @@ private:
             return Verdict::exhausted;
         }
         // Asked last, once nothing else stops the retry: a budget charges what it grants.
-        if (options_.budget) {
+        if (options_.budget && !run.shadowed) {
             const RetryCause cause = outcome.has_error() && detail::is_timeout(outcome.error())
                                          ? RetryCause::timeout
                                          : RetryCause::failure;
@@ -439,10 +444,11 @@ private:
                 return Verdict::budget;
             }
             run.last_grant = grant;
+            run.shadowed = grant.shadow;
         }
         run.previous = wait;
         listeners_.emit_with([&] {
-            return RetryEvent{retry, wait, outcome.error(), ctx.operation()};
+            return RetryEvent{retry, wait, outcome.error(), ctx.operation(), run.last_grant.shadow};
         });
         return Verdict::retry;
     }
@@ -467,7 +473,7 @@ private:
                 if (adaptive_ != nullptr) {
                     adaptive_->record_success();
                 }
-                if (options_.budget) {
+                if (options_.budget && !run.shadowed) {
                     options_.budget->record_success(run.last_grant);
                 }
                 if (retry > 1) {

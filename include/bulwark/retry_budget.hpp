@@ -24,11 +24,14 @@ namespace bulwark {
 enum class RetryCause : std::uint8_t { failure, timeout };
 
 // A budget's answer to one retry request. `cost` is what the budget took and hands back to
-// record_success() after the retry succeeds (a QuotaRetryBudget refunds it); 0 when it took
-// nothing, as for a retry let through in shadow mode.
+// record_success() after the retry succeeds (a QuotaRetryBudget refunds it). `shadow`: the
+// budget refused, but is in shadow mode and let the retry through (allowed, cost 0); the caller
+// then reports nothing more of that call to the budget, so that its state stays what the
+// refusal made it.
 struct RetryGrant {
     bool allowed = false;
     std::uint32_t cost = 0;
+    bool shadow = false;
     explicit operator bool() const noexcept { return allowed; }
 };
 
@@ -61,7 +64,7 @@ struct RetryBudgetOptions;
 // acquire(cause) when a failed attempt would be retried (after max_retries, the deadline and
 // max_elapsed allowed it); record_success(last) when an attempt succeeds, with the grant of the
 // retry that led to it (a default RetryGrant for a first-try success). A failure not worth
-// retrying reports nothing.
+// retrying reports nothing, and neither does a call after a grant with `shadow` set.
 // Thread-safety: implementations must be thread-safe. record_call() and record_success() are on
 // every call's success path: they must not lock or allocate (the three kinds do neither);
 // acquire() is on the failure path.
@@ -122,13 +125,13 @@ struct RetryBudgetCounters {
         refused.fetch_add(1, std::memory_order_relaxed);
         if (shadow.load(std::memory_order_relaxed)) {
             shadow_rejections.fetch_add(1, std::memory_order_relaxed);
-            return RetryGrant{true, 0};
+            return RetryGrant{true, 0, true};
         }
         return RetryGrant{};
     }
     RetryGrant grant(std::uint32_t cost) noexcept {
         granted.fetch_add(1, std::memory_order_relaxed);
-        return RetryGrant{true, cost};
+        return RetryGrant{true, cost, false};
     }
     RetryBudgetStats snapshot() const noexcept {
         RetryBudgetStats s;
@@ -177,7 +180,7 @@ struct TokenBucketRetryBudgetOptions {
 // At low request rates: the state moves only with outcomes, never with time, so the rate does not
 // matter: a quiet service whose calls mostly succeed keeps a full bucket and may retry; after an
 // outage has emptied it, retries resume after (max_tokens / 2 + 1) / token_ratio successes,
-// however long those take (60 successes with the defaults).
+// however long those take (more than 60 successes with the defaults: 61).
 // Difference from gRPC: a RetryPolicy asks (and so charges) only for failures it would retry,
 // not for the last failure of a call that ran out of max_retries.
 // Thread-safe, lock-free: one atomic word of thousandths of a token. record_call() bumps a
