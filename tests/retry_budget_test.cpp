@@ -153,9 +153,10 @@ TEST_CASE("RetryBudget::shared still builds the TPS budget of the API", "[retry_
     CHECK_FALSE(budget->shadow());
 }
 
-TEST_CASE("token bucket: granted retries never exceed max_tokens/2 + token_ratio x successes, "
-          "over a million scripted calls",
-          "[retry_budget][token_bucket]") {
+TEST_CASE(
+    "token bucket: granted retries never exceed max_tokens/2 + token_ratio x successes, "
+    "over a million scripted calls",
+    "[retry_budget][token_bucket]") {
     TokenBucketRetryBudgetOptions o;
     o.max_tokens = 100;
     o.token_ratio = 0.25;
@@ -186,8 +187,9 @@ TEST_CASE("token bucket: granted retries never exceed max_tokens/2 + token_ratio
                     disagreements += model_allows != (e.kind == Event::Kind::grant) ? 1 : 0;
                     if (e.kind == Event::Kind::grant) {
                         ++granted;
-                        const std::int64_t bound = max_milli - max_milli / 2 +
-                                                   ratio_milli * static_cast<std::int64_t>(successes);
+                        const std::int64_t bound =
+                            max_milli - max_milli / 2 +
+                            ratio_milli * static_cast<std::int64_t>(successes);
                         over_bound += static_cast<std::int64_t>(granted) * 1000 > bound ? 1 : 0;
                     }
                     break;
@@ -206,9 +208,10 @@ TEST_CASE("token bucket: granted retries never exceed max_tokens/2 + token_ratio
     CHECK(s.available == static_cast<double>(model) / 1000.0);
 }
 
-TEST_CASE("quota: the cost of granted retries never exceeds the initial capacity plus what "
-          "successes gave back, over a million scripted calls",
-          "[retry_budget][quota]") {
+TEST_CASE(
+    "quota: the cost of granted retries never exceeds the initial capacity plus what "
+    "successes gave back, over a million scripted calls",
+    "[retry_budget][quota]") {
     QuotaRetryBudget budget;  // AWS standard mode: 500, 5, 10 for a timeout, 1 back
     const Script script{1000000};
     std::int64_t spent = 0;
@@ -253,9 +256,10 @@ TEST_CASE("quota: the cost of granted retries never exceeds the initial capacity
     CHECK(budget.capacity() == static_cast<std::uint32_t>(model));
 }
 
-TEST_CASE("TPS: each second's retries stay within ratio x the window's calls or "
-          "min_per_second, over a million scripted calls",
-          "[retry_budget][tps]") {
+TEST_CASE(
+    "TPS: each second's retries stay within ratio x the window's calls or "
+    "min_per_second, over a million scripted calls",
+    "[retry_budget][tps]") {
     ManualClock clock;
     bulwark::RetryBudgetOptions o;
     o.ratio = 0.1;
@@ -266,9 +270,8 @@ TEST_CASE("TPS: each second's retries stay within ratio x the window's calls or 
     // One call per millisecond: 1000 s. Per-second books of the test's own.
     std::vector<std::uint64_t> calls(1001, 0);
     std::vector<std::uint64_t> retries(1001, 0);
-    const auto start = std::chrono::duration_cast<std::chrono::seconds>(
-                           clock.now().time_since_epoch())
-                           .count();
+    const auto start =
+        std::chrono::duration_cast<std::chrono::seconds>(clock.now().time_since_epoch()).count();
     auto second_now = [&] {
         return static_cast<std::size_t>(
             std::chrono::duration_cast<std::chrono::seconds>(clock.now().time_since_epoch())
@@ -534,19 +537,23 @@ TEST_CASE("invalid options of the new budget kinds are refused naming the field"
                       "TokenBucketRetryBudgetOptions.max_tokens must be in [1, 1000000], got 0");
     t = {};
     t.token_ratio = 0.0001;
-    CHECK_THROWS_WITH(t.validate(), "TokenBucketRetryBudgetOptions.token_ratio must be in "
-                                    "[0.001, max_tokens], got 0.0001");
+    CHECK_THROWS_WITH(t.validate(),
+                      "TokenBucketRetryBudgetOptions.token_ratio must be in "
+                      "[0.001, max_tokens], got 0.0001");
     t.token_ratio = 11;
-    CHECK_THROWS_WITH(t.validate(), "TokenBucketRetryBudgetOptions.token_ratio must be in "
-                                    "[0.001, max_tokens], got 11");
+    CHECK_THROWS_WITH(t.validate(),
+                      "TokenBucketRetryBudgetOptions.token_ratio must be in "
+                      "[0.001, max_tokens], got 11");
     QuotaRetryBudgetOptions q;
     q.initial_capacity = 501;
-    CHECK_THROWS_WITH(QuotaRetryBudget(q), "QuotaRetryBudgetOptions.initial_capacity must be in "
-                                           "[0, max_capacity], got 501 (max_capacity 500)");
+    CHECK_THROWS_WITH(QuotaRetryBudget(q),
+                      "QuotaRetryBudgetOptions.initial_capacity must be in "
+                      "[0, max_capacity], got 501 (max_capacity 500)");
     q = {};
     q.retry_cost = 0;
-    CHECK_THROWS_WITH(q.validate(), "QuotaRetryBudgetOptions.retry_cost must be in [1, "
-                                    "max_capacity], got 0 (max_capacity 500)");
+    CHECK_THROWS_WITH(q.validate(),
+                      "QuotaRetryBudgetOptions.retry_cost must be in [1, "
+                      "max_capacity], got 0 (max_capacity 500)");
     q = {};
     q.max_capacity = 0;
     CHECK_THROWS_WITH(q.validate(),
@@ -568,7 +575,7 @@ TEST_CASE("a user-defined budget plugs into RetryPolicy through the interface",
         std::uint64_t calls = 0, successes = 0, timeouts = 0;
         bool used = false;
         void record_call() noexcept override { ++calls; }
-        void record_success(RetryGrant) noexcept override { ++successes; }
+        void record_success(const RetryGrant&) noexcept override { ++successes; }
         RetryGrant acquire(RetryCause cause) override {
             timeouts += cause == RetryCause::timeout ? 1 : 0;
             const bool ok = !used;
@@ -638,7 +645,8 @@ TEST_CASE("stress: budgets of every kind shared by 4 threads keep their bounds",
                     const std::uint64_t roll = rng.next() % 10;
                     if (!outage && roll < 7) {
                         quota->record_success(last);
-                        books[static_cast<std::size_t>(t)].quota_back += last.allowed ? last.cost : 1;
+                        books[static_cast<std::size_t>(t)].quota_back +=
+                            last.allowed ? last.cost : 1;
                         break;
                     }
                     const RetryGrant g =

@@ -83,8 +83,8 @@ TEST_CASE("property: any header survives to_string and parse, in any order and s
     const std::int64_t deadlines[] = {0, 1, 999, 1000, RetryHeader::max_deadline_ms};
     for (int i = 0; i < 20000; ++i) {
         RetryHeader h;
-        h.attempt = pick(3) == 0 ? attempts[pick(6)]
-                                 : static_cast<std::uint32_t>(pick(4294967296ULL));
+        h.attempt =
+            pick(3) == 0 ? attempts[pick(6)] : static_cast<std::uint32_t>(pick(4294967296ULL));
         switch (pick(3)) {
             case 0:
                 break;
@@ -125,9 +125,9 @@ TEST_CASE("property: any header survives to_string and parse, in any order and s
                 }
             }
             const char* spaces[] = {"", " ", "\t", "  "};
-            text += (k == 0 ? spaces[pick(4)] : std::string(spaces[pick(4)]) + ";" +
-                                                    spaces[pick(4)]) +
-                    item;
+            text +=
+                (k == 0 ? spaces[pick(4)] : std::string(spaces[pick(4)]) + ";" + spaces[pick(4)]) +
+                item;
         }
         REQUIRE(RetryHeader::parse(text) == h);
         REQUIRE(bulwark::try_parse_retry_header(text).header == h);
@@ -285,8 +285,7 @@ TEST_CASE("an HTTP header and gRPC metadata carry the value as a plain string", 
     http_headers[std::string(bulwark::retry_header_name)] =
         RetryHeader::from(outgoing, clock, /*caller_retries*/ outgoing.attempt() < 3).to_string();
     std::multimap<std::string, std::string> grpc_metadata;  // grpc::ClientContext::AddMetadata
-    grpc_metadata.emplace(std::string(bulwark::retry_header_name),
-                          http_headers["x-bulwark-retry"]);
+    grpc_metadata.emplace(std::string(bulwark::retry_header_name), http_headers["x-bulwark-retry"]);
     CHECK(grpc_metadata.find("x-bulwark-retry")->second ==
           "attempt=1; deadline-ms=2000; caller-retries=1");
 
@@ -319,7 +318,7 @@ TEST_CASE("an inner retry policy does not retry when its caller retries", "[retr
     CHECK(inner.stats().exhausted == 0);
     CHECK(inner.stats().retries == 0);
     CHECK(o.budget->stats().granted == 0);  // no budget spent either
-    CHECK(clock.now() == start);  // and no wait
+    CHECK(clock.now() == start);            // and no wait
 
     // caller-retries=0 (the caller's last attempt): the inner policy retries as usual.
     attempts = 0;

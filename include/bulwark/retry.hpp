@@ -315,7 +315,7 @@ public:
                 adaptive_->record_success();
             }
             if (options_.budget) {
-                options_.budget->record_success(RetryGrant{});
+                options_.budget->record_success(detail::first_try_grant);
             }
         } else {
             retry_loop(ctx, next, outcome, started);

@@ -35,6 +35,13 @@ struct RetryGrant {
     explicit operator bool() const noexcept { return allowed; }
 };
 
+namespace detail {
+// What record_success() gets for a first-try success: passed by reference to a constant, so the
+// success path stores nothing for it (a grant built on the stack field by field and read back
+// as a word stalls on store forwarding, ~20 ns).
+inline constexpr RetryGrant first_try_grant{};
+}  // namespace detail
+
 // What a budget has seen and decided, the same in shadow mode as when enforcing, plus
 // shadow_rejections: the refusals that shadow mode let through.
 struct RetryBudgetStats {
@@ -75,7 +82,7 @@ public:
     // A call's first attempt starts.
     virtual void record_call() noexcept = 0;
     // An attempt succeeded; `last` is the grant of the retry it was (default: the first attempt).
-    virtual void record_success(RetryGrant last) noexcept = 0;
+    virtual void record_success(const RetryGrant& last) noexcept = 0;
     // A failed attempt would be retried: allowed (and charged) or refused. In shadow mode a
     // refusal is returned as allowed with cost 0, and changes the budget's state exactly as the
     // refusal would have.
@@ -106,6 +113,8 @@ protected:
     RetryBudget() = default;
     RetryBudget(const RetryBudget&) = default;
     RetryBudget& operator=(const RetryBudget&) = default;
+    RetryBudget(RetryBudget&&) = default;
+    RetryBudget& operator=(RetryBudget&&) = default;
 };
 
 namespace detail {
@@ -202,15 +211,14 @@ public:
 
     void record_call() noexcept override { counters_.calls.add(); }
 
-    void record_success(RetryGrant /*last*/) noexcept override {
+    void record_success(const RetryGrant& /*last*/) noexcept override {
         counters_.successes.add();
         // relaxed: the bucket is one word; no other memory is published through it. A full
         // bucket (the healthy case) is only read, so successes do not contend for its line.
         std::int64_t current = milli_tokens_.load(std::memory_order_relaxed);
-        while (current < max_milli_ &&
-               !milli_tokens_.compare_exchange_weak(current,
-                                                    std::min(max_milli_, current + ratio_milli_),
-                                                    std::memory_order_relaxed)) {
+        while (current < max_milli_ && !milli_tokens_.compare_exchange_weak(
+                                           current, std::min(max_milli_, current + ratio_milli_),
+                                           std::memory_order_relaxed)) {
         }
     }
 
@@ -322,7 +330,7 @@ public:
 
     void record_call() noexcept override { counters_.calls.add(); }
 
-    void record_success(RetryGrant last) noexcept override {
+    void record_success(const RetryGrant& last) noexcept override {
         counters_.successes.add();
         const std::int64_t refund =
             last.allowed ? static_cast<std::int64_t>(last.cost) : options_.no_retry_increment;
@@ -427,8 +435,7 @@ public:
         return std::make_shared<BasicTpsRetryBudget>(options, clock);
     }
     // The positional form: shared(0.1, 10) is RetryBudgetOptions{0.1, 10} (window 10 s).
-    static std::shared_ptr<BasicTpsRetryBudget> shared(double ratio,
-                                                       std::uint32_t min_per_second,
+    static std::shared_ptr<BasicTpsRetryBudget> shared(double ratio, std::uint32_t min_per_second,
                                                        Clock& clock = default_clock()) {
         return std::make_shared<BasicTpsRetryBudget>(ratio, min_per_second, clock);
     }
@@ -443,8 +450,7 @@ public:
 
     // The positional form of the options.
     // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
-    BasicTpsRetryBudget(double ratio, std::uint32_t min_per_second,
-                        Clock& clock = default_clock(),
+    BasicTpsRetryBudget(double ratio, std::uint32_t min_per_second, Clock& clock = default_clock(),
                         Duration window = std::chrono::seconds(10))
         : BasicTpsRetryBudget(RetryBudgetOptions{ratio, min_per_second, window}, clock) {}
 
@@ -454,7 +460,7 @@ public:
     // A call was made (a first attempt). Does not allocate or lock.
     void record_call() noexcept override { counters_.calls.add(); }
     // Counted for stats() only: this kind's allowance follows calls, not successes.
-    void record_success(RetryGrant /*last*/) noexcept override { counters_.successes.add(); }
+    void record_success(const RetryGrant& /*last*/) noexcept override { counters_.successes.add(); }
 
     RetryGrant acquire(RetryCause /*cause*/) override {
         const TimePoint now = clock_->coarse_now_fast();

@@ -227,8 +227,8 @@ inline std::string parse_retry_header(std::string_view text, RetryHeader& out) {
         }
         const std::string_view key = item.substr(0, eq);
         const std::string_view value = item.substr(eq + 1);
-        bool key_ok = !key.empty() && ((key[0] >= 'a' && key[0] <= 'z') ||
-                                       (key[0] >= 'A' && key[0] <= 'Z'));
+        bool key_ok =
+            !key.empty() && ((key[0] >= 'a' && key[0] <= 'z') || (key[0] >= 'A' && key[0] <= 'Z'));
         for (const char c : key) {
             key_ok = key_ok && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
                                 (c >= '0' && c <= '9') || c == '-');
