@@ -142,7 +142,8 @@ inline std::string_view retry_header_trim(std::string_view s) noexcept {
 }
 
 // The text quoted in an error message: printable ASCII as is, the rest as \xNN.
-inline std::string retry_header_quote(std::string_view s) {
+template <class Tag = void>
+std::string retry_header_quote(std::string_view s) {
     static constexpr char hex[] = "0123456789abcdef";
     std::string out = "\"";
     for (const char ch : s) {
@@ -195,8 +196,10 @@ inline bool retry_header_number(std::string_view s, std::uint64_t max,
     return true;
 }
 
-// The parser behind parse() and try_parse_retry_header(): the error message, or empty.
-inline std::string parse_retry_header(std::string_view text, RetryHeader& out) {
+// The parser behind parse() and try_parse_retry_header(): the error message, or empty. A
+// template only so that a translation unit that never parses a header does not compile it.
+template <class Tag = void>
+std::string parse_retry_header(std::string_view text, RetryHeader& out) {
     const std::string prefix = "retry header: ";
     if (text.size() > retry_header_max_length) {
         return prefix + "the value is " + std::to_string(text.size()) + " bytes, more than " +
