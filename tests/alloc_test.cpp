@@ -251,6 +251,27 @@ TEST_CASE("a retry that succeeds first time allocates nothing", "[alloc]") {
     CHECK(x == 1001);
 }
 
+TEST_CASE("a retry with a budget of each kind that succeeds first time allocates nothing",
+          "[alloc]") {
+    const std::shared_ptr<bulwark::RetryBudget> budgets[] = {
+        bulwark::RetryBudget::shared(0.1, 10),
+        bulwark::TokenBucketRetryBudget::shared(bulwark::TokenBucketRetryBudgetOptions{}),
+        bulwark::QuotaRetryBudget::shared(bulwark::QuotaRetryBudgetOptions{})};
+    for (const auto& budget : budgets) {
+        bulwark::RetryOptions o;
+        o.budget = budget;
+        bulwark::RetryPolicy retry(o);
+        int x = retry.execute([] { return plus_one(0); });
+        CHECK(allocations_during([&] {
+                  for (int i = 0; i < 1000; ++i) {
+                      x = retry.execute([&] { return plus_one(x); });
+                  }
+              }) == 0);
+        CHECK(x == 1001);
+        CHECK(budget->stats().successes == 1001);
+    }
+}
+
 TEST_CASE("a fallback chain whose first channel delivers allocates nothing", "[alloc]") {
     bulwark::RetryPolicy retry;
     bulwark::CircuitBreaker breaker("alloc-chain");

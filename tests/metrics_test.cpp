@@ -234,6 +234,7 @@ TEST_CASE("metrics: retry, bulkhead, rate limiter, timeout and fallbacks are nam
     CHECK(has_line(out, R"(bulwark_retry_retries_total{name="sms_retry"} 2)"));
     CHECK(has_line(out, R"(bulwark_retry_successes_after_retry_total{name="sms_retry"} 1)"));
     CHECK(has_line(out, R"(bulwark_retry_exhausted_total{name="sms_retry"} 0)"));
+    CHECK(has_line(out, R"(bulwark_retry_deferred_to_caller_total{name="sms_retry"} 0)"));
     CHECK(has_line(out, R"(bulwark_bulkhead_in_flight{name="db"} 2)"));
     CHECK(has_line(out, R"(bulwark_bulkhead_max_concurrent{name="db"} 2)"));
     CHECK(has_line(out, R"(bulwark_bulkhead_admitted_total{name="db"} 2)"));

@@ -21,6 +21,7 @@
 #include <bulwark/policies.hpp>
 #include <bulwark/queue.hpp>
 #include <bulwark/resources.hpp>
+#include <bulwark/retry_header.hpp>
 #include <bulwark/retry_queue.hpp>
 #include <bulwark/system.hpp>
 #include <bulwark/ticking_clock.hpp>

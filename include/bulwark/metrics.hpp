@@ -414,6 +414,9 @@ struct MetricsRenderer<BasicRetryPolicy<Tag>> : UnnamedRenderer {
         w.add_counter("bulwark_retry_budget_exhausted_total",
                       "Of the exhausted, those refused by the retry budget.", l,
                       s.budget_exhausted);
+        w.add_counter("bulwark_retry_deferred_to_caller_total",
+                      "Failures not retried because the caller retries them.", l,
+                      s.deferred_to_caller);
     }
 };
 
