@@ -2752,6 +2752,9 @@ struct StateChange {
     TimePoint at{};  // on the breaker's clock
     TransitionReason reason = TransitionReason::manual;
     std::uint64_t generation = 0;  // increases by one with every transition of this breaker
+    // The breaker was in shadow mode (see CircuitBreakerOptions::shadow): an open state here
+    // rejects nothing, it only counts what it would have rejected.
+    bool shadow = false;
 };
 
 // The last `size` recorded calls, in [1, 1000000].
@@ -2814,6 +2817,12 @@ struct CircuitBreakerOptions {
     // failures). handle<E>() adds ExceptionType::of<E>() here when E is a RejectedError (or a
     // subclass), e.g. handle<BulkheadFullError>(). Empty by default.
     std::vector<ExceptionType> counted_rejections{};
+    // Shadow mode: the breaker makes and records every decision, changes state, emits the same
+    // events and counts the same statistics, but lets every call through. A call it would have
+    // rejected runs outside the breaker: it holds no probe slot and its result is not recorded
+    // (so the breaker decides exactly as an enforcing one would), and it is counted in
+    // rejected and in shadow_rejections. Switch at run time with set_shadow(). false by default.
+    bool shadow = false;
 
     // Only exceptions of type E (and subclasses) count as failures; others pass through and
     // count as successes for the breaker: they are not the dependency's fault. Naming a
@@ -2925,7 +2934,10 @@ struct CircuitBreakerStats {
     std::uint64_t slow = 0;      // slow calls (only while slow_call_ratio > 0)
     std::uint64_t timeouts = 0;  // calls slower than call_timeout (also counted in failures)
     std::uint64_t rejected = 0;  // calls refused while open, forced open or half-open and full
-    std::uint64_t opened = 0;    // times the breaker opened
+    // of those, the calls let through because the breaker is in shadow mode (their results are
+    // not recorded)
+    std::uint64_t shadow_rejections = 0;
+    std::uint64_t opened = 0;          // times the breaker opened
     std::uint64_t expired_probes = 0;  // probes that reported nothing within half_open_max_wait
     std::uint64_t window_calls = 0;
     std::uint64_t window_failures = 0;
@@ -2986,6 +2998,8 @@ public:
         child.deadline_clock_ = parent.deadline_clock_;
         child.priority_ = parent.priority_;
         child.attempt_ = parent.attempt_;
+        child.caller_attempt_ = parent.caller_attempt_;
+        child.caller_retries_ = parent.caller_retries_;
         return child;
     }
 
@@ -2997,7 +3011,9 @@ public:
           deadline_(other.deadline_),
           deadline_clock_(other.deadline_clock_),
           attempt_(other.attempt_),
+          caller_attempt_(other.caller_attempt_),
           priority_(other.priority_),
+          caller_retries_(other.caller_retries_),
           stale_(other.stale_),
           cancelled_(other.cancelled_.load(std::memory_order_acquire)) {}
     Context& operator=(Context&&) = delete;
@@ -3044,6 +3060,15 @@ public:
         return deadline_ - clock.now();
     }
 
+    // What the calling service said about this request (retry_header.hpp reads it from a
+    // header): its own attempt number (0 for its first), and whether it will retry this request
+    // if it fails. A RetryPolicy does not retry when caller_retries() is set, so that retries do
+    // not multiply across the layers of services: the outermost retrier alone retries.
+    std::uint32_t caller_attempt() const noexcept { return caller_attempt_; }
+    void set_caller_attempt(std::uint32_t attempt) noexcept { caller_attempt_ = attempt; }
+    bool caller_retries() const noexcept { return caller_retries_; }
+    void set_caller_retries(bool retries) noexcept { caller_retries_ = retries; }
+
     Priority priority() const noexcept { return priority_; }
     void set_priority(Priority priority) noexcept { priority_ = priority; }
 
@@ -3085,7 +3110,9 @@ private:
     TimePoint deadline_ = TimePoint::max();
     const Clock* deadline_clock_ = nullptr;
     std::uint32_t attempt_ = 0;
+    std::uint32_t caller_attempt_ = 0;
     Priority priority_ = Priority::normal;
+    bool caller_retries_ = false;
     bool stale_ = false;
     std::atomic<bool> cancelled_{false};
 };
@@ -3700,6 +3727,8 @@ inline void bump(std::atomic<std::uint64_t>& counter, std::uint64_t n = 1) noexc
 // tick while open, to keep retry_after() exact). Transitions take a mutex. Results recorded
 // after a transition (stale) count in the lifetime stats only; rejections by inner policies
 // (other than timeouts) are neither successes nor failures (see CircuitBreakerOptions).
+// In shadow mode (CircuitBreakerOptions::shadow, set_shadow()) it decides and counts as above but
+// lets the calls it refuses through, unrecorded.
 // CircuitBreaker is BasicCircuitBreaker<>: a class template only so that a translation unit
 // compiles only the members it uses (the Tag is never used).
 template <class Tag = void>
@@ -3730,8 +3759,13 @@ public:
         Permit& operator=(const Permit&) = delete;
         ~Permit() { abandon(); }
 
+        // True if the call may go ahead: admitted, or refused but let through in shadow mode.
         explicit operator bool() const noexcept { return admitted_; }
         bool admitted() const noexcept { return admitted_; }
+        // True if the breaker refused the call but let it through because it is in shadow mode
+        // (see CircuitBreakerOptions::shadow): the call holds no probe slot and recording its
+        // result does nothing. retry_after() and rejection() say what the refusal said.
+        bool shadowed() const noexcept { return shadow_; }
         // True while the call's result is still to be recorded.
         bool pending() const noexcept { return pending_; }
         // The state the breaker was in when it decided, and its generation then (the count of
@@ -3742,7 +3776,7 @@ public:
         Duration retry_after() const noexcept { return retry_after_; }
         // For a rejected permit: the CircuitOpenError that execute() would throw.
         std::exception_ptr rejection() const {
-            return (breaker_ != nullptr && !admitted_)
+            return (breaker_ != nullptr && (!admitted_ || shadow_))
                        ? breaker_->rejection_error(word_, retry_after_)
                        : nullptr;
         }
@@ -3754,12 +3788,18 @@ public:
         // call_timeout.
         template <class T>
         void record(const Outcome<T>& outcome, Duration elapsed) {
+            if (shadow_) {
+                return;
+            }
             check_pending();
             finish(breaker_->classify(outcome), elapsed);
         }
         // As above, measuring the elapsed time from try_acquire() when the breaker needs it.
         template <class T>
         void record(const Outcome<T>& outcome) {
+            if (shadow_) {
+                return;
+            }
             check_pending();
             finish(breaker_->classify(outcome), measured());
         }
@@ -3776,6 +3816,7 @@ public:
             retry_after_ = other.retry_after_;
             probe_ = other.probe_;
             admitted_ = other.admitted_;
+            shadow_ = other.shadow_;
             pending_ = other.pending_;
             other.pending_ = false;
         }
@@ -3795,6 +3836,9 @@ public:
         }
 
         void finish(Result result, Duration elapsed) {
+            if (shadow_) {
+                return;  // a refusal let through: like a rejection, it records nothing
+            }
             check_pending();
             pending_ = false;
             breaker_->on_result(word_, probe_, result, elapsed);
@@ -3813,6 +3857,7 @@ public:
         Duration retry_after_{0};
         std::uint32_t probe_ = no_probe;
         bool admitted_ = false;
+        bool shadow_ = false;
         bool pending_ = false;
     };
 
@@ -3830,6 +3875,7 @@ public:
           timed_(options_.slow_call_ratio > 0.0 || options_.call_timeout > Duration::zero()),
           time_window_(std::holds_alternative<TimeWindow>(options_.window)),
           has_result_predicates_(options_.classifier.has_result_predicates()),
+          shadow_(options_.shadow),
           probes_(options_.half_open_calls) {
         if (time_window_) {
             const auto& tw = std::get<TimeWindow>(options_.window);
@@ -3897,6 +3943,14 @@ public:
         return outcome;
     }
 
+    // Shadow mode on or off, at run time (see CircuitBreakerOptions::shadow). The change applies
+    // to the next decision; permits already handed out keep theirs.
+    void set_shadow(bool on) noexcept {
+        // relaxed: an independent switch; nothing else is published with it.
+        shadow_.store(on, std::memory_order_relaxed);
+    }
+    bool shadow() const noexcept { return shadow_.load(std::memory_order_relaxed); }
+
     // Forces the breaker open until reset(): every call is rejected.
     void trip() { manual_transition(CircuitState::forced_open); }
     // Closes the breaker and empties its windows (from any state).
@@ -3934,6 +3988,7 @@ public:
             s.ignored += stripe.ignored.load(std::memory_order_relaxed);
             s.inner_rejections += stripe.inner_rejections.load(std::memory_order_relaxed);
             s.rejected += stripe.rejected.load(std::memory_order_relaxed);
+            s.shadow_rejections += stripe.shadow_rejections.load(std::memory_order_relaxed);
         }
         s.failures = failures_;
         s.calls = s.successes + s.failures + s.ignored + s.inner_rejections;
@@ -3961,6 +4016,9 @@ private:
         Permit permit = try_acquire_slow(Permit(this), w);
         if (!permit) {
             return O::from_error(rejection_error(permit.word_, permit.retry_after_));
+        }
+        if (BULWARK_UNLIKELY(permit.shadow_)) {
+            return next(ctx);  // refused, let through in shadow mode: nothing to record
         }
         O outcome = next(ctx);
         permit.finish(classify(outcome), permit.measured());
@@ -4011,6 +4069,7 @@ private:
         std::atomic<std::uint64_t> ignored{0};
         std::atomic<std::uint64_t> inner_rejections{0};
         std::atomic<std::uint64_t> rejected{0};
+        std::atomic<std::uint64_t> shadow_rejections{0};
         // TimeWindow only: the bucket this thread is counting into, and its count so far.
         std::atomic<std::uint64_t> epoch{no_epoch};
         std::atomic<std::uint64_t> bucket_calls{0};
@@ -4091,6 +4150,13 @@ private:
         bool owned = false;
         Stripe& stripe = my_stripe(owned);
         count(stripe, &Stripe::rejected, owned);
+        // Read only here, on the reject path: the admit path never looks at the switch.
+        if (BULWARK_UNLIKELY(shadow_.load(std::memory_order_relaxed))) {
+            // Let through as what it is, a rejection: no probe slot, nothing to record.
+            permit.admitted_ = true;
+            permit.shadow_ = true;
+            count(stripe, &Stripe::shadow_rejections, owned);
+        }
     }
 
     template <class T>
@@ -4503,7 +4569,13 @@ private:
         // it no longer count) but is not a change of state to report.
         if (state_of(old_word) != to && transitions.count < 3) {
             transitions.events[transitions.count++] =
-                StateChange{name_, state_of(old_word), to, now, reason, generation_of(new_word)};
+                StateChange{name_,
+                            state_of(old_word),
+                            to,
+                            now,
+                            reason,
+                            generation_of(new_word),
+                            shadow_.load(std::memory_order_relaxed)};
         }
     }
 
@@ -4629,6 +4701,8 @@ private:
     const bool timed_;
     const bool time_window_;
     const bool has_result_predicates_;
+    // Shadow mode (see set_shadow()); read only when a call is refused and at transitions.
+    std::atomic<bool> shadow_;
     Duration bucket_width_{1};
     std::uint64_t bucket_count_ = 1;
     TimePoint origin_{};
@@ -9644,6 +9718,11 @@ struct RateLimiterOptions {
     // How long execute() may wait for a permit (also bounded by the context's deadline); a call
     // that would have to wait longer is rejected at once with RateLimitedError. 0 = never wait.
     Duration max_wait = Duration::zero();
+    // Shadow mode: the limiter decides, waits and counts exactly as it would and reports every
+    // refusal to on_rejected, but lets a refused request through: it consumes no permit (so
+    // it never delays another request's grant) and is counted in rejected and in
+    // shadow_rejections. Switch at run time with set_shadow(). false by default.
+    bool shadow = false;
 
     void validate() const {
         if (const TokenBucket* tb = std::get_if<TokenBucket>(&limit)) {
@@ -9685,9 +9764,13 @@ struct RateLimiterOptions {
 
 // The answer to a permit request.
 struct RateDecision {
-    bool admitted = false;
+    bool admitted = false;    // the request may go ahead
     Duration retry_after{0};  // refused: how long until the permits could be granted
     Duration waited{0};       // admitted by acquire(): how long it slept for them
+    // The limit refused the request but the limiter is in shadow mode: the decision returned to
+    // the caller says admitted (no permit consumed) with the refusal's retry_after; the
+    // on_rejected event says admitted = false, as in enforcing mode.
+    bool shadow = false;
     explicit operator bool() const noexcept { return admitted; }
 };
 
@@ -9695,6 +9778,8 @@ struct RateLimiterStats {
     std::uint64_t admitted = 0;  // permits granted
     std::uint64_t rejected = 0;  // requests refused
     std::uint64_t waited = 0;    // requests that slept before being granted
+    // of the rejected, how many were let through (consuming nothing) in shadow mode
+    std::uint64_t shadow_rejections = 0;
 };
 
 // Limits how often calls happen: a token bucket (rate and burst) or a sliding window (limit per
@@ -9715,10 +9800,10 @@ class BasicRateLimiter : public PolicyBase<BasicRateLimiter<Tag>> {
 public:
     // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
     explicit BasicRateLimiter(TokenBucket bucket, Clock& clock = default_clock())
-        : BasicRateLimiter(RateLimiterOptions{bucket, Duration::zero()}, clock) {}
+        : BasicRateLimiter(RateLimiterOptions{bucket, Duration::zero(), false}, clock) {}
     // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
     explicit BasicRateLimiter(SlidingWindow window, Clock& clock = default_clock())
-        : BasicRateLimiter(RateLimiterOptions{window, Duration::zero()}, clock) {}
+        : BasicRateLimiter(RateLimiterOptions{window, Duration::zero(), false}, clock) {}
 
     // Throws std::invalid_argument for invalid options. The clock must outlive the limiter.
     // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
@@ -9729,16 +9814,19 @@ public:
     // RejectedError::source().
     // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
     BasicRateLimiter(std::string name, TokenBucket bucket, Clock& clock = default_clock())
-        : BasicRateLimiter(std::move(name), RateLimiterOptions{bucket, Duration::zero()}, clock) {}
+        : BasicRateLimiter(std::move(name), RateLimiterOptions{bucket, Duration::zero(), false},
+                           clock) {}
     // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
     BasicRateLimiter(std::string name, SlidingWindow window, Clock& clock = default_clock())
-        : BasicRateLimiter(std::move(name), RateLimiterOptions{window, Duration::zero()}, clock) {}
+        : BasicRateLimiter(std::move(name), RateLimiterOptions{window, Duration::zero(), false},
+                           clock) {}
     BasicRateLimiter(std::string name, RateLimiterOptions options, Clock& clock = default_clock())
         : name_(std::make_shared<const std::string>(std::move(name))),
           label_(name_->empty() ? std::string()
                                 : detail::component_label("rate limiter", *name_) + ": "),
           options_((options.validate(), std::move(options))),
-          clock_(&clock) {
+          clock_(&clock),
+          shadow_(options_.shadow) {
         if (const TokenBucket* tb = std::get_if<TokenBucket>(&options_.limit)) {
             // Rounded up, so rounding can only make the limiter stricter than its rate.
             interval_ns_ = static_cast<std::int64_t>(detail::ceil(1e9 / tb->rate));
@@ -9762,7 +9850,7 @@ public:
     // granted at once (the burst, or the window's limit).
     RateDecision try_acquire(std::uint32_t n = 1) {
         check_n(n);
-        const RateDecision d = reserve(n, Duration::zero());
+        RateDecision d = reserve(n, Duration::zero());
         count(d, n);
         return d;
     }
@@ -9808,7 +9896,16 @@ public:
         return next(ctx);
     }
 
-    // Called for every refused request (apply, try_acquire or acquire), with its retry_after.
+    // Shadow mode on or off, at run time (see RateLimiterOptions::shadow); applies to the next
+    // refusal.
+    void set_shadow(bool on) noexcept {
+        // relaxed: an independent switch; nothing else is published with it.
+        shadow_.store(on, std::memory_order_relaxed);
+    }
+    bool shadow() const noexcept { return shadow_.load(std::memory_order_relaxed); }
+
+    // Called for every refused request (apply, try_acquire or acquire), with its retry_after
+    // (in shadow mode too, with RateDecision::shadow set).
     // Returns the id that remove_listener() takes; throws std::invalid_argument for an empty
     // listener.
     ListenerId on_rejected(std::function<void(const RateDecision&)> listener) {
@@ -9819,7 +9916,8 @@ public:
 
     RateLimiterStats stats() const noexcept {
         return RateLimiterStats{admitted_.sum(), rejected_.load(std::memory_order_relaxed),
-                                waited_.load(std::memory_order_relaxed)};
+                                waited_.load(std::memory_order_relaxed),
+                                shadow_rejections_.load(std::memory_order_relaxed)};
     }
 
 private:
@@ -9839,7 +9937,9 @@ private:
         }
     }
 
-    void count(const RateDecision& d, std::uint32_t n) noexcept {
+    // Counts a decision and reports a refusal; in shadow mode, turns the refusal into a pass
+    // that consumed nothing (the switch is read only here, on the refusal path).
+    void count(RateDecision& d, std::uint32_t n) noexcept {
         if (d.admitted) {
             admitted_.add(n);
             if (d.waited > Duration::zero()) {
@@ -9847,8 +9947,13 @@ private:
                 waited_.fetch_add(1, std::memory_order_relaxed);
             }
         } else {
+            d.shadow = shadow_.load(std::memory_order_relaxed);
             rejected_.fetch_add(1, std::memory_order_relaxed);
+            if (d.shadow) {
+                shadow_rejections_.fetch_add(1, std::memory_order_relaxed);
+            }
             rejected_listeners_.emit(d);
+            d.admitted = d.shadow;
         }
     }
 
@@ -9914,6 +10019,7 @@ private:
     const std::string label_;  // "rate limiter 'name': " (or empty), starts a rejection's message
     const RateLimiterOptions options_;
     Clock* const clock_;
+    std::atomic<bool> shadow_;  // read only on the refusal path
     static constexpr Duration max_reservation = std::chrono::hours(24 * 36525);  // 100 years
     std::int64_t interval_ns_ = 0;
     std::uint32_t burst_ = 0;
@@ -9927,6 +10033,7 @@ private:
     detail::StripedCounter admitted_;
     std::atomic<std::uint64_t> rejected_{0};
     std::atomic<std::uint64_t> waited_{0};
+    std::atomic<std::uint64_t> shadow_rejections_{0};
     Listeners<RateDecision> rejected_listeners_;
 };
 
@@ -10084,7 +10191,7 @@ private:
 // #include <bulwark/outcome.hpp> (already included above)
 // #include <bulwark/policy.hpp> (already included above)
 // #include <bulwark/retry_budget.hpp>
-// RetryBudget: a cap on retries shared across policies, as a ratio of calls plus a floor.
+// RetryBudget: the interface that caps retries across policies, and its three kinds.
 #ifndef BULWARK_RETRY_BUDGET_HPP
 #define BULWARK_RETRY_BUDGET_HPP
 
@@ -10092,6 +10199,7 @@ private:
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -10103,8 +10211,370 @@ private:
 
 namespace bulwark {
 
-// Options of a RetryBudget. Every field has a default; validate() throws std::invalid_argument
-// naming the field and the value.
+// Why a retry is wanted: a RetryPolicy says `timeout` when the failed attempt threw a
+// TimeoutError (a QuotaRetryBudget charges more for it), `failure` otherwise.
+enum class RetryCause : std::uint8_t { failure, timeout };
+
+// A budget's answer to one retry request. `cost` is what the budget took and hands back to
+// record_success() after the retry succeeds (a QuotaRetryBudget refunds it). `shadow`: the
+// budget refused, but is in shadow mode and let the retry through (allowed, cost 0); the caller
+// then reports nothing more of that call to the budget, so that its state stays what the
+// refusal made it.
+struct RetryGrant {
+    bool allowed = false;
+    std::uint32_t cost = 0;
+    bool shadow = false;
+    explicit operator bool() const noexcept { return allowed; }
+};
+
+namespace detail {
+// What record_success() gets for a first-try success: passed by reference to a constant, so the
+// success path stores nothing for it (a grant built on the stack field by field and read back
+// as a word stalls on store forwarding, ~20 ns).
+inline constexpr RetryGrant first_try_grant{};
+}  // namespace detail
+
+// What a budget has seen and decided, the same in shadow mode as when enforcing, plus
+// shadow_rejections: the refusals that shadow mode let through.
+struct RetryBudgetStats {
+    std::uint64_t calls = 0;              // record_call(): first attempts
+    std::uint64_t successes = 0;          // record_success(): attempts that succeeded
+    std::uint64_t granted = 0;            // retries allowed (shadow let-throughs excluded)
+    std::uint64_t refused = 0;            // retries refused, or that would have been in shadow mode
+    std::uint64_t shadow_rejections = 0;  // of the refused, those let through in shadow mode
+    double available = 0.0;  // tokens (token bucket), capacity (quota), or the ratio allowance
+                             // left in the window (TPS) when last asked
+};
+
+template <class Tag>
+class BasicTpsRetryBudget;
+using TpsRetryBudget = BasicTpsRetryBudget<void>;
+struct RetryBudgetOptions;
+
+// The one interface a RetryPolicy uses (RetryOptions::budget): a budget shared by many policies
+// that caps how many retries they make, so that a fleet-wide outage cannot multiply the load on
+// the dependency. Three kinds: TokenBucketRetryBudget (gRPC retry throttling),
+// QuotaRetryBudget (the AWS SDKs' standard-mode retry quota) and TpsRetryBudget (Finagle and
+// Tower: a share of the recent calls plus a minimum per second); docs/retry_budgets.md compares
+// them. Users may implement it too.
+//   r.budget = bulwark::RetryBudget::shared(0.1, 10);   // TPS: 10% of calls + 10/s
+//   r.budget = bulwark::TokenBucketRetryBudget::shared({/*max_tokens*/ 10, /*token_ratio*/ 0.1});
+// The protocol, as a RetryPolicy drives it: record_call() when a call's first attempt starts;
+// acquire(cause) when a failed attempt would be retried (after max_retries, the deadline and
+// max_elapsed allowed it); record_success(last) when an attempt succeeds, with the grant of the
+// retry that led to it (a default RetryGrant for a first-try success). A failure not worth
+// retrying reports nothing, and neither does a call after a grant with `shadow` set.
+// Thread-safety: implementations must be thread-safe. record_call() and record_success() are on
+// every call's success path: they must not lock or allocate (the three kinds do neither);
+// acquire() is on the failure path.
+class RetryBudget {
+public:
+    virtual ~RetryBudget() = default;
+
+    // A call's first attempt starts.
+    virtual void record_call() noexcept = 0;
+    // An attempt succeeded; `last` is the grant of the retry it was (default: the first attempt).
+    virtual void record_success(const RetryGrant& last) noexcept = 0;
+    // A failed attempt would be retried: allowed (and charged) or refused. In shadow mode a
+    // refusal is returned as allowed with cost 0, and changes the budget's state exactly as the
+    // refusal would have.
+    virtual RetryGrant acquire(RetryCause cause) = 0;
+
+    virtual RetryBudgetStats stats() const = 0;
+
+    // Shadow mode: decide, count and change state as when enforcing, but let refused retries
+    // through (counted in stats().shadow_rejections). For trying a budget on live traffic.
+    virtual void set_shadow(bool shadow) noexcept = 0;
+    virtual bool shadow() const noexcept = 0;
+
+    // acquire(cause), as a yes or no.
+    bool try_withdraw(RetryCause cause = RetryCause::failure) {
+        return static_cast<bool>(acquire(cause));
+    }
+    std::uint64_t withdrawn() const { return stats().granted; }
+    std::uint64_t refused() const { return stats().refused; }
+
+    // A TpsRetryBudget (the default kind): RetryBudget::shared(0.1, 10) allows retries up to 10%
+    // of the calls of the last 10 s plus 10 retries in any second.
+    static std::shared_ptr<TpsRetryBudget> shared(const RetryBudgetOptions& options,
+                                                  Clock& clock = default_clock());
+    static std::shared_ptr<TpsRetryBudget> shared(double ratio, std::uint32_t min_per_second,
+                                                  Clock& clock = default_clock());
+
+protected:
+    RetryBudget() = default;
+    RetryBudget(const RetryBudget&) = default;
+    RetryBudget& operator=(const RetryBudget&) = default;
+    RetryBudget(RetryBudget&&) = default;
+    RetryBudget& operator=(RetryBudget&&) = default;
+};
+
+namespace detail {
+// Shadow flag and the counters every kind keeps. Counters on the failure path are plain
+// atomics (relaxed: statistics); calls and successes are per-thread stripes.
+struct RetryBudgetCounters {
+    detail::StripedCounter calls;
+    detail::StripedCounter successes;
+    std::atomic<std::uint64_t> granted{0};
+    std::atomic<std::uint64_t> refused{0};
+    std::atomic<std::uint64_t> shadow_rejections{0};
+    std::atomic<bool> shadow{false};
+
+    // The answer to a refused request: allowed at no cost in shadow mode. The flag is read only
+    // here, on the refusal branch.
+    RetryGrant refuse() noexcept {
+        refused.fetch_add(1, std::memory_order_relaxed);
+        if (shadow.load(std::memory_order_relaxed)) {
+            shadow_rejections.fetch_add(1, std::memory_order_relaxed);
+            return RetryGrant{true, 0, true};
+        }
+        return RetryGrant{};
+    }
+    RetryGrant grant(std::uint32_t cost) noexcept {
+        granted.fetch_add(1, std::memory_order_relaxed);
+        return RetryGrant{true, cost, false};
+    }
+    RetryBudgetStats snapshot() const noexcept {
+        RetryBudgetStats s;
+        s.calls = calls.sum();
+        s.successes = successes.sum();
+        s.granted = granted.load(std::memory_order_relaxed);
+        s.refused = refused.load(std::memory_order_relaxed);
+        s.shadow_rejections = shadow_rejections.load(std::memory_order_relaxed);
+        return s;
+    }
+};
+}  // namespace detail
+
+// Options of a TokenBucketRetryBudget (gRPC's retryThrottling: maxTokens, tokenRatio). Every
+// field has a default; validate() throws std::invalid_argument naming the field and the value.
+//   bulwark::TokenBucketRetryBudgetOptions o;
+//   o.max_tokens = 100; o.token_ratio = 0.5;
+struct TokenBucketRetryBudgetOptions {
+    // The bucket's size and starting fill, in [1, 1000000] (gRPC allows up to 1000).
+    std::uint32_t max_tokens = 10;
+    // Tokens a success puts back, in [0.001, max_tokens]; kept to thousandths of a token, as
+    // gRPC does (0.0015 counts as 0.002).
+    double token_ratio = 0.1;
+    // Start in shadow mode (see RetryBudget::set_shadow).
+    bool shadow = false;
+
+    void validate() const {
+        if (max_tokens < 1 || max_tokens > 1000000) {
+            detail::throw_invalid_option("TokenBucketRetryBudgetOptions.max_tokens",
+                                         "must be in [1, 1000000]", std::to_string(max_tokens));
+        }
+        if (!(token_ratio >= 0.001 && token_ratio <= static_cast<double>(max_tokens))) {
+            detail::throw_invalid_option("TokenBucketRetryBudgetOptions.token_ratio",
+                                         "must be in [0.001, max_tokens]",
+                                         detail::format_number(token_ratio));
+        }
+    }
+};
+
+// gRPC-style retry throttling. The bucket starts full at max_tokens; every failed attempt that
+// asks for a retry takes one token (down to 0), granted or not, as gRPC charges every retryable
+// failure; every success puts back token_ratio (up to max_tokens); a retry is allowed only while
+// the tokens left after its charge are more than max_tokens / 2.
+//   auto budget = bulwark::TokenBucketRetryBudget::shared({/*max_tokens*/ 10, /*ratio*/ 0.1});
+// Bound: over any run, granted retries ≤ max_tokens / 2 + token_ratio × successes.
+// At low request rates: the state moves only with outcomes, never with time, so the rate does not
+// matter: a quiet service whose calls mostly succeed keeps a full bucket and may retry; after an
+// outage has emptied it, retries resume after (max_tokens / 2 + 1) / token_ratio successes,
+// however long those take (more than 60 successes with the defaults: 61).
+// Difference from gRPC: a RetryPolicy asks (and so charges) only for failures it would retry,
+// not for the last failure of a call that ran out of max_retries.
+// Thread-safe, lock-free: one atomic word of thousandths of a token. record_call() bumps a
+// per-thread counter; record_success() bumps one and, unless the bucket is full, adds with a CAS.
+class TokenBucketRetryBudget final : public RetryBudget {
+public:
+    static std::shared_ptr<TokenBucketRetryBudget> shared(TokenBucketRetryBudgetOptions options) {
+        return std::make_shared<TokenBucketRetryBudget>(options);
+    }
+
+    // Throws std::invalid_argument for invalid options.
+    explicit TokenBucketRetryBudget(TokenBucketRetryBudgetOptions options = {})
+        : options_((options.validate(), options)),
+          max_milli_(static_cast<std::int64_t>(options_.max_tokens) * 1000),
+          ratio_milli_(static_cast<std::int64_t>(options_.token_ratio * 1000.0 + 0.5)),
+          milli_tokens_(max_milli_) {
+        counters_.shadow.store(options_.shadow, std::memory_order_relaxed);
+    }
+
+    void record_call() noexcept override { counters_.calls.add(); }
+
+    void record_success(const RetryGrant& /*last*/) noexcept override {
+        counters_.successes.add();
+        // relaxed: the bucket is one word; no other memory is published through it. A full
+        // bucket (the healthy case) is only read, so successes do not contend for its line.
+        std::int64_t current = milli_tokens_.load(std::memory_order_relaxed);
+        while (current < max_milli_ && !milli_tokens_.compare_exchange_weak(
+                                           current, std::min(max_milli_, current + ratio_milli_),
+                                           std::memory_order_relaxed)) {
+        }
+    }
+
+    RetryGrant acquire(RetryCause /*cause*/) override {
+        std::int64_t current = milli_tokens_.load(std::memory_order_relaxed);
+        std::int64_t next = 0;
+        do {
+            next = std::max<std::int64_t>(0, current - 1000);
+        } while (!milli_tokens_.compare_exchange_weak(current, next, std::memory_order_relaxed));
+        // The failure is charged either way, so a refusal let through in shadow mode has already
+        // changed the state exactly as the refusal does.
+        if (next > max_milli_ / 2) {
+            return counters_.grant(1);
+        }
+        return counters_.refuse();
+    }
+
+    RetryBudgetStats stats() const override {
+        RetryBudgetStats s = counters_.snapshot();
+        s.available = tokens();
+        return s;
+    }
+    void set_shadow(bool shadow) noexcept override {
+        counters_.shadow.store(shadow, std::memory_order_relaxed);
+    }
+    bool shadow() const noexcept override {
+        return counters_.shadow.load(std::memory_order_relaxed);
+    }
+
+    // The tokens in the bucket now.
+    double tokens() const noexcept {
+        return static_cast<double>(milli_tokens_.load(std::memory_order_relaxed)) / 1000.0;
+    }
+    const TokenBucketRetryBudgetOptions& options() const noexcept { return options_; }
+
+private:
+    detail::RetryBudgetCounters counters_;  // first: its stripes are cache-line aligned
+    const TokenBucketRetryBudgetOptions options_;
+    const std::int64_t max_milli_;
+    const std::int64_t ratio_milli_;
+    alignas(detail::cache_line_size) std::atomic<std::int64_t> milli_tokens_;
+};
+
+// Options of a QuotaRetryBudget. The defaults are the AWS SDKs' "standard" retry mode: a quota
+// of 500, 5 per retry, 10 per retry of a timeout, 1 back for a success without a retry. Every
+// field has a default; validate() throws std::invalid_argument naming the field and the value.
+//   bulwark::QuotaRetryBudgetOptions o;
+//   o.max_capacity = 1000; o.initial_capacity = 1000;
+struct QuotaRetryBudgetOptions {
+    // The most the quota holds, in [1, 10^9].
+    std::uint32_t max_capacity = 500;
+    // What it starts with, in [0, max_capacity].
+    std::uint32_t initial_capacity = 500;
+    // Taken by a retry, in [1, max_capacity].
+    std::uint32_t retry_cost = 5;
+    // Taken by the retry of a TimeoutError, in [1, max_capacity].
+    std::uint32_t timeout_cost = 10;
+    // Given back by a success that needed no retry, in [0, max_capacity] (a success after a
+    // retry gives back that retry's cost instead).
+    std::uint32_t no_retry_increment = 1;
+    // Start in shadow mode (see RetryBudget::set_shadow).
+    bool shadow = false;
+
+    void validate() const {
+        if (max_capacity < 1 || max_capacity > 1000000000) {
+            detail::throw_invalid_option("QuotaRetryBudgetOptions.max_capacity",
+                                         "must be in [1, 1000000000]",
+                                         std::to_string(max_capacity));
+        }
+        check(initial_capacity, 0, "QuotaRetryBudgetOptions.initial_capacity");
+        check(retry_cost, 1, "QuotaRetryBudgetOptions.retry_cost");
+        check(timeout_cost, 1, "QuotaRetryBudgetOptions.timeout_cost");
+        check(no_retry_increment, 0, "QuotaRetryBudgetOptions.no_retry_increment");
+    }
+
+private:
+    void check(std::uint32_t value, std::uint32_t low, const char* field) const {
+        if (value < low || value > max_capacity) {
+            detail::throw_invalid_option(
+                field, "must be in [" + std::to_string(low) + ", max_capacity]",
+                std::to_string(value) + " (max_capacity " + std::to_string(max_capacity) + ")");
+        }
+    }
+};
+
+// The AWS SDKs' retry quota ("standard" retry mode). A retry takes retry_cost from the quota
+// (timeout_cost when the failure was a TimeoutError) and is refused, taking nothing, when the
+// quota holds less than that; a success gives back what the retry that led to it took, or
+// no_retry_increment when it needed no retry; the quota never exceeds max_capacity.
+//   auto budget = bulwark::QuotaRetryBudget::shared({});   // AWS's numbers: 500, 5, 10, 1
+// Bound: at every moment, the cost of the granted retries ≤ initial_capacity + what successes
+// gave back (with the defaults, 100 retries in a row against a dead dependency, 50 of timeouts).
+// At low request rates: rate-independent like the token bucket (no time term): a quiet service
+// that mostly succeeds keeps a full quota; after an outage emptied it, every 5 first-try
+// successes (with the defaults) buy one retry.
+// Thread-safe, lock-free: one atomic word. record_success() bumps a per-thread counter and, unless
+// the quota is full, adds with a CAS.
+class QuotaRetryBudget final : public RetryBudget {
+public:
+    static std::shared_ptr<QuotaRetryBudget> shared(QuotaRetryBudgetOptions options) {
+        return std::make_shared<QuotaRetryBudget>(options);
+    }
+
+    // Throws std::invalid_argument for invalid options.
+    explicit QuotaRetryBudget(QuotaRetryBudgetOptions options = {})
+        : options_((options.validate(), options)), capacity_(options_.initial_capacity) {
+        counters_.shadow.store(options_.shadow, std::memory_order_relaxed);
+    }
+
+    void record_call() noexcept override { counters_.calls.add(); }
+
+    void record_success(const RetryGrant& last) noexcept override {
+        counters_.successes.add();
+        const std::int64_t refund =
+            last.allowed ? static_cast<std::int64_t>(last.cost) : options_.no_retry_increment;
+        const std::int64_t max = options_.max_capacity;
+        // relaxed: one word, nothing published through it; a full quota is only read.
+        std::int64_t current = capacity_.load(std::memory_order_relaxed);
+        while (refund > 0 && current < max &&
+               !capacity_.compare_exchange_weak(current, std::min(max, current + refund),
+                                                std::memory_order_relaxed)) {
+        }
+    }
+
+    RetryGrant acquire(RetryCause cause) override {
+        const std::int64_t cost =
+            cause == RetryCause::timeout ? options_.timeout_cost : options_.retry_cost;
+        std::int64_t current = capacity_.load(std::memory_order_relaxed);
+        while (current >= cost) {
+            if (capacity_.compare_exchange_weak(current, current - cost,
+                                                std::memory_order_relaxed)) {
+                return counters_.grant(static_cast<std::uint32_t>(cost));
+            }
+        }
+        // A refusal takes nothing, and neither does a retry shadow mode lets through.
+        return counters_.refuse();
+    }
+
+    RetryBudgetStats stats() const override {
+        RetryBudgetStats s = counters_.snapshot();
+        s.available = static_cast<double>(capacity());
+        return s;
+    }
+    void set_shadow(bool shadow) noexcept override {
+        counters_.shadow.store(shadow, std::memory_order_relaxed);
+    }
+    bool shadow() const noexcept override {
+        return counters_.shadow.load(std::memory_order_relaxed);
+    }
+
+    // What the quota holds now.
+    std::uint32_t capacity() const noexcept {
+        return static_cast<std::uint32_t>(capacity_.load(std::memory_order_relaxed));
+    }
+    const QuotaRetryBudgetOptions& options() const noexcept { return options_; }
+
+private:
+    detail::RetryBudgetCounters counters_;  // first: its stripes are cache-line aligned
+    const QuotaRetryBudgetOptions options_;
+    alignas(detail::cache_line_size) std::atomic<std::int64_t> capacity_;
+};
+
+// Options of a TpsRetryBudget (also spelled TpsRetryBudgetOptions). Every field has a default;
+// validate() throws std::invalid_argument naming the field and the value.
 //   bulwark::RetryBudgetOptions o;
 //   o.ratio = 0.2; o.window = 30s;
 //   auto budget = bulwark::RetryBudget::shared(o);
@@ -10117,6 +10587,8 @@ struct RetryBudgetOptions {
     // How far back calls and retries are counted, in whole seconds (rounded down). In [1 s, 1 h]:
     // the budget keeps a counter per second and sums them when a retry asks.
     Duration window = std::chrono::seconds(10);
+    // Start in shadow mode (see RetryBudget::set_shadow).
+    bool shadow = false;
 
     void validate() const {
         if (!(ratio >= 0.0 && ratio <= 1.0)) {
@@ -10129,56 +10601,65 @@ struct RetryBudgetOptions {
         }
     }
 };
+using TpsRetryBudgetOptions = RetryBudgetOptions;
 
-// Caps retries across every policy that shares it, so that a fleet-wide outage cannot multiply
-// the load on the dependency: retries may be at most `ratio` of the calls seen in the last
-// `window` (default 10 s), plus `min_per_second` retries per second at any time (gRPC retry
-// throttling and Finagle's RetryBudget work the same way).
+// The Finagle/Tower budget: retries in the last `window` (default 10 s) may be at most `ratio`
+// of the calls in that window, plus `min_per_second` retries in any second whatever the ratio
+// says.
 //   auto budget = bulwark::RetryBudget::shared(0.1, 10);   // 10% of calls + 10/s
 //   options.budget = budget;                                // share it between policies
-// Thread-safe. Counting a call is a per-thread counter bump (no lock, no contended line);
-// asking for a retry takes a mutex.
-// RetryBudget is BasicRetryBudget<>: a class template only so that a translation unit compiles
-// only the members it uses (the Tag is never used).
-template <class Tag = void>
-class BasicRetryBudget {
+// Bound: each retry it grants either keeps the retries of the window (seconds s - window + 1 to
+// s, this one included) within ratio × the calls of that window, or keeps the retries of its own
+// second within min_per_second. Calls made in a second before its first retry asked are not
+// counted (a long healthy period cannot bank a large allowance for the next outage).
+// At low request rates: the ratio alone would forbid every retry below 1 / ratio calls per window
+// (failsafe-go #106); min_per_second is the floor that keeps retries possible there, up to that
+// many in any second. With min_per_second = 0 a quiet service gets no retries at all.
+// Thread-safe. Counting a call or a success is a per-thread counter bump (no lock, no contended
+// line); asking for a retry takes a mutex.
+// TpsRetryBudget is BasicTpsRetryBudget<>: a class template only so that a translation unit
+// compiles only the members it uses (the Tag is never used).
+template <class Tag>
+class BasicTpsRetryBudget final : public RetryBudget {
 public:
-    static std::shared_ptr<BasicRetryBudget> shared(RetryBudgetOptions options,
-                                                    Clock& clock = default_clock()) {
-        return std::make_shared<BasicRetryBudget>(options, clock);
+    static std::shared_ptr<BasicTpsRetryBudget> shared(RetryBudgetOptions options,
+                                                       Clock& clock = default_clock()) {
+        return std::make_shared<BasicTpsRetryBudget>(options, clock);
     }
     // The positional form: shared(0.1, 10) is RetryBudgetOptions{0.1, 10} (window 10 s).
-    static std::shared_ptr<BasicRetryBudget> shared(double ratio, std::uint32_t min_per_second,
-                                                    Clock& clock = default_clock()) {
-        return std::make_shared<BasicRetryBudget>(ratio, min_per_second, clock);
+    static std::shared_ptr<BasicTpsRetryBudget> shared(double ratio, std::uint32_t min_per_second,
+                                                       Clock& clock = default_clock()) {
+        return std::make_shared<BasicTpsRetryBudget>(ratio, min_per_second, clock);
     }
 
     // Throws std::invalid_argument for invalid options (see RetryBudgetOptions).
-    explicit BasicRetryBudget(RetryBudgetOptions options = {}, Clock& clock = default_clock())
+    explicit BasicTpsRetryBudget(RetryBudgetOptions options = {}, Clock& clock = default_clock())
         : options_((options.validate(), options)), clock_(&clock) {
         buckets_.assign(static_cast<std::size_t>(options_.window / std::chrono::seconds(1)),
                         Bucket{});
+        counters_.shadow.store(options_.shadow, std::memory_order_relaxed);
     }
 
     // The positional form of the options.
     // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
-    BasicRetryBudget(double ratio, std::uint32_t min_per_second, Clock& clock = default_clock(),
-                     Duration window = std::chrono::seconds(10))
-        : BasicRetryBudget(RetryBudgetOptions{ratio, min_per_second, window}, clock) {}
+    BasicTpsRetryBudget(double ratio, std::uint32_t min_per_second, Clock& clock = default_clock(),
+                        Duration window = std::chrono::seconds(10))
+        : BasicTpsRetryBudget(RetryBudgetOptions{ratio, min_per_second, window}, clock) {}
 
-    BasicRetryBudget(const BasicRetryBudget&) = delete;
-    BasicRetryBudget& operator=(const BasicRetryBudget&) = delete;
+    BasicTpsRetryBudget(const BasicTpsRetryBudget&) = delete;
+    BasicTpsRetryBudget& operator=(const BasicTpsRetryBudget&) = delete;
 
     // A call was made (a first attempt). Does not allocate or lock.
-    void record_call() noexcept { calls_.add(); }
+    void record_call() noexcept override { counters_.calls.add(); }
+    // Counted for stats() only: this kind's allowance follows calls, not successes.
+    void record_success(const RetryGrant& /*last*/) noexcept override { counters_.successes.add(); }
 
-    // A retry wants to happen: true (and counted) if the budget allows it.
-    bool try_withdraw() {
+    RetryGrant acquire(RetryCause /*cause*/) override {
         const TimePoint now = clock_->coarse_now_fast();
         detail::LockGuard lock(mutex_);
         const std::int64_t second =
             std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
-        const std::uint64_t calls_now = calls_.sum();
+        const std::uint64_t calls_now = counters_.calls.sum();
         Bucket& current = bucket(second, calls_now);
         // Calls since the oldest bucket of the window started.
         std::uint64_t calls_base = calls_now;
@@ -10190,28 +10671,32 @@ public:
             }
         }
         const double allowance = options_.ratio * static_cast<double>(calls_now - calls_base);
+        last_available_ = std::max(0.0, allowance - static_cast<double>(retries_in_window));
         if (static_cast<double>(retries_in_window) + 1.0 <= allowance + 1e-9 ||
             current.retries < options_.min_per_second) {
             ++current.retries;
-            ++withdrawn_;
-            return true;
+            return counters_.grant(1);
         }
-        ++refused_;
-        return false;
+        // A refusal, or a retry shadow mode lets through, leaves the buckets as they are.
+        return counters_.refuse();
+    }
+
+    RetryBudgetStats stats() const override {
+        RetryBudgetStats s = counters_.snapshot();
+        detail::LockGuard lock(mutex_);
+        s.available = last_available_;
+        return s;
+    }
+    void set_shadow(bool shadow) noexcept override {
+        counters_.shadow.store(shadow, std::memory_order_relaxed);
+    }
+    bool shadow() const noexcept override {
+        return counters_.shadow.load(std::memory_order_relaxed);
     }
 
     const RetryBudgetOptions& options() const noexcept { return options_; }
     double ratio() const noexcept { return options_.ratio; }
     std::uint32_t min_per_second() const noexcept { return options_.min_per_second; }
-
-    std::uint64_t withdrawn() const {
-        detail::LockGuard lock(mutex_);
-        return withdrawn_;
-    }
-    std::uint64_t refused() const {
-        detail::LockGuard lock(mutex_);
-        return refused_;
-    }
 
 private:
     static constexpr std::int64_t no_second = std::numeric_limits<std::int64_t>::min();
@@ -10237,16 +10722,23 @@ private:
         return b;
     }
 
-    detail::StripedCounter calls_;  // first: its cache-line alignment then costs no padding
+    detail::RetryBudgetCounters counters_;  // first: its stripes are cache-line aligned
     const RetryBudgetOptions options_;
     Clock* const clock_;
     mutable detail::Mutex mutex_;
     std::vector<Bucket> buckets_ BULWARK_GUARDED_BY(mutex_);
-    std::uint64_t withdrawn_ BULWARK_GUARDED_BY(mutex_) = 0;
-    std::uint64_t refused_ BULWARK_GUARDED_BY(mutex_) = 0;
+    double last_available_ BULWARK_GUARDED_BY(mutex_) = 0.0;
 };
 
-using RetryBudget = BasicRetryBudget<>;
+inline std::shared_ptr<TpsRetryBudget> RetryBudget::shared(const RetryBudgetOptions& options,
+                                                           Clock& clock) {
+    return std::make_shared<TpsRetryBudget>(options, clock);
+}
+inline std::shared_ptr<TpsRetryBudget> RetryBudget::shared(double ratio,
+                                                           std::uint32_t min_per_second,
+                                                           Clock& clock) {
+    return std::make_shared<TpsRetryBudget>(ratio, min_per_second, clock);
+}
 
 }  // namespace bulwark
 
@@ -10260,6 +10752,8 @@ struct RetryEvent {
     Duration delay{0};          // how long the policy waits before it
     std::exception_ptr error;   // the failure being retried (null for a retried value)
     std::string_view operation;
+    // The budget refused this retry but is in shadow mode: a refusal let through.
+    bool shadow = false;
 };
 
 struct RetryStats {
@@ -10270,6 +10764,8 @@ struct RetryStats {
     std::uint64_t exhausted = 0;              // gave up: retries, time or budget ran out
     std::uint64_t not_retryable = 0;          // failed with something not worth retrying
     std::uint64_t budget_exhausted = 0;       // of the exhausted, refused by the budget
+    std::uint64_t deferred_to_caller = 0;     // failures left to a caller that retries
+                                              // (Context::caller_retries(), not exhausted)
 };
 
 // Options of a RetryPolicy. Every field has a default; validate() throws std::invalid_argument
@@ -10288,8 +10784,15 @@ struct RetryOptions {
     // Total time budget from the first attempt: no wait is started that would end past it.
     // 0 = no limit.
     Duration max_elapsed = Duration::zero();
-    // Optional: a budget shared by many policies (RetryBudget::shared(0.1, 10)).
+    // Optional: a budget shared by many policies, of any kind: RetryBudget::shared(0.1, 10)
+    // (TPS), TokenBucketRetryBudget::shared(...) (gRPC), QuotaRetryBudget::shared(...) (AWS).
+    // The policy tells it every call, every success, and for each retry whether the failure was
+    // a TimeoutError.
     std::shared_ptr<RetryBudget> budget{};
+    // When the context says the caller will retry this request itself
+    // (Context::caller_retries(), read from its retry header), fail at once instead of retrying
+    // here: retries at every layer multiply (3 layers of 3 retries make 64 attempts).
+    bool defer_to_retrying_caller = true;
     // Count every call in stats().calls. Counting is the only write a first-try success makes
     // (one per-thread counter, ~0.3 ns); switch it off on nanosecond-scale paths, and calls then
     // counts only the operations whose first attempt failed. A budget counts calls either way.
@@ -10350,7 +10853,22 @@ struct RetryRun {
     Duration previous{0};           // the last wait, for decorrelated jitter
     std::uint64_t stream_seed = 0;  // this execution's jitter stream, drawn at its first backoff
     bool has_stream = false;
+    RetryGrant last_grant{};  // the budget's grant for the last retry, handed back on success
+    // A shadow-mode budget let a refused retry through: the rest of the call is not reported to
+    // it (it would have ended there), and its later retries do not ask it.
+    bool shadowed = false;
 };
+
+// Whether a failed attempt timed out (a QuotaRetryBudget charges more for it). The failure path.
+inline bool is_timeout(const std::exception_ptr& error) noexcept {
+    try {
+        std::rethrow_exception(error);
+    } catch (const TimeoutError&) {
+        return true;
+    } catch (...) {
+        return false;
+    }
+}
 }  // namespace detail
 
 // The async form of a RetryPolicy: the caller runs the attempts and does the waiting; the
@@ -10401,6 +10919,8 @@ private:
 // Waits with the clock's sleep_for (a ManualClock records it), and never longer than the
 // context's deadline allows; stops when the context is cancelled, also during a wait. Honours a
 // rejection's retry_at()/retry_after() (an open breaker's) when it is later than the backoff.
+// Does not retry at all when the context says its caller retries this request
+// (Context::caller_retries(), from a retry header; RetryOptions::defer_to_retrying_caller).
 // Jitter: each execution (and each schedule()) draws its own stream of the backoff, so that
 // concurrent calls that failed together do not retry in lockstep: the k-th execution to back
 // off (0-based, counted per policy) waits options().backoff with .seed(seed()) .stream(k). A
@@ -10437,7 +10957,7 @@ public:
           seed_(seed),
           adaptive_(adaptive_of(options_)),
           result_predicates_(options_.classifier.has_result_predicates()),
-          plain_success_(!result_predicates_ && adaptive_ == nullptr),
+          plain_success_(!result_predicates_ && adaptive_ == nullptr && !options_.budget),
           plain_entry_(!options_.budget && options_.max_elapsed == Duration::zero()) {
         for (auto& listener : options_.retry_listeners) {
             listeners_.add(std::move(listener));
@@ -10474,6 +10994,7 @@ public:
         s.exhausted = exhausted_.load(std::memory_order_relaxed);
         s.not_retryable = not_retryable_.load(std::memory_order_relaxed);
         s.budget_exhausted = budget_exhausted_.load(std::memory_order_relaxed);
+        s.deferred_to_caller = deferred_to_caller_.load(std::memory_order_relaxed);
         return s;
     }
 
@@ -10502,7 +11023,13 @@ public:
             return outcome;
         }
         if (outcome.has_value() && !result_predicates_) {
-            adaptive_->record_success();  // plain_success_ is false: adaptive_ is set
+            // plain_success_ is false: an AdaptiveBackoff or a budget hears of the success.
+            if (adaptive_ != nullptr) {
+                adaptive_->record_success();
+            }
+            if (options_.budget) {
+                options_.budget->record_success(detail::first_try_grant);
+            }
         } else {
             retry_loop(ctx, next, outcome, started);
         }
@@ -10512,7 +11039,14 @@ public:
 private:
     friend class RetrySchedule;
 
-    enum class Verdict : std::uint8_t { success, retry, not_retryable, exhausted, budget };
+    enum class Verdict : std::uint8_t {
+        success,
+        retry,
+        not_retryable,
+        exhausted,
+        budget,
+        deferred
+    };
 
     // Tells the budget about the call and, with max_elapsed, returns the first attempt's start:
     // max_elapsed counts from it, so the clock is read up front only when it is set. (Reading it
@@ -10548,7 +11082,7 @@ private:
                 count_failed_first(v);
             }
             if (v != Verdict::retry) {
-                finish(v, retry);
+                finish(v, retry, run);
                 // A retried value that the budget refuses is returned as is, like one that ran out
                 // of retries: it is the answer, and there is no exception to wrap.
                 if (v == Verdict::budget && outcome.has_error()) {
@@ -10562,7 +11096,7 @@ private:
             // A cancel, or the deadline passing, during the wait ends the call with the last
             // outcome, as a cancel noticed before the wait does: no attempt after it.
             if (stopped(ctx)) {
-                finish(Verdict::exhausted, retry);
+                finish(Verdict::exhausted, retry, run);
                 return;
             }
             retries_.fetch_add(1, std::memory_order_relaxed);
@@ -10593,6 +11127,10 @@ private:
             adaptive_wait = adaptive_->current_delay();
             adaptive_->record_failure();
         }
+        // The caller retries this request itself: leave it the retry.
+        if (ctx.caller_retries() && options_.defer_to_retrying_caller) {
+            return Verdict::deferred;
+        }
         // validate() made max_retries >= 0.
         if (retry > static_cast<std::uint32_t>(options_.max_retries) || ctx.cancelled()) {
             return Verdict::exhausted;
@@ -10609,12 +11147,21 @@ private:
         if (ctx.deadline() && detail::saturating_add(now, wait) >= *ctx.deadline()) {
             return Verdict::exhausted;
         }
-        if (options_.budget && !options_.budget->try_withdraw()) {
-            return Verdict::budget;
+        // Asked last, once nothing else stops the retry: a budget charges what it grants.
+        if (options_.budget && !run.shadowed) {
+            const RetryCause cause = outcome.has_error() && detail::is_timeout(outcome.error())
+                                         ? RetryCause::timeout
+                                         : RetryCause::failure;
+            const RetryGrant grant = options_.budget->acquire(cause);
+            if (!grant) {
+                return Verdict::budget;
+            }
+            run.last_grant = grant;
+            run.shadowed = grant.shadow;
         }
         run.previous = wait;
         listeners_.emit_with([&] {
-            return RetryEvent{retry, wait, outcome.error(), ctx.operation()};
+            return RetryEvent{retry, wait, outcome.error(), ctx.operation(), run.last_grant.shadow};
         });
         return Verdict::retry;
     }
@@ -10633,11 +11180,14 @@ private:
         return stream.delay(retry, run.previous);
     }
 
-    void finish(Verdict v, std::uint32_t retry) noexcept {
+    void finish(Verdict v, std::uint32_t retry, const detail::RetryRun& run) noexcept {
         switch (v) {
             case Verdict::success:
                 if (adaptive_ != nullptr) {
                     adaptive_->record_success();
+                }
+                if (options_.budget && !run.shadowed) {
+                    options_.budget->record_success(run.last_grant);
                 }
                 if (retry > 1) {
                     successes_after_retry_.fetch_add(1, std::memory_order_relaxed);
@@ -10652,6 +11202,9 @@ private:
                 break;
             case Verdict::exhausted:
                 exhausted_.fetch_add(1, std::memory_order_relaxed);
+                break;
+            case Verdict::deferred:
+                deferred_to_caller_.fetch_add(1, std::memory_order_relaxed);
                 break;
             case Verdict::retry:
                 break;
@@ -10681,6 +11234,7 @@ private:
     std::atomic<std::uint64_t> exhausted_{0};
     std::atomic<std::uint64_t> not_retryable_{0};
     std::atomic<std::uint64_t> budget_exhausted_{0};
+    std::atomic<std::uint64_t> deferred_to_caller_{0};
     Listeners<RetryEvent> listeners_;
 };
 
@@ -10708,7 +11262,7 @@ std::optional<Duration> RetrySchedule::next_delay(const Outcome<T>& outcome) {
     }
     if (v != RetryPolicy::Verdict::retry) {
         done_ = true;
-        policy_->finish(v, retries_ + 1);
+        policy_->finish(v, retries_ + 1, run_);
         return std::nullopt;
     }
     policy_->retries_.fetch_add(1, std::memory_order_relaxed);
@@ -16914,6 +17468,8 @@ struct MetricsRenderer<BasicCircuitBreaker<Tag>> {
         w.add_counter("bulwark_circuit_breaker_rejected_total",
                       "Calls refused while open, forced open or half-open and full.", l,
                       s.rejected);
+        w.add_counter("bulwark_circuit_breaker_shadow_rejections_total",
+                      "Of the rejected, calls let through in shadow mode.", l, s.shadow_rejections);
         w.add_counter("bulwark_circuit_breaker_opened_total", "Times the breaker opened.", l,
                       s.opened);
         w.add_counter("bulwark_circuit_breaker_expired_probes_total",
@@ -17140,6 +17696,9 @@ struct MetricsRenderer<BasicRetryPolicy<Tag>> : UnnamedRenderer {
         w.add_counter("bulwark_retry_budget_exhausted_total",
                       "Of the exhausted, those refused by the retry budget.", l,
                       s.budget_exhausted);
+        w.add_counter("bulwark_retry_deferred_to_caller_total",
+                      "Failures not retried because the caller retries them.", l,
+                      s.deferred_to_caller);
     }
 };
 
@@ -17160,6 +17719,9 @@ struct MetricsRenderer<BasicBulkhead<Tag>> : UnnamedRenderer {
                       s.rejected);
         w.add_counter("bulwark_bulkhead_queue_timeouts_total",
                       "Of the rejected, calls that timed out in the queue.", l, s.queue_timeouts);
+        w.add_counter("bulwark_bulkhead_shadow_rejections_total",
+                      "Of the rejected, calls let through (without a slot) in shadow mode.", l,
+                      s.shadow_rejections);
     }
 };
 
@@ -17173,6 +17735,9 @@ struct MetricsRenderer<BasicRateLimiter<Tag>> : UnnamedRenderer {
         w.add_counter("bulwark_rate_limiter_rejected_total", "Requests refused.", l, s.rejected);
         w.add_counter("bulwark_rate_limiter_waited_total",
                       "Requests that waited before being granted.", l, s.waited);
+        w.add_counter("bulwark_rate_limiter_shadow_rejections_total",
+                      "Of the refused, requests let through in shadow mode.", l,
+                      s.shadow_rejections);
     }
 };
 
@@ -17228,6 +17793,8 @@ struct MetricsRenderer<BasicLoadShedder<Tag>> : UnnamedRenderer {
         const MetricLabels l{{"name", name}};
         w.add_counter("bulwark_load_shedder_passed_total", "Calls let through.", l, s.passed);
         w.add_counter("bulwark_load_shedder_shed_total", "Calls shed.", l, s.shed);
+        w.add_counter("bulwark_load_shedder_shadow_rejections_total",
+                      "Of the shed, calls let through in shadow mode.", l, s.shadow_rejections);
     }
 };
 
@@ -23155,6 +23722,13 @@ struct BulkheadOptions {
     // The longest a queued call waits for a slot (also bounded by the context's deadline and
     // cancellation). > 0 with a queue; without one (max_queue = 0) it is never used, and >= 0.
     Duration queue_timeout = std::chrono::seconds(1);
+    // Shadow mode: the bulkhead decides, queues, counts and reports exactly as it would, but
+    // a call it would have rejected goes ahead without a slot (it takes none, so it never
+    // delays another call's admission) and is counted in rejected and in shadow_rejections.
+    // A call that queues still waits in the queue; one whose context is cancelled while it waits
+    // is refused as usual (its caller gave it up). Switch at run time with set_shadow(). false
+    // by default.
+    bool shadow = false;
 
     // Throws std::invalid_argument naming the field and the value.
     void validate() const {
@@ -23184,6 +23758,8 @@ struct BulkheadEvent {
     BulkheadRejection reason = BulkheadRejection::full;
     std::uint32_t in_flight = 0;
     std::uint32_t queued = 0;
+    // The call was let through anyway, without a slot, because the bulkhead is in shadow mode.
+    bool shadow = false;
 };
 
 struct BulkheadStats {
@@ -23194,6 +23770,8 @@ struct BulkheadStats {
     std::uint64_t admitted = 0;        // calls that got a slot
     std::uint64_t rejected = 0;        // rejected for any reason
     std::uint64_t queue_timeouts = 0;  // of those, how many timed out in the queue
+    // of the rejected, how many were let through (without a slot) in shadow mode
+    std::uint64_t shadow_rejections = 0;
 };
 
 // Caps how many calls run at once, so that one slow dependency cannot take every thread.
@@ -23216,12 +23794,15 @@ public:
     public:
         Permit() noexcept = default;
         Permit(Permit&& other) noexcept
-            : bulkhead_(std::exchange(other.bulkhead_, nullptr)), reason_(other.reason_) {}
+            : bulkhead_(std::exchange(other.bulkhead_, nullptr)),
+              reason_(other.reason_),
+              shadow_(std::exchange(other.shadow_, false)) {}
         Permit& operator=(Permit&& other) noexcept {
             if (this != &other) {
                 release();
                 bulkhead_ = std::exchange(other.bulkhead_, nullptr);
                 reason_ = other.reason_;
+                shadow_ = std::exchange(other.shadow_, false);
             }
             return *this;
         }
@@ -23229,8 +23810,13 @@ public:
         Permit& operator=(const Permit&) = delete;
         ~Permit() { release(); }
 
-        explicit operator bool() const noexcept { return bulkhead_ != nullptr; }
-        // Why it was refused (meaningful only for a refused permit).
+        // True if the call may go ahead: it holds a slot, or it was refused but let through in
+        // shadow mode.
+        explicit operator bool() const noexcept { return bulkhead_ != nullptr || shadow_; }
+        // True if the bulkhead refused the call and let it through without a slot, because it
+        // is in shadow mode (see BulkheadOptions::shadow); rejection() says why it was refused.
+        bool shadowed() const noexcept { return shadow_; }
+        // Why it was refused (meaningful only for a refused or shadowed permit).
         BulkheadRejection rejection() const noexcept { return reason_; }
 
         // Gives the slot back before the permit is destroyed.
@@ -23243,17 +23829,18 @@ public:
     private:
         friend class BasicBulkhead;
         explicit Permit(BasicBulkhead* bulkhead) noexcept : bulkhead_(bulkhead) {}
-        explicit Permit(BulkheadRejection reason) noexcept : reason_(reason) {}
+        Permit(BulkheadRejection reason, bool shadow) noexcept : reason_(reason), shadow_(shadow) {}
 
         BasicBulkhead* bulkhead_ = nullptr;
         BulkheadRejection reason_ = BulkheadRejection::full;
+        bool shadow_ = false;  // refused, let through without a slot
     };
 
     // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
     explicit BasicBulkhead(std::uint32_t max_concurrent, std::uint32_t max_queue = 0,
                            Duration queue_timeout = std::chrono::seconds(1),
                            Clock& clock = default_clock())
-        : BasicBulkhead(BulkheadOptions{max_concurrent, max_queue, queue_timeout}, clock) {}
+        : BasicBulkhead(BulkheadOptions{max_concurrent, max_queue, queue_timeout, false}, clock) {}
 
     // Throws std::invalid_argument for invalid options. The clock must outlive the bulkhead.
     // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
@@ -23266,6 +23853,7 @@ public:
         : name_(std::make_shared<const std::string>(std::move(name))),
           options_((options.validate(), options)),
           clock_(&clock),
+          shadow_(options_.shadow),
           full_error_(error(
               " is full: " + std::to_string(options_.max_concurrent) + " calls in flight" +
               (options_.max_queue > 0 ? " and " + std::to_string(options_.max_queue) + " queued"
@@ -23287,8 +23875,7 @@ public:
             admitted_.add();
             return Permit(this);
         }
-        reject(BulkheadRejection::full);
-        return Permit(BulkheadRejection::full);
+        return Permit(BulkheadRejection::full, reject(BulkheadRejection::full));
     }
 
     // A slot, waiting in the queue if there is room (up to queue_timeout, the context's deadline
@@ -23314,8 +23901,17 @@ public:
         return next(ctx);
     }
 
-    // Called on every rejection, with its reason. Returns the id that remove_listener() takes;
-    // throws std::invalid_argument for an empty listener.
+    // Shadow mode on or off, at run time (see BulkheadOptions::shadow); applies to the next
+    // rejection.
+    void set_shadow(bool on) noexcept {
+        // relaxed: an independent switch; nothing else is published with it.
+        shadow_.store(on, std::memory_order_relaxed);
+    }
+    bool shadow() const noexcept { return shadow_.load(std::memory_order_relaxed); }
+
+    // Called on every rejection (in shadow mode too, with BulkheadEvent::shadow), with its reason.
+    // Returns the id that remove_listener() takes; throws std::invalid_argument for an empty
+    // listener.
     ListenerId on_rejected(std::function<void(const BulkheadEvent&)> listener) {
         return rejected_listeners_.add(std::move(listener));
     }
@@ -23335,6 +23931,7 @@ public:
         s.admitted = admitted_.sum();
         s.rejected = rejected_.load(std::memory_order_relaxed);
         s.queue_timeouts = queue_timeouts_.load(std::memory_order_relaxed);
+        s.shadow_rejections = shadow_rejections_.load(std::memory_order_relaxed);
         return s;
     }
 
@@ -23403,8 +24000,7 @@ private:
         }
         if (queued_ >= options_.max_queue) {
             lock.unlock();
-            reject(BulkheadRejection::full);
-            return Permit(BulkheadRejection::full);
+            return Permit(BulkheadRejection::full, reject(BulkheadRejection::full));
         }
         TimePoint deadline = detail::saturating_add(clock_->now(), options_.queue_timeout);
         if (ctx != nullptr && ctx->deadline() && *ctx->deadline() < deadline) {
@@ -23443,20 +24039,28 @@ private:
         if (reason == BulkheadRejection::queue_timeout) {
             queue_timeouts_.fetch_add(1, std::memory_order_relaxed);
         }
-        reject(reason);
-        return Permit(reason);
+        return Permit(reason, reject(reason));
     }
 
-    void reject(BulkheadRejection reason) noexcept {
+    // Counts and reports a rejection; returns true if the call is to be let through anyway
+    // (shadow mode). The switch is read only here, never on the admit path. A call cancelled
+    // while queued is refused in shadow mode too: its caller gave it up, not the bulkhead.
+    bool reject(BulkheadRejection reason) noexcept {
+        const bool shadow =
+            reason != BulkheadRejection::cancelled && shadow_.load(std::memory_order_relaxed);
         // relaxed: statistics.
         rejected_.fetch_add(1, std::memory_order_relaxed);
+        if (shadow) {
+            shadow_rejections_.fetch_add(1, std::memory_order_relaxed);
+        }
         rejected_listeners_.emit_with([&] {
             return BulkheadEvent{
                 reason,
                 static_cast<std::uint32_t>(
                     std::max<std::int64_t>(0, in_flight_.load(std::memory_order_relaxed))),
-                static_cast<std::uint32_t>(waiting_.load(std::memory_order_relaxed))};
+                static_cast<std::uint32_t>(waiting_.load(std::memory_order_relaxed)), shadow};
         });
+        return shadow;
     }
 
     // How often a queued waiter with a context looks at its cancellation.
@@ -23471,6 +24075,7 @@ private:
     const std::shared_ptr<const std::string> name_;
     const BulkheadOptions options_;
     Clock* const clock_;
+    std::atomic<bool> shadow_;  // read only on the reject path
     const std::exception_ptr full_error_;
     const std::exception_ptr timeout_error_;
     const std::exception_ptr cancelled_error_;
@@ -23486,6 +24091,7 @@ private:
     detail::StripedCounter admitted_;
     std::atomic<std::uint64_t> rejected_{0};
     std::atomic<std::uint64_t> queue_timeouts_{0};
+    std::atomic<std::uint64_t> shadow_rejections_{0};
     Listeners<BulkheadEvent> rejected_listeners_;
 };
 
@@ -25018,6 +25624,10 @@ struct LoadShedderOptions {
     bool by_priority = true;
     // Optional: also shed when this returns true (a queue too long, a CPU too hot…).
     std::function<bool(const Context&)> shed_if{};
+    // Shadow mode: the shedder decides, counts and reports (on_shed) every call it would shed,
+    // but lets it through; such a call is counted in shed and in shadow_rejections, not in
+    // passed. Switch at run time with set_shadow(). false by default.
+    bool shadow = false;
 };
 
 // A call was shed.
@@ -25025,11 +25635,15 @@ struct ShedEvent {
     DegradationLevel level = DegradationLevel::normal;
     Priority priority = Priority::normal;
     bool by_predicate = false;
+    // The call was let through anyway, because the shedder is in shadow mode.
+    bool shadow = false;
 };
 
 struct LoadShedderStats {
-    std::uint64_t passed = 0;
-    std::uint64_t shed = 0;
+    std::uint64_t passed = 0;  // calls not shed
+    std::uint64_t shed = 0;    // calls shed (in shadow mode: that would have been shed)
+    // of the shed, how many were let through in shadow mode
+    std::uint64_t shadow_rejections = 0;
 };
 
 // Drops calls while the service is degraded, lowest priority first, so that what matters keeps
@@ -25047,7 +25661,7 @@ class BasicLoadShedder : public PolicyBase<BasicLoadShedder<Tag>> {
 public:
     // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
     BasicLoadShedder(const DegradationSignal& degradation, DegradationLevel shed_at)
-        : BasicLoadShedder(degradation, LoadShedderOptions{shed_at, true, nullptr}) {}
+        : BasicLoadShedder(degradation, LoadShedderOptions{shed_at, true, nullptr, false}) {}
 
     // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
     BasicLoadShedder(const DegradationSignal& degradation, LoadShedderOptions options)
@@ -25059,12 +25673,13 @@ public:
     BasicLoadShedder(std::string name, const DegradationSignal& degradation,
                      DegradationLevel shed_at)
         : BasicLoadShedder(std::move(name), degradation,
-                           LoadShedderOptions{shed_at, true, nullptr}) {}
+                           LoadShedderOptions{shed_at, true, nullptr, false}) {}
     BasicLoadShedder(std::string name, const DegradationSignal& degradation,
                      LoadShedderOptions options)
         : name_(std::make_shared<const std::string>(std::move(name))),
           degradation_(&degradation),
           options_(std::move(options)),
+          shadow_(options_.shadow),
           error_(std::make_exception_ptr(LoadShedError(
               name_, (name_->empty() ? std::string("load shed")
                                      : detail::component_label("load shedder", *name_)) +
@@ -25095,15 +25710,25 @@ public:
         using O = std::invoke_result_t<Next&, Context&>;
         const bool by_level = shed_by_level(ctx.priority());
         if (BULWARK_UNLIKELY(by_level || (options_.shed_if && options_.shed_if(ctx)))) {
-            shed(ctx, !by_level);
+            if (shed(ctx, !by_level)) {
+                return next(ctx);  // shadow mode: counted and reported as shed, let through
+            }
             return O::from_error(error_);
         }
         passed_.add();
         return next(ctx);
     }
 
-    // Called for every call shed. Returns the id that remove_listener() takes; throws
-    // std::invalid_argument for an empty listener.
+    // Shadow mode on or off, at run time (see LoadShedderOptions::shadow); applies to the next
+    // call shed.
+    void set_shadow(bool on) noexcept {
+        // relaxed: an independent switch; nothing else is published with it.
+        shadow_.store(on, std::memory_order_relaxed);
+    }
+    bool shadow() const noexcept { return shadow_.load(std::memory_order_relaxed); }
+
+    // Called for every call shed (in shadow mode too, with ShedEvent::shadow). Returns the id that
+    // remove_listener() takes; throws std::invalid_argument for an empty listener.
     ListenerId on_shed(std::function<void(const ShedEvent&)> listener) {
         return listeners_.add(std::move(listener));
     }
@@ -25111,7 +25736,8 @@ public:
     bool remove_listener(ListenerId id) noexcept { return listeners_.remove(id); }
 
     LoadShedderStats stats() const noexcept {
-        return LoadShedderStats{passed_.sum(), shed_.load(std::memory_order_relaxed)};
+        return LoadShedderStats{passed_.sum(), shed_.load(std::memory_order_relaxed),
+                                shadow_rejections_.load(std::memory_order_relaxed)};
     }
 
 private:
@@ -25136,20 +25762,29 @@ private:
         return level >= std::max(threshold, 1);
     }
 
-    void shed(const Context& ctx, bool by_predicate) noexcept {
-        // relaxed: a statistic.
+    // Counts and reports a call shed; returns true if it is to be let through anyway (shadow
+    // mode). The switch is read only here, never on the pass path.
+    bool shed(const Context& ctx, bool by_predicate) noexcept {
+        const bool shadow = shadow_.load(std::memory_order_relaxed);
+        // relaxed: statistics.
         shed_.fetch_add(1, std::memory_order_relaxed);
+        if (shadow) {
+            shadow_rejections_.fetch_add(1, std::memory_order_relaxed);
+        }
         listeners_.emit_with([&] {
-            return ShedEvent{degradation_->level(), ctx.priority(), by_predicate};
+            return ShedEvent{degradation_->level(), ctx.priority(), by_predicate, shadow};
         });
+        return shadow;
     }
 
     const std::shared_ptr<const std::string> name_;
     const DegradationSignal* degradation_;
     const LoadShedderOptions options_;
+    std::atomic<bool> shadow_;  // read only on the shed path
     const std::exception_ptr error_;
     detail::StripedCounter passed_;
     std::atomic<std::uint64_t> shed_{0};
+    std::atomic<std::uint64_t> shadow_rejections_{0};
     Listeners<ShedEvent> listeners_;
 };
 
@@ -26365,6 +27000,330 @@ private:
 
 #endif  // BULWARK_QUEUE_HPP
 // #include <bulwark/resources.hpp> (already included above)
+// #include <bulwark/retry_header.hpp>
+// RetryHeader: attempt, remaining deadline and "the caller retries" in one header value.
+#ifndef BULWARK_RETRY_HEADER_HPP
+#define BULWARK_RETRY_HEADER_HPP
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+// #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/context.hpp> (already included above)
+
+namespace bulwark {
+
+// The header (HTTP) or metadata key (gRPC, lowercase as gRPC requires) bulwark suggests for a
+// RetryHeader. Any name works: the codec only reads and writes the value.
+inline constexpr std::string_view retry_header_name = "x-bulwark-retry";
+
+// The longest value parse() accepts, in bytes: a peer cannot make a service parse megabytes.
+inline constexpr std::size_t retry_header_max_length = 256;
+
+// What a service tells the service it calls about one request, so that retries and deadlines
+// hold across the boundary: its attempt number, the time left before it gives up, and whether it
+// will retry this request itself if it fails (then the callee should not: retries at every layer
+// multiply). One header value, plain text, order-independent:
+//   attempt=2; deadline-ms=1500; caller-retries=1
+// Grammar (RFC 5234 ABNF; OWS is optional spaces and tabs):
+//   value   = OWS item *( OWS ";" OWS item ) OWS          ; at most 256 bytes
+//   item    = key "=" token
+//   key     = ALPHA *( ALPHA / DIGIT / "-" )              ; case-insensitive
+//   token   = 1*( any VCHAR but ";" "=" "," )
+//   attempt        = "0" / %x31-39 *9DIGIT   ; 0 to 4294967295, the caller's attempt (0: first)
+//   deadline-ms    = "0" / %x31-39 *11DIGIT  ; 0 to 999999999999 ms left when it was sent
+//   caller-retries = "0" / "1"
+// Every key is optional (absent: attempt 0, no deadline, the caller does not retry); a key this
+// version does not know is skipped, so newer peers can add keys; a known key twice, an empty
+// item, a sign, a leading zero, a number too large or a value too long is an error.
+//   // the caller, inside its RetryPolicy's callable:
+//   request.headers[bulwark::retry_header_name] =
+//       bulwark::RetryHeader::from(ctx, clock, /*caller_retries*/ ctx.attempt() < 3).to_string();
+//   // the callee:
+//   bulwark::RetryHeader::parse(request.headers["x-bulwark-retry"]).apply_to(ctx, clock);
+// A value type; parse() and to_string() are pure, thread-safe functions.
+struct RetryHeader {
+    // The caller's attempt number: 0 for its first, 1 for its first retry.
+    std::uint32_t attempt = 0;
+    // The time the caller had left when it sent the request; none: no deadline. Whole
+    // milliseconds, at most 999999999999.
+    std::optional<std::chrono::milliseconds> deadline{};
+    // The caller will retry this request if it fails.
+    bool caller_retries = false;
+
+    static constexpr std::int64_t max_deadline_ms = 999999999999;
+
+    // What an outgoing request carries: ctx's attempt, the time left before ctx's deadline on
+    // `clock` (rounded down to whole milliseconds, 0 once passed, capped at max_deadline_ms),
+    // and whether this caller will retry it.
+    static RetryHeader from(const Context& ctx, const Clock& clock, bool caller_retries) {
+        RetryHeader h;
+        h.attempt = ctx.attempt();
+        h.caller_retries = caller_retries;
+        if (const std::optional<Duration> left = ctx.remaining(clock)) {
+            const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(*left).count();
+            h.deadline = std::chrono::milliseconds(
+                ms < 0 ? 0 : (ms > max_deadline_ms ? max_deadline_ms : ms));
+        }
+        return h;
+    }
+
+    // The value in canonical form: "attempt=2; deadline-ms=1500; caller-retries=1" (no
+    // deadline-ms without a deadline). Throws std::invalid_argument for a deadline outside
+    // [0, max_deadline_ms].
+    std::string to_string() const {
+        std::string out = "attempt=" + std::to_string(attempt);
+        if (deadline) {
+            if (deadline->count() < 0 || deadline->count() > max_deadline_ms) {
+                throw std::invalid_argument(
+                    "RetryHeader.deadline must be in [0ms, 999999999999ms], got " +
+                    std::to_string(deadline->count()) + "ms");
+            }
+            out += "; deadline-ms=" + std::to_string(deadline->count());
+        }
+        out += caller_retries ? "; caller-retries=1" : "; caller-retries=0";
+        return out;
+    }
+
+    // Reads a value written by to_string() or by hand (see the grammar). Throws
+    // std::invalid_argument naming what is wrong, the key and the value:
+    //   retry header: deadline-ms must be an integer in [0, 999999999999] (no sign, no
+    //   leading zero), got "-5"
+    static RetryHeader parse(std::string_view text);
+
+    // Hands the header to the callee's execution: ctx's caller_attempt() and caller_retries()
+    // (a RetryPolicy then leaves the retrying to the caller), and a deadline of now + deadline on
+    // `clock` unless ctx already has an earlier one. The deadline is set without a clock, as a
+    // caller's deadline is: a Timeout in the pipeline takes it over and enforces it (a result
+    // after it fails with TimeoutError), and a RetryPolicy starts no wait that would end past it.
+    void apply_to(Context& ctx, const Clock& clock) const {
+        ctx.set_caller_attempt(attempt);
+        ctx.set_caller_retries(caller_retries);
+        if (deadline) {
+            ctx.tighten_deadline(clock.now() + *deadline);
+        }
+    }
+
+    friend bool operator==(const RetryHeader& a, const RetryHeader& b) noexcept {
+        return a.attempt == b.attempt && a.deadline == b.deadline &&
+               a.caller_retries == b.caller_retries;
+    }
+    friend bool operator!=(const RetryHeader& a, const RetryHeader& b) noexcept {
+        return !(a == b);
+    }
+};
+
+// parse()'s answer without an exception: the header, or the message parse() would throw.
+//   auto r = bulwark::try_parse_retry_header(value);
+//   if (!r) { log(r.error); } else { r.header->apply_to(ctx, clock); }
+struct RetryHeaderParse {
+    std::optional<RetryHeader> header;
+    std::string error;  // empty when header is set
+    explicit operator bool() const noexcept { return header.has_value(); }
+};
+
+namespace detail {
+
+inline bool retry_header_ows(char c) noexcept {
+    return c == ' ' || c == '\t';
+}
+
+inline std::string_view retry_header_trim(std::string_view s) noexcept {
+    while (!s.empty() && retry_header_ows(s.front())) {
+        s.remove_prefix(1);
+    }
+    while (!s.empty() && retry_header_ows(s.back())) {
+        s.remove_suffix(1);
+    }
+    return s;
+}
+
+// The text quoted in an error message: printable ASCII as is, the rest as \xNN.
+template <class Tag = void>
+std::string retry_header_quote(std::string_view s) {
+    static constexpr char hex[] = "0123456789abcdef";
+    std::string out = "\"";
+    for (const char ch : s) {
+        const auto c = static_cast<unsigned char>(ch);
+        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+            out += ch;
+        } else {
+            out += "\\x";
+            out += hex[c >> 4];
+            out += hex[c & 0xf];
+        }
+    }
+    out += '"';
+    return out;
+}
+
+inline bool retry_header_key_equals(std::string_view key, std::string_view lower) noexcept {
+    if (key.size() != lower.size()) {
+        return false;
+    }
+    for (std::size_t i = 0; i < key.size(); ++i) {
+        char c = key[i];
+        if (c >= 'A' && c <= 'Z') {
+            c = static_cast<char>(c - 'A' + 'a');
+        }
+        if (c != lower[i]) {
+            return false;
+        }
+    }
+    return true;
+}
+
+// A strict decimal: digits only, no sign, no leading zero (but "0"), at most `max`.
+inline bool retry_header_number(std::string_view s, std::uint64_t max,
+                                std::uint64_t& out) noexcept {
+    if (s.empty() || s.size() > 19 || (s.size() > 1 && s[0] == '0')) {
+        return false;
+    }
+    std::uint64_t v = 0;
+    for (const char c : s) {
+        if (c < '0' || c > '9') {
+            return false;
+        }
+        v = v * 10 + static_cast<std::uint64_t>(c - '0');  // 19 digits cannot overflow 2^64
+    }
+    if (v > max) {
+        return false;
+    }
+    out = v;
+    return true;
+}
+
+// The parser behind parse() and try_parse_retry_header(): the error message, or empty. A
+// template only so that a translation unit that never parses a header does not compile it.
+template <class Tag = void>
+std::string parse_retry_header(std::string_view text, RetryHeader& out) {
+    const std::string prefix = "retry header: ";
+    if (text.size() > retry_header_max_length) {
+        return prefix + "the value is " + std::to_string(text.size()) + " bytes, more than " +
+               std::to_string(retry_header_max_length);
+    }
+    if (retry_header_trim(text).empty()) {
+        return prefix + "the value is empty";
+    }
+    RetryHeader h;
+    bool seen_attempt = false;
+    bool seen_deadline = false;
+    bool seen_retries = false;
+    std::size_t start = 0;
+    while (start <= text.size()) {
+        std::size_t end = text.find(';', start);
+        if (end == std::string_view::npos) {
+            end = text.size();
+        }
+        const std::string_view item = retry_header_trim(text.substr(start, end - start));
+        start = end + 1;
+        if (item.empty()) {
+            return prefix + "empty item (two ';' in a row, or one at an end) in " +
+                   retry_header_quote(text);
+        }
+        const std::size_t eq = item.find('=');
+        if (eq == std::string_view::npos) {
+            return prefix + "item " + retry_header_quote(item) + " is not key=value";
+        }
+        const std::string_view key = item.substr(0, eq);
+        const std::string_view value = item.substr(eq + 1);
+        bool key_ok =
+            !key.empty() && ((key[0] >= 'a' && key[0] <= 'z') || (key[0] >= 'A' && key[0] <= 'Z'));
+        for (const char c : key) {
+            key_ok = key_ok && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                                (c >= '0' && c <= '9') || c == '-');
+        }
+        if (!key_ok) {
+            return prefix + "key " + retry_header_quote(key) +
+                   " must be a letter then letters, digits or '-'";
+        }
+        bool value_ok = !value.empty();
+        for (const char c : value) {
+            value_ok = value_ok && c > 0x20 && c < 0x7f && c != '=' && c != ',';
+        }
+        if (!value_ok) {
+            return prefix + "the value of " + std::string(key) + " must be 1 or more visible " +
+                   "characters other than ';' '=' ',', got " + retry_header_quote(value);
+        }
+        std::uint64_t number = 0;
+        auto duplicate = [&](bool& seen) {
+            const bool again = seen;
+            seen = true;
+            return again;
+        };
+        if (retry_header_key_equals(key, "attempt")) {
+            if (duplicate(seen_attempt)) {
+                return prefix + "attempt appears twice, the second time as " +
+                       retry_header_quote(value);
+            }
+            if (!retry_header_number(value, 4294967295ULL, number)) {
+                return prefix +
+                       "attempt must be an integer in [0, 4294967295] (no sign, no leading "
+                       "zero), got " +
+                       retry_header_quote(value);
+            }
+            h.attempt = static_cast<std::uint32_t>(number);
+        } else if (retry_header_key_equals(key, "deadline-ms")) {
+            if (duplicate(seen_deadline)) {
+                return prefix + "deadline-ms appears twice, the second time as " +
+                       retry_header_quote(value);
+            }
+            if (!retry_header_number(value, RetryHeader::max_deadline_ms, number)) {
+                return prefix +
+                       "deadline-ms must be an integer in [0, 999999999999] (no sign, no "
+                       "leading zero), got " +
+                       retry_header_quote(value);
+            }
+            h.deadline = std::chrono::milliseconds(static_cast<std::int64_t>(number));
+        } else if (retry_header_key_equals(key, "caller-retries")) {
+            if (duplicate(seen_retries)) {
+                return prefix + "caller-retries appears twice, the second time as " +
+                       retry_header_quote(value);
+            }
+            if (value != "0" && value != "1") {
+                return prefix + "caller-retries must be 0 or 1, got " + retry_header_quote(value);
+            }
+            h.caller_retries = value == "1";
+        }
+        // Any other key: a newer peer's, skipped.
+        if (end == text.size()) {
+            break;
+        }
+    }
+    out = h;
+    return {};
+}
+
+}  // namespace detail
+
+inline RetryHeader RetryHeader::parse(std::string_view text) {
+    RetryHeader h;
+    const std::string error = detail::parse_retry_header(text, h);
+    if (!error.empty()) {
+        throw std::invalid_argument(error);
+    }
+    return h;
+}
+
+// parse() without an exception (it still allocates the message of a malformed value).
+inline RetryHeaderParse try_parse_retry_header(std::string_view text) {
+    RetryHeaderParse r;
+    RetryHeader h;
+    r.error = detail::parse_retry_header(text, h);
+    if (r.error.empty()) {
+        r.header = h;
+    }
+    return r;
+}
+
+}  // namespace bulwark
+
+#endif  // BULWARK_RETRY_HEADER_HPP
 // #include <bulwark/retry_queue.hpp> (already included above)
 // #include <bulwark/system.hpp>
 // System gauges: memory, CPU, disk and process RSS readings (Linux /proc).
