@@ -380,8 +380,9 @@ TEST_CASE("in a pipeline a timeout from inside is a drop and another rejection i
     CHECK(s.in_flight == 0);
 }
 
-TEST_CASE("shadow mode makes the enforcing decisions but lets the calls through",
-          "[adaptive_limiter]") {
+TEST_CASE(
+    "an adaptive limiter in shadow mode makes the enforcing decisions but lets the calls through",
+    "[adaptive_limiter]") {
     bulwark::ManualClock clock;
     auto o = with(bulwark::AdaptiveAlgorithm::gradient2);
     o.initial_limit = 3;

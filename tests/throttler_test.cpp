@@ -1,7 +1,9 @@
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <bulwark/detail/random.hpp>
@@ -214,7 +216,8 @@ TEST_CASE("a throttled call fails with ThrottledError naming the throttler", "[t
     CHECK_FALSE(events[0].shadow);
 }
 
-TEST_CASE("shadow mode makes the enforcing decisions but lets the calls through", "[throttler]") {
+TEST_CASE("a throttler in shadow mode makes the enforcing decisions but lets the calls through",
+          "[throttler]") {
     bulwark::ManualClock clock;
     Draws a;
     Draws b;
@@ -284,4 +287,43 @@ TEST_CASE("invalid throttler options are refused, naming the field and value", "
     O bad;
     bad.k = -1;
     CHECK_THROWS_AS(bulwark::Throttler(bad, clock), std::invalid_argument);
+}
+
+TEST_CASE("stress: a throttler counts every request and accept from 4 threads",
+          "[throttler][.stress]") {
+    bulwark::ManualClock clock;
+    bulwark::ThrottlerOptions o;
+    o.window = 1h;  // no bucket expires during the test: every count must be there
+    bulwark::Throttler throttler(o, clock);
+    std::atomic<std::uint64_t> admitted{0};
+    std::atomic<std::uint64_t> accepted{0};
+    std::atomic<std::uint64_t> refused{0};
+    constexpr int threads_count = 4;
+    constexpr int calls_per_thread = 20000;
+    std::vector<std::thread> threads;
+    for (int t = 0; t < threads_count; ++t) {
+        threads.emplace_back([&, t] {
+            for (int i = 0; i < calls_per_thread; ++i) {
+                auto ticket = throttler.try_acquire();
+                if (!ticket) {
+                    refused.fetch_add(1, std::memory_order_relaxed);
+                    continue;
+                }
+                admitted.fetch_add(1, std::memory_order_relaxed);
+                if ((i + t) % 3 == 0) {
+                    ticket.accepted();
+                    accepted.fetch_add(1, std::memory_order_relaxed);
+                }
+            }
+        });
+    }
+    for (auto& t : threads) {
+        t.join();
+    }
+    auto s = throttler.stats();
+    CHECK(s.requests == std::uint64_t{threads_count} * calls_per_thread);
+    CHECK(s.accepts == accepted.load());
+    CHECK(s.rejected == refused.load());
+    CHECK(admitted.load() + refused.load() == s.requests);
+    CHECK(refused.load() > 0);  // accepts are a third of the sent: it must throttle
 }
