@@ -486,7 +486,11 @@ private:
         // it has seen the count that its own increment completed.
         w_sum_ns_.fetch_add(rtt_ns, std::memory_order_relaxed);
         update_max(w_max_in_flight_, load);
-        update_max(w_max_start_ns_, static_cast<std::uint64_t>(start.time_since_epoch().count()));
+        // relaxed: last_decrease_ns_ is a hint that moves once per decrease.
+        if (BULWARK_UNLIKELY(start.time_since_epoch().count() <=
+                             last_decrease_ns_.load(std::memory_order_relaxed))) {
+            w_stale_.fetch_add(1, std::memory_order_relaxed);
+        }
         if (dropped) {
             w_drops_.fetch_add(1, std::memory_order_relaxed);
         }
@@ -540,7 +544,7 @@ private:
         w.sum_ns = w_sum_ns_.exchange(0, std::memory_order_relaxed);
         w.max_in_flight = w_max_in_flight_.exchange(0, std::memory_order_relaxed);
         w.drops = w_drops_.exchange(0, std::memory_order_relaxed);
-        w.max_start_ns = w_max_start_ns_.exchange(0, std::memory_order_relaxed);
+        w.stale = w_stale_.exchange(0, std::memory_order_relaxed);
         w.probe_sum_ns = w_probe_sum_ns_.exchange(0, std::memory_order_relaxed);
         w.probe_samples = w_probe_samples_.exchange(0, std::memory_order_relaxed);
         window_start_ns_.store(now.time_since_epoch().count(), std::memory_order_relaxed);
@@ -561,7 +565,7 @@ private:
         std::uint64_t sum_ns = 0;
         std::uint32_t max_in_flight = 0;
         std::uint64_t drops = 0;
-        std::uint64_t max_start_ns = 0;  // when the window's latest call began
+        std::uint64_t stale = 0;  // calls that began before the last AIMD decrease
         std::uint64_t probe_sum_ns = 0;
         std::uint64_t probe_samples = 0;
     };
@@ -692,12 +696,12 @@ private:
     double aimd_locked(const Window& w, double limit, double mean, bool app_limited) noexcept
         BULWARK_REQUIRES(update_mutex_) {
         const AimdOptions& o = options_.aimd;
-        if (w.max_start_ns <= last_decrease_ns_) {
+        if (w.stale >= w.count) {
             return limit;
         }
         if (w.drops > 0 || mean > static_cast<double>(o.latency_threshold.count())) {
-            last_decrease_ns_ =
-                static_cast<std::uint64_t>(window_start_ns_.load(std::memory_order_relaxed));
+            last_decrease_ns_.store(window_start_ns_.load(std::memory_order_relaxed),
+                                    std::memory_order_relaxed);
             return limit * o.backoff_ratio;
         }
         return app_limited ? limit : limit + static_cast<double>(o.increase);
@@ -855,7 +859,6 @@ private:
     std::uint64_t probe_windows_ BULWARK_GUARDED_BY(update_mutex_) = 0;
     std::uint64_t probe_sum_ns_ BULWARK_GUARDED_BY(update_mutex_) = 0;
     std::uint64_t probe_samples_ BULWARK_GUARDED_BY(update_mutex_) = 0;
-    std::uint64_t last_decrease_ns_ BULWARK_GUARDED_BY(update_mutex_) = 0;
 
     alignas(detail::cache_line_size) std::atomic<std::uint32_t> limit_;
     std::atomic<bool> shadow_;
@@ -869,7 +872,9 @@ private:
     std::atomic<std::uint64_t> w_sum_ns_{0};
     std::atomic<std::uint32_t> w_max_in_flight_{0};
     std::atomic<std::uint64_t> w_drops_{0};
-    std::atomic<std::uint64_t> w_max_start_ns_{0};
+    std::atomic<std::uint64_t> w_stale_{0};
+    // When AIMD last shrank the limit (ns on the clock); calls that began before it are stale.
+    std::atomic<std::int64_t> last_decrease_ns_{std::numeric_limits<std::int64_t>::min()};
     std::atomic<std::uint64_t> w_probe_sum_ns_{0};
     std::atomic<std::uint64_t> w_probe_samples_{0};
     std::atomic<std::int64_t> window_start_ns_;
