@@ -291,8 +291,9 @@ private:
     }
 
     Bucket& bucket_for(std::int64_t epoch) noexcept {
-        Bucket& b =
-            buckets_[static_cast<std::size_t>(epoch % static_cast<std::int64_t>(options_.buckets))];
+        // Unsigned: an epoch before the clock's zero still maps to a valid slot.
+        Bucket& b = buckets_[static_cast<std::size_t>(static_cast<std::uint64_t>(epoch) %
+                                                      options_.buckets)];
         if (BULWARK_UNLIKELY(b.epoch.load(std::memory_order_acquire) != epoch)) {
             roll(b, epoch);
         }
