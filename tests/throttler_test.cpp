@@ -159,6 +159,27 @@ TEST_CASE("requests and accepts expire with the window, bucket by bucket", "[thr
     CHECK(s.accepts == 0);
 }
 
+TEST_CASE("an accept counts in its request's bucket and expires with it", "[throttler]") {
+    bulwark::ManualClock clock;
+    bulwark::ThrottlerOptions o;
+    o.window = 10s;
+    o.buckets = 5;  // 2 s each
+    bulwark::Throttler throttler(o, clock);
+    auto early = throttler.try_acquire();
+    clock.advance(1s);
+    early.accepted();  // same bucket as its request, although the clock moved
+    CHECK(throttler.stats().accepts == 1);
+    auto slow = throttler.try_acquire();
+    clock.advance(10s);                    // the window has moved past both requests
+    auto fresh = throttler.try_acquire();  // reuses their bucket's slot
+    slow.accepted();                       // too late: its request has left the window
+    auto s = throttler.stats();
+    CHECK(s.requests == 1);
+    CHECK(s.accepts == 0);
+    fresh.accepted();
+    CHECK(throttler.stats().accepts == 1);
+}
+
 TEST_CASE("a refused backend call is no accept, and a failure can be declared one", "[throttler]") {
     bulwark::ManualClock clock;
     bulwark::ThrottlerOptions o;

@@ -135,10 +135,12 @@ public:
         Ticket() noexcept = default;
         Ticket(Ticket&& other) noexcept
             : throttler_(std::exchange(other.throttler_, nullptr)),
+              epoch_(other.epoch_),
               allowed_(other.allowed_),
               shadow_(other.shadow_) {}
         Ticket& operator=(Ticket&& other) noexcept {
             throttler_ = std::exchange(other.throttler_, nullptr);
+            epoch_ = other.epoch_;
             allowed_ = other.allowed_;
             shadow_ = other.shadow_;
             return *this;
@@ -153,7 +155,7 @@ public:
         // The backend accepted the request (once; a shadow ticket counts nothing).
         void accepted() noexcept {
             if (throttler_ != nullptr) {
-                std::exchange(throttler_, nullptr)->record_accept();
+                std::exchange(throttler_, nullptr)->record_accept(epoch_);
             }
         }
         // The backend refused it; the same as dropping the ticket.
@@ -161,10 +163,11 @@ public:
 
     private:
         friend class BasicThrottler;
-        Ticket(BasicThrottler* throttler, bool allowed, bool shadow) noexcept
-            : throttler_(throttler), allowed_(allowed), shadow_(shadow) {}
+        Ticket(BasicThrottler* throttler, std::int64_t epoch, bool allowed, bool shadow) noexcept
+            : throttler_(throttler), epoch_(epoch), allowed_(allowed), shadow_(shadow) {}
 
         BasicThrottler* throttler_ = nullptr;
+        std::int64_t epoch_ = 0;  // the bucket its request was counted in
         bool allowed_ = false;
         bool shadow_ = false;
     };
@@ -205,7 +208,7 @@ public:
         bucket.requests.fetch_add(1, std::memory_order_relaxed);
         const double p = probability(totals);
         if (BULWARK_LIKELY(p <= 0.0) || draw() >= p) {
-            return Ticket(this, true, false);
+            return Ticket(this, epoch, true, false);
         }
         return reject(p, totals);
     }
@@ -312,9 +315,16 @@ private:
         }
     }
 
-    void record_accept() noexcept {
-        // relaxed: a counter.
-        bucket_for(current_epoch()).accepts.fetch_add(1, std::memory_order_relaxed);
+    // An accept is counted in its request's bucket, so the two leave the window together (an
+    // accept that outlived its request would make the formula undercount the excess). If that
+    // bucket has already expired, so has the accept. Reads no clock.
+    void record_accept(std::int64_t epoch) noexcept {
+        Bucket& b = buckets_[static_cast<std::size_t>(static_cast<std::uint64_t>(epoch) %
+                                                      options_.buckets)];
+        if (BULWARK_LIKELY(b.epoch.load(std::memory_order_acquire) == epoch)) {
+            // relaxed: a counter.
+            b.accepts.fetch_add(1, std::memory_order_relaxed);
+        }
     }
 
     double draw() const { return options_.random ? options_.random() : detail::thread_uniform(); }
@@ -331,7 +341,7 @@ private:
             return ThrottleEvent{p, totals.requests, totals.accepts, shadow};
         });
         // A let-through call holds no throttler: its outcome is never counted as an accept.
-        return Ticket(nullptr, shadow, shadow);
+        return Ticket(nullptr, 0, shadow, shadow);
     }
 
     const std::shared_ptr<const std::string> name_;
