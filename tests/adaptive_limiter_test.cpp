@@ -356,6 +356,27 @@ TEST_CASE("a queued call gives up after queue_timeout on the limiter's clock",
     CHECK(s.in_flight == 1);
 }
 
+TEST_CASE("a cancelled queued call leaves an adaptive limiter's queue", "[adaptive_limiter]") {
+    bulwark::ManualClock clock;
+    auto o = with(bulwark::AdaptiveAlgorithm::gradient2);
+    o.initial_limit = 1;
+    o.max_queue = 1;
+    o.queue_timeout = 1h;
+    Limiter limiter(o, clock);
+    auto held = limiter.try_acquire();
+    bulwark::Context ctx;
+    auto reason = bulwark::AdaptiveLimitRejection::limit_reached;
+    std::thread waiter([&] { reason = limiter.acquire(&ctx).rejection(); });
+    spin_until([&] { return limiter.stats().queued == 1; });
+    ctx.cancel();
+    waiter.join();
+    CHECK(reason == bulwark::AdaptiveLimitRejection::cancelled);
+    auto s = limiter.stats();
+    CHECK(s.queued == 0);
+    CHECK(s.queue_timeouts == 0);
+    CHECK(s.rejected == 1);
+}
+
 TEST_CASE("in a pipeline a timeout from inside is a drop and another rejection is ignored",
           "[adaptive_limiter]") {
     bulwark::ManualClock clock;
