@@ -7,6 +7,7 @@
 #include <new>
 #include <string>
 
+#include <bulwark/adaptive_limiter.hpp>
 #include <bulwark/bulkhead.hpp>
 #include <bulwark/cache.hpp>
 #include <bulwark/circuit_breaker.hpp>
@@ -17,6 +18,7 @@
 #include <bulwark/load_shedder.hpp>
 #include <bulwark/rate_limiter.hpp>
 #include <bulwark/retry.hpp>
+#include <bulwark/throttler.hpp>
 #include <bulwark/timeout.hpp>
 
 #include "catch.hpp"
@@ -295,4 +297,44 @@ TEST_CASE("a fallback chain whose first channel delivers allocates nothing", "[a
               }) == 0);
         CHECK(x == 1001);
     }
+}
+
+TEST_CASE("an adaptive limiter's admissions, samples and windows allocate nothing", "[alloc]") {
+    using namespace std::chrono_literals;
+    bulwark::ManualClock clock;
+    bulwark::AdaptiveLimiterOptions o;
+    o.window_samples = 10;  // 200 windows below, each moving the limit
+    bulwark::AdaptiveLimiter limiter(o, clock);
+    int x = limiter.execute([] { return plus_one(0); });
+    CHECK(allocations_during([&] {
+              for (int i = 0; i < 1000; ++i) {
+                  x = limiter.execute([&] { return plus_one(x); });
+                  auto permit = limiter.try_acquire();
+                  clock.advance(1ms);
+              }
+          }) == 0);
+    CHECK(x == 1001);
+    CHECK(limiter.stats().windows >= 199);
+}
+
+TEST_CASE("a throttler's decisions, accepts and bucket rollovers allocate nothing", "[alloc]") {
+    using namespace std::chrono_literals;
+    bulwark::ManualClock clock;
+    bulwark::ThrottlerOptions o;
+    o.window = 10s;
+    o.buckets = 10;
+    bulwark::Throttler throttler(o, clock);
+    (void)throttler.try_execute([] { return plus_one(0); });  // this thread's generator
+    int ran = 0;
+    CHECK(allocations_during([&] {
+              for (int i = 0; i < 1000; ++i) {
+                  auto outcome = throttler.try_execute([&] { return plus_one(++ran); });
+                  // Two requests never accepted: p rises to about 1/3, and rejections draw.
+                  auto a = throttler.try_acquire();
+                  auto b = throttler.try_acquire();
+                  clock.advance(50ms);
+              }
+          }) == 0);
+    CHECK(ran > 0);
+    CHECK(throttler.stats().rejected > 0);
 }
