@@ -13,6 +13,2708 @@
 
 // Layer by layer, bottom up (docs/development.md has the table). <bulwark/policies.hpp> is the
 // lighter include for code that only wraps calls.
+// #include <bulwark/adaptive_limiter.hpp>
+// AdaptiveLimiter: a concurrency limit that follows measured latency (Vegas, Gradient2, AIMD).
+#ifndef BULWARK_ADAPTIVE_LIMITER_HPP
+#define BULWARK_ADAPTIVE_LIMITER_HPP
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+// #include <bulwark/clock.hpp>
+// Clocks: the Clock interface components read time and wait through, SteadyClock, ManualClock.
+#ifndef BULWARK_CLOCK_HPP
+#define BULWARK_CLOCK_HPP
+
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#if defined(__linux__)
+#include <time.h>  // NOLINT(modernize-deprecated-headers): POSIX clock_gettime
+#endif
+
+// #include <bulwark/config.hpp>
+// Feature detection and portability macros, done once.
+#ifndef BULWARK_CONFIG_HPP
+#define BULWARK_CONFIG_HPP
+
+// Feature detection, done once. Other headers branch on the macros defined here, never on
+// compiler versions.
+
+#if defined(_MSVC_LANG) && _MSVC_LANG > __cplusplus
+#define BULWARK_CPLUSPLUS _MSVC_LANG
+#else
+#define BULWARK_CPLUSPLUS __cplusplus
+#endif
+
+#if BULWARK_CPLUSPLUS < 201703L
+#error "bulwark requires C++17 or later (compile with -std=c++17 or newer)."
+#endif
+
+// Outcome<T> carries failures as std::exception_ptr and policies classify exceptions by type,
+// so there is no meaningful no-exceptions mode.
+#if !defined(__cpp_exceptions) && !defined(__EXCEPTIONS) && !defined(_CPPUNWIND)
+#error "bulwark needs C++ exceptions: failures travel as std::exception_ptr."
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define BULWARK_NOINLINE __attribute__((noinline))
+// For the few hot-path helpers whose inlining the compiler's size heuristics would otherwise
+// decide differently from one instantiation to the next.
+#define BULWARK_ALWAYS_INLINE __attribute__((always_inline)) inline
+#define BULWARK_LIKELY(x) __builtin_expect(!!(x), 1)
+#define BULWARK_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#elif defined(_MSC_VER)
+#define BULWARK_NOINLINE __declspec(noinline)
+#define BULWARK_ALWAYS_INLINE __forceinline
+#define BULWARK_LIKELY(x) (x)
+#define BULWARK_UNLIKELY(x) (x)
+#else
+#define BULWARK_NOINLINE
+#define BULWARK_ALWAYS_INLINE inline
+#define BULWARK_LIKELY(x) (x)
+#define BULWARK_UNLIKELY(x) (x)
+#endif
+
+// Clang's thread-safety analysis (-Wthread-safety): which mutex guards a member, and which
+// functions acquire, release or need it. Empty for other compilers. bulwark's own mutexes and
+// locks carry them (detail/mutex.hpp); libstdc++'s do not.
+#if defined(__clang__)
+#define BULWARK_THREAD_ANNOTATION(x) __attribute__((x))
+#else
+#define BULWARK_THREAD_ANNOTATION(x)
+#endif
+#define BULWARK_CAPABILITY(x) BULWARK_THREAD_ANNOTATION(capability(x))
+#define BULWARK_SCOPED_CAPABILITY BULWARK_THREAD_ANNOTATION(scoped_lockable)
+#define BULWARK_GUARDED_BY(x) BULWARK_THREAD_ANNOTATION(guarded_by(x))
+#define BULWARK_PT_GUARDED_BY(x) BULWARK_THREAD_ANNOTATION(pt_guarded_by(x))
+#define BULWARK_REQUIRES(...) BULWARK_THREAD_ANNOTATION(requires_capability(__VA_ARGS__))
+#define BULWARK_REQUIRES_SHARED(...) \
+    BULWARK_THREAD_ANNOTATION(requires_shared_capability(__VA_ARGS__))
+#define BULWARK_ACQUIRE(...) BULWARK_THREAD_ANNOTATION(acquire_capability(__VA_ARGS__))
+#define BULWARK_ACQUIRE_SHARED(...) \
+    BULWARK_THREAD_ANNOTATION(acquire_shared_capability(__VA_ARGS__))
+#define BULWARK_RELEASE(...) BULWARK_THREAD_ANNOTATION(release_capability(__VA_ARGS__))
+#define BULWARK_RELEASE_SHARED(...) \
+    BULWARK_THREAD_ANNOTATION(release_shared_capability(__VA_ARGS__))
+#define BULWARK_TRY_ACQUIRE(...) BULWARK_THREAD_ANNOTATION(try_acquire_capability(__VA_ARGS__))
+#define BULWARK_TRY_ACQUIRE_SHARED(...) \
+    BULWARK_THREAD_ANNOTATION(try_acquire_shared_capability(__VA_ARGS__))
+#define BULWARK_EXCLUDES(...) BULWARK_THREAD_ANNOTATION(locks_excluded(__VA_ARGS__))
+#define BULWARK_NO_THREAD_SAFETY_ANALYSIS BULWARK_THREAD_ANNOTATION(no_thread_safety_analysis)
+
+namespace bulwark {
+namespace detail {
+// std::hardware_destructive_interference_size is unreliable on GCC 12 (it warns when used in a
+// header and varies with -mtune); 64 bytes is right for x86-64 and most AArch64 parts.
+inline constexpr unsigned cache_line_size = 64;
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_CONFIG_HPP
+// #include <bulwark/detail/mutex.hpp>
+// Mutexes and locks annotated for clang's thread-safety analysis (private).
+#ifndef BULWARK_DETAIL_MUTEX_HPP
+#define BULWARK_DETAIL_MUTEX_HPP
+
+#include <mutex>
+#include <shared_mutex>
+
+// #include <bulwark/config.hpp> (already included above)
+
+namespace bulwark {
+namespace detail {
+
+// std::mutex and std::shared_mutex as capabilities, so that -Wthread-safety checks every access
+// to a BULWARK_GUARDED_BY member (libstdc++'s own types carry no annotations). Each is its
+// standard type and nothing more: every member is an inline forwarding call.
+//   mutable detail::Mutex mutex_;
+//   int count_ BULWARK_GUARDED_BY(mutex_) = 0;
+//   detail::LockGuard lock(mutex_);
+// Thread-safe, as the standard types are.
+class BULWARK_CAPABILITY("mutex") Mutex {
+public:
+    Mutex() = default;
+    Mutex(const Mutex&) = delete;
+    Mutex& operator=(const Mutex&) = delete;
+
+    void lock() BULWARK_ACQUIRE() { mutex_.lock(); }
+    void unlock() BULWARK_RELEASE() { mutex_.unlock(); }
+    bool try_lock() BULWARK_TRY_ACQUIRE(true) { return mutex_.try_lock(); }
+
+    // The standard mutex, for a std::unique_lock that a std::condition_variable waits with
+    // (UniqueLock is the annotated way to build one).
+    std::mutex& native() noexcept { return mutex_; }
+
+private:
+    std::mutex mutex_;
+};
+
+class BULWARK_CAPABILITY("mutex") SharedMutex {
+public:
+    SharedMutex() = default;
+    SharedMutex(const SharedMutex&) = delete;
+    SharedMutex& operator=(const SharedMutex&) = delete;
+
+    void lock() BULWARK_ACQUIRE() { mutex_.lock(); }
+    void unlock() BULWARK_RELEASE() { mutex_.unlock(); }
+    bool try_lock() BULWARK_TRY_ACQUIRE(true) { return mutex_.try_lock(); }
+    void lock_shared() BULWARK_ACQUIRE_SHARED() { mutex_.lock_shared(); }
+    void unlock_shared() BULWARK_RELEASE_SHARED() { mutex_.unlock_shared(); }
+    bool try_lock_shared() BULWARK_TRY_ACQUIRE_SHARED(true) { return mutex_.try_lock_shared(); }
+
+private:
+    std::shared_mutex mutex_;
+};
+
+// std::lock_guard: holds a Mutex (or a SharedMutex exclusively) for its scope.
+template <class M>
+class BULWARK_SCOPED_CAPABILITY LockGuard {
+public:
+    explicit LockGuard(M& mutex) BULWARK_ACQUIRE(mutex) : mutex_(mutex) { mutex_.lock(); }
+    ~LockGuard() BULWARK_RELEASE() { mutex_.unlock(); }
+    LockGuard(const LockGuard&) = delete;
+    LockGuard& operator=(const LockGuard&) = delete;
+
+private:
+    M& mutex_;
+};
+
+// std::shared_lock: holds a SharedMutex shared for its scope.
+class BULWARK_SCOPED_CAPABILITY SharedLock {
+public:
+    explicit SharedLock(SharedMutex& mutex) BULWARK_ACQUIRE_SHARED(mutex) : mutex_(mutex) {
+        mutex_.lock_shared();
+    }
+    ~SharedLock() BULWARK_RELEASE() { mutex_.unlock_shared(); }
+    SharedLock(const SharedLock&) = delete;
+    SharedLock& operator=(const SharedLock&) = delete;
+
+private:
+    SharedMutex& mutex_;
+};
+
+// std::unique_lock<std::mutex> over a Mutex: may be unlocked and locked again within its scope,
+// and native() is the std::unique_lock a std::condition_variable (or Clock::wait_until) waits
+// with. The analysis treats the mutex as held across such a wait, which is what the code after
+// the wait may assume.
+class BULWARK_SCOPED_CAPABILITY UniqueLock {
+public:
+    explicit UniqueLock(Mutex& mutex) BULWARK_ACQUIRE(mutex) : lock_(mutex.native()) {}
+    ~UniqueLock() BULWARK_RELEASE() = default;
+    UniqueLock(const UniqueLock&) = delete;
+    UniqueLock& operator=(const UniqueLock&) = delete;
+
+    void lock() BULWARK_ACQUIRE() { lock_.lock(); }
+    void unlock() BULWARK_RELEASE() { lock_.unlock(); }
+
+    std::unique_lock<std::mutex>& native() noexcept { return lock_; }
+
+private:
+    std::unique_lock<std::mutex> lock_;
+};
+
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_MUTEX_HPP
+// #include <bulwark/detail/throw.hpp>
+// Error helpers: invalid-option messages and out-of-line throws (private).
+#ifndef BULWARK_DETAIL_THROW_HPP
+#define BULWARK_DETAIL_THROW_HPP
+
+#include <chrono>
+#include <cstdio>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+// #include <bulwark/config.hpp> (already included above)
+
+namespace bulwark {
+namespace detail {
+
+// Cold helpers: hot inline paths call these so that they carry no string-building code.
+
+[[noreturn]] BULWARK_NOINLINE inline void throw_invalid_argument(const std::string& message) {
+    throw std::invalid_argument(message);
+}
+
+// For misuse of an object's protocol (recording a permit twice), not for bad configuration.
+[[noreturn]] BULWARK_NOINLINE inline void throw_logic_error(const std::string& message) {
+    throw std::logic_error(message);
+}
+
+// "CircuitBreakerOptions.failure_ratio must be in [0, 1], got 1.5"
+[[noreturn]] BULWARK_NOINLINE inline void throw_invalid_option(std::string_view field,
+                                                               std::string_view requirement,
+                                                               std::string_view got) {
+    std::string message;
+    message.reserve(field.size() + requirement.size() + got.size() + 8);
+    message.append(field).append(" ").append(requirement).append(", got ").append(got);
+    throw std::invalid_argument(message);
+}
+
+// Refuses an enumerator outside [0, last] (an integer cast to the enum type), naming `field`
+// and `type`, so that no switch over it falls through to a default it does not expect.
+template <class E>
+void check_enumerator(E value, E last, std::string_view field, const char* type) {
+    if (static_cast<unsigned long long>(value) > static_cast<unsigned long long>(last)) {
+        throw_invalid_option(field, std::string("must be a ") + type,
+                             std::to_string(static_cast<unsigned long long>(value)));
+    }
+}
+
+inline std::string format_number(double value) {
+    char buffer[32];
+    std::snprintf(buffer, sizeof buffer, "%g", value);
+    return buffer;
+}
+
+inline std::string format_number(long long value) {
+    return std::to_string(value);
+}
+
+// Renders a duration in the largest unit that keeps it exact: 1500ms, 2s, 250us, -3ns.
+template <class Rep, class Period>
+std::string format_duration(std::chrono::duration<Rep, Period> d) {
+    const auto ns =
+        static_cast<long long>(std::chrono::duration_cast<std::chrono::nanoseconds>(d).count());
+    struct Unit {
+        long long size;
+        const char* suffix;
+    };
+    constexpr Unit units[] = {{3600000000000LL, "h"}, {60000000000LL, "min"}, {1000000000LL, "s"},
+                              {1000000LL, "ms"},      {1000LL, "us"},         {1LL, "ns"}};
+    if (ns == 0) {
+        return "0s";
+    }
+    for (const Unit& unit : units) {
+        if (ns % unit.size == 0) {
+            return std::to_string(ns / unit.size) + unit.suffix;
+        }
+    }
+    return std::to_string(ns) + "ns";
+}
+
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_THROW_HPP
+// #include <bulwark/time.hpp>
+// Time vocabulary: Duration, TimePoint and WallTime.
+#ifndef BULWARK_TIME_HPP
+#define BULWARK_TIME_HPP
+
+#include <chrono>
+
+namespace bulwark {
+
+// Every duration bulwark stores or reports. Nanoseconds in 64 bits span ±292 years.
+using Duration = std::chrono::nanoseconds;
+// A point on the monotonic timeline of a Clock. Never compared across clocks.
+using TimePoint = std::chrono::time_point<std::chrono::steady_clock, Duration>;
+// A point in civil (wall-clock) time, in nanoseconds since the Unix epoch: for timestamps that
+// must keep their meaning after a restart or on another host (a stored dead letter's times).
+using WallTime = std::chrono::time_point<std::chrono::system_clock, Duration>;
+
+namespace detail {
+// `a + b`, clamped to [Duration::min(), Duration::max()] instead of overflowing.
+constexpr Duration saturating_add(Duration a, Duration b) noexcept {
+    if (b > Duration::zero() && a > Duration::max() - b) {
+        return Duration::max();
+    }
+    if (b < Duration::zero() && a < Duration::min() - b) {
+        return Duration::min();
+    }
+    return a + b;
+}
+
+// `t + d` for every deadline the library computes from an option or a hint: an option of
+// Duration::max() gives TimePoint::max() ("never") instead of a time in the past.
+constexpr TimePoint saturating_add(TimePoint t, Duration d) noexcept {
+    return TimePoint{saturating_add(t.time_since_epoch(), d)};
+}
+}  // namespace detail
+
+}  // namespace bulwark
+
+#endif  // BULWARK_TIME_HPP
+
+namespace bulwark {
+
+// Where time comes from and how waiting happens. Every component that reads time or waits takes a
+// Clock& as its last constructor argument (it must outlive the component), so that tests run on a
+// ManualClock and never sleep for real.
+//
+// Implementations must be thread-safe: components call now() and sleep_for() from any thread.
+// now() is virtual; hot paths are written not to read the clock at all.
+class Clock {
+public:
+    virtual ~Clock() = default;
+
+    // The current time. Monotonic: never goes backwards.
+    virtual TimePoint now() const noexcept = 0;
+
+    // Blocks the calling thread for `d` (a non-positive `d` returns at once). A ManualClock
+    // advances its time instead.
+    virtual void sleep_for(Duration d) = 0;
+
+    // A cheaper reading on the same timeline as now() that may lag it by a few milliseconds.
+    // Components use it where that precision is enough (break expiry, per-second window
+    // buckets): SteadyClock reads CLOCK_MONOTONIC_COARSE on Linux (about 3 ns against about
+    // 26 ns for now() on a VM). Never ahead of now(). The default is now().
+    virtual TimePoint coarse_now() const noexcept { return now(); }
+
+    // The wall-clock time, for timestamps that outlive the process. Unlike now() it may jump
+    // (the system clock is set), so never measure durations with it. The default is
+    // std::chrono::system_clock::now().
+    virtual WallTime wall_now() const noexcept {
+        return std::chrono::time_point_cast<Duration>(std::chrono::system_clock::now());
+    }
+
+    // coarse_now() as components call it: one atomic load, without a virtual call, when the
+    // clock keeps its coarse time in memory (ManualClock, TickingClock); coarse_now() otherwise.
+    TimePoint coarse_now_fast() const noexcept {
+        if (coarse_cell_ != nullptr) {
+            // acquire: pairs with the clock's release store, as ManualClock::now() does.
+            return TimePoint{Duration{coarse_cell_->load(std::memory_order_acquire)}};
+        }
+        return coarse_now();
+    }
+
+    void sleep_until(TimePoint t) {
+        const TimePoint current = now();
+        if (t > current) {
+            sleep_for(t - current);
+        }
+    }
+
+    // Blocks on `cv` (with `lock` held, as std::condition_variable::wait does) until it is
+    // notified, wakes spuriously, or `deadline` on this clock has passed. Callers re-check their
+    // condition and the time in a loop. SteadyClock waits for real; a ManualClock cannot wake a
+    // waiter when it is advanced, so it re-checks every 100 microseconds of real time.
+    virtual void wait_until(std::condition_variable& cv, std::unique_lock<std::mutex>& lock,
+                            TimePoint deadline) {
+        const Duration left = deadline - now();
+        if (left > Duration::zero()) {
+            // std::condition_variable::wait_for adds its duration to steady_clock::now(): a
+            // deadline of TimePoint::max() ("never") would overflow it and return at once. The
+            // callers loop, so a day at a time is the same wait.
+            cv.wait_for(lock, std::min<Duration>(left, std::chrono::hours(24)));
+        }
+    }
+
+protected:
+    Clock() = default;
+    // For a clock that keeps its coarse time as nanoseconds in `cell` (an object of its own,
+    // alive as long as the clock): coarse_now_fast() then loads it directly. Every load of
+    // `cell` must equal what coarse_now() would return at that moment.
+    explicit Clock(const std::atomic<std::int64_t>* cell) noexcept : coarse_cell_(cell) {}
+    // A copy does not share the cell: a subclass with a cell is not copyable.
+    Clock(const Clock&) noexcept {}
+    // Assigns nothing, so self-assignment is harmless.
+    // NOLINTNEXTLINE(bugprone-unhandled-self-assignment)
+    Clock& operator=(const Clock&) noexcept { return *this; }
+
+private:
+    const std::atomic<std::int64_t>* coarse_cell_ = nullptr;
+};
+
+// The real monotonic clock (std::chrono::steady_clock) and a real sleep.
+//   bulwark::SteadyClock clock; auto t = clock.now(); clock.sleep_for(10ms);
+// Thread-safe (stateless).
+class SteadyClock final : public Clock {
+public:
+    TimePoint now() const noexcept override {
+        return std::chrono::time_point_cast<Duration>(std::chrono::steady_clock::now());
+    }
+
+    void sleep_for(Duration d) override {
+        if (d > Duration::zero()) {
+            std::this_thread::sleep_for(d);
+        }
+    }
+
+#if defined(__linux__) && defined(CLOCK_MONOTONIC_COARSE)
+    // libstdc++ and libc++ implement steady_clock with CLOCK_MONOTONIC on Linux; the coarse
+    // variant is the same timeline, updated once per kernel tick.
+    TimePoint coarse_now() const noexcept override {
+        timespec ts{};
+        if (clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) != 0) {
+            return now();
+        }
+        return TimePoint{std::chrono::seconds(ts.tv_sec) + Duration(ts.tv_nsec)};
+    }
+#endif
+};
+
+// A clock that moves only when told to: advance(d), set(t), or a sleep_for(d), which advances by
+// `d` instead of blocking and records the request so that a test can check the exact waits a
+// policy asked for.
+//   bulwark::ManualClock clock;  clock.advance(5s);  clock.sleeps();  // every sleep_for request
+// Thread-safe. now() is a single atomic load.
+class ManualClock final : public Clock {
+public:
+    // Starts one day after the zero of TimePoint, so that no code can get away with treating a
+    // zero time point as "never".
+    ManualClock() noexcept : ManualClock(TimePoint{std::chrono::hours(24)}) {}
+    explicit ManualClock(TimePoint start) noexcept
+        : Clock(&now_ns_), start_(start), now_ns_(start.time_since_epoch().count()) {}
+
+    ManualClock(const ManualClock&) = delete;
+    ManualClock& operator=(const ManualClock&) = delete;
+
+    TimePoint now() const noexcept override {
+        // acquire: pairs with the release in advance(), so a thread that sees the new time also
+        // sees what the advancing thread wrote before it.
+        return TimePoint{Duration{now_ns_.load(std::memory_order_acquire)}};
+    }
+
+    // 2026-01-01T00:00:00Z plus the time this clock has moved since it was made: wall time in
+    // tests moves with now() and is the same on every run.
+    WallTime wall_now() const noexcept override {
+        return WallTime{detail::saturating_add(std::chrono::seconds(1767225600), now() - start_)};
+    }
+
+    // Moves time forward by `d`. Throws std::invalid_argument for a negative `d`: time is
+    // monotonic.
+    void advance(Duration d) {
+        if (d < Duration::zero()) {
+            detail::throw_invalid_option("ManualClock.advance(d): d", "must be >= 0",
+                                         detail::format_duration(d));
+        }
+        add(d);
+    }
+
+    // Moves time forward to `t`. Throws std::invalid_argument if `t` is earlier than now().
+    void set(TimePoint t) {
+        std::int64_t current = now_ns_.load(std::memory_order_acquire);
+        const std::int64_t target = t.time_since_epoch().count();
+        do {
+            if (target < current) {
+                detail::throw_invalid_option(
+                    "ManualClock.set(t): t", "must not be before now()",
+                    detail::format_duration(Duration{target - current}) + " relative to now()");
+            }
+        } while (!now_ns_.compare_exchange_weak(current, target, std::memory_order_acq_rel,
+                                                std::memory_order_acquire));
+    }
+
+    // Records `d` and advances by it (a negative request is recorded and does not move time).
+    void sleep_for(Duration d) override {
+        {
+            detail::LockGuard lock(sleeps_mutex_);
+            sleeps_.push_back(d);
+        }
+        if (d > Duration::zero()) {
+            add(d);
+        }
+    }
+
+    void wait_until(std::condition_variable& cv, std::unique_lock<std::mutex>& lock,
+                    TimePoint deadline) override {
+        if (now() < deadline) {
+            cv.wait_for(lock, std::chrono::microseconds(100));
+        }
+    }
+
+    // Every sleep_for request so far, in the order made.
+    std::vector<Duration> sleeps() const {
+        detail::LockGuard lock(sleeps_mutex_);
+        return sleeps_;
+    }
+
+    std::size_t sleep_count() const {
+        detail::LockGuard lock(sleeps_mutex_);
+        return sleeps_.size();
+    }
+
+    // Sum of all positive sleep requests.
+    Duration total_slept() const {
+        detail::LockGuard lock(sleeps_mutex_);
+        Duration total{0};
+        for (Duration d : sleeps_) {
+            if (d > Duration::zero()) {
+                total = detail::saturating_add(total, d);
+            }
+        }
+        return total;
+    }
+
+    void clear_sleeps() {
+        detail::LockGuard lock(sleeps_mutex_);
+        sleeps_.clear();
+    }
+
+private:
+    // Moves time forward by `d` > 0, stopping at TimePoint::max(): advancing by Duration::max()
+    // (a sleep "for ever") reaches the end of time instead of wrapping into the past.
+    void add(Duration d) noexcept {
+        std::int64_t current = now_ns_.load(std::memory_order_acquire);
+        while (!now_ns_.compare_exchange_weak(
+            current, detail::saturating_add(Duration{current}, d).count(),
+            std::memory_order_acq_rel, std::memory_order_acquire)) {
+        }
+    }
+
+    const TimePoint start_;
+    std::atomic<std::int64_t> now_ns_;
+    mutable detail::Mutex sleeps_mutex_;
+    std::vector<Duration> sleeps_ BULWARK_GUARDED_BY(sleeps_mutex_);
+};
+
+// The process-wide SteadyClock that components use when no clock is given.
+inline Clock& default_clock() noexcept {
+    static SteadyClock clock;
+    return clock;
+}
+
+}  // namespace bulwark
+
+#endif  // BULWARK_CLOCK_HPP
+// #include <bulwark/context.hpp>
+// Context: what one execution carries through a pipeline (attempt, deadline, cancellation).
+#ifndef BULWARK_CONTEXT_HPP
+#define BULWARK_CONTEXT_HPP
+
+#include <atomic>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+// #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/config.hpp> (already included above)
+
+namespace bulwark {
+
+// How important a call is. Load shedding drops lower priorities first.
+enum class Priority : std::uint8_t { low, normal, high, critical };
+
+// The state of one execution as it passes through a pipeline: which attempt this is, the
+// operation's name, its deadline, its priority and whether it was cancelled.
+//   bulwark::Context ctx("send-sms");
+//   policy.execute([](bulwark::Context& c) { return call(c.deadline()); }, ctx);
+// A Context lives on the caller's stack for one execution and allocates nothing. The operation
+// name is a view: the string must outlive the execution.
+// Thread-safety: cancel() may be called from any thread. cancelled() reads the cancel flags of
+// the context and its parents (safe from any thread) and this context's deadline, which the
+// policies of the executing thread write: call it from that thread, or from the thread of a
+// child context (a hedged attempt polls its own context). The other members belong to the
+// executing thread.
+class Context {
+public:
+    Context() noexcept = default;
+    explicit Context(std::string_view operation) noexcept : operation_(operation) {}
+
+    // A child execution (for example a hedged attempt): it inherits the parent's operation,
+    // deadline and priority, and is cancelled whenever the parent is. The parent must outlive it.
+    static Context child_of(const Context& parent) noexcept {
+        Context child(parent.operation_);
+        child.parent_ = &parent;
+        child.deadline_ = parent.deadline_;
+        child.deadline_clock_ = parent.deadline_clock_;
+        child.priority_ = parent.priority_;
+        child.attempt_ = parent.attempt_;
+        child.caller_attempt_ = parent.caller_attempt_;
+        child.caller_retries_ = parent.caller_retries_;
+        return child;
+    }
+
+    Context(const Context&) = delete;
+    Context& operator=(const Context&) = delete;
+    Context(Context&& other) noexcept
+        : operation_(other.operation_),
+          parent_(other.parent_),
+          deadline_(other.deadline_),
+          deadline_clock_(other.deadline_clock_),
+          attempt_(other.attempt_),
+          caller_attempt_(other.caller_attempt_),
+          priority_(other.priority_),
+          caller_retries_(other.caller_retries_),
+          stale_(other.stale_),
+          cancelled_(other.cancelled_.load(std::memory_order_acquire)) {}
+    Context& operator=(Context&&) = delete;
+    ~Context() = default;
+
+    // 0 for the first attempt; a retry policy increments it before each retry.
+    std::uint32_t attempt() const noexcept { return attempt_; }
+    void set_attempt(std::uint32_t attempt) noexcept { attempt_ = attempt; }
+
+    std::string_view operation() const noexcept { return operation_; }
+    void set_operation(std::string_view operation) noexcept { operation_ = operation; }
+
+    // The time by which the execution should finish, if any policy or the caller set one.
+    // TimePoint::max() is no deadline.
+    std::optional<TimePoint> deadline() const noexcept {
+        return has_deadline() ? std::optional<TimePoint>(deadline_) : std::nullopt;
+    }
+    bool has_deadline() const noexcept { return deadline_ != TimePoint::max(); }
+    // The deadline, or `none` without one: deadline_or(TimePoint::max()) for comparisons.
+    TimePoint deadline_or(TimePoint none) const noexcept {
+        return has_deadline() ? deadline_ : none;
+    }
+    // The clock the deadline is on, if the policy that set it said (a Timeout does); with it,
+    // cancelled() turns true once the deadline has passed.
+    const Clock* deadline_clock() const noexcept { return deadline_clock_; }
+    // Replaces the deadline (nullopt, or TimePoint::max(), removes it). Policies that scope a
+    // deadline restore the old one when they return.
+    void set_deadline(std::optional<TimePoint> deadline, const Clock* clock = nullptr) noexcept {
+        deadline_ = deadline ? *deadline : TimePoint::max();
+        deadline_clock_ = has_deadline() ? clock : nullptr;
+    }
+    // Sets the deadline to `t` unless an earlier one is already set.
+    void tighten_deadline(TimePoint t, const Clock* clock = nullptr) noexcept {
+        if (t < deadline_) {
+            deadline_ = t;
+            deadline_clock_ = clock;
+        }
+    }
+    // Time left until the deadline on `clock` (negative once passed); nullopt without a deadline.
+    std::optional<Duration> remaining(const Clock& clock) const noexcept {
+        if (!has_deadline()) {
+            return std::nullopt;
+        }
+        return deadline_ - clock.now();
+    }
+
+    // What the calling service said about this request (retry_header.hpp reads it from a
+    // header): its own attempt number (0 for its first), and whether it will retry this request
+    // if it fails. A RetryPolicy does not retry when caller_retries() is set, so that retries do
+    // not multiply across the layers of services: the outermost retrier alone retries.
+    std::uint32_t caller_attempt() const noexcept { return caller_attempt_; }
+    void set_caller_attempt(std::uint32_t attempt) noexcept { caller_attempt_ = attempt; }
+    bool caller_retries() const noexcept { return caller_retries_; }
+    void set_caller_retries(bool retries) noexcept { caller_retries_ = retries; }
+
+    Priority priority() const noexcept { return priority_; }
+    void set_priority(Priority priority) noexcept { priority_ = priority; }
+
+    // True once cancel() was called on this context or on any of its parents, or once a
+    // deadline set with its clock (by a Timeout) has passed. Callables that run long should poll
+    // it and stop early; policies stop retrying once it is set.
+    bool cancelled() const noexcept {
+        for (const Context* c = this; c != nullptr; c = c->parent_) {
+            // acquire: pairs with cancel()'s release, so that what the cancelling thread wrote
+            // before cancelling is visible to the thread that sees the flag.
+            if (c->cancelled_.load(std::memory_order_acquire)) {
+                return true;
+            }
+        }
+        return deadline_passed();
+    }
+
+    // True if a deadline set with its clock has passed.
+    bool deadline_passed() const noexcept {
+        // A clock is only ever set together with a deadline.
+        return deadline_clock_ != nullptr && deadline_clock_->coarse_now_fast() >= deadline_;
+    }
+
+    // Set by a CacheFallback that answered with a cached value instead of a fresh one.
+    bool stale() const noexcept { return stale_; }
+    void set_stale(bool stale) noexcept { stale_ = stale; }
+
+    // Requests cancellation. Thread-safe; idempotent; cannot be undone.
+    void cancel() noexcept { cancelled_.store(true, std::memory_order_release); }
+
+    const Context* parent() const noexcept { return parent_; }
+
+private:
+    std::string_view operation_;
+    const Context* parent_ = nullptr;
+    // A plain word with TimePoint::max() for none: policies save and restore it with 8-byte
+    // moves. (A std::optional is copied as 16 bytes, which the CPU cannot forward from the two
+    // narrower stores that wrote it: ~5 ns per copy on a success path.)
+    TimePoint deadline_ = TimePoint::max();
+    const Clock* deadline_clock_ = nullptr;
+    std::uint32_t attempt_ = 0;
+    std::uint32_t caller_attempt_ = 0;
+    Priority priority_ = Priority::normal;
+    bool caller_retries_ = false;
+    bool stale_ = false;
+    std::atomic<bool> cancelled_{false};
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_CONTEXT_HPP
+// #include <bulwark/detail/mutex.hpp> (already included above)
+// #include <bulwark/detail/striped_counter.hpp>
+// Striped per-thread counters: statistics without contended atomics (private).
+#ifndef BULWARK_DETAIL_STRIPED_COUNTER_HPP
+#define BULWARK_DETAIL_STRIPED_COUNTER_HPP
+
+#include <atomic>
+#include <cstdint>
+
+// #include <bulwark/config.hpp> (already included above)
+// #include <bulwark/detail/thread_slot.hpp>
+// Per-thread slots: which stripe a thread writes to (private).
+#ifndef BULWARK_DETAIL_THREAD_SLOT_HPP
+#define BULWARK_DETAIL_THREAD_SLOT_HPP
+
+#include <atomic>
+#include <cstdint>
+#include <vector>
+
+// #include <bulwark/config.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
+
+namespace bulwark {
+namespace detail {
+
+// Small per-thread indices for striped counters: each live thread that uses bulwark holds a
+// distinct slot, the smallest free one, and gives it back when it exits. A slot below a striped
+// structure's stripe count therefore has exactly one writer, which lets that writer update its
+// stripe with a plain relaxed load and store instead of a locked read-modify-write.
+// Thread-safe.
+class SlotRegistry {
+public:
+    std::uint32_t acquire() {
+        detail::LockGuard lock(mutex_);
+        for (std::uint32_t i = 0; i < used_.size(); ++i) {
+            if (!used_[i]) {
+                used_[i] = true;
+                return i;
+            }
+        }
+        used_.push_back(true);
+        return static_cast<std::uint32_t>(used_.size() - 1);
+    }
+
+    void release(std::uint32_t slot) {
+        detail::LockGuard lock(mutex_);
+        if (slot < used_.size()) {
+            used_[slot] = false;
+        }
+    }
+
+private:
+    detail::Mutex mutex_;
+    std::vector<bool> used_ BULWARK_GUARDED_BY(mutex_);
+};
+
+// Never destroyed: threads may exit (and release their slot) after static destruction began.
+inline SlotRegistry& slot_registry() {
+    static auto* registry = new SlotRegistry();
+    return *registry;
+}
+
+// The slot plus one; 0 means "not assigned yet". A constant-initialised, trivially destructible
+// thread_local is a plain thread-pointer-relative load, with no TLS wrapper call.
+inline thread_local std::uint32_t thread_slot_plus_one = 0;
+
+struct ThreadSlotOwner {
+    std::uint32_t slot;
+    ThreadSlotOwner() : slot(slot_registry().acquire()) {}
+    ~ThreadSlotOwner() { slot_registry().release(slot); }
+    ThreadSlotOwner(const ThreadSlotOwner&) = delete;
+    ThreadSlotOwner& operator=(const ThreadSlotOwner&) = delete;
+};
+
+// What a thread gets while no slot can be made for it (out of memory): above every stripe count,
+// so its counts go to the shared overflow stripe, as those of threads beyond the stripes do.
+inline constexpr std::uint32_t no_thread_slot = 0xFFFFFFFFU;
+
+BULWARK_NOINLINE inline std::uint32_t assign_thread_slot() noexcept {
+    try {
+        // Constructed on the first call from this thread; releases the slot when the thread
+        // exits. If its construction throws, the next call constructs it again.
+        thread_local ThreadSlotOwner owner;
+        thread_slot_plus_one = owner.slot + 1;
+        return owner.slot;
+    } catch (...) {
+        return no_thread_slot;
+    }
+}
+
+// This thread's slot. Does not allocate after the thread's first call, and never throws (the
+// counters that call it are noexcept: a worker's first count must not end the process).
+inline std::uint32_t thread_slot() noexcept {
+    const std::uint32_t s = thread_slot_plus_one;
+    return BULWARK_LIKELY(s != 0) ? s - 1 : assign_thread_slot();
+}
+
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_THREAD_SLOT_HPP
+
+namespace bulwark {
+namespace detail {
+
+// A statistics counter that hot paths can bump without a locked instruction or a contended
+// cache line: each thread adds to its own cache-line stripe with a relaxed load and store (its
+// slot has a single writer, see thread_slot.hpp); threads past the last private stripe share it
+// with atomic adds. sum() is a relaxed snapshot. Thread-safe. Does not allocate.
+class StripedCounter {
+public:
+    void add(std::uint64_t n = 1) noexcept {
+        const std::uint32_t slot = thread_slot();
+        if (BULWARK_LIKELY(slot < stripe_count - 1)) {
+            std::atomic<std::uint64_t>& v = stripes_[slot].value;
+            // relaxed load + store: this thread is the stripe's only writer.
+            v.store(v.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+        } else {
+            // relaxed: a statistic; shared by the overflow threads.
+            stripes_[stripe_count - 1].value.fetch_add(n, std::memory_order_relaxed);
+        }
+    }
+
+    std::uint64_t sum() const noexcept {
+        std::uint64_t total = 0;
+        for (const Stripe& s : stripes_) {
+            total += s.value.load(std::memory_order_relaxed);
+        }
+        return total;
+    }
+
+private:
+    static constexpr std::uint32_t stripe_count = 16;
+    struct alignas(cache_line_size) Stripe {
+        std::atomic<std::uint64_t> value{0};
+    };
+    Stripe stripes_[stripe_count];
+};
+
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_STRIPED_COUNTER_HPP
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/errors.hpp>
+// The error vocabulary: rejection versus failure, RejectedError and every public error type.
+#ifndef BULWARK_ERRORS_HPP
+#define BULWARK_ERRORS_HPP
+
+#include <algorithm>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+// #include <bulwark/time.hpp> (already included above)
+
+namespace bulwark {
+
+// Rejection and failure: what bulwark means by each.
+//
+// A *failure* is the dependency's: the call a policy protects threw, returned a value its
+// classifier marks as failing, or was too slow (a TimeoutError; a breaker's call_timeout and slow
+// calls). Failures are what breakers count against the dependency, and what retries, fallbacks
+// and hedges answer.
+//
+// A *rejection* is a bulwark component's own refusal: it did not run the call (or gave up on
+// running it again) although the dependency had not failed — an open breaker, a full bulkhead,
+// a rate limit, load shedding, an empty retry budget, a chain with no channel left, a full store.
+// It says nothing about the dependency's health, so a breaker never counts one against it
+// (CircuitBreakerStats::inner_rejections; CircuitBreakerOptions::handle<E>() with a rejection
+// type opts back in). A retry retries it like any exception its classifier accepts — by default
+// every one — and waits at least its retry_after(), so retry outside a breaker waits out the
+// break instead of hammering it; retry_on<E>() narrows that.
+//
+// Every error a policy raises in place of the call's result derives from RejectedError, so
+// `catch (const bulwark::RejectedError&)` sees all of them. The one that is a failure is
+// TimeoutError: the dependency did not answer in time. It is a RejectedError because a Timeout
+// raises it (the caller never sees the dependency's own answer), and breakers, fallbacks and
+// retries classify it like any exception the dependency threw. RetryBudgetExhaustedError is a
+// rejection that stands for the failure it did not retry: a breaker judges its last_error().
+//
+// Every public error type, by header, with its kind and meaning. Errors of a higher layer stay
+// in their layer's header (this one includes no component).
+//
+//   errors.hpp (this header)
+//     RejectedError                       base      a policy's own error; source(), retry_after()
+//     CircuitOpenError                    rejection open, forced open, or half-open and full
+//     BulkheadFullError                   rejection no slot, no queue room, or the wait ended
+//     RateLimitedError                    rejection no permit within the allowed wait
+//     LoadShedError                       rejection shed while the service is degraded
+//     RetryBudgetExhaustedError           rejection a due retry refused by the budget
+//     NoChannelError                      rejection a FallbackChain had no channel left to try
+//     TimeoutError                        failure   no answer by the deadline
+//   adaptive_limiter.hpp
+//     AdaptiveLimitError                  rejection no slot under the adaptive limit (a
+//                                         BulkheadFullError)
+//   throttler.hpp
+//     ThrottledError                      rejection rejected locally: the backend is refusing
+//   dead_letter_store.hpp
+//     DeadLetterStoreFullError            rejection every stored record is pending: add refused
+//     DeadLetterTooLargeError             usage     a record over a size limit (length_error)
+//   file_dead_letter_store.hpp (all derive from FileDeadLetterStoreError)
+//     FileDeadLetterStoreError            failure   the store's files failed; code()
+//     DeadLetterJournalIoError            failure   a write or sync failed; poisoned()
+//     DeadLetterReprocessInterruptedError failure   reprocess() stopped part-way; partial()
+//     DeadLetterStorePoisonedError        failure   a mutation after a failed sync
+//     DeadLetterJournalCorruptError       failure   damage the recovery mode refuses; offset()
+//     DeadLetterJournalLockedError        usage     another store holds the directory's lock
+//     DeadLetterJournalVersionError       usage     a journal of a newer format; version()
+//   testing.hpp
+//     InjectedFault                       failure   a FaultInjector's stand-in for the dependency's
+//
+// "usage" errors are neither: the caller asked for something the component cannot do. Invalid
+// options and arguments throw std::invalid_argument naming the field.
+
+// A policy refused to run the call, or gave up on it: see "rejection" above (and TimeoutError,
+// the one failure among them). Catch RejectedError to treat all of them alike.
+// source() names the component that raised it — the breaker's, bulkhead's, rate limiter's, load
+// shedder's, timeout's or retry policy's name — and is empty for an unnamed one; it is shared, so
+// copying the error never allocates.
+// retry_after() is a hint: how long, from when the error was made, until the policy may admit
+// again (zero when unknown). retry_at(), when set, is that moment on the rejecting policy's clock;
+// it stays exact however long the error is kept (a breaker reuses one error object while the time
+// left in its break is unchanged, so that rejecting does not allocate per call). Retry policies
+// wait at least until then.
+class RejectedError : public std::runtime_error {
+public:
+    explicit RejectedError(const std::string& what, Duration retry_after = Duration::zero(),
+                           std::optional<TimePoint> retry_at = std::nullopt)
+        : std::runtime_error(what), retry_after_(retry_after), retry_at_(retry_at) {}
+
+    // As above, raised by the component named *source (null: unnamed).
+    RejectedError(std::shared_ptr<const std::string> source, const std::string& what,
+                  Duration retry_after = Duration::zero(),
+                  std::optional<TimePoint> retry_at = std::nullopt)
+        : std::runtime_error(what),
+          source_(std::move(source)),
+          retry_after_(retry_after),
+          retry_at_(retry_at) {}
+
+    // The name of the component that raised it; empty when it has none.
+    const std::string& source() const noexcept { return source_ ? *source_ : empty_source(); }
+    Duration retry_after() const noexcept { return retry_after_; }
+    std::optional<TimePoint> retry_at() const noexcept { return retry_at_; }
+
+private:
+    static const std::string& empty_source() noexcept {
+        static const std::string empty;
+        return empty;
+    }
+
+    std::shared_ptr<const std::string> source_;
+    Duration retry_after_;
+    std::optional<TimePoint> retry_at_;
+};
+
+namespace detail {
+// How long `error` asks to wait from `now`: a RejectedError's retry_at() (exact however old the
+// error), else its retry_after(); zero for anything else. Retry policies and the retry queue wait
+// at least this long.
+inline Duration rejection_wait(const std::exception_ptr& error, TimePoint now) {
+    try {
+        std::rethrow_exception(error);
+    } catch (const RejectedError& rejected) {
+        if (const auto at = rejected.retry_at()) {
+            return std::max(*at - now, Duration::zero());
+        }
+        return std::max(rejected.retry_after(), Duration::zero());
+    } catch (...) {
+        return Duration::zero();
+    }
+}
+}  // namespace detail
+
+namespace detail {
+// "bulkhead" or "bulkhead 'db'": how a rejection's message names its component.
+inline std::string component_label(const char* kind, const std::string& name) {
+    return name.empty() ? std::string(kind) : std::string(kind) + " '" + name + "'";
+}
+}  // namespace detail
+
+// A circuit breaker is open (or forced open, or half-open with every probe in flight) and
+// rejected the call. source(): the breaker's name.
+class CircuitOpenError : public RejectedError {
+public:
+    using RejectedError::RejectedError;
+};
+
+// A bulkhead had no free slot and no room in its queue, or the queue wait timed out (or was
+// cancelled).
+class BulkheadFullError : public RejectedError {
+public:
+    using RejectedError::RejectedError;
+};
+
+// A rate limiter had no permit for the call within the allowed wait.
+class RateLimitedError : public RejectedError {
+public:
+    using RejectedError::RejectedError;
+};
+
+// A load shedder dropped the call because the service is degraded.
+class LoadShedError : public RejectedError {
+public:
+    using RejectedError::RejectedError;
+};
+
+// A failure, not a rejection: the call did not produce its result before its deadline (the
+// dependency was too slow). Breakers count it; retries and fallbacks answer it by default.
+class TimeoutError : public RejectedError {
+public:
+    using RejectedError::RejectedError;
+};
+
+// A retry was due but the shared retry budget was empty. last_error() is the failure that the
+// retry would have answered (a breaker classifies that one instead).
+class RetryBudgetExhaustedError : public RejectedError {
+public:
+    RetryBudgetExhaustedError(const std::string& what, std::exception_ptr last_error)
+        : RejectedError(what), last_error_(std::move(last_error)) {}
+    RetryBudgetExhaustedError(std::shared_ptr<const std::string> source, const std::string& what,
+                              std::exception_ptr last_error)
+        : RejectedError(std::move(source), what), last_error_(std::move(last_error)) {}
+
+    std::exception_ptr last_error() const noexcept { return last_error_; }
+
+private:
+    std::exception_ptr last_error_;
+};
+
+// No channel of a FallbackChain delivered and none left an error to report: every candidate was
+// skipped by a cost or quality threshold, the chain has no enabled channel, or the call was
+// cancelled (or ran past its deadline) before the first channel was tried.
+class NoChannelError : public RejectedError {
+public:
+    using RejectedError::RejectedError;
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_ERRORS_HPP
+// #include <bulwark/events.hpp>
+// Events and listeners: how every component tells observers what happened.
+#ifndef BULWARK_EVENTS_HPP
+#define BULWARK_EVENTS_HPP
+
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <functional>
+#include <string>
+#include <utility>
+
+// #include <bulwark/config.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+
+namespace bulwark {
+
+// Called with the exception a listener threw. Listeners must never break the component that
+// reports to them, so their exceptions are caught and handed here.
+using ListenerErrorHandler = void (*)(std::exception_ptr) noexcept;
+
+namespace detail {
+inline void default_listener_error_handler(std::exception_ptr error) noexcept {
+    try {
+        std::rethrow_exception(std::move(error));
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "bulwark: a listener threw: %s\n", e.what());
+    } catch (...) {
+        std::fputs("bulwark: a listener threw a non-std exception\n", stderr);
+    }
+}
+
+inline std::atomic<ListenerErrorHandler>& listener_error_handler_slot() noexcept {
+    static std::atomic<ListenerErrorHandler> handler{&default_listener_error_handler};
+    return handler;
+}
+
+inline void report_listener_error(std::exception_ptr error) noexcept {
+    // acquire: pairs with set_listener_error_handler's release.
+    listener_error_handler_slot().load(std::memory_order_acquire)(std::move(error));
+}
+}  // namespace detail
+
+// Installs the process-wide handler for exceptions thrown by listeners; nullptr restores the
+// default, which prints one line to stderr. Thread-safe.
+inline void set_listener_error_handler(ListenerErrorHandler handler) noexcept {
+    detail::listener_error_handler_slot().store(
+        handler != nullptr ? handler : &detail::default_listener_error_handler,
+        std::memory_order_release);
+}
+
+// Identifies a registered listener, for remove() (and a component's remove_listener()). Ids
+// are unique in the process, never 0, so an id from one list is never mistaken in another.
+using ListenerId = std::uint64_t;
+
+namespace detail {
+inline ListenerId next_listener_id() noexcept {
+    static std::atomic<ListenerId> last{0};
+    // relaxed: only uniqueness matters; the node is published under the list's mutex.
+    return last.fetch_add(1, std::memory_order_relaxed) + 1;
+}
+
+// Appends a listener to an options struct's list (RetryOptions::on_retry, HedgingOptions::
+// on_hedge), which the policy takes over when it is built. Throws std::invalid_argument for an
+// empty listener, naming `field`.
+template <class List, class Listener>
+void add_option_listener(List& listeners, Listener&& listener, const char* field) {
+    if (!listener) {
+        throw_invalid_argument(std::string(field) + ": the listener is empty");
+    }
+    listeners.push_back(std::forward<Listener>(listener));
+}
+}  // namespace detail
+
+// The callbacks a component reports one kind of event to: the building block behind every
+// component's on_xxx(listener) (which returns a ListenerId) and remove_listener(id).
+//   Listeners<StateChange> changes;  auto id = changes.add([](const StateChange& c) {...});
+//   changes.emit(change);            // or emit_with([&] { return make_change(); })
+// Costs one atomic load when nobody listens; build expensive events inside emit_with() so that
+// they are built only when someone does.
+// Thread-safe: add() and remove() may run concurrently with emit(); emit() takes no lock.
+// Listeners run in the order they were added, on the thread that emits, and may be called
+// concurrently from several threads. An exception a listener throws goes to the
+// ListenerErrorHandler and the remaining listeners still run.
+// Memory: a removed listener's node is freed only when the Listeners object is destroyed, which is
+// what lets emit() walk the list without a lock; add/remove churn therefore grows memory.
+template <class Event>
+class Listeners {
+public:
+    using Callback = std::function<void(const Event&)>;
+
+    Listeners() noexcept = default;
+    Listeners(const Listeners&) = delete;
+    Listeners& operator=(const Listeners&) = delete;
+    // Takes over `other`'s listeners (so components holding Listeners stay movable). Not
+    // thread-safe: nobody may use `other` meanwhile.
+    Listeners(Listeners&& other) noexcept
+        : head_(other.head_.exchange(nullptr, std::memory_order_acq_rel)), tail_(other.tail_) {
+        other.tail_ = nullptr;
+    }
+    Listeners& operator=(Listeners&&) = delete;
+    ~Listeners() {
+        Node* node = head_.load(std::memory_order_acquire);
+        while (node != nullptr) {
+            Node* next = node->next.load(std::memory_order_acquire);
+            delete node;
+            node = next;
+        }
+    }
+
+    // Throws std::invalid_argument for an empty callback.
+    ListenerId add(Callback callback) {
+        if (!callback) {
+            detail::throw_invalid_argument("bulwark::Listeners::add: the callback is empty");
+        }
+        auto* node = new Node{std::move(callback)};
+        node->id = detail::next_listener_id();
+        detail::LockGuard lock(mutex_);
+        // release: publishes the node's callback to emitters that load the link with acquire.
+        if (tail_ == nullptr) {
+            head_.store(node, std::memory_order_release);
+        } else {
+            tail_->next.store(node, std::memory_order_release);
+        }
+        tail_ = node;
+        return node->id;
+    }
+
+    // Stops calling the listener; returns false if `id` is unknown or already removed. A call of
+    // it that is already running on another thread finishes.
+    bool remove(ListenerId id) noexcept {
+        detail::LockGuard lock(mutex_);
+        for (Node* node = head_.load(std::memory_order_acquire); node != nullptr;
+             node = node->next.load(std::memory_order_acquire)) {
+            if (node->id == id) {
+                // exchange under the mutex makes a second remove of the same id return false.
+                return node->active.exchange(false, std::memory_order_acq_rel);
+            }
+        }
+        return false;
+    }
+
+    bool empty() const noexcept {
+        // relaxed: a hint for callers that want to skip building an event; a listener added
+        // concurrently may or may not see the event either way.
+        return head_.load(std::memory_order_relaxed) == nullptr;
+    }
+
+    void emit(const Event& event) const noexcept {
+        for (Node* node = head_.load(std::memory_order_acquire); node != nullptr;
+             node = node->next.load(std::memory_order_acquire)) {
+            if (node->active.load(std::memory_order_acquire)) {
+                try {
+                    node->callback(event);
+                } catch (...) {
+                    detail::report_listener_error(std::current_exception());
+                }
+            }
+        }
+    }
+
+    // Builds the event with `make()` only if someone listens.
+    template <class Make>
+    void emit_with(Make&& make) const noexcept {
+        if (head_.load(std::memory_order_acquire) == nullptr) {
+            return;
+        }
+        try {
+            emit(std::forward<Make>(make)());
+        } catch (...) {
+            detail::report_listener_error(std::current_exception());
+        }
+    }
+
+private:
+    struct Node {
+        Callback callback;
+        std::atomic<bool> active{true};
+        std::atomic<Node*> next{nullptr};
+        ListenerId id = 0;
+    };
+
+    std::atomic<Node*> head_{nullptr};
+    Node* tail_ BULWARK_GUARDED_BY(mutex_) = nullptr;
+    detail::Mutex mutex_;
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_EVENTS_HPP
+// #include <bulwark/outcome.hpp>
+// Outcome<T>: a value or an exception_ptr, the result type every policy returns.
+#ifndef BULWARK_OUTCOME_HPP
+#define BULWARK_OUTCOME_HPP
+
+#include <exception>
+#include <type_traits>
+#include <utility>
+#include <variant>
+
+// #include <bulwark/config.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+
+namespace bulwark {
+
+// The result of one execution: a value of T, or the exception that ended it.
+//   auto o = policy.try_execute([] { return 42; });
+//   if (o) use(o.value()); else log(o.error());        // value() rethrows the stored error
+// T may be move-only; Outcome<void> holds only the error. Thread-compatible.
+template <class T>
+class [[nodiscard]] Outcome {
+    static_assert(!std::is_reference<T>::value,
+                  "bulwark::Outcome<T> cannot hold a reference: return a pointer or "
+                  "std::reference_wrapper from the callable instead.");
+    static_assert(!std::is_same<std::decay_t<T>, std::exception_ptr>::value,
+                  "bulwark::Outcome<std::exception_ptr> is ambiguous: wrap the exception_ptr in a "
+                  "struct of your own.");
+    static_assert(!std::is_array<T>::value && std::is_destructible<T>::value,
+                  "bulwark::Outcome<T> needs a destructible, non-array value type.");
+
+public:
+    using value_type = T;
+
+    static Outcome from_value(T value) noexcept(std::is_nothrow_move_constructible<T>::value) {
+        return Outcome(std::in_place_index<0>, std::move(value));
+    }
+
+    template <class... Args>
+    static Outcome in_place(Args&&... args) {
+        return Outcome(std::in_place_index<0>, std::forward<Args>(args)...);
+    }
+
+    // Throws std::invalid_argument if `error` is null: an error outcome must say what went wrong.
+    static Outcome from_error(std::exception_ptr error) {
+        if (!error) {
+            detail::throw_invalid_argument(
+                "bulwark::Outcome::from_error: the exception_ptr is null");
+        }
+        return Outcome(std::in_place_index<1>, std::move(error));
+    }
+
+    bool has_value() const noexcept { return data_.index() == 0; }
+    bool has_error() const noexcept { return data_.index() != 0; }
+    explicit operator bool() const noexcept { return has_value(); }
+
+    // The value; rethrows the stored error if there is none.
+    T& value() & {
+        rethrow_if_error();
+        return *std::get_if<0>(&data_);
+    }
+    const T& value() const& {
+        rethrow_if_error();
+        return *std::get_if<0>(&data_);
+    }
+    T&& value() && {
+        rethrow_if_error();
+        return std::move(*std::get_if<0>(&data_));
+    }
+
+    T* operator->() { return &value(); }
+    const T* operator->() const { return &value(); }
+    T& operator*() & { return value(); }
+    const T& operator*() const& { return value(); }
+    T&& operator*() && { return std::move(*this).value(); }
+
+    template <class U>
+    T value_or(U&& fallback) const& {
+        return has_value() ? *std::get_if<0>(&data_) : static_cast<T>(std::forward<U>(fallback));
+    }
+    template <class U>
+    T value_or(U&& fallback) && {
+        return has_value() ? std::move(*std::get_if<0>(&data_))
+                           : static_cast<T>(std::forward<U>(fallback));
+    }
+
+    // The stored error; a null exception_ptr when the outcome holds a value.
+    std::exception_ptr error() const noexcept {
+        const std::exception_ptr* e = std::get_if<1>(&data_);
+        return e != nullptr ? *e : std::exception_ptr();
+    }
+
+    void rethrow_if_error() const {
+        if (const std::exception_ptr* e = std::get_if<1>(&data_)) {
+            std::rethrow_exception(*e);
+        }
+    }
+
+    // Replaces the value or error with `error`, in place: for a policy that turns a result into a
+    // failure (a late one, say) without requiring T to be assignable. Throws
+    // std::invalid_argument if `error` is null.
+    void replace_with_error(std::exception_ptr error) {
+        if (!error) {
+            detail::throw_invalid_argument(
+                "bulwark::Outcome::replace_with_error: the exception_ptr is null");
+        }
+        data_.template emplace<1>(std::move(error));
+    }
+
+private:
+    template <std::size_t I, class... Args>
+    explicit Outcome(std::in_place_index_t<I> tag, Args&&... args)
+        : data_(tag, std::forward<Args>(args)...) {}
+
+    std::variant<T, std::exception_ptr> data_;
+};
+
+// The outcome of a callable that returns nothing: success, or the exception that ended it.
+template <>
+class [[nodiscard]] Outcome<void> {
+public:
+    using value_type = void;
+
+    static Outcome success() noexcept { return {}; }
+    static Outcome from_value() noexcept { return {}; }
+
+    static Outcome from_error(std::exception_ptr error) {
+        if (!error) {
+            detail::throw_invalid_argument(
+                "bulwark::Outcome::from_error: the exception_ptr is null");
+        }
+        Outcome o;
+        o.error_ = std::move(error);
+        return o;
+    }
+
+    bool has_value() const noexcept { return !error_; }
+    bool has_error() const noexcept { return static_cast<bool>(error_); }
+    explicit operator bool() const noexcept { return has_value(); }
+
+    // Rethrows the stored error, if any.
+    void value() const { rethrow_if_error(); }
+
+    std::exception_ptr error() const noexcept { return error_; }
+
+    void rethrow_if_error() const {
+        if (error_) {
+            std::rethrow_exception(error_);
+        }
+    }
+
+    // Replaces the outcome with `error`. Throws std::invalid_argument if `error` is null.
+    void replace_with_error(std::exception_ptr error) {
+        if (!error) {
+            detail::throw_invalid_argument(
+                "bulwark::Outcome::replace_with_error: the exception_ptr is null");
+        }
+        error_ = std::move(error);
+    }
+
+private:
+    Outcome() noexcept = default;
+    std::exception_ptr error_;
+};
+
+namespace detail {
+template <class T>
+struct is_outcome : std::false_type {};
+template <class T>
+struct is_outcome<Outcome<T>> : std::true_type {};
+template <class T>
+inline constexpr bool is_outcome_v = is_outcome<std::decay_t<T>>::value;
+}  // namespace detail
+
+}  // namespace bulwark
+
+#endif  // BULWARK_OUTCOME_HPP
+// #include <bulwark/policy.hpp>
+// The policy concept: PolicyBase, execute/try_execute, and how callables are invoked.
+#ifndef BULWARK_POLICY_HPP
+#define BULWARK_POLICY_HPP
+
+#include <exception>
+#include <functional>
+#include <type_traits>
+#include <utility>
+
+// #include <bulwark/context.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/detail/traits.hpp>
+// Type traits for callables and results (private).
+#ifndef BULWARK_DETAIL_TRAITS_HPP
+#define BULWARK_DETAIL_TRAITS_HPP
+
+#include <functional>
+#include <type_traits>
+
+namespace bulwark {
+namespace detail {
+
+template <class...>
+inline constexpr bool always_false_v = false;
+
+template <class T>
+using remove_cvref_t = std::remove_cv_t<std::remove_reference_t<T>>;
+
+// The single parameter type of a callable with one non-template operator() or of a function
+// (pointer). `void` when it cannot be found (a generic lambda, an overload set).
+template <class F, class = void>
+struct single_arg {
+    using type = void;
+};
+template <class R, class A>
+struct single_arg<R (*)(A), void> {
+    using type = A;
+};
+template <class R, class A>
+struct single_arg<R(A), void> {
+    using type = A;
+};
+template <class R, class A>
+struct single_arg<R (*)(A) noexcept, void> {
+    using type = A;
+};
+template <class M>
+struct member_single_arg {
+    using type = void;
+};
+template <class R, class C, class A>
+struct member_single_arg<R (C::*)(A)> {
+    using type = A;
+};
+template <class R, class C, class A>
+struct member_single_arg<R (C::*)(A) const> {
+    using type = A;
+};
+template <class R, class C, class A>
+struct member_single_arg<R (C::*)(A) noexcept> {
+    using type = A;
+};
+template <class R, class C, class A>
+struct member_single_arg<R (C::*)(A) const noexcept> {
+    using type = A;
+};
+template <class F>
+struct single_arg<F, std::void_t<decltype(&F::operator())>> {
+    using type = typename member_single_arg<decltype(&F::operator())>::type;
+};
+template <class F>
+using single_arg_t = typename single_arg<remove_cvref_t<F>>::type;
+
+// A per-type identity that needs no RTTI: the address of an inline variable is unique per type.
+template <class T>
+struct type_tag {
+    static constexpr char id = 0;
+};
+using type_id_t = const void*;
+template <class T>
+constexpr type_id_t type_id() noexcept {
+    return &type_tag<remove_cvref_t<T>>::id;
+}
+
+template <class T, template <class...> class Template>
+struct is_specialization : std::false_type {};
+template <template <class...> class Template, class... Args>
+struct is_specialization<Template<Args...>, Template> : std::true_type {};
+
+// True for the callables that can be null: function pointers, member pointers, std::function.
+template <class F>
+bool is_null_callable(const F& f) noexcept {
+    using D = remove_cvref_t<F>;
+    if constexpr (std::is_pointer<D>::value || std::is_member_pointer<D>::value) {
+        return f == nullptr;
+    } else if constexpr (is_specialization<D, std::function>::value) {
+        return !f;
+    } else {
+        (void)f;
+        return false;
+    }
+}
+
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_TRAITS_HPP
+// #include <bulwark/outcome.hpp> (already included above)
+
+namespace bulwark {
+
+// The policy concept.
+//
+// A policy is any type with
+//     template <class Next> auto apply(Context& ctx, Next&& next);
+// where `next(ctx)` runs the rest of the pipeline and returns an Outcome<T>; apply returns an
+// Outcome<T> of the same T. A policy may call `next` zero times (reject), once, or several times
+// (retry), may change `ctx` (attempt, deadline) and may replace the outcome (fallback).
+// Deriving from PolicyBase<P> gives it execute() and try_execute().
+
+namespace detail {
+
+template <class F>
+inline constexpr bool takes_context_v = std::is_invocable<F&, Context&>::value;
+
+template <class F>
+inline constexpr bool takes_nothing_v = std::is_invocable<F&>::value;
+
+template <class F, class = void>
+struct call_result {
+    using type = void;
+    static constexpr bool valid = false;
+};
+template <class F>
+struct call_result<F, std::enable_if_t<takes_context_v<F>>> {
+    using type = std::invoke_result_t<F&, Context&>;
+    static constexpr bool valid = true;
+};
+template <class F>
+struct call_result<F, std::enable_if_t<!takes_context_v<F> && takes_nothing_v<F>>> {
+    using type = std::invoke_result_t<F&>;
+    static constexpr bool valid = true;
+};
+
+// True for a callable that execute() accepts: () or (Context&), returning a non-reference.
+template <class F>
+inline constexpr bool is_valid_callable_v =
+    call_result<F>::valid && !std::is_reference<typename call_result<F>::type>::value;
+
+// What an entry point returns once a static_assert of its own has failed, instead of going on
+// to instantiate the rest (which would bury the assertion's sentence under a cascade): it
+// converts to anything and answers the calls a caller makes next. Only ever built in a program
+// that does not compile, so nothing here runs.
+struct invalid_call_result {
+    template <class T>
+    operator T() const noexcept {
+        std::terminate();
+    }
+    template <class... Args>
+    invalid_call_result operator()(Args&&...) const noexcept {
+        return {};
+    }
+    template <class... Args>
+    invalid_call_result execute(Args&&...) const noexcept {
+        return {};
+    }
+    template <class... Args>
+    invalid_call_result try_execute(Args&&...) const noexcept {
+        return {};
+    }
+    template <class... Args>
+    invalid_call_result try_call(Args&&...) const noexcept {
+        return {};
+    }
+};
+
+// The decayed result type of running F through a policy.
+template <class F>
+using call_result_t = typename call_result<std::remove_reference_t<F>>::type;
+
+template <class F>
+decltype(auto) invoke_callable(F& f, Context& ctx) {
+    if constexpr (takes_context_v<F>) {
+        return std::invoke(f, ctx);
+    } else {
+        (void)ctx;
+        return std::invoke(f);
+    }
+}
+
+// Runs `f()` and captures its value, or what it throws, as an Outcome<R>.
+template <class R, class F>
+Outcome<R> capture(F&& f) noexcept {
+    try {
+        if constexpr (std::is_void<R>::value) {
+            std::forward<F>(f)();
+            return Outcome<void>::success();
+        } else {
+            return Outcome<R>::from_value(std::forward<F>(f)());
+        }
+    } catch (...) {
+        return Outcome<R>::from_error(std::current_exception());
+    }
+}
+
+// The innermost step of every pipeline: runs the user's callable and captures what it throws.
+template <class F>
+class Leaf {
+public:
+    using result_type = typename call_result<F>::type;
+
+    explicit Leaf(F& f) noexcept : f_(f) {}
+
+    Outcome<result_type> operator()(Context& ctx) const noexcept {
+        return capture<result_type>([&]() -> decltype(auto) { return invoke_callable(f_, ctx); });
+    }
+
+private:
+    F& f_;
+};
+
+[[noreturn]] BULWARK_NOINLINE inline void throw_null_callable() {
+    throw_invalid_argument("bulwark: execute() was given a null callable");
+}
+
+BULWARK_NOINLINE inline std::exception_ptr null_callable_error() {
+    return std::make_exception_ptr(
+        std::invalid_argument("bulwark: try_execute() was given a null callable"));
+}
+
+// A probe "next" used to detect the policy concept at compile time.
+struct probe_next {
+    Outcome<int> operator()(Context&) const;
+};
+
+template <class P, class = void>
+struct has_generic_apply : std::false_type {};
+template <class P>
+struct has_generic_apply<P, std::void_t<decltype(std::declval<P&>().apply(
+                                std::declval<Context&>(), std::declval<probe_next&>()))>>
+    : std::true_type {};
+
+}  // namespace detail
+
+template <class Derived>
+class PolicyBase;
+
+// True if P satisfies the policy concept (see above): it derives from PolicyBase<P> (policies
+// for one result type, such as Fallback<T>, are recognised this way without instantiating
+// their apply), or its apply accepts any `next`.
+// (std::disjunction stops at the first true trait, so the probe is not instantiated for them.)
+template <class P>
+inline constexpr bool is_policy_v =
+    std::disjunction<std::is_base_of<PolicyBase<std::remove_cv_t<std::remove_reference_t<P>>>,
+                                     std::remove_cv_t<std::remove_reference_t<P>>>,
+                     detail::has_generic_apply<std::remove_reference_t<P>>>::value;
+
+// Gives a policy its user-facing entry points. Derived must provide apply(Context&, Next&&).
+//   int v = policy.execute([] { return call(); });               // value, or throws the error
+//   bulwark::Outcome<int> r = policy.try_execute([] { ... });    // never throws
+//   policy.execute([](bulwark::Context& ctx) { ... }, ctx);      // with the caller's context
+// Callables take () or (Context&) and may return any non-reference type, void and move-only
+// types included. A null function pointer or empty std::function is rejected with
+// std::invalid_argument (try_execute returns it as the error). Does not allocate.
+template <class Derived>
+class PolicyBase {
+public:
+    // The return types are deduced, not spelled, so that a callable of the wrong signature
+    // stops at check<F>()'s sentence before anything else is instantiated.
+    template <class F>
+    auto execute(F&& f) {
+        Context ctx;
+        return execute(std::forward<F>(f), ctx);
+    }
+
+    template <class F>
+    auto execute(F&& f, Context& ctx) {
+        using Fn = std::remove_reference_t<F>;
+        static_assert(check<Fn>());
+        if constexpr (detail::is_valid_callable_v<Fn>) {
+            return execute_valid(f, ctx);
+        } else {
+            return detail::invalid_call_result{};
+        }
+    }
+
+    template <class F>
+    auto try_execute(F&& f) noexcept {
+        Context ctx;
+        return try_execute(std::forward<F>(f), ctx);
+    }
+
+    template <class F>
+    auto try_execute(F&& f, Context& ctx) noexcept {
+        using Fn = std::remove_reference_t<F>;
+        static_assert(check<Fn>());
+        if constexpr (detail::is_valid_callable_v<Fn>) {
+            return try_execute_valid(f, ctx);
+        } else {
+            return detail::invalid_call_result{};
+        }
+    }
+
+private:
+    // One sentence for each way a callable can be wrong; true so that the caller's own
+    // static_assert never adds a second message.
+    template <class Fn>
+    static constexpr bool check() {
+        static_assert(detail::call_result<Fn>::valid,
+                      "bulwark: a callable passed to execute()/try_execute() must take no "
+                      "arguments or a single bulwark::Context&.");
+        static_assert(!std::is_reference<typename detail::call_result<Fn>::type>::value,
+                      "bulwark: the callable returns a reference; policies return results by "
+                      "value (return a pointer or std::reference_wrapper to share an object).");
+        return true;
+    }
+
+    template <class Fn>
+    auto execute_valid(Fn& f, Context& ctx) -> detail::call_result_t<Fn> {
+        if (BULWARK_UNLIKELY(detail::is_null_callable(f))) {
+            detail::throw_null_callable();
+        }
+        auto outcome = derived().apply(ctx, detail::Leaf<Fn>(f));
+        if constexpr (std::is_void<detail::call_result_t<Fn>>::value) {
+            outcome.rethrow_if_error();
+        } else {
+            return std::move(outcome).value();
+        }
+    }
+
+    template <class Fn>
+    auto try_execute_valid(Fn& f, Context& ctx) noexcept -> Outcome<detail::call_result_t<Fn>> {
+        using R = detail::call_result_t<Fn>;
+        try {
+            if (BULWARK_UNLIKELY(detail::is_null_callable(f))) {
+                return Outcome<R>::from_error(detail::null_callable_error());
+            }
+            return derived().apply(ctx, detail::Leaf<Fn>(f));
+        } catch (...) {
+            // A policy's own failure (an allocation in a listener, a throwing clock) still
+            // becomes an outcome: try_execute never throws.
+            return Outcome<R>::from_error(std::current_exception());
+        }
+    }
+
+    Derived& derived() noexcept { return static_cast<Derived&>(*this); }
+};
+
+// The policy that does nothing: runs the call once and returns its outcome. Useful as a
+// placeholder in a configurable pipeline and as the benchmark of pipeline overhead.
+//   bulwark::pipeline(bulwark::Noop{}, breaker).execute(f);
+// Thread-safe (stateless). Does not allocate.
+class Noop : public PolicyBase<Noop> {
+public:
+    template <class Next>
+    auto apply(Context& ctx, Next&& next) const {
+        return std::forward<Next>(next)(ctx);
+    }
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_POLICY_HPP
+
+namespace bulwark {
+
+// How the limit moves. All three see the same windows of samples (see AdaptiveLimiterOptions).
+enum class AdaptiveAlgorithm : std::uint8_t {
+    // TCP Vegas: estimates the dependency's queue as limit × (1 − no_load_rtt / rtt) and keeps
+    // it between alpha and beta (in units of log10(limit)).
+    vegas,
+    // Netflix's Gradient2: limit × min(1, tolerance × long_rtt / short_rtt), plus queue_size
+    // while the gradient is 1; without its upward drift under sustained overload (see
+    // Gradient2Options).
+    gradient2,
+    // Additive increase, multiplicative decrease on a drop or a window slower than a threshold.
+    aimd,
+};
+
+struct VegasOptions {
+    // Grow while the estimated queue is below alpha × log10(limit); shrink above
+    // beta × log10(limit); between the two the limit holds. 0 < alpha < beta.
+    double alpha = 3.0;
+    double beta = 6.0;
+    // Weight of each new estimate, in (0, 1]: limit = (1 − s)·limit + s·estimate.
+    double smoothing = 1.0;
+    // Every probe_interval windows, the limit is halved for a short probe so that the no-load
+    // RTT is measured again at low concurrency (the dependency may have become slower or faster
+    // for good): the mean RTT of calls that began and ended with at most that many in flight.
+    // 0: never probe (the no-load RTT then only falls, to a window clearly faster than it).
+    std::uint32_t probe_interval = 1000;
+};
+
+struct Gradient2Options {
+    // How much slower than the long-term RTT a window may be before the limit shrinks. >= 1.
+    // In a dependency that queues beyond its capacity C, the limit settles near
+    // rtt_tolerance × C: lower it (1.1–1.2) for a tighter limit, raise it for more throughput.
+    double rtt_tolerance = 1.5;
+    // Added to the limit each window while the gradient is 1 (no queueing seen). >= 0.
+    std::uint32_t queue_size = 4;
+    // The long-term RTT's horizon, in windows (an exponential average over that many). >= 1.
+    std::uint32_t long_window = 60;
+    // Weight of each new estimate, in (0, 1].
+    double smoothing = 0.2;
+};
+
+struct AimdOptions {
+    // The limit is multiplied by this on a drop or a slow window. In [0.5, 1).
+    double backoff_ratio = 0.9;
+    // A window whose mean RTT exceeds this counts as a drop. > 0.
+    Duration latency_threshold = std::chrono::seconds(5);
+    // Added to the limit after a window without drops that used at least half the limit. >= 1.
+    std::uint32_t increase = 1;
+};
+
+struct AdaptiveLimiterOptions {
+    AdaptiveAlgorithm algorithm = AdaptiveAlgorithm::gradient2;
+    // The limit starts here and stays within [min_limit, max_limit]. 1 <= min <= initial <= max.
+    std::uint32_t initial_limit = 20;
+    std::uint32_t min_limit = 1;
+    std::uint32_t max_limit = 1000;
+    // A window closes (and the limit is recomputed) once it holds window_samples samples and
+    // has lasted min_window_time. window_samples >= 1, min_window_time >= 0.
+    std::uint32_t window_samples = 50;
+    Duration min_window_time = Duration::zero();
+    // Calls allowed to wait (first in, first out) for a slot; 0 = no queue (default).
+    std::uint32_t max_queue = 0;
+    // The longest a queued call waits (also bounded by the context's deadline and cancellation).
+    // > 0 with a queue, >= 0 always.
+    Duration queue_timeout = std::chrono::seconds(1);
+    // Shadow mode: decide as usual, count and report rejections (with shadow = true), but let
+    // the calls through. A let-through call holds no slot and its outcome teaches the limit
+    // nothing. Switch at run time with set_shadow().
+    bool shadow = false;
+    VegasOptions vegas{};
+    Gradient2Options gradient2{};
+    AimdOptions aimd{};
+
+    // Throws std::invalid_argument naming the field and the value.
+    void validate() const {
+        detail::check_enumerator(algorithm, AdaptiveAlgorithm::aimd,
+                                 "AdaptiveLimiterOptions.algorithm", "AdaptiveAlgorithm");
+        if (min_limit == 0) {
+            detail::throw_invalid_option("AdaptiveLimiterOptions.min_limit", "must be >= 1", "0");
+        }
+        if (max_limit < min_limit) {
+            detail::throw_invalid_option("AdaptiveLimiterOptions.max_limit",
+                                         "must be >= min_limit (" + std::to_string(min_limit) + ")",
+                                         std::to_string(max_limit));
+        }
+        if (initial_limit < min_limit || initial_limit > max_limit) {
+            detail::throw_invalid_option("AdaptiveLimiterOptions.initial_limit",
+                                         "must be in [min_limit, max_limit] (" +
+                                             std::to_string(min_limit) + ", " +
+                                             std::to_string(max_limit) + ")",
+                                         std::to_string(initial_limit));
+        }
+        if (window_samples == 0) {
+            detail::throw_invalid_option("AdaptiveLimiterOptions.window_samples", "must be >= 1",
+                                         "0");
+        }
+        if (min_window_time < Duration::zero()) {
+            detail::throw_invalid_option("AdaptiveLimiterOptions.min_window_time", "must be >= 0",
+                                         detail::format_duration(min_window_time));
+        }
+        if (queue_timeout < Duration::zero() ||
+            (max_queue > 0 && queue_timeout == Duration::zero())) {
+            detail::throw_invalid_option(
+                "AdaptiveLimiterOptions.queue_timeout",
+                max_queue > 0 ? "must be > 0 when max_queue > 0" : "must be >= 0",
+                detail::format_duration(queue_timeout));
+        }
+        // Written so that NaN fails too.
+        if (!(vegas.alpha > 0)) {
+            detail::throw_invalid_option("AdaptiveLimiterOptions.vegas.alpha", "must be > 0",
+                                         detail::format_number(vegas.alpha));
+        }
+        if (!(vegas.beta > vegas.alpha)) {
+            detail::throw_invalid_option(
+                "AdaptiveLimiterOptions.vegas.beta",
+                "must be > vegas.alpha (" + detail::format_number(vegas.alpha) + ")",
+                detail::format_number(vegas.beta));
+        }
+        check_smoothing("AdaptiveLimiterOptions.vegas.smoothing", vegas.smoothing);
+        if (!(gradient2.rtt_tolerance >= 1.0) || std::isinf(gradient2.rtt_tolerance)) {
+            detail::throw_invalid_option("AdaptiveLimiterOptions.gradient2.rtt_tolerance",
+                                         "must be >= 1 and finite",
+                                         detail::format_number(gradient2.rtt_tolerance));
+        }
+        if (gradient2.long_window == 0) {
+            detail::throw_invalid_option("AdaptiveLimiterOptions.gradient2.long_window",
+                                         "must be >= 1", "0");
+        }
+        check_smoothing("AdaptiveLimiterOptions.gradient2.smoothing", gradient2.smoothing);
+        if (!(aimd.backoff_ratio >= 0.5 && aimd.backoff_ratio < 1.0)) {
+            detail::throw_invalid_option("AdaptiveLimiterOptions.aimd.backoff_ratio",
+                                         "must be in [0.5, 1)",
+                                         detail::format_number(aimd.backoff_ratio));
+        }
+        if (aimd.latency_threshold <= Duration::zero()) {
+            detail::throw_invalid_option("AdaptiveLimiterOptions.aimd.latency_threshold",
+                                         "must be > 0",
+                                         detail::format_duration(aimd.latency_threshold));
+        }
+        if (aimd.increase == 0) {
+            detail::throw_invalid_option("AdaptiveLimiterOptions.aimd.increase", "must be >= 1",
+                                         "0");
+        }
+    }
+
+private:
+    static void check_smoothing(const char* field, double value) {
+        if (!(value > 0.0 && value <= 1.0)) {
+            detail::throw_invalid_option(field, "must be in (0, 1]", detail::format_number(value));
+        }
+    }
+};
+
+enum class AdaptiveLimitRejection : std::uint8_t {
+    limit_reached,  // every slot under the current limit is taken and there is no queue
+    queue_full,     // every slot is taken and the queue is full
+    queue_timeout,  // waited queue_timeout (or the context's deadline) without a slot
+    cancelled,      // the context was cancelled while waiting
+};
+
+// A call was rejected (or, in shadow mode, would have been: shadow = true, and it ran).
+struct AdaptiveLimitRejectedEvent {
+    AdaptiveLimitRejection reason = AdaptiveLimitRejection::limit_reached;
+    std::uint32_t limit = 0;
+    std::uint32_t in_flight = 0;
+    std::uint32_t queued = 0;
+    bool shadow = false;
+};
+
+// The limit moved at the close of a window.
+struct AdaptiveLimitChange {
+    std::uint32_t old_limit = 0;
+    std::uint32_t new_limit = 0;
+    Duration short_rtt{};    // the window's mean RTT
+    Duration long_rtt{};     // the long-term RTT
+    Duration no_load_rtt{};  // the RTT without queueing, as estimated
+};
+
+struct AdaptiveLimiterStats {
+    AdaptiveAlgorithm algorithm = AdaptiveAlgorithm::gradient2;
+    std::uint32_t limit = 0;  // the current limit (halved during a Vegas probe)
+    std::uint32_t in_flight = 0;
+    std::uint32_t queued = 0;
+    std::uint64_t admitted = 0;
+    std::uint64_t rejected = 0;  // in shadow mode too: what enforcing would have rejected
+    std::uint64_t queue_timeouts = 0;
+    std::uint64_t shadow_rejections = 0;  // of `rejected`, how many were let through
+    std::uint64_t samples = 0;            // completed calls whose RTT was sampled
+    std::uint64_t drops = 0;              // completed calls reported dropped (overload)
+    std::uint64_t windows = 0;            // windows closed (limit recomputations)
+    std::uint64_t probes = 0;             // Vegas no-load probes started
+    bool probing = false;                 // a Vegas probe holds the limit halved now
+    Duration no_load_rtt{};  // the RTT without queueing (see VegasOptions::probe_interval)
+    Duration short_rtt{};    // the last window's mean RTT
+    Duration long_rtt{};     // the long-term RTT (Gradient2's baseline)
+};
+
+// A concurrency limit that moves with the latency it measures, so that the number of calls
+// in flight follows what the dependency can take now (Netflix concurrency-limits' idea).
+//   bulwark::AdaptiveLimiter limiter({});                    // Gradient2, limit 20 to start
+//   limiter.execute([&] { return db.query(sql); });          // AdaptiveLimitError when full
+//   if (auto permit = limiter.try_acquire()) { call(); }     // RTT sampled when it ends
+//   else if (permit.rejection() == bulwark::AdaptiveLimitRejection::limit_reached) { ... }
+// Invariant: a call is admitted only while in flight < the limit at that moment (the limit may
+// then shrink below the calls already inside; none is cut short). Queueing as in Bulkhead.
+// Thread-safe. Admission and release are one atomic read-modify-write each, the RTT sample two
+// more plus two clock reads; the limit is recomputed once per window by the thread that closes
+// it, under a mutex. Does not allocate after construction.
+template <class Tag = void>
+class BasicAdaptiveLimiter : public PolicyBase<BasicAdaptiveLimiter<Tag>> {
+    // What a finished call tells the limit.
+    enum class Sample : std::uint8_t { none, rtt, drop };
+
+public:
+    // A slot under the limit, released when destroyed (the call's RTT is then sampled). A
+    // refused permit is false and says why; in shadow mode a refused call gets a true permit
+    // that holds nothing (shadow() is true) and is not sampled. Movable.
+    class [[nodiscard]] Permit {
+    public:
+        Permit() noexcept = default;
+        Permit(Permit&& other) noexcept
+            : limiter_(std::exchange(other.limiter_, nullptr)),
+              start_(other.start_),
+              in_flight_(other.in_flight_),
+              reason_(other.reason_),
+              state_(std::exchange(other.state_, State::refused)) {}
+        Permit& operator=(Permit&& other) noexcept {
+            if (this != &other) {
+                complete();
+                limiter_ = std::exchange(other.limiter_, nullptr);
+                start_ = other.start_;
+                in_flight_ = other.in_flight_;
+                reason_ = other.reason_;
+                state_ = std::exchange(other.state_, State::refused);
+            }
+            return *this;
+        }
+        Permit(const Permit&) = delete;
+        Permit& operator=(const Permit&) = delete;
+        ~Permit() { complete(); }
+
+        // True when the call may run: admitted, or let through in shadow mode.
+        explicit operator bool() const noexcept { return state_ != State::refused; }
+        // True for a call let through by shadow mode (it holds no slot).
+        bool shadow() const noexcept { return state_ == State::shadow; }
+        // Why it was (or in shadow mode would have been) refused.
+        AdaptiveLimitRejection rejection() const noexcept { return reason_; }
+
+        // The call finished normally (whether it succeeded or failed): releases the slot and
+        // samples its RTT. What the destructor does.
+        void complete() noexcept { finish(Sample::rtt); }
+        // The call was dropped for overload (timed out, or the dependency said it is
+        // overloaded): releases the slot and tells the limit to shrink.
+        void drop() noexcept { finish(Sample::drop); }
+        // The call says nothing about the dependency's latency (it failed before reaching it):
+        // releases the slot without a sample.
+        void ignore() noexcept { finish(Sample::none); }
+
+    private:
+        friend class BasicAdaptiveLimiter;
+        enum class State : std::uint8_t { refused, admitted, shadow };
+        Permit(BasicAdaptiveLimiter* limiter, TimePoint start, std::uint32_t in_flight) noexcept
+            : limiter_(limiter), start_(start), in_flight_(in_flight), state_(State::admitted) {}
+        Permit(AdaptiveLimitRejection reason, bool shadow) noexcept
+            : reason_(reason), state_(shadow ? State::shadow : State::refused) {}
+
+        void finish(Sample kind) noexcept {
+            if (limiter_ != nullptr) {
+                std::exchange(limiter_, nullptr)->release(start_, in_flight_, kind);
+            }
+        }
+
+        BasicAdaptiveLimiter* limiter_ = nullptr;
+        TimePoint start_{};
+        std::uint32_t in_flight_ = 0;  // calls in flight just after this one was admitted
+        AdaptiveLimitRejection reason_ = AdaptiveLimitRejection::limit_reached;
+        State state_ = State::refused;
+    };
+
+    // Throws std::invalid_argument for invalid options. The clock must outlive the limiter.
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
+    explicit BasicAdaptiveLimiter(AdaptiveLimiterOptions options, Clock& clock = default_clock())
+        : BasicAdaptiveLimiter(std::string(), options, clock) {}
+
+    // A named limiter: its rejections say the name in their message and in
+    // RejectedError::source().
+    BasicAdaptiveLimiter(std::string name, AdaptiveLimiterOptions options,
+                         Clock& clock = default_clock())
+        : name_(std::make_shared<const std::string>(std::move(name))),
+          options_((options.validate(), options)),
+          clock_(&clock),
+          limit_error_(error(": the adaptive concurrency limit is reached")),
+          queue_full_error_(error(": the adaptive concurrency limit is reached and " +
+                                  std::to_string(options_.max_queue) + " calls are queued")),
+          timeout_error_(error(": no slot within the queue timeout of " +
+                               detail::format_duration(options_.queue_timeout))),
+          cancelled_error_(error(": the call was cancelled while queued")),
+          estimate_(static_cast<double>(options_.initial_limit)),
+          limit_(options_.initial_limit),
+          shadow_(options_.shadow),
+          window_start_ns_(clock.now().time_since_epoch().count()) {}
+
+    BasicAdaptiveLimiter(const BasicAdaptiveLimiter&) = delete;
+    BasicAdaptiveLimiter& operator=(const BasicAdaptiveLimiter&) = delete;
+
+    const AdaptiveLimiterOptions& options() const noexcept { return options_; }
+    // Empty when unnamed.
+    const std::string& name() const noexcept { return *name_; }
+
+    // The current limit.
+    std::uint32_t limit() const noexcept { return limit_.load(std::memory_order_relaxed); }
+
+    void set_shadow(bool on) noexcept { shadow_.store(on, std::memory_order_relaxed); }
+    bool shadow() const noexcept { return shadow_.load(std::memory_order_relaxed); }
+
+    // A slot if one is free under the limit right now (never waits). Does not allocate.
+    Permit try_acquire() noexcept {
+        std::uint32_t in_flight = 0;
+        if (BULWARK_LIKELY(try_take_fast(in_flight))) {
+            return admit(in_flight);
+        }
+        return reject(AdaptiveLimitRejection::limit_reached);
+    }
+
+    // A slot, waiting in the queue if there is room (up to queue_timeout, the context's
+    // deadline or its cancellation).
+    Permit acquire(const Context* ctx = nullptr) {
+        std::uint32_t in_flight = 0;
+        if (BULWARK_LIKELY(try_take_fast(in_flight))) {
+            return admit(in_flight);
+        }
+        return acquire_slow(ctx);
+    }
+
+    // As a pipeline policy: a TimeoutError from inside is a drop, another RejectedError from
+    // inside (the call never reached the dependency) is ignored, any other outcome is sampled.
+    template <class Next>
+    auto apply(Context& ctx, Next&& next) {
+        using O = std::invoke_result_t<Next&, Context&>;
+        Permit permit = acquire(&ctx);
+        if (BULWARK_UNLIKELY(!permit)) {
+            return O::from_error(error_for(permit.rejection()));
+        }
+        O outcome = next(ctx);
+        if (BULWARK_UNLIKELY(outcome.has_error())) {
+            classify(permit, outcome.error());
+        }
+        return outcome;
+    }
+
+    // Called on every rejection (and would-be rejection in shadow mode). Returns the id that
+    // remove_listener() takes; throws std::invalid_argument for an empty listener.
+    ListenerId on_rejected(std::function<void(const AdaptiveLimitRejectedEvent&)> listener) {
+        return rejected_listeners_.add(std::move(listener));
+    }
+    // Called when a window moves the limit, from the thread that closed the window.
+    ListenerId on_limit_changed(std::function<void(const AdaptiveLimitChange&)> listener) {
+        return changed_listeners_.add(std::move(listener));
+    }
+    // Stops calling a listener; false if the id is unknown here or already removed.
+    bool remove_listener(ListenerId id) noexcept {
+        return rejected_listeners_.remove(id) || changed_listeners_.remove(id);
+    }
+
+    AdaptiveLimiterStats stats() const {
+        AdaptiveLimiterStats s;
+        s.algorithm = options_.algorithm;
+        s.limit = limit_.load(std::memory_order_relaxed);
+        s.in_flight = static_cast<std::uint32_t>(
+            std::max<std::int64_t>(0, in_flight_.load(std::memory_order_relaxed)));
+        {
+            detail::LockGuard lock(mutex_);
+            s.queued = queued_;
+        }
+        s.admitted = admitted_.sum();
+        s.rejected = rejected_.load(std::memory_order_relaxed);
+        s.queue_timeouts = queue_timeouts_.load(std::memory_order_relaxed);
+        s.shadow_rejections = shadow_rejections_.load(std::memory_order_relaxed);
+        {
+            detail::LockGuard lock(update_mutex_);
+            s.samples = samples_total_;
+            s.drops = drops_total_;
+            s.windows = windows_;
+            s.probes = probes_;
+            s.probing = probing_.load(std::memory_order_relaxed);
+            s.no_load_rtt = to_duration(no_load_ns_);
+            s.short_rtt = to_duration(short_ns_);
+            s.long_rtt = to_duration(long_ns_);
+        }
+        return s;
+    }
+
+private:
+    struct Waiter {
+        std::condition_variable cv;
+        bool granted = false;
+        std::uint32_t in_flight = 0;
+        Waiter* next = nullptr;
+        Waiter* prev = nullptr;
+    };
+
+    static Duration to_duration(double ns) noexcept {
+        return Duration(static_cast<Duration::rep>(ns));
+    }
+
+    BULWARK_ALWAYS_INLINE Permit admit(std::uint32_t in_flight) noexcept {
+        admitted_.add();
+        return Permit(this, clock_->now(), in_flight);
+    }
+
+    // Memory ordering: as in Bulkhead, waiting_ and in_flight_ form a Dekker pair (seq_cst on
+    // both sides), so a freed slot is never left unclaimed while someone waits.
+    bool try_take_fast(std::uint32_t& in_flight) noexcept {
+        if (waiting_.load(std::memory_order_seq_cst) != 0) {
+            return false;  // first in, first out: do not overtake the queue
+        }
+        return take_slot(in_flight);
+    }
+
+    bool take_slot(std::uint32_t& in_flight) noexcept {
+        // relaxed: the limit is a hint that moves once per window; admission is decided by the
+        // CAS on in_flight_, which alone keeps in_flight <= the limit read here.
+        const auto limit = static_cast<std::int64_t>(limit_.load(std::memory_order_relaxed));
+        std::int64_t current = in_flight_.load(std::memory_order_relaxed);
+        while (current < limit) {
+            if (in_flight_.compare_exchange_weak(current, current + 1, std::memory_order_seq_cst,
+                                                 std::memory_order_relaxed)) {
+                in_flight = static_cast<std::uint32_t>(current + 1);
+                return true;
+            }
+        }
+        return false;
+    }
+
+    void release(TimePoint start, std::uint32_t in_flight, Sample kind) noexcept {
+        const TimePoint now = kind == Sample::none ? TimePoint{} : clock_->now();
+        const std::int64_t before = in_flight_.fetch_sub(1, std::memory_order_seq_cst);
+        if (waiting_.load(std::memory_order_seq_cst) != 0) {
+            detail::LockGuard lock(mutex_);
+            dispatch_locked();
+        }
+        if (kind != Sample::none) {
+            // The load a call saw is at least what was in flight when it began and when it
+            // ended (calls admitted just after it shared the dependency with it).
+            const auto at_end = static_cast<std::uint32_t>(std::max<std::int64_t>(0, before));
+            record(now, start, std::max(in_flight, at_end), kind == Sample::drop);
+        }
+    }
+
+    // Adds one sample to the open window; the sample that fills it closes it. A sample racing
+    // the close may be counted in the next window instead (its count and its RTT always land
+    // in windows next to each other): the estimate is statistical, not exact.
+    void record(TimePoint now, TimePoint start, std::uint32_t load, bool dropped) noexcept {
+        const auto rtt_ns =
+            static_cast<std::uint64_t>(std::max<Duration::rep>(0, (now - start).count()));
+        // relaxed throughout: window accumulators, read by the closer under update_mutex_ after
+        // it has seen the count that its own increment completed.
+        w_sum_ns_.fetch_add(rtt_ns, std::memory_order_relaxed);
+        update_max(w_max_in_flight_, load);
+        // relaxed: last_decrease_ns_ is a hint that moves once per decrease.
+        if (BULWARK_UNLIKELY(start.time_since_epoch().count() <=
+                             last_decrease_ns_.load(std::memory_order_relaxed))) {
+            w_stale_.fetch_add(1, std::memory_order_relaxed);
+        }
+        if (dropped) {
+            w_drops_.fetch_add(1, std::memory_order_relaxed);
+        }
+        if (BULWARK_UNLIKELY(probing_.load(std::memory_order_relaxed)) &&
+            load <= probe_limit_.load(std::memory_order_relaxed)) {
+            w_probe_sum_ns_.fetch_add(rtt_ns, std::memory_order_relaxed);
+            w_probe_samples_.fetch_add(1, std::memory_order_relaxed);
+        }
+        const std::uint64_t n = w_count_.fetch_add(1, std::memory_order_acq_rel) + 1;
+        if (BULWARK_LIKELY(n < options_.window_samples)) {
+            return;
+        }
+        if (now.time_since_epoch().count() - window_start_ns_.load(std::memory_order_relaxed) <
+            options_.min_window_time.count()) {
+            return;
+        }
+        close_window(now);
+    }
+
+    template <class T>
+    static void update_max(std::atomic<T>& cell, T value) noexcept {
+        T current = cell.load(std::memory_order_relaxed);
+        while (value > current &&
+               !cell.compare_exchange_weak(current, value, std::memory_order_relaxed)) {
+        }
+    }
+
+    BULWARK_NOINLINE void close_window(TimePoint now) noexcept {
+        // Only one closer at a time; a sample that finds the lock taken leaves its window to
+        // the closer (or to the next sample).
+        if (!update_mutex_.try_lock()) {
+            return;
+        }
+        AdaptiveLimitChange change;
+        const bool changed = close_window_locked(now, change);
+        update_mutex_.unlock();
+        if (changed) {
+            changed_listeners_.emit(change);
+        }
+    }
+
+    bool close_window_locked(TimePoint now, AdaptiveLimitChange& change) noexcept
+        BULWARK_REQUIRES(update_mutex_) {
+        const std::uint64_t count = w_count_.exchange(0, std::memory_order_acq_rel);
+        if (count < options_.window_samples) {
+            w_count_.fetch_add(count, std::memory_order_relaxed);  // another closer won
+            return false;
+        }
+        Window w;
+        w.count = count;
+        w.sum_ns = w_sum_ns_.exchange(0, std::memory_order_relaxed);
+        w.max_in_flight = w_max_in_flight_.exchange(0, std::memory_order_relaxed);
+        w.drops = w_drops_.exchange(0, std::memory_order_relaxed);
+        w.stale = w_stale_.exchange(0, std::memory_order_relaxed);
+        w.probe_sum_ns = w_probe_sum_ns_.exchange(0, std::memory_order_relaxed);
+        w.probe_samples = w_probe_samples_.exchange(0, std::memory_order_relaxed);
+        window_start_ns_.store(now.time_since_epoch().count(), std::memory_order_relaxed);
+        const std::uint32_t old_limit = limit_.load(std::memory_order_relaxed);
+        update_locked(w);
+        const std::uint32_t new_limit = limit_.load(std::memory_order_relaxed);
+        change = AdaptiveLimitChange{old_limit, new_limit, to_duration(short_ns_),
+                                     to_duration(long_ns_), to_duration(no_load_ns_)};
+        if (new_limit > old_limit && waiting_.load(std::memory_order_seq_cst) != 0) {
+            detail::LockGuard queue_lock(mutex_);
+            dispatch_locked();
+        }
+        return new_limit != old_limit;
+    }
+
+    struct Window {
+        std::uint64_t count = 0;
+        std::uint64_t sum_ns = 0;
+        std::uint32_t max_in_flight = 0;
+        std::uint64_t drops = 0;
+        std::uint64_t stale = 0;  // calls that began before the last AIMD decrease
+        std::uint64_t probe_sum_ns = 0;
+        std::uint64_t probe_samples = 0;
+    };
+
+    // Under update_mutex_: folds a closed window into the estimates and moves the limit.
+    void update_locked(const Window& w) noexcept BULWARK_REQUIRES(update_mutex_) {
+        ++windows_;
+        samples_total_ += w.count;
+        drops_total_ += w.drops;
+        const double mean = static_cast<double>(w.sum_ns) / static_cast<double>(w.count);
+        short_ns_ = mean;
+        // Window means, not single samples (one lucky call would make every later window look
+        // queued), and only a clearly faster window lowers it between probes: the minimum of
+        // noisy means keeps falling with noise alone.
+        if (no_load_ns_ <= 0 || mean < no_load_ns_ * no_load_margin) {
+            no_load_ns_ = mean;
+        }
+        const double limit = estimate_;
+        // A window that used less than half the limit says nothing about whether more would fit.
+        const bool app_limited = 2.0 * static_cast<double>(w.max_in_flight) < limit;
+        double next = limit;
+        switch (options_.algorithm) {
+            case AdaptiveAlgorithm::vegas:
+                next = vegas_locked(w, limit, mean, app_limited);
+                break;
+            case AdaptiveAlgorithm::gradient2:
+                next = gradient2_locked(w, limit, mean, app_limited);
+                break;
+            case AdaptiveAlgorithm::aimd:
+                long_ns_ = long_ns_ <= 0 ? mean : long_ns_ + (mean - long_ns_) / 60.0;
+                next = aimd_locked(w, limit, mean, app_limited);
+                break;
+        }
+        estimate_ = std::clamp(next, static_cast<double>(options_.min_limit),
+                               static_cast<double>(options_.max_limit));
+        publish_locked();
+    }
+
+    double vegas_locked(const Window& w, double limit, double mean, bool app_limited) noexcept
+        BULWARK_REQUIRES(update_mutex_) {
+        const VegasOptions& o = options_.vegas;
+        long_ns_ = long_ns_ <= 0 ? mean : long_ns_ + (mean - long_ns_) / 60.0;
+        if (probing_.load(std::memory_order_relaxed)) {
+            // The probe ends once two generations of calls under the halved limit have
+            // finished (the first to finish are the fastest: fewer would bias it low), or after
+            // enough windows for that at the old limit.
+            ++probe_windows_;
+            const double probe_limit = probe_limit_.load(std::memory_order_relaxed);
+            const double window = options_.window_samples;
+            const auto wanted = static_cast<std::uint64_t>(std::max(window, 2.0 * probe_limit));
+            const auto most_windows = static_cast<std::uint64_t>(4.0 + 4.0 * limit / window);
+            probe_sum_ns_ += w.probe_sum_ns;
+            probe_samples_ += w.probe_samples;
+            if (probe_samples_ >= wanted || probe_windows_ > most_windows) {
+                if (probe_samples_ > 0) {
+                    no_load_ns_ =
+                        static_cast<double>(probe_sum_ns_) / static_cast<double>(probe_samples_);
+                }
+                probing_.store(false, std::memory_order_relaxed);
+                windows_since_probe_ = 0;
+            }
+            return limit;
+        }
+        ++windows_since_probe_;
+        if (o.probe_interval > 0 && windows_since_probe_ >= o.probe_interval) {
+            ++probes_;
+            probe_windows_ = 0;
+            probe_sum_ns_ = 0;
+            probe_samples_ = 0;
+            probe_limit_.store(
+                std::max(options_.min_limit, static_cast<std::uint32_t>(limit / 2.0)),
+                std::memory_order_relaxed);
+            probing_.store(true, std::memory_order_relaxed);
+            return limit;
+        }
+        const double log_limit = std::max(1.0, std::log10(limit));
+        double next = limit;
+        if (w.drops > 0) {
+            next = limit - log_limit;
+        } else if (app_limited) {
+            return limit;
+        } else {
+            const double queue = limit * (1.0 - no_load_ns_ / std::max(mean, 1.0));
+            if (queue <= log_limit) {
+                next = limit + o.beta * log_limit;  // far from queueing: grow fast
+            } else if (queue < o.alpha * log_limit) {
+                next = limit + log_limit;
+            } else if (queue > o.beta * log_limit) {
+                next = limit - log_limit;
+            }
+        }
+        return limit * (1.0 - o.smoothing) + next * o.smoothing;
+    }
+
+    // Gradient2 without the drift. Netflix's long RTT is an average of every window, so under
+    // sustained overload it catches up with the short RTT, the gradient returns to 1 and the
+    // queue_size term lifts the limit a little every window, for ever (concurrency-limits
+    // #134). Here the long RTT is a no-load baseline: it follows the short RTT down at once
+    // (fast when the short RTT is under half of it) but up only from windows that cannot be
+    // queueing caused by this limiter: app-limited ones, or ones at min_limit (where a higher
+    // RTT can only be the dependency's own). And queue_size is added only at gradient 1.
+    double gradient2_locked(const Window& w, double limit, double short_ns,
+                            bool app_limited) noexcept BULWARK_REQUIRES(update_mutex_) {
+        const Gradient2Options& o = options_.gradient2;
+        const auto horizon = static_cast<double>(o.long_window);
+        if (long_ns_ <= 0) {
+            long_ns_ = short_ns;
+        } else if (short_ns < long_ns_) {
+            long_ns_ =
+                long_ns_ > 2.0 * short_ns ? short_ns : long_ns_ + (short_ns - long_ns_) / horizon;
+        } else if (app_limited || limit <= static_cast<double>(options_.min_limit)) {
+            long_ns_ += (short_ns - long_ns_) / horizon;
+        }
+        if (app_limited && w.drops == 0) {
+            return limit;
+        }
+        double gradient = 0.5;
+        if (w.drops == 0) {
+            gradient = std::clamp(o.rtt_tolerance * long_ns_ / std::max(short_ns, 1.0), 0.5, 1.0);
+        }
+        const double next =
+            limit * gradient + (gradient >= 1.0 ? static_cast<double>(o.queue_size) : 0.0);
+        return limit * (1.0 - o.smoothing) + next * o.smoothing;
+    }
+
+    // One decrease per round trip, as in TCP: a window whose calls all began before the last
+    // decrease measured the old limit, so it neither shrinks the limit again nor grows it.
+    double aimd_locked(const Window& w, double limit, double mean, bool app_limited) noexcept
+        BULWARK_REQUIRES(update_mutex_) {
+        const AimdOptions& o = options_.aimd;
+        if (w.stale >= w.count) {
+            return limit;
+        }
+        if (w.drops > 0 || mean > static_cast<double>(o.latency_threshold.count())) {
+            last_decrease_ns_.store(window_start_ns_.load(std::memory_order_relaxed),
+                                    std::memory_order_relaxed);
+            return limit * o.backoff_ratio;
+        }
+        return app_limited ? limit : limit + static_cast<double>(o.increase);
+    }
+
+    void publish_locked() noexcept BULWARK_REQUIRES(update_mutex_) {
+        auto whole = static_cast<std::uint32_t>(estimate_);
+        if (probing_.load(std::memory_order_relaxed)) {
+            whole = std::min(whole, probe_limit_.load(std::memory_order_relaxed));
+        }
+        // relaxed: see take_slot.
+        limit_.store(whole, std::memory_order_relaxed);
+    }
+
+    void dispatch_locked() noexcept BULWARK_REQUIRES(mutex_) {
+        std::uint32_t in_flight = 0;
+        while (head_ != nullptr && take_slot(in_flight)) {
+            Waiter* w = head_;
+            unlink(w);
+            w->granted = true;
+            w->in_flight = in_flight;
+            w->cv.notify_one();
+        }
+    }
+
+    void unlink(Waiter* w) noexcept BULWARK_REQUIRES(mutex_) {
+        (w->prev != nullptr ? w->prev->next : head_) = w->next;
+        (w->next != nullptr ? w->next->prev : tail_) = w->prev;
+        w->next = w->prev = nullptr;
+        --queued_;
+        waiting_.fetch_sub(1, std::memory_order_seq_cst);
+    }
+
+    BULWARK_NOINLINE Permit acquire_slow(const Context* ctx) {
+        detail::UniqueLock lock(mutex_);
+        std::uint32_t in_flight = 0;
+        if (head_ == nullptr && take_slot(in_flight)) {
+            lock.unlock();
+            return admit(in_flight);
+        }
+        if (queued_ >= options_.max_queue) {
+            lock.unlock();
+            return reject(options_.max_queue == 0 ? AdaptiveLimitRejection::limit_reached
+                                                  : AdaptiveLimitRejection::queue_full);
+        }
+        TimePoint deadline = detail::saturating_add(clock_->now(), options_.queue_timeout);
+        if (ctx != nullptr && ctx->deadline() && *ctx->deadline() < deadline) {
+            deadline = *ctx->deadline();
+        }
+        Waiter w;
+        w.prev = tail_;
+        (tail_ != nullptr ? tail_->next : head_) = &w;
+        tail_ = &w;
+        ++queued_;
+        waiting_.fetch_add(1, std::memory_order_seq_cst);
+        dispatch_locked();  // a slot may have been freed before we were visible
+        AdaptiveLimitRejection reason = AdaptiveLimitRejection::queue_timeout;
+        while (!w.granted) {
+            if (ctx != nullptr && ctx->cancelled()) {
+                reason = AdaptiveLimitRejection::cancelled;
+                break;
+            }
+            if (clock_->now() >= deadline) {
+                break;
+            }
+            // Cancellation notifies nobody: a waiter with a context looks at it every poll.
+            TimePoint wake = deadline;
+            if (ctx != nullptr) {
+                wake = std::min(deadline, clock_->now() + cancel_poll);
+            }
+            clock_->wait_until(w.cv, lock.native(), wake);
+        }
+        if (w.granted) {
+            lock.unlock();
+            return admit(w.in_flight);
+        }
+        unlink(&w);
+        lock.unlock();
+        if (reason == AdaptiveLimitRejection::queue_timeout) {
+            queue_timeouts_.fetch_add(1, std::memory_order_relaxed);
+        }
+        return reject(reason);
+    }
+
+    // The reject branch: counts, reports, and lets the call through in shadow mode.
+    BULWARK_NOINLINE Permit reject(AdaptiveLimitRejection reason) noexcept {
+        // relaxed: statistics, and a mode switch that need not order anything else.
+        rejected_.fetch_add(1, std::memory_order_relaxed);
+        const bool shadow = shadow_.load(std::memory_order_relaxed);
+        if (shadow) {
+            shadow_rejections_.fetch_add(1, std::memory_order_relaxed);
+        }
+        rejected_listeners_.emit_with([&] {
+            return AdaptiveLimitRejectedEvent{
+                reason, limit_.load(std::memory_order_relaxed),
+                static_cast<std::uint32_t>(
+                    std::max<std::int64_t>(0, in_flight_.load(std::memory_order_relaxed))),
+                static_cast<std::uint32_t>(waiting_.load(std::memory_order_relaxed)), shadow};
+        });
+        return Permit(reason, shadow);
+    }
+
+    std::exception_ptr error_for(AdaptiveLimitRejection reason) const noexcept {
+        switch (reason) {
+            case AdaptiveLimitRejection::limit_reached:
+                return limit_error_;
+            case AdaptiveLimitRejection::queue_full:
+                return queue_full_error_;
+            case AdaptiveLimitRejection::queue_timeout:
+                return timeout_error_;
+            case AdaptiveLimitRejection::cancelled:
+                break;
+        }
+        return cancelled_error_;
+    }
+
+    // The failure path of apply(): what a failed call tells the limit.
+    BULWARK_NOINLINE static void classify(Permit& permit, const std::exception_ptr& error) {
+        try {
+            std::rethrow_exception(error);
+        } catch (const TimeoutError&) {
+            permit.drop();
+        } catch (const RejectedError&) {
+            permit.ignore();
+        } catch (...) {
+            permit.complete();
+        }
+    }
+
+    std::exception_ptr error(const std::string& rest) const;
+
+    static constexpr Duration cancel_poll = std::chrono::milliseconds(10);
+    // A window lowers the no-load RTT between probes only when this much faster (20%) than it.
+    static constexpr double no_load_margin = 0.8;
+
+    const std::shared_ptr<const std::string> name_;
+    const AdaptiveLimiterOptions options_;
+    Clock* const clock_;
+    const std::exception_ptr limit_error_;
+    const std::exception_ptr queue_full_error_;
+    const std::exception_ptr timeout_error_;
+    const std::exception_ptr cancelled_error_;
+
+    // The limit's estimate and the RTT estimates, in nanoseconds; moved once per window.
+    mutable detail::Mutex update_mutex_;
+    double estimate_ BULWARK_GUARDED_BY(update_mutex_);
+    double short_ns_ BULWARK_GUARDED_BY(update_mutex_) = 0;
+    double long_ns_ BULWARK_GUARDED_BY(update_mutex_) = 0;
+    double no_load_ns_ BULWARK_GUARDED_BY(update_mutex_) = 0;
+    std::uint64_t samples_total_ BULWARK_GUARDED_BY(update_mutex_) = 0;
+    std::uint64_t drops_total_ BULWARK_GUARDED_BY(update_mutex_) = 0;
+    std::uint64_t windows_ BULWARK_GUARDED_BY(update_mutex_) = 0;
+    std::uint64_t probes_ BULWARK_GUARDED_BY(update_mutex_) = 0;
+    std::uint64_t windows_since_probe_ BULWARK_GUARDED_BY(update_mutex_) = 0;
+    std::uint64_t probe_windows_ BULWARK_GUARDED_BY(update_mutex_) = 0;
+    std::uint64_t probe_sum_ns_ BULWARK_GUARDED_BY(update_mutex_) = 0;
+    std::uint64_t probe_samples_ BULWARK_GUARDED_BY(update_mutex_) = 0;
+
+    alignas(detail::cache_line_size) std::atomic<std::uint32_t> limit_;
+    std::atomic<bool> shadow_;
+    std::atomic<bool> probing_{false};
+    std::atomic<std::uint32_t> probe_limit_{0};
+    alignas(detail::cache_line_size) std::atomic<std::int64_t> in_flight_{0};
+    alignas(detail::cache_line_size) std::atomic<std::int64_t> waiting_{0};
+
+    // The open window's accumulators.
+    alignas(detail::cache_line_size) std::atomic<std::uint64_t> w_count_{0};
+    std::atomic<std::uint64_t> w_sum_ns_{0};
+    std::atomic<std::uint32_t> w_max_in_flight_{0};
+    std::atomic<std::uint64_t> w_drops_{0};
+    std::atomic<std::uint64_t> w_stale_{0};
+    // When AIMD last shrank the limit (ns on the clock); calls that began before it are stale.
+    std::atomic<std::int64_t> last_decrease_ns_{std::numeric_limits<std::int64_t>::min()};
+    std::atomic<std::uint64_t> w_probe_sum_ns_{0};
+    std::atomic<std::uint64_t> w_probe_samples_{0};
+    std::atomic<std::int64_t> window_start_ns_;
+
+    mutable detail::Mutex mutex_;
+    Waiter* head_ BULWARK_GUARDED_BY(mutex_) = nullptr;
+    Waiter* tail_ BULWARK_GUARDED_BY(mutex_) = nullptr;
+    std::uint32_t queued_ BULWARK_GUARDED_BY(mutex_) = 0;
+
+    detail::StripedCounter admitted_;
+    std::atomic<std::uint64_t> rejected_{0};
+    std::atomic<std::uint64_t> queue_timeouts_{0};
+    std::atomic<std::uint64_t> shadow_rejections_{0};
+    Listeners<AdaptiveLimitRejectedEvent> rejected_listeners_;
+    Listeners<AdaptiveLimitChange> changed_listeners_;
+};
+
+// An adaptive limiter refused the call: no slot under its current limit and no room in its
+// queue, or the queue wait ended. A BulkheadFullError (a concurrency limit that moves), so code
+// that handles a full bulkhead handles it too. source(): the limiter's name.
+class AdaptiveLimitError : public BulkheadFullError {
+public:
+    using BulkheadFullError::BulkheadFullError;
+};
+
+template <class Tag>
+std::exception_ptr BasicAdaptiveLimiter<Tag>::error(const std::string& rest) const {
+    return std::make_exception_ptr(
+        AdaptiveLimitError(name_, detail::component_label("adaptive limiter", *name_) + rest));
+}
+
+using AdaptiveLimiter = BasicAdaptiveLimiter<>;
+
+}  // namespace bulwark
+
+#endif  // BULWARK_ADAPTIVE_LIMITER_HPP
 // #include <bulwark/admin.hpp>
 // AdminHandler: the operator's HTTP API and console over breakers, health and dead letters.
 #ifndef BULWARK_ADMIN_HPP
@@ -1074,563 +3776,7 @@ progress { width: 240px; }
 #include <limits>
 #include <string>
 
-// #include <bulwark/clock.hpp>
-// Clocks: the Clock interface components read time and wait through, SteadyClock, ManualClock.
-#ifndef BULWARK_CLOCK_HPP
-#define BULWARK_CLOCK_HPP
-
-#include <atomic>
-#include <condition_variable>
-#include <cstddef>
-#include <cstdint>
-#include <mutex>
-#include <thread>
-#include <vector>
-
-#if defined(__linux__)
-#include <time.h>  // NOLINT(modernize-deprecated-headers): POSIX clock_gettime
-#endif
-
-// #include <bulwark/config.hpp>
-// Feature detection and portability macros, done once.
-#ifndef BULWARK_CONFIG_HPP
-#define BULWARK_CONFIG_HPP
-
-// Feature detection, done once. Other headers branch on the macros defined here, never on
-// compiler versions.
-
-#if defined(_MSVC_LANG) && _MSVC_LANG > __cplusplus
-#define BULWARK_CPLUSPLUS _MSVC_LANG
-#else
-#define BULWARK_CPLUSPLUS __cplusplus
-#endif
-
-#if BULWARK_CPLUSPLUS < 201703L
-#error "bulwark requires C++17 or later (compile with -std=c++17 or newer)."
-#endif
-
-// Outcome<T> carries failures as std::exception_ptr and policies classify exceptions by type,
-// so there is no meaningful no-exceptions mode.
-#if !defined(__cpp_exceptions) && !defined(__EXCEPTIONS) && !defined(_CPPUNWIND)
-#error "bulwark needs C++ exceptions: failures travel as std::exception_ptr."
-#endif
-
-#if defined(__GNUC__) || defined(__clang__)
-#define BULWARK_NOINLINE __attribute__((noinline))
-// For the few hot-path helpers whose inlining the compiler's size heuristics would otherwise
-// decide differently from one instantiation to the next.
-#define BULWARK_ALWAYS_INLINE __attribute__((always_inline)) inline
-#define BULWARK_LIKELY(x) __builtin_expect(!!(x), 1)
-#define BULWARK_UNLIKELY(x) __builtin_expect(!!(x), 0)
-#elif defined(_MSC_VER)
-#define BULWARK_NOINLINE __declspec(noinline)
-#define BULWARK_ALWAYS_INLINE __forceinline
-#define BULWARK_LIKELY(x) (x)
-#define BULWARK_UNLIKELY(x) (x)
-#else
-#define BULWARK_NOINLINE
-#define BULWARK_ALWAYS_INLINE inline
-#define BULWARK_LIKELY(x) (x)
-#define BULWARK_UNLIKELY(x) (x)
-#endif
-
-// Clang's thread-safety analysis (-Wthread-safety): which mutex guards a member, and which
-// functions acquire, release or need it. Empty for other compilers. bulwark's own mutexes and
-// locks carry them (detail/mutex.hpp); libstdc++'s do not.
-#if defined(__clang__)
-#define BULWARK_THREAD_ANNOTATION(x) __attribute__((x))
-#else
-#define BULWARK_THREAD_ANNOTATION(x)
-#endif
-#define BULWARK_CAPABILITY(x) BULWARK_THREAD_ANNOTATION(capability(x))
-#define BULWARK_SCOPED_CAPABILITY BULWARK_THREAD_ANNOTATION(scoped_lockable)
-#define BULWARK_GUARDED_BY(x) BULWARK_THREAD_ANNOTATION(guarded_by(x))
-#define BULWARK_PT_GUARDED_BY(x) BULWARK_THREAD_ANNOTATION(pt_guarded_by(x))
-#define BULWARK_REQUIRES(...) BULWARK_THREAD_ANNOTATION(requires_capability(__VA_ARGS__))
-#define BULWARK_REQUIRES_SHARED(...) \
-    BULWARK_THREAD_ANNOTATION(requires_shared_capability(__VA_ARGS__))
-#define BULWARK_ACQUIRE(...) BULWARK_THREAD_ANNOTATION(acquire_capability(__VA_ARGS__))
-#define BULWARK_ACQUIRE_SHARED(...) \
-    BULWARK_THREAD_ANNOTATION(acquire_shared_capability(__VA_ARGS__))
-#define BULWARK_RELEASE(...) BULWARK_THREAD_ANNOTATION(release_capability(__VA_ARGS__))
-#define BULWARK_RELEASE_SHARED(...) \
-    BULWARK_THREAD_ANNOTATION(release_shared_capability(__VA_ARGS__))
-#define BULWARK_TRY_ACQUIRE(...) BULWARK_THREAD_ANNOTATION(try_acquire_capability(__VA_ARGS__))
-#define BULWARK_TRY_ACQUIRE_SHARED(...) \
-    BULWARK_THREAD_ANNOTATION(try_acquire_shared_capability(__VA_ARGS__))
-#define BULWARK_EXCLUDES(...) BULWARK_THREAD_ANNOTATION(locks_excluded(__VA_ARGS__))
-#define BULWARK_NO_THREAD_SAFETY_ANALYSIS BULWARK_THREAD_ANNOTATION(no_thread_safety_analysis)
-
-namespace bulwark {
-namespace detail {
-// std::hardware_destructive_interference_size is unreliable on GCC 12 (it warns when used in a
-// header and varies with -mtune); 64 bytes is right for x86-64 and most AArch64 parts.
-inline constexpr unsigned cache_line_size = 64;
-}  // namespace detail
-}  // namespace bulwark
-
-#endif  // BULWARK_CONFIG_HPP
-// #include <bulwark/detail/mutex.hpp>
-// Mutexes and locks annotated for clang's thread-safety analysis (private).
-#ifndef BULWARK_DETAIL_MUTEX_HPP
-#define BULWARK_DETAIL_MUTEX_HPP
-
-#include <mutex>
-#include <shared_mutex>
-
-// #include <bulwark/config.hpp> (already included above)
-
-namespace bulwark {
-namespace detail {
-
-// std::mutex and std::shared_mutex as capabilities, so that -Wthread-safety checks every access
-// to a BULWARK_GUARDED_BY member (libstdc++'s own types carry no annotations). Each is its
-// standard type and nothing more: every member is an inline forwarding call.
-//   mutable detail::Mutex mutex_;
-//   int count_ BULWARK_GUARDED_BY(mutex_) = 0;
-//   detail::LockGuard lock(mutex_);
-// Thread-safe, as the standard types are.
-class BULWARK_CAPABILITY("mutex") Mutex {
-public:
-    Mutex() = default;
-    Mutex(const Mutex&) = delete;
-    Mutex& operator=(const Mutex&) = delete;
-
-    void lock() BULWARK_ACQUIRE() { mutex_.lock(); }
-    void unlock() BULWARK_RELEASE() { mutex_.unlock(); }
-    bool try_lock() BULWARK_TRY_ACQUIRE(true) { return mutex_.try_lock(); }
-
-    // The standard mutex, for a std::unique_lock that a std::condition_variable waits with
-    // (UniqueLock is the annotated way to build one).
-    std::mutex& native() noexcept { return mutex_; }
-
-private:
-    std::mutex mutex_;
-};
-
-class BULWARK_CAPABILITY("mutex") SharedMutex {
-public:
-    SharedMutex() = default;
-    SharedMutex(const SharedMutex&) = delete;
-    SharedMutex& operator=(const SharedMutex&) = delete;
-
-    void lock() BULWARK_ACQUIRE() { mutex_.lock(); }
-    void unlock() BULWARK_RELEASE() { mutex_.unlock(); }
-    bool try_lock() BULWARK_TRY_ACQUIRE(true) { return mutex_.try_lock(); }
-    void lock_shared() BULWARK_ACQUIRE_SHARED() { mutex_.lock_shared(); }
-    void unlock_shared() BULWARK_RELEASE_SHARED() { mutex_.unlock_shared(); }
-    bool try_lock_shared() BULWARK_TRY_ACQUIRE_SHARED(true) { return mutex_.try_lock_shared(); }
-
-private:
-    std::shared_mutex mutex_;
-};
-
-// std::lock_guard: holds a Mutex (or a SharedMutex exclusively) for its scope.
-template <class M>
-class BULWARK_SCOPED_CAPABILITY LockGuard {
-public:
-    explicit LockGuard(M& mutex) BULWARK_ACQUIRE(mutex) : mutex_(mutex) { mutex_.lock(); }
-    ~LockGuard() BULWARK_RELEASE() { mutex_.unlock(); }
-    LockGuard(const LockGuard&) = delete;
-    LockGuard& operator=(const LockGuard&) = delete;
-
-private:
-    M& mutex_;
-};
-
-// std::shared_lock: holds a SharedMutex shared for its scope.
-class BULWARK_SCOPED_CAPABILITY SharedLock {
-public:
-    explicit SharedLock(SharedMutex& mutex) BULWARK_ACQUIRE_SHARED(mutex) : mutex_(mutex) {
-        mutex_.lock_shared();
-    }
-    ~SharedLock() BULWARK_RELEASE() { mutex_.unlock_shared(); }
-    SharedLock(const SharedLock&) = delete;
-    SharedLock& operator=(const SharedLock&) = delete;
-
-private:
-    SharedMutex& mutex_;
-};
-
-// std::unique_lock<std::mutex> over a Mutex: may be unlocked and locked again within its scope,
-// and native() is the std::unique_lock a std::condition_variable (or Clock::wait_until) waits
-// with. The analysis treats the mutex as held across such a wait, which is what the code after
-// the wait may assume.
-class BULWARK_SCOPED_CAPABILITY UniqueLock {
-public:
-    explicit UniqueLock(Mutex& mutex) BULWARK_ACQUIRE(mutex) : lock_(mutex.native()) {}
-    ~UniqueLock() BULWARK_RELEASE() = default;
-    UniqueLock(const UniqueLock&) = delete;
-    UniqueLock& operator=(const UniqueLock&) = delete;
-
-    void lock() BULWARK_ACQUIRE() { lock_.lock(); }
-    void unlock() BULWARK_RELEASE() { lock_.unlock(); }
-
-    std::unique_lock<std::mutex>& native() noexcept { return lock_; }
-
-private:
-    std::unique_lock<std::mutex> lock_;
-};
-
-}  // namespace detail
-}  // namespace bulwark
-
-#endif  // BULWARK_DETAIL_MUTEX_HPP
-// #include <bulwark/detail/throw.hpp>
-// Error helpers: invalid-option messages and out-of-line throws (private).
-#ifndef BULWARK_DETAIL_THROW_HPP
-#define BULWARK_DETAIL_THROW_HPP
-
-#include <chrono>
-#include <cstdio>
-#include <stdexcept>
-#include <string>
-#include <string_view>
-
-// #include <bulwark/config.hpp> (already included above)
-
-namespace bulwark {
-namespace detail {
-
-// Cold helpers: hot inline paths call these so that they carry no string-building code.
-
-[[noreturn]] BULWARK_NOINLINE inline void throw_invalid_argument(const std::string& message) {
-    throw std::invalid_argument(message);
-}
-
-// For misuse of an object's protocol (recording a permit twice), not for bad configuration.
-[[noreturn]] BULWARK_NOINLINE inline void throw_logic_error(const std::string& message) {
-    throw std::logic_error(message);
-}
-
-// "CircuitBreakerOptions.failure_ratio must be in [0, 1], got 1.5"
-[[noreturn]] BULWARK_NOINLINE inline void throw_invalid_option(std::string_view field,
-                                                               std::string_view requirement,
-                                                               std::string_view got) {
-    std::string message;
-    message.reserve(field.size() + requirement.size() + got.size() + 8);
-    message.append(field).append(" ").append(requirement).append(", got ").append(got);
-    throw std::invalid_argument(message);
-}
-
-// Refuses an enumerator outside [0, last] (an integer cast to the enum type), naming `field`
-// and `type`, so that no switch over it falls through to a default it does not expect.
-template <class E>
-void check_enumerator(E value, E last, std::string_view field, const char* type) {
-    if (static_cast<unsigned long long>(value) > static_cast<unsigned long long>(last)) {
-        throw_invalid_option(field, std::string("must be a ") + type,
-                             std::to_string(static_cast<unsigned long long>(value)));
-    }
-}
-
-inline std::string format_number(double value) {
-    char buffer[32];
-    std::snprintf(buffer, sizeof buffer, "%g", value);
-    return buffer;
-}
-
-inline std::string format_number(long long value) {
-    return std::to_string(value);
-}
-
-// Renders a duration in the largest unit that keeps it exact: 1500ms, 2s, 250us, -3ns.
-template <class Rep, class Period>
-std::string format_duration(std::chrono::duration<Rep, Period> d) {
-    const auto ns =
-        static_cast<long long>(std::chrono::duration_cast<std::chrono::nanoseconds>(d).count());
-    struct Unit {
-        long long size;
-        const char* suffix;
-    };
-    constexpr Unit units[] = {{3600000000000LL, "h"}, {60000000000LL, "min"}, {1000000000LL, "s"},
-                              {1000000LL, "ms"},      {1000LL, "us"},         {1LL, "ns"}};
-    if (ns == 0) {
-        return "0s";
-    }
-    for (const Unit& unit : units) {
-        if (ns % unit.size == 0) {
-            return std::to_string(ns / unit.size) + unit.suffix;
-        }
-    }
-    return std::to_string(ns) + "ns";
-}
-
-}  // namespace detail
-}  // namespace bulwark
-
-#endif  // BULWARK_DETAIL_THROW_HPP
-// #include <bulwark/time.hpp>
-// Time vocabulary: Duration, TimePoint and WallTime.
-#ifndef BULWARK_TIME_HPP
-#define BULWARK_TIME_HPP
-
-#include <chrono>
-
-namespace bulwark {
-
-// Every duration bulwark stores or reports. Nanoseconds in 64 bits span ±292 years.
-using Duration = std::chrono::nanoseconds;
-// A point on the monotonic timeline of a Clock. Never compared across clocks.
-using TimePoint = std::chrono::time_point<std::chrono::steady_clock, Duration>;
-// A point in civil (wall-clock) time, in nanoseconds since the Unix epoch: for timestamps that
-// must keep their meaning after a restart or on another host (a stored dead letter's times).
-using WallTime = std::chrono::time_point<std::chrono::system_clock, Duration>;
-
-namespace detail {
-// `a + b`, clamped to [Duration::min(), Duration::max()] instead of overflowing.
-constexpr Duration saturating_add(Duration a, Duration b) noexcept {
-    if (b > Duration::zero() && a > Duration::max() - b) {
-        return Duration::max();
-    }
-    if (b < Duration::zero() && a < Duration::min() - b) {
-        return Duration::min();
-    }
-    return a + b;
-}
-
-// `t + d` for every deadline the library computes from an option or a hint: an option of
-// Duration::max() gives TimePoint::max() ("never") instead of a time in the past.
-constexpr TimePoint saturating_add(TimePoint t, Duration d) noexcept {
-    return TimePoint{saturating_add(t.time_since_epoch(), d)};
-}
-}  // namespace detail
-
-}  // namespace bulwark
-
-#endif  // BULWARK_TIME_HPP
-
-namespace bulwark {
-
-// Where time comes from and how waiting happens. Every component that reads time or waits takes a
-// Clock& as its last constructor argument (it must outlive the component), so that tests run on a
-// ManualClock and never sleep for real.
-//
-// Implementations must be thread-safe: components call now() and sleep_for() from any thread.
-// now() is virtual; hot paths are written not to read the clock at all.
-class Clock {
-public:
-    virtual ~Clock() = default;
-
-    // The current time. Monotonic: never goes backwards.
-    virtual TimePoint now() const noexcept = 0;
-
-    // Blocks the calling thread for `d` (a non-positive `d` returns at once). A ManualClock
-    // advances its time instead.
-    virtual void sleep_for(Duration d) = 0;
-
-    // A cheaper reading on the same timeline as now() that may lag it by a few milliseconds.
-    // Components use it where that precision is enough (break expiry, per-second window
-    // buckets): SteadyClock reads CLOCK_MONOTONIC_COARSE on Linux (about 3 ns against about
-    // 26 ns for now() on a VM). Never ahead of now(). The default is now().
-    virtual TimePoint coarse_now() const noexcept { return now(); }
-
-    // The wall-clock time, for timestamps that outlive the process. Unlike now() it may jump
-    // (the system clock is set), so never measure durations with it. The default is
-    // std::chrono::system_clock::now().
-    virtual WallTime wall_now() const noexcept {
-        return std::chrono::time_point_cast<Duration>(std::chrono::system_clock::now());
-    }
-
-    // coarse_now() as components call it: one atomic load, without a virtual call, when the
-    // clock keeps its coarse time in memory (ManualClock, TickingClock); coarse_now() otherwise.
-    TimePoint coarse_now_fast() const noexcept {
-        if (coarse_cell_ != nullptr) {
-            // acquire: pairs with the clock's release store, as ManualClock::now() does.
-            return TimePoint{Duration{coarse_cell_->load(std::memory_order_acquire)}};
-        }
-        return coarse_now();
-    }
-
-    void sleep_until(TimePoint t) {
-        const TimePoint current = now();
-        if (t > current) {
-            sleep_for(t - current);
-        }
-    }
-
-    // Blocks on `cv` (with `lock` held, as std::condition_variable::wait does) until it is
-    // notified, wakes spuriously, or `deadline` on this clock has passed. Callers re-check their
-    // condition and the time in a loop. SteadyClock waits for real; a ManualClock cannot wake a
-    // waiter when it is advanced, so it re-checks every 100 microseconds of real time.
-    virtual void wait_until(std::condition_variable& cv, std::unique_lock<std::mutex>& lock,
-                            TimePoint deadline) {
-        const Duration left = deadline - now();
-        if (left > Duration::zero()) {
-            // std::condition_variable::wait_for adds its duration to steady_clock::now(): a
-            // deadline of TimePoint::max() ("never") would overflow it and return at once. The
-            // callers loop, so a day at a time is the same wait.
-            cv.wait_for(lock, std::min<Duration>(left, std::chrono::hours(24)));
-        }
-    }
-
-protected:
-    Clock() = default;
-    // For a clock that keeps its coarse time as nanoseconds in `cell` (an object of its own,
-    // alive as long as the clock): coarse_now_fast() then loads it directly. Every load of
-    // `cell` must equal what coarse_now() would return at that moment.
-    explicit Clock(const std::atomic<std::int64_t>* cell) noexcept : coarse_cell_(cell) {}
-    // A copy does not share the cell: a subclass with a cell is not copyable.
-    Clock(const Clock&) noexcept {}
-    // Assigns nothing, so self-assignment is harmless.
-    // NOLINTNEXTLINE(bugprone-unhandled-self-assignment)
-    Clock& operator=(const Clock&) noexcept { return *this; }
-
-private:
-    const std::atomic<std::int64_t>* coarse_cell_ = nullptr;
-};
-
-// The real monotonic clock (std::chrono::steady_clock) and a real sleep.
-//   bulwark::SteadyClock clock; auto t = clock.now(); clock.sleep_for(10ms);
-// Thread-safe (stateless).
-class SteadyClock final : public Clock {
-public:
-    TimePoint now() const noexcept override {
-        return std::chrono::time_point_cast<Duration>(std::chrono::steady_clock::now());
-    }
-
-    void sleep_for(Duration d) override {
-        if (d > Duration::zero()) {
-            std::this_thread::sleep_for(d);
-        }
-    }
-
-#if defined(__linux__) && defined(CLOCK_MONOTONIC_COARSE)
-    // libstdc++ and libc++ implement steady_clock with CLOCK_MONOTONIC on Linux; the coarse
-    // variant is the same timeline, updated once per kernel tick.
-    TimePoint coarse_now() const noexcept override {
-        timespec ts{};
-        if (clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) != 0) {
-            return now();
-        }
-        return TimePoint{std::chrono::seconds(ts.tv_sec) + Duration(ts.tv_nsec)};
-    }
-#endif
-};
-
-// A clock that moves only when told to: advance(d), set(t), or a sleep_for(d), which advances by
-// `d` instead of blocking and records the request so that a test can check the exact waits a
-// policy asked for.
-//   bulwark::ManualClock clock;  clock.advance(5s);  clock.sleeps();  // every sleep_for request
-// Thread-safe. now() is a single atomic load.
-class ManualClock final : public Clock {
-public:
-    // Starts one day after the zero of TimePoint, so that no code can get away with treating a
-    // zero time point as "never".
-    ManualClock() noexcept : ManualClock(TimePoint{std::chrono::hours(24)}) {}
-    explicit ManualClock(TimePoint start) noexcept
-        : Clock(&now_ns_), start_(start), now_ns_(start.time_since_epoch().count()) {}
-
-    ManualClock(const ManualClock&) = delete;
-    ManualClock& operator=(const ManualClock&) = delete;
-
-    TimePoint now() const noexcept override {
-        // acquire: pairs with the release in advance(), so a thread that sees the new time also
-        // sees what the advancing thread wrote before it.
-        return TimePoint{Duration{now_ns_.load(std::memory_order_acquire)}};
-    }
-
-    // 2026-01-01T00:00:00Z plus the time this clock has moved since it was made: wall time in
-    // tests moves with now() and is the same on every run.
-    WallTime wall_now() const noexcept override {
-        return WallTime{detail::saturating_add(std::chrono::seconds(1767225600), now() - start_)};
-    }
-
-    // Moves time forward by `d`. Throws std::invalid_argument for a negative `d`: time is
-    // monotonic.
-    void advance(Duration d) {
-        if (d < Duration::zero()) {
-            detail::throw_invalid_option("ManualClock.advance(d): d", "must be >= 0",
-                                         detail::format_duration(d));
-        }
-        add(d);
-    }
-
-    // Moves time forward to `t`. Throws std::invalid_argument if `t` is earlier than now().
-    void set(TimePoint t) {
-        std::int64_t current = now_ns_.load(std::memory_order_acquire);
-        const std::int64_t target = t.time_since_epoch().count();
-        do {
-            if (target < current) {
-                detail::throw_invalid_option(
-                    "ManualClock.set(t): t", "must not be before now()",
-                    detail::format_duration(Duration{target - current}) + " relative to now()");
-            }
-        } while (!now_ns_.compare_exchange_weak(current, target, std::memory_order_acq_rel,
-                                                std::memory_order_acquire));
-    }
-
-    // Records `d` and advances by it (a negative request is recorded and does not move time).
-    void sleep_for(Duration d) override {
-        {
-            detail::LockGuard lock(sleeps_mutex_);
-            sleeps_.push_back(d);
-        }
-        if (d > Duration::zero()) {
-            add(d);
-        }
-    }
-
-    void wait_until(std::condition_variable& cv, std::unique_lock<std::mutex>& lock,
-                    TimePoint deadline) override {
-        if (now() < deadline) {
-            cv.wait_for(lock, std::chrono::microseconds(100));
-        }
-    }
-
-    // Every sleep_for request so far, in the order made.
-    std::vector<Duration> sleeps() const {
-        detail::LockGuard lock(sleeps_mutex_);
-        return sleeps_;
-    }
-
-    std::size_t sleep_count() const {
-        detail::LockGuard lock(sleeps_mutex_);
-        return sleeps_.size();
-    }
-
-    // Sum of all positive sleep requests.
-    Duration total_slept() const {
-        detail::LockGuard lock(sleeps_mutex_);
-        Duration total{0};
-        for (Duration d : sleeps_) {
-            if (d > Duration::zero()) {
-                total = detail::saturating_add(total, d);
-            }
-        }
-        return total;
-    }
-
-    void clear_sleeps() {
-        detail::LockGuard lock(sleeps_mutex_);
-        sleeps_.clear();
-    }
-
-private:
-    // Moves time forward by `d` > 0, stopping at TimePoint::max(): advancing by Duration::max()
-    // (a sleep "for ever") reaches the end of time instead of wrapping into the past.
-    void add(Duration d) noexcept {
-        std::int64_t current = now_ns_.load(std::memory_order_acquire);
-        while (!now_ns_.compare_exchange_weak(
-            current, detail::saturating_add(Duration{current}, d).count(),
-            std::memory_order_acq_rel, std::memory_order_acquire)) {
-        }
-    }
-
-    const TimePoint start_;
-    std::atomic<std::int64_t> now_ns_;
-    mutable detail::Mutex sleeps_mutex_;
-    std::vector<Duration> sleeps_ BULWARK_GUARDED_BY(sleeps_mutex_);
-};
-
-// The process-wide SteadyClock that components use when no clock is given.
-inline Clock& default_clock() noexcept {
-    static SteadyClock clock;
-    return clock;
-}
-
-}  // namespace bulwark
-
-#endif  // BULWARK_CLOCK_HPP
+// #include <bulwark/clock.hpp> (already included above)
 // #include <bulwark/detail/math.hpp>
 // Floating-point checks and functions without <cmath>, which costs every includer (private).
 #ifndef BULWARK_DETAIL_MATH_HPP
@@ -2034,278 +4180,8 @@ private:
 #include <vector>
 
 // #include <bulwark/detail/throw.hpp> (already included above)
-// #include <bulwark/detail/traits.hpp>
-// Type traits for callables and results (private).
-#ifndef BULWARK_DETAIL_TRAITS_HPP
-#define BULWARK_DETAIL_TRAITS_HPP
-
-#include <functional>
-#include <type_traits>
-
-namespace bulwark {
-namespace detail {
-
-template <class...>
-inline constexpr bool always_false_v = false;
-
-template <class T>
-using remove_cvref_t = std::remove_cv_t<std::remove_reference_t<T>>;
-
-// The single parameter type of a callable with one non-template operator() or of a function
-// (pointer). `void` when it cannot be found (a generic lambda, an overload set).
-template <class F, class = void>
-struct single_arg {
-    using type = void;
-};
-template <class R, class A>
-struct single_arg<R (*)(A), void> {
-    using type = A;
-};
-template <class R, class A>
-struct single_arg<R(A), void> {
-    using type = A;
-};
-template <class R, class A>
-struct single_arg<R (*)(A) noexcept, void> {
-    using type = A;
-};
-template <class M>
-struct member_single_arg {
-    using type = void;
-};
-template <class R, class C, class A>
-struct member_single_arg<R (C::*)(A)> {
-    using type = A;
-};
-template <class R, class C, class A>
-struct member_single_arg<R (C::*)(A) const> {
-    using type = A;
-};
-template <class R, class C, class A>
-struct member_single_arg<R (C::*)(A) noexcept> {
-    using type = A;
-};
-template <class R, class C, class A>
-struct member_single_arg<R (C::*)(A) const noexcept> {
-    using type = A;
-};
-template <class F>
-struct single_arg<F, std::void_t<decltype(&F::operator())>> {
-    using type = typename member_single_arg<decltype(&F::operator())>::type;
-};
-template <class F>
-using single_arg_t = typename single_arg<remove_cvref_t<F>>::type;
-
-// A per-type identity that needs no RTTI: the address of an inline variable is unique per type.
-template <class T>
-struct type_tag {
-    static constexpr char id = 0;
-};
-using type_id_t = const void*;
-template <class T>
-constexpr type_id_t type_id() noexcept {
-    return &type_tag<remove_cvref_t<T>>::id;
-}
-
-template <class T, template <class...> class Template>
-struct is_specialization : std::false_type {};
-template <template <class...> class Template, class... Args>
-struct is_specialization<Template<Args...>, Template> : std::true_type {};
-
-// True for the callables that can be null: function pointers, member pointers, std::function.
-template <class F>
-bool is_null_callable(const F& f) noexcept {
-    using D = remove_cvref_t<F>;
-    if constexpr (std::is_pointer<D>::value || std::is_member_pointer<D>::value) {
-        return f == nullptr;
-    } else if constexpr (is_specialization<D, std::function>::value) {
-        return !f;
-    } else {
-        (void)f;
-        return false;
-    }
-}
-
-}  // namespace detail
-}  // namespace bulwark
-
-#endif  // BULWARK_DETAIL_TRAITS_HPP
-// #include <bulwark/outcome.hpp>
-// Outcome<T>: a value or an exception_ptr, the result type every policy returns.
-#ifndef BULWARK_OUTCOME_HPP
-#define BULWARK_OUTCOME_HPP
-
-#include <exception>
-#include <type_traits>
-#include <utility>
-#include <variant>
-
-// #include <bulwark/config.hpp> (already included above)
-// #include <bulwark/detail/throw.hpp> (already included above)
-
-namespace bulwark {
-
-// The result of one execution: a value of T, or the exception that ended it.
-//   auto o = policy.try_execute([] { return 42; });
-//   if (o) use(o.value()); else log(o.error());        // value() rethrows the stored error
-// T may be move-only; Outcome<void> holds only the error. Thread-compatible.
-template <class T>
-class [[nodiscard]] Outcome {
-    static_assert(!std::is_reference<T>::value,
-                  "bulwark::Outcome<T> cannot hold a reference: return a pointer or "
-                  "std::reference_wrapper from the callable instead.");
-    static_assert(!std::is_same<std::decay_t<T>, std::exception_ptr>::value,
-                  "bulwark::Outcome<std::exception_ptr> is ambiguous: wrap the exception_ptr in a "
-                  "struct of your own.");
-    static_assert(!std::is_array<T>::value && std::is_destructible<T>::value,
-                  "bulwark::Outcome<T> needs a destructible, non-array value type.");
-
-public:
-    using value_type = T;
-
-    static Outcome from_value(T value) noexcept(std::is_nothrow_move_constructible<T>::value) {
-        return Outcome(std::in_place_index<0>, std::move(value));
-    }
-
-    template <class... Args>
-    static Outcome in_place(Args&&... args) {
-        return Outcome(std::in_place_index<0>, std::forward<Args>(args)...);
-    }
-
-    // Throws std::invalid_argument if `error` is null: an error outcome must say what went wrong.
-    static Outcome from_error(std::exception_ptr error) {
-        if (!error) {
-            detail::throw_invalid_argument(
-                "bulwark::Outcome::from_error: the exception_ptr is null");
-        }
-        return Outcome(std::in_place_index<1>, std::move(error));
-    }
-
-    bool has_value() const noexcept { return data_.index() == 0; }
-    bool has_error() const noexcept { return data_.index() != 0; }
-    explicit operator bool() const noexcept { return has_value(); }
-
-    // The value; rethrows the stored error if there is none.
-    T& value() & {
-        rethrow_if_error();
-        return *std::get_if<0>(&data_);
-    }
-    const T& value() const& {
-        rethrow_if_error();
-        return *std::get_if<0>(&data_);
-    }
-    T&& value() && {
-        rethrow_if_error();
-        return std::move(*std::get_if<0>(&data_));
-    }
-
-    T* operator->() { return &value(); }
-    const T* operator->() const { return &value(); }
-    T& operator*() & { return value(); }
-    const T& operator*() const& { return value(); }
-    T&& operator*() && { return std::move(*this).value(); }
-
-    template <class U>
-    T value_or(U&& fallback) const& {
-        return has_value() ? *std::get_if<0>(&data_) : static_cast<T>(std::forward<U>(fallback));
-    }
-    template <class U>
-    T value_or(U&& fallback) && {
-        return has_value() ? std::move(*std::get_if<0>(&data_))
-                           : static_cast<T>(std::forward<U>(fallback));
-    }
-
-    // The stored error; a null exception_ptr when the outcome holds a value.
-    std::exception_ptr error() const noexcept {
-        const std::exception_ptr* e = std::get_if<1>(&data_);
-        return e != nullptr ? *e : std::exception_ptr();
-    }
-
-    void rethrow_if_error() const {
-        if (const std::exception_ptr* e = std::get_if<1>(&data_)) {
-            std::rethrow_exception(*e);
-        }
-    }
-
-    // Replaces the value or error with `error`, in place: for a policy that turns a result into a
-    // failure (a late one, say) without requiring T to be assignable. Throws
-    // std::invalid_argument if `error` is null.
-    void replace_with_error(std::exception_ptr error) {
-        if (!error) {
-            detail::throw_invalid_argument(
-                "bulwark::Outcome::replace_with_error: the exception_ptr is null");
-        }
-        data_.template emplace<1>(std::move(error));
-    }
-
-private:
-    template <std::size_t I, class... Args>
-    explicit Outcome(std::in_place_index_t<I> tag, Args&&... args)
-        : data_(tag, std::forward<Args>(args)...) {}
-
-    std::variant<T, std::exception_ptr> data_;
-};
-
-// The outcome of a callable that returns nothing: success, or the exception that ended it.
-template <>
-class [[nodiscard]] Outcome<void> {
-public:
-    using value_type = void;
-
-    static Outcome success() noexcept { return {}; }
-    static Outcome from_value() noexcept { return {}; }
-
-    static Outcome from_error(std::exception_ptr error) {
-        if (!error) {
-            detail::throw_invalid_argument(
-                "bulwark::Outcome::from_error: the exception_ptr is null");
-        }
-        Outcome o;
-        o.error_ = std::move(error);
-        return o;
-    }
-
-    bool has_value() const noexcept { return !error_; }
-    bool has_error() const noexcept { return static_cast<bool>(error_); }
-    explicit operator bool() const noexcept { return has_value(); }
-
-    // Rethrows the stored error, if any.
-    void value() const { rethrow_if_error(); }
-
-    std::exception_ptr error() const noexcept { return error_; }
-
-    void rethrow_if_error() const {
-        if (error_) {
-            std::rethrow_exception(error_);
-        }
-    }
-
-    // Replaces the outcome with `error`. Throws std::invalid_argument if `error` is null.
-    void replace_with_error(std::exception_ptr error) {
-        if (!error) {
-            detail::throw_invalid_argument(
-                "bulwark::Outcome::replace_with_error: the exception_ptr is null");
-        }
-        error_ = std::move(error);
-    }
-
-private:
-    Outcome() noexcept = default;
-    std::exception_ptr error_;
-};
-
-namespace detail {
-template <class T>
-struct is_outcome : std::false_type {};
-template <class T>
-struct is_outcome<Outcome<T>> : std::true_type {};
-template <class T>
-inline constexpr bool is_outcome_v = is_outcome<std::decay_t<T>>::value;
-}  // namespace detail
-
-}  // namespace bulwark
-
-#endif  // BULWARK_OUTCOME_HPP
+// #include <bulwark/detail/traits.hpp> (already included above)
+// #include <bulwark/outcome.hpp> (already included above)
 
 namespace bulwark {
 
@@ -2489,201 +4365,7 @@ private:
 #endif  // BULWARK_CLASSIFY_HPP
 // #include <bulwark/clock.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
-// #include <bulwark/errors.hpp>
-// The error vocabulary: rejection versus failure, RejectedError and every public error type.
-#ifndef BULWARK_ERRORS_HPP
-#define BULWARK_ERRORS_HPP
-
-#include <algorithm>
-#include <exception>
-#include <memory>
-#include <optional>
-#include <stdexcept>
-#include <string>
-#include <utility>
-
-// #include <bulwark/time.hpp> (already included above)
-
-namespace bulwark {
-
-// Rejection and failure: what bulwark means by each.
-//
-// A *failure* is the dependency's: the call a policy protects threw, returned a value its
-// classifier marks as failing, or was too slow (a TimeoutError; a breaker's call_timeout and slow
-// calls). Failures are what breakers count against the dependency, and what retries, fallbacks
-// and hedges answer.
-//
-// A *rejection* is a bulwark component's own refusal: it did not run the call (or gave up on
-// running it again) although the dependency had not failed — an open breaker, a full bulkhead,
-// a rate limit, load shedding, an empty retry budget, a chain with no channel left, a full store.
-// It says nothing about the dependency's health, so a breaker never counts one against it
-// (CircuitBreakerStats::inner_rejections; CircuitBreakerOptions::handle<E>() with a rejection
-// type opts back in). A retry retries it like any exception its classifier accepts — by default
-// every one — and waits at least its retry_after(), so retry outside a breaker waits out the
-// break instead of hammering it; retry_on<E>() narrows that.
-//
-// Every error a policy raises in place of the call's result derives from RejectedError, so
-// `catch (const bulwark::RejectedError&)` sees all of them. The one that is a failure is
-// TimeoutError: the dependency did not answer in time. It is a RejectedError because a Timeout
-// raises it (the caller never sees the dependency's own answer), and breakers, fallbacks and
-// retries classify it like any exception the dependency threw. RetryBudgetExhaustedError is a
-// rejection that stands for the failure it did not retry: a breaker judges its last_error().
-//
-// Every public error type, by header, with its kind and meaning. Errors of a higher layer stay
-// in their layer's header (this one includes no component).
-//
-//   errors.hpp (this header)
-//     RejectedError                       base      a policy's own error; source(), retry_after()
-//     CircuitOpenError                    rejection open, forced open, or half-open and full
-//     BulkheadFullError                   rejection no slot, no queue room, or the wait ended
-//     RateLimitedError                    rejection no permit within the allowed wait
-//     LoadShedError                       rejection shed while the service is degraded
-//     RetryBudgetExhaustedError           rejection a due retry refused by the budget
-//     NoChannelError                      rejection a FallbackChain had no channel left to try
-//     TimeoutError                        failure   no answer by the deadline
-//   dead_letter_store.hpp
-//     DeadLetterStoreFullError            rejection every stored record is pending: add refused
-//     DeadLetterTooLargeError             usage     a record over a size limit (length_error)
-//   file_dead_letter_store.hpp (all derive from FileDeadLetterStoreError)
-//     FileDeadLetterStoreError            failure   the store's files failed; code()
-//     DeadLetterJournalIoError            failure   a write or sync failed; poisoned()
-//     DeadLetterReprocessInterruptedError failure   reprocess() stopped part-way; partial()
-//     DeadLetterStorePoisonedError        failure   a mutation after a failed sync
-//     DeadLetterJournalCorruptError       failure   damage the recovery mode refuses; offset()
-//     DeadLetterJournalLockedError        usage     another store holds the directory's lock
-//     DeadLetterJournalVersionError       usage     a journal of a newer format; version()
-//   testing.hpp
-//     InjectedFault                       failure   a FaultInjector's stand-in for the dependency's
-//
-// "usage" errors are neither: the caller asked for something the component cannot do. Invalid
-// options and arguments throw std::invalid_argument naming the field.
-
-// A policy refused to run the call, or gave up on it: see "rejection" above (and TimeoutError,
-// the one failure among them). Catch RejectedError to treat all of them alike.
-// source() names the component that raised it — the breaker's, bulkhead's, rate limiter's, load
-// shedder's, timeout's or retry policy's name — and is empty for an unnamed one; it is shared, so
-// copying the error never allocates.
-// retry_after() is a hint: how long, from when the error was made, until the policy may admit
-// again (zero when unknown). retry_at(), when set, is that moment on the rejecting policy's clock;
-// it stays exact however long the error is kept (a breaker reuses one error object while the time
-// left in its break is unchanged, so that rejecting does not allocate per call). Retry policies
-// wait at least until then.
-class RejectedError : public std::runtime_error {
-public:
-    explicit RejectedError(const std::string& what, Duration retry_after = Duration::zero(),
-                           std::optional<TimePoint> retry_at = std::nullopt)
-        : std::runtime_error(what), retry_after_(retry_after), retry_at_(retry_at) {}
-
-    // As above, raised by the component named *source (null: unnamed).
-    RejectedError(std::shared_ptr<const std::string> source, const std::string& what,
-                  Duration retry_after = Duration::zero(),
-                  std::optional<TimePoint> retry_at = std::nullopt)
-        : std::runtime_error(what),
-          source_(std::move(source)),
-          retry_after_(retry_after),
-          retry_at_(retry_at) {}
-
-    // The name of the component that raised it; empty when it has none.
-    const std::string& source() const noexcept { return source_ ? *source_ : empty_source(); }
-    Duration retry_after() const noexcept { return retry_after_; }
-    std::optional<TimePoint> retry_at() const noexcept { return retry_at_; }
-
-private:
-    static const std::string& empty_source() noexcept {
-        static const std::string empty;
-        return empty;
-    }
-
-    std::shared_ptr<const std::string> source_;
-    Duration retry_after_;
-    std::optional<TimePoint> retry_at_;
-};
-
-namespace detail {
-// How long `error` asks to wait from `now`: a RejectedError's retry_at() (exact however old the
-// error), else its retry_after(); zero for anything else. Retry policies and the retry queue wait
-// at least this long.
-inline Duration rejection_wait(const std::exception_ptr& error, TimePoint now) {
-    try {
-        std::rethrow_exception(error);
-    } catch (const RejectedError& rejected) {
-        if (const auto at = rejected.retry_at()) {
-            return std::max(*at - now, Duration::zero());
-        }
-        return std::max(rejected.retry_after(), Duration::zero());
-    } catch (...) {
-        return Duration::zero();
-    }
-}
-}  // namespace detail
-
-namespace detail {
-// "bulkhead" or "bulkhead 'db'": how a rejection's message names its component.
-inline std::string component_label(const char* kind, const std::string& name) {
-    return name.empty() ? std::string(kind) : std::string(kind) + " '" + name + "'";
-}
-}  // namespace detail
-
-// A circuit breaker is open (or forced open, or half-open with every probe in flight) and
-// rejected the call. source(): the breaker's name.
-class CircuitOpenError : public RejectedError {
-public:
-    using RejectedError::RejectedError;
-};
-
-// A bulkhead had no free slot and no room in its queue, or the queue wait timed out (or was
-// cancelled).
-class BulkheadFullError : public RejectedError {
-public:
-    using RejectedError::RejectedError;
-};
-
-// A rate limiter had no permit for the call within the allowed wait.
-class RateLimitedError : public RejectedError {
-public:
-    using RejectedError::RejectedError;
-};
-
-// A load shedder dropped the call because the service is degraded.
-class LoadShedError : public RejectedError {
-public:
-    using RejectedError::RejectedError;
-};
-
-// A failure, not a rejection: the call did not produce its result before its deadline (the
-// dependency was too slow). Breakers count it; retries and fallbacks answer it by default.
-class TimeoutError : public RejectedError {
-public:
-    using RejectedError::RejectedError;
-};
-
-// A retry was due but the shared retry budget was empty. last_error() is the failure that the
-// retry would have answered (a breaker classifies that one instead).
-class RetryBudgetExhaustedError : public RejectedError {
-public:
-    RetryBudgetExhaustedError(const std::string& what, std::exception_ptr last_error)
-        : RejectedError(what), last_error_(std::move(last_error)) {}
-    RetryBudgetExhaustedError(std::shared_ptr<const std::string> source, const std::string& what,
-                              std::exception_ptr last_error)
-        : RejectedError(std::move(source), what), last_error_(std::move(last_error)) {}
-
-    std::exception_ptr last_error() const noexcept { return last_error_; }
-
-private:
-    std::exception_ptr last_error_;
-};
-
-// No channel of a FallbackChain delivered and none left an error to report: every candidate was
-// skipped by a cost or quality threshold, the chain has no enabled channel, or the call was
-// cancelled (or ran past its deadline) before the first channel was tried.
-class NoChannelError : public RejectedError {
-public:
-    using RejectedError::RejectedError;
-};
-
-}  // namespace bulwark
-
-#endif  // BULWARK_ERRORS_HPP
+// #include <bulwark/errors.hpp> (already included above)
 // #include <bulwark/time.hpp> (already included above)
 
 namespace bulwark {
@@ -2955,727 +4637,14 @@ struct CircuitBreakerStats {
 // #include <bulwark/classify.hpp> (already included above)
 // #include <bulwark/clock.hpp> (already included above)
 // #include <bulwark/config.hpp> (already included above)
-// #include <bulwark/context.hpp>
-// Context: what one execution carries through a pipeline (attempt, deadline, cancellation).
-#ifndef BULWARK_CONTEXT_HPP
-#define BULWARK_CONTEXT_HPP
-
-#include <atomic>
-#include <cstdint>
-#include <optional>
-#include <string_view>
-
-// #include <bulwark/clock.hpp> (already included above)
-// #include <bulwark/config.hpp> (already included above)
-
-namespace bulwark {
-
-// How important a call is. Load shedding drops lower priorities first.
-enum class Priority : std::uint8_t { low, normal, high, critical };
-
-// The state of one execution as it passes through a pipeline: which attempt this is, the
-// operation's name, its deadline, its priority and whether it was cancelled.
-//   bulwark::Context ctx("send-sms");
-//   policy.execute([](bulwark::Context& c) { return call(c.deadline()); }, ctx);
-// A Context lives on the caller's stack for one execution and allocates nothing. The operation
-// name is a view: the string must outlive the execution.
-// Thread-safety: cancel() may be called from any thread. cancelled() reads the cancel flags of
-// the context and its parents (safe from any thread) and this context's deadline, which the
-// policies of the executing thread write: call it from that thread, or from the thread of a
-// child context (a hedged attempt polls its own context). The other members belong to the
-// executing thread.
-class Context {
-public:
-    Context() noexcept = default;
-    explicit Context(std::string_view operation) noexcept : operation_(operation) {}
-
-    // A child execution (for example a hedged attempt): it inherits the parent's operation,
-    // deadline and priority, and is cancelled whenever the parent is. The parent must outlive it.
-    static Context child_of(const Context& parent) noexcept {
-        Context child(parent.operation_);
-        child.parent_ = &parent;
-        child.deadline_ = parent.deadline_;
-        child.deadline_clock_ = parent.deadline_clock_;
-        child.priority_ = parent.priority_;
-        child.attempt_ = parent.attempt_;
-        child.caller_attempt_ = parent.caller_attempt_;
-        child.caller_retries_ = parent.caller_retries_;
-        return child;
-    }
-
-    Context(const Context&) = delete;
-    Context& operator=(const Context&) = delete;
-    Context(Context&& other) noexcept
-        : operation_(other.operation_),
-          parent_(other.parent_),
-          deadline_(other.deadline_),
-          deadline_clock_(other.deadline_clock_),
-          attempt_(other.attempt_),
-          caller_attempt_(other.caller_attempt_),
-          priority_(other.priority_),
-          caller_retries_(other.caller_retries_),
-          stale_(other.stale_),
-          cancelled_(other.cancelled_.load(std::memory_order_acquire)) {}
-    Context& operator=(Context&&) = delete;
-    ~Context() = default;
-
-    // 0 for the first attempt; a retry policy increments it before each retry.
-    std::uint32_t attempt() const noexcept { return attempt_; }
-    void set_attempt(std::uint32_t attempt) noexcept { attempt_ = attempt; }
-
-    std::string_view operation() const noexcept { return operation_; }
-    void set_operation(std::string_view operation) noexcept { operation_ = operation; }
-
-    // The time by which the execution should finish, if any policy or the caller set one.
-    // TimePoint::max() is no deadline.
-    std::optional<TimePoint> deadline() const noexcept {
-        return has_deadline() ? std::optional<TimePoint>(deadline_) : std::nullopt;
-    }
-    bool has_deadline() const noexcept { return deadline_ != TimePoint::max(); }
-    // The deadline, or `none` without one: deadline_or(TimePoint::max()) for comparisons.
-    TimePoint deadline_or(TimePoint none) const noexcept {
-        return has_deadline() ? deadline_ : none;
-    }
-    // The clock the deadline is on, if the policy that set it said (a Timeout does); with it,
-    // cancelled() turns true once the deadline has passed.
-    const Clock* deadline_clock() const noexcept { return deadline_clock_; }
-    // Replaces the deadline (nullopt, or TimePoint::max(), removes it). Policies that scope a
-    // deadline restore the old one when they return.
-    void set_deadline(std::optional<TimePoint> deadline, const Clock* clock = nullptr) noexcept {
-        deadline_ = deadline ? *deadline : TimePoint::max();
-        deadline_clock_ = has_deadline() ? clock : nullptr;
-    }
-    // Sets the deadline to `t` unless an earlier one is already set.
-    void tighten_deadline(TimePoint t, const Clock* clock = nullptr) noexcept {
-        if (t < deadline_) {
-            deadline_ = t;
-            deadline_clock_ = clock;
-        }
-    }
-    // Time left until the deadline on `clock` (negative once passed); nullopt without a deadline.
-    std::optional<Duration> remaining(const Clock& clock) const noexcept {
-        if (!has_deadline()) {
-            return std::nullopt;
-        }
-        return deadline_ - clock.now();
-    }
-
-    // What the calling service said about this request (retry_header.hpp reads it from a
-    // header): its own attempt number (0 for its first), and whether it will retry this request
-    // if it fails. A RetryPolicy does not retry when caller_retries() is set, so that retries do
-    // not multiply across the layers of services: the outermost retrier alone retries.
-    std::uint32_t caller_attempt() const noexcept { return caller_attempt_; }
-    void set_caller_attempt(std::uint32_t attempt) noexcept { caller_attempt_ = attempt; }
-    bool caller_retries() const noexcept { return caller_retries_; }
-    void set_caller_retries(bool retries) noexcept { caller_retries_ = retries; }
-
-    Priority priority() const noexcept { return priority_; }
-    void set_priority(Priority priority) noexcept { priority_ = priority; }
-
-    // True once cancel() was called on this context or on any of its parents, or once a
-    // deadline set with its clock (by a Timeout) has passed. Callables that run long should poll
-    // it and stop early; policies stop retrying once it is set.
-    bool cancelled() const noexcept {
-        for (const Context* c = this; c != nullptr; c = c->parent_) {
-            // acquire: pairs with cancel()'s release, so that what the cancelling thread wrote
-            // before cancelling is visible to the thread that sees the flag.
-            if (c->cancelled_.load(std::memory_order_acquire)) {
-                return true;
-            }
-        }
-        return deadline_passed();
-    }
-
-    // True if a deadline set with its clock has passed.
-    bool deadline_passed() const noexcept {
-        // A clock is only ever set together with a deadline.
-        return deadline_clock_ != nullptr && deadline_clock_->coarse_now_fast() >= deadline_;
-    }
-
-    // Set by a CacheFallback that answered with a cached value instead of a fresh one.
-    bool stale() const noexcept { return stale_; }
-    void set_stale(bool stale) noexcept { stale_ = stale; }
-
-    // Requests cancellation. Thread-safe; idempotent; cannot be undone.
-    void cancel() noexcept { cancelled_.store(true, std::memory_order_release); }
-
-    const Context* parent() const noexcept { return parent_; }
-
-private:
-    std::string_view operation_;
-    const Context* parent_ = nullptr;
-    // A plain word with TimePoint::max() for none: policies save and restore it with 8-byte
-    // moves. (A std::optional is copied as 16 bytes, which the CPU cannot forward from the two
-    // narrower stores that wrote it: ~5 ns per copy on a success path.)
-    TimePoint deadline_ = TimePoint::max();
-    const Clock* deadline_clock_ = nullptr;
-    std::uint32_t attempt_ = 0;
-    std::uint32_t caller_attempt_ = 0;
-    Priority priority_ = Priority::normal;
-    bool caller_retries_ = false;
-    bool stale_ = false;
-    std::atomic<bool> cancelled_{false};
-};
-
-}  // namespace bulwark
-
-#endif  // BULWARK_CONTEXT_HPP
+// #include <bulwark/context.hpp> (already included above)
 // #include <bulwark/detail/mutex.hpp> (already included above)
-// #include <bulwark/detail/thread_slot.hpp>
-// Per-thread slots: which stripe a thread writes to (private).
-#ifndef BULWARK_DETAIL_THREAD_SLOT_HPP
-#define BULWARK_DETAIL_THREAD_SLOT_HPP
-
-#include <atomic>
-#include <cstdint>
-#include <vector>
-
-// #include <bulwark/config.hpp> (already included above)
-// #include <bulwark/detail/mutex.hpp> (already included above)
-
-namespace bulwark {
-namespace detail {
-
-// Small per-thread indices for striped counters: each live thread that uses bulwark holds a
-// distinct slot, the smallest free one, and gives it back when it exits. A slot below a striped
-// structure's stripe count therefore has exactly one writer, which lets that writer update its
-// stripe with a plain relaxed load and store instead of a locked read-modify-write.
-// Thread-safe.
-class SlotRegistry {
-public:
-    std::uint32_t acquire() {
-        detail::LockGuard lock(mutex_);
-        for (std::uint32_t i = 0; i < used_.size(); ++i) {
-            if (!used_[i]) {
-                used_[i] = true;
-                return i;
-            }
-        }
-        used_.push_back(true);
-        return static_cast<std::uint32_t>(used_.size() - 1);
-    }
-
-    void release(std::uint32_t slot) {
-        detail::LockGuard lock(mutex_);
-        if (slot < used_.size()) {
-            used_[slot] = false;
-        }
-    }
-
-private:
-    detail::Mutex mutex_;
-    std::vector<bool> used_ BULWARK_GUARDED_BY(mutex_);
-};
-
-// Never destroyed: threads may exit (and release their slot) after static destruction began.
-inline SlotRegistry& slot_registry() {
-    static auto* registry = new SlotRegistry();
-    return *registry;
-}
-
-// The slot plus one; 0 means "not assigned yet". A constant-initialised, trivially destructible
-// thread_local is a plain thread-pointer-relative load, with no TLS wrapper call.
-inline thread_local std::uint32_t thread_slot_plus_one = 0;
-
-struct ThreadSlotOwner {
-    std::uint32_t slot;
-    ThreadSlotOwner() : slot(slot_registry().acquire()) {}
-    ~ThreadSlotOwner() { slot_registry().release(slot); }
-    ThreadSlotOwner(const ThreadSlotOwner&) = delete;
-    ThreadSlotOwner& operator=(const ThreadSlotOwner&) = delete;
-};
-
-// What a thread gets while no slot can be made for it (out of memory): above every stripe count,
-// so its counts go to the shared overflow stripe, as those of threads beyond the stripes do.
-inline constexpr std::uint32_t no_thread_slot = 0xFFFFFFFFU;
-
-BULWARK_NOINLINE inline std::uint32_t assign_thread_slot() noexcept {
-    try {
-        // Constructed on the first call from this thread; releases the slot when the thread
-        // exits. If its construction throws, the next call constructs it again.
-        thread_local ThreadSlotOwner owner;
-        thread_slot_plus_one = owner.slot + 1;
-        return owner.slot;
-    } catch (...) {
-        return no_thread_slot;
-    }
-}
-
-// This thread's slot. Does not allocate after the thread's first call, and never throws (the
-// counters that call it are noexcept: a worker's first count must not end the process).
-inline std::uint32_t thread_slot() noexcept {
-    const std::uint32_t s = thread_slot_plus_one;
-    return BULWARK_LIKELY(s != 0) ? s - 1 : assign_thread_slot();
-}
-
-}  // namespace detail
-}  // namespace bulwark
-
-#endif  // BULWARK_DETAIL_THREAD_SLOT_HPP
+// #include <bulwark/detail/thread_slot.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 // #include <bulwark/errors.hpp> (already included above)
-// #include <bulwark/events.hpp>
-// Events and listeners: how every component tells observers what happened.
-#ifndef BULWARK_EVENTS_HPP
-#define BULWARK_EVENTS_HPP
-
-#include <atomic>
-#include <cstdint>
-#include <cstdio>
-#include <exception>
-#include <functional>
-#include <string>
-#include <utility>
-
-// #include <bulwark/config.hpp> (already included above)
-// #include <bulwark/detail/mutex.hpp> (already included above)
-// #include <bulwark/detail/throw.hpp> (already included above)
-
-namespace bulwark {
-
-// Called with the exception a listener threw. Listeners must never break the component that
-// reports to them, so their exceptions are caught and handed here.
-using ListenerErrorHandler = void (*)(std::exception_ptr) noexcept;
-
-namespace detail {
-inline void default_listener_error_handler(std::exception_ptr error) noexcept {
-    try {
-        std::rethrow_exception(std::move(error));
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "bulwark: a listener threw: %s\n", e.what());
-    } catch (...) {
-        std::fputs("bulwark: a listener threw a non-std exception\n", stderr);
-    }
-}
-
-inline std::atomic<ListenerErrorHandler>& listener_error_handler_slot() noexcept {
-    static std::atomic<ListenerErrorHandler> handler{&default_listener_error_handler};
-    return handler;
-}
-
-inline void report_listener_error(std::exception_ptr error) noexcept {
-    // acquire: pairs with set_listener_error_handler's release.
-    listener_error_handler_slot().load(std::memory_order_acquire)(std::move(error));
-}
-}  // namespace detail
-
-// Installs the process-wide handler for exceptions thrown by listeners; nullptr restores the
-// default, which prints one line to stderr. Thread-safe.
-inline void set_listener_error_handler(ListenerErrorHandler handler) noexcept {
-    detail::listener_error_handler_slot().store(
-        handler != nullptr ? handler : &detail::default_listener_error_handler,
-        std::memory_order_release);
-}
-
-// Identifies a registered listener, for remove() (and a component's remove_listener()). Ids
-// are unique in the process, never 0, so an id from one list is never mistaken in another.
-using ListenerId = std::uint64_t;
-
-namespace detail {
-inline ListenerId next_listener_id() noexcept {
-    static std::atomic<ListenerId> last{0};
-    // relaxed: only uniqueness matters; the node is published under the list's mutex.
-    return last.fetch_add(1, std::memory_order_relaxed) + 1;
-}
-
-// Appends a listener to an options struct's list (RetryOptions::on_retry, HedgingOptions::
-// on_hedge), which the policy takes over when it is built. Throws std::invalid_argument for an
-// empty listener, naming `field`.
-template <class List, class Listener>
-void add_option_listener(List& listeners, Listener&& listener, const char* field) {
-    if (!listener) {
-        throw_invalid_argument(std::string(field) + ": the listener is empty");
-    }
-    listeners.push_back(std::forward<Listener>(listener));
-}
-}  // namespace detail
-
-// The callbacks a component reports one kind of event to: the building block behind every
-// component's on_xxx(listener) (which returns a ListenerId) and remove_listener(id).
-//   Listeners<StateChange> changes;  auto id = changes.add([](const StateChange& c) {...});
-//   changes.emit(change);            // or emit_with([&] { return make_change(); })
-// Costs one atomic load when nobody listens; build expensive events inside emit_with() so that
-// they are built only when someone does.
-// Thread-safe: add() and remove() may run concurrently with emit(); emit() takes no lock.
-// Listeners run in the order they were added, on the thread that emits, and may be called
-// concurrently from several threads. An exception a listener throws goes to the
-// ListenerErrorHandler and the remaining listeners still run.
-// Memory: a removed listener's node is freed only when the Listeners object is destroyed, which is
-// what lets emit() walk the list without a lock; add/remove churn therefore grows memory.
-template <class Event>
-class Listeners {
-public:
-    using Callback = std::function<void(const Event&)>;
-
-    Listeners() noexcept = default;
-    Listeners(const Listeners&) = delete;
-    Listeners& operator=(const Listeners&) = delete;
-    // Takes over `other`'s listeners (so components holding Listeners stay movable). Not
-    // thread-safe: nobody may use `other` meanwhile.
-    Listeners(Listeners&& other) noexcept
-        : head_(other.head_.exchange(nullptr, std::memory_order_acq_rel)), tail_(other.tail_) {
-        other.tail_ = nullptr;
-    }
-    Listeners& operator=(Listeners&&) = delete;
-    ~Listeners() {
-        Node* node = head_.load(std::memory_order_acquire);
-        while (node != nullptr) {
-            Node* next = node->next.load(std::memory_order_acquire);
-            delete node;
-            node = next;
-        }
-    }
-
-    // Throws std::invalid_argument for an empty callback.
-    ListenerId add(Callback callback) {
-        if (!callback) {
-            detail::throw_invalid_argument("bulwark::Listeners::add: the callback is empty");
-        }
-        auto* node = new Node{std::move(callback)};
-        node->id = detail::next_listener_id();
-        detail::LockGuard lock(mutex_);
-        // release: publishes the node's callback to emitters that load the link with acquire.
-        if (tail_ == nullptr) {
-            head_.store(node, std::memory_order_release);
-        } else {
-            tail_->next.store(node, std::memory_order_release);
-        }
-        tail_ = node;
-        return node->id;
-    }
-
-    // Stops calling the listener; returns false if `id` is unknown or already removed. A call of
-    // it that is already running on another thread finishes.
-    bool remove(ListenerId id) noexcept {
-        detail::LockGuard lock(mutex_);
-        for (Node* node = head_.load(std::memory_order_acquire); node != nullptr;
-             node = node->next.load(std::memory_order_acquire)) {
-            if (node->id == id) {
-                // exchange under the mutex makes a second remove of the same id return false.
-                return node->active.exchange(false, std::memory_order_acq_rel);
-            }
-        }
-        return false;
-    }
-
-    bool empty() const noexcept {
-        // relaxed: a hint for callers that want to skip building an event; a listener added
-        // concurrently may or may not see the event either way.
-        return head_.load(std::memory_order_relaxed) == nullptr;
-    }
-
-    void emit(const Event& event) const noexcept {
-        for (Node* node = head_.load(std::memory_order_acquire); node != nullptr;
-             node = node->next.load(std::memory_order_acquire)) {
-            if (node->active.load(std::memory_order_acquire)) {
-                try {
-                    node->callback(event);
-                } catch (...) {
-                    detail::report_listener_error(std::current_exception());
-                }
-            }
-        }
-    }
-
-    // Builds the event with `make()` only if someone listens.
-    template <class Make>
-    void emit_with(Make&& make) const noexcept {
-        if (head_.load(std::memory_order_acquire) == nullptr) {
-            return;
-        }
-        try {
-            emit(std::forward<Make>(make)());
-        } catch (...) {
-            detail::report_listener_error(std::current_exception());
-        }
-    }
-
-private:
-    struct Node {
-        Callback callback;
-        std::atomic<bool> active{true};
-        std::atomic<Node*> next{nullptr};
-        ListenerId id = 0;
-    };
-
-    std::atomic<Node*> head_{nullptr};
-    Node* tail_ BULWARK_GUARDED_BY(mutex_) = nullptr;
-    detail::Mutex mutex_;
-};
-
-}  // namespace bulwark
-
-#endif  // BULWARK_EVENTS_HPP
+// #include <bulwark/events.hpp> (already included above)
 // #include <bulwark/outcome.hpp> (already included above)
-// #include <bulwark/policy.hpp>
-// The policy concept: PolicyBase, execute/try_execute, and how callables are invoked.
-#ifndef BULWARK_POLICY_HPP
-#define BULWARK_POLICY_HPP
-
-#include <exception>
-#include <functional>
-#include <type_traits>
-#include <utility>
-
-// #include <bulwark/context.hpp> (already included above)
-// #include <bulwark/detail/throw.hpp> (already included above)
-// #include <bulwark/detail/traits.hpp> (already included above)
-// #include <bulwark/outcome.hpp> (already included above)
-
-namespace bulwark {
-
-// The policy concept.
-//
-// A policy is any type with
-//     template <class Next> auto apply(Context& ctx, Next&& next);
-// where `next(ctx)` runs the rest of the pipeline and returns an Outcome<T>; apply returns an
-// Outcome<T> of the same T. A policy may call `next` zero times (reject), once, or several times
-// (retry), may change `ctx` (attempt, deadline) and may replace the outcome (fallback).
-// Deriving from PolicyBase<P> gives it execute() and try_execute().
-
-namespace detail {
-
-template <class F>
-inline constexpr bool takes_context_v = std::is_invocable<F&, Context&>::value;
-
-template <class F>
-inline constexpr bool takes_nothing_v = std::is_invocable<F&>::value;
-
-template <class F, class = void>
-struct call_result {
-    using type = void;
-    static constexpr bool valid = false;
-};
-template <class F>
-struct call_result<F, std::enable_if_t<takes_context_v<F>>> {
-    using type = std::invoke_result_t<F&, Context&>;
-    static constexpr bool valid = true;
-};
-template <class F>
-struct call_result<F, std::enable_if_t<!takes_context_v<F> && takes_nothing_v<F>>> {
-    using type = std::invoke_result_t<F&>;
-    static constexpr bool valid = true;
-};
-
-// True for a callable that execute() accepts: () or (Context&), returning a non-reference.
-template <class F>
-inline constexpr bool is_valid_callable_v =
-    call_result<F>::valid && !std::is_reference<typename call_result<F>::type>::value;
-
-// What an entry point returns once a static_assert of its own has failed, instead of going on
-// to instantiate the rest (which would bury the assertion's sentence under a cascade): it
-// converts to anything and answers the calls a caller makes next. Only ever built in a program
-// that does not compile, so nothing here runs.
-struct invalid_call_result {
-    template <class T>
-    operator T() const noexcept {
-        std::terminate();
-    }
-    template <class... Args>
-    invalid_call_result operator()(Args&&...) const noexcept {
-        return {};
-    }
-    template <class... Args>
-    invalid_call_result execute(Args&&...) const noexcept {
-        return {};
-    }
-    template <class... Args>
-    invalid_call_result try_execute(Args&&...) const noexcept {
-        return {};
-    }
-    template <class... Args>
-    invalid_call_result try_call(Args&&...) const noexcept {
-        return {};
-    }
-};
-
-// The decayed result type of running F through a policy.
-template <class F>
-using call_result_t = typename call_result<std::remove_reference_t<F>>::type;
-
-template <class F>
-decltype(auto) invoke_callable(F& f, Context& ctx) {
-    if constexpr (takes_context_v<F>) {
-        return std::invoke(f, ctx);
-    } else {
-        (void)ctx;
-        return std::invoke(f);
-    }
-}
-
-// Runs `f()` and captures its value, or what it throws, as an Outcome<R>.
-template <class R, class F>
-Outcome<R> capture(F&& f) noexcept {
-    try {
-        if constexpr (std::is_void<R>::value) {
-            std::forward<F>(f)();
-            return Outcome<void>::success();
-        } else {
-            return Outcome<R>::from_value(std::forward<F>(f)());
-        }
-    } catch (...) {
-        return Outcome<R>::from_error(std::current_exception());
-    }
-}
-
-// The innermost step of every pipeline: runs the user's callable and captures what it throws.
-template <class F>
-class Leaf {
-public:
-    using result_type = typename call_result<F>::type;
-
-    explicit Leaf(F& f) noexcept : f_(f) {}
-
-    Outcome<result_type> operator()(Context& ctx) const noexcept {
-        return capture<result_type>([&]() -> decltype(auto) { return invoke_callable(f_, ctx); });
-    }
-
-private:
-    F& f_;
-};
-
-[[noreturn]] BULWARK_NOINLINE inline void throw_null_callable() {
-    throw_invalid_argument("bulwark: execute() was given a null callable");
-}
-
-BULWARK_NOINLINE inline std::exception_ptr null_callable_error() {
-    return std::make_exception_ptr(
-        std::invalid_argument("bulwark: try_execute() was given a null callable"));
-}
-
-// A probe "next" used to detect the policy concept at compile time.
-struct probe_next {
-    Outcome<int> operator()(Context&) const;
-};
-
-template <class P, class = void>
-struct has_generic_apply : std::false_type {};
-template <class P>
-struct has_generic_apply<P, std::void_t<decltype(std::declval<P&>().apply(
-                                std::declval<Context&>(), std::declval<probe_next&>()))>>
-    : std::true_type {};
-
-}  // namespace detail
-
-template <class Derived>
-class PolicyBase;
-
-// True if P satisfies the policy concept (see above): it derives from PolicyBase<P> (policies
-// for one result type, such as Fallback<T>, are recognised this way without instantiating
-// their apply), or its apply accepts any `next`.
-// (std::disjunction stops at the first true trait, so the probe is not instantiated for them.)
-template <class P>
-inline constexpr bool is_policy_v =
-    std::disjunction<std::is_base_of<PolicyBase<std::remove_cv_t<std::remove_reference_t<P>>>,
-                                     std::remove_cv_t<std::remove_reference_t<P>>>,
-                     detail::has_generic_apply<std::remove_reference_t<P>>>::value;
-
-// Gives a policy its user-facing entry points. Derived must provide apply(Context&, Next&&).
-//   int v = policy.execute([] { return call(); });               // value, or throws the error
-//   bulwark::Outcome<int> r = policy.try_execute([] { ... });    // never throws
-//   policy.execute([](bulwark::Context& ctx) { ... }, ctx);      // with the caller's context
-// Callables take () or (Context&) and may return any non-reference type, void and move-only
-// types included. A null function pointer or empty std::function is rejected with
-// std::invalid_argument (try_execute returns it as the error). Does not allocate.
-template <class Derived>
-class PolicyBase {
-public:
-    // The return types are deduced, not spelled, so that a callable of the wrong signature
-    // stops at check<F>()'s sentence before anything else is instantiated.
-    template <class F>
-    auto execute(F&& f) {
-        Context ctx;
-        return execute(std::forward<F>(f), ctx);
-    }
-
-    template <class F>
-    auto execute(F&& f, Context& ctx) {
-        using Fn = std::remove_reference_t<F>;
-        static_assert(check<Fn>());
-        if constexpr (detail::is_valid_callable_v<Fn>) {
-            return execute_valid(f, ctx);
-        } else {
-            return detail::invalid_call_result{};
-        }
-    }
-
-    template <class F>
-    auto try_execute(F&& f) noexcept {
-        Context ctx;
-        return try_execute(std::forward<F>(f), ctx);
-    }
-
-    template <class F>
-    auto try_execute(F&& f, Context& ctx) noexcept {
-        using Fn = std::remove_reference_t<F>;
-        static_assert(check<Fn>());
-        if constexpr (detail::is_valid_callable_v<Fn>) {
-            return try_execute_valid(f, ctx);
-        } else {
-            return detail::invalid_call_result{};
-        }
-    }
-
-private:
-    // One sentence for each way a callable can be wrong; true so that the caller's own
-    // static_assert never adds a second message.
-    template <class Fn>
-    static constexpr bool check() {
-        static_assert(detail::call_result<Fn>::valid,
-                      "bulwark: a callable passed to execute()/try_execute() must take no "
-                      "arguments or a single bulwark::Context&.");
-        static_assert(!std::is_reference<typename detail::call_result<Fn>::type>::value,
-                      "bulwark: the callable returns a reference; policies return results by "
-                      "value (return a pointer or std::reference_wrapper to share an object).");
-        return true;
-    }
-
-    template <class Fn>
-    auto execute_valid(Fn& f, Context& ctx) -> detail::call_result_t<Fn> {
-        if (BULWARK_UNLIKELY(detail::is_null_callable(f))) {
-            detail::throw_null_callable();
-        }
-        auto outcome = derived().apply(ctx, detail::Leaf<Fn>(f));
-        if constexpr (std::is_void<detail::call_result_t<Fn>>::value) {
-            outcome.rethrow_if_error();
-        } else {
-            return std::move(outcome).value();
-        }
-    }
-
-    template <class Fn>
-    auto try_execute_valid(Fn& f, Context& ctx) noexcept -> Outcome<detail::call_result_t<Fn>> {
-        using R = detail::call_result_t<Fn>;
-        try {
-            if (BULWARK_UNLIKELY(detail::is_null_callable(f))) {
-                return Outcome<R>::from_error(detail::null_callable_error());
-            }
-            return derived().apply(ctx, detail::Leaf<Fn>(f));
-        } catch (...) {
-            // A policy's own failure (an allocation in a listener, a throwing clock) still
-            // becomes an outcome: try_execute never throws.
-            return Outcome<R>::from_error(std::current_exception());
-        }
-    }
-
-    Derived& derived() noexcept { return static_cast<Derived&>(*this); }
-};
-
-// The policy that does nothing: runs the call once and returns its outcome. Useful as a
-// placeholder in a configurable pipeline and as the benchmark of pipeline overhead.
-//   bulwark::pipeline(bulwark::Noop{}, breaker).execute(f);
-// Thread-safe (stateless). Does not allocate.
-class Noop : public PolicyBase<Noop> {
-public:
-    template <class Next>
-    auto apply(Context& ctx, Next&& next) const {
-        return std::forward<Next>(next)(ctx);
-    }
-};
-
-}  // namespace bulwark
-
-#endif  // BULWARK_POLICY_HPP
+// #include <bulwark/policy.hpp> (already included above)
 
 namespace bulwark {
 
@@ -9191,58 +10160,7 @@ struct RecentWindow {
 }  // namespace bulwark
 
 #endif  // BULWARK_DETAIL_RECENT_WINDOW_HPP
-// #include <bulwark/detail/striped_counter.hpp>
-// Striped per-thread counters: statistics without contended atomics (private).
-#ifndef BULWARK_DETAIL_STRIPED_COUNTER_HPP
-#define BULWARK_DETAIL_STRIPED_COUNTER_HPP
-
-#include <atomic>
-#include <cstdint>
-
-// #include <bulwark/config.hpp> (already included above)
-// #include <bulwark/detail/thread_slot.hpp> (already included above)
-
-namespace bulwark {
-namespace detail {
-
-// A statistics counter that hot paths can bump without a locked instruction or a contended
-// cache line: each thread adds to its own cache-line stripe with a relaxed load and store (its
-// slot has a single writer, see thread_slot.hpp); threads past the last private stripe share it
-// with atomic adds. sum() is a relaxed snapshot. Thread-safe. Does not allocate.
-class StripedCounter {
-public:
-    void add(std::uint64_t n = 1) noexcept {
-        const std::uint32_t slot = thread_slot();
-        if (BULWARK_LIKELY(slot < stripe_count - 1)) {
-            std::atomic<std::uint64_t>& v = stripes_[slot].value;
-            // relaxed load + store: this thread is the stripe's only writer.
-            v.store(v.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
-        } else {
-            // relaxed: a statistic; shared by the overflow threads.
-            stripes_[stripe_count - 1].value.fetch_add(n, std::memory_order_relaxed);
-        }
-    }
-
-    std::uint64_t sum() const noexcept {
-        std::uint64_t total = 0;
-        for (const Stripe& s : stripes_) {
-            total += s.value.load(std::memory_order_relaxed);
-        }
-        return total;
-    }
-
-private:
-    static constexpr std::uint32_t stripe_count = 16;
-    struct alignas(cache_line_size) Stripe {
-        std::atomic<std::uint64_t> value{0};
-    };
-    Stripe stripes_[stripe_count];
-};
-
-}  // namespace detail
-}  // namespace bulwark
-
-#endif  // BULWARK_DETAIL_STRIPED_COUNTER_HPP
+// #include <bulwark/detail/striped_counter.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 // #include <bulwark/detail/traits.hpp> (already included above)
 // #include <bulwark/errors.hpp> (already included above)
@@ -27512,6 +28430,370 @@ inline std::optional<double> process_rss_percent() {
 }  // namespace bulwark
 
 #endif  // BULWARK_SYSTEM_HPP
+// #include <bulwark/throttler.hpp>
+// Throttler: Google SRE client-side adaptive throttling over a sliding time window.
+#ifndef BULWARK_THROTTLER_HPP
+#define BULWARK_THROTTLER_HPP
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+// #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/context.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
+// #include <bulwark/detail/random.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/errors.hpp> (already included above)
+// #include <bulwark/events.hpp> (already included above)
+// #include <bulwark/outcome.hpp> (already included above)
+// #include <bulwark/policy.hpp> (already included above)
+
+namespace bulwark {
+
+struct ThrottlerOptions {
+    // The multiplier of accepts: requests are rejected locally once they exceed k × accepts.
+    // 2 (the SRE book's value) lets through twice what the backend accepts; lower is more
+    // aggressive, higher wastes more backend work on requests it will refuse. > 0, finite.
+    double k = 2.0;
+    // The sliding window that requests and accepts are counted over, in `buckets` slices that
+    // expire one at a time. window > 0; buckets in [1, 1000] and window / buckets >= 1ns.
+    Duration window = std::chrono::minutes(2);
+    std::uint32_t buckets = 12;
+    // Requests are never rejected locally with a higher probability than this, so that some
+    // always reach the backend and see it recover. In [0, 1].
+    double max_rejection_probability = 0.9;
+    // Shadow mode: decide as usual, count and report rejections (with shadow = true), but let
+    // the calls through; a let-through call's outcome is not counted as an accept. Switch at
+    // run time with set_shadow().
+    bool shadow = false;
+    // Whether a failed call means the backend refused it (overload: not an accept). Called
+    // only for failures. Empty: every failure is a refusal.
+    std::function<bool(const std::exception_ptr&)> rejected_by_backend{};
+    // Uniform draws in [0, 1), called only while the rejection probability is above 0 (tests
+    // pass a deterministic sequence). Empty: a per-thread SplitMix64. Must be thread-safe.
+    std::function<double()> random{};
+
+    // Throws std::invalid_argument naming the field and the value.
+    void validate() const {
+        if (!(k > 0) || std::isinf(k)) {
+            detail::throw_invalid_option("ThrottlerOptions.k", "must be > 0 and finite",
+                                         detail::format_number(k));
+        }
+        if (window <= Duration::zero()) {
+            detail::throw_invalid_option("ThrottlerOptions.window", "must be > 0",
+                                         detail::format_duration(window));
+        }
+        if (buckets == 0 || buckets > 1000) {
+            detail::throw_invalid_option("ThrottlerOptions.buckets", "must be in [1, 1000]",
+                                         std::to_string(buckets));
+        }
+        if (window.count() < static_cast<Duration::rep>(buckets)) {
+            detail::throw_invalid_option(
+                "ThrottlerOptions.buckets",
+                "must be at most window in nanoseconds (" + detail::format_duration(window) + ")",
+                std::to_string(buckets));
+        }
+        if (!(max_rejection_probability >= 0.0 && max_rejection_probability <= 1.0)) {
+            detail::throw_invalid_option("ThrottlerOptions.max_rejection_probability",
+                                         "must be in [0, 1]",
+                                         detail::format_number(max_rejection_probability));
+        }
+    }
+};
+
+// A call was rejected locally (or, in shadow mode, would have been: shadow = true).
+struct ThrottleEvent {
+    double probability = 0;      // the rejection probability it was drawn against
+    std::uint64_t requests = 0;  // in the window, before this one
+    std::uint64_t accepts = 0;   // in the window
+    bool shadow = false;
+};
+
+struct ThrottlerStats {
+    std::uint64_t requests = 0;  // in the window, rejected ones included (as the formula wants)
+    std::uint64_t accepts = 0;   // in the window
+    double rejection_probability = 0;     // what the next request is drawn against
+    std::uint64_t rejected = 0;           // rejected locally since construction; in shadow mode too
+    std::uint64_t shadow_rejections = 0;  // of `rejected`, how many were let through
+};
+
+// A throttler rejected the call locally: the backend has been refusing requests, and this one
+// was drawn to spare it. source(): the throttler's name.
+class ThrottledError : public RejectedError {
+public:
+    using RejectedError::RejectedError;
+};
+
+namespace detail {
+// A uniform draw in [0, 1) from a per-thread generator: no lock, no shared state.
+inline double thread_uniform() noexcept {
+    static std::atomic<std::uint64_t> streams{0};
+    // relaxed: only distinct seeds are needed.
+    thread_local SplitMix64 generator(
+        SplitMix64::at(0x5EED0F7B07713ULL, streams.fetch_add(1, std::memory_order_relaxed)));
+    return generator.next_double();
+}
+}  // namespace detail
+
+// Client-side adaptive throttling (Google SRE book, "Handling Overload"): when the backend
+// accepts fewer requests than it is sent, reject locally with probability
+// max(0, (requests − k·accepts) / (requests + 1)), capped at max_rejection_probability, where
+// requests and accepts are counted over a sliding window. Rejecting costs no round trip, and
+// the backend spends no work on requests it would refuse.
+//   bulwark::Throttler throttler({});                       // k = 2 over 2 minutes
+//   throttler.execute([&] { return backend.call(); });     // ThrottledError when rejected
+//   if (auto ticket = throttler.try_acquire()) { if (call()) ticket.accepted(); }
+// Thread-safe. A decision reads the coarse clock, sums the window's buckets (a few loads) and
+// adds to one bucket; an accept adds to one. A bucket's rollover takes a mutex. Draws a random
+// number only while the probability is above 0. Does not allocate after construction.
+// Throttler is BasicThrottler<>: a class template only so that a translation unit compiles only
+// the members it uses (the Tag is never used).
+template <class Tag = void>
+class BasicThrottler : public PolicyBase<BasicThrottler<Tag>> {
+public:
+    // The decision for one request. True when it may be sent (admitted, or let through by
+    // shadow mode: shadow() is true). Call accepted() when the backend accepted it; a ticket
+    // destroyed without it counts the request as refused. Movable.
+    class [[nodiscard]] Ticket {
+    public:
+        Ticket() noexcept = default;
+        Ticket(Ticket&& other) noexcept
+            : throttler_(std::exchange(other.throttler_, nullptr)),
+              epoch_(other.epoch_),
+              allowed_(other.allowed_),
+              shadow_(other.shadow_) {}
+        Ticket& operator=(Ticket&& other) noexcept {
+            throttler_ = std::exchange(other.throttler_, nullptr);
+            epoch_ = other.epoch_;
+            allowed_ = other.allowed_;
+            shadow_ = other.shadow_;
+            return *this;
+        }
+        Ticket(const Ticket&) = delete;
+        Ticket& operator=(const Ticket&) = delete;
+        ~Ticket() = default;
+
+        explicit operator bool() const noexcept { return allowed_; }
+        bool shadow() const noexcept { return shadow_; }
+
+        // The backend accepted the request (once; a shadow ticket counts nothing).
+        void accepted() noexcept {
+            if (throttler_ != nullptr) {
+                std::exchange(throttler_, nullptr)->record_accept(epoch_);
+            }
+        }
+        // The backend refused it; the same as dropping the ticket.
+        void refused() noexcept { throttler_ = nullptr; }
+
+    private:
+        friend class BasicThrottler;
+        Ticket(BasicThrottler* throttler, std::int64_t epoch, bool allowed, bool shadow) noexcept
+            : throttler_(throttler), epoch_(epoch), allowed_(allowed), shadow_(shadow) {}
+
+        BasicThrottler* throttler_ = nullptr;
+        std::int64_t epoch_ = 0;  // the bucket its request was counted in
+        bool allowed_ = false;
+        bool shadow_ = false;
+    };
+
+    // Throws std::invalid_argument for invalid options. The clock must outlive the throttler.
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
+    explicit BasicThrottler(ThrottlerOptions options, Clock& clock = default_clock())
+        : BasicThrottler(std::string(), std::move(options), clock) {}
+
+    // A named throttler: its rejections say the name in their message and in
+    // RejectedError::source().
+    BasicThrottler(std::string name, ThrottlerOptions options, Clock& clock = default_clock())
+        : name_(std::make_shared<const std::string>(std::move(name))),
+          options_((options.validate(), std::move(options))),
+          clock_(&clock),
+          bucket_ns_(options_.window.count() / static_cast<Duration::rep>(options_.buckets)),
+          buckets_(new Bucket[options_.buckets]),
+          error_(std::make_exception_ptr(
+              ThrottledError(name_, detail::component_label("throttler", *name_) +
+                                        ": rejected locally, the backend is refusing requests"))),
+          shadow_(options_.shadow) {}
+
+    BasicThrottler(const BasicThrottler&) = delete;
+    BasicThrottler& operator=(const BasicThrottler&) = delete;
+
+    const ThrottlerOptions& options() const noexcept { return options_; }
+    const std::string& name() const noexcept { return *name_; }
+
+    void set_shadow(bool on) noexcept { shadow_.store(on, std::memory_order_relaxed); }
+    bool shadow() const noexcept { return shadow_.load(std::memory_order_relaxed); }
+
+    // Decides one request and counts it. Never waits; does not allocate.
+    Ticket try_acquire() noexcept {
+        const std::int64_t epoch = current_epoch();
+        const Totals totals = sum(epoch);
+        Bucket& bucket = bucket_for(epoch);
+        // relaxed: counters; decisions tolerate a concurrent request counted a moment late.
+        bucket.requests.fetch_add(1, std::memory_order_relaxed);
+        const double p = probability(totals);
+        if (BULWARK_LIKELY(p <= 0.0) || draw() >= p) {
+            return Ticket(this, epoch, true, false);
+        }
+        return reject(p, totals);
+    }
+
+    // The probability the next request is rejected with.
+    double rejection_probability() const noexcept { return probability(sum(current_epoch())); }
+
+    // As a pipeline policy: a success is an accept, and so is a failure that
+    // options().rejected_by_backend says is not a refusal.
+    template <class Next>
+    auto apply(Context& ctx, Next&& next) {
+        using O = std::invoke_result_t<Next&, Context&>;
+        Ticket ticket = try_acquire();
+        if (BULWARK_UNLIKELY(!ticket)) {
+            return O::from_error(error_);
+        }
+        O outcome = next(ctx);
+        if (BULWARK_LIKELY(!outcome.has_error()) ||
+            (options_.rejected_by_backend && !options_.rejected_by_backend(outcome.error()))) {
+            ticket.accepted();
+        }
+        return outcome;
+    }
+
+    // Called on every local rejection (and would-be rejection in shadow mode). Returns the id
+    // that remove_listener() takes; throws std::invalid_argument for an empty listener.
+    ListenerId on_rejected(std::function<void(const ThrottleEvent&)> listener) {
+        return rejected_listeners_.add(std::move(listener));
+    }
+    bool remove_listener(ListenerId id) noexcept { return rejected_listeners_.remove(id); }
+
+    ThrottlerStats stats() const {
+        ThrottlerStats s;
+        const std::int64_t epoch = current_epoch();
+        const Totals totals = sum(epoch);
+        s.requests = totals.requests;
+        s.accepts = totals.accepts;
+        s.rejection_probability = probability(totals);
+        s.rejected = rejected_.load(std::memory_order_relaxed);
+        s.shadow_rejections = shadow_rejections_.load(std::memory_order_relaxed);
+        return s;
+    }
+
+private:
+    struct Bucket {
+        std::atomic<std::int64_t> epoch{-1};  // which slice of time it counts; -1: none yet
+        std::atomic<std::uint64_t> requests{0};
+        std::atomic<std::uint64_t> accepts{0};
+    };
+    struct Totals {
+        std::uint64_t requests = 0;
+        std::uint64_t accepts = 0;
+    };
+
+    std::int64_t current_epoch() const noexcept {
+        const auto ns = clock_->coarse_now_fast().time_since_epoch().count();
+        return static_cast<std::int64_t>(ns / bucket_ns_);
+    }
+
+    // The window's counts: the buckets of the last `buckets` epochs, this one included.
+    Totals sum(std::int64_t epoch) const noexcept {
+        Totals t;
+        const std::int64_t oldest = epoch - static_cast<std::int64_t>(options_.buckets);
+        for (std::uint32_t i = 0; i < options_.buckets; ++i) {
+            const Bucket& b = buckets_[i];
+            // acquire: pairs with the release that published the bucket's reset counts.
+            const std::int64_t e = b.epoch.load(std::memory_order_acquire);
+            if (e > oldest && e <= epoch) {
+                t.requests += b.requests.load(std::memory_order_relaxed);
+                t.accepts += b.accepts.load(std::memory_order_relaxed);
+            }
+        }
+        return t;
+    }
+
+    double probability(const Totals& t) const noexcept {
+        const double requests = static_cast<double>(t.requests);
+        const double excess = requests - options_.k * static_cast<double>(t.accepts);
+        if (excess <= 0.0) {
+            return 0.0;
+        }
+        return std::min(options_.max_rejection_probability, excess / (requests + 1.0));
+    }
+
+    Bucket& bucket_for(std::int64_t epoch) noexcept {
+        // Unsigned: an epoch before the clock's zero still maps to a valid slot.
+        Bucket& b = buckets_[static_cast<std::size_t>(static_cast<std::uint64_t>(epoch) %
+                                                      options_.buckets)];
+        if (BULWARK_UNLIKELY(b.epoch.load(std::memory_order_acquire) != epoch)) {
+            roll(b, epoch);
+        }
+        return b;
+    }
+
+    // A bucket's first use in a new epoch: its old counts expire. A count racing the reset may
+    // be lost, which a sliding-window estimate tolerates.
+    BULWARK_NOINLINE void roll(Bucket& b, std::int64_t epoch) noexcept {
+        detail::LockGuard lock(roll_mutex_);
+        if (b.epoch.load(std::memory_order_relaxed) < epoch) {
+            b.requests.store(0, std::memory_order_relaxed);
+            b.accepts.store(0, std::memory_order_relaxed);
+            // release: readers that see the new epoch see the reset counts.
+            b.epoch.store(epoch, std::memory_order_release);
+        }
+    }
+
+    // An accept is counted in its request's bucket, so the two leave the window together (an
+    // accept that outlived its request would make the formula undercount the excess). If that
+    // bucket has already expired, so has the accept. Reads no clock.
+    void record_accept(std::int64_t epoch) noexcept {
+        Bucket& b = buckets_[static_cast<std::size_t>(static_cast<std::uint64_t>(epoch) %
+                                                      options_.buckets)];
+        if (BULWARK_LIKELY(b.epoch.load(std::memory_order_acquire) == epoch)) {
+            // relaxed: a counter.
+            b.accepts.fetch_add(1, std::memory_order_relaxed);
+        }
+    }
+
+    double draw() const { return options_.random ? options_.random() : detail::thread_uniform(); }
+
+    // The reject branch: counts, reports, and lets the call through in shadow mode.
+    BULWARK_NOINLINE Ticket reject(double p, const Totals& totals) noexcept {
+        // relaxed: statistics, and a mode switch that need not order anything else.
+        rejected_.fetch_add(1, std::memory_order_relaxed);
+        const bool shadow = shadow_.load(std::memory_order_relaxed);
+        if (shadow) {
+            shadow_rejections_.fetch_add(1, std::memory_order_relaxed);
+        }
+        rejected_listeners_.emit_with([&] {
+            return ThrottleEvent{p, totals.requests, totals.accepts, shadow};
+        });
+        // A let-through call holds no throttler: its outcome is never counted as an accept.
+        return Ticket(nullptr, 0, shadow, shadow);
+    }
+
+    const std::shared_ptr<const std::string> name_;
+    const ThrottlerOptions options_;
+    Clock* const clock_;
+    const Duration::rep bucket_ns_;
+    const std::unique_ptr<Bucket[]> buckets_;
+    const std::exception_ptr error_;
+    std::atomic<bool> shadow_;
+    detail::Mutex roll_mutex_;
+    std::atomic<std::uint64_t> rejected_{0};
+    std::atomic<std::uint64_t> shadow_rejections_{0};
+    Listeners<ThrottleEvent> rejected_listeners_;
+};
+
+using Throttler = BasicThrottler<>;
+
+}  // namespace bulwark
+
+#endif  // BULWARK_THROTTLER_HPP
 // #include <bulwark/ticking_clock.hpp>
 // TickingClock: a clock whose coarse reading is one atomic load, refreshed by a thread or tick().
 #ifndef BULWARK_TICKING_CLOCK_HPP
