@@ -6,14 +6,13 @@
 // sqlite_full / sqlite_normal (SqliteSynchronous). Ratios are to the in-memory store. Stores live
 // in a mkdtemp directory under $TMPDIR or /tmp, removed at exit: run it on the disk you mean to
 // measure.
-#include <stdlib.h>
-
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
+#include <stdlib.h>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -89,8 +88,7 @@ std::unique_ptr<bulwark::DeadLetterStore> dead_letter_store(Kind kind) {
             o.max_entries = max_entries;
             o.sync = kind == Kind::file_always ? bulwark::JournalSync::always
                                                : bulwark::JournalSync::none;
-            return std::make_unique<bulwark::FileDeadLetterStore>(TempRoot::get().fresh("dlq"),
-                                                                  o);
+            return std::make_unique<bulwark::FileDeadLetterStore>(TempRoot::get().fresh("dlq"), o);
         }
         case Kind::sqlite_full:
         case Kind::sqlite_normal: {

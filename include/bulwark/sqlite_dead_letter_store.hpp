@@ -48,8 +48,8 @@ struct SqliteDeadLetterStoreOptions {
     void validate() const {
         constexpr std::size_t max_bytes = std::size_t{64} << 20U;
         if (max_entries == 0) {
-            detail::throw_invalid_option("SqliteDeadLetterStoreOptions.max_entries",
-                                         "must be >= 1", "0");
+            detail::throw_invalid_option("SqliteDeadLetterStoreOptions.max_entries", "must be >= 1",
+                                         "0");
         }
         if (max_payload_bytes == 0 || max_payload_bytes > max_bytes) {
             detail::throw_invalid_option("SqliteDeadLetterStoreOptions.max_payload_bytes",
@@ -201,9 +201,9 @@ inline std::string encode_attempts(const std::vector<DeadLetterAttempt>& attempt
 }
 
 [[noreturn]] BULWARK_NOINLINE inline void throw_corrupt_record(const char* what) {
-    throw SqliteError(std::string("bulwark SQLite store: a stored dead letter is damaged (") +
-                          what + ")",
-                      SQLITE_CORRUPT);
+    throw SqliteError(
+        std::string("bulwark SQLite store: a stored dead letter is damaged (") + what + ")",
+        SQLITE_CORRUPT);
 }
 
 inline std::vector<DeadLetterAttempt> decode_attempts(std::string_view in) {
@@ -310,9 +310,9 @@ protected:
         if (full) {
             // After the insert, as the in-memory store does: the new record is pending, so it is
             // never the one evicted.
-            detail::StatementUse evict(db_.statement(
-                "DELETE FROM bulwark_dead_letters WHERE seq = (SELECT seq FROM "
-                "bulwark_dead_letters WHERE status <> 0 ORDER BY seq LIMIT 1)"));
+            detail::StatementUse evict(
+                db_.statement("DELETE FROM bulwark_dead_letters WHERE seq = (SELECT seq FROM "
+                              "bulwark_dead_letters WHERE status <> 0 ORDER BY seq LIMIT 1)"));
             evict->step();
             evicted = db_.changes();
         }
@@ -386,10 +386,10 @@ protected:
             return 0;
         }
         std::vector<detail::SqlParam> params;
-        const std::string select = "INSERT INTO temp.bulwark_matched SELECT d.seq FROM "
-                                   "bulwark_dead_letters d WHERE 1" +
-                                   detail::dead_letter_filter(query, params) +
-                                   " ORDER BY d.seq LIMIT ?";
+        const std::string select =
+            "INSERT INTO temp.bulwark_matched SELECT d.seq FROM "
+            "bulwark_dead_letters d WHERE 1" +
+            detail::dead_letter_filter(query, params) + " ORDER BY d.seq LIMIT ?";
         detail::LockGuard lock(mutex_);
         detail::SqliteTransaction tx(db_, true);
         // The matches are fixed first: once recategorized, some may no longer match the query.
@@ -500,8 +500,8 @@ protected:
         }
         const std::int64_t removed = db_.changes();
         {
-            detail::StatementUse c(db_.statement(
-                "UPDATE bulwark_dead_letter_counters SET purged = purged + ?"));
+            detail::StatementUse c(
+                db_.statement("UPDATE bulwark_dead_letter_counters SET purged = purged + ?"));
             c->bind(1, removed);
             c->step();
         }
@@ -743,10 +743,10 @@ private:
             u->bind(4, seq);
             u->step();
         }
-        detail::StatementUse c(db_.statement(
-            resent ? "UPDATE bulwark_dead_letter_counters SET resent = resent + 1"
-                   : "UPDATE bulwark_dead_letter_counters SET redrive_failures = "
-                     "redrive_failures + 1"));
+        detail::StatementUse c(
+            db_.statement(resent ? "UPDATE bulwark_dead_letter_counters SET resent = resent + 1"
+                                 : "UPDATE bulwark_dead_letter_counters SET redrive_failures = "
+                                   "redrive_failures + 1"));
         c->step();
         tx.commit();
     }

@@ -153,13 +153,15 @@ public:
     }
 
     std::vector<QueuedMessage> claim(WallTime now, std::size_t max, Duration lease_for) override {
-        const WallTime until = detail::lease_end("bulwark::SqliteQueueStore::claim", now, lease_for);
+        const WallTime until =
+            detail::lease_end("bulwark::SqliteQueueStore::claim", now, lease_for);
         std::vector<QueuedMessage> out;
         if (max == 0) {
             return out;
         }
         std::vector<std::int64_t> seqs;
         detail::LockGuard lock(mutex_);
+        const RelaxedSync relaxed(*this);
         // IMMEDIATE: the write lock before the read, so that no other connection can lease what
         // this one is about to lease.
         detail::SqliteTransaction tx(db_, true);
@@ -246,6 +248,7 @@ public:
             return false;
         }
         detail::LockGuard lock(mutex_);
+        const RelaxedSync relaxed(*this);
         detail::StatementUse u(
             db_.statement("UPDATE bulwark_queue SET lease_until = ?, ready = ? WHERE id = ? AND "
                           "lease = ? AND lease <> 0"));
@@ -331,6 +334,34 @@ private:
     inline static const std::string select_columns =
         "SELECT seq, id, payload, due, enqueued, attempts, claims, lease, lease_until FROM "
         "bulwark_queue";
+
+    // claim() and extend() commit without waiting for the disk under synchronous=full, as the
+    // file store does not wait for them: a lease lost to a power cut only delivers its message
+    // again (the worker that held it died with the machine), and the next durable commit syncs
+    // it. Restores full when the scope ends. Under the store's mutex.
+    class RelaxedSync {
+    public:
+        explicit RelaxedSync(SqliteQueueStore& store) BULWARK_REQUIRES(store.mutex_)
+            : store_(store.options_.synchronous == SqliteSynchronous::full ? &store : nullptr) {
+            if (store_ != nullptr) {
+                store_->db_.run(normal_sql);
+            }
+        }
+        RelaxedSync(const RelaxedSync&) = delete;
+        RelaxedSync& operator=(const RelaxedSync&) = delete;
+        ~RelaxedSync() BULWARK_NO_THREAD_SAFETY_ANALYSIS {  // (within the same lock scope)
+            if (store_ != nullptr) {
+                // Setting a pragma does not fail once the connection is open; if it did, the
+                // next open would set full again.
+                sqlite3_exec(store_->db_.handle(), "PRAGMA synchronous=FULL", nullptr, nullptr,
+                             nullptr);
+            }
+        }
+
+    private:
+        inline static const std::string normal_sql = "PRAGMA synchronous=NORMAL";
+        SqliteQueueStore* store_;
+    };
 
     static const SqliteQueueStoreOptions& checked(const SqliteQueueStoreOptions& o) {
         o.validate();

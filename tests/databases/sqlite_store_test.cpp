@@ -1,8 +1,5 @@
 // Tests of the SQLite stores: the conformance suites on real files, then what only a database
 // file has (reopening, the schema table, newer and damaged files, two connections at once).
-#include <sqlite3.h>
-#include <stdlib.h>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -13,8 +10,10 @@
 #include <memory>
 #include <random>
 #include <set>
+#include <sqlite3.h>
 #include <sstream>
 #include <stdexcept>
+#include <stdlib.h>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -142,8 +141,8 @@ std::string dump(const bulwark::DeadLetterStore& store) {
         for (const bulwark::DeadLetterAttempt& a : d.attempts) {
             out << t(a.at) << '/' << a.channel << '/' << a.error << ';';
         }
-        out << '|' << t(d.created) << '|' << t(d.last_attempt) << '|'
-            << static_cast<int>(d.status) << '|' << d.redrives << '|' << d.note << '\n';
+        out << '|' << t(d.created) << '|' << t(d.last_attempt) << '|' << static_cast<int>(d.status)
+            << '|' << d.redrives << '|' << d.note << '\n';
     }
     const bulwark::DeadLetterStats s = store.stats();
     out << s.total << ' ' << s.pending << ' ' << s.added << ' ' << s.evicted << ' ' << s.purged
@@ -303,8 +302,7 @@ TEST_CASE("SQLite stores: a file with a newer schema version is refused, naming 
           std::vector<std::string>{"kept"});
 }
 
-TEST_CASE("SQLite stores: a file that is not a database is refused with SqliteError",
-          "[sqlite]") {
+TEST_CASE("SQLite stores: a file that is not a database is refused with SqliteError", "[sqlite]") {
     TempDir dir;
     ManualClock clock;
     std::string garbage;

@@ -3,18 +3,17 @@
 #ifndef BULWARK_DETAIL_SQLITE_HPP
 #define BULWARK_DETAIL_SQLITE_HPP
 
-#include <sqlite3.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
-#include <limits>
 #include <functional>
+#include <limits>
 #include <map>
-#include <new>
 #include <memory>
+#include <new>
+#include <sqlite3.h>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -73,8 +72,8 @@ namespace detail {
     message += ": ";
     const int extended = db != nullptr ? sqlite3_extended_errcode(db) : rc;
     const int code = (extended & 0xff) == (rc & 0xff) ? extended : rc;
-    message += db != nullptr && (extended & 0xff) == (rc & 0xff) ? sqlite3_errmsg(db)
-                                                                   : sqlite3_errstr(rc);
+    message +=
+        db != nullptr && (extended & 0xff) == (rc & 0xff) ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
     if ((rc & 0xff) == SQLITE_NOTADB || (rc & 0xff) == SQLITE_CORRUPT) {
         message += " (the file is not a bulwark SQLite store, or it is damaged)";
     }
@@ -130,9 +129,7 @@ public:
     }
 
     std::int64_t int64(int col) const noexcept { return sqlite3_column_int64(stmt_, col); }
-    bool is_null(int col) const noexcept {
-        return sqlite3_column_type(stmt_, col) == SQLITE_NULL;
-    }
+    bool is_null(int col) const noexcept { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
     // A TEXT or BLOB column's bytes, unconverted.
     std::string bytes(int col) const {
         const void* data = sqlite3_column_blob(stmt_, col);
@@ -186,10 +183,9 @@ public:
     // Throws SqliteError (a file that is not a database included) or std::bad_alloc.
     SqliteConnection(const std::string& path, SqliteSynchronous synchronous,
                      std::chrono::milliseconds busy_timeout) {
-        const int rc = sqlite3_open_v2(path.c_str(), &db_,
-                                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                                           SQLITE_OPEN_NOMUTEX,
-                                       nullptr);
+        const int rc = sqlite3_open_v2(
+            path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+            nullptr);
         if (rc != SQLITE_OK) {
             if (db_ == nullptr) {
                 throw std::bad_alloc();
@@ -246,6 +242,15 @@ public:
         return made;
     }
 
+    // Runs a statement without parameters or rows through the cache (BEGIN, COMMIT, pragmas
+    // run often): no parse per call, unlike exec().
+    void run(const std::string& sql) {
+        std::shared_ptr<SqliteStatement> s = statement(sql);
+        StatementUse use(std::move(s));
+        while (use->step()) {
+        }
+    }
+
     // Rows changed by the last INSERT, UPDATE or DELETE.
     std::int64_t changes() const noexcept { return sqlite3_changes(db_); }
 
@@ -267,7 +272,7 @@ private:
 class SqliteTransaction {
 public:
     SqliteTransaction(SqliteConnection& db, bool immediate) : db_(&db) {
-        db.exec(immediate ? "BEGIN IMMEDIATE" : "BEGIN", "begin a transaction");
+        db.run(immediate ? begin_immediate : begin);
     }
     SqliteTransaction(const SqliteTransaction&) = delete;
     SqliteTransaction& operator=(const SqliteTransaction&) = delete;
@@ -279,11 +284,15 @@ public:
     }
 
     void commit() {
-        db_->exec("COMMIT", "commit");
+        db_->run(commit_sql);
         done_ = true;
     }
 
 private:
+    inline static const std::string begin = "BEGIN";
+    inline static const std::string begin_immediate = "BEGIN IMMEDIATE";
+    inline static const std::string commit_sql = "COMMIT";
+
     SqliteConnection* db_;
     bool done_ = false;
 };
@@ -313,8 +322,7 @@ void migrate_schema(SqliteConnection& db, const char* component,
     if (version > static_cast<std::int64_t>(N)) {
         throw SqliteError(std::string("bulwark SQLite store: the file holds schema version ") +
                               std::to_string(version) + " of '" + component +
-                              "', newer than this bulwark (" BULWARK_VERSION_STRING
-                              ") knows (" +
+                              "', newer than this bulwark (" BULWARK_VERSION_STRING ") knows (" +
                               std::to_string(N) + "): open it with a newer bulwark",
                           SQLITE_ERROR);
     }
@@ -336,7 +344,9 @@ void migrate_schema(SqliteConnection& db, const char* component,
 inline std::int64_t to_sql(WallTime t) noexcept {
     return static_cast<std::int64_t>(t.time_since_epoch().count());
 }
-inline WallTime wall_from_sql(std::int64_t ns) noexcept { return WallTime{Duration{ns}}; }
+inline WallTime wall_from_sql(std::int64_t ns) noexcept {
+    return WallTime{Duration{ns}};
+}
 
 // A size_t count as a LIMIT (SQLite's LIMIT is a signed 64-bit integer; -1 means none).
 inline std::int64_t sql_limit(std::size_t n) noexcept {
@@ -346,8 +356,7 @@ inline std::int64_t sql_limit(std::size_t n) noexcept {
 }
 
 inline void check_busy_timeout(const char* field, std::chrono::milliseconds t) {
-    if (t < std::chrono::milliseconds::zero() ||
-        t.count() > std::numeric_limits<int>::max()) {
+    if (t < std::chrono::milliseconds::zero() || t.count() > std::numeric_limits<int>::max()) {
         throw_invalid_option(field, "must be in [0, 2147483647] ms",
                              std::to_string(t.count()) + " ms");
     }
