@@ -618,3 +618,74 @@ TEST_CASE("SqliteDeadLetterStore: bulk changes are one transaction: a refused on
     CHECK(store.categorize(DeadLetterQuery{}.id("s"), "c", {std::string(30, 'u')}) == 1);
     CHECK(store.get("s")->tags.size() == 1);
 }
+
+TEST_CASE("SqliteDeadLetterStore: a damaged record throws SqliteError when read",
+          "[sqlite][dead_letter]") {
+    TempDir dir;
+    ManualClock clock;
+    SqliteDeadLetterStore store(dir.file(), {}, clock);
+    store.add(letter("sms", "ok"));
+    store.add(letter("sms", "bad"));
+    // A history cut short in the middle of an attempt, as a foreign write could leave it.
+    query(dir.file(), "UPDATE bulwark_dead_letters SET attempts = x'01020304' WHERE id = 'bad'");
+    try {
+        store.get("bad");
+        FAIL("a damaged record was read");
+    } catch (const SqliteError& e) {
+        CHECK(e.code() == SQLITE_CORRUPT);
+        CHECK(std::string(e.what()).find("damaged") != std::string::npos);
+    }
+    CHECK_THROWS_AS(store.list(), SqliteError);
+    CHECK(store.get("ok").has_value());                                    // the others still read
+    CHECK(store.dismiss(DeadLetterQuery{}.id("bad"), "unreadable") == 1);  // and change
+}
+
+TEST_CASE("SqliteDeadLetterStore: threads adding through two objects store each id once",
+          "[sqlite][dead_letter]") {
+    TempDir dir;
+    ManualClock clock;
+    SqliteDeadLetterStoreOptions o;
+    o.synchronous = SqliteSynchronous::normal;  // many commits; what is tested is the locking
+    o.busy_timeout = std::chrono::minutes(1);
+    SqliteDeadLetterStore a(dir.file(), o, clock);
+    SqliteDeadLetterStore b(dir.file(), o, clock);
+    constexpr int per_thread = 60;
+    std::atomic<int> errors{0};
+    std::vector<std::thread> threads;
+    for (int w = 0; w < 4; ++w) {
+        SqliteDeadLetterStore& store = w % 2 == 0 ? a : b;
+        threads.emplace_back([&, w] {
+            try {
+                for (int i = 0; i < per_thread; ++i) {
+                    // Threads 0 and 1 add the same ids (a retried add), 2 and 3 their own and
+                    // assigned ones.
+                    const std::string id =
+                        w < 2 ? "shared-" + std::to_string(i)
+                              : (i % 2 == 0 ? "own-" + std::to_string(w) + "-" + std::to_string(i)
+                                            : std::string());
+                    store.add(letter("sms", id));
+                    if (i % 10 == 0) {
+                        store.dismiss(DeadLetterQuery{}.id(id.empty() ? "none" : id), "x");
+                        store.stats();
+                    }
+                }
+            } catch (...) {
+                ++errors;
+            }
+        });
+    }
+    for (std::thread& t : threads) {
+        t.join();
+    }
+    CHECK(errors.load() == 0);
+    const std::size_t expected = per_thread + 2 * per_thread;  // shared once; 2 and 3 all theirs
+    CHECK(a.size() == expected);
+    CHECK(b.list().size() == expected);
+    CHECK(a.stats().added == expected);
+    CHECK(a.stats().duplicate_adds + b.stats().duplicate_adds == per_thread);
+    std::set<std::string> ids;
+    for (const DeadLetter& d : a.list()) {
+        ids.insert(d.id);
+    }
+    CHECK(ids.size() == expected);
+}
