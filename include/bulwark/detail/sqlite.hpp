@@ -140,7 +140,7 @@ public:
             }
             return {};
         }
-        return std::string(static_cast<const char*>(data), static_cast<std::size_t>(n));
+        return {static_cast<const char*>(data), static_cast<std::size_t>(n)};
     }
 
     void reset() noexcept {
