@@ -689,3 +689,18 @@ TEST_CASE("SqliteDeadLetterStore: threads adding through two objects store each 
     }
     CHECK(ids.size() == expected);
 }
+
+TEST_CASE("SQLite stores: a file that cannot be created is refused, naming its path",
+          "[sqlite]") {
+    TempDir dir;
+    ManualClock clock;
+    const std::string path = dir.file("missing-directory/store.db");
+    try {
+        SqliteQueueStore queue(path);
+        FAIL("a store was opened where no file can be");
+    } catch (const SqliteError& e) {
+        CHECK(std::string(e.what()).find(path) != std::string::npos);
+        CHECK((e.code() & 0xff) == SQLITE_CANTOPEN);
+    }
+    CHECK_THROWS_AS(SqliteDeadLetterStore(path, {}, clock), SqliteError);
+}
