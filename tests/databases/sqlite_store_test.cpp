@@ -690,8 +690,7 @@ TEST_CASE("SqliteDeadLetterStore: threads adding through two objects store each 
     CHECK(ids.size() == expected);
 }
 
-TEST_CASE("SQLite stores: a file that cannot be created is refused, naming its path",
-          "[sqlite]") {
+TEST_CASE("SQLite stores: a file that cannot be created is refused, naming its path", "[sqlite]") {
     TempDir dir;
     ManualClock clock;
     const std::string path = dir.file("missing-directory/store.db");
