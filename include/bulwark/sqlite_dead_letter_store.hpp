@@ -328,7 +328,7 @@ protected:
     std::optional<DeadLetter> do_get(std::string_view id) const override {
         detail::LockGuard lock(mutex_);
         detail::SqliteTransaction tx(db_, false);  // one snapshot for the record and its tags
-        detail::StatementUse q(db_.statement(select_columns + " WHERE d.id = ?"));
+        detail::StatementUse q(db_.statement(get_sql));
         q->bind(1, id);
         if (!q->step()) {
             return std::nullopt;
@@ -344,7 +344,7 @@ protected:
             return out;
         }
         std::vector<detail::SqlParam> params;
-        const std::string sql = select_columns + " WHERE 1" +
+        const std::string sql = std::string(select_columns) + " WHERE 1" +
                                 detail::dead_letter_filter(query, params) +
                                 " ORDER BY d.seq LIMIT ?";
         detail::LockGuard lock(mutex_);
@@ -454,7 +454,8 @@ protected:
             }
         } running{this};
 
-        const std::string find = select_columns + " WHERE d.seq = ? AND d.status = 0" + filter;
+        const std::string find =
+            std::string(select_columns) + " WHERE d.seq = ? AND d.status = 0" + filter;
         for (const std::int64_t seq : batch) {
             if (options.cancel != nullptr && options.cancel->cancelled()) {
                 result.cancelled = true;
@@ -567,9 +568,13 @@ private:
     }
 
     // Columns 0..12 in read_record's order, over `bulwark_dead_letters d`.
-    inline static const std::string select_columns =
+    static constexpr const char* select_columns =
         "SELECT d.seq, d.id, d.type, d.payload, d.error, d.reason, d.category, d.attempts, "
         "d.created, d.last_attempt, d.status, d.redrives, d.note FROM bulwark_dead_letters d";
+    static constexpr const char* get_sql =
+        "SELECT d.seq, d.id, d.type, d.payload, d.error, d.reason, d.category, d.attempts, "
+        "d.created, d.last_attempt, d.status, d.redrives, d.note FROM bulwark_dead_letters d "
+        "WHERE d.id = ?";
 
     // The current row of a select_columns statement, with its tags.
     DeadLetter read_record(detail::SqliteStatement& q) const BULWARK_REQUIRES(mutex_) {

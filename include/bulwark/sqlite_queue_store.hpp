@@ -166,8 +166,9 @@ public:
         // this one is about to lease.
         detail::SqliteTransaction tx(db_, true);
         {
-            detail::StatementUse q(
-                db_.statement(select_columns + " WHERE ready <= ? ORDER BY ready, seq LIMIT ?"));
+            detail::StatementUse q(db_.statement(
+                "SELECT seq, id, payload, due, enqueued, attempts, claims, lease, lease_until FROM "
+                "bulwark_queue WHERE ready <= ? ORDER BY ready, seq LIMIT ?"));
             q->bind(1, detail::to_sql(now));
             q->bind(2, detail::sql_limit(max));
             while (q->step()) {
@@ -270,7 +271,9 @@ public:
 
     std::optional<QueuedMessage> get(std::string_view id) const override {
         detail::LockGuard lock(mutex_);
-        detail::StatementUse q(db_.statement(select_columns + " WHERE id = ?"));
+        detail::StatementUse q(db_.statement(
+            "SELECT seq, id, payload, due, enqueued, attempts, claims, lease, lease_until FROM "
+            "bulwark_queue WHERE id = ?"));
         q->bind(1, id);
         if (!q->step()) {
             return std::nullopt;
@@ -299,7 +302,9 @@ public:
             return out;
         }
         detail::LockGuard lock(mutex_);
-        detail::StatementUse q(db_.statement(select_columns + " ORDER BY ready, seq LIMIT ?"));
+        detail::StatementUse q(db_.statement(
+            "SELECT seq, id, payload, due, enqueued, attempts, claims, lease, lease_until FROM "
+            "bulwark_queue ORDER BY ready, seq LIMIT ?"));
         q->bind(1, detail::sql_limit(limit));
         while (q->step()) {
             out.push_back(read_message(*q));
@@ -330,11 +335,6 @@ private:
     static constexpr std::uint64_t max_token =
         static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
 
-    // Columns 0..8 in read_message's order.
-    inline static const std::string select_columns =
-        "SELECT seq, id, payload, due, enqueued, attempts, claims, lease, lease_until FROM "
-        "bulwark_queue";
-
     // claim() and extend() commit without waiting for the disk under synchronous=full, as the
     // file store does not wait for them: a lease lost to a power cut only delivers its message
     // again (the worker that held it died with the machine), and the next durable commit syncs
@@ -344,7 +344,7 @@ private:
         explicit RelaxedSync(SqliteQueueStore& store) BULWARK_REQUIRES(store.mutex_)
             : store_(store.options_.synchronous == SqliteSynchronous::full ? &store : nullptr) {
             if (store_ != nullptr) {
-                store_->db_.run(normal_sql);
+                store_->db_.run("PRAGMA synchronous=NORMAL");
             }
         }
         RelaxedSync(const RelaxedSync&) = delete;
@@ -359,7 +359,6 @@ private:
         }
 
     private:
-        inline static const std::string normal_sql = "PRAGMA synchronous=NORMAL";
         SqliteQueueStore* store_;
     };
 
@@ -368,6 +367,8 @@ private:
         return o;
     }
 
+    // The current row of a `SELECT seq, id, payload, due, enqueued, attempts, claims, lease,
+    // lease_until`.
     static QueuedMessage read_message(detail::SqliteStatement& q) {
         QueuedMessage m;
         m.id = q.bytes(1);

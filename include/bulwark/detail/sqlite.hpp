@@ -229,7 +229,7 @@ public:
 
     // The cached statement for `sql`, prepared on first use. The cache is bounded: a store whose
     // queries vary (filters, tag counts) cannot grow it without limit.
-    std::shared_ptr<SqliteStatement> statement(const std::string& sql) {
+    std::shared_ptr<SqliteStatement> statement(std::string_view sql) {
         const auto it = cache_.find(sql);
         if (it != cache_.end()) {
             return it->second;
@@ -238,13 +238,13 @@ public:
         if (cache_.size() >= max_cached) {
             cache_.clear();  // statements in use are shared: they outlive the cache entry
         }
-        cache_.emplace(sql, made);
+        cache_.emplace(std::string(sql), made);
         return made;
     }
 
     // Runs a statement without parameters or rows through the cache (BEGIN, COMMIT, pragmas
     // run often): no parse per call, unlike exec().
-    void run(const std::string& sql) {
+    void run(std::string_view sql) {
         std::shared_ptr<SqliteStatement> s = statement(sql);
         StatementUse use(std::move(s));
         while (use->step()) {
@@ -272,7 +272,7 @@ private:
 class SqliteTransaction {
 public:
     SqliteTransaction(SqliteConnection& db, bool immediate) : db_(&db) {
-        db.run(immediate ? begin_immediate : begin);
+        db.run(immediate ? "BEGIN IMMEDIATE" : "BEGIN");
     }
     SqliteTransaction(const SqliteTransaction&) = delete;
     SqliteTransaction& operator=(const SqliteTransaction&) = delete;
@@ -284,15 +284,11 @@ public:
     }
 
     void commit() {
-        db_->run(commit_sql);
+        db_->run("COMMIT");
         done_ = true;
     }
 
 private:
-    inline static const std::string begin = "BEGIN";
-    inline static const std::string begin_immediate = "BEGIN IMMEDIATE";
-    inline static const std::string commit_sql = "COMMIT";
-
     SqliteConnection* db_;
     bool done_ = false;
 };
