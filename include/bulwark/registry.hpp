@@ -379,7 +379,7 @@ private:
     struct Victim {
         std::string key;
         Handle component;
-        EvictionCause cause;
+        EvictionCause cause = EvictionCause::expired;
     };
 
     static void validate_options(const Options& options) {
@@ -422,8 +422,8 @@ private:
                     "bulwark::Registry: the factory returned null for key \"" + key + "\"");
             }
             return made;
-        } else if constexpr (std::is_constructible<T, const std::string&, const Options&,
-                                                   Clock&>::value) {
+        }
+        if constexpr (std::is_constructible<T, const std::string&, const Options&, Clock&>::value) {
             return std::make_shared<T>(key, options, *clock_);
         } else if constexpr (std::is_constructible<T, const Options&, Clock&>::value) {
             return std::make_shared<T>(options, *clock_);
@@ -571,6 +571,8 @@ private:
         return victims.size();
     }
 
+    // First: the aligned stripes would otherwise leave padding between the fields.
+    mutable detail::StripedCounter hits_;
     const Options defaults_;
     const RegistryOptions limits_;
     const Hooks hooks_;
@@ -581,7 +583,6 @@ private:
     detail::Mutex evict_mutex_;
     std::atomic<std::size_t> size_{0};
     std::atomic<std::int64_t> next_sweep_ns_;
-    mutable detail::StripedCounter hits_;
     std::atomic<std::uint64_t> created_{0};
     std::atomic<std::uint64_t> expired_{0};
     std::atomic<std::uint64_t> evicted_for_size_{0};

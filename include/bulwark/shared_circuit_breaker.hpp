@@ -130,6 +130,7 @@ inline constexpr std::uint32_t shared_breaker_version = 1;
 
 // The block: this header, then window_size 32-bit slots. Fixed layout, no pointers, only
 // lock-free atomics and plain fields written once before `magic` is published.
+// NOLINTNEXTLINE(clang-analyzer-optin.performance.Padding): cache lines kept apart on purpose
 struct SharedBreakerHeader {
     // Written last by the creator (release); attachers wait for it (acquire).
     std::atomic<std::uint64_t> magic{0};
