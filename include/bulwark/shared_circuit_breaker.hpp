@@ -145,13 +145,13 @@ struct SharedBreakerHeader {
     std::uint64_t failure_ratio_bits = 0;
     std::int64_t break_ns = 0;
     std::int64_t lease_ns = 0;
-    // generation << 2 | state (0 closed, 1 open, 2 half-open). Every transition is one CAS on
-    // it, so exactly one process makes each transition.
+    // The creator's clock reading at creation: the origin of the deadlines in `state`.
+    std::int64_t epoch_ns = 0;
+    // deadline in ms since epoch_ns (40 bits) << 24 | generation (22 bits) << 2 | state (0
+    // closed, 1 open, 2 half-open). The deadline is the end of the break while open and the end
+    // of the probe lease while half-open. Every transition is one CAS of the whole word, so
+    // exactly one process makes each, and a state never appears without its deadline.
     alignas(cache_line_size) std::atomic<std::uint64_t> state{0};
-    // Clock nanoseconds; written before the CAS that opens (half-opens) it, read after
-    // loading `state` with acquire.
-    std::atomic<std::int64_t> open_until_ns{0};
-    std::atomic<std::int64_t> lease_until_ns{0};
     // Half-open bookkeeping: probes admitted << 48 | probes succeeded << 32 | generation (low
     // 32 bits). A generation that does not match the state's means a transition in progress
     // (or a stale probe), so nothing counts against another half-open period.
@@ -296,8 +296,7 @@ public:
     CircuitState state() const noexcept {
         const std::uint64_t w = block_->state.load(std::memory_order_acquire);
         const CircuitState s = state_of(w);
-        if (s == CircuitState::open &&
-            now_ns() >= block_->open_until_ns.load(std::memory_order_relaxed)) {
+        if (s == CircuitState::open && now_ns() >= deadline_ns(w)) {
             return CircuitState::half_open;
         }
         return s;
@@ -305,8 +304,8 @@ public:
 
     // Asks to make one call. Never throws or blocks; allocates nothing.
     Permit try_acquire() noexcept {
-        // acquire: pairs with the release of the transition CAS, so an open state comes with its
-        // open_until_ns.
+        // acquire: pairs with the release of the transition CAS (a closed state's period starts
+        // with the reset of the consecutive count made before it).
         const std::uint64_t w = block_->state.load(std::memory_order_acquire);
         if (BULWARK_LIKELY(state_of(w) == CircuitState::closed)) {
             return admit(w, false);
@@ -351,7 +350,7 @@ public:
         SharedCircuitBreakerStats s;
         const std::uint64_t w = block_->state.load(std::memory_order_acquire);
         s.state = state();
-        s.generation = w >> 2U;
+        s.generation = gen_of(w);
         s.calls = block_->position.load(std::memory_order_relaxed);
         s.failures = block_->failures.load(std::memory_order_relaxed);
         s.rejected = block_->rejected.load(std::memory_order_relaxed);
@@ -390,14 +389,30 @@ private:
     static std::uint64_t code_of(CircuitState s) noexcept {
         return s == CircuitState::closed ? 0U : (s == CircuitState::open ? 1U : 2U);
     }
-    static std::uint32_t gen32(std::uint64_t w) noexcept {
-        return static_cast<std::uint32_t>(w >> 2U);
+    static constexpr std::uint64_t gen_mask = (std::uint64_t{1} << 22U) - 1U;
+    static constexpr std::uint64_t max_deadline_ms = (std::uint64_t{1} << 40U) - 1U;
+    // The generation, modulo 2^22 (a wrap needs four million transitions).
+    static std::uint32_t gen_of(std::uint64_t w) noexcept {
+        return static_cast<std::uint32_t>((w >> 2U) & gen_mask);
+    }
+    std::int64_t deadline_ns(std::uint64_t w) const noexcept {
+        return block_->epoch_ns + static_cast<std::int64_t>(w >> 24U) * 1000000;
+    }
+    // The word for state `to`, generation `gen` and a deadline rounded up to the millisecond
+    // (so a break is never shorter than asked), clamped to 40 bits (34 years).
+    std::uint64_t encode(CircuitState to, std::uint64_t gen, std::int64_t deadline) const noexcept {
+        std::uint64_t ms = 0;
+        if (deadline > block_->epoch_ns) {
+            ms = static_cast<std::uint64_t>((deadline - block_->epoch_ns + 999999) / 1000000);
+            ms = ms > max_deadline_ms ? max_deadline_ms : ms;
+        }
+        return (ms << 24U) | ((gen & gen_mask) << 2U) | code_of(to);
     }
     // A slot names the closed period it belongs to, so closing empties the window without
     // touching the slots (and without racing the processes recording into it). Never 0 for a
     // recorded call: a fresh block's zeroed slots are empty.
     static std::uint32_t tag_of(std::uint64_t w) noexcept {
-        return ((gen32(w) + 1U) & 0x7fffffffU) << 1U;
+        return ((gen_of(w) + 1U) & 0x7fffffffU) << 1U;
     }
 
     std::atomic<std::uint32_t>* slots() const noexcept {
@@ -434,8 +449,7 @@ private:
                 case CircuitState::closed:
                     return admit(w, false);
                 case CircuitState::open: {
-                    const std::int64_t until =
-                        block_->open_until_ns.load(std::memory_order_relaxed);
+                    const std::int64_t until = deadline_ns(w);
                     if (now < until) {
                         return reject(Duration(until - now));
                     }
@@ -444,7 +458,7 @@ private:
                 }
                 default: {
                     std::uint64_t h = block_->half.load(std::memory_order_acquire);
-                    if (static_cast<std::uint32_t>(h) != gen32(w)) {
+                    if (static_cast<std::uint32_t>(h) != gen_of(w)) {
                         // The half-open period is being set up by the process that began it.
                         const std::uint64_t again = block_->state.load(std::memory_order_acquire);
                         if (again == w) {
@@ -464,7 +478,7 @@ private:
                     }
                     // Every probe is out. Past the lease, one of them is presumed lost (its
                     // process crashed or hung): reopen, so that the next break admits new probes.
-                    if (now < block_->lease_until_ns.load(std::memory_order_relaxed)) {
+                    if (now < deadline_ns(w)) {
                         return reject(Duration::zero());
                     }
                     if (transition(w, CircuitState::open)) {
@@ -477,28 +491,25 @@ private:
         }
     }
 
-    // One CAS from `w` to `to` with generation + 1, writing what the new state needs first.
-    // False (and `w` reloaded) if another process moved the state meanwhile.
+    // One CAS from `w` to `to` with generation + 1 and the new state's deadline. False (and
+    // `w` reloaded) if another process moved the state meanwhile.
     bool transition(std::uint64_t& w, CircuitState to) {
         const std::int64_t now = now_ns();
+        std::int64_t deadline = 0;
         if (to == CircuitState::open) {
-            // Written before the CAS (whose release publishes it). A process whose CAS loses
-            // wrote an equivalent time; a stale writer can only lengthen the current break by
-            // its own delay.
-            block_->open_until_ns.store(now + options_.break_duration.count(),
-                                        std::memory_order_relaxed);
+            deadline = now + options_.break_duration.count();
         } else if (to == CircuitState::half_open) {
-            block_->lease_until_ns.store(now + options_.probe_lease.count(),
-                                         std::memory_order_relaxed);
+            deadline = now + options_.probe_lease.count();
         }
-        const std::uint64_t next = ((((w >> 2U) + 1U) << 2U) | code_of(to));
+        const std::uint64_t next = encode(to, std::uint64_t{gen_of(w)} + 1U, deadline);
         if (!block_->state.compare_exchange_strong(w, next, std::memory_order_acq_rel,
                                                    std::memory_order_acquire)) {
             return false;
         }
         if (to == CircuitState::half_open) {
-            // release: a process that sees this generation here sees the lease written above.
-            block_->half.store(gen32(next), std::memory_order_release);
+            // A process that sees half-open before this store finds the old generation here and
+            // rejects (transiently); stale probes of the old period no longer match.
+            block_->half.store(gen_of(next), std::memory_order_release);
         } else if (to == CircuitState::open) {
             block_->opened.fetch_add(1, std::memory_order_relaxed);
         } else {
@@ -552,7 +563,7 @@ private:
     void on_probe_result(std::uint64_t w, bool success) {
         std::uint64_t h = block_->half.load(std::memory_order_acquire);
         for (;;) {
-            if (static_cast<std::uint32_t>(h) != gen32(w)) {
+            if (static_cast<std::uint32_t>(h) != gen_of(w)) {
                 return;  // a probe of an earlier half-open period (it expired)
             }
             if (!success) {
@@ -679,6 +690,7 @@ private:
         std::memcpy(&h->failure_ratio_bits, &options_.failure_ratio, sizeof(double));
         h->break_ns = options_.break_duration.count();
         h->lease_ns = options_.probe_lease.count();
+        h->epoch_ns = now_ns();
         auto* s = static_cast<unsigned char*>(p) + sizeof(detail::SharedBreakerHeader);
         for (std::uint32_t i = 0; i < options_.window_size; ++i) {
             ::new (s + i * sizeof(std::atomic<std::uint32_t>)) std::atomic<std::uint32_t>(0U);
