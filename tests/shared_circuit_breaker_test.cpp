@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <vector>
 
+#include <bulwark/registry.hpp>
 #include <bulwark/shared_circuit_breaker.hpp>
 
 #include "catch.hpp"
@@ -354,6 +355,26 @@ TEST_CASE("shared breaker shared by four threads through their own mappings", "[
     CHECK(probes[0] + probes[1] + probes[2] + probes[3] == 3);
     CHECK(main_view.state() == CircuitState::closed);
     CHECK(main_view.stats().calls >= 20000);
+}
+
+TEST_CASE("shared breakers in a registry: keys are block names, an open one is kept",
+          "[shared_breaker][registry]") {
+    Shared area;
+    SharedClock clock(area->clock_ns);
+    BlockName a;
+    BlockName b;
+    bulwark::RegistryOptions limits;
+    limits.ttl = 10s;
+    bulwark::Registry<SharedCircuitBreaker, SharedCircuitBreakerOptions> registry(ratio_options(),
+                                                                                  limits, clock);
+    registry.get(a.name)->trip();
+    (void)registry.get(b.name);
+    clock.advance(11s);
+    CHECK(registry.evict_expired() == 1);
+    REQUIRE(registry.keys() == std::vector<std::string>{a.name});
+    // Another process (here: another object) still sees the block of the evicted key.
+    SharedCircuitBreaker again(b.name, ratio_options(), clock);
+    CHECK_FALSE(again.created());
 }
 
 #if !BULWARK_TEST_TSAN
