@@ -216,6 +216,25 @@ TEST_CASE("registry evicts the least recently used over max_size", "[registry]")
     CHECK(registry.stats().evicted_for_size == 2);
 }
 
+TEST_CASE("registry over max_size evicts the oldest down to 1/32 below it in one pass",
+          "[registry]") {
+    bulwark::ManualClock clock;
+    BreakerRegistry registry(consecutive(2), bounded(64), clock);
+    for (int i = 0; i < 64; ++i) {
+        (void)registry.get("k" + std::to_string(100 + i));
+        clock.advance(1s);
+    }
+    CHECK(registry.size() == 64);
+    (void)registry.get("new");
+    CHECK(registry.size() == 62);
+    CHECK_FALSE(registry.contains("k100"));
+    CHECK_FALSE(registry.contains("k101"));
+    CHECK_FALSE(registry.contains("k102"));
+    CHECK(registry.contains("k103"));
+    CHECK(registry.contains("new"));
+    CHECK(registry.stats().evicted_for_size == 3);
+}
+
 TEST_CASE("registry never evicts an open or half-open breaker", "[registry]") {
     bulwark::ManualClock clock;
     BreakerRegistry registry(consecutive(2), bounded(2, 30s), clock);

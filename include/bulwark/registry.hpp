@@ -114,8 +114,9 @@ bool evictable(const T& component) {
 //   limits.max_size = 10000; limits.ttl = std::chrono::minutes(10);
 struct RegistryOptions {
     // At most this many components; creating one more evicts the least recently used evictable
-    // ones. 0 = unbounded (default). When nothing is evictable the registry grows past it (a
-    // breaker that is open is never dropped) and counts over_capacity.
+    // ones (down to max_size - max_size/32, to amortise the scan). 0 = unbounded (default). When
+    // nothing is evictable the registry grows past it (a breaker that is open is never dropped) and
+    // counts over_capacity.
     std::size_t max_size = 0;
     // A component not looked up for this long is dropped (if evictable) by evict_expired() and
     // by the next creation of a key once ttl/4 has passed since the last sweep. 0 = never
@@ -185,7 +186,8 @@ struct RegistryStats {
     std::uint64_t over_capacity = 0;     // creations that left it over max_size (none evictable)
 };
 
-// How a Registry makes its components. Both optional.
+// How a Registry makes its components. Both optional; both run under the key's shard lock, so
+// they must not call the registry.
 //   factory:   builds the component for a key from its options; by default T(key, options,
 //              clock), else T(options, clock), else T(options).
 //   customize: adjusts a copy of the template options for one key before creation, e.g. a
@@ -544,8 +546,11 @@ private:
             }
         }
         std::sort(candidates.begin(), candidates.end());
+        // Down to 1/32 below the bound, so that the O(size) scan is paid once per max_size/32
+        // creations rather than at each one (exactly the bound below 32 entries).
+        const std::size_t target = limits_.max_size - limits_.max_size / 32;
         for (const auto& candidate : candidates) {
-            if (size() <= limits_.max_size) {
+            if (size() <= target) {
                 break;
             }
             Shard& shard = shards_[std::get<2>(candidate)];
