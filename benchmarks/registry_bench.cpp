@@ -4,10 +4,9 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unistd.h>
 #include <unordered_map>
 #include <vector>
-
-#include <unistd.h>
 
 #include <bulwark/circuit_breaker.hpp>
 #include <bulwark/circuit_breaker_registry.hpp>
