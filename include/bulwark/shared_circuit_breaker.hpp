@@ -472,6 +472,11 @@ private:
                         if (block_->half.compare_exchange_weak(h, h + (std::uint64_t{1} << 48U),
                                                                std::memory_order_acq_rel,
                                                                std::memory_order_acquire)) {
+                            // The period may have ended between the two loads (a probe
+                            // failed): then the slot belongs to a dead period; do not call.
+                            if (block_->state.load(std::memory_order_acquire) != w) {
+                                return reject(Duration::zero());
+                            }
                             return admit(w, true);
                         }
                         continue;  // h was reloaded; w is unchanged unless the state moved
