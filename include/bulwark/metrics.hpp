@@ -692,7 +692,8 @@ void write_component(MetricsWriter& w, C& component) {
 
 // Appends the metrics of each component to `writer`, in argument order (a family's samples stay
 // together however many components add to it). Each argument is a CircuitBreaker, a
-// CircuitBreakerRegistry (every breaker, in name order), a FallbackChain, a Degradation, a
+// CircuitBreakerRegistry (every breaker, in name order), a Registry (its own series, then each
+// component present, labelled with its key), a FallbackChain, a Degradation, a
 // HealthMonitor, a ResourceManager (non-const: its report reads expired gauges), or a
 // metric_name("name", component) wrapping one of these or a RetryPolicy, Bulkhead, RateLimiter,
 // Timeout, Fallback, CacheFallback, LoadShedder, Hedging or dead-letter store (an
