@@ -374,7 +374,9 @@ TEST_CASE("registry tells eviction listeners and its metrics drop evicted keys",
               R"(bulwark_bulkhead_max_concurrent{name="db"} 2)") != std::string::npos);
 }
 
-TEST_CASE("registry churn from four threads never evicts an open breaker", "[registry]") {
+namespace {
+
+void churn(int iterations) {
     bulwark::ManualClock clock;
     CircuitBreakerOptions o = consecutive(3);
     o.break_duration = 24h;
@@ -396,7 +398,7 @@ TEST_CASE("registry churn from four threads never evicts an open breaker", "[reg
         threads.emplace_back([&, t] {
             std::mt19937 rng(static_cast<std::uint32_t>(t + 1));
             std::uniform_int_distribution<int> pick(0, 63);
-            for (int i = 0; i < 4000; ++i) {
+            for (int i = 0; i < iterations; ++i) {
                 const std::string key = "k" + std::to_string(pick(rng));
                 auto b = registry.get(key);
                 if (b->name() != key) {
@@ -414,7 +416,7 @@ TEST_CASE("registry churn from four threads never evicts an open breaker", "[reg
                 if (t == 0 && i % 10 == 0) {
                     clock.advance(1ms);
                 }
-                if (t == 1 && i == 2000) {
+                if (t == 1 && i == iterations / 2) {
                     open(*registry.get("victim"));
                     opened.store(true);
                 }
@@ -436,4 +438,14 @@ TEST_CASE("registry churn from four threads never evicts an open breaker", "[reg
     clock.advance(1s);
     (void)registry.evict_expired();
     CHECK(registry.keys() == keys({"victim"}));
+}
+
+}  // namespace
+
+TEST_CASE("registry churn from four threads never evicts an open breaker", "[registry]") {
+    churn(4000);
+}
+
+TEST_CASE("registry churn, long", "[registry][.stress]") {
+    churn(200000);
 }
