@@ -7,6 +7,7 @@
 #include <thread>
 #include <vector>
 
+#include <bulwark/adaptive_limiter.hpp>
 #include <bulwark/bulkhead.hpp>
 #include <bulwark/circuit_breaker.hpp>
 #include <bulwark/metrics.hpp>
@@ -121,8 +122,18 @@ TEST_CASE("registry builds components through a factory and by constructor detec
     bulwark::Registry<Bulkhead, BulkheadOptions> bulkheads(BulkheadOptions{3, 0, 1s}, {}, clock);
     CHECK(bulkheads.get("db")->options().max_concurrent == 3);
 
-    bulwark::Registry<bulwark::RetryBudget, bulwark::RetryBudgetOptions> budgets({}, {}, clock);
+    bulwark::Registry<bulwark::TpsRetryBudget, bulwark::RetryBudgetOptions> budgets({}, {}, clock);
     CHECK(budgets.get("api")->ratio() == Approx(0.1));
+
+    // A registry of the budget interface, whose factory picks the kind.
+    bulwark::RegistryHooks<bulwark::RetryBudget, bulwark::TokenBucketRetryBudgetOptions> kinds;
+    kinds.factory = [](const std::string&, const bulwark::TokenBucketRetryBudgetOptions& o,
+                       bulwark::Clock&) -> std::shared_ptr<bulwark::RetryBudget> {
+        return std::make_shared<bulwark::TokenBucketRetryBudget>(o);
+    };
+    bulwark::Registry<bulwark::RetryBudget, bulwark::TokenBucketRetryBudgetOptions> any_budget(
+        {}, {}, kinds, clock);
+    CHECK(any_budget.get("route")->try_withdraw());
 
     bulwark::Registry<bulwark::RateLimiter, bulwark::RateLimiterOptions> limiters(
         bulwark::RateLimiterOptions{bulwark::TokenBucket{10, 2}, bulwark::Duration::zero()}, {},
@@ -284,6 +295,21 @@ TEST_CASE("registry never evicts a bulkhead with calls in flight", "[registry]")
     permit = {};
     CHECK(registry.evict_expired() == 1);
     CHECK_FALSE(registry.contains("db"));
+}
+
+TEST_CASE("registry never evicts an adaptive limiter with calls in flight", "[registry]") {
+    bulwark::ManualClock clock;
+    bulwark::Registry<bulwark::AdaptiveLimiter, bulwark::AdaptiveLimiterOptions> registry(
+        {}, bounded(0, 10s), clock);
+    auto permit = registry.get("api")->try_acquire();
+    REQUIRE(permit);
+    (void)registry.get("idle");
+    clock.advance(20s);
+    CHECK(registry.evict_expired() == 1);
+    CHECK(registry.keys() == keys({"api"}));
+    permit = {};
+    CHECK(registry.evict_expired() == 1);
+    CHECK(registry.size() == 0);
 }
 
 TEST_CASE("registry finds in_flight() and specialised Evictable rules", "[registry]") {
