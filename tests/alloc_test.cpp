@@ -17,6 +17,7 @@
 #include <bulwark/fallback_chain.hpp>
 #include <bulwark/load_shedder.hpp>
 #include <bulwark/rate_limiter.hpp>
+#include <bulwark/registry.hpp>
 #include <bulwark/retry.hpp>
 #include <bulwark/throttler.hpp>
 #include <bulwark/timeout.hpp>
@@ -337,4 +338,25 @@ TEST_CASE("a throttler's decisions, accepts and bucket rollovers allocate nothin
           }) == 0);
     CHECK(ran > 0);
     CHECK(throttler.stats().rejected > 0);
+}
+
+TEST_CASE("registry lookups of existing keys allocate nothing", "[alloc]") {
+    using namespace std::chrono_literals;
+    bulwark::ManualClock clock;
+    bulwark::RegistryOptions limits;
+    limits.max_size = 100;
+    limits.ttl = 10min;
+    bulwark::Registry<bulwark::CircuitBreaker, bulwark::CircuitBreakerOptions> registry({}, limits,
+                                                                                        clock);
+    const std::string key = "host-a";
+    (void)registry.get(key)->execute([] { return plus_one(0); });  // this thread's first call
+    int x = 0;
+    CHECK(allocations_during([&] {
+              for (int i = 0; i < 1000; ++i) {
+                  auto breaker = registry.get(key);
+                  x = breaker->execute([&] { return plus_one(x); });
+                  clock.advance(1ms);
+              }
+          }) == 0);
+    CHECK(x == 1000);
 }

@@ -21,6 +21,7 @@
 #include <bulwark/metrics.hpp>
 #include <bulwark/policies.hpp>
 #include <bulwark/queue.hpp>
+#include <bulwark/registry.hpp>
 #include <bulwark/resources.hpp>
 #include <bulwark/retry_header.hpp>
 #include <bulwark/retry_queue.hpp>

@@ -35,6 +35,8 @@ template <class Tag>
 class BasicCircuitBreaker;
 template <class Tag>
 class BasicCircuitBreakerRegistry;
+template <class T, class Options>
+class Registry;
 template <class Tag>
 class BasicDegradation;
 template <class Tag>
@@ -229,6 +231,43 @@ struct MetricsRenderer<BasicCircuitBreakerRegistry<Tag>> {
         registry.for_each([&w](const auto& b) {
             MetricsRenderer<BasicCircuitBreaker<Tag>>::write(w, b, b.name());
         });
+    }
+};
+
+// A keyed Registry: its own series labelled registry="<RegistryOptions::name>" (or the
+// metric_name() given), then each component present, labelled with its key, when its kind is
+// renderable. Evicted keys are gone from the next scrape.
+template <class T, class Options>
+struct MetricsRenderer<Registry<T, Options>> {
+    static constexpr bool known = true;
+    static constexpr bool needs_name = false;
+    static constexpr bool accepts_name = true;
+    template <class R>
+    static std::string_view default_name(const R& registry) noexcept {
+        return registry.limits().name;
+    }
+    template <class R>
+    static void write(MetricsWriter& w, const R& registry, std::string_view name) {
+        const auto s = registry.stats();
+        const MetricLabels l{{"registry", name}};
+        w.add_gauge("bulwark_registry_entries", "Components in the registry now.", l, s.size);
+        w.add_counter("bulwark_registry_created_total", "Components created.", l, s.created);
+        const char* const help = "Components that left the registry, by cause.";
+        w.add_counter("bulwark_registry_evictions_total", help,
+                      MetricLabels{{"registry", name}, {"cause", "expired"}}, s.expired);
+        w.add_counter("bulwark_registry_evictions_total", help,
+                      MetricLabels{{"registry", name}, {"cause", "size"}}, s.evicted_for_size);
+        w.add_counter("bulwark_registry_evictions_total", help,
+                      MetricLabels{{"registry", name}, {"cause", "removed"}}, s.removed);
+        w.add_counter("bulwark_registry_over_capacity_total",
+                      "Creations that left the registry over max_size (nothing evictable).", l,
+                      s.over_capacity);
+        if constexpr (MetricsRenderer<T>::known) {
+            // A snapshot: the components are rendered outside the registry's locks.
+            for (const auto& entry : registry.entries()) {
+                MetricsRenderer<T>::write(w, *entry.second, entry.first);
+            }
+        }
     }
 };
 
@@ -653,7 +692,8 @@ void write_component(MetricsWriter& w, C& component) {
 
 // Appends the metrics of each component to `writer`, in argument order (a family's samples stay
 // together however many components add to it). Each argument is a CircuitBreaker, a
-// CircuitBreakerRegistry (every breaker, in name order), a FallbackChain, a Degradation, a
+// CircuitBreakerRegistry (every breaker, in name order), a Registry (its own series, then each
+// component present, labelled with its key), a FallbackChain, a Degradation, a
 // HealthMonitor, a ResourceManager (non-const: its report reads expired gauges), or a
 // metric_name("name", component) wrapping one of these or a RetryPolicy, Bulkhead, RateLimiter,
 // Timeout, Fallback, CacheFallback, LoadShedder, Hedging or dead-letter store (an
