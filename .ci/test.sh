@@ -57,6 +57,10 @@ command -v pkg-config >/dev/null || missing+=(pkg-config)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
 /usr/bin/python3 -c 'import selenium' >/dev/null 2>&1 || missing+=(python3-selenium)
+# PostgreSQL stores (bulwark::postgres): libpq's header, and a server for the postgres.* tests.
+[ -f /usr/include/postgresql/libpq-fe.h ] || missing+=(libpq-dev)
+{ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null; } ||
+  missing+=(postgresql)
 if [ -n "${CI:-}" ] && ! command -v ccache >/dev/null; then
   missing+=(ccache)  # optional speed-up for repeated CI runs
 fi
