@@ -152,9 +152,10 @@ public:
     Duration arrived() const noexcept { return arrived_; }
     // 0 for the first call of the run, then 1, 2...
     std::uint64_t id() const noexcept { return id_; }
-    // Counts this call's value as a fallback's, whatever dependency gave it (the lab otherwise
-    // counts a success as a fallback when it did not come from the first dependency the call
-    // reached, or came from no dependency at all).
+    // Counts this call's value as a fallback's, whatever dependency gave it. Otherwise a
+    // ChainResult's value is a fallback's when it did not come from the first channel the chain
+    // considered, and any other success when it did not come from the first dependency the call
+    // reached (or came from no dependency: a Fallback policy's value).
     void mark_fallback() noexcept { marked_fallback_ = true; }
 
 private:
@@ -180,15 +181,22 @@ namespace detail {
 struct SimCallEnd {
     bool ok = true;
     std::exception_ptr error;
+    // The result says itself whether a fallback gave it (a chain does); otherwise the lab
+    // judges by the dependencies the call reached.
+    bool knows_fallback = false;
+    bool fallback = false;
 };
 
 template <class T>
 SimCallEnd sim_call_end(const Outcome<T>& o) {
     return SimCallEnd{o.has_value(), o.error()};
 }
+// A chain's value is a fallback's when another channel than the first one it considered gave
+// it (the primary skipped by its open breaker counts).
 template <class R>
 SimCallEnd sim_call_end(const ChainResult<R>& r) {
-    return SimCallEnd{r.ok(), r.ok() ? std::exception_ptr() : r.error()};
+    const bool fallback = r.ok() && !r.attempts().empty() && r.attempts()[0].channel != r.channel();
+    return SimCallEnd{r.ok(), r.ok() ? std::exception_ptr() : r.error(), true, fallback};
 }
 template <class T>
 SimCallEnd sim_call_end(const T&) {
@@ -795,8 +803,11 @@ private:
         if (end.ok) {
             ++b.succeeded;
             ++s.succeeded;
-            if (call.marked_fallback_ || call.last_success_ == SimCall::none ||
-                call.last_success_ != call.first_dependency_) {
+            const bool fallback = end.knows_fallback
+                                      ? end.fallback
+                                      : (call.last_success_ == SimCall::none ||
+                                         call.last_success_ != call.first_dependency_);
+            if (call.marked_fallback_ || fallback) {
                 ++b.fallbacks;
                 ++s.fallbacks;
             }
