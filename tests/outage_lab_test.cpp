@@ -1,8 +1,10 @@
+#include <atomic>
 #include <chrono>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <bulwark/bulkhead.hpp>
@@ -448,4 +450,153 @@ TEST_CASE("a lab runs once, and refuses an unknown dependency", "[outage_lab]") 
     CHECK(t.summary.succeeded == 10);
     CHECK(refused == 20);
     CHECK_THROWS_AS(lab.run("again", [](bulwark::SimCall&) { return 0; }), std::logic_error);
+}
+
+namespace {
+
+// The cross-check's scenario at small scale: healthy for 500 ms, down for 500 ms, healthy again,
+// 100 calls/s, 4 callers, 5 ms per call.
+OutageScenario cross_check_scenario() {
+    OutageScenario s = one_dependency({SimPhase{"healthy", 0s, SimLatency::fixed_at(5ms), 0.0},
+                                       SimPhase{"down", 500ms, SimLatency::fixed_at(5ms), 1.0},
+                                       SimPhase{"healthy", 1000ms, SimLatency::fixed_at(5ms), 0.0}},
+                                      100, 1500ms, 4);
+    s.bucket = 100ms;
+    return s;
+}
+
+bulwark::CircuitBreakerOptions cross_check_breaker() {
+    bulwark::CircuitBreakerOptions bo;
+    bo.failure_threshold = 5;
+    bo.break_duration = 100ms;
+    return bo;
+}
+
+bulwark::RetryOptions cross_check_retry() {
+    bulwark::RetryOptions ro;
+    ro.max_retries = 1;
+    ro.backoff = bulwark::Backoff::fixed(20ms);
+    ro.retry_on<bulwark::SimError>();  // not the breaker's rejections
+    return ro;
+}
+
+struct Decisions {
+    std::uint64_t offered = 0;
+    std::uint64_t succeeded = 0;
+    std::uint64_t rejected = 0;
+    std::uint64_t calls_while_down = 0;
+    bool opened = false;
+};
+
+// The same configuration with real threads on the real clock: `concurrency` callers take the
+// arrivals in order, wait for each one's time and make the call; the dependency fails while the
+// real time since the start is in the scenario's down phase.
+Decisions real_time_run(const OutageScenario& s) {
+    bulwark::SteadyClock clock;
+    bulwark::CircuitBreaker breaker("provider", cross_check_breaker(), clock);
+    bulwark::RetryPolicy retry(cross_check_retry(), 7, clock);
+    auto p = bulwark::pipeline(retry, breaker);
+    const std::uint64_t total = static_cast<std::uint64_t>(
+        std::chrono::duration<double>(s.load.duration).count() * s.load.rate_per_second);
+    const Duration spacing{static_cast<std::int64_t>(1e9 / s.load.rate_per_second)};
+    const bulwark::SimDependency& dep = s.dependencies[0];
+    std::atomic<std::uint64_t> next{0};
+    std::atomic<std::uint64_t> succeeded{0};
+    std::atomic<std::uint64_t> rejected{0};
+    std::atomic<std::uint64_t> calls_while_down{0};
+    std::atomic<bool> opened{false};
+    const bulwark::TimePoint start = clock.now();
+    const auto caller = [&] {
+        for (;;) {
+            const std::uint64_t k = next.fetch_add(1);
+            if (k >= total) {
+                return;
+            }
+            clock.sleep_until(start + spacing * static_cast<std::int64_t>(k));
+            auto out = p.try_execute([&]() -> int {
+                const Duration t = clock.now() - start;
+                const SimPhase& phase = dep.phase_at(t);
+                const bool down = phase.error_rate >= 1.0;
+                if (down) {
+                    calls_while_down.fetch_add(1);
+                }
+                clock.sleep_for(phase.latency.value);
+                if (down) {
+                    throw bulwark::SimError(bulwark::SimErrorKind::transient, dep.name, "down");
+                }
+                return 1;
+            });
+            if (breaker.state() == bulwark::CircuitState::open) {
+                opened.store(true);
+            }
+            if (out.has_value()) {
+                succeeded.fetch_add(1);
+            } else {
+                try {
+                    out.rethrow_if_error();
+                } catch (const bulwark::CircuitOpenError&) {
+                    rejected.fetch_add(1);
+                } catch (...) {
+                }
+            }
+        }
+    };
+    std::vector<std::thread> threads;
+    for (std::size_t i = 0; i < s.load.concurrency; ++i) {
+        threads.emplace_back(caller);
+    }
+    for (std::thread& t : threads) {
+        t.join();
+    }
+    return Decisions{total, succeeded.load(), rejected.load(), calls_while_down.load(),
+                     opened.load()};
+}
+
+Decisions simulated_run(const OutageScenario& s) {
+    bulwark::OutageLab lab(s);
+    bulwark::CircuitBreaker breaker("provider", cross_check_breaker(), lab.clock());
+    bulwark::RetryPolicy retry(cross_check_retry(), 7, lab.clock());
+    auto p = bulwark::pipeline(retry, breaker);
+    lab.watch(breaker);
+    const bulwark::OutageTimeline t = run_pipeline(lab, p, "retry, breaker");
+    bool opened = false;
+    for (const bulwark::SimBreakerTransition& tr : t.transitions) {
+        opened = opened || tr.to == static_cast<std::uint8_t>(bulwark::CircuitState::open);
+    }
+    return Decisions{t.summary.calls, t.summary.succeeded, t.summary.rejected,
+                     t.summary.calls_to_failing_dependency_while_down, opened};
+}
+
+}  // namespace
+
+// The simulator runs the library's own breaker and retry; the same configuration with real
+// threads on the real clock must take the same decisions. Real time makes the real run jitter
+// (a loaded machine, a sanitizer), so the tolerance is stated: the same calls offered, both
+// breakers open, successes within 15% of the offered calls, calls reaching the down dependency
+// within 8 of each other and spared by the breaker in both (at most 40% of the 50 calls offered
+// while down reach it, against 200% with retries and no breaker). Measured here, quiet or not:
+// 92 / 91 successes, 10 / 9-10 calls while down. No timing is asserted. About 1.5 s of real
+// time.
+TEST_CASE("cross-check: real threads in real time take the simulator's decisions",
+          "[outage_lab][cross_check]") {
+    const OutageScenario s = cross_check_scenario();
+    const Decisions sim = simulated_run(s);
+    const Decisions real = real_time_run(s);
+    INFO("simulated: succeeded " << sim.succeeded << ", rejected " << sim.rejected
+                                 << ", calls while down " << sim.calls_while_down);
+    INFO("real time: succeeded " << real.succeeded << ", rejected " << real.rejected
+                                 << ", calls while down " << real.calls_while_down);
+    CHECK(sim.offered == 150);
+    CHECK(real.offered == sim.offered);
+    CHECK(sim.opened);
+    CHECK(real.opened);
+    const auto diff = [](std::uint64_t a, std::uint64_t b) {
+        return a > b ? a - b : b - a;
+    };
+    CHECK(diff(sim.succeeded, real.succeeded) <= 150 * 15 / 100);
+    CHECK(diff(sim.calls_while_down, real.calls_while_down) <= 8);
+    CHECK(sim.calls_while_down <= 20);
+    CHECK(real.calls_while_down <= 20);
+    CHECK(sim.rejected >= 25);
+    CHECK(real.rejected >= 25);
 }
