@@ -644,3 +644,77 @@ TEST_CASE("a DeliveryEngine under an outage: its workers are fibers and no messa
     CHECK(t.elapsed >= 20s);
     CHECK(bulwark::to_canonical_text(t) == bulwark::to_canonical_text(run_engine(s)));
 }
+
+TEST_CASE("arrivals and latencies follow the scenario's distributions", "[outage_lab]") {
+    SECTION("Poisson arrivals average the rate") {
+        OutageScenario s = one_dependency({SimPhase{}}, 500, 20s, 16);
+        s.load.arrival = bulwark::SimArrival::poisson;
+        bulwark::OutageLab lab(s);
+        const bulwark::OutageTimeline t =
+            lab.run("bare", [](bulwark::SimCall& call) { return call.dependency(0); });
+        CHECK(t.summary.calls > 9700);  // 10000 expected; sd 100
+        CHECK(t.summary.calls < 10300);
+        bool varies = false;
+        for (const bulwark::SimBucket& b : t.buckets) {
+            varies = varies || (b.offered != 0 && b.offered != 500);
+        }
+        CHECK(varies);
+    }
+    SECTION("uniform latencies stay in their bounds") {
+        OutageScenario s = one_dependency(
+            {SimPhase{"uniform", 0s, SimLatency::uniform(10ms, 30ms), 0.0}}, 100, 10s, 64);
+        bulwark::OutageLab lab(s);
+        Duration low = Duration::max();
+        Duration high = Duration::min();
+        lab.run("bare", [&](bulwark::SimCall& call) {
+            const bulwark::SimResponse r = call.dependency(0);
+            low = std::min(low, r.latency);
+            high = std::max(high, r.latency);
+            return r;
+        });
+        CHECK(low >= 10ms);
+        CHECK(low < 11ms);
+        CHECK(high <= 30ms);
+        CHECK(high > 29ms);
+    }
+    SECTION("empirical latencies are the samples") {
+        OutageScenario s = one_dependency(
+            {SimPhase{"recorded", 0s, SimLatency::empirical({1ms, 7ms, 40ms}), 0.0}}, 100, 5s, 64);
+        bulwark::OutageLab lab(s);
+        std::vector<std::uint64_t> seen(3);
+        lab.run("bare", [&](bulwark::SimCall& call) {
+            const bulwark::SimResponse r = call.dependency(0);
+            seen[r.latency == 1ms ? 0 : r.latency == 7ms ? 1 : 2] += 1;
+            return r;
+        });
+        CHECK(seen[0] > 100);
+        CHECK(seen[1] > 100);
+        CHECK(seen[2] > 100);
+        CHECK(seen[0] + seen[1] + seen[2] == 500);
+    }
+    SECTION("log-normal latencies have the median they are given") {
+        OutageScenario s = one_dependency(
+            {SimPhase{"log-normal", 0s, SimLatency::log_normal(20ms, 0.5), 0.0}}, 1000, 10s, 256);
+        bulwark::OutageLab lab(s);
+        const bulwark::OutageTimeline t =
+            lab.run("bare", [](bulwark::SimCall& call) { return call.dependency(0); });
+        CHECK(t.summary.p50 > 19ms);
+        CHECK(t.summary.p50 < 21ms);
+        CHECK(t.summary.p99 > 55ms);  // exp(2.326 * 0.5) * 20 ms = 64 ms
+        CHECK(t.summary.p99 < 75ms);
+    }
+}
+
+TEST_CASE("lab options and background fibers refuse invalid values", "[outage_lab]") {
+    bulwark::SimOptions o;
+    o.stack_size = 1024;
+    CHECK(invalid_message([&] { o.validate(); }) ==
+          "SimOptions.stack_size must be >= 32768, got 1024");
+    o = bulwark::SimOptions{};
+    o.max_drain = 0s;
+    CHECK(invalid_message([&] { o.validate(); }) == "SimOptions.max_drain must be > 0, got 0s");
+    bulwark::OutageLab lab(one_dependency({SimPhase{}}, 10, 1s, 2));
+    CHECK(invalid_message([&] { lab.background(0s, [] {}); }) ==
+          "OutageLab.background: interval must be > 0, got 0s");
+    CHECK_THROWS_AS(lab.dependency(0), std::logic_error);  // outside the run
+}
