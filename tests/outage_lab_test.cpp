@@ -327,6 +327,7 @@ TEST_CASE("a FallbackChain falls back to the second dependency while the first i
     CHECK(t.buckets[30].per_dependency[1].calls == 200);
     CHECK(t.buckets[30].p99 == 50ms);
     CHECK(bulwark::breaker_opens_within(t, "provider", 20, "provider"));
+    CHECK(bulwark::timeline_checksum(t) == golden("fallback_chain"));
 }
 
 TEST_CASE("a recorded trace replays its outage", "[outage_lab]") {
@@ -643,6 +644,7 @@ TEST_CASE("a DeliveryEngine under an outage: its workers are fibers and no messa
     CHECK(sends > 400);
     CHECK(t.elapsed >= 20s);
     CHECK(bulwark::to_canonical_text(t) == bulwark::to_canonical_text(run_engine(s)));
+    CHECK(bulwark::timeline_checksum(t) == golden("delivery_engine"));
 }
 
 TEST_CASE("arrivals and latencies follow the scenario's distributions", "[outage_lab]") {
