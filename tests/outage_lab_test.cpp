@@ -416,7 +416,7 @@ TEST_CASE("scenario validate() names the field and the value", "[outage_lab]") {
     bad = s;
     bad.dependencies.push_back(bad.dependencies[0]);
     CHECK(invalid_message([&] { bad.validate(); }) ==
-          "OutageScenario.dependencies[1].name must be unique, got \"provider\"");
+          R"(OutageScenario.dependencies[1].name must be unique, got "provider")");
     bad = s;
     bad.bucket = 2min;
     CHECK(invalid_message([&] { bad.validate(); }) ==

@@ -268,7 +268,7 @@ public:
     void watch(std::string name, std::function<CircuitState()> state) {
         if (!state) {
             detail::throw_invalid_option("OutageLab.watch: state", "must not be empty",
-                                         "an empty std::function for \"" + name + "\"");
+                                         R"(an empty std::function for ")" + name + '"');
         }
         const CircuitState initial = state();
         watched_.push_back(Watched{std::move(name), std::move(state), initial});
@@ -1188,7 +1188,7 @@ inline SimResponse SimCall::dependency(std::string_view name, const Context& ctx
         }
     }
     detail::throw_invalid_option("SimCall.dependency(name): name", "must name a dependency",
-                                 "\"" + std::string(name) + "\"");
+                                 '"' + std::string(name) + '"');
 }
 
 }  // namespace bulwark

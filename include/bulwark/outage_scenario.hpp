@@ -311,12 +311,12 @@ private:
         const SimDependency& dep = dependencies[d];
         const std::string field = "OutageScenario.dependencies[" + std::to_string(d) + "]";
         if (dep.name.empty()) {
-            detail::throw_invalid_option(field + ".name", "must not be empty", "\"\"");
+            detail::throw_invalid_option(field + ".name", "must not be empty", R"("")");
         }
         for (std::size_t o = 0; o < d; ++o) {
             if (dependencies[o].name == dep.name) {
                 detail::throw_invalid_option(field + ".name", "must be unique",
-                                             "\"" + dep.name + "\"");
+                                             '"' + dep.name + '"');
             }
         }
         if (dep.trace.empty() && dep.phases.empty()) {
