@@ -69,7 +69,7 @@ struct SimResponse {
 struct SimOptions {
     // Stack of each simulated caller (one per unit of load.concurrency, made as needed). The
     // policies and the call run on it; >= 32 KiB. Sanitizer builds need more than plain ones.
-    std::size_t stack_size = 256 * 1024;
+    std::size_t stack_size = std::size_t{256} * 1024;
     // With background fibers (OutageLab::background, a DeliveryEngine's workers), the run goes on
     // after the load's duration until settle_when() says so, but at most this much longer; > 0.
     Duration max_drain = std::chrono::hours(1);
@@ -79,7 +79,7 @@ struct SimOptions {
             detail::throw_invalid_option("SimOptions.max_drain", "must be > 0",
                                          detail::format_duration(max_drain));
         }
-        if (stack_size < 32 * 1024) {
+        if (stack_size < std::size_t{32} * 1024) {
             detail::throw_invalid_option("SimOptions.stack_size", "must be >= 32768",
                                          std::to_string(stack_size));
         }

@@ -111,8 +111,8 @@ public:
 #if defined(BULWARK_SIM_FAST_SWITCH)
         // The first switch pops a zero frame pointer and "returns" into trampoline with the stack
         // aligned as after a call (16-byte aligned before the return-address slot).
-        auto top = reinterpret_cast<std::uintptr_t>(stack_.get() + stack_size_);
-        top &= ~std::uintptr_t{15};
+        char* top = stack_.get() + stack_size_;
+        top -= reinterpret_cast<std::uintptr_t>(top) & std::uintptr_t{15};
         void** sp = reinterpret_cast<void**>(top - 16);
         sp[0] = reinterpret_cast<void*>(&SimFiber::trampoline);
         sp[1] = nullptr;
@@ -136,11 +136,13 @@ public:
     SimFiber(const SimFiber&) = delete;
     SimFiber& operator=(const SimFiber&) = delete;
 
-    ~SimFiber() {
 #if defined(BULWARK_SIM_TSAN)
+    ~SimFiber() {
         __tsan_destroy_fiber(tsan_fiber_);
-#endif
     }
+#else
+    ~SimFiber() = default;
+#endif
 
     // From the main context: runs the fiber until it suspends or finishes.
     void resume() {
