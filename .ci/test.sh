@@ -47,6 +47,9 @@ command -v clang++ >/dev/null || missing+=(clang)
 command -v clang-tidy-14 >/dev/null || command -v clang-tidy >/dev/null || missing+=(clang-tidy)
 command -v python3 >/dev/null || missing+=(python3)
 command -v pkg-config >/dev/null || missing+=(pkg-config)
+# The SQLite stores (bulwark::sqlite) and their sqlite.* tests.
+{ pkg-config --exists sqlite3 2>/dev/null || [ -f /usr/include/sqlite3.h ]; } ||
+  missing+=(libsqlite3-dev)
 # The admin console example (cpp-httplib) and its browser test (headless Chromium driven by
 # Selenium, which the system's Python must have: a pyenv or venv python3 on PATH may not).
 { pkg-config --exists cpp-httplib 2>/dev/null || [ -f /usr/include/httplib.h ] ||

@@ -1,6 +1,8 @@
 // The circuit breaker's hot paths against the bare call and against the mutex breaker users
 // would otherwise write. Targets: closed-state execute within 2x of the bare call with 1 and 2
-// threads; open-state rejection under 20 ns; both well ahead of the mutex breaker.
+// threads; open-state rejection under 20 ns; both well ahead of the mutex breaker. Shadow mode
+// reads its switch only on the reject path: the closed path costs the same with it on, and an
+// open shadow breaker costs a rejection's bookkeeping plus the call.
 #include <chrono>
 #include <cstdlib>
 #include <mutex>
@@ -96,6 +98,20 @@ void BM_breaker_closed_time_window(benchmark::State& state) {
     }
 }
 
+// The closed path with shadow mode on: the switch is never read there.
+void BM_breaker_closed_execute_shadow_on(benchmark::State& state) {
+    static bulwark::CircuitBreaker breaker("bench-closed-shadow", [] {
+        bulwark::CircuitBreakerOptions o = count_window_options();
+        o.shadow = true;
+        return o;
+    }());
+    int x = 0;
+    for (auto _ : state) {
+        x = breaker.execute([&x] { return plus_one(x); });
+        benchmark::DoNotOptimize(x);
+    }
+}
+
 // Opened by failures, with a break far longer than any run (repetitions and long
 // --benchmark_min_time included), so every iteration measures the open state's rejection, not
 // half-open probes after the break ends.
@@ -162,6 +178,33 @@ void BM_breaker_forced_open_try_execute(benchmark::State& state) {
     }
 }
 
+// Open, in shadow mode: every call is counted as a rejection and let through.
+void BM_breaker_open_shadow_execute(benchmark::State& state) {
+    static bulwark::CircuitBreaker breaker("bench-open-shadow", [] {
+        bulwark::CircuitBreakerOptions o = count_window_options();
+        o.break_duration = std::chrono::hours(24 * 365);
+        o.shadow = true;
+        return o;
+    }());
+    static const bool opened = [] {
+        for (int i = 0; i < 5; ++i) {
+            (void)breaker.try_execute([]() -> int { throw std::runtime_error("down"); });
+        }
+        return breaker.state() == bulwark::CircuitState::open;
+    }();
+    if (!opened) {
+        std::abort();
+    }
+    int x = 0;
+    for (auto _ : state) {
+        x = breaker.execute([&x] { return plus_one(x); });
+        benchmark::DoNotOptimize(x);
+    }
+    if (breaker.state() != bulwark::CircuitState::open) {
+        state.SkipWithError("the breaker left the open state");
+    }
+}
+
 void BM_naive_mutex_breaker(benchmark::State& state) {
     static NaiveBreaker breaker;
     int x = 0;
@@ -192,11 +235,13 @@ void BM_naive_mutex_breaker_open(benchmark::State& state) {
 
 BENCHMARK(BM_bare_call)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(BM_breaker_closed_execute)->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(BM_breaker_closed_execute_shadow_on)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(BM_breaker_closed_two_step)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(BM_breaker_closed_time_window)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(BM_breaker_open_try_acquire)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(BM_breaker_open_try_execute)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(BM_breaker_forced_open_try_execute)->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(BM_breaker_open_shadow_execute)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(BM_naive_mutex_breaker)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(BM_naive_mutex_breaker_open)->Threads(1)->Threads(2)->UseRealTime();
 

@@ -41,10 +41,14 @@ void BM_retry_uncounted_first_try_success(benchmark::State& state) {
     }
 }
 
-void BM_retry_with_budget_first_try_success(benchmark::State& state) {
-    static bulwark::RetryPolicy retry([] {
+// A budget of each kind on the success path: record_call() and record_success() are virtual
+// calls that bump per-thread counters (the token bucket and the quota also read their word,
+// which stays unwritten while full).
+template <class MakeBudget>
+void retry_with_budget(benchmark::State& state, MakeBudget make) {
+    static bulwark::RetryPolicy retry([&] {
         bulwark::RetryOptions o;
-        o.budget = bulwark::RetryBudget::shared(0.1, 10);
+        o.budget = make();
         return o;
     }());
     int x = 0;
@@ -54,12 +58,30 @@ void BM_retry_with_budget_first_try_success(benchmark::State& state) {
     }
 }
 
+void BM_retry_with_tps_budget_first_try_success(benchmark::State& state) {
+    retry_with_budget(state, [] { return bulwark::RetryBudget::shared(0.1, 10); });
+}
+
+void BM_retry_with_token_bucket_first_try_success(benchmark::State& state) {
+    retry_with_budget(state, [] {
+        return bulwark::TokenBucketRetryBudget::shared(bulwark::TokenBucketRetryBudgetOptions{});
+    });
+}
+
+void BM_retry_with_quota_first_try_success(benchmark::State& state) {
+    retry_with_budget(state, [] {
+        return bulwark::QuotaRetryBudget::shared(bulwark::QuotaRetryBudgetOptions{});
+    });
+}
+
 }  // namespace
 
 BENCHMARK(BM_bare_call)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(BM_retry_first_try_success)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(BM_retry_uncounted_first_try_success)->Threads(1)->Threads(2)->UseRealTime();
-BENCHMARK(BM_retry_with_budget_first_try_success)->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(BM_retry_with_tps_budget_first_try_success)->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(BM_retry_with_token_bucket_first_try_success)->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(BM_retry_with_quota_first_try_success)->Threads(1)->Threads(2)->UseRealTime();
 
 int main(int argc, char** argv) {
     return bulwark_bench::run_main(argc, argv, {"BM_bare_call"});

@@ -4,9 +4,13 @@
 // default SteadyClock that is two CLOCK_MONOTONIC_COARSE reads, on a TickingClock two loads.
 // Hedging's primary-wins path allocates its shared call state and takes two mutexes: it is
 // measured to show that cost, for calls that take milliseconds, not to meet a ratio.
+// Shadow mode reads its switch only where a call would be refused: the success paths cost the
+// same with it on; the *_shadow_refused cases measure a refusal that is counted and let through.
 #include <bulwark/bulkhead.hpp>
+#include <bulwark/degradation.hpp>
 #include <bulwark/fallback.hpp>
 #include <bulwark/hedging.hpp>
+#include <bulwark/load_shedder.hpp>
 #include <bulwark/rate_limiter.hpp>
 #include <bulwark/ticking_clock.hpp>
 #include <bulwark/timeout.hpp>
@@ -80,6 +84,27 @@ void BM_bulkhead_execute(benchmark::State& state) {
     }
 }
 
+void BM_bulkhead_execute_shadow_on(benchmark::State& state) {
+    static bulwark::Bulkhead bulkhead(bulwark::BulkheadOptions{64, 0, 1s, true});
+    int x = 0;
+    for (auto _ : state) {
+        x = bulkhead.execute([&x] { return plus_one(x); });
+        benchmark::DoNotOptimize(x);
+    }
+}
+
+// A bulkhead whose only slot is held for the whole run: every call is refused, and let through.
+void BM_bulkhead_execute_shadow_refused(benchmark::State& state) {
+    static bulwark::Bulkhead bulkhead(bulwark::BulkheadOptions{1, 0, 1s, true});
+    static const bulwark::Bulkhead::Permit held = bulkhead.try_acquire();
+    int x = 0;
+    for (auto _ : state) {
+        x = bulkhead.execute([&x] { return plus_one(x); });
+        benchmark::DoNotOptimize(x);
+    }
+    benchmark::DoNotOptimize(static_cast<bool>(held));
+}
+
 void BM_rate_limiter_acquire(benchmark::State& state) {
     static bulwark::RateLimiter limiter(bulwark::TokenBucket{1e9, 1000000});
     for (auto _ : state) {
@@ -93,6 +118,69 @@ void BM_rate_limiter_acquire_ticking_clock(benchmark::State& state) {
     for (auto _ : state) {
         auto d = limiter.try_acquire();
         benchmark::DoNotOptimize(d);
+    }
+}
+
+void BM_rate_limiter_acquire_shadow_on(benchmark::State& state) {
+    static bulwark::RateLimiter limiter(bulwark::RateLimiterOptions{
+        bulwark::TokenBucket{1e9, 1000000}, bulwark::Duration::zero(), true});
+    for (auto _ : state) {
+        auto d = limiter.try_acquire();
+        benchmark::DoNotOptimize(d);
+    }
+}
+
+// One permit a year: every request is refused, and let through.
+void BM_rate_limiter_acquire_shadow_refused(benchmark::State& state) {
+    static bulwark::RateLimiter limiter(bulwark::RateLimiterOptions{
+        bulwark::TokenBucket{1.0 / (365.0 * 24 * 3600), 1}, bulwark::Duration::zero(), true});
+    for (auto _ : state) {
+        auto d = limiter.try_acquire();
+        benchmark::DoNotOptimize(d);
+    }
+}
+
+bulwark::Degradation& degradation() {
+    static bulwark::Degradation d;
+    return d;
+}
+
+void BM_load_shedder_pass(benchmark::State& state) {
+    static bulwark::LoadShedder shedder(degradation(), bulwark::DegradationLevel::severe);
+    int x = 0;
+    for (auto _ : state) {
+        x = shedder.execute([&x] { return plus_one(x); });
+        benchmark::DoNotOptimize(x);
+    }
+}
+
+void BM_load_shedder_pass_shadow_on(benchmark::State& state) {
+    static bulwark::LoadShedder shedder(degradation(), [] {
+        bulwark::LoadShedderOptions o;
+        o.shadow = true;
+        return o;
+    }());
+    int x = 0;
+    for (auto _ : state) {
+        x = shedder.execute([&x] { return plus_one(x); });
+        benchmark::DoNotOptimize(x);
+    }
+}
+
+// Every call would be shed (its predicate says so), and is let through.
+void BM_load_shedder_shadow_shed(benchmark::State& state) {
+    static bulwark::LoadShedder shedder(degradation(), [] {
+        bulwark::LoadShedderOptions o;
+        o.shed_if = [](const bulwark::Context&) {
+            return true;
+        };
+        o.shadow = true;
+        return o;
+    }());
+    int x = 0;
+    for (auto _ : state) {
+        x = shedder.execute([&x] { return plus_one(x); });
+        benchmark::DoNotOptimize(x);
     }
 }
 
@@ -114,8 +202,15 @@ BENCHMARK(BM_timeout_success)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(BM_timeout_success_ticking_clock)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(BM_bulkhead_acquire_release)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(BM_bulkhead_execute)->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(BM_bulkhead_execute_shadow_on)->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(BM_bulkhead_execute_shadow_refused)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(BM_rate_limiter_acquire)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(BM_rate_limiter_acquire_ticking_clock)->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(BM_rate_limiter_acquire_shadow_on)->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(BM_rate_limiter_acquire_shadow_refused)->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(BM_load_shedder_pass)->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(BM_load_shedder_pass_shadow_on)->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(BM_load_shedder_shadow_shed)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(BM_hedging_primary_wins)->Threads(1)->Threads(2)->UseRealTime();
 
 int main(int argc, char** argv) {

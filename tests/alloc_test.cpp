@@ -7,6 +7,7 @@
 #include <new>
 #include <string>
 
+#include <bulwark/adaptive_limiter.hpp>
 #include <bulwark/bulkhead.hpp>
 #include <bulwark/cache.hpp>
 #include <bulwark/circuit_breaker.hpp>
@@ -16,7 +17,9 @@
 #include <bulwark/fallback_chain.hpp>
 #include <bulwark/load_shedder.hpp>
 #include <bulwark/rate_limiter.hpp>
+#include <bulwark/registry.hpp>
 #include <bulwark/retry.hpp>
+#include <bulwark/throttler.hpp>
 #include <bulwark/timeout.hpp>
 
 #include "catch.hpp"
@@ -251,6 +254,27 @@ TEST_CASE("a retry that succeeds first time allocates nothing", "[alloc]") {
     CHECK(x == 1001);
 }
 
+TEST_CASE("a retry with a budget of each kind that succeeds first time allocates nothing",
+          "[alloc]") {
+    const std::shared_ptr<bulwark::RetryBudget> budgets[] = {
+        bulwark::RetryBudget::shared(0.1, 10),
+        bulwark::TokenBucketRetryBudget::shared(bulwark::TokenBucketRetryBudgetOptions{}),
+        bulwark::QuotaRetryBudget::shared(bulwark::QuotaRetryBudgetOptions{})};
+    for (const auto& budget : budgets) {
+        bulwark::RetryOptions o;
+        o.budget = budget;
+        bulwark::RetryPolicy retry(o);
+        int x = retry.execute([] { return plus_one(0); });
+        CHECK(allocations_during([&] {
+                  for (int i = 0; i < 1000; ++i) {
+                      x = retry.execute([&] { return plus_one(x); });
+                  }
+              }) == 0);
+        CHECK(x == 1001);
+        CHECK(budget->stats().successes == 1001);
+    }
+}
+
 TEST_CASE("a fallback chain whose first channel delivers allocates nothing", "[alloc]") {
     bulwark::RetryPolicy retry;
     bulwark::CircuitBreaker breaker("alloc-chain");
@@ -274,4 +298,65 @@ TEST_CASE("a fallback chain whose first channel delivers allocates nothing", "[a
               }) == 0);
         CHECK(x == 1001);
     }
+}
+
+TEST_CASE("an adaptive limiter's admissions, samples and windows allocate nothing", "[alloc]") {
+    using namespace std::chrono_literals;
+    bulwark::ManualClock clock;
+    bulwark::AdaptiveLimiterOptions o;
+    o.window_samples = 10;  // 200 windows below, each moving the limit
+    bulwark::AdaptiveLimiter limiter(o, clock);
+    int x = limiter.execute([] { return plus_one(0); });
+    CHECK(allocations_during([&] {
+              for (int i = 0; i < 1000; ++i) {
+                  x = limiter.execute([&] { return plus_one(x); });
+                  auto permit = limiter.try_acquire();
+                  clock.advance(1ms);
+              }
+          }) == 0);
+    CHECK(x == 1001);
+    CHECK(limiter.stats().windows >= 199);
+}
+
+TEST_CASE("a throttler's decisions, accepts and bucket rollovers allocate nothing", "[alloc]") {
+    using namespace std::chrono_literals;
+    bulwark::ManualClock clock;
+    bulwark::ThrottlerOptions o;
+    o.window = 10s;
+    o.buckets = 10;
+    bulwark::Throttler throttler(o, clock);
+    (void)throttler.try_execute([] { return plus_one(0); });  // this thread's generator
+    int ran = 0;
+    CHECK(allocations_during([&] {
+              for (int i = 0; i < 1000; ++i) {
+                  auto outcome = throttler.try_execute([&] { return plus_one(++ran); });
+                  // Two requests never accepted: p rises to about 1/3, and rejections draw.
+                  auto a = throttler.try_acquire();
+                  auto b = throttler.try_acquire();
+                  clock.advance(50ms);
+              }
+          }) == 0);
+    CHECK(ran > 0);
+    CHECK(throttler.stats().rejected > 0);
+}
+
+TEST_CASE("registry lookups of existing keys allocate nothing", "[alloc]") {
+    using namespace std::chrono_literals;
+    bulwark::ManualClock clock;
+    bulwark::RegistryOptions limits;
+    limits.max_size = 100;
+    limits.ttl = 10min;
+    bulwark::Registry<bulwark::CircuitBreaker, bulwark::CircuitBreakerOptions> registry({}, limits,
+                                                                                        clock);
+    const std::string key = "host-a";
+    (void)registry.get(key)->execute([] { return plus_one(0); });  // this thread's first call
+    int x = 0;
+    CHECK(allocations_during([&] {
+              for (int i = 0; i < 1000; ++i) {
+                  auto breaker = registry.get(key);
+                  x = breaker->execute([&] { return plus_one(x); });
+                  clock.advance(1ms);
+              }
+          }) == 0);
+    CHECK(x == 1000);
 }

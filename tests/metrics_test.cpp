@@ -234,6 +234,7 @@ TEST_CASE("metrics: retry, bulkhead, rate limiter, timeout and fallbacks are nam
     CHECK(has_line(out, R"(bulwark_retry_retries_total{name="sms_retry"} 2)"));
     CHECK(has_line(out, R"(bulwark_retry_successes_after_retry_total{name="sms_retry"} 1)"));
     CHECK(has_line(out, R"(bulwark_retry_exhausted_total{name="sms_retry"} 0)"));
+    CHECK(has_line(out, R"(bulwark_retry_deferred_to_caller_total{name="sms_retry"} 0)"));
     CHECK(has_line(out, R"(bulwark_bulkhead_in_flight{name="db"} 2)"));
     CHECK(has_line(out, R"(bulwark_bulkhead_max_concurrent{name="db"} 2)"));
     CHECK(has_line(out, R"(bulwark_bulkhead_admitted_total{name="db"} 2)"));
@@ -676,4 +677,41 @@ TEST_CASE("MetricsWriter renders a histogram's buckets, sum and count and reserv
     w.add_counter("jobs_sum", "", {}, 1);
     CHECK_THROWS_AS(w.add_histogram("jobs", "", {}, {1.0}, {1}, 1, 1), std::invalid_argument);
     CHECK(w.str().find("jobs_bucket") == std::string::npos);
+}
+
+TEST_CASE("metrics: each rejecting policy exports its shadow rejections", "[metrics][shadow]") {
+    ManualClock clock;
+    CircuitBreakerOptions o;
+    o.failure_threshold = 1;
+    o.failure_ratio = 0.0;
+    o.shadow = true;
+    CircuitBreaker breaker("sms", o, clock);
+    breaker.try_acquire().record_failure();
+    CHECK(breaker.execute([] { return 1; }) == 1);  // open, let through
+    bulwark::Bulkhead bulkhead("db", bulwark::BulkheadOptions{1, 0, 1s, true}, clock);
+    auto held = bulkhead.try_acquire();
+    CHECK(bulkhead.execute([] { return 1; }) == 1);
+    bulwark::RateLimiter limiter(
+        "api", bulwark::RateLimiterOptions{bulwark::TokenBucket{1.0, 1}, 0s, true}, clock);
+    CHECK(limiter.execute([] { return 1; }) == 1);
+    CHECK(limiter.execute([] { return 1; }) == 1);  // refused, let through
+    bulwark::Degradation degradation(clock);
+    degradation.set_level(bulwark::DegradationLevel::critical, "overload");
+    bulwark::LoadShedderOptions shed_options;
+    shed_options.shadow = true;
+    bulwark::LoadShedder shedder(degradation, shed_options);
+    CHECK(shedder.execute([] { return 1; }) == 1);
+
+    const std::string out =
+        to_prometheus(breaker, metric_name("db", bulkhead), metric_name("api", limiter),
+                      metric_name("front", shedder));
+    check_exposition(out);
+    CHECK(has_line(out, R"(bulwark_circuit_breaker_rejected_total{name="sms"} 1)"));
+    CHECK(has_line(out, R"(bulwark_circuit_breaker_shadow_rejections_total{name="sms"} 1)"));
+    CHECK(has_line(out, R"(bulwark_bulkhead_rejected_total{name="db"} 1)"));
+    CHECK(has_line(out, R"(bulwark_bulkhead_shadow_rejections_total{name="db"} 1)"));
+    CHECK(has_line(out, R"(bulwark_rate_limiter_rejected_total{name="api"} 1)"));
+    CHECK(has_line(out, R"(bulwark_rate_limiter_shadow_rejections_total{name="api"} 1)"));
+    CHECK(has_line(out, R"(bulwark_load_shedder_shed_total{name="front"} 1)"));
+    CHECK(has_line(out, R"(bulwark_load_shedder_shadow_rejections_total{name="front"} 1)"));
 }

@@ -334,7 +334,7 @@ std::vector<DurationOption> duration_options() {
                        ManualClock clock;
                        bulwark::RetryBudgetOptions o;
                        o.window = d;
-                       bulwark::RetryBudget budget(o, clock);
+                       bulwark::TpsRetryBudget budget(o, clock);
                        budget.record_call();
                        CHECK(budget.try_withdraw());
                    }});

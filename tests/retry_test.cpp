@@ -395,7 +395,7 @@ TEST_CASE("a named retry's budget refusals carry its name as their source", "[re
 
 TEST_CASE("the budget's floor allows min_per_second retries each second", "[retry][budget]") {
     bulwark::ManualClock clock;
-    bulwark::RetryBudget budget(0.0, 2, clock);
+    bulwark::TpsRetryBudget budget(0.0, 2, clock);
     int allowed = 0;
     for (int second = 0; second < 5; ++second) {
         for (int i = 0; i < 10; ++i) {
@@ -409,7 +409,7 @@ TEST_CASE("the budget's floor allows min_per_second retries each second", "[retr
 
 TEST_CASE("RetryBudget takes its options as a struct with documented defaults", "[retry][budget]") {
     bulwark::ManualClock clock;
-    const bulwark::RetryBudget defaults(bulwark::RetryBudgetOptions{}, clock);
+    const bulwark::TpsRetryBudget defaults(bulwark::RetryBudgetOptions{}, clock);
     CHECK(defaults.options().ratio == 0.1);
     CHECK(defaults.options().min_per_second == 10);
     CHECK(defaults.options().window == Duration(10s));
@@ -426,14 +426,14 @@ TEST_CASE("RetryBudget takes its options as a struct with documented defaults", 
     CHECK(allowed == 2);
     // The positional forms are the same options.
     CHECK(bulwark::RetryBudget::shared(0.25, 3, clock)->options().ratio == 0.25);
-    CHECK(bulwark::RetryBudget(0.25, 3, clock, 30s).options().window == Duration(30s));
+    CHECK(bulwark::TpsRetryBudget(0.25, 3, clock, 30s).options().window == Duration(30s));
 }
 
 TEST_CASE("invalid RetryBudget options are refused naming the field", "[retry][budget]") {
     bulwark::ManualClock clock;
     bulwark::RetryBudgetOptions o;
     o.ratio = 1.5;
-    CHECK_THROWS_WITH(bulwark::RetryBudget(o, clock),
+    CHECK_THROWS_WITH(bulwark::TpsRetryBudget(o, clock),
                       "RetryBudgetOptions.ratio must be in [0, 1], got 1.5");
     o = {};
     o.window = 500ms;
@@ -590,7 +590,7 @@ TEST_CASE("invalid retry options are refused", "[retry]") {
     RetryOptions null_adaptive;
     null_adaptive.backoff = std::shared_ptr<bulwark::AdaptiveBackoff>();
     CHECK_THROWS_AS(RetryPolicy(null_adaptive), std::invalid_argument);
-    CHECK_THROWS_WITH(bulwark::RetryBudget(1.5, 1),
+    CHECK_THROWS_WITH(bulwark::TpsRetryBudget(1.5, 1),
                       "RetryBudgetOptions.ratio must be in [0, 1], got 1.5");
     CHECK_THROWS_WITH(o.on_retry(nullptr), "RetryOptions.on_retry: the listener is empty");
 }
@@ -847,7 +847,7 @@ TEST_CASE("a refused budget returns a retried value as is and wraps a retried ex
           "[retry][budget]") {
     ManualClock clock;
     RetryOptions o = exponential(3);
-    o.budget = std::make_shared<bulwark::RetryBudget>(0.0, 0, clock);  // refuses every retry
+    o.budget = std::make_shared<bulwark::TpsRetryBudget>(0.0, 0, clock);  // refuses every retry
     o.retry_if_result([](const int& status) { return status >= 500; });
     RetryPolicy retry(o, clock);
     CHECK(retry.execute([] { return 503; }) == 503);

@@ -35,6 +35,13 @@ struct BulkheadOptions {
     // The longest a queued call waits for a slot (also bounded by the context's deadline and
     // cancellation). > 0 with a queue; without one (max_queue = 0) it is never used, and >= 0.
     Duration queue_timeout = std::chrono::seconds(1);
+    // Shadow mode: the bulkhead decides, queues, counts and reports exactly as it would, but
+    // a call it would have rejected goes ahead without a slot (it takes none, so it never
+    // delays another call's admission) and is counted in rejected and in shadow_rejections.
+    // A call that queues still waits in the queue; one whose context is cancelled while it waits
+    // is refused as usual (its caller gave it up). Switch at run time with set_shadow(). false
+    // by default.
+    bool shadow = false;
 
     // Throws std::invalid_argument naming the field and the value.
     void validate() const {
@@ -64,6 +71,8 @@ struct BulkheadEvent {
     BulkheadRejection reason = BulkheadRejection::full;
     std::uint32_t in_flight = 0;
     std::uint32_t queued = 0;
+    // The call was let through anyway, without a slot, because the bulkhead is in shadow mode.
+    bool shadow = false;
 };
 
 struct BulkheadStats {
@@ -74,6 +83,8 @@ struct BulkheadStats {
     std::uint64_t admitted = 0;        // calls that got a slot
     std::uint64_t rejected = 0;        // rejected for any reason
     std::uint64_t queue_timeouts = 0;  // of those, how many timed out in the queue
+    // of the rejected, how many were let through (without a slot) in shadow mode
+    std::uint64_t shadow_rejections = 0;
 };
 
 // Caps how many calls run at once, so that one slow dependency cannot take every thread.
@@ -96,12 +107,15 @@ public:
     public:
         Permit() noexcept = default;
         Permit(Permit&& other) noexcept
-            : bulkhead_(std::exchange(other.bulkhead_, nullptr)), reason_(other.reason_) {}
+            : bulkhead_(std::exchange(other.bulkhead_, nullptr)),
+              reason_(other.reason_),
+              shadow_(std::exchange(other.shadow_, false)) {}
         Permit& operator=(Permit&& other) noexcept {
             if (this != &other) {
                 release();
                 bulkhead_ = std::exchange(other.bulkhead_, nullptr);
                 reason_ = other.reason_;
+                shadow_ = std::exchange(other.shadow_, false);
             }
             return *this;
         }
@@ -109,8 +123,13 @@ public:
         Permit& operator=(const Permit&) = delete;
         ~Permit() { release(); }
 
-        explicit operator bool() const noexcept { return bulkhead_ != nullptr; }
-        // Why it was refused (meaningful only for a refused permit).
+        // True if the call may go ahead: it holds a slot, or it was refused but let through in
+        // shadow mode.
+        explicit operator bool() const noexcept { return bulkhead_ != nullptr || shadow_; }
+        // True if the bulkhead refused the call and let it through without a slot, because it
+        // is in shadow mode (see BulkheadOptions::shadow); rejection() says why it was refused.
+        bool shadowed() const noexcept { return shadow_; }
+        // Why it was refused (meaningful only for a refused or shadowed permit).
         BulkheadRejection rejection() const noexcept { return reason_; }
 
         // Gives the slot back before the permit is destroyed.
@@ -123,17 +142,18 @@ public:
     private:
         friend class BasicBulkhead;
         explicit Permit(BasicBulkhead* bulkhead) noexcept : bulkhead_(bulkhead) {}
-        explicit Permit(BulkheadRejection reason) noexcept : reason_(reason) {}
+        Permit(BulkheadRejection reason, bool shadow) noexcept : reason_(reason), shadow_(shadow) {}
 
         BasicBulkhead* bulkhead_ = nullptr;
         BulkheadRejection reason_ = BulkheadRejection::full;
+        bool shadow_ = false;  // refused, let through without a slot
     };
 
     // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
     explicit BasicBulkhead(std::uint32_t max_concurrent, std::uint32_t max_queue = 0,
                            Duration queue_timeout = std::chrono::seconds(1),
                            Clock& clock = default_clock())
-        : BasicBulkhead(BulkheadOptions{max_concurrent, max_queue, queue_timeout}, clock) {}
+        : BasicBulkhead(BulkheadOptions{max_concurrent, max_queue, queue_timeout, false}, clock) {}
 
     // Throws std::invalid_argument for invalid options. The clock must outlive the bulkhead.
     // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
@@ -146,6 +166,7 @@ public:
         : name_(std::make_shared<const std::string>(std::move(name))),
           options_((options.validate(), options)),
           clock_(&clock),
+          shadow_(options_.shadow),
           full_error_(error(
               " is full: " + std::to_string(options_.max_concurrent) + " calls in flight" +
               (options_.max_queue > 0 ? " and " + std::to_string(options_.max_queue) + " queued"
@@ -167,8 +188,7 @@ public:
             admitted_.add();
             return Permit(this);
         }
-        reject(BulkheadRejection::full);
-        return Permit(BulkheadRejection::full);
+        return Permit(BulkheadRejection::full, reject(BulkheadRejection::full));
     }
 
     // A slot, waiting in the queue if there is room (up to queue_timeout, the context's deadline
@@ -194,8 +214,17 @@ public:
         return next(ctx);
     }
 
-    // Called on every rejection, with its reason. Returns the id that remove_listener() takes;
-    // throws std::invalid_argument for an empty listener.
+    // Shadow mode on or off, at run time (see BulkheadOptions::shadow); applies to the next
+    // rejection.
+    void set_shadow(bool on) noexcept {
+        // relaxed: an independent switch; nothing else is published with it.
+        shadow_.store(on, std::memory_order_relaxed);
+    }
+    bool shadow() const noexcept { return shadow_.load(std::memory_order_relaxed); }
+
+    // Called on every rejection (in shadow mode too, with BulkheadEvent::shadow), with its reason.
+    // Returns the id that remove_listener() takes; throws std::invalid_argument for an empty
+    // listener.
     ListenerId on_rejected(std::function<void(const BulkheadEvent&)> listener) {
         return rejected_listeners_.add(std::move(listener));
     }
@@ -215,6 +244,7 @@ public:
         s.admitted = admitted_.sum();
         s.rejected = rejected_.load(std::memory_order_relaxed);
         s.queue_timeouts = queue_timeouts_.load(std::memory_order_relaxed);
+        s.shadow_rejections = shadow_rejections_.load(std::memory_order_relaxed);
         return s;
     }
 
@@ -283,8 +313,7 @@ private:
         }
         if (queued_ >= options_.max_queue) {
             lock.unlock();
-            reject(BulkheadRejection::full);
-            return Permit(BulkheadRejection::full);
+            return Permit(BulkheadRejection::full, reject(BulkheadRejection::full));
         }
         TimePoint deadline = detail::saturating_add(clock_->now(), options_.queue_timeout);
         if (ctx != nullptr && ctx->deadline() && *ctx->deadline() < deadline) {
@@ -323,20 +352,28 @@ private:
         if (reason == BulkheadRejection::queue_timeout) {
             queue_timeouts_.fetch_add(1, std::memory_order_relaxed);
         }
-        reject(reason);
-        return Permit(reason);
+        return Permit(reason, reject(reason));
     }
 
-    void reject(BulkheadRejection reason) noexcept {
+    // Counts and reports a rejection; returns true if the call is to be let through anyway
+    // (shadow mode). The switch is read only here, never on the admit path. A call cancelled
+    // while queued is refused in shadow mode too: its caller gave it up, not the bulkhead.
+    bool reject(BulkheadRejection reason) noexcept {
+        const bool shadow =
+            reason != BulkheadRejection::cancelled && shadow_.load(std::memory_order_relaxed);
         // relaxed: statistics.
         rejected_.fetch_add(1, std::memory_order_relaxed);
+        if (shadow) {
+            shadow_rejections_.fetch_add(1, std::memory_order_relaxed);
+        }
         rejected_listeners_.emit_with([&] {
             return BulkheadEvent{
                 reason,
                 static_cast<std::uint32_t>(
                     std::max<std::int64_t>(0, in_flight_.load(std::memory_order_relaxed))),
-                static_cast<std::uint32_t>(waiting_.load(std::memory_order_relaxed))};
+                static_cast<std::uint32_t>(waiting_.load(std::memory_order_relaxed)), shadow};
         });
+        return shadow;
     }
 
     // How often a queued waiter with a context looks at its cancellation.
@@ -351,6 +388,7 @@ private:
     const std::shared_ptr<const std::string> name_;
     const BulkheadOptions options_;
     Clock* const clock_;
+    std::atomic<bool> shadow_;  // read only on the reject path
     const std::exception_ptr full_error_;
     const std::exception_ptr timeout_error_;
     const std::exception_ptr cancelled_error_;
@@ -366,6 +404,7 @@ private:
     detail::StripedCounter admitted_;
     std::atomic<std::uint64_t> rejected_{0};
     std::atomic<std::uint64_t> queue_timeouts_{0};
+    std::atomic<std::uint64_t> shadow_rejections_{0};
     Listeners<BulkheadEvent> rejected_listeners_;
 };
 

@@ -5,6 +5,7 @@
 
 // Layer by layer, bottom up (docs/development.md has the table). <bulwark/policies.hpp> is the
 // lighter include for code that only wraps calls.
+#include <bulwark/adaptive_limiter.hpp>
 #include <bulwark/admin.hpp>
 #include <bulwark/breaker_health.hpp>
 #include <bulwark/circuit_breaker_registry.hpp>
@@ -20,9 +21,12 @@
 #include <bulwark/metrics.hpp>
 #include <bulwark/policies.hpp>
 #include <bulwark/queue.hpp>
+#include <bulwark/registry.hpp>
 #include <bulwark/resources.hpp>
+#include <bulwark/retry_header.hpp>
 #include <bulwark/retry_queue.hpp>
 #include <bulwark/system.hpp>
+#include <bulwark/throttler.hpp>
 #include <bulwark/ticking_clock.hpp>
 
 #endif  // BULWARK_BULWARK_HPP

@@ -84,6 +84,8 @@ inline void bump(std::atomic<std::uint64_t>& counter, std::uint64_t n = 1) noexc
 // tick while open, to keep retry_after() exact). Transitions take a mutex. Results recorded
 // after a transition (stale) count in the lifetime stats only; rejections by inner policies
 // (other than timeouts) are neither successes nor failures (see CircuitBreakerOptions).
+// In shadow mode (CircuitBreakerOptions::shadow, set_shadow()) it decides and counts as above but
+// lets the calls it refuses through, unrecorded.
 // CircuitBreaker is BasicCircuitBreaker<>: a class template only so that a translation unit
 // compiles only the members it uses (the Tag is never used).
 template <class Tag = void>
@@ -114,8 +116,13 @@ public:
         Permit& operator=(const Permit&) = delete;
         ~Permit() { abandon(); }
 
+        // True if the call may go ahead: admitted, or refused but let through in shadow mode.
         explicit operator bool() const noexcept { return admitted_; }
         bool admitted() const noexcept { return admitted_; }
+        // True if the breaker refused the call but let it through because it is in shadow mode
+        // (see CircuitBreakerOptions::shadow): the call holds no probe slot and recording its
+        // result does nothing. retry_after() and rejection() say what the refusal said.
+        bool shadowed() const noexcept { return shadow_; }
         // True while the call's result is still to be recorded.
         bool pending() const noexcept { return pending_; }
         // The state the breaker was in when it decided, and its generation then (the count of
@@ -126,7 +133,7 @@ public:
         Duration retry_after() const noexcept { return retry_after_; }
         // For a rejected permit: the CircuitOpenError that execute() would throw.
         std::exception_ptr rejection() const {
-            return (breaker_ != nullptr && !admitted_)
+            return (breaker_ != nullptr && (!admitted_ || shadow_))
                        ? breaker_->rejection_error(word_, retry_after_)
                        : nullptr;
         }
@@ -138,12 +145,18 @@ public:
         // call_timeout.
         template <class T>
         void record(const Outcome<T>& outcome, Duration elapsed) {
+            if (shadow_) {
+                return;
+            }
             check_pending();
             finish(breaker_->classify(outcome), elapsed);
         }
         // As above, measuring the elapsed time from try_acquire() when the breaker needs it.
         template <class T>
         void record(const Outcome<T>& outcome) {
+            if (shadow_) {
+                return;
+            }
             check_pending();
             finish(breaker_->classify(outcome), measured());
         }
@@ -160,6 +173,7 @@ public:
             retry_after_ = other.retry_after_;
             probe_ = other.probe_;
             admitted_ = other.admitted_;
+            shadow_ = other.shadow_;
             pending_ = other.pending_;
             other.pending_ = false;
         }
@@ -179,6 +193,9 @@ public:
         }
 
         void finish(Result result, Duration elapsed) {
+            if (shadow_) {
+                return;  // a refusal let through: like a rejection, it records nothing
+            }
             check_pending();
             pending_ = false;
             breaker_->on_result(word_, probe_, result, elapsed);
@@ -197,6 +214,7 @@ public:
         Duration retry_after_{0};
         std::uint32_t probe_ = no_probe;
         bool admitted_ = false;
+        bool shadow_ = false;
         bool pending_ = false;
     };
 
@@ -214,6 +232,7 @@ public:
           timed_(options_.slow_call_ratio > 0.0 || options_.call_timeout > Duration::zero()),
           time_window_(std::holds_alternative<TimeWindow>(options_.window)),
           has_result_predicates_(options_.classifier.has_result_predicates()),
+          shadow_(options_.shadow),
           probes_(options_.half_open_calls) {
         if (time_window_) {
             const auto& tw = std::get<TimeWindow>(options_.window);
@@ -281,6 +300,14 @@ public:
         return outcome;
     }
 
+    // Shadow mode on or off, at run time (see CircuitBreakerOptions::shadow). The change applies
+    // to the next decision; permits already handed out keep theirs.
+    void set_shadow(bool on) noexcept {
+        // relaxed: an independent switch; nothing else is published with it.
+        shadow_.store(on, std::memory_order_relaxed);
+    }
+    bool shadow() const noexcept { return shadow_.load(std::memory_order_relaxed); }
+
     // Forces the breaker open until reset(): every call is rejected.
     void trip() { manual_transition(CircuitState::forced_open); }
     // Closes the breaker and empties its windows (from any state).
@@ -318,6 +345,7 @@ public:
             s.ignored += stripe.ignored.load(std::memory_order_relaxed);
             s.inner_rejections += stripe.inner_rejections.load(std::memory_order_relaxed);
             s.rejected += stripe.rejected.load(std::memory_order_relaxed);
+            s.shadow_rejections += stripe.shadow_rejections.load(std::memory_order_relaxed);
         }
         s.failures = failures_;
         s.calls = s.successes + s.failures + s.ignored + s.inner_rejections;
@@ -345,6 +373,9 @@ private:
         Permit permit = try_acquire_slow(Permit(this), w);
         if (!permit) {
             return O::from_error(rejection_error(permit.word_, permit.retry_after_));
+        }
+        if (BULWARK_UNLIKELY(permit.shadow_)) {
+            return next(ctx);  // refused, let through in shadow mode: nothing to record
         }
         O outcome = next(ctx);
         permit.finish(classify(outcome), permit.measured());
@@ -395,6 +426,7 @@ private:
         std::atomic<std::uint64_t> ignored{0};
         std::atomic<std::uint64_t> inner_rejections{0};
         std::atomic<std::uint64_t> rejected{0};
+        std::atomic<std::uint64_t> shadow_rejections{0};
         // TimeWindow only: the bucket this thread is counting into, and its count so far.
         std::atomic<std::uint64_t> epoch{no_epoch};
         std::atomic<std::uint64_t> bucket_calls{0};
@@ -475,6 +507,13 @@ private:
         bool owned = false;
         Stripe& stripe = my_stripe(owned);
         count(stripe, &Stripe::rejected, owned);
+        // Read only here, on the reject path: the admit path never looks at the switch.
+        if (BULWARK_UNLIKELY(shadow_.load(std::memory_order_relaxed))) {
+            // Let through as what it is, a rejection: no probe slot, nothing to record.
+            permit.admitted_ = true;
+            permit.shadow_ = true;
+            count(stripe, &Stripe::shadow_rejections, owned);
+        }
     }
 
     template <class T>
@@ -887,7 +926,13 @@ private:
         // it no longer count) but is not a change of state to report.
         if (state_of(old_word) != to && transitions.count < 3) {
             transitions.events[transitions.count++] =
-                StateChange{name_, state_of(old_word), to, now, reason, generation_of(new_word)};
+                StateChange{name_,
+                            state_of(old_word),
+                            to,
+                            now,
+                            reason,
+                            generation_of(new_word),
+                            shadow_.load(std::memory_order_relaxed)};
         }
     }
 
@@ -1013,6 +1058,8 @@ private:
     const bool timed_;
     const bool time_window_;
     const bool has_result_predicates_;
+    // Shadow mode (see set_shadow()); read only when a call is refused and at transitions.
+    std::atomic<bool> shadow_;
     Duration bucket_width_{1};
     std::uint64_t bucket_count_ = 1;
     TimePoint origin_{};

@@ -90,6 +90,9 @@ struct StateChange {
     TimePoint at{};  // on the breaker's clock
     TransitionReason reason = TransitionReason::manual;
     std::uint64_t generation = 0;  // increases by one with every transition of this breaker
+    // The breaker was in shadow mode (see CircuitBreakerOptions::shadow): an open state here
+    // rejects nothing, it only counts what it would have rejected.
+    bool shadow = false;
 };
 
 // The last `size` recorded calls, in [1, 1000000].
@@ -152,6 +155,12 @@ struct CircuitBreakerOptions {
     // failures). handle<E>() adds ExceptionType::of<E>() here when E is a RejectedError (or a
     // subclass), e.g. handle<BulkheadFullError>(). Empty by default.
     std::vector<ExceptionType> counted_rejections{};
+    // Shadow mode: the breaker makes and records every decision, changes state, emits the same
+    // events and counts the same statistics, but lets every call through. A call it would have
+    // rejected runs outside the breaker: it holds no probe slot and its result is not recorded
+    // (so the breaker decides exactly as an enforcing one would), and it is counted in
+    // rejected and in shadow_rejections. Switch at run time with set_shadow(). false by default.
+    bool shadow = false;
 
     // Only exceptions of type E (and subclasses) count as failures; others pass through and
     // count as successes for the breaker: they are not the dependency's fault. Naming a
@@ -263,7 +272,10 @@ struct CircuitBreakerStats {
     std::uint64_t slow = 0;      // slow calls (only while slow_call_ratio > 0)
     std::uint64_t timeouts = 0;  // calls slower than call_timeout (also counted in failures)
     std::uint64_t rejected = 0;  // calls refused while open, forced open or half-open and full
-    std::uint64_t opened = 0;    // times the breaker opened
+    // of those, the calls let through because the breaker is in shadow mode (their results are
+    // not recorded)
+    std::uint64_t shadow_rejections = 0;
+    std::uint64_t opened = 0;          // times the breaker opened
     std::uint64_t expired_probes = 0;  // probes that reported nothing within half_open_max_wait
     std::uint64_t window_calls = 0;
     std::uint64_t window_failures = 0;

@@ -25,6 +25,9 @@ namespace bulwark {
 //   auto& sms = registry.get("sms", sms_options);   // options apply when it is created
 //   registry.for_each([](bulwark::CircuitBreaker& b) { report(b.name(), b.stats()); });
 // Thread-safe: lookups of existing breakers take a shared lock.
+// For keys that come from traffic (hosts, tenants) and must be bounded, use
+// Registry<CircuitBreaker, CircuitBreakerOptions> (registry.hpp): TTL/LRU eviction, shared_ptr
+// handles instead of references.
 // CircuitBreakerRegistry is BasicCircuitBreakerRegistry<>: a class template only so that its
 // code is compiled where it is used (the umbrella stays cheap); use the alias.
 template <class Tag = void>

@@ -41,6 +41,8 @@ public:
         child.deadline_clock_ = parent.deadline_clock_;
         child.priority_ = parent.priority_;
         child.attempt_ = parent.attempt_;
+        child.caller_attempt_ = parent.caller_attempt_;
+        child.caller_retries_ = parent.caller_retries_;
         return child;
     }
 
@@ -52,7 +54,9 @@ public:
           deadline_(other.deadline_),
           deadline_clock_(other.deadline_clock_),
           attempt_(other.attempt_),
+          caller_attempt_(other.caller_attempt_),
           priority_(other.priority_),
+          caller_retries_(other.caller_retries_),
           stale_(other.stale_),
           cancelled_(other.cancelled_.load(std::memory_order_acquire)) {}
     Context& operator=(Context&&) = delete;
@@ -99,6 +103,15 @@ public:
         return deadline_ - clock.now();
     }
 
+    // What the calling service said about this request (retry_header.hpp reads it from a
+    // header): its own attempt number (0 for its first), and whether it will retry this request
+    // if it fails. A RetryPolicy does not retry when caller_retries() is set, so that retries do
+    // not multiply across the layers of services: the outermost retrier alone retries.
+    std::uint32_t caller_attempt() const noexcept { return caller_attempt_; }
+    void set_caller_attempt(std::uint32_t attempt) noexcept { caller_attempt_ = attempt; }
+    bool caller_retries() const noexcept { return caller_retries_; }
+    void set_caller_retries(bool retries) noexcept { caller_retries_ = retries; }
+
     Priority priority() const noexcept { return priority_; }
     void set_priority(Priority priority) noexcept { priority_ = priority; }
 
@@ -140,7 +153,9 @@ private:
     TimePoint deadline_ = TimePoint::max();
     const Clock* deadline_clock_ = nullptr;
     std::uint32_t attempt_ = 0;
+    std::uint32_t caller_attempt_ = 0;
     Priority priority_ = Priority::normal;
+    bool caller_retries_ = false;
     bool stale_ = false;
     std::atomic<bool> cancelled_{false};
 };

@@ -203,6 +203,17 @@ public:
     // For stores: the id filter (a direct lookup instead of a scan) and the limit.
     const std::string* id_filter() const noexcept { return has(has_id) ? &id_ : nullptr; }
     std::size_t max_results() const noexcept { return limit_; }
+    // For stores that translate a query (into SQL, say): each filter, nullptr / nullopt / empty
+    // when unset.
+    const std::string* type_filter() const noexcept { return has(has_type) ? &type_ : nullptr; }
+    const std::string* category_filter() const noexcept {
+        return has(has_category) ? &category_ : nullptr;
+    }
+    std::optional<DeadLetterStatus> status_filter() const noexcept { return status_; }
+    std::optional<DeadLetterReason> reason_filter() const noexcept { return reason_; }
+    const std::vector<std::string>& tag_filters() const noexcept { return tags_; }
+    std::optional<WallTime> created_before_filter() const noexcept { return created_before_; }
+    std::optional<WallTime> created_after_filter() const noexcept { return created_after_; }
 
 private:
     // The string filters are plain strings plus a bit each: moving a disengaged

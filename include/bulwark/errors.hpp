@@ -50,6 +50,11 @@ namespace bulwark {
 //     RetryBudgetExhaustedError           rejection a due retry refused by the budget
 //     NoChannelError                      rejection a FallbackChain had no channel left to try
 //     TimeoutError                        failure   no answer by the deadline
+//   adaptive_limiter.hpp
+//     AdaptiveLimitError                  rejection no slot under the adaptive limit (a
+//                                         BulkheadFullError)
+//   throttler.hpp
+//     ThrottledError                      rejection rejected locally: the backend is refusing
 //   dead_letter_store.hpp
 //     DeadLetterStoreFullError            rejection every stored record is pending: add refused
 //     DeadLetterTooLargeError             usage     a record over a size limit (length_error)

@@ -32,6 +32,10 @@ struct LoadShedderOptions {
     bool by_priority = true;
     // Optional: also shed when this returns true (a queue too long, a CPU too hot…).
     std::function<bool(const Context&)> shed_if{};
+    // Shadow mode: the shedder decides, counts and reports (on_shed) every call it would shed,
+    // but lets it through; such a call is counted in shed and in shadow_rejections, not in
+    // passed. Switch at run time with set_shadow(). false by default.
+    bool shadow = false;
 };
 
 // A call was shed.
@@ -39,11 +43,15 @@ struct ShedEvent {
     DegradationLevel level = DegradationLevel::normal;
     Priority priority = Priority::normal;
     bool by_predicate = false;
+    // The call was let through anyway, because the shedder is in shadow mode.
+    bool shadow = false;
 };
 
 struct LoadShedderStats {
-    std::uint64_t passed = 0;
-    std::uint64_t shed = 0;
+    std::uint64_t passed = 0;  // calls not shed
+    std::uint64_t shed = 0;    // calls shed (in shadow mode: that would have been shed)
+    // of the shed, how many were let through in shadow mode
+    std::uint64_t shadow_rejections = 0;
 };
 
 // Drops calls while the service is degraded, lowest priority first, so that what matters keeps
@@ -61,7 +69,7 @@ class BasicLoadShedder : public PolicyBase<BasicLoadShedder<Tag>> {
 public:
     // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
     BasicLoadShedder(const DegradationSignal& degradation, DegradationLevel shed_at)
-        : BasicLoadShedder(degradation, LoadShedderOptions{shed_at, true, nullptr}) {}
+        : BasicLoadShedder(degradation, LoadShedderOptions{shed_at, true, nullptr, false}) {}
 
     // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
     BasicLoadShedder(const DegradationSignal& degradation, LoadShedderOptions options)
@@ -73,12 +81,13 @@ public:
     BasicLoadShedder(std::string name, const DegradationSignal& degradation,
                      DegradationLevel shed_at)
         : BasicLoadShedder(std::move(name), degradation,
-                           LoadShedderOptions{shed_at, true, nullptr}) {}
+                           LoadShedderOptions{shed_at, true, nullptr, false}) {}
     BasicLoadShedder(std::string name, const DegradationSignal& degradation,
                      LoadShedderOptions options)
         : name_(std::make_shared<const std::string>(std::move(name))),
           degradation_(&degradation),
           options_(std::move(options)),
+          shadow_(options_.shadow),
           error_(std::make_exception_ptr(LoadShedError(
               name_, (name_->empty() ? std::string("load shed")
                                      : detail::component_label("load shedder", *name_)) +
@@ -109,15 +118,25 @@ public:
         using O = std::invoke_result_t<Next&, Context&>;
         const bool by_level = shed_by_level(ctx.priority());
         if (BULWARK_UNLIKELY(by_level || (options_.shed_if && options_.shed_if(ctx)))) {
-            shed(ctx, !by_level);
+            if (shed(ctx, !by_level)) {
+                return next(ctx);  // shadow mode: counted and reported as shed, let through
+            }
             return O::from_error(error_);
         }
         passed_.add();
         return next(ctx);
     }
 
-    // Called for every call shed. Returns the id that remove_listener() takes; throws
-    // std::invalid_argument for an empty listener.
+    // Shadow mode on or off, at run time (see LoadShedderOptions::shadow); applies to the next
+    // call shed.
+    void set_shadow(bool on) noexcept {
+        // relaxed: an independent switch; nothing else is published with it.
+        shadow_.store(on, std::memory_order_relaxed);
+    }
+    bool shadow() const noexcept { return shadow_.load(std::memory_order_relaxed); }
+
+    // Called for every call shed (in shadow mode too, with ShedEvent::shadow). Returns the id that
+    // remove_listener() takes; throws std::invalid_argument for an empty listener.
     ListenerId on_shed(std::function<void(const ShedEvent&)> listener) {
         return listeners_.add(std::move(listener));
     }
@@ -125,7 +144,8 @@ public:
     bool remove_listener(ListenerId id) noexcept { return listeners_.remove(id); }
 
     LoadShedderStats stats() const noexcept {
-        return LoadShedderStats{passed_.sum(), shed_.load(std::memory_order_relaxed)};
+        return LoadShedderStats{passed_.sum(), shed_.load(std::memory_order_relaxed),
+                                shadow_rejections_.load(std::memory_order_relaxed)};
     }
 
 private:
@@ -150,20 +170,29 @@ private:
         return level >= std::max(threshold, 1);
     }
 
-    void shed(const Context& ctx, bool by_predicate) noexcept {
-        // relaxed: a statistic.
+    // Counts and reports a call shed; returns true if it is to be let through anyway (shadow
+    // mode). The switch is read only here, never on the pass path.
+    bool shed(const Context& ctx, bool by_predicate) noexcept {
+        const bool shadow = shadow_.load(std::memory_order_relaxed);
+        // relaxed: statistics.
         shed_.fetch_add(1, std::memory_order_relaxed);
+        if (shadow) {
+            shadow_rejections_.fetch_add(1, std::memory_order_relaxed);
+        }
         listeners_.emit_with([&] {
-            return ShedEvent{degradation_->level(), ctx.priority(), by_predicate};
+            return ShedEvent{degradation_->level(), ctx.priority(), by_predicate, shadow};
         });
+        return shadow;
     }
 
     const std::shared_ptr<const std::string> name_;
     const DegradationSignal* degradation_;
     const LoadShedderOptions options_;
+    std::atomic<bool> shadow_;  // read only on the shed path
     const std::exception_ptr error_;
     detail::StripedCounter passed_;
     std::atomic<std::uint64_t> shed_{0};
+    std::atomic<std::uint64_t> shadow_rejections_{0};
     Listeners<ShedEvent> listeners_;
 };
 

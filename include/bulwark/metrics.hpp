@@ -35,6 +35,8 @@ template <class Tag>
 class BasicCircuitBreaker;
 template <class Tag>
 class BasicCircuitBreakerRegistry;
+template <class T, class Options>
+class Registry;
 template <class Tag>
 class BasicDegradation;
 template <class Tag>
@@ -186,6 +188,8 @@ struct MetricsRenderer<BasicCircuitBreaker<Tag>> {
         w.add_counter("bulwark_circuit_breaker_rejected_total",
                       "Calls refused while open, forced open or half-open and full.", l,
                       s.rejected);
+        w.add_counter("bulwark_circuit_breaker_shadow_rejections_total",
+                      "Of the rejected, calls let through in shadow mode.", l, s.shadow_rejections);
         w.add_counter("bulwark_circuit_breaker_opened_total", "Times the breaker opened.", l,
                       s.opened);
         w.add_counter("bulwark_circuit_breaker_expired_probes_total",
@@ -227,6 +231,43 @@ struct MetricsRenderer<BasicCircuitBreakerRegistry<Tag>> {
         registry.for_each([&w](const auto& b) {
             MetricsRenderer<BasicCircuitBreaker<Tag>>::write(w, b, b.name());
         });
+    }
+};
+
+// A keyed Registry: its own series labelled registry="<RegistryOptions::name>" (or the
+// metric_name() given), then each component present, labelled with its key, when its kind is
+// renderable. Evicted keys are gone from the next scrape.
+template <class T, class Options>
+struct MetricsRenderer<Registry<T, Options>> {
+    static constexpr bool known = true;
+    static constexpr bool needs_name = false;
+    static constexpr bool accepts_name = true;
+    template <class R>
+    static std::string_view default_name(const R& registry) noexcept {
+        return registry.limits().name;
+    }
+    template <class R>
+    static void write(MetricsWriter& w, const R& registry, std::string_view name) {
+        const auto s = registry.stats();
+        const MetricLabels l{{"registry", name}};
+        w.add_gauge("bulwark_registry_entries", "Components in the registry now.", l, s.size);
+        w.add_counter("bulwark_registry_created_total", "Components created.", l, s.created);
+        const char* const help = "Components that left the registry, by cause.";
+        w.add_counter("bulwark_registry_evictions_total", help,
+                      MetricLabels{{"registry", name}, {"cause", "expired"}}, s.expired);
+        w.add_counter("bulwark_registry_evictions_total", help,
+                      MetricLabels{{"registry", name}, {"cause", "size"}}, s.evicted_for_size);
+        w.add_counter("bulwark_registry_evictions_total", help,
+                      MetricLabels{{"registry", name}, {"cause", "removed"}}, s.removed);
+        w.add_counter("bulwark_registry_over_capacity_total",
+                      "Creations that left the registry over max_size (nothing evictable).", l,
+                      s.over_capacity);
+        if constexpr (MetricsRenderer<T>::known) {
+            // A snapshot: the components are rendered outside the registry's locks.
+            for (const auto& entry : registry.entries()) {
+                MetricsRenderer<T>::write(w, *entry.second, entry.first);
+            }
+        }
     }
 };
 
@@ -412,6 +453,9 @@ struct MetricsRenderer<BasicRetryPolicy<Tag>> : UnnamedRenderer {
         w.add_counter("bulwark_retry_budget_exhausted_total",
                       "Of the exhausted, those refused by the retry budget.", l,
                       s.budget_exhausted);
+        w.add_counter("bulwark_retry_deferred_to_caller_total",
+                      "Failures not retried because the caller retries them.", l,
+                      s.deferred_to_caller);
     }
 };
 
@@ -432,6 +476,9 @@ struct MetricsRenderer<BasicBulkhead<Tag>> : UnnamedRenderer {
                       s.rejected);
         w.add_counter("bulwark_bulkhead_queue_timeouts_total",
                       "Of the rejected, calls that timed out in the queue.", l, s.queue_timeouts);
+        w.add_counter("bulwark_bulkhead_shadow_rejections_total",
+                      "Of the rejected, calls let through (without a slot) in shadow mode.", l,
+                      s.shadow_rejections);
     }
 };
 
@@ -445,6 +492,9 @@ struct MetricsRenderer<BasicRateLimiter<Tag>> : UnnamedRenderer {
         w.add_counter("bulwark_rate_limiter_rejected_total", "Requests refused.", l, s.rejected);
         w.add_counter("bulwark_rate_limiter_waited_total",
                       "Requests that waited before being granted.", l, s.waited);
+        w.add_counter("bulwark_rate_limiter_shadow_rejections_total",
+                      "Of the refused, requests let through in shadow mode.", l,
+                      s.shadow_rejections);
     }
 };
 
@@ -500,6 +550,8 @@ struct MetricsRenderer<BasicLoadShedder<Tag>> : UnnamedRenderer {
         const MetricLabels l{{"name", name}};
         w.add_counter("bulwark_load_shedder_passed_total", "Calls let through.", l, s.passed);
         w.add_counter("bulwark_load_shedder_shed_total", "Calls shed.", l, s.shed);
+        w.add_counter("bulwark_load_shedder_shadow_rejections_total",
+                      "Of the shed, calls let through in shadow mode.", l, s.shadow_rejections);
     }
 };
 
@@ -640,7 +692,8 @@ void write_component(MetricsWriter& w, C& component) {
 
 // Appends the metrics of each component to `writer`, in argument order (a family's samples stay
 // together however many components add to it). Each argument is a CircuitBreaker, a
-// CircuitBreakerRegistry (every breaker, in name order), a FallbackChain, a Degradation, a
+// CircuitBreakerRegistry (every breaker, in name order), a Registry (its own series, then each
+// component present, labelled with its key), a FallbackChain, a Degradation, a
 // HealthMonitor, a ResourceManager (non-const: its report reads expired gauges), or a
 // metric_name("name", component) wrapping one of these or a RetryPolicy, Bulkhead, RateLimiter,
 // Timeout, Fallback, CacheFallback, LoadShedder, Hedging or dead-letter store (an

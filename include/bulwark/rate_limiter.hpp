@@ -49,6 +49,11 @@ struct RateLimiterOptions {
     // How long execute() may wait for a permit (also bounded by the context's deadline); a call
     // that would have to wait longer is rejected at once with RateLimitedError. 0 = never wait.
     Duration max_wait = Duration::zero();
+    // Shadow mode: the limiter decides, waits and counts exactly as it would and reports every
+    // refusal to on_rejected, but lets a refused request through: it consumes no permit (so
+    // it never delays another request's grant) and is counted in rejected and in
+    // shadow_rejections. Switch at run time with set_shadow(). false by default.
+    bool shadow = false;
 
     void validate() const {
         if (const TokenBucket* tb = std::get_if<TokenBucket>(&limit)) {
@@ -90,9 +95,13 @@ struct RateLimiterOptions {
 
 // The answer to a permit request.
 struct RateDecision {
-    bool admitted = false;
+    bool admitted = false;    // the request may go ahead
     Duration retry_after{0};  // refused: how long until the permits could be granted
     Duration waited{0};       // admitted by acquire(): how long it slept for them
+    // The limit refused the request but the limiter is in shadow mode: the decision returned to
+    // the caller says admitted (no permit consumed) with the refusal's retry_after; the
+    // on_rejected event says admitted = false, as in enforcing mode.
+    bool shadow = false;
     explicit operator bool() const noexcept { return admitted; }
 };
 
@@ -100,6 +109,8 @@ struct RateLimiterStats {
     std::uint64_t admitted = 0;  // permits granted
     std::uint64_t rejected = 0;  // requests refused
     std::uint64_t waited = 0;    // requests that slept before being granted
+    // of the rejected, how many were let through (consuming nothing) in shadow mode
+    std::uint64_t shadow_rejections = 0;
 };
 
 // Limits how often calls happen: a token bucket (rate and burst) or a sliding window (limit per
@@ -120,10 +131,10 @@ class BasicRateLimiter : public PolicyBase<BasicRateLimiter<Tag>> {
 public:
     // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
     explicit BasicRateLimiter(TokenBucket bucket, Clock& clock = default_clock())
-        : BasicRateLimiter(RateLimiterOptions{bucket, Duration::zero()}, clock) {}
+        : BasicRateLimiter(RateLimiterOptions{bucket, Duration::zero(), false}, clock) {}
     // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
     explicit BasicRateLimiter(SlidingWindow window, Clock& clock = default_clock())
-        : BasicRateLimiter(RateLimiterOptions{window, Duration::zero()}, clock) {}
+        : BasicRateLimiter(RateLimiterOptions{window, Duration::zero(), false}, clock) {}
 
     // Throws std::invalid_argument for invalid options. The clock must outlive the limiter.
     // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
@@ -134,16 +145,19 @@ public:
     // RejectedError::source().
     // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
     BasicRateLimiter(std::string name, TokenBucket bucket, Clock& clock = default_clock())
-        : BasicRateLimiter(std::move(name), RateLimiterOptions{bucket, Duration::zero()}, clock) {}
+        : BasicRateLimiter(std::move(name), RateLimiterOptions{bucket, Duration::zero(), false},
+                           clock) {}
     // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
     BasicRateLimiter(std::string name, SlidingWindow window, Clock& clock = default_clock())
-        : BasicRateLimiter(std::move(name), RateLimiterOptions{window, Duration::zero()}, clock) {}
+        : BasicRateLimiter(std::move(name), RateLimiterOptions{window, Duration::zero(), false},
+                           clock) {}
     BasicRateLimiter(std::string name, RateLimiterOptions options, Clock& clock = default_clock())
         : name_(std::make_shared<const std::string>(std::move(name))),
           label_(name_->empty() ? std::string()
                                 : detail::component_label("rate limiter", *name_) + ": "),
           options_((options.validate(), std::move(options))),
-          clock_(&clock) {
+          clock_(&clock),
+          shadow_(options_.shadow) {
         if (const TokenBucket* tb = std::get_if<TokenBucket>(&options_.limit)) {
             // Rounded up, so rounding can only make the limiter stricter than its rate.
             interval_ns_ = static_cast<std::int64_t>(detail::ceil(1e9 / tb->rate));
@@ -167,7 +181,7 @@ public:
     // granted at once (the burst, or the window's limit).
     RateDecision try_acquire(std::uint32_t n = 1) {
         check_n(n);
-        const RateDecision d = reserve(n, Duration::zero());
+        RateDecision d = reserve(n, Duration::zero());
         count(d, n);
         return d;
     }
@@ -213,7 +227,16 @@ public:
         return next(ctx);
     }
 
-    // Called for every refused request (apply, try_acquire or acquire), with its retry_after.
+    // Shadow mode on or off, at run time (see RateLimiterOptions::shadow); applies to the next
+    // refusal.
+    void set_shadow(bool on) noexcept {
+        // relaxed: an independent switch; nothing else is published with it.
+        shadow_.store(on, std::memory_order_relaxed);
+    }
+    bool shadow() const noexcept { return shadow_.load(std::memory_order_relaxed); }
+
+    // Called for every refused request (apply, try_acquire or acquire), with its retry_after
+    // (in shadow mode too, with RateDecision::shadow set).
     // Returns the id that remove_listener() takes; throws std::invalid_argument for an empty
     // listener.
     ListenerId on_rejected(std::function<void(const RateDecision&)> listener) {
@@ -224,7 +247,8 @@ public:
 
     RateLimiterStats stats() const noexcept {
         return RateLimiterStats{admitted_.sum(), rejected_.load(std::memory_order_relaxed),
-                                waited_.load(std::memory_order_relaxed)};
+                                waited_.load(std::memory_order_relaxed),
+                                shadow_rejections_.load(std::memory_order_relaxed)};
     }
 
 private:
@@ -244,7 +268,9 @@ private:
         }
     }
 
-    void count(const RateDecision& d, std::uint32_t n) noexcept {
+    // Counts a decision and reports a refusal; in shadow mode, turns the refusal into a pass
+    // that consumed nothing (the switch is read only here, on the refusal path).
+    void count(RateDecision& d, std::uint32_t n) noexcept {
         if (d.admitted) {
             admitted_.add(n);
             if (d.waited > Duration::zero()) {
@@ -252,8 +278,13 @@ private:
                 waited_.fetch_add(1, std::memory_order_relaxed);
             }
         } else {
+            d.shadow = shadow_.load(std::memory_order_relaxed);
             rejected_.fetch_add(1, std::memory_order_relaxed);
+            if (d.shadow) {
+                shadow_rejections_.fetch_add(1, std::memory_order_relaxed);
+            }
             rejected_listeners_.emit(d);
+            d.admitted = d.shadow;
         }
     }
 
@@ -319,6 +350,7 @@ private:
     const std::string label_;  // "rate limiter 'name': " (or empty), starts a rejection's message
     const RateLimiterOptions options_;
     Clock* const clock_;
+    std::atomic<bool> shadow_;  // read only on the refusal path
     static constexpr Duration max_reservation = std::chrono::hours(24 * 36525);  // 100 years
     std::int64_t interval_ns_ = 0;
     std::uint32_t burst_ = 0;
@@ -332,6 +364,7 @@ private:
     detail::StripedCounter admitted_;
     std::atomic<std::uint64_t> rejected_{0};
     std::atomic<std::uint64_t> waited_{0};
+    std::atomic<std::uint64_t> shadow_rejections_{0};
     Listeners<RateDecision> rejected_listeners_;
 };
 

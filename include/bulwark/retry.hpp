@@ -39,6 +39,8 @@ struct RetryEvent {
     Duration delay{0};          // how long the policy waits before it
     std::exception_ptr error;   // the failure being retried (null for a retried value)
     std::string_view operation;
+    // The budget refused this retry but is in shadow mode: a refusal let through.
+    bool shadow = false;
 };
 
 struct RetryStats {
@@ -49,6 +51,8 @@ struct RetryStats {
     std::uint64_t exhausted = 0;              // gave up: retries, time or budget ran out
     std::uint64_t not_retryable = 0;          // failed with something not worth retrying
     std::uint64_t budget_exhausted = 0;       // of the exhausted, refused by the budget
+    std::uint64_t deferred_to_caller = 0;     // failures left to a caller that retries
+                                              // (Context::caller_retries(), not exhausted)
 };
 
 // Options of a RetryPolicy. Every field has a default; validate() throws std::invalid_argument
@@ -67,8 +71,15 @@ struct RetryOptions {
     // Total time budget from the first attempt: no wait is started that would end past it.
     // 0 = no limit.
     Duration max_elapsed = Duration::zero();
-    // Optional: a budget shared by many policies (RetryBudget::shared(0.1, 10)).
+    // Optional: a budget shared by many policies, of any kind: RetryBudget::shared(0.1, 10)
+    // (TPS), TokenBucketRetryBudget::shared(...) (gRPC), QuotaRetryBudget::shared(...) (AWS).
+    // The policy tells it every call, every success, and for each retry whether the failure was
+    // a TimeoutError.
     std::shared_ptr<RetryBudget> budget{};
+    // When the context says the caller will retry this request itself
+    // (Context::caller_retries(), read from its retry header), fail at once instead of retrying
+    // here: retries at every layer multiply (3 layers of 3 retries make 64 attempts).
+    bool defer_to_retrying_caller = true;
     // Count every call in stats().calls. Counting is the only write a first-try success makes
     // (one per-thread counter, ~0.3 ns); switch it off on nanosecond-scale paths, and calls then
     // counts only the operations whose first attempt failed. A budget counts calls either way.
@@ -129,7 +140,22 @@ struct RetryRun {
     Duration previous{0};           // the last wait, for decorrelated jitter
     std::uint64_t stream_seed = 0;  // this execution's jitter stream, drawn at its first backoff
     bool has_stream = false;
+    RetryGrant last_grant{};  // the budget's grant for the last retry, handed back on success
+    // A shadow-mode budget let a refused retry through: the rest of the call is not reported to
+    // it (it would have ended there), and its later retries do not ask it.
+    bool shadowed = false;
 };
+
+// Whether a failed attempt timed out (a QuotaRetryBudget charges more for it). The failure path.
+inline bool is_timeout(const std::exception_ptr& error) noexcept {
+    try {
+        std::rethrow_exception(error);
+    } catch (const TimeoutError&) {
+        return true;
+    } catch (...) {
+        return false;
+    }
+}
 }  // namespace detail
 
 // The async form of a RetryPolicy: the caller runs the attempts and does the waiting; the
@@ -180,6 +206,8 @@ private:
 // Waits with the clock's sleep_for (a ManualClock records it), and never longer than the
 // context's deadline allows; stops when the context is cancelled, also during a wait. Honours a
 // rejection's retry_at()/retry_after() (an open breaker's) when it is later than the backoff.
+// Does not retry at all when the context says its caller retries this request
+// (Context::caller_retries(), from a retry header; RetryOptions::defer_to_retrying_caller).
 // Jitter: each execution (and each schedule()) draws its own stream of the backoff, so that
 // concurrent calls that failed together do not retry in lockstep: the k-th execution to back
 // off (0-based, counted per policy) waits options().backoff with .seed(seed()) .stream(k). A
@@ -216,7 +244,7 @@ public:
           seed_(seed),
           adaptive_(adaptive_of(options_)),
           result_predicates_(options_.classifier.has_result_predicates()),
-          plain_success_(!result_predicates_ && adaptive_ == nullptr),
+          plain_success_(!result_predicates_ && adaptive_ == nullptr && !options_.budget),
           plain_entry_(!options_.budget && options_.max_elapsed == Duration::zero()) {
         for (auto& listener : options_.retry_listeners) {
             listeners_.add(std::move(listener));
@@ -253,6 +281,7 @@ public:
         s.exhausted = exhausted_.load(std::memory_order_relaxed);
         s.not_retryable = not_retryable_.load(std::memory_order_relaxed);
         s.budget_exhausted = budget_exhausted_.load(std::memory_order_relaxed);
+        s.deferred_to_caller = deferred_to_caller_.load(std::memory_order_relaxed);
         return s;
     }
 
@@ -281,7 +310,13 @@ public:
             return outcome;
         }
         if (outcome.has_value() && !result_predicates_) {
-            adaptive_->record_success();  // plain_success_ is false: adaptive_ is set
+            // plain_success_ is false: an AdaptiveBackoff or a budget hears of the success.
+            if (adaptive_ != nullptr) {
+                adaptive_->record_success();
+            }
+            if (options_.budget) {
+                options_.budget->record_success(detail::first_try_grant);
+            }
         } else {
             retry_loop(ctx, next, outcome, started);
         }
@@ -291,7 +326,14 @@ public:
 private:
     friend class RetrySchedule;
 
-    enum class Verdict : std::uint8_t { success, retry, not_retryable, exhausted, budget };
+    enum class Verdict : std::uint8_t {
+        success,
+        retry,
+        not_retryable,
+        exhausted,
+        budget,
+        deferred
+    };
 
     // Tells the budget about the call and, with max_elapsed, returns the first attempt's start:
     // max_elapsed counts from it, so the clock is read up front only when it is set. (Reading it
@@ -327,7 +369,7 @@ private:
                 count_failed_first(v);
             }
             if (v != Verdict::retry) {
-                finish(v, retry);
+                finish(v, retry, run);
                 // A retried value that the budget refuses is returned as is, like one that ran out
                 // of retries: it is the answer, and there is no exception to wrap.
                 if (v == Verdict::budget && outcome.has_error()) {
@@ -341,7 +383,7 @@ private:
             // A cancel, or the deadline passing, during the wait ends the call with the last
             // outcome, as a cancel noticed before the wait does: no attempt after it.
             if (stopped(ctx)) {
-                finish(Verdict::exhausted, retry);
+                finish(Verdict::exhausted, retry, run);
                 return;
             }
             retries_.fetch_add(1, std::memory_order_relaxed);
@@ -372,6 +414,10 @@ private:
             adaptive_wait = adaptive_->current_delay();
             adaptive_->record_failure();
         }
+        // The caller retries this request itself: leave it the retry.
+        if (ctx.caller_retries() && options_.defer_to_retrying_caller) {
+            return Verdict::deferred;
+        }
         // validate() made max_retries >= 0.
         if (retry > static_cast<std::uint32_t>(options_.max_retries) || ctx.cancelled()) {
             return Verdict::exhausted;
@@ -388,12 +434,21 @@ private:
         if (ctx.deadline() && detail::saturating_add(now, wait) >= *ctx.deadline()) {
             return Verdict::exhausted;
         }
-        if (options_.budget && !options_.budget->try_withdraw()) {
-            return Verdict::budget;
+        // Asked last, once nothing else stops the retry: a budget charges what it grants.
+        if (options_.budget && !run.shadowed) {
+            const RetryCause cause = outcome.has_error() && detail::is_timeout(outcome.error())
+                                         ? RetryCause::timeout
+                                         : RetryCause::failure;
+            const RetryGrant grant = options_.budget->acquire(cause);
+            if (!grant) {
+                return Verdict::budget;
+            }
+            run.last_grant = grant;
+            run.shadowed = grant.shadow;
         }
         run.previous = wait;
         listeners_.emit_with([&] {
-            return RetryEvent{retry, wait, outcome.error(), ctx.operation()};
+            return RetryEvent{retry, wait, outcome.error(), ctx.operation(), run.last_grant.shadow};
         });
         return Verdict::retry;
     }
@@ -412,11 +467,14 @@ private:
         return stream.delay(retry, run.previous);
     }
 
-    void finish(Verdict v, std::uint32_t retry) noexcept {
+    void finish(Verdict v, std::uint32_t retry, const detail::RetryRun& run) noexcept {
         switch (v) {
             case Verdict::success:
                 if (adaptive_ != nullptr) {
                     adaptive_->record_success();
+                }
+                if (options_.budget && !run.shadowed) {
+                    options_.budget->record_success(run.last_grant);
                 }
                 if (retry > 1) {
                     successes_after_retry_.fetch_add(1, std::memory_order_relaxed);
@@ -431,6 +489,9 @@ private:
                 break;
             case Verdict::exhausted:
                 exhausted_.fetch_add(1, std::memory_order_relaxed);
+                break;
+            case Verdict::deferred:
+                deferred_to_caller_.fetch_add(1, std::memory_order_relaxed);
                 break;
             case Verdict::retry:
                 break;
@@ -460,6 +521,7 @@ private:
     std::atomic<std::uint64_t> exhausted_{0};
     std::atomic<std::uint64_t> not_retryable_{0};
     std::atomic<std::uint64_t> budget_exhausted_{0};
+    std::atomic<std::uint64_t> deferred_to_caller_{0};
     Listeners<RetryEvent> listeners_;
 };
 
@@ -487,7 +549,7 @@ std::optional<Duration> RetrySchedule::next_delay(const Outcome<T>& outcome) {
     }
     if (v != RetryPolicy::Verdict::retry) {
         done_ = true;
-        policy_->finish(v, retries_ + 1);
+        policy_->finish(v, retries_ + 1, run_);
         return std::nullopt;
     }
     policy_->retries_.fetch_add(1, std::memory_order_relaxed);

@@ -13,6 +13,2708 @@
 
 // Layer by layer, bottom up (docs/development.md has the table). <bulwark/policies.hpp> is the
 // lighter include for code that only wraps calls.
+// #include <bulwark/adaptive_limiter.hpp>
+// AdaptiveLimiter: a concurrency limit that follows measured latency (Vegas, Gradient2, AIMD).
+#ifndef BULWARK_ADAPTIVE_LIMITER_HPP
+#define BULWARK_ADAPTIVE_LIMITER_HPP
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+// #include <bulwark/clock.hpp>
+// Clocks: the Clock interface components read time and wait through, SteadyClock, ManualClock.
+#ifndef BULWARK_CLOCK_HPP
+#define BULWARK_CLOCK_HPP
+
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#if defined(__linux__)
+#include <time.h>  // NOLINT(modernize-deprecated-headers): POSIX clock_gettime
+#endif
+
+// #include <bulwark/config.hpp>
+// Feature detection and portability macros, done once.
+#ifndef BULWARK_CONFIG_HPP
+#define BULWARK_CONFIG_HPP
+
+// Feature detection, done once. Other headers branch on the macros defined here, never on
+// compiler versions.
+
+#if defined(_MSVC_LANG) && _MSVC_LANG > __cplusplus
+#define BULWARK_CPLUSPLUS _MSVC_LANG
+#else
+#define BULWARK_CPLUSPLUS __cplusplus
+#endif
+
+#if BULWARK_CPLUSPLUS < 201703L
+#error "bulwark requires C++17 or later (compile with -std=c++17 or newer)."
+#endif
+
+// Outcome<T> carries failures as std::exception_ptr and policies classify exceptions by type,
+// so there is no meaningful no-exceptions mode.
+#if !defined(__cpp_exceptions) && !defined(__EXCEPTIONS) && !defined(_CPPUNWIND)
+#error "bulwark needs C++ exceptions: failures travel as std::exception_ptr."
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define BULWARK_NOINLINE __attribute__((noinline))
+// For the few hot-path helpers whose inlining the compiler's size heuristics would otherwise
+// decide differently from one instantiation to the next.
+#define BULWARK_ALWAYS_INLINE __attribute__((always_inline)) inline
+#define BULWARK_LIKELY(x) __builtin_expect(!!(x), 1)
+#define BULWARK_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#elif defined(_MSC_VER)
+#define BULWARK_NOINLINE __declspec(noinline)
+#define BULWARK_ALWAYS_INLINE __forceinline
+#define BULWARK_LIKELY(x) (x)
+#define BULWARK_UNLIKELY(x) (x)
+#else
+#define BULWARK_NOINLINE
+#define BULWARK_ALWAYS_INLINE inline
+#define BULWARK_LIKELY(x) (x)
+#define BULWARK_UNLIKELY(x) (x)
+#endif
+
+// Clang's thread-safety analysis (-Wthread-safety): which mutex guards a member, and which
+// functions acquire, release or need it. Empty for other compilers. bulwark's own mutexes and
+// locks carry them (detail/mutex.hpp); libstdc++'s do not.
+#if defined(__clang__)
+#define BULWARK_THREAD_ANNOTATION(x) __attribute__((x))
+#else
+#define BULWARK_THREAD_ANNOTATION(x)
+#endif
+#define BULWARK_CAPABILITY(x) BULWARK_THREAD_ANNOTATION(capability(x))
+#define BULWARK_SCOPED_CAPABILITY BULWARK_THREAD_ANNOTATION(scoped_lockable)
+#define BULWARK_GUARDED_BY(x) BULWARK_THREAD_ANNOTATION(guarded_by(x))
+#define BULWARK_PT_GUARDED_BY(x) BULWARK_THREAD_ANNOTATION(pt_guarded_by(x))
+#define BULWARK_REQUIRES(...) BULWARK_THREAD_ANNOTATION(requires_capability(__VA_ARGS__))
+#define BULWARK_REQUIRES_SHARED(...) \
+    BULWARK_THREAD_ANNOTATION(requires_shared_capability(__VA_ARGS__))
+#define BULWARK_ACQUIRE(...) BULWARK_THREAD_ANNOTATION(acquire_capability(__VA_ARGS__))
+#define BULWARK_ACQUIRE_SHARED(...) \
+    BULWARK_THREAD_ANNOTATION(acquire_shared_capability(__VA_ARGS__))
+#define BULWARK_RELEASE(...) BULWARK_THREAD_ANNOTATION(release_capability(__VA_ARGS__))
+#define BULWARK_RELEASE_SHARED(...) \
+    BULWARK_THREAD_ANNOTATION(release_shared_capability(__VA_ARGS__))
+#define BULWARK_TRY_ACQUIRE(...) BULWARK_THREAD_ANNOTATION(try_acquire_capability(__VA_ARGS__))
+#define BULWARK_TRY_ACQUIRE_SHARED(...) \
+    BULWARK_THREAD_ANNOTATION(try_acquire_shared_capability(__VA_ARGS__))
+#define BULWARK_EXCLUDES(...) BULWARK_THREAD_ANNOTATION(locks_excluded(__VA_ARGS__))
+#define BULWARK_NO_THREAD_SAFETY_ANALYSIS BULWARK_THREAD_ANNOTATION(no_thread_safety_analysis)
+
+namespace bulwark {
+namespace detail {
+// std::hardware_destructive_interference_size is unreliable on GCC 12 (it warns when used in a
+// header and varies with -mtune); 64 bytes is right for x86-64 and most AArch64 parts.
+inline constexpr unsigned cache_line_size = 64;
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_CONFIG_HPP
+// #include <bulwark/detail/mutex.hpp>
+// Mutexes and locks annotated for clang's thread-safety analysis (private).
+#ifndef BULWARK_DETAIL_MUTEX_HPP
+#define BULWARK_DETAIL_MUTEX_HPP
+
+#include <mutex>
+#include <shared_mutex>
+
+// #include <bulwark/config.hpp> (already included above)
+
+namespace bulwark {
+namespace detail {
+
+// std::mutex and std::shared_mutex as capabilities, so that -Wthread-safety checks every access
+// to a BULWARK_GUARDED_BY member (libstdc++'s own types carry no annotations). Each is its
+// standard type and nothing more: every member is an inline forwarding call.
+//   mutable detail::Mutex mutex_;
+//   int count_ BULWARK_GUARDED_BY(mutex_) = 0;
+//   detail::LockGuard lock(mutex_);
+// Thread-safe, as the standard types are.
+class BULWARK_CAPABILITY("mutex") Mutex {
+public:
+    Mutex() = default;
+    Mutex(const Mutex&) = delete;
+    Mutex& operator=(const Mutex&) = delete;
+
+    void lock() BULWARK_ACQUIRE() { mutex_.lock(); }
+    void unlock() BULWARK_RELEASE() { mutex_.unlock(); }
+    bool try_lock() BULWARK_TRY_ACQUIRE(true) { return mutex_.try_lock(); }
+
+    // The standard mutex, for a std::unique_lock that a std::condition_variable waits with
+    // (UniqueLock is the annotated way to build one).
+    std::mutex& native() noexcept { return mutex_; }
+
+private:
+    std::mutex mutex_;
+};
+
+class BULWARK_CAPABILITY("mutex") SharedMutex {
+public:
+    SharedMutex() = default;
+    SharedMutex(const SharedMutex&) = delete;
+    SharedMutex& operator=(const SharedMutex&) = delete;
+
+    void lock() BULWARK_ACQUIRE() { mutex_.lock(); }
+    void unlock() BULWARK_RELEASE() { mutex_.unlock(); }
+    bool try_lock() BULWARK_TRY_ACQUIRE(true) { return mutex_.try_lock(); }
+    void lock_shared() BULWARK_ACQUIRE_SHARED() { mutex_.lock_shared(); }
+    void unlock_shared() BULWARK_RELEASE_SHARED() { mutex_.unlock_shared(); }
+    bool try_lock_shared() BULWARK_TRY_ACQUIRE_SHARED(true) { return mutex_.try_lock_shared(); }
+
+private:
+    std::shared_mutex mutex_;
+};
+
+// std::lock_guard: holds a Mutex (or a SharedMutex exclusively) for its scope.
+template <class M>
+class BULWARK_SCOPED_CAPABILITY LockGuard {
+public:
+    explicit LockGuard(M& mutex) BULWARK_ACQUIRE(mutex) : mutex_(mutex) { mutex_.lock(); }
+    ~LockGuard() BULWARK_RELEASE() { mutex_.unlock(); }
+    LockGuard(const LockGuard&) = delete;
+    LockGuard& operator=(const LockGuard&) = delete;
+
+private:
+    M& mutex_;
+};
+
+// std::shared_lock: holds a SharedMutex shared for its scope.
+class BULWARK_SCOPED_CAPABILITY SharedLock {
+public:
+    explicit SharedLock(SharedMutex& mutex) BULWARK_ACQUIRE_SHARED(mutex) : mutex_(mutex) {
+        mutex_.lock_shared();
+    }
+    ~SharedLock() BULWARK_RELEASE() { mutex_.unlock_shared(); }
+    SharedLock(const SharedLock&) = delete;
+    SharedLock& operator=(const SharedLock&) = delete;
+
+private:
+    SharedMutex& mutex_;
+};
+
+// std::unique_lock<std::mutex> over a Mutex: may be unlocked and locked again within its scope,
+// and native() is the std::unique_lock a std::condition_variable (or Clock::wait_until) waits
+// with. The analysis treats the mutex as held across such a wait, which is what the code after
+// the wait may assume.
+class BULWARK_SCOPED_CAPABILITY UniqueLock {
+public:
+    explicit UniqueLock(Mutex& mutex) BULWARK_ACQUIRE(mutex) : lock_(mutex.native()) {}
+    ~UniqueLock() BULWARK_RELEASE() = default;
+    UniqueLock(const UniqueLock&) = delete;
+    UniqueLock& operator=(const UniqueLock&) = delete;
+
+    void lock() BULWARK_ACQUIRE() { lock_.lock(); }
+    void unlock() BULWARK_RELEASE() { lock_.unlock(); }
+
+    std::unique_lock<std::mutex>& native() noexcept { return lock_; }
+
+private:
+    std::unique_lock<std::mutex> lock_;
+};
+
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_MUTEX_HPP
+// #include <bulwark/detail/throw.hpp>
+// Error helpers: invalid-option messages and out-of-line throws (private).
+#ifndef BULWARK_DETAIL_THROW_HPP
+#define BULWARK_DETAIL_THROW_HPP
+
+#include <chrono>
+#include <cstdio>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+// #include <bulwark/config.hpp> (already included above)
+
+namespace bulwark {
+namespace detail {
+
+// Cold helpers: hot inline paths call these so that they carry no string-building code.
+
+[[noreturn]] BULWARK_NOINLINE inline void throw_invalid_argument(const std::string& message) {
+    throw std::invalid_argument(message);
+}
+
+// For misuse of an object's protocol (recording a permit twice), not for bad configuration.
+[[noreturn]] BULWARK_NOINLINE inline void throw_logic_error(const std::string& message) {
+    throw std::logic_error(message);
+}
+
+// "CircuitBreakerOptions.failure_ratio must be in [0, 1], got 1.5"
+[[noreturn]] BULWARK_NOINLINE inline void throw_invalid_option(std::string_view field,
+                                                               std::string_view requirement,
+                                                               std::string_view got) {
+    std::string message;
+    message.reserve(field.size() + requirement.size() + got.size() + 8);
+    message.append(field).append(" ").append(requirement).append(", got ").append(got);
+    throw std::invalid_argument(message);
+}
+
+// Refuses an enumerator outside [0, last] (an integer cast to the enum type), naming `field`
+// and `type`, so that no switch over it falls through to a default it does not expect.
+template <class E>
+void check_enumerator(E value, E last, std::string_view field, const char* type) {
+    if (static_cast<unsigned long long>(value) > static_cast<unsigned long long>(last)) {
+        throw_invalid_option(field, std::string("must be a ") + type,
+                             std::to_string(static_cast<unsigned long long>(value)));
+    }
+}
+
+inline std::string format_number(double value) {
+    char buffer[32];
+    std::snprintf(buffer, sizeof buffer, "%g", value);
+    return buffer;
+}
+
+inline std::string format_number(long long value) {
+    return std::to_string(value);
+}
+
+// Renders a duration in the largest unit that keeps it exact: 1500ms, 2s, 250us, -3ns.
+template <class Rep, class Period>
+std::string format_duration(std::chrono::duration<Rep, Period> d) {
+    const auto ns =
+        static_cast<long long>(std::chrono::duration_cast<std::chrono::nanoseconds>(d).count());
+    struct Unit {
+        long long size;
+        const char* suffix;
+    };
+    constexpr Unit units[] = {{3600000000000LL, "h"}, {60000000000LL, "min"}, {1000000000LL, "s"},
+                              {1000000LL, "ms"},      {1000LL, "us"},         {1LL, "ns"}};
+    if (ns == 0) {
+        return "0s";
+    }
+    for (const Unit& unit : units) {
+        if (ns % unit.size == 0) {
+            return std::to_string(ns / unit.size) + unit.suffix;
+        }
+    }
+    return std::to_string(ns) + "ns";
+}
+
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_THROW_HPP
+// #include <bulwark/time.hpp>
+// Time vocabulary: Duration, TimePoint and WallTime.
+#ifndef BULWARK_TIME_HPP
+#define BULWARK_TIME_HPP
+
+#include <chrono>
+
+namespace bulwark {
+
+// Every duration bulwark stores or reports. Nanoseconds in 64 bits span ±292 years.
+using Duration = std::chrono::nanoseconds;
+// A point on the monotonic timeline of a Clock. Never compared across clocks.
+using TimePoint = std::chrono::time_point<std::chrono::steady_clock, Duration>;
+// A point in civil (wall-clock) time, in nanoseconds since the Unix epoch: for timestamps that
+// must keep their meaning after a restart or on another host (a stored dead letter's times).
+using WallTime = std::chrono::time_point<std::chrono::system_clock, Duration>;
+
+namespace detail {
+// `a + b`, clamped to [Duration::min(), Duration::max()] instead of overflowing.
+constexpr Duration saturating_add(Duration a, Duration b) noexcept {
+    if (b > Duration::zero() && a > Duration::max() - b) {
+        return Duration::max();
+    }
+    if (b < Duration::zero() && a < Duration::min() - b) {
+        return Duration::min();
+    }
+    return a + b;
+}
+
+// `t + d` for every deadline the library computes from an option or a hint: an option of
+// Duration::max() gives TimePoint::max() ("never") instead of a time in the past.
+constexpr TimePoint saturating_add(TimePoint t, Duration d) noexcept {
+    return TimePoint{saturating_add(t.time_since_epoch(), d)};
+}
+}  // namespace detail
+
+}  // namespace bulwark
+
+#endif  // BULWARK_TIME_HPP
+
+namespace bulwark {
+
+// Where time comes from and how waiting happens. Every component that reads time or waits takes a
+// Clock& as its last constructor argument (it must outlive the component), so that tests run on a
+// ManualClock and never sleep for real.
+//
+// Implementations must be thread-safe: components call now() and sleep_for() from any thread.
+// now() is virtual; hot paths are written not to read the clock at all.
+class Clock {
+public:
+    virtual ~Clock() = default;
+
+    // The current time. Monotonic: never goes backwards.
+    virtual TimePoint now() const noexcept = 0;
+
+    // Blocks the calling thread for `d` (a non-positive `d` returns at once). A ManualClock
+    // advances its time instead.
+    virtual void sleep_for(Duration d) = 0;
+
+    // A cheaper reading on the same timeline as now() that may lag it by a few milliseconds.
+    // Components use it where that precision is enough (break expiry, per-second window
+    // buckets): SteadyClock reads CLOCK_MONOTONIC_COARSE on Linux (about 3 ns against about
+    // 26 ns for now() on a VM). Never ahead of now(). The default is now().
+    virtual TimePoint coarse_now() const noexcept { return now(); }
+
+    // The wall-clock time, for timestamps that outlive the process. Unlike now() it may jump
+    // (the system clock is set), so never measure durations with it. The default is
+    // std::chrono::system_clock::now().
+    virtual WallTime wall_now() const noexcept {
+        return std::chrono::time_point_cast<Duration>(std::chrono::system_clock::now());
+    }
+
+    // coarse_now() as components call it: one atomic load, without a virtual call, when the
+    // clock keeps its coarse time in memory (ManualClock, TickingClock); coarse_now() otherwise.
+    TimePoint coarse_now_fast() const noexcept {
+        if (coarse_cell_ != nullptr) {
+            // acquire: pairs with the clock's release store, as ManualClock::now() does.
+            return TimePoint{Duration{coarse_cell_->load(std::memory_order_acquire)}};
+        }
+        return coarse_now();
+    }
+
+    void sleep_until(TimePoint t) {
+        const TimePoint current = now();
+        if (t > current) {
+            sleep_for(t - current);
+        }
+    }
+
+    // Blocks on `cv` (with `lock` held, as std::condition_variable::wait does) until it is
+    // notified, wakes spuriously, or `deadline` on this clock has passed. Callers re-check their
+    // condition and the time in a loop. SteadyClock waits for real; a ManualClock cannot wake a
+    // waiter when it is advanced, so it re-checks every 100 microseconds of real time.
+    virtual void wait_until(std::condition_variable& cv, std::unique_lock<std::mutex>& lock,
+                            TimePoint deadline) {
+        const Duration left = deadline - now();
+        if (left > Duration::zero()) {
+            // std::condition_variable::wait_for adds its duration to steady_clock::now(): a
+            // deadline of TimePoint::max() ("never") would overflow it and return at once. The
+            // callers loop, so a day at a time is the same wait.
+            cv.wait_for(lock, std::min<Duration>(left, std::chrono::hours(24)));
+        }
+    }
+
+protected:
+    Clock() = default;
+    // For a clock that keeps its coarse time as nanoseconds in `cell` (an object of its own,
+    // alive as long as the clock): coarse_now_fast() then loads it directly. Every load of
+    // `cell` must equal what coarse_now() would return at that moment.
+    explicit Clock(const std::atomic<std::int64_t>* cell) noexcept : coarse_cell_(cell) {}
+    // A copy does not share the cell: a subclass with a cell is not copyable.
+    Clock(const Clock&) noexcept {}
+    // Assigns nothing, so self-assignment is harmless.
+    // NOLINTNEXTLINE(bugprone-unhandled-self-assignment)
+    Clock& operator=(const Clock&) noexcept { return *this; }
+
+private:
+    const std::atomic<std::int64_t>* coarse_cell_ = nullptr;
+};
+
+// The real monotonic clock (std::chrono::steady_clock) and a real sleep.
+//   bulwark::SteadyClock clock; auto t = clock.now(); clock.sleep_for(10ms);
+// Thread-safe (stateless).
+class SteadyClock final : public Clock {
+public:
+    TimePoint now() const noexcept override {
+        return std::chrono::time_point_cast<Duration>(std::chrono::steady_clock::now());
+    }
+
+    void sleep_for(Duration d) override {
+        if (d > Duration::zero()) {
+            std::this_thread::sleep_for(d);
+        }
+    }
+
+#if defined(__linux__) && defined(CLOCK_MONOTONIC_COARSE)
+    // libstdc++ and libc++ implement steady_clock with CLOCK_MONOTONIC on Linux; the coarse
+    // variant is the same timeline, updated once per kernel tick.
+    TimePoint coarse_now() const noexcept override {
+        timespec ts{};
+        if (clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) != 0) {
+            return now();
+        }
+        return TimePoint{std::chrono::seconds(ts.tv_sec) + Duration(ts.tv_nsec)};
+    }
+#endif
+};
+
+// A clock that moves only when told to: advance(d), set(t), or a sleep_for(d), which advances by
+// `d` instead of blocking and records the request so that a test can check the exact waits a
+// policy asked for.
+//   bulwark::ManualClock clock;  clock.advance(5s);  clock.sleeps();  // every sleep_for request
+// Thread-safe. now() is a single atomic load.
+class ManualClock final : public Clock {
+public:
+    // Starts one day after the zero of TimePoint, so that no code can get away with treating a
+    // zero time point as "never".
+    ManualClock() noexcept : ManualClock(TimePoint{std::chrono::hours(24)}) {}
+    explicit ManualClock(TimePoint start) noexcept
+        : Clock(&now_ns_), start_(start), now_ns_(start.time_since_epoch().count()) {}
+
+    ManualClock(const ManualClock&) = delete;
+    ManualClock& operator=(const ManualClock&) = delete;
+
+    TimePoint now() const noexcept override {
+        // acquire: pairs with the release in advance(), so a thread that sees the new time also
+        // sees what the advancing thread wrote before it.
+        return TimePoint{Duration{now_ns_.load(std::memory_order_acquire)}};
+    }
+
+    // 2026-01-01T00:00:00Z plus the time this clock has moved since it was made: wall time in
+    // tests moves with now() and is the same on every run.
+    WallTime wall_now() const noexcept override {
+        return WallTime{detail::saturating_add(std::chrono::seconds(1767225600), now() - start_)};
+    }
+
+    // Moves time forward by `d`. Throws std::invalid_argument for a negative `d`: time is
+    // monotonic.
+    void advance(Duration d) {
+        if (d < Duration::zero()) {
+            detail::throw_invalid_option("ManualClock.advance(d): d", "must be >= 0",
+                                         detail::format_duration(d));
+        }
+        add(d);
+    }
+
+    // Moves time forward to `t`. Throws std::invalid_argument if `t` is earlier than now().
+    void set(TimePoint t) {
+        std::int64_t current = now_ns_.load(std::memory_order_acquire);
+        const std::int64_t target = t.time_since_epoch().count();
+        do {
+            if (target < current) {
+                detail::throw_invalid_option(
+                    "ManualClock.set(t): t", "must not be before now()",
+                    detail::format_duration(Duration{target - current}) + " relative to now()");
+            }
+        } while (!now_ns_.compare_exchange_weak(current, target, std::memory_order_acq_rel,
+                                                std::memory_order_acquire));
+    }
+
+    // Records `d` and advances by it (a negative request is recorded and does not move time).
+    void sleep_for(Duration d) override {
+        {
+            detail::LockGuard lock(sleeps_mutex_);
+            sleeps_.push_back(d);
+        }
+        if (d > Duration::zero()) {
+            add(d);
+        }
+    }
+
+    void wait_until(std::condition_variable& cv, std::unique_lock<std::mutex>& lock,
+                    TimePoint deadline) override {
+        if (now() < deadline) {
+            cv.wait_for(lock, std::chrono::microseconds(100));
+        }
+    }
+
+    // Every sleep_for request so far, in the order made.
+    std::vector<Duration> sleeps() const {
+        detail::LockGuard lock(sleeps_mutex_);
+        return sleeps_;
+    }
+
+    std::size_t sleep_count() const {
+        detail::LockGuard lock(sleeps_mutex_);
+        return sleeps_.size();
+    }
+
+    // Sum of all positive sleep requests.
+    Duration total_slept() const {
+        detail::LockGuard lock(sleeps_mutex_);
+        Duration total{0};
+        for (Duration d : sleeps_) {
+            if (d > Duration::zero()) {
+                total = detail::saturating_add(total, d);
+            }
+        }
+        return total;
+    }
+
+    void clear_sleeps() {
+        detail::LockGuard lock(sleeps_mutex_);
+        sleeps_.clear();
+    }
+
+private:
+    // Moves time forward by `d` > 0, stopping at TimePoint::max(): advancing by Duration::max()
+    // (a sleep "for ever") reaches the end of time instead of wrapping into the past.
+    void add(Duration d) noexcept {
+        std::int64_t current = now_ns_.load(std::memory_order_acquire);
+        while (!now_ns_.compare_exchange_weak(
+            current, detail::saturating_add(Duration{current}, d).count(),
+            std::memory_order_acq_rel, std::memory_order_acquire)) {
+        }
+    }
+
+    const TimePoint start_;
+    std::atomic<std::int64_t> now_ns_;
+    mutable detail::Mutex sleeps_mutex_;
+    std::vector<Duration> sleeps_ BULWARK_GUARDED_BY(sleeps_mutex_);
+};
+
+// The process-wide SteadyClock that components use when no clock is given.
+inline Clock& default_clock() noexcept {
+    static SteadyClock clock;
+    return clock;
+}
+
+}  // namespace bulwark
+
+#endif  // BULWARK_CLOCK_HPP
+// #include <bulwark/context.hpp>
+// Context: what one execution carries through a pipeline (attempt, deadline, cancellation).
+#ifndef BULWARK_CONTEXT_HPP
+#define BULWARK_CONTEXT_HPP
+
+#include <atomic>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+// #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/config.hpp> (already included above)
+
+namespace bulwark {
+
+// How important a call is. Load shedding drops lower priorities first.
+enum class Priority : std::uint8_t { low, normal, high, critical };
+
+// The state of one execution as it passes through a pipeline: which attempt this is, the
+// operation's name, its deadline, its priority and whether it was cancelled.
+//   bulwark::Context ctx("send-sms");
+//   policy.execute([](bulwark::Context& c) { return call(c.deadline()); }, ctx);
+// A Context lives on the caller's stack for one execution and allocates nothing. The operation
+// name is a view: the string must outlive the execution.
+// Thread-safety: cancel() may be called from any thread. cancelled() reads the cancel flags of
+// the context and its parents (safe from any thread) and this context's deadline, which the
+// policies of the executing thread write: call it from that thread, or from the thread of a
+// child context (a hedged attempt polls its own context). The other members belong to the
+// executing thread.
+class Context {
+public:
+    Context() noexcept = default;
+    explicit Context(std::string_view operation) noexcept : operation_(operation) {}
+
+    // A child execution (for example a hedged attempt): it inherits the parent's operation,
+    // deadline and priority, and is cancelled whenever the parent is. The parent must outlive it.
+    static Context child_of(const Context& parent) noexcept {
+        Context child(parent.operation_);
+        child.parent_ = &parent;
+        child.deadline_ = parent.deadline_;
+        child.deadline_clock_ = parent.deadline_clock_;
+        child.priority_ = parent.priority_;
+        child.attempt_ = parent.attempt_;
+        child.caller_attempt_ = parent.caller_attempt_;
+        child.caller_retries_ = parent.caller_retries_;
+        return child;
+    }
+
+    Context(const Context&) = delete;
+    Context& operator=(const Context&) = delete;
+    Context(Context&& other) noexcept
+        : operation_(other.operation_),
+          parent_(other.parent_),
+          deadline_(other.deadline_),
+          deadline_clock_(other.deadline_clock_),
+          attempt_(other.attempt_),
+          caller_attempt_(other.caller_attempt_),
+          priority_(other.priority_),
+          caller_retries_(other.caller_retries_),
+          stale_(other.stale_),
+          cancelled_(other.cancelled_.load(std::memory_order_acquire)) {}
+    Context& operator=(Context&&) = delete;
+    ~Context() = default;
+
+    // 0 for the first attempt; a retry policy increments it before each retry.
+    std::uint32_t attempt() const noexcept { return attempt_; }
+    void set_attempt(std::uint32_t attempt) noexcept { attempt_ = attempt; }
+
+    std::string_view operation() const noexcept { return operation_; }
+    void set_operation(std::string_view operation) noexcept { operation_ = operation; }
+
+    // The time by which the execution should finish, if any policy or the caller set one.
+    // TimePoint::max() is no deadline.
+    std::optional<TimePoint> deadline() const noexcept {
+        return has_deadline() ? std::optional<TimePoint>(deadline_) : std::nullopt;
+    }
+    bool has_deadline() const noexcept { return deadline_ != TimePoint::max(); }
+    // The deadline, or `none` without one: deadline_or(TimePoint::max()) for comparisons.
+    TimePoint deadline_or(TimePoint none) const noexcept {
+        return has_deadline() ? deadline_ : none;
+    }
+    // The clock the deadline is on, if the policy that set it said (a Timeout does); with it,
+    // cancelled() turns true once the deadline has passed.
+    const Clock* deadline_clock() const noexcept { return deadline_clock_; }
+    // Replaces the deadline (nullopt, or TimePoint::max(), removes it). Policies that scope a
+    // deadline restore the old one when they return.
+    void set_deadline(std::optional<TimePoint> deadline, const Clock* clock = nullptr) noexcept {
+        deadline_ = deadline ? *deadline : TimePoint::max();
+        deadline_clock_ = has_deadline() ? clock : nullptr;
+    }
+    // Sets the deadline to `t` unless an earlier one is already set.
+    void tighten_deadline(TimePoint t, const Clock* clock = nullptr) noexcept {
+        if (t < deadline_) {
+            deadline_ = t;
+            deadline_clock_ = clock;
+        }
+    }
+    // Time left until the deadline on `clock` (negative once passed); nullopt without a deadline.
+    std::optional<Duration> remaining(const Clock& clock) const noexcept {
+        if (!has_deadline()) {
+            return std::nullopt;
+        }
+        return deadline_ - clock.now();
+    }
+
+    // What the calling service said about this request (retry_header.hpp reads it from a
+    // header): its own attempt number (0 for its first), and whether it will retry this request
+    // if it fails. A RetryPolicy does not retry when caller_retries() is set, so that retries do
+    // not multiply across the layers of services: the outermost retrier alone retries.
+    std::uint32_t caller_attempt() const noexcept { return caller_attempt_; }
+    void set_caller_attempt(std::uint32_t attempt) noexcept { caller_attempt_ = attempt; }
+    bool caller_retries() const noexcept { return caller_retries_; }
+    void set_caller_retries(bool retries) noexcept { caller_retries_ = retries; }
+
+    Priority priority() const noexcept { return priority_; }
+    void set_priority(Priority priority) noexcept { priority_ = priority; }
+
+    // True once cancel() was called on this context or on any of its parents, or once a
+    // deadline set with its clock (by a Timeout) has passed. Callables that run long should poll
+    // it and stop early; policies stop retrying once it is set.
+    bool cancelled() const noexcept {
+        for (const Context* c = this; c != nullptr; c = c->parent_) {
+            // acquire: pairs with cancel()'s release, so that what the cancelling thread wrote
+            // before cancelling is visible to the thread that sees the flag.
+            if (c->cancelled_.load(std::memory_order_acquire)) {
+                return true;
+            }
+        }
+        return deadline_passed();
+    }
+
+    // True if a deadline set with its clock has passed.
+    bool deadline_passed() const noexcept {
+        // A clock is only ever set together with a deadline.
+        return deadline_clock_ != nullptr && deadline_clock_->coarse_now_fast() >= deadline_;
+    }
+
+    // Set by a CacheFallback that answered with a cached value instead of a fresh one.
+    bool stale() const noexcept { return stale_; }
+    void set_stale(bool stale) noexcept { stale_ = stale; }
+
+    // Requests cancellation. Thread-safe; idempotent; cannot be undone.
+    void cancel() noexcept { cancelled_.store(true, std::memory_order_release); }
+
+    const Context* parent() const noexcept { return parent_; }
+
+private:
+    std::string_view operation_;
+    const Context* parent_ = nullptr;
+    // A plain word with TimePoint::max() for none: policies save and restore it with 8-byte
+    // moves. (A std::optional is copied as 16 bytes, which the CPU cannot forward from the two
+    // narrower stores that wrote it: ~5 ns per copy on a success path.)
+    TimePoint deadline_ = TimePoint::max();
+    const Clock* deadline_clock_ = nullptr;
+    std::uint32_t attempt_ = 0;
+    std::uint32_t caller_attempt_ = 0;
+    Priority priority_ = Priority::normal;
+    bool caller_retries_ = false;
+    bool stale_ = false;
+    std::atomic<bool> cancelled_{false};
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_CONTEXT_HPP
+// #include <bulwark/detail/mutex.hpp> (already included above)
+// #include <bulwark/detail/striped_counter.hpp>
+// Striped per-thread counters: statistics without contended atomics (private).
+#ifndef BULWARK_DETAIL_STRIPED_COUNTER_HPP
+#define BULWARK_DETAIL_STRIPED_COUNTER_HPP
+
+#include <atomic>
+#include <cstdint>
+
+// #include <bulwark/config.hpp> (already included above)
+// #include <bulwark/detail/thread_slot.hpp>
+// Per-thread slots: which stripe a thread writes to (private).
+#ifndef BULWARK_DETAIL_THREAD_SLOT_HPP
+#define BULWARK_DETAIL_THREAD_SLOT_HPP
+
+#include <atomic>
+#include <cstdint>
+#include <vector>
+
+// #include <bulwark/config.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
+
+namespace bulwark {
+namespace detail {
+
+// Small per-thread indices for striped counters: each live thread that uses bulwark holds a
+// distinct slot, the smallest free one, and gives it back when it exits. A slot below a striped
+// structure's stripe count therefore has exactly one writer, which lets that writer update its
+// stripe with a plain relaxed load and store instead of a locked read-modify-write.
+// Thread-safe.
+class SlotRegistry {
+public:
+    std::uint32_t acquire() {
+        detail::LockGuard lock(mutex_);
+        for (std::uint32_t i = 0; i < used_.size(); ++i) {
+            if (!used_[i]) {
+                used_[i] = true;
+                return i;
+            }
+        }
+        used_.push_back(true);
+        return static_cast<std::uint32_t>(used_.size() - 1);
+    }
+
+    void release(std::uint32_t slot) {
+        detail::LockGuard lock(mutex_);
+        if (slot < used_.size()) {
+            used_[slot] = false;
+        }
+    }
+
+private:
+    detail::Mutex mutex_;
+    std::vector<bool> used_ BULWARK_GUARDED_BY(mutex_);
+};
+
+// Never destroyed: threads may exit (and release their slot) after static destruction began.
+inline SlotRegistry& slot_registry() {
+    static auto* registry = new SlotRegistry();
+    return *registry;
+}
+
+// The slot plus one; 0 means "not assigned yet". A constant-initialised, trivially destructible
+// thread_local is a plain thread-pointer-relative load, with no TLS wrapper call.
+inline thread_local std::uint32_t thread_slot_plus_one = 0;
+
+struct ThreadSlotOwner {
+    std::uint32_t slot;
+    ThreadSlotOwner() : slot(slot_registry().acquire()) {}
+    ~ThreadSlotOwner() { slot_registry().release(slot); }
+    ThreadSlotOwner(const ThreadSlotOwner&) = delete;
+    ThreadSlotOwner& operator=(const ThreadSlotOwner&) = delete;
+};
+
+// What a thread gets while no slot can be made for it (out of memory): above every stripe count,
+// so its counts go to the shared overflow stripe, as those of threads beyond the stripes do.
+inline constexpr std::uint32_t no_thread_slot = 0xFFFFFFFFU;
+
+BULWARK_NOINLINE inline std::uint32_t assign_thread_slot() noexcept {
+    try {
+        // Constructed on the first call from this thread; releases the slot when the thread
+        // exits. If its construction throws, the next call constructs it again.
+        thread_local ThreadSlotOwner owner;
+        thread_slot_plus_one = owner.slot + 1;
+        return owner.slot;
+    } catch (...) {
+        return no_thread_slot;
+    }
+}
+
+// This thread's slot. Does not allocate after the thread's first call, and never throws (the
+// counters that call it are noexcept: a worker's first count must not end the process).
+inline std::uint32_t thread_slot() noexcept {
+    const std::uint32_t s = thread_slot_plus_one;
+    return BULWARK_LIKELY(s != 0) ? s - 1 : assign_thread_slot();
+}
+
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_THREAD_SLOT_HPP
+
+namespace bulwark {
+namespace detail {
+
+// A statistics counter that hot paths can bump without a locked instruction or a contended
+// cache line: each thread adds to its own cache-line stripe with a relaxed load and store (its
+// slot has a single writer, see thread_slot.hpp); threads past the last private stripe share it
+// with atomic adds. sum() is a relaxed snapshot. Thread-safe. Does not allocate.
+class StripedCounter {
+public:
+    void add(std::uint64_t n = 1) noexcept {
+        const std::uint32_t slot = thread_slot();
+        if (BULWARK_LIKELY(slot < stripe_count - 1)) {
+            std::atomic<std::uint64_t>& v = stripes_[slot].value;
+            // relaxed load + store: this thread is the stripe's only writer.
+            v.store(v.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+        } else {
+            // relaxed: a statistic; shared by the overflow threads.
+            stripes_[stripe_count - 1].value.fetch_add(n, std::memory_order_relaxed);
+        }
+    }
+
+    std::uint64_t sum() const noexcept {
+        std::uint64_t total = 0;
+        for (const Stripe& s : stripes_) {
+            total += s.value.load(std::memory_order_relaxed);
+        }
+        return total;
+    }
+
+private:
+    static constexpr std::uint32_t stripe_count = 16;
+    struct alignas(cache_line_size) Stripe {
+        std::atomic<std::uint64_t> value{0};
+    };
+    Stripe stripes_[stripe_count];
+};
+
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_STRIPED_COUNTER_HPP
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/errors.hpp>
+// The error vocabulary: rejection versus failure, RejectedError and every public error type.
+#ifndef BULWARK_ERRORS_HPP
+#define BULWARK_ERRORS_HPP
+
+#include <algorithm>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+// #include <bulwark/time.hpp> (already included above)
+
+namespace bulwark {
+
+// Rejection and failure: what bulwark means by each.
+//
+// A *failure* is the dependency's: the call a policy protects threw, returned a value its
+// classifier marks as failing, or was too slow (a TimeoutError; a breaker's call_timeout and slow
+// calls). Failures are what breakers count against the dependency, and what retries, fallbacks
+// and hedges answer.
+//
+// A *rejection* is a bulwark component's own refusal: it did not run the call (or gave up on
+// running it again) although the dependency had not failed — an open breaker, a full bulkhead,
+// a rate limit, load shedding, an empty retry budget, a chain with no channel left, a full store.
+// It says nothing about the dependency's health, so a breaker never counts one against it
+// (CircuitBreakerStats::inner_rejections; CircuitBreakerOptions::handle<E>() with a rejection
+// type opts back in). A retry retries it like any exception its classifier accepts — by default
+// every one — and waits at least its retry_after(), so retry outside a breaker waits out the
+// break instead of hammering it; retry_on<E>() narrows that.
+//
+// Every error a policy raises in place of the call's result derives from RejectedError, so
+// `catch (const bulwark::RejectedError&)` sees all of them. The one that is a failure is
+// TimeoutError: the dependency did not answer in time. It is a RejectedError because a Timeout
+// raises it (the caller never sees the dependency's own answer), and breakers, fallbacks and
+// retries classify it like any exception the dependency threw. RetryBudgetExhaustedError is a
+// rejection that stands for the failure it did not retry: a breaker judges its last_error().
+//
+// Every public error type, by header, with its kind and meaning. Errors of a higher layer stay
+// in their layer's header (this one includes no component).
+//
+//   errors.hpp (this header)
+//     RejectedError                       base      a policy's own error; source(), retry_after()
+//     CircuitOpenError                    rejection open, forced open, or half-open and full
+//     BulkheadFullError                   rejection no slot, no queue room, or the wait ended
+//     RateLimitedError                    rejection no permit within the allowed wait
+//     LoadShedError                       rejection shed while the service is degraded
+//     RetryBudgetExhaustedError           rejection a due retry refused by the budget
+//     NoChannelError                      rejection a FallbackChain had no channel left to try
+//     TimeoutError                        failure   no answer by the deadline
+//   adaptive_limiter.hpp
+//     AdaptiveLimitError                  rejection no slot under the adaptive limit (a
+//                                         BulkheadFullError)
+//   throttler.hpp
+//     ThrottledError                      rejection rejected locally: the backend is refusing
+//   dead_letter_store.hpp
+//     DeadLetterStoreFullError            rejection every stored record is pending: add refused
+//     DeadLetterTooLargeError             usage     a record over a size limit (length_error)
+//   file_dead_letter_store.hpp (all derive from FileDeadLetterStoreError)
+//     FileDeadLetterStoreError            failure   the store's files failed; code()
+//     DeadLetterJournalIoError            failure   a write or sync failed; poisoned()
+//     DeadLetterReprocessInterruptedError failure   reprocess() stopped part-way; partial()
+//     DeadLetterStorePoisonedError        failure   a mutation after a failed sync
+//     DeadLetterJournalCorruptError       failure   damage the recovery mode refuses; offset()
+//     DeadLetterJournalLockedError        usage     another store holds the directory's lock
+//     DeadLetterJournalVersionError       usage     a journal of a newer format; version()
+//   testing.hpp
+//     InjectedFault                       failure   a FaultInjector's stand-in for the dependency's
+//
+// "usage" errors are neither: the caller asked for something the component cannot do. Invalid
+// options and arguments throw std::invalid_argument naming the field.
+
+// A policy refused to run the call, or gave up on it: see "rejection" above (and TimeoutError,
+// the one failure among them). Catch RejectedError to treat all of them alike.
+// source() names the component that raised it — the breaker's, bulkhead's, rate limiter's, load
+// shedder's, timeout's or retry policy's name — and is empty for an unnamed one; it is shared, so
+// copying the error never allocates.
+// retry_after() is a hint: how long, from when the error was made, until the policy may admit
+// again (zero when unknown). retry_at(), when set, is that moment on the rejecting policy's clock;
+// it stays exact however long the error is kept (a breaker reuses one error object while the time
+// left in its break is unchanged, so that rejecting does not allocate per call). Retry policies
+// wait at least until then.
+class RejectedError : public std::runtime_error {
+public:
+    explicit RejectedError(const std::string& what, Duration retry_after = Duration::zero(),
+                           std::optional<TimePoint> retry_at = std::nullopt)
+        : std::runtime_error(what), retry_after_(retry_after), retry_at_(retry_at) {}
+
+    // As above, raised by the component named *source (null: unnamed).
+    RejectedError(std::shared_ptr<const std::string> source, const std::string& what,
+                  Duration retry_after = Duration::zero(),
+                  std::optional<TimePoint> retry_at = std::nullopt)
+        : std::runtime_error(what),
+          source_(std::move(source)),
+          retry_after_(retry_after),
+          retry_at_(retry_at) {}
+
+    // The name of the component that raised it; empty when it has none.
+    const std::string& source() const noexcept { return source_ ? *source_ : empty_source(); }
+    Duration retry_after() const noexcept { return retry_after_; }
+    std::optional<TimePoint> retry_at() const noexcept { return retry_at_; }
+
+private:
+    static const std::string& empty_source() noexcept {
+        static const std::string empty;
+        return empty;
+    }
+
+    std::shared_ptr<const std::string> source_;
+    Duration retry_after_;
+    std::optional<TimePoint> retry_at_;
+};
+
+namespace detail {
+// How long `error` asks to wait from `now`: a RejectedError's retry_at() (exact however old the
+// error), else its retry_after(); zero for anything else. Retry policies and the retry queue wait
+// at least this long.
+inline Duration rejection_wait(const std::exception_ptr& error, TimePoint now) {
+    try {
+        std::rethrow_exception(error);
+    } catch (const RejectedError& rejected) {
+        if (const auto at = rejected.retry_at()) {
+            return std::max(*at - now, Duration::zero());
+        }
+        return std::max(rejected.retry_after(), Duration::zero());
+    } catch (...) {
+        return Duration::zero();
+    }
+}
+}  // namespace detail
+
+namespace detail {
+// "bulkhead" or "bulkhead 'db'": how a rejection's message names its component.
+inline std::string component_label(const char* kind, const std::string& name) {
+    return name.empty() ? std::string(kind) : std::string(kind) + " '" + name + "'";
+}
+}  // namespace detail
+
+// A circuit breaker is open (or forced open, or half-open with every probe in flight) and
+// rejected the call. source(): the breaker's name.
+class CircuitOpenError : public RejectedError {
+public:
+    using RejectedError::RejectedError;
+};
+
+// A bulkhead had no free slot and no room in its queue, or the queue wait timed out (or was
+// cancelled).
+class BulkheadFullError : public RejectedError {
+public:
+    using RejectedError::RejectedError;
+};
+
+// A rate limiter had no permit for the call within the allowed wait.
+class RateLimitedError : public RejectedError {
+public:
+    using RejectedError::RejectedError;
+};
+
+// A load shedder dropped the call because the service is degraded.
+class LoadShedError : public RejectedError {
+public:
+    using RejectedError::RejectedError;
+};
+
+// A failure, not a rejection: the call did not produce its result before its deadline (the
+// dependency was too slow). Breakers count it; retries and fallbacks answer it by default.
+class TimeoutError : public RejectedError {
+public:
+    using RejectedError::RejectedError;
+};
+
+// A retry was due but the shared retry budget was empty. last_error() is the failure that the
+// retry would have answered (a breaker classifies that one instead).
+class RetryBudgetExhaustedError : public RejectedError {
+public:
+    RetryBudgetExhaustedError(const std::string& what, std::exception_ptr last_error)
+        : RejectedError(what), last_error_(std::move(last_error)) {}
+    RetryBudgetExhaustedError(std::shared_ptr<const std::string> source, const std::string& what,
+                              std::exception_ptr last_error)
+        : RejectedError(std::move(source), what), last_error_(std::move(last_error)) {}
+
+    std::exception_ptr last_error() const noexcept { return last_error_; }
+
+private:
+    std::exception_ptr last_error_;
+};
+
+// No channel of a FallbackChain delivered and none left an error to report: every candidate was
+// skipped by a cost or quality threshold, the chain has no enabled channel, or the call was
+// cancelled (or ran past its deadline) before the first channel was tried.
+class NoChannelError : public RejectedError {
+public:
+    using RejectedError::RejectedError;
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_ERRORS_HPP
+// #include <bulwark/events.hpp>
+// Events and listeners: how every component tells observers what happened.
+#ifndef BULWARK_EVENTS_HPP
+#define BULWARK_EVENTS_HPP
+
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <functional>
+#include <string>
+#include <utility>
+
+// #include <bulwark/config.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+
+namespace bulwark {
+
+// Called with the exception a listener threw. Listeners must never break the component that
+// reports to them, so their exceptions are caught and handed here.
+using ListenerErrorHandler = void (*)(std::exception_ptr) noexcept;
+
+namespace detail {
+inline void default_listener_error_handler(std::exception_ptr error) noexcept {
+    try {
+        std::rethrow_exception(std::move(error));
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "bulwark: a listener threw: %s\n", e.what());
+    } catch (...) {
+        std::fputs("bulwark: a listener threw a non-std exception\n", stderr);
+    }
+}
+
+inline std::atomic<ListenerErrorHandler>& listener_error_handler_slot() noexcept {
+    static std::atomic<ListenerErrorHandler> handler{&default_listener_error_handler};
+    return handler;
+}
+
+inline void report_listener_error(std::exception_ptr error) noexcept {
+    // acquire: pairs with set_listener_error_handler's release.
+    listener_error_handler_slot().load(std::memory_order_acquire)(std::move(error));
+}
+}  // namespace detail
+
+// Installs the process-wide handler for exceptions thrown by listeners; nullptr restores the
+// default, which prints one line to stderr. Thread-safe.
+inline void set_listener_error_handler(ListenerErrorHandler handler) noexcept {
+    detail::listener_error_handler_slot().store(
+        handler != nullptr ? handler : &detail::default_listener_error_handler,
+        std::memory_order_release);
+}
+
+// Identifies a registered listener, for remove() (and a component's remove_listener()). Ids
+// are unique in the process, never 0, so an id from one list is never mistaken in another.
+using ListenerId = std::uint64_t;
+
+namespace detail {
+inline ListenerId next_listener_id() noexcept {
+    static std::atomic<ListenerId> last{0};
+    // relaxed: only uniqueness matters; the node is published under the list's mutex.
+    return last.fetch_add(1, std::memory_order_relaxed) + 1;
+}
+
+// Appends a listener to an options struct's list (RetryOptions::on_retry, HedgingOptions::
+// on_hedge), which the policy takes over when it is built. Throws std::invalid_argument for an
+// empty listener, naming `field`.
+template <class List, class Listener>
+void add_option_listener(List& listeners, Listener&& listener, const char* field) {
+    if (!listener) {
+        throw_invalid_argument(std::string(field) + ": the listener is empty");
+    }
+    listeners.push_back(std::forward<Listener>(listener));
+}
+}  // namespace detail
+
+// The callbacks a component reports one kind of event to: the building block behind every
+// component's on_xxx(listener) (which returns a ListenerId) and remove_listener(id).
+//   Listeners<StateChange> changes;  auto id = changes.add([](const StateChange& c) {...});
+//   changes.emit(change);            // or emit_with([&] { return make_change(); })
+// Costs one atomic load when nobody listens; build expensive events inside emit_with() so that
+// they are built only when someone does.
+// Thread-safe: add() and remove() may run concurrently with emit(); emit() takes no lock.
+// Listeners run in the order they were added, on the thread that emits, and may be called
+// concurrently from several threads. An exception a listener throws goes to the
+// ListenerErrorHandler and the remaining listeners still run.
+// Memory: a removed listener's node is freed only when the Listeners object is destroyed, which is
+// what lets emit() walk the list without a lock; add/remove churn therefore grows memory.
+template <class Event>
+class Listeners {
+public:
+    using Callback = std::function<void(const Event&)>;
+
+    Listeners() noexcept = default;
+    Listeners(const Listeners&) = delete;
+    Listeners& operator=(const Listeners&) = delete;
+    // Takes over `other`'s listeners (so components holding Listeners stay movable). Not
+    // thread-safe: nobody may use `other` meanwhile.
+    Listeners(Listeners&& other) noexcept
+        : head_(other.head_.exchange(nullptr, std::memory_order_acq_rel)), tail_(other.tail_) {
+        other.tail_ = nullptr;
+    }
+    Listeners& operator=(Listeners&&) = delete;
+    ~Listeners() {
+        Node* node = head_.load(std::memory_order_acquire);
+        while (node != nullptr) {
+            Node* next = node->next.load(std::memory_order_acquire);
+            delete node;
+            node = next;
+        }
+    }
+
+    // Throws std::invalid_argument for an empty callback.
+    ListenerId add(Callback callback) {
+        if (!callback) {
+            detail::throw_invalid_argument("bulwark::Listeners::add: the callback is empty");
+        }
+        auto* node = new Node{std::move(callback)};
+        node->id = detail::next_listener_id();
+        detail::LockGuard lock(mutex_);
+        // release: publishes the node's callback to emitters that load the link with acquire.
+        if (tail_ == nullptr) {
+            head_.store(node, std::memory_order_release);
+        } else {
+            tail_->next.store(node, std::memory_order_release);
+        }
+        tail_ = node;
+        return node->id;
+    }
+
+    // Stops calling the listener; returns false if `id` is unknown or already removed. A call of
+    // it that is already running on another thread finishes.
+    bool remove(ListenerId id) noexcept {
+        detail::LockGuard lock(mutex_);
+        for (Node* node = head_.load(std::memory_order_acquire); node != nullptr;
+             node = node->next.load(std::memory_order_acquire)) {
+            if (node->id == id) {
+                // exchange under the mutex makes a second remove of the same id return false.
+                return node->active.exchange(false, std::memory_order_acq_rel);
+            }
+        }
+        return false;
+    }
+
+    bool empty() const noexcept {
+        // relaxed: a hint for callers that want to skip building an event; a listener added
+        // concurrently may or may not see the event either way.
+        return head_.load(std::memory_order_relaxed) == nullptr;
+    }
+
+    void emit(const Event& event) const noexcept {
+        for (Node* node = head_.load(std::memory_order_acquire); node != nullptr;
+             node = node->next.load(std::memory_order_acquire)) {
+            if (node->active.load(std::memory_order_acquire)) {
+                try {
+                    node->callback(event);
+                } catch (...) {
+                    detail::report_listener_error(std::current_exception());
+                }
+            }
+        }
+    }
+
+    // Builds the event with `make()` only if someone listens.
+    template <class Make>
+    void emit_with(Make&& make) const noexcept {
+        if (head_.load(std::memory_order_acquire) == nullptr) {
+            return;
+        }
+        try {
+            emit(std::forward<Make>(make)());
+        } catch (...) {
+            detail::report_listener_error(std::current_exception());
+        }
+    }
+
+private:
+    struct Node {
+        Callback callback;
+        std::atomic<bool> active{true};
+        std::atomic<Node*> next{nullptr};
+        ListenerId id = 0;
+    };
+
+    std::atomic<Node*> head_{nullptr};
+    Node* tail_ BULWARK_GUARDED_BY(mutex_) = nullptr;
+    detail::Mutex mutex_;
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_EVENTS_HPP
+// #include <bulwark/outcome.hpp>
+// Outcome<T>: a value or an exception_ptr, the result type every policy returns.
+#ifndef BULWARK_OUTCOME_HPP
+#define BULWARK_OUTCOME_HPP
+
+#include <exception>
+#include <type_traits>
+#include <utility>
+#include <variant>
+
+// #include <bulwark/config.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+
+namespace bulwark {
+
+// The result of one execution: a value of T, or the exception that ended it.
+//   auto o = policy.try_execute([] { return 42; });
+//   if (o) use(o.value()); else log(o.error());        // value() rethrows the stored error
+// T may be move-only; Outcome<void> holds only the error. Thread-compatible.
+template <class T>
+class [[nodiscard]] Outcome {
+    static_assert(!std::is_reference<T>::value,
+                  "bulwark::Outcome<T> cannot hold a reference: return a pointer or "
+                  "std::reference_wrapper from the callable instead.");
+    static_assert(!std::is_same<std::decay_t<T>, std::exception_ptr>::value,
+                  "bulwark::Outcome<std::exception_ptr> is ambiguous: wrap the exception_ptr in a "
+                  "struct of your own.");
+    static_assert(!std::is_array<T>::value && std::is_destructible<T>::value,
+                  "bulwark::Outcome<T> needs a destructible, non-array value type.");
+
+public:
+    using value_type = T;
+
+    static Outcome from_value(T value) noexcept(std::is_nothrow_move_constructible<T>::value) {
+        return Outcome(std::in_place_index<0>, std::move(value));
+    }
+
+    template <class... Args>
+    static Outcome in_place(Args&&... args) {
+        return Outcome(std::in_place_index<0>, std::forward<Args>(args)...);
+    }
+
+    // Throws std::invalid_argument if `error` is null: an error outcome must say what went wrong.
+    static Outcome from_error(std::exception_ptr error) {
+        if (!error) {
+            detail::throw_invalid_argument(
+                "bulwark::Outcome::from_error: the exception_ptr is null");
+        }
+        return Outcome(std::in_place_index<1>, std::move(error));
+    }
+
+    bool has_value() const noexcept { return data_.index() == 0; }
+    bool has_error() const noexcept { return data_.index() != 0; }
+    explicit operator bool() const noexcept { return has_value(); }
+
+    // The value; rethrows the stored error if there is none.
+    T& value() & {
+        rethrow_if_error();
+        return *std::get_if<0>(&data_);
+    }
+    const T& value() const& {
+        rethrow_if_error();
+        return *std::get_if<0>(&data_);
+    }
+    T&& value() && {
+        rethrow_if_error();
+        return std::move(*std::get_if<0>(&data_));
+    }
+
+    T* operator->() { return &value(); }
+    const T* operator->() const { return &value(); }
+    T& operator*() & { return value(); }
+    const T& operator*() const& { return value(); }
+    T&& operator*() && { return std::move(*this).value(); }
+
+    template <class U>
+    T value_or(U&& fallback) const& {
+        return has_value() ? *std::get_if<0>(&data_) : static_cast<T>(std::forward<U>(fallback));
+    }
+    template <class U>
+    T value_or(U&& fallback) && {
+        return has_value() ? std::move(*std::get_if<0>(&data_))
+                           : static_cast<T>(std::forward<U>(fallback));
+    }
+
+    // The stored error; a null exception_ptr when the outcome holds a value.
+    std::exception_ptr error() const noexcept {
+        const std::exception_ptr* e = std::get_if<1>(&data_);
+        return e != nullptr ? *e : std::exception_ptr();
+    }
+
+    void rethrow_if_error() const {
+        if (const std::exception_ptr* e = std::get_if<1>(&data_)) {
+            std::rethrow_exception(*e);
+        }
+    }
+
+    // Replaces the value or error with `error`, in place: for a policy that turns a result into a
+    // failure (a late one, say) without requiring T to be assignable. Throws
+    // std::invalid_argument if `error` is null.
+    void replace_with_error(std::exception_ptr error) {
+        if (!error) {
+            detail::throw_invalid_argument(
+                "bulwark::Outcome::replace_with_error: the exception_ptr is null");
+        }
+        data_.template emplace<1>(std::move(error));
+    }
+
+private:
+    template <std::size_t I, class... Args>
+    explicit Outcome(std::in_place_index_t<I> tag, Args&&... args)
+        : data_(tag, std::forward<Args>(args)...) {}
+
+    std::variant<T, std::exception_ptr> data_;
+};
+
+// The outcome of a callable that returns nothing: success, or the exception that ended it.
+template <>
+class [[nodiscard]] Outcome<void> {
+public:
+    using value_type = void;
+
+    static Outcome success() noexcept { return {}; }
+    static Outcome from_value() noexcept { return {}; }
+
+    static Outcome from_error(std::exception_ptr error) {
+        if (!error) {
+            detail::throw_invalid_argument(
+                "bulwark::Outcome::from_error: the exception_ptr is null");
+        }
+        Outcome o;
+        o.error_ = std::move(error);
+        return o;
+    }
+
+    bool has_value() const noexcept { return !error_; }
+    bool has_error() const noexcept { return static_cast<bool>(error_); }
+    explicit operator bool() const noexcept { return has_value(); }
+
+    // Rethrows the stored error, if any.
+    void value() const { rethrow_if_error(); }
+
+    std::exception_ptr error() const noexcept { return error_; }
+
+    void rethrow_if_error() const {
+        if (error_) {
+            std::rethrow_exception(error_);
+        }
+    }
+
+    // Replaces the outcome with `error`. Throws std::invalid_argument if `error` is null.
+    void replace_with_error(std::exception_ptr error) {
+        if (!error) {
+            detail::throw_invalid_argument(
+                "bulwark::Outcome::replace_with_error: the exception_ptr is null");
+        }
+        error_ = std::move(error);
+    }
+
+private:
+    Outcome() noexcept = default;
+    std::exception_ptr error_;
+};
+
+namespace detail {
+template <class T>
+struct is_outcome : std::false_type {};
+template <class T>
+struct is_outcome<Outcome<T>> : std::true_type {};
+template <class T>
+inline constexpr bool is_outcome_v = is_outcome<std::decay_t<T>>::value;
+}  // namespace detail
+
+}  // namespace bulwark
+
+#endif  // BULWARK_OUTCOME_HPP
+// #include <bulwark/policy.hpp>
+// The policy concept: PolicyBase, execute/try_execute, and how callables are invoked.
+#ifndef BULWARK_POLICY_HPP
+#define BULWARK_POLICY_HPP
+
+#include <exception>
+#include <functional>
+#include <type_traits>
+#include <utility>
+
+// #include <bulwark/context.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/detail/traits.hpp>
+// Type traits for callables and results (private).
+#ifndef BULWARK_DETAIL_TRAITS_HPP
+#define BULWARK_DETAIL_TRAITS_HPP
+
+#include <functional>
+#include <type_traits>
+
+namespace bulwark {
+namespace detail {
+
+template <class...>
+inline constexpr bool always_false_v = false;
+
+template <class T>
+using remove_cvref_t = std::remove_cv_t<std::remove_reference_t<T>>;
+
+// The single parameter type of a callable with one non-template operator() or of a function
+// (pointer). `void` when it cannot be found (a generic lambda, an overload set).
+template <class F, class = void>
+struct single_arg {
+    using type = void;
+};
+template <class R, class A>
+struct single_arg<R (*)(A), void> {
+    using type = A;
+};
+template <class R, class A>
+struct single_arg<R(A), void> {
+    using type = A;
+};
+template <class R, class A>
+struct single_arg<R (*)(A) noexcept, void> {
+    using type = A;
+};
+template <class M>
+struct member_single_arg {
+    using type = void;
+};
+template <class R, class C, class A>
+struct member_single_arg<R (C::*)(A)> {
+    using type = A;
+};
+template <class R, class C, class A>
+struct member_single_arg<R (C::*)(A) const> {
+    using type = A;
+};
+template <class R, class C, class A>
+struct member_single_arg<R (C::*)(A) noexcept> {
+    using type = A;
+};
+template <class R, class C, class A>
+struct member_single_arg<R (C::*)(A) const noexcept> {
+    using type = A;
+};
+template <class F>
+struct single_arg<F, std::void_t<decltype(&F::operator())>> {
+    using type = typename member_single_arg<decltype(&F::operator())>::type;
+};
+template <class F>
+using single_arg_t = typename single_arg<remove_cvref_t<F>>::type;
+
+// A per-type identity that needs no RTTI: the address of an inline variable is unique per type.
+template <class T>
+struct type_tag {
+    static constexpr char id = 0;
+};
+using type_id_t = const void*;
+template <class T>
+constexpr type_id_t type_id() noexcept {
+    return &type_tag<remove_cvref_t<T>>::id;
+}
+
+template <class T, template <class...> class Template>
+struct is_specialization : std::false_type {};
+template <template <class...> class Template, class... Args>
+struct is_specialization<Template<Args...>, Template> : std::true_type {};
+
+// True for the callables that can be null: function pointers, member pointers, std::function.
+template <class F>
+bool is_null_callable(const F& f) noexcept {
+    using D = remove_cvref_t<F>;
+    if constexpr (std::is_pointer<D>::value || std::is_member_pointer<D>::value) {
+        return f == nullptr;
+    } else if constexpr (is_specialization<D, std::function>::value) {
+        return !f;
+    } else {
+        (void)f;
+        return false;
+    }
+}
+
+}  // namespace detail
+}  // namespace bulwark
+
+#endif  // BULWARK_DETAIL_TRAITS_HPP
+// #include <bulwark/outcome.hpp> (already included above)
+
+namespace bulwark {
+
+// The policy concept.
+//
+// A policy is any type with
+//     template <class Next> auto apply(Context& ctx, Next&& next);
+// where `next(ctx)` runs the rest of the pipeline and returns an Outcome<T>; apply returns an
+// Outcome<T> of the same T. A policy may call `next` zero times (reject), once, or several times
+// (retry), may change `ctx` (attempt, deadline) and may replace the outcome (fallback).
+// Deriving from PolicyBase<P> gives it execute() and try_execute().
+
+namespace detail {
+
+template <class F>
+inline constexpr bool takes_context_v = std::is_invocable<F&, Context&>::value;
+
+template <class F>
+inline constexpr bool takes_nothing_v = std::is_invocable<F&>::value;
+
+template <class F, class = void>
+struct call_result {
+    using type = void;
+    static constexpr bool valid = false;
+};
+template <class F>
+struct call_result<F, std::enable_if_t<takes_context_v<F>>> {
+    using type = std::invoke_result_t<F&, Context&>;
+    static constexpr bool valid = true;
+};
+template <class F>
+struct call_result<F, std::enable_if_t<!takes_context_v<F> && takes_nothing_v<F>>> {
+    using type = std::invoke_result_t<F&>;
+    static constexpr bool valid = true;
+};
+
+// True for a callable that execute() accepts: () or (Context&), returning a non-reference.
+template <class F>
+inline constexpr bool is_valid_callable_v =
+    call_result<F>::valid && !std::is_reference<typename call_result<F>::type>::value;
+
+// What an entry point returns once a static_assert of its own has failed, instead of going on
+// to instantiate the rest (which would bury the assertion's sentence under a cascade): it
+// converts to anything and answers the calls a caller makes next. Only ever built in a program
+// that does not compile, so nothing here runs.
+struct invalid_call_result {
+    template <class T>
+    operator T() const noexcept {
+        std::terminate();
+    }
+    template <class... Args>
+    invalid_call_result operator()(Args&&...) const noexcept {
+        return {};
+    }
+    template <class... Args>
+    invalid_call_result execute(Args&&...) const noexcept {
+        return {};
+    }
+    template <class... Args>
+    invalid_call_result try_execute(Args&&...) const noexcept {
+        return {};
+    }
+    template <class... Args>
+    invalid_call_result try_call(Args&&...) const noexcept {
+        return {};
+    }
+};
+
+// The decayed result type of running F through a policy.
+template <class F>
+using call_result_t = typename call_result<std::remove_reference_t<F>>::type;
+
+template <class F>
+decltype(auto) invoke_callable(F& f, Context& ctx) {
+    if constexpr (takes_context_v<F>) {
+        return std::invoke(f, ctx);
+    } else {
+        (void)ctx;
+        return std::invoke(f);
+    }
+}
+
+// Runs `f()` and captures its value, or what it throws, as an Outcome<R>.
+template <class R, class F>
+Outcome<R> capture(F&& f) noexcept {
+    try {
+        if constexpr (std::is_void<R>::value) {
+            std::forward<F>(f)();
+            return Outcome<void>::success();
+        } else {
+            return Outcome<R>::from_value(std::forward<F>(f)());
+        }
+    } catch (...) {
+        return Outcome<R>::from_error(std::current_exception());
+    }
+}
+
+// The innermost step of every pipeline: runs the user's callable and captures what it throws.
+template <class F>
+class Leaf {
+public:
+    using result_type = typename call_result<F>::type;
+
+    explicit Leaf(F& f) noexcept : f_(f) {}
+
+    Outcome<result_type> operator()(Context& ctx) const noexcept {
+        return capture<result_type>([&]() -> decltype(auto) { return invoke_callable(f_, ctx); });
+    }
+
+private:
+    F& f_;
+};
+
+[[noreturn]] BULWARK_NOINLINE inline void throw_null_callable() {
+    throw_invalid_argument("bulwark: execute() was given a null callable");
+}
+
+BULWARK_NOINLINE inline std::exception_ptr null_callable_error() {
+    return std::make_exception_ptr(
+        std::invalid_argument("bulwark: try_execute() was given a null callable"));
+}
+
+// A probe "next" used to detect the policy concept at compile time.
+struct probe_next {
+    Outcome<int> operator()(Context&) const;
+};
+
+template <class P, class = void>
+struct has_generic_apply : std::false_type {};
+template <class P>
+struct has_generic_apply<P, std::void_t<decltype(std::declval<P&>().apply(
+                                std::declval<Context&>(), std::declval<probe_next&>()))>>
+    : std::true_type {};
+
+}  // namespace detail
+
+template <class Derived>
+class PolicyBase;
+
+// True if P satisfies the policy concept (see above): it derives from PolicyBase<P> (policies
+// for one result type, such as Fallback<T>, are recognised this way without instantiating
+// their apply), or its apply accepts any `next`.
+// (std::disjunction stops at the first true trait, so the probe is not instantiated for them.)
+template <class P>
+inline constexpr bool is_policy_v =
+    std::disjunction<std::is_base_of<PolicyBase<std::remove_cv_t<std::remove_reference_t<P>>>,
+                                     std::remove_cv_t<std::remove_reference_t<P>>>,
+                     detail::has_generic_apply<std::remove_reference_t<P>>>::value;
+
+// Gives a policy its user-facing entry points. Derived must provide apply(Context&, Next&&).
+//   int v = policy.execute([] { return call(); });               // value, or throws the error
+//   bulwark::Outcome<int> r = policy.try_execute([] { ... });    // never throws
+//   policy.execute([](bulwark::Context& ctx) { ... }, ctx);      // with the caller's context
+// Callables take () or (Context&) and may return any non-reference type, void and move-only
+// types included. A null function pointer or empty std::function is rejected with
+// std::invalid_argument (try_execute returns it as the error). Does not allocate.
+template <class Derived>
+class PolicyBase {
+public:
+    // The return types are deduced, not spelled, so that a callable of the wrong signature
+    // stops at check<F>()'s sentence before anything else is instantiated.
+    template <class F>
+    auto execute(F&& f) {
+        Context ctx;
+        return execute(std::forward<F>(f), ctx);
+    }
+
+    template <class F>
+    auto execute(F&& f, Context& ctx) {
+        using Fn = std::remove_reference_t<F>;
+        static_assert(check<Fn>());
+        if constexpr (detail::is_valid_callable_v<Fn>) {
+            return execute_valid(f, ctx);
+        } else {
+            return detail::invalid_call_result{};
+        }
+    }
+
+    template <class F>
+    auto try_execute(F&& f) noexcept {
+        Context ctx;
+        return try_execute(std::forward<F>(f), ctx);
+    }
+
+    template <class F>
+    auto try_execute(F&& f, Context& ctx) noexcept {
+        using Fn = std::remove_reference_t<F>;
+        static_assert(check<Fn>());
+        if constexpr (detail::is_valid_callable_v<Fn>) {
+            return try_execute_valid(f, ctx);
+        } else {
+            return detail::invalid_call_result{};
+        }
+    }
+
+private:
+    // One sentence for each way a callable can be wrong; true so that the caller's own
+    // static_assert never adds a second message.
+    template <class Fn>
+    static constexpr bool check() {
+        static_assert(detail::call_result<Fn>::valid,
+                      "bulwark: a callable passed to execute()/try_execute() must take no "
+                      "arguments or a single bulwark::Context&.");
+        static_assert(!std::is_reference<typename detail::call_result<Fn>::type>::value,
+                      "bulwark: the callable returns a reference; policies return results by "
+                      "value (return a pointer or std::reference_wrapper to share an object).");
+        return true;
+    }
+
+    template <class Fn>
+    auto execute_valid(Fn& f, Context& ctx) -> detail::call_result_t<Fn> {
+        if (BULWARK_UNLIKELY(detail::is_null_callable(f))) {
+            detail::throw_null_callable();
+        }
+        auto outcome = derived().apply(ctx, detail::Leaf<Fn>(f));
+        if constexpr (std::is_void<detail::call_result_t<Fn>>::value) {
+            outcome.rethrow_if_error();
+        } else {
+            return std::move(outcome).value();
+        }
+    }
+
+    template <class Fn>
+    auto try_execute_valid(Fn& f, Context& ctx) noexcept -> Outcome<detail::call_result_t<Fn>> {
+        using R = detail::call_result_t<Fn>;
+        try {
+            if (BULWARK_UNLIKELY(detail::is_null_callable(f))) {
+                return Outcome<R>::from_error(detail::null_callable_error());
+            }
+            return derived().apply(ctx, detail::Leaf<Fn>(f));
+        } catch (...) {
+            // A policy's own failure (an allocation in a listener, a throwing clock) still
+            // becomes an outcome: try_execute never throws.
+            return Outcome<R>::from_error(std::current_exception());
+        }
+    }
+
+    Derived& derived() noexcept { return static_cast<Derived&>(*this); }
+};
+
+// The policy that does nothing: runs the call once and returns its outcome. Useful as a
+// placeholder in a configurable pipeline and as the benchmark of pipeline overhead.
+//   bulwark::pipeline(bulwark::Noop{}, breaker).execute(f);
+// Thread-safe (stateless). Does not allocate.
+class Noop : public PolicyBase<Noop> {
+public:
+    template <class Next>
+    auto apply(Context& ctx, Next&& next) const {
+        return std::forward<Next>(next)(ctx);
+    }
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_POLICY_HPP
+
+namespace bulwark {
+
+// How the limit moves. All three see the same windows of samples (see AdaptiveLimiterOptions).
+enum class AdaptiveAlgorithm : std::uint8_t {
+    // TCP Vegas: estimates the dependency's queue as limit × (1 − no_load_rtt / rtt) and keeps
+    // it between alpha and beta (in units of log10(limit)).
+    vegas,
+    // Netflix's Gradient2: limit × min(1, tolerance × long_rtt / short_rtt), plus queue_size
+    // while the gradient is 1; without its upward drift under sustained overload (see
+    // Gradient2Options).
+    gradient2,
+    // Additive increase, multiplicative decrease on a drop or a window slower than a threshold.
+    aimd,
+};
+
+struct VegasOptions {
+    // Grow while the estimated queue is below alpha × log10(limit); shrink above
+    // beta × log10(limit); between the two the limit holds. 0 < alpha < beta.
+    double alpha = 3.0;
+    double beta = 6.0;
+    // Weight of each new estimate, in (0, 1]: limit = (1 − s)·limit + s·estimate.
+    double smoothing = 1.0;
+    // Every probe_interval windows, the limit is halved for a short probe so that the no-load
+    // RTT is measured again at low concurrency (the dependency may have become slower or faster
+    // for good): the mean RTT of calls that began and ended with at most that many in flight.
+    // 0: never probe (the no-load RTT then only falls, to a window clearly faster than it).
+    std::uint32_t probe_interval = 1000;
+};
+
+struct Gradient2Options {
+    // How much slower than the long-term RTT a window may be before the limit shrinks. >= 1.
+    // In a dependency that queues beyond its capacity C, the limit settles near
+    // rtt_tolerance × C: lower it (1.1–1.2) for a tighter limit, raise it for more throughput.
+    double rtt_tolerance = 1.5;
+    // Added to the limit each window while the gradient is 1 (no queueing seen). >= 0.
+    std::uint32_t queue_size = 4;
+    // The long-term RTT's horizon, in windows (an exponential average over that many). >= 1.
+    std::uint32_t long_window = 60;
+    // Weight of each new estimate, in (0, 1].
+    double smoothing = 0.2;
+};
+
+struct AimdOptions {
+    // The limit is multiplied by this on a drop or a slow window. In [0.5, 1).
+    double backoff_ratio = 0.9;
+    // A window whose mean RTT exceeds this counts as a drop. > 0.
+    Duration latency_threshold = std::chrono::seconds(5);
+    // Added to the limit after a window without drops that used at least half the limit. >= 1.
+    std::uint32_t increase = 1;
+};
+
+struct AdaptiveLimiterOptions {
+    AdaptiveAlgorithm algorithm = AdaptiveAlgorithm::gradient2;
+    // The limit starts here and stays within [min_limit, max_limit]. 1 <= min <= initial <= max.
+    std::uint32_t initial_limit = 20;
+    std::uint32_t min_limit = 1;
+    std::uint32_t max_limit = 1000;
+    // A window closes (and the limit is recomputed) once it holds window_samples samples and
+    // has lasted min_window_time. window_samples >= 1, min_window_time >= 0.
+    std::uint32_t window_samples = 50;
+    Duration min_window_time = Duration::zero();
+    // Calls allowed to wait (first in, first out) for a slot; 0 = no queue (default).
+    std::uint32_t max_queue = 0;
+    // The longest a queued call waits (also bounded by the context's deadline and cancellation).
+    // > 0 with a queue, >= 0 always.
+    Duration queue_timeout = std::chrono::seconds(1);
+    // Shadow mode: decide as usual, count and report rejections (with shadow = true), but let
+    // the calls through. A let-through call holds no slot and its outcome teaches the limit
+    // nothing. Switch at run time with set_shadow().
+    bool shadow = false;
+    VegasOptions vegas{};
+    Gradient2Options gradient2{};
+    AimdOptions aimd{};
+
+    // Throws std::invalid_argument naming the field and the value.
+    void validate() const {
+        detail::check_enumerator(algorithm, AdaptiveAlgorithm::aimd,
+                                 "AdaptiveLimiterOptions.algorithm", "AdaptiveAlgorithm");
+        if (min_limit == 0) {
+            detail::throw_invalid_option("AdaptiveLimiterOptions.min_limit", "must be >= 1", "0");
+        }
+        if (max_limit < min_limit) {
+            detail::throw_invalid_option("AdaptiveLimiterOptions.max_limit",
+                                         "must be >= min_limit (" + std::to_string(min_limit) + ")",
+                                         std::to_string(max_limit));
+        }
+        if (initial_limit < min_limit || initial_limit > max_limit) {
+            detail::throw_invalid_option("AdaptiveLimiterOptions.initial_limit",
+                                         "must be in [min_limit, max_limit] (" +
+                                             std::to_string(min_limit) + ", " +
+                                             std::to_string(max_limit) + ")",
+                                         std::to_string(initial_limit));
+        }
+        if (window_samples == 0) {
+            detail::throw_invalid_option("AdaptiveLimiterOptions.window_samples", "must be >= 1",
+                                         "0");
+        }
+        if (min_window_time < Duration::zero()) {
+            detail::throw_invalid_option("AdaptiveLimiterOptions.min_window_time", "must be >= 0",
+                                         detail::format_duration(min_window_time));
+        }
+        if (queue_timeout < Duration::zero() ||
+            (max_queue > 0 && queue_timeout == Duration::zero())) {
+            detail::throw_invalid_option(
+                "AdaptiveLimiterOptions.queue_timeout",
+                max_queue > 0 ? "must be > 0 when max_queue > 0" : "must be >= 0",
+                detail::format_duration(queue_timeout));
+        }
+        // Written so that NaN fails too.
+        if (!(vegas.alpha > 0)) {
+            detail::throw_invalid_option("AdaptiveLimiterOptions.vegas.alpha", "must be > 0",
+                                         detail::format_number(vegas.alpha));
+        }
+        if (!(vegas.beta > vegas.alpha)) {
+            detail::throw_invalid_option(
+                "AdaptiveLimiterOptions.vegas.beta",
+                "must be > vegas.alpha (" + detail::format_number(vegas.alpha) + ")",
+                detail::format_number(vegas.beta));
+        }
+        check_smoothing("AdaptiveLimiterOptions.vegas.smoothing", vegas.smoothing);
+        if (!(gradient2.rtt_tolerance >= 1.0) || std::isinf(gradient2.rtt_tolerance)) {
+            detail::throw_invalid_option("AdaptiveLimiterOptions.gradient2.rtt_tolerance",
+                                         "must be >= 1 and finite",
+                                         detail::format_number(gradient2.rtt_tolerance));
+        }
+        if (gradient2.long_window == 0) {
+            detail::throw_invalid_option("AdaptiveLimiterOptions.gradient2.long_window",
+                                         "must be >= 1", "0");
+        }
+        check_smoothing("AdaptiveLimiterOptions.gradient2.smoothing", gradient2.smoothing);
+        if (!(aimd.backoff_ratio >= 0.5 && aimd.backoff_ratio < 1.0)) {
+            detail::throw_invalid_option("AdaptiveLimiterOptions.aimd.backoff_ratio",
+                                         "must be in [0.5, 1)",
+                                         detail::format_number(aimd.backoff_ratio));
+        }
+        if (aimd.latency_threshold <= Duration::zero()) {
+            detail::throw_invalid_option("AdaptiveLimiterOptions.aimd.latency_threshold",
+                                         "must be > 0",
+                                         detail::format_duration(aimd.latency_threshold));
+        }
+        if (aimd.increase == 0) {
+            detail::throw_invalid_option("AdaptiveLimiterOptions.aimd.increase", "must be >= 1",
+                                         "0");
+        }
+    }
+
+private:
+    static void check_smoothing(const char* field, double value) {
+        if (!(value > 0.0 && value <= 1.0)) {
+            detail::throw_invalid_option(field, "must be in (0, 1]", detail::format_number(value));
+        }
+    }
+};
+
+enum class AdaptiveLimitRejection : std::uint8_t {
+    limit_reached,  // every slot under the current limit is taken and there is no queue
+    queue_full,     // every slot is taken and the queue is full
+    queue_timeout,  // waited queue_timeout (or the context's deadline) without a slot
+    cancelled,      // the context was cancelled while waiting
+};
+
+// A call was rejected (or, in shadow mode, would have been: shadow = true, and it ran).
+struct AdaptiveLimitRejectedEvent {
+    AdaptiveLimitRejection reason = AdaptiveLimitRejection::limit_reached;
+    std::uint32_t limit = 0;
+    std::uint32_t in_flight = 0;
+    std::uint32_t queued = 0;
+    bool shadow = false;
+};
+
+// The limit moved at the close of a window.
+struct AdaptiveLimitChange {
+    std::uint32_t old_limit = 0;
+    std::uint32_t new_limit = 0;
+    Duration short_rtt{};    // the window's mean RTT
+    Duration long_rtt{};     // the long-term RTT
+    Duration no_load_rtt{};  // the RTT without queueing, as estimated
+};
+
+struct AdaptiveLimiterStats {
+    AdaptiveAlgorithm algorithm = AdaptiveAlgorithm::gradient2;
+    std::uint32_t limit = 0;  // the current limit (halved during a Vegas probe)
+    std::uint32_t in_flight = 0;
+    std::uint32_t queued = 0;
+    std::uint64_t admitted = 0;
+    std::uint64_t rejected = 0;  // in shadow mode too: what enforcing would have rejected
+    std::uint64_t queue_timeouts = 0;
+    std::uint64_t shadow_rejections = 0;  // of `rejected`, how many were let through
+    std::uint64_t samples = 0;            // completed calls whose RTT was sampled
+    std::uint64_t drops = 0;              // completed calls reported dropped (overload)
+    std::uint64_t windows = 0;            // windows closed (limit recomputations)
+    std::uint64_t probes = 0;             // Vegas no-load probes started
+    bool probing = false;                 // a Vegas probe holds the limit halved now
+    Duration no_load_rtt{};  // the RTT without queueing (see VegasOptions::probe_interval)
+    Duration short_rtt{};    // the last window's mean RTT
+    Duration long_rtt{};     // the long-term RTT (Gradient2's baseline)
+};
+
+// A concurrency limit that moves with the latency it measures, so that the number of calls
+// in flight follows what the dependency can take now (Netflix concurrency-limits' idea).
+//   bulwark::AdaptiveLimiter limiter({});                    // Gradient2, limit 20 to start
+//   limiter.execute([&] { return db.query(sql); });          // AdaptiveLimitError when full
+//   if (auto permit = limiter.try_acquire()) { call(); }     // RTT sampled when it ends
+//   else if (permit.rejection() == bulwark::AdaptiveLimitRejection::limit_reached) { ... }
+// Invariant: a call is admitted only while in flight < the limit at that moment (the limit may
+// then shrink below the calls already inside; none is cut short). Queueing as in Bulkhead.
+// Thread-safe. Admission and release are one atomic read-modify-write each, the RTT sample two
+// more plus two clock reads; the limit is recomputed once per window by the thread that closes
+// it, under a mutex. Does not allocate after construction.
+template <class Tag = void>
+class BasicAdaptiveLimiter : public PolicyBase<BasicAdaptiveLimiter<Tag>> {
+    // What a finished call tells the limit.
+    enum class Sample : std::uint8_t { none, rtt, drop };
+
+public:
+    // A slot under the limit, released when destroyed (the call's RTT is then sampled). A
+    // refused permit is false and says why; in shadow mode a refused call gets a true permit
+    // that holds nothing (shadow() is true) and is not sampled. Movable.
+    class [[nodiscard]] Permit {
+    public:
+        Permit() noexcept = default;
+        Permit(Permit&& other) noexcept
+            : limiter_(std::exchange(other.limiter_, nullptr)),
+              start_(other.start_),
+              in_flight_(other.in_flight_),
+              reason_(other.reason_),
+              state_(std::exchange(other.state_, State::refused)) {}
+        Permit& operator=(Permit&& other) noexcept {
+            if (this != &other) {
+                complete();
+                limiter_ = std::exchange(other.limiter_, nullptr);
+                start_ = other.start_;
+                in_flight_ = other.in_flight_;
+                reason_ = other.reason_;
+                state_ = std::exchange(other.state_, State::refused);
+            }
+            return *this;
+        }
+        Permit(const Permit&) = delete;
+        Permit& operator=(const Permit&) = delete;
+        ~Permit() { complete(); }
+
+        // True when the call may run: admitted, or let through in shadow mode.
+        explicit operator bool() const noexcept { return state_ != State::refused; }
+        // True for a call let through by shadow mode (it holds no slot).
+        bool shadow() const noexcept { return state_ == State::shadow; }
+        // Why it was (or in shadow mode would have been) refused.
+        AdaptiveLimitRejection rejection() const noexcept { return reason_; }
+
+        // The call finished normally (whether it succeeded or failed): releases the slot and
+        // samples its RTT. What the destructor does.
+        void complete() noexcept { finish(Sample::rtt); }
+        // The call was dropped for overload (timed out, or the dependency said it is
+        // overloaded): releases the slot and tells the limit to shrink.
+        void drop() noexcept { finish(Sample::drop); }
+        // The call says nothing about the dependency's latency (it failed before reaching it):
+        // releases the slot without a sample.
+        void ignore() noexcept { finish(Sample::none); }
+
+    private:
+        friend class BasicAdaptiveLimiter;
+        enum class State : std::uint8_t { refused, admitted, shadow };
+        Permit(BasicAdaptiveLimiter* limiter, TimePoint start, std::uint32_t in_flight) noexcept
+            : limiter_(limiter), start_(start), in_flight_(in_flight), state_(State::admitted) {}
+        Permit(AdaptiveLimitRejection reason, bool shadow) noexcept
+            : reason_(reason), state_(shadow ? State::shadow : State::refused) {}
+
+        void finish(Sample kind) noexcept {
+            if (limiter_ != nullptr) {
+                std::exchange(limiter_, nullptr)->release(start_, in_flight_, kind);
+            }
+        }
+
+        BasicAdaptiveLimiter* limiter_ = nullptr;
+        TimePoint start_{};
+        std::uint32_t in_flight_ = 0;  // calls in flight just after this one was admitted
+        AdaptiveLimitRejection reason_ = AdaptiveLimitRejection::limit_reached;
+        State state_ = State::refused;
+    };
+
+    // Throws std::invalid_argument for invalid options. The clock must outlive the limiter.
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
+    explicit BasicAdaptiveLimiter(AdaptiveLimiterOptions options, Clock& clock = default_clock())
+        : BasicAdaptiveLimiter(std::string(), options, clock) {}
+
+    // A named limiter: its rejections say the name in their message and in
+    // RejectedError::source().
+    BasicAdaptiveLimiter(std::string name, AdaptiveLimiterOptions options,
+                         Clock& clock = default_clock())
+        : name_(std::make_shared<const std::string>(std::move(name))),
+          options_((options.validate(), options)),
+          clock_(&clock),
+          limit_error_(error(": the adaptive concurrency limit is reached")),
+          queue_full_error_(error(": the adaptive concurrency limit is reached and " +
+                                  std::to_string(options_.max_queue) + " calls are queued")),
+          timeout_error_(error(": no slot within the queue timeout of " +
+                               detail::format_duration(options_.queue_timeout))),
+          cancelled_error_(error(": the call was cancelled while queued")),
+          estimate_(static_cast<double>(options_.initial_limit)),
+          limit_(options_.initial_limit),
+          shadow_(options_.shadow),
+          window_start_ns_(clock.now().time_since_epoch().count()) {}
+
+    BasicAdaptiveLimiter(const BasicAdaptiveLimiter&) = delete;
+    BasicAdaptiveLimiter& operator=(const BasicAdaptiveLimiter&) = delete;
+
+    const AdaptiveLimiterOptions& options() const noexcept { return options_; }
+    // Empty when unnamed.
+    const std::string& name() const noexcept { return *name_; }
+
+    // The current limit.
+    std::uint32_t limit() const noexcept { return limit_.load(std::memory_order_relaxed); }
+
+    void set_shadow(bool on) noexcept { shadow_.store(on, std::memory_order_relaxed); }
+    bool shadow() const noexcept { return shadow_.load(std::memory_order_relaxed); }
+
+    // A slot if one is free under the limit right now (never waits). Does not allocate.
+    Permit try_acquire() noexcept {
+        std::uint32_t in_flight = 0;
+        if (BULWARK_LIKELY(try_take_fast(in_flight))) {
+            return admit(in_flight);
+        }
+        return reject(AdaptiveLimitRejection::limit_reached);
+    }
+
+    // A slot, waiting in the queue if there is room (up to queue_timeout, the context's
+    // deadline or its cancellation).
+    Permit acquire(const Context* ctx = nullptr) {
+        std::uint32_t in_flight = 0;
+        if (BULWARK_LIKELY(try_take_fast(in_flight))) {
+            return admit(in_flight);
+        }
+        return acquire_slow(ctx);
+    }
+
+    // As a pipeline policy: a TimeoutError from inside is a drop, another RejectedError from
+    // inside (the call never reached the dependency) is ignored, any other outcome is sampled.
+    template <class Next>
+    auto apply(Context& ctx, Next&& next) {
+        using O = std::invoke_result_t<Next&, Context&>;
+        Permit permit = acquire(&ctx);
+        if (BULWARK_UNLIKELY(!permit)) {
+            return O::from_error(error_for(permit.rejection()));
+        }
+        O outcome = next(ctx);
+        if (BULWARK_UNLIKELY(outcome.has_error())) {
+            classify(permit, outcome.error());
+        }
+        return outcome;
+    }
+
+    // Called on every rejection (and would-be rejection in shadow mode). Returns the id that
+    // remove_listener() takes; throws std::invalid_argument for an empty listener.
+    ListenerId on_rejected(std::function<void(const AdaptiveLimitRejectedEvent&)> listener) {
+        return rejected_listeners_.add(std::move(listener));
+    }
+    // Called when a window moves the limit, from the thread that closed the window.
+    ListenerId on_limit_changed(std::function<void(const AdaptiveLimitChange&)> listener) {
+        return changed_listeners_.add(std::move(listener));
+    }
+    // Stops calling a listener; false if the id is unknown here or already removed.
+    bool remove_listener(ListenerId id) noexcept {
+        return rejected_listeners_.remove(id) || changed_listeners_.remove(id);
+    }
+
+    AdaptiveLimiterStats stats() const {
+        AdaptiveLimiterStats s;
+        s.algorithm = options_.algorithm;
+        s.limit = limit_.load(std::memory_order_relaxed);
+        s.in_flight = static_cast<std::uint32_t>(
+            std::max<std::int64_t>(0, in_flight_.load(std::memory_order_relaxed)));
+        {
+            detail::LockGuard lock(mutex_);
+            s.queued = queued_;
+        }
+        s.admitted = admitted_.sum();
+        s.rejected = rejected_.load(std::memory_order_relaxed);
+        s.queue_timeouts = queue_timeouts_.load(std::memory_order_relaxed);
+        s.shadow_rejections = shadow_rejections_.load(std::memory_order_relaxed);
+        {
+            detail::LockGuard lock(update_mutex_);
+            s.samples = samples_total_;
+            s.drops = drops_total_;
+            s.windows = windows_;
+            s.probes = probes_;
+            s.probing = probing_.load(std::memory_order_relaxed);
+            s.no_load_rtt = to_duration(no_load_ns_);
+            s.short_rtt = to_duration(short_ns_);
+            s.long_rtt = to_duration(long_ns_);
+        }
+        return s;
+    }
+
+private:
+    struct Waiter {
+        std::condition_variable cv;
+        bool granted = false;
+        std::uint32_t in_flight = 0;
+        Waiter* next = nullptr;
+        Waiter* prev = nullptr;
+    };
+
+    static Duration to_duration(double ns) noexcept {
+        return Duration(static_cast<Duration::rep>(ns));
+    }
+
+    BULWARK_ALWAYS_INLINE Permit admit(std::uint32_t in_flight) noexcept {
+        admitted_.add();
+        return Permit(this, clock_->now(), in_flight);
+    }
+
+    // Memory ordering: as in Bulkhead, waiting_ and in_flight_ form a Dekker pair (seq_cst on
+    // both sides), so a freed slot is never left unclaimed while someone waits.
+    bool try_take_fast(std::uint32_t& in_flight) noexcept {
+        if (waiting_.load(std::memory_order_seq_cst) != 0) {
+            return false;  // first in, first out: do not overtake the queue
+        }
+        return take_slot(in_flight);
+    }
+
+    bool take_slot(std::uint32_t& in_flight) noexcept {
+        // relaxed: the limit is a hint that moves once per window; admission is decided by the
+        // CAS on in_flight_, which alone keeps in_flight <= the limit read here.
+        const auto limit = static_cast<std::int64_t>(limit_.load(std::memory_order_relaxed));
+        std::int64_t current = in_flight_.load(std::memory_order_relaxed);
+        while (current < limit) {
+            if (in_flight_.compare_exchange_weak(current, current + 1, std::memory_order_seq_cst,
+                                                 std::memory_order_relaxed)) {
+                in_flight = static_cast<std::uint32_t>(current + 1);
+                return true;
+            }
+        }
+        return false;
+    }
+
+    void release(TimePoint start, std::uint32_t in_flight, Sample kind) noexcept {
+        const TimePoint now = kind == Sample::none ? TimePoint{} : clock_->now();
+        const std::int64_t before = in_flight_.fetch_sub(1, std::memory_order_seq_cst);
+        if (waiting_.load(std::memory_order_seq_cst) != 0) {
+            detail::LockGuard lock(mutex_);
+            dispatch_locked();
+        }
+        if (kind != Sample::none) {
+            // The load a call saw is at least what was in flight when it began and when it
+            // ended (calls admitted just after it shared the dependency with it).
+            const auto at_end = static_cast<std::uint32_t>(std::max<std::int64_t>(0, before));
+            record(now, start, std::max(in_flight, at_end), kind == Sample::drop);
+        }
+    }
+
+    // Adds one sample to the open window; the sample that fills it closes it. A sample racing
+    // the close may be counted in the next window instead (its count and its RTT always land
+    // in windows next to each other): the estimate is statistical, not exact.
+    void record(TimePoint now, TimePoint start, std::uint32_t load, bool dropped) noexcept {
+        const auto rtt_ns =
+            static_cast<std::uint64_t>(std::max<Duration::rep>(0, (now - start).count()));
+        // relaxed throughout: window accumulators, read by the closer under update_mutex_ after
+        // it has seen the count that its own increment completed.
+        w_sum_ns_.fetch_add(rtt_ns, std::memory_order_relaxed);
+        update_max(w_max_in_flight_, load);
+        // relaxed: last_decrease_ns_ is a hint that moves once per decrease.
+        if (BULWARK_UNLIKELY(start.time_since_epoch().count() <=
+                             last_decrease_ns_.load(std::memory_order_relaxed))) {
+            w_stale_.fetch_add(1, std::memory_order_relaxed);
+        }
+        if (dropped) {
+            w_drops_.fetch_add(1, std::memory_order_relaxed);
+        }
+        if (BULWARK_UNLIKELY(probing_.load(std::memory_order_relaxed)) &&
+            load <= probe_limit_.load(std::memory_order_relaxed)) {
+            w_probe_sum_ns_.fetch_add(rtt_ns, std::memory_order_relaxed);
+            w_probe_samples_.fetch_add(1, std::memory_order_relaxed);
+        }
+        const std::uint64_t n = w_count_.fetch_add(1, std::memory_order_acq_rel) + 1;
+        if (BULWARK_LIKELY(n < options_.window_samples)) {
+            return;
+        }
+        if (now.time_since_epoch().count() - window_start_ns_.load(std::memory_order_relaxed) <
+            options_.min_window_time.count()) {
+            return;
+        }
+        close_window(now);
+    }
+
+    template <class T>
+    static void update_max(std::atomic<T>& cell, T value) noexcept {
+        T current = cell.load(std::memory_order_relaxed);
+        while (value > current &&
+               !cell.compare_exchange_weak(current, value, std::memory_order_relaxed)) {
+        }
+    }
+
+    BULWARK_NOINLINE void close_window(TimePoint now) noexcept {
+        // Only one closer at a time; a sample that finds the lock taken leaves its window to
+        // the closer (or to the next sample).
+        if (!update_mutex_.try_lock()) {
+            return;
+        }
+        AdaptiveLimitChange change;
+        const bool changed = close_window_locked(now, change);
+        update_mutex_.unlock();
+        if (changed) {
+            changed_listeners_.emit(change);
+        }
+    }
+
+    bool close_window_locked(TimePoint now, AdaptiveLimitChange& change) noexcept
+        BULWARK_REQUIRES(update_mutex_) {
+        const std::uint64_t count = w_count_.exchange(0, std::memory_order_acq_rel);
+        if (count < options_.window_samples) {
+            w_count_.fetch_add(count, std::memory_order_relaxed);  // another closer won
+            return false;
+        }
+        Window w;
+        w.count = count;
+        w.sum_ns = w_sum_ns_.exchange(0, std::memory_order_relaxed);
+        w.max_in_flight = w_max_in_flight_.exchange(0, std::memory_order_relaxed);
+        w.drops = w_drops_.exchange(0, std::memory_order_relaxed);
+        w.stale = w_stale_.exchange(0, std::memory_order_relaxed);
+        w.probe_sum_ns = w_probe_sum_ns_.exchange(0, std::memory_order_relaxed);
+        w.probe_samples = w_probe_samples_.exchange(0, std::memory_order_relaxed);
+        window_start_ns_.store(now.time_since_epoch().count(), std::memory_order_relaxed);
+        const std::uint32_t old_limit = limit_.load(std::memory_order_relaxed);
+        update_locked(w);
+        const std::uint32_t new_limit = limit_.load(std::memory_order_relaxed);
+        change = AdaptiveLimitChange{old_limit, new_limit, to_duration(short_ns_),
+                                     to_duration(long_ns_), to_duration(no_load_ns_)};
+        if (new_limit > old_limit && waiting_.load(std::memory_order_seq_cst) != 0) {
+            detail::LockGuard queue_lock(mutex_);
+            dispatch_locked();
+        }
+        return new_limit != old_limit;
+    }
+
+    struct Window {
+        std::uint64_t count = 0;
+        std::uint64_t sum_ns = 0;
+        std::uint32_t max_in_flight = 0;
+        std::uint64_t drops = 0;
+        std::uint64_t stale = 0;  // calls that began before the last AIMD decrease
+        std::uint64_t probe_sum_ns = 0;
+        std::uint64_t probe_samples = 0;
+    };
+
+    // Under update_mutex_: folds a closed window into the estimates and moves the limit.
+    void update_locked(const Window& w) noexcept BULWARK_REQUIRES(update_mutex_) {
+        ++windows_;
+        samples_total_ += w.count;
+        drops_total_ += w.drops;
+        const double mean = static_cast<double>(w.sum_ns) / static_cast<double>(w.count);
+        short_ns_ = mean;
+        // Window means, not single samples (one lucky call would make every later window look
+        // queued), and only a clearly faster window lowers it between probes: the minimum of
+        // noisy means keeps falling with noise alone.
+        if (no_load_ns_ <= 0 || mean < no_load_ns_ * no_load_margin) {
+            no_load_ns_ = mean;
+        }
+        const double limit = estimate_;
+        // A window that used less than half the limit says nothing about whether more would fit.
+        const bool app_limited = 2.0 * static_cast<double>(w.max_in_flight) < limit;
+        double next = limit;
+        switch (options_.algorithm) {
+            case AdaptiveAlgorithm::vegas:
+                next = vegas_locked(w, limit, mean, app_limited);
+                break;
+            case AdaptiveAlgorithm::gradient2:
+                next = gradient2_locked(w, limit, mean, app_limited);
+                break;
+            case AdaptiveAlgorithm::aimd:
+                long_ns_ = long_ns_ <= 0 ? mean : long_ns_ + (mean - long_ns_) / 60.0;
+                next = aimd_locked(w, limit, mean, app_limited);
+                break;
+        }
+        estimate_ = std::clamp(next, static_cast<double>(options_.min_limit),
+                               static_cast<double>(options_.max_limit));
+        publish_locked();
+    }
+
+    double vegas_locked(const Window& w, double limit, double mean, bool app_limited) noexcept
+        BULWARK_REQUIRES(update_mutex_) {
+        const VegasOptions& o = options_.vegas;
+        long_ns_ = long_ns_ <= 0 ? mean : long_ns_ + (mean - long_ns_) / 60.0;
+        if (probing_.load(std::memory_order_relaxed)) {
+            // The probe ends once two generations of calls under the halved limit have
+            // finished (the first to finish are the fastest: fewer would bias it low), or after
+            // enough windows for that at the old limit.
+            ++probe_windows_;
+            const double probe_limit = probe_limit_.load(std::memory_order_relaxed);
+            const double window = options_.window_samples;
+            const auto wanted = static_cast<std::uint64_t>(std::max(window, 2.0 * probe_limit));
+            const auto most_windows = static_cast<std::uint64_t>(4.0 + 4.0 * limit / window);
+            probe_sum_ns_ += w.probe_sum_ns;
+            probe_samples_ += w.probe_samples;
+            if (probe_samples_ >= wanted || probe_windows_ > most_windows) {
+                if (probe_samples_ > 0) {
+                    no_load_ns_ =
+                        static_cast<double>(probe_sum_ns_) / static_cast<double>(probe_samples_);
+                }
+                probing_.store(false, std::memory_order_relaxed);
+                windows_since_probe_ = 0;
+            }
+            return limit;
+        }
+        ++windows_since_probe_;
+        if (o.probe_interval > 0 && windows_since_probe_ >= o.probe_interval) {
+            ++probes_;
+            probe_windows_ = 0;
+            probe_sum_ns_ = 0;
+            probe_samples_ = 0;
+            probe_limit_.store(
+                std::max(options_.min_limit, static_cast<std::uint32_t>(limit / 2.0)),
+                std::memory_order_relaxed);
+            probing_.store(true, std::memory_order_relaxed);
+            return limit;
+        }
+        const double log_limit = std::max(1.0, std::log10(limit));
+        double next = limit;
+        if (w.drops > 0) {
+            next = limit - log_limit;
+        } else if (app_limited) {
+            return limit;
+        } else {
+            const double queue = limit * (1.0 - no_load_ns_ / std::max(mean, 1.0));
+            if (queue <= log_limit) {
+                next = limit + o.beta * log_limit;  // far from queueing: grow fast
+            } else if (queue < o.alpha * log_limit) {
+                next = limit + log_limit;
+            } else if (queue > o.beta * log_limit) {
+                next = limit - log_limit;
+            }
+        }
+        return limit * (1.0 - o.smoothing) + next * o.smoothing;
+    }
+
+    // Gradient2 without the drift. Netflix's long RTT is an average of every window, so under
+    // sustained overload it catches up with the short RTT, the gradient returns to 1 and the
+    // queue_size term lifts the limit a little every window, for ever (concurrency-limits
+    // #134). Here the long RTT is a no-load baseline: it follows the short RTT down at once
+    // (fast when the short RTT is under half of it) but up only from windows that cannot be
+    // queueing caused by this limiter: app-limited ones, or ones at min_limit (where a higher
+    // RTT can only be the dependency's own). And queue_size is added only at gradient 1.
+    double gradient2_locked(const Window& w, double limit, double short_ns,
+                            bool app_limited) noexcept BULWARK_REQUIRES(update_mutex_) {
+        const Gradient2Options& o = options_.gradient2;
+        const auto horizon = static_cast<double>(o.long_window);
+        if (long_ns_ <= 0) {
+            long_ns_ = short_ns;
+        } else if (short_ns < long_ns_) {
+            long_ns_ =
+                long_ns_ > 2.0 * short_ns ? short_ns : long_ns_ + (short_ns - long_ns_) / horizon;
+        } else if (app_limited || limit <= static_cast<double>(options_.min_limit)) {
+            long_ns_ += (short_ns - long_ns_) / horizon;
+        }
+        if (app_limited && w.drops == 0) {
+            return limit;
+        }
+        double gradient = 0.5;
+        if (w.drops == 0) {
+            gradient = std::clamp(o.rtt_tolerance * long_ns_ / std::max(short_ns, 1.0), 0.5, 1.0);
+        }
+        const double next =
+            limit * gradient + (gradient >= 1.0 ? static_cast<double>(o.queue_size) : 0.0);
+        return limit * (1.0 - o.smoothing) + next * o.smoothing;
+    }
+
+    // One decrease per round trip, as in TCP: a window whose calls all began before the last
+    // decrease measured the old limit, so it neither shrinks the limit again nor grows it.
+    double aimd_locked(const Window& w, double limit, double mean, bool app_limited) noexcept
+        BULWARK_REQUIRES(update_mutex_) {
+        const AimdOptions& o = options_.aimd;
+        if (w.stale >= w.count) {
+            return limit;
+        }
+        if (w.drops > 0 || mean > static_cast<double>(o.latency_threshold.count())) {
+            last_decrease_ns_.store(window_start_ns_.load(std::memory_order_relaxed),
+                                    std::memory_order_relaxed);
+            return limit * o.backoff_ratio;
+        }
+        return app_limited ? limit : limit + static_cast<double>(o.increase);
+    }
+
+    void publish_locked() noexcept BULWARK_REQUIRES(update_mutex_) {
+        auto whole = static_cast<std::uint32_t>(estimate_);
+        if (probing_.load(std::memory_order_relaxed)) {
+            whole = std::min(whole, probe_limit_.load(std::memory_order_relaxed));
+        }
+        // relaxed: see take_slot.
+        limit_.store(whole, std::memory_order_relaxed);
+    }
+
+    void dispatch_locked() noexcept BULWARK_REQUIRES(mutex_) {
+        std::uint32_t in_flight = 0;
+        while (head_ != nullptr && take_slot(in_flight)) {
+            Waiter* w = head_;
+            unlink(w);
+            w->granted = true;
+            w->in_flight = in_flight;
+            w->cv.notify_one();
+        }
+    }
+
+    void unlink(Waiter* w) noexcept BULWARK_REQUIRES(mutex_) {
+        (w->prev != nullptr ? w->prev->next : head_) = w->next;
+        (w->next != nullptr ? w->next->prev : tail_) = w->prev;
+        w->next = w->prev = nullptr;
+        --queued_;
+        waiting_.fetch_sub(1, std::memory_order_seq_cst);
+    }
+
+    BULWARK_NOINLINE Permit acquire_slow(const Context* ctx) {
+        detail::UniqueLock lock(mutex_);
+        std::uint32_t in_flight = 0;
+        if (head_ == nullptr && take_slot(in_flight)) {
+            lock.unlock();
+            return admit(in_flight);
+        }
+        if (queued_ >= options_.max_queue) {
+            lock.unlock();
+            return reject(options_.max_queue == 0 ? AdaptiveLimitRejection::limit_reached
+                                                  : AdaptiveLimitRejection::queue_full);
+        }
+        TimePoint deadline = detail::saturating_add(clock_->now(), options_.queue_timeout);
+        if (ctx != nullptr && ctx->deadline() && *ctx->deadline() < deadline) {
+            deadline = *ctx->deadline();
+        }
+        Waiter w;
+        w.prev = tail_;
+        (tail_ != nullptr ? tail_->next : head_) = &w;
+        tail_ = &w;
+        ++queued_;
+        waiting_.fetch_add(1, std::memory_order_seq_cst);
+        dispatch_locked();  // a slot may have been freed before we were visible
+        AdaptiveLimitRejection reason = AdaptiveLimitRejection::queue_timeout;
+        while (!w.granted) {
+            if (ctx != nullptr && ctx->cancelled()) {
+                reason = AdaptiveLimitRejection::cancelled;
+                break;
+            }
+            if (clock_->now() >= deadline) {
+                break;
+            }
+            // Cancellation notifies nobody: a waiter with a context looks at it every poll.
+            TimePoint wake = deadline;
+            if (ctx != nullptr) {
+                wake = std::min(deadline, clock_->now() + cancel_poll);
+            }
+            clock_->wait_until(w.cv, lock.native(), wake);
+        }
+        if (w.granted) {
+            lock.unlock();
+            return admit(w.in_flight);
+        }
+        unlink(&w);
+        lock.unlock();
+        if (reason == AdaptiveLimitRejection::queue_timeout) {
+            queue_timeouts_.fetch_add(1, std::memory_order_relaxed);
+        }
+        return reject(reason);
+    }
+
+    // The reject branch: counts, reports, and lets the call through in shadow mode.
+    BULWARK_NOINLINE Permit reject(AdaptiveLimitRejection reason) noexcept {
+        // relaxed: statistics, and a mode switch that need not order anything else.
+        rejected_.fetch_add(1, std::memory_order_relaxed);
+        const bool shadow = shadow_.load(std::memory_order_relaxed);
+        if (shadow) {
+            shadow_rejections_.fetch_add(1, std::memory_order_relaxed);
+        }
+        rejected_listeners_.emit_with([&] {
+            return AdaptiveLimitRejectedEvent{
+                reason, limit_.load(std::memory_order_relaxed),
+                static_cast<std::uint32_t>(
+                    std::max<std::int64_t>(0, in_flight_.load(std::memory_order_relaxed))),
+                static_cast<std::uint32_t>(waiting_.load(std::memory_order_relaxed)), shadow};
+        });
+        return Permit(reason, shadow);
+    }
+
+    std::exception_ptr error_for(AdaptiveLimitRejection reason) const noexcept {
+        switch (reason) {
+            case AdaptiveLimitRejection::limit_reached:
+                return limit_error_;
+            case AdaptiveLimitRejection::queue_full:
+                return queue_full_error_;
+            case AdaptiveLimitRejection::queue_timeout:
+                return timeout_error_;
+            case AdaptiveLimitRejection::cancelled:
+                break;
+        }
+        return cancelled_error_;
+    }
+
+    // The failure path of apply(): what a failed call tells the limit.
+    BULWARK_NOINLINE static void classify(Permit& permit, const std::exception_ptr& error) {
+        try {
+            std::rethrow_exception(error);
+        } catch (const TimeoutError&) {
+            permit.drop();
+        } catch (const RejectedError&) {
+            permit.ignore();
+        } catch (...) {
+            permit.complete();
+        }
+    }
+
+    std::exception_ptr error(const std::string& rest) const;
+
+    static constexpr Duration cancel_poll = std::chrono::milliseconds(10);
+    // A window lowers the no-load RTT between probes only when this much faster (20%) than it.
+    static constexpr double no_load_margin = 0.8;
+
+    const std::shared_ptr<const std::string> name_;
+    const AdaptiveLimiterOptions options_;
+    Clock* const clock_;
+    const std::exception_ptr limit_error_;
+    const std::exception_ptr queue_full_error_;
+    const std::exception_ptr timeout_error_;
+    const std::exception_ptr cancelled_error_;
+
+    // The limit's estimate and the RTT estimates, in nanoseconds; moved once per window.
+    mutable detail::Mutex update_mutex_;
+    double estimate_ BULWARK_GUARDED_BY(update_mutex_);
+    double short_ns_ BULWARK_GUARDED_BY(update_mutex_) = 0;
+    double long_ns_ BULWARK_GUARDED_BY(update_mutex_) = 0;
+    double no_load_ns_ BULWARK_GUARDED_BY(update_mutex_) = 0;
+    std::uint64_t samples_total_ BULWARK_GUARDED_BY(update_mutex_) = 0;
+    std::uint64_t drops_total_ BULWARK_GUARDED_BY(update_mutex_) = 0;
+    std::uint64_t windows_ BULWARK_GUARDED_BY(update_mutex_) = 0;
+    std::uint64_t probes_ BULWARK_GUARDED_BY(update_mutex_) = 0;
+    std::uint64_t windows_since_probe_ BULWARK_GUARDED_BY(update_mutex_) = 0;
+    std::uint64_t probe_windows_ BULWARK_GUARDED_BY(update_mutex_) = 0;
+    std::uint64_t probe_sum_ns_ BULWARK_GUARDED_BY(update_mutex_) = 0;
+    std::uint64_t probe_samples_ BULWARK_GUARDED_BY(update_mutex_) = 0;
+
+    alignas(detail::cache_line_size) std::atomic<std::uint32_t> limit_;
+    std::atomic<bool> shadow_;
+    std::atomic<bool> probing_{false};
+    std::atomic<std::uint32_t> probe_limit_{0};
+    alignas(detail::cache_line_size) std::atomic<std::int64_t> in_flight_{0};
+    alignas(detail::cache_line_size) std::atomic<std::int64_t> waiting_{0};
+
+    // The open window's accumulators.
+    alignas(detail::cache_line_size) std::atomic<std::uint64_t> w_count_{0};
+    std::atomic<std::uint64_t> w_sum_ns_{0};
+    std::atomic<std::uint32_t> w_max_in_flight_{0};
+    std::atomic<std::uint64_t> w_drops_{0};
+    std::atomic<std::uint64_t> w_stale_{0};
+    // When AIMD last shrank the limit (ns on the clock); calls that began before it are stale.
+    std::atomic<std::int64_t> last_decrease_ns_{std::numeric_limits<std::int64_t>::min()};
+    std::atomic<std::uint64_t> w_probe_sum_ns_{0};
+    std::atomic<std::uint64_t> w_probe_samples_{0};
+    std::atomic<std::int64_t> window_start_ns_;
+
+    mutable detail::Mutex mutex_;
+    Waiter* head_ BULWARK_GUARDED_BY(mutex_) = nullptr;
+    Waiter* tail_ BULWARK_GUARDED_BY(mutex_) = nullptr;
+    std::uint32_t queued_ BULWARK_GUARDED_BY(mutex_) = 0;
+
+    detail::StripedCounter admitted_;
+    std::atomic<std::uint64_t> rejected_{0};
+    std::atomic<std::uint64_t> queue_timeouts_{0};
+    std::atomic<std::uint64_t> shadow_rejections_{0};
+    Listeners<AdaptiveLimitRejectedEvent> rejected_listeners_;
+    Listeners<AdaptiveLimitChange> changed_listeners_;
+};
+
+// An adaptive limiter refused the call: no slot under its current limit and no room in its
+// queue, or the queue wait ended. A BulkheadFullError (a concurrency limit that moves), so code
+// that handles a full bulkhead handles it too. source(): the limiter's name.
+class AdaptiveLimitError : public BulkheadFullError {
+public:
+    using BulkheadFullError::BulkheadFullError;
+};
+
+template <class Tag>
+std::exception_ptr BasicAdaptiveLimiter<Tag>::error(const std::string& rest) const {
+    return std::make_exception_ptr(
+        AdaptiveLimitError(name_, detail::component_label("adaptive limiter", *name_) + rest));
+}
+
+using AdaptiveLimiter = BasicAdaptiveLimiter<>;
+
+}  // namespace bulwark
+
+#endif  // BULWARK_ADAPTIVE_LIMITER_HPP
 // #include <bulwark/admin.hpp>
 // AdminHandler: the operator's HTTP API and console over breakers, health and dead letters.
 #ifndef BULWARK_ADMIN_HPP
@@ -1074,563 +3776,7 @@ progress { width: 240px; }
 #include <limits>
 #include <string>
 
-// #include <bulwark/clock.hpp>
-// Clocks: the Clock interface components read time and wait through, SteadyClock, ManualClock.
-#ifndef BULWARK_CLOCK_HPP
-#define BULWARK_CLOCK_HPP
-
-#include <atomic>
-#include <condition_variable>
-#include <cstddef>
-#include <cstdint>
-#include <mutex>
-#include <thread>
-#include <vector>
-
-#if defined(__linux__)
-#include <time.h>  // NOLINT(modernize-deprecated-headers): POSIX clock_gettime
-#endif
-
-// #include <bulwark/config.hpp>
-// Feature detection and portability macros, done once.
-#ifndef BULWARK_CONFIG_HPP
-#define BULWARK_CONFIG_HPP
-
-// Feature detection, done once. Other headers branch on the macros defined here, never on
-// compiler versions.
-
-#if defined(_MSVC_LANG) && _MSVC_LANG > __cplusplus
-#define BULWARK_CPLUSPLUS _MSVC_LANG
-#else
-#define BULWARK_CPLUSPLUS __cplusplus
-#endif
-
-#if BULWARK_CPLUSPLUS < 201703L
-#error "bulwark requires C++17 or later (compile with -std=c++17 or newer)."
-#endif
-
-// Outcome<T> carries failures as std::exception_ptr and policies classify exceptions by type,
-// so there is no meaningful no-exceptions mode.
-#if !defined(__cpp_exceptions) && !defined(__EXCEPTIONS) && !defined(_CPPUNWIND)
-#error "bulwark needs C++ exceptions: failures travel as std::exception_ptr."
-#endif
-
-#if defined(__GNUC__) || defined(__clang__)
-#define BULWARK_NOINLINE __attribute__((noinline))
-// For the few hot-path helpers whose inlining the compiler's size heuristics would otherwise
-// decide differently from one instantiation to the next.
-#define BULWARK_ALWAYS_INLINE __attribute__((always_inline)) inline
-#define BULWARK_LIKELY(x) __builtin_expect(!!(x), 1)
-#define BULWARK_UNLIKELY(x) __builtin_expect(!!(x), 0)
-#elif defined(_MSC_VER)
-#define BULWARK_NOINLINE __declspec(noinline)
-#define BULWARK_ALWAYS_INLINE __forceinline
-#define BULWARK_LIKELY(x) (x)
-#define BULWARK_UNLIKELY(x) (x)
-#else
-#define BULWARK_NOINLINE
-#define BULWARK_ALWAYS_INLINE inline
-#define BULWARK_LIKELY(x) (x)
-#define BULWARK_UNLIKELY(x) (x)
-#endif
-
-// Clang's thread-safety analysis (-Wthread-safety): which mutex guards a member, and which
-// functions acquire, release or need it. Empty for other compilers. bulwark's own mutexes and
-// locks carry them (detail/mutex.hpp); libstdc++'s do not.
-#if defined(__clang__)
-#define BULWARK_THREAD_ANNOTATION(x) __attribute__((x))
-#else
-#define BULWARK_THREAD_ANNOTATION(x)
-#endif
-#define BULWARK_CAPABILITY(x) BULWARK_THREAD_ANNOTATION(capability(x))
-#define BULWARK_SCOPED_CAPABILITY BULWARK_THREAD_ANNOTATION(scoped_lockable)
-#define BULWARK_GUARDED_BY(x) BULWARK_THREAD_ANNOTATION(guarded_by(x))
-#define BULWARK_PT_GUARDED_BY(x) BULWARK_THREAD_ANNOTATION(pt_guarded_by(x))
-#define BULWARK_REQUIRES(...) BULWARK_THREAD_ANNOTATION(requires_capability(__VA_ARGS__))
-#define BULWARK_REQUIRES_SHARED(...) \
-    BULWARK_THREAD_ANNOTATION(requires_shared_capability(__VA_ARGS__))
-#define BULWARK_ACQUIRE(...) BULWARK_THREAD_ANNOTATION(acquire_capability(__VA_ARGS__))
-#define BULWARK_ACQUIRE_SHARED(...) \
-    BULWARK_THREAD_ANNOTATION(acquire_shared_capability(__VA_ARGS__))
-#define BULWARK_RELEASE(...) BULWARK_THREAD_ANNOTATION(release_capability(__VA_ARGS__))
-#define BULWARK_RELEASE_SHARED(...) \
-    BULWARK_THREAD_ANNOTATION(release_shared_capability(__VA_ARGS__))
-#define BULWARK_TRY_ACQUIRE(...) BULWARK_THREAD_ANNOTATION(try_acquire_capability(__VA_ARGS__))
-#define BULWARK_TRY_ACQUIRE_SHARED(...) \
-    BULWARK_THREAD_ANNOTATION(try_acquire_shared_capability(__VA_ARGS__))
-#define BULWARK_EXCLUDES(...) BULWARK_THREAD_ANNOTATION(locks_excluded(__VA_ARGS__))
-#define BULWARK_NO_THREAD_SAFETY_ANALYSIS BULWARK_THREAD_ANNOTATION(no_thread_safety_analysis)
-
-namespace bulwark {
-namespace detail {
-// std::hardware_destructive_interference_size is unreliable on GCC 12 (it warns when used in a
-// header and varies with -mtune); 64 bytes is right for x86-64 and most AArch64 parts.
-inline constexpr unsigned cache_line_size = 64;
-}  // namespace detail
-}  // namespace bulwark
-
-#endif  // BULWARK_CONFIG_HPP
-// #include <bulwark/detail/mutex.hpp>
-// Mutexes and locks annotated for clang's thread-safety analysis (private).
-#ifndef BULWARK_DETAIL_MUTEX_HPP
-#define BULWARK_DETAIL_MUTEX_HPP
-
-#include <mutex>
-#include <shared_mutex>
-
-// #include <bulwark/config.hpp> (already included above)
-
-namespace bulwark {
-namespace detail {
-
-// std::mutex and std::shared_mutex as capabilities, so that -Wthread-safety checks every access
-// to a BULWARK_GUARDED_BY member (libstdc++'s own types carry no annotations). Each is its
-// standard type and nothing more: every member is an inline forwarding call.
-//   mutable detail::Mutex mutex_;
-//   int count_ BULWARK_GUARDED_BY(mutex_) = 0;
-//   detail::LockGuard lock(mutex_);
-// Thread-safe, as the standard types are.
-class BULWARK_CAPABILITY("mutex") Mutex {
-public:
-    Mutex() = default;
-    Mutex(const Mutex&) = delete;
-    Mutex& operator=(const Mutex&) = delete;
-
-    void lock() BULWARK_ACQUIRE() { mutex_.lock(); }
-    void unlock() BULWARK_RELEASE() { mutex_.unlock(); }
-    bool try_lock() BULWARK_TRY_ACQUIRE(true) { return mutex_.try_lock(); }
-
-    // The standard mutex, for a std::unique_lock that a std::condition_variable waits with
-    // (UniqueLock is the annotated way to build one).
-    std::mutex& native() noexcept { return mutex_; }
-
-private:
-    std::mutex mutex_;
-};
-
-class BULWARK_CAPABILITY("mutex") SharedMutex {
-public:
-    SharedMutex() = default;
-    SharedMutex(const SharedMutex&) = delete;
-    SharedMutex& operator=(const SharedMutex&) = delete;
-
-    void lock() BULWARK_ACQUIRE() { mutex_.lock(); }
-    void unlock() BULWARK_RELEASE() { mutex_.unlock(); }
-    bool try_lock() BULWARK_TRY_ACQUIRE(true) { return mutex_.try_lock(); }
-    void lock_shared() BULWARK_ACQUIRE_SHARED() { mutex_.lock_shared(); }
-    void unlock_shared() BULWARK_RELEASE_SHARED() { mutex_.unlock_shared(); }
-    bool try_lock_shared() BULWARK_TRY_ACQUIRE_SHARED(true) { return mutex_.try_lock_shared(); }
-
-private:
-    std::shared_mutex mutex_;
-};
-
-// std::lock_guard: holds a Mutex (or a SharedMutex exclusively) for its scope.
-template <class M>
-class BULWARK_SCOPED_CAPABILITY LockGuard {
-public:
-    explicit LockGuard(M& mutex) BULWARK_ACQUIRE(mutex) : mutex_(mutex) { mutex_.lock(); }
-    ~LockGuard() BULWARK_RELEASE() { mutex_.unlock(); }
-    LockGuard(const LockGuard&) = delete;
-    LockGuard& operator=(const LockGuard&) = delete;
-
-private:
-    M& mutex_;
-};
-
-// std::shared_lock: holds a SharedMutex shared for its scope.
-class BULWARK_SCOPED_CAPABILITY SharedLock {
-public:
-    explicit SharedLock(SharedMutex& mutex) BULWARK_ACQUIRE_SHARED(mutex) : mutex_(mutex) {
-        mutex_.lock_shared();
-    }
-    ~SharedLock() BULWARK_RELEASE() { mutex_.unlock_shared(); }
-    SharedLock(const SharedLock&) = delete;
-    SharedLock& operator=(const SharedLock&) = delete;
-
-private:
-    SharedMutex& mutex_;
-};
-
-// std::unique_lock<std::mutex> over a Mutex: may be unlocked and locked again within its scope,
-// and native() is the std::unique_lock a std::condition_variable (or Clock::wait_until) waits
-// with. The analysis treats the mutex as held across such a wait, which is what the code after
-// the wait may assume.
-class BULWARK_SCOPED_CAPABILITY UniqueLock {
-public:
-    explicit UniqueLock(Mutex& mutex) BULWARK_ACQUIRE(mutex) : lock_(mutex.native()) {}
-    ~UniqueLock() BULWARK_RELEASE() = default;
-    UniqueLock(const UniqueLock&) = delete;
-    UniqueLock& operator=(const UniqueLock&) = delete;
-
-    void lock() BULWARK_ACQUIRE() { lock_.lock(); }
-    void unlock() BULWARK_RELEASE() { lock_.unlock(); }
-
-    std::unique_lock<std::mutex>& native() noexcept { return lock_; }
-
-private:
-    std::unique_lock<std::mutex> lock_;
-};
-
-}  // namespace detail
-}  // namespace bulwark
-
-#endif  // BULWARK_DETAIL_MUTEX_HPP
-// #include <bulwark/detail/throw.hpp>
-// Error helpers: invalid-option messages and out-of-line throws (private).
-#ifndef BULWARK_DETAIL_THROW_HPP
-#define BULWARK_DETAIL_THROW_HPP
-
-#include <chrono>
-#include <cstdio>
-#include <stdexcept>
-#include <string>
-#include <string_view>
-
-// #include <bulwark/config.hpp> (already included above)
-
-namespace bulwark {
-namespace detail {
-
-// Cold helpers: hot inline paths call these so that they carry no string-building code.
-
-[[noreturn]] BULWARK_NOINLINE inline void throw_invalid_argument(const std::string& message) {
-    throw std::invalid_argument(message);
-}
-
-// For misuse of an object's protocol (recording a permit twice), not for bad configuration.
-[[noreturn]] BULWARK_NOINLINE inline void throw_logic_error(const std::string& message) {
-    throw std::logic_error(message);
-}
-
-// "CircuitBreakerOptions.failure_ratio must be in [0, 1], got 1.5"
-[[noreturn]] BULWARK_NOINLINE inline void throw_invalid_option(std::string_view field,
-                                                               std::string_view requirement,
-                                                               std::string_view got) {
-    std::string message;
-    message.reserve(field.size() + requirement.size() + got.size() + 8);
-    message.append(field).append(" ").append(requirement).append(", got ").append(got);
-    throw std::invalid_argument(message);
-}
-
-// Refuses an enumerator outside [0, last] (an integer cast to the enum type), naming `field`
-// and `type`, so that no switch over it falls through to a default it does not expect.
-template <class E>
-void check_enumerator(E value, E last, std::string_view field, const char* type) {
-    if (static_cast<unsigned long long>(value) > static_cast<unsigned long long>(last)) {
-        throw_invalid_option(field, std::string("must be a ") + type,
-                             std::to_string(static_cast<unsigned long long>(value)));
-    }
-}
-
-inline std::string format_number(double value) {
-    char buffer[32];
-    std::snprintf(buffer, sizeof buffer, "%g", value);
-    return buffer;
-}
-
-inline std::string format_number(long long value) {
-    return std::to_string(value);
-}
-
-// Renders a duration in the largest unit that keeps it exact: 1500ms, 2s, 250us, -3ns.
-template <class Rep, class Period>
-std::string format_duration(std::chrono::duration<Rep, Period> d) {
-    const auto ns =
-        static_cast<long long>(std::chrono::duration_cast<std::chrono::nanoseconds>(d).count());
-    struct Unit {
-        long long size;
-        const char* suffix;
-    };
-    constexpr Unit units[] = {{3600000000000LL, "h"}, {60000000000LL, "min"}, {1000000000LL, "s"},
-                              {1000000LL, "ms"},      {1000LL, "us"},         {1LL, "ns"}};
-    if (ns == 0) {
-        return "0s";
-    }
-    for (const Unit& unit : units) {
-        if (ns % unit.size == 0) {
-            return std::to_string(ns / unit.size) + unit.suffix;
-        }
-    }
-    return std::to_string(ns) + "ns";
-}
-
-}  // namespace detail
-}  // namespace bulwark
-
-#endif  // BULWARK_DETAIL_THROW_HPP
-// #include <bulwark/time.hpp>
-// Time vocabulary: Duration, TimePoint and WallTime.
-#ifndef BULWARK_TIME_HPP
-#define BULWARK_TIME_HPP
-
-#include <chrono>
-
-namespace bulwark {
-
-// Every duration bulwark stores or reports. Nanoseconds in 64 bits span ±292 years.
-using Duration = std::chrono::nanoseconds;
-// A point on the monotonic timeline of a Clock. Never compared across clocks.
-using TimePoint = std::chrono::time_point<std::chrono::steady_clock, Duration>;
-// A point in civil (wall-clock) time, in nanoseconds since the Unix epoch: for timestamps that
-// must keep their meaning after a restart or on another host (a stored dead letter's times).
-using WallTime = std::chrono::time_point<std::chrono::system_clock, Duration>;
-
-namespace detail {
-// `a + b`, clamped to [Duration::min(), Duration::max()] instead of overflowing.
-constexpr Duration saturating_add(Duration a, Duration b) noexcept {
-    if (b > Duration::zero() && a > Duration::max() - b) {
-        return Duration::max();
-    }
-    if (b < Duration::zero() && a < Duration::min() - b) {
-        return Duration::min();
-    }
-    return a + b;
-}
-
-// `t + d` for every deadline the library computes from an option or a hint: an option of
-// Duration::max() gives TimePoint::max() ("never") instead of a time in the past.
-constexpr TimePoint saturating_add(TimePoint t, Duration d) noexcept {
-    return TimePoint{saturating_add(t.time_since_epoch(), d)};
-}
-}  // namespace detail
-
-}  // namespace bulwark
-
-#endif  // BULWARK_TIME_HPP
-
-namespace bulwark {
-
-// Where time comes from and how waiting happens. Every component that reads time or waits takes a
-// Clock& as its last constructor argument (it must outlive the component), so that tests run on a
-// ManualClock and never sleep for real.
-//
-// Implementations must be thread-safe: components call now() and sleep_for() from any thread.
-// now() is virtual; hot paths are written not to read the clock at all.
-class Clock {
-public:
-    virtual ~Clock() = default;
-
-    // The current time. Monotonic: never goes backwards.
-    virtual TimePoint now() const noexcept = 0;
-
-    // Blocks the calling thread for `d` (a non-positive `d` returns at once). A ManualClock
-    // advances its time instead.
-    virtual void sleep_for(Duration d) = 0;
-
-    // A cheaper reading on the same timeline as now() that may lag it by a few milliseconds.
-    // Components use it where that precision is enough (break expiry, per-second window
-    // buckets): SteadyClock reads CLOCK_MONOTONIC_COARSE on Linux (about 3 ns against about
-    // 26 ns for now() on a VM). Never ahead of now(). The default is now().
-    virtual TimePoint coarse_now() const noexcept { return now(); }
-
-    // The wall-clock time, for timestamps that outlive the process. Unlike now() it may jump
-    // (the system clock is set), so never measure durations with it. The default is
-    // std::chrono::system_clock::now().
-    virtual WallTime wall_now() const noexcept {
-        return std::chrono::time_point_cast<Duration>(std::chrono::system_clock::now());
-    }
-
-    // coarse_now() as components call it: one atomic load, without a virtual call, when the
-    // clock keeps its coarse time in memory (ManualClock, TickingClock); coarse_now() otherwise.
-    TimePoint coarse_now_fast() const noexcept {
-        if (coarse_cell_ != nullptr) {
-            // acquire: pairs with the clock's release store, as ManualClock::now() does.
-            return TimePoint{Duration{coarse_cell_->load(std::memory_order_acquire)}};
-        }
-        return coarse_now();
-    }
-
-    void sleep_until(TimePoint t) {
-        const TimePoint current = now();
-        if (t > current) {
-            sleep_for(t - current);
-        }
-    }
-
-    // Blocks on `cv` (with `lock` held, as std::condition_variable::wait does) until it is
-    // notified, wakes spuriously, or `deadline` on this clock has passed. Callers re-check their
-    // condition and the time in a loop. SteadyClock waits for real; a ManualClock cannot wake a
-    // waiter when it is advanced, so it re-checks every 100 microseconds of real time.
-    virtual void wait_until(std::condition_variable& cv, std::unique_lock<std::mutex>& lock,
-                            TimePoint deadline) {
-        const Duration left = deadline - now();
-        if (left > Duration::zero()) {
-            // std::condition_variable::wait_for adds its duration to steady_clock::now(): a
-            // deadline of TimePoint::max() ("never") would overflow it and return at once. The
-            // callers loop, so a day at a time is the same wait.
-            cv.wait_for(lock, std::min<Duration>(left, std::chrono::hours(24)));
-        }
-    }
-
-protected:
-    Clock() = default;
-    // For a clock that keeps its coarse time as nanoseconds in `cell` (an object of its own,
-    // alive as long as the clock): coarse_now_fast() then loads it directly. Every load of
-    // `cell` must equal what coarse_now() would return at that moment.
-    explicit Clock(const std::atomic<std::int64_t>* cell) noexcept : coarse_cell_(cell) {}
-    // A copy does not share the cell: a subclass with a cell is not copyable.
-    Clock(const Clock&) noexcept {}
-    // Assigns nothing, so self-assignment is harmless.
-    // NOLINTNEXTLINE(bugprone-unhandled-self-assignment)
-    Clock& operator=(const Clock&) noexcept { return *this; }
-
-private:
-    const std::atomic<std::int64_t>* coarse_cell_ = nullptr;
-};
-
-// The real monotonic clock (std::chrono::steady_clock) and a real sleep.
-//   bulwark::SteadyClock clock; auto t = clock.now(); clock.sleep_for(10ms);
-// Thread-safe (stateless).
-class SteadyClock final : public Clock {
-public:
-    TimePoint now() const noexcept override {
-        return std::chrono::time_point_cast<Duration>(std::chrono::steady_clock::now());
-    }
-
-    void sleep_for(Duration d) override {
-        if (d > Duration::zero()) {
-            std::this_thread::sleep_for(d);
-        }
-    }
-
-#if defined(__linux__) && defined(CLOCK_MONOTONIC_COARSE)
-    // libstdc++ and libc++ implement steady_clock with CLOCK_MONOTONIC on Linux; the coarse
-    // variant is the same timeline, updated once per kernel tick.
-    TimePoint coarse_now() const noexcept override {
-        timespec ts{};
-        if (clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) != 0) {
-            return now();
-        }
-        return TimePoint{std::chrono::seconds(ts.tv_sec) + Duration(ts.tv_nsec)};
-    }
-#endif
-};
-
-// A clock that moves only when told to: advance(d), set(t), or a sleep_for(d), which advances by
-// `d` instead of blocking and records the request so that a test can check the exact waits a
-// policy asked for.
-//   bulwark::ManualClock clock;  clock.advance(5s);  clock.sleeps();  // every sleep_for request
-// Thread-safe. now() is a single atomic load.
-class ManualClock final : public Clock {
-public:
-    // Starts one day after the zero of TimePoint, so that no code can get away with treating a
-    // zero time point as "never".
-    ManualClock() noexcept : ManualClock(TimePoint{std::chrono::hours(24)}) {}
-    explicit ManualClock(TimePoint start) noexcept
-        : Clock(&now_ns_), start_(start), now_ns_(start.time_since_epoch().count()) {}
-
-    ManualClock(const ManualClock&) = delete;
-    ManualClock& operator=(const ManualClock&) = delete;
-
-    TimePoint now() const noexcept override {
-        // acquire: pairs with the release in advance(), so a thread that sees the new time also
-        // sees what the advancing thread wrote before it.
-        return TimePoint{Duration{now_ns_.load(std::memory_order_acquire)}};
-    }
-
-    // 2026-01-01T00:00:00Z plus the time this clock has moved since it was made: wall time in
-    // tests moves with now() and is the same on every run.
-    WallTime wall_now() const noexcept override {
-        return WallTime{detail::saturating_add(std::chrono::seconds(1767225600), now() - start_)};
-    }
-
-    // Moves time forward by `d`. Throws std::invalid_argument for a negative `d`: time is
-    // monotonic.
-    void advance(Duration d) {
-        if (d < Duration::zero()) {
-            detail::throw_invalid_option("ManualClock.advance(d): d", "must be >= 0",
-                                         detail::format_duration(d));
-        }
-        add(d);
-    }
-
-    // Moves time forward to `t`. Throws std::invalid_argument if `t` is earlier than now().
-    void set(TimePoint t) {
-        std::int64_t current = now_ns_.load(std::memory_order_acquire);
-        const std::int64_t target = t.time_since_epoch().count();
-        do {
-            if (target < current) {
-                detail::throw_invalid_option(
-                    "ManualClock.set(t): t", "must not be before now()",
-                    detail::format_duration(Duration{target - current}) + " relative to now()");
-            }
-        } while (!now_ns_.compare_exchange_weak(current, target, std::memory_order_acq_rel,
-                                                std::memory_order_acquire));
-    }
-
-    // Records `d` and advances by it (a negative request is recorded and does not move time).
-    void sleep_for(Duration d) override {
-        {
-            detail::LockGuard lock(sleeps_mutex_);
-            sleeps_.push_back(d);
-        }
-        if (d > Duration::zero()) {
-            add(d);
-        }
-    }
-
-    void wait_until(std::condition_variable& cv, std::unique_lock<std::mutex>& lock,
-                    TimePoint deadline) override {
-        if (now() < deadline) {
-            cv.wait_for(lock, std::chrono::microseconds(100));
-        }
-    }
-
-    // Every sleep_for request so far, in the order made.
-    std::vector<Duration> sleeps() const {
-        detail::LockGuard lock(sleeps_mutex_);
-        return sleeps_;
-    }
-
-    std::size_t sleep_count() const {
-        detail::LockGuard lock(sleeps_mutex_);
-        return sleeps_.size();
-    }
-
-    // Sum of all positive sleep requests.
-    Duration total_slept() const {
-        detail::LockGuard lock(sleeps_mutex_);
-        Duration total{0};
-        for (Duration d : sleeps_) {
-            if (d > Duration::zero()) {
-                total = detail::saturating_add(total, d);
-            }
-        }
-        return total;
-    }
-
-    void clear_sleeps() {
-        detail::LockGuard lock(sleeps_mutex_);
-        sleeps_.clear();
-    }
-
-private:
-    // Moves time forward by `d` > 0, stopping at TimePoint::max(): advancing by Duration::max()
-    // (a sleep "for ever") reaches the end of time instead of wrapping into the past.
-    void add(Duration d) noexcept {
-        std::int64_t current = now_ns_.load(std::memory_order_acquire);
-        while (!now_ns_.compare_exchange_weak(
-            current, detail::saturating_add(Duration{current}, d).count(),
-            std::memory_order_acq_rel, std::memory_order_acquire)) {
-        }
-    }
-
-    const TimePoint start_;
-    std::atomic<std::int64_t> now_ns_;
-    mutable detail::Mutex sleeps_mutex_;
-    std::vector<Duration> sleeps_ BULWARK_GUARDED_BY(sleeps_mutex_);
-};
-
-// The process-wide SteadyClock that components use when no clock is given.
-inline Clock& default_clock() noexcept {
-    static SteadyClock clock;
-    return clock;
-}
-
-}  // namespace bulwark
-
-#endif  // BULWARK_CLOCK_HPP
+// #include <bulwark/clock.hpp> (already included above)
 // #include <bulwark/detail/math.hpp>
 // Floating-point checks and functions without <cmath>, which costs every includer (private).
 #ifndef BULWARK_DETAIL_MATH_HPP
@@ -2034,278 +4180,8 @@ private:
 #include <vector>
 
 // #include <bulwark/detail/throw.hpp> (already included above)
-// #include <bulwark/detail/traits.hpp>
-// Type traits for callables and results (private).
-#ifndef BULWARK_DETAIL_TRAITS_HPP
-#define BULWARK_DETAIL_TRAITS_HPP
-
-#include <functional>
-#include <type_traits>
-
-namespace bulwark {
-namespace detail {
-
-template <class...>
-inline constexpr bool always_false_v = false;
-
-template <class T>
-using remove_cvref_t = std::remove_cv_t<std::remove_reference_t<T>>;
-
-// The single parameter type of a callable with one non-template operator() or of a function
-// (pointer). `void` when it cannot be found (a generic lambda, an overload set).
-template <class F, class = void>
-struct single_arg {
-    using type = void;
-};
-template <class R, class A>
-struct single_arg<R (*)(A), void> {
-    using type = A;
-};
-template <class R, class A>
-struct single_arg<R(A), void> {
-    using type = A;
-};
-template <class R, class A>
-struct single_arg<R (*)(A) noexcept, void> {
-    using type = A;
-};
-template <class M>
-struct member_single_arg {
-    using type = void;
-};
-template <class R, class C, class A>
-struct member_single_arg<R (C::*)(A)> {
-    using type = A;
-};
-template <class R, class C, class A>
-struct member_single_arg<R (C::*)(A) const> {
-    using type = A;
-};
-template <class R, class C, class A>
-struct member_single_arg<R (C::*)(A) noexcept> {
-    using type = A;
-};
-template <class R, class C, class A>
-struct member_single_arg<R (C::*)(A) const noexcept> {
-    using type = A;
-};
-template <class F>
-struct single_arg<F, std::void_t<decltype(&F::operator())>> {
-    using type = typename member_single_arg<decltype(&F::operator())>::type;
-};
-template <class F>
-using single_arg_t = typename single_arg<remove_cvref_t<F>>::type;
-
-// A per-type identity that needs no RTTI: the address of an inline variable is unique per type.
-template <class T>
-struct type_tag {
-    static constexpr char id = 0;
-};
-using type_id_t = const void*;
-template <class T>
-constexpr type_id_t type_id() noexcept {
-    return &type_tag<remove_cvref_t<T>>::id;
-}
-
-template <class T, template <class...> class Template>
-struct is_specialization : std::false_type {};
-template <template <class...> class Template, class... Args>
-struct is_specialization<Template<Args...>, Template> : std::true_type {};
-
-// True for the callables that can be null: function pointers, member pointers, std::function.
-template <class F>
-bool is_null_callable(const F& f) noexcept {
-    using D = remove_cvref_t<F>;
-    if constexpr (std::is_pointer<D>::value || std::is_member_pointer<D>::value) {
-        return f == nullptr;
-    } else if constexpr (is_specialization<D, std::function>::value) {
-        return !f;
-    } else {
-        (void)f;
-        return false;
-    }
-}
-
-}  // namespace detail
-}  // namespace bulwark
-
-#endif  // BULWARK_DETAIL_TRAITS_HPP
-// #include <bulwark/outcome.hpp>
-// Outcome<T>: a value or an exception_ptr, the result type every policy returns.
-#ifndef BULWARK_OUTCOME_HPP
-#define BULWARK_OUTCOME_HPP
-
-#include <exception>
-#include <type_traits>
-#include <utility>
-#include <variant>
-
-// #include <bulwark/config.hpp> (already included above)
-// #include <bulwark/detail/throw.hpp> (already included above)
-
-namespace bulwark {
-
-// The result of one execution: a value of T, or the exception that ended it.
-//   auto o = policy.try_execute([] { return 42; });
-//   if (o) use(o.value()); else log(o.error());        // value() rethrows the stored error
-// T may be move-only; Outcome<void> holds only the error. Thread-compatible.
-template <class T>
-class [[nodiscard]] Outcome {
-    static_assert(!std::is_reference<T>::value,
-                  "bulwark::Outcome<T> cannot hold a reference: return a pointer or "
-                  "std::reference_wrapper from the callable instead.");
-    static_assert(!std::is_same<std::decay_t<T>, std::exception_ptr>::value,
-                  "bulwark::Outcome<std::exception_ptr> is ambiguous: wrap the exception_ptr in a "
-                  "struct of your own.");
-    static_assert(!std::is_array<T>::value && std::is_destructible<T>::value,
-                  "bulwark::Outcome<T> needs a destructible, non-array value type.");
-
-public:
-    using value_type = T;
-
-    static Outcome from_value(T value) noexcept(std::is_nothrow_move_constructible<T>::value) {
-        return Outcome(std::in_place_index<0>, std::move(value));
-    }
-
-    template <class... Args>
-    static Outcome in_place(Args&&... args) {
-        return Outcome(std::in_place_index<0>, std::forward<Args>(args)...);
-    }
-
-    // Throws std::invalid_argument if `error` is null: an error outcome must say what went wrong.
-    static Outcome from_error(std::exception_ptr error) {
-        if (!error) {
-            detail::throw_invalid_argument(
-                "bulwark::Outcome::from_error: the exception_ptr is null");
-        }
-        return Outcome(std::in_place_index<1>, std::move(error));
-    }
-
-    bool has_value() const noexcept { return data_.index() == 0; }
-    bool has_error() const noexcept { return data_.index() != 0; }
-    explicit operator bool() const noexcept { return has_value(); }
-
-    // The value; rethrows the stored error if there is none.
-    T& value() & {
-        rethrow_if_error();
-        return *std::get_if<0>(&data_);
-    }
-    const T& value() const& {
-        rethrow_if_error();
-        return *std::get_if<0>(&data_);
-    }
-    T&& value() && {
-        rethrow_if_error();
-        return std::move(*std::get_if<0>(&data_));
-    }
-
-    T* operator->() { return &value(); }
-    const T* operator->() const { return &value(); }
-    T& operator*() & { return value(); }
-    const T& operator*() const& { return value(); }
-    T&& operator*() && { return std::move(*this).value(); }
-
-    template <class U>
-    T value_or(U&& fallback) const& {
-        return has_value() ? *std::get_if<0>(&data_) : static_cast<T>(std::forward<U>(fallback));
-    }
-    template <class U>
-    T value_or(U&& fallback) && {
-        return has_value() ? std::move(*std::get_if<0>(&data_))
-                           : static_cast<T>(std::forward<U>(fallback));
-    }
-
-    // The stored error; a null exception_ptr when the outcome holds a value.
-    std::exception_ptr error() const noexcept {
-        const std::exception_ptr* e = std::get_if<1>(&data_);
-        return e != nullptr ? *e : std::exception_ptr();
-    }
-
-    void rethrow_if_error() const {
-        if (const std::exception_ptr* e = std::get_if<1>(&data_)) {
-            std::rethrow_exception(*e);
-        }
-    }
-
-    // Replaces the value or error with `error`, in place: for a policy that turns a result into a
-    // failure (a late one, say) without requiring T to be assignable. Throws
-    // std::invalid_argument if `error` is null.
-    void replace_with_error(std::exception_ptr error) {
-        if (!error) {
-            detail::throw_invalid_argument(
-                "bulwark::Outcome::replace_with_error: the exception_ptr is null");
-        }
-        data_.template emplace<1>(std::move(error));
-    }
-
-private:
-    template <std::size_t I, class... Args>
-    explicit Outcome(std::in_place_index_t<I> tag, Args&&... args)
-        : data_(tag, std::forward<Args>(args)...) {}
-
-    std::variant<T, std::exception_ptr> data_;
-};
-
-// The outcome of a callable that returns nothing: success, or the exception that ended it.
-template <>
-class [[nodiscard]] Outcome<void> {
-public:
-    using value_type = void;
-
-    static Outcome success() noexcept { return {}; }
-    static Outcome from_value() noexcept { return {}; }
-
-    static Outcome from_error(std::exception_ptr error) {
-        if (!error) {
-            detail::throw_invalid_argument(
-                "bulwark::Outcome::from_error: the exception_ptr is null");
-        }
-        Outcome o;
-        o.error_ = std::move(error);
-        return o;
-    }
-
-    bool has_value() const noexcept { return !error_; }
-    bool has_error() const noexcept { return static_cast<bool>(error_); }
-    explicit operator bool() const noexcept { return has_value(); }
-
-    // Rethrows the stored error, if any.
-    void value() const { rethrow_if_error(); }
-
-    std::exception_ptr error() const noexcept { return error_; }
-
-    void rethrow_if_error() const {
-        if (error_) {
-            std::rethrow_exception(error_);
-        }
-    }
-
-    // Replaces the outcome with `error`. Throws std::invalid_argument if `error` is null.
-    void replace_with_error(std::exception_ptr error) {
-        if (!error) {
-            detail::throw_invalid_argument(
-                "bulwark::Outcome::replace_with_error: the exception_ptr is null");
-        }
-        error_ = std::move(error);
-    }
-
-private:
-    Outcome() noexcept = default;
-    std::exception_ptr error_;
-};
-
-namespace detail {
-template <class T>
-struct is_outcome : std::false_type {};
-template <class T>
-struct is_outcome<Outcome<T>> : std::true_type {};
-template <class T>
-inline constexpr bool is_outcome_v = is_outcome<std::decay_t<T>>::value;
-}  // namespace detail
-
-}  // namespace bulwark
-
-#endif  // BULWARK_OUTCOME_HPP
+// #include <bulwark/detail/traits.hpp> (already included above)
+// #include <bulwark/outcome.hpp> (already included above)
 
 namespace bulwark {
 
@@ -2489,201 +4365,7 @@ private:
 #endif  // BULWARK_CLASSIFY_HPP
 // #include <bulwark/clock.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
-// #include <bulwark/errors.hpp>
-// The error vocabulary: rejection versus failure, RejectedError and every public error type.
-#ifndef BULWARK_ERRORS_HPP
-#define BULWARK_ERRORS_HPP
-
-#include <algorithm>
-#include <exception>
-#include <memory>
-#include <optional>
-#include <stdexcept>
-#include <string>
-#include <utility>
-
-// #include <bulwark/time.hpp> (already included above)
-
-namespace bulwark {
-
-// Rejection and failure: what bulwark means by each.
-//
-// A *failure* is the dependency's: the call a policy protects threw, returned a value its
-// classifier marks as failing, or was too slow (a TimeoutError; a breaker's call_timeout and slow
-// calls). Failures are what breakers count against the dependency, and what retries, fallbacks
-// and hedges answer.
-//
-// A *rejection* is a bulwark component's own refusal: it did not run the call (or gave up on
-// running it again) although the dependency had not failed — an open breaker, a full bulkhead,
-// a rate limit, load shedding, an empty retry budget, a chain with no channel left, a full store.
-// It says nothing about the dependency's health, so a breaker never counts one against it
-// (CircuitBreakerStats::inner_rejections; CircuitBreakerOptions::handle<E>() with a rejection
-// type opts back in). A retry retries it like any exception its classifier accepts — by default
-// every one — and waits at least its retry_after(), so retry outside a breaker waits out the
-// break instead of hammering it; retry_on<E>() narrows that.
-//
-// Every error a policy raises in place of the call's result derives from RejectedError, so
-// `catch (const bulwark::RejectedError&)` sees all of them. The one that is a failure is
-// TimeoutError: the dependency did not answer in time. It is a RejectedError because a Timeout
-// raises it (the caller never sees the dependency's own answer), and breakers, fallbacks and
-// retries classify it like any exception the dependency threw. RetryBudgetExhaustedError is a
-// rejection that stands for the failure it did not retry: a breaker judges its last_error().
-//
-// Every public error type, by header, with its kind and meaning. Errors of a higher layer stay
-// in their layer's header (this one includes no component).
-//
-//   errors.hpp (this header)
-//     RejectedError                       base      a policy's own error; source(), retry_after()
-//     CircuitOpenError                    rejection open, forced open, or half-open and full
-//     BulkheadFullError                   rejection no slot, no queue room, or the wait ended
-//     RateLimitedError                    rejection no permit within the allowed wait
-//     LoadShedError                       rejection shed while the service is degraded
-//     RetryBudgetExhaustedError           rejection a due retry refused by the budget
-//     NoChannelError                      rejection a FallbackChain had no channel left to try
-//     TimeoutError                        failure   no answer by the deadline
-//   dead_letter_store.hpp
-//     DeadLetterStoreFullError            rejection every stored record is pending: add refused
-//     DeadLetterTooLargeError             usage     a record over a size limit (length_error)
-//   file_dead_letter_store.hpp (all derive from FileDeadLetterStoreError)
-//     FileDeadLetterStoreError            failure   the store's files failed; code()
-//     DeadLetterJournalIoError            failure   a write or sync failed; poisoned()
-//     DeadLetterReprocessInterruptedError failure   reprocess() stopped part-way; partial()
-//     DeadLetterStorePoisonedError        failure   a mutation after a failed sync
-//     DeadLetterJournalCorruptError       failure   damage the recovery mode refuses; offset()
-//     DeadLetterJournalLockedError        usage     another store holds the directory's lock
-//     DeadLetterJournalVersionError       usage     a journal of a newer format; version()
-//   testing.hpp
-//     InjectedFault                       failure   a FaultInjector's stand-in for the dependency's
-//
-// "usage" errors are neither: the caller asked for something the component cannot do. Invalid
-// options and arguments throw std::invalid_argument naming the field.
-
-// A policy refused to run the call, or gave up on it: see "rejection" above (and TimeoutError,
-// the one failure among them). Catch RejectedError to treat all of them alike.
-// source() names the component that raised it — the breaker's, bulkhead's, rate limiter's, load
-// shedder's, timeout's or retry policy's name — and is empty for an unnamed one; it is shared, so
-// copying the error never allocates.
-// retry_after() is a hint: how long, from when the error was made, until the policy may admit
-// again (zero when unknown). retry_at(), when set, is that moment on the rejecting policy's clock;
-// it stays exact however long the error is kept (a breaker reuses one error object while the time
-// left in its break is unchanged, so that rejecting does not allocate per call). Retry policies
-// wait at least until then.
-class RejectedError : public std::runtime_error {
-public:
-    explicit RejectedError(const std::string& what, Duration retry_after = Duration::zero(),
-                           std::optional<TimePoint> retry_at = std::nullopt)
-        : std::runtime_error(what), retry_after_(retry_after), retry_at_(retry_at) {}
-
-    // As above, raised by the component named *source (null: unnamed).
-    RejectedError(std::shared_ptr<const std::string> source, const std::string& what,
-                  Duration retry_after = Duration::zero(),
-                  std::optional<TimePoint> retry_at = std::nullopt)
-        : std::runtime_error(what),
-          source_(std::move(source)),
-          retry_after_(retry_after),
-          retry_at_(retry_at) {}
-
-    // The name of the component that raised it; empty when it has none.
-    const std::string& source() const noexcept { return source_ ? *source_ : empty_source(); }
-    Duration retry_after() const noexcept { return retry_after_; }
-    std::optional<TimePoint> retry_at() const noexcept { return retry_at_; }
-
-private:
-    static const std::string& empty_source() noexcept {
-        static const std::string empty;
-        return empty;
-    }
-
-    std::shared_ptr<const std::string> source_;
-    Duration retry_after_;
-    std::optional<TimePoint> retry_at_;
-};
-
-namespace detail {
-// How long `error` asks to wait from `now`: a RejectedError's retry_at() (exact however old the
-// error), else its retry_after(); zero for anything else. Retry policies and the retry queue wait
-// at least this long.
-inline Duration rejection_wait(const std::exception_ptr& error, TimePoint now) {
-    try {
-        std::rethrow_exception(error);
-    } catch (const RejectedError& rejected) {
-        if (const auto at = rejected.retry_at()) {
-            return std::max(*at - now, Duration::zero());
-        }
-        return std::max(rejected.retry_after(), Duration::zero());
-    } catch (...) {
-        return Duration::zero();
-    }
-}
-}  // namespace detail
-
-namespace detail {
-// "bulkhead" or "bulkhead 'db'": how a rejection's message names its component.
-inline std::string component_label(const char* kind, const std::string& name) {
-    return name.empty() ? std::string(kind) : std::string(kind) + " '" + name + "'";
-}
-}  // namespace detail
-
-// A circuit breaker is open (or forced open, or half-open with every probe in flight) and
-// rejected the call. source(): the breaker's name.
-class CircuitOpenError : public RejectedError {
-public:
-    using RejectedError::RejectedError;
-};
-
-// A bulkhead had no free slot and no room in its queue, or the queue wait timed out (or was
-// cancelled).
-class BulkheadFullError : public RejectedError {
-public:
-    using RejectedError::RejectedError;
-};
-
-// A rate limiter had no permit for the call within the allowed wait.
-class RateLimitedError : public RejectedError {
-public:
-    using RejectedError::RejectedError;
-};
-
-// A load shedder dropped the call because the service is degraded.
-class LoadShedError : public RejectedError {
-public:
-    using RejectedError::RejectedError;
-};
-
-// A failure, not a rejection: the call did not produce its result before its deadline (the
-// dependency was too slow). Breakers count it; retries and fallbacks answer it by default.
-class TimeoutError : public RejectedError {
-public:
-    using RejectedError::RejectedError;
-};
-
-// A retry was due but the shared retry budget was empty. last_error() is the failure that the
-// retry would have answered (a breaker classifies that one instead).
-class RetryBudgetExhaustedError : public RejectedError {
-public:
-    RetryBudgetExhaustedError(const std::string& what, std::exception_ptr last_error)
-        : RejectedError(what), last_error_(std::move(last_error)) {}
-    RetryBudgetExhaustedError(std::shared_ptr<const std::string> source, const std::string& what,
-                              std::exception_ptr last_error)
-        : RejectedError(std::move(source), what), last_error_(std::move(last_error)) {}
-
-    std::exception_ptr last_error() const noexcept { return last_error_; }
-
-private:
-    std::exception_ptr last_error_;
-};
-
-// No channel of a FallbackChain delivered and none left an error to report: every candidate was
-// skipped by a cost or quality threshold, the chain has no enabled channel, or the call was
-// cancelled (or ran past its deadline) before the first channel was tried.
-class NoChannelError : public RejectedError {
-public:
-    using RejectedError::RejectedError;
-};
-
-}  // namespace bulwark
-
-#endif  // BULWARK_ERRORS_HPP
+// #include <bulwark/errors.hpp> (already included above)
 // #include <bulwark/time.hpp> (already included above)
 
 namespace bulwark {
@@ -2752,6 +4434,9 @@ struct StateChange {
     TimePoint at{};  // on the breaker's clock
     TransitionReason reason = TransitionReason::manual;
     std::uint64_t generation = 0;  // increases by one with every transition of this breaker
+    // The breaker was in shadow mode (see CircuitBreakerOptions::shadow): an open state here
+    // rejects nothing, it only counts what it would have rejected.
+    bool shadow = false;
 };
 
 // The last `size` recorded calls, in [1, 1000000].
@@ -2814,6 +4499,12 @@ struct CircuitBreakerOptions {
     // failures). handle<E>() adds ExceptionType::of<E>() here when E is a RejectedError (or a
     // subclass), e.g. handle<BulkheadFullError>(). Empty by default.
     std::vector<ExceptionType> counted_rejections{};
+    // Shadow mode: the breaker makes and records every decision, changes state, emits the same
+    // events and counts the same statistics, but lets every call through. A call it would have
+    // rejected runs outside the breaker: it holds no probe slot and its result is not recorded
+    // (so the breaker decides exactly as an enforcing one would), and it is counted in
+    // rejected and in shadow_rejections. Switch at run time with set_shadow(). false by default.
+    bool shadow = false;
 
     // Only exceptions of type E (and subclasses) count as failures; others pass through and
     // count as successes for the breaker: they are not the dependency's fault. Naming a
@@ -2925,7 +4616,10 @@ struct CircuitBreakerStats {
     std::uint64_t slow = 0;      // slow calls (only while slow_call_ratio > 0)
     std::uint64_t timeouts = 0;  // calls slower than call_timeout (also counted in failures)
     std::uint64_t rejected = 0;  // calls refused while open, forced open or half-open and full
-    std::uint64_t opened = 0;    // times the breaker opened
+    // of those, the calls let through because the breaker is in shadow mode (their results are
+    // not recorded)
+    std::uint64_t shadow_rejections = 0;
+    std::uint64_t opened = 0;          // times the breaker opened
     std::uint64_t expired_probes = 0;  // probes that reported nothing within half_open_max_wait
     std::uint64_t window_calls = 0;
     std::uint64_t window_failures = 0;
@@ -2943,712 +4637,14 @@ struct CircuitBreakerStats {
 // #include <bulwark/classify.hpp> (already included above)
 // #include <bulwark/clock.hpp> (already included above)
 // #include <bulwark/config.hpp> (already included above)
-// #include <bulwark/context.hpp>
-// Context: what one execution carries through a pipeline (attempt, deadline, cancellation).
-#ifndef BULWARK_CONTEXT_HPP
-#define BULWARK_CONTEXT_HPP
-
-#include <atomic>
-#include <cstdint>
-#include <optional>
-#include <string_view>
-
-// #include <bulwark/clock.hpp> (already included above)
-// #include <bulwark/config.hpp> (already included above)
-
-namespace bulwark {
-
-// How important a call is. Load shedding drops lower priorities first.
-enum class Priority : std::uint8_t { low, normal, high, critical };
-
-// The state of one execution as it passes through a pipeline: which attempt this is, the
-// operation's name, its deadline, its priority and whether it was cancelled.
-//   bulwark::Context ctx("send-sms");
-//   policy.execute([](bulwark::Context& c) { return call(c.deadline()); }, ctx);
-// A Context lives on the caller's stack for one execution and allocates nothing. The operation
-// name is a view: the string must outlive the execution.
-// Thread-safety: cancel() may be called from any thread. cancelled() reads the cancel flags of
-// the context and its parents (safe from any thread) and this context's deadline, which the
-// policies of the executing thread write: call it from that thread, or from the thread of a
-// child context (a hedged attempt polls its own context). The other members belong to the
-// executing thread.
-class Context {
-public:
-    Context() noexcept = default;
-    explicit Context(std::string_view operation) noexcept : operation_(operation) {}
-
-    // A child execution (for example a hedged attempt): it inherits the parent's operation,
-    // deadline and priority, and is cancelled whenever the parent is. The parent must outlive it.
-    static Context child_of(const Context& parent) noexcept {
-        Context child(parent.operation_);
-        child.parent_ = &parent;
-        child.deadline_ = parent.deadline_;
-        child.deadline_clock_ = parent.deadline_clock_;
-        child.priority_ = parent.priority_;
-        child.attempt_ = parent.attempt_;
-        return child;
-    }
-
-    Context(const Context&) = delete;
-    Context& operator=(const Context&) = delete;
-    Context(Context&& other) noexcept
-        : operation_(other.operation_),
-          parent_(other.parent_),
-          deadline_(other.deadline_),
-          deadline_clock_(other.deadline_clock_),
-          attempt_(other.attempt_),
-          priority_(other.priority_),
-          stale_(other.stale_),
-          cancelled_(other.cancelled_.load(std::memory_order_acquire)) {}
-    Context& operator=(Context&&) = delete;
-    ~Context() = default;
-
-    // 0 for the first attempt; a retry policy increments it before each retry.
-    std::uint32_t attempt() const noexcept { return attempt_; }
-    void set_attempt(std::uint32_t attempt) noexcept { attempt_ = attempt; }
-
-    std::string_view operation() const noexcept { return operation_; }
-    void set_operation(std::string_view operation) noexcept { operation_ = operation; }
-
-    // The time by which the execution should finish, if any policy or the caller set one.
-    // TimePoint::max() is no deadline.
-    std::optional<TimePoint> deadline() const noexcept {
-        return has_deadline() ? std::optional<TimePoint>(deadline_) : std::nullopt;
-    }
-    bool has_deadline() const noexcept { return deadline_ != TimePoint::max(); }
-    // The deadline, or `none` without one: deadline_or(TimePoint::max()) for comparisons.
-    TimePoint deadline_or(TimePoint none) const noexcept {
-        return has_deadline() ? deadline_ : none;
-    }
-    // The clock the deadline is on, if the policy that set it said (a Timeout does); with it,
-    // cancelled() turns true once the deadline has passed.
-    const Clock* deadline_clock() const noexcept { return deadline_clock_; }
-    // Replaces the deadline (nullopt, or TimePoint::max(), removes it). Policies that scope a
-    // deadline restore the old one when they return.
-    void set_deadline(std::optional<TimePoint> deadline, const Clock* clock = nullptr) noexcept {
-        deadline_ = deadline ? *deadline : TimePoint::max();
-        deadline_clock_ = has_deadline() ? clock : nullptr;
-    }
-    // Sets the deadline to `t` unless an earlier one is already set.
-    void tighten_deadline(TimePoint t, const Clock* clock = nullptr) noexcept {
-        if (t < deadline_) {
-            deadline_ = t;
-            deadline_clock_ = clock;
-        }
-    }
-    // Time left until the deadline on `clock` (negative once passed); nullopt without a deadline.
-    std::optional<Duration> remaining(const Clock& clock) const noexcept {
-        if (!has_deadline()) {
-            return std::nullopt;
-        }
-        return deadline_ - clock.now();
-    }
-
-    Priority priority() const noexcept { return priority_; }
-    void set_priority(Priority priority) noexcept { priority_ = priority; }
-
-    // True once cancel() was called on this context or on any of its parents, or once a
-    // deadline set with its clock (by a Timeout) has passed. Callables that run long should poll
-    // it and stop early; policies stop retrying once it is set.
-    bool cancelled() const noexcept {
-        for (const Context* c = this; c != nullptr; c = c->parent_) {
-            // acquire: pairs with cancel()'s release, so that what the cancelling thread wrote
-            // before cancelling is visible to the thread that sees the flag.
-            if (c->cancelled_.load(std::memory_order_acquire)) {
-                return true;
-            }
-        }
-        return deadline_passed();
-    }
-
-    // True if a deadline set with its clock has passed.
-    bool deadline_passed() const noexcept {
-        // A clock is only ever set together with a deadline.
-        return deadline_clock_ != nullptr && deadline_clock_->coarse_now_fast() >= deadline_;
-    }
-
-    // Set by a CacheFallback that answered with a cached value instead of a fresh one.
-    bool stale() const noexcept { return stale_; }
-    void set_stale(bool stale) noexcept { stale_ = stale; }
-
-    // Requests cancellation. Thread-safe; idempotent; cannot be undone.
-    void cancel() noexcept { cancelled_.store(true, std::memory_order_release); }
-
-    const Context* parent() const noexcept { return parent_; }
-
-private:
-    std::string_view operation_;
-    const Context* parent_ = nullptr;
-    // A plain word with TimePoint::max() for none: policies save and restore it with 8-byte
-    // moves. (A std::optional is copied as 16 bytes, which the CPU cannot forward from the two
-    // narrower stores that wrote it: ~5 ns per copy on a success path.)
-    TimePoint deadline_ = TimePoint::max();
-    const Clock* deadline_clock_ = nullptr;
-    std::uint32_t attempt_ = 0;
-    Priority priority_ = Priority::normal;
-    bool stale_ = false;
-    std::atomic<bool> cancelled_{false};
-};
-
-}  // namespace bulwark
-
-#endif  // BULWARK_CONTEXT_HPP
+// #include <bulwark/context.hpp> (already included above)
 // #include <bulwark/detail/mutex.hpp> (already included above)
-// #include <bulwark/detail/thread_slot.hpp>
-// Per-thread slots: which stripe a thread writes to (private).
-#ifndef BULWARK_DETAIL_THREAD_SLOT_HPP
-#define BULWARK_DETAIL_THREAD_SLOT_HPP
-
-#include <atomic>
-#include <cstdint>
-#include <vector>
-
-// #include <bulwark/config.hpp> (already included above)
-// #include <bulwark/detail/mutex.hpp> (already included above)
-
-namespace bulwark {
-namespace detail {
-
-// Small per-thread indices for striped counters: each live thread that uses bulwark holds a
-// distinct slot, the smallest free one, and gives it back when it exits. A slot below a striped
-// structure's stripe count therefore has exactly one writer, which lets that writer update its
-// stripe with a plain relaxed load and store instead of a locked read-modify-write.
-// Thread-safe.
-class SlotRegistry {
-public:
-    std::uint32_t acquire() {
-        detail::LockGuard lock(mutex_);
-        for (std::uint32_t i = 0; i < used_.size(); ++i) {
-            if (!used_[i]) {
-                used_[i] = true;
-                return i;
-            }
-        }
-        used_.push_back(true);
-        return static_cast<std::uint32_t>(used_.size() - 1);
-    }
-
-    void release(std::uint32_t slot) {
-        detail::LockGuard lock(mutex_);
-        if (slot < used_.size()) {
-            used_[slot] = false;
-        }
-    }
-
-private:
-    detail::Mutex mutex_;
-    std::vector<bool> used_ BULWARK_GUARDED_BY(mutex_);
-};
-
-// Never destroyed: threads may exit (and release their slot) after static destruction began.
-inline SlotRegistry& slot_registry() {
-    static auto* registry = new SlotRegistry();
-    return *registry;
-}
-
-// The slot plus one; 0 means "not assigned yet". A constant-initialised, trivially destructible
-// thread_local is a plain thread-pointer-relative load, with no TLS wrapper call.
-inline thread_local std::uint32_t thread_slot_plus_one = 0;
-
-struct ThreadSlotOwner {
-    std::uint32_t slot;
-    ThreadSlotOwner() : slot(slot_registry().acquire()) {}
-    ~ThreadSlotOwner() { slot_registry().release(slot); }
-    ThreadSlotOwner(const ThreadSlotOwner&) = delete;
-    ThreadSlotOwner& operator=(const ThreadSlotOwner&) = delete;
-};
-
-// What a thread gets while no slot can be made for it (out of memory): above every stripe count,
-// so its counts go to the shared overflow stripe, as those of threads beyond the stripes do.
-inline constexpr std::uint32_t no_thread_slot = 0xFFFFFFFFU;
-
-BULWARK_NOINLINE inline std::uint32_t assign_thread_slot() noexcept {
-    try {
-        // Constructed on the first call from this thread; releases the slot when the thread
-        // exits. If its construction throws, the next call constructs it again.
-        thread_local ThreadSlotOwner owner;
-        thread_slot_plus_one = owner.slot + 1;
-        return owner.slot;
-    } catch (...) {
-        return no_thread_slot;
-    }
-}
-
-// This thread's slot. Does not allocate after the thread's first call, and never throws (the
-// counters that call it are noexcept: a worker's first count must not end the process).
-inline std::uint32_t thread_slot() noexcept {
-    const std::uint32_t s = thread_slot_plus_one;
-    return BULWARK_LIKELY(s != 0) ? s - 1 : assign_thread_slot();
-}
-
-}  // namespace detail
-}  // namespace bulwark
-
-#endif  // BULWARK_DETAIL_THREAD_SLOT_HPP
+// #include <bulwark/detail/thread_slot.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 // #include <bulwark/errors.hpp> (already included above)
-// #include <bulwark/events.hpp>
-// Events and listeners: how every component tells observers what happened.
-#ifndef BULWARK_EVENTS_HPP
-#define BULWARK_EVENTS_HPP
-
-#include <atomic>
-#include <cstdint>
-#include <cstdio>
-#include <exception>
-#include <functional>
-#include <string>
-#include <utility>
-
-// #include <bulwark/config.hpp> (already included above)
-// #include <bulwark/detail/mutex.hpp> (already included above)
-// #include <bulwark/detail/throw.hpp> (already included above)
-
-namespace bulwark {
-
-// Called with the exception a listener threw. Listeners must never break the component that
-// reports to them, so their exceptions are caught and handed here.
-using ListenerErrorHandler = void (*)(std::exception_ptr) noexcept;
-
-namespace detail {
-inline void default_listener_error_handler(std::exception_ptr error) noexcept {
-    try {
-        std::rethrow_exception(std::move(error));
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "bulwark: a listener threw: %s\n", e.what());
-    } catch (...) {
-        std::fputs("bulwark: a listener threw a non-std exception\n", stderr);
-    }
-}
-
-inline std::atomic<ListenerErrorHandler>& listener_error_handler_slot() noexcept {
-    static std::atomic<ListenerErrorHandler> handler{&default_listener_error_handler};
-    return handler;
-}
-
-inline void report_listener_error(std::exception_ptr error) noexcept {
-    // acquire: pairs with set_listener_error_handler's release.
-    listener_error_handler_slot().load(std::memory_order_acquire)(std::move(error));
-}
-}  // namespace detail
-
-// Installs the process-wide handler for exceptions thrown by listeners; nullptr restores the
-// default, which prints one line to stderr. Thread-safe.
-inline void set_listener_error_handler(ListenerErrorHandler handler) noexcept {
-    detail::listener_error_handler_slot().store(
-        handler != nullptr ? handler : &detail::default_listener_error_handler,
-        std::memory_order_release);
-}
-
-// Identifies a registered listener, for remove() (and a component's remove_listener()). Ids
-// are unique in the process, never 0, so an id from one list is never mistaken in another.
-using ListenerId = std::uint64_t;
-
-namespace detail {
-inline ListenerId next_listener_id() noexcept {
-    static std::atomic<ListenerId> last{0};
-    // relaxed: only uniqueness matters; the node is published under the list's mutex.
-    return last.fetch_add(1, std::memory_order_relaxed) + 1;
-}
-
-// Appends a listener to an options struct's list (RetryOptions::on_retry, HedgingOptions::
-// on_hedge), which the policy takes over when it is built. Throws std::invalid_argument for an
-// empty listener, naming `field`.
-template <class List, class Listener>
-void add_option_listener(List& listeners, Listener&& listener, const char* field) {
-    if (!listener) {
-        throw_invalid_argument(std::string(field) + ": the listener is empty");
-    }
-    listeners.push_back(std::forward<Listener>(listener));
-}
-}  // namespace detail
-
-// The callbacks a component reports one kind of event to: the building block behind every
-// component's on_xxx(listener) (which returns a ListenerId) and remove_listener(id).
-//   Listeners<StateChange> changes;  auto id = changes.add([](const StateChange& c) {...});
-//   changes.emit(change);            // or emit_with([&] { return make_change(); })
-// Costs one atomic load when nobody listens; build expensive events inside emit_with() so that
-// they are built only when someone does.
-// Thread-safe: add() and remove() may run concurrently with emit(); emit() takes no lock.
-// Listeners run in the order they were added, on the thread that emits, and may be called
-// concurrently from several threads. An exception a listener throws goes to the
-// ListenerErrorHandler and the remaining listeners still run.
-// Memory: a removed listener's node is freed only when the Listeners object is destroyed, which is
-// what lets emit() walk the list without a lock; add/remove churn therefore grows memory.
-template <class Event>
-class Listeners {
-public:
-    using Callback = std::function<void(const Event&)>;
-
-    Listeners() noexcept = default;
-    Listeners(const Listeners&) = delete;
-    Listeners& operator=(const Listeners&) = delete;
-    // Takes over `other`'s listeners (so components holding Listeners stay movable). Not
-    // thread-safe: nobody may use `other` meanwhile.
-    Listeners(Listeners&& other) noexcept
-        : head_(other.head_.exchange(nullptr, std::memory_order_acq_rel)), tail_(other.tail_) {
-        other.tail_ = nullptr;
-    }
-    Listeners& operator=(Listeners&&) = delete;
-    ~Listeners() {
-        Node* node = head_.load(std::memory_order_acquire);
-        while (node != nullptr) {
-            Node* next = node->next.load(std::memory_order_acquire);
-            delete node;
-            node = next;
-        }
-    }
-
-    // Throws std::invalid_argument for an empty callback.
-    ListenerId add(Callback callback) {
-        if (!callback) {
-            detail::throw_invalid_argument("bulwark::Listeners::add: the callback is empty");
-        }
-        auto* node = new Node{std::move(callback)};
-        node->id = detail::next_listener_id();
-        detail::LockGuard lock(mutex_);
-        // release: publishes the node's callback to emitters that load the link with acquire.
-        if (tail_ == nullptr) {
-            head_.store(node, std::memory_order_release);
-        } else {
-            tail_->next.store(node, std::memory_order_release);
-        }
-        tail_ = node;
-        return node->id;
-    }
-
-    // Stops calling the listener; returns false if `id` is unknown or already removed. A call of
-    // it that is already running on another thread finishes.
-    bool remove(ListenerId id) noexcept {
-        detail::LockGuard lock(mutex_);
-        for (Node* node = head_.load(std::memory_order_acquire); node != nullptr;
-             node = node->next.load(std::memory_order_acquire)) {
-            if (node->id == id) {
-                // exchange under the mutex makes a second remove of the same id return false.
-                return node->active.exchange(false, std::memory_order_acq_rel);
-            }
-        }
-        return false;
-    }
-
-    bool empty() const noexcept {
-        // relaxed: a hint for callers that want to skip building an event; a listener added
-        // concurrently may or may not see the event either way.
-        return head_.load(std::memory_order_relaxed) == nullptr;
-    }
-
-    void emit(const Event& event) const noexcept {
-        for (Node* node = head_.load(std::memory_order_acquire); node != nullptr;
-             node = node->next.load(std::memory_order_acquire)) {
-            if (node->active.load(std::memory_order_acquire)) {
-                try {
-                    node->callback(event);
-                } catch (...) {
-                    detail::report_listener_error(std::current_exception());
-                }
-            }
-        }
-    }
-
-    // Builds the event with `make()` only if someone listens.
-    template <class Make>
-    void emit_with(Make&& make) const noexcept {
-        if (head_.load(std::memory_order_acquire) == nullptr) {
-            return;
-        }
-        try {
-            emit(std::forward<Make>(make)());
-        } catch (...) {
-            detail::report_listener_error(std::current_exception());
-        }
-    }
-
-private:
-    struct Node {
-        Callback callback;
-        std::atomic<bool> active{true};
-        std::atomic<Node*> next{nullptr};
-        ListenerId id = 0;
-    };
-
-    std::atomic<Node*> head_{nullptr};
-    Node* tail_ BULWARK_GUARDED_BY(mutex_) = nullptr;
-    detail::Mutex mutex_;
-};
-
-}  // namespace bulwark
-
-#endif  // BULWARK_EVENTS_HPP
+// #include <bulwark/events.hpp> (already included above)
 // #include <bulwark/outcome.hpp> (already included above)
-// #include <bulwark/policy.hpp>
-// The policy concept: PolicyBase, execute/try_execute, and how callables are invoked.
-#ifndef BULWARK_POLICY_HPP
-#define BULWARK_POLICY_HPP
-
-#include <exception>
-#include <functional>
-#include <type_traits>
-#include <utility>
-
-// #include <bulwark/context.hpp> (already included above)
-// #include <bulwark/detail/throw.hpp> (already included above)
-// #include <bulwark/detail/traits.hpp> (already included above)
-// #include <bulwark/outcome.hpp> (already included above)
-
-namespace bulwark {
-
-// The policy concept.
-//
-// A policy is any type with
-//     template <class Next> auto apply(Context& ctx, Next&& next);
-// where `next(ctx)` runs the rest of the pipeline and returns an Outcome<T>; apply returns an
-// Outcome<T> of the same T. A policy may call `next` zero times (reject), once, or several times
-// (retry), may change `ctx` (attempt, deadline) and may replace the outcome (fallback).
-// Deriving from PolicyBase<P> gives it execute() and try_execute().
-
-namespace detail {
-
-template <class F>
-inline constexpr bool takes_context_v = std::is_invocable<F&, Context&>::value;
-
-template <class F>
-inline constexpr bool takes_nothing_v = std::is_invocable<F&>::value;
-
-template <class F, class = void>
-struct call_result {
-    using type = void;
-    static constexpr bool valid = false;
-};
-template <class F>
-struct call_result<F, std::enable_if_t<takes_context_v<F>>> {
-    using type = std::invoke_result_t<F&, Context&>;
-    static constexpr bool valid = true;
-};
-template <class F>
-struct call_result<F, std::enable_if_t<!takes_context_v<F> && takes_nothing_v<F>>> {
-    using type = std::invoke_result_t<F&>;
-    static constexpr bool valid = true;
-};
-
-// True for a callable that execute() accepts: () or (Context&), returning a non-reference.
-template <class F>
-inline constexpr bool is_valid_callable_v =
-    call_result<F>::valid && !std::is_reference<typename call_result<F>::type>::value;
-
-// What an entry point returns once a static_assert of its own has failed, instead of going on
-// to instantiate the rest (which would bury the assertion's sentence under a cascade): it
-// converts to anything and answers the calls a caller makes next. Only ever built in a program
-// that does not compile, so nothing here runs.
-struct invalid_call_result {
-    template <class T>
-    operator T() const noexcept {
-        std::terminate();
-    }
-    template <class... Args>
-    invalid_call_result operator()(Args&&...) const noexcept {
-        return {};
-    }
-    template <class... Args>
-    invalid_call_result execute(Args&&...) const noexcept {
-        return {};
-    }
-    template <class... Args>
-    invalid_call_result try_execute(Args&&...) const noexcept {
-        return {};
-    }
-    template <class... Args>
-    invalid_call_result try_call(Args&&...) const noexcept {
-        return {};
-    }
-};
-
-// The decayed result type of running F through a policy.
-template <class F>
-using call_result_t = typename call_result<std::remove_reference_t<F>>::type;
-
-template <class F>
-decltype(auto) invoke_callable(F& f, Context& ctx) {
-    if constexpr (takes_context_v<F>) {
-        return std::invoke(f, ctx);
-    } else {
-        (void)ctx;
-        return std::invoke(f);
-    }
-}
-
-// Runs `f()` and captures its value, or what it throws, as an Outcome<R>.
-template <class R, class F>
-Outcome<R> capture(F&& f) noexcept {
-    try {
-        if constexpr (std::is_void<R>::value) {
-            std::forward<F>(f)();
-            return Outcome<void>::success();
-        } else {
-            return Outcome<R>::from_value(std::forward<F>(f)());
-        }
-    } catch (...) {
-        return Outcome<R>::from_error(std::current_exception());
-    }
-}
-
-// The innermost step of every pipeline: runs the user's callable and captures what it throws.
-template <class F>
-class Leaf {
-public:
-    using result_type = typename call_result<F>::type;
-
-    explicit Leaf(F& f) noexcept : f_(f) {}
-
-    Outcome<result_type> operator()(Context& ctx) const noexcept {
-        return capture<result_type>([&]() -> decltype(auto) { return invoke_callable(f_, ctx); });
-    }
-
-private:
-    F& f_;
-};
-
-[[noreturn]] BULWARK_NOINLINE inline void throw_null_callable() {
-    throw_invalid_argument("bulwark: execute() was given a null callable");
-}
-
-BULWARK_NOINLINE inline std::exception_ptr null_callable_error() {
-    return std::make_exception_ptr(
-        std::invalid_argument("bulwark: try_execute() was given a null callable"));
-}
-
-// A probe "next" used to detect the policy concept at compile time.
-struct probe_next {
-    Outcome<int> operator()(Context&) const;
-};
-
-template <class P, class = void>
-struct has_generic_apply : std::false_type {};
-template <class P>
-struct has_generic_apply<P, std::void_t<decltype(std::declval<P&>().apply(
-                                std::declval<Context&>(), std::declval<probe_next&>()))>>
-    : std::true_type {};
-
-}  // namespace detail
-
-template <class Derived>
-class PolicyBase;
-
-// True if P satisfies the policy concept (see above): it derives from PolicyBase<P> (policies
-// for one result type, such as Fallback<T>, are recognised this way without instantiating
-// their apply), or its apply accepts any `next`.
-// (std::disjunction stops at the first true trait, so the probe is not instantiated for them.)
-template <class P>
-inline constexpr bool is_policy_v =
-    std::disjunction<std::is_base_of<PolicyBase<std::remove_cv_t<std::remove_reference_t<P>>>,
-                                     std::remove_cv_t<std::remove_reference_t<P>>>,
-                     detail::has_generic_apply<std::remove_reference_t<P>>>::value;
-
-// Gives a policy its user-facing entry points. Derived must provide apply(Context&, Next&&).
-//   int v = policy.execute([] { return call(); });               // value, or throws the error
-//   bulwark::Outcome<int> r = policy.try_execute([] { ... });    // never throws
-//   policy.execute([](bulwark::Context& ctx) { ... }, ctx);      // with the caller's context
-// Callables take () or (Context&) and may return any non-reference type, void and move-only
-// types included. A null function pointer or empty std::function is rejected with
-// std::invalid_argument (try_execute returns it as the error). Does not allocate.
-template <class Derived>
-class PolicyBase {
-public:
-    // The return types are deduced, not spelled, so that a callable of the wrong signature
-    // stops at check<F>()'s sentence before anything else is instantiated.
-    template <class F>
-    auto execute(F&& f) {
-        Context ctx;
-        return execute(std::forward<F>(f), ctx);
-    }
-
-    template <class F>
-    auto execute(F&& f, Context& ctx) {
-        using Fn = std::remove_reference_t<F>;
-        static_assert(check<Fn>());
-        if constexpr (detail::is_valid_callable_v<Fn>) {
-            return execute_valid(f, ctx);
-        } else {
-            return detail::invalid_call_result{};
-        }
-    }
-
-    template <class F>
-    auto try_execute(F&& f) noexcept {
-        Context ctx;
-        return try_execute(std::forward<F>(f), ctx);
-    }
-
-    template <class F>
-    auto try_execute(F&& f, Context& ctx) noexcept {
-        using Fn = std::remove_reference_t<F>;
-        static_assert(check<Fn>());
-        if constexpr (detail::is_valid_callable_v<Fn>) {
-            return try_execute_valid(f, ctx);
-        } else {
-            return detail::invalid_call_result{};
-        }
-    }
-
-private:
-    // One sentence for each way a callable can be wrong; true so that the caller's own
-    // static_assert never adds a second message.
-    template <class Fn>
-    static constexpr bool check() {
-        static_assert(detail::call_result<Fn>::valid,
-                      "bulwark: a callable passed to execute()/try_execute() must take no "
-                      "arguments or a single bulwark::Context&.");
-        static_assert(!std::is_reference<typename detail::call_result<Fn>::type>::value,
-                      "bulwark: the callable returns a reference; policies return results by "
-                      "value (return a pointer or std::reference_wrapper to share an object).");
-        return true;
-    }
-
-    template <class Fn>
-    auto execute_valid(Fn& f, Context& ctx) -> detail::call_result_t<Fn> {
-        if (BULWARK_UNLIKELY(detail::is_null_callable(f))) {
-            detail::throw_null_callable();
-        }
-        auto outcome = derived().apply(ctx, detail::Leaf<Fn>(f));
-        if constexpr (std::is_void<detail::call_result_t<Fn>>::value) {
-            outcome.rethrow_if_error();
-        } else {
-            return std::move(outcome).value();
-        }
-    }
-
-    template <class Fn>
-    auto try_execute_valid(Fn& f, Context& ctx) noexcept -> Outcome<detail::call_result_t<Fn>> {
-        using R = detail::call_result_t<Fn>;
-        try {
-            if (BULWARK_UNLIKELY(detail::is_null_callable(f))) {
-                return Outcome<R>::from_error(detail::null_callable_error());
-            }
-            return derived().apply(ctx, detail::Leaf<Fn>(f));
-        } catch (...) {
-            // A policy's own failure (an allocation in a listener, a throwing clock) still
-            // becomes an outcome: try_execute never throws.
-            return Outcome<R>::from_error(std::current_exception());
-        }
-    }
-
-    Derived& derived() noexcept { return static_cast<Derived&>(*this); }
-};
-
-// The policy that does nothing: runs the call once and returns its outcome. Useful as a
-// placeholder in a configurable pipeline and as the benchmark of pipeline overhead.
-//   bulwark::pipeline(bulwark::Noop{}, breaker).execute(f);
-// Thread-safe (stateless). Does not allocate.
-class Noop : public PolicyBase<Noop> {
-public:
-    template <class Next>
-    auto apply(Context& ctx, Next&& next) const {
-        return std::forward<Next>(next)(ctx);
-    }
-};
-
-}  // namespace bulwark
-
-#endif  // BULWARK_POLICY_HPP
+// #include <bulwark/policy.hpp> (already included above)
 
 namespace bulwark {
 
@@ -3700,6 +4696,8 @@ inline void bump(std::atomic<std::uint64_t>& counter, std::uint64_t n = 1) noexc
 // tick while open, to keep retry_after() exact). Transitions take a mutex. Results recorded
 // after a transition (stale) count in the lifetime stats only; rejections by inner policies
 // (other than timeouts) are neither successes nor failures (see CircuitBreakerOptions).
+// In shadow mode (CircuitBreakerOptions::shadow, set_shadow()) it decides and counts as above but
+// lets the calls it refuses through, unrecorded.
 // CircuitBreaker is BasicCircuitBreaker<>: a class template only so that a translation unit
 // compiles only the members it uses (the Tag is never used).
 template <class Tag = void>
@@ -3730,8 +4728,13 @@ public:
         Permit& operator=(const Permit&) = delete;
         ~Permit() { abandon(); }
 
+        // True if the call may go ahead: admitted, or refused but let through in shadow mode.
         explicit operator bool() const noexcept { return admitted_; }
         bool admitted() const noexcept { return admitted_; }
+        // True if the breaker refused the call but let it through because it is in shadow mode
+        // (see CircuitBreakerOptions::shadow): the call holds no probe slot and recording its
+        // result does nothing. retry_after() and rejection() say what the refusal said.
+        bool shadowed() const noexcept { return shadow_; }
         // True while the call's result is still to be recorded.
         bool pending() const noexcept { return pending_; }
         // The state the breaker was in when it decided, and its generation then (the count of
@@ -3742,7 +4745,7 @@ public:
         Duration retry_after() const noexcept { return retry_after_; }
         // For a rejected permit: the CircuitOpenError that execute() would throw.
         std::exception_ptr rejection() const {
-            return (breaker_ != nullptr && !admitted_)
+            return (breaker_ != nullptr && (!admitted_ || shadow_))
                        ? breaker_->rejection_error(word_, retry_after_)
                        : nullptr;
         }
@@ -3754,12 +4757,18 @@ public:
         // call_timeout.
         template <class T>
         void record(const Outcome<T>& outcome, Duration elapsed) {
+            if (shadow_) {
+                return;
+            }
             check_pending();
             finish(breaker_->classify(outcome), elapsed);
         }
         // As above, measuring the elapsed time from try_acquire() when the breaker needs it.
         template <class T>
         void record(const Outcome<T>& outcome) {
+            if (shadow_) {
+                return;
+            }
             check_pending();
             finish(breaker_->classify(outcome), measured());
         }
@@ -3776,6 +4785,7 @@ public:
             retry_after_ = other.retry_after_;
             probe_ = other.probe_;
             admitted_ = other.admitted_;
+            shadow_ = other.shadow_;
             pending_ = other.pending_;
             other.pending_ = false;
         }
@@ -3795,6 +4805,9 @@ public:
         }
 
         void finish(Result result, Duration elapsed) {
+            if (shadow_) {
+                return;  // a refusal let through: like a rejection, it records nothing
+            }
             check_pending();
             pending_ = false;
             breaker_->on_result(word_, probe_, result, elapsed);
@@ -3813,6 +4826,7 @@ public:
         Duration retry_after_{0};
         std::uint32_t probe_ = no_probe;
         bool admitted_ = false;
+        bool shadow_ = false;
         bool pending_ = false;
     };
 
@@ -3830,6 +4844,7 @@ public:
           timed_(options_.slow_call_ratio > 0.0 || options_.call_timeout > Duration::zero()),
           time_window_(std::holds_alternative<TimeWindow>(options_.window)),
           has_result_predicates_(options_.classifier.has_result_predicates()),
+          shadow_(options_.shadow),
           probes_(options_.half_open_calls) {
         if (time_window_) {
             const auto& tw = std::get<TimeWindow>(options_.window);
@@ -3897,6 +4912,14 @@ public:
         return outcome;
     }
 
+    // Shadow mode on or off, at run time (see CircuitBreakerOptions::shadow). The change applies
+    // to the next decision; permits already handed out keep theirs.
+    void set_shadow(bool on) noexcept {
+        // relaxed: an independent switch; nothing else is published with it.
+        shadow_.store(on, std::memory_order_relaxed);
+    }
+    bool shadow() const noexcept { return shadow_.load(std::memory_order_relaxed); }
+
     // Forces the breaker open until reset(): every call is rejected.
     void trip() { manual_transition(CircuitState::forced_open); }
     // Closes the breaker and empties its windows (from any state).
@@ -3934,6 +4957,7 @@ public:
             s.ignored += stripe.ignored.load(std::memory_order_relaxed);
             s.inner_rejections += stripe.inner_rejections.load(std::memory_order_relaxed);
             s.rejected += stripe.rejected.load(std::memory_order_relaxed);
+            s.shadow_rejections += stripe.shadow_rejections.load(std::memory_order_relaxed);
         }
         s.failures = failures_;
         s.calls = s.successes + s.failures + s.ignored + s.inner_rejections;
@@ -3961,6 +4985,9 @@ private:
         Permit permit = try_acquire_slow(Permit(this), w);
         if (!permit) {
             return O::from_error(rejection_error(permit.word_, permit.retry_after_));
+        }
+        if (BULWARK_UNLIKELY(permit.shadow_)) {
+            return next(ctx);  // refused, let through in shadow mode: nothing to record
         }
         O outcome = next(ctx);
         permit.finish(classify(outcome), permit.measured());
@@ -4011,6 +5038,7 @@ private:
         std::atomic<std::uint64_t> ignored{0};
         std::atomic<std::uint64_t> inner_rejections{0};
         std::atomic<std::uint64_t> rejected{0};
+        std::atomic<std::uint64_t> shadow_rejections{0};
         // TimeWindow only: the bucket this thread is counting into, and its count so far.
         std::atomic<std::uint64_t> epoch{no_epoch};
         std::atomic<std::uint64_t> bucket_calls{0};
@@ -4091,6 +5119,13 @@ private:
         bool owned = false;
         Stripe& stripe = my_stripe(owned);
         count(stripe, &Stripe::rejected, owned);
+        // Read only here, on the reject path: the admit path never looks at the switch.
+        if (BULWARK_UNLIKELY(shadow_.load(std::memory_order_relaxed))) {
+            // Let through as what it is, a rejection: no probe slot, nothing to record.
+            permit.admitted_ = true;
+            permit.shadow_ = true;
+            count(stripe, &Stripe::shadow_rejections, owned);
+        }
     }
 
     template <class T>
@@ -4503,7 +5538,13 @@ private:
         // it no longer count) but is not a change of state to report.
         if (state_of(old_word) != to && transitions.count < 3) {
             transitions.events[transitions.count++] =
-                StateChange{name_, state_of(old_word), to, now, reason, generation_of(new_word)};
+                StateChange{name_,
+                            state_of(old_word),
+                            to,
+                            now,
+                            reason,
+                            generation_of(new_word),
+                            shadow_.load(std::memory_order_relaxed)};
         }
     }
 
@@ -4629,6 +5670,8 @@ private:
     const bool timed_;
     const bool time_window_;
     const bool has_result_predicates_;
+    // Shadow mode (see set_shadow()); read only when a call is refused and at transitions.
+    std::atomic<bool> shadow_;
     Duration bucket_width_{1};
     std::uint64_t bucket_count_ = 1;
     TimePoint origin_{};
@@ -4681,6 +5724,9 @@ namespace bulwark {
 //   auto& sms = registry.get("sms", sms_options);   // options apply when it is created
 //   registry.for_each([](bulwark::CircuitBreaker& b) { report(b.name(), b.stats()); });
 // Thread-safe: lookups of existing breakers take a shared lock.
+// For keys that come from traffic (hosts, tenants) and must be bounded, use
+// Registry<CircuitBreaker, CircuitBreakerOptions> (registry.hpp): TTL/LRU eviction, shared_ptr
+// handles instead of references.
 // CircuitBreakerRegistry is BasicCircuitBreakerRegistry<>: a class template only so that its
 // code is compiled where it is used (the umbrella stays cheap); use the alias.
 template <class Tag = void>
@@ -4996,6 +6042,17 @@ public:
     // For stores: the id filter (a direct lookup instead of a scan) and the limit.
     const std::string* id_filter() const noexcept { return has(has_id) ? &id_ : nullptr; }
     std::size_t max_results() const noexcept { return limit_; }
+    // For stores that translate a query (into SQL, say): each filter, nullptr / nullopt / empty
+    // when unset.
+    const std::string* type_filter() const noexcept { return has(has_type) ? &type_ : nullptr; }
+    const std::string* category_filter() const noexcept {
+        return has(has_category) ? &category_ : nullptr;
+    }
+    std::optional<DeadLetterStatus> status_filter() const noexcept { return status_; }
+    std::optional<DeadLetterReason> reason_filter() const noexcept { return reason_; }
+    const std::vector<std::string>& tag_filters() const noexcept { return tags_; }
+    std::optional<WallTime> created_before_filter() const noexcept { return created_before_; }
+    std::optional<WallTime> created_after_filter() const noexcept { return created_after_; }
 
 private:
     // The string filters are plain strings plus a bit each: moving a disengaged
@@ -9117,58 +10174,7 @@ struct RecentWindow {
 }  // namespace bulwark
 
 #endif  // BULWARK_DETAIL_RECENT_WINDOW_HPP
-// #include <bulwark/detail/striped_counter.hpp>
-// Striped per-thread counters: statistics without contended atomics (private).
-#ifndef BULWARK_DETAIL_STRIPED_COUNTER_HPP
-#define BULWARK_DETAIL_STRIPED_COUNTER_HPP
-
-#include <atomic>
-#include <cstdint>
-
-// #include <bulwark/config.hpp> (already included above)
-// #include <bulwark/detail/thread_slot.hpp> (already included above)
-
-namespace bulwark {
-namespace detail {
-
-// A statistics counter that hot paths can bump without a locked instruction or a contended
-// cache line: each thread adds to its own cache-line stripe with a relaxed load and store (its
-// slot has a single writer, see thread_slot.hpp); threads past the last private stripe share it
-// with atomic adds. sum() is a relaxed snapshot. Thread-safe. Does not allocate.
-class StripedCounter {
-public:
-    void add(std::uint64_t n = 1) noexcept {
-        const std::uint32_t slot = thread_slot();
-        if (BULWARK_LIKELY(slot < stripe_count - 1)) {
-            std::atomic<std::uint64_t>& v = stripes_[slot].value;
-            // relaxed load + store: this thread is the stripe's only writer.
-            v.store(v.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
-        } else {
-            // relaxed: a statistic; shared by the overflow threads.
-            stripes_[stripe_count - 1].value.fetch_add(n, std::memory_order_relaxed);
-        }
-    }
-
-    std::uint64_t sum() const noexcept {
-        std::uint64_t total = 0;
-        for (const Stripe& s : stripes_) {
-            total += s.value.load(std::memory_order_relaxed);
-        }
-        return total;
-    }
-
-private:
-    static constexpr std::uint32_t stripe_count = 16;
-    struct alignas(cache_line_size) Stripe {
-        std::atomic<std::uint64_t> value{0};
-    };
-    Stripe stripes_[stripe_count];
-};
-
-}  // namespace detail
-}  // namespace bulwark
-
-#endif  // BULWARK_DETAIL_STRIPED_COUNTER_HPP
+// #include <bulwark/detail/striped_counter.hpp> (already included above)
 // #include <bulwark/detail/throw.hpp> (already included above)
 // #include <bulwark/detail/traits.hpp> (already included above)
 // #include <bulwark/errors.hpp> (already included above)
@@ -9644,6 +10650,11 @@ struct RateLimiterOptions {
     // How long execute() may wait for a permit (also bounded by the context's deadline); a call
     // that would have to wait longer is rejected at once with RateLimitedError. 0 = never wait.
     Duration max_wait = Duration::zero();
+    // Shadow mode: the limiter decides, waits and counts exactly as it would and reports every
+    // refusal to on_rejected, but lets a refused request through: it consumes no permit (so
+    // it never delays another request's grant) and is counted in rejected and in
+    // shadow_rejections. Switch at run time with set_shadow(). false by default.
+    bool shadow = false;
 
     void validate() const {
         if (const TokenBucket* tb = std::get_if<TokenBucket>(&limit)) {
@@ -9685,9 +10696,13 @@ struct RateLimiterOptions {
 
 // The answer to a permit request.
 struct RateDecision {
-    bool admitted = false;
+    bool admitted = false;    // the request may go ahead
     Duration retry_after{0};  // refused: how long until the permits could be granted
     Duration waited{0};       // admitted by acquire(): how long it slept for them
+    // The limit refused the request but the limiter is in shadow mode: the decision returned to
+    // the caller says admitted (no permit consumed) with the refusal's retry_after; the
+    // on_rejected event says admitted = false, as in enforcing mode.
+    bool shadow = false;
     explicit operator bool() const noexcept { return admitted; }
 };
 
@@ -9695,6 +10710,8 @@ struct RateLimiterStats {
     std::uint64_t admitted = 0;  // permits granted
     std::uint64_t rejected = 0;  // requests refused
     std::uint64_t waited = 0;    // requests that slept before being granted
+    // of the rejected, how many were let through (consuming nothing) in shadow mode
+    std::uint64_t shadow_rejections = 0;
 };
 
 // Limits how often calls happen: a token bucket (rate and burst) or a sliding window (limit per
@@ -9715,10 +10732,10 @@ class BasicRateLimiter : public PolicyBase<BasicRateLimiter<Tag>> {
 public:
     // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
     explicit BasicRateLimiter(TokenBucket bucket, Clock& clock = default_clock())
-        : BasicRateLimiter(RateLimiterOptions{bucket, Duration::zero()}, clock) {}
+        : BasicRateLimiter(RateLimiterOptions{bucket, Duration::zero(), false}, clock) {}
     // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
     explicit BasicRateLimiter(SlidingWindow window, Clock& clock = default_clock())
-        : BasicRateLimiter(RateLimiterOptions{window, Duration::zero()}, clock) {}
+        : BasicRateLimiter(RateLimiterOptions{window, Duration::zero(), false}, clock) {}
 
     // Throws std::invalid_argument for invalid options. The clock must outlive the limiter.
     // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
@@ -9729,16 +10746,19 @@ public:
     // RejectedError::source().
     // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
     BasicRateLimiter(std::string name, TokenBucket bucket, Clock& clock = default_clock())
-        : BasicRateLimiter(std::move(name), RateLimiterOptions{bucket, Duration::zero()}, clock) {}
+        : BasicRateLimiter(std::move(name), RateLimiterOptions{bucket, Duration::zero(), false},
+                           clock) {}
     // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
     BasicRateLimiter(std::string name, SlidingWindow window, Clock& clock = default_clock())
-        : BasicRateLimiter(std::move(name), RateLimiterOptions{window, Duration::zero()}, clock) {}
+        : BasicRateLimiter(std::move(name), RateLimiterOptions{window, Duration::zero(), false},
+                           clock) {}
     BasicRateLimiter(std::string name, RateLimiterOptions options, Clock& clock = default_clock())
         : name_(std::make_shared<const std::string>(std::move(name))),
           label_(name_->empty() ? std::string()
                                 : detail::component_label("rate limiter", *name_) + ": "),
           options_((options.validate(), std::move(options))),
-          clock_(&clock) {
+          clock_(&clock),
+          shadow_(options_.shadow) {
         if (const TokenBucket* tb = std::get_if<TokenBucket>(&options_.limit)) {
             // Rounded up, so rounding can only make the limiter stricter than its rate.
             interval_ns_ = static_cast<std::int64_t>(detail::ceil(1e9 / tb->rate));
@@ -9762,7 +10782,7 @@ public:
     // granted at once (the burst, or the window's limit).
     RateDecision try_acquire(std::uint32_t n = 1) {
         check_n(n);
-        const RateDecision d = reserve(n, Duration::zero());
+        RateDecision d = reserve(n, Duration::zero());
         count(d, n);
         return d;
     }
@@ -9808,7 +10828,16 @@ public:
         return next(ctx);
     }
 
-    // Called for every refused request (apply, try_acquire or acquire), with its retry_after.
+    // Shadow mode on or off, at run time (see RateLimiterOptions::shadow); applies to the next
+    // refusal.
+    void set_shadow(bool on) noexcept {
+        // relaxed: an independent switch; nothing else is published with it.
+        shadow_.store(on, std::memory_order_relaxed);
+    }
+    bool shadow() const noexcept { return shadow_.load(std::memory_order_relaxed); }
+
+    // Called for every refused request (apply, try_acquire or acquire), with its retry_after
+    // (in shadow mode too, with RateDecision::shadow set).
     // Returns the id that remove_listener() takes; throws std::invalid_argument for an empty
     // listener.
     ListenerId on_rejected(std::function<void(const RateDecision&)> listener) {
@@ -9819,7 +10848,8 @@ public:
 
     RateLimiterStats stats() const noexcept {
         return RateLimiterStats{admitted_.sum(), rejected_.load(std::memory_order_relaxed),
-                                waited_.load(std::memory_order_relaxed)};
+                                waited_.load(std::memory_order_relaxed),
+                                shadow_rejections_.load(std::memory_order_relaxed)};
     }
 
 private:
@@ -9839,7 +10869,9 @@ private:
         }
     }
 
-    void count(const RateDecision& d, std::uint32_t n) noexcept {
+    // Counts a decision and reports a refusal; in shadow mode, turns the refusal into a pass
+    // that consumed nothing (the switch is read only here, on the refusal path).
+    void count(RateDecision& d, std::uint32_t n) noexcept {
         if (d.admitted) {
             admitted_.add(n);
             if (d.waited > Duration::zero()) {
@@ -9847,8 +10879,13 @@ private:
                 waited_.fetch_add(1, std::memory_order_relaxed);
             }
         } else {
+            d.shadow = shadow_.load(std::memory_order_relaxed);
             rejected_.fetch_add(1, std::memory_order_relaxed);
+            if (d.shadow) {
+                shadow_rejections_.fetch_add(1, std::memory_order_relaxed);
+            }
             rejected_listeners_.emit(d);
+            d.admitted = d.shadow;
         }
     }
 
@@ -9914,6 +10951,7 @@ private:
     const std::string label_;  // "rate limiter 'name': " (or empty), starts a rejection's message
     const RateLimiterOptions options_;
     Clock* const clock_;
+    std::atomic<bool> shadow_;  // read only on the refusal path
     static constexpr Duration max_reservation = std::chrono::hours(24 * 36525);  // 100 years
     std::int64_t interval_ns_ = 0;
     std::uint32_t burst_ = 0;
@@ -9927,6 +10965,7 @@ private:
     detail::StripedCounter admitted_;
     std::atomic<std::uint64_t> rejected_{0};
     std::atomic<std::uint64_t> waited_{0};
+    std::atomic<std::uint64_t> shadow_rejections_{0};
     Listeners<RateDecision> rejected_listeners_;
 };
 
@@ -10084,7 +11123,7 @@ private:
 // #include <bulwark/outcome.hpp> (already included above)
 // #include <bulwark/policy.hpp> (already included above)
 // #include <bulwark/retry_budget.hpp>
-// RetryBudget: a cap on retries shared across policies, as a ratio of calls plus a floor.
+// RetryBudget: the interface that caps retries across policies, and its three kinds.
 #ifndef BULWARK_RETRY_BUDGET_HPP
 #define BULWARK_RETRY_BUDGET_HPP
 
@@ -10092,6 +11131,7 @@ private:
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -10103,8 +11143,370 @@ private:
 
 namespace bulwark {
 
-// Options of a RetryBudget. Every field has a default; validate() throws std::invalid_argument
-// naming the field and the value.
+// Why a retry is wanted: a RetryPolicy says `timeout` when the failed attempt threw a
+// TimeoutError (a QuotaRetryBudget charges more for it), `failure` otherwise.
+enum class RetryCause : std::uint8_t { failure, timeout };
+
+// A budget's answer to one retry request. `cost` is what the budget took and hands back to
+// record_success() after the retry succeeds (a QuotaRetryBudget refunds it). `shadow`: the
+// budget refused, but is in shadow mode and let the retry through (allowed, cost 0); the caller
+// then reports nothing more of that call to the budget, so that its state stays what the
+// refusal made it.
+struct RetryGrant {
+    bool allowed = false;
+    std::uint32_t cost = 0;
+    bool shadow = false;
+    explicit operator bool() const noexcept { return allowed; }
+};
+
+namespace detail {
+// What record_success() gets for a first-try success: passed by reference to a constant, so the
+// success path stores nothing for it (a grant built on the stack field by field and read back
+// as a word stalls on store forwarding, ~20 ns).
+inline constexpr RetryGrant first_try_grant{};
+}  // namespace detail
+
+// What a budget has seen and decided, the same in shadow mode as when enforcing, plus
+// shadow_rejections: the refusals that shadow mode let through.
+struct RetryBudgetStats {
+    std::uint64_t calls = 0;              // record_call(): first attempts
+    std::uint64_t successes = 0;          // record_success(): attempts that succeeded
+    std::uint64_t granted = 0;            // retries allowed (shadow let-throughs excluded)
+    std::uint64_t refused = 0;            // retries refused, or that would have been in shadow mode
+    std::uint64_t shadow_rejections = 0;  // of the refused, those let through in shadow mode
+    double available = 0.0;  // tokens (token bucket), capacity (quota), or the ratio allowance
+                             // left in the window (TPS) when last asked
+};
+
+template <class Tag>
+class BasicTpsRetryBudget;
+using TpsRetryBudget = BasicTpsRetryBudget<void>;
+struct RetryBudgetOptions;
+
+// The one interface a RetryPolicy uses (RetryOptions::budget): a budget shared by many policies
+// that caps how many retries they make, so that a fleet-wide outage cannot multiply the load on
+// the dependency. Three kinds: TokenBucketRetryBudget (gRPC retry throttling),
+// QuotaRetryBudget (the AWS SDKs' standard-mode retry quota) and TpsRetryBudget (Finagle and
+// Tower: a share of the recent calls plus a minimum per second); docs/retry_budgets.md compares
+// them. Users may implement it too.
+//   r.budget = bulwark::RetryBudget::shared(0.1, 10);   // TPS: 10% of calls + 10/s
+//   r.budget = bulwark::TokenBucketRetryBudget::shared({/*max_tokens*/ 10, /*token_ratio*/ 0.1});
+// The protocol, as a RetryPolicy drives it: record_call() when a call's first attempt starts;
+// acquire(cause) when a failed attempt would be retried (after max_retries, the deadline and
+// max_elapsed allowed it); record_success(last) when an attempt succeeds, with the grant of the
+// retry that led to it (a default RetryGrant for a first-try success). A failure not worth
+// retrying reports nothing, and neither does a call after a grant with `shadow` set.
+// Thread-safety: implementations must be thread-safe. record_call() and record_success() are on
+// every call's success path: they must not lock or allocate (the three kinds do neither);
+// acquire() is on the failure path.
+class RetryBudget {
+public:
+    virtual ~RetryBudget() = default;
+
+    // A call's first attempt starts.
+    virtual void record_call() noexcept = 0;
+    // An attempt succeeded; `last` is the grant of the retry it was (default: the first attempt).
+    virtual void record_success(const RetryGrant& last) noexcept = 0;
+    // A failed attempt would be retried: allowed (and charged) or refused. In shadow mode a
+    // refusal is returned as allowed with cost 0, and changes the budget's state exactly as the
+    // refusal would have.
+    virtual RetryGrant acquire(RetryCause cause) = 0;
+
+    virtual RetryBudgetStats stats() const = 0;
+
+    // Shadow mode: decide, count and change state as when enforcing, but let refused retries
+    // through (counted in stats().shadow_rejections). For trying a budget on live traffic.
+    virtual void set_shadow(bool shadow) noexcept = 0;
+    virtual bool shadow() const noexcept = 0;
+
+    // acquire(cause), as a yes or no.
+    bool try_withdraw(RetryCause cause = RetryCause::failure) {
+        return static_cast<bool>(acquire(cause));
+    }
+    std::uint64_t withdrawn() const { return stats().granted; }
+    std::uint64_t refused() const { return stats().refused; }
+
+    // A TpsRetryBudget (the default kind): RetryBudget::shared(0.1, 10) allows retries up to 10%
+    // of the calls of the last 10 s plus 10 retries in any second.
+    static std::shared_ptr<TpsRetryBudget> shared(const RetryBudgetOptions& options,
+                                                  Clock& clock = default_clock());
+    static std::shared_ptr<TpsRetryBudget> shared(double ratio, std::uint32_t min_per_second,
+                                                  Clock& clock = default_clock());
+
+protected:
+    RetryBudget() = default;
+    RetryBudget(const RetryBudget&) = default;
+    RetryBudget& operator=(const RetryBudget&) = default;
+    RetryBudget(RetryBudget&&) = default;
+    RetryBudget& operator=(RetryBudget&&) = default;
+};
+
+namespace detail {
+// Shadow flag and the counters every kind keeps. Counters on the failure path are plain
+// atomics (relaxed: statistics); calls and successes are per-thread stripes.
+struct RetryBudgetCounters {
+    detail::StripedCounter calls;
+    detail::StripedCounter successes;
+    std::atomic<std::uint64_t> granted{0};
+    std::atomic<std::uint64_t> refused{0};
+    std::atomic<std::uint64_t> shadow_rejections{0};
+    std::atomic<bool> shadow{false};
+
+    // The answer to a refused request: allowed at no cost in shadow mode. The flag is read only
+    // here, on the refusal branch.
+    RetryGrant refuse() noexcept {
+        refused.fetch_add(1, std::memory_order_relaxed);
+        if (shadow.load(std::memory_order_relaxed)) {
+            shadow_rejections.fetch_add(1, std::memory_order_relaxed);
+            return RetryGrant{true, 0, true};
+        }
+        return RetryGrant{};
+    }
+    RetryGrant grant(std::uint32_t cost) noexcept {
+        granted.fetch_add(1, std::memory_order_relaxed);
+        return RetryGrant{true, cost, false};
+    }
+    RetryBudgetStats snapshot() const noexcept {
+        RetryBudgetStats s;
+        s.calls = calls.sum();
+        s.successes = successes.sum();
+        s.granted = granted.load(std::memory_order_relaxed);
+        s.refused = refused.load(std::memory_order_relaxed);
+        s.shadow_rejections = shadow_rejections.load(std::memory_order_relaxed);
+        return s;
+    }
+};
+}  // namespace detail
+
+// Options of a TokenBucketRetryBudget (gRPC's retryThrottling: maxTokens, tokenRatio). Every
+// field has a default; validate() throws std::invalid_argument naming the field and the value.
+//   bulwark::TokenBucketRetryBudgetOptions o;
+//   o.max_tokens = 100; o.token_ratio = 0.5;
+struct TokenBucketRetryBudgetOptions {
+    // The bucket's size and starting fill, in [1, 1000000] (gRPC allows up to 1000).
+    std::uint32_t max_tokens = 10;
+    // Tokens a success puts back, in [0.001, max_tokens]; kept to thousandths of a token, as
+    // gRPC does (0.0015 counts as 0.002).
+    double token_ratio = 0.1;
+    // Start in shadow mode (see RetryBudget::set_shadow).
+    bool shadow = false;
+
+    void validate() const {
+        if (max_tokens < 1 || max_tokens > 1000000) {
+            detail::throw_invalid_option("TokenBucketRetryBudgetOptions.max_tokens",
+                                         "must be in [1, 1000000]", std::to_string(max_tokens));
+        }
+        if (!(token_ratio >= 0.001 && token_ratio <= static_cast<double>(max_tokens))) {
+            detail::throw_invalid_option("TokenBucketRetryBudgetOptions.token_ratio",
+                                         "must be in [0.001, max_tokens]",
+                                         detail::format_number(token_ratio));
+        }
+    }
+};
+
+// gRPC-style retry throttling. The bucket starts full at max_tokens; every failed attempt that
+// asks for a retry takes one token (down to 0), granted or not, as gRPC charges every retryable
+// failure; every success puts back token_ratio (up to max_tokens); a retry is allowed only while
+// the tokens left after its charge are more than max_tokens / 2.
+//   auto budget = bulwark::TokenBucketRetryBudget::shared({/*max_tokens*/ 10, /*ratio*/ 0.1});
+// Bound: over any run, granted retries ≤ max_tokens / 2 + token_ratio × successes.
+// At low request rates: the state moves only with outcomes, never with time, so the rate does not
+// matter: a quiet service whose calls mostly succeed keeps a full bucket and may retry; after an
+// outage has emptied it, retries resume after (max_tokens / 2 + 1) / token_ratio successes,
+// however long those take (more than 60 successes with the defaults: 61).
+// Difference from gRPC: a RetryPolicy asks (and so charges) only for failures it would retry,
+// not for the last failure of a call that ran out of max_retries.
+// Thread-safe, lock-free: one atomic word of thousandths of a token. record_call() bumps a
+// per-thread counter; record_success() bumps one and, unless the bucket is full, adds with a CAS.
+class TokenBucketRetryBudget final : public RetryBudget {
+public:
+    static std::shared_ptr<TokenBucketRetryBudget> shared(TokenBucketRetryBudgetOptions options) {
+        return std::make_shared<TokenBucketRetryBudget>(options);
+    }
+
+    // Throws std::invalid_argument for invalid options.
+    explicit TokenBucketRetryBudget(TokenBucketRetryBudgetOptions options = {})
+        : options_((options.validate(), options)),
+          max_milli_(static_cast<std::int64_t>(options_.max_tokens) * 1000),
+          ratio_milli_(static_cast<std::int64_t>(options_.token_ratio * 1000.0 + 0.5)),
+          milli_tokens_(max_milli_) {
+        counters_.shadow.store(options_.shadow, std::memory_order_relaxed);
+    }
+
+    void record_call() noexcept override { counters_.calls.add(); }
+
+    void record_success(const RetryGrant& /*last*/) noexcept override {
+        counters_.successes.add();
+        // relaxed: the bucket is one word; no other memory is published through it. A full
+        // bucket (the healthy case) is only read, so successes do not contend for its line.
+        std::int64_t current = milli_tokens_.load(std::memory_order_relaxed);
+        while (current < max_milli_ && !milli_tokens_.compare_exchange_weak(
+                                           current, std::min(max_milli_, current + ratio_milli_),
+                                           std::memory_order_relaxed)) {
+        }
+    }
+
+    RetryGrant acquire(RetryCause /*cause*/) override {
+        std::int64_t current = milli_tokens_.load(std::memory_order_relaxed);
+        std::int64_t next = 0;
+        do {
+            next = std::max<std::int64_t>(0, current - 1000);
+        } while (!milli_tokens_.compare_exchange_weak(current, next, std::memory_order_relaxed));
+        // The failure is charged either way, so a refusal let through in shadow mode has already
+        // changed the state exactly as the refusal does.
+        if (next > max_milli_ / 2) {
+            return counters_.grant(1);
+        }
+        return counters_.refuse();
+    }
+
+    RetryBudgetStats stats() const override {
+        RetryBudgetStats s = counters_.snapshot();
+        s.available = tokens();
+        return s;
+    }
+    void set_shadow(bool shadow) noexcept override {
+        counters_.shadow.store(shadow, std::memory_order_relaxed);
+    }
+    bool shadow() const noexcept override {
+        return counters_.shadow.load(std::memory_order_relaxed);
+    }
+
+    // The tokens in the bucket now.
+    double tokens() const noexcept {
+        return static_cast<double>(milli_tokens_.load(std::memory_order_relaxed)) / 1000.0;
+    }
+    const TokenBucketRetryBudgetOptions& options() const noexcept { return options_; }
+
+private:
+    detail::RetryBudgetCounters counters_;  // first: its stripes are cache-line aligned
+    const TokenBucketRetryBudgetOptions options_;
+    const std::int64_t max_milli_;
+    const std::int64_t ratio_milli_;
+    alignas(detail::cache_line_size) std::atomic<std::int64_t> milli_tokens_;
+};
+
+// Options of a QuotaRetryBudget. The defaults are the AWS SDKs' "standard" retry mode: a quota
+// of 500, 5 per retry, 10 per retry of a timeout, 1 back for a success without a retry. Every
+// field has a default; validate() throws std::invalid_argument naming the field and the value.
+//   bulwark::QuotaRetryBudgetOptions o;
+//   o.max_capacity = 1000; o.initial_capacity = 1000;
+struct QuotaRetryBudgetOptions {
+    // The most the quota holds, in [1, 10^9].
+    std::uint32_t max_capacity = 500;
+    // What it starts with, in [0, max_capacity].
+    std::uint32_t initial_capacity = 500;
+    // Taken by a retry, in [1, max_capacity].
+    std::uint32_t retry_cost = 5;
+    // Taken by the retry of a TimeoutError, in [1, max_capacity].
+    std::uint32_t timeout_cost = 10;
+    // Given back by a success that needed no retry, in [0, max_capacity] (a success after a
+    // retry gives back that retry's cost instead).
+    std::uint32_t no_retry_increment = 1;
+    // Start in shadow mode (see RetryBudget::set_shadow).
+    bool shadow = false;
+
+    void validate() const {
+        if (max_capacity < 1 || max_capacity > 1000000000) {
+            detail::throw_invalid_option("QuotaRetryBudgetOptions.max_capacity",
+                                         "must be in [1, 1000000000]",
+                                         std::to_string(max_capacity));
+        }
+        check(initial_capacity, 0, "QuotaRetryBudgetOptions.initial_capacity");
+        check(retry_cost, 1, "QuotaRetryBudgetOptions.retry_cost");
+        check(timeout_cost, 1, "QuotaRetryBudgetOptions.timeout_cost");
+        check(no_retry_increment, 0, "QuotaRetryBudgetOptions.no_retry_increment");
+    }
+
+private:
+    void check(std::uint32_t value, std::uint32_t low, const char* field) const {
+        if (value < low || value > max_capacity) {
+            detail::throw_invalid_option(
+                field, "must be in [" + std::to_string(low) + ", max_capacity]",
+                std::to_string(value) + " (max_capacity " + std::to_string(max_capacity) + ")");
+        }
+    }
+};
+
+// The AWS SDKs' retry quota ("standard" retry mode). A retry takes retry_cost from the quota
+// (timeout_cost when the failure was a TimeoutError) and is refused, taking nothing, when the
+// quota holds less than that; a success gives back what the retry that led to it took, or
+// no_retry_increment when it needed no retry; the quota never exceeds max_capacity.
+//   auto budget = bulwark::QuotaRetryBudget::shared({});   // AWS's numbers: 500, 5, 10, 1
+// Bound: at every moment, the cost of the granted retries ≤ initial_capacity + what successes
+// gave back (with the defaults, 100 retries in a row against a dead dependency, 50 of timeouts).
+// At low request rates: rate-independent like the token bucket (no time term): a quiet service
+// that mostly succeeds keeps a full quota; after an outage emptied it, every 5 first-try
+// successes (with the defaults) buy one retry.
+// Thread-safe, lock-free: one atomic word. record_success() bumps a per-thread counter and, unless
+// the quota is full, adds with a CAS.
+class QuotaRetryBudget final : public RetryBudget {
+public:
+    static std::shared_ptr<QuotaRetryBudget> shared(QuotaRetryBudgetOptions options) {
+        return std::make_shared<QuotaRetryBudget>(options);
+    }
+
+    // Throws std::invalid_argument for invalid options.
+    explicit QuotaRetryBudget(QuotaRetryBudgetOptions options = {})
+        : options_((options.validate(), options)), capacity_(options_.initial_capacity) {
+        counters_.shadow.store(options_.shadow, std::memory_order_relaxed);
+    }
+
+    void record_call() noexcept override { counters_.calls.add(); }
+
+    void record_success(const RetryGrant& last) noexcept override {
+        counters_.successes.add();
+        const std::int64_t refund =
+            last.allowed ? static_cast<std::int64_t>(last.cost) : options_.no_retry_increment;
+        const std::int64_t max = options_.max_capacity;
+        // relaxed: one word, nothing published through it; a full quota is only read.
+        std::int64_t current = capacity_.load(std::memory_order_relaxed);
+        while (refund > 0 && current < max &&
+               !capacity_.compare_exchange_weak(current, std::min(max, current + refund),
+                                                std::memory_order_relaxed)) {
+        }
+    }
+
+    RetryGrant acquire(RetryCause cause) override {
+        const std::int64_t cost =
+            cause == RetryCause::timeout ? options_.timeout_cost : options_.retry_cost;
+        std::int64_t current = capacity_.load(std::memory_order_relaxed);
+        while (current >= cost) {
+            if (capacity_.compare_exchange_weak(current, current - cost,
+                                                std::memory_order_relaxed)) {
+                return counters_.grant(static_cast<std::uint32_t>(cost));
+            }
+        }
+        // A refusal takes nothing, and neither does a retry shadow mode lets through.
+        return counters_.refuse();
+    }
+
+    RetryBudgetStats stats() const override {
+        RetryBudgetStats s = counters_.snapshot();
+        s.available = static_cast<double>(capacity());
+        return s;
+    }
+    void set_shadow(bool shadow) noexcept override {
+        counters_.shadow.store(shadow, std::memory_order_relaxed);
+    }
+    bool shadow() const noexcept override {
+        return counters_.shadow.load(std::memory_order_relaxed);
+    }
+
+    // What the quota holds now.
+    std::uint32_t capacity() const noexcept {
+        return static_cast<std::uint32_t>(capacity_.load(std::memory_order_relaxed));
+    }
+    const QuotaRetryBudgetOptions& options() const noexcept { return options_; }
+
+private:
+    detail::RetryBudgetCounters counters_;  // first: its stripes are cache-line aligned
+    const QuotaRetryBudgetOptions options_;
+    alignas(detail::cache_line_size) std::atomic<std::int64_t> capacity_;
+};
+
+// Options of a TpsRetryBudget (also spelled TpsRetryBudgetOptions). Every field has a default;
+// validate() throws std::invalid_argument naming the field and the value.
 //   bulwark::RetryBudgetOptions o;
 //   o.ratio = 0.2; o.window = 30s;
 //   auto budget = bulwark::RetryBudget::shared(o);
@@ -10117,6 +11519,8 @@ struct RetryBudgetOptions {
     // How far back calls and retries are counted, in whole seconds (rounded down). In [1 s, 1 h]:
     // the budget keeps a counter per second and sums them when a retry asks.
     Duration window = std::chrono::seconds(10);
+    // Start in shadow mode (see RetryBudget::set_shadow).
+    bool shadow = false;
 
     void validate() const {
         if (!(ratio >= 0.0 && ratio <= 1.0)) {
@@ -10129,56 +11533,65 @@ struct RetryBudgetOptions {
         }
     }
 };
+using TpsRetryBudgetOptions = RetryBudgetOptions;
 
-// Caps retries across every policy that shares it, so that a fleet-wide outage cannot multiply
-// the load on the dependency: retries may be at most `ratio` of the calls seen in the last
-// `window` (default 10 s), plus `min_per_second` retries per second at any time (gRPC retry
-// throttling and Finagle's RetryBudget work the same way).
+// The Finagle/Tower budget: retries in the last `window` (default 10 s) may be at most `ratio`
+// of the calls in that window, plus `min_per_second` retries in any second whatever the ratio
+// says.
 //   auto budget = bulwark::RetryBudget::shared(0.1, 10);   // 10% of calls + 10/s
 //   options.budget = budget;                                // share it between policies
-// Thread-safe. Counting a call is a per-thread counter bump (no lock, no contended line);
-// asking for a retry takes a mutex.
-// RetryBudget is BasicRetryBudget<>: a class template only so that a translation unit compiles
-// only the members it uses (the Tag is never used).
-template <class Tag = void>
-class BasicRetryBudget {
+// Bound: each retry it grants either keeps the retries of the window (seconds s - window + 1 to
+// s, this one included) within ratio × the calls of that window, or keeps the retries of its own
+// second within min_per_second. Calls made in a second before its first retry asked are not
+// counted (a long healthy period cannot bank a large allowance for the next outage).
+// At low request rates: the ratio alone would forbid every retry below 1 / ratio calls per window
+// (failsafe-go #106); min_per_second is the floor that keeps retries possible there, up to that
+// many in any second. With min_per_second = 0 a quiet service gets no retries at all.
+// Thread-safe. Counting a call or a success is a per-thread counter bump (no lock, no contended
+// line); asking for a retry takes a mutex.
+// TpsRetryBudget is BasicTpsRetryBudget<>: a class template only so that a translation unit
+// compiles only the members it uses (the Tag is never used).
+template <class Tag>
+class BasicTpsRetryBudget final : public RetryBudget {
 public:
-    static std::shared_ptr<BasicRetryBudget> shared(RetryBudgetOptions options,
-                                                    Clock& clock = default_clock()) {
-        return std::make_shared<BasicRetryBudget>(options, clock);
+    static std::shared_ptr<BasicTpsRetryBudget> shared(RetryBudgetOptions options,
+                                                       Clock& clock = default_clock()) {
+        return std::make_shared<BasicTpsRetryBudget>(options, clock);
     }
     // The positional form: shared(0.1, 10) is RetryBudgetOptions{0.1, 10} (window 10 s).
-    static std::shared_ptr<BasicRetryBudget> shared(double ratio, std::uint32_t min_per_second,
-                                                    Clock& clock = default_clock()) {
-        return std::make_shared<BasicRetryBudget>(ratio, min_per_second, clock);
+    static std::shared_ptr<BasicTpsRetryBudget> shared(double ratio, std::uint32_t min_per_second,
+                                                       Clock& clock = default_clock()) {
+        return std::make_shared<BasicTpsRetryBudget>(ratio, min_per_second, clock);
     }
 
     // Throws std::invalid_argument for invalid options (see RetryBudgetOptions).
-    explicit BasicRetryBudget(RetryBudgetOptions options = {}, Clock& clock = default_clock())
+    explicit BasicTpsRetryBudget(RetryBudgetOptions options = {}, Clock& clock = default_clock())
         : options_((options.validate(), options)), clock_(&clock) {
         buckets_.assign(static_cast<std::size_t>(options_.window / std::chrono::seconds(1)),
                         Bucket{});
+        counters_.shadow.store(options_.shadow, std::memory_order_relaxed);
     }
 
     // The positional form of the options.
     // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
-    BasicRetryBudget(double ratio, std::uint32_t min_per_second, Clock& clock = default_clock(),
-                     Duration window = std::chrono::seconds(10))
-        : BasicRetryBudget(RetryBudgetOptions{ratio, min_per_second, window}, clock) {}
+    BasicTpsRetryBudget(double ratio, std::uint32_t min_per_second, Clock& clock = default_clock(),
+                        Duration window = std::chrono::seconds(10))
+        : BasicTpsRetryBudget(RetryBudgetOptions{ratio, min_per_second, window}, clock) {}
 
-    BasicRetryBudget(const BasicRetryBudget&) = delete;
-    BasicRetryBudget& operator=(const BasicRetryBudget&) = delete;
+    BasicTpsRetryBudget(const BasicTpsRetryBudget&) = delete;
+    BasicTpsRetryBudget& operator=(const BasicTpsRetryBudget&) = delete;
 
     // A call was made (a first attempt). Does not allocate or lock.
-    void record_call() noexcept { calls_.add(); }
+    void record_call() noexcept override { counters_.calls.add(); }
+    // Counted for stats() only: this kind's allowance follows calls, not successes.
+    void record_success(const RetryGrant& /*last*/) noexcept override { counters_.successes.add(); }
 
-    // A retry wants to happen: true (and counted) if the budget allows it.
-    bool try_withdraw() {
+    RetryGrant acquire(RetryCause /*cause*/) override {
         const TimePoint now = clock_->coarse_now_fast();
         detail::LockGuard lock(mutex_);
         const std::int64_t second =
             std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
-        const std::uint64_t calls_now = calls_.sum();
+        const std::uint64_t calls_now = counters_.calls.sum();
         Bucket& current = bucket(second, calls_now);
         // Calls since the oldest bucket of the window started.
         std::uint64_t calls_base = calls_now;
@@ -10190,28 +11603,32 @@ public:
             }
         }
         const double allowance = options_.ratio * static_cast<double>(calls_now - calls_base);
+        last_available_ = std::max(0.0, allowance - static_cast<double>(retries_in_window));
         if (static_cast<double>(retries_in_window) + 1.0 <= allowance + 1e-9 ||
             current.retries < options_.min_per_second) {
             ++current.retries;
-            ++withdrawn_;
-            return true;
+            return counters_.grant(1);
         }
-        ++refused_;
-        return false;
+        // A refusal, or a retry shadow mode lets through, leaves the buckets as they are.
+        return counters_.refuse();
+    }
+
+    RetryBudgetStats stats() const override {
+        RetryBudgetStats s = counters_.snapshot();
+        detail::LockGuard lock(mutex_);
+        s.available = last_available_;
+        return s;
+    }
+    void set_shadow(bool shadow) noexcept override {
+        counters_.shadow.store(shadow, std::memory_order_relaxed);
+    }
+    bool shadow() const noexcept override {
+        return counters_.shadow.load(std::memory_order_relaxed);
     }
 
     const RetryBudgetOptions& options() const noexcept { return options_; }
     double ratio() const noexcept { return options_.ratio; }
     std::uint32_t min_per_second() const noexcept { return options_.min_per_second; }
-
-    std::uint64_t withdrawn() const {
-        detail::LockGuard lock(mutex_);
-        return withdrawn_;
-    }
-    std::uint64_t refused() const {
-        detail::LockGuard lock(mutex_);
-        return refused_;
-    }
 
 private:
     static constexpr std::int64_t no_second = std::numeric_limits<std::int64_t>::min();
@@ -10237,16 +11654,23 @@ private:
         return b;
     }
 
-    detail::StripedCounter calls_;  // first: its cache-line alignment then costs no padding
+    detail::RetryBudgetCounters counters_;  // first: its stripes are cache-line aligned
     const RetryBudgetOptions options_;
     Clock* const clock_;
     mutable detail::Mutex mutex_;
     std::vector<Bucket> buckets_ BULWARK_GUARDED_BY(mutex_);
-    std::uint64_t withdrawn_ BULWARK_GUARDED_BY(mutex_) = 0;
-    std::uint64_t refused_ BULWARK_GUARDED_BY(mutex_) = 0;
+    double last_available_ BULWARK_GUARDED_BY(mutex_) = 0.0;
 };
 
-using RetryBudget = BasicRetryBudget<>;
+inline std::shared_ptr<TpsRetryBudget> RetryBudget::shared(const RetryBudgetOptions& options,
+                                                           Clock& clock) {
+    return std::make_shared<TpsRetryBudget>(options, clock);
+}
+inline std::shared_ptr<TpsRetryBudget> RetryBudget::shared(double ratio,
+                                                           std::uint32_t min_per_second,
+                                                           Clock& clock) {
+    return std::make_shared<TpsRetryBudget>(ratio, min_per_second, clock);
+}
 
 }  // namespace bulwark
 
@@ -10260,6 +11684,8 @@ struct RetryEvent {
     Duration delay{0};          // how long the policy waits before it
     std::exception_ptr error;   // the failure being retried (null for a retried value)
     std::string_view operation;
+    // The budget refused this retry but is in shadow mode: a refusal let through.
+    bool shadow = false;
 };
 
 struct RetryStats {
@@ -10270,6 +11696,8 @@ struct RetryStats {
     std::uint64_t exhausted = 0;              // gave up: retries, time or budget ran out
     std::uint64_t not_retryable = 0;          // failed with something not worth retrying
     std::uint64_t budget_exhausted = 0;       // of the exhausted, refused by the budget
+    std::uint64_t deferred_to_caller = 0;     // failures left to a caller that retries
+                                              // (Context::caller_retries(), not exhausted)
 };
 
 // Options of a RetryPolicy. Every field has a default; validate() throws std::invalid_argument
@@ -10288,8 +11716,15 @@ struct RetryOptions {
     // Total time budget from the first attempt: no wait is started that would end past it.
     // 0 = no limit.
     Duration max_elapsed = Duration::zero();
-    // Optional: a budget shared by many policies (RetryBudget::shared(0.1, 10)).
+    // Optional: a budget shared by many policies, of any kind: RetryBudget::shared(0.1, 10)
+    // (TPS), TokenBucketRetryBudget::shared(...) (gRPC), QuotaRetryBudget::shared(...) (AWS).
+    // The policy tells it every call, every success, and for each retry whether the failure was
+    // a TimeoutError.
     std::shared_ptr<RetryBudget> budget{};
+    // When the context says the caller will retry this request itself
+    // (Context::caller_retries(), read from its retry header), fail at once instead of retrying
+    // here: retries at every layer multiply (3 layers of 3 retries make 64 attempts).
+    bool defer_to_retrying_caller = true;
     // Count every call in stats().calls. Counting is the only write a first-try success makes
     // (one per-thread counter, ~0.3 ns); switch it off on nanosecond-scale paths, and calls then
     // counts only the operations whose first attempt failed. A budget counts calls either way.
@@ -10350,7 +11785,22 @@ struct RetryRun {
     Duration previous{0};           // the last wait, for decorrelated jitter
     std::uint64_t stream_seed = 0;  // this execution's jitter stream, drawn at its first backoff
     bool has_stream = false;
+    RetryGrant last_grant{};  // the budget's grant for the last retry, handed back on success
+    // A shadow-mode budget let a refused retry through: the rest of the call is not reported to
+    // it (it would have ended there), and its later retries do not ask it.
+    bool shadowed = false;
 };
+
+// Whether a failed attempt timed out (a QuotaRetryBudget charges more for it). The failure path.
+inline bool is_timeout(const std::exception_ptr& error) noexcept {
+    try {
+        std::rethrow_exception(error);
+    } catch (const TimeoutError&) {
+        return true;
+    } catch (...) {
+        return false;
+    }
+}
 }  // namespace detail
 
 // The async form of a RetryPolicy: the caller runs the attempts and does the waiting; the
@@ -10401,6 +11851,8 @@ private:
 // Waits with the clock's sleep_for (a ManualClock records it), and never longer than the
 // context's deadline allows; stops when the context is cancelled, also during a wait. Honours a
 // rejection's retry_at()/retry_after() (an open breaker's) when it is later than the backoff.
+// Does not retry at all when the context says its caller retries this request
+// (Context::caller_retries(), from a retry header; RetryOptions::defer_to_retrying_caller).
 // Jitter: each execution (and each schedule()) draws its own stream of the backoff, so that
 // concurrent calls that failed together do not retry in lockstep: the k-th execution to back
 // off (0-based, counted per policy) waits options().backoff with .seed(seed()) .stream(k). A
@@ -10437,7 +11889,7 @@ public:
           seed_(seed),
           adaptive_(adaptive_of(options_)),
           result_predicates_(options_.classifier.has_result_predicates()),
-          plain_success_(!result_predicates_ && adaptive_ == nullptr),
+          plain_success_(!result_predicates_ && adaptive_ == nullptr && !options_.budget),
           plain_entry_(!options_.budget && options_.max_elapsed == Duration::zero()) {
         for (auto& listener : options_.retry_listeners) {
             listeners_.add(std::move(listener));
@@ -10474,6 +11926,7 @@ public:
         s.exhausted = exhausted_.load(std::memory_order_relaxed);
         s.not_retryable = not_retryable_.load(std::memory_order_relaxed);
         s.budget_exhausted = budget_exhausted_.load(std::memory_order_relaxed);
+        s.deferred_to_caller = deferred_to_caller_.load(std::memory_order_relaxed);
         return s;
     }
 
@@ -10502,7 +11955,13 @@ public:
             return outcome;
         }
         if (outcome.has_value() && !result_predicates_) {
-            adaptive_->record_success();  // plain_success_ is false: adaptive_ is set
+            // plain_success_ is false: an AdaptiveBackoff or a budget hears of the success.
+            if (adaptive_ != nullptr) {
+                adaptive_->record_success();
+            }
+            if (options_.budget) {
+                options_.budget->record_success(detail::first_try_grant);
+            }
         } else {
             retry_loop(ctx, next, outcome, started);
         }
@@ -10512,7 +11971,14 @@ public:
 private:
     friend class RetrySchedule;
 
-    enum class Verdict : std::uint8_t { success, retry, not_retryable, exhausted, budget };
+    enum class Verdict : std::uint8_t {
+        success,
+        retry,
+        not_retryable,
+        exhausted,
+        budget,
+        deferred
+    };
 
     // Tells the budget about the call and, with max_elapsed, returns the first attempt's start:
     // max_elapsed counts from it, so the clock is read up front only when it is set. (Reading it
@@ -10548,7 +12014,7 @@ private:
                 count_failed_first(v);
             }
             if (v != Verdict::retry) {
-                finish(v, retry);
+                finish(v, retry, run);
                 // A retried value that the budget refuses is returned as is, like one that ran out
                 // of retries: it is the answer, and there is no exception to wrap.
                 if (v == Verdict::budget && outcome.has_error()) {
@@ -10562,7 +12028,7 @@ private:
             // A cancel, or the deadline passing, during the wait ends the call with the last
             // outcome, as a cancel noticed before the wait does: no attempt after it.
             if (stopped(ctx)) {
-                finish(Verdict::exhausted, retry);
+                finish(Verdict::exhausted, retry, run);
                 return;
             }
             retries_.fetch_add(1, std::memory_order_relaxed);
@@ -10593,6 +12059,10 @@ private:
             adaptive_wait = adaptive_->current_delay();
             adaptive_->record_failure();
         }
+        // The caller retries this request itself: leave it the retry.
+        if (ctx.caller_retries() && options_.defer_to_retrying_caller) {
+            return Verdict::deferred;
+        }
         // validate() made max_retries >= 0.
         if (retry > static_cast<std::uint32_t>(options_.max_retries) || ctx.cancelled()) {
             return Verdict::exhausted;
@@ -10609,12 +12079,21 @@ private:
         if (ctx.deadline() && detail::saturating_add(now, wait) >= *ctx.deadline()) {
             return Verdict::exhausted;
         }
-        if (options_.budget && !options_.budget->try_withdraw()) {
-            return Verdict::budget;
+        // Asked last, once nothing else stops the retry: a budget charges what it grants.
+        if (options_.budget && !run.shadowed) {
+            const RetryCause cause = outcome.has_error() && detail::is_timeout(outcome.error())
+                                         ? RetryCause::timeout
+                                         : RetryCause::failure;
+            const RetryGrant grant = options_.budget->acquire(cause);
+            if (!grant) {
+                return Verdict::budget;
+            }
+            run.last_grant = grant;
+            run.shadowed = grant.shadow;
         }
         run.previous = wait;
         listeners_.emit_with([&] {
-            return RetryEvent{retry, wait, outcome.error(), ctx.operation()};
+            return RetryEvent{retry, wait, outcome.error(), ctx.operation(), run.last_grant.shadow};
         });
         return Verdict::retry;
     }
@@ -10633,11 +12112,14 @@ private:
         return stream.delay(retry, run.previous);
     }
 
-    void finish(Verdict v, std::uint32_t retry) noexcept {
+    void finish(Verdict v, std::uint32_t retry, const detail::RetryRun& run) noexcept {
         switch (v) {
             case Verdict::success:
                 if (adaptive_ != nullptr) {
                     adaptive_->record_success();
+                }
+                if (options_.budget && !run.shadowed) {
+                    options_.budget->record_success(run.last_grant);
                 }
                 if (retry > 1) {
                     successes_after_retry_.fetch_add(1, std::memory_order_relaxed);
@@ -10652,6 +12134,9 @@ private:
                 break;
             case Verdict::exhausted:
                 exhausted_.fetch_add(1, std::memory_order_relaxed);
+                break;
+            case Verdict::deferred:
+                deferred_to_caller_.fetch_add(1, std::memory_order_relaxed);
                 break;
             case Verdict::retry:
                 break;
@@ -10681,6 +12166,7 @@ private:
     std::atomic<std::uint64_t> exhausted_{0};
     std::atomic<std::uint64_t> not_retryable_{0};
     std::atomic<std::uint64_t> budget_exhausted_{0};
+    std::atomic<std::uint64_t> deferred_to_caller_{0};
     Listeners<RetryEvent> listeners_;
 };
 
@@ -10708,7 +12194,7 @@ std::optional<Duration> RetrySchedule::next_delay(const Outcome<T>& outcome) {
     }
     if (v != RetryPolicy::Verdict::retry) {
         done_ = true;
-        policy_->finish(v, retries_ + 1);
+        policy_->finish(v, retries_ + 1, run_);
         return std::nullopt;
     }
     policy_->retries_.fetch_add(1, std::memory_order_relaxed);
@@ -16763,6 +18249,8 @@ template <class Tag>
 class BasicCircuitBreaker;
 template <class Tag>
 class BasicCircuitBreakerRegistry;
+template <class T, class Options>
+class Registry;
 template <class Tag>
 class BasicDegradation;
 template <class Tag>
@@ -16914,6 +18402,8 @@ struct MetricsRenderer<BasicCircuitBreaker<Tag>> {
         w.add_counter("bulwark_circuit_breaker_rejected_total",
                       "Calls refused while open, forced open or half-open and full.", l,
                       s.rejected);
+        w.add_counter("bulwark_circuit_breaker_shadow_rejections_total",
+                      "Of the rejected, calls let through in shadow mode.", l, s.shadow_rejections);
         w.add_counter("bulwark_circuit_breaker_opened_total", "Times the breaker opened.", l,
                       s.opened);
         w.add_counter("bulwark_circuit_breaker_expired_probes_total",
@@ -16955,6 +18445,43 @@ struct MetricsRenderer<BasicCircuitBreakerRegistry<Tag>> {
         registry.for_each([&w](const auto& b) {
             MetricsRenderer<BasicCircuitBreaker<Tag>>::write(w, b, b.name());
         });
+    }
+};
+
+// A keyed Registry: its own series labelled registry="<RegistryOptions::name>" (or the
+// metric_name() given), then each component present, labelled with its key, when its kind is
+// renderable. Evicted keys are gone from the next scrape.
+template <class T, class Options>
+struct MetricsRenderer<Registry<T, Options>> {
+    static constexpr bool known = true;
+    static constexpr bool needs_name = false;
+    static constexpr bool accepts_name = true;
+    template <class R>
+    static std::string_view default_name(const R& registry) noexcept {
+        return registry.limits().name;
+    }
+    template <class R>
+    static void write(MetricsWriter& w, const R& registry, std::string_view name) {
+        const auto s = registry.stats();
+        const MetricLabels l{{"registry", name}};
+        w.add_gauge("bulwark_registry_entries", "Components in the registry now.", l, s.size);
+        w.add_counter("bulwark_registry_created_total", "Components created.", l, s.created);
+        const char* const help = "Components that left the registry, by cause.";
+        w.add_counter("bulwark_registry_evictions_total", help,
+                      MetricLabels{{"registry", name}, {"cause", "expired"}}, s.expired);
+        w.add_counter("bulwark_registry_evictions_total", help,
+                      MetricLabels{{"registry", name}, {"cause", "size"}}, s.evicted_for_size);
+        w.add_counter("bulwark_registry_evictions_total", help,
+                      MetricLabels{{"registry", name}, {"cause", "removed"}}, s.removed);
+        w.add_counter("bulwark_registry_over_capacity_total",
+                      "Creations that left the registry over max_size (nothing evictable).", l,
+                      s.over_capacity);
+        if constexpr (MetricsRenderer<T>::known) {
+            // A snapshot: the components are rendered outside the registry's locks.
+            for (const auto& entry : registry.entries()) {
+                MetricsRenderer<T>::write(w, *entry.second, entry.first);
+            }
+        }
     }
 };
 
@@ -17140,6 +18667,9 @@ struct MetricsRenderer<BasicRetryPolicy<Tag>> : UnnamedRenderer {
         w.add_counter("bulwark_retry_budget_exhausted_total",
                       "Of the exhausted, those refused by the retry budget.", l,
                       s.budget_exhausted);
+        w.add_counter("bulwark_retry_deferred_to_caller_total",
+                      "Failures not retried because the caller retries them.", l,
+                      s.deferred_to_caller);
     }
 };
 
@@ -17160,6 +18690,9 @@ struct MetricsRenderer<BasicBulkhead<Tag>> : UnnamedRenderer {
                       s.rejected);
         w.add_counter("bulwark_bulkhead_queue_timeouts_total",
                       "Of the rejected, calls that timed out in the queue.", l, s.queue_timeouts);
+        w.add_counter("bulwark_bulkhead_shadow_rejections_total",
+                      "Of the rejected, calls let through (without a slot) in shadow mode.", l,
+                      s.shadow_rejections);
     }
 };
 
@@ -17173,6 +18706,9 @@ struct MetricsRenderer<BasicRateLimiter<Tag>> : UnnamedRenderer {
         w.add_counter("bulwark_rate_limiter_rejected_total", "Requests refused.", l, s.rejected);
         w.add_counter("bulwark_rate_limiter_waited_total",
                       "Requests that waited before being granted.", l, s.waited);
+        w.add_counter("bulwark_rate_limiter_shadow_rejections_total",
+                      "Of the refused, requests let through in shadow mode.", l,
+                      s.shadow_rejections);
     }
 };
 
@@ -17228,6 +18764,8 @@ struct MetricsRenderer<BasicLoadShedder<Tag>> : UnnamedRenderer {
         const MetricLabels l{{"name", name}};
         w.add_counter("bulwark_load_shedder_passed_total", "Calls let through.", l, s.passed);
         w.add_counter("bulwark_load_shedder_shed_total", "Calls shed.", l, s.shed);
+        w.add_counter("bulwark_load_shedder_shadow_rejections_total",
+                      "Of the shed, calls let through in shadow mode.", l, s.shadow_rejections);
     }
 };
 
@@ -17368,7 +18906,8 @@ void write_component(MetricsWriter& w, C& component) {
 
 // Appends the metrics of each component to `writer`, in argument order (a family's samples stay
 // together however many components add to it). Each argument is a CircuitBreaker, a
-// CircuitBreakerRegistry (every breaker, in name order), a FallbackChain, a Degradation, a
+// CircuitBreakerRegistry (every breaker, in name order), a Registry (its own series, then each
+// component present, labelled with its key), a FallbackChain, a Degradation, a
 // HealthMonitor, a ResourceManager (non-const: its report reads expired gauges), or a
 // metric_name("name", component) wrapping one of these or a RetryPolicy, Bulkhead, RateLimiter,
 // Timeout, Fallback, CacheFallback, LoadShedder, Hedging or dead-letter store (an
@@ -23155,6 +24694,13 @@ struct BulkheadOptions {
     // The longest a queued call waits for a slot (also bounded by the context's deadline and
     // cancellation). > 0 with a queue; without one (max_queue = 0) it is never used, and >= 0.
     Duration queue_timeout = std::chrono::seconds(1);
+    // Shadow mode: the bulkhead decides, queues, counts and reports exactly as it would, but
+    // a call it would have rejected goes ahead without a slot (it takes none, so it never
+    // delays another call's admission) and is counted in rejected and in shadow_rejections.
+    // A call that queues still waits in the queue; one whose context is cancelled while it waits
+    // is refused as usual (its caller gave it up). Switch at run time with set_shadow(). false
+    // by default.
+    bool shadow = false;
 
     // Throws std::invalid_argument naming the field and the value.
     void validate() const {
@@ -23184,6 +24730,8 @@ struct BulkheadEvent {
     BulkheadRejection reason = BulkheadRejection::full;
     std::uint32_t in_flight = 0;
     std::uint32_t queued = 0;
+    // The call was let through anyway, without a slot, because the bulkhead is in shadow mode.
+    bool shadow = false;
 };
 
 struct BulkheadStats {
@@ -23194,6 +24742,8 @@ struct BulkheadStats {
     std::uint64_t admitted = 0;        // calls that got a slot
     std::uint64_t rejected = 0;        // rejected for any reason
     std::uint64_t queue_timeouts = 0;  // of those, how many timed out in the queue
+    // of the rejected, how many were let through (without a slot) in shadow mode
+    std::uint64_t shadow_rejections = 0;
 };
 
 // Caps how many calls run at once, so that one slow dependency cannot take every thread.
@@ -23216,12 +24766,15 @@ public:
     public:
         Permit() noexcept = default;
         Permit(Permit&& other) noexcept
-            : bulkhead_(std::exchange(other.bulkhead_, nullptr)), reason_(other.reason_) {}
+            : bulkhead_(std::exchange(other.bulkhead_, nullptr)),
+              reason_(other.reason_),
+              shadow_(std::exchange(other.shadow_, false)) {}
         Permit& operator=(Permit&& other) noexcept {
             if (this != &other) {
                 release();
                 bulkhead_ = std::exchange(other.bulkhead_, nullptr);
                 reason_ = other.reason_;
+                shadow_ = std::exchange(other.shadow_, false);
             }
             return *this;
         }
@@ -23229,8 +24782,13 @@ public:
         Permit& operator=(const Permit&) = delete;
         ~Permit() { release(); }
 
-        explicit operator bool() const noexcept { return bulkhead_ != nullptr; }
-        // Why it was refused (meaningful only for a refused permit).
+        // True if the call may go ahead: it holds a slot, or it was refused but let through in
+        // shadow mode.
+        explicit operator bool() const noexcept { return bulkhead_ != nullptr || shadow_; }
+        // True if the bulkhead refused the call and let it through without a slot, because it
+        // is in shadow mode (see BulkheadOptions::shadow); rejection() says why it was refused.
+        bool shadowed() const noexcept { return shadow_; }
+        // Why it was refused (meaningful only for a refused or shadowed permit).
         BulkheadRejection rejection() const noexcept { return reason_; }
 
         // Gives the slot back before the permit is destroyed.
@@ -23243,17 +24801,18 @@ public:
     private:
         friend class BasicBulkhead;
         explicit Permit(BasicBulkhead* bulkhead) noexcept : bulkhead_(bulkhead) {}
-        explicit Permit(BulkheadRejection reason) noexcept : reason_(reason) {}
+        Permit(BulkheadRejection reason, bool shadow) noexcept : reason_(reason), shadow_(shadow) {}
 
         BasicBulkhead* bulkhead_ = nullptr;
         BulkheadRejection reason_ = BulkheadRejection::full;
+        bool shadow_ = false;  // refused, let through without a slot
     };
 
     // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
     explicit BasicBulkhead(std::uint32_t max_concurrent, std::uint32_t max_queue = 0,
                            Duration queue_timeout = std::chrono::seconds(1),
                            Clock& clock = default_clock())
-        : BasicBulkhead(BulkheadOptions{max_concurrent, max_queue, queue_timeout}, clock) {}
+        : BasicBulkhead(BulkheadOptions{max_concurrent, max_queue, queue_timeout, false}, clock) {}
 
     // Throws std::invalid_argument for invalid options. The clock must outlive the bulkhead.
     // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
@@ -23266,6 +24825,7 @@ public:
         : name_(std::make_shared<const std::string>(std::move(name))),
           options_((options.validate(), options)),
           clock_(&clock),
+          shadow_(options_.shadow),
           full_error_(error(
               " is full: " + std::to_string(options_.max_concurrent) + " calls in flight" +
               (options_.max_queue > 0 ? " and " + std::to_string(options_.max_queue) + " queued"
@@ -23287,8 +24847,7 @@ public:
             admitted_.add();
             return Permit(this);
         }
-        reject(BulkheadRejection::full);
-        return Permit(BulkheadRejection::full);
+        return Permit(BulkheadRejection::full, reject(BulkheadRejection::full));
     }
 
     // A slot, waiting in the queue if there is room (up to queue_timeout, the context's deadline
@@ -23314,8 +24873,17 @@ public:
         return next(ctx);
     }
 
-    // Called on every rejection, with its reason. Returns the id that remove_listener() takes;
-    // throws std::invalid_argument for an empty listener.
+    // Shadow mode on or off, at run time (see BulkheadOptions::shadow); applies to the next
+    // rejection.
+    void set_shadow(bool on) noexcept {
+        // relaxed: an independent switch; nothing else is published with it.
+        shadow_.store(on, std::memory_order_relaxed);
+    }
+    bool shadow() const noexcept { return shadow_.load(std::memory_order_relaxed); }
+
+    // Called on every rejection (in shadow mode too, with BulkheadEvent::shadow), with its reason.
+    // Returns the id that remove_listener() takes; throws std::invalid_argument for an empty
+    // listener.
     ListenerId on_rejected(std::function<void(const BulkheadEvent&)> listener) {
         return rejected_listeners_.add(std::move(listener));
     }
@@ -23335,6 +24903,7 @@ public:
         s.admitted = admitted_.sum();
         s.rejected = rejected_.load(std::memory_order_relaxed);
         s.queue_timeouts = queue_timeouts_.load(std::memory_order_relaxed);
+        s.shadow_rejections = shadow_rejections_.load(std::memory_order_relaxed);
         return s;
     }
 
@@ -23403,8 +24972,7 @@ private:
         }
         if (queued_ >= options_.max_queue) {
             lock.unlock();
-            reject(BulkheadRejection::full);
-            return Permit(BulkheadRejection::full);
+            return Permit(BulkheadRejection::full, reject(BulkheadRejection::full));
         }
         TimePoint deadline = detail::saturating_add(clock_->now(), options_.queue_timeout);
         if (ctx != nullptr && ctx->deadline() && *ctx->deadline() < deadline) {
@@ -23443,20 +25011,28 @@ private:
         if (reason == BulkheadRejection::queue_timeout) {
             queue_timeouts_.fetch_add(1, std::memory_order_relaxed);
         }
-        reject(reason);
-        return Permit(reason);
+        return Permit(reason, reject(reason));
     }
 
-    void reject(BulkheadRejection reason) noexcept {
+    // Counts and reports a rejection; returns true if the call is to be let through anyway
+    // (shadow mode). The switch is read only here, never on the admit path. A call cancelled
+    // while queued is refused in shadow mode too: its caller gave it up, not the bulkhead.
+    bool reject(BulkheadRejection reason) noexcept {
+        const bool shadow =
+            reason != BulkheadRejection::cancelled && shadow_.load(std::memory_order_relaxed);
         // relaxed: statistics.
         rejected_.fetch_add(1, std::memory_order_relaxed);
+        if (shadow) {
+            shadow_rejections_.fetch_add(1, std::memory_order_relaxed);
+        }
         rejected_listeners_.emit_with([&] {
             return BulkheadEvent{
                 reason,
                 static_cast<std::uint32_t>(
                     std::max<std::int64_t>(0, in_flight_.load(std::memory_order_relaxed))),
-                static_cast<std::uint32_t>(waiting_.load(std::memory_order_relaxed))};
+                static_cast<std::uint32_t>(waiting_.load(std::memory_order_relaxed)), shadow};
         });
+        return shadow;
     }
 
     // How often a queued waiter with a context looks at its cancellation.
@@ -23471,6 +25047,7 @@ private:
     const std::shared_ptr<const std::string> name_;
     const BulkheadOptions options_;
     Clock* const clock_;
+    std::atomic<bool> shadow_;  // read only on the reject path
     const std::exception_ptr full_error_;
     const std::exception_ptr timeout_error_;
     const std::exception_ptr cancelled_error_;
@@ -23486,6 +25063,7 @@ private:
     detail::StripedCounter admitted_;
     std::atomic<std::uint64_t> rejected_{0};
     std::atomic<std::uint64_t> queue_timeouts_{0};
+    std::atomic<std::uint64_t> shadow_rejections_{0};
     Listeners<BulkheadEvent> rejected_listeners_;
 };
 
@@ -25018,6 +26596,10 @@ struct LoadShedderOptions {
     bool by_priority = true;
     // Optional: also shed when this returns true (a queue too long, a CPU too hot…).
     std::function<bool(const Context&)> shed_if{};
+    // Shadow mode: the shedder decides, counts and reports (on_shed) every call it would shed,
+    // but lets it through; such a call is counted in shed and in shadow_rejections, not in
+    // passed. Switch at run time with set_shadow(). false by default.
+    bool shadow = false;
 };
 
 // A call was shed.
@@ -25025,11 +26607,15 @@ struct ShedEvent {
     DegradationLevel level = DegradationLevel::normal;
     Priority priority = Priority::normal;
     bool by_predicate = false;
+    // The call was let through anyway, because the shedder is in shadow mode.
+    bool shadow = false;
 };
 
 struct LoadShedderStats {
-    std::uint64_t passed = 0;
-    std::uint64_t shed = 0;
+    std::uint64_t passed = 0;  // calls not shed
+    std::uint64_t shed = 0;    // calls shed (in shadow mode: that would have been shed)
+    // of the shed, how many were let through in shadow mode
+    std::uint64_t shadow_rejections = 0;
 };
 
 // Drops calls while the service is degraded, lowest priority first, so that what matters keeps
@@ -25047,7 +26633,7 @@ class BasicLoadShedder : public PolicyBase<BasicLoadShedder<Tag>> {
 public:
     // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
     BasicLoadShedder(const DegradationSignal& degradation, DegradationLevel shed_at)
-        : BasicLoadShedder(degradation, LoadShedderOptions{shed_at, true, nullptr}) {}
+        : BasicLoadShedder(degradation, LoadShedderOptions{shed_at, true, nullptr, false}) {}
 
     // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
     BasicLoadShedder(const DegradationSignal& degradation, LoadShedderOptions options)
@@ -25059,12 +26645,13 @@ public:
     BasicLoadShedder(std::string name, const DegradationSignal& degradation,
                      DegradationLevel shed_at)
         : BasicLoadShedder(std::move(name), degradation,
-                           LoadShedderOptions{shed_at, true, nullptr}) {}
+                           LoadShedderOptions{shed_at, true, nullptr, false}) {}
     BasicLoadShedder(std::string name, const DegradationSignal& degradation,
                      LoadShedderOptions options)
         : name_(std::make_shared<const std::string>(std::move(name))),
           degradation_(&degradation),
           options_(std::move(options)),
+          shadow_(options_.shadow),
           error_(std::make_exception_ptr(LoadShedError(
               name_, (name_->empty() ? std::string("load shed")
                                      : detail::component_label("load shedder", *name_)) +
@@ -25095,15 +26682,25 @@ public:
         using O = std::invoke_result_t<Next&, Context&>;
         const bool by_level = shed_by_level(ctx.priority());
         if (BULWARK_UNLIKELY(by_level || (options_.shed_if && options_.shed_if(ctx)))) {
-            shed(ctx, !by_level);
+            if (shed(ctx, !by_level)) {
+                return next(ctx);  // shadow mode: counted and reported as shed, let through
+            }
             return O::from_error(error_);
         }
         passed_.add();
         return next(ctx);
     }
 
-    // Called for every call shed. Returns the id that remove_listener() takes; throws
-    // std::invalid_argument for an empty listener.
+    // Shadow mode on or off, at run time (see LoadShedderOptions::shadow); applies to the next
+    // call shed.
+    void set_shadow(bool on) noexcept {
+        // relaxed: an independent switch; nothing else is published with it.
+        shadow_.store(on, std::memory_order_relaxed);
+    }
+    bool shadow() const noexcept { return shadow_.load(std::memory_order_relaxed); }
+
+    // Called for every call shed (in shadow mode too, with ShedEvent::shadow). Returns the id that
+    // remove_listener() takes; throws std::invalid_argument for an empty listener.
     ListenerId on_shed(std::function<void(const ShedEvent&)> listener) {
         return listeners_.add(std::move(listener));
     }
@@ -25111,7 +26708,8 @@ public:
     bool remove_listener(ListenerId id) noexcept { return listeners_.remove(id); }
 
     LoadShedderStats stats() const noexcept {
-        return LoadShedderStats{passed_.sum(), shed_.load(std::memory_order_relaxed)};
+        return LoadShedderStats{passed_.sum(), shed_.load(std::memory_order_relaxed),
+                                shadow_rejections_.load(std::memory_order_relaxed)};
     }
 
 private:
@@ -25136,20 +26734,29 @@ private:
         return level >= std::max(threshold, 1);
     }
 
-    void shed(const Context& ctx, bool by_predicate) noexcept {
-        // relaxed: a statistic.
+    // Counts and reports a call shed; returns true if it is to be let through anyway (shadow
+    // mode). The switch is read only here, never on the pass path.
+    bool shed(const Context& ctx, bool by_predicate) noexcept {
+        const bool shadow = shadow_.load(std::memory_order_relaxed);
+        // relaxed: statistics.
         shed_.fetch_add(1, std::memory_order_relaxed);
+        if (shadow) {
+            shadow_rejections_.fetch_add(1, std::memory_order_relaxed);
+        }
         listeners_.emit_with([&] {
-            return ShedEvent{degradation_->level(), ctx.priority(), by_predicate};
+            return ShedEvent{degradation_->level(), ctx.priority(), by_predicate, shadow};
         });
+        return shadow;
     }
 
     const std::shared_ptr<const std::string> name_;
     const DegradationSignal* degradation_;
     const LoadShedderOptions options_;
+    std::atomic<bool> shadow_;  // read only on the shed path
     const std::exception_ptr error_;
     detail::StripedCounter passed_;
     std::atomic<std::uint64_t> shed_{0};
+    std::atomic<std::uint64_t> shadow_rejections_{0};
     Listeners<ShedEvent> listeners_;
 };
 
@@ -26364,7 +27971,931 @@ private:
 #endif
 
 #endif  // BULWARK_QUEUE_HPP
+// #include <bulwark/registry.hpp>
+// Registry<T, Options>: keyed components created from an options template, bounded by TTL and LRU.
+#ifndef BULWARK_REGISTRY_HPP
+#define BULWARK_REGISTRY_HPP
+
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+// #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/config.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
+// #include <bulwark/detail/striped_counter.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/events.hpp> (already included above)
+// #include <bulwark/time.hpp> (already included above)
+
+namespace bulwark {
+
+namespace detail {
+
+template <class T, class = void>
+struct has_in_flight_member : std::false_type {};
+template <class T>
+struct has_in_flight_member<T, std::void_t<decltype(std::declval<const T&>().in_flight())>>
+    : std::true_type {};
+
+template <class T, class = void>
+struct has_stats_in_flight : std::false_type {};
+template <class T>
+struct has_stats_in_flight<T, std::void_t<decltype(std::declval<const T&>().stats().in_flight)>>
+    : std::true_type {};
+
+template <class T, class = void>
+struct has_stats_queued : std::false_type {};
+template <class T>
+struct has_stats_queued<T, std::void_t<decltype(std::declval<const T&>().stats().queued)>>
+    : std::true_type {};
+
+// state() returning an enumeration with a `closed` enumerator: a circuit breaker of any kind.
+template <class T, class = void>
+struct has_closed_state : std::false_type {};
+template <class T>
+struct has_closed_state<
+    T, std::void_t<decltype(std::declval<const T&>().state() ==
+                            std::decay_t<decltype(std::declval<const T&>().state())>::closed)>>
+    : std::true_type {};
+
+template <class T, class = void>
+struct has_validate : std::false_type {};
+template <class T>
+struct has_validate<T, std::void_t<decltype(std::declval<const T&>().validate())>>
+    : std::true_type {};
+
+}  // namespace detail
+
+// Whether a Registry may drop a component now (TTL or size eviction): the customisation point.
+// The default, found by detection so that new components fit without registering:
+//   - a component with in_flight() is evictable only when it returns 0 (an adaptive limiter);
+//   - else one whose stats() has in_flight (and queued) only when they are 0 (Bulkhead);
+//   - a component whose state() has a `closed` enumerator only when closed (CircuitBreaker,
+//     SharedCircuitBreaker: never open, half-open, forced open or disabled);
+//   - anything else (RateLimiter, RetryBudget) always.
+// Specialise it for your own type:
+//   template <> struct bulwark::Evictable<MyPool> {
+//       static bool check(const MyPool& p) { return p.idle(); } };
+// check() runs under a registry shard's lock: it must be quick and must not call the registry.
+template <class T, class = void>
+struct Evictable {
+    static bool check(const T& component) {
+        if constexpr (detail::has_in_flight_member<T>::value) {
+            if (component.in_flight() != 0) {
+                return false;
+            }
+        } else if constexpr (detail::has_stats_in_flight<T>::value) {
+            const auto stats = component.stats();
+            if (stats.in_flight != 0) {
+                return false;
+            }
+            if constexpr (detail::has_stats_queued<T>::value) {
+                if (stats.queued != 0) {
+                    return false;
+                }
+            }
+        }
+        if constexpr (detail::has_closed_state<T>::value) {
+            using State = std::decay_t<decltype(component.state())>;
+            if (!(component.state() == State::closed)) {
+                return false;
+            }
+        }
+        return true;
+    }
+};
+
+// Evictable<T>::check(component).
+template <class T>
+bool evictable(const T& component) {
+    return Evictable<T>::check(component);
+}
+
+// Bounds of a Registry. Every field has a default; validate() throws std::invalid_argument
+// naming the field and the value.
+//   bulwark::RegistryOptions limits;
+//   limits.max_size = 10000; limits.ttl = std::chrono::minutes(10);
+struct RegistryOptions {
+    // At most this many components; creating one more evicts the least recently used evictable
+    // ones (down to max_size - max_size/32, to amortise the scan). 0 = unbounded (default). When
+    // nothing is evictable the registry grows past it (a breaker that is open is never dropped) and
+    // counts over_capacity.
+    std::size_t max_size = 0;
+    // A component not looked up for this long is dropped (if evictable) by evict_expired() and
+    // by the next creation of a key once ttl/4 has passed since the last sweep. 0 = never
+    // (default). Must be >= 0.
+    Duration ttl = Duration::zero();
+    // Lookups take a shared lock on one of this many shards. A power of two in [1, 1024].
+    std::uint32_t shards = 16;
+    // false (default): a component whose handle a caller still holds is in use and is never
+    // evicted, so everyone asking for a key shares one component. true: TTL and size evict it
+    // anyway; the holder keeps a working component (handles are shared_ptr), no longer shared
+    // with later get()s of the key.
+    bool evict_referenced = false;
+    // The label value of the registry's own metrics (registry="..."). Not empty.
+    std::string name = "registry";
+
+    void validate() const {
+        if (ttl < Duration::zero()) {
+            detail::throw_invalid_option("RegistryOptions.ttl", "must be >= 0",
+                                         detail::format_duration(ttl));
+        }
+        if (shards == 0 || shards > 1024 || (shards & (shards - 1)) != 0) {
+            detail::throw_invalid_option("RegistryOptions.shards",
+                                         "must be a power of two in [1, 1024]",
+                                         std::to_string(shards));
+        }
+        if (name.empty()) {
+            detail::throw_invalid_option("RegistryOptions.name", "must not be empty", "\"\"");
+        }
+    }
+};
+
+// Why a component left a Registry.
+enum class EvictionCause : std::uint8_t {
+    expired,  // idle for longer than RegistryOptions::ttl
+    size,     // the least recently used when the registry was over max_size
+    removed,  // erase()
+};
+
+inline const char* to_string(EvictionCause cause) noexcept {
+    switch (cause) {
+        case EvictionCause::expired:
+            return "expired";
+        case EvictionCause::size:
+            return "size";
+        case EvictionCause::removed:
+            return "removed";
+    }
+    return "unknown";
+}
+
+// What an eviction listener hears. `component` is the evicted one: callers holding its handle
+// keep using it; it is destroyed when the last handle (and this event) goes.
+template <class T>
+struct RegistryEviction {
+    const std::string& key;
+    std::shared_ptr<T> component;
+    EvictionCause cause = EvictionCause::expired;
+};
+
+struct RegistryStats {
+    std::size_t size = 0;                // components now
+    std::uint64_t hits = 0;              // lookups that found their key
+    std::uint64_t created = 0;           // components created
+    std::uint64_t expired = 0;           // evicted for idling past the ttl
+    std::uint64_t evicted_for_size = 0;  // evicted as least recently used over max_size
+    std::uint64_t removed = 0;           // erase()d
+    std::uint64_t over_capacity = 0;     // creations that left it over max_size (none evictable)
+};
+
+// How a Registry makes its components. Both optional; both run under the key's shard lock, so
+// they must not call the registry.
+//   factory:   builds the component for a key from its options; by default T(key, options,
+//              clock), else T(options, clock), else T(options).
+//   customize: adjusts a copy of the template options for one key before creation, e.g. a
+//              longer break for "payments".
+template <class T, class Options>
+struct RegistryHooks {
+    std::function<std::shared_ptr<T>(const std::string& key, const Options& options, Clock& clock)>
+        factory{};
+    std::function<void(const std::string& key, Options& options)> customize{};
+};
+
+// Components of one kind by key (per host, per tenant, per endpoint), created on first use from
+// a template of options, bounded in size (LRU) and idle time (TTL), never dropping one that is
+// busy (see Evictable: an open breaker, a bulkhead with calls in flight).
+//   bulwark::Registry<bulwark::CircuitBreaker, bulwark::CircuitBreakerOptions> breakers(
+//       options, limits);
+//   std::shared_ptr<bulwark::CircuitBreaker> b = breakers.get("host-17");
+//   b->execute(call);
+// Handles are shared_ptr: an evicted component lives on while a caller holds it. By default a
+// held component is not evicted at all (RegistryOptions::evict_referenced).
+// Thread-safe. A lookup of an existing key hashes it, takes one shard's shared lock, copies the
+// shared_ptr and may store its last-use time (once per coarse-clock tick); it allocates
+// nothing. Creation takes the shard's exclusive lock (the component is built exactly once per
+// key) and, when bounded, may sweep: O(size). Listeners run after the locks are released.
+// Unlike CircuitBreakerRegistry (named breakers kept for the registry's life, references),
+// entries here can go: hold the handle, not a reference.
+template <class T, class Options>
+class Registry {
+public:
+    using Handle = std::shared_ptr<T>;
+    using Hooks = RegistryHooks<T, Options>;
+
+    // Throws std::invalid_argument for invalid defaults or limits. The clock must outlive the
+    // registry.
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
+    explicit Registry(Options defaults = {}, RegistryOptions limits = {},
+                      Clock& clock = default_clock())
+        : Registry(std::move(defaults), std::move(limits), Hooks{}, clock) {}
+
+    Registry(Options defaults, RegistryOptions limits, Hooks hooks, Clock& clock = default_clock())
+        : defaults_((validate_options(defaults), std::move(defaults))),
+          limits_((limits.validate(), std::move(limits))),
+          hooks_(std::move(hooks)),
+          clock_(&clock),
+          shards_(std::make_unique<Shard[]>(limits_.shards)),
+          next_sweep_ns_(now_ns()) {}
+
+    Registry(const Registry&) = delete;
+    Registry& operator=(const Registry&) = delete;
+
+    // The component for `key`, created from the template (and the customiser) if new. Throws
+    // std::invalid_argument for an empty key or customised options that are invalid, and
+    // whatever the factory throws (nothing is inserted then).
+    Handle get(const std::string& key) { return get_or_create(key, nullptr); }
+
+    // As above, created from `options` (not customised) if new; an existing component keeps
+    // the options it was created with.
+    Handle get(const std::string& key, const Options& options) {
+        return get_or_create(key, &options);
+    }
+
+    // The component for `key` (a use: it resets the idle time), or null.
+    Handle find(const std::string& key) const {
+        Shard& shard = shard_for(key);
+        detail::SharedLock lock(shard.mutex);
+        auto it = shard.map.find(key);
+        if (it == shard.map.end()) {
+            return nullptr;
+        }
+        touch(it->second);
+        return it->second.component;
+    }
+
+    bool contains(const std::string& key) const {
+        Shard& shard = shard_for(key);
+        detail::SharedLock lock(shard.mutex);
+        return shard.map.find(key) != shard.map.end();
+    }
+
+    // Drops `key` whatever its state (an explicit act, unlike eviction); listeners hear
+    // EvictionCause::removed. False if absent.
+    bool erase(const std::string& key) {
+        Handle gone;
+        {
+            Shard& shard = shard_for(key);
+            detail::LockGuard lock(shard.mutex);
+            auto it = shard.map.find(key);
+            if (it == shard.map.end()) {
+                return false;
+            }
+            gone = std::move(it->second.component);
+            shard.map.erase(it);
+            size_.fetch_sub(1, std::memory_order_relaxed);
+        }
+        removed_.fetch_add(1, std::memory_order_relaxed);
+        listeners_.emit(RegistryEviction<T>{key, std::move(gone), EvictionCause::removed});
+        return true;
+    }
+
+    // Drops every evictable component idle for longer than the ttl (none if the ttl is 0);
+    // returns how many. Call it from a timer or a metrics scrape when keys stop being created.
+    std::size_t evict_expired() {
+        if (limits_.ttl == Duration::zero()) {
+            return 0;
+        }
+        std::vector<Victim> victims;
+        {
+            detail::LockGuard evict_lock(evict_mutex_);
+            sweep(now_ns(), victims, nullptr);
+        }
+        return notify(victims);
+    }
+
+    // Calls f(const std::string& key, T& component) for each component present when it is
+    // called, in key order, outside the registry's locks (f may use the registry). Evicted keys
+    // are not listed; a key evicted while f runs may still be.
+    template <class F>
+    void for_each(F&& f) const {
+        for (auto& entry : entries()) {
+            f(entry.first, *entry.second);
+        }
+    }
+
+    // The components present now, in key order.
+    std::vector<std::pair<std::string, Handle>> entries() const {
+        std::vector<std::pair<std::string, Handle>> out;
+        out.reserve(size());
+        for (std::uint32_t i = 0; i < limits_.shards; ++i) {
+            detail::SharedLock lock(shards_[i].mutex);
+            for (const auto& kv : shards_[i].map) {
+                out.emplace_back(kv.first, kv.second.component);
+            }
+        }
+        std::sort(out.begin(), out.end(),
+                  [](const auto& a, const auto& b) { return a.first < b.first; });
+        return out;
+    }
+
+    std::vector<std::string> keys() const {
+        std::vector<std::string> out;
+        for (auto& entry : entries()) {
+            out.push_back(std::move(entry.first));
+        }
+        return out;
+    }
+
+    std::size_t size() const noexcept { return size_.load(std::memory_order_relaxed); }
+
+    RegistryStats stats() const noexcept {
+        RegistryStats s;
+        s.size = size();
+        s.hits = hits_.sum();
+        s.created = created_.load(std::memory_order_relaxed);
+        s.expired = expired_.load(std::memory_order_relaxed);
+        s.evicted_for_size = evicted_for_size_.load(std::memory_order_relaxed);
+        s.removed = removed_.load(std::memory_order_relaxed);
+        s.over_capacity = over_capacity_.load(std::memory_order_relaxed);
+        return s;
+    }
+
+    // A listener for every eviction and erase(), called on the evicting thread after the
+    // registry's locks are released (it may use the registry). Use it to drop the key's metrics
+    // or caches. Returns the id remove_listener() takes; throws std::invalid_argument for an
+    // empty listener.
+    ListenerId on_eviction(std::function<void(const RegistryEviction<T>&)> listener) {
+        if (!listener) {
+            detail::throw_invalid_argument("bulwark::Registry::on_eviction: the listener is empty");
+        }
+        return listeners_.add(std::move(listener));
+    }
+    bool remove_listener(ListenerId id) noexcept { return listeners_.remove(id); }
+
+    const Options& defaults() const noexcept { return defaults_; }
+    const RegistryOptions& limits() const noexcept { return limits_; }
+    Clock& clock() const noexcept { return *clock_; }
+
+private:
+    struct Entry {
+        Entry(Handle c, std::int64_t now) : component(std::move(c)), last_used_ns(now) {}
+        Handle component;
+        // Nanoseconds on the clock's coarse timeline; relaxed: an approximate recency is all
+        // LRU and TTL need.
+        mutable std::atomic<std::int64_t> last_used_ns;
+    };
+
+    struct alignas(detail::cache_line_size) Shard {
+        mutable detail::SharedMutex mutex;
+        std::unordered_map<std::string, Entry> map BULWARK_GUARDED_BY(mutex);
+    };
+
+    struct Victim {
+        std::string key;
+        Handle component;
+        EvictionCause cause = EvictionCause::expired;
+    };
+
+    static void validate_options(const Options& options) {
+        if constexpr (detail::has_validate<Options>::value) {
+            options.validate();
+        }
+    }
+
+    std::int64_t now_ns() const noexcept {
+        return clock_->coarse_now_fast().time_since_epoch().count();
+    }
+
+    bool bounded() const noexcept {
+        return limits_.max_size != 0 || limits_.ttl != Duration::zero();
+    }
+
+    void touch(const Entry& entry) const noexcept {
+        if (!bounded()) {
+            return;
+        }
+        const std::int64_t now = now_ns();
+        // Stored only when it moves, so threads reading a hot key do not write its cache line
+        // more than once per clock tick.
+        if (entry.last_used_ns.load(std::memory_order_relaxed) < now) {
+            entry.last_used_ns.store(now, std::memory_order_relaxed);
+        }
+    }
+
+    Shard& shard_for(const std::string& key) const noexcept {
+        const std::size_t h = std::hash<std::string>{}(key);
+        // The high bits: the map uses the low ones for its buckets.
+        return shards_[static_cast<std::uint32_t>(h >> 20U) & (limits_.shards - 1U)];
+    }
+
+    Handle make(const std::string& key, const Options& options) {
+        if (hooks_.factory) {
+            Handle made = hooks_.factory(key, options, *clock_);
+            if (!made) {
+                detail::throw_logic_error(
+                    "bulwark::Registry: the factory returned null for key \"" + key + "\"");
+            }
+            return made;
+        }
+        if constexpr (std::is_constructible<T, const std::string&, const Options&, Clock&>::value) {
+            return std::make_shared<T>(key, options, *clock_);
+        } else if constexpr (std::is_constructible<T, const Options&, Clock&>::value) {
+            return std::make_shared<T>(options, *clock_);
+        } else if constexpr (std::is_constructible<T, const Options&>::value) {
+            return std::make_shared<T>(options);
+        } else {
+            detail::throw_logic_error(
+                "bulwark::Registry: the component cannot be built from (key, options, clock), "
+                "(options, clock) or (options): pass RegistryHooks::factory");
+        }
+    }
+
+    Handle get_or_create(const std::string& key, const Options* explicit_options) {
+        Shard& shard = shard_for(key);
+        {
+            detail::SharedLock lock(shard.mutex);
+            auto it = shard.map.find(key);
+            if (BULWARK_LIKELY(it != shard.map.end())) {
+                touch(it->second);
+                hits_.add();
+                return it->second.component;
+            }
+        }
+        if (key.empty()) {
+            detail::throw_invalid_argument("bulwark::Registry::get: the key is empty");
+        }
+        Handle created;
+        const Entry* entry = nullptr;
+        {
+            detail::LockGuard lock(shard.mutex);
+            auto it = shard.map.find(key);
+            if (it != shard.map.end()) {
+                touch(it->second);
+                hits_.add();
+                return it->second.component;
+            }
+            if (explicit_options != nullptr) {
+                created = make(key, *explicit_options);
+            } else if (hooks_.customize) {
+                Options options = defaults_;
+                hooks_.customize(key, options);
+                validate_options(options);
+                created = make(key, options);
+            } else {
+                created = make(key, defaults_);
+            }
+            auto inserted = shard.map.try_emplace(key, created, now_ns());
+            entry = &inserted.first->second;
+            size_.fetch_add(1, std::memory_order_relaxed);
+        }
+        created_.fetch_add(1, std::memory_order_relaxed);
+        if (bounded()) {
+            trim(entry);
+        }
+        return created;
+    }
+
+    // Whether an entry may go now; exact under the shard's exclusive lock: no new handle can be
+    // taken then, so use_count() == 1 means only the registry holds it.
+    bool removable(const Entry& entry) const {
+        return (limits_.evict_referenced || entry.component.use_count() == 1) &&
+               Evictable<T>::check(*entry.component);
+    }
+
+    // TTL sweep (at most every ttl/4 unless forced) and LRU down to max_size, sparing `keep`
+    // (the entry just created, which the caller is about to return).
+    void trim(const Entry* keep) {
+        std::vector<Victim> victims;
+        {
+            detail::LockGuard evict_lock(evict_mutex_);
+            const std::int64_t now = now_ns();
+            if (limits_.ttl != Duration::zero() &&
+                now >= next_sweep_ns_.load(std::memory_order_relaxed)) {
+                sweep(now, victims, keep);
+            }
+            if (limits_.max_size != 0 && size() > limits_.max_size) {
+                shrink(victims, keep);
+                if (size() > limits_.max_size) {
+                    over_capacity_.fetch_add(1, std::memory_order_relaxed);
+                }
+            }
+        }
+        notify(victims);
+    }
+
+    void sweep(std::int64_t now, std::vector<Victim>& victims, const Entry* keep)
+        BULWARK_REQUIRES(evict_mutex_) {
+        const std::int64_t ttl = limits_.ttl.count();
+        next_sweep_ns_.store(now + std::max<std::int64_t>(ttl / 4, 1), std::memory_order_relaxed);
+        for (std::uint32_t i = 0; i < limits_.shards; ++i) {
+            Shard& shard = shards_[i];
+            detail::LockGuard lock(shard.mutex);
+            for (auto it = shard.map.begin(); it != shard.map.end();) {
+                const Entry& e = it->second;
+                if (&e != keep && now - e.last_used_ns.load(std::memory_order_relaxed) >= ttl &&
+                    removable(e)) {
+                    victims.push_back(Victim{it->first, e.component, EvictionCause::expired});
+                    it = shard.map.erase(it);
+                    size_.fetch_sub(1, std::memory_order_relaxed);
+                    expired_.fetch_add(1, std::memory_order_relaxed);
+                } else {
+                    ++it;
+                }
+            }
+        }
+    }
+
+    void shrink(std::vector<Victim>& victims, const Entry* keep) BULWARK_REQUIRES(evict_mutex_) {
+        // Candidates by last use, oldest first (ties by key, so the order is deterministic).
+        std::vector<std::tuple<std::int64_t, std::string, std::uint32_t>> candidates;
+        for (std::uint32_t i = 0; i < limits_.shards; ++i) {
+            detail::SharedLock lock(shards_[i].mutex);
+            for (const auto& kv : shards_[i].map) {
+                if (&kv.second != keep && removable(kv.second)) {
+                    candidates.emplace_back(kv.second.last_used_ns.load(std::memory_order_relaxed),
+                                            kv.first, i);
+                }
+            }
+        }
+        std::sort(candidates.begin(), candidates.end());
+        // Down to 1/32 below the bound, so that the O(size) scan is paid once per max_size/32
+        // creations rather than at each one (exactly the bound below 32 entries).
+        const std::size_t target = limits_.max_size - limits_.max_size / 32;
+        for (const auto& candidate : candidates) {
+            if (size() <= target) {
+                break;
+            }
+            Shard& shard = shards_[std::get<2>(candidate)];
+            detail::LockGuard lock(shard.mutex);
+            auto it = shard.map.find(std::get<1>(candidate));
+            // Re-checked under the exclusive lock: it may have been used, taken or opened since.
+            if (it == shard.map.end() || &it->second == keep ||
+                it->second.last_used_ns.load(std::memory_order_relaxed) != std::get<0>(candidate) ||
+                !removable(it->second)) {
+                continue;
+            }
+            victims.push_back(Victim{it->first, it->second.component, EvictionCause::size});
+            shard.map.erase(it);
+            size_.fetch_sub(1, std::memory_order_relaxed);
+            evicted_for_size_.fetch_add(1, std::memory_order_relaxed);
+        }
+    }
+
+    std::size_t notify(std::vector<Victim>& victims) {
+        for (Victim& v : victims) {
+            listeners_.emit(RegistryEviction<T>{v.key, std::move(v.component), v.cause});
+        }
+        return victims.size();
+    }
+
+    // First: the aligned stripes would otherwise leave padding between the fields.
+    mutable detail::StripedCounter hits_;
+    const Options defaults_;
+    const RegistryOptions limits_;
+    const Hooks hooks_;
+    Clock* const clock_;
+    Listeners<RegistryEviction<T>> listeners_;
+    std::unique_ptr<Shard[]> shards_;
+    // One evictor at a time; lookups never take it.
+    detail::Mutex evict_mutex_;
+    std::atomic<std::size_t> size_{0};
+    std::atomic<std::int64_t> next_sweep_ns_;
+    std::atomic<std::uint64_t> created_{0};
+    std::atomic<std::uint64_t> expired_{0};
+    std::atomic<std::uint64_t> evicted_for_size_{0};
+    std::atomic<std::uint64_t> removed_{0};
+    std::atomic<std::uint64_t> over_capacity_{0};
+};
+
+}  // namespace bulwark
+
+#endif  // BULWARK_REGISTRY_HPP
 // #include <bulwark/resources.hpp> (already included above)
+// #include <bulwark/retry_header.hpp>
+// RetryHeader: attempt, remaining deadline and "the caller retries" in one header value.
+#ifndef BULWARK_RETRY_HEADER_HPP
+#define BULWARK_RETRY_HEADER_HPP
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+// #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/context.hpp> (already included above)
+
+namespace bulwark {
+
+// The header (HTTP) or metadata key (gRPC, lowercase as gRPC requires) bulwark suggests for a
+// RetryHeader. Any name works: the codec only reads and writes the value.
+inline constexpr std::string_view retry_header_name = "x-bulwark-retry";
+
+// The longest value parse() accepts, in bytes: a peer cannot make a service parse megabytes.
+inline constexpr std::size_t retry_header_max_length = 256;
+
+// What a service tells the service it calls about one request, so that retries and deadlines
+// hold across the boundary: its attempt number, the time left before it gives up, and whether it
+// will retry this request itself if it fails (then the callee should not: retries at every layer
+// multiply). One header value, plain text, order-independent:
+//   attempt=2; deadline-ms=1500; caller-retries=1
+// Grammar (RFC 5234 ABNF; OWS is optional spaces and tabs):
+//   value   = OWS item *( OWS ";" OWS item ) OWS          ; at most 256 bytes
+//   item    = key "=" token
+//   key     = ALPHA *( ALPHA / DIGIT / "-" )              ; case-insensitive
+//   token   = 1*( any VCHAR but ";" "=" "," )
+//   attempt        = "0" / %x31-39 *9DIGIT   ; 0 to 4294967295, the caller's attempt (0: first)
+//   deadline-ms    = "0" / %x31-39 *11DIGIT  ; 0 to 999999999999 ms left when it was sent
+//   caller-retries = "0" / "1"
+// Every key is optional (absent: attempt 0, no deadline, the caller does not retry); a key this
+// version does not know is skipped, so newer peers can add keys; a known key twice, an empty
+// item, a sign, a leading zero, a number too large or a value too long is an error.
+//   // the caller, inside its RetryPolicy's callable:
+//   request.headers[bulwark::retry_header_name] =
+//       bulwark::RetryHeader::from(ctx, clock, /*caller_retries*/ ctx.attempt() < 3).to_string();
+//   // the callee:
+//   bulwark::RetryHeader::parse(request.headers["x-bulwark-retry"]).apply_to(ctx, clock);
+// A value type; parse() and to_string() are pure, thread-safe functions.
+struct RetryHeader {
+    // The caller's attempt number: 0 for its first, 1 for its first retry.
+    std::uint32_t attempt = 0;
+    // The time the caller had left when it sent the request; none: no deadline. Whole
+    // milliseconds, at most 999999999999.
+    std::optional<std::chrono::milliseconds> deadline{};
+    // The caller will retry this request if it fails.
+    bool caller_retries = false;
+
+    static constexpr std::int64_t max_deadline_ms = 999999999999;
+
+    // What an outgoing request carries: ctx's attempt, the time left before ctx's deadline on
+    // `clock` (rounded down to whole milliseconds, 0 once passed, capped at max_deadline_ms),
+    // and whether this caller will retry it.
+    static RetryHeader from(const Context& ctx, const Clock& clock, bool caller_retries) {
+        RetryHeader h;
+        h.attempt = ctx.attempt();
+        h.caller_retries = caller_retries;
+        if (const std::optional<Duration> left = ctx.remaining(clock)) {
+            const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(*left).count();
+            h.deadline = std::chrono::milliseconds(
+                ms < 0 ? 0 : (ms > max_deadline_ms ? max_deadline_ms : ms));
+        }
+        return h;
+    }
+
+    // The value in canonical form: "attempt=2; deadline-ms=1500; caller-retries=1" (no
+    // deadline-ms without a deadline). Throws std::invalid_argument for a deadline outside
+    // [0, max_deadline_ms].
+    std::string to_string() const {
+        std::string out = "attempt=" + std::to_string(attempt);
+        if (deadline) {
+            if (deadline->count() < 0 || deadline->count() > max_deadline_ms) {
+                throw std::invalid_argument(
+                    "RetryHeader.deadline must be in [0ms, 999999999999ms], got " +
+                    std::to_string(deadline->count()) + "ms");
+            }
+            out += "; deadline-ms=" + std::to_string(deadline->count());
+        }
+        out += caller_retries ? "; caller-retries=1" : "; caller-retries=0";
+        return out;
+    }
+
+    // Reads a value written by to_string() or by hand (see the grammar). Throws
+    // std::invalid_argument naming what is wrong, the key and the value:
+    //   retry header: deadline-ms must be an integer in [0, 999999999999] (no sign, no
+    //   leading zero), got "-5"
+    static RetryHeader parse(std::string_view text);
+
+    // Hands the header to the callee's execution: ctx's caller_attempt() and caller_retries()
+    // (a RetryPolicy then leaves the retrying to the caller), and a deadline of now + deadline on
+    // `clock` unless ctx already has an earlier one. The deadline is set without a clock, as a
+    // caller's deadline is: a Timeout in the pipeline takes it over and enforces it (a result
+    // after it fails with TimeoutError), and a RetryPolicy starts no wait that would end past it.
+    void apply_to(Context& ctx, const Clock& clock) const {
+        ctx.set_caller_attempt(attempt);
+        ctx.set_caller_retries(caller_retries);
+        if (deadline) {
+            ctx.tighten_deadline(clock.now() + *deadline);
+        }
+    }
+
+    friend bool operator==(const RetryHeader& a, const RetryHeader& b) noexcept {
+        return a.attempt == b.attempt && a.deadline == b.deadline &&
+               a.caller_retries == b.caller_retries;
+    }
+    friend bool operator!=(const RetryHeader& a, const RetryHeader& b) noexcept {
+        return !(a == b);
+    }
+};
+
+// parse()'s answer without an exception: the header, or the message parse() would throw.
+//   auto r = bulwark::try_parse_retry_header(value);
+//   if (!r) { log(r.error); } else { r.header->apply_to(ctx, clock); }
+struct RetryHeaderParse {
+    std::optional<RetryHeader> header;
+    std::string error;  // empty when header is set
+    explicit operator bool() const noexcept { return header.has_value(); }
+};
+
+namespace detail {
+
+inline bool retry_header_ows(char c) noexcept {
+    return c == ' ' || c == '\t';
+}
+
+inline std::string_view retry_header_trim(std::string_view s) noexcept {
+    while (!s.empty() && retry_header_ows(s.front())) {
+        s.remove_prefix(1);
+    }
+    while (!s.empty() && retry_header_ows(s.back())) {
+        s.remove_suffix(1);
+    }
+    return s;
+}
+
+// The text quoted in an error message: printable ASCII as is, the rest as \xNN.
+template <class Tag = void>
+std::string retry_header_quote(std::string_view s) {
+    static constexpr char hex[] = "0123456789abcdef";
+    std::string out = "\"";
+    for (const char ch : s) {
+        const auto c = static_cast<unsigned char>(ch);
+        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+            out += ch;
+        } else {
+            out += "\\x";
+            out += hex[c >> 4];
+            out += hex[c & 0xf];
+        }
+    }
+    out += '"';
+    return out;
+}
+
+inline bool retry_header_key_equals(std::string_view key, std::string_view lower) noexcept {
+    if (key.size() != lower.size()) {
+        return false;
+    }
+    for (std::size_t i = 0; i < key.size(); ++i) {
+        char c = key[i];
+        if (c >= 'A' && c <= 'Z') {
+            c = static_cast<char>(c - 'A' + 'a');
+        }
+        if (c != lower[i]) {
+            return false;
+        }
+    }
+    return true;
+}
+
+// A strict decimal: digits only, no sign, no leading zero (but "0"), at most `max`.
+inline bool retry_header_number(std::string_view s, std::uint64_t max,
+                                std::uint64_t& out) noexcept {
+    if (s.empty() || s.size() > 19 || (s.size() > 1 && s[0] == '0')) {
+        return false;
+    }
+    std::uint64_t v = 0;
+    for (const char c : s) {
+        if (c < '0' || c > '9') {
+            return false;
+        }
+        v = v * 10 + static_cast<std::uint64_t>(c - '0');  // 19 digits cannot overflow 2^64
+    }
+    if (v > max) {
+        return false;
+    }
+    out = v;
+    return true;
+}
+
+// The parser behind parse() and try_parse_retry_header(): the error message, or empty. A
+// template only so that a translation unit that never parses a header does not compile it.
+template <class Tag = void>
+std::string parse_retry_header(std::string_view text, RetryHeader& out) {
+    const std::string prefix = "retry header: ";
+    if (text.size() > retry_header_max_length) {
+        return prefix + "the value is " + std::to_string(text.size()) + " bytes, more than " +
+               std::to_string(retry_header_max_length);
+    }
+    if (retry_header_trim(text).empty()) {
+        return prefix + "the value is empty";
+    }
+    RetryHeader h;
+    bool seen_attempt = false;
+    bool seen_deadline = false;
+    bool seen_retries = false;
+    std::size_t start = 0;
+    while (start <= text.size()) {
+        std::size_t end = text.find(';', start);
+        if (end == std::string_view::npos) {
+            end = text.size();
+        }
+        const std::string_view item = retry_header_trim(text.substr(start, end - start));
+        start = end + 1;
+        if (item.empty()) {
+            return prefix + "empty item (two ';' in a row, or one at an end) in " +
+                   retry_header_quote(text);
+        }
+        const std::size_t eq = item.find('=');
+        if (eq == std::string_view::npos) {
+            return prefix + "item " + retry_header_quote(item) + " is not key=value";
+        }
+        const std::string_view key = item.substr(0, eq);
+        const std::string_view value = item.substr(eq + 1);
+        bool key_ok =
+            !key.empty() && ((key[0] >= 'a' && key[0] <= 'z') || (key[0] >= 'A' && key[0] <= 'Z'));
+        for (const char c : key) {
+            key_ok = key_ok && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                                (c >= '0' && c <= '9') || c == '-');
+        }
+        if (!key_ok) {
+            return prefix + "key " + retry_header_quote(key) +
+                   " must be a letter then letters, digits or '-'";
+        }
+        bool value_ok = !value.empty();
+        for (const char c : value) {
+            value_ok = value_ok && c > 0x20 && c < 0x7f && c != '=' && c != ',';
+        }
+        if (!value_ok) {
+            return prefix + "the value of " + std::string(key) + " must be 1 or more visible " +
+                   "characters other than ';' '=' ',', got " + retry_header_quote(value);
+        }
+        std::uint64_t number = 0;
+        auto duplicate = [&](bool& seen) {
+            const bool again = seen;
+            seen = true;
+            return again;
+        };
+        if (retry_header_key_equals(key, "attempt")) {
+            if (duplicate(seen_attempt)) {
+                return prefix + "attempt appears twice, the second time as " +
+                       retry_header_quote(value);
+            }
+            if (!retry_header_number(value, 4294967295ULL, number)) {
+                return prefix +
+                       "attempt must be an integer in [0, 4294967295] (no sign, no leading "
+                       "zero), got " +
+                       retry_header_quote(value);
+            }
+            h.attempt = static_cast<std::uint32_t>(number);
+        } else if (retry_header_key_equals(key, "deadline-ms")) {
+            if (duplicate(seen_deadline)) {
+                return prefix + "deadline-ms appears twice, the second time as " +
+                       retry_header_quote(value);
+            }
+            if (!retry_header_number(value, RetryHeader::max_deadline_ms, number)) {
+                return prefix +
+                       "deadline-ms must be an integer in [0, 999999999999] (no sign, no "
+                       "leading zero), got " +
+                       retry_header_quote(value);
+            }
+            h.deadline = std::chrono::milliseconds(static_cast<std::int64_t>(number));
+        } else if (retry_header_key_equals(key, "caller-retries")) {
+            if (duplicate(seen_retries)) {
+                return prefix + "caller-retries appears twice, the second time as " +
+                       retry_header_quote(value);
+            }
+            if (value != "0" && value != "1") {
+                return prefix + "caller-retries must be 0 or 1, got " + retry_header_quote(value);
+            }
+            h.caller_retries = value == "1";
+        }
+        // Any other key: a newer peer's, skipped.
+        if (end == text.size()) {
+            break;
+        }
+    }
+    out = h;
+    return {};
+}
+
+}  // namespace detail
+
+inline RetryHeader RetryHeader::parse(std::string_view text) {
+    RetryHeader h;
+    const std::string error = detail::parse_retry_header(text, h);
+    if (!error.empty()) {
+        throw std::invalid_argument(error);
+    }
+    return h;
+}
+
+// parse() without an exception (it still allocates the message of a malformed value).
+inline RetryHeaderParse try_parse_retry_header(std::string_view text) {
+    RetryHeaderParse r;
+    RetryHeader h;
+    r.error = detail::parse_retry_header(text, h);
+    if (r.error.empty()) {
+        r.header = h;
+    }
+    return r;
+}
+
+}  // namespace bulwark
+
+#endif  // BULWARK_RETRY_HEADER_HPP
 // #include <bulwark/retry_queue.hpp> (already included above)
 // #include <bulwark/system.hpp>
 // System gauges: memory, CPU, disk and process RSS readings (Linux /proc).
@@ -26553,6 +29084,370 @@ inline std::optional<double> process_rss_percent() {
 }  // namespace bulwark
 
 #endif  // BULWARK_SYSTEM_HPP
+// #include <bulwark/throttler.hpp>
+// Throttler: Google SRE client-side adaptive throttling over a sliding time window.
+#ifndef BULWARK_THROTTLER_HPP
+#define BULWARK_THROTTLER_HPP
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+// #include <bulwark/clock.hpp> (already included above)
+// #include <bulwark/context.hpp> (already included above)
+// #include <bulwark/detail/mutex.hpp> (already included above)
+// #include <bulwark/detail/random.hpp> (already included above)
+// #include <bulwark/detail/throw.hpp> (already included above)
+// #include <bulwark/errors.hpp> (already included above)
+// #include <bulwark/events.hpp> (already included above)
+// #include <bulwark/outcome.hpp> (already included above)
+// #include <bulwark/policy.hpp> (already included above)
+
+namespace bulwark {
+
+struct ThrottlerOptions {
+    // The multiplier of accepts: requests are rejected locally once they exceed k × accepts.
+    // 2 (the SRE book's value) lets through twice what the backend accepts; lower is more
+    // aggressive, higher wastes more backend work on requests it will refuse. > 0, finite.
+    double k = 2.0;
+    // The sliding window that requests and accepts are counted over, in `buckets` slices that
+    // expire one at a time. window > 0; buckets in [1, 1000] and window / buckets >= 1ns.
+    Duration window = std::chrono::minutes(2);
+    std::uint32_t buckets = 12;
+    // Requests are never rejected locally with a higher probability than this, so that some
+    // always reach the backend and see it recover. In [0, 1].
+    double max_rejection_probability = 0.9;
+    // Shadow mode: decide as usual, count and report rejections (with shadow = true), but let
+    // the calls through; a let-through call's outcome is not counted as an accept. Switch at
+    // run time with set_shadow().
+    bool shadow = false;
+    // Whether a failed call means the backend refused it (overload: not an accept). Called
+    // only for failures. Empty: every failure is a refusal.
+    std::function<bool(const std::exception_ptr&)> rejected_by_backend{};
+    // Uniform draws in [0, 1), called only while the rejection probability is above 0 (tests
+    // pass a deterministic sequence). Empty: a per-thread SplitMix64. Must be thread-safe.
+    std::function<double()> random{};
+
+    // Throws std::invalid_argument naming the field and the value.
+    void validate() const {
+        if (!(k > 0) || std::isinf(k)) {
+            detail::throw_invalid_option("ThrottlerOptions.k", "must be > 0 and finite",
+                                         detail::format_number(k));
+        }
+        if (window <= Duration::zero()) {
+            detail::throw_invalid_option("ThrottlerOptions.window", "must be > 0",
+                                         detail::format_duration(window));
+        }
+        if (buckets == 0 || buckets > 1000) {
+            detail::throw_invalid_option("ThrottlerOptions.buckets", "must be in [1, 1000]",
+                                         std::to_string(buckets));
+        }
+        if (window.count() < static_cast<Duration::rep>(buckets)) {
+            detail::throw_invalid_option(
+                "ThrottlerOptions.buckets",
+                "must be at most window in nanoseconds (" + detail::format_duration(window) + ")",
+                std::to_string(buckets));
+        }
+        if (!(max_rejection_probability >= 0.0 && max_rejection_probability <= 1.0)) {
+            detail::throw_invalid_option("ThrottlerOptions.max_rejection_probability",
+                                         "must be in [0, 1]",
+                                         detail::format_number(max_rejection_probability));
+        }
+    }
+};
+
+// A call was rejected locally (or, in shadow mode, would have been: shadow = true).
+struct ThrottleEvent {
+    double probability = 0;      // the rejection probability it was drawn against
+    std::uint64_t requests = 0;  // in the window, before this one
+    std::uint64_t accepts = 0;   // in the window
+    bool shadow = false;
+};
+
+struct ThrottlerStats {
+    std::uint64_t requests = 0;  // in the window, rejected ones included (as the formula wants)
+    std::uint64_t accepts = 0;   // in the window
+    double rejection_probability = 0;     // what the next request is drawn against
+    std::uint64_t rejected = 0;           // rejected locally since construction; in shadow mode too
+    std::uint64_t shadow_rejections = 0;  // of `rejected`, how many were let through
+};
+
+// A throttler rejected the call locally: the backend has been refusing requests, and this one
+// was drawn to spare it. source(): the throttler's name.
+class ThrottledError : public RejectedError {
+public:
+    using RejectedError::RejectedError;
+};
+
+namespace detail {
+// A uniform draw in [0, 1) from a per-thread generator: no lock, no shared state.
+inline double thread_uniform() noexcept {
+    static std::atomic<std::uint64_t> streams{0};
+    // relaxed: only distinct seeds are needed.
+    thread_local SplitMix64 generator(
+        SplitMix64::at(0x5EED0F7B07713ULL, streams.fetch_add(1, std::memory_order_relaxed)));
+    return generator.next_double();
+}
+}  // namespace detail
+
+// Client-side adaptive throttling (Google SRE book, "Handling Overload"): when the backend
+// accepts fewer requests than it is sent, reject locally with probability
+// max(0, (requests − k·accepts) / (requests + 1)), capped at max_rejection_probability, where
+// requests and accepts are counted over a sliding window. Rejecting costs no round trip, and
+// the backend spends no work on requests it would refuse.
+//   bulwark::Throttler throttler({});                       // k = 2 over 2 minutes
+//   throttler.execute([&] { return backend.call(); });     // ThrottledError when rejected
+//   if (auto ticket = throttler.try_acquire()) { if (call()) ticket.accepted(); }
+// Thread-safe. A decision reads the coarse clock, sums the window's buckets (a few loads) and
+// adds to one bucket; an accept adds to one. A bucket's rollover takes a mutex. Draws a random
+// number only while the probability is above 0. Does not allocate after construction.
+// Throttler is BasicThrottler<>: a class template only so that a translation unit compiles only
+// the members it uses (the Tag is never used).
+template <class Tag = void>
+class BasicThrottler : public PolicyBase<BasicThrottler<Tag>> {
+public:
+    // The decision for one request. True when it may be sent (admitted, or let through by
+    // shadow mode: shadow() is true). Call accepted() when the backend accepted it; a ticket
+    // destroyed without it counts the request as refused. Movable.
+    class [[nodiscard]] Ticket {
+    public:
+        Ticket() noexcept = default;
+        Ticket(Ticket&& other) noexcept
+            : throttler_(std::exchange(other.throttler_, nullptr)),
+              epoch_(other.epoch_),
+              allowed_(other.allowed_),
+              shadow_(other.shadow_) {}
+        Ticket& operator=(Ticket&& other) noexcept {
+            throttler_ = std::exchange(other.throttler_, nullptr);
+            epoch_ = other.epoch_;
+            allowed_ = other.allowed_;
+            shadow_ = other.shadow_;
+            return *this;
+        }
+        Ticket(const Ticket&) = delete;
+        Ticket& operator=(const Ticket&) = delete;
+        ~Ticket() = default;
+
+        explicit operator bool() const noexcept { return allowed_; }
+        bool shadow() const noexcept { return shadow_; }
+
+        // The backend accepted the request (once; a shadow ticket counts nothing).
+        void accepted() noexcept {
+            if (throttler_ != nullptr) {
+                std::exchange(throttler_, nullptr)->record_accept(epoch_);
+            }
+        }
+        // The backend refused it; the same as dropping the ticket.
+        void refused() noexcept { throttler_ = nullptr; }
+
+    private:
+        friend class BasicThrottler;
+        Ticket(BasicThrottler* throttler, std::int64_t epoch, bool allowed, bool shadow) noexcept
+            : throttler_(throttler), epoch_(epoch), allowed_(allowed), shadow_(shadow) {}
+
+        BasicThrottler* throttler_ = nullptr;
+        std::int64_t epoch_ = 0;  // the bucket its request was counted in
+        bool allowed_ = false;
+        bool shadow_ = false;
+    };
+
+    // Throws std::invalid_argument for invalid options. The clock must outlive the throttler.
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): delegates; llvm-project#37250
+    explicit BasicThrottler(ThrottlerOptions options, Clock& clock = default_clock())
+        : BasicThrottler(std::string(), std::move(options), clock) {}
+
+    // A named throttler: its rejections say the name in their message and in
+    // RejectedError::source().
+    BasicThrottler(std::string name, ThrottlerOptions options, Clock& clock = default_clock())
+        : name_(std::make_shared<const std::string>(std::move(name))),
+          options_((options.validate(), std::move(options))),
+          clock_(&clock),
+          bucket_ns_(options_.window.count() / static_cast<Duration::rep>(options_.buckets)),
+          buckets_(new Bucket[options_.buckets]),
+          error_(std::make_exception_ptr(
+              ThrottledError(name_, detail::component_label("throttler", *name_) +
+                                        ": rejected locally, the backend is refusing requests"))),
+          shadow_(options_.shadow) {}
+
+    BasicThrottler(const BasicThrottler&) = delete;
+    BasicThrottler& operator=(const BasicThrottler&) = delete;
+
+    const ThrottlerOptions& options() const noexcept { return options_; }
+    const std::string& name() const noexcept { return *name_; }
+
+    void set_shadow(bool on) noexcept { shadow_.store(on, std::memory_order_relaxed); }
+    bool shadow() const noexcept { return shadow_.load(std::memory_order_relaxed); }
+
+    // Decides one request and counts it. Never waits; does not allocate.
+    Ticket try_acquire() noexcept {
+        const std::int64_t epoch = current_epoch();
+        const Totals totals = sum(epoch);
+        Bucket& bucket = bucket_for(epoch);
+        // relaxed: counters; decisions tolerate a concurrent request counted a moment late.
+        bucket.requests.fetch_add(1, std::memory_order_relaxed);
+        const double p = probability(totals);
+        if (BULWARK_LIKELY(p <= 0.0) || draw() >= p) {
+            return Ticket(this, epoch, true, false);
+        }
+        return reject(p, totals);
+    }
+
+    // The probability the next request is rejected with.
+    double rejection_probability() const noexcept { return probability(sum(current_epoch())); }
+
+    // As a pipeline policy: a success is an accept, and so is a failure that
+    // options().rejected_by_backend says is not a refusal.
+    template <class Next>
+    auto apply(Context& ctx, Next&& next) {
+        using O = std::invoke_result_t<Next&, Context&>;
+        Ticket ticket = try_acquire();
+        if (BULWARK_UNLIKELY(!ticket)) {
+            return O::from_error(error_);
+        }
+        O outcome = next(ctx);
+        if (BULWARK_LIKELY(!outcome.has_error()) ||
+            (options_.rejected_by_backend && !options_.rejected_by_backend(outcome.error()))) {
+            ticket.accepted();
+        }
+        return outcome;
+    }
+
+    // Called on every local rejection (and would-be rejection in shadow mode). Returns the id
+    // that remove_listener() takes; throws std::invalid_argument for an empty listener.
+    ListenerId on_rejected(std::function<void(const ThrottleEvent&)> listener) {
+        return rejected_listeners_.add(std::move(listener));
+    }
+    bool remove_listener(ListenerId id) noexcept { return rejected_listeners_.remove(id); }
+
+    ThrottlerStats stats() const {
+        ThrottlerStats s;
+        const std::int64_t epoch = current_epoch();
+        const Totals totals = sum(epoch);
+        s.requests = totals.requests;
+        s.accepts = totals.accepts;
+        s.rejection_probability = probability(totals);
+        s.rejected = rejected_.load(std::memory_order_relaxed);
+        s.shadow_rejections = shadow_rejections_.load(std::memory_order_relaxed);
+        return s;
+    }
+
+private:
+    struct Bucket {
+        std::atomic<std::int64_t> epoch{-1};  // which slice of time it counts; -1: none yet
+        std::atomic<std::uint64_t> requests{0};
+        std::atomic<std::uint64_t> accepts{0};
+    };
+    struct Totals {
+        std::uint64_t requests = 0;
+        std::uint64_t accepts = 0;
+    };
+
+    std::int64_t current_epoch() const noexcept {
+        const auto ns = clock_->coarse_now_fast().time_since_epoch().count();
+        return static_cast<std::int64_t>(ns / bucket_ns_);
+    }
+
+    // The window's counts: the buckets of the last `buckets` epochs, this one included.
+    Totals sum(std::int64_t epoch) const noexcept {
+        Totals t;
+        const std::int64_t oldest = epoch - static_cast<std::int64_t>(options_.buckets);
+        for (std::uint32_t i = 0; i < options_.buckets; ++i) {
+            const Bucket& b = buckets_[i];
+            // acquire: pairs with the release that published the bucket's reset counts.
+            const std::int64_t e = b.epoch.load(std::memory_order_acquire);
+            if (e > oldest && e <= epoch) {
+                t.requests += b.requests.load(std::memory_order_relaxed);
+                t.accepts += b.accepts.load(std::memory_order_relaxed);
+            }
+        }
+        return t;
+    }
+
+    double probability(const Totals& t) const noexcept {
+        const double requests = static_cast<double>(t.requests);
+        const double excess = requests - options_.k * static_cast<double>(t.accepts);
+        if (excess <= 0.0) {
+            return 0.0;
+        }
+        return std::min(options_.max_rejection_probability, excess / (requests + 1.0));
+    }
+
+    Bucket& bucket_for(std::int64_t epoch) noexcept {
+        // Unsigned: an epoch before the clock's zero still maps to a valid slot.
+        Bucket& b = buckets_[static_cast<std::size_t>(static_cast<std::uint64_t>(epoch) %
+                                                      options_.buckets)];
+        if (BULWARK_UNLIKELY(b.epoch.load(std::memory_order_acquire) != epoch)) {
+            roll(b, epoch);
+        }
+        return b;
+    }
+
+    // A bucket's first use in a new epoch: its old counts expire. A count racing the reset may
+    // be lost, which a sliding-window estimate tolerates.
+    BULWARK_NOINLINE void roll(Bucket& b, std::int64_t epoch) noexcept {
+        detail::LockGuard lock(roll_mutex_);
+        if (b.epoch.load(std::memory_order_relaxed) < epoch) {
+            b.requests.store(0, std::memory_order_relaxed);
+            b.accepts.store(0, std::memory_order_relaxed);
+            // release: readers that see the new epoch see the reset counts.
+            b.epoch.store(epoch, std::memory_order_release);
+        }
+    }
+
+    // An accept is counted in its request's bucket, so the two leave the window together (an
+    // accept that outlived its request would make the formula undercount the excess). If that
+    // bucket has already expired, so has the accept. Reads no clock.
+    void record_accept(std::int64_t epoch) noexcept {
+        Bucket& b = buckets_[static_cast<std::size_t>(static_cast<std::uint64_t>(epoch) %
+                                                      options_.buckets)];
+        if (BULWARK_LIKELY(b.epoch.load(std::memory_order_acquire) == epoch)) {
+            // relaxed: a counter.
+            b.accepts.fetch_add(1, std::memory_order_relaxed);
+        }
+    }
+
+    double draw() const { return options_.random ? options_.random() : detail::thread_uniform(); }
+
+    // The reject branch: counts, reports, and lets the call through in shadow mode.
+    BULWARK_NOINLINE Ticket reject(double p, const Totals& totals) noexcept {
+        // relaxed: statistics, and a mode switch that need not order anything else.
+        rejected_.fetch_add(1, std::memory_order_relaxed);
+        const bool shadow = shadow_.load(std::memory_order_relaxed);
+        if (shadow) {
+            shadow_rejections_.fetch_add(1, std::memory_order_relaxed);
+        }
+        rejected_listeners_.emit_with([&] {
+            return ThrottleEvent{p, totals.requests, totals.accepts, shadow};
+        });
+        // A let-through call holds no throttler: its outcome is never counted as an accept.
+        return Ticket(nullptr, 0, shadow, shadow);
+    }
+
+    const std::shared_ptr<const std::string> name_;
+    const ThrottlerOptions options_;
+    Clock* const clock_;
+    const Duration::rep bucket_ns_;
+    const std::unique_ptr<Bucket[]> buckets_;
+    const std::exception_ptr error_;
+    std::atomic<bool> shadow_;
+    detail::Mutex roll_mutex_;
+    std::atomic<std::uint64_t> rejected_{0};
+    std::atomic<std::uint64_t> shadow_rejections_{0};
+    Listeners<ThrottleEvent> rejected_listeners_;
+};
+
+using Throttler = BasicThrottler<>;
+
+}  // namespace bulwark
+
+#endif  // BULWARK_THROTTLER_HPP
 // #include <bulwark/ticking_clock.hpp>
 // TickingClock: a clock whose coarse reading is one atomic load, refreshed by a thread or tick().
 #ifndef BULWARK_TICKING_CLOCK_HPP
