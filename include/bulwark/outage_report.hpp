@@ -51,8 +51,7 @@ inline std::string fixed_point(double value, int decimals) {
         scaled = 0.0;
     }
     scaled = std::min(std::max(scaled, -9.0e18), 9.0e18);
-    const long long rounded =
-        static_cast<long long>(scaled < 0 ? scaled - 0.5 : scaled + 0.5);
+    const long long rounded = static_cast<long long>(scaled < 0 ? scaled - 0.5 : scaled + 0.5);
     return fixed_point(rounded, decimals);
 }
 
@@ -178,16 +177,20 @@ inline const char* circuit_state_name(std::uint8_t state) noexcept {
 // "1, 2, 5 x 10^k" tick steps: the smallest that gives at most `max_ticks` intervals over
 // [0, top].
 inline double nice_step(double top, int max_ticks) {
-    if (!(top > 0.0)) {
+    if (!(top > 0.0) || !is_finite(top)) {
         return 1.0;
     }
-    double magnitude = 1e-9;
-    while (magnitude * 10.0 <= top) {
+    const double raw = top / static_cast<double>(max_ticks);
+    double magnitude = 1.0;  // the largest power of ten <= raw
+    while (magnitude > raw && magnitude > 1e-9) {
+        magnitude /= 10.0;
+    }
+    while (magnitude * 10.0 <= raw) {
         magnitude *= 10.0;
     }
     for (;;) {
         for (const double m : {1.0, 2.0, 5.0}) {
-            if (top / (m * magnitude) <= max_ticks) {
+            if (top / (m * magnitude) <= static_cast<double>(max_ticks)) {
                 return m * magnitude;
             }
         }
@@ -215,7 +218,9 @@ inline std::string clock_label(double seconds, bool minutes, double step) {
     const long long h = whole / 3600;
     const long long m = (whole / 60) % 60;
     const long long s = whole % 60;
-    const auto two = [](long long v) { return (v < 10 ? "0" : "") + std::to_string(v); };
+    const auto two = [](long long v) {
+        return (v < 10 ? "0" : "") + std::to_string(v);
+    };
     return h > 0 ? std::to_string(h) + ":" + two(m) + ":" + two(s)
                  : std::to_string(m) + ":" + two(s);
 }
@@ -309,8 +314,8 @@ struct OutageSvgOptions {
                                          std::to_string(width));
         }
         if (plot_height < 120 || plot_height > 4000) {
-            detail::throw_invalid_option("OutageSvgOptions.plot_height",
-                                         "must be in [120, 4000]", std::to_string(plot_height));
+            detail::throw_invalid_option("OutageSvgOptions.plot_height", "must be in [120, 4000]",
+                                         std::to_string(plot_height));
         }
     }
 };
@@ -387,7 +392,9 @@ private:
     }
 
     double x_of(double s) const { return left_ + s / span_s_ * plot_w_; }
-    double y_of(double per_second) const { return plot_top_ + plot_h_ - per_second / y_max_ * plot_h_; }
+    double y_of(double per_second) const {
+        return plot_top_ + plot_h_ - per_second / y_max_ * plot_h_;
+    }
     double y2_of(double ms) const { return plot_top_ + plot_h_ - ms / y2_max_ * plot_h_; }
 
     void layout() {
@@ -407,14 +414,17 @@ private:
             }
             top_p99 = std::max(top_p99, seconds(t_.buckets[i].p99) * 1000.0);
         }
-        y_step_ = nice_step(top > 0 ? top : 1.0, 6);
-        y_max_ = y_step_ * detail::ceil((top > 0 ? top : 1.0) / y_step_);
-        y2_step_ = nice_step(top_p99 > 0 ? top_p99 : 1.0, 6);
-        y2_max_ = y2_step_ * detail::ceil((top_p99 > 0 ? top_p99 : 1.0) / y2_step_);
+        // 4% headroom: a line at the maximum stays visible below the plot's top edge.
+        top = top > 0 ? top * 1.04 : 1.0;
+        top_p99 = top_p99 > 0 ? top_p99 * 1.04 : 1.0;
+        y_step_ = nice_step(top, 6);
+        y_max_ = y_step_ * detail::ceil(top / y_step_);
+        y2_step_ = nice_step(top_p99, 6);
+        y2_max_ = y2_step_ * detail::ceil(top_p99 / y2_step_);
         width_ = static_cast<double>(o_.width);
         plot_w_ = width_ - left_ - right_;
         plot_h_ = static_cast<double>(o_.plot_height);
-        lanes_top_ = plot_top_ + plot_h_ + 50.0;
+        lanes_top_ = plot_top_ + plot_h_ + 58.0;
         const double lanes = static_cast<double>(t_.breakers.size()) * lane_step_;
         legend_top_ = lanes_top_ + lanes + (t_.breakers.empty() ? 0.0 : 14.0);
         legend_rows_ = legend_layout().back().row + 1;
@@ -436,8 +446,9 @@ private:
         out_ += "<title>";
         xml_text(out_, title);
         out_ += "</title>\n";
-        out_ += "<desc>Outage lab timeline: calls per second by outcome (stacked), breaker "
-                "states (bands), caller-seen p99 latency (line, right axis).</desc>\n";
+        out_ +=
+            "<desc>Outage lab timeline: calls per second by outcome (stacked), breaker "
+            "states (bands), caller-seen p99 latency (line, right axis).</desc>\n";
         out_ += "<rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>\n";
         out_ += "<text class=\"title\" x=\"" + num(left_) +
                 "\" y=\"28\" font-size=\"18\" font-weight=\"600\" fill=\"#212529\">";
@@ -449,9 +460,9 @@ private:
                            human_duration(s.p50) + " \xC2\xB7 p99 " + human_duration(s.p99) +
                            " \xC2\xB7 load on the failing dependency while down " +
                            fixed_point(s.extra_load_ratio, 2) + "\xC3\x97 \xC2\xB7 ";
-        line += s.time_to_recover ? "recovered " + human_duration(*s.time_to_recover) +
-                                        " after the dependency"
-                                  : std::string("no recovery measured");
+        line += s.time_to_recover
+                    ? "recovered " + human_duration(*s.time_to_recover) + " after the dependency"
+                    : std::string("no recovery measured");
         out_ += "<text class=\"summary\" x=\"" + num(left_) +
                 "\" y=\"48\" font-size=\"12\" fill=\"#495057\">";
         xml_text(out_, line);
@@ -619,8 +630,8 @@ private:
         const double bottom = plot_top_ + plot_h_;
         out_ += "<line x1=\"" + num(left_) + "\" x2=\"" + num(left_ + plot_w_) + "\" y1=\"" +
                 num(bottom) + "\" y2=\"" + num(bottom) + "\" stroke=\"#495057\"/>\n";
-        out_ += "<line x1=\"" + num(left_) + "\" x2=\"" + num(left_) + "\" y1=\"" +
-                num(plot_top_) + "\" y2=\"" + num(bottom) + "\" stroke=\"#495057\"/>\n";
+        out_ += "<line x1=\"" + num(left_) + "\" x2=\"" + num(left_) + "\" y1=\"" + num(plot_top_) +
+                "\" y2=\"" + num(bottom) + "\" stroke=\"#495057\"/>\n";
         out_ += "<line x1=\"" + num(left_ + plot_w_) + "\" x2=\"" + num(left_ + plot_w_) +
                 "\" y1=\"" + num(plot_top_) + "\" y2=\"" + num(bottom) + "\" stroke=\"" +
                 p99_color_ + "\"/>\n";
@@ -682,6 +693,8 @@ private:
             return;
         }
         out_ += "<g class=\"breakers\" font-size=\"11\">\n";
+        out_ += "<text class=\"lanes-caption\" x=\"" + num(left_) + "\" y=\"" +
+                num(lanes_top_ - 5) + "\" fill=\"#495057\">circuit breaker state</text>\n";
         const std::size_t n = t_.buckets.size();
         for (std::size_t k = 0; k < t_.breakers.size(); ++k) {
             const double y = lanes_top_ + static_cast<double>(k) * lane_step_;
@@ -856,7 +869,9 @@ inline std::vector<std::vector<std::string>> what_if_cells(
         }
         rows.push_back(std::move(r));
     };
-    const auto count = [](std::uint64_t v) { return std::to_string(v); };
+    const auto count = [](std::uint64_t v) {
+        return std::to_string(v);
+    };
     row("calls offered", [&](const OutageSummary& s) { return count(s.calls); });
     row("succeeded", [&](const OutageSummary& s) { return count(s.succeeded); });
     row("failed", [&](const OutageSummary& s) { return count(s.failed); });
@@ -869,9 +884,8 @@ inline std::vector<std::vector<std::string>> what_if_cells(
     row("fallbacks", [&](const OutageSummary& s) { return count(s.fallbacks); });
     row("calls to the dependency while down",
         [&](const OutageSummary& s) { return count(s.calls_to_failing_dependency_while_down); });
-    row("load on it while down (x offered)", [](const OutageSummary& s) {
-        return fixed_point(s.extra_load_ratio, 2) + "x";
-    });
+    row("load on it while down (x offered)",
+        [](const OutageSummary& s) { return fixed_point(s.extra_load_ratio, 2) + "x"; });
     row("time to recover", [](const OutageSummary& s) {
         return s.time_to_recover ? human_duration(*s.time_to_recover) : std::string("-");
     });

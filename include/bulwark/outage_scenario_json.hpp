@@ -33,8 +33,8 @@ inline bool parse_plain_number(std::string_view text, double& out, bool negative
         return false;
     }
     for (const char c : text) {
-        const bool allowed = (c >= '0' && c <= '9') || c == '.' || c == '-' || c == 'e' ||
-                             c == 'E' || c == '+';
+        const bool allowed =
+            (c >= '0' && c <= '9') || c == '.' || c == '-' || c == 'e' || c == 'E' || c == '+';
         if (!allowed) {
             return false;  // refuses "nan", "inf", hex floats and spaces
         }
@@ -62,12 +62,12 @@ inline bool parse_duration_text(std::string_view text, Duration& out) {
         long long ns;
     };
     // Longest suffix first: "ms" and "min" end in letters that "s" and "n" would also match.
-    constexpr Unit units[] = {{"min", 60000000000LL}, {"ms", 1000000LL}, {"us", 1000LL},
-                              {"ns", 1LL},            {"h", 3600000000000LL}, {"s", 1000000000LL}};
+    constexpr Unit units[] = {{"min", 60000000000LL}, {"ms", 1000000LL},
+                              {"us", 1000LL},         {"ns", 1LL},
+                              {"h", 3600000000000LL}, {"s", 1000000000LL}};
     for (const Unit& unit : units) {
         const std::string_view suffix(unit.suffix);
-        if (text.size() <= suffix.size() ||
-            text.substr(text.size() - suffix.size()) != suffix) {
+        if (text.size() <= suffix.size() || text.substr(text.size() - suffix.size()) != suffix) {
             continue;
         }
         const std::string_view number = text.substr(0, text.size() - suffix.size());
@@ -140,6 +140,7 @@ public:
         }
         const JsonValue& deps = required(root, "dependencies", "$");
         array(deps, "dependencies");
+        scenario.dependencies.clear();  // the default's one dependency is replaced
         for (std::size_t i = 0; i < deps.items.size(); ++i) {
             scenario.dependencies.push_back(
                 dependency(deps.items[i], "dependencies[" + std::to_string(i) + "]"));
@@ -215,9 +216,7 @@ private:
         return *m;
     }
 
-    static std::string join(const std::string& path, const char* name) {
-        return path + "." + name;
-    }
+    static std::string join(const std::string& path, const char* name) { return path + "." + name; }
 
     static std::string string(const JsonValue& v, const std::string& path) {
         if (!v.is(JsonValue::Kind::string)) {
@@ -270,8 +269,10 @@ private:
         } else if (v.is(JsonValue::Kind::string) && parse_duration_text(v.text, out)) {
             return out;
         }
-        fail(path, "must be a duration (\"250ms\", \"1.5s\", \"2min\", \"1h\", \"500us\", \"7ns\") "
-                   "or a number of milliseconds", v);
+        fail(path,
+             "must be a duration (\"250ms\", \"1.5s\", \"2min\", \"1h\", \"500us\", \"7ns\") "
+             "or a number of milliseconds",
+             v);
     }
 
     static SimErrorKind error_kind(const JsonValue& v, const std::string& path) {
@@ -407,9 +408,9 @@ private:
     }
 
     static SimLoad load(const JsonValue& v, const std::string& path) {
-        object(v, path,
-               {"arrival", "rate_per_second", "duration", "concurrency", "burst_every",
-                "burst_size"});
+        object(
+            v, path,
+            {"arrival", "rate_per_second", "duration", "concurrency", "burst_every", "burst_size"});
         SimLoad l;
         if (const JsonValue* m = v.find("arrival")) {
             l.arrival = arrival(*m, join(path, "arrival"));
@@ -576,8 +577,8 @@ struct OutageTraceCsvOptions {
 //   dependency.trace = read_outage_trace_csv(file_contents);
 // Throws std::invalid_argument naming the line number, the column and the value:
 //   outage trace CSV line 7: latency_ms must be a number of milliseconds >= 0, got "-3"
-inline std::vector<SimTraceSample> read_outage_trace_csv(std::string_view csv,
-                                                         const OutageTraceCsvOptions& options = {}) {
+inline std::vector<SimTraceSample> read_outage_trace_csv(
+    std::string_view csv, const OutageTraceCsvOptions& options = {}) {
     options.validate();
     std::vector<SimTraceSample> out;
     std::size_t line_number = 0;
@@ -644,9 +645,8 @@ inline std::vector<SimTraceSample> read_outage_trace_csv(std::string_view csv,
         }
         if (!detail::parse_plain_number(fields[1], ms, false) ||
             !detail::scaled_duration(ms, 1e6, s.latency)) {
-            detail::throw_invalid_option(where + "latency_ms",
-                                         "must be a number of milliseconds >= 0",
-                                         quoted(fields[1]));
+            detail::throw_invalid_option(
+                where + "latency_ms", "must be a number of milliseconds >= 0", quoted(fields[1]));
         }
         if (!detail::outcome_from_text(fields[2], s)) {
             detail::throw_invalid_option(
