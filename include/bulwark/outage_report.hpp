@@ -417,9 +417,9 @@ private:
         // 4% headroom: a line at the maximum stays visible below the plot's top edge.
         top = top > 0 ? top * 1.04 : 1.0;
         top_p99 = top_p99 > 0 ? top_p99 * 1.04 : 1.0;
-        y_step_ = nice_step(top, 6);
+        y_step_ = nice_step(top, 8);
         y_max_ = y_step_ * detail::ceil(top / y_step_);
-        y2_step_ = nice_step(top_p99, 6);
+        y2_step_ = nice_step(top_p99, 8);
         y2_max_ = y2_step_ * detail::ceil(top_p99 / y2_step_);
         width_ = static_cast<double>(o_.width);
         plot_w_ = width_ - left_ - right_;
