@@ -22,6 +22,8 @@ struct SimDependencyBucket {
     std::uint64_t calls = 0;
     std::uint64_t successes = 0;
     std::uint64_t failures = 0;
+    // The dependency was in an outage (OutageScenario::outage_error_rate) for the whole bucket.
+    bool down = false;
 };
 
 // One bucket of a timeline: [start, start + OutageTimeline::bucket) in virtual time since the
@@ -54,6 +56,30 @@ struct SimBucket {
     // ended in the bucket; zero when none ended.
     Duration p50 = Duration::zero();
     Duration p99 = Duration::zero();
+};
+
+// A watched breaker changed state (as the lab saw it after a step of the simulation).
+struct SimBreakerTransition {
+    // Virtual time since the scenario began.
+    Duration at = Duration::zero();
+    // Index into OutageTimeline::breakers.
+    std::size_t breaker = 0;
+    // CircuitState values.
+    std::uint8_t from = 0;
+    std::uint8_t to = 0;
+    // Calls that had reached each dependency so far (OutageTimeline::dependencies' order).
+    std::vector<std::uint64_t> dependency_calls;
+};
+
+// A stretch of time in which a dependency was down (its phases' error_rate at least
+// OutageScenario::outage_error_rate; for a trace, whole seconds with that failure share).
+struct SimOutage {
+    std::size_t dependency = 0;
+    Duration start = Duration::zero();
+    // Duration::max(): it never recovered.
+    Duration end = Duration::max();
+    // Calls that had reached the dependency before the outage began.
+    std::uint64_t calls_before = 0;
 };
 
 // The totals of a run.
@@ -103,6 +129,10 @@ struct OutageTimeline {
     std::vector<std::string> breakers;
     std::vector<SimBucket> buckets;
     OutageSummary summary;
+    // Every state change of the watched breakers, in order.
+    std::vector<SimBreakerTransition> transitions;
+    // The scenario's outages, by dependency then start.
+    std::vector<SimOutage> outages;
     // Virtual time from the start to the last call's end.
     Duration elapsed = Duration::zero();
 };
