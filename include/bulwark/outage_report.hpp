@@ -155,6 +155,11 @@ inline std::string shortened(std::string_view text, std::size_t max) {
     return std::string(text.substr(0, at)) + "\xE2\x80\xA6";
 }
 
+// A load ratio with two decimals, three below 0.1 (where a breaker keeps the load): "3.00x".
+inline std::string load_ratio_text(double ratio) {
+    return fixed_point(ratio, ratio < 0.1 ? 3 : 2) + "\xC3\x97";
+}
+
 // The names of the policies that rejected in any bucket, sorted (the CSV's rejected_by columns).
 inline std::vector<std::string> rejecting_policies(const OutageTimeline& t) {
     std::vector<std::string> names;
@@ -347,8 +352,10 @@ private:
         const char* css_class;
         const char* color;
     };
-    static constexpr Series series_[6] = {
+    static constexpr std::size_t series_count_ = 7;
+    static constexpr Series series_[series_count_] = {
         {"succeeded", "succeeded", "#37b24d"},
+        {"served by a fallback", "fallback", "#66d9e8"},
         {"failed: transient", "failed-transient", "#f59f00"},
         {"failed: permanent", "failed-permanent", "#e03131"},
         {"failed: rate limited", "failed-rate-limited", "#ae3ec9"},
@@ -377,14 +384,18 @@ private:
 
     double seconds(Duration d) const { return static_cast<double>(d.count()) / 1e9; }
 
-    // Count per second in bucket `i` of series `k` (0 succeeded, 1-4 failed by kind, 5 rejected).
+    // Count per second in bucket `i` of series `k` (0 succeeded from the dependency, 1 from a
+    // fallback, 2-5 failed by kind, 6 rejected).
     double rate(std::size_t i, std::size_t k) const {
         const SimBucket& b = t_.buckets[i];
+        const std::uint64_t fallbacks = std::min(b.fallbacks, b.succeeded);
         std::uint64_t n = 0;
         if (k == 0) {
-            n = b.succeeded;
-        } else if (k <= 4) {
-            n = b.failed_by_kind[k - 1];
+            n = b.succeeded - fallbacks;
+        } else if (k == 1) {
+            n = fallbacks;
+        } else if (k <= 5) {
+            n = b.failed_by_kind[k - 2];
         } else {
             n = b.rejected;
         }
@@ -395,7 +406,10 @@ private:
     double y_of(double per_second) const {
         return plot_top_ + plot_h_ - per_second / y_max_ * plot_h_;
     }
-    double y2_of(double ms) const { return plot_top_ + plot_h_ - ms / y2_max_ * plot_h_; }
+    // The right axis is in milliseconds, or in seconds when the p99 passes 10 s.
+    double y2_of(double ms) const {
+        return plot_top_ + plot_h_ - ms / y2_unit_ms_ / y2_max_ * plot_h_;
+    }
 
     void layout() {
         const std::size_t n = t_.buckets.size();
@@ -405,7 +419,7 @@ private:
         double top_p99 = 0.0;
         for (std::size_t i = 0; i < n; ++i) {
             double stack = 0.0;
-            for (std::size_t k = 0; k < 6; ++k) {
+            for (std::size_t k = 0; k < series_count_; ++k) {
                 stack += rate(i, k);
             }
             top = std::max(top, stack);
@@ -419,6 +433,10 @@ private:
         top_p99 = top_p99 > 0 ? top_p99 * 1.04 : 1.0;
         y_step_ = nice_step(top, 8);
         y_max_ = y_step_ * detail::ceil(top / y_step_);
+        if (top_p99 > 10000.0) {
+            y2_unit_ms_ = 1000.0;
+            top_p99 /= 1000.0;
+        }
         y2_step_ = nice_step(top_p99, 8);
         y2_max_ = y2_step_ * detail::ceil(top_p99 / y2_step_);
         width_ = static_cast<double>(o_.width);
@@ -450,22 +468,27 @@ private:
             "<desc>Outage lab timeline: calls per second by outcome (stacked), breaker "
             "states (bands), caller-seen p99 latency (line, right axis).</desc>\n";
         out_ += "<rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>\n";
+        // Cut to what fits the width (about 10.5 px a character at 18 px bold); the <title>
+        // above keeps it whole.
+        const auto fits = [this](double px_per_char) {
+            return static_cast<std::size_t>((width_ - left_ - 12.0) / px_per_char);
+        };
         out_ += "<text class=\"title\" x=\"" + num(left_) +
                 "\" y=\"28\" font-size=\"18\" font-weight=\"600\" fill=\"#212529\">";
-        xml_text(out_, title);
+        xml_text(out_, shortened(title, fits(10.5)));
         out_ += "</text>\n";
         const OutageSummary& s = t_.summary;
         std::string line = "success " + fixed_point(s.success_rate * 100.0, 2) + "% of " +
                            std::to_string(s.calls) + " calls \xC2\xB7 p50 " +
                            human_duration(s.p50) + " \xC2\xB7 p99 " + human_duration(s.p99) +
-                           " \xC2\xB7 load on the failing dependency while down " +
-                           fixed_point(s.extra_load_ratio, 2) + "\xC3\x97 \xC2\xB7 ";
+                           " \xC2\xB7 load on the dependency while down " +
+                           load_ratio_text(s.extra_load_ratio) + " offered \xC2\xB7 ";
         line += s.time_to_recover
-                    ? "recovered " + human_duration(*s.time_to_recover) + " after the dependency"
+                    ? "recovered " + human_duration(*s.time_to_recover) + " after it"
                     : std::string("no recovery measured");
         out_ += "<text class=\"summary\" x=\"" + num(left_) +
                 "\" y=\"48\" font-size=\"12\" fill=\"#495057\">";
-        xml_text(out_, line);
+        xml_text(out_, shortened(line, fits(6.4)));
         out_ += "</text>\n";
     }
 
@@ -524,7 +547,7 @@ private:
         std::vector<double> below(n, 0.0);
         std::vector<double> above(n, 0.0);
         out_ += "<g class=\"outcomes\">\n";
-        for (std::size_t k = 0; k < 6; ++k) {
+        for (std::size_t k = 0; k < series_count_; ++k) {
             bool any = false;
             for (std::size_t i = 0; i < n; ++i) {
                 const double r = rate(i, k);
@@ -643,7 +666,7 @@ private:
                     "\" dy=\"4\" text-anchor=\"end\">" + tick_text(v, y_step_) + "</text>\n";
         }
         for (double v = 0.0; v <= y2_max_ + y2_step_ / 2; v += y2_step_) {
-            const std::string y = num(y2_of(v));
+            const std::string y = num(y2_of(v * y2_unit_ms_));
             out_ += "<line x1=\"" + num(left_ + plot_w_) + "\" x2=\"" + num(left_ + plot_w_ + 4) +
                     "\" y1=\"" + y + "\" y2=\"" + y + "\" stroke=\"" + p99_color_ + "\"/>\n";
             out_ += "<text class=\"tick y2\" x=\"" + num(left_ + plot_w_ + 7) + "\" y=\"" + y +
@@ -671,8 +694,9 @@ private:
         }
         out_ += "<text class=\"axis-label x\" x=\"" + num(left_ + plot_w_ / 2) + "\" y=\"" +
                 num(bottom + 34) + "\" text-anchor=\"middle\" font-size=\"12\">" +
-                (minutes ? "time since the scenario began (h:mm:ss)"
-                         : "time since the scenario began") +
+                (!minutes ? "time since the scenario began"
+                 : span_s_ >= 3600.0 ? "time since the scenario began (h:mm:ss)"
+                                     : "time since the scenario began (m:ss)") +
                 "</text>\n";
         const std::string mid = num(plot_top_ + plot_h_ / 2);
         out_ += "<text class=\"axis-label y\" transform=\"translate(16," + mid +
@@ -681,7 +705,8 @@ private:
                 bucket_label() + " buckets)</text>\n";
         out_ += "<text class=\"axis-label y2\" transform=\"translate(" + num(width_ - 12) + "," +
                 mid + ") rotate(90)\" text-anchor=\"middle\" font-size=\"12\" fill=\"" +
-                p99_color_ + "\">caller p99 latency (ms)</text>\n";
+                p99_color_ + "\">caller p99 latency (" + (y2_unit_ms_ > 1.0 ? "s" : "ms") +
+                ")</text>\n";
         out_ += "</g>\n";
     }
 
@@ -832,6 +857,7 @@ private:
     double y_step_ = 1.0;
     double y2_max_ = 1.0;
     double y2_step_ = 1.0;
+    double y2_unit_ms_ = 1.0;
 };
 
 }  // namespace detail
