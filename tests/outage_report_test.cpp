@@ -498,6 +498,7 @@ TEST_CASE("the what-if table puts configurations side by side, aligned", "[outag
     CHECK(table.find("99.90%") != std::string::npos);
     CHECK(table.find("12.0 s") != std::string::npos);
     CHECK(table.find("3.00x") != std::string::npos);
+    CHECK(table.find("0.35x") != std::string::npos);
     CHECK(table.find("1.5 s") != std::string::npos);
     CHECK(table.find("delivered") == std::string::npos);  // no engine run among them
 

@@ -136,6 +136,9 @@ TEST_CASE("a scenario written as JSON reads back equal, every field", "[outage_s
     CHECK(json.find(R"("seed":"18446744073709551557")") != std::string::npos);
     CHECK(json.find(R"("start":"2500ms")") == std::string::npos);
     CHECK(json.find(R"("start":"120500ms")") != std::string::npos);
+    // Numbers as short as reads back the same: 0.9, not 0.90000000000000002.
+    CHECK(json.find(R"("recovered_fraction":0.9,)") != std::string::npos);
+    CHECK(json.find(R"("sigma":0.35})") != std::string::npos);
     const bulwark::OutageScenario back = bulwark::outage_scenario_from_json(json);
     check_equal(s, back);
     // And writing it again gives the same bytes.

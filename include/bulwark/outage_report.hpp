@@ -483,9 +483,8 @@ private:
                            human_duration(s.p50) + " \xC2\xB7 p99 " + human_duration(s.p99) +
                            " \xC2\xB7 load on the dependency while down " +
                            load_ratio_text(s.extra_load_ratio) + " offered \xC2\xB7 ";
-        line += s.time_to_recover
-                    ? "recovered " + human_duration(*s.time_to_recover) + " after it"
-                    : std::string("no recovery measured");
+        line += s.time_to_recover ? "recovered " + human_duration(*s.time_to_recover) + " after it"
+                                  : std::string("no recovery measured");
         out_ += "<text class=\"summary\" x=\"" + num(left_) +
                 "\" y=\"48\" font-size=\"12\" fill=\"#495057\">";
         xml_text(out_, shortened(line, fits(6.4)));
@@ -694,7 +693,7 @@ private:
         }
         out_ += "<text class=\"axis-label x\" x=\"" + num(left_ + plot_w_ / 2) + "\" y=\"" +
                 num(bottom + 34) + "\" text-anchor=\"middle\" font-size=\"12\">" +
-                (!minutes ? "time since the scenario began"
+                (!minutes            ? "time since the scenario began"
                  : span_s_ >= 3600.0 ? "time since the scenario began (h:mm:ss)"
                                      : "time since the scenario began (m:ss)") +
                 "</text>\n";
@@ -910,8 +909,9 @@ inline std::vector<std::vector<std::string>> what_if_cells(
     row("fallbacks", [&](const OutageSummary& s) { return count(s.fallbacks); });
     row("calls to the dependency while down",
         [&](const OutageSummary& s) { return count(s.calls_to_failing_dependency_while_down); });
-    row("load on it while down (x offered)",
-        [](const OutageSummary& s) { return fixed_point(s.extra_load_ratio, 2) + "x"; });
+    row("load on it while down (x offered)", [](const OutageSummary& s) {
+        return fixed_point(s.extra_load_ratio, s.extra_load_ratio < 0.1 ? 3 : 2) + "x";
+    });
     row("time to recover", [](const OutageSummary& s) {
         return s.time_to_recover ? human_duration(*s.time_to_recover) : std::string("-");
     });

@@ -439,10 +439,21 @@ inline void json_duration(JsonWriter& w, Duration d) {
 }
 
 inline void json_exact_number(JsonWriter& w, double v) {
-    // 17 significant digits read back as the same double; json_number's 15 might not.
-    char buffer[40];
-    std::snprintf(buffer, sizeof buffer, "%.17g", v);
-    w.raw(with_decimal_point(buffer));
+    // The shortest of 15, 16 or 17 significant digits that reads back as the same double (0.95,
+    // not 0.94999999999999996); 17 always does.
+    std::string text;
+    for (int digits = 15; digits <= 17; ++digits) {
+        char buffer[40];
+        std::snprintf(buffer, sizeof buffer, "%.*g", digits, v);
+        text = with_decimal_point(buffer);
+        double back = 0.0;
+        const std::from_chars_result r =
+            std::from_chars(text.data(), text.data() + text.size(), back);
+        if (r.ec == std::errc() && back == v) {
+            break;
+        }
+    }
+    w.raw(text);
 }
 
 }  // namespace detail
