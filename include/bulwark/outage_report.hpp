@@ -643,8 +643,8 @@ private:
             return;
         }
         out_ += "<path class=\"line p99\" d=\"" + d + "\" fill=\"none\" stroke=\"" + p99_color_ +
-                "\" stroke-width=\"2\" stroke-linejoin=\"round\"><title>caller p99 latency "
-                "(ms)</title></path>\n";
+                "\" stroke-width=\"2\" stroke-linejoin=\"round\"><title>caller p99 "
+                "latency</title></path>\n";
     }
 
     void axes() {
