@@ -70,8 +70,15 @@ struct SimOptions {
     // Stack of each simulated caller (one per unit of load.concurrency, made as needed). The
     // policies and the call run on it; >= 32 KiB. Sanitizer builds need more than plain ones.
     std::size_t stack_size = 256 * 1024;
+    // With background fibers (OutageLab::background, a DeliveryEngine's workers), the run goes on
+    // after the load's duration until settle_when() says so, but at most this much longer; > 0.
+    Duration max_drain = std::chrono::hours(1);
 
     void validate() const {
+        if (!(max_drain > Duration::zero())) {
+            detail::throw_invalid_option("SimOptions.max_drain", "must be > 0",
+                                         detail::format_duration(max_drain));
+        }
         if (stack_size < 32 * 1024) {
             detail::throw_invalid_option("SimOptions.stack_size", "must be >= 32768",
                                          std::to_string(stack_size));
@@ -152,9 +159,10 @@ public:
     Duration arrived() const noexcept { return arrived_; }
     // 0 for the first call of the run, then 1, 2...
     std::uint64_t id() const noexcept { return id_; }
-    // Counts this call's value as a fallback's, whatever dependency gave it (the lab otherwise
-    // counts a success as a fallback when it did not come from the first dependency the call
-    // reached, or came from no dependency at all).
+    // Counts this call's value as a fallback's, whatever dependency gave it. Otherwise a
+    // ChainResult's value is a fallback's when it did not come from the first channel the chain
+    // considered, and any other success when it did not come from the first dependency the call
+    // reached (or came from no dependency: a Fallback policy's value).
     void mark_fallback() noexcept { marked_fallback_ = true; }
 
 private:
@@ -180,15 +188,22 @@ namespace detail {
 struct SimCallEnd {
     bool ok = true;
     std::exception_ptr error;
+    // The result says itself whether a fallback gave it (a chain does); otherwise the lab
+    // judges by the dependencies the call reached.
+    bool knows_fallback = false;
+    bool fallback = false;
 };
 
 template <class T>
 SimCallEnd sim_call_end(const Outcome<T>& o) {
     return SimCallEnd{o.has_value(), o.error()};
 }
+// A chain's value is a fallback's when another channel than the first one it considered gave
+// it (the primary skipped by its open breaker counts).
 template <class R>
 SimCallEnd sim_call_end(const ChainResult<R>& r) {
-    return SimCallEnd{r.ok(), r.ok() ? std::exception_ptr() : r.error()};
+    const bool fallback = r.ok() && !r.attempts().empty() && r.attempts()[0].channel != r.channel();
+    return SimCallEnd{r.ok(), r.ok() ? std::exception_ptr() : r.error(), true, fallback};
 }
 template <class T>
 SimCallEnd sim_call_end(const T&) {
@@ -259,6 +274,37 @@ public:
         watched_.push_back(Watched{std::move(name), std::move(state), initial});
     }
 
+    // Runs `poll` on a fiber of its own from the start of the run, again `interval` (virtual
+    // time) after each return, until the run ends: a DeliveryEngine's worker
+    // (engine.run_due()), a health probe. It may call dependency() and wait on the lab's clock.
+    // Throws std::invalid_argument for a non-positive interval or an empty function.
+    void background(Duration interval, std::function<void()> poll) {
+        if (!(interval > Duration::zero())) {
+            detail::throw_invalid_option("OutageLab.background: interval", "must be > 0",
+                                         detail::format_duration(interval));
+        }
+        if (!poll) {
+            detail::throw_invalid_option("OutageLab.background: poll", "must not be empty",
+                                         "an empty std::function");
+        }
+        backgrounds_.push_back(Background{interval, std::move(poll)});
+    }
+    // With background fibers: the run ends at the first bucket boundary after the load at which
+    // every call has ended and `settled()` is true (a queue is empty), or SimOptions::max_drain
+    // after the load's end.
+    void settle_when(std::function<bool()> settled) { settled_ = std::move(settled); }
+
+    // A dependency call made outside a SimCall (from a background fiber, a DeliveryEngine
+    // channel): as SimCall::dependency, without a call to count retries and fallbacks for.
+    // Throws std::logic_error outside the lab's run.
+    SimResponse dependency(std::size_t index, const Context& ctx) {
+        return call_dependency(nullptr, index, ctx);
+    }
+    SimResponse dependency(std::size_t index) {
+        const Context ctx;
+        return call_dependency(nullptr, index, ctx);
+    }
+
     // Runs the scenario: `call(SimCall&)` is one caller's call through the configuration; it
     // returns an Outcome<T>, a ChainResult<R> or any other value (a success), and what it throws
     // is a failure. Returns the timeline. Throws std::logic_error on a second run.
@@ -312,6 +358,11 @@ private:
         }
     };
 
+    struct Background {
+        Duration interval;
+        std::function<void()> poll;
+    };
+
     struct Caller {
         std::unique_ptr<detail::SimFiber> fiber;
         OutageLab* lab = nullptr;
@@ -320,6 +371,7 @@ private:
         bool busy = false;
         bool cv_waiting = false;
         bool exit = false;
+        const Background* background = nullptr;
         std::int64_t work = 0;  // the arrival (ns since the start) of the call handed to it
     };
 
@@ -394,7 +446,36 @@ private:
 
     static void caller_main(void* arg) {
         Caller& self = *static_cast<Caller*>(arg);
-        self.lab->caller_loop(self);
+        if (self.background != nullptr) {
+            self.lab->background_loop(self);
+        } else {
+            self.lab->caller_loop(self);
+        }
+    }
+
+    void background_loop(Caller& self) {
+        while (!stopping_) {
+            try {
+                self.background->poll();
+            } catch (...) {  // NOLINT(bugprone-empty-catch): polled again after the interval
+            }
+            if (stopping_) {
+                return;
+            }
+            suspend_until(clock_.ns() + self.background->interval.count());
+        }
+    }
+
+    // At a bucket boundary: with background fibers, whether the run is over.
+    bool settled(std::int64_t now) const {
+        if (backgrounds_.empty()) {
+            return false;
+        }
+        if (now - start_ns_ >= (scenario_.load.duration + options_.max_drain).count()) {
+            return true;
+        }
+        return !arrival_pending_ && busy_callers_ == 0 && waiting_.empty() &&
+               (!settled_ || settled_());
     }
 
     void caller_loop(Caller& self) {
@@ -411,6 +492,7 @@ private:
                 waiting_.pop_front();
             } else {
                 self.busy = false;
+                --busy_callers_;
                 idle_.push_back(self.index);
             }
         }
@@ -442,6 +524,17 @@ private:
         open_bucket(0);
         schedule_next_arrival();
         push(start_ns_ + bucket_ns_, boundary_target, 0);
+        for (const Background& b : backgrounds_) {
+            auto c = std::make_unique<Caller>();
+            c->lab = this;
+            c->index = static_cast<std::uint32_t>(callers_.size());
+            c->busy = true;
+            c->background = &b;
+            c->fiber =
+                std::make_unique<detail::SimFiber>(options_.stack_size, &caller_main, c.get());
+            push(start_ns_, c->index, c->token);
+            callers_.push_back(std::move(c));
+        }
         while (!events_.empty()) {
             const Event ev = events_.top();
             events_.pop();
@@ -451,6 +544,9 @@ private:
                 }
                 clock_.set_ns(ev.at);
                 poll_breakers();
+                if (settled(ev.at)) {
+                    break;
+                }
                 close_bucket();
                 open_bucket(buckets_.size());
                 push(ev.at + bucket_ns_, boundary_target, 0);
@@ -511,8 +607,10 @@ private:
             }
         }
         if (offset >= load.duration.count()) {
+            arrival_pending_ = false;
             return;
         }
+        arrival_pending_ = true;
         ++arrivals_made_;
         push(start_ns_ + offset, arrival_target, 0);
     }
@@ -534,10 +632,13 @@ private:
         if (!idle_.empty()) {
             Caller& c = *callers_[idle_.back()];
             idle_.pop_back();
+            ++busy_callers_;
             c.busy = true;
             c.work = now;
             resume(c);
-        } else if (callers_.size() < scenario_.load.concurrency) {
+        } else if (caller_count_ < scenario_.load.concurrency) {
+            ++caller_count_;
+            ++busy_callers_;
             auto c = std::make_unique<Caller>();
             c->lab = this;
             c->index = static_cast<std::uint32_t>(callers_.size());
@@ -553,7 +654,16 @@ private:
     }
 
     void release_callers() {
+        stopping_ = true;
         for (auto& c : callers_) {
+            if (c->background != nullptr && !c->fiber->finished()) {
+                // Suspended between polls (or, at max_drain, inside one: then it is left as is).
+                c->exit = true;
+                current_ = c.get();
+                c->fiber->resume();
+                current_ = nullptr;
+                continue;
+            }
             if (!c->busy && !c->fiber->finished()) {
                 c->exit = true;
                 current_ = c.get();
@@ -669,7 +779,7 @@ private:
         return false;
     }
 
-    SimResponse call_dependency(SimCall& call, std::size_t index, const Context& ctx) {
+    SimResponse call_dependency(SimCall* call, std::size_t index, const Context& ctx) {
         if (index >= scenario_.dependencies.size()) {
             detail::throw_invalid_option("SimCall.dependency(index): index",
                                          "must be < the number of dependencies (" +
@@ -704,19 +814,23 @@ private:
         if (down(index, t)) {
             ++timeline_.summary.calls_to_failing_dependency_while_down;
         }
-        const std::uint64_t bit = std::uint64_t{1} << (index % 64);
-        if ((call.called_mask_ & bit) != 0) {
-            ++bucket().retries;
-            ++timeline_.summary.retries;
-        }
-        call.called_mask_ |= bit;
-        if (call.first_dependency_ == SimCall::none) {
-            call.first_dependency_ = index;
+        if (call != nullptr) {
+            const std::uint64_t bit = std::uint64_t{1} << (index % 64);
+            if ((call->called_mask_ & bit) != 0) {
+                ++bucket().retries;
+                ++timeline_.summary.retries;
+            }
+            call->called_mask_ |= bit;
+            if (call->first_dependency_ == SimCall::none) {
+                call->first_dependency_ = index;
+            }
         }
         suspend_until(end);
         const Duration took{end - now};
         if (ok) {
-            call.last_success_ = index;
+            if (call != nullptr) {
+                call->last_success_ = index;
+            }
             return SimResponse{index, took};
         }
         const std::string& name = scenario_.dependencies[index].name;
@@ -795,8 +909,11 @@ private:
         if (end.ok) {
             ++b.succeeded;
             ++s.succeeded;
-            if (call.marked_fallback_ || call.last_success_ == SimCall::none ||
-                call.last_success_ != call.first_dependency_) {
+            const bool fallback = end.knows_fallback
+                                      ? end.fallback
+                                      : (call.last_success_ == SimCall::none ||
+                                         call.last_success_ != call.first_dependency_);
+            if (call.marked_fallback_ || fallback) {
                 ++b.fallbacks;
                 ++s.fallbacks;
             }
@@ -998,6 +1115,12 @@ private:
 
     std::priority_queue<Event, std::vector<Event>, Later> events_;
     std::uint64_t seq_ = 0;
+    std::vector<Background> backgrounds_;
+    std::function<bool()> settled_;
+    bool stopping_ = false;
+    bool arrival_pending_ = false;
+    std::size_t busy_callers_ = 0;
+    std::size_t caller_count_ = 0;
     std::vector<std::unique_ptr<Caller>> callers_;
     std::vector<std::uint32_t> idle_;
     std::vector<std::uint32_t> cv_waiters_;
@@ -1050,7 +1173,7 @@ inline void SimClock::wait_until(std::condition_variable& cv, std::unique_lock<s
 }
 
 inline SimResponse SimCall::dependency(std::size_t index, const Context& ctx) {
-    return lab_->call_dependency(*this, index, ctx);
+    return lab_->call_dependency(this, index, ctx);
 }
 
 inline SimResponse SimCall::dependency(std::string_view name) {
