@@ -365,7 +365,7 @@ TEST_CASE("the timeline SVG is well-formed, self-contained XML with title, axes 
     const std::string svg = bulwark::outage_timeline_svg(t);
     INFO(svg.substr(0, 400));
     CHECK(xml_problem(svg) == "");
-    CHECK(svg.find("<svg xmlns=\"http://www.w3.org/2000/svg\"") != std::string::npos);
+    CHECK(svg.find("<svg xmlns='http://www.w3.org/2000/svg'") != std::string::npos);
     // Self-contained: no script, no link to anything outside the document.
     CHECK(svg.find("<script") == std::string::npos);
     CHECK(svg.find("href") == std::string::npos);
@@ -375,33 +375,33 @@ TEST_CASE("the timeline SVG is well-formed, self-contained XML with title, axes 
     CHECK(svg.find("email provider outage \xE2\x80\x94 retry + breaker</text>") !=
           std::string::npos);
     // The outcome areas that occur, the p99 line, the dependency's load, the breaker lane.
-    CHECK(count_of(svg, "class=\"area ") == 5);  // no permanent failure in the sample
-    CHECK(svg.find("class=\"area succeeded\"") != std::string::npos);
-    CHECK(svg.find("class=\"area rejected\"") != std::string::npos);
-    CHECK(svg.find("class=\"area failed-permanent\"") == std::string::npos);
-    CHECK(svg.find("class=\"line p99\"") != std::string::npos);
-    CHECK(svg.find("class=\"line dependency\"") != std::string::npos);
+    CHECK(count_of(svg, "class='area ") == 5);  // no permanent failure in the sample
+    CHECK(svg.find("class='area succeeded'") != std::string::npos);
+    CHECK(svg.find("class='area rejected'") != std::string::npos);
+    CHECK(svg.find("class='area failed-permanent'") == std::string::npos);
+    CHECK(svg.find("class='line p99'") != std::string::npos);
+    CHECK(svg.find("class='line dependency'") != std::string::npos);
     // Breaker bands: closed 0-12 s, open 12-20, half-open 20-21, open 21-28, half-open 28-29,
     // open 29-30, closed 30-40.
-    CHECK(count_of(svg, "class=\"state open\"") == 3);
-    CHECK(count_of(svg, "class=\"state half_open\"") == 2);
-    CHECK(count_of(svg, "class=\"state closed\"") == 2);
+    CHECK(count_of(svg, "class='state open'") == 3);
+    CHECK(count_of(svg, "class='state half_open'") == 2);
+    CHECK(count_of(svg, "class='state closed'") == 2);
     CHECK(svg.find("email: open from 0:12 to 0:20") != std::string::npos);
     // Axes: both labelled, ticks on both.
     CHECK(svg.find("calls per second (1s buckets)") != std::string::npos);
     CHECK(svg.find("caller p99 latency (ms)") != std::string::npos);
     CHECK(svg.find("time since the scenario began") != std::string::npos);
-    CHECK(count_of(svg, "class=\"tick x\"") >= 3);
-    CHECK(count_of(svg, "class=\"tick y\"") >= 3);
-    CHECK(count_of(svg, "class=\"tick y2\"") >= 3);
+    CHECK(count_of(svg, "class='tick x'") >= 3);
+    CHECK(count_of(svg, "class='tick y'") >= 3);
+    CHECK(count_of(svg, "class='tick y2'") >= 3);
     // Legend: every outcome, the p99 line, the dependency's line, the breaker states.
     for (const char* label :
          {"succeeded", "failed: transient", "failed: permanent", "failed: rate limited",
           "failed: timeout", "rejected by a policy", "caller p99 (right axis)",
           "calls reaching email", "breaker open", "breaker half-open", "breaker closed"}) {
         INFO(label);
-        CHECK(svg.find(std::string("class=\"legend-item\"")) != std::string::npos);
-        CHECK(svg.find(std::string("\" dy=\"4\">") + label + "</text>") != std::string::npos);
+        CHECK(svg.find(std::string("class='legend-item'")) != std::string::npos);
+        CHECK(svg.find(std::string("' dy='4'>") + label + "</text>") != std::string::npos);
     }
     // The summary line.
     CHECK(svg.find("success 50.00% of 4000 calls") != std::string::npos);
@@ -449,7 +449,7 @@ TEST_CASE("the timeline SVG is deterministic and handles degenerate timelines", 
     }
     const std::string minutes = bulwark::outage_timeline_svg(longer);
     CHECK(xml_problem(minutes).empty());
-    CHECK(minutes.find("class=\"breakers\"") == std::string::npos);
+    CHECK(minutes.find("class='breakers'") == std::string::npos);
     CHECK(minutes.find(">6:00</text>") != std::string::npos);
     bulwark::OutageTimeline fast = sample_timeline();
     fast.bucket = 100ms;
@@ -460,12 +460,12 @@ TEST_CASE("the timeline SVG is deterministic and handles degenerate timelines", 
 
 TEST_CASE("the timeline SVG draws fallbacks apart and a long p99 in seconds", "[outage_report]") {
     bulwark::OutageTimeline t = sample_timeline();
-    CHECK(bulwark::outage_timeline_svg(t).find("class=\"area fallback\"") == std::string::npos);
+    CHECK(bulwark::outage_timeline_svg(t).find("class='area fallback'") == std::string::npos);
     t.buckets[35].fallbacks = 40;  // of its 100 successes
     t.buckets[36].p99 = 95s;
     const std::string svg = bulwark::outage_timeline_svg(t);
     CHECK(xml_problem(svg).empty());
-    CHECK(svg.find("class=\"area fallback\"") != std::string::npos);
+    CHECK(svg.find("class='area fallback'") != std::string::npos);
     CHECK(svg.find("caller p99 latency (s)") != std::string::npos);
     CHECK(svg.find("caller p99 latency (ms)") == std::string::npos);
     CHECK(svg.find(">100</text>") != std::string::npos);  // a right-axis tick, in seconds

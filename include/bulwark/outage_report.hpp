@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -51,20 +52,20 @@ inline std::string fixed_point(double value, int decimals) {
         scaled = 0.0;
     }
     scaled = std::min(std::max(scaled, -9.0e18), 9.0e18);
-    const long long rounded = static_cast<long long>(scaled < 0 ? scaled - 0.5 : scaled + 0.5);
+    const auto rounded = static_cast<long long>(scaled < 0 ? scaled - 0.5 : scaled + 0.5);
     return fixed_point(rounded, decimals);
 }
 
 // A duration in milliseconds with 3 decimals, exact to the microsecond (rounded half up).
 inline std::string millis_text(Duration d) {
-    const long long ns = static_cast<long long>(d.count());
+    const auto ns = static_cast<long long>(d.count());
     const long long us = ns >= 0 ? (ns + 500) / 1000 : (ns - 500) / 1000;
     return fixed_point(us, 3);
 }
 
 // A duration for people: "850.0 ms", "12.3 s", "4.5 min".
 inline std::string human_duration(Duration d) {
-    const long long ns = static_cast<long long>(d.count());
+    const auto ns = static_cast<long long>(d.count());
     if (ns < 1000000000LL && ns > -1000000000LL) {
         return fixed_point(static_cast<double>(ns) / 1e6, 1) + " ms";
     }
@@ -219,6 +220,8 @@ inline std::string clock_label(double seconds, bool minutes, double step) {
     if (!minutes) {
         return tick_text(seconds, step) + "s";
     }
+    // seconds >= 0, so adding 0.5 rounds half up.
+    // NOLINTNEXTLINE(bugprone-incorrect-roundings)
     const auto whole = static_cast<long long>(seconds + 0.5);
     const long long h = whole / 3600;
     const long long m = (whole / 60) % 60;
@@ -382,7 +385,17 @@ private:
 
     static std::string num(double v) { return fixed_point(v, 1); }
 
-    double seconds(Duration d) const { return static_cast<double>(d.count()) / 1e9; }
+    // Appends the parts in order (no temporary strings for the concatenation).
+    void put(std::initializer_list<std::string_view> parts) {
+        for (const std::string_view part : parts) {
+            out_.append(part);
+        }
+    }
+
+    // How many steps of `step` fit in [0, top] (a tick count, so no loop runs on a double).
+    static int ticks(double top, double step) { return static_cast<int>((top + step / 2) / step); }
+
+    static double seconds(Duration d) { return static_cast<double>(d.count()) / 1e9; }
 
     // Count per second in bucket `i` of series `k` (0 succeeded from the dependency, 1 from a
     // fallback, 2-5 failed by kind, 6 rejected).
@@ -456,25 +469,25 @@ private:
         }
         const std::string w = num(width_);
         const std::string h = num(height_);
-        out_ += "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
-        out_ += "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" + w + "\" height=\"" + h +
-                "\" viewBox=\"0 0 " + w + " " + h +
-                "\" font-family=\"-apple-system, 'Segoe UI', Roboto, Helvetica, Arial, "
-                "sans-serif\" font-size=\"12\" role=\"img\">\n";
+        out_ += "<?xml version='1.0' encoding='UTF-8'?>\n";
+        out_ += "<svg xmlns='http://www.w3.org/2000/svg' width='" + w + "' height='" + h +
+                "' viewBox='0 0 " + w + " " + h +
+                "' font-family='-apple-system, Segoe UI, Roboto, Helvetica, Arial, "
+                "sans-serif' font-size='12' role='img'>\n";
         out_ += "<title>";
         xml_text(out_, title);
         out_ += "</title>\n";
         out_ +=
             "<desc>Outage lab timeline: calls per second by outcome (stacked), breaker "
             "states (bands), caller-seen p99 latency (line, right axis).</desc>\n";
-        out_ += "<rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>\n";
+        out_ += "<rect width='100%' height='100%' fill='#ffffff'/>\n";
         // Cut to what fits the width (about 10.5 px a character at 18 px bold); the <title>
         // above keeps it whole.
         const auto fits = [this](double px_per_char) {
             return static_cast<std::size_t>((width_ - left_ - 12.0) / px_per_char);
         };
-        out_ += "<text class=\"title\" x=\"" + num(left_) +
-                "\" y=\"28\" font-size=\"18\" font-weight=\"600\" fill=\"#212529\">";
+        out_ += "<text class='title' x='" + num(left_) +
+                "' y='28' font-size='18' font-weight='600' fill='#212529'>";
         xml_text(out_, shortened(title, fits(10.5)));
         out_ += "</text>\n";
         const OutageSummary& s = t_.summary;
@@ -485,8 +498,8 @@ private:
                            load_ratio_text(s.extra_load_ratio) + " offered \xC2\xB7 ";
         line += s.time_to_recover ? "recovered " + human_duration(*s.time_to_recover) + " after it"
                                   : std::string("no recovery measured");
-        out_ += "<text class=\"summary\" x=\"" + num(left_) +
-                "\" y=\"48\" font-size=\"12\" fill=\"#495057\">";
+        out_ +=
+            "<text class='summary' x='" + num(left_) + "' y='48' font-size='12' fill='#495057'>";
         xml_text(out_, shortened(line, fits(6.4)));
         out_ += "</text>\n";
     }
@@ -494,9 +507,9 @@ private:
     // Faint vertical bands behind the plot where a breaker was open or half-open, so the
     // outcomes can be read against the breaker's decisions.
     void plot_backdrop() {
-        out_ += "<g class=\"plot-backdrop\">\n";
-        out_ += "<rect x=\"" + num(left_) + "\" y=\"" + num(plot_top_) + "\" width=\"" +
-                num(plot_w_) + "\" height=\"" + num(plot_h_) + "\" fill=\"#f8f9fa\"/>\n";
+        out_ += "<g class='plot-backdrop'>\n";
+        out_ += "<rect x='" + num(left_) + "' y='" + num(plot_top_) + "' width='" + num(plot_w_) +
+                "' height='" + num(plot_h_) + "' fill='#f8f9fa'/>\n";
         std::size_t i = 0;
         const std::size_t n = t_.buckets.size();
         while (i < n) {
@@ -508,10 +521,10 @@ private:
             if (worst != 0) {
                 const double x0 = x_of(bucket_s_ * static_cast<double>(i));
                 const double x1 = x_of(bucket_s_ * static_cast<double>(j));
-                out_ += "<rect x=\"" + num(x0) + "\" y=\"" + num(plot_top_) + "\" width=\"" +
-                        num(x1 - x0) + "\" height=\"" + num(plot_h_) + "\" fill=\"" +
-                        (worst == 2 ? "#fa5252\" fill-opacity=\"0.10\"/>\n"
-                                    : "#fcc419\" fill-opacity=\"0.14\"/>\n");
+                out_ += "<rect x='" + num(x0) + "' y='" + num(plot_top_) + "' width='" +
+                        num(x1 - x0) + "' height='" + num(plot_h_) + "' fill='" +
+                        (worst == 2 ? "#fa5252' fill-opacity='0.10'/>\n"
+                                    : "#fcc419' fill-opacity='0.14'/>\n");
             }
             i = j;
         }
@@ -532,10 +545,11 @@ private:
     }
 
     void gridlines() {
-        for (double v = 0.0; v <= y_max_ + y_step_ / 2; v += y_step_) {
-            out_ += "<line x1=\"" + num(left_) + "\" x2=\"" + num(left_ + plot_w_) + "\" y1=\"" +
-                    num(y_of(v)) + "\" y2=\"" + num(y_of(v)) +
-                    "\" stroke=\"#dee2e6\" stroke-width=\"1\"/>\n";
+        for (int tick = 0; tick <= ticks(y_max_, y_step_); ++tick) {
+            const double v = y_step_ * tick;
+            out_ += "<line x1='" + num(left_) + "' x2='" + num(left_ + plot_w_) + "' y1='" +
+                    num(y_of(v)) + "' y2='" + num(y_of(v)) +
+                    "' stroke='#dee2e6' stroke-width='1'/>\n";
         }
     }
 
@@ -545,7 +559,7 @@ private:
         const std::size_t n = t_.buckets.size();
         std::vector<double> below(n, 0.0);
         std::vector<double> above(n, 0.0);
-        out_ += "<g class=\"outcomes\">\n";
+        out_ += "<g class='outcomes'>\n";
         for (std::size_t k = 0; k < series_count_; ++k) {
             bool any = false;
             for (std::size_t i = 0; i < n; ++i) {
@@ -557,9 +571,9 @@ private:
                 std::string d;
                 edge(d, above, false, true);
                 edge(d, below, true, false);
-                out_ += "<path class=\"area " + std::string(series_[k].css_class) + "\" d=\"" + d +
-                        "Z\" fill=\"" + series_[k].color +
-                        "\" fill-opacity=\"0.85\" stroke=\"none\"><title>" + series_[k].label +
+                out_ += "<path class='area " + std::string(series_[k].css_class) + "' d='" + d +
+                        "Z' fill='" + series_[k].color +
+                        "' fill-opacity='0.85' stroke='none'><title>" + series_[k].label +
                         "</title></path>\n";
             }
             below.swap(above);
@@ -604,7 +618,7 @@ private:
     // the load, below them when a breaker keeps it away.
     void dependency_lines() {
         const std::size_t n = t_.buckets.size();
-        out_ += "<g class=\"dependency-load\">\n";
+        out_ += "<g class='dependency-load'>\n";
         for (std::size_t d = 0; d < t_.dependencies.size() && n > 0; ++d) {
             std::vector<double> v(n, 0.0);
             for (std::size_t i = 0; i < n; ++i) {
@@ -613,10 +627,10 @@ private:
             }
             std::string path;
             edge(path, v, false, true);
-            out_ += "<path class=\"line dependency\" d=\"" + path +
-                    "\" fill=\"none\" stroke=\"#212529\" stroke-width=\"1.5\" "
-                    "stroke-dasharray=\"" +
-                    dash_[d % 4] + "\"><title>calls reaching ";
+            out_ += "<path class='line dependency' d='" + path +
+                    "' fill='none' stroke='#212529' stroke-width='1.5' "
+                    "stroke-dasharray='" +
+                    dash_[d % 4] + "'><title>calls reaching ";
             xml_text(out_, t_.dependencies[d]);
             out_ += " per second</title></path>\n";
         }
@@ -642,35 +656,37 @@ private:
         if (d.empty()) {
             return;
         }
-        out_ += "<path class=\"line p99\" d=\"" + d + "\" fill=\"none\" stroke=\"" + p99_color_ +
-                "\" stroke-width=\"2\" stroke-linejoin=\"round\"><title>caller p99 "
+        out_ += "<path class='line p99' d='" + d + "' fill='none' stroke='" + p99_color_ +
+                "' stroke-width='2' stroke-linejoin='round'><title>caller p99 "
                 "latency</title></path>\n";
     }
 
     void axes() {
-        out_ += "<g class=\"axes\" fill=\"#495057\" font-size=\"11\">\n";
+        out_ += "<g class='axes' fill='#495057' font-size='11'>\n";
         const double bottom = plot_top_ + plot_h_;
-        out_ += "<line x1=\"" + num(left_) + "\" x2=\"" + num(left_ + plot_w_) + "\" y1=\"" +
-                num(bottom) + "\" y2=\"" + num(bottom) + "\" stroke=\"#495057\"/>\n";
-        out_ += "<line x1=\"" + num(left_) + "\" x2=\"" + num(left_) + "\" y1=\"" + num(plot_top_) +
-                "\" y2=\"" + num(bottom) + "\" stroke=\"#495057\"/>\n";
-        out_ += "<line x1=\"" + num(left_ + plot_w_) + "\" x2=\"" + num(left_ + plot_w_) +
-                "\" y1=\"" + num(plot_top_) + "\" y2=\"" + num(bottom) + "\" stroke=\"" +
-                p99_color_ + "\"/>\n";
-        for (double v = 0.0; v <= y_max_ + y_step_ / 2; v += y_step_) {
+        out_ += "<line x1='" + num(left_) + "' x2='" + num(left_ + plot_w_) + "' y1='" +
+                num(bottom) + "' y2='" + num(bottom) + "' stroke='#495057'/>\n";
+        out_ += "<line x1='" + num(left_) + "' x2='" + num(left_) + "' y1='" + num(plot_top_) +
+                "' y2='" + num(bottom) + "' stroke='#495057'/>\n";
+        out_ += "<line x1='" + num(left_ + plot_w_) + "' x2='" + num(left_ + plot_w_) + "' y1='" +
+                num(plot_top_) + "' y2='" + num(bottom) + "' stroke='" + p99_color_ + "'/>\n";
+        for (int tick = 0; tick <= ticks(y_max_, y_step_); ++tick) {
+            const double v = y_step_ * tick;
             const std::string y = num(y_of(v));
-            out_ += "<line x1=\"" + num(left_ - 4) + "\" x2=\"" + num(left_) + "\" y1=\"" + y +
-                    "\" y2=\"" + y + "\" stroke=\"#495057\"/>\n";
-            out_ += "<text class=\"tick y\" x=\"" + num(left_ - 7) + "\" y=\"" + y +
-                    "\" dy=\"4\" text-anchor=\"end\">" + tick_text(v, y_step_) + "</text>\n";
+            put({"<line x1='", num(left_ - 4), "' x2='", num(left_), "' y1='", y, "' y2='", y,
+                 "' stroke='#495057'/>\n"});
+            out_ += "<text class='tick y' x='" + num(left_ - 7) + "' y='" + y +
+                    "' dy='4' text-anchor='end'>";
+            out_ += tick_text(v, y_step_) + "</text>\n";
         }
-        for (double v = 0.0; v <= y2_max_ + y2_step_ / 2; v += y2_step_) {
+        for (int tick = 0; tick <= ticks(y2_max_, y2_step_); ++tick) {
+            const double v = y2_step_ * tick;
             const std::string y = num(y2_of(v * y2_unit_ms_));
-            out_ += "<line x1=\"" + num(left_ + plot_w_) + "\" x2=\"" + num(left_ + plot_w_ + 4) +
-                    "\" y1=\"" + y + "\" y2=\"" + y + "\" stroke=\"" + p99_color_ + "\"/>\n";
-            out_ += "<text class=\"tick y2\" x=\"" + num(left_ + plot_w_ + 7) + "\" y=\"" + y +
-                    "\" dy=\"4\" fill=\"" + p99_color_ + "\">" + tick_text(v, y2_step_) +
-                    "</text>\n";
+            put({"<line x1='", num(left_ + plot_w_), "' x2='", num(left_ + plot_w_ + 4), "' y1='",
+                 y, "' y2='", y, "' stroke='", p99_color_, "'/>\n"});
+            out_ += "<text class='tick y2' x='" + num(left_ + plot_w_ + 7) + "' y='" + y +
+                    "' dy='4' fill='" + p99_color_ + "'>";
+            out_ += tick_text(v, y2_step_) + "</text>\n";
         }
         // Time ticks: a step from 1-2-5 seconds, or whole minutes for longer runs.
         double step = nice_step(span_s_, 10);
@@ -684,28 +700,29 @@ private:
                 }
             }
         }
-        for (double s = 0.0; s <= span_s_ + step / 1000; s += step) {
+        for (int tick = 0; tick <= ticks(span_s_ + step / 1000, step); ++tick) {
+            const double s = step * tick;
             const std::string x = num(x_of(s));
-            out_ += "<line x1=\"" + x + "\" x2=\"" + x + "\" y1=\"" + num(bottom) + "\" y2=\"" +
-                    num(bottom + 4) + "\" stroke=\"#495057\"/>\n";
-            out_ += "<text class=\"tick x\" x=\"" + x + "\" y=\"" + num(bottom + 16) +
-                    "\" text-anchor=\"middle\">" + clock_label(s, minutes, step) + "</text>\n";
+            put({"<line x1='", x, "' x2='", x, "' y1='", num(bottom), "' y2='", num(bottom + 4),
+                 "' stroke='#495057'/>\n"});
+            out_ += "<text class='tick x' x='" + x + "' y='" + num(bottom + 16) +
+                    "' text-anchor='middle'>";
+            out_ += clock_label(s, minutes, step) + "</text>\n";
         }
-        out_ += "<text class=\"axis-label x\" x=\"" + num(left_ + plot_w_ / 2) + "\" y=\"" +
-                num(bottom + 34) + "\" text-anchor=\"middle\" font-size=\"12\">" +
+        out_ += "<text class='axis-label x' x='" + num(left_ + plot_w_ / 2) + "' y='" +
+                num(bottom + 34) + "' text-anchor='middle' font-size='12'>" +
                 (!minutes            ? "time since the scenario began"
                  : span_s_ >= 3600.0 ? "time since the scenario began (h:mm:ss)"
                                      : "time since the scenario began (m:ss)") +
                 "</text>\n";
         const std::string mid = num(plot_top_ + plot_h_ / 2);
-        out_ += "<text class=\"axis-label y\" transform=\"translate(16," + mid +
-                ") rotate(-90)\" text-anchor=\"middle\" font-size=\"12\">calls per second "
+        out_ += "<text class='axis-label y' transform='translate(16," + mid +
+                ") rotate(-90)' text-anchor='middle' font-size='12'>calls per second "
                 "(" +
                 bucket_label() + " buckets)</text>\n";
-        out_ += "<text class=\"axis-label y2\" transform=\"translate(" + num(width_ - 12) + "," +
-                mid + ") rotate(90)\" text-anchor=\"middle\" font-size=\"12\" fill=\"" +
-                p99_color_ + "\">caller p99 latency (" + (y2_unit_ms_ > 1.0 ? "s" : "ms") +
-                ")</text>\n";
+        out_ += "<text class='axis-label y2' transform='translate(" + num(width_ - 12) + "," + mid +
+                ") rotate(90)' text-anchor='middle' font-size='12' fill='" + p99_color_ +
+                "'>caller p99 latency (" + (y2_unit_ms_ > 1.0 ? "s" : "ms") + ")</text>\n";
         out_ += "</g>\n";
     }
 
@@ -716,20 +733,20 @@ private:
         if (t_.breakers.empty()) {
             return;
         }
-        out_ += "<g class=\"breakers\" font-size=\"11\">\n";
-        out_ += "<text class=\"lanes-caption\" x=\"" + num(left_) + "\" y=\"" +
-                num(lanes_top_ - 5) + "\" fill=\"#495057\">circuit breaker state</text>\n";
+        out_ += "<g class='breakers' font-size='11'>\n";
+        out_ += "<text class='lanes-caption' x='" + num(left_) + "' y='" + num(lanes_top_ - 5) +
+                "' fill='#495057'>circuit breaker state</text>\n";
         const std::size_t n = t_.buckets.size();
         for (std::size_t k = 0; k < t_.breakers.size(); ++k) {
             const double y = lanes_top_ + static_cast<double>(k) * lane_step_;
-            out_ += "<text class=\"breaker-label\" x=\"" + num(left_ - 7) + "\" y=\"" +
-                    num(y + lane_h_ / 2) + "\" dy=\"4\" text-anchor=\"end\" fill=\"#212529\">";
+            out_ += "<text class='breaker-label' x='" + num(left_ - 7) + "' y='" +
+                    num(y + lane_h_ / 2) + "' dy='4' text-anchor='end' fill='#212529'>";
             xml_text(out_, shortened(t_.breakers[k], 10));
             out_ += "<title>breaker ";
             xml_text(out_, t_.breakers[k]);
             out_ += "</title></text>\n";
-            out_ += "<rect x=\"" + num(left_) + "\" y=\"" + num(y) + "\" width=\"" + num(plot_w_) +
-                    "\" height=\"" + num(lane_h_) + "\" fill=\"#f1f3f5\"/>\n";
+            out_ += "<rect x='" + num(left_) + "' y='" + num(y) + "' width='" + num(plot_w_) +
+                    "' height='" + num(lane_h_) + "' fill='#f1f3f5'/>\n";
             std::size_t i = 0;
             while (i < n) {
                 const std::uint8_t s = state_at(i, k);
@@ -739,10 +756,9 @@ private:
                 }
                 const double x0 = x_of(bucket_s_ * static_cast<double>(i));
                 const double x1 = x_of(bucket_s_ * static_cast<double>(j));
-                out_ += "<rect class=\"state " + std::string(circuit_state_name(s)) + "\" x=\"" +
-                        num(x0) + "\" y=\"" + num(y) + "\" width=\"" + num(x1 - x0) +
-                        "\" height=\"" + num(lane_h_) + "\" fill=\"" + state_color(s) +
-                        "\"><title>";
+                out_ += "<rect class='state " + std::string(circuit_state_name(s)) + "' x='" +
+                        num(x0) + "' y='" + num(y) + "' width='" + num(x1 - x0) + "' height='" +
+                        num(lane_h_) + "' fill='" + state_color(s) + "'><title>";
                 xml_text(out_, t_.breakers[k]);
                 out_ += std::string(": ") + circuit_state_name(s) + " from " +
                         clock_label(bucket_s_ * static_cast<double>(i), true, 1.0) + " to " +
@@ -811,24 +827,22 @@ private:
     void legend() {
         const std::vector<LegendItem> items = legend_items();
         const std::vector<Placed> placed = legend_layout();
-        out_ += "<g class=\"legend\" font-size=\"12\" fill=\"#212529\">\n";
+        out_ += "<g class='legend' font-size='12' fill='#212529'>\n";
         for (std::size_t i = 0; i < items.size(); ++i) {
             const LegendItem& item = items[i];
             const double y = legend_top_ + static_cast<double>(placed[i].row) * 22.0 + 8.0;
             const double x = placed[i].x;
             if (item.kind == 0) {
-                out_ += "<rect x=\"" + num(x) + "\" y=\"" + num(y - 6) +
-                        "\" width=\"20\" height=\"12\" fill=\"" + item.color + "\"/>\n";
+                out_ += "<rect x='" + num(x) + "' y='" + num(y - 6) +
+                        "' width='20' height='12' fill='" + item.color + "'/>\n";
             } else {
-                out_ += "<line x1=\"" + num(x) + "\" x2=\"" + num(x + 20) + "\" y1=\"" + num(y) +
-                        "\" y2=\"" + num(y) + "\" stroke=\"" + item.color +
-                        "\" stroke-width=\"2\"" +
-                        (item.kind == 2 ? std::string(" stroke-dasharray=\"") + item.dash + "\""
+                out_ += "<line x1='" + num(x) + "' x2='" + num(x + 20) + "' y1='" + num(y) +
+                        "' y2='" + num(y) + "' stroke='" + item.color + "' stroke-width='2'" +
+                        (item.kind == 2 ? std::string(" stroke-dasharray='") + item.dash + "'"
                                         : std::string()) +
                         "/>\n";
             }
-            out_ += "<text class=\"legend-item\" x=\"" + num(x + 26) + "\" y=\"" + num(y) +
-                    "\" dy=\"4\">";
+            out_ += "<text class='legend-item' x='" + num(x + 26) + "' y='" + num(y) + "' dy='4'>";
             xml_text(out_, item.label);
             out_ += "</text>\n";
         }

@@ -110,7 +110,7 @@ inline bool outcome_from_text(std::string_view text, SimTraceSample& s) {
 // Reads one OutageScenario document; every error names the member's JSON path and its value.
 class OutageScenarioJsonReader {
 public:
-    OutageScenario read(std::string_view text) const {
+    static OutageScenario read(std::string_view text) {
         JsonValue root;
         std::string error;
         if (!read_json(text, root, error, 16)) {
@@ -284,7 +284,7 @@ private:
                 }
             }
         }
-        fail(path, "must be one of \"transient\", \"permanent\", \"rate_limited\", \"timeout\"", v);
+        fail(path, R"(must be one of "transient", "permanent", "rate_limited", "timeout")", v);
     }
 
     static SimLatency latency(const JsonValue& v, const std::string& path) {
@@ -323,8 +323,7 @@ private:
             }
             return SimLatency::empirical(std::move(out));
         }
-        fail(kind_path, "must be one of \"fixed\", \"uniform\", \"log_normal\", \"empirical\"",
-             kind);
+        fail(kind_path, R"(must be one of "fixed", "uniform", "log_normal", "empirical")", kind);
     }
 
     static SimPhase phase(const JsonValue& v, const std::string& path) {
@@ -404,7 +403,7 @@ private:
                 }
             }
         }
-        fail(path, "must be one of \"constant\", \"poisson\", \"bursts\"", v);
+        fail(path, R"(must be one of "constant", "poisson", "bursts")", v);
     }
 
     static SimLoad load(const JsonValue& v, const std::string& path) {
@@ -482,7 +481,7 @@ inline void json_exact_number(JsonWriter& w, double v) {
 // Throws std::invalid_argument naming the JSON path and the value:
 //   outage scenario JSON: dependencies[0].phases[1].error_rate must be a number, got "high"
 inline OutageScenario outage_scenario_from_json(std::string_view json) {
-    return detail::OutageScenarioJsonReader{}.read(json);
+    return detail::OutageScenarioJsonReader::read(json);
 }
 
 // Writes `scenario` as the JSON outage_scenario_from_json reads back to an equal scenario
