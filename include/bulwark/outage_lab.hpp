@@ -1,5 +1,5 @@
-// The outage lab: the runner, a canonical serialisation of timelines, and assertions for tests.
-// SPDX-License-Identifier: MIT
+// The outage lab: the runner, its reports and input formats, a canonical serialisation of
+// timelines, and assertions. SPDX-License-Identifier: MIT
 #ifndef BULWARK_OUTAGE_LAB_HPP
 #define BULWARK_OUTAGE_LAB_HPP
 
@@ -14,8 +14,10 @@
 
 #include <bulwark/circuit_breaker_options.hpp>
 #include <bulwark/detail/throw.hpp>
+#include <bulwark/outage_report.hpp>
 #include <bulwark/outage_runner.hpp>
 #include <bulwark/outage_scenario.hpp>
+#include <bulwark/outage_scenario_json.hpp>
 #include <bulwark/outage_timeline.hpp>
 
 namespace bulwark {
