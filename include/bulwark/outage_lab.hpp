@@ -1,5 +1,5 @@
-// The outage lab: the runner, its reports and input formats, a canonical serialisation of
-// timelines, and assertions. SPDX-License-Identifier: MIT
+// The outage lab in one include: runner, reports, input formats, assertions for tests.
+// SPDX-License-Identifier: MIT
 #ifndef BULWARK_OUTAGE_LAB_HPP
 #define BULWARK_OUTAGE_LAB_HPP
 
