@@ -94,7 +94,8 @@ struct AdaptiveLimiterOptions {
     Duration queue_timeout = std::chrono::seconds(1);
     // Shadow mode: decide as usual, count and report rejections (with shadow = true), but let
     // the calls through. A let-through call holds no slot and its outcome teaches the limit
-    // nothing. Switch at run time with set_shadow().
+    // nothing. A queued call whose context is cancelled is still refused (its caller gave it
+    // up). Switch at run time with set_shadow().
     bool shadow = false;
     VegasOptions vegas{};
     Gradient2Options gradient2{};
@@ -786,11 +787,14 @@ private:
         return reject(reason);
     }
 
-    // The reject branch: counts, reports, and lets the call through in shadow mode.
+    // The reject branch: counts, reports, and lets the call through in shadow mode. A call
+    // cancelled while queued is refused in shadow mode too: its caller gave it up, not the
+    // limiter (as in Bulkhead).
     BULWARK_NOINLINE Permit reject(AdaptiveLimitRejection reason) noexcept {
         // relaxed: statistics, and a mode switch that need not order anything else.
         rejected_.fetch_add(1, std::memory_order_relaxed);
-        const bool shadow = shadow_.load(std::memory_order_relaxed);
+        const bool shadow =
+            reason != AdaptiveLimitRejection::cancelled && shadow_.load(std::memory_order_relaxed);
         if (shadow) {
             shadow_rejections_.fetch_add(1, std::memory_order_relaxed);
         }
