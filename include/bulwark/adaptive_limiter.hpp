@@ -451,10 +451,15 @@ private:
         // relaxed: the limit is a hint that moves once per window; admission is decided by the
         // CAS on in_flight_, which alone keeps in_flight <= the limit read here.
         const auto limit = static_cast<std::int64_t>(limit_.load(std::memory_order_relaxed));
-        std::int64_t current = in_flight_.load(std::memory_order_relaxed);
+        // seq_cst, the load and the failed CAS too: a waiter's read of in_flight_ is its side of
+        // the Dekker pair (see try_take_fast). A relaxed read after its seq_cst increment of
+        // waiting_ may see a slot taken that a releaser has freed while that releaser sees no
+        // waiter: the slot is left unclaimed and the waiter times out. (Free on x86; an LDAR
+        // instead of an LDR on ARM.)
+        std::int64_t current = in_flight_.load(std::memory_order_seq_cst);
         while (current < limit) {
             if (in_flight_.compare_exchange_weak(current, current + 1, std::memory_order_seq_cst,
-                                                 std::memory_order_relaxed)) {
+                                                 std::memory_order_seq_cst)) {
                 in_flight = static_cast<std::uint32_t>(current + 1);
                 return true;
             }
