@@ -448,9 +448,11 @@ private:
     }
 
     bool take_slot(std::uint32_t& in_flight) noexcept {
-        // relaxed: the limit is a hint that moves once per window; admission is decided by the
-        // CAS on in_flight_, which alone keeps in_flight <= the limit read here.
-        const auto limit = static_cast<std::int64_t>(limit_.load(std::memory_order_relaxed));
+        // seq_cst: a raised limit and a new waiter form a Dekker pair too (the closer stores
+        // limit_ then reads waiting_, see close_window_locked; a waiter increments waiting_ then
+        // reads limit_ here). Admission itself is decided by the CAS on in_flight_, which alone
+        // keeps in_flight <= the limit read here.
+        const auto limit = static_cast<std::int64_t>(limit_.load(std::memory_order_seq_cst));
         // seq_cst, the load and the failed CAS too: a waiter's read of in_flight_ is its side of
         // the Dekker pair (see try_take_fast). A relaxed read after its seq_cst increment of
         // waiting_ may see a slot taken that a releaser has freed while that releaser sees no
@@ -718,8 +720,11 @@ private:
         if (probing_.load(std::memory_order_relaxed)) {
             whole = std::min(whole, probe_limit_.load(std::memory_order_relaxed));
         }
-        // relaxed: see take_slot.
-        limit_.store(whole, std::memory_order_relaxed);
+        // seq_cst: see take_slot. A relaxed store may still sit in this CPU's store buffer (x86
+        // too) when close_window_locked reads waiting_ as 0, while a waiter that has just
+        // counted itself reads the old limit: it then waits for the next release although the
+        // raised limit has room. Once per window.
+        limit_.store(whole, std::memory_order_seq_cst);
     }
 
     void dispatch_locked() noexcept BULWARK_REQUIRES(mutex_) {
