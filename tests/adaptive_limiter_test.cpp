@@ -377,6 +377,39 @@ TEST_CASE("a cancelled queued call leaves an adaptive limiter's queue", "[adapti
     CHECK(s.rejected == 1);
 }
 
+TEST_CASE("a shadow adaptive limiter still refuses a queued call whose caller cancelled it",
+          "[adaptive_limiter][shadow]") {
+    bulwark::ManualClock clock;
+    auto o = with(bulwark::AdaptiveAlgorithm::gradient2);
+    o.initial_limit = 1;
+    o.max_queue = 1;
+    o.queue_timeout = 1h;
+    o.shadow = true;
+    Limiter limiter(o, clock);
+    std::vector<bool> flags;
+    limiter.on_rejected(
+        [&](const bulwark::AdaptiveLimitRejectedEvent& e) { flags.push_back(e.shadow); });
+    auto held = limiter.try_acquire();
+    bulwark::Context ctx;
+    bool let_through = true;
+    auto reason = bulwark::AdaptiveLimitRejection::limit_reached;
+    std::thread waiter([&] {
+        auto p = limiter.acquire(&ctx);
+        let_through = static_cast<bool>(p);
+        reason = p.rejection();
+    });
+    spin_until([&] { return limiter.stats().queued == 1; });
+    ctx.cancel();
+    waiter.join();
+    // Its caller gave it up, not the limiter: shadow mode must not run it (as Bulkhead).
+    CHECK_FALSE(let_through);
+    CHECK(reason == bulwark::AdaptiveLimitRejection::cancelled);
+    CHECK(flags == std::vector<bool>{false});
+    const auto s = limiter.stats();
+    CHECK(s.rejected == 1);
+    CHECK(s.shadow_rejections == 0);
+}
+
 TEST_CASE("in a pipeline a timeout from inside is a drop and another rejection is ignored",
           "[adaptive_limiter]") {
     bulwark::ManualClock clock;

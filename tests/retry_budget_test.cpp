@@ -510,6 +510,62 @@ TEST_CASE("quota at low rates: a full quota allows retries however rare the call
     CHECK_FALSE(budget.acquire(RetryCause::failure));
 }
 
+namespace {
+// A clock whose next reading, once armed, returns the time it read and then holds the reading
+// thread until released: a thread preempted between reading the clock and taking a lock.
+class PausingClock final : public bulwark::Clock {
+public:
+    bulwark::TimePoint now() const noexcept override {
+        const bulwark::TimePoint t{bulwark::Duration{ns_.load()}};
+        if (armed_.exchange(false)) {
+            paused_.store(true);
+            while (!go_.load()) {
+                std::this_thread::yield();
+            }
+        }
+        return t;
+    }
+    void sleep_for(bulwark::Duration d) override { ns_.fetch_add(d.count()); }
+    void set(bulwark::Duration since_zero) { ns_.store(since_zero.count()); }
+    void arm() { armed_.store(true); }
+    bool paused() const { return paused_.load(); }
+    void release() { go_.store(true); }
+
+private:
+    std::atomic<std::int64_t> ns_{0};
+    mutable std::atomic<bool> armed_{false};
+    mutable std::atomic<bool> paused_{false};
+    std::atomic<bool> go_{false};
+};
+}  // namespace
+
+TEST_CASE("TPS: a retry whose clock reading went stale before the lock cannot reopen a second",
+          "[retry_budget][tps]") {
+    // window 1 s: one bucket. Thread A reads 9.9 s and is preempted; meanwhile second 10 spends
+    // its min_per_second. A's late request must not reset the bucket back to second 9 (which
+    // would hand second 10 a fresh min_per_second once its own requests come back).
+    PausingClock clock;
+    TpsRetryBudget budget(bulwark::RetryBudgetOptions{0.0, 2, 1s}, clock);
+    clock.set(9900ms);
+    clock.arm();
+    bool late_granted = true;
+    std::thread late([&] { late_granted = budget.try_withdraw(); });
+    while (!clock.paused()) {
+        std::this_thread::yield();
+    }
+    clock.set(10200ms);
+    int granted_in_10 = 0;
+    granted_in_10 += budget.try_withdraw() ? 1 : 0;
+    granted_in_10 += budget.try_withdraw() ? 1 : 0;
+    clock.release();
+    late.join();
+    granted_in_10 += late_granted ? 1 : 0;  // it asked during second 10
+    granted_in_10 += budget.try_withdraw() ? 1 : 0;
+    granted_in_10 += budget.try_withdraw() ? 1 : 0;
+    CHECK(granted_in_10 == 2);  // min_per_second, whatever the interleaving
+    CHECK(budget.stats().granted == 2);
+}
+
 TEST_CASE("TPS at low rates: min_per_second keeps retries possible, and without it none are",
           "[retry_budget][tps][low_rate]") {
     ManualClock clock;

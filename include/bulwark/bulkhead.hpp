@@ -268,11 +268,14 @@ private:
         return take_slot();
     }
 
+    // seq_cst, the load and the failed CAS too: this read is the waiter's side of the Dekker
+    // pair; a relaxed one after the seq_cst increment of waiting_ may see a slot taken that a
+    // releaser has freed while the releaser sees no waiter (free on x86, LDAR on ARM).
     bool take_slot() noexcept {
-        std::int64_t current = in_flight_.load(std::memory_order_relaxed);
+        std::int64_t current = in_flight_.load(std::memory_order_seq_cst);
         while (current < static_cast<std::int64_t>(options_.max_concurrent)) {
             if (in_flight_.compare_exchange_weak(current, current + 1, std::memory_order_seq_cst,
-                                                 std::memory_order_relaxed)) {
+                                                 std::memory_order_seq_cst)) {
                 return true;
             }
         }

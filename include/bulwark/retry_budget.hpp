@@ -465,8 +465,14 @@ public:
     RetryGrant acquire(RetryCause /*cause*/) override {
         const TimePoint now = clock_->coarse_now_fast();
         detail::LockGuard lock(mutex_);
-        const std::int64_t second =
-            std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
+        // The clock was read before the lock: a thread preempted in between holds a reading
+        // older than one already counted. It asks now, so it counts in the newest second seen;
+        // moving a bucket back to an older second would reset the newer second's count (with a
+        // 1 s window, its only bucket) and grant that second min_per_second again.
+        const std::int64_t second = std::max(
+            newest_second_,
+            std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count());
+        newest_second_ = second;
         const std::uint64_t calls_now = counters_.calls.sum();
         Bucket& current = bucket(second, calls_now);
         // Calls since the oldest bucket of the window started.
@@ -536,6 +542,7 @@ private:
     mutable detail::Mutex mutex_;
     std::vector<Bucket> buckets_ BULWARK_GUARDED_BY(mutex_);
     double last_available_ BULWARK_GUARDED_BY(mutex_) = 0.0;
+    std::int64_t newest_second_ BULWARK_GUARDED_BY(mutex_) = no_second;  // of any acquire()
 };
 
 inline std::shared_ptr<TpsRetryBudget> RetryBudget::shared(const RetryBudgetOptions& options,
