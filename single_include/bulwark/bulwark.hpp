@@ -1898,7 +1898,8 @@ struct AdaptiveLimiterOptions {
     Duration queue_timeout = std::chrono::seconds(1);
     // Shadow mode: decide as usual, count and report rejections (with shadow = true), but let
     // the calls through. A let-through call holds no slot and its outcome teaches the limit
-    // nothing. Switch at run time with set_shadow().
+    // nothing. A queued call whose context is cancelled is still refused (its caller gave it
+    // up). Switch at run time with set_shadow().
     bool shadow = false;
     VegasOptions vegas{};
     Gradient2Options gradient2{};
@@ -2251,13 +2252,20 @@ private:
     }
 
     bool take_slot(std::uint32_t& in_flight) noexcept {
-        // relaxed: the limit is a hint that moves once per window; admission is decided by the
-        // CAS on in_flight_, which alone keeps in_flight <= the limit read here.
-        const auto limit = static_cast<std::int64_t>(limit_.load(std::memory_order_relaxed));
-        std::int64_t current = in_flight_.load(std::memory_order_relaxed);
+        // seq_cst: a raised limit and a new waiter form a Dekker pair too (the closer stores
+        // limit_ then reads waiting_, see close_window_locked; a waiter increments waiting_ then
+        // reads limit_ here). Admission itself is decided by the CAS on in_flight_, which alone
+        // keeps in_flight <= the limit read here.
+        const auto limit = static_cast<std::int64_t>(limit_.load(std::memory_order_seq_cst));
+        // seq_cst, the load and the failed CAS too: a waiter's read of in_flight_ is its side of
+        // the Dekker pair (see try_take_fast). A relaxed read after its seq_cst increment of
+        // waiting_ may see a slot taken that a releaser has freed while that releaser sees no
+        // waiter: the slot is left unclaimed and the waiter times out. (Free on x86; an LDAR
+        // instead of an LDR on ARM.)
+        std::int64_t current = in_flight_.load(std::memory_order_seq_cst);
         while (current < limit) {
             if (in_flight_.compare_exchange_weak(current, current + 1, std::memory_order_seq_cst,
-                                                 std::memory_order_relaxed)) {
+                                                 std::memory_order_seq_cst)) {
                 in_flight = static_cast<std::uint32_t>(current + 1);
                 return true;
             }
@@ -2516,8 +2524,11 @@ private:
         if (probing_.load(std::memory_order_relaxed)) {
             whole = std::min(whole, probe_limit_.load(std::memory_order_relaxed));
         }
-        // relaxed: see take_slot.
-        limit_.store(whole, std::memory_order_relaxed);
+        // seq_cst: see take_slot. A relaxed store may still sit in this CPU's store buffer (x86
+        // too) when close_window_locked reads waiting_ as 0, while a waiter that has just
+        // counted itself reads the old limit: it then waits for the next release although the
+        // raised limit has room. Once per window.
+        limit_.store(whole, std::memory_order_seq_cst);
     }
 
     void dispatch_locked() noexcept BULWARK_REQUIRES(mutex_) {
@@ -2590,11 +2601,14 @@ private:
         return reject(reason);
     }
 
-    // The reject branch: counts, reports, and lets the call through in shadow mode.
+    // The reject branch: counts, reports, and lets the call through in shadow mode. A call
+    // cancelled while queued is refused in shadow mode too: its caller gave it up, not the
+    // limiter (as in Bulkhead).
     BULWARK_NOINLINE Permit reject(AdaptiveLimitRejection reason) noexcept {
         // relaxed: statistics, and a mode switch that need not order anything else.
         rejected_.fetch_add(1, std::memory_order_relaxed);
-        const bool shadow = shadow_.load(std::memory_order_relaxed);
+        const bool shadow =
+            reason != AdaptiveLimitRejection::cancelled && shadow_.load(std::memory_order_relaxed);
         if (shadow) {
             shadow_rejections_.fetch_add(1, std::memory_order_relaxed);
         }
@@ -11589,8 +11603,14 @@ public:
     RetryGrant acquire(RetryCause /*cause*/) override {
         const TimePoint now = clock_->coarse_now_fast();
         detail::LockGuard lock(mutex_);
-        const std::int64_t second =
-            std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
+        // The clock was read before the lock: a thread preempted in between holds a reading
+        // older than one already counted. It asks now, so it counts in the newest second seen;
+        // moving a bucket back to an older second would reset the newer second's count (with a
+        // 1 s window, its only bucket) and grant that second min_per_second again.
+        const std::int64_t second = std::max(
+            newest_second_,
+            std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count());
+        newest_second_ = second;
         const std::uint64_t calls_now = counters_.calls.sum();
         Bucket& current = bucket(second, calls_now);
         // Calls since the oldest bucket of the window started.
@@ -11660,6 +11680,7 @@ private:
     mutable detail::Mutex mutex_;
     std::vector<Bucket> buckets_ BULWARK_GUARDED_BY(mutex_);
     double last_available_ BULWARK_GUARDED_BY(mutex_) = 0.0;
+    std::int64_t newest_second_ BULWARK_GUARDED_BY(mutex_) = no_second;  // of any acquire()
 };
 
 inline std::shared_ptr<TpsRetryBudget> RetryBudget::shared(const RetryBudgetOptions& options,
@@ -24927,11 +24948,14 @@ private:
         return take_slot();
     }
 
+    // seq_cst, the load and the failed CAS too: this read is the waiter's side of the Dekker
+    // pair; a relaxed one after the seq_cst increment of waiting_ may see a slot taken that a
+    // releaser has freed while the releaser sees no waiter (free on x86, LDAR on ARM).
     bool take_slot() noexcept {
-        std::int64_t current = in_flight_.load(std::memory_order_relaxed);
+        std::int64_t current = in_flight_.load(std::memory_order_seq_cst);
         while (current < static_cast<std::int64_t>(options_.max_concurrent)) {
             if (in_flight_.compare_exchange_weak(current, current + 1, std::memory_order_seq_cst,
-                                                 std::memory_order_relaxed)) {
+                                                 std::memory_order_seq_cst)) {
                 return true;
             }
         }
