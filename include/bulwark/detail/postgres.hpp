@@ -224,6 +224,35 @@ inline Result exec(PGconn* conn, const std::string& sql) {
     return exec(conn, sql, none);
 }
 
+// Runs the statement prepared on this connection as `name`, preparing it from `sql` first when
+// the connection has not got it (a new connection, or one a pooler switched): the server parses
+// and plans it once per connection instead of once per call. `name` must stand for the same
+// `sql` on every connection of the pool. Only outside a transaction block: the first try on a
+// connection fails (SQLSTATE 26000), which would abort the transaction.
+inline Result exec_prepared(PGconn* conn, const char* name, const std::string& sql,
+                            Params& params) {
+    for (bool prepared = false;; prepared = true) {
+        Result res(PQexecPrepared(conn, name, params.count(), params.values(), params.lengths(),
+                                  params.formats(), 1));
+        const ExecStatusType st = res ? PQresultStatus(res.get()) : PGRES_FATAL_ERROR;
+        if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+            return res;
+        }
+        const char* state = res ? PQresultErrorField(res.get(), PG_DIAG_SQLSTATE) : nullptr;
+        if (prepared || state == nullptr || std::string_view(state) != "26000") {
+            throw_error(conn, res.get(), "statement failed");
+        }
+        Result prep(PQprepare(conn, name, sql.c_str(), params.count(), nullptr));
+        if (!prep || PQresultStatus(prep.get()) != PGRES_COMMAND_OK) {
+            const char* pstate = prep ? PQresultErrorField(prep.get(), PG_DIAG_SQLSTATE) : nullptr;
+            // 42P05: prepared meanwhile under this name (the same statement): run it.
+            if (pstate == nullptr || std::string_view(pstate) != "42P05") {
+                throw_error(conn, prep.get(), "prepare failed");
+            }
+        }
+    }
+}
+
 inline std::size_t rows(const PGresult* r) noexcept {
     return static_cast<std::size_t>(PQntuples(r));
 }
