@@ -157,8 +157,7 @@ public:
             detail::pg::Params p;
             p.i64(detail::pg::ticks(now)).i64(clamp(max)).i64(detail::pg::ticks(until));
             // A lost reply leaves these leased to no one until `until`: they come back then.
-            detail::pg::Result r =
-                detail::pg::exec_prepared(c, "bulwark_queue_claim", claim_sql_, p);
+            detail::pg::Result r = hot(c, "bulwark_queue_claim", claim_sql_, p);
             const std::size_t n = detail::pg::rows(r.get());
             std::vector<std::tuple<std::int64_t, std::int64_t, std::size_t>> order;
             order.reserve(n);
@@ -183,8 +182,7 @@ public:
         return db_.run([&](PGconn* c, bool retried) {
             detail::pg::Params p;
             p.bytes(id).i64(static_cast<std::int64_t>(lease));
-            detail::pg::Result r =
-                detail::pg::exec_prepared(c, "bulwark_queue_complete", complete_sql_, p);
+            detail::pg::Result r = hot(c, "bulwark_queue_complete", complete_sql_, p);
             // Retried after an ambiguous failure: the earlier try may have deleted it.
             return detail::pg::affected(r.get()) == 1 || retried;
         });
@@ -205,8 +203,7 @@ public:
                 .bytes(message.payload)
                 .i64(detail::pg::ticks(message.due))
                 .i64(static_cast<std::int64_t>(message.attempts));
-            detail::pg::Result r =
-                detail::pg::exec_prepared(c, "bulwark_queue_release", release_sql_, p);
+            detail::pg::Result r = hot(c, "bulwark_queue_release", release_sql_, p);
             if (detail::pg::affected(r.get()) == 1) {
                 return true;
             }
@@ -226,8 +223,7 @@ public:
         return db_.run([&](PGconn* c, bool /*retried*/) {
             detail::pg::Params p;
             p.bytes(id).i64(static_cast<std::int64_t>(lease)).i64(detail::pg::ticks(until));
-            detail::pg::Result r =
-                detail::pg::exec_prepared(c, "bulwark_queue_extend", extend_sql_, p);
+            detail::pg::Result r = hot(c, "bulwark_queue_extend", extend_sql_, p);
             return detail::pg::affected(r.get()) == 1;
         });
     }
@@ -423,6 +419,13 @@ private:
                 detail::throw_already_queued(call, m.id);
             }
         }
+    }
+
+    // One of the hot statements: prepared once per connection unless the options say not.
+    detail::pg::Result hot(PGconn* c, const char* name, const std::string& sql,
+                           detail::pg::Params& p) const {
+        return options_.database.prepare_statements ? detail::pg::exec_prepared(c, name, sql, p)
+                                                    : detail::pg::exec(c, sql, p);
     }
 
     std::optional<QueuedMessage> get_on(PGconn* c, std::string_view id) const {

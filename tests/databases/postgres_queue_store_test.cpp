@@ -29,9 +29,19 @@ bulwark::QueuedMessage msg(std::string id, std::int64_t s, std::string payload =
     return m;
 }
 
+// Every statement sent with its text (prepare_statements = false), as behind a pooler that
+// keeps no prepared statements.
+std::unique_ptr<bulwark::QueueStore> make_unprepared_pg_queue() {
+    bulwark::PostgresQueueStoreOptions o;
+    o.database = bulwark_test::pg::options(bulwark_test::pg::fresh_schema("q_unprepared"));
+    o.database.prepare_statements = false;
+    return std::make_unique<bulwark::PostgresQueueStore>(o);
+}
+
 }  // namespace
 
 BULWARK_QUEUE_STORE_CONFORMANCE("PostgresQueueStore", make_pg_queue)
+BULWARK_QUEUE_STORE_CONFORMANCE("PostgresQueueStore, unprepared", make_unprepared_pg_queue)
 
 TEST_CASE("PostgresQueueStore: two instances on one schema share the queue", "[postgres]") {
     using namespace std::chrono_literals;

@@ -68,6 +68,11 @@ struct PostgresStoreOptions {
     // (not a client crash, not a clean restart) may lose the last ~3 x wal_writer_delay of
     // acknowledged writes.
     bool synchronous_commit = true;
+    // The hot statements (a queue's claim, complete, release, extend) are prepared once per
+    // connection and then only executed: the server parses and plans them once. Default true;
+    // false sends each with its text, as behind a pooler in transaction mode that keeps no
+    // prepared statements (PgBouncer before 1.21, or with max_prepared_statements = 0).
+    bool prepare_statements = true;
     // Retries of a statement that failed transiently (connection lost, server restarting).
     // >= 0. Default 20, with a backoff from 50 ms to 2 s (about 30 s in all: a server restart).
     int max_retries = 20;
