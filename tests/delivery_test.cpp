@@ -547,6 +547,35 @@ TEST_CASE("DeliveryEngine: a message leased by a dead worker is sent after its l
     CHECK(engine.status(id) == MessageStatus::sent);
 }
 
+TEST_CASE("DeliveryEngine: run_due leases each batch from the time it claims it", "[delivery]") {
+    // A pass slower than the lease: batches claimed later must get a whole lease of their own,
+    // not one counted from the start of the pass (already run out, so they were skipped).
+    ManualClock clock;
+    bulwark::InMemoryDeadLetterStore dlq;
+    bulwark::InMemoryQueueStore queue;
+    DeliveryEngineOptions o = manual();
+    o.lease = 1min;
+    o.batch_size = 1;
+    DeliveryEngine<std::string> engine(FallbackRules{}, dlq, queue, o, clock);
+    int sends = 0;
+    engine.add_channel("email", [&](const std::string&) {
+        ++sends;
+        clock.advance(90s);  // each send outlasts the lease
+        Receipt r;
+        r.delivered = true;
+        return r;
+    });
+    const std::string a = engine.submit("a", {"email"});
+    const std::string b = engine.submit("b", {"email"});
+    const std::string c = engine.submit("c", {"email"});
+    CHECK(engine.run_due() == 3);
+    CHECK(sends == 3);
+    CHECK(engine.status(a) == MessageStatus::delivered);
+    CHECK(engine.status(b) == MessageStatus::delivered);
+    CHECK(engine.status(c) == MessageStatus::delivered);
+    CHECK(queue.size() == 0);
+}
+
 TEST_CASE("DeliveryEngine: the ledger does not resend a message leased again after it was sent",
           "[delivery]") {
     ManualClock clock;

@@ -76,7 +76,21 @@ public:
           db_(options_.database, "queue", clock),
           q_(db_.table("queue")),
           cols_("id, payload, due, enqueued, attempts, claims, lease, lease_until"),
-          channel_("bulwark_" + options_.database.schema + "_queue") {
+          channel_("bulwark_" + options_.database.schema + "_queue"),
+          claim_sql_("WITH c AS (SELECT id, ready AS r, seq FROM " + q_ +
+                     " WHERE ready <= $1::int8 ORDER BY ready, seq LIMIT $2::int8"
+                     " FOR UPDATE SKIP LOCKED) UPDATE " +
+                     q_ + " AS q SET lease = nextval('" + db_.table("queue_lease") +
+                     "'), lease_until = $3::int8, ready = $3::int8, claims = q.claims + 1 FROM c"
+                     " WHERE q.id = c.id RETURNING q.id, q.payload, q.due, q.enqueued,"
+                     " q.attempts, q.claims, q.lease, q.lease_until, c.r, c.seq"),
+          complete_sql_("DELETE FROM " + q_ + " WHERE id = $1 AND lease = $2::int8"),
+          release_sql_("UPDATE " + q_ +
+                       " SET payload = $3, due = $4::int8, attempts = $5::int8, lease = 0,"
+                       " lease_until = 0, ready = $4::int8 WHERE id = $1 AND lease = $2::int8"),
+          extend_sql_("UPDATE " + q_ +
+                      " SET lease_until = $3::int8, ready = $3::int8 WHERE id = $1 AND lease = "
+                      "$2::int8") {
         db_.migrate("queue",
                     {{"CREATE TABLE " + q_ +
                           " (id bytea PRIMARY KEY, seq bigserial NOT NULL, payload bytea NOT NULL,"
@@ -143,16 +157,7 @@ public:
             detail::pg::Params p;
             p.i64(detail::pg::ticks(now)).i64(clamp(max)).i64(detail::pg::ticks(until));
             // A lost reply leaves these leased to no one until `until`: they come back then.
-            detail::pg::Result r = detail::pg::exec(
-                c,
-                "WITH c AS (SELECT id, ready AS r, seq FROM " + q_ +
-                    " WHERE ready <= $1::int8 ORDER BY ready, seq LIMIT $2::int8"
-                    " FOR UPDATE SKIP LOCKED) UPDATE " +
-                    q_ + " AS q SET lease = nextval('" + db_.table("queue_lease") +
-                    "'), lease_until = $3::int8, ready = $3::int8, claims = q.claims + 1 FROM c"
-                    " WHERE q.id = c.id RETURNING q.id, q.payload, q.due, q.enqueued, q.attempts,"
-                    " q.claims, q.lease, q.lease_until, c.r, c.seq",
-                p);
+            detail::pg::Result r = hot(c, "bulwark_queue_claim", claim_sql_, p);
             const std::size_t n = detail::pg::rows(r.get());
             std::vector<std::tuple<std::int64_t, std::int64_t, std::size_t>> order;
             order.reserve(n);
@@ -177,8 +182,7 @@ public:
         return db_.run([&](PGconn* c, bool retried) {
             detail::pg::Params p;
             p.bytes(id).i64(static_cast<std::int64_t>(lease));
-            detail::pg::Result r =
-                detail::pg::exec(c, "DELETE FROM " + q_ + " WHERE id = $1 AND lease = $2::int8", p);
+            detail::pg::Result r = hot(c, "bulwark_queue_complete", complete_sql_, p);
             // Retried after an ambiguous failure: the earlier try may have deleted it.
             return detail::pg::affected(r.get()) == 1 || retried;
         });
@@ -199,12 +203,7 @@ public:
                 .bytes(message.payload)
                 .i64(detail::pg::ticks(message.due))
                 .i64(static_cast<std::int64_t>(message.attempts));
-            detail::pg::Result r = detail::pg::exec(
-                c,
-                "UPDATE " + q_ +
-                    " SET payload = $3, due = $4::int8, attempts = $5::int8, lease = 0,"
-                    " lease_until = 0, ready = $4::int8 WHERE id = $1 AND lease = $2::int8",
-                p);
+            detail::pg::Result r = hot(c, "bulwark_queue_release", release_sql_, p);
             if (detail::pg::affected(r.get()) == 1) {
                 return true;
             }
@@ -224,12 +223,7 @@ public:
         return db_.run([&](PGconn* c, bool /*retried*/) {
             detail::pg::Params p;
             p.bytes(id).i64(static_cast<std::int64_t>(lease)).i64(detail::pg::ticks(until));
-            detail::pg::Result r = detail::pg::exec(
-                c,
-                "UPDATE " + q_ +
-                    " SET lease_until = $3::int8, ready = $3::int8 WHERE id = $1 AND lease = "
-                    "$2::int8",
-                p);
+            detail::pg::Result r = hot(c, "bulwark_queue_extend", extend_sql_, p);
             return detail::pg::affected(r.get()) == 1;
         });
     }
@@ -427,6 +421,13 @@ private:
         }
     }
 
+    // One of the hot statements: prepared once per connection unless the options say not.
+    detail::pg::Result hot(PGconn* c, const char* name, const std::string& sql,
+                           detail::pg::Params& p) const {
+        return options_.database.prepare_statements ? detail::pg::exec_prepared(c, name, sql, p)
+                                                    : detail::pg::exec(c, sql, p);
+    }
+
     std::optional<QueuedMessage> get_on(PGconn* c, std::string_view id) const {
         detail::pg::Params p;
         p.bytes(id);
@@ -456,6 +457,11 @@ private:
     const std::string q_;
     const std::string cols_;
     const std::string channel_;
+    // The hot statements, prepared once per connection (detail::pg::exec_prepared).
+    const std::string claim_sql_;
+    const std::string complete_sql_;
+    const std::string release_sql_;
+    const std::string extend_sql_;
     detail::Mutex listen_mutex_;
     detail::pg::Conn listener_ BULWARK_GUARDED_BY(listen_mutex_);
 };

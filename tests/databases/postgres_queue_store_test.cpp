@@ -29,9 +29,19 @@ bulwark::QueuedMessage msg(std::string id, std::int64_t s, std::string payload =
     return m;
 }
 
+// Every statement sent with its text (prepare_statements = false), as behind a pooler that
+// keeps no prepared statements.
+std::unique_ptr<bulwark::QueueStore> make_unprepared_pg_queue() {
+    bulwark::PostgresQueueStoreOptions o;
+    o.database = bulwark_test::pg::options(bulwark_test::pg::fresh_schema("q_unprepared"));
+    o.database.prepare_statements = false;
+    return std::make_unique<bulwark::PostgresQueueStore>(o);
+}
+
 }  // namespace
 
 BULWARK_QUEUE_STORE_CONFORMANCE("PostgresQueueStore", make_pg_queue)
+BULWARK_QUEUE_STORE_CONFORMANCE("PostgresQueueStore, unprepared", make_unprepared_pg_queue)
 
 TEST_CASE("PostgresQueueStore: two instances on one schema share the queue", "[postgres]") {
     using namespace std::chrono_literals;
@@ -108,4 +118,44 @@ TEST_CASE("PostgresQueueStore: a server that cannot be reached is a transient er
     o.database.retry_base_delay = std::chrono::milliseconds(1);
     o.database.retry_max_delay = std::chrono::milliseconds(1);
     CHECK_THROWS_AS(bulwark::PostgresQueueStore(o), bulwark::PostgresTransientError);
+}
+
+TEST_CASE("PostgresQueueStore: prepared statements are prepared again on a new connection",
+          "[postgres]") {
+    using namespace std::chrono_literals;
+    bulwark::PostgresQueueStoreOptions o;
+    const std::string schema = bulwark_test::pg::fresh_schema("q_prepared");
+    o.database = bulwark_test::pg::options(schema);
+    o.database.retry_base_delay = std::chrono::milliseconds(1);
+    o.database.retry_max_delay = std::chrono::milliseconds(1);
+    bulwark::PostgresQueueStore store(o);
+    for (int i = 0; i < 3; ++i) {
+        store.push(msg("m" + std::to_string(i), i));
+    }
+    const auto first = store.claim(msg("x", 10).due, 1, 30s);  // prepares claim
+    REQUIRE(first.size() == 1);
+    CHECK(store.complete(first[0].id, first[0].lease));  // prepares complete
+
+    // The server drops the store's connections (an administrator, a failover): the next
+    // statements run on new connections, which have not got them prepared.
+    bulwark::detail::pg::Conn admin(PQconnectdb(bulwark_test::pg::conninfo().c_str()));
+    REQUIRE(PQstatus(admin.get()) == CONNECTION_OK);
+    bulwark::detail::pg::Params p;
+    p.text("%\"" + schema + "\".%");
+    bulwark::detail::pg::Result killed = bulwark::detail::pg::exec(
+        admin.get(),
+        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))::int8 FROM pg_stat_activity"
+        " WHERE pid <> pg_backend_pid() AND query LIKE $1::text",
+        p);
+    CHECK(bulwark::detail::pg::i64(killed.get(), 0, 0) >= 1);
+
+    const auto second = store.claim(msg("x", 10).due, 5, 30s);
+    REQUIRE(second.size() == 2);
+    CHECK(second[0].id == "m1");
+    CHECK(second[1].id == "m2");
+    for (const auto& m : second) {
+        CHECK(store.complete(m.id, m.lease));
+    }
+    CHECK(store.size() == 0);
+    CHECK(store.breaker().stats().failures >= 1);  // the lost connection was seen and retried
 }

@@ -68,6 +68,11 @@ struct PostgresStoreOptions {
     // (not a client crash, not a clean restart) may lose the last ~3 x wal_writer_delay of
     // acknowledged writes.
     bool synchronous_commit = true;
+    // The hot statements (a queue's claim, complete, release, extend) are prepared once per
+    // connection and then only executed: the server parses and plans them once. Default true;
+    // false sends each with its text, as behind a pooler in transaction mode that keeps no
+    // prepared statements (PgBouncer before 1.21, or with max_prepared_statements = 0).
+    bool prepare_statements = true;
     // Retries of a statement that failed transiently (connection lost, server restarting).
     // >= 0. Default 20, with a backoff from 50 ms to 2 s (about 30 s in all: a server restart).
     int max_retries = 20;
@@ -222,6 +227,35 @@ inline Result exec(PGconn* conn, const std::string& sql, Params& params) {
 inline Result exec(PGconn* conn, const std::string& sql) {
     Params none;
     return exec(conn, sql, none);
+}
+
+// Runs the statement prepared on this connection as `name`, preparing it from `sql` first when
+// the connection has not got it (a new connection, or one a pooler switched): the server parses
+// and plans it once per connection instead of once per call. `name` must stand for the same
+// `sql` on every connection of the pool. Only outside a transaction block: the first try on a
+// connection fails (SQLSTATE 26000), which would abort the transaction.
+inline Result exec_prepared(PGconn* conn, const char* name, const std::string& sql,
+                            Params& params) {
+    for (bool prepared = false;; prepared = true) {
+        Result res(PQexecPrepared(conn, name, params.count(), params.values(), params.lengths(),
+                                  params.formats(), 1));
+        const ExecStatusType st = res ? PQresultStatus(res.get()) : PGRES_FATAL_ERROR;
+        if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+            return res;
+        }
+        const char* state = res ? PQresultErrorField(res.get(), PG_DIAG_SQLSTATE) : nullptr;
+        if (prepared || state == nullptr || std::string_view(state) != "26000") {
+            throw_error(conn, res.get(), "statement failed");
+        }
+        Result prep(PQprepare(conn, name, sql.c_str(), params.count(), nullptr));
+        if (!prep || PQresultStatus(prep.get()) != PGRES_COMMAND_OK) {
+            const char* pstate = prep ? PQresultErrorField(prep.get(), PG_DIAG_SQLSTATE) : nullptr;
+            // 42P05: prepared meanwhile under this name (the same statement): run it.
+            if (pstate == nullptr || std::string_view(pstate) != "42P05") {
+                throw_error(conn, prep.get(), "prepare failed");
+            }
+        }
+    }
 }
 
 inline std::size_t rows(const PGresult* r) noexcept {
