@@ -75,16 +75,25 @@ inline SimEhGlobals* sim_eh_globals() noexcept {
 #if defined(BULWARK_SIM_FAST_SWITCH)
 // Saves this context's stack pointer in *from and resumes the one saved in `to`. The red zone
 // below the stack pointer (128 bytes the compiler may use without moving it) is skipped first;
-// the frame pointer and the resume address are pushed, and everything else a caller might keep
-// in a register is declared clobbered, so the compiler saves it around the switch.
+// the resume address, the frame pointer and the floating-point control state (MXCSR and the x87
+// control word: callee-saved in the System V ABI, and per context with swapcontext, so a fiber's
+// fesetround() stays its own) are pushed, and everything else a caller might keep in a register
+// is declared clobbered, so the compiler saves it around the switch.
+// Frame at the saved stack pointer: [mxcsr:4][x87 cw:2][pad:2] [rbp] [resume address].
 inline void sim_switch(void** from, void* to) noexcept {
     __asm__ volatile(
         "subq $128, %%rsp\n\t"
         "leaq 1f(%%rip), %%rax\n\t"
         "pushq %%rax\n\t"
         "pushq %%rbp\n\t"
+        "subq $8, %%rsp\n\t"
+        "stmxcsr (%%rsp)\n\t"
+        "fnstcw 4(%%rsp)\n\t"
         "movq %%rsp, (%0)\n\t"
         "movq %1, %%rsp\n\t"
+        "ldmxcsr (%%rsp)\n\t"
+        "fldcw 4(%%rsp)\n\t"
+        "addq $8, %%rsp\n\t"
         "popq %%rbp\n\t"
         "retq\n\t"
         "1:\n\t"
@@ -109,8 +118,9 @@ public:
     SimFiber(std::size_t stack_size, Entry entry, void* arg)
         : stack_(new char[stack_size]), stack_size_(stack_size), entry_(entry), arg_(arg) {
 #if defined(BULWARK_SIM_FAST_SWITCH)
-        // The first switch pops a zero frame pointer and "returns" into trampoline with the stack
-        // aligned as after a call (16-byte aligned before the return-address slot).
+        // The first switch loads the creator's floating-point control state (as makecontext
+        // after getcontext does), pops a zero frame pointer and "returns" into trampoline with
+        // the stack aligned as after a call (16-byte aligned before the return-address slot).
         char* top = stack_.get() + stack_size_;
         top -= reinterpret_cast<std::uintptr_t>(top) & std::uintptr_t{15};
         void** sp = reinterpret_cast<void**>(top - 16);
@@ -118,6 +128,14 @@ public:
         sp[1] = nullptr;
         --sp;
         sp[0] = nullptr;  // rbp
+        --sp;
+        sp[0] = nullptr;
+        __asm__ volatile(
+            "stmxcsr (%0)\n\t"
+            "fnstcw 4(%0)\n\t"
+            :
+            : "r"(sp)
+            : "memory");
         sp_ = sp;
 #else
         if (getcontext(&context_) != 0) {
