@@ -720,3 +720,56 @@ TEST_CASE("lab options and background fibers refuse invalid values", "[outage_la
           "OutageLab.background: interval must be > 0, got 0s");
     CHECK_THROWS_AS(lab.dependency(0), std::logic_error);  // outside the run
 }
+
+namespace {
+// Counts live instances: what a call or a poll holds on its fiber's stack.
+struct Alive {
+    explicit Alive(int& n) : count(&n) { ++*count; }
+    Alive(const Alive&) = delete;
+    Alive& operator=(const Alive&) = delete;
+    ~Alive() { --*count; }
+    int* count;
+};
+}  // namespace
+
+TEST_CASE("calls and polls still waiting when the run ends are unwound, not leaked",
+          "[outage_lab]") {
+    // Every call hangs for an hour; with a background fiber the run ends at max_drain (1 s after
+    // the load), with every call and the poll still waiting inside the dependency.
+    OutageScenario s = one_dependency({SimPhase{"hanging", 0s, SimLatency::fixed_at(10ms), 1.0,
+                                                bulwark::SimErrorKind::timeout, 1s, 1h}},
+                                      10, 1s, 4);
+    bulwark::SimOptions o;
+    o.max_drain = 1s;
+    int alive = 0;
+    bulwark::OutageTimeline t;
+    {
+        bulwark::OutageLab lab(s, o);
+        lab.background(100ms, [&] {
+            const Alive a(alive);
+            (void)lab.dependency(0);
+        });
+        SECTION("the exception passes through the call") {
+            t = lab.run("stuck", [&](bulwark::SimCall& call) {
+                const Alive a(alive);
+                return call.dependency(0);
+            });
+        }
+        SECTION("the call swallows it") {
+            t = lab.run("stuck", [&](bulwark::SimCall& call) {
+                const Alive a(alive);
+                try {
+                    (void)call.dependency(0);
+                    return 1;
+                } catch (...) {
+                    return 0;  // a fallback
+                }
+            });
+        }
+        CHECK(alive == 0);  // every stack was unwound by the end of run()
+    }
+    CHECK(alive == 0);
+    CHECK(t.summary.calls == 10);
+    CHECK(t.summary.succeeded == 0);  // nothing that ended after the run is counted
+    CHECK(t.summary.failed == 0);
+}

@@ -65,3 +65,80 @@ TEST_CASE("a fiber keeps its own floating-point rounding mode", "[sim_fiber]") {
     CHECK(s.after_resume == FE_UPWARD);
     CHECK(main_after_finish == FE_DOWNWARD);
 }
+
+namespace {
+
+struct UnwindState {
+    SimFiber* fiber = nullptr;
+    int alive = 0;
+    int suspends_after_catch = 0;
+    bool swallow = false;
+};
+
+struct Held {
+    explicit Held(int& n) : count(&n) { ++*count; }
+    Held(const Held&) = delete;
+    Held& operator=(const Held&) = delete;
+    ~Held() { --*count; }
+    int* count;
+};
+
+void waiting_body(void* arg) {
+    auto& s = *static_cast<UnwindState*>(arg);
+    const Held held(s.alive);
+    const std::string buffer(1000, 'x');  // on the heap: leaked unless unwound
+    if (s.swallow) {
+        try {
+            s.fiber->suspend();
+        } catch (...) {
+            // A handler that swallows it cannot wait again.
+            try {
+                s.fiber->suspend();
+            } catch (const bulwark::detail::SimFiberUnwind&) {
+                ++s.suspends_after_catch;
+            }
+        }
+        return;
+    }
+    for (;;) {
+        s.fiber->suspend();
+    }
+}
+
+}  // namespace
+
+TEST_CASE("a suspended fiber is unwound: what its stack holds is destroyed", "[sim_fiber]") {
+    SECTION("the unwind passes through") {
+        UnwindState s;
+        SimFiber fiber(64 * 1024, &waiting_body, &s);
+        s.fiber = &fiber;
+        fiber.resume();
+        fiber.resume();
+        CHECK(s.alive == 1);
+        CHECK_FALSE(fiber.finished());
+        fiber.unwind();
+        CHECK(fiber.finished());
+        CHECK(s.alive == 0);
+        fiber.unwind();  // finished: nothing to do
+        CHECK(fiber.finished());
+    }
+    SECTION("a handler swallows it") {
+        UnwindState s;
+        s.swallow = true;
+        SimFiber fiber(64 * 1024, &waiting_body, &s);
+        s.fiber = &fiber;
+        fiber.resume();
+        fiber.unwind();
+        CHECK(fiber.finished());
+        CHECK(s.alive == 0);
+        CHECK(s.suspends_after_catch == 1);
+    }
+    SECTION("a fiber never started has nothing to unwind") {
+        UnwindState s;
+        SimFiber fiber(64 * 1024, &waiting_body, &s);
+        s.fiber = &fiber;
+        fiber.unwind();
+        CHECK(fiber.finished());
+        CHECK(s.alive == 0);
+    }
+}

@@ -402,6 +402,9 @@ private:
     // order of events is the same as through the queue, without two context switches.
     void suspend_until(std::int64_t wake) {
         Caller* self = current_;
+        if (self->fiber->unwinding()) {
+            self->fiber->suspend();  // throws: a fiber being unwound waits for nothing
+        }
         if (wake <= clock_.ns()) {
             return;
         }
@@ -487,6 +490,9 @@ private:
                 self.fiber->suspend();
             }
             run_call(self.work);
+            if (stopping_) {
+                return;  // unwound (release_callers) through a handler that swallowed it
+            }
             if (!waiting_.empty()) {
                 self.work = waiting_.front();
                 waiting_.pop_front();
@@ -503,8 +509,13 @@ private:
         detail::SimCallEnd end;
         try {
             end = invoke_(call_fn_, call);
+        } catch (const detail::SimFiberUnwind&) {
+            throw;
         } catch (...) {
             end = detail::SimCallEnd{false, std::current_exception()};
+        }
+        if (stopping_) {
+            return;  // ended by release_callers after the timeline was closed
         }
         finish_call(call, end);
     }
@@ -653,26 +664,18 @@ private:
         }
     }
 
+    // Ends every fiber still suspended (an idle caller, a background fiber between or inside
+    // polls, a call still waiting at max_drain or for ever) by unwinding its stack, so that what
+    // the call and the policies hold there (permits, locks, buffers) is released. Nothing that
+    // ends now is counted: the timeline is closed.
     void release_callers() {
         stopping_ = true;
         for (auto& c : callers_) {
-            if (c->background != nullptr && !c->fiber->finished()) {
-                // Suspended between polls (or, at max_drain, inside one: then it is left as is).
-                c->exit = true;
-                current_ = c.get();
-                c->fiber->resume();
-                current_ = nullptr;
-                continue;
-            }
-            if (!c->busy && !c->fiber->finished()) {
-                c->exit = true;
-                current_ = c.get();
-                c->fiber->resume();
-                current_ = nullptr;
-            }
+            c->exit = true;
+            current_ = c.get();
+            c->fiber->unwind();
+            current_ = nullptr;
         }
-        // A caller still busy here was stuck (waiting for ever): its stack is freed without
-        // unwinding, which only a configuration that never lets a call end can cause.
         callers_.clear();
     }
 
@@ -1168,7 +1171,12 @@ inline void SimClock::wait_until(std::condition_variable& cv, std::unique_lock<s
     // The lock is released while this caller is suspended, as a condition variable's wait does:
     // the caller that will release the slot needs it.
     lock.unlock();
-    lab_->cv_wait(deadline.time_since_epoch().count());
+    try {
+        lab_->cv_wait(deadline.time_since_epoch().count());
+    } catch (...) {
+        lock.lock();  // held again on the way out, as std::condition_variable::wait does
+        throw;
+    }
     lock.lock();
 }
 

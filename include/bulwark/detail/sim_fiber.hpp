@@ -106,11 +106,17 @@ inline void sim_switch(void** from, void* to) noexcept {
 }
 #endif
 
+// Thrown by SimFiber::suspend() in a fiber being unwound (SimFiber::unwind()): not a
+// std::exception, so that handlers for errors let it pass; the fiber's entry ends with it.
+struct SimFiberUnwind {};
+
 // One fiber: its own stack, entered at `entry(arg)`, switched to with resume() from the thread's
 // main context and back with suspend() from inside. Not thread-safe: all fibers of a SimFiber
 // set run on the thread that made them.
 //   SimFiber f(64 * 1024, &body, &state);  f.resume();  // body runs until it calls f.suspend()
-// When `entry` returns the fiber is finished and resume() must not be called again.
+// When `entry` returns the fiber is finished and resume() must not be called again. A fiber
+// still suspended must be unwound (unwind()) before it is destroyed, or what its stack holds is
+// never destroyed.
 class SimFiber {
 public:
     using Entry = void (*)(void*);
@@ -162,8 +168,24 @@ public:
     ~SimFiber() = default;
 #endif
 
+    // From the main context: ends a fiber that is suspended (or never started) by unwinding
+    // its stack: its suspend() throws SimFiberUnwind, and so does every later suspend() (a
+    // handler that swallows it cannot wait again), until `entry` returns or lets it out.
+    void unwind() {
+        if (finished_) {
+            return;
+        }
+        unwinding_ = true;
+        if (!started_) {
+            finished_ = true;  // nothing on its stack yet
+            return;
+        }
+        resume();
+    }
+
     // From the main context: runs the fiber until it suspends or finishes.
     void resume() {
+        started_ = true;
         SimEhGlobals* eh = sim_eh_globals();
         main_eh_ = *eh;
         *eh = fiber_eh_;
@@ -188,8 +210,12 @@ public:
         *eh = main_eh_;
     }
 
-    // From inside the fiber: back to the main context that resumed it.
+    // From inside the fiber: back to the main context that resumed it. Throws SimFiberUnwind
+    // when the fiber is resumed by unwind() (or is being unwound already).
     void suspend() {
+        if (unwinding_) {
+            throw SimFiberUnwind{};
+        }
 #if defined(BULWARK_SIM_TSAN)
         __tsan_switch_to_fiber(main_tsan_, 0);
 #endif
@@ -205,6 +231,13 @@ public:
 #if defined(BULWARK_SIM_ASAN)
         __sanitizer_finish_switch_fiber(fake, &main_bottom_, &main_size_);
 #endif
+        if (unwinding_) {
+            throw SimFiberUnwind{};
+        }
+    }
+
+    bool unwinding() const noexcept {
+        return unwinding_;
     }
 
     bool finished() const noexcept {
@@ -222,7 +255,10 @@ private:
 #if defined(BULWARK_SIM_ASAN)
         __sanitizer_finish_switch_fiber(nullptr, &self->main_bottom_, &self->main_size_);
 #endif
-        self->entry_(self->arg_);
+        try {
+            self->entry_(self->arg_);
+        } catch (const SimFiberUnwind&) {  // NOLINT(bugprone-empty-catch): unwind() asked for it
+        }
         self->finished_ = true;
 #if defined(BULWARK_SIM_TSAN)
         __tsan_switch_to_fiber(self->main_tsan_, 0);
@@ -254,6 +290,8 @@ private:
     SimEhGlobals fiber_eh_{};
     SimEhGlobals main_eh_{};
     bool finished_ = false;
+    bool started_ = false;
+    bool unwinding_ = false;
 #if defined(BULWARK_SIM_ASAN)
     const void* main_bottom_ = nullptr;
     std::size_t main_size_ = 0;
