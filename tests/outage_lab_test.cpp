@@ -1,6 +1,7 @@
 #include <atomic>
 #include <chrono>
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -772,4 +773,37 @@ TEST_CASE("calls and polls still waiting when the run ends are unwound, not leak
     CHECK(t.summary.calls == 10);
     CHECK(t.summary.succeeded == 0);  // nothing that ended after the run is counted
     CHECK(t.summary.failed == 0);
+}
+
+TEST_CASE("a tiny arrival rate ends the load instead of arriving in the past", "[outage_lab]") {
+    // Gaps of 1e309 ns (infinite) or 1e21 ns do not fit an int64: the load is one call at 0.
+    for (const double rate : {1e-300, 1e-12}) {
+        for (const auto arrival : {bulwark::SimArrival::constant, bulwark::SimArrival::poisson,
+                                   bulwark::SimArrival::bursts}) {
+            OutageScenario s = one_dependency(
+                {SimPhase{"healthy", 0s, SimLatency::fixed_at(10ms), 0.0}}, rate, 2s, 4);
+            s.load.arrival = arrival;
+            s.load.burst_every = 5s;  // after the load: no burst
+            s.bucket = 1s;
+            bulwark::OutageLab lab(s);
+            const bulwark::OutageTimeline t =
+                lab.run("tiny", [](bulwark::SimCall& call) { return call.dependency(0); });
+            CHECK(t.summary.calls == 1);
+        }
+    }
+}
+
+TEST_CASE("bursts far apart do not overflow the burst schedule", "[outage_lab]") {
+    OutageScenario s =
+        one_dependency({SimPhase{"healthy", 0s, SimLatency::fixed_at(10ms), 0.0}}, 1, 4s, 4);
+    s.load.arrival = bulwark::SimArrival::bursts;
+    s.load.burst_every = Duration{std::numeric_limits<std::int64_t>::max() / 2 + 1};
+    s.load.duration = s.load.burst_every + 2s;
+    s.load.burst_size = 1;
+    s.load.rate_per_second = 1e-10;  // one call at 0 from the constant stream
+    s.bucket = s.load.duration;
+    bulwark::OutageLab lab(s);
+    const bulwark::OutageTimeline t =
+        lab.run("far", [](bulwark::SimCall& call) { return call.dependency(0); });
+    CHECK(t.summary.calls == 2);  // the call at 0 and the one burst
 }

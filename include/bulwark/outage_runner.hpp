@@ -596,7 +596,7 @@ private:
                     const double u = arrival_rng_.next_double();
                     poisson_ns_ += -__builtin_log(1.0 - u) * 1e9 / load.rate_per_second;
                 }
-                offset = static_cast<std::int64_t>(poisson_ns_);
+                offset = offset_within_load(poisson_ns_);
                 break;
             }
             case SimArrival::bursts: {
@@ -605,8 +605,12 @@ private:
                 const std::int64_t c = constant_offset(constant_made_);
                 const std::int64_t every = load.burst_every.count();
                 const std::uint64_t burst_index = burst_made_ / load.burst_size;
-                const std::int64_t b =
-                    static_cast<std::int64_t>(burst_index + 1) * every;  // the first at `every`
+                // The first at `every`; past INT64_MAX (a burst_every near the duration) none.
+                const std::uint64_t most =
+                    static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max() / every);
+                const std::int64_t b = burst_index + 1 > most
+                                           ? std::numeric_limits<std::int64_t>::max()
+                                           : static_cast<std::int64_t>(burst_index + 1) * every;
                 if (b <= c && b < load.duration.count()) {
                     offset = b;
                     ++burst_made_;
@@ -627,8 +631,22 @@ private:
     }
 
     std::int64_t constant_offset(std::uint64_t k) const noexcept {
-        return static_cast<std::int64_t>(static_cast<double>(k) *
-                                         (1e9 / scenario_.load.rate_per_second));
+        if (k == 0) {
+            return 0;  // the first call comes at the start whatever the rate (0 * inf is NaN)
+        }
+        return offset_within_load(static_cast<double>(k) * (1e9 / scenario_.load.rate_per_second));
+    }
+
+    // An arrival's offset (ns since the start) as an integer, or load.duration (no arrival) when
+    // it falls at or past the load's end. A tiny rate (validate() allows any > 0) gives gaps past
+    // INT64_MAX or infinite (0 * inf is NaN): converting those is undefined, and on x86-64 gave
+    // INT64_MIN, an arrival in the past that never let the load end.
+    std::int64_t offset_within_load(double ns) const noexcept {
+        const std::int64_t end = scenario_.load.duration.count();
+        if (!(ns < static_cast<double>(end))) {
+            return end;
+        }
+        return static_cast<std::int64_t>(ns);
     }
 
     void arrive() {
