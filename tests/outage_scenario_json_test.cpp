@@ -210,6 +210,13 @@ TEST_CASE("malformed scenario JSON is refused naming the path and the value",
     CHECK(error_of(R"({"bukket": "1s", )" + deps + "}") ==
           "outage scenario JSON: $ has an unknown member (known: name, seed, bucket, load, "
           "dependencies, outage_error_rate, recovered_fraction), got \"bukket\"");
+    // A member given twice: JSON readers disagree on which one counts, so neither is guessed.
+    CHECK(error_of(R"({"dependencies": [{"name": "a", "phases": [{"error_rate": 0.1,)"
+                   R"( "error_rate": 1}]}]})") ==
+          "outage scenario JSON: dependencies[0].phases[0] has a member given twice, "
+          "got \"error_rate\"");
+    CHECK(error_of(R"({"dependencies": [], )" + deps + "}") ==
+          "outage scenario JSON: $ has a member given twice, got \"dependencies\"");
     CHECK(error_of(R"({"seed": -1, )" + deps + "}") ==
           "outage scenario JSON: seed must be a whole number or a string of decimal digits, "
           "got -1");
