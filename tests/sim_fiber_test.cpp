@@ -142,3 +142,48 @@ TEST_CASE("a suspended fiber is unwound: what its stack holds is destroyed", "[s
         CHECK(s.alive == 0);
     }
 }
+
+namespace {
+
+struct X87State {
+    SimFiber* fiber = nullptr;
+    volatile long double in = 1.5L;
+    long double out = 0.0L;
+};
+
+void x87_body(void* arg) {
+    auto& s = *static_cast<X87State*>(arg);
+    long double y = s.in * 3.0L;
+    long double z = s.in * 5.0L;
+    s.fiber->suspend();
+    s.out = y + z;
+}
+
+}  // namespace
+
+// long double lives on the x87 register stack, which the contexts share: a value the compiler
+// keeps there across a switch (clang -O2 does) must not meet the other context's values.
+// long double lives on the x87 register stack, which the contexts share: a value the compiler
+// keeps there across a switch (clang -O2 does) must not meet the other context's values.
+static bool x87_round_trip(long double& fiber_out, long double& main_out) {
+    X87State s;
+    SimFiber fiber(64 * 1024, &x87_body, &s);
+    s.fiber = &fiber;
+    volatile long double m = 2.25L;
+    long double a = m * 7.0L;
+    long double b = m * 11.0L;
+    fiber.resume();
+    long double c = a + b;  // main's values across its switch
+    fiber.resume();
+    fiber_out = s.out;
+    main_out = c;
+    return fiber.finished();
+}
+
+TEST_CASE("long double values held across a switch stay intact", "[sim_fiber]") {
+    long double fiber_out = 0.0L;
+    long double main_out = 0.0L;
+    CHECK(x87_round_trip(fiber_out, main_out));
+    CHECK(static_cast<double>(fiber_out) == 12.0);
+    CHECK(static_cast<double>(main_out) == 40.5);
+}

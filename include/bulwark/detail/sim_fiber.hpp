@@ -102,7 +102,11 @@ inline void sim_switch(void** from, void* to) noexcept {
         :
         : "rax", "rbx", "rcx", "rdx", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15",
           "memory", "cc", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8",
-          "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15");
+          "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15",
+          // The x87 register stack (long double) and MMX, shared by every context: a value
+          // the compiler kept there across the switch would meet the other context's.
+          "st", "st(1)", "st(2)", "st(3)", "st(4)", "st(5)", "st(6)", "st(7)", "mm0", "mm1", "mm2",
+          "mm3", "mm4", "mm5", "mm6", "mm7");
 }
 #endif
 
