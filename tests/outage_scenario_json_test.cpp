@@ -217,6 +217,11 @@ TEST_CASE("malformed scenario JSON is refused naming the path and the value",
           "got \"error_rate\"");
     CHECK(error_of(R"({"dependencies": [], )" + deps + "}") ==
           "outage scenario JSON: $ has a member given twice, got \"dependencies\"");
+    // 60 s of 1 ns buckets: 6e10 buckets would exhaust memory before the run ended.
+    CHECK(error_of(R"({"bucket": "1ns", )" + deps + "}") ==
+          "OutageScenario.bucket must leave at most 1000000 buckets in load.duration (1min), "
+          "got 1ns");
+    CHECK(error_of(R"({"bucket": "60us", )" + deps + "}") == "no error");  // exactly 1e6
     CHECK(error_of(R"({"seed": -1, )" + deps + "}") ==
           "outage scenario JSON: seed must be a whole number or a string of decimal digits, "
           "got -1");
