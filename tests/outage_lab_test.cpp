@@ -1,6 +1,7 @@
 #include <atomic>
 #include <chrono>
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -719,4 +720,90 @@ TEST_CASE("lab options and background fibers refuse invalid values", "[outage_la
     CHECK(invalid_message([&] { lab.background(0s, [] {}); }) ==
           "OutageLab.background: interval must be > 0, got 0s");
     CHECK_THROWS_AS(lab.dependency(0), std::logic_error);  // outside the run
+}
+
+namespace {
+// Counts live instances: what a call or a poll holds on its fiber's stack.
+struct Alive {
+    explicit Alive(int& n) : count(&n) { ++*count; }
+    Alive(const Alive&) = delete;
+    Alive& operator=(const Alive&) = delete;
+    ~Alive() { --*count; }
+    int* count;
+};
+}  // namespace
+
+TEST_CASE("calls and polls still waiting when the run ends are unwound, not leaked",
+          "[outage_lab]") {
+    // Every call hangs for an hour; with a background fiber the run ends at max_drain (1 s after
+    // the load), with every call and the poll still waiting inside the dependency.
+    OutageScenario s = one_dependency({SimPhase{"hanging", 0s, SimLatency::fixed_at(10ms), 1.0,
+                                                bulwark::SimErrorKind::timeout, 1s, 1h}},
+                                      10, 1s, 4);
+    bulwark::SimOptions o;
+    o.max_drain = 1s;
+    int alive = 0;
+    bulwark::OutageTimeline t;
+    {
+        bulwark::OutageLab lab(s, o);
+        lab.background(100ms, [&] {
+            const Alive a(alive);
+            (void)lab.dependency(0);
+        });
+        SECTION("the exception passes through the call") {
+            t = lab.run("stuck", [&](bulwark::SimCall& call) {
+                const Alive a(alive);
+                return call.dependency(0);
+            });
+        }
+        SECTION("the call swallows it") {
+            t = lab.run("stuck", [&](bulwark::SimCall& call) {
+                const Alive a(alive);
+                try {
+                    (void)call.dependency(0);
+                    return 1;
+                } catch (...) {
+                    return 0;  // a fallback
+                }
+            });
+        }
+        CHECK(alive == 0);  // every stack was unwound by the end of run()
+    }
+    CHECK(alive == 0);
+    CHECK(t.summary.calls == 10);
+    CHECK(t.summary.succeeded == 0);  // nothing that ended after the run is counted
+    CHECK(t.summary.failed == 0);
+}
+
+TEST_CASE("a tiny arrival rate ends the load instead of arriving in the past", "[outage_lab]") {
+    // Gaps of 1e309 ns (infinite) or 1e21 ns do not fit an int64: the load is one call at 0.
+    for (const double rate : {1e-300, 1e-12}) {
+        for (const auto arrival : {bulwark::SimArrival::constant, bulwark::SimArrival::poisson,
+                                   bulwark::SimArrival::bursts}) {
+            OutageScenario s = one_dependency(
+                {SimPhase{"healthy", 0s, SimLatency::fixed_at(10ms), 0.0}}, rate, 2s, 4);
+            s.load.arrival = arrival;
+            s.load.burst_every = 5s;  // after the load: no burst
+            s.bucket = 1s;
+            bulwark::OutageLab lab(s);
+            const bulwark::OutageTimeline t =
+                lab.run("tiny", [](bulwark::SimCall& call) { return call.dependency(0); });
+            CHECK(t.summary.calls == 1);
+        }
+    }
+}
+
+TEST_CASE("bursts far apart do not overflow the burst schedule", "[outage_lab]") {
+    OutageScenario s =
+        one_dependency({SimPhase{"healthy", 0s, SimLatency::fixed_at(10ms), 0.0}}, 1, 4s, 4);
+    s.load.arrival = bulwark::SimArrival::bursts;
+    s.load.burst_every = Duration{std::numeric_limits<std::int64_t>::max() / 2 + 1};
+    s.load.duration = s.load.burst_every + 2s;
+    s.load.burst_size = 1;
+    s.load.rate_per_second = 1e-10;  // one call at 0 from the constant stream
+    s.bucket = s.load.duration;
+    bulwark::OutageLab lab(s);
+    const bulwark::OutageTimeline t =
+        lab.run("far", [](bulwark::SimCall& call) { return call.dependency(0); });
+    CHECK(t.summary.calls == 2);  // the call at 0 and the one burst
 }

@@ -210,6 +210,18 @@ TEST_CASE("malformed scenario JSON is refused naming the path and the value",
     CHECK(error_of(R"({"bukket": "1s", )" + deps + "}") ==
           "outage scenario JSON: $ has an unknown member (known: name, seed, bucket, load, "
           "dependencies, outage_error_rate, recovered_fraction), got \"bukket\"");
+    // A member given twice: JSON readers disagree on which one counts, so neither is guessed.
+    CHECK(error_of(R"({"dependencies": [{"name": "a", "phases": [{"error_rate": 0.1,)"
+                   R"( "error_rate": 1}]}]})") ==
+          "outage scenario JSON: dependencies[0].phases[0] has a member given twice, "
+          "got \"error_rate\"");
+    CHECK(error_of(R"({"dependencies": [], )" + deps + "}") ==
+          "outage scenario JSON: $ has a member given twice, got \"dependencies\"");
+    // 60 s of 1 ns buckets: 6e10 buckets would exhaust memory before the run ended.
+    CHECK(error_of(R"({"bucket": "1ns", )" + deps + "}") ==
+          "OutageScenario.bucket must leave at most 1000000 buckets in load.duration (1min), "
+          "got 1ns");
+    CHECK(error_of(R"({"bucket": "60us", )" + deps + "}") == "no error");  // exactly 1e6
     CHECK(error_of(R"({"seed": -1, )" + deps + "}") ==
           "outage scenario JSON: seed must be a whole number or a string of decimal digits, "
           "got -1");

@@ -402,6 +402,9 @@ private:
     // order of events is the same as through the queue, without two context switches.
     void suspend_until(std::int64_t wake) {
         Caller* self = current_;
+        if (self->fiber->unwinding()) {
+            self->fiber->suspend();  // throws: a fiber being unwound waits for nothing
+        }
         if (wake <= clock_.ns()) {
             return;
         }
@@ -487,6 +490,9 @@ private:
                 self.fiber->suspend();
             }
             run_call(self.work);
+            if (stopping_) {
+                return;  // unwound (release_callers) through a handler that swallowed it
+            }
             if (!waiting_.empty()) {
                 self.work = waiting_.front();
                 waiting_.pop_front();
@@ -503,8 +509,13 @@ private:
         detail::SimCallEnd end;
         try {
             end = invoke_(call_fn_, call);
+        } catch (const detail::SimFiberUnwind&) {
+            throw;
         } catch (...) {
             end = detail::SimCallEnd{false, std::current_exception()};
+        }
+        if (stopping_) {
+            return;  // ended by release_callers after the timeline was closed
         }
         finish_call(call, end);
     }
@@ -585,7 +596,7 @@ private:
                     const double u = arrival_rng_.next_double();
                     poisson_ns_ += -__builtin_log(1.0 - u) * 1e9 / load.rate_per_second;
                 }
-                offset = static_cast<std::int64_t>(poisson_ns_);
+                offset = offset_within_load(poisson_ns_);
                 break;
             }
             case SimArrival::bursts: {
@@ -594,8 +605,12 @@ private:
                 const std::int64_t c = constant_offset(constant_made_);
                 const std::int64_t every = load.burst_every.count();
                 const std::uint64_t burst_index = burst_made_ / load.burst_size;
-                const std::int64_t b =
-                    static_cast<std::int64_t>(burst_index + 1) * every;  // the first at `every`
+                // The first at `every`; past INT64_MAX (a burst_every near the duration) none.
+                const std::uint64_t most =
+                    static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max() / every);
+                const std::int64_t b = burst_index + 1 > most
+                                           ? std::numeric_limits<std::int64_t>::max()
+                                           : static_cast<std::int64_t>(burst_index + 1) * every;
                 if (b <= c && b < load.duration.count()) {
                     offset = b;
                     ++burst_made_;
@@ -616,8 +631,22 @@ private:
     }
 
     std::int64_t constant_offset(std::uint64_t k) const noexcept {
-        return static_cast<std::int64_t>(static_cast<double>(k) *
-                                         (1e9 / scenario_.load.rate_per_second));
+        if (k == 0) {
+            return 0;  // the first call comes at the start whatever the rate (0 * inf is NaN)
+        }
+        return offset_within_load(static_cast<double>(k) * (1e9 / scenario_.load.rate_per_second));
+    }
+
+    // An arrival's offset (ns since the start) as an integer, or load.duration (no arrival) when
+    // it falls at or past the load's end. A tiny rate (validate() allows any > 0) gives gaps past
+    // INT64_MAX or infinite (0 * inf is NaN): converting those is undefined, and on x86-64 gave
+    // INT64_MIN, an arrival in the past that never let the load end.
+    std::int64_t offset_within_load(double ns) const noexcept {
+        const std::int64_t end = scenario_.load.duration.count();
+        if (!(ns < static_cast<double>(end))) {
+            return end;
+        }
+        return static_cast<std::int64_t>(ns);
     }
 
     void arrive() {
@@ -653,26 +682,18 @@ private:
         }
     }
 
+    // Ends every fiber still suspended (an idle caller, a background fiber between or inside
+    // polls, a call still waiting at max_drain or for ever) by unwinding its stack, so that what
+    // the call and the policies hold there (permits, locks, buffers) is released. Nothing that
+    // ends now is counted: the timeline is closed.
     void release_callers() {
         stopping_ = true;
         for (auto& c : callers_) {
-            if (c->background != nullptr && !c->fiber->finished()) {
-                // Suspended between polls (or, at max_drain, inside one: then it is left as is).
-                c->exit = true;
-                current_ = c.get();
-                c->fiber->resume();
-                current_ = nullptr;
-                continue;
-            }
-            if (!c->busy && !c->fiber->finished()) {
-                c->exit = true;
-                current_ = c.get();
-                c->fiber->resume();
-                current_ = nullptr;
-            }
+            c->exit = true;
+            current_ = c.get();
+            c->fiber->unwind();
+            current_ = nullptr;
         }
-        // A caller still busy here was stuck (waiting for ever): its stack is freed without
-        // unwinding, which only a configuration that never lets a call end can cause.
         callers_.clear();
     }
 
@@ -1168,7 +1189,12 @@ inline void SimClock::wait_until(std::condition_variable& cv, std::unique_lock<s
     // The lock is released while this caller is suspended, as a condition variable's wait does:
     // the caller that will release the slot needs it.
     lock.unlock();
-    lab_->cv_wait(deadline.time_since_epoch().count());
+    try {
+        lab_->cv_wait(deadline.time_since_epoch().count());
+    } catch (...) {
+        lock.lock();  // held again on the way out, as std::condition_variable::wait does
+        throw;
+    }
     lock.lock();
 }
 

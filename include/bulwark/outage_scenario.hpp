@@ -237,7 +237,7 @@ struct SimLoad {
 struct OutageScenario {
     std::string name = "scenario";
     std::uint64_t seed = 1;
-    // Width of a timeline bucket; > 0 and <= load.duration.
+    // Width of a timeline bucket; > 0, <= load.duration and at most max_buckets in it.
     Duration bucket = std::chrono::seconds(1);
     // At least one; names unique and not empty.
     std::vector<SimDependency> dependencies = {SimDependency{}};
@@ -250,6 +250,9 @@ struct OutageScenario {
     // allows (1 - error_rate). In (0, 1].
     double recovered_fraction = 0.95;
 
+    // The most buckets validate() allows in load.duration.
+    static constexpr std::int64_t max_buckets = 1000000;
+
     void validate() const {
         if (!(bucket > Duration::zero())) {
             detail::throw_invalid_option("OutageScenario.bucket", "must be > 0",
@@ -258,6 +261,15 @@ struct OutageScenario {
         validate_load();
         if (bucket > load.duration) {
             detail::throw_invalid_option("OutageScenario.bucket", "must be <= load.duration",
+                                         detail::format_duration(bucket));
+        }
+        // The timeline holds one bucket per `bucket` of the run: a tiny bucket ("1ns" for
+        // "1s") would exhaust memory long before the run ended.
+        if (load.duration.count() / bucket.count() > max_buckets) {
+            detail::throw_invalid_option("OutageScenario.bucket",
+                                         "must leave at most " + std::to_string(max_buckets) +
+                                             " buckets in load.duration (" +
+                                             detail::format_duration(load.duration) + ")",
                                          detail::format_duration(bucket));
         }
         if (!(outage_error_rate > 0.0 && outage_error_rate <= 1.0)) {

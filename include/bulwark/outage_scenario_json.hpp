@@ -182,8 +182,18 @@ private:
         if (!v.is(JsonValue::Kind::object)) {
             fail(path, "must be an object", v);
         }
-        // A misspelt member ("eror_rate") would otherwise be ignored and its default used.
-        for (const auto& m : v.members) {
+        // A misspelt member ("eror_rate") would otherwise be ignored and its default used, and
+        // of a member given twice only the first would count (other readers take the last).
+        for (std::size_t i = 0; i < v.members.size(); ++i) {
+            const auto& m = v.members[i];
+            for (std::size_t j = 0; j < i; ++j) {
+                if (v.members[j].first == m.first) {
+                    std::string quoted;
+                    json_string(quoted, m.first);
+                    throw_invalid_option("outage scenario JSON: " + path,
+                                         "has a member given twice", quoted);
+                }
+            }
             const bool ok = std::any_of(known.begin(), known.end(),
                                         [&](const char* k) { return m.first == k; });
             if (!ok) {
