@@ -15503,14 +15503,16 @@ public:
 
     // Makes one pass over the messages ready now (up to batch_size at a time, until none is
     // ready); returns how many passes it made. For a loop of the caller's own and for tests on
-    // a ManualClock; workers may take some messages first.
+    // a ManualClock; workers may take some messages first. Each claim reads the clock afresh:
+    // its lease runs options.lease from then (a pass over a long queue on a real clock would
+    // otherwise lease its later batches from the pass's start, already run out, and skip
+    // them), so a message that becomes ready during the pass is taken too.
     std::size_t run_due() {
         start();  // throws QueueStoppedError after stop()
         std::size_t done = 0;
-        const WallTime now = clock_.wall_now();
         for (;;) {
             std::vector<QueuedMessage> batch =
-                queue_->claim(now, options_.batch_size, options_.lease);
+                queue_->claim(clock_.wall_now(), options_.batch_size, options_.lease);
             if (batch.empty()) {
                 return done;
             }
