@@ -3,6 +3,7 @@
 #ifndef BULWARK_OUTAGE_LAB_HPP
 #define BULWARK_OUTAGE_LAB_HPP
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -33,10 +34,27 @@ inline std::string to_canonical_text(const OutageTimeline& t) {
     const auto dur = [&out](Duration d) {
         out += std::to_string(d.count());
     };
+    // Six decimals from integers, not printf: "%.6f" follows the C locale, and a program that
+    // set a decimal-comma locale would get other bytes and another checksum.
     const auto ratio = [&out](double v) {
-        char buffer[48];
-        std::snprintf(buffer, sizeof buffer, "%.6f", v);
-        out += buffer;
+        if (!(v == v)) {
+            out += "nan";
+            return;
+        }
+        const double scaled = std::round((v < 0 ? -v : v) * 1e6);
+        if (scaled >= 1e18) {
+            out += v < 0 ? "-inf" : "inf";
+            return;
+        }
+        const auto units = static_cast<std::uint64_t>(scaled);
+        if (v < 0 && units != 0) {
+            out += '-';
+        }
+        out += std::to_string(units / 1000000U);
+        out += '.';
+        const std::string fraction = std::to_string(units % 1000000U);
+        out.append(6 - fraction.size(), '0');
+        out += fraction;
     };
     out += "scenario=" + t.scenario + "\nconfiguration=" + t.configuration + "\nbucket=";
     dur(t.bucket);
