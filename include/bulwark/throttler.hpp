@@ -46,7 +46,8 @@ struct ThrottlerOptions {
     // only for failures. Empty: every failure is a refusal.
     std::function<bool(const std::exception_ptr&)> rejected_by_backend{};
     // Uniform draws in [0, 1), called only while the rejection probability is above 0 (tests
-    // pass a deterministic sequence). Empty: a per-thread SplitMix64. Must be thread-safe.
+    // pass a deterministic sequence). Empty: a per-thread SplitMix64. Must be thread-safe and must
+    // not throw: it is called from the noexcept try_acquire(), so an exception terminates.
     std::function<double()> random{};
 
     // Throws std::invalid_argument naming the field and the value.
