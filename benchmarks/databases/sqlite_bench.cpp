@@ -6,12 +6,17 @@
 // sqlite_full / sqlite_normal (SqliteSynchronous). Ratios are to the in-memory store. Stores live
 // in a mkdtemp directory under $TMPDIR or /tmp, removed at exit: run it on the disk you mean to
 // measure.
+// BM_sqlite_connections_*: the same operations from 1, 2 and 4 threads, each with its own
+// connection (its own store object) on one shared file, as the worker processes of one host
+// would share it; SQLite serialises the writers, so this shows what the file's one write lock
+// costs and what WAL's concurrent readers do not buy a write-only load.
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
+#include <mutex>
 #include <stdlib.h>
 #include <string>
 #include <system_error>
@@ -165,6 +170,76 @@ void BM_queue_cycle(benchmark::State& state, Kind kind) {
     state.SetItemsProcessed(state.iterations());
 }
 
+// One file per (operation, setting, thread count), shared by the run's threads; stores are
+// opened one at a time (the first creates the schema) and each thread keeps its own connection.
+std::mutex open_mutex;
+
+std::string shared_path(const char* what, bulwark::SqliteSynchronous sync, int threads) {
+    static const std::string root = TempRoot::get().fresh("connections");
+    static const bool made = std::filesystem::create_directories(root);
+    (void)made;
+    return root + "/" + what + (sync == bulwark::SqliteSynchronous::full ? "-full-" : "-normal-") +
+           std::to_string(threads) + ".db";
+}
+
+void BM_sqlite_connections_dead_letter_add(benchmark::State& state,
+                                           bulwark::SqliteSynchronous sync) {
+    std::unique_ptr<bulwark::SqliteDeadLetterStore> store;
+    {
+        const std::lock_guard<std::mutex> lock(open_mutex);
+        bulwark::SqliteDeadLetterStoreOptions o;
+        o.max_entries = 10 * purge_every;
+        o.synchronous = sync;
+        store = std::make_unique<bulwark::SqliteDeadLetterStore>(
+            shared_path("dlq", sync, state.threads()), o);
+    }
+    bulwark::DeadLetter d;
+    d.type = "sms";
+    d.payload = std::string(payload_bytes, 'p');
+    d.error = "provider 503";
+    std::int64_t held = 0;
+    const std::int64_t purge_at = purge_every / state.threads();
+    for (auto _ : state) {
+        benchmark::DoNotOptimize(store->add(d));
+        if (++held == purge_at) {
+            state.PauseTiming();
+            store->purge(bulwark::WallTime::max());
+            held = 0;
+            state.ResumeTiming();
+        }
+    }
+    state.SetItemsProcessed(state.iterations());
+}
+
+void BM_sqlite_connections_queue_cycle(benchmark::State& state, bulwark::SqliteSynchronous sync) {
+    std::unique_ptr<bulwark::SqliteQueueStore> store;
+    {
+        const std::lock_guard<std::mutex> lock(open_mutex);
+        bulwark::SqliteQueueStoreOptions o;
+        o.synchronous = sync;
+        store = std::make_unique<bulwark::SqliteQueueStore>(
+            shared_path("queue", sync, state.threads()), o);
+    }
+    bulwark::QueuedMessage m;
+    m.payload = std::string(payload_bytes, 'q');
+    const bulwark::WallTime now{std::chrono::seconds(1700000000)};
+    m.due = now;
+    m.enqueued = now;
+    const std::string prefix = "t" + std::to_string(state.thread_index()) + "-";
+    std::uint64_t n = 0;
+    std::int64_t completed = 0;
+    for (auto _ : state) {
+        // Another thread may claim this message and this one another's: every push leaves one
+        // more ready message than claims taken, so a claim always finds one.
+        m.id = prefix + std::to_string(n++);
+        store->push(m);
+        for (const auto& claimed : store->claim(now, 1, 30s)) {
+            completed += store->complete(claimed.id, claimed.lease) ? 1 : 0;
+        }
+    }
+    state.SetItemsProcessed(completed);
+}
+
 }  // namespace
 
 BENCHMARK_CAPTURE(BM_dead_letter_add, in_memory, Kind::in_memory)->UseRealTime();
@@ -177,6 +252,26 @@ BENCHMARK_CAPTURE(BM_queue_cycle, file_always, Kind::file_always)->UseRealTime()
 BENCHMARK_CAPTURE(BM_queue_cycle, file_none, Kind::file_none)->UseRealTime();
 BENCHMARK_CAPTURE(BM_queue_cycle, sqlite_full, Kind::sqlite_full)->UseRealTime();
 BENCHMARK_CAPTURE(BM_queue_cycle, sqlite_normal, Kind::sqlite_normal)->UseRealTime();
+BENCHMARK_CAPTURE(BM_sqlite_connections_dead_letter_add, full, bulwark::SqliteSynchronous::full)
+    ->Threads(1)
+    ->Threads(2)
+    ->Threads(4)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(BM_sqlite_connections_dead_letter_add, normal, bulwark::SqliteSynchronous::normal)
+    ->Threads(1)
+    ->Threads(2)
+    ->Threads(4)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(BM_sqlite_connections_queue_cycle, full, bulwark::SqliteSynchronous::full)
+    ->Threads(1)
+    ->Threads(2)
+    ->Threads(4)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(BM_sqlite_connections_queue_cycle, normal, bulwark::SqliteSynchronous::normal)
+    ->Threads(1)
+    ->Threads(2)
+    ->Threads(4)
+    ->UseRealTime();
 
 int main(int argc, char** argv) {
     const int status = bulwark_bench::run_main(
