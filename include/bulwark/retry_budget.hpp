@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <memory>
@@ -204,7 +205,7 @@ public:
     explicit TokenBucketRetryBudget(TokenBucketRetryBudgetOptions options = {})
         : options_((options.validate(), options)),
           max_milli_(static_cast<std::int64_t>(options_.max_tokens) * 1000),
-          ratio_milli_(static_cast<std::int64_t>(options_.token_ratio * 1000.0 + 0.5)),
+          ratio_milli_(static_cast<std::int64_t>(std::llround(options_.token_ratio * 1000.0))),
           milli_tokens_(max_milli_) {
         counters_.shadow.store(options_.shadow, std::memory_order_relaxed);
     }

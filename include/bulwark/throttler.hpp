@@ -286,7 +286,7 @@ private:
     }
 
     double probability(const Totals& t) const noexcept {
-        const double requests = static_cast<double>(t.requests);
+        const auto requests = static_cast<double>(t.requests);
         const double excess = requests - options_.k * static_cast<double>(t.accepts);
         if (excess <= 0.0) {
             return 0.0;

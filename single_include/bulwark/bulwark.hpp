@@ -11144,6 +11144,7 @@ private:
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <memory>
@@ -11342,7 +11343,7 @@ public:
     explicit TokenBucketRetryBudget(TokenBucketRetryBudgetOptions options = {})
         : options_((options.validate(), options)),
           max_milli_(static_cast<std::int64_t>(options_.max_tokens) * 1000),
-          ratio_milli_(static_cast<std::int64_t>(options_.token_ratio * 1000.0 + 0.5)),
+          ratio_milli_(static_cast<std::int64_t>(std::llround(options_.token_ratio * 1000.0))),
           milli_tokens_(max_milli_) {
         counters_.shadow.store(options_.shadow, std::memory_order_relaxed);
     }
@@ -29398,7 +29399,7 @@ private:
     }
 
     double probability(const Totals& t) const noexcept {
-        const double requests = static_cast<double>(t.requests);
+        const auto requests = static_cast<double>(t.requests);
         const double excess = requests - options_.k * static_cast<double>(t.accepts);
         if (excess <= 0.0) {
             return 0.0;
