@@ -168,3 +168,27 @@ TEST_CASE("PostgresDeadLetterStore: bulk changes happen once across an ambiguous
         CHECK(store.size() == 0);
     }
 }
+
+TEST_CASE("PostgresDeadLetterStore: a version 1 schema gains the operations table", "[postgres]") {
+    bulwark::ManualClock clock;
+    const auto o = dl_options("dl_v1");
+    {
+        bulwark::PostgresDeadLetterStore store(o, clock);
+        for (int i = 0; i < 6; ++i) {
+            store.add(letter("sms", "v" + std::to_string(i)));
+        }
+    }
+    // Back to what version 1 of the store left.
+    bulwark::detail::pg::Conn conn = bulwark::detail::pg::connect(o.database);
+    const std::string schema = "\"" + o.database.schema + "\"";
+    bulwark::detail::pg::exec(conn.get(), "DROP TABLE " + schema + ".dead_letter_ops");
+    bulwark::detail::pg::exec(conn.get(), "UPDATE " + schema +
+                                              ".schema_version SET version = 1 WHERE component ="
+                                              " 'dead_letters'");
+    bulwark::PostgresDeadLetterStore store(o, clock);
+    AmbiguousCommits fault(1);
+    CHECK(store.dismiss(bulwark::DeadLetterQuery{}.limit(2), "gone") == 2);
+    CHECK(fault.left() == 0);
+    CHECK(store.stats().dismissed == 2);
+    CHECK(store.size() == 6);
+}
