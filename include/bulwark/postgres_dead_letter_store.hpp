@@ -4,13 +4,17 @@
 #define BULWARK_POSTGRES_DEAD_LETTER_STORE_HPP
 
 #include <algorithm>
+#include <array>
 #include <atomic>
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <fcntl.h>
 #include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unistd.h>
 #include <utility>
 #include <vector>
 
@@ -62,8 +66,10 @@ struct PostgresDeadLetterStoreOptions {
 
 // A DeadLetterStore in PostgreSQL tables that any number of processes share: every instance on
 // one schema sees, queries and decides on the same records. add() returns once the record is
-// committed; dismiss(), categorize() and purge() are one set-based statement each (a
-// transaction); reprocess() selects its batch in one statement and records each outcome in its
+// committed; dismiss(), categorize() and purge() are one set-based statement each, in a
+// transaction that also records the call's random operation id and result, so that a retry
+// after an ambiguous commit returns the recorded result instead of changing the next records
+// (exactly once); reprocess() selects its batch in one statement and records each outcome in its
 // own transaction, never holding a connection while the handler runs.
 //   bulwark::PostgresDeadLetterStoreOptions o;  o.database.conninfo = "host=db dbname=app";
 //   bulwark::PostgresDeadLetterStore store(o);
@@ -89,7 +95,9 @@ public:
           db_(options_.database, "dead letters", clock),
           t_(db_.table("dead_letters")),
           counters_(db_.table("dead_letter_counters")),
-          id_seed_(detail::dead_letter_id_seed(this)) {
+          ops_(db_.table("dead_letter_ops")),
+          id_seed_(detail::dead_letter_id_seed(this)),
+          op_key_{random_key(id_seed_), random_key(~id_seed_)} {
         db_.migrate("dead_letters",
                     {{"CREATE TABLE " + t_ +
                           " (seq bigserial PRIMARY KEY, id bytea NOT NULL UNIQUE,"
@@ -105,7 +113,12 @@ public:
                           " (one int PRIMARY KEY CHECK (one = 1), total int8 NOT NULL,"
                           " added int8 NOT NULL, evicted int8 NOT NULL, purged int8 NOT NULL,"
                           " resent int8 NOT NULL, redrive_failures int8 NOT NULL)",
-                      "INSERT INTO " + counters_ + " VALUES (1, 0, 0, 0, 0, 0, 0)"}});
+                      "INSERT INTO " + counters_ + " VALUES (1, 0, 0, 0, 0, 0, 0)"},
+                     // Version 2: the bulk operations' ids and results (see once()).
+                     {"CREATE TABLE " + ops_ +
+                          " (op_id bytea PRIMARY KEY, result int8 NOT NULL,"
+                          " at timestamptz NOT NULL)",
+                      "CREATE INDEX dead_letter_ops_at ON " + ops_ + " (at)"}});
     }
 
     const PostgresDeadLetterStoreOptions& options() const noexcept { return options_; }
@@ -230,7 +243,7 @@ protected:
         if (query.max_results() == 0) {
             return 0;
         }
-        return db_.run([&](PGconn* c, bool /*retried*/) {
+        return once([&](PGconn* c) {
             detail::pg::Params p;
             p.bytes(note);
             // where() first: it numbers the placeholders that p.next() continues.
@@ -248,7 +261,7 @@ protected:
         if (query.max_results() == 0) {
             return 0;
         }
-        return db_.run([&](PGconn* c, bool /*retried*/) {
+        return once([&](PGconn* c) {
             detail::pg::Params p;
             p.bytes(category);
             const std::string given = tag_array(tags, p);
@@ -263,7 +276,6 @@ protected:
                 "::int8 FOR UPDATE) RETURNING (octet_length(r.category) + coalesce((SELECT "
                 "sum(octet_length(t)) FROM unnest(r.tags) AS t), 0))::int8";
             p.i64(clamp(query.max_results()));
-            detail::pg::exec(c, "BEGIN");
             detail::pg::Result r = detail::pg::exec(c, sql, p);
             for (std::size_t i = 0; i < detail::pg::rows(r.get()); ++i) {
                 const auto text = static_cast<std::size_t>(detail::pg::i64(r.get(), i, 0));
@@ -273,7 +285,6 @@ protected:
                                             limits_.max_text_bytes);
                 }
             }
-            detail::pg::exec(c, "COMMIT");
             return detail::pg::rows(r.get());
         });
     }
@@ -328,8 +339,7 @@ protected:
     }
 
     std::size_t do_purge(WallTime older_than) override {
-        return db_.run([&](PGconn* c, bool /*retried*/) {
-            detail::pg::exec(c, "BEGIN");
+        return once([&](PGconn* c) {
             detail::pg::exec(c, "SELECT 1 FROM " + counters_ + " FOR UPDATE");
             detail::pg::Params p;
             p.i64(detail::pg::ticks(older_than));
@@ -341,7 +351,6 @@ protected:
                 c,
                 "UPDATE " + counters_ + " SET total = total - $1::int8, purged = purged + $1::int8",
                 u);
-            detail::pg::exec(c, "COMMIT");
             return n;
         });
     }
@@ -397,6 +406,87 @@ private:
     static std::int64_t clamp(std::size_t n) noexcept {
         constexpr auto top = static_cast<std::size_t>(std::numeric_limits<std::int64_t>::max());
         return static_cast<std::int64_t>(std::min(n, top));
+    }
+
+    // Runs `change` (statements that return how many records they changed) exactly once per
+    // call, even when the commit was ambiguous (sent, then the connection lost before the
+    // answer) and the retry wrapper tries again: the transaction that runs it also records a
+    // fresh operation id and the result in dead_letter_ops. A retry first claims the id; when
+    // an earlier try committed it (a try still committing makes the claim wait for it), the
+    // retry returns the recorded result and runs nothing. Ids older than a day are deleted by
+    // every 64th call of this object (a call's retries last seconds, not a day).
+    template <class Change>
+    std::size_t once(Change&& change) {
+        const std::uint64_t k = ops_started_.fetch_add(1, std::memory_order_relaxed);
+        std::string op;
+        op.reserve(16);
+        detail::pg::put_u32(op, static_cast<std::uint32_t>(op_key_[0] >> 32U));
+        detail::pg::put_u32(op, static_cast<std::uint32_t>(op_key_[0] & 0xFFFFFFFFU));
+        // SplitMix64::at is a bijection of k for one seed: distinct calls, distinct ids.
+        const std::uint64_t low = detail::SplitMix64::at(op_key_[1], k);
+        detail::pg::put_u32(op, static_cast<std::uint32_t>(low >> 32U));
+        detail::pg::put_u32(op, static_cast<std::uint32_t>(low & 0xFFFFFFFFU));
+        const bool sweep = k % 64 == 0;
+        return db_.run([&](PGconn* c, bool retried) -> std::size_t {
+            using detail::pg::exec;
+            exec(c, "BEGIN");
+            if (retried) {
+                detail::pg::Params id;
+                id.bytes(op);
+                const detail::pg::Result claim =
+                    exec(c,
+                         "INSERT INTO " + ops_ +
+                             " (op_id, result, at) VALUES ($1, -1, now())"
+                             " ON CONFLICT (op_id) DO NOTHING",
+                         id);
+                if (detail::pg::affected(claim.get()) == 0) {
+                    const detail::pg::Result r =
+                        exec(c, "SELECT result FROM " + ops_ + " WHERE op_id = $1", id);
+                    exec(c, "COMMIT");
+                    return static_cast<std::size_t>(detail::pg::i64(r.get(), 0, 0));
+                }
+            }
+            const std::size_t n = change(c);
+            detail::pg::Params rec;
+            rec.bytes(op).i64(clamp(n));
+            exec(c,
+                 "INSERT INTO " + ops_ +
+                     " (op_id, result, at) VALUES ($1, $2::int8, now())"
+                     " ON CONFLICT (op_id) DO UPDATE SET result = EXCLUDED.result",
+                 rec);
+            if (sweep) {
+                exec(c, "DELETE FROM " + ops_ + " WHERE at < now() - interval '1 day'");
+            }
+            exec(c, "COMMIT");
+            return n;
+        });
+    }
+
+    // 64 bits from /dev/urandom (mixed with `fallback`, which stands in when it cannot be
+    // read). Two make the 128-bit key once() derives its operation ids from: unique across
+    // calls, processes and hosts.
+    static std::uint64_t random_key(std::uint64_t fallback) noexcept {
+        std::uint64_t key = 0;
+        int fd = -1;
+        do {
+            fd = ::open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+        } while (fd < 0 && errno == EINTR);
+        if (fd >= 0) {
+            auto* bytes = reinterpret_cast<unsigned char*>(&key);
+            std::size_t got = 0;
+            while (got < sizeof key) {
+                const ssize_t r = ::read(fd, bytes + got, sizeof key - got);
+                if (r < 0 && errno == EINTR) {
+                    continue;
+                }
+                if (r <= 0) {
+                    break;
+                }
+                got += static_cast<std::size_t>(r);
+            }
+            ::close(fd);
+        }
+        return detail::SplitMix64::at(key ^ fallback, 0);
     }
 
     std::string next_id() {
@@ -583,7 +673,10 @@ private:
     mutable detail::pg::Database db_;
     const std::string t_;
     const std::string counters_;
+    const std::string ops_;
     const std::uint64_t id_seed_;
+    const std::array<std::uint64_t, 2> op_key_;
+    std::atomic<std::uint64_t> ops_started_{0};
     std::atomic<std::uint64_t> next_id_{0};
     std::atomic<bool> reprocessing_{false};
     std::atomic<std::uint64_t> duplicate_adds_{0};

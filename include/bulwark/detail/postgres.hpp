@@ -5,6 +5,7 @@
 #define BULWARK_DETAIL_POSTGRES_HPP
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -17,6 +18,8 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <utility>
 #include <vector>
 
@@ -212,11 +215,60 @@ private:
     std::vector<int> owned_index_;
 };
 
+// Test seam, null outside tests: while set, exec() asks it about every statement, and for one
+// it returns true for, lets the server answer (so the statement has run, and a COMMIT has
+// committed) and then swaps the connection's socket for one whose peer is closed before libpq
+// reads the answer. libpq then reports the connection lost, exactly as when the network fails
+// after a COMMIT went out: the ambiguous commit the stores' retries must survive. Set it only
+// while no statement runs (tests arm it between operations).
+using FaultAfterSend = bool (*)(const char* sql);
+inline std::atomic<FaultAfterSend> test_fault_after_send{nullptr};
+
+// exec() while test_fault_after_send is set: the asynchronous calls PQexecParams is made of,
+// with the fault between the send and the read.
+BULWARK_NOINLINE inline PGresult* exec_with_test_fault(PGconn* conn, const std::string& sql,
+                                                       Params& params, FaultAfterSend fault) {
+    if (PQsendQueryParams(conn, sql.c_str(), params.count(), nullptr, params.values(),
+                          params.lengths(), params.formats(), 1) == 0) {
+        return nullptr;
+    }
+    if (fault(sql.c_str())) {
+        while (PQflush(conn) > 0) {
+        }
+        const int fd = PQsocket(conn);
+        // The server answers only once the statement has run (a COMMIT: once it is durable).
+        pollfd p{fd, POLLIN, 0};
+        while (::poll(&p, 1, -1) < 0 && errno == EINTR) {
+        }
+        int pair[2];
+        if (::socketpair(AF_UNIX, SOCK_STREAM, 0, pair) == 0) {
+            ::close(pair[1]);
+            ::dup2(pair[0], fd);  // closes the server's socket; reads now see end of file
+            ::close(pair[0]);
+        }
+    }
+    // As PQexecParams: the first error result, else the last result.
+    PGresult* kept = nullptr;
+    for (PGresult* r = PQgetResult(conn); r != nullptr; r = PQgetResult(conn)) {
+        if (kept != nullptr && PQresultStatus(kept) == PGRES_FATAL_ERROR) {
+            PQclear(r);
+            continue;
+        }
+        PQclear(kept);
+        kept = r;
+    }
+    return kept;
+}
+
 // Runs one parameterised statement with binary results; throws PostgresTransientError or
 // PostgresError on failure.
 inline Result exec(PGconn* conn, const std::string& sql, Params& params) {
-    Result res(PQexecParams(conn, sql.c_str(), params.count(), nullptr, params.values(),
-                            params.lengths(), params.formats(), 1));
+    // acquire: pairs with the test's store of the hook (free on the platforms we build for).
+    const FaultAfterSend fault = test_fault_after_send.load(std::memory_order_acquire);
+    Result res(fault == nullptr
+                   ? PQexecParams(conn, sql.c_str(), params.count(), nullptr, params.values(),
+                                  params.lengths(), params.formats(), 1)
+                   : exec_with_test_fault(conn, sql, params, fault));
     const ExecStatusType st = res ? PQresultStatus(res.get()) : PGRES_FATAL_ERROR;
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
         throw_error(conn, res.get(), "statement failed");
